@@ -1,0 +1,14 @@
+//! espwatch-core: the pure heart of espwatch.
+//!
+//! **Invariant: this crate does no I/O.** No files, sockets, clocks or threads: callers pass
+//! the current time in where it matters. That keeps every rule here testable with plain values
+//! and lets the same code run in the server, the offline tools and the tests.
+
+pub mod ingest;
+pub mod series;
+pub mod telemetry;
+pub mod well;
+
+pub use series::{Agg, Point, Series, TelemetryQuery, TimeRange};
+pub use telemetry::{Field, Measurements, Reading, Timestamp, WellId, FIELD_COUNT};
+pub use well::WellMeta;

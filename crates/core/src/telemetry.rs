@@ -1,0 +1,422 @@
+//! The canonical telemetry model: which measurements exist, their units, their sane ranges,
+//! and the validated types a reading is made of.
+//!
+//! Everything that enters espwatch is turned into these types at the edge (see
+//! [`crate::ingest`]); past that point a [`Reading`] is known to be valid.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Number of numeric measurement channels in the canonical model.
+pub const FIELD_COUNT: usize = 13;
+
+/// One measurement channel of an ESP. The unit is part of the name on purpose.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    FrequencyHz,
+    MotorCurrentA,
+    MotorVoltageV,
+    IntakePressurePsi,
+    DischargePressurePsi,
+    TubingPressurePsi,
+    IntakeTempC,
+    MotorTempC,
+    VibrationXG,
+    VibrationYG,
+    FlowRateBpd,
+    GorScfBbl,
+    WaterCutPct,
+}
+
+/// Physically possible range of a channel, inclusive. Values outside are rejected at ingestion.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct SaneRange {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Field {
+    /// All channels in storage order (the order of [`Measurements`] slots and CSV columns).
+    pub const ALL: [Field; FIELD_COUNT] = [
+        Field::FrequencyHz,
+        Field::MotorCurrentA,
+        Field::MotorVoltageV,
+        Field::IntakePressurePsi,
+        Field::DischargePressurePsi,
+        Field::TubingPressurePsi,
+        Field::IntakeTempC,
+        Field::MotorTempC,
+        Field::VibrationXG,
+        Field::VibrationYG,
+        Field::FlowRateBpd,
+        Field::GorScfBbl,
+        Field::WaterCutPct,
+    ];
+
+    /// Slot of this channel in [`Measurements`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Canonical wire name (JSON key, CSV header, query `fields=` item).
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::FrequencyHz => "frequency_hz",
+            Field::MotorCurrentA => "motor_current_a",
+            Field::MotorVoltageV => "motor_voltage_v",
+            Field::IntakePressurePsi => "intake_pressure_psi",
+            Field::DischargePressurePsi => "discharge_pressure_psi",
+            Field::TubingPressurePsi => "tubing_pressure_psi",
+            Field::IntakeTempC => "intake_temp_c",
+            Field::MotorTempC => "motor_temp_c",
+            Field::VibrationXG => "vibration_x_g",
+            Field::VibrationYG => "vibration_y_g",
+            Field::FlowRateBpd => "flow_rate_bpd",
+            Field::GorScfBbl => "gor_scf_bbl",
+            Field::WaterCutPct => "water_cut_pct",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// Human unit, for documentation and displays.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Field::FrequencyHz => "Hz",
+            Field::MotorCurrentA => "A",
+            Field::MotorVoltageV => "V",
+            Field::IntakePressurePsi | Field::DischargePressurePsi | Field::TubingPressurePsi => {
+                "psi"
+            }
+            Field::IntakeTempC | Field::MotorTempC => "°C",
+            Field::VibrationXG | Field::VibrationYG => "g RMS",
+            Field::FlowRateBpd => "bbl/d",
+            Field::GorScfBbl => "scf/bbl",
+            Field::WaterCutPct => "%",
+        }
+    }
+
+    /// The one place where sane ranges are defined. Generous on purpose: they exist to catch
+    /// garbage (unit mix-ups, sentinel values, bit flips), not to judge the pump.
+    pub fn sane_range(self) -> SaneRange {
+        let (min, max) = match self {
+            Field::FrequencyHz => (0.0, 120.0),
+            Field::MotorCurrentA => (0.0, 1_500.0),
+            Field::MotorVoltageV => (0.0, 10_000.0),
+            Field::IntakePressurePsi | Field::DischargePressurePsi | Field::TubingPressurePsi => {
+                (-15.0, 20_000.0)
+            }
+            Field::IntakeTempC | Field::MotorTempC => (-50.0, 260.0),
+            Field::VibrationXG | Field::VibrationYG => (0.0, 50.0),
+            Field::FlowRateBpd => (0.0, 200_000.0),
+            Field::GorScfBbl => (0.0, 100_000.0),
+            Field::WaterCutPct => (0.0, 100.0),
+        };
+        SaneRange { min, max }
+    }
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a single measurement value was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    #[error("not a finite number")]
+    NotFinite,
+    #[error("{value} is outside the physically possible range {min}..={max} {unit}")]
+    OutOfRange {
+        value: f64,
+        min: f64,
+        max: f64,
+        unit: &'static str,
+    },
+}
+
+impl Field {
+    /// Checks one value against this channel's sane range.
+    pub fn check(self, value: f64) -> Result<f64, ValueError> {
+        if !value.is_finite() {
+            return Err(ValueError::NotFinite);
+        }
+        let r = self.sane_range();
+        if value < r.min || value > r.max {
+            return Err(ValueError::OutOfRange {
+                value,
+                min: r.min,
+                max: r.max,
+                unit: self.unit(),
+            });
+        }
+        Ok(value)
+    }
+}
+
+/// A validated well identifier: 1–64 characters of `A-Za-z0-9._-`.
+///
+/// Cheap to clone (shared string), because every reading carries one.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct WellId(Arc<str>);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WellIdError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most 64 characters (got {0})")]
+    TooLong(usize),
+    #[error("may only contain A-Z, a-z, 0-9, '.', '_' and '-' (found {0:?})")]
+    BadChar(char),
+}
+
+impl WellId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(s: &str) -> Result<WellId, WellIdError> {
+        if s.is_empty() {
+            return Err(WellIdError::Empty);
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(WellIdError::TooLong(s.chars().count()));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(WellIdError::BadChar(c));
+        }
+        Ok(WellId(Arc::from(s)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for WellId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for WellId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "WellId({})", &self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for WellId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        WellId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for WellId {
+    type Err = WellIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        WellId::parse(s)
+    }
+}
+
+/// A point in time, UTC, microseconds since the Unix epoch.
+///
+/// Microseconds: finer than any SCADA clock, and an i64 of them spans ±292 000 years.
+/// Sub-microsecond digits of an input timestamp are truncated.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    #[error("not an RFC 3339 timestamp (expected e.g. 2026-11-22T08:00:00Z): {0}")]
+    Invalid(String),
+    #[error("outside the supported range (years 1970..=9999)")]
+    OutOfRange,
+}
+
+impl Timestamp {
+    pub const MICROS_PER_SECOND: i64 = 1_000_000;
+
+    /// Parses RFC 3339 with any offset; the result is UTC.
+    pub fn parse_rfc3339(s: &str) -> Result<Timestamp, TimestampError> {
+        let dt = DateTime::parse_from_rfc3339(s.trim())
+            .map_err(|e| TimestampError::Invalid(e.to_string()))?;
+        let micros = dt.timestamp_micros();
+        if micros < 0 {
+            return Err(TimestampError::OutOfRange);
+        }
+        Ok(Timestamp(micros))
+    }
+
+    pub fn from_datetime(dt: DateTime<Utc>) -> Timestamp {
+        Timestamp(dt.timestamp_micros())
+    }
+
+    pub fn to_datetime(self) -> DateTime<Utc> {
+        Utc.timestamp_micros(self.0)
+            .single()
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    pub fn from_secs(secs: i64) -> Timestamp {
+        Timestamp(secs.saturating_mul(Self::MICROS_PER_SECOND))
+    }
+
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// RFC 3339 in UTC with a `Z`, with as many fractional digits as needed (0, 3 or 6).
+    pub fn to_rfc3339(self) -> String {
+        let dt = self.to_datetime();
+        let format = if self.0 % 1_000_000 == 0 {
+            SecondsFormat::Secs
+        } else if self.0 % 1_000 == 0 {
+            SecondsFormat::Millis
+        } else {
+            SecondsFormat::Micros
+        };
+        dt.to_rfc3339_opts(format, true)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+/// The numeric channels of one reading. A channel may be missing (gauges drop out).
+///
+/// Stored as a fixed array with NaN meaning "missing": NaN is never a valid input value
+/// (rejected at ingestion), so the sentinel is unambiguous and the type stays 104 bytes.
+#[derive(Copy, Clone, PartialEq)]
+pub struct Measurements([f64; FIELD_COUNT]);
+
+impl Default for Measurements {
+    fn default() -> Self {
+        Measurements([f64::NAN; FIELD_COUNT])
+    }
+}
+
+impl Measurements {
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, field: Field) -> Option<f64> {
+        let v = self.0[field.index()];
+        (!v.is_nan()).then_some(v)
+    }
+
+    /// Sets a channel. Callers pass values already checked with [`Field::check`]; a NaN clears it.
+    pub fn set(&mut self, field: Field, value: Option<f64>) {
+        self.0[field.index()] = value.unwrap_or(f64::NAN);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|v| v.is_nan())
+    }
+
+    /// Number of channels present.
+    pub fn count(&self) -> usize {
+        self.0.iter().filter(|v| !v.is_nan()).count()
+    }
+
+    /// Raw slots with NaN for missing, in [`Field::ALL`] order. For storage encoders.
+    pub fn raw(&self) -> &[f64; FIELD_COUNT] {
+        &self.0
+    }
+
+    /// Builds from raw slots (NaN = missing). For storage decoders.
+    pub fn from_raw(raw: [f64; FIELD_COUNT]) -> Self {
+        Measurements(raw)
+    }
+
+    /// Present channels as (field, value) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (Field, f64)> + '_ {
+        Field::ALL
+            .into_iter()
+            .filter_map(|f| self.get(f).map(|v| (f, v)))
+    }
+}
+
+impl fmt::Debug for Measurements {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter().map(|(k, v)| (k.name(), v))).finish()
+    }
+}
+
+/// One validated telemetry reading of one well at one instant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reading {
+    pub well_id: WellId,
+    pub ts: Timestamp,
+    pub values: Measurements,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_round_trip_and_are_in_index_order() {
+        for (i, f) in Field::ALL.into_iter().enumerate() {
+            assert_eq!(f.index(), i);
+            assert_eq!(Field::from_name(f.name()), Some(f));
+        }
+        assert_eq!(Field::from_name("pip"), None);
+    }
+
+    #[test]
+    fn well_id_rules() {
+        assert!(WellId::parse("WELL-001.a_b").is_ok());
+        assert_eq!(WellId::parse(""), Err(WellIdError::Empty));
+        assert_eq!(WellId::parse(&"a".repeat(65)), Err(WellIdError::TooLong(65)));
+        assert!(WellId::parse(&"a".repeat(64)).is_ok());
+        assert_eq!(WellId::parse("a b"), Err(WellIdError::BadChar(' ')));
+        assert_eq!(WellId::parse("é"), Err(WellIdError::BadChar('é')));
+    }
+
+    #[test]
+    fn timestamps_any_offset_become_utc() {
+        let a = Timestamp::parse_rfc3339("2026-11-22T10:00:00+02:00").unwrap();
+        let b = Timestamp::parse_rfc3339("2026-11-22T08:00:00Z").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(b.to_rfc3339(), "2026-11-22T08:00:00Z");
+        let c = Timestamp::parse_rfc3339("2026-11-22T08:00:00.250Z").unwrap();
+        assert_eq!(c.to_rfc3339(), "2026-11-22T08:00:00.250Z");
+        assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+        assert!(Timestamp::parse_rfc3339("1969-12-31T23:59:59Z").is_err());
+    }
+
+    #[test]
+    fn checks_reject_non_finite_and_impossible_values() {
+        assert_eq!(Field::FrequencyHz.check(f64::NAN), Err(ValueError::NotFinite));
+        assert_eq!(Field::FrequencyHz.check(f64::INFINITY), Err(ValueError::NotFinite));
+        assert!(Field::FrequencyHz.check(121.0).is_err());
+        assert!(Field::IntakePressurePsi.check(-15.0).is_ok());
+        assert!(Field::IntakePressurePsi.check(-15.1).is_err());
+        assert!(Field::WaterCutPct.check(100.0).is_ok());
+    }
+
+    #[test]
+    fn measurements_missing_is_none() {
+        let mut m = Measurements::empty();
+        assert!(m.is_empty());
+        m.set(Field::MotorCurrentA, Some(42.5));
+        assert_eq!(m.get(Field::MotorCurrentA), Some(42.5));
+        assert_eq!(m.get(Field::FrequencyHz), None);
+        assert_eq!(m.count(), 1);
+    }
+}

@@ -1,0 +1,261 @@
+//! The wells registry entry: what espwatch knows about a well besides its telemetry.
+//!
+//! Everything except `well_id` is optional, so a well auto-registered from its first reading is
+//! valid; diagnostics that need a pump curve simply skip wells that lack one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::WellId;
+
+/// Metadata of one well. Field names carry their units.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WellMeta {
+    /// Unique id, 1–64 characters of `A-Za-z0-9._-`; the key telemetry is filed under.
+    pub well_id: WellIdField,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Oil field or asset the well belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pump: Option<PumpSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub motor: Option<MotorSpec>,
+    /// Pump setting depth, feet (measured depth of the pump intake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setting_depth_ft: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fluid: Option<FluidSpec>,
+}
+
+/// `WellId` wrapper whose `Default` is needed by serde's `deny_unknown_fields` + `Default` combo;
+/// an empty default never survives [`WellMeta::validate`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct WellIdField(pub String);
+
+/// WGS 84 position of the wellhead.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// Latitude, degrees, −90..=90.
+    pub lat: f64,
+    /// Longitude, degrees, −180..=180.
+    pub lon: f64,
+}
+
+/// The installed pump.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PumpSpec {
+    /// Catalog model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Number of stages, 1..=1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stages: Option<u32>,
+    /// Frequency the catalog curve is published at: 50 or 60 Hz.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_frequency_hz: Option<f64>,
+    /// Per-stage catalog curve at base frequency, strictly increasing flow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stage_curve: Vec<CurvePoint>,
+    /// Lower edge of the recommended operating range at base frequency, bbl/d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_flow_bpd: Option<f64>,
+    /// Upper edge of the recommended operating range at base frequency, bbl/d.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_flow_bpd: Option<f64>,
+}
+
+/// One point of a per-stage pump curve at base frequency.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurvePoint {
+    /// Flow, bbl/d, ≥ 0.
+    pub flow_bpd: f64,
+    /// Head per stage, feet, ≥ 0.
+    pub head_ft: f64,
+    /// Brake horsepower per stage, hp, ≥ 0.
+    pub bhp: f64,
+}
+
+/// Motor nameplate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MotorSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rated_hp: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rated_voltage_v: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rated_current_a: Option<f64>,
+    /// Winding temperature limit, °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_winding_temp_c: Option<f64>,
+}
+
+/// Produced fluid properties.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FluidSpec {
+    /// Specific gravity of the produced liquid (water = 1), 0.5..=2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specific_gravity: Option<f64>,
+    /// Bubble point pressure, psi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bubble_point_psi: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gor_scf_bbl: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub water_cut_pct: Option<f64>,
+}
+
+/// One problem found in well metadata: the JSON path of the field and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MetaProblem {
+    pub field: String,
+    pub reason: String,
+}
+
+impl WellMeta {
+    /// Minimal metadata for a well registered automatically from its first reading.
+    pub fn minimal(id: &WellId) -> WellMeta {
+        WellMeta {
+            well_id: WellIdField(id.as_str().to_owned()),
+            ..WellMeta::default()
+        }
+    }
+
+    /// The validated id. Only meaningful after [`WellMeta::validate`] succeeded.
+    pub fn id(&self) -> Result<WellId, crate::telemetry::WellIdError> {
+        WellId::parse(&self.well_id.0)
+    }
+
+    /// Checks every field; returns all problems at once so a user fixes a file in one go.
+    pub fn validate(&self) -> Result<WellId, Vec<MetaProblem>> {
+        let mut problems = Vec::new();
+        let mut bad = |field: &str, reason: String| {
+            problems.push(MetaProblem {
+                field: field.to_owned(),
+                reason,
+            })
+        };
+        let id = WellId::parse(&self.well_id.0);
+        if let Err(e) = &id {
+            bad("well_id", e.to_string());
+        }
+        for (name, text) in [("name", &self.name), ("field", &self.field)] {
+            if let Some(t) = text
+                && (t.trim().is_empty() || t.chars().count() > 200)
+            {
+                bad(name, "must be 1–200 characters".into());
+            }
+        }
+        let mut range = |field: &str, v: Option<f64>, min: f64, max: f64| {
+            if let Some(v) = v
+                && (!v.is_finite() || v < min || v > max)
+            {
+                bad(field, format!("{v} is outside {min}..={max}"));
+            }
+        };
+        if let Some(loc) = &self.location {
+            range("location.lat", Some(loc.lat), -90.0, 90.0);
+            range("location.lon", Some(loc.lon), -180.0, 180.0);
+        }
+        range("setting_depth_ft", self.setting_depth_ft, 0.0, 40_000.0);
+        if let Some(m) = &self.motor {
+            range("motor.rated_hp", m.rated_hp, 1.0, 5_000.0);
+            range("motor.rated_voltage_v", m.rated_voltage_v, 100.0, 10_000.0);
+            range("motor.rated_current_a", m.rated_current_a, 1.0, 1_500.0);
+            range("motor.max_winding_temp_c", m.max_winding_temp_c, 50.0, 260.0);
+        }
+        if let Some(f) = &self.fluid {
+            range("fluid.specific_gravity", f.specific_gravity, 0.5, 2.0);
+            range("fluid.bubble_point_psi", f.bubble_point_psi, 0.0, 20_000.0);
+            range("fluid.gor_scf_bbl", f.gor_scf_bbl, 0.0, 100_000.0);
+            range("fluid.water_cut_pct", f.water_cut_pct, 0.0, 100.0);
+        }
+        if let Some(p) = &self.pump {
+            if let Some(s) = p.stages
+                && !(1..=1000).contains(&s)
+            {
+                bad("pump.stages", format!("{s} is outside 1..=1000"));
+            }
+            if let Some(f) = p.base_frequency_hz
+                && f != 50.0
+                && f != 60.0
+            {
+                bad("pump.base_frequency_hz", format!("{f} must be 50 or 60"));
+            }
+            range("pump.min_flow_bpd", p.min_flow_bpd, 0.0, 200_000.0);
+            range("pump.max_flow_bpd", p.max_flow_bpd, 0.0, 200_000.0);
+            if let (Some(lo), Some(hi)) = (p.min_flow_bpd, p.max_flow_bpd)
+                && lo >= hi
+            {
+                bad("pump.max_flow_bpd", "must be greater than min_flow_bpd".into());
+            }
+            if !p.stage_curve.is_empty() && p.stage_curve.len() < 2 {
+                bad("pump.stage_curve", "needs at least 2 points".into());
+            }
+            let mut prev_flow = f64::NEG_INFINITY;
+            for (i, pt) in p.stage_curve.iter().enumerate() {
+                range(&format!("pump.stage_curve[{i}].flow_bpd"), Some(pt.flow_bpd), 0.0, 200_000.0);
+                range(&format!("pump.stage_curve[{i}].head_ft"), Some(pt.head_ft), 0.0, 1_000.0);
+                range(&format!("pump.stage_curve[{i}].bhp"), Some(pt.bhp), 0.0, 100.0);
+                if pt.flow_bpd <= prev_flow {
+                    bad(
+                        &format!("pump.stage_curve[{i}].flow_bpd"),
+                        "flow must be strictly increasing along the curve".into(),
+                    );
+                }
+                prev_flow = pt.flow_bpd;
+            }
+        }
+        match (id, problems.is_empty()) {
+            (Ok(id), true) => Ok(id),
+            _ => Err(problems),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_validates() {
+        let json = r#"{"well_id":"W-1","name":"North 1","field":"Alpha",
+            "location":{"lat":29.7,"lon":-95.3},
+            "pump":{"model":"D1050N","stages":120,"base_frequency_hz":60,
+              "stage_curve":[{"flow_bpd":0,"head_ft":30,"bhp":0.2},{"flow_bpd":1000,"head_ft":25,"bhp":0.3}],
+              "min_flow_bpd":700,"max_flow_bpd":1300},
+            "motor":{"rated_hp":150,"rated_voltage_v":2300,"rated_current_a":40,"max_winding_temp_c":200},
+            "setting_depth_ft":6500,
+            "fluid":{"specific_gravity":0.95,"bubble_point_psi":1200,"gor_scf_bbl":400,"water_cut_pct":60}}"#;
+        let meta: WellMeta = serde_json::from_str(json).unwrap();
+        assert_eq!(meta.validate().unwrap().as_str(), "W-1");
+    }
+
+    #[test]
+    fn problems_are_all_reported_with_paths() {
+        let json = r#"{"well_id":"bad id","location":{"lat":91,"lon":0},
+            "pump":{"base_frequency_hz":55,"stage_curve":[{"flow_bpd":10,"head_ft":30,"bhp":0.2},{"flow_bpd":5,"head_ft":25,"bhp":0.3}]}}"#;
+        let meta: WellMeta = serde_json::from_str(json).unwrap();
+        let problems = meta.validate().unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert!(fields.contains(&"well_id"));
+        assert!(fields.contains(&"location.lat"));
+        assert!(fields.contains(&"pump.base_frequency_hz"));
+        assert!(fields.contains(&"pump.stage_curve[1].flow_bpd"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(serde_json::from_str::<WellMeta>(r#"{"well_id":"A","colour":"red"}"#).is_err());
+    }
+}

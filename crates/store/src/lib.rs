@@ -1,0 +1,154 @@
+//! espwatch-store: everything that persists data.
+//!
+//! **Invariant: the [`Store`] trait is the only way the rest of espwatch reaches data.**
+//! Two backends are planned behind it: the embedded engine in [`embedded`] (SQLite underneath,
+//! the default, no server needed) and PostgreSQL/TimescaleDB. Anything a backend cannot do
+//! natively (aggregation, downsampling) it does with the pure functions of `espwatch_core::series`,
+//! so every backend answers the same.
+//!
+//! **Invariant: acknowledged means durable.** `append` returns only after the readings it
+//! reports as accepted are committed to stable storage.
+
+use async_trait::async_trait;
+use espwatch_core::{Point, Reading, Series, TelemetryQuery, TimeRange, Timestamp, WellId, WellMeta};
+use serde::Serialize;
+
+pub mod embedded;
+
+pub use embedded::{EmbeddedOptions, EmbeddedStore};
+
+/// Errors callers branch on. Internal causes are kept for the log, never shown to clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing to create exists already.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The store is shutting down or its writer has stopped; retry elsewhere or later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: disk full, corruption, a bug. Logged with its cause where handled.
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How `append` treats readings of wells it does not know.
+#[derive(Copy, Clone, Debug)]
+pub struct AppendOptions {
+    /// Register unknown wells with minimal metadata (true) or refuse their readings (false).
+    pub auto_register_wells: bool,
+}
+
+impl Default for AppendOptions {
+    fn default() -> Self {
+        AppendOptions {
+            auto_register_wells: true,
+        }
+    }
+}
+
+/// What happened to one reading of an append, in input order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadingOutcome {
+    /// Stored (and durable, since `append` returned).
+    Accepted,
+    /// `(well_id, ts)` was already stored, or appeared earlier in the same append; first value wins.
+    Duplicate,
+    /// The well is not registered and auto-registration is off.
+    UnknownWell,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AppendOutcome {
+    pub outcomes: Vec<ReadingOutcome>,
+    /// Wells registered automatically by this append.
+    pub registered_wells: Vec<WellId>,
+}
+
+impl AppendOutcome {
+    pub fn count(&self, which: ReadingOutcome) -> usize {
+        self.outcomes.iter().filter(|o| **o == which).count()
+    }
+}
+
+/// A wells-registry entry as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WellRecord {
+    #[serde(flatten)]
+    pub meta: WellMeta,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// True while the entry still holds only what auto-registration put there.
+    pub auto_registered: bool,
+}
+
+/// Newest stored reading of a well.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatestReading {
+    pub well_id: WellId,
+    pub point: Point,
+}
+
+/// Result of probing the store for readiness.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbeResult {
+    pub ok: bool,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreHealth {
+    /// Backend name, e.g. "embedded".
+    pub backend: &'static str,
+    pub read: ProbeResult,
+    pub write: ProbeResult,
+}
+
+/// Counters for operators and benchmarks.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StoreStats {
+    pub wells: usize,
+    pub readings_in_log: u64,
+    pub segments: u64,
+    pub commits: u64,
+    pub checkpoints: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Appends readings durably; returns one outcome per reading, in order, after the commit.
+    /// Concurrent calls share commits (group commit).
+    async fn append(&self, readings: Vec<Reading>, opts: AppendOptions) -> StoreResult<AppendOutcome>;
+
+    /// Raw points of one well in `[range.from, range.to)`, ascending by time.
+    async fn read_range(&self, well_id: &WellId, range: TimeRange) -> StoreResult<Vec<Point>>;
+
+    /// Answers a telemetry query: raw (downsampled above `max_points`) or bucketed by `step`.
+    async fn query(&self, query: &TelemetryQuery) -> StoreResult<Series> {
+        let points = self.read_range(&query.well_id, query.range).await?;
+        Ok(espwatch_core::series::evaluate(query, &points))
+    }
+
+    /// Newest reading of every well that has telemetry.
+    async fn latest(&self) -> StoreResult<Vec<LatestReading>>;
+
+    async fn list_wells(&self) -> StoreResult<Vec<WellRecord>>;
+    async fn get_well(&self, well_id: &WellId) -> StoreResult<Option<WellRecord>>;
+    /// Creates a well; `Conflict` when it exists (an auto-registered entry may be replaced).
+    async fn create_well(&self, meta: WellMeta) -> StoreResult<WellRecord>;
+    /// Replaces an existing well's metadata; `Ok(None)` when it does not exist.
+    async fn update_well(&self, meta: WellMeta) -> StoreResult<Option<WellRecord>>;
+    /// Removes a well and all its telemetry; false when it did not exist.
+    async fn delete_well(&self, well_id: &WellId) -> StoreResult<bool>;
+
+    /// Probes reading and writing, for `/health/ready`.
+    async fn health(&self) -> StoreHealth;
+    async fn stats(&self) -> StoreResult<StoreStats>;
+
+    /// Commits everything pending and closes. Later calls fail with `Unavailable`.
+    async fn close(&self) -> StoreResult<()>;
+}
