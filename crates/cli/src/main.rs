@@ -1,1 +1,152 @@
-fn main() {}
+//! The `espwatch` binary: one subcommand per job (server, bulk loader, registry import,
+//! benchmarks, configuration).
+
+mod bench;
+mod ingest;
+mod serve;
+mod settings;
+mod wells;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "espwatch", version, about = "Surveillance and diagnostics for electrical submersible pumps (ESPs)")]
+struct Cli {
+    /// Configuration file (TOML). Default: ./espwatch.toml if it exists.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format: human or json.
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the HTTP API on the embedded store.
+    Serve(ServeArgs),
+    /// Bulk-load CSV or NDJSON telemetry files, into a local data dir or to a server.
+    Ingest(ingest::IngestArgs),
+    /// Manage the wells registry.
+    #[command(subcommand)]
+    Wells(wells::WellsCommand),
+    /// Measure ingestion and query performance on a temporary store.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Inspect the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct StoreArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Directory of the embedded store.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the effective configuration (file < environment < flags) as TOML, secrets redacted.
+    Show(ServeArgs),
+}
+
+impl Cli {
+    fn overrides(&self, store: &StoreArgs) -> settings::Overrides {
+        settings::Overrides {
+            listen: store.listen.clone(),
+            data_dir: store.data_dir.clone(),
+            log_format: self.log_format.clone(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // reqwest is built without a bundled crypto provider; choose ring once for the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve(args) => {
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(&args.store))?;
+            serve::init_logging(config.log_format);
+            serve::run(config).await
+        }
+        Command::Config(ConfigCommand::Show(args)) => {
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(&args.store))?;
+            print!("{}", settings::render(&config)?);
+            Ok(())
+        }
+        Command::Ingest(args) => {
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(&args.target.store_args()))?;
+            serve::init_cli_logging();
+            ingest::run(args, config).await
+        }
+        Command::Wells(cmd) => {
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(&cmd.target().store_args()))?;
+            serve::init_cli_logging();
+            wells::run(cmd, config).await
+        }
+        Command::Bench(cmd) => {
+            serve::init_cli_logging();
+            bench::run(cmd).await
+        }
+    }
+}
+
+/// Where a client command sends its data: a local data dir or a running server.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Local data directory to write to (the server must not be running on it).
+    #[arg(long, value_name = "DIR", conflicts_with = "url")]
+    data_dir: Option<PathBuf>,
+    /// Base URL of a running espwatch server, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+}
+
+impl Target {
+    fn store_args(&self) -> StoreArgs {
+        StoreArgs {
+            listen: None,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

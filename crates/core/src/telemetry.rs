@@ -164,9 +164,15 @@ impl Field {
 /// A validated well identifier: 1–64 characters of `A-Za-z0-9._-`.
 ///
 /// Cheap to clone (shared string), because every reading carries one.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WellId(Arc<str>);
+
+// Hand-written rather than derived: deriving for `Arc<str>` needs serde's `rc` feature.
+impl Serialize for WellId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WellIdError {
@@ -300,8 +306,19 @@ impl fmt::Display for Timestamp {
 ///
 /// Stored as a fixed array with NaN meaning "missing": NaN is never a valid input value
 /// (rejected at ingestion), so the sentinel is unambiguous and the type stays 104 bytes.
-#[derive(Copy, Clone, PartialEq)]
+#[derive(Copy, Clone)]
 pub struct Measurements([f64; FIELD_COUNT]);
+
+/// Channel by channel, missing equals missing. (A derived `PartialEq` would compare the NaN
+/// sentinels with `==` and find no reading with a missing channel equal to itself.)
+impl PartialEq for Measurements {
+    fn eq(&self, other: &Self) -> bool {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .all(|(a, b)| a == b || (a.is_nan() && b.is_nan()))
+    }
+}
 
 impl Default for Measurements {
     fn default() -> Self {
@@ -353,7 +370,9 @@ impl Measurements {
 
 impl fmt::Debug for Measurements {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter().map(|(k, v)| (k.name(), v))).finish()
+        f.debug_map()
+            .entries(self.iter().map(|(k, v)| (k.name(), v)))
+            .finish()
     }
 }
 
@@ -382,7 +401,10 @@ mod tests {
     fn well_id_rules() {
         assert!(WellId::parse("WELL-001.a_b").is_ok());
         assert_eq!(WellId::parse(""), Err(WellIdError::Empty));
-        assert_eq!(WellId::parse(&"a".repeat(65)), Err(WellIdError::TooLong(65)));
+        assert_eq!(
+            WellId::parse(&"a".repeat(65)),
+            Err(WellIdError::TooLong(65))
+        );
         assert!(WellId::parse(&"a".repeat(64)).is_ok());
         assert_eq!(WellId::parse("a b"), Err(WellIdError::BadChar(' ')));
         assert_eq!(WellId::parse("é"), Err(WellIdError::BadChar('é')));
@@ -402,8 +424,14 @@ mod tests {
 
     #[test]
     fn checks_reject_non_finite_and_impossible_values() {
-        assert_eq!(Field::FrequencyHz.check(f64::NAN), Err(ValueError::NotFinite));
-        assert_eq!(Field::FrequencyHz.check(f64::INFINITY), Err(ValueError::NotFinite));
+        assert_eq!(
+            Field::FrequencyHz.check(f64::NAN),
+            Err(ValueError::NotFinite)
+        );
+        assert_eq!(
+            Field::FrequencyHz.check(f64::INFINITY),
+            Err(ValueError::NotFinite)
+        );
         assert!(Field::FrequencyHz.check(121.0).is_err());
         assert!(Field::IntakePressurePsi.check(-15.0).is_ok());
         assert!(Field::IntakePressurePsi.check(-15.1).is_err());

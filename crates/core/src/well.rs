@@ -9,6 +9,7 @@ use crate::telemetry::WellId;
 
 /// Metadata of one well. Field names carry their units.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WellMeta {
     /// Unique id, 1–64 characters of `A-Za-z0-9._-`; the key telemetry is filed under.
@@ -35,11 +36,13 @@ pub struct WellMeta {
 /// `WellId` wrapper whose `Default` is needed by serde's `deny_unknown_fields` + `Default` combo;
 /// an empty default never survives [`WellMeta::validate`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct WellIdField(pub String);
 
 /// WGS 84 position of the wellhead.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Location {
     /// Latitude, degrees, −90..=90.
@@ -50,6 +53,7 @@ pub struct Location {
 
 /// The installed pump.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PumpSpec {
     /// Catalog model name.
@@ -74,6 +78,7 @@ pub struct PumpSpec {
 
 /// One point of a per-stage pump curve at base frequency.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CurvePoint {
     /// Flow, bbl/d, ≥ 0.
@@ -86,6 +91,7 @@ pub struct CurvePoint {
 
 /// Motor nameplate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct MotorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +107,7 @@ pub struct MotorSpec {
 
 /// Produced fluid properties.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FluidSpec {
     /// Specific gravity of the produced liquid (water = 1), 0.5..=2.
@@ -117,6 +124,7 @@ pub struct FluidSpec {
 
 /// One problem found in well metadata: the JSON path of the field and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MetaProblem {
     pub field: String,
     pub reason: String,
@@ -138,9 +146,10 @@ impl WellMeta {
 
     /// Checks every field; returns all problems at once so a user fixes a file in one go.
     pub fn validate(&self) -> Result<WellId, Vec<MetaProblem>> {
-        let mut problems = Vec::new();
-        let mut bad = |field: &str, reason: String| {
-            problems.push(MetaProblem {
+        // A RefCell so that `bad` is a plain `Fn` that `range` below can share.
+        let problems = std::cell::RefCell::new(Vec::new());
+        let bad = |field: &str, reason: String| {
+            problems.borrow_mut().push(MetaProblem {
                 field: field.to_owned(),
                 reason,
             })
@@ -156,7 +165,7 @@ impl WellMeta {
                 bad(name, "must be 1–200 characters".into());
             }
         }
-        let mut range = |field: &str, v: Option<f64>, min: f64, max: f64| {
+        let range = |field: &str, v: Option<f64>, min: f64, max: f64| {
             if let Some(v) = v
                 && (!v.is_finite() || v < min || v > max)
             {
@@ -216,6 +225,7 @@ impl WellMeta {
                 prev_flow = pt.flow_bpd;
             }
         }
+        let problems = problems.into_inner();
         match (id, problems.is_empty()) {
             (Ok(id), true) => Ok(id),
             _ => Err(problems),

@@ -1,1 +1,12 @@
+//! espwatch-server: the HTTP layer. Handlers are thin: they parse, call the
+//! [`espwatch_store::Store`], and shape answers; rules live in `espwatch-core`.
 
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod ingest;
+mod routes;
+
+pub use app::{AppState, OPENAPI_PATH, router, serve};
+pub use config::{Config, LogFormat};
+pub use ingest::{IngestReport, ingest_payload};

@@ -10,7 +10,9 @@
 //! reports as accepted are committed to stable storage.
 
 use async_trait::async_trait;
-use espwatch_core::{Point, Reading, Series, TelemetryQuery, TimeRange, Timestamp, WellId, WellMeta};
+use espwatch_core::{
+    Point, Reading, Series, TelemetryQuery, TimeRange, Timestamp, WellId, WellMeta,
+};
 use serde::Serialize;
 
 pub mod embedded;
@@ -122,7 +124,11 @@ pub struct StoreStats {
 pub trait Store: Send + Sync + 'static {
     /// Appends readings durably; returns one outcome per reading, in order, after the commit.
     /// Concurrent calls share commits (group commit).
-    async fn append(&self, readings: Vec<Reading>, opts: AppendOptions) -> StoreResult<AppendOutcome>;
+    async fn append(
+        &self,
+        readings: Vec<Reading>,
+        opts: AppendOptions,
+    ) -> StoreResult<AppendOutcome>;
 
     /// Raw points of one well in `[range.from, range.to)`, ascending by time.
     async fn read_range(&self, well_id: &WellId, range: TimeRange) -> StoreResult<Vec<Point>>;

@@ -1,0 +1,349 @@
+//! `espwatch ingest FILE...`: bulk-load CSV/NDJSON history.
+//!
+//! Files are cut into batches of lines; each batch goes through the same pipeline as
+//! `POST /api/v1/telemetry` (locally, or to a server with `--url`) and is committed before the
+//! next is read, so an interrupted load keeps every committed batch and a re-run skips them
+//! as duplicates. Rejected rows go to a rejects file with their file and line number.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use espwatch_core::Timestamp;
+use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
+use espwatch_server::{Config, IngestReport, ingest_payload};
+use espwatch_store::{AppendOptions, Store};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::Target;
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// CSV (.csv, header row of canonical names) or NDJSON (.ndjson, .jsonl) files.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub target: Target,
+    /// Where rejected rows are written (CSV: file,line,well_id,field,reason). Created only
+    /// when something is rejected.
+    #[arg(long, value_name = "FILE", default_value = "espwatch-ingest.rejects.csv")]
+    rejects: PathBuf,
+    /// Readings per batch; each batch is committed before the next one is read.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    batch_size: u32,
+    /// Input format for files whose extension does not tell: csv or ndjson.
+    #[arg(long, value_name = "FORMAT")]
+    format: Option<String>,
+}
+
+/// Where batches go.
+enum Sink {
+    Local { store: espwatch_store::EmbeddedStore, append: AppendOptions, max_future_micros: i64 },
+    Remote { client: reqwest::Client, endpoint: String },
+}
+
+impl Sink {
+    async fn send(&self, format: PayloadFormat, body: Vec<u8>) -> anyhow::Result<IngestReport> {
+        match self {
+            Sink::Local { store, append, max_future_micros } => {
+                let decode = DecodeOptions {
+                    now: Timestamp::from_datetime(chrono::Utc::now()),
+                    max_future_micros: *max_future_micros,
+                };
+                Ok(ingest_payload(store, format, Bytes::from(body), decode, *append).await?)
+            }
+            Sink::Remote { client, endpoint } => {
+                let content_type = match format {
+                    PayloadFormat::Csv => "text/csv",
+                    _ => "application/x-ndjson",
+                };
+                let body = Bytes::from(body);
+                // Resending is safe (duplicates are skipped), so transient failures are retried.
+                let mut delay = Duration::from_millis(200);
+                for attempt in 1.. {
+                    let result = client
+                        .post(endpoint)
+                        .header("content-type", content_type)
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    match result {
+                        Ok(r) if r.status().is_success() || r.status().as_u16() == 422 => {
+                            return r.json::<IngestReport>().await.context("reading the server's report");
+                        }
+                        Ok(r) if r.status().is_server_error() && attempt < 6 => {
+                            tracing::warn!(status = %r.status(), attempt, "server error; retrying");
+                        }
+                        Ok(r) => {
+                            let status = r.status();
+                            let text = r.text().await.unwrap_or_default();
+                            bail!("the server refused the batch ({status}): {text}");
+                        }
+                        Err(e) if attempt < 6 => tracing::warn!(error = %e, attempt, "request failed; retrying"),
+                        Err(e) => return Err(e).context("sending a batch"),
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                unreachable!("the retry loop returns")
+            }
+        }
+    }
+}
+
+fn format_of(path: &Path, forced: Option<&str>) -> anyhow::Result<PayloadFormat> {
+    let name = forced
+        .map(str::to_owned)
+        .or_else(|| path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()));
+    match name.as_deref() {
+        Some("csv") => Ok(PayloadFormat::Csv),
+        Some("ndjson" | "jsonl") => Ok(PayloadFormat::Ndjson),
+        other => bail!(
+            "{}: cannot tell the format from {:?}; use .csv or .ndjson files, or --format csv|ndjson",
+            path.display(),
+            other.unwrap_or("(no extension)")
+        ),
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    accepted: u64,
+    duplicates: u64,
+    rejected: u64,
+    batches: u64,
+}
+
+pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
+    let formats = args
+        .files
+        .iter()
+        .map(|f| format_of(f, args.format.as_deref()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let total_bytes: u64 = args
+        .files
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).with_context(|| format!("reading {}", f.display())))
+        .sum::<anyhow::Result<u64>>()?;
+
+    let sink = match &args.target.url {
+        Some(url) => Sink::Remote {
+            client: reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?,
+            endpoint: format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
+        },
+        None => Sink::Local {
+            store: crate::serve::open_store(&config.data_dir, &config)?,
+            append: AppendOptions { auto_register_wells: config.auto_register_wells },
+            max_future_micros: config.max_future_secs as i64 * 1_000_000,
+        },
+    };
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+    }
+
+    let progress = ProgressBar::new(total_bytes);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut totals = Totals::default();
+    let mut rejects = RejectsFile::new(args.rejects.clone());
+    let mut bytes_done = 0u64;
+
+    'files: for (path, format) in args.files.iter().zip(formats) {
+        let mut batches = Batches::open(path, format, args.batch_size as usize)?;
+        while let Some(batch) = batches.next_batch()? {
+            let report = sink
+                .send(format, batch.body)
+                .await
+                .with_context(|| format!("{}: batch starting at line {}", path.display(), batch.first_line()))?;
+            totals.batches += 1;
+            totals.accepted += report.accepted as u64;
+            totals.duplicates += report.duplicates as u64;
+            totals.rejected += report.rejected.len() as u64;
+            for r in &report.rejected {
+                let line = batch.lines.get(r.index).copied().unwrap_or(0);
+                for e in &r.errors {
+                    rejects.write(path, line, r.well_id.as_deref().unwrap_or(""), &e.field, &e.reason)?;
+                }
+            }
+            progress.set_position(bytes_done + batch.bytes_end);
+            progress.set_message(format!(
+                "{} accepted, {} duplicates, {} rejected",
+                totals.accepted, totals.duplicates, totals.rejected
+            ));
+            if interrupted.load(Ordering::SeqCst) {
+                break 'files;
+            }
+        }
+        bytes_done += batches.offset;
+    }
+    progress.finish_and_clear();
+    if let Sink::Local { store, .. } = &sink {
+        store.close().await.context("closing the store")?;
+    }
+    rejects.finish()?;
+
+    let elapsed = started.elapsed().as_secs_f64();
+    let read = totals.accepted + totals.duplicates + totals.rejected;
+    println!(
+        "{}: {read} readings in {} batches from {} file(s) in {elapsed:.1}s ({:.0} readings/s)",
+        if interrupted.load(Ordering::SeqCst) { "interrupted" } else { "done" },
+        totals.batches,
+        args.files.len(),
+        read as f64 / elapsed.max(1e-9),
+    );
+    println!(
+        "  accepted {}, duplicates {}, rejected {}",
+        totals.accepted, totals.duplicates, totals.rejected
+    );
+    if totals.rejected > 0 {
+        println!("  rejected rows: {}", args.rejects.display());
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        println!("  every committed batch is kept; run the same command again to load the rest (stored readings are skipped as duplicates)");
+    }
+    Ok(())
+}
+
+/// One batch: the payload to send and the 1-based file line of each reading in it.
+struct Batch {
+    body: Vec<u8>,
+    lines: Vec<usize>,
+    /// File offset just past this batch, relative to the file start.
+    bytes_end: u64,
+}
+
+impl Batch {
+    fn first_line(&self) -> usize {
+        self.lines.first().copied().unwrap_or(0)
+    }
+}
+
+/// Cuts a file into batches of whole lines. CSV batches repeat the header.
+/// Blank lines are skipped here so payload indices map to file lines one to one.
+struct Batches {
+    reader: BufReader<File>,
+    format: PayloadFormat,
+    header: Option<String>,
+    size: usize,
+    line_no: usize,
+    offset: u64,
+}
+
+impl Batches {
+    fn open(path: &Path, format: PayloadFormat, size: usize) -> anyhow::Result<Batches> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut batches = Batches {
+            reader: BufReader::with_capacity(1 << 20, file),
+            format,
+            header: None,
+            size,
+            line_no: 0,
+            offset: 0,
+        };
+        if format == PayloadFormat::Csv {
+            let mut header = String::new();
+            loop {
+                header.clear();
+                let n = batches.read_line(&mut header)?;
+                if n == 0 {
+                    bail!("{}: empty CSV file (a header row is required)", path.display());
+                }
+                if !header.trim().is_empty() {
+                    break;
+                }
+            }
+            batches.header = Some(header.trim_start_matches('\u{feff}').trim_end().to_owned());
+        }
+        Ok(batches)
+    }
+
+    fn read_line(&mut self, buf: &mut String) -> anyhow::Result<usize> {
+        let mut raw = Vec::new();
+        let n = self.reader.read_until(b'\n', &mut raw)?;
+        self.offset += n as u64;
+        if n > 0 {
+            self.line_no += 1;
+        }
+        buf.push_str(&String::from_utf8_lossy(&raw));
+        Ok(n)
+    }
+
+    fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
+        let mut body = Vec::new();
+        if let Some(h) = &self.header {
+            body.extend_from_slice(h.as_bytes());
+            body.push(b'\n');
+        }
+        let mut lines = Vec::with_capacity(self.size);
+        let mut line = String::new();
+        while lines.len() < self.size {
+            line.clear();
+            if self.read_line(&mut line)? == 0 {
+                break;
+            }
+            let trimmed = line.trim_end_matches(['\n', '\r']);
+            if trimmed.trim().is_empty() {
+                continue;
+            }
+            body.extend_from_slice(trimmed.as_bytes());
+            body.push(b'\n');
+            lines.push(self.line_no);
+        }
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Batch {
+            body,
+            lines,
+            bytes_end: self.offset,
+        }))
+    }
+}
+
+/// The rejects file, created on first use.
+struct RejectsFile {
+    path: PathBuf,
+    writer: Option<csv::Writer<File>>,
+}
+
+impl RejectsFile {
+    fn new(path: PathBuf) -> Self {
+        RejectsFile { path, writer: None }
+    }
+
+    fn write(&mut self, file: &Path, line: usize, well_id: &str, field: &str, reason: &str) -> anyhow::Result<()> {
+        if self.writer.is_none() {
+            let mut w = csv::Writer::from_path(&self.path)
+                .with_context(|| format!("creating {}", self.path.display()))?;
+            w.write_record(["file", "line", "well_id", "field", "reason"])?;
+            self.writer = Some(w);
+        }
+        if let Some(w) = &mut self.writer {
+            w.write_record([&file.display().to_string(), &line.to_string(), well_id, field, reason])?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(w) = &mut self.writer {
+            w.flush().with_context(|| format!("writing {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,801 @@
+//! End-to-end behaviour of espwatch through its public surface: HTTP against the real server
+//! on port 0 with a fresh store, and the real binary for process-level guarantees.
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+// ---------------------------------------------------------------- ingestion: content types
+
+#[tokio::test]
+async fn single_json_reading_is_stored_and_queryable() {
+    let app = spawn_app().await;
+    let (status, body) = app.ingest_json(&reading("W-1", &ts(0), 42.25)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["duplicates"], 0);
+    assert_eq!(body["rejected"], json!([]));
+
+    let points = app.all_points("W-1").await;
+    assert_eq!(points["ts"], json!([ts(0)]));
+    assert_eq!(points["fields"]["motor_current_a"], json!([42.25]));
+    assert_eq!(points["fields"]["intake_pressure_psi"], json!([850.5]));
+    assert_eq!(points["fields"]["motor_temp_c"], json!([null]));
+}
+
+#[tokio::test]
+async fn json_array_ndjson_and_csv_are_accepted() {
+    let app = spawn_app().await;
+    let array = json!([reading("W-A", &ts(0), 40.0), reading("W-A", &ts(10), 41.0)]);
+    let (status, body) = app.ingest_json(&array).await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(2)), "{body}");
+
+    let ndjson = format!(
+        "{}\n\n{}\n",
+        reading("W-N", &ts(0), 40.0),
+        reading("W-N", &ts(10), 41.0)
+    );
+    let (status, body) = app.post("/api/v1/telemetry", "application/x-ndjson", ndjson).await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(2)), "{body}");
+
+    let csv = format!(
+        "well_id,ts,frequency_hz,motor_current_a,motor_temp_c\nW-C,{},55,40.5,\nW-C,{},55,41.5,120\n",
+        ts(0),
+        ts(10)
+    );
+    let (status, body) = app.post("/api/v1/telemetry", "text/csv; charset=utf-8", csv).await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(2)), "{body}");
+    let points = app.all_points("W-C").await;
+    assert_eq!(points["fields"]["motor_temp_c"], json!([null, 120.0]));
+    assert_eq!(points["fields"]["motor_current_a"], json!([40.5, 41.5]));
+}
+
+#[tokio::test]
+async fn any_offset_is_stored_as_utc() {
+    let app = spawn_app().await;
+    let (status, _) = app
+        .ingest_json(&reading("W-TZ", "2026-01-01T02:00:00+02:00", 40.0))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(app.all_points("W-TZ").await["ts"], json!(["2026-01-01T00:00:00Z"]));
+}
+
+#[tokio::test]
+async fn legacy_scada_payload_keeps_working() {
+    let app = spawn_app().await;
+    // The old platform's sample payload: legacy names, ignored extras, no timestamp.
+    let legacy = json!({
+        "well_id": "TEST-001", "flow_rate": 1500.0, "pip": 850.0, "motor_current": 45.0,
+        "motor_temp": 85.0, "vibration": 0.8, "vsd_frequency": 55.0, "flow_variance": 18.5,
+        "torque": 120.0, "gor": 600.0
+    });
+    let (status, body) = app.ingest_json(&legacy).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 1);
+    let warnings = body["warnings"].to_string();
+    assert!(warnings.contains("torque") && warnings.contains("flow_variance"), "{warnings}");
+
+    let with_device_id = json!({"device_id": "TEST-002", "timestamp": ts(0), "discharge_pressure": 2900.0, "temperature": 90.0, "rpm": 3400});
+    let (status, body) = app.ingest_json(&with_device_id).await;
+    assert_eq!(status, 200, "{body}");
+    let points = app.all_points("TEST-002").await;
+    assert_eq!(points["fields"]["discharge_pressure_psi"], json!([2900.0]));
+    assert_eq!(points["fields"]["motor_temp_c"], json!([90.0]));
+    let points = app.all_points("TEST-001").await;
+    assert_eq!(points["fields"]["intake_pressure_psi"], json!([850.0]));
+    assert_eq!(points["fields"]["frequency_hz"], json!([55.0]));
+    assert_eq!(points["fields"]["gor_scf_bbl"], json!([600.0]));
+}
+
+// ---------------------------------------------------------------- ingestion: rejections
+
+fn errors_of(body: &Value, index: usize) -> Vec<(String, String)> {
+    body["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .find(|r| r["index"] == index)
+        .unwrap_or_else(|| panic!("no rejection for index {index}: {body}"))["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["field"].as_str().unwrap_or_default().to_owned(),
+                e["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn invalid_readings_are_rejected_per_field_and_valid_ones_kept() {
+    let app = spawn_app().await;
+    let far_future = "2999-01-01T00:00:00Z";
+    let batch = json!([
+        reading("W-V", &ts(0), 40.0),                                               // 0 valid
+        {"well_id": "W-V", "ts": ts(10), "motor_current_a": 40.0, "colour": "red"},  // 1 unknown field
+        {"well_id": "W-V", "ts": ts(20), "motor_current_a": "NaN"},                  // 2 not a number
+        {"well_id": "W-V", "ts": ts(30), "frequency_hz": 500.0, "intake_temp_c": -80}, // 3 two out of range
+        {"well_id": "W-V", "ts": far_future, "motor_current_a": 40.0},               // 4 future
+        {"well_id": "W-V", "ts": ts(40)},                                            // 5 no measurement
+        {"well_id": "bad id!", "ts": ts(50), "motor_current_a": 40.0},               // 6 bad well id
+        {"well_id": "W-V", "ts": "yesterday", "motor_current_a": 40.0},              // 7 bad ts
+        {"well_id": "W-V", "ts": ts(60), "motor_current_a": null, "flow_rate_bpd": 1200}, // 8 valid (null allowed)
+        42                                                                             // 9 not an object
+    ]);
+    let (status, body) = app.ingest_json(&batch).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 2, "{body}");
+    assert_eq!(body["rejected"].as_array().map(Vec::len), Some(8), "{body}");
+    assert!(errors_of(&body, 1).iter().any(|(f, _)| f == "colour"));
+    assert!(errors_of(&body, 2).iter().any(|(f, _)| f == "motor_current_a"));
+    let e3 = errors_of(&body, 3);
+    assert!(e3.iter().any(|(f, _)| f == "frequency_hz") && e3.iter().any(|(f, _)| f == "intake_temp_c"), "{e3:?}");
+    assert!(errors_of(&body, 4).iter().any(|(f, r)| f == "ts" && r.contains("future")));
+    assert!(!errors_of(&body, 5).is_empty());
+    assert!(errors_of(&body, 6).iter().any(|(f, _)| f == "well_id"));
+    assert!(errors_of(&body, 7).iter().any(|(f, _)| f == "ts"));
+    assert!(!errors_of(&body, 9).is_empty());
+    assert_eq!(body["rejected"][5]["well_id"], "bad id!");
+
+    let points = app.all_points("W-V").await;
+    assert_eq!(points["ts"], json!([ts(0), ts(60)]));
+}
+
+#[tokio::test]
+async fn all_rejected_is_422_with_report_and_envelope() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .ingest_json(&json!([{"well_id": "W-X", "ts": ts(0), "frequency_hz": -1}]))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["accepted"], 0);
+    assert_eq!(body["error"]["type"], "all_readings_rejected");
+    assert!(body["error"]["id"].as_str().is_some_and(|s| !s.is_empty()));
+}
+
+#[tokio::test]
+async fn unparseable_bodies_are_400_with_position() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post("/api/v1/telemetry", "application/json", "[{\"well_id\": \"W\",\n \"ts\": }]")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "malformed_payload");
+    assert_eq!(body["error"]["details"]["line"], 2, "{body}");
+    assert!(body["error"]["details"]["column"].as_u64().is_some(), "{body}");
+
+    let (status, body) = app
+        .post("/api/v1/telemetry", "text/csv", "well_id,ts,colour\nW,2026-01-01T00:00:00Z,red\n")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("colour"), "{body}");
+
+    let (status, body) = app.post("/api/v1/telemetry", "application/json", "[]").await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
+async fn ndjson_keeps_valid_lines_around_a_broken_one() {
+    let app = spawn_app().await;
+    let body = format!(
+        "{}\n{{\"well_id\": \"W-NL\", \"ts\": \n{}\n",
+        reading("W-NL", &ts(0), 40.0),
+        reading("W-NL", &ts(10), 41.0)
+    );
+    let (status, report) = app.post("/api/v1/telemetry", "application/x-ndjson", body).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["accepted"], 2);
+    assert_eq!(report["rejected"][0]["index"], 1);
+}
+
+#[tokio::test]
+async fn unsupported_content_type_is_415_and_oversized_body_413() {
+    let app = spawn_app_with(|c| c.body_limit_bytes = 4096).await;
+    let (status, body) = app.post("/api/v1/telemetry", "text/plain", "hello").await;
+    assert_eq!(status, 415, "{body}");
+    assert_eq!(body["error"]["type"], "unsupported_media_type");
+
+    let big: Vec<Value> = (0..200).map(|i| reading("W-BIG", &ts(i), 40.0)).collect();
+    let (status, body) = app.ingest_json(&Value::Array(big)).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["type"], "payload_too_large");
+    // Nothing of a refused body is stored.
+    let (status, _) = app.get("/api/v1/wells/W-BIG").await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn chunked_oversized_body_is_413() {
+    let app = spawn_app_with(|c| c.body_limit_bytes = 4096).await;
+    let chunks: Vec<Result<String, std::io::Error>> = (0..100).map(|_| Ok("x".repeat(100))).collect();
+    let stream = futures_stream(chunks);
+    let (status, body) = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/telemetry"))
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await;
+    assert_eq!(status, 413, "{body}");
+}
+
+fn futures_stream(
+    items: Vec<Result<String, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<String, std::io::Error>> + Send + 'static {
+    struct Iter(std::vec::IntoIter<Result<String, std::io::Error>>);
+    impl futures_core::Stream for Iter {
+        type Item = Result<String, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    Iter(items.into_iter())
+}
+
+// ---------------------------------------------------------------- idempotency, registration
+
+#[tokio::test]
+async fn resent_readings_are_duplicates_and_first_value_wins() {
+    let app = spawn_app().await;
+    let (_, body) = app.ingest_json(&json!([reading("W-D", &ts(0), 40.0)])).await;
+    assert_eq!(body["accepted"], 1);
+    let (status, body) = app
+        .ingest_json(&json!([reading("W-D", &ts(0), 99.0), reading("W-D", &ts(10), 41.0), reading("W-D", &ts(10), 77.0)]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["accepted"].clone(), body["duplicates"].clone()), (json!(1), json!(2)));
+    let (status, body) = app.ingest_json(&json!([reading("W-D", &ts(0), 1.0)])).await;
+    assert_eq!(status, 200, "all duplicates is still a success: {body}");
+    assert_eq!(body["duplicates"], 1);
+    let points = app.all_points("W-D").await;
+    assert_eq!(points["fields"]["motor_current_a"], json!([40.0, 41.0]));
+}
+
+#[tokio::test]
+async fn unknown_wells_are_registered_automatically_by_default() {
+    let app = spawn_app().await;
+    app.ingest_json(&reading("W-AUTO", &ts(0), 40.0)).await;
+    let (status, body) = app.get("/api/v1/wells/W-AUTO").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["auto_registered"], true);
+}
+
+#[tokio::test]
+async fn unknown_wells_are_rejected_when_auto_registration_is_off() {
+    let app = spawn_app_with(|c| c.auto_register_wells = false).await;
+    let (status, body) = app.ingest_json(&reading("W-NEW", &ts(0), 40.0)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(errors_of(&body, 0).iter().any(|(f, r)| f == "well_id" && r.contains("unknown well")));
+    let (status, _) = app
+        .send(app.client.post(app.url("/api/v1/wells")).json(&json!({"well_id": "W-NEW"})))
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = app.ingest_json(&reading("W-NEW", &ts(0), 40.0)).await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(1)));
+}
+
+// ---------------------------------------------------------------- durability
+
+#[tokio::test]
+async fn data_survives_a_graceful_restart() {
+    let app = spawn_app().await;
+    let batch: Vec<Value> = (0..500).map(|i| reading("W-R", &ts(i * 10), 40.0 + i as f64 / 100.0)).collect();
+    let (_, body) = app.ingest_json(&Value::Array(batch)).await;
+    assert_eq!(body["accepted"], 500);
+    let data_dir = app.data_dir.clone();
+    let dir = app.stop().await;
+    let app = start_in(data_dir, dir, |_| {}).await;
+    let points = app.all_points("W-R").await;
+    assert_eq!(points["ts"].as_array().map(Vec::len), Some(500));
+    assert_eq!(points["fields"]["motor_current_a"][499], json!(44.99));
+    let (_, body) = app.ingest_json(&reading("W-R", &ts(0), 1.0)).await;
+    assert_eq!(body["duplicates"], 1, "dedup state survives the restart too");
+}
+
+#[test]
+fn kill_9_during_ingestion_loses_nothing_acknowledged() {
+    init();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = ChildServer::start(dir.path());
+    let url = server.url("/api/v1/telemetry");
+    let acknowledged: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+
+    // Eight clients send batches as fast as they can; every 200 is recorded.
+    let writers: Vec<_> = (0..8)
+        .map(|client| {
+            let (url, acknowledged) = (url.clone(), acknowledged.clone());
+            runtime.spawn(async move {
+                let http = reqwest::Client::new();
+                for batch in 0..10_000i64 {
+                    let readings: Vec<Value> = (0..50)
+                        .map(|i| reading(&format!("K-{client}"), &ts(batch * 50 + i), 40.0))
+                        .collect();
+                    let Ok(response) = http.post(&url).json(&readings).send().await else { return };
+                    if response.status() != 200 {
+                        return;
+                    }
+                    let mut acked = acknowledged.lock().expect("lock");
+                    for r in &readings {
+                        acked.push((r["well_id"].as_str().unwrap_or_default().to_owned(), r["ts"].as_str().unwrap_or_default().to_owned()));
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Kill once a good amount of data has been acknowledged, in the middle of the stream.
+    for _ in 0..600 {
+        if acknowledged.lock().expect("lock").len() >= 20_000 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.kill_9();
+    runtime.block_on(async {
+        for w in writers {
+            let _ = w.await;
+        }
+    });
+    let acked = acknowledged.lock().expect("lock").clone();
+    assert!(acked.len() >= 1_000, "too little was acknowledged before the kill: {}", acked.len());
+
+    let server = ChildServer::start(dir.path());
+    let stored: HashMap<String, BTreeSet<String>> = runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let mut stored = HashMap::new();
+        for client in 0..8 {
+            let well = format!("K-{client}");
+            let response = http
+                .get(server.url(&format!(
+                    "/api/v1/wells/{well}/telemetry?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&max_points=1000000&fields=motor_current_a"
+                )))
+                .send()
+                .await
+                .expect("query");
+            if response.status() == 404 {
+                continue;
+            }
+            let body: Value = response.json().await.expect("json");
+            let ts: BTreeSet<String> = body["ts"]
+                .as_array()
+                .expect("ts")
+                .iter()
+                .map(|t| t.as_str().unwrap_or_default().to_owned())
+                .collect();
+            stored.insert(well, ts);
+        }
+        stored
+    });
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|(well, t)| !stored.get(well).is_some_and(|s| s.contains(t)))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "{} acknowledged readings lost, e.g. {missing:?}", acked.len());
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_keeps_data() {
+    init();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = ChildServer::start(dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(server.url("/api/v1/telemetry"))
+            .json(&reading("W-TERM", &ts(0), 40.0))
+            .send()
+            .await
+            .expect("ingest");
+        assert_eq!(response.status(), 200);
+    });
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let server = ChildServer::start(dir.path());
+    runtime.block_on(async {
+        let body: Value = reqwest::get(server.url("/api/v1/wells/W-TERM/telemetry?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"))
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(body["ts"], json!([ts(0)]));
+    });
+}
+
+// ---------------------------------------------------------------- volume and concurrency
+
+#[tokio::test]
+async fn a_large_batch_is_accepted_whole() {
+    let app = spawn_app().await;
+    let mut csv = String::from("well_id,ts,frequency_hz,motor_current_a,intake_pressure_psi\n");
+    for i in 0..100_000 {
+        csv.push_str(&format!("L-{},{},55,{}.5,850\n", i % 10, ts(i / 10 * 10), 40 + i % 7));
+    }
+    let (status, body) = app.post("/api/v1/telemetry", "text/csv", csv).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["accepted"], 100_000);
+    let points = app.all_points("L-3").await;
+    assert_eq!(points["ts"].as_array().map(Vec::len), Some(10_000));
+}
+
+#[tokio::test]
+async fn concurrent_writers_all_land() {
+    let app = Arc::new(spawn_app().await);
+    let mut tasks = Vec::new();
+    for writer in 0..16 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            for request in 0..25 {
+                let readings: Vec<Value> = (0..20)
+                    .map(|i| reading(&format!("C-{}", writer % 4), &ts((writer * 1000 + request * 20 + i) as i64), 40.0))
+                    .collect();
+                let (status, body) = app.ingest_json(&Value::Array(readings)).await;
+                assert_eq!((status, body["accepted"].clone()), (200, json!(20)), "{body}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let mut total = 0;
+    for w in 0..4 {
+        total += app.all_points(&format!("C-{w}")).await["ts"].as_array().map_or(0, Vec::len);
+    }
+    assert_eq!(total, 16 * 25 * 20);
+}
+
+// ---------------------------------------------------------------- queries
+
+async fn app_with_minutes_of_data() -> TestApp {
+    let app = spawn_app().await;
+    // 10 minutes at 10 s: current = 40 + minute, so per-minute aggregates are easy to predict.
+    let readings: Vec<Value> = (0..60)
+        .map(|i| {
+            let minute = i / 6;
+            let mut r = reading("Q-1", &ts(i * 10), 40.0 + minute as f64 + (i % 6) as f64 / 10.0);
+            if i % 6 == 5 {
+                r.as_object_mut().map(|o| o.remove("intake_pressure_psi"));
+            }
+            r
+        })
+        .collect();
+    let (_, body) = app.ingest_json(&Value::Array(readings)).await;
+    assert_eq!(body["accepted"], 60);
+    app
+}
+
+#[tokio::test]
+async fn step_queries_aggregate_per_bucket() {
+    let app = app_with_minutes_of_data().await;
+    let base = format!("/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a,intake_pressure_psi&step=1m", ts(0), ts(600));
+    let (status, body) = app.get(&format!("{base}&agg=avg")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ts"].as_array().map(Vec::len), Some(10));
+    assert_eq!(body["ts"][1], ts(60));
+    assert_eq!(body["step"], "1m");
+    let avg = body["fields"]["motor_current_a"][2].as_f64().expect("avg");
+    assert!((avg - 42.25).abs() < 1e-9, "{avg}");
+    assert!(body["fields"].get("motor_temp_c").is_none(), "only requested fields");
+
+    let (_, body) = app.get(&format!("{base}&agg=max")).await;
+    assert_eq!(body["fields"]["motor_current_a"][0], json!(40.5));
+    let (_, body) = app.get(&format!("{base}&agg=min")).await;
+    assert_eq!(body["fields"]["motor_current_a"][9], json!(49.0));
+    let (_, body) = app.get(&format!("{base}&agg=last")).await;
+    assert_eq!(body["fields"]["motor_current_a"][0], json!(40.5));
+    // The last reading of each minute has no intake pressure: `last` takes the latest present value.
+    assert_eq!(body["fields"]["intake_pressure_psi"][0], json!(850.5));
+}
+
+#[tokio::test]
+async fn raw_queries_respect_range_fields_and_max_points() {
+    let app = app_with_minutes_of_data().await;
+    let (_, body) = app
+        .get(&format!("/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a", ts(60), ts(120)))
+        .await;
+    assert_eq!(body["ts"].as_array().map(Vec::len), Some(6), "half-open range: {body}");
+    assert_eq!(body["downsampled"], false);
+
+    let (_, body) = app
+        .get(&format!("/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a&max_points=10", ts(0), ts(600)))
+        .await;
+    let values = body["fields"]["motor_current_a"].as_array().expect("values");
+    assert!(values.len() <= 10, "{body}");
+    assert_eq!(body["downsampled"], true);
+    let max = values.iter().filter_map(Value::as_f64).fold(f64::MIN, f64::max);
+    let min = values.iter().filter_map(Value::as_f64).fold(f64::MAX, f64::min);
+    assert_eq!((min, max), (40.0, 49.5), "downsampling keeps the extremes");
+}
+
+#[tokio::test]
+async fn queries_can_answer_csv() {
+    let app = app_with_minutes_of_data().await;
+    let response = app
+        .client
+        .get(app.url(&format!("/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a", ts(0), ts(20))))
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().unwrap_or_default().starts_with("text/csv"));
+    let text = response.text().await.expect("text");
+    assert_eq!(text, format!("ts,motor_current_a\n{},40\n{},40.1\n", ts(0), ts(10)));
+}
+
+#[tokio::test]
+async fn bad_queries_are_400_and_unknown_wells_404() {
+    let app = app_with_minutes_of_data().await;
+    for (query, param) in [
+        ("fields=motor_current_a,colour", "fields"),
+        ("step=fortnight", "step"),
+        ("agg=median&step=1m", "agg"),
+        ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
+        ("from=yesterday", "from"),
+    ] {
+        let (status, body) = app.get(&format!("/api/v1/wells/Q-1/telemetry?{query}")).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["details"]["parameter"], param, "{query}: {body}");
+    }
+    let (status, body) = app.get("/api/v1/wells/Q-1/telemetry?colour=red").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = app.get("/api/v1/wells/NOPE/telemetry").await;
+    assert_eq!((status, body["error"]["type"].clone()), (404, json!("not_found")));
+}
+
+#[tokio::test]
+async fn latest_gives_the_fleet_overview() {
+    let app = spawn_app().await;
+    app.ingest_json(&json!([reading("F-1", &ts(0), 40.0), reading("F-1", &ts(10), 41.0), reading("F-2", &ts(5), 50.0)]))
+        .await;
+    app.send(app.client.post(app.url("/api/v1/wells")).json(&json!({"well_id": "F-3", "name": "Silent"})))
+        .await;
+    let (status, body) = app.get("/api/v1/wells/latest").await;
+    assert_eq!(status, 200, "{body}");
+    let wells = body["wells"].as_array().expect("wells");
+    assert_eq!(wells.len(), 3);
+    assert_eq!(wells[0]["well_id"], "F-1");
+    assert_eq!(wells[0]["ts"], ts(10));
+    assert_eq!(wells[0]["values"]["motor_current_a"], json!(41.0));
+    assert!(wells[0]["age_s"].as_f64().is_some_and(|a| a > 0.0));
+    assert_eq!(wells[2]["ts"], Value::Null);
+}
+
+// ---------------------------------------------------------------- wells registry
+
+fn full_well(id: &str) -> Value {
+    json!({
+        "well_id": id, "name": "North 7", "field": "Alpha",
+        "location": {"lat": 29.7, "lon": -95.3},
+        "pump": {"model": "D1050N", "stages": 120, "base_frequency_hz": 60,
+                 "stage_curve": [{"flow_bpd": 0, "head_ft": 32, "bhp": 0.18}, {"flow_bpd": 1050, "head_ft": 25, "bhp": 0.30}, {"flow_bpd": 1500, "head_ft": 15, "bhp": 0.33}],
+                 "min_flow_bpd": 750, "max_flow_bpd": 1350},
+        "motor": {"rated_hp": 150, "rated_voltage_v": 2300, "rated_current_a": 40, "max_winding_temp_c": 200},
+        "setting_depth_ft": 6500,
+        "fluid": {"specific_gravity": 0.95, "bubble_point_psi": 1200, "gor_scf_bbl": 400, "water_cut_pct": 60}
+    })
+}
+
+#[tokio::test]
+async fn wells_crud() {
+    let app = spawn_app().await;
+    let post = |body: Value| app.client.post(app.url("/api/v1/wells")).json(&body);
+    let (status, body) = app.send(post(full_well("N-7"))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["pump"]["stages"], 120);
+    assert_eq!(body["auto_registered"], false);
+    let (status, body) = app.send(post(full_well("N-7"))).await;
+    assert_eq!((status, body["error"]["type"].clone()), (409, json!("conflict")));
+
+    let mut bad = full_well("N-8");
+    bad["location"]["lat"] = json!(123);
+    bad["pump"]["base_frequency_hz"] = json!(55);
+    let (status, body) = app.send(post(bad)).await;
+    assert_eq!(status, 422, "{body}");
+    let problems = body["error"]["details"]["problems"].to_string();
+    assert!(problems.contains("location.lat") && problems.contains("pump.base_frequency_hz"), "{problems}");
+    let (status, _) = app.send(post(json!({"well_id": "N-9", "colour": "red"}))).await;
+    assert_eq!(status, 422);
+    let (status, body) = app
+        .send(app.client.post(app.url("/api/v1/wells")).header("content-type", "application/json").body("{oops"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = app.get("/api/v1/wells/N-7").await;
+    assert_eq!((status, body["name"].clone()), (200, json!("North 7")));
+    let (_, list) = app.get("/api/v1/wells").await;
+    assert_eq!(list["wells"].as_array().map(Vec::len), Some(1));
+
+    let mut changed = full_well("N-7");
+    changed["name"] = json!("North 7 (re-completed)");
+    changed.as_object_mut().map(|o| o.remove("well_id"));
+    let (status, body) = app.send(app.client.put(app.url("/api/v1/wells/N-7")).json(&changed)).await;
+    assert_eq!((status, body["name"].clone()), (200, json!("North 7 (re-completed)")), "{body}");
+    let (status, _) = app.send(app.client.put(app.url("/api/v1/wells/N-7")).json(&full_well("OTHER"))).await;
+    assert_eq!(status, 422);
+    let (status, _) = app.send(app.client.put(app.url("/api/v1/wells/NONE")).json(&json!({}))).await;
+    assert_eq!(status, 404);
+
+    app.ingest_json(&reading("N-7", &ts(0), 40.0)).await;
+    let (status, _) = app.send(app.client.delete(app.url("/api/v1/wells/N-7"))).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.get("/api/v1/wells/N-7").await;
+    assert_eq!(status, 404);
+    let (status, _) = app.send(app.client.delete(app.url("/api/v1/wells/N-7"))).await;
+    assert_eq!(status, 404);
+    // Its telemetry went with it: a new well of the same id starts empty.
+    app.ingest_json(&reading("N-7", &ts(10), 41.0)).await;
+    assert_eq!(app.all_points("N-7").await["ts"], json!([ts(10)]));
+}
+
+#[tokio::test]
+async fn an_auto_registered_well_can_be_given_full_metadata() {
+    let app = spawn_app().await;
+    app.ingest_json(&reading("N-1", &ts(0), 40.0)).await;
+    let (status, body) = app.send(app.client.post(app.url("/api/v1/wells")).json(&full_well("N-1"))).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["auto_registered"], false);
+    assert_eq!(app.all_points("N-1").await["ts"], json!([ts(0)]), "telemetry kept");
+}
+
+// ---------------------------------------------------------------- operations
+
+#[tokio::test]
+async fn health_endpoints() {
+    let app = spawn_app().await;
+    let (status, body) = app.get("/health").await;
+    assert_eq!((status, body["status"].clone()), (200, json!("alive")));
+    let (status, body) = app.get("/health/live").await;
+    assert_eq!((status, body["status"].clone()), (200, json!("live")));
+    let (status, body) = app.get("/health/startup").await;
+    assert_eq!((status, body["status"].clone()), (200, json!("started")));
+    let (status, body) = app.get("/health/ready").await;
+    assert_eq!((status, body["status"].clone()), (200, json!("ready")), "{body}");
+    assert_eq!(body["checks"]["store"]["status"], "healthy");
+    assert!(body["checks"]["store"]["latency_ms"].as_f64().is_some());
+}
+
+#[tokio::test]
+async fn errors_share_one_envelope_and_requests_carry_an_id() {
+    let app = spawn_app().await;
+    let response = app.client.get(app.url("/no/such/route")).send().await.expect("request");
+    assert!(response.headers().contains_key("x-request-id"));
+    let (status, body) = status_json(response).await;
+    assert_eq!(status, 404);
+    for key in ["id", "type", "message", "details"] {
+        assert!(body["error"].get(key).is_some(), "missing {key}: {body}");
+    }
+    let (status, body) = app.send(app.client.delete(app.url("/api/v1/telemetry"))).await;
+    assert_eq!((status, body["error"]["type"].clone()), (405, json!("method_not_allowed")));
+}
+
+#[tokio::test]
+async fn openapi_document_and_offline_docs_page() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
+    for path in ["/api/v1/telemetry", "/api/v1/wells/{id}/telemetry", "/api/v1/wells/latest", "/api/v1/wells", "/api/v1/wells/{id}", "/health/ready"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    }
+    let response = app.client.get(app.url("/docs/")).send().await.expect("docs");
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.expect("html");
+    assert!(html.contains("swagger") || html.contains("Swagger"), "docs page");
+    assert!(!html.contains("cdn") && !html.contains("unpkg"), "docs must work offline");
+}
+
+// ---------------------------------------------------------------- command line
+
+#[test]
+fn ingest_command_loads_files_and_writes_rejects_with_line_numbers() {
+    init();
+    let work = tempfile::tempdir().expect("temp dir");
+    let csv = work.path().join("history.csv");
+    let mut text = String::from("well_id,ts,frequency_hz,motor_current_a\n");
+    for i in 0..2_500 {
+        if i == 1_000 {
+            text.push_str(&format!("H-1,{},999,40\n", ts(i * 10)));
+        } else {
+            text.push_str(&format!("H-1,{},55,40.{}\n", ts(i * 10), i % 10));
+        }
+    }
+    std::fs::write(&csv, text).expect("write csv");
+    let ndjson = work.path().join("more.ndjson");
+    std::fs::write(&ndjson, format!("{}\n{{broken\n", reading("H-2", &ts(0), 40.0))).expect("write ndjson");
+    let data = work.path().join("data");
+    let rejects = work.path().join("rejects.csv");
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "ingest",
+            csv.to_str().unwrap_or_default(),
+            ndjson.to_str().unwrap_or_default(),
+            "--data-dir",
+            data.to_str().unwrap_or_default(),
+            "--rejects",
+            rejects.to_str().unwrap_or_default(),
+            "--batch-size",
+            "700",
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("accepted 2500"), "{stdout}");
+    assert!(stdout.contains("rejected 2"), "{stdout}");
+    let rejects = std::fs::read_to_string(&rejects).expect("rejects file");
+    assert!(rejects.contains("history.csv,1002,H-1,frequency_hz"), "{rejects}");
+    assert!(rejects.contains("more.ndjson,2,"), "{rejects}");
+
+    // A second run stores nothing twice.
+    let (ok, stdout, _) = run_cli(
+        &["ingest", csv.to_str().unwrap_or_default(), "--data-dir", data.to_str().unwrap_or_default(), "--rejects", work.path().join("r2.csv").to_str().unwrap_or_default()],
+        &[],
+        work.path(),
+    );
+    assert!(ok);
+    assert!(stdout.contains("accepted 0, duplicates 2499"), "{stdout}");
+}
+
+#[test]
+fn ingest_and_wells_import_to_a_running_server() {
+    init();
+    let work = tempfile::tempdir().expect("temp dir");
+    let server = ChildServer::start(&work.path().join("data"));
+    let wells = work.path().join("wells");
+    std::fs::create_dir(&wells).expect("mkdir");
+    std::fs::write(wells.join("n7.json"), full_well("N-7").to_string()).expect("write");
+    std::fs::write(wells.join("n8.json"), full_well("N-8").to_string()).expect("write");
+    let base = format!("http://{}", server.address);
+    let (ok, stdout, stderr) = run_cli(&["wells", "import", wells.to_str().unwrap_or_default(), "--url", &base], &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("2 well(s) imported"), "{stdout}");
+    let (ok, stdout, _) = run_cli(&["wells", "import", wells.to_str().unwrap_or_default(), "--url", &base], &[], work.path());
+    assert!(ok && stdout.contains("replaced"), "{stdout}");
+
+    let file = work.path().join("n7.ndjson");
+    let lines: Vec<String> = (0..300).map(|i| reading("N-7", &ts(i * 10), 40.0).to_string()).collect();
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let (ok, stdout, stderr) = run_cli(&["ingest", file.to_str().unwrap_or_default(), "--url", &base, "--batch-size", "64"], &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("accepted 300"), "{stdout}");
+}
+
+#[test]
+fn config_show_layers_file_environment_and_flags() {
+    let work = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        work.path().join("espwatch.toml"),
+        "listen = \"127.0.0.1:9000\"\nmax_future_secs = 60\nbody_limit_bytes = 100000\n",
+    )
+    .expect("write config");
+    let (ok, stdout, stderr) = run_cli(
+        &["config", "show", "--data-dir", "/tmp/x"],
+        &[("ESPWATCH_MAX_FUTURE_SECS", "120"), ("ESPWATCH_AUTO_REGISTER_WELLS", "false")],
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("listen = \"127.0.0.1:9000\""), "file: {stdout}");
+    assert!(stdout.contains("max_future_secs = 120"), "env over file: {stdout}");
+    assert!(stdout.contains("auto_register_wells = false"), "{stdout}");
+    assert!(stdout.contains("data_dir = \"/tmp/x\""), "flag: {stdout}");
+    assert!(stdout.contains("body_limit_bytes = 100000"), "{stdout}");
+
+    std::fs::write(work.path().join("espwatch.toml"), "listen = \"127.0.0.1:9000\"\ncolour = \"red\"\n").expect("write");
+    let (ok, _, stderr) = run_cli(&["config", "show"], &[], work.path());
+    assert!(!ok);
+    assert!(stderr.contains("colour"), "unknown keys are named: {stderr}");
+}

@@ -1,0 +1,229 @@
+//! Test harness: the real server on port 0 with a fresh temporary store, in-process or as a
+//! child process of the real binary, plus typed helpers so tests read as user stories.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use espwatch_server::{AppState, Config};
+use espwatch_store::{EmbeddedOptions, EmbeddedStore, Store};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_espwatch");
+
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A server running inside the test process.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Kept last so the directory outlives the server.
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_path_buf();
+    start_in(path, Some(dir), tweak).await
+}
+
+/// Starts a server on an existing data dir (for restart tests).
+pub async fn start_in(
+    data_dir: PathBuf,
+    dir: Option<tempfile::TempDir>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
+    init();
+    let mut config = Config {
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let store = EmbeddedStore::open(&data_dir, EmbeddedOptions::default()).expect("open store");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(espwatch_server::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        data_dir,
+        stop: Some(stop),
+        task: Some(task),
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Graceful stop; returns the temp dir so a test can restart on it.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.expect("server task").expect("server exited cleanly");
+        }
+        self._dir.take()
+    }
+
+    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        status_json(response).await
+    }
+
+    pub async fn ingest_json(&self, body: &Value) -> (u16, Value) {
+        self.post("/api/v1/telemetry", "application/json", body.to_string()).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("request");
+        status_json(response).await
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        status_json(request.send().await.expect("request")).await
+    }
+
+    /// Raw points of a well over a wide range, never downsampled.
+    pub async fn all_points(&self, well: &str) -> Value {
+        let (status, body) = self
+            .get(&format!(
+                "/api/v1/wells/{well}/telemetry?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&max_points=1000000"
+            ))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+pub async fn status_json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, value)
+}
+
+/// The real binary as a child process, serving on a free port.
+pub struct ChildServer {
+    pub child: Child,
+    pub address: SocketAddr,
+}
+
+impl ChildServer {
+    pub fn start(data_dir: &Path) -> ChildServer {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn espwatch");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let address = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .expect("read stdout");
+            if let Some(rest) = line.strip_prefix("espwatch listening on http://") {
+                break rest.trim().parse().expect("address");
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        ChildServer { child, address }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("kill");
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server did not exit within 10 s of SIGTERM");
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the binary with arguments, returning (success, stdout, stderr).
+pub fn run_cli(args: &[&str], envs: &[(&str, &str)], cwd: &Path) -> (bool, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(cwd)
+        .output()
+        .expect("run espwatch");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A canonical reading as JSON.
+pub fn reading(well: &str, ts: &str, current: f64) -> Value {
+    serde_json::json!({
+        "well_id": well,
+        "ts": ts,
+        "frequency_hz": 55.0,
+        "motor_current_a": current,
+        "intake_pressure_psi": 850.5,
+    })
+}
+
+/// `2026-01-01T00:00:00Z` plus `secs` seconds, RFC 3339.
+pub fn ts(secs: i64) -> String {
+    espwatch_core::Timestamp::from_secs(1_767_225_600 + secs).to_rfc3339()
+}

@@ -1,0 +1,285 @@
+//! Decoding telemetry payloads (JSON, NDJSON, CSV) into validated [`Reading`]s.
+//!
+//! This is the edge where untrusted input becomes the canonical model. The contract:
+//!
+//! - **Per-reading rejection.** A bad reading never sinks its batch: each input reading becomes
+//!   an [`Item`], either [`Item::Valid`] or [`Item::Rejected`] with *every* problem found
+//!   ([`FieldError`]s), in input order. Only a body that cannot be split into readings at all
+//!   (broken JSON, unusable CSV header) is a [`DecodeError`].
+//! - **One vocabulary for all formats.** Canonical keys (`well_id`, `ts`, the 13
+//!   [`Field`](crate::Field) names) plus the legacy SCADA aliases (`device_id`, `pip`, ...; see
+//!   `keys.rs`). Legacy keys that carry nothing we store (`torque`, `rpm`, ...) are dropped with
+//!   a batch [`Warning`]; any other unknown key rejects its reading.
+//! - **Errors are reported under canonical names** (`intake_pressure_psi` even when the client
+//!   sent `pip`; the reason then says "sent as 'pip'"), except unknown keys, reported as sent.
+//! - **No clock.** [`DecodeOptions::now`] is the receive time: the default for readings without
+//!   a timestamp and the reference for the "too far in the future" check.
+//! - **Never panics**, whatever the bytes (property-tested).
+//!
+//! Entry points: [`decode`] for a whole body in memory (the HTTP API), and the incremental
+//! [`NdjsonDecoder`] and [`CsvDecoder`] for files too big to hold (the bulk loader), which give
+//! the same results reading by reading.
+
+mod csv;
+mod draft;
+mod json;
+mod keys;
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::csv::CsvDecoder;
+pub use self::json::NdjsonDecoder;
+use crate::telemetry::{Reading, Timestamp};
+
+/// Wire format of a telemetry body.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// One JSON object (one reading) or a JSON array of objects.
+    Json,
+    /// Newline-delimited JSON: one object per line; blank lines are skipped.
+    Ndjson,
+    /// Comma-separated values with a header row of field names.
+    Csv,
+}
+
+impl PayloadFormat {
+    /// Format for an HTTP `Content-Type` (parameters such as `charset` are ignored).
+    /// `None` for types we do not decode.
+    pub fn from_content_type(content_type: &str) -> Option<PayloadFormat> {
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        let eq = |s: &str| essence.eq_ignore_ascii_case(s);
+        if eq("application/json") || eq("text/json") {
+            Some(PayloadFormat::Json)
+        } else if eq("application/x-ndjson")
+            || eq("application/ndjson")
+            || eq("application/jsonl")
+            || eq("application/x-jsonlines")
+            || eq("application/jsonlines")
+        {
+            Some(PayloadFormat::Ndjson)
+        } else if eq("text/csv") || eq("application/csv") {
+            Some(PayloadFormat::Csv)
+        } else {
+            None
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadFormat::Json => "json",
+            PayloadFormat::Ndjson => "ndjson",
+            PayloadFormat::Csv => "csv",
+        }
+    }
+}
+
+/// Context a decode needs from the outside world.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DecodeOptions {
+    /// Receive time: used as `ts` for readings without one, and the reference of the
+    /// future check.
+    pub now: Timestamp,
+    /// Readings stamped later than `now` + this are rejected (clock-skewed or garbage devices
+    /// would otherwise poison "latest value" views for a long time).
+    pub max_future_micros: i64,
+    /// [`decode`] fails with [`DecodeError::TooManyReadings`] past this many readings. A guard
+    /// on memory: a decoded item costs ~150–350 bytes however small its input (`[{},{},...]`
+    /// is 3 bytes per rejected reading), so the body size limit alone does not bound it.
+    /// The incremental decoders, which the caller drives chunk by chunk, have no limit.
+    pub max_readings: usize,
+}
+
+impl DecodeOptions {
+    /// 5 minutes: generous for unsynchronised field clocks, small enough to catch wrong zones.
+    pub const DEFAULT_MAX_FUTURE_MICROS: i64 = 5 * 60 * Timestamp::MICROS_PER_SECOND;
+
+    /// 100 000 readings: 10 000 s of data from 10 wells at 1 Hz in one request, at most a few
+    /// tens of MB decoded.
+    pub const DEFAULT_MAX_READINGS: usize = 100_000;
+
+    /// Options with the default limits.
+    pub fn new(now: Timestamp) -> Self {
+        DecodeOptions {
+            now,
+            max_future_micros: Self::DEFAULT_MAX_FUTURE_MICROS,
+            max_readings: Self::DEFAULT_MAX_READINGS,
+        }
+    }
+}
+
+/// The result of decoding a body: one item per input reading, in input order.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Decoded {
+    pub items: Vec<Item>,
+    /// Batch-level notices about accepted input (aggregated, see [`Warning`]).
+    pub warnings: Vec<Warning>,
+}
+
+impl Decoded {
+    pub fn valid_count(&self) -> usize {
+        self.items
+            .iter()
+            .filter(|i| matches!(i, Item::Valid(_)))
+            .count()
+    }
+
+    pub fn rejected_count(&self) -> usize {
+        self.items.len() - self.valid_count()
+    }
+
+    /// Splits into the valid readings and the rejections (each rejection keeps its index).
+    pub fn into_parts(self) -> (Vec<Reading>, Vec<Rejection>, Vec<Warning>) {
+        let mut readings = Vec::with_capacity(self.items.len());
+        let mut rejections = Vec::new();
+        for item in self.items {
+            match item {
+                Item::Valid(r) => readings.push(r),
+                Item::Rejected(r) => rejections.push(r),
+            }
+        }
+        (readings, rejections, self.warnings)
+    }
+}
+
+/// One input reading, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    Valid(Reading),
+    Rejected(Rejection),
+}
+
+impl Item {
+    pub fn valid(&self) -> Option<&Reading> {
+        match self {
+            Item::Valid(r) => Some(r),
+            Item::Rejected(_) => None,
+        }
+    }
+
+    pub fn rejection(&self) -> Option<&Rejection> {
+        match self {
+            Item::Valid(_) => None,
+            Item::Rejected(r) => Some(r),
+        }
+    }
+}
+
+/// Why one input reading was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Rejection {
+    /// 0-based position of the reading in the payload: array element, non-blank NDJSON line,
+    /// or CSV data row.
+    pub index: usize,
+    /// 1-based line of the input where the reading starts, when the format has lines
+    /// (NDJSON, CSV); `None` for JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// The well id as sent, when it was a string (even an invalid one, shortened if very
+    /// long), so clients can tell which device is misbehaving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub well_id: Option<String>,
+    /// Every problem found, never empty.
+    pub errors: Vec<FieldError>,
+}
+
+/// One problem with one field of a reading.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FieldError {
+    /// Canonical field name (`intake_pressure_psi`, `well_id`, `ts`), the key as sent for
+    /// unknown keys, `measurements` for "no measurement", `line` for an NDJSON line that is
+    /// not JSON, and `*` for the reading as a whole (not an object, wrong CSV cell count).
+    pub field: String,
+    pub reason: String,
+}
+
+/// What a [`Warning`] is about, for clients that branch on it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// A legacy key that espwatch does not store (`flow_variance`, `torque`, `rpm`, `pressure`).
+    IgnoredLegacyField,
+    /// No timestamp was given; the receive time was used.
+    TsDefaulted,
+}
+
+/// A notice about accepted input, aggregated over the batch (one per kind and key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Warning {
+    pub kind: WarningKind,
+    /// The key concerned (`torque`, `ts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Number of readings concerned (valid or not).
+    pub count: usize,
+    /// Index of the first reading concerned.
+    pub first_index: usize,
+    /// Human-readable summary.
+    pub message: String,
+}
+
+/// The body as a whole cannot be decoded; no reading of it was looked at.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DecodeError {
+    #[error("the body is empty")]
+    Empty,
+    /// Not well-formed JSON (or not UTF-8). For a JSON array there is no way to find where the
+    /// next element starts after a syntax error, so the whole body fails.
+    #[error("invalid JSON at line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("expected a JSON object or an array of objects, found {found}")]
+    TopLevel { found: &'static str },
+    /// More readings than [`DecodeOptions::max_readings`]; split the batch.
+    #[error("more than {limit} readings in one body; send smaller batches")]
+    TooManyReadings { limit: usize },
+    /// A CSV header column that no reading could use; every row would fail, so fail once.
+    #[error(
+        "unknown CSV column {name:?} (column {position}); expected well_id, ts or canonical \
+         measurement names"
+    )]
+    CsvUnknownColumn { name: String, position: usize },
+    #[error("CSV column {name:?} appears twice in the header")]
+    CsvDuplicateColumn { name: String },
+    #[error("CSV header has no {name} column")]
+    CsvMissingColumn { name: &'static str },
+    #[error("CSV header has no measurement column")]
+    CsvNoMeasurementColumn,
+    #[error("malformed CSV at line {line}: {message}")]
+    Csv { line: u64, message: String },
+}
+
+/// Decodes a whole body held in memory.
+///
+/// `Ok` even when every reading is rejected: the items say why. An empty JSON array or a
+/// header-only CSV gives no items; a body with no content at all is [`DecodeError::Empty`].
+pub fn decode(
+    format: PayloadFormat,
+    body: &[u8],
+    opts: &DecodeOptions,
+) -> Result<Decoded, DecodeError> {
+    let body = strip_bom(body);
+    if body.trim_ascii().is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    match format {
+        PayloadFormat::Json => json::decode_json(body, opts),
+        PayloadFormat::Ndjson => json::decode_ndjson(body, opts),
+        PayloadFormat::Csv => self::csv::decode_csv(body, opts),
+    }
+}
+
+/// Drops a UTF-8 byte order mark: Windows tools (Excel, PowerShell) like to add one.
+fn strip_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}

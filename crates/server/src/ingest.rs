@@ -1,0 +1,128 @@
+//! The ingestion pipeline shared by `POST /api/v1/telemetry` and `espwatch ingest`:
+//! decode a payload, append what is valid, and report per reading.
+
+use bytes::Bytes;
+use espwatch_core::ingest::{self, DecodeError, DecodeOptions, Item, PayloadFormat};
+use espwatch_core::WellId;
+use espwatch_store::{AppendOptions, ReadingOutcome, Store, StoreError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Bodies above this size are decoded on the blocking pool instead of the async workers.
+const INLINE_DECODE_LIMIT: usize = 256 * 1024;
+
+/// Outcome of ingesting one payload.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct IngestReport {
+    /// Readings stored (committed before this report was produced).
+    pub accepted: usize,
+    /// Readings whose `(well_id, ts)` was already stored; the first value wins.
+    pub duplicates: usize,
+    /// Readings refused, with every reason per field, sorted by index.
+    pub rejected: Vec<RejectedReading>,
+    /// Non-fatal remarks (ignored legacy fields, defaulted timestamps).
+    #[schema(value_type = Vec<Object>)]
+    pub warnings: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RejectedReading {
+    /// 0-based position of the reading in the payload (data row for CSV, non-blank line for NDJSON).
+    pub index: usize,
+    /// The well id as sent, when there was one.
+    pub well_id: Option<String>,
+    pub errors: Vec<FieldProblem>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct FieldProblem {
+    /// Field name as sent (or `ts`, `well_id`, `*` for the reading as a whole).
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the payload cannot be parsed: {0}")]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("decoding failed unexpectedly: {0}")]
+    Join(String),
+}
+
+impl IngestReport {
+    /// Readings the payload contained.
+    pub fn total(&self) -> usize {
+        self.accepted + self.duplicates + self.rejected.len()
+    }
+}
+
+/// Decodes `body` and appends its valid readings; returns after they are committed.
+pub async fn ingest_payload(
+    store: &dyn Store,
+    format: PayloadFormat,
+    body: Bytes,
+    decode: DecodeOptions,
+    append: AppendOptions,
+) -> Result<IngestReport, IngestError> {
+    let decoded = if body.len() > INLINE_DECODE_LIMIT {
+        tokio::task::spawn_blocking(move || ingest::decode(format, &body, &decode))
+            .await
+            .map_err(|e| IngestError::Join(e.to_string()))??
+    } else {
+        ingest::decode(format, &body, &decode)?
+    };
+
+    let mut report = IngestReport {
+        warnings: decoded
+            .warnings
+            .iter()
+            .map(|w| serde_json::to_value(w).unwrap_or_default())
+            .collect(),
+        ..IngestReport::default()
+    };
+    let mut readings = Vec::with_capacity(decoded.items.len());
+    let mut positions = Vec::with_capacity(decoded.items.len());
+    for (position, item) in decoded.items.into_iter().enumerate() {
+        match item {
+            Item::Valid(reading) => {
+                positions.push(position);
+                readings.push(reading);
+            }
+            Item::Rejected(r) => report.rejected.push(RejectedReading {
+                index: r.index,
+                well_id: r.well_id,
+                errors: r
+                    .errors
+                    .into_iter()
+                    .map(|e| FieldProblem {
+                        field: e.field,
+                        reason: e.reason,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+    if !readings.is_empty() {
+        let well_ids: Vec<WellId> = readings.iter().map(|r| r.well_id.clone()).collect();
+        let outcome = store.append(readings, append).await?;
+        for ((o, position), well_id) in outcome.outcomes.iter().zip(positions).zip(well_ids) {
+            match o {
+                ReadingOutcome::Accepted => report.accepted += 1,
+                ReadingOutcome::Duplicate => report.duplicates += 1,
+                ReadingOutcome::UnknownWell => report.rejected.push(RejectedReading {
+                    index: position,
+                    well_id: Some(well_id.to_string()),
+                    errors: vec![FieldProblem {
+                        field: "well_id".into(),
+                        reason: "unknown well: register it first (POST /api/v1/wells); automatic registration is off"
+                            .into(),
+                    }],
+                }),
+            }
+        }
+        report.rejected.sort_by_key(|r| r.index);
+    }
+    Ok(report)
+}

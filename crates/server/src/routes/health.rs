@@ -1,0 +1,104 @@
+//! Probes for orchestrators and load balancers.
+//!
+//! - `/health/live`: the process answers (never touches the store).
+//! - `/health/startup`: recovery is done (the listener only opens after the store is open, so
+//!   answering at all means started).
+//! - `/health/ready`: the store can be read and written right now; 503 with per-dependency
+//!   detail otherwise, and during shutdown.
+//! - `/health`: the old platform's endpoint, kept for its monitors.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::Utc;
+use espwatch_store::StoreHealth;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct SimpleStatus {
+    /// `alive`, `live` or `started`.
+    status: &'static str,
+    /// Server time, RFC 3339 UTC.
+    timestamp: String,
+    version: &'static str,
+    uptime_s: f64,
+}
+
+fn simple(state: &AppState, status: &'static str) -> Json<SimpleStatus> {
+    Json(SimpleStatus {
+        status,
+        timestamp: Utc::now().to_rfc3339(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: state.started_at.elapsed().as_secs_f64(),
+    })
+}
+
+/// Legacy liveness check of the old platform.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses((status = 200, description = "The process is alive", body = SimpleStatus)))]
+pub async fn legacy(State(state): State<AppState>) -> Json<SimpleStatus> {
+    simple(&state, "alive")
+}
+
+/// Liveness: the process is up and serving HTTP.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses((status = 200, description = "Live", body = SimpleStatus)))]
+pub async fn live(State(state): State<AppState>) -> Json<SimpleStatus> {
+    simple(&state, "live")
+}
+
+/// Startup: the store is open and recovered.
+#[utoipa::path(get, path = "/health/startup", tag = "health",
+    responses((status = 200, description = "Started", body = SimpleStatus)))]
+pub async fn startup(State(state): State<AppState>) -> Json<SimpleStatus> {
+    simple(&state, "started")
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    timestamp: String,
+    /// Per dependency: status (`healthy`/`unhealthy`), latency and detail.
+    #[schema(value_type = Object)]
+    checks: serde_json::Value,
+}
+
+/// Readiness: the store answers a read and commits a write.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Ready to take traffic", body = Readiness),
+        (status = 503, description = "Not ready; `checks` says which dependency failed", body = Readiness)
+    ))]
+pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let shutting_down = state.shutting_down.load(Ordering::SeqCst);
+    let health: StoreHealth = state.store.health().await;
+    let store_ok = health.read.ok && health.write.ok;
+    let ok = store_ok && !shutting_down;
+    let mut checks = serde_json::json!({
+        "store": {
+            "status": if store_ok { "healthy" } else { "unhealthy" },
+            "backend": health.backend,
+            "latency_ms": health.read.latency_ms.max(health.write.latency_ms),
+            "read": health.read,
+            "write": health.write,
+        }
+    });
+    if shutting_down {
+        checks["server"] = serde_json::json!({"status": "unhealthy", "detail": "shutting down"});
+    }
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (
+        status,
+        Json(Readiness {
+            status: if ok { "ready" } else { "not_ready" },
+            timestamp: Utc::now().to_rfc3339(),
+            checks,
+        }),
+    )
+}

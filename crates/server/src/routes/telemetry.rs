@@ -1,0 +1,363 @@
+//! Telemetry ingestion and queries.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use espwatch_core::duration::{format_duration_micros, parse_duration_micros};
+use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
+use espwatch_core::{Agg, Field, Series, TelemetryQuery, TimeRange, Timestamp, WellId};
+use espwatch_store::AppendOptions;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::ingest::{IngestError, IngestReport, ingest_payload};
+use crate::routes::{media_type, read_body};
+
+/// Ingests telemetry: one reading (JSON object), a JSON array, NDJSON or CSV.
+///
+/// Valid readings are stored even when others in the same payload are rejected. The response
+/// is sent only after the accepted readings are durably committed. Re-sending a reading is
+/// harmless: it is counted in `duplicates`.
+#[utoipa::path(post, path = "/api/v1/telemetry", tag = "telemetry",
+    request_body(
+        description = "Canonical reading(s). JSON: an object or an array of objects with `well_id`, `ts` (RFC 3339) and any of the measurement fields (e.g. `motor_current_a`). NDJSON: one object per line. CSV: a header row of canonical names, empty cell = missing.",
+        content(
+            (serde_json::Value = "application/json", example = json!({"well_id": "WELL-001", "ts": "2026-11-22T08:00:00Z", "frequency_hz": 55.0, "motor_current_a": 42.1, "intake_pressure_psi": 850.0})),
+            (String = "application/x-ndjson"),
+            (String = "text/csv", example = "well_id,ts,frequency_hz,motor_current_a\nWELL-001,2026-11-22T08:00:00Z,55,42.1\n")
+        )
+    ),
+    responses(
+        (status = 200, description = "Something was accepted, or everything was a duplicate", body = IngestReport),
+        (status = 400, description = "The body cannot be parsed; details give line and column", body = crate::error::ErrorEnvelope),
+        (status = 413, description = "Body over the configured limit", body = crate::error::ErrorEnvelope),
+        (status = 415, description = "Content-Type not one of the supported ones", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "Every reading was rejected; the report and an error envelope", body = IngestReport),
+        (status = 503, description = "Store unavailable (shutting down); nothing was stored", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let format = match media_type(&headers)?.as_deref() {
+        Some("application/json") => PayloadFormat::Json,
+        Some("application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/json-seq") => {
+            PayloadFormat::Ndjson
+        }
+        Some("text/csv") => PayloadFormat::Csv,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "Content-Type {} is not supported; send application/json, application/x-ndjson or text/csv",
+                    other.unwrap_or("(none)")
+                ),
+            )
+            .with_details(serde_json::json!({
+                "supported": ["application/json", "application/x-ndjson", "text/csv"]
+            })));
+        }
+    };
+    let bytes = read_body(&headers, body, state.config.body_limit_bytes).await?;
+    let decode = DecodeOptions {
+        now: Timestamp::from_datetime(Utc::now()),
+        max_future_micros: state.config.max_future_secs as i64 * 1_000_000,
+    };
+    let append = AppendOptions {
+        auto_register_wells: state.config.auto_register_wells,
+    };
+    let report = match ingest_payload(state.store.as_ref(), format, bytes, decode, append).await {
+        Ok(report) => report,
+        Err(IngestError::Decode(e)) => {
+            return Err(ApiError::bad_request(
+                "malformed_payload",
+                format!("the payload cannot be parsed: {e}"),
+            )
+            .with_details(e.details()));
+        }
+        Err(IngestError::Store(e)) => return Err(e.into()),
+        Err(e @ IngestError::Join(_)) => return Err(ApiError::internal(e)),
+    };
+    let total = report.total();
+    if total == 0 {
+        return Err(ApiError::bad_request("empty_payload", "the payload contains no readings"));
+    }
+    if report.rejected.len() == total {
+        // Every reading was refused: 422 with the full report plus the error envelope.
+        let (status, envelope) = ApiError::unprocessable(
+            "all_readings_rejected",
+            format!("all {total} readings were rejected; see `rejected` for the reasons"),
+        )
+        .into_envelope();
+        let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;
+        body["error"] = serde_json::to_value(envelope.error).map_err(ApiError::internal)?;
+        return Ok((status, Json(body)).into_response());
+    }
+    Ok((StatusCode::OK, Json(report)).into_response())
+}
+
+/// Query parameters of the telemetry range query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TelemetryParams {
+    /// Start of the range, RFC 3339, inclusive. Default: 24 h before `to`.
+    from: Option<String>,
+    /// End of the range, RFC 3339, exclusive. Default: now.
+    to: Option<String>,
+    /// Comma-separated channel names. Default: all channels.
+    fields: Option<String>,
+    /// Bucket width (`10s`, `1m`, `1h`, `1d`); without it raw points are returned.
+    step: Option<String>,
+    /// Aggregate per bucket: `avg` (default), `min`, `max`, `last`.
+    agg: Option<String>,
+    /// Raw queries above this many points are downsampled (default from configuration).
+    max_points: Option<usize>,
+}
+
+/// Columnar telemetry of one well.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TelemetryResponse {
+    well_id: String,
+    from: String,
+    to: String,
+    /// Bucket width when aggregated, e.g. `1m`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agg: Option<&'static str>,
+    /// True when raw points were reduced to `max_points` (min/max preserving).
+    downsampled: bool,
+    /// Timestamps (bucket starts when aggregated), RFC 3339 UTC.
+    ts: Vec<String>,
+    /// One array per requested channel, aligned with `ts`; null = no value.
+    #[schema(value_type = Object)]
+    fields: BTreeMap<&'static str, Vec<Option<f64>>>,
+}
+
+/// Largest range a single query may span.
+const MAX_QUERY_RANGE_MICROS: i64 = 400 * 86_400 * 1_000_000;
+/// Most buckets an aggregated query may produce.
+const MAX_BUCKETS: i64 = 1_000_000;
+
+/// Telemetry of one well over a time range: raw or aggregated per step. JSON by default,
+/// CSV with `Accept: text/csv`.
+#[utoipa::path(get, path = "/api/v1/wells/{id}/telemetry", tag = "telemetry",
+    params(("id" = String, Path, description = "Well id"), TelemetryParams),
+    responses(
+        (status = 200, description = "Columnar series", body = TelemetryResponse, content_type = "application/json"),
+        (status = 400, description = "Invalid parameter", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "Unknown well", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn query(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Result<Query<TelemetryParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let well_id = parse_well_id(&id)?;
+    let query = build_query(&state, well_id, params)?;
+    if state.store.get_well(&query.well_id).await?.is_none() {
+        return Err(ApiError::not_found(format!("well {} is not registered", query.well_id)));
+    }
+    let series = state.store.query(&query).await?;
+    let wants_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"));
+    if wants_csv {
+        return Ok((
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            series_to_csv(&series),
+        )
+            .into_response());
+    }
+    let fields = series
+        .columns
+        .into_iter()
+        .map(|(f, values)| (f.name(), values))
+        .collect();
+    Ok(Json(TelemetryResponse {
+        well_id: query.well_id.to_string(),
+        from: query.range.from.to_rfc3339(),
+        to: query.range.to.to_rfc3339(),
+        step: query.step_micros.map(format_duration_micros),
+        agg: query.step_micros.map(|_| query.agg.name()),
+        downsampled: series.downsampled,
+        ts: series.ts.iter().map(|t| t.to_rfc3339()).collect(),
+        fields,
+    })
+    .into_response())
+}
+
+pub(crate) fn parse_well_id(id: &str) -> Result<WellId, ApiError> {
+    WellId::parse(id).map_err(|e| {
+        ApiError::bad_request("invalid_well_id", format!("well id {id:?} is invalid: {e}"))
+    })
+}
+
+fn parse_time(name: &'static str, text: &str) -> Result<Timestamp, ApiError> {
+    if text == "now" {
+        return Ok(Timestamp::from_datetime(Utc::now()));
+    }
+    Timestamp::parse_rfc3339(text).map_err(|e| {
+        ApiError::bad_request("invalid_query", format!("`{name}`: {e}"))
+            .with_details(serde_json::json!({ "parameter": name }))
+    })
+}
+
+fn build_query(state: &AppState, well_id: WellId, p: TelemetryParams) -> Result<TelemetryQuery, ApiError> {
+    let invalid = |param: &str, message: String| {
+        ApiError::bad_request("invalid_query", message).with_details(serde_json::json!({ "parameter": param }))
+    };
+    let to = match &p.to {
+        Some(t) => parse_time("to", t)?,
+        None => Timestamp::from_datetime(Utc::now()),
+    };
+    let from = match &p.from {
+        Some(t) => parse_time("from", t)?,
+        None => Timestamp(to.0 - 86_400 * 1_000_000),
+    };
+    if from >= to {
+        return Err(invalid("from", "`from` must be before `to`".into()));
+    }
+    if to.0 - from.0 > MAX_QUERY_RANGE_MICROS {
+        return Err(invalid("from", "a query may span at most 400 days".into()));
+    }
+    let fields = match p.fields.as_deref().map(str::trim) {
+        None | Some("") => Field::ALL.to_vec(),
+        Some(list) => {
+            let mut fields = Vec::new();
+            for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let f = Field::from_name(name).ok_or_else(|| {
+                    invalid(
+                        "fields",
+                        format!(
+                            "unknown field {name:?}; known fields: {}",
+                            Field::ALL.map(Field::name).join(", ")
+                        ),
+                    )
+                })?;
+                if !fields.contains(&f) {
+                    fields.push(f);
+                }
+            }
+            fields
+        }
+    };
+    let step_micros = match p.step.as_deref() {
+        None => None,
+        Some(s) => {
+            let step = parse_duration_micros(s).map_err(|e| invalid("step", e))?;
+            if step < 1_000_000 {
+                return Err(invalid("step", "`step` must be at least 1s".into()));
+            }
+            if (to.0 - from.0) / step > MAX_BUCKETS {
+                return Err(invalid(
+                    "step",
+                    format!("`step` is too small for this range (more than {MAX_BUCKETS} buckets)"),
+                ));
+            }
+            Some(step)
+        }
+    };
+    let agg = match p.agg.as_deref() {
+        None => Agg::Avg,
+        Some(a) => Agg::parse(a).ok_or_else(|| invalid("agg", format!("unknown agg {a:?}; use avg, min, max or last")))?,
+    };
+    let max_points = p.max_points.unwrap_or(state.config.default_max_points);
+    if !(2..=1_000_000).contains(&max_points) {
+        return Err(invalid("max_points", "`max_points` must be between 2 and 1000000".into()));
+    }
+    Ok(TelemetryQuery {
+        well_id,
+        range: TimeRange { from, to },
+        fields,
+        step_micros,
+        agg,
+        max_points,
+    })
+}
+
+fn series_to_csv(series: &Series) -> String {
+    let mut out = String::with_capacity(64 + series.ts.len() * (24 + series.columns.len() * 10));
+    out.push_str("ts");
+    for (f, _) in &series.columns {
+        out.push(',');
+        out.push_str(f.name());
+    }
+    out.push('\n');
+    for (i, ts) in series.ts.iter().enumerate() {
+        out.push_str(&ts.to_rfc3339());
+        for (_, values) in &series.columns {
+            out.push(',');
+            if let Some(v) = values[i] {
+                out.push_str(&v.to_string());
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// One well in the fleet overview.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestEntry {
+    well_id: String,
+    /// Time of the newest reading; null for a registered well that never reported.
+    ts: Option<String>,
+    /// Seconds since that reading (negative if it is stamped in the future).
+    age_s: Option<f64>,
+    /// The newest reading's channels (missing channels are omitted).
+    #[schema(value_type = Object)]
+    values: BTreeMap<&'static str, f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LatestResponse {
+    /// Server time the ages are measured from.
+    as_of: String,
+    wells: Vec<LatestEntry>,
+}
+
+/// Fleet overview: the newest reading of every well with its age.
+#[utoipa::path(get, path = "/api/v1/wells/latest", tag = "telemetry",
+    responses((status = 200, description = "Newest reading per well, sorted by well id", body = LatestResponse)))]
+pub async fn latest(State(state): State<AppState>) -> Result<Json<LatestResponse>, ApiError> {
+    let now = Timestamp::from_datetime(Utc::now());
+    let (latest, wells) = tokio::try_join!(state.store.latest(), state.store.list_wells())?;
+    let mut entries: BTreeMap<String, LatestEntry> = wells
+        .into_iter()
+        .map(|w| {
+            let id = w.meta.well_id.0;
+            (id.clone(), LatestEntry { well_id: id, ts: None, age_s: None, values: BTreeMap::new() })
+        })
+        .collect();
+    for l in latest {
+        let (ts, values) = l.point;
+        entries.insert(
+            l.well_id.to_string(),
+            LatestEntry {
+                well_id: l.well_id.to_string(),
+                ts: Some(ts.to_rfc3339()),
+                age_s: Some((now.0 - ts.0) as f64 / 1e6),
+                values: values.iter().map(|(f, v)| (f.name(), v)).collect(),
+            },
+        );
+    }
+    Ok(Json(LatestResponse {
+        as_of: now.to_rfc3339(),
+        wells: entries.into_values().collect(),
+    }))
+}

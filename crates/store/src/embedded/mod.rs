@@ -1,0 +1,486 @@
+//! The embedded engine: SQLite underneath, no server needed.
+//!
+//! Layout of the work:
+//! - [`writer`]: one thread owns the write connection; appends are group-committed into a
+//!   durable log of binary batches, and checkpoints seal them into columnar per-window
+//!   segments.
+//! - [`index`]: in-memory state (registry, unsealed "heads", segment bounds, newest reading
+//!   per well) so duplicate checks, `latest` and the registry never wait on disk.
+//! - [`codec`]: the log-batch and segment encodings.
+//! - [`schema`]: tables and connection setup.
+//!
+//! Reads go through a small pool of read-only connections on blocking threads; the async
+//! runtime never waits on SQLite.
+
+mod codec;
+mod index;
+mod schema;
+mod writer;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use espwatch_core::{Point, Reading, TimeRange, WellId, WellMeta};
+use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
+
+use self::index::{merge_dedup, window_start};
+use self::schema::sql_err;
+use self::writer::{Command, Reply, Shared, Writer, WriterOptions};
+use crate::{
+    AppendOptions, AppendOutcome, LatestReading, ProbeResult, Store, StoreError, StoreHealth,
+    StoreResult, StoreStats, WellRecord,
+};
+
+/// Tuning of the embedded engine. The defaults suit production; tests shrink them to force
+/// checkpoints.
+#[derive(Clone, Debug)]
+pub struct EmbeddedOptions {
+    /// Seal the heads into segments once this many readings are unsealed.
+    pub checkpoint_readings: usize,
+    /// Seal at the latest this long after the oldest unsealed reading was committed.
+    pub checkpoint_interval: Duration,
+    /// Width of a segment's time window, microseconds. Fixed when the database is created;
+    /// an existing database keeps its own.
+    pub window_micros: i64,
+    /// Upper bound of readings group-committed in one transaction.
+    pub max_readings_per_commit: usize,
+    /// Idle read connections kept open.
+    pub read_connections: usize,
+}
+
+/// Four hours: a day of 10 s data is six segments of 1 440 points, small enough to rewrite
+/// at each checkpoint, large enough to compress well.
+pub const DEFAULT_WINDOW_MICROS: i64 = 4 * 3600 * 1_000_000;
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions {
+            checkpoint_readings: 500_000,
+            checkpoint_interval: Duration::from_secs(300),
+            window_micros: DEFAULT_WINDOW_MICROS,
+            max_readings_per_commit: 200_000,
+            read_connections: 4,
+        }
+    }
+}
+
+/// The embedded store. Cheap to clone; all clones share one engine, which shuts down
+/// cleanly when the last clone is dropped (or explicitly with [`Store::close`]).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    sender: Mutex<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: ReadPool,
+    closed: AtomicBool,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropping the sender lets the writer finish what is queued and stop; joining makes
+        // sure the database and the directory lock are released when the handle is gone.
+        drop(lock(&self.sender).take());
+        if let Some(handle) = lock(&self.writer).take()
+            && handle.join().is_err()
+        {
+            tracing::error!("embedded store: writer thread panicked");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unavailable() -> StoreError {
+    StoreError::Unavailable("embedded store is closed".into())
+}
+
+/// Read-only connections reused across queries (opening one costs more than a short query).
+struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+    /// Set by close: connections in use are then dropped instead of returned.
+    closed: AtomicBool,
+}
+
+impl ReadPool {
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let pooled = lock(&self.idle).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => schema::open_reader(&self.path)?,
+        };
+        let result = f(&conn);
+        if result.is_ok() && !self.closed.load(Ordering::Acquire) {
+            let mut idle = lock(&self.idle);
+            if idle.len() < self.max_idle {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+
+    fn clear(&self) {
+        self.closed.store(true, Ordering::Release);
+        lock(&self.idle).clear();
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating if needed) the store in `dir`, recovering unsealed data from the log.
+    ///
+    /// Takes an exclusive lock on the directory: a second process (or a second open in this
+    /// one) fails with `Unavailable` until the first is closed.
+    pub fn open(dir: &Path, opts: EmbeddedOptions) -> StoreResult<EmbeddedStore> {
+        if opts.window_micros <= 0 {
+            return Err(StoreError::Internal(
+                "window_micros must be positive".into(),
+            ));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Internal(format!("creating data directory {}: {e}", dir.display()))
+        })?;
+        let lock_file = lock_dir(dir)?;
+        let path = dir.join(schema::DB_FILE);
+        let mut conn = schema::open_writer(&path)?;
+        let window = schema::init(&mut conn, opts.window_micros)?;
+        let (index, last_log_id) = writer::recover(&conn, window)?;
+        let shared = Arc::new(Shared {
+            index: RwLock::new(index),
+            window,
+            commits: Default::default(),
+            checkpoints: Default::default(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let w = Writer::new(
+            conn,
+            shared.clone(),
+            WriterOptions {
+                checkpoint_readings: opts.checkpoint_readings.max(1),
+                checkpoint_interval: opts.checkpoint_interval,
+                max_readings_per_commit: opts.max_readings_per_commit.max(1),
+            },
+            last_log_id,
+            lock_file,
+        );
+        let handle = std::thread::Builder::new()
+            .name("espwatch-store-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| StoreError::Internal(format!("starting writer thread: {e}")))?;
+        Ok(EmbeddedStore {
+            inner: Arc::new(Inner {
+                dir: dir.to_path_buf(),
+                shared,
+                sender: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                readers: ReadPool {
+                    path,
+                    idle: Mutex::new(Vec::new()),
+                    max_idle: opts.read_connections,
+                    closed: AtomicBool::new(false),
+                },
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The data directory this store was opened on.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Seals all unsealed readings into segments now (normally automatic).
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        self.call(|reply| Command::Checkpoint { reply }).await
+    }
+
+    fn check_open(&self) -> StoreResult<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(unavailable());
+        }
+        Ok(())
+    }
+
+    /// Sends a command to the writer and waits for its reply.
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> StoreResult<T> {
+        self.check_open()?;
+        let (tx, rx) = oneshot::channel();
+        {
+            let sender = lock(&self.inner.sender);
+            let sender = sender.as_ref().ok_or_else(unavailable)?;
+            sender.send(make(tx)).map_err(|_| unavailable())?;
+        }
+        // A dropped reply means the writer stopped before handling the command.
+        rx.await.map_err(|_| unavailable())?
+    }
+
+    /// Runs blocking SQLite work off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Internal(format!("blocking task failed: {e}")))?
+    }
+}
+
+fn lock_dir(dir: &Path) -> StoreResult<File> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Internal(format!("opening {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "data directory {} is already in use by another espwatch store",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Internal(format!(
+            "locking {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+impl Inner {
+    /// Sealed points of `well` in `[from, to)`, read from the segments of the windows that
+    /// overlap the range, ascending.
+    fn read_sealed(&self, well: &WellId, from: i64, to: i64) -> StoreResult<Vec<Point>> {
+        let first_window = window_start(from, self.shared.window);
+        self.readers.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT window_start, data FROM segments
+                     WHERE well_id = ?1 AND window_start >= ?2 AND window_start < ?3
+                     ORDER BY window_start",
+                )
+                .map_err(|e| sql_err("reading segments", e))?;
+            let mut rows = stmt
+                .query(params![well.as_str(), first_window, to])
+                .map_err(|e| sql_err("reading segments", e))?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(|e| sql_err("reading segments", e))? {
+                let ws: i64 = row.get(0).map_err(|e| sql_err("reading segments", e))?;
+                let data = row
+                    .get_ref(1)
+                    .and_then(|v| v.as_blob().map_err(Into::into))
+                    .map_err(|e| sql_err("reading segments", e))?;
+                codec::decode_segment_range(data, from, to, &mut out).map_err(|e| {
+                    tracing::error!(well = %well, window_start = ws, error = %e, "corrupt segment");
+                    StoreError::Internal(format!("segment ({well}, {ws}) is corrupt: {e}"))
+                })?;
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn append(
+        &self,
+        readings: Vec<Reading>,
+        opts: AppendOptions,
+    ) -> StoreResult<AppendOutcome> {
+        self.check_open()?;
+        if readings.is_empty() {
+            return Ok(AppendOutcome::default());
+        }
+        self.call(|reply| Command::Append {
+            readings,
+            opts,
+            reply,
+        })
+        .await
+    }
+
+    async fn read_range(&self, well_id: &WellId, range: TimeRange) -> StoreResult<Vec<Point>> {
+        self.check_open()?;
+        let (from, to) = (range.from.0, range.to.0);
+        // Head first, segments second: a checkpoint in between then only makes the sealed
+        // read return copies of head points, which the merge drops. The other order could
+        // miss readings sealed and cleared from the head in between.
+        let snapshot =
+            self.inner
+                .shared
+                .read()
+                .snapshot(well_id, from, to, self.inner.shared.window);
+        let Some((head, windows)) = snapshot else {
+            return Ok(Vec::new());
+        };
+        if windows.is_empty() {
+            return Ok(head);
+        }
+        let well = well_id.clone();
+        let sealed = self
+            .blocking(move |inner| inner.read_sealed(&well, from, to))
+            .await?;
+        Ok(merge_dedup(sealed, head))
+    }
+
+    async fn latest(&self) -> StoreResult<Vec<LatestReading>> {
+        self.check_open()?;
+        let index = self.inner.shared.read();
+        let mut out: Vec<LatestReading> = index
+            .wells
+            .iter()
+            .filter_map(|(id, st)| {
+                st.latest.map(|point| LatestReading {
+                    well_id: id.clone(),
+                    point,
+                })
+            })
+            .collect();
+        drop(index);
+        out.sort_by(|a, b| a.well_id.cmp(&b.well_id));
+        Ok(out)
+    }
+
+    async fn list_wells(&self) -> StoreResult<Vec<WellRecord>> {
+        self.check_open()?;
+        let index = self.inner.shared.read();
+        let mut out: Vec<(WellId, WellRecord)> = index
+            .wells
+            .iter()
+            .map(|(id, st)| (id.clone(), st.record.clone()))
+            .collect();
+        drop(index);
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out.into_iter().map(|(_, r)| r).collect())
+    }
+
+    async fn get_well(&self, well_id: &WellId) -> StoreResult<Option<WellRecord>> {
+        self.check_open()?;
+        Ok(self
+            .inner
+            .shared
+            .read()
+            .wells
+            .get(well_id)
+            .map(|s| s.record.clone()))
+    }
+
+    async fn create_well(&self, meta: WellMeta) -> StoreResult<WellRecord> {
+        let id = meta_id(&meta)?;
+        self.call(|reply| Command::CreateWell { id, meta, reply })
+            .await
+    }
+
+    async fn update_well(&self, meta: WellMeta) -> StoreResult<Option<WellRecord>> {
+        let id = meta_id(&meta)?;
+        self.call(|reply| Command::UpdateWell { id, meta, reply })
+            .await
+    }
+
+    async fn delete_well(&self, well_id: &WellId) -> StoreResult<bool> {
+        let id = well_id.clone();
+        self.call(|reply| Command::DeleteWell { id, reply }).await
+    }
+
+    async fn health(&self) -> StoreHealth {
+        const TIMEOUT: Duration = Duration::from_secs(2);
+        let started = Instant::now();
+        let read = probe(
+            started,
+            tokio::time::timeout(TIMEOUT, async {
+                self.check_open()?;
+                self.blocking(|inner| {
+                    inner.readers.with(|conn| {
+                        conn.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))
+                            .map_err(|e| sql_err("read probe", e))
+                    })
+                })
+                .await
+            })
+            .await,
+        );
+        let started = Instant::now();
+        let write = probe(
+            started,
+            tokio::time::timeout(TIMEOUT, self.call(|reply| Command::Probe { reply })).await,
+        );
+        StoreHealth {
+            backend: "embedded",
+            read,
+            write,
+        }
+    }
+
+    async fn stats(&self) -> StoreResult<StoreStats> {
+        self.check_open()?;
+        let shared = &self.inner.shared;
+        let index = shared.read();
+        Ok(StoreStats {
+            wells: index.wells.len(),
+            readings_in_log: index.head_total as u64,
+            segments: index.segments,
+            commits: shared.commits.load(Ordering::Relaxed),
+            checkpoints: shared.checkpoints.load(Ordering::Relaxed),
+        })
+    }
+
+    async fn close(&self) -> StoreResult<()> {
+        // Idempotent: closing twice (shutdown signal, then drop path) is not an error.
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        let sent = lock(&self.inner.sender)
+            .take()
+            .map(|s| s.send(Command::Close { reply: tx }).is_ok())
+            .unwrap_or(false);
+        let result = if sent {
+            rx.await.unwrap_or_else(|_| Err(unavailable()))
+        } else {
+            Err(unavailable())
+        };
+        self.inner.readers.clear();
+        let handle = lock(&self.inner.writer).take();
+        if let Some(handle) = handle {
+            // The writer has replied (or died); joining is quick but still off the runtime.
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
+        result
+    }
+}
+
+fn meta_id(meta: &WellMeta) -> StoreResult<WellId> {
+    // Callers validate metadata at the edge; an invalid id here is a caller bug.
+    meta.id()
+        .map_err(|e| StoreError::Internal(format!("invalid well id {:?}: {e}", meta.well_id.0)))
+}
+
+fn probe<T>(
+    started: Instant,
+    outcome: Result<StoreResult<T>, tokio::time::error::Elapsed>,
+) -> ProbeResult {
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    let detail = match outcome {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("timed out after 2 s".to_owned()),
+    };
+    ProbeResult {
+        ok: detail.is_none(),
+        latency_ms,
+        detail,
+    }
+}

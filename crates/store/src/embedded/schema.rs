@@ -1,0 +1,155 @@
+//! The SQLite schema of the embedded engine and how its connections are opened.
+//!
+//! Tables:
+//! - `meta`: key/value settings fixed at creation (schema version, window width) and the
+//!   health probe's scratch row.
+//! - `wells`: the registry, metadata as JSON.
+//! - `log_batches`: one blob per commit holding the readings not yet sealed into segments;
+//!   emptied by each checkpoint in the same transaction that writes the segments.
+//! - `segments`: one columnar blob per (well, time window), clustered by that key so a
+//!   one-well time range is one short b-tree range scan.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::{StoreError, StoreResult};
+
+pub const SCHEMA_VERSION: i64 = 1;
+pub const DB_FILE: &str = "espwatch.db";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wells (
+    well_id         TEXT PRIMARY KEY,
+    meta            TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    auto_registered INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS log_batches (
+    id   INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS segments (
+    well_id      TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    min_ts       INTEGER NOT NULL,
+    max_ts       INTEGER NOT NULL,
+    count        INTEGER NOT NULL,
+    data         BLOB NOT NULL,
+    PRIMARY KEY (well_id, window_start)
+) WITHOUT ROWID;
+";
+
+pub fn sql_err(context: &str, e: rusqlite::Error) -> StoreError {
+    tracing::error!(error = %e, "embedded store: {context}");
+    StoreError::Internal(format!("{context}: {e}"))
+}
+
+/// Opens the single write connection: WAL so readers never block the writer and a commit is
+/// one sequential append, `synchronous=FULL` so a returned commit survives power loss.
+/// SQLite's own WAL checkpoints every ~16 MiB (fewer, larger copies into the database file
+/// than the default 4 MiB); the WAL file is truncated back to 64 MiB after a large one.
+pub fn open_writer(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path).map_err(|e| sql_err("opening the database", e))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| sql_err("setting busy timeout", e))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(|e| sql_err("enabling WAL", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Internal(format!(
+            "database refused WAL journal mode (got {mode})"
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=OFF;
+         PRAGMA cache_size=-65536;
+         PRAGMA wal_autocheckpoint=4000;
+         PRAGMA journal_size_limit=67108864;",
+    )
+    .map_err(|e| sql_err("setting pragmas", e))?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Opens a read-only connection for queries; safe alongside the writer thanks to WAL.
+pub fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err("opening a read connection", e))?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(|e| sql_err("setting busy timeout", e))?;
+    conn.execute_batch("PRAGMA cache_size=-16384;")
+        .map_err(|e| sql_err("setting pragmas", e))?;
+    Ok(conn)
+}
+
+/// Creates the schema when missing and returns the window width in force.
+///
+/// The window width is fixed when the database is created: segments are keyed by window
+/// start, so changing it later would break lookups. A different `requested_window` for an
+/// existing database is ignored with a warning.
+pub fn init(conn: &mut Connection, requested_window: i64) -> StoreResult<i64> {
+    let tx = conn
+        .transaction()
+        .map_err(|e| sql_err("starting schema transaction", e))?;
+    tx.execute_batch(SCHEMA)
+        .map_err(|e| sql_err("creating schema", e))?;
+    let version = get_meta(&tx, "schema_version")?;
+    match version {
+        None => {
+            set_meta(&tx, "schema_version", &SCHEMA_VERSION.to_string())?;
+            set_meta(&tx, "window_micros", &requested_window.to_string())?;
+        }
+        Some(v) if v == SCHEMA_VERSION.to_string() => {}
+        Some(v) => {
+            return Err(StoreError::Internal(format!(
+                "database schema version {v} is not supported (expected {SCHEMA_VERSION})"
+            )));
+        }
+    }
+    let window =
+        match get_meta(&tx, "window_micros")? {
+            Some(w) => w.parse::<i64>().ok().filter(|w| *w > 0).ok_or_else(|| {
+                StoreError::Internal(format!("corrupt window_micros {w:?} in meta"))
+            })?,
+            None => {
+                set_meta(&tx, "window_micros", &requested_window.to_string())?;
+                requested_window
+            }
+        };
+    if window != requested_window {
+        tracing::warn!(
+            stored = window,
+            requested = requested_window,
+            "embedded store: segment window is fixed at creation; keeping the stored one"
+        );
+    }
+    tx.commit().map_err(|e| sql_err("committing schema", e))?;
+    Ok(window)
+}
+
+pub fn get_meta(conn: &Connection, key: &str) -> StoreResult<Option<String>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+        .map_err(|e| sql_err("reading meta", e))
+}
+
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> StoreResult<()> {
+    conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )
+    .map_err(|e| sql_err("writing meta", e))?;
+    Ok(())
+}

@@ -1,0 +1,907 @@
+//! The writer thread: the only code that writes to SQLite or mutates the in-memory index.
+//!
+//! **Group commit.** Requests arrive over a channel. The loop blocks for the first one, takes
+//! everything already queued behind it, and commits all queued appends as one transaction
+//! holding one log blob, so concurrent appends share one fsync. Replies go out only after the
+//! commit returned, and the index is updated only after it succeeded, so a failed commit
+//! leaves nothing half-applied.
+//!
+//! **Checkpoint.** Unsealed readings live in `log_batches` (durable) and in the heads
+//! (memory). A checkpoint merges every head into the per-window segments and empties the log
+//! in the same transaction, so after a crash the log holds exactly the unsealed readings.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use espwatch_core::{Measurements, Point, Reading, Timestamp, WellId, WellMeta};
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::codec;
+use super::index::{Index, SegMeta, WellState, merge_dedup, window_start};
+use super::schema::{self, sql_err};
+use crate::{AppendOptions, AppendOutcome, ReadingOutcome, StoreError, StoreResult, WellRecord};
+
+pub type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+pub enum Command {
+    Append {
+        readings: Vec<Reading>,
+        opts: AppendOptions,
+        reply: Reply<AppendOutcome>,
+    },
+    CreateWell {
+        id: WellId,
+        meta: WellMeta,
+        reply: Reply<WellRecord>,
+    },
+    UpdateWell {
+        id: WellId,
+        meta: WellMeta,
+        reply: Reply<Option<WellRecord>>,
+    },
+    DeleteWell {
+        id: WellId,
+        reply: Reply<bool>,
+    },
+    Checkpoint {
+        reply: Reply<()>,
+    },
+    /// Health probe: a real write and commit.
+    Probe {
+        reply: Reply<()>,
+    },
+    /// Finish what is queued ahead, checkpoint, release the database and the lock, reply.
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// State shared between the writer thread and the store handles.
+pub struct Shared {
+    pub index: RwLock<Index>,
+    /// Segment window width in microseconds (fixed at database creation).
+    pub window: i64,
+    pub commits: AtomicU64,
+    pub checkpoints: AtomicU64,
+}
+
+impl Shared {
+    pub fn read(&self) -> RwLockReadGuard<'_, Index> {
+        // A panic while holding the lock would be a bug elsewhere; the index itself is only
+        // mutated after commits, so its content is still consistent with the database.
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    pub checkpoint_readings: usize,
+    pub checkpoint_interval: Duration,
+    pub max_readings_per_commit: usize,
+}
+
+pub fn now_micros() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn internal(msg: String) -> StoreError {
+    tracing::error!("embedded store: {msg}");
+    StoreError::Internal(msg)
+}
+
+/// Copies an error for every request of a failed group (StoreError is not Clone on purpose).
+fn copy_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Internal(m) => StoreError::Internal(m.clone()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Recovery
+
+/// Rebuilds the index from the database: registry, segment bounds (not blobs), and the log
+/// replayed into the heads. Returns the index and the highest log batch id.
+pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
+    let mut index = Index::default();
+
+    let mut stmt = conn
+        .prepare("SELECT well_id, meta, created_at, updated_at, auto_registered FROM wells")
+        .map_err(|e| sql_err("loading wells", e))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })
+        .map_err(|e| sql_err("loading wells", e))?;
+    for row in rows {
+        let (id, meta, created, updated, auto) = row.map_err(|e| sql_err("loading wells", e))?;
+        let well = WellId::parse(&id)
+            .map_err(|e| internal(format!("wells row {id:?}: invalid well id: {e}")))?;
+        let meta: WellMeta = serde_json::from_str(&meta)
+            .map_err(|e| internal(format!("wells row {id:?}: corrupt metadata JSON: {e}")))?;
+        let record = WellRecord {
+            meta,
+            created_at: Timestamp(created),
+            updated_at: Timestamp(updated),
+            auto_registered: auto != 0,
+        };
+        index.wells.insert(well, WellState::new(record));
+    }
+    drop(stmt);
+
+    let mut stmt = conn
+        .prepare("SELECT well_id, window_start, min_ts, max_ts, count FROM segments")
+        .map_err(|e| sql_err("loading segment index", e))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                SegMeta {
+                    min_ts: r.get(2)?,
+                    max_ts: r.get(3)?,
+                    count: r.get(4)?,
+                },
+            ))
+        })
+        .map_err(|e| sql_err("loading segment index", e))?;
+    let mut orphans = 0u64;
+    for row in rows {
+        let (id, ws, meta) = row.map_err(|e| sql_err("loading segment index", e))?;
+        let well = WellId::parse(&id).ok();
+        match well.and_then(|w| index.wells.get_mut(&w)) {
+            Some(st) => {
+                if meta.min_ts > meta.max_ts
+                    || window_start(meta.min_ts, window) != ws
+                    || window_start(meta.max_ts, window) != ws
+                {
+                    return Err(internal(format!(
+                        "segment ({id}, {ws}): bounds {}..={} do not fit its window",
+                        meta.min_ts, meta.max_ts
+                    )));
+                }
+                st.segs.insert(ws, meta);
+                index.segments += 1;
+            }
+            None => orphans += 1,
+        }
+    }
+    drop(stmt);
+    if orphans > 0 {
+        // Cannot happen through this engine (delete_well removes both in one transaction).
+        tracing::warn!(
+            orphans,
+            "embedded store: ignoring segments of unregistered wells"
+        );
+    }
+
+    // Newest reading of every well from its newest segment; the log replay may raise it.
+    for (id, st) in index.wells.iter_mut() {
+        let Some((&ws, _)) = st.segs.last_key_value() else {
+            continue;
+        };
+        let data = load_segment_blob(conn, id, ws)?;
+        let points = codec::decode_segment(&data)
+            .map_err(|e| internal(format!("segment ({id}, {ws}) is corrupt: {e}")))?;
+        if let Some((ts, m)) = points.last() {
+            st.offer_latest(ts.0, m);
+        }
+    }
+
+    let mut last_log_id = 0i64;
+    let mut stmt = conn
+        .prepare("SELECT id, data FROM log_batches ORDER BY id")
+        .map_err(|e| sql_err("replaying log", e))?;
+    let mut rows = stmt.query([]).map_err(|e| sql_err("replaying log", e))?;
+    let mut skipped = 0u64;
+    while let Some(row) = rows.next().map_err(|e| sql_err("replaying log", e))? {
+        let id: i64 = row.get(0).map_err(|e| sql_err("replaying log", e))?;
+        let data = row
+            .get_ref(1)
+            .and_then(|v| v.as_blob().map_err(Into::into))
+            .map_err(|e| sql_err("replaying log", e))?;
+        let wells = codec::decode_log_batch(data)
+            .map_err(|e| internal(format!("log batch {id} is corrupt: {e}")))?;
+        for (well, points) in wells {
+            let Some(st) = index.wells.get_mut(&well) else {
+                skipped += points.len() as u64;
+                continue;
+            };
+            for (ts, m) in points {
+                // Batches never repeat a reading; first copy wins should one ever appear.
+                if let std::collections::btree_map::Entry::Vacant(v) = st.head.entry(ts.0) {
+                    v.insert(m);
+                    st.offer_latest(ts.0, &m);
+                    index.head_total += 1;
+                }
+            }
+        }
+        last_log_id = id;
+    }
+    drop(rows);
+    drop(stmt);
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "embedded store: log readings of unregistered wells ignored"
+        );
+    }
+    if index.head_total > 0 {
+        index.oldest_head_at = Some(Instant::now());
+    }
+    tracing::info!(
+        wells = index.wells.len(),
+        segments = index.segments,
+        replayed = index.head_total,
+        "embedded store: recovered"
+    );
+    Ok((index, last_log_id))
+}
+
+fn load_segment_blob(conn: &Connection, well: &WellId, ws: i64) -> StoreResult<Vec<u8>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT data FROM segments WHERE well_id = ?1 AND window_start = ?2")
+        .map_err(|e| sql_err("loading segment", e))?;
+    stmt.query_row(params![well.as_str(), ws], |r| r.get::<_, Vec<u8>>(0))
+        .optional()
+        .map_err(|e| sql_err("loading segment", e))?
+        .ok_or_else(|| internal(format!("segment ({well}, {ws}) is indexed but missing")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segment timestamp cache (duplicate checks of late data against sealed windows)
+
+type SegKey = (WellId, i64);
+
+/// Small LRU of decoded segment timestamps. Only late (out-of-order) readings consult it;
+/// in-order data is decided by the well's newest timestamp alone.
+struct TsCache {
+    /// (well, window start) -> (last use tick, timestamps).
+    entries: HashMap<SegKey, (u64, Arc<Vec<i64>>)>,
+    tick: u64,
+    capacity: usize,
+}
+
+impl TsCache {
+    fn new(capacity: usize) -> Self {
+        TsCache {
+            entries: HashMap::new(),
+            tick: 0,
+            capacity,
+        }
+    }
+
+    fn get(&mut self, conn: &Connection, well: &WellId, ws: i64) -> StoreResult<Arc<Vec<i64>>> {
+        self.tick += 1;
+        let key = (well.clone(), ws);
+        if let Some((t, ts)) = self.entries.get_mut(&key) {
+            *t = self.tick;
+            return Ok(ts.clone());
+        }
+        let data = load_segment_blob(conn, well, ws)?;
+        let ts = Arc::new(
+            codec::decode_segment_timestamps(&data)
+                .map_err(|e| internal(format!("segment ({well}, {ws}) is corrupt: {e}")))?,
+        );
+        if self.entries.len() >= self.capacity
+            && let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
+        {
+            self.entries.remove(&oldest);
+        }
+        self.entries.insert(key, (self.tick, ts.clone()));
+        Ok(ts)
+    }
+
+    fn invalidate(&mut self, well: &WellId, ws: i64) {
+        self.entries.remove(&(well.clone(), ws));
+    }
+
+    fn invalidate_well(&mut self, well: &WellId) {
+        self.entries.retain(|(w, _), _| w != well);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The writer
+
+struct AppendReq {
+    readings: Vec<Reading>,
+    opts: AppendOptions,
+    reply: Reply<AppendOutcome>,
+}
+
+/// What a committed group changes in memory.
+struct Staged {
+    new_wells: Vec<(WellId, WellRecord)>,
+    points: HashMap<WellId, BTreeMap<i64, Measurements>>,
+    count: usize,
+}
+
+pub struct Writer {
+    conn: Connection,
+    shared: Arc<Shared>,
+    opts: WriterOptions,
+    cache: TsCache,
+    /// Highest `log_batches.id` written or replayed; a checkpoint deletes up to it.
+    last_log_id: i64,
+    /// Whether `log_batches` may hold rows (a checkpoint with nothing to do is skipped).
+    log_has_rows: bool,
+    /// The data directory lock; released when the writer stops.
+    lock: Option<File>,
+    /// After a failed checkpoint, do not retry automatically before this instant.
+    checkpoint_retry_at: Option<Instant>,
+    /// Reused encoding buffer of log batches.
+    log_buf: Vec<u8>,
+}
+
+enum Flow {
+    Continue,
+    Stop(Option<Reply<()>>),
+}
+
+impl Writer {
+    pub fn new(
+        conn: Connection,
+        shared: Arc<Shared>,
+        opts: WriterOptions,
+        last_log_id: i64,
+        lock: File,
+    ) -> Self {
+        Writer {
+            conn,
+            shared,
+            opts,
+            cache: TsCache::new(64),
+            last_log_id,
+            log_has_rows: last_log_id > 0,
+            lock: Some(lock),
+            checkpoint_retry_at: None,
+            log_buf: Vec::new(),
+        }
+    }
+
+    /// The thread body. Returns when told to close or when every handle is gone.
+    pub fn run(mut self, rx: Receiver<Command>) {
+        let mut batch: Vec<Command> = Vec::new();
+        let stop_reply = loop {
+            self.checkpoint_if_due();
+            let first = match self.next_deadline() {
+                Some(deadline) => {
+                    let wait = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(c) => c,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break None,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(c) => c,
+                    Err(_) => break None,
+                },
+            };
+            let mut queued = command_readings(&first);
+            batch.push(first);
+            // Take what is already waiting, up to the per-commit cap, without blocking.
+            while queued < self.opts.max_readings_per_commit {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        queued += command_readings(&c);
+                        batch.push(c);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            if let Flow::Stop(reply) = self.process(&mut batch) {
+                break reply;
+            }
+        };
+        // Commands queued behind Close are dropped with their reply senders: their callers
+        // see the store as unavailable.
+        drop(rx);
+        let result = match &stop_reply {
+            Some(_) => self.checkpoint(),
+            None => Ok(()),
+        };
+        let Writer { conn, lock, .. } = self;
+        let result = result.and(
+            conn.close()
+                .map_err(|(_, e)| sql_err("closing the database", e)),
+        );
+        drop(lock);
+        tracing::info!("embedded store: writer stopped");
+        if let Some(reply) = stop_reply {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn process(&mut self, batch: &mut Vec<Command>) -> Flow {
+        let mut group: Vec<AppendReq> = Vec::new();
+        let mut commands = batch.drain(..);
+        for cmd in commands.by_ref() {
+            match cmd {
+                Command::Append {
+                    readings,
+                    opts,
+                    reply,
+                } => group.push(AppendReq {
+                    readings,
+                    opts,
+                    reply,
+                }),
+                other => {
+                    // Registry changes and the rest are ordered after the appends ahead.
+                    self.flush(&mut group);
+                    if let Flow::Stop(r) = self.handle(other) {
+                        return Flow::Stop(r);
+                    }
+                }
+            }
+        }
+        self.flush(&mut group);
+        Flow::Continue
+    }
+
+    fn handle(&mut self, cmd: Command) -> Flow {
+        match cmd {
+            Command::Append { reply, .. } => {
+                // process() groups every append; answer rather than panic the writer.
+                let _ = reply.send(Err(internal("append reached the wrong handler".into())));
+            }
+            Command::CreateWell { id, meta, reply } => {
+                let _ = reply.send(self.create_well(id, meta));
+            }
+            Command::UpdateWell { id, meta, reply } => {
+                let _ = reply.send(self.update_well(id, meta));
+            }
+            Command::DeleteWell { id, reply } => {
+                let _ = reply.send(self.delete_well(&id));
+            }
+            Command::Checkpoint { reply } => {
+                let _ = reply.send(self.checkpoint());
+            }
+            Command::Probe { reply } => {
+                let r = schema::set_meta(&self.conn, "last_probe", &now_micros().to_string());
+                let _ = reply.send(r);
+            }
+            Command::Close { reply } => return Flow::Stop(Some(reply)),
+        }
+        Flow::Continue
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Group commit
+
+    fn flush(&mut self, group: &mut Vec<AppendReq>) {
+        if group.is_empty() {
+            return;
+        }
+        match self.commit_group(group) {
+            Ok((outcomes, staged)) => {
+                self.apply(staged);
+                for (req, out) in group.drain(..).zip(outcomes) {
+                    let _ = req.reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                for req in group.drain(..) {
+                    let _ = req.reply.send(Err(copy_err(&e)));
+                }
+            }
+        }
+    }
+
+    /// Decides every reading's outcome in arrival order, then writes and commits the group.
+    fn commit_group(&mut self, group: &[AppendReq]) -> StoreResult<(Vec<AppendOutcome>, Staged)> {
+        let shared = self.shared.clone();
+        let window = shared.window;
+        let now = now_micros();
+        let mut staged = Staged {
+            new_wells: Vec::new(),
+            points: HashMap::new(),
+            count: 0,
+        };
+        let mut new_ids: HashSet<WellId> = HashSet::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+        {
+            let index = shared.read();
+            for req in group {
+                let mut out = AppendOutcome {
+                    outcomes: Vec::with_capacity(req.readings.len()),
+                    registered_wells: Vec::new(),
+                };
+                for r in &req.readings {
+                    let state = index.wells.get(&r.well_id);
+                    if state.is_none() && !new_ids.contains(&r.well_id) {
+                        if !req.opts.auto_register_wells {
+                            out.outcomes.push(ReadingOutcome::UnknownWell);
+                            continue;
+                        }
+                        new_ids.insert(r.well_id.clone());
+                        staged.new_wells.push((
+                            r.well_id.clone(),
+                            WellRecord {
+                                meta: WellMeta::minimal(&r.well_id),
+                                created_at: Timestamp(now),
+                                updated_at: Timestamp(now),
+                                auto_registered: true,
+                            },
+                        ));
+                        out.registered_wells.push(r.well_id.clone());
+                    }
+                    let ts = r.ts.0;
+                    let pending = match staged.points.get_mut(&r.well_id) {
+                        Some(p) => p,
+                        None => staged.points.entry(r.well_id.clone()).or_default(),
+                    };
+                    // Fast path: newer than anything stored or staged for the well.
+                    let newest = pending
+                        .last_key_value()
+                        .map(|(t, _)| *t)
+                        .max(state.and_then(WellState::latest_ts));
+                    let duplicate = if newest.is_none_or(|n| ts > n) {
+                        false
+                    } else if pending.contains_key(&ts) {
+                        true
+                    } else if let Some(st) = state {
+                        st.head.contains_key(&ts)
+                            || sealed_contains(
+                                &self.conn,
+                                &mut self.cache,
+                                &r.well_id,
+                                st,
+                                ts,
+                                window,
+                            )?
+                    } else {
+                        false
+                    };
+                    if duplicate {
+                        out.outcomes.push(ReadingOutcome::Duplicate);
+                    } else {
+                        pending.insert(ts, r.values);
+                        staged.count += 1;
+                        out.outcomes.push(ReadingOutcome::Accepted);
+                    }
+                }
+                outcomes.push(out);
+            }
+        }
+        staged.points.retain(|_, p| !p.is_empty());
+        if staged.count == 0 && staged.new_wells.is_empty() {
+            return Ok((outcomes, staged));
+        }
+
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sql_err("starting append transaction", e))?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO wells(well_id, meta, created_at, updated_at, auto_registered)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| sql_err("registering wells", e))?;
+            for (id, rec) in &staged.new_wells {
+                let json = serde_json::to_string(&rec.meta)
+                    .map_err(|e| internal(format!("encoding well metadata: {e}")))?;
+                ins.execute(params![id.as_str(), json, now, now, 1])
+                    .map_err(|e| sql_err("registering wells", e))?;
+            }
+        }
+        let mut log_id = None;
+        if staged.count > 0 {
+            codec::encode_log_batch(staged.points.iter(), &mut self.log_buf);
+            tx.prepare_cached("INSERT INTO log_batches(data) VALUES (?1)")
+                .and_then(|mut s| s.execute([&self.log_buf[..]]))
+                .map_err(|e| sql_err("writing log batch", e))?;
+            log_id = Some(tx.last_insert_rowid());
+        }
+        tx.commit().map_err(|e| sql_err("committing appends", e))?;
+        if let Some(id) = log_id {
+            self.last_log_id = id;
+            self.log_has_rows = true;
+        }
+        shared.commits.fetch_add(1, Ordering::Relaxed);
+        Ok((outcomes, staged))
+    }
+
+    fn apply(&mut self, staged: Staged) {
+        let mut index = self.shared.write();
+        for (id, rec) in staged.new_wells {
+            index.wells.insert(id, WellState::new(rec));
+        }
+        for (id, points) in staged.points {
+            let Some(st) = index.wells.get_mut(&id) else {
+                // Unreachable: a reading is staged only for a known or just-registered well,
+                // and registry changes are never interleaved within a group.
+                tracing::error!(well = %id, "embedded store: staged readings of an unknown well");
+                continue;
+            };
+            if let Some((t, m)) = points.last_key_value() {
+                st.offer_latest(*t, m);
+            }
+            st.head.extend(points);
+        }
+        if staged.count > 0 {
+            index.head_total += staged.count;
+            index.oldest_head_at.get_or_insert_with(Instant::now);
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Checkpoint
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let oldest = self.shared.read().oldest_head_at?;
+        let due = oldest + self.opts.checkpoint_interval;
+        Some(match self.checkpoint_retry_at {
+            Some(retry) => due.max(retry),
+            None => due,
+        })
+    }
+
+    fn checkpoint_if_due(&mut self) {
+        let due = {
+            let index = self.shared.read();
+            index.head_total >= self.opts.checkpoint_readings
+                || index
+                    .oldest_head_at
+                    .is_some_and(|t| t.elapsed() >= self.opts.checkpoint_interval)
+        };
+        if !due || self.checkpoint_retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        if self.checkpoint().is_err() {
+            // Logged already; data stays safe in the log. Back off instead of spinning.
+            self.checkpoint_retry_at = Some(Instant::now() + Duration::from_secs(5));
+        }
+    }
+
+    /// Seals every head into its segments and empties the log, in one transaction.
+    fn checkpoint(&mut self) -> StoreResult<()> {
+        let shared = self.shared.clone();
+        let window = shared.window;
+        let started = Instant::now();
+        let mut written: Vec<(WellId, i64, SegMeta)> = Vec::new();
+        let mut sealed = 0usize;
+        {
+            // Only this thread mutates the index, so holding the read lock while writing is
+            // safe and lets queries go on meanwhile.
+            let index = shared.read();
+            if index.head_total == 0 && !self.log_has_rows {
+                return Ok(());
+            }
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|e| sql_err("starting checkpoint", e))?;
+            for (id, st) in index.wells.iter().filter(|(_, s)| !s.head.is_empty()) {
+                let mut cursor = i64::MIN;
+                while let Some((&first, _)) = st.head.range(cursor..).next() {
+                    let ws = window_start(first, window);
+                    let end = ws.checked_add(window);
+                    let mut points: Vec<Point> = match end {
+                        Some(end) => st.head.range(ws..end),
+                        None => st.head.range(ws..),
+                    }
+                    .map(|(t, m)| (Timestamp(*t), *m))
+                    .collect();
+                    sealed += points.len();
+                    if st.segs.contains_key(&ws) {
+                        let data = load_segment_blob(&tx, id, ws)?;
+                        let existing = codec::decode_segment(&data).map_err(|e| {
+                            internal(format!("segment ({id}, {ws}) is corrupt: {e}"))
+                        })?;
+                        points = merge_dedup(existing, points);
+                    }
+                    let (Some(min), Some(max)) = (points.first(), points.last()) else {
+                        break;
+                    };
+                    let meta = SegMeta {
+                        min_ts: min.0.0,
+                        max_ts: max.0.0,
+                        count: points.len() as i64,
+                    };
+                    let blob = codec::encode_segment(&points);
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO segments(well_id, window_start, min_ts, max_ts, count, data)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![id.as_str(), ws, meta.min_ts, meta.max_ts, meta.count, blob])
+                    })
+                    .map_err(|e| sql_err("writing segment", e))?;
+                    written.push((id.clone(), ws, meta));
+                    match end {
+                        Some(end) => cursor = end,
+                        None => break,
+                    }
+                }
+            }
+            tx.execute("DELETE FROM log_batches WHERE id <= ?1", [self.last_log_id])
+                .map_err(|e| sql_err("truncating log", e))?;
+            tx.commit()
+                .map_err(|e| sql_err("committing checkpoint", e))?;
+        }
+
+        let mut index = shared.write();
+        for (id, ws, meta) in &written {
+            self.cache.invalidate(id, *ws);
+            if let Some(st) = index.wells.get_mut(id) {
+                st.head.clear();
+                if st.segs.insert(*ws, *meta).is_none() {
+                    index.segments += 1;
+                }
+            }
+        }
+        index.head_total = 0;
+        index.oldest_head_at = None;
+        drop(index);
+        self.checkpoint_retry_at = None;
+        self.log_has_rows = false;
+        shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            sealed,
+            segments = written.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "embedded store: checkpoint"
+        );
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Registry
+
+    fn write_well(&self, id: &WellId, rec: &WellRecord) -> StoreResult<()> {
+        let json = serde_json::to_string(&rec.meta)
+            .map_err(|e| internal(format!("encoding well metadata: {e}")))?;
+        // One statement outside an explicit transaction is its own durable commit.
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO wells(well_id, meta, created_at, updated_at, auto_registered)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id.as_str(),
+                    json,
+                    rec.created_at.0,
+                    rec.updated_at.0,
+                    i64::from(rec.auto_registered)
+                ])
+            })
+            .map_err(|e| sql_err("writing well", e))?;
+        Ok(())
+    }
+
+    fn set_record(&self, id: WellId, rec: WellRecord) {
+        let mut index = self.shared.write();
+        match index.wells.get_mut(&id) {
+            Some(st) => st.record = rec,
+            None => {
+                index.wells.insert(id, WellState::new(rec));
+            }
+        }
+    }
+
+    fn create_well(&mut self, id: WellId, meta: WellMeta) -> StoreResult<WellRecord> {
+        let now = Timestamp(now_micros());
+        let existing = self.shared.read().wells.get(&id).map(|s| s.record.clone());
+        let rec = match existing {
+            Some(r) if !r.auto_registered => {
+                return Err(StoreError::Conflict(format!("well {id}")));
+            }
+            // Auto-registration only held a placeholder: the real metadata replaces it.
+            Some(r) => WellRecord {
+                meta,
+                created_at: r.created_at,
+                updated_at: now,
+                auto_registered: false,
+            },
+            None => WellRecord {
+                meta,
+                created_at: now,
+                updated_at: now,
+                auto_registered: false,
+            },
+        };
+        self.write_well(&id, &rec)?;
+        self.set_record(id, rec.clone());
+        Ok(rec)
+    }
+
+    fn update_well(&mut self, id: WellId, meta: WellMeta) -> StoreResult<Option<WellRecord>> {
+        let existing = self.shared.read().wells.get(&id).map(|s| s.record.clone());
+        let Some(old) = existing else {
+            return Ok(None);
+        };
+        let rec = WellRecord {
+            meta,
+            created_at: old.created_at,
+            updated_at: Timestamp(now_micros().max(old.created_at.0)),
+            auto_registered: false,
+        };
+        self.write_well(&id, &rec)?;
+        self.set_record(id, rec.clone());
+        Ok(Some(rec))
+    }
+
+    fn delete_well(&mut self, id: &WellId) -> StoreResult<bool> {
+        let has_head = match self.shared.read().wells.get(id) {
+            None => return Ok(false),
+            Some(st) => !st.head.is_empty(),
+        };
+        // Log batches mix wells, so the well's unsealed readings cannot be cut out of them;
+        // sealing first empties the log, after which its segments are all there is.
+        if has_head {
+            self.checkpoint()?;
+        }
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sql_err("starting delete", e))?;
+        tx.execute("DELETE FROM segments WHERE well_id = ?1", [id.as_str()])
+            .map_err(|e| sql_err("deleting segments", e))?;
+        tx.execute("DELETE FROM wells WHERE well_id = ?1", [id.as_str()])
+            .map_err(|e| sql_err("deleting well", e))?;
+        tx.commit().map_err(|e| sql_err("committing delete", e))?;
+        self.cache.invalidate_well(id);
+        let mut index = self.shared.write();
+        if let Some(st) = index.wells.remove(id) {
+            index.segments = index.segments.saturating_sub(st.segs.len() as u64);
+            index.head_total = index.head_total.saturating_sub(st.head.len());
+        }
+        Ok(true)
+    }
+}
+
+fn command_readings(c: &Command) -> usize {
+    match c {
+        Command::Append { readings, .. } => readings.len(),
+        _ => 1,
+    }
+}
+
+/// Whether a sealed segment of the well already holds `ts`. Touches SQLite only when `ts`
+/// falls inside an existing segment's bounds.
+fn sealed_contains(
+    conn: &Connection,
+    cache: &mut TsCache,
+    well: &WellId,
+    st: &WellState,
+    ts: i64,
+    window: i64,
+) -> StoreResult<bool> {
+    let ws = window_start(ts, window);
+    let Some(meta) = st.segs.get(&ws) else {
+        return Ok(false);
+    };
+    if ts < meta.min_ts || ts > meta.max_ts {
+        return Ok(false);
+    }
+    Ok(cache.get(conn, well, ws)?.binary_search(&ts).is_ok())
+}

@@ -1,0 +1,709 @@
+//! Backend-independent conformance suite for [`Store`].
+//!
+//! Every backend runs the same cases through a [`Harness`]; instantiate them with
+//! `conformance_tests!(make_harness_expression);` inside a test module.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use espwatch_core::{Field, Measurements, Point, Reading, TimeRange, Timestamp, WellId, WellMeta};
+use espwatch_store::{AppendOptions, ReadingOutcome, Store, StoreError};
+
+use ReadingOutcome::{Accepted, Duplicate, UnknownWell};
+
+/// How the suite reaches a backend.
+#[async_trait]
+pub trait Harness: Send + Sync + 'static {
+    /// Opens a store over this harness's storage (the same storage on every call).
+    async fn open(&self) -> Arc<dyn Store>;
+    /// Seals pending data the way the backend's own maintenance would (no-op if meaningless).
+    async fn seal(&self, store: &Arc<dyn Store>);
+    /// Abandons a store without `close`, as a crash would (as close to one as in-process allows).
+    async fn abandon(&self, store: Arc<dyn Store>);
+}
+
+/// Generates one `#[tokio::test]` per conformance case for the harness built by `$make`.
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance::conformance_tests!(@cases $make;
+            accepted_and_duplicates,
+            first_value_wins,
+            duplicates_against_sealed_data,
+            late_data_into_sealed_window,
+            unknown_well_without_auto_register,
+            auto_registration_creates_record,
+            read_range_is_half_open_and_ordered,
+            survives_close_and_reopen,
+            survives_abandon_and_reopen,
+            concurrent_appends_all_acknowledged,
+            delete_well_removes_everything,
+            create_and_update_semantics,
+            latest_per_well,
+            closed_store_is_unavailable,
+            health_is_ok,
+            random_workload_matches_model,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let harness = $make;
+                $crate::conformance::$case(&harness).await;
+            }
+        )*
+    };
+}
+pub(crate) use conformance_tests;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// 2026-01-01T00:00:00Z, so test timestamps are realistic.
+pub const T0: i64 = 1_767_225_600_000_000;
+pub const SEC: i64 = 1_000_000;
+
+pub fn well(s: &str) -> WellId {
+    WellId::parse(s).unwrap()
+}
+
+pub fn ts(secs: i64) -> Timestamp {
+    Timestamp(T0 + secs * SEC)
+}
+
+pub fn values(v: f64) -> Measurements {
+    let mut m = Measurements::empty();
+    m.set(Field::FrequencyHz, Some(v));
+    m.set(Field::IntakePressurePsi, Some(1000.0 + v));
+    m
+}
+
+pub fn reading(w: &str, secs: i64, v: f64) -> Reading {
+    Reading {
+        well_id: well(w),
+        ts: ts(secs),
+        values: values(v),
+    }
+}
+
+pub fn auto() -> AppendOptions {
+    AppendOptions {
+        auto_register_wells: true,
+    }
+}
+
+pub fn strict() -> AppendOptions {
+    AppendOptions {
+        auto_register_wells: false,
+    }
+}
+
+pub fn all_time() -> TimeRange {
+    TimeRange {
+        from: Timestamp(0),
+        to: Timestamp(i64::MAX),
+    }
+}
+
+pub fn range(from_secs: i64, to_secs: i64) -> TimeRange {
+    TimeRange {
+        from: ts(from_secs),
+        to: ts(to_secs),
+    }
+}
+
+/// (seconds since T0, frequency) of each point, for compact assertions.
+pub fn summary(points: &[Point]) -> Vec<(i64, f64)> {
+    points
+        .iter()
+        .map(|(t, m)| {
+            (
+                (t.0 - T0) / SEC,
+                m.get(Field::FrequencyHz).unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
+/// Equality with missing channels equal (`Measurements: PartialEq` compares NaN slots as
+/// unequal, so `==` is false for any reading with a missing channel).
+pub fn same_point(a: &Point, b: &Point) -> bool {
+    a.0 == b.0
+        && a.1
+            .raw()
+            .iter()
+            .zip(b.1.raw())
+            .all(|(x, y)| (x.is_nan() && y.is_nan()) || x == y)
+}
+
+pub fn meta(id: &str, name: &str) -> WellMeta {
+    let mut m = WellMeta::minimal(&well(id));
+    m.name = Some(name.to_owned());
+    m
+}
+
+async fn append(store: &Arc<dyn Store>, rs: Vec<Reading>) -> Vec<ReadingOutcome> {
+    store.append(rs, auto()).await.unwrap().outcomes
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+
+pub async fn accepted_and_duplicates(h: &impl Harness) {
+    let s = h.open().await;
+    let out = append(
+        &s,
+        vec![
+            reading("W1", 0, 1.0),
+            reading("W1", 10, 2.0),
+            reading("W1", 0, 3.0),
+        ],
+    )
+    .await;
+    assert_eq!(out, vec![Accepted, Accepted, Duplicate]);
+    let out = append(
+        &s,
+        vec![
+            reading("W1", 10, 4.0),
+            reading("W1", 20, 5.0),
+            reading("W2", 10, 6.0),
+        ],
+    )
+    .await;
+    assert_eq!(out, vec![Duplicate, Accepted, Accepted]);
+    let got = s.read_range(&well("W1"), all_time()).await.unwrap();
+    assert_eq!(summary(&got), vec![(0, 1.0), (10, 2.0), (20, 5.0)]);
+    s.close().await.unwrap();
+}
+
+pub async fn first_value_wins(h: &impl Harness) {
+    let s = h.open().await;
+    append(&s, vec![reading("W1", 5, 1.0), reading("W1", 5, 2.0)]).await;
+    append(&s, vec![reading("W1", 5, 3.0)]).await;
+    let got = s.read_range(&well("W1"), all_time()).await.unwrap();
+    assert_eq!(summary(&got), vec![(5, 1.0)]);
+    assert!(same_point(&got[0], &(ts(5), values(1.0))));
+    s.close().await.unwrap();
+}
+
+pub async fn duplicates_against_sealed_data(h: &impl Harness) {
+    let s = h.open().await;
+    let first: Vec<Reading> = (0..100).map(|i| reading("W1", i * 10, i as f64)).collect();
+    assert!(append(&s, first).await.iter().all(|o| *o == Accepted));
+    h.seal(&s).await;
+    // Every one of them again, newest first, with different values: all duplicates.
+    let again: Vec<Reading> = (0..100)
+        .rev()
+        .map(|i| reading("W1", i * 10, -1.0))
+        .collect();
+    assert!(append(&s, again).await.iter().all(|o| *o == Duplicate));
+    // In between the sealed ones: new.
+    let out = append(&s, vec![reading("W1", 5, 0.5), reading("W1", 995, 99.5)]).await;
+    assert_eq!(out, vec![Accepted, Accepted]);
+    let got = s.read_range(&well("W1"), range(0, 20)).await.unwrap();
+    assert_eq!(summary(&got), vec![(0, 0.0), (5, 0.5), (10, 1.0)]);
+    assert_eq!(
+        s.read_range(&well("W1"), all_time()).await.unwrap().len(),
+        102
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn late_data_into_sealed_window(h: &impl Harness) {
+    let s = h.open().await;
+    // Two days of hourly data, sealed.
+    let hourly: Vec<Reading> = (0..48).map(|i| reading("W1", i * 3600, i as f64)).collect();
+    append(&s, hourly).await;
+    h.seal(&s).await;
+    // Late readings inside the sealed span, out of order, plus a duplicate of a sealed one.
+    let late = vec![
+        reading("W1", 30 * 3600 + 60, 30.5),
+        reading("W1", 2 * 3600 + 60, 2.5),
+        reading("W1", 30 * 3600, -1.0),
+    ];
+    assert_eq!(append(&s, late).await, vec![Accepted, Accepted, Duplicate]);
+    let check = |got: Vec<Point>| {
+        let sum = summary(&got);
+        assert_eq!(sum.len(), 50);
+        assert!(sum.windows(2).all(|w| w[0].0 < w[1].0), "ascending");
+        assert!(sum.contains(&(2 * 3600 + 60, 2.5)));
+        assert!(sum.contains(&(30 * 3600, 30.0)));
+    };
+    check(s.read_range(&well("W1"), all_time()).await.unwrap());
+    // Seal again: late data merges into existing windows.
+    h.seal(&s).await;
+    check(s.read_range(&well("W1"), all_time()).await.unwrap());
+    assert_eq!(
+        append(&s, vec![reading("W1", 2 * 3600 + 60, 9.0)]).await,
+        vec![Duplicate]
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn unknown_well_without_auto_register(h: &impl Harness) {
+    let s = h.open().await;
+    s.create_well(meta("KNOWN", "Known")).await.unwrap();
+    let out = s
+        .append(
+            vec![
+                reading("KNOWN", 0, 1.0),
+                reading("NEW", 0, 2.0),
+                reading("KNOWN", 0, 3.0),
+            ],
+            strict(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.outcomes, vec![Accepted, UnknownWell, Duplicate]);
+    assert!(out.registered_wells.is_empty());
+    assert!(s.get_well(&well("NEW")).await.unwrap().is_none());
+    assert!(
+        s.read_range(&well("NEW"), all_time())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.list_wells().await.unwrap().len(), 1);
+    s.close().await.unwrap();
+}
+
+pub async fn auto_registration_creates_record(h: &impl Harness) {
+    let s = h.open().await;
+    let out = s
+        .append(
+            vec![
+                reading("A", 0, 1.0),
+                reading("A", 10, 1.0),
+                reading("B", 0, 1.0),
+            ],
+            auto(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.registered_wells, vec![well("A"), well("B")]);
+    let a = s.get_well(&well("A")).await.unwrap().unwrap();
+    assert!(a.auto_registered);
+    assert_eq!(a.meta, WellMeta::minimal(&well("A")));
+    // Known now: no second registration.
+    let out = s.append(vec![reading("A", 20, 1.0)], auto()).await.unwrap();
+    assert!(out.registered_wells.is_empty());
+    // Creating it for real replaces the placeholder and keeps its creation time.
+    let created = s.create_well(meta("A", "Alpha")).await.unwrap();
+    assert!(!created.auto_registered);
+    assert_eq!(created.created_at, a.created_at);
+    assert_eq!(created.meta.name.as_deref(), Some("Alpha"));
+    // Telemetry is untouched by that.
+    assert_eq!(s.read_range(&well("A"), all_time()).await.unwrap().len(), 3);
+    // Now it is a real well: creating it again conflicts.
+    assert!(matches!(
+        s.create_well(meta("A", "Again")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let ids: Vec<String> = s
+        .list_wells()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.meta.well_id.0)
+        .collect();
+    assert_eq!(ids, vec!["A", "B"]);
+    s.close().await.unwrap();
+}
+
+pub async fn read_range_is_half_open_and_ordered(h: &impl Harness) {
+    let s = h.open().await;
+    let shuffled = [50, 10, 40, 0, 30, 20, 60];
+    append(
+        &s,
+        shuffled
+            .iter()
+            .map(|&t| reading("W1", t, t as f64))
+            .collect(),
+    )
+    .await;
+    let w = well("W1");
+    let secs = |got: Vec<Point>| summary(&got).into_iter().map(|p| p.0).collect::<Vec<_>>();
+    assert_eq!(
+        secs(s.read_range(&w, all_time()).await.unwrap()),
+        vec![0, 10, 20, 30, 40, 50, 60]
+    );
+    assert_eq!(
+        secs(s.read_range(&w, range(10, 40)).await.unwrap()),
+        vec![10, 20, 30]
+    );
+    assert_eq!(
+        secs(s.read_range(&w, range(11, 40)).await.unwrap()),
+        vec![20, 30]
+    );
+    assert_eq!(
+        secs(s.read_range(&w, range(10, 11)).await.unwrap()),
+        vec![10]
+    );
+    assert!(s.read_range(&w, range(10, 10)).await.unwrap().is_empty());
+    assert!(s.read_range(&w, range(40, 10)).await.unwrap().is_empty());
+    assert!(s.read_range(&w, range(61, 1000)).await.unwrap().is_empty());
+    assert!(
+        s.read_range(&well("NOPE"), all_time())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    h.seal(&s).await;
+    assert_eq!(
+        secs(s.read_range(&w, range(10, 40)).await.unwrap()),
+        vec![10, 20, 30]
+    );
+    assert_eq!(
+        secs(s.read_range(&w, range(11, 61)).await.unwrap()),
+        vec![20, 30, 40, 50, 60]
+    );
+    s.close().await.unwrap();
+}
+
+async fn fill(s: &Arc<dyn Store>, w: &str, from: i64, n: i64) {
+    let rs: Vec<Reading> = (from..from + n)
+        .map(|i| reading(w, i * 10, i as f64 * 0.1))
+        .collect();
+    assert!(append(s, rs).await.iter().all(|o| *o == Accepted));
+}
+
+async fn assert_filled(s: &Arc<dyn Store>, w: &str, n: i64) {
+    let got = s.read_range(&well(w), all_time()).await.unwrap();
+    let want: Vec<(i64, f64)> = (0..n)
+        .map(|i| {
+            (
+                i * 10,
+                values(i as f64 * 0.1).get(Field::FrequencyHz).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(summary(&got), want);
+    for (_, m) in &got {
+        let f = m.get(Field::FrequencyHz).unwrap();
+        assert_eq!(m.get(Field::IntakePressurePsi), Some(1000.0 + f));
+        assert_eq!(m.get(Field::MotorCurrentA), None);
+    }
+}
+
+pub async fn survives_close_and_reopen(h: &impl Harness) {
+    let s = h.open().await;
+    fill(&s, "W1", 0, 500).await;
+    s.create_well(meta("W2", "Two")).await.unwrap();
+    s.close().await.unwrap();
+    let s = h.open().await;
+    assert_filled(&s, "W1", 500).await;
+    assert_eq!(
+        s.get_well(&well("W2"))
+            .await
+            .unwrap()
+            .unwrap()
+            .meta
+            .name
+            .as_deref(),
+        Some("Two")
+    );
+    // Duplicates are still recognised, new data still accepted.
+    assert_eq!(
+        append(&s, vec![reading("W1", 0, 9.0)]).await,
+        vec![Duplicate]
+    );
+    fill(&s, "W1", 500, 500).await;
+    s.close().await.unwrap();
+    let s = h.open().await;
+    assert_filled(&s, "W1", 1000).await;
+    assert_eq!(s.latest().await.unwrap()[0].point.0, ts(9990));
+    s.close().await.unwrap();
+}
+
+pub async fn survives_abandon_and_reopen(h: &impl Harness) {
+    // Before any seal: everything is recovered from the log.
+    let s = h.open().await;
+    fill(&s, "W1", 0, 300).await;
+    h.abandon(s).await;
+    let s = h.open().await;
+    assert_filled(&s, "W1", 300).await;
+    // Sealed part plus an unsealed part.
+    h.seal(&s).await;
+    fill(&s, "W1", 300, 300).await;
+    append(&s, vec![reading("W1", 5, 0.5)]).await; // late, into sealed data
+    h.abandon(s).await;
+    let s = h.open().await;
+    let got = s.read_range(&well("W1"), all_time()).await.unwrap();
+    assert_eq!(got.len(), 601, "nothing lost, nothing counted twice");
+    assert_eq!(
+        append(&s, vec![reading("W1", 5, 9.0), reading("W1", 5990, 9.0)]).await,
+        vec![Duplicate, Duplicate]
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn concurrent_appends_all_acknowledged(h: &impl Harness) {
+    let s = h.open().await;
+    let tasks = 32;
+    let per_task = 20;
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            let mut accepted = 0;
+            for i in 0..per_task {
+                // Tasks overlap pairwise on well and time, so some readings collide.
+                let w = format!("W{}", t / 2);
+                let rs: Vec<Reading> = (0..10)
+                    .map(|k| reading(&w, i * 100 + k * 10, t as f64))
+                    .collect();
+                let out = s.append(rs, auto()).await.unwrap();
+                accepted += out.count(Accepted);
+            }
+            accepted
+        }));
+    }
+    let mut accepted = 0;
+    for hd in handles {
+        accepted += hd.await.unwrap();
+    }
+    // Each of the 16 wells holds 20 * 10 distinct timestamps, each accepted exactly once.
+    assert_eq!(accepted, 16 * 200);
+    for w in 0..16 {
+        let got = s
+            .read_range(&well(&format!("W{w}")), all_time())
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 200);
+    }
+    s.close().await.unwrap();
+}
+
+pub async fn delete_well_removes_everything(h: &impl Harness) {
+    let s = h.open().await;
+    fill(&s, "GONE", 0, 200).await;
+    fill(&s, "STAYS", 0, 200).await;
+    h.seal(&s).await;
+    fill(&s, "GONE", 200, 50).await; // unsealed part too
+    fill(&s, "STAYS", 200, 50).await;
+    assert!(s.delete_well(&well("GONE")).await.unwrap());
+    assert!(!s.delete_well(&well("GONE")).await.unwrap());
+    assert!(!s.delete_well(&well("NEVER")).await.unwrap());
+    assert!(s.get_well(&well("GONE")).await.unwrap().is_none());
+    assert!(
+        s.read_range(&well("GONE"), all_time())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.latest()
+            .await
+            .unwrap()
+            .iter()
+            .all(|l| l.well_id != well("GONE"))
+    );
+    assert_filled(&s, "STAYS", 250).await;
+    s.close().await.unwrap();
+    // Still gone after reopening (not resurrected from a log), and the id is free again.
+    let s = h.open().await;
+    assert!(s.get_well(&well("GONE")).await.unwrap().is_none());
+    assert!(
+        s.read_range(&well("GONE"), all_time())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_filled(&s, "STAYS", 250).await;
+    assert_eq!(
+        append(&s, vec![reading("GONE", 0, 1.0)]).await,
+        vec![Accepted]
+    );
+    assert_eq!(
+        s.read_range(&well("GONE"), all_time()).await.unwrap().len(),
+        1
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn create_and_update_semantics(h: &impl Harness) {
+    let s = h.open().await;
+    assert!(s.update_well(meta("W1", "x")).await.unwrap().is_none());
+    let created = s.create_well(meta("W1", "First")).await.unwrap();
+    assert!(!created.auto_registered);
+    assert_eq!(created.created_at, created.updated_at);
+    assert!(matches!(
+        s.create_well(meta("W1", "Second")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        s.get_well(&well("W1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .meta
+            .name
+            .as_deref(),
+        Some("First")
+    );
+    let updated = s.update_well(meta("W1", "Renamed")).await.unwrap().unwrap();
+    assert_eq!(updated.meta.name.as_deref(), Some("Renamed"));
+    assert_eq!(updated.created_at, created.created_at);
+    assert!(updated.updated_at >= created.updated_at);
+    assert_eq!(s.get_well(&well("W1")).await.unwrap().unwrap(), updated);
+    // An auto-registered well updated by hand is no longer a placeholder.
+    append(&s, vec![reading("AUTO", 0, 1.0)]).await;
+    let upd = s
+        .update_well(meta("AUTO", "Now real"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!upd.auto_registered);
+    assert!(matches!(
+        s.create_well(meta("AUTO", "x")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.close().await.unwrap();
+    let s = h.open().await;
+    assert_eq!(s.get_well(&well("W1")).await.unwrap().unwrap(), updated);
+    assert_eq!(s.get_well(&well("AUTO")).await.unwrap().unwrap(), upd);
+    s.close().await.unwrap();
+}
+
+pub async fn latest_per_well(h: &impl Harness) {
+    let s = h.open().await;
+    assert!(s.latest().await.unwrap().is_empty());
+    s.create_well(meta("EMPTY", "no data")).await.unwrap();
+    append(
+        &s,
+        vec![
+            reading("A", 10, 1.0),
+            reading("A", 30, 3.0),
+            reading("B", 5, 5.0),
+        ],
+    )
+    .await;
+    append(&s, vec![reading("A", 20, 2.0)]).await; // older: not the latest
+    let check = |l: Vec<espwatch_store::LatestReading>| {
+        assert_eq!(l.len(), 2);
+        let a = l.iter().find(|x| x.well_id == well("A")).unwrap();
+        assert!(same_point(&a.point, &(ts(30), values(3.0))), "{a:?}");
+        let b = l.iter().find(|x| x.well_id == well("B")).unwrap();
+        assert!(same_point(&b.point, &(ts(5), values(5.0))), "{b:?}");
+    };
+    check(s.latest().await.unwrap());
+    h.seal(&s).await;
+    check(s.latest().await.unwrap());
+    s.close().await.unwrap();
+    let s = h.open().await;
+    check(s.latest().await.unwrap());
+    append(&s, vec![reading("B", 6, 6.0)]).await;
+    let l = s.latest().await.unwrap();
+    assert_eq!(
+        l.iter().find(|x| x.well_id == well("B")).unwrap().point.0,
+        ts(6)
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn closed_store_is_unavailable(h: &impl Harness) {
+    let s = h.open().await;
+    append(&s, vec![reading("A", 0, 1.0)]).await;
+    s.close().await.unwrap();
+    let unavailable =
+        |r: Result<(), StoreError>| assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
+    unavailable(
+        s.append(vec![reading("A", 1, 1.0)], auto())
+            .await
+            .map(|_| ()),
+    );
+    unavailable(s.read_range(&well("A"), all_time()).await.map(|_| ()));
+    unavailable(s.latest().await.map(|_| ()));
+    unavailable(s.list_wells().await.map(|_| ()));
+    unavailable(s.get_well(&well("A")).await.map(|_| ()));
+    unavailable(s.create_well(meta("B", "b")).await.map(|_| ()));
+    unavailable(s.stats().await.map(|_| ()));
+    let health = s.health().await;
+    assert!(!health.read.ok && !health.write.ok);
+    drop(s);
+    let s = h.open().await;
+    assert_eq!(s.read_range(&well("A"), all_time()).await.unwrap().len(), 1);
+    s.close().await.unwrap();
+}
+
+pub async fn health_is_ok(h: &impl Harness) {
+    let s = h.open().await;
+    let health = s.health().await;
+    assert!(health.read.ok, "{:?}", health.read);
+    assert!(health.write.ok, "{:?}", health.write);
+    assert!(health.write.latency_ms >= 0.0);
+    s.close().await.unwrap();
+}
+
+/// A deterministic random workload (late data, duplicates, several wells, seals and
+/// reopenings) checked against a plain in-memory model.
+pub async fn random_workload_matches_model(h: &impl Harness) {
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut model: BTreeMap<(String, i64), f64> = BTreeMap::new();
+    let mut s = h.open().await;
+    for round in 0..40 {
+        let mut batch = Vec::new();
+        let mut expect = Vec::new();
+        for _ in 0..next(60) + 1 {
+            let w = format!("R{}", next(4));
+            // Mostly moving forward in time, sometimes far back (across windows).
+            let t = if next(5) == 0 {
+                next(200_000) as i64
+            } else {
+                round * 5000 + next(5000) as i64
+            };
+            let v = next(10_000) as f64 / 10.0;
+            let fresh = !model.contains_key(&(w.clone(), t));
+            if fresh {
+                model.insert((w.clone(), t), v);
+            }
+            expect.push(if fresh { Accepted } else { Duplicate });
+            batch.push(reading(&w, t, v));
+        }
+        assert_eq!(append(&s, batch).await, expect, "round {round}");
+        match next(8) {
+            0 => h.seal(&s).await,
+            1 => {
+                s.close().await.unwrap();
+                s = h.open().await;
+            }
+            2 => {
+                h.abandon(s).await;
+                s = h.open().await;
+            }
+            _ => {}
+        }
+        if round % 10 == 9 {
+            for w in 0..4 {
+                let name = format!("R{w}");
+                let from = next(250_000) as i64;
+                let to = from + next(100_000) as i64;
+                let got = summary(&s.read_range(&well(&name), range(from, to)).await.unwrap());
+                let want: Vec<(i64, f64)> = model
+                    .range((name.clone(), from)..(name.clone(), to))
+                    .map(|((_, t), v)| (*t, *v))
+                    .collect();
+                assert_eq!(got, want, "round {round} well {name} {from}..{to}");
+            }
+        }
+    }
+    for w in 0..4 {
+        let name = format!("R{w}");
+        let got = summary(&s.read_range(&well(&name), all_time()).await.unwrap());
+        let want: Vec<(i64, f64)> = model
+            .range((name.clone(), i64::MIN)..(name.clone(), i64::MAX))
+            .map(|((_, t), v)| (*t, *v))
+            .collect();
+        assert_eq!(got, want);
+    }
+    s.close().await.unwrap();
+}
