@@ -63,7 +63,16 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             readings,
             single_clients,
             single_requests,
-        } => bench_ingest(*batch_clients, *batch_size, *readings, *single_clients, *single_requests).await,
+        } => {
+            bench_ingest(
+                *batch_clients,
+                *batch_size,
+                *readings,
+                *single_clients,
+                *single_requests,
+            )
+            .await
+        }
         BenchCommand::Query {
             wells,
             days,
@@ -131,15 +140,33 @@ impl TestServer {
 /// Deterministic, plausible values with two decimals (as gauges report them).
 fn synthetic(well: usize, step: u64) -> Measurements {
     let mut m = Measurements::empty();
-    let wobble = |k: u64| ((step.wrapping_mul(2654435761).wrapping_add(k * 97 + well as u64) % 1000) as f64) / 1000.0;
+    let wobble = |k: u64| {
+        ((step
+            .wrapping_mul(2654435761)
+            .wrapping_add(k * 97 + well as u64)
+            % 1000) as f64)
+            / 1000.0
+    };
     let round2 = |v: f64| (v * 100.0).round() / 100.0;
     let base = 50.0 + (well % 10) as f64;
     m.set(Field::FrequencyHz, Some(round2(base)));
     m.set(Field::MotorCurrentA, Some(round2(40.0 + 5.0 * wobble(1))));
-    m.set(Field::MotorVoltageV, Some(round2(2300.0 + 10.0 * wobble(2))));
-    m.set(Field::IntakePressurePsi, Some(round2(850.0 + 20.0 * wobble(3))));
-    m.set(Field::DischargePressurePsi, Some(round2(2900.0 + 30.0 * wobble(4))));
-    m.set(Field::TubingPressurePsi, Some(round2(150.0 + 5.0 * wobble(5))));
+    m.set(
+        Field::MotorVoltageV,
+        Some(round2(2300.0 + 10.0 * wobble(2))),
+    );
+    m.set(
+        Field::IntakePressurePsi,
+        Some(round2(850.0 + 20.0 * wobble(3))),
+    );
+    m.set(
+        Field::DischargePressurePsi,
+        Some(round2(2900.0 + 30.0 * wobble(4))),
+    );
+    m.set(
+        Field::TubingPressurePsi,
+        Some(round2(150.0 + 5.0 * wobble(5))),
+    );
     m.set(Field::IntakeTempC, Some(round2(90.0 + wobble(6))));
     m.set(Field::MotorTempC, Some(round2(120.0 + 2.0 * wobble(7))));
     m.set(Field::VibrationXG, Some(round2(0.3 + 0.1 * wobble(8))));
@@ -211,7 +238,9 @@ async fn send_all(
                     .await?;
                 let status = response.status();
                 let report: serde_json::Value = response.json().await?;
-                if !status.is_success() || report["rejected"].as_array().is_some_and(|r| !r.is_empty()) {
+                if !status.is_success()
+                    || report["rejected"].as_array().is_some_and(|r| !r.is_empty())
+                {
                     bail!("request {i} failed ({status}): {report}");
                 }
                 latencies.push(sent.elapsed());
@@ -239,10 +268,15 @@ async fn bench_ingest(
     let wells_per_batch = 100.min(batch_size);
     let steps_per_batch = batch_size / wells_per_batch;
     let batches = readings / (wells_per_batch * steps_per_batch);
-    println!("espwatch bench ingest — durable (acknowledged after commit), server and clients on this machine");
+    println!(
+        "espwatch bench ingest — durable (acknowledged after commit), server and clients on this machine"
+    );
 
     // (a) batches over HTTP.
-    eprintln!("preparing {batches} JSON batches of {} readings…", wells_per_batch * steps_per_batch);
+    eprintln!(
+        "preparing {batches} JSON batches of {} readings…",
+        wells_per_batch * steps_per_batch
+    );
     let bodies: Vec<Bytes> = (0..batches)
         .map(|b| {
             let mut s = String::with_capacity(batch_size * 330);
@@ -304,7 +338,10 @@ async fn bench_ingest(
         ms(lat.percentile(99.0)),
     );
     let stats = server.store.stats().await?;
-    println!("    commits: {} for {single_requests} requests", stats.commits);
+    println!(
+        "    commits: {} for {single_requests} requests",
+        stats.commits
+    );
     server.stop().await?;
 
     // (c) store appends, no HTTP.
@@ -361,7 +398,12 @@ async fn bench_ingest(
     Ok(())
 }
 
-async fn bench_query(wells: usize, days: u32, interval_micros: i64, queries: usize) -> anyhow::Result<()> {
+async fn bench_query(
+    wells: usize,
+    days: u32,
+    interval_micros: i64,
+    queries: usize,
+) -> anyhow::Result<()> {
     if wells == 0 || days == 0 || interval_micros <= 0 {
         bail!("--wells, --days and --interval must be positive");
     }
@@ -381,8 +423,10 @@ async fn bench_query(wells: usize, days: u32, interval_micros: i64, queries: usi
     // Load in time order, as a fleet would report: chunks of steps across all wells.
     let progress = ProgressBar::new(total);
     progress.set_style(
-        ProgressStyle::with_template("loading {bar:40} {human_pos}/{human_len} {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "loading {bar:40} {human_pos}/{human_len} {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let loaded = Instant::now();
     let steps_per_chunk = (20_000 / wells).max(1) as u64;
@@ -414,7 +458,12 @@ async fn bench_query(wells: usize, days: u32, interval_micros: i64, queries: usi
     while let Some(batch) = rx.recv().await {
         let n = batch.len() as u64;
         let store = store.clone();
-        in_flight.spawn(async move { store.append(batch, AppendOptions::default()).await.map(|_| n) });
+        in_flight.spawn(async move {
+            store
+                .append(batch, AppendOptions::default())
+                .await
+                .map(|_| n)
+        });
         while in_flight.len() >= 3 {
             if let Some(done) = in_flight.join_next().await {
                 progress.inc(done??);
@@ -428,7 +477,10 @@ async fn bench_query(wells: usize, days: u32, interval_micros: i64, queries: usi
     store.checkpoint().await?;
     progress.finish_and_clear();
     let load_secs = loaded.elapsed().as_secs_f64();
-    println!("loaded in {load_secs:.1}s ({:.0} readings/s, durable, sealed)", total as f64 / load_secs);
+    println!(
+        "loaded in {load_secs:.1}s ({:.0} readings/s, durable, sealed)",
+        total as f64 / load_secs
+    );
 
     let server = TestServer::start_on(dir, store).await?;
     let http = client()?;

@@ -32,7 +32,11 @@ pub struct IngestArgs {
     pub target: Target,
     /// Where rejected rows are written (CSV: file,line,well_id,field,reason). Created only
     /// when something is rejected.
-    #[arg(long, value_name = "FILE", default_value = "espwatch-ingest.rejects.csv")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "espwatch-ingest.rejects.csv"
+    )]
     rejects: PathBuf,
     /// Readings per batch; each batch is committed before the next one is read.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -44,17 +48,29 @@ pub struct IngestArgs {
 
 /// Where batches go.
 enum Sink {
-    Local { store: espwatch_store::EmbeddedStore, append: AppendOptions, max_future_micros: i64 },
-    Remote { client: reqwest::Client, endpoint: String },
+    Local {
+        store: espwatch_store::EmbeddedStore,
+        append: AppendOptions,
+        max_future_micros: i64,
+    },
+    Remote {
+        client: reqwest::Client,
+        endpoint: String,
+    },
 }
 
 impl Sink {
     async fn send(&self, format: PayloadFormat, body: Vec<u8>) -> anyhow::Result<IngestReport> {
         match self {
-            Sink::Local { store, append, max_future_micros } => {
+            Sink::Local {
+                store,
+                append,
+                max_future_micros,
+            } => {
                 let decode = DecodeOptions {
                     now: Timestamp::from_datetime(chrono::Utc::now()),
                     max_future_micros: *max_future_micros,
+                    max_readings: usize::MAX,
                 };
                 Ok(ingest_payload(store, format, Bytes::from(body), decode, *append).await?)
             }
@@ -75,7 +91,10 @@ impl Sink {
                         .await;
                     match result {
                         Ok(r) if r.status().is_success() || r.status().as_u16() == 422 => {
-                            return r.json::<IngestReport>().await.context("reading the server's report");
+                            return r
+                                .json::<IngestReport>()
+                                .await
+                                .context("reading the server's report");
                         }
                         Ok(r) if r.status().is_server_error() && attempt < 6 => {
                             tracing::warn!(status = %r.status(), attempt, "server error; retrying");
@@ -85,7 +104,9 @@ impl Sink {
                             let text = r.text().await.unwrap_or_default();
                             bail!("the server refused the batch ({status}): {text}");
                         }
-                        Err(e) if attempt < 6 => tracing::warn!(error = %e, attempt, "request failed; retrying"),
+                        Err(e) if attempt < 6 => {
+                            tracing::warn!(error = %e, attempt, "request failed; retrying")
+                        }
                         Err(e) => return Err(e).context("sending a batch"),
                     }
                     tokio::time::sleep(delay).await;
@@ -98,9 +119,10 @@ impl Sink {
 }
 
 fn format_of(path: &Path, forced: Option<&str>) -> anyhow::Result<PayloadFormat> {
-    let name = forced
-        .map(str::to_owned)
-        .or_else(|| path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()));
+    let name = forced.map(str::to_owned).or_else(|| {
+        path.extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+    });
     match name.as_deref() {
         Some("csv") => Ok(PayloadFormat::Csv),
         Some("ndjson" | "jsonl") => Ok(PayloadFormat::Ndjson),
@@ -129,17 +151,25 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     let total_bytes: u64 = args
         .files
         .iter()
-        .map(|f| std::fs::metadata(f).map(|m| m.len()).with_context(|| format!("reading {}", f.display())))
+        .map(|f| {
+            std::fs::metadata(f)
+                .map(|m| m.len())
+                .with_context(|| format!("reading {}", f.display()))
+        })
         .sum::<anyhow::Result<u64>>()?;
 
     let sink = match &args.target.url {
         Some(url) => Sink::Remote {
-            client: reqwest::Client::builder().timeout(Duration::from_secs(120)).build()?,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(120))
+                .build()?,
             endpoint: format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
         },
         None => Sink::Local {
             store: crate::serve::open_store(&config.data_dir, &config)?,
-            append: AppendOptions { auto_register_wells: config.auto_register_wells },
+            append: AppendOptions {
+                auto_register_wells: config.auto_register_wells,
+            },
             max_future_micros: config.max_future_secs as i64 * 1_000_000,
         },
     };
@@ -156,8 +186,10 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
 
     let progress = ProgressBar::new(total_bytes);
     progress.set_style(
-        ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
     let mut totals = Totals::default();
@@ -167,10 +199,10 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     'files: for (path, format) in args.files.iter().zip(formats) {
         let mut batches = Batches::open(path, format, args.batch_size as usize)?;
         while let Some(batch) = batches.next_batch()? {
-            let report = sink
-                .send(format, batch.body)
-                .await
-                .with_context(|| format!("{}: batch starting at line {}", path.display(), batch.first_line()))?;
+            let first_line = batch.first_line();
+            let report = sink.send(format, batch.body).await.with_context(|| {
+                format!("{}: batch starting at line {}", path.display(), first_line)
+            })?;
             totals.batches += 1;
             totals.accepted += report.accepted as u64;
             totals.duplicates += report.duplicates as u64;
@@ -178,7 +210,13 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
             for r in &report.rejected {
                 let line = batch.lines.get(r.index).copied().unwrap_or(0);
                 for e in &r.errors {
-                    rejects.write(path, line, r.well_id.as_deref().unwrap_or(""), &e.field, &e.reason)?;
+                    rejects.write(
+                        path,
+                        line,
+                        r.well_id.as_deref().unwrap_or(""),
+                        &e.field,
+                        &e.reason,
+                    )?;
                 }
             }
             progress.set_position(bytes_done + batch.bytes_end);
@@ -202,7 +240,11 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     let read = totals.accepted + totals.duplicates + totals.rejected;
     println!(
         "{}: {read} readings in {} batches from {} file(s) in {elapsed:.1}s ({:.0} readings/s)",
-        if interrupted.load(Ordering::SeqCst) { "interrupted" } else { "done" },
+        if interrupted.load(Ordering::SeqCst) {
+            "interrupted"
+        } else {
+            "done"
+        },
         totals.batches,
         args.files.len(),
         read as f64 / elapsed.max(1e-9),
@@ -215,7 +257,9 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
         println!("  rejected rows: {}", args.rejects.display());
     }
     if interrupted.load(Ordering::SeqCst) {
-        println!("  every committed batch is kept; run the same command again to load the rest (stored readings are skipped as duplicates)");
+        println!(
+            "  every committed batch is kept; run the same command again to load the rest (stored readings are skipped as duplicates)"
+        );
     }
     Ok(())
 }
@@ -262,7 +306,10 @@ impl Batches {
                 header.clear();
                 let n = batches.read_line(&mut header)?;
                 if n == 0 {
-                    bail!("{}: empty CSV file (a header row is required)", path.display());
+                    bail!(
+                        "{}: empty CSV file (a header row is required)",
+                        path.display()
+                    );
                 }
                 if !header.trim().is_empty() {
                     break;
@@ -327,7 +374,14 @@ impl RejectsFile {
         RejectsFile { path, writer: None }
     }
 
-    fn write(&mut self, file: &Path, line: usize, well_id: &str, field: &str, reason: &str) -> anyhow::Result<()> {
+    fn write(
+        &mut self,
+        file: &Path,
+        line: usize,
+        well_id: &str,
+        field: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         if self.writer.is_none() {
             let mut w = csv::Writer::from_path(&self.path)
                 .with_context(|| format!("creating {}", self.path.display()))?;
@@ -335,14 +389,21 @@ impl RejectsFile {
             self.writer = Some(w);
         }
         if let Some(w) = &mut self.writer {
-            w.write_record([&file.display().to_string(), &line.to_string(), well_id, field, reason])?;
+            w.write_record([
+                &file.display().to_string(),
+                &line.to_string(),
+                well_id,
+                field,
+                reason,
+            ])?;
         }
         Ok(())
     }
 
     fn finish(&mut self) -> anyhow::Result<()> {
         if let Some(w) = &mut self.writer {
-            w.flush().with_context(|| format!("writing {}", self.path.display()))?;
+            w.flush()
+                .with_context(|| format!("writing {}", self.path.display()))?;
         }
         Ok(())
     }

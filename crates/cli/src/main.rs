@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "espwatch", version, about = "Surveillance and diagnostics for electrical submersible pumps (ESPs)")]
+#[command(
+    name = "espwatch",
+    version,
+    about = "Surveillance and diagnostics for electrical submersible pumps (ESPs)"
+)]
 struct Cli {
     /// Configuration file (TOML). Default: ./espwatch.toml if it exists.
     #[arg(long, global = true, value_name = "FILE")]
@@ -105,12 +109,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ingest(args) => {
-            let config = settings::load(cli.config.as_deref(), &cli.overrides(&args.target.store_args()))?;
+            let config = settings::load(
+                cli.config.as_deref(),
+                &cli.overrides(&args.target.store_args()),
+            )?;
             serve::init_cli_logging();
             ingest::run(args, config).await
         }
         Command::Wells(cmd) => {
-            let config = settings::load(cli.config.as_deref(), &cli.overrides(&cmd.target().store_args()))?;
+            let config = settings::load(
+                cli.config.as_deref(),
+                &cli.overrides(&cmd.target().store_args()),
+            )?;
             serve::init_cli_logging();
             wells::run(cmd, config).await
         }

@@ -42,7 +42,10 @@ fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
                 .with_context(|| format!("reading directory {}", path.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")))
+                .filter(|p| {
+                    p.extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+                })
                 .collect();
             found.sort();
             files.extend(found);
@@ -54,12 +57,20 @@ fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn read_meta(path: &Path) -> anyhow::Result<WellMeta> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let meta: WellMeta =
-        serde_json::from_str(&text).with_context(|| format!("{}: not a valid well file", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let meta: WellMeta = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a valid well file", path.display()))?;
     if let Err(problems) = meta.validate() {
-        let list: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.field, p.reason)).collect();
-        bail!("{}: invalid well metadata: {}", path.display(), list.join("; "));
+        let list: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.reason))
+            .collect();
+        bail!(
+            "{}: invalid well metadata: {}",
+            path.display(),
+            list.join("; ")
+        );
     }
     Ok(meta)
 }
@@ -124,9 +135,17 @@ async fn upsert_local(store: &dyn Store, meta: WellMeta) -> anyhow::Result<&'sta
     }
 }
 
-async fn upsert_remote(client: &reqwest::Client, url: &str, meta: WellMeta) -> anyhow::Result<&'static str> {
+async fn upsert_remote(
+    client: &reqwest::Client,
+    url: &str,
+    meta: WellMeta,
+) -> anyhow::Result<&'static str> {
     let base = url.trim_end_matches('/');
-    let response = client.post(format!("{base}/api/v1/wells")).json(&meta).send().await?;
+    let response = client
+        .post(format!("{base}/api/v1/wells"))
+        .json(&meta)
+        .send()
+        .await?;
     if response.status().is_success() {
         return Ok("created");
     }
@@ -139,22 +158,35 @@ async fn upsert_remote(client: &reqwest::Client, url: &str, meta: WellMeta) -> a
         if response.status().is_success() {
             return Ok("replaced");
         }
-        bail!("{}: {}", response.status(), response.text().await.unwrap_or_default());
+        bail!(
+            "{}: {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
     }
-    bail!("{}: {}", response.status(), response.text().await.unwrap_or_default())
+    bail!(
+        "{}: {}",
+        response.status(),
+        response.text().await.unwrap_or_default()
+    )
 }
 
 async fn list(target: &Target, config: &Config) -> anyhow::Result<()> {
     let ids: Vec<String> = match &target.url {
         Some(url) => {
-            let body: serde_json::Value = reqwest::get(format!("{}/api/v1/wells", url.trim_end_matches('/')))
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
+            let body: serde_json::Value =
+                reqwest::get(format!("{}/api/v1/wells", url.trim_end_matches('/')))
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
             body["wells"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|w| w["well_id"].as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|w| w["well_id"].as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default()
         }
         None => {

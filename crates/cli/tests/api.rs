@@ -33,23 +33,39 @@ async fn json_array_ndjson_and_csv_are_accepted() {
     let app = spawn_app().await;
     let array = json!([reading("W-A", &ts(0), 40.0), reading("W-A", &ts(10), 41.0)]);
     let (status, body) = app.ingest_json(&array).await;
-    assert_eq!((status, body["accepted"].clone()), (200, json!(2)), "{body}");
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (200, json!(2)),
+        "{body}"
+    );
 
     let ndjson = format!(
         "{}\n\n{}\n",
         reading("W-N", &ts(0), 40.0),
         reading("W-N", &ts(10), 41.0)
     );
-    let (status, body) = app.post("/api/v1/telemetry", "application/x-ndjson", ndjson).await;
-    assert_eq!((status, body["accepted"].clone()), (200, json!(2)), "{body}");
+    let (status, body) = app
+        .post("/api/v1/telemetry", "application/x-ndjson", ndjson)
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (200, json!(2)),
+        "{body}"
+    );
 
     let csv = format!(
         "well_id,ts,frequency_hz,motor_current_a,motor_temp_c\nW-C,{},55,40.5,\nW-C,{},55,41.5,120\n",
         ts(0),
         ts(10)
     );
-    let (status, body) = app.post("/api/v1/telemetry", "text/csv; charset=utf-8", csv).await;
-    assert_eq!((status, body["accepted"].clone()), (200, json!(2)), "{body}");
+    let (status, body) = app
+        .post("/api/v1/telemetry", "text/csv; charset=utf-8", csv)
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (200, json!(2)),
+        "{body}"
+    );
     let points = app.all_points("W-C").await;
     assert_eq!(points["fields"]["motor_temp_c"], json!([null, 120.0]));
     assert_eq!(points["fields"]["motor_current_a"], json!([40.5, 41.5]));
@@ -62,7 +78,10 @@ async fn any_offset_is_stored_as_utc() {
         .ingest_json(&reading("W-TZ", "2026-01-01T02:00:00+02:00", 40.0))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(app.all_points("W-TZ").await["ts"], json!(["2026-01-01T00:00:00Z"]));
+    assert_eq!(
+        app.all_points("W-TZ").await["ts"],
+        json!(["2026-01-01T00:00:00Z"])
+    );
 }
 
 #[tokio::test]
@@ -78,7 +97,10 @@ async fn legacy_scada_payload_keeps_working() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["accepted"], 1);
     let warnings = body["warnings"].to_string();
-    assert!(warnings.contains("torque") && warnings.contains("flow_variance"), "{warnings}");
+    assert!(
+        warnings.contains("torque") && warnings.contains("flow_variance"),
+        "{warnings}"
+    );
 
     let with_device_id = json!({"device_id": "TEST-002", "timestamp": ts(0), "discharge_pressure": 2900.0, "temperature": 90.0, "rpm": 3400});
     let (status, body) = app.ingest_json(&with_device_id).await;
@@ -134,10 +156,21 @@ async fn invalid_readings_are_rejected_per_field_and_valid_ones_kept() {
     assert_eq!(body["accepted"], 2, "{body}");
     assert_eq!(body["rejected"].as_array().map(Vec::len), Some(8), "{body}");
     assert!(errors_of(&body, 1).iter().any(|(f, _)| f == "colour"));
-    assert!(errors_of(&body, 2).iter().any(|(f, _)| f == "motor_current_a"));
+    assert!(
+        errors_of(&body, 2)
+            .iter()
+            .any(|(f, _)| f == "motor_current_a")
+    );
     let e3 = errors_of(&body, 3);
-    assert!(e3.iter().any(|(f, _)| f == "frequency_hz") && e3.iter().any(|(f, _)| f == "intake_temp_c"), "{e3:?}");
-    assert!(errors_of(&body, 4).iter().any(|(f, r)| f == "ts" && r.contains("future")));
+    assert!(
+        e3.iter().any(|(f, _)| f == "frequency_hz") && e3.iter().any(|(f, _)| f == "intake_temp_c"),
+        "{e3:?}"
+    );
+    assert!(
+        errors_of(&body, 4)
+            .iter()
+            .any(|(f, r)| f == "ts" && r.contains("future"))
+    );
     assert!(!errors_of(&body, 5).is_empty());
     assert!(errors_of(&body, 6).iter().any(|(f, _)| f == "well_id"));
     assert!(errors_of(&body, 7).iter().any(|(f, _)| f == "ts"));
@@ -164,20 +197,39 @@ async fn all_rejected_is_422_with_report_and_envelope() {
 async fn unparseable_bodies_are_400_with_position() {
     let app = spawn_app().await;
     let (status, body) = app
-        .post("/api/v1/telemetry", "application/json", "[{\"well_id\": \"W\",\n \"ts\": }]")
+        .post(
+            "/api/v1/telemetry",
+            "application/json",
+            "[{\"well_id\": \"W\",\n \"ts\": }]",
+        )
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["type"], "malformed_payload");
     assert_eq!(body["error"]["details"]["line"], 2, "{body}");
-    assert!(body["error"]["details"]["column"].as_u64().is_some(), "{body}");
+    assert!(
+        body["error"]["details"]["column"].as_u64().is_some(),
+        "{body}"
+    );
 
     let (status, body) = app
-        .post("/api/v1/telemetry", "text/csv", "well_id,ts,colour\nW,2026-01-01T00:00:00Z,red\n")
+        .post(
+            "/api/v1/telemetry",
+            "text/csv",
+            "well_id,ts,colour\nW,2026-01-01T00:00:00Z,red\n",
+        )
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap_or_default().contains("colour"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("colour"),
+        "{body}"
+    );
 
-    let (status, body) = app.post("/api/v1/telemetry", "application/json", "[]").await;
+    let (status, body) = app
+        .post("/api/v1/telemetry", "application/json", "[]")
+        .await;
     assert_eq!(status, 400, "{body}");
 }
 
@@ -189,7 +241,9 @@ async fn ndjson_keeps_valid_lines_around_a_broken_one() {
         reading("W-NL", &ts(0), 40.0),
         reading("W-NL", &ts(10), 41.0)
     );
-    let (status, report) = app.post("/api/v1/telemetry", "application/x-ndjson", body).await;
+    let (status, report) = app
+        .post("/api/v1/telemetry", "application/x-ndjson", body)
+        .await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["accepted"], 2);
     assert_eq!(report["rejected"][0]["index"], 1);
@@ -214,7 +268,8 @@ async fn unsupported_content_type_is_415_and_oversized_body_413() {
 #[tokio::test]
 async fn chunked_oversized_body_is_413() {
     let app = spawn_app_with(|c| c.body_limit_bytes = 4096).await;
-    let chunks: Vec<Result<String, std::io::Error>> = (0..100).map(|_| Ok("x".repeat(100))).collect();
+    let chunks: Vec<Result<String, std::io::Error>> =
+        (0..100).map(|_| Ok("x".repeat(100))).collect();
     let stream = futures_stream(chunks);
     let (status, body) = app
         .send(
@@ -248,13 +303,22 @@ fn futures_stream(
 #[tokio::test]
 async fn resent_readings_are_duplicates_and_first_value_wins() {
     let app = spawn_app().await;
-    let (_, body) = app.ingest_json(&json!([reading("W-D", &ts(0), 40.0)])).await;
+    let (_, body) = app
+        .ingest_json(&json!([reading("W-D", &ts(0), 40.0)]))
+        .await;
     assert_eq!(body["accepted"], 1);
     let (status, body) = app
-        .ingest_json(&json!([reading("W-D", &ts(0), 99.0), reading("W-D", &ts(10), 41.0), reading("W-D", &ts(10), 77.0)]))
+        .ingest_json(&json!([
+            reading("W-D", &ts(0), 99.0),
+            reading("W-D", &ts(10), 41.0),
+            reading("W-D", &ts(10), 77.0)
+        ]))
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["accepted"].clone(), body["duplicates"].clone()), (json!(1), json!(2)));
+    assert_eq!(
+        (body["accepted"].clone(), body["duplicates"].clone()),
+        (json!(1), json!(2))
+    );
     let (status, body) = app.ingest_json(&json!([reading("W-D", &ts(0), 1.0)])).await;
     assert_eq!(status, 200, "all duplicates is still a success: {body}");
     assert_eq!(body["duplicates"], 1);
@@ -276,9 +340,17 @@ async fn unknown_wells_are_rejected_when_auto_registration_is_off() {
     let app = spawn_app_with(|c| c.auto_register_wells = false).await;
     let (status, body) = app.ingest_json(&reading("W-NEW", &ts(0), 40.0)).await;
     assert_eq!(status, 422, "{body}");
-    assert!(errors_of(&body, 0).iter().any(|(f, r)| f == "well_id" && r.contains("unknown well")));
+    assert!(
+        errors_of(&body, 0)
+            .iter()
+            .any(|(f, r)| f == "well_id" && r.contains("unknown well"))
+    );
     let (status, _) = app
-        .send(app.client.post(app.url("/api/v1/wells")).json(&json!({"well_id": "W-NEW"})))
+        .send(
+            app.client
+                .post(app.url("/api/v1/wells"))
+                .json(&json!({"well_id": "W-NEW"})),
+        )
         .await;
     assert_eq!(status, 201);
     let (status, body) = app.ingest_json(&reading("W-NEW", &ts(0), 40.0)).await;
@@ -290,7 +362,9 @@ async fn unknown_wells_are_rejected_when_auto_registration_is_off() {
 #[tokio::test]
 async fn data_survives_a_graceful_restart() {
     let app = spawn_app().await;
-    let batch: Vec<Value> = (0..500).map(|i| reading("W-R", &ts(i * 10), 40.0 + i as f64 / 100.0)).collect();
+    let batch: Vec<Value> = (0..500)
+        .map(|i| reading("W-R", &ts(i * 10), 40.0 + i as f64 / 100.0))
+        .collect();
     let (_, body) = app.ingest_json(&Value::Array(batch)).await;
     assert_eq!(body["accepted"], 500);
     let data_dir = app.data_dir.clone();
@@ -300,7 +374,10 @@ async fn data_survives_a_graceful_restart() {
     assert_eq!(points["ts"].as_array().map(Vec::len), Some(500));
     assert_eq!(points["fields"]["motor_current_a"][499], json!(44.99));
     let (_, body) = app.ingest_json(&reading("W-R", &ts(0), 1.0)).await;
-    assert_eq!(body["duplicates"], 1, "dedup state survives the restart too");
+    assert_eq!(
+        body["duplicates"], 1,
+        "dedup state survives the restart too"
+    );
 }
 
 #[test]
@@ -322,13 +399,18 @@ fn kill_9_during_ingestion_loses_nothing_acknowledged() {
                     let readings: Vec<Value> = (0..50)
                         .map(|i| reading(&format!("K-{client}"), &ts(batch * 50 + i), 40.0))
                         .collect();
-                    let Ok(response) = http.post(&url).json(&readings).send().await else { return };
+                    let Ok(response) = http.post(&url).json(&readings).send().await else {
+                        return;
+                    };
                     if response.status() != 200 {
                         return;
                     }
                     let mut acked = acknowledged.lock().expect("lock");
                     for r in &readings {
-                        acked.push((r["well_id"].as_str().unwrap_or_default().to_owned(), r["ts"].as_str().unwrap_or_default().to_owned()));
+                        acked.push((
+                            r["well_id"].as_str().unwrap_or_default().to_owned(),
+                            r["ts"].as_str().unwrap_or_default().to_owned(),
+                        ));
                     }
                 }
             })
@@ -349,7 +431,11 @@ fn kill_9_during_ingestion_loses_nothing_acknowledged() {
         }
     });
     let acked = acknowledged.lock().expect("lock").clone();
-    assert!(acked.len() >= 1_000, "too little was acknowledged before the kill: {}", acked.len());
+    assert!(
+        acked.len() >= 1_000,
+        "too little was acknowledged before the kill: {}",
+        acked.len()
+    );
 
     let server = ChildServer::start(dir.path());
     let stored: HashMap<String, BTreeSet<String>> = runtime.block_on(async {
@@ -359,7 +445,7 @@ fn kill_9_during_ingestion_loses_nothing_acknowledged() {
             let well = format!("K-{client}");
             let response = http
                 .get(server.url(&format!(
-                    "/api/v1/wells/{well}/telemetry?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&max_points=1000000&fields=motor_current_a"
+                    "/api/v1/wells/{well}/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000&fields=motor_current_a"
                 )))
                 .send()
                 .await
@@ -383,7 +469,11 @@ fn kill_9_during_ingestion_loses_nothing_acknowledged() {
         .filter(|(well, t)| !stored.get(well).is_some_and(|s| s.contains(t)))
         .take(5)
         .collect();
-    assert!(missing.is_empty(), "{} acknowledged readings lost, e.g. {missing:?}", acked.len());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged readings lost, e.g. {missing:?}",
+        acked.len()
+    );
 }
 
 #[test]
@@ -405,12 +495,14 @@ fn sigterm_shuts_down_cleanly_and_keeps_data() {
     assert!(status.success(), "exit status {status:?}");
     let server = ChildServer::start(dir.path());
     runtime.block_on(async {
-        let body: Value = reqwest::get(server.url("/api/v1/wells/W-TERM/telemetry?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z"))
-            .await
-            .expect("query")
-            .json()
-            .await
-            .expect("json");
+        let body: Value = reqwest::get(server.url(
+            "/api/v1/wells/W-TERM/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z",
+        ))
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
         assert_eq!(body["ts"], json!([ts(0)]));
     });
 }
@@ -422,7 +514,12 @@ async fn a_large_batch_is_accepted_whole() {
     let app = spawn_app().await;
     let mut csv = String::from("well_id,ts,frequency_hz,motor_current_a,intake_pressure_psi\n");
     for i in 0..100_000 {
-        csv.push_str(&format!("L-{},{},55,{}.5,850\n", i % 10, ts(i / 10 * 10), 40 + i % 7));
+        csv.push_str(&format!(
+            "L-{},{},55,{}.5,850\n",
+            i % 10,
+            ts(i / 10 * 10),
+            40 + i % 7
+        ));
     }
     let (status, body) = app.post("/api/v1/telemetry", "text/csv", csv).await;
     assert_eq!(status, 200);
@@ -440,10 +537,20 @@ async fn concurrent_writers_all_land() {
         tasks.push(tokio::spawn(async move {
             for request in 0..25 {
                 let readings: Vec<Value> = (0..20)
-                    .map(|i| reading(&format!("C-{}", writer % 4), &ts((writer * 1000 + request * 20 + i) as i64), 40.0))
+                    .map(|i| {
+                        reading(
+                            &format!("C-{}", writer % 4),
+                            &ts((writer * 1000 + request * 20 + i) as i64),
+                            40.0,
+                        )
+                    })
                     .collect();
                 let (status, body) = app.ingest_json(&Value::Array(readings)).await;
-                assert_eq!((status, body["accepted"].clone()), (200, json!(20)), "{body}");
+                assert_eq!(
+                    (status, body["accepted"].clone()),
+                    (200, json!(20)),
+                    "{body}"
+                );
             }
         }));
     }
@@ -452,7 +559,9 @@ async fn concurrent_writers_all_land() {
     }
     let mut total = 0;
     for w in 0..4 {
-        total += app.all_points(&format!("C-{w}")).await["ts"].as_array().map_or(0, Vec::len);
+        total += app.all_points(&format!("C-{w}")).await["ts"]
+            .as_array()
+            .map_or(0, Vec::len);
     }
     assert_eq!(total, 16 * 25 * 20);
 }
@@ -465,7 +574,11 @@ async fn app_with_minutes_of_data() -> TestApp {
     let readings: Vec<Value> = (0..60)
         .map(|i| {
             let minute = i / 6;
-            let mut r = reading("Q-1", &ts(i * 10), 40.0 + minute as f64 + (i % 6) as f64 / 10.0);
+            let mut r = reading(
+                "Q-1",
+                &ts(i * 10),
+                40.0 + minute as f64 + (i % 6) as f64 / 10.0,
+            );
             if i % 6 == 5 {
                 r.as_object_mut().map(|o| o.remove("intake_pressure_psi"));
             }
@@ -480,7 +593,11 @@ async fn app_with_minutes_of_data() -> TestApp {
 #[tokio::test]
 async fn step_queries_aggregate_per_bucket() {
     let app = app_with_minutes_of_data().await;
-    let base = format!("/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a,intake_pressure_psi&step=1m", ts(0), ts(600));
+    let base = format!(
+        "/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a,intake_pressure_psi&step=1m",
+        ts(0),
+        ts(600)
+    );
     let (status, body) = app.get(&format!("{base}&agg=avg")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ts"].as_array().map(Vec::len), Some(10));
@@ -488,7 +605,10 @@ async fn step_queries_aggregate_per_bucket() {
     assert_eq!(body["step"], "1m");
     let avg = body["fields"]["motor_current_a"][2].as_f64().expect("avg");
     assert!((avg - 42.25).abs() < 1e-9, "{avg}");
-    assert!(body["fields"].get("motor_temp_c").is_none(), "only requested fields");
+    assert!(
+        body["fields"].get("motor_temp_c").is_none(),
+        "only requested fields"
+    );
 
     let (_, body) = app.get(&format!("{base}&agg=max")).await;
     assert_eq!(body["fields"]["motor_current_a"][0], json!(40.5));
@@ -504,19 +624,39 @@ async fn step_queries_aggregate_per_bucket() {
 async fn raw_queries_respect_range_fields_and_max_points() {
     let app = app_with_minutes_of_data().await;
     let (_, body) = app
-        .get(&format!("/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a", ts(60), ts(120)))
+        .get(&format!(
+            "/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a",
+            ts(60),
+            ts(120)
+        ))
         .await;
-    assert_eq!(body["ts"].as_array().map(Vec::len), Some(6), "half-open range: {body}");
+    assert_eq!(
+        body["ts"].as_array().map(Vec::len),
+        Some(6),
+        "half-open range: {body}"
+    );
     assert_eq!(body["downsampled"], false);
 
     let (_, body) = app
-        .get(&format!("/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a&max_points=10", ts(0), ts(600)))
+        .get(&format!(
+            "/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a&max_points=10",
+            ts(0),
+            ts(600)
+        ))
         .await;
-    let values = body["fields"]["motor_current_a"].as_array().expect("values");
+    let values = body["fields"]["motor_current_a"]
+        .as_array()
+        .expect("values");
     assert!(values.len() <= 10, "{body}");
     assert_eq!(body["downsampled"], true);
-    let max = values.iter().filter_map(Value::as_f64).fold(f64::MIN, f64::max);
-    let min = values.iter().filter_map(Value::as_f64).fold(f64::MAX, f64::min);
+    let max = values
+        .iter()
+        .filter_map(Value::as_f64)
+        .fold(f64::MIN, f64::max);
+    let min = values
+        .iter()
+        .filter_map(Value::as_f64)
+        .fold(f64::MAX, f64::min);
     assert_eq!((min, max), (40.0, 49.5), "downsampling keeps the extremes");
 }
 
@@ -525,15 +665,27 @@ async fn queries_can_answer_csv() {
     let app = app_with_minutes_of_data().await;
     let response = app
         .client
-        .get(app.url(&format!("/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a", ts(0), ts(20))))
+        .get(app.url(&format!(
+            "/api/v1/wells/Q-1/telemetry?from={}&to={}&fields=motor_current_a",
+            ts(0),
+            ts(20)
+        )))
         .header("accept", "text/csv")
         .send()
         .await
         .expect("query");
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap_or_default().starts_with("text/csv"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/csv")
+    );
     let text = response.text().await.expect("text");
-    assert_eq!(text, format!("ts,motor_current_a\n{},40\n{},40.1\n", ts(0), ts(10)));
+    assert_eq!(
+        text,
+        format!("ts,motor_current_a\n{},40\n{},40.1\n", ts(0), ts(10))
+    );
 }
 
 #[tokio::test]
@@ -546,23 +698,39 @@ async fn bad_queries_are_400_and_unknown_wells_404() {
         ("from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
         ("from=yesterday", "from"),
     ] {
-        let (status, body) = app.get(&format!("/api/v1/wells/Q-1/telemetry?{query}")).await;
+        let (status, body) = app
+            .get(&format!("/api/v1/wells/Q-1/telemetry?{query}"))
+            .await;
         assert_eq!(status, 400, "{query}: {body}");
-        assert_eq!(body["error"]["details"]["parameter"], param, "{query}: {body}");
+        assert_eq!(
+            body["error"]["details"]["parameter"], param,
+            "{query}: {body}"
+        );
     }
     let (status, body) = app.get("/api/v1/wells/Q-1/telemetry?colour=red").await;
     assert_eq!(status, 400, "{body}");
     let (status, body) = app.get("/api/v1/wells/NOPE/telemetry").await;
-    assert_eq!((status, body["error"]["type"].clone()), (404, json!("not_found")));
+    assert_eq!(
+        (status, body["error"]["type"].clone()),
+        (404, json!("not_found"))
+    );
 }
 
 #[tokio::test]
 async fn latest_gives_the_fleet_overview() {
     let app = spawn_app().await;
-    app.ingest_json(&json!([reading("F-1", &ts(0), 40.0), reading("F-1", &ts(10), 41.0), reading("F-2", &ts(5), 50.0)]))
-        .await;
-    app.send(app.client.post(app.url("/api/v1/wells")).json(&json!({"well_id": "F-3", "name": "Silent"})))
-        .await;
+    app.ingest_json(&json!([
+        reading("F-1", &ts(0), 40.0),
+        reading("F-1", &ts(10), 41.0),
+        reading("F-2", &ts(5), 50.0)
+    ]))
+    .await;
+    app.send(
+        app.client
+            .post(app.url("/api/v1/wells"))
+            .json(&json!({"well_id": "F-3", "name": "Silent"})),
+    )
+    .await;
     let (status, body) = app.get("/api/v1/wells/latest").await;
     assert_eq!(status, 200, "{body}");
     let wells = body["wells"].as_array().expect("wells");
@@ -598,7 +766,10 @@ async fn wells_crud() {
     assert_eq!(body["pump"]["stages"], 120);
     assert_eq!(body["auto_registered"], false);
     let (status, body) = app.send(post(full_well("N-7"))).await;
-    assert_eq!((status, body["error"]["type"].clone()), (409, json!("conflict")));
+    assert_eq!(
+        (status, body["error"]["type"].clone()),
+        (409, json!("conflict"))
+    );
 
     let mut bad = full_well("N-8");
     bad["location"]["lat"] = json!(123);
@@ -606,11 +777,21 @@ async fn wells_crud() {
     let (status, body) = app.send(post(bad)).await;
     assert_eq!(status, 422, "{body}");
     let problems = body["error"]["details"]["problems"].to_string();
-    assert!(problems.contains("location.lat") && problems.contains("pump.base_frequency_hz"), "{problems}");
-    let (status, _) = app.send(post(json!({"well_id": "N-9", "colour": "red"}))).await;
+    assert!(
+        problems.contains("location.lat") && problems.contains("pump.base_frequency_hz"),
+        "{problems}"
+    );
+    let (status, _) = app
+        .send(post(json!({"well_id": "N-9", "colour": "red"})))
+        .await;
     assert_eq!(status, 422);
     let (status, body) = app
-        .send(app.client.post(app.url("/api/v1/wells")).header("content-type", "application/json").body("{oops"))
+        .send(
+            app.client
+                .post(app.url("/api/v1/wells"))
+                .header("content-type", "application/json")
+                .body("{oops"),
+        )
         .await;
     assert_eq!(status, 400, "{body}");
 
@@ -622,19 +803,41 @@ async fn wells_crud() {
     let mut changed = full_well("N-7");
     changed["name"] = json!("North 7 (re-completed)");
     changed.as_object_mut().map(|o| o.remove("well_id"));
-    let (status, body) = app.send(app.client.put(app.url("/api/v1/wells/N-7")).json(&changed)).await;
-    assert_eq!((status, body["name"].clone()), (200, json!("North 7 (re-completed)")), "{body}");
-    let (status, _) = app.send(app.client.put(app.url("/api/v1/wells/N-7")).json(&full_well("OTHER"))).await;
+    let (status, body) = app
+        .send(app.client.put(app.url("/api/v1/wells/N-7")).json(&changed))
+        .await;
+    assert_eq!(
+        (status, body["name"].clone()),
+        (200, json!("North 7 (re-completed)")),
+        "{body}"
+    );
+    let (status, _) = app
+        .send(
+            app.client
+                .put(app.url("/api/v1/wells/N-7"))
+                .json(&full_well("OTHER")),
+        )
+        .await;
     assert_eq!(status, 422);
-    let (status, _) = app.send(app.client.put(app.url("/api/v1/wells/NONE")).json(&json!({}))).await;
+    let (status, _) = app
+        .send(
+            app.client
+                .put(app.url("/api/v1/wells/NONE"))
+                .json(&json!({})),
+        )
+        .await;
     assert_eq!(status, 404);
 
     app.ingest_json(&reading("N-7", &ts(0), 40.0)).await;
-    let (status, _) = app.send(app.client.delete(app.url("/api/v1/wells/N-7"))).await;
+    let (status, _) = app
+        .send(app.client.delete(app.url("/api/v1/wells/N-7")))
+        .await;
     assert_eq!(status, 204);
     let (status, _) = app.get("/api/v1/wells/N-7").await;
     assert_eq!(status, 404);
-    let (status, _) = app.send(app.client.delete(app.url("/api/v1/wells/N-7"))).await;
+    let (status, _) = app
+        .send(app.client.delete(app.url("/api/v1/wells/N-7")))
+        .await;
     assert_eq!(status, 404);
     // Its telemetry went with it: a new well of the same id starts empty.
     app.ingest_json(&reading("N-7", &ts(10), 41.0)).await;
@@ -645,10 +848,20 @@ async fn wells_crud() {
 async fn an_auto_registered_well_can_be_given_full_metadata() {
     let app = spawn_app().await;
     app.ingest_json(&reading("N-1", &ts(0), 40.0)).await;
-    let (status, body) = app.send(app.client.post(app.url("/api/v1/wells")).json(&full_well("N-1"))).await;
+    let (status, body) = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/wells"))
+                .json(&full_well("N-1")),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["auto_registered"], false);
-    assert_eq!(app.all_points("N-1").await["ts"], json!([ts(0)]), "telemetry kept");
+    assert_eq!(
+        app.all_points("N-1").await["ts"],
+        json!([ts(0)]),
+        "telemetry kept"
+    );
 }
 
 // ---------------------------------------------------------------- operations
@@ -663,7 +876,11 @@ async fn health_endpoints() {
     let (status, body) = app.get("/health/startup").await;
     assert_eq!((status, body["status"].clone()), (200, json!("started")));
     let (status, body) = app.get("/health/ready").await;
-    assert_eq!((status, body["status"].clone()), (200, json!("ready")), "{body}");
+    assert_eq!(
+        (status, body["status"].clone()),
+        (200, json!("ready")),
+        "{body}"
+    );
     assert_eq!(body["checks"]["store"]["status"], "healthy");
     assert!(body["checks"]["store"]["latency_ms"].as_f64().is_some());
 }
@@ -671,15 +888,25 @@ async fn health_endpoints() {
 #[tokio::test]
 async fn errors_share_one_envelope_and_requests_carry_an_id() {
     let app = spawn_app().await;
-    let response = app.client.get(app.url("/no/such/route")).send().await.expect("request");
+    let response = app
+        .client
+        .get(app.url("/no/such/route"))
+        .send()
+        .await
+        .expect("request");
     assert!(response.headers().contains_key("x-request-id"));
     let (status, body) = status_json(response).await;
     assert_eq!(status, 404);
     for key in ["id", "type", "message", "details"] {
         assert!(body["error"].get(key).is_some(), "missing {key}: {body}");
     }
-    let (status, body) = app.send(app.client.delete(app.url("/api/v1/telemetry"))).await;
-    assert_eq!((status, body["error"]["type"].clone()), (405, json!("method_not_allowed")));
+    let (status, body) = app
+        .send(app.client.delete(app.url("/api/v1/telemetry")))
+        .await;
+    assert_eq!(
+        (status, body["error"]["type"].clone()),
+        (405, json!("method_not_allowed"))
+    );
 }
 
 #[tokio::test]
@@ -687,15 +914,42 @@ async fn openapi_document_and_offline_docs_page() {
     let app = spawn_app().await;
     let (status, doc) = app.get("/api/v1/openapi.json").await;
     assert_eq!(status, 200);
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
-    for path in ["/api/v1/telemetry", "/api/v1/wells/{id}/telemetry", "/api/v1/wells/latest", "/api/v1/wells", "/api/v1/wells/{id}", "/health/ready"] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "{}",
+        doc["openapi"]
+    );
+    for path in [
+        "/api/v1/telemetry",
+        "/api/v1/wells/{id}/telemetry",
+        "/api/v1/wells/latest",
+        "/api/v1/wells",
+        "/api/v1/wells/{id}",
+        "/health/ready",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
     }
-    let response = app.client.get(app.url("/docs/")).send().await.expect("docs");
+    let response = app
+        .client
+        .get(app.url("/docs/"))
+        .send()
+        .await
+        .expect("docs");
     assert_eq!(response.status(), 200);
     let html = response.text().await.expect("html");
-    assert!(html.contains("swagger") || html.contains("Swagger"), "docs page");
-    assert!(!html.contains("cdn") && !html.contains("unpkg"), "docs must work offline");
+    assert!(
+        html.contains("swagger") || html.contains("Swagger"),
+        "docs page"
+    );
+    assert!(
+        !html.contains("cdn") && !html.contains("unpkg"),
+        "docs must work offline"
+    );
 }
 
 // ---------------------------------------------------------------- command line
@@ -715,7 +969,11 @@ fn ingest_command_loads_files_and_writes_rejects_with_line_numbers() {
     }
     std::fs::write(&csv, text).expect("write csv");
     let ndjson = work.path().join("more.ndjson");
-    std::fs::write(&ndjson, format!("{}\n{{broken\n", reading("H-2", &ts(0), 40.0))).expect("write ndjson");
+    std::fs::write(
+        &ndjson,
+        format!("{}\n{{broken\n", reading("H-2", &ts(0), 40.0)),
+    )
+    .expect("write ndjson");
     let data = work.path().join("data");
     let rejects = work.path().join("rejects.csv");
     let (ok, stdout, stderr) = run_cli(
@@ -737,12 +995,22 @@ fn ingest_command_loads_files_and_writes_rejects_with_line_numbers() {
     assert!(stdout.contains("accepted 2500"), "{stdout}");
     assert!(stdout.contains("rejected 2"), "{stdout}");
     let rejects = std::fs::read_to_string(&rejects).expect("rejects file");
-    assert!(rejects.contains("history.csv,1002,H-1,frequency_hz"), "{rejects}");
+    assert!(
+        rejects.contains("history.csv,1002,H-1,frequency_hz"),
+        "{rejects}"
+    );
     assert!(rejects.contains("more.ndjson,2,"), "{rejects}");
 
     // A second run stores nothing twice.
     let (ok, stdout, _) = run_cli(
-        &["ingest", csv.to_str().unwrap_or_default(), "--data-dir", data.to_str().unwrap_or_default(), "--rejects", work.path().join("r2.csv").to_str().unwrap_or_default()],
+        &[
+            "ingest",
+            csv.to_str().unwrap_or_default(),
+            "--data-dir",
+            data.to_str().unwrap_or_default(),
+            "--rejects",
+            work.path().join("r2.csv").to_str().unwrap_or_default(),
+        ],
         &[],
         work.path(),
     );
@@ -760,16 +1028,49 @@ fn ingest_and_wells_import_to_a_running_server() {
     std::fs::write(wells.join("n7.json"), full_well("N-7").to_string()).expect("write");
     std::fs::write(wells.join("n8.json"), full_well("N-8").to_string()).expect("write");
     let base = format!("http://{}", server.address);
-    let (ok, stdout, stderr) = run_cli(&["wells", "import", wells.to_str().unwrap_or_default(), "--url", &base], &[], work.path());
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "wells",
+            "import",
+            wells.to_str().unwrap_or_default(),
+            "--url",
+            &base,
+        ],
+        &[],
+        work.path(),
+    );
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("2 well(s) imported"), "{stdout}");
-    let (ok, stdout, _) = run_cli(&["wells", "import", wells.to_str().unwrap_or_default(), "--url", &base], &[], work.path());
+    let (ok, stdout, _) = run_cli(
+        &[
+            "wells",
+            "import",
+            wells.to_str().unwrap_or_default(),
+            "--url",
+            &base,
+        ],
+        &[],
+        work.path(),
+    );
     assert!(ok && stdout.contains("replaced"), "{stdout}");
 
     let file = work.path().join("n7.ndjson");
-    let lines: Vec<String> = (0..300).map(|i| reading("N-7", &ts(i * 10), 40.0).to_string()).collect();
+    let lines: Vec<String> = (0..300)
+        .map(|i| reading("N-7", &ts(i * 10), 40.0).to_string())
+        .collect();
     std::fs::write(&file, lines.join("\n")).expect("write");
-    let (ok, stdout, stderr) = run_cli(&["ingest", file.to_str().unwrap_or_default(), "--url", &base, "--batch-size", "64"], &[], work.path());
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "ingest",
+            file.to_str().unwrap_or_default(),
+            "--url",
+            &base,
+            "--batch-size",
+            "64",
+        ],
+        &[],
+        work.path(),
+    );
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("accepted 300"), "{stdout}");
 }
@@ -784,18 +1085,34 @@ fn config_show_layers_file_environment_and_flags() {
     .expect("write config");
     let (ok, stdout, stderr) = run_cli(
         &["config", "show", "--data-dir", "/tmp/x"],
-        &[("ESPWATCH_MAX_FUTURE_SECS", "120"), ("ESPWATCH_AUTO_REGISTER_WELLS", "false")],
+        &[
+            ("ESPWATCH_MAX_FUTURE_SECS", "120"),
+            ("ESPWATCH_AUTO_REGISTER_WELLS", "false"),
+        ],
         work.path(),
     );
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("listen = \"127.0.0.1:9000\""), "file: {stdout}");
-    assert!(stdout.contains("max_future_secs = 120"), "env over file: {stdout}");
+    assert!(
+        stdout.contains("listen = \"127.0.0.1:9000\""),
+        "file: {stdout}"
+    );
+    assert!(
+        stdout.contains("max_future_secs = 120"),
+        "env over file: {stdout}"
+    );
     assert!(stdout.contains("auto_register_wells = false"), "{stdout}");
     assert!(stdout.contains("data_dir = \"/tmp/x\""), "flag: {stdout}");
     assert!(stdout.contains("body_limit_bytes = 100000"), "{stdout}");
 
-    std::fs::write(work.path().join("espwatch.toml"), "listen = \"127.0.0.1:9000\"\ncolour = \"red\"\n").expect("write");
+    std::fs::write(
+        work.path().join("espwatch.toml"),
+        "listen = \"127.0.0.1:9000\"\ncolour = \"red\"\n",
+    )
+    .expect("write");
     let (ok, _, stderr) = run_cli(&["config", "show"], &[], work.path());
     assert!(!ok);
-    assert!(stderr.contains("colour"), "unknown keys are named: {stderr}");
+    assert!(
+        stderr.contains("colour"),
+        "unknown keys are named: {stderr}"
+    );
 }

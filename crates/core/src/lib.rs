@@ -11,5 +11,5 @@ pub mod telemetry;
 pub mod well;
 
 pub use series::{Agg, Point, Series, TelemetryQuery, TimeRange};
-pub use telemetry::{Field, Measurements, Reading, Timestamp, WellId, FIELD_COUNT};
+pub use telemetry::{FIELD_COUNT, Field, Measurements, Reading, Timestamp, WellId};
 pub use well::WellMeta;

@@ -181,7 +181,12 @@ impl WellMeta {
             range("motor.rated_hp", m.rated_hp, 1.0, 5_000.0);
             range("motor.rated_voltage_v", m.rated_voltage_v, 100.0, 10_000.0);
             range("motor.rated_current_a", m.rated_current_a, 1.0, 1_500.0);
-            range("motor.max_winding_temp_c", m.max_winding_temp_c, 50.0, 260.0);
+            range(
+                "motor.max_winding_temp_c",
+                m.max_winding_temp_c,
+                50.0,
+                260.0,
+            );
         }
         if let Some(f) = &self.fluid {
             range("fluid.specific_gravity", f.specific_gravity, 0.5, 2.0);
@@ -206,16 +211,34 @@ impl WellMeta {
             if let (Some(lo), Some(hi)) = (p.min_flow_bpd, p.max_flow_bpd)
                 && lo >= hi
             {
-                bad("pump.max_flow_bpd", "must be greater than min_flow_bpd".into());
+                bad(
+                    "pump.max_flow_bpd",
+                    "must be greater than min_flow_bpd".into(),
+                );
             }
             if !p.stage_curve.is_empty() && p.stage_curve.len() < 2 {
                 bad("pump.stage_curve", "needs at least 2 points".into());
             }
             let mut prev_flow = f64::NEG_INFINITY;
             for (i, pt) in p.stage_curve.iter().enumerate() {
-                range(&format!("pump.stage_curve[{i}].flow_bpd"), Some(pt.flow_bpd), 0.0, 200_000.0);
-                range(&format!("pump.stage_curve[{i}].head_ft"), Some(pt.head_ft), 0.0, 1_000.0);
-                range(&format!("pump.stage_curve[{i}].bhp"), Some(pt.bhp), 0.0, 100.0);
+                range(
+                    &format!("pump.stage_curve[{i}].flow_bpd"),
+                    Some(pt.flow_bpd),
+                    0.0,
+                    200_000.0,
+                );
+                range(
+                    &format!("pump.stage_curve[{i}].head_ft"),
+                    Some(pt.head_ft),
+                    0.0,
+                    1_000.0,
+                );
+                range(
+                    &format!("pump.stage_curve[{i}].bhp"),
+                    Some(pt.bhp),
+                    0.0,
+                    100.0,
+                );
                 if pt.flow_bpd <= prev_flow {
                     bad(
                         &format!("pump.stage_curve[{i}].flow_bpd"),

@@ -2,8 +2,8 @@
 //! decode a payload, append what is valid, and report per reading.
 
 use bytes::Bytes;
-use espwatch_core::ingest::{self, DecodeError, DecodeOptions, Item, PayloadFormat};
 use espwatch_core::WellId;
+use espwatch_core::ingest::{self, DecodeError, DecodeOptions, Item, PayloadFormat};
 use espwatch_store::{AppendOptions, ReadingOutcome, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -55,7 +55,9 @@ pub async fn start_in(
     };
     tweak(&mut config);
     let store = EmbeddedStore::open(&data_dir, EmbeddedOptions::default()).expect("open store");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -83,12 +85,19 @@ impl TestApp {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server exited cleanly");
+            task.await
+                .expect("server task")
+                .expect("server exited cleanly");
         }
         self._dir.take()
     }
 
-    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
         let response = self
             .client
             .post(self.url(path))
@@ -101,11 +110,17 @@ impl TestApp {
     }
 
     pub async fn ingest_json(&self, body: &Value) -> (u16, Value) {
-        self.post("/api/v1/telemetry", "application/json", body.to_string()).await
+        self.post("/api/v1/telemetry", "application/json", body.to_string())
+            .await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.client.get(self.url(path)).send().await.expect("request");
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request");
         status_json(response).await
     }
 
@@ -117,7 +132,7 @@ impl TestApp {
     pub async fn all_points(&self, well: &str) -> Value {
         let (status, body) = self
             .get(&format!(
-                "/api/v1/wells/{well}/telemetry?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&max_points=1000000"
+                "/api/v1/wells/{well}/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000"
             ))
             .await;
         assert_eq!(status, 200, "{body}");
@@ -179,7 +194,10 @@ impl ChildServer {
 
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;

@@ -92,7 +92,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     if shutting_down {
         checks["server"] = serde_json::json!({"status": "unhealthy", "detail": "shutting down"});
     }
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
         status,
         Json(Readiness {

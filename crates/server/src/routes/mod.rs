@@ -14,12 +14,18 @@ use crate::error::ApiError;
 
 /// Reads a request body up to `limit` bytes; 413 beyond it (checked against
 /// `Content-Length` first so an honest client is refused before it uploads).
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("request body exceeds the limit of {limit} bytes; split it into smaller batches"),
+            format!(
+                "request body exceeds the limit of {limit} bytes; split it into smaller batches"
+            ),
         )
         .with_details(serde_json::json!({ "limit_bytes": limit }))
     };
@@ -96,7 +102,11 @@ pub(crate) async fn json_body<T: DeserializeOwned>(
 
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        let kind = if e.is_syntax() || e.is_eof() { "malformed_json" } else { "invalid_body" };
+        let kind = if e.is_syntax() || e.is_eof() {
+            "malformed_json"
+        } else {
+            "invalid_body"
+        };
         let status = if kind == "malformed_json" {
             StatusCode::BAD_REQUEST
         } else {

@@ -50,9 +50,12 @@ pub async fn ingest(
 ) -> Result<Response, ApiError> {
     let format = match media_type(&headers)?.as_deref() {
         Some("application/json") => PayloadFormat::Json,
-        Some("application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/json-seq") => {
-            PayloadFormat::Ndjson
-        }
+        Some(
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/json-seq",
+        ) => PayloadFormat::Ndjson,
         Some("text/csv") => PayloadFormat::Csv,
         other => {
             return Err(ApiError::new(
@@ -72,6 +75,7 @@ pub async fn ingest(
     let decode = DecodeOptions {
         now: Timestamp::from_datetime(Utc::now()),
         max_future_micros: state.config.max_future_secs as i64 * 1_000_000,
+        max_readings: MAX_READINGS_PER_REQUEST,
     };
     let append = AppendOptions {
         auto_register_wells: state.config.auto_register_wells,
@@ -83,14 +87,17 @@ pub async fn ingest(
                 "malformed_payload",
                 format!("the payload cannot be parsed: {e}"),
             )
-            .with_details(e.details()));
+            .with_details(&e));
         }
         Err(IngestError::Store(e)) => return Err(e.into()),
         Err(e @ IngestError::Join(_)) => return Err(ApiError::internal(e)),
     };
     let total = report.total();
     if total == 0 {
-        return Err(ApiError::bad_request("empty_payload", "the payload contains no readings"));
+        return Err(ApiError::bad_request(
+            "empty_payload",
+            "the payload contains no readings",
+        ));
     }
     if report.rejected.len() == total {
         // Every reading was refused: 422 with the full report plus the error envelope.
@@ -145,6 +152,10 @@ pub struct TelemetryResponse {
     fields: BTreeMap<&'static str, Vec<Option<f64>>>,
 }
 
+/// Most readings one request may carry: bounds decoded memory, which grows ~100× faster than
+/// the body for tiny readings.
+const MAX_READINGS_PER_REQUEST: usize = 200_000;
+
 /// Largest range a single query may span.
 const MAX_QUERY_RANGE_MICROS: i64 = 400 * 86_400 * 1_000_000;
 /// Most buckets an aggregated query may produce.
@@ -165,11 +176,15 @@ pub async fn query(
     params: Result<Query<TelemetryParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let well_id = parse_well_id(&id)?;
     let query = build_query(&state, well_id, params)?;
     if state.store.get_well(&query.well_id).await?.is_none() {
-        return Err(ApiError::not_found(format!("well {} is not registered", query.well_id)));
+        return Err(ApiError::not_found(format!(
+            "well {} is not registered",
+            query.well_id
+        )));
     }
     let series = state.store.query(&query).await?;
     let wants_csv = headers
@@ -217,9 +232,14 @@ fn parse_time(name: &'static str, text: &str) -> Result<Timestamp, ApiError> {
     })
 }
 
-fn build_query(state: &AppState, well_id: WellId, p: TelemetryParams) -> Result<TelemetryQuery, ApiError> {
+fn build_query(
+    state: &AppState,
+    well_id: WellId,
+    p: TelemetryParams,
+) -> Result<TelemetryQuery, ApiError> {
     let invalid = |param: &str, message: String| {
-        ApiError::bad_request("invalid_query", message).with_details(serde_json::json!({ "parameter": param }))
+        ApiError::bad_request("invalid_query", message)
+            .with_details(serde_json::json!({ "parameter": param }))
     };
     let to = match &p.to {
         Some(t) => parse_time("to", t)?,
@@ -274,11 +294,19 @@ fn build_query(state: &AppState, well_id: WellId, p: TelemetryParams) -> Result<
     };
     let agg = match p.agg.as_deref() {
         None => Agg::Avg,
-        Some(a) => Agg::parse(a).ok_or_else(|| invalid("agg", format!("unknown agg {a:?}; use avg, min, max or last")))?,
+        Some(a) => Agg::parse(a).ok_or_else(|| {
+            invalid(
+                "agg",
+                format!("unknown agg {a:?}; use avg, min, max or last"),
+            )
+        })?,
     };
     let max_points = p.max_points.unwrap_or(state.config.default_max_points);
     if !(2..=1_000_000).contains(&max_points) {
-        return Err(invalid("max_points", "`max_points` must be between 2 and 1000000".into()));
+        return Err(invalid(
+            "max_points",
+            "`max_points` must be between 2 and 1000000".into(),
+        ));
     }
     Ok(TelemetryQuery {
         well_id,
@@ -341,7 +369,15 @@ pub async fn latest(State(state): State<AppState>) -> Result<Json<LatestResponse
         .into_iter()
         .map(|w| {
             let id = w.meta.well_id.0;
-            (id.clone(), LatestEntry { well_id: id, ts: None, age_s: None, values: BTreeMap::new() })
+            (
+                id.clone(),
+                LatestEntry {
+                    well_id: id,
+                    ts: None,
+                    age_s: None,
+                    values: BTreeMap::new(),
+                },
+            )
         })
         .collect();
     for l in latest {

@@ -47,8 +47,11 @@ pub struct WellList {
 }
 
 fn invalid_meta(problems: Vec<MetaProblem>) -> ApiError {
-    ApiError::unprocessable("invalid_well", "the well metadata is invalid; see details.problems")
-        .with_details(serde_json::json!({ "problems": problems }))
+    ApiError::unprocessable(
+        "invalid_well",
+        "the well metadata is invalid; see details.problems",
+    )
+    .with_details(serde_json::json!({ "problems": problems }))
 }
 
 /// All registered wells, sorted by id.
@@ -90,11 +93,16 @@ pub async fn create(
         (status = 200, description = "The well", body = WellResponse),
         (status = 404, description = "Not registered", body = crate::error::ErrorEnvelope)
     ))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<WellResponse>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<WellResponse>, ApiError> {
     let well_id = parse_well_id(&id)?;
     match state.store.get_well(&well_id).await? {
         Some(record) => Ok(Json(record.into())),
-        None => Err(ApiError::not_found(format!("well {well_id} is not registered"))),
+        None => Err(ApiError::not_found(format!(
+            "well {well_id} is not registered"
+        ))),
     }
 }
 
@@ -117,7 +125,10 @@ pub async fn replace(
     let well_id = parse_well_id(&id)?;
     let mut value: serde_json::Value = json_body(&headers, body, WELL_BODY_LIMIT).await?;
     let Some(object) = value.as_object_mut() else {
-        return Err(ApiError::unprocessable("invalid_body", "the body must be a JSON object"));
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
     };
     match object.get("well_id") {
         None => {
@@ -135,7 +146,9 @@ pub async fn replace(
     meta.validate().map_err(invalid_meta)?;
     match state.store.update_well(meta).await? {
         Some(record) => Ok(Json(record.into())),
-        None => Err(ApiError::not_found(format!("well {well_id} is not registered"))),
+        None => Err(ApiError::not_found(format!(
+            "well {well_id} is not registered"
+        ))),
     }
 }
 
@@ -146,11 +159,16 @@ pub async fn replace(
         (status = 204, description = "Deleted with its telemetry"),
         (status = 404, description = "Not registered", body = crate::error::ErrorEnvelope)
     ))]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let well_id = parse_well_id(&id)?;
     if state.store.delete_well(&well_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::not_found(format!("well {well_id} is not registered")))
+        Err(ApiError::not_found(format!(
+            "well {well_id} is not registered"
+        )))
     }
 }
