@@ -282,7 +282,6 @@ impl Batch {
 /// Blank lines are skipped here so payload indices map to file lines one to one.
 struct Batches {
     reader: BufReader<File>,
-    format: PayloadFormat,
     header: Option<String>,
     size: usize,
     line_no: usize,
@@ -294,7 +293,6 @@ impl Batches {
         let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let mut batches = Batches {
             reader: BufReader::with_capacity(1 << 20, file),
-            format,
             header: None,
             size,
             line_no: 0,
