@@ -36,7 +36,7 @@ pub struct RejectedReading {
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FieldProblem {
-    /// Field name as sent (or `ts`, `well_id`, `*` for the reading as a whole).
+    /// Canonical field name (a legacy alias is named in `reason`), an unknown key as sent, or `*` for the reading as a whole.
     pub field: String,
     pub reason: String,
 }
