@@ -5,6 +5,7 @@ mod bench;
 mod ingest;
 mod serve;
 mod settings;
+mod simulate;
 mod wells;
 
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ enum Command {
     /// Inspect the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    Simulate(simulate::SimulateArgs),
+    /// Start the server with a simulated fleet streaming into it: the first command to run.
+    Demo(simulate::DemoArgs),
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -123,6 +127,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             serve::init_cli_logging();
             wells::run(cmd, config).await
+        }
+        Command::Simulate(args) => {
+            serve::init_cli_logging();
+            simulate::run(args).await
+        }
+        Command::Demo(args) => {
+            let overrides = settings::Overrides {
+                listen: Some(args.listen.clone()),
+                data_dir: Some(args.data_dir.clone()),
+                log_format: cli.log_format.clone(),
+            };
+            let config = settings::load(cli.config.as_deref(), &overrides)?;
+            serve::init_cli_logging();
+            simulate::run_demo(args, config).await
         }
         Command::Bench(cmd) => {
             serve::init_cli_logging();

@@ -1,0 +1,494 @@
+//! Runs one planned well through time: turns its episodes into [`Effects`], lives its normal life
+//! (operator frequency changes, planned stops, drifts), advances the plant and reads it through
+//! imperfect sensors.
+
+use crate::condition::Condition;
+use crate::rng::SimRng;
+use crate::telemetry::{Field, Measurements, Reading, Timestamp};
+
+use super::fleet::{Episode, WellPlan};
+use super::plant::{Effects, PlantState, TrueState};
+
+const HOUR: f64 = 3600.0;
+const DAY: f64 = 86_400.0;
+/// Longest physics step; sampling intervals above it are sub-stepped.
+const MAX_STEP_S: f64 = 5.0;
+
+/// One sample of a simulated well.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub ts: Timestamp,
+    pub truth: TrueState,
+    /// What the gauges reported; `None` when the whole reading was lost in transmission.
+    pub measured: Option<Measurements>,
+}
+
+impl Sample {
+    pub fn reading(&self, plan: &WellPlan) -> Option<Reading> {
+        self.measured.map(|values| Reading {
+            well_id: plan.id.clone(),
+            ts: self.ts,
+            values,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum NormalEvent {
+    Setpoint(f64),
+    Stop { minutes: f64 },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum SensorMode {
+    Stuck,
+    Spikes,
+    Dropout,
+}
+
+/// Simulates one well sample by sample.
+pub struct WellSimulator<'p> {
+    plan: &'p WellPlan,
+    start: Timestamp,
+    end_s: f64,
+    state: PlantState,
+    physics_rng: SimRng,
+    sensor_rng: SimRng,
+    /// Normal-life schedule: (time, event), in time order.
+    events: Vec<(f64, NormalEvent)>,
+    next_event: usize,
+    /// Erratic load/voltage process (AR(1), unit variance, ~20 s memory).
+    wobble: f64,
+    /// Current voltage disturbance: (until_s, factor).
+    voltage_event: (f64, f64),
+    /// Sample index; time = index × interval.
+    index: i64,
+    /// Frozen value of a stuck sensor.
+    stuck_value: Option<f64>,
+    depletion_psi_per_day: f64,
+    water_cut_drift_per_day: f64,
+    gauge_drift_psi: f64,
+    episode_params: Vec<f64>,
+}
+
+impl<'p> WellSimulator<'p> {
+    pub fn new(plan: &'p WellPlan, start: Timestamp, duration_micros: i64) -> WellSimulator<'p> {
+        let root = SimRng::new(plan.seed);
+        let mut life_rng = root.fork(1);
+        let end_s = duration_micros as f64 / 1e6;
+        let mut events = Vec::new();
+        if plan.normal_life {
+            let nominal = plan.plant.nominal_hz;
+            let mut t = life_rng.range(4.0 * HOUR, 30.0 * HOUR);
+            while t < end_s {
+                let step = (life_rng.range(-3.0, 3.0) * 2.0).round() / 2.0;
+                events.push((t, NormalEvent::Setpoint(nominal + step)));
+                t += life_rng.range(8.0 * HOUR, 40.0 * HOUR);
+            }
+            let mut t = life_rng.range(1.5 * DAY, 5.0 * DAY);
+            while t < end_s {
+                events.push((
+                    t,
+                    NormalEvent::Stop {
+                        minutes: life_rng.range(30.0, 180.0),
+                    },
+                ));
+                t += life_rng.range(2.0 * DAY, 6.0 * DAY);
+            }
+            // Keep normal life out of the labelled windows (and their recovery), so ground
+            // truth is unambiguous.
+            events.retain(|(t, _)| {
+                !plan
+                    .episodes
+                    .iter()
+                    .any(|e| *t > e.start_s - 2.0 * HOUR && *t < e.end_s + 3.0 * HOUR)
+            });
+            events.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        WellSimulator {
+            plan,
+            start,
+            end_s,
+            state: plan.plant.initial_state(),
+            physics_rng: root.fork(2),
+            sensor_rng: root.fork(3),
+            events,
+            next_event: 0,
+            wobble: 0.0,
+            voltage_event: (0.0, 1.0),
+            index: 0,
+            stuck_value: None,
+            depletion_psi_per_day: if plan.normal_life {
+                life_rng.range(0.1, 1.0)
+            } else {
+                0.0
+            },
+            water_cut_drift_per_day: if plan.normal_life {
+                life_rng.range(0.0, 0.05)
+            } else {
+                0.0
+            },
+            gauge_drift_psi: 0.0,
+            episode_params: plan
+                .episodes
+                .iter()
+                .map(|e| episode_param(plan, e))
+                .collect(),
+        }
+    }
+
+    pub fn state(&self) -> &PlantState {
+        &self.state
+    }
+
+    fn active(&self, t: f64) -> Option<&'p Episode> {
+        self.plan
+            .episodes
+            .iter()
+            .find(|e| t >= e.start_s && t < e.end_s)
+    }
+
+    fn active_index(&self, t: f64) -> Option<usize> {
+        self.plan
+            .episodes
+            .iter()
+            .position(|e| t >= e.start_s && t < e.end_s)
+    }
+
+    /// The physical effect of the episode active at `t`.
+    fn effects(&mut self, t: f64, dt: f64) -> Effects {
+        let mut fx = Effects::default();
+        let Some(k) = self.active_index(t) else {
+            return fx;
+        };
+        let ep = &self.plan.episodes[k];
+        let param = self.episode_params[k];
+        let plant = &self.plan.plant;
+        let since = t - ep.start_s;
+        let sev = ep.severity;
+        let ramp = |len: f64| (since / len).clamp(0.0, 1.0);
+        match ep.condition {
+            Condition::GasInterference => {
+                // Gas breakthrough with a drawn-down intake: inflow weakens so PIP falls, and
+                // the bubble point seen at the intake rises above it; free gas makes the pump
+                // erratic and slugs come and go.
+                let r = ramp(1800.0);
+                fx.inflow_factor = 1.0 - (0.25 + 0.15 * sev) * r;
+                let target = param * (1.0 + 0.1 * sev);
+                fx.bubble_point_rise_psi = (target - plant.bubble_point_psi).max(0.0) * r;
+                fx.gor_factor = 1.0 + (target / plant.bubble_point_psi - 1.0).max(0.4) * r;
+                let period = 600.0 + (ep.variant % 900) as f64;
+                let slug = 0.5 + 0.5 * (std::f64::consts::TAU * since / period).sin();
+                fx.forced_gas = (0.04 + 0.05 * sev) * slug * r;
+            }
+            Condition::GasLock => {
+                fx.forced_gas = (0.40 + 0.15 * sev) * ramp(300.0 + (ep.variant % 300) as f64);
+                fx.gor_factor = 1.0 + 0.8 * ramp(600.0);
+            }
+            Condition::PumpOff => {
+                // Inflow collapses to about half of what the pump takes even with an empty
+                // annulus.
+                fx.inflow_factor = param;
+            }
+            Condition::ClosedValve => fx.valve_closed = true,
+            Condition::TubingLeak => fx.leak_fraction = 0.18 + 0.22 * sev,
+            Condition::BrokenShaft => fx.shaft_broken = true,
+            Condition::PumpWear => {
+                let len = 2.0 * DAY + (ep.variant % 3) as f64 * DAY;
+                let p = ramp(len);
+                fx.head_factor = 1.0 - (0.18 + 0.15 * sev) * p;
+                fx.bhp_factor = 1.0 - 0.05 * p;
+                fx.extra_vibration_g = plant.base_vibration_g * (0.5 + 0.5 * sev) * p;
+            }
+            Condition::ScalePlugging => {
+                let len = 2.0 * DAY + (ep.variant % 3) as f64 * DAY;
+                let p = ramp(len);
+                fx.head_factor = 1.0 - (0.2 + 0.15 * sev) * p;
+                fx.bhp_factor = 1.0 + 0.08 * p;
+                fx.cooling_factor = 1.0 - 0.5 * p;
+                fx.extra_vibration_g = plant.base_vibration_g * (0.8 + 0.6 * sev) * p;
+            }
+            Condition::Overload => {
+                let factor = param;
+                fx.load_factor = 1.0 + (factor - 1.0) * ramp(600.0) * (1.0 + 0.12 * self.wobble);
+                fx.extra_vibration_g = plant.base_vibration_g * 0.8 * ramp(600.0);
+            }
+            Condition::MotorOverheat => {
+                fx.cooling_factor = param;
+                fx.head_factor = 0.94;
+            }
+            Condition::PowerFluctuation => {
+                if t >= self.voltage_event.0 {
+                    self.voltage_event = (t, 1.0);
+                    // A new disturbance starts on average every three minutes.
+                    if self.physics_rng.chance(dt / 180.0) {
+                        let length = self.physics_rng.range(5.0, 90.0);
+                        let factor = if self.physics_rng.chance(0.7) {
+                            1.0 - self.physics_rng.range(0.06, 0.12 + 0.15 * sev)
+                        } else {
+                            1.0 + self.physics_rng.range(0.04, 0.09)
+                        };
+                        self.voltage_event = (t + length, factor);
+                    }
+                }
+                fx.supply_factor = self.voltage_event.1 * (1.0 + 0.015 * self.wobble);
+            }
+            Condition::SensorFault => {}
+        }
+        fx
+    }
+
+    fn apply_normal_life(&mut self, t: f64, dt: f64) {
+        while let Some(&(at, ev)) = self.events.get(self.next_event) {
+            if at > t {
+                break;
+            }
+            self.next_event += 1;
+            match ev {
+                NormalEvent::Setpoint(hz) => self.state.setpoint_hz = hz,
+                NormalEvent::Stop { minutes } => {
+                    let plant = &self.plan.plant;
+                    plant.stop(&mut self.state, t + minutes * 60.0);
+                }
+            }
+        }
+        self.state.reservoir_psi -= self.depletion_psi_per_day * dt / DAY;
+        self.state.water_cut_pct =
+            (self.state.water_cut_pct + self.water_cut_drift_per_day * dt / DAY).min(99.0);
+    }
+
+    /// The next sample, or `None` past the end of the run.
+    pub fn next_sample(&mut self) -> Option<Sample> {
+        let interval = self.plan.interval_micros as f64 / 1e6;
+        let t_target = self.index as f64 * interval;
+        if t_target >= self.end_s {
+            return None;
+        }
+        let ts = Timestamp(self.start.0 + self.index * self.plan.interval_micros);
+        let mut truth = None;
+        if self.index == 0 {
+            let fx = self.effects(0.0, interval);
+            truth = Some(self.plan.plant.evaluate(&self.state, &fx, diurnal(ts)));
+        }
+        while self.state.time_s < t_target - 1e-9 {
+            let dt = (t_target - self.state.time_s).min(MAX_STEP_S);
+            let t = self.state.time_s + dt;
+            self.apply_normal_life(t, dt);
+            let a = (-dt / 20.0).exp();
+            self.wobble = a * self.wobble + (1.0 - a * a).sqrt() * self.physics_rng.normal();
+            let fx = self.effects(t, dt);
+            let kick = self.physics_rng.normal();
+            let step_ts = Timestamp(self.start.0 + (t * 1e6) as i64);
+            truth = Some(
+                self.plan
+                    .plant
+                    .step(&mut self.state, &fx, dt, diurnal(step_ts), kick),
+            );
+        }
+        self.index += 1;
+        let truth = truth.expect("at least one evaluation per sample");
+        let measured = self.measure(&truth, t_target, interval);
+        Some(Sample {
+            ts,
+            truth,
+            measured,
+        })
+    }
+
+    /// Reads the true state through the gauges: noise, quantisation, drift, gaps, and any
+    /// injected sensor fault.
+    fn measure(&mut self, t: &TrueState, time_s: f64, interval: f64) -> Option<Measurements> {
+        let r = &mut self.sensor_rng;
+        // Roughly one reading in two thousand is lost on the way.
+        if r.chance(0.0005) {
+            return None;
+        }
+        self.gauge_drift_psi += r.normal() * 0.02 * (interval / 60.0).sqrt();
+        self.gauge_drift_psi = self.gauge_drift_psi.clamp(-3.0, 3.0);
+        let mut m = Measurements::empty();
+        let running = t.running;
+        let mut put =
+            |m: &mut Measurements, f: Field, v: f64, abs_sd: f64, rel_sd: f64, quantum: f64| {
+                let noisy = v + r.normal() * (abs_sd + rel_sd * v.abs());
+                let q = (noisy / quantum).round() * quantum;
+                m.set(f, Some(q.max(0.0)));
+            };
+        put(
+            &mut m,
+            Field::FrequencyHz,
+            t.frequency_hz,
+            if running { 0.01 } else { 0.0 },
+            0.0,
+            0.01,
+        );
+        put(
+            &mut m,
+            Field::MotorCurrentA,
+            t.current_a,
+            if running { 0.1 } else { 0.0 },
+            0.004,
+            0.1,
+        );
+        put(
+            &mut m,
+            Field::MotorVoltageV,
+            t.voltage_v,
+            if running { 1.0 } else { 0.0 },
+            0.002,
+            1.0,
+        );
+        put(
+            &mut m,
+            Field::IntakePressurePsi,
+            t.intake_psi + self.gauge_drift_psi,
+            0.4,
+            0.0005,
+            0.1,
+        );
+        put(
+            &mut m,
+            Field::DischargePressurePsi,
+            t.discharge_psi,
+            0.6,
+            0.0005,
+            0.1,
+        );
+        put(
+            &mut m,
+            Field::TubingPressurePsi,
+            t.tubing_psi,
+            0.5,
+            0.002,
+            0.1,
+        );
+        put(&mut m, Field::IntakeTempC, t.intake_temp_c, 0.05, 0.0, 0.1);
+        put(&mut m, Field::MotorTempC, t.motor_temp_c, 0.1, 0.0, 0.1);
+        let floor = 0.004;
+        put(
+            &mut m,
+            Field::VibrationXG,
+            t.vibration_x_g.max(floor),
+            0.002,
+            0.04,
+            0.001,
+        );
+        put(
+            &mut m,
+            Field::VibrationYG,
+            t.vibration_y_g.max(floor),
+            0.002,
+            0.04,
+            0.001,
+        );
+        put(
+            &mut m,
+            Field::FlowRateBpd,
+            t.surface_flow_bpd,
+            if t.surface_flow_bpd > 0.0 { 2.0 } else { 0.0 },
+            0.01,
+            1.0,
+        );
+        put(&mut m, Field::GorScfBbl, t.gor_scf_bbl, 0.0, 0.02, 1.0);
+        put(&mut m, Field::WaterCutPct, t.water_cut_pct, 0.2, 0.0, 0.1);
+        for f in Field::ALL {
+            if r.chance(self.plan.missing_value_rate) {
+                m.set(f, None);
+            }
+        }
+        self.inject_sensor_fault(&mut m, time_s);
+        Some(m)
+    }
+
+    fn inject_sensor_fault(&mut self, m: &mut Measurements, time_s: f64) {
+        let Some(ep) = self
+            .active(time_s)
+            .filter(|e| e.condition == Condition::SensorFault)
+        else {
+            self.stuck_value = None;
+            return;
+        };
+        const CHANNELS: [Field; 6] = [
+            Field::IntakePressurePsi,
+            Field::DischargePressurePsi,
+            Field::MotorTempC,
+            Field::VibrationXG,
+            Field::MotorCurrentA,
+            Field::FlowRateBpd,
+        ];
+        let field = CHANNELS[(ep.variant % CHANNELS.len() as u64) as usize];
+        let mode = match (ep.variant / 7) % 3 {
+            0 => SensorMode::Stuck,
+            1 => SensorMode::Spikes,
+            _ => SensorMode::Dropout,
+        };
+        let r = &mut self.sensor_rng;
+        match mode {
+            SensorMode::Stuck => {
+                if self.stuck_value.is_none() {
+                    self.stuck_value = m.get(field).or(Some(0.0));
+                }
+                m.set(field, self.stuck_value);
+            }
+            SensorMode::Spikes => {
+                if r.chance(0.08 + 0.1 * ep.severity) {
+                    let v = m.get(field).unwrap_or(0.0);
+                    let spike = if r.chance(0.5) {
+                        0.0
+                    } else {
+                        (v * r.range(3.0, 6.0)).max(50.0)
+                    };
+                    m.set(field, Some(spike.min(field.sane_range().max * 0.9)));
+                }
+            }
+            SensorMode::Dropout => {
+                if r.chance(0.6 + 0.3 * ep.severity) {
+                    m.set(field, None);
+                }
+            }
+        }
+    }
+}
+
+/// The plant-dependent magnitude of an episode, computed once: the healthy PIP a gas
+/// breakthrough is measured against, the inflow share that pumps a well off, the load factor
+/// that overloads its motor.
+fn episode_param(plan: &WellPlan, ep: &Episode) -> f64 {
+    let plant = &plan.plant;
+    let sev = ep.severity;
+    match ep.condition {
+        Condition::GasInterference => {
+            plant.intake_pressure(plant.equilibrium(plant.nominal_hz, plant.reservoir_psi).1)
+        }
+        Condition::PumpOff => {
+            // Inflow collapses to well under what the pump takes even with an empty annulus.
+            // Compare with what the pump takes from an empty annulus, so the level must fall
+            // to the intake.
+            let q_dry = plant.pump_flow_at(plant.nominal_hz, 0.0);
+            let pwf_min = plant.casing_psi + plant.perfs_below_ft * plant.gradient();
+            let max_inflow = plant.pi * (plant.reservoir_psi - pwf_min);
+            let share = 0.35 + 0.25 * (1.0 - sev);
+            (share * q_dry / max_inflow).clamp(0.02, 0.8)
+        }
+        Condition::Overload => {
+            let healthy = plant.healthy_current(plant.nominal_hz) / plant.rated_current_a;
+            let target = 1.08 + 0.1 * sev;
+            let active = |r: f64| (r * r - 0.09).max(0.01).sqrt();
+            active(target) / active(healthy)
+        }
+        Condition::MotorOverheat => {
+            // Cooling falls until the winding runs past its limit (by up to 20 °C when severe).
+            let start = plant.initial_state();
+            let intake = plant.reservoir_temp_c;
+            let rise_now = (start.motor_temp_c - intake).max(1.0);
+            let rise_wanted = plant.max_winding_temp_c - 5.0 + 25.0 * sev - intake;
+            (rise_now / rise_wanted).clamp(0.02, 0.9)
+        }
+        _ => 0.0,
+    }
+}
+
+/// Surface temperature swings the flowline back-pressure a little over the day.
+fn diurnal(ts: Timestamp) -> f64 {
+    let day_fraction = (ts.0.rem_euclid(86_400_000_000)) as f64 / 86_400e6;
+    1.0 + 0.02 * (std::f64::consts::TAU * (day_fraction - 0.375)).sin()
+}
