@@ -7,10 +7,9 @@ use espwatch_core::{Condition, Field, Timestamp};
 fn main() {
     let arg = std::env::args().nth(1);
     for c in Condition::ALL {
-        if let Some(a) = &arg {
-            if a != c.name() {
-                continue;
-            }
+        if arg.as_ref().is_some_and(|a| a != c.name()) {
+            continue;
+        }
         }
         let mut cfg = FleetConfig::new(
             7,
@@ -51,7 +50,6 @@ fn main() {
             }
             trips = sim.state().trips;
         }
-        curve_dump(&w.plant);
         println!(
             "UL {:.1} OL {:.1} rated {:.1}",
             w.plant.underload_a, w.plant.overload_a, w.plant.rated_current_a
@@ -77,16 +75,5 @@ fn main() {
                 sd(&during[f.index()])
             );
         }
-    }
-}
-#[allow(dead_code)]
-pub fn curve_dump(p: &Plant) {
-    for f in [55.0, 58.0, 61.0, 62.0, 63.0, 64.0, 65.0, 67.0] {
-        let (q, lvl) = p.equilibrium(f, p.reservoir_psi);
-        println!(
-            "f {f} q {q:.0} level {lvl:.0} pip {:.0} I {:.1}",
-            p.intake_pressure(lvl),
-            p.healthy_current(f)
-        );
     }
 }

@@ -12,8 +12,9 @@ use crate::well::{CurvePoint, MotorSpec, PumpSpec};
 pub struct PumpModel {
     pub name: &'static str,
     pub base_frequency_hz: f64,
-    /// Best-efficiency flow at base frequency, bbl/d.
-    pub bep_flow_bpd: f64,
+    /// Nameplate flow the model is sold by, bbl/d (the curve's best efficiency is near it; see
+    /// [`PumpModel::bep_flow`]).
+    pub rated_flow_bpd: f64,
     /// Flow where head reaches zero, bbl/d.
     pub runout_flow_bpd: f64,
     /// Head per stage at zero flow, ft.
@@ -29,8 +30,8 @@ pub const PUMP_CATALOG: [PumpModel; 7] = [
     PumpModel {
         name: "RX-400-450",
         base_frequency_hz: 60.0,
-        bep_flow_bpd: 450.0,
-        runout_flow_bpd: 760.0,
+        rated_flow_bpd: 450.0,
+        runout_flow_bpd: 1020.0,
         shutin_head_ft: 26.0,
         bep_efficiency: 0.56,
         housing_od_in: 4.0,
@@ -38,8 +39,8 @@ pub const PUMP_CATALOG: [PumpModel; 7] = [
     PumpModel {
         name: "RX-400-1100",
         base_frequency_hz: 60.0,
-        bep_flow_bpd: 1100.0,
-        runout_flow_bpd: 1800.0,
+        rated_flow_bpd: 1100.0,
+        runout_flow_bpd: 2500.0,
         shutin_head_ft: 29.0,
         bep_efficiency: 0.64,
         housing_od_in: 4.0,
@@ -47,8 +48,8 @@ pub const PUMP_CATALOG: [PumpModel; 7] = [
     PumpModel {
         name: "RX-538-2600",
         base_frequency_hz: 60.0,
-        bep_flow_bpd: 2600.0,
-        runout_flow_bpd: 4200.0,
+        rated_flow_bpd: 2600.0,
+        runout_flow_bpd: 5910.0,
         shutin_head_ft: 44.0,
         bep_efficiency: 0.70,
         housing_od_in: 5.38,
@@ -56,17 +57,17 @@ pub const PUMP_CATALOG: [PumpModel; 7] = [
     PumpModel {
         name: "RX-675-7500",
         base_frequency_hz: 60.0,
-        bep_flow_bpd: 7500.0,
-        runout_flow_bpd: 12_000.0,
+        rated_flow_bpd: 7500.0,
+        runout_flow_bpd: 17050.0,
         shutin_head_ft: 62.0,
-        bep_efficiency: 0.74,
+        bep_efficiency: 0.70,
         housing_od_in: 6.75,
     },
     PumpModel {
         name: "EU-400-800",
         base_frequency_hz: 50.0,
-        bep_flow_bpd: 800.0,
-        runout_flow_bpd: 1300.0,
+        rated_flow_bpd: 800.0,
+        runout_flow_bpd: 1820.0,
         shutin_head_ft: 21.0,
         bep_efficiency: 0.60,
         housing_od_in: 4.0,
@@ -74,8 +75,8 @@ pub const PUMP_CATALOG: [PumpModel; 7] = [
     PumpModel {
         name: "EU-538-3500",
         base_frequency_hz: 50.0,
-        bep_flow_bpd: 3500.0,
-        runout_flow_bpd: 5600.0,
+        rated_flow_bpd: 3500.0,
+        runout_flow_bpd: 7950.0,
         shutin_head_ft: 36.0,
         bep_efficiency: 0.71,
         housing_od_in: 5.38,
@@ -83,10 +84,10 @@ pub const PUMP_CATALOG: [PumpModel; 7] = [
     PumpModel {
         name: "EU-562-9500",
         base_frequency_hz: 50.0,
-        bep_flow_bpd: 9500.0,
-        runout_flow_bpd: 15_000.0,
+        rated_flow_bpd: 9500.0,
+        runout_flow_bpd: 21590.0,
         shutin_head_ft: 48.0,
-        bep_efficiency: 0.75,
+        bep_efficiency: 0.70,
         housing_od_in: 5.62,
     },
 ];
@@ -103,11 +104,20 @@ impl PumpModel {
     }
 
     /// Brake horsepower per stage: rises gently with flow, as on radial/mixed-flow stages; scaled
-    /// so the efficiency at BEP is the published one.
+    /// so the efficiency at the rated flow is the published one.
     pub fn bhp(&self, q: f64) -> f64 {
-        let bhp_bep = self.bep_flow_bpd * self.head_ft(self.bep_flow_bpd)
+        let bhp_rated = self.rated_flow_bpd * self.head_ft(self.rated_flow_bpd)
             / (HHP_DIVISOR * self.bep_efficiency);
-        bhp_bep * (0.45 + 0.55 * q / self.bep_flow_bpd)
+        bhp_rated * (0.45 + 0.55 * q / self.rated_flow_bpd)
+    }
+
+    /// Flow of best efficiency on the curve, bbl/d.
+    pub fn bep_flow(&self) -> f64 {
+        let eff = |q: f64| q * self.head_ft(q) / (HHP_DIVISOR * self.bhp(q));
+        (1..1000)
+            .map(|i| self.runout_flow_bpd * i as f64 / 1000.0)
+            .max_by(|a, b| eff(*a).total_cmp(&eff(*b)))
+            .unwrap_or(self.rated_flow_bpd)
     }
 
     /// The curve as catalog points: 0 to runout in 20 steps.
@@ -130,8 +140,8 @@ impl PumpModel {
             stages: Some(stages),
             base_frequency_hz: Some(self.base_frequency_hz),
             stage_curve: self.stage_curve(),
-            min_flow_bpd: Some(round_to(0.75 * self.bep_flow_bpd, 0)),
-            max_flow_bpd: Some(round_to(1.25 * self.bep_flow_bpd, 0)),
+            min_flow_bpd: Some(round_to(0.75 * self.bep_flow(), 0)),
+            max_flow_bpd: Some(round_to(1.25 * self.bep_flow(), 0)),
         }
     }
 }
@@ -172,8 +182,8 @@ mod tests {
         assert!(PUMP_CATALOG.len() >= 5);
         assert!(PUMP_CATALOG.iter().any(|m| m.base_frequency_hz == 50.0));
         assert!(PUMP_CATALOG.iter().any(|m| m.base_frequency_hz == 60.0));
-        assert!(PUMP_CATALOG.iter().any(|m| m.bep_flow_bpd <= 500.0));
-        assert!(PUMP_CATALOG.iter().any(|m| m.bep_flow_bpd >= 9000.0));
+        assert!(PUMP_CATALOG.iter().any(|m| m.rated_flow_bpd <= 500.0));
+        assert!(PUMP_CATALOG.iter().any(|m| m.rated_flow_bpd >= 9000.0));
         for m in &PUMP_CATALOG {
             let spec = m.spec(100);
             let curve = StageCurve::from_spec(&spec).expect("valid curve");
@@ -188,12 +198,15 @@ mod tests {
                 let eff = p.flow_bpd * p.head_ft / (HHP_DIVISOR * p.bhp);
                 assert!(eff < 0.85, "{} eff {eff}", m.name);
             }
+            // The published points locate the best efficiency where the model has it.
             let bep = curve.bep_flow();
             assert!(
-                (bep / m.bep_flow_bpd - 1.0).abs() < 0.2,
+                (bep / m.bep_flow() - 1.0).abs() < 0.1,
                 "{} bep {bep}",
                 m.name
             );
+            let off = m.bep_flow() / m.rated_flow_bpd - 1.0;
+            assert!(off.abs() < 0.3, "{} bep {}", m.name, m.bep_flow());
         }
     }
 }

@@ -192,10 +192,10 @@ impl Scenario {
             base.wells = n;
         }
         for (i, w) in self.wells.iter().enumerate() {
-            if let Some(p) = &w.pump {
-                if pump_model(p).is_none() {
-                    return Err(format!("wells[{i}].pump: unknown model {p:?}"));
-                }
+            if let Some(p) = &w.pump
+                && pump_model(p).is_none()
+            {
+                return Err(format!("wells[{i}].pump: unknown model {p:?}"));
             }
             if let Some(iv) = &w.interval {
                 iv.parse::<IntervalChoice>()
@@ -463,15 +463,15 @@ fn assign_random_conditions(
         if condition == Condition::PowerFluctuation {
             let field = wells[w].meta.field.clone();
             let mut added = 0;
-            for n in 0..wells.len() {
+            for (n, neighbour) in wells.iter_mut().enumerate() {
                 if n != w
                     && n >= first_random
                     && added < 3
-                    && wells[n].meta.field == field
-                    && wells[n].episodes.is_empty()
+                    && neighbour.meta.field == field
+                    && neighbour.episodes.is_empty()
                     && rng.chance(0.5)
                 {
-                    wells[n].episodes.push(Episode {
+                    neighbour.episodes.push(Episode {
                         condition,
                         start_s: slot.0,
                         end_s: slot.1,
@@ -544,7 +544,7 @@ fn build_installation(
         let nominal =
             nominal_hz.unwrap_or_else(|| (base * rng.range(0.92, 1.08) * 2.0).round() / 2.0);
         let ratio = nominal / base;
-        let target_q = model.bep_flow_bpd * rng.range(0.85, 1.1) * ratio;
+        let target_q = model.bep_flow() * rng.range(0.9, 1.15) * ratio;
         let depth = rng.range(4000.0, 9000.0).round();
         let water_cut = rng.range(5.0, 95.0);
         let sg = 0.86 * (1.0 - water_cut / 100.0) + 1.04 * water_cut / 100.0;
@@ -593,7 +593,7 @@ fn build_installation(
         let pwf_target = pip_target + perfs_below * grad;
         let (casing_id_in, tubing_od_in) = match model.housing_od_in {
             od if od < 4.5 => (4.95, 2.375),
-            od if od < 6.0 => (6.28, 2.875),
+            od if od < 6.0 => (6.276, 2.875),
             _ => (8.68, 3.5),
         };
         let motor_od_in = model.housing_od_in + 0.5;
@@ -603,6 +603,7 @@ fn build_installation(
         let mut plant = Plant {
             model,
             curve: StageCurve::from_spec(&spec).expect("catalog curve"),
+            bep_flow_bpd: model.bep_flow(),
             stages,
             base_hz: base,
             nominal_hz: nominal,

@@ -28,6 +28,8 @@ const START_BYPASS_S: f64 = 240.0;
 pub struct Plant {
     pub model: &'static PumpModel,
     pub curve: StageCurve,
+    /// Best-efficiency flow at base frequency, bbl/d.
+    pub bep_flow_bpd: f64,
     pub stages: f64,
     pub base_hz: f64,
     pub nominal_hz: f64,
@@ -478,7 +480,7 @@ impl Plant {
 
         let hydraulic_kw = q * pump_head_now * mixture_sg.max(0.0) / 135_770.0 * KW_PER_HP;
         let q_base = aff.flow_to_base(q);
-        let off_bep = (q_base / self.model.bep_flow_bpd - 1.0).abs();
+        let off_bep = (q_base / self.bep_flow_bpd - 1.0).abs();
         let vib = if fx.shaft_broken {
             0.35 * self.base_vibration_g * aff.ratio * aff.ratio
         } else {
@@ -556,7 +558,7 @@ impl Plant {
 
         // Winding temperature: first order toward the load/cooling steady state.
         let target = self.steady_winding_temp(&t, fx.cooling_factor);
-        let tau = if t.running { 900.0 } else { 2400.0 };
+        let tau = if t.running { 600.0 } else { 2400.0 };
         st.motor_temp_c += (target - st.motor_temp_c) * (1.0 - (-dt / tau).exp());
 
         // Protection relay.

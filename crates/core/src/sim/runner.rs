@@ -197,7 +197,8 @@ impl<'p> WellSimulator<'p> {
                 let len = 2.0 * DAY + (ep.variant % 3) as f64 * DAY;
                 let p = ramp(len);
                 fx.head_factor = 1.0 - (0.18 + 0.15 * sev) * p;
-                fx.bhp_factor = 1.0 - 0.05 * p;
+                // Worn seals recirculate inside the pump: less delivered, about the same load.
+                fx.bhp_factor = 1.0 + 0.1 * p;
                 fx.extra_vibration_g = plant.base_vibration_g * (0.5 + 0.5 * sev) * p;
             }
             Condition::ScalePlugging => {
@@ -461,13 +462,13 @@ fn episode_param(plan: &WellPlan, ep: &Episode) -> f64 {
         }
         Condition::PumpOff => {
             // Inflow collapses to well under what the pump takes even with an empty annulus.
-            // Compare with what the pump takes from an empty annulus, so the level must fall
-            // to the intake.
-            let q_dry = plant.pump_flow_at(plant.nominal_hz, 0.0);
+            // Even with the annulus drawn down to the intake the well now gives only a part of
+            // what the pump took, so the level falls until the pump starves.
+            let (q, _) = plant.equilibrium(plant.nominal_hz, plant.reservoir_psi);
             let pwf_min = plant.casing_psi + plant.perfs_below_ft * plant.gradient();
             let max_inflow = plant.pi * (plant.reservoir_psi - pwf_min);
-            let share = 0.35 + 0.25 * (1.0 - sev);
-            (share * q_dry / max_inflow).clamp(0.02, 0.8)
+            let share = 0.3 + 0.25 * (1.0 - sev);
+            (share * q / max_inflow).clamp(0.02, 0.8)
         }
         Condition::Overload => {
             let healthy = plant.healthy_current(plant.nominal_hz) / plant.rated_current_a;
