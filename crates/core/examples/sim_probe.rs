@@ -10,7 +10,6 @@ fn main() {
         if arg.as_ref().is_some_and(|a| a != c.name()) {
             continue;
         }
-        }
         let mut cfg = FleetConfig::new(
             7,
             0,
