@@ -75,11 +75,7 @@ pub fn redact_url(url: &str) -> String {
             } else {
                 user.to_owned()
             };
-            format!(
-                "{}://{redacted}{}",
-                &url[..scheme_end],
-                &rest[at..]
-            )
+            format!("{}://{redacted}{}", &url[..scheme_end], &rest[at..])
         }
         None => url.to_owned(),
     }
@@ -328,7 +324,10 @@ mod tests {
         let mut url = "postgres://u@h/db?sslmode=require&application_name=x".to_owned();
         assert_eq!(take_param(&mut url, "sslmode").as_deref(), Some("require"));
         assert_eq!(url, "postgres://u@h/db?application_name=x");
-        assert_eq!(take_param(&mut url, "application_name").as_deref(), Some("x"));
+        assert_eq!(
+            take_param(&mut url, "application_name").as_deref(),
+            Some("x")
+        );
         assert_eq!(url, "postgres://u@h/db");
         assert_eq!(take_param(&mut url, "sslmode"), None);
     }
@@ -339,7 +338,10 @@ mod tests {
             redact_url("postgres://app:s3cret@db:5432/x?sslmode=require"),
             "postgres://app:<redacted>@db:5432/x?sslmode=require"
         );
-        assert_eq!(redact_url("postgres://postgres@127.0.0.1/test"), "postgres://postgres@127.0.0.1/test");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
     }
 
     #[test]

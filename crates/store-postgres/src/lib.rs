@@ -26,7 +26,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
-use espwatch_core::{Point, Reading, Series, TelemetryQuery, TimeRange, Timestamp, WellId, WellMeta};
+use espwatch_core::{
+    Point, Reading, Series, TelemetryQuery, TimeRange, Timestamp, WellId, WellMeta,
+};
 use espwatch_store::{
     AppendOptions, AppendOutcome, LatestReading, ProbeResult, Store, StoreError, StoreHealth,
     StoreResult, StoreStats, WellRecord,
@@ -38,7 +40,9 @@ pub use schema::{Flavor, MigrationReport, TimescaleMode};
 pub use types::CopyEncoder;
 
 use crate::schema::{COLUMNS, column_list};
-use crate::types::{MAX_SUPPORTED, MIN_SUPPORTED, PgTs, db_err, get, measurements_from_row, pool_err};
+use crate::types::{
+    MAX_SUPPORTED, MIN_SUPPORTED, PgTs, db_err, get, measurements_from_row, pool_err,
+};
 
 /// Settings of the PostgreSQL backend.
 #[derive(Clone, Debug)]
@@ -56,6 +60,8 @@ pub struct PostgresOptions {
     pub partitions_ahead_days: u32,
     /// Upper bound of readings group-committed in one transaction.
     pub max_readings_per_commit: usize,
+    /// Writer connections, each group-committing whatever is queued when it is free.
+    pub writers: usize,
     /// A round whose connection broke before COMMIT is retried on new connections this long.
     pub retry_window: Duration,
     /// How often queued rollup work is applied.
@@ -76,6 +82,7 @@ impl Default for PostgresOptions {
             compress_after: Duration::from_secs(7 * 86_400),
             partitions_ahead_days: 3,
             max_readings_per_commit: 50_000,
+            writers: 2,
             retry_window: Duration::from_secs(10),
             rollup_interval: Duration::from_secs(1),
             schema: None,
@@ -102,10 +109,10 @@ pub struct PostgresStore {
 
 struct Inner {
     shared: Arc<Shared>,
-    sender: std::sync::Mutex<Option<mpsc::UnboundedSender<writer::Command>>>,
+    sender: std::sync::Mutex<Option<mpsc::UnboundedSender<writer::Job>>>,
     /// Dropping it stops the maintenance task.
     stop: watch::Sender<bool>,
-    writer_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    writer_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     maintenance_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -136,7 +143,10 @@ pub async fn migrate(url: &str, opts: &PostgresOptions) -> StoreResult<Migration
     let mut client = connector.connect().await?;
     if let Some(schema) = &opts.schema {
         client
-            .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", schema.replace('"', "")))
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{}\"",
+                schema.replace('"', "")
+            ))
             .await
             .map_err(|e| db_err("creating the schema", e))?;
     }
@@ -163,10 +173,7 @@ impl PostgresStore {
             }
         };
         let pool = connector.pool(opts.pool_size)?;
-        let client = pool
-            .get()
-            .await
-            .map_err(|e| pool_err("connecting", e))?;
+        let client = pool.get().await.map_err(|e| pool_err("connecting", e))?;
         match report.flavor {
             Flavor::Partitioned => {
                 partitions::ensure_ahead(&client, opts.partitions_ahead_days)
@@ -188,13 +195,18 @@ impl PostgresStore {
             closed: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = writer::Writer::new(
-            shared.clone(),
-            rx,
-            opts.max_readings_per_commit.max(1),
-            opts.retry_window,
-        );
-        let writer_task = tokio::spawn(writer.run());
+        let queue: writer::Queue = Arc::new(Mutex::new(rx));
+        let writer_tasks = (0..opts.writers.max(1))
+            .map(|_| {
+                let writer = writer::Writer::new(
+                    shared.clone(),
+                    queue.clone(),
+                    opts.max_readings_per_commit.max(1),
+                    opts.retry_window,
+                );
+                tokio::spawn(writer.run())
+            })
+            .collect();
         let (stop, stopped) = watch::channel(false);
         let maintenance_task = tokio::spawn(maintenance(shared.clone(), opts.clone(), stopped));
         Ok(PostgresStore {
@@ -202,7 +214,7 @@ impl PostgresStore {
                 shared,
                 sender: std::sync::Mutex::new(Some(tx)),
                 stop,
-                writer_task: Mutex::new(Some(writer_task)),
+                writer_tasks: Mutex::new(writer_tasks),
                 maintenance_task: Mutex::new(Some(maintenance_task)),
             }),
         })
@@ -366,11 +378,11 @@ impl Store for PostgresStore {
             )));
         }
         let (reply, answer) = oneshot::channel();
-        let job = writer::Command::Append(writer::Job {
+        let job = writer::Job {
             readings,
             opts,
             reply,
-        });
+        };
         {
             let sender = self.inner.sender.lock().unwrap_or_else(|p| p.into_inner());
             let sender = sender.as_ref().ok_or_else(unavailable)?;
@@ -401,7 +413,12 @@ impl Store for PostgresStore {
                     .await
                     .map_err(|e| db_err("read_range", e))?;
                 rows.iter()
-                    .map(|r| Ok((Timestamp(get::<PgTs>(r, 0)?.0), measurements_from_row(r, 1)?)))
+                    .map(|r| {
+                        Ok((
+                            Timestamp(get::<PgTs>(r, 0)?.0),
+                            measurements_from_row(r, 1)?,
+                        ))
+                    })
                     .collect()
             }
         })
@@ -411,14 +428,12 @@ impl Store for PostgresStore {
     async fn query(&self, query: &TelemetryQuery) -> StoreResult<Series> {
         self.check_open()?;
         match rollups::plan(query) {
-            Some(plan) => {
-                match rollups::query(&self.inner.shared, query, plan).await {
-                    Err(e) if rollups::retryable(&e) => {
-                        rollups::query(&self.inner.shared, query, plan).await
-                    }
-                    other => other,
+            Some(plan) => match rollups::query(&self.inner.shared, query, plan).await {
+                Err(e) if rollups::retryable(&e) => {
+                    rollups::query(&self.inner.shared, query, plan).await
                 }
-            }
+                other => other,
+            },
             None => {
                 let points = self.read_range(&query.well_id, query.range).await?;
                 Ok(espwatch_core::series::evaluate(query, &points))
@@ -445,7 +460,10 @@ impl Store for PostgresStore {
                             well_id: WellId::parse(&id).map_err(|e| {
                                 StoreError::Internal(format!("stored well id {id:?}: {e}"))
                             })?,
-                            point: (Timestamp(get::<PgTs>(r, 1)?.0), measurements_from_row(r, 2)?),
+                            point: (
+                                Timestamp(get::<PgTs>(r, 1)?.0),
+                                measurements_from_row(r, 2)?,
+                            ),
                         })
                     })
                     .collect()
@@ -713,13 +731,10 @@ impl Store for PostgresStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some(sender) = sender {
-            let (done, finished) = oneshot::channel();
-            if sender.send(writer::Command::Close(done)).is_ok() {
-                let _ = finished.await;
-            }
-        }
-        if let Some(task) = self.inner.writer_task.lock().await.take() {
+        // Without a sender the writers drain the queue, commit it and stop.
+        drop(sender);
+        let tasks = std::mem::take(&mut *self.inner.writer_tasks.lock().await);
+        for task in tasks {
             let _ = task.await;
         }
         let _ = self.inner.stop.send(true);

@@ -14,7 +14,10 @@ pub fn day_of(ts: Timestamp) -> i64 {
 /// `telemetry_pYYYYMMDD`.
 pub fn name(day: i64) -> String {
     let date = Timestamp(day * DAY_MICROS).to_rfc3339();
-    format!("telemetry_p{}", date.get(..10).unwrap_or("x").replace('-', ""))
+    format!(
+        "telemetry_p{}",
+        date.get(..10).unwrap_or("x").replace('-', "")
+    )
 }
 
 fn bound(day: i64) -> String {

@@ -253,7 +253,12 @@ pub fn plan(query: &TelemetryQuery) -> Option<(i64, &'static str, i64, i64)> {
         if step % width != 0 {
             return None;
         }
-        let inner_from = floor(from, width) + if from.rem_euclid(width) == 0 { 0 } else { width };
+        let inner_from = floor(from, width)
+            + if from.rem_euclid(width) == 0 {
+                0
+            } else {
+                width
+            };
         let inner_to = floor(to, width);
         // Worth it from a few whole rollup buckets on.
         (inner_to - inner_from >= 4 * width).then_some((width, suffix, inner_from, inner_to))
@@ -272,11 +277,7 @@ pub async fn query(
     let from = PgTs::clamped(query.range.from).0;
     let to = PgTs::clamped(query.range.to).0;
     let well = query.well_id.as_str();
-    let mut client = shared
-        .pool
-        .get()
-        .await
-        .map_err(|e| pool_err("query", e))?;
+    let mut client = shared.pool.get().await.map_err(|e| pool_err("query", e))?;
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -290,7 +291,11 @@ pub async fn query(
         .query(
             "SELECT DISTINCT minute FROM rollup_dirty
              WHERE well_id = $1 AND minute >= $2 AND minute < $3",
-            &[&well, &PgTs(floor(inner_from, MINUTE_MICROS)), &PgTs(inner_to)],
+            &[
+                &well,
+                &PgTs(floor(inner_from, MINUTE_MICROS)),
+                &PgTs(inner_to),
+            ],
         )
         .await
         .map_err(err("reading lagging minutes"))?;

@@ -85,7 +85,10 @@ pub fn column_list() -> String {
 }
 
 fn channel_defs() -> String {
-    COLUMNS.iter().map(|c| format!(",\n    {c} float8")).collect()
+    COLUMNS
+        .iter()
+        .map(|c| format!(",\n    {c} float8"))
+        .collect()
 }
 
 /// Per channel: sample count, sum, min, max and the last value (of the latest sample that has
@@ -274,7 +277,12 @@ fn checksum(sql: &str) -> i64 {
 
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
-    checksum(&format!("{}{}{}", common().sql, partitioned().sql, timescale().sql)) as u64
+    checksum(&format!(
+        "{}{}{}",
+        common().sql,
+        partitioned().sql,
+        timescale().sql
+    )) as u64
 }
 
 /// Advisory lock keys (arbitrary constants, namespaced by the first word).
@@ -293,7 +301,10 @@ pub struct MigrationReport {
 }
 
 /// Brings the schema up to date; idempotent, safe to run from several processes at once.
-pub async fn migrate(client: &mut Client, mode: TimescaleMode) -> Result<MigrationReport, StoreError> {
+pub async fn migrate(
+    client: &mut Client,
+    mode: TimescaleMode,
+) -> Result<MigrationReport, StoreError> {
     let err = |what: &'static str| move |e| db_err(what, e);
     client
         .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
@@ -327,7 +338,10 @@ async fn migrate_locked(
         .await
         .map_err(err("creating the migrations table"))?;
     let done: Vec<(i32, i64)> = client
-        .query("SELECT version, checksum FROM espwatch_migrations ORDER BY version", &[])
+        .query(
+            "SELECT version, checksum FROM espwatch_migrations ORDER BY version",
+            &[],
+        )
         .await
         .map_err(err("reading applied migrations"))?
         .iter()
@@ -337,7 +351,10 @@ async fn migrate_locked(
     // The flavour: recorded, or decided now (before migration 2 runs).
     let recorded: Option<String> = if done.iter().any(|(v, _)| *v >= 1) {
         client
-            .query_opt("SELECT value FROM espwatch_settings WHERE key = 'flavor'", &[])
+            .query_opt(
+                "SELECT value FROM espwatch_settings WHERE key = 'flavor'",
+                &[],
+            )
             .await
             .map_err(err("reading the store flavour"))?
             .map(|r| r.get(0))
@@ -399,9 +416,9 @@ async fn migrate_locked(
             .transaction()
             .await
             .map_err(err("starting a migration"))?;
-        tx.batch_execute(&m.sql).await.map_err(|e| {
-            db_err(&format!("applying migration {} ({})", m.version, m.name), e)
-        })?;
+        tx.batch_execute(&m.sql)
+            .await
+            .map_err(|e| db_err(&format!("applying migration {} ({})", m.version, m.name), e))?;
         tx.execute(
             "INSERT INTO espwatch_migrations (version, name, checksum) VALUES ($1, $2, $3)",
             &[&m.version, &m.name, &sum],
@@ -449,7 +466,8 @@ async fn timescale_usable(client: &mut Client) -> Result<(), String> {
     created.map_err(|e| {
         format!(
             "CREATE EXTENSION timescaledb failed: {}",
-            e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned())
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
         )
     })
 }

@@ -133,9 +133,7 @@ async fn ensure_template(client: &tokio_postgres::Client, admin: &str) -> String
             .expect("migrating the template");
         // Renaming last means a half-built template is never cloned.
         client
-            .batch_execute(&format!(
-                "ALTER DATABASE {building} RENAME TO {template}"
-            ))
+            .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {template}"))
             .await
             .expect("publishing the template");
     }

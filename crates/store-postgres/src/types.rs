@@ -190,10 +190,20 @@ mod tests {
 
     #[test]
     fn timestamps_round_trip_exactly() {
-        for micros in [0, 1, -1, 1_767_225_600_123_456, MIN_SUPPORTED.0, MAX_SUPPORTED.0] {
+        for micros in [
+            0,
+            1,
+            -1,
+            1_767_225_600_123_456,
+            MIN_SUPPORTED.0,
+            MAX_SUPPORTED.0,
+        ] {
             let mut buf = BytesMut::new();
             PgTs(micros).to_sql(&Type::TIMESTAMPTZ, &mut buf).unwrap();
-            assert_eq!(PgTs::from_sql(&Type::TIMESTAMPTZ, &buf).unwrap(), PgTs(micros));
+            assert_eq!(
+                PgTs::from_sql(&Type::TIMESTAMPTZ, &buf).unwrap(),
+                PgTs(micros)
+            );
         }
         assert_eq!(PgTs::clamped(Timestamp(i64::MAX)), PgTs(MAX_SUPPORTED.0));
     }

@@ -31,12 +31,6 @@ pub struct Job {
     pub reply: oneshot::Sender<StoreResult<AppendOutcome>>,
 }
 
-pub enum Command {
-    Append(Job),
-    /// Finish what is queued before this, then stop.
-    Close(oneshot::Sender<()>),
-}
-
 /// Statements prepared once per connection.
 struct Prepared {
     known_wells: Statement,
@@ -52,9 +46,12 @@ struct Conn {
     prepared: Prepared,
 }
 
+/// The queue all writers take rounds from; a writer holds the lock only while gathering one.
+pub type Queue = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>;
+
 pub struct Writer {
     pub shared: Arc<Shared>,
-    pub rx: mpsc::UnboundedReceiver<Command>,
+    pub rx: Queue,
     pub max_readings_per_commit: usize,
     pub retry_window: Duration,
     conn: Option<Conn>,
@@ -70,8 +67,13 @@ struct Failure {
 
 fn transient(context: &str) -> impl FnOnce(tokio_postgres::Error) -> Failure + '_ {
     move |e| {
+        // Concurrent writers can deadlock on shared rows (re-sent readings, well_latest);
+        // PostgreSQL aborts one transaction, which is then simply replayed.
+        let conflict = e
+            .code()
+            .is_some_and(|c| c.code() == "40P01" || c.code() == "40001");
         let error = db_err(context, e);
-        let retry = matches!(error, StoreError::Unavailable(_));
+        let retry = conflict || matches!(error, StoreError::Unavailable(_));
         Failure { error, retry }
     }
 }
@@ -87,7 +89,7 @@ fn copy_err(e: &StoreError) -> StoreError {
 impl Writer {
     pub fn new(
         shared: Arc<Shared>,
-        rx: mpsc::UnboundedReceiver<Command>,
+        rx: Queue,
         max_readings_per_commit: usize,
         retry_window: Duration,
     ) -> Writer {
@@ -101,36 +103,26 @@ impl Writer {
         }
     }
 
+    /// Runs rounds until every sender is gone and the queue is drained.
     pub async fn run(mut self) {
-        while let Some(command) = self.rx.recv().await {
-            let first = match command {
-                Command::Close(done) => {
-                    let _ = done.send(());
-                    return;
+        loop {
+            let jobs = {
+                let mut rx = self.rx.lock().await;
+                let Some(first) = rx.recv().await else { return };
+                let mut total = first.readings.len();
+                let mut jobs = vec![first];
+                while total < self.max_readings_per_commit {
+                    match rx.try_recv() {
+                        Ok(job) => {
+                            total += job.readings.len();
+                            jobs.push(job);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Command::Append(job) => job,
+                jobs
             };
-            let mut total = first.readings.len();
-            let mut jobs = vec![first];
-            let mut close = None;
-            while total < self.max_readings_per_commit {
-                match self.rx.try_recv() {
-                    Ok(Command::Append(job)) => {
-                        total += job.readings.len();
-                        jobs.push(job);
-                    }
-                    Ok(Command::Close(done)) => {
-                        close = Some(done);
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
             self.commit_round(jobs).await;
-            if let Some(done) = close {
-                let _ = done.send(());
-                return;
-            }
         }
     }
 
@@ -147,7 +139,7 @@ impl Writer {
                     return;
                 }
                 Err(failure) => {
-                    if failure.retry {
+                    if failure.retry && self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
                         // The connection is unusable; a fresh one is opened next attempt.
                         self.conn = None;
                     }
@@ -234,7 +226,10 @@ impl Writer {
             .iter()
             .map(|r| get::<String>(r, 0))
             .collect::<Result<_, _>>()
-            .map_err(|error| Failure { error, retry: false })?;
+            .map_err(|error| Failure {
+                error,
+                retry: false,
+            })?;
 
         // Decide per reading, in submission order: unknown well, in-round duplicate, candidate.
         let mut outcomes: Vec<AppendOutcome> = Vec::with_capacity(jobs.len());
@@ -287,7 +282,10 @@ impl Writer {
                 .iter()
                 .map(|r| get::<String>(r, 0))
                 .collect::<Result<_, _>>()
-                .map_err(|error| Failure { error, retry: false })?;
+                .map_err(|error| Failure {
+                    error,
+                    retry: false,
+                })?;
             for (j, w) in to_register {
                 if inserted.contains(w.as_str()) {
                     outcomes[j].registered_wells.push(w);
@@ -331,8 +329,14 @@ impl Writer {
                 .map_err(transient("inserting telemetry"))?;
             let mut accepted = vec![false; candidates.len()];
             for row in &inserted {
-                let well: &str = get(row, 0).map_err(|error| Failure { error, retry: false })?;
-                let ts: PgTs = get(row, 1).map_err(|error| Failure { error, retry: false })?;
+                let well: &str = get(row, 0).map_err(|error| Failure {
+                    error,
+                    retry: false,
+                })?;
+                let ts: PgTs = get(row, 1).map_err(|error| Failure {
+                    error,
+                    retry: false,
+                })?;
                 if let Some(&c) = slot.get(&(well, ts.0)) {
                     accepted[c] = true;
                 }
@@ -352,7 +356,10 @@ impl Writer {
             for (c, &(j, i)) in candidates.iter().enumerate() {
                 if accepted[c] {
                     let r = &jobs[j].readings[i];
-                    minutes.insert((r.well_id.as_str(), r.ts.0 - r.ts.0.rem_euclid(MINUTE_MICROS)));
+                    minutes.insert((
+                        r.well_id.as_str(),
+                        r.ts.0 - r.ts.0.rem_euclid(MINUTE_MICROS),
+                    ));
                 }
             }
             if !minutes.is_empty() {
@@ -416,7 +423,7 @@ async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_post
             .prepare(
                 "INSERT INTO wells (well_id, meta, created_at, updated_at, auto_registered)
                  SELECT id, meta::jsonb, $3, $3, true FROM unnest($1::text[], $2::text[]) AS t(id, meta)
-                 ON CONFLICT (well_id) DO NOTHING RETURNING well_id",
+                 ORDER BY id ON CONFLICT (well_id) DO NOTHING RETURNING well_id",
             )
             .await?,
         copy: client
@@ -432,7 +439,7 @@ async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_post
         latest: client
             .prepare(&format!(
                 "INSERT INTO well_latest (well_id, ts, {cols})
-                 SELECT well_id, ts, {cols} FROM espwatch_stage WHERE newest
+                 SELECT well_id, ts, {cols} FROM espwatch_stage WHERE newest ORDER BY well_id
                  ON CONFLICT (well_id) DO UPDATE SET ts = EXCLUDED.ts{updates}
                  WHERE well_latest.ts < EXCLUDED.ts"
             ))

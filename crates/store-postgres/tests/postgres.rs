@@ -56,7 +56,12 @@ impl Harness for PgHarness {
     }
 
     async fn seal(&self, _store: &Arc<dyn Store>) {
-        let store = self.current.lock().unwrap().clone().expect("a store is open");
+        let store = self
+            .current
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a store is open");
         store.refresh_rollups().await.unwrap();
     }
 
@@ -104,7 +109,11 @@ fn assert_same_series(got: &espwatch_core::Series, want: &espwatch_core::Series,
 
 async fn check_queries(store: &PostgresStore, rng: &mut u64, label: &str) {
     let w = well("ROLL");
-    let fields = vec![Field::FrequencyHz, Field::MotorCurrentA, Field::IntakePressurePsi];
+    let fields = vec![
+        Field::FrequencyHz,
+        Field::MotorCurrentA,
+        Field::IntakePressurePsi,
+    ];
     let all = store.read_range(&w, all_time()).await.unwrap();
     let day = 86_400i64;
     for step in [60, 300, 3600, 7200, day, 2 * day, 90] {
@@ -126,7 +135,11 @@ async fn check_queries(store: &PostgresStore, rng: &mut u64, label: &str) {
                 };
                 let got = store.query(&query).await.unwrap();
                 let want = evaluate(&query, &all);
-                assert_same_series(&got, &want, &format!("{label} step {step} {agg:?} {a}..{b}"));
+                assert_same_series(
+                    &got,
+                    &want,
+                    &format!("{label} step {step} {agg:?} {a}..{b}"),
+                );
             }
         }
     }
@@ -134,7 +147,9 @@ async fn check_queries(store: &PostgresStore, rng: &mut u64, label: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollup_queries_equal_raw_evaluation() {
-    let Some(h) = PgHarness::new().await else { return };
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
     let store = h.store().await;
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     // Three days of irregular readings with gaps and missing channels.
@@ -143,13 +158,29 @@ async fn rollup_queries_equal_raw_evaluation() {
     while t < 3 * 86_400 {
         let mut m = Measurements::empty();
         if xorshift(&mut rng) % 4 != 0 {
-            m.set(Field::FrequencyHz, Some((xorshift(&mut rng) % 6000) as f64 / 100.0));
+            m.set(
+                Field::FrequencyHz,
+                Some((xorshift(&mut rng) % 6000) as f64 / 100.0),
+            );
         }
         if xorshift(&mut rng) % 3 != 0 {
-            m.set(Field::MotorCurrentA, Some((xorshift(&mut rng) % 9000) as f64 / 100.0));
+            m.set(
+                Field::MotorCurrentA,
+                Some((xorshift(&mut rng) % 9000) as f64 / 100.0),
+            );
         }
-        batch.push(Reading { well_id: well("ROLL"), ts: Timestamp(T0 + t * 1_000_000), values: m });
-        t += 7 + (xorshift(&mut rng) % 60) as i64 + if xorshift(&mut rng) % 50 == 0 { 5000 } else { 0 };
+        batch.push(Reading {
+            well_id: well("ROLL"),
+            ts: Timestamp(T0 + t * 1_000_000),
+            values: m,
+        });
+        t += 7
+            + (xorshift(&mut rng) % 60) as i64
+            + if xorshift(&mut rng) % 50 == 0 {
+                5000
+            } else {
+                0
+            };
     }
     for chunk in batch.chunks(5000) {
         store.append(chunk.to_vec(), auto()).await.unwrap();
@@ -193,7 +224,9 @@ async fn terminate_backends(admin: &tokio_postgres::Client, db: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminated_connections_under_load_lose_nothing_acknowledged() {
-    let Some(h) = PgHarness::new().await else { return };
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
     let store = Arc::new(h.store().await);
     let admin = admin().await;
     let clients = 8;
@@ -248,7 +281,11 @@ async fn terminated_connections_under_load_lose_nothing_acknowledged() {
     // Every acknowledged reading is there, and every reading ended up stored exactly once.
     let mut stored = HashSet::new();
     for c in 0..clients {
-        for (t, _) in store.read_range(&well(&format!("L{c}")), all_time()).await.unwrap() {
+        for (t, _) in store
+            .read_range(&well(&format!("L{c}")), all_time())
+            .await
+            .unwrap()
+        {
             stored.insert((well(&format!("L{c}")), t));
         }
     }
@@ -262,7 +299,9 @@ async fn terminated_connections_under_load_lose_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_database_is_not_ready_until_it_returns() {
-    let Some(h) = PgHarness::new().await else { return };
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
     let store = PostgresStore::open(
         &h.db.url,
         PostgresOptions {
@@ -272,7 +311,10 @@ async fn unreachable_database_is_not_ready_until_it_returns() {
     )
     .await
     .unwrap();
-    store.append(vec![reading("U", 0, 1.0)], auto()).await.unwrap();
+    store
+        .append(vec![reading("U", 0, 1.0)], auto())
+        .await
+        .unwrap();
     let admin = admin().await;
     let name = &h.db.name;
     admin
@@ -283,7 +325,10 @@ async fn unreachable_database_is_not_ready_until_it_returns() {
     let health = store.health().await;
     assert!(!health.read.ok && !health.write.ok, "{health:?}");
     let refused = store.append(vec![reading("U", 1, 1.0)], auto()).await;
-    assert!(matches!(refused, Err(StoreError::Unavailable(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
     admin
         .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
         .await
@@ -292,16 +337,29 @@ async fn unreachable_database_is_not_ready_until_it_returns() {
     assert!(health.read.ok && health.write.ok, "{health:?}");
     assert!(health.read.latency_ms > 0.0);
     assert_eq!(
-        store.append(vec![reading("U", 1, 1.0)], auto()).await.unwrap().outcomes,
+        store
+            .append(vec![reading("U", 1, 1.0)], auto())
+            .await
+            .unwrap()
+            .outcomes,
         vec![ReadingOutcome::Accepted]
     );
-    assert_eq!(store.read_range(&well("U"), all_time()).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .read_range(&well("U"), all_time())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     store.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_share_commits_and_partitions_follow_the_data() {
-    let Some(h) = PgHarness::new().await else { return };
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
     let store = h.store().await;
     assert_eq!(store.flavor(), Flavor::Partitioned);
     let before = store.stats().await.unwrap();
@@ -311,9 +369,16 @@ async fn concurrent_appends_share_commits_and_partitions_follow_the_data() {
         let s = store.clone();
         // Spread over 20 days, backfilled far in the past: partitions are made on demand.
         tasks.push(tokio::spawn(async move {
-            s.append(vec![reading(&format!("G{}", i % 10), (i % 20) * 86_400 - 400 * 86_400 + i, 1.0)], auto())
-                .await
-                .unwrap()
+            s.append(
+                vec![reading(
+                    &format!("G{}", i % 10),
+                    (i % 20) * 86_400 - 400 * 86_400 + i,
+                    1.0,
+                )],
+                auto(),
+            )
+            .await
+            .unwrap()
         }));
     }
     for t in tasks {
@@ -321,14 +386,22 @@ async fn concurrent_appends_share_commits_and_partitions_follow_the_data() {
     }
     let after = store.stats().await.unwrap();
     let commits = after.commits - before.commits;
-    assert!(commits > 0 && commits < n as u64, "{commits} commits for {n} appends");
-    assert!(after.segments >= before.segments + 20, "{before:?} → {after:?}");
+    assert!(
+        commits > 0 && commits < n as u64,
+        "{commits} commits for {n} appends"
+    );
+    assert!(
+        after.segments >= before.segments + 20,
+        "{before:?} → {after:?}"
+    );
     store.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrations_are_idempotent_and_tls_is_required_when_asked() {
-    let Some(h) = PgHarness::new().await else { return };
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
     let report = espwatch_store_postgres::migrate(&h.db.url, &PostgresOptions::default())
         .await
         .unwrap();
@@ -344,13 +417,21 @@ async fn migrations_are_idempotent_and_tls_is_required_when_asked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timescaledb_hypertable_and_aggregates() {
-    let Some(h) = PgHarness::new().await else { return };
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
     // A fresh, unmigrated database, so the flavour is decided here.
     let admin = admin().await;
     let name = format!("{}_tsdb", h.db.name);
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
     let url = espwatch_store_postgres::testing::url_for(&admin_url(), &name);
-    let opts = PostgresOptions { timescale: TimescaleMode::Require, ..fast() };
+    let opts = PostgresOptions {
+        timescale: TimescaleMode::Require,
+        ..fast()
+    };
     let result = PostgresStore::open(&url, opts).await;
     let outcome = async {
         let store = match result {
@@ -367,7 +448,13 @@ async fn timescaledb_hypertable_and_aggregates() {
         store.refresh_rollups().await.unwrap();
         check_queries_ts(&store).await;
         let health = store.health().await;
-        assert!(health.read.detail.unwrap_or_default().contains("TimescaleDB"));
+        assert!(
+            health
+                .read
+                .detail
+                .unwrap_or_default()
+                .contains("TimescaleDB")
+        );
         store.close().await.unwrap();
     }
     .await;
@@ -388,6 +475,10 @@ async fn check_queries_ts(store: &PostgresStore) {
             agg: Agg::Last,
             max_points: 2000,
         };
-        assert_same_series(&store.query(&query).await.unwrap(), &evaluate(&query, &all), "tsdb");
+        assert_same_series(
+            &store.query(&query).await.unwrap(),
+            &evaluate(&query, &all),
+            "tsdb",
+        );
     }
 }
