@@ -157,13 +157,13 @@ async fn rollup_queries_equal_raw_evaluation() {
     let mut t = 0i64;
     while t < 3 * 86_400 {
         let mut m = Measurements::empty();
-        if xorshift(&mut rng) % 4 != 0 {
+        if !xorshift(&mut rng).is_multiple_of(4) {
             m.set(
                 Field::FrequencyHz,
                 Some((xorshift(&mut rng) % 6000) as f64 / 100.0),
             );
         }
-        if xorshift(&mut rng) % 3 != 0 {
+        if !xorshift(&mut rng).is_multiple_of(3) {
             m.set(
                 Field::MotorCurrentA,
                 Some((xorshift(&mut rng) % 9000) as f64 / 100.0),
@@ -176,7 +176,7 @@ async fn rollup_queries_equal_raw_evaluation() {
         });
         t += 7
             + (xorshift(&mut rng) % 60) as i64
-            + if xorshift(&mut rng) % 50 == 0 {
+            + if xorshift(&mut rng).is_multiple_of(50) {
                 5000
             } else {
                 0
