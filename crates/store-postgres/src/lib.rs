@@ -84,7 +84,7 @@ impl Default for PostgresOptions {
             max_readings_per_commit: 50_000,
             writers: 2,
             retry_window: Duration::from_secs(10),
-            rollup_interval: Duration::from_secs(1),
+            rollup_interval: Duration::from_secs(5),
             schema: None,
             migrate: true,
         }

@@ -36,6 +36,7 @@ struct Prepared {
     known_wells: Statement,
     register: Statement,
     copy: Statement,
+    copy_direct: Statement,
     insert: Statement,
     latest: Statement,
     dirty: Statement,
@@ -294,9 +295,76 @@ impl Writer {
         }
 
         if !candidates.is_empty() {
-            // The newest candidate per well goes to well_latest (guarded by ts there).
+            let mut enc = CopyEncoder::new(candidates.len());
+            for &(j, i) in &candidates {
+                let r = &jobs[j].readings[i];
+                enc.row(2 + COLUMNS.len() as i16);
+                enc.text(r.well_id.as_str());
+                enc.timestamptz(r.ts);
+                enc.measurements(&r.values);
+            }
+            let data = enc.finish();
+
+            // Fast path, the normal case of new readings: COPY straight into telemetry under a
+            // savepoint. A unique violation (something was already stored) rolls it back and
+            // the round takes the staging path, which sorts out duplicates row by row.
+            tx.batch_execute("SAVEPOINT direct")
+                .await
+                .map_err(transient("starting COPY"))?;
+            let direct = match tx.copy_in(&p.copy_direct).await {
+                Ok(sink) => send_copy(sink, data.clone()).await,
+                Err(e) => Err(e),
+            };
+            let mut accepted = vec![true; candidates.len()];
+            match direct {
+                Ok(_) => tx
+                    .batch_execute("RELEASE SAVEPOINT direct")
+                    .await
+                    .map_err(transient("COPY into telemetry"))?,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT direct")
+                        .await
+                        .map_err(transient("COPY into telemetry"))?;
+                    let sink = tx
+                        .copy_in(&p.copy)
+                        .await
+                        .map_err(transient("starting COPY"))?;
+                    send_copy(sink, data)
+                        .await
+                        .map_err(transient("COPY into staging"))?;
+                    let inserted = tx
+                        .query(&p.insert, &[])
+                        .await
+                        .map_err(transient("inserting telemetry"))?;
+                    accepted = vec![false; candidates.len()];
+                    for row in &inserted {
+                        let well: &str = get(row, 0).map_err(|error| Failure {
+                            error,
+                            retry: false,
+                        })?;
+                        let ts: PgTs = get(row, 1).map_err(|error| Failure {
+                            error,
+                            retry: false,
+                        })?;
+                        if let Some(&c) = slot.get(&(well, ts.0)) {
+                            accepted[c] = true;
+                        }
+                    }
+                    for (c, &(j, i)) in candidates.iter().enumerate() {
+                        if !accepted[c] {
+                            outcomes[j].outcomes[i] = ReadingOutcome::Duplicate;
+                        }
+                    }
+                }
+                Err(e) => return Err(transient("COPY into telemetry")(e)),
+            }
+
+            // The newest accepted reading per well goes to well_latest (guarded by ts there).
             let mut newest: HashMap<&str, usize> = HashMap::new();
             for (c, &(j, i)) in candidates.iter().enumerate() {
+                if !accepted[c] {
+                    continue;
+                }
                 let r = &jobs[j].readings[i];
                 let e = newest.entry(r.well_id.as_str()).or_insert(c);
                 let (bj, bi) = candidates[*e];
@@ -304,52 +372,35 @@ impl Writer {
                     *e = c;
                 }
             }
-            let newest: HashSet<usize> = newest.into_values().collect();
-            let mut enc = CopyEncoder::new(candidates.len());
-            for (c, &(j, i)) in candidates.iter().enumerate() {
-                let r = &jobs[j].readings[i];
-                enc.row(4 + COLUMNS.len() as i16);
-                enc.int4(c as i32);
-                enc.text(r.well_id.as_str());
-                enc.timestamptz(r.ts);
-                enc.bool(newest.contains(&c));
-                enc.measurements(&r.values);
+            if !newest.is_empty() {
+                let mut rows: Vec<usize> = newest.into_values().collect();
+                // Fixed lock order across concurrent writers.
+                rows.sort_by_key(|&c| {
+                    jobs[candidates[c].0].readings[candidates[c].1]
+                        .well_id
+                        .as_str()
+                });
+                let reading = |c: usize| &jobs[candidates[c].0].readings[candidates[c].1];
+                let wells: Vec<&str> = rows.iter().map(|&c| reading(c).well_id.as_str()).collect();
+                let stamps: Vec<PgTs> = rows.iter().map(|&c| PgTs(reading(c).ts.0)).collect();
+                let channels: Vec<Vec<Option<f64>>> = (0..COLUMNS.len())
+                    .map(|k| {
+                        rows.iter()
+                            .map(|&c| Some(reading(c).values.raw()[k]).filter(|v| !v.is_nan()))
+                            .collect()
+                    })
+                    .collect();
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    vec![&wells, &stamps];
+                params.extend(
+                    channels
+                        .iter()
+                        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)),
+                );
+                tx.execute(&p.latest, &params)
+                    .await
+                    .map_err(transient("updating latest readings"))?;
             }
-            let sink = tx
-                .copy_in(&p.copy)
-                .await
-                .map_err(transient("starting COPY"))?;
-            send_copy(sink, enc.finish())
-                .await
-                .map_err(transient("COPY into staging"))?;
-
-            let inserted = tx
-                .query(&p.insert, &[])
-                .await
-                .map_err(transient("inserting telemetry"))?;
-            let mut accepted = vec![false; candidates.len()];
-            for row in &inserted {
-                let well: &str = get(row, 0).map_err(|error| Failure {
-                    error,
-                    retry: false,
-                })?;
-                let ts: PgTs = get(row, 1).map_err(|error| Failure {
-                    error,
-                    retry: false,
-                })?;
-                if let Some(&c) = slot.get(&(well, ts.0)) {
-                    accepted[c] = true;
-                }
-            }
-            for (c, &(j, i)) in candidates.iter().enumerate() {
-                if !accepted[c] {
-                    outcomes[j].outcomes[i] = ReadingOutcome::Duplicate;
-                }
-            }
-
-            tx.execute(&p.latest, &[])
-                .await
-                .map_err(transient("updating latest readings"))?;
 
             // Rollup work queue: every minute that received a reading.
             let mut minutes: HashSet<(&str, i64)> = HashSet::new();
@@ -406,8 +457,7 @@ async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_post
     client
         .batch_execute(&format!(
             "CREATE TEMP TABLE IF NOT EXISTS espwatch_stage (
-                seq int4 NOT NULL, well_id text COLLATE \"C\" NOT NULL, ts timestamptz NOT NULL,
-                newest bool NOT NULL{channel_defs}
+                well_id text COLLATE \"C\" NOT NULL, ts timestamptz NOT NULL{channel_defs}
             ) ON COMMIT DELETE ROWS"
         ))
         .await?;
@@ -429,6 +479,11 @@ async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_post
         copy: client
             .prepare("COPY espwatch_stage FROM STDIN (FORMAT binary)")
             .await?,
+        copy_direct: client
+            .prepare(&format!(
+                "COPY telemetry (well_id, ts, {cols}) FROM STDIN (FORMAT binary)"
+            ))
+            .await?,
         insert: client
             .prepare(&format!(
                 "INSERT INTO telemetry (well_id, ts, {cols})
@@ -439,7 +494,7 @@ async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_post
         latest: client
             .prepare(&format!(
                 "INSERT INTO well_latest (well_id, ts, {cols})
-                 SELECT well_id, ts, {cols} FROM espwatch_stage WHERE newest ORDER BY well_id
+                 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::float8[])
                  ON CONFLICT (well_id) DO UPDATE SET ts = EXCLUDED.ts{updates}
                  WHERE well_latest.ts < EXCLUDED.ts"
             ))
