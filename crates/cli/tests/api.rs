@@ -1168,3 +1168,42 @@ fn config_show_layers_file_environment_and_flags() {
         "unknown keys are named: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn postgres_from_the_command_line_migrate_ingest_wells_and_config() {
+    init();
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let url = db.url.clone();
+    let (ok, stdout, stderr) = run_cli(&["migrate", "--database-url", &url], &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("schema is current"), "{stdout}");
+
+    let file = work.path().join("pg.ndjson");
+    let lines: Vec<String> = (0..120)
+        .map(|i| reading("PG-1", &ts(i * 10), 40.0).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    // Local mode through the environment variable, as a deployment would configure it.
+    let (ok, stdout, stderr) = run_cli(
+        &["ingest", file.to_str().unwrap_or_default()],
+        &[("ESPWATCH_DATABASE_URL", &url)],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let (ok, stdout, stderr) =
+        run_cli(&["wells", "list", "--database-url", &url], &[], work.path());
+    assert!(ok && stdout.trim() == "PG-1", "{stdout}{stderr}");
+
+    let secret = url.replacen("postgres@", "postgres:hunter2@", 1);
+    let (ok, stdout, _) = run_cli(
+        &["config", "show"],
+        &[("ESPWATCH_DATABASE_URL", &secret)],
+        work.path(),
+    );
+    assert!(ok, "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(stdout.contains("postgres:<redacted>@"), "{stdout}");
+}
