@@ -393,6 +393,21 @@ async fn bench_ingest(
         backend.drop_schema(schema).await?;
     }
 
+    // (d) PostgreSQL only, right after (a) so both see the same machine: the same rows by raw
+    // binary COPY into an identical table.
+    if let Backend::Postgres(url) = backend {
+        let rows = reading_batches(batches, steps_per_batch, wells_per_batch)?;
+        let copy_rate = raw_copy(backend, url, rows, batch_clients).await?;
+        println!(
+            "(d) raw binary COPY of the same rows, batches of {}, {batch_clients} connections, commit per batch: {copy_rate:>10.0} readings/s",
+            wells_per_batch * steps_per_batch
+        );
+        println!(
+            "    server path (a) / raw COPY (d): {:.2}",
+            http_rate / copy_rate
+        );
+    }
+
     // (b) single readings over HTTP.
     let bodies: Vec<Bytes> = (0..single_requests)
         .map(|i| {
@@ -430,29 +445,7 @@ async fn bench_ingest(
     // (c) store appends, no HTTP.
     let opened = backend.open("append").await?;
     let store = opened.store.clone();
-    let well_ids: Vec<WellId> = (0..wells_per_batch)
-        .map(|w| WellId::parse(&format!("BENCH-{w:04}")))
-        .collect::<Result<_, _>>()?;
-    let batch_list: Vec<Vec<Reading>> = (0..batches)
-        .map(|b| {
-            let mut v = Vec::with_capacity(batch_size);
-            for step in 0..steps_per_batch {
-                let step = (b * steps_per_batch + step) as u64;
-                for (well, id) in well_ids.iter().enumerate() {
-                    v.push(Reading {
-                        well_id: id.clone(),
-                        ts: Timestamp::from_secs(BENCH_START_SECS + step as i64 * 10),
-                        values: synthetic(well, step),
-                    });
-                }
-            }
-            v
-        })
-        .collect();
-    let raw_rows = match backend {
-        Backend::Postgres(_) => Some(batch_list.clone()),
-        Backend::Embedded => None,
-    };
+    let batch_list = reading_batches(batches, steps_per_batch, wells_per_batch)?;
     let queue = Arc::new(std::sync::Mutex::new(batch_list));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -485,19 +478,34 @@ async fn bench_ingest(
     if let Some(schema) = &opened.schema {
         backend.drop_schema(schema).await?;
     }
-
-    // (d) PostgreSQL only: the same rows by raw binary COPY into an identical table.
-    if let (Backend::Postgres(url), Some(rows)) = (backend, raw_rows) {
-        let copy_rate = raw_copy(backend, url, rows, batch_clients).await?;
-        println!(
-            "(d) raw binary COPY of the same rows, batches of {batch_size}, {batch_clients} connections, commit per batch: {copy_rate:>10.0} readings/s"
-        );
-        println!(
-            "    server path (a) / raw COPY (d): {:.2}",
-            http_rate / copy_rate
-        );
-    }
     Ok(())
+}
+
+/// The readings of (a) as `Reading` batches, in the same order and batch boundaries.
+fn reading_batches(
+    batches: usize,
+    steps_per_batch: usize,
+    wells_per_batch: usize,
+) -> anyhow::Result<Vec<Vec<Reading>>> {
+    let well_ids: Vec<WellId> = (0..wells_per_batch)
+        .map(|w| WellId::parse(&format!("BENCH-{w:04}")))
+        .collect::<Result<_, _>>()?;
+    Ok((0..batches)
+        .map(|b| {
+            let mut v = Vec::with_capacity(steps_per_batch * wells_per_batch);
+            for step in 0..steps_per_batch {
+                let step = (b * steps_per_batch + step) as u64;
+                for (well, id) in well_ids.iter().enumerate() {
+                    v.push(Reading {
+                        well_id: id.clone(),
+                        ts: Timestamp::from_secs(BENCH_START_SECS + step as i64 * 10),
+                        values: synthetic(well, step),
+                    });
+                }
+            }
+            v
+        })
+        .collect())
 }
 
 /// Raw COPY baseline: a freshly migrated scratch schema (the same partitioned `telemetry`
