@@ -15,6 +15,7 @@ use espwatch_core::duration::parse_duration_micros;
 use espwatch_core::{Field, Measurements, Reading, Timestamp, WellId};
 use espwatch_server::{AppState, Config};
 use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
+use espwatch_store_postgres::{Connector, CopyEncoder, PostgresOptions, PostgresStore, redact_url};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 
@@ -38,6 +39,10 @@ pub enum BenchCommand {
         /// Single-reading requests sent in total in (b).
         #[arg(long, default_value_t = 60_000)]
         single_requests: usize,
+        /// Benchmark the PostgreSQL store in this database (in scratch schemas dropped
+        /// afterwards) and compare with a raw binary COPY of the same rows.
+        #[arg(long, value_name = "URL")]
+        database_url: Option<String>,
     },
     /// Queries: load WELLS × DAYS of readings at INTERVAL, then time one-well 24 h 1-minute-step
     /// queries and the fleet `latest` query over HTTP.
@@ -63,8 +68,14 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             readings,
             single_clients,
             single_requests,
+            database_url,
         } => {
+            let backend = match database_url {
+                Some(url) => Backend::Postgres(url.clone()),
+                None => Backend::Embedded,
+            };
             bench_ingest(
+                &backend,
                 *batch_clients,
                 *batch_size,
                 *readings,
@@ -85,30 +96,86 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Which store the ingestion benchmark measures.
+enum Backend {
+    Embedded,
+    /// PostgreSQL at this URL; each run works in a scratch schema of its own.
+    Postgres(String),
+}
+
+/// A fresh store of the benchmarked backend.
+struct BenchStore {
+    store: Arc<dyn Store>,
+    /// The PostgreSQL scratch schema, dropped by `finish`.
+    schema: Option<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Backend {
+    async fn open(&self, label: &str) -> anyhow::Result<BenchStore> {
+        let dir = tempfile::tempdir()?;
+        match self {
+            Backend::Embedded => Ok(BenchStore {
+                store: Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default())?),
+                schema: None,
+                dir,
+            }),
+            Backend::Postgres(url) => {
+                let schema = format!("espwatch_bench_{}_{label}", std::process::id());
+                let store = PostgresStore::open(url, pg_options(&schema))
+                    .await
+                    .with_context(|| format!("opening PostgreSQL at {}", redact_url(url)))?;
+                Ok(BenchStore {
+                    store: Arc::new(store),
+                    schema: Some(schema),
+                    dir,
+                })
+            }
+        }
+    }
+
+    /// Drops a scratch schema.
+    async fn drop_schema(&self, schema: &str) -> anyhow::Result<()> {
+        if let Backend::Postgres(url) = self {
+            let connector = Connector::new(url, Duration::from_secs(600), None, "espwatch-bench")?;
+            let client = connector.connect().await?;
+            client
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn pg_options(schema: &str) -> PostgresOptions {
+    PostgresOptions {
+        schema: Some(schema.to_owned()),
+        ..PostgresOptions::default()
+    }
+}
+
 /// A server on a fresh temporary store, stopped when dropped.
 struct TestServer {
     address: SocketAddr,
-    store: EmbeddedStore,
+    store: Arc<dyn Store>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: tempfile::TempDir,
 }
 
 impl TestServer {
-    async fn start() -> anyhow::Result<TestServer> {
-        let dir = tempfile::tempdir()?;
-        let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())?;
-        Self::start_on(dir, store).await
+    async fn start_bench(opened: BenchStore) -> anyhow::Result<TestServer> {
+        Self::start_on(opened.dir, opened.store).await
     }
 
-    async fn start_on(dir: tempfile::TempDir, store: EmbeddedStore) -> anyhow::Result<TestServer> {
+    async fn start_on(dir: tempfile::TempDir, store: Arc<dyn Store>) -> anyhow::Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let config = Config {
             data_dir: dir.path().to_path_buf(),
             ..Config::default()
         };
-        let state = AppState::new(Arc::new(store.clone()) as Arc<dyn Store>, config);
+        let state = AppState::new(store.clone(), config);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(espwatch_server::serve(listener, state, async {
             let _ = stopped.await;
@@ -256,6 +323,7 @@ async fn send_all(
 }
 
 async fn bench_ingest(
+    backend: &Backend,
     batch_clients: usize,
     batch_size: usize,
     readings: usize,
@@ -269,7 +337,11 @@ async fn bench_ingest(
     let steps_per_batch = batch_size / wells_per_batch;
     let batches = readings / (wells_per_batch * steps_per_batch);
     println!(
-        "espwatch bench ingest — durable (acknowledged after commit), server and clients on this machine"
+        "espwatch bench ingest — {}, durable (acknowledged after commit), server and clients on this machine",
+        match backend {
+            Backend::Embedded => "embedded store".to_owned(),
+            Backend::Postgres(url) => format!("PostgreSQL {}", redact_url(url)),
+        }
     );
 
     // (a) batches over HTTP.
@@ -294,7 +366,9 @@ async fn bench_ingest(
         })
         .collect();
     let bytes: usize = bodies.iter().map(Bytes::len).sum();
-    let server = TestServer::start().await?;
+    let opened = backend.open("http").await?;
+    let http_schema = opened.schema.clone();
+    let server = TestServer::start_bench(opened).await?;
     let (elapsed, mut lat) = send_all(
         server.url("/api/v1/telemetry"),
         "application/json",
@@ -303,10 +377,11 @@ async fn bench_ingest(
     )
     .await?;
     let sent = batches * wells_per_batch * steps_per_batch;
+    let http_rate = sent as f64 / elapsed.as_secs_f64();
     println!(
         "(a) batches of {} over HTTP, {batch_clients} clients: {:>10.0} readings/s  ({:.1} MB/s JSON)  p50 {}  p99 {}",
         wells_per_batch * steps_per_batch,
-        sent as f64 / elapsed.as_secs_f64(),
+        http_rate,
         bytes as f64 / 1e6 / elapsed.as_secs_f64(),
         ms(lat.percentile(50.0)),
         ms(lat.percentile(99.0)),
@@ -314,6 +389,24 @@ async fn bench_ingest(
     let stats = server.store.stats().await?;
     println!("    commits: {} for {batches} requests", stats.commits);
     server.stop().await?;
+    if let Some(schema) = &http_schema {
+        backend.drop_schema(schema).await?;
+    }
+
+    // (d) PostgreSQL only, right after (a) so both see the same machine: the same rows by raw
+    // binary COPY into an identical table.
+    if let Backend::Postgres(url) = backend {
+        let rows = reading_batches(batches, steps_per_batch, wells_per_batch)?;
+        let copy_rate = raw_copy(backend, url, rows, batch_clients).await?;
+        println!(
+            "(d) raw binary COPY of the same rows, batches of {}, {batch_clients} connections, commit per batch: {copy_rate:>10.0} readings/s",
+            wells_per_batch * steps_per_batch
+        );
+        println!(
+            "    server path (a) / raw COPY (d): {:.2}",
+            http_rate / copy_rate
+        );
+    }
 
     // (b) single readings over HTTP.
     let bodies: Vec<Bytes> = (0..single_requests)
@@ -323,7 +416,9 @@ async fn bench_ingest(
             Bytes::from(s)
         })
         .collect();
-    let server = TestServer::start().await?;
+    let opened = backend.open("single").await?;
+    let single_schema = opened.schema.clone();
+    let server = TestServer::start_bench(opened).await?;
     let (elapsed, mut lat) = send_all(
         server.url("/api/v1/telemetry"),
         "application/json",
@@ -343,29 +438,14 @@ async fn bench_ingest(
         stats.commits
     );
     server.stop().await?;
+    if let Some(schema) = &single_schema {
+        backend.drop_schema(schema).await?;
+    }
 
     // (c) store appends, no HTTP.
-    let dir = tempfile::tempdir()?;
-    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())?;
-    let well_ids: Vec<WellId> = (0..wells_per_batch)
-        .map(|w| WellId::parse(&format!("BENCH-{w:04}")))
-        .collect::<Result<_, _>>()?;
-    let batch_list: Vec<Vec<Reading>> = (0..batches)
-        .map(|b| {
-            let mut v = Vec::with_capacity(batch_size);
-            for step in 0..steps_per_batch {
-                let step = (b * steps_per_batch + step) as u64;
-                for (well, id) in well_ids.iter().enumerate() {
-                    v.push(Reading {
-                        well_id: id.clone(),
-                        ts: Timestamp::from_secs(BENCH_START_SECS + step as i64 * 10),
-                        values: synthetic(well, step),
-                    });
-                }
-            }
-            v
-        })
-        .collect();
+    let opened = backend.open("append").await?;
+    let store = opened.store.clone();
+    let batch_list = reading_batches(batches, steps_per_batch, wells_per_batch)?;
     let queue = Arc::new(std::sync::Mutex::new(batch_list));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -395,7 +475,123 @@ async fn bench_ingest(
         ms(lat.percentile(99.0)),
     );
     store.close().await?;
+    if let Some(schema) = &opened.schema {
+        backend.drop_schema(schema).await?;
+    }
     Ok(())
+}
+
+/// The readings of (a) as `Reading` batches, in the same order and batch boundaries.
+fn reading_batches(
+    batches: usize,
+    steps_per_batch: usize,
+    wells_per_batch: usize,
+) -> anyhow::Result<Vec<Vec<Reading>>> {
+    let well_ids: Vec<WellId> = (0..wells_per_batch)
+        .map(|w| WellId::parse(&format!("BENCH-{w:04}")))
+        .collect::<Result<_, _>>()?;
+    Ok((0..batches)
+        .map(|b| {
+            let mut v = Vec::with_capacity(steps_per_batch * wells_per_batch);
+            for step in 0..steps_per_batch {
+                let step = (b * steps_per_batch + step) as u64;
+                for (well, id) in well_ids.iter().enumerate() {
+                    v.push(Reading {
+                        well_id: id.clone(),
+                        ts: Timestamp::from_secs(BENCH_START_SECS + step as i64 * 10),
+                        values: synthetic(well, step),
+                    });
+                }
+            }
+            v
+        })
+        .collect())
+}
+
+/// Raw COPY baseline: a freshly migrated scratch schema (the same partitioned `telemetry`
+/// table the store writes), each batch one `COPY ... (FORMAT binary)` and COMMIT, from
+/// `connections` concurrent connections.
+async fn raw_copy(
+    backend: &Backend,
+    url: &str,
+    batches: Vec<Vec<Reading>>,
+    connections: usize,
+) -> anyhow::Result<f64> {
+    // Opening a store migrates the schema and prepares today's partitions; the data's own
+    // days are prepared by one untimed append, removed again before timing.
+    let opened = backend.open("copy").await?;
+    let schema = opened.schema.clone().unwrap_or_default();
+    if let Some(first) = batches.first().and_then(|b| b.first()) {
+        let last = batches
+            .iter()
+            .flatten()
+            .map(|r| r.ts)
+            .max()
+            .unwrap_or(first.ts);
+        let day = 86_400 * Timestamp::MICROS_PER_SECOND;
+        let mut ts = first.ts.0;
+        let mut probes = Vec::new();
+        while ts < last.0 + day {
+            let mut r = first.clone();
+            r.ts = Timestamp(ts.min(last.0));
+            probes.push(r);
+            ts += day;
+        }
+        probes.dedup_by_key(|r| r.ts);
+        opened
+            .store
+            .append(probes, AppendOptions::default())
+            .await?;
+    }
+    opened.store.close().await?;
+    let connector = Connector::new(
+        url,
+        Duration::from_secs(600),
+        Some(&schema),
+        "espwatch-bench",
+    )?;
+    let setup = connector.connect().await?;
+    setup
+        .batch_execute("TRUNCATE telemetry, well_latest, rollup_dirty")
+        .await?;
+    let columns = espwatch_store_postgres::TELEMETRY_COLUMNS.join(", ");
+    let statement = format!("COPY telemetry (well_id, ts, {columns}) FROM STDIN (FORMAT binary)");
+    let total: usize = batches.iter().map(Vec::len).sum();
+    let queue = Arc::new(std::sync::Mutex::new(batches));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..connections.max(1) {
+        let mut client = connector.connect().await?;
+        let (queue, statement) = (queue.clone(), statement.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let batch = queue.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.pop();
+                let Some(batch) = batch else { break };
+                let mut enc = CopyEncoder::new(batch.len());
+                for r in &batch {
+                    enc.row(2 + espwatch_store_postgres::TELEMETRY_COLUMNS.len() as i16);
+                    enc.text(r.well_id.as_str());
+                    enc.timestamptz(r.ts);
+                    enc.measurements(&r.values);
+                }
+                let tx = client.transaction().await?;
+                let sink = tx.copy_in(&statement).await?;
+                let mut sink = std::pin::pin!(sink);
+                use futures_util::SinkExt;
+                sink.send(enc.finish()).await?;
+                sink.finish().await?;
+                tx.commit().await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let rate = total as f64 / started.elapsed().as_secs_f64();
+    drop(setup);
+    backend.drop_schema(&schema).await?;
+    Ok(rate)
 }
 
 async fn bench_query(
@@ -482,7 +678,7 @@ async fn bench_query(
         total as f64 / load_secs
     );
 
-    let server = TestServer::start_on(dir, store).await?;
+    let server = TestServer::start_on(dir, Arc::new(store)).await?;
     let http = client()?;
     let end = start + steps as i64 * interval_micros;
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;

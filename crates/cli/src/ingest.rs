@@ -49,7 +49,7 @@ pub struct IngestArgs {
 /// Where batches go.
 enum Sink {
     Local {
-        store: espwatch_store::EmbeddedStore,
+        store: Arc<dyn Store>,
         append: AppendOptions,
         max_future_micros: i64,
     },
@@ -72,7 +72,10 @@ impl Sink {
                     max_future_micros: *max_future_micros,
                     max_readings: usize::MAX,
                 };
-                Ok(ingest_payload(store, format, Bytes::from(body), decode, *append).await?)
+                Ok(
+                    ingest_payload(store.as_ref(), format, Bytes::from(body), decode, *append)
+                        .await?,
+                )
             }
             Sink::Remote { client, endpoint } => {
                 let content_type = match format {
@@ -166,7 +169,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
             endpoint: format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
         },
         None => Sink::Local {
-            store: crate::serve::open_store(&config.data_dir, &config)?,
+            store: crate::serve::open_store(&config).await?,
             append: AppendOptions {
                 auto_register_wells: config.auto_register_wells,
             },

@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the HTTP API on the embedded store.
+    /// Run the HTTP API (embedded store, or PostgreSQL with --database-url).
     Serve(ServeArgs),
     /// Bulk-load CSV or NDJSON telemetry files, into a local data dir or to a server.
     Ingest(ingest::IngestArgs),
@@ -48,6 +48,15 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Start the server with a simulated fleet streaming into it: the first command to run.
     Demo(simulate::DemoArgs),
+    /// Apply pending PostgreSQL schema migrations (also done at every start) and report.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args, Debug)]
+struct MigrateArgs {
+    /// PostgreSQL URL; default: the configured `database_url`.
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -58,6 +67,9 @@ pub struct StoreArgs {
     /// Directory of the embedded store.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://...); selects the PostgreSQL store instead of the embedded one.
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    database_url: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -77,6 +89,7 @@ impl Cli {
         settings::Overrides {
             listen: store.listen.clone(),
             data_dir: store.data_dir.clone(),
+            database_url: store.database_url.clone(),
             log_format: self.log_format.clone(),
         }
     }
@@ -137,10 +150,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 listen: Some(args.listen.clone()),
                 data_dir: Some(args.data_dir.clone()),
                 log_format: cli.log_format.clone(),
+                ..Default::default()
             };
             let config = settings::load(cli.config.as_deref(), &overrides)?;
             serve::init_cli_logging();
             simulate::run_demo(args, config).await
+        }
+        Command::Migrate(args) => {
+            let overrides = settings::Overrides {
+                database_url: args.database_url.clone(),
+                log_format: cli.log_format.clone(),
+                ..Default::default()
+            };
+            let config = settings::load(cli.config.as_deref(), &overrides)?;
+            serve::init_cli_logging();
+            serve::migrate(&config).await
         }
         Command::Bench(cmd) => {
             serve::init_cli_logging();
@@ -155,6 +179,9 @@ pub struct Target {
     /// Local data directory to write to (the server must not be running on it).
     #[arg(long, value_name = "DIR", conflicts_with = "url")]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL database to write to directly (servers may keep running on it).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["url", "data_dir"])]
+    database_url: Option<String>,
     /// Base URL of a running espwatch server, e.g. http://127.0.0.1:8080.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
@@ -165,6 +192,7 @@ impl Target {
         StoreArgs {
             listen: None,
             data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
         }
     }
 }

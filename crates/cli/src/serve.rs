@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use espwatch_server::{AppState, Config, LogFormat};
 use espwatch_store::{EmbeddedOptions, EmbeddedStore, Store};
+use espwatch_store_postgres::{PostgresOptions, PostgresStore, TimescaleMode, redact_url};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -30,7 +31,7 @@ pub fn init_cli_logging() {
         .try_init();
 }
 
-pub fn open_store(data_dir: &Path, config: &Config) -> anyhow::Result<EmbeddedStore> {
+pub fn open_embedded(data_dir: &Path, config: &Config) -> anyhow::Result<EmbeddedStore> {
     let options = EmbeddedOptions {
         checkpoint_interval: Duration::from_secs(config.checkpoint_interval_secs),
         ..EmbeddedOptions::default()
@@ -39,16 +40,79 @@ pub fn open_store(data_dir: &Path, config: &Config) -> anyhow::Result<EmbeddedSt
         .with_context(|| format!("opening the store in {}", data_dir.display()))
 }
 
+/// PostgreSQL settings from the configuration (already validated).
+pub fn postgres_options(config: &Config) -> PostgresOptions {
+    let duration = |text: &str, default: Duration| {
+        espwatch_core::duration::parse_duration_micros(text)
+            .map(|m| Duration::from_micros(m.max(0) as u64))
+            .unwrap_or(default)
+    };
+    let defaults = PostgresOptions::default();
+    PostgresOptions {
+        pool_size: config.database_pool_size,
+        statement_timeout: Duration::from_secs(config.database_statement_timeout_secs),
+        timescale: match config.timescaledb.as_str() {
+            "off" => TimescaleMode::Off,
+            "require" => TimescaleMode::Require,
+            _ => TimescaleMode::Auto,
+        },
+        chunk_interval: duration(&config.timescaledb_chunk_interval, defaults.chunk_interval),
+        compress_after: duration(&config.timescaledb_compress_after, defaults.compress_after),
+        ..defaults
+    }
+}
+
+/// The configured store: PostgreSQL when `database_url` is set, else the embedded one.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.database_url {
+        Some(url) => {
+            let store = PostgresStore::open(url, postgres_options(config))
+                .await
+                .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))?;
+            tracing::info!(flavor = store.flavor().name(), "PostgreSQL store open");
+            Ok(Arc::new(store))
+        }
+        None => Ok(Arc::new(open_embedded(&config.data_dir, config)?)),
+    }
+}
+
+/// `espwatch migrate`.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let Some(url) = &config.database_url else {
+        anyhow::bail!(
+            "no database_url configured (--database-url, ESPWATCH_DATABASE_URL or espwatch.toml); \
+             the embedded store upgrades itself when opened"
+        );
+    };
+    let report = espwatch_store_postgres::migrate(url, &postgres_options(config))
+        .await
+        .with_context(|| format!("migrating {}", redact_url(url)))?;
+    if report.applied.is_empty() {
+        println!("schema is current ({})", report.flavor.name());
+    }
+    for (version, name) in &report.applied {
+        println!("applied migration {version}: {name}");
+    }
+    if let Some(note) = &report.timescale_note {
+        println!("TimescaleDB not used: {note}");
+    }
+    println!("layout: {}", report.flavor.name());
+    Ok(())
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let store = open_store(&config.data_dir, &config)?;
+    let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr()?;
-    tracing::info!(data_dir = %config.data_dir.display(), %address, "espwatch serving");
+    match &config.database_url {
+        Some(url) => tracing::info!(database = %redact_url(url), %address, "espwatch serving"),
+        None => tracing::info!(data_dir = %config.data_dir.display(), %address, "espwatch serving"),
+    }
     // A machine-readable line on stdout: scripts and tests read the chosen port from it.
     println!("espwatch listening on http://{address}");
-    let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config);
+    let state = AppState::new(store, config);
     espwatch_server::serve(listener, state, shutdown_signal()).await
 }
 

@@ -20,6 +20,8 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<String>,
 }
 
@@ -44,12 +46,18 @@ pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> anyhow::Result
     Ok(config)
 }
 
-/// The effective configuration as TOML, secrets redacted (none exist yet; new secret keys must
-/// be added to `SECRET_KEYS`).
+/// The effective configuration as TOML, secrets redacted (new secret keys must be added to
+/// `SECRET_KEYS`; the database URL keeps everything but its password).
 pub fn render(config: &Config) -> anyhow::Result<String> {
     const SECRET_KEYS: &[&str] = &[];
     let mut value = toml::Value::try_from(config).context("rendering configuration")?;
     if let Some(table) = value.as_table_mut() {
+        if let Some(url) = &config.database_url {
+            table.insert(
+                "database_url".into(),
+                toml::Value::String(espwatch_store_postgres::redact_url(url)),
+            );
+        }
         for key in SECRET_KEYS {
             if table.contains_key(*key) {
                 table.insert((*key).into(), toml::Value::String("<redacted>".into()));

@@ -4,7 +4,6 @@
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -523,9 +522,8 @@ pub fn status_printer(total_end: Timestamp) -> impl FnMut(Timestamp, u64) + Send
 /// `espwatch demo`: the server on the embedded store plus a streaming demo fleet.
 pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyhow::Result<()> {
     use espwatch_server::AppState;
-    use espwatch_store::Store;
 
-    let store = crate::serve::open_store(&config.data_dir, &config)?;
+    let store = crate::serve::open_store(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -536,7 +534,7 @@ pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyho
         })?;
     let address = listener.local_addr()?;
     let data_dir = config.data_dir.clone();
-    let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config);
+    let state = AppState::new(store, config);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(espwatch_server::serve(listener, state, async move {
         let _ = stop_rx.await;

@@ -91,14 +91,14 @@ async fn import(paths: &[PathBuf], target: &Target, config: &Config) -> anyhow::
     let mut imported = 0;
     let local = match &target.url {
         Some(_) => None,
-        None => Some(crate::serve::open_store(&config.data_dir, config)?),
+        None => Some(crate::serve::open_store(config).await?),
     };
     let client = reqwest::Client::new();
     for file in &files {
         let result = match read_meta(file) {
             Err(e) => Err(e),
             Ok(meta) => match (&local, &target.url) {
-                (Some(store), _) => upsert_local(store, meta).await,
+                (Some(store), _) => upsert_local(store.as_ref(), meta).await,
                 (None, Some(url)) => upsert_remote(&client, url, meta).await,
                 (None, None) => unreachable!("either a local store or a URL"),
             },
@@ -190,7 +190,7 @@ async fn list(target: &Target, config: &Config) -> anyhow::Result<()> {
                 .unwrap_or_default()
         }
         None => {
-            let store = crate::serve::open_store(&config.data_dir, config)?;
+            let store = crate::serve::open_store(config).await?;
             let wells = store.list_wells().await?;
             store.close().await?;
             wells.into_iter().map(|w| w.meta.well_id.0).collect()

@@ -12,6 +12,7 @@ use support::*;
 
 // ---------------------------------------------------------------- ingestion: content types
 
+both_backends! {
 #[tokio::test]
 async fn single_json_reading_is_stored_and_queryable() {
     let app = spawn_app().await;
@@ -27,7 +28,9 @@ async fn single_json_reading_is_stored_and_queryable() {
     assert_eq!(points["fields"]["intake_pressure_psi"], json!([850.5]));
     assert_eq!(points["fields"]["motor_temp_c"], json!([null]));
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn json_array_ndjson_and_csv_are_accepted() {
     let app = spawn_app().await;
@@ -70,7 +73,9 @@ async fn json_array_ndjson_and_csv_are_accepted() {
     assert_eq!(points["fields"]["motor_temp_c"], json!([null, 120.0]));
     assert_eq!(points["fields"]["motor_current_a"], json!([40.5, 41.5]));
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn any_offset_is_stored_as_utc() {
     let app = spawn_app().await;
@@ -83,7 +88,9 @@ async fn any_offset_is_stored_as_utc() {
         json!(["2026-01-01T00:00:00Z"])
     );
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn legacy_scada_payload_keeps_working() {
     let app = spawn_app().await;
@@ -113,6 +120,7 @@ async fn legacy_scada_payload_keeps_working() {
     assert_eq!(points["fields"]["frequency_hz"], json!([55.0]));
     assert_eq!(points["fields"]["gor_scf_bbl"], json!([600.0]));
 }
+}
 
 // ---------------------------------------------------------------- ingestion: rejections
 
@@ -135,6 +143,7 @@ fn errors_of(body: &Value, index: usize) -> Vec<(String, String)> {
         .collect()
 }
 
+both_backends! {
 #[tokio::test]
 async fn invalid_readings_are_rejected_per_field_and_valid_ones_kept() {
     let app = spawn_app().await;
@@ -180,7 +189,9 @@ async fn invalid_readings_are_rejected_per_field_and_valid_ones_kept() {
     let points = app.all_points("W-V").await;
     assert_eq!(points["ts"], json!([ts(0), ts(60)]));
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn all_rejected_is_422_with_report_and_envelope() {
     let app = spawn_app().await;
@@ -192,7 +203,9 @@ async fn all_rejected_is_422_with_report_and_envelope() {
     assert_eq!(body["error"]["type"], "all_readings_rejected");
     assert!(body["error"]["id"].as_str().is_some_and(|s| !s.is_empty()));
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn unparseable_bodies_are_400_with_position() {
     let app = spawn_app().await;
@@ -232,7 +245,9 @@ async fn unparseable_bodies_are_400_with_position() {
         .await;
     assert_eq!(status, 400, "{body}");
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn ndjson_keeps_valid_lines_around_a_broken_one() {
     let app = spawn_app().await;
@@ -248,7 +263,9 @@ async fn ndjson_keeps_valid_lines_around_a_broken_one() {
     assert_eq!(report["accepted"], 2);
     assert_eq!(report["rejected"][0]["index"], 1);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn unsupported_content_type_is_415_and_oversized_body_413() {
     let app = spawn_app_with(|c| c.body_limit_bytes = 4096).await;
@@ -264,7 +281,9 @@ async fn unsupported_content_type_is_415_and_oversized_body_413() {
     let (status, _) = app.get("/api/v1/wells/W-BIG").await;
     assert_eq!(status, 404);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn chunked_oversized_body_is_413() {
     let app = spawn_app_with(|c| c.body_limit_bytes = 4096).await;
@@ -280,6 +299,7 @@ async fn chunked_oversized_body_is_413() {
         )
         .await;
     assert_eq!(status, 413, "{body}");
+}
 }
 
 fn futures_stream(
@@ -300,6 +320,7 @@ fn futures_stream(
 
 // ---------------------------------------------------------------- idempotency, registration
 
+both_backends! {
 #[tokio::test]
 async fn resent_readings_are_duplicates_and_first_value_wins() {
     let app = spawn_app().await;
@@ -325,7 +346,9 @@ async fn resent_readings_are_duplicates_and_first_value_wins() {
     let points = app.all_points("W-D").await;
     assert_eq!(points["fields"]["motor_current_a"], json!([40.0, 41.0]));
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn unknown_wells_are_registered_automatically_by_default() {
     let app = spawn_app().await;
@@ -334,7 +357,9 @@ async fn unknown_wells_are_registered_automatically_by_default() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["auto_registered"], true);
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn unknown_wells_are_rejected_when_auto_registration_is_off() {
     let app = spawn_app_with(|c| c.auto_register_wells = false).await;
@@ -356,9 +381,11 @@ async fn unknown_wells_are_rejected_when_auto_registration_is_off() {
     let (status, body) = app.ingest_json(&reading("W-NEW", &ts(0), 40.0)).await;
     assert_eq!((status, body["accepted"].clone()), (200, json!(1)));
 }
+}
 
 // ---------------------------------------------------------------- durability
 
+both_backends! {
 #[tokio::test]
 async fn data_survives_a_graceful_restart() {
     let app = spawn_app().await;
@@ -378,6 +405,7 @@ async fn data_survives_a_graceful_restart() {
         body["duplicates"], 1,
         "dedup state survives the restart too"
     );
+}
 }
 
 #[test]
@@ -509,6 +537,7 @@ fn sigterm_shuts_down_cleanly_and_keeps_data() {
 
 // ---------------------------------------------------------------- volume and concurrency
 
+both_backends! {
 #[tokio::test]
 async fn a_large_batch_is_accepted_whole() {
     let app = spawn_app().await;
@@ -527,7 +556,9 @@ async fn a_large_batch_is_accepted_whole() {
     let points = app.all_points("L-3").await;
     assert_eq!(points["ts"].as_array().map(Vec::len), Some(10_000));
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn concurrent_writers_all_land() {
     let app = Arc::new(spawn_app().await);
@@ -565,6 +596,7 @@ async fn concurrent_writers_all_land() {
     }
     assert_eq!(total, 16 * 25 * 20);
 }
+}
 
 // ---------------------------------------------------------------- queries
 
@@ -590,6 +622,7 @@ async fn app_with_minutes_of_data() -> TestApp {
     app
 }
 
+both_backends! {
 #[tokio::test]
 async fn step_queries_aggregate_per_bucket() {
     let app = app_with_minutes_of_data().await;
@@ -619,7 +652,9 @@ async fn step_queries_aggregate_per_bucket() {
     // The last reading of each minute has no intake pressure: `last` takes the latest present value.
     assert_eq!(body["fields"]["intake_pressure_psi"][0], json!(850.5));
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn raw_queries_respect_range_fields_and_max_points() {
     let app = app_with_minutes_of_data().await;
@@ -659,7 +694,9 @@ async fn raw_queries_respect_range_fields_and_max_points() {
         .fold(f64::MAX, f64::min);
     assert_eq!((min, max), (40.0, 49.5), "downsampling keeps the extremes");
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn queries_can_answer_csv() {
     let app = app_with_minutes_of_data().await;
@@ -687,7 +724,9 @@ async fn queries_can_answer_csv() {
         format!("ts,motor_current_a\n{},40\n{},40.1\n", ts(0), ts(10))
     );
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn bad_queries_are_400_and_unknown_wells_404() {
     let app = app_with_minutes_of_data().await;
@@ -715,7 +754,9 @@ async fn bad_queries_are_400_and_unknown_wells_404() {
         (404, json!("not_found"))
     );
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn latest_gives_the_fleet_overview() {
     let app = spawn_app().await;
@@ -741,6 +782,7 @@ async fn latest_gives_the_fleet_overview() {
     assert!(wells[0]["age_s"].as_f64().is_some_and(|a| a > 0.0));
     assert_eq!(wells[2]["ts"], Value::Null);
 }
+}
 
 // ---------------------------------------------------------------- wells registry
 
@@ -757,6 +799,7 @@ fn full_well(id: &str) -> Value {
     })
 }
 
+both_backends! {
 #[tokio::test]
 async fn wells_crud() {
     let app = spawn_app().await;
@@ -843,7 +886,9 @@ async fn wells_crud() {
     app.ingest_json(&reading("N-7", &ts(10), 41.0)).await;
     assert_eq!(app.all_points("N-7").await["ts"], json!([ts(10)]));
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn an_auto_registered_well_can_be_given_full_metadata() {
     let app = spawn_app().await;
@@ -863,9 +908,11 @@ async fn an_auto_registered_well_can_be_given_full_metadata() {
         "telemetry kept"
     );
 }
+}
 
 // ---------------------------------------------------------------- operations
 
+both_backends! {
 #[tokio::test]
 async fn health_endpoints() {
     let app = spawn_app().await;
@@ -884,7 +931,9 @@ async fn health_endpoints() {
     assert_eq!(body["checks"]["store"]["status"], "healthy");
     assert!(body["checks"]["store"]["latency_ms"].as_f64().is_some());
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn errors_share_one_envelope_and_requests_carry_an_id() {
     let app = spawn_app().await;
@@ -908,7 +957,9 @@ async fn errors_share_one_envelope_and_requests_carry_an_id() {
         (405, json!("method_not_allowed"))
     );
 }
+}
 
+both_backends! {
 #[tokio::test]
 async fn openapi_document_and_offline_docs_page() {
     let app = spawn_app().await;
@@ -950,6 +1001,7 @@ async fn openapi_document_and_offline_docs_page() {
         !html.contains("cdn") && !html.contains("unpkg"),
         "docs must work offline"
     );
+}
 }
 
 // ---------------------------------------------------------------- command line
@@ -1115,4 +1167,43 @@ fn config_show_layers_file_environment_and_flags() {
         stderr.contains("colour"),
         "unknown keys are named: {stderr}"
     );
+}
+
+#[tokio::test]
+async fn postgres_from_the_command_line_migrate_ingest_wells_and_config() {
+    init();
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let url = db.url.clone();
+    let (ok, stdout, stderr) = run_cli(&["migrate", "--database-url", &url], &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("schema is current"), "{stdout}");
+
+    let file = work.path().join("pg.ndjson");
+    let lines: Vec<String> = (0..120)
+        .map(|i| reading("PG-1", &ts(i * 10), 40.0).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    // Local mode through the environment variable, as a deployment would configure it.
+    let (ok, stdout, stderr) = run_cli(
+        &["ingest", file.to_str().unwrap_or_default()],
+        &[("ESPWATCH_DATABASE_URL", &url)],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let (ok, stdout, stderr) =
+        run_cli(&["wells", "list", "--database-url", &url], &[], work.path());
+    assert!(ok && stdout.trim() == "PG-1", "{stdout}{stderr}");
+
+    let secret = url.replacen("postgres@", "postgres:hunter2@", 1);
+    let (ok, stdout, _) = run_cli(
+        &["config", "show"],
+        &[("ESPWATCH_DATABASE_URL", &secret)],
+        work.path(),
+    );
+    assert!(ok, "{stdout}");
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(stdout.contains("postgres:<redacted>@"), "{stdout}");
 }

@@ -28,6 +28,19 @@ pub struct Config {
     pub checkpoint_interval_secs: u64,
     /// Log format: "human" or "json".
     pub log_format: LogFormat,
+    /// PostgreSQL URL (`postgres://user@host/db`, `?sslmode=require` for TLS). Set: the
+    /// PostgreSQL/TimescaleDB store is used instead of the embedded one in `data_dir`.
+    pub database_url: Option<String>,
+    /// PostgreSQL connections pooled for reads and registry changes (the writer has its own).
+    pub database_pool_size: usize,
+    /// PostgreSQL statement timeout, seconds.
+    pub database_statement_timeout_secs: u64,
+    /// Use TimescaleDB when first setting up a database: "auto", "off" or "require".
+    pub timescaledb: String,
+    /// TimescaleDB chunk width, e.g. "1d".
+    pub timescaledb_chunk_interval: String,
+    /// TimescaleDB: compress chunks older than this, e.g. "7d".
+    pub timescaledb_compress_after: String,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -50,6 +63,12 @@ impl Default for Config {
             request_timeout_secs: 30,
             checkpoint_interval_secs: 300,
             log_format: LogFormat::Human,
+            database_url: None,
+            database_pool_size: 8,
+            database_statement_timeout_secs: 30,
+            timescaledb: "auto".into(),
+            timescaledb_chunk_interval: "1d".into(),
+            timescaledb_compress_after: "7d".into(),
         }
     }
 }
@@ -66,6 +85,12 @@ impl Config {
         "request_timeout_secs",
         "checkpoint_interval_secs",
         "log_format",
+        "database_url",
+        "database_pool_size",
+        "database_statement_timeout_secs",
+        "timescaledb",
+        "timescaledb_chunk_interval",
+        "timescaledb_compress_after",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
@@ -81,6 +106,35 @@ impl Config {
         }
         if self.checkpoint_interval_secs == 0 {
             return Err("checkpoint_interval_secs must be at least 1".into());
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err("database_url must start with postgres:// or postgresql://".into());
+        }
+        if !(1..=1000).contains(&self.database_pool_size) {
+            return Err("database_pool_size must be between 1 and 1000".into());
+        }
+        if self.database_statement_timeout_secs == 0 {
+            return Err("database_statement_timeout_secs must be at least 1".into());
+        }
+        if !["auto", "off", "require"].contains(&self.timescaledb.as_str()) {
+            return Err("timescaledb must be auto, off or require".into());
+        }
+        for (key, value) in [
+            (
+                "timescaledb_chunk_interval",
+                &self.timescaledb_chunk_interval,
+            ),
+            (
+                "timescaledb_compress_after",
+                &self.timescaledb_compress_after,
+            ),
+        ] {
+            match espwatch_core::duration::parse_duration_micros(value) {
+                Ok(micros) if micros >= 60_000_000 => {}
+                _ => return Err(format!("{key} must be a duration of at least 1m, e.g. 1d")),
+            }
         }
         Ok(())
     }

@@ -1,5 +1,9 @@
 //! Test harness: the real server on port 0 with a fresh temporary store, in-process or as a
 //! child process of the real binary, plus typed helpers so tests read as user stories.
+//!
+//! HTTP tests wrapped in `both_backends!` run twice: on the embedded store and on PostgreSQL
+//! (a fresh database per test, cloned from a migrated template; skipped with a printed reason
+//! when PostgreSQL is unreachable, unless ESPWATCH_REQUIRE_SERVICES=1).
 
 #![allow(dead_code)]
 
@@ -7,11 +11,13 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use espwatch_server::{AppState, Config};
 use espwatch_store::{EmbeddedOptions, EmbeddedStore, Store};
+use espwatch_store_postgres::testing::TestDatabase;
+use espwatch_store_postgres::{PostgresOptions, PostgresStore};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -19,6 +25,93 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_espwatch");
 
 pub fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Postgres,
+}
+
+/// The backend of the running test, and (PostgreSQL) its database, kept across restarts.
+pub struct BackendContext {
+    backend: Backend,
+    database: Mutex<Option<Arc<TestDatabase>>>,
+}
+
+tokio::task_local! {
+    static BACKEND: BackendContext;
+}
+
+fn backend() -> Backend {
+    BACKEND.try_with(|c| c.backend).unwrap_or(Backend::Embedded)
+}
+
+/// Runs a test body with `spawn_app` and `start_in` on the given backend; on PostgreSQL,
+/// skips (printing why) when the server is unreachable and services are not required.
+pub async fn run_on(backend: Backend, body: impl std::future::Future<Output = ()>) {
+    init();
+    let database = match backend {
+        Backend::Embedded => None,
+        Backend::Postgres => match TestDatabase::create().await {
+            Some(db) => Some(Arc::new(db)),
+            None => return,
+        },
+    };
+    let context = BackendContext {
+        backend,
+        database: Mutex::new(database),
+    };
+    BACKEND.scope(context, body).await;
+}
+
+/// Each test inside runs once per backend, as `NAME::embedded` and `NAME::postgres`.
+macro_rules! both_backends {
+    ($(#[$attr:meta])* async fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$attr])*
+            async fn embedded() {
+                $crate::support::run_on($crate::support::Backend::Embedded, async move $body).await
+            }
+
+            $(#[$attr])*
+            async fn postgres() {
+                $crate::support::run_on($crate::support::Backend::Postgres, async move $body).await
+            }
+        }
+    };
+}
+pub(crate) use both_backends;
+
+/// The store for a test app: embedded in `data_dir`, or the test's PostgreSQL database.
+async fn open_store(data_dir: &Path, config: &mut Config) -> Arc<dyn Store> {
+    match backend() {
+        Backend::Embedded => {
+            Arc::new(EmbeddedStore::open(data_dir, EmbeddedOptions::default()).expect("open store"))
+        }
+        Backend::Postgres => {
+            let db = BACKEND.with(|c| {
+                c.database
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .expect("run_on created the database")
+            });
+            config.database_url = Some(db.url.clone());
+            let options = PostgresOptions {
+                pool_size: 4,
+                ..PostgresOptions::default()
+            };
+            Arc::new(
+                PostgresStore::open(&db.url, options)
+                    .await
+                    .expect("open PostgreSQL store"),
+            )
+        }
+    }
 }
 
 /// A server running inside the test process.
@@ -54,12 +147,12 @@ pub async fn start_in(
         ..Config::default()
     };
     tweak(&mut config);
-    let store = EmbeddedStore::open(&data_dir, EmbeddedOptions::default()).expect("open store");
+    let store = open_store(&data_dir, &mut config).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
-    let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config);
+    let state = AppState::new(store, config);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(espwatch_server::serve(listener, state, async {
         let _ = stopped.await;

@@ -1,0 +1,506 @@
+//! The schema, as versioned migrations embedded in the binary.
+//!
+//! Rules: a migration is never edited once released (its checksum is recorded and checked at
+//! every start), never drops or rewrites data, and runs in one transaction under an advisory
+//! lock so that several servers starting together apply it once. Migration 2 exists in two
+//! flavours: native partitioning plus rollup tables on plain PostgreSQL, or a hypertable with
+//! compression and continuous aggregates when TimescaleDB is available; the choice is made once,
+//! when the database is first migrated, and recorded in `espwatch_settings`.
+
+use std::fmt::Write as _;
+
+use espwatch_store::StoreError;
+use tokio_postgres::Client;
+
+use crate::types::db_err;
+
+/// Telemetry columns in `Measurements` slot order, frozen as of migration 2. A new channel
+/// needs a new migration (`ALTER TABLE ... ADD COLUMN`), not an edit here.
+pub const COLUMNS: [&str; 13] = [
+    "frequency_hz",
+    "motor_current_a",
+    "motor_voltage_v",
+    "intake_pressure_psi",
+    "discharge_pressure_psi",
+    "tubing_pressure_psi",
+    "intake_temp_c",
+    "motor_temp_c",
+    "vibration_x_g",
+    "vibration_y_g",
+    "flow_rate_bpd",
+    "gor_scf_bbl",
+    "water_cut_pct",
+];
+
+/// How telemetry is laid out in this database.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// Plain PostgreSQL: daily range partitions and rollup tables maintained by espwatch.
+    Partitioned,
+    /// TimescaleDB: hypertable, native compression, continuous aggregates.
+    Timescale,
+}
+
+impl Flavor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Partitioned => "partitioned",
+            Flavor::Timescale => "timescaledb",
+        }
+    }
+}
+
+/// Whether to use TimescaleDB when the database is first migrated.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum TimescaleMode {
+    /// Use it when the extension is installed or installable; otherwise plain PostgreSQL.
+    #[default]
+    Auto,
+    /// Plain PostgreSQL even when TimescaleDB is available.
+    Off,
+    /// Fail unless TimescaleDB can be used.
+    Require,
+}
+
+/// The rollup widths, widest first, in microseconds, with their relation suffix.
+pub const ROLLUPS: [(i64, &str); 3] = [
+    (86_400_000_000, "1d"),
+    (3_600_000_000, "1h"),
+    (60_000_000, "1m"),
+];
+
+pub const MINUTE_MICROS: i64 = 60_000_000;
+pub const DAY_MICROS: i64 = 86_400_000_000;
+
+/// Name of the relation holding rollups of the given suffix for a flavour.
+pub fn rollup_relation(flavor: Flavor, suffix: &str) -> String {
+    match flavor {
+        Flavor::Partitioned => format!("rollup_{suffix}"),
+        Flavor::Timescale => format!("telemetry_{suffix}"),
+    }
+}
+
+pub fn column_list() -> String {
+    COLUMNS.join(", ")
+}
+
+fn channel_defs() -> String {
+    COLUMNS
+        .iter()
+        .map(|c| format!(",\n    {c} float8"))
+        .collect()
+}
+
+/// Per channel: sample count, sum, min, max and the last value (of the latest sample that has
+/// the channel), which is what avg/min/max/last per bucket need to be exact when combined.
+fn rollup_defs() -> String {
+    let mut s = String::new();
+    for c in COLUMNS {
+        let _ = write!(
+            s,
+            ",\n    {c}_n bigint NOT NULL, {c}_sum float8, {c}_min float8, {c}_max float8, {c}_last float8"
+        );
+    }
+    s
+}
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: String,
+}
+
+fn common() -> Migration {
+    Migration {
+        version: 1,
+        name: "registry, latest readings, heartbeat, rollup work queue",
+        sql: format!(
+            r#"
+CREATE TABLE espwatch_settings (
+    key text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE wells (
+    well_id text COLLATE "C" PRIMARY KEY,
+    meta jsonb NOT NULL,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL,
+    auto_registered boolean NOT NULL
+);
+-- Newest reading per well, maintained by the writer in the same transaction as the readings.
+CREATE TABLE well_latest (
+    well_id text COLLATE "C" PRIMARY KEY,
+    ts timestamptz NOT NULL{channels}
+);
+-- Written by the readiness probe, so a probe proves a commit works.
+CREATE TABLE store_heartbeat (
+    id smallint PRIMARY KEY,
+    beat_at timestamptz NOT NULL
+);
+-- Minutes whose rollups lag the raw data: appended by the writer in the ingest transaction,
+-- consumed by the rollup maintenance. Queries compute these minutes from raw data.
+CREATE TABLE rollup_dirty (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    well_id text COLLATE "C" NOT NULL,
+    minute timestamptz NOT NULL
+);
+CREATE INDEX rollup_dirty_well_minute ON rollup_dirty (well_id, minute);
+"#,
+            channels = channel_defs()
+        ),
+    }
+}
+
+fn telemetry_table() -> String {
+    format!(
+        r#"CREATE TABLE telemetry (
+    well_id text COLLATE "C" NOT NULL,
+    ts timestamptz NOT NULL{channels},
+    PRIMARY KEY (well_id, ts)
+)"#,
+        channels = channel_defs()
+    )
+}
+
+fn partitioned() -> Migration {
+    let mut sql = format!(
+        "{table} PARTITION BY RANGE (ts);\n",
+        table = telemetry_table()
+    );
+    for (_, suffix) in ROLLUPS {
+        let _ = writeln!(
+            sql,
+            r#"CREATE TABLE rollup_{suffix} (
+    well_id text COLLATE "C" NOT NULL,
+    bucket timestamptz NOT NULL,
+    n bigint NOT NULL{rollups},
+    PRIMARY KEY (well_id, bucket)
+);"#,
+            rollups = rollup_defs()
+        );
+    }
+    sql.push_str("INSERT INTO espwatch_settings VALUES ('flavor', 'partitioned');\n");
+    Migration {
+        version: 2,
+        name: "telemetry: daily partitions and 1m/1h/1d rollup tables",
+        sql,
+    }
+}
+
+/// Aggregates of one bucket straight from raw rows (`src` aliases the raw table).
+pub fn raw_aggregates(src: &str) -> String {
+    let mut s = String::from("count(*) AS n");
+    for c in COLUMNS {
+        let _ = write!(
+            s,
+            ", count({src}.{c}) AS {c}_n, sum({src}.{c}) AS {c}_sum, min({src}.{c}) AS {c}_min, \
+             max({src}.{c}) AS {c}_max, \
+             (array_agg({src}.{c} ORDER BY {src}.ts DESC) FILTER (WHERE {src}.{c} IS NOT NULL))[1] AS {c}_last"
+        );
+    }
+    s
+}
+
+/// Aggregates of one bucket from finer rollup rows (`src` aliases the finer table).
+pub fn rollup_aggregates(src: &str) -> String {
+    let mut s = format!("sum({src}.n)::bigint AS n");
+    for c in COLUMNS {
+        let _ = write!(
+            s,
+            ", sum({src}.{c}_n)::bigint AS {c}_n, sum({src}.{c}_sum) AS {c}_sum, \
+             min({src}.{c}_min) AS {c}_min, max({src}.{c}_max) AS {c}_max, \
+             (array_agg({src}.{c}_last ORDER BY {src}.bucket DESC) FILTER (WHERE {src}.{c}_n > 0))[1] AS {c}_last"
+        );
+    }
+    s
+}
+
+fn timescale() -> Migration {
+    let mut aggs = String::from("count(*) AS n");
+    for c in COLUMNS {
+        let _ = write!(
+            aggs,
+            ", count({c}) AS {c}_n, sum({c}) AS {c}_sum, min({c}) AS {c}_min, max({c}) AS {c}_max, \
+             last({c}, ts) FILTER (WHERE {c} IS NOT NULL) AS {c}_last"
+        );
+    }
+    let mut sql = format!(
+        r#"CREATE EXTENSION IF NOT EXISTS timescaledb;
+{table};
+SELECT create_hypertable('telemetry', 'ts', chunk_time_interval => INTERVAL '1 day');
+ALTER TABLE telemetry SET (
+    timescaledb.compress,
+    timescaledb.compress_segmentby = 'well_id',
+    timescaledb.compress_orderby = 'ts DESC'
+);
+SELECT add_compression_policy('telemetry', INTERVAL '7 days');
+"#,
+        table = telemetry_table()
+    );
+    // Real-time aggregates (materialized_only = false): the not yet materialized tail is
+    // computed from raw data at query time, so the views always agree with the hypertable.
+    for (width, suffix, start, schedule) in [
+        ("1 minute", "1m", "3 days", "1 minute"),
+        ("1 hour", "1h", "14 days", "15 minutes"),
+        ("1 day", "1d", "90 days", "1 hour"),
+    ] {
+        let _ = write!(
+            sql,
+            r#"CREATE MATERIALIZED VIEW telemetry_{suffix}
+    WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+    SELECT well_id, time_bucket(INTERVAL '{width}', ts) AS bucket, {aggs}
+    FROM telemetry GROUP BY well_id, time_bucket(INTERVAL '{width}', ts)
+    WITH NO DATA;
+SELECT add_continuous_aggregate_policy('telemetry_{suffix}',
+    start_offset => INTERVAL '{start}', end_offset => INTERVAL '{width}',
+    schedule_interval => INTERVAL '{schedule}');
+"#
+        );
+    }
+    sql.push_str("INSERT INTO espwatch_settings VALUES ('flavor', 'timescaledb');\n");
+    Migration {
+        version: 2,
+        name: "telemetry: hypertable, compression, continuous aggregates 1m/1h/1d",
+        sql,
+    }
+}
+
+/// FNV-1a: a stable fingerprint of a migration's text (not security relevant).
+fn checksum(sql: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in sql.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// A fingerprint of all migrations of both flavours (for test templates).
+pub fn fingerprint() -> u64 {
+    checksum(&format!(
+        "{}{}{}",
+        common().sql,
+        partitioned().sql,
+        timescale().sql
+    )) as u64
+}
+
+/// Advisory lock keys (arbitrary constants, namespaced by the first word).
+pub const LOCK_MIGRATE: i64 = 0x6573_7077_0001;
+pub const LOCK_PARTITIONS: i64 = 0x6573_7077_0002;
+pub const LOCK_ROLLUPS: i64 = 0x6573_7077_0003;
+
+/// What `migrate` did.
+#[derive(Clone, Debug)]
+pub struct MigrationReport {
+    pub flavor: Flavor,
+    /// Versions applied by this call (empty when the schema was current).
+    pub applied: Vec<(i32, &'static str)>,
+    /// Why TimescaleDB is not used, when it is not.
+    pub timescale_note: Option<String>,
+}
+
+/// Brings the schema up to date; idempotent, safe to run from several processes at once.
+pub async fn migrate(
+    client: &mut Client,
+    mode: TimescaleMode,
+) -> Result<MigrationReport, StoreError> {
+    let err = |what: &'static str| move |e| db_err(what, e);
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .await
+        .map_err(err("preparing to migrate"))?;
+    client
+        .query("SELECT pg_advisory_lock($1)", &[&LOCK_MIGRATE])
+        .await
+        .map_err(err("taking the migration lock"))?;
+    let result = migrate_locked(client, mode).await;
+    let _ = client
+        .query("SELECT pg_advisory_unlock($1)", &[&LOCK_MIGRATE])
+        .await;
+    result
+}
+
+async fn migrate_locked(
+    client: &mut Client,
+    mode: TimescaleMode,
+) -> Result<MigrationReport, StoreError> {
+    let err = |what: &'static str| move |e| db_err(what, e);
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS espwatch_migrations (
+                version integer PRIMARY KEY,
+                name text NOT NULL,
+                checksum bigint NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(err("creating the migrations table"))?;
+    let done: Vec<(i32, i64)> = client
+        .query(
+            "SELECT version, checksum FROM espwatch_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .map_err(err("reading applied migrations"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+
+    // The flavour: recorded, or decided now (before migration 2 runs).
+    let recorded: Option<String> = if done.iter().any(|(v, _)| *v >= 1) {
+        client
+            .query_opt(
+                "SELECT value FROM espwatch_settings WHERE key = 'flavor'",
+                &[],
+            )
+            .await
+            .map_err(err("reading the store flavour"))?
+            .map(|r| r.get(0))
+    } else {
+        None
+    };
+    let mut timescale_note = None;
+    let flavor = match recorded.as_deref() {
+        Some("timescaledb") => Flavor::Timescale,
+        Some(_) => {
+            if mode != TimescaleMode::Off {
+                timescale_note =
+                    Some("this database was set up for plain PostgreSQL (partitions)".into());
+            }
+            Flavor::Partitioned
+        }
+        None => match mode {
+            TimescaleMode::Off => {
+                timescale_note = Some("disabled by configuration".into());
+                Flavor::Partitioned
+            }
+            TimescaleMode::Auto | TimescaleMode::Require => match timescale_usable(client).await {
+                Ok(()) => Flavor::Timescale,
+                Err(why) if mode == TimescaleMode::Require => {
+                    return Err(StoreError::Unavailable(format!(
+                        "TimescaleDB required but not usable: {why}"
+                    )));
+                }
+                Err(why) => {
+                    timescale_note = Some(why);
+                    Flavor::Partitioned
+                }
+            },
+        },
+    };
+
+    let all = [
+        common(),
+        match flavor {
+            Flavor::Partitioned => partitioned(),
+            Flavor::Timescale => timescale(),
+        },
+    ];
+    let mut applied = Vec::new();
+    for m in &all {
+        let sum = checksum(&m.sql);
+        match done.iter().find(|(v, _)| *v == m.version) {
+            Some((_, recorded)) if *recorded == sum => continue,
+            Some(_) => {
+                return Err(StoreError::Internal(format!(
+                    "migration {} ({}) differs from the one applied to this database; \
+                     refusing to continue",
+                    m.version, m.name
+                )));
+            }
+            None => {}
+        }
+        let tx = client
+            .transaction()
+            .await
+            .map_err(err("starting a migration"))?;
+        tx.batch_execute(&m.sql)
+            .await
+            .map_err(|e| db_err(&format!("applying migration {} ({})", m.version, m.name), e))?;
+        tx.execute(
+            "INSERT INTO espwatch_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &sum],
+        )
+        .await
+        .map_err(err("recording a migration"))?;
+        tx.commit().await.map_err(err("committing a migration"))?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+        applied.push((m.version, m.name));
+    }
+    if let Some(newer) = done.iter().map(|(v, _)| *v).max().filter(|v| *v > 2) {
+        return Err(StoreError::Internal(format!(
+            "the database schema (version {newer}) is newer than this espwatch understands"
+        )));
+    }
+    Ok(MigrationReport {
+        flavor,
+        applied,
+        timescale_note,
+    })
+}
+
+/// Ok when TimescaleDB is installed here or can be installed now; otherwise why not.
+async fn timescale_usable(client: &mut Client) -> Result<(), String> {
+    let available = client
+        .query_opt(
+            "SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("cannot list extensions: {e}"))?;
+    if available.is_none() {
+        return Err("the timescaledb extension is not available on this server".into());
+    }
+    // Creating it fails when it is not in shared_preload_libraries or we lack the privilege;
+    // try in a transaction that is rolled back, so the probe leaves nothing behind.
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| format!("cannot probe: {e}"))?;
+    let created = tx
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        .await;
+    let _ = tx.rollback().await;
+    created.map_err(|e| {
+        format!(
+            "CREATE EXTENSION timescaledb failed: {}",
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use espwatch_core::Field;
+
+    #[test]
+    fn columns_follow_the_measurement_slots() {
+        let names: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names, COLUMNS);
+    }
+}
+
+#[cfg(test)]
+mod pinned {
+    /// Released migrations must never change (databases record their checksums). If this
+    /// fails, add a new migration instead of editing an old one.
+    #[test]
+    fn released_migrations_are_unchanged() {
+        let got = [
+            super::checksum(&super::common().sql),
+            super::checksum(&super::partitioned().sql),
+            super::checksum(&super::timescale().sql),
+        ];
+        assert_eq!(got, PINNED);
+    }
+
+    const PINNED: [i64; 3] = [
+        4448778947527403899,
+        -652217944561075580,
+        -7868476583824631736,
+    ];
+}

@@ -1,0 +1,509 @@
+//! The writer task: one dedicated connection, group commit.
+//!
+//! Appends queue up while a commit is in flight; the next round takes everything queued (up to
+//! a bound) into one transaction: registry lookups and auto-registration, a binary COPY of the
+//! candidates into a temporary staging table, one `INSERT ... ON CONFLICT DO NOTHING
+//! RETURNING` into `telemetry` (first value wins), the `well_latest` upsert and the rollup work
+//! queue, then COMMIT. Every append of the round is answered after that commit.
+//!
+//! A lost connection before COMMIT is retried on a fresh one within `retry_window` (the
+//! transaction was rolled back, so nothing is applied twice); a failure during COMMIT is
+//! reported as `Unavailable`, because whether it committed is unknown (re-sending is safe).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use espwatch_core::{Reading, WellId, WellMeta};
+use espwatch_store::{AppendOptions, AppendOutcome, ReadingOutcome, StoreError, StoreResult};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, Statement};
+
+use crate::Shared;
+use crate::partitions;
+use crate::schema::{COLUMNS, Flavor, MINUTE_MICROS, column_list};
+use crate::types::{CopyEncoder, PgTs, db_err, get};
+
+pub struct Job {
+    pub readings: Vec<Reading>,
+    pub opts: AppendOptions,
+    pub reply: oneshot::Sender<StoreResult<AppendOutcome>>,
+}
+
+/// Statements prepared once per connection.
+struct Prepared {
+    known_wells: Statement,
+    register: Statement,
+    copy: Statement,
+    copy_direct: Statement,
+    insert: Statement,
+    latest: Statement,
+    dirty: Statement,
+}
+
+struct Conn {
+    client: Client,
+    prepared: Prepared,
+}
+
+/// The queue all writers take rounds from; a writer holds the lock only while gathering one.
+pub type Queue = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>>;
+
+pub struct Writer {
+    pub shared: Arc<Shared>,
+    pub rx: Queue,
+    pub max_readings_per_commit: usize,
+    pub retry_window: Duration,
+    conn: Option<Conn>,
+    /// Days known to have a partition (plain PostgreSQL only).
+    known_days: HashSet<i64>,
+}
+
+/// Why a round failed, and whether trying again on a new connection is safe.
+struct Failure {
+    error: StoreError,
+    retry: bool,
+}
+
+fn transient(context: &str) -> impl FnOnce(tokio_postgres::Error) -> Failure + '_ {
+    move |e| {
+        // Concurrent writers can deadlock on shared rows (re-sent readings, well_latest);
+        // PostgreSQL aborts one transaction, which is then simply replayed.
+        let conflict = e
+            .code()
+            .is_some_and(|c| c.code() == "40P01" || c.code() == "40001");
+        let error = db_err(context, e);
+        let retry = conflict || matches!(error, StoreError::Unavailable(_));
+        Failure { error, retry }
+    }
+}
+
+fn copy_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict(s) => StoreError::Conflict(s.clone()),
+        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
+        StoreError::Internal(s) => StoreError::Internal(s.clone()),
+    }
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: Queue,
+        max_readings_per_commit: usize,
+        retry_window: Duration,
+    ) -> Writer {
+        Writer {
+            shared,
+            rx,
+            max_readings_per_commit,
+            retry_window,
+            conn: None,
+            known_days: HashSet::new(),
+        }
+    }
+
+    /// Runs rounds until every sender is gone and the queue is drained.
+    pub async fn run(mut self) {
+        loop {
+            let jobs = {
+                let mut rx = self.rx.lock().await;
+                let Some(first) = rx.recv().await else { return };
+                let mut total = first.readings.len();
+                let mut jobs = vec![first];
+                while total < self.max_readings_per_commit {
+                    match rx.try_recv() {
+                        Ok(job) => {
+                            total += job.readings.len();
+                            jobs.push(job);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                jobs
+            };
+            self.commit_round(jobs).await;
+        }
+    }
+
+    async fn commit_round(&mut self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            match self.try_round(&jobs).await {
+                Ok(outcomes) => {
+                    self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                        let _ = job.reply.send(Ok(outcome));
+                    }
+                    return;
+                }
+                Err(failure) => {
+                    if failure.retry && self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+                        // The connection is unusable; a fresh one is opened next attempt.
+                        self.conn = None;
+                    }
+                    if failure.retry && started.elapsed() < self.retry_window {
+                        attempt += 1;
+                        let backoff = Duration::from_millis((50u64 << attempt.min(5)).min(1000));
+                        tracing::warn!(error = %failure.error, attempt, "PostgreSQL write failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        continue;
+                    }
+                    tracing::error!(error = %failure.error, "PostgreSQL write failed");
+                    for job in jobs {
+                        let _ = job.reply.send(Err(copy_err(&failure.error)));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn connection(&mut self) -> Result<&mut Conn, Failure> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            let client = self
+                .shared
+                .connector
+                .connect()
+                .await
+                .map_err(|error| Failure {
+                    retry: matches!(error, StoreError::Unavailable(_)),
+                    error,
+                })?;
+            let prepared = prepare(&client, self.shared.flavor)
+                .await
+                .map_err(transient("preparing the writer connection"))?;
+            self.conn = Some(Conn { client, prepared });
+        }
+        Ok(self.conn.as_mut().expect("just set"))
+    }
+
+    async fn try_round(&mut self, jobs: &[Job]) -> Result<Vec<AppendOutcome>, Failure> {
+        // Partitions for every day touched (plain PostgreSQL; TimescaleDB makes chunks itself).
+        if self.shared.flavor == Flavor::Partitioned {
+            let mut missing: Vec<i64> = jobs
+                .iter()
+                .flat_map(|j| j.readings.iter())
+                .map(|r| partitions::day_of(r.ts))
+                .filter(|d| !self.known_days.contains(d))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            missing.sort_unstable();
+            if !missing.is_empty() {
+                let conn = self.connection().await?;
+                partitions::ensure(&conn.client, &missing)
+                    .await
+                    .map_err(transient("creating partitions"))?;
+                self.known_days.extend(missing);
+            }
+        }
+
+        let conn = self.connection().await?;
+        let p = &conn.prepared;
+        let client = &mut conn.client;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(transient("starting the write transaction"))?;
+
+        // Registry: which wells exist (locked against a concurrent delete until commit).
+        let mut seen = HashSet::new();
+        let well_ids: Vec<&str> = jobs
+            .iter()
+            .flat_map(|j| j.readings.iter())
+            .map(|r| r.well_id.as_str())
+            .filter(|w| seen.insert(*w))
+            .collect();
+        let mut known: HashSet<String> = tx
+            .query(&p.known_wells, &[&well_ids])
+            .await
+            .map_err(transient("looking up wells"))?
+            .iter()
+            .map(|r| get::<String>(r, 0))
+            .collect::<Result<_, _>>()
+            .map_err(|error| Failure {
+                error,
+                retry: false,
+            })?;
+
+        // Decide per reading, in submission order: unknown well, in-round duplicate, candidate.
+        let mut outcomes: Vec<AppendOutcome> = Vec::with_capacity(jobs.len());
+        let mut to_register: Vec<(usize, WellId)> = Vec::new();
+        let mut candidates: Vec<(usize, usize)> = Vec::new(); // (job, reading)
+        let mut slot: HashMap<(&str, i64), usize> = HashMap::new(); // -> candidate index
+        for (j, job) in jobs.iter().enumerate() {
+            let mut outcome = AppendOutcome {
+                outcomes: Vec::with_capacity(job.readings.len()),
+                registered_wells: Vec::new(),
+            };
+            for (i, r) in job.readings.iter().enumerate() {
+                if !known.contains(r.well_id.as_str()) {
+                    if job.opts.auto_register_wells {
+                        known.insert(r.well_id.as_str().to_owned());
+                        to_register.push((j, r.well_id.clone()));
+                    } else {
+                        outcome.outcomes.push(ReadingOutcome::UnknownWell);
+                        continue;
+                    }
+                }
+                match slot.entry((r.well_id.as_str(), r.ts.0)) {
+                    std::collections::hash_map::Entry::Occupied(_) => {
+                        outcome.outcomes.push(ReadingOutcome::Duplicate);
+                    }
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(candidates.len());
+                        candidates.push((j, i));
+                        // Provisional: turned into Duplicate below if the row existed.
+                        outcome.outcomes.push(ReadingOutcome::Accepted);
+                    }
+                }
+            }
+            outcomes.push(outcome);
+        }
+
+        if !to_register.is_empty() {
+            let ids: Vec<&str> = to_register.iter().map(|(_, w)| w.as_str()).collect();
+            let metas: Vec<String> = to_register
+                .iter()
+                .map(|(_, w)| {
+                    serde_json::to_string(&WellMeta::minimal(w)).unwrap_or_else(|_| "{}".into())
+                })
+                .collect();
+            let now = PgTs(crate::now().0);
+            let inserted: HashSet<String> = tx
+                .query(&p.register, &[&ids, &metas, &now])
+                .await
+                .map_err(transient("registering wells"))?
+                .iter()
+                .map(|r| get::<String>(r, 0))
+                .collect::<Result<_, _>>()
+                .map_err(|error| Failure {
+                    error,
+                    retry: false,
+                })?;
+            for (j, w) in to_register {
+                if inserted.contains(w.as_str()) {
+                    outcomes[j].registered_wells.push(w);
+                }
+            }
+        }
+
+        if !candidates.is_empty() {
+            let mut enc = CopyEncoder::new(candidates.len());
+            for &(j, i) in &candidates {
+                let r = &jobs[j].readings[i];
+                enc.row(2 + COLUMNS.len() as i16);
+                enc.text(r.well_id.as_str());
+                enc.timestamptz(r.ts);
+                enc.measurements(&r.values);
+            }
+            let data = enc.finish();
+
+            // Fast path, the normal case of new readings: COPY straight into telemetry under a
+            // savepoint. A unique violation (something was already stored) rolls it back and
+            // the round takes the staging path, which sorts out duplicates row by row.
+            tx.batch_execute("SAVEPOINT direct")
+                .await
+                .map_err(transient("starting COPY"))?;
+            let direct = match tx.copy_in(&p.copy_direct).await {
+                Ok(sink) => send_copy(sink, data.clone()).await,
+                Err(e) => Err(e),
+            };
+            let mut accepted = vec![true; candidates.len()];
+            match direct {
+                Ok(_) => tx
+                    .batch_execute("RELEASE SAVEPOINT direct")
+                    .await
+                    .map_err(transient("COPY into telemetry"))?,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT direct")
+                        .await
+                        .map_err(transient("COPY into telemetry"))?;
+                    let sink = tx
+                        .copy_in(&p.copy)
+                        .await
+                        .map_err(transient("starting COPY"))?;
+                    send_copy(sink, data)
+                        .await
+                        .map_err(transient("COPY into staging"))?;
+                    let inserted = tx
+                        .query(&p.insert, &[])
+                        .await
+                        .map_err(transient("inserting telemetry"))?;
+                    accepted = vec![false; candidates.len()];
+                    for row in &inserted {
+                        let well: &str = get(row, 0).map_err(|error| Failure {
+                            error,
+                            retry: false,
+                        })?;
+                        let ts: PgTs = get(row, 1).map_err(|error| Failure {
+                            error,
+                            retry: false,
+                        })?;
+                        if let Some(&c) = slot.get(&(well, ts.0)) {
+                            accepted[c] = true;
+                        }
+                    }
+                    for (c, &(j, i)) in candidates.iter().enumerate() {
+                        if !accepted[c] {
+                            outcomes[j].outcomes[i] = ReadingOutcome::Duplicate;
+                        }
+                    }
+                }
+                Err(e) => return Err(transient("COPY into telemetry")(e)),
+            }
+
+            // The newest accepted reading per well goes to well_latest (guarded by ts there).
+            let mut newest: HashMap<&str, usize> = HashMap::new();
+            for (c, &(j, i)) in candidates.iter().enumerate() {
+                if !accepted[c] {
+                    continue;
+                }
+                let r = &jobs[j].readings[i];
+                let e = newest.entry(r.well_id.as_str()).or_insert(c);
+                let (bj, bi) = candidates[*e];
+                if r.ts > jobs[bj].readings[bi].ts {
+                    *e = c;
+                }
+            }
+            if !newest.is_empty() {
+                let mut rows: Vec<usize> = newest.into_values().collect();
+                // Fixed lock order across concurrent writers.
+                rows.sort_by_key(|&c| {
+                    jobs[candidates[c].0].readings[candidates[c].1]
+                        .well_id
+                        .as_str()
+                });
+                let reading = |c: usize| &jobs[candidates[c].0].readings[candidates[c].1];
+                let wells: Vec<&str> = rows.iter().map(|&c| reading(c).well_id.as_str()).collect();
+                let stamps: Vec<PgTs> = rows.iter().map(|&c| PgTs(reading(c).ts.0)).collect();
+                let channels: Vec<Vec<Option<f64>>> = (0..COLUMNS.len())
+                    .map(|k| {
+                        rows.iter()
+                            .map(|&c| Some(reading(c).values.raw()[k]).filter(|v| !v.is_nan()))
+                            .collect()
+                    })
+                    .collect();
+                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    vec![&wells, &stamps];
+                params.extend(
+                    channels
+                        .iter()
+                        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)),
+                );
+                tx.execute(&p.latest, &params)
+                    .await
+                    .map_err(transient("updating latest readings"))?;
+            }
+
+            // Rollup work queue: every minute that received a reading.
+            let mut minutes: HashSet<(&str, i64)> = HashSet::new();
+            for (c, &(j, i)) in candidates.iter().enumerate() {
+                if accepted[c] {
+                    let r = &jobs[j].readings[i];
+                    minutes.insert((
+                        r.well_id.as_str(),
+                        r.ts.0 - r.ts.0.rem_euclid(MINUTE_MICROS),
+                    ));
+                }
+            }
+            if !minutes.is_empty() {
+                let (wells, mins): (Vec<&str>, Vec<PgTs>) =
+                    minutes.into_iter().map(|(w, m)| (w, PgTs(m))).unzip();
+                tx.execute(&p.dirty, &[&wells, &mins])
+                    .await
+                    .map_err(transient("queueing rollup work"))?;
+            }
+        }
+
+        // From here on a lost connection leaves the outcome unknown: no silent retry.
+        tx.commit().await.map_err(|e| {
+            let error = match db_err("committing", e) {
+                StoreError::Unavailable(why) => StoreError::Unavailable(format!(
+                    "{why}; the commit may or may not have happened, re-sending is safe"
+                )),
+                other => other,
+            };
+            Failure {
+                error,
+                retry: false,
+            }
+        })?;
+        Ok(outcomes)
+    }
+}
+
+/// Sends one buffer into a COPY sink and finishes it.
+async fn send_copy(
+    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
+    data: bytes::Bytes,
+) -> Result<u64, tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(data).await?;
+    sink.finish().await
+}
+
+async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_postgres::Error> {
+    let _ = flavor;
+    let cols = column_list();
+    let channel_defs: String = COLUMNS.iter().map(|c| format!(", {c} float8")).collect();
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS espwatch_stage (
+                well_id text COLLATE \"C\" NOT NULL, ts timestamptz NOT NULL{channel_defs}
+            ) ON COMMIT DELETE ROWS"
+        ))
+        .await?;
+    let updates: String = COLUMNS
+        .iter()
+        .map(|c| format!(", {c} = EXCLUDED.{c}"))
+        .collect();
+    Ok(Prepared {
+        known_wells: client
+            .prepare("SELECT well_id FROM wells WHERE well_id = ANY($1::text[]) FOR KEY SHARE")
+            .await?,
+        register: client
+            .prepare(
+                "INSERT INTO wells (well_id, meta, created_at, updated_at, auto_registered)
+                 SELECT id, meta::jsonb, $3, $3, true FROM unnest($1::text[], $2::text[]) AS t(id, meta)
+                 ORDER BY id ON CONFLICT (well_id) DO NOTHING RETURNING well_id",
+            )
+            .await?,
+        copy: client
+            .prepare("COPY espwatch_stage FROM STDIN (FORMAT binary)")
+            .await?,
+        copy_direct: client
+            .prepare(&format!(
+                "COPY telemetry (well_id, ts, {cols}) FROM STDIN (FORMAT binary)"
+            ))
+            .await?,
+        insert: client
+            .prepare(&format!(
+                "INSERT INTO telemetry (well_id, ts, {cols})
+                 SELECT well_id, ts, {cols} FROM espwatch_stage ORDER BY well_id, ts
+                 ON CONFLICT DO NOTHING RETURNING well_id, ts"
+            ))
+            .await?,
+        latest: client
+            .prepare(&format!(
+                "INSERT INTO well_latest (well_id, ts, {cols})
+                 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::float8[])
+                 ON CONFLICT (well_id) DO UPDATE SET ts = EXCLUDED.ts{updates}
+                 WHERE well_latest.ts < EXCLUDED.ts"
+            ))
+            .await?,
+        dirty: client
+            .prepare(
+                "INSERT INTO rollup_dirty (well_id, minute)
+                 SELECT * FROM unnest($1::text[], $2::timestamptz[])",
+            )
+            .await?,
+    })
+}

@@ -1,0 +1,484 @@
+//! The PostgreSQL backend: the shared conformance suite on a fresh database per test, plus
+//! what only this backend has (rollups, reconnection, TimescaleDB, TLS settings).
+//! Skips with a printed reason when PostgreSQL is unreachable, unless
+//! ESPWATCH_REQUIRE_SERVICES=1.
+
+#[path = "../../store/tests/conformance/mod.rs"]
+mod conformance;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use conformance::{Harness, T0, all_time, auto, reading, well};
+use espwatch_core::series::evaluate;
+use espwatch_core::{Agg, Field, Measurements, Reading, TelemetryQuery, TimeRange, Timestamp};
+use espwatch_store::{ReadingOutcome, Store, StoreError};
+use espwatch_store_postgres::testing::{TestDatabase, admin_url};
+use espwatch_store_postgres::{Flavor, PostgresOptions, PostgresStore, TimescaleMode};
+
+fn fast() -> PostgresOptions {
+    PostgresOptions {
+        pool_size: 4,
+        // Maintenance stays out of the way; tests seal explicitly.
+        rollup_interval: Duration::from_secs(3600),
+        ..PostgresOptions::default()
+    }
+}
+
+struct PgHarness {
+    db: TestDatabase,
+    current: Mutex<Option<PostgresStore>>,
+}
+
+impl PgHarness {
+    async fn new() -> Option<PgHarness> {
+        Some(PgHarness {
+            db: TestDatabase::create().await?,
+            current: Mutex::new(None),
+        })
+    }
+
+    async fn store(&self) -> PostgresStore {
+        PostgresStore::open(&self.db.url, fast())
+            .await
+            .expect("open PostgreSQL store")
+    }
+}
+
+#[async_trait]
+impl Harness for PgHarness {
+    async fn open(&self) -> Arc<dyn Store> {
+        let store = self.store().await;
+        *self.current.lock().unwrap() = Some(store.clone());
+        Arc::new(store)
+    }
+
+    async fn seal(&self, _store: &Arc<dyn Store>) {
+        let store = self
+            .current
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a store is open");
+        store.refresh_rollups().await.unwrap();
+    }
+
+    async fn abandon(&self, store: Arc<dyn Store>) {
+        self.current.lock().unwrap().take();
+        drop(store);
+    }
+}
+
+mod conformance_suite {
+    use super::*;
+    // A skipped harness (PostgreSQL unreachable) returns from the test early.
+    conformance::conformance_tests!(match PgHarness::new().await {
+        Some(harness) => harness,
+        None => return,
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollups answer exactly what raw data answers.
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Equal buckets, equal values; `avg` to 1e-9 relative (sums of partial sums round differently).
+fn assert_same_series(got: &espwatch_core::Series, want: &espwatch_core::Series, what: &str) {
+    assert_eq!(got.ts, want.ts, "{what}: buckets");
+    for ((f, a), (g, b)) in got.columns.iter().zip(&want.columns) {
+        assert_eq!(f, g);
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            match (x, y) {
+                (Some(x), Some(y)) => assert!(
+                    (x - y).abs() <= 1e-9 * y.abs().max(1.0),
+                    "{what}: {f:?}[{i}] {x} vs {y}"
+                ),
+                _ => assert_eq!(x, y, "{what}: {f:?}[{i}]"),
+            }
+        }
+    }
+}
+
+async fn check_queries(store: &PostgresStore, rng: &mut u64, label: &str) {
+    let w = well("ROLL");
+    let fields = vec![
+        Field::FrequencyHz,
+        Field::MotorCurrentA,
+        Field::IntakePressurePsi,
+    ];
+    let all = store.read_range(&w, all_time()).await.unwrap();
+    let day = 86_400i64;
+    for step in [60, 300, 3600, 7200, day, 2 * day, 90] {
+        for agg in [Agg::Avg, Agg::Min, Agg::Max, Agg::Last] {
+            // Unaligned edges inside the data, and the whole span.
+            let from = (xorshift(rng) % (2 * day as u64)) as i64 - 3600;
+            let to = from + (xorshift(rng) % (3 * day as u64)) as i64 + 60;
+            for (a, b) in [(from, to), (-day, 5 * day)] {
+                let query = TelemetryQuery {
+                    well_id: w.clone(),
+                    range: TimeRange {
+                        from: Timestamp(T0 + a * 1_000_000 + 17),
+                        to: Timestamp(T0 + b * 1_000_000 - 3),
+                    },
+                    fields: fields.clone(),
+                    step_micros: Some(step * 1_000_000),
+                    agg,
+                    max_points: 2000,
+                };
+                let got = store.query(&query).await.unwrap();
+                let want = evaluate(&query, &all);
+                assert_same_series(
+                    &got,
+                    &want,
+                    &format!("{label} step {step} {agg:?} {a}..{b}"),
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollup_queries_equal_raw_evaluation() {
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
+    let store = h.store().await;
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    // Three days of irregular readings with gaps and missing channels.
+    let mut batch = Vec::new();
+    let mut t = 0i64;
+    while t < 3 * 86_400 {
+        let mut m = Measurements::empty();
+        if !xorshift(&mut rng).is_multiple_of(4) {
+            m.set(
+                Field::FrequencyHz,
+                Some((xorshift(&mut rng) % 6000) as f64 / 100.0),
+            );
+        }
+        if !xorshift(&mut rng).is_multiple_of(3) {
+            m.set(
+                Field::MotorCurrentA,
+                Some((xorshift(&mut rng) % 9000) as f64 / 100.0),
+            );
+        }
+        batch.push(Reading {
+            well_id: well("ROLL"),
+            ts: Timestamp(T0 + t * 1_000_000),
+            values: m,
+        });
+        t += 7
+            + (xorshift(&mut rng) % 60) as i64
+            + if xorshift(&mut rng).is_multiple_of(50) {
+                5000
+            } else {
+                0
+            };
+    }
+    for chunk in batch.chunks(5000) {
+        store.append(chunk.to_vec(), auto()).await.unwrap();
+    }
+    check_queries(&store, &mut rng, "all queued (raw)").await;
+    assert!(store.refresh_rollups().await.unwrap() > 0);
+    check_queries(&store, &mut rng, "rolled up").await;
+    // Late data into rolled-up hours, not yet refreshed: those buckets must come from raw.
+    let late: Vec<Reading> = (0..50)
+        .map(|i| reading("ROLL", 3 + i * 3_001, 99.0 + i as f64))
+        .collect();
+    store.append(late, auto()).await.unwrap();
+    check_queries(&store, &mut rng, "late data queued").await;
+    store.refresh_rollups().await.unwrap();
+    check_queries(&store, &mut rng, "late data rolled up").await;
+    store.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections die; acknowledged data does not.
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(conn);
+    client
+}
+
+async fn terminate_backends(admin: &tokio_postgres::Client, db: &str) -> u64 {
+    admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[&db],
+        )
+        .await
+        .expect("terminate")
+        .len() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminated_connections_under_load_lose_nothing_acknowledged() {
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
+    let store = Arc::new(h.store().await);
+    let admin = admin().await;
+    let clients = 8;
+    let per_client = 150;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut errors = 0;
+            for i in 0..per_client {
+                let batch: Vec<Reading> = (0..20)
+                    .map(|k| reading(&format!("L{c}"), (i * 20 + k) as i64, i as f64))
+                    .collect();
+                // A client retries until acknowledged, as a gateway would.
+                loop {
+                    match store.append(batch.clone(), auto()).await {
+                        Ok(out) => {
+                            for (r, o) in batch.iter().zip(&out.outcomes) {
+                                if *o == ReadingOutcome::Accepted {
+                                    acknowledged.push((r.well_id.clone(), r.ts));
+                                }
+                            }
+                            break;
+                        }
+                        Err(StoreError::Unavailable(_)) => {
+                            errors += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Err(e) => panic!("unexpected error {e}"),
+                    }
+                }
+            }
+            (acknowledged, errors)
+        }));
+    }
+    let mut killed = 0;
+    let started = Instant::now();
+    while !tasks.iter().all(|t| t.is_finished()) && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        killed += terminate_backends(&admin, &h.db.name).await;
+    }
+    let mut acknowledged = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (a, e) = t.await.unwrap();
+        acknowledged.extend(a);
+        errors += e;
+    }
+    assert!(killed > 0, "no connection was terminated");
+    eprintln!("terminated {killed} backends; {errors} appends saw Unavailable and were re-sent");
+    // Every acknowledged reading is there, and every reading ended up stored exactly once.
+    let mut stored = HashSet::new();
+    for c in 0..clients {
+        for (t, _) in store
+            .read_range(&well(&format!("L{c}")), all_time())
+            .await
+            .unwrap()
+        {
+            stored.insert((well(&format!("L{c}")), t));
+        }
+    }
+    for a in &acknowledged {
+        assert!(stored.contains(a), "acknowledged reading {a:?} lost");
+    }
+    assert_eq!(stored.len(), clients * per_client * 20);
+    assert!(store.health().await.read.ok);
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_is_not_ready_until_it_returns() {
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
+    let store = PostgresStore::open(
+        &h.db.url,
+        PostgresOptions {
+            retry_window: Duration::from_millis(500),
+            ..fast()
+        },
+    )
+    .await
+    .unwrap();
+    store
+        .append(vec![reading("U", 0, 1.0)], auto())
+        .await
+        .unwrap();
+    let admin = admin().await;
+    let name = &h.db.name;
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .unwrap();
+    terminate_backends(&admin, name).await;
+    let health = store.health().await;
+    assert!(!health.read.ok && !health.write.ok, "{health:?}");
+    let refused = store.append(vec![reading("U", 1, 1.0)], auto()).await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{refused:?}"
+    );
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .unwrap();
+    let health = store.health().await;
+    assert!(health.read.ok && health.write.ok, "{health:?}");
+    assert!(health.read.latency_ms > 0.0);
+    assert_eq!(
+        store
+            .append(vec![reading("U", 1, 1.0)], auto())
+            .await
+            .unwrap()
+            .outcomes,
+        vec![ReadingOutcome::Accepted]
+    );
+    assert_eq!(
+        store
+            .read_range(&well("U"), all_time())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_commits_and_partitions_follow_the_data() {
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
+    let store = h.store().await;
+    assert_eq!(store.flavor(), Flavor::Partitioned);
+    let before = store.stats().await.unwrap();
+    let n = 200;
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = store.clone();
+        // Spread over 20 days, backfilled far in the past: partitions are made on demand.
+        tasks.push(tokio::spawn(async move {
+            s.append(
+                vec![reading(
+                    &format!("G{}", i % 10),
+                    (i % 20) * 86_400 - 400 * 86_400 + i,
+                    1.0,
+                )],
+                auto(),
+            )
+            .await
+            .unwrap()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().outcomes, vec![ReadingOutcome::Accepted]);
+    }
+    let after = store.stats().await.unwrap();
+    let commits = after.commits - before.commits;
+    assert!(
+        commits > 0 && commits < n as u64,
+        "{commits} commits for {n} appends"
+    );
+    assert!(
+        after.segments >= before.segments + 20,
+        "{before:?} → {after:?}"
+    );
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_idempotent_and_tls_is_required_when_asked() {
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
+    let report = espwatch_store_postgres::migrate(&h.db.url, &PostgresOptions::default())
+        .await
+        .unwrap();
+    assert!(report.applied.is_empty(), "{:?}", report.applied);
+    // Our test server speaks plain TCP: asking for TLS must fail, not silently downgrade.
+    let url = format!("{}?sslmode=require", h.db.url);
+    match PostgresStore::open(&url, fast()).await {
+        Err(StoreError::Unavailable(msg)) => assert!(msg.contains("connecting"), "{msg}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => eprintln!("note: the test server accepted TLS"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timescaledb_hypertable_and_aggregates() {
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
+    // A fresh, unmigrated database, so the flavour is decided here.
+    let admin = admin().await;
+    let name = format!("{}_tsdb", h.db.name);
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = espwatch_store_postgres::testing::url_for(&admin_url(), &name);
+    let opts = PostgresOptions {
+        timescale: TimescaleMode::Require,
+        ..fast()
+    };
+    let result = PostgresStore::open(&url, opts).await;
+    let outcome = async {
+        let store = match result {
+            Err(StoreError::Unavailable(why)) if why.contains("TimescaleDB required") => {
+                eprintln!("skipping TimescaleDB test: {why}");
+                return;
+            }
+            other => other.expect("open on TimescaleDB"),
+        };
+        assert_eq!(store.flavor(), Flavor::Timescale);
+        let rs: Vec<Reading> = (0..5000).map(|i| reading("TS", i * 37, i as f64)).collect();
+        store.append(rs, auto()).await.unwrap();
+        check_queries_ts(&store).await;
+        store.refresh_rollups().await.unwrap();
+        check_queries_ts(&store).await;
+        let health = store.health().await;
+        assert!(
+            health
+                .read
+                .detail
+                .unwrap_or_default()
+                .contains("TimescaleDB")
+        );
+        store.close().await.unwrap();
+    }
+    .await;
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    outcome
+}
+
+async fn check_queries_ts(store: &PostgresStore) {
+    let all = store.read_range(&well("TS"), all_time()).await.unwrap();
+    for step in [60, 3600, 86_400] {
+        let query = TelemetryQuery {
+            well_id: well("TS"),
+            range: all_time(),
+            fields: vec![Field::FrequencyHz],
+            step_micros: Some(step * 1_000_000),
+            agg: Agg::Last,
+            max_points: 2000,
+        };
+        assert_same_series(
+            &store.query(&query).await.unwrap(),
+            &evaluate(&query, &all),
+            "tsdb",
+        );
+    }
+}
