@@ -199,8 +199,18 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
                                 .filter(|(w, _)| w.as_str() == r.well_id.as_str())
                             {
                                 let f = engine.features();
-                                let names: Vec<&str> =
-                                    out.findings.iter().map(|x| x.diagnosis.name()).collect();
+                                let names: Vec<String> = out
+                                    .findings
+                                    .iter()
+                                    .map(|x| {
+                                        let ev: Vec<String> = x
+                                            .evidence
+                                            .iter()
+                                            .map(|e| format!("{}={:?}", e.feature, e.value))
+                                            .collect();
+                                        format!("{}[{}]", x.diagnosis.name(), ev.join(" "))
+                                    })
+                                    .collect();
                                 let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
                                 writeln!(
                                     t,

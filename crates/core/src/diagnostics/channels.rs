@@ -85,7 +85,9 @@ impl ChannelMonitor {
 
     pub fn finish_training(&mut self) {
         self.p_repeat = if self.train_pairs >= 20 {
-            ((self.train_equal as f64 + 0.5) / (self.train_pairs as f64 + 1.0)).clamp(0.01, 1.0)
+            // Inflated: repeats cluster when a slow signal sits near a quantisation step.
+            (1.5 * (self.train_equal as f64 + 0.5) / (self.train_pairs as f64 + 1.0))
+                .clamp(0.05, 1.0)
         } else {
             1.0
         };
@@ -112,9 +114,13 @@ impl ChannelMonitor {
         &mut self,
         ts: i64,
         value: Option<f64>,
+        system_changed: bool,
         th: &Thresholds,
     ) -> (Option<f64>, Option<ChannelFault>) {
         let tau = 600.0;
+        if !self.missing.is_init() {
+            self.missing.update(ts, 0.0, tau);
+        }
         self.missing
             .update(ts, if value.is_some() { 0.0 } else { 1.0 }, tau);
         // Spike confirmation: the previous suspicious value is a spike if this one is back near
@@ -148,8 +154,8 @@ impl ChannelMonitor {
             let level = self.level.value();
             let significant = self.typical > 0.0
                 && level.is_some_and(|l| l.abs() > 0.05 * self.typical);
-            if significant && !confirmed_change {
-                let l = level.unwrap_or(0.0).abs();
+            if significant && !confirmed_change && !system_changed {
+                let l = level.unwrap_or(0.0).abs().max(0.2 * self.typical);
                 if v == 0.0 || v.abs() > th.spike_factor * l {
                     self.suspect = Some(v);
                     usable = None;
@@ -178,6 +184,14 @@ impl ChannelMonitor {
 
     pub fn missing_share(&self) -> f64 {
         self.missing.mean
+    }
+
+    /// Relative departure of a value from this channel's recent level.
+    pub fn departure(&self, value: Option<f64>) -> f64 {
+        match (value, self.level.value()) {
+            (Some(v), Some(l)) if l.abs() > 1e-9 => ((v - l) / l).abs(),
+            _ => 0.0,
+        }
     }
 
     /// Level the channel was at before it went quiet (for continuity after a stop).

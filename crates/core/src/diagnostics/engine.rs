@@ -127,6 +127,8 @@ struct Smoothed {
     fast_head: Ewma,
     cur: Ewma,
     cur_abs: Ewma,
+    fast_cur_abs: Ewma,
+    fast_gor: Ewma,
     flow: Ewma,
     pip: Ewma,
     head: Ewma,
@@ -186,6 +188,7 @@ pub struct WellEngine {
     tracker: EpisodeTracker,
     last_findings: Vec<Finding>,
     last_features: Features,
+    prev_process: Vec<(Diagnosis, f64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -247,6 +250,7 @@ impl WellEngine {
             tracker: EpisodeTracker::default(),
             last_findings: Vec::new(),
             last_features: Features::default(),
+            prev_process: Vec::new(),
         }
     }
 
@@ -618,8 +622,22 @@ impl WellEngine {
         // 1. Channel health.
         let mut clean = *raw;
         let mut faults: Vec<(Field, ChannelFault, u32)> = Vec::new();
+        // A spike is one channel jumping alone; when several move together the pump changed.
+        let moved = [
+            Field::MotorCurrentA,
+            Field::FlowRateBpd,
+            Field::DischargePressurePsi,
+            Field::IntakePressurePsi,
+            Field::TubingPressurePsi,
+            Field::MotorVoltageV,
+        ]
+        .iter()
+        .filter(|f| self.channels[f.index()].departure(raw.get(**f)) > 0.1)
+        .count();
+        let system_changed = moved >= 2;
         for f in WATCHED {
-            let (usable, fault) = self.channels[f.index()].observe(ts, raw.get(f), &th);
+            let (usable, fault) =
+                self.channels[f.index()].observe(ts, raw.get(f), system_changed, &th);
             clean.set(f, usable);
             if let Some(fault) = fault {
                 faults.push((f, fault, self.channels[f.index()].stuck_run));
@@ -627,6 +645,7 @@ impl WellEngine {
         }
         // 2. Run state.
         let running = self.is_running(&clean);
+        let tripped = self.running && !running;
         self.update_run_state(ts, running);
         let since_start = self.secs_since_start(ts);
         let settled = running && since_start >= th.settle_secs;
@@ -661,7 +680,7 @@ impl WellEngine {
             });
         if ramped && self.baseline.is_some() {
             self.update_smoothed(ts, &feats, &clean);
-            self.process_rules(ts, settled, &clean, &th, &mut findings);
+            self.process_rules(ts, settled, &clean, &feats, &th, &mut findings);
         }
         // Power: V/Hz excursions, also around undervoltage trips.
         if running && let Some(v) = feats.volts_per_hz_ratio {
@@ -743,10 +762,34 @@ impl WellEngine {
             self.anomaly_smooth.reset();
         }
 
-        // 4. Episodes.
-        let list: Vec<(Diagnosis, f64)> =
+        // 4. Episodes. A stop right after loss-of-lift or overload evidence is the protection
+        // relay confirming it: the evidence may have had only a reading or two to show.
+        let mut list: Vec<(Diagnosis, f64)> =
             findings.iter().map(|f| (f.diagnosis, f.confidence)).collect();
-        let transitions = self.tracker.step(ts, &list, settled, &th);
+        let mut confirmed = Vec::new();
+        if tripped {
+            for (d, c) in std::mem::take(&mut self.prev_process) {
+                if matches!(
+                    d,
+                    Diagnosis::Condition(
+                        Condition::ClosedValve
+                            | Condition::GasLock
+                            | Condition::BrokenShaft
+                            | Condition::Overload
+                            | Condition::PumpOff
+                    )
+                ) {
+                    list.push((d, c));
+                    confirmed.push(d);
+                }
+            }
+        }
+        self.prev_process = findings
+            .iter()
+            .filter(|f| f.diagnosis.is_process())
+            .map(|f| (f.diagnosis, f.confidence))
+            .collect();
+        let transitions = self.tracker.step(ts, &list, &confirmed, settled, &th);
         self.last_findings = findings.clone();
         StepOutput {
             training: false,
@@ -772,6 +815,8 @@ impl WellEngine {
         up(&mut s.fast_head, f.head_ratio, FAST_TAU);
         up(&mut s.cur, f.current_ratio, SLOW_TAU);
         up(&mut s.cur_abs, m.get(Field::MotorCurrentA), SLOW_TAU);
+        up(&mut s.fast_cur_abs, m.get(Field::MotorCurrentA), FAST_TAU);
+        up(&mut s.fast_gor, f.gor_ratio, FAST_TAU);
         up(&mut s.flow, f.flow_ratio, SLOW_TAU);
         up(&mut s.pip, f.intake_pressure_ratio, SLOW_TAU);
         up(&mut s.head, f.head_ratio, SLOW_TAU);
@@ -788,6 +833,7 @@ impl WellEngine {
         ts: i64,
         settled: bool,
         m: &Measurements,
+        f: &Features,
         th: &Thresholds,
         out: &mut Vec<Finding>,
     ) {
@@ -801,68 +847,85 @@ impl WellEngine {
             _ => false,
         };
         let gas_rich = gor.is_some_and(|g| g >= th.gas_gor_ratio);
-        let gas = gas_rich || below_bubble;
+        // PIP under the bubble point says free gas only when the GOR gauge does not deny it.
+        let gas = gas_rich || (below_bubble && gor.is_none());
 
-        // No flow: deadhead, broken shaft or gas lock.
-        let fast_flow = val(&s.fast_flow);
-        let no_flow = match fast_flow {
+        // Loss of lift: deadhead, broken shaft or gas lock. Abrupt, and the relay trips within
+        // a minute, so these judge the latest reading (lightly smoothed), not long windows.
+        let flow_now = f.flow_ratio;
+        let head_now = val(&s.fast_head);
+        let cur_now = f.current_ratio;
+        let vib_now = val(&s.fast_vib);
+        let pd_now = f.discharge_pressure_ratio;
+        let thp_now = f.tubing_pressure_ratio;
+        let gas_fast = val(&s.fast_gor).is_some_and(|g| g >= th.gas_gor_ratio);
+        let no_flow = match flow_now {
             Some(q) => q < th.no_flow_ratio,
-            None => val(&s.fast_head).is_some_and(|h| h < 0.3),
+            None => head_now.is_some_and(|h| h < 0.3),
         };
-        if no_flow {
-            let pd = val(&s.fast_pd);
-            let thp = val(&s.fast_thp);
-            let cur = val(&s.fast_cur);
-            let vib = val(&s.fast_vib);
-            let mut ev = vec![Evidence::opt("flow_ratio", fast_flow, th.no_flow_ratio, "<")];
-            if pd.is_some_and(|p| p >= th.deadhead_discharge_ratio)
-                || thp.is_some_and(|t| t >= 1.5)
-            {
-                ev.push(Evidence::opt(
+        if no_flow
+            && (pd_now.is_some_and(|p| p >= th.deadhead_discharge_ratio)
+                || thp_now.is_some_and(|t| t >= 1.5))
+        {
+            let ev = vec![
+                Evidence::opt("flow_ratio", flow_now, th.no_flow_ratio, "<"),
+                Evidence::opt(
                     "discharge_pressure_ratio",
-                    pd,
+                    pd_now,
                     th.deadhead_discharge_ratio,
                     ">=",
-                ));
-                ev.push(Evidence::opt("tubing_pressure_ratio", thp, 1.5, ">="));
-                let conf = 0.7 + 0.15 * (pd.unwrap_or(1.0) > 1.1) as u8 as f64
-                    + 0.1 * thp.is_some_and(|t| t > 1.5) as u8 as f64;
-                out.push(Finding::new(Condition::ClosedValve, conf, ev));
-                return;
-            }
-            if cur.is_some_and(|c| c < th.unloaded_current_ratio) {
+                ),
+                Evidence::opt("tubing_pressure_ratio", thp_now, 1.5, ">="),
+            ];
+            let conf = 0.7
+                + 0.15 * pd_now.is_some_and(|p| p > 1.1) as u8 as f64
+                + 0.1 * thp_now.is_some_and(|t| t > 1.5) as u8 as f64;
+            out.push(Finding::new(Condition::ClosedValve, conf, ev));
+            return;
+        }
+        let lift_lost = no_flow || head_now.is_some_and(|h| h < 0.5);
+        let unloaded = cur_now.is_some_and(|c| c < th.unloaded_current_ratio);
+        // Gas lock develops over minutes: head and current fall together while the pump keeps
+        // turning (vibration up, not down).
+        let losing_prime = head_now.is_some_and(|h| h < 0.75)
+            && cur_now.is_some_and(|c| c < 0.85)
+            && vib_now.is_some_and(|v| v >= 1.1);
+        if (lift_lost && unloaded) || losing_prime {
+            let quiet = vib_now.is_some_and(|v| v < th.broken_shaft_vibration_ratio);
+            let mut ev = vec![
+                Evidence::opt("flow_ratio", flow_now, th.no_flow_ratio, "<"),
+                Evidence::opt("head_ratio", head_now, 0.5, "<"),
+                Evidence::opt("current_ratio", cur_now, th.unloaded_current_ratio, "<"),
+            ];
+            if quiet && !gas_fast && !losing_prime {
                 ev.push(Evidence::opt(
-                    "current_ratio",
-                    cur,
-                    th.unloaded_current_ratio,
+                    "vibration_ratio",
+                    vib_now,
+                    th.broken_shaft_vibration_ratio,
                     "<",
                 ));
-                let quiet = vib.is_some_and(|v| v < th.broken_shaft_vibration_ratio);
-                let steady = s.fast_cur.std() < 0.02;
-                if quiet && !gas_rich {
-                    ev.push(Evidence::opt(
-                        "vibration_ratio",
-                        vib,
-                        th.broken_shaft_vibration_ratio,
-                        "<",
-                    ));
-                    let conf = 0.75 + 0.1 * steady as u8 as f64 + 0.1 * (gor.is_some()) as u8 as f64;
-                    out.push(Finding::new(Condition::BrokenShaft, conf, ev));
-                } else {
-                    ev.push(Evidence::opt(
-                        "vibration_ratio",
-                        vib,
-                        th.broken_shaft_vibration_ratio,
-                        ">=",
-                    ));
-                    if gas_rich {
-                        ev.push(Evidence::opt("gor_ratio", gor, th.gas_gor_ratio, ">="));
-                    }
-                    let conf = 0.7 + 0.15 * gas_rich as u8 as f64 + 0.1 * (!quiet) as u8 as f64;
-                    out.push(Finding::new(Condition::GasLock, conf, ev));
+                let steady = s.fast_cur.std() < 0.03;
+                out.push(Finding::new(
+                    Condition::BrokenShaft,
+                    0.8 + 0.15 * steady as u8 as f64,
+                    ev,
+                ));
+            } else {
+                ev.push(Evidence::opt(
+                    "vibration_ratio",
+                    vib_now,
+                    th.broken_shaft_vibration_ratio,
+                    ">=",
+                ));
+                if gas_fast {
+                    ev.push(Evidence::opt("gor_ratio", val(&s.fast_gor), th.gas_gor_ratio, ">="));
                 }
-                return;
+                let conf = 0.75 + 0.15 * gas_fast as u8 as f64 + 0.05 * (!quiet) as u8 as f64;
+                out.push(Finding::new(Condition::GasLock, conf, ev));
             }
+            return;
+        }
+        if no_flow {
             return;
         }
 
@@ -871,6 +934,17 @@ impl WellEngine {
         let erratic = s.cur.std() >= erratic_limit;
         let pip = val(&s.pip);
         let flow = val(&s.flow);
+
+        // Pump-off: intake pressure drawn down with no gas breakthrough.
+        if settled && pip.is_some_and(|p| p < th.pump_off_pip_ratio) && !gas_rich {
+            let ev = vec![
+                Evidence::opt("intake_pressure_ratio", pip, th.pump_off_pip_ratio, "<"),
+                Evidence::opt("flow_ratio", flow, 1.0, "<"),
+            ];
+            let conf = 0.7 + 0.2 * flow.is_some_and(|q| q < 0.95) as u8 as f64;
+            out.push(Finding::new(Condition::PumpOff, conf, ev));
+            return;
+        }
 
         // Free gas at the intake with the pump still turning.
         if gas && (erratic || flow.is_some_and(|q| q < 0.9) || pip.is_some_and(|p| p < 0.9)) {
@@ -895,31 +969,22 @@ impl WellEngine {
             return;
         }
 
-        // Pump-off: intake pressure drawn down with no gas breakthrough.
-        if settled && pip.is_some_and(|p| p < th.pump_off_pip_ratio) {
-            let ev = vec![
-                Evidence::opt("intake_pressure_ratio", pip, th.pump_off_pip_ratio, "<"),
-                Evidence::opt("flow_ratio", flow, 1.0, "<"),
-            ];
-            let conf = 0.7 + 0.2 * flow.is_some_and(|q| q < 0.95) as u8 as f64;
-            out.push(Finding::new(Condition::PumpOff, conf, ev));
-            return;
-        }
-
         // Overload: current above baseline at this frequency (and above nameplate).
-        let cur_abs = val(&s.cur_abs);
+        let cur_abs = val(&s.fast_cur_abs);
+        let cur_fast = val(&s.fast_cur);
         let over_nameplate = match (self.ctx.rated_current_a, cur_abs) {
             (Some(rated), Some(i)) => i >= th.overload_nameplate_share * rated,
             (None, _) => true,
             _ => false,
         };
         let volts_ok = val(&s.volt).is_none_or(|v| (v - 1.0).abs() < th.voltage_deviation);
-        let overloaded =
-            cur.is_some_and(|c| c >= th.overload_current_ratio) && over_nameplate && volts_ok;
+        let overloaded = cur_fast.is_some_and(|c| c >= th.overload_current_ratio)
+            && over_nameplate
+            && volts_ok;
         if overloaded {
             let mut ev = vec![Evidence::opt(
                 "current_ratio",
-                cur,
+                cur_fast,
                 th.overload_current_ratio,
                 ">=",
             )];
@@ -950,7 +1015,7 @@ impl WellEngine {
             if h < th.head_ratio_low && settled {
                 let kind = *self.head_kind.get_or_insert_with(|| {
                     let took = (ts - self.head_departed.unwrap_or(ts)) as f64 / MICROS;
-                    if took <= th.abrupt_secs {
+                    if took <= th.abrupt_secs && cur.is_none_or(|c| c >= 0.95) {
                         Condition::TubingLeak
                     } else if rise.is_some_and(|r| r >= th.scale_rise_ratio) {
                         Condition::ScalePlugging

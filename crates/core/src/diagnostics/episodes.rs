@@ -61,12 +61,14 @@ impl EpisodeTracker {
             .collect()
     }
 
-    /// Feeds the findings of one reading. `healthy_running` says whether absence of evidence
+    /// Feeds the findings of one reading. `confirmed` findings open at once (a protection trip
+    /// backs them). `healthy_running` says whether absence of evidence
     /// at this reading means anything (the pump runs and has settled).
     pub fn step(
         &mut self,
         ts: i64,
         findings: &[(Diagnosis, f64)],
+        confirmed: &[Diagnosis],
         healthy_running: bool,
         th: &Thresholds,
     ) -> Transitions {
@@ -92,7 +94,8 @@ impl EpisodeTracker {
                 _ => (ts, ts, 1),
             };
             track.pending = Some((first, ts, n));
-            if n < th.raise_readings || ts - first < secs(th.raise_secs) {
+            let persisted = n >= th.raise_readings && ts - first >= secs(th.raise_secs);
+            if !persisted && !confirmed.contains(&d) {
                 continue;
             }
             if d.is_process()
