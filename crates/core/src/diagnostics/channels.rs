@@ -152,11 +152,16 @@ impl ChannelMonitor {
             }
             self.last = Some(v);
             let level = self.level.value();
-            let significant = self.typical > 0.0
-                && level.is_some_and(|l| l.abs() > 0.05 * self.typical);
-            if significant && !confirmed_change && !system_changed {
-                let l = level.unwrap_or(0.0).abs().max(0.2 * self.typical);
-                if v == 0.0 || v.abs() > th.spike_factor * l {
+            let l = level.unwrap_or(0.0).abs();
+            // A zero is impossible only while the channel works in its normal range; a jump
+            // is judged against at least a fifth of its typical magnitude, so near-zero noise
+            // (a stopped pump's vibration) is not mistaken for spikes.
+            let impossible_zero = v == 0.0 && self.typical > 0.0 && l > 0.5 * self.typical;
+            let jump = self.typical > 0.0
+                && level.is_some()
+                && v.abs() > th.spike_factor * l.max(0.2 * self.typical);
+            if (impossible_zero || jump) && !confirmed_change && !system_changed {
+                {
                     self.suspect = Some(v);
                     usable = None;
                 }

@@ -714,7 +714,10 @@ impl WellEngine {
 
         // 3. Anomaly score.
         let mut score = 0.0;
-        if settled && let Some(model) = &self.model {
+        if running
+            && since_start >= th.anomaly_settle_secs
+            && let Some(model) = &self.model
+        {
             let x = self.feature_vector(&feats);
             score = model.score(&x).score;
             self.anomaly_smooth.update(ts, score, 300.0);
@@ -756,7 +759,7 @@ impl WellEngine {
                     action: action_for(Diagnosis::Anomaly),
                 });
             }
-        } else if !running {
+        } else {
             self.anomaly_flag = false;
             self.anomaly_above_since = None;
             self.anomaly_smooth.reset();
@@ -1028,6 +1031,10 @@ impl WellEngine {
                     && rise.is_some_and(|r| r >= th.scale_rise_ratio + 0.1)
                 {
                     self.head_kind = Some(Condition::ScalePlugging);
+                    self.tracker.retag(
+                        Diagnosis::Condition(Condition::PumpWear),
+                        Diagnosis::Condition(Condition::ScalePlugging),
+                    );
                     Condition::ScalePlugging
                 } else {
                     kind
@@ -1056,7 +1063,10 @@ impl WellEngine {
             _ => false,
         };
         let hot = rise.is_some_and(|r| r >= th.overheat_rise_ratio);
-        if hot || near_limit {
+        // Low flow or a drawn-down intake explains a hot motor (pump-off, gas); overheating
+        // proper is cooling lost while the pump produces.
+        let producing = flow.is_none_or(|q| q >= 0.8) && pip.is_none_or(|p| p >= 0.85);
+        if (hot || near_limit) && producing {
             let mut ev = vec![Evidence::opt(
                 "winding_rise_ratio",
                 rise,

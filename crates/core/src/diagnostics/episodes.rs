@@ -155,6 +155,19 @@ impl EpisodeTracker {
         out
     }
 
+    /// Refines the diagnosis of an open episode (e.g. wear turning out to be scale as the
+    /// evidence develops): the episode keeps its start and becomes `to`.
+    pub fn retag(&mut self, from: Diagnosis, to: Diagnosis) {
+        let Some(open) = self.tracks.get_mut(&from).and_then(|t| t.open.take()) else {
+            return;
+        };
+        let last = self.tracks[&from].last_evidence;
+        let t = self.tracks.entry(to).or_default();
+        t.open = Some(open);
+        t.pending = None;
+        t.last_evidence = t.last_evidence.max(last);
+    }
+
     /// Closes every open episode at its last evidence (end of data).
     pub fn finish(&mut self) -> Vec<Episode> {
         let mut out = Vec::new();

@@ -80,6 +80,9 @@ pub struct Thresholds {
     /// Minimum standard deviation of a normalised feature (keeps a very quiet baseline from
     /// turning noise into anomalies).
     pub anomaly_std_floor: f64,
+    /// Running time after a start before the anomaly model judges (the fluid level needs hours
+    /// to draw down after a stop), seconds.
+    pub anomaly_settle_secs: f64,
     /// Smoothed score must stay above 1 this long to flag, seconds; clears below `anomaly_clear`.
     pub anomaly_persist_secs: f64,
     pub anomaly_clear: f64,
@@ -125,6 +128,7 @@ impl Default for Thresholds {
             anomaly_quantile: 0.995,
             anomaly_limit_margin: 2.0,
             anomaly_std_floor: 0.05,
+            anomaly_settle_secs: 7200.0,
             anomaly_persist_secs: 1800.0,
             anomaly_clear: 0.7,
         }
