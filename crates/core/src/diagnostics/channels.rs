@@ -46,6 +46,8 @@ pub struct ChannelMonitor {
     missing: Ewma,
     /// A suspicious value waiting for the next reading to tell a spike from a real change.
     suspect: Option<f64>,
+    /// Consecutive suspicious readings.
+    suspects: u32,
     spikes: VecDeque<i64>,
     pub stuck_run: u32,
 }
@@ -130,8 +132,8 @@ impl ChannelMonitor {
             let level = self.level.value().unwrap_or(0.0);
             if (v - level).abs() <= 0.3 * level.abs().max(1e-9) {
                 self.spikes.push_back(ts);
-            } else if (v - prev).abs() <= 0.3 * prev.abs().max(1e-9) {
-                // The new value held: a real change (a stop, a step), not a spike.
+            } else if self.suspects >= 5 && (v - prev).abs() <= 0.3 * prev.abs().max(1e-9) {
+                // The new value held for several readings: a real change, not spikes.
                 self.level.reset();
                 confirmed_change = true;
             }
@@ -161,10 +163,11 @@ impl ChannelMonitor {
                 && level.is_some()
                 && v.abs() > th.spike_factor * l.max(0.2 * self.typical);
             if (impossible_zero || jump) && !confirmed_change && !system_changed {
-                {
-                    self.suspect = Some(v);
-                    usable = None;
-                }
+                self.suspect = Some(v);
+                self.suspects += 1;
+                usable = None;
+            } else {
+                self.suspects = 0;
             }
             if usable.is_some() {
                 self.level.update(ts, v, 300.0);

@@ -137,6 +137,8 @@ struct Smoothed {
     gor: Ewma,
     volt: Ewma,
     temp: Ewma,
+    slow_temp: Ewma,
+    fast_pip: Ewma,
 }
 
 /// Raw per-reading quantities normalised to the reference frequency.
@@ -828,6 +830,8 @@ impl WellEngine {
         up(&mut s.gor, f.gor_ratio, SLOW_TAU);
         up(&mut s.volt, f.volts_per_hz_ratio, SLOW_TAU);
         up(&mut s.temp, m.get(Field::MotorTempC), FAST_TAU);
+        up(&mut s.slow_temp, m.get(Field::MotorTempC), SLOW_TAU);
+        up(&mut s.fast_pip, f.intake_pressure_ratio, FAST_TAU);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -900,7 +904,18 @@ impl WellEngine {
                 Evidence::opt("head_ratio", head_now, 0.5, "<"),
                 Evidence::opt("current_ratio", cur_now, th.unloaded_current_ratio, "<"),
             ];
-            if quiet && !gas_fast && !losing_prime {
+            let pip_now = val(&s.fast_pip);
+            if pip_now.is_some_and(|p| p < th.pump_off_pip_ratio) && !gas_fast {
+                // Starved rather than gas locked: the intake is drawn down to its minimum
+                // (gas lock raises it) and no gas breakthrough shows at the surface.
+                ev.push(Evidence::opt(
+                    "intake_pressure_ratio",
+                    pip_now,
+                    th.pump_off_pip_ratio,
+                    "<",
+                ));
+                out.push(Finding::new(Condition::PumpOff, 0.8, ev));
+            } else if quiet && !gas_fast && !losing_prime {
                 ev.push(Evidence::opt(
                     "vibration_ratio",
                     vib_now,
@@ -1066,6 +1081,12 @@ impl WellEngine {
         // Low flow or a drawn-down intake explains a hot motor (pump-off, gas); overheating
         // proper is cooling lost while the pump produces.
         let producing = flow.is_none_or(|q| q >= 0.8) && pip.is_none_or(|p| p >= 0.85);
+        // A motor cooling down after a stop or a deadhead is not overheating.
+        let cooling_down = match (temp, val(&s.slow_temp)) {
+            (Some(fast), Some(slow)) => fast < slow - 0.5,
+            _ => false,
+        };
+        let producing = producing && !cooling_down;
         if (hot || near_limit) && producing {
             let mut ev = vec![Evidence::opt(
                 "winding_rise_ratio",
