@@ -853,7 +853,9 @@ impl WellEngine {
             (Some(p), Some(bp)) => p < bp,
             _ => false,
         };
-        let gas_rich = gor.is_some_and(|g| g >= th.gas_gor_ratio);
+        let gor_fast = val(&s.fast_gor);
+        let gas_rich = gor.is_some_and(|g| g >= th.gas_gor_ratio)
+            || gor_fast.is_some_and(|g| g >= th.gas_gor_ratio + 0.05);
         // PIP under the bubble point says free gas only when the GOR gauge does not deny it.
         let gas = gas_rich || (below_bubble && gor.is_none());
 
@@ -954,7 +956,16 @@ impl WellEngine {
         let flow = val(&s.flow);
 
         // Pump-off: intake pressure drawn down with no gas breakthrough.
-        if settled && pip.is_some_and(|p| p < th.pump_off_pip_ratio) && !gas_rich {
+        // Early sign: the intake keeps falling at constant frequency, with no gas coming up.
+        let falling = match (val(&s.fast_pip), pip) {
+            (Some(fast), Some(slow)) => fast < slow - 0.01 && slow < 0.9,
+            _ => false,
+        };
+        let gas_rising = gor_fast.is_some_and(|g| g >= 1.1);
+        if settled
+            && (pip.is_some_and(|p| p < th.pump_off_pip_ratio) || (falling && !gas_rising))
+            && !gas_rich
+        {
             let ev = vec![
                 Evidence::opt("intake_pressure_ratio", pip, th.pump_off_pip_ratio, "<"),
                 Evidence::opt("flow_ratio", flow, 1.0, "<"),
