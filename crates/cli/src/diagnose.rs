@@ -98,9 +98,9 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
     };
     let window = match (&args.train_readings, &args.train_until) {
         (Some(n), _) => TrainingWindow::Readings(*n),
-        (None, Some(ts)) => TrainingWindow::Until(
-            Timestamp::parse_rfc3339(ts).context("--train-until")?,
-        ),
+        (None, Some(ts)) => {
+            TrainingWindow::Until(Timestamp::parse_rfc3339(ts).context("--train-until")?)
+        }
         (None, None) => TrainingWindow::Default,
     };
     let metas = match &args.wells {
@@ -114,7 +114,11 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
     }
     let threads = args
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
         .max(1);
     let total_bytes: u64 = args
         .input
@@ -136,8 +140,9 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| p.parent().map(Path::to_path_buf).unwrap_or_default());
 
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..threads).map(|_| mpsc::sync_channel::<Batch>(16)).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| mpsc::sync_channel::<Batch>(16))
+        .unzip();
     let results: anyhow::Result<Vec<WorkerResult>> = std::thread::scope(|scope| {
         let workers: Vec<_> = receivers
             .into_iter()
@@ -287,13 +292,19 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
         drop(senders);
         let mut first_error = None;
         for r in readers {
-            if let Err(e) = r.join().unwrap_or_else(|_| Err(anyhow::anyhow!("reader panicked"))) {
+            if let Err(e) = r
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("reader panicked")))
+            {
                 first_error.get_or_insert(e);
             }
         }
         let results: Vec<_> = workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked"))))
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
             .collect();
         if let Some(e) = first_error {
             return Err(e);
@@ -434,8 +445,8 @@ fn load_wells(dir: &Path) -> anyhow::Result<HashMap<WellId, WellMeta>> {
             continue;
         }
         let text = fs::read_to_string(&path)?;
-        let meta: WellMeta = serde_json::from_str(&text)
-            .with_context(|| format!("parsing {}", path.display()))?;
+        let meta: WellMeta =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let id = meta.validate().map_err(|problems| {
             anyhow::anyhow!(
                 "{}: invalid well: {}",
@@ -535,7 +546,14 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.2}", v));
     println!(
         "{:<18} {:>6} {:>8} {:>6} {:>6} {:>9} {:>13} {:>10}",
-        "condition", "labels", "detected", "recall", "events", "precision", "misclassified", "delay_min"
+        "condition",
+        "labels",
+        "detected",
+        "recall",
+        "events",
+        "precision",
+        "misclassified",
+        "delay_min"
     );
     for c in &report.per_condition {
         let confused = if c.confused_with.is_empty() {

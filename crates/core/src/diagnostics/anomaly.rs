@@ -68,7 +68,10 @@ impl AnomalyModel {
             mean[k] = stats[k].mean().unwrap_or(1.0);
             std[k] = stats[k].std().max(std_floor);
         }
-        let z: Vec<[f64; NF]> = samples.iter().map(|s| standardise(s, &mean, &std)).collect();
+        let z: Vec<[f64; NF]> = samples
+            .iter()
+            .map(|s| standardise(s, &mean, &std))
+            .collect();
         let mut cov = vec![vec![0.0; NF]; NF];
         for row in &z {
             for i in 0..NF {

@@ -355,12 +355,7 @@ impl WellEngine {
         };
         // Hydraulic output over electrical input (Q·TDH / V·I, up to constants): the pump's
         // efficiency moves little along the affinity laws, so this is frequency-robust.
-        let efficiency = match (
-            flow_raw,
-            tdh_raw,
-            m.get(Field::MotorVoltageV),
-            current,
-        ) {
+        let efficiency = match (flow_raw, tdh_raw, m.get(Field::MotorVoltageV), current) {
             (Some(q), Some(h), Some(v), Some(i)) if v * i > 1.0 => Some(q * h / (v * i)),
             _ => None,
         };
@@ -547,8 +542,8 @@ impl WellEngine {
             n.current,
         ) {
             (Some(q), Some(h), Some(v), Some(i)) if v * i > 1.0 => {
-                let hydraulic_kw = crate::hydraulics::hydraulic_hp(q, h, sg)
-                    * crate::hydraulics::KW_PER_HP;
+                let hydraulic_kw =
+                    crate::hydraulics::hydraulic_hp(q, h, sg) * crate::hydraulics::KW_PER_HP;
                 // Power factor assumed 0.85 (not measured).
                 Some(hydraulic_kw / crate::hydraulics::motor_input_kw(v, i, 0.85))
             }
@@ -668,7 +663,12 @@ impl WellEngine {
                             (self.channels[f.index()].missing_share(), th.dropout_share)
                         }
                     };
-                    Evidence::new(&format!("{}.{}", f.name(), kind.name()), value, threshold, ">=")
+                    Evidence::new(
+                        &format!("{}.{}", f.name(), kind.name()),
+                        value,
+                        threshold,
+                        ">=",
+                    )
                 })
                 .collect();
             findings.push(Finding::new(Condition::SensorFault, 0.9, evidence));
@@ -769,8 +769,10 @@ impl WellEngine {
 
         // 4. Episodes. A stop right after loss-of-lift or overload evidence is the protection
         // relay confirming it: the evidence may have had only a reading or two to show.
-        let mut list: Vec<(Diagnosis, f64)> =
-            findings.iter().map(|f| (f.diagnosis, f.confidence)).collect();
+        let mut list: Vec<(Diagnosis, f64)> = findings
+            .iter()
+            .map(|f| (f.diagnosis, f.confidence))
+            .collect();
         let mut confirmed = Vec::new();
         if tripped {
             for (d, c) in std::mem::take(&mut self.prev_process) {
@@ -938,7 +940,12 @@ impl WellEngine {
                     ">=",
                 ));
                 if gas_fast {
-                    ev.push(Evidence::opt("gor_ratio", val(&s.fast_gor), th.gas_gor_ratio, ">="));
+                    ev.push(Evidence::opt(
+                        "gor_ratio",
+                        val(&s.fast_gor),
+                        th.gas_gor_ratio,
+                        ">=",
+                    ));
                 }
                 let conf = 0.75 + 0.15 * gas_fast as u8 as f64 + 0.05 * (!quiet) as u8 as f64;
                 out.push(Finding::new(Condition::GasLock, conf, ev));
@@ -950,7 +957,9 @@ impl WellEngine {
         }
 
         let cur = val(&s.cur);
-        let erratic_limit = th.erratic_std.max(th.erratic_factor * b.current_variability);
+        let erratic_limit = th
+            .erratic_std
+            .max(th.erratic_factor * b.current_variability);
         let erratic = s.cur.std() >= erratic_limit;
         let pip = val(&s.pip);
         let flow = val(&s.flow);
@@ -989,7 +998,12 @@ impl WellEngine {
                     "< bubble point",
                 ));
             }
-            ev.push(Evidence::new("current_variability", s.cur.std(), erratic_limit, ">="));
+            ev.push(Evidence::new(
+                "current_variability",
+                s.cur.std(),
+                erratic_limit,
+                ">=",
+            ));
             let conf = 0.6
                 + 0.15 * erratic as u8 as f64
                 + 0.1 * gas_rich as u8 as f64
@@ -1007,9 +1021,8 @@ impl WellEngine {
             _ => false,
         };
         let volts_ok = val(&s.volt).is_none_or(|v| (v - 1.0).abs() < th.voltage_deviation);
-        let overloaded = cur_fast.is_some_and(|c| c >= th.overload_current_ratio)
-            && over_nameplate
-            && volts_ok;
+        let overloaded =
+            cur_fast.is_some_and(|c| c >= th.overload_current_ratio) && over_nameplate && volts_ok;
         if overloaded {
             let mut ev = vec![Evidence::opt(
                 "current_ratio",
@@ -1066,15 +1079,25 @@ impl WellEngine {
                     kind
                 };
                 let mut ev = vec![Evidence::new("head_ratio", h, th.head_ratio_low, "<")];
-                let took = (ts - self.head_departed.unwrap_or(ts)) as f64 / 3600.0 / MICROS * MICROS;
+                let took =
+                    (ts - self.head_departed.unwrap_or(ts)) as f64 / 3600.0 / MICROS * MICROS;
                 ev.push(Evidence::new(
                     "head_loss_developed_over_h",
                     took,
                     th.abrupt_secs / 3600.0,
-                    if kind == Condition::TubingLeak { "<=" } else { ">" },
+                    if kind == Condition::TubingLeak {
+                        "<="
+                    } else {
+                        ">"
+                    },
                 ));
                 if kind == Condition::ScalePlugging {
-                    ev.push(Evidence::opt("winding_rise_ratio", rise, th.scale_rise_ratio, ">="));
+                    ev.push(Evidence::opt(
+                        "winding_rise_ratio",
+                        rise,
+                        th.scale_rise_ratio,
+                        ">=",
+                    ));
                 }
                 let depth = ((th.head_ratio_low - h) / 0.1).clamp(0.0, 1.0);
                 out.push(Finding::new(kind, 0.65 + 0.3 * depth, ev));

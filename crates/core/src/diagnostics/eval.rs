@@ -137,7 +137,9 @@ pub fn evaluate(
                 }
                 None => {
                     let other = events.iter().find(|e| {
-                        e.well_id == l.well_id && e.name != *name && overlaps(e.start, e.end, w0, w1)
+                        e.well_id == l.well_id
+                            && e.name != *name
+                            && overlaps(e.start, e.end, w0, w1)
                     });
                     if let Some(o) = other {
                         st.misclassified += 1;
@@ -155,7 +157,8 @@ pub fn evaluate(
                 })
             })
             .count();
-        st.mean_delay_s = (!delays.is_empty()).then(|| delays.iter().sum::<f64>() / delays.len() as f64);
+        st.mean_delay_s =
+            (!delays.is_empty()).then(|| delays.iter().sum::<f64>() / delays.len() as f64);
         if st.labels > 0 || st.events > 0 {
             report.per_condition.push(st);
         }
@@ -227,20 +230,31 @@ mod tests {
             iv("C", 1000, 2000, "pump_off"),
         ];
         let events = vec![
-            iv("A", 1300, 2500, "gas_lock"),      // matches, delay 300 s
-            iv("A", 2100, 2200, "gas_lock"),      // matches (within max delay)
-            iv("B", 1100, 1900, "gas_lock"),      // misclassified broken shaft
-            iv("C", 50_000, 50_100, "anomaly"),   // false alarm
+            iv("A", 1300, 2500, "gas_lock"),    // matches, delay 300 s
+            iv("A", 2100, 2200, "gas_lock"),    // matches (within max delay)
+            iv("B", 1100, 1900, "gas_lock"),    // misclassified broken shaft
+            iv("C", 50_000, 50_100, "anomaly"), // false alarm
         ];
         let mut cov = BTreeMap::new();
         for w in ["A", "B", "C"] {
             cov.insert(w.to_owned(), (0, 86_400_000_000));
         }
         let r = evaluate(&labels, &events, 600_000_000, &cov);
-        let gl = r.per_condition.iter().find(|c| c.condition == "gas_lock").unwrap();
-        assert_eq!((gl.labels, gl.detected, gl.events, gl.correct_events), (1, 1, 3, 2));
+        let gl = r
+            .per_condition
+            .iter()
+            .find(|c| c.condition == "gas_lock")
+            .unwrap();
+        assert_eq!(
+            (gl.labels, gl.detected, gl.events, gl.correct_events),
+            (1, 1, 3, 2)
+        );
         assert_eq!(gl.mean_delay_s, Some(300.0));
-        let bs = r.per_condition.iter().find(|c| c.condition == "broken_shaft").unwrap();
+        let bs = r
+            .per_condition
+            .iter()
+            .find(|c| c.condition == "broken_shaft")
+            .unwrap();
         assert_eq!((bs.detected, bs.misclassified), (0, 1));
         assert_eq!(bs.confused_with.get("gas_lock"), Some(&1));
         assert_eq!(r.false_alarms, 1);

@@ -160,12 +160,21 @@ mod tests {
                 slow.update(i * 1_000_000, 20.0, 300.0);
             }
         }
-        assert!((fast.mean - slow.mean).abs() < 0.3, "{} {}", fast.mean, slow.mean);
+        assert!(
+            (fast.mean - slow.mean).abs() < 0.3,
+            "{} {}",
+            fast.mean,
+            slow.mean
+        );
     }
 
     #[test]
     fn jacobi_finds_eigenpairs() {
-        let m = vec![vec![4.0, 1.0, 0.0], vec![1.0, 3.0, 0.0], vec![0.0, 0.0, 1.0]];
+        let m = vec![
+            vec![4.0, 1.0, 0.0],
+            vec![1.0, 3.0, 0.0],
+            vec![0.0, 0.0, 1.0],
+        ];
         let (vals, vecs) = symmetric_eigen(&m);
         assert!(vals[0] >= vals[1] && vals[1] >= vals[2]);
         for k in 0..3 {
