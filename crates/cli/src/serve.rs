@@ -48,7 +48,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(data_dir = %config.data_dir.display(), %address, "espwatch serving");
     // A machine-readable line on stdout: scripts and tests read the chosen port from it.
     println!("espwatch listening on http://{address}");
-    let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config);
+    let alarms = Arc::new(store.clone());
+    let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config).with_alarms(alarms);
     espwatch_server::serve(listener, state, shutdown_signal()).await
 }
 

@@ -536,7 +536,8 @@ pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyho
         })?;
     let address = listener.local_addr()?;
     let data_dir = config.data_dir.clone();
-    let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config);
+    let alarms = Arc::new(store.clone());
+    let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config).with_alarms(alarms);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(espwatch_server::serve(listener, state, async move {
         let _ = stop_rx.await;

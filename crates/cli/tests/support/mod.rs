@@ -59,7 +59,8 @@ pub async fn start_in(
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
-    let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config);
+    let alarms = Arc::new(store.clone());
+    let state = AppState::new(Arc::new(store) as Arc<dyn Store>, config).with_alarms(alarms);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(espwatch_server::serve(listener, state, async {
         let _ = stopped.await;

@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema::sql_err;
 use super::{EmbeddedStore, Inner, lock};
-use crate::alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 use crate::StoreResult;
+use crate::alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 
 const FILE: &str = "alarms.sqlite";
 const COLUMNS: &str = "id, well_id, condition, severity, state, confidence, started_at, ended_at, \
