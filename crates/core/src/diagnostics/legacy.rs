@@ -100,7 +100,7 @@ pub fn decide(req: &SymptomRequest) -> LegacyDiagnosis {
     };
     LegacyDiagnosis {
         kind,
-        confidence: ((confidence - 0.1 * unknown) as f64).max(0.3),
+        confidence: (confidence - 0.1 * unknown).max(0.3),
         condition: condition.map(Condition::name),
         recommended_action: match condition {
             Some(c) => action_for(Diagnosis::Condition(c)),
