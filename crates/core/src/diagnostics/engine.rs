@@ -640,6 +640,11 @@ impl WellEngine {
                 faults.push((f, fault, self.channels[f.index()].stuck_run));
             }
         }
+        // A channel reported faulty is left out of every rule until it recovers: the other
+        // channels tell the story.
+        for (f, _, _) in &faults {
+            clean.set(*f, None);
+        }
         // 2. Run state.
         let running = self.is_running(&clean);
         let tripped = self.running && !running;
