@@ -158,6 +158,52 @@ impl DiagnosticsHub {
         }
     }
 
+    /// Retrains a well: its baseline becomes the stored readings in `[from, until)`, then
+    /// everything stored after `until` is replayed through the new model.
+    pub async fn retrain(&self, well: &WellId, from: Timestamp, until: Timestamp) {
+        let meta = self
+            .store
+            .get_well(well)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.meta);
+        let mut engine = WellEngine::new(
+            meta.as_ref(),
+            self.thresholds.clone(),
+            TrainingWindow::Until(until),
+        );
+        let mut engines = self.engines.lock().await;
+        let now = Timestamp::from_datetime(chrono::Utc::now());
+        let range = TimeRange {
+            from,
+            to: Timestamp(now.0.max(until.0) + 3_600_000_000),
+        };
+        let mut opened = Vec::new();
+        let mut closed = Vec::new();
+        match self.store.read_range(well, range).await {
+            Ok(points) => {
+                for (ts, values) in points {
+                    let out = engine.push(ts, &values);
+                    for e in out.transitions.opened {
+                        opened.push((well.clone(), e, engine.findings().to_vec()));
+                    }
+                    closed.extend(
+                        out.transitions
+                            .closed
+                            .into_iter()
+                            .map(|e| (well.clone(), e)),
+                    );
+                }
+            }
+            Err(e) => tracing::warn!(%well, error = %e, "diagnostics: cannot read history"),
+        }
+        engine.end_training();
+        engines.insert(well.clone(), engine);
+        drop(engines);
+        self.apply(opened, closed).await;
+    }
+
     /// The current diagnosis of a well, rebuilding its state from stored data if needed.
     pub async fn diagnosis(&self, well: &WellId) -> serde_json::Value {
         let mut engines = self.engines.lock().await;

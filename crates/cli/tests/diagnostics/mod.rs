@@ -135,6 +135,24 @@ async fn alarm_lifecycle_raised_acknowledged_cleared() {
     let (status, body) = app.send(ack(json!({"by": "late"}))).await;
     assert_eq!(status, 409, "{body}");
 
+    // Retrain on a chosen healthy window (settable baseline).
+    let (_, first) = app.get("/api/v1/wells/DIAG-1/diagnosis").await;
+    assert_eq!(first["trained"], true);
+    let retrain = |body: Value| {
+        app.client
+            .post(app.url("/api/v1/wells/DIAG-1/diagnosis/retrain"))
+            .json(&body)
+    };
+    let (status, body) = app
+        .send(retrain(
+            json!({"from": "2030-01-02T00:00:00Z", "until": "2030-01-01T00:00:00Z"}),
+        ))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = app.send(retrain(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["trained"], true, "{body}");
+
     let (status, body) = app.get("/api/v1/alarms?state=bogus").await;
     assert_eq!(status, 400, "{body}");
     let (status, _) = app.get("/api/v1/wells/NOPE/diagnosis").await;

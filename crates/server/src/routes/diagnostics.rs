@@ -4,9 +4,10 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use espwatch_core::Timestamp;
 use espwatch_core::diagnostics::legacy::{self, LegacyDiagnosis, SymptomRequest};
 use espwatch_store::AlarmFilter;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::app::AppState;
@@ -38,6 +39,55 @@ pub async fn diagnosis(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let well_id = require_well(&state, &id).await?;
+    Ok(Json(state.diagnostics.diagnosis(&well_id).await))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainBody {
+    /// Start of the healthy baseline window, RFC 3339. Default: 8 h before `until`.
+    from: Option<String>,
+    /// End of the baseline window, RFC 3339. Default: now.
+    until: Option<String>,
+}
+
+/// Retrains a well's anomaly model and baseline on a window of its stored telemetry the
+/// engineer knows to be healthy, then replays what followed. Returns the new diagnosis.
+#[utoipa::path(post, path = "/api/v1/wells/{id}/diagnosis/retrain", tag = "diagnostics",
+    params(("id" = String, Path, description = "Well id")),
+    request_body = RetrainBody,
+    responses(
+        (status = 200, description = "Diagnosis after retraining", body = Object),
+        (status = 404, description = "Not registered", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "Invalid window", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn retrain(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let well_id = require_well(&state, &id).await?;
+    let body: RetrainBody = json_body(&headers, body, 64 * 1024).await?;
+    let parse = |name: &str, v: &str| {
+        Timestamp::parse_rfc3339(v)
+            .map_err(|e| ApiError::unprocessable("invalid_body", format!("`{name}`: {e}")))
+    };
+    let until = match &body.until {
+        Some(v) => parse("until", v)?,
+        None => Timestamp::from_datetime(chrono::Utc::now()),
+    };
+    let from = match &body.from {
+        Some(v) => parse("from", v)?,
+        None => Timestamp(until.0 - 8 * 3_600_000_000),
+    };
+    if from >= until {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "`from` must be before `until`",
+        ));
+    }
+    state.diagnostics.retrain(&well_id, from, until).await;
     Ok(Json(state.diagnostics.diagnosis(&well_id).await))
 }
 
