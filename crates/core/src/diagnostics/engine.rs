@@ -688,6 +688,36 @@ impl WellEngine {
         if ramped && self.baseline.is_some() {
             self.update_smoothed(ts, &feats, &clean);
             self.process_rules(ts, settled, &clean, &feats, &th, &mut findings);
+        } else if running
+            && let (Some(b), Some(f), Some(c), Some(rated), Some(i)) = (
+                self.baseline.as_ref(),
+                feats.frequency_hz,
+                feats.current_ratio,
+                self.ctx.rated_current_a,
+                clean.get(Field::MotorCurrentA),
+            )
+            && f >= th.min_running_frequency_ratio * b.reference_hz
+            && c >= th.overload_current_ratio
+            && i >= th.overload_nameplate_share * rated
+            && feats
+                .volts_per_hz_ratio
+                .is_none_or(|v| (v - 1.0).abs() < th.voltage_deviation)
+        {
+            // Right after a start the relay may trip an overloaded motor before the settling
+            // time is over: judge the nameplate at once (a trip will confirm it).
+            findings.push(Finding::new(
+                Condition::Overload,
+                0.75,
+                vec![
+                    Evidence::new("current_ratio", c, th.overload_current_ratio, ">="),
+                    Evidence::new(
+                        "motor_current_a",
+                        i,
+                        th.overload_nameplate_share * rated,
+                        ">= nameplate share",
+                    ),
+                ],
+            ));
         }
         // Power: V/Hz excursions, also around undervoltage trips.
         if running && let Some(v) = feats.volts_per_hz_ratio {
