@@ -169,7 +169,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
             endpoint: format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
         },
         None => Sink::Local {
-            store: crate::serve::open_store(&config).await?,
+            store: crate::serve::open_store(&config).await?.store,
             append: AppendOptions {
                 auto_register_wells: config.auto_register_wells,
             },

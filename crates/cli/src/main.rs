@@ -2,6 +2,7 @@
 //! benchmarks, configuration).
 
 mod bench;
+mod diagnose;
 mod ingest;
 mod serve;
 mod settings;
@@ -48,6 +49,8 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Start the server with a simulated fleet streaming into it: the first command to run.
     Demo(simulate::DemoArgs),
+    Diagnose(diagnose::DiagnoseArgs),
+    Eval(diagnose::EvalArgs),
     /// Apply pending PostgreSQL schema migrations (also done at every start) and report.
     Migrate(MigrateArgs),
 }
@@ -156,6 +159,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::init_cli_logging();
             simulate::run_demo(args, config).await
         }
+        Command::Diagnose(args) => {
+            let args = args.clone();
+            tokio::task::spawn_blocking(move || diagnose::run_diagnose(&args)).await?
+        }
+        Command::Eval(args) => diagnose::run_eval(args),
         Command::Migrate(args) => {
             let overrides = settings::Overrides {
                 database_url: args.database_url.clone(),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use espwatch_server::{AppState, Config, LogFormat};
-use espwatch_store::{EmbeddedOptions, EmbeddedStore, Store};
+use espwatch_store::{AlarmStore, EmbeddedOptions, EmbeddedStore, Store};
 use espwatch_store_postgres::{PostgresOptions, PostgresStore, TimescaleMode, redact_url};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -62,17 +62,33 @@ pub fn postgres_options(config: &Config) -> PostgresOptions {
     }
 }
 
+/// An open store and, where the backend keeps them, its alarms.
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    pub alarms: Option<Arc<dyn AlarmStore>>,
+}
+
 /// The configured store: PostgreSQL when `database_url` is set, else the embedded one.
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
     match &config.database_url {
         Some(url) => {
             let store = PostgresStore::open(url, postgres_options(config))
                 .await
                 .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))?;
             tracing::info!(flavor = store.flavor().name(), "PostgreSQL store open");
-            Ok(Arc::new(store))
+            let store = Arc::new(store);
+            Ok(OpenedStore {
+                alarms: Some(store.clone() as Arc<dyn AlarmStore>),
+                store,
+            })
         }
-        None => Ok(Arc::new(open_embedded(&config.data_dir, config)?)),
+        None => {
+            let store = Arc::new(open_embedded(&config.data_dir, config)?);
+            Ok(OpenedStore {
+                alarms: Some(store.clone() as Arc<dyn AlarmStore>),
+                store,
+            })
+        }
     }
 }
 
@@ -112,7 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // A machine-readable line on stdout: scripts and tests read the chosen port from it.
     println!("espwatch listening on http://{address}");
-    let state = AppState::new(store, config);
+    let state = AppState::new(store.store, config).with_optional_alarms(store.alarms);
     espwatch_server::serve(listener, state, shutdown_signal()).await
 }
 

@@ -534,7 +534,7 @@ pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyho
         })?;
     let address = listener.local_addr()?;
     let data_dir = config.data_dir.clone();
-    let state = AppState::new(store, config);
+    let state = AppState::new(store.store, config).with_optional_alarms(store.alarms);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(espwatch_server::serve(listener, state, async move {
         let _ = stop_rx.await;

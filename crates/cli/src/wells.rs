@@ -91,7 +91,7 @@ async fn import(paths: &[PathBuf], target: &Target, config: &Config) -> anyhow::
     let mut imported = 0;
     let local = match &target.url {
         Some(_) => None,
-        None => Some(crate::serve::open_store(config).await?),
+        None => Some(crate::serve::open_store(config).await?.store),
     };
     let client = reqwest::Client::new();
     for file in &files {
@@ -190,7 +190,7 @@ async fn list(target: &Target, config: &Config) -> anyhow::Result<()> {
                 .unwrap_or_default()
         }
         None => {
-            let store = crate::serve::open_store(config).await?;
+            let store = crate::serve::open_store(config).await?.store;
             let wells = store.list_wells().await?;
             store.close().await?;
             wells.into_iter().map(|w| w.meta.well_id.0).collect()

@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use espwatch_store::Store;
+use espwatch_store::{AlarmStore, Store};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -21,8 +21,9 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
+use crate::diagnostics::DiagnosticsHub;
 use crate::error::ApiError;
-use crate::routes::{health, telemetry, wells};
+use crate::routes::{alarms, diagnostics, health, telemetry, wells};
 
 /// Shared by every handler. Cheap to clone.
 #[derive(Clone)]
@@ -32,15 +33,37 @@ pub struct AppState {
     /// Set when shutdown starts, so readiness turns 503 while in-flight requests finish.
     pub shutting_down: Arc<AtomicBool>,
     pub started_at: Instant,
+    /// Online diagnostics: every accepted reading advances its well's engine.
+    pub diagnostics: Arc<DiagnosticsHub>,
+    /// Alarm persistence; `None` when the backend has none (alarm routes answer 503).
+    pub alarms: Option<Arc<dyn AlarmStore>>,
 }
 
 impl AppState {
+    /// Needs a Tokio runtime (the diagnostics task is spawned here).
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
         AppState {
+            diagnostics: DiagnosticsHub::start(store.clone(), None),
             store,
             config: Arc::new(config),
             shutting_down: Arc::new(AtomicBool::new(false)),
             started_at: Instant::now(),
+            alarms: None,
+        }
+    }
+
+    /// Persists alarms raised by the online diagnostics in `alarms`.
+    pub fn with_alarms(mut self, alarms: Arc<dyn AlarmStore>) -> Self {
+        self.diagnostics = DiagnosticsHub::start(self.store.clone(), Some(alarms.clone()));
+        self.alarms = Some(alarms);
+        self
+    }
+
+    /// [`AppState::with_alarms`] when the backend keeps alarms.
+    pub fn with_optional_alarms(self, alarms: Option<Arc<dyn AlarmStore>>) -> Self {
+        match alarms {
+            Some(a) => self.with_alarms(a),
+            None => self,
         }
     }
 }
@@ -55,6 +78,8 @@ impl AppState {
     tags(
         (name = "telemetry", description = "Ingest and query pump telemetry"),
         (name = "wells", description = "Wells registry: pump, motor and fluid metadata"),
+        (name = "diagnostics", description = "Per-well diagnosis, episodes and the legacy decision tree"),
+        (name = "alarms", description = "Alarms raised by the online diagnostics: list, acknowledge"),
         (name = "health", description = "Liveness, startup and readiness probes")
     )
 )]
@@ -71,6 +96,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(telemetry::latest))
         .routes(routes!(wells::list, wells::create))
         .routes(routes!(wells::get, wells::replace, wells::delete))
+        .routes(routes!(alarms::list))
+        .routes(routes!(alarms::acknowledge))
+        .routes(routes!(diagnostics::diagnosis))
+        .routes(routes!(diagnostics::retrain))
+        .routes(routes!(diagnostics::events))
+        .routes(routes!(diagnostics::decision_tree))
         .routes(routes!(health::legacy))
         .routes(routes!(health::live))
         .routes(routes!(health::startup))

@@ -66,6 +66,20 @@ pub async fn ingest_payload(
     decode: DecodeOptions,
     append: AppendOptions,
 ) -> Result<IngestReport, IngestError> {
+    Ok(ingest_payload_collect(store, format, body, decode, append)
+        .await?
+        .0)
+}
+
+/// As [`ingest_payload`], also returning the readings that were accepted (for diagnostics).
+pub async fn ingest_payload_collect(
+    store: &dyn Store,
+    format: PayloadFormat,
+    body: Bytes,
+    decode: DecodeOptions,
+    append: AppendOptions,
+) -> Result<(IngestReport, Vec<espwatch_core::Reading>), IngestError> {
+    let mut accepted = Vec::new();
     let decoded = if body.len() > INLINE_DECODE_LIMIT {
         tokio::task::spawn_blocking(move || ingest::decode(format, &body, &decode))
             .await
@@ -106,10 +120,20 @@ pub async fn ingest_payload(
     }
     if !readings.is_empty() {
         let well_ids: Vec<WellId> = readings.iter().map(|r| r.well_id.clone()).collect();
+        let kept = readings.clone();
         let outcome = store.append(readings, append).await?;
-        for ((o, position), well_id) in outcome.outcomes.iter().zip(positions).zip(well_ids) {
+        for (((o, position), well_id), reading) in outcome
+            .outcomes
+            .iter()
+            .zip(positions)
+            .zip(well_ids)
+            .zip(kept)
+        {
             match o {
-                ReadingOutcome::Accepted => report.accepted += 1,
+                ReadingOutcome::Accepted => {
+                    report.accepted += 1;
+                    accepted.push(reading);
+                }
                 ReadingOutcome::Duplicate => report.duplicates += 1,
                 ReadingOutcome::UnknownWell => report.rejected.push(RejectedReading {
                     index: position,
@@ -124,5 +148,5 @@ pub async fn ingest_payload(
         }
         report.rejected.sort_by_key(|r| r.index);
     }
-    Ok(report)
+    Ok((report, accepted))
 }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod diagnostics;
 pub mod error;
 pub mod ingest;
 mod routes;

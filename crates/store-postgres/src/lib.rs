@@ -12,6 +12,7 @@
 //! Reads go through a pool (deadpool); a connection that died (database restart, terminated
 //! backend) is replaced on next checkout, and idempotent reads are retried once.
 
+mod alarms;
 mod connect;
 mod partitions;
 mod rollups;

@@ -162,6 +162,32 @@ fn telemetry_table() -> String {
     )
 }
 
+/// Alarms of the online diagnostics; times are Unix microseconds like the embedded store's.
+fn alarms() -> Migration {
+    Migration {
+        version: 3,
+        name: "alarms",
+        sql: "CREATE TABLE alarms (
+    id BIGSERIAL PRIMARY KEY,
+    well_id TEXT NOT NULL,
+    condition TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('raised', 'acknowledged', 'cleared')),
+    confidence DOUBLE PRECISION NOT NULL,
+    started_at BIGINT NOT NULL,
+    ended_at BIGINT,
+    acknowledged_by TEXT,
+    acknowledged_at BIGINT,
+    comment TEXT,
+    detail TEXT NOT NULL
+);
+CREATE UNIQUE INDEX alarms_one_open ON alarms (well_id, condition) WHERE state <> 'cleared';
+CREATE INDEX alarms_by_well ON alarms (well_id, started_at);
+"
+        .to_owned(),
+    }
+}
+
 fn partitioned() -> Migration {
     let mut sql = format!(
         "{table} PARTITION BY RANGE (ts);\n",
@@ -397,6 +423,7 @@ async fn migrate_locked(
             Flavor::Partitioned => partitioned(),
             Flavor::Timescale => timescale(),
         },
+        alarms(),
     ];
     let mut applied = Vec::new();
     for m in &all {

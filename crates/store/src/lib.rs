@@ -15,8 +15,10 @@ use espwatch_core::{
 };
 use serde::Serialize;
 
+pub mod alarms;
 pub mod embedded;
 
+pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
 
 /// Errors callers branch on. Internal causes are kept for the log, never shown to clients.

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use espwatch_server::{AppState, Config};
-use espwatch_store::{EmbeddedOptions, EmbeddedStore, Store};
+use espwatch_store::{AlarmStore, EmbeddedOptions, EmbeddedStore, Store};
 use espwatch_store_postgres::testing::TestDatabase;
 use espwatch_store_postgres::{PostgresOptions, PostgresStore};
 use serde_json::Value;
@@ -87,10 +87,21 @@ macro_rules! both_backends {
 pub(crate) use both_backends;
 
 /// The store for a test app: embedded in `data_dir`, or the test's PostgreSQL database.
-async fn open_store(data_dir: &Path, config: &mut Config) -> Arc<dyn Store> {
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    pub alarms: Option<Arc<dyn AlarmStore>>,
+}
+
+async fn open_store(data_dir: &Path, config: &mut Config) -> OpenedStore {
     match backend() {
         Backend::Embedded => {
-            Arc::new(EmbeddedStore::open(data_dir, EmbeddedOptions::default()).expect("open store"))
+            let store = Arc::new(
+                EmbeddedStore::open(data_dir, EmbeddedOptions::default()).expect("open store"),
+            );
+            OpenedStore {
+                alarms: Some(store.clone() as Arc<dyn AlarmStore>),
+                store,
+            }
         }
         Backend::Postgres => {
             let db = BACKEND.with(|c| {
@@ -105,11 +116,15 @@ async fn open_store(data_dir: &Path, config: &mut Config) -> Arc<dyn Store> {
                 pool_size: 4,
                 ..PostgresOptions::default()
             };
-            Arc::new(
+            let store = Arc::new(
                 PostgresStore::open(&db.url, options)
                     .await
                     .expect("open PostgreSQL store"),
-            )
+            );
+            OpenedStore {
+                alarms: Some(store.clone() as Arc<dyn AlarmStore>),
+                store,
+            }
         }
     }
 }
@@ -152,7 +167,7 @@ pub async fn start_in(
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
-    let state = AppState::new(store, config);
+    let state = AppState::new(store.store, config).with_optional_alarms(store.alarms);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(espwatch_server::serve(listener, state, async {
         let _ = stopped.await;

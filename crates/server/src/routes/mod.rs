@@ -1,5 +1,7 @@
 //! HTTP handlers. Each reads as: parse input, call the store, shape the answer.
 
+pub mod alarms;
+pub mod diagnostics;
 pub mod health;
 pub mod telemetry;
 pub mod wells;

@@ -18,7 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::ingest::{IngestError, IngestReport, ingest_payload};
+use crate::ingest::{IngestError, IngestReport, ingest_payload_collect};
 use crate::routes::{media_type, read_body};
 
 /// Ingests telemetry: one reading (JSON object), a JSON array, NDJSON or CSV.
@@ -80,18 +80,23 @@ pub async fn ingest(
     let append = AppendOptions {
         auto_register_wells: state.config.auto_register_wells,
     };
-    let report = match ingest_payload(state.store.as_ref(), format, bytes, decode, append).await {
-        Ok(report) => report,
-        Err(IngestError::Decode(e)) => {
-            return Err(ApiError::bad_request(
-                "malformed_payload",
-                format!("the payload cannot be parsed: {e}"),
-            )
-            .with_details(&e));
-        }
-        Err(IngestError::Store(e)) => return Err(e.into()),
-        Err(e @ IngestError::Join(_)) => return Err(ApiError::internal(e)),
-    };
+    let report =
+        match ingest_payload_collect(state.store.as_ref(), format, bytes, decode, append).await {
+            Ok((report, accepted)) => {
+                // Committed: hand them to the diagnostics task (off this request's path).
+                state.diagnostics.submit(accepted);
+                report
+            }
+            Err(IngestError::Decode(e)) => {
+                return Err(ApiError::bad_request(
+                    "malformed_payload",
+                    format!("the payload cannot be parsed: {e}"),
+                )
+                .with_details(&e));
+            }
+            Err(IngestError::Store(e)) => return Err(e.into()),
+            Err(e @ IngestError::Join(_)) => return Err(ApiError::internal(e)),
+        };
     let total = report.total();
     if total == 0 {
         return Err(ApiError::bad_request(

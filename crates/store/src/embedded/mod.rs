@@ -12,6 +12,7 @@
 //! Reads go through a small pool of read-only connections on blocking threads; the async
 //! runtime never waits on SQLite.
 
+mod alarms;
 mod codec;
 mod index;
 mod schema;
@@ -84,6 +85,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: ReadPool,
     closed: AtomicBool,
+    /// Connection of the alarms database, opened on first use.
+    alarms: Mutex<Option<Connection>>,
 }
 
 impl Drop for Inner {
@@ -193,6 +196,7 @@ impl EmbeddedStore {
                     closed: AtomicBool::new(false),
                 },
                 closed: AtomicBool::new(false),
+                alarms: Mutex::new(None),
             }),
         })
     }

@@ -1,0 +1,602 @@
+//! `espwatch diagnose` (offline backtesting: the same engine as the server, over CSV files) and
+//! `espwatch eval` (scores diagnosed episodes against labels).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use espwatch_core::diagnostics::eval::{Interval, evaluate};
+use espwatch_core::diagnostics::{Episode, ThresholdSet, TrainingWindow, WellEngine};
+use espwatch_core::duration::parse_duration_micros;
+use espwatch_core::ingest::{CsvDecoder, DecodeOptions, Item};
+use espwatch_core::sim::csv::{write_fixed, write_timestamp};
+use espwatch_core::{Reading, Timestamp, WellId, WellMeta};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args, Debug, Clone)]
+#[command(
+    about = "Diagnose wells offline from CSV telemetry: episodes to EVENTS.csv, anomaly scores to SCORES.csv",
+    long_about = "Runs the diagnostics engine (the same code as the server) over canonical CSV files \
+(one or many wells per file, each well's rows in time order). Each well learns its healthy baseline \
+from its first hours of data (--train-readings / --train-until to choose), then every reading is \
+diagnosed. EVENTS.csv: well_id,start,end,condition,confidence, one row per diagnosed episode. \
+SCORES.csv: well_id,ts,anomaly_score,anomaly for every input reading (anomaly is 0 during training)."
+)]
+pub struct DiagnoseArgs {
+    /// Canonical CSV telemetry files.
+    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+    pub input: Vec<PathBuf>,
+    /// Directory of wells-registry JSON files (one well per file): pump curve, motor, fluid.
+    #[arg(long, value_name = "DIR")]
+    pub wells: Option<PathBuf>,
+    /// Each well's first N readings are its healthy baseline.
+    #[arg(long, value_name = "N", conflicts_with = "train_until")]
+    pub train_readings: Option<u64>,
+    /// Readings before this time (RFC 3339) are the healthy baseline.
+    #[arg(long, value_name = "TS")]
+    pub train_until: Option<String>,
+    /// Output: one row per diagnosed episode.
+    #[arg(long, value_name = "EVENTS.csv")]
+    pub events_out: PathBuf,
+    /// Output: the anomaly score of every reading.
+    #[arg(long, value_name = "SCORES.csv")]
+    pub scores_out: Option<PathBuf>,
+    /// Thresholds as JSON: {"global": {...}, "wells": {"WELL-1": {...}}}.
+    #[arg(long, value_name = "FILE")]
+    pub thresholds: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Write every reading's features and findings for this well to --trace-out (tuning aid).
+    #[arg(long, hide = true, requires = "trace_out")]
+    pub trace_well: Option<String>,
+    #[arg(long, hide = true)]
+    pub trace_out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(about = "Score diagnosed episodes (EVENTS.csv) against ground-truth labels (labels.csv)")]
+pub struct EvalArgs {
+    /// Labels: well_id,file,start,end,condition (as `espwatch simulate` writes).
+    #[arg(long, value_name = "labels.csv")]
+    pub labels: PathBuf,
+    /// Events: well_id,start,end,condition,confidence (as `espwatch diagnose` writes).
+    #[arg(long, value_name = "EVENTS.csv")]
+    pub events: PathBuf,
+    /// How long after a label ends an event still counts as detecting it.
+    #[arg(long, default_value = "60m")]
+    pub max_delay: String,
+}
+
+type Batch = Vec<Reading>;
+
+struct WorkerResult {
+    events: Vec<(WellId, Episode)>,
+    readings: u64,
+    out_of_order: u64,
+    scores_part: Option<PathBuf>,
+}
+
+pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
+    let thresholds = match &args.thresholds {
+        Some(path) => {
+            let text =
+                fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let set: ThresholdSet = serde_json::from_str(&text)
+                .with_context(|| format!("parsing thresholds {}", path.display()))?;
+            set.validate().map_err(anyhow::Error::msg)?;
+            set
+        }
+        None => ThresholdSet::default(),
+    };
+    let window = match (&args.train_readings, &args.train_until) {
+        (Some(n), _) => TrainingWindow::Readings(*n),
+        (None, Some(ts)) => {
+            TrainingWindow::Until(Timestamp::parse_rfc3339(ts).context("--train-until")?)
+        }
+        (None, None) => TrainingWindow::Default,
+    };
+    let metas = match &args.wells {
+        Some(dir) => load_wells(dir)?,
+        None => HashMap::new(),
+    };
+    for p in &args.input {
+        if !p.is_file() {
+            bail!("input {} is not a file", p.display());
+        }
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+        .max(1);
+    let total_bytes: u64 = args
+        .input
+        .iter()
+        .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let bar = ProgressBar::new(total_bytes);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "diagnosing [{elapsed_precise}] {wide_bar} {binary_bytes}/{binary_total_bytes} ({binary_bytes_per_sec}, eta {eta})",
+        )
+        .expect("valid template"),
+    );
+    let started = Instant::now();
+    let rejected = AtomicU64::new(0);
+    let next_file = AtomicUsize::new(0);
+    let scores_dir = args
+        .scores_out
+        .as_ref()
+        .map(|p| p.parent().map(Path::to_path_buf).unwrap_or_default());
+
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..threads)
+        .map(|_| mpsc::sync_channel::<Batch>(16))
+        .unzip();
+    let results: anyhow::Result<Vec<WorkerResult>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(k, rx)| {
+                let metas = &metas;
+                let thresholds = &thresholds;
+                let scores_dir = scores_dir.clone();
+                let scores_out = args.scores_out.clone();
+                scope.spawn(move || -> anyhow::Result<WorkerResult> {
+                    let mut scores = match (&scores_out, &scores_dir) {
+                        (Some(out), Some(dir)) => {
+                            let part = dir.join(format!(
+                                ".{}.part{k}",
+                                out.file_name().and_then(|n| n.to_str()).unwrap_or("scores")
+                            ));
+                            let f = fs::File::create(&part)
+                                .with_context(|| format!("creating {}", part.display()))?;
+                            Some((part, BufWriter::with_capacity(1 << 20, f)))
+                        }
+                        _ => None,
+                    };
+                    let mut engines: HashMap<WellId, WellEngine> = HashMap::new();
+                    let mut trace = match (&args.trace_well, &args.trace_out) {
+                        (Some(w), Some(p)) => {
+                            let mut f = BufWriter::new(fs::File::create(p.with_extension(format!("{k}.csv")))?);
+                            writeln!(f, "ts,running,freq,cur,pip,pd,thp,flow,head,vib,rise,vhz,gor,score,findings")?;
+                            Some((w.clone(), f))
+                        }
+                        _ => None,
+                    };
+                    let mut res = WorkerResult {
+                        events: Vec::new(),
+                        readings: 0,
+                        out_of_order: 0,
+                        scores_part: None,
+                    };
+                    let mut buf = Vec::with_capacity(1 << 16);
+                    for batch in rx {
+                        for r in batch {
+                            let engine = match engines.get_mut(&r.well_id) {
+                                Some(e) => e,
+                                None => {
+                                    let th = thresholds
+                                        .for_well(r.well_id.as_str())
+                                        .map_err(anyhow::Error::msg)?;
+                                    engines.entry(r.well_id.clone()).or_insert_with(|| {
+                                        WellEngine::new(metas.get(&r.well_id), th, window)
+                                    })
+                                }
+                            };
+                            if engine.last_ts().is_some_and(|t| r.ts <= t) {
+                                res.out_of_order += 1;
+                                continue;
+                            }
+                            let out = engine.push(r.ts, &r.values);
+                            if let Some((_, t)) = trace
+                                .as_mut()
+                                .filter(|(w, _)| w.as_str() == r.well_id.as_str())
+                            {
+                                let f = engine.features();
+                                let names: Vec<String> = out
+                                    .findings
+                                    .iter()
+                                    .map(|x| {
+                                        let ev: Vec<String> = x
+                                            .evidence
+                                            .iter()
+                                            .map(|e| format!("{}={:?}", e.feature, e.value))
+                                            .collect();
+                                        format!("{}[{}]", x.diagnosis.name(), ev.join(" "))
+                                    })
+                                    .collect();
+                                let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
+                                writeln!(
+                                    t,
+                                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{}",
+                                    r.ts,
+                                    f.running as u8,
+                                    o(f.frequency_hz),
+                                    o(f.current_ratio),
+                                    o(f.intake_pressure_ratio),
+                                    o(f.discharge_pressure_ratio),
+                                    o(f.tubing_pressure_ratio),
+                                    o(f.flow_ratio),
+                                    o(f.head_ratio),
+                                    o(f.vibration_ratio),
+                                    o(f.winding_rise_ratio),
+                                    o(f.volts_per_hz_ratio),
+                                    o(f.gor_ratio),
+                                    out.anomaly_score,
+                                    names.join("|")
+                                )?;
+                            }
+                            res.readings += 1;
+                            for e in out.transitions.closed {
+                                res.events.push((r.well_id.clone(), e));
+                            }
+                            if let Some((_, w)) = &mut scores {
+                                buf.extend_from_slice(r.well_id.as_str().as_bytes());
+                                buf.push(b',');
+                                write_timestamp(&mut buf, r.ts);
+                                buf.push(b',');
+                                write_fixed(&mut buf, out.anomaly_score, 4);
+                                buf.extend_from_slice(if out.anomaly { b",1\n" } else { b",0\n" });
+                                if buf.len() > 60_000 {
+                                    w.write_all(&buf)?;
+                                    buf.clear();
+                                }
+                            }
+                        }
+                    }
+                    for (id, engine) in engines.iter_mut() {
+                        for e in engine.finish() {
+                            res.events.push((id.clone(), e));
+                        }
+                    }
+                    if let Some((_, t)) = trace.as_mut() {
+                        t.flush()?;
+                    }
+                    if let Some((part, mut w)) = scores {
+                        w.write_all(&buf)?;
+                        w.flush()?;
+                        res.scores_part = Some(part);
+                    }
+                    Ok(res)
+                })
+            })
+            .collect();
+
+        let readers: Vec<_> = (0..threads.min(args.input.len()))
+            .map(|_| {
+                let senders = senders.clone();
+                let (bar, next_file, rejected) = (&bar, &next_file, &rejected);
+                scope.spawn(move || -> anyhow::Result<()> {
+                    loop {
+                        let i = next_file.fetch_add(1, Ordering::Relaxed);
+                        let Some(path) = args.input.get(i) else {
+                            return Ok(());
+                        };
+                        read_file(path, &senders, bar, rejected)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                    }
+                })
+            })
+            .collect();
+        drop(senders);
+        let mut first_error = None;
+        for r in readers {
+            if let Err(e) = r
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("reader panicked")))
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        let results: Vec<_> = workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("worker panicked")))
+            })
+            .collect();
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        results.into_iter().collect()
+    });
+    let results = results?;
+    bar.finish_and_clear();
+
+    let mut events: Vec<(WellId, Episode)> = Vec::new();
+    let (mut readings, mut out_of_order) = (0, 0);
+    let mut parts = Vec::new();
+    for r in results {
+        events.extend(r.events);
+        readings += r.readings;
+        out_of_order += r.out_of_order;
+        parts.extend(r.scores_part);
+    }
+    events.sort_by(|a, b| (a.0.as_str(), a.1.start).cmp(&(b.0.as_str(), b.1.start)));
+    let mut out = Vec::new();
+    out.extend_from_slice(b"well_id,start,end,condition,confidence\n");
+    for (id, e) in &events {
+        out.extend_from_slice(id.as_str().as_bytes());
+        out.push(b',');
+        write_timestamp(&mut out, e.start);
+        out.push(b',');
+        write_timestamp(&mut out, e.end.unwrap_or(e.start));
+        out.push(b',');
+        out.extend_from_slice(e.diagnosis.name().as_bytes());
+        out.push(b',');
+        write_fixed(&mut out, e.confidence, 2);
+        out.push(b'\n');
+    }
+    fs::write(&args.events_out, out)
+        .with_context(|| format!("writing {}", args.events_out.display()))?;
+    if let Some(path) = &args.scores_out {
+        let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        w.write_all(b"well_id,ts,anomaly_score,anomaly\n")?;
+        for part in &parts {
+            let mut f = fs::File::open(part)?;
+            std::io::copy(&mut f, &mut w)?;
+            fs::remove_file(part).ok();
+        }
+        w.flush()?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "diagnosed {readings} readings in {secs:.1}s ({:.0} readings/s); {} episodes written to {}{}{}",
+        readings as f64 / secs.max(1e-9),
+        events.len(),
+        args.events_out.display(),
+        match rejected.load(Ordering::Relaxed) {
+            0 => String::new(),
+            n => format!("; {n} invalid rows skipped"),
+        },
+        match out_of_order {
+            0 => String::new(),
+            n => format!("; {n} out-of-order or repeated readings skipped"),
+        },
+    );
+    Ok(())
+}
+
+/// Reads one CSV file in line-aligned chunks and sends each reading to the worker that owns its
+/// well.
+fn read_file(
+    path: &Path,
+    senders: &[mpsc::SyncSender<Batch>],
+    bar: &ProgressBar,
+    rejected: &AtomicU64,
+) -> anyhow::Result<()> {
+    let file = fs::File::open(path)?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut header = Vec::new();
+    reader.read_until(b'\n', &mut header)?;
+    bar.inc(header.len() as u64);
+    let opts = DecodeOptions {
+        now: Timestamp(i64::MAX / 4),
+        max_future_micros: 0,
+        max_readings: usize::MAX,
+    };
+    let mut decoder = CsvDecoder::new(&header, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut chunk = Vec::with_capacity(1 << 20);
+    let mut items = Vec::new();
+    let mut batches: Vec<Batch> = vec![Vec::new(); senders.len()];
+    let mut owner: HashMap<WellId, usize> = HashMap::new();
+    loop {
+        chunk.clear();
+        while chunk.len() < (1 << 20) {
+            if reader.read_until(b'\n', &mut chunk)? == 0 {
+                break;
+            }
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        bar.inc(chunk.len() as u64);
+        items.clear();
+        decoder.decode_chunk(&chunk, &mut items);
+        for item in items.drain(..) {
+            match item {
+                Item::Valid(r) => {
+                    let n = senders.len();
+                    let k = *owner.entry(r.well_id.clone()).or_insert_with(|| {
+                        let mut h = DefaultHasher::new();
+                        r.well_id.hash(&mut h);
+                        (h.finish() % n as u64) as usize
+                    });
+                    batches[k].push(r);
+                    if batches[k].len() >= 4096 {
+                        senders[k]
+                            .send(std::mem::take(&mut batches[k]))
+                            .map_err(|_| anyhow::anyhow!("a worker stopped"))?;
+                    }
+                }
+                Item::Rejected(_) => {
+                    rejected.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    for (k, b) in batches.into_iter().enumerate() {
+        if !b.is_empty() {
+            senders[k]
+                .send(b)
+                .map_err(|_| anyhow::anyhow!("a worker stopped"))?;
+        }
+    }
+    Ok(())
+}
+
+fn load_wells(dir: &Path) -> anyhow::Result<HashMap<WellId, WellMeta>> {
+    let mut out = HashMap::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text = fs::read_to_string(&path)?;
+        let meta: WellMeta =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let id = meta.validate().map_err(|problems| {
+            anyhow::anyhow!(
+                "{}: invalid well: {}",
+                path.display(),
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.field, p.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
+        out.insert(id, meta);
+    }
+    Ok(out)
+}
+
+fn read_intervals(path: &Path, well_col: &str, name_col: &str) -> anyhow::Result<Vec<Interval>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
+    let headers = reader.headers()?.clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{}: no `{name}` column", path.display()))
+    };
+    let (w, s, e, n) = (col(well_col)?, col("start")?, col("end")?, col(name_col)?);
+    let mut out = Vec::new();
+    for (line, row) in reader.records().enumerate() {
+        let row = row?;
+        let ts = |i: usize| {
+            Timestamp::parse_rfc3339(row.get(i).unwrap_or(""))
+                .map(|t| t.0)
+                .with_context(|| format!("{} row {}", path.display(), line + 2))
+        };
+        out.push(Interval {
+            well_id: row.get(w).unwrap_or("").to_owned(),
+            start: ts(s)?,
+            end: ts(e)?,
+            name: row.get(n).unwrap_or("").to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Observed span of each well: first and last row of every CSV next to the labels file.
+fn coverage_near(labels: &Path) -> BTreeMap<String, (i64, i64)> {
+    let mut out = BTreeMap::new();
+    let dir = labels.parent().unwrap_or(Path::new("."));
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("csv") || path == labels {
+            continue;
+        }
+        if let Some((well, first, last)) = first_and_last_row(&path) {
+            out.insert(well, (first, last));
+        }
+    }
+    out
+}
+
+fn first_and_last_row(path: &Path) -> Option<(String, i64, i64)> {
+    let mut f = fs::File::open(path).ok()?;
+    let mut head = vec![0u8; 4096];
+    let n = f.read(&mut head).ok()?;
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    let mut lines = head.lines();
+    let header = lines.next()?;
+    if !header.starts_with("well_id,ts") {
+        return None;
+    }
+    let parse = |line: &str| -> Option<(String, i64)> {
+        let mut cells = line.split(',');
+        let well = cells.next()?.to_owned();
+        let ts = Timestamp::parse_rfc3339(cells.next()?).ok()?;
+        Some((well, ts.0))
+    };
+    let (well, first) = parse(lines.next()?)?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).ok()?;
+    let tail = String::from_utf8_lossy(&tail).into_owned();
+    let (last_well, last) = parse(tail.lines().rev().find(|l| !l.trim().is_empty())?)?;
+    (last_well == well).then_some((well, first, last))
+}
+
+pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
+    let max_delay = parse_duration_micros(&args.max_delay).map_err(anyhow::Error::msg)?;
+    let labels = read_intervals(&args.labels, "well_id", "condition")?;
+    let events = read_intervals(&args.events, "well_id", "condition")?;
+    let coverage = coverage_near(&args.labels);
+    let report = evaluate(&labels, &events, max_delay, &coverage);
+    let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.2}", v));
+    println!(
+        "{:<18} {:>6} {:>8} {:>6} {:>6} {:>9} {:>13} {:>10}",
+        "condition",
+        "labels",
+        "detected",
+        "recall",
+        "events",
+        "precision",
+        "misclassified",
+        "delay_min"
+    );
+    for c in &report.per_condition {
+        let confused = if c.confused_with.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "  (as {})",
+                c.confused_with
+                    .iter()
+                    .map(|(k, v)| format!("{k}×{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        println!(
+            "{:<18} {:>6} {:>8} {:>6} {:>6} {:>9} {:>13} {:>10}{}",
+            c.condition,
+            c.labels,
+            c.detected,
+            pct(c.recall()),
+            c.events,
+            pct(c.precision()),
+            c.misclassified,
+            c.mean_delay_s
+                .map_or("-".to_owned(), |d| format!("{:.1}", d / 60.0)),
+            confused
+        );
+    }
+    println!(
+        "false alarms: {} events on {:.1} unlabelled well-days = {:.3} per well-day ({} anomaly events in all)",
+        report.false_alarms,
+        report.unlabelled_well_days,
+        report.false_alarms_per_well_day(),
+        report.anomaly_events
+    );
+    println!(
+        "macro: recall {:.3} precision {:.3} false_alarms_per_well_day {:.3} abrupt_mean_delay_min {}",
+        report.macro_recall(),
+        report.macro_precision(),
+        report.false_alarms_per_well_day(),
+        report
+            .abrupt_mean_delay_s()
+            .map_or("-".to_owned(), |d| format!("{:.1}", d / 60.0))
+    );
+    Ok(())
+}

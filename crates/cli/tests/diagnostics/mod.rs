@@ -1,0 +1,196 @@
+//! Online diagnostics and alarms through HTTP: a simulated well with a closed valve streamed
+//! in, the alarm raised, acknowledged and cleared; the legacy decision tree.
+
+use std::time::Duration;
+
+use espwatch_core::sim::fleet::{PinnedCondition, PinnedWell};
+use espwatch_core::sim::{FleetConfig, WellSimulator, csv, plan_fleet};
+use espwatch_core::{Condition, Timestamp};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const HOUR: i64 = 3_600_000_000;
+
+/// CSV bodies of one simulated well: readings before `split` hours, and the rest.
+fn closed_valve_well(id: &str) -> (Value, Vec<u8>, Vec<u8>) {
+    let now = Timestamp::from_datetime(chrono::Utc::now()).0;
+    let start = Timestamp(now - 13 * HOUR - now.rem_euclid(60_000_000));
+    let mut config = FleetConfig::new(3, 0, start, 13 * HOUR);
+    config.normal_life = false;
+    config.pinned = vec![PinnedWell {
+        id: Some(id.to_owned()),
+        pump: Some("RX-538-2600".into()),
+        interval: Some("60s".into()),
+        conditions: vec![PinnedCondition {
+            condition: Condition::ClosedValve,
+            start: "9h".into(),
+            end: Some("10h".into()),
+            severity: Some(0.5),
+        }],
+        ..PinnedWell::default()
+    }];
+    let plan = plan_fleet(&config).unwrap();
+    let well = &plan.wells[0];
+    let mut sim = WellSimulator::new(well, config.start, config.duration_micros);
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    csv::write_header(&mut before);
+    csv::write_header(&mut after);
+    let split = start.0 + 9 * HOUR + 20 * 60_000_000;
+    while let Some(s) = sim.next_sample() {
+        if let Some(m) = &s.measured {
+            let out = if s.ts.0 < split {
+                &mut before
+            } else {
+                &mut after
+            };
+            csv::write_row(out, id, s.ts, m);
+        }
+    }
+    (serde_json::to_value(&well.meta).unwrap(), before, after)
+}
+
+async fn wait_for_alarm(app: &TestApp, query: &str) -> Value {
+    for _ in 0..200 {
+        let (status, body) = app.get(&format!("/api/v1/alarms?{query}")).await;
+        assert_eq!(status, 200, "{body}");
+        if let Some(a) = body["alarms"].as_array().and_then(|a| a.first()) {
+            return a.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no alarm matching {query}");
+}
+
+#[tokio::test]
+async fn alarm_lifecycle_raised_acknowledged_cleared() {
+    let app = spawn_app().await;
+    let (meta, before, after) = closed_valve_well("DIAG-1");
+    let (status, body) = app
+        .post("/api/v1/wells", "application/json", meta.to_string())
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app.post("/api/v1/telemetry", "text/csv", before).await;
+    assert_eq!(status, 200, "{body}");
+
+    let alarm = wait_for_alarm(&app, "well_id=DIAG-1&state=raised").await;
+    assert_eq!(alarm["condition"], "closed_valve");
+    assert_eq!(alarm["severity"], "critical");
+    assert!(
+        alarm["detail"]["action"]
+            .as_str()
+            .unwrap()
+            .contains("valve")
+    );
+    let id = alarm["id"].as_i64().unwrap();
+
+    // The current diagnosis carries the open episode with evidence.
+    let (status, diag) = app.get("/api/v1/wells/DIAG-1/diagnosis").await;
+    assert_eq!(status, 200, "{diag}");
+    assert_eq!(diag["trained"], true);
+    assert_eq!(diag["open_episodes"][0]["condition"], "closed_valve");
+
+    // Acknowledge: who and why; bad bodies are refused precisely.
+    let ack = |body: Value| {
+        app.client
+            .post(app.url(&format!("/api/v1/alarms/{id}/ack")))
+            .json(&body)
+    };
+    let (status, body) = app.send(ack(json!({"by": ""}))).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = app
+        .send(ack(json!({"by": "operator-7", "comment": "crew called"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "acknowledged");
+    assert_eq!(body["acknowledged_by"], "operator-7");
+    assert_eq!(body["comment"], "crew called");
+    let (status, _) = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/alarms/999999/ack"))
+                .json(&json!({"by": "x"})),
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // The valve opens; healthy running clears the alarm. One alarm, not a storm.
+    let (status, body) = app.post("/api/v1/telemetry", "text/csv", after).await;
+    assert_eq!(status, 200, "{body}");
+    let cleared = wait_for_alarm(&app, "well_id=DIAG-1&state=cleared").await;
+    assert_eq!(cleared["id"].as_i64(), Some(id));
+    assert!(cleared["ended_at"].is_string());
+    let (_, all) = app.get("/api/v1/alarms?well_id=DIAG-1").await;
+    let conditions: Vec<&str> = all["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["condition"].as_str().unwrap())
+        .collect();
+    assert_eq!(conditions, ["closed_valve"], "{all}");
+    let (status, events) = app.get("/api/v1/wells/DIAG-1/events").await;
+    assert_eq!(status, 200);
+    assert_eq!(events["events"][0]["condition"], "closed_valve");
+    // A cleared alarm cannot be acknowledged again.
+    let (status, body) = app.send(ack(json!({"by": "late"}))).await;
+    assert_eq!(status, 409, "{body}");
+
+    // Retrain on a chosen healthy window (settable baseline).
+    let (_, first) = app.get("/api/v1/wells/DIAG-1/diagnosis").await;
+    assert_eq!(first["trained"], true);
+    let retrain = |body: Value| {
+        app.client
+            .post(app.url("/api/v1/wells/DIAG-1/diagnosis/retrain"))
+            .json(&body)
+    };
+    let (status, body) = app
+        .send(retrain(
+            json!({"from": "2030-01-02T00:00:00Z", "until": "2030-01-01T00:00:00Z"}),
+        ))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = app.send(retrain(json!({}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["trained"], true, "{body}");
+
+    let (status, body) = app.get("/api/v1/alarms?state=bogus").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = app.get("/api/v1/wells/NOPE/diagnosis").await;
+    assert_eq!(status, 404);
+
+    // After a restart the state is rebuilt from stored telemetry.
+    let dir = app.stop().await;
+    let data_dir = dir.as_ref().unwrap().path().to_path_buf();
+    let app = start_in(data_dir, dir, |_| {}).await;
+    let (status, diag) = app.get("/api/v1/wells/DIAG-1/diagnosis").await;
+    assert_eq!(status, 200, "{diag}");
+    assert_eq!(diag["trained"], true, "{diag}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn legacy_decision_tree_keeps_working() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/diagnostics/decision_tree"))
+                .json(&json!({
+                    "well_id": "TEST-001",
+                    "flow_stable": false,
+                    "production_below_target": true,
+                    "pip_low": false,
+                    "flow_level": "medium",
+                    "telemetry": {}
+                })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["diagnosis"]["type"], "Free Gas Lock");
+    assert!(body["diagnosis"]["confidence"].as_f64().unwrap() > 0.8);
+    let (status, body) = app
+        .post("/api/v1/diagnostics/decision_tree", "application/json", "{")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    app.stop().await;
+}

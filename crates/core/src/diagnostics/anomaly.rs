@@ -1,0 +1,180 @@
+//! The learned per-well anomaly model: PCA on standardised, affinity-normalised features of the
+//! well's healthy baseline, with Hotelling T² (inside the model plane) and SPE/Q (off it)
+//! control limits set from the training scores. Missing features are imputed with the
+//! baseline mean, so a dropped channel contributes nothing rather than an alarm.
+
+use super::stats::{Welford, symmetric_eigen};
+
+/// Names of the features the model sees, in order (all ratios to the baseline at the
+/// running frequency, so they sit near 1 whatever the frequency).
+pub const FEATURES: [&str; 9] = [
+    "current_ratio",
+    "intake_pressure_ratio",
+    "head_ratio",
+    "flow_ratio",
+    "vibration_ratio",
+    "winding_rise_ratio",
+    "volts_per_hz_ratio",
+    "efficiency_ratio",
+    "gor_ratio",
+];
+pub const NF: usize = FEATURES.len();
+
+pub type FeatureVec = [Option<f64>; NF];
+
+#[derive(Clone, Debug)]
+pub struct AnomalyModel {
+    mean: [f64; NF],
+    std: [f64; NF],
+    /// Principal directions kept (columns) and their variances.
+    components: Vec<[f64; NF]>,
+    variances: Vec<f64>,
+    pub t2_limit: f64,
+    pub spe_limit: f64,
+}
+
+/// Score of one reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AnomalyScore {
+    pub t2: f64,
+    pub spe: f64,
+    /// max(T²/limit, SPE/limit): above 1 is outside the healthy envelope.
+    pub score: f64,
+}
+
+impl AnomalyModel {
+    /// Fits the model; `None` with fewer than 30 usable vectors.
+    pub fn fit(
+        samples: &[FeatureVec],
+        variance_kept: f64,
+        std_floor: f64,
+        quantile: f64,
+        margin: f64,
+    ) -> Option<AnomalyModel> {
+        if samples.len() < 30 {
+            return None;
+        }
+        let mut stats = [Welford::default(); NF];
+        for s in samples {
+            for (k, v) in s.iter().enumerate() {
+                if let Some(v) = v {
+                    stats[k].push(*v);
+                }
+            }
+        }
+        let mut mean = [0.0; NF];
+        let mut std = [1.0; NF];
+        for k in 0..NF {
+            mean[k] = stats[k].mean().unwrap_or(1.0);
+            std[k] = stats[k].std().max(std_floor);
+        }
+        let z: Vec<[f64; NF]> = samples
+            .iter()
+            .map(|s| standardise(s, &mean, &std))
+            .collect();
+        let mut cov = vec![vec![0.0; NF]; NF];
+        for row in &z {
+            for i in 0..NF {
+                for j in 0..NF {
+                    cov[i][j] += row[i] * row[j];
+                }
+            }
+        }
+        let n = z.len() as f64;
+        for r in cov.iter_mut() {
+            for c in r.iter_mut() {
+                *c /= n - 1.0;
+            }
+        }
+        let (values, vectors) = symmetric_eigen(&cov);
+        let total: f64 = values.iter().map(|v| v.max(0.0)).sum::<f64>().max(1e-12);
+        let mut kept = 0;
+        let mut acc = 0.0;
+        while kept < NF - 1 && acc / total < variance_kept {
+            acc += values[kept].max(0.0);
+            kept += 1;
+        }
+        let kept = kept.max(1);
+        let components: Vec<[f64; NF]> = (0..kept)
+            .map(|c| {
+                let mut v = [0.0; NF];
+                for (r, item) in v.iter_mut().enumerate() {
+                    *item = vectors[r][c];
+                }
+                v
+            })
+            .collect();
+        // Variance floor: a direction the baseline never explored still gets unit variance in
+        // standardised units, so it cannot blow up T².
+        let variances: Vec<f64> = values[..kept].iter().map(|v| v.max(1.0)).collect();
+        let mut model = AnomalyModel {
+            mean,
+            std,
+            components,
+            variances,
+            t2_limit: 1.0,
+            spe_limit: 1.0,
+        };
+        let mut t2s: Vec<f64> = Vec::with_capacity(z.len());
+        let mut spes: Vec<f64> = Vec::with_capacity(z.len());
+        for row in &z {
+            let (t2, spe) = model.t2_spe(row);
+            t2s.push(t2);
+            spes.push(spe);
+        }
+        let q = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            let i = ((v.len() as f64 - 1.0) * quantile).round() as usize;
+            v[i.min(v.len() - 1)]
+        };
+        // Floors from the distributions under a healthy Gaussian model: χ²(k) at ~99.9 % and
+        // a few units of residual variance.
+        model.t2_limit = (q(&mut t2s) * margin).max(3.0 * kept as f64 + 10.0);
+        model.spe_limit = (q(&mut spes) * margin).max(3.0 * (NF - kept) as f64 + 6.0);
+        Some(model)
+    }
+
+    fn t2_spe(&self, z: &[f64; NF]) -> (f64, f64) {
+        let mut t2 = 0.0;
+        let mut recon = [0.0; NF];
+        for (c, comp) in self.components.iter().enumerate() {
+            let t: f64 = comp.iter().zip(z).map(|(a, b)| a * b).sum();
+            t2 += t * t / self.variances[c];
+            for k in 0..NF {
+                recon[k] += t * comp[k];
+            }
+        }
+        let spe = (0..NF).map(|k| (z[k] - recon[k]).powi(2)).sum();
+        (t2, spe)
+    }
+
+    pub fn score(&self, x: &FeatureVec) -> AnomalyScore {
+        let z = standardise(x, &self.mean, &self.std);
+        let (t2, spe) = self.t2_spe(&z);
+        AnomalyScore {
+            t2,
+            spe,
+            score: (t2 / self.t2_limit).max(spe / self.spe_limit),
+        }
+    }
+
+    /// The features that contribute most to the deviation, largest first (for evidence).
+    pub fn top_contributors(&self, x: &FeatureVec, n: usize) -> Vec<(&'static str, f64)> {
+        let z = standardise(x, &self.mean, &self.std);
+        let mut c: Vec<(&'static str, f64)> = FEATURES.iter().copied().zip(z).collect();
+        c.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        c.truncate(n);
+        c
+    }
+}
+
+fn standardise(x: &FeatureVec, mean: &[f64; NF], std: &[f64; NF]) -> [f64; NF] {
+    let mut z = [0.0; NF];
+    for k in 0..NF {
+        if let Some(v) = x[k] {
+            // Clamp so one wild value cannot dominate everything else.
+            z[k] = ((v - mean[k]) / std[k]).clamp(-50.0, 50.0);
+        }
+    }
+    z
+}

@@ -1,0 +1,210 @@
+//! Per-channel health: stuck values, impossible spikes and dropouts. A faulty channel is hidden
+//! from the condition rules (they see it as missing), and reported as `sensor_fault` with the
+//! channel named, while the other channels keep telling the story.
+
+use std::collections::VecDeque;
+
+use crate::telemetry::Field;
+
+use super::stats::Ewma;
+use super::thresholds::Thresholds;
+
+/// What is wrong with one channel right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelFault {
+    Stuck,
+    Spikes,
+    Dropout,
+}
+
+impl ChannelFault {
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelFault::Stuck => "stuck",
+            ChannelFault::Spikes => "spikes",
+            ChannelFault::Dropout => "dropout",
+        }
+    }
+}
+
+/// Streaming state of one channel.
+#[derive(Clone, Debug, Default)]
+pub struct ChannelMonitor {
+    /// Training statistics: successive equal non-zero values / pairs, presence.
+    train_pairs: u64,
+    train_equal: u64,
+    train_seen: u64,
+    train_present: u64,
+    /// Probability that a healthy reading repeats the previous value exactly.
+    p_repeat: f64,
+    /// Share of readings carrying this channel during training.
+    presence: f64,
+    typical: f64,
+    last: Option<f64>,
+    run: u32,
+    level: Ewma,
+    missing: Ewma,
+    /// A suspicious value waiting for the next reading to tell a spike from a real change.
+    suspect: Option<f64>,
+    /// Consecutive suspicious readings.
+    suspects: u32,
+    spikes: VecDeque<i64>,
+    pub stuck_run: u32,
+}
+
+/// Channels watched for faults (frequency and the slow lab channels are left out: they can be
+/// legitimately constant).
+pub const WATCHED: [Field; 10] = [
+    Field::MotorCurrentA,
+    Field::MotorVoltageV,
+    Field::IntakePressurePsi,
+    Field::DischargePressurePsi,
+    Field::TubingPressurePsi,
+    Field::IntakeTempC,
+    Field::MotorTempC,
+    Field::VibrationXG,
+    Field::VibrationYG,
+    Field::FlowRateBpd,
+];
+
+impl ChannelMonitor {
+    pub fn train(&mut self, value: Option<f64>) {
+        self.train_seen += 1;
+        if let Some(v) = value {
+            self.train_present += 1;
+            if v != 0.0 {
+                if let Some(prev) = self.last.filter(|p| *p != 0.0) {
+                    self.train_pairs += 1;
+                    if prev == v {
+                        self.train_equal += 1;
+                    }
+                }
+                self.typical += (v.abs() - self.typical) / self.train_present as f64;
+            }
+        }
+        self.last = value;
+    }
+
+    pub fn finish_training(&mut self) {
+        self.p_repeat = if self.train_pairs >= 20 {
+            // Inflated: repeats cluster when a slow signal sits near a quantisation step.
+            (1.5 * (self.train_equal as f64 + 0.5) / (self.train_pairs as f64 + 1.0))
+                .clamp(0.05, 1.0)
+        } else {
+            1.0
+        };
+        self.presence = if self.train_seen > 0 {
+            self.train_present as f64 / self.train_seen as f64
+        } else {
+            0.0
+        };
+        self.run = 0;
+    }
+
+    /// Readings in a row that a healthy channel repeats with less than `probability`.
+    fn stuck_limit(&self, th: &Thresholds) -> Option<u32> {
+        if self.p_repeat >= 0.9 {
+            return None;
+        }
+        let n = (th.stuck_probability.ln() / self.p_repeat.ln()).ceil();
+        Some((n as u32).max(th.stuck_min_readings))
+    }
+
+    /// Feeds one (post-training) value; returns the value the rules may use (None when it is
+    /// missing, stuck or a suspected spike) and the current fault, if any.
+    pub fn observe(
+        &mut self,
+        ts: i64,
+        value: Option<f64>,
+        system_changed: bool,
+        th: &Thresholds,
+    ) -> (Option<f64>, Option<ChannelFault>) {
+        let tau = 600.0;
+        if !self.missing.is_init() {
+            self.missing.update(ts, 0.0, tau);
+        }
+        self.missing
+            .update(ts, if value.is_some() { 0.0 } else { 1.0 }, tau);
+        // Spike confirmation: the previous suspicious value is a spike if this one is back near
+        // the level it left.
+        let mut confirmed_change = false;
+        if let (Some(prev), Some(v)) = (self.suspect.take(), value) {
+            let level = self.level.value().unwrap_or(0.0);
+            if (v - level).abs() <= 0.3 * level.abs().max(1e-9) {
+                self.spikes.push_back(ts);
+            } else if self.suspects >= 5 && (v - prev).abs() <= 0.3 * prev.abs().max(1e-9) {
+                // The new value held for several readings: a real change, not spikes.
+                self.level.reset();
+                confirmed_change = true;
+            }
+        }
+        while let Some(&t) = self.spikes.front() {
+            if ts - t > (th.spike_window_secs * 1e6) as i64 {
+                self.spikes.pop_front();
+            } else {
+                break;
+            }
+        }
+        let mut usable = value;
+        if let Some(v) = value {
+            if Some(v) == self.last && v != 0.0 {
+                self.run += 1;
+            } else {
+                self.run = 0;
+            }
+            self.last = Some(v);
+            let level = self.level.value();
+            let l = level.unwrap_or(0.0).abs();
+            // A zero is impossible only while the channel works in its normal range; a jump
+            // is judged against at least a fifth of its typical magnitude, so near-zero noise
+            // (a stopped pump's vibration) is not mistaken for spikes.
+            let impossible_zero = v == 0.0 && self.typical > 0.0 && l > 0.5 * self.typical;
+            let jump = self.typical > 0.0
+                && level.is_some()
+                && v.abs() > th.spike_factor * l.max(0.2 * self.typical);
+            if (impossible_zero || jump) && !confirmed_change && !system_changed {
+                self.suspect = Some(v);
+                self.suspects += 1;
+                usable = None;
+            } else {
+                self.suspects = 0;
+            }
+            if usable.is_some() {
+                self.level.update(ts, v, 300.0);
+            }
+        }
+        self.stuck_run = self.run;
+        let stuck = self.stuck_limit(th).is_some_and(|n| self.run >= n);
+        if stuck {
+            usable = None;
+        }
+        let fault = if stuck {
+            Some(ChannelFault::Stuck)
+        } else if self.spikes.len() as u32 >= th.spike_count {
+            Some(ChannelFault::Spikes)
+        } else if self.presence > 0.9 && self.missing.mean > th.dropout_share {
+            Some(ChannelFault::Dropout)
+        } else {
+            None
+        };
+        (usable, fault)
+    }
+
+    pub fn missing_share(&self) -> f64 {
+        self.missing.mean
+    }
+
+    /// Relative departure of a value from this channel's recent level.
+    pub fn departure(&self, value: Option<f64>) -> f64 {
+        match (value, self.level.value()) {
+            (Some(v), Some(l)) if l.abs() > 1e-9 => ((v - l) / l).abs(),
+            _ => 0.0,
+        }
+    }
+
+    /// Level the channel was at before it went quiet (for continuity after a stop).
+    pub fn reset_level(&mut self) {
+        self.level.reset();
+        self.suspect = None;
+    }
+}

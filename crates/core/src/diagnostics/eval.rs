@@ -1,0 +1,265 @@
+//! Scoring diagnosed episodes against ground truth (simulator labels), as `espwatch eval` prints.
+//!
+//! Matching: an event matches a label when both are on the same well, name the same condition,
+//! and the event's interval `[start, end]` overlaps `[label.start, label.end + max_delay]`.
+//! - recall(c) = labels of c matched by at least one event / labels of c;
+//! - precision(c) = events of c matching at least one label of c / events of c;
+//! - misclassified(c) = labels of c matched by no event of c but overlapped (same window) by an
+//!   event of another diagnosis;
+//! - delay = for each matched label, max(0, earliest matching event start − label start);
+//! - false alarm = an event (any diagnosis, `anomaly` included) that overlaps no label window of
+//!   its well; reported per well-day of observed time outside label windows.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::condition::{Condition, Onset};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interval {
+    pub well_id: String,
+    pub start: i64,
+    pub end: i64,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConditionStats {
+    pub condition: String,
+    pub labels: usize,
+    pub detected: usize,
+    pub events: usize,
+    pub correct_events: usize,
+    pub misclassified: usize,
+    /// (other diagnosis, count) for misclassified labels.
+    pub confused_with: BTreeMap<String, usize>,
+    pub mean_delay_s: Option<f64>,
+}
+
+impl ConditionStats {
+    pub fn recall(&self) -> Option<f64> {
+        (self.labels > 0).then(|| self.detected as f64 / self.labels as f64)
+    }
+    pub fn precision(&self) -> Option<f64> {
+        (self.events > 0).then(|| self.correct_events as f64 / self.events as f64)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvalReport {
+    pub per_condition: Vec<ConditionStats>,
+    pub false_alarms: usize,
+    /// Observed well-days outside label windows.
+    pub unlabelled_well_days: f64,
+    pub anomaly_events: usize,
+}
+
+impl EvalReport {
+    pub fn false_alarms_per_well_day(&self) -> f64 {
+        self.false_alarms as f64 / self.unlabelled_well_days.max(1e-9)
+    }
+    /// Mean recall over conditions that have labels.
+    pub fn macro_recall(&self) -> f64 {
+        mean(self.per_condition.iter().filter_map(|c| c.recall()))
+    }
+    /// Mean precision over conditions that have labels (a condition with labels but no events
+    /// counts as precision 0 only if it raised events elsewhere; with none at all it is left
+    /// out, its recall already says it).
+    pub fn macro_precision(&self) -> f64 {
+        mean(
+            self.per_condition
+                .iter()
+                .filter(|c| c.labels > 0 || c.events > 0)
+                .filter_map(|c| c.precision()),
+        )
+    }
+    /// Mean detection delay over abrupt conditions' detected labels, seconds.
+    pub fn abrupt_mean_delay_s(&self) -> Option<f64> {
+        let v: Vec<f64> = self
+            .per_condition
+            .iter()
+            .filter(|c| {
+                Condition::from_name(&c.condition).is_some_and(|c| c.onset() == Onset::Abrupt)
+            })
+            .filter_map(|c| c.mean_delay_s.map(|d| (d, c.detected)))
+            .flat_map(|(d, n)| std::iter::repeat_n(d, n))
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    }
+}
+
+fn mean(it: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = it.collect();
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+fn overlaps(a0: i64, a1: i64, b0: i64, b1: i64) -> bool {
+    a0 <= b1 && a1 >= b0
+}
+
+/// Scores `events` against `labels`. `coverage` gives each well's observed span (first and last
+/// reading); wells missing from it are assumed observed over the span of their labels and
+/// events.
+pub fn evaluate(
+    labels: &[Interval],
+    events: &[Interval],
+    max_delay_micros: i64,
+    coverage: &BTreeMap<String, (i64, i64)>,
+) -> EvalReport {
+    let window = |l: &Interval| (l.start, l.end + max_delay_micros);
+    let mut names: BTreeSet<String> = Condition::ALL.iter().map(|c| c.name().to_owned()).collect();
+    names.extend(labels.iter().map(|l| l.name.clone()));
+    let mut report = EvalReport::default();
+    for name in &names {
+        let ls: Vec<&Interval> = labels.iter().filter(|l| &l.name == name).collect();
+        let es: Vec<&Interval> = events.iter().filter(|e| &e.name == name).collect();
+        let mut st = ConditionStats {
+            condition: name.clone(),
+            labels: ls.len(),
+            events: es.len(),
+            ..ConditionStats::default()
+        };
+        let mut delays = Vec::new();
+        for l in &ls {
+            let (w0, w1) = window(l);
+            let first = es
+                .iter()
+                .filter(|e| e.well_id == l.well_id && overlaps(e.start, e.end, w0, w1))
+                .map(|e| e.start)
+                .min();
+            match first {
+                Some(start) => {
+                    st.detected += 1;
+                    delays.push(((start - l.start).max(0)) as f64 / 1e6);
+                }
+                None => {
+                    let other = events.iter().find(|e| {
+                        e.well_id == l.well_id
+                            && e.name != *name
+                            && overlaps(e.start, e.end, w0, w1)
+                    });
+                    if let Some(o) = other {
+                        st.misclassified += 1;
+                        *st.confused_with.entry(o.name.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        st.correct_events = es
+            .iter()
+            .filter(|e| {
+                ls.iter().any(|l| {
+                    let (w0, w1) = window(l);
+                    l.well_id == e.well_id && overlaps(e.start, e.end, w0, w1)
+                })
+            })
+            .count();
+        st.mean_delay_s =
+            (!delays.is_empty()).then(|| delays.iter().sum::<f64>() / delays.len() as f64);
+        if st.labels > 0 || st.events > 0 {
+            report.per_condition.push(st);
+        }
+    }
+    report.anomaly_events = events.iter().filter(|e| e.name == "anomaly").count();
+    report.false_alarms = events
+        .iter()
+        .filter(|e| {
+            !labels.iter().any(|l| {
+                let (w0, w1) = window(l);
+                l.well_id == e.well_id && overlaps(e.start, e.end, w0, w1)
+            })
+        })
+        .count();
+    // Observed time outside label windows, per well.
+    let mut spans: BTreeMap<String, (i64, i64)> = coverage.clone();
+    for i in labels.iter().chain(events) {
+        let s = spans.entry(i.well_id.clone()).or_insert((i.start, i.end));
+        if !coverage.contains_key(&i.well_id) {
+            s.0 = s.0.min(i.start);
+            s.1 = s.1.max(i.end);
+        }
+    }
+    let mut micros = 0i64;
+    for (well, (a, b)) in &spans {
+        let mut windows: Vec<(i64, i64)> = labels
+            .iter()
+            .filter(|l| &l.well_id == well)
+            .map(|l| {
+                let (w0, w1) = window(l);
+                (w0.max(*a), w1.min(*b))
+            })
+            .filter(|(x, y)| y > x)
+            .collect();
+        windows.sort();
+        let mut covered = 0i64;
+        let mut cursor = *a;
+        for (x, y) in windows {
+            let x = x.max(cursor);
+            if y > x {
+                covered += y - x;
+                cursor = y;
+            }
+        }
+        micros += (b - a - covered).max(0);
+    }
+    report.unlabelled_well_days = micros as f64 / 86_400e6;
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iv(well: &str, s: i64, e: i64, name: &str) -> Interval {
+        Interval {
+            well_id: well.into(),
+            start: s * 1_000_000,
+            end: e * 1_000_000,
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn matching_recall_precision_delay_and_false_alarms() {
+        let labels = vec![
+            iv("A", 1000, 2000, "gas_lock"),
+            iv("B", 1000, 2000, "broken_shaft"),
+            iv("C", 1000, 2000, "pump_off"),
+        ];
+        let events = vec![
+            iv("A", 1300, 2500, "gas_lock"),    // matches, delay 300 s
+            iv("A", 2100, 2200, "gas_lock"),    // matches (within max delay)
+            iv("B", 1100, 1900, "gas_lock"),    // misclassified broken shaft
+            iv("C", 50_000, 50_100, "anomaly"), // false alarm
+        ];
+        let mut cov = BTreeMap::new();
+        for w in ["A", "B", "C"] {
+            cov.insert(w.to_owned(), (0, 86_400_000_000));
+        }
+        let r = evaluate(&labels, &events, 600_000_000, &cov);
+        let gl = r
+            .per_condition
+            .iter()
+            .find(|c| c.condition == "gas_lock")
+            .unwrap();
+        assert_eq!(
+            (gl.labels, gl.detected, gl.events, gl.correct_events),
+            (1, 1, 3, 2)
+        );
+        assert_eq!(gl.mean_delay_s, Some(300.0));
+        let bs = r
+            .per_condition
+            .iter()
+            .find(|c| c.condition == "broken_shaft")
+            .unwrap();
+        assert_eq!((bs.detected, bs.misclassified), (0, 1));
+        assert_eq!(bs.confused_with.get("gas_lock"), Some(&1));
+        assert_eq!(r.false_alarms, 1);
+        assert_eq!(r.anomaly_events, 1);
+        let expected_days = 3.0 - 3.0 * 1600.0 / 86_400.0;
+        assert!((r.unlabelled_well_days - expected_days).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,187 @@
+//! Small streaming statistics used by the engine: time-constant EWMAs (so behaviour does not
+//! depend on the sampling interval, 1 s or 60 s), and a dense symmetric eigen-solver for the
+//! anomaly model's PCA.
+
+/// Exponentially weighted mean and variance with a time constant in seconds. Irregular sampling
+/// is handled by weighting each update with `1 − exp(−dt/τ)`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ewma {
+    pub mean: f64,
+    pub var: f64,
+    last_ts: i64,
+    init: bool,
+}
+
+impl Ewma {
+    pub fn update(&mut self, ts_micros: i64, x: f64, tau_s: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        if !self.init {
+            self.mean = x;
+            self.var = 0.0;
+            self.init = true;
+            self.last_ts = ts_micros;
+            return;
+        }
+        let dt = ((ts_micros - self.last_ts) as f64 / 1e6).max(0.0);
+        self.last_ts = ts_micros;
+        let a = 1.0 - (-dt / tau_s).exp();
+        let d = x - self.mean;
+        self.mean += a * d;
+        self.var = (1.0 - a) * (self.var + a * d * d);
+    }
+
+    pub fn reset(&mut self) {
+        *self = Ewma::default();
+    }
+
+    pub fn is_init(&self) -> bool {
+        self.init
+    }
+
+    pub fn value(&self) -> Option<f64> {
+        self.init.then_some(self.mean)
+    }
+
+    pub fn std(&self) -> f64 {
+        self.var.max(0.0).sqrt()
+    }
+
+    pub fn last_ts(&self) -> i64 {
+        self.last_ts
+    }
+}
+
+/// Running mean and variance (Welford), for baselines.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Welford {
+    pub n: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Welford {
+    pub fn push(&mut self, x: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        self.n += 1;
+        let d = x - self.mean;
+        self.mean += d / self.n as f64;
+        self.m2 += d * (x - self.mean);
+    }
+    pub fn mean(&self) -> Option<f64> {
+        (self.n > 0).then_some(self.mean)
+    }
+    pub fn std(&self) -> f64 {
+        if self.n < 2 {
+            0.0
+        } else {
+            (self.m2 / (self.n - 1) as f64).sqrt()
+        }
+    }
+}
+
+/// Eigen-decomposition of a symmetric matrix (cyclic Jacobi). Returns eigenvalues in
+/// descending order and the matching eigenvectors as columns (`vectors[row][col]`).
+// Rotations update two rows of the same matrix at once, which index loops express best.
+#[allow(clippy::needless_range_loop)]
+pub fn symmetric_eigen(matrix: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let n = matrix.len();
+    let mut a: Vec<Vec<f64>> = matrix.to_vec();
+    let mut v = vec![vec![0.0; n]; n];
+    for (i, row) in v.iter_mut().enumerate() {
+        row[i] = 1.0;
+    }
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |j| *j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i][j] * a[i][j])
+            .sum();
+        if off < 1e-18 {
+            break;
+        }
+        for p in 0..n {
+            for q in (p + 1)..n {
+                if a[p][q].abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
+                let t = theta.signum().max(0.0) * 2.0 - 1.0;
+                let t = t / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for row in a.iter_mut() {
+                    let (akp, akq) = (row[p], row[q]);
+                    row[p] = c * akp - s * akq;
+                    row[q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let (apk, aqk) = (a[p][k], a[q][k]);
+                    a[p][k] = c * apk - s * aqk;
+                    a[q][k] = s * apk + c * aqk;
+                }
+                for row in v.iter_mut() {
+                    let vkp = row[p];
+                    let vkq = row[q];
+                    row[p] = c * vkp - s * vkq;
+                    row[q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|x, y| a[*y][*y].total_cmp(&a[*x][*x]));
+    let values = order.iter().map(|&i| a[i][i]).collect();
+    let vectors = (0..n)
+        .map(|r| order.iter().map(|&c| v[r][c]).collect())
+        .collect();
+    (values, vectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ewma_is_sampling_invariant() {
+        let mut fast = Ewma::default();
+        let mut slow = Ewma::default();
+        for i in 0..=3600 {
+            fast.update(i * 1_000_000, 10.0, 300.0);
+            if i % 60 == 0 {
+                slow.update(i * 1_000_000, 10.0, 300.0);
+            }
+        }
+        for i in 3601..=4200 {
+            fast.update(i * 1_000_000, 20.0, 300.0);
+            if i % 60 == 0 {
+                slow.update(i * 1_000_000, 20.0, 300.0);
+            }
+        }
+        assert!(
+            (fast.mean - slow.mean).abs() < 0.3,
+            "{} {}",
+            fast.mean,
+            slow.mean
+        );
+    }
+
+    #[test]
+    fn jacobi_finds_eigenpairs() {
+        let m = vec![
+            vec![4.0, 1.0, 0.0],
+            vec![1.0, 3.0, 0.0],
+            vec![0.0, 0.0, 1.0],
+        ];
+        let (vals, vecs) = symmetric_eigen(&m);
+        assert!(vals[0] >= vals[1] && vals[1] >= vals[2]);
+        for k in 0..3 {
+            for r in 0..3 {
+                let mv: f64 = (0..3).map(|c| m[r][c] * vecs[c][k]).sum();
+                assert!((mv - vals[k] * vecs[r][k]).abs() < 1e-9);
+            }
+        }
+    }
+}

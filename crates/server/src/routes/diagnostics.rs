@@ -1,0 +1,149 @@
+//! Per-well diagnosis and episode history, and the old platform's symptom decision tree.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use espwatch_core::Timestamp;
+use espwatch_core::diagnostics::legacy::{self, LegacyDiagnosis, SymptomRequest};
+use espwatch_store::AlarmFilter;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::routes::alarms::{AlarmView, alarm_store};
+use crate::routes::json_body;
+use crate::routes::telemetry::parse_well_id;
+
+async fn require_well(state: &AppState, id: &str) -> Result<espwatch_core::WellId, ApiError> {
+    let well_id = parse_well_id(id)?;
+    match state.store.get_well(&well_id).await? {
+        Some(_) => Ok(well_id),
+        None => Err(ApiError::not_found(format!(
+            "well {well_id} is not registered"
+        ))),
+    }
+}
+
+/// The current diagnosis of a well: findings of its latest reading with their evidence and
+/// recommended actions, open episodes, features relative to its healthy baseline.
+#[utoipa::path(get, path = "/api/v1/wells/{id}/diagnosis", tag = "diagnostics",
+    params(("id" = String, Path, description = "Well id")),
+    responses(
+        (status = 200, description = "Diagnosis", body = Object),
+        (status = 404, description = "Not registered", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn diagnosis(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let well_id = require_well(&state, &id).await?;
+    Ok(Json(state.diagnostics.diagnosis(&well_id).await))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrainBody {
+    /// Start of the healthy baseline window, RFC 3339. Default: 8 h before `until`.
+    from: Option<String>,
+    /// End of the baseline window, RFC 3339. Default: now.
+    until: Option<String>,
+}
+
+/// Retrains a well's anomaly model and baseline on a window of its stored telemetry the
+/// engineer knows to be healthy, then replays what followed. Returns the new diagnosis.
+#[utoipa::path(post, path = "/api/v1/wells/{id}/diagnosis/retrain", tag = "diagnostics",
+    params(("id" = String, Path, description = "Well id")),
+    request_body = RetrainBody,
+    responses(
+        (status = 200, description = "Diagnosis after retraining", body = Object),
+        (status = 404, description = "Not registered", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "Invalid window", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn retrain(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let well_id = require_well(&state, &id).await?;
+    let body: RetrainBody = json_body(&headers, body, 64 * 1024).await?;
+    let parse = |name: &str, v: &str| {
+        Timestamp::parse_rfc3339(v)
+            .map_err(|e| ApiError::unprocessable("invalid_body", format!("`{name}`: {e}")))
+    };
+    let until = match &body.until {
+        Some(v) => parse("until", v)?,
+        None => Timestamp::from_datetime(chrono::Utc::now()),
+    };
+    let from = match &body.from {
+        Some(v) => parse("from", v)?,
+        None => Timestamp(until.0 - 8 * 3_600_000_000),
+    };
+    if from >= until {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "`from` must be before `until`",
+        ));
+    }
+    state.diagnostics.retrain(&well_id, from, until).await;
+    Ok(Json(state.diagnostics.diagnosis(&well_id).await))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventList {
+    well_id: String,
+    /// Diagnosed episodes (as alarms: open and closed), newest first.
+    events: Vec<AlarmView>,
+}
+
+/// The well's diagnosed episodes, newest first.
+#[utoipa::path(get, path = "/api/v1/wells/{id}/events", tag = "diagnostics",
+    params(("id" = String, Path, description = "Well id")),
+    responses(
+        (status = 200, description = "Episode history", body = EventList),
+        (status = 404, description = "Not registered", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<EventList>, ApiError> {
+    let well_id = require_well(&state, &id).await?;
+    let alarms = alarm_store(&state)?
+        .list_alarms(&AlarmFilter {
+            state: None,
+            well_id: Some(well_id.to_string()),
+        })
+        .await?;
+    Ok(Json(EventList {
+        well_id: well_id.to_string(),
+        events: alarms.into_iter().map(Into::into).collect(),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionTreeResponse {
+    well_id: Option<String>,
+    diagnosis: LegacyDiagnosis,
+}
+
+/// The old platform's symptom decision tree, kept for its clients: operator-reported symptoms
+/// in, a named diagnosis with a confidence out.
+#[utoipa::path(post, path = "/api/v1/diagnostics/decision_tree", tag = "diagnostics",
+    request_body = SymptomRequest,
+    responses(
+        (status = 200, description = "Diagnosis", body = DecisionTreeResponse),
+        (status = 400, description = "Malformed JSON", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "Invalid body", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn decision_tree(
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<DecisionTreeResponse>, ApiError> {
+    let request: SymptomRequest = json_body(&headers, body, 256 * 1024).await?;
+    Ok(Json(DecisionTreeResponse {
+        well_id: request.well_id.clone(),
+        diagnosis: legacy::decide(&request),
+    }))
+}

@@ -1,0 +1,146 @@
+//! [`AlarmStore`] on PostgreSQL: the same lifecycle as the embedded store, with the
+//! one-open-alarm-per-well-and-condition rule enforced by a partial unique index.
+
+use async_trait::async_trait;
+use espwatch_core::Timestamp;
+use espwatch_store::{
+    AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm, StoreError, StoreResult,
+};
+use tokio_postgres::Row;
+
+use crate::PostgresStore;
+use crate::types::{db_err, get};
+
+const COLUMNS: &str = "id, well_id, condition, severity, state, confidence, started_at, ended_at, \
+                       acknowledged_by, acknowledged_at, comment, detail";
+
+fn alarm_from_row(r: &Row) -> StoreResult<Alarm> {
+    let state: String = get(r, 4)?;
+    let detail: String = get(r, 11)?;
+    Ok(Alarm {
+        id: get(r, 0)?,
+        well_id: get(r, 1)?,
+        condition: get(r, 2)?,
+        severity: get(r, 3)?,
+        state: AlarmState::parse(&state)
+            .ok_or_else(|| StoreError::Internal(format!("unknown alarm state {state:?}")))?,
+        confidence: get(r, 5)?,
+        started_at: Timestamp(get(r, 6)?),
+        ended_at: get::<Option<i64>>(r, 7)?.map(Timestamp),
+        acknowledged_by: get(r, 8)?,
+        acknowledged_at: get::<Option<i64>>(r, 9)?.map(Timestamp),
+        comment: get(r, 10)?,
+        detail: serde_json::from_str(&detail)
+            .map_err(|e| StoreError::Internal(format!("alarm detail: {e}")))?,
+    })
+}
+
+#[async_trait]
+impl AlarmStore for PostgresStore {
+    async fn raise_alarm(&self, alarm: NewAlarm) -> StoreResult<(Alarm, bool)> {
+        let client = self.client("raising an alarm").await?;
+        let detail = alarm.detail.to_string();
+        // Insert unless an open alarm exists; the partial unique index makes the race safe.
+        let inserted = client
+            .query_opt(
+                &format!(
+                    "INSERT INTO alarms (well_id, condition, severity, state, confidence, started_at, detail)
+                     VALUES ($1, $2, $3, 'raised', $4, $5, $6)
+                     ON CONFLICT (well_id, condition) WHERE state <> 'cleared' DO NOTHING
+                     RETURNING {COLUMNS}"
+                ),
+                &[&alarm.well_id, &alarm.condition, &alarm.severity, &alarm.confidence, &alarm.started_at.0, &detail],
+            )
+            .await
+            .map_err(|e| db_err("raising an alarm", e))?;
+        if let Some(row) = inserted {
+            return Ok((alarm_from_row(&row)?, true));
+        }
+        let row = client
+            .query_one(
+                &format!(
+                    "UPDATE alarms SET confidence = GREATEST(confidence, $3)
+                     WHERE well_id = $1 AND condition = $2 AND state <> 'cleared'
+                     RETURNING {COLUMNS}"
+                ),
+                &[&alarm.well_id, &alarm.condition, &alarm.confidence],
+            )
+            .await
+            .map_err(|e| db_err("updating an open alarm", e))?;
+        Ok((alarm_from_row(&row)?, false))
+    }
+
+    async fn clear_alarm(
+        &self,
+        well_id: &str,
+        condition: &str,
+        ended_at: Timestamp,
+    ) -> StoreResult<Option<Alarm>> {
+        let client = self.client("clearing an alarm").await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE alarms SET state = 'cleared', ended_at = $3
+                     WHERE well_id = $1 AND condition = $2 AND state <> 'cleared'
+                     RETURNING {COLUMNS}"
+                ),
+                &[&well_id, &condition, &ended_at.0],
+            )
+            .await
+            .map_err(|e| db_err("clearing an alarm", e))?;
+        row.as_ref().map(alarm_from_row).transpose()
+    }
+
+    async fn acknowledge_alarm(
+        &self,
+        id: i64,
+        by: &str,
+        comment: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<AckOutcome> {
+        let client = self.client("acknowledging an alarm").await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE alarms SET state = 'acknowledged', acknowledged_by = $2,
+                            acknowledged_at = $3, comment = $4
+                     WHERE id = $1 AND state <> 'cleared'
+                     RETURNING {COLUMNS}"
+                ),
+                &[&id, &by, &at.0, &comment],
+            )
+            .await
+            .map_err(|e| db_err("acknowledging an alarm", e))?;
+        if let Some(row) = row {
+            return Ok(AckOutcome::Acknowledged(alarm_from_row(&row)?));
+        }
+        let existing = client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM alarms WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(|e| db_err("reading an alarm", e))?;
+        Ok(match existing {
+            Some(row) => AckOutcome::AlreadyCleared(alarm_from_row(&row)?),
+            None => AckOutcome::NotFound,
+        })
+    }
+
+    async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>> {
+        let client = self.client("listing alarms").await?;
+        let state = filter.state.map(|s| s.name().to_owned());
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {COLUMNS} FROM alarms
+                     WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR well_id = $2)
+                     ORDER BY started_at DESC, id DESC"
+                ),
+                &[&state, &filter.well_id],
+            )
+            .await
+            .map_err(|e| db_err("listing alarms", e))?;
+        rows.iter().map(alarm_from_row).collect()
+    }
+}

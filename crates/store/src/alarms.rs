@@ -1,0 +1,110 @@
+//! Alarm persistence, behind its own trait so backends can add it independently of [`Store`]
+//! (crate::Store).
+//!
+//! Lifecycle: `raised` → `acknowledged` (by whom, with a comment) → `cleared`; a raised alarm
+//! may also clear without acknowledgement. At most one open (not cleared) alarm exists per well
+//! and condition: raising again updates it instead of creating another (no storms).
+
+use async_trait::async_trait;
+use espwatch_core::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::StoreResult;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmState {
+    Raised,
+    Acknowledged,
+    Cleared,
+}
+
+impl AlarmState {
+    pub fn name(self) -> &'static str {
+        match self {
+            AlarmState::Raised => "raised",
+            AlarmState::Acknowledged => "acknowledged",
+            AlarmState::Cleared => "cleared",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AlarmState> {
+        match s {
+            "raised" => Some(AlarmState::Raised),
+            "acknowledged" => Some(AlarmState::Acknowledged),
+            "cleared" => Some(AlarmState::Cleared),
+            _ => None,
+        }
+    }
+}
+
+/// A stored alarm.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Alarm {
+    pub id: i64,
+    pub well_id: String,
+    /// Condition name (or `anomaly`).
+    pub condition: String,
+    /// `critical`, `major` or `minor`.
+    pub severity: String,
+    pub state: AlarmState,
+    /// Highest confidence seen.
+    pub confidence: f64,
+    /// Data time the condition started.
+    pub started_at: Timestamp,
+    /// Data time the condition ended (set when cleared).
+    pub ended_at: Option<Timestamp>,
+    pub acknowledged_by: Option<String>,
+    pub acknowledged_at: Option<Timestamp>,
+    pub comment: Option<String>,
+    /// Evidence and recommended action at raise time (JSON).
+    pub detail: serde_json::Value,
+}
+
+/// What the diagnostics raise.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAlarm {
+    pub well_id: String,
+    pub condition: String,
+    pub severity: String,
+    pub confidence: f64,
+    pub started_at: Timestamp,
+    pub detail: serde_json::Value,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlarmFilter {
+    pub state: Option<AlarmState>,
+    pub well_id: Option<String>,
+}
+
+/// Why an acknowledgement failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AckOutcome {
+    Acknowledged(Alarm),
+    NotFound,
+    /// Already cleared: nothing left to acknowledge.
+    AlreadyCleared(Alarm),
+}
+
+#[async_trait]
+pub trait AlarmStore: Send + Sync + 'static {
+    /// Raises an alarm, or updates the open one of the same well and condition (its
+    /// confidence becomes the higher of the two). Returns the alarm and whether it is new.
+    async fn raise_alarm(&self, alarm: NewAlarm) -> StoreResult<(Alarm, bool)>;
+    /// Clears the open alarm of a well and condition, if any.
+    async fn clear_alarm(
+        &self,
+        well_id: &str,
+        condition: &str,
+        ended_at: Timestamp,
+    ) -> StoreResult<Option<Alarm>>;
+    async fn acknowledge_alarm(
+        &self,
+        id: i64,
+        by: &str,
+        comment: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<AckOutcome>;
+    /// Alarms matching the filter, newest first.
+    async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>>;
+}

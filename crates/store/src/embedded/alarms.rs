@@ -1,0 +1,199 @@
+//! [`AlarmStore`] for the embedded engine: a small SQLite database of its own (`alarms.sqlite`
+//! in the data directory), so alarm writes never queue behind telemetry group commits.
+
+use async_trait::async_trait;
+use espwatch_core::Timestamp;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::schema::sql_err;
+use super::{EmbeddedStore, Inner, lock};
+use crate::StoreResult;
+use crate::alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
+
+const FILE: &str = "alarms.sqlite";
+const COLUMNS: &str = "id, well_id, condition, severity, state, confidence, started_at, ended_at, \
+                       acknowledged_by, acknowledged_at, comment, detail";
+
+fn open(inner: &Inner) -> StoreResult<Connection> {
+    let conn = Connection::open(inner.dir.join(FILE)).map_err(|e| sql_err("opening alarms", e))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
+         CREATE TABLE IF NOT EXISTS alarms (
+             id INTEGER PRIMARY KEY AUTOINCREMENT,
+             well_id TEXT NOT NULL,
+             condition TEXT NOT NULL,
+             severity TEXT NOT NULL,
+             state TEXT NOT NULL,
+             confidence REAL NOT NULL,
+             started_at INTEGER NOT NULL,
+             ended_at INTEGER,
+             acknowledged_by TEXT,
+             acknowledged_at INTEGER,
+             comment TEXT,
+             detail TEXT NOT NULL
+         );
+         CREATE UNIQUE INDEX IF NOT EXISTS alarms_one_open
+             ON alarms (well_id, condition) WHERE state != 'cleared';
+         CREATE INDEX IF NOT EXISTS alarms_by_well ON alarms (well_id, started_at);",
+    )
+    .map_err(|e| sql_err("creating alarms schema", e))?;
+    Ok(conn)
+}
+
+fn with_conn<T>(inner: &Inner, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    let mut guard = lock(&inner.alarms);
+    if guard.is_none() {
+        *guard = Some(open(inner)?);
+    }
+    f(guard.as_ref().expect("opened"))
+}
+
+fn row_to_alarm(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
+    let state: String = row.get(4)?;
+    let detail: String = row.get(11)?;
+    Ok(Alarm {
+        id: row.get(0)?,
+        well_id: row.get(1)?,
+        condition: row.get(2)?,
+        severity: row.get(3)?,
+        state: AlarmState::parse(&state).unwrap_or(AlarmState::Raised),
+        confidence: row.get(5)?,
+        started_at: Timestamp(row.get(6)?),
+        ended_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
+        acknowledged_by: row.get(8)?,
+        acknowledged_at: row.get::<_, Option<i64>>(9)?.map(Timestamp),
+        comment: row.get(10)?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+    })
+}
+
+fn get(conn: &Connection, id: i64) -> StoreResult<Option<Alarm>> {
+    conn.query_row(
+        &format!("SELECT {COLUMNS} FROM alarms WHERE id = ?1"),
+        params![id],
+        row_to_alarm,
+    )
+    .optional()
+    .map_err(|e| sql_err("reading alarm", e))
+}
+
+fn open_alarm(conn: &Connection, well: &str, condition: &str) -> StoreResult<Option<Alarm>> {
+    conn.query_row(
+        &format!(
+            "SELECT {COLUMNS} FROM alarms WHERE well_id = ?1 AND condition = ?2 AND state != 'cleared'"
+        ),
+        params![well, condition],
+        row_to_alarm,
+    )
+    .optional()
+    .map_err(|e| sql_err("reading open alarm", e))
+}
+
+#[async_trait]
+impl AlarmStore for EmbeddedStore {
+    async fn raise_alarm(&self, a: NewAlarm) -> StoreResult<(Alarm, bool)> {
+        self.blocking(move |inner| {
+            with_conn(inner, |conn| {
+                if let Some(open) = open_alarm(conn, &a.well_id, &a.condition)? {
+                    conn.execute(
+                        "UPDATE alarms SET confidence = MAX(confidence, ?1) WHERE id = ?2",
+                        params![a.confidence, open.id],
+                    )
+                    .map_err(|e| sql_err("updating alarm", e))?;
+                    return Ok((get(conn, open.id)?.unwrap_or(open), false));
+                }
+                conn.execute(
+                    "INSERT INTO alarms (well_id, condition, severity, state, confidence, started_at, detail)
+                     VALUES (?1, ?2, ?3, 'raised', ?4, ?5, ?6)",
+                    params![
+                        a.well_id,
+                        a.condition,
+                        a.severity,
+                        a.confidence,
+                        a.started_at.0,
+                        a.detail.to_string()
+                    ],
+                )
+                .map_err(|e| sql_err("inserting alarm", e))?;
+                let id = conn.last_insert_rowid();
+                Ok((get(conn, id)?.expect("just inserted"), true))
+            })
+        })
+        .await
+    }
+
+    async fn clear_alarm(
+        &self,
+        well_id: &str,
+        condition: &str,
+        ended_at: Timestamp,
+    ) -> StoreResult<Option<Alarm>> {
+        let (well, condition) = (well_id.to_owned(), condition.to_owned());
+        self.blocking(move |inner| {
+            with_conn(inner, |conn| {
+                let Some(open) = open_alarm(conn, &well, &condition)? else {
+                    return Ok(None);
+                };
+                conn.execute(
+                    "UPDATE alarms SET state = 'cleared', ended_at = ?1 WHERE id = ?2",
+                    params![ended_at.0, open.id],
+                )
+                .map_err(|e| sql_err("clearing alarm", e))?;
+                get(conn, open.id)
+            })
+        })
+        .await
+    }
+
+    async fn acknowledge_alarm(
+        &self,
+        id: i64,
+        by: &str,
+        comment: Option<&str>,
+        at: Timestamp,
+    ) -> StoreResult<AckOutcome> {
+        let (by, comment) = (by.to_owned(), comment.map(str::to_owned));
+        self.blocking(move |inner| {
+            with_conn(inner, |conn| {
+                let Some(alarm) = get(conn, id)? else {
+                    return Ok(AckOutcome::NotFound);
+                };
+                if alarm.state == AlarmState::Cleared {
+                    return Ok(AckOutcome::AlreadyCleared(alarm));
+                }
+                conn.execute(
+                    "UPDATE alarms SET state = 'acknowledged', acknowledged_by = ?1,
+                     acknowledged_at = ?2, comment = ?3 WHERE id = ?4",
+                    params![by, at.0, comment, id],
+                )
+                .map_err(|e| sql_err("acknowledging alarm", e))?;
+                Ok(AckOutcome::Acknowledged(get(conn, id)?.expect("exists")))
+            })
+        })
+        .await
+    }
+
+    async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>> {
+        let filter = filter.clone();
+        self.blocking(move |inner| {
+            with_conn(inner, |conn| {
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "SELECT {COLUMNS} FROM alarms
+                         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR well_id = ?2)
+                         ORDER BY started_at DESC, id DESC LIMIT 10000"
+                    ))
+                    .map_err(|e| sql_err("listing alarms", e))?;
+                let rows = stmt
+                    .query_map(
+                        params![filter.state.map(AlarmState::name), filter.well_id],
+                        row_to_alarm,
+                    )
+                    .map_err(|e| sql_err("listing alarms", e))?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| sql_err("listing alarms", e))
+            })
+        })
+        .await
+    }
+}
