@@ -304,10 +304,11 @@ fn checksum(sql: &str) -> i64 {
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
     checksum(&format!(
-        "{}{}{}",
+        "{}{}{}{}",
         common().sql,
         partitioned().sql,
-        timescale().sql
+        timescale().sql,
+        alarms().sql
     )) as u64
 }
 
@@ -456,7 +457,8 @@ async fn migrate_locked(
         tracing::info!(version = m.version, name = m.name, "applied migration");
         applied.push((m.version, m.name));
     }
-    if let Some(newer) = done.iter().map(|(v, _)| *v).max().filter(|v| *v > 2) {
+    let known = all.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(newer) = done.iter().map(|(v, _)| *v).max().filter(|v| *v > known) {
         return Err(StoreError::Internal(format!(
             "the database schema (version {newer}) is newer than this espwatch understands"
         )));
