@@ -2,6 +2,7 @@
 //! on port 0 with a fresh store, and the real binary for process-level guarantees.
 
 mod diagnostics;
+mod simulator;
 mod support;
 
 use std::collections::{BTreeSet, HashMap};

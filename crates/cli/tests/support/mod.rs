@@ -267,9 +267,14 @@ pub struct ChildServer {
 
 impl ChildServer {
     pub fn start(data_dir: &Path) -> ChildServer {
+        let dir = data_dir.to_str().expect("utf-8 path");
+        ChildServer::start_with(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir])
+    }
+
+    /// Any subcommand that serves (`serve`, `demo`): waits for its "listening on" line.
+    pub fn start_with(args: &[&str]) -> ChildServer {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

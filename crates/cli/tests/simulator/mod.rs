@@ -1,0 +1,292 @@
+//! `espwatch simulate` (files and streaming) and `espwatch demo`, through the real binary.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// GET a JSON document (these tests drive child processes, so they run without a runtime).
+fn http_get(url: &str) -> Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match reqwest::get(url).await {
+            Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    })
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn data_lines(path: &Path) -> usize {
+    read(path).lines().count() - 1
+}
+
+#[test]
+fn simulate_writes_reproducible_files_that_ingest_cleanly() {
+    init();
+    let work = tempfile::tempdir().expect("temp dir");
+    let args = |out: &str| {
+        vec![
+            "simulate",
+            "--wells",
+            "3",
+            "--duration",
+            "30h",
+            "--interval",
+            "60s",
+            "--seed",
+            "3",
+            "--min-healthy",
+            "2h",
+            "--conditions",
+            "gas_lock,broken_shaft",
+            "--out",
+            out,
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+    let (a, b) = (work.path().join("a"), work.path().join("b"));
+    for dir in [&a, &b] {
+        let args = args(dir.to_str().unwrap());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, stdout, stderr) = run_cli(&args, &[], work.path());
+        assert!(ok, "{stdout}{stderr}");
+        assert!(stdout.contains("simulated 3 wells"), "{stdout}");
+    }
+    let labels = read(&a.join("labels.csv"));
+    let mut lines = labels.lines();
+    assert_eq!(lines.next(), Some("well_id,file,start,end,condition"));
+    let conditions: Vec<&str> = lines.map(|l| l.rsplit(',').next().unwrap()).collect();
+    assert!(
+        conditions.contains(&"gas_lock") && conditions.contains(&"broken_shaft"),
+        "{labels}"
+    );
+    for id in ["ESP-001", "ESP-002", "ESP-003"] {
+        let csv = format!("{id}.csv");
+        assert_eq!(
+            read(&a.join(&csv)),
+            read(&b.join(&csv)),
+            "same seed, same bytes"
+        );
+        let meta: Value =
+            serde_json::from_str(&read(&a.join("wells").join(format!("{id}.json")))).unwrap();
+        assert_eq!(meta["well_id"], id);
+        assert!(
+            meta["pump"]["stage_curve"]
+                .as_array()
+                .is_some_and(|c| c.len() > 5)
+        );
+        // 30 h at 60 s, less the rare reading lost in transmission.
+        assert!(data_lines(&a.join(&csv)) > 1790, "{csv}");
+    }
+
+    // The files are what the registry import and the bulk loader take, without a rejection.
+    let data = work.path().join("store");
+    let dir = data.to_str().unwrap();
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "wells",
+            "import",
+            a.join("wells").to_str().unwrap(),
+            "--data-dir",
+            dir,
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(
+        ok && stdout.contains("3 well(s) imported"),
+        "{stdout}{stderr}"
+    );
+    let files: Vec<String> = ["ESP-001", "ESP-002", "ESP-003"]
+        .iter()
+        .map(|id| a.join(format!("{id}.csv")).display().to_string())
+        .collect();
+    let mut args = vec!["ingest", "--data-dir", dir];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, stdout, stderr) = run_cli(&args, &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    let total: usize = ["ESP-001", "ESP-002", "ESP-003"]
+        .iter()
+        .map(|id| data_lines(&a.join(format!("{id}.csv"))))
+        .sum();
+    assert!(stdout.contains(&format!("accepted {total}")), "{stdout}");
+    assert!(
+        !stdout.contains("rejected") || stdout.contains("rejected 0"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn simulate_explains_what_it_cannot_do() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let out = work.path().join("x");
+    let out = out.to_str().unwrap();
+    let (ok, _, stderr) = run_cli(
+        &[
+            "simulate",
+            "--wells",
+            "12",
+            "--duration",
+            "20h",
+            "--out",
+            out,
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(!ok && stderr.contains("cannot fit"), "{stderr}");
+    let (ok, _, stderr) = run_cli(
+        &["simulate", "--conditions", "gas-lock", "--out", out],
+        &[],
+        work.path(),
+    );
+    assert!(
+        !ok && stderr.contains("unknown condition `gas-lock`"),
+        "{stderr}"
+    );
+    let scenario = work.path().join("s.toml");
+    std::fs::write(&scenario, "[[wells]]\npump = \"NOPE\"\n").unwrap();
+    let (ok, _, stderr) = run_cli(
+        &[
+            "simulate",
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--out",
+            out,
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(!ok && stderr.contains("unknown model"), "{stderr}");
+}
+
+#[test]
+fn simulate_scenario_pins_wells_and_conditions() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let scenario = work.path().join("s.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+seed = 5
+duration = "40h"
+interval = "30s"
+[[wells]]
+id = "PAD-A-01"
+pump = "EU-538-3500"
+[[wells.conditions]]
+condition = "closed_valve"
+start = "30h"
+end = "32h"
+"#,
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "simulate",
+            "--scenario",
+            scenario.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(
+        read(&out.join("labels.csv")),
+        "well_id,file,start,end,condition\nPAD-A-01,PAD-A-01.csv,2026-01-02T06:00:00Z,2026-01-02T08:00:00Z,closed_valve\n"
+    );
+    let meta: Value = serde_json::from_str(&read(&out.join("wells/PAD-A-01.json"))).unwrap();
+    assert_eq!(meta["pump"]["model"], "EU-538-3500");
+    assert_eq!(meta["pump"]["base_frequency_hz"], 50.0);
+}
+
+#[test]
+fn simulate_streams_a_fleet_to_a_running_server() {
+    init();
+    let work = tempfile::tempdir().expect("temp dir");
+    let server = ChildServer::start(&work.path().join("data"));
+    let base = format!("http://{}", server.address);
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "simulate",
+            "--wells",
+            "2",
+            "--duration",
+            "2h",
+            "--interval",
+            "60s",
+            "--conditions",
+            "none",
+            "--url",
+            &base,
+            "--speed",
+            "100000",
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let client = http_get(&server.url("/api/v1/wells/latest"));
+    let wells = client["wells"].as_array().expect("wells");
+    assert_eq!(wells.len(), 2, "{client}");
+    for w in wells {
+        let id = w["well_id"].as_str().unwrap();
+        let meta = http_get(&server.url(&format!("/api/v1/wells/{id}")));
+        assert!(
+            meta["pump"]["stages"].as_u64().is_some(),
+            "registered with its pump: {meta}"
+        );
+        let series = http_get(&server.url(&format!(
+            "/api/v1/wells/{id}/telemetry?fields=motor_current_a&max_points=100000"
+        )));
+        let points = series["ts"].as_array().map(Vec::len).unwrap_or(0);
+        assert!((115..=120).contains(&points), "{id}: {points} points");
+    }
+}
+
+#[test]
+fn demo_serves_and_streams_a_fleet() {
+    init();
+    let work = tempfile::tempdir().expect("temp dir");
+    let dir = work.path().join("demo");
+    let demo = ChildServer::start_with(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--wells",
+        "3",
+        "--speed",
+        "100000",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let latest = http_get(&demo.url("/api/v1/wells/latest"));
+        let with_data = latest["wells"]
+            .as_array()
+            .map(|w| w.iter().filter(|w| !w["ts"].is_null()).count())
+            .unwrap_or(0);
+        if with_data == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "demo fleet never arrived: {latest}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
