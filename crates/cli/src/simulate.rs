@@ -542,6 +542,11 @@ pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyho
 
     let plan = demo_plan(args)?;
     let base = format!("http://{address}");
+    let example = plan
+        .labels()
+        .first()
+        .map(|l| l.well_id.to_string())
+        .unwrap_or_else(|| plan.wells[0].id.to_string());
     println!("espwatch listening on {base}");
     println!(
         "\nespwatch demo: {} simulated wells, the last 24 hours replayed at {}x, then live.\n\
@@ -549,7 +554,9 @@ pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyho
          Where to look:\n\
          \x20 API explorer:    {base}/docs\n\
          \x20 Latest values:   curl -s {base}/api/v1/wells/latest\n\
-         \x20 One well:        curl -s '{base}/api/v1/wells/DEMO-03/telemetry?step=5m&fields=motor_current_a,intake_pressure_psi'\n\
+         \x20 One well:        curl -s '{base}/api/v1/wells/{example}/telemetry?step=5m&fields=motor_current_a,intake_pressure_psi'\n\
+         \x20 Alarms:          curl -s '{base}/api/v1/alarms?state=raised'\n\
+         \x20 Diagnosis:       curl -s {base}/api/v1/wells/{example}/diagnosis\n\
          \x20 Health:          curl -s {base}/health/ready\n\n\
          Failures scheduled in the replayed day:\n{}\n\
          Ctrl-C stops the demo; the data stays in the data directory.",
