@@ -62,6 +62,7 @@ async fn wait_for_alarm(app: &TestApp, query: &str) -> Value {
     panic!("no alarm matching {query}");
 }
 
+both_backends! {
 #[tokio::test]
 async fn alarm_lifecycle_raised_acknowledged_cleared() {
     let app = spawn_app().await;
@@ -166,6 +167,7 @@ async fn alarm_lifecycle_raised_acknowledged_cleared() {
     assert_eq!(status, 200, "{diag}");
     assert_eq!(diag["trained"], true, "{diag}");
     app.stop().await;
+}
 }
 
 #[tokio::test]
