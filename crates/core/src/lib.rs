@@ -4,6 +4,7 @@
 //! the current time in where it matters. That keeps every rule here testable with plain values
 //! and lets the same code run in the server, the offline tools and the tests.
 
+pub mod access;
 pub mod condition;
 pub mod diagnostics;
 pub mod duration;

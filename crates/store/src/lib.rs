@@ -17,9 +17,14 @@ use serde::Serialize;
 
 pub mod alarms;
 pub mod embedded;
+pub mod security;
 
 pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 pub use embedded::{EmbeddedOptions, EmbeddedStore};
+pub use security::{
+    ApiKey, AuditEvent, AuditFilter, AuditRecord, AuditVerification, LockoutPolicy, NewApiKey,
+    NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,
+};
 
 /// Errors callers branch on. Internal causes are kept for the log, never shown to clients.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,334 @@
+//! Who may do what: the five roles, the permissions, **the one role → permission table**, and
+//! the password policy. Pure rules; the server enforces them (route → permission lives next to
+//! the router) and the tests are generated from the same tables.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A user's or API key's role.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Operator,
+    Analyst,
+    Viewer,
+    ApiClient,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Operator,
+        Role::Analyst,
+        Role::Viewer,
+        Role::ApiClient,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Analyst => "analyst",
+            Role::Viewer => "viewer",
+            Role::ApiClient => "api_client",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == text)
+    }
+
+    /// The permission matrix. Admin has every permission; the others exactly these.
+    pub fn permissions(self) -> &'static [Permission] {
+        use Permission::*;
+        match self {
+            Role::Admin => Permission::ALL,
+            Role::Operator => &[
+                TelemetryRead,
+                LatestRead,
+                WellsRead,
+                DiagnosticsRead,
+                AlarmsRead,
+                AlarmsAcknowledge,
+                OwnAccount,
+            ],
+            Role::Analyst => &[
+                TelemetryRead,
+                LatestRead,
+                WellsRead,
+                WellsWrite,
+                DiagnosticsRead,
+                DiagnosticsRetrain,
+                AlarmsRead,
+                AuditReadOwn,
+                OwnAccount,
+            ],
+            Role::Viewer => &[
+                LatestRead,
+                WellsRead,
+                DiagnosticsRead,
+                AlarmsRead,
+                OwnAccount,
+            ],
+            Role::ApiClient => &[TelemetryWrite, WellsRegister],
+        }
+    }
+
+    pub fn allows(self, permission: Permission) -> bool {
+        self.permissions().contains(&permission)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One thing an identity may be allowed to do. Every non-public route needs exactly one.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Send telemetry (`POST /api/v1/telemetry`).
+    TelemetryWrite,
+    /// Read telemetry series of a well.
+    TelemetryRead,
+    /// Read the newest value of every (permitted) well.
+    LatestRead,
+    /// Read the wells registry.
+    WellsRead,
+    /// Register a new well (create only, never replace or delete).
+    WellsRegister,
+    /// Create and edit well metadata.
+    WellsWrite,
+    /// Delete a well and all its telemetry.
+    WellsDelete,
+    /// Read diagnoses, events, and use the decision tree.
+    DiagnosticsRead,
+    /// Retrain a well's anomaly model.
+    DiagnosticsRetrain,
+    /// Read alarms.
+    AlarmsRead,
+    /// Acknowledge alarms.
+    AlarmsAcknowledge,
+    /// Read the audit records of one's own actions.
+    AuditReadOwn,
+    /// Read the whole audit trail.
+    AuditReadAll,
+    /// Manage users and API keys.
+    UsersManage,
+    /// A signed-in user's own account: who am I, change my password, log out.
+    OwnAccount,
+}
+
+impl Permission {
+    pub const ALL: &'static [Permission] = &[
+        Permission::TelemetryWrite,
+        Permission::TelemetryRead,
+        Permission::LatestRead,
+        Permission::WellsRead,
+        Permission::WellsRegister,
+        Permission::WellsWrite,
+        Permission::WellsDelete,
+        Permission::DiagnosticsRead,
+        Permission::DiagnosticsRetrain,
+        Permission::AlarmsRead,
+        Permission::AlarmsAcknowledge,
+        Permission::AuditReadOwn,
+        Permission::AuditReadAll,
+        Permission::UsersManage,
+        Permission::OwnAccount,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::TelemetryWrite => "telemetry:write",
+            Permission::TelemetryRead => "telemetry:read",
+            Permission::LatestRead => "latest:read",
+            Permission::WellsRead => "wells:read",
+            Permission::WellsRegister => "wells:register",
+            Permission::WellsWrite => "wells:write",
+            Permission::WellsDelete => "wells:delete",
+            Permission::DiagnosticsRead => "diagnostics:read",
+            Permission::DiagnosticsRetrain => "diagnostics:retrain",
+            Permission::AlarmsRead => "alarms:read",
+            Permission::AlarmsAcknowledge => "alarms:ack",
+            Permission::AuditReadOwn => "audit:read_own",
+            Permission::AuditReadAll => "audit:read",
+            Permission::UsersManage => "users:manage",
+            Permission::OwnAccount => "account:self",
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which wells an identity may see or write. `All` unless a user or key was limited.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WellScope {
+    All,
+    Only(Vec<String>),
+}
+
+impl WellScope {
+    pub fn from_list(wells: Option<Vec<String>>) -> WellScope {
+        match wells {
+            None => WellScope::All,
+            Some(list) => WellScope::Only(list),
+        }
+    }
+
+    pub fn allows(&self, well_id: &str) -> bool {
+        match self {
+            WellScope::All => true,
+            WellScope::Only(list) => list.iter().any(|w| w == well_id),
+        }
+    }
+
+    pub fn as_list(&self) -> Option<&[String]> {
+        match self {
+            WellScope::All => None,
+            WellScope::Only(list) => Some(list),
+        }
+    }
+}
+
+/// Shortest and longest accepted password, in characters.
+pub const PASSWORD_MIN_CHARS: usize = 12;
+pub const PASSWORD_MAX_CHARS: usize = 256;
+
+/// Why a password was refused. Messages are safe to show to the person choosing it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordProblem {
+    #[error("the password must be at least {PASSWORD_MIN_CHARS} characters long")]
+    TooShort,
+    #[error("the password must be at most {PASSWORD_MAX_CHARS} characters long")]
+    TooLong,
+    #[error("the password must not contain the user name")]
+    ContainsUserName,
+    #[error("the password is trivial (a repeated character or a simple sequence)")]
+    Trivial,
+}
+
+/// NIST SP 800-63B style: length, not composition. No rotation rules live anywhere.
+pub fn check_password(user_name: &str, password: &str) -> Result<(), PasswordProblem> {
+    let chars: Vec<char> = password.chars().collect();
+    if chars.len() < PASSWORD_MIN_CHARS {
+        return Err(PasswordProblem::TooShort);
+    }
+    if chars.len() > PASSWORD_MAX_CHARS {
+        return Err(PasswordProblem::TooLong);
+    }
+    let lower = password.to_lowercase();
+    let name = user_name.trim().to_lowercase();
+    if !name.is_empty() && lower.contains(&name) {
+        return Err(PasswordProblem::ContainsUserName);
+    }
+    if is_trivial(&lower) {
+        return Err(PasswordProblem::Trivial);
+    }
+    Ok(())
+}
+
+/// A single repeated character, a run of one short unit ("abcabcabc…", "121212…"), or a
+/// straight ascending/descending sequence ("123456789012", "abcdefghijkl").
+fn is_trivial(password: &str) -> bool {
+    let chars: Vec<char> = password.chars().collect();
+    let n = chars.len();
+    // Repeats of a unit of up to 4 characters.
+    for unit in 1..=4.min(n / 2) {
+        if (unit..n).all(|i| chars[i] == chars[i - unit]) {
+            return true;
+        }
+    }
+    let steps: Vec<i64> = chars
+        .windows(2)
+        .map(|w| w[1] as i64 - w[0] as i64)
+        .collect();
+    // Straight sequences, allowing the digit wrap 9 → 0 and 0 → 9.
+    let sequential = |want: i64| {
+        steps
+            .iter()
+            .all(|&s| s == want || (want == 1 && s == -9) || (want == -1 && s == 9))
+    };
+    sequential(1) || sequential(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_has_everything_and_api_client_only_writes() {
+        for p in Permission::ALL {
+            assert!(Role::Admin.allows(*p));
+        }
+        assert_eq!(
+            Role::ApiClient.permissions(),
+            &[Permission::TelemetryWrite, Permission::WellsRegister]
+        );
+        assert!(!Role::Viewer.allows(Permission::TelemetryRead));
+        assert!(Role::Operator.allows(Permission::AlarmsAcknowledge));
+        assert!(!Role::Analyst.allows(Permission::AlarmsAcknowledge));
+        assert!(Role::Analyst.allows(Permission::WellsWrite));
+    }
+
+    #[test]
+    fn role_names_round_trip() {
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.name()), Some(r));
+        }
+        assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn password_policy() {
+        assert_eq!(
+            check_password("ana", "short"),
+            Err(PasswordProblem::TooShort)
+        );
+        assert_eq!(
+            check_password("ana", &"x".repeat(257)),
+            Err(PasswordProblem::TooLong)
+        );
+        assert_eq!(
+            check_password("operator7", "myOperator7isgreat"),
+            Err(PasswordProblem::ContainsUserName)
+        );
+        for trivial in [
+            "aaaaaaaaaaaa",
+            "123456789012",
+            "abcdefghijklmn",
+            "abcabcabcabc",
+            "121212121212",
+            "987654321098",
+        ] {
+            assert_eq!(
+                check_password("ana", trivial),
+                Err(PasswordProblem::Trivial),
+                "{trivial}"
+            );
+        }
+        assert_eq!(check_password("ana", "correct horse battery"), Ok(()));
+        // Length counts characters, not bytes.
+        assert_eq!(
+            check_password("ana", "ééééééééééé"),
+            Err(PasswordProblem::TooShort)
+        );
+    }
+
+    #[test]
+    fn well_scope() {
+        let s = WellScope::from_list(Some(vec!["W1".into()]));
+        assert!(s.allows("W1"));
+        assert!(!s.allows("W2"));
+        assert!(WellScope::All.allows("anything"));
+    }
+}

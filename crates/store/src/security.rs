@@ -1,0 +1,394 @@
+//! Identities and the audit trail, behind their own trait ([`SecurityStore`]) so each backend
+//! adds them independently of telemetry ([`crate::Store`]).
+//!
+//! What is stored, and what never is:
+//! - users with their Argon2id PHC hash (hashing happens in the server, off the runtime);
+//! - sessions: one per login, carrying the SHA-256 of the current refresh token (single use,
+//!   rotated at each refresh; presenting an already-used token revokes the whole session);
+//! - API keys: an identifying prefix id and the SHA-256 of the full key (keys are 192+ bits
+//!   of randomness, so a fast hash is the right tool); the key itself is never stored;
+//! - the audit log: append-only, each record chained to the previous one by
+//!   [`audit_record_hash`], so editing or deleting a record in the middle is detected by
+//!   [`SecurityStore::verify_audit`].
+//!
+//! Passwords, tokens and keys are never stored or logged in the clear.
+
+use async_trait::async_trait;
+use espwatch_core::Timestamp;
+use espwatch_core::access::Role;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::StoreResult;
+
+/// A stored user.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    /// Argon2id PHC string. Never serialized to clients.
+    #[serde(skip)]
+    pub password_hash: String,
+    /// `None`: every well; `Some(list)`: only these wells.
+    pub wells: Option<Vec<String>>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Failed logins counted in the current window.
+    pub failed_logins: u32,
+    /// Start of the current failure-counting window.
+    pub failed_since: Option<Timestamp>,
+    /// Logins are refused until then.
+    pub locked_until: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewUser {
+    pub name: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub wells: Option<Vec<String>>,
+}
+
+/// A change to a user. `Disable`, `SetRole`, `SetPassword` and `SetWells` also revoke all of
+/// the user's sessions in the same transaction (its access tokens die with them).
+#[derive(Clone, Debug, PartialEq)]
+pub enum UserChange {
+    Disable,
+    Enable,
+    SetRole(Role),
+    SetPassword(String),
+    SetWells(Option<Vec<String>>),
+}
+
+/// Lockout rule: `max_failures` failed logins within `window_micros` lock the account for
+/// `lock_micros`.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct LockoutPolicy {
+    pub max_failures: u32,
+    pub window_micros: i64,
+    pub lock_micros: i64,
+}
+
+/// A login session (one per successful login, renewed by refreshes).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Session {
+    /// Random id (UUID); access tokens carry it as `sid`.
+    pub id: String,
+    pub user_name: String,
+    pub created_at: Timestamp,
+    /// The current refresh token expires then; the session with it.
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    /// Source address of the login.
+    pub source: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewSession {
+    pub id: String,
+    pub user_name: String,
+    /// SHA-256 (hex) of the first refresh token.
+    pub refresh_hash: String,
+    pub expires_at: Timestamp,
+    pub source: Option<String>,
+}
+
+/// Result of presenting a refresh token.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RefreshOutcome {
+    /// The token was current: it is now used, `new_hash` is current, the session lives on
+    /// until `new_expires_at`.
+    Rotated { session: Session, user: User },
+    /// The token had been used before: someone replayed it. The session is now revoked.
+    Reused { session_id: String },
+    /// Unknown token, or its session is expired, revoked, or its user disabled or removed.
+    Invalid,
+}
+
+/// A stored API key (without the key).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ApiKey {
+    /// Public identifier, also the key's prefix after `espw_`.
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub wells: Option<Vec<String>>,
+    /// SHA-256 (hex) of the whole key. Never serialized to clients.
+    #[serde(skip)]
+    pub key_hash: String,
+    pub created_at: Timestamp,
+    /// Who created it (user name, or `cli`).
+    pub created_by: String,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewApiKey {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub wells: Option<Vec<String>>,
+    pub key_hash: String,
+    pub created_by: String,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// One audit event, as the server produces it. Request records fill the request fields;
+/// security events (`kind` other than `request`) fill what applies and put specifics in
+/// `detail` (never a password, token or key).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When it happened (UTC).
+    pub ts: Timestamp,
+    /// `request`, `login_success`, `login_failure`, `lockout`, `refresh`, `refresh_reuse`,
+    /// `logout`, `password_change`, `user_create`, `user_change`, `user_remove`,
+    /// `apikey_create`, `apikey_revoke`, `alarm_ack`, `config_change`, ...
+    pub kind: String,
+    pub request_id: Option<String>,
+    pub method: Option<String>,
+    /// Route template (`/api/v1/wells/{id}`), never the concrete path with ids.
+    pub route: Option<String>,
+    pub status: Option<u16>,
+    /// `user:<name>`, `key:<id>` or `None` when anonymous.
+    pub actor: Option<String>,
+    pub role: Option<String>,
+    pub source: Option<String>,
+    pub duration_ms: Option<f64>,
+    /// Event specifics as JSON (`{}` when none).
+    pub detail: serde_json::Value,
+}
+
+/// An audit event as stored: numbered and chained.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditRecord {
+    /// 1, 2, 3, ... in append order, without gaps.
+    pub id: i64,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    /// Hash of the previous record (`AUDIT_GENESIS` for the first).
+    pub prev_hash: String,
+    /// [`audit_record_hash`] of this record.
+    pub hash: String,
+}
+
+/// `prev_hash` of the first audit record.
+pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The chain hash: SHA-256 over the previous hash, the record number and a canonical JSON
+/// encoding of the event (fixed field order; `detail` with sorted keys). Both backends call
+/// this one function, so their chains verify the same way.
+pub fn audit_record_hash(prev_hash: &str, id: i64, event: &AuditEvent) -> String {
+    let canonical = serde_json::to_string(event).expect("audit events always serialize");
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(id.to_string().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(canonical.as_bytes());
+    hex(&hasher.finalize())
+}
+
+/// SHA-256 of a secret (refresh token, API key) as lowercase hex: what the store keeps.
+pub fn secret_digest(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AuditFilter {
+    /// Exact actor (`user:ana`).
+    pub actor: Option<String>,
+    pub kind: Option<String>,
+    /// `ts >= since`.
+    pub since: Option<Timestamp>,
+    /// `ts < until`.
+    pub until: Option<Timestamp>,
+    /// Records with `id < before_id` (paging backwards).
+    pub before_id: Option<i64>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
+
+/// Result of checking the whole chain.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditVerification {
+    pub records: u64,
+    /// The first record whose hash, link or number does not match; `None` when intact.
+    pub first_broken: Option<i64>,
+    /// What was wrong with it.
+    pub reason: Option<String>,
+}
+
+#[async_trait]
+pub trait SecurityStore: Send + Sync + 'static {
+    // --- users ---
+    /// `Conflict` when the name exists.
+    async fn create_user(&self, user: NewUser, now: Timestamp) -> StoreResult<User>;
+    async fn get_user(&self, name: &str) -> StoreResult<Option<User>>;
+    /// Sorted by name.
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// `Ok(None)` when there is no such user.
+    async fn update_user(
+        &self,
+        name: &str,
+        change: UserChange,
+        now: Timestamp,
+    ) -> StoreResult<Option<User>>;
+    /// Removes the user and its sessions; false when there was none.
+    async fn remove_user(&self, name: &str) -> StoreResult<bool>;
+
+    /// Counts a failed login (starting a new window when the last one is older than the
+    /// policy's window) and locks the account when the count reaches the limit. Returns the
+    /// user after the update; `None` for unknown users (nothing is stored for them).
+    async fn record_login_failure(
+        &self,
+        name: &str,
+        now: Timestamp,
+        policy: LockoutPolicy,
+    ) -> StoreResult<Option<User>>;
+    /// Resets the failure count after a successful login.
+    async fn record_login_success(&self, name: &str) -> StoreResult<()>;
+
+    // --- sessions ---
+    async fn create_session(&self, session: NewSession, now: Timestamp) -> StoreResult<Session>;
+    /// Rotates a refresh token (see [`RefreshOutcome`]). Atomic: two concurrent refreshes
+    /// with the same token cannot both succeed.
+    async fn rotate_refresh(
+        &self,
+        refresh_hash: &str,
+        new_hash: &str,
+        new_expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<RefreshOutcome>;
+    /// The session when it exists, is not revoked and not expired at `now`.
+    async fn active_session(&self, id: &str, now: Timestamp) -> StoreResult<Option<Session>>;
+    /// Revokes a session; false when it did not exist or was revoked already.
+    async fn revoke_session(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
+
+    // --- API keys ---
+    /// `Conflict` when the id exists.
+    async fn create_api_key(&self, key: NewApiKey, now: Timestamp) -> StoreResult<ApiKey>;
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
+    /// Newest first, revoked ones included.
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// false when there is no such key or it was revoked already.
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
+
+    // --- audit ---
+    /// Appends events in order, chaining each to the previous record, in one transaction;
+    /// returns their ids. Safe against concurrent appenders (other connections or processes).
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<Vec<i64>>;
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
+    /// Walks the whole chain from the first record.
+    async fn verify_audit(&self) -> StoreResult<AuditVerification>;
+}
+
+/// Checks a sequence of records (ascending ids) against the chain rules; shared by backends'
+/// `verify_audit`. `expect_id` and `prev` carry state between pages.
+pub struct AuditChainChecker {
+    expect_id: i64,
+    prev: String,
+    pub records: u64,
+}
+
+impl Default for AuditChainChecker {
+    fn default() -> Self {
+        AuditChainChecker {
+            expect_id: 1,
+            prev: AUDIT_GENESIS.to_owned(),
+            records: 0,
+        }
+    }
+}
+
+impl AuditChainChecker {
+    /// Checks the next record; `Err(reason)` at the first break.
+    pub fn check(&mut self, record: &AuditRecord) -> Result<(), String> {
+        if record.id != self.expect_id {
+            return Err(format!(
+                "record number {} found where {} was expected (a record is missing)",
+                record.id, self.expect_id
+            ));
+        }
+        if record.prev_hash != self.prev {
+            return Err("its link to the previous record does not match".into());
+        }
+        let computed = audit_record_hash(&record.prev_hash, record.id, &record.event);
+        if computed != record.hash {
+            return Err("its content does not match its hash (the record was altered)".into());
+        }
+        self.prev = record.hash.clone();
+        self.expect_id += 1;
+        self.records += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str) -> AuditEvent {
+        AuditEvent {
+            ts: Timestamp(1_700_000_000_000_000),
+            kind: kind.into(),
+            request_id: Some("r1".into()),
+            method: Some("GET".into()),
+            route: Some("/api/v1/wells".into()),
+            status: Some(200),
+            actor: Some("user:ana".into()),
+            role: Some("viewer".into()),
+            source: Some("127.0.0.1".into()),
+            duration_ms: Some(1.25),
+            detail: serde_json::json!({"b": 1, "a": [1, 2]}),
+        }
+    }
+
+    #[test]
+    fn chain_detects_edits_and_gaps() {
+        let mut prev = AUDIT_GENESIS.to_owned();
+        let mut records = Vec::new();
+        for id in 1..=3 {
+            let e = event(if id == 2 { "login_success" } else { "request" });
+            let hash = audit_record_hash(&prev, id, &e);
+            records.push(AuditRecord {
+                id,
+                event: e,
+                prev_hash: prev.clone(),
+                hash: hash.clone(),
+            });
+            prev = hash;
+        }
+        let mut checker = AuditChainChecker::default();
+        for r in &records {
+            checker.check(r).unwrap();
+        }
+        let mut edited = records.clone();
+        edited[1].event.status = Some(500);
+        let mut checker = AuditChainChecker::default();
+        checker.check(&edited[0]).unwrap();
+        assert!(checker.check(&edited[1]).is_err());
+
+        let mut checker = AuditChainChecker::default();
+        checker.check(&records[0]).unwrap();
+        assert!(checker.check(&records[2]).is_err(), "gap detected");
+    }
+
+    #[test]
+    fn digest_is_hex_sha256() {
+        assert_eq!(
+            secret_digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
