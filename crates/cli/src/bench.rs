@@ -171,11 +171,29 @@ impl TestServer {
     async fn start_on(dir: tempfile::TempDir, store: Arc<dyn Store>) -> anyhow::Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
+        // Authentication stays on (every request verifies an API key and is audited), but
+        // the rate limits are off: the benchmark is one identity from one address.
         let config = Config {
             data_dir: dir.path().to_path_buf(),
+            jwt_secret: Some(espwatch_server::SecretString(
+                espwatch_server::auth::random_token(48)?,
+            )),
+            rate_limit_per_identity: 0.0,
+            rate_limit_per_source: 0.0,
             ..Config::default()
         };
-        let state = AppState::new(store.clone(), config);
+        let security: Arc<dyn espwatch_store::SecurityStore> =
+            Arc::new(espwatch_store::EmbeddedSecurityStore::open(dir.path())?);
+        let (_, key) = crate::admin::create_api_key(
+            security.as_ref(),
+            "bench",
+            espwatch_core::access::Role::Admin,
+            None,
+            None,
+        )
+        .await?;
+        *BENCH_API_KEY.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+        let state = AppState::new(store.clone(), config, security)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(espwatch_server::serve(listener, state, async {
             let _ = stopped.await;
@@ -271,8 +289,23 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
+/// The API key of the benchmark's server (one per process).
+static BENCH_API_KEY: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 fn client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = BENCH_API_KEY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+    {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))?,
+        );
+    }
     Ok(reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(1024)
         .timeout(Duration::from_secs(60))
         .build()?)

@@ -163,9 +163,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
 
     let sink = match &args.target.url {
         Some(url) => Sink::Remote {
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()?,
+            client: args.target.http_client(Duration::from_secs(120))?,
             endpoint: format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
         },
         None => Sink::Local {

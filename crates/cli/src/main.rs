@@ -1,6 +1,7 @@
 //! The `espwatch` binary: one subcommand per job (server, bulk loader, registry import,
 //! benchmarks, configuration).
 
+mod admin;
 mod bench;
 mod diagnose;
 mod ingest;
@@ -53,6 +54,15 @@ enum Command {
     Eval(diagnose::EvalArgs),
     /// Apply pending PostgreSQL schema migrations (also done at every start) and report.
     Migrate(MigrateArgs),
+    /// Manage users (no default account exists: create the first admin with `users add`).
+    #[command(subcommand)]
+    Users(admin::UsersCommand),
+    /// Manage API keys for machine clients (SCADA gateways, the simulator).
+    #[command(subcommand)]
+    Apikeys(admin::ApiKeysCommand),
+    /// Check or read the tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(admin::AuditCommand),
 }
 
 #[derive(Args, Debug)]
@@ -174,6 +184,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::init_cli_logging();
             serve::migrate(&config).await
         }
+        Command::Users(cmd) => {
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(cmd.store_args()))?;
+            serve::init_cli_logging();
+            admin::run_users(cmd, &config).await
+        }
+        Command::Apikeys(cmd) => {
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(cmd.store_args()))?;
+            serve::init_cli_logging();
+            admin::run_apikeys(cmd, &config).await
+        }
+        Command::Audit(cmd) => {
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(cmd.store_args()))?;
+            serve::init_cli_logging();
+            admin::run_audit(cmd, &config).await
+        }
         Command::Bench(cmd) => {
             serve::init_cli_logging();
             bench::run(cmd).await
@@ -193,9 +218,27 @@ pub struct Target {
     /// Base URL of a running espwatch server, e.g. http://127.0.0.1:8080.
     #[arg(long, value_name = "URL")]
     url: Option<String>,
+    /// API key for --url (or env ESPWATCH_API_KEY); see `espwatch apikeys create`.
+    #[arg(long, env = "ESPWATCH_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 impl Target {
+    /// An HTTP client for `--url` that sends the API key with every request.
+    pub fn http_client(&self, timeout: std::time::Duration) -> anyhow::Result<reqwest::Client> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &self.api_key {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                .map_err(|_| anyhow::anyhow!("the API key contains invalid characters"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        Ok(reqwest::Client::builder()
+            .timeout(timeout)
+            .default_headers(headers)
+            .build()?)
+    }
+
     fn store_args(&self) -> StoreArgs {
         StoreArgs {
             listen: None,

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use espwatch_server::{AppState, Config, LogFormat};
-use espwatch_store::{AlarmStore, EmbeddedOptions, EmbeddedStore, Store};
+use espwatch_store::{
+    AlarmStore, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, SecurityStore, Store,
+};
 use espwatch_store_postgres::{PostgresOptions, PostgresStore, TimescaleMode, redact_url};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -66,6 +68,26 @@ pub fn postgres_options(config: &Config) -> PostgresOptions {
 pub struct OpenedStore {
     pub store: Arc<dyn Store>,
     pub alarms: Option<Arc<dyn AlarmStore>>,
+    pub security: Arc<dyn SecurityStore>,
+}
+
+/// Only the identities and audit part of the configured store (for `users`, `apikeys`,
+/// `audit`): on the embedded store this does not take the data directory's lock, so it works
+/// next to a running server.
+pub async fn open_security_store(config: &Config) -> anyhow::Result<Arc<dyn SecurityStore>> {
+    match &config.database_url {
+        Some(_) => Ok(open_store(config).await?.security),
+        None => open_embedded_security(&config.data_dir),
+    }
+}
+
+fn open_embedded_security(data_dir: &Path) -> anyhow::Result<Arc<dyn SecurityStore>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    Ok(Arc::new(
+        EmbeddedSecurityStore::open(data_dir)
+            .with_context(|| format!("opening the security database in {}", data_dir.display()))?,
+    ))
 }
 
 /// The configured store: PostgreSQL when `database_url` is set, else the embedded one.
@@ -79,6 +101,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
             let store = Arc::new(store);
             Ok(OpenedStore {
                 alarms: Some(store.clone() as Arc<dyn AlarmStore>),
+                security: store.clone() as Arc<dyn SecurityStore>,
                 store,
             })
         }
@@ -86,6 +109,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
             let store = Arc::new(open_embedded(&config.data_dir, config)?);
             Ok(OpenedStore {
                 alarms: Some(store.clone() as Arc<dyn AlarmStore>),
+                security: open_embedded_security(&config.data_dir)?,
                 store,
             })
         }
@@ -128,7 +152,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // A machine-readable line on stdout: scripts and tests read the chosen port from it.
     println!("espwatch listening on http://{address}");
-    let state = AppState::new(store.store, config).with_optional_alarms(store.alarms);
+    let state =
+        AppState::new(store.store, config, store.security)?.with_optional_alarms(store.alarms);
     espwatch_server::serve(listener, state, shutdown_signal()).await
 }
 

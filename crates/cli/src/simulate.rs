@@ -319,6 +319,15 @@ impl Uplink {
                 if replaced.status().is_success() {
                     continue;
                 }
+                if replaced.status().as_u16() == 403 {
+                    // An api_client key may register wells but not replace them: the well
+                    // keeps its registered metadata.
+                    eprintln!(
+                        "note: {} is already registered and this key may not replace it; keeping its metadata",
+                        w.id
+                    );
+                    continue;
+                }
                 bail!(
                     "registering {}: {}: {}",
                     w.id,
@@ -520,10 +529,26 @@ pub fn status_printer(total_end: Timestamp) -> impl FnMut(Timestamp, u64) + Send
 }
 
 /// `espwatch demo`: the server on the embedded store plus a streaming demo fleet.
-pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyhow::Result<()> {
+pub async fn run_demo(args: &DemoArgs, mut config: espwatch_server::Config) -> anyhow::Result<()> {
     use espwatch_server::AppState;
 
+    // The demo needs no setup: without a configured secret it signs tokens with a random one
+    // (sessions then end with the demo), and it makes its own key and sign-in.
+    if config.jwt_secret.is_none() && config.jwt_secret_file.is_none() {
+        config.jwt_secret = Some(espwatch_server::SecretString(
+            espwatch_server::auth::random_token(48)?,
+        ));
+    }
     let store = crate::serve::open_store(&config).await?;
+    let (demo_user, demo_password) = demo_login(store.security.as_ref()).await?;
+    let (_, demo_key) = crate::admin::create_api_key(
+        store.security.as_ref(),
+        "demo simulator",
+        espwatch_core::access::Role::ApiClient,
+        None,
+        Some("7d"),
+    )
+    .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -534,7 +559,8 @@ pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyho
         })?;
     let address = listener.local_addr()?;
     let data_dir = config.data_dir.clone();
-    let state = AppState::new(store.store, config).with_optional_alarms(store.alarms);
+    let state =
+        AppState::new(store.store, config, store.security)?.with_optional_alarms(store.alarms);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(espwatch_server::serve(listener, state, async move {
         let _ = stop_rx.await;
@@ -551,12 +577,15 @@ pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyho
     println!(
         "\nespwatch demo: {} simulated wells, the last 24 hours replayed at {}x, then live.\n\
          Data directory: {}\n\n\
-         Where to look:\n\
-         \x20 API explorer:    {base}/docs\n\
-         \x20 Latest values:   curl -s {base}/api/v1/wells/latest\n\
-         \x20 One well:        curl -s '{base}/api/v1/wells/{example}/telemetry?step=5m&fields=motor_current_a,intake_pressure_psi'\n\
-         \x20 Alarms:          curl -s '{base}/api/v1/alarms?state=raised'\n\
-         \x20 Diagnosis:       curl -s {base}/api/v1/wells/{example}/diagnosis\n\
+         Sign in (generated for this demo): user {demo_user}, password {demo_password}\n\
+         \x20 TOKEN=$(curl -s -X POST {base}/api/v1/auth/login -H 'content-type: application/json' \\\n\
+         \x20         -d '{{\"username\":\"{demo_user}\",\"password\":\"{demo_password}\"}}' | sed -E 's/.*\"access_token\":\"([^\"]+)\".*/\\1/')\n\n\
+         Where to look (the token lasts 15 minutes; sign in again after):\n\
+         \x20 API explorer:    {base}/docs  (Authorize with the token)\n\
+         \x20 Latest values:   curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/wells/latest\n\
+         \x20 One well:        curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/api/v1/wells/{example}/telemetry?step=5m&fields=motor_current_a,intake_pressure_psi'\n\
+         \x20 Alarms:          curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/api/v1/alarms?state=raised'\n\
+         \x20 Diagnosis:       curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/wells/{example}/diagnosis\n\
          \x20 Health:          curl -s {base}/health/ready\n\n\
          Failures scheduled in the replayed day:\n{}\n\
          Ctrl-C stops the demo; the data stays in the data directory.",
@@ -565,7 +594,7 @@ pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyho
         data_dir.display(),
         describe_demo(&plan),
     );
-    let uplink = Uplink::new(&base, None)?;
+    let uplink = Uplink::new(&base, Some(demo_key))?;
     uplink.register(&plan).await?;
     let end = Timestamp(plan.config.start.0 + plan.config.duration_micros);
     let mut printer = status_printer(end);
@@ -579,4 +608,41 @@ pub async fn run_demo(args: &DemoArgs, config: espwatch_server::Config) -> anyho
     let _ = stop_tx.send(());
     server.await.context("server task")??;
     outcome
+}
+
+/// The demo's admin sign-in: user `demo` with a new random password at every start.
+async fn demo_login(
+    security: &dyn espwatch_store::SecurityStore,
+) -> anyhow::Result<(String, String)> {
+    use espwatch_store::{NewUser, UserChange};
+    let name = "demo".to_owned();
+    let password = espwatch_server::auth::random_token(12)?;
+    let hash = {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || {
+            espwatch_server::auth::password::hash_blocking(&password)
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    };
+    let now = Timestamp::from_datetime(chrono::Utc::now());
+    if security.get_user(&name).await?.is_some() {
+        security
+            .update_user(&name, UserChange::SetPassword(hash), now)
+            .await?;
+        security.update_user(&name, UserChange::Enable, now).await?;
+    } else {
+        security
+            .create_user(
+                NewUser {
+                    name: name.clone(),
+                    role: espwatch_core::access::Role::Admin,
+                    password_hash: hash,
+                    wells: None,
+                },
+                now,
+            )
+            .await?;
+    }
+    Ok((name, password))
 }

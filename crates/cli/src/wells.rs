@@ -93,7 +93,7 @@ async fn import(paths: &[PathBuf], target: &Target, config: &Config) -> anyhow::
         Some(_) => None,
         None => Some(crate::serve::open_store(config).await?.store),
     };
-    let client = reqwest::Client::new();
+    let client = target.http_client(std::time::Duration::from_secs(60))?;
     for file in &files {
         let result = match read_meta(file) {
             Err(e) => Err(e),
@@ -174,12 +174,14 @@ async fn upsert_remote(
 async fn list(target: &Target, config: &Config) -> anyhow::Result<()> {
     let ids: Vec<String> = match &target.url {
         Some(url) => {
-            let body: serde_json::Value =
-                reqwest::get(format!("{}/api/v1/wells", url.trim_end_matches('/')))
-                    .await?
-                    .error_for_status()?
-                    .json()
-                    .await?;
+            let body: serde_json::Value = target
+                .http_client(std::time::Duration::from_secs(60))?
+                .get(format!("{}/api/v1/wells", url.trim_end_matches('/')))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
             body["wells"]
                 .as_array()
                 .map(|a| {

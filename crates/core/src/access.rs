@@ -58,6 +58,7 @@ impl Role {
                 TelemetryRead,
                 LatestRead,
                 WellsRead,
+                WellsRegister,
                 WellsWrite,
                 DiagnosticsRead,
                 DiagnosticsRetrain,
@@ -101,7 +102,7 @@ pub enum Permission {
     WellsRead,
     /// Register a new well (create only, never replace or delete).
     WellsRegister,
-    /// Create and edit well metadata.
+    /// Replace well metadata.
     WellsWrite,
     /// Delete a well and all its telemetry.
     WellsDelete,
@@ -198,6 +199,15 @@ impl WellScope {
             WellScope::Only(list) => Some(list),
         }
     }
+}
+
+/// User names: 1–64 characters of ASCII letters, digits, `.`, `_`, `-`, `@`.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
 }
 
 /// Shortest and longest accepted password, in characters.

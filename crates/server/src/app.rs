@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use espwatch_store::{AlarmStore, Store};
+use espwatch_store::{AlarmStore, AuditEvent, SecurityStore, Store};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -20,10 +20,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::audit::AuditSink;
+use crate::auth::{self, AuditIdentity, Security, SourceAddr};
 use crate::config::Config;
 use crate::diagnostics::DiagnosticsHub;
 use crate::error::ApiError;
-use crate::routes::{alarms, diagnostics, health, telemetry, wells};
+use crate::routes::{
+    alarms, audit, auth as auth_routes, diagnostics, health, telemetry, users, wells,
+};
 
 /// Shared by every handler. Cheap to clone.
 #[derive(Clone)]
@@ -37,19 +41,29 @@ pub struct AppState {
     pub diagnostics: Arc<DiagnosticsHub>,
     /// Alarm persistence; `None` when the backend has none (alarm routes answer 503).
     pub alarms: Option<Arc<dyn AlarmStore>>,
+    /// Identities, sessions, keys, the audit trail and the limits.
+    pub security: Arc<Security>,
 }
 
 impl AppState {
-    /// Needs a Tokio runtime (the diagnostics task is spawned here).
-    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
-        AppState {
+    /// Needs a Tokio runtime (the diagnostics and audit tasks are spawned here). Fails when
+    /// the JWT secret is missing or weak.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Config,
+        security_store: Arc<dyn SecurityStore>,
+    ) -> anyhow::Result<Self> {
+        let audit = AuditSink::start(security_store.clone());
+        let security = Security::from_config(&config, security_store, audit)?;
+        Ok(AppState {
             diagnostics: DiagnosticsHub::start(store.clone(), None),
             store,
             config: Arc::new(config),
             shutting_down: Arc::new(AtomicBool::new(false)),
             started_at: Instant::now(),
             alarms: None,
-        }
+            security: Arc::new(security),
+        })
     }
 
     /// Persists alarms raised by the online diagnostics in `alarms`.
@@ -70,6 +84,8 @@ impl AppState {
 
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
     info(
         title = "espwatch API",
         description = "Telemetry ingestion, storage and queries for electrical submersible pumps (ESPs).\n\nAll timestamps are RFC 3339; responses are UTC. Units are part of every field name. Errors share one envelope: `{\"error\":{\"id\",\"type\",\"message\",\"details\"}}`.",
@@ -80,10 +96,32 @@ impl AppState {
         (name = "wells", description = "Wells registry: pump, motor and fluid metadata"),
         (name = "diagnostics", description = "Per-well diagnosis, episodes and the legacy decision tree"),
         (name = "alarms", description = "Alarms raised by the online diagnostics: list, acknowledge"),
+        (name = "auth", description = "Sign in, refresh, sign out, who am I, password change"),
+        (name = "admin", description = "Users, API keys and the audit trail"),
         (name = "health", description = "Liveness, startup and readiness probes")
     )
 )]
 struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An access token from /api/v1/auth/login, or an API key",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
@@ -102,6 +140,16 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(diagnostics::retrain))
         .routes(routes!(diagnostics::events))
         .routes(routes!(diagnostics::decision_tree))
+        .routes(routes!(audit::list))
+        .routes(routes!(auth_routes::login))
+        .routes(routes!(auth_routes::refresh))
+        .routes(routes!(auth_routes::logout))
+        .routes(routes!(auth_routes::me))
+        .routes(routes!(auth_routes::change_password))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(users::update_user, users::remove_user))
+        .routes(routes!(users::list_keys, users::create_key))
+        .routes(routes!(users::revoke_key))
         .routes(routes!(health::legacy))
         .routes(routes!(health::live))
         .routes(routes!(health::startup))
@@ -110,11 +158,19 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
 
     let request_id = HeaderName::from_static("x-request-id");
-    api_routes
+    let cors = cors_layer(&state.config);
+    let router = api_routes
         .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(state, log_and_time_out))
+        .layer(middleware::from_fn(security_headers));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
@@ -129,7 +185,18 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let flag = state.shutting_down.clone();
     let store = state.store.clone();
-    let app = router(state);
+    let audit = state.security.audit.clone();
+    audit.record(lifecycle_event("server_start"));
+    if let Ok(users) = state.security.store.list_users().await
+        && !users
+            .iter()
+            .any(|u| u.role == espwatch_core::access::Role::Admin && !u.disabled)
+    {
+        tracing::warn!(
+            "no enabled admin exists: create one with `ESPWATCH_PASSWORD=... espwatch users add NAME --role admin` (or read the password from stdin)"
+        );
+    }
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
@@ -137,6 +204,8 @@ pub async fn serve(
             tracing::info!("shutdown requested: finishing in-flight requests");
         })
         .await?;
+    // Everything queued before this record is committed once it is.
+    audit.record_committed(lifecycle_event("server_stop")).await;
     store.close().await?;
     tracing::info!("store closed; bye");
     Ok(())
@@ -144,8 +213,14 @@ pub async fn serve(
 
 /// One log line per request (with its request id), and the request timeout, answered with the
 /// error envelope rather than an empty body.
-async fn log_and_time_out(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn log_and_time_out(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
+    let source = auth::source_address(&request, state.security.trust_forwarded_for);
+    request.extensions_mut().insert(SourceAddr(source.clone()));
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -170,16 +245,114 @@ async fn log_and_time_out(State(state): State<AppState>, request: Request, next:
     };
     let status = response.status().as_u16();
     let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    let identity = response.extensions().get::<AuditIdentity>().cloned();
+    let actor = identity.as_ref().map(|i| i.actor.as_str()).unwrap_or("-");
     tracing::info!(
         target: "espwatch::request",
         request_id = %request_id,
         method = %method,
         route = %route,
         status,
+        actor,
+        source = %source,
         duration_ms = format_args!("{duration_ms:.2}"),
         "request"
     );
+    state.security.audit.record(AuditEvent {
+        ts: espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
+        kind: "request".into(),
+        request_id: Some(request_id),
+        method: Some(method.to_string()),
+        route: Some(route),
+        status: Some(status),
+        actor: identity.as_ref().map(|i| i.actor.clone()),
+        role: identity.map(|i| i.role.name().to_owned()),
+        source: Some(source),
+        duration_ms: Some((duration_ms * 1000.0).round() / 1000.0),
+        detail: serde_json::json!({}),
+    });
     response
+}
+
+fn lifecycle_event(kind: &str) -> AuditEvent {
+    AuditEvent {
+        ts: espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
+        kind: kind.into(),
+        request_id: None,
+        method: None,
+        route: None,
+        status: None,
+        actor: None,
+        role: None,
+        source: None,
+        duration_ms: None,
+        detail: serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
+    }
+}
+
+/// Hardening headers on every response. The API answers JSON only, so its policy forbids
+/// everything; the bundled API docs (`/docs`) need their own scripts and styles.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let docs = request.uri().path().starts_with("/docs");
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let csp = if docs {
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    } else {
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    };
+    for (name, value) in [
+        ("content-security-policy", csp),
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+        (
+            "permissions-policy",
+            "camera=(), microphone=(), geolocation=(), payment=()",
+        ),
+        (
+            "strict-transport-security",
+            "max-age=63072000; includeSubDomains",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    if !docs && !headers.contains_key("cache-control") {
+        headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// CORS only for the configured origins; none configured, no CORS headers at all.
+fn cors_layer(config: &Config) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{Method, header};
+    if config.cors_origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = config
+        .cors_origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-api-key"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 async fn not_found() -> ApiError {

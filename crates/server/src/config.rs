@@ -41,6 +41,52 @@ pub struct Config {
     pub timescaledb_chunk_interval: String,
     /// TimescaleDB: compress chunks older than this, e.g. "7d".
     pub timescaledb_compress_after: String,
+    /// File holding the HS256 secret that signs access tokens (at least 32 random bytes).
+    /// Preferred over `jwt_secret`. The server refuses to start without a strong secret.
+    pub jwt_secret_file: Option<PathBuf>,
+    /// The secret itself (e.g. from `ESPWATCH_JWT_SECRET`); redacted by `config show`.
+    pub jwt_secret: Option<SecretString>,
+    /// `iss` of issued access tokens, checked on every request.
+    pub jwt_issuer: String,
+    /// `aud` of issued access tokens, checked on every request.
+    pub jwt_audience: String,
+    /// Lifetime of access tokens, seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a session's refresh token, seconds (each refresh issues a new one).
+    pub refresh_token_ttl_secs: u64,
+    /// Failed logins within `lockout_window_secs` that lock an account.
+    pub lockout_max_failures: u32,
+    pub lockout_window_secs: u64,
+    /// How long a locked account stays locked, seconds.
+    pub lockout_secs: u64,
+    /// Requests per second per identity (burst twice that); 0 turns the limit off.
+    pub rate_limit_per_identity: f64,
+    /// Requests per second per source address, before authentication (health probes are
+    /// exempt); 0 turns the limit off.
+    pub rate_limit_per_source: f64,
+    /// Login and refresh attempts per minute per source address.
+    pub login_rate_per_minute: f64,
+    /// Argon2 hashes computed at once; further logins wait (up to 5 s, then 503).
+    pub password_hash_concurrency: usize,
+    /// Verified credentials are remembered this long, milliseconds: a revocation made by
+    /// another process (the CLI) takes effect within it; one made through this server's API
+    /// takes effect at once. 0 disables the cache.
+    pub auth_cache_ms: u64,
+    /// Origins allowed to call the API from a browser (CORS). Empty: CORS off.
+    pub cors_origins: Vec<String>,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy).
+    pub trust_forwarded_for: bool,
+}
+
+/// A secret from the configuration: never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -69,6 +115,22 @@ impl Default for Config {
             timescaledb: "auto".into(),
             timescaledb_chunk_interval: "1d".into(),
             timescaledb_compress_after: "7d".into(),
+            jwt_secret_file: None,
+            jwt_secret: None,
+            jwt_issuer: "espwatch".into(),
+            jwt_audience: "espwatch-api".into(),
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 12 * 3600,
+            lockout_max_failures: 5,
+            lockout_window_secs: 900,
+            lockout_secs: 900,
+            rate_limit_per_identity: 200.0,
+            rate_limit_per_source: 500.0,
+            login_rate_per_minute: 30.0,
+            password_hash_concurrency: 2,
+            auth_cache_ms: 2000,
+            cors_origins: Vec::new(),
+            trust_forwarded_for: false,
         }
     }
 }
@@ -91,6 +153,22 @@ impl Config {
         "timescaledb",
         "timescaledb_chunk_interval",
         "timescaledb_compress_after",
+        "jwt_secret_file",
+        "jwt_secret",
+        "jwt_issuer",
+        "jwt_audience",
+        "access_token_ttl_secs",
+        "refresh_token_ttl_secs",
+        "lockout_max_failures",
+        "lockout_window_secs",
+        "lockout_secs",
+        "rate_limit_per_identity",
+        "rate_limit_per_source",
+        "login_rate_per_minute",
+        "password_hash_concurrency",
+        "auth_cache_ms",
+        "cors_origins",
+        "trust_forwarded_for",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
@@ -136,10 +214,85 @@ impl Config {
                 _ => return Err(format!("{key} must be a duration of at least 1m, e.g. 1d")),
             }
         }
+        if !(60..=86_400).contains(&self.access_token_ttl_secs) {
+            return Err("access_token_ttl_secs must be between 60 and 86400".into());
+        }
+        if !(300..=90 * 86_400).contains(&self.refresh_token_ttl_secs) {
+            return Err("refresh_token_ttl_secs must be between 300 and 7776000".into());
+        }
+        if self.lockout_max_failures == 0 || self.lockout_window_secs == 0 || self.lockout_secs == 0
+        {
+            return Err(
+                "lockout_max_failures, lockout_window_secs and lockout_secs must be at least 1"
+                    .into(),
+            );
+        }
+        for (key, value) in [
+            ("rate_limit_per_identity", self.rate_limit_per_identity),
+            ("rate_limit_per_source", self.rate_limit_per_source),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(format!("{key} must be 0 (off) or a positive number"));
+            }
+        }
+        if !(self.login_rate_per_minute.is_finite() && self.login_rate_per_minute >= 1.0) {
+            return Err("login_rate_per_minute must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.password_hash_concurrency) {
+            return Err("password_hash_concurrency must be between 1 and 64".into());
+        }
+        if self.jwt_issuer.is_empty() || self.jwt_audience.is_empty() {
+            return Err("jwt_issuer and jwt_audience must not be empty".into());
+        }
+        for origin in &self.cors_origins {
+            if origin == "*" || !(origin.starts_with("https://") || origin.starts_with("http://")) {
+                return Err(format!(
+                    "cors_origins: {origin:?} must be an origin like https://host[:port] (no wildcard)"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The JWT signing secret: the file's content (trailing whitespace trimmed) or
+    /// `jwt_secret`; refused when missing or weak.
+    pub fn jwt_secret_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        use anyhow::Context;
+        let secret = match (&self.jwt_secret_file, &self.jwt_secret) {
+            (Some(path), _) => {
+                let text = std::fs::read(path)
+                    .with_context(|| format!("reading jwt_secret_file {}", path.display()))?;
+                warn_if_readable_by_others(path);
+                let end = text
+                    .iter()
+                    .rposition(|b| !b.is_ascii_whitespace())
+                    .map_or(0, |i| i + 1);
+                text[..end].to_vec()
+            }
+            (None, Some(secret)) => secret.0.as_bytes().to_vec(),
+            (None, None) => Vec::new(),
+        };
+        crate::auth::token::check_secret(&secret)?;
+        Ok(secret)
     }
 
     pub fn max_future(&self) -> Duration {
         Duration::from_secs(self.max_future_secs)
     }
 }
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            file = %path.display(),
+            "the JWT secret file is readable by other users; chmod 600 it"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &std::path::Path) {}

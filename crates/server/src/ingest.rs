@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use espwatch_core::WellId;
+use espwatch_core::access::WellScope;
 use espwatch_core::ingest::{self, DecodeError, DecodeOptions, Item, PayloadFormat};
 use espwatch_store::{AppendOptions, ReadingOutcome, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -66,9 +67,11 @@ pub async fn ingest_payload(
     decode: DecodeOptions,
     append: AppendOptions,
 ) -> Result<IngestReport, IngestError> {
-    Ok(ingest_payload_collect(store, format, body, decode, append)
-        .await?
-        .0)
+    Ok(
+        ingest_payload_collect(store, format, body, decode, append, &WellScope::All)
+            .await?
+            .0,
+    )
 }
 
 /// As [`ingest_payload`], also returning the readings that were accepted (for diagnostics).
@@ -78,6 +81,7 @@ pub async fn ingest_payload_collect(
     body: Bytes,
     decode: DecodeOptions,
     append: AppendOptions,
+    scope: &WellScope,
 ) -> Result<(IngestReport, Vec<espwatch_core::Reading>), IngestError> {
     let mut accepted = Vec::new();
     let decoded = if body.len() > INLINE_DECODE_LIMIT {
@@ -100,6 +104,17 @@ pub async fn ingest_payload_collect(
     let mut positions = Vec::with_capacity(decoded.items.len());
     for (position, item) in decoded.items.into_iter().enumerate() {
         match item {
+            // Object-level check: an identity limited to some wells writes only those.
+            Item::Valid(reading) if !scope.allows(reading.well_id.as_str()) => {
+                report.rejected.push(RejectedReading {
+                    index: position,
+                    well_id: Some(reading.well_id.to_string()),
+                    errors: vec![FieldProblem {
+                        field: "well_id".into(),
+                        reason: "this identity is not permitted to write to this well".into(),
+                    }],
+                })
+            }
             Item::Valid(reading) => {
                 positions.push(position);
                 readings.push(reading);

@@ -2,6 +2,8 @@
 //! [`espwatch_store::Store`], and shape answers; rules live in `espwatch-core`.
 
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod diagnostics;
 pub mod error;
@@ -9,5 +11,5 @@ pub mod ingest;
 mod routes;
 
 pub use app::{AppState, OPENAPI_PATH, router, serve};
-pub use config::{Config, LogFormat};
+pub use config::{Config, LogFormat, SecretString};
 pub use ingest::{IngestReport, ingest_payload};

@@ -127,6 +127,18 @@ impl AlarmStore for PostgresStore {
         })
     }
 
+    async fn get_alarm(&self, id: i64) -> StoreResult<Option<Alarm>> {
+        let client = self.client("reading an alarm").await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {COLUMNS} FROM alarms WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(|e| db_err("reading an alarm", e))?;
+        row.as_ref().map(alarm_from_row).transpose()
+    }
+
     async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>> {
         let client = self.client("listing alarms").await?;
         let state = filter.state.map(|s| s.name().to_owned());

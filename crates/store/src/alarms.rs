@@ -105,6 +105,7 @@ pub trait AlarmStore: Send + Sync + 'static {
         comment: Option<&str>,
         at: Timestamp,
     ) -> StoreResult<AckOutcome>;
+    async fn get_alarm(&self, id: i64) -> StoreResult<Option<Alarm>>;
     /// Alarms matching the filter, newest first.
     async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>>;
 }

@@ -240,6 +240,10 @@ pub enum DecodeError {
     },
     #[error("expected a JSON object or an array of objects, found {found}")]
     TopLevel { found: &'static str },
+    /// Arrays and objects nested deeper than [`MAX_JSON_DEPTH`]: no valid payload does that,
+    /// and deep nesting is a classic way to exhaust a parser's stack.
+    #[error("JSON nested deeper than {limit} levels")]
+    TooDeep { limit: usize },
     /// More readings than [`DecodeOptions::max_readings`]; split the batch.
     #[error("more than {limit} readings in one body; send smaller batches")]
     TooManyReadings { limit: usize },
@@ -272,6 +276,13 @@ pub fn decode(
     if body.trim_ascii().is_empty() {
         return Err(DecodeError::Empty);
     }
+    if matches!(format, PayloadFormat::Json | PayloadFormat::Ndjson)
+        && json_nesting_exceeds(body, MAX_JSON_DEPTH)
+    {
+        return Err(DecodeError::TooDeep {
+            limit: MAX_JSON_DEPTH,
+        });
+    }
     match format {
         PayloadFormat::Json => json::decode_json(body, opts),
         PayloadFormat::Ndjson => json::decode_ndjson(body, opts),
@@ -279,7 +290,63 @@ pub fn decode(
     }
 }
 
+/// Deepest nesting of arrays and objects any JSON body may have.
+pub const MAX_JSON_DEPTH: usize = 32;
+
+/// True when `body` nests arrays/objects deeper than `limit`. A linear scan that skips
+/// strings (with escapes); it does not validate, the parser does that afterwards.
+pub fn json_nesting_exceeds(body: &[u8], limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Drops a UTF-8 byte order mark: Windows tools (Excel, PowerShell) like to add one.
 fn strip_bom(body: &[u8]) -> &[u8] {
     body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert!(!json_nesting_exceeds(br#"[{"a":[1,{"b":2}]}]"#, 4));
+        assert!(json_nesting_exceeds(br#"[{"a":[1,{"b":2}]}]"#, 3));
+        assert!(!json_nesting_exceeds(br#"{"s":"[[[[[[\"[[["}"#, 1));
+        let deep = "[".repeat(100_000);
+        assert!(json_nesting_exceeds(deep.as_bytes(), MAX_JSON_DEPTH));
+        let opts = DecodeOptions::new(Timestamp(0));
+        assert_eq!(
+            decode(PayloadFormat::Json, deep.as_bytes(), &opts).unwrap_err(),
+            DecodeError::TooDeep {
+                limit: MAX_JSON_DEPTH
+            }
+        );
+    }
 }

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use chrono::Utc;
 use espwatch_core::Timestamp;
 use espwatch_store::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore};
@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
+use crate::auth::{Principal, SourceAddr};
 use crate::error::ApiError;
+use crate::routes::auth::security_event;
 use crate::routes::json_body;
 use crate::routes::telemetry::parse_well_id;
 
@@ -91,6 +93,7 @@ pub(crate) fn alarm_store(state: &AppState) -> Result<Arc<dyn AlarmStore>, ApiEr
     ))]
 pub async fn list(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     params: Result<Query<AlarmParams>, QueryRejection>,
 ) -> Result<Json<AlarmList>, ApiError> {
     let Query(params) =
@@ -110,7 +113,8 @@ pub async fn list(
             Some(w) => Some(parse_well_id(w)?.to_string()),
         },
     };
-    let alarms = alarm_store(&state)?.list_alarms(&filter).await?;
+    let mut alarms = alarm_store(&state)?.list_alarms(&filter).await?;
+    alarms.retain(|a| principal.may_see_well(&a.well_id));
     Ok(Json(AlarmList {
         alarms: alarms.into_iter().map(Into::into).collect(),
     }))
@@ -119,8 +123,10 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
-    /// Who acknowledges (1–200 characters).
-    by: String,
+    /// Ignored, kept for older clients: the acknowledging identity is the authenticated one.
+    #[allow(dead_code)]
+    by: Option<String>,
+    /// Up to 2000 characters.
     comment: Option<String>,
 }
 
@@ -137,6 +143,8 @@ pub struct AckBody {
     ))]
 pub async fn acknowledge(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    source: Option<Extension<SourceAddr>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -145,13 +153,7 @@ pub async fn acknowledge(
         ApiError::bad_request("invalid_alarm_id", format!("{id:?} is not an alarm id"))
     })?;
     let body: AckBody = json_body(&headers, body, 64 * 1024).await?;
-    let by = body.by.trim();
-    if by.is_empty() || by.chars().count() > 200 {
-        return Err(ApiError::unprocessable(
-            "invalid_body",
-            "`by` must be 1–200 characters",
-        ));
-    }
+    let by = principal.name.clone();
     if body
         .comment
         .as_ref()
@@ -163,11 +165,35 @@ pub async fn acknowledge(
         ));
     }
     let now = Timestamp::from_datetime(Utc::now());
-    match alarm_store(&state)?
-        .acknowledge_alarm(id, by, body.comment.as_deref(), now)
+    let alarms = alarm_store(&state)?;
+    // Object-level check before acting: an alarm of a well outside the identity's scope is
+    // answered as if it did not exist.
+    let visible = alarms
+        .get_alarm(id)
+        .await?
+        .is_some_and(|a| principal.may_see_well(&a.well_id));
+    if !visible {
+        return Err(ApiError::not_found(format!("no alarm {id}")));
+    }
+    match alarms
+        .acknowledge_alarm(id, &by, body.comment.as_deref(), now)
         .await?
     {
-        AckOutcome::Acknowledged(a) => Ok(Json(a.into())),
+        AckOutcome::Acknowledged(a) => {
+            state
+                .security
+                .audit
+                .record_committed(security_event(
+                    "alarm_ack",
+                    &headers,
+                    source.map(|Extension(s)| s).as_ref(),
+                    Some(principal.actor()),
+                    Some(principal.role.name()),
+                    serde_json::json!({ "alarm": id, "well_id": a.well_id, "condition": a.condition, "comment": a.comment }),
+                ))
+                .await;
+            Ok(Json(a.into()))
+        }
         AckOutcome::NotFound => Err(ApiError::not_found(format!("no alarm {id}"))),
         AckOutcome::AlreadyCleared(_) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -89,6 +89,13 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             "write": health.write,
         }
     });
+    // Lost audit records do not take the server out of rotation (surveillance must go on),
+    // but they are reported here for monitoring to alert on.
+    let audit_failures = state.security.audit.failures();
+    checks["audit"] = serde_json::json!({
+        "status": if audit_failures == 0 { "healthy" } else { "degraded" },
+        "write_failures": audit_failures,
+    });
     if shutting_down {
         checks["server"] = serde_json::json!({"status": "unhealthy", "detail": "shutting down"});
     }

@@ -1,9 +1,12 @@
 //! HTTP handlers. Each reads as: parse input, call the store, shape the answer.
 
 pub mod alarms;
+pub mod audit;
+pub mod auth;
 pub mod diagnostics;
 pub mod health;
 pub mod telemetry;
+pub mod users;
 pub mod wells;
 
 use axum::body::Body;
@@ -89,7 +92,14 @@ pub(crate) async fn json_body<T: DeserializeOwned>(
     limit: usize,
 ) -> Result<T, ApiError> {
     match media_type(headers)?.as_deref() {
-        Some("application/json") | None => {}
+        Some("application/json") => {}
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Content-Type is missing; send application/json",
+            ));
+        }
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -103,6 +113,14 @@ pub(crate) async fn json_body<T: DeserializeOwned>(
 }
 
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    use espwatch_core::ingest::{MAX_JSON_DEPTH, json_nesting_exceeds};
+    if json_nesting_exceeds(bytes, MAX_JSON_DEPTH) {
+        return Err(ApiError::bad_request(
+            "json_too_deep",
+            format!("request body: JSON nested deeper than {MAX_JSON_DEPTH} levels"),
+        )
+        .with_details(serde_json::json!({ "limit": MAX_JSON_DEPTH })));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         let kind = if e.is_syntax() || e.is_eof() {
             "malformed_json"

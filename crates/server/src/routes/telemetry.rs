@@ -2,12 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use chrono::Utc;
 use espwatch_core::duration::{format_duration_micros, parse_duration_micros};
 use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::ingest::{IngestError, IngestReport, ingest_payload_collect};
 use crate::routes::{media_type, read_body};
@@ -45,6 +46,7 @@ use crate::routes::{media_type, read_body};
     ))]
 pub async fn ingest(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -80,23 +82,31 @@ pub async fn ingest(
     let append = AppendOptions {
         auto_register_wells: state.config.auto_register_wells,
     };
-    let report =
-        match ingest_payload_collect(state.store.as_ref(), format, bytes, decode, append).await {
-            Ok((report, accepted)) => {
-                // Committed: hand them to the diagnostics task (off this request's path).
-                state.diagnostics.submit(accepted);
-                report
-            }
-            Err(IngestError::Decode(e)) => {
-                return Err(ApiError::bad_request(
-                    "malformed_payload",
-                    format!("the payload cannot be parsed: {e}"),
-                )
-                .with_details(&e));
-            }
-            Err(IngestError::Store(e)) => return Err(e.into()),
-            Err(e @ IngestError::Join(_)) => return Err(ApiError::internal(e)),
-        };
+    let report = match ingest_payload_collect(
+        state.store.as_ref(),
+        format,
+        bytes,
+        decode,
+        append,
+        &principal.scope,
+    )
+    .await
+    {
+        Ok((report, accepted)) => {
+            // Committed: hand them to the diagnostics task (off this request's path).
+            state.diagnostics.submit(accepted);
+            report
+        }
+        Err(IngestError::Decode(e)) => {
+            return Err(ApiError::bad_request(
+                "malformed_payload",
+                format!("the payload cannot be parsed: {e}"),
+            )
+            .with_details(&e));
+        }
+        Err(IngestError::Store(e)) => return Err(e.into()),
+        Err(e @ IngestError::Join(_)) => return Err(ApiError::internal(e)),
+    };
     let total = report.total();
     if total == 0 {
         return Err(ApiError::bad_request(
@@ -367,7 +377,10 @@ pub struct LatestResponse {
 /// Fleet overview: the newest reading of every well with its age.
 #[utoipa::path(get, path = "/api/v1/wells/latest", tag = "telemetry",
     responses((status = 200, description = "Newest reading per well, sorted by well id", body = LatestResponse)))]
-pub async fn latest(State(state): State<AppState>) -> Result<Json<LatestResponse>, ApiError> {
+pub async fn latest(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<LatestResponse>, ApiError> {
     let now = Timestamp::from_datetime(Utc::now());
     let (latest, wells) = tokio::try_join!(state.store.latest(), state.store.list_wells())?;
     let mut entries: BTreeMap<String, LatestEntry> = wells
@@ -385,7 +398,11 @@ pub async fn latest(State(state): State<AppState>) -> Result<Json<LatestResponse
             )
         })
         .collect();
+    entries.retain(|id, _| principal.may_see_well(id));
     for l in latest {
+        if !principal.may_see_well(l.well_id.as_str()) {
+            continue;
+        }
         let (ts, values) = l.point;
         entries.insert(
             l.well_id.to_string(),

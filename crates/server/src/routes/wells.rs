@@ -1,9 +1,9 @@
 //! Wells registry: create, read, replace, delete.
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use espwatch_core::WellMeta;
 use espwatch_core::well::MetaProblem;
 use espwatch_store::WellRecord;
@@ -11,6 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::routes::telemetry::parse_well_id;
 use crate::routes::{json_body, parse_json};
@@ -57,8 +58,12 @@ fn invalid_meta(problems: Vec<MetaProblem>) -> ApiError {
 /// All registered wells, sorted by id.
 #[utoipa::path(get, path = "/api/v1/wells", tag = "wells",
     responses((status = 200, description = "Registered wells", body = WellList)))]
-pub async fn list(State(state): State<AppState>) -> Result<Json<WellList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Json<WellList>, ApiError> {
     let mut wells = state.store.list_wells().await?;
+    wells.retain(|w| principal.may_see_well(&w.meta.well_id.0));
     wells.sort_by(|a, b| a.meta.well_id.0.cmp(&b.meta.well_id.0));
     Ok(Json(WellList {
         wells: wells.into_iter().map(Into::into).collect(),
@@ -77,10 +82,18 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<WellList>, ApiEr
     ))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<WellResponse>), ApiError> {
     let meta: WellMeta = json_body(&headers, body, WELL_BODY_LIMIT).await?;
+    if !principal.may_see_well(&meta.well_id.0) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("not permitted for well {:?}", meta.well_id.0),
+        ));
+    }
     meta.validate().map_err(invalid_meta)?;
     let record = state.store.create_well(meta).await?;
     Ok((StatusCode::CREATED, Json(record.into())))

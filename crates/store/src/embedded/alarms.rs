@@ -173,6 +173,11 @@ impl AlarmStore for EmbeddedStore {
         .await
     }
 
+    async fn get_alarm(&self, id: i64) -> StoreResult<Option<Alarm>> {
+        self.blocking(move |inner| with_conn(inner, |conn| get(conn, id)))
+            .await
+    }
+
     async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>> {
         let filter = filter.clone();
         self.blocking(move |inner| {

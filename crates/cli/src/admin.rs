@@ -1,0 +1,498 @@
+//! `espwatch users ...`, `espwatch apikeys ...`, `espwatch audit ...`: identity administration
+//! straight on the store. On the embedded store these work while a server runs on the same
+//! data directory (the security database is separate from the telemetry lock); a running
+//! server sees the change within `auth_cache_ms`. Every change is written to the audit trail
+//! with the actor `cli:<login>`.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use espwatch_core::Timestamp;
+use espwatch_core::access::{Role, check_password, valid_user_name};
+use espwatch_server::Config;
+use espwatch_server::auth::generate_api_key;
+use espwatch_server::auth::password::hash_blocking;
+use espwatch_store::security::secret_digest;
+use espwatch_store::{AuditEvent, AuditFilter, NewApiKey, NewUser, SecurityStore, UserChange};
+
+use crate::StoreArgs;
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Create a user. The password comes from ESPWATCH_PASSWORD or standard input, never a flag.
+    Add {
+        name: String,
+        /// admin, operator, analyst, viewer or api_client.
+        #[arg(long)]
+        role: String,
+        /// Limit the user to these wells (comma-separated); default: all wells.
+        #[arg(long, value_delimiter = ',')]
+        wells: Option<Vec<String>>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List users (never their password hashes).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Disable a user: its sessions end at once and it cannot sign in.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Enable a disabled user.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Change a user's role (its sessions end).
+    SetRole {
+        name: String,
+        role: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Set a user's password (ESPWATCH_PASSWORD or standard input); its sessions end.
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a user and its sessions (its audit records stay).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ApiKeysCommand {
+    /// Create an API key and print it once (only its hash is stored).
+    Create {
+        /// What the key is for, e.g. "scada-gateway-north".
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "api_client")]
+        role: String,
+        /// Limit the key to these wells (comma-separated); default: all wells.
+        #[arg(long, value_delimiter = ',')]
+        wells: Option<Vec<String>>,
+        /// Lifetime, e.g. 90d; default: no expiry.
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List keys (ids, names, roles, status; never the keys).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the audit trail's hash chain; names the first broken record. Exit code 1 if broken.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Print the newest audit records as JSON lines.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only this actor (`user:NAME`, `key:ID`, `cli:LOGIN`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this kind (`request`, `login_failure`, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+impl UsersCommand {
+    pub fn store_args(&self) -> &StoreArgs {
+        match self {
+            UsersCommand::Add { store, .. }
+            | UsersCommand::List { store }
+            | UsersCommand::Disable { store, .. }
+            | UsersCommand::Enable { store, .. }
+            | UsersCommand::SetRole { store, .. }
+            | UsersCommand::Passwd { store, .. }
+            | UsersCommand::Remove { store, .. } => store,
+        }
+    }
+}
+
+impl ApiKeysCommand {
+    pub fn store_args(&self) -> &StoreArgs {
+        match self {
+            ApiKeysCommand::Create { store, .. }
+            | ApiKeysCommand::List { store }
+            | ApiKeysCommand::Revoke { store, .. } => store,
+        }
+    }
+}
+
+impl AuditCommand {
+    pub fn store_args(&self) -> &StoreArgs {
+        match self {
+            AuditCommand::Verify { store } | AuditCommand::List { store, .. } => store,
+        }
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_datetime(chrono::Utc::now())
+}
+
+fn parse_role(text: &str) -> anyhow::Result<Role> {
+    Role::parse(text).with_context(|| {
+        format!("role {text:?} is not one of admin, operator, analyst, viewer, api_client")
+    })
+}
+
+fn check_wells(wells: &Option<Vec<String>>) -> anyhow::Result<()> {
+    for w in wells.iter().flatten() {
+        espwatch_core::WellId::parse(w).map_err(|e| anyhow::anyhow!("well {w:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn cli_actor() -> String {
+    let login = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{login}")
+}
+
+async fn audit(store: &dyn SecurityStore, kind: &str, detail: serde_json::Value) {
+    let event = AuditEvent {
+        ts: now(),
+        kind: kind.into(),
+        request_id: None,
+        method: None,
+        route: None,
+        status: None,
+        actor: Some(cli_actor()),
+        role: Some("admin".into()),
+        source: Some("local".into()),
+        duration_ms: None,
+        detail,
+    };
+    if let Err(e) = store.append_audit(vec![event]).await {
+        eprintln!("warning: the change was made but could not be audited: {e}");
+    }
+}
+
+/// Reads a password from ESPWATCH_PASSWORD, or from standard input (without echo on a
+/// terminal, asked twice).
+fn read_password(user: &str) -> anyhow::Result<String> {
+    let password = match std::env::var("ESPWATCH_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                let first = prompt_hidden(&format!("Password for {user}: "))?;
+                let second = prompt_hidden("Again: ")?;
+                if first != second {
+                    bail!("the two passwords differ");
+                }
+                first
+            } else {
+                let mut line = String::new();
+                stdin.lock().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_owned()
+            }
+        }
+    };
+    check_password(user, &password).map_err(|p| anyhow::anyhow!("password refused: {p}"))?;
+    Ok(password)
+}
+
+fn prompt_hidden(prompt: &str) -> anyhow::Result<String> {
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let stty = |arg: &str| {
+        std::process::Command::new("stty")
+            .arg(arg)
+            .stdin(std::process::Stdio::inherit())
+            .status()
+    };
+    let hidden = stty("-echo").is_ok_and(|s| s.success());
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if hidden {
+        let _ = stty("echo");
+    }
+    eprintln!();
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn hash(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || hash_blocking(&password))
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub async fn run_users(cmd: &UsersCommand, config: &Config) -> anyhow::Result<()> {
+    let store = crate::serve::open_security_store(config).await?;
+    let store = store.as_ref();
+    match cmd {
+        UsersCommand::Add {
+            name, role, wells, ..
+        } => {
+            if !valid_user_name(name) {
+                bail!("user names are 1–64 characters of letters, digits, . _ - @");
+            }
+            let role = parse_role(role)?;
+            check_wells(wells)?;
+            let password = read_password(name)?;
+            let user = store
+                .create_user(
+                    NewUser {
+                        name: name.clone(),
+                        role,
+                        password_hash: hash(password).await?,
+                        wells: wells.clone(),
+                    },
+                    now(),
+                )
+                .await?;
+            audit(
+                store,
+                "user_create",
+                serde_json::json!({ "user": user.name, "role": role.name(), "wells": user.wells }),
+            )
+            .await;
+            println!("created user {} ({})", user.name, role);
+        }
+        UsersCommand::List { .. } => {
+            let at = now();
+            println!("{:<24} {:<11} {:<9} wells", "name", "role", "state");
+            for u in store.list_users().await? {
+                let state = if u.disabled {
+                    "disabled"
+                } else if u.locked_until.is_some_and(|t| t > at) {
+                    "locked"
+                } else {
+                    "active"
+                };
+                let wells = u.wells.map_or("all".to_owned(), |w| w.join(","));
+                println!("{:<24} {:<11} {:<9} {wells}", u.name, u.role.name(), state);
+            }
+        }
+        UsersCommand::Disable { name, .. } => {
+            change(store, name, UserChange::Disable, "disable").await?;
+            println!("disabled {name}; its sessions have ended");
+        }
+        UsersCommand::Enable { name, .. } => {
+            change(store, name, UserChange::Enable, "enable").await?;
+            println!("enabled {name}");
+        }
+        UsersCommand::SetRole { name, role, .. } => {
+            let role = parse_role(role)?;
+            change(
+                store,
+                name,
+                UserChange::SetRole(role),
+                &format!("role={role}"),
+            )
+            .await?;
+            println!("{name} is now {role}; its sessions have ended");
+        }
+        UsersCommand::Passwd { name, .. } => {
+            if store.get_user(name).await?.is_none() {
+                bail!("no user {name:?}");
+            }
+            let password = read_password(name)?;
+            let hashed = hash(password).await?;
+            change(store, name, UserChange::SetPassword(hashed), "password").await?;
+            println!("password of {name} changed; its sessions have ended");
+        }
+        UsersCommand::Remove { name, .. } => {
+            if !store.remove_user(name).await? {
+                bail!("no user {name:?}");
+            }
+            audit(store, "user_remove", serde_json::json!({ "user": name })).await;
+            println!("removed {name}");
+        }
+    }
+    Ok(())
+}
+
+async fn change(
+    store: &dyn SecurityStore,
+    name: &str,
+    change: UserChange,
+    what: &str,
+) -> anyhow::Result<()> {
+    if store.update_user(name, change, now()).await?.is_none() {
+        bail!("no user {name:?}");
+    }
+    audit(
+        store,
+        "user_change",
+        serde_json::json!({ "user": name, "changes": [what] }),
+    )
+    .await;
+    Ok(())
+}
+
+pub async fn run_apikeys(cmd: &ApiKeysCommand, config: &Config) -> anyhow::Result<()> {
+    let store = crate::serve::open_security_store(config).await?;
+    let store = store.as_ref();
+    match cmd {
+        ApiKeysCommand::Create {
+            name,
+            role,
+            wells,
+            expires,
+            ..
+        } => {
+            let (id, key) = create_api_key(
+                store,
+                name,
+                parse_role(role)?,
+                wells.clone(),
+                expires.as_deref(),
+            )
+            .await?;
+            eprintln!("created API key {id} ({name}, {role}); it is shown once, store it now:");
+            println!("{key}");
+        }
+        ApiKeysCommand::List { .. } => {
+            let at = now();
+            println!(
+                "{:<14} {:<28} {:<11} {:<8} expires",
+                "id", "name", "role", "status"
+            );
+            for k in store.list_api_keys().await? {
+                let status = if k.revoked_at.is_some() {
+                    "revoked"
+                } else if k.expires_at.is_some_and(|e| e <= at) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                let expires = k.expires_at.map_or("never".to_owned(), |t| t.to_rfc3339());
+                println!(
+                    "{:<14} {:<28} {:<11} {:<8} {expires}",
+                    k.id,
+                    k.name,
+                    k.role.name(),
+                    status
+                );
+            }
+        }
+        ApiKeysCommand::Revoke { id, .. } => {
+            if !store.revoke_api_key(id, now()).await? {
+                bail!("no active API key {id:?}");
+            }
+            audit(store, "apikey_revoke", serde_json::json!({ "key": id })).await;
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Creates and audits a key; returns `(id, key)`.
+pub async fn create_api_key(
+    store: &dyn SecurityStore,
+    name: &str,
+    role: Role,
+    wells: Option<Vec<String>>,
+    expires: Option<&str>,
+) -> anyhow::Result<(String, String)> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        bail!("key names are 1–100 characters");
+    }
+    check_wells(&wells)?;
+    let expires_at = match expires {
+        None => None,
+        Some(text) => {
+            let micros = espwatch_core::duration::parse_duration_micros(text)
+                .map_err(|e| anyhow::anyhow!("--expires: {e}"))?;
+            if micros <= 0 {
+                bail!("--expires must be positive");
+            }
+            Some(Timestamp(now().0 + micros))
+        }
+    };
+    let (id, key) = generate_api_key()?;
+    store
+        .create_api_key(
+            NewApiKey {
+                id: id.clone(),
+                name: name.to_owned(),
+                role,
+                wells,
+                key_hash: secret_digest(&key),
+                created_by: cli_actor(),
+                expires_at,
+            },
+            now(),
+        )
+        .await?;
+    audit(
+        store,
+        "apikey_create",
+        serde_json::json!({ "key": id, "name": name, "role": role.name() }),
+    )
+    .await;
+    Ok((id, key))
+}
+
+pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()> {
+    let store = crate::serve::open_security_store(config).await?;
+    match cmd {
+        AuditCommand::Verify { .. } => {
+            let report = store.verify_audit().await?;
+            match report.first_broken {
+                None => {
+                    println!("audit trail intact: {} records verified", report.records);
+                    Ok(())
+                }
+                Some(id) => {
+                    println!(
+                        "audit trail BROKEN at record {id}: {} ({} records verified before it)",
+                        report.reason.as_deref().unwrap_or("mismatch"),
+                        report.records
+                    );
+                    std::process::exit(1);
+                }
+            }
+        }
+        AuditCommand::List {
+            limit, actor, kind, ..
+        } => {
+            let records = store
+                .list_audit(&AuditFilter {
+                    actor: actor.clone(),
+                    kind: kind.clone(),
+                    limit: *limit,
+                    ..AuditFilter::default()
+                })
+                .await?;
+            for r in records {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+            Ok(())
+        }
+    }
+}

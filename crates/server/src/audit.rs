@@ -1,0 +1,98 @@
+//! The audit writer: one background task appends audit events to the store in batches, so
+//! auditing every request costs one transaction per batch, not per request.
+//!
+//! Behaviour (documented in README): request records are queued and written within
+//! milliseconds; security events (logins, lockouts, user and key changes, acknowledgements)
+//! are awaited, so they are committed before the response that reports them. If a write
+//! fails, the failure is logged at ERROR with the number of records lost, counted
+//! (`audit_write_failures` in `/health/ready`, which then reports `degraded`), and the request
+//! is still answered: availability of the plant's surveillance wins over a complete trail,
+//! and the gap is visible. A full queue (the store cannot keep up) drops and counts likewise.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use espwatch_store::{AuditEvent, SecurityStore};
+use tokio::sync::{mpsc, oneshot};
+
+const QUEUE: usize = 100_000;
+const MAX_BATCH: usize = 2_000;
+
+struct Item {
+    event: AuditEvent,
+    done: Option<oneshot::Sender<bool>>,
+}
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Item>,
+    failures: Arc<AtomicU64>,
+}
+
+impl AuditSink {
+    /// Starts the writer task (needs a Tokio runtime).
+    pub fn start(store: Arc<dyn SecurityStore>) -> AuditSink {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let failures = Arc::new(AtomicU64::new(0));
+        tokio::spawn(write_loop(store, rx, failures.clone()));
+        AuditSink { tx, failures }
+    }
+
+    /// Queues a request record; never waits.
+    pub fn record(&self, event: AuditEvent) {
+        if self.tx.try_send(Item { event, done: None }).is_err() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("AUDIT RECORD DROPPED: the audit queue is full or closed");
+        }
+    }
+
+    /// Writes a security event and waits until it is committed; false when it could not be.
+    pub async fn record_committed(&self, event: AuditEvent) -> bool {
+        let (done, wait) = oneshot::channel();
+        let kind = event.kind.clone();
+        if self
+            .tx
+            .send(Item {
+                event,
+                done: Some(done),
+            })
+            .await
+            .is_err()
+        {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(kind, "AUDIT EVENT LOST: the audit writer has stopped");
+            return false;
+        }
+        wait.await.unwrap_or(false)
+    }
+
+    /// Records lost since start (write failures and drops).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+async fn write_loop(
+    store: Arc<dyn SecurityStore>,
+    mut rx: mpsc::Receiver<Item>,
+    failures: Arc<AtomicU64>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (events, waiters): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|item| (item.event, item.done)).unzip();
+        let count = events.len();
+        let ok = match store.append_audit(events).await {
+            Ok(_) => true,
+            Err(e) => {
+                failures.fetch_add(count as u64, Ordering::Relaxed);
+                tracing::error!(records = count, error = %e, "AUDIT WRITE FAILED: records lost");
+                false
+            }
+        };
+        for done in waiters.into_iter().flatten() {
+            let _ = done.send(ok);
+        }
+    }
+}

@@ -1,0 +1,487 @@
+//! Authentication and authorization, enforced in one place: [`guard`], a middleware around
+//! every route. It finds the route's rule in [`policy::ROUTES`], establishes the identity
+//! (access JWT or API key), checks the role's permission and, for routes naming a well, the
+//! identity's wells; then rate-limits per identity. Handlers receive the [`Principal`] as a
+//! request extension and only filter lists by its well scope.
+//!
+//! Credentials are read from `Authorization: Bearer <token>` or `X-API-Key: <key>`. API keys
+//! look like `espw_<id>_<secret>`; anything else presented as a bearer token is treated as an
+//! access JWT. Every failure answers the same 401 (the reason is logged at debug level only).
+
+pub mod limits;
+pub mod password;
+pub mod policy;
+pub mod token;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use espwatch_core::Timestamp;
+use espwatch_core::access::{Permission, Role, WellScope};
+use espwatch_store::security::secret_digest;
+use espwatch_store::{ApiKey, LockoutPolicy, SecurityStore, User};
+
+use self::limits::{Rate, RateLimiter};
+use self::password::PasswordHashing;
+use self::policy::{Access, WellParam};
+use self::token::{Claims, TokenKeys};
+use crate::AppState;
+use crate::audit::AuditSink;
+use crate::config::Config;
+use crate::error::ApiError;
+
+/// API keys start with this, then the key id, `_`, and the secret.
+pub const API_KEY_PREFIX: &str = "espw_";
+/// Refresh tokens start with this (they are opaque, never JWTs).
+pub const REFRESH_PREFIX: &str = "espr_";
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Principal {
+    pub kind: PrincipalKind,
+    /// User name, or API key name.
+    pub name: String,
+    pub role: Role,
+    pub scope: WellScope,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PrincipalKind {
+    User { session_id: String },
+    ApiKey { id: String },
+}
+
+impl Principal {
+    /// The audit actor: `user:<name>` or `key:<id>`.
+    pub fn actor(&self) -> String {
+        match &self.kind {
+            PrincipalKind::User { .. } => format!("user:{}", self.name),
+            PrincipalKind::ApiKey { id } => format!("key:{id}"),
+        }
+    }
+
+    pub fn can(&self, permission: Permission) -> bool {
+        self.role.allows(permission)
+    }
+
+    pub fn may_see_well(&self, well_id: &str) -> bool {
+        self.scope.allows(well_id)
+    }
+}
+
+/// Identity facts the request log and audit record need, left on the response by [`guard`].
+#[derive(Clone, Debug)]
+pub struct AuditIdentity {
+    pub actor: String,
+    pub role: Role,
+}
+
+/// The client's address as the audit and rate limits see it.
+#[derive(Clone, Debug)]
+pub struct SourceAddr(pub String);
+
+/// Everything authentication needs, shared by the middleware and the auth routes.
+pub struct Security {
+    pub store: Arc<dyn SecurityStore>,
+    pub keys: TokenKeys,
+    pub hashing: PasswordHashing,
+    pub audit: AuditSink,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub lockout: LockoutPolicy,
+    pub trust_forwarded_for: bool,
+    per_identity: RateLimiter,
+    per_source: RateLimiter,
+    login_per_source: RateLimiter,
+    cache_ttl: Duration,
+    /// Verified credentials by SHA-256 of the presented token, for `cache_ttl`.
+    cache: Mutex<HashMap<String, (Instant, Principal)>>,
+}
+
+impl Security {
+    /// Reads the JWT secret and limits from the configuration; refuses a missing or weak secret.
+    pub fn from_config(
+        config: &Config,
+        store: Arc<dyn SecurityStore>,
+        audit: AuditSink,
+    ) -> anyhow::Result<Security> {
+        let secret = config.jwt_secret_bytes()?;
+        let keys = TokenKeys::new(&secret, &config.jwt_issuer, &config.jwt_audience)?;
+        let hashing =
+            PasswordHashing::new(config.password_hash_concurrency, Duration::from_secs(5))?;
+        let rate = |per_second: f64| Rate {
+            per_second,
+            burst: (per_second * 2.0).max(1.0),
+        };
+        Ok(Security {
+            store,
+            keys,
+            hashing,
+            audit,
+            access_ttl: Duration::from_secs(config.access_token_ttl_secs),
+            refresh_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
+            lockout: LockoutPolicy {
+                max_failures: config.lockout_max_failures,
+                window_micros: config.lockout_window_secs as i64 * 1_000_000,
+                lock_micros: config.lockout_secs as i64 * 1_000_000,
+            },
+            trust_forwarded_for: config.trust_forwarded_for,
+            per_identity: RateLimiter::new(rate(config.rate_limit_per_identity)),
+            per_source: RateLimiter::new(rate(config.rate_limit_per_source)),
+            login_per_source: RateLimiter::new(Rate {
+                per_second: config.login_rate_per_minute / 60.0,
+                burst: config.login_rate_per_minute.max(1.0),
+            }),
+            cache_ttl: Duration::from_millis(config.auth_cache_ms),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Forgets every cached credential (after a logout, revocation, or user change), so the
+    /// change takes effect on the next request.
+    pub fn forget_cached_credentials(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Issues an access token for a user's session.
+    pub fn issue_access_token(&self, user: &User, session_id: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.keys.sign(&Claims {
+            iss: self.keys.issuer.clone(),
+            aud: self.keys.audience.clone(),
+            sub: user.name.clone(),
+            role: user.role.name().to_owned(),
+            sid: session_id.to_owned(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            typ: token::ACCESS_TYPE.to_owned(),
+            iat: now,
+            nbf: now,
+            exp: now + self.access_ttl.as_secs() as i64,
+        })
+    }
+
+    /// The identity behind presented credentials, or why not (logged, never sent).
+    async fn authenticate(&self, presented: &str) -> Result<Principal, String> {
+        let digest = secret_digest(presented);
+        if self.cache_ttl > Duration::ZERO {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, principal)) = cache.get(&digest)
+                && at.elapsed() < self.cache_ttl
+            {
+                return Ok(principal.clone());
+            }
+        }
+        let principal = if presented.starts_with(API_KEY_PREFIX) {
+            self.authenticate_key(presented, &digest).await?
+        } else {
+            self.authenticate_jwt(presented).await?
+        };
+        if self.cache_ttl > Duration::ZERO {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(digest, (Instant::now(), principal.clone()));
+        }
+        Ok(principal)
+    }
+
+    async fn authenticate_key(&self, presented: &str, digest: &str) -> Result<Principal, String> {
+        let id = parse_api_key(presented).ok_or("malformed API key")?;
+        let key = self
+            .store
+            .get_api_key(id)
+            .await
+            .map_err(|e| format!("API key lookup failed: {e}"))?
+            .ok_or("unknown API key id")?;
+        if !constant_time_eq(key.key_hash.as_bytes(), digest.as_bytes()) {
+            return Err("API key secret does not match".into());
+        }
+        let now = Timestamp::from_datetime(chrono::Utc::now());
+        if key.revoked_at.is_some() {
+            return Err("API key revoked".into());
+        }
+        if key.expires_at.is_some_and(|e| e <= now) {
+            return Err("API key expired".into());
+        }
+        Ok(key_principal(&key))
+    }
+
+    async fn authenticate_jwt(&self, presented: &str) -> Result<Principal, String> {
+        let now = chrono::Utc::now();
+        let claims = self
+            .keys
+            .verify(presented, now.timestamp())
+            .map_err(|e| format!("access token refused: {e}"))?;
+        let now = Timestamp::from_datetime(now);
+        let session = self
+            .store
+            .active_session(&claims.sid, now)
+            .await
+            .map_err(|e| format!("session lookup failed: {e}"))?
+            .ok_or("session revoked or expired")?;
+        if session.user_name != claims.sub {
+            return Err("session belongs to another user".into());
+        }
+        let user = self
+            .store
+            .get_user(&claims.sub)
+            .await
+            .map_err(|e| format!("user lookup failed: {e}"))?
+            .ok_or("user removed")?;
+        if user.disabled {
+            return Err("user disabled".into());
+        }
+        if user.role.name() != claims.role {
+            return Err("role changed since the token was issued".into());
+        }
+        Ok(Principal {
+            kind: PrincipalKind::User {
+                session_id: session.id,
+            },
+            name: user.name,
+            role: user.role,
+            scope: WellScope::from_list(user.wells),
+        })
+    }
+}
+
+pub fn key_principal(key: &ApiKey) -> Principal {
+    Principal {
+        kind: PrincipalKind::ApiKey { id: key.id.clone() },
+        name: key.name.clone(),
+        role: key.role,
+        scope: WellScope::from_list(key.wells.clone()),
+    }
+}
+
+/// Generates a new API key: `(id, full key)`. 12 hex characters of id (public), 256 bits of
+/// secret.
+pub fn generate_api_key() -> anyhow::Result<(String, String)> {
+    let mut id = [0u8; 6];
+    getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = random_token(32)?;
+    Ok((id.clone(), format!("{API_KEY_PREFIX}{id}_{secret}")))
+}
+
+/// `bytes` random bytes, base64url without padding.
+pub fn random_token(bytes: usize) -> anyhow::Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(URL_SAFE_NO_PAD.encode(buf))
+}
+
+/// The id part of `espw_<id>_<secret>`.
+pub fn parse_api_key(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(API_KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    let valid_id = id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit());
+    (valid_id && secret.len() >= 32).then_some(id)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The presented credential: `Authorization: Bearer X` or `X-API-Key: X`.
+fn presented_credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let text = value.to_str().ok()?;
+        let (scheme, token) = text.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The client address: the socket peer, or (behind a trusted proxy) the first
+/// `X-Forwarded-For` entry.
+pub fn source_address(request: &Request, trust_forwarded_for: bool) -> String {
+    if trust_forwarded_for
+        && let Some(first) = request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+    {
+        return first.to_string();
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip().to_string())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+pub fn unauthorized() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or invalid credentials: send `Authorization: Bearer <access token or API key>`",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"espwatch\""),
+    );
+    response
+}
+
+pub fn too_many_requests(wait: Duration) -> Response {
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("too many requests; retry after {secs}s"),
+    )
+    .with_details(serde_json::json!({ "retry_after_secs": secs }))
+    .into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&secs.to_string()).expect("digits"),
+    );
+    response
+}
+
+fn forbidden(message: String) -> Response {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
+}
+
+/// The authorization middleware (see the module documentation).
+pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let security = state.security.clone();
+    let source = source_address(&request, security.trust_forwarded_for);
+    request.extensions_mut().insert(SourceAddr(source.clone()));
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let path = request.uri().path().to_owned();
+
+    let rule = match route.as_deref() {
+        // No route matched: the fallback answers 404.
+        None => return next.run(request).await,
+        Some(route) if policy::is_public_path(route) || policy::is_public_path(&path) => {
+            return next.run(request).await;
+        }
+        Some(route) => match policy::lookup(&method, route) {
+            Some(rule) => rule,
+            // A known path with another method: let the router answer 405.
+            None if policy::ROUTES.iter().any(|r| r.path == route) => {
+                return next.run(request).await;
+            }
+            None => {
+                tracing::error!(route, %method, "route missing from the access policy: denied");
+                return forbidden("this route is not open to anyone".into());
+            }
+        },
+    };
+
+    let probe = rule.path.starts_with("/health");
+    let now = Instant::now();
+    if !probe && let Err(wait) = security.per_source.check(&source, now) {
+        return too_many_requests(wait);
+    }
+    if rule.access == Access::Public {
+        if rule.path.starts_with("/api/v1/auth/")
+            && let Err(wait) = security.login_per_source.check(&source, now)
+        {
+            return too_many_requests(wait);
+        }
+        return next.run(request).await;
+    }
+
+    let Some(credential) = presented_credential(request.headers()).map(str::to_owned) else {
+        return unauthorized();
+    };
+    let principal = match security.authenticate(&credential).await {
+        Ok(p) => p,
+        Err(reason) => {
+            tracing::debug!(%reason, route = rule.path, "authentication failed");
+            return unauthorized();
+        }
+    };
+    let identity = AuditIdentity {
+        actor: principal.actor(),
+        role: principal.role,
+    };
+    let deny = |response: Response| {
+        let mut response = response;
+        response.extensions_mut().insert(identity.clone());
+        response
+    };
+    if !policy::role_passes(principal.role, rule.access) {
+        let needed = match rule.access {
+            Access::Permission(p) => p.name(),
+            _ => "authentication",
+        };
+        return deny(forbidden(format!(
+            "role {} lacks the permission {needed}",
+            principal.role
+        )));
+    }
+    if rule.well == WellParam::PathId {
+        let params = {
+            let (mut parts, body) = request.into_parts();
+            let params =
+                <RawPathParams as axum::extract::FromRequestParts<()>>::from_request_parts(
+                    &mut parts,
+                    &(),
+                )
+                .await;
+            request = Request::from_parts(parts, body);
+            params
+        };
+        let params = match params {
+            Ok(p) => p,
+            Err(_) => return deny(forbidden("the well could not be determined".into())),
+        };
+        let well = params
+            .iter()
+            .find(|(k, _)| *k == "id")
+            .map(|(_, v)| v.to_owned());
+        if let Some(well) = well
+            && !principal.may_see_well(&well)
+        {
+            return deny(forbidden(format!("not permitted for well {well:?}")));
+        }
+    }
+    if let Err(wait) = security.per_identity.check(&principal.actor(), now) {
+        return deny(too_many_requests(wait));
+    }
+    request.extensions_mut().insert(principal);
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(identity);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_key_format() {
+        let (id, key) = generate_api_key().unwrap();
+        assert_eq!(parse_api_key(&key), Some(id.as_str()));
+        assert!(key.len() > 50);
+        assert_eq!(parse_api_key("espw_zz_short"), None);
+        assert_eq!(parse_api_key("eyJhbGciOi.x.y"), None);
+    }
+}

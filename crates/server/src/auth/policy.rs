@@ -1,0 +1,158 @@
+//! **The one table of who may call what.** Every route the router serves is listed here with
+//! the access it needs; the authorization middleware looks requests up in it (by method and
+//! route template) and denies anything not listed. Tests enumerate the router's routes and
+//! generate the role × route matrix from this same table and `Role::permissions`.
+
+use axum::http::Method;
+use espwatch_core::access::{Permission, Role};
+
+/// What a route requires.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, no credentials (health probes, login, refresh, the API description).
+    Public,
+    /// Any valid identity, user or API key.
+    Authenticated,
+    /// An identity whose role has this permission.
+    Permission(Permission),
+}
+
+/// How the route names a well, for object-level checks.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum WellParam {
+    /// No well in the path (lists filter by scope in the handler).
+    None,
+    /// The `{id}` path parameter is a well id: checked against the identity's wells before
+    /// the handler runs.
+    PathId,
+}
+
+#[derive(Clone, Debug)]
+pub struct RouteRule {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub well: WellParam,
+}
+
+const fn rule(method: Method, path: &'static str, access: Access, well: WellParam) -> RouteRule {
+    RouteRule {
+        method,
+        path,
+        access,
+        well,
+    }
+}
+
+use Access::{Authenticated, Public};
+use Permission::*;
+use WellParam::{None as NoWell, PathId};
+
+const fn p(permission: Permission) -> Access {
+    Access::Permission(permission)
+}
+
+pub const ROUTES: &[RouteRule] = &[
+    rule(Method::POST, "/api/v1/telemetry", p(TelemetryWrite), NoWell),
+    rule(
+        Method::GET,
+        "/api/v1/wells/{id}/telemetry",
+        p(TelemetryRead),
+        PathId,
+    ),
+    rule(Method::GET, "/api/v1/wells/latest", p(LatestRead), NoWell),
+    rule(Method::GET, "/api/v1/wells", p(WellsRead), NoWell),
+    rule(Method::POST, "/api/v1/wells", p(WellsRegister), NoWell),
+    rule(Method::GET, "/api/v1/wells/{id}", p(WellsRead), PathId),
+    rule(Method::PUT, "/api/v1/wells/{id}", p(WellsWrite), PathId),
+    rule(Method::DELETE, "/api/v1/wells/{id}", p(WellsDelete), PathId),
+    rule(Method::GET, "/api/v1/alarms", p(AlarmsRead), NoWell),
+    rule(
+        Method::POST,
+        "/api/v1/alarms/{id}/ack",
+        p(AlarmsAcknowledge),
+        NoWell,
+    ),
+    rule(
+        Method::GET,
+        "/api/v1/wells/{id}/diagnosis",
+        p(DiagnosticsRead),
+        PathId,
+    ),
+    rule(
+        Method::POST,
+        "/api/v1/wells/{id}/diagnosis/retrain",
+        p(DiagnosticsRetrain),
+        PathId,
+    ),
+    rule(
+        Method::GET,
+        "/api/v1/wells/{id}/events",
+        p(DiagnosticsRead),
+        PathId,
+    ),
+    rule(
+        Method::POST,
+        "/api/v1/diagnostics/decision_tree",
+        p(DiagnosticsRead),
+        NoWell,
+    ),
+    rule(Method::GET, "/api/v1/audit", p(AuditReadOwn), NoWell),
+    rule(Method::POST, "/api/v1/auth/login", Public, NoWell),
+    rule(Method::POST, "/api/v1/auth/refresh", Public, NoWell),
+    rule(Method::POST, "/api/v1/auth/logout", Authenticated, NoWell),
+    rule(Method::GET, "/api/v1/auth/me", Authenticated, NoWell),
+    rule(Method::POST, "/api/v1/auth/password", p(OwnAccount), NoWell),
+    rule(Method::GET, "/api/v1/users", p(UsersManage), NoWell),
+    rule(Method::POST, "/api/v1/users", p(UsersManage), NoWell),
+    rule(
+        Method::PATCH,
+        "/api/v1/users/{name}",
+        p(UsersManage),
+        NoWell,
+    ),
+    rule(
+        Method::DELETE,
+        "/api/v1/users/{name}",
+        p(UsersManage),
+        NoWell,
+    ),
+    rule(Method::GET, "/api/v1/apikeys", p(UsersManage), NoWell),
+    rule(Method::POST, "/api/v1/apikeys", p(UsersManage), NoWell),
+    rule(
+        Method::DELETE,
+        "/api/v1/apikeys/{id}",
+        p(UsersManage),
+        NoWell,
+    ),
+    rule(Method::GET, "/health", Public, NoWell),
+    rule(Method::GET, "/health/live", Public, NoWell),
+    rule(Method::GET, "/health/startup", Public, NoWell),
+    rule(Method::GET, "/health/ready", Public, NoWell),
+];
+
+/// Paths outside the table that are public: the API description and its UI.
+pub fn is_public_path(path: &str) -> bool {
+    path == crate::OPENAPI_PATH || path == "/docs" || path.starts_with("/docs/")
+}
+
+/// The rule for a matched route; `None` (deny) when the route is not in the table.
+pub fn lookup(method: &Method, route: &str) -> Option<&'static RouteRule> {
+    // HEAD is served by GET handlers.
+    let method = if method == Method::HEAD {
+        &Method::GET
+    } else {
+        method
+    };
+    ROUTES
+        .iter()
+        .find(|r| r.path == route && r.method == method)
+}
+
+/// Whether `role` passes `access` (identity already established).
+pub fn role_passes(role: Role, access: Access) -> bool {
+    match access {
+        Access::Public | Access::Authenticated => true,
+        Access::Permission(permission) => role.allows(permission),
+    }
+}

@@ -1,0 +1,290 @@
+//! Access tokens: JWTs signed with HS256, and nothing else.
+//!
+//! Why not a general JWT library: we accept exactly one algorithm and one header, so the
+//! verifier compares the header to the one we issue byte for byte (after base64url decoding)
+//! before anything else. `alg: none`, `alg: HS512`, RS/HS confusion, `kid`/`jku` tricks are all
+//! simply "not our header". The MAC check is constant-time (`hmac::Mac::verify_slice`).
+//! Every claim is required and checked: `iss`, `aud`, `typ`, `exp`, `nbf`, `iat`, `jti`,
+//! plus our `sub`, `role` and `sid` (the session, checked against the store by the caller).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The only header we issue or accept.
+const HEADER_JSON: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+/// `typ` claim of access tokens (refresh tokens are opaque and never JWTs).
+pub const ACCESS_TYPE: &str = "access";
+/// Minimum secret length: 256 bits.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub role: String,
+    pub sid: String,
+    pub jti: String,
+    pub typ: String,
+    /// Seconds since the Unix epoch.
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+}
+
+/// Why a token was refused. Never shown to the client in detail (all map to 401).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("not a compact JWS")]
+    Malformed,
+    #[error("header is not the one this server issues")]
+    Header,
+    #[error("signature does not verify")]
+    Signature,
+    #[error("claims are missing or malformed")]
+    Claims,
+    #[error("wrong issuer")]
+    Issuer,
+    #[error("wrong audience")]
+    Audience,
+    #[error("not an access token")]
+    Type,
+    #[error("expired")]
+    Expired,
+    #[error("not valid yet")]
+    NotYetValid,
+}
+
+/// Why a secret was refused at start.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "the JWT secret is missing: set jwt_secret_file (or ESPWATCH_JWT_SECRET) to at least {MIN_SECRET_BYTES} random bytes, e.g. `head -c 48 /dev/urandom | base64 > jwt.secret`"
+    )]
+    Missing,
+    #[error(
+        "the JWT secret is too short: {0} bytes, at least {MIN_SECRET_BYTES} are required (256 bits)"
+    )]
+    TooShort(usize),
+    #[error("the JWT secret is too weak: it has only {0} distinct bytes; use random bytes")]
+    LowEntropy(usize),
+}
+
+/// Signs and verifies access tokens.
+#[derive(Clone)]
+pub struct TokenKeys {
+    secret: Vec<u8>,
+    pub issuer: String,
+    pub audience: String,
+    /// Accepted clock difference for `exp` and `nbf`, seconds.
+    pub leeway_secs: i64,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("secret", &"<redacted>")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8], issuer: &str, audience: &str) -> Result<TokenKeys, SecretError> {
+        check_secret(secret)?;
+        Ok(TokenKeys {
+            secret: secret.to_vec(),
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            leeway_secs: 5,
+        })
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        HmacSha256::new_from_slice(&self.secret).expect("HMAC takes keys of any length")
+    }
+
+    pub fn sign(&self, claims: &Claims) -> String {
+        let header = URL_SAFE_NO_PAD.encode(HEADER_JSON);
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"));
+        let signing_input = format!("{header}.{payload}");
+        let mut mac = self.mac();
+        mac.update(signing_input.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{signing_input}.{signature}")
+    }
+
+    /// Verifies an access token at `now` (seconds since the epoch).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        if token.len() > 4096 {
+            return Err(TokenError::Malformed);
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header_bytes = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| TokenError::Malformed)?;
+        if header_bytes != HEADER_JSON.as_bytes() {
+            return Err(TokenError::Header);
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| TokenError::Malformed)?;
+        let mut mac = self.mac();
+        mac.update(header.as_bytes());
+        mac.update(b".");
+        mac.update(payload.as_bytes());
+        mac.verify_slice(&signature)
+            .map_err(|_| TokenError::Signature)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Claims)?;
+        let claims: Claims = serde_json::from_slice(&payload).map_err(|_| TokenError::Claims)?;
+        if claims.iss != self.issuer {
+            return Err(TokenError::Issuer);
+        }
+        if claims.aud != self.audience {
+            return Err(TokenError::Audience);
+        }
+        if claims.typ != ACCESS_TYPE {
+            return Err(TokenError::Type);
+        }
+        if now >= claims.exp + self.leeway_secs {
+            return Err(TokenError::Expired);
+        }
+        if now + self.leeway_secs < claims.nbf {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+/// At least 256 bits, and not an obviously non-random string.
+pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
+    if secret.is_empty() {
+        return Err(SecretError::Missing);
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(SecretError::TooShort(secret.len()));
+    }
+    let mut seen = [false; 256];
+    for b in secret {
+        seen[*b as usize] = true;
+    }
+    let distinct = seen.iter().filter(|s| **s).count();
+    if distinct < 12 {
+        return Err(SecretError::LowEntropy(distinct));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(
+            b"0123456789abcdefghijklmnopqrstuvwxyzABCD",
+            "espwatch",
+            "api",
+        )
+        .unwrap()
+    }
+
+    fn claims(now: i64) -> Claims {
+        Claims {
+            iss: "espwatch".into(),
+            aud: "api".into(),
+            sub: "ana".into(),
+            role: "viewer".into(),
+            sid: "s1".into(),
+            jti: "j1".into(),
+            typ: ACCESS_TYPE.into(),
+            iat: now,
+            nbf: now,
+            exp: now + 900,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_refusal() {
+        let k = keys();
+        let now = 1_800_000_000;
+        let token = k.sign(&claims(now));
+        assert_eq!(k.verify(&token, now).unwrap(), claims(now));
+        assert_eq!(k.verify(&token, now + 906), Err(TokenError::Expired));
+        let mut future = claims(now);
+        future.nbf = now + 60;
+        assert_eq!(
+            k.verify(&k.sign(&future), now),
+            Err(TokenError::NotYetValid)
+        );
+        let mut other = claims(now);
+        other.iss = "evil".into();
+        assert_eq!(k.verify(&k.sign(&other), now), Err(TokenError::Issuer));
+        let mut other = claims(now);
+        other.aud = "other".into();
+        assert_eq!(k.verify(&k.sign(&other), now), Err(TokenError::Audience));
+        let mut other = claims(now);
+        other.typ = "refresh".into();
+        assert_eq!(k.verify(&k.sign(&other), now), Err(TokenError::Type));
+
+        // alg none and other algorithms: header differs.
+        let (_, rest) = token.split_once('.').unwrap();
+        let none = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#),
+            rest
+        );
+        assert_eq!(k.verify(&none, now), Err(TokenError::Header));
+        let payload = rest.split('.').next().unwrap();
+        assert_eq!(
+            k.verify(
+                &format!("{}.{payload}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#)),
+                now
+            ),
+            Err(TokenError::Header)
+        );
+        // A different key.
+        let other_keys = TokenKeys::new(
+            b"ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxw",
+            "espwatch",
+            "api",
+        )
+        .unwrap();
+        assert_eq!(other_keys.verify(&token, now), Err(TokenError::Signature));
+        // Tampered payload.
+        let mut tampered = claims(now);
+        tampered.role = "admin".into();
+        let forged = k.sign(&tampered);
+        let mixed = format!(
+            "{}.{}.{}",
+            token.split('.').next().unwrap(),
+            forged.split('.').nth(1).unwrap(),
+            token.split('.').nth(2).unwrap()
+        );
+        assert_eq!(k.verify(&mixed, now), Err(TokenError::Signature));
+        assert_eq!(k.verify("garbage", now), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn weak_secrets_are_refused() {
+        assert_eq!(check_secret(b""), Err(SecretError::Missing));
+        assert_eq!(check_secret(b"short"), Err(SecretError::TooShort(5)));
+        assert!(matches!(
+            check_secret(&[b'a'; 40]),
+            Err(SecretError::LowEntropy(1))
+        ));
+    }
+}

@@ -1,0 +1,135 @@
+//! The audit trail over HTTP: admins read everything, analysts their own records.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use espwatch_core::Timestamp;
+use espwatch_core::access::Permission;
+use espwatch_store::{AuditFilter, AuditRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::ApiError;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// `user:<name>` or `key:<id>`. Analysts may only ask for themselves (the default).
+    actor: Option<String>,
+    /// Event kind, e.g. `request`, `login_failure`, `user_change`.
+    kind: Option<String>,
+    /// RFC 3339, inclusive.
+    since: Option<String>,
+    /// RFC 3339, exclusive.
+    until: Option<String>,
+    /// Records older than this id (paging).
+    before_id: Option<i64>,
+    /// At most this many (default 100, at most 10000), newest first.
+    limit: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditView {
+    id: i64,
+    ts: String,
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<f64>,
+    #[schema(value_type = Object)]
+    detail: serde_json::Value,
+    hash: String,
+}
+
+impl From<AuditRecord> for AuditView {
+    fn from(r: AuditRecord) -> Self {
+        let e = r.event;
+        AuditView {
+            id: r.id,
+            ts: e.ts.to_rfc3339(),
+            kind: e.kind,
+            request_id: e.request_id,
+            method: e.method,
+            route: e.route,
+            status: e.status,
+            actor: e.actor,
+            role: e.role,
+            source: e.source,
+            duration_ms: e.duration_ms,
+            detail: e.detail,
+            hash: r.hash,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditList {
+    records: Vec<AuditView>,
+}
+
+fn parse_ts(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|t| {
+        Timestamp::parse_rfc3339(t)
+            .map_err(|e| ApiError::bad_request("invalid_query", format!("{name}: {e}")))
+    })
+    .transpose()
+}
+
+/// Audit records, newest first. Admins see all; analysts only their own.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "admin",
+    params(AuditParams),
+    responses(
+        (status = 200, description = "Records", body = AuditList),
+        (status = 403, description = "Asking for another identity's records without audit:read", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<AuditList>, ApiError> {
+    let Query(params) =
+        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let own = principal.actor();
+    let actor = if principal.can(Permission::AuditReadAll) {
+        params.actor
+    } else {
+        match params.actor {
+            Some(a) if a != own => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "you may only read your own audit records",
+                ));
+            }
+            _ => Some(own),
+        }
+    };
+    let filter = AuditFilter {
+        actor,
+        kind: params.kind,
+        since: parse_ts("since", params.since.as_deref())?,
+        until: parse_ts("until", params.until.as_deref())?,
+        before_id: params.before_id,
+        limit: params.limit.unwrap_or(100).clamp(1, 10_000),
+    };
+    let records = state.security.store.list_audit(&filter).await?;
+    Ok(Json(AuditList {
+        records: records.into_iter().map(Into::into).collect(),
+    }))
+}

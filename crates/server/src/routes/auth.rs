@@ -1,0 +1,466 @@
+//! Sessions: login, refresh, logout, who-am-I, password change.
+//!
+//! Login answers the same 401 body for an unknown user, a wrong password, a disabled or a
+//! locked account, and takes the same time (an unknown user is verified against a dummy hash).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use espwatch_core::Timestamp;
+use espwatch_core::access::{Permission, check_password};
+use espwatch_store::security::secret_digest;
+use espwatch_store::{AuditEvent, NewSession, RefreshOutcome, User, UserChange};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::json_body;
+use crate::app::AppState;
+use crate::auth::password::HashError;
+use crate::auth::{Principal, PrincipalKind, REFRESH_PREFIX, SourceAddr, random_token};
+use crate::error::ApiError;
+
+const AUTH_BODY_LIMIT: usize = 8 * 1024;
+
+pub(crate) fn now() -> Timestamp {
+    Timestamp::from_datetime(chrono::Utc::now())
+}
+
+/// A security event with the request's id and source filled in.
+pub(crate) fn security_event(
+    kind: &str,
+    headers: &HeaderMap,
+    source: Option<&SourceAddr>,
+    actor: Option<String>,
+    role: Option<&str>,
+    detail: serde_json::Value,
+) -> AuditEvent {
+    AuditEvent {
+        ts: now(),
+        kind: kind.to_owned(),
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        method: None,
+        route: None,
+        status: None,
+        actor,
+        role: role.map(str::to_owned),
+        source: source.map(|s| s.0.clone()),
+        duration_ms: None,
+        detail,
+    }
+}
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many sign-ins at once; retry in a moment",
+            ),
+            HashError::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// Short-lived JWT for `Authorization: Bearer`.
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: &'static str,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+    /// Single-use token for `POST /api/v1/auth/refresh`; each refresh returns a new one.
+    refresh_token: String,
+    /// Seconds until the refresh token expires.
+    refresh_expires_in: u64,
+    user: UserSummary,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserSummary {
+    name: String,
+    role: String,
+}
+
+fn login_failed() -> Response {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "invalid user name or password, or the account is locked or disabled",
+    )
+    .into_response()
+}
+
+async fn open_session(
+    state: &AppState,
+    user: &User,
+    source: Option<&SourceAddr>,
+) -> Result<TokenResponse, ApiError> {
+    let security = &state.security;
+    let refresh = format!(
+        "{REFRESH_PREFIX}{}",
+        random_token(32).map_err(ApiError::internal)?
+    );
+    let session_id = uuid::Uuid::new_v4().to_string();
+    let expires_at = Timestamp(now().0 + security.refresh_ttl.as_micros() as i64);
+    security
+        .store
+        .create_session(
+            NewSession {
+                id: session_id.clone(),
+                user_name: user.name.clone(),
+                refresh_hash: secret_digest(&refresh),
+                expires_at,
+                source: source.map(|s| s.0.clone()),
+            },
+            now(),
+        )
+        .await?;
+    Ok(token_response(state, user, &session_id, refresh))
+}
+
+fn token_response(
+    state: &AppState,
+    user: &User,
+    session_id: &str,
+    refresh: String,
+) -> TokenResponse {
+    let security = &state.security;
+    TokenResponse {
+        access_token: security.issue_access_token(user, session_id),
+        token_type: "Bearer",
+        expires_in: security.access_ttl.as_secs(),
+        refresh_token: refresh,
+        refresh_expires_in: security.refresh_ttl.as_secs(),
+        user: UserSummary {
+            name: user.name.clone(),
+            role: user.role.name().to_owned(),
+        },
+    }
+}
+
+/// Signs in with user name and password; returns an access token and a refresh token.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in", body = TokenResponse),
+        (status = 401, description = "Invalid credentials, or account locked or disabled", body = crate::error::ErrorEnvelope),
+        (status = 429, description = "Too many attempts from this address", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    source: Option<Extension<SourceAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let source = source.map(|Extension(s)| s);
+    let body: LoginBody = json_body(&headers, body, AUTH_BODY_LIMIT).await?;
+    let security = &state.security;
+    let name = body.username.trim().to_owned();
+    let user = if name.is_empty() || name.len() > 128 {
+        None
+    } else {
+        security.store.get_user(&name).await?
+    };
+    let at = now();
+    let (verifiable, reason) = match &user {
+        None => (None, "unknown_user"),
+        Some(u) if u.disabled => (None, "disabled"),
+        Some(u) if u.locked_until.is_some_and(|t| t > at) => (None, "locked"),
+        Some(u) => (Some(u.password_hash.clone()), "bad_password"),
+    };
+    let password_ok = body.password.chars().count() <= espwatch_core::access::PASSWORD_MAX_CHARS;
+    let password = if password_ok {
+        body.password
+    } else {
+        String::new()
+    };
+    let matched = security
+        .hashing
+        .verify(password, verifiable.clone())
+        .await?
+        && password_ok;
+    let audit_name =
+        || serde_json::json!({ "username": name.chars().take(128).collect::<String>() });
+
+    if matched && let Some(user) = user {
+        security.store.record_login_success(&user.name).await?;
+        let tokens = open_session(&state, &user, source.as_ref()).await?;
+        security
+            .audit
+            .record_committed(security_event(
+                "login_success",
+                &headers,
+                source.as_ref(),
+                Some(format!("user:{}", user.name)),
+                Some(user.role.name()),
+                serde_json::json!({}),
+            ))
+            .await;
+        return Ok(Json(tokens).into_response());
+    }
+
+    let reason = if verifiable.is_some() {
+        "bad_password"
+    } else {
+        reason
+    };
+    let mut detail = audit_name();
+    detail["reason"] = reason.into();
+    if reason == "bad_password"
+        && let Some(updated) = security
+            .store
+            .record_login_failure(&name, at, security.lockout)
+            .await?
+        && updated.locked_until.is_some_and(|t| t > at)
+    {
+        security
+            .audit
+            .record_committed(security_event(
+                "lockout",
+                &headers,
+                source.as_ref(),
+                Some(format!("user:{name}")),
+                Some(updated.role.name()),
+                serde_json::json!({ "locked_until": updated.locked_until.map(|t| t.to_rfc3339()) }),
+            ))
+            .await;
+    }
+    security
+        .audit
+        .record_committed(security_event(
+            "login_failure",
+            &headers,
+            source.as_ref(),
+            None,
+            None,
+            detail,
+        ))
+        .await;
+    Ok(login_failed())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshBody {
+    refresh_token: String,
+}
+
+/// Exchanges a refresh token (single use) for a new access token and a new refresh token.
+/// Presenting a refresh token a second time revokes its whole session.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "New tokens", body = TokenResponse),
+        (status = 401, description = "Invalid, used, expired or revoked refresh token", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    source: Option<Extension<SourceAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let source = source.map(|Extension(s)| s);
+    let body: RefreshBody = json_body(&headers, body, AUTH_BODY_LIMIT).await?;
+    let security = &state.security;
+    let invalid = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+            "the refresh token is invalid, used, expired or revoked; sign in again",
+        )
+    };
+    if !body.refresh_token.starts_with(REFRESH_PREFIX) || body.refresh_token.len() > 256 {
+        return Err(invalid());
+    }
+    let next = format!(
+        "{REFRESH_PREFIX}{}",
+        random_token(32).map_err(ApiError::internal)?
+    );
+    let expires_at = Timestamp(now().0 + security.refresh_ttl.as_micros() as i64);
+    match security
+        .store
+        .rotate_refresh(
+            &secret_digest(&body.refresh_token),
+            &secret_digest(&next),
+            expires_at,
+            now(),
+        )
+        .await?
+    {
+        RefreshOutcome::Rotated { session, user } => {
+            security.audit.record(security_event(
+                "refresh",
+                &headers,
+                source.as_ref(),
+                Some(format!("user:{}", user.name)),
+                Some(user.role.name()),
+                serde_json::json!({ "session": session.id }),
+            ));
+            Ok(Json(token_response(&state, &user, &session.id, next)).into_response())
+        }
+        RefreshOutcome::Reused { session_id } => {
+            security.forget_cached_credentials();
+            security
+                .audit
+                .record_committed(security_event(
+                    "refresh_reuse",
+                    &headers,
+                    source.as_ref(),
+                    None,
+                    None,
+                    serde_json::json!({ "session": session_id, "action": "session revoked" }),
+                ))
+                .await;
+            Err(invalid())
+        }
+        RefreshOutcome::Invalid => Err(invalid()),
+    }
+}
+
+/// Ends the caller's session at once: its access and refresh tokens stop working.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses(
+        (status = 204, description = "Signed out"),
+        (status = 401, description = "Not signed in", body = crate::error::ErrorEnvelope),
+        (status = 403, description = "API keys cannot log out (revoke them instead)", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    source: Option<Extension<SourceAddr>>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let PrincipalKind::User { session_id } = &principal.kind else {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "API keys have no session to end; revoke the key instead",
+        ));
+    };
+    let security = &state.security;
+    security.store.revoke_session(session_id, now()).await?;
+    security.forget_cached_credentials();
+    security
+        .audit
+        .record_committed(security_event(
+            "logout",
+            &headers,
+            source.map(|Extension(s)| s).as_ref(),
+            Some(principal.actor()),
+            Some(principal.role.name()),
+            serde_json::json!({ "session": session_id }),
+        ))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    /// `user` or `api_key`.
+    kind: &'static str,
+    name: String,
+    role: String,
+    /// The wells this identity is limited to; absent: all wells.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wells: Option<Vec<String>>,
+    permissions: Vec<&'static str>,
+}
+
+/// Who the caller is: identity, role, permissions and wells.
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
+    responses((status = 200, description = "The caller", body = Me),
+              (status = 401, description = "Not authenticated", body = crate::error::ErrorEnvelope)))]
+pub async fn me(Extension(principal): Extension<Principal>) -> Json<Me> {
+    Json(Me {
+        kind: match principal.kind {
+            PrincipalKind::User { .. } => "user",
+            PrincipalKind::ApiKey { .. } => "api_key",
+        },
+        name: principal.name.clone(),
+        role: principal.role.name().to_owned(),
+        wells: principal.scope.as_list().map(<[String]>::to_vec),
+        permissions: Permission::ALL
+            .iter()
+            .filter(|p| principal.can(**p))
+            .map(|p| p.name())
+            .collect(),
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the caller's password. Every session of the user ends, this one included: sign in
+/// again with the new password.
+#[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth",
+    request_body = PasswordBody,
+    responses(
+        (status = 204, description = "Changed; all sessions ended"),
+        (status = 401, description = "Wrong current password", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "New password refused by the policy", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    source: Option<Extension<SourceAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let body: PasswordBody = json_body(&headers, body, AUTH_BODY_LIMIT).await?;
+    let security = &state.security;
+    let user = security
+        .store
+        .get_user(&principal.name)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no such user"))?;
+    if body.current_password.chars().count() > espwatch_core::access::PASSWORD_MAX_CHARS
+        || !security
+            .hashing
+            .verify(body.current_password, Some(user.password_hash.clone()))
+            .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "the current password is wrong",
+        ));
+    }
+    check_password(&user.name, &body.new_password)
+        .map_err(|p| ApiError::unprocessable("weak_password", p.to_string()))?;
+    let hash = security.hashing.hash(body.new_password).await?;
+    security
+        .store
+        .update_user(&user.name, UserChange::SetPassword(hash), now())
+        .await?;
+    security.forget_cached_credentials();
+    security
+        .audit
+        .record_committed(security_event(
+            "password_change",
+            &headers,
+            source.map(|Extension(s)| s).as_ref(),
+            Some(principal.actor()),
+            Some(principal.role.name()),
+            serde_json::json!({ "user": user.name }),
+        ))
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
