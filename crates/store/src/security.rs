@@ -55,6 +55,7 @@ pub struct NewUser {
 #[derive(Clone, Debug, PartialEq)]
 pub enum UserChange {
     Disable,
+    /// Also clears a lockout and the failure count (how an admin unlocks an account).
     Enable,
     SetRole(Role),
     SetPassword(String),
@@ -68,6 +69,38 @@ pub struct LockoutPolicy {
     pub max_failures: u32,
     pub window_micros: i64,
     pub lock_micros: i64,
+}
+
+impl LockoutPolicy {
+    /// Counts one failed login into `user` (the rule both backends apply in their
+    /// transaction):
+    /// - while locked (`locked_until > now`) the count goes up but the lock is not extended;
+    /// - after a lock expired, or when the window started `window_micros` or more ago (or
+    ///   never), a new window starts at `now` with a count of 1 and the old lock is cleared;
+    /// - when the count reaches `max_failures` the account is locked until
+    ///   `now + lock_micros`; the count stays at the limit (so the returned user shows why)
+    ///   until the next failure after the lock, or a successful login, resets it.
+    ///
+    /// `max_failures == 0` never locks.
+    pub fn count_failure(&self, user: &mut User, now: Timestamp) {
+        if user.locked_until.is_some_and(|until| until > now) {
+            user.failed_logins = user.failed_logins.saturating_add(1);
+            return;
+        }
+        let in_window = user
+            .failed_since
+            .is_some_and(|since| now.0.saturating_sub(since.0) < self.window_micros);
+        if user.locked_until.is_some() || !in_window {
+            user.failed_logins = 1;
+            user.failed_since = Some(now);
+            user.locked_until = None;
+        } else {
+            user.failed_logins = user.failed_logins.saturating_add(1);
+        }
+        if self.max_failures > 0 && user.failed_logins >= self.max_failures {
+            user.locked_until = Some(Timestamp(now.0.saturating_add(self.lock_micros)));
+        }
+    }
 }
 
 /// A login session (one per successful login, renewed by refreshes).
@@ -215,8 +248,22 @@ pub struct AuditFilter {
     pub until: Option<Timestamp>,
     /// Records with `id < before_id` (paging backwards).
     pub before_id: Option<i64>,
-    /// At most this many, newest first.
+    /// At most this many, newest first; 0 means [`AuditFilter::DEFAULT_LIMIT`], and more
+    /// than [`AuditFilter::MAX_LIMIT`] means that many.
     pub limit: usize,
+}
+
+impl AuditFilter {
+    pub const DEFAULT_LIMIT: usize = 100;
+    pub const MAX_LIMIT: usize = 10_000;
+
+    /// The number of records a listing returns at most (see `limit`).
+    pub fn effective_limit(&self) -> usize {
+        match self.limit {
+            0 => Self::DEFAULT_LIMIT,
+            n => n.min(Self::MAX_LIMIT),
+        }
+    }
 }
 
 /// Result of checking the whole chain.

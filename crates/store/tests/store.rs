@@ -1,7 +1,9 @@
 //! Integration tests of the embedded engine: the shared conformance suite (twice: default
-//! tuning, and tuned to checkpoint constantly) plus engine-specific behaviour.
+//! tuning, and tuned to checkpoint constantly) plus engine-specific behaviour; the security
+//! conformance suite on `security.sqlite`, and its multi-instance / multi-process behaviour.
 
 mod conformance;
+mod security_conformance;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use conformance::{Harness, all_time, auto, reading, well};
-use espwatch_store::{EmbeddedOptions, EmbeddedStore, ReadingOutcome, Store, StoreError};
+use espwatch_core::access::Role;
+use espwatch_store::{
+    AuditFilter, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, ReadingOutcome, SecurityStore,
+    Store, StoreError,
+};
 
 struct EmbeddedHarness {
     dir: tempfile::TempDir,
@@ -347,4 +353,202 @@ async fn kill_9_loses_nothing_acknowledged() {
         );
     }
     store.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The security store: conformance, then what only the embedded one has (several processes on
+// one `security.sqlite`, next to a running telemetry store).
+
+struct EmbeddedSecurityHarness {
+    dir: tempfile::TempDir,
+}
+
+impl EmbeddedSecurityHarness {
+    fn new() -> Self {
+        EmbeddedSecurityHarness {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A raw connection to the file, as an attacker with file access would have.
+    fn raw(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(self.dir.path().join("security.sqlite")).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn
+    }
+}
+
+#[async_trait]
+impl security_conformance::SecurityHarness for EmbeddedSecurityHarness {
+    async fn open(&self) -> Arc<dyn SecurityStore> {
+        Arc::new(EmbeddedSecurityStore::open(self.dir.path()).unwrap())
+    }
+
+    async fn tamper_audit(&self, id: i64) {
+        let n = self
+            .raw()
+            .execute("UPDATE audit SET status = status + 1 WHERE id = ?1", [id])
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    async fn delete_audit(&self, id: i64) {
+        let n = self
+            .raw()
+            .execute("DELETE FROM audit WHERE id = ?1", [id])
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    async fn corrupt_role(&self, name: &str) {
+        let n = self
+            .raw()
+            .execute("UPDATE users SET role = 'wizard' WHERE name = ?1", [name])
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+}
+
+mod security_suite {
+    use super::*;
+    security_conformance::security_conformance_tests!(EmbeddedSecurityHarness::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn security_store_is_shared_with_a_running_server_and_the_cli() {
+    use security_conformance::{at, event, new_user};
+
+    let dir = tempfile::tempdir().unwrap();
+    // The "server": telemetry store (holding the directory lock) and its security store.
+    let telemetry = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let server = EmbeddedSecurityStore::open(dir.path()).unwrap();
+    // The "CLI": opens the same directory's security store while the server runs.
+    let cli = EmbeddedSecurityStore::open(dir.path()).unwrap();
+    assert_eq!(cli.path(), dir.path().join("security.sqlite"));
+
+    cli.create_user(new_user("root", Role::Admin), at(0))
+        .await
+        .unwrap();
+    assert_eq!(
+        server.get_user("root").await.unwrap().unwrap().role,
+        Role::Admin
+    );
+    match server.create_user(new_user("root", Role::Viewer), at(1)).await {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+
+    // Both append concurrently; one chain comes out.
+    let mut tasks = Vec::new();
+    for (who, store) in [("server", server.clone()), ("cli", cli.clone())] {
+        for t in 0..3i64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for b in 0..20i64 {
+                    let batch = (0..3)
+                        .map(|i| event(t * 100 + b * 3 + i, "request", Some(who), 200))
+                        .collect();
+                    store.append_audit(batch).await.unwrap();
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for store in [&server, &cli] {
+        let v = store.verify_audit().await.unwrap();
+        assert_eq!((v.records, v.first_broken), (360, None), "{:?}", v.reason);
+    }
+    let all = cli
+        .list_audit(&AuditFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all[0].id, 360);
+    for who in ["server", "cli"] {
+        let n = all
+            .iter()
+            .filter(|r| r.event.actor.as_deref() == Some(who))
+            .count();
+        assert_eq!(n, 180, "{who}");
+    }
+    telemetry.close().await.unwrap();
+}
+
+/// Child half of `audit_appends_from_several_processes_form_one_chain`: appends 40 batches
+/// to the security store of `ESPWATCH_AUDIT_CHILD_DIR`. Does nothing unless started by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn audit_child() {
+    let Some(dir) = std::env::var_os("ESPWATCH_AUDIT_CHILD_DIR") else {
+        return;
+    };
+    let me = std::process::id().to_string();
+    let store = EmbeddedSecurityStore::open(Path::new(&dir)).unwrap();
+    for b in 0..40i64 {
+        let batch = (0..(1 + b % 5))
+            .map(|i| security_conformance::event(b * 10 + i, "request", Some(&me), 200))
+            .collect();
+        store.append_audit(batch).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_appends_from_several_processes_form_one_chain() {
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Create the file first so the children race on appends, not on the schema.
+    let here = EmbeddedSecurityStore::open(dir.path()).unwrap();
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "audit_child", "--ignored", "--test-threads", "1"])
+                .env("ESPWATCH_AUDIT_CHILD_DIR", dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for b in 0..40i64 {
+        here.append_audit(vec![security_conformance::event(b, "request", Some("parent"), 200)])
+            .await
+            .unwrap();
+    }
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "child failed");
+    }
+    // Each child appended 1+2+3+4+5 per 5 batches = 15 × 8 = 120 records.
+    let expected = 3 * 120 + 40;
+    let v = here.verify_audit().await.unwrap();
+    assert_eq!((v.records, v.first_broken), (expected, None), "{:?}", v.reason);
+    let actors: std::collections::HashSet<_> = here
+        .list_audit(&AuditFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.event.actor)
+        .collect();
+    assert_eq!(actors.len(), 4);
+}
+
+#[tokio::test]
+async fn security_store_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(EmbeddedSecurityStore::open(dir.path()).unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join("security.sqlite")).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(conn);
+    match EmbeddedSecurityStore::open(dir.path()) {
+        Err(StoreError::Internal(msg)) => assert!(msg.contains("newer"), "{msg}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("opened a newer schema"),
+    }
 }

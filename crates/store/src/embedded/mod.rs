@@ -8,6 +8,7 @@
 //!   per well) so duplicate checks, `latest` and the registry never wait on disk.
 //! - [`codec`]: the log-batch and segment encodings.
 //! - [`schema`]: tables and connection setup.
+//! - [`security`]: [`EmbeddedSecurityStore`] on `security.sqlite`, outside the directory lock.
 //!
 //! Reads go through a small pool of read-only connections on blocking threads; the async
 //! runtime never waits on SQLite.
@@ -16,6 +17,7 @@ mod alarms;
 mod codec;
 mod index;
 mod schema;
+mod security;
 mod writer;
 
 use std::fs::{File, OpenOptions};
@@ -32,6 +34,7 @@ use tokio::sync::oneshot;
 
 use self::index::{merge_dedup, window_start};
 use self::schema::sql_err;
+pub use self::security::{EmbeddedSecurityStore, SECURITY_FILE};
 use self::writer::{Command, Reply, Shared, Writer, WriterOptions};
 use crate::{
     AppendOptions, AppendOutcome, LatestReading, ProbeResult, Store, StoreError, StoreHealth,
