@@ -14,8 +14,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use espwatch_server::{AppState, Config};
-use espwatch_store::{AlarmStore, EmbeddedOptions, EmbeddedStore, Store};
+use espwatch_core::access::Role;
+use espwatch_server::{AppState, Config, SecretString};
+use espwatch_store::security::secret_digest;
+use espwatch_store::{
+    AlarmStore, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, NewApiKey, NewUser,
+    SecurityStore, Store,
+};
 use espwatch_store_postgres::testing::TestDatabase;
 use espwatch_store_postgres::{PostgresOptions, PostgresStore};
 use serde_json::Value;
@@ -90,6 +95,13 @@ pub(crate) use both_backends;
 pub struct OpenedStore {
     pub store: Arc<dyn Store>,
     pub alarms: Option<Arc<dyn AlarmStore>>,
+    pub security: Arc<dyn SecurityStore>,
+}
+
+/// The JWT secret of every server a test starts (in-process or child): random per process.
+pub fn test_jwt_secret() -> &'static str {
+    static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SECRET.get_or_init(|| espwatch_server::auth::random_token(48).expect("randomness"))
 }
 
 async fn open_store(data_dir: &Path, config: &mut Config) -> OpenedStore {
@@ -100,6 +112,7 @@ async fn open_store(data_dir: &Path, config: &mut Config) -> OpenedStore {
             );
             OpenedStore {
                 alarms: Some(store.clone() as Arc<dyn AlarmStore>),
+                security: Arc::new(EmbeddedSecurityStore::open(data_dir).expect("open security")),
                 store,
             }
         }
@@ -123,6 +136,7 @@ async fn open_store(data_dir: &Path, config: &mut Config) -> OpenedStore {
             );
             OpenedStore {
                 alarms: Some(store.clone() as Arc<dyn AlarmStore>),
+                security: store.clone() as Arc<dyn SecurityStore>,
                 store,
             }
         }
@@ -132,7 +146,13 @@ async fn open_store(data_dir: &Path, config: &mut Config) -> OpenedStore {
 /// A server running inside the test process.
 pub struct TestApp {
     pub address: SocketAddr,
+    /// Sends an admin API key with every request (most tests are not about access control).
     pub client: reqwest::Client,
+    /// No credentials at all.
+    pub anonymous: reqwest::Client,
+    pub admin_key: String,
+    /// The server's security store, for arranging users and keys directly.
+    pub security: Arc<dyn SecurityStore>,
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -157,24 +177,36 @@ pub async fn start_in(
     tweak: impl FnOnce(&mut Config),
 ) -> TestApp {
     init();
+    // Rate limits off unless a test turns them on: tests fire requests quickly.
     let mut config = Config {
         data_dir: data_dir.clone(),
+        jwt_secret: Some(SecretString(test_jwt_secret().to_owned())),
+        rate_limit_per_identity: 0.0,
+        rate_limit_per_source: 0.0,
+        login_rate_per_minute: 10_000.0,
         ..Config::default()
     };
     tweak(&mut config);
     let store = open_store(&data_dir, &mut config).await;
+    let security = store.security.clone();
+    let admin_key = create_key(security.as_ref(), "test-admin", Role::Admin, None).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let address = listener.local_addr().expect("address");
-    let state = AppState::new(store.store, config).with_optional_alarms(store.alarms);
+    let state = AppState::new(store.store, config, store.security)
+        .expect("app state")
+        .with_optional_alarms(store.alarms);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(espwatch_server::serve(listener, state, async {
         let _ = stopped.await;
     }));
     TestApp {
         address,
-        client: reqwest::Client::new(),
+        client: bearer_client(&admin_key),
+        anonymous: reqwest::Client::new(),
+        admin_key,
+        security,
         data_dir,
         stop: Some(stop),
         task: Some(task),
@@ -248,6 +280,96 @@ impl TestApp {
     }
 }
 
+/// A client that sends `Authorization: Bearer <token>` with every request.
+pub fn bearer_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// Creates an API key directly in the store; returns the key.
+pub async fn create_key(
+    security: &dyn SecurityStore,
+    name: &str,
+    role: Role,
+    wells: Option<Vec<String>>,
+) -> String {
+    let (id, key) = espwatch_server::auth::generate_api_key().expect("key");
+    security
+        .create_api_key(
+            NewApiKey {
+                id,
+                name: name.into(),
+                role,
+                wells,
+                key_hash: secret_digest(&key),
+                created_by: "test".into(),
+                expires_at: None,
+            },
+            espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
+        )
+        .await
+        .expect("create key");
+    key
+}
+
+/// Creates a user directly in the store (hashing with the real Argon2 parameters).
+pub async fn create_user(
+    security: &dyn SecurityStore,
+    name: &str,
+    password: &str,
+    role: Role,
+    wells: Option<Vec<String>>,
+) {
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || {
+        espwatch_server::auth::password::hash_blocking(&password)
+    })
+    .await
+    .expect("join")
+    .expect("hash");
+    security
+        .create_user(
+            NewUser {
+                name: name.into(),
+                role,
+                password_hash: hash,
+                wells,
+            },
+            espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
+        )
+        .await
+        .expect("create user");
+}
+
+impl TestApp {
+    /// Signs in; returns the whole token response.
+    pub async fn login(&self, user: &str, password: &str) -> (u16, Value) {
+        self.send(
+            self.anonymous
+                .post(self.url("/api/v1/auth/login"))
+                .json(&serde_json::json!({ "username": user, "password": password })),
+        )
+        .await
+    }
+
+    /// Signs in and returns a client carrying the access token.
+    pub async fn user_client(&self, user: &str, password: &str) -> (reqwest::Client, Value) {
+        let (status, body) = self.login(user, password).await;
+        assert_eq!(status, 200, "login of {user}: {body}");
+        (
+            bearer_client(body["access_token"].as_str().expect("token")),
+            body,
+        )
+    }
+}
+
 pub async fn status_json(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
@@ -263,12 +385,34 @@ pub async fn status_json(response: reqwest::Response) -> (u16, Value) {
 pub struct ChildServer {
     pub child: Child,
     pub address: SocketAddr,
+    /// An admin API key made with `espwatch apikeys create` before the start (`start` only).
+    pub api_key: Option<String>,
+    /// Everything the child printed on stdout so far.
+    pub stdout: Arc<Mutex<Vec<String>>>,
+}
+
+/// `espwatch apikeys create` on a data dir; returns the key it printed.
+pub fn cli_api_key(store_args: &[&str], role: &str) -> String {
+    let mut args = vec!["apikeys", "create", "--name", "test", "--role", role];
+    args.extend_from_slice(store_args);
+    let (ok, stdout, stderr) = run_cli(&args, &[], Path::new("."));
+    assert!(ok, "apikeys create failed: {stderr}");
+    stdout.trim().to_owned()
 }
 
 impl ChildServer {
     pub fn start(data_dir: &Path) -> ChildServer {
         let dir = data_dir.to_str().expect("utf-8 path");
-        ChildServer::start_with(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir])
+        let key = cli_api_key(&["--data-dir", dir], "admin");
+        let mut server =
+            ChildServer::start_with(&["serve", "--listen", "127.0.0.1:0", "--data-dir", dir]);
+        server.api_key = Some(key);
+        server
+    }
+
+    /// A client carrying the admin key (`start` only).
+    pub fn client(&self) -> reqwest::Client {
+        bearer_client(self.api_key.as_deref().expect("started with a key"))
     }
 
     /// Any subcommand that serves (`serve`, `demo`): waits for its "listening on" line.
@@ -276,6 +420,7 @@ impl ChildServer {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "warn")
+            .env("ESPWATCH_JWT_SECRET", test_jwt_secret())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -292,8 +437,19 @@ impl ChildServer {
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        ChildServer { child, address }
+        let printed = Arc::new(Mutex::new(Vec::new()));
+        let sink = printed.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        ChildServer {
+            child,
+            address,
+            api_key: None,
+            stdout: printed,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
