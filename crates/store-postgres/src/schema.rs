@@ -602,13 +602,17 @@ mod pinned {
             super::checksum(&super::common().sql),
             super::checksum(&super::partitioned().sql),
             super::checksum(&super::timescale().sql),
+            super::checksum(&super::alarms().sql),
+            super::checksum(&super::security().sql),
         ];
         assert_eq!(got, PINNED);
     }
 
-    const PINNED: [i64; 3] = [
+    const PINNED: [i64; 5] = [
         4448778947527403899,
         -652217944561075580,
         -7868476583824631736,
+        1888805261445544382,
+        1302102392259433311,
     ];
 }

@@ -116,8 +116,7 @@ fn audit_from_row(r: &Row) -> StoreResult<AuditRecord> {
             route: get(r, 5)?,
             status: status
                 .map(|s| {
-                    u16::try_from(s)
-                        .map_err(|_| StoreError::Internal(format!("stored status {s}")))
+                    u16::try_from(s).map_err(|_| StoreError::Internal(format!("stored status {s}")))
                 })
                 .transpose()?,
             actor: get(r, 7)?,

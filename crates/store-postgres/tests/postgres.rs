@@ -471,6 +471,45 @@ async fn migrations_are_idempotent_and_tls_is_required_when_asked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_migration_upgrades_a_version_3_database() {
+    use espwatch_core::access::Role;
+    use security_conformance::{at, event, new_user};
+
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
+    // Roll the fresh database back to what a release before migration 4 left behind.
+    let (client, conn) = tokio_postgres::connect(&h.db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "DROP TABLE audit, api_keys, refresh_tokens, sessions, users;
+             DELETE FROM espwatch_migrations WHERE version = 4",
+        )
+        .await
+        .unwrap();
+    let report = espwatch_store_postgres::migrate(&h.db.url, &PostgresOptions::default())
+        .await
+        .unwrap();
+    let applied: Vec<i32> = report.applied.iter().map(|(v, _)| *v).collect();
+    assert_eq!(applied, [4]);
+    let store = h.store().await;
+    store
+        .create_user(new_user("root", Role::Admin), at(0))
+        .await
+        .unwrap();
+    store
+        .append_audit(vec![event(1, "user_create", Some("cli"), 201)])
+        .await
+        .unwrap();
+    let v = store.verify_audit().await.unwrap();
+    assert_eq!((v.records, v.first_broken), (1, None));
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timescaledb_hypertable_and_aggregates() {
     let Some(h) = PgHarness::new().await else {
         return;
