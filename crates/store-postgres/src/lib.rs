@@ -8,6 +8,7 @@
 //!   `espwatch_core::series::evaluate` over raw points.
 //! - [`partitions`]: daily partitions ahead of time and on demand.
 //! - [`connect`]: URL, TLS (rustls/ring), statement timeout, pool.
+//! - `security`: the `SecurityStore` (users, sessions, API keys, chained audit log).
 //!
 //! Reads go through a pool (deadpool); a connection that died (database restart, terminated
 //! backend) is replaced on next checkout, and idempotent reads are retried once.
@@ -17,6 +18,7 @@ mod connect;
 mod partitions;
 mod rollups;
 pub mod schema;
+mod security;
 pub mod testing;
 mod types;
 mod writer;

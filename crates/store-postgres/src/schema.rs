@@ -188,6 +188,81 @@ CREATE INDEX alarms_by_well ON alarms (well_id, started_at);
     }
 }
 
+/// Users, sessions with single-use refresh tokens, API keys and the chained audit log (see
+/// `espwatch_store::security`). Times are Unix microseconds like the embedded store's; text
+/// keys use the "C" collation so listings sort by bytes on both backends. `audit.detail` is
+/// text, not jsonb: the chain hash covers its exact JSON text. Audit ids are assigned by the
+/// appender (last + 1 under an advisory lock), so there is no sequence and no gap. The audit
+/// table stays a plain table under TimescaleDB as well (a hypertable would need `ts` in the
+/// primary key).
+fn security() -> Migration {
+    Migration {
+        version: 4,
+        name: "security: users, sessions, refresh tokens, API keys, audit log",
+        sql: r#"CREATE TABLE users (
+    name text COLLATE "C" PRIMARY KEY,
+    role text NOT NULL,
+    password_hash text NOT NULL,
+    wells text,
+    disabled boolean NOT NULL DEFAULT false,
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    failed_logins integer NOT NULL DEFAULT 0,
+    failed_since bigint,
+    locked_until bigint
+);
+CREATE TABLE sessions (
+    id text COLLATE "C" PRIMARY KEY,
+    user_name text COLLATE "C" NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+    created_at bigint NOT NULL,
+    expires_at bigint NOT NULL,
+    revoked_at bigint,
+    source text
+);
+CREATE INDEX sessions_by_user ON sessions (user_name);
+CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+CREATE TABLE refresh_tokens (
+    hash text COLLATE "C" PRIMARY KEY,
+    session_id text COLLATE "C" NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    issued_at bigint NOT NULL,
+    used_at bigint
+);
+CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
+CREATE TABLE api_keys (
+    id text COLLATE "C" PRIMARY KEY,
+    name text NOT NULL,
+    role text NOT NULL,
+    wells text,
+    key_hash text NOT NULL,
+    created_at bigint NOT NULL,
+    created_by text NOT NULL,
+    expires_at bigint,
+    revoked_at bigint
+);
+CREATE TABLE audit (
+    id bigint PRIMARY KEY,
+    ts bigint NOT NULL,
+    kind text NOT NULL,
+    request_id text,
+    method text,
+    route text,
+    status integer,
+    actor text,
+    role text,
+    source text,
+    duration_ms double precision,
+    detail text NOT NULL,
+    prev_hash text NOT NULL,
+    hash text NOT NULL
+);
+CREATE INDEX audit_by_actor ON audit (actor, id);
+CREATE INDEX audit_by_kind ON audit (kind, id);
+CREATE INDEX audit_by_ts ON audit (ts);
+"#
+        .to_owned(),
+    }
+}
+
 fn partitioned() -> Migration {
     let mut sql = format!(
         "{table} PARTITION BY RANGE (ts);\n",
@@ -304,11 +379,12 @@ fn checksum(sql: &str) -> i64 {
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
     checksum(&format!(
-        "{}{}{}{}",
+        "{}{}{}{}{}",
         common().sql,
         partitioned().sql,
         timescale().sql,
-        alarms().sql
+        alarms().sql,
+        security().sql
     )) as u64
 }
 
@@ -316,6 +392,8 @@ pub fn fingerprint() -> u64 {
 pub const LOCK_MIGRATE: i64 = 0x6573_7077_0001;
 pub const LOCK_PARTITIONS: i64 = 0x6573_7077_0002;
 pub const LOCK_ROLLUPS: i64 = 0x6573_7077_0003;
+/// Serializes audit appends (transaction-scoped).
+pub const LOCK_AUDIT: i64 = 0x6573_7077_0004;
 
 /// What `migrate` did.
 #[derive(Clone, Debug)]
@@ -425,6 +503,7 @@ async fn migrate_locked(
             Flavor::Timescale => timescale(),
         },
         alarms(),
+        security(),
     ];
     let mut applied = Vec::new();
     for m in &all {
@@ -523,13 +602,17 @@ mod pinned {
             super::checksum(&super::common().sql),
             super::checksum(&super::partitioned().sql),
             super::checksum(&super::timescale().sql),
+            super::checksum(&super::alarms().sql),
+            super::checksum(&super::security().sql),
         ];
         assert_eq!(got, PINNED);
     }
 
-    const PINNED: [i64; 3] = [
+    const PINNED: [i64; 5] = [
         4448778947527403899,
         -652217944561075580,
         -7868476583824631736,
+        1888805261445544382,
+        1302102392259433311,
     ];
 }

@@ -5,6 +5,8 @@
 
 #[path = "../../store/tests/conformance/mod.rs"]
 mod conformance;
+#[path = "../../store/tests/security_conformance/mod.rs"]
+mod security_conformance;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -14,7 +16,7 @@ use async_trait::async_trait;
 use conformance::{Harness, T0, all_time, auto, reading, well};
 use espwatch_core::series::evaluate;
 use espwatch_core::{Agg, Field, Measurements, Reading, TelemetryQuery, TimeRange, Timestamp};
-use espwatch_store::{ReadingOutcome, Store, StoreError};
+use espwatch_store::{ReadingOutcome, SecurityStore, Store, StoreError};
 use espwatch_store_postgres::testing::{TestDatabase, admin_url};
 use espwatch_store_postgres::{Flavor, PostgresOptions, PostgresStore, TimescaleMode};
 
@@ -75,6 +77,59 @@ mod conformance_suite {
     use super::*;
     // A skipped harness (PostgreSQL unreachable) returns from the test early.
     conformance::conformance_tests!(match PgHarness::new().await {
+        Some(harness) => harness,
+        None => return,
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The security store: the shared suite, tampering through a raw connection.
+
+struct PgSecurityHarness {
+    inner: PgHarness,
+}
+
+impl PgSecurityHarness {
+    async fn new() -> Option<PgSecurityHarness> {
+        Some(PgSecurityHarness {
+            inner: PgHarness::new().await?,
+        })
+    }
+
+    async fn raw(&self, sql: &str, param: &(dyn tokio_postgres::types::ToSql + Sync)) {
+        let (client, conn) = tokio_postgres::connect(&self.inner.db.url, tokio_postgres::NoTls)
+            .await
+            .expect("raw connection");
+        tokio::spawn(conn);
+        let n = client.execute(sql, &[param]).await.expect(sql);
+        assert_eq!(n, 1, "{sql}");
+    }
+}
+
+#[async_trait]
+impl security_conformance::SecurityHarness for PgSecurityHarness {
+    async fn open(&self) -> Arc<dyn SecurityStore> {
+        Arc::new(self.inner.store().await)
+    }
+
+    async fn tamper_audit(&self, id: i64) {
+        self.raw("UPDATE audit SET status = status + 1 WHERE id = $1", &id)
+            .await;
+    }
+
+    async fn delete_audit(&self, id: i64) {
+        self.raw("DELETE FROM audit WHERE id = $1", &id).await;
+    }
+
+    async fn corrupt_role(&self, name: &str) {
+        self.raw("UPDATE users SET role = 'wizard' WHERE name = $1", &name)
+            .await;
+    }
+}
+
+mod security_suite {
+    use super::*;
+    security_conformance::security_conformance_tests!(match PgSecurityHarness::new().await {
         Some(harness) => harness,
         None => return,
     });
@@ -413,6 +468,45 @@ async fn migrations_are_idempotent_and_tls_is_required_when_asked() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => eprintln!("note: the test server accepted TLS"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_migration_upgrades_a_version_3_database() {
+    use espwatch_core::access::Role;
+    use security_conformance::{at, event, new_user};
+
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
+    // Roll the fresh database back to what a release before migration 4 left behind.
+    let (client, conn) = tokio_postgres::connect(&h.db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "DROP TABLE audit, api_keys, refresh_tokens, sessions, users;
+             DELETE FROM espwatch_migrations WHERE version = 4",
+        )
+        .await
+        .unwrap();
+    let report = espwatch_store_postgres::migrate(&h.db.url, &PostgresOptions::default())
+        .await
+        .unwrap();
+    let applied: Vec<i32> = report.applied.iter().map(|(v, _)| *v).collect();
+    assert_eq!(applied, [4]);
+    let store = h.store().await;
+    store
+        .create_user(new_user("root", Role::Admin), at(0))
+        .await
+        .unwrap();
+    store
+        .append_audit(vec![event(1, "user_create", Some("cli"), 201)])
+        .await
+        .unwrap();
+    let v = store.verify_audit().await.unwrap();
+    assert_eq!((v.records, v.first_broken), (1, None));
+    store.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -432,6 +432,56 @@ mod tests {
     }
 
     #[test]
+    fn lockout_rule() {
+        let policy = LockoutPolicy {
+            max_failures: 2,
+            window_micros: 10,
+            lock_micros: 100,
+        };
+        let mut u = User {
+            name: "ana".into(),
+            role: Role::Viewer,
+            password_hash: String::new(),
+            wells: None,
+            disabled: false,
+            created_at: Timestamp(0),
+            updated_at: Timestamp(0),
+            failed_logins: 0,
+            failed_since: None,
+            locked_until: None,
+        };
+        let state = |u: &User| (u.failed_logins, u.failed_since, u.locked_until);
+        policy.count_failure(&mut u, Timestamp(1000));
+        assert_eq!(state(&u), (1, Some(Timestamp(1000)), None));
+        // Exactly `window_micros` later is outside the window.
+        policy.count_failure(&mut u, Timestamp(1010));
+        assert_eq!(state(&u), (1, Some(Timestamp(1010)), None));
+        policy.count_failure(&mut u, Timestamp(1019));
+        assert_eq!(state(&u), (2, Some(Timestamp(1010)), Some(Timestamp(1119))));
+        // Locked: counted, not extended, even past the window.
+        policy.count_failure(&mut u, Timestamp(1100));
+        assert_eq!(state(&u), (3, Some(Timestamp(1010)), Some(Timestamp(1119))));
+        // The lock ends at locked_until.
+        policy.count_failure(&mut u, Timestamp(1119));
+        assert_eq!(state(&u), (1, Some(Timestamp(1119)), None));
+    }
+
+    #[test]
+    fn audit_limits() {
+        let limit = |n| {
+            AuditFilter {
+                limit: n,
+                ..Default::default()
+            }
+            .effective_limit()
+        };
+        assert_eq!(
+            (limit(0), limit(1), limit(10_000), limit(10_001)),
+            (100, 1, 10_000, 10_000)
+        );
+    }
+
+    #[test]
     fn digest_is_hex_sha256() {
         assert_eq!(
             secret_digest("abc"),

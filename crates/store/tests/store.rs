@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use conformance::{Harness, all_time, auto, reading, well};
 use espwatch_core::access::Role;
 use espwatch_store::{
-    AuditFilter, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, ReadingOutcome, SecurityStore,
-    Store, StoreError,
+    AuditFilter, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, ReadingOutcome,
+    SecurityStore, Store, StoreError,
 };
 
 struct EmbeddedHarness {
@@ -433,7 +433,10 @@ async fn security_store_is_shared_with_a_running_server_and_the_cli() {
         server.get_user("root").await.unwrap().unwrap().role,
         Role::Admin
     );
-    match server.create_user(new_user("root", Role::Viewer), at(1)).await {
+    match server
+        .create_user(new_user("root", Role::Viewer), at(1))
+        .await
+    {
         Err(StoreError::Conflict(_)) => {}
         other => panic!("expected Conflict, got {other:?}"),
     }
@@ -515,9 +518,14 @@ async fn audit_appends_from_several_processes_form_one_chain() {
         })
         .collect();
     for b in 0..40i64 {
-        here.append_audit(vec![security_conformance::event(b, "request", Some("parent"), 200)])
-            .await
-            .unwrap();
+        here.append_audit(vec![security_conformance::event(
+            b,
+            "request",
+            Some("parent"),
+            200,
+        )])
+        .await
+        .unwrap();
     }
     for mut child in children {
         assert!(child.wait().unwrap().success(), "child failed");
@@ -525,7 +533,12 @@ async fn audit_appends_from_several_processes_form_one_chain() {
     // Each child appended 1+2+3+4+5 per 5 batches = 15 × 8 = 120 records.
     let expected = 3 * 120 + 40;
     let v = here.verify_audit().await.unwrap();
-    assert_eq!((v.records, v.first_broken), (expected, None), "{:?}", v.reason);
+    assert_eq!(
+        (v.records, v.first_broken),
+        (expected, None),
+        "{:?}",
+        v.reason
+    );
     let actors: std::collections::HashSet<_> = here
         .list_audit(&AuditFilter {
             limit: 10_000,

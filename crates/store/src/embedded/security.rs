@@ -151,9 +151,8 @@ impl EmbeddedSecurityStore {
     /// Opens (creating if needed) `security.sqlite` in `data_dir`. Does not take the data
     /// directory's lock.
     pub fn open(data_dir: &Path) -> StoreResult<EmbeddedSecurityStore> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Internal(format!("creating {}: {e}", data_dir.display()))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Internal(format!("creating {}: {e}", data_dir.display())))?;
         let path = data_dir.join(SECURITY_FILE);
         let mut conn = Connection::open(&path).map_err(|e| db_err("opening", e))?;
         configure(&conn)?;
@@ -467,9 +466,7 @@ impl SecurityStore for EmbeddedSecurityStore {
             };
             let sql = format!("{sql} WHERE name = ?1");
             let changed = match &change {
-                UserChange::Disable | UserChange::Enable => {
-                    tx.execute(&sql, params![name, now.0])
-                }
+                UserChange::Disable | UserChange::Enable => tx.execute(&sql, params![name, now.0]),
                 UserChange::SetRole(role) => tx.execute(&sql, params![name, now.0, role.name()]),
                 UserChange::SetPassword(hash) => tx.execute(&sql, params![name, now.0, hash]),
                 UserChange::SetWells(wells) => {
@@ -666,8 +663,7 @@ impl SecurityStore for EmbeddedSecurityStore {
     async fn active_session(&self, id: &str, now: Timestamp) -> StoreResult<Option<Session>> {
         let id = id.to_owned();
         self.with_conn(move |conn| {
-            Ok(get_session(conn, &id)?
-                .filter(|s| s.revoked_at.is_none() && s.expires_at > now))
+            Ok(get_session(conn, &id)?.filter(|s| s.revoked_at.is_none() && s.expires_at > now))
         })
         .await
     }
@@ -868,7 +864,10 @@ fn verify(path: &Path) -> StoreResult<AuditVerification> {
             .query(params![after, VERIFY_PAGE])
             .map_err(|e| db_err("reading the audit log", e))?;
         let mut seen = 0;
-        while let Some(row) = rows.next().map_err(|e| db_err("reading the audit log", e))? {
+        while let Some(row) = rows
+            .next()
+            .map_err(|e| db_err("reading the audit log", e))?
+        {
             seen += 1;
             let id: i64 = row.get(0).map_err(|e| db_err("reading the audit log", e))?;
             after = id;

@@ -186,7 +186,11 @@ pub async fn users_create_get_list_conflict(h: &impl SecurityHarness) {
         .into_iter()
         .map(|u| u.name)
         .collect();
-    assert_eq!(names, ["Zed", "ana", "bob", "carl"], "sorted by name (bytes)");
+    assert_eq!(
+        names,
+        ["Zed", "ana", "bob", "carl"],
+        "sorted by name (bytes)"
+    );
 
     // Every role survives the round trip.
     for (i, role) in Role::ALL.into_iter().enumerate() {
@@ -223,9 +227,12 @@ pub async fn user_changes_and_session_revocation(h: &impl SecurityHarness) {
         let i = i as i64;
         let sid = format!("s-{i}");
         let other_sid = format!("o-{i}");
-        s.create_session(new_session(&sid, "ana", &format!("t-{i}"), 3600), at(10 * i))
-            .await
-            .unwrap();
+        s.create_session(
+            new_session(&sid, "ana", &format!("t-{i}"), 3600),
+            at(10 * i),
+        )
+        .await
+        .unwrap();
         s.create_session(
             new_session(&other_sid, "other", &format!("ot-{i}"), 3600),
             at(10 * i),
@@ -283,9 +290,14 @@ pub async fn remove_user_cascades(h: &impl SecurityHarness) {
         .await
         .unwrap();
     rotated(
-        s.rotate_refresh(&secret_digest("tok1"), &secret_digest("tok1b"), at(3600), at(2))
-            .await
-            .unwrap(),
+        s.rotate_refresh(
+            &secret_digest("tok1"),
+            &secret_digest("tok1b"),
+            at(3600),
+            at(2),
+        )
+        .await
+        .unwrap(),
     );
     assert!(s.remove_user("ana").await.unwrap());
     assert!(!s.remove_user("ana").await.unwrap());
@@ -492,7 +504,10 @@ pub async fn sessions_lifecycle(h: &impl SecurityHarness) {
     assert_eq!(s2.source, None);
 
     assert!(s.revoke_session("s2", at(20)).await.unwrap());
-    assert!(!s.revoke_session("s2", at(21)).await.unwrap(), "already revoked");
+    assert!(
+        !s.revoke_session("s2", at(21)).await.unwrap(),
+        "already revoked"
+    );
     assert!(!s.revoke_session("nope", at(21)).await.unwrap());
     assert_eq!(s.active_session("s2", at(22)).await.unwrap(), None);
     assert!(s.active_session("s1", at(22)).await.unwrap().is_some());
@@ -723,7 +738,10 @@ pub async fn api_keys_lifecycle(h: &impl SecurityHarness) {
     assert_eq!(ids, ["k2", "k1", "k0"], "newest first");
 
     assert!(s.revoke_api_key("k1", at(40)).await.unwrap());
-    assert!(!s.revoke_api_key("k1", at(41)).await.unwrap(), "already revoked");
+    assert!(
+        !s.revoke_api_key("k1", at(41)).await.unwrap(),
+        "already revoked"
+    );
     assert!(!s.revoke_api_key("nope", at(41)).await.unwrap());
     let revoked = s.get_api_key("k1").await.unwrap().unwrap();
     assert_eq!(revoked.revoked_at, Some(at(40)));
@@ -753,10 +771,7 @@ pub async fn audit_append_chain_and_verify(h: &impl SecurityHarness) {
     ];
     assert_eq!(s.append_audit(second.clone()).await.unwrap(), [4, 5]);
 
-    let mut records = s
-        .list_audit(&AuditFilter::default())
-        .await
-        .unwrap();
+    let mut records = s.list_audit(&AuditFilter::default()).await.unwrap();
     records.reverse();
     assert_eq!(records.len(), 5);
     let mut prev = AUDIT_GENESIS.to_owned();
@@ -818,10 +833,7 @@ pub async fn audit_round_trips_values(h: &impl SecurityHarness) {
     s.append_audit(vec![sparse.clone(), rich.clone(), weird])
         .await
         .unwrap();
-    let records = s
-        .list_audit(&AuditFilter::default())
-        .await
-        .unwrap();
+    let records = s.list_audit(&AuditFilter::default()).await.unwrap();
     assert_eq!(records[2].event, sparse);
     assert_eq!(records[1].event, rich);
     assert_eq!(
@@ -843,7 +855,14 @@ pub async fn audit_concurrent_appenders(h: &impl SecurityHarness) {
             let mut ids = Vec::new();
             for b in 0..10i64 {
                 let batch: Vec<_> = (0..(1 + (t + b) % 4))
-                    .map(|i| event(t * 1000 + b * 10 + i, "request", Some(&format!("user:t{t}")), 200))
+                    .map(|i| {
+                        event(
+                            t * 1000 + b * 10 + i,
+                            "request",
+                            Some(&format!("user:t{t}")),
+                            200,
+                        )
+                    })
                     .collect();
                 let n = batch.len();
                 let got = s.append_audit(batch).await.unwrap();
@@ -866,7 +885,12 @@ pub async fn audit_concurrent_appenders(h: &impl SecurityHarness) {
     let n = all.len() as i64;
     assert_eq!(unique, (1..=n).collect(), "ids are gapless");
     let v = stores[0].verify_audit().await.unwrap();
-    assert_eq!((v.records, v.first_broken), (n as u64, None), "{:?}", v.reason);
+    assert_eq!(
+        (v.records, v.first_broken),
+        (n as u64, None),
+        "{:?}",
+        v.reason
+    );
 }
 
 pub async fn audit_list_filters(h: &impl SecurityHarness) {

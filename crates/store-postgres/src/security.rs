@@ -1,0 +1,813 @@
+//! [`SecurityStore`] on PostgreSQL (tables of migration 4), with the embedded store's
+//! semantics.
+//!
+//! Concurrency: row locks are always taken in the order user → session → refresh token, so
+//! refreshes, user changes and removals cannot deadlock one another. A refresh locks its
+//! session and then its token (`FOR UPDATE`), so of two refreshes with the same token the
+//! second sees it used. Audit appends take a transaction-scoped advisory lock, then read the
+//! last record and insert after it: ids are gapless and the chain is linear however many
+//! servers append.
+//!
+//! Sessions expired or revoked more than 30 days ago are pruned (with their refresh tokens)
+//! when a session is created, as in the embedded store.
+
+use async_trait::async_trait;
+use deadpool_postgres::GenericClient;
+use espwatch_core::Timestamp;
+use espwatch_core::access::Role;
+use espwatch_store::security::{AUDIT_GENESIS, AuditChainChecker, audit_record_hash};
+use espwatch_store::{
+    ApiKey, AuditEvent, AuditFilter, AuditRecord, AuditVerification, LockoutPolicy, NewApiKey,
+    NewSession, NewUser, RefreshOutcome, SecurityStore, Session, StoreError, StoreResult, User,
+    UserChange,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, Row};
+
+use crate::PostgresStore;
+use crate::schema::LOCK_AUDIT;
+use crate::types::{db_err, get};
+
+const USER_COLUMNS: &str = "name, role, password_hash, wells, disabled, created_at, updated_at, \
+                            failed_logins, failed_since, locked_until";
+const SESSION_COLUMNS: &str = "id, user_name, created_at, expires_at, revoked_at, source";
+const KEY_COLUMNS: &str =
+    "id, name, role, wells, key_hash, created_at, created_by, expires_at, revoked_at";
+const AUDIT_COLUMNS: &str = "id, ts, kind, request_id, method, route, status, actor, role, \
+                             source, duration_ms, detail, prev_hash, hash";
+/// Dead sessions are kept this long (for reuse detection), then pruned.
+const SESSION_RETENTION_MICROS: i64 = 30 * 86_400_000_000;
+const VERIFY_PAGE: i64 = 10_000;
+
+fn parse_role(text: &str) -> StoreResult<Role> {
+    Role::parse(text).ok_or_else(|| StoreError::Internal(format!("unknown stored role {text:?}")))
+}
+
+fn parse_wells(text: Option<String>) -> StoreResult<Option<Vec<String>>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Internal(format!("stored wells: {e}")))
+    })
+    .transpose()
+}
+
+fn wells_text(wells: &Option<Vec<String>>) -> Option<String> {
+    wells
+        .as_ref()
+        .map(|w| serde_json::to_string(w).unwrap_or_else(|_| "[]".into()))
+}
+
+fn ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp)
+}
+
+fn user_from_row(r: &Row) -> StoreResult<User> {
+    let role: String = get(r, 1)?;
+    let failed: i32 = get(r, 7)?;
+    Ok(User {
+        name: get(r, 0)?,
+        role: parse_role(&role)?,
+        password_hash: get(r, 2)?,
+        wells: parse_wells(get(r, 3)?)?,
+        disabled: get(r, 4)?,
+        created_at: Timestamp(get(r, 5)?),
+        updated_at: Timestamp(get(r, 6)?),
+        failed_logins: u32::try_from(failed).unwrap_or(0),
+        failed_since: ts(get(r, 8)?),
+        locked_until: ts(get(r, 9)?),
+    })
+}
+
+fn session_from_row(r: &Row) -> StoreResult<Session> {
+    Ok(Session {
+        id: get(r, 0)?,
+        user_name: get(r, 1)?,
+        created_at: Timestamp(get(r, 2)?),
+        expires_at: Timestamp(get(r, 3)?),
+        revoked_at: ts(get(r, 4)?),
+        source: get(r, 5)?,
+    })
+}
+
+fn key_from_row(r: &Row) -> StoreResult<ApiKey> {
+    let role: String = get(r, 2)?;
+    Ok(ApiKey {
+        id: get(r, 0)?,
+        name: get(r, 1)?,
+        role: parse_role(&role)?,
+        wells: parse_wells(get(r, 3)?)?,
+        key_hash: get(r, 4)?,
+        created_at: Timestamp(get(r, 5)?),
+        created_by: get(r, 6)?,
+        expires_at: ts(get(r, 7)?),
+        revoked_at: ts(get(r, 8)?),
+    })
+}
+
+fn audit_from_row(r: &Row) -> StoreResult<AuditRecord> {
+    let status: Option<i32> = get(r, 6)?;
+    let detail: String = get(r, 11)?;
+    Ok(AuditRecord {
+        id: get(r, 0)?,
+        event: AuditEvent {
+            ts: Timestamp(get(r, 1)?),
+            kind: get(r, 2)?,
+            request_id: get(r, 3)?,
+            method: get(r, 4)?,
+            route: get(r, 5)?,
+            status: status
+                .map(|s| {
+                    u16::try_from(s).map_err(|_| StoreError::Internal(format!("stored status {s}")))
+                })
+                .transpose()?,
+            actor: get(r, 7)?,
+            role: get(r, 8)?,
+            source: get(r, 9)?,
+            duration_ms: get(r, 10)?,
+            detail: serde_json::from_str(&detail)
+                .map_err(|e| StoreError::Internal(format!("stored audit detail: {e}")))?,
+        },
+        prev_hash: get(r, 12)?,
+        hash: get(r, 13)?,
+    })
+}
+
+async fn user(client: &impl GenericClient, name: &str, lock: bool) -> StoreResult<Option<User>> {
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE name = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    client
+        .query_opt(&sql, &[&name])
+        .await
+        .map_err(|e| db_err("reading a user", e))?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+}
+
+async fn session(
+    client: &impl GenericClient,
+    id: &str,
+    lock: bool,
+) -> StoreResult<Option<Session>> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    client
+        .query_opt(&sql, &[&id])
+        .await
+        .map_err(|e| db_err("reading a session", e))?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
+}
+
+async fn api_key(client: &impl GenericClient, id: &str) -> StoreResult<Option<ApiKey>> {
+    client
+        .query_opt(
+            &format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1"),
+            &[&id],
+        )
+        .await
+        .map_err(|e| db_err("reading an API key", e))?
+        .as_ref()
+        .map(key_from_row)
+        .transpose()
+}
+
+fn db_count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl SecurityStore for PostgresStore {
+    async fn create_user(&self, new: NewUser, now: Timestamp) -> StoreResult<User> {
+        let client = self.client("creating a user").await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "INSERT INTO users (name, role, password_hash, wells, disabled, created_at,
+                                        updated_at, failed_logins)
+                     VALUES ($1, $2, $3, $4, false, $5, $5, 0)
+                     ON CONFLICT (name) DO NOTHING
+                     RETURNING {USER_COLUMNS}"
+                ),
+                &[
+                    &new.name,
+                    &new.role.name(),
+                    &new.password_hash,
+                    &wells_text(&new.wells),
+                    &now.0,
+                ],
+            )
+            .await
+            .map_err(|e| db_err("creating a user", e))?;
+        match row {
+            Some(row) => user_from_row(&row),
+            None => Err(StoreError::Conflict(format!("user {:?}", new.name))),
+        }
+    }
+
+    async fn get_user(&self, name: &str) -> StoreResult<Option<User>> {
+        self.read("reading a user", |client| async move {
+            user(&client, name, false).await
+        })
+        .await
+    }
+
+    async fn list_users(&self) -> StoreResult<Vec<User>> {
+        self.read("listing users", |client| async move {
+            client
+                .query(
+                    &format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"),
+                    &[],
+                )
+                .await
+                .map_err(|e| db_err("listing users", e))?
+                .iter()
+                .map(user_from_row)
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_user(
+        &self,
+        name: &str,
+        change: UserChange,
+        now: Timestamp,
+    ) -> StoreResult<Option<User>> {
+        let mut client = self.client("updating a user").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_err("updating a user", e))?;
+        let returning = format!("WHERE name = $1 RETURNING {USER_COLUMNS}");
+        let (row, revoke) = match &change {
+            UserChange::Disable => (
+                tx.query_opt(
+                    &format!("UPDATE users SET disabled = true, updated_at = $2 {returning}"),
+                    &[&name, &now.0],
+                )
+                .await,
+                true,
+            ),
+            UserChange::Enable => (
+                tx.query_opt(
+                    &format!(
+                        "UPDATE users SET disabled = false, failed_logins = 0,
+                                failed_since = NULL, locked_until = NULL, updated_at = $2
+                         {returning}"
+                    ),
+                    &[&name, &now.0],
+                )
+                .await,
+                false,
+            ),
+            UserChange::SetRole(role) => (
+                tx.query_opt(
+                    &format!("UPDATE users SET role = $3, updated_at = $2 {returning}"),
+                    &[&name, &now.0, &role.name()],
+                )
+                .await,
+                true,
+            ),
+            UserChange::SetPassword(hash) => (
+                tx.query_opt(
+                    &format!("UPDATE users SET password_hash = $3, updated_at = $2 {returning}"),
+                    &[&name, &now.0, hash],
+                )
+                .await,
+                true,
+            ),
+            UserChange::SetWells(wells) => (
+                tx.query_opt(
+                    &format!("UPDATE users SET wells = $3, updated_at = $2 {returning}"),
+                    &[&name, &now.0, &wells_text(wells)],
+                )
+                .await,
+                true,
+            ),
+        };
+        let Some(row) = row.map_err(|e| db_err("updating a user", e))? else {
+            return Ok(None);
+        };
+        let updated = user_from_row(&row)?;
+        if revoke {
+            tx.execute(
+                "UPDATE sessions SET revoked_at = $2 WHERE user_name = $1 AND revoked_at IS NULL",
+                &[&name, &now.0],
+            )
+            .await
+            .map_err(|e| db_err("revoking a user's sessions", e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db_err("updating a user", e))?;
+        Ok(Some(updated))
+    }
+
+    async fn remove_user(&self, name: &str) -> StoreResult<bool> {
+        let client = self.client("removing a user").await?;
+        // Sessions and refresh tokens go with it (ON DELETE CASCADE).
+        let n = client
+            .execute("DELETE FROM users WHERE name = $1", &[&name])
+            .await
+            .map_err(|e| db_err("removing a user", e))?;
+        Ok(n > 0)
+    }
+
+    async fn record_login_failure(
+        &self,
+        name: &str,
+        now: Timestamp,
+        policy: LockoutPolicy,
+    ) -> StoreResult<Option<User>> {
+        let mut client = self.client("recording a failed login").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_err("recording a failed login", e))?;
+        let Some(mut u) = user(&tx, name, true).await? else {
+            return Ok(None);
+        };
+        policy.count_failure(&mut u, now);
+        tx.execute(
+            "UPDATE users SET failed_logins = $2, failed_since = $3, locked_until = $4
+             WHERE name = $1",
+            &[
+                &name,
+                &db_count(u.failed_logins),
+                &u.failed_since.map(|t| t.0),
+                &u.locked_until.map(|t| t.0),
+            ],
+        )
+        .await
+        .map_err(|e| db_err("recording a failed login", e))?;
+        tx.commit()
+            .await
+            .map_err(|e| db_err("recording a failed login", e))?;
+        Ok(Some(u))
+    }
+
+    async fn record_login_success(&self, name: &str) -> StoreResult<()> {
+        let client = self.client("recording a login").await?;
+        client
+            .execute(
+                "UPDATE users SET failed_logins = 0, failed_since = NULL, locked_until = NULL
+                 WHERE name = $1 AND (failed_logins <> 0 OR failed_since IS NOT NULL
+                                      OR locked_until IS NOT NULL)",
+                &[&name],
+            )
+            .await
+            .map_err(|e| db_err("recording a login", e))?;
+        Ok(())
+    }
+
+    async fn create_session(&self, new: NewSession, now: Timestamp) -> StoreResult<Session> {
+        let mut client = self.client("creating a session").await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| db_err("creating a session", e))?;
+        let horizon = now.0.saturating_sub(SESSION_RETENTION_MICROS);
+        tx.execute(
+            "DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1",
+            &[&horizon],
+        )
+        .await
+        .map_err(|e| db_err("pruning old sessions", e))?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "INSERT INTO sessions (id, user_name, created_at, expires_at, source)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING {SESSION_COLUMNS}"
+                ),
+                &[
+                    &new.id,
+                    &new.user_name,
+                    &now.0,
+                    &new.expires_at.0,
+                    &new.source,
+                ],
+            )
+            .await
+            .map_err(|e| db_err("creating a session", e))?;
+        let Some(row) = row else {
+            return Err(StoreError::Conflict(format!("session {}", new.id)));
+        };
+        let created = session_from_row(&row)?;
+        let stored = tx
+            .execute(
+                "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO NOTHING",
+                &[&new.refresh_hash, &new.id, &now.0],
+            )
+            .await
+            .map_err(|e| db_err("storing a refresh token", e))?;
+        if stored == 0 {
+            return Err(StoreError::Conflict("refresh token".into()));
+        }
+        tx.commit()
+            .await
+            .map_err(|e| db_err("creating a session", e))?;
+        Ok(created)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        refresh_hash: &str,
+        new_hash: &str,
+        new_expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<RefreshOutcome> {
+        let err = |e| db_err("refreshing a session", e);
+        let mut client = self.client("refreshing a session").await?;
+        let tx = client.transaction().await.map_err(err)?;
+        // Find the session without locking, lock it, then lock and re-read the token: the
+        // user → session → token order every other write follows.
+        let Some(row) = tx
+            .query_opt(
+                "SELECT session_id FROM refresh_tokens WHERE hash = $1",
+                &[&refresh_hash],
+            )
+            .await
+            .map_err(err)?
+        else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let session_id: String = get(&row, 0)?;
+        let Some(current) = session(&tx, &session_id, true).await? else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let Some(row) = tx
+            .query_opt(
+                "SELECT used_at FROM refresh_tokens WHERE hash = $1 FOR UPDATE",
+                &[&refresh_hash],
+            )
+            .await
+            .map_err(err)?
+        else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        let used_at: Option<i64> = get(&row, 0)?;
+        if used_at.is_some() {
+            tx.execute(
+                "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&session_id, &now.0],
+            )
+            .await
+            .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            return Ok(RefreshOutcome::Reused { session_id });
+        }
+        if current.revoked_at.is_some() || current.expires_at <= now {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        let Some(owner) = user(&tx, &current.user_name, false).await? else {
+            return Ok(RefreshOutcome::Invalid);
+        };
+        if owner.disabled {
+            return Ok(RefreshOutcome::Invalid);
+        }
+        tx.execute(
+            "UPDATE refresh_tokens SET used_at = $2 WHERE hash = $1",
+            &[&refresh_hash, &now.0],
+        )
+        .await
+        .map_err(err)?;
+        let stored = tx
+            .execute(
+                "INSERT INTO refresh_tokens (hash, session_id, issued_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO NOTHING",
+                &[&new_hash, &session_id, &now.0],
+            )
+            .await
+            .map_err(err)?;
+        if stored == 0 {
+            return Err(StoreError::Conflict("refresh token".into()));
+        }
+        tx.execute(
+            "UPDATE sessions SET expires_at = $2 WHERE id = $1",
+            &[&session_id, &new_expires_at.0],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(RefreshOutcome::Rotated {
+            session: Session {
+                expires_at: new_expires_at,
+                ..current
+            },
+            user: owner,
+        })
+    }
+
+    async fn active_session(&self, id: &str, now: Timestamp) -> StoreResult<Option<Session>> {
+        self.read("reading a session", |client| async move {
+            Ok(session(&client, id, false)
+                .await?
+                .filter(|s| s.revoked_at.is_none() && s.expires_at > now))
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let client = self.client("revoking a session").await?;
+        let n = client
+            .execute(
+                "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id, &now.0],
+            )
+            .await
+            .map_err(|e| db_err("revoking a session", e))?;
+        Ok(n > 0)
+    }
+
+    async fn create_api_key(&self, key: NewApiKey, now: Timestamp) -> StoreResult<ApiKey> {
+        let client = self.client("creating an API key").await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "INSERT INTO api_keys (id, name, role, wells, key_hash, created_at,
+                                           created_by, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (id) DO NOTHING
+                     RETURNING {KEY_COLUMNS}"
+                ),
+                &[
+                    &key.id,
+                    &key.name,
+                    &key.role.name(),
+                    &wells_text(&key.wells),
+                    &key.key_hash,
+                    &now.0,
+                    &key.created_by,
+                    &key.expires_at.map(|t| t.0),
+                ],
+            )
+            .await
+            .map_err(|e| db_err("creating an API key", e))?;
+        match row {
+            Some(row) => key_from_row(&row),
+            None => Err(StoreError::Conflict(format!("API key {}", key.id))),
+        }
+    }
+
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+        self.read("reading an API key", |client| async move {
+            api_key(&client, id).await
+        })
+        .await
+    }
+
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKey>> {
+        self.read("listing API keys", |client| async move {
+            client
+                .query(
+                    &format!(
+                        "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at DESC, id DESC"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(|e| db_err("listing API keys", e))?
+                .iter()
+                .map(key_from_row)
+                .collect()
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let client = self.client("revoking an API key").await?;
+        let n = client
+            .execute(
+                "UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                &[&id, &now.0],
+            )
+            .await
+            .map_err(|e| db_err("revoking an API key", e))?;
+        Ok(n > 0)
+    }
+
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> StoreResult<Vec<i64>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |e| db_err("appending to the audit log", e);
+        let mut client = self.client("appending to the audit log").await?;
+        let tx = client.transaction().await.map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_AUDIT])
+            .await
+            .map_err(err)?;
+        // Read after taking the lock: this statement's snapshot includes every append that
+        // committed before us.
+        let last = tx
+            .query_opt("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", &[])
+            .await
+            .map_err(err)?;
+        let (mut id, mut prev): (i64, String) = match last {
+            Some(row) => (get(&row, 0)?, get(&row, 1)?),
+            None => (0, AUDIT_GENESIS.to_owned()),
+        };
+        let n = events.len();
+        let mut cols = AuditColumns::with_capacity(n);
+        for event in events {
+            let mut event = event;
+            // Stored exactly as it will be read back, so the hash verifies later.
+            if event.duration_ms.is_some_and(|d| !d.is_finite()) {
+                event.duration_ms = None;
+            }
+            id += 1;
+            let hash = audit_record_hash(&prev, id, &event);
+            cols.push(id, event, std::mem::replace(&mut prev, hash.clone()), hash);
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO audit ({AUDIT_COLUMNS})
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                     $5::text[], $6::text[], $7::int4[], $8::text[], $9::text[], $10::text[],
+                     $11::float8[], $12::text[], $13::text[], $14::text[])"
+            ),
+            &[
+                &cols.id,
+                &cols.ts,
+                &cols.kind,
+                &cols.request_id,
+                &cols.method,
+                &cols.route,
+                &cols.status,
+                &cols.actor,
+                &cols.role,
+                &cols.source,
+                &cols.duration_ms,
+                &cols.detail,
+                &cols.prev_hash,
+                &cols.hash,
+            ],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(cols.id)
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
+        let mut clauses = Vec::new();
+        let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+        let mut add = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+            params.push(value);
+            clauses.push(format!("{clause} ${}", params.len()));
+        };
+        if let Some(actor) = &filter.actor {
+            add("actor =", Box::new(actor.clone()));
+        }
+        if let Some(kind) = &filter.kind {
+            add("kind =", Box::new(kind.clone()));
+        }
+        if let Some(since) = filter.since {
+            add("ts >=", Box::new(since.0));
+        }
+        if let Some(until) = filter.until {
+            add("ts <", Box::new(until.0));
+        }
+        if let Some(before) = filter.before_id {
+            add("id <", Box::new(before));
+        }
+        let clause = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit {clause} ORDER BY id DESC LIMIT {}",
+            filter.effective_limit()
+        );
+        let (sql, params) = (&sql, &params);
+        self.read("listing audit records", |client| async move {
+            let refs: Vec<&(dyn ToSql + Sync)> = params
+                .iter()
+                .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            client
+                .query(sql.as_str(), &refs)
+                .await
+                .map_err(|e| db_err("listing audit records", e))?
+                .iter()
+                .map(audit_from_row)
+                .collect()
+        })
+        .await
+    }
+
+    async fn verify_audit(&self) -> StoreResult<AuditVerification> {
+        let err = |e| db_err("verifying the audit log", e);
+        let mut client = self.client("verifying the audit log").await?;
+        // One snapshot for the whole walk.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(err)?;
+        let stmt = tx
+            .prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit WHERE id > $1 ORDER BY id LIMIT $2"
+            ))
+            .await
+            .map_err(err)?;
+        let mut checker = AuditChainChecker::default();
+        let mut after = 0i64;
+        loop {
+            let rows = tx
+                .query(&stmt, &[&after, &VERIFY_PAGE])
+                .await
+                .map_err(err)?;
+            for row in &rows {
+                let id: i64 = get(row, 0)?;
+                after = id;
+                let outcome = match audit_from_row(row) {
+                    Ok(record) => checker.check(&record),
+                    Err(e) => Err(format!("the record cannot be read ({e})")),
+                };
+                if let Err(reason) = outcome {
+                    return Ok(AuditVerification {
+                        records: checker.records,
+                        first_broken: Some(id),
+                        reason: Some(reason),
+                    });
+                }
+            }
+            if (rows.len() as i64) < VERIFY_PAGE {
+                break;
+            }
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(AuditVerification {
+            records: checker.records,
+            first_broken: None,
+            reason: None,
+        })
+    }
+}
+
+/// Audit events as column arrays, for one `INSERT ... SELECT FROM UNNEST(...)`.
+struct AuditColumns {
+    id: Vec<i64>,
+    ts: Vec<i64>,
+    kind: Vec<String>,
+    request_id: Vec<Option<String>>,
+    method: Vec<Option<String>>,
+    route: Vec<Option<String>>,
+    status: Vec<Option<i32>>,
+    actor: Vec<Option<String>>,
+    role: Vec<Option<String>>,
+    source: Vec<Option<String>>,
+    duration_ms: Vec<Option<f64>>,
+    detail: Vec<String>,
+    prev_hash: Vec<String>,
+    hash: Vec<String>,
+}
+
+impl AuditColumns {
+    fn with_capacity(n: usize) -> Self {
+        AuditColumns {
+            id: Vec::with_capacity(n),
+            ts: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            method: Vec::with_capacity(n),
+            route: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            actor: Vec::with_capacity(n),
+            role: Vec::with_capacity(n),
+            source: Vec::with_capacity(n),
+            duration_ms: Vec::with_capacity(n),
+            detail: Vec::with_capacity(n),
+            prev_hash: Vec::with_capacity(n),
+            hash: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, id: i64, e: AuditEvent, prev_hash: String, hash: String) {
+        self.id.push(id);
+        self.ts.push(e.ts.0);
+        self.detail.push(e.detail.to_string());
+        self.kind.push(e.kind);
+        self.request_id.push(e.request_id);
+        self.method.push(e.method);
+        self.route.push(e.route);
+        self.status.push(e.status.map(i32::from));
+        self.actor.push(e.actor);
+        self.role.push(e.role);
+        self.source.push(e.source);
+        self.duration_ms.push(e.duration_ms);
+        self.prev_hash.push(prev_hash);
+        self.hash.push(hash);
+    }
+}
