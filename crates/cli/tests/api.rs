@@ -2,6 +2,7 @@
 //! on port 0 with a fresh store, and the real binary for process-level guarantees.
 
 mod diagnostics;
+mod security;
 mod simulator;
 mod support;
 
@@ -423,8 +424,8 @@ fn kill_9_during_ingestion_loses_nothing_acknowledged() {
     let writers: Vec<_> = (0..8)
         .map(|client| {
             let (url, acknowledged) = (url.clone(), acknowledged.clone());
+            let http = server.client();
             runtime.spawn(async move {
-                let http = reqwest::Client::new();
                 for batch in 0..10_000i64 {
                     let readings: Vec<Value> = (0..50)
                         .map(|i| reading(&format!("K-{client}"), &ts(batch * 50 + i), 40.0))
@@ -469,7 +470,7 @@ fn kill_9_during_ingestion_loses_nothing_acknowledged() {
 
     let server = ChildServer::start(dir.path());
     let stored: HashMap<String, BTreeSet<String>> = runtime.block_on(async {
-        let http = reqwest::Client::new();
+        let http = server.client();
         let mut stored = HashMap::new();
         for client in 0..8 {
             let well = format!("K-{client}");
@@ -513,7 +514,8 @@ fn sigterm_shuts_down_cleanly_and_keeps_data() {
     let mut server = ChildServer::start(dir.path());
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let response = reqwest::Client::new()
+        let response = server
+            .client()
             .post(server.url("/api/v1/telemetry"))
             .json(&reading("W-TERM", &ts(0), 40.0))
             .send()
@@ -525,14 +527,17 @@ fn sigterm_shuts_down_cleanly_and_keeps_data() {
     assert!(status.success(), "exit status {status:?}");
     let server = ChildServer::start(dir.path());
     runtime.block_on(async {
-        let body: Value = reqwest::get(server.url(
-            "/api/v1/wells/W-TERM/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z",
-        ))
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("json");
+        let body: Value = server
+            .client()
+            .get(server.url(
+                "/api/v1/wells/W-TERM/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z",
+            ))
+            .send()
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("json");
         assert_eq!(body["ts"], json!([ts(0)]));
     });
 }
@@ -1082,6 +1087,9 @@ fn ingest_and_wells_import_to_a_running_server() {
     std::fs::write(wells.join("n7.json"), full_well("N-7").to_string()).expect("write");
     std::fs::write(wells.join("n8.json"), full_well("N-8").to_string()).expect("write");
     let base = format!("http://{}", server.address);
+    let key = server.api_key.clone().expect("key");
+    let with_key = [("ESPWATCH_API_KEY", key.as_str())];
+    // Without a key the server refuses, and the command says so.
     let (ok, stdout, stderr) = run_cli(
         &[
             "wells",
@@ -1091,6 +1099,21 @@ fn ingest_and_wells_import_to_a_running_server() {
             &base,
         ],
         &[],
+        work.path(),
+    );
+    assert!(
+        !ok && format!("{stdout}{stderr}").contains("401"),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "wells",
+            "import",
+            wells.to_str().unwrap_or_default(),
+            "--url",
+            &base,
+        ],
+        &with_key,
         work.path(),
     );
     assert!(ok, "{stdout}{stderr}");
@@ -1103,7 +1126,7 @@ fn ingest_and_wells_import_to_a_running_server() {
             "--url",
             &base,
         ],
-        &[],
+        &with_key,
         work.path(),
     );
     assert!(ok && stdout.contains("replaced"), "{stdout}");
@@ -1121,6 +1144,8 @@ fn ingest_and_wells_import_to_a_running_server() {
             &base,
             "--batch-size",
             "64",
+            "--api-key",
+            &key,
         ],
         &[],
         work.path(),
@@ -1142,10 +1167,16 @@ fn config_show_layers_file_environment_and_flags() {
         &[
             ("ESPWATCH_MAX_FUTURE_SECS", "120"),
             ("ESPWATCH_AUTO_REGISTER_WELLS", "false"),
+            (
+                "ESPWATCH_JWT_SECRET",
+                "a-secret-that-must-never-be-printed-0123456789",
+            ),
         ],
         work.path(),
     );
     assert!(ok, "{stderr}");
+    assert!(!stdout.contains("must-never-be-printed"), "{stdout}");
+    assert!(stdout.contains("jwt_secret = \"<redacted>\""), "{stdout}");
     assert!(
         stdout.contains("listen = \"127.0.0.1:9000\""),
         "file: {stdout}"

@@ -91,21 +91,38 @@ async fn alarm_lifecycle_raised_acknowledged_cleared() {
     assert_eq!(diag["trained"], true);
     assert_eq!(diag["open_episodes"][0]["condition"], "closed_valve");
 
-    // Acknowledge: who and why; bad bodies are refused precisely.
+    // Acknowledge: who (the signed-in operator, whatever the body claims) and why; bad bodies
+    // are refused precisely.
+    create_user(
+        app.security.as_ref(),
+        "operator-7",
+        "night shift on the north pad",
+        espwatch_core::access::Role::Operator,
+        None,
+    )
+    .await;
+    let (operator, _) = app
+        .user_client("operator-7", "night shift on the north pad")
+        .await;
     let ack = |body: Value| {
-        app.client
+        operator
             .post(app.url(&format!("/api/v1/alarms/{id}/ack")))
             .json(&body)
     };
-    let (status, body) = app.send(ack(json!({"by": ""}))).await;
+    let (status, body) = app.send(ack(json!({"comment": "x".repeat(2001)}))).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = app.send(ack(json!({"note": "unknown field"}))).await;
     assert_eq!(status, 422, "{body}");
     let (status, body) = app
-        .send(ack(json!({"by": "operator-7", "comment": "crew called"})))
+        .send(ack(json!({"by": "someone-else", "comment": "crew called"})))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "acknowledged");
     assert_eq!(body["acknowledged_by"], "operator-7");
     assert_eq!(body["comment"], "crew called");
+    let (_, audit) = app.get("/api/v1/audit?kind=alarm_ack").await;
+    assert_eq!(audit["records"][0]["actor"], "user:operator-7", "{audit}");
+    assert_eq!(audit["records"][0]["detail"]["alarm"], id, "{audit}");
     let (status, _) = app
         .send(
             app.client

@@ -7,14 +7,29 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// GET a JSON document (these tests drive child processes, so they run without a runtime).
-fn http_get(url: &str) -> Value {
+/// GET a JSON document with a bearer token (these tests drive child processes, so they run
+/// without a runtime).
+fn http_get(url: &str, token: &str) -> Value {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        match reqwest::get(url).await {
+        match bearer_client(token).get(url).send().await {
+            Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    })
+}
+
+/// POST JSON without credentials.
+fn http_post(url: &str, body: &Value) -> Value {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match reqwest::Client::new().post(url).json(body).send().await {
             Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
             Err(_) => Value::Null,
         }
@@ -217,11 +232,17 @@ end = "32h"
 fn simulate_streams_a_fleet_to_a_running_server() {
     init();
     let work = tempfile::tempdir().expect("temp dir");
-    let server = ChildServer::start(&work.path().join("data"));
+    let data = work.path().join("data");
+    let server = ChildServer::start(&data);
+    let admin = server.api_key.clone().expect("key");
+    // A machine key made while the server runs: api_client may register wells and write.
+    let key = cli_api_key(&["--data-dir", data.to_str().unwrap()], "api_client");
     let base = format!("http://{}", server.address);
     let (ok, stdout, stderr) = run_cli(
         &[
             "simulate",
+            "--api-key",
+            &key,
             "--wells",
             "2",
             "--duration",
@@ -239,19 +260,22 @@ fn simulate_streams_a_fleet_to_a_running_server() {
         work.path(),
     );
     assert!(ok, "{stdout}{stderr}");
-    let client = http_get(&server.url("/api/v1/wells/latest"));
+    let client = http_get(&server.url("/api/v1/wells/latest"), &admin);
     let wells = client["wells"].as_array().expect("wells");
     assert_eq!(wells.len(), 2, "{client}");
     for w in wells {
         let id = w["well_id"].as_str().unwrap();
-        let meta = http_get(&server.url(&format!("/api/v1/wells/{id}")));
+        let meta = http_get(&server.url(&format!("/api/v1/wells/{id}")), &admin);
         assert!(
             meta["pump"]["stages"].as_u64().is_some(),
             "registered with its pump: {meta}"
         );
-        let series = http_get(&server.url(&format!(
-            "/api/v1/wells/{id}/telemetry?fields=motor_current_a&max_points=100000"
-        )));
+        let series = http_get(
+            &server.url(&format!(
+                "/api/v1/wells/{id}/telemetry?fields=motor_current_a&max_points=100000"
+            )),
+            &admin,
+        );
         let points = series["ts"].as_array().map(Vec::len).unwrap_or(0);
         assert!((115..=120).contains(&points), "{id}: {points} points");
     }
@@ -273,9 +297,32 @@ fn demo_serves_and_streams_a_fleet() {
         "--speed",
         "100000",
     ]);
+    // The demo prints a sign-in it generated; use it like a newcomer would.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let password = loop {
+        let printed = demo.stdout.lock().unwrap().join("\n");
+        if let Some(rest) = printed.split("user demo, password ").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+        assert!(Instant::now() < deadline, "no sign-in printed: {printed}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let tokens = http_post(
+        &demo.url("/api/v1/auth/login"),
+        &serde_json::json!({ "username": "demo", "password": password }),
+    );
+    let token = tokens["access_token"]
+        .as_str()
+        .expect("signed in")
+        .to_owned();
+    assert_eq!(tokens["user"]["role"], "admin", "{tokens}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let latest = http_get(&demo.url("/api/v1/wells/latest"));
+        let latest = http_get(&demo.url("/api/v1/wells/latest"), &token);
         let with_data = latest["wells"]
             .as_array()
             .map(|w| w.iter().filter(|w| !w["ts"].is_null()).count())

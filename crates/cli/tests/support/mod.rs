@@ -421,6 +421,8 @@ impl ChildServer {
             .args(args)
             .env("RUST_LOG", "warn")
             .env("ESPWATCH_JWT_SECRET", test_jwt_secret())
+            .env("ESPWATCH_RATE_LIMIT_PER_IDENTITY", "0")
+            .env("ESPWATCH_RATE_LIMIT_PER_SOURCE", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

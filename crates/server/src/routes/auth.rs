@@ -336,7 +336,7 @@ pub async fn refresh(
     responses(
         (status = 204, description = "Signed out"),
         (status = 401, description = "Not signed in", body = crate::error::ErrorEnvelope),
-        (status = 403, description = "API keys cannot log out (revoke them instead)", body = crate::error::ErrorEnvelope)
+        (status = 400, description = "API keys cannot log out (revoke them instead)", body = crate::error::ErrorEnvelope)
     ))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -345,9 +345,8 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let PrincipalKind::User { session_id } = &principal.kind else {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        return Err(ApiError::bad_request(
+            "not_a_session",
             "API keys have no session to end; revoke the key instead",
         ));
     };
@@ -414,6 +413,7 @@ pub struct PasswordBody {
     request_body = PasswordBody,
     responses(
         (status = 204, description = "Changed; all sessions ended"),
+        (status = 400, description = "Called with an API key", body = crate::error::ErrorEnvelope),
         (status = 401, description = "Wrong current password", body = crate::error::ErrorEnvelope),
         (status = 422, description = "New password refused by the policy", body = crate::error::ErrorEnvelope)
     ))]
@@ -424,6 +424,12 @@ pub async fn change_password(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
+    if !matches!(principal.kind, PrincipalKind::User { .. }) {
+        return Err(ApiError::bad_request(
+            "not_a_user",
+            "API keys have no password; create a new key instead",
+        ));
+    }
     let body: PasswordBody = json_body(&headers, body, AUTH_BODY_LIMIT).await?;
     let security = &state.security;
     let user = security

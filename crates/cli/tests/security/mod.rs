@@ -1,0 +1,867 @@
+//! Issue 5 through the public surface: every route the router serves refuses bad credentials,
+//! the role × route matrix generated from the server's own policy table, object-level well
+//! checks, sessions (login, refresh rotation and reuse, logout, password change, disabling),
+//! lockout, rate limits, Argon2 parameters, audit completeness and tamper detection, headers,
+//! CORS, limits, and the CLI.
+
+use std::collections::{BTreeSet, HashSet};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use espwatch_core::access::Role;
+use espwatch_server::auth::policy::{self, Access, ROUTES};
+use espwatch_server::auth::token::{ACCESS_TYPE, Claims, TokenKeys};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn claims(sub: &str, role: &str, sid: &str) -> Claims {
+    let now = now_secs();
+    Claims {
+        iss: "espwatch".into(),
+        aud: "espwatch-api".into(),
+        sub: sub.into(),
+        role: role.into(),
+        sid: sid.into(),
+        jti: "test".into(),
+        typ: ACCESS_TYPE.into(),
+        iat: now,
+        nbf: now,
+        exp: now + 600,
+    }
+}
+
+fn keys(secret: &str, iss: &str, aud: &str) -> TokenKeys {
+    TokenKeys::new(secret.as_bytes(), iss, aud).expect("keys")
+}
+
+/// Session id inside an access token (the test reads its own token's payload).
+fn sid_of(token: &str) -> String {
+    let payload = token.split('.').nth(1).expect("payload");
+    let claims: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json");
+    claims["sid"].as_str().expect("sid").to_owned()
+}
+
+/// A concrete path for a route template, with ids that exist nowhere.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "NOPE-1").replace("{name}", "nobody")
+}
+
+fn method(m: &impl AsRef<str>) -> reqwest::Method {
+    reqwest::Method::from_bytes(m.as_ref().as_bytes()).expect("method")
+}
+
+/// Every (method, path) the router documents, from its own OpenAPI document.
+async fn router_routes(app: &TestApp) -> BTreeSet<(String, String)> {
+    let (status, doc) = app
+        .send(app.anonymous.get(app.url("/api/v1/openapi.json")))
+        .await;
+    assert_eq!(status, 200);
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("item").keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                routes.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_table_covers_exactly_the_routes_the_router_serves() {
+    let app = spawn_app().await;
+    let served = router_routes(&app).await;
+    let table: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_owned()))
+        .collect();
+    assert_eq!(served, table, "router and policy table differ");
+}
+}
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protected_route_refuses_every_kind_of_bad_credential() {
+    let app = spawn_app().await;
+    let secret = test_jwt_secret();
+    create_user(app.security.as_ref(), "ana", PASSWORD, Role::Admin, None).await;
+    create_user(app.security.as_ref(), "dis", PASSWORD, Role::Admin, None).await;
+
+    let good = keys(secret, "espwatch", "espwatch-api");
+    let (_, tokens) = app.user_client("ana", PASSWORD).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let sid = sid_of(&access);
+
+    let mut expired = claims("ana", "admin", &sid);
+    expired.exp = now_secs() - 120;
+    expired.iat = now_secs() - 1000;
+    expired.nbf = expired.iat;
+    let mut future = claims("ana", "admin", &sid);
+    future.nbf = now_secs() + 3600;
+    let c = claims("ana", "admin", &sid);
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
+    let signed = good.sign(&c);
+    let signature = signed.split('.').nth(2).unwrap();
+    let alg_none = format!(
+        "{}.{payload}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#)
+    );
+    let other_alg = format!(
+        "{}.{payload}.{signature}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"HS512","typ":"JWT"}"#)
+    );
+
+    // A session ended by logout.
+    let (_, logged_out) = app.user_client("ana", PASSWORD).await;
+    let logged_out = logged_out["access_token"].as_str().unwrap().to_owned();
+    let (status, _) = app
+        .send(bearer_client(&logged_out).post(app.url("/api/v1/auth/logout")))
+        .await;
+    assert_eq!(status, 204);
+    // A disabled user's token.
+    let (_, disabled) = app.user_client("dis", PASSWORD).await;
+    let disabled = disabled["access_token"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .send(app.client.patch(app.url("/api/v1/users/dis")).json(&json!({"disabled": true})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // Revoked and expired API keys.
+    let revoked = create_key(app.security.as_ref(), "revoked", Role::Admin, None).await;
+    let revoked_id = revoked.split('_').nth(1).unwrap().to_owned();
+    let (status, _) = app
+        .send(app.client.delete(app.url(&format!("/api/v1/apikeys/{revoked_id}"))))
+        .await;
+    assert_eq!(status, 204);
+    let (id, expired_key) = espwatch_server::auth::generate_api_key().unwrap();
+    app.security
+        .create_api_key(
+            espwatch_store::NewApiKey {
+                id,
+                name: "expired".into(),
+                role: Role::Admin,
+                wells: None,
+                key_hash: espwatch_store::security::secret_digest(&expired_key),
+                created_by: "test".into(),
+                expires_at: Some(espwatch_core::Timestamp::from_datetime(chrono::Utc::now()) ),
+            },
+            espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
+        )
+        .await
+        .unwrap();
+
+    // Correctly signed, but for another issuer or audience.
+    let mut c_iss = claims("ana", "admin", &sid);
+    c_iss.iss = "someone-else".into();
+    let wrong_iss = keys(secret, &c_iss.iss, &c_iss.aud).sign(&c_iss);
+    let mut c_aud = claims("ana", "admin", &sid);
+    c_aud.aud = "another-api".into();
+    let wrong_aud = keys(secret, &c_aud.iss, &c_aud.aud).sign(&c_aud);
+
+    let credentials: Vec<(&str, Option<String>)> = vec![
+        ("none", None),
+        ("malformed", Some("not-a-token".into())),
+        ("expired", Some(good.sign(&expired))),
+        ("nbf in the future", Some(good.sign(&future))),
+        ("bad signature", Some(keys("another-secret-of-sufficient-length-0123456789", "espwatch", "espwatch-api").sign(&c))),
+        ("alg none", Some(alg_none)),
+        ("another algorithm", Some(other_alg)),
+        ("wrong iss", Some(wrong_iss)),
+        ("wrong aud", Some(wrong_aud)),
+        ("refresh token as access token", Some(refresh.clone())),
+        ("revoked by logout", Some(logged_out)),
+        ("disabled user", Some(disabled)),
+        ("revoked API key", Some(revoked)),
+        ("expired API key", Some(expired_key)),
+    ];
+
+    let mut checked = 0;
+    for rule in ROUTES.iter().filter(|r| r.access != Access::Public) {
+        for (name, token) in &credentials {
+            let mut request = app
+                .anonymous
+                .request(method(&rule.method), app.url(&concrete(rule.path)));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if !matches!(rule.method.as_str(), "GET" | "DELETE") {
+                request = request.json(&json!({}));
+            }
+            let (status, body) = app.send(request).await;
+            assert_eq!(
+                status, 401,
+                "{} {} with {name}: {body}",
+                rule.method, rule.path
+            );
+            checked += 1;
+        }
+    }
+    // The API key header is refused the same way.
+    let (status, _) = app
+        .send(app.anonymous.get(app.url("/api/v1/wells")).header("x-api-key", "espw_000000000000_nope"))
+        .await;
+    assert_eq!(status, 401);
+    assert!(checked > 300, "{checked}");
+    // The good token of the same session still works: the refusals were about each defect.
+    let (status, _) = app.send(bearer_client(&access).get(app.url("/api/v1/auth/me"))).await;
+    assert_eq!(status, 200);
+}
+}
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_route_matrix_matches_the_policy_table() {
+    let app = spawn_app().await;
+    let mut tried = 0;
+    for role in Role::ALL {
+        let key = create_key(app.security.as_ref(), role.name(), role, None).await;
+        let client = bearer_client(&key);
+        for rule in ROUTES.iter().filter(|r| r.access != Access::Public) {
+            let mut request = client.request(method(&rule.method), app.url(&concrete(rule.path)));
+            if !matches!(rule.method.as_str(), "GET" | "DELETE") {
+                request = request.json(&json!({}));
+            }
+            let (status, body) = app.send(request).await;
+            let allowed = policy::role_passes(role, rule.access);
+            if allowed {
+                assert!(
+                    status != 401 && status != 403,
+                    "{role} should reach {} {}: {status} {body}",
+                    rule.method, rule.path
+                );
+            } else {
+                assert_eq!(status, 403, "{role} must not reach {} {}: {body}", rule.method, rule.path);
+                assert_eq!(body["error"]["type"], "forbidden");
+            }
+            tried += 1;
+        }
+    }
+    assert_eq!(tried, 5 * ROUTES.iter().filter(|r| r.access != Access::Public).count());
+
+    // A signed-in user gets the same answers as a key of its role (spot check per role).
+    for role in [Role::Viewer, Role::Operator, Role::Analyst] {
+        let name = format!("user-{}", role.name());
+        create_user(app.security.as_ref(), &name, PASSWORD, role, None).await;
+        let (client, _) = app.user_client(&name, PASSWORD).await;
+        let (status, _) = app.send(client.get(app.url("/api/v1/wells/NOPE-1/telemetry"))).await;
+        let allowed = role.allows(espwatch_core::access::Permission::TelemetryRead);
+        assert_eq!(status == 403, !allowed, "{role}: {status}");
+        let (status, _) = app.send(client.get(app.url("/api/v1/users"))).await;
+        assert_eq!(status, 403, "{role} managing users");
+    }
+}
+}
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identities_limited_to_wells_cannot_reach_other_wells() {
+    let app = spawn_app().await;
+    let batch = json!([reading("W-A", &ts(0), 40.0), reading("W-B", &ts(0), 41.0)]);
+    let (status, body) = app.ingest_json(&batch).await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(2)), "{body}");
+
+    let gateway = create_key(app.security.as_ref(), "gw-a", Role::ApiClient, Some(vec!["W-A".into()])).await;
+    let gw = bearer_client(&gateway);
+    let batch = json!([reading("W-A", &ts(10), 40.0), reading("W-B", &ts(10), 41.0)]);
+    let (status, body) = app
+        .send(gw.post(app.url("/api/v1/telemetry")).json(&batch))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(body["rejected"][0]["well_id"], "W-B", "{body}");
+    assert_eq!(body["rejected"][0]["errors"][0]["field"], "well_id");
+    let (status, _) = app
+        .send(gw.post(app.url("/api/v1/wells")).json(&json!({"well_id": "W-B"})))
+        .await;
+    assert_eq!(status, 403, "registering a well outside its scope");
+
+    create_user(app.security.as_ref(), "eve", PASSWORD, Role::Operator, Some(vec!["W-A".into()])).await;
+    let (eve, _) = app.user_client("eve", PASSWORD).await;
+    for path in [
+        "/api/v1/wells/W-B",
+        "/api/v1/wells/W-B/telemetry",
+        "/api/v1/wells/W-B/diagnosis",
+        "/api/v1/wells/W-B/events",
+    ] {
+        let (status, body) = app.send(eve.get(app.url(path))).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let (status, body) = app.send(eve.get(app.url("/api/v1/wells/W-A/telemetry"))).await;
+    assert_eq!(status, 200, "{body}");
+    let (_, wells) = app.send(eve.get(app.url("/api/v1/wells"))).await;
+    let ids: Vec<&str> = wells["wells"].as_array().unwrap().iter().map(|w| w["well_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["W-A"]);
+    let (_, latest) = app.send(eve.get(app.url("/api/v1/wells/latest"))).await;
+    assert_eq!(latest["wells"].as_array().unwrap().len(), 1, "{latest}");
+    let (status, me) = app.send(eve.get(app.url("/api/v1/auth/me"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(me["wells"], json!(["W-A"]));
+}
+}
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_rotate_refresh_tokens_detect_reuse_and_end_at_once() {
+    let app = spawn_app().await;
+    create_user(app.security.as_ref(), "ana", PASSWORD, Role::Analyst, None).await;
+    let (client, tokens) = app.user_client("ana", PASSWORD).await;
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 900);
+    let (status, me) = app.send(client.get(app.url("/api/v1/auth/me"))).await;
+    assert_eq!((status, me["name"].clone(), me["role"].clone()), (200, json!("ana"), json!("analyst")));
+
+    // Refresh: new pair; the old refresh token is single use.
+    let first = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let refresh = |token: String| {
+        let app = &app;
+        async move {
+            app.send(app.anonymous.post(app.url("/api/v1/auth/refresh")).json(&json!({"refresh_token": token}))).await
+        }
+    };
+    let (status, second) = refresh(first.clone()).await;
+    assert_eq!(status, 200, "{second}");
+    let second_refresh = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(second_refresh, first);
+    // Replaying the first one is theft: 401, and the whole session dies.
+    let (status, _) = refresh(first).await;
+    assert_eq!(status, 401);
+    let (status, _) = refresh(second_refresh).await;
+    assert_eq!(status, 401, "the session was revoked on reuse");
+    let (status, _) = app
+        .send(bearer_client(second["access_token"].as_str().unwrap()).get(app.url("/api/v1/auth/me")))
+        .await;
+    assert_eq!(status, 401, "its access token too");
+
+    // Password change ends every session, and the new password works.
+    let (client, _) = app.user_client("ana", PASSWORD).await;
+    let (status, body) = app
+        .send(client.post(app.url("/api/v1/auth/password")).json(&json!({
+            "current_password": PASSWORD, "new_password": "ana"
+        })))
+        .await;
+    assert_eq!(status, 422, "weak password refused: {body}");
+    let (status, _) = app
+        .send(client.post(app.url("/api/v1/auth/password")).json(&json!({
+            "current_password": PASSWORD, "new_password": "a much better passphrase"
+        })))
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = app.send(client.get(app.url("/api/v1/auth/me"))).await;
+    assert_eq!(status, 401);
+    assert_eq!(app.login("ana", PASSWORD).await.0, 401);
+    let (client, _) = app.user_client("ana", "a much better passphrase").await;
+
+    // A role change ends the sessions too.
+    let (status, _) = app
+        .send(app.client.patch(app.url("/api/v1/users/ana")).json(&json!({"role": "viewer"})))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = app.send(client.get(app.url("/api/v1/auth/me"))).await;
+    assert_eq!(status, 401);
+}
+}
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_users_and_wrong_passwords_get_the_same_answer_and_accounts_lock() {
+    let app = spawn_app().await;
+    create_user(app.security.as_ref(), "bob", PASSWORD, Role::Operator, None).await;
+    let (s1, unknown) = app.login("nobody", PASSWORD).await;
+    let (s2, wrong) = app.login("bob", "wrong password!!").await;
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(unknown["error"]["type"], wrong["error"]["type"]);
+    assert_eq!(unknown["error"]["message"], wrong["error"]["message"]);
+
+    for _ in 0..4 {
+        assert_eq!(app.login("bob", "wrong password!!").await.0, 401);
+    }
+    // Five failures within the window: locked, even with the right password.
+    let (status, locked) = app.login("bob", PASSWORD).await;
+    assert_eq!(status, 401);
+    assert_eq!(locked["error"]["message"], wrong["error"]["message"]);
+    let (_, users) = app.get("/api/v1/users").await;
+    let bob = users["users"].as_array().unwrap().iter().find(|u| u["name"] == "bob").unwrap().clone();
+    assert!(bob["locked_until"].is_string(), "{bob}");
+    let (_, audit) = app.get("/api/v1/audit?kind=lockout").await;
+    assert_eq!(audit["records"][0]["actor"], "user:bob", "{audit}");
+    // An admin enabling the account lifts the lock.
+    let (status, _) = app
+        .send(app.client.patch(app.url("/api/v1/users/bob")).json(&json!({"disabled": false})))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(app.login("bob", PASSWORD).await.0, 200);
+}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit_per_identity = 2.0;
+        c.login_rate_per_minute = 3.0;
+    })
+    .await;
+    let mut limited = None;
+    for _ in 0..20 {
+        let response = app
+            .client
+            .get(app.url("/api/v1/wells"))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("the identity was limited");
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limited");
+    // Health probes are never limited; other identities have their own bucket.
+    for _ in 0..10 {
+        assert_eq!(
+            app.anonymous
+                .get(app.url("/health/live"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let other = create_key(app.security.as_ref(), "other", Role::Viewer, None).await;
+    assert_eq!(
+        app.send(bearer_client(&other).get(app.url("/api/v1/wells")))
+            .await
+            .0,
+        200
+    );
+    // Sign-in attempts per source address.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(app.login("nobody", PASSWORD).await.0);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_and_keys_are_managed_over_http_with_argon2id_hashes() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .send(app.client.post(app.url("/api/v1/users")).json(&json!({
+            "name": "carol", "role": "analyst", "password": "carol-is-my-password"
+        })))
+        .await;
+    assert_eq!(status, 422, "password containing the name: {body}");
+    for weak in ["short", "aaaaaaaaaaaaaaaa", "1234567890123"] {
+        let (status, _) = app
+            .send(app.client.post(app.url("/api/v1/users")).json(&json!({
+                "name": "carol", "role": "analyst", "password": weak
+            })))
+            .await;
+        assert_eq!(status, 422, "{weak}");
+    }
+    let (status, body) = app
+        .send(app.client.post(app.url("/api/v1/users")).json(&json!({
+            "name": "carol", "role": "analyst", "password": PASSWORD
+        })))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.get("password_hash").is_none() && !body.to_string().contains("argon2"));
+    let stored = app.security.get_user("carol").await.unwrap().unwrap();
+    let phc = &stored.password_hash;
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    let salt = phc.split('$').nth(4).unwrap();
+    assert_eq!(base64::engine::general_purpose::STANDARD_NO_PAD.decode(salt.trim_end_matches('=')).unwrap().len(), 16, "16-byte salt");
+    let (status, _) = app
+        .send(app.client.post(app.url("/api/v1/users")).json(&json!({
+            "name": "carol", "role": "analyst", "password": PASSWORD
+        })))
+        .await;
+    assert_eq!(status, 409);
+
+    // API keys: shown once, identifiable prefix, only a hash stored, revocable.
+    let (status, created) = app
+        .send(app.client.post(app.url("/api/v1/apikeys")).json(&json!({
+            "name": "scada north", "wells": ["W-1"], "expires": "90d"
+        })))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(&format!("espw_{}_", created["id"].as_str().unwrap())));
+    assert_eq!(created["role"], "api_client");
+    let (_, list) = app.get("/api/v1/apikeys").await;
+    assert!(!list.to_string().contains(&key), "the key is never listed");
+    let stored = app.security.get_api_key(created["id"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_ne!(stored.key_hash, key);
+    let via_header = app
+        .anonymous
+        .post(app.url("/api/v1/telemetry"))
+        .header("x-api-key", &key)
+        .json(&reading("W-1", &ts(0), 40.0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(via_header.status(), 200);
+    let (status, _) = app
+        .send(app.client.delete(app.url(&format!("/api/v1/apikeys/{}", created["id"].as_str().unwrap()))))
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = app
+        .send(bearer_client(&key).post(app.url("/api/v1/telemetry")).json(&reading("W-1", &ts(10), 40.0)))
+        .await;
+    assert_eq!(status, 401, "revoked at once");
+
+    // The last admin cannot be removed or demoted.
+    create_user(app.security.as_ref(), "root", PASSWORD, Role::Admin, None).await;
+    let (status, _) = app
+        .send(app.client.patch(app.url("/api/v1/users/root")).json(&json!({"role": "viewer"})))
+        .await;
+    assert_eq!(status, 409);
+}
+}
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_audited_and_analysts_see_only_their_own() {
+    let app = spawn_app().await;
+    create_user(app.security.as_ref(), "ana", PASSWORD, Role::Analyst, None).await;
+    let (ana, _) = app.user_client("ana", PASSWORD).await;
+    let mut ids = HashSet::new();
+    for (i, (client, path)) in [
+        (&app.client, "/api/v1/wells"),
+        (&app.anonymous, "/api/v1/wells"),
+        (&ana, "/api/v1/wells/latest"),
+        (&ana, "/api/v1/users"),
+        (&app.anonymous, "/health/live"),
+        (&app.client, "/api/v1/wells/NOPE/telemetry"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("audit-test-{i}");
+        client.get(app.url(path)).header("x-request-id", &id).send().await.unwrap();
+        ids.insert(id);
+    }
+    // A committed security event flushes everything queued before it.
+    assert_eq!(app.login("nobody", PASSWORD).await.0, 401);
+    let (status, audit) = app.get("/api/v1/audit?limit=1000").await;
+    assert_eq!(status, 200);
+    let records = audit["records"].as_array().unwrap();
+    for id in &ids {
+        let r = records
+            .iter()
+            .find(|r| r["request_id"] == json!(id) && r["kind"] == "request")
+            .unwrap_or_else(|| panic!("no audit record for {id}"));
+        for field in ["ts", "method", "route", "status", "source", "duration_ms"] {
+            assert!(!r[field].is_null(), "{field} missing in {r}");
+        }
+    }
+    let forbidden = records.iter().find(|r| r["request_id"] == "audit-test-3").unwrap();
+    assert_eq!(forbidden["status"], 403);
+    assert_eq!(forbidden["actor"], "user:ana");
+    assert_eq!(forbidden["route"], "/api/v1/users");
+    let templated = records.iter().find(|r| r["request_id"] == "audit-test-5").unwrap();
+    assert_eq!(templated["route"], "/api/v1/wells/{id}/telemetry", "route templates, not ids");
+    assert!(records.iter().any(|r| r["kind"] == "login_success" && r["actor"] == "user:ana"));
+    assert!(records.iter().any(|r| r["kind"] == "login_failure"));
+    // Nothing secret is ever recorded.
+    let text = audit.to_string();
+    assert!(!text.contains(PASSWORD) && !text.contains(&app.admin_key));
+
+    // Analysts read their own records only.
+    let (status, own) = app.send(ana.get(app.url("/api/v1/audit"))).await;
+    assert_eq!(status, 200);
+    assert!(own["records"].as_array().unwrap().iter().all(|r| r["actor"] == "user:ana"), "{own}");
+    let (status, _) = app.send(ana.get(app.url("/api/v1/audit?actor=user:root"))).await;
+    assert_eq!(status, 403);
+    let verdict = app.security.verify_audit().await.unwrap();
+    assert_eq!(verdict.first_broken, None);
+}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_cors_and_input_limits() {
+    let app = spawn_app_with(|c| c.cors_origins = vec!["https://console.example".into()]).await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/wells"))
+        .send()
+        .await
+        .unwrap();
+    for header in [
+        "content-security-policy",
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "strict-transport-security",
+        "cache-control",
+    ] {
+        assert!(response.headers().contains_key(header), "{header}");
+    }
+    let unknown = app
+        .anonymous
+        .get(app.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.headers()["x-content-type-options"], "nosniff");
+    let preflight = app
+        .anonymous
+        .request(reqwest::Method::OPTIONS, app.url("/api/v1/wells"))
+        .header("origin", "https://console.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://console.example"
+    );
+    let stranger = app
+        .client
+        .get(app.url("/api/v1/wells"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !stranger
+            .headers()
+            .contains_key("access-control-allow-origin")
+    );
+
+    let plain = spawn_app().await;
+    let response = plain
+        .client
+        .get(plain.url("/api/v1/wells"))
+        .header("origin", "https://console.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !response
+            .headers()
+            .contains_key("access-control-allow-origin"),
+        "CORS off by default"
+    );
+
+    // Content type, nesting depth and body size.
+    let (status, body) = plain
+        .send(
+            plain
+                .client
+                .post(plain.url("/api/v1/users"))
+                .header("content-type", "text/plain")
+                .body("{}"),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["type"].clone()),
+        (415, json!("unsupported_media_type"))
+    );
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let (status, body) = plain
+        .send(
+            plain
+                .client
+                .post(plain.url("/api/v1/wells"))
+                .header("content-type", "application/json")
+                .body(deep.clone()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["type"].clone()),
+        (400, json!("json_too_deep")),
+        "{body}"
+    );
+    let (status, _) = plain
+        .send(
+            plain
+                .client
+                .post(plain.url("/api/v1/telemetry"))
+                .header("content-type", "application/json")
+                .body(deep),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = plain
+        .send(
+            plain
+                .client
+                .post(plain.url("/api/v1/auth/login"))
+                .header("content-type", "application/json")
+                .body(vec![b' '; 100_000]),
+        )
+        .await;
+    assert_eq!(status, 413);
+}
+
+#[test]
+fn the_server_refuses_to_start_without_a_strong_secret_and_the_cli_manages_identities() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let dir = work.path().join("data");
+    let dir_s = dir.to_str().unwrap();
+    for secret in [
+        None,
+        Some("too-short"),
+        Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+    ] {
+        let mut command = std::process::Command::new(BIN);
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir_s])
+            .env_remove("ESPWATCH_JWT_SECRET");
+        if let Some(s) = secret {
+            command.env("ESPWATCH_JWT_SECRET", s);
+        }
+        let output = command.output().expect("run");
+        assert!(!output.status.success(), "started with secret {secret:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("JWT secret"), "{stderr}");
+    }
+
+    // users add: the password from the environment or stdin, never a flag; policy applies.
+    let (ok, _, stderr) = run_cli(
+        &[
+            "users",
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--data-dir",
+            dir_s,
+        ],
+        &[("ESPWATCH_PASSWORD", "rootroot")],
+        work.path(),
+    );
+    assert!(!ok && stderr.contains("at least 12"), "{stderr}");
+    let (ok, _, stderr) = run_cli(
+        &[
+            "users",
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--data-dir",
+            dir_s,
+            "--password",
+            "x",
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(!ok && stderr.contains("--password"), "{stderr}");
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "users",
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--data-dir",
+            dir_s,
+        ],
+        &[("ESPWATCH_PASSWORD", PASSWORD)],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let server = ChildServer::start(&dir);
+    // While the server runs: add a user from stdin, disable it, change roles.
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "users",
+            "add",
+            "op",
+            "--role",
+            "operator",
+            "--data-dir",
+            dir_s,
+        ])
+        .env_remove("ESPWATCH_PASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let (ok, stdout, _) = run_cli(&["users", "list", "--data-dir", dir_s], &[], work.path());
+    assert!(
+        ok && stdout.contains("op") && stdout.contains("operator"),
+        "{stdout}"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let login = |user: &str| {
+        runtime.block_on(async {
+            reqwest::Client::new()
+                .post(server.url("/api/v1/auth/login"))
+                .json(&json!({"username": user, "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(login("op"), 200);
+    assert_eq!(login("root"), 200);
+    let (ok, _, _) = run_cli(
+        &["users", "disable", "op", "--data-dir", dir_s],
+        &[],
+        work.path(),
+    );
+    assert!(ok);
+    assert_eq!(login("op"), 401);
+    let (ok, _, _) = run_cli(
+        &["users", "set-role", "op", "viewer", "--data-dir", dir_s],
+        &[],
+        work.path(),
+    );
+    assert!(ok);
+    let (ok, _, _) = run_cli(
+        &["users", "enable", "op", "--data-dir", dir_s],
+        &[],
+        work.path(),
+    );
+    assert!(ok);
+    assert_eq!(login("op"), 200);
+    let (ok, stdout, _) = run_cli(&["apikeys", "list", "--data-dir", dir_s], &[], work.path());
+    assert!(
+        ok && stdout.contains("test") && stdout.contains("active"),
+        "{stdout}"
+    );
+    drop(server);
+
+    // Tamper with one audit record behind the store's back: verify names it.
+    let (ok, stdout, _) = run_cli(&["audit", "verify", "--data-dir", dir_s], &[], work.path());
+    assert!(ok && stdout.contains("intact"), "{stdout}");
+    let db = rusqlite::Connection::open(dir.join("security.sqlite")).unwrap();
+    db.execute("UPDATE audit SET status = 200 WHERE id = 3", [])
+        .unwrap();
+    drop(db);
+    let (ok, stdout, _) = run_cli(&["audit", "verify", "--data-dir", dir_s], &[], work.path());
+    assert!(!ok && stdout.contains("BROKEN at record 3"), "{stdout}");
+}
