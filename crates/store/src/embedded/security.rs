@@ -845,7 +845,7 @@ fn get_api_key(conn: &Connection, id: &str) -> StoreResult<Option<ApiKey>> {
 fn verify(path: &Path) -> StoreResult<AuditVerification> {
     let mut conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| db_err("opening the audit log", e))?;
     configure(&conn)?;
