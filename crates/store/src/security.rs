@@ -129,6 +129,8 @@ pub struct NewSession {
 
 /// Result of presenting a refresh token.
 #[derive(Clone, Debug, PartialEq)]
+// Rotated is the common case; boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum RefreshOutcome {
     /// The token was current: it is now used, `new_hash` is current, the session lives on
     /// until `new_expires_at`.

@@ -552,6 +552,30 @@ async fn audit_appends_from_several_processes_form_one_chain() {
     assert_eq!(actors.len(), 4);
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn security_database_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedSecurityStore::open(dir.path()).unwrap();
+    store
+        .append_audit(vec![security_conformance::event(0, "request", None, 200)])
+        .await
+        .unwrap();
+    for file in [
+        "security.sqlite",
+        "security.sqlite-wal",
+        "security.sqlite-shm",
+    ] {
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file}: {mode:o}");
+    }
+}
+
 #[tokio::test]
 async fn security_store_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();

@@ -154,6 +154,7 @@ impl EmbeddedSecurityStore {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Internal(format!("creating {}: {e}", data_dir.display())))?;
         let path = data_dir.join(SECURITY_FILE);
+        create_private(&path)?;
         let mut conn = Connection::open(&path).map_err(|e| db_err("opening", e))?;
         configure(&conn)?;
         let mode: String = conn
@@ -214,6 +215,19 @@ impl EmbeddedSecurityStore {
     ) -> StoreResult<T> {
         self.with_conn(move |conn| write_tx(conn, context, f)).await
     }
+}
+
+/// Creates the database file readable by its owner only (it holds password hashes); SQLite
+/// gives its `-wal` and `-shm` files the same permissions. An existing file is left as it is.
+fn create_private(path: &Path) -> StoreResult<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map(drop)
+        .map_err(|e| StoreError::Internal(format!("creating {}: {e}", path.display())))
 }
 
 fn write_tx<T>(
@@ -845,7 +859,7 @@ fn get_api_key(conn: &Connection, id: &str) -> StoreResult<Option<ApiKey>> {
 fn verify(path: &Path) -> StoreResult<AuditVerification> {
     let mut conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| db_err("opening the audit log", e))?;
     configure(&conn)?;

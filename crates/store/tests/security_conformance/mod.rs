@@ -652,6 +652,8 @@ pub async fn refresh_invalid_cases(h: &impl SecurityHarness) {
 
 pub async fn concurrent_refresh_has_one_winner(h: &impl SecurityHarness) {
     let s = h.open().await;
+    // Half the refreshes go through a second instance (another connection or pool).
+    let other = h.open().await;
     s.create_user(new_user("ana", Role::Viewer), at(0))
         .await
         .unwrap();
@@ -663,7 +665,7 @@ pub async fn concurrent_refresh_has_one_winner(h: &impl SecurityHarness) {
             .unwrap();
         let mut tasks = Vec::new();
         for i in 0..8 {
-            let s = s.clone();
+            let s = if i % 2 == 0 { s.clone() } else { other.clone() };
             let token = token.clone();
             tasks.push(tokio::spawn(async move {
                 s.rotate_refresh(
