@@ -276,9 +276,9 @@ pub fn decode(
     if body.trim_ascii().is_empty() {
         return Err(DecodeError::Empty);
     }
-    if matches!(format, PayloadFormat::Json | PayloadFormat::Ndjson)
-        && json_nesting_exceeds(body, MAX_JSON_DEPTH)
-    {
+    // NDJSON needs no such check here: each line is parsed on its own, and a line nested too
+    // deep is rejected alone by the parser's recursion limit, keeping the other lines.
+    if format == PayloadFormat::Json && json_nesting_exceeds(body, MAX_JSON_DEPTH) {
         return Err(DecodeError::TooDeep {
             limit: MAX_JSON_DEPTH,
         });

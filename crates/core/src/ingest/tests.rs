@@ -859,7 +859,7 @@ fn deep_nesting_does_not_overflow_the_stack() {
     let deep = "[".repeat(100_000);
     assert!(matches!(
         decode(PayloadFormat::Json, deep.as_bytes(), &opts()),
-        Err(DecodeError::Syntax { .. })
+        Err(DecodeError::TooDeep { .. })
     ));
     let open = "[".repeat(100_000);
     let close = "]".repeat(100_000);
