@@ -186,7 +186,11 @@ pub async fn serve(
     let flag = state.shutting_down.clone();
     let store = state.store.clone();
     let audit = state.security.audit.clone();
-    audit.record(lifecycle_event("server_start"));
+    // The effective configuration (secrets left out) is recorded at every start, so a
+    // configuration change shows in the audit trail as the difference between two starts.
+    let mut start = lifecycle_event("server_start");
+    start.detail["config"] = state.config.audit_view();
+    audit.record(start);
     if let Ok(users) = state.security.store.list_users().await
         && !users
             .iter()

@@ -276,6 +276,20 @@ impl Config {
         Ok(secret)
     }
 
+    /// The configuration as JSON without secrets: `jwt_secret` is left out and the database
+    /// URL reduced to whether one is set.
+    pub fn audit_view(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.remove("jwt_secret");
+            map.insert(
+                "database_url".into(),
+                serde_json::Value::Bool(self.database_url.is_some()),
+            );
+        }
+        value
+    }
+
     pub fn max_future(&self) -> Duration {
         Duration::from_secs(self.max_future_secs)
     }

@@ -590,6 +590,10 @@ async fn every_request_is_audited_and_analysts_see_only_their_own() {
     assert!(own["records"].as_array().unwrap().iter().all(|r| r["actor"] == "user:ana"), "{own}");
     let (status, _) = app.send(ana.get(app.url("/api/v1/audit?actor=user:root"))).await;
     assert_eq!(status, 403);
+    let (_, starts) = app.get("/api/v1/audit?kind=server_start").await;
+    let config = &starts["records"][0]["detail"]["config"];
+    assert_eq!(config["access_token_ttl_secs"], 900, "{starts}");
+    assert!(config.get("jwt_secret").is_none() && !starts.to_string().contains(test_jwt_secret()));
     let verdict = app.security.verify_audit().await.unwrap();
     assert_eq!(verdict.first_broken, None);
 }
