@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::app::AppState;
 use crate::auth::{Principal, SourceAddr};
 use crate::error::ApiError;
-use crate::routes::auth::security_event;
+use crate::routes::auth::audit_action;
 use crate::routes::json_body;
 use crate::routes::telemetry::parse_well_id;
 
@@ -180,18 +180,7 @@ pub async fn acknowledge(
         .await?
     {
         AckOutcome::Acknowledged(a) => {
-            state
-                .security
-                .audit
-                .record_committed(security_event(
-                    "alarm_ack",
-                    &headers,
-                    source.map(|Extension(s)| s).as_ref(),
-                    Some(principal.actor()),
-                    Some(principal.role.name()),
-                    serde_json::json!({ "alarm": id, "well_id": a.well_id, "condition": a.condition, "comment": a.comment }),
-                ))
-                .await;
+            audit_action(&state, "alarm_ack", &headers, source, &principal, serde_json::json!({ "alarm": id, "well_id": a.well_id, "condition": a.condition, "comment": a.comment })).await;
             Ok(Json(a.into()))
         }
         AckOutcome::NotFound => Err(ApiError::not_found(format!("no alarm {id}"))),

@@ -54,6 +54,26 @@ pub(crate) fn security_event(
     }
 }
 
+/// Records, and waits for the commit of, a security event done by `principal` in this request.
+pub(crate) async fn audit_action(
+    state: &AppState,
+    kind: &str,
+    headers: &HeaderMap,
+    source: Option<Extension<SourceAddr>>,
+    principal: &Principal,
+    detail: serde_json::Value,
+) {
+    let event = security_event(
+        kind,
+        headers,
+        source.map(|Extension(s)| s).as_ref(),
+        Some(principal.actor()),
+        Some(principal.role.name()),
+        detail,
+    );
+    state.security.audit.record_committed(event).await;
+}
+
 impl From<HashError> for ApiError {
     fn from(e: HashError) -> Self {
         match e {
@@ -353,17 +373,15 @@ pub async fn logout(
     let security = &state.security;
     security.store.revoke_session(session_id, now()).await?;
     security.forget_cached_credentials();
-    security
-        .audit
-        .record_committed(security_event(
-            "logout",
-            &headers,
-            source.map(|Extension(s)| s).as_ref(),
-            Some(principal.actor()),
-            Some(principal.role.name()),
-            serde_json::json!({ "session": session_id }),
-        ))
-        .await;
+    audit_action(
+        &state,
+        "logout",
+        &headers,
+        source,
+        &principal,
+        serde_json::json!({ "session": session_id }),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -457,16 +475,14 @@ pub async fn change_password(
         .update_user(&user.name, UserChange::SetPassword(hash), now())
         .await?;
     security.forget_cached_credentials();
-    security
-        .audit
-        .record_committed(security_event(
-            "password_change",
-            &headers,
-            source.map(|Extension(s)| s).as_ref(),
-            Some(principal.actor()),
-            Some(principal.role.name()),
-            serde_json::json!({ "user": user.name }),
-        ))
-        .await;
+    audit_action(
+        &state,
+        "password_change",
+        &headers,
+        source,
+        &principal,
+        serde_json::json!({ "user": user.name }),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,7 @@ use espwatch_store::{ApiKey, NewApiKey, NewUser, User, UserChange};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{now, security_event};
+use super::auth::{audit_action, now};
 use super::json_body;
 use crate::app::AppState;
 use crate::auth::{Principal, SourceAddr, generate_api_key};
@@ -134,17 +134,15 @@ pub async fn create_user(
             now(),
         )
         .await?;
-    security
-        .audit
-        .record_committed(security_event(
-            "user_create",
-            &headers,
-            source.map(|Extension(s)| s).as_ref(),
-            Some(principal.actor()),
-            Some(principal.role.name()),
-            serde_json::json!({ "user": user.name, "role": user.role.name(), "wells": user.wells }),
-        ))
-        .await;
+    audit_action(
+        &state,
+        "user_create",
+        &headers,
+        source,
+        &principal,
+        serde_json::json!({ "user": user.name, "role": user.role.name(), "wells": user.wells }),
+    )
+    .await;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -262,17 +260,15 @@ pub async fn update_user(
     };
     if !audited.is_empty() {
         security.forget_cached_credentials();
-        security
-            .audit
-            .record_committed(security_event(
-                "user_change",
-                &headers,
-                source.map(|Extension(s)| s).as_ref(),
-                Some(principal.actor()),
-                Some(principal.role.name()),
-                serde_json::json!({ "user": name, "changes": audited }),
-            ))
-            .await;
+        audit_action(
+            &state,
+            "user_change",
+            &headers,
+            source,
+            &principal,
+            serde_json::json!({ "user": name, "changes": audited }),
+        )
+        .await;
     }
     Ok(Json(user.into()))
 }
@@ -300,17 +296,15 @@ pub async fn remove_user(
         return Err(ApiError::not_found(format!("no user {name:?}")));
     }
     security.forget_cached_credentials();
-    security
-        .audit
-        .record_committed(security_event(
-            "user_remove",
-            &headers,
-            source.map(|Extension(s)| s).as_ref(),
-            Some(principal.actor()),
-            Some(principal.role.name()),
-            serde_json::json!({ "user": name }),
-        ))
-        .await;
+    audit_action(
+        &state,
+        "user_remove",
+        &headers,
+        source,
+        &principal,
+        serde_json::json!({ "user": name }),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -441,17 +435,15 @@ pub async fn create_key(
             now(),
         )
         .await?;
-    security
-        .audit
-        .record_committed(security_event(
-            "apikey_create",
-            &headers,
-            source.map(|Extension(s)| s).as_ref(),
-            Some(principal.actor()),
-            Some(principal.role.name()),
-            serde_json::json!({ "key": stored.id, "name": stored.name, "role": stored.role.name() }),
-        ))
-        .await;
+    audit_action(
+        &state,
+        "apikey_create",
+        &headers,
+        source,
+        &principal,
+        serde_json::json!({ "key": stored.id, "name": stored.name, "role": stored.role.name() }),
+    )
+    .await;
     Ok((
         StatusCode::CREATED,
         Json(NewKeyResponse {
@@ -480,16 +472,14 @@ pub async fn revoke_key(
         return Err(ApiError::not_found(format!("no active API key {id:?}")));
     }
     security.forget_cached_credentials();
-    security
-        .audit
-        .record_committed(security_event(
-            "apikey_revoke",
-            &headers,
-            source.map(|Extension(s)| s).as_ref(),
-            Some(principal.actor()),
-            Some(principal.role.name()),
-            serde_json::json!({ "key": id }),
-        ))
-        .await;
+    audit_action(
+        &state,
+        "apikey_revoke",
+        &headers,
+        source,
+        &principal,
+        serde_json::json!({ "key": id }),
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
