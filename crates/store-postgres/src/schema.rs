@@ -376,15 +376,37 @@ fn checksum(sql: &str) -> i64 {
     h as i64
 }
 
+/// Makes the audit table append-only inside the database too: UPDATE, DELETE and TRUNCATE
+/// raise. The hash chain detects changes made by anyone who can disable the trigger; this
+/// stops everyone else (and any bug) from making them.
+fn audit_append_only() -> Migration {
+    Migration {
+        version: 5,
+        name: "audit log is append-only",
+        sql: r#"CREATE FUNCTION espwatch_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the audit log is append-only';
+END
+$$;
+CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION espwatch_audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION espwatch_audit_append_only();
+"#
+        .into(),
+    }
+}
+
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
     checksum(&format!(
-        "{}{}{}{}{}",
+        "{}{}{}{}{}{}",
         common().sql,
         partitioned().sql,
         timescale().sql,
         alarms().sql,
-        security().sql
+        security().sql,
+        audit_append_only().sql
     )) as u64
 }
 
@@ -504,6 +526,7 @@ async fn migrate_locked(
         },
         alarms(),
         security(),
+        audit_append_only(),
     ];
     let mut applied = Vec::new();
     for m in &all {
@@ -604,15 +627,17 @@ mod pinned {
             super::checksum(&super::timescale().sql),
             super::checksum(&super::alarms().sql),
             super::checksum(&super::security().sql),
+            super::checksum(&super::audit_append_only().sql),
         ];
         assert_eq!(got, PINNED);
     }
 
-    const PINNED: [i64; 5] = [
+    const PINNED: [i64; 6] = [
         4448778947527403899,
         -652217944561075580,
         -7868476583824631736,
         1888805261445544382,
         1302102392259433311,
+        4249714050715942311,
     ];
 }

@@ -104,6 +104,14 @@ impl PgSecurityHarness {
         let n = client.execute(sql, &[param]).await.expect(sql);
         assert_eq!(n, 1, "{sql}");
     }
+
+    async fn raw_batch(&self, sql: &str) {
+        let (client, conn) = tokio_postgres::connect(&self.inner.db.url, tokio_postgres::NoTls)
+            .await
+            .expect("raw connection");
+        tokio::spawn(conn);
+        client.batch_execute(sql).await.expect(sql);
+    }
 }
 
 #[async_trait]
@@ -113,11 +121,24 @@ impl security_conformance::SecurityHarness for PgSecurityHarness {
     }
 
     async fn tamper_audit(&self, id: i64) {
+        // The database refuses; someone able to disable the trigger is caught by the chain.
+        let (client, conn) = tokio_postgres::connect(&self.inner.db.url, tokio_postgres::NoTls)
+            .await
+            .expect("raw connection");
+        tokio::spawn(conn);
+        let refused = client
+            .execute("UPDATE audit SET status = status + 1 WHERE id = $1", &[&id])
+            .await;
+        assert!(refused.is_err(), "the audit table is append-only");
+        self.raw_batch("ALTER TABLE audit DISABLE TRIGGER audit_no_change")
+            .await;
         self.raw("UPDATE audit SET status = status + 1 WHERE id = $1", &id)
             .await;
     }
 
     async fn delete_audit(&self, id: i64) {
+        self.raw_batch("ALTER TABLE audit DISABLE TRIGGER audit_no_change")
+            .await;
         self.raw("DELETE FROM audit WHERE id = $1", &id).await;
     }
 

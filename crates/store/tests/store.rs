@@ -388,13 +388,22 @@ impl security_conformance::SecurityHarness for EmbeddedSecurityHarness {
         let n = self
             .raw()
             .execute("UPDATE audit SET status = status + 1 WHERE id = ?1", [id])
+            .expect_err("the database itself refuses changes to the audit log");
+        // An attacker with the file drops the trigger first; the chain still tells.
+        let raw = self.raw();
+        raw.execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;")
+            .unwrap();
+        let n = raw
+            .execute("UPDATE audit SET status = status + 1 WHERE id = ?1", [id])
             .unwrap();
         assert_eq!(n, 1);
     }
 
     async fn delete_audit(&self, id: i64) {
-        let n = self
-            .raw()
+        let raw = self.raw();
+        raw.execute_batch("DROP TRIGGER IF EXISTS audit_no_delete;")
+            .unwrap();
+        let n = raw
             .execute("DELETE FROM audit WHERE id = ?1", [id])
             .unwrap();
         assert_eq!(n, 1);

@@ -100,6 +100,11 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_by_actor ON audit (actor, id);
 CREATE INDEX IF NOT EXISTS audit_by_kind ON audit (kind, id);
 CREATE INDEX IF NOT EXISTS audit_by_ts ON audit (ts);
+-- Append-only inside the database too; the hash chain catches anyone who drops these.
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 ";
 
 const USER_COLUMNS: &str = "name, role, password_hash, wells, disabled, created_at, updated_at, \
