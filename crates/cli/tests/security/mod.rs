@@ -719,6 +719,7 @@ async fn headers_cors_and_input_limits() {
 
 #[test]
 fn the_server_refuses_to_start_without_a_strong_secret_and_the_cli_manages_identities() {
+    init();
     let work = tempfile::tempdir().expect("temp dir");
     let dir = work.path().join("data");
     let dir_s = dir.to_str().unwrap();
@@ -863,6 +864,12 @@ fn the_server_refuses_to_start_without_a_strong_secret_and_the_cli_manages_ident
     let (ok, stdout, _) = run_cli(&["audit", "verify", "--data-dir", dir_s], &[], work.path());
     assert!(ok && stdout.contains("intact"), "{stdout}");
     let db = rusqlite::Connection::open(dir.join("security.sqlite")).unwrap();
+    assert!(
+        db.execute("UPDATE audit SET status = 200 WHERE id = 3", [])
+            .is_err(),
+        "the database refuses edits"
+    );
+    db.execute_batch("DROP TRIGGER audit_no_update").unwrap();
     db.execute("UPDATE audit SET status = 200 WHERE id = 3", [])
         .unwrap();
     drop(db);
