@@ -489,6 +489,41 @@ impl WellEngine {
         self.train_samples = Vec::new();
     }
 
+    /// The current ratio (measured / expected at this frequency) with the part the operating
+    /// point explains taken out. A centrifugal pump right of its baseline point (e.g. just after
+    /// a start, with the annulus still full) takes more shaft power: the catalog's BHP at the
+    /// normalised flow over the BHP at the baseline flow says how much (without a curve, the
+    /// flow ratio itself, a generous bound). Only a rise is explained, never a fall.
+    fn unexplained_current_ratio(
+        &self,
+        current_ratio: Option<f64>,
+        flow_ratio: Option<f64>,
+        frequency_hz: Option<f64>,
+    ) -> Option<f64> {
+        let c = current_ratio?;
+        let (Some(b), Some(q)) = (self.baseline.as_ref(), flow_ratio) else {
+            return Some(c);
+        };
+        let load = match (&self.ctx.curve, b.flow_bpd) {
+            (Some(curve), Some(qb)) if curve.bhp(qb) > 1e-9 => {
+                curve.bhp(qb * q) / curve.bhp(qb)
+            }
+            _ => q,
+        };
+        if !(load > 1.0) {
+            return Some(c);
+        }
+        let r = frequency_hz.map_or(1.0, |f| (f / b.reference_hz).max(0.05));
+        let nl = b.no_load_current_a;
+        let active = b.active_current_a * r * r;
+        let expected = (nl * nl + active * active).sqrt();
+        let explained = (nl * nl + (active * load).powi(2)).sqrt();
+        if explained <= 1e-9 {
+            return Some(c);
+        }
+        Some(c * expected / explained)
+    }
+
     fn secs_since_start(&self, ts: i64) -> f64 {
         (ts - self.running_since) as f64 / MICROS
     }
@@ -697,7 +732,9 @@ impl WellEngine {
                 clean.get(Field::MotorCurrentA),
             )
             && f >= th.min_running_frequency_ratio * b.reference_hz
-            && c >= th.overload_current_ratio
+            && self
+                .unexplained_current_ratio(Some(c), feats.flow_ratio, Some(f))
+                .is_some_and(|u| u >= th.overload_current_ratio)
             && i >= th.overload_nameplate_share * rated
             && feats
                 .volts_per_hz_ratio
@@ -1056,12 +1093,16 @@ impl WellEngine {
             _ => false,
         };
         let volts_ok = val(&s.volt).is_none_or(|v| (v - 1.0).abs() < th.voltage_deviation);
-        let overloaded =
-            cur_fast.is_some_and(|c| c >= th.overload_current_ratio) && over_nameplate && volts_ok;
+        // Current the operating point explains (more flow, more shaft power) is not overload.
+        let cur_unexplained =
+            self.unexplained_current_ratio(cur_fast, val(&s.fast_flow), f.frequency_hz);
+        let overloaded = cur_unexplained.is_some_and(|c| c >= th.overload_current_ratio)
+            && over_nameplate
+            && volts_ok;
         if overloaded {
             let mut ev = vec![Evidence::opt(
-                "current_ratio",
-                cur_fast,
+                "current_ratio_unexplained_by_flow",
+                cur_unexplained,
                 th.overload_current_ratio,
                 ">=",
             )];
