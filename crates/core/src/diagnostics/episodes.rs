@@ -103,14 +103,9 @@ impl EpisodeTracker {
                 && other != d
             {
                 // Another process condition holds the well. Take over only once this
-                // evidence has been uncontested for `switch_secs`. A protection trip backing
-                // this evidence while the other has been silent that long takes over at once
-                // (a cycling condition such as gas lock never shows `switch_secs` of evidence
-                // in one run, and the stale episode would otherwise hold until `hold_off_secs`).
+                // evidence has been uncontested for `switch_secs`.
                 let other_last = self.tracks[&other].last_evidence;
-                let other_quiet = ts - other_last >= secs(th.switch_secs);
-                let established = ts - first >= secs(th.switch_secs) || confirmed.contains(&d);
-                if !other_quiet || !established {
+                if ts - other_last < secs(th.switch_secs) || ts - first < secs(th.switch_secs) {
                     continue;
                 }
                 let t = self.tracks.get_mut(&other).expect("open track");
@@ -187,44 +182,5 @@ impl EpisodeTracker {
             }
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::condition::Condition;
-
-    const S: i64 = 1_000_000;
-
-    #[test]
-    fn a_trip_backed_condition_takes_over_from_a_silent_one() {
-        let th = Thresholds::default();
-        let gi = Diagnosis::Condition(Condition::GasInterference);
-        let gl = Diagnosis::Condition(Condition::GasLock);
-        let mut t = EpisodeTracker::default();
-        // Gas interference opens, then its evidence stops (the pump trips and cycles).
-        let mut opened = Vec::new();
-        for k in 0..10 {
-            opened.extend(t.step(k * 10 * S, &[(gi, 0.8)], &[], true, &th).opened);
-        }
-        assert_eq!(opened.len(), 1);
-        let quiet_from = 100 * S + (th.switch_secs as i64) * S;
-        // Gas lock evidence for two readings, backed by a trip, after the other went quiet:
-        // it takes over although it has not had `switch_secs` of evidence.
-        t.step(quiet_from, &[(gl, 0.9)], &[], false, &th);
-        let tr = t.step(quiet_from + 10 * S, &[(gl, 0.9)], &[gl], false, &th);
-        assert_eq!(tr.opened.len(), 1, "{tr:?}");
-        assert_eq!(tr.opened[0].diagnosis, gl);
-        assert_eq!(tr.closed.len(), 1);
-        assert_eq!(tr.closed[0].diagnosis, gi);
-        // Without a trip it still waits.
-        let mut t = EpisodeTracker::default();
-        for k in 0..10 {
-            t.step(k * 10 * S, &[(gi, 0.8)], &[], true, &th);
-        }
-        let tr = t.step(quiet_from + 10 * S, &[(gl, 0.9)], &[], false, &th);
-        let tr2 = t.step(quiet_from + 20 * S, &[(gl, 0.9)], &[], false, &th);
-        assert!(tr.opened.is_empty() && tr2.opened.is_empty());
     }
 }
