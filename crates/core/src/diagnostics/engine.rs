@@ -508,7 +508,8 @@ impl WellEngine {
             (Some(curve), Some(qb)) if curve.bhp(qb) > 1e-9 => curve.bhp(qb * q) / curve.bhp(qb),
             _ => q,
         };
-        if !(load > 1.0) {
+        // NaN (an empty curve segment) explains nothing either.
+        if load.is_nan() || load <= 1.0 {
             return Some(c);
         }
         let r = frequency_hz.map_or(1.0, |f| (f / b.reference_hz).max(0.05));
