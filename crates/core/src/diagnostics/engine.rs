@@ -489,6 +489,40 @@ impl WellEngine {
         self.train_samples = Vec::new();
     }
 
+    /// The current ratio (measured / expected at this frequency) with the part the operating
+    /// point explains taken out. A centrifugal pump right of its baseline point (e.g. just after
+    /// a start, with the annulus still full) takes more shaft power: the catalog's BHP at the
+    /// normalised flow over the BHP at the baseline flow says how much (without a curve, the
+    /// flow ratio itself, a generous bound). Only a rise is explained, never a fall.
+    pub(crate) fn unexplained_current_ratio(
+        &self,
+        current_ratio: Option<f64>,
+        flow_ratio: Option<f64>,
+        frequency_hz: Option<f64>,
+    ) -> Option<f64> {
+        let c = current_ratio?;
+        let (Some(b), Some(q)) = (self.baseline.as_ref(), flow_ratio) else {
+            return Some(c);
+        };
+        let load = match (&self.ctx.curve, b.flow_bpd) {
+            (Some(curve), Some(qb)) if curve.bhp(qb) > 1e-9 => curve.bhp(qb * q) / curve.bhp(qb),
+            _ => q,
+        };
+        // NaN (an empty curve segment) explains nothing either.
+        if load.is_nan() || load <= 1.0 {
+            return Some(c);
+        }
+        let r = frequency_hz.map_or(1.0, |f| (f / b.reference_hz).max(0.05));
+        let nl = b.no_load_current_a;
+        let active = b.active_current_a * r * r;
+        let expected = (nl * nl + active * active).sqrt();
+        let explained = (nl * nl + (active * load).powi(2)).sqrt();
+        if explained <= 1e-9 {
+            return Some(c);
+        }
+        Some(c * expected / explained)
+    }
+
     fn secs_since_start(&self, ts: i64) -> f64 {
         (ts - self.running_since) as f64 / MICROS
     }
@@ -697,7 +731,9 @@ impl WellEngine {
                 clean.get(Field::MotorCurrentA),
             )
             && f >= th.min_running_frequency_ratio * b.reference_hz
-            && c >= th.overload_current_ratio
+            && self
+                .unexplained_current_ratio(Some(c), feats.flow_ratio, Some(f))
+                .is_some_and(|u| u >= th.overload_current_ratio)
             && i >= th.overload_nameplate_share * rated
             && feats
                 .volts_per_hz_ratio
@@ -825,6 +861,18 @@ impl WellEngine {
                     confirmed.push(d);
                 }
             }
+        }
+        // Gas lock is gas interference gone all the way: an interference episode that opened
+        // moments ago (within `switch_secs`) is this lock's onset, not a separate problem.
+        let gas_lock = Diagnosis::Condition(Condition::GasLock);
+        let gas_interference = Diagnosis::Condition(Condition::GasInterference);
+        if list.iter().any(|(d, _)| *d == gas_lock)
+            && self.tracker.open().iter().any(|e| {
+                e.diagnosis == gas_interference
+                    && ts - e.start.0 <= (th.switch_secs * MICROS) as i64
+            })
+        {
+            self.tracker.retag(gas_interference, gas_lock);
         }
         self.prev_process = findings
             .iter()
@@ -1001,11 +1049,27 @@ impl WellEngine {
 
         // Pump-off: intake pressure drawn down with no gas breakthrough.
         // Early sign: the intake keeps falling at constant frequency, with no gas coming up.
+        // A drawdown with the pump delivering at least its baseline (normalised) rate is the
+        // annulus settling after a start or a rate increase, not inflow failing. Inflow failing
+        // shows as flow sliding below baseline with the intake: then the fall counts as soon as
+        // the intake is under its baseline.
+        let flow_low = flow.is_some_and(|q| q < th.pump_off_flow_ratio);
         let falling = match (val(&s.fast_pip), pip) {
-            (Some(fast), Some(slow)) => fast < slow - 0.01 && slow < 0.9,
+            (Some(fast), Some(slow)) => {
+                fast < slow - 0.01
+                    && flow.is_none_or(|q| q < 1.0)
+                    && (slow < 0.9 || (slow < 1.0 && flow_low))
+            }
             _ => false,
         };
         let gas_rising = gor_fast.is_some_and(|g| g >= 1.1);
+        // Early gas breakthrough: the gas-oil ratio at the surface climbs while the intake
+        // pressure sinks (free gas forms as PIP approaches the bubble point).
+        let pip_sinking = match (val(&s.fast_pip), pip) {
+            (Some(fast), Some(slow)) => fast < slow,
+            _ => false,
+        };
+        let gas_breaking = gas_rising && pip_sinking && gor.is_some_and(|g| g > 1.0);
         if settled
             && (pip.is_some_and(|p| p < th.pump_off_pip_ratio) || (falling && !gas_rising))
             && !gas_rich
@@ -1020,8 +1084,19 @@ impl WellEngine {
         }
 
         // Free gas at the intake with the pump still turning.
-        if gas && (erratic || flow.is_some_and(|q| q < 0.9) || pip.is_some_and(|p| p < 0.9)) {
+        if (gas && (erratic || flow.is_some_and(|q| q < 0.9) || pip.is_some_and(|p| p < 0.9)))
+            || gas_breaking
+        {
             let mut ev = vec![];
+            if gas_breaking && !gas_rich {
+                ev.push(Evidence::opt("gor_ratio_fast", gor_fast, 1.1, ">="));
+                ev.push(Evidence::opt(
+                    "intake_pressure_ratio_fast",
+                    val(&s.fast_pip),
+                    pip.unwrap_or(0.0),
+                    "< slow (sinking)",
+                ));
+            }
             if gas_rich {
                 ev.push(Evidence::opt("gor_ratio", gor, th.gas_gor_ratio, ">="));
             }
@@ -1056,12 +1131,16 @@ impl WellEngine {
             _ => false,
         };
         let volts_ok = val(&s.volt).is_none_or(|v| (v - 1.0).abs() < th.voltage_deviation);
-        let overloaded =
-            cur_fast.is_some_and(|c| c >= th.overload_current_ratio) && over_nameplate && volts_ok;
+        // Current the operating point explains (more flow, more shaft power) is not overload.
+        let cur_unexplained =
+            self.unexplained_current_ratio(cur_fast, val(&s.fast_flow), f.frequency_hz);
+        let overloaded = cur_unexplained.is_some_and(|c| c >= th.overload_current_ratio)
+            && over_nameplate
+            && volts_ok;
         if overloaded {
             let mut ev = vec![Evidence::opt(
-                "current_ratio",
-                cur_fast,
+                "current_ratio_unexplained_by_flow",
+                cur_unexplained,
                 th.overload_current_ratio,
                 ">=",
             )];

@@ -423,3 +423,178 @@ fn findings_carry_evidence_and_an_action() {
     assert_eq!(json["evidence"][0]["feature"], "flow_ratio");
     assert!(json["action"].as_str().unwrap().contains("valve"));
 }
+
+#[test]
+fn current_explained_by_flow_is_not_overload() {
+    // Right of the baseline point (after a start with the annulus full, say) the pump takes
+    // more shaft power: that share of the current is explained, the rest is overload.
+    let mut config = FleetConfig::new(7, 0, Timestamp::from_secs(1_767_225_600), 10 * HOUR);
+    config.normal_life = false;
+    config.pinned = vec![PinnedWell {
+        pump: Some("RX-538-2600".to_owned()),
+        interval: Some("20s".to_owned()),
+        ..PinnedWell::default()
+    }];
+    let plan = plan_fleet(&config).expect("plan");
+    let well = &plan.wells[0];
+    let mut sim = WellSimulator::new(well, config.start, config.duration_micros);
+    let mut engine = WellEngine::new(
+        Some(&well.meta),
+        Thresholds::default(),
+        TrainingWindow::Default,
+    );
+    while let Some(sample) = sim.next_sample() {
+        if let Some(m) = sample.measured {
+            engine.push(sample.ts, &m);
+        }
+    }
+    assert!(engine.is_trained());
+    let hz = engine.baseline().unwrap().reference_hz;
+    // At baseline flow nothing is explained.
+    let same = engine
+        .unexplained_current_ratio(Some(1.2), Some(1.0), Some(hz))
+        .unwrap();
+    assert!((same - 1.2).abs() < 1e-9);
+    // Less flow never makes a current look higher.
+    let less = engine
+        .unexplained_current_ratio(Some(1.2), Some(0.7), Some(hz))
+        .unwrap();
+    assert!((less - 1.2).abs() < 1e-9);
+    // Much more flow explains a good part of it.
+    let more = engine
+        .unexplained_current_ratio(Some(1.2), Some(1.6), Some(hz))
+        .unwrap();
+    assert!(more < 1.12, "{more}");
+}
+
+#[test]
+fn gas_interference_is_caught_early() {
+    // Gas breaking through: the surface GOR climbing while the intake sinks is enough.
+    let run = scenario(
+        "RX-538-2600",
+        Some((Condition::GasInterference, "14h", Some("22h"), 0.6)),
+        24,
+        "20s",
+        true,
+    );
+    assert!(
+        run.detected(Condition::GasInterference, 15),
+        "{:?}",
+        run.episodes
+    );
+    only(&run, Condition::GasInterference);
+}
+
+#[test]
+fn gas_lock_onset_is_one_gas_lock_episode() {
+    // The onset of a gas lock looks like gas interference for a minute or two; it becomes one
+    // gas lock episode, not an interference alarm followed by a lock.
+    for pump in ["RX-675-7500", "EU-400-800"] {
+        let run = scenario(
+            pump,
+            Some((Condition::GasLock, "14h", Some("20h"), 0.1)),
+            21,
+            "60s",
+            true,
+        );
+        assert!(run.detected(Condition::GasLock, 15), "{:?}", run.episodes);
+        only(&run, Condition::GasLock);
+        assert_eq!(run.process().len(), 1, "{:?}", run.episodes);
+    }
+}
+
+/// A healthy plant stepped every 10 s, with `events(t, plant, state)` applied before each
+/// reading: operator frequency changes and stops.
+fn healthy_plant_run(
+    pump: &str,
+    hours: i64,
+    events: impl Fn(f64, &crate::sim::Plant, &mut crate::sim::PlantState),
+) -> Run {
+    let mut config = FleetConfig::new(11, 0, Timestamp::from_secs(1_767_225_600), hours * HOUR);
+    config.normal_life = false;
+    config.pinned = vec![PinnedWell {
+        pump: Some(pump.into()),
+        interval: Some("10s".into()),
+        ..PinnedWell::default()
+    }];
+    let plan = plan_fleet(&config).unwrap();
+    let plant = &plan.wells[0].plant;
+    let mut st = plant.initial_state();
+    let mut rng = crate::rng::SimRng::new(5);
+    let mut readings = Vec::new();
+    for i in 0..(hours * 360) {
+        let t = i as f64 * 10.0;
+        events(t, plant, &mut st);
+        let healthy = crate::sim::Effects::default();
+        plant.step(&mut st, &healthy, 5.0, 1.0, rng.normal());
+        let truth = plant.step(&mut st, &healthy, 5.0, 1.0, rng.normal());
+        let mut m = Measurements::empty();
+        let mut put = |f: Field, v: f64, sd: f64| m.set(f, Some(v + rng.normal() * sd));
+        put(Field::FrequencyHz, truth.frequency_hz, 0.01);
+        put(
+            Field::MotorCurrentA,
+            truth.current_a,
+            0.1 + 0.004 * truth.current_a,
+        );
+        put(Field::MotorVoltageV, truth.voltage_v, 1.0);
+        put(Field::IntakePressurePsi, truth.intake_psi, 0.5);
+        put(Field::DischargePressurePsi, truth.discharge_psi, 0.6);
+        put(Field::TubingPressurePsi, truth.tubing_psi, 0.5);
+        put(Field::IntakeTempC, truth.intake_temp_c, 0.05);
+        put(Field::MotorTempC, truth.motor_temp_c, 0.1);
+        put(Field::VibrationXG, truth.vibration_x_g, 0.004);
+        put(Field::VibrationYG, truth.vibration_y_g, 0.004);
+        put(
+            Field::FlowRateBpd,
+            truth.surface_flow_bpd,
+            2.0 + 0.01 * truth.surface_flow_bpd,
+        );
+        put(
+            Field::GorScfBbl,
+            truth.gor_scf_bbl,
+            0.02 * truth.gor_scf_bbl,
+        );
+        readings.push((Timestamp(config.start.0 + (t * 1e6) as i64), m));
+    }
+    run_engine(readings, Some(&plan.wells[0].meta), None)
+}
+
+#[test]
+fn restart_after_a_long_stop_does_not_alarm() {
+    // After a planned stop the annulus is full: the restarted pump runs right of its baseline
+    // point (more flow, more current, above nameplate for a while) and then draws the intake
+    // down for hours, below its old level when it restarts at a higher frequency. Neither is
+    // overload nor pump-off.
+    for (pump, hz) in [
+        ("RX-400-1100", 3.0),
+        ("EU-400-800", 3.0),
+        ("EU-538-3500", 6.0),
+    ] {
+        let run = healthy_plant_run(pump, 30, |t, plant, st| {
+            for (at, minutes) in [(12.0, 150.0), (20.0, 300.0)] {
+                if (t - at * 3600.0).abs() < 1.0 {
+                    st.setpoint_hz = plant.nominal_hz + hz;
+                    plant.stop(st, t + minutes * 60.0);
+                }
+            }
+        });
+        assert!(run.process().is_empty(), "{pump}: {:?}", run.episodes);
+    }
+}
+
+#[test]
+fn pump_off_is_caught_while_the_intake_falls() {
+    // Inflow failing: the intake sinks under its baseline with the delivered flow, well before
+    // it reaches the drawn-down limit.
+    for pump in ["RX-538-2600", "RX-675-7500", "EU-538-3500"] {
+        let run = scenario(
+            pump,
+            Some((Condition::PumpOff, "14h", Some("20h"), 0.5)),
+            21,
+            "10s",
+            true,
+        );
+        assert!(run.detected(Condition::PumpOff, 11), "{:?}", run.episodes);
+        only(&run, Condition::PumpOff);
+    }
+}

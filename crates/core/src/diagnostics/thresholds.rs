@@ -44,6 +44,9 @@ pub struct Thresholds {
     pub erratic_factor: f64,
     /// PIP below this share of its baseline: drawn down.
     pub pump_off_pip_ratio: f64,
+    /// Flow (normalised, relative to baseline) below this share while the intake falls under
+    /// its baseline: inflow failing, an early pump-off sign.
+    pub pump_off_flow_ratio: f64,
     /// Head ratio (measured TDH / catalog head, relative to baseline) below this: degraded.
     pub head_ratio_low: f64,
     /// A head loss that develops faster than this is abrupt (a leak), seconds.
@@ -108,6 +111,7 @@ impl Default for Thresholds {
             erratic_std: 0.015,
             erratic_factor: 3.0,
             pump_off_pip_ratio: 0.75,
+            pump_off_flow_ratio: 0.95,
             head_ratio_low: 0.92,
             abrupt_secs: 3600.0,
             overload_current_ratio: 1.12,
