@@ -859,8 +859,12 @@ fn deep_nesting_does_not_overflow_the_stack() {
     let deep = "[".repeat(100_000);
     assert!(matches!(
         decode(PayloadFormat::Json, deep.as_bytes(), &opts()),
-        Err(DecodeError::TooDeep { .. })
+        Err(DecodeError::Syntax { .. })
     ));
+    // Balanced but deep: each element is refused on its own, nothing overflows.
+    let balanced = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+    let d = decode(PayloadFormat::Json, balanced.as_bytes(), &opts()).unwrap();
+    rejected(&d.items[0]);
     let open = "[".repeat(100_000);
     let close = "]".repeat(100_000);
     let line = format!(r#"{{"well_id":"W","motor_current_a":{open}1{close}}}"#);
