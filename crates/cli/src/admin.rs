@@ -6,15 +6,14 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Subcommand;
 use espwatch_core::Timestamp;
-use espwatch_core::access::{Role, check_password, valid_user_name};
+use espwatch_core::access::{Role, check_password, check_well_list, valid_user_name};
 use espwatch_server::Config;
-use espwatch_server::auth::generate_api_key;
 use espwatch_server::auth::password::hash_blocking;
-use espwatch_store::security::secret_digest;
-use espwatch_store::{AuditEvent, AuditFilter, NewApiKey, NewUser, SecurityStore, UserChange};
+use espwatch_server::auth::{KeyRequest, issue_api_key};
+use espwatch_store::{AuditEvent, AuditFilter, NewUser, SecurityStore, UserChange};
 
 use crate::StoreArgs;
 
@@ -160,16 +159,14 @@ fn now() -> Timestamp {
 }
 
 fn parse_role(text: &str) -> anyhow::Result<Role> {
-    Role::parse(text).with_context(|| {
-        format!("role {text:?} is not one of admin, operator, analyst, viewer, api_client")
-    })
+    Ok(text.parse::<Role>()?)
 }
 
 fn check_wells(wells: &Option<Vec<String>>) -> anyhow::Result<()> {
-    for w in wells.iter().flatten() {
-        espwatch_core::WellId::parse(w).map_err(|e| anyhow::anyhow!("well {w:?}: {e}"))?;
+    match wells {
+        Some(list) => check_well_list(list).map_err(anyhow::Error::msg),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn cli_actor() -> String {
@@ -418,37 +415,19 @@ pub async fn create_api_key(
     wells: Option<Vec<String>>,
     expires: Option<&str>,
 ) -> anyhow::Result<(String, String)> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        bail!("key names are 1–100 characters");
-    }
-    check_wells(&wells)?;
-    let expires_at = match expires {
-        None => None,
-        Some(text) => {
-            let micros = espwatch_core::duration::parse_duration_micros(text)
-                .map_err(|e| anyhow::anyhow!("--expires: {e}"))?;
-            if micros <= 0 {
-                bail!("--expires must be positive");
-            }
-            Some(Timestamp(now().0 + micros))
-        }
-    };
-    let (id, key) = generate_api_key()?;
-    store
-        .create_api_key(
-            NewApiKey {
-                id: id.clone(),
-                name: name.to_owned(),
-                role,
-                wells,
-                key_hash: secret_digest(&key),
-                created_by: cli_actor(),
-                expires_at,
-            },
-            now(),
-        )
-        .await?;
+    let (stored, key) = issue_api_key(
+        store,
+        KeyRequest {
+            name: name.to_owned(),
+            role,
+            wells,
+            expires: expires.map(str::to_owned),
+            created_by: cli_actor(),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (id, name) = (stored.id, stored.name);
     audit(
         store,
         "apikey_create",

@@ -82,6 +82,26 @@ impl Role {
     }
 }
 
+/// A role name that is none of the five.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("role {0:?} is not one of admin, operator, analyst, viewer, api_client")]
+pub struct UnknownRole(pub String);
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+    fn from_str(text: &str) -> Result<Role, UnknownRole> {
+        Role::parse(text).ok_or_else(|| UnknownRole(text.to_owned()))
+    }
+}
+
+/// Checks a list of wells a user or key is limited to: every entry a valid well id.
+pub fn check_well_list(wells: &[String]) -> Result<(), String> {
+    for w in wells {
+        crate::WellId::parse(w).map_err(|e| format!("well {w:?}: {e}"))?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

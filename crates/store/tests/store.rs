@@ -385,8 +385,7 @@ impl security_conformance::SecurityHarness for EmbeddedSecurityHarness {
     }
 
     async fn tamper_audit(&self, id: i64) {
-        let n = self
-            .raw()
+        self.raw()
             .execute("UPDATE audit SET status = status + 1 WHERE id = ?1", [id])
             .expect_err("the database itself refuses changes to the audit log");
         // An attacker with the file drops the trigger first; the chain still tells.

@@ -16,10 +16,9 @@ use std::time::Duration;
 
 use espwatch_core::access::Role;
 use espwatch_server::{AppState, Config, SecretString};
-use espwatch_store::security::secret_digest;
 use espwatch_store::{
-    AlarmStore, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, NewApiKey, NewUser,
-    SecurityStore, Store,
+    AlarmStore, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, NewUser, SecurityStore,
+    Store,
 };
 use espwatch_store_postgres::testing::TestDatabase;
 use espwatch_store_postgres::{PostgresOptions, PostgresStore};
@@ -300,20 +299,14 @@ pub async fn create_key(
     role: Role,
     wells: Option<Vec<String>>,
 ) -> String {
-    let (id, key) = espwatch_server::auth::generate_api_key().expect("key");
-    security
-        .create_api_key(
-            NewApiKey {
-                id,
-                name: name.into(),
-                role,
-                wells,
-                key_hash: secret_digest(&key),
-                created_by: "test".into(),
-                expires_at: None,
-            },
-            espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
-        )
+    let request = espwatch_server::auth::KeyRequest {
+        name: name.into(),
+        role,
+        wells,
+        expires: None,
+        created_by: "test".into(),
+    };
+    let (_, key) = espwatch_server::auth::issue_api_key(security, request)
         .await
         .expect("create key");
     key

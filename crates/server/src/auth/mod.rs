@@ -263,6 +263,71 @@ pub fn key_principal(key: &ApiKey) -> Principal {
     }
 }
 
+/// What a new API key is for; shared by `POST /api/v1/apikeys` and `espwatch apikeys create`.
+#[derive(Clone, Debug)]
+pub struct KeyRequest {
+    pub name: String,
+    pub role: Role,
+    pub wells: Option<Vec<String>>,
+    /// Lifetime such as `90d`; `None`: no expiry.
+    pub expires: Option<String>,
+    /// `user:<name>` or `cli:<login>`.
+    pub created_by: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyRequestError {
+    #[error("key names are 1–100 characters")]
+    Name,
+    #[error("{0}")]
+    Wells(String),
+    #[error("expires {0:?} is not a positive duration such as 90d")]
+    Expires(String),
+    #[error(transparent)]
+    Store(#[from] espwatch_store::StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Validates the request, generates the key, stores only its hash; returns the stored key
+/// and the key itself (to show once).
+pub async fn issue_api_key(
+    store: &dyn SecurityStore,
+    request: KeyRequest,
+) -> Result<(ApiKey, String), KeyRequestError> {
+    let name = request.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(KeyRequestError::Name);
+    }
+    if let Some(wells) = &request.wells {
+        espwatch_core::access::check_well_list(wells).map_err(KeyRequestError::Wells)?;
+    }
+    let now = Timestamp::from_datetime(chrono::Utc::now());
+    let expires_at = match request.expires.as_deref() {
+        None => None,
+        Some(text) => match espwatch_core::duration::parse_duration_micros(text) {
+            Ok(micros) if micros > 0 => Some(Timestamp(now.0 + micros)),
+            _ => return Err(KeyRequestError::Expires(text.to_owned())),
+        },
+    };
+    let (id, key) = generate_api_key().map_err(|e| KeyRequestError::Internal(e.to_string()))?;
+    let stored = store
+        .create_api_key(
+            espwatch_store::NewApiKey {
+                id,
+                name,
+                role: request.role,
+                wells: request.wells,
+                key_hash: secret_digest(&key),
+                created_by: request.created_by,
+                expires_at,
+            },
+            now,
+        )
+        .await?;
+    Ok((stored, key))
+}
+
 /// Generates a new API key: `(id, full key)`. 12 hex characters of id (public), 256 bits of
 /// secret.
 pub fn generate_api_key() -> anyhow::Result<(String, String)> {

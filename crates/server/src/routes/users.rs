@@ -5,17 +5,15 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
-use espwatch_core::Timestamp;
-use espwatch_core::access::{Role, check_password, valid_user_name};
-use espwatch_store::security::secret_digest;
-use espwatch_store::{ApiKey, NewApiKey, NewUser, User, UserChange};
+use espwatch_core::access::{Role, check_password, check_well_list, valid_user_name};
+use espwatch_store::{ApiKey, NewUser, User, UserChange};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{audit_action, now};
 use super::json_body;
 use crate::app::AppState;
-use crate::auth::{Principal, SourceAddr, generate_api_key};
+use crate::auth::{KeyRequest, KeyRequestError, Principal, SourceAddr, issue_api_key};
 use crate::error::ApiError;
 
 const BODY_LIMIT: usize = 64 * 1024;
@@ -55,23 +53,17 @@ pub struct UserList {
 }
 
 fn parse_role(text: &str) -> Result<Role, ApiError> {
-    Role::parse(text).ok_or_else(|| {
-        ApiError::unprocessable(
-            "invalid_role",
-            format!("role {text:?} is not one of admin, operator, analyst, viewer, api_client"),
-        )
-    })
+    text.parse::<Role>()
+        .map_err(|e| ApiError::unprocessable("invalid_role", e.to_string()))
 }
 
 fn check_wells(wells: &Option<Vec<String>>) -> Result<(), ApiError> {
-    if let Some(list) = wells {
-        for w in list {
-            espwatch_core::WellId::parse(w).map_err(|e| {
-                ApiError::unprocessable("invalid_wells", format!("well {w:?}: {e}"))
-            })?;
+    match wells {
+        Some(list) => {
+            check_well_list(list).map_err(|e| ApiError::unprocessable("invalid_wells", e))
         }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Every user (no password hashes).
@@ -397,44 +389,25 @@ pub async fn create_key(
     body: Body,
 ) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
     let body: NewKeyBody = json_body(&headers, body, BODY_LIMIT).await?;
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::unprocessable(
-            "invalid_name",
-            "key names are 1–100 characters",
-        ));
-    }
     let role = parse_role(body.role.as_deref().unwrap_or("api_client"))?;
-    check_wells(&body.wells)?;
-    let expires_at = match body.expires.as_deref() {
-        None => None,
-        Some(text) => match espwatch_core::duration::parse_duration_micros(text) {
-            Ok(micros) if micros > 0 => Some(Timestamp(now().0 + micros)),
-            _ => {
-                return Err(ApiError::unprocessable(
-                    "invalid_expires",
-                    format!("expires {text:?} is not a positive duration such as 90d"),
-                ));
-            }
-        },
+    let request = KeyRequest {
+        name: body.name,
+        role,
+        wells: body.wells,
+        expires: body.expires,
+        created_by: principal.actor(),
     };
-    let (id, key) = generate_api_key().map_err(ApiError::internal)?;
-    let security = &state.security;
-    let stored = security
-        .store
-        .create_api_key(
-            NewApiKey {
-                id,
-                name,
-                role,
-                wells: body.wells,
-                key_hash: secret_digest(&key),
-                created_by: principal.actor(),
-                expires_at,
-            },
-            now(),
-        )
-        .await?;
+    let (stored, key) = issue_api_key(state.security.store.as_ref(), request)
+        .await
+        .map_err(|e| match e {
+            KeyRequestError::Name => ApiError::unprocessable("invalid_name", e.to_string()),
+            KeyRequestError::Wells(_) => ApiError::unprocessable("invalid_wells", e.to_string()),
+            KeyRequestError::Expires(_) => {
+                ApiError::unprocessable("invalid_expires", e.to_string())
+            }
+            KeyRequestError::Store(e) => e.into(),
+            KeyRequestError::Internal(cause) => ApiError::internal(cause),
+        })?;
     audit_action(
         &state,
         "apikey_create",
