@@ -341,58 +341,14 @@ fn real_changes_are_not_sensor_faults() {
 /// nothing is wrong.
 #[test]
 fn frequency_step_does_not_alarm() {
-    let mut config = FleetConfig::new(11, 0, Timestamp::from_secs(1_767_225_600), 30 * HOUR);
-    config.normal_life = false;
-    config.pinned = vec![PinnedWell {
-        pump: Some("RX-538-2600".into()),
-        interval: Some("10s".into()),
-        ..PinnedWell::default()
-    }];
-    let plan = plan_fleet(&config).unwrap();
-    let plant = &plan.wells[0].plant;
-    let mut st = plant.initial_state();
-    let mut rng = crate::rng::SimRng::new(5);
-    let mut readings = Vec::new();
-    for i in 0..(30 * 360) {
-        let t = i as f64 * 10.0;
+    let run = healthy_plant_run("RX-538-2600", 30, |t, plant, st| {
         if (t - 12.0 * 3600.0).abs() < 1.0 {
             st.setpoint_hz = plant.nominal_hz + 3.5;
         }
         if (t - 20.0 * 3600.0).abs() < 1.0 {
             st.setpoint_hz = plant.nominal_hz - 3.0;
         }
-        let healthy = crate::sim::Effects::default();
-        plant.step(&mut st, &healthy, 5.0, 1.0, rng.normal());
-        let truth = plant.step(&mut st, &healthy, 5.0, 1.0, rng.normal());
-        let mut m = Measurements::empty();
-        let mut put = |f: Field, v: f64, sd: f64| m.set(f, Some(v + rng.normal() * sd));
-        put(Field::FrequencyHz, truth.frequency_hz, 0.01);
-        put(
-            Field::MotorCurrentA,
-            truth.current_a,
-            0.1 + 0.004 * truth.current_a,
-        );
-        put(Field::MotorVoltageV, truth.voltage_v, 1.0);
-        put(Field::IntakePressurePsi, truth.intake_psi, 0.5);
-        put(Field::DischargePressurePsi, truth.discharge_psi, 0.6);
-        put(Field::TubingPressurePsi, truth.tubing_psi, 0.5);
-        put(Field::IntakeTempC, truth.intake_temp_c, 0.05);
-        put(Field::MotorTempC, truth.motor_temp_c, 0.1);
-        put(Field::VibrationXG, truth.vibration_x_g, 0.004);
-        put(Field::VibrationYG, truth.vibration_y_g, 0.004);
-        put(
-            Field::FlowRateBpd,
-            truth.surface_flow_bpd,
-            2.0 + 0.01 * truth.surface_flow_bpd,
-        );
-        put(
-            Field::GorScfBbl,
-            truth.gor_scf_bbl,
-            0.02 * truth.gor_scf_bbl,
-        );
-        readings.push((Timestamp(config.start.0 + (t * 1e6) as i64), m));
-    }
-    let run = run_engine(readings, Some(&plan.wells[0].meta), None);
+    });
     assert!(run.episodes.is_empty(), "{:?}", run.episodes);
 }
 

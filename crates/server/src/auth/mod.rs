@@ -431,8 +431,15 @@ fn forbidden(message: String) -> Response {
 /// The authorization middleware (see the module documentation).
 pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let security = state.security.clone();
-    let source = source_address(&request, security.trust_forwarded_for);
-    request.extensions_mut().insert(SourceAddr(source.clone()));
+    // Resolved once by the request-log middleware around this one.
+    let source = match request.extensions().get::<SourceAddr>() {
+        Some(SourceAddr(source)) => source.clone(),
+        None => {
+            let source = source_address(&request, security.trust_forwarded_for);
+            request.extensions_mut().insert(SourceAddr(source.clone()));
+            source
+        }
+    };
     let method = request.method().clone();
     let route = request
         .extensions()
@@ -528,7 +535,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             return deny(forbidden(format!("not permitted for well {well:?}")));
         }
     }
-    if let Err(wait) = security.per_identity.check(&principal.actor(), now) {
+    if let Err(wait) = security.per_identity.check(&identity.actor, now) {
         return deny(too_many_requests(wait));
     }
     request.extensions_mut().insert(principal);
