@@ -1,9 +1,11 @@
 //! Rollups: keeping the 1m/1h/1d aggregates up to date, and answering bucketed queries from
 //! them with exactly the buckets `espwatch_core::series::evaluate` computes from raw points.
 //!
-//! Freshness protocol. The writer appends `(well, minute)` to `rollup_dirty` in the same
-//! transaction as the readings. The refresher, in one REPEATABLE READ transaction, reads the
-//! queued rows visible to its snapshot, recomputes those minutes (then their hours and days)
+//! Freshness protocol. The writer appends `(well, minute, last_minute)` runs covering the
+//! minutes it wrote to `rollup_dirty` in the same transaction as the readings (one row per well
+//! and run of minutes at most an hour apart). The refresher, in one REPEATABLE READ
+//! transaction, reads the queued runs visible to its snapshot, recomputes every minute of
+//! them (then their hours and days)
 //! from data visible to the same snapshot, and deletes exactly the queue rows it read. Rows
 //! queued by transactions that commit later stay queued. So in any snapshot, a minute whose
 //! rollup lags the raw data still has a queue row, and queries (also one snapshot) compute such
@@ -70,7 +72,8 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
     }
     let rows = tx
         .query(
-            "SELECT id, well_id, minute FROM rollup_dirty ORDER BY id LIMIT $1",
+            "SELECT id, well_id, minute, coalesce(last_minute, minute) FROM rollup_dirty
+             ORDER BY id LIMIT $1",
             &[&limit],
         )
         .await
@@ -79,22 +82,65 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
         return Ok(0);
     }
     let mut ids = Vec::with_capacity(rows.len());
-    let mut minutes = BTreeSet::new();
+    let mut runs = Vec::with_capacity(rows.len());
     for r in &rows {
         ids.push(get::<i64>(r, 0)?);
-        minutes.insert((get::<String>(r, 1)?, get::<PgTs>(r, 2)?.0));
+        runs.push((
+            get::<String>(r, 1)?,
+            get::<PgTs>(r, 2)?.0,
+            get::<PgTs>(r, 3)?.0,
+        ));
     }
+    // Queued runs of one well may overlap; merged, each raw row is aggregated once.
+    let runs = merge_runs(runs);
     let cols = insert_columns();
-    let mut keys = minutes;
-    let mut source = ("telemetry", "ts", raw_aggregates("s"));
-    for (width, suffix) in ROLLUPS.iter().rev() {
-        // Keys at this level: the buckets holding the changed minutes.
+
+    // Minutes: every minute of every run, recomputed from raw rows.
+    let wells: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+    let firsts: Vec<PgTs> = runs.iter().map(|r| PgTs(r.1)).collect();
+    let lasts: Vec<PgTs> = runs.iter().map(|r| PgTs(r.2)).collect();
+    tx.execute(
+        "DELETE FROM rollup_1m r
+         USING unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(w, f, l)
+         WHERE r.well_id = k.w AND r.bucket >= k.f AND r.bucket <= k.l",
+        &[&wells, &firsts, &lasts],
+    )
+    .await
+    .map_err(err("clearing rollups"))?;
+    tx.execute(
+        &format!(
+            "INSERT INTO rollup_1m ({cols})
+             SELECT s.well_id, date_bin('1 minute', s.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
+                 {aggs}
+             FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(w, f, l)
+             JOIN telemetry s ON s.well_id = k.w AND s.ts >= k.f
+                 AND s.ts < k.l + INTERVAL '1 minute'
+             GROUP BY 1, 2",
+            aggs = raw_aggregates("s")
+        ),
+        &[&wells, &firsts, &lasts],
+    )
+    .await
+    .map_err(err("computing rollups"))?;
+
+    // Hours, then days: the buckets holding changed minutes, from the finer rollup.
+    let mut keys: BTreeSet<(&str, i64)> = BTreeSet::new();
+    for (well, first, last) in &runs {
+        let hour = ROLLUPS[1].0;
+        let mut t = floor(*first, hour);
+        while t <= *last {
+            keys.insert((well.as_str(), t));
+            t += hour;
+        }
+    }
+    for (level, &(width, suffix)) in ROLLUPS[..2].iter().enumerate().rev() {
+        let finer = ROLLUPS[level + 1].1;
         keys = keys
             .into_iter()
-            .map(|(w, t)| (w, floor(t, *width)))
+            .map(|(w, t)| (w, floor(t, width)))
             .collect();
         let (wells, buckets): (Vec<&str>, Vec<PgTs>) =
-            keys.iter().map(|(w, t)| (w.as_str(), PgTs(*t))).unzip();
+            keys.iter().map(|(w, t)| (*w, PgTs(*t))).unzip();
         let table = format!("rollup_{suffix}");
         tx.execute(
             &format!(
@@ -105,30 +151,21 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
         )
         .await
         .map_err(err("clearing rollups"))?;
-        let (src, tcol, aggs) = &source;
         tx.execute(
             &format!(
                 "INSERT INTO {table} ({cols})
                  SELECT k.w, k.b, {aggs}
                  FROM unnest($1::text[], $2::timestamptz[]) AS k(w, b)
-                 JOIN {src} s ON s.well_id = k.w AND s.{tcol} >= k.b
-                     AND s.{tcol} < k.b + make_interval(secs => {secs})
+                 JOIN rollup_{finer} s ON s.well_id = k.w AND s.bucket >= k.b
+                     AND s.bucket < k.b + make_interval(secs => {secs})
                  GROUP BY k.w, k.b",
+                aggs = rollup_aggregates("s"),
                 secs = width / 1_000_000
             ),
             &[&wells, &buckets],
         )
         .await
         .map_err(err("computing rollups"))?;
-        source = (
-            match *suffix {
-                "1m" => "rollup_1m",
-                "1h" => "rollup_1h",
-                _ => "rollup_1d",
-            },
-            "bucket",
-            rollup_aggregates("s"),
-        );
     }
     tx.execute("DELETE FROM rollup_dirty WHERE id = ANY($1)", &[&ids])
         .await
@@ -155,7 +192,8 @@ async fn refresh_timescale(shared: &Shared, limit: i64) -> StoreResult<usize> {
     let result = async {
         let rows = client
             .query(
-                "SELECT id, minute FROM rollup_dirty ORDER BY id LIMIT $1",
+                "SELECT id, minute, coalesce(last_minute, minute) FROM rollup_dirty
+                 ORDER BY id LIMIT $1",
                 &[&limit],
             )
             .await
@@ -167,9 +205,8 @@ async fn refresh_timescale(shared: &Shared, limit: i64) -> StoreResult<usize> {
         let (mut lo, mut hi) = (i64::MAX, i64::MIN);
         for r in &rows {
             ids.push(get::<i64>(r, 0)?);
-            let m = get::<PgTs>(r, 1)?.0;
-            lo = lo.min(m);
-            hi = hi.max(m);
+            lo = lo.min(get::<PgTs>(r, 1)?.0);
+            hi = hi.max(get::<PgTs>(r, 2)?.0);
         }
         for (width, suffix) in ROLLUPS.iter().rev() {
             let from = Timestamp(floor(lo, *width)).to_rfc3339();
@@ -192,6 +229,19 @@ async fn refresh_timescale(shared: &Shared, limit: i64) -> StoreResult<usize> {
         .query("SELECT pg_advisory_unlock($1)", &[&LOCK_ROLLUPS])
         .await;
     result
+}
+
+/// Sorts queued (well, first minute, last minute) runs and merges those that overlap or touch.
+fn merge_runs(mut runs: Vec<(String, i64, i64)>) -> Vec<(String, i64, i64)> {
+    runs.sort_unstable();
+    let mut merged: Vec<(String, i64, i64)> = Vec::with_capacity(runs.len());
+    for run in runs {
+        match merged.last_mut() {
+            Some(m) if m.0 == run.0 && run.1 <= m.2 + MINUTE_MICROS => m.2 = m.2.max(run.2),
+            _ => merged.push(run),
+        }
+    }
+    merged
 }
 
 /// Running aggregate of one channel in one step bucket.
@@ -289,8 +339,8 @@ pub async fn query(
     // Step buckets containing lagging minutes are computed from raw data.
     let dirty_rows = tx
         .query(
-            "SELECT DISTINCT minute FROM rollup_dirty
-             WHERE well_id = $1 AND minute >= $2 AND minute < $3",
+            "SELECT minute, coalesce(last_minute, minute) FROM rollup_dirty
+             WHERE well_id = $1 AND minute < $3 AND coalesce(last_minute, minute) >= $2",
             &[
                 &well,
                 &PgTs(floor(inner_from, MINUTE_MICROS)),
@@ -301,9 +351,9 @@ pub async fn query(
         .map_err(err("reading lagging minutes"))?;
     let mut raw_ranges: Vec<(i64, i64)> = vec![(from, inner_from), (inner_to, to)];
     for r in &dirty_rows {
-        let m = get::<PgTs>(r, 0)?.0;
-        let sb = bucket_start(Timestamp(m), step).0;
-        raw_ranges.push((sb.max(inner_from), (sb + step).min(inner_to)));
+        let first = bucket_start(Timestamp(get::<PgTs>(r, 0)?.0), step).0;
+        let last = bucket_start(Timestamp(get::<PgTs>(r, 1)?.0), step).0;
+        raw_ranges.push((first.max(inner_from), (last + step).min(inner_to)));
     }
     raw_ranges.retain(|(a, b)| a < b);
     raw_ranges.sort_unstable();

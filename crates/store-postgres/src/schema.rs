@@ -397,16 +397,28 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     }
 }
 
+/// The rollup work queue holds runs of minutes instead of single minutes: a row covers
+/// `minute ..= last_minute` (`NULL`: the one minute, as rows queued before this migration), so a
+/// writer round queues one row per well and run of nearby minutes instead of one per minute.
+fn rollup_queue_ranges() -> Migration {
+    Migration {
+        version: 6,
+        name: "rollup work queue holds runs of minutes",
+        sql: "ALTER TABLE rollup_dirty ADD COLUMN last_minute timestamptz;\n".into(),
+    }
+}
+
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
     checksum(&format!(
-        "{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}",
         common().sql,
         partitioned().sql,
         timescale().sql,
         alarms().sql,
         security().sql,
-        audit_append_only().sql
+        audit_append_only().sql,
+        rollup_queue_ranges().sql
     )) as u64
 }
 
@@ -527,6 +539,7 @@ async fn migrate_locked(
         alarms(),
         security(),
         audit_append_only(),
+        rollup_queue_ranges(),
     ];
     let mut applied = Vec::new();
     for m in &all {
@@ -628,16 +641,18 @@ mod pinned {
             super::checksum(&super::alarms().sql),
             super::checksum(&super::security().sql),
             super::checksum(&super::audit_append_only().sql),
+            super::checksum(&super::rollup_queue_ranges().sql),
         ];
         assert_eq!(got, PINNED);
     }
 
-    const PINNED: [i64; 6] = [
+    const PINNED: [i64; 7] = [
         4448778947527403899,
         -652217944561075580,
         -7868476583824631736,
         1888805261445544382,
         1302102392259433311,
         4249714050715942311,
+        -4329375184339693379,
     ];
 }

@@ -402,21 +402,25 @@ impl Writer {
                     .map_err(transient("updating latest readings"))?;
             }
 
-            // Rollup work queue: every minute that received a reading.
-            let mut minutes: HashSet<(&str, i64)> = HashSet::new();
-            for (c, &(j, i)) in candidates.iter().enumerate() {
-                if accepted[c] {
+            // Rollup work queue: per well, runs of minutes that received readings.
+            let mut minutes: Vec<(&str, i64)> = candidates
+                .iter()
+                .zip(&accepted)
+                .filter(|(_, ok)| **ok)
+                .map(|(&(j, i), _)| {
                     let r = &jobs[j].readings[i];
-                    minutes.insert((
+                    (
                         r.well_id.as_str(),
                         r.ts.0 - r.ts.0.rem_euclid(MINUTE_MICROS),
-                    ));
-                }
-            }
-            if !minutes.is_empty() {
-                let (wells, mins): (Vec<&str>, Vec<PgTs>) =
-                    minutes.into_iter().map(|(w, m)| (w, PgTs(m))).unzip();
-                tx.execute(&p.dirty, &[&wells, &mins])
+                    )
+                })
+                .collect();
+            let runs = minute_runs(&mut minutes);
+            if !runs.is_empty() {
+                let wells: Vec<&str> = runs.iter().map(|r| r.0).collect();
+                let firsts: Vec<PgTs> = runs.iter().map(|r| PgTs(r.1)).collect();
+                let lasts: Vec<PgTs> = runs.iter().map(|r| PgTs(r.2)).collect();
+                tx.execute(&p.dirty, &[&wells, &firsts, &lasts])
                     .await
                     .map_err(transient("queueing rollup work"))?;
             }
@@ -437,6 +441,23 @@ impl Writer {
         })?;
         Ok(outcomes)
     }
+}
+
+/// Minutes further apart than this start a new queued run: a run's empty minutes cost the
+/// refresher and lagging queries a little, a row per run costs the writer.
+const RUN_GAP_MICROS: i64 = 60 * MINUTE_MICROS;
+
+/// Turns (well, minute) pairs into (well, first minute, last minute) runs.
+fn minute_runs<'a>(minutes: &mut [(&'a str, i64)]) -> Vec<(&'a str, i64, i64)> {
+    minutes.sort_unstable();
+    let mut runs: Vec<(&str, i64, i64)> = Vec::new();
+    for &(well, minute) in minutes.iter() {
+        match runs.last_mut() {
+            Some(run) if run.0 == well && minute - run.2 <= RUN_GAP_MICROS => run.2 = minute,
+            _ => runs.push((well, minute, minute)),
+        }
+    }
+    runs
 }
 
 /// Sends one buffer into a COPY sink and finishes it.
@@ -501,9 +522,31 @@ async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_post
             .await?,
         dirty: client
             .prepare(
-                "INSERT INTO rollup_dirty (well_id, minute)
-                 SELECT * FROM unnest($1::text[], $2::timestamptz[])",
+                "INSERT INTO rollup_dirty (well_id, minute, last_minute)
+                 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])",
             )
             .await?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minute_runs_split_per_well_and_at_long_gaps() {
+        let m = MINUTE_MICROS;
+        let mut minutes = vec![
+            ("B", 0),
+            ("A", 2 * m),
+            ("A", 0),
+            ("A", 2 * m),
+            ("A", 62 * m),
+            ("A", 123 * m),
+        ];
+        assert_eq!(
+            minute_runs(&mut minutes),
+            vec![("A", 0, 62 * m), ("A", 123 * m, 123 * m), ("B", 0, 0)]
+        );
+    }
 }
