@@ -92,7 +92,7 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
         ));
     }
     // Queued runs of one well may overlap; merged, each raw row is aggregated once.
-    let runs = merge_runs(runs);
+    let runs = merge_runs(runs, MINUTE_MICROS);
     let cols = insert_columns();
 
     // Minutes: every minute of every run, recomputed from raw rows.
@@ -231,13 +231,14 @@ async fn refresh_timescale(shared: &Shared, limit: i64) -> StoreResult<usize> {
     result
 }
 
-/// Sorts queued (well, first minute, last minute) runs and merges those that overlap or touch.
-fn merge_runs(mut runs: Vec<(String, i64, i64)>) -> Vec<(String, i64, i64)> {
+/// Sorts (well, first minute, last minute) runs and merges those of one well that overlap or
+/// lie at most `max_gap` apart.
+pub(crate) fn merge_runs<W: Ord>(mut runs: Vec<(W, i64, i64)>, max_gap: i64) -> Vec<(W, i64, i64)> {
     runs.sort_unstable();
-    let mut merged: Vec<(String, i64, i64)> = Vec::with_capacity(runs.len());
+    let mut merged: Vec<(W, i64, i64)> = Vec::with_capacity(runs.len());
     for run in runs {
         match merged.last_mut() {
-            Some(m) if m.0 == run.0 && run.1 <= m.2 + MINUTE_MICROS => m.2 = m.2.max(run.2),
+            Some(m) if m.0 == run.0 && run.1 <= m.2 + max_gap => m.2 = m.2.max(run.2),
             _ => merged.push(run),
         }
     }

@@ -403,7 +403,7 @@ impl Writer {
             }
 
             // Rollup work queue: per well, runs of minutes that received readings.
-            let mut minutes: Vec<(&str, i64)> = candidates
+            let minutes: Vec<(&str, i64)> = candidates
                 .iter()
                 .zip(&accepted)
                 .filter(|(_, ok)| **ok)
@@ -415,7 +415,7 @@ impl Writer {
                     )
                 })
                 .collect();
-            let runs = minute_runs(&mut minutes);
+            let runs = minute_runs(&minutes);
             if !runs.is_empty() {
                 let wells: Vec<&str> = runs.iter().map(|r| r.0).collect();
                 let firsts: Vec<PgTs> = runs.iter().map(|r| PgTs(r.1)).collect();
@@ -448,16 +448,9 @@ impl Writer {
 const RUN_GAP_MICROS: i64 = 60 * MINUTE_MICROS;
 
 /// Turns (well, minute) pairs into (well, first minute, last minute) runs.
-fn minute_runs<'a>(minutes: &mut [(&'a str, i64)]) -> Vec<(&'a str, i64, i64)> {
-    minutes.sort_unstable();
-    let mut runs: Vec<(&str, i64, i64)> = Vec::new();
-    for &(well, minute) in minutes.iter() {
-        match runs.last_mut() {
-            Some(run) if run.0 == well && minute - run.2 <= RUN_GAP_MICROS => run.2 = minute,
-            _ => runs.push((well, minute, minute)),
-        }
-    }
-    runs
+fn minute_runs<'a>(minutes: &[(&'a str, i64)]) -> Vec<(&'a str, i64, i64)> {
+    let single: Vec<(&str, i64, i64)> = minutes.iter().map(|&(w, m)| (w, m, m)).collect();
+    crate::rollups::merge_runs(single, RUN_GAP_MICROS)
 }
 
 /// Sends one buffer into a COPY sink and finishes it.
@@ -536,7 +529,7 @@ mod tests {
     #[test]
     fn minute_runs_split_per_well_and_at_long_gaps() {
         let m = MINUTE_MICROS;
-        let mut minutes = vec![
+        let minutes = vec![
             ("B", 0),
             ("A", 2 * m),
             ("A", 0),
@@ -545,7 +538,7 @@ mod tests {
             ("A", 123 * m),
         ];
         assert_eq!(
-            minute_runs(&mut minutes),
+            minute_runs(&minutes),
             vec![("A", 0, 62 * m), ("A", 123 * m, 123 * m), ("B", 0, 0)]
         );
     }
