@@ -642,7 +642,7 @@ impl Store for PostgresStore {
             let client = self.client("health").await?;
             let sql = match shared.flavor {
                 Flavor::Partitioned => {
-                    "SELECT format('PostgreSQL %s, daily partitions: %s, rollup backlog: %s minutes',
+                    "SELECT format('PostgreSQL %s, daily partitions: %s, rollup backlog: %s queued runs of minutes',
                         current_setting('server_version'),
                         (SELECT count(*) FROM pg_inherits WHERE inhparent = 'telemetry'::regclass),
                         (SELECT count(*) FROM rollup_dirty))"
@@ -714,7 +714,7 @@ impl Store for PostgresStore {
             .await?;
         Ok(StoreStats {
             wells: wells as usize,
-            // Here: minutes queued for rollup maintenance.
+            // Here: runs of minutes queued for rollup maintenance.
             readings_in_log: backlog as u64,
             // Here: partitions (or TimescaleDB chunks) of the telemetry table.
             segments: partitions as u64,
