@@ -445,15 +445,18 @@ impl Store for PostgresStore {
     }
 
     async fn latest(&self) -> StoreResult<Vec<LatestReading>> {
-        let sql = format!(
-            "SELECT well_id, ts, {} FROM well_latest ORDER BY well_id",
-            column_list()
-        );
+        let sql = rollups::latest_sql();
         self.read("latest", |client| {
             let sql = &sql;
             async move {
+                // Cached per connection: planning the lateral read over every partition costs
+                // far more than running it, and a statement without parameters keeps its plan.
+                let statement = client
+                    .prepare_cached(sql)
+                    .await
+                    .map_err(|e| db_err("latest", e))?;
                 let rows = client
-                    .query(sql.as_str(), &[])
+                    .query(&statement, &[])
                     .await
                     .map_err(|e| db_err("latest", e))?;
                 rows.iter()

@@ -14,7 +14,7 @@
 //! On TimescaleDB the continuous aggregates are real-time views; the queue drives
 //! `refresh_continuous_aggregate` for late data that lands in already materialised buckets.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use espwatch_core::series::bucket_start;
@@ -24,10 +24,9 @@ use tokio_postgres::IsolationLevel;
 
 use crate::Shared;
 use crate::schema::{
-    COLUMNS, Flavor, LOCK_ROLLUPS, MINUTE_MICROS, ROLLUPS, raw_aggregates, rollup_aggregates,
-    rollup_relation,
+    COLUMNS, Flavor, LOCK_ROLLUPS, MINUTE_MICROS, ROLLUPS, column_list, rollup_relation,
 };
-use crate::types::{PgTs, db_err, get, pool_err};
+use crate::types::{CopyEncoder, PgTs, db_err, get, pool_err};
 
 /// Applies the queued rollup work (at most `limit` queue rows); returns how many it consumed.
 pub async fn refresh(shared: &Shared, limit: i64) -> StoreResult<usize> {
@@ -93,80 +92,35 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
     }
     // Queued runs of one well may overlap; merged, each raw row is aggregated once.
     let runs = merge_runs(runs, MINUTE_MICROS);
-    let cols = insert_columns();
 
-    // Minutes: every minute of every run, recomputed from raw rows.
-    let wells: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
-    let firsts: Vec<PgTs> = runs.iter().map(|r| PgTs(r.1)).collect();
-    let lasts: Vec<PgTs> = runs.iter().map(|r| PgTs(r.2)).collect();
-    tx.execute(
-        "DELETE FROM rollup_1m r
-         USING unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(w, f, l)
-         WHERE r.well_id = k.w AND r.bucket >= k.f AND r.bucket <= k.l",
-        &[&wells, &firsts, &lasts],
-    )
-    .await
-    .map_err(err("clearing rollups"))?;
-    tx.execute(
-        &format!(
-            "INSERT INTO rollup_1m ({cols})
-             SELECT s.well_id, date_bin('1 minute', s.ts, TIMESTAMPTZ '2000-01-01 00:00:00+00'),
-                 {aggs}
-             FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(w, f, l)
-             JOIN telemetry s ON s.well_id = k.w AND s.ts >= k.f
-                 AND s.ts < k.l + INTERVAL '1 minute'
-             GROUP BY 1, 2",
-            aggs = raw_aggregates("s")
-        ),
-        &[&wells, &firsts, &lasts],
-    )
-    .await
-    .map_err(err("computing rollups"))?;
+    // Minutes from raw rows, then hours from minutes and days from hours: at each level every
+    // bucket that holds a queued minute is recomputed whole.
+    let mut source = Source::Raw;
+    for &(width, suffix) in ROLLUPS.iter().rev() {
+        let ranges = merge_runs(
+            runs.iter()
+                .map(|(w, first, last)| {
+                    (
+                        w.as_str(),
+                        floor(*first, width),
+                        floor(*last, width) + width,
+                    )
+                })
+                .collect(),
+            0,
+        );
+        rebuild(&tx, suffix, width, source, &ranges).await?;
+        source = Source::Rollup(suffix);
+    }
 
-    // Hours, then days: the buckets holding changed minutes, from the finer rollup.
-    let mut keys: BTreeSet<(&str, i64)> = BTreeSet::new();
-    for (well, first, last) in &runs {
-        let hour = ROLLUPS[1].0;
-        let mut t = floor(*first, hour);
-        while t <= *last {
-            keys.insert((well.as_str(), t));
-            t += hour;
+    let mut newest: Vec<(&str, i64)> = Vec::new();
+    for (well, _, last) in &runs {
+        match newest.last_mut() {
+            Some((w, t)) if w == well => *t = (*t).max(*last),
+            _ => newest.push((well, *last)),
         }
     }
-    for (level, &(width, suffix)) in ROLLUPS[..2].iter().enumerate().rev() {
-        let finer = ROLLUPS[level + 1].1;
-        keys = keys
-            .into_iter()
-            .map(|(w, t)| (w, floor(t, width)))
-            .collect();
-        let (wells, buckets): (Vec<&str>, Vec<PgTs>) =
-            keys.iter().map(|(w, t)| (*w, PgTs(*t))).unzip();
-        let table = format!("rollup_{suffix}");
-        tx.execute(
-            &format!(
-                "DELETE FROM {table} r USING unnest($1::text[], $2::timestamptz[]) AS k(w, b)
-                 WHERE r.well_id = k.w AND r.bucket = k.b"
-            ),
-            &[&wells, &buckets],
-        )
-        .await
-        .map_err(err("clearing rollups"))?;
-        tx.execute(
-            &format!(
-                "INSERT INTO {table} ({cols})
-                 SELECT k.w, k.b, {aggs}
-                 FROM unnest($1::text[], $2::timestamptz[]) AS k(w, b)
-                 JOIN rollup_{finer} s ON s.well_id = k.w AND s.bucket >= k.b
-                     AND s.bucket < k.b + make_interval(secs => {secs})
-                 GROUP BY k.w, k.b",
-                aggs = rollup_aggregates("s"),
-                secs = width / 1_000_000
-            ),
-            &[&wells, &buckets],
-        )
-        .await
-        .map_err(err("computing rollups"))?;
-    }
+    advance_latest(&tx, &newest).await?;
     tx.execute("DELETE FROM rollup_dirty WHERE id = ANY($1)", &[&ids])
         .await
         .map_err(err("consuming the rollup queue"))?;
@@ -174,9 +128,273 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
     Ok(ids.len())
 }
 
+/// What a rollup level is computed from.
+#[derive(Copy, Clone)]
+enum Source {
+    Raw,
+    /// The next finer rollup table, by suffix.
+    Rollup(&'static str),
+}
+
+/// Buckets of one fetch: bounded so a long run (a backfill of months) streams through in
+/// pieces instead of being held in memory at once.
+const BUCKETS_PER_FETCH: i64 = 360;
+/// Fetches in flight on the connection at once (pipelined).
+const FETCHES_IN_FLIGHT: usize = 4;
+/// Encoded rollup rows are sent to the database once this many bytes have gathered.
+const COPY_FLUSH_BYTES: usize = 1 << 20;
+
+/// Recomputes every bucket of `rollup_{suffix}` (width `width`) inside `ranges` (well, from,
+/// to exclusive; bucket-aligned) from `source`: deletes them, folds the source rows in time
+/// order in Rust and COPYs the results in. Aggregating here rather than in SQL avoids one
+/// ordered aggregate (a sort) per channel and bucket for `last`, which made the database's
+/// share of a refresh several times the cost of the rows' COPY at ingestion.
+async fn rebuild(
+    tx: &tokio_postgres::Transaction<'_>,
+    suffix: &str,
+    width: i64,
+    source: Source,
+    ranges: &[(&str, i64, i64)],
+) -> StoreResult<()> {
+    use futures_util::StreamExt as _;
+
+    let err = |what: &'static str| move |e| db_err(what, e);
+    let table = format!("rollup_{suffix}");
+    let wells: Vec<&str> = ranges.iter().map(|r| r.0).collect();
+    let froms: Vec<PgTs> = ranges.iter().map(|r| PgTs(r.1)).collect();
+    let tos: Vec<PgTs> = ranges.iter().map(|r| PgTs(r.2)).collect();
+    tx.execute(
+        &format!(
+            "DELETE FROM {table} r
+             USING unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS k(w, f, t)
+             WHERE r.well_id = k.w AND r.bucket >= k.f AND r.bucket < k.t"
+        ),
+        &[&wells, &froms, &tos],
+    )
+    .await
+    .map_err(err("clearing rollups"))?;
+
+    let fetch_sql = match source {
+        Source::Raw => format!(
+            "SELECT ts, {} FROM telemetry WHERE well_id = $1 AND ts >= $2 AND ts < $3 ORDER BY ts",
+            column_list()
+        ),
+        Source::Rollup(finer) => format!(
+            "SELECT bucket, n{} FROM rollup_{finer}
+             WHERE well_id = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket",
+            COLUMNS
+                .iter()
+                .map(|c| format!(", {c}_n, {c}_sum, {c}_min, {c}_max, {c}_last"))
+                .collect::<String>()
+        ),
+    };
+    let fetch = tx
+        .prepare(&fetch_sql)
+        .await
+        .map_err(err("preparing rollup reads"))?;
+    let copy = format!(
+        "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+        insert_columns()
+    );
+
+    let pieces: Vec<(&str, i64, i64)> = ranges
+        .iter()
+        .flat_map(|&(well, from, to)| {
+            (from..to)
+                .step_by((width * BUCKETS_PER_FETCH) as usize)
+                .map(move |a| (well, a, (a + width * BUCKETS_PER_FETCH).min(to)))
+        })
+        .collect();
+    // Pipelined: the next fetches are on the wire while one is folded.
+    let mut in_flight = futures_util::stream::FuturesOrdered::new();
+    let mut queued = pieces.iter();
+    let mut enc = CopyEncoder::new(0);
+    loop {
+        // COPY only with nothing in flight: a fetch's unread rows would hold up the
+        // connection, and with it the COPY's response.
+        if enc.encoded_len() >= COPY_FLUSH_BYTES && in_flight.is_empty() {
+            let full = std::mem::replace(&mut enc, CopyEncoder::new(0));
+            copy_in(tx, &copy, full).await?;
+        }
+        while enc.encoded_len() < COPY_FLUSH_BYTES && in_flight.len() < FETCHES_IN_FLIGHT {
+            let Some(&(well, a, b)) = queued.next() else {
+                break;
+            };
+            in_flight.push_back(fetch_piece(tx, &fetch, well, a, b));
+        }
+        let Some(piece) = in_flight.next().await else {
+            break;
+        };
+        let (well, rows) = piece.map_err(err("reading rows to roll up"))?;
+        let mut bucket: Option<BucketAcc> = None;
+        for row in &rows {
+            let at = get::<PgTs>(row, 0)?.0;
+            let start = floor(at, width);
+            if let Some(done) = bucket.take_if(|b| b.start != start) {
+                done.encode(&mut enc, well);
+            }
+            let b = bucket.get_or_insert_with(|| BucketAcc::new(start));
+            match source {
+                Source::Raw => {
+                    b.n += 1;
+                    for (k, acc) in b.channels.iter_mut().enumerate() {
+                        if let Some(v) = get::<Option<f64>>(row, 1 + k)? {
+                            acc.merge(1, v, v, v, v);
+                        }
+                    }
+                }
+                Source::Rollup(_) => {
+                    b.n += get::<i64>(row, 1)?;
+                    for (k, acc) in b.channels.iter_mut().enumerate() {
+                        let base = 2 + 5 * k;
+                        let n: i64 = get(row, base)?;
+                        if n > 0 {
+                            let v = |i: usize| -> StoreResult<f64> {
+                                Ok(get::<Option<f64>>(row, base + i)?.unwrap_or(f64::NAN))
+                            };
+                            acc.merge(n, v(1)?, v(2)?, v(3)?, v(4)?);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(done) = bucket {
+            done.encode(&mut enc, well);
+        }
+    }
+    copy_in(tx, &copy, enc).await
+}
+
+async fn fetch_piece<'w>(
+    tx: &tokio_postgres::Transaction<'_>,
+    fetch: &tokio_postgres::Statement,
+    well: &'w str,
+    from: i64,
+    to: i64,
+) -> Result<(&'w str, Vec<tokio_postgres::Row>), tokio_postgres::Error> {
+    let rows = tx.query(fetch, &[&well, &PgTs(from), &PgTs(to)]).await?;
+    Ok((well, rows))
+}
+
+async fn copy_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    statement: &str,
+    enc: CopyEncoder,
+) -> StoreResult<()> {
+    use futures_util::SinkExt as _;
+    let err = |e| db_err("writing rollups", e);
+    let sink = tx.copy_in(statement).await.map_err(err)?;
+    let mut sink = std::pin::pin!(sink);
+    sink.send(enc.finish()).await.map_err(err)?;
+    sink.finish().await.map_err(err)?;
+    Ok(())
+}
+
+/// One rollup bucket being folded: its sample count and per channel aggregate.
+struct BucketAcc {
+    start: i64,
+    n: i64,
+    channels: [Acc; COLUMNS.len()],
+}
+
+impl BucketAcc {
+    fn new(start: i64) -> BucketAcc {
+        BucketAcc {
+            start,
+            n: 0,
+            channels: [Acc::EMPTY; COLUMNS.len()],
+        }
+    }
+
+    /// One rollup row in `insert_columns` order; a channel without samples has NULL aggregates
+    /// like SQL's `sum`/`min`/`max` over no rows.
+    fn encode(&self, enc: &mut CopyEncoder, well: &str) {
+        enc.row(3 + 5 * COLUMNS.len() as i16);
+        enc.text(well);
+        enc.timestamptz(Timestamp(self.start));
+        enc.int8(self.n);
+        for acc in &self.channels {
+            enc.int8(acc.n);
+            if acc.n > 0 {
+                for v in [acc.sum, acc.min, acc.max, acc.last] {
+                    enc.float8(v);
+                }
+            } else {
+                for _ in 0..4 {
+                    enc.null();
+                }
+            }
+        }
+    }
+}
+
+/// `SELECT` of the newest raw reading at or after `k.since` of each well `k.w` in the FROM item
+/// `pairs`, as (well_id, ts, channels...). The lower bound lets the partitions before it be
+/// skipped at run time.
+fn newest_since(pairs: &str) -> String {
+    let cols = column_list();
+    format!(
+        "SELECT k.w, t.ts, {cols} FROM {pairs}
+         CROSS JOIN LATERAL (SELECT ts, {cols} FROM telemetry s
+             WHERE s.well_id = k.w AND s.ts >= k.since ORDER BY ts DESC LIMIT 1) t"
+    )
+}
+
+/// The newest readings of all wells: `well_latest`, which the refresher keeps, merged with the
+/// newest raw reading of every well that still has queued runs (its latest minutes were written
+/// after the last refresh). One statement, so one snapshot: what the refresher has consumed is
+/// in `well_latest`, what it has not is still queued.
+pub fn latest_sql() -> String {
+    let cols = column_list();
+    format!(
+        "SELECT DISTINCT ON (well_id) well_id, ts, {cols} FROM (
+             SELECT well_id, ts, {cols} FROM well_latest
+             UNION ALL
+             {queued}
+         ) x ORDER BY well_id, ts DESC",
+        queued = newest_since(
+            "(SELECT well_id AS w, max(coalesce(last_minute, minute)) AS since
+              FROM rollup_dirty GROUP BY well_id) k"
+        )
+    )
+}
+
+/// Moves `well_latest` forward to the newest reading of each well at or after the given
+/// minute (the last queued minute being consumed, so such a reading exists); older rows there
+/// stay. Runs in the transaction that deletes the consumed queue rows.
+async fn advance_latest(
+    client: &impl deadpool_postgres::GenericClient,
+    newest: &[(&str, i64)],
+) -> StoreResult<()> {
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let wells: Vec<&str> = newest.iter().map(|n| n.0).collect();
+    let since: Vec<PgTs> = newest.iter().map(|n| PgTs(n.1)).collect();
+    let updates: String = COLUMNS
+        .iter()
+        .map(|c| format!(", {c} = EXCLUDED.{c}"))
+        .collect();
+    client
+        .execute(
+            &format!(
+                "INSERT INTO well_latest (well_id, ts, {cols})
+                 {select}
+                 ON CONFLICT (well_id) DO UPDATE SET ts = EXCLUDED.ts{updates}
+                 WHERE well_latest.ts < EXCLUDED.ts",
+                cols = column_list(),
+                select = newest_since("unnest($1::text[], $2::timestamptz[]) AS k(w, since)")
+            ),
+            &[&wells, &since],
+        )
+        .await
+        .map_err(|e| db_err("updating latest readings", e))?;
+    Ok(())
+}
+
 async fn refresh_timescale(shared: &Shared, limit: i64) -> StoreResult<usize> {
     let err = |what: &'static str| move |e| db_err(what, e);
-    let client = shared
+    let mut client = shared
         .pool
         .get()
         .await
@@ -192,7 +410,7 @@ async fn refresh_timescale(shared: &Shared, limit: i64) -> StoreResult<usize> {
     let result = async {
         let rows = client
             .query(
-                "SELECT id, minute, coalesce(last_minute, minute) FROM rollup_dirty
+                "SELECT id, well_id, minute, coalesce(last_minute, minute) FROM rollup_dirty
                  ORDER BY id LIMIT $1",
                 &[&limit],
             )
@@ -203,10 +421,14 @@ async fn refresh_timescale(shared: &Shared, limit: i64) -> StoreResult<usize> {
         }
         let mut ids = Vec::with_capacity(rows.len());
         let (mut lo, mut hi) = (i64::MAX, i64::MIN);
+        let mut newest: BTreeMap<String, i64> = BTreeMap::new();
         for r in &rows {
             ids.push(get::<i64>(r, 0)?);
-            lo = lo.min(get::<PgTs>(r, 1)?.0);
-            hi = hi.max(get::<PgTs>(r, 2)?.0);
+            let last = get::<PgTs>(r, 3)?.0;
+            lo = lo.min(get::<PgTs>(r, 2)?.0);
+            hi = hi.max(last);
+            let at = newest.entry(get::<String>(r, 1)?).or_insert(last);
+            *at = (*at).max(last);
         }
         for (width, suffix) in ROLLUPS.iter().rev() {
             let from = Timestamp(floor(lo, *width)).to_rfc3339();
@@ -218,10 +440,16 @@ async fn refresh_timescale(shared: &Shared, limit: i64) -> StoreResult<usize> {
                 .await
                 .map_err(err("refreshing a continuous aggregate"))?;
         }
-        client
-            .execute("DELETE FROM rollup_dirty WHERE id = ANY($1)", &[&ids])
+        let newest: Vec<(&str, i64)> = newest.iter().map(|(w, t)| (w.as_str(), *t)).collect();
+        let tx = client
+            .transaction()
+            .await
+            .map_err(err("starting rollup refresh"))?;
+        advance_latest(&tx, &newest).await?;
+        tx.execute("DELETE FROM rollup_dirty WHERE id = ANY($1)", &[&ids])
             .await
             .map_err(err("consuming the rollup queue"))?;
+        tx.commit().await.map_err(err("committing rollups"))?;
         Ok(ids.len())
     }
     .await;

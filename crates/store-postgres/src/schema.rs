@@ -288,34 +288,6 @@ fn partitioned() -> Migration {
     }
 }
 
-/// Aggregates of one bucket straight from raw rows (`src` aliases the raw table).
-pub fn raw_aggregates(src: &str) -> String {
-    let mut s = String::from("count(*) AS n");
-    for c in COLUMNS {
-        let _ = write!(
-            s,
-            ", count({src}.{c}) AS {c}_n, sum({src}.{c}) AS {c}_sum, min({src}.{c}) AS {c}_min, \
-             max({src}.{c}) AS {c}_max, \
-             (array_agg({src}.{c} ORDER BY {src}.ts DESC) FILTER (WHERE {src}.{c} IS NOT NULL))[1] AS {c}_last"
-        );
-    }
-    s
-}
-
-/// Aggregates of one bucket from finer rollup rows (`src` aliases the finer table).
-pub fn rollup_aggregates(src: &str) -> String {
-    let mut s = format!("sum({src}.n)::bigint AS n");
-    for c in COLUMNS {
-        let _ = write!(
-            s,
-            ", sum({src}.{c}_n)::bigint AS {c}_n, sum({src}.{c}_sum) AS {c}_sum, \
-             min({src}.{c}_min) AS {c}_min, max({src}.{c}_max) AS {c}_max, \
-             (array_agg({src}.{c}_last ORDER BY {src}.bucket DESC) FILTER (WHERE {src}.{c}_n > 0))[1] AS {c}_last"
-        );
-    }
-    s
-}
-
 fn timescale() -> Migration {
     let mut aggs = String::from("count(*) AS n");
     for c in COLUMNS {

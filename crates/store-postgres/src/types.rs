@@ -77,6 +77,25 @@ impl CopyEncoder {
         self.buf.put_i32(v);
     }
 
+    pub fn int8(&mut self, v: i64) {
+        self.buf.put_i32(8);
+        self.buf.put_i64(v);
+    }
+
+    pub fn float8(&mut self, v: f64) {
+        self.buf.put_i32(8);
+        self.buf.put_f64(v);
+    }
+
+    pub fn null(&mut self) {
+        self.buf.put_i32(-1);
+    }
+
+    /// Bytes encoded so far.
+    pub fn encoded_len(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn bool(&mut self, v: bool) {
         self.buf.put_i32(1);
         self.buf.put_u8(v as u8);

@@ -3,8 +3,9 @@
 //! Appends queue up while a commit is in flight; the next round takes everything queued (up to
 //! a bound) into one transaction: registry lookups and auto-registration, a binary COPY of the
 //! candidates into a temporary staging table, one `INSERT ... ON CONFLICT DO NOTHING
-//! RETURNING` into `telemetry` (first value wins), the `well_latest` upsert and the rollup work
-//! queue, then COMMIT. Every append of the round is answered after that commit.
+//! RETURNING` into `telemetry` (first value wins), and the rollup work queue, then COMMIT. Every
+//! append of the round is answered after that commit. The writer touches no row another writer
+//! touches (`well_latest` is the refresher's), so concurrent writers never wait on each other.
 //!
 //! A lost connection before COMMIT is retried on a fresh one within `retry_window` (the
 //! transaction was rolled back, so nothing is applied twice); a failure during COMMIT is
@@ -38,7 +39,6 @@ struct Prepared {
     copy: Statement,
     copy_direct: Statement,
     insert: Statement,
-    latest: Statement,
     dirty: Statement,
 }
 
@@ -68,7 +68,7 @@ struct Failure {
 
 fn transient(context: &str) -> impl FnOnce(tokio_postgres::Error) -> Failure + '_ {
     move |e| {
-        // Concurrent writers can deadlock on shared rows (re-sent readings, well_latest);
+        // Concurrent writers can deadlock on shared rows (re-sent readings, new wells);
         // PostgreSQL aborts one transaction, which is then simply replayed.
         let conflict = e
             .code()
@@ -359,49 +359,6 @@ impl Writer {
                 Err(e) => return Err(transient("COPY into telemetry")(e)),
             }
 
-            // The newest accepted reading per well goes to well_latest (guarded by ts there).
-            let mut newest: HashMap<&str, usize> = HashMap::new();
-            for (c, &(j, i)) in candidates.iter().enumerate() {
-                if !accepted[c] {
-                    continue;
-                }
-                let r = &jobs[j].readings[i];
-                let e = newest.entry(r.well_id.as_str()).or_insert(c);
-                let (bj, bi) = candidates[*e];
-                if r.ts > jobs[bj].readings[bi].ts {
-                    *e = c;
-                }
-            }
-            if !newest.is_empty() {
-                let mut rows: Vec<usize> = newest.into_values().collect();
-                // Fixed lock order across concurrent writers.
-                rows.sort_by_key(|&c| {
-                    jobs[candidates[c].0].readings[candidates[c].1]
-                        .well_id
-                        .as_str()
-                });
-                let reading = |c: usize| &jobs[candidates[c].0].readings[candidates[c].1];
-                let wells: Vec<&str> = rows.iter().map(|&c| reading(c).well_id.as_str()).collect();
-                let stamps: Vec<PgTs> = rows.iter().map(|&c| PgTs(reading(c).ts.0)).collect();
-                let channels: Vec<Vec<Option<f64>>> = (0..COLUMNS.len())
-                    .map(|k| {
-                        rows.iter()
-                            .map(|&c| Some(reading(c).values.raw()[k]).filter(|v| !v.is_nan()))
-                            .collect()
-                    })
-                    .collect();
-                let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    vec![&wells, &stamps];
-                params.extend(
-                    channels
-                        .iter()
-                        .map(|c| c as &(dyn tokio_postgres::types::ToSql + Sync)),
-                );
-                tx.execute(&p.latest, &params)
-                    .await
-                    .map_err(transient("updating latest readings"))?;
-            }
-
             // Rollup work queue: per well, runs of minutes that received readings.
             let minutes: Vec<(&str, i64)> = candidates
                 .iter()
@@ -475,10 +432,6 @@ async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_post
             ) ON COMMIT DELETE ROWS"
         ))
         .await?;
-    let updates: String = COLUMNS
-        .iter()
-        .map(|c| format!(", {c} = EXCLUDED.{c}"))
-        .collect();
     Ok(Prepared {
         known_wells: client
             .prepare("SELECT well_id FROM wells WHERE well_id = ANY($1::text[]) FOR KEY SHARE")
@@ -503,14 +456,6 @@ async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_post
                 "INSERT INTO telemetry (well_id, ts, {cols})
                  SELECT well_id, ts, {cols} FROM espwatch_stage ORDER BY well_id, ts
                  ON CONFLICT DO NOTHING RETURNING well_id, ts"
-            ))
-            .await?,
-        latest: client
-            .prepare(&format!(
-                "INSERT INTO well_latest (well_id, ts, {cols})
-                 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::float8[], $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::float8[])
-                 ON CONFLICT (well_id) DO UPDATE SET ts = EXCLUDED.ts{updates}
-                 WHERE well_latest.ts < EXCLUDED.ts"
             ))
             .await?,
         dirty: client

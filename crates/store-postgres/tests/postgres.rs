@@ -275,6 +275,74 @@ async fn rollup_queries_equal_raw_evaluation() {
     store.close().await.unwrap();
 }
 
+/// The newest reading per well comes from `well_latest` (kept by the refresher) merged with raw
+/// rows of wells that still have queued minutes; whichever side holds it, the answer is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_is_exact_whether_or_not_the_refresher_has_run() {
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
+    let store = h.store().await;
+    let newest = |l: Vec<espwatch_store::LatestReading>, w: &str| {
+        l.iter()
+            .find(|x| x.well_id == well(w))
+            .map(|x| (x.point.0, x.point.1.get(Field::FrequencyHz)))
+    };
+    let at = |secs: i64| Timestamp(T0 + secs * 1_000_000);
+    let batch = vec![
+        reading("A", 10, 1.0),
+        reading("A", 7_200, 2.0),
+        reading("B", 5, 3.0),
+    ];
+    store.append(batch, auto()).await.unwrap();
+    let l = store.latest().await.unwrap();
+    assert_eq!(
+        newest(l.clone(), "A"),
+        Some((at(7_200), Some(2.0))),
+        "queued"
+    );
+    assert_eq!(newest(l, "B"), Some((at(5), Some(3.0))), "queued");
+    assert!(store.refresh_rollups().await.unwrap() > 0);
+    let l = store.latest().await.unwrap();
+    assert_eq!(
+        newest(l.clone(), "A"),
+        Some((at(7_200), Some(2.0))),
+        "refreshed"
+    );
+    assert_eq!(l.len(), 2);
+
+    // Late data, older than what the refresher recorded: queued, but not the newest.
+    store
+        .append(vec![reading("A", 3_600, 9.0)], auto())
+        .await
+        .unwrap();
+    assert_eq!(
+        newest(store.latest().await.unwrap(), "A"),
+        Some((at(7_200), Some(2.0))),
+        "late data queued"
+    );
+    store.refresh_rollups().await.unwrap();
+    assert_eq!(
+        newest(store.latest().await.unwrap(), "A"),
+        Some((at(7_200), Some(2.0))),
+        "late data refreshed"
+    );
+    // Newer data shows before the refresher has seen it, and stays after.
+    store
+        .append(vec![reading("B", 9_000, 4.0)], auto())
+        .await
+        .unwrap();
+    assert_eq!(
+        newest(store.latest().await.unwrap(), "B"),
+        Some((at(9_000), Some(4.0)))
+    );
+    store.refresh_rollups().await.unwrap();
+    let l = store.latest().await.unwrap();
+    assert_eq!(newest(l.clone(), "B"), Some((at(9_000), Some(4.0))));
+    assert_eq!(newest(l, "A"), Some((at(7_200), Some(2.0))));
+    store.close().await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Connections die; acknowledged data does not.
 
