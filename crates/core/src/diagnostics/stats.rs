@@ -10,6 +10,9 @@ pub struct Ewma {
     pub var: f64,
     last_ts: i64,
     init: bool,
+    /// The last (dt, τ, weight): sampling is usually regular, and `exp` per channel and reading
+    /// was a visible share of the server's CPU during bulk ingestion.
+    memo: Option<(f64, f64, f64)>,
 }
 
 impl Ewma {
@@ -26,7 +29,14 @@ impl Ewma {
         }
         let dt = ((ts_micros - self.last_ts) as f64 / 1e6).max(0.0);
         self.last_ts = ts_micros;
-        let a = 1.0 - (-dt / tau_s).exp();
+        let a = match self.memo {
+            Some((m_dt, m_tau, a)) if m_dt == dt && m_tau == tau_s => a,
+            _ => {
+                let a = 1.0 - (-dt / tau_s).exp();
+                self.memo = Some((dt, tau_s, a));
+                a
+            }
+        };
         let d = x - self.mean;
         self.mean += a * d;
         self.var = (1.0 - a) * (self.var + a * d * d);
