@@ -2,10 +2,11 @@
 //!
 //! Appends queue up while a commit is in flight; the next round takes everything queued (up to
 //! a bound) into one transaction: registry lookups and auto-registration, a binary COPY of the
-//! candidates into a temporary staging table, one `INSERT ... ON CONFLICT DO NOTHING
-//! RETURNING` into `telemetry` (first value wins), and the rollup work queue, then COMMIT. Every
-//! append of the round is answered after that commit. The writer touches no row another writer
-//! touches (`well_latest` is the refresher's), so concurrent writers never wait on each other.
+//! candidates straight into `telemetry` (or, when some were already stored, into a temporary
+//! staging table and on with `INSERT ... ON CONFLICT DO NOTHING RETURNING`: first value wins),
+//! and the rollup work queue, then COMMIT. Every append of the round is answered after that
+//! commit. Writers share no rows of their own (`well_latest` is the refresher's), so they wait
+//! on each other only when they write the same readings.
 //!
 //! A lost connection before COMMIT is retried on a fresh one within `retry_window` (the
 //! transaction was rolled back, so nothing is applied twice); a failure during COMMIT is
@@ -130,9 +131,16 @@ impl Writer {
     async fn commit_round(&mut self, jobs: Vec<Job>) {
         let started = Instant::now();
         let mut attempt = 0u32;
+        let mut path = CopyPath::Direct;
         loop {
-            match self.try_round(&jobs).await {
-                Ok(outcomes) => {
+            match self.try_round(&jobs, path).await {
+                Ok(Round::Clash) => {
+                    // Something in the round was already stored: the same round again, with
+                    // duplicates sorted out row by row.
+                    path = CopyPath::Staging;
+                    continue;
+                }
+                Ok(Round::Committed(outcomes)) => {
                     self.shared.commits.fetch_add(1, Ordering::Relaxed);
                     for (job, outcome) in jobs.into_iter().zip(outcomes) {
                         let _ = job.reply.send(Ok(outcome));
@@ -183,7 +191,7 @@ impl Writer {
         Ok(self.conn.as_mut().expect("just set"))
     }
 
-    async fn try_round(&mut self, jobs: &[Job]) -> Result<Vec<AppendOutcome>, Failure> {
+    async fn try_round(&mut self, jobs: &[Job], path: CopyPath) -> Result<Round, Failure> {
         // Partitions for every day touched (plain PostgreSQL; TimescaleDB makes chunks itself).
         if self.shared.flavor == Flavor::Partitioned {
             let mut missing: Vec<i64> = jobs
@@ -305,26 +313,26 @@ impl Writer {
             }
             let data = enc.finish();
 
-            // Fast path, the normal case of new readings: COPY straight into telemetry under a
-            // savepoint. A unique violation (something was already stored) rolls it back and
-            // the round takes the staging path, which sorts out duplicates row by row.
-            tx.batch_execute("SAVEPOINT direct")
-                .await
-                .map_err(transient("starting COPY"))?;
-            let direct = match tx.copy_in(&p.copy_direct).await {
-                Ok(sink) => send_copy(sink, data.clone()).await,
-                Err(e) => Err(e),
-            };
             let mut accepted = vec![true; candidates.len()];
-            match direct {
-                Ok(_) => tx
-                    .batch_execute("RELEASE SAVEPOINT direct")
-                    .await
-                    .map_err(transient("COPY into telemetry"))?,
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                    tx.batch_execute("ROLLBACK TO SAVEPOINT direct")
-                        .await
-                        .map_err(transient("COPY into telemetry"))?;
+            match path {
+                CopyPath::Direct => {
+                    let direct = match tx.copy_in(&p.copy_direct).await {
+                        Ok(sink) => send_copy(sink, data).await,
+                        Err(e) => Err(e),
+                    };
+                    match direct {
+                        Ok(_) => {}
+                        Err(e)
+                            if e.code()
+                                == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+                        {
+                            // Dropping the transaction rolls it back.
+                            return Ok(Round::Clash);
+                        }
+                        Err(e) => return Err(transient("COPY into telemetry")(e)),
+                    }
+                }
+                CopyPath::Staging => {
                     let sink = tx
                         .copy_in(&p.copy)
                         .await
@@ -356,7 +364,6 @@ impl Writer {
                         }
                     }
                 }
-                Err(e) => return Err(transient("COPY into telemetry")(e)),
             }
 
             // Rollup work queue: per well, runs of minutes that received readings.
@@ -396,8 +403,26 @@ impl Writer {
                 retry: false,
             }
         })?;
-        Ok(outcomes)
+        Ok(Round::Committed(outcomes))
     }
+}
+
+/// How a round's candidates reach `telemetry`.
+#[derive(Copy, Clone)]
+enum CopyPath {
+    /// COPY straight into telemetry: the cost of a raw COPY, for the normal case of new
+    /// readings. A primary-key clash aborts the transaction, and the round is redone by
+    /// staging (no savepoint: that would cost every round two round trips and a
+    /// subtransaction to spare the rare clash one retry).
+    Direct,
+    /// COPY into the temp staging table, then `INSERT ... ON CONFLICT DO NOTHING RETURNING`.
+    Staging,
+}
+
+enum Round {
+    Committed(Vec<AppendOutcome>),
+    /// The direct COPY hit a reading that is already stored; nothing was applied.
+    Clash,
 }
 
 /// Minutes further apart than this start a new queued run: a run's empty minutes cost the
