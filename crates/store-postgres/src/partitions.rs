@@ -26,32 +26,60 @@ fn bound(day: i64) -> String {
 
 /// Creates the partitions of `days` that do not exist yet. Serialised by an advisory lock so
 /// that concurrent writers and the maintenance task never race on the catalog.
+///
+/// A partition is created as a table of its own and then attached: `ATTACH PARTITION` takes
+/// only a SHARE UPDATE EXCLUSIVE lock on `telemetry`, which neither waits for nor blocks
+/// readers and writers, whereas `CREATE TABLE ... PARTITION OF` takes ACCESS EXCLUSIVE: it
+/// waited for every open transaction that had read `telemetry` (a rollup refresh, a long
+/// query) while queueing every write and read behind it.
 pub async fn ensure(client: &Client, days: &[i64]) -> Result<(), tokio_postgres::Error> {
     for &day in days {
         let name = name(day);
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
-            .await?
-            .get(0);
-        if exists {
+        if exists(client, &name).await? {
             continue;
         }
-        let sql = format!(
-            "BEGIN;
-             SELECT pg_advisory_xact_lock({LOCK_PARTITIONS});
-             CREATE TABLE IF NOT EXISTS \"{name}\" PARTITION OF telemetry
-                 FOR VALUES FROM ('{from}') TO ('{to}');
-             COMMIT;",
-            from = bound(day),
-            to = bound(day + 1),
-        );
-        if let Err(e) = client.batch_execute(&sql).await {
+        let result = async {
+            client
+                .batch_execute(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({LOCK_PARTITIONS});"
+                ))
+                .await?;
+            // Someone may have created it while we waited for the lock.
+            if !exists(client, &name).await? {
+                client
+                    .batch_execute(&format!(
+                        "CREATE TABLE \"{name}\" (LIKE telemetry INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+                         ALTER TABLE telemetry ATTACH PARTITION \"{name}\"
+                             FOR VALUES FROM ('{from}') TO ('{to}');",
+                        from = bound(day),
+                        to = bound(day + 1),
+                    ))
+                    .await?;
+                tracing::debug!(partition = %name, "created partition");
+            }
+            client.batch_execute("COMMIT").await
+        }
+        .await;
+        if let Err(e) = result {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err(e);
         }
-        tracing::debug!(partition = %name, "created partition");
     }
     Ok(())
+}
+
+/// Whether the partition exists, read from `pg_class` with the statement's own snapshot: a
+/// name lookup (`to_regclass`) may use a catalog snapshot older than the lock just acquired.
+/// Created and attached in one transaction, an existing partition is an attached one.
+async fn exists(client: &Client, name: &str) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_class
+                 WHERE relname = $1 AND relnamespace = current_schema()::regnamespace)",
+            &[&name],
+        )
+        .await?
+        .get(0))
 }
 
 /// Partitions from yesterday through `ahead` days from now.

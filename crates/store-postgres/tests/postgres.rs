@@ -275,6 +275,42 @@ async fn rollup_queries_equal_raw_evaluation() {
     store.close().await.unwrap();
 }
 
+/// A new day's partition is attached without waiting for transactions that read telemetry
+/// (a rollup refresh, a long query): ingestion into a new day does not stall behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_partitions_do_not_wait_for_open_readers() {
+    let Some(h) = PgHarness::new().await else {
+        return;
+    };
+    let store = h.store().await;
+    store
+        .append(vec![reading("P", 0, 1.0)], auto())
+        .await
+        .unwrap();
+    let (mut reader, conn) = tokio_postgres::connect(&h.db.url, tokio_postgres::NoTls)
+        .await
+        .expect("reader connection");
+    tokio::spawn(conn);
+    let open = reader.transaction().await.unwrap();
+    let n: i64 = open
+        .query_one("SELECT count(*) FROM telemetry", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // Ten days later: a partition the writer has to create while the reader holds its lock.
+    let later = reading("P", 10 * 86_400, 2.0);
+    let appended = tokio::time::timeout(Duration::from_secs(10), store.append(vec![later], auto()))
+        .await
+        .expect("the append waited for the open reader")
+        .unwrap();
+    assert_eq!(appended.count(ReadingOutcome::Accepted), 1);
+    open.commit().await.unwrap();
+    let points = store.read_range(&well("P"), all_time()).await.unwrap();
+    assert_eq!(points.len(), 2);
+    store.close().await.unwrap();
+}
+
 /// The newest reading per well comes from `well_latest` (kept by the refresher) merged with raw
 /// rows of wells that still have queued minutes; whichever side holds it, the answer is the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
