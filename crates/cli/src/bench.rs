@@ -751,11 +751,7 @@ async fn raw_copy(
                     enc.measurements(&r.values);
                 }
                 let tx = client.transaction().await?;
-                let sink = tx.copy_in(&statement).await?;
-                let mut sink = std::pin::pin!(sink);
-                use futures_util::SinkExt;
-                sink.send(enc.finish()).await?;
-                sink.finish().await?;
+                enc.copy_into(&tx, statement.as_str()).await?;
                 tx.commit().await?;
             }
             anyhow::Ok(())

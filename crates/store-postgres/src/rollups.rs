@@ -214,7 +214,9 @@ async fn rebuild(
         // connection, and with it the COPY's response.
         if enc.encoded_len() >= COPY_FLUSH_BYTES && in_flight.is_empty() {
             let full = std::mem::replace(&mut enc, CopyEncoder::new(0));
-            copy_in(tx, &copy, full).await?;
+            full.copy_into(tx, &copy)
+                .await
+                .map_err(err("writing rollups"))?;
         }
         while enc.encoded_len() < COPY_FLUSH_BYTES && in_flight.len() < FETCHES_IN_FLIGHT {
             let Some(&(well, a, b)) = queued.next() else {
@@ -262,7 +264,10 @@ async fn rebuild(
             done.encode(&mut enc, well);
         }
     }
-    copy_in(tx, &copy, enc).await
+    enc.copy_into(tx, &copy)
+        .await
+        .map_err(err("writing rollups"))?;
+    Ok(())
 }
 
 async fn fetch_piece<'w>(
@@ -274,20 +279,6 @@ async fn fetch_piece<'w>(
 ) -> Result<(&'w str, Vec<tokio_postgres::Row>), tokio_postgres::Error> {
     let rows = tx.query(fetch, &[&well, &PgTs(from), &PgTs(to)]).await?;
     Ok((well, rows))
-}
-
-async fn copy_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    statement: &str,
-    enc: CopyEncoder,
-) -> StoreResult<()> {
-    use futures_util::SinkExt as _;
-    let err = |e| db_err("writing rollups", e);
-    let sink = tx.copy_in(statement).await.map_err(err)?;
-    let mut sink = std::pin::pin!(sink);
-    sink.send(enc.finish()).await.map_err(err)?;
-    sink.finish().await.map_err(err)?;
-    Ok(())
 }
 
 /// One rollup bucket being folded: its sample count and per channel aggregate.

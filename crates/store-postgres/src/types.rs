@@ -127,6 +127,20 @@ impl CopyEncoder {
         self.buf.put_i16(-1);
         self.buf.freeze()
     }
+
+    /// Finishes the payload and runs `statement` (a `COPY ... FROM STDIN (FORMAT binary)`)
+    /// with it in `tx`; returns the rows copied.
+    pub async fn copy_into<T: ?Sized + tokio_postgres::ToStatement>(
+        self,
+        tx: &tokio_postgres::Transaction<'_>,
+        statement: &T,
+    ) -> Result<u64, tokio_postgres::Error> {
+        use futures_util::SinkExt as _;
+        let sink = tx.copy_in(statement).await?;
+        let mut sink = std::pin::pin!(sink);
+        sink.send(self.finish()).await?;
+        sink.finish().await
+    }
 }
 
 /// Channels read from a row whose columns `first..first + 13` are the channels in order.

@@ -311,16 +311,11 @@ impl Writer {
                 enc.timestamptz(r.ts);
                 enc.measurements(&r.values);
             }
-            let data = enc.finish();
 
             let mut accepted = vec![true; candidates.len()];
             match path {
                 CopyPath::Direct => {
-                    let direct = match tx.copy_in(&p.copy_direct).await {
-                        Ok(sink) => send_copy(sink, data).await,
-                        Err(e) => Err(e),
-                    };
-                    match direct {
+                    match enc.copy_into(&tx, &p.copy_direct).await {
                         Ok(_) => {}
                         Err(e)
                             if e.code()
@@ -333,11 +328,7 @@ impl Writer {
                     }
                 }
                 CopyPath::Staging => {
-                    let sink = tx
-                        .copy_in(&p.copy)
-                        .await
-                        .map_err(transient("starting COPY"))?;
-                    send_copy(sink, data)
+                    enc.copy_into(&tx, &p.copy)
                         .await
                         .map_err(transient("COPY into staging"))?;
                     let inserted = tx
@@ -433,17 +424,6 @@ const RUN_GAP_MICROS: i64 = 60 * MINUTE_MICROS;
 fn minute_runs<'a>(minutes: &[(&'a str, i64)]) -> Vec<(&'a str, i64, i64)> {
     let single: Vec<(&str, i64, i64)> = minutes.iter().map(|&(w, m)| (w, m, m)).collect();
     crate::rollups::merge_runs(single, RUN_GAP_MICROS)
-}
-
-/// Sends one buffer into a COPY sink and finishes it.
-async fn send_copy(
-    sink: tokio_postgres::CopyInSink<bytes::Bytes>,
-    data: bytes::Bytes,
-) -> Result<u64, tokio_postgres::Error> {
-    use futures_util::SinkExt;
-    let mut sink = std::pin::pin!(sink);
-    sink.send(data).await?;
-    sink.finish().await
 }
 
 async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_postgres::Error> {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use conformance::{Harness, T0, all_time, auto, reading, well};
+use conformance::{Harness, T0, all_time, auto, reading, ts, well};
 use espwatch_core::series::evaluate;
 use espwatch_core::{Agg, Field, Measurements, Reading, TelemetryQuery, TimeRange, Timestamp};
 use espwatch_store::{ReadingOutcome, SecurityStore, Store, StoreError};
@@ -324,7 +324,6 @@ async fn latest_is_exact_whether_or_not_the_refresher_has_run() {
             .find(|x| x.well_id == well(w))
             .map(|x| (x.point.0, x.point.1.get(Field::FrequencyHz)))
     };
-    let at = |secs: i64| Timestamp(T0 + secs * 1_000_000);
     let batch = vec![
         reading("A", 10, 1.0),
         reading("A", 7_200, 2.0),
@@ -334,15 +333,15 @@ async fn latest_is_exact_whether_or_not_the_refresher_has_run() {
     let l = store.latest().await.unwrap();
     assert_eq!(
         newest(l.clone(), "A"),
-        Some((at(7_200), Some(2.0))),
+        Some((ts(7_200), Some(2.0))),
         "queued"
     );
-    assert_eq!(newest(l, "B"), Some((at(5), Some(3.0))), "queued");
+    assert_eq!(newest(l, "B"), Some((ts(5), Some(3.0))), "queued");
     assert!(store.refresh_rollups().await.unwrap() > 0);
     let l = store.latest().await.unwrap();
     assert_eq!(
         newest(l.clone(), "A"),
-        Some((at(7_200), Some(2.0))),
+        Some((ts(7_200), Some(2.0))),
         "refreshed"
     );
     assert_eq!(l.len(), 2);
@@ -354,13 +353,13 @@ async fn latest_is_exact_whether_or_not_the_refresher_has_run() {
         .unwrap();
     assert_eq!(
         newest(store.latest().await.unwrap(), "A"),
-        Some((at(7_200), Some(2.0))),
+        Some((ts(7_200), Some(2.0))),
         "late data queued"
     );
     store.refresh_rollups().await.unwrap();
     assert_eq!(
         newest(store.latest().await.unwrap(), "A"),
-        Some((at(7_200), Some(2.0))),
+        Some((ts(7_200), Some(2.0))),
         "late data refreshed"
     );
     // Newer data shows before the refresher has seen it, and stays after.
@@ -370,12 +369,12 @@ async fn latest_is_exact_whether_or_not_the_refresher_has_run() {
         .unwrap();
     assert_eq!(
         newest(store.latest().await.unwrap(), "B"),
-        Some((at(9_000), Some(4.0)))
+        Some((ts(9_000), Some(4.0)))
     );
     store.refresh_rollups().await.unwrap();
     let l = store.latest().await.unwrap();
-    assert_eq!(newest(l.clone(), "B"), Some((at(9_000), Some(4.0))));
-    assert_eq!(newest(l, "A"), Some((at(7_200), Some(2.0))));
+    assert_eq!(newest(l.clone(), "B"), Some((ts(9_000), Some(4.0))));
+    assert_eq!(newest(l, "A"), Some((ts(7_200), Some(2.0))));
     store.close().await.unwrap();
 }
 
