@@ -19,6 +19,9 @@ use espwatch_store_postgres::{Connector, CopyEncoder, PostgresOptions, PostgresS
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 
+mod cpu;
+use cpu::{CpuSample, CpuUse};
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Ingestion: (a) batches over HTTP from concurrent clients, (b) single-reading requests
@@ -112,6 +115,8 @@ enum Backend {
 /// A fresh store of the benchmarked backend.
 struct BenchStore {
     store: Arc<dyn Store>,
+    /// Users, keys and audit: in PostgreSQL too when the data is, as `serve` does.
+    security: Option<Arc<dyn espwatch_store::SecurityStore>>,
     /// The PostgreSQL scratch schema, dropped by `finish`.
     schema: Option<String>,
     dir: tempfile::TempDir,
@@ -123,6 +128,7 @@ impl Backend {
         match self {
             Backend::Embedded => Ok(BenchStore {
                 store: Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default())?),
+                security: None,
                 schema: None,
                 dir,
             }),
@@ -131,13 +137,37 @@ impl Backend {
                 let store = PostgresStore::open(url, pg_options(&schema))
                     .await
                     .with_context(|| format!("opening PostgreSQL at {}", redact_url(url)))?;
+                let store = Arc::new(store);
                 Ok(BenchStore {
-                    store: Arc::new(store),
+                    store: store.clone(),
+                    security: Some(store),
                     schema: Some(schema),
                     dir,
                 })
             }
         }
+    }
+
+    /// Whether PostgreSQL runs on this machine, so its processes' CPU time can be read: the
+    /// backend serving a connection is a local `postgres` process.
+    async fn postgres_is_local(&self) -> bool {
+        let Backend::Postgres(url) = self else {
+            return false;
+        };
+        let pid = async {
+            let connector = Connector::new(url, Duration::from_secs(60), None, "espwatch-bench")?;
+            let pid: i32 = connector
+                .connect()
+                .await?
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await?
+                .get(0);
+            anyhow::Ok(pid)
+        }
+        .await;
+        pid.ok()
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+            .is_some_and(|comm| comm.trim_end() == "postgres")
     }
 
     /// Drops a scratch schema.
@@ -171,10 +201,14 @@ struct TestServer {
 
 impl TestServer {
     async fn start_bench(opened: BenchStore) -> anyhow::Result<TestServer> {
-        Self::start_on(opened.dir, opened.store).await
+        Self::start_on(opened.dir, opened.store, opened.security).await
     }
 
-    async fn start_on(dir: tempfile::TempDir, store: Arc<dyn Store>) -> anyhow::Result<TestServer> {
+    async fn start_on(
+        dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        security: Option<Arc<dyn espwatch_store::SecurityStore>>,
+    ) -> anyhow::Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         // Authentication stays on (every request verifies an API key and is audited), but
@@ -188,8 +222,10 @@ impl TestServer {
             rate_limit_per_source: 0.0,
             ..Config::default()
         };
-        let security: Arc<dyn espwatch_store::SecurityStore> =
-            Arc::new(espwatch_store::EmbeddedSecurityStore::open(dir.path())?);
+        let security: Arc<dyn espwatch_store::SecurityStore> = match security {
+            Some(security) => security,
+            None => Arc::new(espwatch_store::EmbeddedSecurityStore::open(dir.path())?),
+        };
         let (_, key) = crate::admin::create_api_key(
             security.as_ref(),
             "bench",
@@ -410,7 +446,7 @@ async fn bench_ingest(
     let per_body = wells_per_batch * steps_per_batch;
     match backend {
         Backend::Embedded => {
-            let a = http_batches(backend, &bodies, sent, batch_clients).await?;
+            let mut a = http_batches(backend, &bodies, sent, batch_clients, false).await?;
             a.print(per_body, batch_clients, sent);
         }
         Backend::Postgres(url) => {
@@ -419,24 +455,34 @@ async fn bench_ingest(
             // CHECKPOINT, rounds alternate the order, and the medians are what to quote.
             let rows = reading_batches(batches, steps_per_batch, wells_per_batch)?;
             let rounds = rounds.max(1);
+            let count_postgres = backend.postgres_is_local().await;
             let (mut http_rates, mut copy_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            // PostgreSQL CPU seconds per reading: (a) including the rollup catch-up, (d).
+            let (mut http_pg, mut copy_pg) = (Vec::new(), Vec::new());
             for round in 0..rounds {
                 let mut http = None;
                 let mut copy = None;
                 for phase in 0..2 {
                     checkpoint(url).await;
                     if (phase + round) % 2 == 0 {
-                        let a = http_batches(backend, &bodies, sent, batch_clients).await?;
+                        let mut a =
+                            http_batches(backend, &bodies, sent, batch_clients, count_postgres)
+                                .await?;
                         print!("round {}: ", round + 1);
                         http = Some(a.rate);
                         a.print(per_body, batch_clients, sent);
+                        http_pg.extend(a.cpu_with_catch_up.postgres.map(|s| s / sent as f64));
                     } else {
-                        let rate = raw_copy(backend, url, rows.clone(), batch_clients).await?;
+                        let (rate, cpu) =
+                            raw_copy(backend, url, rows.clone(), batch_clients, count_postgres)
+                                .await?;
                         println!(
                             "round {}: (d) raw binary COPY of the same rows, batches of {per_body}, {batch_clients} connections, commit per batch: {rate:>10.0} readings/s",
                             round + 1
                         );
+                        println!("    {}", cpu.describe(sent));
                         copy = Some(rate);
+                        copy_pg.extend(cpu.postgres.map(|s| s / sent as f64));
                     }
                 }
                 let (a, d) = (http.unwrap_or_default(), copy.unwrap_or(f64::NAN));
@@ -455,6 +501,15 @@ async fn bench_ingest(
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            if !http_pg.is_empty() && !copy_pg.is_empty() {
+                let (a, d) = (median(&mut http_pg), median(&mut copy_pg));
+                println!(
+                    "    PostgreSQL CPU per reading, medians: (a) {:.2} µs with its rollup upkeep, (d) {:.2} µs; (d)/(a) = {:.2}, the ratio to expect when the database has cores of its own and is the bottleneck",
+                    a * 1e6,
+                    d * 1e6,
+                    d / a
+                );
+            }
         }
     }
 
@@ -539,10 +594,15 @@ struct HttpRun {
     commits: u64,
     /// PostgreSQL: from the last acknowledgement until the rollup queue was empty.
     rollups_caught_up: Option<Duration>,
+    /// From the first request to the last acknowledgement.
+    cpu: CpuUse,
+    /// From the first request until the rollups had caught up (the same as `cpu` without
+    /// rollups to wait for).
+    cpu_with_catch_up: CpuUse,
 }
 
 impl HttpRun {
-    fn print(mut self, per_body: usize, clients: usize, sent: usize) {
+    fn print(&mut self, per_body: usize, clients: usize, sent: usize) {
         println!(
             "(a) batches of {per_body} over HTTP, {clients} clients: {:>10.0} readings/s  ({:.1} MB/s JSON)  p50 {}  p99 {}",
             self.rate,
@@ -555,10 +615,15 @@ impl HttpRun {
             self.commits,
             sent / per_body.max(1)
         );
+        println!("    {}", self.cpu.describe(sent));
         if let Some(t) = self.rollups_caught_up {
             println!(
                 "    rollups caught up {:.1} s after the last acknowledgement (the refresher works in passes every 5 s)",
                 t.as_secs_f64()
+            );
+            println!(
+                "    until caught up, {}",
+                self.cpu_with_catch_up.describe(sent)
             );
         }
     }
@@ -570,11 +635,13 @@ async fn http_batches(
     bodies: &Arc<Vec<Bytes>>,
     readings: usize,
     clients: usize,
+    count_postgres: bool,
 ) -> anyhow::Result<HttpRun> {
     let bytes: usize = bodies.iter().map(Bytes::len).sum();
     let opened = backend.open("http").await?;
     let schema = opened.schema.clone();
     let server = TestServer::start_bench(opened).await?;
+    let before = CpuSample::now(count_postgres);
     let (elapsed, latencies) = send_all(
         server.url("/api/v1/telemetry"),
         "application/json",
@@ -583,6 +650,7 @@ async fn http_batches(
     )
     .await?;
     let acknowledged = Instant::now();
+    let at_ack = CpuSample::now(count_postgres);
     let commits = server.store.stats().await?.commits;
     let rollups_caught_up = match (backend, &schema) {
         (Backend::Postgres(url), Some(schema)) => {
@@ -590,6 +658,7 @@ async fn http_batches(
         }
         _ => None,
     };
+    let caught_up = CpuSample::now(count_postgres);
     server.stop().await?;
     if let Some(schema) = &schema {
         backend.drop_schema(schema).await?;
@@ -600,6 +669,8 @@ async fn http_batches(
         latencies,
         commits,
         rollups_caught_up,
+        cpu: before.until(&at_ack),
+        cpu_with_catch_up: before.until(&caught_up),
     })
 }
 
@@ -692,7 +763,8 @@ async fn raw_copy(
     url: &str,
     batches: Vec<Vec<Reading>>,
     connections: usize,
-) -> anyhow::Result<f64> {
+    count_postgres: bool,
+) -> anyhow::Result<(f64, CpuUse)> {
     // Opening a store migrates the schema and prepares today's partitions; the data's own
     // days are prepared by one untimed append, removed again before timing.
     let opened = backend.open("copy").await?;
@@ -734,10 +806,14 @@ async fn raw_copy(
     let statement = format!("COPY telemetry (well_id, ts, {columns}) FROM STDIN (FORMAT binary)");
     let total: usize = batches.iter().map(Vec::len).sum();
     let queue = Arc::new(std::sync::Mutex::new(batches));
+    let mut clients = Vec::new();
+    for _ in 0..connections.max(1) {
+        clients.push(connector.connect().await?);
+    }
+    let before = CpuSample::now(count_postgres);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..connections.max(1) {
-        let mut client = connector.connect().await?;
+    for mut client in clients {
         let (queue, statement) = (queue.clone(), statement.clone());
         tasks.push(tokio::spawn(async move {
             loop {
@@ -761,9 +837,10 @@ async fn raw_copy(
         t.await??;
     }
     let rate = total as f64 / started.elapsed().as_secs_f64();
+    let cpu = before.until(&CpuSample::now(count_postgres));
     drop(setup);
     backend.drop_schema(&schema).await?;
-    Ok(rate)
+    Ok((rate, cpu))
 }
 
 async fn bench_query(
@@ -850,7 +927,7 @@ async fn bench_query(
         total as f64 / load_secs
     );
 
-    let server = TestServer::start_on(dir, Arc::new(store)).await?;
+    let server = TestServer::start_on(dir, Arc::new(store), None).await?;
     let http = client()?;
     let end = start + steps as i64 * interval_micros;
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;

@@ -303,8 +303,19 @@ impl Writer {
         }
 
         if !candidates.is_empty() {
+            // Rows in (well, time) order: consecutive index insertions land on the same leaf
+            // page and a well's rows share heap pages, which the refresher's and the
+            // queries' per-well range scans read back.
+            let mut order: Vec<(&str, i64, usize, usize)> = candidates
+                .iter()
+                .map(|&(j, i)| {
+                    let r = &jobs[j].readings[i];
+                    (r.well_id.as_str(), r.ts.0, j, i)
+                })
+                .collect();
+            order.sort_unstable();
             let mut enc = CopyEncoder::new(candidates.len());
-            for &(j, i) in &candidates {
+            for &(_, _, j, i) in &order {
                 let r = &jobs[j].readings[i];
                 enc.row(2 + COLUMNS.len() as i16);
                 enc.text(r.well_id.as_str());
