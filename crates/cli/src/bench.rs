@@ -50,6 +50,10 @@ pub enum BenchCommand {
         /// each phase after a CHECKPOINT; medians are reported.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Time between one well's readings: it sets how many readings each 1-minute rollup
+        /// row summarises (six at 10 s), and with it the rollup upkeep per reading.
+        #[arg(long, default_value = "10s")]
+        interval: String,
     },
     /// Queries: load WELLS × DAYS of readings at INTERVAL, then time one-well 24 h 1-minute-step
     /// queries and the fleet `latest` query over HTTP.
@@ -77,7 +81,12 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             single_requests,
             database_url,
             rounds,
+            interval,
         } => {
+            let interval = parse_duration_micros(interval).map_err(anyhow::Error::msg)?;
+            if interval <= 0 {
+                bail!("--interval must be positive");
+            }
             let backend = match database_url {
                 Some(url) => Backend::Postgres(url.clone()),
                 None => Backend::Embedded,
@@ -90,6 +99,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
                 *single_clients,
                 *single_requests,
                 *rounds,
+                interval,
             )
             .await
         }
@@ -304,8 +314,13 @@ fn synthetic(well: usize, step: u64) -> Measurements {
 
 const BENCH_START_SECS: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 
-fn reading_json(out: &mut String, well: usize, step: u64) {
-    let ts = Timestamp::from_secs(BENCH_START_SECS + step as i64 * 10);
+/// When a well's `step`th reading was taken.
+fn bench_ts(step: u64, interval_micros: i64) -> Timestamp {
+    Timestamp(BENCH_START_SECS * Timestamp::MICROS_PER_SECOND + step as i64 * interval_micros)
+}
+
+fn reading_json(out: &mut String, well: usize, step: u64, interval_micros: i64) {
+    let ts = bench_ts(step, interval_micros);
     let _ = write!(out, "{{\"well_id\":\"BENCH-{well:04}\",\"ts\":\"{ts}\"");
     for (f, v) in synthetic(well, step).iter() {
         let _ = write!(out, ",\"{}\":{v}", f.name());
@@ -405,6 +420,7 @@ async fn bench_ingest(
     single_clients: usize,
     single_requests: usize,
     rounds: usize,
+    interval_micros: i64,
 ) -> anyhow::Result<()> {
     if batch_size == 0 || readings < batch_size {
         bail!("--readings must be at least --batch-size");
@@ -413,11 +429,12 @@ async fn bench_ingest(
     let steps_per_batch = batch_size / wells_per_batch;
     let batches = readings / (wells_per_batch * steps_per_batch);
     println!(
-        "espwatch bench ingest — {}, durable (acknowledged after commit), server and clients on this machine",
+        "espwatch bench ingest — {}, durable (acknowledged after commit), server and clients on this machine; {wells_per_batch} wells, a reading every {} s each",
         match backend {
             Backend::Embedded => "embedded store".to_owned(),
             Backend::Postgres(url) => format!("PostgreSQL {}", redact_url(url)),
-        }
+        },
+        interval_micros as f64 / 1e6
     );
 
     // (a) batches over HTTP.
@@ -434,7 +451,12 @@ async fn bench_ingest(
                     if s.len() > 1 {
                         s.push(',');
                     }
-                    reading_json(&mut s, well, (b * steps_per_batch + step) as u64);
+                    reading_json(
+                        &mut s,
+                        well,
+                        (b * steps_per_batch + step) as u64,
+                        interval_micros,
+                    );
                 }
             }
             s.push(']');
@@ -453,7 +475,7 @@ async fn bench_ingest(
             // Both phases write hundreds of MB of WAL: a checkpoint falling into one phase and
             // not the other moved single-run ratios by ±30 %. Each phase starts right after a
             // CHECKPOINT, rounds alternate the order, and the medians are what to quote.
-            let rows = reading_batches(batches, steps_per_batch, wells_per_batch)?;
+            let rows = reading_batches(batches, steps_per_batch, wells_per_batch, interval_micros)?;
             let rounds = rounds.max(1);
             let count_postgres = backend.postgres_is_local().await;
             let (mut http_rates, mut copy_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -517,7 +539,7 @@ async fn bench_ingest(
     let bodies: Vec<Bytes> = (0..single_requests)
         .map(|i| {
             let mut s = String::with_capacity(400);
-            reading_json(&mut s, i % 500, (i / 500) as u64);
+            reading_json(&mut s, i % 500, (i / 500) as u64, interval_micros);
             Bytes::from(s)
         })
         .collect();
@@ -550,7 +572,7 @@ async fn bench_ingest(
     // (c) store appends, no HTTP.
     let opened = backend.open("append").await?;
     let store = opened.store.clone();
-    let batch_list = reading_batches(batches, steps_per_batch, wells_per_batch)?;
+    let batch_list = reading_batches(batches, steps_per_batch, wells_per_batch, interval_micros)?;
     let queue = Arc::new(std::sync::Mutex::new(batch_list));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -733,6 +755,7 @@ fn reading_batches(
     batches: usize,
     steps_per_batch: usize,
     wells_per_batch: usize,
+    interval_micros: i64,
 ) -> anyhow::Result<Vec<Vec<Reading>>> {
     let well_ids: Vec<WellId> = (0..wells_per_batch)
         .map(|w| WellId::parse(&format!("BENCH-{w:04}")))
@@ -745,7 +768,7 @@ fn reading_batches(
                 for (well, id) in well_ids.iter().enumerate() {
                     v.push(Reading {
                         well_id: id.clone(),
-                        ts: Timestamp::from_secs(BENCH_START_SECS + step as i64 * 10),
+                        ts: bench_ts(step, interval_micros),
                         values: synthetic(well, step),
                     });
                 }
@@ -830,14 +853,18 @@ async fn raw_copy(
                 enc.copy_into(&tx, statement.as_str()).await?;
                 tx.commit().await?;
             }
-            anyhow::Ok(())
+            // Returned, not dropped: a backend exiting while CPU is sampled can drop out of
+            // the count before the postmaster has collected its time.
+            anyhow::Ok(client)
         }));
     }
+    let mut open = Vec::new();
     for t in tasks {
-        t.await??;
+        open.push(t.await??);
     }
     let rate = total as f64 / started.elapsed().as_secs_f64();
     let cpu = before.until(&CpuSample::now(count_postgres));
+    drop(open);
     drop(setup);
     backend.drop_schema(&schema).await?;
     Ok((rate, cpu))
