@@ -93,13 +93,15 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             };
             bench_ingest(
                 &backend,
-                *batch_clients,
-                *batch_size,
-                *readings,
-                *single_clients,
-                *single_requests,
-                *rounds,
-                interval,
+                &IngestPlan {
+                    batch_clients: *batch_clients,
+                    batch_size: *batch_size,
+                    readings: *readings,
+                    single_clients: *single_clients,
+                    single_requests: *single_requests,
+                    rounds: *rounds,
+                    interval_micros: interval,
+                },
             )
             .await
         }
@@ -412,8 +414,8 @@ async fn send_all(
     Ok((started.elapsed(), all))
 }
 
-async fn bench_ingest(
-    backend: &Backend,
+/// What `bench ingest` sends.
+struct IngestPlan {
     batch_clients: usize,
     batch_size: usize,
     readings: usize,
@@ -421,7 +423,18 @@ async fn bench_ingest(
     single_requests: usize,
     rounds: usize,
     interval_micros: i64,
-) -> anyhow::Result<()> {
+}
+
+async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()> {
+    let &IngestPlan {
+        batch_clients,
+        batch_size,
+        readings,
+        single_clients,
+        single_requests,
+        rounds,
+        interval_micros,
+    } = plan;
     if batch_size == 0 || readings < batch_size {
         bail!("--readings must be at least --batch-size");
     }
