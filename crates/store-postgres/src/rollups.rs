@@ -96,6 +96,9 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
     // Minutes from raw rows, then hours from minutes and days from hours: at each level every
     // bucket that holds a queued minute is recomputed whole.
     let mut source = Source::Raw;
+    // The minutes just rebuilt, folded into their hours as they are written, so the hour
+    // level reads back only the minutes of those hours that this pass did not rebuild.
+    let mut finer: Option<(Vec<(&str, i64, i64)>, Coarser)> = None;
     for &(width, suffix) in ROLLUPS.iter().rev() {
         let ranges = merge_runs(
             runs.iter()
@@ -109,7 +112,26 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
                 .collect(),
             0,
         );
-        rebuild(&tx, suffix, width, source, &ranges).await?;
+        let fresh = finer.take().and_then(|(covered, coarser)| {
+            coarser.map.map(|map| Fresh {
+                covered,
+                buckets: map,
+            })
+        });
+        let mut coarser = (width == MINUTE_MICROS).then(|| Coarser::new(60 * MINUTE_MICROS));
+        rebuild(
+            &tx,
+            Level {
+                suffix,
+                width,
+                source,
+            },
+            &ranges,
+            fresh,
+            coarser.as_mut(),
+        )
+        .await?;
+        finer = coarser.map(|c| (ranges, c));
         source = Source::Rollup(suffix);
     }
 
@@ -144,20 +166,102 @@ const FETCHES_IN_FLIGHT: usize = 4;
 /// Encoded rollup rows are sent to the database once this many bytes have gathered.
 const COPY_FLUSH_BYTES: usize = 1 << 20;
 
-/// Recomputes every bucket of `rollup_{suffix}` (width `width`) inside `ranges` (well, from,
-/// to exclusive; bucket-aligned) from `source`: deletes them, folds the source rows in time
-/// order in Rust and COPYs the results in. Aggregating here rather than in SQL avoids one
-/// ordered aggregate (a sort) per channel and bucket for `last`, which made the database's
-/// share of a refresh several times the cost of the rows' COPY at ingestion.
-async fn rebuild(
-    tx: &tokio_postgres::Transaction<'_>,
-    suffix: &str,
+/// One rollup level being rebuilt.
+#[derive(Copy, Clone)]
+struct Level {
+    suffix: &'static str,
     width: i64,
     source: Source,
+}
+
+/// Buckets of the next coarser level folded from the buckets a rebuild writes, so the next
+/// level need not read them back. Bounded: past `MAX_FRESH_BUCKETS` (a long backfill) the map
+/// is dropped and the next level reads its source as before.
+struct Coarser {
+    width: i64,
+    map: Option<BTreeMap<(String, i64), BucketAcc>>,
+}
+
+/// Coarser buckets kept in memory at most; each is about half a kilobyte.
+const MAX_FRESH_BUCKETS: usize = 50_000;
+
+impl Coarser {
+    fn new(width: i64) -> Coarser {
+        Coarser {
+            width,
+            map: Some(BTreeMap::new()),
+        }
+    }
+
+    fn absorb(&mut self, well: &str, bucket: &BucketAcc) {
+        let Some(map) = &mut self.map else { return };
+        let key = (well.to_owned(), floor(bucket.start, self.width));
+        if !map.contains_key(&key) && map.len() >= MAX_FRESH_BUCKETS {
+            self.map = None;
+            return;
+        }
+        map.entry(key)
+            .or_insert_with_key(|k| BucketAcc::new(k.1))
+            .absorb(bucket);
+    }
+}
+
+/// A level's buckets already folded from the finer buckets rebuilt just before (`covered`:
+/// that level's ranges); only the rest of each bucket is read from the source.
+struct Fresh<'r> {
+    covered: Vec<(&'r str, i64, i64)>,
+    buckets: BTreeMap<(String, i64), BucketAcc>,
+}
+
+/// The parts of `ranges` not inside `covered` (both sorted by well, then start).
+fn uncovered<'r>(
+    ranges: &[(&'r str, i64, i64)],
+    covered: &[(&str, i64, i64)],
+) -> Vec<(&'r str, i64, i64)> {
+    let mut gaps = Vec::new();
+    let mut c = 0;
+    for &(well, from, to) in ranges {
+        while c < covered.len() && (covered[c].0, covered[c].2) <= (well, from) {
+            c += 1;
+        }
+        let mut cursor = from;
+        let mut k = c;
+        while k < covered.len() && covered[k].0 == well && covered[k].1 < to {
+            if covered[k].1 > cursor {
+                gaps.push((well, cursor, covered[k].1));
+            }
+            cursor = cursor.max(covered[k].2);
+            k += 1;
+        }
+        if cursor < to {
+            gaps.push((well, cursor, to));
+        }
+    }
+    gaps
+}
+
+/// Recomputes every bucket of one rollup level inside `ranges` (well, from, to exclusive;
+/// bucket-aligned) from its source: deletes them, folds the source rows in time order in Rust
+/// and COPYs the results in. Aggregating here rather than in SQL avoids one ordered aggregate
+/// (a sort) per channel and bucket for `last`, which made the database's share of a refresh
+/// several times the cost of the rows' COPY at ingestion.
+///
+/// With `fresh`, the buckets' parts rebuilt at the finer level are already folded and only the
+/// remaining parts are read. With `coarser`, every bucket written is also folded into it.
+async fn rebuild(
+    tx: &tokio_postgres::Transaction<'_>,
+    level: Level,
     ranges: &[(&str, i64, i64)],
+    fresh: Option<Fresh<'_>>,
+    mut coarser: Option<&mut Coarser>,
 ) -> StoreResult<()> {
     use futures_util::StreamExt as _;
 
+    let Level {
+        suffix,
+        width,
+        source,
+    } = level;
     let err = |what: &'static str| move |e| db_err(what, e);
     let table = format!("rollup_{suffix}");
     let wells: Vec<&str> = ranges.iter().map(|r| r.0).collect();
@@ -197,7 +301,11 @@ async fn rebuild(
         insert_columns()
     );
 
-    let pieces: Vec<(&str, i64, i64)> = ranges
+    let (to_read, mut folded) = match fresh {
+        Some(Fresh { covered, buckets }) => (uncovered(ranges, &covered), Some(buckets)),
+        None => (ranges.to_vec(), None),
+    };
+    let pieces: Vec<(&str, i64, i64)> = to_read
         .iter()
         .flat_map(|&(well, from, to)| {
             (from..to)
@@ -205,6 +313,20 @@ async fn rebuild(
                 .map(move |a| (well, a, (a + width * BUCKETS_PER_FETCH).min(to)))
         })
         .collect();
+    // A finished bucket is written (and folded into the coarser level) or, when this level
+    // has fresh parts, completed with them before everything is written at the end.
+    let mut finish = |done: BucketAcc, well: &str, enc: &mut CopyEncoder| match &mut folded {
+        Some(buckets) => buckets
+            .entry((well.to_owned(), done.start))
+            .or_insert_with(|| BucketAcc::new(done.start))
+            .absorb(&done),
+        None => {
+            done.encode(enc, well);
+            if let Some(c) = coarser.as_deref_mut() {
+                c.absorb(well, &done);
+            }
+        }
+    };
     // Pipelined: the next fetches are on the wire while one is folded.
     let mut in_flight = futures_util::stream::FuturesOrdered::new();
     let mut queued = pieces.iter();
@@ -233,7 +355,7 @@ async fn rebuild(
             let at = get::<PgTs>(row, 0)?.0;
             let start = floor(at, width);
             if let Some(done) = bucket.take_if(|b| b.start != start) {
-                done.encode(&mut enc, well);
+                finish(done, well, &mut enc);
             }
             let b = bucket.get_or_insert_with(|| BucketAcc::new(start));
             match source {
@@ -242,6 +364,7 @@ async fn rebuild(
                     for (k, acc) in b.channels.iter_mut().enumerate() {
                         if let Some(v) = get::<Option<f64>>(row, 1 + k)? {
                             acc.merge(1, v, v, v, v);
+                            b.last_at[k] = at;
                         }
                     }
                 }
@@ -255,13 +378,30 @@ async fn rebuild(
                                 Ok(get::<Option<f64>>(row, base + i)?.unwrap_or(f64::NAN))
                             };
                             acc.merge(n, v(1)?, v(2)?, v(3)?, v(4)?);
+                            b.last_at[k] = at;
                         }
                     }
                 }
             }
         }
         if let Some(done) = bucket {
-            done.encode(&mut enc, well);
+            finish(done, well, &mut enc);
+        }
+    }
+    drop(finish);
+    if let Some(buckets) = folded {
+        // In (well, bucket) order, like the rows written above.
+        for ((well, _), bucket) in &buckets {
+            bucket.encode(&mut enc, well);
+            if let Some(c) = coarser.as_deref_mut() {
+                c.absorb(well, bucket);
+            }
+            if enc.encoded_len() >= COPY_FLUSH_BYTES {
+                let full = std::mem::replace(&mut enc, CopyEncoder::new(0));
+                full.copy_into(tx, &copy)
+                    .await
+                    .map_err(err("writing rollups"))?;
+            }
         }
     }
     enc.copy_into(tx, &copy)
@@ -286,6 +426,9 @@ struct BucketAcc {
     start: i64,
     n: i64,
     channels: [Acc; COLUMNS.len()],
+    /// Per channel, when its `last` was taken (a raw timestamp or a finer bucket's start):
+    /// partials of one bucket folded out of time order still keep the latest value.
+    last_at: [i64; COLUMNS.len()],
 }
 
 impl BucketAcc {
@@ -294,6 +437,23 @@ impl BucketAcc {
             start,
             n: 0,
             channels: [Acc::EMPTY; COLUMNS.len()],
+            last_at: [i64::MIN; COLUMNS.len()],
+        }
+    }
+
+    /// Folds in another partial of this bucket or of a finer bucket inside it, in any order.
+    fn absorb(&mut self, other: &BucketAcc) {
+        self.n += other.n;
+        for (k, (acc, o)) in self.channels.iter_mut().zip(&other.channels).enumerate() {
+            if o.n == 0 {
+                continue;
+            }
+            let newer = acc.n == 0 || other.last_at[k] > self.last_at[k];
+            let last = if newer { o.last } else { acc.last };
+            acc.merge(o.n, o.sum, o.min, o.max, last);
+            if newer {
+                self.last_at[k] = other.last_at[k];
+            }
         }
     }
 
@@ -684,4 +844,59 @@ fn fold(pieces: Vec<Piece>, fields: &[Field], step: i64, agg: Agg) -> Series {
 /// Whether the error is worth one retry on another connection.
 pub fn retryable(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncovered_leaves_the_parts_outside_the_covered_ranges() {
+        let ranges = [("a", 0, 100), ("b", 0, 100), ("c", 0, 100)];
+        let covered = [
+            ("a", 10, 20),
+            ("a", 30, 40),
+            ("a", 90, 100),
+            ("b", 0, 100),
+            ("bb", 0, 50),
+        ];
+        assert_eq!(
+            uncovered(&ranges, &covered),
+            vec![("a", 0, 10), ("a", 20, 30), ("a", 40, 90), ("c", 0, 100)]
+        );
+        assert_eq!(uncovered(&ranges[..1], &[]), vec![("a", 0, 100)]);
+        // A covered range reaching past the range's start.
+        assert_eq!(
+            uncovered(&[("a", 50, 100)], &[("a", 0, 60)]),
+            vec![("a", 60, 100)]
+        );
+    }
+
+    fn partial(start: i64, values: &[(i64, f64)]) -> BucketAcc {
+        let mut b = BucketAcc::new(start);
+        for &(at, v) in values {
+            b.n += 1;
+            b.channels[0].merge(1, v, v, v, v);
+            b.last_at[0] = at;
+        }
+        b
+    }
+
+    #[test]
+    fn absorbing_partials_in_any_order_keeps_the_latest_last() {
+        let early = partial(0, &[(1, 5.0), (2, 7.0)]);
+        let late = partial(60, &[(61, 1.0), (62, 3.0)]);
+        for order in [[&early, &late], [&late, &early]] {
+            let mut hour = BucketAcc::new(0);
+            for p in order {
+                hour.absorb(p);
+            }
+            let c = &hour.channels[0];
+            assert_eq!((hour.n, c.n, c.sum, c.min, c.max), (4, 4, 16.0, 1.0, 7.0));
+            assert_eq!(c.last, 3.0);
+            assert_eq!(hour.last_at[0], 62);
+            // A channel without samples stays empty.
+            assert_eq!(hour.channels[1].n, 0);
+        }
+    }
 }

@@ -265,8 +265,17 @@ async fn rollup_queries_equal_raw_evaluation() {
     assert!(store.refresh_rollups().await.unwrap() > 0);
     check_queries(&store, &mut rng, "rolled up").await;
     // Late data into rolled-up hours, not yet refreshed: those buckets must come from raw.
+    // Some land mid-hour, some in an hour's last second: the hour's `last` then comes from
+    // the minute just rebuilt, not from the minutes read back.
     let late: Vec<Reading> = (0..50)
         .map(|i| reading("ROLL", 3 + i * 3_001, 99.0 + i as f64))
+        .chain((1..40).map(|h| reading("ROLL", h * 3_600 + 3_599, 500.0 + h as f64)))
+        // Alone, hours away from the others: their hours are partly rebuilt minutes and
+        // partly minutes read back, and either part can hold the hour's last value.
+        .chain([
+            reading("ROLL", 2 * 86_400 + 1_807, 700.0),
+            reading("ROLL", 2 * 86_400 + 6 * 3_600 + 3_599, 701.0),
+        ])
         .collect();
     store.append(late, auto()).await.unwrap();
     check_queries(&store, &mut rng, "late data queued").await;
