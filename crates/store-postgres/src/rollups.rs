@@ -98,7 +98,7 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
     let mut source = Source::Raw;
     // The minutes just rebuilt, folded into their hours as they are written, so the hour
     // level reads back only the minutes of those hours that this pass did not rebuild.
-    let mut finer: Option<(Vec<(&str, i64, i64)>, Coarser)> = None;
+    let mut finer: Option<(Vec<WellRange>, Coarser)> = None;
     for &(width, suffix) in ROLLUPS.iter().rev() {
         let ranges = merge_runs(
             runs.iter()
@@ -165,6 +165,9 @@ const BUCKETS_PER_FETCH: i64 = 360;
 const FETCHES_IN_FLIGHT: usize = 4;
 /// Encoded rollup rows are sent to the database once this many bytes have gathered.
 const COPY_FLUSH_BYTES: usize = 1 << 20;
+
+/// A well and a bucket-aligned time range `[from, to)` in micros.
+type WellRange<'w> = (&'w str, i64, i64);
 
 /// One rollup level being rebuilt.
 #[derive(Copy, Clone)]
@@ -388,7 +391,6 @@ async fn rebuild(
             finish(done, well, &mut enc);
         }
     }
-    drop(finish);
     if let Some(buckets) = folded {
         // In (well, bucket) order, like the rows written above.
         for ((well, _), bucket) in &buckets {
