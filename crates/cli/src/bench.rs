@@ -492,11 +492,13 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
             let rounds = rounds.max(1);
             let count_postgres = backend.postgres_is_local().await;
             let (mut http_rates, mut copy_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-            // PostgreSQL CPU seconds per reading: (a) including the rollup catch-up, (d).
-            let (mut http_pg, mut copy_pg) = (Vec::new(), Vec::new());
+            // PostgreSQL CPU seconds per reading: (a) including the rollup catch-up, (d), and
+            // their ratio per round (paired, as the machine's speed drifts between rounds).
+            let (mut http_pg, mut copy_pg, mut pg_ratios) = (Vec::new(), Vec::new(), Vec::new());
             for round in 0..rounds {
                 let mut http = None;
                 let mut copy = None;
+                let (mut round_http_pg, mut round_copy_pg) = (None, None);
                 for phase in 0..2 {
                     checkpoint(url).await;
                     if (phase + round) % 2 == 0 {
@@ -506,7 +508,7 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
                         print!("round {}: ", round + 1);
                         http = Some(a.rate);
                         a.print(per_body, batch_clients, sent);
-                        http_pg.extend(a.cpu_with_catch_up.postgres.map(|s| s / sent as f64));
+                        round_http_pg = a.cpu_with_catch_up.postgres.map(|s| s / sent as f64);
                     } else {
                         let (rate, cpu) =
                             raw_copy(backend, url, rows.clone(), batch_clients, count_postgres)
@@ -517,13 +519,18 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
                         );
                         println!("    {}", cpu.describe(sent));
                         copy = Some(rate);
-                        copy_pg.extend(cpu.postgres.map(|s| s / sent as f64));
+                        round_copy_pg = cpu.postgres.map(|s| s / sent as f64);
                     }
                 }
                 let (a, d) = (http.unwrap_or_default(), copy.unwrap_or(f64::NAN));
                 http_rates.push(a);
                 copy_rates.push(d);
                 ratios.push(a / d);
+                if let (Some(a), Some(d)) = (round_http_pg, round_copy_pg) {
+                    http_pg.push(a);
+                    copy_pg.push(d);
+                    pg_ratios.push(d / a);
+                }
             }
             println!(
                 "(a) server path, median of {rounds}: {:>10.0} readings/s\n(d) raw COPY, median of {rounds}: {:>10.0} readings/s\n    server path (a) / raw COPY (d), median of the rounds' ratios: {:.2} (rounds: {})",
@@ -536,13 +543,17 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            if !http_pg.is_empty() && !copy_pg.is_empty() {
-                let (a, d) = (median(&mut http_pg), median(&mut copy_pg));
+            if !pg_ratios.is_empty() {
                 println!(
-                    "    PostgreSQL CPU per reading, medians: (a) {:.2} µs with its rollup upkeep, (d) {:.2} µs; (d)/(a) = {:.2}, the ratio to expect when the database has cores of its own and is the bottleneck",
-                    a * 1e6,
-                    d * 1e6,
-                    d / a
+                    "    PostgreSQL CPU per reading, medians: (a) {:.2} µs with its rollup upkeep, (d) {:.2} µs; (d)/(a), median of the rounds: {:.2} (rounds: {}), the ratio to expect when the database has cores of its own and is the bottleneck",
+                    median(&mut http_pg) * 1e6,
+                    median(&mut copy_pg) * 1e6,
+                    median(&mut pg_ratios.clone()),
+                    pg_ratios
+                        .iter()
+                        .map(|r| format!("{r:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
         }

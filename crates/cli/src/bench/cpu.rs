@@ -6,18 +6,20 @@
 //! time per reading can: PostgreSQL's share is what limits ingestion once the database has
 //! cores of its own, as in production.
 
+use std::collections::HashMap;
+
 /// `/proc` reports CPU times in clock ticks of `USER_HZ`, which Linux fixes at 100 on every
 /// architecture it exports to user space.
 const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Cumulative CPU seconds at one instant.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CpuSample {
     /// This process, all threads.
     own: f64,
-    /// Every process named `postgres` (backends, writers, checkpointer) plus what the
-    /// postmaster has collected from exited children; `None` without a readable `/proc`.
-    postgres: Option<f64>,
+    /// Per process named `postgres` (backends, WAL writer, checkpointer): its own CPU seconds;
+    /// `None` without a readable `/proc`.
+    postgres: Option<HashMap<u32, f64>>,
     /// Machine-wide (busy, idle) seconds summed over all cores.
     machine: Option<(f64, f64)>,
 }
@@ -40,10 +42,24 @@ impl CpuSample {
         }
     }
 
+    /// PostgreSQL's share counts the processes alive at `later`: what each used since `self`,
+    /// or since it started. Processes that exited in between are left out rather than taken
+    /// from the postmaster's collected child time, which lags an exit and made an occasional
+    /// phase read as zero; the benchmark keeps its working connections open until sampled.
     pub fn until(&self, later: &CpuSample) -> CpuUse {
         CpuUse {
             own: later.own - self.own,
-            postgres: self.postgres.zip(later.postgres).map(|(a, b)| b - a),
+            postgres: self
+                .postgres
+                .as_ref()
+                .zip(later.postgres.as_ref())
+                .map(|(before, after)| {
+                    after
+                        .iter()
+                        .map(|(pid, t)| t - before.get(pid).copied().unwrap_or(0.0))
+                        .filter(|d| *d > 0.0)
+                        .sum()
+                }),
             idle: self
                 .machine
                 .zip(later.machine)
@@ -87,12 +103,11 @@ fn stat_fields(stat: &str) -> Option<(&str, Vec<&str>)> {
     Some((comm, stat.get(close + 1..)?.split_whitespace().collect()))
 }
 
-/// utime + stime (+ cutime + cstime when `children`) in seconds. After the command name the
-/// fields are numbered from 3 (state): utime is field 14, so index 11 here.
-fn cpu_of(fields: &[&str], children: bool) -> Option<f64> {
-    let take = if children { 4 } else { 2 };
+/// utime + stime in seconds. After the command name the fields are numbered from 3 (state):
+/// utime is field 14, so index 11 here.
+fn cpu_of(fields: &[&str]) -> Option<f64> {
     let mut ticks = 0u64;
-    for f in fields.get(11..11 + take)? {
+    for f in fields.get(11..13)? {
         ticks += f.parse::<u64>().ok()?;
     }
     Some(ticks as f64 / TICKS_PER_SECOND)
@@ -101,19 +116,15 @@ fn cpu_of(fields: &[&str], children: bool) -> Option<f64> {
 fn own_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let (_, fields) = stat_fields(&stat)?;
-    cpu_of(&fields, false)
+    cpu_of(&fields)
 }
 
-/// Backends have no children of their own, so adding every postgres process's reaped
-/// children counts exactly the postmaster's exited backends.
-fn postgres_seconds() -> Option<f64> {
-    let mut total = 0.0;
-    let mut found = false;
+fn postgres_seconds() -> Option<HashMap<u32, f64>> {
+    let mut found = HashMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
-        }
+        };
         // A process may exit between listing and reading: skip it.
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
@@ -122,13 +133,12 @@ fn postgres_seconds() -> Option<f64> {
             continue;
         };
         if comm == "postgres"
-            && let Some(seconds) = cpu_of(&fields, true)
+            && let Some(seconds) = cpu_of(&fields)
         {
-            total += seconds;
-            found = true;
+            found.insert(pid, seconds);
         }
     }
-    found.then_some(total)
+    (!found.is_empty()).then_some(found)
 }
 
 /// Machine-wide busy and idle (idle + iowait) seconds from the `cpu` line of `/proc/stat`.
@@ -159,8 +169,7 @@ mod tests {
         let line = "42 (tokio (rt) w) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 9 0 1";
         let (comm, fields) = stat_fields(line).unwrap();
         assert_eq!(comm, "tokio (rt) w");
-        assert_eq!(cpu_of(&fields, false), Some(3.0));
-        assert_eq!(cpu_of(&fields, true), Some(3.1));
+        assert_eq!(cpu_of(&fields), Some(3.0));
     }
 
     #[test]
