@@ -478,6 +478,7 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
         .collect();
     let bodies = Arc::new(bodies);
     let sent = batches * wells_per_batch * steps_per_batch;
+    let count_postgres = backend.postgres_is_local().await;
     let per_body = wells_per_batch * steps_per_batch;
     match backend {
         Backend::Embedded => {
@@ -490,7 +491,6 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
             // CHECKPOINT, rounds alternate the order, and the medians are what to quote.
             let rows = reading_batches(batches, steps_per_batch, wells_per_batch, interval_micros)?;
             let rounds = rounds.max(1);
-            let count_postgres = backend.postgres_is_local().await;
             let (mut http_rates, mut copy_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
             // PostgreSQL CPU seconds per reading: (a) including the rollup catch-up, (d), and
             // their ratio per round (paired, as the machine's speed drifts between rounds).
@@ -517,7 +517,7 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
                             "round {}: (d) raw binary COPY of the same rows, batches of {per_body}, {batch_clients} connections, commit per batch: {rate:>10.0} readings/s",
                             round + 1
                         );
-                        println!("    {}", cpu.describe(sent));
+                        println!("    {}", cpu.describe(sent, "encoding COPY rows"));
                         copy = Some(rate);
                         round_copy_pg = cpu.postgres.map(|s| s / sent as f64);
                     }
@@ -598,6 +598,7 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
     let store = opened.store.clone();
     let batch_list = reading_batches(batches, steps_per_batch, wells_per_batch, interval_micros)?;
     let queue = Arc::new(std::sync::Mutex::new(batch_list));
+    let before = CpuSample::now(count_postgres);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..batch_clients {
@@ -619,12 +620,28 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
         lat.0.extend(t.await??);
     }
     let elapsed = started.elapsed();
+    let acknowledged = Instant::now();
+    let at_ack = CpuSample::now(count_postgres);
     println!(
         "(c) store appends of {batch_size}, {batch_clients} tasks, no HTTP: {:>10.0} readings/s  p50 {}  p99 {}",
         sent as f64 / elapsed.as_secs_f64(),
         ms(lat.percentile(50.0)),
         ms(lat.percentile(99.0)),
     );
+    println!(
+        "    {}",
+        before.until(&at_ack).describe(sent, "store and tasks")
+    );
+    if let (Backend::Postgres(url), Some(schema)) = (backend, &opened.schema) {
+        let t = rollup_catch_up(url, schema, acknowledged).await?;
+        println!(
+            "    rollups caught up {:.1} s after the last append; until then, {}",
+            t.as_secs_f64(),
+            before
+                .until(&CpuSample::now(count_postgres))
+                .describe(sent, "store and tasks")
+        );
+    }
     store.close().await?;
     if let Some(schema) = &opened.schema {
         backend.drop_schema(schema).await?;
@@ -661,7 +678,7 @@ impl HttpRun {
             self.commits,
             sent / per_body.max(1)
         );
-        println!("    {}", self.cpu.describe(sent));
+        println!("    {}", self.cpu.describe(sent, "server and clients"));
         if let Some(t) = self.rollups_caught_up {
             println!(
                 "    rollups caught up {:.1} s after the last acknowledgement (the refresher works in passes every 5 s)",
@@ -669,7 +686,7 @@ impl HttpRun {
             );
             println!(
                 "    until caught up, {}",
-                self.cpu_with_catch_up.describe(sent)
+                self.cpu_with_catch_up.describe(sent, "server and clients")
             );
         }
     }

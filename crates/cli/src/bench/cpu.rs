@@ -76,15 +76,16 @@ impl CpuSample {
 }
 
 impl CpuUse {
-    /// "PostgreSQL 9.1 ms, espwatch 7.0 ms per 1000 readings; machine idle 3 %".
-    pub fn describe(&self, readings: usize) -> String {
+    /// "CPU per 1000 readings: PostgreSQL 9.1 ms, this process (`this_process`) 4.0 ms;
+    /// machine idle 3 %", where `this_process` says what it was doing ("server and clients").
+    pub fn describe(&self, readings: usize, this_process: &str) -> String {
         let per_thousand = |s: f64| s * 1e3 * 1000.0 / readings.max(1) as f64;
         let mut out = String::from("CPU per 1000 readings: ");
         if let Some(pg) = self.postgres {
             out.push_str(&format!("PostgreSQL {:.1} ms, ", per_thousand(pg)));
         }
         out.push_str(&format!(
-            "this process (server and clients) {:.1} ms",
+            "this process ({this_process}) {:.1} ms",
             per_thousand(self.own)
         ));
         if let Some(idle) = self.idle {
