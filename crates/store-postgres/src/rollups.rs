@@ -69,6 +69,12 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
     if !locked {
         return Ok(0); // another refresher (or a well deletion) is at work
     }
+    // Rollups are derived data and their queue rows are consumed in this same transaction: a
+    // crash that loses this commit loses both, and the work is simply done again. So the
+    // refresher need not wait for its WAL flush, nor make the writers' commits wait behind it.
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(err("rollup refresh settings"))?;
     let rows = tx
         .query(
             "SELECT id, well_id, minute, coalesce(last_minute, minute) FROM rollup_dirty
