@@ -681,7 +681,7 @@ impl HttpRun {
         println!("    {}", self.cpu.describe(sent, "server and clients"));
         if let Some(t) = self.rollups_caught_up {
             println!(
-                "    rollups caught up {:.1} s after the last acknowledgement (the refresher works in passes every 5 s)",
+                "    rollups caught up {:.1} s after the last acknowledgement (the refresher yields to bursts for up to 60 s, then works in passes every 5 s)",
                 t.as_secs_f64()
             );
             println!(

@@ -72,6 +72,10 @@ pub struct PostgresOptions {
     pub retry_window: Duration,
     /// How often queued rollup work is applied.
     pub rollup_interval: Duration,
+    /// While ingestion keeps the writers busy more than half the time, the refresher leaves
+    /// rollup work queued until it is this old, so bursts are written at full speed. Queries
+    /// stay exact meanwhile (queued minutes are computed from raw rows); zero never defers.
+    pub rollup_max_lag: Duration,
     /// Schema to work in (`search_path`); `None` uses the role's default (normally `public`).
     pub schema: Option<String>,
     /// Apply pending migrations at open (otherwise refuse to open an outdated schema).
@@ -91,6 +95,7 @@ impl Default for PostgresOptions {
             writers: 4,
             retry_window: Duration::from_secs(10),
             rollup_interval: Duration::from_secs(5),
+            rollup_max_lag: Duration::from_secs(60),
             schema: None,
             migrate: true,
         }
@@ -104,6 +109,8 @@ pub(crate) struct Shared {
     pub flavor: Flavor,
     pub commits: AtomicU64,
     pub refreshes: AtomicU64,
+    /// Time the writers have spent in rounds, all writers summed (micros).
+    pub writer_busy_micros: AtomicU64,
     pub closed: AtomicBool,
 }
 
@@ -198,6 +205,7 @@ impl PostgresStore {
             flavor: report.flavor,
             commits: AtomicU64::new(0),
             refreshes: AtomicU64::new(0),
+            writer_busy_micros: AtomicU64::new(0),
             closed: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -325,10 +333,30 @@ async fn apply_timescale_settings(
 /// Queue rows one refresher pass (one transaction) consumes at most.
 const REFRESH_PASS_ROWS: i64 = 20_000;
 
+/// Writers busy at least this share of the time count as a burst the refresher yields to.
+const BUSY_WRITERS: f64 = 0.5;
+/// How long the refresher watches the writers before deciding whether to yield.
+const BUSY_PROBE: Duration = Duration::from_millis(200);
+
+/// Whether the refresher leaves queued work for a later tick: only during a burst (writers
+/// busy `busy_share` of the last tick), and only while the oldest work is younger than
+/// `max_lag`. Rollups are derived data and queries compute queued minutes from raw rows, so
+/// during a burst the database's time goes to acknowledging readings, as TimescaleDB's
+/// scheduled aggregate refreshes would also have it.
+fn refresher_yields(busy_share: f64, pending_for: Option<Duration>, max_lag: Duration) -> bool {
+    busy_share >= BUSY_WRITERS && pending_for.is_some_and(|age| age < max_lag)
+}
+
 /// Background upkeep: rollups every `rollup_interval`, partitions ahead every ten minutes.
 async fn maintenance(shared: Arc<Shared>, opts: PostgresOptions, mut stop: watch::Receiver<bool>) {
     let mut last_partitions = Instant::now();
     let mut last_warning: Option<Instant> = None;
+    // Since when rollup work may have been waiting (`None`: the queue was drained since the
+    // last commit seen).
+    let mut pending_since: Option<Instant> = None;
+    let mut last_tick = Instant::now();
+    let mut commits_seen = shared.commits.load(Ordering::Relaxed);
+    let mut busy_seen = shared.writer_busy_micros.load(Ordering::Relaxed);
     loop {
         tokio::select! {
             changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
@@ -337,26 +365,67 @@ async fn maintenance(shared: Arc<Shared>, opts: PostgresOptions, mut stop: watch
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
-        // Passes while the queue stays full, for at most one interval: under a sustained bulk
-        // load the refresher keeps pace working about half the time, instead of falling
-        // further behind with every tick; a pass is one bounded transaction.
-        let started = Instant::now();
-        let mut result = loop {
-            match rollups::refresh(&shared, REFRESH_PASS_ROWS).await {
-                Ok(n) => {
-                    if n > 0 {
-                        shared.refreshes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if n < REFRESH_PASS_ROWS as usize
-                        || started.elapsed() >= opts.rollup_interval
-                        || shared.closed.load(Ordering::Acquire)
-                    {
-                        break Ok(());
-                    }
-                }
-                Err(e) => break Err(e),
-            }
+        let (commits, busy) = (
+            shared.commits.load(Ordering::Relaxed),
+            shared.writer_busy_micros.load(Ordering::Relaxed),
+        );
+        if commits != commits_seen && pending_since.is_none() {
+            pending_since = Some(last_tick);
+        }
+        let busy_share = |since_busy: u64, since: Instant| {
+            let busy = shared.writer_busy_micros.load(Ordering::Relaxed) - since_busy;
+            let span = since.elapsed().as_micros().max(1) as f64 * opts.writers.max(1) as f64;
+            busy as f64 / span
         };
+        // The writers' load over the whole tick, and over a short look now: a burst that
+        // began late in the tick shows in the second.
+        let tick_share = busy_share(busy_seen, last_tick);
+        let probe = (
+            shared.writer_busy_micros.load(Ordering::Relaxed),
+            Instant::now(),
+        );
+        tokio::select! {
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
+            _ = tokio::time::sleep(BUSY_PROBE) => {}
+        }
+        let share = tick_share.max(busy_share(probe.0, probe.1));
+        (commits_seen, busy_seen, last_tick) = (commits, busy, Instant::now());
+
+        let mut result = Ok(());
+        let max_lag = opts.rollup_max_lag;
+        if !refresher_yields(share, pending_since.map(|t| t.elapsed()), max_lag) {
+            // Passes while the queue stays full, for at most one interval: under a sustained
+            // bulk load the refresher keeps pace working about half the time, instead of
+            // falling further behind with every tick; a pass is one bounded transaction. A
+            // burst starting meanwhile ends the run of passes, as it would have deferred it.
+            let started = Instant::now();
+            result = loop {
+                let before = (
+                    shared.writer_busy_micros.load(Ordering::Relaxed),
+                    Instant::now(),
+                );
+                match rollups::refresh(&shared, REFRESH_PASS_ROWS).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            shared.refreshes.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if n < REFRESH_PASS_ROWS as usize {
+                            // Drained (work committed since is seen at the next tick).
+                            pending_since = None;
+                            break Ok(());
+                        }
+                        let share = busy_share(before.0, before.1);
+                        if started.elapsed() >= opts.rollup_interval
+                            || shared.closed.load(Ordering::Acquire)
+                            || refresher_yields(share, pending_since.map(|t| t.elapsed()), max_lag)
+                        {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+        }
         if result.is_ok()
             && shared.flavor == Flavor::Partitioned
             && last_partitions.elapsed() > Duration::from_secs(600)
@@ -802,3 +871,29 @@ fn probe(
 
 // Keeps the channel column list and the schema in one place for the bench's raw COPY.
 pub const TELEMETRY_COLUMNS: [&str; 13] = COLUMNS;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refresher_yields_only_to_a_burst_and_only_within_the_lag_budget() {
+        let budget = Duration::from_secs(60);
+        let young = Some(Duration::from_secs(10));
+        let old = Some(Duration::from_secs(61));
+        assert!(refresher_yields(0.9, young, budget));
+        assert!(
+            !refresher_yields(0.9, old, budget),
+            "work past the budget is done"
+        );
+        assert!(
+            !refresher_yields(0.2, young, budget),
+            "light load: rollups stay fresh"
+        );
+        assert!(
+            !refresher_yields(0.9, young, Duration::ZERO),
+            "zero never defers"
+        );
+        assert!(!refresher_yields(0.9, None, budget));
+    }
+}

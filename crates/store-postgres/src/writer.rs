@@ -124,7 +124,11 @@ impl Writer {
                 }
                 jobs
             };
+            let started = Instant::now();
             self.commit_round(jobs).await;
+            self.shared
+                .writer_busy_micros
+                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
     }
 
