@@ -533,27 +533,17 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
                 }
             }
             println!(
-                "(a) server path, median of {rounds}: {:>10.0} readings/s\n(d) raw COPY, median of {rounds}: {:>10.0} readings/s\n    server path (a) / raw COPY (d), median of the rounds' ratios: {:.2} (rounds: {})",
+                "(a) server path, median of {rounds}: {:>10.0} readings/s\n(d) raw COPY, median of {rounds}: {:>10.0} readings/s\n    server path (a) / raw COPY (d), median of the rounds' ratios: {}",
                 median(&mut http_rates),
                 median(&mut copy_rates),
-                median(&mut ratios.clone()),
-                ratios
-                    .iter()
-                    .map(|r| format!("{r:.2}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                ratio_summary(&ratios),
             );
             if !pg_ratios.is_empty() {
                 println!(
-                    "    PostgreSQL CPU per reading, medians: (a) {:.2} µs with its rollup upkeep, (d) {:.2} µs; (d)/(a), median of the rounds: {:.2} (rounds: {}), the ratio to expect when the database has cores of its own and is the bottleneck",
+                    "    PostgreSQL CPU per reading, medians: (a) {:.2} µs with its rollup upkeep, (d) {:.2} µs; (d)/(a), median of the rounds: {}, the ratio to expect when the database has cores of its own and is the bottleneck",
                     median(&mut http_pg) * 1e6,
                     median(&mut copy_pg) * 1e6,
-                    median(&mut pg_ratios.clone()),
-                    pg_ratios
-                        .iter()
-                        .map(|r| format!("{r:.2}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    ratio_summary(&pg_ratios),
                 );
             }
         }
@@ -681,8 +671,10 @@ impl HttpRun {
         println!("    {}", self.cpu.describe(sent, "server and clients"));
         if let Some(t) = self.rollups_caught_up {
             println!(
-                "    rollups caught up {:.1} s after the last acknowledgement (the refresher yields to bursts for up to 60 s, then works in passes every 5 s)",
-                t.as_secs_f64()
+                "    rollups caught up {:.1} s after the last acknowledgement (the refresher yields to bursts for up to {} s, then works in passes every {} s)",
+                t.as_secs_f64(),
+                PostgresOptions::default().rollup_max_lag.as_secs(),
+                PostgresOptions::default().rollup_interval.as_secs(),
             );
             println!(
                 "    until caught up, {}",
@@ -780,6 +772,16 @@ async fn checkpoint(url: &str) {
     {
         eprintln!("note: CHECKPOINT before each phase failed ({e:#}); figures will be noisier");
     }
+}
+
+/// "0.52 (rounds: 0.45, 0.53, 0.52)": the median and each round's ratio in order.
+fn ratio_summary(ratios: &[f64]) -> String {
+    let rounds: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    format!(
+        "{:.2} (rounds: {})",
+        median(&mut ratios.to_vec()),
+        rounds.join(", ")
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -347,6 +347,28 @@ fn refresher_yields(busy_share: f64, pending_for: Option<Duration>, max_lag: Dur
     busy_share >= BUSY_WRITERS && pending_for.is_some_and(|age| age < max_lag)
 }
 
+/// A reading of the writers' summed busy time, to measure their load since.
+#[derive(Clone, Copy)]
+struct BusyMark {
+    busy_micros: u64,
+    at: Instant,
+}
+
+impl BusyMark {
+    fn now(shared: &Shared) -> BusyMark {
+        BusyMark {
+            busy_micros: shared.writer_busy_micros.load(Ordering::Relaxed),
+            at: Instant::now(),
+        }
+    }
+
+    /// Share of the writers' time spent in rounds since this mark (1.0: all always busy).
+    fn share_since(&self, shared: &Shared, writers: usize) -> f64 {
+        let busy = shared.writer_busy_micros.load(Ordering::Relaxed) - self.busy_micros;
+        busy as f64 / (self.at.elapsed().as_micros().max(1) as f64 * writers.max(1) as f64)
+    }
+}
+
 /// Background upkeep: rollups every `rollup_interval`, partitions ahead every ten minutes.
 async fn maintenance(shared: Arc<Shared>, opts: PostgresOptions, mut stop: watch::Receiver<bool>) {
     let mut last_partitions = Instant::now();
@@ -354,9 +376,8 @@ async fn maintenance(shared: Arc<Shared>, opts: PostgresOptions, mut stop: watch
     // Since when rollup work may have been waiting (`None`: the queue was drained since the
     // last commit seen).
     let mut pending_since: Option<Instant> = None;
-    let mut last_tick = Instant::now();
     let mut commits_seen = shared.commits.load(Ordering::Relaxed);
-    let mut busy_seen = shared.writer_busy_micros.load(Ordering::Relaxed);
+    let mut tick_mark = BusyMark::now(&shared);
     loop {
         tokio::select! {
             changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
@@ -365,31 +386,21 @@ async fn maintenance(shared: Arc<Shared>, opts: PostgresOptions, mut stop: watch
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
-        let (commits, busy) = (
-            shared.commits.load(Ordering::Relaxed),
-            shared.writer_busy_micros.load(Ordering::Relaxed),
-        );
+        let commits = shared.commits.load(Ordering::Relaxed);
         if commits != commits_seen && pending_since.is_none() {
-            pending_since = Some(last_tick);
+            pending_since = Some(tick_mark.at);
         }
-        let busy_share = |since_busy: u64, since: Instant| {
-            let busy = shared.writer_busy_micros.load(Ordering::Relaxed) - since_busy;
-            let span = since.elapsed().as_micros().max(1) as f64 * opts.writers.max(1) as f64;
-            busy as f64 / span
-        };
+        commits_seen = commits;
         // The writers' load over the whole tick, and over a short look now: a burst that
         // began late in the tick shows in the second.
-        let tick_share = busy_share(busy_seen, last_tick);
-        let probe = (
-            shared.writer_busy_micros.load(Ordering::Relaxed),
-            Instant::now(),
-        );
+        let tick_share = tick_mark.share_since(&shared, opts.writers);
+        let probe = BusyMark::now(&shared);
         tokio::select! {
             changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
             _ = tokio::time::sleep(BUSY_PROBE) => {}
         }
-        let share = tick_share.max(busy_share(probe.0, probe.1));
-        (commits_seen, busy_seen, last_tick) = (commits, busy, Instant::now());
+        let share = tick_share.max(probe.share_since(&shared, opts.writers));
+        tick_mark = BusyMark::now(&shared);
 
         let mut result = Ok(());
         let max_lag = opts.rollup_max_lag;
@@ -400,10 +411,7 @@ async fn maintenance(shared: Arc<Shared>, opts: PostgresOptions, mut stop: watch
             // burst starting meanwhile ends the run of passes, as it would have deferred it.
             let started = Instant::now();
             result = loop {
-                let before = (
-                    shared.writer_busy_micros.load(Ordering::Relaxed),
-                    Instant::now(),
-                );
+                let before = BusyMark::now(&shared);
                 match rollups::refresh(&shared, REFRESH_PASS_ROWS).await {
                     Ok(n) => {
                         if n > 0 {
@@ -414,7 +422,7 @@ async fn maintenance(shared: Arc<Shared>, opts: PostgresOptions, mut stop: watch
                             pending_since = None;
                             break Ok(());
                         }
-                        let share = busy_share(before.0, before.1);
+                        let share = before.share_since(&shared, opts.writers);
                         if started.elapsed() >= opts.rollup_interval
                             || shared.closed.load(Ordering::Acquire)
                             || refresher_yields(share, pending_since.map(|t| t.elapsed()), max_lag)

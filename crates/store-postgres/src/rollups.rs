@@ -148,12 +148,25 @@ async fn refresh_tables(shared: &Shared, limit: i64) -> StoreResult<usize> {
             _ => newest.push((well, *last)),
         }
     }
-    advance_latest(&tx, &newest).await?;
+    consume_queue(tx, &newest, &ids).await?;
+    Ok(ids.len())
+}
+
+/// Ends a refresh: moves `well_latest` forward to the consumed runs' newest readings, deletes
+/// the consumed queue rows and commits, all at once, so every snapshot sees each run either
+/// queued or applied.
+async fn consume_queue(
+    tx: deadpool_postgres::Transaction<'_>,
+    newest: &[(&str, i64)],
+    ids: &[i64],
+) -> StoreResult<()> {
+    advance_latest(&tx, newest).await?;
     tx.execute("DELETE FROM rollup_dirty WHERE id = ANY($1)", &[&ids])
         .await
-        .map_err(err("consuming the rollup queue"))?;
-    tx.commit().await.map_err(err("committing rollups"))?;
-    Ok(ids.len())
+        .map_err(|e| db_err("consuming the rollup queue", e))?;
+    tx.commit()
+        .await
+        .map_err(|e| db_err("committing rollups", e))
 }
 
 /// What a rollup level is computed from.
@@ -218,15 +231,12 @@ impl Coarser {
 /// A level's buckets already folded from the finer buckets rebuilt just before (`covered`:
 /// that level's ranges); only the rest of each bucket is read from the source.
 struct Fresh<'r> {
-    covered: Vec<(&'r str, i64, i64)>,
+    covered: Vec<WellRange<'r>>,
     buckets: BTreeMap<(String, i64), BucketAcc>,
 }
 
 /// The parts of `ranges` not inside `covered` (both sorted by well, then start).
-fn uncovered<'r>(
-    ranges: &[(&'r str, i64, i64)],
-    covered: &[(&str, i64, i64)],
-) -> Vec<(&'r str, i64, i64)> {
+fn uncovered<'r>(ranges: &[WellRange<'r>], covered: &[WellRange<'_>]) -> Vec<WellRange<'r>> {
     let mut gaps = Vec::new();
     let mut c = 0;
     for &(well, from, to) in ranges {
@@ -260,7 +270,7 @@ fn uncovered<'r>(
 async fn rebuild(
     tx: &tokio_postgres::Transaction<'_>,
     level: Level,
-    ranges: &[(&str, i64, i64)],
+    ranges: &[WellRange<'_>],
     fresh: Option<Fresh<'_>>,
     mut coarser: Option<&mut Coarser>,
 ) -> StoreResult<()> {
@@ -314,7 +324,7 @@ async fn rebuild(
         Some(Fresh { covered, buckets }) => (uncovered(ranges, &covered), Some(buckets)),
         None => (ranges.to_vec(), None),
     };
-    let pieces: Vec<(&str, i64, i64)> = to_read
+    let pieces: Vec<WellRange> = to_read
         .iter()
         .flat_map(|&(well, from, to)| {
             (from..to)
@@ -344,10 +354,7 @@ async fn rebuild(
         // COPY only with nothing in flight: a fetch's unread rows would hold up the
         // connection, and with it the COPY's response.
         if enc.encoded_len() >= COPY_FLUSH_BYTES && in_flight.is_empty() {
-            let full = std::mem::replace(&mut enc, CopyEncoder::new(0));
-            full.copy_into(tx, &copy)
-                .await
-                .map_err(err("writing rollups"))?;
+            flush(tx, &copy, &mut enc).await?;
         }
         while enc.encoded_len() < COPY_FLUSH_BYTES && in_flight.len() < FETCHES_IN_FLIGHT {
             let Some(&(well, a, b)) = queued.next() else {
@@ -405,16 +412,23 @@ async fn rebuild(
                 c.absorb(well, bucket);
             }
             if enc.encoded_len() >= COPY_FLUSH_BYTES {
-                let full = std::mem::replace(&mut enc, CopyEncoder::new(0));
-                full.copy_into(tx, &copy)
-                    .await
-                    .map_err(err("writing rollups"))?;
+                flush(tx, &copy, &mut enc).await?;
             }
         }
     }
-    enc.copy_into(tx, &copy)
+    flush(tx, &copy, &mut enc).await
+}
+
+/// COPYs the rollup rows encoded so far and starts `enc` afresh.
+async fn flush(
+    tx: &tokio_postgres::Transaction<'_>,
+    copy: &str,
+    enc: &mut CopyEncoder,
+) -> StoreResult<()> {
+    std::mem::replace(enc, CopyEncoder::new(0))
+        .copy_into(tx, copy)
         .await
-        .map_err(err("writing rollups"))?;
+        .map_err(|e| db_err("writing rollups", e))?;
     Ok(())
 }
 
@@ -604,11 +618,7 @@ async fn refresh_timescale(shared: &Shared, limit: i64) -> StoreResult<usize> {
             .transaction()
             .await
             .map_err(err("starting rollup refresh"))?;
-        advance_latest(&tx, &newest).await?;
-        tx.execute("DELETE FROM rollup_dirty WHERE id = ANY($1)", &[&ids])
-            .await
-            .map_err(err("consuming the rollup queue"))?;
-        tx.commit().await.map_err(err("committing rollups"))?;
+        consume_queue(tx, &newest, &ids).await?;
         Ok(ids.len())
     }
     .await;
