@@ -174,7 +174,10 @@ impl ChannelMonitor {
             }
         }
         self.stuck_run = self.run;
-        let stuck = self.stuck_limit(th).is_some_and(|n| self.run >= n);
+        // The limit is never below `stuck_min_readings`: checking that first spares two
+        // logarithms per channel and reading.
+        let stuck = self.run >= th.stuck_min_readings
+            && self.stuck_limit(th).is_some_and(|n| self.run >= n);
         if stuck {
             usable = None;
         }

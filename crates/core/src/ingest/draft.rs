@@ -191,7 +191,7 @@ impl<'c> Draft<'c> {
         let parsed = match &val {
             Val::Null => return,
             Val::Cell("") => return,
-            Val::Number(s) | Val::Cell(s) => match s.parse::<f64>() {
+            Val::Number(s) | Val::Cell(s) => match parse_f64(s) {
                 Ok(v) => v,
                 Err(_) => {
                     self.measurement_error = true;
@@ -438,6 +438,48 @@ pub(crate) fn parse_epoch_seconds(text: &str) -> Result<Timestamp, String> {
     Ok(Timestamp((secs * 1e6).floor() as i64))
 }
 
+/// `text.parse::<f64>()`, taking a shortcut for the plain decimals gauges send (`-12.34`).
+fn parse_f64(text: &str) -> Result<f64, std::num::ParseFloatError> {
+    match exact_decimal(text) {
+        Some(v) => Ok(v),
+        None => text.parse(),
+    }
+}
+
+/// The value of `-?[0-9]+(\.[0-9]+)?` with at most 15 digits, or `None` for anything else.
+///
+/// Its digits as an integer (below 10^15, so exact in an f64) divided by a power of ten no
+/// larger than 10^14 (also exact) is one correctly rounded IEEE division: the f64 nearest to
+/// the decimal, which is what `str::parse` returns (Clinger's fast path). Parsing was a tenth
+/// of the server's decoding time; this is several times faster for such numbers.
+fn exact_decimal(text: &str) -> Option<f64> {
+    const POWERS_OF_TEN: [f64; 15] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14,
+    ];
+    let bytes = text.as_bytes();
+    let (negative, unsigned) = match bytes.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, bytes),
+    };
+    let (int, frac) = match unsigned.iter().position(|&b| b == b'.') {
+        Some(point) => (&unsigned[..point], &unsigned[point + 1..]),
+        None => (unsigned, &[][..]),
+    };
+    let has_point = int.len() < unsigned.len();
+    if int.is_empty() || (has_point && frac.is_empty()) || int.len() + frac.len() > 15 {
+        return None;
+    }
+    let mut digits: u64 = 0;
+    for &b in int.iter().chain(frac) {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        digits = digits * 10 + u64::from(b - b'0');
+    }
+    let magnitude = digits as f64 / POWERS_OF_TEN[frac.len()];
+    Some(if negative { -magnitude } else { magnitude })
+}
+
 /// Client text shortened for quoting back (on a char boundary).
 pub(crate) fn echo(s: &str) -> Cow<'_, str> {
     match s.char_indices().nth(MAX_ECHO_CHARS) {
@@ -517,7 +559,40 @@ impl WarningTally {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        /// The shortcut returns exactly what `str::parse` returns, bit for bit, whenever it
+        /// takes a number; and it takes every plain decimal of up to 15 digits.
+        #[test]
+        fn exact_decimals_parse_as_std_does(
+            text in prop_oneof![
+                "-?[0-9]{1,9}(\\.[0-9]{1,8})?",
+                "-?[0-9]{1,17}(\\.[0-9]{0,17})?",
+                "[-+.0-9eE]{0,12}",
+                "-?(inf|NaN|\\.5|5\\.|0x1)",
+            ],
+        ) {
+            let digits = text.bytes().filter(u8::is_ascii_digit).count();
+            let plain = text.trim_start_matches('-').split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                && text.matches('.').count() <= 1
+                && text.matches('-').count() <= usize::from(text.starts_with('-'));
+            let fast = exact_decimal(&text);
+            prop_assert_eq!(fast.is_some(), plain && digits <= 15, "{}", text);
+            if let Some(v) = fast {
+                let std: f64 = text.parse().unwrap();
+                prop_assert_eq!(v.to_bits(), std.to_bits(), "{}", text);
+            }
+            prop_assert_eq!(
+                parse_f64(&text).map(f64::to_bits).ok(),
+                text.parse::<f64>().map(f64::to_bits).ok()
+            );
+        }
+    }
 
     #[test]
     fn epoch_seconds_integer_fraction_and_limits() {

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 
 use super::draft::{self, Ctx, Draft, Notes, Val};
 use super::keys::{self, Key, Target};
-use super::{DecodeError, DecodeOptions, Decoded, Item, Warning};
+use super::{DecodeError, DecodeOptions, Decoded, Item, Warning, json_plain};
 
 /// Field name of the error for an NDJSON line that is not JSON.
 const LINE: &str = "line";
@@ -42,7 +42,15 @@ pub(crate) fn decode_json(body: &[u8], opts: &DecodeOptions) -> Result<Decoded, 
             Err(e) => syntax_error(&e),
         });
     }
+    match json_plain::decode(text, opts) {
+        Some(decoded) => Ok(decoded),
+        None => decode_json_full(text, opts),
+    }
+}
 
+/// Decodes any JSON body with serde_json: the path for everything the fast path
+/// ([`json_plain`]) leaves, errors included.
+pub(super) fn decode_json_full(text: &str, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
     let mut ctx = Ctx::new(*opts);
     let mut too_many = false;
     let mut de = serde_json::Deserializer::from_str(text);
@@ -143,29 +151,10 @@ impl NdjsonDecoder {
                 return Some(draft::reject(index, Some(line_no), LINE, reason));
             }
         };
-        let mut de = serde_json::Deserializer::from_str(text);
-        let visitor = ReadingVisitor {
-            ctx: &mut self.ctx,
-            index,
-            line: Some(line_no),
-        };
-        let decoded = de
-            .deserialize_any(visitor)
-            .and_then(|decoded| de.end().map(|()| decoded));
-        Some(match decoded {
-            Ok((item, notes)) => {
-                self.ctx.record(index, notes);
-                item
-            }
-            Err(e) => {
-                let reason = format!(
-                    "invalid JSON at column {}: {}",
-                    e.column(),
-                    json_error_message(&e)
-                );
-                draft::reject(index, Some(line_no), LINE, reason)
-            }
-        })
+        let (item, notes) = json_plain::decode_line(text, &mut self.ctx, index, line_no)
+            .unwrap_or_else(|| decode_line_full(text, &mut self.ctx, index, line_no));
+        self.ctx.record(index, notes);
+        Some(item)
     }
 
     /// Decodes a chunk of whole lines (the last one may lack its `\n`), appending the items.
@@ -192,6 +181,34 @@ impl NdjsonDecoder {
     pub fn finish(self) -> Vec<Warning> {
         self.warnings()
     }
+}
+
+/// Decodes one NDJSON line of any shape with serde_json. A line that is not JSON becomes a
+/// rejected item (field `line`), with no notes.
+pub(super) fn decode_line_full(
+    text: &str,
+    ctx: &mut Ctx,
+    index: usize,
+    line_no: u64,
+) -> (Item, Notes) {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let visitor = ReadingVisitor {
+        ctx,
+        index,
+        line: Some(line_no),
+    };
+    let decoded = de
+        .deserialize_any(visitor)
+        .and_then(|decoded| de.end().map(|()| decoded));
+    decoded.unwrap_or_else(|e| {
+        let reason = format!(
+            "invalid JSON at column {}: {}",
+            e.column(),
+            json_error_message(&e)
+        );
+        let item = draft::reject(index, Some(line_no), LINE, reason);
+        (item, Notes::default())
+    })
 }
 
 fn syntax_error(e: &serde_json::Error) -> DecodeError {

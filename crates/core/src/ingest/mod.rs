@@ -23,6 +23,7 @@
 mod csv;
 mod draft;
 mod json;
+mod json_plain;
 mod keys;
 #[cfg(test)]
 mod tests;
