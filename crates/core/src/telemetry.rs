@@ -208,6 +208,13 @@ impl WellId {
     }
 }
 
+/// Lets a set of ids be searched by `&str`: the id hashes and compares as its text.
+impl std::borrow::Borrow<str> for WellId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for WellId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -234,6 +241,65 @@ impl std::str::FromStr for WellId {
     }
 }
 
+/// Microseconds since the epoch of the form nearly every client sends,
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` (1970–9999, 1–9 fraction digits), or `None` for anything
+/// else, which chrono's full RFC 3339 parser then handles (offsets, lowercase, leap seconds,
+/// errors). About ten times faster than that parser, and equal to it wherever it answers.
+fn parse_canonical_utc(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' {
+        return None;
+    }
+    if b[16] != b':' || *b.last()? != b'Z' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        b[range].iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        1..=12 => 31,
+        _ => return None,
+    };
+    if year < 1970 || !(1..=month_days).contains(&day) || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let micros = match &b[19..b.len() - 1] {
+        [] => 0,
+        [b'.', digits @ ..] if (1..=9).contains(&digits.len()) => {
+            let mut micros = 0;
+            for i in 0..6 {
+                let digit = digits.get(i).copied().unwrap_or(b'0');
+                if !digit.is_ascii_digit() {
+                    return None;
+                }
+                micros = micros * 10 + i64::from(digit - b'0');
+            }
+            if !digits[6.min(digits.len())..].iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            micros
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (civil-from-days inverted, with
+    // years starting in March so the leap day is last).
+    let y = if month <= 2 { year - 1 } else { year };
+    let (era, year_of_era) = (y / 400, y % 400);
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(seconds * Timestamp::MICROS_PER_SECOND + micros)
+}
+
 /// A point in time, UTC, microseconds since the Unix epoch.
 ///
 /// Microseconds: finer than any SCADA clock, and an i64 of them spans ±292 000 years.
@@ -255,6 +321,9 @@ impl Timestamp {
 
     /// Parses RFC 3339 with any offset; the result is UTC.
     pub fn parse_rfc3339(s: &str) -> Result<Timestamp, TimestampError> {
+        if let Some(micros) = parse_canonical_utc(s) {
+            return Ok(Timestamp(micros));
+        }
         let dt = DateTime::parse_from_rfc3339(s.trim())
             .map_err(|e| TimestampError::Invalid(e.to_string()))?;
         let micros = dt.timestamp_micros();
@@ -386,7 +455,44 @@ pub struct Reading {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, ..ProptestConfig::default() })]
+
+        /// The shortcut answers exactly as chrono does, and answers every canonical UTC time.
+        #[test]
+        fn canonical_utc_times_parse_as_chrono_does(
+            (year, month, day) in (1900i64..10_100, 0i64..14, 0i64..33),
+            (hour, minute, second) in (0i64..25, 0i64..61, 0i64..62),
+            fraction in proptest::option::of("[0-9]{0,11}"),
+            mangle in proptest::option::of((0usize..30, "[-:.Tt Z+0-9a]")),
+        ) {
+            let mut text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+            if let Some(f) = &fraction {
+                text.push('.');
+                text.push_str(f);
+            }
+            text.push('Z');
+            if let Some((at, with)) = &mangle {
+                let at = (*at).min(text.len());
+                text.replace_range(at..(at + 1).min(text.len()), with);
+            }
+            let chrono = DateTime::parse_from_rfc3339(&text).ok().map(|dt| dt.timestamp_micros());
+            let fast = parse_canonical_utc(&text);
+            if let Some(micros) = fast {
+                prop_assert_eq!(Some(micros), chrono, "{}", text);
+            }
+            let canonical = mangle.is_none()
+                && year >= 1970 && year <= 9999 && second < 60
+                && fraction.as_ref().is_none_or(|f| (1..=9).contains(&f.len()));
+            if canonical && chrono.is_some() {
+                prop_assert!(fast.is_some(), "{}", text);
+            }
+        }
+    }
 
     #[test]
     fn field_names_round_trip_and_are_in_index_order() {

@@ -6,6 +6,7 @@
 //! and decides at [`Draft::finish`].
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use super::keys::{self, IgnoredKey, Key, Target};
 use super::{DecodeOptions, FieldError, Item, Rejection, Warning, WarningKind};
@@ -21,6 +22,9 @@ pub(crate) const MEASUREMENTS: &str = "measurements";
 const MAX_ERRORS_PER_READING: usize = 32;
 /// Longest excerpt of client text quoted back in a reason or in `Rejection::well_id`.
 const MAX_ECHO_CHARS: usize = 64;
+
+/// Most well ids a [`Ctx`] remembers: more than any fleet sends in one batch.
+const MAX_INTERNED_WELLS: usize = 4096;
 
 /// Latest Unix second we accept: 9999-12-31T23:59:59Z, the end of RFC 3339's range.
 const MAX_EPOCH_SECONDS: i64 = 253_402_300_799;
@@ -69,9 +73,9 @@ pub(crate) struct Notes {
 #[derive(Debug)]
 pub(crate) struct Ctx {
     pub opts: DecodeOptions,
-    /// The last well id parsed. Batches are mostly one or a few wells, so reusing its `Arc`
-    /// saves a validation and an allocation per reading.
-    last_well: Option<WellId>,
+    /// Well ids seen in this payload. A batch carries a few hundred wells at most, so
+    /// sharing one `Arc` per well spares a validation, an allocation and a free per reading.
+    wells: HashSet<WellId>,
     pub tally: WarningTally,
 }
 
@@ -79,7 +83,7 @@ impl Ctx {
     pub fn new(opts: DecodeOptions) -> Self {
         Ctx {
             opts,
-            last_well: None,
+            wells: HashSet::new(),
             tally: WarningTally::default(),
         }
     }
@@ -90,13 +94,15 @@ impl Ctx {
     }
 
     fn well_id(&mut self, s: &str) -> Result<WellId, String> {
-        if let Some(last) = &self.last_well
-            && last.as_str() == s
-        {
-            return Ok(last.clone());
+        if let Some(known) = self.wells.get(s) {
+            return Ok(known.clone());
         }
         let id = WellId::parse(s).map_err(|e| e.to_string())?;
-        self.last_well = Some(id.clone());
+        if self.wells.len() == MAX_INTERNED_WELLS {
+            // A stream of ever new ids (a long NDJSON file) must not grow this forever.
+            self.wells.clear();
+        }
+        self.wells.insert(id.clone());
         Ok(id)
     }
 }

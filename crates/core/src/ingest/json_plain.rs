@@ -68,8 +68,8 @@ pub(super) fn decode(text: &str, opts: &DecodeOptions) -> Option<Decoded> {
 
 /// Decodes one NDJSON line holding one plain object; `None` when it is anything else.
 ///
-/// `ctx` is the stream's: giving up part-way leaves it as it was, except for its cache of the
-/// last well id, which holds only valid ids and so cannot change a later result.
+/// `ctx` is the stream's: giving up part-way leaves it as it was, except for its set of
+/// interned well ids, which holds only valid ids and so cannot change a later result.
 pub(super) fn decode_line(
     text: &str,
     ctx: &mut Ctx,
