@@ -2,7 +2,7 @@
 //! auditing every request costs one transaction per batch, not per request.
 //!
 //! Behaviour (documented in README): request records are queued and written within
-//! milliseconds; security events (logins, lockouts, user and key changes, acknowledgements)
+//! 50 ms, batched; security events (logins, lockouts, user and key changes, acknowledgements)
 //! are awaited, so they are committed before the response that reports them. If a write
 //! fails, the failure is logged at ERROR with the number of records lost, counted
 //! (`audit_write_failures` in `/health/ready`, which then reports `degraded`), and the request
@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 const QUEUE: usize = 100_000;
 const MAX_BATCH: usize = 2_000;
+/// Longest a request record waits for others to share its transaction.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 struct Item {
     event: AuditEvent,
@@ -80,6 +82,18 @@ async fn write_loop(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Request records wait a little for company: under load that turns one audit
+        // transaction per request into one per LINGER. A security event ends the wait, since
+        // its request is waiting for the commit.
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() < MAX_BATCH && batch.iter().all(|item| item.done.is_none()) {
+            let room = MAX_BATCH - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(received) if received > 0 => {}
+                // Closed (shutting down) or waited long enough: write what we have.
+                _ => break,
+            }
+        }
         let (events, waiters): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|item| (item.event, item.done)).unzip();
         let count = events.len();

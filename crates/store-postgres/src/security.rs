@@ -601,15 +601,29 @@ impl SecurityStore for PostgresStore {
         let err = |e| db_err("appending to the audit log", e);
         let mut client = self.client("appending to the audit log").await?;
         let tx = client.transaction().await.map_err(err)?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_AUDIT])
+        // Every request is audited, so the statements are prepared once per connection:
+        // parsing and planning them on each append cost the database more than the append.
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock($1)")
             .await
             .map_err(err)?;
+        let newest = tx
+            .prepare_cached("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1")
+            .await
+            .map_err(err)?;
+        let insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO audit ({AUDIT_COLUMNS})
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                     $5::text[], $6::text[], $7::int4[], $8::text[], $9::text[], $10::text[],
+                     $11::float8[], $12::text[], $13::text[], $14::text[])"
+            ))
+            .await
+            .map_err(err)?;
+        tx.execute(&lock, &[&LOCK_AUDIT]).await.map_err(err)?;
         // Read after taking the lock: this statement's snapshot includes every append that
         // committed before us.
-        let last = tx
-            .query_opt("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1", &[])
-            .await
-            .map_err(err)?;
+        let last = tx.query_opt(&newest, &[]).await.map_err(err)?;
         let (mut id, mut prev): (i64, String) = match last {
             Some(row) => (get(&row, 0)?, get(&row, 1)?),
             None => (0, AUDIT_GENESIS.to_owned()),
@@ -627,12 +641,7 @@ impl SecurityStore for PostgresStore {
             cols.push(id, event, std::mem::replace(&mut prev, hash.clone()), hash);
         }
         tx.execute(
-            &format!(
-                "INSERT INTO audit ({AUDIT_COLUMNS})
-                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[],
-                     $5::text[], $6::text[], $7::int4[], $8::text[], $9::text[], $10::text[],
-                     $11::float8[], $12::text[], $13::text[], $14::text[])"
-            ),
+            &insert,
             &[
                 &cols.id,
                 &cols.ts,
