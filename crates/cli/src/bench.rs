@@ -887,10 +887,7 @@ async fn raw_copy(
                 let Some(batch) = batch else { break };
                 let mut enc = CopyEncoder::new(batch.len());
                 for r in &batch {
-                    enc.row(2 + espwatch_store_postgres::TELEMETRY_COLUMNS.len() as i16);
-                    enc.text(r.well_id.as_str());
-                    enc.timestamptz(r.ts);
-                    enc.measurements(&r.values);
+                    enc.reading(r.well_id.as_str(), r.ts, &r.values);
                 }
                 let tx = client.transaction().await?;
                 enc.copy_into(&tx, statement.as_str()).await?;

@@ -486,7 +486,7 @@ mod tests {
                 prop_assert_eq!(Some(micros), chrono, "{}", text);
             }
             let canonical = mangle.is_none()
-                && year >= 1970 && year <= 9999 && second < 60
+                && (1970..=9999).contains(&year) && second < 60
                 && fraction.as_ref().is_none_or(|f| (1..=9).contains(&f.len()));
             if canonical && chrono.is_some() {
                 prop_assert!(fast.is_some(), "{}", text);

@@ -59,7 +59,8 @@ impl DiagnosticsHub {
         // (hashing each id once) and sorting only a group that arrived out of order is far
         // cheaper than sorting the whole batch by (well id, ts), which compared and moved
         // every reading about ten times.
-        let mut by_well: HashMap<&WellId, Vec<usize>> = HashMap::new();
+        let mut by_well: HashMap<&WellId, Vec<usize>, foldhash::fast::RandomState> =
+            HashMap::default();
         for (i, reading) in batch.iter().enumerate() {
             by_well.entry(&reading.well_id).or_default().push(i);
         }

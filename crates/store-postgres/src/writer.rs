@@ -196,16 +196,20 @@ impl Writer {
     }
 
     async fn try_round(&mut self, jobs: &[Job], path: CopyPath) -> Result<Round, Failure> {
+        let readings = || jobs.iter().flat_map(|j| j.readings.iter());
         // Partitions for every day touched (plain PostgreSQL; TimescaleDB makes chunks itself).
         if self.shared.flavor == Flavor::Partitioned {
-            let mut missing: Vec<i64> = jobs
-                .iter()
-                .flat_map(|j| j.readings.iter())
-                .map(|r| partitions::day_of(r.ts))
-                .filter(|d| !self.known_days.contains(d))
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
+            let mut missing: Vec<i64> = Vec::new();
+            let mut last_day = None;
+            for day in readings().map(|r| partitions::day_of(r.ts)) {
+                // Consecutive readings nearly always share a day: look each day up once.
+                if last_day != Some(day) {
+                    last_day = Some(day);
+                    if !self.known_days.contains(&day) && !missing.contains(&day) {
+                        missing.push(day);
+                    }
+                }
+            }
             missing.sort_unstable();
             if !missing.is_empty() {
                 let conn = self.connection().await?;
@@ -224,60 +228,64 @@ impl Writer {
             .await
             .map_err(transient("starting the write transaction"))?;
 
+        // The round's wells, numbered in name order: every per-reading step below (registry,
+        // duplicates, COPY order, rollup runs) works on that number, so a round hashes each
+        // reading's well id once and sorts integers, not strings.
+        let wells = RoundWells::of(jobs);
+
         // Registry: which wells exist (locked against a concurrent delete until commit).
-        let mut seen = HashSet::new();
-        let well_ids: Vec<&str> = jobs
-            .iter()
-            .flat_map(|j| j.readings.iter())
-            .map(|r| r.well_id.as_str())
-            .filter(|w| seen.insert(*w))
-            .collect();
-        let mut known: HashSet<String> = tx
-            .query(&p.known_wells, &[&well_ids])
+        let mut known = vec![false; wells.names.len()];
+        for row in tx
+            .query(&p.known_wells, &[&wells.names])
             .await
             .map_err(transient("looking up wells"))?
-            .iter()
-            .map(|r| get::<String>(r, 0))
-            .collect::<Result<_, _>>()
-            .map_err(|error| Failure {
+        {
+            let name: &str = get(&row, 0).map_err(|error| Failure {
                 error,
                 retry: false,
             })?;
+            if let Some(number) = wells.number(name) {
+                known[number as usize] = true;
+            }
+        }
 
-        // Decide per reading, in submission order: unknown well, in-round duplicate, candidate.
-        let mut outcomes: Vec<AppendOutcome> = Vec::with_capacity(jobs.len());
-        let mut to_register: Vec<(usize, WellId)> = Vec::new();
-        let mut candidates: Vec<(usize, usize)> = Vec::new(); // (job, reading)
-        let mut slot: HashMap<(&str, i64), usize> = HashMap::new(); // -> candidate index
-        for (j, job) in jobs.iter().enumerate() {
-            let mut outcome = AppendOutcome {
-                outcomes: Vec::with_capacity(job.readings.len()),
+        // Decide per reading, in submission order: unknown well, or a candidate.
+        let mut outcomes: Vec<AppendOutcome> = jobs
+            .iter()
+            .map(|job| AppendOutcome {
+                // Provisional: the duplicate checks below change some.
+                outcomes: vec![ReadingOutcome::Accepted; job.readings.len()],
                 registered_wells: Vec::new(),
-            };
+            })
+            .collect();
+        let mut to_register: Vec<(usize, WellId)> = Vec::new();
+        // (well number, ts, job, reading): sorted, this is the COPY order, and a reading
+        // sent twice in the round sits right after its first (submission order breaks ties).
+        let mut candidates: Vec<(u32, i64, usize, usize)> = Vec::new();
+        let mut numbers = wells.per_reading.iter();
+        for (j, job) in jobs.iter().enumerate() {
             for (i, r) in job.readings.iter().enumerate() {
-                if !known.contains(r.well_id.as_str()) {
+                let number = *numbers.next().expect("one number per reading");
+                if !known[number as usize] {
                     if job.opts.auto_register_wells {
-                        known.insert(r.well_id.as_str().to_owned());
+                        known[number as usize] = true;
                         to_register.push((j, r.well_id.clone()));
                     } else {
-                        outcome.outcomes.push(ReadingOutcome::UnknownWell);
+                        outcomes[j].outcomes[i] = ReadingOutcome::UnknownWell;
                         continue;
                     }
                 }
-                match slot.entry((r.well_id.as_str(), r.ts.0)) {
-                    std::collections::hash_map::Entry::Occupied(_) => {
-                        outcome.outcomes.push(ReadingOutcome::Duplicate);
-                    }
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(candidates.len());
-                        candidates.push((j, i));
-                        // Provisional: turned into Duplicate below if the row existed.
-                        outcome.outcomes.push(ReadingOutcome::Accepted);
-                    }
-                }
+                candidates.push((number, r.ts.0, j, i));
             }
-            outcomes.push(outcome);
         }
+        candidates.sort_unstable();
+        candidates.dedup_by(|later, first| {
+            let same = (later.0, later.1) == (first.0, first.1);
+            if same {
+                outcomes[later.2].outcomes[later.3] = ReadingOutcome::Duplicate;
+            }
+            same
+        });
 
         if !to_register.is_empty() {
             let ids: Vec<&str> = to_register.iter().map(|(_, w)| w.as_str()).collect();
@@ -310,21 +318,10 @@ impl Writer {
             // Rows in (well, time) order: consecutive index insertions land on the same leaf
             // page and a well's rows share heap pages, which the refresher's and the
             // queries' per-well range scans read back.
-            let mut order: Vec<(&str, i64, usize, usize)> = candidates
-                .iter()
-                .map(|&(j, i)| {
-                    let r = &jobs[j].readings[i];
-                    (r.well_id.as_str(), r.ts.0, j, i)
-                })
-                .collect();
-            order.sort_unstable();
             let mut enc = CopyEncoder::new(candidates.len());
-            for &(_, _, j, i) in &order {
+            for &(_, _, j, i) in &candidates {
                 let r = &jobs[j].readings[i];
-                enc.row(2 + COLUMNS.len() as i16);
-                enc.text(r.well_id.as_str());
-                enc.timestamptz(r.ts);
-                enc.measurements(&r.values);
+                enc.reading(r.well_id.as_str(), r.ts, &r.values);
             }
 
             let mut accepted = vec![true; candidates.len()];
@@ -360,11 +357,16 @@ impl Writer {
                             error,
                             retry: false,
                         })?;
-                        if let Some(&c) = slot.get(&(well, ts.0)) {
+                        let Some(number) = wells.number(well) else {
+                            continue;
+                        };
+                        if let Ok(c) =
+                            candidates.binary_search_by(|c| (c.0, c.1).cmp(&(number, ts.0)))
+                        {
                             accepted[c] = true;
                         }
                     }
-                    for (c, &(j, i)) in candidates.iter().enumerate() {
+                    for (c, &(_, _, j, i)) in candidates.iter().enumerate() {
                         if !accepted[c] {
                             outcomes[j].outcomes[i] = ReadingOutcome::Duplicate;
                         }
@@ -373,24 +375,21 @@ impl Writer {
             }
 
             // Rollup work queue: per well, runs of minutes that received readings.
-            let minutes: Vec<(&str, i64)> = candidates
+            let minutes: Vec<(u32, i64, i64)> = candidates
                 .iter()
                 .zip(&accepted)
                 .filter(|(_, ok)| **ok)
-                .map(|(&(j, i), _)| {
-                    let r = &jobs[j].readings[i];
-                    (
-                        r.well_id.as_str(),
-                        r.ts.0 - r.ts.0.rem_euclid(MINUTE_MICROS),
-                    )
+                .map(|(&(number, ts, _, _), _)| {
+                    let minute = ts - ts.rem_euclid(MINUTE_MICROS);
+                    (number, minute, minute)
                 })
                 .collect();
-            let runs = minute_runs(&minutes);
+            let runs = crate::rollups::merge_runs(minutes, RUN_GAP_MICROS);
             if !runs.is_empty() {
-                let wells: Vec<&str> = runs.iter().map(|r| r.0).collect();
+                let names: Vec<&str> = runs.iter().map(|r| wells.names[r.0 as usize]).collect();
                 let firsts: Vec<PgTs> = runs.iter().map(|r| PgTs(r.1)).collect();
                 let lasts: Vec<PgTs> = runs.iter().map(|r| PgTs(r.2)).collect();
-                tx.execute(&p.dirty, &[&wells, &firsts, &lasts])
+                tx.execute(&p.dirty, &[&names, &firsts, &lasts])
                     .await
                     .map_err(transient("queueing rollup work"))?;
             }
@@ -435,10 +434,50 @@ enum Round {
 /// refresher and lagging queries a little, a row per run costs the writer.
 const RUN_GAP_MICROS: i64 = 60 * MINUTE_MICROS;
 
-/// Turns (well, minute) pairs into (well, first minute, last minute) runs.
-fn minute_runs<'a>(minutes: &[(&'a str, i64)]) -> Vec<(&'a str, i64, i64)> {
-    let single: Vec<(&str, i64, i64)> = minutes.iter().map(|&(w, m)| (w, m, m)).collect();
-    crate::rollups::merge_runs(single, RUN_GAP_MICROS)
+/// The distinct wells of a round, numbered in name order.
+struct RoundWells<'a> {
+    /// By number.
+    names: Vec<&'a str>,
+    /// Each reading's well number, in submission order.
+    per_reading: Vec<u32>,
+    /// Name to number.
+    numbers: HashMap<&'a str, u32, foldhash::fast::RandomState>,
+}
+
+impl<'a> RoundWells<'a> {
+    fn of(jobs: &'a [Job]) -> Self {
+        let mut numbers: HashMap<&str, u32, foldhash::fast::RandomState> = HashMap::default();
+        // Numbered in order of appearance first, renumbered by name below.
+        let per_reading: Vec<u32> = jobs
+            .iter()
+            .flat_map(|j| j.readings.iter())
+            .map(|r| {
+                let next = numbers.len() as u32;
+                *numbers.entry(r.well_id.as_str()).or_insert(next)
+            })
+            .collect();
+        let mut names: Vec<&str> = numbers.keys().copied().collect();
+        names.sort_unstable();
+        let mut renumber = vec![0u32; names.len()];
+        for (by_name, name) in names.iter().enumerate() {
+            let seen = numbers.get_mut(name).expect("a key");
+            renumber[*seen as usize] = by_name as u32;
+            *seen = by_name as u32;
+        }
+        let per_reading = per_reading
+            .into_iter()
+            .map(|n| renumber[n as usize])
+            .collect();
+        RoundWells {
+            names,
+            per_reading,
+            numbers,
+        }
+    }
+
+    fn number(&self, name: &str) -> Option<u32> {
+        self.numbers.get(name).copied()
+    }
 }
 
 async fn prepare(client: &Client, flavor: Flavor) -> Result<Prepared, tokio_postgres::Error> {
@@ -494,7 +533,7 @@ mod tests {
     #[test]
     fn minute_runs_split_per_well_and_at_long_gaps() {
         let m = MINUTE_MICROS;
-        let minutes = vec![
+        let minutes = [
             ("B", 0),
             ("A", 2 * m),
             ("A", 0),
@@ -502,9 +541,35 @@ mod tests {
             ("A", 62 * m),
             ("A", 123 * m),
         ];
+        let single = minutes.iter().map(|&(w, m)| (w, m, m)).collect();
         assert_eq!(
-            minute_runs(&minutes),
+            crate::rollups::merge_runs(single, RUN_GAP_MICROS),
             vec![("A", 0, 62 * m), ("A", 123 * m, 123 * m), ("B", 0, 0)]
         );
+    }
+
+    #[test]
+    fn round_wells_are_numbered_in_name_order() {
+        let job = |ids: &[&str]| {
+            let (reply, _) = oneshot::channel();
+            Job {
+                readings: ids
+                    .iter()
+                    .map(|id| Reading {
+                        well_id: WellId::parse(id).unwrap(),
+                        ts: espwatch_core::Timestamp(0),
+                        values: espwatch_core::Measurements::empty(),
+                    })
+                    .collect(),
+                opts: AppendOptions::default(),
+                reply,
+            }
+        };
+        let jobs = [job(&["W-9", "W-1", "W-9"]), job(&["W-5", "W-1"])];
+        let wells = RoundWells::of(&jobs);
+        assert_eq!(wells.names, ["W-1", "W-5", "W-9"]);
+        assert_eq!(wells.per_reading, [2, 0, 2, 1, 0]);
+        assert_eq!(wells.number("W-5"), Some(1));
+        assert_eq!(wells.number("W-2"), None);
     }
 }

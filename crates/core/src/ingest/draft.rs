@@ -75,7 +75,7 @@ pub(crate) struct Ctx {
     pub opts: DecodeOptions,
     /// Well ids seen in this payload. A batch carries a few hundred wells at most, so
     /// sharing one `Arc` per well spares a validation, an allocation and a free per reading.
-    wells: HashSet<WellId>,
+    wells: HashSet<WellId, foldhash::fast::RandomState>,
     pub tally: WarningTally,
 }
 
@@ -83,7 +83,7 @@ impl Ctx {
     pub fn new(opts: DecodeOptions) -> Self {
         Ctx {
             opts,
-            wells: HashSet::new(),
+            wells: HashSet::default(),
             tally: WarningTally::default(),
         }
     }
