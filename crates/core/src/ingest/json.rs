@@ -114,6 +114,7 @@ fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
 #[derive(Debug)]
 pub struct NdjsonDecoder {
     ctx: Ctx,
+    keys: json_plain::KeyOrder,
     next_index: usize,
     next_line: u64,
 }
@@ -122,6 +123,7 @@ impl NdjsonDecoder {
     pub fn new(opts: DecodeOptions) -> Self {
         NdjsonDecoder {
             ctx: Ctx::new(opts),
+            keys: json_plain::KeyOrder::default(),
             next_index: 0,
             next_line: 1,
         }
@@ -151,8 +153,9 @@ impl NdjsonDecoder {
                 return Some(draft::reject(index, Some(line_no), LINE, reason));
             }
         };
-        let (item, notes) = json_plain::decode_line(text, &mut self.ctx, index, line_no)
-            .unwrap_or_else(|| decode_line_full(text, &mut self.ctx, index, line_no));
+        let (item, notes) =
+            json_plain::decode_line(text, &mut self.ctx, &mut self.keys, index, line_no)
+                .unwrap_or_else(|| decode_line_full(text, &mut self.ctx, index, line_no));
         self.ctx.record(index, notes);
         Some(item)
     }

@@ -17,12 +17,13 @@
 use std::borrow::Cow;
 
 use super::draft::{Ctx, Draft, Notes, Val};
-use super::keys;
+use super::keys::{self, Key};
 use super::{DecodeOptions, Decoded, Item};
 
 /// Decodes a JSON body of the plain shape; `None` when the body is anything else.
 pub(super) fn decode(text: &str, opts: &DecodeOptions) -> Option<Decoded> {
     let mut ctx = Ctx::new(*opts);
+    let mut keys = KeyOrder::default();
     let mut scan = Scanner::new(text);
     scan.skip_ws();
     let items = match scan.peek()? {
@@ -39,7 +40,7 @@ pub(super) fn decode(text: &str, opts: &DecodeOptions) -> Option<Decoded> {
                         // The full decoder reports the limit.
                         return None;
                     }
-                    let (item, notes) = scan.reading(&mut ctx, index, None)?;
+                    let (item, notes) = scan.reading(&mut ctx, &mut keys, index, None)?;
                     ctx.record(index, notes);
                     items.push(item);
                     scan.skip_ws();
@@ -53,7 +54,7 @@ pub(super) fn decode(text: &str, opts: &DecodeOptions) -> Option<Decoded> {
             items
         }
         b'{' => {
-            let (item, notes) = scan.reading(&mut ctx, 0, None)?;
+            let (item, notes) = scan.reading(&mut ctx, &mut keys, 0, None)?;
             ctx.record(0, notes);
             vec![item]
         }
@@ -73,14 +74,39 @@ pub(super) fn decode(text: &str, opts: &DecodeOptions) -> Option<Decoded> {
 pub(super) fn decode_line(
     text: &str,
     ctx: &mut Ctx,
+    keys: &mut KeyOrder,
     index: usize,
     line: u64,
 ) -> Option<(Item, Notes)> {
     let mut scan = Scanner::new(text);
     scan.skip_ws();
-    let decoded = scan.reading(ctx, index, Some(line))?;
+    let decoded = scan.reading(ctx, keys, index, Some(line))?;
     scan.skip_ws();
     scan.at_end().then_some(decoded)
+}
+
+/// The keys of the previous reading, in order. Clients send every reading of a batch with
+/// the same keys in the same order, so comparing a key with the one at its position is
+/// nearly always enough, and cheaper than looking it up among all the names we know.
+#[derive(Debug, Default)]
+pub(super) struct KeyOrder(Vec<Key>);
+
+impl KeyOrder {
+    /// The key `name`, sent as the `position`th key of its object.
+    fn lookup(&mut self, position: usize, name: &str) -> Option<Key> {
+        if let Some(key) = self.0.get(position)
+            && key.name == name
+        {
+            return Some(*key);
+        }
+        let key = keys::lookup(name)?;
+        if position < self.0.len() {
+            self.0[position] = key;
+        } else if position == self.0.len() {
+            self.0.push(key);
+        }
+        Some(key)
+    }
 }
 
 /// A cursor over JSON text. Every method that returns `Option` returns `None` on anything the
@@ -122,7 +148,13 @@ impl<'a> Scanner<'a> {
     }
 
     /// One object, turned into a reading by a [`Draft`].
-    fn reading(&mut self, ctx: &mut Ctx, index: usize, line: Option<u64>) -> Option<(Item, Notes)> {
+    fn reading(
+        &mut self,
+        ctx: &mut Ctx,
+        keys: &mut KeyOrder,
+        index: usize,
+        line: Option<u64>,
+    ) -> Option<(Item, Notes)> {
         if self.next()? != b'{' {
             return None;
         }
@@ -132,7 +164,7 @@ impl<'a> Scanner<'a> {
             self.pos += 1;
             return Some(draft.finish(index, line));
         }
-        loop {
+        for position in 0.. {
             let name = self.string()?;
             self.skip_ws();
             if self.next()? != b':' {
@@ -140,7 +172,7 @@ impl<'a> Scanner<'a> {
             }
             self.skip_ws();
             let value = self.value()?;
-            match keys::lookup(name) {
+            match keys.lookup(position, name) {
                 Some(key) => draft.set(key, value),
                 None => draft.unknown(name),
             }
@@ -151,6 +183,7 @@ impl<'a> Scanner<'a> {
                 _ => return None,
             }
         }
+        None
     }
 
     /// A scalar value. Objects and arrays are left to the full decoder.
@@ -364,7 +397,7 @@ mod tests {
         fn lines_decode_as_the_full_decoder_does(line in prop_oneof![object(), mutated()]) {
             let line = line.trim_ascii_end();
             let mut ctx = Ctx::new(opts());
-            if let Some(fast) = decode_line(line, &mut ctx, 3, 7) {
+            if let Some(fast) = decode_line(line, &mut ctx, &mut KeyOrder::default(), 3, 7) {
                 prop_assert_eq!(fast, full_line(line), "{}", line);
             }
         }
@@ -373,13 +406,14 @@ mod tests {
     #[test]
     fn plain_lines_take_the_fast_path() {
         let mut ctx = Ctx::new(opts());
+        let mut keys = KeyOrder::default();
         for line in [
             r#"{"well_id":"W-1","ts":"2026-11-22T07:59:00Z","pip":850.5,"torque":3}"#,
             r#"  { "well_id" : "W-1" , "motor_temp_c" : 1e2 }"#,
             r#"{}"#,
         ] {
             assert_eq!(
-                decode_line(line, &mut ctx, 3, 7),
+                decode_line(line, &mut ctx, &mut keys, 3, 7),
                 Some(full_line(line)),
                 "{line}"
             );
