@@ -1,6 +1,10 @@
 //! JSON and NDJSON decoding.
 //!
-//! Readings are deserialized straight from the input with a hand-written serde visitor: no
+//! Bodies and lines of the common flat shape are decoded by the fast path in `json_plain.rs`;
+//! everything it leaves (escapes, nesting, errors) is decoded here, with serde_json, which
+//! also words every syntax error. Both feed the same `Draft`.
+//!
+//! Here, readings are deserialized straight from the input with a hand-written serde visitor: no
 //! `serde_json::Value` tree per reading, keys dispatched by one `match`, strings borrowed from
 //! the input when they have no escapes. Each value is taken as a borrowed
 //! [`RawValue`] and typed here, not by serde_json, for one reason: serde_json refuses a number
