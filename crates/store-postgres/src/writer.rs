@@ -196,12 +196,15 @@ impl Writer {
     }
 
     async fn try_round(&mut self, jobs: &[Job], path: CopyPath) -> Result<Round, Failure> {
-        let readings = || jobs.iter().flat_map(|j| j.readings.iter());
         // Partitions for every day touched (plain PostgreSQL; TimescaleDB makes chunks itself).
         if self.shared.flavor == Flavor::Partitioned {
             let mut missing: Vec<i64> = Vec::new();
             let mut last_day = None;
-            for day in readings().map(|r| partitions::day_of(r.ts)) {
+            let days = jobs
+                .iter()
+                .flat_map(|j| &j.readings)
+                .map(|r| partitions::day_of(r.ts));
+            for day in days {
                 // Consecutive readings nearly always share a day: look each day up once.
                 if last_day != Some(day) {
                     last_day = Some(day);
