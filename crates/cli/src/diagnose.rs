@@ -12,10 +12,11 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use espwatch_core::diagnostics::eval::{Interval, evaluate};
+use espwatch_core::diagnostics::eval::{EvalDetail, EvalReport, Interval, detail, evaluate};
 use espwatch_core::diagnostics::{Episode, ThresholdSet, TrainingWindow, WellEngine};
 use espwatch_core::duration::parse_duration_micros;
 use espwatch_core::ingest::{CsvDecoder, DecodeOptions, Item};
+use espwatch_core::sim::Family;
 use espwatch_core::sim::csv::{write_fixed, write_timestamp};
 use espwatch_core::{Reading, Timestamp, WellId, WellMeta};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -62,17 +63,52 @@ pub struct DiagnoseArgs {
 }
 
 #[derive(Args, Debug, Clone)]
-#[command(about = "Score diagnosed episodes (EVENTS.csv) against ground-truth labels (labels.csv)")]
+#[command(
+    about = "Score diagnosed episodes (EVENTS.csv) against ground-truth labels (labels.csv), or \
+generate, diagnose and score several model families in one go (--families)",
+    long_about = "Scores diagnosed episodes against labels: recall, precision, misclassification and \
+delay per condition, precision by confidence band, the confusion table (true condition × reported \
+diagnosis), false alarms per well-day split by the normal operation they happened during \
+(operations.csv next to the labels, as `espwatch simulate` writes).\n\nWith --families, simulates \
+a fleet per model family (--wells, --duration, --seed; each family's own sampling rates), runs \
+the diagnostics engine on it in process and prints each family's scores and the cross-family \
+table. The holdout family is the one the engine is never tuned on."
+)]
 pub struct EvalArgs {
     /// Labels: well_id,file,start,end,condition (as `espwatch simulate` writes).
-    #[arg(long, value_name = "labels.csv")]
-    pub labels: PathBuf,
+    #[arg(long, value_name = "labels.csv", required_unless_present = "families")]
+    pub labels: Option<PathBuf>,
     /// Events: well_id,start,end,condition,confidence (as `espwatch diagnose` writes).
-    #[arg(long, value_name = "EVENTS.csv")]
-    pub events: PathBuf,
+    #[arg(long, value_name = "EVENTS.csv", required_unless_present = "families")]
+    pub events: Option<PathBuf>,
+    /// Normal operations: well_id,start,end,operation. Default: operations.csv next to the labels
+    /// when present.
+    #[arg(long, value_name = "operations.csv")]
+    pub operations: Option<PathBuf>,
     /// How long after a label ends an event still counts as detecting it.
     #[arg(long, default_value = "60m")]
     pub max_delay: String,
+    /// Print the results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Simulate, diagnose and score these model families, e.g. classic,field,pipctl,holdout.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["labels", "events"])]
+    pub families: Option<String>,
+    /// Wells per family (with --families).
+    #[arg(long, default_value_t = 12)]
+    pub wells: usize,
+    /// Simulated span per family (with --families).
+    #[arg(long, default_value = "8d")]
+    pub duration: String,
+    /// Seed of the families' fleets (with --families).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Worker threads (with --families; default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Thresholds JSON as for `espwatch diagnose` (with --families).
+    #[arg(long, value_name = "FILE")]
+    pub thresholds: Option<PathBuf>,
 }
 
 type Batch = Vec<Reading>;
@@ -84,8 +120,8 @@ struct WorkerResult {
     scores_part: Option<PathBuf>,
 }
 
-pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
-    let thresholds = match &args.thresholds {
+fn load_thresholds(path: Option<&Path>) -> anyhow::Result<ThresholdSet> {
+    Ok(match path {
         Some(path) => {
             let text =
                 fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -95,7 +131,11 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
             set
         }
         None => ThresholdSet::default(),
-    };
+    })
+}
+
+pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
+    let thresholds = load_thresholds(args.thresholds.as_deref())?;
     let window = match (&args.train_readings, &args.train_until) {
         (Some(n), _) => TrainingWindow::Readings(*n),
         (None, Some(ts)) => {
@@ -537,12 +577,166 @@ fn first_and_last_row(path: &Path) -> Option<(String, i64, i64)> {
     (last_well == well).then_some((well, first, last))
 }
 
+/// Confidence column of an events file (0 where absent), in row order.
+fn read_confidences(path: &Path) -> anyhow::Result<Vec<f64>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
+    let col = reader.headers()?.iter().position(|h| h == "confidence");
+    let mut out = Vec::new();
+    for row in reader.records() {
+        let row = row?;
+        out.push(
+            col.and_then(|c| row.get(c))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0),
+        );
+    }
+    Ok(out)
+}
+
 pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     let max_delay = parse_duration_micros(&args.max_delay).map_err(anyhow::Error::msg)?;
-    let labels = read_intervals(&args.labels, "well_id", "condition")?;
-    let events = read_intervals(&args.events, "well_id", "condition")?;
-    let coverage = coverage_near(&args.labels);
+    if let Some(list) = &args.families {
+        return run_families(args, list, max_delay);
+    }
+    let (Some(labels_path), Some(events_path)) = (&args.labels, &args.events) else {
+        bail!("give --labels and --events, or --families");
+    };
+    let labels = read_intervals(labels_path, "well_id", "condition")?;
+    let events = read_intervals(events_path, "well_id", "condition")?;
+    let confidences = read_confidences(events_path)?;
+    let ops_path = match &args.operations {
+        Some(p) => Some(p.clone()),
+        None => Some(labels_path.with_file_name("operations.csv")).filter(|p| p.is_file()),
+    };
+    let operations = match &ops_path {
+        Some(p) => read_intervals(p, "well_id", "operation")?,
+        None => Vec::new(),
+    };
+    let coverage = coverage_near(labels_path);
     let report = evaluate(&labels, &events, max_delay, &coverage);
+    let detail = detail(&labels, &events, &confidences, &operations, max_delay);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report_json(&report, &detail))?);
+    } else {
+        print_report(&report, &detail);
+    }
+    Ok(())
+}
+
+fn run_families(args: &EvalArgs, list: &str, max_delay: i64) -> anyhow::Result<()> {
+    let families = list
+        .split(',')
+        .map(|f| f.parse::<Family>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let duration = parse_duration_micros(&args.duration).map_err(anyhow::Error::msg)?;
+    let thresholds = load_thresholds(args.thresholds.as_deref())?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+        .max(1);
+    let results = crate::families::run(&crate::families::HarnessConfig {
+        families: &families,
+        wells: args.wells,
+        duration_micros: duration,
+        seed: args.seed,
+        threads,
+        max_delay_micros: max_delay,
+        thresholds: &thresholds,
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&crate::families::to_json(&results))?
+        );
+        return Ok(());
+    }
+    for r in &results {
+        println!(
+            "== family {}{}: {} wells, {} readings, {:.1}s",
+            r.family,
+            if r.family.is_held_out() {
+                " (never tuned on)"
+            } else {
+                ""
+            },
+            r.wells,
+            r.readings,
+            r.secs
+        );
+        print_report(&r.report, &r.detail);
+        println!();
+    }
+    println!(
+        "cross-family (seed {}, {} wells x {} per family, max delay {}):",
+        args.seed, args.wells, args.duration, args.max_delay
+    );
+    crate::families::print_table(&results);
+    Ok(())
+}
+
+/// The JSON form of one evaluation (per condition, macro figures, bands, confusion, false
+/// alarms by operation).
+pub fn report_json(report: &EvalReport, detail: &EvalDetail) -> serde_json::Value {
+    let per_condition: Vec<serde_json::Value> = report
+        .per_condition
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "condition": c.condition,
+                "labels": c.labels,
+                "detected": c.detected,
+                "recall": c.recall(),
+                "events": c.events,
+                "correct_events": c.correct_events,
+                "precision": c.precision(),
+                "misclassified": c.misclassified,
+                "confused_with": c.confused_with,
+                "mean_delay_s": c.mean_delay_s,
+            })
+        })
+        .collect();
+    let bands: Vec<serde_json::Value> = detail
+        .bands
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "lo": b.lo,
+                "hi": b.hi,
+                "events": b.events,
+                "correct": b.correct,
+                "precision": b.precision(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "per_condition": per_condition,
+        "macro_recall": report.macro_recall(),
+        "macro_precision": report.macro_precision(),
+        "false_alarms": report.false_alarms,
+        "unlabelled_well_days": report.unlabelled_well_days,
+        "false_alarms_per_well_day": report.false_alarms_per_well_day(),
+        "anomaly_events": report.anomaly_events,
+        "abrupt_mean_delay_s": report.abrupt_mean_delay_s(),
+        "abrupt_median_delay_s": detail.abrupt_median_delay_s,
+        "confidence_bands": bands,
+        "high_confidence": {
+            "events": detail.high_confidence.events,
+            "correct": detail.high_confidence.correct,
+            "precision": detail.high_confidence.precision(),
+        },
+        "confusion": detail.confusion,
+        "false_alarms_by_operation": detail.false_alarms_by_operation,
+        "operations": detail.operations,
+    })
+}
+
+fn print_report(report: &EvalReport, detail: &EvalDetail) {
     let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.2}", v));
     println!(
         "{:<18} {:>6} {:>8} {:>6} {:>6} {:>9} {:>13} {:>10}",
@@ -598,5 +792,67 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
             .abrupt_mean_delay_s()
             .map_or("-".to_owned(), |d| format!("{:.1}", d / 60.0))
     );
-    Ok(())
+    println!("precision by confidence band:");
+    for b in &detail.bands {
+        println!(
+            "  [{:.1}, {:.1}{} {:>5} events, precision {}",
+            b.lo,
+            b.hi,
+            if b.hi >= 1.0 { "]" } else { ")" },
+            b.events,
+            pct(b.precision())
+        );
+    }
+    println!(
+        "  confidence >= 0.8: {} events, precision {}",
+        detail.high_confidence.events,
+        pct(detail.high_confidence.precision())
+    );
+    let mut columns: Vec<&str> = detail
+        .confusion
+        .values()
+        .flat_map(|row| row.keys().map(String::as_str))
+        .collect();
+    columns.sort_unstable();
+    columns.dedup();
+    println!("confusion (rows: true condition; columns: reported diagnosis):");
+    let short = |s: &str| s.chars().take(10).collect::<String>();
+    print!("  {:<18}", "");
+    for c in &columns {
+        print!(" {:>10}", short(c));
+    }
+    println!();
+    for (truth, row) in &detail.confusion {
+        print!("  {truth:<18}");
+        for c in &columns {
+            match row.get(*c) {
+                Some(n) => print!(" {n:>10}"),
+                None => print!(" {:>10}", "."),
+            }
+        }
+        println!();
+    }
+    if !detail.false_alarms_by_operation.is_empty() || !detail.operations.is_empty() {
+        println!(
+            "false alarms by normal operation (per well-day over {:.1} unlabelled well-days):",
+            report.unlabelled_well_days
+        );
+        let mut kinds: Vec<&String> = detail
+            .operations
+            .keys()
+            .chain(detail.false_alarms_by_operation.keys())
+            .collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for k in kinds {
+            let n = detail.false_alarms_by_operation.get(k).copied().unwrap_or(0);
+            println!(
+                "  {:<20} {:>5} false alarms {:>7.3}/well-day  ({} operations)",
+                k,
+                n,
+                n as f64 / report.unlabelled_well_days.max(1e-9),
+                detail.operations.get(k).copied().unwrap_or(0)
+            );
+        }
+    }
 }

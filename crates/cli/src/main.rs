@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod diagnose;
+mod families;
 mod ingest;
 mod serve;
 mod settings;

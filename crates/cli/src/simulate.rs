@@ -41,9 +41,14 @@ pub struct SimulateArgs {
     #[arg(long, default_value = "7d")]
     pub duration: String,
     /// Sampling interval, e.g. 10s; or a range like 1s..60s to give each well one of the
-    /// standard gauge rates within it.
-    #[arg(long, default_value = "10s")]
-    pub interval: String,
+    /// standard gauge rates within it. Default: 10s for the classic family, the family's own
+    /// gauge rates (5 s to 5 min) for the others.
+    #[arg(long)]
+    pub interval: Option<String>,
+    /// Model family: classic (the original physics), field, pipctl, holdout (never tune the
+    /// diagnostics on it), or mixed (each well one of classic/field/pipctl). See ARCHITECTURE.md.
+    #[arg(long, default_value = "classic")]
+    pub family: String,
     /// Random seed: the same seed and options give identical output.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -99,8 +104,12 @@ impl SimulateArgs {
             (None, None) => Timestamp::parse_rfc3339(DEFAULT_FILE_START).expect("constant"),
         };
         let mut config = FleetConfig::new(self.seed, self.wells, start, duration);
+        config.family = self.family.parse().map_err(anyhow::Error::msg)?;
+        config.interval_from_family = self.interval.is_none();
         config.interval = self
             .interval
+            .as_deref()
+            .unwrap_or("10s")
             .parse::<IntervalChoice>()
             .map_err(anyhow::Error::msg)?;
         config.conditions = self
@@ -161,6 +170,7 @@ pub fn write_files(plan: &FleetPlan, dir: &Path, threads: usize) -> anyhow::Resu
         fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
     }
     write_labels(plan, &dir.join("labels.csv"))?;
+    write_operations(plan, &dir.join("operations.csv"))?;
 
     let config = &plan.config;
     let expected: u64 = plan
@@ -237,6 +247,33 @@ pub fn write_files(plan: &FleetPlan, dir: &Path, threads: usize) -> anyhow::Resu
         dir.display()
     );
     Ok(())
+}
+
+/// `operations.csv`: every normal operation (set-point changes, planned stops, and the family's
+/// well tests, choke changes, surges, ramps, recalibrations, water-cut steps, sand slugs), so
+/// `espwatch eval` can count false alarms by operation.
+fn write_operations(plan: &FleetPlan, path: &Path) -> anyhow::Result<()> {
+    fs::write(path, operations_csv(plan)).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn operations_csv(plan: &FleetPlan) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"well_id,start,end,operation\n");
+    let start = plan.config.start.0;
+    for w in &plan.wells {
+        let sim = WellSimulator::new(w, plan.config.start, plan.config.duration_micros);
+        for op in sim.operations() {
+            out.extend_from_slice(w.id.as_str().as_bytes());
+            out.push(b',');
+            csv::write_timestamp(&mut out, Timestamp(start + (op.start_s * 1e6) as i64));
+            out.push(b',');
+            csv::write_timestamp(&mut out, Timestamp(start + (op.end_s * 1e6) as i64));
+            out.push(b',');
+            out.extend_from_slice(op.kind.name().as_bytes());
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 fn write_labels(plan: &FleetPlan, path: &Path) -> anyhow::Result<()> {

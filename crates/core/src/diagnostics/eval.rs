@@ -9,6 +9,11 @@
 //! - delay = for each matched label, max(0, earliest matching event start − label start);
 //! - false alarm = an event (any diagnosis, `anomaly` included) that overlaps no label window of
 //!   its well; reported per well-day of observed time outside label windows.
+//!
+//! [`detail`] adds what an operator needs to trust the list: precision by confidence band (is
+//! an event at 0.8 right 80 % of the time?), the confusion table (true condition × reported
+//! diagnosis) and false alarms by the normal operation they happened during (an event
+//! overlapping `[op.start, op.end + max_delay]` of an operation on its well).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -209,6 +214,165 @@ pub fn evaluate(
     report
 }
 
+/// Confidence bands of [`EvalDetail::bands`]: `[lo, hi)`, the last one closed.
+pub const CONFIDENCE_BANDS: [(f64, f64); 6] = [
+    (0.0, 0.5),
+    (0.5, 0.6),
+    (0.6, 0.7),
+    (0.7, 0.8),
+    (0.8, 0.9),
+    (0.9, 1.0),
+];
+
+/// Row of the confusion table for events that overlap no label.
+pub const NO_CONDITION: &str = "(none)";
+/// Column of the confusion table for labels no event overlapped.
+pub const MISSED: &str = "(missed)";
+/// False alarms that overlap no normal operation.
+pub const STEADY_RUNNING: &str = "steady_running";
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct BandStats {
+    pub lo: f64,
+    pub hi: f64,
+    pub events: usize,
+    pub correct: usize,
+}
+
+impl BandStats {
+    pub fn precision(&self) -> Option<f64> {
+        (self.events > 0).then(|| self.correct as f64 / self.events as f64)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct EvalDetail {
+    pub bands: Vec<BandStats>,
+    /// Events at confidence ≥ 0.8 and how many were right.
+    pub high_confidence: BandStats,
+    /// true condition (or [`NO_CONDITION`]) → reported diagnosis (or [`MISSED`]) → count. A label
+    /// counts once per distinct diagnosis overlapping it; an unlabelled event once.
+    pub confusion: BTreeMap<String, BTreeMap<String, usize>>,
+    /// Operation kind (or [`STEADY_RUNNING`]) → false alarms during it.
+    pub false_alarms_by_operation: BTreeMap<String, usize>,
+    /// Operation kind → operations in the data.
+    pub operations: BTreeMap<String, usize>,
+    /// Median detection delay over detected abrupt-condition labels, seconds.
+    pub abrupt_median_delay_s: Option<f64>,
+}
+
+/// Confidence bands, confusion table and false alarms by operation (see the module doc).
+/// `confidences[i]` is the confidence of `events[i]`; `operations` name their kind in `name`.
+pub fn detail(
+    labels: &[Interval],
+    events: &[Interval],
+    confidences: &[f64],
+    operations: &[Interval],
+    max_delay_micros: i64,
+) -> EvalDetail {
+    let window = |l: &Interval| (l.start, l.end + max_delay_micros);
+    let mut out = EvalDetail {
+        bands: CONFIDENCE_BANDS
+            .iter()
+            .map(|&(lo, hi)| BandStats {
+                lo,
+                hi,
+                ..BandStats::default()
+            })
+            .collect(),
+        high_confidence: BandStats {
+            lo: 0.8,
+            hi: 1.0,
+            ..BandStats::default()
+        },
+        ..EvalDetail::default()
+    };
+    let mut by_well: BTreeMap<&str, Vec<&Interval>> = BTreeMap::new();
+    for l in labels {
+        by_well.entry(l.well_id.as_str()).or_default().push(l);
+    }
+    let mut ops_by_well: BTreeMap<&str, Vec<&Interval>> = BTreeMap::new();
+    for o in operations {
+        ops_by_well.entry(o.well_id.as_str()).or_default().push(o);
+        *out.operations.entry(o.name.clone()).or_default() += 1;
+    }
+    for (i, e) in events.iter().enumerate() {
+        let ls = by_well.get(e.well_id.as_str()).map_or(&[][..], |v| v);
+        let overlapping: Vec<&&Interval> = ls
+            .iter()
+            .filter(|l| {
+                let (w0, w1) = window(l);
+                overlaps(e.start, e.end, w0, w1)
+            })
+            .collect();
+        let correct = overlapping.iter().any(|l| l.name == e.name);
+        let conf = confidences.get(i).copied().unwrap_or(0.0);
+        let k = CONFIDENCE_BANDS
+            .iter()
+            .position(|&(lo, hi)| conf >= lo && conf < hi)
+            .unwrap_or(CONFIDENCE_BANDS.len() - 1);
+        out.bands[k].events += 1;
+        out.bands[k].correct += correct as usize;
+        if conf >= 0.8 {
+            out.high_confidence.events += 1;
+            out.high_confidence.correct += correct as usize;
+        }
+        if overlapping.is_empty() {
+            *out
+                .confusion
+                .entry(NO_CONDITION.to_owned())
+                .or_default()
+                .entry(e.name.clone())
+                .or_default() += 1;
+            let op = ops_by_well.get(e.well_id.as_str()).and_then(|ops| {
+                ops.iter()
+                    .find(|o| overlaps(e.start, e.end, o.start, o.end + max_delay_micros))
+            });
+            *out.false_alarms_by_operation
+                .entry(op.map_or(STEADY_RUNNING.to_owned(), |o| o.name.clone()))
+                .or_default() += 1;
+        }
+    }
+    let mut abrupt_delays = Vec::new();
+    for l in labels {
+        let (w0, w1) = window(l);
+        let reported: BTreeSet<&str> = events
+            .iter()
+            .filter(|e| e.well_id == l.well_id && overlaps(e.start, e.end, w0, w1))
+            .map(|e| e.name.as_str())
+            .collect();
+        let row = out.confusion.entry(l.name.clone()).or_default();
+        if reported.is_empty() {
+            *row.entry(MISSED.to_owned()).or_default() += 1;
+        }
+        for r in reported {
+            *row.entry(r.to_owned()).or_default() += 1;
+        }
+        let abrupt = Condition::from_name(&l.name).is_some_and(|c| c.onset() == Onset::Abrupt);
+        if abrupt
+            && let Some(first) = events
+                .iter()
+                .filter(|e| {
+                    e.well_id == l.well_id && e.name == l.name && overlaps(e.start, e.end, w0, w1)
+                })
+                .map(|e| e.start)
+                .min()
+        {
+            abrupt_delays.push((first - l.start).max(0) as f64 / 1e6);
+        }
+    }
+    abrupt_delays.sort_by(f64::total_cmp);
+    out.abrupt_median_delay_s = (!abrupt_delays.is_empty()).then(|| {
+        let n = abrupt_delays.len();
+        if n % 2 == 1 {
+            abrupt_delays[n / 2]
+        } else {
+            0.5 * (abrupt_delays[n / 2 - 1] + abrupt_delays[n / 2])
+        }
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +425,44 @@ mod tests {
         assert_eq!(r.anomaly_events, 1);
         let expected_days = 3.0 - 3.0 * 1600.0 / 86_400.0;
         assert!((r.unlabelled_well_days - expected_days).abs() < 1e-9);
+    }
+
+    #[test]
+    fn detail_bands_confusion_and_false_alarms_by_operation() {
+        let labels = vec![
+            iv("A", 1000, 2000, "gas_lock"),
+            iv("B", 1000, 2000, "pump_wear"),
+            iv("C", 1000, 2000, "closed_valve"),
+        ];
+        let events = vec![
+            iv("A", 1300, 2500, "gas_lock"),       // right, 0.9
+            iv("B", 1100, 1900, "scale_plugging"), // wrong diagnosis, 0.85
+            iv("B", 1500, 1900, "pump_wear"),      // right, 0.55
+            iv("C", 50_000, 50_100, "gas_interference"), // during a well test, 0.7
+            iv("C", 90_000, 90_100, "anomaly"),    // steady running, 0.3
+        ];
+        let conf = [0.9, 0.85, 0.55, 0.7, 0.3];
+        let ops = vec![
+            iv("C", 49_000, 49_900, "well_test"),
+            iv("A", 70_000, 70_100, "sand_slug"),
+        ];
+        let d = detail(&labels, &events, &conf, &ops, 600_000_000);
+        let band = |lo: f64| d.bands.iter().find(|b| b.lo == lo).unwrap().clone();
+        assert_eq!((band(0.8).events, band(0.8).correct), (1, 0));
+        assert_eq!((band(0.9).events, band(0.9).correct), (1, 1));
+        assert_eq!((band(0.5).events, band(0.5).correct), (1, 1));
+        assert_eq!((band(0.0).events, band(0.0).correct), (1, 0));
+        assert_eq!((d.high_confidence.events, d.high_confidence.correct), (2, 1));
+        assert_eq!(d.confusion["gas_lock"]["gas_lock"], 1);
+        assert_eq!(d.confusion["pump_wear"]["pump_wear"], 1);
+        assert_eq!(d.confusion["pump_wear"]["scale_plugging"], 1);
+        assert_eq!(d.confusion["closed_valve"][MISSED], 1);
+        assert_eq!(d.confusion[NO_CONDITION]["gas_interference"], 1);
+        assert_eq!(d.confusion[NO_CONDITION]["anomaly"], 1);
+        // The well-test alarm starts within max_delay (600 s) of the test's end.
+        assert_eq!(d.false_alarms_by_operation["well_test"], 1);
+        assert_eq!(d.false_alarms_by_operation[STEADY_RUNNING], 1);
+        assert_eq!(d.operations["sand_slug"], 1);
+        assert_eq!(d.abrupt_median_delay_s, Some(300.0));
     }
 }

@@ -12,6 +12,7 @@ use crate::telemetry::{Timestamp, WellId};
 use crate::well::{FluidSpec, Location, WellIdField, WellMeta};
 
 use super::catalog::{PUMP_CATALOG, PumpModel, motor_for, pump_model, round_to};
+use super::family::{Family, Physics, WellModel};
 use super::plant::Plant;
 
 const HOUR: f64 = 3600.0;
@@ -95,6 +96,11 @@ pub struct FleetConfig {
     pub missing_value_rate: f64,
     pub id_prefix: String,
     pub pinned: Vec<PinnedWell>,
+    /// Model family the wells are drawn from (see [`super::family`]).
+    pub family: Family,
+    /// Draw each well's sampling interval from the family's gauge rates instead of `interval`
+    /// (ignored for `classic`, which has none).
+    pub interval_from_family: bool,
 }
 
 impl FleetConfig {
@@ -112,6 +118,8 @@ impl FleetConfig {
             missing_value_rate: 0.002,
             id_prefix: "ESP-".to_owned(),
             pinned: Vec::new(),
+            family: Family::Classic,
+            interval_from_family: false,
         }
     }
 }
@@ -237,6 +245,8 @@ pub struct WellPlan {
     pub missing_value_rate: f64,
     pub episodes: Vec<Episode>,
     pub seed: u64,
+    /// Modelling choices drawn from the run's family (`plant.physics` holds the physics part).
+    pub model: WellModel,
 }
 
 /// Ground truth: one row of `labels.csv`.
@@ -321,7 +331,7 @@ pub fn plan_fleet(config: &FleetConfig) -> Result<FleetPlan, String> {
         };
         let nominal = pinned.and_then(|p| p.nominal_frequency_hz);
         let field = format!("Field-{}", (b'A' + (i / 8 % 26) as u8) as char);
-        let (plant, meta) = build_installation(
+        let (mut plant, meta) = build_installation(
             &mut rng,
             &id,
             model,
@@ -329,9 +339,28 @@ pub fn plan_fleet(config: &FleetConfig) -> Result<FleetPlan, String> {
             config.restart_delay_s,
             &field,
         )?;
-        let interval_choice = match pinned.and_then(|p| p.interval.as_deref()) {
-            Some(t) => t.parse()?,
-            None => config.interval,
+        // Family choices come from their own stream, so `classic` plans stay as they were.
+        let mut family_rng = root.fork(0xFA_0000 + i as u64);
+        let well_model = match config.family {
+            Family::Classic => WellModel::classic(),
+            f => {
+                let m = WellModel::draw(f, &mut family_rng, plant.nominal_hz, plant.water_cut_pct);
+                apply_physics(&mut plant, m.physics);
+                WellModel {
+                    physics: plant.physics,
+                    ..m
+                }
+            }
+        };
+        let family_interval = config
+            .interval_from_family
+            .then(|| well_model.family.intervals_s())
+            .flatten()
+            .map(|rates| *family_rng.pick(rates) * 1_000_000);
+        let interval_choice = match (pinned.and_then(|p| p.interval.as_deref()), family_interval) {
+            (Some(t), _) => t.parse()?,
+            (None, Some(v)) => IntervalChoice::Fixed(v),
+            (None, None) => config.interval,
         };
         let interval_micros = match interval_choice {
             IntervalChoice::Fixed(v) => v,
@@ -384,6 +413,7 @@ pub fn plan_fleet(config: &FleetConfig) -> Result<FleetPlan, String> {
                 .unwrap_or(config.missing_value_rate),
             episodes,
             seed: rng.next_u64(),
+            model: well_model,
         });
     }
     assign_random_conditions(config, &root, &mut wells, duration_s)?;
@@ -529,6 +559,47 @@ fn free_slot(
     None
 }
 
+/// Gives an installation its family's physics, keeping it commissionable: the relay is
+/// re-commissioned on the new physics, and a choice that leaves the pump unable to lift its
+/// well or the motor overloaded at the top of its range falls back to the classic part.
+fn apply_physics(plant: &mut Plant, physics: Physics) {
+    let candidates = [
+        physics,
+        Physics {
+            viscous_head: 1.0,
+            viscous_bhp: 1.0,
+            ..physics
+        },
+        Physics {
+            viscous_head: 1.0,
+            viscous_bhp: 1.0,
+            motor: Physics::CLASSIC.motor,
+            ..physics
+        },
+        Physics::CLASSIC,
+    ];
+    let nominal = plant.nominal_hz;
+    let healthy_q = {
+        let mut p = plant.clone();
+        p.physics = Physics::CLASSIC;
+        p.equilibrium(nominal, p.reservoir_psi).0
+    };
+    for candidate in candidates {
+        plant.physics = candidate;
+        let (q, level) = plant.equilibrium(nominal, plant.reservoir_psi);
+        let pip = plant.intake_pressure(level);
+        if q < 0.7 * healthy_q || pip < plant.bubble_point_psi * 1.05 || level < 50.0 {
+            continue;
+        }
+        if plant.healthy_current(nominal + 3.0) > 0.98 * plant.rated_current_a {
+            continue;
+        }
+        plant.underload_a = 0.75 * plant.healthy_current(nominal - 3.0);
+        return;
+    }
+    plant.physics = Physics::CLASSIC;
+}
+
 /// Draws a physically consistent installation: a pump sized for the well's inflow at a healthy
 /// intake pressure, a motor sized for the pump, and a relay commissioned on the result.
 fn build_installation(
@@ -632,6 +703,7 @@ fn build_installation(
             underload_a: 0.0,
             overload_a: 1.2 * motor.rated_current_a.unwrap_or(50.0),
             restart_delay_s,
+            physics: Physics::CLASSIC,
         };
         let (q, level) = plant.equilibrium(nominal, plant.reservoir_psi);
         let pip = plant.intake_pressure(level);

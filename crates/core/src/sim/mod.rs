@@ -2,6 +2,8 @@
 //!
 //! - [`catalog`]: pump and motor catalog.
 //! - [`plant`]: the physical model of one installation and its protection relay.
+//! - [`family`]: alternative modelling choices (gas handling, inflow, motor, drive control,
+//!   gauges, normal operations) selectable per run; `holdout` is never tuned on.
 //! - [`fleet`]: planning a fleet (installations, sampling, which conditions strike when) and the
 //!   scenario file that pins parts of it; ground-truth labels.
 //! - [`runner`]: runs one planned well sample by sample through normal life and its episodes,
@@ -10,6 +12,7 @@
 
 pub mod catalog;
 pub mod csv;
+pub mod family;
 pub mod fleet;
 pub mod plant;
 pub mod runner;
@@ -18,6 +21,7 @@ pub mod runner;
 mod tests;
 
 pub use catalog::{PUMP_CATALOG, PumpModel};
+pub use family::{Family, Operation, OperationKind, WellModel};
 pub use fleet::{
     ConditionChoice, Episode, FleetConfig, FleetPlan, IntervalChoice, Label, Scenario, WellPlan,
     plan_fleet,

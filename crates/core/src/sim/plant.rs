@@ -9,6 +9,7 @@ use crate::hydraulics::{
 };
 
 use super::catalog::PumpModel;
+use super::family::{GasModel, InflowModel, MotorModel, Physics};
 
 /// Cubic feet per barrel.
 const FT3_PER_BBL: f64 = 5.615;
@@ -69,6 +70,8 @@ pub struct Plant {
     /// Overload trip current, A.
     pub overload_a: f64,
     pub restart_delay_s: f64,
+    /// The modelling choices of this installation's family ([`Physics::CLASSIC`] by default).
+    pub physics: Physics,
 }
 
 /// What the active conditions do to the physics at this moment. `Effects::default()` is a healthy
@@ -223,9 +226,35 @@ impl Plant {
         ((reservoir_psi - self.casing_psi) / self.gradient() - self.perfs_below_ft).max(0.0)
     }
 
-    fn inflow(&self, reservoir_psi: f64, pip: f64, factor: f64) -> f64 {
+    pub fn inflow(&self, reservoir_psi: f64, pip: f64, factor: f64) -> f64 {
         let pwf = pip + self.perfs_below_ft * self.gradient();
-        (self.pi * factor * (reservoir_psi - pwf)).max(0.0)
+        match self.physics.inflow {
+            InflowModel::StraightLine => (self.pi * factor * (reservoir_psi - pwf)).max(0.0),
+            InflowModel::Vogel => {
+                // Composite IPR: straight line down to the bubble point, Vogel below it.
+                let pb = self.bubble_point_psi.min(reservoir_psi).max(1.0);
+                let j = self.pi * factor;
+                if pwf >= pb {
+                    (j * (reservoir_psi - pwf)).max(0.0)
+                } else {
+                    let x = (pwf / pb).max(0.0);
+                    j * (reservoir_psi - pb) + j * pb / 1.8 * (1.0 - 0.2 * x - 0.8 * x * x)
+                }
+            }
+        }
+    }
+
+    /// In-situ free-gas volume per volume of liquid at the intake, before any separation:
+    /// solution gas from a Standing-like Rs ∝ p^0.83 below the bubble point, gas formation
+    /// volume factor at intake pressure and reservoir temperature (z ≈ 0.9).
+    pub fn free_gas_ratio(&self, pip: f64, bubble: f64, gor: f64, water_cut_pct: f64) -> f64 {
+        if pip >= bubble || bubble <= 0.0 {
+            return 0.0;
+        }
+        let rs = gor * (pip.max(0.0) / bubble).powf(0.83);
+        let t_rankine = self.reservoir_temp_c * 1.8 + 32.0 + 460.0;
+        let bg_ft3_per_scf = 0.028_27 * 0.9 * t_rankine / (pip.max(0.0) + 14.7);
+        (gor - rs) * bg_ft3_per_scf / FT3_PER_BBL * (1.0 - water_cut_pct / 100.0)
     }
 
     fn column_psi(&self) -> f64 {
@@ -267,6 +296,19 @@ impl Plant {
 
     /// Running current for a shaft load at a drive frequency and supply voltage.
     fn motor_current(&self, shaft_hp: f64, freq: f64, voltage: f64) -> (f64, f64) {
+        if let MotorModel::Curves {
+            eff_rated,
+            pf_rated,
+            light_load_drop,
+        } = self.physics.motor
+        {
+            return self.motor_current_curves(
+                shaft_hp,
+                freq,
+                voltage,
+                (eff_rated, pf_rated, light_load_drop),
+            );
+        }
         let v_per_hz = self.rated_voltage_v * freq / self.base_hz;
         let core_loss_kw = 0.025 * self.rated_hp * KW_PER_HP * freq / self.base_hz;
         let input_kw = shaft_hp * KW_PER_HP / MOTOR_EFFICIENCY + core_loss_kw;
@@ -283,6 +325,34 @@ impl Plant {
             (active * active + magnetising * magnetising).sqrt(),
             input_kw,
         )
+    }
+
+    /// Motor current with load-dependent efficiency and power factor: efficiency falls at light
+    /// load, reactive current is magnetising (with voltage over V/Hz) plus leakage (with load²);
+    /// nameplate load at nameplate V/Hz draws nameplate amps.
+    fn motor_current_curves(
+        &self,
+        shaft_hp: f64,
+        freq: f64,
+        voltage: f64,
+        (eff_rated, pf_rated, drop): (f64, f64, f64),
+    ) -> (f64, f64) {
+        let ratio = (freq / self.base_hz).max(1e-3);
+        let v_per_hz = self.rated_voltage_v * ratio;
+        let load = shaft_hp / (self.rated_hp * ratio).max(1e-6);
+        let eff = eff_rated
+            * (1.0 - drop * (1.0 - load).max(0.0).powi(2))
+            * (1.0 - 0.05 * (load - 1.0).max(0.0).powi(2));
+        let core_loss_kw = 0.02 * self.rated_hp * KW_PER_HP * ratio;
+        let input_kw = shaft_hp * KW_PER_HP / eff.max(0.2) + core_loss_kw;
+        let rated_input_kw = self.rated_hp * KW_PER_HP / eff_rated + 0.02 * self.rated_hp * KW_PER_HP;
+        let active_rated = self.rated_current_a * pf_rated;
+        let active =
+            active_rated * (input_kw / (rated_input_kw * ratio)) * (v_per_hz / voltage.max(1.0));
+        let reactive_rated = self.rated_current_a * (1.0 - pf_rated * pf_rated).sqrt();
+        let reactive = reactive_rated
+            * (0.75 * voltage / v_per_hz.max(1.0) + 0.25 * (active / active_rated).powi(2));
+        ((active * active + reactive * reactive).sqrt(), input_kw)
     }
 
     /// The healthy equilibrium at a frequency: (pump flow, fluid level). Used to commission the
@@ -309,7 +379,7 @@ impl Plant {
     pub fn pump_flow_at(&self, freq: f64, level_ft: f64) -> f64 {
         let h = Hydraulic {
             aff: Affinity::new(self.base_hz, freq),
-            head_scale: 1.0,
+            head_scale: self.physics.viscous_head,
             pip: self.intake_pressure(level_ft),
             column_psi: self.column_psi(),
             leak: 0.0,
@@ -321,7 +391,8 @@ impl Plant {
     pub fn healthy_current(&self, freq: f64) -> f64 {
         let (q, _) = self.equilibrium(freq, self.reservoir_psi);
         let aff = Affinity::new(self.base_hz, freq);
-        let shaft = pump_bhp(&self.curve, self.stages, aff, q) * self.sg + self.mech_loss_hp(freq);
+        let shaft = pump_bhp(&self.curve, self.stages, aff, q) * self.sg * self.physics.viscous_bhp
+            + self.mech_loss_hp(freq);
         self.motor_current(shaft, freq, self.rated_voltage_v * freq / self.base_hz)
             .0
     }
@@ -376,15 +447,25 @@ impl Plant {
         let bubble = self.bubble_point_psi + fx.bubble_point_rise_psi;
         // Free gas at the intake grows as PIP falls below the bubble point (natural separation
         // takes part of it up the annulus); forced gas models a slug or a gas-locked pump.
-        let natural = if pip < bubble {
-            0.7 * (bubble - pip) / bubble
-        } else {
-            0.0
+        let gor_now = self.gor_scf_bbl * fx.gor_factor;
+        let natural = match self.physics.gas {
+            GasModel::Homogeneous => {
+                if pip < bubble {
+                    0.7 * (bubble - pip) / bubble
+                } else {
+                    0.0
+                }
+            }
+            GasModel::Dunbar | GasModel::Turpin => {
+                let ratio = self.free_gas_ratio(pip, bubble, gor_now, st.water_cut_pct)
+                    * (1.0 - self.physics.gas_separation);
+                ratio / (1.0 + ratio)
+            }
         };
         let running = matches!(st.run, RunState::Running { .. }) && st.frequency_hz > 0.5;
         let freq = if running { st.frequency_hz } else { 0.0 };
         let inflow_now = self.inflow(st.reservoir_psi, pip, fx.inflow_factor);
-        let gor = self.gor_scf_bbl * fx.gor_factor;
+        let gor = gor_now;
         let intake_temp_rest = self.reservoir_temp_c;
 
         if !running {
@@ -418,11 +499,38 @@ impl Plant {
         };
         // Gas degrades head sharply past ~30 % by volume (gas lock near 40 %); the slugging
         // turbulence makes it erratic while the pump still turns.
-        let gas_head = |g: f64, turb: f64| {
-            let base = (1.0 - (g / 0.42).powi(2)).clamp(0.02, 1.0);
-            (base * (1.0 + 1.5 * g * turb * 0.5)).clamp(0.02, 1.0)
+        let gas_head = |g: f64, turb: f64| match self.physics.gas {
+            GasModel::Homogeneous => {
+                let base = (1.0 - (g / 0.42).powi(2)).clamp(0.02, 1.0);
+                (base * (1.0 + 1.5 * g * turb * 0.5)).clamp(0.02, 1.0)
+            }
+            GasModel::Dunbar => {
+                // Critical void fraction rises with intake pressure (Dunbar-style envelope).
+                let critical = (0.08 + pip / 5000.0).clamp(0.08, 0.35);
+                let base = if g <= critical {
+                    1.0
+                } else {
+                    (1.0 - (g - critical) / 0.3).clamp(0.02, 1.0).powf(1.5)
+                };
+                let surging = (g / critical).min(2.0);
+                (base * (1.0 + 0.3 * surging * turb)).clamp(0.02, 1.0)
+            }
+            GasModel::Turpin => {
+                let ratio = g / (1.0 - g).max(0.05);
+                let phi = 2000.0 * ratio / (3.0 * (pip.max(0.0) + 14.7));
+                let base = if phi <= 1.0 {
+                    1.0
+                } else {
+                    1.0 / (1.0 + 1.2 * (phi - 1.0))
+                };
+                // Gas lock past ~50 % void whatever the pressure.
+                let lock = ((0.55 - g) / 0.15).clamp(0.02, 1.0);
+                let erratic = if phi > 0.7 { 0.2 * phi.min(3.0) * turb } else { 0.0 };
+                (base * lock * (1.0 + erratic)).clamp(0.02, 1.0)
+            }
         };
-        let mut head_scale = fx.head_factor * gas_head(gas, st.turbulence);
+        let mut head_scale =
+            fx.head_factor * gas_head(gas, st.turbulence) * self.physics.viscous_head;
         if fx.shaft_broken {
             head_scale = 0.0;
         }
@@ -467,7 +575,10 @@ impl Plant {
         let pump_shaft = if fx.shaft_broken {
             0.0
         } else {
-            pump_bhp(&self.curve, self.stages, aff, q) * mixture_sg * fx.bhp_factor
+            pump_bhp(&self.curve, self.stages, aff, q)
+                * mixture_sg
+                * fx.bhp_factor
+                * self.physics.viscous_bhp
         };
         let shaft = pump_shaft * fx.load_factor + self.mech_loss_hp(freq);
         let voltage = self.rated_voltage_v * freq / self.base_hz * fx.supply_factor;

@@ -6,8 +6,9 @@ use crate::condition::Condition;
 use crate::rng::SimRng;
 use crate::telemetry::{Field, Measurements, Reading, Timestamp};
 
+use super::family::{Control, Operation, OperationKind};
 use super::fleet::{Episode, WellPlan};
-use super::plant::{Effects, PlantState, TrueState};
+use super::plant::{Effects, Plant, PlantState, TrueState};
 
 const HOUR: f64 = 3600.0;
 const DAY: f64 = 86_400.0;
@@ -49,6 +50,25 @@ enum SensorMode {
 /// Simulates one well sample by sample.
 pub struct WellSimulator<'p> {
     plan: &'p WellPlan,
+    /// This run's copy of the installation: operations (well tests, choke changes, water-cut
+    /// steps) change it.
+    plant: Plant,
+    /// Normal operations of the family (in time order) and the index of the next to start.
+    operations: Vec<Operation>,
+    next_operation: usize,
+    /// Operations in progress: (index, value to restore at the end).
+    ongoing: Vec<(usize, f64)>,
+    /// Healthy intake pressure a PIP-controlled drive holds, psi.
+    pip_target: f64,
+    /// Magnitude scale of each episode (1 = as classic).
+    episode_scale: Vec<f64>,
+    /// Intake-gauge offset from drift and recalibrations, psi.
+    gauge_offset_psi: f64,
+    /// Lagged true values of pressures and temperatures, in `LAGGED` order.
+    lagged: Option<[f64; 5]>,
+    /// Intake gauge off line until this time (recalibration), s.
+    intake_offline_until: f64,
+    jitter_rng: SimRng,
     start: Timestamp,
     end_s: f64,
     state: PlantState,
@@ -105,8 +125,31 @@ impl<'p> WellSimulator<'p> {
             });
             events.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
+        let plant = plan.plant.clone();
+        let mut operations = Vec::new();
+        if plan.normal_life && plan.model.operations {
+            operations = plan_operations(plan, &mut root.fork(4), end_s);
+        }
+        let pip_target = plant.intake_pressure(plant.equilibrium(plant.nominal_hz, plant.reservoir_psi).1);
+        let (lo, hi) = plan.model.magnitude;
+        let mut scale_rng = root.fork(6);
+        let episode_scale = plan
+            .episodes
+            .iter()
+            .map(|_| if hi > lo { scale_rng.range(lo, hi) } else { hi })
+            .collect();
         WellSimulator {
             plan,
+            plant,
+            operations,
+            next_operation: 0,
+            ongoing: Vec::new(),
+            pip_target,
+            episode_scale,
+            gauge_offset_psi: 0.0,
+            lagged: None,
+            intake_offline_until: f64::NEG_INFINITY,
+            jitter_rng: root.fork(5),
             start,
             end_s,
             state: plan.plant.initial_state(),
@@ -141,6 +184,33 @@ impl<'p> WellSimulator<'p> {
         &self.state
     }
 
+    /// Every normal operation of this run (operator set-point changes and planned stops of the
+    /// classic normal life included), in start order, for `operations.csv`.
+    pub fn operations(&self) -> Vec<Operation> {
+        let mut out: Vec<Operation> = self
+            .events
+            .iter()
+            .map(|&(t, ev)| match ev {
+                NormalEvent::Setpoint(hz) => Operation {
+                    kind: OperationKind::FrequencyChange,
+                    start_s: t,
+                    end_s: t + 60.0,
+                    value: hz,
+                },
+                NormalEvent::Stop { minutes } => Operation {
+                    kind: OperationKind::PlannedStop,
+                    start_s: t,
+                    end_s: t + minutes * 60.0,
+                    value: minutes,
+                },
+            })
+            .chain(self.operations.iter().copied())
+            .filter(|o| o.start_s < self.end_s)
+            .collect();
+        out.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
+        out
+    }
+
     fn active(&self, t: f64) -> Option<&'p Episode> {
         self.plan
             .episodes
@@ -163,6 +233,7 @@ impl<'p> WellSimulator<'p> {
         };
         let ep = &self.plan.episodes[k];
         let param = self.episode_params[k];
+        let scale = self.episode_scale[k];
         let plant = &self.plan.plant;
         let since = t - ep.start_s;
         let sev = ep.severity;
@@ -236,7 +307,132 @@ impl<'p> WellSimulator<'p> {
             }
             Condition::SensorFault => {}
         }
+        if scale < 1.0 {
+            // Subtler versions of the conditions whose magnitude is a matter of degree.
+            let toward = |x: f64| 1.0 + scale * (x - 1.0);
+            match ep.condition {
+                Condition::PumpWear | Condition::ScalePlugging => {
+                    fx.head_factor = toward(fx.head_factor);
+                    fx.bhp_factor = toward(fx.bhp_factor);
+                    fx.cooling_factor = toward(fx.cooling_factor);
+                    fx.extra_vibration_g *= scale;
+                }
+                Condition::TubingLeak => fx.leak_fraction *= scale,
+                Condition::Overload => {
+                    fx.load_factor = toward(fx.load_factor);
+                    fx.extra_vibration_g *= scale;
+                }
+                Condition::GasInterference => {
+                    fx.inflow_factor = toward(fx.inflow_factor);
+                    fx.bubble_point_rise_psi *= scale;
+                    fx.forced_gas *= scale;
+                }
+                _ => {}
+            }
+        }
         fx
+    }
+
+    /// Effects of the operations in progress (sand slugs), on top of the episode's.
+    fn operation_effects(&self, fx: &mut Effects) {
+        for &(i, _) in &self.ongoing {
+            let op = &self.operations[i];
+            if op.kind == OperationKind::SandSlug {
+                fx.load_factor *= 1.0 + op.value;
+                fx.extra_vibration_g += self.plant.base_vibration_g * 4.0 * op.value;
+            }
+        }
+    }
+
+    /// Starts and ends the family's operations; they act on this run's plant copy.
+    fn apply_operations(&mut self, t: f64) {
+        // End what is over, restoring what it changed.
+        let mut k = 0;
+        while k < self.ongoing.len() {
+            let (i, saved) = self.ongoing[k];
+            let op = self.operations[i];
+            if t < op.end_s {
+                k += 1;
+                continue;
+            }
+            match op.kind {
+                OperationKind::WellTest | OperationKind::FlowlineSurge => {
+                    self.plant.separator_psi = saved;
+                }
+                OperationKind::Ramp => {
+                    if matches!(self.plan.model.control, Control::FixedFrequency) {
+                        self.state.setpoint_hz = op.value;
+                    }
+                }
+                _ => {}
+            }
+            self.ongoing.swap_remove(k);
+        }
+        while let Some(op) = self.operations.get(self.next_operation).copied() {
+            if op.start_s > t {
+                break;
+            }
+            let i = self.next_operation;
+            self.next_operation += 1;
+            let mut saved = 0.0;
+            match op.kind {
+                OperationKind::WellTest | OperationKind::FlowlineSurge => {
+                    saved = self.plant.separator_psi;
+                    self.plant.separator_psi *= op.value;
+                }
+                OperationKind::ChokeChange => self.plant.flowline_k *= op.value,
+                OperationKind::Ramp => saved = self.state.setpoint_hz,
+                OperationKind::GaugeRecalibration => {
+                    self.gauge_offset_psi = op.value;
+                    self.intake_offline_until = op.end_s;
+                }
+                OperationKind::WaterCutStep => {
+                    let wc = (self.state.water_cut_pct + op.value).min(98.0);
+                    self.state.water_cut_pct = wc;
+                    self.plant.water_cut_pct = wc;
+                    let oil_sg = (self.plan.plant.sg - 1.04 * self.plan.plant.water_cut_pct / 100.0)
+                        / (1.0 - self.plan.plant.water_cut_pct / 100.0).max(0.01);
+                    self.plant.sg = oil_sg * (1.0 - wc / 100.0) + 1.04 * wc / 100.0;
+                }
+                OperationKind::PlannedStop => {
+                    self.plant.stop(&mut self.state, op.end_s);
+                }
+                OperationKind::FrequencyChange | OperationKind::SandSlug => {}
+            }
+            self.ongoing.push((i, saved));
+        }
+        // Ramps move the set point linearly over their window.
+        for &(i, from) in &self.ongoing {
+            let op = self.operations[i];
+            if op.kind == OperationKind::Ramp
+                && matches!(self.plan.model.control, Control::FixedFrequency)
+            {
+                let x = ((t - op.start_s) / (op.end_s - op.start_s).max(1.0)).clamp(0.0, 1.0);
+                self.state.setpoint_hz = from + (op.value - from) * x;
+            }
+        }
+    }
+
+    /// A PIP-controlled drive moves its frequency set point toward holding the intake pressure.
+    fn control(&mut self, dt: f64) {
+        let Control::PipSetpoint {
+            gain,
+            max_rate,
+            min_hz,
+            max_hz,
+        } = self.plan.model.control
+        else {
+            return;
+        };
+        let super::plant::RunState::Running { since_s } = self.state.run else {
+            return;
+        };
+        if self.state.time_s - since_s < 600.0 {
+            return;
+        }
+        let pip = self.plant.intake_pressure(self.state.level_ft);
+        let rate = (gain * (pip - self.pip_target)).clamp(-max_rate, max_rate);
+        self.state.setpoint_hz = (self.state.setpoint_hz + rate * dt).clamp(min_hz, max_hz);
     }
 
     fn apply_normal_life(&mut self, t: f64, dt: f64) {
@@ -246,10 +442,19 @@ impl<'p> WellSimulator<'p> {
             }
             self.next_event += 1;
             match ev {
-                NormalEvent::Setpoint(hz) => self.state.setpoint_hz = hz,
+                NormalEvent::Setpoint(hz) => match self.plan.model.control {
+                    Control::FixedFrequency => self.state.setpoint_hz = hz,
+                    // The operator moves the PIP set point instead (lower PIP: more drawdown).
+                    Control::PipSetpoint { .. } => {
+                        self.pip_target = self.plant.intake_pressure(
+                            self.plant
+                                .equilibrium(self.plant.nominal_hz, self.plant.reservoir_psi)
+                                .1,
+                        ) + (self.plant.nominal_hz - hz) * 10.0;
+                    }
+                },
                 NormalEvent::Stop { minutes } => {
-                    let plant = &self.plan.plant;
-                    plant.stop(&mut self.state, t + minutes * 60.0);
+                    self.plant.stop(&mut self.state, t + minutes * 60.0);
                 }
             }
         }
@@ -265,24 +470,34 @@ impl<'p> WellSimulator<'p> {
         if t_target >= self.end_s {
             return None;
         }
-        let ts = Timestamp(self.start.0 + self.index * self.plan.interval_micros);
+        let mut ts = Timestamp(self.start.0 + self.index * self.plan.interval_micros);
+        let jitter = self.plan.model.gauges.jitter_s.min(0.45 * interval);
+        if jitter > 0.0 && self.index > 0 {
+            ts.0 += (self.jitter_rng.range(-jitter, jitter) * 1e6) as i64;
+        }
         let mut truth = None;
         if self.index == 0 {
             let fx = self.effects(0.0, interval);
-            truth = Some(self.plan.plant.evaluate(&self.state, &fx, diurnal(ts)));
+            truth = Some(self.plant.evaluate(&self.state, &fx, diurnal(ts)));
         }
         while self.state.time_s < t_target - 1e-9 {
             let dt = (t_target - self.state.time_s).min(MAX_STEP_S);
             let t = self.state.time_s + dt;
             self.apply_normal_life(t, dt);
+            if !self.operations.is_empty() {
+                self.apply_operations(t);
+            }
+            self.control(dt);
             let a = (-dt / 20.0).exp();
             self.wobble = a * self.wobble + (1.0 - a * a).sqrt() * self.physics_rng.normal();
-            let fx = self.effects(t, dt);
+            let mut fx = self.effects(t, dt);
+            if !self.ongoing.is_empty() {
+                self.operation_effects(&mut fx);
+            }
             let kick = self.physics_rng.normal();
             let step_ts = Timestamp(self.start.0 + (t * 1e6) as i64);
             truth = Some(
-                self.plan
-                    .plant
+                self.plant
                     .step(&mut self.state, &fx, dt, diurnal(step_ts), kick),
             );
         }
@@ -306,11 +521,52 @@ impl<'p> WellSimulator<'p> {
         }
         self.gauge_drift_psi += r.normal() * 0.02 * (interval / 60.0).sqrt();
         self.gauge_drift_psi = self.gauge_drift_psi.clamp(-3.0, 3.0);
+        let gauges = &self.plan.model.gauges;
+        let classic_gauges = gauges.is_classic();
+        let mut t = *t;
+        if !classic_gauges {
+            self.gauge_offset_psi += gauges.drift_psi_per_day * interval / DAY;
+            // First-order lag of the slow gauges.
+            let now = [
+                t.intake_psi,
+                t.discharge_psi,
+                t.tubing_psi,
+                t.intake_temp_c,
+                t.motor_temp_c,
+            ];
+            let prev = self.lagged.unwrap_or(now);
+            let alpha = |tau: f64| {
+                if tau > 0.0 {
+                    1.0 - (-interval / tau).exp()
+                } else {
+                    1.0
+                }
+            };
+            let (ap, at) = (alpha(gauges.pressure_lag_s), alpha(gauges.temperature_lag_s));
+            let lag = [ap, ap, ap, at, at];
+            let mut out = now;
+            for k in 0..5 {
+                out[k] = prev[k] + lag[k] * (now[k] - prev[k]);
+            }
+            self.lagged = Some(out);
+            t.intake_psi = out[0] + self.gauge_offset_psi;
+            t.discharge_psi = out[1];
+            t.tubing_psi = out[2];
+            t.intake_temp_c = out[3];
+            t.motor_temp_c = out[4];
+        }
+        let t = &t;
+        let (noise, quantum_scale, outliers) = (gauges.noise, gauges.quantum, gauges.outlier_rate);
         let mut m = Measurements::empty();
         let running = t.running;
         let mut put =
             |m: &mut Measurements, f: Field, v: f64, abs_sd: f64, rel_sd: f64, quantum: f64| {
-                let noisy = v + r.normal() * (abs_sd + rel_sd * v.abs());
+                let sd = (abs_sd + rel_sd * v.abs()) * noise;
+                let mut noisy = v + r.normal() * sd;
+                if outliers > 0.0 && r.chance(outliers) {
+                    noisy += 5.0 * sd.max(quantum) * if r.chance(0.5) { 1.0 } else { -1.0 };
+                }
+                let quantum = quantum * quantum_scale;
                 let q = (noisy / quantum).round() * quantum;
                 m.set(f, Some(q.max(0.0)));
             };
@@ -394,6 +650,14 @@ impl<'p> WellSimulator<'p> {
         for f in Field::ALL {
             if r.chance(self.plan.missing_value_rate) {
                 m.set(f, None);
+            }
+        }
+        if !classic_gauges {
+            for f in &self.plan.model.gauges.missing {
+                m.set(*f, None);
+            }
+            if time_s < self.intake_offline_until {
+                m.set(Field::IntakePressurePsi, None);
             }
         }
         self.inject_sensor_fault(&mut m, time_s);
@@ -486,6 +750,58 @@ fn episode_param(plan: &WellPlan, ep: &Episode) -> f64 {
         }
         _ => 0.0,
     }
+}
+
+/// Draws the family's normal operations for one well, kept out of its labelled windows (and
+/// their recovery) so ground truth stays unambiguous.
+fn plan_operations(plan: &WellPlan, rng: &mut SimRng, end_s: f64) -> Vec<Operation> {
+    let nominal = plan.plant.nominal_hz;
+    let mut ops = Vec::new();
+    // (kind, mean days between, duration range s)
+    let kinds: [(OperationKind, f64, (f64, f64)); 7] = [
+        (OperationKind::WellTest, 4.0, (4.0 * HOUR, 12.0 * HOUR)),
+        (OperationKind::ChokeChange, 5.0, (HOUR, HOUR)),
+        (OperationKind::FlowlineSurge, 1.5, (120.0, 900.0)),
+        (OperationKind::Ramp, 4.0, (1800.0, 2.0 * HOUR)),
+        (OperationKind::GaugeRecalibration, 6.0, (600.0, 1800.0)),
+        (OperationKind::WaterCutStep, 8.0, (HOUR, HOUR)),
+        (OperationKind::SandSlug, 3.0, (300.0, 1800.0)),
+    ];
+    for (kind, every_days, (lo, hi)) in kinds {
+        if kind == OperationKind::Ramp && !matches!(plan.model.control, Control::FixedFrequency) {
+            continue;
+        }
+        let mut t = rng.range(0.3, 2.0) * every_days * DAY;
+        while t < end_s {
+            let len = rng.range(lo, hi);
+            let value = match kind {
+                OperationKind::WellTest => rng.range(0.6, 1.5),
+                OperationKind::ChokeChange => rng.range(0.5, 2.5),
+                OperationKind::FlowlineSurge => rng.range(1.3, 1.9),
+                OperationKind::Ramp => nominal + (rng.range(-4.0, 3.0) * 2.0).round() / 2.0,
+                OperationKind::GaugeRecalibration => rng.range(-6.0, 6.0),
+                OperationKind::WaterCutStep => rng.range(2.0, 10.0),
+                OperationKind::SandSlug => rng.range(0.05, 0.25),
+                OperationKind::FrequencyChange | OperationKind::PlannedStop => 0.0,
+            };
+            let op = Operation {
+                kind,
+                start_s: t,
+                end_s: t + len,
+                value,
+            };
+            let clear = !plan
+                .episodes
+                .iter()
+                .any(|e| op.end_s > e.start_s - 2.0 * HOUR && op.start_s < e.end_s + 3.0 * HOUR);
+            if clear && op.start_s > HOUR {
+                ops.push(op);
+            }
+            t += rng.range(0.5, 1.5) * every_days * DAY;
+        }
+    }
+    ops.sort_by(|a, b| a.start_s.total_cmp(&b.start_s));
+    ops
 }
 
 /// Surface temperature swings the flowline back-pressure a little over the day.
