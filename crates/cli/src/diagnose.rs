@@ -617,7 +617,10 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     let report = evaluate(&labels, &events, max_delay, &coverage);
     let detail = detail(&labels, &events, &confidences, &operations, max_delay);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report_json(&report, &detail))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report_json(&report, &detail))?
+        );
     } else {
         print_report(&report, &detail);
     }
@@ -845,7 +848,11 @@ fn print_report(report: &EvalReport, detail: &EvalDetail) {
         kinds.sort_unstable();
         kinds.dedup();
         for k in kinds {
-            let n = detail.false_alarms_by_operation.get(k).copied().unwrap_or(0);
+            let n = detail
+                .false_alarms_by_operation
+                .get(k)
+                .copied()
+                .unwrap_or(0);
             println!(
                 "  {:<20} {:>5} false alarms {:>7.3}/well-day  ({} operations)",
                 k,

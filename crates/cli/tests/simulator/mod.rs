@@ -337,3 +337,113 @@ fn demo_serves_and_streams_a_fleet() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn eval_scores_bands_confusion_and_false_alarms_by_operation_from_files() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let dir = work.path();
+    std::fs::write(
+        dir.join("labels.csv"),
+        "well_id,file,start,end,condition\n\
+         W1,W1.csv,2026-01-02T00:00:00Z,2026-01-02T06:00:00Z,gas_lock\n\
+         W2,W2.csv,2026-01-02T00:00:00Z,2026-01-03T00:00:00Z,pump_wear\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("operations.csv"),
+        "well_id,start,end,operation\n\
+         W1,2026-01-03T10:00:00Z,2026-01-03T14:00:00Z,well_test\n",
+    )
+    .unwrap();
+    let events = dir.join("events.csv");
+    std::fs::write(
+        &events,
+        "well_id,start,end,condition,confidence\n\
+         W1,2026-01-02T00:10:00Z,2026-01-02T05:00:00Z,gas_lock,0.93\n\
+         W2,2026-01-02T03:00:00Z,2026-01-02T20:00:00Z,scale_plugging,0.85\n\
+         W1,2026-01-03T11:00:00Z,2026-01-03T11:30:00Z,gas_interference,0.62\n",
+    )
+    .unwrap();
+    let labels = dir.join("labels.csv");
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "eval",
+            "--labels",
+            labels.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+        dir,
+    );
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["high_confidence"]["events"], 2);
+    assert_eq!(v["high_confidence"]["correct"], 1);
+    assert_eq!(v["confusion"]["pump_wear"]["scale_plugging"], 1);
+    assert_eq!(v["confusion"]["(none)"]["gas_interference"], 1);
+    assert_eq!(v["false_alarms_by_operation"]["well_test"], 1);
+    assert_eq!(v["false_alarms"], 1);
+    // The text form prints the same tables.
+    let (ok, stdout, _) = run_cli(
+        &[
+            "eval",
+            "--labels",
+            labels.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
+        &[],
+        dir,
+    );
+    assert!(ok);
+    assert!(stdout.contains("precision by confidence band"), "{stdout}");
+    assert!(stdout.contains("well_test"), "{stdout}");
+}
+
+#[test]
+fn eval_families_simulates_diagnoses_and_scores_each_family() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "eval",
+            "--families",
+            "pipctl,holdout",
+            "--wells",
+            "12",
+            "--duration",
+            "3d",
+            "--seed",
+            "4",
+            "--threads",
+            "2",
+            "--json",
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).expect("JSON");
+    let rows = v.as_array().expect("one row per family");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["family"], "pipctl");
+    assert_eq!(rows[1]["held_out"], true);
+    for r in rows {
+        assert_eq!(r["wells"], 12);
+        assert!(r["readings"].as_u64().unwrap() > 10_000);
+        let recall = r["macro_recall"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&recall));
+        // Every label lands in the confusion table: detected, misdiagnosed or missed.
+        let labelled: u64 = r["per_condition"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["labels"].as_u64().unwrap())
+            .sum();
+        assert_eq!(labelled, 12);
+        assert!(!r["operations"].as_object().unwrap().is_empty());
+    }
+    let (ok, _, stderr) = run_cli(&["eval", "--families", "classic,bogus"], &[], work.path());
+    assert!(!ok && stderr.contains("unknown model family"), "{stderr}");
+}

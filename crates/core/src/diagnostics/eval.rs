@@ -318,8 +318,7 @@ pub fn detail(
             out.high_confidence.correct += correct as usize;
         }
         if overlapping.is_empty() {
-            *out
-                .confusion
+            *out.confusion
                 .entry(NO_CONDITION.to_owned())
                 .or_default()
                 .entry(e.name.clone())
@@ -435,11 +434,11 @@ mod tests {
             iv("C", 1000, 2000, "closed_valve"),
         ];
         let events = vec![
-            iv("A", 1300, 2500, "gas_lock"),       // right, 0.9
-            iv("B", 1100, 1900, "scale_plugging"), // wrong diagnosis, 0.85
-            iv("B", 1500, 1900, "pump_wear"),      // right, 0.55
+            iv("A", 1300, 2500, "gas_lock"),             // right, 0.9
+            iv("B", 1100, 1900, "scale_plugging"),       // wrong diagnosis, 0.85
+            iv("B", 1500, 1900, "pump_wear"),            // right, 0.55
             iv("C", 50_000, 50_100, "gas_interference"), // during a well test, 0.7
-            iv("C", 90_000, 90_100, "anomaly"),    // steady running, 0.3
+            iv("C", 90_000, 90_100, "anomaly"),          // steady running, 0.3
         ];
         let conf = [0.9, 0.85, 0.55, 0.7, 0.3];
         let ops = vec![
@@ -452,7 +451,10 @@ mod tests {
         assert_eq!((band(0.9).events, band(0.9).correct), (1, 1));
         assert_eq!((band(0.5).events, band(0.5).correct), (1, 1));
         assert_eq!((band(0.0).events, band(0.0).correct), (1, 0));
-        assert_eq!((d.high_confidence.events, d.high_confidence.correct), (2, 1));
+        assert_eq!(
+            (d.high_confidence.events, d.high_confidence.correct),
+            (2, 1)
+        );
         assert_eq!(d.confusion["gas_lock"]["gas_lock"], 1);
         assert_eq!(d.confusion["pump_wear"]["pump_wear"], 1);
         assert_eq!(d.confusion["pump_wear"]["scale_plugging"], 1);

@@ -18,6 +18,8 @@ pub mod plant;
 pub mod runner;
 
 #[cfg(test)]
+mod family_tests;
+#[cfg(test)]
 mod tests;
 
 pub use catalog::{PUMP_CATALOG, PumpModel};

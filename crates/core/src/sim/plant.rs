@@ -345,7 +345,8 @@ impl Plant {
             * (1.0 - 0.05 * (load - 1.0).max(0.0).powi(2));
         let core_loss_kw = 0.02 * self.rated_hp * KW_PER_HP * ratio;
         let input_kw = shaft_hp * KW_PER_HP / eff.max(0.2) + core_loss_kw;
-        let rated_input_kw = self.rated_hp * KW_PER_HP / eff_rated + 0.02 * self.rated_hp * KW_PER_HP;
+        let rated_input_kw =
+            self.rated_hp * KW_PER_HP / eff_rated + 0.02 * self.rated_hp * KW_PER_HP;
         let active_rated = self.rated_current_a * pf_rated;
         let active =
             active_rated * (input_kw / (rated_input_kw * ratio)) * (v_per_hz / voltage.max(1.0));
@@ -525,7 +526,11 @@ impl Plant {
                 };
                 // Gas lock past ~50 % void whatever the pressure.
                 let lock = ((0.55 - g) / 0.15).clamp(0.02, 1.0);
-                let erratic = if phi > 0.7 { 0.2 * phi.min(3.0) * turb } else { 0.0 };
+                let erratic = if phi > 0.7 {
+                    0.2 * phi.min(3.0) * turb
+                } else {
+                    0.0
+                };
                 (base * lock * (1.0 + erratic)).clamp(0.02, 1.0)
             }
         };

@@ -130,7 +130,8 @@ impl<'p> WellSimulator<'p> {
         if plan.normal_life && plan.model.operations {
             operations = plan_operations(plan, &mut root.fork(4), end_s);
         }
-        let pip_target = plant.intake_pressure(plant.equilibrium(plant.nominal_hz, plant.reservoir_psi).1);
+        let pip_target =
+            plant.intake_pressure(plant.equilibrium(plant.nominal_hz, plant.reservoir_psi).1);
         let (lo, hi) = plan.model.magnitude;
         let mut scale_rng = root.fork(6);
         let episode_scale = plan
@@ -390,7 +391,8 @@ impl<'p> WellSimulator<'p> {
                     let wc = (self.state.water_cut_pct + op.value).min(98.0);
                     self.state.water_cut_pct = wc;
                     self.plant.water_cut_pct = wc;
-                    let oil_sg = (self.plan.plant.sg - 1.04 * self.plan.plant.water_cut_pct / 100.0)
+                    let oil_sg = (self.plan.plant.sg
+                        - 1.04 * self.plan.plant.water_cut_pct / 100.0)
                         / (1.0 - self.plan.plant.water_cut_pct / 100.0).max(0.01);
                     self.plant.sg = oil_sg * (1.0 - wc / 100.0) + 1.04 * wc / 100.0;
                 }
@@ -542,7 +544,10 @@ impl<'p> WellSimulator<'p> {
                     1.0
                 }
             };
-            let (ap, at) = (alpha(gauges.pressure_lag_s), alpha(gauges.temperature_lag_s));
+            let (ap, at) = (
+                alpha(gauges.pressure_lag_s),
+                alpha(gauges.temperature_lag_s),
+            );
             let lag = [ap, ap, ap, at, at];
             let mut out = now;
             for k in 0..5 {
