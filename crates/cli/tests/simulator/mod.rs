@@ -441,7 +441,16 @@ fn eval_families_simulates_diagnoses_and_scores_each_family() {
             .iter()
             .map(|c| c["labels"].as_u64().unwrap())
             .sum();
-        assert_eq!(labelled, 12);
+        assert!(labelled >= 12, "every condition at least once");
+        let placed: u64 = r["confusion"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(truth, _)| truth.as_str() != "(none)")
+            .flat_map(|(_, row)| row.as_object().unwrap().values())
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert!(placed >= labelled, "{placed} < {labelled}");
         assert!(!r["operations"].as_object().unwrap().is_empty());
     }
     let (ok, _, stderr) = run_cli(&["eval", "--families", "classic,bogus"], &[], work.path());
