@@ -103,6 +103,10 @@ pub struct EvalArgs {
     /// Seed of the families' fleets (with --families).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Times each condition is placed in each family's fleet (with --families; more labels
+    /// per condition, steadier figures).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Worker threads (with --families; default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -648,6 +652,7 @@ fn run_families(args: &EvalArgs, list: &str, max_delay: i64) -> anyhow::Result<(
         wells: args.wells,
         duration_micros: duration,
         seed: args.seed,
+        rounds: args.rounds.max(1),
         threads,
         max_delay_micros: max_delay,
         thresholds: &thresholds,
@@ -676,8 +681,8 @@ fn run_families(args: &EvalArgs, list: &str, max_delay: i64) -> anyhow::Result<(
         println!();
     }
     println!(
-        "cross-family (seed {}, {} wells x {} per family, max delay {}):",
-        args.seed, args.wells, args.duration, args.max_delay
+        "cross-family (seed {}, {} wells x {} per family, {} condition rounds, max delay {}):",
+        args.seed, args.wells, args.duration, args.rounds, args.max_delay
     );
     crate::families::print_table(&results);
     Ok(())

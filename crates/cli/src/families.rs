@@ -32,6 +32,8 @@ pub struct HarnessConfig<'a> {
     pub wells: usize,
     pub duration_micros: i64,
     pub seed: u64,
+    /// [`FleetConfig::condition_rounds`].
+    pub rounds: usize,
     pub threads: usize,
     pub max_delay_micros: i64,
     pub thresholds: &'a ThresholdSet,
@@ -54,6 +56,7 @@ fn run_family(cfg: &HarnessConfig, family: Family) -> anyhow::Result<FamilyResul
     let mut config = FleetConfig::new(cfg.seed, cfg.wells, start, cfg.duration_micros);
     config.family = family;
     config.interval_from_family = true;
+    config.condition_rounds = cfg.rounds;
     let plan = plan_fleet(&config)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("planning the {family} fleet"))?;

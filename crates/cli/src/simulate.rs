@@ -49,6 +49,10 @@ pub struct SimulateArgs {
     /// diagnostics on it), or mixed (each well one of classic/field/pipctl). See ARCHITECTURE.md.
     #[arg(long, default_value = "classic")]
     pub family: String,
+    /// Place each requested condition this many times across the fleet (more labels per
+    /// condition; placements beyond the first that fit nowhere are skipped).
+    #[arg(long, default_value_t = 1)]
+    pub condition_rounds: usize,
     /// Random seed: the same seed and options give identical output.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -106,6 +110,7 @@ impl SimulateArgs {
         let mut config = FleetConfig::new(self.seed, self.wells, start, duration);
         config.family = self.family.parse().map_err(anyhow::Error::msg)?;
         config.interval_from_family = self.interval.is_none();
+        config.condition_rounds = self.condition_rounds.max(1);
         config.interval = self
             .interval
             .as_deref()

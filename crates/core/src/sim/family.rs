@@ -62,7 +62,7 @@ impl Family {
             Family::Field => Some(&[5, 10, 15, 30, 60, 120, 300]),
             Family::PipCtl => Some(&[10, 15, 20, 30, 60]),
             Family::Holdout => Some(&[2, 5, 20, 30, 60, 180]),
-            Family::Mixed => Some(&[5, 10, 15, 20, 30, 60, 120, 300]),
+            Family::Mixed => Some(&[1, 5, 10, 15, 20, 30, 60, 120, 300]),
         }
     }
 }

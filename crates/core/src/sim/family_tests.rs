@@ -276,3 +276,29 @@ fn a_well_test_changes_back_pressure_only_while_it_lasts() {
         op.value
     );
 }
+
+#[test]
+fn condition_rounds_place_each_condition_several_times() {
+    let mut cfg = FleetConfig::new(3, 24, start(), 8 * 24 * HOUR_US);
+    let once = plan_fleet(&cfg).unwrap();
+    cfg.condition_rounds = 3;
+    let thrice = plan_fleet(&cfg).unwrap();
+    let count =
+        |p: &FleetPlan, c: Condition| p.labels().iter().filter(|l| l.condition == c).count();
+    for c in Condition::ALL {
+        assert!(count(&thrice, c) >= count(&once, c), "{c}");
+    }
+    assert!(thrice.labels().len() >= 2 * once.labels().len());
+    // One round is the original plan, untouched.
+    cfg.condition_rounds = 1;
+    assert_eq!(plan_fleet(&cfg).unwrap().labels(), once.labels());
+    for w in &thrice.wells {
+        for pair in w.episodes.windows(2) {
+            assert!(
+                pair[0].end_s <= pair[1].start_s,
+                "episodes overlap on {}",
+                w.id
+            );
+        }
+    }
+}

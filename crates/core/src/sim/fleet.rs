@@ -101,6 +101,9 @@ pub struct FleetConfig {
     /// Draw each well's sampling interval from the family's gauge rates instead of `interval`
     /// (ignored for `classic`, which has none).
     pub interval_from_family: bool,
+    /// How many times each requested condition is placed across the fleet (≥ 1). Beyond the
+    /// first, a placement that fits on no well is skipped, not an error.
+    pub condition_rounds: usize,
 }
 
 impl FleetConfig {
@@ -120,6 +123,7 @@ impl FleetConfig {
             pinned: Vec::new(),
             family: Family::Classic,
             interval_from_family: false,
+            condition_rounds: 1,
         }
     }
 }
@@ -463,15 +467,52 @@ fn assign_random_conditions(
             queue.push((w, *rng.pick(&wanted)));
         }
     }
-    for (w, condition) in queue {
-        let slot = free_slot(
-            &wells[w].episodes,
-            condition,
-            duration_s,
-            min_healthy,
-            &mut rng,
-        )
-        .ok_or_else(|| {
+    let mut extra: Vec<(usize, Condition)> = Vec::new();
+    for round in 1..config.condition_rounds.max(1) {
+        for (k, c) in wanted.iter().enumerate() {
+            extra.push(((k + round * (wanted.len() + 1)) % order.len(), *c));
+        }
+    }
+    let required = queue.len();
+    for (n, (w, condition)) in queue
+        .into_iter()
+        .chain(extra.into_iter().map(|(k, c)| (order[k], c)))
+        .enumerate()
+    {
+        let (w, slot) = if n < required {
+            (
+                w,
+                free_slot(
+                    &wells[w].episodes,
+                    condition,
+                    duration_s,
+                    min_healthy,
+                    &mut rng,
+                ),
+            )
+        } else {
+            // Later rounds: the first well, from this one on, with room for it.
+            let start = order.iter().position(|&o| o == w).unwrap_or(0);
+            let mut found = (w, None);
+            for step in 0..order.len() {
+                let candidate = order[(start + step) % order.len()];
+                if let Some(slot) = free_slot(
+                    &wells[candidate].episodes,
+                    condition,
+                    duration_s,
+                    min_healthy,
+                    &mut rng,
+                ) {
+                    found = (candidate, Some(slot));
+                    break;
+                }
+            }
+            if found.1.is_none() {
+                continue;
+            }
+            found
+        };
+        let slot = slot.ok_or_else(|| {
             format!(
                 "a {}-long run cannot fit {condition} on well {} after {} of normal running; \
                      use a longer --duration, more --wells, or fewer --conditions",
