@@ -11,6 +11,10 @@
 //! | classic | homogeneous head loss by free-gas fraction | straight-line PI | fixed efficiency, magnetising share | fixed frequency | fine, 10 s | stops and set-point changes |
 //! | field | Dunbar-style critical void fraction, rising with PIP; separator on half the wells | Vogel below the bubble point | load-dependent efficiency and power factor; viscous derating | fixed | coarse quantisation, lag, drift, jitter, 5 s–5 min, some without discharge gauge | + well tests, choke changes, surges, ramps, recalibration, water-cut steps, sand slugs |
 //! | pipctl | homogeneous | straight-line PI | classic | PIP set point: the drive moves frequency itself | as classic, some wells without a frequency channel | as field |
+//! Conditions: `field` wears its pumps partly in proportion to flow and leaks through an orifice
+//! (leak ∝ √ΔP); `holdout` wears mostly with flow and with an efficiency loss, plugs with scale
+//! by a flow-dependent loss, leaks through an orifice; both inject subtler magnitudes.
+//!
 //! | holdout | Turpin ratio with a gas-lock limit; rotary gas handler on some wells | Vogel | its own efficiency/PF curves | half PIP-controlled | its own noise, 2 s–3 min, wells without frequency, discharge or flow | as field |
 //!
 //! **`holdout` is never used to tune the diagnostics** (see ARCHITECTURE.md): it is the family
@@ -213,6 +217,19 @@ impl Gauges {
     }
 }
 
+/// How the gradual and leak conditions act on the pump (their onset and labels are the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStyle {
+    /// Wear and scale: a uniform head loss; a leak: a fixed share of pump flow.
+    Classic,
+    /// Wear: part uniform, part growing with flow (worn seal rings); a leak: an orifice, its
+    /// flow ∝ √ΔP across the tubing wall, so its share grows as pump flow falls.
+    Field,
+    /// Wear: mostly flow-dependent with an efficiency loss (current up); scale: flow-dependent
+    /// loss with friction and lost cooling; a leak: an orifice.
+    Holdout,
+}
+
 /// Everything a well took from its family besides the physics (which lives in the plant).
 #[derive(Clone, Debug, PartialEq)]
 pub struct WellModel {
@@ -225,6 +242,7 @@ pub struct WellModel {
     pub operations: bool,
     /// Range of the magnitude scale of injected conditions (1: as classic; lower: subtler).
     pub magnitude: (f64, f64),
+    pub conditions: ConditionStyle,
 }
 
 impl WellModel {
@@ -236,6 +254,7 @@ impl WellModel {
             gauges: Gauges::classic(),
             operations: false,
             magnitude: (1.0, 1.0),
+            conditions: ConditionStyle::Classic,
         }
     }
 
@@ -302,6 +321,7 @@ impl WellModel {
                     },
                     operations: true,
                     magnitude: (0.6, 1.0),
+                    conditions: ConditionStyle::Field,
                 }
             }
             Family::PipCtl => {
@@ -320,6 +340,7 @@ impl WellModel {
                     },
                     operations: true,
                     magnitude: (0.7, 1.0),
+                    conditions: ConditionStyle::Classic,
                 }
             }
             Family::Holdout => {
@@ -374,6 +395,7 @@ impl WellModel {
                     },
                     operations: true,
                     magnitude: (0.5, 1.0),
+                    conditions: ConditionStyle::Holdout,
                 }
             }
         }

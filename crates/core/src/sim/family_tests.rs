@@ -2,6 +2,7 @@
 
 use super::family::{Control, GasModel, InflowModel, MotorModel, OperationKind, Physics};
 use super::fleet::{PinnedCondition, PinnedWell};
+use super::plant::Effects;
 use super::*;
 use crate::condition::Condition;
 use crate::telemetry::{Field, Timestamp};
@@ -301,4 +302,72 @@ fn condition_rounds_place_each_condition_several_times() {
             );
         }
     }
+}
+
+#[test]
+fn flow_dependent_head_loss_follows_its_law() {
+    let plan = fleet(Family::Field, 12, 1, 2);
+    let plant = &plan.wells[0].plant;
+    let st = plant.initial_state();
+    let fx = Effects {
+        head_flow_slope: 0.3,
+        ..Effects::default()
+    };
+    let t = plant.evaluate(&st, &fx, 1.0);
+    let aff = crate::hydraulics::Affinity::new(plant.base_hz, t.frequency_hz);
+    let catalog = crate::hydraulics::pump_head_ft(&plant.curve, plant.stages, aff, t.pump_flow_bpd)
+        * plant.physics.viscous_head;
+    let x = aff.flow_to_base(t.pump_flow_bpd) / plant.bep_flow_bpd;
+    let want = 1.0 - 0.3 * x * x;
+    assert!(
+        (t.pump_head_ft / catalog - want).abs() < 1e-9,
+        "{} vs {want}",
+        t.pump_head_ft / catalog
+    );
+    // With no slope the healthy head is the catalog's.
+    let healthy = plant.evaluate(&st, &Effects::default(), 1.0);
+    let catalog =
+        crate::hydraulics::pump_head_ft(&plant.curve, plant.stages, aff, healthy.pump_flow_bpd)
+            * plant.physics.viscous_head;
+    assert!((healthy.pump_head_ft / catalog - 1.0).abs() < 1e-9);
+}
+
+#[test]
+fn an_orifice_leak_follows_the_pressure_across_the_tubing() {
+    let leak = || {
+        vec![PinnedCondition {
+            condition: Condition::TubingLeak,
+            start: "6h".into(),
+            end: None,
+            severity: Some(0.5),
+        }]
+    };
+    // Orifice (field): leak flow / √ΔP stays put; classic: the leak's share of flow stays put.
+    let field = pinned(Family::Field, 21, leak(), 12);
+    assert_eq!(
+        field.wells[0].model.conditions,
+        super::family::ConditionStyle::Field
+    );
+    let samples = run(&field, 0);
+    let coefficients: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.ts.0 - start().0 > 7 * HOUR_US && s.truth.running)
+        .map(|s| {
+            let leak = s.truth.pump_flow_bpd - s.truth.surface_flow_bpd;
+            leak / (s.truth.discharge_psi - s.truth.intake_psi).max(1.0).sqrt()
+        })
+        .collect();
+    let mean = coefficients.iter().sum::<f64>() / coefficients.len() as f64;
+    assert!(mean > 0.0);
+    assert!(
+        coefficients.iter().all(|c| (c / mean - 1.0).abs() < 0.03),
+        "orifice coefficient should hold"
+    );
+    let classic = pinned(Family::Classic, 21, leak(), 12);
+    let shares: Vec<f64> = run(&classic, 0)
+        .iter()
+        .filter(|s| s.ts.0 - start().0 > 7 * HOUR_US && s.truth.pump_flow_bpd > 0.0)
+        .map(|s| 1.0 - s.truth.surface_flow_bpd / s.truth.pump_flow_bpd)
+        .collect();
+    assert!(shares.iter().all(|v| (v - shares[0]).abs() < 1e-9));
 }

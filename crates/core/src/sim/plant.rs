@@ -94,6 +94,9 @@ pub struct Effects {
     pub valve_closed: bool,
     /// Share of pump flow returning to the annulus through a tubing hole.
     pub leak_fraction: f64,
+    /// Head loss that grows with flow: head multiplied by 1 − slope·(Q/Q_bep)² at base
+    /// frequency (worn seal rings, narrowed passages); 0 for a uniform loss.
+    pub head_flow_slope: f64,
     pub shaft_broken: bool,
     /// Multiplies shaft load (sand, emulsion).
     pub load_factor: f64,
@@ -116,6 +119,7 @@ impl Default for Effects {
             gor_factor: 1.0,
             valve_closed: false,
             leak_fraction: 0.0,
+            head_flow_slope: 0.0,
             shaft_broken: false,
             load_factor: 1.0,
             cooling_factor: 1.0,
@@ -206,6 +210,8 @@ pub struct TrueState {
 struct Hydraulic {
     aff: Affinity,
     head_scale: f64,
+    /// [`Effects::head_flow_slope`].
+    flow_slope: f64,
     pip: f64,
     column_psi: f64,
     leak: f64,
@@ -271,7 +277,10 @@ impl Plant {
         let grad = self.gradient();
         let excess = |q: f64| {
             let surface = q * (1.0 - h.leak);
-            let head_psi = pump_head_ft(&self.curve, self.stages, h.aff, q) * h.head_scale * grad;
+            let head_psi = pump_head_ft(&self.curve, self.stages, h.aff, q)
+                * h.head_scale
+                * self.flow_shape(h.aff, q, h.flow_slope)
+                * grad;
             let required = self.tubing_head(surface, diurnal)
                 + h.column_psi
                 + self.tubing_friction_k * surface * surface
@@ -292,6 +301,12 @@ impl Plant {
             }
         }
         0.5 * (lo + hi)
+    }
+
+    /// Share of head left by a flow-dependent loss at pump flow `q` (1 when `slope` is 0).
+    fn flow_shape(&self, aff: Affinity, q: f64, slope: f64) -> f64 {
+        let x = aff.flow_to_base(q) / self.bep_flow_bpd;
+        (1.0 - slope * x * x).max(0.05)
     }
 
     /// Running current for a shaft load at a drive frequency and supply voltage.
@@ -381,6 +396,7 @@ impl Plant {
         let h = Hydraulic {
             aff: Affinity::new(self.base_hz, freq),
             head_scale: self.physics.viscous_head,
+            flow_slope: 0.0,
             pip: self.intake_pressure(level_ft),
             column_psi: self.column_psi(),
             leak: 0.0,
@@ -494,6 +510,7 @@ impl Plant {
         let h0 = Hydraulic {
             aff,
             head_scale: fx.head_factor,
+            flow_slope: fx.head_flow_slope,
             pip,
             column_psi: self.column_psi(),
             leak: fx.leak_fraction,
@@ -555,7 +572,9 @@ impl Plant {
         let pump_head_now = if fx.shaft_broken {
             0.0
         } else {
-            pump_head_ft(&self.curve, self.stages, aff, q) * head_scale
+            pump_head_ft(&self.curve, self.stages, aff, q)
+                * head_scale
+                * self.flow_shape(aff, q, fx.head_flow_slope)
         };
         let (discharge, thp) = if fx.shaft_broken {
             let thp = self.tubing_head(0.0, diurnal);

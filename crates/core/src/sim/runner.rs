@@ -6,7 +6,7 @@ use crate::condition::Condition;
 use crate::rng::SimRng;
 use crate::telemetry::{Field, Measurements, Reading, Timestamp};
 
-use super::family::{Control, Operation, OperationKind};
+use super::family::{ConditionStyle, Control, Operation, OperationKind};
 use super::fleet::{Episode, WellPlan};
 use super::plant::{Effects, Plant, PlantState, TrueState};
 
@@ -69,6 +69,10 @@ pub struct WellSimulator<'p> {
     /// Intake gauge off line until this time (recalibration), s.
     intake_offline_until: f64,
     jitter_rng: SimRng,
+    /// Physics of the previous step (an orifice leak follows the pressure across the tubing).
+    last_truth: Option<TrueState>,
+    /// Orifice coefficient of the leak in progress, bbl/d per √psi.
+    leak_orifice: Option<f64>,
     start: Timestamp,
     end_s: f64,
     state: PlantState,
@@ -151,6 +155,8 @@ impl<'p> WellSimulator<'p> {
             lagged: None,
             intake_offline_until: f64::NEG_INFINITY,
             jitter_rng: root.fork(5),
+            last_truth: None,
+            leak_orifice: None,
             start,
             end_s,
             state: plan.plant.initial_state(),
@@ -230,6 +236,7 @@ impl<'p> WellSimulator<'p> {
     fn effects(&mut self, t: f64, dt: f64) -> Effects {
         let mut fx = Effects::default();
         let Some(k) = self.active_index(t) else {
+            self.leak_orifice = None;
             return fx;
         };
         let ep = &self.plan.episodes[k];
@@ -308,11 +315,53 @@ impl<'p> WellSimulator<'p> {
             }
             Condition::SensorFault => {}
         }
+        let style = self.plan.model.conditions;
+        if style != ConditionStyle::Classic {
+            let len = 2.0 * DAY + (ep.variant % 3) as f64 * DAY;
+            let p = ramp(len);
+            match (ep.condition, style) {
+                (Condition::PumpWear, ConditionStyle::Field) => {
+                    let loss = (0.18 + 0.15 * sev) * p;
+                    fx.head_factor = 1.0 - 0.4 * loss;
+                    fx.head_flow_slope = 0.6 * loss;
+                    fx.bhp_factor = 1.0 + 0.05 * p;
+                }
+                (Condition::PumpWear, _) => {
+                    let loss = (0.18 + 0.15 * sev) * p;
+                    fx.head_factor = 1.0 - 0.15 * loss;
+                    fx.head_flow_slope = 0.9 * loss;
+                    fx.bhp_factor = 1.0 + 0.12 * p;
+                    fx.extra_vibration_g *= 1.5;
+                }
+                (Condition::ScalePlugging, ConditionStyle::Holdout) => {
+                    let loss = (0.2 + 0.15 * sev) * p;
+                    fx.head_factor = 1.0 - 0.3 * loss;
+                    fx.head_flow_slope = 0.7 * loss;
+                    fx.bhp_factor = 1.0 + 0.15 * p;
+                    fx.cooling_factor = 1.0 - 0.6 * p;
+                }
+                (Condition::TubingLeak, _) => {
+                    // An orifice sized at onset to take the classic share of the healthy flow;
+                    // afterwards its flow follows √ΔP.
+                    let target = fx.leak_fraction;
+                    if let Some(last) = self.last_truth.filter(|l| l.running) {
+                        let dp = (last.discharge_psi - last.intake_psi).max(1.0);
+                        let c = *self.leak_orifice.get_or_insert_with(|| {
+                            target * last.pump_flow_bpd.max(1.0) / dp.sqrt()
+                        });
+                        fx.leak_fraction =
+                            (c * dp.sqrt() / last.pump_flow_bpd.max(1.0)).clamp(0.0, 0.8);
+                    }
+                }
+                _ => {}
+            }
+        }
         if scale < 1.0 {
             // Subtler versions of the conditions whose magnitude is a matter of degree.
             let toward = |x: f64| 1.0 + scale * (x - 1.0);
             match ep.condition {
                 Condition::PumpWear | Condition::ScalePlugging => {
+                    fx.head_flow_slope *= scale;
                     fx.head_factor = toward(fx.head_factor);
                     fx.bhp_factor = toward(fx.bhp_factor);
                     fx.cooling_factor = toward(fx.cooling_factor);
@@ -502,6 +551,9 @@ impl<'p> WellSimulator<'p> {
                 self.plant
                     .step(&mut self.state, &fx, dt, diurnal(step_ts), kick),
             );
+            if self.plan.model.conditions != ConditionStyle::Classic {
+                self.last_truth = truth;
+            }
         }
         self.index += 1;
         let truth = truth.expect("at least one evaluation per sample");
