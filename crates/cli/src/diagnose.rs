@@ -685,6 +685,8 @@ fn run_families(args: &EvalArgs, list: &str, max_delay: i64) -> anyhow::Result<(
         args.seed, args.wells, args.duration, args.rounds, args.max_delay
     );
     crate::families::print_table(&results);
+    println!();
+    crate::families::print_condition_table(&results);
     Ok(())
 }
 

@@ -225,6 +225,41 @@ pub fn print_table(results: &[FamilyResult]) {
     }
 }
 
+/// Per-condition recall and precision across families (`recall/precision`, `-` where the
+/// family had no label or no event of it).
+pub fn print_condition_table(results: &[FamilyResult]) {
+    let mut names: Vec<&str> = results
+        .iter()
+        .flat_map(|r| r.report.per_condition.iter().map(|c| c.condition.as_str()))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    print!("{:<18}", "recall/precision");
+    for r in results {
+        print!(" {:>13}", r.family.name());
+    }
+    println!();
+    for n in names {
+        print!("{n:<18}");
+        for r in results {
+            let cell = r
+                .report
+                .per_condition
+                .iter()
+                .find(|c| c.condition == n)
+                .map_or("-".to_owned(), |c| {
+                    format!(
+                        "{}/{}",
+                        fmt_opt(c.recall(), 1.0, 2),
+                        fmt_opt(c.precision(), 1.0, 2)
+                    )
+                });
+            print!(" {cell:>13}");
+        }
+        println!();
+    }
+}
+
 pub fn to_json(results: &[FamilyResult]) -> Value {
     Value::Array(
         results
