@@ -243,6 +243,9 @@ pub struct WellModel {
     /// Range of the magnitude scale of injected conditions (1: as classic; lower: subtler).
     pub magnitude: (f64, f64),
     pub conditions: ConditionStyle,
+    /// A healthy well that runs with its intake below the bubble point (PIP / Pb), its free gas
+    /// handled by separation: gas at the intake and some fluctuation are normal there.
+    pub intake_below_bubble: Option<f64>,
 }
 
 impl WellModel {
@@ -255,6 +258,7 @@ impl WellModel {
             operations: false,
             magnitude: (1.0, 1.0),
             conditions: ConditionStyle::Classic,
+            intake_below_bubble: None,
         }
     }
 
@@ -322,6 +326,7 @@ impl WellModel {
                     operations: true,
                     magnitude: (0.6, 1.0),
                     conditions: ConditionStyle::Field,
+                    intake_below_bubble: rng.chance(0.3).then(|| rng.range(0.85, 0.98)),
                 }
             }
             Family::PipCtl => {
@@ -341,6 +346,7 @@ impl WellModel {
                     operations: true,
                     magnitude: (0.7, 1.0),
                     conditions: ConditionStyle::Classic,
+                    intake_below_bubble: None,
                 }
             }
             Family::Holdout => {
@@ -396,6 +402,7 @@ impl WellModel {
                     operations: true,
                     magnitude: (0.5, 1.0),
                     conditions: ConditionStyle::Holdout,
+                    intake_below_bubble: rng.chance(0.3).then(|| rng.range(0.8, 0.98)),
                 }
             }
         }

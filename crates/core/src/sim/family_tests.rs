@@ -371,3 +371,39 @@ fn an_orifice_leak_follows_the_pressure_across_the_tubing() {
         .collect();
     assert!(shares.iter().all(|v| (v - shares[0]).abs() < 1e-9));
 }
+
+#[test]
+fn some_healthy_wells_run_below_the_bubble_point_with_gas_at_the_intake() {
+    let plan = fleet(Family::Field, 13, 16, 6);
+    let gassy: Vec<usize> = plan
+        .wells
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| {
+            let p = &w.plant;
+            p.bubble_point_psi > p.intake_pressure(p.equilibrium(p.nominal_hz, p.reservoir_psi).1)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    assert!(!gassy.is_empty(), "no well runs below its bubble point");
+    for i in gassy {
+        let w = &plan.wells[i];
+        assert_eq!(
+            w.meta.fluid.as_ref().unwrap().bubble_point_psi,
+            Some(w.plant.bubble_point_psi.round())
+        );
+        let samples = run(&plan, i);
+        let settled: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.truth.running && s.ts.0 - start().0 > HOUR_US)
+            .collect();
+        let gas = settled.iter().map(|s| s.truth.gas_fraction).sum::<f64>() / settled.len() as f64;
+        assert!(gas > 0.0 && gas < 0.3, "{}: mean free gas {gas}", w.id);
+        // Healthy: the relay never trips it.
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.truth.running || s.ts.0 - start().0 < HOUR_US)
+        );
+    }
+}

@@ -335,7 +335,7 @@ pub fn plan_fleet(config: &FleetConfig) -> Result<FleetPlan, String> {
         };
         let nominal = pinned.and_then(|p| p.nominal_frequency_hz);
         let field = format!("Field-{}", (b'A' + (i / 8 % 26) as u8) as char);
-        let (mut plant, meta) = build_installation(
+        let (mut plant, mut meta) = build_installation(
             &mut rng,
             &id,
             model,
@@ -350,6 +350,9 @@ pub fn plan_fleet(config: &FleetConfig) -> Result<FleetPlan, String> {
             f => {
                 let m = WellModel::draw(f, &mut family_rng, plant.nominal_hz, plant.water_cut_pct);
                 apply_physics(&mut plant, m.physics);
+                if let Some(ratio) = m.intake_below_bubble {
+                    run_below_bubble(&mut plant, &mut meta, ratio);
+                }
                 WellModel {
                     physics: plant.physics,
                     ..m
@@ -639,6 +642,25 @@ fn apply_physics(plant: &mut Plant, physics: Physics) {
         return;
     }
     plant.physics = Physics::CLASSIC;
+}
+
+/// Raises the fluid's bubble point so the healthy intake runs at `ratio` of it (free gas at
+/// the intake is this well's normal), when the pump still lifts the well; the registry says so.
+fn run_below_bubble(plant: &mut Plant, meta: &mut WellMeta, ratio: f64) {
+    let nominal = plant.nominal_hz;
+    let before = plant.clone();
+    let (q0, level) = plant.equilibrium(nominal, plant.reservoir_psi);
+    let pip = plant.intake_pressure(level);
+    plant.bubble_point_psi = (pip / ratio).min(0.9 * plant.reservoir_psi);
+    let (q, _) = plant.equilibrium(nominal, plant.reservoir_psi);
+    if q < 0.8 * q0 || plant.healthy_current(nominal + 3.0) > 0.98 * plant.rated_current_a {
+        *plant = before;
+        return;
+    }
+    plant.underload_a = 0.75 * plant.healthy_current(nominal - 3.0);
+    if let Some(fluid) = meta.fluid.as_mut() {
+        fluid.bubble_point_psi = Some(round_to(plant.bubble_point_psi, 0));
+    }
 }
 
 /// Draws a physically consistent installation: a pump sized for the well's inflow at a healthy
