@@ -407,3 +407,19 @@ fn some_healthy_wells_run_below_the_bubble_point_with_gas_at_the_intake() {
         );
     }
 }
+
+#[test]
+fn a_scenario_picks_the_family() {
+    let scenario: Scenario =
+        serde_json::from_str(r#"{"family": "pipctl", "random_wells": 2, "conditions": "none"}"#)
+            .unwrap();
+    let mut cfg = FleetConfig::new(1, 5, start(), 24 * HOUR_US);
+    scenario.apply(&mut cfg).unwrap();
+    assert_eq!(cfg.family, Family::PipCtl);
+    let bad: Scenario = serde_json::from_str(r#"{"family": "nope"}"#).unwrap();
+    assert!(
+        bad.apply(&mut cfg)
+            .unwrap_err()
+            .contains("unknown model family")
+    );
+}

@@ -168,6 +168,8 @@ pub struct Scenario {
     pub conditions: Option<String>,
     pub restart_delay: Option<String>,
     pub normal_life: Option<bool>,
+    /// Model family (`classic`, `field`, `pipctl`, `holdout`, `mixed`).
+    pub family: Option<String>,
     #[serde(default)]
     pub wells: Vec<PinnedWell>,
 }
@@ -187,6 +189,7 @@ impl Scenario {
         }
         if let Some(i) = &self.interval {
             base.interval = i.parse().map_err(|e| format!("interval: {e}"))?;
+            base.interval_from_family = false;
         }
         if let Some(c) = &self.conditions {
             base.conditions = c.parse().map_err(|e| format!("conditions: {e}"))?;
@@ -197,6 +200,9 @@ impl Scenario {
         }
         if let Some(n) = self.normal_life {
             base.normal_life = n;
+        }
+        if let Some(f) = &self.family {
+            base.family = f.parse().map_err(|e| format!("family: {e}"))?;
         }
         if !self.wells.is_empty() {
             base.wells = self.random_wells.unwrap_or(0);
