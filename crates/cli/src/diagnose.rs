@@ -100,9 +100,10 @@ pub struct EvalArgs {
     /// Simulated span per family (with --families).
     #[arg(long, default_value = "8d")]
     pub duration: String,
-    /// Seed of the families' fleets (with --families).
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    /// Seed of the families' fleets (with --families); several (1,2,3) pool one fleet per seed
+    /// into each family's score.
+    #[arg(long, default_value = "1")]
+    pub seed: String,
     /// Times each condition is placed in each family's fleet (with --families; more labels
     /// per condition, steadier figures).
     #[arg(long, default_value_t = 3)]
@@ -639,6 +640,12 @@ fn run_families(args: &EvalArgs, list: &str, max_delay: i64) -> anyhow::Result<(
         .map_err(anyhow::Error::msg)?;
     let duration = parse_duration_micros(&args.duration).map_err(anyhow::Error::msg)?;
     let thresholds = load_thresholds(args.thresholds.as_deref())?;
+    let seeds = args
+        .seed
+        .split(',')
+        .map(|s| s.trim().parse::<u64>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("--seed {:?}: a number or a comma-separated list", args.seed))?;
     let threads = args
         .threads
         .unwrap_or_else(|| {
@@ -651,7 +658,7 @@ fn run_families(args: &EvalArgs, list: &str, max_delay: i64) -> anyhow::Result<(
         families: &families,
         wells: args.wells,
         duration_micros: duration,
-        seed: args.seed,
+        seeds: &seeds,
         rounds: args.rounds.max(1),
         threads,
         max_delay_micros: max_delay,

@@ -31,7 +31,9 @@ pub struct HarnessConfig<'a> {
     pub families: &'a [Family],
     pub wells: usize,
     pub duration_micros: i64,
-    pub seed: u64,
+    /// One fleet per seed and family, pooled into one score per family (well ids prefixed
+    /// `<seed>/` when there are several).
+    pub seeds: &'a [u64],
     /// [`FleetConfig::condition_rounds`].
     pub rounds: usize,
     pub threads: usize,
@@ -50,10 +52,61 @@ struct WellOutcome {
     readings: u64,
 }
 
+/// Labels, events (with confidences), operations and observed spans of one or more fleets.
+#[derive(Default)]
+struct Pool {
+    labels: Vec<Interval>,
+    events: Vec<Interval>,
+    confidences: Vec<f64>,
+    operations: Vec<Interval>,
+    coverage: std::collections::BTreeMap<String, (i64, i64)>,
+    readings: u64,
+    wells: usize,
+}
+
 fn run_family(cfg: &HarnessConfig, family: Family) -> anyhow::Result<FamilyResult> {
     let started = Instant::now();
+    let mut pool = Pool::default();
+    for &seed in cfg.seeds {
+        let prefix = if cfg.seeds.len() > 1 {
+            format!("{seed}/")
+        } else {
+            String::new()
+        };
+        simulate_and_diagnose(cfg, family, seed, &prefix, &mut pool)?;
+    }
+    let report = evaluate(
+        &pool.labels,
+        &pool.events,
+        cfg.max_delay_micros,
+        &pool.coverage,
+    );
+    let detail = detail(
+        &pool.labels,
+        &pool.events,
+        &pool.confidences,
+        &pool.operations,
+        cfg.max_delay_micros,
+    );
+    Ok(FamilyResult {
+        family,
+        wells: pool.wells,
+        readings: pool.readings,
+        secs: started.elapsed().as_secs_f64(),
+        report,
+        detail,
+    })
+}
+
+fn simulate_and_diagnose(
+    cfg: &HarnessConfig,
+    family: Family,
+    seed: u64,
+    prefix: &str,
+    pool: &mut Pool,
+) -> anyhow::Result<()> {
     let start = Timestamp::parse_rfc3339(START).expect("constant");
-    let mut config = FleetConfig::new(cfg.seed, cfg.wells, start, cfg.duration_micros);
+    let mut config = FleetConfig::new(seed, cfg.wells, start, cfg.duration_micros);
     config.family = family;
     config.interval_from_family = true;
     config.condition_rounds = cfg.rounds;
@@ -78,7 +131,7 @@ fn run_family(cfg: &HarnessConfig, family: Family) -> anyhow::Result<FamilyResul
                         let mut engine =
                             WellEngine::new(Some(&well.meta), th, TrainingWindow::Default);
                         let mut sim = WellSimulator::new(well, start, cfg.duration_micros);
-                        let id = well.id.as_str().to_owned();
+                        let id = format!("{prefix}{}", well.id);
                         let at = |s: f64| start.0 + (s * 1e6) as i64;
                         let operations = sim
                             .operations()
@@ -138,48 +191,27 @@ fn run_family(cfg: &HarnessConfig, family: Family) -> anyhow::Result<FamilyResul
     })?;
     let mut outcomes = outcomes.into_inner().expect("not poisoned");
     outcomes.sort_by_key(|(i, _)| *i);
-    let labels: Vec<Interval> = plan
-        .labels()
-        .into_iter()
-        .map(|l| Interval {
-            well_id: l.well_id.as_str().to_owned(),
+    pool.labels
+        .extend(plan.labels().into_iter().map(|l| Interval {
+            well_id: format!("{prefix}{}", l.well_id),
             start: l.start.0,
             end: l.end.0,
             name: l.condition.name().to_owned(),
-        })
-        .collect();
-    let mut events = Vec::new();
-    let mut confidences = Vec::new();
-    let mut operations = Vec::new();
-    let mut coverage = std::collections::BTreeMap::new();
-    let mut readings = 0;
+        }));
     for (i, o) in outcomes {
         for (e, c) in o.events {
-            events.push(e);
-            confidences.push(c);
+            pool.events.push(e);
+            pool.confidences.push(c);
         }
-        operations.extend(o.operations);
+        pool.operations.extend(o.operations);
         if let Some(span) = o.coverage {
-            coverage.insert(plan.wells[i].id.as_str().to_owned(), span);
+            pool.coverage
+                .insert(format!("{prefix}{}", plan.wells[i].id), span);
         }
-        readings += o.readings;
+        pool.readings += o.readings;
     }
-    let report = evaluate(&labels, &events, cfg.max_delay_micros, &coverage);
-    let detail = detail(
-        &labels,
-        &events,
-        &confidences,
-        &operations,
-        cfg.max_delay_micros,
-    );
-    Ok(FamilyResult {
-        family,
-        wells: plan.wells.len(),
-        readings,
-        secs: started.elapsed().as_secs_f64(),
-        report,
-        detail,
-    })
+    pool.wells += plan.wells.len();
+    Ok(())
 }
 
 fn fmt_opt(v: Option<f64>, scale: f64, digits: usize) -> String {

@@ -453,6 +453,29 @@ fn eval_families_simulates_diagnoses_and_scores_each_family() {
         assert!(placed >= labelled, "{placed} < {labelled}");
         assert!(!r["operations"].as_object().unwrap().is_empty());
     }
+    // Several seeds pool into one score per family.
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "eval",
+            "--families",
+            "pipctl",
+            "--wells",
+            "12",
+            "--duration",
+            "3d",
+            "--seed",
+            "4,5",
+            "--rounds",
+            "1",
+            "--json",
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    let pooled: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(pooled[0]["wells"], 24);
+    assert!(pooled[0]["readings"].as_u64() > rows[0]["readings"].as_u64());
     let (ok, _, stderr) = run_cli(&["eval", "--families", "classic,bogus"], &[], work.path());
     assert!(!ok && stderr.contains("unknown model family"), "{stderr}");
 }
