@@ -91,6 +91,10 @@ pub struct EvalArgs {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Score only events at or above this confidence (what an alarm policy with that floor
+    /// would show an operator).
+    #[arg(long, default_value_t = 0.0)]
+    pub min_confidence: f64,
     /// Simulate, diagnose and score these model families, e.g. classic,field,pipctl,holdout.
     #[arg(long, value_name = "LIST", conflicts_with_all = ["labels", "events"])]
     pub families: Option<String>,
@@ -610,6 +614,11 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     let labels = read_intervals(labels_path, "well_id", "condition")?;
     let events = read_intervals(events_path, "well_id", "condition")?;
     let confidences = read_confidences(events_path)?;
+    let (events, confidences): (Vec<Interval>, Vec<f64>) = events
+        .into_iter()
+        .zip(confidences)
+        .filter(|(_, c)| *c >= args.min_confidence)
+        .unzip();
     let ops_path = match &args.operations {
         Some(p) => Some(p.clone()),
         None => Some(labels_path.with_file_name("operations.csv")).filter(|p| p.is_file()),
@@ -662,6 +671,7 @@ fn run_families(args: &EvalArgs, list: &str, max_delay: i64) -> anyhow::Result<(
         rounds: args.rounds.max(1),
         threads,
         max_delay_micros: max_delay,
+        min_confidence: args.min_confidence,
         thresholds: &thresholds,
     })?;
     if args.json {

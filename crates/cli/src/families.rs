@@ -38,6 +38,8 @@ pub struct HarnessConfig<'a> {
     pub rounds: usize,
     pub threads: usize,
     pub max_delay_micros: i64,
+    /// Events below this confidence are left out of the scores.
+    pub min_confidence: f64,
     pub thresholds: &'a ThresholdSet,
 }
 
@@ -199,7 +201,11 @@ fn simulate_and_diagnose(
             name: l.condition.name().to_owned(),
         }));
     for (i, o) in outcomes {
-        for (e, c) in o.events {
+        for (e, c) in o
+            .events
+            .into_iter()
+            .filter(|(_, c)| *c >= cfg.min_confidence)
+        {
             pool.events.push(e);
             pool.confidences.push(c);
         }

@@ -400,6 +400,26 @@ fn eval_scores_bands_confusion_and_false_alarms_by_operation_from_files() {
     assert!(ok);
     assert!(stdout.contains("precision by confidence band"), "{stdout}");
     assert!(stdout.contains("well_test"), "{stdout}");
+    // A confidence floor scores only what an operator would be shown.
+    let (ok, stdout, _) = run_cli(
+        &[
+            "eval",
+            "--labels",
+            labels.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+            "--min-confidence",
+            "0.9",
+            "--json",
+        ],
+        &[],
+        dir,
+    );
+    assert!(ok);
+    let v: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(v["false_alarms"], 0);
+    assert_eq!(v["high_confidence"]["events"], 1);
+    assert_eq!(v["confusion"]["pump_wear"]["(missed)"], 1);
 }
 
 #[test]
