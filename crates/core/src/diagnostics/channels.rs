@@ -35,6 +35,12 @@ pub struct ChannelMonitor {
     train_equal: u64,
     train_seen: u64,
     train_present: u64,
+    /// Longest healthy run of one repeated value seen in training, in readings and in time:
+    /// a coarse gauge, or a historian holding a slow gauge's last value between updates,
+    /// repeats legitimately for that long.
+    train_run_start: i64,
+    train_longest_run: u32,
+    train_longest_secs: f64,
     /// Probability that a healthy reading repeats the previous value exactly.
     p_repeat: f64,
     /// Share of readings carrying this channel during training.
@@ -42,6 +48,7 @@ pub struct ChannelMonitor {
     typical: f64,
     last: Option<f64>,
     run: u32,
+    run_start: i64,
     level: Ewma,
     missing: Ewma,
     /// A suspicious value waiting for the next reading to tell a spike from a real change.
@@ -68,7 +75,7 @@ pub const WATCHED: [Field; 10] = [
 ];
 
 impl ChannelMonitor {
-    pub fn train(&mut self, value: Option<f64>) {
+    pub fn train(&mut self, ts: i64, value: Option<f64>) {
         self.train_seen += 1;
         if let Some(v) = value {
             self.train_present += 1;
@@ -77,7 +84,18 @@ impl ChannelMonitor {
                     self.train_pairs += 1;
                     if prev == v {
                         self.train_equal += 1;
+                        self.run += 1;
+                        self.train_longest_run = self.train_longest_run.max(self.run);
+                        self.train_longest_secs = self
+                            .train_longest_secs
+                            .max((ts - self.train_run_start) as f64 / 1e6);
+                    } else {
+                        self.run = 0;
+                        self.train_run_start = ts;
                     }
+                } else {
+                    self.run = 0;
+                    self.train_run_start = ts;
                 }
                 self.typical += (v.abs() - self.typical) / self.train_present as f64;
             }
@@ -101,13 +119,15 @@ impl ChannelMonitor {
         self.run = 0;
     }
 
-    /// Readings in a row that a healthy channel repeats with less than `probability`.
+    /// Readings in a row that a healthy channel repeats with less than `probability`, and
+    /// never fewer than `stuck_training_run_factor` × the longest run seen in training.
     fn stuck_limit(&self, th: &Thresholds) -> Option<u32> {
         if self.p_repeat >= 0.9 {
             return None;
         }
         let n = (th.stuck_probability.ln() / self.p_repeat.ln()).ceil();
-        Some((n as u32).max(th.stuck_min_readings))
+        let seen = (th.stuck_training_run_factor * self.train_longest_run as f64).ceil();
+        Some((n.max(seen) as u32).max(th.stuck_min_readings))
     }
 
     /// Feeds one (post-training) value; returns the value the rules may use (None when it is
@@ -173,10 +193,16 @@ impl ChannelMonitor {
                 self.level.update(ts, v, 300.0);
             }
         }
+        if self.run == 0 {
+            self.run_start = ts;
+        }
         self.stuck_run = self.run;
         // The limit is never below `stuck_min_readings`: checking that first spares two
-        // logarithms per channel and reading.
+        // logarithms per channel and reading. A run must also outlast the longest healthy
+        // repeat of training in time (sampling may be faster now than the gauge updates).
         let stuck = self.run >= th.stuck_min_readings
+            && (ts - self.run_start) as f64 / 1e6
+                >= th.stuck_training_run_factor * self.train_longest_secs
             && self.stuck_limit(th).is_some_and(|n| self.run >= n);
         if stuck {
             usable = None;

@@ -375,7 +375,7 @@ impl WellEngine {
 
     fn train(&mut self, ts: i64, m: &Measurements) {
         for f in Field::ALL {
-            self.channels[f.index()].train(m.get(f));
+            self.channels[f.index()].train(ts, m.get(f));
         }
         let running = self.is_running(m);
         if running && self.reference_hz.is_none() {
@@ -1194,7 +1194,7 @@ impl WellEngine {
                 };
                 let mut ev = vec![Evidence::new("head_ratio", h, th.head_ratio_low, "<")];
                 let took =
-                    (ts - self.head_departed.unwrap_or(ts)) as f64 / 3600.0 / MICROS * MICROS;
+                    (ts - self.head_departed.unwrap_or(ts)) as f64 / 3600.0 / MICROS;
                 ev.push(Evidence::new(
                     "head_loss_developed_over_h",
                     took,

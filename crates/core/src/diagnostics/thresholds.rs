@@ -69,6 +69,9 @@ pub struct Thresholds {
     /// A channel repeating the same value with less than this probability is stuck.
     pub stuck_probability: f64,
     pub stuck_min_readings: u32,
+    /// A run must also last this many times the longest repeat seen in training (readings and
+    /// time): a coarse or slowly updated gauge repeats legitimately.
+    pub stuck_training_run_factor: f64,
     /// A value this many times its recent level (or exactly zero) that returns at once is a spike.
     pub spike_factor: f64,
     pub spike_count: u32,
@@ -124,6 +127,7 @@ impl Default for Thresholds {
             voltage_min_excursions: 2,
             stuck_probability: 1e-9,
             stuck_min_readings: 10,
+            stuck_training_run_factor: 3.0,
             spike_factor: 2.5,
             spike_count: 3,
             spike_window_secs: 3600.0,
