@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use crate::telemetry::Field;
 
-use super::stats::Ewma;
+use super::stats::{Ewma, Welford};
 use super::thresholds::Thresholds;
 
 /// What is wrong with one channel right now.
@@ -41,6 +41,12 @@ pub struct ChannelMonitor {
     train_run_start: i64,
     train_longest_run: u32,
     train_longest_secs: f64,
+    /// Resolution (smallest step seen) and spread of successive differences in training.
+    train_quantum: f64,
+    train_steps: Welford,
+    /// The gauge's noise is below its resolution: a steady process reads as one repeated value,
+    /// so a repeat says nothing about the sensor.
+    coarse: bool,
     /// Probability that a healthy reading repeats the previous value exactly.
     p_repeat: f64,
     /// Share of readings carrying this channel during training.
@@ -82,6 +88,11 @@ impl ChannelMonitor {
             if v != 0.0 {
                 if let Some(prev) = self.last.filter(|p| *p != 0.0) {
                     self.train_pairs += 1;
+                    let step = (v - prev).abs();
+                    self.train_steps.push(v - prev);
+                    if step > 0.0 && (self.train_quantum == 0.0 || step < self.train_quantum) {
+                        self.train_quantum = step;
+                    }
                     if prev == v {
                         self.train_equal += 1;
                         self.run += 1;
@@ -103,7 +114,7 @@ impl ChannelMonitor {
         self.last = value;
     }
 
-    pub fn finish_training(&mut self) {
+    pub fn finish_training(&mut self, th: &Thresholds) {
         self.p_repeat = if self.train_pairs >= 20 {
             // Inflated: repeats cluster when a slow signal sits near a quantisation step.
             (1.5 * (self.train_equal as f64 + 0.5) / (self.train_pairs as f64 + 1.0))
@@ -111,6 +122,8 @@ impl ChannelMonitor {
         } else {
             1.0
         };
+        self.coarse = self.train_quantum > 0.0
+            && self.train_steps.std() < th.coarse_gauge_steps * self.train_quantum;
         self.presence = if self.train_seen > 0 {
             self.train_present as f64 / self.train_seen as f64
         } else {
@@ -122,7 +135,7 @@ impl ChannelMonitor {
     /// Readings in a row that a healthy channel repeats with less than `probability`, and
     /// never fewer than `stuck_training_run_factor` × the longest run seen in training.
     fn stuck_limit(&self, th: &Thresholds) -> Option<u32> {
-        if self.p_repeat >= 0.9 {
+        if self.p_repeat >= 0.9 || self.coarse {
             return None;
         }
         let n = (th.stuck_probability.ln() / self.p_repeat.ln()).ceil();
@@ -139,7 +152,7 @@ impl ChannelMonitor {
         system_changed: bool,
         th: &Thresholds,
     ) -> (Option<f64>, Option<ChannelFault>) {
-        let tau = 600.0;
+        let tau = th.dropout_window_secs;
         if !self.missing.is_init() {
             self.missing.update(ts, 0.0, tau);
         }
