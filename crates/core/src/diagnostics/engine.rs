@@ -99,6 +99,8 @@ pub struct Features {
     pub pressure_rise_ratio: Option<f64>,
     pub vibration_ratio: Option<f64>,
     pub winding_rise_ratio: Option<f64>,
+    /// Cooling by the flow past the motor against the baseline (flow^0.8).
+    pub cooling_ratio: Option<f64>,
     pub volts_per_hz_ratio: Option<f64>,
     pub efficiency_ratio: Option<f64>,
     pub gor_ratio: Option<f64>,
@@ -584,8 +586,27 @@ impl WellEngine {
             (Some(h), Some(hb)) => Some(h / hb),
             _ => ratio(n.tdh, b.tdh_ft),
         };
-        let rise_ratio = match (n.rise, b.winding_rise_c, current_ratio) {
-            (Some(r), Some(rb), Some(c)) if rb > 0.5 => Some(r / (rb * (c * c).max(0.3))),
+        // The winding rise the load explains: losses are part fixed (iron, friction) and part
+        // copper (∝ I²). The fluid passing the motor carries the heat away (film coefficient
+        // ∝ velocity^0.8): `cooling_ratio` says how much less flow explains a hotter motor.
+        let flow_ratio = ratio(n.flow, b.flow_bpd);
+        let cooling_ratio = flow_ratio.map(|q| {
+            (q * n.r)
+                .clamp(0.3, 2.0)
+                .powf(self.th.cooling_flow_exponent)
+        });
+        // Both in absolute terms: a faster pump draws more amps and moves more fluid.
+        let baseline_amps = b.no_load_current_a.hypot(b.active_current_a);
+        let amps_ratio = n
+            .current
+            .filter(|_| baseline_amps > 0.1)
+            .map(|i| i / baseline_amps);
+        let rise_ratio = match (n.rise, b.winding_rise_c, amps_ratio) {
+            (Some(r), Some(rb), Some(c)) if rb > 0.5 => {
+                let fixed = self.th.motor_fixed_loss_share;
+                let losses = fixed + (1.0 - fixed) * c * c;
+                Some(r / (rb * losses.max(0.3)))
+            }
             _ => None,
         };
         let sg = self.ctx.sg.unwrap_or(1.0);
@@ -613,11 +634,12 @@ impl WellEngine {
                 b.discharge_pressure_psi,
             ),
             tubing_pressure_ratio: ratio(m.get(Field::TubingPressurePsi), b.tubing_pressure_psi),
-            flow_ratio: ratio(n.flow, b.flow_bpd),
+            flow_ratio,
             head_ratio,
             pressure_rise_ratio: ratio(n.tdh, b.tdh_ft),
             vibration_ratio: ratio(n.vibration, b.vibration_g),
             winding_rise_ratio: rise_ratio,
+            cooling_ratio,
             volts_per_hz_ratio: ratio(n.volts_per_hz, b.volts_per_hz),
             efficiency_ratio: ratio(n.efficiency, b.efficiency_index),
             gor_ratio: ratio(m.get(Field::GorScfBbl), b.gor_scf_bbl),
@@ -876,7 +898,10 @@ impl WellEngine {
                 self.anomaly_alarm = false;
             }
         }
-        let explained = findings.iter().any(|f| f.diagnosis.is_process())
+        // A head drifting off its baseline is a wear/scale/leak finding in the making: the
+        // rule will name it; an anomaly now would only be the same thing under a vaguer name.
+        let explained = self.head_loss.departed.is_some()
+            || findings.iter().any(|f| f.diagnosis.is_process())
             || self
                 .tracker
                 .open()
@@ -884,17 +909,18 @@ impl WellEngine {
                 .any(|e| e.diagnosis.is_process() && e.diagnosis != Diagnosis::Anomaly);
         if self.anomaly_alarm && !explained {
             let top = model.top_contributors(&x, 3);
-            let evidence = std::iter::once(Evidence::new(
-                "anomaly_score",
-                s,
-                th.anomaly_alarm_score,
-                ">",
-            ))
-            .chain(
-                top.into_iter()
-                    .map(|(name, z)| Evidence::new(&format!("{name}.z"), z, 3.0, "|z| >")),
-            )
-            .collect();
+            // Raised above the alarm level; held (hysteresis) while above the clear level.
+            let level = if s > th.anomaly_alarm_score {
+                th.anomaly_alarm_score
+            } else {
+                th.anomaly_clear * th.anomaly_alarm_score
+            };
+            let evidence = std::iter::once(Evidence::new("anomaly_score", s, level, ">"))
+                .chain(
+                    top.into_iter()
+                        .map(|(name, z)| Evidence::new(&format!("{name}.z"), z, 3.0, "|z| >")),
+                )
+                .collect();
             findings.push(Finding {
                 diagnosis: Diagnosis::Anomaly,
                 confidence: (0.4 + 0.05 * s).min(0.75),

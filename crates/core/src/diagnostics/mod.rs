@@ -24,6 +24,8 @@ pub mod thresholds;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_issue;
 
 use std::fmt;
 

@@ -33,10 +33,17 @@ pub(crate) struct Smoothed {
     pub pd: Ewma,
     pub head: Ewma,
     pub rise: Ewma,
+    pub cooling: Ewma,
     pub gor: Ewma,
     pub volt: Ewma,
     pub dp: Ewma,
     pub slow_temp: Ewma,
+    /// Drive frequency over the settling time: the fluid level follows a frequency change
+    /// for that long.
+    pub settle_freq: Ewma,
+    pub settle_flow: Ewma,
+    pub settle_pip: Ewma,
+    pub settle_thp: Ewma,
 }
 
 impl Smoothed {
@@ -61,10 +68,23 @@ impl Smoothed {
         up(&mut self.pd, f.discharge_pressure_ratio, slow);
         up(&mut self.head, f.head_ratio, slow);
         up(&mut self.rise, f.winding_rise_ratio, slow);
+        up(&mut self.cooling, f.cooling_ratio, slow);
         up(&mut self.gor, f.gor_ratio, slow);
         up(&mut self.volt, f.volts_per_hz_ratio, slow);
         up(&mut self.dp, f.pressure_rise_ratio, slow);
         up(&mut self.slow_temp, m.get(Field::MotorTempC), slow);
+        up(&mut self.settle_freq, f.frequency_hz, th.settle_secs);
+        up(&mut self.settle_flow, f.flow_ratio, th.settle_secs);
+        up(
+            &mut self.settle_pip,
+            f.intake_pressure_ratio,
+            th.settle_secs,
+        );
+        up(
+            &mut self.settle_thp,
+            f.tubing_pressure_ratio,
+            th.settle_secs,
+        );
     }
 }
 
@@ -73,6 +93,10 @@ impl Smoothed {
 pub(crate) struct HeadLoss {
     pub departed: Option<i64>,
     pub kind: Option<Condition>,
+    /// How long the loss took to develop when it was classified.
+    pub developed_secs: f64,
+    /// Without a discharge gauge: the delivery and frequency before a sudden loss.
+    pub delivery_ref: Option<(f64, f64)>,
 }
 
 /// Everything a rule may look at for one reading.
@@ -115,6 +139,22 @@ pub(crate) struct GasEvidence {
     /// Near the bubble point now, but not in the healthy baseline.
     pub new_gas: bool,
     pub pip_psi: Option<f64>,
+}
+
+impl GasEvidence {
+    /// The GOR reading that made the fluid gas-rich: the slow ratio, or the fast one alone.
+    fn rich_evidence(&self, th: &Thresholds) -> Evidence {
+        if self.gor.is_some_and(|g| g >= th.gas_gor_ratio) {
+            Evidence::opt("gor_ratio", self.gor, th.gas_gor_ratio, ">=")
+        } else {
+            Evidence::opt(
+                "gor_ratio_fast",
+                self.gor_fast,
+                th.gas_gor_ratio + th.gas_gor_fast_margin,
+                ">=",
+            )
+        }
+    }
 }
 
 pub(crate) fn gas_evidence(i: &Input) -> GasEvidence {
@@ -370,7 +410,7 @@ pub(crate) fn gas_interference(
         ));
     }
     if gas.rich {
-        ev.push(Evidence::opt("gor_ratio", gas.gor, th.gas_gor_ratio, ">="));
+        ev.push(gas.rich_evidence(th));
     } else if breaking {
         ev.push(Evidence::opt(
             "gor_ratio_fast",
@@ -458,7 +498,10 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
 /// narrow: flow and power fall, the motor runs hotter).
 pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     let (th, s) = (i.th, i.s);
-    let h = val(&s.head)?;
+    let (h, proxied) = match val(&s.head) {
+        Some(h) => (h, false),
+        None => (delivery_proxy(i, state)?, true),
+    };
     let early = 1.0 - (1.0 - th.head_ratio_low) * th.head_departure_share;
     if h >= early {
         *state = HeadLoss::default();
@@ -476,6 +519,9 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         let hotter = r.is_some_and(|r| r >= th.scale_rise_ratio);
         unloading && hotter || r.is_some_and(|r| r >= th.scale_rise_ratio + th.scale_rise_margin)
     };
+    if state.kind.is_none() {
+        state.developed_secs = took_secs;
+    }
     let kind = *state.kind.get_or_insert_with(|| {
         if took_secs <= th.abrupt_secs && cur.is_none_or(|c| c >= th.leak_current_ratio) {
             Condition::TubingLeak
@@ -486,10 +532,19 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         }
     });
     let mut ev = vec![
-        Evidence::new("head_ratio", h, th.head_ratio_low, "<"),
+        Evidence::new(
+            if proxied {
+                "delivery_ratio_intake_rising"
+            } else {
+                "head_ratio"
+            },
+            h,
+            th.head_ratio_low,
+            "<",
+        ),
         Evidence::new(
             "head_loss_developed_over_h",
-            took_secs / 3600.0,
+            state.developed_secs / 3600.0,
             th.abrupt_secs / 3600.0,
             if kind == Condition::TubingLeak {
                 "<="
@@ -537,6 +592,45 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     Some(Finding::new(kind, conf, ev))
 }
 
+/// Without a discharge gauge the head cannot be measured, but a sudden loss of it shows: at a
+/// steady speed the delivered flow drops within minutes while the intake rises (the fluid the
+/// pump no longer lifts returns to the annulus) and the wellhead pressure falls with the
+/// flowline's flow (a choke closing or a flowline surge raises it). Flow normalised by speed is
+/// not invariant along the system curve, so the loss is measured against the delivery just
+/// before it, not against the baseline, and forgotten when the speed changes.
+fn delivery_proxy(i: &Input, state: &mut HeadLoss) -> Option<f64> {
+    let (th, s) = (i.th, i.s);
+    let flow = val(&s.fast_flow)?;
+    let freq = i.f.frequency_hz;
+    if let Some((before, f_before)) = state.delivery_ref {
+        if freq.is_some_and(|f| (f - f_before).abs() > th.proxy_frequency_band * f_before) {
+            state.delivery_ref = None;
+            return None;
+        }
+        return Some(flow / before);
+    }
+    let steady_speed = match (freq, val(&s.settle_freq)) {
+        (Some(f), Some(level)) => (f - level).abs() <= th.proxy_frequency_band * level,
+        (None, _) => true,
+        _ => false,
+    };
+    let before = val(&s.settle_flow)?;
+    let dropped = flow < th.head_ratio_low * before;
+    let intake_up = match (val(&s.fast_pip), val(&s.settle_pip)) {
+        (Some(now), Some(level)) => now >= level * th.proxy_pip_rise_ratio,
+        _ => false,
+    };
+    let wellhead_down = match (i.f.tubing_pressure_ratio, val(&s.settle_thp)) {
+        (Some(now), Some(level)) => now < level * th.proxy_max_tubing_ratio,
+        _ => false,
+    };
+    if steady_speed && dropped && intake_up && wellhead_down {
+        state.delivery_ref = Some((before, freq.unwrap_or(0.0)));
+        return Some(flow / before);
+    }
+    None
+}
+
 /// Whether an open wear episode has turned out to be scale (cooling clearly lost since).
 pub(crate) fn wear_became_scale(i: &Input) -> bool {
     val(&i.s.rise).is_some_and(|r| r >= i.th.scale_rise_ratio + i.th.scale_rise_margin)
@@ -548,7 +642,8 @@ pub(crate) fn wear_became_scale(i: &Input) -> bool {
 pub(crate) fn motor_overheat(i: &Input) -> Option<Finding> {
     let (th, s) = (i.th, i.s);
     let temp = val(&s.fast_temp);
-    let rise = val(&s.rise);
+    // Less flow past the motor explains part of a hotter winding.
+    let rise = val(&s.rise).map(|r| r * val(&s.cooling).unwrap_or(1.0).min(1.0));
     let near_limit = match (i.ctx.max_winding_temp_c, temp) {
         (Some(limit), Some(t)) => t >= limit - th.overheat_margin_c,
         _ => false,

@@ -63,6 +63,10 @@ pub struct Thresholds {
     pub overload_current_ratio: f64,
     /// ...when the current is also above this share of nameplate (if the nameplate is known).
     pub overload_nameplate_share: f64,
+    /// Share of motor losses that do not grow with the load current (iron, friction), and the
+    /// exponent of flow in the cooling of the motor: the rise a load and a flow explain.
+    pub motor_fixed_loss_share: f64,
+    pub cooling_flow_exponent: f64,
     /// Winding rise over intake (load-normalised) above this ratio of baseline: cooling lost.
     pub overheat_rise_ratio: f64,
     /// Winding temperature within this margin of the motor's limit counts as overheating, °C.
@@ -143,6 +147,13 @@ pub struct Thresholds {
     pub head_departure_share: f64,
     /// Head ratio below `head_ratio_low` by this much gives full confidence.
     pub head_loss_full_depth: f64,
+    /// Without a discharge gauge, a sudden delivery loss (flow below `head_ratio_low` × its
+    /// level over the settling time) counts as head loss when the intake rose by this factor
+    /// over its level and the wellhead pressure fell below `proxy_max_tubing_ratio` × its level.
+    pub proxy_pip_rise_ratio: f64,
+    pub proxy_max_tubing_ratio: f64,
+    /// ...at a frequency within this share of its level over the settling time.
+    pub proxy_frequency_band: f64,
     /// A leak keeps the motor loaded: current ratio at or above this.
     pub leak_current_ratio: f64,
     /// Scale narrows the passages: the current ratio falls below this (wear keeps it).
@@ -206,6 +217,8 @@ impl Default for Thresholds {
             abrupt_secs: 3600.0,
             overload_current_ratio: 1.12,
             overload_nameplate_share: 1.0,
+            motor_fixed_loss_share: 0.4,
+            cooling_flow_exponent: 0.8,
             overheat_rise_ratio: 1.5,
             overheat_margin_c: 10.0,
             scale_rise_ratio: 1.15,
@@ -246,6 +259,9 @@ impl Default for Thresholds {
             nameplate_overload_share: 1.1,
             head_departure_share: 1.0 / 3.0,
             head_loss_full_depth: 0.1,
+            proxy_pip_rise_ratio: 1.02,
+            proxy_max_tubing_ratio: 0.98,
+            proxy_frequency_band: 0.01,
             leak_current_ratio: 0.95,
             scale_current_ratio: 0.97,
             scale_rise_margin: 0.1,
