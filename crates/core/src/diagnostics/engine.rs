@@ -77,6 +77,9 @@ pub struct Baseline {
     pub catalog_head_ratio: Option<f64>,
     pub vibration_g: Option<f64>,
     pub volts_per_hz: Option<f64>,
+    /// Drive output voltage (for wells without a frequency channel: with V/Hz control the
+    /// voltage follows the speed).
+    pub volts_v: Option<f64>,
     pub winding_rise_c: Option<f64>,
     pub efficiency_index: Option<f64>,
     pub gor_scf_bbl: Option<f64>,
@@ -189,6 +192,7 @@ struct TrainAcc {
     chr: Welford,
     vib: Welford,
     vhz: Welford,
+    volts: Welford,
     rise: Welford,
     eff: Welford,
     gor: Welford,
@@ -300,7 +304,21 @@ impl WellEngine {
     fn normalise(&self, m: &Measurements) -> Normalised {
         let f = m.get(Field::FrequencyHz);
         let reference = self.reference_hz.or(self.ctx.base_hz).or(f).unwrap_or(60.0);
-        let r = f.map(|f| f / reference).unwrap_or(1.0).max(0.05);
+        // Speed over the reference. Without a frequency channel, a V/Hz drive's output voltage
+        // against the baseline's tells it (a PIP controller moves the speed by itself).
+        let r = match f {
+            Some(f) => (f / reference).max(0.05),
+            None => match (
+                m.get(Field::MotorVoltageV),
+                self.baseline.as_ref().and_then(|b| b.volts_v),
+            ) {
+                (Some(v), Some(vb)) if vb > 1.0 => (v / vb).clamp(
+                    self.th.speed_from_voltage_range.0,
+                    self.th.speed_from_voltage_range.1,
+                ),
+                _ => 1.0,
+            },
+        };
         let current = m.get(Field::MotorCurrentA);
         let no_load = self.no_load_a.unwrap_or(0.0);
         let active_current = current.map(|i| (i * i - no_load * no_load).max(0.0).sqrt() / (r * r));
@@ -430,6 +448,7 @@ impl WellEngine {
                 (&mut a.pd, Field::DischargePressurePsi),
                 (&mut a.thp, Field::TubingPressurePsi),
                 (&mut a.gor, Field::GorScfBbl),
+                (&mut a.volts, Field::MotorVoltageV),
             ] {
                 if let Some(v) = m.get(f) {
                     acc.push(v);
@@ -484,6 +503,7 @@ impl WellEngine {
                 catalog_head_ratio: a.chr.mean(),
                 vibration_g: a.vib.mean(),
                 volts_per_hz: a.vhz.mean(),
+                volts_v: a.volts.mean(),
                 winding_rise_c: a.rise.mean(),
                 efficiency_index: a.eff.mean(),
                 gor_scf_bbl: a.gor.mean(),
@@ -826,7 +846,9 @@ impl WellEngine {
         th: &Thresholds,
         findings: &mut Vec<Finding>,
     ) {
-        if running && let Some(v) = feats.volts_per_hz_ratio {
+        // Without a frequency channel V/Hz is unknown: the supply against its recent level.
+        let supply = feats.volts_per_hz_ratio.or_else(|| self.sm.voltage_swing());
+        if running && let Some(v) = supply {
             let out = (v - 1.0).abs() > th.voltage_deviation;
             if out && !self.in_excursion {
                 self.volt_excursions.push_back(ts);

@@ -44,9 +44,21 @@ pub(crate) struct Smoothed {
     pub settle_flow: Ewma,
     pub settle_pip: Ewma,
     pub settle_thp: Ewma,
+    /// Supply voltage (absolute) now and over the settling time: without a frequency channel
+    /// V/Hz is unknown, but a sag or swell against the recent level still shows.
+    pub fast_volts: Ewma,
+    pub settle_volts: Ewma,
 }
 
 impl Smoothed {
+    /// The supply against its recent level (1 = steady), for wells without V/Hz.
+    pub fn voltage_swing(&self) -> Option<f64> {
+        match (self.fast_volts.value(), self.settle_volts.value()) {
+            (Some(now), Some(level)) if level > 1.0 => Some(now / level),
+            _ => None,
+        }
+    }
+
     pub fn update(&mut self, ts: i64, f: &Features, m: &Measurements, th: &Thresholds) {
         let (fast, slow) = (th.fast_tau_secs, th.slow_tau_secs);
         let up = |e: &mut Ewma, v: Option<f64>, tau: f64| {
@@ -452,7 +464,17 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
     if c < th.overload_current_ratio {
         return None;
     }
-    if val(&s.volt).is_some_and(|v| (v - 1.0).abs() >= th.voltage_deviation) {
+    // More current with less head is a leak (the pump runs out on its curve), not drag: the
+    // head rules judge it.
+    let early = 1.0 - (1.0 - th.head_ratio_low) * th.head_departure_share;
+    if val(&s.head).is_some_and(|h| h < early) {
+        return None;
+    }
+    let supply_off = |v: Option<f64>| v.is_some_and(|v| (v - 1.0).abs() >= th.voltage_deviation);
+    if supply_off(val(&s.volt))
+        || (i.f.volts_per_hz_ratio.is_none() && supply_off(s.voltage_swing()))
+    {
+        // A sagging supply raises the current for the same power: a power problem.
         return None;
     }
     // Denser fluid (water-cut step, emulsion): pressure rise and current go up together.

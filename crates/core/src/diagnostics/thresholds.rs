@@ -96,6 +96,9 @@ pub struct Thresholds {
     /// reports: dropout. (A short communication gap is not a failing sensor.)
     pub dropout_share: f64,
     pub dropout_window_secs: f64,
+    /// Without a frequency channel the speed ratio is read from the voltage ratio, within
+    /// this range.
+    pub speed_from_voltage_range: (f64, f64),
     /// Time constants of the fast and slow smoothed features, seconds.
     pub fast_tau_secs: f64,
     pub slow_tau_secs: f64,
@@ -234,6 +237,7 @@ impl Default for Thresholds {
             spike_window_secs: 3600.0,
             dropout_share: 0.5,
             dropout_window_secs: 1800.0,
+            speed_from_voltage_range: (0.6, 1.3),
             fast_tau_secs: 60.0,
             slow_tau_secs: 600.0,
             ramp_secs: 150.0,
