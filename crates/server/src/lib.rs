@@ -3,11 +3,9 @@
 
 pub mod audit;
 pub mod auth;
-pub mod config;
 pub mod diagnostics;
 pub mod error;
 pub mod extract;
-pub mod ingest;
 pub mod router;
 mod routes;
 pub mod state;
@@ -15,5 +13,6 @@ mod views;
 
 pub use router::{OPENAPI_PATH, router, serve};
 pub use state::AppState;
-pub use config::{Config, LogFormat, SecretString};
-pub use ingest::{IngestReport, ingest_payload};
+/// The configuration and the ingest pipeline are application services (`espwatch-app`);
+/// these paths stay for code written against the server crate.
+pub use espwatch_app::{config, ingest};

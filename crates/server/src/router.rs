@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{self, AuditIdentity, SourceAddr};
-use crate::config::Config;
+use espwatch_app::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::routes::{

@@ -10,7 +10,7 @@ use espwatch_store::{AlarmStore, SecurityStore, Store};
 
 use crate::audit::AuditSink;
 use crate::auth::Security;
-use crate::config::Config;
+use espwatch_app::config::Config;
 use crate::diagnostics::DiagnosticsHub;
 use crate::error::ApiError;
 

@@ -16,7 +16,8 @@ use utoipa::ToSchema;
 
 use crate::audit::{now, security_event};
 use crate::auth::password::HashError;
-use crate::auth::{Principal, PrincipalKind, REFRESH_PREFIX, SourceAddr, random_token};
+use crate::auth::{Principal, PrincipalKind, REFRESH_PREFIX, SourceAddr};
+use espwatch_app::keys::random_token;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestContext};
 use crate::state::AppState;

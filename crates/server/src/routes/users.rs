@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::now;
-use crate::auth::{KeyRequest, KeyRequestError, Principal, issue_api_key};
+use crate::auth::Principal;
+use espwatch_app::keys::{KeyRequest, KeyRequestError, issue_api_key};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestContext};
 use crate::state::AppState;
