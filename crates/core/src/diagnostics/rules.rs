@@ -107,6 +107,8 @@ pub(crate) struct HeadLoss {
     pub kind: Option<Condition>,
     /// How long the loss took to develop when it was classified.
     pub developed_secs: f64,
+    /// The head ratio judged against, when a corroborated sudden step lowered the bar.
+    pub low: Option<f64>,
     /// Without a discharge gauge: the delivery and frequency before a sudden loss.
     pub delivery_ref: Option<(f64, f64)>,
 }
@@ -530,12 +532,36 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         return None;
     }
     let departed = *state.departed.get_or_insert(i.ts);
-    if h >= th.head_ratio_low || !i.settled {
-        return None;
-    }
     let took_secs = (i.ts - departed) as f64 / 1e6;
     let cur = val(&s.cur);
     let rise = val(&s.rise);
+    // A small loss that came suddenly, with the motor still loaded, the annulus filling and
+    // the surface flow falling and the wellhead not pressing back, is a leak already: several
+    // channels agree on it.
+    let leak_step = state.kind.is_none()
+        && !proxied
+        && took_secs <= th.abrupt_secs
+        && h < th.leak_step_head_ratio
+        && cur.is_none_or(|c| c >= th.leak_current_ratio)
+        && match (val(&s.fast_pip), val(&s.settle_pip)) {
+            (Some(now), Some(level)) => now >= level * th.leak_step_pip_rise,
+            _ => false,
+        }
+        && match (i.f.tubing_pressure_ratio, val(&s.settle_thp)) {
+            (Some(now), Some(level)) => now <= level,
+            _ => true,
+        }
+        && match (val(&s.fast_flow), val(&s.settle_flow)) {
+            (Some(now), Some(level)) => now <= level * th.leak_step_flow_fall,
+            _ => true,
+        };
+    if leak_step && i.settled {
+        state.low = Some(th.leak_step_head_ratio);
+    }
+    let low = state.low.unwrap_or(th.head_ratio_low);
+    if h >= low || !i.settled {
+        return None;
+    }
     let scale_signs = |c: Option<f64>, r: Option<f64>| {
         let unloading = c.is_some_and(|c| c < th.scale_current_ratio);
         let hotter = r.is_some_and(|r| r >= th.scale_rise_ratio);
@@ -561,7 +587,7 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 "head_ratio"
             },
             h,
-            th.head_ratio_low,
+            low,
             "<",
         ),
         Evidence::new(
@@ -609,7 +635,7 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
             ));
         }
     }
-    let depth = ((th.head_ratio_low - h) / th.head_loss_full_depth).clamp(0.0, 1.0);
+    let depth = ((low - h) / th.head_loss_full_depth).clamp(0.0, 1.0);
     let conf = BASE + (STRONG + AGREES + 0.05) * depth;
     Some(Finding::new(kind, conf, ev))
 }

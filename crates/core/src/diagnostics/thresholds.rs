@@ -157,6 +157,13 @@ pub struct Thresholds {
     pub proxy_max_tubing_ratio: f64,
     /// ...at a frequency within this share of its level over the settling time.
     pub proxy_frequency_band: f64,
+    /// A sudden head loss to below this ratio, with the intake rising by `leak_step_pip_rise`
+    /// over its level and the wellhead not pressing back, is a leak even above
+    /// `head_ratio_low`.
+    pub leak_step_head_ratio: f64,
+    pub leak_step_pip_rise: f64,
+    /// ...and the surface flow at or below this share of its level.
+    pub leak_step_flow_fall: f64,
     /// A leak keeps the motor loaded: current ratio at or above this.
     pub leak_current_ratio: f64,
     /// Scale narrows the passages: the current ratio falls below this (wear keeps it).
@@ -266,6 +273,9 @@ impl Default for Thresholds {
             proxy_pip_rise_ratio: 1.02,
             proxy_max_tubing_ratio: 0.98,
             proxy_frequency_band: 0.01,
+            leak_step_head_ratio: 0.955,
+            leak_step_pip_rise: 1.02,
+            leak_step_flow_fall: 0.97,
             leak_current_ratio: 0.95,
             scale_current_ratio: 0.97,
             scale_rise_margin: 0.1,
