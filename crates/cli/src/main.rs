@@ -1,8 +1,8 @@
 //! The `espwatch` binary: one subcommand per job (server, bulk loader, registry import,
-//! benchmarks, configuration).
+//! simulator and demo, diagnostics backtesting, identities and audit, configuration). The
+//! benchmarks are a separate binary, `espwatch-bench` (crates/bench).
 
 mod admin;
-mod bench;
 mod diagnose;
 mod families;
 mod ingest;
@@ -43,9 +43,6 @@ enum Command {
     /// Manage the wells registry.
     #[command(subcommand)]
     Wells(wells::WellsCommand),
-    /// Measure ingestion and query performance on a temporary store.
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
     /// Inspect the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -200,10 +197,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = settings::load(cli.config.as_deref(), &cli.overrides(cmd.store_args()))?;
             serve::init_cli_logging();
             admin::run_audit(cmd, &config).await
-        }
-        Command::Bench(cmd) => {
-            serve::init_cli_logging();
-            bench::run(cmd).await
         }
     }
 }

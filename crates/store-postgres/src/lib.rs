@@ -19,6 +19,7 @@ mod partitions;
 mod rollups;
 pub mod schema;
 mod security;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 mod writer;
@@ -38,11 +39,16 @@ use espwatch_store::{
 };
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
-pub use connect::{Connector, redact_url};
+#[cfg(feature = "testing")]
+pub use connect::Connector;
+#[cfg(not(feature = "testing"))]
+use connect::Connector;
+pub use connect::redact_url;
 pub use schema::{Flavor, MigrationReport, TimescaleMode};
+#[cfg(feature = "testing")]
 pub use types::CopyEncoder;
 
-use crate::schema::{COLUMNS, column_list};
+use crate::schema::column_list;
 use crate::types::{
     MAX_SUPPORTED, MIN_SUPPORTED, PgTs, db_err, get, measurements_from_row, pool_err,
 };
@@ -878,7 +884,8 @@ fn probe(
 }
 
 // Keeps the channel column list and the schema in one place for the bench's raw COPY.
-pub const TELEMETRY_COLUMNS: [&str; 13] = COLUMNS;
+#[cfg(feature = "testing")]
+pub const TELEMETRY_COLUMNS: [&str; 13] = crate::schema::COLUMNS;
 
 #[cfg(test)]
 mod tests {

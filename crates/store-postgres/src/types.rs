@@ -72,6 +72,8 @@ impl CopyEncoder {
         self.buf.put_i16(columns);
     }
 
+    /// Used by the benchmarks' raw-COPY baseline only.
+    #[cfg(feature = "testing")]
     pub fn int4(&mut self, v: i32) {
         self.buf.put_i32(4);
         self.buf.put_i32(v);
@@ -96,6 +98,7 @@ impl CopyEncoder {
         self.buf.len()
     }
 
+    #[cfg(feature = "testing")]
     pub fn bool(&mut self, v: bool) {
         self.buf.put_i32(1);
         self.buf.put_u8(v as u8);

@@ -1,4 +1,4 @@
-//! `espwatch bench ingest|query`: throughput and latency of the real server on a temporary
+//! `espwatch-bench ingest|query`: throughput and latency of the real server on a temporary
 //! store. Client and server share this machine, so figures are for the pair; compare ratios
 //! and medians between runs rather than single numbers.
 
@@ -242,12 +242,15 @@ impl TestServer {
             Some(security) => security,
             None => Arc::new(espwatch_store::EmbeddedSecurityStore::open(dir.path())?),
         };
-        let (_, key) = crate::admin::create_api_key(
+        let (_, key) = espwatch_app::keys::issue_api_key(
             security.as_ref(),
-            "bench",
-            espwatch_core::access::Role::Admin,
-            None,
-            None,
+            espwatch_app::keys::KeyRequest {
+                name: "bench".into(),
+                role: espwatch_core::access::Role::Admin,
+                wells: None,
+                expires: None,
+                created_by: "bench".into(),
+            },
         )
         .await?;
         *BENCH_API_KEY.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
@@ -446,7 +449,7 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
     let steps_per_batch = batch_size / wells_per_batch;
     let batches = readings / (wells_per_batch * steps_per_batch);
     println!(
-        "espwatch bench ingest — {}, durable (acknowledged after commit), server and clients on this machine; {wells_per_batch} wells, a reading every {} s each",
+        "espwatch-bench ingest — {}, durable (acknowledged after commit), server and clients on this machine; {wells_per_batch} wells, a reading every {} s each",
         match backend {
             Backend::Embedded => "embedded store".to_owned(),
             Backend::Postgres(url) => format!("PostgreSQL {}", redact_url(url)),
@@ -926,7 +929,7 @@ async fn bench_query(
     let steps = (days as i64 * 86_400_000_000 / interval_micros) as u64;
     let total = steps * wells as u64;
     println!(
-        "espwatch bench query — {wells} wells × {days} days at {}s = {total} readings",
+        "espwatch-bench query — {wells} wells × {days} days at {}s = {total} readings",
         interval_micros as f64 / 1e6
     );
     let dir = tempfile::tempdir()?;
