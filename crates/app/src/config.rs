@@ -376,7 +376,9 @@ mod debug_tests {
     #[test]
     fn debug_never_prints_secrets() {
         let config = Config {
-            database_url: Some("postgres://espwatch:hunter2-secret@db.example:5432/espwatch".into()),
+            database_url: Some(
+                "postgres://espwatch:hunter2-secret@db.example:5432/espwatch".into(),
+            ),
             jwt_secret: Some(SecretString("a-very-secret-signing-key-0123456789".into())),
             ..Config::default()
         };

@@ -8,11 +8,11 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
 use clap::Subcommand;
+use espwatch_app::Config;
+use espwatch_app::keys::{KeyRequest, issue_api_key};
+use espwatch_app::password::hash_blocking;
 use espwatch_core::Timestamp;
 use espwatch_core::access::{Role, check_password, check_well_list, valid_user_name};
-use espwatch_app::Config;
-use espwatch_app::password::hash_blocking;
-use espwatch_app::keys::{KeyRequest, issue_api_key};
 use espwatch_store::{AuditEvent, AuditFilter, NewUser, SecurityStore, UserChange};
 
 use crate::StoreArgs;

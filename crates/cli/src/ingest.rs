@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
+use espwatch_app::{Config, IngestReport, ingest_payload};
 use espwatch_core::Timestamp;
 use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
-use espwatch_app::{Config, IngestReport, ingest_payload};
 use espwatch_store::{AppendOptions, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 

@@ -661,11 +661,9 @@ async fn demo_login(
     let password = espwatch_app::keys::random_token(12)?;
     let hash = {
         let password = password.clone();
-        tokio::task::spawn_blocking(move || {
-            espwatch_app::password::hash_blocking(&password)
-        })
-        .await?
-        .map_err(|e| anyhow::anyhow!("{e}"))?
+        tokio::task::spawn_blocking(move || espwatch_app::password::hash_blocking(&password))
+            .await?
+            .map_err(|e| anyhow::anyhow!("{e}"))?
     };
     let now = Timestamp::from_datetime(chrono::Utc::now());
     if security.get_user(&name).await?.is_some() {

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use espwatch_core::WellMeta;
 use espwatch_app::Config;
+use espwatch_core::WellMeta;
 use espwatch_store::{Store, StoreError};
 
 use crate::Target;

@@ -760,7 +760,15 @@ fn the_server_refuses_to_start_without_a_strong_secret_and_the_cli_manages_ident
     assert!(!ok && stderr.contains("at least 12"), "{stderr}");
     // NIST SP 800-63B: common passwords (and common ones with digits added) are refused.
     let (ok, _, stderr) = run_cli(
-        &["users", "add", "root", "--role", "admin", "--data-dir", dir_s],
+        &[
+            "users",
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--data-dir",
+            dir_s,
+        ],
         &[("ESPWATCH_PASSWORD", "password1234")],
         work.path(),
     );

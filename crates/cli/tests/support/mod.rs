@@ -14,8 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use espwatch_core::access::Role;
 use espwatch_app::{Config, SecretString};
+use espwatch_core::access::Role;
 use espwatch_server::AppState;
 use espwatch_store::{NewUser, SecurityStore};
 use espwatch_store_postgres::testing::TestDatabase;
@@ -291,12 +291,11 @@ pub async fn create_user(
     wells: Option<Vec<String>>,
 ) {
     let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || {
-        espwatch_app::password::hash_blocking(&password)
-    })
-    .await
-    .expect("join")
-    .expect("hash");
+    let hash =
+        tokio::task::spawn_blocking(move || espwatch_app::password::hash_blocking(&password))
+            .await
+            .expect("join")
+            .expect("hash");
     security
         .create_user(
             NewUser {
