@@ -15,7 +15,7 @@ use espwatch_core::Timestamp;
 use espwatch_core::access::{Role, check_password, check_well_list, valid_user_name};
 use espwatch_store::{AuditEvent, AuditFilter, NewUser, SecurityStore, UserChange};
 
-use crate::StoreArgs;
+use crate::{DataArgs, StoreArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum UsersCommand {
@@ -29,43 +29,43 @@ pub enum UsersCommand {
         #[arg(long, value_delimiter = ',')]
         wells: Option<Vec<String>>,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
     /// List users (never their password hashes).
     List {
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
     /// Disable a user: its sessions end at once and it cannot sign in.
     Disable {
         name: String,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
     /// Enable a disabled user.
     Enable {
         name: String,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
     /// Change a user's role (its sessions end).
     SetRole {
         name: String,
         role: String,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
     /// Set a user's password (ESPWATCH_PASSWORD or standard input); its sessions end.
     Passwd {
         name: String,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
     /// Remove a user and its sessions (its audit records stay).
     Remove {
         name: String,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
 }
 
@@ -85,18 +85,18 @@ pub enum ApiKeysCommand {
         #[arg(long)]
         expires: Option<String>,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
     /// List keys (ids, names, roles, status; never the keys).
     List {
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
     /// Revoke a key by id.
     Revoke {
         id: String,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
 }
 
@@ -105,7 +105,7 @@ pub enum AuditCommand {
     /// Check the audit trail's hash chain; names the first broken record. Exit code 1 if broken.
     Verify {
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
     /// Print the newest audit records as JSON lines.
     List {
@@ -118,12 +118,12 @@ pub enum AuditCommand {
         #[arg(long)]
         kind: Option<String>,
         #[command(flatten)]
-        store: StoreArgs,
+        store: DataArgs,
     },
 }
 
 impl UsersCommand {
-    pub fn store_args(&self) -> &StoreArgs {
+    pub fn store_args(&self) -> StoreArgs {
         match self {
             UsersCommand::Add { store, .. }
             | UsersCommand::List { store }
@@ -131,25 +131,25 @@ impl UsersCommand {
             | UsersCommand::Enable { store, .. }
             | UsersCommand::SetRole { store, .. }
             | UsersCommand::Passwd { store, .. }
-            | UsersCommand::Remove { store, .. } => store,
+            | UsersCommand::Remove { store, .. } => store.store_args(),
         }
     }
 }
 
 impl ApiKeysCommand {
-    pub fn store_args(&self) -> &StoreArgs {
+    pub fn store_args(&self) -> StoreArgs {
         match self {
             ApiKeysCommand::Create { store, .. }
             | ApiKeysCommand::List { store }
-            | ApiKeysCommand::Revoke { store, .. } => store,
+            | ApiKeysCommand::Revoke { store, .. } => store.store_args(),
         }
     }
 }
 
 impl AuditCommand {
-    pub fn store_args(&self) -> &StoreArgs {
+    pub fn store_args(&self) -> StoreArgs {
         match self {
-            AuditCommand::Verify { store } | AuditCommand::List { store, .. } => store,
+            AuditCommand::Verify { store } | AuditCommand::List { store, .. } => store.store_args(),
         }
     }
 }
@@ -169,11 +169,37 @@ fn check_wells(wells: &Option<Vec<String>>) -> anyhow::Result<()> {
     }
 }
 
+/// `cli:<login>` of the operating-system user running the command: `$USER`/`$LOGNAME`, or
+/// (services, containers, `sudo -i` shells without them) the account of the process's uid in
+/// `/etc/passwd`, or `cli:uid:<n>`.
 fn cli_actor() -> String {
     let login = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into());
+        .ok()
+        .filter(|l| !l.trim().is_empty())
+        .or_else(os_login)
+        .unwrap_or_else(|| "unknown".into());
     format!("cli:{login}")
+}
+
+#[cfg(unix)]
+fn os_login() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of /proc/self is the process's real user.
+    let uid = std::fs::metadata("/proc/self").ok()?.uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let id = fields.nth(1)?;
+        (id.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    });
+    Some(name.unwrap_or_else(|| format!("uid:{uid}")))
+}
+
+#[cfg(not(unix))]
+fn os_login() -> Option<String> {
+    std::env::var("USERNAME").ok()
 }
 
 async fn audit(store: &dyn SecurityStore, kind: &str, detail: serde_json::Value) {
@@ -469,7 +495,10 @@ pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()
                 })
                 .await?;
             for r in records {
-                println!("{}", serde_json::to_string(&r)?);
+                // One JSON object per line, the time as RFC 3339 like the HTTP API shows it.
+                let mut line = serde_json::to_value(&r)?;
+                line["ts"] = r.event.ts.to_rfc3339().into();
+                println!("{line}");
             }
             Ok(())
         }

@@ -145,15 +145,56 @@ struct Totals {
     batches: u64,
 }
 
+/// Why a CSV file is not telemetry, judged by its header: telemetry names a timestamp
+/// (`ts`/`timestamp`) or at least one channel. The simulator's `labels.csv` and
+/// `operations.csv` (well_id,start,end,...) sit next to the well files, so `ingest sim/*.csv`
+/// meets them.
+fn not_telemetry(path: &Path) -> anyhow::Result<Option<String>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut header = String::new();
+    for line in BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if !line.trim().is_empty() {
+            header = line;
+            break;
+        }
+    }
+    let names: Vec<String> = header
+        .trim_start_matches('\u{feff}')
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').to_ascii_lowercase())
+        .collect();
+    let telemetry = names
+        .iter()
+        .any(|n| n == "ts" || n == "timestamp" || espwatch_core::Field::from_name(n).is_some());
+    Ok((!telemetry).then(|| {
+        format!(
+            "its header ({}) names neither a timestamp (ts) nor a channel",
+            names.join(",")
+        )
+    }))
+}
+
 pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
-    let formats = args
-        .files
+    let mut files = Vec::with_capacity(args.files.len());
+    let mut skipped = 0;
+    for file in &args.files {
+        let format = format_of(file, args.format.as_deref())?;
+        if format == PayloadFormat::Csv
+            && let Some(why) = not_telemetry(file)?
+        {
+            eprintln!("skipping {}: not telemetry: {why}", file.display());
+            skipped += 1;
+            continue;
+        }
+        files.push((file.clone(), format));
+    }
+    if files.is_empty() {
+        bail!("none of the files is telemetry; nothing to load");
+    }
+    let total_bytes: u64 = files
         .iter()
-        .map(|f| format_of(f, args.format.as_deref()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let total_bytes: u64 = args
-        .files
-        .iter()
+        .map(|(f, _)| f)
         .map(|f| {
             std::fs::metadata(f)
                 .map(|m| m.len())
@@ -167,7 +208,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
             endpoint: format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
         },
         None => Sink::Local {
-            store: espwatch_app::open_store(&config).await?.store,
+            store: args.target.open_local(&config).await?.store,
             append: AppendOptions {
                 auto_register_wells: config.auto_register_wells,
             },
@@ -197,7 +238,8 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     let mut rejects = RejectsFile::new(args.rejects.clone());
     let mut bytes_done = 0u64;
 
-    'files: for (path, format) in args.files.iter().zip(formats) {
+    'files: for (path, format) in &files {
+        let (path, format) = (path.as_path(), *format);
         let mut batches = Batches::open(path, format, args.batch_size as usize)?;
         while let Some(batch) = batches.next_batch()? {
             let first_line = batch.first_line();
@@ -247,7 +289,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
             "done"
         },
         totals.batches,
-        args.files.len(),
+        files.len(),
         read as f64 / elapsed.max(1e-9),
     );
     println!(
@@ -256,6 +298,9 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     );
     if totals.rejected > 0 {
         println!("  rejected rows: {}", args.rejects.display());
+    }
+    if skipped > 0 {
+        println!("  skipped {skipped} file(s) that are not telemetry");
     }
     if interrupted.load(Ordering::SeqCst) {
         println!(

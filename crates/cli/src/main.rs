@@ -84,6 +84,27 @@ pub struct StoreArgs {
     database_url: Option<String>,
 }
 
+/// Where a command that works on the store directly finds it (no `--listen`: it serves nothing).
+#[derive(Args, Debug, Clone, Default)]
+pub struct DataArgs {
+    /// Directory of the embedded store.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://...); selects the PostgreSQL store instead of the embedded one.
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    database_url: Option<String>,
+}
+
+impl DataArgs {
+    pub fn store_args(&self) -> StoreArgs {
+        StoreArgs {
+            listen: None,
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 struct ServeArgs {
     #[command(flatten)]
@@ -184,17 +205,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::migrate(&config).await
         }
         Command::Users(cmd) => {
-            let config = settings::load(cli.config.as_deref(), &cli.overrides(cmd.store_args()))?;
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(&cmd.store_args()))?;
             serve::init_cli_logging();
             admin::run_users(cmd, &config).await
         }
         Command::Apikeys(cmd) => {
-            let config = settings::load(cli.config.as_deref(), &cli.overrides(cmd.store_args()))?;
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(&cmd.store_args()))?;
             serve::init_cli_logging();
             admin::run_apikeys(cmd, &config).await
         }
         Command::Audit(cmd) => {
-            let config = settings::load(cli.config.as_deref(), &cli.overrides(cmd.store_args()))?;
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(&cmd.store_args()))?;
             serve::init_cli_logging();
             admin::run_audit(cmd, &config).await
         }
@@ -240,6 +261,24 @@ impl Target {
             data_dir: self.data_dir.clone(),
             database_url: self.database_url.clone(),
         }
+    }
+
+    /// The configured store for a command writing locally. A data directory that does not
+    /// exist is created only when named with `--data-dir`: a command run in the wrong place
+    /// must not leave a fresh `./espwatch-data` behind.
+    pub async fn open_local(
+        &self,
+        config: &espwatch_app::Config,
+    ) -> anyhow::Result<espwatch_app::OpenedStore> {
+        if config.database_url.is_none() && self.data_dir.is_none() && !config.data_dir.exists() {
+            anyhow::bail!(
+                "no store at {} (the default data directory): say where the data goes with \
+                 --data-dir DIR (created if missing; the server must not be running on it), \
+                 --database-url URL, or --url http://HOST:PORT to send to a running server",
+                config.data_dir.display()
+            );
+        }
+        espwatch_app::open_store(config).await
     }
 }
 

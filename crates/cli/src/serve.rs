@@ -1,5 +1,7 @@
 //! `espwatch serve`: open the store, bind, serve until SIGINT/SIGTERM, close cleanly.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use espwatch_app::stores::{open_store, postgres_options};
 use espwatch_app::{Config, LogFormat};
@@ -12,6 +14,7 @@ pub fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -24,6 +27,7 @@ pub fn init_cli_logging() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -53,6 +57,9 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // Everything that can refuse the configuration is checked before the store is opened and
+    // the port bound, so `listening on` is never followed by an exit.
+    config.jwt_secret_bytes()?;
     let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await

@@ -502,6 +502,8 @@ pub struct DemoArgs {
     /// Time acceleration until the simulated history catches up with the clock.
     #[arg(long, default_value_t = 60.0)]
     pub speed: f64,
+    /// Random seed of the simulated fleet: the same seed gives the same wells, conditions
+    /// and schedule.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
 }

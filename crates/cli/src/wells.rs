@@ -91,7 +91,7 @@ async fn import(paths: &[PathBuf], target: &Target, config: &Config) -> anyhow::
     let mut imported = 0;
     let local = match &target.url {
         Some(_) => None,
-        None => Some(espwatch_app::open_store(config).await?.store),
+        None => Some(target.open_local(config).await?.store),
     };
     let client = target.http_client(std::time::Duration::from_secs(60))?;
     for file in &files {
@@ -192,7 +192,7 @@ async fn list(target: &Target, config: &Config) -> anyhow::Result<()> {
                 .unwrap_or_default()
         }
         None => {
-            let store = espwatch_app::open_store(config).await?.store;
+            let store = target.open_local(config).await?.store;
             let wells = store.list_wells().await?;
             store.close().await?;
             wells.into_iter().map(|w| w.meta.well_id.0).collect()

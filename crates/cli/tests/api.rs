@@ -1078,6 +1078,53 @@ fn ingest_command_loads_files_and_writes_rejects_with_line_numbers() {
 }
 
 #[test]
+fn ingest_skips_label_files_and_never_creates_a_default_data_dir() {
+    init();
+    let work = tempfile::tempdir().expect("temp dir");
+    let well = work.path().join("W-1.csv");
+    let mut text = String::from("well_id,ts,frequency_hz,motor_current_a\n");
+    for i in 0..30 {
+        text.push_str(&format!("W-1,{},55,40\n", ts(i * 10)));
+    }
+    std::fs::write(&well, text).expect("write");
+    // What `espwatch simulate --out` writes next to the well files.
+    let labels = work.path().join("labels.csv");
+    std::fs::write(&labels, "well_id,file,start,end,condition\nW-1,W-1.csv,2026-11-22T08:00:00Z,2026-11-22T09:00:00Z,gas_lock\n").expect("write");
+    let operations = work.path().join("operations.csv");
+    std::fs::write(
+        &operations,
+        "well_id,start,end,operation\nW-1,2026-11-22T08:00:00Z,2026-11-22T08:10:00Z,planned_stop\n",
+    )
+    .expect("write");
+    let files = [&labels, &operations, &well].map(|p| p.to_str().unwrap_or_default().to_owned());
+
+    // Without --data-dir, --database-url or --url: refused, and nothing is created here.
+    let mut args = vec!["ingest"];
+    args.extend(files.iter().map(String::as_str));
+    let (ok, stdout, stderr) = run_cli(&args, &[], work.path());
+    assert!(!ok && stderr.contains("--data-dir"), "{stdout}{stderr}");
+    assert!(!work.path().join("espwatch-data").exists());
+    let (ok, _, stderr) = run_cli(&["wells", "list"], &[], work.path());
+    assert!(!ok && stderr.contains("--data-dir"), "{stderr}");
+    assert!(!work.path().join("espwatch-data").exists());
+
+    // `ingest sim/*.csv`: the label files are skipped with a note, the run succeeds.
+    let data = work.path().join("data");
+    args.extend(["--data-dir", data.to_str().unwrap_or_default()]);
+    let (ok, stdout, stderr) = run_cli(&args, &[], work.path());
+    assert!(ok, "stdout: {stdout}\nstderr: {stderr}");
+    assert!(
+        stdout.contains("accepted 30, duplicates 0, rejected 0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("skipped 2 file(s)"), "{stdout}");
+    assert!(
+        stderr.contains("skipping") && stderr.contains("labels.csv"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn ingest_and_wells_import_to_a_running_server() {
     init();
     let work = tempfile::tempdir().expect("temp dir");

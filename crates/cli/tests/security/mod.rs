@@ -205,6 +205,30 @@ async fn every_protected_route_refuses_every_kind_of_bad_credential() {
             checked += 1;
         }
     }
+    // An expired access token says so (RFC 6750), and nothing more.
+    let response = app
+        .anonymous
+        .get(app.url("/api/v1/auth/me"))
+        .bearer_auth(good.sign(&expired))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Bearer realm="espwatch", error="invalid_token", error_description="expired""#
+    );
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["type"], "token_expired", "{body}");
+    // Any other defect keeps the plain challenge.
+    let response = app
+        .anonymous
+        .get(app.url("/api/v1/auth/me"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.headers()["www-authenticate"], r#"Bearer realm="espwatch""#);
     // The API key header is refused the same way.
     let (status, _) = app
         .send(app.anonymous.get(app.url("/api/v1/wells")).header("x-api-key", "espw_000000000000_nope"))
@@ -741,7 +765,32 @@ fn the_server_refuses_to_start_without_a_strong_secret_and_the_cli_manages_ident
         assert!(!output.status.success(), "started with secret {secret:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains("JWT secret"), "{stderr}");
+        // Refused before binding: never "listening" and then an exit.
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(!stdout.contains("listening"), "{stdout}");
+        // Logs to a pipe carry no colour codes.
+        assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+        if secret.is_none() {
+            assert!(stderr.contains("ESPWATCH_JWT_SECRET_FILE"), "{stderr}");
+        }
     }
+
+    // Commands that serve nothing do not offer --listen; the demo explains --seed.
+    for command in [
+        &["users", "add"][..],
+        &["apikeys", "list"],
+        &["audit", "list"],
+    ] {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let (ok, help, _) = run_cli(&args, &[], work.path());
+        assert!(
+            ok && !help.contains("--listen") && help.contains("--data-dir"),
+            "{help}"
+        );
+    }
+    let (_, help, _) = run_cli(&["demo", "--help"], &[], work.path());
+    assert!(help.contains("Random seed"), "{help}");
 
     // users add: the password from the environment or stdin, never a flag; policy applies.
     let (ok, _, stderr) = run_cli(
@@ -870,6 +919,42 @@ fn the_server_refuses_to_start_without_a_strong_secret_and_the_cli_manages_ident
     );
     assert!(ok);
     assert_eq!(login("op"), 200);
+    // A change from a shell without $USER/$LOGNAME (a service, a container) is still
+    // attributed to the operating-system account, and `audit list` shows RFC 3339 times.
+    let output = std::process::Command::new(BIN)
+        .args(["users", "disable", "op", "--data-dir", dir_s])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .current_dir(work.path())
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let (ok, stdout, _) = run_cli(
+        &[
+            "audit",
+            "list",
+            "--kind",
+            "user_change",
+            "--limit",
+            "1",
+            "--data-dir",
+            dir_s,
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}");
+    let record: Value = serde_json::from_str(stdout.lines().next().unwrap_or("{}")).unwrap();
+    let actor = record["actor"].as_str().unwrap_or_default();
+    assert!(
+        actor.starts_with("cli:") && actor != "cli:unknown",
+        "{record}"
+    );
+    let ts = record["ts"].as_str().unwrap_or_default();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+        "audit list time is not RFC 3339: {record}"
+    );
     let (ok, stdout, _) = run_cli(&["apikeys", "list", "--data-dir", dir_s], &[], work.path());
     assert!(
         ok && stdout.contains("test") && stdout.contains("active"),

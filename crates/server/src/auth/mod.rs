@@ -165,8 +165,9 @@ impl Security {
         })
     }
 
-    /// The identity behind presented credentials, or why not (logged, never sent).
-    async fn authenticate(&self, presented: &str) -> Result<Principal, String> {
+    /// The identity behind presented credentials, or why not (logged, never sent, except
+    /// that an access token has expired).
+    async fn authenticate(&self, presented: &str) -> Result<Principal, Refusal> {
         let digest = secret_digest(presented);
         if self.cache_ttl > Duration::ZERO {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -191,7 +192,7 @@ impl Security {
         Ok(principal)
     }
 
-    async fn authenticate_key(&self, presented: &str, digest: &str) -> Result<Principal, String> {
+    async fn authenticate_key(&self, presented: &str, digest: &str) -> Result<Principal, Refusal> {
         let id = parse_api_key(presented).ok_or("malformed API key")?;
         let key = self
             .store
@@ -212,12 +213,15 @@ impl Security {
         Ok(key_principal(&key))
     }
 
-    async fn authenticate_jwt(&self, presented: &str) -> Result<Principal, String> {
+    async fn authenticate_jwt(&self, presented: &str) -> Result<Principal, Refusal> {
         let now = chrono::Utc::now();
         let claims = self
             .keys
             .verify(presented, now.timestamp())
-            .map_err(|e| format!("access token refused: {e}"))?;
+            .map_err(|e| Refusal {
+                expired: e == token::TokenError::Expired,
+                reason: format!("access token refused: {e}"),
+            })?;
         let now = Timestamp::from_datetime(now);
         let session = self
             .store
@@ -248,6 +252,29 @@ impl Security {
             role: user.role,
             scope: WellScope::from_list(user.wells),
         })
+    }
+}
+
+/// Why credentials were refused: logged at debug level. Only an expired access token is told
+/// apart in the answer (RFC 6750 `error_description="expired"`), so the client knows to refresh.
+#[derive(Debug)]
+struct Refusal {
+    reason: String,
+    expired: bool,
+}
+
+impl From<String> for Refusal {
+    fn from(reason: String) -> Self {
+        Refusal {
+            reason,
+            expired: false,
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(reason: &str) -> Self {
+        reason.to_owned().into()
     }
 }
 
@@ -311,6 +338,23 @@ pub fn unauthorized() -> Response {
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"espwatch\""),
+    );
+    response
+}
+
+/// 401 for an access token past its `exp`: says so, as RFC 6750 §3.1 `invalid_token`.
+pub fn expired_token() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "token_expired",
+        "the access token has expired: refresh it (POST /api/v1/auth/refresh) or sign in again",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(
+            "Bearer realm=\"espwatch\", error=\"invalid_token\", error_description=\"expired\"",
+        ),
     );
     response
 }
@@ -392,9 +436,13 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     };
     let principal = match security.authenticate(&credential).await {
         Ok(p) => p,
-        Err(reason) => {
-            tracing::debug!(%reason, route = rule.path, "authentication failed");
-            return unauthorized();
+        Err(refusal) => {
+            tracing::debug!(reason = %refusal.reason, route = rule.path, "authentication failed");
+            return if refusal.expired {
+                expired_token()
+            } else {
+                unauthorized()
+            };
         }
     };
     let identity = AuditIdentity {
