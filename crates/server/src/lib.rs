@@ -11,8 +11,8 @@ mod routes;
 pub mod state;
 mod views;
 
-pub use router::{OPENAPI_PATH, router, serve};
-pub use state::AppState;
 /// The configuration and the ingest pipeline are application services (`espwatch-app`);
 /// these paths stay for code written against the server crate.
 pub use espwatch_app::{config, ingest};
+pub use router::{OPENAPI_PATH, router, serve};
+pub use state::AppState;

@@ -33,9 +33,9 @@ use self::policy::{Access, WellParam};
 use self::token::{Claims, TokenKeys};
 use crate::AppState;
 use crate::audit::AuditSink;
+use crate::error::ApiError;
 use espwatch_app::config::Config;
 use espwatch_app::keys::{API_KEY_PREFIX, parse_api_key};
-use crate::error::ApiError;
 
 /// Refresh tokens start with this (they are opaque, never JWTs).
 pub const REFRESH_PREFIX: &str = "espr_";
