@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use espwatch_server::{AppState, Config, LogFormat};
+use espwatch_server::{AppState, Config, LogFormat, TimescaleSetting};
 use espwatch_store::{
     AlarmStore, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, SecurityStore, Store,
 };
@@ -53,10 +53,10 @@ pub fn postgres_options(config: &Config) -> PostgresOptions {
     PostgresOptions {
         pool_size: config.database_pool_size,
         statement_timeout: Duration::from_secs(config.database_statement_timeout_secs),
-        timescale: match config.timescaledb.as_str() {
-            "off" => TimescaleMode::Off,
-            "require" => TimescaleMode::Require,
-            _ => TimescaleMode::Auto,
+        timescale: match config.timescaledb {
+            TimescaleSetting::Off => TimescaleMode::Off,
+            TimescaleSetting::Require => TimescaleMode::Require,
+            TimescaleSetting::Auto => TimescaleMode::Auto,
         },
         chunk_interval: duration(&config.timescaledb_chunk_interval, defaults.chunk_interval),
         compress_after: duration(&config.timescaledb_compress_after, defaults.compress_after),
@@ -133,8 +133,12 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     for (version, name) in &report.applied {
         println!("applied migration {version}: {name}");
     }
-    if let Some(note) = &report.timescale_note {
-        println!("TimescaleDB not used: {note}");
+    match &report.timescale_note {
+        Some(note) if report.timescale_fallback => {
+            println!("warning: TimescaleDB not used, plain PostgreSQL partitions instead: {note}");
+        }
+        Some(note) => println!("TimescaleDB not used: {note}"),
+        None => {}
     }
     println!("layout: {}", report.flavor.name());
     Ok(())

@@ -11,5 +11,5 @@ pub mod ingest;
 mod routes;
 
 pub use app::{AppState, OPENAPI_PATH, router, serve};
-pub use config::{Config, LogFormat, SecretString};
+pub use config::{Config, LogFormat, SecretString, TimescaleSetting};
 pub use ingest::{IngestReport, ingest_payload};

@@ -39,7 +39,7 @@ use espwatch_store::{
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 pub use connect::{Connector, redact_url};
-pub use schema::{Flavor, MigrationReport, TimescaleMode};
+pub use schema::{Flavor, MigrationReport, PRELOAD_HINT, TimescaleMode};
 pub use types::CopyEncoder;
 
 use crate::schema::{COLUMNS, column_list};
@@ -192,8 +192,14 @@ impl PostgresStore {
                 partitions::ensure_ahead(&client, opts.partitions_ahead_days)
                     .await
                     .map_err(|e| db_err("creating partitions", e))?;
-                if let Some(note) = &report.timescale_note {
-                    tracing::info!(reason = %note, "TimescaleDB not used; plain PostgreSQL partitions");
+                match &report.timescale_note {
+                    Some(note) if report.timescale_fallback => {
+                        tracing::warn!("TimescaleDB not used, plain PostgreSQL partitions instead: {note}");
+                    }
+                    Some(note) => {
+                        tracing::info!(reason = %note, "TimescaleDB not used; plain PostgreSQL partitions");
+                    }
+                    None => {}
                 }
             }
             Flavor::Timescale => apply_timescale_settings(&client, &opts).await?,
