@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -15,11 +15,12 @@ use clap::Args;
 use espwatch_core::diagnostics::eval::{EvalDetail, EvalReport, Interval, detail, evaluate};
 use espwatch_core::diagnostics::{Episode, ThresholdSet, TrainingWindow, WellEngine};
 use espwatch_core::duration::parse_duration_micros;
-use espwatch_core::ingest::{CsvDecoder, DecodeOptions, Item};
 use espwatch_core::sim::Family;
 use espwatch_core::sim::csv::{write_fixed, write_timestamp};
 use espwatch_core::{Reading, Timestamp, WellId, WellMeta};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::timeline;
 
 #[derive(Args, Debug, Clone)]
 #[command(
@@ -122,11 +123,42 @@ pub struct EvalArgs {
 
 type Batch = Vec<Reading>;
 
+/// A worker's anomaly scores: each well's lines go to the worker's part file in segments, so
+/// that SCORES.csv can be assembled well by well in a fixed order however the threads ran.
+#[derive(Default)]
+struct WellScores {
+    buf: Vec<u8>,
+    segments: Vec<(u64, u64)>,
+}
+
+struct ScoresPart {
+    path: PathBuf,
+    file: BufWriter<fs::File>,
+    written: u64,
+    wells: HashMap<WellId, WellScores>,
+}
+
+impl ScoresPart {
+    const SEGMENT: usize = 1 << 16;
+
+    fn flush_well(&mut self, well: &WellId) -> std::io::Result<()> {
+        if let Some(s) = self.wells.get_mut(well)
+            && !s.buf.is_empty()
+        {
+            self.file.write_all(&s.buf)?;
+            s.segments.push((self.written, s.buf.len() as u64));
+            self.written += s.buf.len() as u64;
+            s.buf.clear();
+        }
+        Ok(())
+    }
+}
+
 struct WorkerResult {
     events: Vec<(WellId, Episode)>,
     readings: u64,
     out_of_order: u64,
-    scores_part: Option<PathBuf>,
+    scores: Option<(PathBuf, HashMap<WellId, Vec<(u64, u64)>>)>,
 }
 
 fn load_thresholds(path: Option<&Path>) -> anyhow::Result<ThresholdSet> {
@@ -169,6 +201,11 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
                 .unwrap_or(2)
         })
         .max(1);
+    let started = Instant::now();
+    // Which wells and spans each file holds, so that a well's files are read in time order.
+    let spans = timeline::scan(&args.input, threads)?;
+    let groups = timeline::groups(&spans);
+    let rejected: u64 = spans.iter().map(|s| s.rejected).sum();
     let total_bytes: u64 = args
         .input
         .iter()
@@ -181,9 +218,7 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
         )
         .expect("valid template"),
     );
-    let started = Instant::now();
-    let rejected = AtomicU64::new(0);
-    let next_file = AtomicUsize::new(0);
+    let next_group = AtomicUsize::new(0);
     let scores_dir = args
         .scores_out
         .as_ref()
@@ -204,13 +239,18 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
                 scope.spawn(move || -> anyhow::Result<WorkerResult> {
                     let mut scores = match (&scores_out, &scores_dir) {
                         (Some(out), Some(dir)) => {
-                            let part = dir.join(format!(
+                            let path = dir.join(format!(
                                 ".{}.part{k}",
                                 out.file_name().and_then(|n| n.to_str()).unwrap_or("scores")
                             ));
-                            let f = fs::File::create(&part)
-                                .with_context(|| format!("creating {}", part.display()))?;
-                            Some((part, BufWriter::with_capacity(1 << 20, f)))
+                            let f = fs::File::create(&path)
+                                .with_context(|| format!("creating {}", path.display()))?;
+                            Some(ScoresPart {
+                                path,
+                                file: BufWriter::with_capacity(1 << 20, f),
+                                written: 0,
+                                wells: HashMap::new(),
+                            })
                         }
                         _ => None,
                     };
@@ -227,9 +267,8 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
                         events: Vec::new(),
                         readings: 0,
                         out_of_order: 0,
-                        scores_part: None,
+                        scores: None,
                     };
-                    let mut buf = Vec::with_capacity(1 << 16);
                     for batch in rx {
                         for r in batch {
                             let engine = match engines.get_mut(&r.well_id) {
@@ -252,54 +291,23 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
                                 .as_mut()
                                 .filter(|(w, _)| w.as_str() == r.well_id.as_str())
                             {
-                                let f = engine.features();
-                                let names: Vec<String> = out
-                                    .findings
-                                    .iter()
-                                    .map(|x| {
-                                        let ev: Vec<String> = x
-                                            .evidence
-                                            .iter()
-                                            .map(|e| format!("{}={:?}", e.feature, e.value))
-                                            .collect();
-                                        format!("{}[{}]", x.diagnosis.name(), ev.join(" "))
-                                    })
-                                    .collect();
-                                let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
-                                writeln!(
-                                    t,
-                                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{}",
-                                    r.ts,
-                                    f.running as u8,
-                                    o(f.frequency_hz),
-                                    o(f.current_ratio),
-                                    o(f.intake_pressure_ratio),
-                                    o(f.discharge_pressure_ratio),
-                                    o(f.tubing_pressure_ratio),
-                                    o(f.flow_ratio),
-                                    o(f.head_ratio),
-                                    o(f.vibration_ratio),
-                                    o(f.winding_rise_ratio),
-                                    o(f.volts_per_hz_ratio),
-                                    o(f.gor_ratio),
-                                    out.anomaly_score,
-                                    names.join("|")
-                                )?;
+                                write_trace(t, r.ts.0, engine, &out)?;
                             }
                             res.readings += 1;
                             for e in out.transitions.closed {
                                 res.events.push((r.well_id.clone(), e));
                             }
-                            if let Some((_, w)) = &mut scores {
+                            if let Some(part) = &mut scores {
+                                let well = part.wells.entry(r.well_id.clone()).or_default();
+                                let buf = &mut well.buf;
                                 buf.extend_from_slice(r.well_id.as_str().as_bytes());
                                 buf.push(b',');
-                                write_timestamp(&mut buf, r.ts);
+                                write_timestamp(buf, r.ts);
                                 buf.push(b',');
-                                write_fixed(&mut buf, out.anomaly_score, 4);
+                                write_fixed(buf, out.anomaly_score, 4);
                                 buf.extend_from_slice(if out.anomaly { b",1\n" } else { b",0\n" });
-                                if buf.len() > 60_000 {
-                                    w.write_all(&buf)?;
-                                    buf.clear();
+                                if buf.len() >= ScoresPart::SEGMENT {
+                                    part.flush_well(&r.well_id)?;
                                 }
                             }
                         }
@@ -312,28 +320,37 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
                     if let Some((_, t)) = trace.as_mut() {
                         t.flush()?;
                     }
-                    if let Some((part, mut w)) = scores {
-                        w.write_all(&buf)?;
-                        w.flush()?;
-                        res.scores_part = Some(part);
+                    if let Some(mut part) = scores {
+                        let wells: Vec<WellId> = part.wells.keys().cloned().collect();
+                        for w in &wells {
+                            part.flush_well(w)?;
+                        }
+                        part.file.flush()?;
+                        let segments = part
+                            .wells
+                            .into_iter()
+                            .map(|(w, s)| (w, s.segments))
+                            .collect();
+                        res.scores = Some((part.path, segments));
                     }
                     Ok(res)
                 })
             })
             .collect();
 
-        let readers: Vec<_> = (0..threads.min(args.input.len()))
+        // One reader per group of files at a time: a well's readings come from one thread, in
+        // time order.
+        let readers: Vec<_> = (0..threads.min(groups.len()))
             .map(|_| {
                 let senders = senders.clone();
-                let (bar, next_file, rejected) = (&bar, &next_file, &rejected);
+                let (bar, next_group, groups, spans) = (&bar, &next_group, &groups, &spans);
                 scope.spawn(move || -> anyhow::Result<()> {
                     loop {
-                        let i = next_file.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = args.input.get(i) else {
+                        let i = next_group.fetch_add(1, Ordering::Relaxed);
+                        let Some(group) = groups.get(i) else {
                             return Ok(());
                         };
-                        read_file(path, &senders, bar, rejected)
-                            .with_context(|| format!("reading {}", path.display()))?;
+                        read_group(&args.input, spans, group, &senders, bar)?;
                     }
                 })
             })
@@ -370,9 +387,16 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
         events.extend(r.events);
         readings += r.readings;
         out_of_order += r.out_of_order;
-        parts.extend(r.scores_part);
+        parts.extend(r.scores);
     }
-    events.sort_by(|a, b| (a.0.as_str(), a.1.start).cmp(&(b.0.as_str(), b.1.start)));
+    events.sort_by(|a, b| {
+        (a.0.as_str(), a.1.start, a.1.diagnosis.name(), a.1.end).cmp(&(
+            b.0.as_str(),
+            b.1.start,
+            b.1.diagnosis.name(),
+            b.1.end,
+        ))
+    });
     let mut out = Vec::new();
     out.extend_from_slice(b"well_id,start,end,condition,confidence\n");
     for (id, e) in &events {
@@ -390,15 +414,10 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
     fs::write(&args.events_out, out)
         .with_context(|| format!("writing {}", args.events_out.display()))?;
     if let Some(path) = &args.scores_out {
-        let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        w.write_all(b"well_id,ts,anomaly_score,anomaly\n")?;
-        for part in &parts {
-            let mut f = fs::File::open(part)?;
-            std::io::copy(&mut f, &mut w)?;
-            fs::remove_file(part).ok();
-        }
-        w.flush()?;
+        assemble_scores(path, &parts)?;
+    }
+    for (part, _) in &parts {
+        fs::remove_file(part).ok();
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -406,7 +425,7 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
         readings as f64 / secs.max(1e-9),
         events.len(),
         args.events_out.display(),
-        match rejected.load(Ordering::Relaxed) {
+        match rejected {
             0 => String::new(),
             n => format!("; {n} invalid rows skipped"),
         },
@@ -418,62 +437,103 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads one CSV file in line-aligned chunks and sends each reading to the worker that owns its
-/// well.
-fn read_file(
+/// SCORES.csv: wells in name order, each well's readings in time order.
+fn assemble_scores(
     path: &Path,
+    parts: &[(PathBuf, HashMap<WellId, Vec<(u64, u64)>>)],
+) -> anyhow::Result<()> {
+    let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    w.write_all(b"well_id,ts,anomaly_score,anomaly\n")?;
+    let mut files = Vec::new();
+    let mut wells: Vec<(&WellId, usize)> = Vec::new();
+    for (k, (part, segs)) in parts.iter().enumerate() {
+        files.push(fs::File::open(part).with_context(|| format!("opening {}", part.display()))?);
+        wells.extend(segs.keys().map(|well| (well, k)));
+    }
+    wells.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    let mut buf = Vec::new();
+    for (well, k) in wells {
+        for &(offset, len) in &parts[k].1[well] {
+            buf.resize(len as usize, 0);
+            files[k].seek(SeekFrom::Start(offset))?;
+            files[k].read_exact(&mut buf)?;
+            w.write_all(&buf)?;
+        }
+    }
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn write_trace(
+    t: &mut impl Write,
+    ts: i64,
+    engine: &WellEngine,
+    out: &espwatch_core::diagnostics::StepOutput,
+) -> std::io::Result<()> {
+    let f = engine.features();
+    let names: Vec<String> = out
+        .findings
+        .iter()
+        .map(|x| {
+            let ev: Vec<String> = x
+                .evidence
+                .iter()
+                .map(|e| format!("{}={:?}", e.feature, e.value))
+                .collect();
+            format!("{}[{}]", x.diagnosis.name(), ev.join(" "))
+        })
+        .collect();
+    let o = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.4}"));
+    writeln!(
+        t,
+        "{},{},{},{},{},{},{},{},{},{},{},{},{},{:.3},{}",
+        ts,
+        f.running as u8,
+        o(f.frequency_hz),
+        o(f.current_ratio),
+        o(f.intake_pressure_ratio),
+        o(f.discharge_pressure_ratio),
+        o(f.tubing_pressure_ratio),
+        o(f.flow_ratio),
+        o(f.head_ratio),
+        o(f.vibration_ratio),
+        o(f.winding_rise_ratio),
+        o(f.volts_per_hz_ratio),
+        o(f.gor_ratio),
+        out.anomaly_score,
+        names.join("|")
+    )
+}
+
+/// Merges one group of files in time order and sends each reading to the worker that owns its
+/// well.
+fn read_group(
+    paths: &[PathBuf],
+    spans: &[timeline::FileSpan],
+    group: &[usize],
     senders: &[mpsc::SyncSender<Batch>],
     bar: &ProgressBar,
-    rejected: &AtomicU64,
 ) -> anyhow::Result<()> {
-    let file = fs::File::open(path)?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut header = Vec::new();
-    reader.read_until(b'\n', &mut header)?;
-    bar.inc(header.len() as u64);
-    let opts = DecodeOptions {
-        now: Timestamp(i64::MAX / 4),
-        max_future_micros: 0,
-        max_readings: usize::MAX,
-    };
-    let mut decoder = CsvDecoder::new(&header, opts).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut chunk = Vec::with_capacity(1 << 20);
-    let mut items = Vec::new();
+    let mut merge = timeline::Merge::new(paths, spans, group);
     let mut batches: Vec<Batch> = vec![Vec::new(); senders.len()];
     let mut owner: HashMap<WellId, usize> = HashMap::new();
-    loop {
-        chunk.clear();
-        while chunk.len() < (1 << 20) {
-            if reader.read_until(b'\n', &mut chunk)? == 0 {
-                break;
-            }
-        }
-        if chunk.is_empty() {
-            break;
-        }
-        bar.inc(chunk.len() as u64);
-        items.clear();
-        decoder.decode_chunk(&chunk, &mut items);
-        for item in items.drain(..) {
-            match item {
-                Item::Valid(r) => {
-                    let n = senders.len();
-                    let k = *owner.entry(r.well_id.clone()).or_insert_with(|| {
-                        let mut h = DefaultHasher::new();
-                        r.well_id.hash(&mut h);
-                        (h.finish() % n as u64) as usize
-                    });
-                    batches[k].push(r);
-                    if batches[k].len() >= 4096 {
-                        senders[k]
-                            .send(std::mem::take(&mut batches[k]))
-                            .map_err(|_| anyhow::anyhow!("a worker stopped"))?;
-                    }
-                }
-                Item::Rejected(_) => {
-                    rejected.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+    let mut reported = 0;
+    while let Some(r) = merge.next_reading()? {
+        let n = senders.len();
+        let k = *owner.entry(r.well_id.clone()).or_insert_with(|| {
+            let mut h = DefaultHasher::new();
+            r.well_id.hash(&mut h);
+            (h.finish() % n as u64) as usize
+        });
+        batches[k].push(r);
+        if batches[k].len() >= 4096 {
+            senders[k]
+                .send(std::mem::take(&mut batches[k]))
+                .map_err(|_| anyhow::anyhow!("a worker stopped"))?;
+            bar.inc(merge.bytes - reported);
+            reported = merge.bytes;
         }
     }
     for (k, b) in batches.into_iter().enumerate() {
@@ -483,6 +543,7 @@ fn read_file(
                 .map_err(|_| anyhow::anyhow!("a worker stopped"))?;
         }
     }
+    bar.inc(merge.bytes - reported);
     Ok(())
 }
 
@@ -541,26 +602,47 @@ fn read_intervals(path: &Path, well_col: &str, name_col: &str) -> anyhow::Result
     Ok(out)
 }
 
-/// Observed span of each well: first and last row of every CSV next to the labels file.
-fn coverage_near(labels: &Path) -> BTreeMap<String, (i64, i64)> {
-    let mut out = BTreeMap::new();
+/// Observed span of each well across every telemetry CSV next to the labels file (a well
+/// exported as one file per day spans all its days). A file of one well is read at its first
+/// and last row; a file of several wells is scanned.
+fn coverage_near(labels: &Path) -> anyhow::Result<BTreeMap<String, (i64, i64)>> {
+    let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     let dir = labels.parent().unwrap_or(Path::new("."));
     let Ok(entries) = fs::read_dir(dir) else {
-        return out;
+        return Ok(out);
     };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("csv") || path == labels {
-            continue;
-        }
-        if let Some((well, first, last)) = first_and_last_row(&path) {
-            out.insert(well, (first, last));
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("csv") && p != labels)
+        .collect();
+    paths.sort();
+    let mut widen = |well: String, first: i64, last: i64| {
+        let e = out.entry(well).or_insert((first, last));
+        e.0 = e.0.min(first);
+        e.1 = e.1.max(last);
+    };
+    for path in paths {
+        match first_and_last_row(&path) {
+            Some(Span::OneWell(well, first, last)) => widen(well, first, last),
+            Some(Span::SeveralWells) => {
+                let spans = timeline::scan(std::slice::from_ref(&path), 1)?;
+                for (well, (first, last)) in &spans[0].wells {
+                    widen(well.as_str().to_owned(), *first, *last);
+                }
+            }
+            None => {}
         }
     }
-    out
+    Ok(out)
 }
 
-fn first_and_last_row(path: &Path) -> Option<(String, i64, i64)> {
+enum Span {
+    OneWell(String, i64, i64),
+    SeveralWells,
+}
+
+fn first_and_last_row(path: &Path) -> Option<Span> {
     let mut f = fs::File::open(path).ok()?;
     let mut head = vec![0u8; 4096];
     let n = f.read(&mut head).ok()?;
@@ -583,7 +665,11 @@ fn first_and_last_row(path: &Path) -> Option<(String, i64, i64)> {
     f.read_to_end(&mut tail).ok()?;
     let tail = String::from_utf8_lossy(&tail).into_owned();
     let (last_well, last) = parse(tail.lines().rev().find(|l| !l.trim().is_empty())?)?;
-    (last_well == well).then_some((well, first, last))
+    Some(if last_well == well {
+        Span::OneWell(well, first, last)
+    } else {
+        Span::SeveralWells
+    })
 }
 
 /// Confidence column of an events file (0 where absent), in row order.
@@ -627,7 +713,7 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         Some(p) => read_intervals(p, "well_id", "operation")?,
         None => Vec::new(),
     };
-    let coverage = coverage_near(labels_path);
+    let coverage = coverage_near(labels_path)?;
     let report = evaluate(&labels, &events, max_delay, &coverage);
     let detail = detail(&labels, &events, &confidences, &operations, max_delay);
     if args.json {

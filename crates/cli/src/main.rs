@@ -9,6 +9,7 @@ mod ingest;
 mod serve;
 mod settings;
 mod simulate;
+mod timeline;
 mod wells;
 
 use std::path::PathBuf;

@@ -12,8 +12,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use espwatch_core::Timestamp;
 use espwatch_store::{AuditEvent, SecurityStore};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::auth::Principal;
+use crate::extract::RequestContext;
 
 const QUEUE: usize = 100_000;
 const MAX_BATCH: usize = 2_000;
@@ -69,9 +73,56 @@ impl AuditSink {
         wait.await.unwrap_or(false)
     }
 
+    /// Records, and waits for the commit of, a security event done by `principal` in the
+    /// request `context` (user and key changes, acknowledgements, logout, password change).
+    pub async fn record_action(
+        &self,
+        kind: &str,
+        context: &RequestContext,
+        principal: &Principal,
+        detail: serde_json::Value,
+    ) -> bool {
+        let event = security_event(
+            kind,
+            context,
+            Some(principal.actor()),
+            Some(principal.role.name()),
+            detail,
+        );
+        self.record_committed(event).await
+    }
+
     /// Records lost since start (write failures and drops).
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+}
+
+/// The current time as a [`Timestamp`].
+pub fn now() -> Timestamp {
+    Timestamp::from_datetime(chrono::Utc::now())
+}
+
+/// A security event with the request's id and source filled in.
+pub fn security_event(
+    kind: &str,
+    context: &RequestContext,
+    actor: Option<String>,
+    role: Option<&str>,
+    detail: serde_json::Value,
+) -> AuditEvent {
+    AuditEvent {
+        ts: now(),
+        kind: kind.to_owned(),
+        request_id: context.request_id.clone(),
+        method: None,
+        route: None,
+        status: None,
+        actor,
+        role: role.map(str::to_owned),
+        source: context.source.as_ref().map(|s| s.0.clone()),
+        duration_ms: None,
+        detail,
     }
 }
 

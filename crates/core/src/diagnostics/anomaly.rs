@@ -29,8 +29,14 @@ pub struct AnomalyModel {
     /// Principal directions kept (columns) and their variances.
     components: Vec<[f64; NF]>,
     variances: Vec<f64>,
+    /// Pointwise limits: the well's own training quantile.
     pub t2_limit: f64,
     pub spe_limit: f64,
+    /// Alarm limits: the quantile × margin, never below what a healthy Gaussian baseline
+    /// reaches by chance (χ²-like floors), so a narrow training window cannot make every
+    /// later operating point an alarm.
+    pub t2_alarm: f64,
+    pub spe_alarm: f64,
 }
 
 /// Score of one reading.
@@ -38,8 +44,10 @@ pub struct AnomalyModel {
 pub struct AnomalyScore {
     pub t2: f64,
     pub spe: f64,
-    /// max(T²/limit, SPE/limit): above 1 is outside the healthy envelope.
+    /// max(T²/limit, SPE/limit): above 1 is outside the healthy envelope (pointwise).
     pub score: f64,
+    /// The same over the alarm limits.
+    pub alarm_score: f64,
 }
 
 impl AnomalyModel {
@@ -114,6 +122,8 @@ impl AnomalyModel {
             variances,
             t2_limit: 1.0,
             spe_limit: 1.0,
+            t2_alarm: 1.0,
+            spe_alarm: 1.0,
         };
         let mut t2s: Vec<f64> = Vec::with_capacity(z.len());
         let mut spes: Vec<f64> = Vec::with_capacity(z.len());
@@ -127,10 +137,12 @@ impl AnomalyModel {
             let i = ((v.len() as f64 - 1.0) * quantile).round() as usize;
             v[i.min(v.len() - 1)]
         };
-        // Floors from the distributions under a healthy Gaussian model: χ²(k) at ~99.9 % and
-        // a few units of residual variance.
-        model.t2_limit = (q(&mut t2s) * margin).max(3.0 * kept as f64 + 10.0);
-        model.spe_limit = (q(&mut spes) * margin).max(3.0 * (NF - kept) as f64 + 6.0);
+        // The limits are the well's own: a high quantile of its training scores. (A tiny floor
+        // only keeps a constant training signal from dividing by zero.)
+        model.t2_limit = q(&mut t2s).max(1e-9);
+        model.spe_limit = q(&mut spes).max(1e-9);
+        model.t2_alarm = (model.t2_limit * margin).max(3.0 * kept as f64 + 10.0);
+        model.spe_alarm = (model.spe_limit * margin).max(3.0 * (NF - kept) as f64 + 6.0);
         Some(model)
     }
 
@@ -155,6 +167,7 @@ impl AnomalyModel {
             t2,
             spe,
             score: (t2 / self.t2_limit).max(spe / self.spe_limit),
+            alarm_score: (t2 / self.t2_alarm).max(spe / self.spe_alarm),
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use crate::telemetry::Field;
 
-use super::stats::Ewma;
+use super::stats::{Ewma, Welford};
 use super::thresholds::Thresholds;
 
 /// What is wrong with one channel right now.
@@ -35,6 +35,18 @@ pub struct ChannelMonitor {
     train_equal: u64,
     train_seen: u64,
     train_present: u64,
+    /// Longest healthy run of one repeated value seen in training, in readings and in time:
+    /// a coarse gauge, or a historian holding a slow gauge's last value between updates,
+    /// repeats legitimately for that long.
+    train_run_start: i64,
+    train_longest_run: u32,
+    train_longest_secs: f64,
+    /// Resolution (smallest step seen) and spread of successive differences in training.
+    train_quantum: f64,
+    train_steps: Welford,
+    /// The gauge's noise is below its resolution: a steady process reads as one repeated value,
+    /// so a repeat says nothing about the sensor.
+    coarse: bool,
     /// Probability that a healthy reading repeats the previous value exactly.
     p_repeat: f64,
     /// Share of readings carrying this channel during training.
@@ -42,6 +54,7 @@ pub struct ChannelMonitor {
     typical: f64,
     last: Option<f64>,
     run: u32,
+    run_start: i64,
     level: Ewma,
     missing: Ewma,
     /// A suspicious value waiting for the next reading to tell a spike from a real change.
@@ -68,16 +81,32 @@ pub const WATCHED: [Field; 10] = [
 ];
 
 impl ChannelMonitor {
-    pub fn train(&mut self, value: Option<f64>) {
+    pub fn train(&mut self, ts: i64, value: Option<f64>) {
         self.train_seen += 1;
         if let Some(v) = value {
             self.train_present += 1;
             if v != 0.0 {
                 if let Some(prev) = self.last.filter(|p| *p != 0.0) {
                     self.train_pairs += 1;
+                    let step = (v - prev).abs();
+                    self.train_steps.push(v - prev);
+                    if step > 0.0 && (self.train_quantum == 0.0 || step < self.train_quantum) {
+                        self.train_quantum = step;
+                    }
                     if prev == v {
                         self.train_equal += 1;
+                        self.run += 1;
+                        self.train_longest_run = self.train_longest_run.max(self.run);
+                        self.train_longest_secs = self
+                            .train_longest_secs
+                            .max((ts - self.train_run_start) as f64 / 1e6);
+                    } else {
+                        self.run = 0;
+                        self.train_run_start = ts;
                     }
+                } else {
+                    self.run = 0;
+                    self.train_run_start = ts;
                 }
                 self.typical += (v.abs() - self.typical) / self.train_present as f64;
             }
@@ -85,7 +114,7 @@ impl ChannelMonitor {
         self.last = value;
     }
 
-    pub fn finish_training(&mut self) {
+    pub fn finish_training(&mut self, th: &Thresholds) {
         self.p_repeat = if self.train_pairs >= 20 {
             // Inflated: repeats cluster when a slow signal sits near a quantisation step.
             (1.5 * (self.train_equal as f64 + 0.5) / (self.train_pairs as f64 + 1.0))
@@ -93,6 +122,8 @@ impl ChannelMonitor {
         } else {
             1.0
         };
+        self.coarse = self.train_quantum > 0.0
+            && self.train_steps.std() < th.coarse_gauge_steps * self.train_quantum;
         self.presence = if self.train_seen > 0 {
             self.train_present as f64 / self.train_seen as f64
         } else {
@@ -101,13 +132,15 @@ impl ChannelMonitor {
         self.run = 0;
     }
 
-    /// Readings in a row that a healthy channel repeats with less than `probability`.
+    /// Readings in a row that a healthy channel repeats with less than `probability`, and
+    /// never fewer than `stuck_training_run_factor` × the longest run seen in training.
     fn stuck_limit(&self, th: &Thresholds) -> Option<u32> {
-        if self.p_repeat >= 0.9 {
+        if self.p_repeat >= 0.9 || self.coarse {
             return None;
         }
         let n = (th.stuck_probability.ln() / self.p_repeat.ln()).ceil();
-        Some((n as u32).max(th.stuck_min_readings))
+        let seen = (th.stuck_training_run_factor * self.train_longest_run as f64).ceil();
+        Some((n.max(seen) as u32).max(th.stuck_min_readings))
     }
 
     /// Feeds one (post-training) value; returns the value the rules may use (None when it is
@@ -119,7 +152,7 @@ impl ChannelMonitor {
         system_changed: bool,
         th: &Thresholds,
     ) -> (Option<f64>, Option<ChannelFault>) {
-        let tau = 600.0;
+        let tau = th.dropout_window_secs;
         if !self.missing.is_init() {
             self.missing.update(ts, 0.0, tau);
         }
@@ -173,10 +206,16 @@ impl ChannelMonitor {
                 self.level.update(ts, v, 300.0);
             }
         }
+        if self.run == 0 {
+            self.run_start = ts;
+        }
         self.stuck_run = self.run;
         // The limit is never below `stuck_min_readings`: checking that first spares two
-        // logarithms per channel and reading.
+        // logarithms per channel and reading. A run must also outlast the longest healthy
+        // repeat of training in time (sampling may be faster now than the gauge updates).
         let stuck = self.run >= th.stuck_min_readings
+            && (ts - self.run_start) as f64 / 1e6
+                >= th.stuck_training_run_factor * self.train_longest_secs
             && self.stuck_limit(th).is_some_and(|n| self.run >= n);
         if stuck {
             usable = None;

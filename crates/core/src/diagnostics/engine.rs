@@ -12,16 +12,12 @@ use crate::well::WellMeta;
 use super::anomaly::{AnomalyModel, FeatureVec, NF};
 use super::channels::{ChannelFault, ChannelMonitor, WATCHED};
 use super::episodes::{EpisodeTracker, Transitions};
+use super::rules::{self, HeadLoss, Smoothed};
 use super::stats::{Ewma, Welford};
 use super::thresholds::Thresholds;
 use super::{Diagnosis, Evidence, Finding, action_for};
 
 const MICROS: f64 = 1e6;
-/// Time constants of the smoothed features, seconds.
-const FAST_TAU: f64 = 60.0;
-const SLOW_TAU: f64 = 600.0;
-/// After a start the drive ramps; rules wait this long.
-const RAMP_SECS: f64 = 150.0;
 
 /// Where a well's healthy baseline ends.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -81,6 +77,9 @@ pub struct Baseline {
     pub catalog_head_ratio: Option<f64>,
     pub vibration_g: Option<f64>,
     pub volts_per_hz: Option<f64>,
+    /// Drive output voltage (for wells without a frequency channel: with V/Hz control the
+    /// voltage follows the speed).
+    pub volts_v: Option<f64>,
     pub winding_rise_c: Option<f64>,
     pub efficiency_index: Option<f64>,
     pub gor_scf_bbl: Option<f64>,
@@ -98,8 +97,13 @@ pub struct Features {
     pub tubing_pressure_ratio: Option<f64>,
     pub flow_ratio: Option<f64>,
     pub head_ratio: Option<f64>,
+    /// Pressure rise across the pump against the baseline (head × density): a denser fluid
+    /// raises it together with the current.
+    pub pressure_rise_ratio: Option<f64>,
     pub vibration_ratio: Option<f64>,
     pub winding_rise_ratio: Option<f64>,
+    /// Cooling by the flow past the motor against the baseline (flow^0.8).
+    pub cooling_ratio: Option<f64>,
     pub volts_per_hz_ratio: Option<f64>,
     pub efficiency_ratio: Option<f64>,
     pub gor_ratio: Option<f64>,
@@ -111,34 +115,14 @@ pub struct Features {
 #[derive(Clone, Debug, Default)]
 pub struct StepOutput {
     pub training: bool,
+    /// The learned model's score over its pointwise limit (a high quantile of the well's own
+    /// training scores): above 1, this reading is outside the healthy envelope.
     pub anomaly_score: f64,
+    /// This reading is anomalous (`anomaly_score > 1`). Raising an alarm is a separate policy:
+    /// the score must stay high (see `Thresholds::anomaly_alarm_score`).
     pub anomaly: bool,
     pub findings: Vec<Finding>,
     pub transitions: Transitions,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Smoothed {
-    fast_cur: Ewma,
-    fast_flow: Ewma,
-    fast_pd: Ewma,
-    fast_thp: Ewma,
-    fast_vib: Ewma,
-    fast_head: Ewma,
-    cur: Ewma,
-    cur_abs: Ewma,
-    fast_cur_abs: Ewma,
-    fast_gor: Ewma,
-    flow: Ewma,
-    pip: Ewma,
-    head: Ewma,
-    vib: Ewma,
-    rise: Ewma,
-    gor: Ewma,
-    volt: Ewma,
-    temp: Ewma,
-    slow_temp: Ewma,
-    fast_pip: Ewma,
 }
 
 /// Raw per-reading quantities normalised to the reference frequency.
@@ -182,11 +166,13 @@ pub struct WellEngine {
     sm: Smoothed,
     volt_excursions: VecDeque<i64>,
     in_excursion: bool,
-    head_departed: Option<i64>,
-    head_kind: Option<Condition>,
+    head_loss: HeadLoss,
+    /// End of the grace period of a known transient (a frequency step, a marked well test).
+    transient_until: i64,
+    frequency_level: Ewma,
     anomaly_smooth: Ewma,
     anomaly_above_since: Option<i64>,
-    anomaly_flag: bool,
+    anomaly_alarm: bool,
     tracker: EpisodeTracker,
     last_findings: Vec<Finding>,
     last_features: Features,
@@ -206,6 +192,7 @@ struct TrainAcc {
     chr: Welford,
     vib: Welford,
     vhz: Welford,
+    volts: Welford,
     rise: Welford,
     eff: Welford,
     gor: Welford,
@@ -244,11 +231,12 @@ impl WellEngine {
             sm: Smoothed::default(),
             volt_excursions: VecDeque::new(),
             in_excursion: false,
-            head_departed: None,
-            head_kind: None,
+            head_loss: HeadLoss::default(),
+            transient_until: i64::MIN,
+            frequency_level: Ewma::default(),
             anomaly_smooth: Ewma::default(),
             anomaly_above_since: None,
-            anomaly_flag: false,
+            anomaly_alarm: false,
             tracker: EpisodeTracker::default(),
             last_findings: Vec::new(),
             last_features: Features::default(),
@@ -316,7 +304,21 @@ impl WellEngine {
     fn normalise(&self, m: &Measurements) -> Normalised {
         let f = m.get(Field::FrequencyHz);
         let reference = self.reference_hz.or(self.ctx.base_hz).or(f).unwrap_or(60.0);
-        let r = f.map(|f| f / reference).unwrap_or(1.0).max(0.05);
+        // Speed over the reference. Without a frequency channel, a V/Hz drive's output voltage
+        // against the baseline's tells it (a PIP controller moves the speed by itself).
+        let r = match f {
+            Some(f) => (f / reference).max(0.05),
+            None => match (
+                m.get(Field::MotorVoltageV),
+                self.baseline.as_ref().and_then(|b| b.volts_v),
+            ) {
+                (Some(v), Some(vb)) if vb > 1.0 => (v / vb).clamp(
+                    self.th.speed_from_voltage_range.0,
+                    self.th.speed_from_voltage_range.1,
+                ),
+                _ => 1.0,
+            },
+        };
         let current = m.get(Field::MotorCurrentA);
         let no_load = self.no_load_a.unwrap_or(0.0);
         let active_current = current.map(|i| (i * i - no_load * no_load).max(0.0).sqrt() / (r * r));
@@ -373,9 +375,47 @@ impl WellEngine {
         }
     }
 
-    fn train(&mut self, ts: i64, m: &Measurements) {
+    /// A reading of the training window: it teaches the baseline, and the run state and the
+    /// rules that need only the nameplate judge it already.
+    fn train_step(&mut self, ts: i64, values: &Measurements) -> StepOutput {
+        let was_running = self.running;
+        let running = self.is_running(values);
+        let since_start = if running && !was_running {
+            0.0
+        } else {
+            self.secs_since_start(ts)
+        };
+        let findings = rules::nameplate(
+            &self.th,
+            &self.ctx,
+            values,
+            running && since_start >= self.th.ramp_secs,
+        );
+        // A reading the nameplate already condemns must not become "healthy" baseline.
+        self.train(ts, values, findings.is_empty());
+        self.last_features = Features {
+            running,
+            frequency_hz: values.get(Field::FrequencyHz),
+            ..Features::default()
+        };
+        let list: Vec<(Diagnosis, f64)> = findings
+            .iter()
+            .map(|f| (f.diagnosis, f.confidence))
+            .collect();
+        let healthy = running && self.secs_since_start(ts) >= self.th.settle_secs;
+        let transitions = self.tracker.step(ts, &list, &[], healthy, &self.th);
+        self.last_findings = findings.clone();
+        StepOutput {
+            training: true,
+            findings,
+            transitions,
+            ..StepOutput::default()
+        }
+    }
+
+    fn train(&mut self, ts: i64, m: &Measurements, healthy: bool) {
         for f in Field::ALL {
-            self.channels[f.index()].train(m.get(f));
+            self.channels[f.index()].train(ts, m.get(f));
         }
         let running = self.is_running(m);
         if running && self.reference_hz.is_none() {
@@ -388,14 +428,14 @@ impl WellEngine {
             });
         }
         self.update_run_state(ts, running);
-        let settled = running && self.secs_since_start(ts) >= self.th.settle_secs;
+        let settled = healthy && running && self.secs_since_start(ts) >= self.th.settle_secs;
         if settled {
             let n = self.normalise(m);
             let a = &mut self.acc;
             a.n += 1;
             if let Some(ia) = n.active_current {
                 a.active.push(ia);
-                a.cur_short.update(ts, ia, SLOW_TAU);
+                a.cur_short.update(ts, ia, self.th.slow_tau_secs);
                 if a.cur_short.mean > 0.0 {
                     a.cur_dev.push(ia / a.cur_short.mean - 1.0);
                 }
@@ -408,6 +448,7 @@ impl WellEngine {
                 (&mut a.pd, Field::DischargePressurePsi),
                 (&mut a.thp, Field::TubingPressurePsi),
                 (&mut a.gor, Field::GorScfBbl),
+                (&mut a.volts, Field::MotorVoltageV),
             ] {
                 if let Some(v) = m.get(f) {
                     acc.push(v);
@@ -444,7 +485,7 @@ impl WellEngine {
     fn finish_training(&mut self) {
         self.trained = true;
         for c in &mut self.channels {
-            c.finish_training();
+            c.finish_training(&self.th);
         }
         let a = &self.acc;
         let reference = self.reference_hz.or(self.ctx.base_hz).unwrap_or(60.0);
@@ -462,6 +503,7 @@ impl WellEngine {
                 catalog_head_ratio: a.chr.mean(),
                 vibration_g: a.vib.mean(),
                 volts_per_hz: a.vhz.mean(),
+                volts_v: a.volts.mean(),
                 winding_rise_c: a.rise.mean(),
                 efficiency_index: a.eff.mean(),
                 gor_scf_bbl: a.gor.mean(),
@@ -564,8 +606,27 @@ impl WellEngine {
             (Some(h), Some(hb)) => Some(h / hb),
             _ => ratio(n.tdh, b.tdh_ft),
         };
-        let rise_ratio = match (n.rise, b.winding_rise_c, current_ratio) {
-            (Some(r), Some(rb), Some(c)) if rb > 0.5 => Some(r / (rb * (c * c).max(0.3))),
+        // The winding rise the load explains: losses are part fixed (iron, friction) and part
+        // copper (∝ I²). The fluid passing the motor carries the heat away (film coefficient
+        // ∝ velocity^0.8): `cooling_ratio` says how much less flow explains a hotter motor.
+        let flow_ratio = ratio(n.flow, b.flow_bpd);
+        let cooling_ratio = flow_ratio.map(|q| {
+            (q * n.r)
+                .clamp(0.3, 2.0)
+                .powf(self.th.cooling_flow_exponent)
+        });
+        // Both in absolute terms: a faster pump draws more amps and moves more fluid.
+        let baseline_amps = b.no_load_current_a.hypot(b.active_current_a);
+        let amps_ratio = n
+            .current
+            .filter(|_| baseline_amps > 0.1)
+            .map(|i| i / baseline_amps);
+        let rise_ratio = match (n.rise, b.winding_rise_c, amps_ratio) {
+            (Some(r), Some(rb), Some(c)) if rb > 0.5 => {
+                let fixed = self.th.motor_fixed_loss_share;
+                let losses = fixed + (1.0 - fixed) * c * c;
+                Some(r / (rb * losses.max(0.3)))
+            }
             _ => None,
         };
         let sg = self.ctx.sg.unwrap_or(1.0);
@@ -593,10 +654,12 @@ impl WellEngine {
                 b.discharge_pressure_psi,
             ),
             tubing_pressure_ratio: ratio(m.get(Field::TubingPressurePsi), b.tubing_pressure_psi),
-            flow_ratio: ratio(n.flow, b.flow_bpd),
+            flow_ratio,
             head_ratio,
+            pressure_rise_ratio: ratio(n.tdh, b.tdh_ft),
             vibration_ratio: ratio(n.vibration, b.vibration_g),
             winding_rise_ratio: rise_ratio,
+            cooling_ratio,
             volts_per_hz_ratio: ratio(n.volts_per_hz, b.volts_per_hz),
             efficiency_ratio: ratio(n.efficiency, b.efficiency_index),
             gor_ratio: ratio(m.get(Field::GorScfBbl), b.gor_scf_bbl),
@@ -637,20 +700,17 @@ impl WellEngine {
         self.readings += 1;
         if !self.trained {
             if self.in_training(ts) {
-                self.train(ts, values);
-                return StepOutput {
-                    training: true,
-                    ..StepOutput::default()
-                };
+                return self.train_step(ts, values);
             }
             self.finish_training();
         }
         self.diagnose(ts, values)
     }
 
-    fn diagnose(&mut self, ts: i64, raw: &Measurements) -> StepOutput {
-        let th = self.th.clone();
-        // 1. Channel health.
+    /// Channel health: hides stuck, spiking and dropped-out channels from the rules and reports
+    /// them as `sensor_fault`.
+    fn channel_health(&mut self, ts: i64, raw: &Measurements) -> (Measurements, Option<Finding>) {
+        let th = &self.th;
         let mut clean = *raw;
         let mut faults: Vec<(Field, ChannelFault, u32)> = Vec::new();
         // A spike is one channel jumping alone; when several move together the pump changed.
@@ -663,100 +723,132 @@ impl WellEngine {
             Field::MotorVoltageV,
         ]
         .iter()
-        .filter(|f| self.channels[f.index()].departure(raw.get(**f)) > 0.1)
+        .filter(|f| self.channels[f.index()].departure(raw.get(**f)) > th.system_change_departure)
         .count();
         let system_changed = moved >= 2;
         for f in WATCHED {
             let (usable, fault) =
-                self.channels[f.index()].observe(ts, raw.get(f), system_changed, &th);
+                self.channels[f.index()].observe(ts, raw.get(f), system_changed, th);
             clean.set(f, usable);
             if let Some(fault) = fault {
                 faults.push((f, fault, self.channels[f.index()].stuck_run));
             }
+        }
+        if faults.is_empty() {
+            return (clean, None);
         }
         // A channel reported faulty is left out of every rule until it recovers: the other
         // channels tell the story.
         for (f, _, _) in &faults {
             clean.set(*f, None);
         }
-        // 2. Run state.
+        let evidence = faults
+            .iter()
+            .map(|(f, kind, run)| {
+                let (value, threshold) = match kind {
+                    ChannelFault::Stuck => (*run as f64, th.stuck_min_readings as f64),
+                    ChannelFault::Spikes => (th.spike_count as f64, th.spike_count as f64),
+                    ChannelFault::Dropout => {
+                        (self.channels[f.index()].missing_share(), th.dropout_share)
+                    }
+                };
+                Evidence::new(
+                    &format!("{}.{}", f.name(), kind.name()),
+                    value,
+                    threshold,
+                    ">=",
+                )
+            })
+            .collect();
+        (
+            clean,
+            Some(Finding::new(Condition::SensorFault, 0.85, evidence)),
+        )
+    }
+
+    /// A step of the drive frequency (operator change, PIP controller hunting, ramp) starts a
+    /// short grace period: the fluid level and the smoothed features need time to settle.
+    fn track_transients(&mut self, ts: i64, frequency: Option<f64>) {
+        let Some(f) = frequency.filter(|f| *f > 1.0) else {
+            return;
+        };
+        if let Some(level) = self.frequency_level.value()
+            && (f - level).abs() > self.th.transient_frequency_step * level
+        {
+            self.transient_until = ts + (self.th.transient_grace_secs * MICROS) as i64;
+        }
+        self.frequency_level.update(ts, f, self.th.fast_tau_secs);
+    }
+
+    /// Marks a known transient (e.g. a well test reported by the operator) until `until`:
+    /// only the rules that protect the equipment judge until then.
+    pub fn mark_transient(&mut self, until: Timestamp) {
+        self.transient_until = self.transient_until.max(until.0);
+    }
+
+    fn diagnose(&mut self, ts: i64, raw: &Measurements) -> StepOutput {
+        let (clean, sensor) = self.channel_health(ts, raw);
+        // Run state.
         let running = self.is_running(&clean);
         let tripped = self.running && !running;
         self.update_run_state(ts, running);
+        self.track_transients(ts, clean.get(Field::FrequencyHz));
+        let th = self.th.clone();
         let since_start = self.secs_since_start(ts);
-        let settled = running && since_start >= th.settle_secs;
+        let in_grace = ts < self.transient_until;
+        let settled = running && since_start >= th.settle_secs && !in_grace;
         let n = self.normalise(&clean);
-        let feats = self.features_of(&clean, &n);
+        let mut feats = self.features_of(&clean, &n);
+        if !running {
+            feats = feats.stopped();
+        }
         self.last_features = feats;
         let mut findings: Vec<Finding> = Vec::new();
+        findings.extend(sensor);
 
-        // Sensor faults.
-        if !faults.is_empty() {
-            let evidence = faults
-                .iter()
-                .map(|(f, kind, run)| {
-                    let (value, threshold) = match kind {
-                        ChannelFault::Stuck => (*run as f64, th.stuck_min_readings as f64),
-                        ChannelFault::Spikes => (th.spike_count as f64, th.spike_count as f64),
-                        ChannelFault::Dropout => {
-                            (self.channels[f.index()].missing_share(), th.dropout_share)
-                        }
-                    };
-                    Evidence::new(
-                        &format!("{}.{}", f.name(), kind.name()),
-                        value,
-                        threshold,
-                        ">=",
-                    )
-                })
-                .collect();
-            findings.push(Finding::new(Condition::SensorFault, 0.9, evidence));
-        }
-
-        let ramped = running
-            && since_start >= RAMP_SECS
-            && feats.frequency_hz.is_none_or(|f| {
-                f >= th.min_running_frequency_ratio
-                    * self.baseline.as_ref().map_or(0.0, |b| b.reference_hz)
-            });
+        let at_speed = feats.frequency_hz.is_none_or(|f| {
+            f >= th.min_running_frequency_ratio
+                * self.baseline.as_ref().map_or(0.0, |b| b.reference_hz)
+        });
+        let ramped = running && since_start >= th.ramp_secs && at_speed;
         if ramped && self.baseline.is_some() {
-            self.update_smoothed(ts, &feats, &clean);
+            self.sm.update(ts, &feats, &clean, &th);
             self.process_rules(ts, settled, &clean, &feats, &th, &mut findings);
-        } else if running
-            && let (Some(b), Some(f), Some(c), Some(rated), Some(i)) = (
-                self.baseline.as_ref(),
-                feats.frequency_hz,
-                feats.current_ratio,
-                self.ctx.rated_current_a,
-                clean.get(Field::MotorCurrentA),
-            )
-            && f >= th.min_running_frequency_ratio * b.reference_hz
-            && self
-                .unexplained_current_ratio(Some(c), feats.flow_ratio, Some(f))
-                .is_some_and(|u| u >= th.overload_current_ratio)
-            && i >= th.overload_nameplate_share * rated
-            && feats
-                .volts_per_hz_ratio
-                .is_none_or(|v| (v - 1.0).abs() < th.voltage_deviation)
-        {
-            // Right after a start the relay may trip an overloaded motor before the settling
-            // time is over: judge the nameplate at once (a trip will confirm it).
-            findings.push(Finding::new(
-                Condition::Overload,
-                0.75,
-                vec![
-                    Evidence::new("current_ratio", c, th.overload_current_ratio, ">="),
-                    Evidence::new(
-                        "motor_current_a",
-                        i,
-                        th.overload_nameplate_share * rated,
-                        ">= nameplate share",
-                    ),
-                ],
+        } else {
+            // Right after a start (or without a baseline) the nameplate still judges: the relay
+            // may trip an overloaded motor before the settling time is over.
+            findings.extend(rules::nameplate(
+                &th,
+                &self.ctx,
+                &clean,
+                running && at_speed,
             ));
         }
-        // Power: V/Hz excursions, also around undervoltage trips.
-        if running && let Some(v) = feats.volts_per_hz_ratio {
+        self.power_rule(ts, running, &feats, &th, &mut findings);
+        let (score, pointwise) = self.anomaly_step(ts, running, since_start, &feats, &mut findings);
+        let transitions = self.episodes_step(ts, tripped, settled, &findings);
+        self.last_findings = findings.clone();
+        StepOutput {
+            training: false,
+            anomaly_score: score,
+            anomaly: pointwise,
+            findings,
+            transitions,
+        }
+    }
+
+    /// Power: V/Hz excursions, also around undervoltage trips.
+    fn power_rule(
+        &mut self,
+        ts: i64,
+        running: bool,
+        feats: &Features,
+        th: &Thresholds,
+        findings: &mut Vec<Finding>,
+    ) {
+        // Without a frequency channel V/Hz is unknown: the supply against its recent level.
+        let supply = feats.volts_per_hz_ratio.or_else(|| self.sm.voltage_swing());
+        if running && let Some(v) = supply {
             let out = (v - 1.0).abs() > th.voltage_deviation;
             if out && !self.in_excursion {
                 self.volt_excursions.push_back(ts);
@@ -784,62 +876,93 @@ impl WellEngine {
                 )],
             ));
         }
+    }
 
-        // 3. Anomaly score.
-        let mut score = 0.0;
-        if running
-            && since_start >= th.anomaly_settle_secs
-            && let Some(model) = &self.model
-        {
-            let x = self.feature_vector(&feats);
-            score = model.score(&x).score;
-            self.anomaly_smooth.update(ts, score, 300.0);
-            let s = self.anomaly_smooth.mean;
-            if s > 1.0 {
-                let since = *self.anomaly_above_since.get_or_insert(ts);
-                if ts - since >= (th.anomaly_persist_secs * MICROS) as i64 {
-                    self.anomaly_flag = true;
-                }
-            } else {
-                self.anomaly_above_since = None;
-                if s < th.anomaly_clear {
-                    self.anomaly_flag = false;
-                }
+    /// The learned model's score: pointwise flag at every reading; an `anomaly` finding only
+    /// when the smoothed score stays strong (`anomaly_alarm_score`) for `anomaly_persist_secs`
+    /// and no process rule explains it, naming the channels that drive it.
+    fn anomaly_step(
+        &mut self,
+        ts: i64,
+        running: bool,
+        since_start: f64,
+        feats: &Features,
+        findings: &mut Vec<Finding>,
+    ) -> (f64, bool) {
+        let th = &self.th;
+        let Some(model) = self.model.as_ref().filter(|_| running) else {
+            self.anomaly_alarm = false;
+            self.anomaly_above_since = None;
+            self.anomaly_smooth.reset();
+            return (0.0, false);
+        };
+        let x = self.feature_vector(feats);
+        let scored = model.score(&x);
+        let (score, pointwise) = (scored.score, scored.score > 1.0);
+        // The alarm waits until the fluid level has settled after a start (hours).
+        if since_start < th.anomaly_settle_secs || ts < self.transient_until {
+            self.anomaly_alarm = false;
+            self.anomaly_above_since = None;
+            self.anomaly_smooth.reset();
+            return (score, pointwise);
+        }
+        self.anomaly_smooth
+            .update(ts, scored.alarm_score, th.anomaly_smooth_secs);
+        let s = self.anomaly_smooth.mean;
+        if s > th.anomaly_alarm_score {
+            let since = *self.anomaly_above_since.get_or_insert(ts);
+            if ts - since >= (th.anomaly_persist_secs * MICROS) as i64 {
+                self.anomaly_alarm = true;
             }
-            let explained = findings.iter().any(|f| f.diagnosis.is_process())
-                || self
-                    .tracker
-                    .open()
-                    .iter()
-                    .any(|e| e.diagnosis.is_process() && e.diagnosis != Diagnosis::Anomaly);
-            if self.anomaly_flag && !explained {
-                let top = model.top_contributors(&x, 3);
-                let evidence = std::iter::once(Evidence::new(
-                    "anomaly_score",
-                    self.anomaly_smooth.mean,
-                    1.0,
-                    ">",
-                ))
+        } else {
+            self.anomaly_above_since = None;
+            if s < th.anomaly_clear * th.anomaly_alarm_score {
+                self.anomaly_alarm = false;
+            }
+        }
+        // A head drifting off its baseline is a wear/scale/leak finding in the making: the
+        // rule will name it; an anomaly now would only be the same thing under a vaguer name.
+        let explained = self.head_loss.departed.is_some()
+            || findings.iter().any(|f| f.diagnosis.is_process())
+            || self
+                .tracker
+                .open()
+                .iter()
+                .any(|e| e.diagnosis.is_process() && e.diagnosis != Diagnosis::Anomaly);
+        if self.anomaly_alarm && !explained {
+            let top = model.top_contributors(&x, 3);
+            // Raised above the alarm level; held (hysteresis) while above the clear level.
+            let level = if s > th.anomaly_alarm_score {
+                th.anomaly_alarm_score
+            } else {
+                th.anomaly_clear * th.anomaly_alarm_score
+            };
+            let evidence = std::iter::once(Evidence::new("anomaly_score", s, level, ">"))
                 .chain(
                     top.into_iter()
                         .map(|(name, z)| Evidence::new(&format!("{name}.z"), z, 3.0, "|z| >")),
                 )
                 .collect();
-                findings.push(Finding {
-                    diagnosis: Diagnosis::Anomaly,
-                    confidence: (0.5 + 0.1 * self.anomaly_smooth.mean).min(0.9),
-                    evidence,
-                    action: action_for(Diagnosis::Anomaly),
-                });
-            }
-        } else {
-            self.anomaly_flag = false;
-            self.anomaly_above_since = None;
-            self.anomaly_smooth.reset();
+            findings.push(Finding {
+                diagnosis: Diagnosis::Anomaly,
+                confidence: (0.4 + 0.05 * s).min(0.75),
+                evidence,
+                action: action_for(Diagnosis::Anomaly),
+            });
         }
+        (score, pointwise)
+    }
 
-        // 4. Episodes. A stop right after loss-of-lift or overload evidence is the protection
-        // relay confirming it: the evidence may have had only a reading or two to show.
+    /// Episodes. A stop right after loss-of-lift or overload evidence is the protection relay
+    /// confirming it: the evidence may have had only a reading or two to show.
+    fn episodes_step(
+        &mut self,
+        ts: i64,
+        tripped: bool,
+        settled: bool,
+        findings: &[Finding],
+    ) -> Transitions {
+        let th = &self.th;
         let mut list: Vec<(Diagnosis, f64)> = findings
             .iter()
             .map(|f| (f.diagnosis, f.confidence))
@@ -879,47 +1002,9 @@ impl WellEngine {
             .filter(|f| f.diagnosis.is_process())
             .map(|f| (f.diagnosis, f.confidence))
             .collect();
-        let transitions = self.tracker.step(ts, &list, &confirmed, settled, &th);
-        self.last_findings = findings.clone();
-        StepOutput {
-            training: false,
-            anomaly_score: score,
-            anomaly: self.anomaly_flag,
-            findings,
-            transitions,
-        }
+        self.tracker.step(ts, &list, &confirmed, settled, th)
     }
 
-    fn update_smoothed(&mut self, ts: i64, f: &Features, m: &Measurements) {
-        let s = &mut self.sm;
-        let up = |e: &mut Ewma, v: Option<f64>, tau: f64| {
-            if let Some(v) = v {
-                e.update(ts, v, tau);
-            }
-        };
-        up(&mut s.fast_cur, f.current_ratio, FAST_TAU);
-        up(&mut s.fast_flow, f.flow_ratio, FAST_TAU);
-        up(&mut s.fast_pd, f.discharge_pressure_ratio, FAST_TAU);
-        up(&mut s.fast_thp, f.tubing_pressure_ratio, FAST_TAU);
-        up(&mut s.fast_vib, f.vibration_ratio, FAST_TAU);
-        up(&mut s.fast_head, f.head_ratio, FAST_TAU);
-        up(&mut s.cur, f.current_ratio, SLOW_TAU);
-        up(&mut s.cur_abs, m.get(Field::MotorCurrentA), SLOW_TAU);
-        up(&mut s.fast_cur_abs, m.get(Field::MotorCurrentA), FAST_TAU);
-        up(&mut s.fast_gor, f.gor_ratio, FAST_TAU);
-        up(&mut s.flow, f.flow_ratio, SLOW_TAU);
-        up(&mut s.pip, f.intake_pressure_ratio, SLOW_TAU);
-        up(&mut s.head, f.head_ratio, SLOW_TAU);
-        up(&mut s.vib, f.vibration_ratio, SLOW_TAU);
-        up(&mut s.rise, f.winding_rise_ratio, SLOW_TAU);
-        up(&mut s.gor, f.gor_ratio, SLOW_TAU);
-        up(&mut s.volt, f.volts_per_hz_ratio, SLOW_TAU);
-        up(&mut s.temp, m.get(Field::MotorTempC), FAST_TAU);
-        up(&mut s.slow_temp, m.get(Field::MotorTempC), SLOW_TAU);
-        up(&mut s.fast_pip, f.intake_pressure_ratio, FAST_TAU);
-    }
-
-    #[allow(clippy::too_many_arguments)]
     fn process_rules(
         &mut self,
         ts: i64,
@@ -929,329 +1014,75 @@ impl WellEngine {
         th: &Thresholds,
         out: &mut Vec<Finding>,
     ) {
-        let s = &self.sm;
         let b = self.baseline.as_ref().expect("trained");
-        let val = |e: &Ewma| e.value();
-        let gor = val(&s.gor);
-        let pip_abs = m.get(Field::IntakePressurePsi);
-        let below_bubble = match (pip_abs, self.ctx.bubble_point_psi) {
-            (Some(p), Some(bp)) => p < bp,
-            _ => false,
+        let cur_unexplained = self.unexplained_current_ratio(
+            self.sm.fast_cur.value(),
+            self.sm.fast_flow.value(),
+            f.frequency_hz,
+        );
+        let input = rules::Input {
+            ts,
+            th,
+            ctx: &self.ctx,
+            b,
+            s: &self.sm,
+            f,
+            m,
+            settled,
+            cur_unexplained,
         };
-        let gor_fast = val(&s.fast_gor);
-        let gas_rich = gor.is_some_and(|g| g >= th.gas_gor_ratio)
-            || gor_fast.is_some_and(|g| g >= th.gas_gor_ratio + 0.05);
-        // PIP under the bubble point says free gas only when the GOR gauge does not deny it.
-        let gas = gas_rich || (below_bubble && gor.is_none());
-
-        // Loss of lift: deadhead, broken shaft or gas lock. Abrupt, and the relay trips within
-        // a minute, so these judge the latest reading (lightly smoothed), not long windows.
-        let flow_now = f.flow_ratio;
-        let head_now = val(&s.fast_head);
-        let cur_now = f.current_ratio;
-        let vib_now = val(&s.fast_vib);
-        let pd_now = f.discharge_pressure_ratio;
-        let thp_now = f.tubing_pressure_ratio;
-        let gas_fast = val(&s.fast_gor).is_some_and(|g| g >= th.gas_gor_ratio);
-        let no_flow = match flow_now {
-            Some(q) => q < th.no_flow_ratio,
-            None => head_now.is_some_and(|h| h < 0.3),
-        };
-        if no_flow
-            && (pd_now.is_some_and(|p| p >= th.deadhead_discharge_ratio)
-                || thp_now.is_some_and(|t| t >= 1.5))
-        {
-            let ev = vec![
-                Evidence::opt("flow_ratio", flow_now, th.no_flow_ratio, "<"),
-                Evidence::opt(
-                    "discharge_pressure_ratio",
-                    pd_now,
-                    th.deadhead_discharge_ratio,
-                    ">=",
-                ),
-                Evidence::opt("tubing_pressure_ratio", thp_now, 1.5, ">="),
-            ];
-            let conf = 0.7
-                + 0.15 * pd_now.is_some_and(|p| p > 1.1) as u8 as f64
-                + 0.1 * thp_now.is_some_and(|t| t > 1.5) as u8 as f64;
-            out.push(Finding::new(Condition::ClosedValve, conf, ev));
+        let gas = rules::gas_evidence(&input);
+        if let Some(lift) = rules::loss_of_lift(&input, &gas) {
+            out.extend(lift);
             return;
         }
-        let lift_lost = no_flow || head_now.is_some_and(|h| h < 0.5);
-        let unloaded = cur_now.is_some_and(|c| c < th.unloaded_current_ratio);
-        // Gas lock develops over minutes: head and current fall together while the pump keeps
-        // turning (vibration up, not down).
-        let losing_prime = head_now.is_some_and(|h| h < 0.75)
-            && cur_now.is_some_and(|c| c < 0.85)
-            && vib_now.is_some_and(|v| v >= 1.1);
-        if (lift_lost && unloaded) || losing_prime {
-            let quiet = vib_now.is_some_and(|v| v < th.broken_shaft_vibration_ratio);
-            let mut ev = vec![
-                Evidence::opt("flow_ratio", flow_now, th.no_flow_ratio, "<"),
-                Evidence::opt("head_ratio", head_now, 0.5, "<"),
-                Evidence::opt("current_ratio", cur_now, th.unloaded_current_ratio, "<"),
-            ];
-            let pip_now = val(&s.fast_pip);
-            if pip_now.is_some_and(|p| p < th.pump_off_pip_ratio) && !gas_fast {
-                // Starved rather than gas locked: the intake is drawn down to its minimum
-                // (gas lock raises it) and no gas breakthrough shows at the surface.
-                ev.push(Evidence::opt(
-                    "intake_pressure_ratio",
-                    pip_now,
-                    th.pump_off_pip_ratio,
-                    "<",
-                ));
-                out.push(Finding::new(Condition::PumpOff, 0.8, ev));
-            } else if quiet && !gas_fast && !losing_prime {
-                ev.push(Evidence::opt(
-                    "vibration_ratio",
-                    vib_now,
-                    th.broken_shaft_vibration_ratio,
-                    "<",
-                ));
-                let steady = s.fast_cur.std() < 0.03;
-                out.push(Finding::new(
-                    Condition::BrokenShaft,
-                    0.8 + 0.15 * steady as u8 as f64,
-                    ev,
-                ));
-            } else {
-                ev.push(Evidence::opt(
-                    "vibration_ratio",
-                    vib_now,
-                    th.broken_shaft_vibration_ratio,
-                    ">=",
-                ));
-                if gas_fast {
-                    ev.push(Evidence::opt(
-                        "gor_ratio",
-                        val(&s.fast_gor),
-                        th.gas_gor_ratio,
-                        ">=",
-                    ));
-                }
-                let conf = 0.75 + 0.15 * gas_fast as u8 as f64 + 0.05 * (!quiet) as u8 as f64;
-                out.push(Finding::new(Condition::GasLock, conf, ev));
-            }
+        if f.flow_ratio.is_some_and(|q| q < th.no_flow_ratio) {
             return;
         }
-        if no_flow {
-            return;
-        }
-
-        let cur = val(&s.cur);
         let erratic_limit = th
             .erratic_std
             .max(th.erratic_factor * b.current_variability);
-        let erratic = s.cur.std() >= erratic_limit;
-        let pip = val(&s.pip);
-        let flow = val(&s.flow);
-
-        // Pump-off: intake pressure drawn down with no gas breakthrough.
-        // Early sign: the intake keeps falling at constant frequency, with no gas coming up.
-        // A drawdown with the pump delivering at least its baseline (normalised) rate is the
-        // annulus settling after a start or a rate increase, not inflow failing. Inflow failing
-        // shows as flow sliding below baseline with the intake: then the fall counts as soon as
-        // the intake is under its baseline.
-        let flow_low = flow.is_some_and(|q| q < th.pump_off_flow_ratio);
-        let falling = match (val(&s.fast_pip), pip) {
-            (Some(fast), Some(slow)) => {
-                fast < slow - 0.01
-                    && flow.is_none_or(|q| q < 1.0)
-                    && (slow < 0.9 || (slow < 1.0 && flow_low))
-            }
-            _ => false,
-        };
-        let gas_rising = gor_fast.is_some_and(|g| g >= 1.1);
-        // Early gas breakthrough: the gas-oil ratio at the surface climbs while the intake
-        // pressure sinks (free gas forms as PIP approaches the bubble point).
-        let pip_sinking = match (val(&s.fast_pip), pip) {
-            (Some(fast), Some(slow)) => fast < slow,
-            _ => false,
-        };
-        let gas_breaking = gas_rising && pip_sinking && gor.is_some_and(|g| g > 1.0);
-        if settled
-            && (pip.is_some_and(|p| p < th.pump_off_pip_ratio) || (falling && !gas_rising))
-            && !gas_rich
-        {
-            let ev = vec![
-                Evidence::opt("intake_pressure_ratio", pip, th.pump_off_pip_ratio, "<"),
-                Evidence::opt("flow_ratio", flow, 1.0, "<"),
-            ];
-            let conf = 0.7 + 0.2 * flow.is_some_and(|q| q < 0.95) as u8 as f64;
-            out.push(Finding::new(Condition::PumpOff, conf, ev));
+        let intake = rules::pump_off(&input, &gas)
+            .or_else(|| rules::gas_interference(&input, &gas, erratic_limit).filter(|_| settled));
+        if let Some(finding) = intake {
+            out.push(finding);
             return;
         }
-
-        // Free gas at the intake with the pump still turning.
-        if (gas && (erratic || flow.is_some_and(|q| q < 0.9) || pip.is_some_and(|p| p < 0.9)))
-            || gas_breaking
-        {
-            let mut ev = vec![];
-            if gas_breaking && !gas_rich {
-                ev.push(Evidence::opt("gor_ratio_fast", gor_fast, 1.1, ">="));
-                ev.push(Evidence::opt(
-                    "intake_pressure_ratio_fast",
-                    val(&s.fast_pip),
-                    pip.unwrap_or(0.0),
-                    "< slow (sinking)",
-                ));
-            }
-            if gas_rich {
-                ev.push(Evidence::opt("gor_ratio", gor, th.gas_gor_ratio, ">="));
-            }
-            if below_bubble {
-                ev.push(Evidence::opt(
-                    "intake_pressure_psi",
-                    pip_abs,
-                    self.ctx.bubble_point_psi.unwrap_or(0.0),
-                    "< bubble point",
-                ));
-            }
-            ev.push(Evidence::new(
-                "current_variability",
-                s.cur.std(),
-                erratic_limit,
-                ">=",
-            ));
-            let conf = 0.6
-                + 0.15 * erratic as u8 as f64
-                + 0.1 * gas_rich as u8 as f64
-                + 0.1 * below_bubble as u8 as f64;
-            out.push(Finding::new(Condition::GasInterference, conf, ev));
+        if let Some(finding) = rules::overload(&input) {
+            out.push(finding);
             return;
         }
-
-        // Overload: current above baseline at this frequency (and above nameplate).
-        let cur_abs = val(&s.fast_cur_abs);
-        let cur_fast = val(&s.fast_cur);
-        let over_nameplate = match (self.ctx.rated_current_a, cur_abs) {
-            (Some(rated), Some(i)) => i >= th.overload_nameplate_share * rated,
-            (None, _) => true,
-            _ => false,
-        };
-        let volts_ok = val(&s.volt).is_none_or(|v| (v - 1.0).abs() < th.voltage_deviation);
-        // Current the operating point explains (more flow, more shaft power) is not overload.
-        let cur_unexplained =
-            self.unexplained_current_ratio(cur_fast, val(&s.fast_flow), f.frequency_hz);
-        let overloaded = cur_unexplained.is_some_and(|c| c >= th.overload_current_ratio)
-            && over_nameplate
-            && volts_ok;
-        if overloaded {
-            let mut ev = vec![Evidence::opt(
-                "current_ratio_unexplained_by_flow",
-                cur_unexplained,
-                th.overload_current_ratio,
-                ">=",
-            )];
-            if let Some(rated) = self.ctx.rated_current_a {
-                ev.push(Evidence::opt(
-                    "motor_current_a",
-                    cur_abs,
-                    th.overload_nameplate_share * rated,
-                    ">= nameplate share",
-                ));
+        let wear = Diagnosis::Condition(Condition::PumpWear);
+        let was_wear = self.head_loss.kind == Some(Condition::PumpWear);
+        if let Some(mut finding) = rules::head_loss(&input, &mut self.head_loss) {
+            // Scale keeps developing: an open wear episode becomes scale once cooling is
+            // clearly lost.
+            if was_wear && rules::wear_became_scale(&input) {
+                self.head_loss.kind = Some(Condition::ScalePlugging);
+                self.tracker
+                    .retag(wear, Diagnosis::Condition(Condition::ScalePlugging));
+                finding.diagnosis = Diagnosis::Condition(Condition::ScalePlugging);
+                finding.action = action_for(finding.diagnosis);
             }
-            let conf = 0.75 + 0.15 * self.ctx.rated_current_a.is_some() as u8 as f64;
-            out.push(Finding::new(Condition::Overload, conf, ev));
+            out.push(finding);
             return;
         }
-
-        // Head lost against the curve: leak (abrupt), scale or wear (gradual).
-        let head = val(&s.head);
-        let rise = val(&s.rise);
-        if let Some(h) = head {
-            let early = 1.0 - (1.0 - th.head_ratio_low) / 3.0;
-            if h >= early {
-                self.head_departed = None;
-                self.head_kind = None;
-            } else if self.head_departed.is_none() {
-                self.head_departed = Some(ts);
-            }
-            if h < th.head_ratio_low && settled {
-                let kind = *self.head_kind.get_or_insert_with(|| {
-                    let took = (ts - self.head_departed.unwrap_or(ts)) as f64 / MICROS;
-                    if took <= th.abrupt_secs && cur.is_none_or(|c| c >= 0.95) {
-                        Condition::TubingLeak
-                    } else if rise.is_some_and(|r| r >= th.scale_rise_ratio) {
-                        Condition::ScalePlugging
-                    } else {
-                        Condition::PumpWear
-                    }
-                });
-                // Scale keeps developing: upgrade wear to scale once cooling is clearly lost.
-                let kind = if kind == Condition::PumpWear
-                    && rise.is_some_and(|r| r >= th.scale_rise_ratio + 0.1)
-                {
-                    self.head_kind = Some(Condition::ScalePlugging);
-                    self.tracker.retag(
-                        Diagnosis::Condition(Condition::PumpWear),
-                        Diagnosis::Condition(Condition::ScalePlugging),
-                    );
-                    Condition::ScalePlugging
-                } else {
-                    kind
-                };
-                let mut ev = vec![Evidence::new("head_ratio", h, th.head_ratio_low, "<")];
-                let took =
-                    (ts - self.head_departed.unwrap_or(ts)) as f64 / 3600.0 / MICROS * MICROS;
-                ev.push(Evidence::new(
-                    "head_loss_developed_over_h",
-                    took,
-                    th.abrupt_secs / 3600.0,
-                    if kind == Condition::TubingLeak {
-                        "<="
-                    } else {
-                        ">"
-                    },
-                ));
-                if kind == Condition::ScalePlugging {
-                    ev.push(Evidence::opt(
-                        "winding_rise_ratio",
-                        rise,
-                        th.scale_rise_ratio,
-                        ">=",
-                    ));
-                }
-                let depth = ((th.head_ratio_low - h) / 0.1).clamp(0.0, 1.0);
-                out.push(Finding::new(kind, 0.65 + 0.3 * depth, ev));
-                return;
-            }
+        if let Some(finding) = rules::motor_overheat(&input) {
+            out.push(finding);
         }
+    }
+}
 
-        // Motor overheating with the pump otherwise producing.
-        let temp = val(&s.temp);
-        let near_limit = match (self.ctx.max_winding_temp_c, temp) {
-            (Some(limit), Some(t)) => t >= limit - th.overheat_margin_c,
-            _ => false,
-        };
-        let hot = rise.is_some_and(|r| r >= th.overheat_rise_ratio);
-        // Low flow or a drawn-down intake explains a hot motor (pump-off, gas); overheating
-        // proper is cooling lost while the pump produces.
-        let producing = flow.is_none_or(|q| q >= 0.8) && pip.is_none_or(|p| p >= 0.85);
-        // A motor cooling down after a stop or a deadhead is not overheating.
-        let cooling_down = match (temp, val(&s.slow_temp)) {
-            (Some(fast), Some(slow)) => fast < slow - 0.5,
-            _ => false,
-        };
-        let producing = producing && !cooling_down;
-        if (hot || near_limit) && producing {
-            let mut ev = vec![Evidence::opt(
-                "winding_rise_ratio",
-                rise,
-                th.overheat_rise_ratio,
-                ">=",
-            )];
-            if let Some(limit) = self.ctx.max_winding_temp_c {
-                ev.push(Evidence::opt(
-                    "motor_temp_c",
-                    temp,
-                    limit - th.overheat_margin_c,
-                    ">=",
-                ));
-            }
-            let conf = 0.7 + 0.1 * hot as u8 as f64 + 0.15 * near_limit as u8 as f64;
-            out.push(Finding::new(Condition::MotorOverheat, conf, ev));
+impl Features {
+    /// What still means something with the pump stopped: the intake and tubing pressures
+    /// (the fluid level recovering) and the frequency.
+    fn stopped(self) -> Features {
+        Features {
+            running: false,
+            frequency_hz: self.frequency_hz,
+            intake_pressure_ratio: self.intake_pressure_ratio,
+            tubing_pressure_ratio: self.tubing_pressure_ratio,
+            ..Features::default()
         }
     }
 }

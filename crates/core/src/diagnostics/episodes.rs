@@ -82,19 +82,26 @@ impl EpisodeTracker {
             .map(|(d, _)| *d);
         for &(d, conf) in findings {
             let track = self.tracks.entry(d).or_default();
-            track.last_evidence = ts;
             if let Some((_, c)) = &mut track.open {
+                track.last_evidence = ts;
                 *c = c.max(conf);
                 continue;
             }
+            // The alarm policy: below its severity's minimum confidence, evidence neither
+            // opens an episode nor counts towards one (it keeps an open one alive, above).
+            let policy = th.alarm_policy(d.severity());
+            if conf < policy.min_confidence && !confirmed.contains(&d) {
+                continue;
+            }
+            track.last_evidence = ts;
             let (first, _, n) = match track.pending {
-                Some((first, last, n)) if ts - last <= secs(th.raise_secs.max(300.0)) => {
+                Some((first, last, n)) if ts - last <= secs(policy.persist_secs.max(300.0)) => {
                     (first, ts, n + 1)
                 }
                 _ => (ts, ts, 1),
             };
             track.pending = Some((first, ts, n));
-            let persisted = n >= th.raise_readings && ts - first >= secs(th.raise_secs);
+            let persisted = n >= th.raise_readings && ts - first >= secs(policy.persist_secs);
             if !persisted && !confirmed.contains(&d) {
                 continue;
             }
@@ -133,7 +140,7 @@ impl EpisodeTracker {
                 continue;
             }
             if let Some((_, last, _)) = t.pending
-                && ts - last > secs(th.raise_secs.max(300.0))
+                && ts - last > secs(th.alarm_policy(d.severity()).persist_secs.max(300.0))
             {
                 t.pending = None;
             }

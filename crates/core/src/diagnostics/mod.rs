@@ -6,6 +6,7 @@
 //!   registry's catalog curve, run/trip state and starts per day, the condition rules.
 //! - [`channels`]: stuck, spiking and dropped-out channels (`sensor_fault`).
 //! - [`anomaly`]: the learned per-well model (PCA, Hotelling T² and SPE limits).
+//! - `rules`: the condition rules, one function per family of conditions.
 //! - [`episodes`]: persistence/clear hysteresis that turns findings into episodes.
 //! - [`thresholds`]: every threshold with its default, global and per-well.
 //! - [`eval`]: matching diagnosed episodes against ground-truth labels.
@@ -17,11 +18,14 @@ pub mod engine;
 pub mod episodes;
 pub mod eval;
 pub mod legacy;
+mod rules;
 pub mod stats;
 pub mod thresholds;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_issue;
 
 use std::fmt;
 

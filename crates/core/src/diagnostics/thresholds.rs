@@ -15,8 +15,16 @@ pub struct Thresholds {
     pub train_secs: f64,
     /// Running time after a start before steady-state rules apply, seconds.
     pub settle_secs: f64,
-    /// Evidence must persist this long (and over at least `raise_readings`) to open an episode.
+    /// Evidence must persist this long (and over at least `raise_readings`) to open an episode:
+    /// `raise_secs` for critical conditions (they destroy equipment within minutes), longer for
+    /// major and minor ones.
     pub raise_secs: f64,
+    pub raise_secs_major: f64,
+    pub raise_secs_minor: f64,
+    /// Evidence below this confidence (per severity) does not open an episode.
+    pub min_confidence_critical: f64,
+    pub min_confidence_major: f64,
+    pub min_confidence_minor: f64,
     pub raise_readings: u32,
     /// Healthy running without evidence needed to close an episode, seconds.
     pub clear_secs: f64,
@@ -55,6 +63,10 @@ pub struct Thresholds {
     pub overload_current_ratio: f64,
     /// ...when the current is also above this share of nameplate (if the nameplate is known).
     pub overload_nameplate_share: f64,
+    /// Share of motor losses that do not grow with the load current (iron, friction), and the
+    /// exponent of flow in the cooling of the motor: the rise a load and a flow explain.
+    pub motor_fixed_loss_share: f64,
+    pub cooling_flow_exponent: f64,
     /// Winding rise over intake (load-normalised) above this ratio of baseline: cooling lost.
     pub overheat_rise_ratio: f64,
     /// Winding temperature within this margin of the motor's limit counts as overheating, °C.
@@ -69,15 +81,108 @@ pub struct Thresholds {
     /// A channel repeating the same value with less than this probability is stuck.
     pub stuck_probability: f64,
     pub stuck_min_readings: u32,
+    /// A run must also last this many times the longest repeat seen in training (readings and
+    /// time): a coarse or slowly updated gauge repeats legitimately.
+    pub stuck_training_run_factor: f64,
+    /// A gauge whose successive training differences spread less than this many resolution
+    /// steps is coarse (a dithering gauge steps 0 or ±1): its repeats say nothing, so it is
+    /// never judged stuck.
+    pub coarse_gauge_steps: f64,
     /// A value this many times its recent level (or exactly zero) that returns at once is a spike.
     pub spike_factor: f64,
     pub spike_count: u32,
     pub spike_window_secs: f64,
-    /// Share of recent readings missing a channel that otherwise reports: dropout.
+    /// Share of recent readings (over `dropout_window_secs`) missing a channel that otherwise
+    /// reports: dropout. (A short communication gap is not a failing sensor.)
     pub dropout_share: f64,
+    pub dropout_window_secs: f64,
+    /// Without a frequency channel the speed ratio is read from the voltage ratio, within
+    /// this range.
+    pub speed_from_voltage_range: (f64, f64),
+    /// Time constants of the fast and slow smoothed features, seconds.
+    pub fast_tau_secs: f64,
+    pub slow_tau_secs: f64,
+    /// After a start the drive ramps; the steady-state rules wait this long, seconds.
+    pub ramp_secs: f64,
+    /// A frequency step larger than this share of the running frequency is a transient...
+    pub transient_frequency_step: f64,
+    /// ...during which only the protective rules judge, seconds.
+    pub transient_grace_secs: f64,
+    /// A channel departing this share from its level counts as moving (several moving
+    /// together: the pump changed, not a sensor).
+    pub system_change_departure: f64,
+    /// Without a flow meter, head below this ratio means no flow.
+    pub no_flow_head_ratio: f64,
+    /// Tubing pressure above baseline by this ratio with no flow: deadhead.
+    pub deadhead_tubing_ratio: f64,
+    /// Head below this ratio: lift lost.
+    pub lift_lost_head_ratio: f64,
+    /// Gas lock: head and current below these ratios with vibration at or above its ratio.
+    pub gas_lock_head_ratio: f64,
+    pub gas_lock_current_ratio: f64,
+    pub gas_lock_vibration_ratio: f64,
+    /// A broken shaft leaves the current steady: fast std of the current ratio below this.
+    pub broken_shaft_steady_std: f64,
+    /// Pump-off without a flow meter: the motor unloads below this current ratio.
+    pub pump_off_current_ratio: f64,
+    /// Early pump-off: the fast intake ratio below the slow one by this margin...
+    pub pip_fall_margin: f64,
+    /// ...with the slow one below baseline (flow meter) or already below this ratio (none).
+    pub pip_drawn_ratio: f64,
+    /// Surface GOR climbing (fast ratio at or above this): gas breaking out.
+    pub gas_gor_rising_ratio: f64,
+    /// The fast GOR ratio must exceed `gas_gor_ratio` by this margin to count alone.
+    pub gas_gor_fast_margin: f64,
+    /// Intake below this multiple of the bubble point: free gas at the intake.
+    pub gas_near_bubble_ratio: f64,
+    /// On a well whose baseline already ran below the bubble point, gas interference needs a
+    /// fluctuation this many times the erratic limit.
+    pub gas_violent_factor: f64,
+    /// Gas-rich fluid with flow below this ratio: gas displacing liquid.
+    pub gas_flow_ratio: f64,
+    /// Overload well below nameplate needs this larger unexplained current ratio.
+    pub overload_current_ratio_under_nameplate: f64,
+    /// Before a baseline (or right after a start): overload is current at or above this share
+    /// of nameplate.
+    pub nameplate_overload_share: f64,
+    /// A head loss starts counting (for its development time) at this share of the way to
+    /// `head_ratio_low`.
+    pub head_departure_share: f64,
+    /// Head ratio below `head_ratio_low` by this much gives full confidence.
+    pub head_loss_full_depth: f64,
+    /// Without a discharge gauge, a sudden delivery loss (flow below `head_ratio_low` × its
+    /// level over the settling time) counts as head loss when the intake rose by this factor
+    /// over its level and the wellhead pressure fell below `proxy_max_tubing_ratio` × its level.
+    pub proxy_pip_rise_ratio: f64,
+    pub proxy_max_tubing_ratio: f64,
+    /// ...at a frequency within this share of its level over the settling time.
+    pub proxy_frequency_band: f64,
+    /// A sudden head loss to below this ratio, with the intake rising by `leak_step_pip_rise`
+    /// over its level and the wellhead not pressing back, is a leak even above
+    /// `head_ratio_low`.
+    pub leak_step_head_ratio: f64,
+    pub leak_step_pip_rise: f64,
+    /// ...and the surface flow at or below this share of its level.
+    pub leak_step_flow_fall: f64,
+    /// A leak keeps the motor loaded: current ratio at or above this.
+    pub leak_current_ratio: f64,
+    /// Scale narrows the passages: the current ratio falls below this (wear keeps it).
+    pub scale_current_ratio: f64,
+    /// Rise ratio above `scale_rise_ratio` by this margin marks scale on its own.
+    pub scale_rise_margin: f64,
+    /// Overheating needs the pump producing: flow and intake ratios at or above these.
+    pub overheat_producing_flow_ratio: f64,
+    pub overheat_producing_pip_ratio: f64,
+    /// Fast motor temperature below the slow one by this much: cooling down, °C.
+    pub cooling_down_c: f64,
+    /// Time constant of the smoothed anomaly score, seconds.
+    pub anomaly_smooth_secs: f64,
+    /// An anomaly alarm needs the smoothed alarm score (in units of the alarm limits) above this.
+    pub anomaly_alarm_score: f64,
     /// Anomaly model: share of variance kept by the principal components.
     pub anomaly_variance_kept: f64,
-    /// Control limits = this quantile of the training scores × `anomaly_limit_margin`.
+    /// Pointwise limits = this quantile of the well's own training scores (a reading above them
+    /// is flagged anomalous); alarm limits = that × `anomaly_limit_margin` (with floors).
     pub anomaly_quantile: f64,
     pub anomaly_limit_margin: f64,
     /// Minimum standard deviation of a normalised feature (keeps a very quiet baseline from
@@ -86,7 +191,8 @@ pub struct Thresholds {
     /// Running time after a start before the anomaly model judges (the fluid level needs hours
     /// to draw down after a stop), seconds.
     pub anomaly_settle_secs: f64,
-    /// Smoothed score must stay above 1 this long to flag, seconds; clears below `anomaly_clear`.
+    /// The smoothed score must stay above `anomaly_alarm_score` this long to raise an alarm,
+    /// seconds; the alarm clears below `anomaly_clear` × `anomaly_alarm_score`.
     pub anomaly_persist_secs: f64,
     pub anomaly_clear: f64,
 }
@@ -97,6 +203,11 @@ impl Default for Thresholds {
             train_secs: 8.0 * 3600.0,
             settle_secs: 1800.0,
             raise_secs: 60.0,
+            raise_secs_major: 300.0,
+            raise_secs_minor: 1800.0,
+            min_confidence_critical: 0.6,
+            min_confidence_major: 0.6,
+            min_confidence_minor: 0.5,
             raise_readings: 2,
             clear_secs: 1200.0,
             hold_off_secs: 4.0 * 3600.0,
@@ -116,6 +227,8 @@ impl Default for Thresholds {
             abrupt_secs: 3600.0,
             overload_current_ratio: 1.12,
             overload_nameplate_share: 1.0,
+            motor_fixed_loss_share: 0.4,
+            cooling_flow_exponent: 0.8,
             overheat_rise_ratio: 1.5,
             overheat_margin_c: 10.0,
             scale_rise_ratio: 1.15,
@@ -124,17 +237,82 @@ impl Default for Thresholds {
             voltage_min_excursions: 2,
             stuck_probability: 1e-9,
             stuck_min_readings: 10,
+            stuck_training_run_factor: 3.0,
+            coarse_gauge_steps: 1.5,
             spike_factor: 2.5,
             spike_count: 3,
             spike_window_secs: 3600.0,
-            dropout_share: 0.35,
+            dropout_share: 0.5,
+            dropout_window_secs: 1800.0,
+            speed_from_voltage_range: (0.6, 1.3),
+            fast_tau_secs: 60.0,
+            slow_tau_secs: 600.0,
+            ramp_secs: 150.0,
+            transient_frequency_step: 0.04,
+            transient_grace_secs: 900.0,
+            system_change_departure: 0.1,
+            no_flow_head_ratio: 0.3,
+            deadhead_tubing_ratio: 1.5,
+            lift_lost_head_ratio: 0.5,
+            gas_lock_head_ratio: 0.75,
+            gas_lock_current_ratio: 0.85,
+            gas_lock_vibration_ratio: 1.1,
+            broken_shaft_steady_std: 0.03,
+            pump_off_current_ratio: 0.95,
+            pip_fall_margin: 0.01,
+            pip_drawn_ratio: 0.9,
+            gas_gor_rising_ratio: 1.1,
+            gas_gor_fast_margin: 0.05,
+            gas_near_bubble_ratio: 1.05,
+            gas_flow_ratio: 0.9,
+            gas_violent_factor: 2.0,
+            overload_current_ratio_under_nameplate: 1.2,
+            nameplate_overload_share: 1.1,
+            head_departure_share: 1.0 / 3.0,
+            head_loss_full_depth: 0.1,
+            proxy_pip_rise_ratio: 1.02,
+            proxy_max_tubing_ratio: 0.98,
+            proxy_frequency_band: 0.01,
+            leak_step_head_ratio: 0.955,
+            leak_step_pip_rise: 1.02,
+            leak_step_flow_fall: 0.97,
+            leak_current_ratio: 0.95,
+            scale_current_ratio: 0.97,
+            scale_rise_margin: 0.1,
+            overheat_producing_flow_ratio: 0.8,
+            overheat_producing_pip_ratio: 0.85,
+            cooling_down_c: 0.5,
+            anomaly_smooth_secs: 300.0,
+            anomaly_alarm_score: 1.0,
             anomaly_variance_kept: 0.9,
             anomaly_quantile: 0.995,
             anomaly_limit_margin: 2.0,
             anomaly_std_floor: 0.05,
             anomaly_settle_secs: 7200.0,
-            anomaly_persist_secs: 1800.0,
+            anomaly_persist_secs: 3600.0,
             anomaly_clear: 0.7,
+        }
+    }
+}
+
+/// What an episode of one severity needs to open.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AlarmPolicy {
+    pub min_confidence: f64,
+    pub persist_secs: f64,
+}
+
+impl Thresholds {
+    /// The alarm policy of a severity (`critical`, `major`, `minor`).
+    pub fn alarm_policy(&self, severity: &str) -> AlarmPolicy {
+        let (min_confidence, persist_secs) = match severity {
+            "critical" => (self.min_confidence_critical, self.raise_secs),
+            "major" => (self.min_confidence_major, self.raise_secs_major),
+            _ => (self.min_confidence_minor, self.raise_secs_minor),
+        };
+        AlarmPolicy {
+            min_confidence,
+            persist_secs,
         }
     }
 }

@@ -235,7 +235,7 @@ proptest! {
     }
 
     /// Whatever the seed, pump and condition: flow is never negative, a running pump's intake is
-    /// below its discharge, and electrical input covers hydraulic output.
+    /// at or below its discharge, and electrical input covers hydraulic output.
     #[test]
     fn physics_invariants_hold(seed in 0u64..10_000, model in 0usize..7, condition in 0usize..12) {
         let c = Condition::ALL[condition];
@@ -253,7 +253,8 @@ proptest! {
                 }
             }
             if t.running && t.pump_flow_bpd > 0.0 {
-                prop_assert!(t.intake_psi < t.discharge_psi, "{t:?}");
+                // A gas-locked pump ramping at a few hertz lifts next to nothing: never less.
+                prop_assert!(t.intake_psi <= t.discharge_psi + 1e-6, "{t:?}");
                 prop_assert!(t.electrical_input_kw >= t.hydraulic_kw, "{t:?}");
             }
         }

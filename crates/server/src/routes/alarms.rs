@@ -1,24 +1,19 @@
 //! Alarms raised by the online diagnostics: list and acknowledge.
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::Utc;
 use espwatch_core::Timestamp;
-use espwatch_store::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore};
-use serde::{Deserialize, Serialize};
+use espwatch_store::{AckOutcome, AlarmFilter, AlarmState};
+use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
-use crate::auth::{Principal, SourceAddr};
+use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::routes::auth::audit_action;
-use crate::routes::json_body;
-use crate::routes::telemetry::parse_well_id;
+use crate::extract::{ApiJson, ApiQuery, RequestContext, parse_well_id};
+use crate::state::AppState;
+use crate::views::{AlarmList, AlarmView};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -30,61 +25,6 @@ pub struct AlarmParams {
     well_id: Option<String>,
 }
 
-/// An alarm as the API shows it (times RFC 3339).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AlarmView {
-    id: i64,
-    well_id: String,
-    condition: String,
-    /// `critical`, `major` or `minor`.
-    severity: String,
-    /// `raised`, `acknowledged` or `cleared`.
-    state: String,
-    confidence: f64,
-    started_at: String,
-    ended_at: Option<String>,
-    acknowledged_by: Option<String>,
-    acknowledged_at: Option<String>,
-    comment: Option<String>,
-    /// Evidence and the recommended action at raise time.
-    #[schema(value_type = Object)]
-    detail: serde_json::Value,
-}
-
-impl From<Alarm> for AlarmView {
-    fn from(a: Alarm) -> Self {
-        AlarmView {
-            id: a.id,
-            well_id: a.well_id,
-            condition: a.condition,
-            severity: a.severity,
-            state: a.state.name().to_owned(),
-            confidence: a.confidence,
-            started_at: a.started_at.to_rfc3339(),
-            ended_at: a.ended_at.map(Timestamp::to_rfc3339),
-            acknowledged_by: a.acknowledged_by,
-            acknowledged_at: a.acknowledged_at.map(Timestamp::to_rfc3339),
-            comment: a.comment,
-            detail: a.detail,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AlarmList {
-    alarms: Vec<AlarmView>,
-}
-
-pub(crate) fn alarm_store(state: &AppState) -> Result<Arc<dyn AlarmStore>, ApiError> {
-    state.alarms.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "alarms_unavailable",
-            "this server's store keeps no alarms",
-        )
-    })
-}
-
 /// Alarms, newest first, filtered by state and well.
 #[utoipa::path(get, path = "/api/v1/alarms", tag = "alarms", params(AlarmParams),
     responses(
@@ -94,10 +34,8 @@ pub(crate) fn alarm_store(state: &AppState) -> Result<Arc<dyn AlarmStore>, ApiEr
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<AlarmParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<AlarmParams>,
 ) -> Result<Json<AlarmList>, ApiError> {
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let filter = AlarmFilter {
         state: match params.state.as_deref() {
             None => None,
@@ -113,7 +51,7 @@ pub async fn list(
             Some(w) => Some(parse_well_id(w)?.to_string()),
         },
     };
-    let mut alarms = alarm_store(&state)?.list_alarms(&filter).await?;
+    let mut alarms = state.alarm_store()?.list_alarms(&filter).await?;
     alarms.retain(|a| principal.may_see_well(&a.well_id));
     Ok(Json(AlarmList {
         alarms: alarms.into_iter().map(Into::into).collect(),
@@ -144,15 +82,13 @@ pub struct AckBody {
 pub async fn acknowledge(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    source: Option<Extension<SourceAddr>>,
+    context: RequestContext,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(body): ApiJson<AckBody>,
 ) -> Result<Json<AlarmView>, ApiError> {
     let id: i64 = id.parse().map_err(|_| {
         ApiError::bad_request("invalid_alarm_id", format!("{id:?} is not an alarm id"))
     })?;
-    let body: AckBody = json_body(&headers, body, 64 * 1024).await?;
     let by = principal.name.clone();
     if body
         .comment
@@ -165,7 +101,7 @@ pub async fn acknowledge(
         ));
     }
     let now = Timestamp::from_datetime(Utc::now());
-    let alarms = alarm_store(&state)?;
+    let alarms = state.alarm_store()?;
     // Object-level check before acting: an alarm of a well outside the identity's scope is
     // answered as if it did not exist.
     let visible = alarms
@@ -180,7 +116,16 @@ pub async fn acknowledge(
         .await?
     {
         AckOutcome::Acknowledged(a) => {
-            audit_action(&state, "alarm_ack", &headers, source, &principal, serde_json::json!({ "alarm": id, "well_id": a.well_id, "condition": a.condition, "comment": a.comment })).await;
+            state
+                .security
+                .audit
+                .record_action(
+                    "alarm_ack",
+                    &context,
+                    &principal,
+                    serde_json::json!({ "alarm": id, "well_id": a.well_id, "condition": a.condition, "comment": a.comment }),
+                )
+                .await;
             Ok(Json(a.into()))
         }
         AckOutcome::NotFound => Err(ApiError::not_found(format!("no alarm {id}"))),

@@ -1,7 +1,6 @@
 //! The audit trail over HTTP: admins read everything, analysts their own records.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use espwatch_core::Timestamp;
@@ -10,9 +9,10 @@ use espwatch_store::{AuditFilter, AuditRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -101,10 +101,8 @@ fn parse_ts(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiErro
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    params: Result<Query<AuditParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Json<AuditList>, ApiError> {
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let own = principal.actor();
     let actor = if principal.can(Permission::AuditReadAll) {
         params.actor

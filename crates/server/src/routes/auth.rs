@@ -3,76 +3,25 @@
 //! Login answers the same 401 body for an unknown user, a wrong password, a disabled or a
 //! locked account, and takes the same time (an unknown user is verified against a dummy hash).
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use espwatch_core::Timestamp;
 use espwatch_core::access::{Permission, check_password};
 use espwatch_store::security::secret_digest;
-use espwatch_store::{AuditEvent, NewSession, RefreshOutcome, User, UserChange};
+use espwatch_store::{NewSession, RefreshOutcome, User, UserChange};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::json_body;
-use crate::app::AppState;
+use crate::audit::{now, security_event};
 use crate::auth::password::HashError;
 use crate::auth::{Principal, PrincipalKind, REFRESH_PREFIX, SourceAddr, random_token};
 use crate::error::ApiError;
+use crate::extract::{ApiJson, RequestContext};
+use crate::state::AppState;
 
 const AUTH_BODY_LIMIT: usize = 8 * 1024;
-
-pub(crate) fn now() -> Timestamp {
-    Timestamp::from_datetime(chrono::Utc::now())
-}
-
-/// A security event with the request's id and source filled in.
-pub(crate) fn security_event(
-    kind: &str,
-    headers: &HeaderMap,
-    source: Option<&SourceAddr>,
-    actor: Option<String>,
-    role: Option<&str>,
-    detail: serde_json::Value,
-) -> AuditEvent {
-    AuditEvent {
-        ts: now(),
-        kind: kind.to_owned(),
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        method: None,
-        route: None,
-        status: None,
-        actor,
-        role: role.map(str::to_owned),
-        source: source.map(|s| s.0.clone()),
-        duration_ms: None,
-        detail,
-    }
-}
-
-/// Records, and waits for the commit of, a security event done by `principal` in this request.
-pub(crate) async fn audit_action(
-    state: &AppState,
-    kind: &str,
-    headers: &HeaderMap,
-    source: Option<Extension<SourceAddr>>,
-    principal: &Principal,
-    detail: serde_json::Value,
-) {
-    let event = security_event(
-        kind,
-        headers,
-        source.map(|Extension(s)| s).as_ref(),
-        Some(principal.actor()),
-        Some(principal.role.name()),
-        detail,
-    );
-    state.security.audit.record_committed(event).await;
-}
 
 impl From<HashError> for ApiError {
     fn from(e: HashError) -> Self {
@@ -182,12 +131,9 @@ fn token_response(
     ))]
 pub async fn login(
     State(state): State<AppState>,
-    source: Option<Extension<SourceAddr>>,
-    headers: HeaderMap,
-    body: Body,
+    context: RequestContext,
+    ApiJson(body): ApiJson<LoginBody, AUTH_BODY_LIMIT>,
 ) -> Result<Response, ApiError> {
-    let source = source.map(|Extension(s)| s);
-    let body: LoginBody = json_body(&headers, body, AUTH_BODY_LIMIT).await?;
     let security = &state.security;
     let name = body.username.trim().to_owned();
     let user = if name.is_empty() || name.len() > 128 {
@@ -218,13 +164,12 @@ pub async fn login(
 
     if matched && let Some(user) = user {
         security.store.record_login_success(&user.name).await?;
-        let tokens = open_session(&state, &user, source.as_ref()).await?;
+        let tokens = open_session(&state, &user, context.source.as_ref()).await?;
         security
             .audit
             .record_committed(security_event(
                 "login_success",
-                &headers,
-                source.as_ref(),
+                &context,
                 Some(format!("user:{}", user.name)),
                 Some(user.role.name()),
                 serde_json::json!({}),
@@ -251,8 +196,7 @@ pub async fn login(
             .audit
             .record_committed(security_event(
                 "lockout",
-                &headers,
-                source.as_ref(),
+                &context,
                 Some(format!("user:{name}")),
                 Some(updated.role.name()),
                 serde_json::json!({ "locked_until": updated.locked_until.map(|t| t.to_rfc3339()) }),
@@ -263,8 +207,7 @@ pub async fn login(
         .audit
         .record_committed(security_event(
             "login_failure",
-            &headers,
-            source.as_ref(),
+            &context,
             None,
             None,
             detail,
@@ -289,12 +232,9 @@ pub struct RefreshBody {
     ))]
 pub async fn refresh(
     State(state): State<AppState>,
-    source: Option<Extension<SourceAddr>>,
-    headers: HeaderMap,
-    body: Body,
+    context: RequestContext,
+    ApiJson(body): ApiJson<RefreshBody, AUTH_BODY_LIMIT>,
 ) -> Result<Response, ApiError> {
-    let source = source.map(|Extension(s)| s);
-    let body: RefreshBody = json_body(&headers, body, AUTH_BODY_LIMIT).await?;
     let security = &state.security;
     let invalid = || {
         ApiError::new(
@@ -324,8 +264,7 @@ pub async fn refresh(
         RefreshOutcome::Rotated { session, user } => {
             security.audit.record(security_event(
                 "refresh",
-                &headers,
-                source.as_ref(),
+                &context,
                 Some(format!("user:{}", user.name)),
                 Some(user.role.name()),
                 serde_json::json!({ "session": session.id }),
@@ -338,8 +277,7 @@ pub async fn refresh(
                 .audit
                 .record_committed(security_event(
                     "refresh_reuse",
-                    &headers,
-                    source.as_ref(),
+                    &context,
                     None,
                     None,
                     serde_json::json!({ "session": session_id, "action": "session revoked" }),
@@ -361,8 +299,7 @@ pub async fn refresh(
 pub async fn logout(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    source: Option<Extension<SourceAddr>>,
-    headers: HeaderMap,
+    context: RequestContext,
 ) -> Result<StatusCode, ApiError> {
     let PrincipalKind::User { session_id } = &principal.kind else {
         return Err(ApiError::bad_request(
@@ -373,11 +310,11 @@ pub async fn logout(
     let security = &state.security;
     security.store.revoke_session(session_id, now()).await?;
     security.forget_cached_credentials();
-    audit_action(
-        &state,
+    security
+        .audit
+        .record_action(
         "logout",
-        &headers,
-        source,
+        &context,
         &principal,
         serde_json::json!({ "session": session_id }),
     )
@@ -438,9 +375,8 @@ pub struct PasswordBody {
 pub async fn change_password(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    source: Option<Extension<SourceAddr>>,
-    headers: HeaderMap,
-    body: Body,
+    context: RequestContext,
+    ApiJson(body): ApiJson<PasswordBody, AUTH_BODY_LIMIT>,
 ) -> Result<StatusCode, ApiError> {
     if !matches!(principal.kind, PrincipalKind::User { .. }) {
         return Err(ApiError::bad_request(
@@ -448,7 +384,6 @@ pub async fn change_password(
             "API keys have no password; create a new key instead",
         ));
     }
-    let body: PasswordBody = json_body(&headers, body, AUTH_BODY_LIMIT).await?;
     let security = &state.security;
     let user = security
         .store
@@ -475,11 +410,11 @@ pub async fn change_password(
         .update_user(&user.name, UserChange::SetPassword(hash), now())
         .await?;
     security.forget_cached_credentials();
-    audit_action(
-        &state,
+    security
+        .audit
+        .record_action(
         "password_change",
-        &headers,
-        source,
+        &context,
         &principal,
         serde_json::json!({ "user": user.name }),
     )

@@ -1,23 +1,22 @@
 //! Per-well diagnosis and episode history, and the old platform's symptom decision tree.
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use espwatch_core::Timestamp;
 use espwatch_core::diagnostics::legacy::{self, LegacyDiagnosis, SymptomRequest};
 use espwatch_store::AlarmFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::error::ApiError;
-use crate::routes::alarms::{AlarmView, alarm_store};
-use crate::routes::json_body;
-use crate::routes::telemetry::parse_well_id;
+use crate::extract::{ApiJson, WellIdPath};
+use crate::state::AppState;
+use crate::views::AlarmView;
 
-async fn require_well(state: &AppState, id: &str) -> Result<espwatch_core::WellId, ApiError> {
-    let well_id = parse_well_id(id)?;
+async fn require_well(
+    state: &AppState,
+    well_id: espwatch_core::WellId,
+) -> Result<espwatch_core::WellId, ApiError> {
     match state.store.get_well(&well_id).await? {
         Some(_) => Ok(well_id),
         None => Err(ApiError::not_found(format!(
@@ -36,9 +35,9 @@ async fn require_well(state: &AppState, id: &str) -> Result<espwatch_core::WellI
     ))]
 pub async fn diagnosis(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    WellIdPath(well_id): WellIdPath,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let well_id = require_well(&state, &id).await?;
+    let well_id = require_well(&state, well_id).await?;
     Ok(Json(state.diagnostics.diagnosis(&well_id).await))
 }
 
@@ -63,12 +62,10 @@ pub struct RetrainBody {
     ))]
 pub async fn retrain(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    WellIdPath(well_id): WellIdPath,
+    ApiJson(body): ApiJson<RetrainBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let well_id = require_well(&state, &id).await?;
-    let body: RetrainBody = json_body(&headers, body, 64 * 1024).await?;
+    let well_id = require_well(&state, well_id).await?;
     let parse = |name: &str, v: &str| {
         Timestamp::parse_rfc3339(v)
             .map_err(|e| ApiError::unprocessable("invalid_body", format!("`{name}`: {e}")))
@@ -107,10 +104,11 @@ pub struct EventList {
     ))]
 pub async fn events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    WellIdPath(well_id): WellIdPath,
 ) -> Result<Json<EventList>, ApiError> {
-    let well_id = require_well(&state, &id).await?;
-    let alarms = alarm_store(&state)?
+    let well_id = require_well(&state, well_id).await?;
+    let alarms = state
+        .alarm_store()?
         .list_alarms(&AlarmFilter {
             state: None,
             well_id: Some(well_id.to_string()),
@@ -121,6 +119,8 @@ pub async fn events(
         events: alarms.into_iter().map(Into::into).collect(),
     }))
 }
+
+const DECISION_TREE_BODY_LIMIT: usize = 256 * 1024;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DecisionTreeResponse {
@@ -138,10 +138,8 @@ pub struct DecisionTreeResponse {
         (status = 422, description = "Invalid body", body = crate::error::ErrorEnvelope)
     ))]
 pub async fn decision_tree(
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(request): ApiJson<SymptomRequest, DECISION_TREE_BODY_LIMIT>,
 ) -> Result<Json<DecisionTreeResponse>, ApiError> {
-    let request: SymptomRequest = json_body(&headers, body, 256 * 1024).await?;
     Ok(Json(DecisionTreeResponse {
         well_id: request.well_id.clone(),
         diagnosis: legacy::decide(&request),

@@ -17,7 +17,7 @@ use espwatch_store::StoreHealth;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct SimpleStatus {

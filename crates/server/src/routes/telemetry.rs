@@ -3,8 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -16,11 +15,11 @@ use espwatch_store::AppendOptions;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::extract::{ApiQuery, WellIdPath, media_type, read_body};
 use crate::ingest::{IngestError, IngestReport, ingest_payload_collect};
-use crate::routes::{media_type, read_body};
+use crate::state::AppState;
 
 /// Ingests telemetry: one reading (JSON object), a JSON array, NDJSON or CSV.
 ///
@@ -187,13 +186,10 @@ const MAX_BUCKETS: i64 = 1_000_000;
     ))]
 pub async fn query(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    params: Result<Query<TelemetryParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<TelemetryParams>,
+    WellIdPath(well_id): WellIdPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Query(params) =
-        params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
-    let well_id = parse_well_id(&id)?;
     let query = build_query(&state, well_id, params)?;
     if state.store.get_well(&query.well_id).await?.is_none() {
         return Err(ApiError::not_found(format!(
@@ -229,12 +225,6 @@ pub async fn query(
         fields,
     })
     .into_response())
-}
-
-pub(crate) fn parse_well_id(id: &str) -> Result<WellId, ApiError> {
-    WellId::parse(id).map_err(|e| {
-        ApiError::bad_request("invalid_well_id", format!("well id {id:?} is invalid: {e}"))
-    })
 }
 
 fn parse_time(name: &'static str, text: &str) -> Result<Timestamp, ApiError> {

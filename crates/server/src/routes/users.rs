@@ -1,22 +1,19 @@
 //! Administration of users and API keys over HTTP (admin only). The same operations exist as
 //! `espwatch users ...` / `espwatch apikeys ...` commands.
 
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use espwatch_core::access::{Role, check_password, check_well_list, valid_user_name};
 use espwatch_store::{ApiKey, NewUser, User, UserChange};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::auth::{audit_action, now};
-use super::json_body;
-use crate::app::AppState;
-use crate::auth::{KeyRequest, KeyRequestError, Principal, SourceAddr, issue_api_key};
+use crate::audit::now;
+use crate::auth::{KeyRequest, KeyRequestError, Principal, issue_api_key};
 use crate::error::ApiError;
-
-const BODY_LIMIT: usize = 64 * 1024;
+use crate::extract::{ApiJson, RequestContext};
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct UserView {
@@ -97,11 +94,9 @@ pub struct NewUserBody {
 pub async fn create_user(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    source: Option<Extension<SourceAddr>>,
-    headers: HeaderMap,
-    body: Body,
+    context: RequestContext,
+    ApiJson(body): ApiJson<NewUserBody>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    let body: NewUserBody = json_body(&headers, body, BODY_LIMIT).await?;
     if !valid_user_name(&body.name) {
         return Err(ApiError::unprocessable(
             "invalid_name",
@@ -126,11 +121,12 @@ pub async fn create_user(
             now(),
         )
         .await?;
-    audit_action(
-        &state,
+    state
+        .security
+        .audit
+        .record_action(
         "user_create",
-        &headers,
-        source,
+        &context,
         &principal,
         serde_json::json!({ "user": user.name, "role": user.role.name(), "wells": user.wells }),
     )
@@ -193,12 +189,10 @@ fn last_admin() -> ApiError {
 pub async fn update_user(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    source: Option<Extension<SourceAddr>>,
+    context: RequestContext,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(patch): ApiJson<UserPatch>,
 ) -> Result<Json<UserView>, ApiError> {
-    let patch: UserPatch = json_body(&headers, body, BODY_LIMIT).await?;
     let mut changes = Vec::new();
     if let Some(role) = &patch.role {
         changes.push(UserChange::SetRole(parse_role(role)?));
@@ -252,11 +246,12 @@ pub async fn update_user(
     };
     if !audited.is_empty() {
         security.forget_cached_credentials();
-        audit_action(
-            &state,
+        state
+            .security
+            .audit
+            .record_action(
             "user_change",
-            &headers,
-            source,
+            &context,
             &principal,
             serde_json::json!({ "user": name, "changes": audited }),
         )
@@ -276,9 +271,8 @@ pub async fn update_user(
 pub async fn remove_user(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    source: Option<Extension<SourceAddr>>,
+    context: RequestContext,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     if enabled_admins(&state).await? == [name.clone()] {
         return Err(last_admin());
@@ -288,11 +282,12 @@ pub async fn remove_user(
         return Err(ApiError::not_found(format!("no user {name:?}")));
     }
     security.forget_cached_credentials();
-    audit_action(
-        &state,
+    state
+        .security
+        .audit
+        .record_action(
         "user_remove",
-        &headers,
-        source,
+        &context,
         &principal,
         serde_json::json!({ "user": name }),
     )
@@ -384,11 +379,9 @@ pub struct NewKeyResponse {
 pub async fn create_key(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    source: Option<Extension<SourceAddr>>,
-    headers: HeaderMap,
-    body: Body,
+    context: RequestContext,
+    ApiJson(body): ApiJson<NewKeyBody>,
 ) -> Result<(StatusCode, Json<NewKeyResponse>), ApiError> {
-    let body: NewKeyBody = json_body(&headers, body, BODY_LIMIT).await?;
     let role = parse_role(body.role.as_deref().unwrap_or("api_client"))?;
     let request = KeyRequest {
         name: body.name,
@@ -408,11 +401,12 @@ pub async fn create_key(
             KeyRequestError::Store(e) => e.into(),
             KeyRequestError::Internal(cause) => ApiError::internal(cause),
         })?;
-    audit_action(
-        &state,
+    state
+        .security
+        .audit
+        .record_action(
         "apikey_create",
-        &headers,
-        source,
+        &context,
         &principal,
         serde_json::json!({ "key": stored.id, "name": stored.name, "role": stored.role.name() }),
     )
@@ -436,20 +430,20 @@ pub async fn create_key(
 pub async fn revoke_key(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    source: Option<Extension<SourceAddr>>,
+    context: RequestContext,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let security = &state.security;
     if !security.store.revoke_api_key(&id, now()).await? {
         return Err(ApiError::not_found(format!("no active API key {id:?}")));
     }
     security.forget_cached_credentials();
-    audit_action(
-        &state,
+    state
+        .security
+        .audit
+        .record_action(
         "apikey_revoke",
-        &headers,
-        source,
+        &context,
         &principal,
         serde_json::json!({ "key": id }),
     )

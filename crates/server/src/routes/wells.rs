@@ -1,8 +1,7 @@
 //! Wells registry: create, read, replace, delete.
 
-use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use espwatch_core::WellMeta;
 use espwatch_core::well::MetaProblem;
@@ -10,11 +9,10 @@ use espwatch_store::WellRecord;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::routes::telemetry::parse_well_id;
-use crate::routes::{json_body, parse_json};
+use crate::extract::{ApiJson, WellIdPath, parse_json};
+use crate::state::AppState;
 
 /// Registry bodies are small; this keeps a bad client from sending megabytes of curve points.
 const WELL_BODY_LIMIT: usize = 1024 * 1024;
@@ -83,10 +81,8 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    headers: HeaderMap,
-    body: Body,
+    ApiJson(meta): ApiJson<WellMeta, WELL_BODY_LIMIT>,
 ) -> Result<(StatusCode, Json<WellResponse>), ApiError> {
-    let meta: WellMeta = json_body(&headers, body, WELL_BODY_LIMIT).await?;
     if !principal.may_see_well(&meta.well_id.0) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -108,9 +104,8 @@ pub async fn create(
     ))]
 pub async fn get(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    WellIdPath(well_id): WellIdPath,
 ) -> Result<Json<WellResponse>, ApiError> {
-    let well_id = parse_well_id(&id)?;
     match state.store.get_well(&well_id).await? {
         Some(record) => Ok(Json(record.into())),
         None => Err(ApiError::not_found(format!(
@@ -131,12 +126,9 @@ pub async fn get(
     ))]
 pub async fn replace(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    WellIdPath(well_id): WellIdPath,
+    ApiJson(mut value): ApiJson<serde_json::Value, WELL_BODY_LIMIT>,
 ) -> Result<Json<WellResponse>, ApiError> {
-    let well_id = parse_well_id(&id)?;
-    let mut value: serde_json::Value = json_body(&headers, body, WELL_BODY_LIMIT).await?;
     let Some(object) = value.as_object_mut() else {
         return Err(ApiError::unprocessable(
             "invalid_body",
@@ -174,9 +166,8 @@ pub async fn replace(
     ))]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    WellIdPath(well_id): WellIdPath,
 ) -> Result<StatusCode, ApiError> {
-    let well_id = parse_well_id(&id)?;
     if state.store.delete_well(&well_id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -1,9 +1,8 @@
-//! Application state, the router (every route registered once, here, with its OpenAPI entry),
-//! the cross-cutting middleware, and `serve`, which runs until a shutdown future resolves.
+//! The router (every route registered once, here, with its OpenAPI entry), the cross-cutting
+//! middleware, and `serve`, which runs until a shutdown future resolves.
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -11,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use espwatch_store::{AlarmStore, AuditEvent, SecurityStore, Store};
+use espwatch_store::AuditEvent;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -20,67 +19,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::audit::AuditSink;
-use crate::auth::{self, AuditIdentity, Security, SourceAddr};
+use crate::auth::{self, AuditIdentity, SourceAddr};
 use crate::config::Config;
-use crate::diagnostics::DiagnosticsHub;
 use crate::error::ApiError;
+use crate::state::AppState;
 use crate::routes::{
     alarms, audit, auth as auth_routes, diagnostics, health, telemetry, users, wells,
 };
-
-/// Shared by every handler. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub config: Arc<Config>,
-    /// Set when shutdown starts, so readiness turns 503 while in-flight requests finish.
-    pub shutting_down: Arc<AtomicBool>,
-    pub started_at: Instant,
-    /// Online diagnostics: every accepted reading advances its well's engine.
-    pub diagnostics: Arc<DiagnosticsHub>,
-    /// Alarm persistence; `None` when the backend has none (alarm routes answer 503).
-    pub alarms: Option<Arc<dyn AlarmStore>>,
-    /// Identities, sessions, keys, the audit trail and the limits.
-    pub security: Arc<Security>,
-}
-
-impl AppState {
-    /// Needs a Tokio runtime (the diagnostics and audit tasks are spawned here). Fails when
-    /// the JWT secret is missing or weak.
-    pub fn new(
-        store: Arc<dyn Store>,
-        config: Config,
-        security_store: Arc<dyn SecurityStore>,
-    ) -> anyhow::Result<Self> {
-        let audit = AuditSink::start(security_store.clone());
-        let security = Security::from_config(&config, security_store, audit)?;
-        Ok(AppState {
-            diagnostics: DiagnosticsHub::start(store.clone(), None),
-            store,
-            config: Arc::new(config),
-            shutting_down: Arc::new(AtomicBool::new(false)),
-            started_at: Instant::now(),
-            alarms: None,
-            security: Arc::new(security),
-        })
-    }
-
-    /// Persists alarms raised by the online diagnostics in `alarms`.
-    pub fn with_alarms(mut self, alarms: Arc<dyn AlarmStore>) -> Self {
-        self.diagnostics = DiagnosticsHub::start(self.store.clone(), Some(alarms.clone()));
-        self.alarms = Some(alarms);
-        self
-    }
-
-    /// [`AppState::with_alarms`] when the backend keeps alarms.
-    pub fn with_optional_alarms(self, alarms: Option<Arc<dyn AlarmStore>>) -> Self {
-        match alarms {
-            Some(a) => self.with_alarms(a),
-            None => self,
-        }
-    }
-}
 
 #[derive(OpenApi)]
 #[openapi(

@@ -1,0 +1,774 @@
+//! The condition rules, one function per family of conditions. Each judges the well against
+//! its own healthy baseline at the running point (every ratio is affinity-normalised to the
+//! running frequency), names every number it uses in [`Thresholds`], and reports as evidence
+//! the values that actually triggered it.
+//!
+//! Order matters and follows the physics: loss of lift (no flow, unloaded motor) explains every
+//! other symptom, so it is judged first; then the intake (pump-off, free gas); then the motor
+//! load; then the head against the curve; then cooling.
+
+use crate::condition::Condition;
+use crate::telemetry::{Field, Measurements};
+
+use super::engine::{Baseline, Features, WellContext};
+use super::stats::Ewma;
+use super::thresholds::Thresholds;
+use super::{Evidence, Finding};
+
+/// Smoothed features of a well since its last start (time constants from the thresholds, so
+/// behaviour does not depend on the sampling interval).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Smoothed {
+    pub fast_cur: Ewma,
+    pub fast_flow: Ewma,
+    pub fast_vib: Ewma,
+    pub fast_head: Ewma,
+    pub fast_cur_abs: Ewma,
+    pub fast_gor: Ewma,
+    pub fast_pip: Ewma,
+    pub fast_temp: Ewma,
+    pub cur: Ewma,
+    pub flow: Ewma,
+    pub pip: Ewma,
+    pub pd: Ewma,
+    pub head: Ewma,
+    pub rise: Ewma,
+    pub cooling: Ewma,
+    pub gor: Ewma,
+    pub volt: Ewma,
+    pub dp: Ewma,
+    pub slow_temp: Ewma,
+    /// Drive frequency over the settling time: the fluid level follows a frequency change
+    /// for that long.
+    pub settle_freq: Ewma,
+    pub settle_flow: Ewma,
+    pub settle_pip: Ewma,
+    pub settle_thp: Ewma,
+    /// Supply voltage (absolute) now and over the settling time: without a frequency channel
+    /// V/Hz is unknown, but a sag or swell against the recent level still shows.
+    pub fast_volts: Ewma,
+    pub settle_volts: Ewma,
+}
+
+impl Smoothed {
+    /// The supply against its recent level (1 = steady), for wells without V/Hz.
+    pub fn voltage_swing(&self) -> Option<f64> {
+        match (self.fast_volts.value(), self.settle_volts.value()) {
+            (Some(now), Some(level)) if level > 1.0 => Some(now / level),
+            _ => None,
+        }
+    }
+
+    pub fn update(&mut self, ts: i64, f: &Features, m: &Measurements, th: &Thresholds) {
+        let (fast, slow) = (th.fast_tau_secs, th.slow_tau_secs);
+        let up = |e: &mut Ewma, v: Option<f64>, tau: f64| {
+            if let Some(v) = v {
+                e.update(ts, v, tau);
+            }
+        };
+        up(&mut self.fast_cur, f.current_ratio, fast);
+        up(&mut self.fast_flow, f.flow_ratio, fast);
+        up(&mut self.fast_vib, f.vibration_ratio, fast);
+        up(&mut self.fast_head, f.head_ratio, fast);
+        up(&mut self.fast_cur_abs, m.get(Field::MotorCurrentA), fast);
+        up(&mut self.fast_gor, f.gor_ratio, fast);
+        up(&mut self.fast_pip, f.intake_pressure_ratio, fast);
+        up(&mut self.fast_temp, m.get(Field::MotorTempC), fast);
+        up(&mut self.cur, f.current_ratio, slow);
+        up(&mut self.flow, f.flow_ratio, slow);
+        up(&mut self.pip, f.intake_pressure_ratio, slow);
+        up(&mut self.pd, f.discharge_pressure_ratio, slow);
+        up(&mut self.head, f.head_ratio, slow);
+        up(&mut self.rise, f.winding_rise_ratio, slow);
+        up(&mut self.cooling, f.cooling_ratio, slow);
+        up(&mut self.gor, f.gor_ratio, slow);
+        up(&mut self.volt, f.volts_per_hz_ratio, slow);
+        up(&mut self.dp, f.pressure_rise_ratio, slow);
+        up(&mut self.slow_temp, m.get(Field::MotorTempC), slow);
+        up(&mut self.settle_freq, f.frequency_hz, th.settle_secs);
+        up(&mut self.settle_flow, f.flow_ratio, th.settle_secs);
+        up(
+            &mut self.settle_pip,
+            f.intake_pressure_ratio,
+            th.settle_secs,
+        );
+        up(
+            &mut self.settle_thp,
+            f.tubing_pressure_ratio,
+            th.settle_secs,
+        );
+    }
+}
+
+/// How a head loss developed, remembered while it lasts (it decides leak vs wear vs scale).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HeadLoss {
+    pub departed: Option<i64>,
+    pub kind: Option<Condition>,
+    /// How long the loss took to develop when it was classified.
+    pub developed_secs: f64,
+    /// The head ratio judged against, when a corroborated sudden step lowered the bar.
+    pub low: Option<f64>,
+    /// Without a discharge gauge: the delivery and frequency before a sudden loss.
+    pub delivery_ref: Option<(f64, f64)>,
+}
+
+/// Everything a rule may look at for one reading.
+pub(crate) struct Input<'a> {
+    pub ts: i64,
+    pub th: &'a Thresholds,
+    pub ctx: &'a WellContext,
+    pub b: &'a Baseline,
+    pub s: &'a Smoothed,
+    pub f: &'a Features,
+    pub m: &'a Measurements,
+    /// Running long enough after a start (or a frequency step) for steady-state rules.
+    pub settled: bool,
+    /// Current explained by the operating point taken out (see `WellEngine`).
+    pub cur_unexplained: Option<f64>,
+}
+
+fn val(e: &Ewma) -> Option<f64> {
+    e.value()
+}
+
+fn bonus(cond: bool, amount: f64) -> f64 {
+    if cond { amount } else { 0.0 }
+}
+
+// Confidence: a base for the rule's core evidence, plus a bonus for each independent channel
+// that agrees. Calibrated so that events at ≥ 0.8 are right ≥ 80 % of the time on a model
+// family never tuned on (see `espwatch eval --families`).
+const BASE: f64 = 0.6;
+const STRONG: f64 = 0.15;
+const AGREES: f64 = 0.1;
+
+/// Gas in the intake: the surface GOR is up against the baseline, or the intake is at or below
+/// the bubble point (when no GOR gauge says otherwise).
+pub(crate) struct GasEvidence {
+    pub gor: Option<f64>,
+    pub gor_fast: Option<f64>,
+    pub rich: bool,
+    pub near_bubble: bool,
+    /// Near the bubble point now, but not in the healthy baseline.
+    pub new_gas: bool,
+    pub pip_psi: Option<f64>,
+}
+
+impl GasEvidence {
+    /// The GOR reading that made the fluid gas-rich: the slow ratio, or the fast one alone.
+    fn rich_evidence(&self, th: &Thresholds) -> Evidence {
+        if self.gor.is_some_and(|g| g >= th.gas_gor_ratio) {
+            Evidence::opt("gor_ratio", self.gor, th.gas_gor_ratio, ">=")
+        } else {
+            Evidence::opt(
+                "gor_ratio_fast",
+                self.gor_fast,
+                th.gas_gor_ratio + th.gas_gor_fast_margin,
+                ">=",
+            )
+        }
+    }
+}
+
+pub(crate) fn gas_evidence(i: &Input) -> GasEvidence {
+    let th = i.th;
+    let gor = val(&i.s.gor);
+    let gor_fast = val(&i.s.fast_gor);
+    let rich = gor.is_some_and(|g| g >= th.gas_gor_ratio)
+        || gor_fast.is_some_and(|g| g >= th.gas_gor_ratio + th.gas_gor_fast_margin);
+    let pip_psi = i.m.get(Field::IntakePressurePsi);
+    let near_bubble = match (pip_psi, i.ctx.bubble_point_psi) {
+        (Some(p), Some(bp)) => p < bp * th.gas_near_bubble_ratio,
+        _ => false,
+    } && gor.is_none_or(|g| g >= 1.0);
+    // A well whose healthy baseline already ran below the bubble point lives with free gas
+    // (separator, gas handler): being there now is no news.
+    let baseline_gassy = match (i.b.intake_pressure_psi, i.ctx.bubble_point_psi) {
+        (Some(p), Some(bp)) => p < bp * th.gas_near_bubble_ratio,
+        _ => false,
+    };
+    GasEvidence {
+        gor,
+        gor_fast,
+        rich,
+        near_bubble,
+        new_gas: near_bubble && !baseline_gassy,
+        pip_psi,
+    }
+}
+
+/// Loss of lift: deadhead (closed valve), broken shaft, gas lock, or a pump-off trip. Abrupt,
+/// and the relay trips within a minute, so these judge the latest (lightly smoothed) reading.
+/// `Some` ends the rules for this reading: nothing else means anything without lift.
+pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Finding>> {
+    let (th, s, f) = (i.th, i.s, i.f);
+    let flow = f.flow_ratio;
+    let head = val(&s.fast_head);
+    let cur = f.current_ratio;
+    let vib = val(&s.fast_vib);
+    let pd = f.discharge_pressure_ratio;
+    let thp = f.tubing_pressure_ratio;
+    let gas_fast = gas.gor_fast.is_some_and(|g| g >= th.gas_gor_ratio);
+    let no_flow = match flow {
+        Some(q) => q < th.no_flow_ratio,
+        None => head.is_some_and(|h| h < th.no_flow_head_ratio),
+    };
+    let pd_high = pd.is_some_and(|p| p >= th.deadhead_discharge_ratio);
+    let thp_high = thp.is_some_and(|t| t >= th.deadhead_tubing_ratio);
+    if no_flow && (pd_high || thp_high) {
+        let mut ev = vec![match flow {
+            Some(q) => Evidence::new("flow_ratio", q, th.no_flow_ratio, "<"),
+            None => Evidence::opt("head_ratio", head, th.no_flow_head_ratio, "<"),
+        }];
+        if pd_high {
+            ev.push(Evidence::opt(
+                "discharge_pressure_ratio",
+                pd,
+                th.deadhead_discharge_ratio,
+                ">=",
+            ));
+        }
+        if thp_high {
+            ev.push(Evidence::opt(
+                "tubing_pressure_ratio",
+                thp,
+                th.deadhead_tubing_ratio,
+                ">=",
+            ));
+        }
+        let conf =
+            BASE + STRONG + bonus(pd_high && thp_high, AGREES) + bonus(flow.is_some(), AGREES);
+        return Some(Some(Finding::new(Condition::ClosedValve, conf, ev)));
+    }
+    let lift_lost = no_flow || head.is_some_and(|h| h < th.lift_lost_head_ratio);
+    let unloaded = cur.is_some_and(|c| c < th.unloaded_current_ratio);
+    // Gas lock develops over minutes: head and current fall together while the pump keeps
+    // turning (vibration up, not down).
+    let losing_prime = head.is_some_and(|h| h < th.gas_lock_head_ratio)
+        && cur.is_some_and(|c| c < th.gas_lock_current_ratio)
+        && vib.is_some_and(|v| v >= th.gas_lock_vibration_ratio);
+    if !((lift_lost && unloaded) || losing_prime) {
+        return None;
+    }
+    let mut ev = Vec::new();
+    if losing_prime {
+        ev.push(Evidence::opt(
+            "head_ratio",
+            head,
+            th.gas_lock_head_ratio,
+            "<",
+        ));
+        ev.push(Evidence::opt(
+            "current_ratio",
+            cur,
+            th.gas_lock_current_ratio,
+            "<",
+        ));
+    } else {
+        ev.push(match flow {
+            Some(q) => Evidence::new("flow_ratio", q, th.no_flow_ratio, "<"),
+            None => Evidence::opt("head_ratio", head, th.lift_lost_head_ratio, "<"),
+        });
+        ev.push(Evidence::opt(
+            "current_ratio",
+            cur,
+            th.unloaded_current_ratio,
+            "<",
+        ));
+    }
+    let pip = val(&s.fast_pip);
+    let quiet = vib.is_some_and(|v| v < th.broken_shaft_vibration_ratio);
+    if pip.is_some_and(|p| p < th.pump_off_pip_ratio) && !gas_fast {
+        // Starved rather than gas locked: the intake is drawn down to its minimum (gas lock
+        // raises it) and no gas breakthrough shows at the surface.
+        ev.push(Evidence::opt(
+            "intake_pressure_ratio",
+            pip,
+            th.pump_off_pip_ratio,
+            "<",
+        ));
+        return Some(Some(Finding::new(
+            Condition::PumpOff,
+            BASE + STRONG + AGREES,
+            ev,
+        )));
+    }
+    if quiet && !gas_fast && !losing_prime {
+        ev.push(Evidence::opt(
+            "vibration_ratio",
+            vib,
+            th.broken_shaft_vibration_ratio,
+            "<",
+        ));
+        // A broken shaft leaves the motor at a steady no-load current; gas makes it hunt.
+        let steady = s.fast_cur.std() < th.broken_shaft_steady_std;
+        let conf = BASE + STRONG + bonus(steady, STRONG);
+        return Some(Some(Finding::new(Condition::BrokenShaft, conf, ev)));
+    }
+    if losing_prime {
+        ev.push(Evidence::opt(
+            "vibration_ratio",
+            vib,
+            th.gas_lock_vibration_ratio,
+            ">=",
+        ));
+    }
+    if gas_fast {
+        ev.push(Evidence::opt(
+            "gor_ratio",
+            gas.gor_fast,
+            th.gas_gor_ratio,
+            ">=",
+        ));
+    }
+    let conf = BASE + STRONG + bonus(gas_fast || gas.near_bubble, STRONG) + bonus(!quiet, 0.05);
+    Some(Some(Finding::new(Condition::GasLock, conf, ev)))
+}
+
+/// Pump-off: the well cannot feed the pump. The intake is drawn down against the baseline *and*
+/// the pump delivers less than its baseline at this speed (or, without a flow meter, the motor
+/// unloads): a drawdown with full delivery is the annulus settling after a start or a rate
+/// increase, not inflow failing. Early sign: the intake keeps falling with delivery sliding.
+pub(crate) fn pump_off(i: &Input, gas: &GasEvidence) -> Option<Finding> {
+    let (th, s) = (i.th, i.s);
+    if !i.settled || gas.rich {
+        return None;
+    }
+    let pip = val(&s.pip)?;
+    let fast_pip = val(&s.fast_pip)?;
+    let flow = val(&s.flow);
+    let cur = val(&s.cur);
+    let delivery_low = match flow {
+        Some(q) => q < th.pump_off_flow_ratio,
+        None => cur.is_some_and(|c| c < th.pump_off_current_ratio),
+    };
+    if !delivery_low {
+        return None;
+    }
+    let drawn = pip < th.pump_off_pip_ratio;
+    let gas_rising = gas.gor_fast.is_some_and(|g| g >= th.gas_gor_rising_ratio);
+    // With a flow meter showing delivery sliding, a fall below baseline counts at once;
+    // without one (the current is a weaker witness) the intake must already be drawn down.
+    let below = if flow.is_some() {
+        1.0
+    } else {
+        th.pip_drawn_ratio
+    };
+    let falling = fast_pip < pip - th.pip_fall_margin && pip < below && !gas_rising;
+    if !(drawn || falling) {
+        return None;
+    }
+    let mut ev = vec![if drawn {
+        Evidence::new("intake_pressure_ratio", pip, th.pump_off_pip_ratio, "<")
+    } else {
+        Evidence::new(
+            "intake_pressure_ratio_fast",
+            fast_pip,
+            pip - th.pip_fall_margin,
+            "< slow (falling)",
+        )
+    }];
+    ev.push(match flow {
+        Some(q) => Evidence::new("flow_ratio", q, th.pump_off_flow_ratio, "<"),
+        None => Evidence::opt("current_ratio", cur, th.pump_off_current_ratio, "<"),
+    });
+    let conf = BASE + bonus(drawn, STRONG) + bonus(flow.is_some(), AGREES);
+    Some(Finding::new(Condition::PumpOff, conf, ev))
+}
+
+/// Free gas at the intake with the pump still turning. Its signature is a cyclic fluctuation of
+/// current (and discharge pressure) well above the well's own baseline variability, with gas
+/// evidence (GOR up, or intake near or below the bubble point); or gas breaking out (surface
+/// GOR climbing while the intake sinks). A slow head loss without fluctuation is not gas.
+pub(crate) fn gas_interference(
+    i: &Input,
+    gas: &GasEvidence,
+    erratic_limit: f64,
+) -> Option<Finding> {
+    let (th, s) = (i.th, i.s);
+    let cur_var = s.cur.std();
+    let pd_var = if s.pd.is_init() { s.pd.std() } else { 0.0 };
+    let erratic = cur_var >= erratic_limit;
+    let pd_erratic = pd_var >= erratic_limit;
+    let pip_sinking = match (val(&s.fast_pip), val(&s.pip)) {
+        (Some(fast), Some(slow)) => fast < slow,
+        _ => false,
+    };
+    let breaking = gas.gor_fast.is_some_and(|g| g >= th.gas_gor_rising_ratio)
+        && gas.gor.is_some_and(|g| g > 1.0)
+        && pip_sinking;
+    let flow_low = val(&s.flow).is_some_and(|q| q < th.gas_flow_ratio);
+    let fluctuating = erratic || pd_erratic;
+    // On a well that always ran with free gas, only a fluctuation far beyond its own baseline
+    // says the gas now interferes.
+    let violent = cur_var.max(pd_var) >= th.gas_violent_factor * erratic_limit;
+    let fires = (fluctuating && (gas.rich || gas.new_gas))
+        || (violent && gas.near_bubble)
+        || (gas.rich && flow_low)
+        || breaking;
+    if !fires {
+        return None;
+    }
+    let mut ev = Vec::new();
+    if fluctuating {
+        ev.push(Evidence::new(
+            if erratic {
+                "current_variability"
+            } else {
+                "discharge_pressure_variability"
+            },
+            if erratic { cur_var } else { pd_var },
+            erratic_limit,
+            ">=",
+        ));
+    }
+    if gas.rich {
+        ev.push(gas.rich_evidence(th));
+    } else if breaking {
+        ev.push(Evidence::opt(
+            "gor_ratio_fast",
+            gas.gor_fast,
+            th.gas_gor_rising_ratio,
+            ">=",
+        ));
+    }
+    if gas.near_bubble {
+        ev.push(Evidence::opt(
+            "intake_pressure_psi",
+            gas.pip_psi,
+            i.ctx.bubble_point_psi.unwrap_or(0.0) * th.gas_near_bubble_ratio,
+            "< near bubble point",
+        ));
+    }
+    if !fluctuating && flow_low {
+        ev.push(Evidence::opt(
+            "flow_ratio",
+            val(&s.flow),
+            th.gas_flow_ratio,
+            "<",
+        ));
+    }
+    let conf = BASE
+        + bonus(fluctuating, STRONG)
+        + bonus(gas.rich, AGREES)
+        + bonus(gas.new_gas, AGREES)
+        + bonus(erratic && pd_erratic, 0.05);
+    Some(Finding::new(Condition::GasInterference, conf, ev))
+}
+
+/// Overload: the motor draws more than its baseline at this speed, more than the operating
+/// point (flow) and a heavier fluid (the pressure rise across the pump goes up with density)
+/// explain, on a healthy supply.
+pub(crate) fn overload(i: &Input) -> Option<Finding> {
+    let (th, s) = (i.th, i.s);
+    let c = i.cur_unexplained?;
+    if c < th.overload_current_ratio {
+        return None;
+    }
+    // More current with less head is a leak (the pump runs out on its curve), not drag: the
+    // head rules judge it.
+    let early = 1.0 - (1.0 - th.head_ratio_low) * th.head_departure_share;
+    if val(&s.head).is_some_and(|h| h < early) {
+        return None;
+    }
+    let supply_off = |v: Option<f64>| v.is_some_and(|v| (v - 1.0).abs() >= th.voltage_deviation);
+    if supply_off(val(&s.volt))
+        || (i.f.volts_per_hz_ratio.is_none() && supply_off(s.voltage_swing()))
+    {
+        // A sagging supply raises the current for the same power: a power problem.
+        return None;
+    }
+    // Denser fluid (water-cut step, emulsion): pressure rise and current go up together.
+    let per_pressure = val(&s.dp).filter(|d| *d > 0.5).map(|d| c / d.max(1.0));
+    if per_pressure.is_some_and(|p| p < th.overload_current_ratio) {
+        return None;
+    }
+    let amps = val(&s.fast_cur_abs);
+    let over_nameplate = match (i.ctx.rated_current_a, amps) {
+        (Some(rated), Some(a)) => Some(a >= th.overload_nameplate_share * rated),
+        _ => None,
+    };
+    // Above baseline but well under nameplate: only a clearly larger rise counts.
+    if over_nameplate == Some(false) && c < th.overload_current_ratio_under_nameplate {
+        return None;
+    }
+    let mut ev = vec![Evidence::new(
+        "current_ratio_unexplained_by_flow",
+        c,
+        if over_nameplate == Some(false) {
+            th.overload_current_ratio_under_nameplate
+        } else {
+            th.overload_current_ratio
+        },
+        ">=",
+    )];
+    if over_nameplate == Some(true) {
+        ev.push(Evidence::opt(
+            "motor_current_a",
+            amps,
+            th.overload_nameplate_share * i.ctx.rated_current_a.unwrap_or(0.0),
+            ">= nameplate share",
+        ));
+    }
+    let conf = BASE
+        + bonus(over_nameplate == Some(true), STRONG + AGREES)
+        + bonus(per_pressure.is_some(), 0.05);
+    Some(Finding::new(Condition::Overload, conf, ev))
+}
+
+/// Head lost against the curve. Abrupt with the motor still loaded: a tubing leak. Gradual: wear
+/// (clearances open, the pump recirculates: power stays while head falls) or scale (the passages
+/// narrow: flow and power fall, the motor runs hotter).
+pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
+    let (th, s) = (i.th, i.s);
+    let (h, proxied) = match val(&s.head) {
+        Some(h) => (h, false),
+        None => (delivery_proxy(i, state)?, true),
+    };
+    let early = 1.0 - (1.0 - th.head_ratio_low) * th.head_departure_share;
+    if h >= early {
+        *state = HeadLoss::default();
+        return None;
+    }
+    let departed = *state.departed.get_or_insert(i.ts);
+    let took_secs = (i.ts - departed) as f64 / 1e6;
+    let cur = val(&s.cur);
+    let rise = val(&s.rise);
+    // A small loss that came suddenly, with the motor still loaded, the annulus filling and
+    // the surface flow falling and the wellhead not pressing back, is a leak already: several
+    // channels agree on it.
+    let leak_step = state.kind.is_none()
+        && !proxied
+        && took_secs <= th.abrupt_secs
+        && h < th.leak_step_head_ratio
+        && cur.is_none_or(|c| c >= th.leak_current_ratio)
+        && match (val(&s.fast_pip), val(&s.settle_pip)) {
+            (Some(now), Some(level)) => now >= level * th.leak_step_pip_rise,
+            _ => false,
+        }
+        && match (i.f.tubing_pressure_ratio, val(&s.settle_thp)) {
+            (Some(now), Some(level)) => now <= level,
+            _ => true,
+        }
+        && match (val(&s.fast_flow), val(&s.settle_flow)) {
+            (Some(now), Some(level)) => now <= level * th.leak_step_flow_fall,
+            _ => true,
+        };
+    if leak_step && i.settled {
+        state.low = Some(th.leak_step_head_ratio);
+    }
+    let low = state.low.unwrap_or(th.head_ratio_low);
+    if h >= low || !i.settled {
+        return None;
+    }
+    let scale_signs = |c: Option<f64>, r: Option<f64>| {
+        let unloading = c.is_some_and(|c| c < th.scale_current_ratio);
+        let hotter = r.is_some_and(|r| r >= th.scale_rise_ratio);
+        unloading && hotter || r.is_some_and(|r| r >= th.scale_rise_ratio + th.scale_rise_margin)
+    };
+    if state.kind.is_none() {
+        state.developed_secs = took_secs;
+    }
+    let kind = *state.kind.get_or_insert_with(|| {
+        if took_secs <= th.abrupt_secs && cur.is_none_or(|c| c >= th.leak_current_ratio) {
+            Condition::TubingLeak
+        } else if scale_signs(cur, rise) {
+            Condition::ScalePlugging
+        } else {
+            Condition::PumpWear
+        }
+    });
+    let mut ev = vec![
+        Evidence::new(
+            if proxied {
+                "delivery_ratio_intake_rising"
+            } else {
+                "head_ratio"
+            },
+            h,
+            low,
+            "<",
+        ),
+        Evidence::new(
+            "head_loss_developed_over_h",
+            state.developed_secs / 3600.0,
+            th.abrupt_secs / 3600.0,
+            if kind == Condition::TubingLeak {
+                "<="
+            } else {
+                ">"
+            },
+        ),
+    ];
+    match kind {
+        Condition::ScalePlugging => {
+            ev.push(Evidence::opt(
+                "winding_rise_ratio",
+                rise,
+                th.scale_rise_ratio,
+                ">=",
+            ));
+            if cur.is_some_and(|c| c < th.scale_current_ratio) {
+                ev.push(Evidence::opt(
+                    "current_ratio",
+                    cur,
+                    th.scale_current_ratio,
+                    "<",
+                ));
+            }
+        }
+        Condition::TubingLeak => {
+            ev.push(Evidence::opt(
+                "current_ratio",
+                cur,
+                th.leak_current_ratio,
+                ">=",
+            ));
+        }
+        _ => {
+            ev.push(Evidence::opt(
+                "current_ratio",
+                cur,
+                th.scale_current_ratio,
+                ">=",
+            ));
+        }
+    }
+    let depth = ((low - h) / th.head_loss_full_depth).clamp(0.0, 1.0);
+    let conf = BASE + (STRONG + AGREES + 0.05) * depth;
+    Some(Finding::new(kind, conf, ev))
+}
+
+/// Without a discharge gauge the head cannot be measured, but a sudden loss of it shows: at a
+/// steady speed the delivered flow drops within minutes while the intake rises (the fluid the
+/// pump no longer lifts returns to the annulus) and the wellhead pressure falls with the
+/// flowline's flow (a choke closing or a flowline surge raises it). Flow normalised by speed is
+/// not invariant along the system curve, so the loss is measured against the delivery just
+/// before it, not against the baseline, and forgotten when the speed changes.
+fn delivery_proxy(i: &Input, state: &mut HeadLoss) -> Option<f64> {
+    let (th, s) = (i.th, i.s);
+    let flow = val(&s.fast_flow)?;
+    let freq = i.f.frequency_hz;
+    if let Some((before, f_before)) = state.delivery_ref {
+        if freq.is_some_and(|f| (f - f_before).abs() > th.proxy_frequency_band * f_before) {
+            state.delivery_ref = None;
+            return None;
+        }
+        return Some(flow / before);
+    }
+    let steady_speed = match (freq, val(&s.settle_freq)) {
+        (Some(f), Some(level)) => (f - level).abs() <= th.proxy_frequency_band * level,
+        (None, _) => true,
+        _ => false,
+    };
+    let before = val(&s.settle_flow)?;
+    let dropped = flow < th.head_ratio_low * before;
+    let intake_up = match (val(&s.fast_pip), val(&s.settle_pip)) {
+        (Some(now), Some(level)) => now >= level * th.proxy_pip_rise_ratio,
+        _ => false,
+    };
+    let wellhead_down = match (i.f.tubing_pressure_ratio, val(&s.settle_thp)) {
+        (Some(now), Some(level)) => now < level * th.proxy_max_tubing_ratio,
+        _ => false,
+    };
+    if steady_speed && dropped && intake_up && wellhead_down {
+        state.delivery_ref = Some((before, freq.unwrap_or(0.0)));
+        return Some(flow / before);
+    }
+    None
+}
+
+/// Whether an open wear episode has turned out to be scale (cooling clearly lost since).
+pub(crate) fn wear_became_scale(i: &Input) -> bool {
+    val(&i.s.rise).is_some_and(|r| r >= i.th.scale_rise_ratio + i.th.scale_rise_margin)
+}
+
+/// Motor overheating while the pump otherwise produces: the winding runs hotter than its load
+/// explains, or close to its limit. Low flow or a drawn-down intake explains a hot motor
+/// (pump-off, gas); a motor cooling down after a stop is not overheating.
+pub(crate) fn motor_overheat(i: &Input) -> Option<Finding> {
+    let (th, s) = (i.th, i.s);
+    let temp = val(&s.fast_temp);
+    // Less flow past the motor explains part of a hotter winding.
+    let rise = val(&s.rise).map(|r| r * val(&s.cooling).unwrap_or(1.0).min(1.0));
+    let near_limit = match (i.ctx.max_winding_temp_c, temp) {
+        (Some(limit), Some(t)) => t >= limit - th.overheat_margin_c,
+        _ => false,
+    };
+    let hot = rise.is_some_and(|r| r >= th.overheat_rise_ratio);
+    if !(hot || near_limit) {
+        return None;
+    }
+    let producing = val(&s.flow).is_none_or(|q| q >= th.overheat_producing_flow_ratio)
+        && val(&s.pip).is_none_or(|p| p >= th.overheat_producing_pip_ratio);
+    let cooling_down = match (temp, val(&s.slow_temp)) {
+        (Some(fast), Some(slow)) => fast < slow - th.cooling_down_c,
+        _ => false,
+    };
+    if !producing || cooling_down {
+        return None;
+    }
+    let mut ev = Vec::new();
+    if hot {
+        ev.push(Evidence::opt(
+            "winding_rise_ratio",
+            rise,
+            th.overheat_rise_ratio,
+            ">=",
+        ));
+    }
+    if near_limit && let Some(limit) = i.ctx.max_winding_temp_c {
+        ev.push(Evidence::opt(
+            "motor_temp_c",
+            temp,
+            limit - th.overheat_margin_c,
+            ">=",
+        ));
+    }
+    let conf = BASE + bonus(hot, AGREES) + bonus(near_limit, STRONG + AGREES);
+    Some(Finding::new(Condition::MotorOverheat, conf, ev))
+}
+
+/// Rules that need no learned baseline, only the nameplate: they work from a well's first
+/// readings (and right after a start, before the steady-state rules may judge).
+pub(crate) fn nameplate(
+    th: &Thresholds,
+    ctx: &WellContext,
+    m: &Measurements,
+    running_at_speed: bool,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if !running_at_speed {
+        return out;
+    }
+    if let (Some(rated), Some(amps)) = (ctx.rated_current_a, m.get(Field::MotorCurrentA))
+        && amps >= th.nameplate_overload_share * rated
+    {
+        out.push(Finding::new(
+            Condition::Overload,
+            BASE + STRONG,
+            vec![Evidence::new(
+                "motor_current_a",
+                amps,
+                th.nameplate_overload_share * rated,
+                ">= nameplate share",
+            )],
+        ));
+    }
+    if let (Some(limit), Some(t)) = (ctx.max_winding_temp_c, m.get(Field::MotorTempC))
+        && t >= limit - th.overheat_margin_c
+    {
+        out.push(Finding::new(
+            Condition::MotorOverheat,
+            BASE + STRONG,
+            vec![Evidence::new(
+                "motor_temp_c",
+                t,
+                limit - th.overheat_margin_c,
+                ">=",
+            )],
+        ));
+    }
+    out
+}

@@ -1,0 +1,79 @@
+//! `AppState`: what every handler shares (store, configuration, security, diagnostics,
+//! alarms). The router and the middleware live in `router.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use espwatch_store::{AlarmStore, SecurityStore, Store};
+
+use crate::audit::AuditSink;
+use crate::auth::Security;
+use crate::config::Config;
+use crate::diagnostics::DiagnosticsHub;
+use crate::error::ApiError;
+
+/// Shared by every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    /// Set when shutdown starts, so readiness turns 503 while in-flight requests finish.
+    pub shutting_down: Arc<AtomicBool>,
+    pub started_at: Instant,
+    /// Online diagnostics: every accepted reading advances its well's engine.
+    pub diagnostics: Arc<DiagnosticsHub>,
+    /// Alarm persistence; `None` when the backend has none (alarm routes answer 503).
+    pub alarms: Option<Arc<dyn AlarmStore>>,
+    /// Identities, sessions, keys, the audit trail and the limits.
+    pub security: Arc<Security>,
+}
+
+impl AppState {
+    /// Needs a Tokio runtime (the diagnostics and audit tasks are spawned here). Fails when
+    /// the JWT secret is missing or weak.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Config,
+        security_store: Arc<dyn SecurityStore>,
+    ) -> anyhow::Result<Self> {
+        let audit = AuditSink::start(security_store.clone());
+        let security = Security::from_config(&config, security_store, audit)?;
+        Ok(AppState {
+            diagnostics: DiagnosticsHub::start(store.clone(), None),
+            store,
+            config: Arc::new(config),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+            started_at: Instant::now(),
+            alarms: None,
+            security: Arc::new(security),
+        })
+    }
+
+    /// Persists alarms raised by the online diagnostics in `alarms`.
+    pub fn with_alarms(mut self, alarms: Arc<dyn AlarmStore>) -> Self {
+        self.diagnostics = DiagnosticsHub::start(self.store.clone(), Some(alarms.clone()));
+        self.alarms = Some(alarms);
+        self
+    }
+
+    /// [`AppState::with_alarms`] when the backend keeps alarms.
+    pub fn with_optional_alarms(self, alarms: Option<Arc<dyn AlarmStore>>) -> Self {
+        match alarms {
+            Some(a) => self.with_alarms(a),
+            None => self,
+        }
+    }
+
+    /// The alarm store, or 503 when this server's backend keeps no alarms.
+    pub fn alarm_store(&self) -> Result<Arc<dyn AlarmStore>, ApiError> {
+        self.alarms.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "alarms_unavailable",
+                "this server's store keeps no alarms",
+            )
+        })
+    }
+}

@@ -1,0 +1,51 @@
+//! API representations shared by several route files.
+
+use espwatch_core::Timestamp;
+use espwatch_store::Alarm;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An alarm as the API shows it (times RFC 3339).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlarmView {
+    id: i64,
+    well_id: String,
+    condition: String,
+    /// `critical`, `major` or `minor`.
+    severity: String,
+    /// `raised`, `acknowledged` or `cleared`.
+    state: String,
+    confidence: f64,
+    started_at: String,
+    ended_at: Option<String>,
+    acknowledged_by: Option<String>,
+    acknowledged_at: Option<String>,
+    comment: Option<String>,
+    /// Evidence and the recommended action at raise time.
+    #[schema(value_type = Object)]
+    detail: serde_json::Value,
+}
+
+impl From<Alarm> for AlarmView {
+    fn from(a: Alarm) -> Self {
+        AlarmView {
+            id: a.id,
+            well_id: a.well_id,
+            condition: a.condition,
+            severity: a.severity,
+            state: a.state.name().to_owned(),
+            confidence: a.confidence,
+            started_at: a.started_at.to_rfc3339(),
+            ended_at: a.ended_at.map(Timestamp::to_rfc3339),
+            acknowledged_by: a.acknowledged_by,
+            acknowledged_at: a.acknowledged_at.map(Timestamp::to_rfc3339),
+            comment: a.comment,
+            detail: a.detail,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AlarmList {
+    pub alarms: Vec<AlarmView>,
+}
