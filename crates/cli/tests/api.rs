@@ -1216,7 +1216,9 @@ fn config_show_layers_file_environment_and_flags() {
     );
     assert!(!ok);
     assert!(
-        stderr.contains("timescaledb") && stderr.contains("auto") && stderr.contains("require"),
+        stderr.to_lowercase().contains("timescaledb")
+            && stderr.contains("auto")
+            && stderr.contains("require"),
         "invalid timescaledb value: {stderr}"
     );
 }
