@@ -10,9 +10,9 @@ use anyhow::bail;
 use clap::Subcommand;
 use espwatch_core::Timestamp;
 use espwatch_core::access::{Role, check_password, check_well_list, valid_user_name};
-use espwatch_server::Config;
-use espwatch_server::auth::password::hash_blocking;
-use espwatch_server::auth::{KeyRequest, issue_api_key};
+use espwatch_app::Config;
+use espwatch_app::password::hash_blocking;
+use espwatch_app::keys::{KeyRequest, issue_api_key};
 use espwatch_store::{AuditEvent, AuditFilter, NewUser, SecurityStore, UserChange};
 
 use crate::StoreArgs;
@@ -247,7 +247,7 @@ async fn hash(password: String) -> anyhow::Result<String> {
 }
 
 pub async fn run_users(cmd: &UsersCommand, config: &Config) -> anyhow::Result<()> {
-    let store = crate::serve::open_security_store(config).await?;
+    let store = espwatch_app::open_security_store(config).await?;
     let store = store.as_ref();
     match cmd {
         UsersCommand::Add {
@@ -351,7 +351,7 @@ async fn change(
 }
 
 pub async fn run_apikeys(cmd: &ApiKeysCommand, config: &Config) -> anyhow::Result<()> {
-    let store = crate::serve::open_security_store(config).await?;
+    let store = espwatch_app::open_security_store(config).await?;
     let store = store.as_ref();
     match cmd {
         ApiKeysCommand::Create {
@@ -438,7 +438,7 @@ pub async fn create_api_key(
 }
 
 pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()> {
-    let store = crate::serve::open_security_store(config).await?;
+    let store = espwatch_app::open_security_store(config).await?;
     match cmd {
         AuditCommand::Verify { .. } => {
             let report = store.verify_audit().await?;

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use clap::Subcommand;
 use espwatch_core::duration::parse_duration_micros;
 use espwatch_core::{Field, Measurements, Reading, Timestamp, WellId};
-use espwatch_server::{AppState, Config};
+use espwatch_app::Config;
+use espwatch_server::AppState;
 use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
 use espwatch_store_postgres::{Connector, CopyEncoder, PostgresOptions, PostgresStore, redact_url};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -230,8 +231,8 @@ impl TestServer {
         // the rate limits are off: the benchmark is one identity from one address.
         let config = Config {
             data_dir: dir.path().to_path_buf(),
-            jwt_secret: Some(espwatch_server::SecretString(
-                espwatch_server::auth::random_token(48)?,
+            jwt_secret: Some(espwatch_app::SecretString(
+                espwatch_app::keys::random_token(48)?,
             )),
             rate_limit_per_identity: 0.0,
             rate_limit_per_source: 0.0,

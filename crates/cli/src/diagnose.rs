@@ -80,8 +80,13 @@ pub struct EvalArgs {
     #[arg(long, value_name = "labels.csv", required_unless_present = "families")]
     pub labels: Option<PathBuf>,
     /// Events: well_id,start,end,condition,confidence (as `espwatch diagnose` writes).
-    #[arg(long, value_name = "EVENTS.csv", required_unless_present = "families")]
+    #[arg(long, value_name = "EVENTS.csv", required_unless_present_any = ["families", "scores"])]
     pub events: Option<PathBuf>,
+    /// Score the per-reading anomaly flag of SCORES.csv (as `espwatch diagnose` writes)
+    /// pointwise against the labels: readings inside a label window are faulty, the others
+    /// normal; training readings (score 0) are left out.
+    #[arg(long, value_name = "SCORES.csv", conflicts_with = "families")]
+    pub scores: Option<PathBuf>,
     /// Normal operations: well_id,start,end,operation. Default: operations.csv next to the labels
     /// when present.
     #[arg(long, value_name = "operations.csv")]
@@ -694,6 +699,10 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
     if let Some(list) = &args.families {
         return run_families(args, list, max_delay);
     }
+    if let (Some(labels_path), Some(scores_path)) = (&args.labels, &args.scores) {
+        let labels = read_intervals(labels_path, "well_id", "condition")?;
+        return run_pointwise(&labels, scores_path, args.json);
+    }
     let (Some(labels_path), Some(events_path)) = (&args.labels, &args.events) else {
         bail!("give --labels and --events, or --families");
     };
@@ -723,6 +732,67 @@ pub fn run_eval(args: &EvalArgs) -> anyhow::Result<()> {
         );
     } else {
         print_report(&report, &detail);
+    }
+    Ok(())
+}
+
+/// Pointwise F1 and false-alarm rate of the per-reading anomaly flag.
+fn run_pointwise(labels: &[Interval], scores: &Path, json: bool) -> anyhow::Result<()> {
+    let index = espwatch_core::diagnostics::eval::LabelIndex::new(labels);
+    let mut report = espwatch_core::diagnostics::eval::PointwiseReport::default();
+    let mut reader =
+        csv::Reader::from_path(scores).with_context(|| format!("opening {}", scores.display()))?;
+    let headers = reader.headers()?.clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{}: no `{name}` column", scores.display()))
+    };
+    let (w, t, sc, fl) = (
+        col("well_id")?,
+        col("ts")?,
+        col("anomaly_score")?,
+        col("anomaly")?,
+    );
+    let mut record = csv::StringRecord::new();
+    let mut line = 1;
+    while reader.read_record(&mut record)? {
+        line += 1;
+        let score: f64 = record
+            .get(sc)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{} line {line}: anomaly_score", scores.display()))?;
+        if score == 0.0 {
+            continue;
+        }
+        let ts = Timestamp::parse_rfc3339(record.get(t).unwrap_or(""))
+            .with_context(|| format!("{} line {line}: ts", scores.display()))?;
+        let flagged = record.get(fl) == Some("1");
+        index.score(&mut report, record.get(w).unwrap_or(""), ts.0, flagged);
+    }
+    if json {
+        let v = serde_json::json!({
+            "normal_readings": report.normal,
+            "normal_flagged": report.normal_flagged,
+            "false_alarm_rate": report.false_alarm_rate(),
+            "faulty_readings": report.faulty,
+            "faulty_flagged": report.faulty_flagged,
+            "recall": report.recall(),
+            "precision": report.precision(),
+            "f1": report.f1(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "pointwise anomaly flag: {} normal readings, {:.2} % flagged; {} faulty readings, recall {:.3}, precision {:.3}, F1 {:.3}",
+            report.normal,
+            100.0 * report.false_alarm_rate(),
+            report.faulty,
+            report.recall(),
+            report.precision(),
+            report.f1()
+        );
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use clap::Args;
 use espwatch_core::Timestamp;
 use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
-use espwatch_server::{Config, IngestReport, ingest_payload};
+use espwatch_app::{Config, IngestReport, ingest_payload};
 use espwatch_store::{AppendOptions, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -167,7 +167,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
             endpoint: format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
         },
         None => Sink::Local {
-            store: crate::serve::open_store(&config).await?.store,
+            store: espwatch_app::open_store(&config).await?.store,
             append: AppendOptions {
                 auto_register_wells: config.auto_register_wells,
             },

@@ -571,17 +571,17 @@ pub fn status_printer(total_end: Timestamp) -> impl FnMut(Timestamp, u64) + Send
 }
 
 /// `espwatch demo`: the server on the embedded store plus a streaming demo fleet.
-pub async fn run_demo(args: &DemoArgs, mut config: espwatch_server::Config) -> anyhow::Result<()> {
+pub async fn run_demo(args: &DemoArgs, mut config: espwatch_app::Config) -> anyhow::Result<()> {
     use espwatch_server::AppState;
 
     // The demo needs no setup: without a configured secret it signs tokens with a random one
     // (sessions then end with the demo), and it makes its own key and sign-in.
     if config.jwt_secret.is_none() && config.jwt_secret_file.is_none() {
-        config.jwt_secret = Some(espwatch_server::SecretString(
-            espwatch_server::auth::random_token(48)?,
+        config.jwt_secret = Some(espwatch_app::SecretString(
+            espwatch_app::keys::random_token(48)?,
         ));
     }
-    let store = crate::serve::open_store(&config).await?;
+    let store = espwatch_app::open_store(&config).await?;
     let (demo_user, demo_password) = demo_login(store.security.as_ref()).await?;
     let (_, demo_key) = crate::admin::create_api_key(
         store.security.as_ref(),
@@ -658,11 +658,11 @@ async fn demo_login(
 ) -> anyhow::Result<(String, String)> {
     use espwatch_store::{NewUser, UserChange};
     let name = "demo".to_owned();
-    let password = espwatch_server::auth::random_token(12)?;
+    let password = espwatch_app::keys::random_token(12)?;
     let hash = {
         let password = password.clone();
         tokio::task::spawn_blocking(move || {
-            espwatch_server::auth::password::hash_blocking(&password)
+            espwatch_app::password::hash_blocking(&password)
         })
         .await?
         .map_err(|e| anyhow::anyhow!("{e}"))?

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use espwatch_core::WellMeta;
-use espwatch_server::Config;
+use espwatch_app::Config;
 use espwatch_store::{Store, StoreError};
 
 use crate::Target;
@@ -91,7 +91,7 @@ async fn import(paths: &[PathBuf], target: &Target, config: &Config) -> anyhow::
     let mut imported = 0;
     let local = match &target.url {
         Some(_) => None,
-        None => Some(crate::serve::open_store(config).await?.store),
+        None => Some(espwatch_app::open_store(config).await?.store),
     };
     let client = target.http_client(std::time::Duration::from_secs(60))?;
     for file in &files {
@@ -192,7 +192,7 @@ async fn list(target: &Target, config: &Config) -> anyhow::Result<()> {
                 .unwrap_or_default()
         }
         None => {
-            let store = crate::serve::open_store(config).await?.store;
+            let store = espwatch_app::open_store(config).await?.store;
             let wells = store.list_wells().await?;
             store.close().await?;
             wells.into_iter().map(|w| w.meta.well_id.0).collect()

@@ -245,6 +245,177 @@ pub enum PasswordProblem {
     ContainsUserName,
     #[error("the password is trivial (a repeated character or a simple sequence)")]
     Trivial,
+    #[error(
+        "the password is one of the most common passwords (or one with digits added); choose another"
+    )]
+    Common,
+}
+
+/// Passwords and password stems found at the top of breach corpora (NIST SP 800-63B asks to
+/// refuse them). Matched against the whole password, lower-cased, and against its stem: the
+/// password without leading/trailing digits and punctuation and with the usual letter-for-digit
+/// substitutions undone (`P@ssw0rd2024!` → `password`).
+const COMMON_PASSWORDS: &[&str] = &[
+    "password",
+    "passwort",
+    "passw0rd",
+    "pass",
+    "qwerty",
+    "qwertyuiop",
+    "qwertyuiopasdfghjkl",
+    "qwertz",
+    "azerty",
+    "asdf",
+    "asdfgh",
+    "asdfghjkl",
+    "zxcvbn",
+    "zxcvbnm",
+    "qazwsx",
+    "qazwsxedc",
+    "qazwsxedcrfv",
+    "1qaz2wsx",
+    "1qaz2wsx3edc",
+    "zaq12wsx",
+    "zaq1zaq1",
+    "1q2w3e4r",
+    "1q2w3e4r5t",
+    "1q2w3e4r5t6y",
+    "q1w2e3r4",
+    "q1w2e3r4t5y6",
+    "qwe123",
+    "qwerty123",
+    "qwerty123456",
+    "abc",
+    "abcd",
+    "abcdef",
+    "abc123",
+    "letmein",
+    "welcome",
+    "welcometo",
+    "admin",
+    "administrator",
+    "root",
+    "toor",
+    "login",
+    "master",
+    "iloveyou",
+    "loveyou",
+    "monkey",
+    "dragon",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "soccer",
+    "hockey",
+    "basketball",
+    "superman",
+    "batman",
+    "spiderman",
+    "starwars",
+    "shadow",
+    "michael",
+    "jennifer",
+    "jordan",
+    "hunter",
+    "trustno",
+    "trustnoone",
+    "whatever",
+    "freedom",
+    "mustang",
+    "charlie",
+    "pokemon",
+    "secret",
+    "changeme",
+    "changeit",
+    "default",
+    "guest",
+    "test",
+    "tester",
+    "testing",
+    "user",
+    "summer",
+    "winter",
+    "spring",
+    "autumn",
+    "january",
+    "december",
+    "hello",
+    "helloworld",
+    "hellohello",
+    "computer",
+    "internet",
+    "access",
+    "killer",
+    "ninja",
+    "cheese",
+    "chocolate",
+    "flower",
+    "lovely",
+    "money",
+    "samsung",
+    "google",
+    "microsoft",
+    "apple",
+    "linux",
+    "ubuntu",
+    "oracle",
+    "database",
+    "postgres",
+    "server",
+    "system",
+    "service",
+    "company",
+    "office",
+    "espwatch",
+    "pump",
+    "oilfield",
+    "scada",
+    "operator",
+    "engineer",
+    "production",
+    "blink",
+    "solo",
+    "zaq",
+    "aa",
+    "ab",
+    "qq",
+    "mypassword",
+    "yourpassword",
+    "newpassword",
+    "passwordpassword",
+    "letmeinplease",
+    "iloveyouforever",
+    "correcthorsebatterystaple",
+];
+
+fn is_common(lower: &str) -> bool {
+    if COMMON_PASSWORDS.contains(&lower) {
+        return true;
+    }
+    let edge = |c: char| c.is_ascii_digit() || c.is_ascii_punctuation() || c.is_whitespace();
+    let core = lower.trim_matches(edge);
+    let stem: String = core
+        .chars()
+        .map(|c| match c {
+            '0' => 'o',
+            '1' | '!' => 'i',
+            '3' => 'e',
+            '4' | '@' => 'a',
+            '5' | '$' => 's',
+            '7' => 't',
+            c => c,
+        })
+        .collect();
+    // "password1234", "Password!2024", "P@ssw0rd", but also "passwordpassword1".
+    !stem.is_empty()
+        && (COMMON_PASSWORDS.contains(&stem.as_str())
+            || COMMON_PASSWORDS.contains(&core)
+            || COMMON_PASSWORDS.iter().any(|w| {
+                w.len() >= 4
+                    && stem.len().is_multiple_of(w.len())
+                    && stem == w.repeat(stem.len() / w.len())
+            }))
 }
 
 /// NIST SP 800-63B style: length, not composition. No rotation rules live anywhere.
@@ -263,6 +434,9 @@ pub fn check_password(user_name: &str, password: &str) -> Result<(), PasswordPro
     }
     if is_trivial(&lower) {
         return Err(PasswordProblem::Trivial);
+    }
+    if is_common(&lower) {
+        return Err(PasswordProblem::Common);
     }
     Ok(())
 }
@@ -347,6 +521,24 @@ mod tests {
             );
         }
         assert_eq!(check_password("ana", "correct horse battery"), Ok(()));
+        for common in [
+            "password1234",
+            "Password!2024",
+            "P@ssw0rd123456",
+            "qwertyuiopasdfghjkl",
+            "1qaz2wsx3edc",
+            "iloveyou2024!",
+            "welcome12345",
+            "letmeinletmein",
+            "espwatch2026!",
+        ] {
+            assert_eq!(
+                check_password("ana", common),
+                Err(PasswordProblem::Common),
+                "{common}"
+            );
+        }
+        assert_eq!(check_password("ana", "pumps at dawn, 7 wells"), Ok(()));
         // Length counts characters, not bytes.
         assert_eq!(
             check_password("ana", "ééééééééééé"),

@@ -170,7 +170,16 @@ impl DiagnosticsHub {
 
     /// Retrains a well: its baseline becomes the stored readings in `[from, until)`, then
     /// everything stored after `until` is replayed through the new model.
-    pub async fn retrain(&self, well: &WellId, from: Timestamp, until: Timestamp) {
+    ///
+    /// A window with no settled running readings (e.g. the default last 8 h of a well whose
+    /// data was backfilled) would leave the well without a baseline: that is refused, and the
+    /// well keeps its current state.
+    pub async fn retrain(
+        &self,
+        well: &WellId,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> Result<(), RetrainError> {
         let meta = self
             .store
             .get_well(well)
@@ -191,9 +200,11 @@ impl DiagnosticsHub {
         };
         let mut opened = Vec::new();
         let mut closed = Vec::new();
+        let mut in_window = 0u64;
         match self.store.read_range(well, range).await {
             Ok(points) => {
                 for (ts, values) in points {
+                    in_window += u64::from(ts < until);
                     let out = engine.push(ts, &values);
                     for e in out.transitions.opened {
                         opened.push((well.clone(), e, engine.findings().to_vec()));
@@ -206,12 +217,18 @@ impl DiagnosticsHub {
                     );
                 }
             }
-            Err(e) => tracing::warn!(%well, error = %e, "diagnostics: cannot read history"),
+            Err(e) => return Err(RetrainError::History(e.to_string())),
         }
         engine.end_training();
+        if engine.baseline().is_none() {
+            return Err(RetrainError::NoBaseline {
+                readings: in_window,
+            });
+        }
         engines.insert(well.clone(), engine);
         drop(engines);
         self.apply(opened, closed).await;
+        Ok(())
     }
 
     /// The current diagnosis of a well, rebuilding its state from stored data if needed.
@@ -252,4 +269,17 @@ impl DiagnosticsHub {
             "baseline": engine.baseline(),
         })
     }
+}
+
+/// Why a retrain was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RetrainError {
+    /// The window holds too few settled running readings to learn a baseline from.
+    #[error(
+        "the window holds {readings} readings of this well, too few of them settled running to learn a baseline"
+    )]
+    NoBaseline { readings: u64 },
+    /// The stored history could not be read.
+    #[error("reading the well's history: {0}")]
+    History(String),
 }

@@ -3,17 +3,16 @@
 
 pub mod audit;
 pub mod auth;
-pub mod config;
 pub mod diagnostics;
 pub mod error;
 pub mod extract;
-pub mod ingest;
 pub mod router;
 mod routes;
 pub mod state;
 mod views;
 
+/// The configuration and the ingest pipeline are application services (`espwatch-app`);
+/// these paths stay for code written against the server crate.
+pub use espwatch_app::{config, ingest};
 pub use router::{OPENAPI_PATH, router, serve};
 pub use state::AppState;
-pub use config::{Config, LogFormat, SecretString, TimescaleSetting};
-pub use ingest::{IngestReport, ingest_payload};

@@ -20,12 +20,12 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{self, AuditIdentity, SourceAddr};
-use crate::config::Config;
 use crate::error::ApiError;
-use crate::state::AppState;
 use crate::routes::{
     alarms, audit, auth as auth_routes, diagnostics, health, telemetry, users, wells,
 };
+use crate::state::AppState;
+use espwatch_app::config::Config;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -10,9 +10,9 @@ use espwatch_store::{AlarmStore, SecurityStore, Store};
 
 use crate::audit::AuditSink;
 use crate::auth::Security;
-use crate::config::Config;
 use crate::diagnostics::DiagnosticsHub;
 use crate::error::ApiError;
+use espwatch_app::config::Config;
 
 /// Shared by every handler. Cheap to clone.
 #[derive(Clone)]

@@ -167,6 +167,19 @@ async fn alarm_lifecycle_raised_acknowledged_cleared() {
         ))
         .await;
     assert_eq!(status, 422, "{body}");
+    // A window where the well has no data (a backfilled well's default "last 8 h", say)
+    // cannot teach a baseline: refused, and the well keeps the one it has.
+    let (status, body) = app
+        .send(retrain(
+            json!({"from": "2020-01-01T00:00:00Z", "until": "2020-01-02T00:00:00Z"}),
+        ))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["type"], "no_baseline", "{body}");
+    assert_eq!(body["error"]["details"]["readings_in_window"], 0, "{body}");
+    let (_, kept) = app.get("/api/v1/wells/DIAG-1/diagnosis").await;
+    assert_eq!(kept["trained"], true, "{kept}");
+    assert!(!kept["baseline"].is_null(), "{kept}");
     let (status, body) = app.send(retrain(json!({}))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["trained"], true, "{body}");

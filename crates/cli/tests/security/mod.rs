@@ -142,7 +142,7 @@ async fn every_protected_route_refuses_every_kind_of_bad_credential() {
         .send(app.client.delete(app.url(&format!("/api/v1/apikeys/{revoked_id}"))))
         .await;
     assert_eq!(status, 204);
-    let (id, expired_key) = espwatch_server::auth::generate_api_key().unwrap();
+    let (id, expired_key) = espwatch_app::keys::generate_api_key().unwrap();
     app.security
         .create_api_key(
             espwatch_store::NewApiKey {
@@ -468,13 +468,14 @@ async fn users_and_keys_are_managed_over_http_with_argon2id_hashes() {
         })))
         .await;
     assert_eq!(status, 422, "password containing the name: {body}");
-    for weak in ["short", "aaaaaaaaaaaaaaaa", "1234567890123"] {
-        let (status, _) = app
+    for weak in ["short", "aaaaaaaaaaaaaaaa", "1234567890123", "password1234", "P@ssw0rd2026!"] {
+        let (status, body) = app
             .send(app.client.post(app.url("/api/v1/users")).json(&json!({
                 "name": "carol", "role": "analyst", "password": weak
             })))
             .await;
         assert_eq!(status, 422, "{weak}");
+        assert_eq!(body["error"]["type"], "weak_password", "{weak}: {body}");
     }
     let (status, body) = app
         .send(app.client.post(app.url("/api/v1/users")).json(&json!({
@@ -757,6 +758,13 @@ fn the_server_refuses_to_start_without_a_strong_secret_and_the_cli_manages_ident
         work.path(),
     );
     assert!(!ok && stderr.contains("at least 12"), "{stderr}");
+    // NIST SP 800-63B: common passwords (and common ones with digits added) are refused.
+    let (ok, _, stderr) = run_cli(
+        &["users", "add", "root", "--role", "admin", "--data-dir", dir_s],
+        &[("ESPWATCH_PASSWORD", "password1234")],
+        work.path(),
+    );
+    assert!(!ok && stderr.contains("most common passwords"), "{stderr}");
     let (ok, _, stderr) = run_cli(
         &[
             "users",

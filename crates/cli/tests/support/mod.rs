@@ -15,13 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use espwatch_core::access::Role;
-use espwatch_server::{AppState, Config, SecretString};
-use espwatch_store::{
-    AlarmStore, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, NewUser, SecurityStore,
-    Store,
-};
+use espwatch_app::{Config, SecretString};
+use espwatch_server::AppState;
+use espwatch_store::{NewUser, SecurityStore};
 use espwatch_store_postgres::testing::TestDatabase;
-use espwatch_store_postgres::{PostgresOptions, PostgresStore};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -90,56 +87,29 @@ macro_rules! both_backends {
 }
 pub(crate) use both_backends;
 
-/// The store for a test app: embedded in `data_dir`, or the test's PostgreSQL database.
-pub struct OpenedStore {
-    pub store: Arc<dyn Store>,
-    pub alarms: Option<Arc<dyn AlarmStore>>,
-    pub security: Arc<dyn SecurityStore>,
-}
+pub use espwatch_app::OpenedStore;
 
 /// The JWT secret of every server a test starts (in-process or child): random per process.
 pub fn test_jwt_secret() -> &'static str {
     static SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SECRET.get_or_init(|| espwatch_server::auth::random_token(48).expect("randomness"))
+    SECRET.get_or_init(|| espwatch_app::keys::random_token(48).expect("randomness"))
 }
 
-async fn open_store(data_dir: &Path, config: &mut Config) -> OpenedStore {
-    match backend() {
-        Backend::Embedded => {
-            let store = Arc::new(
-                EmbeddedStore::open(data_dir, EmbeddedOptions::default()).expect("open store"),
-            );
-            OpenedStore {
-                alarms: Some(store.clone() as Arc<dyn AlarmStore>),
-                security: Arc::new(EmbeddedSecurityStore::open(data_dir).expect("open security")),
-                store,
-            }
-        }
-        Backend::Postgres => {
-            let db = BACKEND.with(|c| {
-                c.database
-                    .lock()
-                    .unwrap()
-                    .clone()
-                    .expect("run_on created the database")
-            });
-            config.database_url = Some(db.url.clone());
-            let options = PostgresOptions {
-                pool_size: 4,
-                ..PostgresOptions::default()
-            };
-            let store = Arc::new(
-                PostgresStore::open(&db.url, options)
-                    .await
-                    .expect("open PostgreSQL store"),
-            );
-            OpenedStore {
-                alarms: Some(store.clone() as Arc<dyn AlarmStore>),
-                security: store.clone() as Arc<dyn SecurityStore>,
-                store,
-            }
-        }
+/// The test's store, opened as `serve` opens it: embedded in `config.data_dir`, or the test's
+/// PostgreSQL database.
+async fn open_store(config: &mut Config) -> OpenedStore {
+    if backend() == Backend::Postgres {
+        let db = BACKEND.with(|c| {
+            c.database
+                .lock()
+                .unwrap()
+                .clone()
+                .expect("run_on created the database")
+        });
+        config.database_url = Some(db.url.clone());
+        config.database_pool_size = 4;
     }
+    espwatch_app::open_store(config).await.expect("open store")
 }
 
 /// A server running inside the test process.
@@ -186,7 +156,7 @@ pub async fn start_in(
         ..Config::default()
     };
     tweak(&mut config);
-    let store = open_store(&data_dir, &mut config).await;
+    let store = open_store(&mut config).await;
     let security = store.security.clone();
     let admin_key = create_key(security.as_ref(), "test-admin", Role::Admin, None).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -299,14 +269,14 @@ pub async fn create_key(
     role: Role,
     wells: Option<Vec<String>>,
 ) -> String {
-    let request = espwatch_server::auth::KeyRequest {
+    let request = espwatch_app::keys::KeyRequest {
         name: name.into(),
         role,
         wells,
         expires: None,
         created_by: "test".into(),
     };
-    let (_, key) = espwatch_server::auth::issue_api_key(security, request)
+    let (_, key) = espwatch_app::keys::issue_api_key(security, request)
         .await
         .expect("create key");
     key
@@ -322,7 +292,7 @@ pub async fn create_user(
 ) {
     let password = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || {
-        espwatch_server::auth::password::hash_blocking(&password)
+        espwatch_app::password::hash_blocking(&password)
     })
     .await
     .expect("join")

@@ -6,17 +6,17 @@
 use super::stats::{Welford, symmetric_eigen};
 
 /// Names of the features the model sees, in order (all ratios to the baseline at the
-/// running frequency, so they sit near 1 whatever the frequency).
-pub const FEATURES: [&str; 9] = [
+/// running frequency, so they sit near 1 whatever the frequency). The intake pressure and the
+/// GOR are left to the rules: they move with every normal operation (rate changes, well tests,
+/// water-cut and reservoir drift), so a model of the training hours would flag them for days.
+pub const FEATURES: [&str; 7] = [
     "current_ratio",
-    "intake_pressure_ratio",
     "head_ratio",
     "flow_ratio",
     "vibration_ratio",
     "winding_rise_ratio",
     "volts_per_hz_ratio",
     "efficiency_ratio",
-    "gor_ratio",
 ];
 pub const NF: usize = FEATURES.len();
 
@@ -50,9 +50,53 @@ pub struct AnomalyScore {
     pub alarm_score: f64,
 }
 
+fn quantile_of(mut v: Vec<f64>, quantile: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let i = ((v.len() as f64 - 1.0) * quantile).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
 impl AnomalyModel {
     /// Fits the model; `None` with fewer than 30 usable vectors.
+    ///
+    /// The pointwise limits are calibrated out of sample: a probe model fitted on the first
+    /// two thirds of the training window scores the last third (training samples are in time
+    /// order), and the ratio of its out-of-sample to in-sample quantile widens the full model's
+    /// in-sample quantile. A model only ever scored on the data it was fitted to would call the
+    /// slightest later drift an anomaly.
     pub fn fit(
+        samples: &[FeatureVec],
+        variance_kept: f64,
+        std_floor: f64,
+        quantile: f64,
+        margin: f64,
+    ) -> Option<AnomalyModel> {
+        let mut model = Self::fit_in_sample(samples, variance_kept, std_floor, quantile, margin)?;
+        let split = samples.len() * 2 / 3;
+        if samples.len() >= 90
+            && let Some(probe) = Self::fit_in_sample(
+                &samples[..split],
+                variance_kept,
+                std_floor,
+                quantile,
+                margin,
+            )
+        {
+            let (t2s, spes): (Vec<f64>, Vec<f64>) = samples[split..]
+                .iter()
+                .map(|x| probe.t2_spe(&standardise(x, &probe.mean, &probe.std)))
+                .unzip();
+            let widen_t2 = (quantile_of(t2s, quantile) / probe.t2_limit).max(1.0);
+            let widen_spe = (quantile_of(spes, quantile) / probe.spe_limit).max(1.0);
+            model.t2_limit *= widen_t2;
+            model.spe_limit *= widen_spe;
+            model.t2_alarm = model.t2_alarm.max(model.t2_limit * margin);
+            model.spe_alarm = model.spe_alarm.max(model.spe_limit * margin);
+        }
+        Some(model)
+    }
+
+    fn fit_in_sample(
         samples: &[FeatureVec],
         variance_kept: f64,
         std_floor: f64,

@@ -671,14 +671,12 @@ impl WellEngine {
     fn feature_vector(&self, f: &Features) -> FeatureVec {
         let v: [Option<f64>; NF] = [
             f.current_ratio,
-            f.intake_pressure_ratio,
             f.head_ratio,
             f.flow_ratio,
             f.vibration_ratio,
             f.winding_rise_ratio,
             f.volts_per_hz_ratio,
             f.efficiency_ratio,
-            f.gor_ratio,
         ];
         v
     }

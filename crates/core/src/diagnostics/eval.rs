@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::condition::{Condition, Onset};
+use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Interval {
@@ -466,5 +467,110 @@ mod tests {
         assert_eq!(d.false_alarms_by_operation[STEADY_RUNNING], 1);
         assert_eq!(d.operations["sand_slug"], 1);
         assert_eq!(d.abrupt_median_delay_s, Some(300.0));
+    }
+}
+
+/// Pointwise scores of the per-reading anomaly flag: each scored reading is faulty when it
+/// falls inside a label window of its well, normal otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct PointwiseReport {
+    pub normal: u64,
+    pub normal_flagged: u64,
+    pub faulty: u64,
+    pub faulty_flagged: u64,
+}
+
+impl PointwiseReport {
+    /// Share of normal readings flagged.
+    pub fn false_alarm_rate(&self) -> f64 {
+        self.normal_flagged as f64 / (self.normal as f64).max(1.0)
+    }
+    pub fn recall(&self) -> f64 {
+        self.faulty_flagged as f64 / (self.faulty as f64).max(1.0)
+    }
+    pub fn precision(&self) -> f64 {
+        let flagged = self.faulty_flagged + self.normal_flagged;
+        self.faulty_flagged as f64 / (flagged as f64).max(1.0)
+    }
+    pub fn f1(&self) -> f64 {
+        let (p, r) = (self.precision(), self.recall());
+        if p + r > 0.0 {
+            2.0 * p * r / (p + r)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Label windows of each well, for pointwise lookups.
+pub struct LabelIndex {
+    by_well: BTreeMap<String, Vec<(i64, i64)>>,
+}
+
+impl LabelIndex {
+    pub fn new(labels: &[Interval]) -> LabelIndex {
+        let mut by_well: BTreeMap<String, Vec<(i64, i64)>> = BTreeMap::new();
+        for l in labels {
+            by_well
+                .entry(l.well_id.clone())
+                .or_default()
+                .push((l.start, l.end));
+        }
+        for v in by_well.values_mut() {
+            v.sort_unstable();
+        }
+        LabelIndex { by_well }
+    }
+
+    pub fn inside(&self, well: &str, ts: i64) -> bool {
+        self.by_well
+            .get(well)
+            .is_some_and(|v| v.iter().any(|&(s, e)| s <= ts && ts <= e))
+    }
+
+    /// Adds one scored reading to the report.
+    pub fn score(&self, report: &mut PointwiseReport, well: &str, ts: i64, flagged: bool) {
+        if self.inside(well, ts) {
+            report.faulty += 1;
+            report.faulty_flagged += flagged as u64;
+        } else {
+            report.normal += 1;
+            report.normal_flagged += flagged as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod pointwise_tests {
+    use super::*;
+
+    #[test]
+    fn pointwise_scores_count_flags_inside_and_outside_labels() {
+        let labels = vec![Interval {
+            well_id: "W".into(),
+            start: 100,
+            end: 200,
+            name: "tubing_leak".into(),
+        }];
+        let index = LabelIndex::new(&labels);
+        let mut r = PointwiseReport::default();
+        for (ts, flag) in [
+            (50, false),
+            (60, true),
+            (150, true),
+            (160, false),
+            (300, false),
+        ] {
+            index.score(&mut r, "W", ts, flag);
+        }
+        index.score(&mut r, "other", 150, true);
+        assert_eq!(
+            (r.normal, r.normal_flagged, r.faulty, r.faulty_flagged),
+            (4, 2, 2, 1)
+        );
+        assert!((r.recall() - 0.5).abs() < 1e-12);
+        assert!((r.precision() - 1.0 / 3.0).abs() < 1e-12);
+        assert!((r.false_alarm_rate() - 0.5).abs() < 1e-12);
+        assert!((r.f1() - 0.4).abs() < 1e-12);
     }
 }

@@ -19,8 +19,7 @@ type HmacSha256 = Hmac<Sha256>;
 const HEADER_JSON: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 /// `typ` claim of access tokens (refresh tokens are opaque and never JWTs).
 pub const ACCESS_TYPE: &str = "access";
-/// Minimum secret length: 256 bits.
-pub const MIN_SECRET_BYTES: usize = 32;
+pub use espwatch_app::config::{MIN_SECRET_BYTES, SecretError, check_secret};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -59,21 +58,6 @@ pub enum TokenError {
     Expired,
     #[error("not valid yet")]
     NotYetValid,
-}
-
-/// Why a secret was refused at start.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SecretError {
-    #[error(
-        "the JWT secret is missing: set jwt_secret_file (or ESPWATCH_JWT_SECRET) to at least {MIN_SECRET_BYTES} random bytes, e.g. `head -c 48 /dev/urandom | base64 > jwt.secret`"
-    )]
-    Missing,
-    #[error(
-        "the JWT secret is too short: {0} bytes, at least {MIN_SECRET_BYTES} are required (256 bits)"
-    )]
-    TooShort(usize),
-    #[error("the JWT secret is too weak: it has only {0} distinct bytes; use random bytes")]
-    LowEntropy(usize),
 }
 
 /// Signs and verifies access tokens.
@@ -168,25 +152,6 @@ impl TokenKeys {
         }
         Ok(claims)
     }
-}
-
-/// At least 256 bits, and not an obviously non-random string.
-pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
-    if secret.is_empty() {
-        return Err(SecretError::Missing);
-    }
-    if secret.len() < MIN_SECRET_BYTES {
-        return Err(SecretError::TooShort(secret.len()));
-    }
-    let mut seen = [false; 256];
-    for b in secret {
-        seen[*b as usize] = true;
-    }
-    let distinct = seen.iter().filter(|s| **s).count();
-    if distinct < 12 {
-        return Err(SecretError::LowEntropy(distinct));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

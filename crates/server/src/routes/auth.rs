@@ -16,10 +16,11 @@ use utoipa::ToSchema;
 
 use crate::audit::{now, security_event};
 use crate::auth::password::HashError;
-use crate::auth::{Principal, PrincipalKind, REFRESH_PREFIX, SourceAddr, random_token};
+use crate::auth::{Principal, PrincipalKind, REFRESH_PREFIX, SourceAddr};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestContext};
 use crate::state::AppState;
+use espwatch_app::keys::random_token;
 
 const AUTH_BODY_LIMIT: usize = 8 * 1024;
 
@@ -313,12 +314,12 @@ pub async fn logout(
     security
         .audit
         .record_action(
-        "logout",
-        &context,
-        &principal,
-        serde_json::json!({ "session": session_id }),
-    )
-    .await;
+            "logout",
+            &context,
+            &principal,
+            serde_json::json!({ "session": session_id }),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -413,11 +414,11 @@ pub async fn change_password(
     security
         .audit
         .record_action(
-        "password_change",
-        &context,
-        &principal,
-        serde_json::json!({ "user": user.name }),
-    )
-    .await;
+            "password_change",
+            &context,
+            &principal,
+            serde_json::json!({ "user": user.name }),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

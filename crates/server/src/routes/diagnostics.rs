@@ -8,6 +8,7 @@ use espwatch_store::AlarmFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::diagnostics::RetrainError;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, WellIdPath};
 use crate::state::AppState;
@@ -58,7 +59,7 @@ pub struct RetrainBody {
     responses(
         (status = 200, description = "Diagnosis after retraining", body = Object),
         (status = 404, description = "Not registered", body = crate::error::ErrorEnvelope),
-        (status = 422, description = "Invalid window", body = crate::error::ErrorEnvelope)
+        (status = 422, description = "Invalid window, or no settled running in it to learn from (the well keeps its state)", body = crate::error::ErrorEnvelope)
     ))]
 pub async fn retrain(
     State(state): State<AppState>,
@@ -84,8 +85,21 @@ pub async fn retrain(
             "`from` must be before `until`",
         ));
     }
-    state.diagnostics.retrain(&well_id, from, until).await;
-    Ok(Json(state.diagnostics.diagnosis(&well_id).await))
+    match state.diagnostics.retrain(&well_id, from, until).await {
+        Ok(()) => Ok(Json(state.diagnostics.diagnosis(&well_id).await)),
+        Err(RetrainError::NoBaseline { readings }) => Err(ApiError::unprocessable(
+            "no_baseline",
+            "the window holds no settled running of this well to learn a baseline from: \
+             give `from`/`until` around a stretch where the pump ran steadily (the default is \
+             the last 8 h)",
+        )
+        .with_details(serde_json::json!({
+            "from": from.to_rfc3339(),
+            "until": until.to_rfc3339(),
+            "readings_in_window": readings,
+        }))),
+        Err(e @ RetrainError::History(_)) => Err(ApiError::internal(e)),
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

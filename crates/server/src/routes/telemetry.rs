@@ -18,8 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, WellIdPath, media_type, read_body};
-use crate::ingest::{IngestError, IngestReport, ingest_payload_collect};
 use crate::state::AppState;
+use espwatch_app::ingest::{IngestError, IngestReport, ingest_payload_collect};
 
 /// Ingests telemetry: one reading (JSON object), a JSON array, NDJSON or CSV.
 ///

@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::audit::now;
-use crate::auth::{KeyRequest, KeyRequestError, Principal, issue_api_key};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestContext};
 use crate::state::AppState;
+use espwatch_app::keys::{KeyRequest, KeyRequestError, issue_api_key};
 
 #[derive(Serialize, ToSchema)]
 pub struct UserView {
@@ -125,12 +126,12 @@ pub async fn create_user(
         .security
         .audit
         .record_action(
-        "user_create",
-        &context,
-        &principal,
-        serde_json::json!({ "user": user.name, "role": user.role.name(), "wells": user.wells }),
-    )
-    .await;
+            "user_create",
+            &context,
+            &principal,
+            serde_json::json!({ "user": user.name, "role": user.role.name(), "wells": user.wells }),
+        )
+        .await;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -250,12 +251,12 @@ pub async fn update_user(
             .security
             .audit
             .record_action(
-            "user_change",
-            &context,
-            &principal,
-            serde_json::json!({ "user": name, "changes": audited }),
-        )
-        .await;
+                "user_change",
+                &context,
+                &principal,
+                serde_json::json!({ "user": name, "changes": audited }),
+            )
+            .await;
     }
     Ok(Json(user.into()))
 }
@@ -286,12 +287,12 @@ pub async fn remove_user(
         .security
         .audit
         .record_action(
-        "user_remove",
-        &context,
-        &principal,
-        serde_json::json!({ "user": name }),
-    )
-    .await;
+            "user_remove",
+            &context,
+            &principal,
+            serde_json::json!({ "user": name }),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -442,11 +443,11 @@ pub async fn revoke_key(
         .security
         .audit
         .record_action(
-        "apikey_revoke",
-        &context,
-        &principal,
-        serde_json::json!({ "key": id }),
-    )
-    .await;
+            "apikey_revoke",
+            &context,
+            &principal,
+            serde_json::json!({ "key": id }),
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,4 +1,4 @@
-//! Server configuration: one struct, every field documented, sane defaults so that a bare
+//! Configuration: one struct, every field documented, sane defaults so that a bare
 //! `espwatch serve` works. Layering (file < `ESPWATCH_*` environment < flags) is done by the CLI.
 
 use std::net::SocketAddr;
@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// `Debug` shows every setting but secrets: `jwt_secret` as `<redacted>`, the password of
+/// `database_url` as `***` (see the impl below).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address the HTTP API listens on. Port 0 picks a free port (printed at start).
@@ -110,6 +112,24 @@ pub enum LogFormat {
     #[default]
     Human,
     Json,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut value = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        if let Some(map) = value.as_object_mut() {
+            if self.jwt_secret.is_some() {
+                map.insert("jwt_secret".into(), "<redacted>".into());
+            }
+            if let Some(url) = &self.database_url {
+                map.insert(
+                    "database_url".into(),
+                    espwatch_store_postgres::redact_url(url).into(),
+                );
+            }
+        }
+        write!(f, "Config {value:#}")
+    }
 }
 
 impl Default for Config {
@@ -284,7 +304,7 @@ impl Config {
             (None, Some(secret)) => secret.0.as_bytes().to_vec(),
             (None, None) => Vec::new(),
         };
-        crate::auth::token::check_secret(&secret)?;
+        check_secret(&secret)?;
         Ok(secret)
     }
 
@@ -322,3 +342,60 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
 
 #[cfg(not(unix))]
 fn warn_if_readable_by_others(_path: &std::path::Path) {}
+
+/// Minimum JWT secret length: 256 bits.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Why a secret was refused at start.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error(
+        "the JWT secret is missing: set ESPWATCH_JWT_SECRET_FILE (or jwt_secret_file in espwatch.toml, or ESPWATCH_JWT_SECRET) to at least {MIN_SECRET_BYTES} random bytes, e.g. `head -c 48 /dev/urandom | base64 > jwt.secret`"
+    )]
+    Missing,
+    #[error(
+        "the JWT secret is too short: {0} bytes, at least {MIN_SECRET_BYTES} are required (256 bits)"
+    )]
+    TooShort(usize),
+    #[error("the JWT secret is too weak: it has only {0} distinct bytes; use random bytes")]
+    LowEntropy(usize),
+}
+
+/// Refuses a missing, short or low-entropy token-signing secret: at least 256 bits, and not
+/// an obviously non-random string.
+pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
+    if secret.is_empty() {
+        return Err(SecretError::Missing);
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(SecretError::TooShort(secret.len()));
+    }
+    let mut seen = [false; 256];
+    for b in secret {
+        seen[*b as usize] = true;
+    }
+    let distinct = seen.iter().filter(|s| **s).count();
+    if distinct < 12 {
+        return Err(SecretError::LowEntropy(distinct));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_secrets() {
+        let config = Config {
+            database_url: Some("postgres://espwatch:hunter2-secret@db.example:5432/espwatch".into()),
+            jwt_secret: Some(SecretString("a-very-secret-signing-key-0123456789".into())),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2-secret"), "{shown}");
+        assert!(!shown.contains("a-very-secret-signing-key"), "{shown}");
+        assert!(shown.contains("db.example:5432/espwatch"), "{shown}");
+        assert!(shown.contains("request_timeout_secs"), "{shown}");
+    }
+}

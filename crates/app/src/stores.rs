@@ -1,0 +1,97 @@
+//! Opening the configured store: PostgreSQL when `database_url` is set, else the embedded one
+//! in `data_dir`. The server, the commands and the tests open stores only through here.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use espwatch_store::{
+    AlarmStore, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, SecurityStore, Store,
+};
+use espwatch_store_postgres::{PostgresOptions, PostgresStore, TimescaleMode, redact_url};
+
+use crate::config::{Config, TimescaleSetting};
+
+pub fn open_embedded(data_dir: &Path, config: &Config) -> anyhow::Result<EmbeddedStore> {
+    let options = EmbeddedOptions {
+        checkpoint_interval: Duration::from_secs(config.checkpoint_interval_secs),
+        ..EmbeddedOptions::default()
+    };
+    EmbeddedStore::open(data_dir, options)
+        .with_context(|| format!("opening the store in {}", data_dir.display()))
+}
+
+/// PostgreSQL settings from the configuration (already validated).
+pub fn postgres_options(config: &Config) -> PostgresOptions {
+    let duration = |text: &str, default: Duration| {
+        espwatch_core::duration::parse_duration_micros(text)
+            .map(|m| Duration::from_micros(m.max(0) as u64))
+            .unwrap_or(default)
+    };
+    let defaults = PostgresOptions::default();
+    PostgresOptions {
+        pool_size: config.database_pool_size,
+        statement_timeout: Duration::from_secs(config.database_statement_timeout_secs),
+        timescale: match config.timescaledb {
+            TimescaleSetting::Off => TimescaleMode::Off,
+            TimescaleSetting::Require => TimescaleMode::Require,
+            TimescaleSetting::Auto => TimescaleMode::Auto,
+        },
+        chunk_interval: duration(&config.timescaledb_chunk_interval, defaults.chunk_interval),
+        compress_after: duration(&config.timescaledb_compress_after, defaults.compress_after),
+        ..defaults
+    }
+}
+
+/// An open store and, where the backend keeps them, its alarms.
+pub struct OpenedStore {
+    pub store: Arc<dyn Store>,
+    pub alarms: Option<Arc<dyn AlarmStore>>,
+    pub security: Arc<dyn SecurityStore>,
+}
+
+/// Only the identities and audit part of the configured store (for `users`, `apikeys`,
+/// `audit`): on the embedded store this does not take the data directory's lock, so it works
+/// next to a running server.
+pub async fn open_security_store(config: &Config) -> anyhow::Result<Arc<dyn SecurityStore>> {
+    match &config.database_url {
+        Some(_) => Ok(open_store(config).await?.security),
+        None => open_embedded_security(&config.data_dir),
+    }
+}
+
+fn open_embedded_security(data_dir: &Path) -> anyhow::Result<Arc<dyn SecurityStore>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    Ok(Arc::new(
+        EmbeddedSecurityStore::open(data_dir)
+            .with_context(|| format!("opening the security database in {}", data_dir.display()))?,
+    ))
+}
+
+/// The configured store: PostgreSQL when `database_url` is set, else the embedded one.
+pub async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
+    match &config.database_url {
+        Some(url) => {
+            let store = PostgresStore::open(url, postgres_options(config))
+                .await
+                .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))?;
+            tracing::info!(flavor = store.flavor().name(), "PostgreSQL store open");
+            let store = Arc::new(store);
+            Ok(OpenedStore {
+                alarms: Some(store.clone() as Arc<dyn AlarmStore>),
+                security: store.clone() as Arc<dyn SecurityStore>,
+                store,
+            })
+        }
+        None => {
+            let store = Arc::new(open_embedded(&config.data_dir, config)?);
+            Ok(OpenedStore {
+                alarms: Some(store.clone() as Arc<dyn AlarmStore>),
+                security: open_embedded_security(&config.data_dir)?,
+                store,
+            })
+        }
+    }
+}
