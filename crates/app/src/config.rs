@@ -37,8 +37,9 @@ pub struct Config {
     pub database_pool_size: usize,
     /// PostgreSQL statement timeout, seconds.
     pub database_statement_timeout_secs: u64,
-    /// Use TimescaleDB when first setting up a database: "auto", "off" or "require".
-    pub timescaledb: String,
+    /// Use TimescaleDB when first setting up a database: "auto" (when the server can, else
+    /// plain PostgreSQL with a warning), "require" (fail without it) or "off".
+    pub timescaledb: TimescaleSetting,
     /// TimescaleDB chunk width, e.g. "1d".
     pub timescaledb_chunk_interval: String,
     /// TimescaleDB: compress chunks older than this, e.g. "7d".
@@ -91,6 +92,20 @@ impl std::fmt::Debug for SecretString {
     }
 }
 
+/// The `timescaledb` setting; any other value is a configuration error.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TimescaleSetting {
+    /// TimescaleDB when the server can load it, else plain PostgreSQL (with a warning when it
+    /// is installed but not preloaded).
+    #[default]
+    Auto,
+    /// Fail to start unless TimescaleDB can be used.
+    Require,
+    /// Plain PostgreSQL even where TimescaleDB is available.
+    Off,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -132,7 +147,7 @@ impl Default for Config {
             database_url: None,
             database_pool_size: 8,
             database_statement_timeout_secs: 30,
-            timescaledb: "auto".into(),
+            timescaledb: TimescaleSetting::Auto,
             timescaledb_chunk_interval: "1d".into(),
             timescaledb_compress_after: "7d".into(),
             jwt_secret_file: None,
@@ -215,9 +230,6 @@ impl Config {
         }
         if self.database_statement_timeout_secs == 0 {
             return Err("database_statement_timeout_secs must be at least 1".into());
-        }
-        if !["auto", "off", "require"].contains(&self.timescaledb.as_str()) {
-            return Err("timescaledb must be auto, off or require".into());
         }
         for (key, value) in [
             (

@@ -11,7 +11,7 @@ use espwatch_store::{
 };
 use espwatch_store_postgres::{PostgresOptions, PostgresStore, TimescaleMode, redact_url};
 
-use crate::config::Config;
+use crate::config::{Config, TimescaleSetting};
 
 pub fn open_embedded(data_dir: &Path, config: &Config) -> anyhow::Result<EmbeddedStore> {
     let options = EmbeddedOptions {
@@ -33,10 +33,10 @@ pub fn postgres_options(config: &Config) -> PostgresOptions {
     PostgresOptions {
         pool_size: config.database_pool_size,
         statement_timeout: Duration::from_secs(config.database_statement_timeout_secs),
-        timescale: match config.timescaledb.as_str() {
-            "off" => TimescaleMode::Off,
-            "require" => TimescaleMode::Require,
-            _ => TimescaleMode::Auto,
+        timescale: match config.timescaledb {
+            TimescaleSetting::Off => TimescaleMode::Off,
+            TimescaleSetting::Require => TimescaleMode::Require,
+            TimescaleSetting::Auto => TimescaleMode::Auto,
         },
         chunk_interval: duration(&config.timescaledb_chunk_interval, defaults.chunk_interval),
         compress_after: duration(&config.timescaledb_compress_after, defaults.compress_after),

@@ -49,8 +49,12 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     for (version, name) in &report.applied {
         println!("applied migration {version}: {name}");
     }
-    if let Some(note) = &report.timescale_note {
-        println!("TimescaleDB not used: {note}");
+    match &report.timescale_note {
+        Some(note) if report.timescale_fallback => {
+            println!("warning: TimescaleDB not used, plain PostgreSQL partitions instead: {note}");
+        }
+        Some(note) => println!("TimescaleDB not used: {note}"),
+        None => {}
     }
     println!("layout: {}", report.flavor.name());
     Ok(())

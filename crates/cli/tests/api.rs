@@ -1247,6 +1247,30 @@ fn config_show_layers_file_environment_and_flags() {
         stderr.contains("colour"),
         "unknown keys are named: {stderr}"
     );
+
+    // `timescaledb` is auto|require|off; anything else is refused, naming key and choices.
+    let clean = tempfile::tempdir().expect("temp dir");
+    let (ok, stdout, stderr) = run_cli(
+        &["config", "show"],
+        &[("ESPWATCH_TIMESCALEDB", "require")],
+        clean.path(),
+    );
+    assert!(
+        ok && stdout.contains("timescaledb = \"require\""),
+        "{stdout}{stderr}"
+    );
+    let (ok, _, stderr) = run_cli(
+        &["config", "show"],
+        &[("ESPWATCH_TIMESCALEDB", "yes")],
+        clean.path(),
+    );
+    assert!(!ok);
+    assert!(
+        stderr.to_lowercase().contains("timescaledb")
+            && stderr.contains("auto")
+            && stderr.contains("require"),
+        "invalid timescaledb value: {stderr}"
+    );
 }
 
 #[tokio::test]

@@ -85,6 +85,18 @@ impl ApiError {
         }
     }
 
+    /// 503: a dependency is down. `cause` is logged at ERROR with the id, never returned.
+    pub fn unavailable(
+        kind: &'static str,
+        message: impl Into<String>,
+        cause: impl std::fmt::Display,
+    ) -> Self {
+        ApiError {
+            cause: Some(cause.to_string()),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, kind, message)
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }

@@ -44,7 +44,7 @@ pub use connect::Connector;
 #[cfg(not(feature = "testing"))]
 use connect::Connector;
 pub use connect::redact_url;
-pub use schema::{Flavor, MigrationReport, TimescaleMode};
+pub use schema::{Flavor, MigrationReport, PRELOAD_HINT, TimescaleMode};
 #[cfg(feature = "testing")]
 pub use types::CopyEncoder;
 
@@ -198,8 +198,16 @@ impl PostgresStore {
                 partitions::ensure_ahead(&client, opts.partitions_ahead_days)
                     .await
                     .map_err(|e| db_err("creating partitions", e))?;
-                if let Some(note) = &report.timescale_note {
-                    tracing::info!(reason = %note, "TimescaleDB not used; plain PostgreSQL partitions");
+                match &report.timescale_note {
+                    Some(note) if report.timescale_fallback => {
+                        tracing::warn!(
+                            "TimescaleDB not used, plain PostgreSQL partitions instead: {note}"
+                        );
+                    }
+                    Some(note) => {
+                        tracing::info!(reason = %note, "TimescaleDB not used; plain PostgreSQL partitions");
+                    }
+                    None => {}
                 }
             }
             Flavor::Timescale => apply_timescale_settings(&client, &opts).await?,

@@ -409,6 +409,9 @@ pub struct MigrationReport {
     pub applied: Vec<(i32, &'static str)>,
     /// Why TimescaleDB is not used, when it is not.
     pub timescale_note: Option<String>,
+    /// True when `auto` fell back to plain PostgreSQL on a server where TimescaleDB is
+    /// installed but not usable as configured: the note is then a warning for operators.
+    pub timescale_fallback: bool,
 }
 
 /// Brings the schema up to date; idempotent, safe to run from several processes at once.
@@ -473,6 +476,7 @@ async fn migrate_locked(
         None
     };
     let mut timescale_note = None;
+    let mut timescale_fallback = false;
     let flavor = match recorded.as_deref() {
         Some("timescaledb") => Flavor::Timescale,
         Some(_) => {
@@ -489,13 +493,15 @@ async fn migrate_locked(
             }
             TimescaleMode::Auto | TimescaleMode::Require => match timescale_usable(client).await {
                 Ok(()) => Flavor::Timescale,
-                Err(why) if mode == TimescaleMode::Require => {
+                Err(unusable) if mode == TimescaleMode::Require => {
                     return Err(StoreError::Unavailable(format!(
-                        "TimescaleDB required but not usable: {why}"
+                        "TimescaleDB required but not usable: {}",
+                        unusable.why
                     )));
                 }
-                Err(why) => {
-                    timescale_note = Some(why);
+                Err(unusable) => {
+                    timescale_fallback = unusable.fixable;
+                    timescale_note = Some(unusable.why);
                     Flavor::Partitioned
                 }
             },
@@ -554,37 +560,81 @@ async fn migrate_locked(
         flavor,
         applied,
         timescale_note,
+        timescale_fallback,
     })
 }
 
+/// Why TimescaleDB cannot be used on this server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimescaleUnusable {
+    /// The explanation, including how to enable it where that is known.
+    pub why: String,
+    /// True when the package is installed but something on the server must change (a setting
+    /// or a privilege): worth a warning, unlike a server that simply does not have it.
+    pub fixable: bool,
+}
+
+/// The hint given whenever TimescaleDB is installed but not loaded at server start.
+pub const PRELOAD_HINT: &str = "TimescaleDB is installed on this PostgreSQL server but not preloaded: \
+     add it to shared_preload_libraries in postgresql.conf \
+     (shared_preload_libraries = 'timescaledb') and restart PostgreSQL";
+
+/// Whether `timescaledb` is listed in a `shared_preload_libraries` value.
+pub fn preloads_timescaledb(setting: &str) -> bool {
+    setting
+        .split(',')
+        .map(|lib| lib.trim().trim_matches('"').trim())
+        .any(|lib| lib == "timescaledb" || lib.ends_with("/timescaledb"))
+}
+
 /// Ok when TimescaleDB is installed here or can be installed now; otherwise why not.
-async fn timescale_usable(client: &mut Client) -> Result<(), String> {
+///
+/// `CREATE EXTENSION timescaledb` on a server that does not preload the library is answered
+/// with FATAL and the connection is closed, so the catalog and the setting are read first and
+/// the extension is only created (in a transaction that is rolled back) when it is preloaded.
+async fn timescale_usable(client: &mut Client) -> Result<(), TimescaleUnusable> {
+    let probe_failed = |e: tokio_postgres::Error| TimescaleUnusable {
+        why: format!("cannot probe for TimescaleDB: {e}"),
+        fixable: false,
+    };
     let available = client
         .query_opt(
             "SELECT installed_version FROM pg_available_extensions WHERE name = 'timescaledb'",
             &[],
         )
         .await
-        .map_err(|e| format!("cannot list extensions: {e}"))?;
+        .map_err(probe_failed)?;
     if available.is_none() {
-        return Err("the timescaledb extension is not available on this server".into());
+        return Err(TimescaleUnusable {
+            why: "the timescaledb extension is not installed on this PostgreSQL server".into(),
+            fixable: false,
+        });
     }
-    // Creating it fails when it is not in shared_preload_libraries or we lack the privilege;
-    // try in a transaction that is rolled back, so the probe leaves nothing behind.
-    let tx = client
-        .transaction()
+    let preload: String = client
+        .query_one("SHOW shared_preload_libraries", &[])
         .await
-        .map_err(|e| format!("cannot probe: {e}"))?;
+        .map_err(probe_failed)?
+        .get(0);
+    if !preloads_timescaledb(&preload) {
+        return Err(TimescaleUnusable {
+            why: PRELOAD_HINT.into(),
+            fixable: true,
+        });
+    }
+    // Preloaded: creating it can still fail, e.g. for lack of privilege; try in a transaction
+    // that is rolled back, so the probe leaves nothing behind.
+    let tx = client.transaction().await.map_err(probe_failed)?;
     let created = tx
         .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         .await;
     let _ = tx.rollback().await;
-    created.map_err(|e| {
-        format!(
+    created.map_err(|e| TimescaleUnusable {
+        why: format!(
             "CREATE EXTENSION timescaledb failed: {}",
             e.as_db_error()
                 .map_or_else(|| e.to_string(), |d| d.message().to_owned())
-        )
+        ),
+        fixable: true,
     })
 }
 
@@ -592,6 +642,16 @@ async fn timescale_usable(client: &mut Client) -> Result<(), String> {
 mod tests {
     use super::*;
     use espwatch_core::Field;
+
+    #[test]
+    fn preload_setting_is_parsed_as_a_list() {
+        assert!(preloads_timescaledb("timescaledb"));
+        assert!(preloads_timescaledb("pg_stat_statements, \"timescaledb\""));
+        assert!(preloads_timescaledb("$libdir/timescaledb"));
+        assert!(!preloads_timescaledb(""));
+        assert!(!preloads_timescaledb("pg_stat_statements"));
+        assert!(!preloads_timescaledb("timescaledb_toolkit"));
+    }
 
     #[test]
     fn columns_follow_the_measurement_slots() {

@@ -642,32 +642,71 @@ async fn security_migration_upgrades_a_version_3_database() {
     store.close().await.unwrap();
 }
 
+/// The TimescaleDB server the TimescaleDB tests run against: `ESPWATCH_TEST_TIMESCALE_URL`,
+/// default the cluster `../shared/scripts/timescaledb-up` starts on 127.0.0.1:5433.
+fn timescale_admin_url() -> String {
+    std::env::var("ESPWATCH_TEST_TIMESCALE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5433/postgres".to_owned())
+}
+
+/// An admin connection to the TimescaleDB server, or `None` (reason printed) when it is not
+/// running, unless ESPWATCH_REQUIRE_SERVICES=1.
+async fn timescale_admin() -> Option<tokio_postgres::Client> {
+    let url = timescale_admin_url();
+    let connected = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_postgres::connect(&url, tokio_postgres::NoTls),
+    )
+    .await;
+    match connected {
+        Ok(Ok((client, conn))) => {
+            tokio::spawn(conn);
+            Some(client)
+        }
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".to_owned(),
+            };
+            let msg = format!(
+                "TimescaleDB unreachable at {} ({why}); run ../shared/scripts/timescaledb-up",
+                espwatch_store_postgres::redact_url(&url)
+            );
+            if espwatch_store_postgres::testing::services_required() {
+                panic!("{msg}; ESPWATCH_REQUIRE_SERVICES=1 forbids skipping");
+            }
+            eprintln!("skipping TimescaleDB test: {msg}");
+            None
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timescaledb_hypertable_and_aggregates() {
-    let Some(h) = PgHarness::new().await else {
+    let Some(admin) = timescale_admin().await else {
         return;
     };
     // A fresh, unmigrated database, so the flavour is decided here.
-    let admin = admin().await;
-    let name = format!("{}_tsdb", h.db.name);
+    let name = format!(
+        "espwatch_tsdb_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .unwrap();
-    let url = espwatch_store_postgres::testing::url_for(&admin_url(), &name);
+    let url = espwatch_store_postgres::testing::url_for(&timescale_admin_url(), &name);
     let opts = PostgresOptions {
         timescale: TimescaleMode::Require,
         ..fast()
     };
-    let result = PostgresStore::open(&url, opts).await;
-    let outcome = async {
-        let store = match result {
-            Err(StoreError::Unavailable(why)) if why.contains("TimescaleDB required") => {
-                eprintln!("skipping TimescaleDB test: {why}");
-                return;
-            }
-            other => other.expect("open on TimescaleDB"),
-        };
+    let outcome = async move {
+        let store = PostgresStore::open(&url, opts)
+            .await
+            .expect("open on TimescaleDB with timescaledb = require");
         assert_eq!(store.flavor(), Flavor::Timescale);
         let rs: Vec<Reading> = (0..5000).map(|i| reading("TS", i * 37, i as f64)).collect();
         store.append(rs, auto()).await.unwrap();
@@ -683,12 +722,104 @@ async fn timescaledb_hypertable_and_aggregates() {
                 .contains("TimescaleDB")
         );
         store.close().await.unwrap();
-    }
-    .await;
+        // `auto` picks TimescaleDB on a server that preloads it.
+        let report = espwatch_store_postgres::migrate(&url, &PostgresOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(report.flavor, Flavor::Timescale);
+    };
+    let outcome = tokio::spawn(outcome).await;
     let _ = admin
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await;
-    outcome
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
+/// The state right after installing the TimescaleDB package: available, not preloaded. A
+/// `CREATE EXTENSION` probe there is answered FATAL and closes the connection; `auto` must fall
+/// back to plain PostgreSQL (saying how to enable TimescaleDB) and `require` must fail with
+/// the same explanation, on a connection that keeps working either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timescaledb_installed_but_not_preloaded_falls_back_or_explains() {
+    let Some(_h) = PgHarness::new().await else {
+        return;
+    };
+    let admin = admin().await;
+    let available = admin
+        .query_opt(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_some();
+    let preload: String = admin
+        .query_one("SHOW shared_preload_libraries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if !available || preload.contains("timescaledb") {
+        let msg = format!(
+            "the server at {} is not in the installed-but-not-preloaded state \
+             (available: {available}, shared_preload_libraries = {preload:?}); \
+             run ../shared/scripts/timescaledb-up",
+            espwatch_store_postgres::redact_url(&admin_url())
+        );
+        if espwatch_store_postgres::testing::services_required() {
+            panic!("{msg}");
+        }
+        eprintln!("skipping: {msg}");
+        return;
+    }
+    let mut names = Vec::new();
+    for mode in ["auto", "require"] {
+        let name = format!("{}_np_{mode}", _h.db.name);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        names.push(name);
+    }
+    let url = |i: usize| espwatch_store_postgres::testing::url_for(&admin_url(), &names[i]);
+    let auto_report = espwatch_store_postgres::migrate(&url(0), &PostgresOptions::default()).await;
+    let auto_open = PostgresStore::open(&url(0), fast()).await;
+    let required = PostgresStore::open(
+        &url(1),
+        PostgresOptions {
+            timescale: TimescaleMode::Require,
+            ..fast()
+        },
+    )
+    .await;
+    let auto_closed = match &auto_open {
+        Ok(store) => store.close().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    for name in &names {
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+    }
+    let report = auto_report.expect("auto falls back instead of failing");
+    assert_eq!(report.flavor, Flavor::Partitioned);
+    assert!(report.timescale_fallback, "{report:?}");
+    let note = report.timescale_note.unwrap_or_default();
+    assert!(
+        note.contains("shared_preload_libraries") && note.contains("restart"),
+        "{note}"
+    );
+    auto_closed.expect("a store opens (and closes) on the fallback database");
+    match required {
+        Err(StoreError::Unavailable(why)) => {
+            assert!(why.contains("TimescaleDB required"), "{why}");
+            assert!(why.contains("shared_preload_libraries"), "{why}");
+            assert!(!why.contains("connection closed"), "{why}");
+        }
+        Err(e) => panic!("require: unexpected error {e}"),
+        Ok(_) => panic!("require must fail where TimescaleDB is not preloaded"),
+    }
 }
 
 async fn check_queries_ts(store: &PostgresStore) {

@@ -978,3 +978,72 @@ fn the_server_refuses_to_start_without_a_strong_secret_and_the_cli_manages_ident
     let (ok, stdout, _) = run_cli(&["audit", "verify", "--data-dir", dir_s], &[], work.path());
     assert!(!ok && stdout.contains("BROKEN at record 3"), "{stdout}");
 }
+
+/// Issue 17, bug 2: when the identity store cannot be read, a request with perfectly good
+/// credentials is answered 503 (error envelope, no internals), not 401, and `/health/ready`
+/// says the identity store is unhealthy; both recover when the store does.
+#[tokio::test]
+async fn identity_store_failure_is_503_and_not_ready_not_bad_credentials() {
+    let app = spawn_app_with(|c| c.auth_cache_ms = 0).await;
+    create_user(app.security.as_ref(), "ana", PASSWORD, Role::Admin, None).await;
+    let (user, _) = app.user_client("ana", PASSWORD).await;
+    let wells = app.url("/api/v1/wells");
+    assert_eq!(app.send(app.client.get(&wells)).await.0, 200);
+    assert_eq!(app.send(user.get(&wells)).await.0, 200);
+    let (status, ready) = app.get("/health/ready").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["identity_store"]["status"], "healthy");
+
+    // The identity tables vanish behind the server's back (a damaged or unreachable store).
+    let db = rusqlite::Connection::open(app.data_dir.join("security.sqlite")).unwrap();
+    db.execute_batch(
+        "ALTER TABLE api_keys RENAME TO api_keys_away; ALTER TABLE sessions RENAME TO sessions_away",
+    )
+    .unwrap();
+    for client in [&app.client, &user] {
+        let response = client.get(&wells).send().await.unwrap();
+        assert_eq!(response.status(), 503, "not 401: the credentials are fine");
+        assert!(response.headers().contains_key("retry-after"));
+        assert!(!response.headers().contains_key("www-authenticate"));
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["error"]["type"], "identity_store_unavailable",
+            "{body}"
+        );
+        assert!(
+            body["error"]["id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty())
+        );
+        let text = body.to_string().to_lowercase();
+        for internal in ["sqlite", "api_keys", "sessions", "no such table"] {
+            assert!(!text.contains(internal), "internals leak: {body}");
+        }
+    }
+    // Wrong credentials are still 401 where the store is not needed to tell.
+    let (status, _) = app
+        .send(app.anonymous.get(&wells).bearer_auth("espw_nonsense"))
+        .await;
+    assert_eq!(status, 401);
+    let (status, ready) = app.get("/health/ready").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["status"], "not_ready");
+    let identity = &ready["checks"]["identity_store"];
+    assert_eq!(identity["status"], "unhealthy", "{ready}");
+    assert!(
+        identity["auth_unavailable_total"].as_u64() >= Some(2),
+        "{ready}"
+    );
+    assert!(!ready.to_string().contains("api_keys"), "{ready}");
+
+    db.execute_batch(
+        "ALTER TABLE api_keys_away RENAME TO api_keys; ALTER TABLE sessions_away RENAME TO sessions",
+    )
+    .unwrap();
+    drop(db);
+    assert_eq!(app.send(app.client.get(&wells)).await.0, 200);
+    assert_eq!(app.send(user.get(&wells)).await.0, 200);
+    let (status, ready) = app.get("/health/ready").await;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["checks"]["identity_store"]["status"], "healthy");
+}

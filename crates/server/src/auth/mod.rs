@@ -6,7 +6,10 @@
 //!
 //! Credentials are read from `Authorization: Bearer <token>` or `X-API-Key: <key>`. API keys
 //! look like `espw_<id>_<secret>`; anything else presented as a bearer token is treated as an
-//! access JWT. Every failure answers the same 401 (the reason is logged at debug level only).
+//! access JWT. Every refused credential answers the same 401 (the reason is logged at debug
+//! level only). When the identity store itself cannot be read the answer is 503 instead (the
+//! credentials may well be fine), logged once at ERROR with the error id, counted, and
+//! reported by `/health/ready`.
 
 pub mod limits;
 pub use espwatch_app::password;
@@ -101,6 +104,32 @@ pub struct Security {
     cache_ttl: Duration,
     /// Verified credentials by SHA-256 of the presented token, for `cache_ttl`.
     cache: Mutex<HashMap<String, (Instant, Principal)>>,
+    /// Authentications that failed because the identity store could not be read.
+    store_failures: std::sync::atomic::AtomicU64,
+}
+
+/// Why presented credentials did not yield an identity.
+#[derive(Debug)]
+enum AuthFailure {
+    /// The credentials are wrong, expired or revoked (the reason is logged, never sent).
+    Refused(String),
+    /// An access token past its `exp`: the only refusal told apart in the answer (RFC 6750
+    /// `error_description="expired"`), so the client knows to refresh.
+    Expired(String),
+    /// The identity store could not be read: nothing is known about the credentials.
+    Store(espwatch_store::StoreError),
+}
+
+impl From<&str> for AuthFailure {
+    fn from(reason: &str) -> Self {
+        AuthFailure::Refused(reason.to_owned())
+    }
+}
+
+impl From<String> for AuthFailure {
+    fn from(reason: String) -> Self {
+        AuthFailure::Refused(reason)
+    }
 }
 
 impl Security {
@@ -139,6 +168,7 @@ impl Security {
             }),
             cache_ttl: Duration::from_millis(config.auth_cache_ms),
             cache: Mutex::new(HashMap::new()),
+            store_failures: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -165,9 +195,14 @@ impl Security {
         })
     }
 
-    /// The identity behind presented credentials, or why not (logged, never sent, except
-    /// that an access token has expired).
-    async fn authenticate(&self, presented: &str) -> Result<Principal, Refusal> {
+    /// Authentications answered 503 because the identity store could not be read.
+    pub fn store_failures(&self) -> u64 {
+        self.store_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The identity behind presented credentials, or why not (logged, never sent).
+    async fn authenticate(&self, presented: &str) -> Result<Principal, AuthFailure> {
         let digest = secret_digest(presented);
         if self.cache_ttl > Duration::ZERO {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -192,13 +227,17 @@ impl Security {
         Ok(principal)
     }
 
-    async fn authenticate_key(&self, presented: &str, digest: &str) -> Result<Principal, Refusal> {
+    async fn authenticate_key(
+        &self,
+        presented: &str,
+        digest: &str,
+    ) -> Result<Principal, AuthFailure> {
         let id = parse_api_key(presented).ok_or("malformed API key")?;
         let key = self
             .store
             .get_api_key(id)
             .await
-            .map_err(|e| format!("API key lookup failed: {e}"))?
+            .map_err(AuthFailure::Store)?
             .ok_or("unknown API key id")?;
         if !constant_time_eq(key.key_hash.as_bytes(), digest.as_bytes()) {
             return Err("API key secret does not match".into());
@@ -213,21 +252,22 @@ impl Security {
         Ok(key_principal(&key))
     }
 
-    async fn authenticate_jwt(&self, presented: &str) -> Result<Principal, Refusal> {
+    async fn authenticate_jwt(&self, presented: &str) -> Result<Principal, AuthFailure> {
         let now = chrono::Utc::now();
-        let claims = self
-            .keys
-            .verify(presented, now.timestamp())
-            .map_err(|e| Refusal {
-                expired: e == token::TokenError::Expired,
-                reason: format!("access token refused: {e}"),
-            })?;
+        let claims = self.keys.verify(presented, now.timestamp()).map_err(|e| {
+            let reason = format!("access token refused: {e}");
+            if e == token::TokenError::Expired {
+                AuthFailure::Expired(reason)
+            } else {
+                AuthFailure::Refused(reason)
+            }
+        })?;
         let now = Timestamp::from_datetime(now);
         let session = self
             .store
             .active_session(&claims.sid, now)
             .await
-            .map_err(|e| format!("session lookup failed: {e}"))?
+            .map_err(AuthFailure::Store)?
             .ok_or("session revoked or expired")?;
         if session.user_name != claims.sub {
             return Err("session belongs to another user".into());
@@ -236,7 +276,7 @@ impl Security {
             .store
             .get_user(&claims.sub)
             .await
-            .map_err(|e| format!("user lookup failed: {e}"))?
+            .map_err(AuthFailure::Store)?
             .ok_or("user removed")?;
         if user.disabled {
             return Err("user disabled".into());
@@ -252,29 +292,6 @@ impl Security {
             role: user.role,
             scope: WellScope::from_list(user.wells),
         })
-    }
-}
-
-/// Why credentials were refused: logged at debug level. Only an expired access token is told
-/// apart in the answer (RFC 6750 `error_description="expired"`), so the client knows to refresh.
-#[derive(Debug)]
-struct Refusal {
-    reason: String,
-    expired: bool,
-}
-
-impl From<String> for Refusal {
-    fn from(reason: String) -> Self {
-        Refusal {
-            reason,
-            expired: false,
-        }
-    }
-}
-
-impl From<&str> for Refusal {
-    fn from(reason: &str) -> Self {
-        reason.to_owned().into()
     }
 }
 
@@ -436,13 +453,25 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     };
     let principal = match security.authenticate(&credential).await {
         Ok(p) => p,
-        Err(refusal) => {
-            tracing::debug!(reason = %refusal.reason, route = rule.path, "authentication failed");
-            return if refusal.expired {
-                expired_token()
-            } else {
-                unauthorized()
-            };
+        Err(AuthFailure::Expired(reason)) => {
+            tracing::debug!(%reason, route = rule.path, "authentication failed");
+            return expired_token();
+        }
+        Err(AuthFailure::Refused(reason)) => {
+            tracing::debug!(%reason, route = rule.path, "authentication failed");
+            return unauthorized();
+        }
+        Err(AuthFailure::Store(e)) => {
+            security
+                .store_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Logged once (at ERROR, with the error id) when the envelope is built.
+            return ApiError::unavailable(
+                "identity_store_unavailable",
+                "credentials cannot be checked right now (the identity store is unavailable); retry shortly",
+                format!("identity store lookup failed: {e}"),
+            )
+            .into_response();
         }
     };
     let identity = AuditIdentity {

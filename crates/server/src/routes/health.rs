@@ -3,8 +3,8 @@
 //! - `/health/live`: the process answers (never touches the store).
 //! - `/health/startup`: recovery is done (the listener only opens after the store is open, so
 //!   answering at all means started).
-//! - `/health/ready`: the store can be read and written right now; 503 with per-dependency
-//!   detail otherwise, and during shutdown.
+//! - `/health/ready`: the store can be read and written and the identity store read right now;
+//!   503 with per-dependency detail otherwise, and during shutdown.
 //! - `/health`: the old platform's endpoint, kept for its monitors.
 
 use std::sync::atomic::Ordering;
@@ -79,7 +79,13 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     let shutting_down = state.shutting_down.load(Ordering::SeqCst);
     let health: StoreHealth = state.store.health().await;
     let store_ok = health.read.ok && health.write.ok;
-    let ok = store_ok && !shutting_down;
+    // Every authenticated request reads the identity store: probe it with a lookup of a key
+    // id that cannot exist (ids are hex).
+    let started = std::time::Instant::now();
+    let identity = state.security.store.get_api_key("readiness-probe").await;
+    let identity_latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let identity_ok = identity.is_ok();
+    let ok = store_ok && identity_ok && !shutting_down;
     let mut checks = serde_json::json!({
         "store": {
             "status": if store_ok { "healthy" } else { "unhealthy" },
@@ -88,6 +94,14 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             "read": health.read,
             "write": health.write,
         }
+    });
+    checks["identity_store"] = serde_json::json!({
+        "status": if identity_ok { "healthy" } else { "unhealthy" },
+        "latency_ms": identity_latency_ms,
+        // Details stay in the server log (logged at ERROR with the error id of each request).
+        "detail": if identity_ok { None } else { Some("the identity store cannot be read; see the server log") },
+        // Requests answered 503 since start because credentials could not be checked.
+        "auth_unavailable_total": state.security.store_failures(),
     });
     // Lost audit records do not take the server out of rotation (surveillance must go on),
     // but they are reported here for monitoring to alert on.
