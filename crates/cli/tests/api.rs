@@ -1208,7 +1208,10 @@ fn config_show_layers_file_environment_and_flags() {
         &[("ESPWATCH_TIMESCALEDB", "require")],
         clean.path(),
     );
-    assert!(ok && stdout.contains("timescaledb = \"require\""), "{stdout}{stderr}");
+    assert!(
+        ok && stdout.contains("timescaledb = \"require\""),
+        "{stdout}{stderr}"
+    );
     let (ok, _, stderr) = run_cli(
         &["config", "show"],
         &[("ESPWATCH_TIMESCALEDB", "yes")],

@@ -41,7 +41,11 @@ impl AppState {
         let audit = AuditSink::start(security_store.clone());
         let security = Security::from_config(&config, security_store, audit)?;
         Ok(AppState {
-            diagnostics: DiagnosticsHub::start(store.clone(), None),
+            diagnostics: DiagnosticsHub::start_with_capacity(
+                store.clone(),
+                None,
+                config.diagnostics_queue_readings,
+            ),
             store,
             config: Arc::new(config),
             shutting_down: Arc::new(AtomicBool::new(false)),
@@ -53,7 +57,11 @@ impl AppState {
 
     /// Persists alarms raised by the online diagnostics in `alarms`.
     pub fn with_alarms(mut self, alarms: Arc<dyn AlarmStore>) -> Self {
-        self.diagnostics = DiagnosticsHub::start(self.store.clone(), Some(alarms.clone()));
+        self.diagnostics = DiagnosticsHub::start_with_capacity(
+            self.store.clone(),
+            Some(alarms.clone()),
+            self.config.diagnostics_queue_readings,
+        );
         self.alarms = Some(alarms);
         self
     }

@@ -806,7 +806,10 @@ async fn timescaledb_installed_but_not_preloaded_falls_back_or_explains() {
     assert_eq!(report.flavor, Flavor::Partitioned);
     assert!(report.timescale_fallback, "{report:?}");
     let note = report.timescale_note.unwrap_or_default();
-    assert!(note.contains("shared_preload_libraries") && note.contains("restart"), "{note}");
+    assert!(
+        note.contains("shared_preload_libraries") && note.contains("restart"),
+        "{note}"
+    );
     auto_closed.expect("a store opens (and closes) on the fallback database");
     match required {
         Err(StoreError::Unavailable(why)) => {

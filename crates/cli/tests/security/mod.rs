@@ -913,8 +913,15 @@ async fn identity_store_failure_is_503_and_not_ready_not_bad_credentials() {
         assert!(response.headers().contains_key("retry-after"));
         assert!(!response.headers().contains_key("www-authenticate"));
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"]["type"], "identity_store_unavailable", "{body}");
-        assert!(body["error"]["id"].as_str().is_some_and(|id| !id.is_empty()));
+        assert_eq!(
+            body["error"]["type"], "identity_store_unavailable",
+            "{body}"
+        );
+        assert!(
+            body["error"]["id"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty())
+        );
         let text = body.to_string().to_lowercase();
         for internal in ["sqlite", "api_keys", "sessions", "no such table"] {
             assert!(!text.contains(internal), "internals leak: {body}");
@@ -930,7 +937,10 @@ async fn identity_store_failure_is_503_and_not_ready_not_bad_credentials() {
     assert_eq!(ready["status"], "not_ready");
     let identity = &ready["checks"]["identity_store"];
     assert_eq!(identity["status"], "unhealthy", "{ready}");
-    assert!(identity["auth_unavailable_total"].as_u64() >= Some(2), "{ready}");
+    assert!(
+        identity["auth_unavailable_total"].as_u64() >= Some(2),
+        "{ready}"
+    );
     assert!(!ready.to_string().contains("api_keys"), "{ready}");
 
     db.execute_batch(
