@@ -83,6 +83,10 @@ pub struct Config {
     /// queue and their wells are rebuilt from stored data when next needed (`/health/ready`
     /// reports the queue, its lag and skipped readings).
     pub diagnostics_queue_readings: u64,
+    /// Telemetry body bytes being read, decoded and committed at once. A request beyond it is
+    /// answered 503 with `Retry-After` before its body is read (overload sheds load instead of
+    /// growing memory). One request is always admitted when none is in flight.
+    pub ingest_max_inflight_bytes: u64,
 }
 
 /// A secret from the configuration: never printed by `Debug`.
@@ -171,6 +175,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             trust_forwarded_for: false,
             diagnostics_queue_readings: 500_000,
+            ingest_max_inflight_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -210,10 +215,14 @@ impl Config {
         "cors_origins",
         "trust_forwarded_for",
         "diagnostics_queue_readings",
+        "ingest_max_inflight_bytes",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
     pub fn validate(&self) -> Result<(), String> {
+        if self.ingest_max_inflight_bytes < 1024 {
+            return Err("ingest_max_inflight_bytes must be at least 1024".into());
+        }
         if self.diagnostics_queue_readings == 0 {
             return Err("diagnostics_queue_readings must be at least 1".into());
         }

@@ -106,6 +106,8 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     // Diagnostics falling behind never takes the server out of rotation (ingestion goes on
     // and skipped wells are rebuilt from storage); its queue and lag are reported here.
     checks["diagnostics"] = serde_json::json!(state.diagnostics.status());
+    // Shedding ingest load is the server working as intended, not a reason to leave rotation.
+    checks["ingest"] = serde_json::json!(state.ingest_gate.status());
     // Lost audit records do not take the server out of rotation (surveillance must go on),
     // but they are reported here for monitoring to alert on.
     let audit_failures = state.security.audit.failures();
