@@ -424,6 +424,19 @@ impl Store for EmbeddedStore {
             started,
             tokio::time::timeout(TIMEOUT, self.call(|reply| Command::Probe { reply })).await,
         );
+        let mut read = read;
+        let quarantined = self.inner.shared.read().quarantined.clone();
+        if !quarantined.is_empty() {
+            // The store works; what was moved aside at open is named for operators.
+            let note = format!(
+                "quarantined when opened (kept in the quarantine table; see `espwatch store check`): {}",
+                quarantined.join("; ")
+            );
+            read.detail = Some(match read.detail.take() {
+                Some(d) => format!("{d}; {note}"),
+                None => note,
+            });
+        }
         StoreHealth {
             backend: "embedded",
             read,
