@@ -1402,3 +1402,76 @@ async fn ingest_over_capacity_is_503_with_retry_after_at_once() {
     assert_eq!(ingest["rejected_overload_total"], 21, "{ready}");
     app.stop().await;
 }
+
+// ---------------------------------------------------------------- store check / repair
+
+/// Issue 17, bug 6: `espwatch store check` names a damaged segment the open does not look at
+/// (an older one) and fails; `store repair` quarantines it (bytes kept); afterwards check is
+/// clean and every read works again.
+#[tokio::test]
+async fn store_check_names_damage_and_repair_quarantines_it() {
+    use espwatch_core::{Field, Measurements, Reading, TimeRange, Timestamp, WellId};
+    use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let well = WellId::parse("S-1").unwrap();
+    let t0 = 1_767_225_600_000_000i64; // 2026-01-01, a window boundary
+    let readings: Vec<Reading> = [0i64, 10, 5 * 3600]
+        .iter()
+        .map(|s| {
+            let mut values = Measurements::empty();
+            values.set(Field::FrequencyHz, Some(50.0));
+            Reading {
+                well_id: well.clone(),
+                ts: Timestamp(t0 + s * 1_000_000),
+                values,
+            }
+        })
+        .collect();
+    let store = EmbeddedStore::open(&data, EmbeddedOptions::default()).unwrap();
+    store
+        .append(
+            readings,
+            AppendOptions {
+                auto_register_wells: true,
+            },
+        )
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    {
+        let db = rusqlite::Connection::open(data.join("espwatch.db")).unwrap();
+        let n = db
+            .execute(
+                "UPDATE segments SET data = x'01ff' WHERE window_start = ?1",
+                [t0],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir_s = data.to_str().unwrap();
+    let (ok, stdout, stderr) = run_cli(&["store", "check", "--data-dir", dir_s], &[], work.path());
+    assert!(!ok, "damage must fail the check: {stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("DAMAGED segment (S-1, {t0})")),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = run_cli(&["store", "repair", "--data-dir", dir_s], &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("quarantined 1 damaged item"), "{stdout}");
+    let (ok, stdout, stderr) = run_cli(&["store", "check", "--data-dir", dir_s], &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("in quarantine: segment (S-1"), "{stdout}");
+
+    let store = EmbeddedStore::open(&data, EmbeddedOptions::default()).unwrap();
+    let all = TimeRange {
+        from: Timestamp(0),
+        to: Timestamp(i64::MAX),
+    };
+    let points = store.read_range(&well, all).await.unwrap();
+    assert_eq!(points.len(), 1, "the undamaged window is still there");
+    store.close().await.unwrap();
+}

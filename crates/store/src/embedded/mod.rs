@@ -14,6 +14,7 @@
 //! runtime never waits on SQLite.
 
 mod alarms;
+pub mod check;
 mod codec;
 mod index;
 mod schema;
