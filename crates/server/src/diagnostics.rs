@@ -481,6 +481,15 @@ impl DiagnosticsHub {
         guard
     }
 
+    /// Marks a known transient of a well (a well test, a planned rate change) until `until`:
+    /// its engine gives it a grace period in which only the protective rules raise alarms.
+    pub async fn mark_transient(&self, well: &WellId, until: Timestamp) {
+        let mut guard = self.built(well).await;
+        if let Some(engine) = guard.as_mut() {
+            engine.mark_transient(until);
+        }
+    }
+
     /// The current diagnosis of a well, rebuilding its state from stored data if needed.
     pub async fn diagnosis(&self, well: &WellId) -> serde_json::Value {
         let guard = self.built(well).await;

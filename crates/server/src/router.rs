@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(alarms::acknowledge))
         .routes(routes!(diagnostics::diagnosis))
         .routes(routes!(diagnostics::retrain))
+        .routes(routes!(diagnostics::transient))
         .routes(routes!(diagnostics::events))
         .routes(routes!(diagnostics::decision_tree))
         .routes(routes!(audit::list))

@@ -180,6 +180,23 @@ async fn alarm_lifecycle_raised_acknowledged_cleared() {
     let (_, kept) = app.get("/api/v1/wells/DIAG-1/diagnosis").await;
     assert_eq!(kept["trained"], true, "{kept}");
     assert!(!kept["baseline"].is_null(), "{kept}");
+    // A well test marked by the operator: a grace period for the steady-state rules.
+    let transient = |body: Value| {
+        app.client
+            .post(app.url("/api/v1/wells/DIAG-1/diagnosis/transient"))
+            .json(&body)
+    };
+    let soon = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let (status, body) = app
+        .send(transient(json!({"until": soon, "reason": "well_test"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["well_id"], "DIAG-1", "{body}");
+    let far = (chrono::Utc::now() + chrono::Duration::hours(48)).to_rfc3339();
+    let (status, body) = app.send(transient(json!({"until": far}))).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = app.send(transient(json!({"until": "soon"}))).await;
+    assert_eq!(status, 422, "{body}");
     let (status, body) = app.send(retrain(json!({}))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["trained"], true, "{body}");

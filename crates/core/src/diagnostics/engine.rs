@@ -773,7 +773,9 @@ impl WellEngine {
         if let Some(level) = self.frequency_level.value()
             && (f - level).abs() > self.th.transient_frequency_step * level
         {
-            self.transient_until = ts + (self.th.transient_grace_secs * MICROS) as i64;
+            self.transient_until = self
+                .transient_until
+                .max(ts + (self.th.transient_grace_secs * MICROS) as i64);
         }
         self.frequency_level.update(ts, f, self.th.fast_tau_secs);
     }
