@@ -163,8 +163,11 @@ struct WorkerResult {
     events: Vec<(WellId, Episode)>,
     readings: u64,
     out_of_order: u64,
-    scores: Option<(PathBuf, HashMap<WellId, Vec<(u64, u64)>>)>,
+    scores: Option<ScoresFile>,
 }
+
+/// A worker's part file of scores and, per well, its segments (offset, length) in order.
+type ScoresFile = (PathBuf, HashMap<WellId, Vec<(u64, u64)>>);
 
 fn load_thresholds(path: Option<&Path>) -> anyhow::Result<ThresholdSet> {
     Ok(match path {
@@ -447,7 +450,7 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
 /// SCORES.csv: wells in name order, each well's readings in time order.
 fn assemble_scores(
     path: &Path,
-    parts: &[(PathBuf, HashMap<WellId, Vec<(u64, u64)>>)],
+    parts: &[ScoresFile],
 ) -> anyhow::Result<()> {
     let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);

@@ -232,8 +232,8 @@ pub fn groups(spans: &[FileSpan]) -> Vec<Vec<usize>> {
         }
     }
     let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..spans.len() {
-        if spans[i].wells.is_empty() {
+    for (i, span) in spans.iter().enumerate() {
+        if span.wells.is_empty() {
             continue;
         }
         let r = root(&mut parent, i);
