@@ -674,3 +674,39 @@ async fn security_store_refuses_a_newer_schema() {
         Ok(_) => panic!("opened a newer schema"),
     }
 }
+
+/// The data directory is the owner's only, and so are the telemetry and alarm databases (and
+/// the WAL files SQLite makes next to them); an existing directory others could read is
+/// tightened at open.
+#[cfg(unix)]
+#[tokio::test]
+async fn data_directory_and_databases_are_private_to_their_owner() {
+    use espwatch_store::{AlarmFilter, AlarmStore};
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+    let fresh = root.path().join("fresh");
+    let store = EmbeddedStore::open(&fresh, EmbeddedOptions::default()).unwrap();
+    store
+        .append(vec![reading("W-1", 0, 1.0)], auto())
+        .await
+        .unwrap();
+    store.list_alarms(&AlarmFilter::default()).await.unwrap();
+    assert_eq!(mode(&fresh) & 0o777, 0o700, "{:o}", mode(&fresh));
+    for file in ["espwatch.db", "espwatch.db-wal", "alarms.sqlite"] {
+        let path = fresh.join(file);
+        if path.exists() {
+            assert_eq!(mode(&path) & 0o077, 0, "{file}: {:o}", mode(&path));
+        } else {
+            assert_ne!(file, "espwatch.db", "the database exists");
+        }
+    }
+    drop(store);
+    // A directory created by someone else's umask is tightened.
+    let loose = root.path().join("loose");
+    std::fs::create_dir(&loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+    drop(EmbeddedStore::open(&loose, EmbeddedOptions::default()).unwrap());
+    assert_eq!(mode(&loose) & 0o077, 0, "{:o}", mode(&loose));
+}

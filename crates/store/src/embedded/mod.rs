@@ -16,6 +16,7 @@
 mod alarms;
 pub mod check;
 mod codec;
+mod files;
 mod index;
 mod schema;
 mod security;
@@ -157,11 +158,10 @@ impl EmbeddedStore {
                 "window_micros must be positive".into(),
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Internal(format!("creating data directory {}: {e}", dir.display()))
-        })?;
+        files::private_dir(dir)?;
         let lock_file = lock_dir(dir)?;
         let path = dir.join(schema::DB_FILE);
+        files::private_file(&path)?;
         let mut conn = schema::open_writer(&path)?;
         let window = schema::init(&mut conn, opts.window_micros)?;
         let (index, last_log_id) = writer::recover(&conn, window)?;
