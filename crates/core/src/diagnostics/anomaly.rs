@@ -218,11 +218,11 @@ impl AnomalyModel {
     /// Follows the well's slow normal drift: moves the centre of the model towards `x` by
     /// `weight` (the caller decides when a reading is normal enough to learn from).
     pub fn adapt(&mut self, x: &FeatureVec, weight: f64) {
-        for k in 0..NF {
-            if let Some(v) = x[k]
+        for (mean, v) in self.mean.iter_mut().zip(x) {
+            if let Some(v) = v
                 && v.is_finite()
             {
-                self.mean[k] += weight * (v - self.mean[k]);
+                *mean += weight * (v - *mean);
             }
         }
     }
