@@ -79,6 +79,14 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy).
     pub trust_forwarded_for: bool,
+    /// Accepted readings that may wait for the online diagnostics. Beyond it, batches skip the
+    /// queue and their wells are rebuilt from stored data when next needed (`/health/ready`
+    /// reports the queue, its lag and skipped readings).
+    pub diagnostics_queue_readings: u64,
+    /// Telemetry body bytes being read, decoded and committed at once. A request beyond it is
+    /// answered 503 with `Retry-After` before its body is read (overload sheds load instead of
+    /// growing memory). One request is always admitted when none is in flight.
+    pub ingest_max_inflight_bytes: u64,
 }
 
 /// A secret from the configuration: never printed by `Debug`.
@@ -166,6 +174,8 @@ impl Default for Config {
             auth_cache_ms: 2000,
             cors_origins: Vec::new(),
             trust_forwarded_for: false,
+            diagnostics_queue_readings: 500_000,
+            ingest_max_inflight_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -204,10 +214,18 @@ impl Config {
         "auth_cache_ms",
         "cors_origins",
         "trust_forwarded_for",
+        "diagnostics_queue_readings",
+        "ingest_max_inflight_bytes",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
     pub fn validate(&self) -> Result<(), String> {
+        if self.ingest_max_inflight_bytes < 1024 {
+            return Err("ingest_max_inflight_bytes must be at least 1024".into());
+        }
+        if self.diagnostics_queue_readings == 0 {
+            return Err("diagnostics_queue_readings must be at least 1".into());
+        }
         if self.body_limit_bytes < 1024 {
             return Err("body_limit_bytes must be at least 1024".into());
         }

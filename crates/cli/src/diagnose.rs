@@ -6,7 +6,7 @@ use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -163,8 +163,11 @@ struct WorkerResult {
     events: Vec<(WellId, Episode)>,
     readings: u64,
     out_of_order: u64,
-    scores: Option<(PathBuf, HashMap<WellId, Vec<(u64, u64)>>)>,
+    scores: Option<ScoresFile>,
 }
+
+/// A worker's part file of scores and, per well, its segments (offset, length) in order.
+type ScoresFile = (PathBuf, HashMap<WellId, Vec<(u64, u64)>>);
 
 fn load_thresholds(path: Option<&Path>) -> anyhow::Result<ThresholdSet> {
     Ok(match path {
@@ -210,7 +213,7 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
     // Which wells and spans each file holds, so that a well's files are read in time order.
     let spans = timeline::scan(&args.input, threads)?;
     let groups = timeline::groups(&spans);
-    let rejected: u64 = spans.iter().map(|s| s.rejected).sum();
+    let rejected = AtomicU64::new(0);
     let total_bytes: u64 = args
         .input
         .iter()
@@ -348,14 +351,16 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
         let readers: Vec<_> = (0..threads.min(groups.len()))
             .map(|_| {
                 let senders = senders.clone();
-                let (bar, next_group, groups, spans) = (&bar, &next_group, &groups, &spans);
+                let (bar, next_group, groups, spans, rejected) =
+                    (&bar, &next_group, &groups, &spans, &rejected);
                 scope.spawn(move || -> anyhow::Result<()> {
                     loop {
                         let i = next_group.fetch_add(1, Ordering::Relaxed);
                         let Some(group) = groups.get(i) else {
                             return Ok(());
                         };
-                        read_group(&args.input, spans, group, &senders, bar)?;
+                        let bad = read_group(&args.input, spans, group, &senders, bar)?;
+                        rejected.fetch_add(bad, Ordering::Relaxed);
                     }
                 })
             })
@@ -430,7 +435,7 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
         readings as f64 / secs.max(1e-9),
         events.len(),
         args.events_out.display(),
-        match rejected {
+        match rejected.load(Ordering::Relaxed) {
             0 => String::new(),
             n => format!("; {n} invalid rows skipped"),
         },
@@ -445,7 +450,7 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
 /// SCORES.csv: wells in name order, each well's readings in time order.
 fn assemble_scores(
     path: &Path,
-    parts: &[(PathBuf, HashMap<WellId, Vec<(u64, u64)>>)],
+    parts: &[ScoresFile],
 ) -> anyhow::Result<()> {
     let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
@@ -513,14 +518,14 @@ fn write_trace(
 }
 
 /// Merges one group of files in time order and sends each reading to the worker that owns its
-/// well.
+/// well. Returns the number of invalid rows skipped.
 fn read_group(
     paths: &[PathBuf],
     spans: &[timeline::FileSpan],
     group: &[usize],
     senders: &[mpsc::SyncSender<Batch>],
     bar: &ProgressBar,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let mut merge = timeline::Merge::new(paths, spans, group);
     let mut batches: Vec<Batch> = vec![Vec::new(); senders.len()];
     let mut owner: HashMap<WellId, usize> = HashMap::new();
@@ -549,7 +554,7 @@ fn read_group(
         }
     }
     bar.inc(merge.bytes - reported);
-    Ok(())
+    Ok(merge.rejected)
 }
 
 fn load_wells(dir: &Path) -> anyhow::Result<HashMap<WellId, WellMeta>> {

@@ -9,6 +9,7 @@ mod ingest;
 mod serve;
 mod settings;
 mod simulate;
+mod storecmd;
 mod timeline;
 mod wells;
 
@@ -62,6 +63,9 @@ enum Command {
     /// Check or read the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(admin::AuditCommand),
+    /// Check the embedded store for damaged segments and log batches, or quarantine them.
+    #[command(subcommand)]
+    Store(storecmd::StoreCommand),
 }
 
 #[derive(Args, Debug)]
@@ -213,6 +217,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = settings::load(cli.config.as_deref(), &cli.overrides(&cmd.store_args()))?;
             serve::init_cli_logging();
             admin::run_apikeys(cmd, &config).await
+        }
+        Command::Store(cmd) => {
+            let store = StoreArgs {
+                data_dir: cmd.data_dir(),
+                ..StoreArgs::default()
+            };
+            let config = settings::load(cli.config.as_deref(), &cli.overrides(&store))?;
+            serve::init_cli_logging();
+            let data_dir = config.data_dir.clone();
+            let cmd = cmd.clone();
+            let clean = tokio::task::spawn_blocking(move || storecmd::run(cmd, data_dir)).await??;
+            if !clean {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Audit(cmd) => {
             let config = settings::load(cli.config.as_deref(), &cli.overrides(&cmd.store_args()))?;

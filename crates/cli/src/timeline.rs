@@ -20,12 +20,11 @@ use espwatch_core::{Reading, Timestamp, WellId};
 
 const CHUNK: usize = 1 << 20;
 
-/// What one file holds: each well's first and last timestamp, and its rejected rows.
+/// What one file holds: each well's first and last timestamp.
 #[derive(Debug, Clone, Default)]
 pub struct FileSpan {
     pub wells: BTreeMap<WellId, (i64, i64)>,
     pub first_ts: Option<i64>,
-    pub rejected: u64,
 }
 
 fn decode_options() -> DecodeOptions {
@@ -134,6 +133,9 @@ pub fn scan(paths: &[PathBuf], threads: usize) -> anyhow::Result<Vec<FileSpan>> 
 }
 
 fn scan_file(path: &Path) -> anyhow::Result<FileSpan> {
+    if let Some(span) = scan_canonical(path)? {
+        return Ok(span);
+    }
     let mut cursor = Cursor::open(path)?;
     let mut span = FileSpan::default();
     while cursor.refill()? {
@@ -145,8 +147,65 @@ fn scan_file(path: &Path) -> anyhow::Result<FileSpan> {
             e.1 = e.1.max(t);
         }
     }
-    span.rejected = cursor.rejected;
     Ok(span)
+}
+
+/// The fast path for canonical CSV (`well_id,ts,...` with RFC 3339 timestamps, no quoting):
+/// only the first two cells of each line are read. `None` when the file is anything else (a
+/// header in another order, quoted cells, another timestamp form): the full decoder scans it.
+/// Rows the decoder will reject can only widen a span here, which is harmless.
+fn scan_canonical(path: &Path) -> anyhow::Result<Option<FileSpan>> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(CHUNK, file);
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line)?;
+    if !line.starts_with(b"well_id,ts,") && line.trim_ascii_end() != b"well_id,ts" {
+        return Ok(None);
+    }
+    let mut span = FileSpan::default();
+    let mut last: Option<(Vec<u8>, WellId)> = None;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        let row = line.trim_ascii();
+        if row.is_empty() {
+            continue;
+        }
+        if row.contains(&b'"') {
+            return Ok(None);
+        }
+        let mut cells = row.splitn(3, |b| *b == b',');
+        let (Some(well), Some(ts)) = (cells.next(), cells.next()) else {
+            return Ok(None);
+        };
+        let Some(t) = std::str::from_utf8(ts)
+            .ok()
+            .and_then(|ts| Timestamp::parse_rfc3339(ts).ok())
+        else {
+            return Ok(None);
+        };
+        let id = match &last {
+            Some((bytes, id)) if bytes.as_slice() == well => id.clone(),
+            _ => {
+                let Some(id) = std::str::from_utf8(well)
+                    .ok()
+                    .and_then(|w| WellId::parse(w).ok())
+                else {
+                    return Ok(None);
+                };
+                last = Some((well.to_vec(), id.clone()));
+                id
+            }
+        };
+        let t = t.0;
+        span.first_ts = Some(span.first_ts.map_or(t, |f| f.min(t)));
+        let e = span.wells.entry(id).or_insert((t, t));
+        e.0 = e.0.min(t);
+        e.1 = e.1.max(t);
+    }
+    Ok(Some(span))
 }
 
 /// Groups of files that must be merged together (they share a well, directly or through
@@ -173,8 +232,8 @@ pub fn groups(spans: &[FileSpan]) -> Vec<Vec<usize>> {
         }
     }
     let mut by_root: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for i in 0..spans.len() {
-        if spans[i].wells.is_empty() {
+    for (i, span) in spans.iter().enumerate() {
+        if span.wells.is_empty() {
             continue;
         }
         let r = root(&mut parent, i);

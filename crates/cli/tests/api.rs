@@ -1311,3 +1311,214 @@ async fn postgres_from_the_command_line_migrate_ingest_wells_and_config() {
     assert!(!stdout.contains("hunter2"), "{stdout}");
     assert!(stdout.contains("postgres:<redacted>@"), "{stdout}");
 }
+
+// ---------------------------------------------------------------- overload (issue 17, bug 4)
+
+/// A body that sends `first`, then waits for `release` before sending `rest`.
+fn held_body(
+    first: String,
+    release: tokio::sync::oneshot::Receiver<()>,
+    rest: String,
+) -> impl futures_core::Stream<Item = Result<String, std::io::Error>> + Send + 'static {
+    struct Held {
+        first: Option<String>,
+        release: Option<tokio::sync::oneshot::Receiver<()>>,
+        rest: Option<String>,
+    }
+    impl futures_core::Stream for Held {
+        type Item = Result<String, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            use std::future::Future;
+            if let Some(first) = self.first.take() {
+                return std::task::Poll::Ready(Some(Ok(first)));
+            }
+            if let Some(release) = self.release.as_mut() {
+                match std::pin::Pin::new(release).poll(cx) {
+                    std::task::Poll::Pending => return std::task::Poll::Pending,
+                    std::task::Poll::Ready(_) => self.release = None,
+                }
+            }
+            std::task::Poll::Ready(self.rest.take().map(Ok))
+        }
+    }
+    Held {
+        first: Some(first),
+        release: Some(release),
+        rest: Some(rest),
+    }
+}
+
+/// Ingestion in flight is bounded: while the budget is taken, a further batch is answered at
+/// once with 503 + Retry-After (before its body is read) instead of queueing; it succeeds when
+/// retried, and everything acknowledged is stored.
+#[tokio::test]
+async fn ingest_over_capacity_is_503_with_retry_after_at_once() {
+    let app = spawn_app_with(|c| c.ingest_max_inflight_bytes = 4096).await;
+    // A: a body of unknown length reserves the body limit (here: the whole budget), and is
+    // held half-sent.
+    let held: Vec<Value> = (0..20).map(|i| reading("OVL-A", &ts(i), 40.0)).collect();
+    let text = Value::Array(held).to_string();
+    let (first, rest) = text.split_at(text.len() / 2);
+    let (release, released) = tokio::sync::oneshot::channel();
+    let request = app
+        .client
+        .post(app.url("/api/v1/telemetry"))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(held_body(
+            first.to_owned(),
+            released,
+            rest.to_owned(),
+        )));
+    let a = tokio::spawn(async move { status_json(request.send().await.unwrap()).await });
+    let mut saturated = false;
+    for _ in 0..200 {
+        let (_, ready) = app.get("/health/ready").await;
+        if ready["checks"]["ingest"]["inflight_bytes"].as_u64() > Some(0) {
+            assert_eq!(ready["checks"]["ingest"]["status"], "saturated", "{ready}");
+            saturated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saturated, "the held request was admitted");
+
+    // B, C, ...: refused at once, with Retry-After, nothing stored.
+    let batch = json!([
+        reading("OVL-B", &ts(0), 41.0),
+        reading("OVL-B", &ts(10), 42.0)
+    ]);
+    let mut waits = Vec::new();
+    for _ in 0..21 {
+        let started = std::time::Instant::now();
+        let response = app
+            .client
+            .post(app.url("/api/v1/telemetry"))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        waits.push(started.elapsed());
+        assert_eq!(response.status(), 503);
+        assert_eq!(
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "overloaded", "{body}");
+    }
+    waits.sort();
+    let median = waits[waits.len() / 2];
+    eprintln!(
+        "time to 503 under overload: median {median:?}, max {:?}",
+        waits[waits.len() - 1]
+    );
+    assert!(median < Duration::from_millis(500), "{median:?}");
+    assert_eq!(app.get("/api/v1/wells/OVL-B").await.0, 404);
+
+    // A completes; B retried is accepted; both are stored; the budget is free again.
+    release.send(()).unwrap();
+    let (status, body) = a.await.unwrap();
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (200, Some(20)),
+        "{body}"
+    );
+    let (status, body) = app.ingest_json(&batch).await;
+    assert_eq!(
+        (status, body["accepted"].as_u64()),
+        (200, Some(2)),
+        "{body}"
+    );
+    assert_eq!(
+        app.all_points("OVL-A").await["ts"].as_array().map(Vec::len),
+        Some(20)
+    );
+    assert_eq!(
+        app.all_points("OVL-B").await["ts"].as_array().map(Vec::len),
+        Some(2)
+    );
+    let (_, ready) = app.get("/health/ready").await;
+    let ingest = &ready["checks"]["ingest"];
+    assert_eq!(ingest["inflight_bytes"], 0, "{ready}");
+    assert_eq!(ingest["rejected_overload_total"], 21, "{ready}");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------- store check / repair
+
+/// Issue 17, bug 6: `espwatch store check` names a damaged segment the open does not look at
+/// (an older one) and fails; `store repair` quarantines it (bytes kept); afterwards check is
+/// clean and every read works again.
+#[tokio::test]
+async fn store_check_names_damage_and_repair_quarantines_it() {
+    use espwatch_core::{Field, Measurements, Reading, TimeRange, Timestamp, WellId};
+    use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let well = WellId::parse("S-1").unwrap();
+    let t0 = 1_767_225_600_000_000i64; // 2026-01-01, a window boundary
+    let readings: Vec<Reading> = [0i64, 10, 5 * 3600]
+        .iter()
+        .map(|s| {
+            let mut values = Measurements::empty();
+            values.set(Field::FrequencyHz, Some(50.0));
+            Reading {
+                well_id: well.clone(),
+                ts: Timestamp(t0 + s * 1_000_000),
+                values,
+            }
+        })
+        .collect();
+    let store = EmbeddedStore::open(&data, EmbeddedOptions::default()).unwrap();
+    store
+        .append(
+            readings,
+            AppendOptions {
+                auto_register_wells: true,
+            },
+        )
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    {
+        let db = rusqlite::Connection::open(data.join("espwatch.db")).unwrap();
+        let n = db
+            .execute(
+                "UPDATE segments SET data = x'01ff' WHERE window_start = ?1",
+                [t0],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir_s = data.to_str().unwrap();
+    let (ok, stdout, stderr) = run_cli(&["store", "check", "--data-dir", dir_s], &[], work.path());
+    assert!(!ok, "damage must fail the check: {stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("DAMAGED segment (S-1, {t0})")),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = run_cli(&["store", "repair", "--data-dir", dir_s], &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("quarantined 1 damaged item"), "{stdout}");
+    let (ok, stdout, stderr) = run_cli(&["store", "check", "--data-dir", dir_s], &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("in quarantine: segment (S-1"), "{stdout}");
+
+    let store = EmbeddedStore::open(&data, EmbeddedOptions::default()).unwrap();
+    let all = TimeRange {
+        from: Timestamp(0),
+        to: Timestamp(i64::MAX),
+    };
+    let points = store.read_range(&well, all).await.unwrap();
+    assert_eq!(points.len(), 1, "the undamaged window is still there");
+    store.close().await.unwrap();
+}

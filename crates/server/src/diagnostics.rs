@@ -3,97 +3,373 @@
 //! closing raise and clear alarms in the [`AlarmStore`]. A well's state is rebuilt from stored
 //! telemetry (the last `REPLAY` of data) the first time it is needed after a start, so a
 //! restart loses nothing but the time to replay.
+//!
+//! Nothing here stalls the server:
+//! - State is per well: a sharded map of per-well locks, each held only while that well's
+//!   readings are applied, so a slow well (say, one being rebuilt) holds up no other well and
+//!   no `GET /diagnosis` of another well.
+//! - Store reads and CPU-heavy replays (a rebuild from 48 h of data, a retrain) and the engine
+//!   pushes of each batch run on the blocking pool, never on the async runtime's workers.
+//! - The queue from ingestion is bounded (in readings). When it is full the batch is not
+//!   queued: its wells are marked stale at that point of the sequence and rebuilt from stored
+//!   data (where the readings are already durable) when the worker passes that point or the
+//!   diagnosis is asked for, so overload costs replay time, not memory or alarms.
+//!   Depth, lag and skipped readings are reported by [`DiagnosticsHub::status`] (in
+//!   `/health/ready`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::Instant;
 
 use espwatch_core::diagnostics::{Episode, Finding, Thresholds, TrainingWindow, WellEngine};
 use espwatch_core::{Reading, TimeRange, Timestamp, WellId};
 use espwatch_store::{AlarmStore, NewAlarm, Store};
-use tokio::sync::{Mutex, mpsc};
+use serde::Serialize;
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 
 /// An episode that opened, with the findings of the reading that opened it.
 type Opened = (WellId, Episode, Vec<Finding>);
+type Closed = (WellId, Episode);
 
 /// Stored history replayed into a well's engine when it is first needed.
 const REPLAY_MICROS: i64 = 48 * 3_600_000_000;
+
+/// Readings that may wait for diagnostics; beyond this a batch is skipped (see the module
+/// documentation). About 100 s of a 1 000-well field at 1 Hz × 5 or so.
+pub const DEFAULT_QUEUE_READINGS: u64 = 500_000;
+
+const SHARDS: usize = 16;
+
+/// A well's engine; `None` until built (from stored data) or after it went stale.
+type Slot = Arc<Mutex<Option<WellEngine>>>;
+
+/// Queue depth, lag and throughput of the online diagnostics.
+#[derive(Clone, Debug, Serialize)]
+pub struct DiagnosticsStatus {
+    /// `healthy`, or `degraded` while batches are being skipped or the lag exceeds 10 s.
+    pub status: &'static str,
+    /// Readings accepted but not yet diagnosed.
+    pub queued_readings: u64,
+    /// The most that may wait before batches are skipped.
+    pub queue_capacity_readings: u64,
+    /// How long the batch being processed (or last processed) waited in the queue, ms.
+    pub lag_ms: u64,
+    /// Readings diagnosed since start.
+    pub diagnosed_readings: u64,
+    /// Readings not queued because the queue was full (their wells are rebuilt from storage).
+    pub skipped_readings: u64,
+    /// Wells with live engine state.
+    pub wells: usize,
+    /// Rebuilds from stored data since start.
+    pub rebuilds: u64,
+}
+
+struct Queued {
+    readings: Vec<Reading>,
+    at: Instant,
+    /// Submission order, compared with the stale marks.
+    seq: u64,
+}
 
 pub struct DiagnosticsHub {
     store: Arc<dyn Store>,
     alarms: Option<Arc<dyn AlarmStore>>,
     thresholds: Thresholds,
-    engines: Mutex<HashMap<WellId, WellEngine>>,
-    tx: mpsc::UnboundedSender<Vec<Reading>>,
+    shards: Vec<SyncMutex<HashMap<WellId, Slot>>>,
+    hasher: foldhash::fast::RandomState,
+    tx: mpsc::UnboundedSender<Queued>,
+    capacity: u64,
+    /// Submissions so far (the sequence of [`Queued::seq`] and of skips).
+    seq: AtomicU64,
+    /// Wells whose readings were skipped: the first and last skip not yet handled (bounded
+    /// by the number of wells, however long an overload lasts).
+    stale: SyncMutex<HashMap<WellId, (u64, u64)>>,
+    queued: AtomicU64,
+    lag_ms: AtomicU64,
+    diagnosed: AtomicU64,
+    skipped: AtomicU64,
+    rebuilds: AtomicU64,
 }
 
 impl DiagnosticsHub {
     /// Starts the hub and its background task (needs a Tokio runtime).
     pub fn start(store: Arc<dyn Store>, alarms: Option<Arc<dyn AlarmStore>>) -> Arc<Self> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Reading>>();
+        Self::start_with_capacity(store, alarms, DEFAULT_QUEUE_READINGS)
+    }
+
+    /// As [`DiagnosticsHub::start`], with at most `capacity` readings waiting.
+    pub fn start_with_capacity(
+        store: Arc<dyn Store>,
+        alarms: Option<Arc<dyn AlarmStore>>,
+        capacity: u64,
+    ) -> Arc<Self> {
+        // The channel itself is unbounded; `queued` bounds what it holds, in readings (what
+        // memory and work scale with), and `submit` refuses beyond it.
+        let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
         let hub = Arc::new(DiagnosticsHub {
             store,
             alarms,
             thresholds: Thresholds::default(),
-            engines: Mutex::new(HashMap::new()),
+            shards: (0..SHARDS)
+                .map(|_| SyncMutex::new(HashMap::new()))
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
             tx,
+            capacity: capacity.max(1),
+            seq: AtomicU64::new(0),
+            stale: SyncMutex::new(HashMap::new()),
+            queued: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
+            diagnosed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            rebuilds: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&hub);
         tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
                 let Some(hub) = weak.upgrade() else { break };
-                hub.advance(batch).await;
+                let n = batch.readings.len() as u64;
+                hub.lag_ms
+                    .store(batch.at.elapsed().as_millis() as u64, Ordering::Relaxed);
+                hub.advance(batch.readings, batch.seq).await;
+                hub.queued.fetch_sub(n, Ordering::Relaxed);
+                hub.diagnosed.fetch_add(n, Ordering::Relaxed);
             }
         });
         hub
     }
 
-    /// Queues accepted readings; returns at once.
+    /// Queues accepted readings; returns at once. When the queue is full the readings are
+    /// not queued and their wells are marked stale, to be rebuilt from the store.
     pub fn submit(&self, readings: Vec<Reading>) {
-        if !readings.is_empty() && self.tx.send(readings).is_err() {
+        if readings.is_empty() {
+            return;
+        }
+        let n = readings.len() as u64;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let reserved = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                (q + n <= self.capacity || q == 0).then_some(q + n)
+            })
+            .is_ok();
+        if !reserved {
+            self.skipped.fetch_add(n, Ordering::Relaxed);
+            let mut wells: Vec<&WellId> = readings.iter().map(|r| &r.well_id).collect();
+            wells.sort_unstable();
+            wells.dedup();
+            let mut stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+            for well in wells {
+                stale
+                    .entry(well.clone())
+                    .and_modify(|(_, last)| *last = seq)
+                    .or_insert((seq, seq));
+            }
+            return;
+        }
+        let queued = Queued {
+            readings,
+            at: Instant::now(),
+            seq,
+        };
+        if self.tx.send(queued).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
             tracing::warn!("diagnostics task stopped; readings not diagnosed");
         }
     }
 
-    async fn advance(&self, batch: Vec<Reading>) {
+    /// Queue depth, lag and counters, for `/health/ready`.
+    pub fn status(&self) -> DiagnosticsStatus {
+        let queued = self.queued.load(Ordering::Relaxed);
+        let lag_ms = if queued == 0 {
+            0
+        } else {
+            self.lag_ms.load(Ordering::Relaxed)
+        };
+        let skipped = self.skipped.load(Ordering::Relaxed);
+        let full = queued >= self.capacity;
+        DiagnosticsStatus {
+            status: if full || lag_ms > 10_000 {
+                "degraded"
+            } else {
+                "healthy"
+            },
+            queued_readings: queued,
+            queue_capacity_readings: self.capacity,
+            lag_ms,
+            diagnosed_readings: self.diagnosed.load(Ordering::Relaxed),
+            skipped_readings: skipped,
+            wells: self
+                .shards
+                .iter()
+                .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+                .sum(),
+            rebuilds: self.rebuilds.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Whether the well's engine missed readings skipped before submission `seq`; the mark is
+    /// consumed (kept, narrowed to the last skip, when that came after `seq`).
+    fn take_stale(&self, well: &WellId, seq: u64) -> bool {
+        let mut stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((first, last)) = stale.get_mut(well) else {
+            return false;
+        };
+        if *first >= seq {
+            return false;
+        }
+        if *last < seq {
+            stale.remove(well);
+        } else {
+            *first = *last;
+        }
+        true
+    }
+
+    fn shard(&self, well: &WellId) -> &SyncMutex<HashMap<WellId, Slot>> {
+        &self.shards[(self.hasher.hash_one(well) as usize) % SHARDS]
+    }
+
+    /// The well's slot (created empty when missing). The shard lock is held only for this.
+    fn slot(&self, well: &WellId) -> Slot {
+        self.shard(well)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(well.clone())
+            .or_default()
+            .clone()
+    }
+
+    async fn advance(&self, batch: Vec<Reading>, seq: u64) {
         // Each engine needs its well's readings in time order. Grouping positions by well
         // (hashing each id once) and sorting only a group that arrived out of order is far
-        // cheaper than sorting the whole batch by (well id, ts), which compared and moved
-        // every reading about ten times.
+        // cheaper than sorting the whole batch by (well id, ts).
         let mut by_well: HashMap<&WellId, Vec<usize>, foldhash::fast::RandomState> =
             HashMap::default();
         for (i, reading) in batch.iter().enumerate() {
             by_well.entry(&reading.well_id).or_default().push(i);
         }
-        let mut groups: Vec<(&WellId, Vec<usize>)> = by_well.into_iter().collect();
+        let mut groups: Vec<(WellId, Vec<usize>)> =
+            by_well.into_iter().map(|(w, p)| (w.clone(), p)).collect();
         groups.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        let mut opened = Vec::new();
-        let mut closed = Vec::new();
-        let mut engines = self.engines.lock().await;
-        for (well, mut positions) in groups {
+        for (_, positions) in &mut groups {
             if !positions.is_sorted_by_key(|&i| batch[i].ts) {
                 // Stable: readings with equal timestamps keep their arrival order.
                 positions.sort_by_key(|&i| batch[i].ts);
             }
-            let first_ts = batch[positions[0]].ts;
-            if !engines.contains_key(well) {
-                let (engine, o, c) = self.rebuild(well, first_ts).await;
-                engines.insert(well.clone(), engine);
-                opened.extend(o);
-                closed.extend(c);
+        }
+        let batch = Arc::new(batch);
+        let mut opened = Vec::new();
+        let mut closed = Vec::new();
+        // A chunk of wells at a time: lock each (building it from stored data where needed),
+        // then push their readings on the blocking pool. Other wells stay free meanwhile.
+        while !groups.is_empty() {
+            let chunk: Vec<(WellId, Vec<usize>)> = groups.drain(..groups.len().min(64)).collect();
+            let mut guards = Vec::with_capacity(chunk.len());
+            for (well, positions) in &chunk {
+                let mut guard = self.slot(well).lock_owned().await;
+                if self.take_stale(well, seq) {
+                    *guard = None;
+                }
+                if guard.is_none() {
+                    let (engine, o, c) = self.rebuild(well, batch[positions[0]].ts).await;
+                    *guard = Some(engine);
+                    opened.extend(o);
+                    closed.extend(c);
+                }
+                guards.push(guard);
             }
-            let engine = engines.get_mut(well).expect("inserted");
-            for i in positions {
-                let out = engine.push(batch[i].ts, &batch[i].values);
-                for e in out.transitions.opened {
-                    opened.push((well.clone(), e, engine.findings().to_vec()));
+            let batch = batch.clone();
+            let pushed = tokio::task::spawn_blocking(move || {
+                let mut opened = Vec::new();
+                let mut closed = Vec::new();
+                for ((well, positions), guard) in chunk.iter().zip(guards.iter_mut()) {
+                    let engine = guard.as_mut().expect("built above");
+                    for &i in positions {
+                        let out = engine.push(batch[i].ts, &batch[i].values);
+                        collect(well, engine, out.transitions, &mut opened, &mut closed);
+                    }
                 }
-                for e in out.transitions.closed {
-                    closed.push((well.clone(), e));
+                (opened, closed)
+            })
+            .await;
+            match pushed {
+                Ok((o, c)) => {
+                    opened.extend(o);
+                    closed.extend(c);
                 }
+                Err(e) => tracing::error!(error = %e, "diagnostics: applying a batch failed"),
             }
         }
-        drop(engines);
         self.apply(opened, closed).await;
+    }
+
+    /// A fresh engine fed with the stored history in `range`, read and replayed on the
+    /// blocking pool. `training` as for [`WellEngine::new`]; `end_training` ends it after.
+    async fn replay(
+        &self,
+        well: &WellId,
+        range: TimeRange,
+        training: TrainingWindow,
+        end_training: bool,
+    ) -> Replayed {
+        self.rebuilds.fetch_add(1, Ordering::Relaxed);
+        let (store, thresholds, well) = (self.store.clone(), self.thresholds.clone(), well.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let job = tokio::task::spawn_blocking(move || {
+            let meta = match runtime.block_on(store.get_well(&well)) {
+                Ok(r) => r.map(|r| r.meta),
+                Err(e) => {
+                    tracing::warn!(%well, error = %e, "diagnostics: cannot read well metadata");
+                    None
+                }
+            };
+            let until = match training {
+                TrainingWindow::Until(until) => Some(until),
+                _ => None,
+            };
+            let mut engine = WellEngine::new(meta.as_ref(), thresholds.clone(), training);
+            let mut done = Replayed {
+                engine: None,
+                opened: Vec::new(),
+                closed: Vec::new(),
+                in_window: 0,
+                history_error: None,
+            };
+            match runtime.block_on(store.read_range(&well, range)) {
+                Ok(points) => {
+                    for (ts, values) in points {
+                        done.in_window += u64::from(until.is_some_and(|u| ts < u));
+                        let out = engine.push(ts, &values);
+                        collect(
+                            &well,
+                            &engine,
+                            out.transitions,
+                            &mut done.opened,
+                            &mut done.closed,
+                        );
+                    }
+                }
+                Err(e) => done.history_error = Some(e.to_string()),
+            }
+            if end_training {
+                engine.end_training();
+            }
+            done.engine = Some(engine);
+            done
+        });
+        match job.await {
+            Ok(done) => done,
+            Err(e) => Replayed {
+                engine: None,
+                opened: Vec::new(),
+                closed: Vec::new(),
+                in_window: 0,
+                history_error: Some(format!("the replay failed: {e}")),
+            },
+        }
     }
 
     /// A fresh engine fed with the stored history before `before`.
@@ -101,43 +377,24 @@ impl DiagnosticsHub {
         &self,
         well: &WellId,
         before: Timestamp,
-    ) -> (WellEngine, Vec<Opened>, Vec<(WellId, Episode)>) {
-        let meta = match self.store.get_well(well).await {
-            Ok(r) => r.map(|r| r.meta),
-            Err(e) => {
-                tracing::warn!(%well, error = %e, "diagnostics: cannot read well metadata");
-                None
-            }
-        };
-        let mut engine = WellEngine::new(
-            meta.as_ref(),
-            self.thresholds.clone(),
-            TrainingWindow::Default,
-        );
-        let mut opened = Vec::new();
-        let mut closed = Vec::new();
+    ) -> (WellEngine, Vec<Opened>, Vec<Closed>) {
         let range = TimeRange {
             from: Timestamp(before.0 - REPLAY_MICROS),
             to: before,
         };
-        match self.store.read_range(well, range).await {
-            Ok(points) => {
-                for (ts, values) in points {
-                    let out = engine.push(ts, &values);
-                    for e in out.transitions.opened {
-                        opened.push((well.clone(), e, engine.findings().to_vec()));
-                    }
-                    for e in out.transitions.closed {
-                        closed.push((well.clone(), e));
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(%well, error = %e, "diagnostics: cannot replay history"),
+        let done = self
+            .replay(well, range, TrainingWindow::Default, false)
+            .await;
+        if let Some(e) = &done.history_error {
+            tracing::warn!(%well, error = %e, "diagnostics: cannot replay history");
         }
-        (engine, opened, closed)
+        let engine = done.engine.unwrap_or_else(|| {
+            WellEngine::new(None, self.thresholds.clone(), TrainingWindow::Default)
+        });
+        (engine, done.opened, done.closed)
     }
 
-    async fn apply(&self, opened: Vec<Opened>, closed: Vec<(WellId, Episode)>) {
+    async fn apply(&self, opened: Vec<Opened>, closed: Vec<Closed>) {
         let Some(alarms) = &self.alarms else { return };
         for (well, e, findings) in opened {
             let finding = findings.iter().find(|f| f.diagnosis == e.diagnosis);
@@ -180,69 +437,63 @@ impl DiagnosticsHub {
         from: Timestamp,
         until: Timestamp,
     ) -> Result<(), RetrainError> {
-        let meta = self
-            .store
-            .get_well(well)
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.meta);
-        let mut engine = WellEngine::new(
-            meta.as_ref(),
-            self.thresholds.clone(),
-            TrainingWindow::Until(until),
-        );
-        let mut engines = self.engines.lock().await;
         let now = Timestamp::from_datetime(chrono::Utc::now());
         let range = TimeRange {
             from,
             to: Timestamp(now.0.max(until.0) + 3_600_000_000),
         };
-        let mut opened = Vec::new();
-        let mut closed = Vec::new();
-        let mut in_window = 0u64;
-        match self.store.read_range(well, range).await {
-            Ok(points) => {
-                for (ts, values) in points {
-                    in_window += u64::from(ts < until);
-                    let out = engine.push(ts, &values);
-                    for e in out.transitions.opened {
-                        opened.push((well.clone(), e, engine.findings().to_vec()));
-                    }
-                    closed.extend(
-                        out.transitions
-                            .closed
-                            .into_iter()
-                            .map(|e| (well.clone(), e)),
-                    );
-                }
-            }
-            Err(e) => return Err(RetrainError::History(e.to_string())),
+        // Holding the well's lock keeps live readings from interleaving with the replay.
+        let mut guard = self.slot(well).lock_owned().await;
+        let done = self
+            .replay(well, range, TrainingWindow::Until(until), true)
+            .await;
+        if let Some(e) = done.history_error {
+            return Err(RetrainError::History(e));
         }
-        engine.end_training();
+        let engine = done
+            .engine
+            .ok_or_else(|| RetrainError::History("the replay produced no engine".into()))?;
         if engine.baseline().is_none() {
             return Err(RetrainError::NoBaseline {
-                readings: in_window,
+                readings: done.in_window,
             });
         }
-        engines.insert(well.clone(), engine);
-        drop(engines);
-        self.apply(opened, closed).await;
+        *guard = Some(engine);
+        drop(guard);
+        self.apply(done.opened, done.closed).await;
         Ok(())
+    }
+
+    /// The well's engine, locked, rebuilt from stored data if needed.
+    async fn built(&self, well: &WellId) -> OwnedMutexGuard<Option<WellEngine>> {
+        let mut guard = self.slot(well).lock_owned().await;
+        if self.take_stale(well, u64::MAX) {
+            *guard = None;
+        }
+        if guard.is_none() {
+            let now = Timestamp::from_datetime(chrono::Utc::now());
+            let (engine, o, c) = self.rebuild(well, Timestamp(now.0 + 1)).await;
+            *guard = Some(engine);
+            drop(guard);
+            self.apply(o, c).await;
+            guard = self.slot(well).lock_owned().await;
+        }
+        guard
+    }
+
+    /// Marks a known transient of a well (a well test, a planned rate change) until `until`:
+    /// its engine gives it a grace period in which only the protective rules raise alarms.
+    pub async fn mark_transient(&self, well: &WellId, until: Timestamp) {
+        let mut guard = self.built(well).await;
+        if let Some(engine) = guard.as_mut() {
+            engine.mark_transient(until);
+        }
     }
 
     /// The current diagnosis of a well, rebuilding its state from stored data if needed.
     pub async fn diagnosis(&self, well: &WellId) -> serde_json::Value {
-        let mut engines = self.engines.lock().await;
-        if !engines.contains_key(well) {
-            let now = Timestamp::from_datetime(chrono::Utc::now());
-            let (engine, o, c) = self.rebuild(well, Timestamp(now.0 + 1)).await;
-            engines.insert(well.clone(), engine);
-            drop(engines);
-            self.apply(o, c).await;
-            engines = self.engines.lock().await;
-        }
-        let Some(engine) = engines.get(well) else {
+        let guard = self.built(well).await;
+        let Some(engine) = guard.as_ref() else {
             return serde_json::Value::Null;
         };
         let episodes: Vec<serde_json::Value> = engine
@@ -269,6 +520,32 @@ impl DiagnosticsHub {
             "baseline": engine.baseline(),
         })
     }
+}
+
+/// Records an engine's transitions as alarms to raise and clear.
+fn collect(
+    well: &WellId,
+    engine: &WellEngine,
+    transitions: espwatch_core::diagnostics::episodes::Transitions,
+    opened: &mut Vec<Opened>,
+    closed: &mut Vec<Closed>,
+) {
+    for e in transitions.opened {
+        opened.push((well.clone(), e, engine.findings().to_vec()));
+    }
+    for e in transitions.closed {
+        closed.push((well.clone(), e));
+    }
+}
+
+/// What a replay produced: the engine (`None` only when the replay task itself failed), the
+/// transitions on the way, readings before the training cut-off, and a history read error.
+struct Replayed {
+    engine: Option<WellEngine>,
+    opened: Vec<Opened>,
+    closed: Vec<Closed>,
+    in_window: u64,
+    history_error: Option<String>,
 }
 
 /// Why a retrain was refused.

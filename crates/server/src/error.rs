@@ -4,8 +4,9 @@
 //! Policy (after crates.io's `util/errors.rs`):
 //! - Client mistakes carry a precise message and structured `details`; they are not logged as
 //!   errors (the request log line already has the status).
-//! - Anything internal is logged once, here, with its full cause and the error id, and the
-//!   client gets only the id and a generic message: no SQL, paths or panic text ever leaves.
+//! - Anything internal is logged once, in the request's own log line (request id, route,
+//!   status, error id, cause: see [`ErrorLog`]), and the client gets only the id and a generic
+//!   message: no SQL, paths or panic text ever leaves.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +33,16 @@ pub struct ErrorBody {
     /// Structured specifics (offending fields, positions, limits); `{}` when none.
     #[schema(value_type = Object)]
     pub details: Value,
+}
+
+/// Left on an error response (as an extension) for the request log line, which logs it once:
+/// at ERROR with the cause for a 5xx, with the error id and kind otherwise.
+#[derive(Clone, Debug)]
+pub struct ErrorLog {
+    pub id: String,
+    pub kind: &'static str,
+    /// Internal cause (never sent), or for a 5xx without one, its message.
+    pub cause: Option<String>,
 }
 
 /// An error a handler returns. Converts itself into the envelope.
@@ -101,15 +112,23 @@ impl ApiError {
         self.status
     }
 
-    /// Builds the envelope, logging internal causes once with the id.
+    /// Builds the envelope. Nothing is logged here: the request log line does that, once,
+    /// from the [`ErrorLog`] that [`IntoResponse`] leaves on the response.
     pub fn into_envelope(self) -> (StatusCode, ErrorEnvelope) {
+        self.into_logged().0
+    }
+
+    /// The envelope and what the request log line needs.
+    fn into_logged(self) -> ((StatusCode, ErrorEnvelope), ErrorLog) {
         let id = uuid::Uuid::now_v7().to_string();
-        if let Some(cause) = &self.cause {
-            tracing::error!(error_id = %id, kind = self.kind, cause = %cause, "request failed");
-        } else if self.status.is_server_error() {
-            tracing::warn!(error_id = %id, kind = self.kind, message = %self.message, "request failed");
-        }
-        (
+        let log = ErrorLog {
+            id: id.clone(),
+            kind: self.kind,
+            cause: self
+                .cause
+                .or_else(|| self.status.is_server_error().then(|| self.message.clone())),
+        };
+        let envelope = (
             self.status,
             ErrorEnvelope {
                 error: ErrorBody {
@@ -119,15 +138,17 @@ impl ApiError {
                     details: self.details,
                 },
             },
-        )
+        );
+        (envelope, log)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let retry_after = self.status == StatusCode::SERVICE_UNAVAILABLE;
-        let (status, body) = self.into_envelope();
+        let ((status, body), log) = self.into_logged();
         let mut response = (status, axum::Json(body)).into_response();
+        response.extensions_mut().insert(log);
         if retry_after {
             response
                 .headers_mut()

@@ -1,6 +1,7 @@
 //! espwatch-server: the HTTP layer. Handlers are thin: they parse, call the
 //! [`espwatch_store::Store`], and shape answers; rules live in `espwatch-core`.
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod diagnostics;

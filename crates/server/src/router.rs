@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{self, AuditIdentity, SourceAddr};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorLog};
 use crate::routes::{
     alarms, audit, auth as auth_routes, diagnostics, health, telemetry, users, wells,
 };
@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(alarms::acknowledge))
         .routes(routes!(diagnostics::diagnosis))
         .routes(routes!(diagnostics::retrain))
+        .routes(routes!(diagnostics::transient))
         .routes(routes!(diagnostics::events))
         .routes(routes!(diagnostics::decision_tree))
         .routes(routes!(audit::list))
@@ -196,17 +197,47 @@ async fn log_and_time_out(
     let duration_ms = started.elapsed().as_secs_f64() * 1e3;
     let identity = response.extensions().get::<AuditIdentity>().cloned();
     let actor = identity.as_ref().map(|i| i.actor.as_str()).unwrap_or("-");
-    tracing::info!(
-        target: "espwatch::request",
-        request_id = %request_id,
-        method = %method,
-        route = %route,
-        status,
-        actor,
-        source = %source,
-        duration_ms = format_args!("{duration_ms:.2}"),
-        "request"
-    );
+    // One line per request; an error is logged here and nowhere else (see `error.rs`).
+    match response.extensions().get::<ErrorLog>() {
+        Some(error) if status >= 500 => tracing::error!(
+            target: "espwatch::request",
+            request_id = %request_id,
+            method = %method,
+            route = %route,
+            status,
+            actor,
+            source = %source,
+            duration_ms = format_args!("{duration_ms:.2}"),
+            error_id = %error.id,
+            error_kind = error.kind,
+            cause = error.cause.as_deref().unwrap_or("-"),
+            "request"
+        ),
+        Some(error) => tracing::info!(
+            target: "espwatch::request",
+            request_id = %request_id,
+            method = %method,
+            route = %route,
+            status,
+            actor,
+            source = %source,
+            duration_ms = format_args!("{duration_ms:.2}"),
+            error_id = %error.id,
+            error_kind = error.kind,
+            "request"
+        ),
+        None => tracing::info!(
+            target: "espwatch::request",
+            request_id = %request_id,
+            method = %method,
+            route = %route,
+            status,
+            actor,
+            source = %source,
+            duration_ms = format_args!("{duration_ms:.2}"),
+            "request"
+        ),
+    }
     state.security.audit.record(AuditEvent {
         ts: espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
         kind: "request".into(),
@@ -323,6 +354,16 @@ fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("non-string panic payload");
     let mut response = ApiError::internal(format!("handler panicked: {text}")).into_response();
+    // Outside the request-log middleware (the request never returned): logged here, once.
+    if let Some(error) = response.extensions().get::<ErrorLog>() {
+        tracing::error!(
+            target: "espwatch::request",
+            error_id = %error.id,
+            error_kind = error.kind,
+            cause = error.cause.as_deref().unwrap_or("-"),
+            "request panicked"
+        );
+    }
     response
         .headers_mut()
         .insert("connection", HeaderValue::from_static("close"));

@@ -8,6 +8,7 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use espwatch_store::{AlarmStore, SecurityStore, Store};
 
+use crate::admission::IngestGate;
 use crate::audit::AuditSink;
 use crate::auth::Security;
 use crate::diagnostics::DiagnosticsHub;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub alarms: Option<Arc<dyn AlarmStore>>,
     /// Identities, sessions, keys, the audit trail and the limits.
     pub security: Arc<Security>,
+    /// Bounds the telemetry being ingested at once (503 + Retry-After beyond it).
+    pub ingest_gate: Arc<IngestGate>,
 }
 
 impl AppState {
@@ -41,7 +44,12 @@ impl AppState {
         let audit = AuditSink::start(security_store.clone());
         let security = Security::from_config(&config, security_store, audit)?;
         Ok(AppState {
-            diagnostics: DiagnosticsHub::start(store.clone(), None),
+            ingest_gate: IngestGate::new(config.ingest_max_inflight_bytes),
+            diagnostics: DiagnosticsHub::start_with_capacity(
+                store.clone(),
+                None,
+                config.diagnostics_queue_readings,
+            ),
             store,
             config: Arc::new(config),
             shutting_down: Arc::new(AtomicBool::new(false)),
@@ -53,7 +61,11 @@ impl AppState {
 
     /// Persists alarms raised by the online diagnostics in `alarms`.
     pub fn with_alarms(mut self, alarms: Arc<dyn AlarmStore>) -> Self {
-        self.diagnostics = DiagnosticsHub::start(self.store.clone(), Some(alarms.clone()));
+        self.diagnostics = DiagnosticsHub::start_with_capacity(
+            self.store.clone(),
+            Some(alarms.clone()),
+            self.config.diagnostics_queue_readings,
+        );
         self.alarms = Some(alarms);
         self
     }

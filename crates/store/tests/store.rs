@@ -197,29 +197,106 @@ async fn interval_checkpoint_runs_by_itself() {
     store.close().await.unwrap();
 }
 
+/// Issue 17, bug 6: a damaged newest segment (decoded at open for `latest`) or log batch no
+/// longer keeps the store from opening: it is moved to the `quarantine` table with its bytes,
+/// the health probe names it, and everything else stays readable.
 #[tokio::test]
-async fn corrupt_segment_is_an_internal_error() {
+async fn damaged_newest_segment_and_log_batch_are_quarantined_and_the_store_opens() {
+    const HOUR: i64 = 3600;
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
     store
-        .append(vec![reading("C", 0, 1.0), reading("C", 10, 2.0)], auto())
+        .append(
+            vec![
+                reading("C", 0, 1.0),
+                reading("C", 10, 2.0),
+                reading("C", 5 * HOUR, 3.0),
+                reading("D", 0, 4.0),
+            ],
+            auto(),
+        )
         .await
         .unwrap();
+    store.checkpoint().await.unwrap();
     store.close().await.unwrap();
     {
         let conn = rusqlite::Connection::open(dir.path().join("espwatch.db")).unwrap();
+        let newest: i64 = conn
+            .query_row(
+                "SELECT max(window_start) FROM segments WHERE well_id = 'C'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         let n = conn
-            .execute("UPDATE segments SET data = x'01ff'", [])
+            .execute(
+                "UPDATE segments SET data = x'01ff' WHERE well_id = 'C' AND window_start = ?1",
+                [newest],
+            )
             .unwrap();
         assert_eq!(n, 1);
+        conn.execute(
+            "INSERT INTO log_batches (id, data) VALUES (1000000, x'00')",
+            [],
+        )
+        .unwrap();
     }
-    // The newest segment is decoded at open for `latest`: refusing to start is the honest
-    // answer to a corrupt database, with a message naming the segment.
-    match EmbeddedStore::open(dir.path(), EmbeddedOptions::default()) {
-        Err(StoreError::Internal(msg)) => assert!(msg.contains("segment (C,"), "{msg}"),
-        Err(e) => panic!("unexpected error {e}"),
-        Ok(_) => panic!("opened a corrupt store"),
-    }
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())
+        .expect("a damaged segment or log batch must not keep the store closed");
+    let health = store.health().await;
+    assert!(health.read.ok && health.write.ok, "{health:?}");
+    let detail = health.read.detail.unwrap_or_default();
+    assert!(detail.contains("segment (C,"), "{detail}");
+    assert!(detail.contains("log batch 1000000"), "{detail}");
+    // The rest is intact: the older segment of C, and D.
+    let c = store.read_range(&well("C"), all_time()).await.unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(
+        store
+            .read_range(&well("D"), all_time())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let latest = store.latest().await.unwrap();
+    let c_latest = latest.iter().find(|l| l.well_id == well("C")).unwrap();
+    assert_eq!(
+        c_latest.point.0, c[1].0,
+        "latest falls back to the older segment"
+    );
+    // New data still goes in.
+    store
+        .append(vec![reading("C", 6 * HOUR, 5.0)], auto())
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let conn = rusqlite::Connection::open(dir.path().join("espwatch.db")).unwrap();
+    let kept: Vec<(String, i64)> = conn
+        .prepare("SELECT kind, length(data) FROM quarantine ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        kept,
+        vec![("segment".to_owned(), 2), ("log_batch".to_owned(), 1)],
+        "the damaged bytes are kept"
+    );
+    drop(conn);
+    // Quarantined once: the next open is clean.
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    assert_eq!(store.health().await.read.detail, None);
+    assert_eq!(
+        store
+            .read_range(&well("C"), all_time())
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    store.close().await.unwrap();
 }
 
 #[tokio::test]
@@ -596,4 +673,40 @@ async fn security_store_refuses_a_newer_schema() {
         Err(e) => panic!("unexpected error {e}"),
         Ok(_) => panic!("opened a newer schema"),
     }
+}
+
+/// The data directory is the owner's only, and so are the telemetry and alarm databases (and
+/// the WAL files SQLite makes next to them); an existing directory others could read is
+/// tightened at open.
+#[cfg(unix)]
+#[tokio::test]
+async fn data_directory_and_databases_are_private_to_their_owner() {
+    use espwatch_store::{AlarmFilter, AlarmStore};
+    use std::os::unix::fs::PermissionsExt;
+
+    let root = tempfile::tempdir().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode();
+    let fresh = root.path().join("fresh");
+    let store = EmbeddedStore::open(&fresh, EmbeddedOptions::default()).unwrap();
+    store
+        .append(vec![reading("W-1", 0, 1.0)], auto())
+        .await
+        .unwrap();
+    store.list_alarms(&AlarmFilter::default()).await.unwrap();
+    assert_eq!(mode(&fresh) & 0o777, 0o700, "{:o}", mode(&fresh));
+    for file in ["espwatch.db", "espwatch.db-wal", "alarms.sqlite"] {
+        let path = fresh.join(file);
+        if path.exists() {
+            assert_eq!(mode(&path) & 0o077, 0, "{file}: {:o}", mode(&path));
+        } else {
+            assert_ne!(file, "espwatch.db", "the database exists");
+        }
+    }
+    drop(store);
+    // A directory created by someone else's umask is tightened.
+    let loose = root.path().join("loose");
+    std::fs::create_dir(&loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+    drop(EmbeddedStore::open(&loose, EmbeddedOptions::default()).unwrap());
+    assert_eq!(mode(&loose) & 0o077, 0, "{:o}", mode(&loose));
 }

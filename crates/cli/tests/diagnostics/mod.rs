@@ -180,6 +180,23 @@ async fn alarm_lifecycle_raised_acknowledged_cleared() {
     let (_, kept) = app.get("/api/v1/wells/DIAG-1/diagnosis").await;
     assert_eq!(kept["trained"], true, "{kept}");
     assert!(!kept["baseline"].is_null(), "{kept}");
+    // A well test marked by the operator: a grace period for the steady-state rules.
+    let transient = |body: Value| {
+        app.client
+            .post(app.url("/api/v1/wells/DIAG-1/diagnosis/transient"))
+            .json(&body)
+    };
+    let soon = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let (status, body) = app
+        .send(transient(json!({"until": soon, "reason": "well_test"})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["well_id"], "DIAG-1", "{body}");
+    let far = (chrono::Utc::now() + chrono::Duration::hours(48)).to_rfc3339();
+    let (status, body) = app.send(transient(json!({"until": far}))).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = app.send(transient(json!({"until": "soon"}))).await;
+    assert_eq!(status, 422, "{body}");
     let (status, body) = app.send(retrain(json!({}))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["trained"], true, "{body}");
@@ -224,5 +241,95 @@ async fn legacy_decision_tree_keeps_working() {
         .post("/api/v1/diagnostics/decision_tree", "application/json", "{")
         .await;
     assert_eq!(status, 400, "{body}");
+    app.stop().await;
+}
+
+/// Issue 17, bug 3: the queue to the diagnostics is bounded (in readings). Batches beyond it
+/// are not queued; their wells are rebuilt from the store (where the readings already are), so
+/// the diagnosis still covers every reading. The queue, lag and skips are in /health/ready.
+#[tokio::test]
+async fn diagnostics_queue_is_bounded_and_skipped_wells_are_rebuilt_from_storage() {
+    use std::sync::Arc;
+
+    use espwatch_core::{Field, Measurements, Reading, WellId};
+    use espwatch_server::diagnostics::DiagnosticsHub;
+    use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap());
+    let hub = DiagnosticsHub::start_with_capacity(store.clone(), None, 100);
+    let now = Timestamp::from_datetime(chrono::Utc::now()).0;
+    let start = now - 2 * HOUR - now.rem_euclid(60_000_000);
+    let wells = [WellId::parse("Q-0").unwrap(), WellId::parse("Q-1").unwrap()];
+    let batches: Vec<Vec<Reading>> = (0..10i64)
+        .map(|b| {
+            (0..60i64)
+                .map(|i| {
+                    let mut values = Measurements::empty();
+                    values.set(Field::FrequencyHz, Some(55.0));
+                    values.set(Field::MotorCurrentA, Some(40.0 + (i % 3) as f64));
+                    Reading {
+                        well_id: wells[(b % 2) as usize].clone(),
+                        ts: Timestamp(start + (b * 60 + i) * 10_000_000),
+                        values,
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let last_ts = |w: usize| Timestamp(start + ((8 + w as i64) * 60 + 59) * 10_000_000);
+    // Stored first, as ingestion does; then handed over back to back (a current-thread
+    // runtime: the diagnostics task cannot run in between).
+    for batch in &batches {
+        store
+            .append(
+                batch.clone(),
+                AppendOptions {
+                    auto_register_wells: true,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    for batch in batches {
+        hub.submit(batch);
+    }
+    let status = hub.status();
+    assert_eq!(status.queued_readings, 60, "{status:?}");
+    assert_eq!(status.skipped_readings, 540, "{status:?}");
+    assert_eq!(status.queue_capacity_readings, 100);
+    for _ in 0..400 {
+        if hub.status().queued_readings == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(hub.status().queued_readings, 0, "{:?}", hub.status());
+    // Without the rebuild Q-0 would stop at its first batch and Q-1 would be unknown.
+    for (w, well) in wells.iter().enumerate() {
+        let diagnosis = hub.diagnosis(well).await;
+        assert_eq!(
+            diagnosis["as_of"].as_str(),
+            Some(last_ts(w).to_rfc3339().as_str()),
+            "{well}: {diagnosis}"
+        );
+    }
+    assert!(hub.status().rebuilds >= 2, "{:?}", hub.status());
+
+    // The figures are on the readiness probe.
+    let app = spawn_app_with(|c| c.diagnostics_queue_readings = 1234).await;
+    let (status, ready) = app.get("/health/ready").await;
+    assert_eq!(status, 200, "{ready}");
+    let diagnostics = &ready["checks"]["diagnostics"];
+    assert_eq!(diagnostics["queue_capacity_readings"], 1234, "{ready}");
+    assert_eq!(diagnostics["status"], "healthy", "{ready}");
+    for key in [
+        "queued_readings",
+        "lag_ms",
+        "skipped_readings",
+        "diagnosed_readings",
+    ] {
+        assert!(diagnostics[key].is_u64(), "{key}: {ready}");
+    }
     app.stop().await;
 }

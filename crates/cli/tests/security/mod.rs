@@ -1047,3 +1047,76 @@ async fn identity_store_failure_is_503_and_not_ready_not_bad_credentials() {
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["checks"]["identity_store"]["status"], "healthy");
 }
+
+/// Issue 17, error policy: an internal error is logged once, in the request's own log line
+/// (request id, route, status, error id, cause), never again by another layer.
+#[tokio::test]
+async fn an_error_is_logged_once_in_its_request_line() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_s = dir.path().to_str().unwrap();
+    let key = cli_api_key(&["--data-dir", dir_s], "admin");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir_s])
+        .env("RUST_LOG", "info")
+        .env("ESPWATCH_LOG_FORMAT", "json")
+        .env("ESPWATCH_AUTH_CACHE_MS", "0")
+        .env("ESPWATCH_JWT_SECRET", test_jwt_secret())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = loop {
+        let line = stdout.next().expect("listening line").unwrap();
+        if let Some(rest) = line.strip_prefix("espwatch listening on http://") {
+            break rest.trim().to_owned();
+        }
+    };
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let db = rusqlite::Connection::open(dir.path().join("security.sqlite")).unwrap();
+    db.execute_batch("ALTER TABLE api_keys RENAME TO api_keys_away")
+        .unwrap();
+    let response = bearer_client(&key)
+        .get(format!("http://{address}/api/v1/wells"))
+        .header("x-request-id", "req-once-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    let error_id = body["error"]["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines = lines.lock().unwrap().clone();
+    let mentioning: Vec<&String> = lines.iter().filter(|l| l.contains(&error_id)).collect();
+    assert_eq!(mentioning.len(), 1, "logged exactly once: {lines:#?}");
+    let line: Value = serde_json::from_str(mentioning[0]).unwrap();
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert_eq!(line["request_id"], "req-once-1", "{line}");
+    assert_eq!(line["route"], "/api/v1/wells", "{line}");
+    assert_eq!(line["status"], 503, "{line}");
+    assert!(
+        line["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("identity store")),
+        "{line}"
+    );
+    // And the cause appears nowhere else either.
+    let cause_lines = lines
+        .iter()
+        .filter(|l| l.contains("identity store lookup failed"))
+        .count();
+    assert_eq!(cause_lines, 1, "{lines:#?}");
+}

@@ -618,3 +618,48 @@ fn diagnose_reads_a_wells_daily_files_in_time_order_and_repeats_exactly() {
         well_days(&sim.join("labels.csv"))
     );
 }
+
+/// `eval --scores` scores the per-reading anomaly flag pointwise against the labels.
+#[test]
+fn eval_scores_the_anomaly_flag_pointwise() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let dir = work.path();
+    std::fs::write(
+        dir.join("labels.csv"),
+        "well_id,file,start,end,condition\n\
+         W1,W1.csv,2026-01-01T00:10:00Z,2026-01-01T00:20:00Z,tubing_leak\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("scores.csv"),
+        "well_id,ts,anomaly_score,anomaly\n\
+         W1,2026-01-01T00:00:00Z,0.0000,0\n\
+         W1,2026-01-01T00:05:00Z,0.4000,0\n\
+         W1,2026-01-01T00:06:00Z,1.2000,1\n\
+         W1,2026-01-01T00:12:00Z,3.0000,1\n\
+         W1,2026-01-01T00:15:00Z,0.9000,0\n\
+         W1,2026-01-01T00:30:00Z,0.5000,0\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "eval",
+            "--labels",
+            "labels.csv",
+            "--scores",
+            "scores.csv",
+            "--json",
+        ],
+        &[],
+        dir,
+    );
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).expect("JSON");
+    // The training reading (score 0) is left out.
+    assert_eq!(v["normal_readings"], 3, "{v}");
+    assert_eq!(v["normal_flagged"], 1, "{v}");
+    assert_eq!(v["faulty_readings"], 2, "{v}");
+    assert_eq!(v["faulty_flagged"], 1, "{v}");
+    assert_eq!(v["recall"], 0.5, "{v}");
+    assert_eq!(v["precision"], 0.5, "{v}");
+}

@@ -215,6 +215,18 @@ impl AnomalyModel {
         }
     }
 
+    /// Follows the well's slow normal drift: moves the centre of the model towards `x` by
+    /// `weight` (the caller decides when a reading is normal enough to learn from).
+    pub fn adapt(&mut self, x: &FeatureVec, weight: f64) {
+        for (mean, v) in self.mean.iter_mut().zip(x) {
+            if let Some(v) = v
+                && v.is_finite()
+            {
+                *mean += weight * (v - *mean);
+            }
+        }
+    }
+
     /// The features that contribute most to the deviation, largest first (for evidence).
     pub fn top_contributors(&self, x: &FeatureVec, n: usize) -> Vec<(&'static str, f64)> {
         let z = standardise(x, &self.mean, &self.std);

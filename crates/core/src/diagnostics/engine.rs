@@ -173,6 +173,7 @@ pub struct WellEngine {
     anomaly_smooth: Ewma,
     anomaly_above_since: Option<i64>,
     anomaly_alarm: bool,
+    anomaly_adapted_at: Option<i64>,
     tracker: EpisodeTracker,
     last_findings: Vec<Finding>,
     last_features: Features,
@@ -237,6 +238,7 @@ impl WellEngine {
             anomaly_smooth: Ewma::default(),
             anomaly_above_since: None,
             anomaly_alarm: false,
+            anomaly_adapted_at: None,
             tracker: EpisodeTracker::default(),
             last_findings: Vec::new(),
             last_features: Features::default(),
@@ -773,7 +775,9 @@ impl WellEngine {
         if let Some(level) = self.frequency_level.value()
             && (f - level).abs() > self.th.transient_frequency_step * level
         {
-            self.transient_until = ts + (self.th.transient_grace_secs * MICROS) as i64;
+            self.transient_until = self
+                .transient_until
+                .max(ts + (self.th.transient_grace_secs * MICROS) as i64);
         }
         self.frequency_level.update(ts, f, self.th.fast_tau_secs);
     }
@@ -897,6 +901,27 @@ impl WellEngine {
         let x = self.feature_vector(feats);
         let scored = model.score(&x);
         let (score, pointwise) = (scored.score, scored.score > 1.0);
+        // Normal life drifts (reservoir, water cut, wear within tolerance): a reading that is
+        // close to the envelope, while nothing is found or open, moves the model's centre by a
+        // time-weighted step (time constant `anomaly_adapt_secs`). A fault scores far above.
+        let calm = score < th.anomaly_adapt_below
+            && findings.is_empty()
+            && since_start >= th.anomaly_settle_secs
+            && ts >= self.transient_until
+            && self.tracker.open().is_empty();
+        let dt = self
+            .anomaly_adapted_at
+            .map_or(0.0, |t| (ts - t) as f64 / MICROS);
+        self.anomaly_adapted_at = Some(ts);
+        if calm && dt > 0.0 {
+            let weight = (dt / th.anomaly_adapt_secs).min(1.0);
+            if let Some(model) = self.model.as_mut() {
+                model.adapt(&x, weight);
+            }
+        }
+        let Some(model) = self.model.as_ref() else {
+            return (score, pointwise);
+        };
         // The alarm waits until the fluid level has settled after a start (hours).
         if since_start < th.anomaly_settle_secs || ts < self.transient_until {
             self.anomaly_alarm = false;

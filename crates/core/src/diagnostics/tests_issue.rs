@@ -276,3 +276,41 @@ fn a_well_without_a_frequency_channel_is_still_judged() {
         "{episodes:?}"
     );
 }
+
+/// A transient the operator reports (a well test) holds the steady-state rules, not the
+/// protective ones.
+#[test]
+fn a_marked_transient_holds_steady_state_rules_but_not_protection() {
+    let judge = |c: Condition, s: &str, e: &str| -> Vec<Episode> {
+        let plan = pinned(Family::Classic, Some((c, s, e)), 24, "20s");
+        let mut engine = WellEngine::new(
+            Some(&plan.wells[0].meta),
+            Thresholds::default(),
+            TrainingWindow::Default,
+        );
+        let mut episodes = Vec::new();
+        let mut marked = false;
+        for (ts, m) in samples(&plan, 0) {
+            if !marked && ts.0 >= start().0 + 13 * HOUR {
+                engine.mark_transient(Timestamp(start().0 + 22 * HOUR));
+                marked = true;
+            }
+            episodes.extend(engine.push(ts, &m).transitions.closed);
+        }
+        episodes.extend(engine.finish());
+        episodes
+    };
+    let gas = judge(Condition::GasInterference, "14h", "20h");
+    assert!(
+        !gas.iter()
+            .any(|e| e.diagnosis == Diagnosis::Condition(Condition::GasInterference)),
+        "{gas:?}"
+    );
+    let valve = judge(Condition::ClosedValve, "14h", "15h");
+    assert!(
+        valve
+            .iter()
+            .any(|e| e.diagnosis == Diagnosis::Condition(Condition::ClosedValve)),
+        "{valve:?}"
+    );
+}

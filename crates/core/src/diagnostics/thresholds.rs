@@ -177,6 +177,10 @@ pub struct Thresholds {
     pub cooling_down_c: f64,
     /// Time constant of the smoothed anomaly score, seconds.
     pub anomaly_smooth_secs: f64,
+    /// The model follows slow normal drift with this time constant, from readings scoring
+    /// below `anomaly_adapt_below` (pointwise-limit units) while nothing is found or open.
+    pub anomaly_adapt_secs: f64,
+    pub anomaly_adapt_below: f64,
     /// An anomaly alarm needs the smoothed alarm score (in units of the alarm limits) above this.
     pub anomaly_alarm_score: f64,
     /// Anomaly model: share of variance kept by the principal components.
@@ -284,6 +288,8 @@ impl Default for Thresholds {
             cooling_down_c: 0.5,
             anomaly_smooth_secs: 300.0,
             anomaly_alarm_score: 1.0,
+            anomaly_adapt_secs: 86_400.0,
+            anomaly_adapt_below: 3.0,
             anomaly_variance_kept: 0.9,
             anomaly_quantile: 0.995,
             anomaly_limit_margin: 2.0,

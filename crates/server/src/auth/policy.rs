@@ -86,6 +86,12 @@ pub const ROUTES: &[RouteRule] = &[
         PathId,
     ),
     rule(
+        Method::POST,
+        "/api/v1/wells/{id}/diagnosis/transient",
+        p(DiagnosticsRetrain),
+        PathId,
+    ),
+    rule(
         Method::GET,
         "/api/v1/wells/{id}/events",
         p(DiagnosticsRead),

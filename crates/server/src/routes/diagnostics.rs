@@ -51,6 +51,53 @@ pub struct RetrainBody {
     until: Option<String>,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransientBody {
+    /// End of the transient, RFC 3339: at most 24 h from now.
+    until: String,
+    /// What the operator is doing (e.g. `well_test`, `choke_change`); kept in the audit log.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Marks a known transient of the well (a well test, a planned rate change) until `until`: the
+/// rules that need steady running give it a grace period instead of alarms; the protective
+/// rules (loss of lift, nameplate overload, winding at its limit) still judge. Returns the
+/// diagnosis.
+#[utoipa::path(post, path = "/api/v1/wells/{id}/diagnosis/transient", tag = "diagnostics",
+    params(("id" = String, Path, description = "Well id")),
+    request_body = TransientBody,
+    responses(
+        (status = 200, description = "Diagnosis with the grace period set", body = Object),
+        (status = 404, description = "Not registered", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "Invalid `until`", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn transient(
+    State(state): State<AppState>,
+    WellIdPath(well_id): WellIdPath,
+    ApiJson(body): ApiJson<TransientBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let well_id = require_well(&state, well_id).await?;
+    let until = Timestamp::parse_rfc3339(&body.until)
+        .map_err(|e| ApiError::unprocessable("invalid_body", format!("`until`: {e}")))?;
+    let now = Timestamp::from_datetime(chrono::Utc::now());
+    if until.0 > now.0 + 24 * 3_600_000_000 {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "`until` is more than 24 h away: a transient is short; retrain for a new normal",
+        ));
+    }
+    if body.reason.as_ref().is_some_and(|r| r.len() > 200) {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "`reason` is longer than 200 characters",
+        ));
+    }
+    state.diagnostics.mark_transient(&well_id, until).await;
+    Ok(Json(state.diagnostics.diagnosis(&well_id).await))
+}
+
 /// Retrains a well's anomaly model and baseline on a window of its stored telemetry the
 /// engineer knows to be healthy, then replays what followed. Returns the new diagnosis.
 #[utoipa::path(post, path = "/api/v1/wells/{id}/diagnosis/retrain", tag = "diagnostics",

@@ -103,6 +103,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         // Requests answered 503 since start because credentials could not be checked.
         "auth_unavailable_total": state.security.store_failures(),
     });
+    // Diagnostics falling behind never takes the server out of rotation (ingestion goes on
+    // and skipped wells are rebuilt from storage); its queue and lag are reported here.
+    checks["diagnostics"] = serde_json::json!(state.diagnostics.status());
+    // Shedding ingest load is the server working as intended, not a reason to leave rotation.
+    checks["ingest"] = serde_json::json!(state.ingest_gate.status());
     // Lost audit records do not take the server out of rotation (surveillance must go on),
     // but they are reported here for monitoring to alert on.
     let audit_failures = state.security.audit.failures();

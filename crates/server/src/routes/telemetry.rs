@@ -41,7 +41,7 @@ use espwatch_app::ingest::{IngestError, IngestReport, ingest_payload_collect};
         (status = 413, description = "Body over the configured limit", body = crate::error::ErrorEnvelope),
         (status = 415, description = "Content-Type not one of the supported ones", body = crate::error::ErrorEnvelope),
         (status = 422, description = "Every reading was rejected; the report and an error envelope", body = IngestReport),
-        (status = 503, description = "Store unavailable (shutting down); nothing was stored", body = crate::error::ErrorEnvelope)
+        (status = 503, description = "Overloaded (type `overloaded`, retry after `Retry-After` seconds) or store unavailable; nothing was stored", body = crate::error::ErrorEnvelope)
     ))]
 pub async fn ingest(
     State(state): State<AppState>,
@@ -72,6 +72,23 @@ pub async fn ingest(
             })));
         }
     };
+    // Admission before the body is read: its declared length, or the limit when unknown.
+    let limit = state.config.body_limit_bytes as u64;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let _admission = state
+        .ingest_gate
+        .try_admit(declared.unwrap_or(limit).min(limit))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the server is ingesting as much as it can; retry after the Retry-After delay",
+            )
+            .with_details(serde_json::json!({ "retry_after_secs": 1 }))
+        })?;
     let bytes = read_body(&headers, body, state.config.body_limit_bytes).await?;
     let decode = DecodeOptions {
         now: Timestamp::from_datetime(Utc::now()),

@@ -15,7 +15,9 @@ const COLUMNS: &str = "id, well_id, condition, severity, state, confidence, star
                        acknowledged_by, acknowledged_at, comment, detail";
 
 fn open(inner: &Inner) -> StoreResult<Connection> {
-    let conn = Connection::open(inner.dir.join(FILE)).map_err(|e| sql_err("opening alarms", e))?;
+    let path = inner.dir.join(FILE);
+    super::files::private_file(&path)?;
+    let conn = Connection::open(path).map_err(|e| sql_err("opening alarms", e))?;
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
          CREATE TABLE IF NOT EXISTS alarms (

@@ -63,6 +63,9 @@ pub struct Index {
     pub oldest_head_at: Option<Instant>,
     /// Number of sealed segments.
     pub segments: u64,
+    /// Damaged segments and log batches moved to the `quarantine` table when the store was
+    /// opened (one description each), for the health probe.
+    pub quarantined: Vec<String>,
 }
 
 impl Index {

@@ -14,7 +14,9 @@
 //! runtime never waits on SQLite.
 
 mod alarms;
+pub mod check;
 mod codec;
+mod files;
 mod index;
 mod schema;
 mod security;
@@ -156,11 +158,10 @@ impl EmbeddedStore {
                 "window_micros must be positive".into(),
             ));
         }
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Internal(format!("creating data directory {}: {e}", dir.display()))
-        })?;
+        files::private_dir(dir)?;
         let lock_file = lock_dir(dir)?;
         let path = dir.join(schema::DB_FILE);
+        files::private_file(&path)?;
         let mut conn = schema::open_writer(&path)?;
         let window = schema::init(&mut conn, opts.window_micros)?;
         let (index, last_log_id) = writer::recover(&conn, window)?;
@@ -424,6 +425,19 @@ impl Store for EmbeddedStore {
             started,
             tokio::time::timeout(TIMEOUT, self.call(|reply| Command::Probe { reply })).await,
         );
+        let mut read = read;
+        let quarantined = self.inner.shared.read().quarantined.clone();
+        if !quarantined.is_empty() {
+            // The store works; what was moved aside at open is named for operators.
+            let note = format!(
+                "quarantined when opened (kept in the quarantine table; see `espwatch store check`): {}",
+                quarantined.join("; ")
+            );
+            read.detail = Some(match read.detail.take() {
+                Some(d) => format!("{d}; {note}"),
+                None => note,
+            });
+        }
         StoreHealth {
             backend: "embedded",
             read,

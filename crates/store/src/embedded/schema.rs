@@ -8,6 +8,8 @@
 //!   emptied by each checkpoint in the same transaction that writes the segments.
 //! - `segments`: one columnar blob per (well, time window), clustered by that key so a
 //!   one-well time range is one short b-tree range scan.
+//! - `quarantine`: damaged segments and log batches moved aside (bytes kept) so the store
+//!   opens; reported by the health probe and `espwatch store check`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -44,6 +46,16 @@ CREATE TABLE IF NOT EXISTS segments (
     data         BLOB NOT NULL,
     PRIMARY KEY (well_id, window_start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id             INTEGER PRIMARY KEY,
+    kind           TEXT NOT NULL,
+    well_id        TEXT,
+    window_start   INTEGER,
+    log_id         INTEGER,
+    reason         TEXT NOT NULL,
+    quarantined_at INTEGER NOT NULL,
+    data           BLOB NOT NULL
+);
 ";
 
 pub fn sql_err(context: &str, e: rusqlite::Error) -> StoreError {

@@ -156,10 +156,9 @@ impl EmbeddedSecurityStore {
     /// Opens (creating if needed) `security.sqlite` in `data_dir`. Does not take the data
     /// directory's lock.
     pub fn open(data_dir: &Path) -> StoreResult<EmbeddedSecurityStore> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Internal(format!("creating {}: {e}", data_dir.display())))?;
+        super::files::private_dir(data_dir)?;
         let path = data_dir.join(SECURITY_FILE);
-        create_private(&path)?;
+        super::files::private_file(&path)?;
         let mut conn = Connection::open(&path).map_err(|e| db_err("opening", e))?;
         configure(&conn)?;
         let mode: String = conn
@@ -220,19 +219,6 @@ impl EmbeddedSecurityStore {
     ) -> StoreResult<T> {
         self.with_conn(move |conn| write_tx(conn, context, f)).await
     }
-}
-
-/// Creates the database file readable by its owner only (it holds password hashes); SQLite
-/// gives its `-wal` and `-shm` files the same permissions. An existing file is left as it is.
-fn create_private(path: &Path) -> StoreResult<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .map(drop)
-        .map_err(|e| StoreError::Internal(format!("creating {}: {e}", path.display())))
 }
 
 fn write_tx<T>(

@@ -194,16 +194,26 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
         );
     }
 
-    // Newest reading of every well from its newest segment; the log replay may raise it.
+    // Newest reading of every well from its newest segment; the log replay may raise it. A
+    // damaged newest segment is quarantined (the store still opens) and the next one is used.
+    let mut quarantined = Vec::new();
     for (id, st) in index.wells.iter_mut() {
-        let Some((&ws, _)) = st.segs.last_key_value() else {
-            continue;
-        };
-        let data = load_segment_blob(conn, id, ws)?;
-        let points = codec::decode_segment(&data)
-            .map_err(|e| internal(format!("segment ({id}, {ws}) is corrupt: {e}")))?;
-        if let Some((ts, m)) = points.last() {
-            st.offer_latest(ts.0, m);
+        while let Some((&ws, _)) = st.segs.last_key_value() {
+            let data = load_segment_blob(conn, id, ws)?;
+            match codec::decode_segment(&data) {
+                Ok(points) => {
+                    if let Some((ts, m)) = points.last() {
+                        st.offer_latest(ts.0, m);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    quarantine_segment(conn, id, ws, &e.to_string())?;
+                    st.segs.remove(&ws);
+                    index.segments -= 1;
+                    quarantined.push(format!("segment ({id}, {ws}): {e}"));
+                }
+            }
         }
     }
 
@@ -213,14 +223,21 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
         .map_err(|e| sql_err("replaying log", e))?;
     let mut rows = stmt.query([]).map_err(|e| sql_err("replaying log", e))?;
     let mut skipped = 0u64;
+    let mut damaged_batches = Vec::new();
     while let Some(row) = rows.next().map_err(|e| sql_err("replaying log", e))? {
         let id: i64 = row.get(0).map_err(|e| sql_err("replaying log", e))?;
         let data = row
             .get_ref(1)
             .and_then(|v| v.as_blob().map_err(Into::into))
             .map_err(|e| sql_err("replaying log", e))?;
-        let wells = codec::decode_log_batch(data)
-            .map_err(|e| internal(format!("log batch {id} is corrupt: {e}")))?;
+        let wells = match codec::decode_log_batch(data) {
+            Ok(wells) => wells,
+            Err(e) => {
+                damaged_batches.push((id, e.to_string()));
+                last_log_id = id;
+                continue;
+            }
+        };
         for (well, points) in wells {
             let Some(st) = index.wells.get_mut(&well) else {
                 skipped += points.len() as u64;
@@ -239,6 +256,11 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
     }
     drop(rows);
     drop(stmt);
+    for (id, reason) in damaged_batches {
+        quarantine_log_batch(conn, id, &reason)?;
+        quarantined.push(format!("log batch {id}: {reason}"));
+    }
+    index.quarantined = quarantined;
     if skipped > 0 {
         tracing::warn!(
             skipped,
@@ -255,6 +277,57 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
         "embedded store: recovered"
     );
     Ok((index, last_log_id))
+}
+
+/// Moves a damaged segment to the `quarantine` table (bytes kept), in one transaction.
+pub fn quarantine_segment(
+    conn: &Connection,
+    well: &WellId,
+    ws: i64,
+    reason: &str,
+) -> StoreResult<()> {
+    tracing::error!(%well, window_start = ws, reason, "embedded store: quarantining a damaged segment");
+    let now = now_micros();
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(|e| sql_err("quarantining a segment", e))?;
+    tx.execute(
+        "INSERT INTO quarantine (kind, well_id, window_start, reason, quarantined_at, data)
+         SELECT 'segment', well_id, window_start, ?3, ?4, data FROM segments
+         WHERE well_id = ?1 AND window_start = ?2",
+        params![well.as_str(), ws, reason, now],
+    )
+    .map_err(|e| sql_err("quarantining a segment", e))?;
+    tx.execute(
+        "DELETE FROM segments WHERE well_id = ?1 AND window_start = ?2",
+        params![well.as_str(), ws],
+    )
+    .map_err(|e| sql_err("quarantining a segment", e))?;
+    tx.commit()
+        .map_err(|e| sql_err("quarantining a segment", e))
+}
+
+/// Moves a damaged log batch to the `quarantine` table (bytes kept), in one transaction.
+pub fn quarantine_log_batch(conn: &Connection, id: i64, reason: &str) -> StoreResult<()> {
+    tracing::error!(
+        log_id = id,
+        reason,
+        "embedded store: quarantining a damaged log batch"
+    );
+    let now = now_micros();
+    let tx = conn
+        .unchecked_transaction()
+        .map_err(|e| sql_err("quarantining a log batch", e))?;
+    tx.execute(
+        "INSERT INTO quarantine (kind, log_id, reason, quarantined_at, data)
+         SELECT 'log_batch', id, ?2, ?3, data FROM log_batches WHERE id = ?1",
+        params![id, reason, now],
+    )
+    .map_err(|e| sql_err("quarantining a log batch", e))?;
+    tx.execute("DELETE FROM log_batches WHERE id = ?1", params![id])
+        .map_err(|e| sql_err("quarantining a log batch", e))?;
+    tx.commit()
+        .map_err(|e| sql_err("quarantining a log batch", e))
 }
 
 fn load_segment_blob(conn: &Connection, well: &WellId, ws: i64) -> StoreResult<Vec<u8>> {

@@ -1,0 +1,165 @@
+//! `espwatch store check` / `store repair`: every segment and log batch of a data directory
+//! decoded, the damaged ones named; repair moves them (bytes kept) to the `quarantine` table
+//! so the store opens and reads cleanly. Check only reads and works next to a running server;
+//! repair takes the directory lock (the server must be stopped).
+
+use std::path::Path;
+
+use espwatch_core::WellId;
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::schema::{self, sql_err};
+use super::{codec, lock_dir, writer};
+use crate::{StoreError, StoreResult};
+
+/// What a check (or a repair) found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub segments: u64,
+    pub log_batches: u64,
+    /// Damaged items found by this run: `segment (WELL, WINDOW_START): reason` or
+    /// `log batch ID: reason`.
+    pub damaged: Vec<String>,
+    /// Moved to the quarantine table by this run (repair only).
+    pub repaired: u64,
+    /// Items already in the quarantine table (from earlier opens or repairs), described.
+    pub quarantined: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty()
+    }
+}
+
+/// Decodes everything in `dir` and reports; changes nothing.
+pub fn check(dir: &Path) -> StoreResult<CheckReport> {
+    let path = dir.join(schema::DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Unavailable(format!(
+            "no embedded store in {}",
+            dir.display()
+        )));
+    }
+    let conn = schema::open_reader(&path)?;
+    scan(&conn).map(|(report, _)| report)
+}
+
+/// As [`check`], then quarantines every damaged item. Takes the directory lock.
+pub fn repair(dir: &Path) -> StoreResult<CheckReport> {
+    let path = dir.join(schema::DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Unavailable(format!(
+            "no embedded store in {}",
+            dir.display()
+        )));
+    }
+    let _lock = lock_dir(dir)?;
+    let conn = schema::open_writer(&path)?;
+    let (mut report, damaged) = scan(&conn)?;
+    for item in damaged {
+        match item {
+            Damaged::Segment(well, ws, reason) => {
+                writer::quarantine_segment(&conn, &well, ws, &reason)?;
+            }
+            Damaged::LogBatch(id, reason) => writer::quarantine_log_batch(&conn, id, &reason)?,
+        }
+        report.repaired += 1;
+    }
+    report.quarantined = quarantined(&conn)?;
+    Ok(report)
+}
+
+enum Damaged {
+    Segment(WellId, i64, String),
+    LogBatch(i64, String),
+}
+
+fn scan(conn: &Connection) -> StoreResult<(CheckReport, Vec<Damaged>)> {
+    let mut report = CheckReport::default();
+    let mut damaged = Vec::new();
+    let mut stmt = conn
+        .prepare("SELECT well_id, window_start, data FROM segments ORDER BY well_id, window_start")
+        .map_err(|e| sql_err("checking segments", e))?;
+    let mut rows = stmt
+        .query([])
+        .map_err(|e| sql_err("checking segments", e))?;
+    while let Some(row) = rows.next().map_err(|e| sql_err("checking segments", e))? {
+        report.segments += 1;
+        let id: String = row.get(0).map_err(|e| sql_err("checking segments", e))?;
+        let ws: i64 = row.get(1).map_err(|e| sql_err("checking segments", e))?;
+        let data = row
+            .get_ref(2)
+            .and_then(|v| v.as_blob().map_err(Into::into))
+            .map_err(|e| sql_err("checking segments", e))?;
+        let problem = match (WellId::parse(&id), codec::decode_segment(data)) {
+            (Err(e), _) => Some(format!("invalid well id: {e}")),
+            (_, Err(e)) => Some(e.to_string()),
+            _ => None,
+        };
+        if let Some(reason) = problem {
+            report
+                .damaged
+                .push(format!("segment ({id}, {ws}): {reason}"));
+            if let Ok(well) = WellId::parse(&id) {
+                damaged.push(Damaged::Segment(well, ws, reason));
+            }
+        }
+    }
+    drop(rows);
+    drop(stmt);
+    let mut stmt = conn
+        .prepare("SELECT id, data FROM log_batches ORDER BY id")
+        .map_err(|e| sql_err("checking the log", e))?;
+    let mut rows = stmt.query([]).map_err(|e| sql_err("checking the log", e))?;
+    while let Some(row) = rows.next().map_err(|e| sql_err("checking the log", e))? {
+        report.log_batches += 1;
+        let id: i64 = row.get(0).map_err(|e| sql_err("checking the log", e))?;
+        let data = row
+            .get_ref(1)
+            .and_then(|v| v.as_blob().map_err(Into::into))
+            .map_err(|e| sql_err("checking the log", e))?;
+        if let Err(e) = codec::decode_log_batch(data) {
+            report.damaged.push(format!("log batch {id}: {e}"));
+            damaged.push(Damaged::LogBatch(id, e.to_string()));
+        }
+    }
+    drop(rows);
+    drop(stmt);
+    report.quarantined = quarantined(conn)?;
+    Ok((report, damaged))
+}
+
+fn quarantined(conn: &Connection) -> StoreResult<Vec<String>> {
+    // A database last opened by an older espwatch has no quarantine table yet.
+    let exists: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'quarantine'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| sql_err("listing the quarantine", e))?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn
+        .prepare("SELECT kind, well_id, window_start, log_id, reason FROM quarantine ORDER BY id")
+        .map_err(|e| sql_err("listing the quarantine", e))?;
+    let rows = stmt
+        .query_map([], |r| {
+            let kind: String = r.get(0)?;
+            let well: Option<String> = r.get(1)?;
+            let ws: Option<i64> = r.get(2)?;
+            let log_id: Option<i64> = r.get(3)?;
+            let reason: String = r.get(4)?;
+            Ok(match (well, ws, log_id) {
+                (Some(w), Some(ws), _) => format!("{kind} ({w}, {ws}): {reason}"),
+                (_, _, Some(id)) => format!("{kind} {id}: {reason}"),
+                _ => format!("{kind}: {reason}"),
+            })
+        })
+        .map_err(|e| sql_err("listing the quarantine", e))?;
+    rows.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sql_err("listing the quarantine", e))
+}
