@@ -448,10 +448,7 @@ pub fn run_diagnose(args: &DiagnoseArgs) -> anyhow::Result<()> {
 }
 
 /// SCORES.csv: wells in name order, each well's readings in time order.
-fn assemble_scores(
-    path: &Path,
-    parts: &[ScoresFile],
-) -> anyhow::Result<()> {
+fn assemble_scores(path: &Path, parts: &[ScoresFile]) -> anyhow::Result<()> {
     let f = fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     w.write_all(b"well_id,ts,anomaly_score,anomaly\n")?;
