@@ -108,6 +108,12 @@ async fn every_protected_route_refuses_every_kind_of_bad_credential() {
     expired.nbf = expired.iat;
     let mut future = claims("ana", "admin", &sid);
     future.nbf = now_secs() + 3600;
+    // Signed with the real secret but not as this server issues: issued in the future, or
+    // living longer than the configured access-token lifetime.
+    let mut issued_later = claims("ana", "admin", &sid);
+    issued_later.iat = now_secs() + 3600;
+    let mut long_lived = claims("ana", "admin", &sid);
+    long_lived.exp = now_secs() + 30 * 86_400;
     let c = claims("ana", "admin", &sid);
     let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
     let signed = good.sign(&c);
@@ -172,6 +178,8 @@ async fn every_protected_route_refuses_every_kind_of_bad_credential() {
         ("malformed", Some("not-a-token".into())),
         ("expired", Some(good.sign(&expired))),
         ("nbf in the future", Some(good.sign(&future))),
+        ("iat in the future", Some(good.sign(&issued_later))),
+        ("exp - iat above the configured lifetime", Some(good.sign(&long_lived))),
         ("bad signature", Some(keys("another-secret-of-sufficient-length-0123456789", "espwatch", "espwatch-api").sign(&c))),
         ("alg none", Some(alg_none)),
         ("another algorithm", Some(other_alg)),

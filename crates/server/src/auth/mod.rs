@@ -140,7 +140,8 @@ impl Security {
         audit: AuditSink,
     ) -> anyhow::Result<Security> {
         let secret = config.jwt_secret_bytes()?;
-        let keys = TokenKeys::new(&secret, &config.jwt_issuer, &config.jwt_audience)?;
+        let mut keys = TokenKeys::new(&secret, &config.jwt_issuer, &config.jwt_audience)?;
+        keys.max_lifetime_secs = config.access_token_ttl_secs as i64;
         let hashing =
             PasswordHashing::new(config.password_hash_concurrency, Duration::from_secs(5))?;
         let rate = |per_second: f64| Rate {

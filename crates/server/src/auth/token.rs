@@ -58,6 +58,10 @@ pub enum TokenError {
     Expired,
     #[error("not valid yet")]
     NotYetValid,
+    #[error("issued in the future")]
+    IssuedInFuture,
+    #[error("lifetime longer than this server issues")]
+    Lifetime,
 }
 
 /// Signs and verifies access tokens.
@@ -66,8 +70,11 @@ pub struct TokenKeys {
     secret: Vec<u8>,
     pub issuer: String,
     pub audience: String,
-    /// Accepted clock difference for `exp` and `nbf`, seconds.
+    /// Accepted clock difference for `exp`, `nbf` and `iat`, seconds.
     pub leeway_secs: i64,
+    /// Longest `exp − iat` this server issues (the configured access-token lifetime): a token
+    /// claiming more was not made here, whatever its signature says.
+    pub max_lifetime_secs: i64,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -88,6 +95,7 @@ impl TokenKeys {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             leeway_secs: 5,
+            max_lifetime_secs: 86_400,
         })
     }
 
@@ -150,6 +158,12 @@ impl TokenKeys {
         if now + self.leeway_secs < claims.nbf {
             return Err(TokenError::NotYetValid);
         }
+        if now + self.leeway_secs < claims.iat {
+            return Err(TokenError::IssuedInFuture);
+        }
+        if claims.exp - claims.iat > self.max_lifetime_secs {
+            return Err(TokenError::Lifetime);
+        }
         Ok(claims)
     }
 }
@@ -195,6 +209,21 @@ mod tests {
             k.verify(&k.sign(&future), now),
             Err(TokenError::NotYetValid)
         );
+        let mut early = claims(now);
+        early.iat = now + 600;
+        assert_eq!(
+            k.verify(&k.sign(&early), now),
+            Err(TokenError::IssuedInFuture)
+        );
+        let mut short = keys();
+        short.max_lifetime_secs = 600;
+        assert_eq!(
+            short.verify(&k.sign(&claims(now)), now),
+            Err(TokenError::Lifetime)
+        );
+        let mut long = claims(now);
+        long.exp = now + 90_000;
+        assert_eq!(k.verify(&k.sign(&long), now), Err(TokenError::Lifetime));
         let mut other = claims(now);
         other.iss = "evil".into();
         assert_eq!(k.verify(&k.sign(&other), now), Err(TokenError::Issuer));
