@@ -198,8 +198,14 @@ async fn log_and_time_out(
     let identity = response.extensions().get::<AuditIdentity>().cloned();
     let actor = identity.as_ref().map(|i| i.actor.as_str()).unwrap_or("-");
     // One line per request; an error is logged here and nowhere else (see `error.rs`).
-    match response.extensions().get::<ErrorLog>() {
-        Some(error) if status >= 500 => tracing::error!(
+    let error = response.extensions().get::<ErrorLog>();
+    // Fields that are `None` are left out of the line.
+    let error_id = error.map(|e| e.id.as_str());
+    let error_kind = error.map(|e| e.kind);
+    if status >= 500
+        && let Some(error) = error
+    {
+        tracing::error!(
             target: "espwatch::request",
             request_id = %request_id,
             method = %method,
@@ -208,12 +214,13 @@ async fn log_and_time_out(
             actor,
             source = %source,
             duration_ms = format_args!("{duration_ms:.2}"),
-            error_id = %error.id,
-            error_kind = error.kind,
+            error_id,
+            error_kind,
             cause = error.cause.as_deref().unwrap_or("-"),
             "request"
-        ),
-        Some(error) => tracing::info!(
+        );
+    } else {
+        tracing::info!(
             target: "espwatch::request",
             request_id = %request_id,
             method = %method,
@@ -222,21 +229,10 @@ async fn log_and_time_out(
             actor,
             source = %source,
             duration_ms = format_args!("{duration_ms:.2}"),
-            error_id = %error.id,
-            error_kind = error.kind,
+            error_id,
+            error_kind,
             "request"
-        ),
-        None => tracing::info!(
-            target: "espwatch::request",
-            request_id = %request_id,
-            method = %method,
-            route = %route,
-            status,
-            actor,
-            source = %source,
-            duration_ms = format_args!("{duration_ms:.2}"),
-            "request"
-        ),
+        );
     }
     state.security.audit.record(AuditEvent {
         ts: espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),

@@ -1,6 +1,7 @@
 //! The per-well streaming engine: training, features, rules, anomaly score, episodes.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -142,7 +143,8 @@ struct Normalised {
 
 /// The engine of one well.
 pub struct WellEngine {
-    th: Thresholds,
+    /// Shared, so that judging a reading borrows them instead of copying ~100 numbers.
+    th: Arc<Thresholds>,
     ctx: WellContext,
     window: TrainingWindow,
     first_ts: Option<i64>,
@@ -211,7 +213,7 @@ impl WellEngine {
     pub fn new(meta: Option<&WellMeta>, th: Thresholds, window: TrainingWindow) -> WellEngine {
         WellEngine {
             ctx: WellContext::from_meta(meta),
-            th,
+            th: Arc::new(th),
             window,
             first_ts: None,
             readings: 0,
@@ -795,7 +797,7 @@ impl WellEngine {
         let tripped = self.running && !running;
         self.update_run_state(ts, running);
         self.track_transients(ts, clean.get(Field::FrequencyHz));
-        let th = self.th.clone();
+        let th = Arc::clone(&self.th);
         let since_start = self.secs_since_start(ts);
         let in_grace = ts < self.transient_until;
         let settled = running && since_start >= th.settle_secs && !in_grace;
@@ -908,7 +910,7 @@ impl WellEngine {
             && findings.is_empty()
             && since_start >= th.anomaly_settle_secs
             && ts >= self.transient_until
-            && self.tracker.open().is_empty();
+            && !self.tracker.any_open(|_, _| true);
         let dt = self
             .anomaly_adapted_at
             .map_or(0.0, |t| (ts - t) as f64 / MICROS);
@@ -949,9 +951,7 @@ impl WellEngine {
             || findings.iter().any(|f| f.diagnosis.is_process())
             || self
                 .tracker
-                .open()
-                .iter()
-                .any(|e| e.diagnosis.is_process() && e.diagnosis != Diagnosis::Anomaly);
+                .any_open(|d, _| d.is_process() && d != Diagnosis::Anomaly);
         if self.anomaly_alarm && !explained {
             let top = model.top_contributors(&x, 3);
             // Raised above the alarm level; held (hysteresis) while above the clear level.
@@ -1013,9 +1013,8 @@ impl WellEngine {
         let gas_lock = Diagnosis::Condition(Condition::GasLock);
         let gas_interference = Diagnosis::Condition(Condition::GasInterference);
         if list.iter().any(|(d, _)| *d == gas_lock)
-            && self.tracker.open().iter().any(|e| {
-                e.diagnosis == gas_interference
-                    && ts - e.start.0 <= (th.switch_secs * MICROS) as i64
+            && self.tracker.any_open(|d, start| {
+                d == gas_interference && ts - start <= (th.switch_secs * MICROS) as i64
             })
         {
             self.tracker.retag(gas_interference, gas_lock);

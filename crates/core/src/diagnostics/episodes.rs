@@ -61,6 +61,14 @@ impl EpisodeTracker {
             .collect()
     }
 
+    /// Whether an open episode (its diagnosis and start) satisfies `pred`; the per-reading
+    /// question, answered without building the list.
+    pub fn any_open(&self, mut pred: impl FnMut(Diagnosis, i64) -> bool) -> bool {
+        self.tracks
+            .iter()
+            .any(|(d, t)| t.open.is_some_and(|(start, _)| pred(*d, start)))
+    }
+
     /// Feeds the findings of one reading. `confirmed` findings open at once (a protection trip
     /// backs them). `healthy_running` says whether absence of evidence
     /// at this reading means anything (the pump runs and has settled).

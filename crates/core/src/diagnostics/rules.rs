@@ -468,7 +468,7 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
     }
     // More current with less head is a leak (the pump runs out on its curve), not drag: the
     // head rules judge it.
-    let early = 1.0 - (1.0 - th.head_ratio_low) * th.head_departure_share;
+    let early = th.head_departure_ratio();
     if val(&s.head).is_some_and(|h| h < early) {
         return None;
     }
@@ -526,7 +526,7 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         Some(h) => (h, false),
         None => (delivery_proxy(i, state)?, true),
     };
-    let early = 1.0 - (1.0 - th.head_ratio_low) * th.head_departure_share;
+    let early = th.head_departure_ratio();
     if h >= early {
         *state = HeadLoss::default();
         return None;

@@ -309,6 +309,12 @@ pub struct AlarmPolicy {
 }
 
 impl Thresholds {
+    /// Head ratio below which a head loss has started (it counts towards its development
+    /// time): `head_departure_share` of the way down to `head_ratio_low`.
+    pub fn head_departure_ratio(&self) -> f64 {
+        1.0 - (1.0 - self.head_ratio_low) * self.head_departure_share
+    }
+
     /// The alarm policy of a severity (`critical`, `major`, `minor`).
     pub fn alarm_policy(&self, severity: &str) -> AlarmPolicy {
         let (min_confidence, persist_secs) = match severity {
