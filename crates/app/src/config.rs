@@ -87,6 +87,19 @@ pub struct Config {
     /// answered 503 with `Retry-After` before its body is read (overload sheds load instead of
     /// growing memory). One request is always admitted when none is in flight.
     pub ingest_max_inflight_bytes: u64,
+    /// A request head must arrive complete within this, seconds; it is also how long an idle
+    /// keep-alive connection (or one that never sends anything) stays open.
+    pub http_header_timeout_secs: u64,
+    /// Open connections allowed per client address; one more is answered 503 and closed.
+    /// 0: no cap. Behind a reverse proxy every client shares the proxy's address: raise it.
+    pub max_connections_per_source: usize,
+    /// File the audit chain head is anchored to (signed): keep it outside the data directory,
+    /// where whoever can write the data cannot rewrite it. Default: `<jwt_secret_file>.anchors`
+    /// when the secret comes from a file; otherwise anchors go to the log only.
+    pub audit_anchor_file: Option<PathBuf>,
+    /// How often the server anchors the audit chain head (when it moved), seconds; also at
+    /// shutdown.
+    pub audit_anchor_secs: u64,
 }
 
 /// A secret from the configuration: never printed by `Debug`.
@@ -176,6 +189,10 @@ impl Default for Config {
             trust_forwarded_for: false,
             diagnostics_queue_readings: 500_000,
             ingest_max_inflight_bytes: 64 * 1024 * 1024,
+            http_header_timeout_secs: 10,
+            max_connections_per_source: 64,
+            audit_anchor_file: None,
+            audit_anchor_secs: 60,
         }
     }
 }
@@ -216,6 +233,10 @@ impl Config {
         "trust_forwarded_for",
         "diagnostics_queue_readings",
         "ingest_max_inflight_bytes",
+        "http_header_timeout_secs",
+        "max_connections_per_source",
+        "audit_anchor_file",
+        "audit_anchor_secs",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
@@ -231,6 +252,12 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.default_max_points) {
             return Err("default_max_points must be between 1 and 1000000".into());
+        }
+        if !(1..=3600).contains(&self.http_header_timeout_secs) {
+            return Err("http_header_timeout_secs must be between 1 and 3600".into());
+        }
+        if self.audit_anchor_secs == 0 {
+            return Err("audit_anchor_secs must be at least 1".into());
         }
         if self.request_timeout_secs == 0 {
             return Err("request_timeout_secs must be at least 1".into());
@@ -324,6 +351,30 @@ impl Config {
         };
         check_secret(&secret)?;
         Ok(secret)
+    }
+
+    /// The audit chain key, derived from the JWT secret; `None` when no usable secret is
+    /// configured (the chain is then appended and verified unkeyed).
+    pub fn audit_key(&self) -> Option<espwatch_store::AuditKey> {
+        match (&self.jwt_secret_file, &self.jwt_secret) {
+            (None, None) => None,
+            _ => self
+                .jwt_secret_bytes()
+                .ok()
+                .map(|s| espwatch_store::AuditKey::derive(&s)),
+        }
+    }
+
+    /// Where audit anchors are written and read: `audit_anchor_file`, else next to the JWT
+    /// secret file.
+    pub fn audit_anchor_path(&self) -> Option<PathBuf> {
+        self.audit_anchor_file.clone().or_else(|| {
+            self.jwt_secret_file.as_ref().map(|p| {
+                let mut name = p.as_os_str().to_owned();
+                name.push(".anchors");
+                PathBuf::from(name)
+            })
+        })
     }
 
     /// The configuration as JSON without secrets: `jwt_secret` is left out and the database

@@ -8,10 +8,15 @@
 //! (`audit_write_failures` in `/health/ready`, which then reports `degraded`), and the request
 //! is still answered: availability of the plant's surveillance wins over a complete trail,
 //! and the gap is visible. A full queue (the store cannot keep up) drops and counts likewise.
+//!
+//! Anchoring (issue 18 item 3): with an [`AnchorLog`], a task anchors the chain head every
+//! `audit_anchor_secs` when it moved, and [`AuditSink::anchor_now`] does at shutdown, so
+//! `espwatch audit verify` detects a rewritten or truncated trail against the newest anchor.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use espwatch_app::anchors::AnchorLog;
 use espwatch_core::Timestamp;
 use espwatch_store::{AuditEvent, SecurityStore};
 use tokio::sync::{mpsc, oneshot};
@@ -34,15 +39,55 @@ struct Item {
 pub struct AuditSink {
     tx: mpsc::Sender<Item>,
     failures: Arc<AtomicU64>,
+    store: Arc<dyn SecurityStore>,
+    anchors: Option<Arc<AnchorLog>>,
 }
 
 impl AuditSink {
-    /// Starts the writer task (needs a Tokio runtime).
-    pub fn start(store: Arc<dyn SecurityStore>) -> AuditSink {
+    /// Starts the writer task (needs a Tokio runtime), and with `anchors` the task anchoring
+    /// the chain head every `anchor_every`.
+    pub fn start(
+        store: Arc<dyn SecurityStore>,
+        anchors: Option<AnchorLog>,
+        anchor_every: std::time::Duration,
+    ) -> AuditSink {
         let (tx, rx) = mpsc::channel(QUEUE);
         let failures = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_loop(store, rx, failures.clone()));
-        AuditSink { tx, failures }
+        tokio::spawn(write_loop(store.clone(), rx, failures.clone()));
+        let sink = AuditSink {
+            tx,
+            failures,
+            store,
+            anchors: anchors.map(Arc::new),
+        };
+        if sink.anchors.is_some() {
+            // Holds only a weak sender: the task ends when the sink's last clone is dropped.
+            let weak = sink.tx.downgrade();
+            let (store, anchors) = (sink.store.clone(), sink.anchors.clone());
+            tokio::spawn(async move {
+                let mut last = None;
+                let mut ticks = tokio::time::interval(anchor_every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.tick().await;
+                loop {
+                    ticks.tick().await;
+                    if weak.upgrade().is_none() {
+                        break;
+                    }
+                    if let Some(anchors) = &anchors {
+                        last = anchor(anchors, store.as_ref(), last).await;
+                    }
+                }
+            });
+        }
+        sink
+    }
+
+    /// Anchors the chain head now (at shutdown, after the last record is committed).
+    pub async fn anchor_now(&self) {
+        if let Some(anchors) = &self.anchors {
+            anchor(anchors, self.store.as_ref(), None).await;
+        }
     }
 
     /// Queues a request record; never waits.
@@ -123,6 +168,34 @@ pub fn security_event(
         source: context.source.as_ref().map(|s| s.0.clone()),
         duration_ms: None,
         detail,
+    }
+}
+
+/// Anchors the head when it is not `last`; returns the head anchored (or `last` on failure,
+/// logged at ERROR: an anchor that cannot be written weakens truncation detection).
+async fn anchor(anchors: &AnchorLog, store: &dyn SecurityStore, last: Option<i64>) -> Option<i64> {
+    let head = match store
+        .list_audit(&espwatch_store::AuditFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(records) => records.into_iter().next().map(|r| r.id),
+        Err(e) => {
+            tracing::error!(error = %e, "AUDIT ANCHOR FAILED: cannot read the chain head");
+            return last;
+        }
+    };
+    if head.is_none() || head == last {
+        return last;
+    }
+    match anchors.anchor_head(store).await {
+        Ok(id) => id.or(last),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "AUDIT ANCHOR FAILED");
+            last
+        }
     }
 }
 

@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+mod second_pass;
+
 const PASSWORD: &str = "correct horse battery staple";
 
 fn now_secs() -> i64 {

@@ -396,7 +396,7 @@ pub async fn create_key(
         .map_err(|e| match e {
             KeyRequestError::Name => ApiError::unprocessable("invalid_name", e.to_string()),
             KeyRequestError::Wells(_) => ApiError::unprocessable("invalid_wells", e.to_string()),
-            KeyRequestError::Expires(_) => {
+            KeyRequestError::Expires(_) | KeyRequestError::AdminExpiry => {
                 ApiError::unprocessable("invalid_expires", e.to_string())
             }
             KeyRequestError::Store(e) => e.into(),
