@@ -31,7 +31,12 @@ pub struct Anchor {
 
 impl Anchor {
     fn mac_parts<'a>(id: &'a str, hash: &'a str, ts: &'a str) -> [&'a [u8]; 4] {
-        [b"espwatch audit anchor", id.as_bytes(), hash.as_bytes(), ts.as_bytes()]
+        [
+            b"espwatch audit anchor",
+            id.as_bytes(),
+            hash.as_bytes(),
+            ts.as_bytes(),
+        ]
     }
 
     pub fn new(key: &AuditKey, id: i64, hash: &str) -> Anchor {

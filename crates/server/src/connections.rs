@@ -115,7 +115,9 @@ pub async fn serve_connections(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let mut request = request.map(Body::new);
-                request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
                 app.clone().oneshot(request)
             });
             let mut builder = hyper::server::conn::http1::Builder::new();

@@ -41,9 +41,9 @@ impl AppState {
         config: Config,
         security_store: Arc<dyn SecurityStore>,
     ) -> anyhow::Result<Self> {
-        let anchors = config.audit_key().map(|key| {
-            espwatch_app::anchors::AnchorLog::new(config.audit_anchor_path(), key)
-        });
+        let anchors = config
+            .audit_key()
+            .map(|key| espwatch_app::anchors::AnchorLog::new(config.audit_anchor_path(), key));
         let audit = AuditSink::start(
             security_store.clone(),
             anchors,

@@ -23,8 +23,7 @@ pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlar
 pub use embedded::{EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore};
 pub use security::{
     ApiKey, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuditVerification, LockoutPolicy,
-    NewApiKey,
-    NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,
+    NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,
 };
 
 /// Errors callers branch on. Internal causes are kept for the log, never shown to clients.

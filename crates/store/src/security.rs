@@ -499,7 +499,10 @@ impl AuditChainChecker {
             audit_chain_hash(Some(key), &record.prev_hash, record.id, &record.event)
         } else {
             if self.keyed_seen {
-                return Err("an unkeyed record after keyed ones (the chain was rewritten without the key)".into());
+                return Err(
+                    "an unkeyed record after keyed ones (the chain was rewritten without the key)"
+                        .into(),
+                );
             }
             self.unkeyed += 1;
             audit_record_hash(&record.prev_hash, record.id, &record.event)
@@ -573,7 +576,12 @@ mod tests {
             for id in 1..=4 {
                 let e = event("request");
                 let hash = audit_chain_hash((id >= keyed_from).then_some(key), &prev, id, &e);
-                records.push(AuditRecord { id, event: e, prev_hash: prev.clone(), hash: hash.clone() });
+                records.push(AuditRecord {
+                    id,
+                    event: e,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                });
                 prev = hash;
             }
             records
@@ -592,11 +600,22 @@ mod tests {
         mixed[3].hash = audit_record_hash(&mixed[3].prev_hash, 4, &mixed[3].event);
         let mut checker = AuditChainChecker::new(Some(key.clone()));
         let results: Vec<_> = mixed.iter().map(|r| checker.check(r)).collect();
-        assert!(results[..3].iter().all(Result::is_ok) && results[3].is_err(), "{results:?}");
+        assert!(
+            results[..3].iter().all(Result::is_ok) && results[3].is_err(),
+            "{results:?}"
+        );
         // Recomputed with another key: refused; without a key: refused.
         let other = AuditKey::derive(b"another secret of enough length 0123456789");
-        assert!(AuditChainChecker::new(Some(key.clone())).check(&build(1, &other)[0]).is_err());
-        assert!(AuditChainChecker::new(None).check(&build(1, &key)[0]).is_err());
+        assert!(
+            AuditChainChecker::new(Some(key.clone()))
+                .check(&build(1, &other)[0])
+                .is_err()
+        );
+        assert!(
+            AuditChainChecker::new(None)
+                .check(&build(1, &key)[0])
+                .is_err()
+        );
         assert!(check_can_append(None, &build(1, &key)[0].hash).is_err());
         assert!(check_can_append(None, AUDIT_GENESIS).is_ok());
         assert!(!format!("{key:?}").contains(|c: char| c.is_ascii_digit()));

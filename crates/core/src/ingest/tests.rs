@@ -566,7 +566,8 @@ fn too_many_errors_in_one_reading_are_summarised() {
 /// suggestion searches; it is refused for its key count, and the readings around it are kept.
 #[test]
 fn a_reading_with_a_million_keys_is_refused_quickly() {
-    let mut body = String::from(r#"[{"well_id":"W","motor_current_a":1},{"well_id":"W","motor_current_a":1"#);
+    let mut body =
+        String::from(r#"[{"well_id":"W","motor_current_a":1},{"well_id":"W","motor_current_a":1"#);
     for i in 0..1_000_000 {
         body.push_str(&format!(r#","motor_curent_{i}":1"#));
     }
@@ -576,7 +577,12 @@ fn a_reading_with_a_million_keys_is_refused_quickly() {
     let elapsed = started.elapsed();
     assert_eq!(d.items.len(), 3);
     let r = rejected(&d.items[1]);
-    assert!(r.errors.iter().any(|e| e.reason.contains("more than 256 keys")), "{r:?}");
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| e.reason.contains("more than 256 keys")),
+        "{r:?}"
+    );
     valid(&d.items[2]);
     // Debug build, shared machine: the old decoder took seconds for this in release.
     assert!(elapsed < std::time::Duration::from_secs(3), "{elapsed:?}");

@@ -320,7 +320,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// both (or either header twice) is refused as a whole (`Err`): which one would count is
 /// exactly the ambiguity a confused client or a smuggling proxy exploits (issue 18 item 10).
 fn presented_credential(headers: &HeaderMap) -> Result<Option<&str>, ()> {
-    let authorization = headers.get_all(header::AUTHORIZATION).iter().collect::<Vec<_>>();
+    let authorization = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .collect::<Vec<_>>();
     let api_key = headers.get_all("x-api-key").iter().collect::<Vec<_>>();
     if authorization.len() + api_key.len() > 1 {
         return Err(());

@@ -142,7 +142,9 @@ pub async fn acknowledge(
             format!(
                 "alarm {id} was already acknowledged by {} at {}",
                 a.acknowledged_by.as_deref().unwrap_or("?"),
-                a.acknowledged_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+                a.acknowledged_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
             ),
         )),
     }
