@@ -419,7 +419,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     #[error(
-        "the JWT secret is missing: set ESPWATCH_JWT_SECRET_FILE (or jwt_secret_file in espwatch.toml, or ESPWATCH_JWT_SECRET) to at least {MIN_SECRET_BYTES} random bytes, e.g. `head -c 48 /dev/urandom | base64 > jwt.secret`"
+        "the JWT secret is missing: set ESPWATCH_JWT_SECRET_FILE (or jwt_secret_file in espwatch.toml, or ESPWATCH_JWT_SECRET) to at least {MIN_SECRET_BYTES} random bytes, e.g. `head -c 48 /dev/urandom | base64 > jwt.secret && chmod 600 jwt.secret`"
     )]
     Missing,
     #[error(
@@ -428,10 +428,22 @@ pub enum SecretError {
     TooShort(usize),
     #[error("the JWT secret is too weak: it has only {0} distinct bytes; use random bytes")]
     LowEntropy(usize),
+    #[error(
+        "the JWT secret is too weak: {0}; use random bytes, e.g. `head -c 48 /dev/urandom | base64`"
+    )]
+    Patterned(&'static str),
 }
 
-/// Refuses a missing, short or low-entropy token-signing secret: at least 256 bits, and not
-/// an obviously non-random string.
+/// Estimated entropy a secret must carry, bits. The estimate (empirical Shannon entropy ×
+/// length) is low for short random strings — 32 base64 characters of 24 random bytes measure
+/// 126–150 bits, 64 random hex digits 220–250 — so the bar is set where no generated secret of
+/// the minimum length fails, while English words and keyboard runs do.
+pub const MIN_SECRET_ENTROPY_BITS: f64 = 100.0;
+
+/// Refuses a missing, short or guessable token-signing secret: at least 256 bits long, not an
+/// obviously non-random string (few distinct bytes, a repeated unit, a run of consecutive
+/// characters or of one character), and with an estimated entropy (empirical Shannon entropy per byte × length)
+/// of at least [`MIN_SECRET_ENTROPY_BITS`].
 pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
     if secret.is_empty() {
         return Err(SecretError::Missing);
@@ -439,13 +451,37 @@ pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
     if secret.len() < MIN_SECRET_BYTES {
         return Err(SecretError::TooShort(secret.len()));
     }
-    let mut seen = [false; 256];
+    let mut counts = [0usize; 256];
     for b in secret {
-        seen[*b as usize] = true;
+        counts[*b as usize] += 1;
     }
-    let distinct = seen.iter().filter(|s| **s).count();
+    let distinct = counts.iter().filter(|c| **c > 0).count();
     if distinct < 12 {
         return Err(SecretError::LowEntropy(distinct));
+    }
+    let n = secret.len();
+    if (1..=n / 2).any(|unit| n % unit == 0 && secret.chunks(unit).all(|c| c == &secret[..unit]))
+    {
+        return Err(SecretError::Patterned("it is one short unit repeated"));
+    }
+    let steps = secret
+        .windows(2)
+        .filter(|w| w[0].abs_diff(w[1]) <= 1)
+        .count();
+    if steps * 2 >= n - 1 {
+        return Err(SecretError::Patterned("it is mostly runs of repeated or consecutive characters"));
+    }
+    let bits: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|&c| {
+            let p = c as f64 / n as f64;
+            -p * p.log2()
+        })
+        .sum::<f64>()
+        * n as f64;
+    if bits < MIN_SECRET_ENTROPY_BITS {
+        return Err(SecretError::Patterned("its estimated entropy is below 100 bits"));
     }
     Ok(())
 }
@@ -453,6 +489,23 @@ pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
 #[cfg(test)]
 mod debug_tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_judged_by_their_randomness() {
+        for weak in [
+            "0123456789abcdef0123456789abcdef",
+            "abcdefghijklmnopqrstuvwxyzABCDEF",
+            "aaaabbbbccccddddeeeeffffgggghhhhiiiijjjjkkkkllll",
+            "passwordpasswordpasswordpassword",
+        ] {
+            assert!(check_secret(weak.as_bytes()).is_err(), "{weak}");
+        }
+        // Typical generated secrets pass: 32 random bytes as hex, 48 as base64.
+        let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let b64 = "q3J0bW9Yc2t0ZmRuR3pUcWx4b0pWbXZ0cUlKQnhQZ0x1c2dNd1ZwU3dYaWpYaEJr";
+        assert_eq!(check_secret(hex.as_bytes()), Ok(()));
+        assert_eq!(check_secret(b64.as_bytes()), Ok(()));
+    }
 
     #[test]
     fn debug_never_prints_secrets() {

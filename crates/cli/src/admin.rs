@@ -292,6 +292,12 @@ pub async fn run_users(cmd: &UsersCommand, config: &Config) -> anyhow::Result<()
             }
             let role = parse_role(role)?;
             check_wells(wells)?;
+            if let Some(existing) = store.get_user_any_case(name).await? {
+                bail!(
+                    "user {:?} already exists (user names are compared ignoring case)",
+                    existing.name
+                );
+            }
             let password = read_password(name)?;
             let user = store
                 .create_user(

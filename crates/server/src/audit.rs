@@ -9,6 +9,11 @@
 //! is still answered: availability of the plant's surveillance wins over a complete trail,
 //! and the gap is visible. A full queue (the store cannot keep up) drops and counts likewise.
 //!
+//! Flood damping (issue 18 item 4): unauthenticated requests refused with 401 or 429 are
+//! recorded once per source address and minute; the rest of that minute's refusals from the
+//! source become one `rejected_requests` record with their count (per status), written when
+//! the minute is over (or at shutdown). Authenticated requests are always recorded one by one.
+//!
 //! Anchoring (issue 18 item 3): with an [`AnchorLog`], a task anchors the chain head every
 //! `audit_anchor_secs` when it moved, and [`AuditSink::anchor_now`] does at shutdown, so
 //! `espwatch audit verify` detects a rewritten or truncated trail against the newest anchor.
@@ -41,7 +46,18 @@ pub struct AuditSink {
     failures: Arc<AtomicU64>,
     store: Arc<dyn SecurityStore>,
     anchors: Option<Arc<AnchorLog>>,
+    rejections: Arc<std::sync::Mutex<Rejections>>,
 }
+
+/// Anonymous refusals of the current minute, per source address.
+#[derive(Default)]
+struct Rejections {
+    minute: i64,
+    by_source: std::collections::HashMap<String, std::collections::BTreeMap<u16, u64>>,
+}
+
+/// Sources tracked per minute at most; beyond, refusals are counted under `*`.
+const MAX_REJECTION_SOURCES: usize = 10_000;
 
 impl AuditSink {
     /// Starts the writer task (needs a Tokio runtime), and with `anchors` the task anchoring
@@ -59,7 +75,24 @@ impl AuditSink {
             failures,
             store,
             anchors: anchors.map(Arc::new),
+            rejections: Arc::default(),
         };
+        {
+            // Writes the summaries of finished minutes; ends with the sink's last clone.
+            let weak = sink.tx.downgrade();
+            let rejections = sink.rejections.clone();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    ticks.tick().await;
+                    let Some(tx) = weak.upgrade() else { break };
+                    let minute = now().0.div_euclid(60_000_000);
+                    for event in take_rejections(&rejections, Some(minute)) {
+                        let _ = tx.try_send(Item { event, done: None });
+                    }
+                }
+            });
+        }
         if sink.anchors.is_some() {
             // Holds only a weak sender: the task ends when the sink's last clone is dropped.
             let weak = sink.tx.downgrade();
@@ -81,6 +114,50 @@ impl AuditSink {
             });
         }
         sink
+    }
+
+    /// Counts an unauthenticated refusal (401/429) from `source`; true when it should still
+    /// be recorded on its own (the first of its source this minute).
+    pub fn note_rejection(&self, source: &str, status: u16) -> bool {
+        let minute = now().0.div_euclid(60_000_000);
+        let finished = {
+            let mut r = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
+            let finished = if r.minute != minute {
+                let old = std::mem::take(&mut r.by_source);
+                let old_minute = r.minute;
+                r.minute = minute;
+                Some((old_minute, old))
+            } else {
+                None
+            };
+            let key = if r.by_source.len() >= MAX_REJECTION_SOURCES
+                && !r.by_source.contains_key(source)
+            {
+                "*"
+            } else {
+                source
+            };
+            let first = !r.by_source.contains_key(key);
+            let counts = r.by_source.entry(key.to_owned()).or_default();
+            if !first {
+                *counts.entry(status).or_default() += 1;
+            }
+            (first, finished)
+        };
+        let (first, finished) = finished;
+        if let Some((minute, by_source)) = finished {
+            for event in summaries(minute, by_source) {
+                self.record(event);
+            }
+        }
+        first
+    }
+
+    /// Writes the refusal summaries not written yet (at shutdown).
+    pub fn flush_rejections(&self) {
+        for event in take_rejections(&self.rejections, None) {
+            self.record(event);
+        }
     }
 
     /// Anchors the chain head now (at shutdown, after the last record is committed).
@@ -169,6 +246,56 @@ pub fn security_event(
         duration_ms: None,
         detail,
     }
+}
+
+/// Takes the refusals counted before `current_minute` (all of them with `None`).
+fn take_rejections(
+    rejections: &std::sync::Mutex<Rejections>,
+    current_minute: Option<i64>,
+) -> Vec<AuditEvent> {
+    let mut r = rejections.lock().unwrap_or_else(|p| p.into_inner());
+    if current_minute == Some(r.minute) {
+        return Vec::new();
+    }
+    let by_source = std::mem::take(&mut r.by_source);
+    summaries(r.minute, by_source)
+}
+
+/// One `rejected_requests` record per source with refusals beyond the first.
+fn summaries(
+    minute: i64,
+    by_source: std::collections::HashMap<String, std::collections::BTreeMap<u16, u64>>,
+) -> Vec<AuditEvent> {
+    let start = Timestamp(minute * 60_000_000);
+    by_source
+        .into_iter()
+        .filter(|(_, counts)| !counts.is_empty())
+        .map(|(source, counts)| {
+            let total: u64 = counts.values().sum();
+            let statuses: serde_json::Map<String, serde_json::Value> = counts
+                .into_iter()
+                .map(|(status, n)| (status.to_string(), n.into()))
+                .collect();
+            AuditEvent {
+                ts: now(),
+                kind: "rejected_requests".into(),
+                request_id: None,
+                method: None,
+                route: None,
+                status: None,
+                actor: None,
+                role: None,
+                source: Some(source),
+                duration_ms: None,
+                detail: serde_json::json!({
+                    "count": total,
+                    "statuses": statuses,
+                    "minute": start.to_rfc3339(),
+                    "note": "unauthenticated requests refused after the first of this source and minute",
+                }),
+            }
+        })
+        .collect()
 }
 
 /// Anchors the head when it is not `last`; returns the head anchored (or `last` on failure,

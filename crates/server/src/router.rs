@@ -157,6 +157,7 @@ pub async fn serve(
     })
     .await;
     // Everything queued before this record is committed once it is.
+    audit.flush_rejections();
     audit.record_committed(lifecycle_event("server_stop")).await;
     audit.anchor_now().await;
     store.close().await?;
@@ -237,6 +238,28 @@ async fn log_and_time_out(
             "request"
         );
     }
+    // Anonymous refusals are recorded once per source and minute, then counted.
+    if identity.is_some()
+        || !matches!(status, 401 | 429)
+        || state.security.audit.note_rejection(&source, status)
+    {
+        record_request(&state, request_id, &method, route, status, identity, source, duration_ms);
+    }
+    response
+}
+
+/// The audit record of one request.
+#[allow(clippy::too_many_arguments)]
+fn record_request(
+    state: &AppState,
+    request_id: String,
+    method: &axum::http::Method,
+    route: String,
+    status: u16,
+    identity: Option<AuditIdentity>,
+    source: String,
+    duration_ms: f64,
+) {
     state.security.audit.record(AuditEvent {
         ts: espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
         kind: "request".into(),
@@ -250,7 +273,6 @@ async fn log_and_time_out(
         duration_ms: Some((duration_ms * 1000.0).round() / 1000.0),
         detail: serde_json::json!({}),
     });
-    response
 }
 
 fn lifecycle_event(kind: &str) -> AuditEvent {

@@ -374,6 +374,18 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// `Conflict` when the name exists.
     async fn create_user(&self, user: NewUser, now: Timestamp) -> StoreResult<User>;
     async fn get_user(&self, name: &str) -> StoreResult<Option<User>>;
+    /// The user whose name equals `name` ignoring ASCII case (exact match first). User names
+    /// are unique regardless of case, so `Admin` cannot sit next to `admin` (issue 18 item 14).
+    async fn get_user_any_case(&self, name: &str) -> StoreResult<Option<User>> {
+        if let Some(user) = self.get_user(name).await? {
+            return Ok(Some(user));
+        }
+        Ok(self
+            .list_users()
+            .await?
+            .into_iter()
+            .find(|u| u.name.eq_ignore_ascii_case(name)))
+    }
     /// Sorted by name.
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// `Ok(None)` when there is no such user.

@@ -101,7 +101,7 @@ impl Ctx {
         if let Some(known) = self.wells.get(s) {
             return Ok(known.clone());
         }
-        let id = WellId::parse(s).map_err(|e| e.to_string())?;
+        let id = WellId::parse_new(s).map_err(|e| e.to_string())?;
         if self.wells.len() == MAX_INTERNED_WELLS {
             // A stream of ever new ids (a long NDJSON file) must not grow this forever.
             self.wells.clear();

@@ -140,7 +140,7 @@ pub async fn login(
     let user = if name.is_empty() || name.len() > 128 {
         None
     } else {
-        security.store.get_user(&name).await?
+        security.store.get_user_any_case(&name).await?
     };
     let at = now();
     let (verifiable, reason) = match &user {
@@ -162,6 +162,8 @@ pub async fn login(
         && password_ok;
     let audit_name =
         || serde_json::json!({ "username": name.chars().take(128).collect::<String>() });
+    // Names match ignoring case: failures count on the stored account.
+    let account = user.as_ref().map_or_else(|| name.clone(), |u| u.name.clone());
 
     if matched && let Some(user) = user {
         security.store.record_login_success(&user.name).await?;
@@ -189,7 +191,7 @@ pub async fn login(
     if reason == "bad_password"
         && let Some(updated) = security
             .store
-            .record_login_failure(&name, at, security.lockout)
+            .record_login_failure(&account, at, security.lockout)
             .await?
         && updated.locked_until.is_some_and(|t| t > at)
     {
@@ -198,7 +200,7 @@ pub async fn login(
             .record_committed(security_event(
                 "lockout",
                 &context,
-                Some(format!("user:{name}")),
+                Some(format!("user:{account}")),
                 Some(updated.role.name()),
                 serde_json::json!({ "locked_until": updated.locked_until.map(|t| t.to_rfc3339()) }),
             ))

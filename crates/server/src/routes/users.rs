@@ -109,6 +109,16 @@ pub async fn create_user(
     check_password(&body.name, &body.password)
         .map_err(|p| ApiError::unprocessable("weak_password", p.to_string()))?;
     let security = &state.security;
+    if let Some(existing) = security.store.get_user_any_case(&body.name).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "user {:?} already exists (user names are compared ignoring case)",
+                existing.name
+            ),
+        ));
+    }
     let hash = security.hashing.hash(body.password).await?;
     let user = security
         .store
