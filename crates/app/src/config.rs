@@ -460,8 +460,7 @@ pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
         return Err(SecretError::LowEntropy(distinct));
     }
     let n = secret.len();
-    if (1..=n / 2).any(|unit| n % unit == 0 && secret.chunks(unit).all(|c| c == &secret[..unit]))
-    {
+    if (1..=n / 2).any(|unit| n % unit == 0 && secret.chunks(unit).all(|c| c == &secret[..unit])) {
         return Err(SecretError::Patterned("it is one short unit repeated"));
     }
     let steps = secret
@@ -469,7 +468,9 @@ pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
         .filter(|w| w[0].abs_diff(w[1]) <= 1)
         .count();
     if steps * 2 >= n - 1 {
-        return Err(SecretError::Patterned("it is mostly runs of repeated or consecutive characters"));
+        return Err(SecretError::Patterned(
+            "it is mostly runs of repeated or consecutive characters",
+        ));
     }
     let bits: f64 = counts
         .iter()
@@ -481,7 +482,9 @@ pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
         .sum::<f64>()
         * n as f64;
     if bits < MIN_SECRET_ENTROPY_BITS {
-        return Err(SecretError::Patterned("its estimated entropy is below 100 bits"));
+        return Err(SecretError::Patterned(
+            "its estimated entropy is below 100 bits",
+        ));
     }
     Ok(())
 }

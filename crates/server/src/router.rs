@@ -10,6 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use espwatch_store::AuditEvent;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -150,12 +151,15 @@ pub async fn serve(
         header_timeout: Duration::from_secs(state.config.http_header_timeout_secs),
         per_source: state.config.max_connections_per_source,
     };
-    crate::connections::serve_connections(listener, router(state), limits, async move {
-        shutdown.await;
-        flag.store(true, Ordering::SeqCst);
-        tracing::info!("shutdown requested: finishing in-flight requests");
-    })
-    .await;
+    let listener = crate::connections::LimitedListener::new(listener, limits).tap_io(|_| {});
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            flag.store(true, Ordering::SeqCst);
+            tracing::info!("shutdown requested: finishing in-flight requests");
+        })
+        .await?;
     // Everything queued before this record is committed once it is.
     audit.flush_rejections();
     audit.record_committed(lifecycle_event("server_stop")).await;
@@ -243,7 +247,16 @@ async fn log_and_time_out(
         || !matches!(status, 401 | 429)
         || state.security.audit.note_rejection(&source, status)
     {
-        record_request(&state, request_id, &method, route, status, identity, source, duration_ms);
+        record_request(
+            &state,
+            request_id,
+            &method,
+            route,
+            status,
+            identity,
+            source,
+            duration_ms,
+        );
     }
     response
 }

@@ -266,7 +266,11 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
     let secret_file = work.path().join("jwt.secret");
     std::fs::write(&secret_file, test_jwt_secret()).unwrap();
     #[cfg(unix)]
-    std::fs::set_permissions(&secret_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        &secret_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let secret_s = secret_file.to_str().unwrap();
     let anchors = work.path().join("jwt.secret.anchors");
     let secret_env = [("ESPWATCH_JWT_SECRET_FILE", secret_s)];
@@ -543,11 +547,19 @@ async fn user_names_are_compared_ignoring_case() {
     let app = spawn_app().await;
     create_user(app.security.as_ref(), "ana", PASSWORD, Role::Operator, None).await;
     let (status, body) = app
-        .send(app.client.post(app.url("/api/v1/users")).json(&json!({"name": "ANA", "role": "admin", "password": "another long passphrase"})))
+        .send(
+            app.client.post(app.url("/api/v1/users")).json(
+                &json!({"name": "ANA", "role": "admin", "password": "another long passphrase"}),
+            ),
+        )
         .await;
     assert_eq!(status, 409, "{body}");
     let (status, body) = app.login("Ana", PASSWORD).await;
-    assert_eq!((status, body["user"]["name"].clone()), (200, json!("ana")), "{body}");
+    assert_eq!(
+        (status, body["user"]["name"].clone()),
+        (200, json!("ana")),
+        "{body}"
+    );
     // Failures under another spelling count on the same account.
     for _ in 0..5 {
         assert_eq!(app.login("ANA", "wrong password!!").await.0, 401);
@@ -571,17 +583,36 @@ async fn a_flood_of_refused_requests_is_summarised_per_source_and_minute() {
     }
     let _dir = app.stop().await;
     use espwatch_store::AuditFilter;
-    let all = security.list_audit(&AuditFilter { limit: 10_000, ..Default::default() }).await.unwrap();
-    let refused = all.iter().filter(|r| r.event.kind == "request" && r.event.status == Some(401)).count();
+    let all = security
+        .list_audit(&AuditFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = all
+        .iter()
+        .filter(|r| r.event.kind == "request" && r.event.status == Some(401))
+        .count();
     let summarised: u64 = all
         .iter()
         .filter(|r| r.event.kind == "rejected_requests")
         .map(|r| r.event.detail["count"].as_u64().unwrap())
         .sum();
     // A minute boundary during the test may split the flood in two.
-    assert!((1..=2).contains(&refused), "{refused} request records for 401s");
-    assert_eq!(refused as u64 + summarised, 60, "every refusal is accounted for");
-    let granted = all.iter().filter(|r| r.event.kind == "request" && r.event.status == Some(200)).count();
+    assert!(
+        (1..=2).contains(&refused),
+        "{refused} request records for 401s"
+    );
+    assert_eq!(
+        refused as u64 + summarised,
+        60,
+        "every refusal is accounted for"
+    );
+    let granted = all
+        .iter()
+        .filter(|r| r.event.kind == "request" && r.event.status == Some(200))
+        .count();
     assert_eq!(granted, 5);
     assert_eq!(security.verify_audit().await.unwrap().first_broken, None);
 }
@@ -600,9 +631,26 @@ async fn well_ids_must_start_with_a_letter_or_a_digit() {
     ]);
     let (status, body) = app.ingest_json(&batch).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["accepted"].clone(), body["rejected"].as_array().map(Vec::len)), (json!(1), Some(4)), "{body}");
-    let (status, body) = app.send(app.client.post(app.url("/api/v1/wells")).json(&json!({"well_id": ".x"}))).await;
+    assert_eq!(
+        (
+            body["accepted"].clone(),
+            body["rejected"].as_array().map(Vec::len)
+        ),
+        (json!(1), Some(4)),
+        "{body}"
+    );
+    let (status, body) = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/wells"))
+                .json(&json!({"well_id": ".x"})),
+        )
+        .await;
     assert_eq!(status, 422, "{body}");
     let (_, wells) = app.get("/api/v1/wells").await;
-    assert_eq!(wells.to_string().matches("\"well_id\"").count(), 1, "{wells}");
+    assert_eq!(
+        wells.to_string().matches("\"well_id\"").count(),
+        1,
+        "{wells}"
+    );
 }

@@ -163,7 +163,9 @@ pub async fn login(
     let audit_name =
         || serde_json::json!({ "username": name.chars().take(128).collect::<String>() });
     // Names match ignoring case: failures count on the stored account.
-    let account = user.as_ref().map_or_else(|| name.clone(), |u| u.name.clone());
+    let account = user
+        .as_ref()
+        .map_or_else(|| name.clone(), |u| u.name.clone());
 
     if matched && let Some(user) = user {
         security.store.record_login_success(&user.name).await?;
