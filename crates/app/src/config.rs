@@ -460,7 +460,9 @@ pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
         return Err(SecretError::LowEntropy(distinct));
     }
     let n = secret.len();
-    if (1..=n / 2).any(|unit| n % unit == 0 && secret.chunks(unit).all(|c| c == &secret[..unit])) {
+    if (1..=n / 2)
+        .any(|unit| n.is_multiple_of(unit) && secret.chunks(unit).all(|c| c == &secret[..unit]))
+    {
         return Err(SecretError::Patterned("it is one short unit repeated"));
     }
     let steps = secret

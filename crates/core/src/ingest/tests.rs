@@ -1018,7 +1018,7 @@ fn field_values() -> impl Strategy<Value = Measurements> {
 
 fn readings() -> impl Strategy<Value = Vec<Reading>> {
     let reading = (
-        "[A-Za-z0-9._-]{1,64}",
+        "[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
         // From 1970 to the future tolerance.
         0i64..=now().0 + DecodeOptions::DEFAULT_MAX_FUTURE_MICROS,
         field_values(),
