@@ -4,6 +4,7 @@
 mod diagnostics;
 mod security;
 mod simulator;
+mod stream;
 mod support;
 
 use std::collections::{BTreeSet, HashMap};

@@ -4,9 +4,11 @@
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod diagnostics;
 pub mod error;
 pub mod extract;
+pub mod live;
 pub mod router;
 mod routes;
 pub mod state;

@@ -11,6 +11,7 @@
 //! credentials may well be fine), logged once at ERROR with the error id, counted, and
 //! reported by `/health/ready`.
 
+pub mod cookie;
 pub mod limits;
 pub use espwatch_app::password;
 pub mod policy;
@@ -310,7 +311,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The presented credential: `Authorization: Bearer X` or `X-API-Key: X`.
-fn presented_credential(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn presented_credential(headers: &HeaderMap) -> Option<&str> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let text = value.to_str().ok()?;
         let (scheme, token) = text.split_once(' ')?;
@@ -449,7 +450,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         return next.run(request).await;
     }
 
-    let Some(credential) = presented_credential(request.headers()).map(str::to_owned) else {
+    let Some((credential, carrier)) = cookie::credential(request.headers(), rule.path) else {
         return unauthorized();
     };
     let principal = match security.authenticate(&credential).await {
@@ -519,6 +520,11 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         {
             return deny(forbidden(format!("not permitted for well {well:?}")));
         }
+    }
+    if carrier == cookie::Carrier::Cookie
+        && !cookie::csrf_passes(&security.keys, &method, request.headers(), &principal)
+    {
+        return deny(cookie::csrf_refused());
     }
     if let Err(wait) = security.per_identity.check(&identity.actor, now) {
         return deny(too_many_requests(wait));
