@@ -83,9 +83,7 @@ pub async fn stream(
     })?;
     check_origin(&headers, &state.config.cors_origins)?;
     let offered = offered_protocols(&headers);
-    if offered.iter().any(|p| p.starts_with("bearer."))
-        && !offered.contains(&STREAM_PROTOCOL)
-    {
+    if offered.iter().any(|p| p.starts_with("bearer.")) && !offered.contains(&STREAM_PROTOCOL) {
         return Err(ApiError::bad_request(
             "missing_subprotocol",
             format!(
