@@ -5,7 +5,6 @@
 import { api, can, loadMe, session, signIn, signOut, errorText, refresh } from './api.js';
 import * as units from './units.js';
 import { FleetView } from './fleet.js';
-import { WellView } from './well.js';
 import { AlarmsView } from './alarms.js';
 
 const $ = (id) => document.getElementById(id);
@@ -82,7 +81,7 @@ function enter() {
   connect();
 }
 
-function route() {
+async function route() {
   if (!session.user) return;
   const hash = location.hash.replace(/^#/, '');
   const [, page, arg] = hash.split('/');
@@ -93,6 +92,8 @@ function route() {
     a.classList.toggle('active', a.getAttribute('href') === `#/${page === 'well' ? 'fleet' : page}`);
   }
   if (page === 'well' && arg) {
+    // Loaded when first needed: the fleet page does not pay for the chart library.
+    const { WellView } = await import('./well.js');
     view = new WellView(root, decodeURIComponent(arg));
   } else if (page === 'alarms') {
     view = new AlarmsView(root, openAlarms);

@@ -165,7 +165,7 @@ export class FleetView {
       condition: h('td', { class: 'cond' }),
       age: h('td', { class: 'num age' }),
       values: COLUMNS.map((c) => h('td', { class: 'num', dataset: { channel: c.key } })),
-      spark: h('canvas', { class: 'spark', width: 90, height: 22 }),
+      spark: h('td', { class: 'spark-cell' }),
     };
     const link = h('a', { href: `#/well/${encodeURIComponent(w.id)}` }, w.id);
     const row = h('tr', { dataset: { well: w.id } },
@@ -175,7 +175,7 @@ export class FleetView {
       cells.condition,
       ...cells.values,
       cells.age,
-      h('td', null, cells.spark));
+      cells.spark);
     w.row = row;
     w.cells = cells;
     this.renderRow(w);
@@ -196,11 +196,16 @@ export class FleetView {
   }
 
   drawSpark(w) {
-    const canvas = w.cells.spark;
+    const pts = w.spark;
+    // Canvases are made only for wells with a trend: 1 000 empty ones would cost the first render.
+    if (pts.length < 2) return;
+    let canvas = w.cells.spark.firstChild;
+    if (!canvas) {
+      canvas = h('canvas', { class: 'spark', width: 90, height: 22 });
+      w.cells.spark.append(canvas);
+    }
     const ctx = canvas.getContext('2d');
     ctx.clearRect(0, 0, canvas.width, canvas.height);
-    const pts = w.spark;
-    if (pts.length < 2) return;
     let lo = Math.min(...pts);
     let hi = Math.max(...pts);
     if (hi - lo < 1e-9) { lo -= 1; hi += 1; }

@@ -322,13 +322,13 @@ export class WellView {
     }
     const W = canvas.width;
     const H = canvas.height;
-    const pad = { l: 70, r: 60, t: 20, b: 50 };
+    const pad = { l: 96, r: 76, t: 24, b: 64 };
     const qMax = Math.max(...curve.map((c) => c.q), ...(point ? [point.q] : []), ...trail.map((t) => t.q)) * 1.05;
     const hMax = Math.max(...curve.map((c) => c.head), ...(point ? [point.head] : []), ...trail.map((t) => t.head)) * 1.1;
     const x = (q) => pad.l + (q / qMax) * (W - pad.l - pad.r);
     const y = (hd) => H - pad.b - (hd / hMax) * (H - pad.t - pad.b);
     const yEff = (e) => H - pad.b - e * (H - pad.t - pad.b);
-    ctx.font = '20px system-ui, sans-serif';
+    ctx.font = '26px system-ui, sans-serif';
     // Recommended operating range, scaled like the flow.
     if (pump.min_flow_bpd && pump.max_flow_bpd) {
       ctx.fillStyle = 'rgba(47,158,90,0.12)';
@@ -345,16 +345,16 @@ export class WellView {
       const q = (qMax * i) / 4;
       const hd = (hMax * i) / 4;
       ctx.textAlign = 'center';
-      ctx.fillText(units.format('x', units.kindValue('flow', q)), x(q), H - pad.b + 24);
+      ctx.fillText(units.format('x', units.kindValue('flow', q)), x(q), H - pad.b + 30);
       ctx.textAlign = 'right';
       ctx.fillText(units.format('x', units.kindValue('length', hd)), pad.l - 6, y(hd) + 6);
       ctx.textAlign = 'left';
-      ctx.fillText(`${i * 25}%`, W - pad.r + 6, yEff(i / 4) + 6);
+      ctx.fillText(`${i * 25}%`, W - pad.r + 6, yEff(i / 4) + 8);
     }
     ctx.textAlign = 'center';
     ctx.fillText(`flow, ${units.kindUnit('flow', 'bbl/d')}`, (pad.l + W - pad.r) / 2, H - 6);
     ctx.save();
-    ctx.translate(18, (pad.t + H - pad.b) / 2);
+    ctx.translate(24, (pad.t + H - pad.b) / 2);
     ctx.rotate(-Math.PI / 2);
     ctx.fillText(`head, ${units.kindUnit('length', 'ft')}`, 0, 0);
     ctx.restore();
