@@ -70,9 +70,9 @@ export class WellView {
       h('div', { class: 'layout' },
         h('div', { class: 'charts-col' }, this.rangeBar, this.chartBox),
         h('div', { class: 'side' },
-          h('div', { class: 'card' }, h('h2', null, 'Now'), this.latestBox),
           h('div', { class: 'card' }, h('h2', null, 'Diagnosis'), this.diagBox),
           h('div', { class: 'card' }, h('h2', null, 'Pump curve at running frequency'), this.pumpCanvas, this.pumpNote),
+          h('div', { class: 'card' }, h('h2', null, 'Now'), this.latestBox),
           h('div', { class: 'card' }, h('h2', null, 'Well'), this.metaBox))),
       h('div', { class: 'card well-alarms' }, h('h2', null, 'Alarms of this well'), this.alarmBox));
 
@@ -322,7 +322,7 @@ export class WellView {
     }
     const W = canvas.width;
     const H = canvas.height;
-    const pad = { l: 96, r: 76, t: 24, b: 64 };
+    const pad = { l: 116, r: 76, t: 24, b: 64 };
     const qMax = Math.max(...curve.map((c) => c.q), ...(point ? [point.q] : []), ...trail.map((t) => t.q)) * 1.05;
     const hMax = Math.max(...curve.map((c) => c.head), ...(point ? [point.head] : []), ...trail.map((t) => t.head)) * 1.1;
     const x = (q) => pad.l + (q / qMax) * (W - pad.l - pad.r);
@@ -354,7 +354,7 @@ export class WellView {
     ctx.textAlign = 'center';
     ctx.fillText(`flow, ${units.kindUnit('flow', 'bbl/d')}`, (pad.l + W - pad.r) / 2, H - 6);
     ctx.save();
-    ctx.translate(24, (pad.t + H - pad.b) / 2);
+    ctx.translate(20, (pad.t + H - pad.b) / 2);
     ctx.rotate(-Math.PI / 2);
     ctx.fillText(`head, ${units.kindUnit('length', 'ft')}`, 0, 0);
     ctx.restore();
