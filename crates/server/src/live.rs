@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -47,11 +47,42 @@ pub enum AlarmChange {
     Cleared,
 }
 
+/// Readings committed by one ingest request, with their JSON made once for all subscribers
+/// (by the first that needs it): fan-out costs a copy of text per subscriber, not a
+/// serialization.
+#[derive(Debug)]
+pub struct ReadingBatch {
+    pub readings: Vec<Reading>,
+    json: OnceLock<Vec<String>>,
+    /// The whole `readings` message, shared by every subscriber that gets all of it.
+    message: OnceLock<Utf8Bytes>,
+}
+
+impl ReadingBatch {
+    pub fn new(readings: Vec<Reading>) -> ReadingBatch {
+        ReadingBatch {
+            readings,
+            json: OnceLock::new(),
+            message: OnceLock::new(),
+        }
+    }
+
+    /// Each reading as canonical JSON (all channels).
+    fn json(&self) -> &[String] {
+        self.json.get_or_init(|| {
+            self.readings
+                .iter()
+                .map(|r| reading_json(r, None).to_string())
+                .collect()
+        })
+    }
+}
+
 /// One published event. Cheap to clone (shared payloads).
 #[derive(Clone, Debug)]
 pub enum LiveEvent {
     /// Readings committed by one ingest request.
-    Readings(Arc<Vec<Reading>>),
+    Readings(Arc<ReadingBatch>),
     Alarm {
         change: AlarmChange,
         alarm: Arc<Alarm>,
@@ -281,7 +312,9 @@ impl LiveHub {
     /// Publishes committed readings (a copy is made only when someone listens).
     pub fn publish_readings(&self, readings: &[Reading]) {
         if !readings.is_empty() && self.has_subscribers() {
-            self.publish(LiveEvent::Readings(Arc::new(readings.to_vec())));
+            self.publish(LiveEvent::Readings(Arc::new(ReadingBatch::new(
+                readings.to_vec(),
+            ))));
         }
     }
 
@@ -423,7 +456,7 @@ impl LiveHub {
 
     /// Sends one text message; false when the connection is over (closed, or stuck for
     /// [`SEND_TIMEOUT`]).
-    async fn send(&self, socket: &mut WebSocket, text: String) -> bool {
+    async fn send(&self, socket: &mut WebSocket, text: impl Into<Utf8Bytes>) -> bool {
         match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
             Ok(Ok(())) => true,
             Ok(Err(_)) => false,
@@ -440,7 +473,7 @@ impl LiveHub {
         events: &[LiveEvent],
         principal: &Principal,
         subscription: &Subscription,
-    ) -> Vec<String> {
+    ) -> Vec<Utf8Bytes> {
         let wanted = |well: &str| {
             principal.may_see_well(well)
                 && subscription
@@ -449,24 +482,32 @@ impl LiveHub {
                     .is_none_or(|w| w.iter().any(|x| x == well))
         };
         let mut messages = Vec::new();
-        let mut readings: Vec<&Reading> = Vec::new();
+        // (batch, position) of every reading this subscriber gets, in order.
+        let mut readings: Vec<(&ReadingBatch, usize)> = Vec::new();
         for event in events {
             match event {
                 LiveEvent::Readings(batch) => {
                     if subscription.events.contains(&EventKind::Readings) {
-                        readings.extend(batch.iter().filter(|r| wanted(r.well_id.as_str())));
+                        readings.extend(
+                            batch
+                                .readings
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, r)| wanted(r.well_id.as_str()))
+                                .map(|(i, _)| (&**batch, i)),
+                        );
                     }
                 }
                 LiveEvent::Alarm { change, alarm } => {
                     if subscription.events.contains(&EventKind::Alarms) && wanted(&alarm.well_id) {
-                        messages.push(
+                        messages.push(Utf8Bytes::from(
                             serde_json::json!({
                                 "type": "alarm",
                                 "change": change,
                                 "alarm": AlarmView::from(Alarm::clone(alarm)),
                             })
                             .to_string(),
-                        );
+                        ));
                     }
                 }
                 LiveEvent::WellState {
@@ -477,7 +518,7 @@ impl LiveHub {
                     if subscription.events.contains(&EventKind::WellState)
                         && wanted(well_id.as_str())
                     {
-                        messages.push(
+                        messages.push(Utf8Bytes::from(
                             serde_json::json!({
                                 "type": "well_state",
                                 "well_id": well_id,
@@ -485,21 +526,39 @@ impl LiveHub {
                                 "ts": at.to_rfc3339(),
                             })
                             .to_string(),
-                        );
+                        ));
                     }
                 }
             }
         }
-        if !readings.is_empty() {
+        // The common case: one batch, all of it, every channel: the message made once.
+        let whole = match events {
+            [LiveEvent::Readings(batch)]
+                if subscription.channels.is_none()
+                    && readings.len() == batch.readings.len()
+                    && readings.len() <= COALESCE_READINGS =>
+            {
+                Some(batch)
+            }
+            _ => None,
+        };
+        if let Some(batch) = whole {
+            let message = batch.message.get_or_init(|| {
+                let all: Vec<(&ReadingBatch, usize)> =
+                    (0..batch.readings.len()).map(|i| (&**batch, i)).collect();
+                Utf8Bytes::from(readings_message(&all, None, 0))
+            });
+            messages.insert(0, message.clone());
+        } else if !readings.is_empty() {
             let mut coalesced = 0usize;
             if readings.len() > COALESCE_READINGS {
                 // Keep the newest reading of each well.
                 let before = readings.len();
                 let mut seen = HashSet::new();
-                let mut kept: Vec<&Reading> = readings
+                let mut kept: Vec<(&ReadingBatch, usize)> = readings
                     .iter()
                     .rev()
-                    .filter(|r| seen.insert(r.well_id.as_str()))
+                    .filter(|(b, i)| seen.insert(b.readings[*i].well_id.as_str()))
                     .copied()
                     .collect();
                 kept.reverse();
@@ -508,19 +567,38 @@ impl LiveHub {
                 self.coalesced
                     .fetch_add(coalesced as u64, Ordering::Relaxed);
             }
-            let rows: Vec<serde_json::Value> = readings
-                .iter()
-                .map(|r| reading_json(r, subscription.channels.as_deref()))
-                .collect();
-            let mut message = serde_json::json!({ "type": "readings", "readings": rows });
-            if coalesced > 0 {
-                message["coalesced"] = coalesced.into();
-            }
+            let message = readings_message(&readings, subscription.channels.as_deref(), coalesced);
             // Readings first: alarms usually follow from them.
-            messages.insert(0, message.to_string());
+            messages.insert(0, Utf8Bytes::from(message));
         }
         messages
     }
+}
+
+/// A `readings` message from pre-rendered readings (or, with a channel filter, rendered here).
+fn readings_message(
+    readings: &[(&ReadingBatch, usize)],
+    channels: Option<&[&'static str]>,
+    coalesced: usize,
+) -> String {
+    let mut message = String::from(r#"{"type":"readings","readings":["#);
+    for (n, (batch, i)) in readings.iter().enumerate() {
+        if n > 0 {
+            message.push(',');
+        }
+        match channels {
+            None => message.push_str(&batch.json()[*i]),
+            Some(channels) => {
+                message.push_str(&reading_json(&batch.readings[*i], Some(channels)).to_string())
+            }
+        }
+    }
+    message.push(']');
+    if coalesced > 0 {
+        message.push_str(&format!(r#","coalesced":{coalesced}"#));
+    }
+    message.push('}');
+    message
 }
 
 /// A reading in the canonical flat shape of `POST /api/v1/telemetry`.
@@ -655,23 +733,41 @@ mod tests {
         }
         .check(&p)
         .unwrap();
-        let batch = LiveEvent::Readings(Arc::new(vec![
+        let batch = LiveEvent::Readings(Arc::new(ReadingBatch::new(vec![
             reading("W-1", 0, 40.0),
             reading("W-2", 0, 41.0),
-        ]));
+        ])));
         let messages = hub.render(&[batch], &p, &sub);
         assert_eq!(messages.len(), 1);
-        let m: serde_json::Value = serde_json::from_str(&messages[0]).unwrap();
+        let m: serde_json::Value = serde_json::from_str(messages[0].as_str()).unwrap();
         assert_eq!(m["readings"].as_array().unwrap().len(), 1, "{m}");
         assert_eq!(m["readings"][0]["motor_current_a"], 40.0);
         assert!(m["readings"][0].get("frequency_hz").is_none());
+
+        // Everything of one batch: the message is made once and shared.
+        let everyone = viewer(None);
+        let all = SubscriptionRequest::default().check(&everyone).unwrap();
+        let batch = LiveEvent::Readings(Arc::new(ReadingBatch::new(vec![
+            reading("W-1", 0, 40.0),
+            reading("W-2", 0, 41.0),
+        ])));
+        let first = hub.render(std::slice::from_ref(&batch), &everyone, &all);
+        let second = hub.render(std::slice::from_ref(&batch), &everyone, &all);
+        assert_eq!(first[0].as_str().as_ptr(), second[0].as_str().as_ptr());
+        let m: serde_json::Value = serde_json::from_str(first[0].as_str()).unwrap();
+        assert_eq!(m["readings"].as_array().unwrap().len(), 2, "{m}");
+        assert_eq!(m["readings"][1]["frequency_hz"], 55.0);
 
         let flood: Vec<Reading> = (0..COALESCE_READINGS as i64 + 10)
             .map(|i| reading("W-1", i, i as f64))
             .collect();
         let last = flood.last().unwrap().values.get(Field::MotorCurrentA);
-        let messages = hub.render(&[LiveEvent::Readings(Arc::new(flood))], &p, &sub);
-        let m: serde_json::Value = serde_json::from_str(&messages[0]).unwrap();
+        let messages = hub.render(
+            &[LiveEvent::Readings(Arc::new(ReadingBatch::new(flood)))],
+            &p,
+            &sub,
+        );
+        let m: serde_json::Value = serde_json::from_str(messages[0].as_str()).unwrap();
         assert_eq!(m["readings"].as_array().unwrap().len(), 1);
         assert_eq!(m["readings"][0]["motor_current_a"].as_f64(), last);
         assert_eq!(m["coalesced"], COALESCE_READINGS + 9);

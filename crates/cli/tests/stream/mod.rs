@@ -683,3 +683,77 @@ async fn acknowledging_from_a_raised_alarm_store_entry_is_streamed_to_operators(
         "an identity limited to other wells hears nothing"
     );
 }
+
+/// Batch-ingest latency with and without 200 stream subscribers, at 1 000 readings/s (ten
+/// batches of 100 a second). A benchmark, not a timed test:
+/// `cargo test --release -p espwatch --test api -- --ignored stream_fan_out --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run with --ignored --nocapture"]
+async fn stream_fan_out_benchmark() {
+    const SECONDS: u64 = 15;
+    const BATCH: usize = 100;
+    let app = spawn_app_with(|c| c.stream_max_connections_per_identity = 1000).await;
+    let base = chrono::Utc::now() - chrono::Duration::hours(2);
+    let mut next_ts = 0i64;
+    let mut phase = async |subscribers: usize| {
+        let mut tasks = Vec::new();
+        for _ in 0..subscribers {
+            let mut ws = open(&app, "?events=readings", Some(&app.admin_key), &[])
+                .await
+                .expect("subscriber");
+            subscribed(&mut ws).await;
+            // Subscribers count without parsing: on this machine they share the two cores
+            // with the server they measure.
+            tasks.push(tokio::spawn(async move {
+                let (mut readings, mut lagged) = (0usize, 0usize);
+                while let Ok(Some(Ok(Message::Text(text)))) =
+                    tokio::time::timeout(Duration::from_secs(3), ws.next()).await
+                {
+                    readings += text.matches("\"well_id\"").count();
+                    lagged += usize::from(text.contains("\"lagged\""));
+                }
+                (readings, lagged)
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        for _ in 0..SECONDS * 10 {
+            tick.tick().await;
+            let batch: Vec<Value> = (0..BATCH)
+                .map(|w| {
+                    let ts = (base + chrono::Duration::milliseconds(next_ts * 100)).to_rfc3339();
+                    reading(&format!("B-{w:03}"), &ts, 40.0)
+                })
+                .collect();
+            next_ts += 1;
+            let body = serde_json::to_string(&batch).unwrap();
+            let started = Instant::now();
+            let (status, _) = app
+                .post("/api/v1/telemetry", "application/json", body)
+                .await;
+            latencies.push(started.elapsed());
+            assert_eq!(status, 200);
+        }
+        let mut delivered = Vec::new();
+        for t in tasks {
+            delivered.push(t.await.unwrap());
+        }
+        latencies.sort();
+        let q = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+        (q(0.5), q(0.99), delivered)
+    };
+    let (p50_0, p99_0, _) = phase(0).await;
+    let (p50_n, p99_n, delivered) = phase(200).await;
+    let expected = (SECONDS * 10) as usize * BATCH;
+    let complete = delivered.iter().filter(|(r, _)| *r == expected).count();
+    let lagged: usize = delivered.iter().map(|(_, l)| l).sum();
+    println!(
+        "batch ingest, 1000 readings/s in batches of {BATCH}: without subscribers p50 {:.2} ms p99 {:.2} ms; \
+         with 200 subscribers p50 {:.2} ms p99 {:.2} ms (p99 ratio {:.2}); {complete}/200 subscribers got all {expected} readings, {lagged} lagged notices",
+        p50_0.as_secs_f64() * 1e3,
+        p99_0.as_secs_f64() * 1e3,
+        p50_n.as_secs_f64() * 1e3,
+        p99_n.as_secs_f64() * 1e3,
+        p99_n.as_secs_f64() / p99_0.as_secs_f64(),
+    );
+}
