@@ -22,8 +22,8 @@ pub mod security;
 pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 pub use embedded::{EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore};
 pub use security::{
-    ApiKey, AuditEvent, AuditFilter, AuditRecord, AuditVerification, LockoutPolicy, NewApiKey,
-    NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,
+    ApiKey, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuditVerification, LockoutPolicy,
+    NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,
 };
 
 /// Errors callers branch on. Internal causes are kept for the log, never shown to clients.

@@ -40,10 +40,12 @@ pub enum Carrier {
 }
 
 /// The credential of a request to `route`: a header first, then (stream only) a
-/// `bearer.` subprotocol, then the console's access cookie.
-pub fn credential(headers: &HeaderMap, route: &str) -> Option<(String, Carrier)> {
-    if let Some(token) = presented_credential(headers) {
-        return Some((token.to_owned(), Carrier::Header));
+/// `bearer.` subprotocol, then the console's access cookie. `Err` when the headers are
+/// ambiguous (see [`presented_credential`]).
+#[allow(clippy::result_unit_err)]
+pub fn credential(headers: &HeaderMap, route: &str) -> Result<Option<(String, Carrier)>, ()> {
+    if let Some(token) = presented_credential(headers)? {
+        return Ok(Some((token.to_owned(), Carrier::Header)));
     }
     if route == STREAM_ROUTE
         && let Some(token) = headers
@@ -54,9 +56,9 @@ pub fn credential(headers: &HeaderMap, route: &str) -> Option<(String, Carrier)>
             .find_map(|p| p.trim().strip_prefix("bearer."))
             .filter(|t| !t.is_empty())
     {
-        return Some((token.to_owned(), Carrier::Subprotocol));
+        return Ok(Some((token.to_owned(), Carrier::Subprotocol)));
     }
-    read_cookie(headers, ACCESS_COOKIE).map(|c| (c.to_owned(), Carrier::Cookie))
+    Ok(read_cookie(headers, ACCESS_COOKIE).map(|c| (c.to_owned(), Carrier::Cookie)))
 }
 
 /// The value of cookie `name`, if sent.
@@ -157,7 +159,7 @@ mod tests {
         );
         assert_eq!(
             credential(&h, "/api/v1/wells"),
-            Some(("JWT1".into(), Carrier::Cookie))
+            Ok(Some(("JWT1".into(), Carrier::Cookie)))
         );
         h.insert(
             header::SEC_WEBSOCKET_PROTOCOL,
@@ -165,11 +167,11 @@ mod tests {
         );
         assert_eq!(
             credential(&h, STREAM_ROUTE),
-            Some(("TOK".into(), Carrier::Subprotocol))
+            Ok(Some(("TOK".into(), Carrier::Subprotocol)))
         );
         assert_eq!(
             credential(&h, "/api/v1/wells"),
-            Some(("JWT1".into(), Carrier::Cookie))
+            Ok(Some(("JWT1".into(), Carrier::Cookie)))
         );
         h.insert(
             header::AUTHORIZATION,
@@ -177,9 +179,9 @@ mod tests {
         );
         assert_eq!(
             credential(&h, STREAM_ROUTE),
-            Some(("HDR".into(), Carrier::Header))
+            Ok(Some(("HDR".into(), Carrier::Header)))
         );
-        assert_eq!(credential(&HeaderMap::new(), STREAM_ROUTE), None);
+        assert_eq!(credential(&HeaderMap::new(), STREAM_ROUTE), Ok(None));
     }
 
     #[test]

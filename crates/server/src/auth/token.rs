@@ -194,7 +194,7 @@ mod tests {
 
     fn keys() -> TokenKeys {
         TokenKeys::new(
-            b"0123456789abcdefghijklmnopqrstuvwxyzABCD",
+            b"kq3P9vZx1LmT7wQe4RbN8sYc2HdJ6uFa0Gt5",
             "espwatch",
             "api",
         )
@@ -272,7 +272,7 @@ mod tests {
         );
         // A different key.
         let other_keys = TokenKeys::new(
-            b"ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxw",
+            b"Zr5Tq8Wm2Xc7Vb4Np9Ls3Kd6Hf1Gj0AeY7uQ",
             "espwatch",
             "api",
         )
