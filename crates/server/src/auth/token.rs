@@ -194,7 +194,7 @@ mod tests {
 
     fn keys() -> TokenKeys {
         TokenKeys::new(
-            b"kq3P9vZx1LmT7wQe4RbN8sYc2HdJ6uFa0Gt5",
+            b"q3J0bW9Yc2t0ZmRuR3pUcWx4b0pWbXZ0cUlKQnhQ",
             "espwatch",
             "api",
         )
@@ -272,7 +272,7 @@ mod tests {
         );
         // A different key.
         let other_keys = TokenKeys::new(
-            b"Zr5Tq8Wm2Xc7Vb4Np9Ls3Kd6Hf1Gj0AeY7uQ",
+            b"Wm9Yc0t4dGZkbkd6VHFseG9KVm12dHFJSkJ4UGd4",
             "espwatch",
             "api",
         )

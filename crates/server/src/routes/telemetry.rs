@@ -113,6 +113,7 @@ pub async fn ingest(
             // off this request's path: neither waits for a consumer).
             state.live.publish_readings(&accepted);
             state.diagnostics.submit(accepted);
+            state.security.charge_readings(&principal, report.total());
             report
         }
         Err(IngestError::Decode(e)) => {
