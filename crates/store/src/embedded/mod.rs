@@ -20,6 +20,8 @@ mod files;
 mod index;
 mod schema;
 mod security;
+#[cfg(test)]
+mod upgrade_tests;
 mod writer;
 
 use std::fs::{File, OpenOptions};
@@ -37,6 +39,7 @@ use tokio::sync::oneshot;
 use self::index::{merge_dedup, window_start};
 use self::schema::sql_err;
 pub use self::security::{EmbeddedSecurityStore, SECURITY_FILE};
+pub use self::writer::CompactReport;
 use self::writer::{Command, Reply, Shared, Writer, WriterOptions};
 use crate::{
     AppendOptions, AppendOutcome, LatestReading, ProbeResult, Store, StoreError, StoreHealth,
@@ -59,6 +62,30 @@ pub struct EmbeddedOptions {
     /// Idle read connections kept open.
     pub read_connections: usize,
 }
+
+/// What a data directory holds, from [`check::storage`].
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StorageReport {
+    /// Readings stored (sealed and unsealed).
+    pub readings: u64,
+    pub segments: u64,
+    /// Segments in the compact format; the others are the windows still open, or older ones
+    /// converted at the next checkpoints (or by `espwatch store compact`).
+    pub compact_segments: u64,
+    /// Every file under the data directory (relative path, bytes).
+    pub files: Vec<(String, u64)>,
+    pub total_bytes: u64,
+}
+
+impl StorageReport {
+    /// Bytes on disk per stored reading, all files included.
+    pub fn bytes_per_reading(&self) -> f64 {
+        self.total_bytes as f64 / self.readings.max(1) as f64
+    }
+}
+
+/// Size of a reading as the plain record it is: a 64-bit timestamp and 13 `f64` channels.
+pub const UNCOMPRESSED_READING_BYTES: u64 = 8 + 8 * espwatch_core::FIELD_COUNT as u64;
 
 /// Four hours: a day of 10 s data is six segments of 1 440 points, small enough to rewrite
 /// at each checkpoint, large enough to compress well.
@@ -213,6 +240,13 @@ impl EmbeddedStore {
     /// Seals all unsealed readings into segments now (normally automatic).
     pub async fn checkpoint(&self) -> StoreResult<()> {
         self.call(|reply| Command::Checkpoint { reply }).await
+    }
+
+    /// Seals everything, rewrites every segment not yet compact (older format, or the window
+    /// still open) compact and vacuums the database (`espwatch store compact`). Runs on the
+    /// writer thread: appends wait meanwhile.
+    pub async fn compact(&self) -> StoreResult<CompactReport> {
+        self.call(|reply| Command::Compact { reply }).await
     }
 
     fn check_open(&self) -> StoreResult<()> {
