@@ -94,6 +94,13 @@ pub enum BenchCommand {
         /// Queries to time.
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// Keep every segment varint-packed (the size of the format before compaction), to
+        /// compare.
+        #[arg(long)]
+        fast_only: bool,
+        /// Load into this (new or empty) directory and keep it, instead of a temporary one.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<std::path::PathBuf>,
     },
 }
 
@@ -147,6 +154,8 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             interval,
             seed,
             queries,
+            fast_only,
+            keep,
         } => {
             storage::bench_storage(&storage::StoragePlan {
                 wells: *wells,
@@ -155,6 +164,8 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
                 interval: interval.clone(),
                 seed: *seed,
                 queries: *queries,
+                fast_only: *fast_only,
+                keep: keep.clone(),
             })
             .await
         }

@@ -76,6 +76,12 @@ fn print_storage(report: &StorageReport) {
     for (name, bytes) in &report.files {
         println!("  {name:<24} {bytes:>14} bytes");
     }
+    println!(
+        "  (segments {} bytes, {:.2} per reading; free pages {} bytes)",
+        report.segment_bytes,
+        report.segment_bytes as f64 / report.readings.max(1) as f64,
+        report.free_bytes
+    );
     let per_reading = report.bytes_per_reading();
     println!(
         "{} bytes in all: {per_reading:.2} bytes/reading, {:.1}x smaller than uncompressed ({UNCOMPRESSED_READING_BYTES} bytes/reading)",

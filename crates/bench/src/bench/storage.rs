@@ -20,6 +20,8 @@ pub struct StoragePlan {
     pub interval: Option<String>,
     pub seed: u64,
     pub queries: usize,
+    pub fast_only: bool,
+    pub keep: Option<std::path::PathBuf>,
 }
 
 /// The value a gauge reports as text (the simulator's CSV writes each channel with its
@@ -61,8 +63,23 @@ pub async fn bench_storage(plan: &StoragePlan) -> anyhow::Result<()> {
         plan.wells, plan.days, plan.family, plan.seed
     );
 
-    let dir = tempfile::tempdir()?;
-    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())?;
+    let temp = tempfile::tempdir()?;
+    let dir = match &plan.keep {
+        Some(dir) => {
+            if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+                bail!("{} is not empty", dir.display());
+            }
+            dir.clone()
+        }
+        None => temp.path().to_path_buf(),
+    };
+    let store = EmbeddedStore::open(
+        &dir,
+        EmbeddedOptions {
+            compact_segments: !plan.fast_only,
+            ..EmbeddedOptions::default()
+        },
+    )?;
     let progress = ProgressBar::new(expected);
     progress.set_style(
         ProgressStyle::with_template(
@@ -182,10 +199,16 @@ pub async fn bench_storage(plan: &StoragePlan) -> anyhow::Result<()> {
     // Closing checkpoints SQLite's WAL into the database and removes it: what stays on disk.
     store.close().await?;
     drop(store);
-    let report = check::storage(dir.path())?;
+    let report = check::storage(&dir)?;
     for (name, bytes) in &report.files {
         println!("  {name:<24} {bytes:>14} bytes");
     }
+    println!(
+        "  (segments {} bytes, {:.2} per reading; free pages {} bytes)",
+        report.segment_bytes,
+        report.segment_bytes as f64 / report.readings.max(1) as f64,
+        report.free_bytes
+    );
     let per_reading = report.bytes_per_reading();
     println!(
         "{} readings, {} segments ({} compact): {} bytes, {per_reading:.2} bytes/reading all-in, \

@@ -86,15 +86,21 @@ pub fn storage(dir: &Path) -> StoreResult<StorageReport> {
     // One read transaction, so the log and the segments are counted at one instant.
     conn.execute_batch("BEGIN")
         .map_err(|e| sql_err("reading storage", e))?;
-    let (segments, sealed, compact): (i64, i64, i64) = conn
+    let (segments, sealed, compact, segment_bytes): (i64, i64, i64, i64) = conn
         .query_row(
             "SELECT count(*), coalesce(sum(count), 0),
-                    coalesce(sum(substr(data, 1, 2) = x'0201'), 0) -- version 2, compact: codec::is_compact
+                    coalesce(sum(substr(data, 1, 2) = x'0201'), 0), -- version 2, compact: codec::is_compact
+                    coalesce(sum(length(data)), 0)
              FROM segments",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .map_err(|e| sql_err("reading storage", e))?;
+    let pragma = |name: &str| -> StoreResult<i64> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .map_err(|e| sql_err("reading storage", e))
+    };
+    let free_bytes = pragma("freelist_count")? * pragma("page_size")?;
     let mut logged = 0u64;
     {
         let mut stmt = conn
@@ -120,6 +126,8 @@ pub fn storage(dir: &Path) -> StoreResult<StorageReport> {
         readings: sealed as u64 + logged,
         segments: segments as u64,
         compact_segments: compact as u64,
+        segment_bytes: segment_bytes as u64,
+        free_bytes: free_bytes as u64,
         total_bytes: files.iter().map(|f| f.1).sum(),
         files,
     })

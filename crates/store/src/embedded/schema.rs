@@ -67,10 +67,17 @@ pub fn sql_err(context: &str, e: rusqlite::Error) -> StoreError {
 /// one sequential append, `synchronous=FULL` so a returned commit survives power loss.
 /// SQLite's own WAL checkpoints every ~16 MiB (fewer, larger copies into the database file
 /// than the default 4 MiB); the WAL file is truncated back to 64 MiB after a large one.
+///
+/// A new database is created with incremental auto-vacuum, so the pages the log frees can be
+/// given back to the file system (at close and by `store compact`); older databases get it
+/// from `store compact`'s `VACUUM`.
 pub fn open_writer(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path).map_err(|e| sql_err("opening the database", e))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| sql_err("setting busy timeout", e))?;
+    // Only takes effect before the first table exists, hence before anything else.
+    conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")
+        .map_err(|e| sql_err("setting auto_vacuum", e))?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(|e| sql_err("enabling WAL", e))?;

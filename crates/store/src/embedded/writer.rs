@@ -100,6 +100,7 @@ pub struct WriterOptions {
     pub checkpoint_readings: usize,
     pub checkpoint_interval: Duration,
     pub max_readings_per_commit: usize,
+    pub compact_segments: bool,
 }
 
 pub fn now_micros() -> i64 {
@@ -511,7 +512,7 @@ impl Writer {
         // see the store as unavailable.
         drop(rx);
         let result = match &stop_reply {
-            Some(_) => self.checkpoint(),
+            Some(_) => self.checkpoint().and_then(|()| self.release_free_pages()),
             None => Ok(()),
         };
         let Writer { conn, lock, .. } = self;
@@ -799,9 +800,10 @@ impl Writer {
                 .conn
                 .transaction()
                 .map_err(|e| sql_err("starting checkpoint", e))?;
-            let mut budget = COMPACT_PER_CHECKPOINT;
+            let compacting = self.opts.compact_segments;
+            let mut budget = if compacting { COMPACT_PER_CHECKPOINT } else { 0 };
             for (id, st) in index.wells.iter().filter(|(_, s)| !s.head.is_empty()) {
-                let latest = st.latest_ts();
+                let latest = st.latest_ts().filter(|_| compacting);
                 let first_written = written.len();
                 let mut cursor = i64::MIN;
                 while let Some((&first, _)) = st.head.range(cursor..).next() {
@@ -825,6 +827,9 @@ impl Writer {
                         Some(end) => cursor = end,
                         None => break,
                     }
+                }
+                if budget == 0 {
+                    continue;
                 }
                 let sealed_now: HashSet<i64> =
                     written[first_written..].iter().map(|w| w.1).collect();
@@ -931,10 +936,24 @@ impl Writer {
         // In WAL mode the vacuumed database is written to the WAL first: checkpoint it into
         // the file and truncate the WAL, or the disk holds both copies.
         self.conn
-            .execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")
+            .execute_batch(
+                "PRAGMA auto_vacuum=INCREMENTAL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
+            )
             .map_err(|e| sql_err("vacuuming the database", e))?;
         report.bytes_after = self.database_bytes()?;
         Ok(report)
+    }
+
+    /// Gives the database's free pages (mostly the log's, emptied by the last checkpoint)
+    /// back to the file system. A no-op on databases created without incremental
+    /// auto-vacuum (before this release, until `store compact`).
+    fn release_free_pages(&self) -> StoreResult<()> {
+        let err = |e| sql_err("releasing free pages", e);
+        let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum").map_err(err)?;
+        // The pragma frees one page per step (each a result row): step to the end.
+        let mut rows = stmt.query([]).map_err(err)?;
+        while rows.next().map_err(err)?.is_some() {}
+        Ok(())
     }
 
     /// Size of the database file and its WAL.
