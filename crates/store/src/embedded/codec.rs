@@ -278,7 +278,11 @@ pub fn encode_segment(points: &[Point], packing: Packing) -> Vec<u8> {
         let scale = decimal_scale(&present, &mut ints);
         out.push(scale.map_or(ENCODING_RAW, |k| k as u8));
         let packed_with_pco = pco(present.len());
-        out.push(if packed_with_pco { PACK_PCO } else { PACK_VARINT });
+        out.push(if packed_with_pco {
+            PACK_PCO
+        } else {
+            PACK_VARINT
+        });
         match (scale, packed_with_pco) {
             (Some(_), true) => put_pco(&mut out, &ints),
             (None, true) => put_pco(&mut out, &present),
@@ -788,7 +792,9 @@ mod tests {
 
     /// The three ways a segment is written: version 1 (old data directories), and version 2
     /// fast and compact.
-    fn encoders() -> [(&'static str, fn(&[Point]) -> Vec<u8>); 3] {
+    type Encoder = fn(&[Point]) -> Vec<u8>;
+
+    fn encoders() -> [(&'static str, Encoder); 3] {
         [
             ("v1", |p| {
                 let mut out = Vec::new();
@@ -815,7 +821,11 @@ mod tests {
             let data = encode(&points);
             assert!(same(&decode_segment(&data).unwrap(), &points), "{name}");
             // Regular sampling: about one byte per timestamp and a few per value.
-            assert!(data.len() < points.len() * 20, "{name}: size {}", data.len());
+            assert!(
+                data.len() < points.len() * 20,
+                "{name}: size {}",
+                data.len()
+            );
 
             let mut part = Vec::new();
             let from = points[10].0.0;
@@ -866,8 +876,17 @@ mod tests {
             // About three bits per value of noise spanning ±2 quanta, and nothing for the
             // regular timestamps.
             assert!(per_reading < 7.0, "{quantum}: {per_reading} B/reading");
-            assert!(compact.len() * 2 < v1.len(), "{} vs {}", compact.len(), v1.len());
-            assert!(compact.len() * 15 < raw_size, "{} vs {raw_size}", compact.len());
+            assert!(
+                compact.len() * 2 < v1.len(),
+                "{} vs {}",
+                compact.len(),
+                v1.len()
+            );
+            assert!(
+                compact.len() * 15 < raw_size,
+                "{} vs {raw_size}",
+                compact.len()
+            );
         }
     }
 
@@ -887,7 +906,12 @@ mod tests {
         }
         let compact = encode_segment(&points, Packing::Compact);
         let fast = encode_segment(&points, Packing::Fast);
-        assert!(compact.len() < fast.len(), "{} vs {}", compact.len(), fast.len());
+        assert!(
+            compact.len() < fast.len(),
+            "{} vs {}",
+            compact.len(),
+            fast.len()
+        );
     }
 
     #[test]
@@ -946,10 +970,20 @@ mod tests {
         let data = encode_segment(&points, Packing::Compact);
         assert!(same(&decode_segment(&data).unwrap(), &points));
         let full: Vec<Point> = (0..1440i64)
-            .map(|i| (Timestamp(i * 10_000_000), m(&[(0, 50.0), (1, 40.0 + (i % 7) as f64)])))
+            .map(|i| {
+                (
+                    Timestamp(i * 10_000_000),
+                    m(&[(0, 50.0), (1, 40.0 + (i % 7) as f64)]),
+                )
+            })
             .collect();
         let full = encode_segment(&full, Packing::Compact);
-        assert!(data.len() < full.len() + 20, "{} vs {}", data.len(), full.len());
+        assert!(
+            data.len() < full.len() + 20,
+            "{} vs {}",
+            data.len(),
+            full.len()
+        );
     }
 
     #[test]
@@ -966,7 +1000,10 @@ mod tests {
         for (name, encode) in encoders() {
             let data = encode(&points);
             for cut in 0..data.len() {
-                assert!(decode_segment(&data[..cut]).is_err(), "{name}: cut at {cut}");
+                assert!(
+                    decode_segment(&data[..cut]).is_err(),
+                    "{name}: cut at {cut}"
+                );
             }
             let mut extra = data.clone();
             extra.push(0);

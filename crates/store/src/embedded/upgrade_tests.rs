@@ -18,7 +18,10 @@ const HOUR: i64 = 3_600_000_000;
 fn gauge(i: i64) -> Measurements {
     let mut m = Measurements::empty();
     m.set(Field::FrequencyHz, Some(((5000 + i % 7) as f64) / 100.0));
-    m.set(Field::IntakePressurePsi, Some(((8500 + i % 13) as f64) / 10.0));
+    m.set(
+        Field::IntakePressurePsi,
+        Some(((8500 + i % 13) as f64) / 10.0),
+    );
     // A float32-noise channel, missing now and then.
     if i % 5 != 0 {
         m.set(
@@ -113,11 +116,7 @@ async fn old_segments_are_read_then_converted() {
         .unwrap();
     store.checkpoint().await.unwrap();
     let mut expected = written.clone();
-    expected.extend(
-        readings(&w, 600, 30)
-            .into_iter()
-            .map(|r| (r.ts, r.values)),
-    );
+    expected.extend(readings(&w, 600, 30).into_iter().map(|r| (r.ts, r.values)));
     assert!(same(&store.read_range(&w, all()).await.unwrap(), &expected));
     store.close().await.unwrap();
     drop(store);

@@ -801,7 +801,11 @@ impl Writer {
                 .transaction()
                 .map_err(|e| sql_err("starting checkpoint", e))?;
             let compacting = self.opts.compact_segments;
-            let mut budget = if compacting { COMPACT_PER_CHECKPOINT } else { 0 };
+            let mut budget = if compacting {
+                COMPACT_PER_CHECKPOINT
+            } else {
+                0
+            };
             for (id, st) in index.wells.iter().filter(|(_, s)| !s.head.is_empty()) {
                 let latest = st.latest_ts().filter(|_| compacting);
                 let first_written = written.len();
@@ -949,7 +953,10 @@ impl Writer {
     /// auto-vacuum (before this release, until `store compact`).
     fn release_free_pages(&self) -> StoreResult<()> {
         let err = |e| sql_err("releasing free pages", e);
-        let mut stmt = self.conn.prepare("PRAGMA incremental_vacuum").map_err(err)?;
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA incremental_vacuum")
+            .map_err(err)?;
         // The pragma frees one page per step (each a result row): step to the end.
         let mut rows = stmt.query([]).map_err(err)?;
         while rows.next().map_err(err)?.is_some() {}
@@ -1148,7 +1155,16 @@ fn write_segment(
         "INSERT OR REPLACE INTO segments(well_id, window_start, min_ts, max_ts, count, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
-    .and_then(|mut s| s.execute(params![well.as_str(), ws, meta.min_ts, meta.max_ts, meta.count, blob]))
+    .and_then(|mut s| {
+        s.execute(params![
+            well.as_str(),
+            ws,
+            meta.min_ts,
+            meta.max_ts,
+            meta.count,
+            blob
+        ])
+    })
     .map_err(|e| sql_err("writing segment", e))?;
     Ok(Some(meta))
 }
