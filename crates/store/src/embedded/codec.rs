@@ -46,7 +46,7 @@ const PCO_MIN: usize = 32;
 
 /// Highest decimal scale tried; beyond it values are stored raw.
 const MAX_SCALE: usize = 6;
-const POW10: [f64; MAX_SCALE + 1] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+pub(super) const POW10: [f64; MAX_SCALE + 1] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
 /// Integers must stay exactly representable as f64.
 const MAX_SCALED: f64 = 9_007_199_254_740_992.0; // 2^53
 
@@ -79,7 +79,7 @@ fn unzigzag(v: u64) -> i64 {
 }
 
 #[inline]
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -88,18 +88,18 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 #[inline]
-fn put_ivarint(out: &mut Vec<u8>, v: i64) {
+pub(super) fn put_ivarint(out: &mut Vec<u8>, v: i64) {
     put_varint(out, zigzag(v));
 }
 
 /// A bounds-checked cursor over untrusted bytes.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
@@ -107,7 +107,7 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
-    fn u8(&mut self) -> Result<u8, CodecError> {
+    pub(super) fn u8(&mut self) -> Result<u8, CodecError> {
         match self.buf.get(self.pos) {
             Some(b) => {
                 self.pos += 1;
@@ -117,7 +117,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+    pub(super) fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if n > self.remaining() {
             return err("unexpected end of data");
         }
@@ -127,7 +127,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn varint(&mut self) -> Result<u64, CodecError> {
+    pub(super) fn varint(&mut self) -> Result<u64, CodecError> {
         let mut v: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -150,13 +150,13 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn ivarint(&mut self) -> Result<i64, CodecError> {
+    pub(super) fn ivarint(&mut self) -> Result<i64, CodecError> {
         Ok(unzigzag(self.varint()?))
     }
 
     /// A count that is only plausible if each item takes at least `min_bytes` of what is
     /// left; refuses absurd counts before anything is allocated for them.
-    fn count(&mut self, min_bytes: usize) -> Result<usize, CodecError> {
+    pub(super) fn count(&mut self, min_bytes: usize) -> Result<usize, CodecError> {
         let n = self.varint()?;
         let fits = usize::try_from(n)
             .ok()
@@ -167,7 +167,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn finish(&self) -> Result<(), CodecError> {
+    pub(super) fn finish(&self) -> Result<(), CodecError> {
         if self.remaining() != 0 {
             return err(format!("{} trailing bytes", self.remaining()));
         }
@@ -483,7 +483,7 @@ fn scaled(v: f64, k: usize) -> Option<i64> {
 
 /// Smallest `k` such that every value survives `v -> i = v*10^k -> i/10^k` bit for bit;
 /// fills `ints` with the scaled values.
-fn decimal_scale(values: &[f64], ints: &mut Vec<i64>) -> Option<usize> {
+pub(super) fn decimal_scale(values: &[f64], ints: &mut Vec<i64>) -> Option<usize> {
     // One pass per candidate k, restarting with a larger k at the first value that needs
     // more digits; real channels settle on their k within the first few values.
     let mut k = 0;

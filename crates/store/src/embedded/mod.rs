@@ -18,6 +18,9 @@ pub mod check;
 mod codec;
 mod files;
 mod index;
+#[cfg(test)]
+mod query_tests;
+mod rollup;
 mod schema;
 mod security;
 #[cfg(test)]
@@ -32,7 +35,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use espwatch_core::{Point, Reading, TimeRange, WellId, WellMeta};
+use espwatch_core::{Point, Reading, Series, TelemetryQuery, TimeRange, Timestamp, WellId, WellMeta};
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
@@ -345,6 +348,152 @@ impl Inner {
     }
 }
 
+/// What the rollups of a query's inner range gave: hour pieces, and the raw sealed points of
+/// the windows they could not answer for (ascending).
+struct RollupRead {
+    pieces: Vec<rollup::Piece>,
+    raw: Vec<Point>,
+}
+
+impl Inner {
+    /// Reads the rollups of `windows` (window start, reading count in the query's snapshot)
+    /// within `[from, to)` (hour-aligned); windows in `raw_windows`, or whose rollup is
+    /// missing or was made from a different count of readings (sealed since the snapshot),
+    /// are read from their segments instead.
+    fn read_rollups(
+        &self,
+        well: &WellId,
+        (from, to): (i64, i64),
+        windows: &[(i64, i64)],
+        raw_windows: &std::collections::HashSet<i64>,
+    ) -> StoreResult<RollupRead> {
+        let Some(&(first, _)) = windows.first() else {
+            return Ok(RollupRead {
+                pieces: Vec::new(),
+                raw: Vec::new(),
+            });
+        };
+        let err = |e| sql_err("reading rollups", e);
+        let window = self.shared.window;
+        self.readers.with(|conn| {
+            let mut rollups = std::collections::HashMap::new();
+            {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT window_start, data FROM rollups
+                         WHERE well_id = ?1 AND window_start >= ?2 AND window_start < ?3",
+                    )
+                    .map_err(err)?;
+                let mut rows = stmt.query(params![well.as_str(), first, to]).map_err(err)?;
+                while let Some(row) = rows.next().map_err(err)? {
+                    let ws: i64 = row.get(0).map_err(err)?;
+                    let data = row
+                        .get_ref(1)
+                        .and_then(|v| v.as_blob().map_err(Into::into))
+                        .map_err(err)?;
+                    // A damaged rollup is only a slower answer: the segment is read instead.
+                    if let Ok(decoded) = rollup::decode(data) {
+                        rollups.insert(ws, decoded);
+                    }
+                }
+            }
+            let mut out = RollupRead {
+                pieces: Vec::new(),
+                raw: Vec::new(),
+            };
+            for &(ws, count) in windows {
+                let usable = !raw_windows.contains(&ws)
+                    && rollups.get(&ws).is_some_and(|(c, _)| *c == count as u64);
+                if usable {
+                    if let Some((_, pieces)) = rollups.remove(&ws) {
+                        out.pieces
+                            .extend(pieces.into_iter().filter(|p| p.at >= from && p.at < to));
+                    }
+                } else {
+                    let lo = ws.max(from);
+                    let hi = ws.saturating_add(window).min(to);
+                    let mut stmt = conn
+                        .prepare_cached(
+                            "SELECT data FROM segments WHERE well_id = ?1 AND window_start = ?2",
+                        )
+                        .map_err(|e| sql_err("reading segments", e))?;
+                    let mut rows = stmt
+                        .query(params![well.as_str(), ws])
+                        .map_err(|e| sql_err("reading segments", e))?;
+                    if let Some(row) = rows.next().map_err(|e| sql_err("reading segments", e))? {
+                        let data = row
+                            .get_ref(0)
+                            .and_then(|v| v.as_blob().map_err(Into::into))
+                            .map_err(|e| sql_err("reading segments", e))?;
+                        codec::decode_segment_range(data, lo, hi, &mut out.raw).map_err(|e| {
+                            tracing::error!(well = %well, window_start = ws, error = %e, "corrupt segment");
+                            StoreError::Internal(format!("segment ({well}, {ws}) is corrupt: {e}"))
+                        })?;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl EmbeddedStore {
+    /// A bucketed query whose inner range `[inner_from, inner_to)` (whole step buckets) is
+    /// answered from the hourly rollups where they are valid; edges and the rest from raw
+    /// points. Same answer as `series::evaluate` on the raw points (`avg` to rounding).
+    async fn query_with_rollups(
+        &self,
+        query: &TelemetryQuery,
+        step: i64,
+        (inner_from, inner_to): (i64, i64),
+    ) -> StoreResult<Series> {
+        let (from, to) = (query.range.from.0, query.range.to.0);
+        let mut pieces: Vec<rollup::Piece> = Vec::new();
+        for (a, b) in [(from, inner_from), (inner_to, to)] {
+            if a < b {
+                let range = TimeRange {
+                    from: Timestamp(a),
+                    to: Timestamp(b),
+                };
+                let points = self.read_range(&query.well_id, range).await?;
+                pieces.extend(points.iter().map(rollup::Piece::of_point));
+            }
+        }
+        let window = self.inner.shared.window;
+        // Head first, as in `read_range`: a checkpoint after the snapshot changes the counts
+        // of the windows it seals, whose rollups are then not used.
+        let (head, windows) = {
+            let index = self.inner.shared.read();
+            match index.wells.get(&query.well_id) {
+                None => (Vec::new(), Vec::new()),
+                Some(st) => (
+                    st.head
+                        .range(inner_from..inner_to)
+                        .map(|(t, m)| (Timestamp(*t), *m))
+                        .collect::<Vec<Point>>(),
+                    st.segs
+                        .range(window_start(inner_from, window)..inner_to)
+                        .map(|(ws, m)| (*ws, m.count))
+                        .collect::<Vec<(i64, i64)>>(),
+                ),
+            }
+        };
+        let raw_windows: std::collections::HashSet<i64> =
+            head.iter().map(|p| window_start(p.0.0, window)).collect();
+        let well = query.well_id.clone();
+        let read = self
+            .blocking(move |inner| {
+                inner.read_rollups(&well, (inner_from, inner_to), &windows, &raw_windows)
+            })
+            .await?;
+        pieces.extend(read.pieces);
+        pieces.extend(merge_dedup(read.raw, head).iter().map(rollup::Piece::of_point));
+        // Hours, raw points of other windows and the edges never overlap in time.
+        pieces.sort_by_key(|p| p.at);
+        Ok(rollup::fold(&pieces, &query.fields, step, query.agg))
+    }
+}
+
 #[async_trait]
 impl Store for EmbeddedStore {
     async fn append(
@@ -386,6 +535,19 @@ impl Store for EmbeddedStore {
             .blocking(move |inner| inner.read_sealed(&well, from, to))
             .await?;
         Ok(merge_dedup(sealed, head))
+    }
+
+    async fn query(&self, query: &TelemetryQuery) -> StoreResult<Series> {
+        self.check_open()?;
+        let (from, to) = (query.range.from.0, query.range.to.0);
+        let step = query.step_micros.filter(|s| *s > 0);
+        match step.and_then(|s| rollup::inner_range(from, to, s, self.inner.shared.window)) {
+            Some(inner) => self.query_with_rollups(query, step.unwrap_or(0), inner).await,
+            None => {
+                let points = self.read_range(&query.well_id, query.range).await?;
+                Ok(espwatch_core::series::evaluate(query, &points))
+            }
+        }
     }
 
     async fn latest(&self) -> StoreResult<Vec<LatestReading>> {

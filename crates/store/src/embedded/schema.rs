@@ -8,6 +8,8 @@
 //!   emptied by each checkpoint in the same transaction that writes the segments.
 //! - `segments`: one columnar blob per (well, time window), clustered by that key so a
 //!   one-well time range is one short b-tree range scan.
+//! - `rollups`: the hourly aggregates of each segment (same key), written with it; absent
+//!   for segments of older releases until they are rewritten (queries then use raw points).
 //! - `quarantine`: damaged segments and log batches moved aside (bytes kept) so the store
 //!   opens; reported by the health probe and `espwatch store check`.
 
@@ -43,6 +45,12 @@ CREATE TABLE IF NOT EXISTS segments (
     min_ts       INTEGER NOT NULL,
     max_ts       INTEGER NOT NULL,
     count        INTEGER NOT NULL,
+    data         BLOB NOT NULL,
+    PRIMARY KEY (well_id, window_start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollups (
+    well_id      TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
     data         BLOB NOT NULL,
     PRIMARY KEY (well_id, window_start)
 ) WITHOUT ROWID;

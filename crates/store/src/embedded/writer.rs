@@ -22,6 +22,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Packing};
+use super::rollup;
 use super::index::{Index, SegMeta, WellState, merge_dedup, window_start};
 use super::schema::{self, sql_err};
 use crate::{AppendOptions, AppendOutcome, ReadingOutcome, StoreError, StoreResult, WellRecord};
@@ -315,11 +316,13 @@ pub fn quarantine_segment(
         params![well.as_str(), ws, reason, now],
     )
     .map_err(|e| sql_err("quarantining a segment", e))?;
-    tx.execute(
+    for sql in [
         "DELETE FROM segments WHERE well_id = ?1 AND window_start = ?2",
-        params![well.as_str(), ws],
-    )
-    .map_err(|e| sql_err("quarantining a segment", e))?;
+        "DELETE FROM rollups WHERE well_id = ?1 AND window_start = ?2",
+    ] {
+        tx.execute(sql, params![well.as_str(), ws])
+            .map_err(|e| sql_err("quarantining a segment", e))?;
+    }
     tx.commit()
         .map_err(|e| sql_err("quarantining a segment", e))
 }
@@ -824,7 +827,7 @@ impl Writer {
                         let existing = load_segment(&tx, id, ws)?;
                         points = merge_dedup(existing, points);
                     }
-                    if let Some(meta) = write_segment(&tx, id, ws, &points, packing(end, latest))? {
+                    if let Some(meta) = write_segment(&tx, id, (ws, window), &points, packing(end, latest))? {
                         written.push((id.clone(), ws, meta));
                     }
                     match end {
@@ -850,7 +853,7 @@ impl Writer {
                     .collect();
                 for ws in stale {
                     let points = load_segment(&tx, id, ws)?;
-                    if let Some(meta) = write_segment(&tx, id, ws, &points, Packing::Compact)? {
+                    if let Some(meta) = write_segment(&tx, id, (ws, window), &points, Packing::Compact)? {
                         written.push((id.clone(), ws, meta));
                         recompacted += 1;
                         budget -= 1;
@@ -910,6 +913,31 @@ impl Writer {
             v.sort();
             v
         };
+        // Compact segments written before rollups existed get theirs too.
+        let mut pending = pending;
+        if shared.window % rollup::HOUR == 0 {
+            let err = |e| sql_err("listing segments without rollups", e);
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT s.well_id, s.window_start FROM segments s
+                     WHERE NOT EXISTS (SELECT 1 FROM rollups r
+                                       WHERE r.well_id = s.well_id
+                                         AND r.window_start = s.window_start)",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(err)?;
+            for row in rows {
+                let (id, ws) = row.map_err(err)?;
+                if let Ok(id) = WellId::parse(&id) {
+                    pending.push((id, ws));
+                }
+            }
+            pending.sort();
+            pending.dedup();
+        }
         let mut report = CompactReport {
             bytes_before: self.database_bytes()?,
             ..CompactReport::default()
@@ -922,7 +950,7 @@ impl Writer {
                 .map_err(|e| sql_err("starting compaction", e))?;
             for (id, ws) in chunk {
                 let points = load_segment(&tx, id, *ws)?;
-                if let Some(meta) = write_segment(&tx, id, *ws, &points, Packing::Compact)? {
+                if let Some(meta) = write_segment(&tx, id, (*ws, shared.window), &points, Packing::Compact)? {
                     written.push((id.clone(), *ws, meta));
                 }
             }
@@ -1072,6 +1100,8 @@ impl Writer {
             .map_err(|e| sql_err("starting delete", e))?;
         tx.execute("DELETE FROM segments WHERE well_id = ?1", [id.as_str()])
             .map_err(|e| sql_err("deleting segments", e))?;
+        tx.execute("DELETE FROM rollups WHERE well_id = ?1", [id.as_str()])
+            .map_err(|e| sql_err("deleting rollups", e))?;
         tx.execute("DELETE FROM wells WHERE well_id = ?1", [id.as_str()])
             .map_err(|e| sql_err("deleting well", e))?;
         tx.commit().map_err(|e| sql_err("committing delete", e))?;
@@ -1137,7 +1167,7 @@ fn load_segment(conn: &Connection, well: &WellId, ws: i64) -> StoreResult<Vec<Po
 fn write_segment(
     conn: &Connection,
     well: &WellId,
-    ws: i64,
+    (ws, window): (i64, i64),
     points: &[Point],
     packing: Packing,
 ) -> StoreResult<Option<SegMeta>> {
@@ -1166,5 +1196,13 @@ fn write_segment(
         ])
     })
     .map_err(|e| sql_err("writing segment", e))?;
+    // Hourly rollups need windows of whole hours (the default 4 h); queries check for them.
+    if window % rollup::HOUR == 0 {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO rollups(well_id, window_start, data) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![well.as_str(), ws, rollup::encode(points)]))
+        .map_err(|e| sql_err("writing rollup", e))?;
+    }
     Ok(Some(meta))
 }
