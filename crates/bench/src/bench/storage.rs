@@ -196,6 +196,59 @@ pub async fn bench_storage(plan: &StoragePlan) -> anyhow::Result<()> {
         ms(lat.percentile(95.0))
     );
 
+    // Long ranges: one well over the whole run at 1-day steps, and the fleet's hourly
+    // average intake pressure over the last week (every well, one after the other).
+    let mut lat = Latencies::default();
+    for (i, well) in wells.iter().cycle().take(plan.queries.min(100)).enumerate() {
+        let query = TelemetryQuery {
+            well_id: well.meta.id().map_err(anyhow::Error::msg)?,
+            range: TimeRange {
+                from: start,
+                to: Timestamp(start.0 + duration),
+            },
+            fields: Field::ALL.to_vec(),
+            step_micros: Some(day),
+            agg: [Agg::Avg, Agg::Min, Agg::Max, Agg::Last][i % 4],
+            max_points: 2000,
+        };
+        let t = Instant::now();
+        store.query(&query).await?;
+        lat.0.push(t.elapsed());
+    }
+    println!(
+        "one-well {} days at 1-day steps (all channels): p50 {}  p95 {}",
+        plan.days,
+        ms(lat.percentile(50.0)),
+        ms(lat.percentile(95.0))
+    );
+    let week = (7 * day).min(duration);
+    let mut lat = Latencies::default();
+    for _ in 0..plan.queries.clamp(1, 20) {
+        let t = Instant::now();
+        for well in &wells {
+            let query = TelemetryQuery {
+                well_id: well.meta.id().map_err(anyhow::Error::msg)?,
+                range: TimeRange {
+                    from: Timestamp(start.0 + duration - week),
+                    to: Timestamp(start.0 + duration),
+                },
+                fields: vec![Field::IntakePressurePsi],
+                step_micros: Some(3_600_000_000),
+                agg: Agg::Avg,
+                max_points: 2000,
+            };
+            store.query(&query).await?;
+        }
+        lat.0.push(t.elapsed());
+    }
+    println!(
+        "fleet ({} wells) hourly average intake pressure over {} days: p50 {}  p95 {}",
+        wells.len(),
+        week / day,
+        ms(lat.percentile(50.0)),
+        ms(lat.percentile(95.0))
+    );
+
     // Closing checkpoints SQLite's WAL into the database and removes it: what stays on disk.
     store.close().await?;
     drop(store);
