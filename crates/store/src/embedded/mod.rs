@@ -14,6 +14,7 @@
 //! runtime never waits on SQLite.
 
 mod alarms;
+pub mod backup;
 pub mod check;
 mod codec;
 mod files;
@@ -35,7 +36,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use espwatch_core::{Point, Reading, Series, TelemetryQuery, TimeRange, Timestamp, WellId, WellMeta};
+use espwatch_core::{
+    Point, Reading, Series, TelemetryQuery, TimeRange, Timestamp, WellId, WellMeta,
+};
 use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
@@ -487,7 +490,11 @@ impl EmbeddedStore {
             })
             .await?;
         pieces.extend(read.pieces);
-        pieces.extend(merge_dedup(read.raw, head).iter().map(rollup::Piece::of_point));
+        pieces.extend(
+            merge_dedup(read.raw, head)
+                .iter()
+                .map(rollup::Piece::of_point),
+        );
         // Hours, raw points of other windows and the edges never overlap in time.
         pieces.sort_by_key(|p| p.at);
         Ok(rollup::fold(&pieces, &query.fields, step, query.agg))
@@ -542,7 +549,10 @@ impl Store for EmbeddedStore {
         let (from, to) = (query.range.from.0, query.range.to.0);
         let step = query.step_micros.filter(|s| *s > 0);
         match step.and_then(|s| rollup::inner_range(from, to, s, self.inner.shared.window)) {
-            Some(inner) => self.query_with_rollups(query, step.unwrap_or(0), inner).await,
+            Some(inner) => {
+                self.query_with_rollups(query, step.unwrap_or(0), inner)
+                    .await
+            }
             None => {
                 let points = self.read_range(&query.well_id, query.range).await?;
                 Ok(espwatch_core::series::evaluate(query, &points))

@@ -1,6 +1,8 @@
 //! Bucketed queries use a window's rollup exactly when it is valid.
 
-use espwatch_core::{Agg, Field, Measurements, Reading, TelemetryQuery, TimeRange, Timestamp, WellId};
+use espwatch_core::{
+    Agg, Field, Measurements, Reading, TelemetryQuery, TimeRange, Timestamp, WellId,
+};
 use rusqlite::params;
 
 use super::{EmbeddedOptions, EmbeddedStore, rollup, schema};
@@ -39,10 +41,16 @@ async fn a_valid_rollup_answers_and_a_stale_one_does_not() {
     let w = WellId::parse("R-1").unwrap();
     let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
     let two_days: Vec<Reading> = (0..2 * 1440).map(|m| reading(&w, m, 50.0)).collect();
-    store.append(two_days, AppendOptions::default()).await.unwrap();
+    store
+        .append(two_days, AppendOptions::default())
+        .await
+        .unwrap();
     store.checkpoint().await.unwrap();
     let max = |s: espwatch_core::Series| s.columns[0].1.clone();
-    assert_eq!(max(store.query(&daily_max(&w)).await.unwrap()), vec![Some(50.0); 2]);
+    assert_eq!(
+        max(store.query(&daily_max(&w)).await.unwrap()),
+        vec![Some(50.0); 2]
+    );
 
     // Replace the first window's rollup by one made from other values (same count): the
     // answer shows it, so the rollup is what was read.
@@ -71,7 +79,10 @@ async fn a_valid_rollup_answers_and_a_stale_one_does_not() {
         params![T0, rollup::encode(&first_window[..100])],
     )
     .unwrap();
-    assert_eq!(max(store.query(&daily_max(&w)).await.unwrap()), vec![Some(50.0); 2]);
+    assert_eq!(
+        max(store.query(&daily_max(&w)).await.unwrap()),
+        vec![Some(50.0); 2]
+    );
 
     // Unsealed readings in a window: raw for that window, whatever its rollup says.
     conn.execute(

@@ -299,16 +299,19 @@ mod tests {
 
     /// Irregular readings over about two days, some channels often missing.
     fn arb_points() -> impl Strategy<Value = Vec<Point>> {
-        prop::collection::vec((1i64..2_000_000_000, prop::array::uniform13(arb_value())), 1..300)
-            .prop_map(|rows| {
-                let mut t = 1_767_225_600_000_000i64;
-                rows.into_iter()
-                    .map(|(gap, v)| {
-                        t += gap;
-                        (Timestamp(t), Measurements::from_raw(v))
-                    })
-                    .collect()
-            })
+        prop::collection::vec(
+            (1i64..2_000_000_000, prop::array::uniform13(arb_value())),
+            1..300,
+        )
+        .prop_map(|rows| {
+            let mut t = 1_767_225_600_000_000i64;
+            rows.into_iter()
+                .map(|(gap, v)| {
+                    t += gap;
+                    (Timestamp(t), Measurements::from_raw(v))
+                })
+                .collect()
+        })
     }
 
     fn close(a: &Series, b: &Series) -> bool {
@@ -357,7 +360,10 @@ mod tests {
     fn inner_range_keeps_whole_aligned_buckets() {
         let day = 24 * HOUR;
         assert_eq!(inner_range(0, 10 * day, day, 4 * HOUR), Some((0, 10 * day)));
-        assert_eq!(inner_range(5, 10 * day + 5, day, 4 * HOUR), Some((day, 10 * day)));
+        assert_eq!(
+            inner_range(5, 10 * day + 5, day, 4 * HOUR),
+            Some((day, 10 * day))
+        );
         assert_eq!(inner_range(0, 3 * HOUR, HOUR, 4 * HOUR), None);
         assert_eq!(inner_range(0, 10 * day, 60_000_000, 4 * HOUR), None);
         assert_eq!(inner_range(0, 10 * day, HOUR, 30 * 60_000_000), None);

@@ -22,8 +22,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Packing};
-use super::rollup;
 use super::index::{Index, SegMeta, WellState, merge_dedup, window_start};
+use super::rollup;
 use super::schema::{self, sql_err};
 use crate::{AppendOptions, AppendOutcome, ReadingOutcome, StoreError, StoreResult, WellRecord};
 
@@ -827,7 +827,9 @@ impl Writer {
                         let existing = load_segment(&tx, id, ws)?;
                         points = merge_dedup(existing, points);
                     }
-                    if let Some(meta) = write_segment(&tx, id, (ws, window), &points, packing(end, latest))? {
+                    if let Some(meta) =
+                        write_segment(&tx, id, (ws, window), &points, packing(end, latest))?
+                    {
                         written.push((id.clone(), ws, meta));
                     }
                     match end {
@@ -853,7 +855,9 @@ impl Writer {
                     .collect();
                 for ws in stale {
                     let points = load_segment(&tx, id, ws)?;
-                    if let Some(meta) = write_segment(&tx, id, (ws, window), &points, Packing::Compact)? {
+                    if let Some(meta) =
+                        write_segment(&tx, id, (ws, window), &points, Packing::Compact)?
+                    {
                         written.push((id.clone(), ws, meta));
                         recompacted += 1;
                         budget -= 1;
@@ -950,7 +954,9 @@ impl Writer {
                 .map_err(|e| sql_err("starting compaction", e))?;
             for (id, ws) in chunk {
                 let points = load_segment(&tx, id, *ws)?;
-                if let Some(meta) = write_segment(&tx, id, (*ws, shared.window), &points, Packing::Compact)? {
+                if let Some(meta) =
+                    write_segment(&tx, id, (*ws, shared.window), &points, Packing::Compact)?
+                {
                     written.push((id.clone(), *ws, meta));
                 }
             }
