@@ -87,6 +87,19 @@ pub struct Config {
     /// answered 503 with `Retry-After` before its body is read (overload sheds load instead of
     /// growing memory). One request is always admitted when none is in flight.
     pub ingest_max_inflight_bytes: u64,
+    /// A request head must arrive complete within this, seconds; it is also how long an idle
+    /// keep-alive connection (or one that never sends anything) stays open.
+    pub http_header_timeout_secs: u64,
+    /// Open connections allowed per client address; one more is answered 503 and closed.
+    /// 0: no cap. Behind a reverse proxy every client shares the proxy's address: raise it.
+    pub max_connections_per_source: usize,
+    /// File the audit chain head is anchored to (signed): keep it outside the data directory,
+    /// where whoever can write the data cannot rewrite it. Default: `<jwt_secret_file>.anchors`
+    /// when the secret comes from a file; otherwise anchors go to the log only.
+    pub audit_anchor_file: Option<PathBuf>,
+    /// How often the server anchors the audit chain head (when it moved), seconds; also at
+    /// shutdown.
+    pub audit_anchor_secs: u64,
 }
 
 /// A secret from the configuration: never printed by `Debug`.
@@ -176,6 +189,10 @@ impl Default for Config {
             trust_forwarded_for: false,
             diagnostics_queue_readings: 500_000,
             ingest_max_inflight_bytes: 64 * 1024 * 1024,
+            http_header_timeout_secs: 10,
+            max_connections_per_source: 64,
+            audit_anchor_file: None,
+            audit_anchor_secs: 60,
         }
     }
 }
@@ -216,6 +233,10 @@ impl Config {
         "trust_forwarded_for",
         "diagnostics_queue_readings",
         "ingest_max_inflight_bytes",
+        "http_header_timeout_secs",
+        "max_connections_per_source",
+        "audit_anchor_file",
+        "audit_anchor_secs",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
@@ -231,6 +252,12 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.default_max_points) {
             return Err("default_max_points must be between 1 and 1000000".into());
+        }
+        if !(1..=3600).contains(&self.http_header_timeout_secs) {
+            return Err("http_header_timeout_secs must be between 1 and 3600".into());
+        }
+        if self.audit_anchor_secs == 0 {
+            return Err("audit_anchor_secs must be at least 1".into());
         }
         if self.request_timeout_secs == 0 {
             return Err("request_timeout_secs must be at least 1".into());
@@ -326,6 +353,30 @@ impl Config {
         Ok(secret)
     }
 
+    /// The audit chain key, derived from the JWT secret; `None` when no usable secret is
+    /// configured (the chain is then appended and verified unkeyed).
+    pub fn audit_key(&self) -> Option<espwatch_store::AuditKey> {
+        match (&self.jwt_secret_file, &self.jwt_secret) {
+            (None, None) => None,
+            _ => self
+                .jwt_secret_bytes()
+                .ok()
+                .map(|s| espwatch_store::AuditKey::derive(&s)),
+        }
+    }
+
+    /// Where audit anchors are written and read: `audit_anchor_file`, else next to the JWT
+    /// secret file.
+    pub fn audit_anchor_path(&self) -> Option<PathBuf> {
+        self.audit_anchor_file.clone().or_else(|| {
+            self.jwt_secret_file.as_ref().map(|p| {
+                let mut name = p.as_os_str().to_owned();
+                name.push(".anchors");
+                PathBuf::from(name)
+            })
+        })
+    }
+
     /// The configuration as JSON without secrets: `jwt_secret` is left out and the database
     /// URL reduced to whether one is set.
     pub fn audit_view(&self) -> serde_json::Value {
@@ -368,7 +419,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     #[error(
-        "the JWT secret is missing: set ESPWATCH_JWT_SECRET_FILE (or jwt_secret_file in espwatch.toml, or ESPWATCH_JWT_SECRET) to at least {MIN_SECRET_BYTES} random bytes, e.g. `head -c 48 /dev/urandom | base64 > jwt.secret`"
+        "the JWT secret is missing: set ESPWATCH_JWT_SECRET_FILE (or jwt_secret_file in espwatch.toml, or ESPWATCH_JWT_SECRET) to at least {MIN_SECRET_BYTES} random bytes, e.g. `head -c 48 /dev/urandom | base64 > jwt.secret && chmod 600 jwt.secret`"
     )]
     Missing,
     #[error(
@@ -377,10 +428,22 @@ pub enum SecretError {
     TooShort(usize),
     #[error("the JWT secret is too weak: it has only {0} distinct bytes; use random bytes")]
     LowEntropy(usize),
+    #[error(
+        "the JWT secret is too weak: {0}; use random bytes, e.g. `head -c 48 /dev/urandom | base64`"
+    )]
+    Patterned(&'static str),
 }
 
-/// Refuses a missing, short or low-entropy token-signing secret: at least 256 bits, and not
-/// an obviously non-random string.
+/// Estimated entropy a secret must carry, bits. The estimate (empirical Shannon entropy ×
+/// length) is low for short random strings — 32 base64 characters of 24 random bytes measure
+/// 126–150 bits, 64 random hex digits 220–250 — so the bar is set where no generated secret of
+/// the minimum length fails, while English words and keyboard runs do.
+pub const MIN_SECRET_ENTROPY_BITS: f64 = 100.0;
+
+/// Refuses a missing, short or guessable token-signing secret: at least 256 bits long, not an
+/// obviously non-random string (few distinct bytes, a repeated unit, a run of consecutive
+/// characters or of one character), and with an estimated entropy (empirical Shannon entropy per byte × length)
+/// of at least [`MIN_SECRET_ENTROPY_BITS`].
 pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
     if secret.is_empty() {
         return Err(SecretError::Missing);
@@ -388,13 +451,42 @@ pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
     if secret.len() < MIN_SECRET_BYTES {
         return Err(SecretError::TooShort(secret.len()));
     }
-    let mut seen = [false; 256];
+    let mut counts = [0usize; 256];
     for b in secret {
-        seen[*b as usize] = true;
+        counts[*b as usize] += 1;
     }
-    let distinct = seen.iter().filter(|s| **s).count();
+    let distinct = counts.iter().filter(|c| **c > 0).count();
     if distinct < 12 {
         return Err(SecretError::LowEntropy(distinct));
+    }
+    let n = secret.len();
+    if (1..=n / 2)
+        .any(|unit| n.is_multiple_of(unit) && secret.chunks(unit).all(|c| c == &secret[..unit]))
+    {
+        return Err(SecretError::Patterned("it is one short unit repeated"));
+    }
+    let steps = secret
+        .windows(2)
+        .filter(|w| w[0].abs_diff(w[1]) <= 1)
+        .count();
+    if steps * 2 >= n - 1 {
+        return Err(SecretError::Patterned(
+            "it is mostly runs of repeated or consecutive characters",
+        ));
+    }
+    let bits: f64 = counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|&c| {
+            let p = c as f64 / n as f64;
+            -p * p.log2()
+        })
+        .sum::<f64>()
+        * n as f64;
+    if bits < MIN_SECRET_ENTROPY_BITS {
+        return Err(SecretError::Patterned(
+            "its estimated entropy is below 100 bits",
+        ));
     }
     Ok(())
 }
@@ -402,6 +494,23 @@ pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
 #[cfg(test)]
 mod debug_tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_judged_by_their_randomness() {
+        for weak in [
+            "0123456789abcdef0123456789abcdef",
+            "abcdefghijklmnopqrstuvwxyzABCDEF",
+            "aaaabbbbccccddddeeeeffffgggghhhhiiiijjjjkkkkllll",
+            "passwordpasswordpasswordpassword",
+        ] {
+            assert!(check_secret(weak.as_bytes()).is_err(), "{weak}");
+        }
+        // Typical generated secrets pass: 32 random bytes as hex, 48 as base64.
+        let hex = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let b64 = "q3J0bW9Yc2t0ZmRuR3pUcWx4b0pWbXZ0cUlKQnhQZ0x1c2dNd1ZwU3dYaWpYaEJr";
+        assert_eq!(check_secret(hex.as_bytes()), Ok(()));
+        assert_eq!(check_secret(b64.as_bytes()), Ok(()));
+    }
 
     #[test]
     fn debug_never_prints_secrets() {

@@ -11,6 +11,10 @@ use espwatch_store::{ApiKey, SecurityStore};
 /// API keys start with this, then the key id, `_`, and the secret.
 pub const API_KEY_PREFIX: &str = "espw_";
 
+/// Admin API keys must expire within this many days (issue 18 item 11): a leaked machine
+/// credential that can create admins must not live for ever.
+pub const ADMIN_KEY_MAX_DAYS: i64 = 90;
+
 /// What a new API key is for; shared by `POST /api/v1/apikeys` and `espwatch apikeys create`.
 #[derive(Clone, Debug)]
 pub struct KeyRequest {
@@ -31,6 +35,8 @@ pub enum KeyRequestError {
     Wells(String),
     #[error("expires {0:?} is not a positive duration such as 90d")]
     Expires(String),
+    #[error("admin keys must expire within {ADMIN_KEY_MAX_DAYS} days: give expires, e.g. 30d")]
+    AdminExpiry,
     #[error(transparent)]
     Store(#[from] espwatch_store::StoreError),
     #[error("{0}")]
@@ -58,6 +64,11 @@ pub async fn issue_api_key(
             _ => return Err(KeyRequestError::Expires(text.to_owned())),
         },
     };
+    if request.role == Role::Admin
+        && expires_at.is_none_or(|e| e.0 - now.0 > ADMIN_KEY_MAX_DAYS * 86_400_000_000)
+    {
+        return Err(KeyRequestError::AdminExpiry);
+    }
     let (id, key) = generate_api_key().map_err(|e| KeyRequestError::Internal(e.to_string()))?;
     let stored = store
         .create_api_key(

@@ -3,6 +3,7 @@
 //! store, the decode → append → report ingest pipeline, issuing API keys and hashing
 //! passwords. It knows nothing of HTTP or of the command line.
 
+pub mod anchors;
 pub mod config;
 pub mod ingest;
 pub mod keys;

@@ -39,6 +39,7 @@ pub fn postgres_options(config: &Config) -> PostgresOptions {
             TimescaleSetting::Auto => TimescaleMode::Auto,
         },
         chunk_interval: duration(&config.timescaledb_chunk_interval, defaults.chunk_interval),
+        audit_key: config.audit_key(),
         compress_after: duration(&config.timescaledb_compress_after, defaults.compress_after),
         ..defaults
     }
@@ -57,16 +58,18 @@ pub struct OpenedStore {
 pub async fn open_security_store(config: &Config) -> anyhow::Result<Arc<dyn SecurityStore>> {
     match &config.database_url {
         Some(_) => Ok(open_store(config).await?.security),
-        None => open_embedded_security(&config.data_dir),
+        None => open_embedded_security(config),
     }
 }
 
-fn open_embedded_security(data_dir: &Path) -> anyhow::Result<Arc<dyn SecurityStore>> {
+fn open_embedded_security(config: &Config) -> anyhow::Result<Arc<dyn SecurityStore>> {
+    let data_dir = &config.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     Ok(Arc::new(
         EmbeddedSecurityStore::open(data_dir)
-            .with_context(|| format!("opening the security database in {}", data_dir.display()))?,
+            .with_context(|| format!("opening the security database in {}", data_dir.display()))?
+            .with_audit_key(config.audit_key()),
     ))
 }
 
@@ -89,7 +92,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
             let store = Arc::new(open_embedded(&config.data_dir, config)?);
             Ok(OpenedStore {
                 alarms: Some(store.clone() as Arc<dyn AlarmStore>),
-                security: open_embedded_security(&config.data_dir)?,
+                security: open_embedded_security(config)?,
                 store,
             })
         }

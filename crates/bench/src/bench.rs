@@ -299,7 +299,7 @@ impl TestServer {
                 name: "bench".into(),
                 role: espwatch_core::access::Role::Admin,
                 wells: None,
-                expires: None,
+                expires: Some("1d".into()),
                 created_by: "bench".into(),
             },
         )

@@ -102,8 +102,14 @@ pub enum ApiKeysCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Check the audit trail's hash chain; names the first broken record. Exit code 1 if broken.
+    /// Check the audit trail's hash chain (keyed with the JWT secret) and hold it against the
+    /// newest signed anchor; names the first broken record, or the deleted newest ones. Exit
+    /// code 1 if broken.
     Verify {
+        /// Anchor file written by the server (default: `audit_anchor_file`, else
+        /// `<jwt_secret_file>.anchors`).
+        #[arg(long)]
+        anchors: Option<std::path::PathBuf>,
         #[command(flatten)]
         store: DataArgs,
     },
@@ -149,7 +155,9 @@ impl ApiKeysCommand {
 impl AuditCommand {
     pub fn store_args(&self) -> StoreArgs {
         match self {
-            AuditCommand::Verify { store } | AuditCommand::List { store, .. } => store.store_args(),
+            AuditCommand::Verify { store, .. } | AuditCommand::List { store, .. } => {
+                store.store_args()
+            }
         }
     }
 }
@@ -284,6 +292,12 @@ pub async fn run_users(cmd: &UsersCommand, config: &Config) -> anyhow::Result<()
             }
             let role = parse_role(role)?;
             check_wells(wells)?;
+            if let Some(existing) = store.get_user_any_case(name).await? {
+                bail!(
+                    "user {:?} already exists (user names are compared ignoring case)",
+                    existing.name
+                );
+            }
             let password = read_password(name)?;
             let user = store
                 .create_user(
@@ -466,22 +480,52 @@ pub async fn create_api_key(
 pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()> {
     let store = espwatch_app::open_security_store(config).await?;
     match cmd {
-        AuditCommand::Verify { .. } => {
+        AuditCommand::Verify { anchors, .. } => {
             let report = store.verify_audit().await?;
-            match report.first_broken {
-                None => {
-                    println!("audit trail intact: {} records verified", report.records);
-                    Ok(())
-                }
-                Some(id) => {
-                    println!(
-                        "audit trail BROKEN at record {id}: {} ({} records verified before it)",
-                        report.reason.as_deref().unwrap_or("mismatch"),
-                        report.records
-                    );
+            if let Some(id) = report.first_broken {
+                println!(
+                    "audit trail BROKEN at record {id}: {} ({} records verified before it)",
+                    report.reason.as_deref().unwrap_or("mismatch"),
+                    report.records
+                );
+                std::process::exit(1);
+            }
+            let key = config.audit_key();
+            let anchor_path = anchors.clone().or_else(|| config.audit_anchor_path());
+            let mut anchored = String::from("no anchor file");
+            if let (Some(key), Some(path)) = (&key, &anchor_path) {
+                let lines = espwatch_app::anchors::read_anchors(path)?;
+                let (problems, newest) =
+                    espwatch_app::anchors::check_anchors(store.as_ref(), &report, &lines, key)
+                        .await?;
+                if !problems.is_empty() {
+                    for problem in &problems {
+                        println!("audit trail BROKEN: {problem}");
+                    }
                     std::process::exit(1);
                 }
+                anchored = match newest {
+                    Some(a) => format!(
+                        "consistent with the newest anchor (record {} on {}, {})",
+                        a.id,
+                        a.ts,
+                        path.display()
+                    ),
+                    None => format!("no anchor yet in {}", path.display()),
+                };
             }
+            println!(
+                "audit trail intact: {} records verified ({} keyed, {} unkeyed from before keying{}); {anchored}",
+                report.records,
+                report.records - report.unkeyed,
+                report.unkeyed,
+                if key.is_none() {
+                    "; no JWT secret configured, so no key to check keyed records with"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
         }
         AuditCommand::List {
             limit, actor, kind, ..

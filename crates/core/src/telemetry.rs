@@ -182,6 +182,8 @@ pub enum WellIdError {
     TooLong(usize),
     #[error("may only contain A-Z, a-z, 0-9, '.', '_' and '-' (found {0:?})")]
     BadChar(char),
+    #[error("must start with a letter or a digit (found {0:?})")]
+    BadFirst(char),
 }
 
 impl WellId {
@@ -201,6 +203,18 @@ impl WellId {
             return Err(WellIdError::BadChar(c));
         }
         Ok(WellId(Arc::from(s)))
+    }
+
+    /// [`WellId::parse`] for ids entering the system (readings, registrations): they must
+    /// also start with a letter or a digit, so `.`, `..` and `.hidden` never become wells
+    /// (issue 18 item 13). Stored ids are read back with the lenient [`WellId::parse`], so
+    /// data of wells named before this rule stays readable.
+    pub fn parse_new(s: &str) -> Result<WellId, WellIdError> {
+        let id = WellId::parse(s)?;
+        match s.chars().next() {
+            Some(c) if !c.is_ascii_alphanumeric() => Err(WellIdError::BadFirst(c)),
+            _ => Ok(id),
+        }
     }
 
     pub fn as_str(&self) -> &str {

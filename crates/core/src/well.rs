@@ -154,7 +154,7 @@ impl WellMeta {
                 reason,
             })
         };
-        let id = WellId::parse(&self.well_id.0);
+        let id = WellId::parse_new(&self.well_id.0);
         if let Err(e) = &id {
             bad("well_id", e.to_string());
         }

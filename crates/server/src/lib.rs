@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod connections;
 pub mod diagnostics;
 pub mod error;
 pub mod extract;

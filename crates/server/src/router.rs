@@ -10,6 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::serve::ListenerExt;
 use espwatch_store::AuditEvent;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -146,6 +147,11 @@ pub async fn serve(
             "no enabled admin exists: create one with `ESPWATCH_PASSWORD=... espwatch users add NAME --role admin` (or read the password from stdin)"
         );
     }
+    let limits = crate::connections::ConnectionLimits {
+        header_timeout: Duration::from_secs(state.config.http_header_timeout_secs),
+        per_source: state.config.max_connections_per_source,
+    };
+    let listener = crate::connections::LimitedListener::new(listener, limits).tap_io(|_| {});
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -155,7 +161,9 @@ pub async fn serve(
         })
         .await?;
     // Everything queued before this record is committed once it is.
+    audit.flush_rejections();
     audit.record_committed(lifecycle_event("server_stop")).await;
+    audit.anchor_now().await;
     store.close().await?;
     tracing::info!("store closed; bye");
     Ok(())
@@ -234,6 +242,37 @@ async fn log_and_time_out(
             "request"
         );
     }
+    // Anonymous refusals are recorded once per source and minute, then counted.
+    if identity.is_some()
+        || !matches!(status, 401 | 429)
+        || state.security.audit.note_rejection(&source, status)
+    {
+        record_request(
+            &state,
+            request_id,
+            &method,
+            route,
+            status,
+            identity,
+            source,
+            duration_ms,
+        );
+    }
+    response
+}
+
+/// The audit record of one request.
+#[allow(clippy::too_many_arguments)]
+fn record_request(
+    state: &AppState,
+    request_id: String,
+    method: &axum::http::Method,
+    route: String,
+    status: u16,
+    identity: Option<AuditIdentity>,
+    source: String,
+    duration_ms: f64,
+) {
     state.security.audit.record(AuditEvent {
         ts: espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
         kind: "request".into(),
@@ -247,7 +286,6 @@ async fn log_and_time_out(
         duration_ms: Some((duration_ms * 1000.0).round() / 1000.0),
         detail: serde_json::json!({}),
     });
-    response
 }
 
 fn lifecycle_event(kind: &str) -> AuditEvent {
@@ -266,36 +304,43 @@ fn lifecycle_event(kind: &str) -> AuditEvent {
     }
 }
 
+/// The hardening headers every response carries besides its `Content-Security-Policy` (also
+/// written by the connection layer when it answers without the router).
+pub const SECURITY_HEADERS: [(&str, &str); 7] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+    (
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=(), payment=()",
+    ),
+    (
+        "strict-transport-security",
+        "max-age=63072000; includeSubDomains",
+    ),
+];
+
 /// Hardening headers on every response. The API answers JSON only, so its policy forbids
-/// everything; the bundled API docs (`/docs`) need their own scripts and styles.
+/// everything; the bundled API docs (`/docs`) need their own scripts (files only: Swagger UI
+/// 5.32's page has no inline script, so `script-src 'self'` without `'unsafe-inline'`) and
+/// styles.
 async fn security_headers(request: Request, next: Next) -> Response {
     let docs = request.uri().path().starts_with("/docs");
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     let csp = if docs {
-        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     } else {
         "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     };
-    for (name, value) in [
-        ("content-security-policy", csp),
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "no-referrer"),
-        ("cross-origin-opener-policy", "same-origin"),
-        ("cross-origin-resource-policy", "same-origin"),
-        (
-            "permissions-policy",
-            "camera=(), microphone=(), geolocation=(), payment=()",
-        ),
-        (
-            "strict-transport-security",
-            "max-age=63072000; includeSubDomains",
-        ),
-    ] {
+    headers.insert("content-security-policy", HeaderValue::from_static(csp));
+    for (name, value) in SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
     }
-    if !docs && !headers.contains_key("cache-control") {
+    // The docs too: their initializer carries this server's configuration.
+    if docs || !headers.contains_key("cache-control") {
         headers.insert("cache-control", HeaderValue::from_static("no-store"));
     }
     response

@@ -41,7 +41,14 @@ impl AppState {
         config: Config,
         security_store: Arc<dyn SecurityStore>,
     ) -> anyhow::Result<Self> {
-        let audit = AuditSink::start(security_store.clone());
+        let anchors = config
+            .audit_key()
+            .map(|key| espwatch_app::anchors::AnchorLog::new(config.audit_anchor_path(), key));
+        let audit = AuditSink::start(
+            security_store.clone(),
+            anchors,
+            std::time::Duration::from_secs(config.audit_anchor_secs),
+        );
         let security = Security::from_config(&config, security_store, audit)?;
         Ok(AppState {
             ingest_gate: IngestGate::new(config.ingest_max_inflight_bytes),

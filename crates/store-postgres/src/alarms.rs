@@ -104,7 +104,7 @@ impl AlarmStore for PostgresStore {
                 &format!(
                     "UPDATE alarms SET state = 'acknowledged', acknowledged_by = $2,
                             acknowledged_at = $3, comment = $4
-                     WHERE id = $1 AND state <> 'cleared'
+                     WHERE id = $1 AND state = 'raised'
                      RETURNING {COLUMNS}"
                 ),
                 &[&id, &by, &at.0, &comment],
@@ -122,7 +122,14 @@ impl AlarmStore for PostgresStore {
             .await
             .map_err(|e| db_err("reading an alarm", e))?;
         Ok(match existing {
-            Some(row) => AckOutcome::AlreadyCleared(alarm_from_row(&row)?),
+            Some(row) => {
+                let alarm = alarm_from_row(&row)?;
+                if alarm.state == espwatch_store::AlarmState::Acknowledged {
+                    AckOutcome::AlreadyAcknowledged(alarm)
+                } else {
+                    AckOutcome::AlreadyCleared(alarm)
+                }
+            }
             None => AckOutcome::NotFound,
         })
     }

@@ -86,6 +86,8 @@ pub struct PostgresOptions {
     pub schema: Option<String>,
     /// Apply pending migrations at open (otherwise refuse to open an outdated schema).
     pub migrate: bool,
+    /// Keys the audit chain (HMAC); `None`: plain SHA-256 (see `espwatch_store::AuditKey`).
+    pub audit_key: Option<espwatch_store::AuditKey>,
 }
 
 impl Default for PostgresOptions {
@@ -104,6 +106,7 @@ impl Default for PostgresOptions {
             rollup_max_lag: Duration::from_secs(60),
             schema: None,
             migrate: true,
+            audit_key: None,
         }
     }
 }
@@ -118,6 +121,7 @@ pub(crate) struct Shared {
     /// Time the writers have spent in rounds, all writers summed (micros).
     pub writer_busy_micros: AtomicU64,
     pub closed: AtomicBool,
+    pub audit_key: Option<espwatch_store::AuditKey>,
 }
 
 /// The PostgreSQL store. Cheap to clone.
@@ -221,6 +225,7 @@ impl PostgresStore {
             refreshes: AtomicU64::new(0),
             writer_busy_micros: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            audit_key: opts.audit_key.clone(),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let queue: writer::Queue = Arc::new(Mutex::new(rx));

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use espwatch_core::Timestamp;
 use espwatch_core::access::Role;
-use espwatch_store::security::{AUDIT_GENESIS, AuditChainChecker, audit_record_hash};
+use espwatch_store::security::{
+    AUDIT_GENESIS, AuditChainChecker, audit_chain_hash, check_can_append,
+};
 use espwatch_store::{
     ApiKey, AuditEvent, AuditFilter, AuditRecord, AuditVerification, LockoutPolicy, NewApiKey,
     NewSession, NewUser, RefreshOutcome, SecurityStore, Session, StoreError, StoreResult, User,
@@ -628,6 +630,8 @@ impl SecurityStore for PostgresStore {
             Some(row) => (get(&row, 0)?, get(&row, 1)?),
             None => (0, AUDIT_GENESIS.to_owned()),
         };
+        let key = self.inner.shared.audit_key.as_ref();
+        check_can_append(key, &prev)?;
         let n = events.len();
         let mut cols = AuditColumns::with_capacity(n);
         for event in events {
@@ -637,7 +641,7 @@ impl SecurityStore for PostgresStore {
                 event.duration_ms = None;
             }
             id += 1;
-            let hash = audit_record_hash(&prev, id, &event);
+            let hash = audit_chain_hash(key, &prev, id, &event);
             cols.push(id, event, std::mem::replace(&mut prev, hash.clone()), hash);
         }
         tx.execute(
@@ -730,7 +734,7 @@ impl SecurityStore for PostgresStore {
             ))
             .await
             .map_err(err)?;
-        let mut checker = AuditChainChecker::default();
+        let mut checker = AuditChainChecker::new(self.inner.shared.audit_key.clone());
         let mut after = 0i64;
         loop {
             let rows = tx
@@ -745,11 +749,7 @@ impl SecurityStore for PostgresStore {
                     Err(e) => Err(format!("the record cannot be read ({e})")),
                 };
                 if let Err(reason) = outcome {
-                    return Ok(AuditVerification {
-                        records: checker.records,
-                        first_broken: Some(id),
-                        reason: Some(reason),
-                    });
+                    return Ok(checker.verdict(Some((id, reason))));
                 }
             }
             if (rows.len() as i64) < VERIFY_PAGE {
@@ -757,11 +757,7 @@ impl SecurityStore for PostgresStore {
             }
         }
         tx.commit().await.map_err(err)?;
-        Ok(AuditVerification {
-            records: checker.records,
-            first_broken: None,
-            reason: None,
-        })
+        Ok(checker.verdict(None))
     }
 }
 

@@ -84,6 +84,8 @@ pub enum AckOutcome {
     NotFound,
     /// Already cleared: nothing left to acknowledge.
     AlreadyCleared(Alarm),
+    /// Acknowledged before: the first acknowledgement (who, when, comment) is kept.
+    AlreadyAcknowledged(Alarm),
 }
 
 #[async_trait]

@@ -24,8 +24,8 @@ pub use embedded::{
     CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, StorageReport,
 };
 pub use security::{
-    ApiKey, AuditEvent, AuditFilter, AuditRecord, AuditVerification, LockoutPolicy, NewApiKey,
-    NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,
+    ApiKey, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuditVerification, LockoutPolicy,
+    NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,
 };
 
 /// Errors callers branch on. Internal causes are kept for the log, never shown to clients.

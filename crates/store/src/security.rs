@@ -8,8 +8,12 @@
 //! - API keys: an identifying prefix id and the SHA-256 of the full key (keys are 192+ bits
 //!   of randomness, so a fast hash is the right tool); the key itself is never stored;
 //! - the audit log: append-only, each record chained to the previous one by
-//!   [`audit_record_hash`], so editing or deleting a record in the middle is detected by
-//!   [`SecurityStore::verify_audit`].
+//!   [`audit_chain_hash`], so editing or deleting a record in the middle is detected by
+//!   [`SecurityStore::verify_audit`]. With an [`AuditKey`] (derived from the token-signing
+//!   secret, which lives outside the data directory) the chain is an HMAC chain: whoever can
+//!   write the database but does not hold the key cannot recompute it after an edit. Records
+//!   written before the store had a key keep their plain SHA-256 hashes and still verify;
+//!   after the first keyed record every record must be keyed.
 //!
 //! Passwords, tokens and keys are never stored or logged in the clear.
 
@@ -211,7 +215,99 @@ pub struct AuditRecord {
 /// `prev_hash` of the first audit record.
 pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The chain hash: SHA-256 over the previous hash, the record number and a canonical JSON
+/// Hashes of keyed records start with this; the rest is the hex HMAC-SHA256.
+pub const KEYED_PREFIX: &str = "k1:";
+
+/// The key of the audit chain (HMAC-SHA256). `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuditKey([u8; 32]);
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey(<redacted>)")
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts`. Written out on `sha2` (twenty lines)
+/// rather than adding a crate to this one; checked against RFC 4231.
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut block = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(block.map(|b| b ^ 0x36));
+    for part in parts {
+        inner.update(part);
+    }
+    let inner = inner.finalize();
+    let mut outer = Sha256::new();
+    outer.update(block.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    outer.finalize().into()
+}
+
+impl AuditKey {
+    /// The chain key derived from a secret (the token-signing secret): an HMAC of a fixed
+    /// label, so the secret itself never signs audit data.
+    pub fn derive(secret: &[u8]) -> AuditKey {
+        AuditKey(hmac_sha256(secret, &[b"espwatch audit chain key v1"]))
+    }
+
+    /// Hex HMAC-SHA256 of `parts`, each followed by a newline.
+    pub fn mac(&self, parts: &[&[u8]]) -> String {
+        let framed: Vec<&[u8]> = parts.iter().flat_map(|p| [*p, b"\n".as_slice()]).collect();
+        hex(&hmac_sha256(&self.0, &framed))
+    }
+
+    /// Constant-time check of a hex MAC made by [`AuditKey::mac`].
+    pub fn verify_mac(&self, parts: &[&[u8]], presented: &str) -> bool {
+        let expected = self.mac(parts);
+        expected.len() == presented.len()
+            && expected
+                .bytes()
+                .zip(presented.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+/// The hash of record `id` after `prev_hash`: keyed ([`KEYED_PREFIX`] + HMAC-SHA256) with a
+/// key, plain [`audit_record_hash`] without. Both backends call this one function.
+pub fn audit_chain_hash(
+    key: Option<&AuditKey>,
+    prev_hash: &str,
+    id: i64,
+    event: &AuditEvent,
+) -> String {
+    match key {
+        Some(key) => {
+            let canonical = serde_json::to_string(event).expect("audit events always serialize");
+            let id = id.to_string();
+            format!(
+                "{KEYED_PREFIX}{}",
+                key.mac(&[prev_hash.as_bytes(), id.as_bytes(), canonical.as_bytes()])
+            )
+        }
+        None => audit_record_hash(prev_hash, id, event),
+    }
+}
+
+/// Refuses to append an unkeyed record after a keyed one (it would break the chain): the
+/// process appending has no key while the store's chain is keyed.
+pub fn check_can_append(key: Option<&AuditKey>, last_hash: &str) -> StoreResult<()> {
+    if key.is_none() && last_hash.starts_with(KEYED_PREFIX) {
+        return Err(crate::StoreError::Unavailable(
+            "the audit chain is keyed and this process has no audit key: configure the JWT secret (ESPWATCH_JWT_SECRET_FILE) as the server has it".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The plain chain hash (records written without a key): SHA-256 over the previous hash, the record number and a canonical JSON
 /// encoding of the event (fixed field order; `detail` with sorted keys). Both backends call
 /// this one function, so their chains verify the same way.
 pub fn audit_record_hash(prev_hash: &str, id: i64, event: &AuditEvent) -> String {
@@ -272,6 +368,10 @@ impl AuditFilter {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AuditVerification {
     pub records: u64,
+    /// Records with plain SHA-256 hashes (written before the chain was keyed).
+    pub unkeyed: u64,
+    /// The newest record's id and hash (what an anchor pins).
+    pub head: Option<(i64, String)>,
     /// The first record whose hash, link or number does not match; `None` when intact.
     pub first_broken: Option<i64>,
     /// What was wrong with it.
@@ -284,6 +384,18 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// `Conflict` when the name exists.
     async fn create_user(&self, user: NewUser, now: Timestamp) -> StoreResult<User>;
     async fn get_user(&self, name: &str) -> StoreResult<Option<User>>;
+    /// The user whose name equals `name` ignoring ASCII case (exact match first). User names
+    /// are unique regardless of case, so `Admin` cannot sit next to `admin` (issue 18 item 14).
+    async fn get_user_any_case(&self, name: &str) -> StoreResult<Option<User>> {
+        if let Some(user) = self.get_user(name).await? {
+            return Ok(Some(user));
+        }
+        Ok(self
+            .list_users()
+            .await?
+            .into_iter()
+            .find(|u| u.name.eq_ignore_ascii_case(name)))
+    }
     /// Sorted by name.
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     /// `Ok(None)` when there is no such user.
@@ -347,20 +459,48 @@ pub trait SecurityStore: Send + Sync + 'static {
 pub struct AuditChainChecker {
     expect_id: i64,
     prev: String,
+    key: Option<AuditKey>,
+    keyed_seen: bool,
     pub records: u64,
+    pub unkeyed: u64,
 }
 
 impl Default for AuditChainChecker {
     fn default() -> Self {
-        AuditChainChecker {
-            expect_id: 1,
-            prev: AUDIT_GENESIS.to_owned(),
-            records: 0,
-        }
+        AuditChainChecker::new(None)
     }
 }
 
 impl AuditChainChecker {
+    /// A checker for a chain keyed with `key` (keyed records cannot be checked without it).
+    pub fn new(key: Option<AuditKey>) -> Self {
+        AuditChainChecker {
+            expect_id: 1,
+            prev: AUDIT_GENESIS.to_owned(),
+            key,
+            keyed_seen: false,
+            records: 0,
+            unkeyed: 0,
+        }
+    }
+
+    /// The last record checked: its id and hash.
+    pub fn head(&self) -> Option<(i64, String)> {
+        (self.records > 0).then(|| (self.expect_id - 1, self.prev.clone()))
+    }
+
+    /// The verdict after the last page.
+    pub fn verdict(&self, broken: Option<(i64, String)>) -> AuditVerification {
+        let (first_broken, reason) = broken.unzip();
+        AuditVerification {
+            records: self.records,
+            unkeyed: self.unkeyed,
+            head: self.head(),
+            first_broken,
+            reason,
+        }
+    }
+
     /// Checks the next record; `Err(reason)` at the first break.
     pub fn check(&mut self, record: &AuditRecord) -> Result<(), String> {
         if record.id != self.expect_id {
@@ -372,9 +512,25 @@ impl AuditChainChecker {
         if record.prev_hash != self.prev {
             return Err("its link to the previous record does not match".into());
         }
-        let computed = audit_record_hash(&record.prev_hash, record.id, &record.event);
+        let keyed = record.hash.starts_with(KEYED_PREFIX);
+        let computed = if keyed {
+            let Some(key) = &self.key else {
+                return Err("it is keyed and no audit key was given: run with the JWT secret the server uses".into());
+            };
+            self.keyed_seen = true;
+            audit_chain_hash(Some(key), &record.prev_hash, record.id, &record.event)
+        } else {
+            if self.keyed_seen {
+                return Err(
+                    "an unkeyed record after keyed ones (the chain was rewritten without the key)"
+                        .into(),
+                );
+            }
+            self.unkeyed += 1;
+            audit_record_hash(&record.prev_hash, record.id, &record.event)
+        };
         if computed != record.hash {
-            return Err("its content does not match its hash (the record was altered)".into());
+            return Err("its content does not match its hash (the record was altered, or the chain was recomputed without the key)".into());
         }
         self.prev = record.hash.clone();
         self.expect_id += 1;
@@ -431,6 +587,79 @@ mod tests {
         let mut checker = AuditChainChecker::default();
         checker.check(&records[0]).unwrap();
         assert!(checker.check(&records[2]).is_err(), "gap detected");
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test case 2, and test case 6 (a key longer than the block).
+        assert_eq!(
+            hex(&hmac_sha256(
+                b"Jefe",
+                &[b"what do ya ", b"want for nothing?"]
+            )),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            hex(&hmac_sha256(
+                &[0xaa; 131],
+                &[b"Test Using Larger Than Block-Size Key - Hash Key First"]
+            )),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    #[test]
+    fn keyed_chain_refuses_unkeyed_rewrites() {
+        let key = AuditKey::derive(b"a secret of enough length for the test 0123");
+        let build = |keyed_from: i64, key: &AuditKey| {
+            let mut prev = AUDIT_GENESIS.to_owned();
+            let mut records = Vec::new();
+            for id in 1..=4 {
+                let e = event("request");
+                let hash = audit_chain_hash((id >= keyed_from).then_some(key), &prev, id, &e);
+                records.push(AuditRecord {
+                    id,
+                    event: e,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                });
+                prev = hash;
+            }
+            records
+        };
+        // Two legacy records, then keyed ones: verifies, counting the legacy ones.
+        let mut checker = AuditChainChecker::new(Some(key.clone()));
+        for r in &build(3, &key) {
+            checker.check(r).unwrap();
+        }
+        assert_eq!((checker.records, checker.unkeyed), (4, 2));
+        // Rewritten as a plain chain after keyed records: refused.
+        let mut mixed = build(2, &key);
+        let plain = build(99, &key);
+        mixed[3] = plain[3].clone();
+        mixed[3].prev_hash = mixed[2].hash.clone();
+        mixed[3].hash = audit_record_hash(&mixed[3].prev_hash, 4, &mixed[3].event);
+        let mut checker = AuditChainChecker::new(Some(key.clone()));
+        let results: Vec<_> = mixed.iter().map(|r| checker.check(r)).collect();
+        assert!(
+            results[..3].iter().all(Result::is_ok) && results[3].is_err(),
+            "{results:?}"
+        );
+        // Recomputed with another key: refused; without a key: refused.
+        let other = AuditKey::derive(b"another secret of enough length 0123456789");
+        assert!(
+            AuditChainChecker::new(Some(key.clone()))
+                .check(&build(1, &other)[0])
+                .is_err()
+        );
+        assert!(
+            AuditChainChecker::new(None)
+                .check(&build(1, &key)[0])
+                .is_err()
+        );
+        assert!(check_can_append(None, &build(1, &key)[0].hash).is_err());
+        assert!(check_can_append(None, AUDIT_GENESIS).is_ok());
+        assert!(!format!("{key:?}").contains(|c: char| c.is_ascii_digit()));
     }
 
     #[test]

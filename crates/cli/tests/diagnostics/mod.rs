@@ -123,6 +123,18 @@ async fn alarm_lifecycle_raised_acknowledged_cleared() {
     let (_, audit) = app.get("/api/v1/audit?kind=alarm_ack").await;
     assert_eq!(audit["records"][0]["actor"], "user:operator-7", "{audit}");
     assert_eq!(audit["records"][0]["detail"]["alarm"], id, "{audit}");
+    // Issue 18 item 12: a second acknowledgement is 409 and the first one stands.
+    let (status, body) = app
+        .send(
+            app.client
+                .post(app.url(&format!("/api/v1/alarms/{id}/ack")))
+                .json(&json!({"comment": "overwritten?"})),
+        )
+        .await;
+    assert_eq!((status, body["error"]["type"].clone()), (409, json!("alarm_already_acknowledged")), "{body}");
+    let (_, alarms) = app.get("/api/v1/alarms?state=acknowledged").await;
+    let alarm = alarms["alarms"].as_array().unwrap().iter().find(|a| a["id"] == id).unwrap().clone();
+    assert_eq!((alarm["acknowledged_by"].clone(), alarm["comment"].clone()), (json!("operator-7"), json!("crew called")), "{alarm}");
     let (status, _) = app
         .send(
             app.client

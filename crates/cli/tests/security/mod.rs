@@ -15,6 +15,8 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+mod second_pass;
+
 const PASSWORD: &str = "correct horse battery staple";
 
 fn now_secs() -> i64 {
@@ -761,6 +763,9 @@ fn the_server_refuses_to_start_without_a_strong_secret_and_the_cli_manages_ident
         None,
         Some("too-short"),
         Some("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        // Issue 18 item 7: 16 distinct characters, but one unit repeated / a keyboard run.
+        Some("0123456789abcdef0123456789abcdef"),
+        Some("abcdefghijklmnopqrstuvwxyzABCDEF"),
     ] {
         let mut command = std::process::Command::new(BIN);
         command

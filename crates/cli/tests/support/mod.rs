@@ -153,6 +153,8 @@ pub async fn start_in(
         rate_limit_per_identity: 0.0,
         rate_limit_per_source: 0.0,
         login_rate_per_minute: 10_000.0,
+        // Every test client connects from 127.0.0.1; load tests open many connections.
+        max_connections_per_source: 0,
         ..Config::default()
     };
     tweak(&mut config);
@@ -273,7 +275,8 @@ pub async fn create_key(
         name: name.into(),
         role,
         wells,
-        expires: None,
+        // Admin keys must expire (issue 18 item 11).
+        expires: (role == Role::Admin).then(|| "1d".to_owned()),
         created_by: "test".into(),
     };
     let (_, key) = espwatch_app::keys::issue_api_key(security, request)
@@ -356,6 +359,9 @@ pub struct ChildServer {
 /// `espwatch apikeys create` on a data dir; returns the key it printed.
 pub fn cli_api_key(store_args: &[&str], role: &str) -> String {
     let mut args = vec!["apikeys", "create", "--name", "test", "--role", role];
+    if role == "admin" {
+        args.extend_from_slice(&["--expires", "1d"]);
+    }
     args.extend_from_slice(store_args);
     let (ok, stdout, stderr) = run_cli(&args, &[], Path::new("."));
     assert!(ok, "apikeys create failed: {stderr}");
@@ -379,12 +385,19 @@ impl ChildServer {
 
     /// Any subcommand that serves (`serve`, `demo`): waits for its "listening on" line.
     pub fn start_with(args: &[&str]) -> ChildServer {
+        ChildServer::start_with_env(args, &[])
+    }
+
+    /// [`ChildServer::start_with`] with more environment variables.
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> ChildServer {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "warn")
             .env("ESPWATCH_JWT_SECRET", test_jwt_secret())
             .env("ESPWATCH_RATE_LIMIT_PER_IDENTITY", "0")
             .env("ESPWATCH_RATE_LIMIT_PER_SOURCE", "0")
+            .env("ESPWATCH_MAX_CONNECTIONS_PER_SOURCE", "0")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -448,10 +461,12 @@ impl Drop for ChildServer {
     }
 }
 
-/// Runs the binary with arguments, returning (success, stdout, stderr).
+/// Runs the binary with arguments, returning (success, stdout, stderr). The test servers'
+/// JWT secret is in its environment (it keys the audit chain), unless `envs` says otherwise.
 pub fn run_cli(args: &[&str], envs: &[(&str, &str)], cwd: &Path) -> (bool, String, String) {
     let output = Command::new(BIN)
         .args(args)
+        .env("ESPWATCH_JWT_SECRET", test_jwt_secret())
         .envs(envs.iter().copied())
         .current_dir(cwd)
         .output()

@@ -20,6 +20,10 @@ pub(crate) const MEASUREMENTS: &str = "measurements";
 /// More errors than this in one reading are summarised: a hostile object with 100 000 unknown
 /// keys must not turn into a 100 000-entry response.
 const MAX_ERRORS_PER_READING: usize = 32;
+/// Keys decoded per reading; a reading has about twenty legitimate ones. Past it the reading
+/// is refused and the rest of its keys are skipped without being looked at, so a 15 MB object
+/// of unknown keys costs a scan, not a million error messages (issue 18 item 9).
+pub(crate) const MAX_KEYS_PER_READING: usize = 256;
 /// Longest excerpt of client text quoted back in a reason or in `Rejection::well_id`.
 const MAX_ECHO_CHARS: usize = 64;
 
@@ -97,7 +101,7 @@ impl Ctx {
         if let Some(known) = self.wells.get(s) {
             return Ok(known.clone());
         }
-        let id = WellId::parse(s).map_err(|e| e.to_string())?;
+        let id = WellId::parse_new(s).map_err(|e| e.to_string())?;
         if self.wells.len() == MAX_INTERNED_WELLS {
             // A stream of ever new ids (a long NDJSON file) must not grow this forever.
             self.wells.clear();
@@ -134,6 +138,10 @@ pub(crate) struct Draft<'c> {
     errors: Vec<FieldError>,
     errors_omitted: usize,
     ignored: u8,
+    /// Keys counted by [`Draft::count_key`].
+    keys: usize,
+    /// Past [`MAX_KEYS_PER_READING`]: nothing more is decoded.
+    stopped: bool,
 }
 
 impl<'c> Draft<'c> {
@@ -148,7 +156,27 @@ impl<'c> Draft<'c> {
             errors: Vec::new(),
             errors_omitted: 0,
             ignored: 0,
+            keys: 0,
+            stopped: false,
         }
+    }
+
+    /// Counts one more key of this reading; false when the key must be skipped because the
+    /// reading has too many (it is then refused).
+    pub fn count_key(&mut self) -> bool {
+        if self.stopped {
+            return false;
+        }
+        self.keys += 1;
+        if self.keys > MAX_KEYS_PER_READING {
+            self.stopped = true;
+            return false;
+        }
+        true
+    }
+
+    fn errors_full(&self) -> bool {
+        self.errors.len() >= MAX_ERRORS_PER_READING
     }
 
     pub fn error(&mut self, field: &str, reason: String) {
@@ -176,6 +204,11 @@ impl<'c> Draft<'c> {
     }
 
     pub fn unknown(&mut self, name: &str) {
+        if self.errors_full() {
+            // Not shown anyway: do not spend a suggestion search on it.
+            self.errors_omitted += 1;
+            return;
+        }
         self.error(&echo(name), keys::unknown_key_reason(name));
     }
 
@@ -355,8 +388,28 @@ impl<'c> Draft<'c> {
         if values.is_empty() && !self.measurement_error {
             self.error(MEASUREMENTS, "no measurement".to_owned());
         }
+        if self.stopped {
+            let reason = format!(
+                "more than {MAX_KEYS_PER_READING} keys: the rest of the reading was not decoded"
+            );
+            if self.errors_full() {
+                self.errors_omitted += 1;
+            } else {
+                self.errors.push(FieldError {
+                    field: WHOLE_READING.to_owned(),
+                    reason,
+                });
+            }
+        }
         if self.errors_omitted > 0 {
-            let reason = format!("{} more errors not shown", self.errors_omitted);
+            let reason = if self.stopped {
+                format!(
+                    "{} more errors not shown; more than {MAX_KEYS_PER_READING} keys: the rest of the reading was not decoded",
+                    self.errors_omitted
+                )
+            } else {
+                format!("{} more errors not shown", self.errors_omitted)
+            };
             self.errors.push(FieldError {
                 field: WHOLE_READING.to_owned(),
                 reason,

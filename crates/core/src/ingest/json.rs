@@ -345,6 +345,15 @@ impl<'de> Visitor<'de> for ReadingVisitor<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut draft = Draft::new(self.ctx);
         while let Some(key) = map.next_key_seed(KeySeed)? {
+            if !draft.count_key() {
+                // Too many keys: refuse the reading and skip the rest without classifying
+                // (or allocating) a single further key.
+                map.next_value::<IgnoredAny>()?;
+                while map.next_key::<IgnoredAny>()?.is_some() {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                break;
+            }
             match key {
                 InKey::Known(Key {
                     target: Target::Ignored(ignored),

@@ -172,9 +172,11 @@ impl<'a> Scanner<'a> {
             }
             self.skip_ws();
             let value = self.value()?;
-            match keys.lookup(position, name) {
-                Some(key) => draft.set(key, value),
-                None => draft.unknown(name),
+            if draft.count_key() {
+                match keys.lookup(position, name) {
+                    Some(key) => draft.set(key, value),
+                    None => draft.unknown(name),
+                }
             }
             self.skip_ws();
             match self.next()? {

@@ -196,6 +196,13 @@ impl Security {
         })
     }
 
+    /// Takes one sign-in attempt from `source`'s budget (`login_rate_per_minute`): logins,
+    /// refreshes and password changes share it.
+    pub fn check_sign_in_rate(&self, source: Option<&SourceAddr>) -> Result<(), Duration> {
+        let source = source.map_or("unknown", |s| s.0.as_str());
+        self.login_per_source.check(source, Instant::now())
+    }
+
     /// Authentications answered 503 because the identity store could not be read.
     pub fn store_failures(&self) -> u64 {
         self.store_failures
@@ -309,21 +316,35 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The presented credential: `Authorization: Bearer X` or `X-API-Key: X`.
-fn presented_credential(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let text = value.to_str().ok()?;
-        let (scheme, token) = text.split_once(' ')?;
-        return scheme
+/// The presented credential: `Authorization: Bearer X` or `X-API-Key: X`. A request carrying
+/// both (or either header twice) is refused as a whole (`Err`): which one would count is
+/// exactly the ambiguity a confused client or a smuggling proxy exploits (issue 18 item 10).
+fn presented_credential(headers: &HeaderMap) -> Result<Option<&str>, ()> {
+    let authorization = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .collect::<Vec<_>>();
+    let api_key = headers.get_all("x-api-key").iter().collect::<Vec<_>>();
+    if authorization.len() + api_key.len() > 1 {
+        return Err(());
+    }
+    if let Some(value) = authorization.first() {
+        let Ok(text) = value.to_str() else {
+            return Ok(None);
+        };
+        let Some((scheme, token)) = text.split_once(' ') else {
+            return Ok(None);
+        };
+        return Ok(scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim())
-            .filter(|t| !t.is_empty());
+            .filter(|t| !t.is_empty()));
     }
-    headers
-        .get("x-api-key")
+    Ok(api_key
+        .first()
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|t| !t.is_empty())
+        .filter(|t| !t.is_empty()))
 }
 
 /// The client address: the socket peer, or (behind a trusted proxy) the first
@@ -449,8 +470,22 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         return next.run(request).await;
     }
 
-    let Some(credential) = presented_credential(request.headers()).map(str::to_owned) else {
-        return unauthorized();
+    let credential = match presented_credential(request.headers()) {
+        Ok(Some(credential)) => credential.to_owned(),
+        Ok(None) => return unauthorized(),
+        Err(()) => {
+            let mut response = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "ambiguous_credentials",
+                "send one credential: either `Authorization: Bearer ...` or `X-API-Key`, once",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"espwatch\""),
+            );
+            return response;
+        }
     };
     let principal = match security.authenticate(&credential).await {
         Ok(p) => p,

@@ -76,7 +76,7 @@ pub struct AckBody {
     responses(
         (status = 200, description = "Acknowledged", body = AlarmView),
         (status = 404, description = "No such alarm", body = crate::error::ErrorEnvelope),
-        (status = 409, description = "Already cleared", body = crate::error::ErrorEnvelope),
+        (status = 409, description = "Already cleared, or already acknowledged (the first acknowledgement stands)", body = crate::error::ErrorEnvelope),
         (status = 422, description = "Invalid body", body = crate::error::ErrorEnvelope)
     ))]
 pub async fn acknowledge(
@@ -133,6 +133,19 @@ pub async fn acknowledge(
             StatusCode::CONFLICT,
             "alarm_cleared",
             format!("alarm {id} has already cleared"),
+        )),
+        // The first acknowledgement stands (issue 18 item 12): overwriting it would erase who
+        // took responsibility, and when.
+        AckOutcome::AlreadyAcknowledged(a) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "alarm_already_acknowledged",
+            format!(
+                "alarm {id} was already acknowledged by {} at {}",
+                a.acknowledged_by.as_deref().unwrap_or("?"),
+                a.acknowledged_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            ),
         )),
     }
 }

@@ -16,6 +16,7 @@ use crate::state::AppState;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// `user:<name>` or `key:<id>`. Analysts may only ask for themselves (the default).
     actor: Option<String>,
@@ -27,7 +28,8 @@ pub struct AuditParams {
     until: Option<String>,
     /// Records older than this id (paging).
     before_id: Option<i64>,
-    /// At most this many (default 100, at most 10000), newest first.
+    /// At most this many (1 to 10000, default 100), newest first.
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
 }
 
@@ -96,6 +98,7 @@ fn parse_ts(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiErro
     params(AuditParams),
     responses(
         (status = 200, description = "Records", body = AuditList),
+        (status = 400, description = "Invalid query (limit outside 1..=10000, bad time)", body = crate::error::ErrorEnvelope),
         (status = 403, description = "Asking for another identity's records without audit:read", body = crate::error::ErrorEnvelope)
     ))]
 pub async fn list(
@@ -103,6 +106,13 @@ pub async fn list(
     Extension(principal): Extension<Principal>,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Json<AuditList>, ApiError> {
+    let limit = params.limit.unwrap_or(AuditFilter::DEFAULT_LIMIT);
+    if !(1..=AuditFilter::MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {}", AuditFilter::MAX_LIMIT),
+        ));
+    }
     let own = principal.actor();
     let actor = if principal.can(Permission::AuditReadAll) {
         params.actor
@@ -124,7 +134,7 @@ pub async fn list(
         since: parse_ts("since", params.since.as_deref())?,
         until: parse_ts("until", params.until.as_deref())?,
         before_id: params.before_id,
-        limit: params.limit.unwrap_or(100).clamp(1, 10_000),
+        limit,
     };
     let records = state.security.store.list_audit(&filter).await?;
     Ok(Json(AuditList {

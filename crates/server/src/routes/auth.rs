@@ -140,7 +140,7 @@ pub async fn login(
     let user = if name.is_empty() || name.len() > 128 {
         None
     } else {
-        security.store.get_user(&name).await?
+        security.store.get_user_any_case(&name).await?
     };
     let at = now();
     let (verifiable, reason) = match &user {
@@ -162,6 +162,10 @@ pub async fn login(
         && password_ok;
     let audit_name =
         || serde_json::json!({ "username": name.chars().take(128).collect::<String>() });
+    // Names match ignoring case: failures count on the stored account.
+    let account = user
+        .as_ref()
+        .map_or_else(|| name.clone(), |u| u.name.clone());
 
     if matched && let Some(user) = user {
         security.store.record_login_success(&user.name).await?;
@@ -189,7 +193,7 @@ pub async fn login(
     if reason == "bad_password"
         && let Some(updated) = security
             .store
-            .record_login_failure(&name, at, security.lockout)
+            .record_login_failure(&account, at, security.lockout)
             .await?
         && updated.locked_until.is_some_and(|t| t > at)
     {
@@ -198,7 +202,7 @@ pub async fn login(
             .record_committed(security_event(
                 "lockout",
                 &context,
-                Some(format!("user:{name}")),
+                Some(format!("user:{account}")),
                 Some(updated.role.name()),
                 serde_json::json!({ "locked_until": updated.locked_until.map(|t| t.to_rfc3339()) }),
             ))
@@ -365,38 +369,106 @@ pub struct PasswordBody {
 
 /// Changes the caller's password. Every session of the user ends, this one included: sign in
 /// again with the new password.
+///
+/// Proving the current password is a sign-in attempt, so a stolen access token does not buy
+/// unlimited guesses: attempts share the per-address sign-in limit (429), a wrong password
+/// counts towards the account's lockout like a failed sign-in and is audited
+/// (`password_change_failure`), and when the account locks the session presenting the guesses
+/// ends (its tokens stop working at once).
 #[utoipa::path(post, path = "/api/v1/auth/password", tag = "auth",
     request_body = PasswordBody,
     responses(
         (status = 204, description = "Changed; all sessions ended"),
         (status = 400, description = "Called with an API key", body = crate::error::ErrorEnvelope),
-        (status = 401, description = "Wrong current password", body = crate::error::ErrorEnvelope),
-        (status = 422, description = "New password refused by the policy", body = crate::error::ErrorEnvelope)
+        (status = 401, description = "Wrong current password, or the account is locked (the session then ends)", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "New password refused by the policy", body = crate::error::ErrorEnvelope),
+        (status = 429, description = "Too many sign-in attempts from this address", body = crate::error::ErrorEnvelope)
     ))]
 pub async fn change_password(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     context: RequestContext,
     ApiJson(body): ApiJson<PasswordBody, AUTH_BODY_LIMIT>,
-) -> Result<StatusCode, ApiError> {
-    if !matches!(principal.kind, PrincipalKind::User { .. }) {
+) -> Result<Response, ApiError> {
+    let PrincipalKind::User { session_id } = &principal.kind else {
         return Err(ApiError::bad_request(
             "not_a_user",
             "API keys have no password; create a new key instead",
         ));
-    }
+    };
     let security = &state.security;
+    if let Err(wait) = security.check_sign_in_rate(context.source.as_ref()) {
+        return Ok(crate::auth::too_many_requests(wait));
+    }
     let user = security
         .store
         .get_user(&principal.name)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no such user"))?;
-    if body.current_password.chars().count() > espwatch_core::access::PASSWORD_MAX_CHARS
-        || !security
+    let at = now();
+    let locked = user.locked_until.is_some_and(|t| t > at);
+    let matched = !locked
+        && body.current_password.chars().count() <= espwatch_core::access::PASSWORD_MAX_CHARS
+        && security
             .hashing
             .verify(body.current_password, Some(user.password_hash.clone()))
-            .await?
-    {
+            .await?;
+    if !matched {
+        let updated = if locked {
+            Some(user.clone())
+        } else {
+            security
+                .store
+                .record_login_failure(&user.name, at, security.lockout)
+                .await?
+        };
+        let failures = updated.as_ref().map_or(0, |u| u.failed_logins);
+        let now_locked = updated
+            .as_ref()
+            .and_then(|u| u.locked_until)
+            .filter(|t| *t > at);
+        security
+            .audit
+            .record_action(
+                "password_change_failure",
+                &context,
+                &principal,
+                serde_json::json!({
+                    "reason": if locked { "locked" } else { "bad_password" },
+                    "failures": failures,
+                }),
+            )
+            .await;
+        if let Some(until) = now_locked {
+            if !locked {
+                security
+                    .audit
+                    .record_action(
+                        "lockout",
+                        &context,
+                        &principal,
+                        serde_json::json!({ "locked_until": until.to_rfc3339(), "via": "password_change" }),
+                    )
+                    .await;
+            }
+            // The guesses came through this session: it ends with the lock.
+            security.store.revoke_session(session_id, now()).await?;
+            security.forget_cached_credentials();
+            security
+                .audit
+                .record_action(
+                    "session_ended",
+                    &context,
+                    &principal,
+                    serde_json::json!({ "session": session_id, "reason": "account locked after failed password changes" }),
+                )
+                .await;
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "session_ended",
+                "too many wrong passwords: the account is locked and this session has ended",
+            ));
+        }
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
@@ -406,6 +478,7 @@ pub async fn change_password(
     check_password(&user.name, &body.new_password)
         .map_err(|p| ApiError::unprocessable("weak_password", p.to_string()))?;
     let hash = security.hashing.hash(body.new_password).await?;
+    security.store.record_login_success(&user.name).await?;
     security
         .store
         .update_user(&user.name, UserChange::SetPassword(hash), now())
@@ -420,5 +493,5 @@ pub async fn change_password(
             serde_json::json!({ "user": user.name }),
         )
         .await;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

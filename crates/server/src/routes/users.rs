@@ -109,6 +109,16 @@ pub async fn create_user(
     check_password(&body.name, &body.password)
         .map_err(|p| ApiError::unprocessable("weak_password", p.to_string()))?;
     let security = &state.security;
+    if let Some(existing) = security.store.get_user_any_case(&body.name).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "user {:?} already exists (user names are compared ignoring case)",
+                existing.name
+            ),
+        ));
+    }
     let hash = security.hashing.hash(body.password).await?;
     let user = security
         .store
@@ -396,7 +406,7 @@ pub async fn create_key(
         .map_err(|e| match e {
             KeyRequestError::Name => ApiError::unprocessable("invalid_name", e.to_string()),
             KeyRequestError::Wells(_) => ApiError::unprocessable("invalid_wells", e.to_string()),
-            KeyRequestError::Expires(_) => {
+            KeyRequestError::Expires(_) | KeyRequestError::AdminExpiry => {
                 ApiError::unprocessable("invalid_expires", e.to_string())
             }
             KeyRequestError::Store(e) => e.into(),

@@ -160,8 +160,10 @@ impl AlarmStore for EmbeddedStore {
                 let Some(alarm) = get(conn, id)? else {
                     return Ok(AckOutcome::NotFound);
                 };
-                if alarm.state == AlarmState::Cleared {
-                    return Ok(AckOutcome::AlreadyCleared(alarm));
+                match alarm.state {
+                    AlarmState::Cleared => return Ok(AckOutcome::AlreadyCleared(alarm)),
+                    AlarmState::Acknowledged => return Ok(AckOutcome::AlreadyAcknowledged(alarm)),
+                    AlarmState::Raised => {}
                 }
                 conn.execute(
                     "UPDATE alarms SET state = 'acknowledged', acknowledged_by = ?1,

@@ -26,9 +26,9 @@ use rusqlite::{
 
 use super::lock;
 use crate::security::{
-    ApiKey, AuditChainChecker, AuditEvent, AuditFilter, AuditRecord, AuditVerification,
+    ApiKey, AuditChainChecker, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuditVerification,
     LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User,
-    UserChange, audit_record_hash,
+    UserChange, audit_chain_hash,
 };
 use crate::{StoreError, StoreResult};
 
@@ -120,6 +120,8 @@ const AUDIT_COLUMNS: &str = "id, ts, kind, request_id, method, route, status, ac
 #[derive(Clone)]
 pub struct EmbeddedSecurityStore {
     inner: Arc<Inner>,
+    /// Keys the audit chain (see [`crate::security::AuditKey`]); `None`: plain SHA-256.
+    audit_key: Option<AuditKey>,
 }
 
 struct Inner {
@@ -192,7 +194,15 @@ impl EmbeddedSecurityStore {
                 path,
                 conn: Mutex::new(conn),
             }),
+            audit_key: None,
         })
+    }
+
+    /// Keys the audit chain from now on (records are appended with HMAC hashes, and
+    /// verification checks them with this key).
+    pub fn with_audit_key(mut self, key: Option<AuditKey>) -> Self {
+        self.audit_key = key;
+        self
     }
 
     /// Path of the database file.
@@ -755,6 +765,7 @@ impl SecurityStore for EmbeddedSecurityStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let key = self.audit_key.clone();
         self.write("appending to the audit log", move |tx| {
             // Under the IMMEDIATE lock no other connection can append between this read and
             // our inserts.
@@ -768,6 +779,7 @@ impl SecurityStore for EmbeddedSecurityStore {
                 .map_err(|e| db_err("reading the last audit record", e))?;
             let (mut id, mut prev) =
                 last.unwrap_or_else(|| (0, crate::security::AUDIT_GENESIS.to_owned()));
+            crate::security::check_can_append(key.as_ref(), &prev)?;
             let mut stmt = tx
                 .prepare_cached(&format!(
                     "INSERT INTO audit ({AUDIT_COLUMNS})
@@ -778,7 +790,7 @@ impl SecurityStore for EmbeddedSecurityStore {
             for event in events {
                 let event = normalized(event);
                 id += 1;
-                let hash = audit_record_hash(&prev, id, &event);
+                let hash = audit_chain_hash(key.as_ref(), &prev, id, &event);
                 stmt.execute(params![
                     id,
                     event.ts.0,
@@ -831,7 +843,8 @@ impl SecurityStore for EmbeddedSecurityStore {
         // A connection of its own, so a long walk never holds up appends of this process;
         // one read transaction, so the walk sees a single snapshot.
         let path = self.inner.path.clone();
-        tokio::task::spawn_blocking(move || verify(&path))
+        let key = self.audit_key.clone();
+        tokio::task::spawn_blocking(move || verify(&path, key))
             .await
             .map_err(|e| StoreError::Internal(format!("blocking task failed: {e}")))?
     }
@@ -847,7 +860,7 @@ fn get_api_key(conn: &Connection, id: &str) -> StoreResult<Option<ApiKey>> {
     .map_err(|e| db_err("reading an API key", e))
 }
 
-fn verify(path: &Path) -> StoreResult<AuditVerification> {
+fn verify(path: &Path, key: Option<AuditKey>) -> StoreResult<AuditVerification> {
     let mut conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -857,7 +870,7 @@ fn verify(path: &Path) -> StoreResult<AuditVerification> {
     let tx = conn
         .transaction()
         .map_err(|e| db_err("reading the audit log", e))?;
-    let mut checker = AuditChainChecker::default();
+    let mut checker = AuditChainChecker::new(key);
     let mut after = 0i64;
     let mut stmt = tx
         .prepare(&format!(
@@ -881,20 +894,12 @@ fn verify(path: &Path) -> StoreResult<AuditVerification> {
                 Err(e) => Err(format!("the record cannot be read ({e})")),
             };
             if let Err(reason) = outcome {
-                return Ok(AuditVerification {
-                    records: checker.records,
-                    first_broken: Some(id),
-                    reason: Some(reason),
-                });
+                return Ok(checker.verdict(Some((id, reason))));
             }
         }
         if seen < VERIFY_PAGE {
             break;
         }
     }
-    Ok(AuditVerification {
-        records: checker.records,
-        first_broken: None,
-        reason: None,
-    })
+    Ok(checker.verdict(None))
 }
