@@ -614,7 +614,11 @@ fn read_intervals(path: &Path, well_col: &str, name_col: &str) -> anyhow::Result
 /// and last row; a file of several wells is scanned.
 fn coverage_near(labels: &Path) -> anyhow::Result<BTreeMap<String, (i64, i64)>> {
     let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    let dir = labels.parent().unwrap_or(Path::new("."));
+    // `labels.csv` (a bare name) has the empty path as parent, which read_dir refuses.
+    let dir = labels
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(out);
     };

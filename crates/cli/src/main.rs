@@ -132,10 +132,35 @@ impl Cli {
     }
 }
 
+impl Command {
+    /// Commands whose product is what they print: `espwatch eval ... | head` must end quietly
+    /// when the reader goes away, as any Unix filter does, not panic on the broken pipe.
+    /// Long-running commands (serve, demo, ingest) keep Rust's default of ignoring SIGPIPE.
+    fn prints_a_report(&self) -> bool {
+        !matches!(
+            self,
+            Command::Serve(_) | Command::Demo(_) | Command::Ingest(_) | Command::Migrate(_)
+        )
+    }
+}
+
+/// Rust ignores SIGPIPE so that writes fail with EPIPE; `println!` then panics. For a report
+/// command the Unix convention (terminate silently) is the right one.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start-up before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     // reqwest is built without a bundled crypto provider; choose ring once for the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    if cli.command.prints_a_report() {
+        restore_default_sigpipe();
+    }
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

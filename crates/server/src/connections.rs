@@ -13,6 +13,12 @@
 //!   more is answered `503` in the error envelope with `Retry-After` and closed before the
 //!   HTTP server sees it, so one address cannot hold the server's sockets.
 //!
+//! - **Malformed or oversized heads** are answered here, in the error envelope with the
+//!   security headers (and audited like other anonymous refusals), before the HTTP server
+//!   would answer them with an empty body: a request line over 8 KiB → `414`, a head over
+//!   64 KiB or with more than 100 header lines → `431`, a request line or header line that is
+//!   not HTTP/1.x syntax → `400`.
+//!
 //! Known limit: with HTTP pipelining (a client sending its next request before the previous
 //! answer, which browsers and common clients do not do) the next head is not seen and the
 //! connection is closed after the timeout; the client reconnects.
@@ -28,6 +34,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
+
+use crate::audit::AuditSink;
 
 /// The connection limits, from the configuration.
 #[derive(Copy, Clone, Debug)]
@@ -79,15 +87,86 @@ pub struct LimitedListener {
     inner: TcpListener,
     limits: ConnectionLimits,
     per_source: PerSource,
+    audit: Option<AuditSink>,
 }
 
 impl LimitedListener {
-    pub fn new(inner: TcpListener, limits: ConnectionLimits) -> Self {
+    /// `audit` records the heads refused here.
+    pub fn new(inner: TcpListener, limits: ConnectionLimits, audit: Option<AuditSink>) -> Self {
         LimitedListener {
             inner,
             limits,
             per_source: PerSource::default(),
+            audit,
         }
+    }
+}
+
+/// Longest request line (method, target, version).
+const REQUEST_LINE_LIMIT: usize = 8 * 1024;
+/// Longest request head.
+const HEAD_LIMIT: usize = 64 * 1024;
+/// Most header lines in a head.
+const MAX_HEADER_LINES: usize = 100;
+
+/// A head refused before the HTTP server sees it.
+#[derive(Copy, Clone, Debug, PartialEq)]
+struct Refusal {
+    status: u16,
+    reason: &'static str,
+    kind: &'static str,
+    message: &'static str,
+}
+
+const URI_TOO_LONG: Refusal = Refusal {
+    status: 414,
+    reason: "URI Too Long",
+    kind: "uri_too_long",
+    message: "the request line is longer than 8 KiB",
+};
+const HEADERS_TOO_LARGE: Refusal = Refusal {
+    status: 431,
+    reason: "Request Header Fields Too Large",
+    kind: "headers_too_large",
+    message: "the request head is larger than 64 KiB or has more than 100 header lines",
+};
+const MALFORMED: Refusal = Refusal {
+    status: 400,
+    reason: "Bad Request",
+    kind: "malformed_request",
+    message: "the request is not well-formed HTTP/1.1",
+};
+
+/// `tchar` of RFC 9110 (methods and header names).
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `METHOD SP target SP HTTP/1.x`.
+fn request_line_ok(line: &[u8]) -> bool {
+    let mut parts = line.split(|b| *b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !method.is_empty()
+        && method.iter().all(|b| is_token(*b))
+        && !target.is_empty()
+        && target.iter().all(|b| b.is_ascii_graphic())
+        && (version == b"HTTP/1.1" || version == b"HTTP/1.0")
+}
+
+/// `name: value`, the name a token, no folding.
+fn header_line_ok(line: &[u8]) -> bool {
+    match line.iter().position(|b| *b == b':') {
+        Some(colon) if colon > 0 => {
+            line[..colon].iter().all(|b| is_token(*b))
+                && line[colon + 1..]
+                    .iter()
+                    .all(|b| *b == b'\t' || (*b >= b' ' && *b != 0x7f))
+        }
+        _ => false,
     }
 }
 
@@ -112,10 +191,9 @@ impl axum::serve::Listener for LimitedListener {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            return (
-                TimedStream::new(stream, slot, self.limits.header_timeout),
-                peer,
-            );
+            let mut timed = TimedStream::new(stream, slot, self.limits.header_timeout);
+            timed.audit = self.audit.clone().map(|a| (a, peer.ip().to_string()));
+            return (timed, peer);
         }
     }
 
@@ -144,6 +222,21 @@ pub struct TimedStream {
     timeout: Duration,
     phase: Phase,
     deadline: Pin<Box<Sleep>>,
+    /// The current head line (up to the limits), its number, and the head's size so far.
+    line: Vec<u8>,
+    lines: usize,
+    head_bytes: usize,
+    /// Where refused heads are audited, with the peer's address.
+    audit: Option<(AuditSink, String)>,
+    /// The head's `Content-Length` and whether it has a `Transfer-Encoding`.
+    content_length: u64,
+    chunked: bool,
+    /// Body bytes of the request being answered not read yet (`None`: unknown, chunked).
+    body_left: Option<u64>,
+    /// Body bytes to skip before the next head.
+    draining: u64,
+    /// Heads are checked (false once a chunked body made the framing unknown).
+    checking: bool,
 }
 
 impl TimedStream {
@@ -154,6 +247,15 @@ impl TimedStream {
             timeout,
             phase: Phase::AwaitingHead { newlines: 0 },
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            line: Vec::new(),
+            lines: 0,
+            head_bytes: 0,
+            audit: None,
+            content_length: 0,
+            chunked: false,
+            body_left: Some(0),
+            draining: 0,
+            checking: true,
         }
     }
 
@@ -162,23 +264,133 @@ impl TimedStream {
         self.deadline.as_mut().reset(at);
     }
 
-    /// Follows the head's terminating blank line through the bytes read.
-    fn saw(&mut self, bytes: &[u8]) {
-        let Phase::AwaitingHead { mut newlines } = self.phase else {
-            return;
-        };
-        for &b in bytes {
-            newlines = match b {
-                b'\n' => newlines + 1,
-                b'\r' => newlines,
-                _ => 0,
-            };
-            if newlines == 2 {
-                self.phase = Phase::InRequest;
-                return;
+    /// Follows the connection through the bytes read: a head's lines are checked as they
+    /// complete and its blank line ends it; then its body (by `Content-Length`) is counted,
+    /// so body bytes left unread when the answer went out (a 413) are not taken for the next
+    /// head. With a chunked body the framing is not followed: the rest of the connection is
+    /// only timed, not checked. `Err` when the head must be refused.
+    fn saw(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        let mut i = 0;
+        while i < bytes.len() {
+            match self.phase {
+                Phase::Upgraded => return Ok(()),
+                Phase::InRequest => {
+                    let rest = (bytes.len() - i) as u64;
+                    if let Some(left) = &mut self.body_left {
+                        *left = left.saturating_sub(rest);
+                    }
+                    return Ok(());
+                }
+                Phase::AwaitingHead { .. } if self.draining > 0 => {
+                    let take = self.draining.min((bytes.len() - i) as u64);
+                    self.draining -= take;
+                    i += take as usize;
+                }
+                Phase::AwaitingHead { newlines } => {
+                    let b = bytes[i];
+                    i += 1;
+                    self.head_byte(newlines, b)?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// One byte of a head.
+    fn head_byte(&mut self, newlines: u8, b: u8) -> Result<(), Refusal> {
+        let newlines = match b {
+            b'\n' => newlines + 1,
+            b'\r' => newlines,
+            _ => 0,
+        };
+        if newlines == 2 {
+            self.phase = Phase::InRequest;
+            self.body_left = if self.chunked {
+                None
+            } else {
+                Some(self.content_length)
+            };
+            self.line.clear();
+            self.lines = 0;
+            self.head_bytes = 0;
+            self.content_length = 0;
+            self.chunked = false;
+            return Ok(());
+        }
         self.phase = Phase::AwaitingHead { newlines };
+        if !self.checking {
+            return Ok(());
+        }
+        self.head_bytes += 1;
+        if b == b'\n' {
+            let line = self.line.strip_suffix(b"\r").unwrap_or(&self.line);
+            // Blank lines before the request line are tolerated (RFC 9112 §2.2).
+            if !(self.lines == 0 && line.is_empty()) {
+                if self.lines == 0 {
+                    if !request_line_ok(line) {
+                        return Err(MALFORMED);
+                    }
+                } else {
+                    if !header_line_ok(line) {
+                        return Err(MALFORMED);
+                    }
+                    let (name, value) =
+                        line.split_at(line.iter().position(|c| *c == b':').unwrap_or(0));
+                    let value = String::from_utf8_lossy(&value[1..]);
+                    if name.eq_ignore_ascii_case(b"content-length") {
+                        self.content_length = value.trim().parse().map_err(|_| MALFORMED)?;
+                    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                        self.chunked = true;
+                    }
+                }
+                self.lines += 1;
+                if self.lines > MAX_HEADER_LINES + 1 {
+                    return Err(HEADERS_TOO_LARGE);
+                }
+            }
+            self.line.clear();
+        } else {
+            self.line.push(b);
+            if self.lines == 0 && self.line.len() > REQUEST_LINE_LIMIT {
+                return Err(URI_TOO_LONG);
+            }
+        }
+        if self.head_bytes > HEAD_LIMIT {
+            return Err(HEADERS_TOO_LARGE);
+        }
+        Ok(())
+    }
+
+    /// Answers a refused head in the envelope (best effort: nothing else is being written on
+    /// a connection waiting for a head, so the socket buffer takes it) and audits it.
+    fn refuse_head(&mut self, refusal: Refusal) -> io::Error {
+        let response = envelope_response(
+            refusal.status,
+            refusal.reason,
+            refusal.kind,
+            refusal.message,
+            &[],
+        );
+        let _ = self.inner.try_write(response.as_bytes());
+        if let Some((audit, source)) = &self.audit
+            && audit.note_rejection(source, refusal.status)
+        {
+            audit.record(espwatch_store::AuditEvent {
+                ts: crate::audit::now(),
+                kind: "request".into(),
+                request_id: None,
+                method: None,
+                route: Some("unparsed".into()),
+                status: Some(refusal.status),
+                actor: None,
+                role: None,
+                source: Some(source.clone()),
+                duration_ms: None,
+                detail: serde_json::json!({ "refused": refusal.kind }),
+            });
+        }
+        tracing::info!(target: "espwatch::request", status = refusal.status, error_kind = refusal.kind, "request head refused");
+        io::Error::new(io::ErrorKind::InvalidData, refusal.message)
     }
 
     /// Follows the answer through the bytes written: its first write starts the clock for
@@ -192,6 +404,12 @@ impl TimedStream {
                     // The client sends the body next.
                 } else {
                     self.phase = Phase::AwaitingHead { newlines: 0 };
+                    match self.body_left.take() {
+                        // Body bytes the server did not read come before the next head.
+                        Some(left) => self.draining = left,
+                        // Framing not followed (chunked): only time the connection now.
+                        None => self.checking = false,
+                    }
                     self.restart_clock();
                 }
             }
@@ -213,8 +431,10 @@ impl AsyncRead for TimedStream {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let filled = buf.filled()[before..].to_vec();
-                this.saw(&filled);
-                Poll::Ready(Ok(()))
+                match this.saw(&filled) {
+                    Ok(()) => Poll::Ready(Ok(())),
+                    Err(refusal) => Poll::Ready(Err(this.refuse_head(refusal))),
+                }
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
@@ -257,27 +477,52 @@ impl AsyncWrite for TimedStream {
     }
 }
 
-/// Answers a connection over the per-address cap with a 503 in the error envelope and closes
-/// it. Bounded in time: a peer that does not read gets dropped.
-async fn refuse(mut stream: TcpStream) {
+/// A complete `HTTP/1.1` error response in the envelope, with the security headers, closing
+/// the connection.
+fn envelope_response(
+    status: u16,
+    reason: &str,
+    kind: &str,
+    message: &str,
+    extra_headers: &[(&str, &str)],
+) -> String {
     let body = serde_json::json!({
         "error": {
             "id": uuid::Uuid::new_v4().to_string(),
-            "type": "too_many_connections",
-            "message": "too many open connections from this address; close some and retry",
+            "type": kind,
+            "message": message,
             "details": {},
         }
     })
     .to_string();
     let mut response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n",
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
         body.len()
     );
-    for (name, value) in crate::router::SECURITY_HEADERS {
+    for (name, value) in extra_headers
+        .iter()
+        .chain(crate::router::SECURITY_HEADERS.iter())
+    {
         response.push_str(&format!("{name}: {value}\r\n"));
     }
-    response.push_str("cache-control: no-store\r\n\r\n");
+    response.push_str(&format!(
+        "content-security-policy: {}\r\ncache-control: no-store\r\n\r\n",
+        crate::router::API_CSP
+    ));
     response.push_str(&body);
+    response
+}
+
+/// Answers a connection over the per-address cap with a 503 in the error envelope and closes
+/// it. Bounded in time: a peer that does not read gets dropped.
+async fn refuse(mut stream: TcpStream) {
+    let response = envelope_response(
+        503,
+        "Service Unavailable",
+        "too_many_connections",
+        "too many open connections from this address; close some and retry",
+        &[("retry-after", "1")],
+    );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = stream.write_all(response.as_bytes()).await;
         let _ = stream.shutdown().await;
@@ -299,19 +544,35 @@ mod tests {
             .acquire(client.local_addr().unwrap().ip(), 0)
             .unwrap();
         let mut s = TimedStream::new(client, slot, Duration::from_secs(1));
-        s.saw(b"GET / HTTP/1.1\r\nhost: x\r");
+        s.saw(b"GET / HTTP/1.1\r\nhost: x\r").unwrap();
         assert_eq!(s.phase, Phase::AwaitingHead { newlines: 0 });
-        s.saw(b"\n\r\n");
+        s.saw(b"\n\r\n").unwrap();
         assert_eq!(s.phase, Phase::InRequest);
         s.wrote(b"HTTP/1.1 100 Continue\r\n\r\n");
         assert_eq!(s.phase, Phase::InRequest);
         s.wrote(b"HTTP/1.1 200 OK\r\n");
         assert_eq!(s.phase, Phase::AwaitingHead { newlines: 0 });
-        s.saw(b"GET / HTTP/1.1\r\n\r\n");
+        s.saw(b"GET / HTTP/1.1\r\n\r\n").unwrap();
         s.wrote(b"HTTP/1.1 101 Switching Protocols\r\n");
         assert_eq!(s.phase, Phase::Upgraded);
-        // Line ends split by anything else, or bare \r, do not end a head.
-        let mut t = TimedStream::new(
+        // Refusals: a bad request line, a header without a name, folding, sizes.
+        let fresh = || {
+            let mut t = TimedStream::new(
+                std::net::TcpStream::connect(listener.local_addr().unwrap())
+                    .and_then(|s| {
+                        s.set_nonblocking(true)?;
+                        TcpStream::from_std(s)
+                    })
+                    .unwrap(),
+                PerSource::default()
+                    .acquire(IpAddr::from([127, 0, 0, 1]), 0)
+                    .unwrap(),
+                Duration::from_secs(1),
+            );
+            move |bytes: &[u8]| t.saw(bytes)
+        };
+        // A body left unread by an early answer is skipped, not taken for the next head.
+        let mut d = TimedStream::new(
             TcpStream::connect(listener.local_addr().unwrap())
                 .await
                 .unwrap(),
@@ -320,8 +581,31 @@ mod tests {
                 .unwrap(),
             Duration::from_secs(1),
         );
-        t.saw(b"GET / HTTP/1.1\r\nhost: x\r\r\r\nx-a: 1\r\n");
-        assert!(matches!(t.phase, Phase::AwaitingHead { .. }));
+        d.saw(b"POST /x HTTP/1.1\r\ncontent-length: 10\r\n\r\n{\"a\"")
+            .unwrap();
+        d.wrote(b"HTTP/1.1 413 Payload Too Large\r\n");
+        d.saw(b":1234}GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        assert_eq!(d.phase, Phase::InRequest);
+        // Header lines so far, head not complete; a bare \r between line ends is no end.
+        assert_eq!(fresh()(b"GET / HTTP/1.1\r\nhost: x\r\nx-a: 1\r\n"), Ok(()));
+        assert_eq!(
+            fresh()(b"GET / HTTP/1.1\r\nhost: x\r\n\rx-a: 1\r\n"),
+            Err(MALFORMED)
+        );
+        assert_eq!(fresh()(b"GET /\r\n"), Err(MALFORMED));
+        assert_eq!(fresh()(b"GET / HTTP/2.0\r\n"), Err(MALFORMED));
+        assert_eq!(fresh()(b"GET / HTTP/1.1\r\n: x\r\n"), Err(MALFORMED));
+        assert_eq!(
+            fresh()(b"GET / HTTP/1.1\r\na: 1\r\n folded\r\n"),
+            Err(MALFORMED)
+        );
+        assert_eq!(fresh()(b"\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n"), Ok(()));
+        let long_uri = format!("GET /{} HTTP/1.1\r\n", "a".repeat(9000));
+        assert_eq!(fresh()(long_uri.as_bytes()), Err(URI_TOO_LONG));
+        let many = format!("GET / HTTP/1.1\r\n{}", "x-a: 1\r\n".repeat(101));
+        assert_eq!(fresh()(many.as_bytes()), Err(HEADERS_TOO_LARGE));
+        let big = format!("GET / HTTP/1.1\r\nx-a: {}\r\n", "b".repeat(70_000));
+        assert_eq!(fresh()(big.as_bytes()), Err(HEADERS_TOO_LARGE));
     }
 
     #[test]

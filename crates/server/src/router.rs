@@ -151,7 +151,8 @@ pub async fn serve(
         header_timeout: Duration::from_secs(state.config.http_header_timeout_secs),
         per_source: state.config.max_connections_per_source,
     };
-    let listener = crate::connections::LimitedListener::new(listener, limits).tap_io(|_| {});
+    let listener = crate::connections::LimitedListener::new(listener, limits, Some(audit.clone()))
+        .tap_io(|_| {});
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -304,6 +305,10 @@ fn lifecycle_event(kind: &str) -> AuditEvent {
     }
 }
 
+/// The API's `Content-Security-Policy`: it answers JSON only, so everything is forbidden.
+pub const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /// The hardening headers every response carries besides its `Content-Security-Policy` (also
 /// written by the connection layer when it answers without the router).
 pub const SECURITY_HEADERS: [(&str, &str); 7] = [
@@ -333,7 +338,7 @@ async fn security_headers(request: Request, next: Next) -> Response {
     let csp = if docs {
         "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     } else {
-        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        API_CSP
     };
     headers.insert("content-security-policy", HeaderValue::from_static(csp));
     for (name, value) in SECURITY_HEADERS {

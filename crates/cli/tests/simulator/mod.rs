@@ -422,6 +422,65 @@ fn eval_scores_bands_confusion_and_false_alarms_by_operation_from_files() {
     assert_eq!(v["confusion"]["pump_wear"]["(missed)"], 1);
 }
 
+/// The observed span of each well comes from the telemetry files next to the labels, whether
+/// the labels are named by an absolute path or, run from that folder, by a bare file name; and
+/// `eval | head` ends quietly when the reader goes away.
+#[test]
+fn eval_reads_observed_spans_with_a_bare_labels_name_and_survives_a_closed_pipe() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let dir = work.path();
+    std::fs::write(
+        dir.join("labels.csv"),
+        "well_id,file,start,end,condition\n\
+         W1,W1.csv,2026-01-02T00:00:00Z,2026-01-02T06:00:00Z,gas_lock\n",
+    )
+    .unwrap();
+    // Ten observed days, of which the label covers a quarter of one (plus the max delay).
+    std::fs::write(
+        dir.join("W1.csv"),
+        "well_id,ts,motor_current_a\n\
+         W1,2026-01-01T00:00:00Z,30\n\
+         W1,2026-01-11T00:00:00Z,30\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("events.csv"),
+        "well_id,start,end,condition,confidence\n\
+         W1,2026-01-02T00:10:00Z,2026-01-02T05:00:00Z,gas_lock,0.93\n",
+    )
+    .unwrap();
+    let unlabelled = |labels: &str, events: &str| {
+        let (ok, stdout, stderr) = run_cli(
+            &["eval", "--labels", labels, "--events", events, "--json"],
+            &[],
+            dir,
+        );
+        assert!(ok, "{stderr}");
+        let v: Value = serde_json::from_str(&stdout).expect("JSON");
+        v["unlabelled_well_days"].as_f64().unwrap()
+    };
+    let absolute = unlabelled(
+        dir.join("labels.csv").to_str().unwrap(),
+        dir.join("events.csv").to_str().unwrap(),
+    );
+    let bare = unlabelled("labels.csv", "events.csv");
+    assert!((absolute - (10.0 - 7.0 / 24.0)).abs() < 1e-6, "{absolute}");
+    assert_eq!(bare, absolute);
+
+    // A reader that stops after the first line (`| head -1`).
+    let mut child = std::process::Command::new(BIN)
+        .args(["eval", "--labels", "labels.csv", "--events", "events.csv"])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn espwatch");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn eval_families_simulates_diagnoses_and_scores_each_family() {
     let work = tempfile::tempdir().expect("temp dir");

@@ -78,6 +78,9 @@ pub struct Baseline {
     pub catalog_head_ratio: Option<f64>,
     pub vibration_g: Option<f64>,
     pub volts_per_hz: Option<f64>,
+    /// Share of healthy readings whose V/Hz was already outside the excursion band (gauge
+    /// spikes, noise, quantisation): a power fluctuation is a rate of excursions well above it.
+    pub volts_per_hz_excursion_rate: f64,
     /// Drive output voltage (for wells without a frequency channel: with V/Hz control the
     /// voltage follows the speed).
     pub volts_v: Option<f64>,
@@ -168,6 +171,9 @@ pub struct WellEngine {
     sm: Smoothed,
     volt_excursions: VecDeque<i64>,
     in_excursion: bool,
+    /// Mean interval between readings (s), to turn the baseline excursion rate into an
+    /// expected count per window whatever the sampling.
+    sample_interval: Ewma,
     head_loss: HeadLoss,
     /// End of the grace period of a known transient (a frequency step, a marked well test).
     transient_until: i64,
@@ -234,6 +240,7 @@ impl WellEngine {
             sm: Smoothed::default(),
             volt_excursions: VecDeque::new(),
             in_excursion: false,
+            sample_interval: Ewma::default(),
             head_loss: HeadLoss::default(),
             transient_until: i64::MIN,
             frequency_level: Ewma::default(),
@@ -507,6 +514,7 @@ impl WellEngine {
                 catalog_head_ratio: a.chr.mean(),
                 vibration_g: a.vib.mean(),
                 volts_per_hz: a.vhz.mean(),
+                volts_per_hz_excursion_rate: 0.0,
                 volts_v: a.volts.mean(),
                 winding_rise_c: a.rise.mean(),
                 efficiency_index: a.eff.mean(),
@@ -516,6 +524,10 @@ impl WellEngine {
         }
         if self.baseline.is_some() {
             let samples = std::mem::take(&mut self.train_samples);
+            let rate = self.volts_per_hz_excursion_rate(&samples);
+            if let Some(b) = self.baseline.as_mut() {
+                b.volts_per_hz_excursion_rate = rate;
+            }
             let vectors: Vec<FeatureVec> = samples
                 .iter()
                 .filter(|(_, _, settled)| *settled)
@@ -533,6 +545,23 @@ impl WellEngine {
             );
         }
         self.train_samples = Vec::new();
+    }
+
+    /// Share of the settled training readings whose V/Hz lies outside the excursion band.
+    fn volts_per_hz_excursion_rate(&self, samples: &[(i64, Measurements, bool)]) -> f64 {
+        let Some(base) = self.baseline.as_ref().and_then(|b| b.volts_per_hz) else {
+            return 0.0;
+        };
+        let (mut n, mut out) = (0u32, 0u32);
+        for (_, m, settled) in samples {
+            if let (true, Some(v)) = (*settled, self.normalise(m).volts_per_hz) {
+                n += 1;
+                if (v / base - 1.0).abs() > self.th.voltage_deviation {
+                    out += 1;
+                }
+            }
+        }
+        if n == 0 { 0.0 } else { out as f64 / n as f64 }
     }
 
     /// The current ratio (measured / expected at this frequency) with the part the operating
@@ -696,6 +725,11 @@ impl WellEngine {
                 training: !self.trained,
                 ..StepOutput::default()
             };
+        }
+        if let Some(last) = self.last_ts {
+            // A gap (dropout, stop) is not the sampling rate.
+            let dt = ((ts - last) as f64 / MICROS).min(self.th.max_sample_interval_secs);
+            self.sample_interval.update(ts, dt, self.th.slow_tau_secs);
         }
         self.last_ts = Some(ts);
         self.first_ts.get_or_insert(ts);
@@ -866,18 +900,24 @@ impl WellEngine {
                 break;
             }
         }
-        if self.volt_excursions.len() as u32 >= th.voltage_min_excursions {
-            let n = self.volt_excursions.len() as f64;
-            let conf = (0.6 + 0.1 * (n - th.voltage_min_excursions as f64)).min(0.95);
+        // Every gauge has spikes: the excursions this well's healthy readings already showed
+        // at this sampling rate are expected in any window; only a count well beyond them
+        // (Poisson, ~3 sigma) is a disturbed supply.
+        let expected = match (self.baseline.as_ref(), self.sample_interval.value()) {
+            (Some(b), Some(dt)) if dt > 0.0 => {
+                b.volts_per_hz_excursion_rate * th.voltage_window_secs / dt
+            }
+            _ => 0.0,
+        };
+        let needed = (th.voltage_min_excursions as f64)
+            .max((expected + th.voltage_excess_sigmas * expected.sqrt() + 1.0).ceil());
+        let n = self.volt_excursions.len() as f64;
+        if n >= needed {
+            let conf = (0.6 + 0.1 * (n - needed)).min(0.95);
             findings.push(Finding::new(
                 Condition::PowerFluctuation,
                 conf,
-                vec![Evidence::new(
-                    "volts_per_hz_excursions",
-                    n,
-                    th.voltage_min_excursions as f64,
-                    ">=",
-                )],
+                vec![Evidence::new("volts_per_hz_excursions", n, needed, ">=")],
             ));
         }
     }

@@ -532,6 +532,11 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         return None;
     }
     let departed = *state.departed.get_or_insert(i.ts);
+    // Judged only once the surface delivery falls short; the departure clock keeps running, so
+    // a gradual loss that shows in the flow late is not taken for a sudden one.
+    if state.kind.is_none() && operating_point_moved_right(i) {
+        return None;
+    }
     let took_secs = (i.ts - departed) as f64 / 1e6;
     let cur = val(&s.cur);
     let rise = val(&s.rise);
@@ -638,6 +643,21 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     let depth = ((low - h) / th.head_loss_full_depth).clamp(0.0, 1.0);
     let conf = BASE + (STRONG + AGREES + 0.05) * depth;
     Some(Finding::new(kind, conf, ev))
+}
+
+/// A lower head with the surface delivery at or above its baseline is the pump running further
+/// right on its own curve (the annulus still full after a start, a lower system head), not a
+/// pump losing head: wear, scale and a leak all deliver less to the surface. Without a flow
+/// meter, an intake still above its baseline and drawing down says the same.
+fn operating_point_moved_right(i: &Input) -> bool {
+    let (th, s) = (i.th, i.s);
+    match val(&s.flow) {
+        Some(q) => q >= th.head_loss_min_flow_shortfall_ratio,
+        None => match (val(&s.fast_pip), val(&s.pip)) {
+            (Some(fast), Some(slow)) => slow >= th.drawdown_pip_ratio && fast < slow,
+            _ => false,
+        },
+    }
 }
 
 /// Without a discharge gauge the head cannot be measured, but a sudden loss of it shows: at a

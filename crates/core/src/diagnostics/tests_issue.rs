@@ -314,3 +314,87 @@ fn a_marked_transient_holds_steady_state_rules_but_not_protection() {
         "{valve:?}"
     );
 }
+
+/// Every voltage gauge spikes now and then: pairs of one-reading spikes as often in the
+/// training window as afterwards are the well's own normal, not a disturbed supply; a real
+/// supply disturbance on the same spiky gauge is still found.
+#[test]
+fn voltage_gauge_spikes_are_not_a_power_fluctuation_but_a_disturbed_supply_is() {
+    let spiky = |plan: &FleetPlan| -> Vec<(Timestamp, Measurements)> {
+        samples(plan, 0)
+            .into_iter()
+            .enumerate()
+            .map(|(k, (ts, mut m))| {
+                // Two spikes a few minutes apart every 100 minutes: twice the excursions the
+                // old rule needed within its window, on a healthy supply.
+                if k % 300 == 0 || k % 300 == 15 {
+                    let v = m.get(Field::MotorVoltageV).map(|v| v * 0.93);
+                    m.set(Field::MotorVoltageV, v);
+                }
+                (ts, m)
+            })
+            .collect()
+    };
+    let power = Diagnosis::Condition(Condition::PowerFluctuation);
+    let healthy = pinned(Family::Classic, None, 36, "20s");
+    let (episodes, _) = run_checked(
+        Some(&healthy.wells[0].meta),
+        &spiky(&healthy),
+        TrainingWindow::Default,
+    );
+    assert!(
+        !episodes.iter().any(|e| e.diagnosis == power),
+        "{episodes:?}"
+    );
+    let disturbed = pinned(
+        Family::Classic,
+        Some((Condition::PowerFluctuation, "20h", "24h")),
+        36,
+        "20s",
+    );
+    let (episodes, _) = run_checked(
+        Some(&disturbed.wells[0].meta),
+        &spiky(&disturbed),
+        TrainingWindow::Default,
+    );
+    assert!(
+        episodes.iter().any(|e| e.diagnosis == power),
+        "{episodes:?}"
+    );
+}
+
+/// After a stop the annulus is full: the pump restarts right of its baseline point on its own
+/// curve (lower head, more flow) and the head recovers as the level draws down. That is no
+/// tubing leak, wear or scale. Two holdout wells whose planned stops were once taken for leaks
+/// half an hour after the restart (as soon as the steady-state rules judged).
+#[test]
+fn a_restart_with_the_annulus_full_is_not_a_head_loss() {
+    let head_loss = [
+        Condition::TubingLeak,
+        Condition::PumpWear,
+        Condition::ScalePlugging,
+    ];
+    let mut cfg = FleetConfig::new(1, 24, start(), 8 * 24 * HOUR);
+    cfg.family = Family::Holdout;
+    cfg.interval_from_family = true;
+    let plan = plan_fleet(&cfg).unwrap();
+    // Both wells are healthy until the third morning, with a planned stop on the way.
+    let until = start().0 + 54 * HOUR;
+    for k in [21, 23] {
+        let w = &plan.wells[k];
+        let readings: Vec<_> = samples(&plan, k)
+            .into_iter()
+            .take_while(|(ts, _)| ts.0 < until)
+            .collect();
+        let (episodes, _) = run_checked(Some(&w.meta), &readings, TrainingWindow::Default);
+        let wrong: Vec<_> = episodes
+            .iter()
+            .filter(|e| {
+                head_loss
+                    .iter()
+                    .any(|c| e.diagnosis == Diagnosis::Condition(*c))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "{}: {wrong:?}", w.meta.well_id.0);
+    }
+}

@@ -78,6 +78,11 @@ pub struct Thresholds {
     /// Window and count of supply excursions that make a power fluctuation.
     pub voltage_window_secs: f64,
     pub voltage_min_excursions: u32,
+    /// How far (in Poisson standard deviations) the excursion count must exceed what the
+    /// well's healthy baseline rate predicts for the window.
+    pub voltage_excess_sigmas: f64,
+    /// Longest interval between readings taken as the sampling rate (longer: a gap).
+    pub max_sample_interval_secs: f64,
     /// A channel repeating the same value with less than this probability is stuck.
     pub stuck_probability: f64,
     pub stuck_min_readings: u32,
@@ -161,6 +166,12 @@ pub struct Thresholds {
     /// over its level and the wellhead not pressing back, is a leak even above
     /// `head_ratio_low`.
     pub leak_step_head_ratio: f64,
+    /// A head loss is a pump losing head only while the surface delivery is below this share
+    /// of its baseline (at or above it, the operating point moved right on the curve).
+    pub head_loss_min_flow_shortfall_ratio: f64,
+    /// Without a flow meter: an intake this far above its baseline and falling is the annulus
+    /// drawing down after a start.
+    pub drawdown_pip_ratio: f64,
     pub leak_step_pip_rise: f64,
     /// ...and the surface flow at or below this share of its level.
     pub leak_step_flow_fall: f64,
@@ -239,6 +250,8 @@ impl Default for Thresholds {
             voltage_deviation: 0.04,
             voltage_window_secs: 1800.0,
             voltage_min_excursions: 2,
+            voltage_excess_sigmas: 3.0,
+            max_sample_interval_secs: 600.0,
             stuck_probability: 1e-9,
             stuck_min_readings: 10,
             stuck_training_run_factor: 3.0,
@@ -278,6 +291,8 @@ impl Default for Thresholds {
             proxy_max_tubing_ratio: 0.98,
             proxy_frequency_band: 0.01,
             leak_step_head_ratio: 0.955,
+            head_loss_min_flow_shortfall_ratio: 1.0,
+            drawdown_pip_ratio: 1.05,
             leak_step_pip_rise: 1.02,
             leak_step_flow_fall: 0.97,
             leak_current_ratio: 0.95,
