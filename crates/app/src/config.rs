@@ -64,6 +64,11 @@ pub struct Config {
     pub lockout_secs: u64,
     /// Requests per second per identity (burst twice that); 0 turns the limit off.
     pub rate_limit_per_identity: f64,
+    /// Telemetry readings per second per identity (burst twice that); 0 turns the limit off.
+    /// `POST /api/v1/telemetry` is counted in readings, not requests (and not against the
+    /// per-source request limit once authenticated): the default leaves a gateway sending a
+    /// 1 000-well field at 1 Hz, one request per reading or batched, ten times the room.
+    pub telemetry_readings_per_identity: f64,
     /// Requests per second per source address, before authentication (health probes are
     /// exempt); 0 turns the limit off.
     pub rate_limit_per_source: f64,
@@ -182,6 +187,7 @@ impl Default for Config {
             lockout_secs: 900,
             rate_limit_per_identity: 200.0,
             rate_limit_per_source: 500.0,
+            telemetry_readings_per_identity: 10_000.0,
             login_rate_per_minute: 30.0,
             password_hash_concurrency: 2,
             auth_cache_ms: 2000,
@@ -226,6 +232,7 @@ impl Config {
         "lockout_secs",
         "rate_limit_per_identity",
         "rate_limit_per_source",
+        "telemetry_readings_per_identity",
         "login_rate_per_minute",
         "password_hash_concurrency",
         "auth_cache_ms",
@@ -307,6 +314,10 @@ impl Config {
         for (key, value) in [
             ("rate_limit_per_identity", self.rate_limit_per_identity),
             ("rate_limit_per_source", self.rate_limit_per_source),
+            (
+                "telemetry_readings_per_identity",
+                self.telemetry_readings_per_identity,
+            ),
         ] {
             if !(value.is_finite() && value >= 0.0) {
                 return Err(format!("{key} must be 0 (off) or a positive number"));
@@ -419,7 +430,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     #[error(
-        "the JWT secret is missing: set ESPWATCH_JWT_SECRET_FILE (or jwt_secret_file in espwatch.toml, or ESPWATCH_JWT_SECRET) to at least {MIN_SECRET_BYTES} random bytes, e.g. `head -c 48 /dev/urandom | base64 > jwt.secret && chmod 600 jwt.secret`"
+        "the JWT secret is missing: set ESPWATCH_JWT_SECRET_FILE (or jwt_secret_file in espwatch.toml, or ESPWATCH_JWT_SECRET) to at least {MIN_SECRET_BYTES} random bytes: `espwatch secret init` writes one to ./jwt.secret (mode 0600)"
     )]
     Missing,
     #[error(
@@ -428,9 +439,7 @@ pub enum SecretError {
     TooShort(usize),
     #[error("the JWT secret is too weak: it has only {0} distinct bytes; use random bytes")]
     LowEntropy(usize),
-    #[error(
-        "the JWT secret is too weak: {0}; use random bytes, e.g. `head -c 48 /dev/urandom | base64`"
-    )]
+    #[error("the JWT secret is too weak: {0}; use random bytes (`espwatch secret init`)")]
     Patterned(&'static str),
 }
 

@@ -287,6 +287,7 @@ impl TestServer {
             )),
             rate_limit_per_identity: 0.0,
             rate_limit_per_source: 0.0,
+            telemetry_readings_per_identity: 0.0,
             ..Config::default()
         };
         let security: Arc<dyn espwatch_store::SecurityStore> = match security {

@@ -128,6 +128,59 @@ pub enum AuditCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Write a new random secret (48 bytes from the OS, base64url) to a file created
+    /// owner-only (0600), then point ESPWATCH_JWT_SECRET_FILE at it. Refuses to overwrite.
+    Init {
+        /// The file to create. Keep it outside the data directory.
+        #[arg(long, default_value = "jwt.secret")]
+        out: std::path::PathBuf,
+        /// Replace an existing file (every session and the audit chain key change with it).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `espwatch secret init`.
+pub fn run_secret(cmd: &SecretCommand) -> anyhow::Result<()> {
+    use std::io::Write;
+    let SecretCommand::Init { out, force } = cmd;
+    let secret = espwatch_app::keys::random_token(48)?;
+    espwatch_app::config::check_secret(secret.as_bytes())?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if *force {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(out).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "{} exists; keep it (it signs the sessions and keys the audit trail) or pass --force",
+                out.display()
+            )
+        } else {
+            anyhow::anyhow!("creating {}: {e}", out.display())
+        }
+    })?;
+    #[cfg(unix)]
+    {
+        // An existing file replaced with --force keeps its old mode: tighten it.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    writeln!(file, "{secret}")?;
+    file.sync_all()?;
+    let shown = std::fs::canonicalize(out).unwrap_or_else(|_| out.clone());
+    println!("wrote a new secret to {} (mode 0600)", shown.display());
+    println!("export ESPWATCH_JWT_SECRET_FILE={}", shown.display());
+    Ok(())
+}
+
 impl UsersCommand {
     pub fn store_args(&self) -> StoreArgs {
         match self {

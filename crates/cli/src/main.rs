@@ -63,6 +63,9 @@ enum Command {
     /// Check or read the tamper-evident audit trail.
     #[command(subcommand)]
     Audit(admin::AuditCommand),
+    /// Create the token-signing secret (which also keys the audit trail).
+    #[command(subcommand)]
+    Secret(admin::SecretCommand),
     /// Check the embedded store for damaged segments and log batches, or quarantine them.
     #[command(subcommand)]
     Store(storecmd::StoreCommand),
@@ -233,6 +236,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::init_cli_logging();
             serve::migrate(&config).await
         }
+        Command::Secret(cmd) => admin::run_secret(cmd),
         Command::Users(cmd) => {
             let config = settings::load(cli.config.as_deref(), &cli.overrides(&cmd.store_args()))?;
             serve::init_cli_logging();

@@ -164,7 +164,7 @@ async fn slow_and_idle_connections_are_closed_and_each_address_is_capped() {
     idle.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    let received = closed_within(&mut idle, Duration::from_secs(4))
+    let received = closed_within(&mut idle, Duration::from_secs(8))
         .await
         .expect("idle keep-alive closed");
     assert!(
@@ -770,4 +770,118 @@ async fn malformed_and_oversized_heads_get_the_envelope_and_the_docs_are_locked_
     ]
     .into();
     assert_eq!(seen, expected, "{all:#?}");
+}
+
+/// Issue 17: telemetry is limited per identity in readings, not requests, so a gateway
+/// sending one reading per request is not throttled by the request limits; a batch beyond
+/// the identity's budget is served and the next request waits (429, `Retry-After`, nothing
+/// of it stored). Other routes keep their request limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_is_limited_in_readings_per_identity_not_in_requests() {
+    let app = spawn_app_with(|c| {
+        c.rate_limit_per_identity = 5.0;
+        c.rate_limit_per_source = 5.0;
+        c.telemetry_readings_per_identity = 100.0;
+    })
+    .await;
+    let gateway =
+        bearer_client(&create_key(app.security.as_ref(), "gateway", Role::ApiClient, None).await);
+    let post = |body: Value| {
+        gateway
+            .post(app.url("/api/v1/telemetry"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    };
+    // 60 one-reading requests back to back: 60 readings of a 200 burst, far above 5 requests/s.
+    for i in 0..60 {
+        let (status, body) = app.send(post(reading("W-1", &ts(i), 40.0))).await;
+        assert_eq!(status, 200, "request {i}: {body}");
+    }
+    let batch: Vec<Value> = (100..400).map(|i| reading("W-1", &ts(i), 41.0)).collect();
+    let (status, body) = app.send(post(Value::Array(batch))).await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (200, json!(300)),
+        "{body}"
+    );
+    let response = post(reading("W-1", &ts(1000), 42.0)).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{retry}");
+    let points = app.all_points("W-1").await;
+    assert_eq!(
+        points["ts"].as_array().map(Vec::len),
+        Some(360),
+        "nothing of the refused request stored"
+    );
+    // Other routes still count requests per source and identity.
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(app.send(app.client.get(app.url("/api/v1/wells"))).await.0);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+}
+
+/// Issue 18 item 7: `espwatch secret init` writes a random secret the server accepts, owner
+/// only, and never overwrites one by accident.
+#[test]
+fn secret_init_writes_a_private_random_secret() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("jwt.secret");
+    let out_s = out.to_str().unwrap();
+    let (ok, stdout, stderr) = run_cli(&["secret", "init", "--out", out_s], &[], work.path());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("export ESPWATCH_JWT_SECRET_FILE="),
+        "{stdout}"
+    );
+    let secret = std::fs::read_to_string(&out).unwrap();
+    espwatch_app::config::check_secret(secret.trim().as_bytes()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let (ok, _, stderr) = run_cli(&["secret", "init", "--out", out_s], &[], work.path());
+    assert!(!ok && stderr.contains("exists"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), secret, "kept");
+    let (ok, _, stderr) = run_cli(
+        &["secret", "init", "--out", out_s, "--force"],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    assert_ne!(
+        std::fs::read_to_string(&out).unwrap(),
+        secret,
+        "replaced on request"
+    );
+    // The server starts with it (and refuses to start without a usable one, tested elsewhere).
+    let data = work.path().join("data");
+    let mut server = ChildServer::start_with_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[("ESPWATCH_JWT_SECRET_FILE", out_s)],
+    );
+    use std::io::{Read, Write};
+    let mut probe = std::net::TcpStream::connect(server.address).unwrap();
+    probe
+        .write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    probe.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(server.terminate().success());
 }

@@ -152,6 +152,7 @@ pub async fn start_in(
         jwt_secret: Some(SecretString(test_jwt_secret().to_owned())),
         rate_limit_per_identity: 0.0,
         rate_limit_per_source: 0.0,
+        telemetry_readings_per_identity: 0.0,
         login_rate_per_minute: 10_000.0,
         // Every test client connects from 127.0.0.1; load tests open many connections.
         max_connections_per_source: 0,
@@ -396,6 +397,7 @@ impl ChildServer {
             .env("ESPWATCH_JWT_SECRET", test_jwt_secret())
             .env("ESPWATCH_RATE_LIMIT_PER_IDENTITY", "0")
             .env("ESPWATCH_RATE_LIMIT_PER_SOURCE", "0")
+            .env("ESPWATCH_TELEMETRY_READINGS_PER_IDENTITY", "0")
             .env("ESPWATCH_MAX_CONNECTIONS_PER_SOURCE", "0")
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())

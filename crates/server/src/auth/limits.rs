@@ -61,6 +61,50 @@ impl RateLimiter {
         }
     }
 
+    /// Whether `key` may start a request now: its bucket is not in debt (`Err(wait)` until it
+    /// is). Takes nothing; [`RateLimiter::charge`] takes the cost once it is known.
+    pub fn admit(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        self.sweep(&mut buckets, now);
+        let Some(bucket) = buckets.get_mut(key) else {
+            return Ok(());
+        };
+        self.refill(bucket, now);
+        if bucket.tokens >= 0.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                -bucket.tokens / self.rate.per_second,
+            ))
+        }
+    }
+
+    /// Takes `cost` tokens from `key`, going into debt if needed: a request whose cost is
+    /// known only once it is done (readings in a telemetry batch) is served, and the
+    /// identity's next requests wait until the debt is repaid.
+    pub fn charge(&self, key: &str, cost: f64, now: Instant) {
+        if !self.enabled() {
+            return;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let burst = self.rate.burst;
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        self.refill(bucket, now);
+        bucket.tokens -= cost;
+    }
+
+    fn refill(&self, bucket: &mut Bucket, now: Instant) {
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * self.rate.per_second).min(self.rate.burst);
+        bucket.updated = now;
+    }
+
     /// Every minute, forgets buckets that have refilled completely.
     fn sweep(&self, buckets: &mut HashMap<String, Bucket>, now: Instant) {
         let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
@@ -69,7 +113,10 @@ impl RateLimiter {
         }
         *last = now;
         let full_after = self.rate.burst / self.rate.per_second;
-        buckets.retain(|_, b| now.saturating_duration_since(b.updated).as_secs_f64() < full_after);
+        buckets.retain(|_, b| {
+            let refill = (self.rate.burst - b.tokens) / self.rate.per_second;
+            now.saturating_duration_since(b.updated).as_secs_f64() < full_after.max(refill)
+        });
     }
 }
 
@@ -91,6 +138,21 @@ mod tests {
         assert!(wait <= Duration::from_millis(500) && wait > Duration::ZERO);
         limiter.check("b", t0).unwrap();
         limiter.check("a", t0 + Duration::from_millis(600)).unwrap();
+    }
+
+    #[test]
+    fn charges_go_into_debt_and_admit_waits_for_repayment() {
+        let limiter = RateLimiter::new(Rate {
+            per_second: 100.0,
+            burst: 200.0,
+        });
+        let t0 = Instant::now();
+        limiter.admit("gw", t0).unwrap();
+        limiter.charge("gw", 500.0, t0);
+        let wait = limiter.admit("gw", t0).unwrap_err();
+        assert!((2.9..=3.1).contains(&wait.as_secs_f64()), "{wait:?}");
+        limiter.admit("gw", t0 + Duration::from_secs(3)).unwrap();
+        limiter.admit("other", t0).unwrap();
     }
 
     #[test]

@@ -100,6 +100,7 @@ pub struct Security {
     pub trust_forwarded_for: bool,
     per_identity: RateLimiter,
     per_source: RateLimiter,
+    telemetry_readings: RateLimiter,
     login_per_source: RateLimiter,
     cache_ttl: Duration,
     /// Verified credentials by SHA-256 of the presented token, for `cache_ttl`.
@@ -163,6 +164,7 @@ impl Security {
             trust_forwarded_for: config.trust_forwarded_for,
             per_identity: RateLimiter::new(rate(config.rate_limit_per_identity)),
             per_source: RateLimiter::new(rate(config.rate_limit_per_source)),
+            telemetry_readings: RateLimiter::new(rate(config.telemetry_readings_per_identity)),
             login_per_source: RateLimiter::new(Rate {
                 per_second: config.login_rate_per_minute / 60.0,
                 burst: config.login_rate_per_minute.max(1.0),
@@ -201,6 +203,13 @@ impl Security {
     pub fn check_sign_in_rate(&self, source: Option<&SourceAddr>) -> Result<(), Duration> {
         let source = source.map_or("unknown", |s| s.0.as_str());
         self.login_per_source.check(source, Instant::now())
+    }
+
+    /// Charges the readings of a telemetry request to its identity (see
+    /// `telemetry_readings_per_identity`).
+    pub fn charge_readings(&self, principal: &Principal, readings: usize) {
+        self.telemetry_readings
+            .charge(&principal.actor(), readings as f64, Instant::now());
     }
 
     /// Authentications answered 503 because the identity store could not be read.
@@ -457,8 +466,14 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     };
 
     let probe = rule.path.starts_with("/health");
+    // Telemetry is limited per identity in readings; its per-source request limit applies
+    // only to requests whose credentials fail (a gateway's field at 1 Hz is not throttled).
+    let telemetry = rule.path == "/api/v1/telemetry" && method == axum::http::Method::POST;
     let now = Instant::now();
-    if !probe && let Err(wait) = security.per_source.check(&source, now) {
+    if !probe
+        && !telemetry
+        && let Err(wait) = security.per_source.check(&source, now)
+    {
         return too_many_requests(wait);
     }
     if rule.access == Access::Public {
@@ -491,10 +506,16 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         Ok(p) => p,
         Err(AuthFailure::Expired(reason)) => {
             tracing::debug!(%reason, route = rule.path, "authentication failed");
+            if telemetry && let Err(wait) = security.per_source.check(&source, now) {
+                return too_many_requests(wait);
+            }
             return expired_token();
         }
         Err(AuthFailure::Refused(reason)) => {
             tracing::debug!(%reason, route = rule.path, "authentication failed");
+            if telemetry && let Err(wait) = security.per_source.check(&source, now) {
+                return too_many_requests(wait);
+            }
             return unauthorized();
         }
         Err(AuthFailure::Store(e)) => {
@@ -555,7 +576,12 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             return deny(forbidden(format!("not permitted for well {well:?}")));
         }
     }
-    if let Err(wait) = security.per_identity.check(&identity.actor, now) {
+    let limited = if telemetry {
+        security.telemetry_readings.admit(&identity.actor, now)
+    } else {
+        security.per_identity.check(&identity.actor, now)
+    };
+    if let Err(wait) = limited {
         return deny(too_many_requests(wait));
     }
     request.extensions_mut().insert(principal);

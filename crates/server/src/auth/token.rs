@@ -174,7 +174,7 @@ mod tests {
 
     fn keys() -> TokenKeys {
         TokenKeys::new(
-            b"0123456789abcdefghijklmnopqrstuvwxyzABCD",
+            b"q3J0bW9Yc2t0ZmRuR3pUcWx4b0pWbXZ0cUlKQnhQ",
             "espwatch",
             "api",
         )
@@ -252,7 +252,7 @@ mod tests {
         );
         // A different key.
         let other_keys = TokenKeys::new(
-            b"ZYXWVUTSRQPONMLKJIHGFEDCBA9876543210zyxw",
+            b"Wm9Yc0t4dGZkbkd6VHFseG9KVm12dHFJSkJ4UGd4",
             "espwatch",
             "api",
         )

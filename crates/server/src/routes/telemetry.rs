@@ -111,6 +111,7 @@ pub async fn ingest(
         Ok((report, accepted)) => {
             // Committed: hand them to the diagnostics task (off this request's path).
             state.diagnostics.submit(accepted);
+            state.security.charge_readings(&principal, report.total());
             report
         }
         Err(IngestError::Decode(e)) => {
