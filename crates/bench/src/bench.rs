@@ -1,5 +1,5 @@
-//! `espwatch-bench ingest|query`: throughput and latency of the real server on a temporary
-//! store. Client and server share this machine, so figures are for the pair; compare ratios
+//! `espwatch-bench ingest|query|storage`: throughput and latency of the real server on a
+//! temporary store, and bytes on disk per reading. Client and server share this machine, so figures are for the pair; compare ratios
 //! and medians between runs rather than single numbers.
 
 use std::fmt::Write as _;
@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 
 mod cpu;
+mod storage;
 use cpu::{CpuSample, CpuUse};
 
 #[derive(Subcommand, Debug)]
@@ -73,6 +74,34 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         queries: usize,
     },
+    /// Storage: simulate a fleet at gauge precision into a temporary embedded store, print
+    /// bytes on disk per reading (every file of the data directory) and the ratio to
+    /// uncompressed readings, and time one-well 24 h 1-minute-step queries on it.
+    Storage {
+        #[arg(long, default_value_t = 40)]
+        wells: usize,
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Simulator model family (classic, field, pipctl, holdout, mixed).
+        #[arg(long, default_value = "classic")]
+        family: String,
+        /// Sampling interval (e.g. 10s, or 5s..60s); default: 10 s for classic, the family's
+        /// gauge rates otherwise.
+        #[arg(long)]
+        interval: Option<String>,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Queries to time.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Keep every segment varint-packed (the size of the format before compaction), to
+        /// compare.
+        #[arg(long)]
+        fast_only: bool,
+        /// Load into this (new or empty) directory and keep it, instead of a temporary one.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<std::path::PathBuf>,
+    },
 }
 
 pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
@@ -117,6 +146,28 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         } => {
             let interval = parse_duration_micros(interval).map_err(anyhow::Error::msg)?;
             bench_query(*wells, *days, interval, *queries).await
+        }
+        BenchCommand::Storage {
+            wells,
+            days,
+            family,
+            interval,
+            seed,
+            queries,
+            fast_only,
+            keep,
+        } => {
+            storage::bench_storage(&storage::StoragePlan {
+                wells: *wells,
+                days: *days,
+                family: family.clone(),
+                interval: interval.clone(),
+                seed: *seed,
+                queries: *queries,
+                fast_only: *fast_only,
+                keep: keep.clone(),
+            })
+            .await
         }
     }
 }

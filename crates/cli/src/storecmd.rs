@@ -1,10 +1,15 @@
-//! `espwatch store check|repair`: the embedded store's segments and log batches decoded, the
-//! damaged ones named (check) or quarantined with their bytes kept (repair).
+//! `espwatch store check|repair|stats|compact`: the embedded store's segments and log batches
+//! decoded, the damaged ones named (check) or quarantined with their bytes kept (repair); the
+//! bytes per reading (stats); every segment rewritten in the compact format (compact); an
+//! online consistent copy of the data directory (backup) and its restore (restore).
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use espwatch_store::embedded::backup::{self, BackupReport};
 use espwatch_store::embedded::check::{self, CheckReport};
+use espwatch_store::embedded::{StorageReport, UNCOMPRESSED_READING_BYTES};
+use espwatch_store::{EmbeddedOptions, EmbeddedStore, Store};
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum StoreCommand {
@@ -21,14 +26,49 @@ pub enum StoreCommand {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Readings stored, bytes on disk (every file of the data directory) per reading, and the
+    /// ratio to uncompressed readings. Works next to a running server.
+    Stats {
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite every segment in the compact format (older data directories, windows still
+    /// open) and give the freed space back to the file system. The server must be stopped.
+    Compact {
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Copy the data directory (telemetry, alarms, identities) into DEST, a new or empty
+    /// directory, consistently and while a server runs on it; the copy is verified and
+    /// described in DEST/BACKUP.json (sizes, SHA-256, readings).
+    Backup {
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, value_name = "DEST")]
+        to: PathBuf,
+    },
+    /// Restore a backup into a new or empty data directory: checksums checked, files copied,
+    /// every segment and log batch decoded, readings counted against the backup's.
+    Restore {
+        #[arg(long, value_name = "BACKUP")]
+        from: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 impl StoreCommand {
     pub fn data_dir(&self) -> Option<PathBuf> {
         match self {
-            StoreCommand::Check { data_dir } | StoreCommand::Repair { data_dir } => {
-                data_dir.clone()
-            }
+            StoreCommand::Check { data_dir }
+            | StoreCommand::Repair { data_dir }
+            | StoreCommand::Stats { data_dir, .. }
+            | StoreCommand::Compact { data_dir }
+            | StoreCommand::Backup { data_dir, .. }
+            | StoreCommand::Restore { data_dir, .. } => data_dir.clone(),
         }
     }
 }
@@ -49,7 +89,39 @@ fn print(report: &CheckReport) {
     }
 }
 
-/// Returns whether the store is (now) clean.
+fn print_storage(report: &StorageReport) {
+    println!(
+        "{} readings in {} segments ({} compact)",
+        report.readings, report.segments, report.compact_segments
+    );
+    for (name, bytes) in &report.files {
+        println!("  {name:<24} {bytes:>14} bytes");
+    }
+    println!(
+        "  (segments {} bytes, {:.2} per reading; free pages {} bytes)",
+        report.segment_bytes,
+        report.segment_bytes as f64 / report.readings.max(1) as f64,
+        report.free_bytes
+    );
+    let per_reading = report.bytes_per_reading();
+    println!(
+        "{} bytes in all: {per_reading:.2} bytes/reading, {:.1}x smaller than uncompressed ({UNCOMPRESSED_READING_BYTES} bytes/reading)",
+        report.total_bytes,
+        UNCOMPRESSED_READING_BYTES as f64 / per_reading.max(f64::MIN_POSITIVE),
+    );
+}
+
+fn print_backup(what: &str, report: &BackupReport) {
+    let bytes: u64 = report.manifest.files.iter().map(|f| f.bytes).sum();
+    println!(
+        "{what} {} readings, {} files, {bytes} bytes in {:.1}s (verified)",
+        report.manifest.readings,
+        report.manifest.files.len(),
+        report.seconds
+    );
+}
+
+/// Returns whether the store is (now) clean. Runs on a blocking thread of the runtime.
 pub fn run(cmd: StoreCommand, data_dir: PathBuf) -> anyhow::Result<bool> {
     match cmd {
         StoreCommand::Check { .. } => {
@@ -66,6 +138,41 @@ pub fn run(cmd: StoreCommand, data_dir: PathBuf) -> anyhow::Result<bool> {
             let report = check::repair(&data_dir)?;
             print(&report);
             println!("ok");
+            Ok(true)
+        }
+        StoreCommand::Stats { json, .. } => {
+            let report = check::storage(&data_dir)?;
+            if json {
+                let mut value = serde_json::to_value(&report)?;
+                value["bytes_per_reading"] = report.bytes_per_reading().into();
+                value["uncompressed_bytes_per_reading"] = UNCOMPRESSED_READING_BYTES.into();
+                println!("{value}");
+            } else {
+                print_storage(&report);
+            }
+            Ok(true)
+        }
+        StoreCommand::Backup { to, .. } => {
+            let report = backup::backup(&data_dir, &to)?;
+            print_backup(&format!("backed up to {}:", to.display()), &report);
+            Ok(true)
+        }
+        StoreCommand::Restore { from, .. } => {
+            let report = backup::restore(&from, &data_dir)?;
+            print_backup(&format!("restored into {}:", data_dir.display()), &report);
+            Ok(true)
+        }
+        StoreCommand::Compact { .. } => {
+            let runtime = tokio::runtime::Handle::current();
+            let store = EmbeddedStore::open(&data_dir, EmbeddedOptions::default())?;
+            let compacted = runtime.block_on(store.compact());
+            runtime.block_on(store.close())?;
+            let report = compacted?;
+            println!(
+                "rewrote {} segments; database {} -> {} bytes",
+                report.segments_rewritten, report.bytes_before, report.bytes_after
+            );
+            print_storage(&check::storage(&data_dir)?);
             Ok(true)
         }
     }

@@ -20,7 +20,9 @@ pub mod embedded;
 pub mod security;
 
 pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
-pub use embedded::{EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore};
+pub use embedded::{
+    CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, StorageReport,
+};
 pub use security::{
     ApiKey, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuditVerification, LockoutPolicy,
     NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,

@@ -710,3 +710,90 @@ async fn data_directory_and_databases_are_private_to_their_owner() {
     drop(EmbeddedStore::open(&loose, EmbeddedOptions::default()).unwrap());
     assert_eq!(mode(&loose) & 0o077, 0, "{:o}", mode(&loose));
 }
+
+/// An online backup taken while readings are being appended holds every reading acknowledged
+/// before it started, restores into a new directory that opens and reads, and a damaged
+/// backup is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_backup_restores_every_acknowledged_reading() {
+    use espwatch_store::embedded::backup;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(
+        dir.path(),
+        EmbeddedOptions {
+            checkpoint_readings: 2_000,
+            ..EmbeddedOptions::default()
+        },
+    )
+    .unwrap();
+    let acked = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let writer = {
+        let store = store.clone();
+        let acked = acked.clone();
+        tokio::spawn(async move {
+            for batch in 0..200i64 {
+                let rs = (0..100)
+                    .map(|i| reading("B1", batch * 100 + i, 1.5))
+                    .collect();
+                store.append(rs, auto()).await.unwrap();
+                acked.store((batch + 1) * 100, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+    };
+    while acked.load(std::sync::atomic::Ordering::SeqCst) < 5_000 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let before = acked.load(std::sync::atomic::Ordering::SeqCst);
+    let dest = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.path().to_owned(), dest.path().join("b"));
+    let report = tokio::task::spawn_blocking(move || backup::backup(&from, &to))
+        .await
+        .unwrap()
+        .unwrap();
+    writer.await.unwrap();
+    let backed_up = report.manifest.readings as i64;
+    assert!(backed_up >= before, "{backed_up} < {before}");
+    assert!(dest.path().join("b").join(backup::MANIFEST).exists());
+
+    let restored = tempfile::tempdir().unwrap();
+    let target = restored.path().join("data");
+    let (from, to) = (dest.path().join("b"), target.clone());
+    let back = tokio::task::spawn_blocking(move || backup::restore(&from, &to))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.manifest.readings as i64, backed_up);
+    let copy = EmbeddedStore::open(&target, EmbeddedOptions::default()).unwrap();
+    let got = copy.read_range(&well("B1"), all_time()).await.unwrap();
+    assert_eq!(got.len() as i64, backed_up);
+    // A prefix of what was acknowledged, nothing else.
+    for (i, (t, _)) in got.iter().enumerate() {
+        assert_eq!(*t, conformance::ts(i as i64));
+    }
+    copy.close().await.unwrap();
+    store.close().await.unwrap();
+
+    // Restoring into a directory that is not empty, or from a damaged backup, is refused.
+    let (from, to) = (dest.path().join("b"), target.clone());
+    assert!(
+        tokio::task::spawn_blocking(move || backup::restore(&from, &to))
+            .await
+            .unwrap()
+            .is_err()
+    );
+    let db = dest.path().join("b").join("espwatch.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let last = bytes.len() - 100;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&db, bytes).unwrap();
+    let (from, to) = (dest.path().join("b"), restored.path().join("other"));
+    let refused = tokio::task::spawn_blocking(move || backup::restore(&from, &to))
+        .await
+        .unwrap();
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("checksum")),
+        "{refused:?}"
+    );
+}

@@ -10,7 +10,7 @@ use super::{EmbeddedStore, Inner, lock};
 use crate::StoreResult;
 use crate::alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 
-const FILE: &str = "alarms.sqlite";
+pub(super) const FILE: &str = "alarms.sqlite";
 const COLUMNS: &str = "id, well_id, condition, severity, state, confidence, started_at, ended_at, \
                        acknowledged_by, acknowledged_at, comment, detail";
 

@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use serde::Serialize;
 
 use super::schema::{self, sql_err};
-use super::{codec, lock_dir, writer};
+use super::{StorageReport, codec, files, lock_dir, writer};
 use crate::{StoreError, StoreResult};
 
 /// What a check (or a repair) found.
@@ -69,6 +69,68 @@ pub fn repair(dir: &Path) -> StoreResult<CheckReport> {
     }
     report.quarantined = quarantined(&conn)?;
     Ok(report)
+}
+
+/// Readings stored in `dir` and the bytes every file of it takes (`espwatch store stats`).
+/// Only reads; works next to a running server (whose unsealed readings are counted from the
+/// log, and whose WAL is counted as a file like any other).
+pub fn storage(dir: &Path) -> StoreResult<StorageReport> {
+    let path = dir.join(schema::DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Unavailable(format!(
+            "no embedded store in {}",
+            dir.display()
+        )));
+    }
+    let conn = schema::open_reader(&path)?;
+    // One read transaction, so the log and the segments are counted at one instant.
+    conn.execute_batch("BEGIN")
+        .map_err(|e| sql_err("reading storage", e))?;
+    let (segments, sealed, compact, segment_bytes): (i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT count(*), coalesce(sum(count), 0),
+                    coalesce(sum(substr(data, 1, 2) = x'0201'), 0), -- version 2, compact: codec::is_compact
+                    coalesce(sum(length(data)), 0)
+             FROM segments",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .map_err(|e| sql_err("reading storage", e))?;
+    let pragma = |name: &str| -> StoreResult<i64> {
+        conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+            .map_err(|e| sql_err("reading storage", e))
+    };
+    let free_bytes = pragma("freelist_count")? * pragma("page_size")?;
+    let mut logged = 0u64;
+    {
+        let mut stmt = conn
+            .prepare("SELECT data FROM log_batches")
+            .map_err(|e| sql_err("reading storage", e))?;
+        let mut rows = stmt.query([]).map_err(|e| sql_err("reading storage", e))?;
+        while let Some(row) = rows.next().map_err(|e| sql_err("reading storage", e))? {
+            let data = row
+                .get_ref(0)
+                .and_then(|v| v.as_blob().map_err(Into::into))
+                .map_err(|e| sql_err("reading storage", e))?;
+            // A damaged batch counts nothing here; `store check` names it.
+            if let Ok(wells) = codec::decode_log_batch(data) {
+                logged += wells.iter().map(|w| w.1.len() as u64).sum::<u64>();
+            }
+        }
+    }
+    conn.execute_batch("COMMIT")
+        .map_err(|e| sql_err("reading storage", e))?;
+    drop(conn);
+    let files = files::sizes(dir)?;
+    Ok(StorageReport {
+        readings: sealed as u64 + logged,
+        segments: segments as u64,
+        compact_segments: compact as u64,
+        segment_bytes: segment_bytes as u64,
+        free_bytes: free_bytes as u64,
+        total_bytes: files.iter().map(|f| f.1).sum(),
+        files,
+    })
 }
 
 enum Damaged {

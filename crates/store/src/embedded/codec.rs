@@ -5,33 +5,56 @@
 //! the bytes come from disk and may be corrupt.
 //!
 //! **Log batch** (one per commit, written for durability, read only at recovery): a table of
-//! wells, each with its readings of the commit in the segment encoding below. Measured: raw
-//! `f64`s (~110 B/reading) made disk writes the bottleneck of bulk ingestion; this is about a
-//! quarter of that for a little CPU.
+//! wells, each with its readings of the commit in the version 1 segment encoding below.
+//! Measured: raw `f64`s (~110 B/reading) made disk writes the bottleneck of bulk ingestion;
+//! this is about a quarter of that for a little CPU.
 //!
-//! **Segment** (one per well and time window, written at checkpoints, read by every query):
-//! columnar. Timestamps are zigzag-varint delta-of-delta (regular sampling costs one byte per
-//! point); each channel is a presence bitmap plus values in "decimal scaling": SCADA values
-//! are decimals with few digits, so `v * 10^k` is an integer for a small `k`, and the deltas
-//! of those integers are small varints. Lossless by construction (checked bit for bit),
-//! falling back to raw `f64` for channels that are not decimal.
+//! **Segment version 1** (written by earlier releases, still read): columnar. Timestamps are
+//! zigzag-varint delta-of-delta (regular sampling costs one byte per point); each channel is a
+//! presence bitmap plus values in "decimal scaling": SCADA values are decimals with few
+//! digits, so `v * 10^k` is an integer for a small `k`, and the deltas of those integers are
+//! small varints. Lossless by construction (checked bit for bit), falling back to raw `f64`
+//! for channels that are not decimal. At least a byte per value: ~20 B/reading on gauge data.
+//!
+//! **Segment version 2** (written now): the same columns, each packed one of two ways.
+//! *Compact* segments (windows the well's data has moved past) pack every column of 32 or
+//! more numbers with pcodec (`pco`), which picks the delta order and fits the distribution
+//! of what is left with tANS: timestamps, the decimal-scaled integers (decimal precision is
+//! detected per channel and segment, as in version 1), and channels that are not decimal
+//! (float32 noise, computed values) as raw `f64`s, bit for bit. Missing values are a presence
+//! bitmap, or run lengths when those are shorter (a gauge that drops out for an hour).
+//! *Fast* segments (the window still receiving data, rewritten at every checkpoint) pack the
+//! columns as version 1 does, because pco costs ~50 µs per column to write. Measured on a
+//! simulated fleet, see the README: ~7 B/reading all-in instead of ~22.
 
 use std::collections::BTreeMap;
 
 use espwatch_core::{FIELD_COUNT, Field, Measurements, Point, Timestamp, WellId};
 
 const LOG_VERSION: u8 = 1;
-const SEGMENT_VERSION: u8 = 1;
+const SEGMENT_V1: u8 = 1;
+const SEGMENT_V2: u8 = 2;
+
+/// Version 2 header flag: every column of 32 numbers or more is pco-packed.
+const FLAG_COMPACT: u8 = 1;
+/// Column packings of version 2.
+const PACK_VARINT: u8 = 0;
+const PACK_PCO: u8 = 1;
+/// Below this many numbers a column is varint-packed even in a compact segment: pco's header
+/// and chunk metadata (~25 bytes) outweigh what it saves.
+const PCO_MIN: usize = 32;
 
 /// Highest decimal scale tried; beyond it values are stored raw.
 const MAX_SCALE: usize = 6;
-const POW10: [f64; MAX_SCALE + 1] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
+pub(super) const POW10: [f64; MAX_SCALE + 1] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
 /// Integers must stay exactly representable as f64.
 const MAX_SCALED: f64 = 9_007_199_254_740_992.0; // 2^53
 
 const PRESENCE_NONE: u8 = 0;
 const PRESENCE_ALL: u8 = 1;
 const PRESENCE_BITMAP: u8 = 2;
+/// Version 2 only: alternating run lengths, present first (the first run may be empty).
+const PRESENCE_RUNS: u8 = 3;
 const ENCODING_RAW: u8 = 0xFF;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,7 +79,7 @@ fn unzigzag(v: u64) -> i64 {
 }
 
 #[inline]
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -65,18 +88,18 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 #[inline]
-fn put_ivarint(out: &mut Vec<u8>, v: i64) {
+pub(super) fn put_ivarint(out: &mut Vec<u8>, v: i64) {
     put_varint(out, zigzag(v));
 }
 
 /// A bounds-checked cursor over untrusted bytes.
-struct Reader<'a> {
+pub(super) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    pub(super) fn new(buf: &'a [u8]) -> Self {
         Reader { buf, pos: 0 }
     }
 
@@ -84,7 +107,7 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
-    fn u8(&mut self) -> Result<u8, CodecError> {
+    pub(super) fn u8(&mut self) -> Result<u8, CodecError> {
         match self.buf.get(self.pos) {
             Some(b) => {
                 self.pos += 1;
@@ -94,7 +117,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+    pub(super) fn bytes(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if n > self.remaining() {
             return err("unexpected end of data");
         }
@@ -104,7 +127,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn varint(&mut self) -> Result<u64, CodecError> {
+    pub(super) fn varint(&mut self) -> Result<u64, CodecError> {
         let mut v: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -127,13 +150,13 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn ivarint(&mut self) -> Result<i64, CodecError> {
+    pub(super) fn ivarint(&mut self) -> Result<i64, CodecError> {
         Ok(unzigzag(self.varint()?))
     }
 
     /// A count that is only plausible if each item takes at least `min_bytes` of what is
     /// left; refuses absurd counts before anything is allocated for them.
-    fn count(&mut self, min_bytes: usize) -> Result<usize, CodecError> {
+    pub(super) fn count(&mut self, min_bytes: usize) -> Result<usize, CodecError> {
         let n = self.varint()?;
         let fits = usize::try_from(n)
             .ok()
@@ -144,7 +167,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn finish(&self) -> Result<(), CodecError> {
+    pub(super) fn finish(&self) -> Result<(), CodecError> {
         if self.remaining() != 0 {
             return err(format!("{} trailing bytes", self.remaining()));
         }
@@ -173,7 +196,7 @@ where
     for (id, points) in wells {
         put_varint(out, id.as_str().len() as u64);
         out.extend_from_slice(id.as_str().as_bytes());
-        encode_segment_into(points.iter().map(|(t, m)| (*t, m)), out);
+        encode_segment_v1_into(points.iter().map(|(t, m)| (*t, m)), out);
     }
 }
 
@@ -206,15 +229,92 @@ pub fn decode_log_batch(data: &[u8]) -> Result<Vec<LogWell>, CodecError> {
 // ---------------------------------------------------------------------------------------------
 // Segments
 
-/// Encodes points that are strictly ascending by time (callers guarantee it; checked in debug).
-pub fn encode_segment(points: &[Point]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + points.len() * 2 * FIELD_COUNT);
-    encode_segment_into(points.iter().map(|(t, m)| (t.0, m)), &mut out);
+/// How a version 2 segment packs its columns (see the module documentation).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// Varint deltas: cheap to write; for windows still receiving data.
+    Fast,
+    /// pcodec per column: several times smaller, ~1 ms per segment to write.
+    Compact,
+}
+
+/// Encodes points that are strictly ascending by time (callers guarantee it; checked in debug)
+/// as a version 2 segment.
+pub fn encode_segment(points: &[Point], packing: Packing) -> Vec<u8> {
+    debug_assert!(points.windows(2).all(|w| w[0].0 < w[1].0));
+    let n = points.len();
+    let mut out = Vec::with_capacity(16 + n * 4 * FIELD_COUNT);
+    out.push(SEGMENT_V2);
+    out.push(match packing {
+        Packing::Fast => 0,
+        Packing::Compact => FLAG_COMPACT,
+    });
+    put_varint(&mut out, n as u64);
+    let pco = |count: usize| packing == Packing::Compact && count >= PCO_MIN;
+
+    let ts: Vec<i64> = points.iter().map(|p| p.0.0).collect();
+    if pco(n) && n <= MAX_PCO_ROWS {
+        out.push(PACK_PCO);
+        put_pco(&mut out, &ts);
+    } else {
+        out.push(PACK_VARINT);
+        put_timestamps_dod(&mut out, &ts);
+    }
+
+    let mut present: Vec<f64> = Vec::with_capacity(n);
+    let mut ints: Vec<i64> = Vec::with_capacity(n);
+    for ch in 0..FIELD_COUNT {
+        present.clear();
+        present.extend(points.iter().map(|p| p.1.raw()[ch]).filter(|v| !v.is_nan()));
+        if present.is_empty() {
+            out.push(PRESENCE_NONE);
+            continue;
+        }
+        if present.len() == n {
+            out.push(PRESENCE_ALL);
+        } else {
+            put_presence(&mut out, points.iter().map(|p| !p.1.raw()[ch].is_nan()), n);
+        }
+        let scale = decimal_scale(&present, &mut ints);
+        out.push(scale.map_or(ENCODING_RAW, |k| k as u8));
+        let packed_with_pco = pco(present.len());
+        out.push(if packed_with_pco {
+            PACK_PCO
+        } else {
+            PACK_VARINT
+        });
+        match (scale, packed_with_pco) {
+            (Some(_), true) => put_pco(&mut out, &ints),
+            (None, true) => put_pco(&mut out, &present),
+            (Some(_), false) => put_int_deltas(&mut out, &ints),
+            (None, false) => {
+                for v in &present {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
     out
 }
 
-/// Appends the segment encoding of ascending `(ts, values)` pairs to `out`.
-fn encode_segment_into<'a>(
+/// Whether a stored segment is a compact version 2 one (anything else is rewritten compact
+/// once its window is closed, or by `espwatch store compact`).
+pub fn is_compact(data: &[u8]) -> bool {
+    data.first() == Some(&SEGMENT_V2) && data.get(1).is_some_and(|f| f & FLAG_COMPACT != 0)
+}
+
+/// A version 1 segment, as earlier releases wrote them (for the upgrade tests).
+#[cfg(test)]
+pub fn encode_segment_v1(points: &[Point]) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_segment_v1_into(points.iter().map(|(t, m)| (t.0, m)), &mut out);
+    out
+}
+
+/// Version 1: appends the segment encoding of ascending `(ts, values)` pairs to `out`. Log
+/// batches still use it (cheap to write, read only at recovery); tests write old segments
+/// with it.
+fn encode_segment_v1_into<'a>(
     points: impl Iterator<Item = (i64, &'a Measurements)>,
     out: &mut Vec<u8>,
 ) {
@@ -226,11 +326,42 @@ fn encode_segment_into<'a>(
     }
     debug_assert!(ts.windows(2).all(|w| w[0] < w[1]));
     let n = ts.len();
-    out.push(SEGMENT_VERSION);
+    out.push(SEGMENT_V1);
     put_varint(out, n as u64);
+    put_timestamps_dod(out, &ts);
 
-    // Timestamps: first value, first delta, then delta-of-delta. Wrapping arithmetic keeps
-    // arbitrary i64 inputs lossless (the decoder wraps the same way).
+    let mut present: Vec<f64> = Vec::with_capacity(n);
+    let mut ints: Vec<i64> = Vec::with_capacity(n);
+    for ch in 0..FIELD_COUNT {
+        present.clear();
+        present.extend(rows.iter().map(|r| r[ch]).filter(|v| !v.is_nan()));
+        if present.is_empty() {
+            out.push(PRESENCE_NONE);
+            continue;
+        }
+        if present.len() == n {
+            out.push(PRESENCE_ALL);
+        } else {
+            put_bitmap(out, rows.iter().map(|r| !r[ch].is_nan()), n);
+        }
+        match decimal_scale(&present, &mut ints) {
+            Some(k) => {
+                out.push(k as u8);
+                put_int_deltas(out, &ints);
+            }
+            None => {
+                out.push(ENCODING_RAW);
+                for v in &present {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// First value, first delta, then delta-of-delta, as zigzag varints. Wrapping arithmetic
+/// keeps arbitrary i64 inputs lossless (the decoder wraps the same way).
+fn put_timestamps_dod(out: &mut Vec<u8>, ts: &[i64]) {
     let mut prev = 0i64;
     let mut prev_delta = 0i64;
     for (i, &t) in ts.iter().enumerate() {
@@ -248,44 +379,88 @@ fn encode_segment_into<'a>(
         }
         prev = t;
     }
+}
 
-    let mut present: Vec<f64> = Vec::with_capacity(n);
-    let mut ints: Vec<i64> = Vec::with_capacity(n);
-    for ch in 0..FIELD_COUNT {
-        present.clear();
-        present.extend(rows.iter().map(|r| r[ch]).filter(|v| !v.is_nan()));
-        if present.is_empty() {
-            out.push(PRESENCE_NONE);
-            continue;
+fn put_int_deltas(out: &mut Vec<u8>, ints: &[i64]) {
+    let mut prev = 0i64;
+    for &i in ints {
+        put_ivarint(out, i.wrapping_sub(prev));
+        prev = i;
+    }
+}
+
+fn put_bitmap(out: &mut Vec<u8>, present: impl Iterator<Item = bool>, n: usize) {
+    out.push(PRESENCE_BITMAP);
+    let start = out.len();
+    out.resize(start + n.div_ceil(8), 0);
+    for (i, p) in present.enumerate() {
+        if p {
+            out[start + i / 8] |= 1 << (i % 8);
         }
-        if present.len() == n {
-            out.push(PRESENCE_ALL);
+    }
+}
+
+/// A presence bitmap, or run lengths when they take fewer bytes (sparse gaps, dropouts).
+fn put_presence(out: &mut Vec<u8>, present: impl Iterator<Item = bool> + Clone, n: usize) {
+    let mut runs: Vec<u64> = Vec::new();
+    let mut current = true;
+    let mut len = 0u64;
+    for p in present.clone() {
+        if p == current {
+            len += 1;
         } else {
-            out.push(PRESENCE_BITMAP);
-            let start = out.len();
-            out.resize(start + n.div_ceil(8), 0);
-            for (i, r) in rows.iter().enumerate() {
-                if !r[ch].is_nan() {
-                    out[start + i / 8] |= 1 << (i % 8);
-                }
-            }
+            runs.push(len);
+            current = p;
+            len = 1;
         }
-        match decimal_scale(&present, &mut ints) {
-            Some(k) => {
-                out.push(k as u8);
-                let mut prev = 0i64;
-                for &i in &ints {
-                    put_ivarint(out, i.wrapping_sub(prev));
-                    prev = i;
-                }
+    }
+    runs.push(len);
+    let mut encoded = Vec::with_capacity(runs.len() + 2);
+    put_varint(&mut encoded, runs.len() as u64);
+    for r in &runs {
+        put_varint(&mut encoded, *r);
+    }
+    if encoded.len() < n.div_ceil(8) {
+        out.push(PRESENCE_RUNS);
+        out.extend_from_slice(&encoded);
+    } else {
+        put_bitmap(out, present, n);
+    }
+}
+
+/// A pco chunk, length first (pco's standalone format has its own header and footer, but the
+/// reader must know where the next column starts).
+fn put_pco<T: pco::data_types::Number>(out: &mut Vec<u8>, values: &[T]) {
+    // Cannot fail: the default configuration is valid and the values are plain numbers.
+    let bytes = pco::standalone::simple_compress(values, &pco::ChunkConfig::default())
+        .unwrap_or_else(|e| unreachable!("pco refused the default configuration: {e}"));
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(&bytes);
+}
+
+/// Exactly `count` numbers from a length-prefixed pco chunk.
+fn read_pco<T: pco::data_types::Number>(
+    r: &mut Reader<'_>,
+    count: usize,
+    what: &str,
+) -> Result<Vec<T>, CodecError> {
+    let len = r.count(1)?;
+    let bytes = r.bytes(len)?;
+    // A pco chunk of `count` numbers needs at least a few bits per number only when they
+    // differ, so the count cannot be bounded by the bytes; it is bounded by the segment's
+    // row count, itself bounded by the bytes of its timestamps or by its presence encoding.
+    let mut values = vec![T::default(); count];
+    match pco::standalone::simple_decompress_into(bytes, &mut values) {
+        Ok(p) if p.finished && p.n_processed == count => Ok(values),
+        Ok(p) => err(format!(
+            "{what}: pco chunk holds {} numbers, expected {count}",
+            if p.finished {
+                p.n_processed.to_string()
+            } else {
+                "more".to_owned()
             }
-            None => {
-                out.push(ENCODING_RAW);
-                for v in &present {
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-        }
+        )),
+        Err(e) => err(format!("{what}: {e}")),
     }
 }
 
@@ -308,7 +483,7 @@ fn scaled(v: f64, k: usize) -> Option<i64> {
 
 /// Smallest `k` such that every value survives `v -> i = v*10^k -> i/10^k` bit for bit;
 /// fills `ints` with the scaled values.
-fn decimal_scale(values: &[f64], ints: &mut Vec<i64>) -> Option<usize> {
+pub(super) fn decimal_scale(values: &[f64], ints: &mut Vec<i64>) -> Option<usize> {
     // One pass per candidate k, restarting with a larger k at the first value that needs
     // more digits; real channels settle on their k within the first few values.
     let mut k = 0;
@@ -330,40 +505,83 @@ fn decimal_scale(values: &[f64], ints: &mut Vec<i64>) -> Option<usize> {
     }
 }
 
-fn decode_timestamps(r: &mut Reader<'_>) -> Result<Vec<i64>, CodecError> {
-    let version = r.u8()?;
-    if version != SEGMENT_VERSION {
-        return err(format!("unknown segment version {version}"));
-    }
-    let n = r.count(1)?;
-    let mut ts = Vec::with_capacity(n);
-    let mut prev = 0i64;
-    let mut delta = 0i64;
-    for i in 0..n {
-        let v = r.ivarint()?;
-        let t = match i {
-            0 => v,
-            1 => {
-                delta = v;
-                prev.wrapping_add(delta)
-            }
-            _ => {
-                delta = delta.wrapping_add(v);
-                prev.wrapping_add(delta)
-            }
-        };
-        if i > 0 && t <= prev {
-            return err("timestamps not strictly ascending");
-        }
-        ts.push(t);
-        prev = t;
-    }
-    Ok(ts)
+/// The segment header: its version and, for version 2, whether columns may be pco-packed.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Format {
+    V1,
+    V2,
 }
+
+fn read_header(r: &mut Reader<'_>) -> Result<Format, CodecError> {
+    match r.u8()? {
+        SEGMENT_V1 => Ok(Format::V1),
+        SEGMENT_V2 => {
+            let flags = r.u8()?;
+            if flags & !FLAG_COMPACT != 0 {
+                return err(format!("unknown segment flags {flags:#x}"));
+            }
+            Ok(Format::V2)
+        }
+        v => err(format!("unknown segment version {v}")),
+    }
+}
+
+fn decode_timestamps(r: &mut Reader<'_>) -> Result<(Format, Vec<i64>), CodecError> {
+    let format = read_header(r)?;
+    let n = usize::try_from(r.varint()?).unwrap_or(usize::MAX);
+    let packing = match format {
+        Format::V1 => PACK_VARINT,
+        Format::V2 => r.u8()?,
+    };
+    // A varint timestamp takes a byte at least; pco packs regular ones into almost nothing,
+    // so their count is bounded by a constant instead (and checked again by pco's own).
+    let plausible = match packing {
+        PACK_PCO => n <= MAX_PCO_ROWS,
+        _ => n <= r.remaining(),
+    };
+    if !plausible {
+        return err(format!("implausible count {n}"));
+    }
+    let ts = match packing {
+        PACK_VARINT => {
+            let mut ts = Vec::with_capacity(n);
+            let mut prev = 0i64;
+            let mut delta = 0i64;
+            for i in 0..n {
+                let v = r.ivarint()?;
+                let t = match i {
+                    0 => v,
+                    1 => {
+                        delta = v;
+                        prev.wrapping_add(delta)
+                    }
+                    _ => {
+                        delta = delta.wrapping_add(v);
+                        prev.wrapping_add(delta)
+                    }
+                };
+                ts.push(t);
+                prev = t;
+            }
+            ts
+        }
+        PACK_PCO => read_pco::<i64>(r, n, "timestamps")?,
+        other => return err(format!("unknown timestamp packing {other}")),
+    };
+    if ts.windows(2).any(|w| w[1] <= w[0]) {
+        return err("timestamps not strictly ascending");
+    }
+    Ok((format, ts))
+}
+
+/// Most rows whose timestamps may be pco-packed: a 4 h window at 70 Hz, far beyond any
+/// gauge, so a corrupt count cannot make the decoder allocate gigabytes. Larger segments keep
+/// varint timestamps, whose count is bounded by their bytes.
+const MAX_PCO_ROWS: usize = 1 << 20;
 
 /// Only the timestamps of a segment (for duplicate checks); ascending.
 pub fn decode_segment_timestamps(data: &[u8]) -> Result<Vec<i64>, CodecError> {
-    decode_timestamps(&mut Reader::new(data))
+    decode_timestamps(&mut Reader::new(data)).map(|(_, ts)| ts)
 }
 
 /// Decodes the points of a segment with `from <= ts < to`, appending them to `out` in order.
@@ -391,14 +609,56 @@ pub fn decode_segment(data: &[u8]) -> Result<Vec<Point>, CodecError> {
     Ok(out)
 }
 
-/// Decodes the rows `lo..hi` chosen by `select` from the timestamps. Values are delta coded,
-/// so every present value of a channel is read, but only selected rows are materialised.
+/// Row indices of a channel's present values, from its presence encoding.
+fn read_presence(
+    r: &mut Reader<'_>,
+    presence: u8,
+    format: Format,
+    n: usize,
+    rows: &mut Vec<usize>,
+    ch: usize,
+) -> Result<(), CodecError> {
+    rows.clear();
+    match presence {
+        PRESENCE_ALL => rows.extend(0..n),
+        PRESENCE_BITMAP => {
+            let bitmap = r.bytes(n.div_ceil(8))?;
+            rows.extend((0..n).filter(|i| bitmap[i / 8] & (1 << (i % 8)) != 0));
+        }
+        PRESENCE_RUNS if format == Format::V2 => {
+            let nruns = r.count(1)?;
+            let mut at = 0usize;
+            for i in 0..nruns {
+                let len = usize::try_from(r.varint()?)
+                    .ok()
+                    .filter(|len| *len <= n - at)
+                    .ok_or_else(|| CodecError(format!("channel {ch}: runs exceed the rows")))?;
+                if i % 2 == 0 {
+                    rows.extend(at..at + len);
+                }
+                at += len;
+            }
+            if at != n {
+                return err(format!("channel {ch}: runs cover {at} of {n} rows"));
+            }
+        }
+        other => return err(format!("channel {ch}: unknown presence kind {other}")),
+    }
+    if rows.is_empty() {
+        return err(format!("channel {ch}: empty presence"));
+    }
+    Ok(())
+}
+
+/// Decodes the rows `lo..hi` chosen by `select` from the timestamps. Every present value of a
+/// channel is read (deltas and pco chunks are sequential), but only selected rows are
+/// materialised.
 fn decode_rows(
     r: &mut Reader<'_>,
     out: &mut Vec<Point>,
     select: impl FnOnce(&[i64]) -> (usize, usize),
 ) -> Result<(), CodecError> {
-    let ts = decode_timestamps(r)?;
+    let (format, ts) = decode_timestamps(r)?;
     let n = ts.len();
     let (lo, hi) = select(&ts);
     let base = out.len();
@@ -412,44 +672,63 @@ fn decode_rows(
     let mut rows: Vec<usize> = Vec::with_capacity(n);
     for (ch, field) in Field::ALL.into_iter().enumerate() {
         let presence = r.u8()?;
-        rows.clear();
-        match presence {
-            PRESENCE_NONE => continue,
-            PRESENCE_ALL => rows.extend(0..n),
-            PRESENCE_BITMAP => {
-                let bitmap = r.bytes(n.div_ceil(8))?;
-                rows.extend((0..n).filter(|i| bitmap[i / 8] & (1 << (i % 8)) != 0));
-                if rows.is_empty() {
-                    return err(format!("channel {ch}: empty presence bitmap"));
-                }
-            }
-            other => return err(format!("channel {ch}: unknown presence kind {other}")),
+        if presence == PRESENCE_NONE {
+            continue;
         }
+        read_presence(r, presence, format, n, &mut rows, ch)?;
         let encoding = r.u8()?;
-        if encoding == ENCODING_RAW {
-            let raw = r.bytes(rows.len() * 8)?;
-            for (j, &row) in rows.iter().enumerate() {
-                if row >= lo && row < hi {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&raw[j * 8..j * 8 + 8]);
-                    let v = f64::from_le_bytes(b);
-                    if v.is_nan() {
-                        return err(format!("channel {ch}: NaN stored as a present value"));
-                    }
-                    wanted[row - lo].1.set(field, Some(v));
-                }
-            }
-        } else if (encoding as usize) <= MAX_SCALE {
-            let p = POW10[encoding as usize];
-            let mut acc = 0i64;
-            for &row in &rows {
-                acc = acc.wrapping_add(r.ivarint()?);
-                if row >= lo && row < hi {
-                    wanted[row - lo].1.set(field, Some(acc as f64 / p));
-                }
-            }
-        } else {
+        if encoding != ENCODING_RAW && encoding as usize > MAX_SCALE {
             return err(format!("channel {ch}: unknown value encoding {encoding}"));
+        }
+        let packing = match format {
+            Format::V1 => PACK_VARINT,
+            Format::V2 => r.u8()?,
+        };
+        let mut put = |j: usize, v: f64| -> Result<(), CodecError> {
+            let row = rows[j];
+            if row >= lo && row < hi {
+                if v.is_nan() {
+                    return err(format!("channel {ch}: NaN stored as a present value"));
+                }
+                wanted[row - lo].1.set(field, Some(v));
+            }
+            Ok(())
+        };
+        match (encoding, packing) {
+            (ENCODING_RAW, PACK_VARINT) => {
+                let raw = r.bytes(rows.len() * 8)?;
+                for (j, b) in raw.chunks_exact(8).enumerate() {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    put(j, f64::from_le_bytes(a))?;
+                }
+            }
+            (ENCODING_RAW, PACK_PCO) => {
+                for (j, v) in read_pco::<f64>(r, rows.len(), "values")?
+                    .into_iter()
+                    .enumerate()
+                {
+                    put(j, v)?;
+                }
+            }
+            (k, PACK_VARINT) => {
+                let p = POW10[k as usize];
+                let mut acc = 0i64;
+                for j in 0..rows.len() {
+                    acc = acc.wrapping_add(r.ivarint()?);
+                    put(j, acc as f64 / p)?;
+                }
+            }
+            (k, PACK_PCO) => {
+                let p = POW10[k as usize];
+                for (j, i) in read_pco::<i64>(r, rows.len(), "values")?
+                    .into_iter()
+                    .enumerate()
+                {
+                    put(j, i as f64 / p)?;
+                }
+            }
+            (_, other) => return err(format!("channel {ch}: unknown packing {other}")),
         }
     }
     Ok(())
@@ -511,6 +790,22 @@ mod tests {
         assert_eq!(ints, vec![50, -225]);
     }
 
+    /// The three ways a segment is written: version 1 (old data directories), and version 2
+    /// fast and compact.
+    type Encoder = fn(&[Point]) -> Vec<u8>;
+
+    fn encoders() -> [(&'static str, Encoder); 3] {
+        [
+            ("v1", |p| {
+                let mut out = Vec::new();
+                encode_segment_v1_into(p.iter().map(|(t, m)| (t.0, m)), &mut out);
+                out
+            }),
+            ("fast", |p| encode_segment(p, Packing::Fast)),
+            ("compact", |p| encode_segment(p, Packing::Compact)),
+        ]
+    }
+
     #[test]
     fn segment_round_trip_with_gaps() {
         let points: Vec<Point> = (0..100)
@@ -522,71 +817,217 @@ mod tests {
                 (Timestamp(1_700_000_000_000_000 + i * 10_000_000), m(&vals))
             })
             .collect();
-        let data = encode_segment(&points);
-        assert!(same(&decode_segment(&data).unwrap(), &points));
-        // Regular sampling: about one byte per timestamp and a few per value.
-        assert!(data.len() < points.len() * 20, "size {}", data.len());
+        for (name, encode) in encoders() {
+            let data = encode(&points);
+            assert!(same(&decode_segment(&data).unwrap(), &points), "{name}");
+            // Regular sampling: about one byte per timestamp and a few per value.
+            assert!(
+                data.len() < points.len() * 20,
+                "{name}: size {}",
+                data.len()
+            );
 
-        let mut part = Vec::new();
-        let from = points[10].0.0;
-        let to = points[20].0.0;
-        decode_segment_range(&data, from, to, &mut part).unwrap();
-        assert!(same(&part, &points[10..20]));
-        assert_eq!(
-            decode_segment_timestamps(&data).unwrap(),
-            points.iter().map(|p| p.0.0).collect::<Vec<_>>()
+            let mut part = Vec::new();
+            let from = points[10].0.0;
+            let to = points[20].0.0;
+            decode_segment_range(&data, from, to, &mut part).unwrap();
+            assert!(same(&part, &points[10..20]), "{name}");
+            assert_eq!(
+                decode_segment_timestamps(&data).unwrap(),
+                points.iter().map(|p| p.0.0).collect::<Vec<_>>(),
+                "{name}"
+            );
+            assert_eq!(is_compact(&data), name == "compact");
+        }
+    }
+
+    /// 4 h of 10 s gauge data: noisy around a slow drift, at each channel's resolution.
+    fn gauge_window(quantum: f64) -> Vec<Point> {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut noise = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 1000) as f64 / 1000.0 - 0.5
+        };
+        (0..1440i64)
+            .map(|i| {
+                let raw: [f64; FIELD_COUNT] = std::array::from_fn(|c| {
+                    let v = 100.0 + c as f64 * 37.0 + i as f64 * 0.01 + noise() * 4.0 * quantum;
+                    (v / quantum).round() / (1.0 / quantum).round()
+                });
+                (
+                    Timestamp(1_767_225_600_000_000 + i * 10_000_000),
+                    Measurements::from_raw(raw),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gauge_precision_values_compress() {
+        for quantum in [0.1, 0.01] {
+            let points = gauge_window(quantum);
+            let raw_size = points.len() * (8 + 8 * FIELD_COUNT);
+            let v1 = encoders()[0].1(&points);
+            let compact = encode_segment(&points, Packing::Compact);
+            assert!(same(&decode_segment(&compact).unwrap(), &points));
+            let per_reading = compact.len() as f64 / points.len() as f64;
+            // About three bits per value of noise spanning ±2 quanta, and nothing for the
+            // regular timestamps.
+            assert!(per_reading < 7.0, "{quantum}: {per_reading} B/reading");
+            assert!(
+                compact.len() * 2 < v1.len(),
+                "{} vs {}",
+                compact.len(),
+                v1.len()
+            );
+            assert!(
+                compact.len() * 15 < raw_size,
+                "{} vs {raw_size}",
+                compact.len()
+            );
+        }
+    }
+
+    #[test]
+    fn float32_noise_stays_lossless() {
+        // Values that went through an f32 somewhere: no decimal scale fits, pco packs them as
+        // floats, bit for bit.
+        let points: Vec<Point> = (0..500i64)
+            .map(|i| {
+                let v = ((850.0 + (i as f64 * 0.37).sin() * 3.1) as f32) as f64;
+                (Timestamp(i * 1_000_000), m(&[(3, v), (4, -v / 7.0)]))
+            })
+            .collect();
+        for (name, encode) in encoders() {
+            let data = encode(&points);
+            assert!(same(&decode_segment(&data).unwrap(), &points), "{name}");
+        }
+        let compact = encode_segment(&points, Packing::Compact);
+        let fast = encode_segment(&points, Packing::Fast);
+        assert!(
+            compact.len() < fast.len(),
+            "{} vs {}",
+            compact.len(),
+            fast.len()
         );
     }
 
     #[test]
-    fn realistic_segment_compresses() {
-        // 4 h of 10 s data, every channel present, decimal values with drift.
-        let points: Vec<Point> = (0..1440i64)
-            .map(|i| {
-                let raw: [f64; FIELD_COUNT] = std::array::from_fn(|c| {
-                    ((1000.0 + c as f64 * 37.0 + ((i * 7 + c as i64) % 50) as f64) * 10.0).round()
-                        / 10.0
-                });
-                (Timestamp(i * 10_000_000), Measurements::from_raw(raw))
+    fn extreme_values_and_timestamps_round_trip() {
+        let specials = [
+            -0.0,
+            0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            5e-324,
+            9_007_199_254_740_993.0,
+            -1e-300,
+        ];
+        let mut ts: Vec<i64> = vec![i64::MIN, i64::MIN + 1, -1, 0, 1];
+        ts.extend((0..60).map(|i| 1_000_000_000 * i + 7 * i * i));
+        ts.extend([i64::MAX - 1, i64::MAX]);
+        ts.sort_unstable();
+        ts.dedup();
+        let points: Vec<Point> = ts
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let v = specials[i % specials.len()];
+                // Channel 1 is missing in a long run (runs, not a bitmap), channel 2 always.
+                let mut vals = vec![(0, v), (5, (i as f64) * 0.25)];
+                if !(10..50).contains(&i) {
+                    vals.push((1, -v));
+                }
+                (Timestamp(t), m(&vals))
             })
             .collect();
-        let data = encode_segment(&points);
-        let raw_size = points.len() * (8 + 8 * FIELD_COUNT);
-        assert!(data.len() * 3 < raw_size, "{} vs {}", data.len(), raw_size);
+        for (name, encode) in encoders() {
+            let data = encode(&points);
+            assert!(same(&decode_segment(&data).unwrap(), &points), "{name}");
+            let mut part = Vec::new();
+            decode_segment_range(&data, -1, 2, &mut part).unwrap();
+            assert!(same(&part, &points[2..5]), "{name}");
+        }
+    }
+
+    #[test]
+    fn dropouts_are_run_lengths() {
+        // One channel present only in two stretches: run lengths take 5 bytes, a bitmap 180.
+        let points: Vec<Point> = (0..1440i64)
+            .map(|i| {
+                let mut vals = vec![(0, 50.0)];
+                if !(300..1000).contains(&i) {
+                    vals.push((1, 40.0 + (i % 7) as f64));
+                }
+                (Timestamp(i * 10_000_000), m(&vals))
+            })
+            .collect();
+        let data = encode_segment(&points, Packing::Compact);
         assert!(same(&decode_segment(&data).unwrap(), &points));
+        let full: Vec<Point> = (0..1440i64)
+            .map(|i| {
+                (
+                    Timestamp(i * 10_000_000),
+                    m(&[(0, 50.0), (1, 40.0 + (i % 7) as f64)]),
+                )
+            })
+            .collect();
+        let full = encode_segment(&full, Packing::Compact);
+        assert!(
+            data.len() < full.len() + 20,
+            "{} vs {}",
+            data.len(),
+            full.len()
+        );
     }
 
     #[test]
     fn corrupt_segments_are_errors_not_panics() {
-        let points: Vec<Point> = (0..20)
+        // 40 rows: the compact encoding packs them with pco.
+        let points: Vec<Point> = (0..40)
             .map(|i| {
                 (
-                    Timestamp(i * 1000),
-                    m(&[(0, i as f64 * 0.5), (7, 1.0 / 3.0)]),
+                    Timestamp(i * 1000 + i * i),
+                    m(&[(0, i as f64 * 0.5), (7, 1.0 / 3.0 + i as f64)]),
                 )
             })
             .collect();
-        let data = encode_segment(&points);
-        for cut in 0..data.len() {
-            assert!(decode_segment(&data[..cut]).is_err(), "cut at {cut}");
-        }
-        let mut extra = data.clone();
-        extra.push(0);
-        assert!(decode_segment(&extra).is_err());
-        let mut bad_version = data.clone();
-        bad_version[0] = 99;
-        assert!(decode_segment(&bad_version).is_err());
-        // Flipping bytes must never panic (it may or may not be detected).
-        for i in 0..data.len() {
-            let mut d = data.clone();
-            d[i] ^= 0x5A;
-            let _ = decode_segment(&d);
-            let _ = decode_segment_timestamps(&d);
+        for (name, encode) in encoders() {
+            let data = encode(&points);
+            for cut in 0..data.len() {
+                assert!(
+                    decode_segment(&data[..cut]).is_err(),
+                    "{name}: cut at {cut}"
+                );
+            }
+            let mut extra = data.clone();
+            extra.push(0);
+            assert!(decode_segment(&extra).is_err(), "{name}");
+            let mut bad_version = data.clone();
+            bad_version[0] = 99;
+            assert!(decode_segment(&bad_version).is_err(), "{name}");
+            // Flipping bytes must never panic (it may or may not be detected).
+            for i in 0..data.len() {
+                for mask in [0x5A, 0x01, 0x80, 0xFF] {
+                    let mut d = data.clone();
+                    d[i] ^= mask;
+                    let _ = decode_segment(&d);
+                    let _ = decode_segment_timestamps(&d);
+                }
+            }
         }
         // An absurd count must not allocate.
-        let mut huge = vec![SEGMENT_VERSION];
-        put_varint(&mut huge, u64::MAX);
-        assert!(decode_segment(&huge).is_err());
+        for header in [vec![SEGMENT_V1], vec![SEGMENT_V2, 0], vec![SEGMENT_V2, 1]] {
+            let mut huge = header;
+            put_varint(&mut huge, u64::MAX);
+            huge.push(PACK_PCO);
+            assert!(decode_segment(&huge).is_err());
+        }
     }
 
     #[test]
@@ -658,24 +1099,30 @@ mod tests {
     proptest! {
         #[test]
         fn segment_round_trips(points in arb_points()) {
-            let data = encode_segment(&points);
-            prop_assert!(same(&decode_segment(&data).unwrap(), &points));
+            for (name, encode) in encoders() {
+                let data = encode(&points);
+                prop_assert!(same(&decode_segment(&data).unwrap(), &points), "{}", name);
+            }
         }
 
         #[test]
         fn regular_segment_round_trips(points in arb_regular_points()) {
-            let data = encode_segment(&points);
-            prop_assert!(same(&decode_segment(&data).unwrap(), &points));
+            for (name, encode) in encoders() {
+                let data = encode(&points);
+                prop_assert!(same(&decode_segment(&data).unwrap(), &points), "{}", name);
+            }
         }
 
         #[test]
         fn segment_range_matches_filter(points in arb_points(), a in any::<i64>(), b in any::<i64>()) {
             let (from, to) = (a.min(b), a.max(b));
-            let data = encode_segment(&points);
-            let mut got = Vec::new();
-            decode_segment_range(&data, from, to, &mut got).unwrap();
             let want: Vec<Point> = points.iter().filter(|p| p.0.0 >= from && p.0.0 < to).copied().collect();
-            prop_assert!(same(&got, &want));
+            for (name, encode) in encoders() {
+                let data = encode(&points);
+                let mut got = Vec::new();
+                decode_segment_range(&data, from, to, &mut got).unwrap();
+                prop_assert!(same(&got, &want), "{}", name);
+            }
         }
 
         #[test]
@@ -693,6 +1140,21 @@ mod tests {
         fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode_segment(&data);
             let _ = decode_log_batch(&data);
+        }
+
+        /// Compact segments with a few bytes flipped: an error or some points, never a panic.
+        #[test]
+        fn damaged_compact_segments_never_panic(
+            points in arb_regular_points(),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+        ) {
+            let mut data = encode_segment(&points, Packing::Compact);
+            for (at, mask) in flips {
+                let i = at.index(data.len());
+                data[i] ^= mask;
+            }
+            let _ = decode_segment(&data);
+            let _ = decode_segment_timestamps(&data);
         }
     }
 }

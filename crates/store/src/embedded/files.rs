@@ -33,6 +33,29 @@ pub(crate) fn private_file(path: &Path) -> StoreResult<()> {
         .map_err(|e| StoreError::Internal(format!("creating {}: {e}", path.display())))
 }
 
+/// Every file under `dir` (recursively) with its size, paths relative to `dir`, sorted.
+pub(crate) fn sizes(dir: &Path) -> StoreResult<Vec<(String, u64)>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                walk(root, &entry.path(), out)?;
+            } else {
+                let path = entry.path();
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                out.push((rel.display().to_string(), meta.len()));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)
+        .map_err(|e| StoreError::Internal(format!("listing {}: {e}", dir.display())))?;
+    out.sort();
+    Ok(out)
+}
+
 #[cfg(unix)]
 fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

@@ -18,6 +18,9 @@ pub struct SegMeta {
     pub min_ts: i64,
     pub max_ts: i64,
     pub count: i64,
+    /// Written compact (pco columns); otherwise fast or version 1, to be rewritten compact
+    /// once its window is closed.
+    pub compact: bool,
 }
 
 #[derive(Debug)]

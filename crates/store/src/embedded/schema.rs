@@ -8,6 +8,8 @@
 //!   emptied by each checkpoint in the same transaction that writes the segments.
 //! - `segments`: one columnar blob per (well, time window), clustered by that key so a
 //!   one-well time range is one short b-tree range scan.
+//! - `rollups`: the hourly aggregates of each segment (same key), written with it; absent
+//!   for segments of older releases until they are rewritten (queries then use raw points).
 //! - `quarantine`: damaged segments and log batches moved aside (bytes kept) so the store
 //!   opens; reported by the health probe and `espwatch store check`.
 
@@ -46,6 +48,12 @@ CREATE TABLE IF NOT EXISTS segments (
     data         BLOB NOT NULL,
     PRIMARY KEY (well_id, window_start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollups (
+    well_id      TEXT NOT NULL,
+    window_start INTEGER NOT NULL,
+    data         BLOB NOT NULL,
+    PRIMARY KEY (well_id, window_start)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
     id             INTEGER PRIMARY KEY,
     kind           TEXT NOT NULL,
@@ -67,10 +75,17 @@ pub fn sql_err(context: &str, e: rusqlite::Error) -> StoreError {
 /// one sequential append, `synchronous=FULL` so a returned commit survives power loss.
 /// SQLite's own WAL checkpoints every ~16 MiB (fewer, larger copies into the database file
 /// than the default 4 MiB); the WAL file is truncated back to 64 MiB after a large one.
+///
+/// A new database is created with incremental auto-vacuum, so the pages the log frees can be
+/// given back to the file system (at close and by `store compact`); older databases get it
+/// from `store compact`'s `VACUUM`.
 pub fn open_writer(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path).map_err(|e| sql_err("opening the database", e))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| sql_err("setting busy timeout", e))?;
+    // Only takes effect before the first table exists, hence before anything else.
+    conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL;")
+        .map_err(|e| sql_err("setting auto_vacuum", e))?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(|e| sql_err("enabling WAL", e))?;

@@ -21,10 +21,20 @@ use espwatch_core::{Measurements, Point, Reading, Timestamp, WellId, WellMeta};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::codec;
+use super::codec::{self, Packing};
 use super::index::{Index, SegMeta, WellState, merge_dedup, window_start};
+use super::rollup;
 use super::schema::{self, sql_err};
 use crate::{AppendOptions, AppendOutcome, ReadingOutcome, StoreError, StoreResult, WellRecord};
+
+/// What `espwatch store compact` did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CompactReport {
+    pub segments_rewritten: u64,
+    /// Database file and WAL before and after (the WAL is checkpointed by the vacuum).
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
 
 pub type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -50,6 +60,10 @@ pub enum Command {
     },
     Checkpoint {
         reply: Reply<()>,
+    },
+    /// Seal, rewrite every segment compact, vacuum.
+    Compact {
+        reply: Reply<CompactReport>,
     },
     /// Health probe: a real write and commit.
     Probe {
@@ -87,6 +101,7 @@ pub struct WriterOptions {
     pub checkpoint_readings: usize,
     pub checkpoint_interval: Duration,
     pub max_readings_per_commit: usize,
+    pub compact_segments: bool,
 }
 
 pub fn now_micros() -> i64 {
@@ -149,7 +164,9 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
     drop(stmt);
 
     let mut stmt = conn
-        .prepare("SELECT well_id, window_start, min_ts, max_ts, count FROM segments")
+        .prepare(
+            "SELECT well_id, window_start, min_ts, max_ts, count, substr(data, 1, 2) FROM segments",
+        )
         .map_err(|e| sql_err("loading segment index", e))?;
     let rows = stmt
         .query_map([], |r| {
@@ -160,6 +177,7 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
                     min_ts: r.get(2)?,
                     max_ts: r.get(3)?,
                     count: r.get(4)?,
+                    compact: codec::is_compact(&r.get::<_, Vec<u8>>(5)?),
                 },
             ))
         })
@@ -298,11 +316,13 @@ pub fn quarantine_segment(
         params![well.as_str(), ws, reason, now],
     )
     .map_err(|e| sql_err("quarantining a segment", e))?;
-    tx.execute(
+    for sql in [
         "DELETE FROM segments WHERE well_id = ?1 AND window_start = ?2",
-        params![well.as_str(), ws],
-    )
-    .map_err(|e| sql_err("quarantining a segment", e))?;
+        "DELETE FROM rollups WHERE well_id = ?1 AND window_start = ?2",
+    ] {
+        tx.execute(sql, params![well.as_str(), ws])
+            .map_err(|e| sql_err("quarantining a segment", e))?;
+    }
     tx.commit()
         .map_err(|e| sql_err("quarantining a segment", e))
 }
@@ -495,7 +515,7 @@ impl Writer {
         // see the store as unavailable.
         drop(rx);
         let result = match &stop_reply {
-            Some(_) => self.checkpoint(),
+            Some(_) => self.checkpoint().and_then(|()| self.release_free_pages()),
             None => Ok(()),
         };
         let Writer { conn, lock, .. } = self;
@@ -554,6 +574,9 @@ impl Writer {
             }
             Command::Checkpoint { reply } => {
                 let _ = reply.send(self.checkpoint());
+            }
+            Command::Compact { reply } => {
+                let _ = reply.send(self.compact());
             }
             Command::Probe { reply } => {
                 let r = schema::set_meta(&self.conn, "last_probe", &now_micros().to_string());
@@ -755,12 +778,20 @@ impl Writer {
     }
 
     /// Seals every head into its segments and empties the log, in one transaction.
+    ///
+    /// A window the well's data has moved past is written compact (pco); the window still
+    /// receiving data is written fast, since the next checkpoint rewrites it anyway. Closed
+    /// windows still fast (the boundary fell between checkpoints) or in the version 1 format
+    /// of an older release are rewritten compact here too, at most [`COMPACT_PER_CHECKPOINT`]
+    /// per checkpoint so an upgraded data directory is converted gradually, not in one long
+    /// stall of ingestion (`espwatch store compact` converts everything at once).
     fn checkpoint(&mut self) -> StoreResult<()> {
         let shared = self.shared.clone();
         let window = shared.window;
         let started = Instant::now();
         let mut written: Vec<(WellId, i64, SegMeta)> = Vec::new();
         let mut sealed = 0usize;
+        let mut recompacted = 0usize;
         {
             // Only this thread mutates the index, so holding the read lock while writing is
             // safe and lets queries go on meanwhile.
@@ -772,7 +803,15 @@ impl Writer {
                 .conn
                 .transaction()
                 .map_err(|e| sql_err("starting checkpoint", e))?;
+            let compacting = self.opts.compact_segments;
+            let mut budget = if compacting {
+                COMPACT_PER_CHECKPOINT
+            } else {
+                0
+            };
             for (id, st) in index.wells.iter().filter(|(_, s)| !s.head.is_empty()) {
+                let latest = st.latest_ts().filter(|_| compacting);
+                let first_written = written.len();
                 let mut cursor = i64::MIN;
                 while let Some((&first, _)) = st.head.range(cursor..).next() {
                     let ws = window_start(first, window);
@@ -785,33 +824,43 @@ impl Writer {
                     .collect();
                     sealed += points.len();
                     if st.segs.contains_key(&ws) {
-                        let data = load_segment_blob(&tx, id, ws)?;
-                        let existing = codec::decode_segment(&data).map_err(|e| {
-                            internal(format!("segment ({id}, {ws}) is corrupt: {e}"))
-                        })?;
+                        let existing = load_segment(&tx, id, ws)?;
                         points = merge_dedup(existing, points);
                     }
-                    let (Some(min), Some(max)) = (points.first(), points.last()) else {
-                        break;
-                    };
-                    let meta = SegMeta {
-                        min_ts: min.0.0,
-                        max_ts: max.0.0,
-                        count: points.len() as i64,
-                    };
-                    let blob = codec::encode_segment(&points);
-                    tx.prepare_cached(
-                        "INSERT OR REPLACE INTO segments(well_id, window_start, min_ts, max_ts, count, data)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![id.as_str(), ws, meta.min_ts, meta.max_ts, meta.count, blob])
-                    })
-                    .map_err(|e| sql_err("writing segment", e))?;
-                    written.push((id.clone(), ws, meta));
+                    if let Some(meta) =
+                        write_segment(&tx, id, (ws, window), &points, packing(end, latest))?
+                    {
+                        written.push((id.clone(), ws, meta));
+                    }
                     match end {
                         Some(end) => cursor = end,
                         None => break,
+                    }
+                }
+                if budget == 0 {
+                    continue;
+                }
+                let sealed_now: HashSet<i64> =
+                    written[first_written..].iter().map(|w| w.1).collect();
+                let stale: Vec<i64> = st
+                    .segs
+                    .iter()
+                    .filter(|(ws, m)| {
+                        !m.compact
+                            && !sealed_now.contains(ws)
+                            && packing(ws.checked_add(window), latest) == Packing::Compact
+                    })
+                    .map(|(ws, _)| *ws)
+                    .take(budget)
+                    .collect();
+                for ws in stale {
+                    let points = load_segment(&tx, id, ws)?;
+                    if let Some(meta) =
+                        write_segment(&tx, id, (ws, window), &points, Packing::Compact)?
+                    {
+                        written.push((id.clone(), ws, meta));
+                        recompacted += 1;
+                        budget -= 1;
                     }
                 }
             }
@@ -839,11 +888,129 @@ impl Writer {
         shared.checkpoints.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             sealed,
+            recompacted,
             segments = written.len(),
             ms = started.elapsed().as_secs_f64() * 1e3,
             "embedded store: checkpoint"
         );
         Ok(())
+    }
+
+    /// Seals everything, then rewrites every segment not yet compact (old format, or a
+    /// window still open) compact, a few hundred per transaction so readers and the WAL stay
+    /// small; finally `VACUUM` returns the freed pages to the file system.
+    fn compact(&mut self) -> StoreResult<CompactReport> {
+        self.checkpoint()?;
+        let shared = self.shared.clone();
+        let pending: Vec<(WellId, i64)> = {
+            let index = shared.read();
+            let mut v: Vec<(WellId, i64)> = index
+                .wells
+                .iter()
+                .flat_map(|(id, st)| {
+                    st.segs
+                        .iter()
+                        .filter(|(_, m)| !m.compact)
+                        .map(move |(ws, _)| (id.clone(), *ws))
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        // Compact segments written before rollups existed get theirs too.
+        let mut pending = pending;
+        if shared.window % rollup::HOUR == 0 {
+            let err = |e| sql_err("listing segments without rollups", e);
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT s.well_id, s.window_start FROM segments s
+                     WHERE NOT EXISTS (SELECT 1 FROM rollups r
+                                       WHERE r.well_id = s.well_id
+                                         AND r.window_start = s.window_start)",
+                )
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(err)?;
+            for row in rows {
+                let (id, ws) = row.map_err(err)?;
+                if let Ok(id) = WellId::parse(&id) {
+                    pending.push((id, ws));
+                }
+            }
+            pending.sort();
+            pending.dedup();
+        }
+        let mut report = CompactReport {
+            bytes_before: self.database_bytes()?,
+            ..CompactReport::default()
+        };
+        for chunk in pending.chunks(256) {
+            let mut written = Vec::with_capacity(chunk.len());
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|e| sql_err("starting compaction", e))?;
+            for (id, ws) in chunk {
+                let points = load_segment(&tx, id, *ws)?;
+                if let Some(meta) =
+                    write_segment(&tx, id, (*ws, shared.window), &points, Packing::Compact)?
+                {
+                    written.push((id.clone(), *ws, meta));
+                }
+            }
+            tx.commit()
+                .map_err(|e| sql_err("committing compaction", e))?;
+            let mut index = shared.write();
+            for (id, ws, meta) in written {
+                self.cache.invalidate(&id, ws);
+                if let Some(st) = index.wells.get_mut(&id) {
+                    st.segs.insert(ws, meta);
+                }
+                report.segments_rewritten += 1;
+            }
+        }
+        // In WAL mode the vacuumed database is written to the WAL first: checkpoint it into
+        // the file and truncate the WAL, or the disk holds both copies.
+        self.conn
+            .execute_batch(
+                "PRAGMA auto_vacuum=INCREMENTAL; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);",
+            )
+            .map_err(|e| sql_err("vacuuming the database", e))?;
+        report.bytes_after = self.database_bytes()?;
+        Ok(report)
+    }
+
+    /// Gives the database's free pages (mostly the log's, emptied by the last checkpoint)
+    /// back to the file system. A no-op on databases created without incremental
+    /// auto-vacuum (before this release, until `store compact`).
+    fn release_free_pages(&self) -> StoreResult<()> {
+        let err = |e| sql_err("releasing free pages", e);
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA incremental_vacuum")
+            .map_err(err)?;
+        // The pragma frees one page per step (each a result row): step to the end.
+        let mut rows = stmt.query([]).map_err(err)?;
+        while rows.next().map_err(err)?.is_some() {}
+        Ok(())
+    }
+
+    /// Size of the database file and its WAL.
+    fn database_bytes(&self) -> StoreResult<u64> {
+        let path = self
+            .conn
+            .path()
+            .map(std::path::PathBuf::from)
+            .ok_or_else(|| internal("the database has no file".into()))?;
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            total += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(total)
     }
 
     // -----------------------------------------------------------------------------------------
@@ -939,6 +1106,8 @@ impl Writer {
             .map_err(|e| sql_err("starting delete", e))?;
         tx.execute("DELETE FROM segments WHERE well_id = ?1", [id.as_str()])
             .map_err(|e| sql_err("deleting segments", e))?;
+        tx.execute("DELETE FROM rollups WHERE well_id = ?1", [id.as_str()])
+            .map_err(|e| sql_err("deleting rollups", e))?;
         tx.execute("DELETE FROM wells WHERE well_id = ?1", [id.as_str()])
             .map_err(|e| sql_err("deleting well", e))?;
         tx.commit().map_err(|e| sql_err("committing delete", e))?;
@@ -977,4 +1146,69 @@ fn sealed_contains(
         return Ok(false);
     }
     Ok(cache.get(conn, well, ws)?.binary_search(&ts).is_ok())
+}
+
+/// Segments of closed windows rewritten compact per checkpoint, beyond the ones it seals
+/// (each costs ~1 ms): an upgraded data directory converts gradually.
+const COMPACT_PER_CHECKPOINT: usize = 500;
+
+/// Compact once the well's data has moved past the window's end; fast while it may still
+/// receive in-order data (and be rewritten at the next checkpoint).
+fn packing(window_end: Option<i64>, latest: Option<i64>) -> Packing {
+    match (window_end, latest) {
+        (Some(end), Some(latest)) if latest >= end => Packing::Compact,
+        _ => Packing::Fast,
+    }
+}
+
+/// Decoded points of a stored segment.
+fn load_segment(conn: &Connection, well: &WellId, ws: i64) -> StoreResult<Vec<Point>> {
+    let data = load_segment_blob(conn, well, ws)?;
+    codec::decode_segment(&data)
+        .map_err(|e| internal(format!("segment ({well}, {ws}) is corrupt: {e}")))
+}
+
+/// Writes (or replaces) the segment of `points` (ascending, deduplicated); `None` when there
+/// are none.
+fn write_segment(
+    conn: &Connection,
+    well: &WellId,
+    (ws, window): (i64, i64),
+    points: &[Point],
+    packing: Packing,
+) -> StoreResult<Option<SegMeta>> {
+    let (Some(min), Some(max)) = (points.first(), points.last()) else {
+        return Ok(None);
+    };
+    let meta = SegMeta {
+        min_ts: min.0.0,
+        max_ts: max.0.0,
+        count: points.len() as i64,
+        compact: packing == Packing::Compact,
+    };
+    let blob = codec::encode_segment(points, packing);
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO segments(well_id, window_start, min_ts, max_ts, count, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            well.as_str(),
+            ws,
+            meta.min_ts,
+            meta.max_ts,
+            meta.count,
+            blob
+        ])
+    })
+    .map_err(|e| sql_err("writing segment", e))?;
+    // Hourly rollups need windows of whole hours (the default 4 h); queries check for them.
+    if window % rollup::HOUR == 0 {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO rollups(well_id, window_start, data) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![well.as_str(), ws, rollup::encode(points)]))
+        .map_err(|e| sql_err("writing rollup", e))?;
+    }
+    Ok(Some(meta))
 }

@@ -1,0 +1,205 @@
+//! `espwatch store backup|restore`: an online, consistent copy of a data directory.
+//!
+//! Each database of the directory (telemetry, alarms, identities) is copied with SQLite's
+//! `VACUUM INTO` on a read-only connection: one read transaction, so the copy is the database
+//! at one instant (acknowledged readings are either in a segment or in the log then, and both
+//! are copied), taken next to a running server without stopping its writes, and compacted on
+//! the way. The three databases are copied one after the other, each consistent in itself.
+//! A manifest (`BACKUP.json`) records each file's size and SHA-256 and the readings held; the
+//! backup is verified (every segment and log batch decoded, readings counted) before it is
+//! reported done, and a restore checks the checksums, copies, and verifies again.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::schema::{self, sql_err};
+use super::{SECURITY_FILE, alarms, check, files};
+use crate::{StoreError, StoreResult};
+
+pub const MANIFEST: &str = "BACKUP.json";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackupFile {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// What `BACKUP.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    /// UTC microseconds when the copy started.
+    pub started_at: i64,
+    pub source: String,
+    /// Readings in the telemetry database of the copy (sealed and in the log).
+    pub readings: u64,
+    pub files: Vec<BackupFile>,
+}
+
+/// A finished backup or restore.
+#[derive(Clone, Debug, Serialize)]
+pub struct BackupReport {
+    pub manifest: Manifest,
+    pub seconds: f64,
+}
+
+fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let what = format!("{what} {}", path.display());
+    move |e| StoreError::Internal(format!("{what}: {e}"))
+}
+
+/// A directory that does not exist yet, or is empty; created private.
+fn fresh_dir(dir: &Path) -> StoreResult<()> {
+    if dir.exists() {
+        let mut entries = std::fs::read_dir(dir).map_err(io_err("reading", dir))?;
+        if entries.next().is_some() {
+            return Err(StoreError::Conflict(format!(
+                "{} (not empty: choose a new directory)",
+                dir.display()
+            )));
+        }
+    }
+    files::private_dir(dir)
+}
+
+fn sha256_of(path: &Path) -> StoreResult<(u64, String)> {
+    let mut file = std::fs::File::open(path).map_err(io_err("opening", path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io_err("reading", path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    let digest = hasher.finalize();
+    Ok((total, digest.iter().map(|b| format!("{b:02x}")).collect()))
+}
+
+/// The databases of a data directory, telemetry first.
+fn databases() -> [&'static str; 3] {
+    [schema::DB_FILE, alarms::FILE, SECURITY_FILE]
+}
+
+/// Copies the data directory `dir` (a server may be running on it) into `dest`, which must
+/// be new or empty, then verifies the copy.
+pub fn backup(dir: &Path, dest: &Path) -> StoreResult<BackupReport> {
+    let started = Instant::now();
+    if !dir.join(schema::DB_FILE).exists() {
+        return Err(StoreError::Unavailable(format!(
+            "no embedded store in {}",
+            dir.display()
+        )));
+    }
+    fresh_dir(dest)?;
+    let started_at = super::writer::now_micros();
+    let mut manifest = Manifest {
+        started_at,
+        source: dir.display().to_string(),
+        readings: 0,
+        files: Vec::new(),
+    };
+    for name in databases() {
+        let from = dir.join(name);
+        if !from.exists() {
+            continue;
+        }
+        let to = dest.join(name);
+        files::private_file(&to)?;
+        // VACUUM INTO wants a missing or empty file; private_file created it empty, 0600.
+        let conn = Connection::open_with_flags(
+            &from,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_err("opening a database to back up", e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| sql_err("setting busy timeout", e))?;
+        conn.execute("VACUUM INTO ?1", [to.to_string_lossy().as_ref()])
+            .map_err(|e| sql_err("copying a database", e))?;
+        drop(conn);
+        let (bytes, sha256) = sha256_of(&to)?;
+        manifest.files.push(BackupFile {
+            name: name.to_owned(),
+            bytes,
+            sha256,
+        });
+    }
+    manifest.readings = verify(dest)?;
+    write_manifest(dest, &manifest)?;
+    Ok(BackupReport {
+        manifest,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Restores the backup in `from` into `dir` (new or empty): checksums checked first, then
+/// the files copied and the result verified like a backup.
+pub fn restore(from: &Path, dir: &Path) -> StoreResult<BackupReport> {
+    let started = Instant::now();
+    let path = from.join(MANIFEST);
+    let text = std::fs::read_to_string(&path).map_err(io_err("reading", &path))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| StoreError::Internal(format!("{}: {e}", path.display())))?;
+    for file in &manifest.files {
+        if !databases().contains(&file.name.as_str()) {
+            return Err(StoreError::Internal(format!(
+                "{}: unexpected file {:?}",
+                path.display(),
+                file.name
+            )));
+        }
+        let (bytes, sha256) = sha256_of(&from.join(&file.name))?;
+        if bytes != file.bytes || sha256 != file.sha256 {
+            return Err(StoreError::Internal(format!(
+                "backup file {} does not match its checksum: damaged or altered",
+                from.join(&file.name).display()
+            )));
+        }
+    }
+    fresh_dir(dir)?;
+    for file in &manifest.files {
+        let to: PathBuf = dir.join(&file.name);
+        files::private_file(&to)?;
+        std::fs::copy(from.join(&file.name), &to).map_err(io_err("restoring", &to))?;
+    }
+    let readings = verify(dir)?;
+    if readings != manifest.readings {
+        return Err(StoreError::Internal(format!(
+            "restored store holds {readings} readings, the backup recorded {}",
+            manifest.readings
+        )));
+    }
+    Ok(BackupReport {
+        manifest,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Decodes every segment and log batch of the copy; returns the readings it holds.
+fn verify(dir: &Path) -> StoreResult<u64> {
+    let report = check::check(dir)?;
+    if !report.is_clean() {
+        return Err(StoreError::Internal(format!(
+            "the copy in {} has damaged data: {}",
+            dir.display(),
+            report.damaged.join("; ")
+        )));
+    }
+    Ok(check::storage(dir)?.readings)
+}
+
+fn write_manifest(dir: &Path, manifest: &Manifest) -> StoreResult<()> {
+    let path = dir.join(MANIFEST);
+    let text = serde_json::to_string_pretty(manifest)
+        .map_err(|e| StoreError::Internal(format!("encoding the manifest: {e}")))?;
+    files::private_file(&path)?;
+    std::fs::write(&path, text).map_err(io_err("writing", &path))
+}
