@@ -92,6 +92,12 @@ pub struct Config {
     /// answered 503 with `Retry-After` before its body is read (overload sheds load instead of
     /// growing memory). One request is always admitted when none is in flight.
     pub ingest_max_inflight_bytes: u64,
+    /// Live streams (`GET /api/v1/stream`) one identity may hold open at once (429 beyond).
+    pub stream_max_connections_per_identity: usize,
+    /// Mark the console's session cookies `Secure` (sent over HTTPS only). Browsers accept
+    /// them on `http://localhost` too; set false only to use the console over plain HTTP on
+    /// another host (a private network, never the internet).
+    pub cookie_secure: bool,
     /// A request head must arrive complete within this, seconds; it is also how long an idle
     /// keep-alive connection (or one that never sends anything) stays open.
     pub http_header_timeout_secs: u64,
@@ -195,6 +201,8 @@ impl Default for Config {
             trust_forwarded_for: false,
             diagnostics_queue_readings: 500_000,
             ingest_max_inflight_bytes: 64 * 1024 * 1024,
+            stream_max_connections_per_identity: 8,
+            cookie_secure: true,
             http_header_timeout_secs: 10,
             max_connections_per_source: 64,
             audit_anchor_file: None,
@@ -240,6 +248,8 @@ impl Config {
         "trust_forwarded_for",
         "diagnostics_queue_readings",
         "ingest_max_inflight_bytes",
+        "stream_max_connections_per_identity",
+        "cookie_secure",
         "http_header_timeout_secs",
         "max_connections_per_source",
         "audit_anchor_file",
@@ -250,6 +260,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.ingest_max_inflight_bytes < 1024 {
             return Err("ingest_max_inflight_bytes must be at least 1024".into());
+        }
+        if !(1..=1000).contains(&self.stream_max_connections_per_identity) {
+            return Err("stream_max_connections_per_identity must be between 1 and 1000".into());
         }
         if self.diagnostics_queue_readings == 0 {
             return Err("diagnostics_queue_readings must be at least 1".into());

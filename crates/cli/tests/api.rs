@@ -1,9 +1,11 @@
 //! End-to-end behaviour of espwatch through its public surface: HTTP against the real server
 //! on port 0 with a fresh store, and the real binary for process-level guarantees.
 
+mod browser;
 mod diagnostics;
 mod security;
 mod simulator;
+mod stream;
 mod support;
 
 use std::collections::{BTreeSet, HashMap};

@@ -29,6 +29,8 @@ use espwatch_store::{AlarmStore, NewAlarm, Store};
 use serde::Serialize;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 
+use crate::live::{AlarmChange, LiveEvent, LiveHub};
+
 /// An episode that opened, with the findings of the reading that opened it.
 type Opened = (WellId, Episode, Vec<Finding>);
 type Closed = (WellId, Episode);
@@ -76,6 +78,8 @@ struct Queued {
 pub struct DiagnosticsHub {
     store: Arc<dyn Store>,
     alarms: Option<Arc<dyn AlarmStore>>,
+    /// Where alarm changes and run/stop changes are published (after the alarm store answered).
+    live: Option<Arc<LiveHub>>,
     thresholds: Thresholds,
     shards: Vec<SyncMutex<HashMap<WellId, Slot>>>,
     hasher: foldhash::fast::RandomState,
@@ -105,12 +109,24 @@ impl DiagnosticsHub {
         alarms: Option<Arc<dyn AlarmStore>>,
         capacity: u64,
     ) -> Arc<Self> {
+        Self::start_with_events(store, alarms, capacity, None)
+    }
+
+    /// As [`DiagnosticsHub::start_with_capacity`], publishing alarm and well-state changes
+    /// to `live`.
+    pub fn start_with_events(
+        store: Arc<dyn Store>,
+        alarms: Option<Arc<dyn AlarmStore>>,
+        capacity: u64,
+        live: Option<Arc<LiveHub>>,
+    ) -> Arc<Self> {
         // The channel itself is unbounded; `queued` bounds what it holds, in readings (what
         // memory and work scale with), and `submit` refuses beyond it.
         let (tx, mut rx) = mpsc::unbounded_channel::<Queued>();
         let hub = Arc::new(DiagnosticsHub {
             store,
             alarms,
+            live,
             thresholds: Thresholds::default(),
             shards: (0..SHARDS)
                 .map(|_| SyncMutex::new(HashMap::new()))
@@ -285,20 +301,33 @@ impl DiagnosticsHub {
             let pushed = tokio::task::spawn_blocking(move || {
                 let mut opened = Vec::new();
                 let mut closed = Vec::new();
+                let mut states = Vec::new();
                 for ((well, positions), guard) in chunk.iter().zip(guards.iter_mut()) {
                     let engine = guard.as_mut().expect("built above");
                     for &i in positions {
+                        let was_running = engine.features().running;
                         let out = engine.push(batch[i].ts, &batch[i].values);
                         collect(well, engine, out.transitions, &mut opened, &mut closed);
+                        let running = engine.features().running;
+                        if running != was_running {
+                            states.push(LiveEvent::WellState {
+                                well_id: well.clone(),
+                                running,
+                                at: batch[i].ts,
+                            });
+                        }
                     }
                 }
-                (opened, closed)
+                (opened, closed, states)
             })
             .await;
             match pushed {
-                Ok((o, c)) => {
+                Ok((o, c, states)) => {
                     opened.extend(o);
                     closed.extend(c);
+                    if let Some(live) = &self.live {
+                        states.into_iter().for_each(|s| live.publish(s));
+                    }
                 }
                 Err(e) => tracing::error!(error = %e, "diagnostics: applying a batch failed"),
             }
@@ -410,17 +439,29 @@ impl DiagnosticsHub {
                 started_at: e.start,
                 detail,
             };
-            if let Err(err) = alarms.raise_alarm(new).await {
-                tracing::error!(%well, error = %err, "raising alarm failed");
+            match alarms.raise_alarm(new).await {
+                Ok((alarm, true)) => {
+                    if let Some(live) = &self.live {
+                        live.publish_alarm(AlarmChange::Raised, alarm);
+                    }
+                }
+                Ok((_, false)) => {}
+                Err(err) => tracing::error!(%well, error = %err, "raising alarm failed"),
             }
         }
         for (well, e) in closed {
             let end = e.end.unwrap_or(e.start);
-            if let Err(err) = alarms
+            match alarms
                 .clear_alarm(well.as_str(), e.diagnosis.name(), end)
                 .await
             {
-                tracing::error!(%well, error = %err, "clearing alarm failed");
+                Ok(Some(alarm)) => {
+                    if let Some(live) = &self.live {
+                        live.publish_alarm(AlarmChange::Cleared, alarm);
+                    }
+                }
+                Ok(None) => {}
+                Err(err) => tracing::error!(%well, error = %err, "clearing alarm failed"),
             }
         }
     }

@@ -23,7 +23,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{self, AuditIdentity, SourceAddr};
 use crate::error::{ApiError, ErrorLog};
 use crate::routes::{
-    alarms, audit, auth as auth_routes, diagnostics, health, telemetry, users, wells,
+    alarms, audit, auth as auth_routes, diagnostics, health, stream, telemetry, users, wells,
 };
 use crate::state::AppState;
 use espwatch_app::config::Config;
@@ -42,6 +42,7 @@ use espwatch_app::config::Config;
         (name = "wells", description = "Wells registry: pump, motor and fluid metadata"),
         (name = "diagnostics", description = "Per-well diagnosis, episodes and the legacy decision tree"),
         (name = "alarms", description = "Alarms raised by the online diagnostics: list, acknowledge"),
+        (name = "live", description = "Live events over WebSocket: readings, alarm changes, well state"),
         (name = "auth", description = "Sign in, refresh, sign out, who am I, password change"),
         (name = "admin", description = "Users, API keys and the audit trail"),
         (name = "health", description = "Liveness, startup and readiness probes")
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(wells::get, wells::replace, wells::delete))
         .routes(routes!(alarms::list))
         .routes(routes!(alarms::acknowledge))
+        .routes(routes!(stream::stream))
         .routes(routes!(diagnostics::diagnosis))
         .routes(routes!(diagnostics::retrain))
         .routes(routes!(diagnostics::transient))
@@ -90,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(audit::list))
         .routes(routes!(auth_routes::login))
         .routes(routes!(auth_routes::refresh))
+        .routes(routes!(auth_routes::console_login))
+        .routes(routes!(auth_routes::console_refresh))
         .routes(routes!(auth_routes::logout))
         .routes(routes!(auth_routes::me))
         .routes(routes!(auth_routes::change_password))
@@ -108,6 +112,7 @@ pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config);
     let router = api_routes
         .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, openapi))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
@@ -131,6 +136,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let flag = state.shutting_down.clone();
+    let live = state.live.clone();
     let store = state.store.clone();
     let audit = state.security.audit.clone();
     // The effective configuration (secrets left out) is recorded at every start, so a
@@ -158,6 +164,8 @@ pub async fn serve(
         .with_graceful_shutdown(async move {
             shutdown.await;
             flag.store(true, Ordering::SeqCst);
+            // Streams are upgraded connections the graceful shutdown does not wait for.
+            live.shut_down();
             tracing::info!("shutdown requested: finishing in-flight requests");
         })
         .await?;
@@ -328,15 +336,18 @@ pub const SECURITY_HEADERS: [(&str, &str); 7] = [
 ];
 
 /// Hardening headers on every response. The API answers JSON only, so its policy forbids
-/// everything; the bundled API docs (`/docs`) need their own scripts (files only: Swagger UI
-/// 5.32's page has no inline script, so `script-src 'self'` without `'unsafe-inline'`) and
-/// styles.
+/// everything; the console (`/`, `/console/`) may load its own files (never inline code);
+/// the bundled API docs (`/docs`) need their own scripts (files only: Swagger UI 5.32's page
+/// has no inline script, so `script-src 'self'` without `'unsafe-inline'`) and styles.
 async fn security_headers(request: Request, next: Next) -> Response {
     let docs = request.uri().path().starts_with("/docs");
+    let console = crate::console::is_console_path(request.uri().path());
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     let csp = if docs {
         "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    } else if console {
+        crate::console::CONSOLE_CSP
     } else {
         API_CSP
     };

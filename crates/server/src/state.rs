@@ -13,6 +13,7 @@ use crate::audit::AuditSink;
 use crate::auth::Security;
 use crate::diagnostics::DiagnosticsHub;
 use crate::error::ApiError;
+use crate::live::LiveHub;
 use espwatch_app::config::Config;
 
 /// Shared by every handler. Cheap to clone.
@@ -31,6 +32,8 @@ pub struct AppState {
     pub security: Arc<Security>,
     /// Bounds the telemetry being ingested at once (503 + Retry-After beyond it).
     pub ingest_gate: Arc<IngestGate>,
+    /// Live events for `GET /api/v1/stream`, published after commit.
+    pub live: Arc<LiveHub>,
 }
 
 impl AppState {
@@ -50,13 +53,16 @@ impl AppState {
             std::time::Duration::from_secs(config.audit_anchor_secs),
         );
         let security = Security::from_config(&config, security_store, audit)?;
+        let live = LiveHub::new(config.stream_max_connections_per_identity);
         Ok(AppState {
             ingest_gate: IngestGate::new(config.ingest_max_inflight_bytes),
-            diagnostics: DiagnosticsHub::start_with_capacity(
+            diagnostics: DiagnosticsHub::start_with_events(
                 store.clone(),
                 None,
                 config.diagnostics_queue_readings,
+                Some(live.clone()),
             ),
+            live,
             store,
             config: Arc::new(config),
             shutting_down: Arc::new(AtomicBool::new(false)),
@@ -68,10 +74,11 @@ impl AppState {
 
     /// Persists alarms raised by the online diagnostics in `alarms`.
     pub fn with_alarms(mut self, alarms: Arc<dyn AlarmStore>) -> Self {
-        self.diagnostics = DiagnosticsHub::start_with_capacity(
+        self.diagnostics = DiagnosticsHub::start_with_events(
             self.store.clone(),
             Some(alarms.clone()),
             self.config.diagnostics_queue_readings,
+            Some(self.live.clone()),
         );
         self.alarms = Some(alarms);
         self

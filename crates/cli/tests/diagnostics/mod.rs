@@ -13,7 +13,7 @@ use crate::support::*;
 const HOUR: i64 = 3_600_000_000;
 
 /// CSV bodies of one simulated well: readings before `split` hours, and the rest.
-fn closed_valve_well(id: &str) -> (Value, Vec<u8>, Vec<u8>) {
+pub(crate) fn closed_valve_well(id: &str) -> (Value, Vec<u8>, Vec<u8>) {
     let now = Timestamp::from_datetime(chrono::Utc::now()).0;
     let start = Timestamp(now - 13 * HOUR - now.rem_euclid(60_000_000));
     let mut config = FleetConfig::new(3, 0, start, 13 * HOUR);
@@ -50,7 +50,7 @@ fn closed_valve_well(id: &str) -> (Value, Vec<u8>, Vec<u8>) {
     (serde_json::to_value(&well.meta).unwrap(), before, after)
 }
 
-async fn wait_for_alarm(app: &TestApp, query: &str) -> Value {
+pub(crate) async fn wait_for_alarm(app: &TestApp, query: &str) -> Value {
     for _ in 0..200 {
         let (status, body) = app.get(&format!("/api/v1/alarms?{query}")).await;
         assert_eq!(status, 200, "{body}");

@@ -122,6 +122,8 @@ pub struct TestApp {
     pub admin_key: String,
     /// The server's security store, for arranging users and keys directly.
     pub security: Arc<dyn SecurityStore>,
+    /// The server's alarm store, for arranging alarms directly.
+    pub alarms: Option<Arc<dyn espwatch_store::AlarmStore>>,
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -161,6 +163,7 @@ pub async fn start_in(
     tweak(&mut config);
     let store = open_store(&mut config).await;
     let security = store.security.clone();
+    let alarms = store.alarms.clone();
     let admin_key = create_key(security.as_ref(), "test-admin", Role::Admin, None).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -179,6 +182,7 @@ pub async fn start_in(
         anonymous: reqwest::Client::new(),
         admin_key,
         security,
+        alarms,
         data_dir,
         stop: Some(stop),
         task: Some(task),

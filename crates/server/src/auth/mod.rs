@@ -11,6 +11,7 @@
 //! credentials may well be fine), logged once at ERROR with the error id, counted, and
 //! reported by `/health/ready`.
 
+pub mod cookie;
 pub mod limits;
 pub use espwatch_app::password;
 pub mod policy;
@@ -328,7 +329,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// The presented credential: `Authorization: Bearer X` or `X-API-Key: X`. A request carrying
 /// both (or either header twice) is refused as a whole (`Err`): which one would count is
 /// exactly the ambiguity a confused client or a smuggling proxy exploits (issue 18 item 10).
-fn presented_credential(headers: &HeaderMap) -> Result<Option<&str>, ()> {
+pub(crate) fn presented_credential(headers: &HeaderMap) -> Result<Option<&str>, ()> {
     let authorization = headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -485,8 +486,8 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         return next.run(request).await;
     }
 
-    let credential = match presented_credential(request.headers()) {
-        Ok(Some(credential)) => credential.to_owned(),
+    let (credential, carrier) = match cookie::credential(request.headers(), rule.path) {
+        Ok(Some(found)) => found,
         Ok(None) => return unauthorized(),
         Err(()) => {
             let mut response = ApiError::new(
@@ -575,6 +576,11 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         {
             return deny(forbidden(format!("not permitted for well {well:?}")));
         }
+    }
+    if carrier == cookie::Carrier::Cookie
+        && !cookie::csrf_passes(&security.keys, &method, request.headers(), &principal)
+    {
+        return deny(cookie::csrf_refused());
     }
     let limited = if telemetry {
         security.telemetry_readings.admit(&identity.actor, now)

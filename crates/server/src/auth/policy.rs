@@ -67,6 +67,8 @@ pub const ROUTES: &[RouteRule] = &[
     rule(Method::PUT, "/api/v1/wells/{id}", p(WellsWrite), PathId),
     rule(Method::DELETE, "/api/v1/wells/{id}", p(WellsDelete), PathId),
     rule(Method::GET, "/api/v1/alarms", p(AlarmsRead), NoWell),
+    // Wells and event kinds are checked against the subscription in the handler.
+    rule(Method::GET, "/api/v1/stream", p(LatestRead), NoWell),
     rule(
         Method::POST,
         "/api/v1/alarms/{id}/ack",
@@ -106,6 +108,8 @@ pub const ROUTES: &[RouteRule] = &[
     rule(Method::GET, "/api/v1/audit", p(AuditReadOwn), NoWell),
     rule(Method::POST, "/api/v1/auth/login", Public, NoWell),
     rule(Method::POST, "/api/v1/auth/refresh", Public, NoWell),
+    rule(Method::POST, "/api/v1/auth/console/login", Public, NoWell),
+    rule(Method::POST, "/api/v1/auth/console/refresh", Public, NoWell),
     rule(Method::POST, "/api/v1/auth/logout", Authenticated, NoWell),
     rule(Method::GET, "/api/v1/auth/me", Authenticated, NoWell),
     rule(Method::POST, "/api/v1/auth/password", p(OwnAccount), NoWell),
@@ -137,9 +141,13 @@ pub const ROUTES: &[RouteRule] = &[
     rule(Method::GET, "/health/ready", Public, NoWell),
 ];
 
-/// Paths outside the table that are public: the API description and its UI.
+/// Paths outside the table that are public: the API description and its UI, and the
+/// console's static files (which hold no data).
 pub fn is_public_path(path: &str) -> bool {
-    path == crate::OPENAPI_PATH || path == "/docs" || path.starts_with("/docs/")
+    path == crate::OPENAPI_PATH
+        || path == "/docs"
+        || path.starts_with("/docs/")
+        || crate::console::is_console_path(path)
 }
 
 /// The rule for a matched route; `None` (deny) when the route is not in the table.

@@ -113,6 +113,26 @@ impl TokenKeys {
         format!("{signing_input}.{signature}")
     }
 
+    /// The console's CSRF token of a session: HMAC-SHA256 of the session id under the token
+    /// secret, so it needs no storage, survives restarts and dies with the session.
+    pub fn csrf_token(&self, session_id: &str) -> String {
+        let mut mac = self.mac();
+        mac.update(b"espwatch-csrf\0");
+        mac.update(session_id.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `presented` is the CSRF token of `session_id` (constant-time).
+    pub fn check_csrf(&self, session_id: &str, presented: &str) -> bool {
+        let Ok(presented) = URL_SAFE_NO_PAD.decode(presented.trim()) else {
+            return false;
+        };
+        let mut mac = self.mac();
+        mac.update(b"espwatch-csrf\0");
+        mac.update(session_id.as_bytes());
+        mac.verify_slice(&presented).is_ok()
+    }
+
     /// Verifies an access token at `now` (seconds since the epoch).
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
         if token.len() > 4096 {

@@ -117,6 +117,9 @@ pub async fn acknowledge(
     {
         AckOutcome::Acknowledged(a) => {
             state
+                .live
+                .publish_alarm(crate::live::AlarmChange::Acknowledged, a.clone());
+            state
                 .security
                 .audit
                 .record_action(

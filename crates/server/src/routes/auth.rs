@@ -4,7 +4,7 @@
 //! locked account, and takes the same time (an unknown user is verified against a dummy hash).
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use espwatch_core::Timestamp;
@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::audit::{now, security_event};
 use crate::auth::password::HashError;
-use crate::auth::{Principal, PrincipalKind, REFRESH_PREFIX, SourceAddr};
+use crate::auth::{Principal, PrincipalKind, REFRESH_PREFIX, SourceAddr, cookie};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, RequestContext};
 use crate::state::AppState;
@@ -57,6 +57,8 @@ pub struct TokenResponse {
     /// Seconds until the refresh token expires.
     refresh_expires_in: u64,
     user: UserSummary,
+    #[serde(skip)]
+    session_id: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -119,6 +121,7 @@ fn token_response(
             name: user.name.clone(),
             role: user.role.name().to_owned(),
         },
+        session_id: session_id.to_owned(),
     }
 }
 
@@ -135,6 +138,98 @@ pub async fn login(
     context: RequestContext,
     ApiJson(body): ApiJson<LoginBody, AUTH_BODY_LIMIT>,
 ) -> Result<Response, ApiError> {
+    Ok(match sign_in(&state, &context, body).await? {
+        Some((_, tokens)) => Json(tokens).into_response(),
+        None => login_failed(),
+    })
+}
+
+/// The console's session: what the sign-in page learns (the tokens themselves are cookies).
+#[derive(Serialize, ToSchema)]
+pub struct ConsoleSession {
+    user: UserSummary,
+    /// Send as `X-CSRF-Token` with every request that changes something.
+    csrf_token: String,
+    /// Seconds until the access cookie expires (refresh before).
+    expires_in: u64,
+}
+
+fn console_session(
+    state: &AppState,
+    user: &User,
+    session_id: &str,
+    tokens: &TokenResponse,
+) -> Response {
+    let security = &state.security;
+    let body = ConsoleSession {
+        user: UserSummary {
+            name: user.name.clone(),
+            role: user.role.name().to_owned(),
+        },
+        csrf_token: security.keys.csrf_token(session_id),
+        expires_in: tokens.expires_in,
+    };
+    let mut response = Json(body).into_response();
+    for value in cookie::session_cookies(
+        &tokens.access_token,
+        security.access_ttl,
+        &tokens.refresh_token,
+        security.refresh_ttl,
+        state.config.cookie_secure,
+    ) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Signs the console in: the session's tokens are set as `HttpOnly`, `SameSite=Strict`
+/// cookies (never visible to scripts) and the answer carries the CSRF token the console sends
+/// as `X-CSRF-Token` with changes. API clients use `POST /api/v1/auth/login` instead.
+#[utoipa::path(post, path = "/api/v1/auth/console/login", tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Signed in; cookies `espwatch_access` and `espwatch_refresh` set", body = ConsoleSession),
+        (status = 401, description = "Invalid credentials, or account locked or disabled", body = crate::error::ErrorEnvelope),
+        (status = 429, description = "Too many attempts from this address", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn console_login(
+    State(state): State<AppState>,
+    context: RequestContext,
+    ApiJson(body): ApiJson<LoginBody, AUTH_BODY_LIMIT>,
+) -> Result<Response, ApiError> {
+    Ok(match sign_in(&state, &context, body).await? {
+        Some((user, tokens)) => {
+            let session_id = tokens.session_id.clone();
+            console_session(&state, &user, &session_id, &tokens)
+        }
+        None => login_failed(),
+    })
+}
+
+/// Renews the console's cookies with the refresh cookie (single use, as
+/// `POST /api/v1/auth/refresh`).
+#[utoipa::path(post, path = "/api/v1/auth/console/refresh", tag = "auth",
+    responses(
+        (status = 200, description = "New cookies set", body = ConsoleSession),
+        (status = 401, description = "No, used, expired or revoked refresh cookie", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn console_refresh(
+    State(state): State<AppState>,
+    context: RequestContext,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let presented = cookie::read_cookie(&headers, cookie::REFRESH_COOKIE).unwrap_or_default();
+    let (user, tokens) = rotate(&state, &context, presented).await?;
+    let session_id = tokens.session_id.clone();
+    Ok(console_session(&state, &user, &session_id, &tokens))
+}
+
+/// Checks a login; `None` when refused (recorded in the audit trail either way).
+async fn sign_in(
+    state: &AppState,
+    context: &RequestContext,
+    body: LoginBody,
+) -> Result<Option<(User, TokenResponse)>, ApiError> {
     let security = &state.security;
     let name = body.username.trim().to_owned();
     let user = if name.is_empty() || name.len() > 128 {
@@ -169,18 +264,18 @@ pub async fn login(
 
     if matched && let Some(user) = user {
         security.store.record_login_success(&user.name).await?;
-        let tokens = open_session(&state, &user, context.source.as_ref()).await?;
+        let tokens = open_session(state, &user, context.source.as_ref()).await?;
         security
             .audit
             .record_committed(security_event(
                 "login_success",
-                &context,
+                context,
                 Some(format!("user:{}", user.name)),
                 Some(user.role.name()),
                 serde_json::json!({}),
             ))
             .await;
-        return Ok(Json(tokens).into_response());
+        return Ok(Some((user, tokens)));
     }
 
     let reason = if verifiable.is_some() {
@@ -201,7 +296,7 @@ pub async fn login(
             .audit
             .record_committed(security_event(
                 "lockout",
-                &context,
+                context,
                 Some(format!("user:{account}")),
                 Some(updated.role.name()),
                 serde_json::json!({ "locked_until": updated.locked_until.map(|t| t.to_rfc3339()) }),
@@ -210,15 +305,9 @@ pub async fn login(
     }
     security
         .audit
-        .record_committed(security_event(
-            "login_failure",
-            &context,
-            None,
-            None,
-            detail,
-        ))
+        .record_committed(security_event("login_failure", context, None, None, detail))
         .await;
-    Ok(login_failed())
+    Ok(None)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -240,6 +329,16 @@ pub async fn refresh(
     context: RequestContext,
     ApiJson(body): ApiJson<RefreshBody, AUTH_BODY_LIMIT>,
 ) -> Result<Response, ApiError> {
+    let (_, tokens) = rotate(&state, &context, &body.refresh_token).await?;
+    Ok(Json(tokens).into_response())
+}
+
+/// Spends a refresh token for a new pair; a second use revokes the session.
+async fn rotate(
+    state: &AppState,
+    context: &RequestContext,
+    presented: &str,
+) -> Result<(User, TokenResponse), ApiError> {
     let security = &state.security;
     let invalid = || {
         ApiError::new(
@@ -248,7 +347,7 @@ pub async fn refresh(
             "the refresh token is invalid, used, expired or revoked; sign in again",
         )
     };
-    if !body.refresh_token.starts_with(REFRESH_PREFIX) || body.refresh_token.len() > 256 {
+    if !presented.starts_with(REFRESH_PREFIX) || presented.len() > 256 {
         return Err(invalid());
     }
     let next = format!(
@@ -259,7 +358,7 @@ pub async fn refresh(
     match security
         .store
         .rotate_refresh(
-            &secret_digest(&body.refresh_token),
+            &secret_digest(presented),
             &secret_digest(&next),
             expires_at,
             now(),
@@ -269,12 +368,13 @@ pub async fn refresh(
         RefreshOutcome::Rotated { session, user } => {
             security.audit.record(security_event(
                 "refresh",
-                &context,
+                context,
                 Some(format!("user:{}", user.name)),
                 Some(user.role.name()),
                 serde_json::json!({ "session": session.id }),
             ));
-            Ok(Json(token_response(&state, &user, &session.id, next)).into_response())
+            let tokens = token_response(state, &user, &session.id, next);
+            Ok((user, tokens))
         }
         RefreshOutcome::Reused { session_id } => {
             security.forget_cached_credentials();
@@ -282,7 +382,7 @@ pub async fn refresh(
                 .audit
                 .record_committed(security_event(
                     "refresh_reuse",
-                    &context,
+                    context,
                     None,
                     None,
                     serde_json::json!({ "session": session_id, "action": "session revoked" }),
@@ -305,7 +405,7 @@ pub async fn logout(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     context: RequestContext,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let PrincipalKind::User { session_id } = &principal.kind else {
         return Err(ApiError::bad_request(
             "not_a_session",
@@ -324,7 +424,12 @@ pub async fn logout(
             serde_json::json!({ "session": session_id }),
         )
         .await;
-    Ok(StatusCode::NO_CONTENT)
+    // The console's cookies go too (harmless for clients that never had them).
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    for value in cookie::cleared_cookies(state.config.cookie_secure) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    Ok(response)
 }
 
 #[derive(Serialize, ToSchema)]
@@ -337,14 +442,25 @@ pub struct Me {
     #[serde(skip_serializing_if = "Option::is_none")]
     wells: Option<Vec<String>>,
     permissions: Vec<&'static str>,
+    /// A user session's CSRF token (the console sends it as `X-CSRF-Token`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csrf_token: Option<String>,
 }
 
 /// Who the caller is: identity, role, permissions and wells.
 #[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
     responses((status = 200, description = "The caller", body = Me),
               (status = 401, description = "Not authenticated", body = crate::error::ErrorEnvelope)))]
-pub async fn me(Extension(principal): Extension<Principal>) -> Json<Me> {
+pub async fn me(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+) -> Json<Me> {
+    let csrf_token = match &principal.kind {
+        PrincipalKind::User { session_id } => Some(state.security.keys.csrf_token(session_id)),
+        PrincipalKind::ApiKey { .. } => None,
+    };
     Json(Me {
+        csrf_token,
         kind: match principal.kind {
             PrincipalKind::User { .. } => "user",
             PrincipalKind::ApiKey { .. } => "api_key",

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod diagnostics;
 pub mod health;
+pub mod stream;
 pub mod telemetry;
 pub mod users;
 pub mod wells;

@@ -109,7 +109,9 @@ pub async fn ingest(
     .await
     {
         Ok((report, accepted)) => {
-            // Committed: hand them to the diagnostics task (off this request's path).
+            // Committed: publish them live, and hand them to the diagnostics task (both
+            // off this request's path: neither waits for a consumer).
+            state.live.publish_readings(&accepted);
             state.diagnostics.submit(accepted);
             state.security.charge_readings(&principal, report.total());
             report

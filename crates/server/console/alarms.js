@@ -1,0 +1,147 @@
+// Alarms: the list with filters (state, well, text), acknowledge with a comment (only for
+// roles with alarms:ack; the server checks again), evidence and recommended action, and live
+// changes as they happen.
+
+import { api, can, errorText } from './api.js';
+import { h, words, time } from './dom.js';
+
+const SEVERITY_RANK = { critical: 0, major: 1, minor: 2 };
+
+export class AlarmsView {
+  constructor(root, _open, wellId) {
+    this.root = root;
+    this.wellId = wellId || null;
+    this.alarms = new Map();
+    this.filter = { state: 'open', text: '' };
+  }
+
+  async load() {
+    const path = this.wellId
+      ? `/api/v1/alarms?well_id=${encodeURIComponent(this.wellId)}`
+      : '/api/v1/alarms';
+    const r = await api(path);
+    if (!r.ok) {
+      this.root.replaceChildren(h('p', { class: 'error' }, errorText(r)));
+      return;
+    }
+    this.alarms = new Map(r.data.alarms.map((a) => [a.id, a]));
+    this.build();
+  }
+
+  build() {
+    const state = h('select', {
+      id: 'alarm-state',
+      onchange: (e) => { this.filter.state = e.target.value; this.render(); },
+    },
+    h('option', { value: 'open' }, 'Open (raised or acknowledged)'),
+    h('option', { value: 'raised' }, 'Raised, not acknowledged'),
+    h('option', { value: 'acknowledged' }, 'Acknowledged'),
+    h('option', { value: 'cleared' }, 'Cleared'),
+    h('option', { value: 'all' }, 'All'));
+    state.value = this.filter.state;
+    const search = h('input', {
+      type: 'search', id: 'alarm-search', placeholder: 'Well or condition…',
+      oninput: (e) => { this.filter.text = e.target.value.trim().toLowerCase(); this.render(); },
+    });
+    this.count = h('span', { class: 'muted' });
+    this.tbody = h('tbody', { id: 'alarm-rows' });
+    const table = h('table', { class: 'grid', id: 'alarm-table' },
+      h('thead', null, h('tr', null,
+        h('th', null, 'Severity'), h('th', null, 'Well'), h('th', null, 'Condition'),
+        h('th', null, 'State'), h('th', null, 'Since'), h('th', null, 'Ended'),
+        h('th', null, 'Confidence'), h('th', null, 'Acknowledged'), h('th', null, 'Evidence and action'),
+        h('th', null, ''))),
+      this.tbody);
+    const title = this.wellId ? null : h('h1', null, 'Alarms');
+    this.root.replaceChildren(...[title, h('div', { class: 'toolbar' }, state, search, this.count), table].filter(Boolean));
+    this.render();
+  }
+
+  shown() {
+    const f = this.filter;
+    return [...this.alarms.values()].filter((a) => {
+      if (f.state === 'open' && a.state === 'cleared') return false;
+      if (!['open', 'all'].includes(f.state) && a.state !== f.state) return false;
+      if (f.text && !`${a.well_id} ${a.condition}`.toLowerCase().includes(f.text)) return false;
+      return true;
+    }).sort((a, b) => {
+      const open = (x) => (x.state === 'cleared' ? 1 : 0);
+      return open(a) - open(b)
+        || SEVERITY_RANK[a.severity] - SEVERITY_RANK[b.severity]
+        || (a.started_at < b.started_at ? 1 : -1);
+    });
+  }
+
+  render() {
+    if (!this.tbody) return;
+    const rows = this.shown().map((a) => this.row(a));
+    this.tbody.replaceChildren(...rows);
+    if (rows.length === 0) {
+      this.tbody.append(h('tr', null, h('td', { colspan: 10, class: 'muted' }, 'No alarms match.')));
+    }
+    this.count.textContent = `${rows.length} alarm${rows.length === 1 ? '' : 's'}`;
+  }
+
+  row(a) {
+    const evidence = (a.detail && a.detail.evidence) || [];
+    const action = a.detail && a.detail.action;
+    const details = h('details', null,
+      h('summary', null, evidence.length ? `${evidence.length} finding${evidence.length === 1 ? '' : 's'}` : 'action'),
+      h('ul', null, ...evidence.map((e) => h('li', null,
+        `${words(e.feature)} ${e.value === null ? 'n/a' : e.value} ${e.relation} ${e.threshold}`))),
+      action ? h('p', { class: 'action' }, action) : null);
+    const acked = a.acknowledged_by
+      ? h('span', null, `${a.acknowledged_by} ${time(a.acknowledged_at)}`, a.comment ? h('div', { class: 'muted' }, `“${a.comment}”`) : null)
+      : '–';
+    return h('tr', { dataset: { alarm: a.id, state: a.state } },
+      h('td', null, h('span', { class: `sev sev-${a.severity}` }, a.severity)),
+      h('td', null, h('a', { href: `#/well/${encodeURIComponent(a.well_id)}` }, a.well_id)),
+      h('td', null, words(a.condition)),
+      h('td', { class: `st-${a.state}` }, a.state),
+      h('td', null, time(a.started_at)),
+      h('td', null, time(a.ended_at)),
+      h('td', { class: 'num' }, `${Math.round(a.confidence * 100)} %`),
+      h('td', null, acked),
+      h('td', null, details),
+      h('td', null, this.ackControl(a)));
+  }
+
+  ackControl(a) {
+    // Viewers and analysts see no button at all; the server refuses them anyway.
+    if (a.state !== 'raised' || !can('alarms:ack')) return null;
+    const button = h('button', { type: 'button', class: 'ack', dataset: { ack: a.id } }, 'Acknowledge');
+    const cell = h('div', null, button);
+    button.addEventListener('click', () => {
+      const comment = h('input', { type: 'text', class: 'ack-comment', maxlength: 2000, placeholder: 'Comment (optional)' });
+      const error = h('span', { class: 'error' });
+      const confirm = h('button', { type: 'submit', class: 'ack-confirm' }, 'Confirm');
+      const form = h('form', { class: 'ack-form' }, comment, confirm,
+        h('button', { type: 'button', class: 'secondary', onclick: () => cell.replaceChildren(button) }, 'Cancel'), error);
+      form.addEventListener('submit', async (e) => {
+        e.preventDefault();
+        confirm.disabled = true;
+        const body = comment.value.trim() ? { comment: comment.value.trim() } : {};
+        const r = await api(`/api/v1/alarms/${a.id}/ack`, { method: 'POST', body });
+        if (r.ok) {
+          this.alarms.set(r.data.id, r.data);
+          this.render();
+        } else {
+          error.textContent = errorText(r);
+          confirm.disabled = false;
+        }
+      });
+      cell.replaceChildren(form);
+      comment.focus();
+    });
+    return cell;
+  }
+
+  live(m) {
+    if (m.type === 'alarm' && (!this.wellId || m.alarm.well_id === this.wellId)) {
+      this.alarms.set(m.alarm.id, m.alarm);
+      this.render();
+    } else if (m.type === 'lagged') {
+      this.load();
+    }
+  }
+}

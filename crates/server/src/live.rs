@@ -1,0 +1,786 @@
+//! Live events for `GET /api/v1/stream`: committed readings, alarm changes and well state,
+//! fanned out to WebSocket subscribers.
+//!
+//! Publishing never waits for a subscriber. Events go into one bounded
+//! [`tokio::sync::broadcast`] channel *after* the data they describe is committed (the ingest
+//! handler publishes after `Store::append` returned, the diagnostics after the alarm store
+//! answered); `send` on a broadcast channel only writes into a ring buffer, so a slow or stuck
+//! subscriber costs ingestion nothing. Each connection task reads the ring at its own pace:
+//! - what is already waiting is drained and sent as one message (readings merged; past
+//!   [`COALESCE_READINGS`] only the newest reading per well is kept, with a `coalesced` count);
+//! - a subscriber that falls more than [`CHANNEL_EVENTS`] events behind loses the oldest and is
+//!   told so (`{"type":"lagged","missed_events":N}`), so it can re-read `/wells/latest`;
+//! - a socket that does not accept a message within [`SEND_TIMEOUT`] is closed.
+//!
+//! With no subscriber at all nothing is built or sent (`has_subscribers`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use espwatch_core::access::Permission;
+use espwatch_core::{Field, Reading, Timestamp, WellId};
+use espwatch_store::Alarm;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch};
+
+use crate::auth::Principal;
+use crate::views::AlarmView;
+
+/// Events the ring holds; a subscriber further behind loses the oldest (with a notice).
+pub const CHANNEL_EVENTS: usize = 4096;
+/// Readings one message may carry before older readings of a well are coalesced away.
+pub const COALESCE_READINGS: usize = 5000;
+/// A socket that does not take a message within this is closed (a stuck consumer).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most events drained into one message.
+const DRAIN_EVENTS: usize = 256;
+
+/// What happened to an alarm.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlarmChange {
+    Raised,
+    Acknowledged,
+    Cleared,
+}
+
+/// Readings committed by one ingest request, with their JSON made once for all subscribers
+/// (by the first that needs it): fan-out costs a copy of text per subscriber, not a
+/// serialization.
+#[derive(Debug)]
+pub struct ReadingBatch {
+    pub readings: Vec<Reading>,
+    json: OnceLock<Vec<String>>,
+    /// The whole `readings` message, shared by every subscriber that gets all of it.
+    message: OnceLock<Utf8Bytes>,
+}
+
+impl ReadingBatch {
+    pub fn new(readings: Vec<Reading>) -> ReadingBatch {
+        ReadingBatch {
+            readings,
+            json: OnceLock::new(),
+            message: OnceLock::new(),
+        }
+    }
+
+    /// Each reading as canonical JSON (all channels).
+    fn json(&self) -> &[String] {
+        self.json.get_or_init(|| {
+            self.readings
+                .iter()
+                .map(|r| reading_json(r, None).to_string())
+                .collect()
+        })
+    }
+}
+
+/// One published event. Cheap to clone (shared payloads).
+#[derive(Clone, Debug)]
+pub enum LiveEvent {
+    /// Readings committed by one ingest request.
+    Readings(Arc<ReadingBatch>),
+    Alarm {
+        change: AlarmChange,
+        alarm: Arc<Alarm>,
+    },
+    /// A well started or stopped running (as the diagnostics engine sees it).
+    WellState {
+        well_id: WellId,
+        running: bool,
+        at: Timestamp,
+    },
+}
+
+/// The kinds of event a subscriber can ask for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Readings,
+    Alarms,
+    WellState,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 3] = [EventKind::Readings, EventKind::Alarms, EventKind::WellState];
+
+    pub fn parse(s: &str) -> Option<EventKind> {
+        match s {
+            "readings" => Some(EventKind::Readings),
+            "alarms" => Some(EventKind::Alarms),
+            "well_state" => Some(EventKind::WellState),
+            _ => None,
+        }
+    }
+
+    /// The permission a subscriber needs for this kind.
+    pub fn permission(self) -> Permission {
+        match self {
+            EventKind::Readings => Permission::LatestRead,
+            EventKind::Alarms => Permission::AlarmsRead,
+            EventKind::WellState => Permission::DiagnosticsRead,
+        }
+    }
+}
+
+/// What a connection receives. Checked against the principal when set (see [`Subscription::check`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Subscription {
+    /// `None`: every well the identity may see.
+    pub wells: Option<Vec<String>>,
+    /// Channels of readings; `None`: all.
+    pub channels: Option<Vec<&'static str>>,
+    pub events: Vec<EventKind>,
+}
+
+/// A subscription as a client writes it (query string or `subscribe` message).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionRequest {
+    /// Comma-separated well ids; absent: all permitted wells.
+    pub wells: Option<String>,
+    /// Comma-separated channel names; absent: all channels.
+    pub channels: Option<String>,
+    /// Comma-separated kinds (`readings`, `alarms`, `well_state`); absent: all the role may see.
+    pub events: Option<String>,
+}
+
+/// Why a subscription was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum SubscriptionError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+fn items(list: &Option<String>) -> Option<Vec<&str>> {
+    list.as_deref().map(|s| {
+        s.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+}
+
+impl SubscriptionRequest {
+    /// Checks the request against the principal: every well must be in its scope, every
+    /// asked kind allowed by its role. Without `events`, the kinds the role allows.
+    pub fn check(&self, principal: &Principal) -> Result<Subscription, SubscriptionError> {
+        let wells = match items(&self.wells) {
+            None => None,
+            Some(list) => {
+                let mut wells = Vec::with_capacity(list.len());
+                for w in list {
+                    let id = WellId::parse(w)
+                        .map_err(|e| SubscriptionError::Invalid(format!("well id {w:?}: {e}")))?;
+                    if !principal.may_see_well(id.as_str()) {
+                        return Err(SubscriptionError::Forbidden(format!(
+                            "not permitted for well {w:?}"
+                        )));
+                    }
+                    wells.push(id.to_string());
+                }
+                Some(wells)
+            }
+        };
+        let channels = match items(&self.channels) {
+            None => None,
+            Some(list) => Some(
+                list.iter()
+                    .map(|c| {
+                        Field::from_name(c).map(Field::name).ok_or_else(|| {
+                            SubscriptionError::Invalid(format!("{c:?} is not a channel"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let events = match items(&self.events) {
+            None => EventKind::ALL
+                .into_iter()
+                .filter(|k| principal.can(k.permission()))
+                .collect(),
+            Some(list) => {
+                let mut kinds = Vec::new();
+                for k in list {
+                    let kind = EventKind::parse(k).ok_or_else(|| {
+                        SubscriptionError::Invalid(format!(
+                            "{k:?} is not an event kind (readings, alarms, well_state)"
+                        ))
+                    })?;
+                    if !principal.can(kind.permission()) {
+                        return Err(SubscriptionError::Forbidden(format!(
+                            "role {} lacks the permission {} needed for {k} events",
+                            principal.role,
+                            kind.permission().name()
+                        )));
+                    }
+                    if !kinds.contains(&kind) {
+                        kinds.push(kind);
+                    }
+                }
+                kinds
+            }
+        };
+        Ok(Subscription {
+            wells,
+            channels,
+            events,
+        })
+    }
+}
+
+/// Counters shown by `/health/ready`.
+#[derive(Clone, Debug, Serialize)]
+pub struct LiveStatus {
+    pub connections: usize,
+    pub published_events: u64,
+    /// Events subscribers lost by falling too far behind (each told so).
+    pub lagged_events: u64,
+    /// Readings left out of a message because a newer one of the same well was in it.
+    pub coalesced_readings: u64,
+}
+
+/// The fan-out point; one per server (in [`crate::AppState`]).
+pub struct LiveHub {
+    tx: broadcast::Sender<LiveEvent>,
+    max_per_identity: usize,
+    connections: Mutex<HashMap<String, usize>>,
+    shutdown: watch::Sender<bool>,
+    published: AtomicU64,
+    lagged: AtomicU64,
+    coalesced: AtomicU64,
+}
+
+/// A connection slot of one identity, given back when dropped.
+pub struct ConnectionPermit {
+    hub: Arc<LiveHub>,
+    actor: String,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut map = self
+            .hub
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.actor) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.actor);
+            }
+        }
+    }
+}
+
+impl LiveHub {
+    pub fn new(max_per_identity: usize) -> Arc<LiveHub> {
+        let (tx, _) = broadcast::channel(CHANNEL_EVENTS);
+        Arc::new(LiveHub {
+            tx,
+            max_per_identity,
+            connections: Mutex::new(HashMap::new()),
+            shutdown: watch::Sender::new(false),
+            published: AtomicU64::new(0),
+            lagged: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether anyone listens (publishers skip building events otherwise).
+    pub fn has_subscribers(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    /// A receiver of everything published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
+        self.tx.subscribe()
+    }
+
+    /// Publishes an event; never waits.
+    pub fn publish(&self, event: LiveEvent) {
+        if self.tx.send(event).is_ok() {
+            self.published.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes committed readings (a copy is made only when someone listens).
+    pub fn publish_readings(&self, readings: &[Reading]) {
+        if !readings.is_empty() && self.has_subscribers() {
+            self.publish(LiveEvent::Readings(Arc::new(ReadingBatch::new(
+                readings.to_vec(),
+            ))));
+        }
+    }
+
+    pub fn publish_alarm(&self, change: AlarmChange, alarm: Alarm) {
+        if self.has_subscribers() {
+            self.publish(LiveEvent::Alarm {
+                change,
+                alarm: Arc::new(alarm),
+            });
+        }
+    }
+
+    /// A connection slot for `actor`, or `None` at the per-identity limit.
+    pub fn try_connect(self: &Arc<Self>, actor: &str) -> Option<ConnectionPermit> {
+        let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(actor.to_owned()).or_insert(0);
+        if *n >= self.max_per_identity {
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionPermit {
+            hub: self.clone(),
+            actor: actor.to_owned(),
+        })
+    }
+
+    pub fn max_per_identity(&self) -> usize {
+        self.max_per_identity
+    }
+
+    /// Closes every stream (code 1001, going away); called when the server shuts down.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn status(&self) -> LiveStatus {
+        LiveStatus {
+            connections: self
+                .connections
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .sum(),
+            published_events: self.published.load(Ordering::Relaxed),
+            lagged_events: self.lagged.load(Ordering::Relaxed),
+            coalesced_readings: self.coalesced.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs one connection until the client leaves, the socket stalls or the server stops.
+    /// `rx` was subscribed before the upgrade, so nothing published after the 101 is missed.
+    pub async fn run(
+        self: Arc<Self>,
+        mut socket: WebSocket,
+        principal: Principal,
+        mut subscription: Subscription,
+        mut rx: broadcast::Receiver<LiveEvent>,
+        _permit: ConnectionPermit,
+    ) {
+        let mut shutdown = self.shutdown.subscribe();
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        let hello = serde_json::json!({
+            "type": "subscribed",
+            "identity": principal.name,
+            "role": principal.role.name(),
+            "subscription": subscription,
+        });
+        if !self.send(&mut socket, hello.to_string()).await {
+            return;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    let stop = changed.is_err() || *shutdown.borrow_and_update();
+                    if stop {
+                        let _ = socket.send(Message::Close(Some(CloseFrame {
+                            code: 1001,
+                            reason: Utf8Bytes::from_static("server shutting down"),
+                        }))).await;
+                        return;
+                    }
+                }
+                incoming = socket.recv() => {
+                    let text = match incoming {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(_)) => continue, // pings are answered by the socket itself
+                    };
+                    let reply = match client_message(&text, &principal) {
+                        Ok(new) => {
+                            subscription = new;
+                            serde_json::json!({"type": "subscribed", "subscription": subscription})
+                        }
+                        Err(e) => error_message(&e),
+                    };
+                    if !self.send(&mut socket, reply.to_string()).await {
+                        return;
+                    }
+                }
+                first = rx.recv() => {
+                    let mut events = Vec::new();
+                    let mut missed = 0u64;
+                    match first {
+                        Ok(e) => events.push(e),
+                        Err(broadcast::error::RecvError::Lagged(n)) => missed += n,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                    // Whatever else is already waiting goes into the same message.
+                    while events.len() < DRAIN_EVENTS {
+                        match rx.try_recv() {
+                            Ok(e) => events.push(e),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => missed += n,
+                            Err(_) => break,
+                        }
+                    }
+                    if missed > 0 {
+                        self.lagged.fetch_add(missed, Ordering::Relaxed);
+                        let notice = serde_json::json!({
+                            "type": "lagged",
+                            "missed_events": missed,
+                            "message": "this connection fell behind and missed events; re-read /api/v1/wells/latest and /api/v1/alarms",
+                        });
+                        if !self.send(&mut socket, notice.to_string()).await {
+                            return;
+                        }
+                    }
+                    for message in self.render(&events, &principal, &subscription) {
+                        if !self.send(&mut socket, message).await {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends one text message; false when the connection is over (closed, or stuck for
+    /// [`SEND_TIMEOUT`]).
+    async fn send(&self, socket: &mut WebSocket, text: impl Into<Utf8Bytes>) -> bool {
+        match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::info!("stream: a subscriber took no message for {SEND_TIMEOUT:?}; closed");
+                false
+            }
+        }
+    }
+
+    /// The messages a batch of events makes for one subscriber.
+    fn render(
+        &self,
+        events: &[LiveEvent],
+        principal: &Principal,
+        subscription: &Subscription,
+    ) -> Vec<Utf8Bytes> {
+        let wanted = |well: &str| {
+            principal.may_see_well(well)
+                && subscription
+                    .wells
+                    .as_ref()
+                    .is_none_or(|w| w.iter().any(|x| x == well))
+        };
+        let mut messages = Vec::new();
+        // (batch, position) of every reading this subscriber gets, in order.
+        let mut readings: Vec<(&ReadingBatch, usize)> = Vec::new();
+        for event in events {
+            match event {
+                LiveEvent::Readings(batch) => {
+                    if subscription.events.contains(&EventKind::Readings) {
+                        readings.extend(
+                            batch
+                                .readings
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, r)| wanted(r.well_id.as_str()))
+                                .map(|(i, _)| (&**batch, i)),
+                        );
+                    }
+                }
+                LiveEvent::Alarm { change, alarm } => {
+                    if subscription.events.contains(&EventKind::Alarms) && wanted(&alarm.well_id) {
+                        messages.push(Utf8Bytes::from(
+                            serde_json::json!({
+                                "type": "alarm",
+                                "change": change,
+                                "alarm": AlarmView::from(Alarm::clone(alarm)),
+                            })
+                            .to_string(),
+                        ));
+                    }
+                }
+                LiveEvent::WellState {
+                    well_id,
+                    running,
+                    at,
+                } => {
+                    if subscription.events.contains(&EventKind::WellState)
+                        && wanted(well_id.as_str())
+                    {
+                        messages.push(Utf8Bytes::from(
+                            serde_json::json!({
+                                "type": "well_state",
+                                "well_id": well_id,
+                                "running": running,
+                                "ts": at.to_rfc3339(),
+                            })
+                            .to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+        // The common case: one batch, all of it, every channel: the message made once.
+        let whole = match events {
+            [LiveEvent::Readings(batch)]
+                if subscription.channels.is_none()
+                    && readings.len() == batch.readings.len()
+                    && readings.len() <= COALESCE_READINGS =>
+            {
+                Some(batch)
+            }
+            _ => None,
+        };
+        if let Some(batch) = whole {
+            let message = batch.message.get_or_init(|| {
+                let all: Vec<(&ReadingBatch, usize)> =
+                    (0..batch.readings.len()).map(|i| (&**batch, i)).collect();
+                Utf8Bytes::from(readings_message(&all, None, 0))
+            });
+            messages.insert(0, message.clone());
+        } else if !readings.is_empty() {
+            let mut coalesced = 0usize;
+            if readings.len() > COALESCE_READINGS {
+                // Keep the newest reading of each well.
+                let before = readings.len();
+                let mut seen = HashSet::new();
+                let mut kept: Vec<(&ReadingBatch, usize)> = readings
+                    .iter()
+                    .rev()
+                    .filter(|(b, i)| seen.insert(b.readings[*i].well_id.as_str()))
+                    .copied()
+                    .collect();
+                kept.reverse();
+                readings = kept;
+                coalesced = before - readings.len();
+                self.coalesced
+                    .fetch_add(coalesced as u64, Ordering::Relaxed);
+            }
+            let message = readings_message(&readings, subscription.channels.as_deref(), coalesced);
+            // Readings first: alarms usually follow from them.
+            messages.insert(0, Utf8Bytes::from(message));
+        }
+        messages
+    }
+}
+
+/// A `readings` message from pre-rendered readings (or, with a channel filter, rendered here).
+fn readings_message(
+    readings: &[(&ReadingBatch, usize)],
+    channels: Option<&[&'static str]>,
+    coalesced: usize,
+) -> String {
+    let mut message = String::from(r#"{"type":"readings","readings":["#);
+    for (n, (batch, i)) in readings.iter().enumerate() {
+        if n > 0 {
+            message.push(',');
+        }
+        match channels {
+            None => message.push_str(&batch.json()[*i]),
+            Some(channels) => {
+                message.push_str(&reading_json(&batch.readings[*i], Some(channels)).to_string())
+            }
+        }
+    }
+    message.push(']');
+    if coalesced > 0 {
+        message.push_str(&format!(r#","coalesced":{coalesced}"#));
+    }
+    message.push('}');
+    message
+}
+
+/// A reading in the canonical flat shape of `POST /api/v1/telemetry`.
+fn reading_json(reading: &Reading, channels: Option<&[&'static str]>) -> serde_json::Value {
+    let mut row = serde_json::Map::new();
+    row.insert("well_id".into(), reading.well_id.as_str().into());
+    row.insert("ts".into(), reading.ts.to_rfc3339().into());
+    for (field, value) in reading.values.iter() {
+        if channels.is_none_or(|c| c.contains(&field.name())) {
+            row.insert(field.name().into(), value.into());
+        }
+    }
+    serde_json::Value::Object(row)
+}
+
+/// A message from the client: `{"type":"subscribe","wells":[...],"channels":[...],"events":[...]}`.
+fn client_message(text: &str, principal: &Principal) -> Result<Subscription, SubscriptionError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+    enum ClientMessage {
+        Subscribe {
+            wells: Option<Vec<String>>,
+            channels: Option<Vec<String>>,
+            events: Option<Vec<String>>,
+        },
+    }
+    let message: ClientMessage = serde_json::from_str(text).map_err(|e| {
+        SubscriptionError::Invalid(format!(
+            "not a message of the stream protocol ({e}); send {{\"type\":\"subscribe\",...}}"
+        ))
+    })?;
+    let ClientMessage::Subscribe {
+        wells,
+        channels,
+        events,
+    } = message;
+    let join = |v: Option<Vec<String>>| v.map(|v| v.join(","));
+    SubscriptionRequest {
+        wells: join(wells),
+        channels: join(channels),
+        events: join(events),
+    }
+    .check(principal)
+}
+
+fn error_message(e: &SubscriptionError) -> serde_json::Value {
+    let kind = match e {
+        SubscriptionError::Invalid(_) => "invalid_subscription",
+        SubscriptionError::Forbidden(_) => "forbidden",
+    };
+    serde_json::json!({"type": "error", "error": {"type": kind, "message": e.to_string()}})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::PrincipalKind;
+    use espwatch_core::Measurements;
+    use espwatch_core::access::{Role, WellScope};
+
+    fn viewer(wells: Option<Vec<&str>>) -> Principal {
+        Principal {
+            kind: PrincipalKind::User {
+                session_id: "s".into(),
+            },
+            name: "v".into(),
+            role: Role::Viewer,
+            scope: WellScope::from_list(wells.map(|w| w.into_iter().map(String::from).collect())),
+        }
+    }
+
+    fn reading(well: &str, secs: i64, current: f64) -> Reading {
+        let mut values = Measurements::empty();
+        values.set(Field::MotorCurrentA, Some(current));
+        values.set(Field::FrequencyHz, Some(55.0));
+        Reading {
+            well_id: WellId::parse(well).unwrap(),
+            ts: Timestamp::from_secs(secs),
+            values,
+        }
+    }
+
+    #[test]
+    fn subscriptions_respect_scope_role_and_names() {
+        let p = viewer(Some(vec!["W-1"]));
+        let ok = SubscriptionRequest {
+            wells: Some("W-1".into()),
+            channels: Some("motor_current_a".into()),
+            events: None,
+        }
+        .check(&p)
+        .unwrap();
+        assert_eq!(ok.wells, Some(vec!["W-1".to_owned()]));
+        assert_eq!(ok.channels, Some(vec!["motor_current_a"]));
+        // A viewer has latest, alarms and diagnostics reading: all three kinds.
+        assert_eq!(ok.events.len(), 3);
+        let out_of_scope = SubscriptionRequest {
+            wells: Some("W-1,W-2".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            out_of_scope.check(&p),
+            Err(SubscriptionError::Forbidden(_))
+        ));
+        let bad_channel = SubscriptionRequest {
+            channels: Some("torque".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad_channel.check(&p),
+            Err(SubscriptionError::Invalid(_))
+        ));
+        let mut client = viewer(None);
+        client.role = Role::ApiClient;
+        let alarms = SubscriptionRequest {
+            events: Some("alarms".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            alarms.check(&client),
+            Err(SubscriptionError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn rendering_filters_by_scope_and_channels_and_coalesces_floods() {
+        let hub = LiveHub::new(4);
+        let p = viewer(Some(vec!["W-1"]));
+        let sub = SubscriptionRequest {
+            channels: Some("motor_current_a".into()),
+            ..Default::default()
+        }
+        .check(&p)
+        .unwrap();
+        let batch = LiveEvent::Readings(Arc::new(ReadingBatch::new(vec![
+            reading("W-1", 0, 40.0),
+            reading("W-2", 0, 41.0),
+        ])));
+        let messages = hub.render(&[batch], &p, &sub);
+        assert_eq!(messages.len(), 1);
+        let m: serde_json::Value = serde_json::from_str(messages[0].as_str()).unwrap();
+        assert_eq!(m["readings"].as_array().unwrap().len(), 1, "{m}");
+        assert_eq!(m["readings"][0]["motor_current_a"], 40.0);
+        assert!(m["readings"][0].get("frequency_hz").is_none());
+
+        // Everything of one batch: the message is made once and shared.
+        let everyone = viewer(None);
+        let all = SubscriptionRequest::default().check(&everyone).unwrap();
+        let batch = LiveEvent::Readings(Arc::new(ReadingBatch::new(vec![
+            reading("W-1", 0, 40.0),
+            reading("W-2", 0, 41.0),
+        ])));
+        let first = hub.render(std::slice::from_ref(&batch), &everyone, &all);
+        let second = hub.render(std::slice::from_ref(&batch), &everyone, &all);
+        assert_eq!(first[0].as_str().as_ptr(), second[0].as_str().as_ptr());
+        let m: serde_json::Value = serde_json::from_str(first[0].as_str()).unwrap();
+        assert_eq!(m["readings"].as_array().unwrap().len(), 2, "{m}");
+        assert_eq!(m["readings"][1]["frequency_hz"], 55.0);
+
+        let flood: Vec<Reading> = (0..COALESCE_READINGS as i64 + 10)
+            .map(|i| reading("W-1", i, i as f64))
+            .collect();
+        let last = flood.last().unwrap().values.get(Field::MotorCurrentA);
+        let messages = hub.render(
+            &[LiveEvent::Readings(Arc::new(ReadingBatch::new(flood)))],
+            &p,
+            &sub,
+        );
+        let m: serde_json::Value = serde_json::from_str(messages[0].as_str()).unwrap();
+        assert_eq!(m["readings"].as_array().unwrap().len(), 1);
+        assert_eq!(m["readings"][0]["motor_current_a"].as_f64(), last);
+        assert_eq!(m["coalesced"], COALESCE_READINGS + 9);
+    }
+
+    #[test]
+    fn connections_are_limited_per_identity_and_given_back() {
+        let hub = LiveHub::new(2);
+        let a = hub.try_connect("user:a").unwrap();
+        let _b = hub.try_connect("user:a").unwrap();
+        assert!(hub.try_connect("user:a").is_none());
+        assert!(hub.try_connect("user:b").is_some());
+        drop(a);
+        assert!(hub.try_connect("user:a").is_some());
+    }
+}
