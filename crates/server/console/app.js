@@ -71,6 +71,7 @@ function enter() {
   units.useUser(session.user);
   $('units').value = units.current();
   $('whoami').textContent = `${session.user} (${session.role})`;
+  $('nav-admin').hidden = !can('users:manage');
   show(true);
   if (!location.hash || location.hash === '#/' || location.hash === '#') {
     location.hash = '#/fleet';
@@ -95,6 +96,9 @@ async function route() {
     // Loaded when first needed: the fleet page does not pay for the chart library.
     const { WellView } = await import('./well.js');
     view = new WellView(root, decodeURIComponent(arg));
+  } else if (page === 'admin') {
+    const { AdminView } = await import('./admin.js');
+    view = new AdminView(root);
   } else if (page === 'alarms') {
     view = new AlarmsView(root, openAlarms);
   } else {

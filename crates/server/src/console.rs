@@ -46,6 +46,7 @@ const ASSETS: &[Asset] = &[
     asset!("fleet.js", JS),
     asset!("well.js", JS),
     asset!("alarms.js", JS),
+    asset!("admin.js", JS),
     asset!("vendor/uplot/uPlot.esm.js", JS),
     asset!("vendor/uplot/uPlot.min.css", "text/css; charset=utf-8"),
     asset!("vendor/uplot/LICENSE", "text/plain; charset=utf-8"),

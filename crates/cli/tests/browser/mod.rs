@@ -133,6 +133,13 @@ async fn an_operator_signs_in_watches_live_acknowledges_and_signs_out_and_a_view
         state, "critical",
         "the well with an open critical alarm is red"
     );
+    let admin_link = b
+        .js(
+            "return document.getElementById('nav-admin').hidden;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(admin_link, true, "no administration for an operator");
     b.wait(
         "the live connection",
         "return document.getElementById('live-status').dataset.state === 'on';",
@@ -284,6 +291,15 @@ async fn a_fleet_of_a_thousand_wells_renders_within_a_second() {
         )
         .await;
     assert_eq!(chips, "20", "20 wells with gas lock");
+
+    // An admin also sees users, API keys and the audit trail.
+    b.click("#nav-admin").await;
+    b.wait(
+        "the administration page",
+        "return document.querySelector('#users-table tr[data-user=\"ada\"]') && document.querySelector('#keys-table tbody tr') && document.querySelector('#audit-rows tr[data-kind=\"login_success\"]');",
+        Duration::from_secs(10),
+    )
+    .await;
     b.quit().await;
 }
 

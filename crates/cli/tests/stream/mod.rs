@@ -362,6 +362,8 @@ async fn streams_are_limited_per_identity_and_closed_at_shutdown() {
     }
     let mut third = third.expect("a slot after a close");
     subscribed(&mut third).await;
+    let (_, ready) = app.get("/health/ready").await;
+    assert_eq!(ready["checks"]["stream"]["connections"], 3, "{ready}");
 
     let stopping = tokio::spawn(app.stop());
     let closed = next_of(&mut second, "closed", Duration::from_secs(10))

@@ -108,6 +108,10 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     checks["diagnostics"] = serde_json::json!(state.diagnostics.status());
     // Shedding ingest load is the server working as intended, not a reason to leave rotation.
     checks["ingest"] = serde_json::json!(state.ingest_gate.status());
+    // Live streams: open connections and what slow subscribers lost (never a readiness issue).
+    let mut stream = serde_json::json!(state.live.status());
+    stream["status"] = "healthy".into();
+    checks["stream"] = stream;
     // Lost audit records do not take the server out of rotation (surveillance must go on),
     // but they are reported here for monitoring to alert on.
     let audit_failures = state.security.audit.failures();
