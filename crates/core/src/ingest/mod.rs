@@ -264,6 +264,34 @@ pub enum DecodeError {
     Csv { line: u64, message: String },
 }
 
+/// Panics when a decoded batch breaks what every decoder promises: each accepted reading
+/// has a well id that is valid for new readings, a time no later than the future tolerance,
+/// and only values within their channel's sane range. For the fuzz targets (`fuzz/`) and
+/// their replay in the tests; cheap enough to call on any batch.
+pub fn check_decoded_invariants(decoded: &Decoded, opts: &DecodeOptions) {
+    for item in &decoded.items {
+        if let Item::Valid(reading) = item {
+            assert!(
+                crate::telemetry::WellId::parse_new(reading.well_id.as_str()).is_ok(),
+                "accepted well id {:?}",
+                reading.well_id
+            );
+            assert!(
+                reading.ts.0 <= opts.now.0.saturating_add(opts.max_future_micros),
+                "accepted a reading from the future: {:?}",
+                reading.ts
+            );
+            for (field, value) in reading.values.iter() {
+                let range = field.sane_range();
+                assert!(
+                    value.is_finite() && value >= range.min && value <= range.max,
+                    "accepted {field:?} = {value} outside {range:?}"
+                );
+            }
+        }
+    }
+}
+
 /// Decodes a whole body held in memory.
 ///
 /// `Ok` even when every reading is rejected: the items say why. An empty JSON array or a
