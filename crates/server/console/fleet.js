@@ -54,6 +54,7 @@ export class FleetView {
       this.root.replaceChildren(h('p', { class: 'error' }, errorText(latest)));
       return;
     }
+    performance.mark('fleet:data');
     const receivedAt = Date.now();
     for (const w of latest.data.wells) {
       this.wells.set(w.well_id, {
@@ -118,8 +119,10 @@ export class FleetView {
       this.table,
     );
     for (const w of this.wells.values()) this.makeRow(w);
+    performance.mark('fleet:rows');
     this.renderChips();
     this.applyFilter();
+    performance.mark('fleet:built');
   }
 
   th(key, label, channel) {

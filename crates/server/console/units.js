@@ -78,13 +78,17 @@ export function convert(key, v) {
   return c ? kindValue(c.kind, v) : v;
 }
 
+// One formatter per precision: toLocaleString with options builds a new one per call, which
+// costs most of the first render of a 1 000-well fleet.
+const FORMATS = [0, 1, 2, 3].map((digits) => new Intl.NumberFormat('en-US', { maximumFractionDigits: digits, minimumFractionDigits: 0 }));
+
 /** A value for display, converted, with sensible digits; '–' when missing. */
 export function format(key, v) {
   if (v === null || v === undefined || Number.isNaN(v)) return '–';
   const x = convert(key, v);
   const a = Math.abs(x);
   const digits = a >= 1000 ? 0 : a >= 100 ? 1 : a >= 1 ? 2 : 3;
-  return x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: 0 });
+  return FORMATS[digits].format(x);
 }
 
 export function age(seconds) {
