@@ -464,6 +464,12 @@ impl AsyncWrite for TimedStream {
             && *n > 0
         {
             this.wrote(&buf[..*n]);
+            if matches!(this.phase, Phase::AwaitingHead { .. }) {
+                // The HTTP server may already be parked on a read it started while the
+                // request was answered (no clock then): arm the clock with this task's waker
+                // too, so the connection is woken, and its read fails, when it runs out.
+                let _ = this.deadline.as_mut().poll(cx);
+            }
         }
         result
     }
