@@ -219,7 +219,7 @@ pub fn decode_log_batch(data: &[u8]) -> Result<Vec<LogWell>, CodecError> {
             .and_then(|s| WellId::parse(s).ok())
             .ok_or_else(|| CodecError("invalid well id".into()))?;
         let mut points = Vec::new();
-        decode_rows(&mut r, &mut points, |ts| (0, ts.len()))?;
+        decode_rows(&mut r, &mut points, ALL_CHANNELS, |ts| (0, ts.len()))?;
         wells.push((id, points));
     }
     r.finish()?;
@@ -584,15 +584,36 @@ pub fn decode_segment_timestamps(data: &[u8]) -> Result<Vec<i64>, CodecError> {
     decode_timestamps(&mut Reader::new(data)).map(|(_, ts)| ts)
 }
 
+/// Channels to decode, one bit per [`Field::index`]; the others come back missing.
+pub type ChannelMask = u16;
+pub const ALL_CHANNELS: ChannelMask = (1 << FIELD_COUNT) - 1;
+
+/// The mask of `fields`.
+pub fn channel_mask(fields: &[Field]) -> ChannelMask {
+    fields.iter().fold(0, |m, f| m | (1 << f.index()))
+}
+
 /// Decodes the points of a segment with `from <= ts < to`, appending them to `out` in order.
+#[cfg(test)]
 pub fn decode_segment_range(
     data: &[u8],
     from: i64,
     to: i64,
     out: &mut Vec<Point>,
 ) -> Result<(), CodecError> {
+    decode_segment_channels(data, (from, to), ALL_CHANNELS, out)
+}
+
+/// As [`decode_segment_range`], decoding only the channels in `mask` (the others are
+/// skipped: a compact column by its length, a varint one value by value).
+pub fn decode_segment_channels(
+    data: &[u8],
+    (from, to): (i64, i64),
+    mask: ChannelMask,
+    out: &mut Vec<Point>,
+) -> Result<(), CodecError> {
     let mut r = Reader::new(data);
-    decode_rows(&mut r, out, |ts| {
+    decode_rows(&mut r, out, mask, |ts| {
         let lo = ts.partition_point(|t| *t < from);
         let hi = ts.partition_point(|t| *t < to).max(lo);
         (lo, hi)
@@ -604,7 +625,7 @@ pub fn decode_segment_range(
 pub fn decode_segment(data: &[u8]) -> Result<Vec<Point>, CodecError> {
     let mut out = Vec::new();
     let mut r = Reader::new(data);
-    decode_rows(&mut r, &mut out, |ts| (0, ts.len()))?;
+    decode_rows(&mut r, &mut out, ALL_CHANNELS, |ts| (0, ts.len()))?;
     r.finish()?;
     Ok(out)
 }
@@ -656,6 +677,7 @@ fn read_presence(
 fn decode_rows(
     r: &mut Reader<'_>,
     out: &mut Vec<Point>,
+    mask: ChannelMask,
     select: impl FnOnce(&[i64]) -> (usize, usize),
 ) -> Result<(), CodecError> {
     let (format, ts) = decode_timestamps(r)?;
@@ -684,6 +706,24 @@ fn decode_rows(
             Format::V1 => PACK_VARINT,
             Format::V2 => r.u8()?,
         };
+        if mask & (1 << ch) == 0 {
+            match (encoding, packing) {
+                (ENCODING_RAW, PACK_VARINT) => {
+                    r.bytes(rows.len() * 8)?;
+                }
+                (_, PACK_VARINT) => {
+                    for _ in 0..rows.len() {
+                        r.varint()?;
+                    }
+                }
+                (_, PACK_PCO) => {
+                    let len = r.count(1)?;
+                    r.bytes(len)?;
+                }
+                (_, other) => return err(format!("channel {ch}: unknown packing {other}")),
+            }
+            continue;
+        }
         let mut put = |j: usize, v: f64| -> Result<(), CodecError> {
             let row = rows[j];
             if row >= lo && row < hi {
@@ -1121,6 +1161,28 @@ mod tests {
                 let data = encode(&points);
                 let mut got = Vec::new();
                 decode_segment_range(&data, from, to, &mut got).unwrap();
+                prop_assert!(same(&got, &want), "{}", name);
+            }
+        }
+
+        #[test]
+        fn masked_decode_keeps_exactly_the_chosen_channels(
+            points in arb_regular_points(),
+            mask in 0u16..(1 << FIELD_COUNT),
+        ) {
+            let want: Vec<Point> = points
+                .iter()
+                .map(|(t, m)| {
+                    let raw = std::array::from_fn(|c| {
+                        if mask & (1 << c) != 0 { m.raw()[c] } else { f64::NAN }
+                    });
+                    (*t, Measurements::from_raw(raw))
+                })
+                .collect();
+            for (name, encode) in encoders() {
+                let data = encode(&points);
+                let mut got = Vec::new();
+                decode_segment_channels(&data, (i64::MIN, i64::MAX), mask, &mut got).unwrap();
                 prop_assert!(same(&got, &want), "{}", name);
             }
         }

@@ -321,7 +321,12 @@ fn lock_dir(dir: &Path) -> StoreResult<File> {
 impl Inner {
     /// Sealed points of `well` in `[from, to)`, read from the segments of the windows that
     /// overlap the range, ascending.
-    fn read_sealed(&self, well: &WellId, from: i64, to: i64) -> StoreResult<Vec<Point>> {
+    fn read_sealed(
+        &self,
+        well: &WellId,
+        (from, to): (i64, i64),
+        mask: codec::ChannelMask,
+    ) -> StoreResult<Vec<Point>> {
         let first_window = window_start(from, self.shared.window);
         self.readers.with(|conn| {
             let mut stmt = conn
@@ -341,7 +346,7 @@ impl Inner {
                     .get_ref(1)
                     .and_then(|v| v.as_blob().map_err(Into::into))
                     .map_err(|e| sql_err("reading segments", e))?;
-                codec::decode_segment_range(data, from, to, &mut out).map_err(|e| {
+                codec::decode_segment_channels(data, (from, to), mask, &mut out).map_err(|e| {
                     tracing::error!(well = %well, window_start = ws, error = %e, "corrupt segment");
                     StoreError::Internal(format!("segment ({well}, {ws}) is corrupt: {e}"))
                 })?;
@@ -369,6 +374,7 @@ impl Inner {
         (from, to): (i64, i64),
         windows: &[(i64, i64)],
         raw_windows: &std::collections::HashSet<i64>,
+        mask: codec::ChannelMask,
     ) -> StoreResult<RollupRead> {
         let Some(&(first, _)) = windows.first() else {
             return Ok(RollupRead {
@@ -428,7 +434,7 @@ impl Inner {
                             .get_ref(0)
                             .and_then(|v| v.as_blob().map_err(Into::into))
                             .map_err(|e| sql_err("reading segments", e))?;
-                        codec::decode_segment_range(data, lo, hi, &mut out.raw).map_err(|e| {
+                        codec::decode_segment_channels(data, (lo, hi), mask, &mut out.raw).map_err(|e| {
                             tracing::error!(well = %well, window_start = ws, error = %e, "corrupt segment");
                             StoreError::Internal(format!("segment ({well}, {ws}) is corrupt: {e}"))
                         })?;
@@ -441,6 +447,38 @@ impl Inner {
 }
 
 impl EmbeddedStore {
+    /// `read_range` decoding only the sealed channels in `mask` (others come back missing
+    /// from sealed windows; unsealed readings keep all theirs). Queries ask only for their
+    /// fields.
+    async fn read_channels(
+        &self,
+        well_id: &WellId,
+        range: TimeRange,
+        mask: codec::ChannelMask,
+    ) -> StoreResult<Vec<Point>> {
+        self.check_open()?;
+        let (from, to) = (range.from.0, range.to.0);
+        // Head first, segments second: a checkpoint in between then only makes the sealed
+        // read return copies of head points, which the merge drops. The other order could
+        // miss readings sealed and cleared from the head in between.
+        let snapshot =
+            self.inner
+                .shared
+                .read()
+                .snapshot(well_id, from, to, self.inner.shared.window);
+        let Some((head, windows)) = snapshot else {
+            return Ok(Vec::new());
+        };
+        if windows.is_empty() {
+            return Ok(head);
+        }
+        let well = well_id.clone();
+        let sealed = self
+            .blocking(move |inner| inner.read_sealed(&well, (from, to), mask))
+            .await?;
+        Ok(merge_dedup(sealed, head))
+    }
+
     /// A bucketed query whose inner range `[inner_from, inner_to)` (whole step buckets) is
     /// answered from the hourly rollups where they are valid; edges and the rest from raw
     /// points. Same answer as `series::evaluate` on the raw points (`avg` to rounding).
@@ -451,6 +489,7 @@ impl EmbeddedStore {
         (inner_from, inner_to): (i64, i64),
     ) -> StoreResult<Series> {
         let (from, to) = (query.range.from.0, query.range.to.0);
+        let mask = codec::channel_mask(&query.fields);
         let mut pieces: Vec<rollup::Piece> = Vec::new();
         for (a, b) in [(from, inner_from), (inner_to, to)] {
             if a < b {
@@ -458,7 +497,7 @@ impl EmbeddedStore {
                     from: Timestamp(a),
                     to: Timestamp(b),
                 };
-                let points = self.read_range(&query.well_id, range).await?;
+                let points = self.read_channels(&query.well_id, range, mask).await?;
                 pieces.extend(points.iter().map(rollup::Piece::of_point));
             }
         }
@@ -486,7 +525,7 @@ impl EmbeddedStore {
         let well = query.well_id.clone();
         let read = self
             .blocking(move |inner| {
-                inner.read_rollups(&well, (inner_from, inner_to), &windows, &raw_windows)
+                inner.read_rollups(&well, (inner_from, inner_to), &windows, &raw_windows, mask)
             })
             .await?;
         pieces.extend(read.pieces);
@@ -521,27 +560,8 @@ impl Store for EmbeddedStore {
     }
 
     async fn read_range(&self, well_id: &WellId, range: TimeRange) -> StoreResult<Vec<Point>> {
-        self.check_open()?;
-        let (from, to) = (range.from.0, range.to.0);
-        // Head first, segments second: a checkpoint in between then only makes the sealed
-        // read return copies of head points, which the merge drops. The other order could
-        // miss readings sealed and cleared from the head in between.
-        let snapshot =
-            self.inner
-                .shared
-                .read()
-                .snapshot(well_id, from, to, self.inner.shared.window);
-        let Some((head, windows)) = snapshot else {
-            return Ok(Vec::new());
-        };
-        if windows.is_empty() {
-            return Ok(head);
-        }
-        let well = well_id.clone();
-        let sealed = self
-            .blocking(move |inner| inner.read_sealed(&well, from, to))
-            .await?;
-        Ok(merge_dedup(sealed, head))
+        self.read_channels(well_id, range, codec::ALL_CHANNELS)
+            .await
     }
 
     async fn query(&self, query: &TelemetryQuery) -> StoreResult<Series> {
@@ -554,7 +574,10 @@ impl Store for EmbeddedStore {
                     .await
             }
             None => {
-                let points = self.read_range(&query.well_id, query.range).await?;
+                let mask = codec::channel_mask(&query.fields);
+                let points = self
+                    .read_channels(&query.well_id, query.range, mask)
+                    .await?;
                 Ok(espwatch_core::series::evaluate(query, &points))
             }
         }
