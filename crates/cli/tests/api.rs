@@ -1524,3 +1524,131 @@ async fn store_check_names_damage_and_repair_quarantines_it() {
     assert_eq!(points.len(), 1, "the undamaged window is still there");
     store.close().await.unwrap();
 }
+
+// ---------------------------------------------------------------- store stats / compact / backup / restore
+
+/// Issue 20: an operator reads the bytes per reading, backs the data directory up, restores it
+/// elsewhere and compacts the restored copy; every reading survives each step.
+#[tokio::test]
+async fn store_stats_backup_restore_and_compact_keep_every_reading() {
+    use espwatch_core::{Field, Measurements, Reading, TimeRange, Timestamp, WellId};
+    use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let well = WellId::parse("S-2").unwrap();
+    let t0 = 1_767_225_600_000_000i64;
+    // Two days at one minute: 12 windows, the last one still open (written fast).
+    let readings: Vec<Reading> = (0..2 * 1440i64)
+        .map(|m| {
+            let mut values = Measurements::empty();
+            values.set(Field::FrequencyHz, Some(((5000 + m % 9) as f64) / 100.0));
+            values.set(
+                Field::IntakePressurePsi,
+                Some(((8500 + m % 17) as f64) / 10.0),
+            );
+            Reading {
+                well_id: well.clone(),
+                ts: Timestamp(t0 + m * 60_000_000),
+                values,
+            }
+        })
+        .collect();
+    let store = EmbeddedStore::open(&data, EmbeddedOptions::default()).unwrap();
+    store
+        .append(readings, AppendOptions::default())
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    let all = TimeRange {
+        from: Timestamp(0),
+        to: Timestamp(i64::MAX),
+    };
+    let original = store.read_range(&well, all).await.unwrap();
+    store.close().await.unwrap();
+
+    let work = tempfile::tempdir().unwrap();
+    let stats = |dir: &std::path::Path| -> Value {
+        let (ok, stdout, stderr) = run_cli(
+            &[
+                "store",
+                "stats",
+                "--json",
+                "--data-dir",
+                dir.to_str().unwrap(),
+            ],
+            &[],
+            work.path(),
+        );
+        assert!(ok, "{stdout}{stderr}");
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let before = stats(&data);
+    assert_eq!(before["readings"], 2880);
+    assert_eq!(before["segments"], 12);
+    assert_eq!(before["compact_segments"], 11);
+    assert!(before["bytes_per_reading"].as_f64().unwrap() > 0.0);
+
+    let backup = dir.path().join("backup");
+    let restored = dir.path().join("restored");
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "store",
+            "backup",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--to",
+            backup.to_str().unwrap(),
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("2880 readings"), "{stdout}");
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "store",
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert_eq!(stats(&restored)["readings"], 2880);
+    // Restoring over existing data is refused.
+    let (ok, _, _) = run_cli(
+        &[
+            "store",
+            "restore",
+            "--from",
+            backup.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(!ok, "restore into a non-empty directory must fail");
+
+    let (ok, stdout, stderr) = run_cli(
+        &["store", "compact", "--data-dir", restored.to_str().unwrap()],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let after = stats(&restored);
+    assert_eq!(after["compact_segments"], 12, "{after}");
+    assert_eq!(after["readings"], 2880);
+
+    let store = EmbeddedStore::open(&restored, EmbeddedOptions::default()).unwrap();
+    let back = store.read_range(&well, all).await.unwrap();
+    assert_eq!(back.len(), original.len());
+    assert!(back.iter().zip(&original).all(|(a, b)| a.0 == b.0
+        && a.1.get(Field::FrequencyHz) == b.1.get(Field::FrequencyHz)
+        && a.1.get(Field::IntakePressurePsi) == b.1.get(Field::IntakePressurePsi)));
+    store.close().await.unwrap();
+}
