@@ -35,7 +35,7 @@ fn main() {
         let h = (s.ts.0 - start.0) as f64 / 3.6e9;
         if h >= from && h <= to {
             n += 1;
-            if n % every == 0 {
+            if n.is_multiple_of(every) {
                 let f = e.features();
                 let r = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
                 let fs: Vec<String> = out
