@@ -256,10 +256,25 @@ export class WellView {
         },
       };
       const chart = new uPlot(opts, data, box);
+      chart.channels = present;
       this.charts.push(chart);
     }
     if (this.charts.length === 0) {
       this.chartBox.append(h('p', { class: 'muted' }, 'No readings in this range.'));
+    }
+  }
+
+  /** New points into the existing charts (no rebuild), keeping each chart's channels. */
+  updateCharts() {
+    if (this.charts.length === 0) {
+      this.drawCharts();
+      return;
+    }
+    for (const chart of this.charts) {
+      chart.setData([
+        this.data.ts,
+        ...chart.channels.map((k) => this.data.fields[k].map((v) => (v === null ? null : units.convert(k, v)))),
+      ]);
     }
   }
 
@@ -398,7 +413,7 @@ export class WellView {
           this.data.ts.push(Date.parse(r.ts) / 1000);
           for (const k of Object.keys(this.data.fields)) this.data.fields[k].push(r[k] === undefined ? null : r[k]);
         }
-        this.drawCharts();
+        this.updateCharts();
         this.drawPump();
       }
     } else if (m.type === 'alarm' && m.alarm.well_id === this.id) {

@@ -26,7 +26,7 @@ use espwatch_store::Alarm;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
-use crate::auth::Principal;
+use crate::auth::{Principal, Security};
 use crate::views::AlarmView;
 
 /// Events the ring holds; a subscriber further behind loses the oldest (with a notice).
@@ -35,6 +35,9 @@ pub const CHANNEL_EVENTS: usize = 4096;
 pub const COALESCE_READINGS: usize = 5000;
 /// A socket that does not take a message within this is closed (a stuck consumer).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a stream re-checks its identity besides when credentials change through this
+/// server (changes made with the CLI are seen this late at most).
+pub const RECHECK_EVERY: Duration = Duration::from_secs(60);
 /// Most events drained into one message.
 const DRAIN_EVENTS: usize = 256;
 
@@ -373,7 +376,11 @@ impl LiveHub {
         mut subscription: Subscription,
         mut rx: broadcast::Receiver<LiveEvent>,
         _permit: ConnectionPermit,
+        security: Arc<Security>,
     ) {
+        let mut revocations = security.revocations();
+        let mut recheck =
+            tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_EVERY, RECHECK_EVERY);
         let mut shutdown = self.shutdown.subscribe();
         if *shutdown.borrow_and_update() {
             return;
@@ -396,6 +403,21 @@ impl LiveHub {
                         let _ = socket.send(Message::Close(Some(CloseFrame {
                             code: 1001,
                             reason: Utf8Bytes::from_static("server shutting down"),
+                        }))).await;
+                        return;
+                    }
+                }
+                _ = async {
+                    tokio::select! {
+                        _ = revocations.changed() => {}
+                        _ = recheck.tick() => {}
+                    }
+                } => {
+                    // A store that cannot answer says nothing about the identity: keep going.
+                    if let Ok(false) = security.still_valid(&principal).await {
+                        let _ = socket.send(Message::Close(Some(CloseFrame {
+                            code: 1008,
+                            reason: Utf8Bytes::from_static("credentials revoked"),
                         }))).await;
                         return;
                     }

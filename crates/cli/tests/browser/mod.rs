@@ -390,6 +390,17 @@ async fn screenshots_of_a_simulated_fleet_with_a_gas_lock() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     b.screenshot(&dir.join("well.png")).await;
+    // A live reading of this well extends the open charts and the current values.
+    let (status, body) = app
+        .ingest_json(&reading("PAD-A-07", &now_minus(0), 55.5))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    b.wait(
+        "the live reading on the well page",
+        "const c = document.querySelector('#well-latest [data-channel=\"motor_current_a\"]'); return c && c.textContent.startsWith('55.5') && document.querySelectorAll('#well-charts .uplot').length >= 3;",
+        Duration::from_secs(2),
+    )
+    .await;
 
     b.goto(&format!("{}#/alarms", console_url(&app))).await;
     b.wait(

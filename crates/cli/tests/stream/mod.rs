@@ -757,3 +757,53 @@ async fn stream_fan_out_benchmark() {
         p99_n.as_secs_f64() / p99_0.as_secs_f64(),
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_session_ends_or_its_key_is_revoked() {
+    let app = spawn_app().await;
+    let token = access_token(&app, "lena", Role::Operator, None).await;
+    let key = create_key(app.security.as_ref(), "wallboard", Role::Viewer, None).await;
+    let mut by_session = open(&app, "", Some(&token), &[])
+        .await
+        .expect("session stream");
+    let mut by_key = open(&app, "", Some(&key), &[]).await.expect("key stream");
+    let mut bystander = open(&app, "", Some(&app.admin_key), &[])
+        .await
+        .expect("admin");
+    subscribed(&mut by_session).await;
+    subscribed(&mut by_key).await;
+    subscribed(&mut bystander).await;
+
+    let (status, _) = app
+        .send(bearer_client(&token).post(app.url("/api/v1/auth/logout")))
+        .await;
+    assert_eq!(status, 204);
+    let closed = next_of(&mut by_session, "closed", Duration::from_secs(5))
+        .await
+        .expect("closed after logout");
+    assert_eq!(closed["code"], 1008, "{closed}");
+
+    let key_id = key.split('_').nth(1).unwrap();
+    let (status, _) = app
+        .send(
+            app.client
+                .delete(app.url(&format!("/api/v1/apikeys/{key_id}"))),
+        )
+        .await;
+    assert_eq!(status, 204);
+    let closed = next_of(&mut by_key, "closed", Duration::from_secs(5))
+        .await
+        .expect("closed after revocation");
+    assert_eq!(closed["code"], 1008, "{closed}");
+
+    // Others keep streaming.
+    let (status, _) = app
+        .ingest_json(&reading("W-1", &chrono::Utc::now().to_rfc3339(), 40.0))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        next_of(&mut bystander, "readings", Duration::from_secs(2))
+            .await
+            .is_some()
+    );
+}

@@ -44,6 +44,7 @@ pub(crate) struct Smoothed {
     pub settle_flow: Ewma,
     pub settle_pip: Ewma,
     pub settle_thp: Ewma,
+    pub settle_head: Ewma,
     /// Supply voltage (absolute) now and over the settling time: without a frequency channel
     /// V/Hz is unknown, but a sag or swell against the recent level still shows.
     pub fast_volts: Ewma,
@@ -97,6 +98,7 @@ impl Smoothed {
             f.tubing_pressure_ratio,
             th.settle_secs,
         );
+        up(&mut self.settle_head, f.head_ratio, th.settle_secs);
     }
 }
 
@@ -111,6 +113,23 @@ pub(crate) struct HeadLoss {
     pub low: Option<f64>,
     /// Without a discharge gauge: the delivery and frequency before a sudden loss.
     pub delivery_ref: Option<(f64, f64)>,
+    /// A sudden step of the head, intake and delivery being confirmed (see [`subtle_leak`]).
+    pub step: Option<StepLevels>,
+    /// A subtle leak latched from a confirmed step: the head level before it, judged against.
+    pub step_level: Option<f64>,
+}
+
+/// Levels just before a sudden step (settling-time averages), and when it began.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StepLevels {
+    pub since: i64,
+    pub head: f64,
+    pub pip: f64,
+    pub flow: Option<f64>,
+    pub thp: Option<f64>,
+    /// Sums of the readings since the step (head, unused, flow, count of flows, count, wellhead,
+    /// count of wellheads), so that it is confirmed on averages, not on every noisy reading.
+    pub sums: [f64; 7],
 }
 
 /// Everything a rule may look at for one reading.
@@ -526,9 +545,16 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         Some(h) => (h, false),
         None => (delivery_proxy(i, state)?, true),
     };
+    if !proxied && let Some(finding) = subtle_leak(i, state) {
+        return Some(finding);
+    }
     let early = th.head_departure_ratio();
     if h >= early {
-        *state = HeadLoss::default();
+        // A step being confirmed is judged against its own levels, not the baseline.
+        *state = HeadLoss {
+            step: state.step,
+            ..HeadLoss::default()
+        };
         return None;
     }
     let departed = *state.departed.get_or_insert(i.ts);
@@ -643,6 +669,145 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     let depth = ((low - h) / th.head_loss_full_depth).clamp(0.0, 1.0);
     let conf = BASE + (STRONG + AGREES + 0.05) * depth;
     Some(Finding::new(kind, conf, ev))
+}
+
+/// A hole in the tubing acts at once: part of what the pump lifts returns to the annulus, so
+/// within minutes, at a steady speed, the head steps down, the intake steps up and the surface
+/// delivery steps down, while the wellhead does not press back and the motor stays loaded.
+/// Judged against the levels just before the step (not the baseline, which may have drifted
+/// by more than a small leak takes), and confirmed over `leak_step_confirm_secs`: a step of a
+/// few percent on every channel together is a leak even when the head is still close to its
+/// baseline. A choke change, a flowline surge, a frequency change or a water-cut step moves
+/// these channels in other directions; a sand slug clears before it is confirmed.
+fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
+    let (th, s) = (i.th, i.s);
+    let fast_head = val(&s.fast_head)?;
+    let drop = th.leak_subtle_head_drop;
+    if let (Some(Condition::TubingLeak), Some(level)) = (state.kind, state.step_level) {
+        let bar = level * (1.0 - drop / 2.0);
+        if fast_head < bar {
+            return Some(Finding::new(
+                Condition::TubingLeak,
+                BASE + AGREES,
+                vec![
+                    Evidence::new("head_ratio_fast", fast_head, bar, "< level before the step"),
+                    Evidence::new(
+                        "head_loss_developed_over_h",
+                        state.developed_secs / 3600.0,
+                        th.abrupt_secs / 3600.0,
+                        "<=",
+                    ),
+                ],
+            ));
+        }
+        *state = HeadLoss::default();
+        return None;
+    }
+    if state.kind.is_some() || !i.settled {
+        state.step = None;
+        return None;
+    }
+    let fast_pip = val(&s.fast_pip)?;
+    let fast_flow = val(&s.fast_flow);
+    let loaded = val(&s.cur).is_none_or(|c| c >= th.leak_current_ratio);
+    // Head and delivery step at once; the intake follows as the annulus fills.
+    let stepped = |l: &StepLevels, head: f64, flow: Option<f64>| {
+        head <= l.head * (1.0 - drop)
+            && match (flow, l.flow) {
+                (Some(now), Some(before)) => now <= before * th.leak_step_flow_fall,
+                _ => true,
+            }
+    };
+    match state.step.as_mut() {
+        // Given up at once if the head comes back.
+        Some(levels) if fast_head <= levels.head * (1.0 - drop / 2.0) => {
+            let h = i.f.head_ratio?;
+            levels.sums[0] += h;
+            if let Some(q) = i.f.flow_ratio {
+                levels.sums[2] += q;
+                levels.sums[3] += 1.0;
+            }
+            levels.sums[4] += 1.0;
+            if let Some(t) = i.f.tubing_pressure_ratio {
+                levels.sums[5] += t;
+                levels.sums[6] += 1.0;
+            }
+            let waited = (i.ts - levels.since) as f64 / 1e6;
+            let intake_up = fast_pip >= levels.pip * th.leak_subtle_pip_rise;
+            if waited >= th.abrupt_secs {
+                state.step = None;
+                return None;
+            }
+            if waited >= th.leak_step_confirm_secs && intake_up {
+                let levels = *levels;
+                let n = levels.sums[4];
+                let mean_flow = (levels.sums[3] > 0.0).then(|| levels.sums[2] / levels.sums[3]);
+                let mean_head = levels.sums[0] / n;
+                let mean_thp = (levels.sums[6] > 0.0).then(|| levels.sums[5] / levels.sums[6]);
+                let wellhead_steady = match (mean_thp, levels.thp) {
+                    (Some(now), Some(before)) => {
+                        now <= before * (1.0 + th.leak_subtle_thp_tolerance)
+                    }
+                    _ => true,
+                };
+                // A leak moves more fluid past the motor, not less: a winding getting hotter
+                // says the pump lost flow for another reason (cooling, load).
+                let motor_cool = val(&s.rise).is_none_or(|r| r < th.overheat_rise_ratio);
+                if !(stepped(&levels, mean_head, mean_flow)
+                    && loaded
+                    && wellhead_steady
+                    && motor_cool)
+                {
+                    state.step = None;
+                    return None;
+                }
+                state.kind = Some(Condition::TubingLeak);
+                state.departed = Some(levels.since);
+                state.developed_secs = 0.0;
+                state.step_level = Some(levels.head);
+                state.step = None;
+                let mut ev = vec![
+                    Evidence::new(
+                        "head_ratio_since_step",
+                        mean_head,
+                        levels.head * (1.0 - drop),
+                        "<= level before the step",
+                    ),
+                    Evidence::new(
+                        "intake_pressure_ratio_fast",
+                        fast_pip,
+                        levels.pip * th.leak_subtle_pip_rise,
+                        ">= level before the step",
+                    ),
+                ];
+                if let (Some(now), Some(before)) = (mean_flow, levels.flow) {
+                    ev.push(Evidence::new(
+                        "flow_ratio_since_step",
+                        now,
+                        before * th.leak_step_flow_fall,
+                        "<= level before the step",
+                    ));
+                }
+                let conf = BASE + bonus(levels.flow.is_some(), AGREES);
+                return Some(Finding::new(Condition::TubingLeak, conf, ev));
+            }
+        }
+        Some(_) => state.step = None,
+        None => {
+            let levels = StepLevels {
+                since: i.ts,
+                head: val(&s.settle_head)?,
+                pip: val(&s.settle_pip)?,
+                flow: val(&s.settle_flow),
+                thp: val(&s.settle_thp),
+                sums: [0.0; 7],
+            };
+            if stepped(&levels, fast_head, fast_flow) && loaded {
+                state.step = Some(levels);
+            }
+        }
+    }
+    None
 }
 
 /// A lower head with the surface delivery at or above its baseline is the pump running further

@@ -398,3 +398,44 @@ fn a_restart_with_the_annulus_full_is_not_a_head_loss() {
         assert!(wrong.is_empty(), "{}: {wrong:?}", w.meta.well_id.0);
     }
 }
+
+/// A small leak (a few percent of head) on a field-physics well: the head and delivery step
+/// down together, the intake follows as the annulus fills, the motor stays loaded and cool. It
+/// is found from the step against the levels just before it, although the head never leaves
+/// the band around its baseline that the gradual rules judge.
+#[test]
+fn a_subtle_tubing_leak_is_found_from_the_step_of_head_delivery_and_intake() {
+    let mut cfg = FleetConfig::new(1, 24, start(), 8 * 24 * HOUR);
+    cfg.family = Family::Field;
+    cfg.interval_from_family = true;
+    cfg.condition_rounds = 3;
+    let plan = plan_fleet(&cfg).unwrap();
+    // ESP-023: the leak begins at 55.4 h (2026-01-03T07:26Z).
+    let w = &plan.wells[22];
+    let readings: Vec<_> = samples(&plan, 22)
+        .into_iter()
+        .take_while(|(ts, _)| ts.0 < start().0 + 58 * HOUR)
+        .collect();
+    let mut engine = WellEngine::new(
+        Some(&w.meta),
+        Thresholds::default(),
+        TrainingWindow::Default,
+    );
+    let mut found = None;
+    for (ts, m) in &readings {
+        let out = engine.push(*ts, m);
+        for f in &out.findings {
+            assert_evidence_true(f);
+            if f.diagnosis == Diagnosis::Condition(Condition::TubingLeak) {
+                found.get_or_insert(ts.0);
+            }
+        }
+    }
+    let at = found.expect("the leak is found");
+    let onset = start().0 + 55 * HOUR + 26 * 60_000_000;
+    assert!(
+        at > onset && at - onset < HOUR,
+        "found {} min after the onset",
+        (at - onset) / 60_000_000
+    );
+}

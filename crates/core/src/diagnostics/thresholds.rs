@@ -166,6 +166,16 @@ pub struct Thresholds {
     /// over its level and the wellhead not pressing back, is a leak even above
     /// `head_ratio_low`.
     pub leak_step_head_ratio: f64,
+    /// A sudden step of the head by this share below its level just before, with the intake
+    /// up by `leak_step_pip_rise` and the delivery down to `leak_step_flow_fall` of theirs,
+    /// held for `leak_step_confirm_secs`, is a (subtle) leak; the wellhead may not rise by
+    /// more than `leak_subtle_thp_tolerance` meanwhile.
+    pub leak_subtle_head_drop: f64,
+    pub leak_step_confirm_secs: f64,
+    pub leak_subtle_thp_tolerance: f64,
+    /// The intake must have risen this much above its level before the step (the annulus
+    /// filling with what the leak returns) within `abrupt_secs`.
+    pub leak_subtle_pip_rise: f64,
     /// A head loss is a pump losing head only while the surface delivery is below this share
     /// of its baseline (at or above it, the operating point moved right on the curve).
     pub head_loss_min_flow_shortfall_ratio: f64,
@@ -291,6 +301,10 @@ impl Default for Thresholds {
             proxy_max_tubing_ratio: 0.98,
             proxy_frequency_band: 0.01,
             leak_step_head_ratio: 0.955,
+            leak_subtle_head_drop: 0.02,
+            leak_step_confirm_secs: 600.0,
+            leak_subtle_thp_tolerance: 0.01,
+            leak_subtle_pip_rise: 1.01,
             head_loss_min_flow_shortfall_ratio: 1.0,
             drawdown_pip_ratio: 1.05,
             leak_step_pip_rise: 1.02,

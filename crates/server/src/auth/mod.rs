@@ -108,6 +108,9 @@ pub struct Security {
     cache: Mutex<HashMap<String, (Instant, Principal)>>,
     /// Authentications that failed because the identity store could not be read.
     store_failures: std::sync::atomic::AtomicU64,
+    /// Bumped whenever cached credentials are forgotten (logout, revocation, user change), so
+    /// long-lived connections (streams) re-check theirs at once.
+    revocations: tokio::sync::watch::Sender<u64>,
 }
 
 /// Why presented credentials did not yield an identity.
@@ -173,6 +176,7 @@ impl Security {
             cache_ttl: Duration::from_millis(config.auth_cache_ms),
             cache: Mutex::new(HashMap::new()),
             store_failures: std::sync::atomic::AtomicU64::new(0),
+            revocations: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -180,6 +184,44 @@ impl Security {
     /// change takes effect on the next request.
     pub fn forget_cached_credentials(&self) {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.revocations.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever credentials may have been revoked (see [`Security::still_valid`]).
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    /// Whether an identity established earlier still stands: its session open (not logged
+    /// out, not expired), its user enabled with the same role and wells; or its API key
+    /// neither revoked nor expired. For connections that outlive a request (streams).
+    pub async fn still_valid(
+        &self,
+        principal: &Principal,
+    ) -> Result<bool, espwatch_store::StoreError> {
+        let now = Timestamp::from_datetime(chrono::Utc::now());
+        match &principal.kind {
+            PrincipalKind::User { session_id } => {
+                let Some(session) = self.store.active_session(session_id, now).await? else {
+                    return Ok(false);
+                };
+                if session.user_name != principal.name {
+                    return Ok(false);
+                }
+                let Some(user) = self.store.get_user(&principal.name).await? else {
+                    return Ok(false);
+                };
+                Ok(!user.disabled
+                    && user.role == principal.role
+                    && WellScope::from_list(user.wells) == principal.scope)
+            }
+            PrincipalKind::ApiKey { id } => {
+                let Some(key) = self.store.get_api_key(id).await? else {
+                    return Ok(false);
+                };
+                Ok(key.revoked_at.is_none() && key.expires_at.is_none_or(|e| e > now))
+            }
+        }
     }
 
     /// Issues an access token for a user's session.

@@ -108,10 +108,11 @@ pub async fn stream(
     })?;
     // Subscribed before the 101 goes out: nothing committed after it is missed.
     let rx = state.live.subscribe();
+    let security = state.security.clone();
     Ok(upgrade
         .protocols([STREAM_PROTOCOL])
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |socket| live.run(socket, principal, subscription, rx, permit)))
+        .on_upgrade(move |socket| live.run(socket, principal, subscription, rx, permit, security)))
 }
 
 /// The subprotocols a client offered, trimmed.
