@@ -73,7 +73,7 @@ diagnosis), false alarms per well-day split by the normal operation they happene
 (operations.csv next to the labels, as `espwatch simulate` writes).\n\nWith --families, simulates \
 a fleet per model family (--wells, --duration, --seed; each family's own sampling rates), runs \
 the diagnostics engine on it in process and prints each family's scores and the cross-family \
-table. The holdout family is the one the engine is never tuned on."
+table. The blind family is the one the engine is never tuned on (holdout was, until it was spent)."
 )]
 pub struct EvalArgs {
     /// Labels: well_id,file,start,end,condition (as `espwatch simulate` writes).

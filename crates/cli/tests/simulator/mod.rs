@@ -488,7 +488,7 @@ fn eval_families_simulates_diagnoses_and_scores_each_family() {
         &[
             "eval",
             "--families",
-            "pipctl,holdout",
+            "pipctl,blind",
             "--wells",
             "12",
             "--duration",

@@ -548,13 +548,24 @@ impl WellEngine {
     }
 
     /// Share of the settled training readings whose V/Hz lies outside the excursion band.
+    /// Without a frequency channel, the voltage against its training mean stands in.
     fn volts_per_hz_excursion_rate(&self, samples: &[(i64, Measurements, bool)]) -> f64 {
-        let Some(base) = self.baseline.as_ref().and_then(|b| b.volts_per_hz) else {
+        let Some(b) = self.baseline.as_ref() else {
             return 0.0;
+        };
+        let (base, by_volts) = match (b.volts_per_hz, b.volts_v) {
+            (Some(vhz), _) => (vhz, false),
+            (None, Some(v)) => (v, true),
+            _ => return 0.0,
         };
         let (mut n, mut out) = (0u32, 0u32);
         for (_, m, settled) in samples {
-            if let (true, Some(v)) = (*settled, self.normalise(m).volts_per_hz) {
+            let value = if by_volts {
+                m.get(Field::MotorVoltageV)
+            } else {
+                self.normalise(m).volts_per_hz
+            };
+            if let (true, Some(v)) = (*settled, value) {
                 n += 1;
                 if (v / base - 1.0).abs() > self.th.voltage_deviation {
                     out += 1;
@@ -826,6 +837,8 @@ impl WellEngine {
 
     fn diagnose(&mut self, ts: i64, raw: &Measurements) -> StepOutput {
         let (clean, sensor) = self.channel_health(ts, raw);
+        // The voltage level before this reading (for wells without V/Hz).
+        let volts_level = self.sm.fast_volts.value();
         // Run state.
         let running = self.is_running(&clean);
         let tripped = self.running && !running;
@@ -862,7 +875,11 @@ impl WellEngine {
                 running && at_speed,
             ));
         }
-        self.power_rule(ts, running, &feats, &th, &mut findings);
+        let volts = match (clean.get(Field::MotorVoltageV), volts_level) {
+            (Some(v), Some(level)) if level > 1.0 => Some(v / level),
+            _ => None,
+        };
+        self.power_rule(ts, running, &feats, volts, &th, &mut findings);
         let (score, pointwise) = self.anomaly_step(ts, running, since_start, &feats, &mut findings);
         let transitions = self.episodes_step(ts, tripped, settled, &findings);
         self.last_findings = findings.clone();
@@ -881,11 +898,13 @@ impl WellEngine {
         ts: i64,
         running: bool,
         feats: &Features,
+        volts_ratio: Option<f64>,
         th: &Thresholds,
         findings: &mut Vec<Finding>,
     ) {
-        // Without a frequency channel V/Hz is unknown: the supply against its recent level.
-        let supply = feats.volts_per_hz_ratio.or_else(|| self.sm.voltage_swing());
+        // Without a frequency channel V/Hz is unknown: each voltage reading against the level
+        // of the last minute (a drive moving its speed changes it far more slowly than a sag).
+        let supply = feats.volts_per_hz_ratio.or(volts_ratio);
         if running && let Some(v) = supply {
             let out = (v - 1.0).abs() > th.voltage_deviation;
             if out && !self.in_excursion {

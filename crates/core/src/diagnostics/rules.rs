@@ -99,6 +99,12 @@ impl Smoothed {
             th.settle_secs,
         );
         up(&mut self.settle_head, f.head_ratio, th.settle_secs);
+        up(&mut self.fast_volts, m.get(Field::MotorVoltageV), fast);
+        up(
+            &mut self.settle_volts,
+            m.get(Field::MotorVoltageV),
+            th.settle_secs,
+        );
     }
 }
 

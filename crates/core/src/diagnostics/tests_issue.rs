@@ -439,3 +439,33 @@ fn a_subtle_tubing_leak_is_found_from_the_step_of_head_delivery_and_intake() {
         (at - onset) / 60_000_000
     );
 }
+
+/// Without a frequency channel a disturbed supply still shows: each voltage reading against
+/// its recent level.
+#[test]
+fn a_power_fluctuation_is_found_without_a_frequency_channel() {
+    let plan = pinned(
+        Family::Classic,
+        Some((Condition::PowerFluctuation, "20h", "24h")),
+        30,
+        "30s",
+    );
+    let readings: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            m.set(Field::FrequencyHz, None);
+            (ts, m)
+        })
+        .collect();
+    let (episodes, _) = run_checked(
+        Some(&plan.wells[0].meta),
+        &readings,
+        TrainingWindow::Default,
+    );
+    assert!(
+        episodes
+            .iter()
+            .any(|e| e.diagnosis == Diagnosis::Condition(Condition::PowerFluctuation)),
+        "{episodes:?}"
+    );
+}

@@ -19,11 +19,11 @@
 //!
 //! | blind | per well: Dunbar or Turpin, separator or not | per well: straight line or Vogel | its own curves | a third PIP-controlled | 10/30/60 s (as historian exports), spikes, coarse or fine quantisation, any channel may be missing | as field |
 //!
-//! **`holdout` is never used to tune the diagnostics** (see ARCHITECTURE.md): it is the family
-//! the cross-family table reports as "never tuned on". Its per-condition results were read
-//! while fixing bugs, so `blind` was added later as a second, recombined family that is only
-//! ever run for the report: it mixes the modelling choices per well in combinations no
-//! family has, at historian sampling rates with gauge spikes.
+//! **`blind` is never used to tune the diagnostics** (see ARCHITECTURE.md): it is the family
+//! the cross-family table reports as "never tuned on". `holdout` held that place until its
+//! per-condition results were read while fixing bugs (2026-12-04); `blind` replaced it, a
+//! recombined family only ever run for the report: it mixes the modelling choices per well in
+//! combinations no family has, at historian sampling rates with gauge spikes.
 
 use crate::rng::SimRng;
 use crate::telemetry::Field;
@@ -62,9 +62,10 @@ impl Family {
         }
     }
 
-    /// True for the family the diagnostics must never be tuned on.
+    /// True for the family the diagnostics must never be tuned on (`holdout` until it was spent
+    /// on 2026-12-04, `blind` since).
     pub fn is_held_out(self) -> bool {
-        matches!(self, Family::Holdout | Family::Blind)
+        self == Family::Blind
     }
 
     /// Standard sampling intervals of the family's gauges, seconds; `None`: the run's

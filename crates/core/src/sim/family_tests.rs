@@ -47,7 +47,9 @@ fn family_names_round_trip_and_classic_is_the_default() {
         assert_eq!(f.name().parse::<Family>().unwrap(), f);
     }
     assert!("bogus".parse::<Family>().is_err());
-    assert!(Family::Holdout.is_held_out());
+    // Holdout was spent on 2026-12-04; blind is the family never tuned on.
+    assert!(Family::Blind.is_held_out());
+    assert!(!Family::Holdout.is_held_out());
     let mut cfg = FleetConfig::new(1, 3, start(), 48 * HOUR_US);
     cfg.conditions = ConditionChoice::None;
     assert_eq!(cfg.family, Family::Classic);
