@@ -303,7 +303,7 @@ pub fn to_json(results: &[FamilyResult]) -> Value {
         results
             .iter()
             .map(|r| {
-                let mut v = super::diagnose::report_json(&r.report, &r.detail);
+                let mut v = report_json(&r.report, &r.detail);
                 if let Value::Object(m) = &mut v {
                     m.insert("family".into(), json!(r.family.name()));
                     m.insert("held_out".into(), json!(r.family.is_held_out()));
@@ -315,4 +315,60 @@ pub fn to_json(results: &[FamilyResult]) -> Value {
             })
             .collect(),
     )
+}
+
+/// The JSON form of one evaluation (per condition, macro figures, bands, confusion, false
+/// alarms by operation).
+pub fn report_json(report: &EvalReport, detail: &EvalDetail) -> serde_json::Value {
+    let per_condition: Vec<serde_json::Value> = report
+        .per_condition
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "condition": c.condition,
+                "labels": c.labels,
+                "detected": c.detected,
+                "recall": c.recall(),
+                "events": c.events,
+                "correct_events": c.correct_events,
+                "precision": c.precision(),
+                "misclassified": c.misclassified,
+                "confused_with": c.confused_with,
+                "mean_delay_s": c.mean_delay_s,
+            })
+        })
+        .collect();
+    let bands: Vec<serde_json::Value> = detail
+        .bands
+        .iter()
+        .map(|b| {
+            serde_json::json!({
+                "lo": b.lo,
+                "hi": b.hi,
+                "events": b.events,
+                "correct": b.correct,
+                "precision": b.precision(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "per_condition": per_condition,
+        "macro_recall": report.macro_recall(),
+        "macro_precision": report.macro_precision(),
+        "false_alarms": report.false_alarms,
+        "unlabelled_well_days": report.unlabelled_well_days,
+        "false_alarms_per_well_day": report.false_alarms_per_well_day(),
+        "anomaly_events": report.anomaly_events,
+        "abrupt_mean_delay_s": report.abrupt_mean_delay_s(),
+        "abrupt_median_delay_s": detail.abrupt_median_delay_s,
+        "confidence_bands": bands,
+        "high_confidence": {
+            "events": detail.high_confidence.events,
+            "correct": detail.high_confidence.correct,
+            "precision": detail.high_confidence.precision(),
+        },
+        "confusion": detail.confusion,
+        "false_alarms_by_operation": detail.false_alarms_by_operation,
+        "operations": detail.operations,
+    })
 }

@@ -507,13 +507,13 @@ fn envelope_response(
     );
     for (name, value) in extra_headers
         .iter()
-        .chain(crate::router::SECURITY_HEADERS.iter())
+        .chain(crate::headers::SECURITY_HEADERS.iter())
     {
         response.push_str(&format!("{name}: {value}\r\n"));
     }
     response.push_str(&format!(
         "content-security-policy: {}\r\ncache-control: no-store\r\n\r\n",
-        crate::router::API_CSP
+        crate::headers::API_CSP
     ));
     response.push_str(&body);
     response

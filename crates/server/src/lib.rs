@@ -9,6 +9,7 @@ pub mod console;
 pub mod diagnostics;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod live;
 pub mod router;
 mod routes;

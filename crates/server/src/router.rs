@@ -1,6 +1,7 @@
 //! The router (every route registered once, here, with its OpenAPI entry), the cross-cutting
 //! middleware, and `serve`, which runs until a shutdown future resolves.
 
+use crate::headers::{API_CSP, SECURITY_HEADERS};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -312,28 +313,6 @@ fn lifecycle_event(kind: &str) -> AuditEvent {
         detail: serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
     }
 }
-
-/// The API's `Content-Security-Policy`: it answers JSON only, so everything is forbidden.
-pub const API_CSP: &str =
-    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
-
-/// The hardening headers every response carries besides its `Content-Security-Policy` (also
-/// written by the connection layer when it answers without the router).
-pub const SECURITY_HEADERS: [(&str, &str); 7] = [
-    ("x-content-type-options", "nosniff"),
-    ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
-    ("cross-origin-opener-policy", "same-origin"),
-    ("cross-origin-resource-policy", "same-origin"),
-    (
-        "permissions-policy",
-        "camera=(), microphone=(), geolocation=(), payment=()",
-    ),
-    (
-        "strict-transport-security",
-        "max-age=63072000; includeSubDomains",
-    ),
-];
 
 /// Hardening headers on every response. The API answers JSON only, so its policy forbids
 /// everything; the console (`/`, `/console/`) may load its own files (never inline code);

@@ -3,16 +3,15 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde::Serialize;
-
 use crate::condition::Condition;
-use crate::hydraulics::{FT_PER_PSI_WATER, StageCurve};
+use crate::hydraulics::FT_PER_PSI_WATER;
 use crate::telemetry::{FIELD_COUNT, Field, Measurements, Timestamp};
 use crate::well::WellMeta;
 
 use super::anomaly::{AnomalyModel, FeatureVec, NF};
 use super::channels::{ChannelFault, ChannelMonitor, WATCHED};
 use super::episodes::{EpisodeTracker, Transitions};
+use super::features::{Baseline, Features, WellContext};
 use super::rules::{self, HeadLoss, Smoothed};
 use super::stats::{Ewma, Welford};
 use super::thresholds::Thresholds;
@@ -29,90 +28,6 @@ pub enum TrainingWindow {
     Until(Timestamp),
     /// The first seconds of data from the first reading (the thresholds' `train_secs`).
     Default,
-}
-
-/// What the registry tells the engine about a well. All optional.
-#[derive(Clone, Debug, Default)]
-pub struct WellContext {
-    pub curve: Option<StageCurve>,
-    pub stages: Option<f64>,
-    pub base_hz: Option<f64>,
-    pub sg: Option<f64>,
-    pub bubble_point_psi: Option<f64>,
-    pub rated_current_a: Option<f64>,
-    pub max_winding_temp_c: Option<f64>,
-}
-
-impl WellContext {
-    pub fn from_meta(meta: Option<&WellMeta>) -> WellContext {
-        let Some(m) = meta else {
-            return WellContext::default();
-        };
-        let pump = m.pump.as_ref();
-        WellContext {
-            curve: pump.and_then(StageCurve::from_spec),
-            stages: pump.and_then(|p| p.stages).map(f64::from),
-            base_hz: pump.and_then(|p| p.base_frequency_hz),
-            sg: m.fluid.as_ref().and_then(|f| f.specific_gravity),
-            bubble_point_psi: m.fluid.as_ref().and_then(|f| f.bubble_point_psi),
-            rated_current_a: m.motor.as_ref().and_then(|m| m.rated_current_a),
-            max_winding_temp_c: m.motor.as_ref().and_then(|m| m.max_winding_temp_c),
-        }
-    }
-}
-
-/// Healthy baseline of a well, every value at the reference frequency.
-#[derive(Clone, Debug, Serialize)]
-pub struct Baseline {
-    pub reference_hz: f64,
-    pub no_load_current_a: f64,
-    /// Load (active) current at the reference frequency.
-    pub active_current_a: f64,
-    pub current_variability: f64,
-    pub flow_bpd: Option<f64>,
-    pub intake_pressure_psi: Option<f64>,
-    pub discharge_pressure_psi: Option<f64>,
-    pub tubing_pressure_psi: Option<f64>,
-    pub tdh_ft: Option<f64>,
-    /// Measured over catalog head; 1 for a pump on its curve.
-    pub catalog_head_ratio: Option<f64>,
-    pub vibration_g: Option<f64>,
-    pub volts_per_hz: Option<f64>,
-    /// Share of healthy readings whose V/Hz was already outside the excursion band (gauge
-    /// spikes, noise, quantisation): a power fluctuation is a rate of excursions well above it.
-    pub volts_per_hz_excursion_rate: f64,
-    /// Drive output voltage (for wells without a frequency channel: with V/Hz control the
-    /// voltage follows the speed).
-    pub volts_v: Option<f64>,
-    pub winding_rise_c: Option<f64>,
-    pub efficiency_index: Option<f64>,
-    pub gor_scf_bbl: Option<f64>,
-    pub readings: u64,
-}
-
-/// Features of one reading, relative to the baseline (1 = as in the baseline).
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct Features {
-    pub running: bool,
-    pub frequency_hz: Option<f64>,
-    pub current_ratio: Option<f64>,
-    pub intake_pressure_ratio: Option<f64>,
-    pub discharge_pressure_ratio: Option<f64>,
-    pub tubing_pressure_ratio: Option<f64>,
-    pub flow_ratio: Option<f64>,
-    pub head_ratio: Option<f64>,
-    /// Pressure rise across the pump against the baseline (head × density): a denser fluid
-    /// raises it together with the current.
-    pub pressure_rise_ratio: Option<f64>,
-    pub vibration_ratio: Option<f64>,
-    pub winding_rise_ratio: Option<f64>,
-    /// Cooling by the flow past the motor against the baseline (flow^0.8).
-    pub cooling_ratio: Option<f64>,
-    pub volts_per_hz_ratio: Option<f64>,
-    pub efficiency_ratio: Option<f64>,
-    pub gor_ratio: Option<f64>,
-    pub tdh_ft: Option<f64>,
-    pub system_efficiency: Option<f64>,
 }
 
 /// Output of one reading.
@@ -1150,20 +1065,6 @@ impl WellEngine {
         }
         if let Some(finding) = rules::motor_overheat(&input) {
             out.push(finding);
-        }
-    }
-}
-
-impl Features {
-    /// What still means something with the pump stopped: the intake and tubing pressures
-    /// (the fluid level recovering) and the frequency.
-    fn stopped(self) -> Features {
-        Features {
-            running: false,
-            frequency_hz: self.frequency_hz,
-            intake_pressure_ratio: self.intake_pressure_ratio,
-            tubing_pressure_ratio: self.tubing_pressure_ratio,
-            ..Features::default()
         }
     }
 }

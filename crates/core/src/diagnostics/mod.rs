@@ -17,6 +17,7 @@ pub mod channels;
 pub mod engine;
 pub mod episodes;
 pub mod eval;
+pub mod features;
 pub mod legacy;
 mod rules;
 pub mod stats;
@@ -33,8 +34,9 @@ use serde::{Serialize, Serializer};
 
 use crate::condition::Condition;
 
-pub use engine::{Baseline, Features, StepOutput, TrainingWindow, WellContext, WellEngine};
+pub use engine::{StepOutput, TrainingWindow, WellEngine};
 pub use episodes::{Episode, EpisodeTracker};
+pub use features::{Baseline, Features, WellContext};
 pub use thresholds::{ThresholdSet, Thresholds};
 
 /// What an episode or finding says: one of the twelve conditions, or an anomaly of the learned

@@ -10,7 +10,7 @@
 use crate::condition::Condition;
 use crate::telemetry::{Field, Measurements};
 
-use super::engine::{Baseline, Features, WellContext};
+use super::features::{Baseline, Features, WellContext};
 use super::stats::Ewma;
 use super::thresholds::Thresholds;
 use super::{Evidence, Finding};
