@@ -26,8 +26,8 @@ use espwatch_core::Timestamp;
 use espwatch_store::{AuditEvent, SecurityStore};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::auth::Principal;
 use crate::extract::RequestContext;
+use crate::identity::Principal;
 
 const QUEUE: usize = 100_000;
 const MAX_BATCH: usize = 2_000;

@@ -11,8 +11,8 @@ use espwatch_core::WellId;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
-use crate::auth::SourceAddr;
 use crate::error::ApiError;
+use crate::identity::SourceAddr;
 
 /// Default body limit of [`ApiJson`]: small request documents.
 pub const JSON_LIMIT: usize = 64 * 1024;

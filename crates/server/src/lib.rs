@@ -10,6 +10,7 @@ pub mod diagnostics;
 pub mod error;
 pub mod extract;
 pub mod headers;
+pub mod identity;
 pub mod live;
 pub mod router;
 mod routes;

@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use espwatch_core::Timestamp;
-use espwatch_core::access::{Permission, Role, WellScope};
+use espwatch_core::access::{Role, WellScope};
 use espwatch_store::security::secret_digest;
 use espwatch_store::{ApiKey, LockoutPolicy, SecurityStore, User};
 
@@ -38,45 +38,12 @@ use self::token::{Claims, TokenKeys};
 use crate::AppState;
 use crate::audit::AuditSink;
 use crate::error::ApiError;
+pub use crate::identity::{Principal, PrincipalKind, SourceAddr};
 use espwatch_app::config::Config;
 use espwatch_app::keys::{API_KEY_PREFIX, parse_api_key};
 
 /// Refresh tokens start with this (they are opaque, never JWTs).
 pub const REFRESH_PREFIX: &str = "espr_";
-
-/// Who is calling.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Principal {
-    pub kind: PrincipalKind,
-    /// User name, or API key name.
-    pub name: String,
-    pub role: Role,
-    pub scope: WellScope,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum PrincipalKind {
-    User { session_id: String },
-    ApiKey { id: String },
-}
-
-impl Principal {
-    /// The audit actor: `user:<name>` or `key:<id>`.
-    pub fn actor(&self) -> String {
-        match &self.kind {
-            PrincipalKind::User { .. } => format!("user:{}", self.name),
-            PrincipalKind::ApiKey { id } => format!("key:{id}"),
-        }
-    }
-
-    pub fn can(&self, permission: Permission) -> bool {
-        self.role.allows(permission)
-    }
-
-    pub fn may_see_well(&self, well_id: &str) -> bool {
-        self.scope.allows(well_id)
-    }
-}
 
 /// Identity facts the request log and audit record need, left on the response by [`guard`].
 #[derive(Clone, Debug)]
@@ -84,10 +51,6 @@ pub struct AuditIdentity {
     pub actor: String,
     pub role: Role,
 }
-
-/// The client's address as the audit and rate limits see it.
-#[derive(Clone, Debug)]
-pub struct SourceAddr(pub String);
 
 /// Everything authentication needs, shared by the middleware and the auth routes.
 pub struct Security {
