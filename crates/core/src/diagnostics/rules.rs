@@ -125,6 +125,26 @@ pub(crate) struct HeadLoss {
     pub step_level: Option<f64>,
 }
 
+/// A running mean.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Mean {
+    sum: f64,
+    n: u32,
+}
+
+impl Mean {
+    fn add(&mut self, v: Option<f64>) {
+        if let Some(v) = v {
+            self.sum += v;
+            self.n += 1;
+        }
+    }
+
+    fn value(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum / self.n as f64)
+    }
+}
+
 /// Levels just before a sudden step (settling-time averages), and when it began.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct StepLevels {
@@ -133,9 +153,11 @@ pub(crate) struct StepLevels {
     pub pip: f64,
     pub flow: Option<f64>,
     pub thp: Option<f64>,
-    /// Sums of the readings since the step (head, unused, flow, count of flows, count, wellhead,
-    /// count of wellheads), so that it is confirmed on averages, not on every noisy reading.
-    pub sums: [f64; 7],
+    /// The readings since the step, so that it is confirmed on averages, not on every noisy
+    /// reading.
+    pub head_since: Mean,
+    pub flow_since: Mean,
+    pub thp_since: Mean,
 }
 
 /// Everything a rule may look at for one reading.
@@ -727,16 +749,12 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     match state.step.as_mut() {
         // Given up at once if the head comes back.
         Some(levels) if fast_head <= levels.head * (1.0 - drop / 2.0) => {
-            let h = i.f.head_ratio?;
-            levels.sums[0] += h;
+            levels.head_since.add(Some(i.f.head_ratio?));
             if let Some(q) = i.f.flow_ratio {
-                levels.sums[2] += q;
-                levels.sums[3] += 1.0;
+                levels.flow_since.add(Some(q));
             }
-            levels.sums[4] += 1.0;
             if let Some(t) = i.f.tubing_pressure_ratio {
-                levels.sums[5] += t;
-                levels.sums[6] += 1.0;
+                levels.thp_since.add(Some(t));
             }
             let waited = (i.ts - levels.since) as f64 / 1e6;
             let intake_up = fast_pip >= levels.pip * th.leak_subtle_pip_rise;
@@ -746,10 +764,9 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
             }
             if waited >= th.leak_step_confirm_secs && intake_up {
                 let levels = *levels;
-                let n = levels.sums[4];
-                let mean_flow = (levels.sums[3] > 0.0).then(|| levels.sums[2] / levels.sums[3]);
-                let mean_head = levels.sums[0] / n;
-                let mean_thp = (levels.sums[6] > 0.0).then(|| levels.sums[5] / levels.sums[6]);
+                let mean_flow = levels.flow_since.value();
+                let mean_head = levels.head_since.value()?;
+                let mean_thp = levels.thp_since.value();
                 let wellhead_steady = match (mean_thp, levels.thp) {
                     (Some(now), Some(before)) => {
                         now <= before * (1.0 + th.leak_subtle_thp_tolerance)
@@ -806,7 +823,9 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 pip: val(&s.settle_pip)?,
                 flow: val(&s.settle_flow),
                 thp: val(&s.settle_thp),
-                sums: [0.0; 7],
+                head_since: Mean::default(),
+                flow_since: Mean::default(),
+                thp_since: Mean::default(),
             };
             if stepped(&levels, fast_head, fast_flow) && loaded {
                 state.step = Some(levels);
