@@ -50,6 +50,17 @@ fn pinned(
     plan_fleet(&cfg).unwrap()
 }
 
+/// The same readings from a drive that reports no frequency channel.
+fn without_frequency(readings: Vec<(Timestamp, Measurements)>) -> Vec<(Timestamp, Measurements)> {
+    readings
+        .into_iter()
+        .map(|(ts, mut m)| {
+            m.set(Field::FrequencyHz, None);
+            (ts, m)
+        })
+        .collect()
+}
+
 /// Every relation an evidence item states holds for its own value.
 fn assert_evidence_true(f: &Finding) {
     for e in &f.evidence {
@@ -257,13 +268,7 @@ fn a_well_without_a_frequency_channel_is_still_judged() {
         20,
         "20s",
     );
-    let readings: Vec<_> = samples(&plan, 0)
-        .into_iter()
-        .map(|(ts, mut m)| {
-            m.set(Field::FrequencyHz, None);
-            (ts, m)
-        })
-        .collect();
+    let readings = without_frequency(samples(&plan, 0));
     let (episodes, _) = run_checked(
         Some(&plan.wells[0].meta),
         &readings,
@@ -450,13 +455,7 @@ fn a_power_fluctuation_is_found_without_a_frequency_channel() {
         30,
         "30s",
     );
-    let readings: Vec<_> = samples(&plan, 0)
-        .into_iter()
-        .map(|(ts, mut m)| {
-            m.set(Field::FrequencyHz, None);
-            (ts, m)
-        })
-        .collect();
+    let readings = without_frequency(samples(&plan, 0));
     let (episodes, _) = run_checked(
         Some(&plan.wells[0].meta),
         &readings,
