@@ -3,6 +3,7 @@
 use espwatch_core::Timestamp;
 use espwatch_core::diagnostics::{Thresholds, TrainingWindow, WellEngine};
 use espwatch_core::sim::*;
+use espwatch_core::telemetry::Field;
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();
@@ -44,7 +45,11 @@ fn main() {
                     .map(|f| format!("{}:{:.2}", f.diagnosis, f.confidence))
                     .collect();
                 println!(
-                    "{h:7.2} head {} pip {} flow {} cur {} thp {} rise {} vhz {} {:?}",
+                    "{h:7.2} hz {} amps {} tm {} ti {} head {} pip {} flow {} cur {} thp {} rise {} vhz {} {:?}",
+                    r(m.get(Field::FrequencyHz)),
+                    r(m.get(Field::MotorCurrentA)),
+                    r(m.get(Field::MotorTempC)),
+                    r(m.get(Field::IntakeTempC)),
                     r(f.head_ratio),
                     r(f.intake_pressure_ratio),
                     r(f.flow_ratio),

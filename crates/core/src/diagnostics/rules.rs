@@ -906,7 +906,9 @@ pub(crate) fn motor_overheat(i: &Input) -> Option<Finding> {
         (Some(limit), Some(t)) => t >= limit - th.overheat_margin_c,
         _ => false,
     };
-    let hot = rise.is_some_and(|r| r >= th.overheat_rise_ratio);
+    let excess = thermal_excess(i, temp, rise);
+    let hot = rise.is_some_and(|r| r >= th.overheat_rise_ratio)
+        && excess.is_some_and(|e| e.significant(i.th));
     if !(hot || near_limit) {
         return None;
     }
@@ -927,6 +929,9 @@ pub(crate) fn motor_overheat(i: &Input) -> Option<Finding> {
             th.overheat_rise_ratio,
             ">=",
         ));
+        if let Some(e) = excess {
+            ev.push(e.evidence(th));
+        }
     }
     if near_limit && let Some(limit) = i.ctx.max_winding_temp_c {
         ev.push(Evidence::opt(
@@ -938,6 +943,59 @@ pub(crate) fn motor_overheat(i: &Input) -> Option<Finding> {
     }
     let conf = BASE + bonus(hot, AGREES) + bonus(near_limit, STRONG + AGREES);
     Some(Finding::new(Condition::MotorOverheat, conf, ev))
+}
+
+/// How far the winding runs above what its load and cooling explain, in degrees, against the
+/// headroom the explained temperature leaves below the motor's limit.
+#[derive(Clone, Copy, Debug)]
+struct ThermalExcess {
+    excess_c: f64,
+    headroom_c: Option<f64>,
+}
+
+impl ThermalExcess {
+    /// Insulation ages with absolute temperature: an unexplained rise matters when it has eaten
+    /// a good share of the margin to the limit (or, limit unknown, is large in degrees).
+    fn significant(&self, th: &Thresholds) -> bool {
+        match self.headroom_c {
+            Some(room) => self.excess_c >= th.overheat_headroom_share * room.max(1.0),
+            None => self.excess_c >= th.overheat_min_excess_c,
+        }
+    }
+
+    fn evidence(&self, th: &Thresholds) -> Evidence {
+        match self.headroom_c {
+            Some(room) => Evidence::new(
+                "winding_excess_share_of_headroom",
+                self.excess_c / room.max(1.0),
+                th.overheat_headroom_share,
+                ">=",
+            ),
+            None => Evidence::new(
+                "winding_excess_c",
+                self.excess_c,
+                th.overheat_min_excess_c,
+                ">=",
+            ),
+        }
+    }
+}
+
+/// The winding temperature now against the one its load and cooling explain (`rise` is the
+/// measured rise over the explained one).
+fn thermal_excess(i: &Input, temp: Option<f64>, rise: Option<f64>) -> Option<ThermalExcess> {
+    let temp = temp?;
+    let intake = i.m.get(Field::IntakeTempC)?;
+    let ratio = rise.filter(|r| *r > 0.0)?;
+    let rise_c = temp - intake;
+    let explained_c = rise_c / ratio;
+    Some(ThermalExcess {
+        excess_c: rise_c - explained_c,
+        headroom_c: i
+            .ctx
+            .max_winding_temp_c
+            .map(|limit| limit - (intake + explained_c)),
+    })
 }
 
 /// Rules that need no learned baseline, only the nameplate: they work from a well's first

@@ -468,3 +468,48 @@ fn a_power_fluctuation_is_found_without_a_frequency_channel() {
         "{episodes:?}"
     );
 }
+
+/// A frequency step on a well living near its bubble point: more free gas past the motor warms
+/// the winding to twice its usual rise (10 → 20+ °C over the intake), yet 45 °C under its
+/// limit. That is not a motor overheating; a real cooling loss (which drives the winding
+/// toward its limit) still is (`motor_overheat_while_producing`).
+#[test]
+fn a_warmer_motor_far_under_its_limit_is_not_an_overheat() {
+    let mut cfg = FleetConfig::new(1, 24, start(), 8 * 24 * HOUR);
+    cfg.family = Family::Field;
+    cfg.interval_from_family = true;
+    cfg.condition_rounds = 3;
+    let plan = plan_fleet(&cfg).unwrap();
+    let (k, window) = (16, 176 * HOUR..192 * HOUR);
+    let w = &plan.wells[k];
+    assert!(
+        !plan
+            .labels()
+            .iter()
+            .any(|l| l.well_id.as_str() == w.meta.well_id.0
+                && l.end.0 - start().0 > window.start - 24 * HOUR),
+        "the window must be healthy"
+    );
+    let mut engine = WellEngine::new(
+        Some(&w.meta),
+        Thresholds::default(),
+        TrainingWindow::Default,
+    );
+    let (mut warmest, mut overheats) = (0.0f64, 0);
+    for (ts, m) in samples(&plan, k) {
+        let out = engine.push(ts, &m);
+        if window.contains(&(ts.0 - start().0)) {
+            warmest = warmest.max(engine.features().winding_rise_ratio.unwrap_or(0.0));
+            overheats += out
+                .findings
+                .iter()
+                .filter(|f| f.diagnosis == Diagnosis::Condition(Condition::MotorOverheat))
+                .count();
+        }
+    }
+    assert!(
+        warmest >= 1.8,
+        "the motor must run clearly warmer: {warmest}"
+    );
+    assert_eq!(overheats, 0);
+}

@@ -71,6 +71,12 @@ pub struct Thresholds {
     pub overheat_rise_ratio: f64,
     /// Winding temperature within this margin of the motor's limit counts as overheating, °C.
     pub overheat_margin_c: f64,
+    /// A rise beyond what the load explains is an overheat only when the excess has used up
+    /// this share of the thermal headroom the well's own running point leaves below the
+    /// motor's limit: a motor 15 °C warmer than usual, 60 °C under its limit, is not failing.
+    pub overheat_headroom_share: f64,
+    /// Without a known winding limit: the smallest excess over the explained rise, °C.
+    pub overheat_min_excess_c: f64,
     /// Rise ratio that marks scale (cooling lost together with head).
     pub scale_rise_ratio: f64,
     /// Deviation of V/Hz from baseline that counts as a supply excursion.
@@ -256,6 +262,8 @@ impl Default for Thresholds {
             cooling_flow_exponent: 0.8,
             overheat_rise_ratio: 1.5,
             overheat_margin_c: 10.0,
+            overheat_headroom_share: 0.5,
+            overheat_min_excess_c: 20.0,
             scale_rise_ratio: 1.15,
             voltage_deviation: 0.04,
             voltage_window_secs: 1800.0,
