@@ -906,9 +906,11 @@ pub(crate) fn motor_overheat(i: &Input) -> Option<Finding> {
         (Some(limit), Some(t)) => t >= limit - th.overheat_margin_c,
         _ => false,
     };
-    let excess = thermal_excess(i, temp, rise);
-    let hot = rise.is_some_and(|r| r >= th.overheat_rise_ratio)
-        && excess.is_some_and(|e| e.significant(i.th));
+    // Only a rise past the ratio is weighed against the headroom.
+    let excess = rise
+        .filter(|r| *r >= th.overheat_rise_ratio)
+        .and_then(|_| thermal_excess(i, temp, rise));
+    let hot = excess.is_some_and(|e| e.significant(th));
     if !(hot || near_limit) {
         return None;
     }

@@ -50,6 +50,16 @@ fn pinned(
     plan_fleet(&cfg).unwrap()
 }
 
+/// The field-physics fleet the probes of `examples/feat_probe.rs` read (`field 1 24 8 3`):
+/// seed 1, 24 wells, 8 days, three condition rounds, each family's own sampling.
+fn field_fleet() -> FleetPlan {
+    let mut cfg = FleetConfig::new(1, 24, start(), 8 * 24 * HOUR);
+    cfg.family = Family::Field;
+    cfg.interval_from_family = true;
+    cfg.condition_rounds = 3;
+    plan_fleet(&cfg).unwrap()
+}
+
 /// The same readings from a drive that reports no frequency channel.
 fn without_frequency(readings: Vec<(Timestamp, Measurements)>) -> Vec<(Timestamp, Measurements)> {
     readings
@@ -410,11 +420,7 @@ fn a_restart_with_the_annulus_full_is_not_a_head_loss() {
 /// the band around its baseline that the gradual rules judge.
 #[test]
 fn a_subtle_tubing_leak_is_found_from_the_step_of_head_delivery_and_intake() {
-    let mut cfg = FleetConfig::new(1, 24, start(), 8 * 24 * HOUR);
-    cfg.family = Family::Field;
-    cfg.interval_from_family = true;
-    cfg.condition_rounds = 3;
-    let plan = plan_fleet(&cfg).unwrap();
+    let plan = field_fleet();
     // ESP-023: the leak begins at 55.4 h (2026-01-03T07:26Z).
     let w = &plan.wells[22];
     let readings: Vec<_> = samples(&plan, 22)
@@ -475,11 +481,7 @@ fn a_power_fluctuation_is_found_without_a_frequency_channel() {
 /// toward its limit) still is (`motor_overheat_while_producing`).
 #[test]
 fn a_warmer_motor_far_under_its_limit_is_not_an_overheat() {
-    let mut cfg = FleetConfig::new(1, 24, start(), 8 * 24 * HOUR);
-    cfg.family = Family::Field;
-    cfg.interval_from_family = true;
-    cfg.condition_rounds = 3;
-    let plan = plan_fleet(&cfg).unwrap();
+    let plan = field_fleet();
     let (k, window) = (16, 176 * HOUR..192 * HOUR);
     let w = &plan.wells[k];
     assert!(
