@@ -111,6 +111,28 @@ pub struct Config {
     /// How often the server anchors the audit chain head (when it moved), seconds; also at
     /// shutdown.
     pub audit_anchor_secs: u64,
+    /// Alarm notifications: delay before the second attempt of a delivery, milliseconds;
+    /// doubled after every failed attempt up to `notify_retry_max_secs`.
+    pub notify_retry_base_ms: u64,
+    /// Longest delay between two attempts of a delivery, seconds.
+    pub notify_retry_max_secs: u64,
+    /// Attempts before a delivery is given up (`dead`, audited). The defaults (10 s doubling
+    /// to 1 h, 32 attempts) keep trying for about 24 hours.
+    pub notify_max_attempts: u32,
+    /// How long one webhook or SMTP attempt may take, seconds.
+    pub notify_timeout_secs: u64,
+    /// SMTP server for e-mail channels (`host:port`); unset: e-mail deliveries fail (and are
+    /// retried) until it is set.
+    pub smtp_server: Option<String>,
+    /// `starttls` (upgrade before authenticating; refused when the server does not offer it)
+    /// or `none` (plain SMTP: only for a relay on the same host or a private network).
+    pub smtp_tls: String,
+    /// Sender address of notification e-mails.
+    pub smtp_from: String,
+    /// SMTP user (AUTH PLAIN, only over TLS); unset: no authentication.
+    pub smtp_username: Option<String>,
+    /// SMTP password; never printed.
+    pub smtp_password: Option<SecretString>,
 }
 
 /// A secret from the configuration: never printed by `Debug`.
@@ -152,6 +174,9 @@ impl std::fmt::Debug for Config {
         if let Some(map) = value.as_object_mut() {
             if self.jwt_secret.is_some() {
                 map.insert("jwt_secret".into(), "<redacted>".into());
+            }
+            if self.smtp_password.is_some() {
+                map.insert("smtp_password".into(), "<redacted>".into());
             }
             if let Some(url) = &self.database_url {
                 map.insert(
@@ -207,6 +232,15 @@ impl Default for Config {
             max_connections_per_source: 64,
             audit_anchor_file: None,
             audit_anchor_secs: 60,
+            notify_retry_base_ms: 10_000,
+            notify_retry_max_secs: 3600,
+            notify_max_attempts: 32,
+            notify_timeout_secs: 10,
+            smtp_server: None,
+            smtp_tls: "starttls".into(),
+            smtp_from: "espwatch@localhost".into(),
+            smtp_username: None,
+            smtp_password: None,
         }
     }
 }
@@ -254,6 +288,15 @@ impl Config {
         "max_connections_per_source",
         "audit_anchor_file",
         "audit_anchor_secs",
+        "notify_retry_base_ms",
+        "notify_retry_max_secs",
+        "notify_max_attempts",
+        "notify_timeout_secs",
+        "smtp_server",
+        "smtp_tls",
+        "smtp_from",
+        "smtp_username",
+        "smtp_password",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
@@ -275,6 +318,18 @@ impl Config {
         }
         if !(1..=3600).contains(&self.http_header_timeout_secs) {
             return Err("http_header_timeout_secs must be between 1 and 3600".into());
+        }
+        if self.notify_retry_base_ms == 0 || self.notify_retry_max_secs == 0 {
+            return Err("notify_retry_base_ms and notify_retry_max_secs must be at least 1".into());
+        }
+        if !(1..=1000).contains(&self.notify_max_attempts) {
+            return Err("notify_max_attempts must be between 1 and 1000".into());
+        }
+        if !(1..=600).contains(&self.notify_timeout_secs) {
+            return Err("notify_timeout_secs must be between 1 and 600".into());
+        }
+        if !matches!(self.smtp_tls.as_str(), "starttls" | "none") {
+            return Err("smtp_tls must be `starttls` or `none`".into());
         }
         if self.audit_anchor_secs == 0 {
             return Err("audit_anchor_secs must be at least 1".into());

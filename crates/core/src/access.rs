@@ -140,6 +140,8 @@ pub enum Permission {
     AuditReadAll,
     /// Manage users and API keys.
     UsersManage,
+    /// Manage alarm notification channels and rules, read the delivery log.
+    NotificationsManage,
     /// A signed-in user's own account: who am I, change my password, log out.
     OwnAccount,
 }
@@ -160,6 +162,7 @@ impl Permission {
         Permission::AuditReadOwn,
         Permission::AuditReadAll,
         Permission::UsersManage,
+        Permission::NotificationsManage,
         Permission::OwnAccount,
     ];
 
@@ -179,6 +182,7 @@ impl Permission {
             Permission::AuditReadOwn => "audit:read_own",
             Permission::AuditReadAll => "audit:read",
             Permission::UsersManage => "users:manage",
+            Permission::NotificationsManage => "notifications:manage",
             Permission::OwnAccount => "account:self",
         }
     }

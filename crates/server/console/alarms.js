@@ -50,7 +50,7 @@ export class AlarmsView {
         h('th', null, 'Severity'), h('th', null, 'Well'), h('th', null, 'Condition'),
         h('th', null, 'State'), h('th', null, 'Since'), h('th', null, 'Ended'),
         h('th', null, 'Confidence'), h('th', null, 'Acknowledged'), h('th', null, 'Evidence and action'),
-        h('th', null, ''))),
+        h('th', null, 'History'), h('th', null, ''))),
       this.tbody);
     const title = this.wellId ? null : h('h1', null, 'Alarms');
     this.root.replaceChildren(...[title, h('div', { class: 'toolbar' }, state, search, this.count), table].filter(Boolean));
@@ -77,7 +77,7 @@ export class AlarmsView {
     const rows = this.shown().map((a) => this.row(a));
     this.tbody.replaceChildren(...rows);
     if (rows.length === 0) {
-      this.tbody.append(h('tr', null, h('td', { colspan: 10, class: 'muted' }, 'No alarms match.')));
+      this.tbody.append(h('tr', null, h('td', { colspan: 11, class: 'muted' }, 'No alarms match.')));
     }
     this.count.textContent = `${rows.length} alarm${rows.length === 1 ? '' : 's'}`;
   }
@@ -103,7 +103,34 @@ export class AlarmsView {
       h('td', { class: 'num' }, `${Math.round(a.confidence * 100)} %`),
       h('td', null, acked),
       h('td', null, details),
+      h('td', null, this.history(a)),
       h('td', null, this.ackControl(a)));
+  }
+
+  /** The alarm's life, who and when: raised and cleared by the diagnostics (data time),
+   * acknowledged by a person; for admins, the notifications sent about it. */
+  history(a) {
+    const list = h('ol', { class: 'history', dataset: { history: a.id } });
+    const box = h('details', { class: 'alarm-history' }, h('summary', null, a.state === 'cleared' ? '3 steps' : a.state === 'acknowledged' ? '2 steps' : '1 step'), list);
+    box.addEventListener('toggle', async () => {
+      if (!box.open) return;
+      const steps = [h('li', { class: 'h-raised' }, `Raised ${time(a.started_at)} by the diagnostics (confidence ${Math.round(a.confidence * 100)} %)`)];
+      if (a.acknowledged_by) {
+        steps.push(h('li', { class: 'h-acknowledged' }, `Acknowledged ${time(a.acknowledged_at)} by ${a.acknowledged_by}`,
+          a.comment ? `: “${a.comment}”` : ''));
+      }
+      if (a.ended_at) steps.push(h('li', { class: 'h-cleared' }, `Cleared ${time(a.ended_at)} (the condition ended)`));
+      list.replaceChildren(...steps);
+      if (!can('notifications:manage')) return;
+      const r = await api(`/api/v1/notifications/deliveries?alarm_id=${a.id}`);
+      if (!r.ok) return;
+      for (const d of r.data.deliveries.slice().reverse()) {
+        list.append(h('li', { class: `h-notify dl-${d.state}` },
+          `Notified (${d.event.replace('alarm.', '')}) channel #${d.channel_id}: ${d.state} after ${d.attempts} attempt${d.attempts === 1 ? '' : 's'}`,
+          d.last_error ? ` (${d.last_error})` : ''));
+      }
+    });
+    return box;
   }
 
   ackControl(a) {

@@ -1,4 +1,5 @@
-// The console's shell: sign-in, the top bar, hash routing (#/fleet, #/well/ID, #/alarms) and
+// The console's shell: sign-in, the top bar, hash routing (#/fleet, #/well/ID, #/alarms,
+// #/admin, #/notifications) and
 // the one live connection (GET /api/v1/stream over WebSocket, authenticated by the session
 // cookie) whose messages go to the page on screen.
 
@@ -72,6 +73,7 @@ function enter() {
   $('units').value = units.current();
   $('whoami').textContent = `${session.user} (${session.role})`;
   $('nav-admin').hidden = !can('users:manage');
+  $('nav-notifications').hidden = !can('notifications:manage');
   show(true);
   if (!location.hash || location.hash === '#/' || location.hash === '#') {
     location.hash = '#/fleet';
@@ -99,6 +101,9 @@ async function route() {
   } else if (page === 'admin') {
     const { AdminView } = await import('./admin.js');
     view = new AdminView(root);
+  } else if (page === 'notifications') {
+    const { NotificationsView } = await import('./notifications.js');
+    view = new NotificationsView(root);
   } else if (page === 'alarms') {
     view = new AlarmsView(root, openAlarms);
   } else {

@@ -80,6 +80,9 @@ pub struct DiagnosticsHub {
     alarms: Option<Arc<dyn AlarmStore>>,
     /// Where alarm changes and run/stop changes are published (after the alarm store answered).
     live: Option<Arc<LiveHub>>,
+    /// Where alarm changes are routed to notification channels (after the alarm store
+    /// answered).
+    notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
     thresholds: Thresholds,
     shards: Vec<SyncMutex<HashMap<WellId, Slot>>>,
     hasher: foldhash::fast::RandomState,
@@ -127,6 +130,7 @@ impl DiagnosticsHub {
             store,
             alarms,
             live,
+            notifier: std::sync::OnceLock::new(),
             thresholds: Thresholds::default(),
             shards: (0..SHARDS)
                 .map(|_| SyncMutex::new(HashMap::new()))
@@ -441,6 +445,9 @@ impl DiagnosticsHub {
             };
             match alarms.raise_alarm(new).await {
                 Ok((alarm, true)) => {
+                    if let Some(notifier) = self.notifier.get() {
+                        notifier.alarm_changed(AlarmChange::Raised, &alarm).await;
+                    }
                     if let Some(live) = &self.live {
                         live.publish_alarm(AlarmChange::Raised, alarm);
                     }
@@ -456,6 +463,9 @@ impl DiagnosticsHub {
                 .await
             {
                 Ok(Some(alarm)) => {
+                    if let Some(notifier) = self.notifier.get() {
+                        notifier.alarm_changed(AlarmChange::Cleared, &alarm).await;
+                    }
                     if let Some(live) = &self.live {
                         live.publish_alarm(AlarmChange::Cleared, alarm);
                     }
@@ -464,6 +474,11 @@ impl DiagnosticsHub {
                 Err(err) => tracing::error!(%well, error = %err, "clearing alarm failed"),
             }
         }
+    }
+
+    /// Routes the alarm changes of this hub to `notifier` from now on.
+    pub fn set_notifier(&self, notifier: Arc<crate::notify::Notifier>) {
+        let _ = self.notifier.set(notifier);
     }
 
     /// Retrains a well: its baseline becomes the stored readings in `[from, until)`, then

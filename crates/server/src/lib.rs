@@ -12,6 +12,7 @@ pub mod extract;
 pub mod headers;
 pub mod identity;
 pub mod live;
+pub mod notify;
 pub mod router;
 mod routes;
 pub mod state;

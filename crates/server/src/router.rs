@@ -24,7 +24,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{self, AuditIdentity, SourceAddr};
 use crate::error::{ApiError, ErrorLog};
 use crate::routes::{
-    alarms, audit, auth as auth_routes, diagnostics, health, stream, telemetry, users, wells,
+    alarms, audit, auth as auth_routes, diagnostics, health, notifications, stream, telemetry,
+    users, wells,
 };
 use crate::state::AppState;
 use espwatch_app::config::Config;
@@ -46,6 +47,7 @@ use espwatch_app::config::Config;
         (name = "live", description = "Live events over WebSocket: readings, alarm changes, well state"),
         (name = "auth", description = "Sign in, refresh, sign out, who am I, password change"),
         (name = "admin", description = "Users, API keys and the audit trail"),
+        (name = "notifications", description = "Alarm notifications (admin): signed webhooks and e-mail, routing rules, the delivery log"),
         (name = "health", description = "Liveness, startup and readiness probes")
     )
 )]
@@ -102,6 +104,15 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(users::update_user, users::remove_user))
         .routes(routes!(users::list_keys, users::create_key))
         .routes(routes!(users::revoke_key))
+        .routes(routes!(
+            notifications::list_channels,
+            notifications::create_channel
+        ))
+        .routes(routes!(notifications::delete_channel))
+        .routes(routes!(notifications::test_channel))
+        .routes(routes!(notifications::list_rules, notifications::create_rule))
+        .routes(routes!(notifications::delete_rule))
+        .routes(routes!(notifications::list_deliveries))
         .routes(routes!(health::legacy))
         .routes(routes!(health::live))
         .routes(routes!(health::startup))
@@ -138,6 +149,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let flag = state.shutting_down.clone();
     let live = state.live.clone();
+    let notifier = state.notifier.clone();
     let store = state.store.clone();
     let audit = state.security.audit.clone();
     // The effective configuration (secrets left out) is recorded at every start, so a
@@ -174,6 +186,10 @@ pub async fn serve(
     audit.flush_rejections();
     audit.record_committed(lifecycle_event("server_stop")).await;
     audit.anchor_now().await;
+    // Deliveries being sent finish (or go back to the outbox when their lease ends).
+    if let Some(notifier) = notifier {
+        notifier.shut_down().await;
+    }
     store.close().await?;
     tracing::info!("store closed; bye");
     Ok(())

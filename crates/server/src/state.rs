@@ -14,6 +14,7 @@ use crate::auth::Security;
 use crate::diagnostics::DiagnosticsHub;
 use crate::error::ApiError;
 use crate::live::LiveHub;
+use crate::notify::Notifier;
 use espwatch_app::config::Config;
 
 /// Shared by every handler. Cheap to clone.
@@ -34,6 +35,9 @@ pub struct AppState {
     pub ingest_gate: Arc<IngestGate>,
     /// Live events for `GET /api/v1/stream`, published after commit.
     pub live: Arc<LiveHub>,
+    /// Alarm notifications (rules, channels, the outbox and its sender); `None` when the
+    /// backend keeps no alarms (notification routes answer 503).
+    pub notifier: Option<Arc<Notifier>>,
 }
 
 impl AppState {
@@ -68,6 +72,7 @@ impl AppState {
             shutting_down: Arc::new(AtomicBool::new(false)),
             started_at: Instant::now(),
             alarms: None,
+            notifier: None,
             security: Arc::new(security),
         })
     }
@@ -80,6 +85,17 @@ impl AppState {
             self.config.diagnostics_queue_readings,
             Some(self.live.clone()),
         );
+        self.notifier = alarms.clone().notify_store().map(|store| {
+            Notifier::start(
+                store,
+                self.store.clone(),
+                self.security.audit.clone(),
+                &self.config,
+            )
+        });
+        if let Some(notifier) = &self.notifier {
+            self.diagnostics.set_notifier(notifier.clone());
+        }
         self.alarms = Some(alarms);
         self
     }
@@ -90,6 +106,17 @@ impl AppState {
             Some(a) => self.with_alarms(a),
             None => self,
         }
+    }
+
+    /// The notifier, or 503 when this server's store keeps no notification rules.
+    pub fn notifier(&self) -> Result<Arc<Notifier>, ApiError> {
+        self.notifier.clone().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "notifications_unavailable",
+                "this server's store keeps no notification rules",
+            )
+        })
     }
 
     /// The alarm store, or 503 when this server's backend keeps no alarms.

@@ -162,4 +162,10 @@ impl AlarmStore for PostgresStore {
             .map_err(|e| db_err("listing alarms", e))?;
         rows.iter().map(alarm_from_row).collect()
     }
+
+    fn notify_store(
+        self: std::sync::Arc<Self>,
+    ) -> Option<std::sync::Arc<dyn espwatch_store::NotifyStore>> {
+        Some(self)
+    }
 }

@@ -15,6 +15,7 @@
 
 mod alarms;
 mod connect;
+mod notify;
 mod partitions;
 mod rollups;
 pub mod schema;

@@ -380,17 +380,62 @@ fn rollup_queue_ranges() -> Migration {
     }
 }
 
+/// Alarm notifications: channels, routing rules and the durable outbox (see
+/// `espwatch_store::notify`). Times are Unix microseconds like the alarms'.
+fn notifications() -> Migration {
+    Migration {
+        version: 7,
+        name: "notification channels, rules and outbox",
+        sql: "CREATE TABLE notify_channels (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('webhook', 'email')),
+    target TEXT NOT NULL,
+    secret TEXT,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE notify_rules (
+    id BIGSERIAL PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    channel_id BIGINT NOT NULL REFERENCES notify_channels (id) ON DELETE CASCADE,
+    filter TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE notify_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    channel_id BIGINT NOT NULL,
+    rule_id BIGINT NOT NULL,
+    event TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    last_error TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX notify_outbox_due ON notify_outbox (next_attempt_at) WHERE state = 'pending';
+CREATE INDEX notify_outbox_by_channel ON notify_outbox (channel_id, id);
+"
+        .to_owned(),
+    }
+}
+
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
     checksum(&format!(
-        "{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}{}",
         common().sql,
         partitioned().sql,
         timescale().sql,
         alarms().sql,
         security().sql,
         audit_append_only().sql,
-        rollup_queue_ranges().sql
+        rollup_queue_ranges().sql,
+        notifications().sql
     )) as u64
 }
 
@@ -518,6 +563,7 @@ async fn migrate_locked(
         security(),
         audit_append_only(),
         rollup_queue_ranges(),
+        notifications(),
     ];
     let mut applied = Vec::new();
     for m in &all {
@@ -674,11 +720,12 @@ mod pinned {
             super::checksum(&super::security().sql),
             super::checksum(&super::audit_append_only().sql),
             super::checksum(&super::rollup_queue_ranges().sql),
+            super::checksum(&super::notifications().sql),
         ];
         assert_eq!(got, PINNED);
     }
 
-    const PINNED: [i64; 7] = [
+    const PINNED: [i64; 8] = [
         4448778947527403899,
         -652217944561075580,
         -7868476583824631736,
@@ -686,5 +733,6 @@ mod pinned {
         1302102392259433311,
         4249714050715942311,
         -4329375184339693379,
+        -3371725504426712657,
     ];
 }

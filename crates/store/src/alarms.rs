@@ -110,4 +110,10 @@ pub trait AlarmStore: Send + Sync + 'static {
     async fn get_alarm(&self, id: i64) -> StoreResult<Option<Alarm>>;
     /// Alarms matching the filter, newest first.
     async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>>;
+
+    /// The notification rules, channels and outbox kept next to these alarms, when the backend
+    /// has them (both backends do).
+    fn notify_store(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn crate::NotifyStore>> {
+        None
+    }
 }

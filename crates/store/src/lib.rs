@@ -17,11 +17,16 @@ use serde::Serialize;
 
 pub mod alarms;
 pub mod embedded;
+pub mod notify;
 pub mod security;
 
 pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 pub use embedded::{
     CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, StorageReport,
+};
+pub use notify::{
+    AttemptResult, ChannelKind, Delivery, DeliveryFilter, DeliveryState, NewChannel, NewDelivery,
+    NewRule, NotifyChannel, NotifyRule, NotifyStore,
 };
 pub use security::{
     ApiKey, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuditVerification, LockoutPolicy,

@@ -5,6 +5,7 @@
 //! Skipped with a printed reason when chromium/chromedriver are missing, unless
 //! ESPWATCH_REQUIRE_SERVICES=1. `ESPWATCH_SCREENSHOTS=DIR` writes the README's pictures there.
 
+mod admin;
 mod webdriver;
 
 use std::path::PathBuf;

@@ -116,6 +116,11 @@ pub async fn acknowledge(
         .await?
     {
         AckOutcome::Acknowledged(a) => {
+            if let Some(notifier) = &state.notifier {
+                notifier
+                    .alarm_changed(crate::live::AlarmChange::Acknowledged, &a)
+                    .await;
+            }
             state
                 .live
                 .publish_alarm(crate::live::AlarmChange::Acknowledged, a.clone());

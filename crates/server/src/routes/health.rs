@@ -112,6 +112,14 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     let mut stream = serde_json::json!(state.live.status());
     stream["status"] = "healthy".into();
     checks["stream"] = stream;
+    // Notifications: delivered, failed attempts and dead letters since start; dead ones make it
+    // `degraded` (someone was not told), never not ready.
+    if let Some(notifier) = &state.notifier {
+        let status = notifier.status();
+        let mut notify = serde_json::json!(status);
+        notify["status"] = if status.dead > 0 { "degraded" } else { "healthy" }.into();
+        checks["notifications"] = notify;
+    }
     // Lost audit records do not take the server out of rotation (surveillance must go on),
     // but they are reported here for monitoring to alert on.
     let audit_failures = state.security.audit.failures();

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod diagnostics;
 pub mod health;
+pub mod notifications;
 pub mod stream;
 pub mod telemetry;
 pub mod users;

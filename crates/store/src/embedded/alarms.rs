@@ -39,10 +39,11 @@ fn open(inner: &Inner) -> StoreResult<Connection> {
          CREATE INDEX IF NOT EXISTS alarms_by_well ON alarms (well_id, started_at);",
     )
     .map_err(|e| sql_err("creating alarms schema", e))?;
+    super::notify::create_schema(&conn)?;
     Ok(conn)
 }
 
-fn with_conn<T>(inner: &Inner, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+pub(super) fn with_conn<T>(inner: &Inner, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
     let mut guard = lock(&inner.alarms);
     if guard.is_none() {
         *guard = Some(open(inner)?);
@@ -204,5 +205,11 @@ impl AlarmStore for EmbeddedStore {
             })
         })
         .await
+    }
+
+    fn notify_store(
+        self: std::sync::Arc<Self>,
+    ) -> Option<std::sync::Arc<dyn crate::NotifyStore>> {
+        Some(self)
     }
 }

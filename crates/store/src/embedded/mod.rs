@@ -14,6 +14,7 @@
 //! runtime never waits on SQLite.
 
 mod alarms;
+mod notify;
 pub mod backup;
 pub mod check;
 mod codec;

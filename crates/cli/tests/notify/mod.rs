@@ -1,0 +1,573 @@
+//! Alarm notifications through the public surface: channels and rules over the admin API, a
+//! real alarm raised, acknowledged and cleared by the diagnostics, delivered to a real HTTP
+//! receiver (an axum server on port 0 that checks the signature and can refuse the first
+//! deliveries), retried, given up and audited; the outbox surviving a kill -9; e-mail to a
+//! real SMTP server (aiosmtpd).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::diagnostics::{closed_valve_well, wait_for_alarm};
+use crate::support::*;
+
+/// What the receiver got, one entry per accepted delivery.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    pub key: String,
+    pub event: String,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    /// Signing secret per path (set once the channel exists).
+    secrets: HashMap<String, String>,
+    /// Deliveries still to refuse with 500, per path (`usize::MAX`: always).
+    refuse: HashMap<String, usize>,
+    /// Every request per path, accepted or not.
+    attempts: HashMap<String, usize>,
+    bad_signatures: usize,
+    accepted: Vec<Received>,
+}
+
+/// A webhook receiver on 127.0.0.1:0 that verifies `X-Espwatch-Signature` like a real
+/// integration would (HMAC-SHA256 over `<timestamp>.<body>`, timestamp within 5 minutes).
+#[derive(Clone)]
+pub struct Receiver {
+    pub address: SocketAddr,
+    state: Arc<Mutex<ReceiverState>>,
+}
+
+async fn receive(
+    State(state): State<Arc<Mutex<ReceiverState>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    let path = uri.path().to_owned();
+    let mut s = state.lock().unwrap();
+    *s.attempts.entry(path.clone()).or_default() += 1;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let timestamp: i64 = header("x-espwatch-timestamp").parse().unwrap_or(0);
+    let fresh = (chrono::Utc::now().timestamp() - timestamp).abs() < 300;
+    let secret = s.secrets.get(&path).cloned().unwrap_or_default();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    let valid = header("x-espwatch-signature")
+        .strip_prefix("v1=")
+        .and_then(|hex| {
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()
+        })
+        .is_some_and(|sig| mac.verify_slice(&sig).is_ok());
+    if !valid || !fresh || secret.is_empty() {
+        s.bad_signatures += 1;
+        return StatusCode::UNAUTHORIZED;
+    }
+    if let Some(left) = s.refuse.get_mut(&path)
+        && *left > 0
+    {
+        if *left != usize::MAX {
+            *left -= 1;
+        }
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    assert_eq!(header("idempotency-key"), header("x-espwatch-delivery"));
+    s.accepted.push(Received {
+        path,
+        key: header("x-espwatch-delivery"),
+        event: header("x-espwatch-event"),
+        body: serde_json::from_str(&body).expect("JSON body"),
+    });
+    StatusCode::NO_CONTENT
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = Arc::new(Mutex::new(ReceiverState::default()));
+        let app = axum::Router::new()
+            .fallback(axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { address, state }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub fn expect_secret(&self, path: &str, secret: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.secrets.insert(path.into(), secret.into());
+    }
+
+    /// Refuse the next `n` deliveries to `path` with 500 (`usize::MAX`: all of them).
+    pub fn refuse(&self, path: &str, n: usize) {
+        self.state.lock().unwrap().refuse.insert(path.into(), n);
+    }
+
+    pub fn attempts(&self, path: &str) -> usize {
+        *self.state.lock().unwrap().attempts.get(path).unwrap_or(&0)
+    }
+
+    pub fn bad_signatures(&self) -> usize {
+        self.state.lock().unwrap().bad_signatures
+    }
+
+    pub fn accepted(&self, path: &str) -> Vec<Received> {
+        let s = self.state.lock().unwrap();
+        s.accepted.iter().filter(|r| r.path == path).cloned().collect()
+    }
+
+    /// Waits until `path` has accepted `n` deliveries.
+    pub async fn wait_for(&self, path: &str, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.accepted(path);
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path}: {} of {n} deliveries within {within:?} ({} attempts)",
+                got.len(),
+                self.attempts(path)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn deliveries(app: &TestApp, query: &str) -> Vec<Value> {
+    let (status, body) = app
+        .get(&format!("/api/v1/notifications/deliveries?{query}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["deliveries"].as_array().unwrap().clone()
+}
+
+async fn wait_for_deliveries(app: &TestApp, query: &str, n: usize) -> Vec<Value> {
+    for _ in 0..300 {
+        let got = deliveries(app, query).await;
+        if got.len() >= n {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("fewer than {n} deliveries matching {query}");
+}
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_changes_reach_signed_webhooks_by_rule_with_retries_and_dead_letters() {
+    let receiver = Receiver::start().await;
+    let app = spawn_app_with(|c| {
+        c.notify_retry_base_ms = 100;
+        c.notify_retry_max_secs = 1;
+        c.notify_max_attempts = 3;
+    })
+    .await;
+
+    // Admin only: an operator may neither read nor create channels or rules.
+    create_user(app.security.as_ref(), "op-1", "a long operator passphrase", espwatch_core::access::Role::Operator, None).await;
+    let (operator, _) = app.user_client("op-1", "a long operator passphrase").await;
+    for path in ["/api/v1/notifications/channels", "/api/v1/notifications/rules", "/api/v1/notifications/deliveries"] {
+        let (status, _) = app.send(operator.get(app.url(path))).await;
+        assert_eq!(status, 403, "{path}");
+    }
+    let (status, _) = app
+        .send(operator.post(app.url("/api/v1/notifications/channels")).json(&json!({"name": "x", "kind": "webhook", "url": receiver.url("/x")})))
+        .await;
+    assert_eq!(status, 403);
+
+    // Channels: a generated secret is shown once; never listed again.
+    let create = |body: Value| app.client.post(app.url("/api/v1/notifications/channels")).json(&body);
+    let (status, ops) = app.send(create(json!({"name": "ops", "kind": "webhook", "url": receiver.url("/ops")}))).await;
+    assert_eq!(status, 201, "{ops}");
+    let secret = ops["secret"].as_str().expect("generated secret").to_owned();
+    assert!(secret.starts_with("whsec_") && secret.len() > 30, "{secret}");
+    receiver.expect_secret("/ops", &secret);
+    let chosen = "a chosen secret of enough length";
+    let (status, pager) = app
+        .send(create(json!({"name": "pager", "kind": "webhook", "url": receiver.url("/pager"), "secret": chosen})))
+        .await;
+    assert_eq!(status, 201, "{pager}");
+    assert!(pager.get("secret").is_none(), "a chosen secret is not echoed: {pager}");
+    receiver.expect_secret("/pager", chosen);
+    receiver.refuse("/pager", usize::MAX);
+    for bad in [
+        json!({"name": "b", "kind": "webhook", "url": "ftp://x/y"}),
+        json!({"name": "b", "kind": "webhook", "url": "http://u:p@host/"}),
+        json!({"name": "b", "kind": "webhook", "url": receiver.url("/b"), "secret": "short"}),
+        json!({"name": "b", "kind": "email", "to": ["not-an-address"]}),
+        json!({"name": "b", "kind": "sms", "url": receiver.url("/b")}),
+    ] {
+        let (status, body) = app.send(create(bad.clone())).await;
+        assert_eq!(status, 422, "{bad} -> {body}");
+    }
+    let (status, _) = app.send(create(json!({"name": "ops", "kind": "webhook", "url": receiver.url("/other")}))).await;
+    assert_eq!(status, 409);
+    let response = app.client.get(app.url("/api/v1/notifications/channels")).send().await.unwrap();
+    let listed = response.text().await.unwrap();
+    assert!(!listed.contains(&secret) && !listed.contains(chosen), "secrets listed: {listed}");
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["channels"].as_array().unwrap().len(), 2);
+    assert_eq!(listed["channels"][0]["has_secret"], true);
+
+    // Rules: by event, condition, severity and well group.
+    let rule = |body: Value| app.client.post(app.url("/api/v1/notifications/rules")).json(&body);
+    let (ops_id, pager_id) = (ops["id"].as_i64().unwrap(), pager["id"].as_i64().unwrap());
+    let (status, body) = app
+        .send(rule(json!({"name": "valves to ops", "channel_id": ops_id,
+            "events": ["alarm.raised", "alarm.acknowledged", "alarm.cleared"],
+            "conditions": ["closed_valve"], "wells": ["DIAG-*"]})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["wells"], json!(["DIAG-*"]));
+    // The same change routed twice to one channel is sent once.
+    let (status, _) = app.send(rule(json!({"name": "critical to ops", "channel_id": ops_id, "events": ["alarm.raised"], "min_severity": "critical"}))).await;
+    assert_eq!(status, 201);
+    // Rules that must not match this alarm.
+    let (status, _) = app.send(rule(json!({"name": "gas to ops", "channel_id": ops_id, "events": ["alarm.raised"], "conditions": ["gas_lock"]}))).await;
+    assert_eq!(status, 201);
+    let (status, _) = app.send(rule(json!({"name": "other pad", "channel_id": ops_id, "events": ["alarm.raised"], "wells": ["PAD-B-*"], "fields": ["South"]}))).await;
+    assert_eq!(status, 201);
+    let (status, _) = app.send(rule(json!({"name": "raised to pager", "channel_id": pager_id, "events": ["alarm.raised"], "min_severity": "major"}))).await;
+    assert_eq!(status, 201);
+    for bad in [
+        json!({"name": "r", "channel_id": ops_id, "events": []}),
+        json!({"name": "r", "channel_id": ops_id, "events": ["alarm.exploded"]}),
+        json!({"name": "r", "channel_id": ops_id, "events": ["alarm.raised"], "conditions": ["gaslock"]}),
+        json!({"name": "r", "channel_id": ops_id, "events": ["alarm.raised"], "min_severity": "high"}),
+        json!({"name": "r", "channel_id": 999_999, "events": ["alarm.raised"]}),
+        json!({"name": "r", "channel_id": ops_id, "events": ["alarm.raised"], "colour": "red"}),
+    ] {
+        let (status, body) = app.send(rule(bad.clone())).await;
+        assert_eq!(status, 422, "{bad} -> {body}");
+    }
+
+    // A real alarm: raised by the diagnostics, acknowledged over the API, cleared.
+    let (meta, before, after) = closed_valve_well("DIAG-9");
+    let (status, _) = app.post("/api/v1/wells", "application/json", meta.to_string()).await;
+    assert_eq!(status, 201);
+    receiver.refuse("/ops", 2);
+    let (status, _) = app.post("/api/v1/telemetry", "text/csv", before).await;
+    assert_eq!(status, 200);
+    let alarm = wait_for_alarm(&app, "well_id=DIAG-9&state=raised").await;
+    let id = alarm["id"].as_i64().unwrap();
+    let raised = receiver.wait_for("/ops", 1, Duration::from_secs(15)).await;
+    assert_eq!(raised[0].event, "alarm.raised");
+    assert_eq!(raised[0].body["alarm"]["id"], id);
+    assert_eq!(raised[0].body["alarm"]["condition"], "closed_valve");
+    assert_eq!(raised[0].body["id"], raised[0].key.as_str());
+    assert_eq!(receiver.attempts("/ops"), 3, "two refusals, then accepted");
+    let (status, _) = app.send(app.client.post(app.url(&format!("/api/v1/alarms/{id}/ack"))).json(&json!({"comment": "crew sent"}))).await;
+    assert_eq!(status, 200);
+    let (status, _) = app.post("/api/v1/telemetry", "text/csv", after).await;
+    assert_eq!(status, 200);
+    wait_for_alarm(&app, "well_id=DIAG-9&state=cleared").await;
+    let got = receiver.wait_for("/ops", 3, Duration::from_secs(15)).await;
+    let mut events: Vec<&str> = got.iter().map(|r| r.event.as_str()).collect();
+    events.sort();
+    assert_eq!(events, ["alarm.acknowledged", "alarm.cleared", "alarm.raised"]);
+    let acked = got.iter().find(|r| r.event == "alarm.acknowledged").unwrap();
+    assert_eq!(acked.body["alarm"]["acknowledged_by"], "test-admin");
+    assert_eq!(acked.body["alarm"]["comment"], "crew sent");
+    let keys: std::collections::HashSet<_> = got.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys.len(), 3, "one idempotency key per change");
+    assert_eq!(receiver.bad_signatures(), 0);
+
+    // The delivery log: the first one needed three attempts and kept the last error.
+    let ops_log = wait_for_deliveries(&app, &format!("channel_id={ops_id}&state=delivered"), 3).await;
+    let first = ops_log.iter().find(|d| d["event"] == "alarm.raised").unwrap();
+    assert_eq!(first["attempts"], 3, "{first}");
+    assert_eq!(first["last_error"], Value::Null, "{first}");
+    // The pager refuses everything: dead after 3 attempts, visible, audited.
+    let dead = wait_for_deliveries(&app, &format!("channel_id={pager_id}&state=dead"), 1).await;
+    assert_eq!(dead[0]["attempts"], 3, "{dead:?}");
+    assert_eq!(dead[0]["last_error"], "HTTP 500", "{dead:?}");
+    assert_eq!(receiver.attempts("/pager"), 3);
+    assert!(receiver.accepted("/pager").is_empty());
+    let mut audited = Value::Null;
+    for _ in 0..100 {
+        let (_, audit) = app.get("/api/v1/audit?kind=notification_dead").await;
+        if !audit["records"].as_array().unwrap().is_empty() {
+            audited = audit;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(audited["records"][0]["detail"]["channel"], pager_id, "{audited}");
+    let (_, ready) = app.get("/health/ready").await;
+    let notify = &ready["checks"]["notifications"];
+    assert_eq!((notify["status"].clone(), notify["dead"].clone()), (json!("degraded"), json!(1)), "{ready}");
+    assert!(notify["delivered"].as_u64().unwrap() >= 3 && notify["failed_attempts"].as_u64().unwrap() >= 5, "{ready}");
+
+    // A test message goes through the outbox like any other.
+    let (status, body) = app.send(app.client.post(app.url(&format!("/api/v1/notifications/channels/{ops_id}/test")))).await;
+    assert_eq!(status, 202, "{body}");
+    let got = receiver.wait_for("/ops", 4, Duration::from_secs(10)).await;
+    assert_eq!(got[3].event, "test");
+    assert_eq!(got[3].key, body["key"].as_str().unwrap());
+
+    // Changes are audited; deleting a channel takes its rules.
+    let (_, audit) = app.get("/api/v1/audit?kind=notification_channel_create").await;
+    assert_eq!(audit["records"].as_array().unwrap().len(), 2, "{audit}");
+    assert!(!audit.to_string().contains(&secret), "secret in the audit trail");
+    let (_, audit) = app.get("/api/v1/audit?kind=notification_rule_create").await;
+    assert_eq!(audit["records"].as_array().unwrap().len(), 5, "{audit}");
+    let (status, _) = app.send(app.client.delete(app.url(&format!("/api/v1/notifications/channels/{pager_id}")))).await;
+    assert_eq!(status, 204);
+    let (status, _) = app.send(app.client.delete(app.url(&format!("/api/v1/notifications/channels/{pager_id}")))).await;
+    assert_eq!(status, 404);
+    let (_, rules) = app.get("/api/v1/notifications/rules").await;
+    assert_eq!(rules["rules"].as_array().unwrap().len(), 4, "{rules}");
+    let rule_id = rules["rules"][0]["id"].as_i64().unwrap();
+    let (status, _) = app.send(app.client.delete(app.url(&format!("/api/v1/notifications/rules/{rule_id}")))).await;
+    assert_eq!(status, 204);
+    let (_, audit) = app.get("/api/v1/audit?kind=notification_rule_delete").await;
+    assert_eq!(audit["records"][0]["detail"]["rule"], rule_id);
+    app.stop().await;
+}
+}
+
+/// The outbox is durable: a delivery enqueued (and failing) when the server is killed with
+/// SIGKILL is delivered, with its idempotency key, by the restarted server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_survives_kill_9_of_the_server() {
+    init();
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    // A 1 s timeout: a delivery claimed when the server died comes back within its 7 s lease.
+    let envs = [
+        ("ESPWATCH_NOTIFY_RETRY_BASE_MS", "200"),
+        ("ESPWATCH_NOTIFY_RETRY_MAX_SECS", "1"),
+        ("ESPWATCH_NOTIFY_TIMEOUT_SECS", "1"),
+    ];
+    let key = cli_api_key(&["--data-dir", &data], "admin");
+    let serve = ["serve", "--listen", "127.0.0.1:0", "--data-dir", data.as_str()];
+    let mut server = ChildServer::start_with_env(&serve, &envs);
+    let client = bearer_client(&key);
+    let (status, channel) = status_json(
+        client
+            .post(server.url("/api/v1/notifications/channels"))
+            .json(&json!({"name": "ops", "kind": "webhook", "url": receiver.url("/ops")}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    receiver.expect_secret("/ops", channel["secret"].as_str().unwrap());
+    receiver.refuse("/ops", usize::MAX);
+    let id = channel["id"].as_i64().unwrap();
+    let (status, queued) = status_json(
+        client
+            .post(server.url(&format!("/api/v1/notifications/channels/{id}/test")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    for _ in 0..200 {
+        if receiver.attempts("/ops") >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(receiver.attempts("/ops") >= 2, "the receiver was tried and refused");
+    server.kill_9();
+    receiver.refuse("/ops", 0);
+    assert!(receiver.accepted("/ops").is_empty());
+
+    let server = ChildServer::start_with_env(&serve, &envs);
+    let got = receiver.wait_for("/ops", 1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].key, queued["key"].as_str().unwrap());
+    assert_eq!(got[0].event, "test");
+    let (status, log) = status_json(
+        client
+            .get(server.url("/api/v1/notifications/deliveries?state=delivered"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["deliveries"][0]["key"], queued["key"]);
+    assert!(log["deliveries"][0]["attempts"].as_i64().unwrap() >= 3, "{log}");
+}
+
+/// A real SMTP server: Python's aiosmtpd writing each message into a Maildir. `None` (test
+/// skipped, with the reason printed) when aiosmtpd is missing, unless
+/// ESPWATCH_REQUIRE_SERVICES=1 (`.ci/run` installs it).
+struct SmtpServer {
+    child: std::process::Child,
+    address: SocketAddr,
+    maildir: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    async fn start() -> Option<SmtpServer> {
+        let probe = std::process::Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            let reason = "python3 with aiosmtpd is not installed (pip install aiosmtpd)";
+            if std::env::var("ESPWATCH_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("{reason}, and ESPWATCH_REQUIRE_SERVICES=1");
+            }
+            eprintln!("skipping: {reason}");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let maildir = dir.path().join("mail");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &address.to_string()])
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd");
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(address).await.is_ok() {
+                return Some(SmtpServer { child, address, maildir, _dir: dir });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("aiosmtpd did not listen on {address}");
+    }
+
+    /// The messages received so far (raw RFC 5322 text).
+    fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
+            return Vec::new();
+        };
+        entries
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The base64 body of a message we sent, decoded.
+fn decoded_body(message: &str) -> String {
+    use base64::Engine;
+    let message = message.replace("\r\n", "\n");
+    let body = message.split("\n\n").nth(1).unwrap_or_default();
+    let text: String = body.split_whitespace().collect();
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).unwrap()).unwrap()
+}
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarm_changes_reach_email_recipients_through_a_real_smtp_server() {
+    let Some(smtp) = SmtpServer::start().await else { return };
+    let address = smtp.address.to_string();
+    let app = spawn_app_with(|c| {
+        c.notify_retry_base_ms = 100;
+        c.notify_retry_max_secs = 1;
+        c.notify_max_attempts = 3;
+        c.smtp_server = Some(address);
+        c.smtp_tls = "none".into();
+        c.smtp_from = "espwatch@field.example".into();
+    })
+    .await;
+    let (status, channel) = app
+        .send(app.client.post(app.url("/api/v1/notifications/channels")).json(&json!({
+            "name": "night shift", "kind": "email", "to": ["ops@field.example", "lead@field.example"]})))
+        .await;
+    assert_eq!(status, 201, "{channel}");
+    assert_eq!(channel["to"], json!(["ops@field.example", "lead@field.example"]));
+    let (status, body) = app
+        .send(app.client.post(app.url("/api/v1/notifications/rules")).json(&json!({
+            "name": "critical by mail", "channel_id": channel["id"], "events": ["alarm.raised"],
+            "min_severity": "critical", "fields": ["North Pad"]})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // The well belongs to the routed field (a well group of the registry).
+    let (mut meta, before, _) = closed_valve_well("MAIL-1");
+    meta["field"] = json!("North Pad");
+    let (status, body) = app.post("/api/v1/wells", "application/json", meta.to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = app.post("/api/v1/telemetry", "text/csv", before).await;
+    assert_eq!(status, 200);
+    let alarm = wait_for_alarm(&app, "well_id=MAIL-1&state=raised").await;
+    let mut messages = Vec::new();
+    for _ in 0..200 {
+        messages = smtp.messages();
+        if !messages.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(messages.len(), 1, "one message for both recipients");
+    let m = &messages[0];
+    assert!(m.contains("X-RcptTo: ops@field.example, lead@field.example"), "{m}");
+    assert!(m.contains("X-MailFrom: espwatch@field.example"), "{m}");
+    assert!(m.contains("Subject: espwatch: closed_valve raised on MAIL-1 (critical)"), "{m}");
+    let text = decoded_body(m);
+    assert!(text.contains("Well: MAIL-1") && text.contains("Recommended action:"), "{text}");
+    assert!(text.contains(&format!("\"id\":{}", alarm["id"])), "{text}");
+    let log = wait_for_deliveries(&app, "state=delivered", 1).await;
+    assert_eq!(log[0]["event"], "alarm.raised");
+    app.stop().await;
+
+    // Credentials never go out in clear: a server without STARTTLS is refused when TLS is on.
+    let address = smtp.address.to_string();
+    let app = spawn_app_with(|c| {
+        c.notify_retry_base_ms = 50;
+        c.notify_retry_max_secs = 1;
+        c.notify_max_attempts = 2;
+        c.smtp_server = Some(address);
+        c.smtp_tls = "starttls".into();
+    })
+    .await;
+    let (_, channel) = app
+        .send(app.client.post(app.url("/api/v1/notifications/channels")).json(&json!({
+            "name": "tls only", "kind": "email", "to": ["ops@field.example"]})))
+        .await;
+    let (status, _) = app
+        .send(app.client.post(app.url(&format!("/api/v1/notifications/channels/{}/test", channel["id"]))))
+        .await;
+    assert_eq!(status, 202);
+    let dead = wait_for_deliveries(&app, "state=dead", 1).await;
+    assert!(dead[0]["last_error"].as_str().unwrap().contains("STARTTLS"), "{dead:?}");
+    assert_eq!(smtp.messages().len(), 1, "nothing sent without TLS");
+    app.stop().await;
+}
+}

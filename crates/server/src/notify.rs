@@ -1,0 +1,703 @@
+//! Alarm notifications: routing alarm changes to channels by rule, the durable outbox, and the
+//! sender that delivers it (signed webhooks, e-mail over SMTP).
+//!
+//! An alarm change (raised by the diagnostics, acknowledged by someone, cleared) is matched
+//! against every rule; each matching channel gets one delivery in the outbox (committed before
+//! [`Notifier::alarm_changed`] returns), keyed `alarm-<id>-<change>-c<channel>` so a change
+//! routed twice to one channel is sent once. A background task claims due deliveries (a lease,
+//! so a killed server's claims come back), sends them, and records the result: `delivered` on a
+//! 2xx (or SMTP 250), else another attempt after an exponentially growing delay, and `dead`
+//! after `notify_max_attempts` (audited as `notification_dead`, listed by the API).
+//!
+//! Webhook requests carry `X-Espwatch-Timestamp` (Unix seconds) and `X-Espwatch-Signature:
+//! v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`, and the idempotency key in
+//! `X-Espwatch-Delivery` and `Idempotency-Key`.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use espwatch_app::config::Config;
+use espwatch_core::{Timestamp, WellId};
+use espwatch_store::{
+    Alarm, AttemptResult, AuditEvent, ChannelKind, Delivery, DeliveryState, NewDelivery,
+    NotifyChannel, NotifyStore, Store,
+};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::audit::{AuditSink, now};
+use crate::live::AlarmChange;
+use crate::views::AlarmView;
+
+pub mod smtp;
+
+/// The events a rule may route.
+pub const EVENTS: &[&str] = &["alarm.raised", "alarm.acknowledged", "alarm.cleared"];
+/// Severities, least severe first.
+pub const SEVERITIES: &[&str] = &["minor", "major", "critical"];
+
+/// Deliveries sent at once by one sender round.
+const BATCH: usize = 16;
+/// Longest sleep of an idle sender (it is also woken on every enqueue).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+
+pub fn event_name(change: AlarmChange) -> &'static str {
+    match change {
+        AlarmChange::Raised => "alarm.raised",
+        AlarmChange::Acknowledged => "alarm.acknowledged",
+        AlarmChange::Cleared => "alarm.cleared",
+    }
+}
+
+/// What a rule matches, as stored in [`NotifyRule::filter`]. Absent lists match everything;
+/// `wells` and `fields` together match a well named by either (a well group is a registry
+/// `field`, or a `PREFIX*` pattern of well ids).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFilter {
+    /// `alarm.raised`, `alarm.acknowledged`, `alarm.cleared` (at least one).
+    pub events: Vec<String>,
+    /// Condition names (`gas_lock`, `broken_shaft`, ..., `anomaly`); absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<String>>,
+    /// `minor`, `major` or `critical`: alarms at least this severe; absent: all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<String>,
+    /// Well ids, or `PREFIX*` patterns; absent (and no `fields`): every well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wells: Option<Vec<String>>,
+    /// Oil fields of the wells registry (`field`); absent (and no `wells`): every well.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<String>>,
+}
+
+fn severity_rank(s: &str) -> Option<usize> {
+    SEVERITIES.iter().position(|x| *x == s)
+}
+
+impl RuleFilter {
+    /// Why the filter cannot be used, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.events.is_empty() {
+            return Err("`events` must name at least one of alarm.raised, alarm.acknowledged, alarm.cleared".into());
+        }
+        if let Some(e) = self.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+            return Err(format!(
+                "event {e:?} is not one of alarm.raised, alarm.acknowledged, alarm.cleared"
+            ));
+        }
+        if let Some(conditions) = &self.conditions {
+            for c in conditions {
+                if c != "anomaly" && espwatch_core::condition::Condition::from_name(c).is_none() {
+                    return Err(format!("{c:?} is not a condition name"));
+                }
+            }
+        }
+        if let Some(s) = &self.min_severity
+            && severity_rank(s).is_none()
+        {
+            return Err(format!("min_severity {s:?} is not one of minor, major, critical"));
+        }
+        for list in [&self.wells, &self.fields].into_iter().flatten() {
+            if list.is_empty() || list.len() > 1000 {
+                return Err("`wells` and `fields` hold 1 to 1000 entries when given".into());
+            }
+            if list.iter().any(|w| w.is_empty() || w.len() > 128) {
+                return Err("well ids, patterns and fields are 1 to 128 characters".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the change of `alarm` (`event`) on a well of oil field `field` matches.
+    pub fn matches(&self, event: &str, alarm: &Alarm, field: Option<&str>) -> bool {
+        if !self.events.iter().any(|e| e == event) {
+            return false;
+        }
+        if let Some(c) = &self.conditions
+            && !c.iter().any(|c| *c == alarm.condition)
+        {
+            return false;
+        }
+        if let Some(min) = self.min_severity.as_deref().and_then(severity_rank)
+            && severity_rank(&alarm.severity).is_none_or(|rank| rank < min)
+        {
+            return false;
+        }
+        if self.wells.is_none() && self.fields.is_none() {
+            return true;
+        }
+        let by_well = self.wells.iter().flatten().any(|pattern| {
+            match pattern.strip_suffix('*') {
+                Some(prefix) => alarm.well_id.starts_with(prefix),
+                None => *pattern == alarm.well_id,
+            }
+        });
+        let by_field = field.is_some_and(|f| self.fields.iter().flatten().any(|x| x == f));
+        by_well || by_field
+    }
+}
+
+/// Retry timing of failed deliveries.
+#[derive(Copy, Clone, Debug)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub max: Duration,
+    pub attempts: u32,
+}
+
+impl RetryPolicy {
+    /// The delay after failed attempt number `attempt` (1 = the first): base·2^(attempt−1),
+    /// at most `max`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// The SMTP settings of e-mail channels.
+#[derive(Clone, Debug)]
+pub struct SmtpSettings {
+    pub server: Option<String>,
+    pub starttls: bool,
+    pub from: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Counters for `/health/ready`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NotifyStatus {
+    pub delivered: u64,
+    pub failed_attempts: u64,
+    pub dead: u64,
+}
+
+/// The hex HMAC-SHA256 signature of a webhook body sent at `timestamp` (Unix seconds).
+pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+pub struct Notifier {
+    store: Arc<dyn NotifyStore>,
+    wells: Arc<dyn Store>,
+    audit: AuditSink,
+    retry: RetryPolicy,
+    timeout: Duration,
+    smtp: SmtpSettings,
+    http: OnceLock<reqwest::Client>,
+    wake: tokio::sync::Notify,
+    /// Set at shutdown: the sender stops after its current round.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Held by the sender during a round (shutdown waits for it).
+    round_lock: tokio::sync::Mutex<()>,
+    delivered: AtomicU64,
+    failed_attempts: AtomicU64,
+    dead: AtomicU64,
+}
+
+impl Notifier {
+    /// Starts the sender task (needs a Tokio runtime).
+    pub fn start(
+        store: Arc<dyn NotifyStore>,
+        wells: Arc<dyn Store>,
+        audit: AuditSink,
+        config: &Config,
+    ) -> Arc<Notifier> {
+        let notifier = Arc::new(Notifier {
+            store,
+            wells,
+            audit,
+            retry: RetryPolicy {
+                base: Duration::from_millis(config.notify_retry_base_ms),
+                max: Duration::from_secs(config.notify_retry_max_secs),
+                attempts: config.notify_max_attempts,
+            },
+            timeout: Duration::from_secs(config.notify_timeout_secs),
+            smtp: SmtpSettings {
+                server: config.smtp_server.clone(),
+                starttls: config.smtp_tls != "none",
+                from: config.smtp_from.clone(),
+                username: config.smtp_username.clone(),
+                password: config.smtp_password.as_ref().map(|s| s.0.clone()),
+            },
+            http: OnceLock::new(),
+            wake: tokio::sync::Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            round_lock: tokio::sync::Mutex::new(()),
+            delivered: AtomicU64::new(0),
+            failed_attempts: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&notifier);
+        tokio::spawn(async move {
+            loop {
+                // Only a weak handle between rounds: the sender ends (within `IDLE_POLL`)
+                // once the server's state is dropped.
+                let Some(notifier) = weak.upgrade() else { return };
+                let sleep = {
+                    let _round = notifier.round_lock.lock().await;
+                    if notifier.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    notifier.round().await
+                };
+                tokio::select! {
+                    _ = notifier.wake.notified() => {}
+                    _ = tokio::time::sleep(sleep) => {}
+                }
+            }
+        });
+        notifier
+    }
+
+    /// Stops the sender: waits for the round in progress, then no more attempts.
+    pub async fn shut_down(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        let _round = self.round_lock.lock().await;
+    }
+
+    pub fn store(&self) -> &Arc<dyn NotifyStore> {
+        &self.store
+    }
+
+    pub fn status(&self) -> NotifyStatus {
+        NotifyStatus {
+            delivered: self.delivered.load(Ordering::Relaxed),
+            failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Routes an alarm change: one outbox entry per matching channel, committed before this
+    /// returns. Errors are logged (the alarm itself is already stored).
+    pub async fn alarm_changed(&self, change: AlarmChange, alarm: &Alarm) {
+        if let Err(err) = self.route(change, alarm).await {
+            tracing::error!(alarm = alarm.id, error = %err, "NOTIFICATION NOT ENQUEUED");
+        }
+    }
+
+    async fn route(&self, change: AlarmChange, alarm: &Alarm) -> anyhow::Result<usize> {
+        let rules = self.store.list_rules().await?;
+        if rules.is_empty() {
+            return Ok(0);
+        }
+        let event = event_name(change);
+        let field = match WellId::parse(&alarm.well_id) {
+            Ok(id) => self
+                .wells
+                .get_well(&id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|w| w.meta.field),
+            Err(_) => None,
+        };
+        let at = now();
+        let mut channels: Vec<(i64, i64)> = Vec::new();
+        for rule in &rules {
+            let Ok(filter) = serde_json::from_value::<RuleFilter>(rule.filter.clone()) else {
+                tracing::warn!(rule = rule.id, "notification rule with an unreadable filter");
+                continue;
+            };
+            if filter.matches(event, alarm, field.as_deref())
+                && !channels.iter().any(|(c, _)| *c == rule.channel_id)
+            {
+                channels.push((rule.channel_id, rule.id));
+            }
+        }
+        let deliveries: Vec<NewDelivery> = channels
+            .into_iter()
+            .map(|(channel, rule)| {
+                let key = format!("alarm-{}-{}-c{channel}", alarm.id, change_name(change));
+                NewDelivery {
+                    payload: payload(&key, event, at, alarm),
+                    key,
+                    channel_id: channel,
+                    rule_id: rule,
+                    event: event.to_owned(),
+                    created_at: at,
+                }
+            })
+            .collect();
+        let added = self.store.enqueue(deliveries).await?;
+        if added > 0 {
+            self.wake.notify_one();
+        }
+        Ok(added)
+    }
+
+    /// Puts a test message for `channel` in the outbox (delivered like any other).
+    pub async fn enqueue_test(&self, channel: &NotifyChannel, by: &str) -> anyhow::Result<String> {
+        let at = now();
+        let key = format!("test-c{}-{}", channel.id, uuid::Uuid::new_v4());
+        let body = serde_json::json!({
+            "id": key,
+            "event": "test",
+            "occurred_at": at.to_rfc3339(),
+            "channel": channel.name,
+            "requested_by": by,
+        })
+        .to_string();
+        self.store
+            .enqueue(vec![NewDelivery {
+                key: key.clone(),
+                channel_id: channel.id,
+                rule_id: 0,
+                event: "test".into(),
+                payload: body,
+                created_at: at,
+            }])
+            .await?;
+        self.wake.notify_one();
+        Ok(key)
+    }
+
+    /// One sender round: claims what is due and sends it. Returns how long to sleep.
+    async fn round(self: &Arc<Self>) -> Duration {
+        let at = now();
+        // Longer than an attempt can take (its timeout, then recording the result).
+        let lease = self.timeout * 2 + Duration::from_secs(5);
+        let claimed = match self
+            .store
+            .claim_due(at, plus(at, lease), BATCH)
+            .await
+        {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(error = %err, "notification outbox unreadable; retrying");
+                return Duration::from_secs(1);
+            }
+        };
+        if !claimed.is_empty() {
+            let mut tasks = tokio::task::JoinSet::new();
+            for delivery in claimed {
+                let me = self.clone();
+                tasks.spawn(async move { me.attempt(delivery).await });
+            }
+            while tasks.join_next().await.is_some() {}
+            return Duration::ZERO;
+        }
+        match self.store.next_due().await {
+            Ok(Some(due)) => {
+                let wait = (due.0 - now().0).max(0) as u64;
+                Duration::from_micros(wait).min(IDLE_POLL)
+            }
+            _ => IDLE_POLL,
+        }
+    }
+
+    async fn attempt(&self, delivery: Delivery) {
+        let outcome = match self.store.get_channel(delivery.channel_id).await {
+            Ok(Some(channel)) => self.send(&channel, &delivery).await,
+            Ok(None) => Err(Failure::Permanent("channel deleted".into())),
+            Err(err) => Err(Failure::Retry(format!("reading the channel: {err}"))),
+        };
+        let attempts = delivery.attempts + 1;
+        let at = now();
+        let result = match outcome {
+            Ok(()) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                AttemptResult {
+                    state: DeliveryState::Delivered,
+                    attempts,
+                    next_attempt_at: at,
+                    error: None,
+                    at,
+                }
+            }
+            Err(failure) => {
+                self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                let (permanent, error) = match failure {
+                    Failure::Permanent(e) => (true, e),
+                    Failure::Retry(e) => (false, e),
+                };
+                if permanent || attempts as u32 >= self.retry.attempts {
+                    self.dead.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(delivery = delivery.id, key = %delivery.key, attempts,
+                        error = %error, "NOTIFICATION DEAD: given up");
+                    self.audit.record(AuditEvent {
+                        ts: at,
+                        kind: "notification_dead".into(),
+                        request_id: None,
+                        method: None,
+                        route: None,
+                        status: None,
+                        actor: None,
+                        role: None,
+                        source: None,
+                        duration_ms: None,
+                        detail: serde_json::json!({
+                            "delivery": delivery.id,
+                            "key": delivery.key,
+                            "channel": delivery.channel_id,
+                            "event": delivery.event,
+                            "attempts": attempts,
+                            "error": error,
+                        }),
+                    });
+                    AttemptResult {
+                        state: DeliveryState::Dead,
+                        attempts,
+                        next_attempt_at: at,
+                        error: Some(error),
+                        at,
+                    }
+                } else {
+                    let delay = self.retry.delay(attempts as u32);
+                    tracing::warn!(delivery = delivery.id, attempts, error = %error,
+                        retry_in_ms = delay.as_millis() as u64, "notification attempt failed");
+                    AttemptResult {
+                        state: DeliveryState::Pending,
+                        attempts,
+                        next_attempt_at: plus(at, delay),
+                        error: Some(error),
+                        at,
+                    }
+                }
+            }
+        };
+        if let Err(err) = self.store.finish_attempt(delivery.id, result).await {
+            // The lease runs out and the delivery is sent again: at least once.
+            tracing::error!(delivery = delivery.id, error = %err, "recording a notification attempt failed");
+        }
+    }
+
+    async fn send(&self, channel: &NotifyChannel, delivery: &Delivery) -> Result<(), Failure> {
+        match channel.kind {
+            ChannelKind::Webhook => self.send_webhook(channel, delivery).await,
+            ChannelKind::Email => {
+                let recipients: Vec<String> = channel
+                    .target
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                let message = smtp::Message {
+                    from: self.smtp.from.clone(),
+                    to: recipients,
+                    subject: email_subject(&delivery.payload),
+                    body: email_body(&delivery.payload),
+                    message_id: format!("<{}@espwatch>", delivery.key),
+                };
+                tokio::time::timeout(self.timeout, smtp::send(&self.smtp, &message))
+                    .await
+                    .map_err(|_| Failure::Retry("SMTP timed out".into()))?
+                    .map_err(|e| Failure::Retry(format!("{e:#}")))
+            }
+        }
+    }
+
+    async fn send_webhook(&self, channel: &NotifyChannel, d: &Delivery) -> Result<(), Failure> {
+        let client = match self.http.get() {
+            Some(c) => c.clone(),
+            None => {
+                let built = reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .timeout(self.timeout)
+                    .user_agent(concat!("espwatch/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| Failure::Retry(format!("HTTP client: {e}")))?;
+                self.http.get_or_init(|| built).clone()
+            }
+        };
+        let timestamp = chrono::Utc::now().timestamp();
+        let secret = channel.secret.as_deref().unwrap_or_default();
+        let response = client
+            .post(&channel.target)
+            .header("content-type", "application/json")
+            .header("x-espwatch-event", &d.event)
+            .header("x-espwatch-delivery", &d.key)
+            .header("idempotency-key", &d.key)
+            .header("x-espwatch-timestamp", timestamp.to_string())
+            .header(
+                "x-espwatch-signature",
+                format!("v1={}", signature(secret, timestamp, &d.payload)),
+            )
+            .body(d.payload.clone())
+            .send()
+            .await
+            .map_err(|e| Failure::Retry(format!("{e}")))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(Failure::Retry(format!("HTTP {}", status.as_u16())))
+        }
+    }
+}
+
+enum Failure {
+    /// Try again later.
+    Retry(String),
+    /// Never deliverable (channel gone).
+    Permanent(String),
+}
+
+fn change_name(change: AlarmChange) -> &'static str {
+    match change {
+        AlarmChange::Raised => "raised",
+        AlarmChange::Acknowledged => "acknowledged",
+        AlarmChange::Cleared => "cleared",
+    }
+}
+
+fn plus(t: Timestamp, d: Duration) -> Timestamp {
+    Timestamp(t.0.saturating_add(d.as_micros().min(i64::MAX as u128) as i64))
+}
+
+/// The JSON body of an alarm notification.
+fn payload(key: &str, event: &str, at: Timestamp, alarm: &Alarm) -> String {
+    serde_json::json!({
+        "id": key,
+        "event": event,
+        "occurred_at": at.to_rfc3339(),
+        "alarm": AlarmView::from(alarm.clone()),
+    })
+    .to_string()
+}
+
+fn email_subject(payload: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    match v["event"].as_str() {
+        Some("test") => "espwatch: test notification".to_owned(),
+        Some(event) => format!(
+            "espwatch: {} {} on {} ({})",
+            v["alarm"]["condition"].as_str().unwrap_or("?"),
+            event.trim_start_matches("alarm."),
+            v["alarm"]["well_id"].as_str().unwrap_or("?"),
+            v["alarm"]["severity"].as_str().unwrap_or("?"),
+        ),
+        None => "espwatch notification".to_owned(),
+    }
+}
+
+fn email_body(payload: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    let mut text = String::new();
+    if v["event"] == "test" {
+        text.push_str("This is a test notification from espwatch.\n");
+    } else {
+        let a = &v["alarm"];
+        let line = |k: &str| a[k].as_str().map(str::to_owned).unwrap_or_else(|| a[k].to_string());
+        text.push_str(&format!(
+            "Event: {}\nWell: {}\nCondition: {}\nSeverity: {}\nState: {}\nStarted: {}\nConfidence: {}\n",
+            v["event"].as_str().unwrap_or("?"),
+            line("well_id"),
+            line("condition"),
+            line("severity"),
+            line("state"),
+            line("started_at"),
+            line("confidence"),
+        ));
+        if let Some(by) = a["acknowledged_by"].as_str() {
+            text.push_str(&format!("Acknowledged by: {by}\n"));
+        }
+        if let Some(action) = a["detail"]["action"].as_str() {
+            text.push_str(&format!("\nRecommended action: {action}\n"));
+        }
+    }
+    text.push_str(&format!("\nDelivery: {}\n\n{}\n", v["id"].as_str().unwrap_or("?"), payload));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alarm(well: &str, condition: &str, severity: &str) -> Alarm {
+        Alarm {
+            id: 1,
+            well_id: well.into(),
+            condition: condition.into(),
+            severity: severity.into(),
+            state: espwatch_store::AlarmState::Raised,
+            confidence: 0.9,
+            started_at: Timestamp(0),
+            ended_at: None,
+            acknowledged_by: None,
+            acknowledged_at: None,
+            comment: None,
+            detail: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn filters_route_by_event_condition_severity_well_and_field() {
+        let f = RuleFilter {
+            events: vec!["alarm.raised".into()],
+            conditions: Some(vec!["gas_lock".into(), "broken_shaft".into()]),
+            min_severity: Some("major".into()),
+            wells: Some(vec!["PAD-A-*".into(), "ESP-7".into()]),
+            fields: Some(vec!["North".into()]),
+        };
+        assert!(f.check().is_ok());
+        let a = alarm("PAD-A-3", "gas_lock", "critical");
+        assert!(f.matches("alarm.raised", &a, None));
+        assert!(!f.matches("alarm.cleared", &a, None));
+        assert!(!f.matches("alarm.raised", &alarm("PAD-A-3", "pump_off", "critical"), None));
+        assert!(!f.matches("alarm.raised", &alarm("PAD-A-3", "gas_lock", "minor"), None));
+        assert!(f.matches("alarm.raised", &alarm("ESP-7", "gas_lock", "major"), None));
+        assert!(!f.matches("alarm.raised", &alarm("ESP-70", "gas_lock", "major"), None));
+        assert!(f.matches("alarm.raised", &alarm("X-1", "gas_lock", "major"), Some("North")));
+        assert!(!f.matches("alarm.raised", &alarm("X-1", "gas_lock", "major"), Some("South")));
+        let all = RuleFilter {
+            events: vec!["alarm.cleared".into()],
+            ..RuleFilter::default()
+        };
+        assert!(all.matches("alarm.cleared", &alarm("any", "anomaly", "minor"), None));
+        assert!(RuleFilter::default().check().is_err());
+        assert!(RuleFilter { events: vec!["alarm.raise".into()], ..Default::default() }.check().is_err());
+        assert!(RuleFilter { events: vec!["alarm.raised".into()], conditions: Some(vec!["gaslock".into()]), ..Default::default() }.check().is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(3600),
+            attempts: 32,
+        };
+        assert_eq!(p.delay(1), Duration::from_secs(10));
+        assert_eq!(p.delay(2), Duration::from_secs(20));
+        assert_eq!(p.delay(5), Duration::from_secs(160));
+        assert_eq!(p.delay(9), Duration::from_secs(2560));
+        assert_eq!(p.delay(10), Duration::from_secs(3600));
+        assert_eq!(p.delay(1000), Duration::from_secs(3600));
+        // The defaults keep trying for about a day.
+        let total: Duration = (1..p.attempts).map(|a| p.delay(a)).sum();
+        assert!(total >= Duration::from_secs(23 * 3600), "{total:?}");
+    }
+
+    #[test]
+    fn signature_is_hmac_sha256_of_timestamp_dot_body() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let sig = signature("Jefe", 0, "");
+        assert_eq!(sig.len(), 64);
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"what do ya want for nothing?");
+        assert_eq!(
+            hex(&mac.finalize().into_bytes()),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_ne!(signature("k", 1, "body"), signature("k", 2, "body"));
+        assert_ne!(signature("k", 1, "body"), signature("k2", 1, "body"));
+    }
+}
