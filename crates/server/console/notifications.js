@@ -63,7 +63,7 @@ export class NotificationsView {
   channelForm() {
     const name = h('input', { id: 'channel-name', placeholder: 'name', required: true, autocomplete: 'off' });
     const kind = h('select', { id: 'channel-kind' }, h('option', { value: 'webhook' }, 'Webhook'), h('option', { value: 'email' }, 'E-mail'));
-    const target = h('input', { id: 'channel-target', placeholder: 'https://… (webhook) or addresses, comma-separated', required: true, size: 40 });
+    const target = h('input', { id: 'channel-target', placeholder: 'webhook URL, or e-mail addresses (comma-separated)', required: true, size: 40 });
     const error = h('p', { class: 'error', id: 'channel-error', role: 'alert', hidden: true });
     const form = h('form', { class: 'toolbar admin-form', id: 'channel-form' }, name, kind, target, h('button', { type: 'submit' }, 'Add channel'));
     form.addEventListener('submit', async (e) => {

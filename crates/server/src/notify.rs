@@ -99,7 +99,9 @@ impl RuleFilter {
         if let Some(s) = &self.min_severity
             && severity_rank(s).is_none()
         {
-            return Err(format!("min_severity {s:?} is not one of minor, major, critical"));
+            return Err(format!(
+                "min_severity {s:?} is not one of minor, major, critical"
+            ));
         }
         for list in [&self.wells, &self.fields].into_iter().flatten() {
             if list.is_empty() || list.len() > 1000 {
@@ -118,7 +120,7 @@ impl RuleFilter {
             return false;
         }
         if let Some(c) = &self.conditions
-            && !c.iter().any(|c| *c == alarm.condition)
+            && !c.contains(&alarm.condition)
         {
             return false;
         }
@@ -130,12 +132,14 @@ impl RuleFilter {
         if self.wells.is_none() && self.fields.is_none() {
             return true;
         }
-        let by_well = self.wells.iter().flatten().any(|pattern| {
-            match pattern.strip_suffix('*') {
+        let by_well = self
+            .wells
+            .iter()
+            .flatten()
+            .any(|pattern| match pattern.strip_suffix('*') {
                 Some(prefix) => alarm.well_id.starts_with(prefix),
                 None => *pattern == alarm.well_id,
-            }
-        });
+            });
         let by_field = field.is_some_and(|f| self.fields.iter().flatten().any(|x| x == f));
         by_well || by_field
     }
@@ -250,7 +254,9 @@ impl Notifier {
             loop {
                 // Only a weak handle between rounds: the sender ends (within `IDLE_POLL`)
                 // once the server's state is dropped.
-                let Some(notifier) = weak.upgrade() else { return };
+                let Some(notifier) = weak.upgrade() else {
+                    return;
+                };
                 let sleep = {
                     let _round = notifier.round_lock.lock().await;
                     if notifier.stopping.load(Ordering::SeqCst) {
@@ -314,7 +320,10 @@ impl Notifier {
         let mut channels: Vec<(i64, i64)> = Vec::new();
         for rule in &rules {
             let Ok(filter) = serde_json::from_value::<RuleFilter>(rule.filter.clone()) else {
-                tracing::warn!(rule = rule.id, "notification rule with an unreadable filter");
+                tracing::warn!(
+                    rule = rule.id,
+                    "notification rule with an unreadable filter"
+                );
                 continue;
             };
             if filter.matches(event, alarm, field.as_deref())
@@ -375,11 +384,7 @@ impl Notifier {
         let at = now();
         // Longer than an attempt can take (its timeout, then recording the result).
         let lease = self.timeout * 2 + Duration::from_secs(5);
-        let claimed = match self
-            .store
-            .claim_due(at, plus(at, lease), BATCH)
-            .await
-        {
+        let claimed = match self.store.claim_due(at, plus(at, lease), BATCH).await {
             Ok(c) => c,
             Err(err) => {
                 tracing::warn!(error = %err, "notification outbox unreadable; retrying");
@@ -596,7 +601,11 @@ fn email_body(payload: &str) -> String {
         text.push_str("This is a test notification from espwatch.\n");
     } else {
         let a = &v["alarm"];
-        let line = |k: &str| a[k].as_str().map(str::to_owned).unwrap_or_else(|| a[k].to_string());
+        let line = |k: &str| {
+            a[k].as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| a[k].to_string())
+        };
         text.push_str(&format!(
             "Event: {}\nWell: {}\nCondition: {}\nSeverity: {}\nState: {}\nStarted: {}\nConfidence: {}\n",
             v["event"].as_str().unwrap_or("?"),
@@ -614,7 +623,11 @@ fn email_body(payload: &str) -> String {
             text.push_str(&format!("\nRecommended action: {action}\n"));
         }
     }
-    text.push_str(&format!("\nDelivery: {}\n\n{}\n", v["id"].as_str().unwrap_or("?"), payload));
+    text.push_str(&format!(
+        "\nDelivery: {}\n\n{}\n",
+        v["id"].as_str().unwrap_or("?"),
+        payload
+    ));
     text
 }
 
@@ -652,20 +665,47 @@ mod tests {
         let a = alarm("PAD-A-3", "gas_lock", "critical");
         assert!(f.matches("alarm.raised", &a, None));
         assert!(!f.matches("alarm.cleared", &a, None));
-        assert!(!f.matches("alarm.raised", &alarm("PAD-A-3", "pump_off", "critical"), None));
+        assert!(!f.matches(
+            "alarm.raised",
+            &alarm("PAD-A-3", "pump_off", "critical"),
+            None
+        ));
         assert!(!f.matches("alarm.raised", &alarm("PAD-A-3", "gas_lock", "minor"), None));
         assert!(f.matches("alarm.raised", &alarm("ESP-7", "gas_lock", "major"), None));
         assert!(!f.matches("alarm.raised", &alarm("ESP-70", "gas_lock", "major"), None));
-        assert!(f.matches("alarm.raised", &alarm("X-1", "gas_lock", "major"), Some("North")));
-        assert!(!f.matches("alarm.raised", &alarm("X-1", "gas_lock", "major"), Some("South")));
+        assert!(f.matches(
+            "alarm.raised",
+            &alarm("X-1", "gas_lock", "major"),
+            Some("North")
+        ));
+        assert!(!f.matches(
+            "alarm.raised",
+            &alarm("X-1", "gas_lock", "major"),
+            Some("South")
+        ));
         let all = RuleFilter {
             events: vec!["alarm.cleared".into()],
             ..RuleFilter::default()
         };
         assert!(all.matches("alarm.cleared", &alarm("any", "anomaly", "minor"), None));
         assert!(RuleFilter::default().check().is_err());
-        assert!(RuleFilter { events: vec!["alarm.raise".into()], ..Default::default() }.check().is_err());
-        assert!(RuleFilter { events: vec!["alarm.raised".into()], conditions: Some(vec!["gaslock".into()]), ..Default::default() }.check().is_err());
+        assert!(
+            RuleFilter {
+                events: vec!["alarm.raise".into()],
+                ..Default::default()
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            RuleFilter {
+                events: vec!["alarm.raised".into()],
+                conditions: Some(vec!["gaslock".into()]),
+                ..Default::default()
+            }
+            .check()
+            .is_err()
+        );
     }
 
     #[test]

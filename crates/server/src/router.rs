@@ -110,7 +110,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .routes(routes!(notifications::delete_channel))
         .routes(routes!(notifications::test_channel))
-        .routes(routes!(notifications::list_rules, notifications::create_rule))
+        .routes(routes!(
+            notifications::list_rules,
+            notifications::create_rule
+        ))
         .routes(routes!(notifications::delete_rule))
         .routes(routes!(notifications::list_deliveries))
         .routes(routes!(health::legacy))

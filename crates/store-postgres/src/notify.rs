@@ -139,7 +139,13 @@ impl NotifyStore for PostgresStore {
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING
                      RETURNING {RULE_COLUMNS}"
                 ),
-                &[&r.name, &r.channel_id, &filter, &r.created_by, &r.created_at.0],
+                &[
+                    &r.name,
+                    &r.channel_id,
+                    &filter,
+                    &r.created_by,
+                    &r.created_at.0,
+                ],
             )
             .await
             .map_err(|e| db_err("creating a notification rule", e))?;
@@ -191,7 +197,14 @@ impl NotifyStore for PostgresStore {
             added += tx
                 .execute(
                     &stmt,
-                    &[&d.key, &d.channel_id, &d.rule_id, &d.event, &d.payload, &d.created_at.0],
+                    &[
+                        &d.key,
+                        &d.channel_id,
+                        &d.rule_id,
+                        &d.event,
+                        &d.payload,
+                        &d.created_at.0,
+                    ],
                 )
                 .await
                 .map_err(err)? as usize;
@@ -210,16 +223,14 @@ impl NotifyStore for PostgresStore {
         let limit = limit as i64;
         let rows = client
             .query(
-                &format!(
-                    "WITH due AS (
+                "WITH due AS (
                          SELECT id FROM notify_outbox
                          WHERE state = 'pending' AND next_attempt_at <= $1
                          ORDER BY next_attempt_at, id LIMIT $3
                          FOR UPDATE SKIP LOCKED)
                      UPDATE notify_outbox o SET next_attempt_at = $2 FROM due WHERE o.id = due.id
                      RETURNING o.id, o.key, o.channel_id, o.rule_id, o.event, o.payload, o.state,
-                         o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.updated_at"
-                ),
+                         o.attempts, o.next_attempt_at, o.last_error, o.created_at, o.updated_at",
                 &[&now.0, &lease_until.0, &limit],
             )
             .await
@@ -238,7 +249,14 @@ impl NotifyStore for PostgresStore {
             .execute(
                 "UPDATE notify_outbox SET state = $2, attempts = $3, next_attempt_at = $4,
                  last_error = $5, updated_at = $6 WHERE id = $1",
-                &[&id, &r.state.name(), &r.attempts, &r.next_attempt_at.0, &r.error, &r.at.0],
+                &[
+                    &id,
+                    &r.state.name(),
+                    &r.attempts,
+                    &r.next_attempt_at.0,
+                    &r.error,
+                    &r.at.0,
+                ],
             )
             .await
             .map_err(|e| db_err("recording a notification attempt", e))?;
@@ -247,7 +265,11 @@ impl NotifyStore for PostgresStore {
 
     async fn list_deliveries(&self, filter: &DeliveryFilter) -> StoreResult<Vec<Delivery>> {
         let client = self.client("listing notifications").await?;
-        let limit = if filter.limit == 0 { 1000 } else { filter.limit } as i64;
+        let limit = if filter.limit == 0 {
+            1000
+        } else {
+            filter.limit
+        } as i64;
         let state = filter.state.map(|s| s.name().to_owned());
         let rows = client
             .query(

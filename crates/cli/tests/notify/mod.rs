@@ -135,7 +135,11 @@ impl Receiver {
 
     pub fn accepted(&self, path: &str) -> Vec<Received> {
         let s = self.state.lock().unwrap();
-        s.accepted.iter().filter(|r| r.path == path).cloned().collect()
+        s.accepted
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
     }
 
     /// Waits until `path` has accepted `n` deliveries.
@@ -365,7 +369,13 @@ async fn a_delivery_survives_kill_9_of_the_server() {
         ("ESPWATCH_NOTIFY_TIMEOUT_SECS", "1"),
     ];
     let key = cli_api_key(&["--data-dir", &data], "admin");
-    let serve = ["serve", "--listen", "127.0.0.1:0", "--data-dir", data.as_str()];
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.as_str(),
+    ];
     let mut server = ChildServer::start_with_env(&serve, &envs);
     let client = bearer_client(&key);
     let (status, channel) = status_json(
@@ -396,7 +406,10 @@ async fn a_delivery_survives_kill_9_of_the_server() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(receiver.attempts("/ops") >= 2, "the receiver was tried and refused");
+    assert!(
+        receiver.attempts("/ops") >= 2,
+        "the receiver was tried and refused"
+    );
     server.kill_9();
     receiver.refuse("/ops", 0);
     assert!(receiver.accepted("/ops").is_empty());
@@ -415,7 +428,10 @@ async fn a_delivery_survives_kill_9_of_the_server() {
     .await;
     assert_eq!(status, 200, "{log}");
     assert_eq!(log["deliveries"][0]["key"], queued["key"]);
-    assert!(log["deliveries"][0]["attempts"].as_i64().unwrap() >= 3, "{log}");
+    assert!(
+        log["deliveries"][0]["attempts"].as_i64().unwrap() >= 3,
+        "{log}"
+    );
 }
 
 /// A real SMTP server: Python's aiosmtpd writing each message into a Maildir. `None` (test
@@ -449,7 +465,7 @@ impl SmtpServer {
             .unwrap()
             .port();
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = std::process::Command::new("python3")
+        let mut child = std::process::Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l", &address.to_string()])
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(&maildir)
@@ -458,10 +474,17 @@ impl SmtpServer {
             .expect("start aiosmtpd");
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(address).await.is_ok() {
-                return Some(SmtpServer { child, address, maildir, _dir: dir });
+                return Some(SmtpServer {
+                    child,
+                    address,
+                    maildir,
+                    _dir: dir,
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("aiosmtpd did not listen on {address}");
     }
 
@@ -489,7 +512,12 @@ fn decoded_body(message: &str) -> String {
     let message = message.replace("\r\n", "\n");
     let body = message.split("\n\n").nth(1).unwrap_or_default();
     let text: String = body.split_whitespace().collect();
-    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).unwrap()).unwrap()
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 both_backends! {

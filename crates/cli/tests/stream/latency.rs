@@ -24,6 +24,9 @@ const BATCH: usize = 100;
 const SUBSCRIBERS: usize = 200;
 const STEP_MS: i64 = 100;
 
+/// When a batch was sent, and when its POST was answered.
+type Sent = (Instant, Option<Instant>);
+
 fn quantile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -39,8 +42,7 @@ async fn stream_delivery_latency_benchmark() {
     let base = chrono::Utc::now() - chrono::Duration::hours(2);
     let batches = SECONDS * 1000 / STEP_MS as usize;
     // Per batch: when it was sent and when its POST was answered.
-    let sent: Arc<Mutex<Vec<Option<(Instant, Option<Instant>)>>>> =
-        Arc::new(Mutex::new(vec![None; batches]));
+    let sent: Arc<Mutex<Vec<Option<Sent>>>> = Arc::new(Mutex::new(vec![None; batches]));
     let mut tasks = Vec::new();
     for _ in 0..SUBSCRIBERS {
         let mut ws = open(&app, "?events=readings", Some(&app.admin_key), &[])
@@ -66,8 +68,8 @@ async fn stream_delivery_latency_benchmark() {
                     if ts != last {
                         last = ts;
                         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) {
-                            let index = (t.with_timezone(&chrono::Utc) - base).num_milliseconds()
-                                / STEP_MS;
+                            let index =
+                                (t.with_timezone(&chrono::Utc) - base).num_milliseconds() / STEP_MS;
                             if let Some(slot) = arrivals.get_mut(index as usize)
                                 && slot.is_none()
                             {
@@ -91,7 +93,9 @@ async fn stream_delivery_latency_benchmark() {
         let body = serde_json::to_string(&batch).unwrap();
         let started = Instant::now();
         sent.lock().unwrap()[index] = Some((started, None));
-        let (status, _) = app.post("/api/v1/telemetry", "application/json", body).await;
+        let (status, _) = app
+            .post("/api/v1/telemetry", "application/json", body)
+            .await;
         let answered = Instant::now();
         assert_eq!(status, 200);
         sent.lock().unwrap()[index] = Some((started, Some(answered)));

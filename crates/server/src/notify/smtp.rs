@@ -35,7 +35,11 @@ impl Conn {
         let mut lines = Vec::new();
         loop {
             let mut line = String::new();
-            let n = self.io.read_line(&mut line).await.context("reading the SMTP reply")?;
+            let n = self
+                .io
+                .read_line(&mut line)
+                .await
+                .context("reading the SMTP reply")?;
             if n == 0 {
                 bail!("the SMTP server closed the connection");
             }
@@ -56,7 +60,12 @@ impl Conn {
         }
     }
 
-    async fn command(&mut self, line: &str, expect: &[u16], what: &str) -> anyhow::Result<Vec<String>> {
+    async fn command(
+        &mut self,
+        line: &str,
+        expect: &[u16],
+        what: &str,
+    ) -> anyhow::Result<Vec<String>> {
         self.io
             .get_mut()
             .write_all(format!("{line}\r\n").as_bytes())
@@ -72,7 +81,12 @@ impl Conn {
 }
 
 fn check_address(a: &str) -> anyhow::Result<()> {
-    if a.is_empty() || a.len() > 254 || !a.contains('@') || a.chars().any(|c| c.is_control() || matches!(c, '<' | '>' | ' ' | ',')) {
+    if a.is_empty()
+        || a.len() > 254
+        || !a.contains('@')
+        || a.chars()
+            .any(|c| c.is_control() || matches!(c, '<' | '>' | ' ' | ','))
+    {
         bail!("{a:?} is not an e-mail address");
     }
     Ok(())
@@ -80,7 +94,10 @@ fn check_address(a: &str) -> anyhow::Result<()> {
 
 fn header_text(s: &str) -> String {
     // No header injection: one line, and non-ASCII as an RFC 2047 encoded word.
-    let line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let line: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if line.is_ascii() {
         line
     } else {
@@ -133,7 +150,10 @@ pub async fn send(settings: &SmtpSettings, message: &Message) -> anyhow::Result<
     for to in &message.to {
         check_address(to)?;
     }
-    let host = server.rsplit_once(':').map_or(server, |(h, _)| h).to_owned();
+    let host = server
+        .rsplit_once(':')
+        .map_or(server, |(h, _)| h)
+        .to_owned();
     let tcp = TcpStream::connect(server)
         .await
         .with_context(|| format!("connecting to the SMTP server {server}"))?;
@@ -148,7 +168,9 @@ pub async fn send(settings: &SmtpSettings, message: &Message) -> anyhow::Result<
     let mut tls = false;
     if settings.starttls {
         if !features.iter().any(|f| f.eq_ignore_ascii_case("STARTTLS")) {
-            bail!("the SMTP server does not offer STARTTLS (set smtp_tls = \"none\" only for a local relay)");
+            bail!(
+                "the SMTP server does not offer STARTTLS (set smtp_tls = \"none\" only for a local relay)"
+            );
         }
         conn.command("STARTTLS", &[220], "STARTTLS").await?;
         if !conn.io.buffer().is_empty() {
@@ -178,8 +200,12 @@ pub async fn send(settings: &SmtpSettings, message: &Message) -> anyhow::Result<
         conn.command(&format!("AUTH PLAIN {token}"), &[235], "AUTH")
             .await?;
     }
-    conn.command(&format!("MAIL FROM:<{}>", message.from), &[250], "MAIL FROM")
-        .await?;
+    conn.command(
+        &format!("MAIL FROM:<{}>", message.from),
+        &[250],
+        "MAIL FROM",
+    )
+    .await?;
     for to in &message.to {
         conn.command(&format!("RCPT TO:<{to}>"), &[250, 251], "RCPT TO")
             .await?;

@@ -117,7 +117,12 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     if let Some(notifier) = &state.notifier {
         let status = notifier.status();
         let mut notify = serde_json::json!(status);
-        notify["status"] = if status.dead > 0 { "degraded" } else { "healthy" }.into();
+        notify["status"] = if status.dead > 0 {
+            "degraded"
+        } else {
+            "healthy"
+        }
+        .into();
         checks["notifications"] = notify;
     }
     // Lost audit records do not take the server out of rotation (surveillance must go on),

@@ -44,10 +44,7 @@ impl From<NotifyChannel> for ChannelView {
     fn from(c: NotifyChannel) -> Self {
         let (url, to) = match c.kind {
             ChannelKind::Webhook => (Some(c.target), None),
-            ChannelKind::Email => (
-                None,
-                Some(c.target.split(',').map(str::to_owned).collect()),
-            ),
+            ChannelKind::Email => (None, Some(c.target.split(',').map(str::to_owned).collect())),
         };
         ChannelView {
             id: c.id,
@@ -90,7 +87,9 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 fn check_name(name: &str) -> Result<(), ApiError> {
     if name.trim().is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(invalid("`name` must be 1–64 characters without control characters"));
+        return Err(invalid(
+            "`name` must be 1–64 characters without control characters",
+        ));
     }
     Ok(())
 }
@@ -101,7 +100,9 @@ fn check_email(a: &str) -> bool {
         && parts.len() == 2
         && !parts[0].is_empty()
         && !parts[1].is_empty()
-        && !a.chars().any(|c| c.is_control() || c.is_whitespace() || "<>,;\"()[]\\".contains(c))
+        && !a
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || "<>,;\"()[]\\".contains(c))
 }
 
 fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
@@ -179,7 +180,9 @@ pub async fn create_channel(
             if body.url.is_some() || body.secret.is_some() {
                 return Err(invalid("an e-mail channel has `to`, not `url` or `secret`"));
             }
-            let to = body.to.ok_or_else(|| invalid("an e-mail channel needs `to`"))?;
+            let to = body
+                .to
+                .ok_or_else(|| invalid("an e-mail channel needs `to`"))?;
             if to.is_empty() || to.len() > 50 {
                 return Err(invalid("`to` must list 1–50 addresses"));
             }
@@ -370,7 +373,12 @@ pub async fn create_rule(
         fields: body.fields,
     };
     rule_filter.check().map_err(invalid)?;
-    if notifier.store().get_channel(body.channel_id).await?.is_none() {
+    if notifier
+        .store()
+        .get_channel(body.channel_id)
+        .await?
+        .is_none()
+    {
         return Err(invalid(format!("no channel {}", body.channel_id)));
     }
     let filter = serde_json::to_value(&rule_filter)

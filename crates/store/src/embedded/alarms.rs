@@ -43,7 +43,10 @@ fn open(inner: &Inner) -> StoreResult<Connection> {
     Ok(conn)
 }
 
-pub(super) fn with_conn<T>(inner: &Inner, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+pub(super) fn with_conn<T>(
+    inner: &Inner,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
     let mut guard = lock(&inner.alarms);
     if guard.is_none() {
         *guard = Some(open(inner)?);
@@ -207,9 +210,7 @@ impl AlarmStore for EmbeddedStore {
         .await
     }
 
-    fn notify_store(
-        self: std::sync::Arc<Self>,
-    ) -> Option<std::sync::Arc<dyn crate::NotifyStore>> {
+    fn notify_store(self: std::sync::Arc<Self>) -> Option<std::sync::Arc<dyn crate::NotifyStore>> {
         Some(self)
     }
 }

@@ -14,12 +14,12 @@
 //! runtime never waits on SQLite.
 
 mod alarms;
-mod notify;
 pub mod backup;
 pub mod check;
 mod codec;
 mod files;
 mod index;
+mod notify;
 #[cfg(test)]
 mod query_tests;
 mod rollup;

@@ -187,8 +187,11 @@ impl NotifyStore for EmbeddedStore {
                 let gone = tx
                     .execute("DELETE FROM notify_channels WHERE id = ?1", params![id])
                     .map_err(|e| sql_err("deleting a notification channel", e))?;
-                tx.execute("DELETE FROM notify_rules WHERE channel_id = ?1", params![id])
-                    .map_err(|e| sql_err("deleting a channel's rules", e))?;
+                tx.execute(
+                    "DELETE FROM notify_rules WHERE channel_id = ?1",
+                    params![id],
+                )
+                .map_err(|e| sql_err("deleting a channel's rules", e))?;
                 tx.execute(
                     "UPDATE notify_outbox SET state = 'dead', last_error = 'channel deleted',
                      updated_at = ?2 WHERE channel_id = ?1 AND state = 'pending'",
@@ -245,7 +248,9 @@ impl NotifyStore for EmbeddedStore {
         self.blocking(|inner| {
             with_conn(inner, |conn| {
                 let mut stmt = conn
-                    .prepare(&format!("SELECT {RULE_COLUMNS} FROM notify_rules ORDER BY id"))
+                    .prepare(&format!(
+                        "SELECT {RULE_COLUMNS} FROM notify_rules ORDER BY id"
+                    ))
                     .map_err(|e| sql_err("listing notification rules", e))?;
                 stmt.query_map([], row_to_rule)
                     .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -370,7 +375,11 @@ impl NotifyStore for EmbeddedStore {
         let filter = filter.clone();
         self.blocking(move |inner| {
             with_conn(inner, |conn| {
-                let limit = if filter.limit == 0 { 1000 } else { filter.limit };
+                let limit = if filter.limit == 0 {
+                    1000
+                } else {
+                    filter.limit
+                };
                 let mut stmt = conn
                     .prepare(&format!(
                         "SELECT {DELIVERY_COLUMNS} FROM notify_outbox
