@@ -84,7 +84,20 @@ async fn an_admin_manages_users_keys_and_notifications_from_the_console() {
         Duration::from_secs(10),
     )
     .await;
-    b.click("tr[data-user=\"otto\"] .user-toggle").await;
+    // The change reloads the table: wait for the server to have it, then click in the new one.
+    for _ in 0..100 {
+        let (_, users) = app.get("/api/v1/users").await;
+        if users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "nina" && u["role"] == "operator")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    b.wait("otto's toggle", "const t = document.querySelector('tr[data-user=\"otto\"] .user-toggle'); if (!t) return false; t.click(); return true;", Duration::from_secs(10)).await;
     b.wait("otto disabled", "const r = document.querySelector('tr[data-user=\"otto\"]'); return r && r.dataset.state === 'disabled';", Duration::from_secs(10)).await;
     let (_, users) = app.get("/api/v1/users").await;
     let by_name = |n: &str| {
@@ -211,7 +224,7 @@ async fn an_admin_manages_users_keys_and_notifications_from_the_console() {
     );
     assert_eq!(rules["rules"][0]["min_severity"], "critical");
     assert_eq!(rules["rules"][0]["wells"], json!(["W-*"]));
-    b.click(".channel-test").await;
+    b.wait("the test button", "const t = document.querySelector('#channel-table .channel-test'); if (!t) return false; t.click(); return true;", Duration::from_secs(10)).await;
     let got = receiver
         .wait_for("/scada", 1, Duration::from_secs(10))
         .await;
