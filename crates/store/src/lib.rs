@@ -21,7 +21,8 @@ pub mod security;
 
 pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 pub use embedded::{
-    CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, StorageReport,
+    CheckpointHook, CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
+    StorageReport,
 };
 pub use security::{
     ApiKey, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuditVerification, LockoutPolicy,
