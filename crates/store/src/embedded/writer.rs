@@ -1113,13 +1113,20 @@ impl Writer {
                 index.segments += 1;
             }
         }
+        let mut sealed_maps = Vec::new();
         for st in index.wells.values_mut() {
             if !st.sealing.is_empty() {
-                st.sealing = Arc::default();
+                sealed_maps.push(std::mem::take(&mut st.sealing));
             }
         }
         index.sealing_total = 0;
         drop(index);
+        // Freeing hundreds of thousands of map nodes is not the writer's business either.
+        if !sealed_maps.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("espwatch-store-free".into())
+                .spawn(move || drop(sealed_maps));
+        }
         self.log_has_rows = self.last_log_id > flight.up_to_log_id;
         shared.checkpoints.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
