@@ -50,6 +50,7 @@ if [ -z "$url" ]; then
 fi
 
 status=0
+cd "$work" # schemathesis keeps its cache (.schemathesis/) in the working directory
 "$st" run "$url/api/v1/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
