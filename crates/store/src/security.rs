@@ -352,7 +352,10 @@ fn chain_hash_with(
     let id = id.to_string();
     format!(
         "{prefix}{}",
-        mac_with(key, &[prev_hash.as_bytes(), id.as_bytes(), canonical.as_bytes()])
+        mac_with(
+            key,
+            &[prev_hash.as_bytes(), id.as_bytes(), canonical.as_bytes()]
+        )
     )
 }
 
@@ -766,7 +769,10 @@ mod tests {
     #[test]
     fn the_audit_key_file_takes_over_from_the_jwt_derived_key() {
         let derived = AuditKey::derive(b"a secret of enough length for the test 0123");
-        let file = AuditKey::from_key_file(b"the audit key file's random content 01234567", Some(&derived));
+        let file = AuditKey::from_key_file(
+            b"the audit key file's random content 01234567",
+            Some(&derived),
+        );
         assert!(file.is_file_key() && !derived.is_file_key());
         let chain = |keys: &[Option<&AuditKey>]| {
             let mut prev = AUDIT_GENESIS.to_owned();
@@ -789,14 +795,23 @@ mod tests {
             let mut checker = AuditChainChecker::new(key.cloned());
             records.iter().map(|r| checker.check(r)).collect::<Vec<_>>()
         };
-        let history = chain(&[None, Some(&derived), Some(&derived), Some(&file), Some(&file)]);
+        let history = chain(&[
+            None,
+            Some(&derived),
+            Some(&derived),
+            Some(&file),
+            Some(&file),
+        ]);
         assert!(history[1].hash.starts_with(KEYED_PREFIX));
         assert!(history[3].hash.starts_with(FILE_KEYED_PREFIX));
         let all = verify(Some(&file), &history);
         assert!(all.iter().all(Result::is_ok), "{all:?}");
         // With the JWT secret only: the file-keyed records cannot be checked.
         let jwt_only = verify(Some(&derived), &history);
-        assert!(jwt_only[..3].iter().all(Result::is_ok) && jwt_only[3].is_err(), "{jwt_only:?}");
+        assert!(
+            jwt_only[..3].iter().all(Result::is_ok) && jwt_only[3].is_err(),
+            "{jwt_only:?}"
+        );
         // Extended or rewritten with the JWT-derived key after file-keyed records: refused.
         let extended = chain(&[Some(&file), Some(&derived)]);
         let results = verify(Some(&file), &extended);
