@@ -13,6 +13,7 @@ pub mod headers;
 pub mod identity;
 pub mod live;
 pub mod notify;
+mod openapi_doc;
 pub mod router;
 mod routes;
 pub mod state;
