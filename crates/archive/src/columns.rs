@@ -14,7 +14,7 @@ use parquet::column::reader::get_typed_column_reader;
 use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::file::reader::{FileReader, RowGroupReader, SerializedFileReader};
+use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use sha2::{Digest, Sha256};
@@ -49,7 +49,11 @@ pub fn checksum(points: &[Point]) -> String {
     for (ts, m) in points {
         h.update(ts.0.to_le_bytes());
         for v in m.raw() {
-            let bits = if v.is_nan() { f64::NAN.to_bits() } else { v.to_bits() };
+            let bits = if v.is_nan() {
+                f64::NAN.to_bits()
+            } else {
+                v.to_bits()
+            };
             h.update(bits.to_le_bytes());
         }
     }
@@ -165,17 +169,20 @@ pub fn decode(data: bytes::Bytes) -> Result<Decoded, ColumnsError> {
             return Err(ColumnsError::Foreign("short timestamp column".into()));
         }
         let base = points.len();
-        points.extend(
-            ts.iter()
-                .map(|t| (Timestamp(*t), Measurements::from_raw([f64::NAN; FIELD_COUNT]))),
-        );
+        points.extend(ts.iter().map(|t| {
+            (
+                Timestamp(*t),
+                Measurements::from_raw([f64::NAN; FIELD_COUNT]),
+            )
+        }));
         for ch in 0..FIELD_COUNT {
             let mut r = get_typed_column_reader::<DoubleType>(group.get_column_reader(ch + 2)?);
             let mut values: Vec<f64> = Vec::new();
             let mut defs: Vec<i16> = Vec::new();
             let mut records = 0;
             while records < rows {
-                let (n, _, _) = r.read_records(rows - records, Some(&mut defs), None, &mut values)?;
+                let (n, _, _) =
+                    r.read_records(rows - records, Some(&mut defs), None, &mut values)?;
                 if n == 0 {
                     break;
                 }
@@ -220,7 +227,10 @@ mod tests {
                         *v = i as f64 * 0.25 + c as f64;
                     }
                 }
-                (Timestamp(1_700_000_000_000_000 + i * 10_000_000), Measurements::from_raw(raw))
+                (
+                    Timestamp(1_700_000_000_000_000 + i * 10_000_000),
+                    Measurements::from_raw(raw),
+                )
             })
             .collect();
         let bytes = encode(&well, &points).unwrap();

@@ -94,9 +94,8 @@ pub async fn run_retention(
                     report.days_deferred += 1;
                 }
                 Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("deleting archived readings of {}", day.well_id)
-                    });
+                    return Err(e)
+                        .with_context(|| format!("deleting archived readings of {}", day.well_id));
                 }
             }
         }

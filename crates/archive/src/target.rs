@@ -115,7 +115,8 @@ impl Archive {
             }
         } else {
             let dir = url.strip_prefix("file://").unwrap_or(url);
-            std::fs::create_dir_all(dir).with_context(|| format!("creating archive directory {dir}"))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating archive directory {dir}"))?;
             let fs = LocalFileSystem::new_with_prefix(dir)
                 .with_context(|| format!("opening archive directory {dir}"))?
                 .with_automatic_cleanup(true);

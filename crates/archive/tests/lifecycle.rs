@@ -54,7 +54,10 @@ async fn fill(store: &dyn Store, wells: &[WellId], from: i64, to: i64) -> usize 
         }
     }
     let n = readings.len();
-    let out = store.append(readings, AppendOptions::default()).await.unwrap();
+    let out = store
+        .append(readings, AppendOptions::default())
+        .await
+        .unwrap();
     assert_eq!(out.count(espwatch_store::ReadingOutcome::Accepted), n);
     n
 }
@@ -128,8 +131,18 @@ async fn expired_days_are_archived_verified_deleted_and_restored() {
         .unwrap();
     assert_eq!(report.days_archived, 6, "{report:?}");
     // The hourly tier outlives the raw one: step queries of whole hours still answer.
-    assert_eq!(store.query(&hourly(3_600_000_000)).await.unwrap(), hourly_before);
-    assert!(store.query(&hourly(60_000_000)).await.unwrap().ts.is_empty());
+    assert_eq!(
+        store.query(&hourly(3_600_000_000)).await.unwrap(),
+        hourly_before
+    );
+    assert!(
+        store
+            .query(&hourly(60_000_000))
+            .await
+            .unwrap()
+            .ts
+            .is_empty()
+    );
     assert_eq!(store.fleet_query(&fleet).await.unwrap(), fleet_before);
     assert_eq!(report.readings_archived as usize, old);
     assert_eq!(report.days_deferred, 0);
@@ -158,7 +171,10 @@ async fn expired_days_are_archived_verified_deleted_and_restored() {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.query(&hourly(3_600_000_000)).await.unwrap(), hourly_before);
+    assert_eq!(
+        store.query(&hourly(3_600_000_000)).await.unwrap(),
+        hourly_before
+    );
     assert_eq!(store.fleet_query(&fleet).await.unwrap(), fleet_before);
     // Dropping the hourly tier past its own horizon leaves nothing for those days.
     let rollups_gone = run_retention(
@@ -173,8 +189,18 @@ async fn expired_days_are_archived_verified_deleted_and_restored() {
     )
     .await
     .unwrap();
-    assert_eq!(rollups_gone.rollups_deleted, vec![(RollupTier::Hour, 2 * 3 * 6)]);
-    assert!(store.query(&hourly(3_600_000_000)).await.unwrap().ts.is_empty());
+    assert_eq!(
+        rollups_gone.rollups_deleted,
+        vec![(RollupTier::Hour, 2 * 3 * 6)]
+    );
+    assert!(
+        store
+            .query(&hourly(3_600_000_000))
+            .await
+            .unwrap()
+            .ts
+            .is_empty()
+    );
 
     // The manifest names every file; the files are Parquet on disk.
     let entries = archive.list(None).await.unwrap();
@@ -197,7 +223,10 @@ async fn expired_days_are_archived_verified_deleted_and_restored() {
     // Restore one day of W-1: exactly what was there, values bit for bit; twice is harmless.
     let day1 = range(day0 + DAY_MICROS, day0 + 2 * DAY_MICROS);
     let r = restore(&store, &archive, &wells[0], day1).await.unwrap();
-    assert_eq!((r.files, r.readings, r.accepted, r.duplicates), (1, 1440, 1440, 0));
+    assert_eq!(
+        (r.files, r.readings, r.accepted, r.duplicates),
+        (1, 1440, 1440, 0)
+    );
     let back = store.read_range(&wells[0], day1).await.unwrap();
     assert!(same_points(&back, &before_w1[1440..2880]));
     let r = restore(&store, &archive, &wells[0], day1).await.unwrap();
@@ -212,8 +241,7 @@ async fn expired_days_are_archived_verified_deleted_and_restored() {
 }
 
 #[tokio::test]
-async fn late_readings_of_an_archived_day_get_their_own_file_and_a_changed_count_deletes_nothing()
-{
+async fn late_readings_of_an_archived_day_get_their_own_file_and_a_changed_count_deletes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let archive_dir = tempfile::tempdir().unwrap();
     let opts = EmbeddedOptions {

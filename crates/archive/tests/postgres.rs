@@ -45,7 +45,10 @@ async fn postgres_retention_archives_deletes_drops_partitions_and_restores() {
         ..PostgresOptions::default()
     };
     let store = PostgresStore::open(&db.url, opts).await.unwrap();
-    let wells = [WellId::parse("PG-1").unwrap(), WellId::parse("PG-2").unwrap()];
+    let wells = [
+        WellId::parse("PG-1").unwrap(),
+        WellId::parse("PG-2").unwrap(),
+    ];
     let now = Timestamp(espwatch_archive::target::now_micros());
     let day0 = day_of(now.0 - 60 * DAY_MICROS).from.0;
     let mut readings = Vec::new();
@@ -57,7 +60,10 @@ async fn postgres_retention_archives_deletes_drops_partitions_and_restores() {
             readings.push(reading(w, now.0 - 3_600_000_000 + i * MINUTE));
         }
     }
-    store.append(readings, AppendOptions::default()).await.unwrap();
+    store
+        .append(readings, AppendOptions::default())
+        .await
+        .unwrap();
     store.refresh_rollups().await.unwrap();
     let original = store
         .read_range(&wells[0], range(day0, day0 + 2 * DAY_MICROS))
@@ -96,7 +102,10 @@ async fn postgres_retention_archives_deletes_drops_partitions_and_restores() {
         .unwrap();
     assert_eq!(report.days_archived, 4, "{report:?}");
     assert_eq!(report.readings_archived, 4 * 1440);
-    assert_eq!(report.units_dropped, 2, "both emptied day partitions dropped");
+    assert_eq!(
+        report.units_dropped, 2,
+        "both emptied day partitions dropped"
+    );
     // 1-minute rollups of the old days went (each well-minute one row), 1-hour ones stayed.
     let minute = report
         .rollups_deleted
@@ -139,9 +148,14 @@ async fn postgres_retention_archives_deletes_drops_partitions_and_restores() {
     assert_eq!(archive.list(None).await.unwrap().len(), 4);
 
     // Back again, into partitions the writer recreates; values bit for bit.
-    let r = restore(&store, &archive, &wells[0], range(day0, day0 + 2 * DAY_MICROS))
-        .await
-        .unwrap();
+    let r = restore(
+        &store,
+        &archive,
+        &wells[0],
+        range(day0, day0 + 2 * DAY_MICROS),
+    )
+    .await
+    .unwrap();
     assert_eq!((r.files, r.accepted, r.duplicates), (2, 2880, 0));
     let back = store
         .read_range(&wells[0], range(day0, day0 + 2 * DAY_MICROS))
@@ -154,9 +168,14 @@ async fn postgres_retention_archives_deletes_drops_partitions_and_restores() {
             assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
         }
     }
-    let r = restore(&store, &archive, &wells[0], range(day0, day0 + 2 * DAY_MICROS))
-        .await
-        .unwrap();
+    let r = restore(
+        &store,
+        &archive,
+        &wells[0],
+        range(day0, day0 + 2 * DAY_MICROS),
+    )
+    .await
+    .unwrap();
     assert_eq!((r.accepted, r.duplicates), (0, 2880));
     store.close().await.unwrap();
     drop(db);

@@ -1053,8 +1053,14 @@ async fn bench_query(
         total as f64 / load_secs
     );
 
-    fleet_aggregates(&store, &well_ids, start, start + steps as i64 * interval_micros, queries)
-        .await?;
+    fleet_aggregates(
+        &store,
+        &well_ids,
+        start,
+        start + steps as i64 * interval_micros,
+        queries,
+    )
+    .await?;
 
     let server = TestServer::start_on(dir, Arc::new(store), None).await?;
     let http = client()?;

@@ -74,7 +74,14 @@ fn archive_commands_expire_list_and_restore_a_data_directory() {
 
     let retention = [("ESPWATCH_RETENTION_RAW", "30d")];
     let (ok, stdout, stderr) = run_cli(
-        &["archive", "run", "--data-dir", data_s, "--archive", archive_s],
+        &[
+            "archive",
+            "run",
+            "--data-dir",
+            data_s,
+            "--archive",
+            archive_s,
+        ],
         &retention,
         work.path(),
     );
@@ -85,7 +92,15 @@ fn archive_commands_expire_list_and_restore_a_data_directory() {
     );
 
     let (ok, stdout, stderr) = run_cli(
-        &["archive", "list", "--data-dir", data_s, "--archive", archive_s, "--json"],
+        &[
+            "archive",
+            "list",
+            "--data-dir",
+            data_s,
+            "--archive",
+            archive_s,
+            "--json",
+        ],
         &[],
         work.path(),
     );
@@ -113,7 +128,11 @@ fn archive_commands_expire_list_and_restore_a_data_directory() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(
             text.trim(),
             "1440 timestamp[us, tz=UTC] ARC-1 40.25 1440",
@@ -127,7 +146,14 @@ fn archive_commands_expire_list_and_restore_a_data_directory() {
 
     // A second run has nothing left to do.
     let (ok, stdout, _) = run_cli(
-        &["archive", "run", "--data-dir", data_s, "--archive", archive_s],
+        &[
+            "archive",
+            "run",
+            "--data-dir",
+            data_s,
+            "--archive",
+            archive_s,
+        ],
         &retention,
         work.path(),
     );
@@ -151,7 +177,8 @@ fn archive_commands_expire_list_and_restore_a_data_directory() {
     let (ok, stdout, stderr) = run_cli(&restore, &[], work.path());
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("restored 1440 readings of ARC-1 from 1 files (1440 new, 0 already stored)"),
+        stdout
+            .contains("restored 1440 readings of ARC-1 from 1 files (1440 new, 0 already stored)"),
         "{stdout}"
     );
     let (ok, stdout, _) = run_cli(&restore, &[], work.path());
@@ -258,7 +285,10 @@ async fn the_server_expires_old_readings_and_deletes_nothing_while_the_archive_f
             .is_some_and(|e| e.contains("nothing deleted")),
         "{body}"
     );
-    assert_eq!(hourly_buckets(&server, "SRV-1", old, old + 2 * DAY).await, 48);
+    assert_eq!(
+        hourly_buckets(&server, "SRV-1", old, old + 2 * DAY).await,
+        48
+    );
     assert!(server.terminate().success());
 
     // A working archive: the server's rounds archive both days and delete them.
@@ -279,7 +309,13 @@ async fn the_server_expires_old_readings_and_deletes_nothing_while_the_archive_f
     let body = ready(&plain, &server).await;
     assert_eq!(body["checks"]["retention"]["status"], "healthy", "{body}");
     let (ok, stdout, stderr) = run_cli(
-        &["archive", "list", "--archive", archive.to_str().unwrap(), "--json"],
+        &[
+            "archive",
+            "list",
+            "--archive",
+            archive.to_str().unwrap(),
+            "--json",
+        ],
         &[],
         work.path(),
     );
@@ -287,7 +323,10 @@ async fn the_server_expires_old_readings_and_deletes_nothing_while_the_archive_f
     let entries: Vec<Value> = serde_json::from_str(&stdout).unwrap();
     assert_eq!(entries.len(), 2, "{stdout}");
     assert_eq!(
-        entries.iter().map(|e| e["rows"].as_u64().unwrap()).sum::<u64>(),
+        entries
+            .iter()
+            .map(|e| e["rows"].as_u64().unwrap())
+            .sum::<u64>(),
         2880
     );
 }

@@ -112,7 +112,12 @@ impl RetentionJob {
 
     /// Stops the background task (at shutdown, before the store closes).
     pub fn stop(&self) {
-        if let Some(task) = self.task.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             task.abort();
         }
     }

@@ -29,7 +29,10 @@ impl PostgresStore {
                 // drop_chunks takes whole chunks before the horizon: only when nothing is
                 // left there (a late reading not archived yet keeps them all).
                 let left = client
-                    .query_one("SELECT EXISTS (SELECT 1 FROM telemetry WHERE ts < $1)", &[&cutoff])
+                    .query_one(
+                        "SELECT EXISTS (SELECT 1 FROM telemetry WHERE ts < $1)",
+                        &[&cutoff],
+                    )
                     .await
                     .map_err(|e| db_err("checking expired chunks", e))?;
                 if left.get::<_, bool>(0) {
@@ -68,7 +71,10 @@ impl PostgresStore {
                         continue;
                     }
                     let empty = client
-                        .query_one(&format!("SELECT NOT EXISTS (SELECT 1 FROM \"{name}\")"), &[])
+                        .query_one(
+                            &format!("SELECT NOT EXISTS (SELECT 1 FROM \"{name}\")"),
+                            &[],
+                        )
                         .await
                         .map_err(|e| db_err("checking a partition", e))?;
                     if !empty.get::<_, bool>(0) {
@@ -174,11 +180,7 @@ impl Retention for PostgresStore {
         &RollupTier::ALL
     }
 
-    async fn delete_rollups_before(
-        &self,
-        tier: RollupTier,
-        cutoff: Timestamp,
-    ) -> StoreResult<u64> {
+    async fn delete_rollups_before(&self, tier: RollupTier, cutoff: Timestamp) -> StoreResult<u64> {
         let client = self.client("dropping rollups").await?;
         let width = match tier {
             RollupTier::Minute => 60_000_000,

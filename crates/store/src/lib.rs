@@ -157,7 +157,11 @@ pub trait Store: Send + Sync + 'static {
     /// Backends answer it in one pass where they can; this default asks well by well.
     async fn fleet_query(&self, query: &FleetQuery) -> StoreResult<Vec<WellSeries>> {
         let wells = if query.wells.is_empty() {
-            self.latest().await?.into_iter().map(|l| l.well_id).collect()
+            self.latest()
+                .await?
+                .into_iter()
+                .map(|l| l.well_id)
+                .collect()
         } else {
             let mut w = query.wells.clone();
             w.sort();

@@ -77,8 +77,7 @@ pub trait Retention: Send + Sync + 'static {
 
     /// Deletes the rollups of `tier` for time before `cutoff` (whole buckets/windows only);
     /// returns how many rows or windows went. A tier the backend does not keep: `Ok(0)`.
-    async fn delete_rollups_before(&self, tier: RollupTier, cutoff: Timestamp)
-    -> StoreResult<u64>;
+    async fn delete_rollups_before(&self, tier: RollupTier, cutoff: Timestamp) -> StoreResult<u64>;
 }
 
 /// The UTC day `[start, start + 1 d)` holding `ts`.

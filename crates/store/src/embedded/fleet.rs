@@ -118,7 +118,11 @@ impl EmbeddedStore {
 
 impl Inner {
     /// One well's answer, as `EmbeddedStore::query` gives it, from the snapshot.
-    fn answer(&self, query: &FleetQuery, snap: &WellSnapshot) -> StoreResult<espwatch_core::Series> {
+    fn answer(
+        &self,
+        query: &FleetQuery,
+        snap: &WellSnapshot,
+    ) -> StoreResult<espwatch_core::Series> {
         let (from, to) = (query.range.from.0, query.range.to.0);
         let step = query.step_micros;
         let window = self.shared.window;

@@ -153,8 +153,12 @@ fn reset_state(repo: &Path, conn: &Connection) -> StoreResult<u64> {
         .map_err(|e| sql_err("writing the chain state", e))?;
     let mut n = 0;
     for (kind, sql) in [(0u8, SEG_SIGS), (1u8, ROLLUP_SIGS)] {
-        let mut stmt = conn.prepare(sql).map_err(|e| sql_err("reading signatures", e))?;
-        let mut rows = stmt.query([]).map_err(|e| sql_err("reading signatures", e))?;
+        let mut stmt = conn
+            .prepare(sql)
+            .map_err(|e| sql_err("reading signatures", e))?;
+        let mut rows = stmt
+            .query([])
+            .map_err(|e| sql_err("reading signatures", e))?;
         let mut insert = tx
             .prepare("INSERT INTO sig VALUES (?1, ?2, ?3, ?4)")
             .map_err(|e| sql_err("writing the chain state", e))?;
@@ -209,13 +213,14 @@ fn full(dir: &Path, repo: &Path, started: Instant) -> StoreResult<ChainReport> {
         OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .map_err(|e| sql_err("opening the copy", e))?;
-    let (segments, rollups): (u64, u64) = copy
+    let (segments, rollups): (i64, i64) = copy
         .query_row(
             "SELECT (SELECT count(*) FROM segments), (SELECT count(*) FROM rollups)",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .map_err(|e| sql_err("counting the copy", e))?;
+    let (segments, rollups) = (segments as u64, rollups as u64);
     reset_state(repo, &copy)?;
     let entry = ChainEntry {
         seq: 0,
@@ -340,7 +345,9 @@ fn delta(dir: &Path, repo: &Path, mut chain: Chain, started: Instant) -> StoreRe
     let mut unchanged = 0;
     for (kind, sql) in [(0u8, SEG_SIGS), (1u8, ROLLUP_SIGS)] {
         let now = sig_rows(
-            &mut src.prepare(sql).map_err(|e| sql_err("reading signatures", e))?,
+            &mut src
+                .prepare(sql)
+                .map_err(|e| sql_err("reading signatures", e))?,
             [],
         )?;
         let before = sig_rows(
@@ -468,7 +475,8 @@ fn delta(dir: &Path, repo: &Path, mut chain: Chain, started: Instant) -> StoreRe
     src.execute_batch("COMMIT")
         .map_err(|e| sql_err("ending the backup transaction", e))?;
     drop(src);
-    d.close().map_err(|(_, e)| sql_err("closing the delta", e))?;
+    d.close()
+        .map_err(|(_, e)| sql_err("closing the delta", e))?;
 
     let mut entry_files = Vec::new();
     let (bytes, sha256) = sha256_file(&delta_path)?;
@@ -591,7 +599,9 @@ pub fn restore_chain(
         )));
     };
     if chosen[0].kind != Kind::Full {
-        return Err(StoreError::Internal("the chain does not start with a full backup".into()));
+        return Err(StoreError::Internal(
+            "the chain does not start with a full backup".into(),
+        ));
     }
     for b in &chosen {
         for f in &b.files {
@@ -633,8 +643,11 @@ pub fn restore_chain(
     let conn = Connection::open(&db).map_err(|e| sql_err("opening the restored database", e))?;
     for b in chosen.iter().skip(1) {
         let delta = repo.join(&b.dir).join(DELTA);
-        conn.execute("ATTACH DATABASE ?1 AS d", [delta.to_string_lossy().as_ref()])
-            .map_err(|e| sql_err("opening a delta", e))?;
+        conn.execute(
+            "ATTACH DATABASE ?1 AS d",
+            [delta.to_string_lossy().as_ref()],
+        )
+        .map_err(|e| sql_err("opening a delta", e))?;
         conn.execute_batch(
             "BEGIN;
              INSERT OR REPLACE INTO segments SELECT * FROM d.segments;

@@ -16,10 +16,10 @@
 mod alarms;
 pub mod backup;
 pub mod check;
-pub mod incremental;
 mod codec;
 mod files;
 mod fleet;
+pub mod incremental;
 mod index;
 #[cfg(test)]
 mod query_tests;

@@ -157,7 +157,10 @@ fn newest_point(conn: &Connection, well: &WellId, ws: i64) -> StoreResult<Option
 pub(super) fn delete_rollups(conn: &Connection, shared: &Shared, before: i64) -> StoreResult<u64> {
     let last = before.saturating_sub(shared.window);
     let n = conn
-        .execute("DELETE FROM rollups WHERE window_start <= ?1", params![last])
+        .execute(
+            "DELETE FROM rollups WHERE window_start <= ?1",
+            params![last],
+        )
         .map_err(|e| sql_err("deleting rollups", e))?;
     let mut index = shared.write();
     for st in index.wells.values_mut() {
@@ -218,7 +221,10 @@ impl Retention for EmbeddedStore {
             }));
         }
         drop(index);
-        debug_assert!(out.iter().all(|d| window_start(d.range.from.0, window) == d.range.from.0));
+        debug_assert!(
+            out.iter()
+                .all(|d| window_start(d.range.from.0, window) == d.range.from.0)
+        );
         out.sort_by(|a, b| {
             (a.well_id.as_str(), a.range.from).cmp(&(b.well_id.as_str(), b.range.from))
         });
@@ -245,11 +251,7 @@ impl Retention for EmbeddedStore {
         &[RollupTier::Hour]
     }
 
-    async fn delete_rollups_before(
-        &self,
-        tier: RollupTier,
-        cutoff: Timestamp,
-    ) -> StoreResult<u64> {
+    async fn delete_rollups_before(&self, tier: RollupTier, cutoff: Timestamp) -> StoreResult<u64> {
         if tier != RollupTier::Hour {
             return Ok(0);
         }

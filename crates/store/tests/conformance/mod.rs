@@ -847,7 +847,11 @@ pub async fn fleet_queries_match_each_wells_raw_evaluation(h: &impl Harness) {
     let mut batch = Vec::new();
     for (k, name) in names.iter().enumerate() {
         // F-4 has readings only long before the ranges asked below.
-        let (start, end) = if k == 2 { (-20 * 86_400, -19 * 86_400) } else { (0, 3 * 86_400) };
+        let (start, end) = if k == 2 {
+            (-20 * 86_400, -19 * 86_400)
+        } else {
+            (0, 3 * 86_400)
+        };
         let mut t = start + k as i64 * 7;
         while t < end {
             let mut m = Measurements::empty();
@@ -873,7 +877,11 @@ pub async fn fleet_queries_match_each_wells_raw_evaluation(h: &impl Harness) {
         let fields = fields.clone();
         async move {
             let day = 86_400i64;
-            for (a, b) in [(0, 3 * day), (3_600 * 5 + 17, 2 * day + 3_599), (100, 2_000)] {
+            for (a, b) in [
+                (0, 3 * day),
+                (3_600 * 5 + 17, 2 * day + 3_599),
+                (100, 2_000),
+            ] {
                 for step in [60, 3_600, day] {
                     for agg in [Agg::Avg, Agg::Min, Agg::Max, Agg::Last] {
                         let range = TimeRange {
