@@ -111,24 +111,6 @@ pub struct Config {
     /// How often the server anchors the audit chain head (when it moved), seconds; also at
     /// shutdown.
     pub audit_anchor_secs: u64,
-    /// Raw readings are kept this long (e.g. "90d"), then archived to `archive_url` as
-    /// Parquet, verified, and deleted. Unset: kept forever.
-    pub retention_raw: Option<String>,
-    /// 1-minute rollups (PostgreSQL) are kept this long. Unset: forever.
-    pub retention_1m: Option<String>,
-    /// 1-hour rollups (both stores) are kept this long. Unset: forever.
-    pub retention_1h: Option<String>,
-    /// 1-day rollups (PostgreSQL) are kept this long. Unset: forever.
-    pub retention_1d: Option<String>,
-    /// Where expired raw readings are archived: a directory, `file:///dir` or
-    /// `s3://bucket/prefix` (credentials, region, endpoint from `AWS_*` variables or
-    /// `archive_options`). Default: `<data_dir>-archive` next to the data directory.
-    pub archive_url: Option<String>,
-    /// Settings of the S3 archive (`aws_endpoint`, `aws_region`, `aws_allow_http`, ...);
-    /// they take precedence over the `AWS_*` environment variables.
-    pub archive_options: std::collections::BTreeMap<String, String>,
-    /// How often the server applies the retention policy, seconds (also once at start).
-    pub retention_interval_secs: u64,
 }
 
 /// A secret from the configuration: never printed by `Debug`.
@@ -176,13 +158,6 @@ impl std::fmt::Debug for Config {
                     "database_url".into(),
                     espwatch_store_postgres::redact_url(url).into(),
                 );
-            }
-            if let Some(serde_json::Value::Object(options)) = map.get_mut("archive_options") {
-                for (key, value) in options.iter_mut() {
-                    if key.contains("secret") || key.contains("token") {
-                        *value = "<redacted>".into();
-                    }
-                }
             }
         }
         write!(f, "Config {value:#}")
@@ -232,62 +207,11 @@ impl Default for Config {
             max_connections_per_source: 64,
             audit_anchor_file: None,
             audit_anchor_secs: 60,
-            retention_raw: None,
-            retention_1m: None,
-            retention_1h: None,
-            retention_1d: None,
-            archive_url: None,
-            archive_options: Default::default(),
-            retention_interval_secs: 3600,
         }
     }
 }
 
 impl Config {
-    /// How long each tier is kept, from the `retention_*` keys (validated).
-    pub fn retention_policy(&self) -> espwatch_archive::Policy {
-        let micros = |v: &Option<String>| {
-            v.as_deref()
-                .and_then(|t| espwatch_core::duration::parse_duration_micros(t).ok())
-        };
-        let mut rollups = Vec::new();
-        for (tier, value) in [
-            (espwatch_store::RollupTier::Minute, &self.retention_1m),
-            (espwatch_store::RollupTier::Hour, &self.retention_1h),
-            (espwatch_store::RollupTier::Day, &self.retention_1d),
-        ] {
-            if let Some(m) = micros(value) {
-                rollups.push((tier, m));
-            }
-        }
-        espwatch_archive::Policy {
-            raw: micros(&self.retention_raw),
-            rollups,
-        }
-    }
-
-    /// The archive location: `archive_url`, or `<data_dir>-archive`.
-    pub fn archive_location(&self) -> String {
-        match &self.archive_url {
-            Some(url) => url.clone(),
-            None => {
-                let mut dir = self.data_dir.clone().into_os_string();
-                dir.push("-archive");
-                PathBuf::from(dir).display().to_string()
-            }
-        }
-    }
-
-    /// Opens the archive this configuration names.
-    pub fn open_archive(&self) -> anyhow::Result<espwatch_archive::Archive> {
-        let options: Vec<(String, String)> = self
-            .archive_options
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        espwatch_archive::Archive::open_with_options(&self.archive_location(), &options)
-    }
-
     /// Names of all keys, for mapping `ESPWATCH_<KEY>` environment variables.
     pub const KEYS: &'static [&'static str] = &[
         "listen",
@@ -330,13 +254,6 @@ impl Config {
         "max_connections_per_source",
         "audit_anchor_file",
         "audit_anchor_secs",
-        "retention_raw",
-        "retention_1m",
-        "retention_1h",
-        "retention_1d",
-        "archive_url",
-        "archive_options",
-        "retention_interval_secs",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
@@ -358,22 +275,6 @@ impl Config {
         }
         if !(1..=3600).contains(&self.http_header_timeout_secs) {
             return Err("http_header_timeout_secs must be between 1 and 3600".into());
-        }
-        if self.retention_interval_secs == 0 {
-            return Err("retention_interval_secs must be at least 1".into());
-        }
-        for (key, value) in [
-            ("retention_raw", &self.retention_raw),
-            ("retention_1m", &self.retention_1m),
-            ("retention_1h", &self.retention_1h),
-            ("retention_1d", &self.retention_1d),
-        ] {
-            if let Some(v) = value {
-                match espwatch_core::duration::parse_duration_micros(v) {
-                    Ok(micros) if micros >= 86_400_000_000 => {}
-                    _ => return Err(format!("{key} must be a duration of at least 1d, e.g. 90d")),
-                }
-            }
         }
         if self.audit_anchor_secs == 0 {
             return Err("audit_anchor_secs must be at least 1".into());

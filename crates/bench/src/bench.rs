@@ -13,9 +13,9 @@ use bytes::Bytes;
 use clap::Subcommand;
 use espwatch_app::Config;
 use espwatch_core::duration::parse_duration_micros;
-use espwatch_core::{Agg, Field, Measurements, Reading, TimeRange, Timestamp, WellId};
+use espwatch_core::{Field, Measurements, Reading, Timestamp, WellId};
 use espwatch_server::AppState;
-use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, FleetQuery, Store};
+use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
 use espwatch_store_postgres::{Connector, CopyEncoder, PostgresOptions, PostgresStore, redact_url};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
@@ -1053,15 +1053,6 @@ async fn bench_query(
         total as f64 / load_secs
     );
 
-    fleet_aggregates(
-        &store,
-        &well_ids,
-        start,
-        start + steps as i64 * interval_micros,
-        queries,
-    )
-    .await?;
-
     let server = TestServer::start_on(dir, Arc::new(store), None).await?;
     let http = client()?;
     let end = start + steps as i64 * interval_micros;
@@ -1116,64 +1107,5 @@ async fn bench_query(
         ms(lat.percentile(95.0))
     );
     server.stop().await?;
-    Ok(())
-}
-
-/// The fleet's hourly average intake pressure over the last 7 days of the data (every well),
-/// in process: well by well through `Store::query`, then in one `Store::fleet_query`.
-async fn fleet_aggregates(
-    store: &EmbeddedStore,
-    well_ids: &[WellId],
-    start: i64,
-    end: i64,
-    queries: usize,
-) -> anyhow::Result<()> {
-    const HOUR: i64 = 3_600_000_000;
-    let from = (end - 7 * 24 * HOUR).max(start);
-    let query = FleetQuery {
-        wells: Vec::new(),
-        range: TimeRange {
-            from: Timestamp(from),
-            to: Timestamp(end),
-        },
-        fields: vec![Field::IntakePressurePsi],
-        step_micros: HOUR,
-        agg: Agg::Avg,
-    };
-    let rounds = queries.clamp(1, 20);
-    let mut per_well = Latencies::default();
-    let mut buckets = 0usize;
-    for _ in 0..rounds {
-        let t = Instant::now();
-        buckets = 0;
-        for id in well_ids {
-            buckets += store.query(&query.for_well(id.clone())).await?.ts.len();
-        }
-        per_well.0.push(t.elapsed());
-    }
-    let mut fleet = Latencies::default();
-    let mut answer = Vec::new();
-    for _ in 0..rounds {
-        let t = Instant::now();
-        answer = store.fleet_query(&query).await?;
-        fleet.0.push(t.elapsed());
-    }
-    let fleet_buckets: usize = answer.iter().map(|w| w.series.ts.len()).sum();
-    if answer.len() != well_ids.len() || fleet_buckets != buckets {
-        bail!(
-            "fleet query answered {} wells / {fleet_buckets} buckets, well by well {} / {buckets}",
-            answer.len(),
-            well_ids.len()
-        );
-    }
-    let days = (end - from) as f64 / (24 * HOUR) as f64;
-    println!(
-        "fleet ({} wells) hourly average intake pressure over {days:.0} days, in process: well by well p50 {}  p95 {}; one fleet query p50 {}  p95 {}",
-        well_ids.len(),
-        ms(per_well.percentile(50.0)),
-        ms(per_well.percentile(95.0)),
-        ms(fleet.percentile(50.0)),
-        ms(fleet.percentile(95.0))
-    );
     Ok(())
 }

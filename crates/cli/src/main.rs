@@ -3,7 +3,6 @@
 //! benchmarks are a separate binary, `espwatch-bench` (crates/bench).
 
 mod admin;
-mod archivecmd;
 mod diagnose;
 mod families;
 mod ingest;
@@ -70,9 +69,6 @@ enum Command {
     /// Check the embedded store for damaged segments and log batches, or quarantine them.
     #[command(subcommand)]
     Store(storecmd::StoreCommand),
-    /// Retention and the Parquet archive: apply the policy now, list, restore.
-    #[command(subcommand)]
-    Archive(archivecmd::ArchiveCommand),
 }
 
 #[derive(Args, Debug)]
@@ -265,14 +261,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
-        }
-        Command::Archive(cmd) => {
-            let config = settings::load(
-                cli.config.as_deref(),
-                &cli.overrides(&cmd.target().store_args()),
-            )?;
-            serve::init_cli_logging();
-            archivecmd::run(cmd, config).await
         }
         Command::Audit(cmd) => {
             let config = settings::load(cli.config.as_deref(), &cli.overrides(&cmd.store_args()))?;

@@ -64,12 +64,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Everything that can refuse the configuration is checked before the store is opened and
     // the port bound, so `listening on` is never followed by an exit.
     config.jwt_secret_bytes()?;
-    let policy = config.retention_policy();
-    let archive = if policy.is_empty() {
-        None
-    } else {
-        Some(config.open_archive()?)
-    };
     let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -81,23 +75,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // A machine-readable line on stdout: scripts and tests read the chosen port from it.
     println!("espwatch listening on http://{address}");
-    let retention = archive.and_then(|archive| {
-        espwatch_server::lifecycle::RetentionJob::start(
-            store.store.clone(),
-            store.retention.clone(),
-            archive,
-            policy,
-            std::time::Duration::from_secs(config.retention_interval_secs),
-        )
-    });
-    let state = AppState::new(store.store, config, store.security)?
-        .with_optional_alarms(store.alarms)
-        .with_retention(retention.clone());
-    let result = espwatch_server::serve(listener, state, shutdown_signal()).await;
-    if let Some(job) = retention {
-        job.stop();
-    }
-    result
+    let state =
+        AppState::new(store.store, config, store.security)?.with_optional_alarms(store.alarms);
+    espwatch_server::serve(listener, state, shutdown_signal()).await
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

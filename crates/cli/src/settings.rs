@@ -63,14 +63,6 @@ pub fn render(config: &Config) -> anyhow::Result<String> {
                 table.insert((*key).into(), toml::Value::String("<redacted>".into()));
             }
         }
-        // The S3 archive's credentials (`aws_secret_access_key`, `aws_session_token`).
-        if let Some(toml::Value::Table(options)) = table.get_mut("archive_options") {
-            for (key, value) in options.iter_mut() {
-                if key.contains("secret") || key.contains("token") {
-                    *value = toml::Value::String("<redacted>".into());
-                }
-            }
-        }
     }
     Ok(toml::to_string_pretty(&value)?)
 }

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use espwatch_store::embedded::backup::{self, BackupReport};
 use espwatch_store::embedded::check::{self, CheckReport};
-use espwatch_store::embedded::incremental;
 use espwatch_store::embedded::{StorageReport, UNCOMPRESSED_READING_BYTES};
 use espwatch_store::{EmbeddedOptions, EmbeddedStore, Store};
 
@@ -45,29 +44,19 @@ pub enum StoreCommand {
     /// Copy the data directory (telemetry, alarms, identities) into DEST, a new or empty
     /// directory, consistently and while a server runs on it; the copy is verified and
     /// described in DEST/BACKUP.json (sizes, SHA-256, readings).
-    ///
-    /// With --incremental DEST is a backup chain: the first run makes a full backup, each
-    /// later run a delta of only the segments and rollups changed since the previous one.
     Backup {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
         #[arg(long, value_name = "DEST")]
         to: PathBuf,
-        #[arg(long)]
-        incremental: bool,
     },
     /// Restore a backup into a new or empty data directory: checksums checked, files copied,
     /// every segment and log batch decoded, readings counted against the backup's.
-    ///
-    /// From a backup chain (`backup --incremental`): the full backup and every delta up to
-    /// the last backup started at or before --until (RFC 3339; default: the newest).
     Restore {
         #[arg(long, value_name = "BACKUP")]
         from: PathBuf,
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
-        #[arg(long, value_name = "TS")]
-        until: Option<String>,
     },
 }
 
@@ -163,57 +152,12 @@ pub fn run(cmd: StoreCommand, data_dir: PathBuf) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
-        StoreCommand::Backup {
-            to,
-            incremental: true,
-            ..
-        } => {
-            let report = incremental::backup_chain(&data_dir, &to)?;
-            let e = &report.entry;
-            println!(
-                "backup {} ({:?}) to {}: {} readings; copied {} segments and {} rollups, {} unchanged left out, {} removed; {} bytes in {:.1}s (verified)",
-                e.seq,
-                e.kind,
-                to.display(),
-                e.readings,
-                e.segments_copied,
-                e.rollups_copied,
-                report.unchanged,
-                e.removed,
-                report.bytes,
-                report.seconds
-            );
-            Ok(true)
-        }
         StoreCommand::Backup { to, .. } => {
             let report = backup::backup(&data_dir, &to)?;
             print_backup(&format!("backed up to {}:", to.display()), &report);
             Ok(true)
         }
-        StoreCommand::Restore { from, until, .. } if from.join(incremental::CHAIN).exists() => {
-            let until = until
-                .map(|t| {
-                    espwatch_core::Timestamp::parse_rfc3339(&t)
-                        .map(|ts| ts.0)
-                        .map_err(|e| anyhow::anyhow!("--until {t:?}: {e}"))
-                })
-                .transpose()?;
-            let report = incremental::restore_chain(&from, &data_dir, until)?;
-            println!(
-                "restored into {}: {} readings, {} backups applied (up to backup {} of {}) in {:.1}s (verified)",
-                data_dir.display(),
-                report.readings,
-                report.backups_applied,
-                report.until.seq,
-                espwatch_core::Timestamp(report.until.started_at).to_rfc3339(),
-                report.seconds
-            );
-            Ok(true)
-        }
-        StoreCommand::Restore { from, until, .. } => {
-            if until.is_some() {
-                anyhow::bail!("--until needs a backup chain (made with backup --incremental)");
-            }
+        StoreCommand::Restore { from, .. } => {
             let report = backup::restore(&from, &data_dir)?;
             print_backup(&format!("restored into {}:", data_dir.display()), &report);
             Ok(true)

@@ -3,7 +3,6 @@
 
 mod browser;
 mod diagnostics;
-mod lifecycle;
 mod security;
 mod simulator;
 mod stream;

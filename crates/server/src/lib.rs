@@ -11,7 +11,6 @@ pub mod error;
 pub mod extract;
 pub mod headers;
 pub mod identity;
-pub mod lifecycle;
 pub mod live;
 pub mod router;
 mod routes;

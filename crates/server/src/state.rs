@@ -34,8 +34,6 @@ pub struct AppState {
     pub ingest_gate: Arc<IngestGate>,
     /// Live events for `GET /api/v1/stream`, published after commit.
     pub live: Arc<LiveHub>,
-    /// The background retention job, when a retention policy is configured.
-    pub retention: Option<Arc<crate::lifecycle::RetentionJob>>,
 }
 
 impl AppState {
@@ -71,7 +69,6 @@ impl AppState {
             started_at: Instant::now(),
             alarms: None,
             security: Arc::new(security),
-            retention: None,
         })
     }
 
@@ -84,12 +81,6 @@ impl AppState {
             Some(self.live.clone()),
         );
         self.alarms = Some(alarms);
-        self
-    }
-
-    /// Reports the retention job in `/health/ready`.
-    pub fn with_retention(mut self, job: Option<Arc<crate::lifecycle::RetentionJob>>) -> Self {
-        self.retention = job;
         self
     }
 

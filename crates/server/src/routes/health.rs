@@ -119,19 +119,6 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         "status": if audit_failures == 0 { "healthy" } else { "degraded" },
         "write_failures": audit_failures,
     });
-    // A failing retention round deletes nothing; it is reported, never a reason to leave
-    // rotation.
-    if let Some(job) = &state.retention {
-        let status = job.status();
-        let mut value = serde_json::json!(status);
-        value["status"] = if status.consecutive_failures == 0 {
-            "healthy"
-        } else {
-            "degraded"
-        }
-        .into();
-        checks["retention"] = value;
-    }
     if shutting_down {
         checks["server"] = serde_json::json!({"status": "unhealthy", "detail": "shutting down"});
     }
