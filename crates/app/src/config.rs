@@ -111,6 +111,32 @@ pub struct Config {
     /// How often the server anchors the audit chain head (when it moved), seconds; also at
     /// shutdown.
     pub audit_anchor_secs: u64,
+    /// MQTT broker to take telemetry from: `mqtt://host[:1883]` or `mqtts://host[:8883]` (TLS).
+    /// Set: the server subscribes to `mqtt_topic` (QoS 1, persistent session) at start.
+    pub mqtt_url: Option<String>,
+    /// Topic filter of plain telemetry messages; its one `+` level is the well id. Payloads:
+    /// JSON (one reading or an array), NDJSON or CSV, as `POST /api/v1/telemetry` takes them;
+    /// a reading's own `well_id` may be left out.
+    pub mqtt_topic: String,
+    /// Where a message's rejections are published (QoS 1, JSON); `{well}` is the topic's well.
+    pub mqtt_error_topic: String,
+    /// MQTT client id, the key of the broker's persistent session (unacknowledged messages
+    /// are re-delivered to the same id): keep it stable, and different on every node.
+    pub mqtt_client_id: String,
+    /// MQTT user name (optional).
+    pub mqtt_username: Option<String>,
+    /// File holding the MQTT password (preferred over `mqtt_password`).
+    pub mqtt_password_file: Option<PathBuf>,
+    /// The MQTT password itself (e.g. from `ESPWATCH_MQTT_PASSWORD`); redacted everywhere.
+    pub mqtt_password: Option<SecretString>,
+    /// PEM file of the certificate authorities trusted for `mqtts://` (default: the system's).
+    pub mqtt_ca_file: Option<PathBuf>,
+    /// Sparkplug B group to consume from the same broker (`spBv1.0/<group>/#`; `+` = every
+    /// group). Unset: no Sparkplug. Each device is a well.
+    pub mqtt_sparkplug_group: Option<String>,
+    /// Sparkplug metric name → canonical channel (e.g. `"Drive/Hz" = "frequency_hz"`), tried
+    /// before the default table of common drive and gauge tags.
+    pub mqtt_sparkplug_metrics: std::collections::BTreeMap<String, String>,
 }
 
 /// A secret from the configuration: never printed by `Debug`.
@@ -152,6 +178,9 @@ impl std::fmt::Debug for Config {
         if let Some(map) = value.as_object_mut() {
             if self.jwt_secret.is_some() {
                 map.insert("jwt_secret".into(), "<redacted>".into());
+            }
+            if self.mqtt_password.is_some() {
+                map.insert("mqtt_password".into(), "<redacted>".into());
             }
             if let Some(url) = &self.database_url {
                 map.insert(
@@ -207,6 +236,16 @@ impl Default for Config {
             max_connections_per_source: 64,
             audit_anchor_file: None,
             audit_anchor_secs: 60,
+            mqtt_url: None,
+            mqtt_topic: "espwatch/+/telemetry".into(),
+            mqtt_error_topic: "espwatch/{well}/errors".into(),
+            mqtt_client_id: "espwatch".into(),
+            mqtt_username: None,
+            mqtt_password_file: None,
+            mqtt_password: None,
+            mqtt_ca_file: None,
+            mqtt_sparkplug_group: None,
+            mqtt_sparkplug_metrics: Default::default(),
         }
     }
 }
@@ -254,6 +293,16 @@ impl Config {
         "max_connections_per_source",
         "audit_anchor_file",
         "audit_anchor_secs",
+        "mqtt_url",
+        "mqtt_topic",
+        "mqtt_error_topic",
+        "mqtt_client_id",
+        "mqtt_username",
+        "mqtt_password_file",
+        "mqtt_password",
+        "mqtt_ca_file",
+        "mqtt_sparkplug_group",
+        "mqtt_sparkplug_metrics",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
@@ -289,6 +338,32 @@ impl Config {
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
             return Err("database_url must start with postgres:// or postgresql://".into());
+        }
+        if let Some(url) = &self.mqtt_url {
+            BrokerUrl::parse(url).map_err(|e| format!("mqtt_url: {e}"))?;
+        }
+        mqtt_topic_well_level(&self.mqtt_topic).map_err(|e| format!("mqtt_topic: {e}"))?;
+        if self.mqtt_error_topic.is_empty() || self.mqtt_error_topic.contains(['+', '#']) {
+            return Err("mqtt_error_topic must be a topic name without wildcards".into());
+        }
+        if let Some(group) = &self.mqtt_sparkplug_group
+            && (group.is_empty()
+                || group.contains(['/', '#'])
+                || (group.contains('+') && group != "+"))
+        {
+            return Err(
+                "mqtt_sparkplug_group must be one topic level (or `+` for every group)".into(),
+            );
+        }
+        for (metric, channel) in &self.mqtt_sparkplug_metrics {
+            if espwatch_core::Field::from_name(channel).is_none() {
+                return Err(format!(
+                    "mqtt_sparkplug_metrics: {metric:?} = {channel:?} is not a canonical channel name"
+                ));
+            }
+        }
+        if self.mqtt_client_id.is_empty() || self.mqtt_client_id.len() > 65_535 {
+            return Err("mqtt_client_id must not be empty".into());
         }
         if !(1..=1000).contains(&self.database_pool_size) {
             return Err("database_pool_size must be between 1 and 1000".into());
@@ -407,6 +482,7 @@ impl Config {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             map.remove("jwt_secret");
+            map.remove("mqtt_password");
             map.insert(
                 "database_url".into(),
                 serde_json::Value::Bool(self.database_url.is_some()),
@@ -417,6 +493,89 @@ impl Config {
 
     pub fn max_future(&self) -> Duration {
         Duration::from_secs(self.max_future_secs)
+    }
+
+    /// The MQTT password: the file's content (trailing whitespace trimmed) or `mqtt_password`.
+    pub fn mqtt_password_value(&self) -> anyhow::Result<Option<String>> {
+        use anyhow::Context;
+        match (&self.mqtt_password_file, &self.mqtt_password) {
+            (Some(path), _) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading mqtt_password_file {}", path.display()))?;
+                Ok(Some(text.trim_end().to_owned()))
+            }
+            (None, Some(secret)) => Ok(Some(secret.0.clone())),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// A broker address from `mqtt_url`: `mqtt://host[:port]` or `mqtts://host[:port]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerUrl {
+    pub fn parse(url: &str) -> Result<BrokerUrl, String> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else {
+            return Err("must start with mqtt:// or mqtts://".into());
+        };
+        let authority = rest.trim_end_matches('/');
+        if authority.contains(['/', '?', '#']) {
+            return Err("only mqtt[s]://host[:port] is accepted (no path or query)".into());
+        }
+        if authority.contains('@') {
+            return Err(
+                "credentials go in mqtt_username and mqtt_password_file, not in the URL".into(),
+            );
+        }
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = match authority.rsplit_once(':') {
+            // `[::1]:1883`, `host:1883`; a bare IPv6 address needs brackets.
+            Some((host, port)) if !host.is_empty() && !port.contains(']') => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| format!("invalid port {port:?}"))?,
+            ),
+            _ => (authority, default_port),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err("the host is missing".into());
+        }
+        Ok(BrokerUrl {
+            tls,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// The position of the one `+` level of a topic filter (the well id); refuses `#` and filters
+/// with no or several `+` levels.
+pub fn mqtt_topic_well_level(filter: &str) -> Result<usize, String> {
+    if filter.contains('#') {
+        return Err("`#` is not allowed: the filter's one `+` level names the well".into());
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    let wells: Vec<usize> = levels
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains('+'))
+        .map(|(i, _)| i)
+        .collect();
+    match wells.as_slice() {
+        [i] if levels[*i] == "+" => Ok(*i),
+        _ => Err(format!(
+            "{filter:?} must have exactly one level that is `+` (the well id), e.g. espwatch/+/telemetry"
+        )),
     }
 }
 
@@ -535,17 +694,74 @@ mod debug_tests {
     }
 
     #[test]
+    fn broker_urls_and_topic_filters_are_checked() {
+        let url = |s: &str| BrokerUrl::parse(s);
+        assert_eq!(
+            url("mqtt://127.0.0.1"),
+            Ok(BrokerUrl {
+                tls: false,
+                host: "127.0.0.1".into(),
+                port: 1883
+            })
+        );
+        assert_eq!(
+            url("mqtts://broker.example:9883/"),
+            Ok(BrokerUrl {
+                tls: true,
+                host: "broker.example".into(),
+                port: 9883
+            })
+        );
+        assert_eq!(
+            url("mqtt://[::1]:1884"),
+            Ok(BrokerUrl {
+                tls: false,
+                host: "::1".into(),
+                port: 1884
+            })
+        );
+        for bad in [
+            "tcp://h",
+            "mqtt://",
+            "mqtt://u:p@h",
+            "mqtt://h:x",
+            "mqtt://h/a",
+        ] {
+            assert!(url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(mqtt_topic_well_level("espwatch/+/telemetry"), Ok(1));
+        assert_eq!(mqtt_topic_well_level("+"), Ok(0));
+        for bad in ["espwatch/#", "a/b", "+/+/t", "a/w+/t"] {
+            assert!(mqtt_topic_well_level(bad).is_err(), "{bad}");
+        }
+        let config = Config {
+            mqtt_url: Some("mqtt://h".into()),
+            mqtt_error_topic: "espwatch/+/errors".into(),
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().contains("mqtt_error_topic"));
+    }
+
+    #[test]
     fn debug_never_prints_secrets() {
         let config = Config {
             database_url: Some(
                 "postgres://espwatch:hunter2-secret@db.example:5432/espwatch".into(),
             ),
             jwt_secret: Some(SecretString("a-very-secret-signing-key-0123456789".into())),
+            mqtt_password: Some(SecretString("mqtt-broker-password".into())),
             ..Config::default()
         };
+        assert!(
+            !config
+                .audit_view()
+                .to_string()
+                .contains("mqtt-broker-password")
+        );
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2-secret"), "{shown}");
         assert!(!shown.contains("a-very-secret-signing-key"), "{shown}");
+        assert!(!shown.contains("mqtt-broker-password"), "{shown}");
         assert!(shown.contains("db.example:5432/espwatch"), "{shown}");
         assert!(shown.contains("request_timeout_secs"), "{shown}");
     }

@@ -71,6 +71,7 @@ impl Sink {
                     now: Timestamp::from_datetime(chrono::Utc::now()),
                     max_future_micros: *max_future_micros,
                     max_readings: usize::MAX,
+                    well: None,
                 };
                 Ok(
                     ingest_payload(store.as_ref(), format, Bytes::from(body), decode, *append)

@@ -64,6 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Everything that can refuse the configuration is checked before the store is opened and
     // the port bound, so `listening on` is never followed by an exit.
     config.jwt_secret_bytes()?;
+    espwatch_field::check_config(&config)?;
     let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -77,7 +78,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     println!("espwatch listening on http://{address}");
     let state =
         AppState::new(store.store, config, store.security)?.with_optional_alarms(store.alarms);
-    espwatch_server::serve(listener, state, shutdown_signal()).await
+    // MQTT ingest (when configured) runs beside the HTTP API and stops first at shutdown:
+    // its last batch is committed and acknowledged before the store closes.
+    let field = espwatch_field::FieldIngest::start(&state)?;
+    espwatch_server::serve(listener, state, async move {
+        shutdown_signal().await;
+        field.stop().await;
+    })
+    .await
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -32,6 +32,7 @@ fn decode_options() -> DecodeOptions {
         now: Timestamp(i64::MAX / 4),
         max_future_micros: 0,
         max_readings: usize::MAX,
+        well: None,
     }
 }
 

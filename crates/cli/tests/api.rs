@@ -3,6 +3,7 @@
 
 mod browser;
 mod diagnostics;
+mod field;
 mod security;
 mod simulator;
 mod stream;

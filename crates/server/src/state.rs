@@ -34,6 +34,34 @@ pub struct AppState {
     pub ingest_gate: Arc<IngestGate>,
     /// Live events for `GET /api/v1/stream`, published after commit.
     pub live: Arc<LiveHub>,
+    /// Components started beside the HTTP server (the field ingest: MQTT, ...), reported by
+    /// `/health/ready` under their names.
+    pub components: Arc<Components>,
+}
+
+/// A component's status for `/health/ready` (a JSON object with at least `status`).
+pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// The status reporters of components outside the HTTP server. A component never takes the
+/// server out of rotation: a broker outage leaves HTTP ingest and queries working.
+#[derive(Default)]
+pub struct Components {
+    reporters: std::sync::RwLock<Vec<(String, StatusFn)>>,
+}
+
+impl Components {
+    /// Adds (or replaces) the reporter of `name`.
+    pub fn register(&self, name: &str, status: StatusFn) {
+        let mut reporters = self.reporters.write().unwrap_or_else(|e| e.into_inner());
+        reporters.retain(|(n, _)| n != name);
+        reporters.push((name.to_owned(), status));
+    }
+
+    /// Every component's current status, by name.
+    pub fn statuses(&self) -> Vec<(String, serde_json::Value)> {
+        let reporters = self.reporters.read().unwrap_or_else(|e| e.into_inner());
+        reporters.iter().map(|(n, f)| (n.clone(), f())).collect()
+    }
 }
 
 impl AppState {
@@ -69,6 +97,7 @@ impl AppState {
             started_at: Instant::now(),
             alarms: None,
             security: Arc::new(security),
+            components: Arc::new(Components::default()),
         })
     }
 

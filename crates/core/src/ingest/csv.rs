@@ -31,7 +31,8 @@ fn reader_builder() -> ReaderBuilder {
 #[derive(Debug)]
 pub struct CsvDecoder {
     columns: Vec<Key>,
-    well_id_column: usize,
+    /// `None` when the options name the well (no such column needed then).
+    well_id_column: Option<usize>,
     ctx: Ctx,
     next_index: usize,
     next_line: u64,
@@ -80,10 +81,10 @@ impl CsvDecoder {
             }
             columns.push(key);
         }
-        let well_id_column = columns
-            .iter()
-            .position(|c| c.target == Target::WellId)
-            .ok_or(DecodeError::CsvMissingColumn { name: "well_id" })?;
+        let well_id_column = columns.iter().position(|c| c.target == Target::WellId);
+        if well_id_column.is_none() && opts.well.is_none() {
+            return Err(DecodeError::CsvMissingColumn { name: "well_id" });
+        }
         if !columns
             .iter()
             .any(|c| matches!(c.target, Target::Measurement(_)))
@@ -161,8 +162,9 @@ impl CsvDecoder {
         self.next_index += 1;
         let line = Some(line);
         if record.len() != self.columns.len() {
-            let well_id = record
-                .get(self.well_id_column)
+            let well_id = self
+                .well_id_column
+                .and_then(|column| record.get(column))
                 .and_then(|cell| std::str::from_utf8(cell).ok())
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
@@ -236,7 +238,7 @@ pub(crate) fn decode_csv(body: &[u8], opts: &DecodeOptions) -> Result<Decoded, D
         rest = after;
         line_no += 1;
     };
-    let mut decoder = CsvDecoder::with_header_at(header, line_no, *opts)?;
+    let mut decoder = CsvDecoder::with_header_at(header, line_no, opts.clone())?;
     let mut items = Vec::new();
     if !decoder.decode_chunk_up_to(rest, &mut items, opts.max_readings) {
         return Err(DecodeError::TooManyReadings {

@@ -361,8 +361,31 @@ impl<'c> Draft<'c> {
             ignored: self.ignored,
             ts_defaulted: false,
         };
-        if self.well_id.is_none() {
-            self.error("well_id", "missing".to_owned());
+        // The transport's well (an MQTT topic's), when it names one: an `Arc` clone, and
+        // nothing at all for HTTP and files.
+        let named = self.ctx.opts.well.clone();
+        match (&self.well_id, &named) {
+            (None, Some(well)) => {
+                self.well_id = Some(WellSlot {
+                    source: "the message's well",
+                    value: Ok(well.clone()),
+                });
+            }
+            (None, None) => self.error("well_id", "missing".to_owned()),
+            (
+                Some(WellSlot {
+                    value: Ok(given), ..
+                }),
+                Some(well),
+            ) if given != well => {
+                let reason = format!(
+                    "{:?} is not the well this message was sent for ({:?})",
+                    echo(given.as_str()),
+                    echo(well.as_str())
+                );
+                self.error("well_id", reason);
+            }
+            _ => {}
         }
         let ts = match &self.ts {
             Some(slot) => slot.value,

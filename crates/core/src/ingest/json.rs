@@ -55,7 +55,7 @@ pub(crate) fn decode_json(body: &[u8], opts: &DecodeOptions) -> Result<Decoded, 
 /// Decodes any JSON body with serde_json: the path for everything the fast path
 /// ([`json_plain`]) leaves, errors included.
 pub(super) fn decode_json_full(text: &str, opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
-    let mut ctx = Ctx::new(*opts);
+    let mut ctx = Ctx::new(opts.clone());
     let mut too_many = false;
     let mut de = serde_json::Deserializer::from_str(text);
     let visitor = TopLevelVisitor {
@@ -82,7 +82,7 @@ pub(super) fn decode_json_full(text: &str, opts: &DecodeOptions) -> Result<Decod
 
 /// Decodes an NDJSON body held in memory.
 pub(crate) fn decode_ndjson(body: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
-    let mut decoder = NdjsonDecoder::new(*opts);
+    let mut decoder = NdjsonDecoder::new(opts.clone());
     let mut items = Vec::new();
     for line in lines(body) {
         if let Some(item) = decoder.decode_line(line) {

@@ -22,7 +22,7 @@ use super::{DecodeOptions, Decoded, Item};
 
 /// Decodes a JSON body of the plain shape; `None` when the body is anything else.
 pub(super) fn decode(text: &str, opts: &DecodeOptions) -> Option<Decoded> {
-    let mut ctx = Ctx::new(*opts);
+    let mut ctx = Ctx::new(opts.clone());
     let mut keys = KeyOrder::default();
     let mut scan = Scanner::new(text);
     scan.skip_ws();

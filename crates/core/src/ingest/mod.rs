@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::csv::CsvDecoder;
 pub use self::json::NdjsonDecoder;
-use crate::telemetry::{Reading, Timestamp};
+use crate::telemetry::{Reading, Timestamp, WellId};
 
 /// Wire format of a telemetry body.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,7 +78,7 @@ impl PayloadFormat {
 }
 
 /// Context a decode needs from the outside world.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodeOptions {
     /// Receive time: used as `ts` for readings without one, and the reference of the
     /// future check.
@@ -91,6 +91,10 @@ pub struct DecodeOptions {
     /// is 3 bytes per rejected reading), so the body size limit alone does not bound it.
     /// The incremental decoders, which the caller drives chunk by chunk, have no limit.
     pub max_readings: usize,
+    /// The well the transport names, when it names one (an MQTT topic level, a Sparkplug
+    /// device): readings without `well_id` belong to it (a CSV needs no `well_id` column), and
+    /// a reading naming another well is rejected. `None` for HTTP and files.
+    pub well: Option<WellId>,
 }
 
 impl DecodeOptions {
@@ -107,6 +111,7 @@ impl DecodeOptions {
             now,
             max_future_micros: Self::DEFAULT_MAX_FUTURE_MICROS,
             max_readings: Self::DEFAULT_MAX_READINGS,
+            well: None,
         }
     }
 }

@@ -1210,3 +1210,66 @@ fn fuzz_corpora_and_reproducers_replay() {
         "the seed corpora are missing: {replayed} files replayed"
     );
 }
+
+// ---------------------------------------------------------------- a well named by the transport
+
+#[test]
+fn a_well_named_by_the_transport_fills_in_and_guards_well_id() {
+    let well = WellId::parse_new("ESP-7").unwrap();
+    let topic = DecodeOptions {
+        well: Some(well.clone()),
+        ..opts()
+    };
+    // JSON (plain fast path and serde path), NDJSON and a CSV without a well_id column.
+    let bodies = [
+        (
+            PayloadFormat::Json,
+            r#"{"ts":"2026-11-22T07:00:00Z","pip":850}"#.to_owned(),
+        ),
+        (
+            PayloadFormat::Json,
+            r#"[{"ts":"2026-11-22T07:00:00\u005A","pip":850}]"#.to_owned(),
+        ),
+        (
+            PayloadFormat::Ndjson,
+            "{\"ts\":\"2026-11-22T07:00:00Z\",\"pip\":850}\n".to_owned(),
+        ),
+        (
+            PayloadFormat::Csv,
+            "ts,intake_pressure_psi\n2026-11-22T07:00:00Z,850\n".to_owned(),
+        ),
+    ];
+    for (format, body) in &bodies {
+        let d = decode(*format, body.as_bytes(), &topic).unwrap();
+        let r = valid(&d.items[0]);
+        assert_eq!(r.well_id, well, "{format:?} {body}");
+        assert_eq!(r.values.get(Field::IntakePressurePsi), Some(850.0));
+        // Without the transport's well the same body has no well.
+        match decode(*format, body.as_bytes(), &opts()) {
+            Ok(d) => assert!(
+                rejected(&d.items[0])
+                    .errors
+                    .iter()
+                    .any(|e| e.field == "well_id"),
+                "{format:?}"
+            ),
+            Err(e) => assert_eq!(e, DecodeError::CsvMissingColumn { name: "well_id" }),
+        }
+    }
+    // The same well named in the reading is fine; another well is refused, the rest kept.
+    let body = r#"[{"well_id":"ESP-7","pip":1},{"well_id":"ESP-8","pip":2},{"pip":3}]"#;
+    let d = decode(PayloadFormat::Json, body.as_bytes(), &topic).unwrap();
+    assert_eq!(valid(&d.items[0]).well_id, well);
+    let refused = rejected(&d.items[1]);
+    assert_eq!(refused.well_id.as_deref(), Some("ESP-8"));
+    assert!(
+        refused.errors[0]
+            .reason
+            .contains("not the well this message was sent for"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        valid(&d.items[2]).values.get(Field::IntakePressurePsi),
+        Some(3.0)
+    );
+}

@@ -119,6 +119,10 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         "status": if audit_failures == 0 { "healthy" } else { "degraded" },
         "write_failures": audit_failures,
     });
+    // Field ingest (MQTT, ...): reported, never a reason to leave rotation.
+    for (name, status) in state.components.statuses() {
+        checks[name] = status;
+    }
     if shutting_down {
         checks["server"] = serde_json::json!({"status": "unhealthy", "detail": "shutting down"});
     }

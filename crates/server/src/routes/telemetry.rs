@@ -94,6 +94,7 @@ pub async fn ingest(
         now: Timestamp::from_datetime(Utc::now()),
         max_future_micros: state.config.max_future_secs as i64 * 1_000_000,
         max_readings: MAX_READINGS_PER_REQUEST,
+        well: None,
     };
     let append = AppendOptions {
         auto_register_wells: state.config.auto_register_wells,

@@ -1,0 +1,430 @@
+//! Field ingest against the real brokers: the real binary (`espwatch serve`, port 0, a fresh
+//! data directory) configured with `mqtt_url`, a real MQTT client publishing to Mosquitto,
+//! and the result read back over HTTP.
+//!
+//! The broker comes from `ESPWATCH_TEST_MQTT_URL` (default `mqtt://127.0.0.1:1883`); when it
+//! is unreachable the tests print why and pass, unless `ESPWATCH_REQUIRE_SERVICES=1`. Every
+//! test uses its own topic prefix and client ids, so tests run in parallel on one broker.
+
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn require_services() -> bool {
+    std::env::var("ESPWATCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The test broker's URL, or `None` (after saying why) when it cannot be reached.
+fn mqtt_broker() -> Option<(String, String, u16)> {
+    let url = std::env::var("ESPWATCH_TEST_MQTT_URL")
+        .unwrap_or_else(|_| "mqtt://127.0.0.1:1883".to_owned());
+    let authority = url
+        .strip_prefix("mqtt://")
+        .expect("ESPWATCH_TEST_MQTT_URL must be mqtt://host:port")
+        .trim_end_matches('/');
+    let (host, port) = authority
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_owned(), p.parse().expect("port")))
+        .unwrap_or((authority.to_owned(), 1883));
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    if reachable {
+        return Some((url, host, port));
+    }
+    let reason = format!("MQTT broker {url} unreachable (set ESPWATCH_TEST_MQTT_URL)");
+    if require_services() {
+        panic!("{reason}; ESPWATCH_REQUIRE_SERVICES=1 forbids skipping");
+    }
+    eprintln!("skipped: {reason}");
+    None
+}
+
+/// A random topic prefix for one test.
+fn unique_prefix() -> String {
+    format!(
+        "espwatch-test-{}",
+        espwatch_app::keys::random_token(9)
+            .expect("randomness")
+            .to_lowercase()
+    )
+    .replace(['+', '/', '#', '_'], "x")
+}
+
+/// The real binary serving with MQTT ingest on `prefix/+/telemetry`.
+fn start_server(data_dir: &std::path::Path, url: &str, prefix: &str) -> ChildServer {
+    start_server_with(data_dir, url, prefix, &[])
+}
+
+/// [`start_server`] with more settings.
+fn start_server_with(
+    data_dir: &std::path::Path,
+    url: &str,
+    prefix: &str,
+    more: &[(&str, &str)],
+) -> ChildServer {
+    let dir = data_dir.to_str().expect("utf-8 path");
+    let key = cli_api_key(&["--data-dir", dir], "admin");
+    let topic = format!("{prefix}/+/telemetry");
+    let errors = format!("{prefix}/{{well}}/errors");
+    let client_id = format!("{prefix}-server");
+    let mut server = ChildServer::start_with_env(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", dir],
+        &[
+            ("ESPWATCH_MQTT_URL", url),
+            ("ESPWATCH_MQTT_TOPIC", topic.as_str()),
+            ("ESPWATCH_MQTT_ERROR_TOPIC", errors.as_str()),
+            ("ESPWATCH_MQTT_CLIENT_ID", client_id.as_str()),
+        ]
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect::<Vec<_>>(),
+    );
+    server.api_key = Some(key);
+    server
+}
+
+/// `/health/ready`'s `checks.mqtt`.
+async fn mqtt_status(server: &ChildServer) -> Value {
+    let response = server
+        .client()
+        .get(server.url("/health/ready"))
+        .send()
+        .await
+        .expect("ready");
+    let (_, body) = status_json(response).await;
+    body["checks"]["mqtt"].clone()
+}
+
+/// Waits until the server has connected and its subscription is confirmed.
+async fn wait_subscribed(server: &ChildServer) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = mqtt_status(server).await;
+        if status["subscribed"] == json!(true) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not subscribe: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A test-side MQTT client (clean session), its event loop polled in the background;
+/// messages on its subscriptions arrive on the returned channel.
+async fn test_client(
+    host: &str,
+    port: u16,
+    id: &str,
+    subscribe: Option<&str>,
+) -> (
+    AsyncClient,
+    tokio::sync::mpsc::UnboundedReceiver<rumqttc::Publish>,
+) {
+    let mut options = MqttOptions::new(id, host, port);
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    if let Some(filter) = subscribe {
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+    } else if let Some(s) = subscribed_tx.take() {
+        let _ = s.send(());
+    }
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(s) = subscribed_tx.take() {
+                        let _ = s.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send(p);
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+        .await
+        .expect("test client subscribed in time")
+        .expect("subscription");
+    (client, rx)
+}
+
+/// Raw points of a well, polled until `n` are stored (or 15 s pass).
+async fn wait_points(server: &ChildServer, well: &str, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = server
+            .client()
+            .get(server.url(&format!(
+                "/api/v1/wells/{well}/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000"
+            )))
+            .send()
+            .await
+            .expect("query");
+        let (status, body) = status_json(response).await;
+        let count = body["ts"].as_array().map_or(0, Vec::len);
+        if status == 200 && count >= n {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{well}: {count} points stored, {n} expected ({status} {body})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn mqtt_payloads_are_committed_like_http_and_bad_messages_are_answered_on_the_error_topic() {
+    init();
+    let Some((url, host, port)) = mqtt_broker() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(dir.path(), &url, &prefix);
+    wait_subscribed(&server).await;
+    let (client, mut errors) = test_client(
+        &host,
+        port,
+        &format!("{prefix}-gateway"),
+        Some(&format!("{prefix}/+/errors")),
+    )
+    .await;
+    let topic = |well: &str| format!("{prefix}/{well}/telemetry");
+    let publish = |topic: String, body: String| {
+        let client = client.clone();
+        async move {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, body.into_bytes())
+                .await
+                .expect("publish")
+        }
+    };
+    // One JSON reading without well_id (the topic names the well), a JSON array, NDJSON and
+    // CSV: the same decoder as HTTP, legacy names included.
+    publish(
+        topic("ESP-1"),
+        json!({"ts": ts(0), "motor_current_a": 40.5, "pip": 850.0}).to_string(),
+    )
+    .await;
+    publish(
+        topic("ESP-1"),
+        json!([
+            {"ts": ts(10), "motor_current_a": 41.0},
+            {"well_id": "ESP-1", "ts": ts(20), "motor_current_a": 42.0}
+        ])
+        .to_string(),
+    )
+    .await;
+    publish(
+        topic("ESP-1"),
+        format!(
+            "{}\n{}\n",
+            json!({"ts": ts(30), "motor_current_a": 43.0}),
+            json!({"ts": ts(40), "motor_current_a": 44.0})
+        ),
+    )
+    .await;
+    publish(
+        topic("ESP-1"),
+        format!(
+            "ts,motor_current_a,motor_temp_c\n{},45,\n{},46,121.5\n",
+            ts(50),
+            ts(60)
+        ),
+    )
+    .await;
+    // Partly valid: the good reading is kept, the bad ones answered on the error topic.
+    publish(
+        topic("ESP-2"),
+        json!([
+            {"ts": ts(0), "motor_current_a": 30.0},
+            {"ts": ts(10), "motor_current_a": -5.0},
+            {"well_id": "ESP-9", "ts": ts(20), "motor_current_a": 31.0}
+        ])
+        .to_string(),
+    )
+    .await;
+    // Not parseable at all, and a re-sent reading (a duplicate, not an error).
+    publish(
+        topic("ESP-3"),
+        r#"{"ts": "2026-01-01T00:00:00Z", "motor_current_a": "#.to_owned(),
+    )
+    .await;
+    publish(
+        topic("ESP-1"),
+        json!({"ts": ts(0), "motor_current_a": 99.0}).to_string(),
+    )
+    .await;
+
+    let points = wait_points(&server, "ESP-1", 7).await;
+    assert_eq!(
+        points["ts"],
+        json!([ts(0), ts(10), ts(20), ts(30), ts(40), ts(50), ts(60)])
+    );
+    // The first value wins over the re-sent one.
+    assert_eq!(
+        points["fields"]["motor_current_a"],
+        json!([40.5, 41.0, 42.0, 43.0, 44.0, 45.0, 46.0])
+    );
+    assert_eq!(
+        points["fields"]["intake_pressure_psi"][0],
+        json!(850.0),
+        "legacy name `pip`"
+    );
+    assert_eq!(
+        points["fields"]["motor_temp_c"],
+        json!([null, null, null, null, null, null, 121.5])
+    );
+    let points = wait_points(&server, "ESP-2", 1).await;
+    assert_eq!(points["fields"]["motor_current_a"], json!([30.0]));
+
+    // Two error reports, each naming the message and every reason.
+    let mut reports = Vec::new();
+    while reports.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+            .await
+            .expect("an error report within 10 s")
+            .expect("error channel");
+        let body: Value = serde_json::from_slice(&message.payload).expect("JSON report");
+        reports.push((message.topic, body));
+    }
+    reports.sort_by(|a, b| a.0.cmp(&b.0));
+    let (t, partial) = &reports[0];
+    assert_eq!(t, &format!("{prefix}/ESP-2/errors"));
+    assert_eq!(partial["topic"], json!(topic("ESP-2")));
+    assert_eq!(partial["well_id"], "ESP-2");
+    assert_eq!(partial["error"]["code"], "readings_rejected", "{partial}");
+    assert_eq!(partial["accepted"], 1);
+    let rejected = partial["rejected"].as_array().expect("rejected");
+    assert_eq!(rejected.len(), 2, "{partial}");
+    assert_eq!(rejected[0]["index"], 1);
+    assert_eq!(rejected[0]["errors"][0]["field"], "motor_current_a");
+    assert_eq!(rejected[1]["index"], 2);
+    assert_eq!(rejected[1]["well_id"], "ESP-9");
+    assert!(
+        rejected[1]["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not the well this message was sent for"),
+        "{partial}"
+    );
+    let (t, malformed) = &reports[1];
+    assert_eq!(t, &format!("{prefix}/ESP-3/errors"));
+    assert_eq!(
+        malformed["error"]["code"], "malformed_payload",
+        "{malformed}"
+    );
+    assert!(
+        malformed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be parsed"),
+        "{malformed}"
+    );
+    assert_eq!(malformed["accepted"], 0);
+
+    // Counted, and visible to monitoring.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = mqtt_status(&server).await;
+        if status["messages"] == json!(7) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status["status"], "healthy", "{status}");
+    assert_eq!(status["readings_accepted"], 8, "{status}");
+    assert_eq!(status["readings_duplicate"], 1, "{status}");
+    assert_eq!(status["readings_rejected"], 2, "{status}");
+    assert_eq!(status["messages_malformed"], 1, "{status}");
+    assert_eq!(status["messages_with_errors"], 2, "{status}");
+    assert_eq!(status["errors_published"], 2, "{status}");
+    // ESP-3 never got a reading.
+    let response = server
+        .client()
+        .get(server.url("/api/v1/wells/ESP-3"))
+        .send()
+        .await
+        .expect("well");
+    assert_eq!(response.status().as_u16(), 404);
+}
+
+/// The PUBACK waits for the commit: with the store unable to commit (its database locked by
+/// the test) the server receives the messages but stores nothing; killed with `kill -9` in
+/// that state and started again on the same client id, it gets them again from the broker
+/// and stores every reading. Had it acknowledged on receipt, the broker would have
+/// forgotten them and they would be lost.
+#[tokio::test]
+async fn mqtt_messages_are_acknowledged_only_after_commit_and_survive_kill_9() {
+    init();
+    let Some((url, host, port)) = mqtt_broker() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start_server(dir.path(), &url, &prefix);
+    wait_subscribed(&server).await;
+
+    // Hold the database's write lock, as a stuck disk would.
+    let lock = rusqlite::Connection::open(dir.path().join("espwatch.db")).expect("open db");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+
+    let (client, _) = test_client(&host, port, &format!("{prefix}-gateway"), None).await;
+    for i in 0..3 {
+        let body = json!([
+            {"ts": ts(i * 20), "motor_current_a": 40.0 + i as f64},
+            {"ts": ts(i * 20 + 10), "motor_current_a": 50.0 + i as f64}
+        ]);
+        client
+            .publish(
+                format!("{prefix}/ESP-K/telemetry"),
+                QoS::AtLeastOnce,
+                false,
+                body.to_string().into_bytes(),
+            )
+            .await
+            .expect("publish");
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = mqtt_status(&server).await;
+        if status["received"] == json!(3) {
+            assert_eq!(status["messages"], 0, "nothing can be committed: {status}");
+            assert_eq!(status["readings_accepted"], 0, "{status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "messages not received: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.kill_9();
+    drop(lock);
+
+    let server = start_server(dir.path(), &url, &prefix);
+    let points = wait_points(&server, "ESP-K", 6).await;
+    assert_eq!(
+        points["fields"]["motor_current_a"],
+        json!([40.0, 50.0, 41.0, 51.0, 42.0, 52.0])
+    );
+    let status = mqtt_status(&server).await;
+    assert_eq!(status["readings_accepted"], 6, "{status}");
+}
+
+mod sparkplug;

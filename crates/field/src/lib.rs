@@ -1,0 +1,56 @@
+//! espwatch-field: telemetry from the field's brokers, into the same pipeline as
+//! `POST /api/v1/telemetry`: decoded by `espwatch_core::ingest`, committed through the
+//! [`espwatch_store::Store`], then published live and to the diagnostics, and only then
+//! acknowledged to the broker (so a crash re-delivers instead of losing).
+//!
+//! - [`mqtt`]: MQTT 3.1.1, QoS 1 with a persistent session and manual acknowledgements; plain
+//!   JSON/NDJSON/CSV payloads on a topic filter whose `+` level is the well.
+//! - [`sink`]: the commit step shared by every protocol.
+
+pub mod mqtt;
+pub mod sink;
+pub mod sparkplug;
+
+use espwatch_server::AppState;
+
+/// Refuses what would make [`FieldIngest::start`] fail (an invalid topic filter, an unreadable
+/// password or CA file), so `serve` can check before it binds its port.
+pub fn check_config(config: &espwatch_app::Config) -> anyhow::Result<()> {
+    if config.mqtt_url.is_some() {
+        mqtt::check_config(config)?;
+    }
+    Ok(())
+}
+
+/// The field ingest a server runs beside its HTTP API (whatever the configuration enables).
+pub struct FieldIngest {
+    mqtt: Option<mqtt::MqttIngest>,
+}
+
+impl FieldIngest {
+    /// Starts every consumer the configuration enables (none: nothing runs) and registers
+    /// their status for `/health/ready`. Fails only on configuration errors (unreadable
+    /// password or CA file); an unreachable broker is retried in the background.
+    pub fn start(state: &AppState) -> anyhow::Result<FieldIngest> {
+        let mqtt = match &state.config.mqtt_url {
+            Some(_) => {
+                let ingest = mqtt::MqttIngest::start(state.clone())?;
+                let stats = ingest.stats();
+                state
+                    .components
+                    .register("mqtt", std::sync::Arc::new(move || stats.status()));
+                Some(ingest)
+            }
+            None => None,
+        };
+        Ok(FieldIngest { mqtt })
+    }
+
+    /// Stops taking messages, lets the batch being committed finish and be acknowledged,
+    /// and disconnects. Messages received but not committed are re-delivered by the broker.
+    pub async fn stop(self) {
+        if let Some(mqtt) = self.mqtt {
+            mqtt.stop().await;
+        }
+    }
+}

@@ -1,0 +1,995 @@
+//! MQTT ingest: one client per server (MQTT 3.1.1, QoS 1, persistent session, manual
+//! acknowledgements).
+//!
+//! Two tasks: the *driver* polls the connection (reconnecting with backoff; the persistent
+//! session keeps the subscription and the unacknowledged messages across reconnects) and
+//! forwards each PUBLISH; the *consumer* takes what has arrived as one batch, decodes every
+//! message with the HTTP decoders, commits all valid readings in one append, then answers
+//! each message's rejections on the error topic and sends the PUBACKs, in arrival order.
+//! A message is thus acknowledged only after its readings are committed; a crash before
+//! that makes the broker deliver it again, and re-delivered readings are duplicates.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use espwatch_app::config::{BrokerUrl, Config, mqtt_topic_well_level};
+use espwatch_app::ingest::{FieldProblem, IngestReport, RejectedReading};
+use espwatch_core::ingest::{self, DecodeError, DecodeOptions, Item, PayloadFormat};
+use espwatch_core::{Reading, Timestamp, WellId};
+use espwatch_server::AppState;
+use espwatch_store::ReadingOutcome;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::sink::Sink;
+use crate::sparkplug;
+
+/// Messages committed together at most (the broker's in-flight window is usually smaller:
+/// Mosquitto sends 20 unacknowledged QoS 1 messages at most).
+const MAX_BATCH_MESSAGES: usize = 512;
+/// Batches with more payload bytes than this are decoded on the blocking pool.
+const INLINE_DECODE_BYTES: usize = 256 * 1024;
+/// Longest wait between two connection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+/// Largest MQTT packet (the protocol's own limit). Anything smaller would make the client
+/// drop the connection on a big message, which the broker would then deliver again forever;
+/// payloads over `body_limit_bytes` are refused (and acknowledged) instead.
+const MAX_PACKET_BYTES: usize = 268_435_455;
+
+/// Counters and connection state, for `/health/ready` (`checks.mqtt`).
+#[derive(Default)]
+pub struct MqttStats {
+    connected: AtomicBool,
+    /// The broker confirmed the subscription on the current connection.
+    subscribed: AtomicBool,
+    connections: AtomicU64,
+    connection_failures: AtomicU64,
+    /// PUBLISHes received from the broker (re-deliveries included).
+    received: AtomicU64,
+    /// Messages committed and acknowledged.
+    messages: AtomicU64,
+    readings_accepted: AtomicU64,
+    readings_duplicate: AtomicU64,
+    readings_rejected: AtomicU64,
+    /// Messages refused as a whole: unparseable payload, invalid well in the topic, too large.
+    messages_malformed: AtomicU64,
+    /// Messages with at least one rejected reading (malformed ones included).
+    messages_with_errors: AtomicU64,
+    errors_published: AtomicU64,
+    sparkplug_seq_gaps: AtomicU64,
+    sparkplug_rebirth_requests: AtomicU64,
+    sparkplug_unmapped_metrics: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl MqttStats {
+    pub fn status(&self) -> Value {
+        let connected = self.connected.load(Ordering::Relaxed);
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        json!({
+            // A broker outage degrades, never unreadies: HTTP ingest and queries go on.
+            "status": if connected { "healthy" } else { "degraded" },
+            "connected": connected,
+            "subscribed": self.subscribed.load(Ordering::Relaxed),
+            "connections": n(&self.connections),
+            "connection_failures": n(&self.connection_failures),
+            "received": n(&self.received),
+            "messages": n(&self.messages),
+            "readings_accepted": n(&self.readings_accepted),
+            "readings_duplicate": n(&self.readings_duplicate),
+            "readings_rejected": n(&self.readings_rejected),
+            "messages_malformed": n(&self.messages_malformed),
+            "messages_with_errors": n(&self.messages_with_errors),
+            "errors_published": n(&self.errors_published),
+            "sparkplug": {
+                "seq_gaps": n(&self.sparkplug_seq_gaps),
+                "rebirth_requests": n(&self.sparkplug_rebirth_requests),
+                "unmapped_metrics": n(&self.sparkplug_unmapped_metrics),
+            },
+            "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        })
+    }
+
+    fn set_error(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+}
+
+/// The running MQTT consumer.
+pub struct MqttIngest {
+    client: AsyncClient,
+    stats: Arc<MqttStats>,
+    stopping: watch::Sender<bool>,
+    driver: JoinHandle<()>,
+    consumer: JoinHandle<()>,
+}
+
+impl MqttIngest {
+    /// Starts the driver and the consumer; the broker is connected in the background.
+    pub fn start(state: AppState) -> anyhow::Result<MqttIngest> {
+        let config = state.config.clone();
+        let options = mqtt_options(&config)?;
+        let topics = Topics::from_config(&config)?;
+        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let stats = Arc::new(MqttStats::default());
+        let (stopping, stop_rx) = watch::channel(false);
+        // Unbounded, yet bounded in practice by the broker's in-flight window (messages are
+        // acknowledged only after commit); a bounded channel could block the driver while the
+        // consumer waits for the driver to send its acknowledgements.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sparkplug = match &config.mqtt_sparkplug_group {
+            Some(_) => Some(SparkplugCtx {
+                map: sparkplug::MetricMap::new(&config.mqtt_sparkplug_metrics).map_err(|e| {
+                    anyhow::anyhow!("invalid configuration: mqtt_sparkplug_metrics: {e}")
+                })?,
+                state: sparkplug::State::default(),
+                log_limit: LogLimiter::default(),
+            }),
+            None => None,
+        };
+        tracing::info!(
+            broker = %config.mqtt_url.as_deref().unwrap_or_default(),
+            topics = ?topics.filters(),
+            client_id = %config.mqtt_client_id,
+            "MQTT ingest starting"
+        );
+        let driver = tokio::spawn(drive(
+            eventloop,
+            client.clone(),
+            topics.filters(),
+            tx,
+            stats.clone(),
+            stop_rx.clone(),
+        ));
+        let consumer = Consumer {
+            sink: Sink::new(state),
+            client: client.clone(),
+            topics,
+            stats: stats.clone(),
+            log_limit: LogLimiter::default(),
+            sparkplug,
+        };
+        let consumer = tokio::spawn(consumer.run(rx, stop_rx));
+        Ok(MqttIngest {
+            client,
+            stats,
+            stopping,
+            driver,
+            consumer,
+        })
+    }
+
+    pub fn stats(&self) -> Arc<MqttStats> {
+        self.stats.clone()
+    }
+
+    /// Finishes the batch in progress (committed and acknowledged), then disconnects.
+    pub async fn stop(self) {
+        let _ = self.stopping.send(true);
+        let _ = self.consumer.await;
+        // The acknowledgements queued by the consumer go out before the DISCONNECT.
+        let _ = self.client.try_disconnect();
+        let mut driver = self.driver;
+        if tokio::time::timeout(Duration::from_secs(5), &mut driver)
+            .await
+            .is_err()
+        {
+            driver.abort();
+        }
+        self.stats.connected.store(false, Ordering::Relaxed);
+        tracing::info!("MQTT ingest stopped");
+    }
+}
+
+/// Builds what [`MqttIngest::start`] needs without starting it.
+pub fn check_config(config: &Config) -> anyhow::Result<()> {
+    mqtt_options(config)?;
+    Topics::from_config(config)?;
+    sparkplug::MetricMap::new(&config.mqtt_sparkplug_metrics)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: mqtt_sparkplug_metrics: {e}"))?;
+    Ok(())
+}
+
+fn mqtt_options(config: &Config) -> anyhow::Result<MqttOptions> {
+    let url = config.mqtt_url.as_deref().context("mqtt_url is not set")?;
+    let broker = BrokerUrl::parse(url)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: mqtt_url: {e}"))?;
+    let mut options = MqttOptions::new(config.mqtt_client_id.clone(), &broker.host, broker.port);
+    options
+        .set_keep_alive(Duration::from_secs(20))
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+    if let Some(password) = config.mqtt_password_value()? {
+        options.set_credentials(config.mqtt_username.clone().unwrap_or_default(), password);
+    } else if let Some(user) = &config.mqtt_username {
+        options.set_credentials(user.clone(), "");
+    }
+    if broker.tls {
+        let tls = tls_config(config.mqtt_ca_file.as_deref())?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls),
+        )));
+    }
+    Ok(options)
+}
+
+/// rustls with ring; the CA file's roots when given, else the platform's verifier.
+fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("MQTT TLS setup")?;
+    Ok(match ca_file {
+        Some(path) => {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path)
+                .with_context(|| format!("reading mqtt_ca_file {}", path.display()))?
+            {
+                let cert =
+                    cert.with_context(|| format!("reading mqtt_ca_file {}", path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("mqtt_ca_file {}", path.display()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            builder
+                .with_platform_verifier()
+                .context("MQTT TLS setup")?
+                .with_no_client_auth()
+        }
+    })
+}
+
+/// The configured topics: the plain telemetry filter (its `+` level is the well) and the
+/// error topic template.
+struct Topics {
+    filter: String,
+    /// `spBv1.0/<group>/#` when Sparkplug B is on.
+    sparkplug: Option<String>,
+    levels: Vec<String>,
+    well_level: usize,
+    error_template: String,
+}
+
+impl Topics {
+    fn from_config(config: &Config) -> anyhow::Result<Topics> {
+        let well_level = mqtt_topic_well_level(&config.mqtt_topic)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: mqtt_topic: {e}"))?;
+        Ok(Topics {
+            filter: config.mqtt_topic.clone(),
+            sparkplug: config
+                .mqtt_sparkplug_group
+                .as_ref()
+                .map(|group| format!("spBv1.0/{group}/#")),
+            levels: config.mqtt_topic.split('/').map(str::to_owned).collect(),
+            well_level,
+            error_template: config.mqtt_error_topic.clone(),
+        })
+    }
+
+    /// The well level of a topic matching the filter; `None` for any other topic (left over
+    /// in a persistent session from an earlier configuration).
+    fn well_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        let mut well = None;
+        let mut count = 0;
+        for (i, level) in topic.split('/').enumerate() {
+            let expected = self.levels.get(i)?;
+            if i == self.well_level {
+                well = Some(level);
+            } else if expected != level {
+                return None;
+            }
+            count += 1;
+        }
+        (count == self.levels.len()).then_some(well).flatten()
+    }
+
+    fn filters(&self) -> Vec<String> {
+        std::iter::once(self.filter.clone())
+            .chain(self.sparkplug.clone())
+            .collect()
+    }
+
+    fn error_topic(&self, well: &str) -> String {
+        self.error_template.replace("{well}", well)
+    }
+}
+
+/// Polls the connection: forwards messages, subscribes on every (re)connection, backs off
+/// after failures. Ends after the DISCONNECT is sent, or when stopping while disconnected.
+async fn drive(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    filters: Vec<String>,
+    tx: mpsc::UnboundedSender<Publish>,
+    stats: Arc<MqttStats>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_millis(250);
+    let mut logged_failure = false;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                stats.connected.store(true, Ordering::Relaxed);
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                delay = Duration::from_millis(250);
+                logged_failure = false;
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "MQTT broker connected"
+                );
+                // Subscribing again on a present session is harmless, and covers a
+                // session the broker lost.
+                let subscriptions = filters
+                    .iter()
+                    .map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+                if let Err(e) = client.try_subscribe_many(subscriptions) {
+                    tracing::error!(error = %e, "MQTT subscribe could not be queued");
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                {
+                    let msg = format!("the broker refused a subscription to {filters:?}");
+                    tracing::error!("{msg}");
+                    stats.set_error(msg);
+                } else {
+                    stats.subscribed.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                if tx.send(publish).is_err() {
+                    // The consumer has stopped: leave the message unacknowledged.
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => {}
+            Err(e) => {
+                stats.connected.store(false, Ordering::Relaxed);
+                stats.subscribed.store(false, Ordering::Relaxed);
+                stats.connection_failures.fetch_add(1, Ordering::Relaxed);
+                stats.set_error(format!("connection: {e}"));
+                if *stopping.borrow() {
+                    return;
+                }
+                if !logged_failure {
+                    tracing::warn!(error = %e, "MQTT connection failed; retrying with backoff");
+                    logged_failure = true;
+                } else {
+                    tracing::debug!(error = %e, "MQTT connection failed again");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stopping.changed() => return,
+                }
+                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+            }
+        }
+    }
+}
+
+/// Logs a topic's problems once per minute at most.
+#[derive(Default)]
+struct LogLimiter {
+    last: HashMap<String, Instant>,
+}
+
+impl LogLimiter {
+    fn allow(&mut self, topic: &str) -> bool {
+        let now = Instant::now();
+        if self.last.len() > 10_000 {
+            self.last
+                .retain(|_, t| now.duration_since(*t) < Duration::from_secs(60));
+        }
+        match self.last.get(topic) {
+            Some(t) if now.duration_since(*t) < Duration::from_secs(60) => false,
+            _ => {
+                self.last.insert(topic.to_owned(), now);
+                true
+            }
+        }
+    }
+}
+
+/// What one message became before the commit.
+enum Prepared {
+    /// Decoded: its valid readings are `readings[first..first + count]` of the batch.
+    Decoded {
+        well: String,
+        items: Vec<Item>,
+        warnings: Vec<Value>,
+        first: usize,
+        count: usize,
+    },
+    /// Nothing to commit and nothing to answer (a Sparkplug birth without values, a death).
+    Empty,
+    /// Refused as a whole (nothing to commit).
+    Refused {
+        well: Option<String>,
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+}
+
+/// Everything a batch needs to decode its messages, off the async runtime if large.
+#[derive(Clone)]
+struct DecodeSettings {
+    max_future_micros: i64,
+    body_limit: usize,
+}
+
+struct Consumer {
+    sink: Sink,
+    client: AsyncClient,
+    topics: Topics,
+    stats: Arc<MqttStats>,
+    log_limit: LogLimiter,
+    sparkplug: Option<SparkplugCtx>,
+}
+
+/// Sparkplug B decoding state, moved to the blocking pool with its batch when large.
+struct SparkplugCtx {
+    map: sparkplug::MetricMap,
+    state: sparkplug::State,
+    log_limit: LogLimiter,
+}
+
+impl Consumer {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Publish>,
+        mut stopping: watch::Receiver<bool>,
+    ) {
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            let first = tokio::select! {
+                biased;
+                _ = stopping.changed() => return,
+                message = rx.recv() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_MESSAGES {
+                match rx.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            if self.handle(batch, &mut stopping).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Decodes, commits, reports and acknowledges one batch, in that order.
+    async fn handle(
+        &mut self,
+        batch: Vec<Publish>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Result<(), crate::sink::Stopped> {
+        let settings = DecodeSettings {
+            max_future_micros: self.sink.state().config.max_future_secs as i64 * 1_000_000,
+            body_limit: self.sink.state().config.body_limit_bytes,
+        };
+        let now = Timestamp::from_datetime(Utc::now());
+        let bytes: usize = batch.iter().map(|p| p.payload.len()).sum();
+        let wells: Vec<Option<String>> = batch
+            .iter()
+            .map(|p| self.topics.well_of(&p.topic).map(str::to_owned))
+            .collect();
+        let mut sparkplug = self.sparkplug.take();
+        let (prepared, sparkplug) = if bytes > INLINE_DECODE_BYTES {
+            tokio::task::spawn_blocking(move || {
+                let prepared = prepare_all(batch, wells, &settings, now, sparkplug.as_mut());
+                (prepared, sparkplug)
+            })
+            .await
+            .map_err(|_| crate::sink::Stopped)?
+        } else {
+            let prepared = prepare_all(batch, wells, &settings, now, sparkplug.as_mut());
+            (prepared, sparkplug)
+        };
+        let PreparedBatch {
+            batch,
+            prepared,
+            readings,
+            commands,
+        } = prepared;
+        self.sparkplug = sparkplug;
+        if let Some(sp) = &self.sparkplug {
+            let tally = sp.state.tally;
+            self.stats
+                .sparkplug_seq_gaps
+                .store(tally.seq_gaps, Ordering::Relaxed);
+            self.stats
+                .sparkplug_rebirth_requests
+                .store(tally.rebirth_requests, Ordering::Relaxed);
+            self.stats
+                .sparkplug_unmapped_metrics
+                .store(tally.unmapped_metrics, Ordering::Relaxed);
+        }
+        // Rebirth requests (NCMD, QoS 0 as the specification says).
+        for (topic, payload) in commands {
+            if let Err(e) = self
+                .client
+                .try_publish(topic, QoS::AtMostOnce, false, payload)
+            {
+                tracing::warn!(error = %e, "Sparkplug rebirth request could not be queued");
+            }
+        }
+        let outcomes = self.sink.commit(readings, stopping).await?;
+        let received_at = now.to_rfc3339();
+        for (publish, prepared) in batch.iter().zip(prepared) {
+            self.report(publish, prepared, &outcomes, &received_at);
+        }
+        for publish in &batch {
+            if let Err(e) = self.client.ack(publish).await {
+                tracing::debug!(error = %e, "MQTT acknowledgement not sent (disconnecting)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts a committed message and publishes its rejections, if any, on the error topic.
+    fn report(
+        &mut self,
+        publish: &Publish,
+        prepared: Prepared,
+        outcomes: &[ReadingOutcome],
+        received_at: &str,
+    ) {
+        self.stats.messages.fetch_add(1, Ordering::Relaxed);
+        let (well, report, error) = match prepared {
+            Prepared::Decoded {
+                well,
+                items,
+                warnings,
+                first,
+                count,
+            } => {
+                let report = message_report(items, warnings, &outcomes[first..first + count]);
+                self.stats
+                    .readings_accepted
+                    .fetch_add(report.accepted as u64, Ordering::Relaxed);
+                self.stats
+                    .readings_duplicate
+                    .fetch_add(report.duplicates as u64, Ordering::Relaxed);
+                self.stats
+                    .readings_rejected
+                    .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
+                if report.rejected.is_empty() {
+                    return;
+                }
+                let total = report.total();
+                let error = json!({
+                    "code": if report.rejected.len() == total { "all_readings_rejected" } else { "readings_rejected" },
+                    "message": format!(
+                        "{} of {total} readings were rejected; see `rejected` for the reasons",
+                        report.rejected.len()
+                    ),
+                });
+                (Some(well), report, error)
+            }
+            Prepared::Empty => return,
+            Prepared::Refused {
+                well,
+                code,
+                message,
+                details,
+            } => {
+                self.stats
+                    .messages_malformed
+                    .fetch_add(1, Ordering::Relaxed);
+                let error = json!({ "code": code, "message": message, "details": details });
+                (well, IngestReport::default(), error)
+            }
+        };
+        self.stats
+            .messages_with_errors
+            .fetch_add(1, Ordering::Relaxed);
+        if self.log_limit.allow(&publish.topic) {
+            tracing::warn!(
+                topic = %publish.topic,
+                error = %error["message"].as_str().unwrap_or_default(),
+                "MQTT message with errors (logged once per topic per minute; every one is answered on the error topic)"
+            );
+        }
+        let Some(well) = well else {
+            // Not on the configured filter: there is no well to answer to.
+            return;
+        };
+        let document = json!({
+            "topic": publish.topic,
+            "well_id": well,
+            "received_at": received_at,
+            "error": error,
+            "accepted": report.accepted,
+            "duplicates": report.duplicates,
+            "rejected": report.rejected,
+            "warnings": report.warnings,
+        });
+        let topic = self.topics.error_topic(&well);
+        match self.client.try_publish(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            document.to_string().into_bytes(),
+        ) {
+            Ok(()) => {
+                self.stats.errors_published.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "MQTT error report could not be queued"),
+        }
+    }
+}
+
+/// A batch after decoding.
+struct PreparedBatch {
+    batch: Vec<Publish>,
+    /// One per message of `batch`.
+    prepared: Vec<Prepared>,
+    /// The valid readings of all messages, in order.
+    readings: Vec<Reading>,
+    /// Sparkplug rebirth requests to publish: (topic, payload).
+    commands: Vec<(String, Vec<u8>)>,
+}
+
+/// Decodes every message of a batch.
+fn prepare_all(
+    batch: Vec<Publish>,
+    wells: Vec<Option<String>>,
+    settings: &DecodeSettings,
+    now: Timestamp,
+    mut sparkplug: Option<&mut SparkplugCtx>,
+) -> PreparedBatch {
+    let mut readings = Vec::new();
+    let mut commands = Vec::new();
+    let prepared = batch
+        .iter()
+        .zip(wells)
+        .map(|(publish, well)| match sparkplug.as_deref_mut() {
+            Some(sp) if publish.topic.starts_with("spBv1.0/") => {
+                prepare_sparkplug(publish, sp, settings, now, &mut readings, &mut commands)
+            }
+            _ => prepare(publish, well, settings, now, &mut readings),
+        })
+        .collect();
+    PreparedBatch {
+        batch,
+        prepared,
+        readings,
+        commands,
+    }
+}
+
+/// A Sparkplug B message: births and aliases tracked, metrics turned into canonical readings
+/// of the device's well, then decoded like any other payload.
+fn prepare_sparkplug(
+    publish: &Publish,
+    sp: &mut SparkplugCtx,
+    settings: &DecodeSettings,
+    now: Timestamp,
+    readings: &mut Vec<Reading>,
+    commands: &mut Vec<(String, Vec<u8>)>,
+) -> Prepared {
+    let Some(topic) = sparkplug::Topic::parse(&publish.topic) else {
+        return Prepared::Refused {
+            well: None,
+            code: "unexpected_topic",
+            message: format!("{} is not a Sparkplug B topic", publish.topic),
+            details: Value::Null,
+        };
+    };
+    let now_ms = (now.0 / 1000).max(0) as u64;
+    let device = topic.device.map(str::to_owned);
+    let interpreted = match sp
+        .state
+        .interpret(&topic, &publish.payload, &sp.map, now_ms)
+    {
+        Ok(i) => i,
+        Err(message) => {
+            return Prepared::Refused {
+                well: device,
+                code: "malformed_payload",
+                message,
+                details: Value::Null,
+            };
+        }
+    };
+    let node = format!("spBv1.0/{}/{}", topic.group, topic.edge);
+    if let Some((expected, got)) = interpreted.gap
+        && sp.log_limit.allow(&node)
+    {
+        tracing::warn!(
+            node = %node,
+            expected,
+            got,
+            "Sparkplug sequence gap: messages from this edge node were lost (logged once per node per minute)"
+        );
+    }
+    for name in &interpreted.unmapped {
+        if sp.log_limit.allow(&format!("{node}#{name}")) {
+            tracing::info!(
+                node = %node,
+                metric = %name,
+                "Sparkplug metric maps to no channel (add it to mqtt_sparkplug_metrics); ignored"
+            );
+        }
+    }
+    if let Some(command) = interpreted.rebirth {
+        tracing::info!(node = %node, "Sparkplug: data without a birth; rebirth requested");
+        commands.push(command);
+    }
+    let (Some(device), false) = (device, interpreted.readings.is_empty()) else {
+        return Prepared::Empty;
+    };
+    let body = Value::Array(interpreted.readings).to_string();
+    decode_for_well(
+        body.as_bytes(),
+        PayloadFormat::Json,
+        device,
+        settings,
+        now,
+        readings,
+    )
+}
+
+fn prepare(
+    publish: &Publish,
+    well: Option<String>,
+    settings: &DecodeSettings,
+    now: Timestamp,
+    readings: &mut Vec<Reading>,
+) -> Prepared {
+    let refused = |well: Option<String>, code, message: String, details| Prepared::Refused {
+        well,
+        code,
+        message,
+        details,
+    };
+    let Some(well) = well else {
+        return refused(
+            None,
+            "unexpected_topic",
+            format!(
+                "{} does not match the configured topic filter",
+                publish.topic
+            ),
+            Value::Null,
+        );
+    };
+    if publish.payload.len() > settings.body_limit {
+        return refused(
+            Some(well),
+            "payload_too_large",
+            format!(
+                "the payload has {} bytes; at most {} are accepted (body_limit_bytes)",
+                publish.payload.len(),
+                settings.body_limit
+            ),
+            Value::Null,
+        );
+    }
+    decode_for_well(
+        &publish.payload,
+        sniff(&publish.payload),
+        well,
+        settings,
+        now,
+        readings,
+    )
+}
+
+/// Decodes one payload for the well its topic names; its valid readings are appended to
+/// `readings`.
+fn decode_for_well(
+    payload: &[u8],
+    format: Sniffed,
+    well: String,
+    settings: &DecodeSettings,
+    now: Timestamp,
+    readings: &mut Vec<Reading>,
+) -> Prepared {
+    let well_id = match WellId::parse_new(&well) {
+        Ok(id) => id,
+        Err(e) => {
+            return Prepared::Refused {
+                well: Some(well),
+                code: "invalid_well",
+                message: format!("the topic does not name a valid well id: {e}"),
+                details: Value::Null,
+            };
+        }
+    };
+    let opts = DecodeOptions {
+        now,
+        max_future_micros: settings.max_future_micros,
+        max_readings: DecodeOptions::DEFAULT_MAX_READINGS,
+        well: Some(well_id),
+    };
+    match decode_as(payload, format, &opts) {
+        Ok(decoded) => {
+            let first = readings.len();
+            readings.extend(decoded.items.iter().filter_map(|i| i.valid().cloned()));
+            Prepared::Decoded {
+                well,
+                count: readings.len() - first,
+                first,
+                items: decoded.items,
+                warnings: decoded
+                    .warnings
+                    .iter()
+                    .map(|w| serde_json::to_value(w).unwrap_or_default())
+                    .collect(),
+            }
+        }
+        Err(e) => Prepared::Refused {
+            well: Some(well),
+            code: "malformed_payload",
+            message: format!("the payload cannot be parsed: {e}"),
+            details: serde_json::to_value(&e).unwrap_or_default(),
+        },
+    }
+}
+
+/// A payload's format as told by its first byte.
+type Sniffed = PayloadFormat;
+
+/// MQTT 3.1.1 carries no content type: the payload says what it is. `[`: a JSON array; `{`:
+/// one JSON object (or NDJSON, see [`decode_as`]); anything else: CSV with a header row.
+fn sniff(payload: &[u8]) -> Sniffed {
+    let body = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(payload);
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[' | b'{') => PayloadFormat::Json,
+        _ => PayloadFormat::Csv,
+    }
+}
+
+/// Decodes as `format`; a JSON object payload that fails as one object and has several lines
+/// is decoded as NDJSON (the JSON error is kept if that fails too).
+fn decode_as(
+    payload: &[u8],
+    format: Sniffed,
+    opts: &DecodeOptions,
+) -> Result<ingest::Decoded, DecodeError> {
+    let body = payload.trim_ascii();
+    match ingest::decode(format, payload, opts) {
+        Err(e)
+            if format == PayloadFormat::Json && body.starts_with(b"{") && body.contains(&b'\n') =>
+        {
+            ingest::decode(PayloadFormat::Ndjson, payload, opts).map_err(|_| e)
+        }
+        other => other,
+    }
+}
+
+/// [`sniff`] then [`decode_as`].
+pub fn decode(payload: &[u8], opts: &DecodeOptions) -> Result<ingest::Decoded, DecodeError> {
+    decode_as(payload, sniff(payload), opts)
+}
+
+/// The report of one message, as `POST /api/v1/telemetry` would give it; `outcomes` are its
+/// valid readings' outcomes, in order.
+fn message_report(
+    items: Vec<Item>,
+    warnings: Vec<Value>,
+    outcomes: &[ReadingOutcome],
+) -> IngestReport {
+    let mut report = IngestReport {
+        warnings,
+        ..IngestReport::default()
+    };
+    let mut outcomes = outcomes.iter();
+    for (position, item) in items.into_iter().enumerate() {
+        match item {
+            Item::Valid(reading) => match outcomes.next() {
+                Some(ReadingOutcome::Accepted) => report.accepted += 1,
+                Some(ReadingOutcome::Duplicate) => report.duplicates += 1,
+                Some(ReadingOutcome::UnknownWell) | None => {
+                    report.rejected.push(RejectedReading {
+                        index: position,
+                        well_id: Some(reading.well_id.to_string()),
+                        errors: vec![FieldProblem {
+                            field: "well_id".into(),
+                            reason: "unknown well: register it first (POST /api/v1/wells); automatic registration is off".into(),
+                        }],
+                    })
+                }
+            },
+            Item::Rejected(r) => report.rejected.push(RejectedReading {
+                index: r.index,
+                well_id: r.well_id,
+                errors: r
+                    .errors
+                    .into_iter()
+                    .map(|e| FieldProblem {
+                        field: e.field,
+                        reason: e.reason,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+    report.rejected.sort_by_key(|r| r.index);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(filter: &str) -> Topics {
+        let config = Config {
+            mqtt_topic: filter.into(),
+            ..Config::default()
+        };
+        Topics::from_config(&config).unwrap()
+    }
+
+    #[test]
+    fn the_well_is_the_filters_plus_level() {
+        let t = topics("espwatch/+/telemetry");
+        assert_eq!(t.well_of("espwatch/ESP-1/telemetry"), Some("ESP-1"));
+        assert_eq!(t.well_of("espwatch/ESP-1/errors"), None);
+        assert_eq!(t.well_of("espwatch/ESP-1"), None);
+        assert_eq!(t.well_of("espwatch/ESP-1/telemetry/x"), None);
+        assert_eq!(t.well_of("other/ESP-1/telemetry"), None);
+        assert_eq!(t.error_topic("ESP-1"), "espwatch/ESP-1/errors");
+        let t = topics("+");
+        assert_eq!(t.well_of("W"), Some("W"));
+        assert_eq!(t.well_of("W/x"), None);
+    }
+
+    #[test]
+    fn payload_formats_are_recognised_by_their_first_byte() {
+        let opts = DecodeOptions {
+            well: Some(WellId::parse_new("W").unwrap()),
+            ..DecodeOptions::new(Timestamp::from_secs(1_800_000_000))
+        };
+        let valid = |body: &str| {
+            decode(body.as_bytes(), &opts)
+                .unwrap()
+                .items
+                .iter()
+                .filter(|i| i.valid().is_some())
+                .count()
+        };
+        assert_eq!(valid(r#"{"ts":1700000000,"pip":1}"#), 1);
+        assert_eq!(valid("{\n  \"ts\": 1700000000,\n  \"pip\": 1\n}\n"), 1);
+        assert_eq!(
+            valid("[{\"ts\":1700000000,\"pip\":1},{\"ts\":1700000010,\"pip\":2}]"),
+            2
+        );
+        assert_eq!(
+            valid("{\"ts\":1700000000,\"pip\":1}\n{\"ts\":1700000010,\"pip\":2}\n"),
+            2
+        );
+        assert_eq!(valid("ts,pip\n1700000000,1\n1700000010,2\n"), 2);
+        assert!(decode(br#"{"ts":1700000000,"pip":"#, &opts).is_err());
+    }
+}

@@ -1,0 +1,80 @@
+//! The commit step every protocol shares: append, retrying while the store cannot commit,
+//! then hand what was accepted to the live stream and the diagnostics. Messages are
+//! acknowledged by the caller only after [`Sink::commit`] returned `Ok`.
+
+use std::time::Duration;
+
+use espwatch_core::Reading;
+use espwatch_server::AppState;
+use espwatch_store::{AppendOptions, ReadingOutcome};
+use tokio::sync::watch;
+
+/// The server is stopping while the store could not commit: acknowledge nothing.
+#[derive(Debug)]
+pub struct Stopped;
+
+/// Longest wait between two commit attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Sink {
+    state: AppState,
+}
+
+impl Sink {
+    pub fn new(state: AppState) -> Sink {
+        Sink { state }
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Appends `readings` and returns one outcome per reading once they are committed. A
+    /// store error is retried with backoff (the broker keeps the messages meanwhile, since
+    /// nothing is acknowledged) until it commits or `stopping` turns true.
+    pub async fn commit(
+        &self,
+        readings: Vec<Reading>,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> Result<Vec<ReadingOutcome>, Stopped> {
+        if readings.is_empty() {
+            return Ok(Vec::new());
+        }
+        let append = AppendOptions {
+            auto_register_wells: self.state.config.auto_register_wells,
+        };
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.state.store.append(readings.clone(), append).await {
+                Ok(outcome) => {
+                    let accepted: Vec<Reading> = readings
+                        .into_iter()
+                        .zip(&outcome.outcomes)
+                        .filter(|(_, o)| **o == ReadingOutcome::Accepted)
+                        .map(|(r, _)| r)
+                        .collect();
+                    // Committed: publish live and feed the diagnostics (neither waits).
+                    self.state.live.publish_readings(&accepted);
+                    self.state.diagnostics.submit(accepted);
+                    return Ok(outcome.outcomes);
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "field ingest: the store did not commit; retrying (nothing is acknowledged meanwhile)"
+                    );
+                    if *stopping.borrow() {
+                        return Err(Stopped);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stopping.changed() => return Err(Stopped),
+                    }
+                    delay = (delay * 2).min(MAX_RETRY_DELAY);
+                }
+            }
+        }
+    }
+}
