@@ -122,11 +122,6 @@ mod tests {
         assert_eq!(day_of(Timestamp(-1)), -1);
         assert_eq!(name(-1), "telemetry_p19691231");
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn a_partition_name_gives_its_day_back() {
