@@ -93,6 +93,12 @@ pub struct WellEngine {
     /// End of the grace period of a known transient (a frequency step, a marked well test).
     transient_until: i64,
     frequency_level: Ewma,
+    /// The voltage (standing in for the speed) left its level on the last reading.
+    speed_step_pending: bool,
+    /// Until when the smoothed variability may still carry a supply disturbance.
+    supply_calm_from: i64,
+    cur_swings: rules::Swings,
+    pd_swings: rules::Swings,
     anomaly_smooth: Ewma,
     anomaly_above_since: Option<i64>,
     anomaly_alarm: bool,
@@ -159,6 +165,10 @@ impl WellEngine {
             head_loss: HeadLoss::default(),
             transient_until: i64::MIN,
             frequency_level: Ewma::default(),
+            speed_step_pending: false,
+            supply_calm_from: i64::MIN,
+            cur_swings: rules::Swings::default(),
+            pd_swings: rules::Swings::default(),
             anomaly_smooth: Ewma::default(),
             anomaly_above_since: None,
             anomaly_alarm: false,
@@ -475,14 +485,17 @@ impl WellEngine {
         };
         let (mut n, mut out) = (0u32, 0u32);
         for (_, m, settled) in samples {
-            let value = if by_volts {
-                m.get(Field::MotorVoltageV)
+            let ratio = if by_volts {
+                m.get(Field::MotorVoltageV).map(|v| v / base)
             } else {
-                self.normalise(m).volts_per_hz
+                match (m.get(Field::MotorVoltageV), m.get(Field::FrequencyHz)) {
+                    (Some(v), Some(f)) => drive_supply_ratio(v, f, b),
+                    _ => None,
+                }
             };
-            if let (true, Some(v)) = (*settled, value) {
+            if let (true, Some(r)) = (*settled, ratio) {
                 n += 1;
-                if (v / base - 1.0).abs() > self.th.voltage_deviation {
+                if (r - 1.0).abs() > self.th.voltage_deviation {
                     out += 1;
                 }
             }
@@ -619,7 +632,10 @@ impl WellEngine {
             vibration_ratio: ratio(n.vibration, b.vibration_g),
             winding_rise_ratio: rise_ratio,
             cooling_ratio,
-            volts_per_hz_ratio: ratio(n.volts_per_hz, b.volts_per_hz),
+            volts_per_hz_ratio: match (m.get(Field::MotorVoltageV), m.get(Field::FrequencyHz)) {
+                (Some(v), Some(f)) if f > 1.0 => drive_supply_ratio(v, f, b),
+                _ => None,
+            },
             efficiency_ratio: ratio(n.efficiency, b.efficiency_index),
             gor_ratio: ratio(m.get(Field::GorScfBbl), b.gor_scf_bbl),
             tdh_ft: n.tdh.map(|h| h * n.r * n.r),
@@ -730,18 +746,33 @@ impl WellEngine {
 
     /// A step of the drive frequency (operator change, PIP controller hunting, ramp) starts a
     /// short grace period: the fluid level and the smoothed features need time to settle.
-    fn track_transients(&mut self, ts: i64, frequency: Option<f64>) {
-        let Some(f) = frequency.filter(|f| *f > 1.0) else {
+    ///
+    /// Without a frequency channel, the drive's output voltage stands in for the speed (a V/Hz
+    /// drive moves both together); a gauge spike is one reading, so the voltage must stay off
+    /// its level for two readings in a row.
+    fn track_transients(&mut self, ts: i64, m: &Measurements, running: bool) {
+        let (speed, from_voltage) = match m.get(Field::FrequencyHz) {
+            Some(f) => (Some(f), false),
+            None if running => (m.get(Field::MotorVoltageV), true),
+            None => (None, true),
+        };
+        let Some(f) = speed.filter(|f| *f > 1.0) else {
             return;
         };
-        if let Some(level) = self.frequency_level.value()
-            && (f - level).abs() > self.th.transient_frequency_step * level
-        {
+        let stepped = self
+            .frequency_level
+            .value()
+            .is_some_and(|level| (f - level).abs() > self.th.transient_frequency_step * level);
+        let confirmed = stepped && (!from_voltage || self.speed_step_pending);
+        self.speed_step_pending = stepped && from_voltage && !confirmed;
+        if confirmed {
             self.transient_until = self
                 .transient_until
                 .max(ts + (self.th.transient_grace_secs * MICROS) as i64);
         }
-        self.frequency_level.update(ts, f, self.th.fast_tau_secs);
+        if !self.speed_step_pending {
+            self.frequency_level.update(ts, f, self.th.fast_tau_secs);
+        }
     }
 
     /// Marks a known transient (e.g. a well test reported by the operator) until `until`:
@@ -758,7 +789,7 @@ impl WellEngine {
         let running = self.is_running(&clean);
         let tripped = self.running && !running;
         self.update_run_state(ts, running);
-        self.track_transients(ts, clean.get(Field::FrequencyHz));
+        self.track_transients(ts, &clean, running);
         let th = Arc::clone(&self.th);
         let since_start = self.secs_since_start(ts);
         let in_grace = ts < self.transient_until;
@@ -807,6 +838,30 @@ impl WellEngine {
         }
     }
 
+    /// How many supply excursions within the window make a disturbed supply. Every gauge has
+    /// spikes: the excursions this well's healthy readings already showed at this sampling rate
+    /// are expected in any window; only a count well beyond them (Poisson, ~3 sigma) counts.
+    fn excursions_needed(&self) -> f64 {
+        let th = &self.th;
+        let expected = match (self.baseline.as_ref(), self.sample_interval.value()) {
+            (Some(b), Some(dt)) if dt > 0.0 => {
+                b.volts_per_hz_excursion_rate * th.voltage_window_secs / dt
+            }
+            _ => 0.0,
+        };
+        (th.voltage_min_excursions as f64)
+            .max((expected + th.voltage_excess_sigmas * expected.sqrt() + 1.0).ceil())
+    }
+
+    /// The supply was disturbed within the power window: current and pressures then swing
+    /// with the voltage, and that says nothing about the fluid.
+    fn supply_disturbed(&mut self, ts: i64) -> bool {
+        if self.volt_excursions.len() as f64 >= self.excursions_needed() {
+            self.supply_calm_from = ts + (3.0 * self.th.slow_tau_secs * MICROS) as i64;
+        }
+        ts < self.supply_calm_from
+    }
+
     /// Power: V/Hz excursions, also around undervoltage trips.
     fn power_rule(
         &mut self,
@@ -834,17 +889,7 @@ impl WellEngine {
                 break;
             }
         }
-        // Every gauge has spikes: the excursions this well's healthy readings already showed
-        // at this sampling rate are expected in any window; only a count well beyond them
-        // (Poisson, ~3 sigma) is a disturbed supply.
-        let expected = match (self.baseline.as_ref(), self.sample_interval.value()) {
-            (Some(b), Some(dt)) if dt > 0.0 => {
-                b.volts_per_hz_excursion_rate * th.voltage_window_secs / dt
-            }
-            _ => 0.0,
-        };
-        let needed = (th.voltage_min_excursions as f64)
-            .max((expected + th.voltage_excess_sigmas * expected.sqrt() + 1.0).ceil());
+        let needed = self.excursions_needed();
         let n = self.volt_excursions.len() as f64;
         if n >= needed {
             let conf = (0.6 + 0.1 * (n - needed)).min(0.95);
@@ -1010,6 +1055,27 @@ impl WellEngine {
         th: &Thresholds,
         out: &mut Vec<Finding>,
     ) {
+        let supply_disturbed = self.supply_disturbed(ts);
+        let erratic_limit = {
+            let b = self.baseline.as_ref().expect("trained");
+            th.erratic_std
+                .max(th.erratic_factor * b.current_variability)
+        };
+        let window = th.gas_swing_window_secs;
+        self.cur_swings.update(
+            ts,
+            self.sm.fast_cur.value(),
+            self.sm.cur.value(),
+            erratic_limit,
+            window,
+        );
+        self.pd_swings.update(
+            ts,
+            f.discharge_pressure_ratio,
+            self.sm.pd.value(),
+            erratic_limit,
+            window,
+        );
         let b = self.baseline.as_ref().expect("trained");
         let cur_unexplained = self.unexplained_current_ratio(
             self.sm.fast_cur.value(),
@@ -1026,6 +1092,9 @@ impl WellEngine {
             m,
             settled,
             cur_unexplained,
+            supply_disturbed,
+            cur_swings: self.cur_swings.count(),
+            pd_swings: self.pd_swings.count(),
         };
         let gas = rules::gas_evidence(&input);
         if let Some(lift) = rules::loss_of_lift(&input, &gas) {
@@ -1035,9 +1104,6 @@ impl WellEngine {
         if f.flow_ratio.is_some_and(|q| q < th.no_flow_ratio) {
             return;
         }
-        let erratic_limit = th
-            .erratic_std
-            .max(th.erratic_factor * b.current_variability);
         let intake = rules::pump_off(&input, &gas)
             .or_else(|| rules::gas_interference(&input, &gas, erratic_limit).filter(|_| settled));
         if let Some(finding) = intake {
@@ -1067,4 +1133,22 @@ impl WellEngine {
             out.push(finding);
         }
     }
+}
+
+/// The motor voltage against what the drive itself would put out at this frequency.
+///
+/// A V/Hz drive raises its output in proportion to the speed up to a knee, and holds it there
+/// above (the usual field-weakening setting: the knee at the motor's nameplate voltage and
+/// frequency); with a step-up transformer sized for the top speed, there is no knee in the
+/// operating range. The baseline was learned at one point (`volts_v` at `volts_v /
+/// volts_per_hz` Hz) without telling which the drive does, so at another frequency its output
+/// lies anywhere between the baseline voltage (held) and the baseline V/Hz times the new
+/// frequency (proportional). Only a voltage outside that envelope is the supply's doing, so an
+/// operator moving the speed across the knee is not a power fluctuation.
+pub(crate) fn drive_supply_ratio(volts: f64, hz: f64, b: &Baseline) -> Option<f64> {
+    let per_hz = b.volts_per_hz.filter(|k| *k > 0.0)?;
+    let proportional = per_hz * hz;
+    let held = b.volts_v.filter(|v| *v > 1.0).unwrap_or(proportional);
+    let expected = volts.clamp(proportional.min(held), proportional.max(held));
+    (expected > 1.0).then(|| volts / expected)
 }

@@ -173,6 +173,55 @@ pub(crate) struct Input<'a> {
     pub settled: bool,
     /// Current explained by the operating point taken out (see `WellEngine`).
     pub cur_unexplained: Option<f64>,
+    /// The supply voltage left its band repeatedly within the power window (or did so within
+    /// the last slow time constant, which the smoothed variability still remembers).
+    pub supply_disturbed: bool,
+    /// Swings of the current / discharge pressure across the erratic band around their level.
+    pub cur_swings: usize,
+    pub pd_swings: usize,
+}
+
+/// Counts swings of a signal from above its level + band to below its level − band (and back)
+/// within a window: the cyclic signature of gas, which a single step does not have.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Swings {
+    side: i8,
+    at: std::collections::VecDeque<i64>,
+}
+
+impl Swings {
+    pub fn update(
+        &mut self,
+        ts: i64,
+        x: Option<f64>,
+        level: Option<f64>,
+        band: f64,
+        window_s: f64,
+    ) {
+        if let (Some(x), Some(level)) = (x, level) {
+            let side = if x > level + band {
+                1
+            } else if x < level - band {
+                -1
+            } else {
+                0
+            };
+            if side != 0 && side != self.side {
+                if self.side != 0 {
+                    self.at.push_back(ts);
+                }
+                self.side = side;
+            }
+        }
+        let horizon = ts - (window_s * 1e6) as i64;
+        while self.at.front().is_some_and(|&t| t < horizon) {
+            self.at.pop_front();
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.at.len()
+    }
 }
 
 fn val(e: &Ewma) -> Option<f64> {
@@ -200,6 +249,10 @@ pub(crate) struct GasEvidence {
     /// Near the bubble point now, but not in the healthy baseline.
     pub new_gas: bool,
     pub pip_psi: Option<f64>,
+    /// The bubble point, corrected for a GOR above the baseline's.
+    pub bubble_point_psi: Option<f64>,
+    /// The intake is far above the (GOR-corrected) bubble point.
+    pub all_dissolved: bool,
 }
 
 impl GasEvidence {
@@ -225,10 +278,25 @@ pub(crate) fn gas_evidence(i: &Input) -> GasEvidence {
     let rich = gor.is_some_and(|g| g >= th.gas_gor_ratio)
         || gor_fast.is_some_and(|g| g >= th.gas_gor_ratio + th.gas_gor_fast_margin);
     let pip_psi = i.m.get(Field::IntakePressurePsi);
-    let near_bubble = match (pip_psi, i.ctx.bubble_point_psi) {
+    // More gas in solution raises the bubble point (Standing: Pb ∝ Rs^0.83), so a GOR above
+    // the baseline's moves it up with it.
+    let bubble = i.ctx.bubble_point_psi.map(|bp| {
+        let more_gas = gor.unwrap_or(1.0).max(gor_fast.unwrap_or(1.0)).max(1.0);
+        bp * more_gas.powf(th.bubble_point_gor_exponent)
+    });
+    let near_bubble = match (pip_psi, bubble) {
         (Some(p), Some(bp)) => p < bp * th.gas_near_bubble_ratio,
         _ => false,
     } && gor.is_none_or(|g| g >= 1.0);
+    // Far above the bubble point every bit of gas is in solution: nothing free reaches the
+    // pump, whatever the surface GOR does.
+    let all_dissolved = match (
+        val(&i.s.pip).map(|r| r * i.b.intake_pressure_psi.unwrap_or(0.0)),
+        bubble,
+    ) {
+        (Some(p), Some(bp)) if p > 0.0 => p > bp * th.gas_free_pip_ratio,
+        _ => false,
+    };
     // A well whose healthy baseline already ran below the bubble point lives with free gas
     // (separator, gas handler): being there now is no news.
     let baseline_gassy = match (i.b.intake_pressure_psi, i.ctx.bubble_point_psi) {
@@ -242,6 +310,8 @@ pub(crate) fn gas_evidence(i: &Input) -> GasEvidence {
         near_bubble,
         new_gas: near_bubble && !baseline_gassy,
         pip_psi,
+        bubble_point_psi: bubble,
+        all_dissolved,
     }
 }
 
@@ -434,6 +504,9 @@ pub(crate) fn gas_interference(
     erratic_limit: f64,
 ) -> Option<Finding> {
     let (th, s) = (i.th, i.s);
+    if gas.all_dissolved {
+        return None;
+    }
     let cur_var = s.cur.std();
     let pd_var = if s.pd.is_init() { s.pd.std() } else { 0.0 };
     let erratic = cur_var >= erratic_limit;
@@ -446,10 +519,21 @@ pub(crate) fn gas_interference(
         && gas.gor.is_some_and(|g| g > 1.0)
         && pip_sinking;
     let flow_low = val(&s.flow).is_some_and(|q| q < th.gas_flow_ratio);
-    let fluctuating = erratic || pd_erratic;
+    // A disturbed supply makes the current (and, through the motor's slip, the discharge)
+    // swing with the voltage: that fluctuation is the supply's, not the gas's.
+    // And it cycles: a step of the level (a speed change, a restart) inflates the variability
+    // for a while without swinging back and forth.
+    let min_swings = th.gas_min_swings as usize;
+    let cur_cycles = i.cur_swings >= min_swings;
+    let pd_cycles = i.pd_swings >= min_swings;
+    let erratic = erratic && cur_cycles;
+    let pd_erratic = pd_erratic && pd_cycles;
+    let fluctuating = (erratic || pd_erratic) && !i.supply_disturbed;
     // On a well that always ran with free gas, only a fluctuation far beyond its own baseline
     // says the gas now interferes.
-    let violent = cur_var.max(pd_var) >= th.gas_violent_factor * erratic_limit;
+    let violent = ((cur_var >= th.gas_violent_factor * erratic_limit && cur_cycles)
+        || (pd_var >= th.gas_violent_factor * erratic_limit && pd_cycles))
+        && !i.supply_disturbed;
     let fires = (fluctuating && (gas.rich || gas.new_gas))
         || (violent && gas.near_bubble)
         || (gas.rich && flow_low)
@@ -484,7 +568,7 @@ pub(crate) fn gas_interference(
         ev.push(Evidence::opt(
             "intake_pressure_psi",
             gas.pip_psi,
-            i.ctx.bubble_point_psi.unwrap_or(0.0) * th.gas_near_bubble_ratio,
+            gas.bubble_point_psi.unwrap_or(0.0) * th.gas_near_bubble_ratio,
             "< near bubble point",
         ));
     }

@@ -515,3 +515,72 @@ fn a_warmer_motor_far_under_its_limit_is_not_an_overheat() {
     );
     assert_eq!(overheats, 0);
 }
+
+/// A drive holds its output voltage above its knee: an operator raising the speed 4 % there
+/// lowers V/Hz by 4 % for good, right at the edge of the supply band, where gauge noise makes
+/// it cross in and out. That is the drive's curve, not the supply.
+#[test]
+fn a_speed_change_above_the_drives_knee_is_not_a_power_fluctuation() {
+    let plan = pinned(Family::Classic, None, 30, "20s");
+    let change = start().0 + 14 * HOUR;
+    let readings: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            if ts.0 >= change {
+                let up = 1.0 + 0.0415 * ((ts.0 - change) as f64 / HOUR as f64).min(1.0);
+                let f = m.get(Field::FrequencyHz).map(|f| f * up);
+                m.set(Field::FrequencyHz, f);
+            }
+            (ts, m)
+        })
+        .collect();
+    let mut engine = WellEngine::new(
+        Some(&plan.wells[0].meta),
+        Thresholds::default(),
+        TrainingWindow::Default,
+    );
+    let mut below_band = 0;
+    for (ts, m) in &readings {
+        let out = engine.push(*ts, m);
+        if ts.0 >= change + 2 * HOUR
+            && engine
+                .features()
+                .frequency_hz
+                .zip(m.get(Field::MotorVoltageV))
+                .is_some_and(|(f, v)| {
+                    let b = engine.baseline().unwrap();
+                    (v / f) / b.volts_per_hz.unwrap()
+                        < 1.0 - Thresholds::default().voltage_deviation
+                })
+        {
+            below_band += 1;
+        }
+        assert!(
+            !out.findings
+                .iter()
+                .any(|f| f.diagnosis == Diagnosis::Condition(Condition::PowerFluctuation)),
+            "power fluctuation at {}",
+            ts.to_rfc3339()
+        );
+    }
+    // The plain V/Hz ratio really left the band again and again (so the test is not trivial).
+    assert!(below_band > 50, "V/Hz below the band {below_band} times");
+}
+
+#[test]
+fn a_step_is_not_a_swing_but_a_cycle_is() {
+    let band = 0.05;
+    let mut step = rules::Swings::default();
+    let mut cycle = rules::Swings::default();
+    for k in 0..180i64 {
+        let ts = k * 10_000_000;
+        // A step up by 0.2 with the level catching up (as the slow EWMA does).
+        let level = 1.0 + 0.2 * (1.0 - (-(k as f64) / 60.0).exp());
+        step.update(ts, Some(1.2), Some(level), band, 1800.0);
+        // Gas: the current cycles ±0.1 around its level with a 5-minute period.
+        let x = 1.0 + 0.1 * (2.0 * std::f64::consts::PI * k as f64 / 30.0).sin();
+        cycle.update(ts, Some(x), Some(1.0), band, 1800.0);
+    }
+    assert_eq!(step.count(), 0);
+    assert!(cycle.count() >= 10, "{}", cycle.count());
+}

@@ -149,6 +149,15 @@ pub struct Thresholds {
     /// On a well whose baseline already ran below the bubble point, gas interference needs a
     /// fluctuation this many times the erratic limit.
     pub gas_violent_factor: f64,
+    /// Gas makes the current (and discharge) cycle: a fluctuation counts only with at least this
+    /// many swings across the erratic band around the level within `gas_swing_window_secs`. A
+    /// step (speed change, restart) crosses once.
+    pub gas_min_swings: u32,
+    /// Bubble point ∝ (solution GOR)^this (Standing's correlation).
+    pub bubble_point_gor_exponent: f64,
+    /// Intake (smoothed) above this multiple of the bubble point: no free gas at the pump.
+    pub gas_free_pip_ratio: f64,
+    pub gas_swing_window_secs: f64,
     /// Gas-rich fluid with flow below this ratio: gas displacing liquid.
     pub gas_flow_ratio: f64,
     /// Overload well below nameplate needs this larger unexplained current ratio.
@@ -301,6 +310,10 @@ impl Default for Thresholds {
             gas_near_bubble_ratio: 1.05,
             gas_flow_ratio: 0.9,
             gas_violent_factor: 2.0,
+            gas_min_swings: 2,
+            bubble_point_gor_exponent: 0.83,
+            gas_free_pip_ratio: 1.25,
+            gas_swing_window_secs: 1800.0,
             overload_current_ratio_under_nameplate: 1.2,
             nameplate_overload_share: 1.1,
             head_departure_share: 1.0 / 3.0,
