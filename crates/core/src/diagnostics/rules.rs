@@ -333,10 +333,32 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     };
     let pd_high = pd.is_some_and(|p| p >= th.deadhead_discharge_ratio);
     let thp_high = thp.is_some_and(|t| t >= th.deadhead_tubing_ratio);
-    if no_flow && (pd_high || thp_high) {
-        let mut ev = vec![match flow {
-            Some(q) => Evidence::new("flow_ratio", q, th.no_flow_ratio, "<"),
-            None => Evidence::opt("head_ratio", head, th.no_flow_head_ratio, "<"),
+    // A valve closed downstream of the wellhead gauge, or nearly so (some flow still passes):
+    // the wellhead pressure jumps, the pump is pushed left on its curve (discharge up, delivery
+    // and shaft power down) and the annulus starts filling. A choke change moves the wellhead
+    // pressure too, but leaves most of the delivery.
+    let throttled = match val(&s.fast_flow) {
+        Some(q) => q < th.throttled_flow_ratio,
+        None => val(&s.fast_cur).is_some_and(|c| c < th.throttled_current_ratio),
+    } && thp_high
+        && pd.is_none_or(|p| p >= th.deadhead_discharge_ratio)
+        && val(&s.fast_pip).is_none_or(|p| p >= 1.0 - th.pip_fall_margin);
+    if (no_flow && (pd_high || thp_high)) || throttled {
+        let mut ev = vec![if !no_flow {
+            match val(&s.fast_flow) {
+                Some(q) => Evidence::new("flow_ratio", q, th.throttled_flow_ratio, "<"),
+                None => Evidence::opt(
+                    "current_ratio",
+                    val(&s.fast_cur),
+                    th.throttled_current_ratio,
+                    "<",
+                ),
+            }
+        } else {
+            match flow {
+                Some(q) => Evidence::new("flow_ratio", q, th.no_flow_ratio, "<"),
+                None => Evidence::opt("head_ratio", head, th.no_flow_head_ratio, "<"),
+            }
         }];
         if pd_high {
             ev.push(Evidence::opt(
@@ -594,7 +616,9 @@ pub(crate) fn gas_interference(
 pub(crate) fn overload(i: &Input) -> Option<Finding> {
     let (th, s) = (i.th, i.s);
     let c = i.cur_unexplained?;
-    if c < th.overload_current_ratio {
+    // A disturbed supply (sags, swells) moves the current for the same power: a power problem,
+    // judged by its own rule.
+    if c < th.overload_current_ratio || i.supply_disturbed {
         return None;
     }
     // More current with less head is a leak (the pump runs out on its curve), not drag: the

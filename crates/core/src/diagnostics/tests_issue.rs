@@ -584,3 +584,55 @@ fn a_step_is_not_a_swing_but_a_cycle_is() {
     assert_eq!(step.count(), 0);
     assert!(cycle.count() >= 10, "{}", cycle.count());
 }
+
+/// A valve closed downstream of the wellhead gauge, with some flow still leaking past it: the
+/// wellhead pressure jumps, the pump is pushed left on its curve (discharge up, delivery and
+/// current down). A closed valve, with or without a flow meter; never an overheat.
+#[test]
+fn a_nearly_closed_valve_is_a_closed_valve_with_or_without_a_flow_meter() {
+    let plan = pinned(Family::Classic, None, 16, "20s");
+    let shut = start().0 + 14 * HOUR;
+    let throttled: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            if ts.0 >= shut {
+                for (field, factor) in [
+                    (Field::FlowRateBpd, 0.3),
+                    (Field::TubingPressurePsi, 4.0),
+                    (Field::DischargePressurePsi, 1.25),
+                    (Field::MotorCurrentA, 0.7),
+                ] {
+                    let v = m.get(field).map(|v| v * factor);
+                    m.set(field, v);
+                }
+            }
+            (ts, m)
+        })
+        .collect();
+    for readings in [throttled.clone(), {
+        let mut no_meter = throttled;
+        for (_, m) in &mut no_meter {
+            m.set(Field::FlowRateBpd, None);
+        }
+        no_meter
+    }] {
+        let meta = Some(&plan.wells[0].meta);
+        let mut engine = WellEngine::new(meta, Thresholds::default(), TrainingWindow::Default);
+        let mut found = None;
+        for (ts, m) in &readings {
+            for f in &engine.push(*ts, m).findings {
+                assert_evidence_true(f);
+                assert_ne!(f.diagnosis, Diagnosis::Condition(Condition::MotorOverheat));
+                if f.diagnosis == Diagnosis::Condition(Condition::ClosedValve) {
+                    found.get_or_insert(ts.0);
+                }
+            }
+        }
+        let at = found.expect("the closed valve is found");
+        assert!(
+            at >= shut && at - shut < 5 * 60_000_000,
+            "{}",
+            (at - shut) / 1_000_000
+        );
+    }
+}

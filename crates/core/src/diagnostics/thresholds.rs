@@ -153,6 +153,10 @@ pub struct Thresholds {
     /// many swings across the erratic band around the level within `gas_swing_window_secs`. A
     /// step (speed change, restart) crosses once.
     pub gas_min_swings: u32,
+    /// A valve nearly closed: the wellhead pressure past `deadhead_tubing_ratio` with the
+    /// delivery below this ratio (or, without a flow meter, the current below the next one).
+    pub throttled_flow_ratio: f64,
+    pub throttled_current_ratio: f64,
     /// Bubble point ∝ (solution GOR)^this (Standing's correlation).
     pub bubble_point_gor_exponent: f64,
     /// Intake (smoothed) above this multiple of the bubble point: no free gas at the pump.
@@ -311,6 +315,8 @@ impl Default for Thresholds {
             gas_flow_ratio: 0.9,
             gas_violent_factor: 2.0,
             gas_min_swings: 2,
+            throttled_flow_ratio: 0.5,
+            throttled_current_ratio: 0.8,
             bubble_point_gor_exponent: 0.83,
             gas_free_pip_ratio: 1.25,
             gas_swing_window_secs: 1800.0,
