@@ -137,6 +137,13 @@ pub struct Config {
     /// Sparkplug metric name → canonical channel (e.g. `"Drive/Hz" = "frequency_hz"`), tried
     /// before the default table of common drive and gauge tags.
     pub mqtt_sparkplug_metrics: std::collections::BTreeMap<String, String>,
+    /// File holding the audit chain key: a random secret of its own, so rotating the JWT
+    /// secret does not change the chain key and whoever holds only the JWT secret cannot
+    /// rewrite the trail. `espwatch serve` creates it (mode 0600) when it is missing.
+    /// Default: `<jwt_secret_file>.audit-key` when the JWT secret comes from a file; without
+    /// either, the key is derived from the JWT secret as before. Records written before the
+    /// file existed keep verifying with the key derived from the JWT secret.
+    pub audit_key_file: Option<PathBuf>,
 }
 
 /// A secret from the configuration: never printed by `Debug`.
@@ -246,6 +253,7 @@ impl Default for Config {
             mqtt_ca_file: None,
             mqtt_sparkplug_group: None,
             mqtt_sparkplug_metrics: Default::default(),
+            audit_key_file: None,
         }
     }
 }
@@ -303,6 +311,7 @@ impl Config {
         "mqtt_ca_file",
         "mqtt_sparkplug_group",
         "mqtt_sparkplug_metrics",
+        "audit_key_file",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
@@ -452,16 +461,84 @@ impl Config {
         Ok(secret)
     }
 
-    /// The audit chain key, derived from the JWT secret; `None` when no usable secret is
-    /// configured (the chain is then appended and verified unkeyed).
+    /// The audit chain key: the audit key file's (with the key derived from the JWT secret
+    /// to check older records), else derived from the JWT secret; `None` when neither is
+    /// usable (the chain is then appended and verified unkeyed, and a keyed chain refuses
+    /// appends).
     pub fn audit_key(&self) -> Option<espwatch_store::AuditKey> {
-        match (&self.jwt_secret_file, &self.jwt_secret) {
+        let derived = match (&self.jwt_secret_file, &self.jwt_secret) {
             (None, None) => None,
             _ => self
                 .jwt_secret_bytes()
                 .ok()
                 .map(|s| espwatch_store::AuditKey::derive(&s)),
+        };
+        let Some(path) = self.audit_key_path() else {
+            return derived;
+        };
+        match read_audit_key_file(&path) {
+            Ok(Some(content)) => Some(espwatch_store::AuditKey::from_key_file(
+                &content,
+                derived.as_ref(),
+            )),
+            // Not created yet (the server creates it at its first start): nothing was keyed
+            // with it.
+            Ok(None) => derived,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the audit key file cannot be used");
+                None
+            }
         }
+    }
+
+    /// Where the audit key is kept: `audit_key_file`, else next to the JWT secret file.
+    pub fn audit_key_path(&self) -> Option<PathBuf> {
+        self.audit_key_file.clone().or_else(|| {
+            self.jwt_secret_file.as_ref().map(|p| {
+                let mut name = p.as_os_str().to_owned();
+                name.push(".audit-key");
+                PathBuf::from(name)
+            })
+        })
+    }
+
+    /// At server start: creates the audit key file (random, mode 0600) when it is missing,
+    /// and refuses one that cannot be read or is too short. Returns whether it was created.
+    pub fn ensure_audit_key_file(&self) -> anyhow::Result<bool> {
+        use anyhow::Context;
+        use std::io::Write;
+        let Some(path) = self.audit_key_path() else {
+            return Ok(false);
+        };
+        let created = match read_audit_key_file(&path)? {
+            Some(_) => false,
+            None => {
+                let key = crate::keys::random_token(48)?;
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                match options.open(&path) {
+                    Ok(mut file) => {
+                        writeln!(file, "{key}")
+                            .and_then(|()| file.sync_all())
+                            .with_context(|| format!("writing {}", path.display()))?;
+                        tracing::info!(file = %path.display(), "created the audit key file");
+                        true
+                    }
+                    // Another process created it meanwhile: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("creating the audit key file {}", path.display())
+                        });
+                    }
+                }
+            }
+        };
+        read_audit_key_file(&path)?
+            .with_context(|| format!("the audit key file {} vanished", path.display()))?;
+        Ok(created)
     }
 
     /// Where audit anchors are written and read: `audit_anchor_file`, else next to the JWT
@@ -579,6 +656,32 @@ pub fn mqtt_topic_well_level(filter: &str) -> Result<usize, String> {
     }
 }
 
+/// The audit key file's content (trailing whitespace trimmed); `None` when it does not exist.
+fn read_audit_key_file(path: &std::path::Path) -> anyhow::Result<Option<Vec<u8>>> {
+    let text = match std::fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(anyhow::anyhow!(
+                "reading the audit key file {}: {e}",
+                path.display()
+            ));
+        }
+    };
+    warn_if_readable_by_others(path);
+    let end = text
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    if end < MIN_SECRET_BYTES {
+        anyhow::bail!(
+            "the audit key file {} holds {end} bytes; at least {MIN_SECRET_BYTES} random bytes are required (delete it before the first start to have one generated)",
+            path.display()
+        );
+    }
+    Ok(Some(text[..end].to_vec()))
+}
+
 #[cfg(unix)]
 fn warn_if_readable_by_others(path: &std::path::Path) {
     use std::os::unix::fs::PermissionsExt;
@@ -587,7 +690,7 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
     {
         tracing::warn!(
             file = %path.display(),
-            "the JWT secret file is readable by other users; chmod 600 it"
+            "a secret file is readable by other users; chmod 600 it"
         );
     }
 }

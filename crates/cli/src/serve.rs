@@ -65,6 +65,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // the port bound, so `listening on` is never followed by an exit.
     config.jwt_secret_bytes()?;
     espwatch_field::check_config(&config)?;
+    // Before the store opens: it keys the audit chain with this file's key.
+    config.ensure_audit_key_file()?;
     let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await

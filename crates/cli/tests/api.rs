@@ -995,6 +995,35 @@ async fn openapi_document_and_offline_docs_page() {
             "{path} missing from the OpenAPI document"
         );
     }
+    // What the layers around the handlers answer is documented too, from the policy table
+    // (Schemathesis, `scripts/schemathesis.sh`, holds every response against this document).
+    use espwatch_server::auth::policy::{Access, ROUTES};
+    for rule in ROUTES {
+        let op = &doc["paths"][rule.path][rule.method.as_str().to_lowercase()];
+        let public = rule.access == Access::Public;
+        assert_eq!(op["security"] == json!([]), public, "{} {}: {op}", rule.method, rule.path);
+        let mut statuses = vec!["400", "429", "500", "503"];
+        if !public {
+            statuses.extend(["401", "403"]);
+        }
+        if op.get("requestBody").is_some() {
+            statuses.extend(["413", "415", "422"]);
+        }
+        for status in statuses {
+            assert!(
+                op["responses"][status]["content"]["application/json"].is_object(),
+                "{} {} does not document {status}",
+                rule.method,
+                rule.path
+            );
+        }
+    }
+    // A registered well is its metadata plus bookkeeping, in one object the answers match.
+    let well = &doc["components"]["schemas"]["WellResponse"];
+    for field in ["well_id", "pump", "created_at", "updated_at", "auto_registered"] {
+        assert!(well["properties"].get(field).is_some(), "{field}: {well}");
+    }
+    assert!(well.get("allOf").is_none(), "{well}");
     let response = app
         .client
         .get(app.url("/docs/"))

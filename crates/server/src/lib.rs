@@ -12,6 +12,7 @@ pub mod extract;
 pub mod headers;
 pub mod identity;
 pub mod live;
+mod openapi_doc;
 pub mod router;
 mod routes;
 pub mod state;

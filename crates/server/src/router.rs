@@ -108,11 +108,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(health::ready))
         .with_state(state.clone())
         .split_for_parts();
+    let openapi = crate::openapi_doc::finish(&openapi);
 
     let request_id = HeaderName::from_static("x-request-id");
     let cors = cors_layer(&state.config);
     let router = api_routes
-        .merge(SwaggerUi::new("/docs").url(OPENAPI_PATH, openapi))
+        .merge(SwaggerUi::new("/docs").external_url_unchecked(OPENAPI_PATH, openapi))
         .merge(crate::console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

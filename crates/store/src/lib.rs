@@ -23,7 +23,8 @@ pub mod security;
 
 pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 pub use embedded::{
-    CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, StorageReport,
+    CheckpointHook, CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
+    StorageReport,
 };
 pub use fleet::{FleetQuery, WellSeries};
 pub use retention::{RawDay, Retention, RollupTier};

@@ -215,12 +215,32 @@ pub struct AuditRecord {
 /// `prev_hash` of the first audit record.
 pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Hashes of keyed records start with this; the rest is the hex HMAC-SHA256.
+/// Hashes of records keyed with the key derived from the JWT secret start with this; the
+/// rest is the hex HMAC-SHA256.
 pub const KEYED_PREFIX: &str = "k1:";
 
+/// Hashes of records keyed with the audit key file's key start with this.
+pub const FILE_KEYED_PREFIX: &str = "k2:";
+
+/// Whether a record hash is keyed (by either key).
+pub fn is_keyed_hash(hash: &str) -> bool {
+    hash.starts_with(KEYED_PREFIX) || hash.starts_with(FILE_KEYED_PREFIX)
+}
+
 /// The key of the audit chain (HMAC-SHA256). `Debug` never shows it.
+///
+/// Either derived from the JWT secret (records `k1:`), or read from the audit key file
+/// (records `k2:`), in which case the key derived from the JWT secret may come along to
+/// check the `k1:` records and anchors written before the file existed. New records and
+/// anchors are always made with the file's key when there is one.
 #[derive(Clone, PartialEq, Eq)]
-pub struct AuditKey([u8; 32]);
+pub struct AuditKey {
+    current: [u8; 32],
+    /// [`KEYED_PREFIX`] or [`FILE_KEYED_PREFIX`]: what `current` makes.
+    prefix: &'static str,
+    /// With a file key: the JWT-derived key, for older records and anchors only.
+    legacy: Option<[u8; 32]>,
+}
 
 impl std::fmt::Debug for AuditKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -254,25 +274,89 @@ impl AuditKey {
     /// The chain key derived from a secret (the token-signing secret): an HMAC of a fixed
     /// label, so the secret itself never signs audit data.
     pub fn derive(secret: &[u8]) -> AuditKey {
-        AuditKey(hmac_sha256(secret, &[b"espwatch audit chain key v1"]))
+        AuditKey {
+            current: hmac_sha256(secret, &[b"espwatch audit chain key v1"]),
+            prefix: KEYED_PREFIX,
+            legacy: None,
+        }
     }
 
-    /// Hex HMAC-SHA256 of `parts`, each followed by a newline.
+    /// The chain key of an audit key file's content (its own random secret, independent of
+    /// the JWT secret), with the key `derive`d from the JWT secret, when there is one, to
+    /// check what was written before the file existed.
+    pub fn from_key_file(content: &[u8], legacy: Option<&AuditKey>) -> AuditKey {
+        AuditKey {
+            current: hmac_sha256(content, &[b"espwatch audit chain key v2"]),
+            prefix: FILE_KEYED_PREFIX,
+            legacy: legacy.map(|k| k.current),
+        }
+    }
+
+    /// Whether this key comes from an audit key file (records `k2:`).
+    pub fn is_file_key(&self) -> bool {
+        self.prefix == FILE_KEYED_PREFIX
+    }
+
+    /// Hex HMAC-SHA256 of `parts`, each followed by a newline, with the current key.
     pub fn mac(&self, parts: &[&[u8]]) -> String {
-        let framed: Vec<&[u8]> = parts.iter().flat_map(|p| [*p, b"\n".as_slice()]).collect();
-        hex(&hmac_sha256(&self.0, &framed))
+        mac_with(&self.current, parts)
     }
 
-    /// Constant-time check of a hex MAC made by [`AuditKey::mac`].
+    /// Constant-time check of a hex MAC made by [`AuditKey::mac`] with the current key or,
+    /// for what was signed before the audit key file existed, the JWT-derived one.
     pub fn verify_mac(&self, parts: &[&[u8]], presented: &str) -> bool {
-        let expected = self.mac(parts);
-        expected.len() == presented.len()
-            && expected
-                .bytes()
-                .zip(presented.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        std::iter::once(&self.current)
+            .chain(self.legacy.as_ref())
+            .any(|key| constant_time_eq(&mac_with(key, parts), presented))
     }
+
+    /// The chain hash of a record with the current key.
+    fn chain_hash(&self, prev_hash: &str, id: i64, event: &AuditEvent) -> String {
+        chain_hash_with(self.prefix, &self.current, prev_hash, id, event)
+    }
+
+    /// The key that made hashes with `prefix`, if this key holds it.
+    fn for_prefix(&self, prefix: &str) -> Option<&[u8; 32]> {
+        if prefix == self.prefix {
+            Some(&self.current)
+        } else if prefix == KEYED_PREFIX {
+            self.legacy.as_ref()
+        } else {
+            None
+        }
+    }
+}
+
+fn mac_with(key: &[u8; 32], parts: &[&[u8]]) -> String {
+    let framed: Vec<&[u8]> = parts.iter().flat_map(|p| [*p, b"\n".as_slice()]).collect();
+    hex(&hmac_sha256(key, &framed))
+}
+
+fn constant_time_eq(expected: &str, presented: &str) -> bool {
+    expected.len() == presented.len()
+        && expected
+            .bytes()
+            .zip(presented.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn chain_hash_with(
+    prefix: &str,
+    key: &[u8; 32],
+    prev_hash: &str,
+    id: i64,
+    event: &AuditEvent,
+) -> String {
+    let canonical = serde_json::to_string(event).expect("audit events always serialize");
+    let id = id.to_string();
+    format!(
+        "{prefix}{}",
+        mac_with(
+            key,
+            &[prev_hash.as_bytes(), id.as_bytes(), canonical.as_bytes()]
+        )
+    )
 }
 
 /// The hash of record `id` after `prev_hash`: keyed ([`KEYED_PREFIX`] + HMAC-SHA256) with a
@@ -284,14 +368,7 @@ pub fn audit_chain_hash(
     event: &AuditEvent,
 ) -> String {
     match key {
-        Some(key) => {
-            let canonical = serde_json::to_string(event).expect("audit events always serialize");
-            let id = id.to_string();
-            format!(
-                "{KEYED_PREFIX}{}",
-                key.mac(&[prev_hash.as_bytes(), id.as_bytes(), canonical.as_bytes()])
-            )
-        }
+        Some(key) => key.chain_hash(prev_hash, id, event),
         None => audit_record_hash(prev_hash, id, event),
     }
 }
@@ -299,9 +376,14 @@ pub fn audit_chain_hash(
 /// Refuses to append an unkeyed record after a keyed one (it would break the chain): the
 /// process appending has no key while the store's chain is keyed.
 pub fn check_can_append(key: Option<&AuditKey>, last_hash: &str) -> StoreResult<()> {
-    if key.is_none() && last_hash.starts_with(KEYED_PREFIX) {
+    if key.is_none() && is_keyed_hash(last_hash) {
         return Err(crate::StoreError::Unavailable(
-            "the audit chain is keyed and this process has no audit key: configure the JWT secret (ESPWATCH_JWT_SECRET_FILE) as the server has it".into(),
+            "the audit chain is keyed and this process has no audit key: configure the JWT secret (ESPWATCH_JWT_SECRET_FILE) and the audit key file (ESPWATCH_AUDIT_KEY_FILE) as the server has them".into(),
+        ));
+    }
+    if key.is_some_and(|k| !k.is_file_key()) && last_hash.starts_with(FILE_KEYED_PREFIX) {
+        return Err(crate::StoreError::Unavailable(
+            "the audit chain is keyed with the audit key file and this process has only the JWT secret: configure the audit key file (ESPWATCH_AUDIT_KEY_FILE) as the server has it".into(),
         ));
     }
     Ok(())
@@ -461,6 +543,9 @@ pub struct AuditChainChecker {
     prev: String,
     key: Option<AuditKey>,
     keyed_seen: bool,
+    /// A record keyed with the audit key file was seen: none keyed with the JWT-derived key
+    /// may follow (whoever holds only the JWT secret cannot extend or rewrite the chain).
+    file_keyed_seen: bool,
     pub records: u64,
     pub unkeyed: u64,
 }
@@ -479,6 +564,7 @@ impl AuditChainChecker {
             prev: AUDIT_GENESIS.to_owned(),
             key,
             keyed_seen: false,
+            file_keyed_seen: false,
             records: 0,
             unkeyed: 0,
         }
@@ -512,13 +598,27 @@ impl AuditChainChecker {
         if record.prev_hash != self.prev {
             return Err("its link to the previous record does not match".into());
         }
-        let keyed = record.hash.starts_with(KEYED_PREFIX);
-        let computed = if keyed {
+        let prefix = [KEYED_PREFIX, FILE_KEYED_PREFIX]
+            .into_iter()
+            .find(|p| record.hash.starts_with(p));
+        let computed = if let Some(prefix) = prefix {
             let Some(key) = &self.key else {
-                return Err("it is keyed and no audit key was given: run with the JWT secret the server uses".into());
+                return Err("it is keyed and no audit key was given: run with the JWT secret (and audit key file) the server uses".into());
+            };
+            let file_keyed = prefix == FILE_KEYED_PREFIX;
+            if self.file_keyed_seen && !file_keyed {
+                return Err("a record keyed with the JWT-derived key after records keyed with the audit key file (the chain was extended or rewritten without the audit key)".into());
+            }
+            let Some(bytes) = key.for_prefix(prefix) else {
+                return Err(if file_keyed {
+                    "it is keyed with the audit key file and no audit key file was given: run with the audit_key_file the server uses".into()
+                } else {
+                    "it is keyed with the JWT-derived key and the key given cannot check it: run with the JWT secret the server used then".into()
+                });
             };
             self.keyed_seen = true;
-            audit_chain_hash(Some(key), &record.prev_hash, record.id, &record.event)
+            self.file_keyed_seen |= file_keyed;
+            chain_hash_with(prefix, bytes, &record.prev_hash, record.id, &record.event)
         } else {
             if self.keyed_seen {
                 return Err(
@@ -660,6 +760,74 @@ mod tests {
         assert!(check_can_append(None, &build(1, &key)[0].hash).is_err());
         assert!(check_can_append(None, AUDIT_GENESIS).is_ok());
         assert!(!format!("{key:?}").contains(|c: char| c.is_ascii_digit()));
+    }
+
+    /// Issue 18 leftover: the audit key file's key takes over from the JWT-derived one. A
+    /// chain of unkeyed, then JWT-keyed (`k1:`), then file-keyed (`k2:`) records verifies with
+    /// the file key that carries the derived one; the JWT secret alone cannot check, extend
+    /// or rewrite the `k2:` part, and no `k1:` record may follow a `k2:` one.
+    #[test]
+    fn the_audit_key_file_takes_over_from_the_jwt_derived_key() {
+        let derived = AuditKey::derive(b"a secret of enough length for the test 0123");
+        let file = AuditKey::from_key_file(
+            b"the audit key file's random content 01234567",
+            Some(&derived),
+        );
+        assert!(file.is_file_key() && !derived.is_file_key());
+        let chain = |keys: &[Option<&AuditKey>]| {
+            let mut prev = AUDIT_GENESIS.to_owned();
+            let mut records = Vec::new();
+            for (i, key) in keys.iter().enumerate() {
+                let id = i as i64 + 1;
+                let e = event("request");
+                let hash = audit_chain_hash(*key, &prev, id, &e);
+                records.push(AuditRecord {
+                    id,
+                    event: e,
+                    prev_hash: prev.clone(),
+                    hash: hash.clone(),
+                });
+                prev = hash;
+            }
+            records
+        };
+        let verify = |key: Option<&AuditKey>, records: &[AuditRecord]| {
+            let mut checker = AuditChainChecker::new(key.cloned());
+            records.iter().map(|r| checker.check(r)).collect::<Vec<_>>()
+        };
+        let history = chain(&[
+            None,
+            Some(&derived),
+            Some(&derived),
+            Some(&file),
+            Some(&file),
+        ]);
+        assert!(history[1].hash.starts_with(KEYED_PREFIX));
+        assert!(history[3].hash.starts_with(FILE_KEYED_PREFIX));
+        let all = verify(Some(&file), &history);
+        assert!(all.iter().all(Result::is_ok), "{all:?}");
+        // With the JWT secret only: the file-keyed records cannot be checked.
+        let jwt_only = verify(Some(&derived), &history);
+        assert!(
+            jwt_only[..3].iter().all(Result::is_ok) && jwt_only[3].is_err(),
+            "{jwt_only:?}"
+        );
+        // Extended or rewritten with the JWT-derived key after file-keyed records: refused.
+        let extended = chain(&[Some(&file), Some(&derived)]);
+        let results = verify(Some(&file), &extended);
+        assert!(results[0].is_ok() && results[1].is_err(), "{results:?}");
+        assert!(check_can_append(Some(&derived), &history[4].hash).is_err());
+        assert!(check_can_append(Some(&file), &history[4].hash).is_ok());
+        assert!(check_can_append(Some(&file), &history[2].hash).is_ok());
+        // A file key without the derived one cannot check the older `k1:` records.
+        let alone = AuditKey::from_key_file(b"the audit key file's random content 01234567", None);
+        let results = verify(Some(&alone), &history);
+        assert!(results[0].is_ok() && results[1].is_err(), "{results:?}");
+        // Anchors signed before the file existed still verify with the file key.
+        let parts: [&[u8]; 2] = [b"12", b"hash"];
+        assert!(file.verify_mac(&parts, &derived.mac(&parts)));
+        assert!(!alone.verify_mac(&parts, &derived.mac(&parts)));
+        assert!(!derived.verify_mac(&parts, &file.mac(&parts)));
     }
 
     #[test]

@@ -252,11 +252,12 @@ fn rewrite_trail(
     }
 }
 
-/// Issue 18 item 3: the audit chain is keyed with a key derived from the JWT secret (outside
-/// the data directory) and its head is anchored, signed, in a file next to the secret. A
-/// trail rewritten without the key, rewritten even with it, or with its newest records
-/// deleted no longer verifies; a trail begun before keying (older data directories) still
-/// does.
+/// Issue 18 item 3: the audit chain is keyed with a key held outside the data directory and
+/// its head is anchored, signed, in a file next to the secret. A trail rewritten without the
+/// key, rewritten even with it, or with its newest records deleted no longer verifies; a
+/// trail begun before keying (older data directories) still does. The key is the audit key
+/// file's, made by the server at its first start (0600), so the JWT secret alone cannot
+/// rewrite the trail; records keyed before it existed (JWT-derived key) still verify.
 #[test]
 fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner() {
     init();
@@ -360,6 +361,15 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
     assert!(server.terminate().success());
     let anchored = espwatch_app::anchors::read_anchors(&anchors).unwrap();
     let newest = anchored.iter().map(|a| a.id).max().unwrap();
+    // The server made the audit key file at its first start, private, next to the secret.
+    let audit_key_file = work.path().join("jwt.secret.audit-key");
+    #[cfg(unix)]
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&audit_key_file).unwrap().permissions()
+        ) & 0o777,
+        0o600
+    );
 
     let (ok, stdout, _) = verify(dir_s);
     assert!(
@@ -391,6 +401,20 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
             })
             .await
             .unwrap();
+        // One record before keying, the CLI's keyed with the JWT-derived key (before the
+        // audit key file existed), the server's with the file's key: one chain.
+        let kinds: Vec<&str> = records
+            .iter()
+            .rev()
+            .map(|r| {
+                r.hash
+                    .get(..3)
+                    .filter(|p| p.ends_with(':'))
+                    .unwrap_or("sha")
+            })
+            .collect();
+        assert_eq!(&kinds[..2], ["sha", "k1:"], "{kinds:?}");
+        assert!(kinds[2..].iter().all(|k| *k == "k2:"), "{kinds:?}");
         records
             .iter()
             .filter(|r| r.event.status == Some(403))
@@ -409,10 +433,31 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
         "{stdout}"
     );
 
-    // Rewritten with the key itself (stolen with the secret): the anchor still differs.
+    // Rewritten with the key derived from the JWT secret (stolen with it): the records
+    // written since the audit key file existed are keyed with that file's key instead.
+    let derived = espwatch_store::AuditKey::derive(test_jwt_secret().as_bytes());
+    let jwt_only = work.path().join("jwt-only");
+    copy_dir(&dir, &jwt_only);
+    rewrite_trail(&jwt_only, target, |prev, id, event| {
+        espwatch_store::security::audit_chain_hash(Some(&derived), prev, id, event)
+    });
+    let (ok, stdout, _) = verify(jwt_only.to_str().unwrap());
+    assert!(
+        !ok && stdout.contains(&format!("BROKEN at record {target}"))
+            && stdout.contains("without the audit key"),
+        "{stdout}"
+    );
+
+    // Rewritten with the audit key itself (stolen too): the anchor still differs.
     let keyed = work.path().join("keyed");
     copy_dir(&dir, &keyed);
-    let key = espwatch_store::AuditKey::derive(test_jwt_secret().as_bytes());
+    let key = espwatch_store::AuditKey::from_key_file(
+        std::fs::read_to_string(&audit_key_file)
+            .unwrap()
+            .trim()
+            .as_bytes(),
+        Some(&derived),
+    );
     rewrite_trail(&keyed, target, |prev, id, event| {
         espwatch_store::security::audit_chain_hash(Some(&key), prev, id, event)
     });

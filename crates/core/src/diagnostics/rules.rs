@@ -251,6 +251,8 @@ pub(crate) struct GasEvidence {
     pub pip_psi: Option<f64>,
     /// The bubble point, corrected for a GOR above the baseline's.
     pub bubble_point_psi: Option<f64>,
+    /// The smoothed intake pressure, psi.
+    pub pip_smoothed_psi: Option<f64>,
     /// The intake is far above the (GOR-corrected) bubble point.
     pub all_dissolved: bool,
 }
@@ -290,10 +292,10 @@ pub(crate) fn gas_evidence(i: &Input) -> GasEvidence {
     } && gor.is_none_or(|g| g >= 1.0);
     // Far above the bubble point every bit of gas is in solution: nothing free reaches the
     // pump, whatever the surface GOR does.
-    let all_dissolved = match (
-        val(&i.s.pip).map(|r| r * i.b.intake_pressure_psi.unwrap_or(0.0)),
-        bubble,
-    ) {
+    let pip_smoothed_psi = val(&i.s.pip)
+        .zip(i.b.intake_pressure_psi)
+        .map(|(r, base)| r * base);
+    let all_dissolved = match (pip_smoothed_psi, bubble) {
         (Some(p), Some(bp)) if p > 0.0 => p > bp * th.gas_free_pip_ratio,
         _ => false,
     };
@@ -311,6 +313,7 @@ pub(crate) fn gas_evidence(i: &Input) -> GasEvidence {
         new_gas: near_bubble && !baseline_gassy,
         pip_psi,
         bubble_point_psi: bubble,
+        pip_smoothed_psi,
         all_dissolved,
     }
 }
@@ -433,13 +436,25 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
             ev,
         )));
     }
-    if quiet && !gas_fast && !losing_prime {
-        ev.push(Evidence::opt(
-            "vibration_ratio",
-            vib,
-            th.broken_shaft_vibration_ratio,
-            "<",
-        ));
+    // Without a vibration channel, a pump that lost its lift with every bit of gas still in
+    // solution at the intake cannot be gas locked: the shaft no longer turns it.
+    let no_free_gas = vib.is_none() && gas.all_dissolved;
+    if (quiet || no_free_gas) && !gas_fast && !losing_prime {
+        if quiet {
+            ev.push(Evidence::opt(
+                "vibration_ratio",
+                vib,
+                th.broken_shaft_vibration_ratio,
+                "<",
+            ));
+        } else {
+            ev.push(Evidence::opt(
+                "intake_pressure_psi_smoothed",
+                gas.pip_smoothed_psi,
+                gas.bubble_point_psi.unwrap_or(0.0) * th.gas_free_pip_ratio,
+                ">",
+            ));
+        }
         // A broken shaft leaves the motor at a steady no-load current; gas makes it hunt.
         let steady = s.fast_cur.std() < th.broken_shaft_steady_std;
         let conf = BASE + STRONG + bonus(steady, STRONG);

@@ -48,11 +48,7 @@ impl EmbeddedStore {
             let mut take = |well: &WellId| {
                 index.wells.get(well).map(|st| WellSnapshot {
                     well: well.clone(),
-                    head: st
-                        .head
-                        .range(from..to)
-                        .map(|(t, m)| (Timestamp(*t), *m))
-                        .collect(),
+                    head: st.unsealed_range(from, to),
                     windows: st
                         .segs
                         .range(window_start(from, window)..to)

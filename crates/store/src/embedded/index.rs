@@ -4,8 +4,14 @@
 //! sealed into segments), metadata of its sealed segments, and its newest reading. Only the
 //! writer thread mutates it (under the write lock, after a successful commit); readers take
 //! short read locks to snapshot what they need.
+//!
+//! While a checkpoint runs, the head it seals is frozen into `sealing` (shared with the
+//! checkpoint thread) and new readings go to a fresh `head`; both are unsealed readings, and
+//! every reader and duplicate check sees their union until the checkpoint's segments are
+//! installed, in the same write-lock section that empties `sealing`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use espwatch_core::{Measurements, Point, Timestamp, WellId};
@@ -28,6 +34,8 @@ pub struct WellState {
     pub record: WellRecord,
     /// Committed, unsealed readings, by timestamp.
     pub head: BTreeMap<i64, Measurements>,
+    /// Committed readings a running checkpoint is sealing (frozen; disjoint from `head`).
+    pub sealing: Arc<BTreeMap<i64, Measurements>>,
     /// Sealed segments by window start.
     pub segs: BTreeMap<i64, SegMeta>,
     /// Newest stored reading (head or sealed). Also the fast path of duplicate checks:
@@ -43,6 +51,7 @@ impl WellState {
         WellState {
             record,
             head: BTreeMap::new(),
+            sealing: Arc::default(),
             segs: BTreeMap::new(),
             latest: None,
             rolled: BTreeMap::new(),
@@ -51,6 +60,26 @@ impl WellState {
 
     pub fn latest_ts(&self) -> Option<i64> {
         self.latest.as_ref().map(|p| p.0.0)
+    }
+
+    /// Whether `ts` is an unsealed reading (live head or being sealed).
+    pub fn unsealed_contains(&self, ts: i64) -> bool {
+        self.head.contains_key(&ts) || self.sealing.contains_key(&ts)
+    }
+
+    /// Unsealed points with `from <= ts < to`, ascending (the head and the frozen readings
+    /// of a running checkpoint never share a timestamp).
+    pub fn unsealed_range(&self, from: i64, to: i64) -> Vec<Point> {
+        let head = self.head.range(from..to).map(|(t, m)| (Timestamp(*t), *m));
+        if self.sealing.is_empty() {
+            return head.collect();
+        }
+        let sealing: Vec<Point> = self
+            .sealing
+            .range(from..to)
+            .map(|(t, m)| (Timestamp(*t), *m))
+            .collect();
+        merge_dedup(sealing, head.collect())
     }
 
     /// Records `(ts, m)` as the newest point when it is.
@@ -64,8 +93,10 @@ impl WellState {
 #[derive(Debug, Default)]
 pub struct Index {
     pub wells: HashMap<WellId, WellState>,
-    /// Readings in all heads (= readings in the log).
+    /// Readings in all heads (with `sealing_total`: the readings in the log).
     pub head_total: usize,
+    /// Readings frozen for the running checkpoint.
+    pub sealing_total: usize,
     /// When the oldest unsealed reading was committed; drives the checkpoint interval.
     pub oldest_head_at: Option<Instant>,
     /// Number of sealed segments.
@@ -89,11 +120,7 @@ impl Index {
         if from >= to {
             return Some((Vec::new(), Vec::new()));
         }
-        let head = st
-            .head
-            .range(from..to)
-            .map(|(t, m)| (Timestamp(*t), *m))
-            .collect();
+        let head = st.unsealed_range(from, to);
         let windows = st
             .segs
             .range(window_start(from, window)..to)

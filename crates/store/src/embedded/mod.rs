@@ -74,6 +74,19 @@ pub struct EmbeddedOptions {
     /// Off: every segment stays varint-packed, the size of the previous format (benchmarks
     /// compare the two).
     pub compact_segments: bool,
+    /// Called on the checkpoint thread after the heads are frozen and before their segments
+    /// are encoded. For tests that hold a checkpoint half-way; `None` in production.
+    pub checkpoint_hook: Option<CheckpointHook>,
+}
+
+/// See [`EmbeddedOptions::checkpoint_hook`].
+#[derive(Clone)]
+pub struct CheckpointHook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for CheckpointHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckpointHook")
+    }
 }
 
 /// What a data directory holds, from [`check::storage`].
@@ -117,6 +130,7 @@ impl Default for EmbeddedOptions {
             max_readings_per_commit: 200_000,
             read_connections: 4,
             compact_segments: true,
+            checkpoint_hook: None,
         }
     }
 }
@@ -226,6 +240,7 @@ impl EmbeddedStore {
                 checkpoint_interval: opts.checkpoint_interval,
                 max_readings_per_commit: opts.max_readings_per_commit.max(1),
                 compact_segments: opts.compact_segments,
+                checkpoint_hook: opts.checkpoint_hook.clone(),
             },
             last_log_id,
             lock_file,
@@ -257,7 +272,9 @@ impl EmbeddedStore {
         &self.inner.dir
     }
 
-    /// Seals all unsealed readings into segments now (normally automatic).
+    /// Seals all readings committed so far into segments and returns when they are installed
+    /// (normally automatic). Appends go on meanwhile: segments are encoded on a thread of
+    /// their own.
     pub async fn checkpoint(&self) -> StoreResult<()> {
         self.call(|reply| Command::Checkpoint { reply }).await
     }
@@ -513,10 +530,7 @@ impl EmbeddedStore {
             match index.wells.get(&query.well_id) {
                 None => (Vec::new(), Vec::new()),
                 Some(st) => (
-                    st.head
-                        .range(inner_from..inner_to)
-                        .map(|(t, m)| (Timestamp(*t), *m))
-                        .collect::<Vec<Point>>(),
+                    st.unsealed_range(inner_from, inner_to),
                     rollup_windows(st, window_start(inner_from, window), inner_to),
                 ),
             }
@@ -719,7 +733,7 @@ impl Store for EmbeddedStore {
         let index = shared.read();
         Ok(StoreStats {
             wells: index.wells.len(),
-            readings_in_log: index.head_total as u64,
+            readings_in_log: (index.head_total + index.sealing_total) as u64,
             segments: index.segments,
             commits: shared.commits.load(Ordering::Relaxed),
             checkpoints: shared.checkpoints.load(Ordering::Relaxed),

@@ -60,7 +60,7 @@ pub(super) fn delete_sealed(
                 (
                     segs.iter().map(|s| s.0).collect::<Vec<i64>>(),
                     segs.iter().map(|s| s.1 as u64).sum::<u64>(),
-                    st.head.range(from..to).next().is_some(),
+                    !st.unsealed_range(from, to).is_empty(),
                 )
             }
         }
@@ -209,8 +209,8 @@ impl Retention for EmbeddedStore {
             for ws in st.segs.range(..cutoff).map(|(ws, _)| *ws) {
                 days.insert(day_of(ws).from.0);
             }
-            for ts in st.head.range(..cutoff).map(|(t, _)| *t) {
-                days.insert(day_of(ts).from.0);
+            for (ts, _) in st.unsealed_range(i64::MIN, cutoff) {
+                days.insert(day_of(ts.0).from.0);
             }
             out.extend(days.into_iter().map(|d| RawDay {
                 well_id: well.clone(),

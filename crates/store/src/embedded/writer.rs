@@ -7,14 +7,18 @@
 //! leaves nothing half-applied.
 //!
 //! **Checkpoint.** Unsealed readings live in `log_batches` (durable) and in the heads
-//! (memory). A checkpoint merges every head into the per-window segments and empties the log
-//! in the same transaction, so after a crash the log holds exactly the unsealed readings.
+//! (memory). A checkpoint freezes the heads, encodes them into the per-window segments on a
+//! thread of its own, and this thread installs the result and empties the sealed part of the
+//! log in one short transaction, so appends keep being committed while segments are encoded,
+//! and after a crash the log holds exactly the unsealed readings.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use espwatch_core::{Measurements, Point, Reading, Timestamp, WellId, WellMeta};
@@ -115,6 +119,7 @@ pub struct WriterOptions {
     pub checkpoint_interval: Duration,
     pub max_readings_per_commit: usize,
     pub compact_segments: bool,
+    pub checkpoint_hook: Option<super::CheckpointHook>,
 }
 
 pub fn now_micros() -> i64 {
@@ -446,8 +451,63 @@ struct Staged {
     count: usize,
 }
 
+/// A frozen head, handed to the checkpoint thread.
+struct SealJob {
+    window: i64,
+    wells: Vec<WellJob>,
+    hook: Option<super::CheckpointHook>,
+}
+
+struct WellJob {
+    id: WellId,
+    /// The frozen head (the same map readers see as the well's `sealing`).
+    points: Arc<BTreeMap<i64, Measurements>>,
+    /// The well's newest timestamp when compacting (decides which windows are closed).
+    latest: Option<i64>,
+    /// Windows of `points` that already have a segment to merge with.
+    merge: Vec<i64>,
+    /// Closed windows not yet compact, to rewrite compact.
+    stale: Vec<i64>,
+}
+
+/// One segment row (and its rollup row), encoded, ready to be written.
+struct EncodedSegment {
+    well: WellId,
+    ws: i64,
+    meta: SegMeta,
+    data: Vec<u8>,
+    rollup: Option<Vec<u8>>,
+}
+
+/// What a checkpoint thread produced.
+struct Sealed {
+    segments: Vec<EncodedSegment>,
+    sealed: usize,
+    recompacted: usize,
+}
+
+/// The running checkpoint.
+struct InFlight {
+    result: Receiver<StoreResult<Sealed>>,
+    thread: Option<JoinHandle<()>>,
+    /// Highest log batch id at the freeze: the log batches the install deletes.
+    up_to_log_id: i64,
+    /// The heads' `oldest_head_at` before the freeze (restored if the checkpoint fails).
+    oldest_head_at: Option<Instant>,
+    started: Instant,
+    /// `Command::Checkpoint` requests answered when it is installed.
+    replies: Vec<Reply<()>>,
+}
+
+/// How often an idle writer looks whether the checkpoint thread is done.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(5);
+/// After a failed checkpoint, the next automatic one waits this long.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
+
 pub struct Writer {
     conn: Connection,
+    /// The database file (the checkpoint thread opens its own read connection on it).
+    db_path: PathBuf,
     shared: Arc<Shared>,
     opts: WriterOptions,
     cache: TsCache,
@@ -461,6 +521,10 @@ pub struct Writer {
     checkpoint_retry_at: Option<Instant>,
     /// Reused encoding buffer of log batches.
     log_buf: Vec<u8>,
+    /// The checkpoint whose segments are being encoded, if any.
+    in_flight: Option<InFlight>,
+    /// Checkpoint requests that arrived while one was running: a new one follows it.
+    waiting: Vec<Reply<()>>,
 }
 
 enum Flow {
@@ -476,8 +540,10 @@ impl Writer {
         last_log_id: i64,
         lock: File,
     ) -> Self {
+        let db_path = conn.path().map(PathBuf::from).unwrap_or_default();
         Writer {
             conn,
+            db_path,
             shared,
             opts,
             cache: TsCache::new(64),
@@ -486,6 +552,8 @@ impl Writer {
             lock: Some(lock),
             checkpoint_retry_at: None,
             log_buf: Vec::new(),
+            in_flight: None,
+            waiting: Vec::new(),
         }
     }
 
@@ -493,6 +561,7 @@ impl Writer {
     pub fn run(mut self, rx: Receiver<Command>) {
         let mut batch: Vec<Command> = Vec::new();
         let stop_reply = loop {
+            self.poll_checkpoint();
             self.checkpoint_if_due();
             let first = match self.next_deadline() {
                 Some(deadline) => {
@@ -529,7 +598,10 @@ impl Writer {
         drop(rx);
         let result = match &stop_reply {
             Some(_) => self.checkpoint().and_then(|()| self.release_free_pages()),
-            None => Ok(()),
+            None => {
+                self.abandon_checkpoint();
+                Ok(())
+            }
         };
         let Writer { conn, lock, .. } = self;
         let result = result.and(
@@ -585,9 +657,7 @@ impl Writer {
             Command::DeleteWell { id, reply } => {
                 let _ = reply.send(self.delete_well(&id));
             }
-            Command::Checkpoint { reply } => {
-                let _ = reply.send(self.checkpoint());
-            }
+            Command::Checkpoint { reply } => self.request_checkpoint(reply),
             Command::Compact { reply } => {
                 let _ = reply.send(self.compact());
             }
@@ -687,7 +757,7 @@ impl Writer {
                     } else if pending.contains_key(&ts) {
                         true
                     } else if let Some(st) = state {
-                        st.head.contains_key(&ts)
+                        st.unsealed_contains(ts)
                             || sealed_contains(
                                 &self.conn,
                                 &mut self.cache,
@@ -775,8 +845,25 @@ impl Writer {
 
     // -----------------------------------------------------------------------------------------
     // Checkpoint
+    //
+    // A checkpoint has three steps, and only the first and the last run here, on the thread
+    // that commits appends:
+    // 1. *freeze* (write lock, no I/O): every well's head moves to `sealing`, shared with a
+    //    checkpoint thread, and the highest log batch id so far is noted. New appends go to
+    //    fresh heads; reads and duplicate checks see `sealing` and `head` together.
+    // 2. *encode* (checkpoint thread, its own read-only connection): merge with the existing
+    //    segments, encode (pco for closed windows), rollups, plus a bounded number of stale
+    //    segments rewritten compact. The writer keeps committing appends meanwhile; it does
+    //    not touch the segments table while a checkpoint is in flight.
+    // 3. *install* (one short transaction): write the encoded rows, delete the log batches up
+    //    to the frozen id, commit; then, under the write lock, the segment metadata and empty
+    //    `sealing`. After a crash at any point the log still holds every unsealed reading.
 
     fn next_deadline(&self) -> Option<Instant> {
+        if self.in_flight.is_some() {
+            // Nothing wakes this thread when the checkpoint thread is done: look again soon.
+            return Some(Instant::now() + CHECKPOINT_POLL);
+        }
         let oldest = self.shared.read().oldest_head_at?;
         let due = oldest + self.opts.checkpoint_interval;
         Some(match self.checkpoint_retry_at {
@@ -786,6 +873,9 @@ impl Writer {
     }
 
     fn checkpoint_if_due(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
         let due = {
             let index = self.shared.read();
             index.head_total >= self.opts.checkpoint_readings
@@ -796,39 +886,96 @@ impl Writer {
         if !due || self.checkpoint_retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        if self.checkpoint().is_err() {
+        if self.start_checkpoint(Vec::new()).is_err() {
             // Logged already; data stays safe in the log. Back off instead of spinning.
-            self.checkpoint_retry_at = Some(Instant::now() + Duration::from_secs(5));
+            self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
         }
     }
 
-    /// Seals every head into its segments and empties the log, in one transaction.
+    /// `Command::Checkpoint`: answered once everything committed before it is sealed.
+    fn request_checkpoint(&mut self, reply: Reply<()>) {
+        if self.in_flight.is_some() {
+            // The running one froze before this request: another follows it.
+            self.waiting.push(reply);
+        } else {
+            let _ = self.start_checkpoint(vec![reply]);
+        }
+    }
+
+    /// Installs the running checkpoint if its thread is done (never waits).
+    fn poll_checkpoint(&mut self) {
+        let Some(flight) = &self.in_flight else {
+            return;
+        };
+        let result = match flight.result.try_recv() {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => return,
+            Err(TryRecvError::Disconnected) => Err(internal(
+                "the checkpoint thread stopped without a result".into(),
+            )),
+        };
+        if let Some(flight) = self.in_flight.take() {
+            let _ = self.finish_checkpoint(flight, result);
+        }
+    }
+
+    /// Waits for the running checkpoint (and those queued behind it) and installs them.
+    fn settle_checkpoints(&mut self) {
+        while let Some(flight) = self.in_flight.take() {
+            let result = flight.result.recv().unwrap_or_else(|_| {
+                Err(internal(
+                    "the checkpoint thread stopped without a result".into(),
+                ))
+            });
+            let _ = self.finish_checkpoint(flight, result);
+        }
+    }
+
+    /// Seals everything committed so far and waits for it (close, delete, compact).
+    fn checkpoint(&mut self) -> StoreResult<()> {
+        self.settle_checkpoints();
+        self.start_checkpoint(Vec::new())?;
+        match self.in_flight.take() {
+            None => Ok(()),
+            Some(flight) => {
+                let result = flight.result.recv().unwrap_or_else(|_| {
+                    Err(internal(
+                        "the checkpoint thread stopped without a result".into(),
+                    ))
+                });
+                let r = self.finish_checkpoint(flight, result);
+                // Nothing can have been queued meanwhile (no command was handled).
+                self.settle_checkpoints();
+                r
+            }
+        }
+    }
+
+    /// Freezes the heads and starts the checkpoint thread on them; `replies` are answered
+    /// when it is installed (or at once when there is nothing to seal, or on failure).
     ///
     /// A window the well's data has moved past is written compact (pco); the window still
     /// receiving data is written fast, since the next checkpoint rewrites it anyway. Closed
     /// windows still fast (the boundary fell between checkpoints) or in the version 1 format
-    /// of an older release are rewritten compact here too, at most [`COMPACT_PER_CHECKPOINT`]
-    /// per checkpoint so an upgraded data directory is converted gradually, not in one long
-    /// stall of ingestion (`espwatch store compact` converts everything at once).
-    fn checkpoint(&mut self) -> StoreResult<()> {
+    /// of an older release are rewritten compact too, at most [`COMPACT_PER_CHECKPOINT`]
+    /// per checkpoint so an upgraded data directory is converted gradually
+    /// (`espwatch store compact` converts everything at once).
+    fn start_checkpoint(&mut self, replies: Vec<Reply<()>>) -> StoreResult<()> {
+        debug_assert!(self.in_flight.is_none());
         let shared = self.shared.clone();
         let window = shared.window;
-        let started = Instant::now();
-        let mut written: Vec<(WellId, i64, SegMeta)> = Vec::new();
-        let mut sealed = 0usize;
-        let mut recompacted = 0usize;
+        let compacting = self.opts.compact_segments;
+        // What to merge and what to recompact, decided under the read lock (queries go on);
+        // only this thread mutates the index, so it still holds when the write lock is taken.
+        let mut plans: HashMap<WellId, (Vec<i64>, Vec<i64>)> = HashMap::new();
         {
-            // Only this thread mutates the index, so holding the read lock while writing is
-            // safe and lets queries go on meanwhile.
             let index = shared.read();
             if index.head_total == 0 && !self.log_has_rows {
+                for reply in replies {
+                    let _ = reply.send(Ok(()));
+                }
                 return Ok(());
             }
-            let tx = self
-                .conn
-                .transaction()
-                .map_err(|e| sql_err("starting checkpoint", e))?;
-            let compacting = self.opts.compact_segments;
             let mut budget = if compacting {
                 COMPACT_PER_CHECKPOINT
             } else {
@@ -836,89 +983,218 @@ impl Writer {
             };
             for (id, st) in index.wells.iter().filter(|(_, s)| !s.head.is_empty()) {
                 let latest = st.latest_ts().filter(|_| compacting);
-                let first_written = written.len();
+                let mut merge = Vec::new();
                 let mut cursor = i64::MIN;
+                let mut sealing_windows = HashSet::new();
                 while let Some((&first, _)) = st.head.range(cursor..).next() {
                     let ws = window_start(first, window);
-                    let end = ws.checked_add(window);
-                    let mut points: Vec<Point> = match end {
-                        Some(end) => st.head.range(ws..end),
-                        None => st.head.range(ws..),
-                    }
-                    .map(|(t, m)| (Timestamp(*t), *m))
-                    .collect();
-                    sealed += points.len();
+                    sealing_windows.insert(ws);
                     if st.segs.contains_key(&ws) {
-                        let existing = load_segment(&tx, id, ws)?;
-                        points = merge_dedup(existing, points);
+                        merge.push(ws);
                     }
-                    if let Some(meta) =
-                        write_segment(&tx, id, (ws, window), &points, packing(end, latest))?
-                    {
-                        written.push((id.clone(), ws, meta));
-                    }
-                    match end {
+                    match ws.checked_add(window) {
                         Some(end) => cursor = end,
                         None => break,
                     }
                 }
-                if budget == 0 {
-                    continue;
-                }
-                let sealed_now: HashSet<i64> =
-                    written[first_written..].iter().map(|w| w.1).collect();
-                let stale: Vec<i64> = st
-                    .segs
-                    .iter()
-                    .filter(|(ws, m)| {
-                        !m.compact
-                            && !sealed_now.contains(ws)
-                            && packing(ws.checked_add(window), latest) == Packing::Compact
-                    })
-                    .map(|(ws, _)| *ws)
-                    .take(budget)
-                    .collect();
-                for ws in stale {
-                    let points = load_segment(&tx, id, ws)?;
-                    if let Some(meta) =
-                        write_segment(&tx, id, (ws, window), &points, Packing::Compact)?
-                    {
-                        written.push((id.clone(), ws, meta));
-                        recompacted += 1;
-                        budget -= 1;
-                    }
-                }
+                let stale: Vec<i64> = if budget == 0 {
+                    Vec::new()
+                } else {
+                    st.segs
+                        .iter()
+                        .filter(|(ws, m)| {
+                            !m.compact
+                                && !sealing_windows.contains(ws)
+                                && packing(ws.checked_add(window), latest) == Packing::Compact
+                        })
+                        .map(|(ws, _)| *ws)
+                        .take(budget)
+                        .collect()
+                };
+                budget -= stale.len();
+                plans.insert(id.clone(), (merge, stale));
             }
-            tx.execute("DELETE FROM log_batches WHERE id <= ?1", [self.last_log_id])
-                .map_err(|e| sql_err("truncating log", e))?;
+        }
+        let mut wells = Vec::with_capacity(plans.len());
+        let oldest_head_at;
+        {
+            let mut index = shared.write();
+            for (id, st) in index.wells.iter_mut() {
+                let Some((merge, stale)) = plans.remove(id) else {
+                    continue;
+                };
+                let frozen = Arc::new(std::mem::take(&mut st.head));
+                st.sealing = frozen.clone();
+                wells.push(WellJob {
+                    id: id.clone(),
+                    points: frozen,
+                    latest: st.latest_ts().filter(|_| compacting),
+                    merge,
+                    stale,
+                });
+            }
+            index.sealing_total = index.head_total;
+            index.head_total = 0;
+            oldest_head_at = index.oldest_head_at.take();
+        }
+        let job = SealJob {
+            window,
+            wells,
+            hook: self.opts.checkpoint_hook.clone(),
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let path = self.db_path.clone();
+        let spawned = std::thread::Builder::new()
+            .name("espwatch-store-checkpoint".into())
+            .spawn(move || {
+                let result = schema::open_reader(&path).and_then(|conn| {
+                    if let Some(hook) = &job.hook {
+                        (hook.0)();
+                    }
+                    encode_checkpoint(&conn, &job)
+                });
+                let _ = tx.send(result);
+            });
+        let flight = InFlight {
+            result: rx,
+            thread: None,
+            up_to_log_id: self.last_log_id,
+            oldest_head_at,
+            started: Instant::now(),
+            replies,
+        };
+        match spawned {
+            Ok(handle) => {
+                self.in_flight = Some(InFlight {
+                    thread: Some(handle),
+                    ..flight
+                });
+                Ok(())
+            }
+            Err(e) => {
+                let err = internal(format!("starting the checkpoint thread: {e}"));
+                let _ = self.finish_checkpoint(flight, Err(copy_err(&err)));
+                Err(err)
+            }
+        }
+    }
+
+    /// Installs a finished checkpoint (or thaws its readings when it failed), answers its
+    /// requests, and starts the one requested meanwhile.
+    fn finish_checkpoint(
+        &mut self,
+        mut flight: InFlight,
+        result: StoreResult<Sealed>,
+    ) -> StoreResult<()> {
+        if let Some(thread) = flight.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("embedded store: checkpoint thread panicked");
+        }
+        let outcome = result.and_then(|sealed| self.install(sealed, &flight));
+        match &outcome {
+            Ok(()) => self.checkpoint_retry_at = None,
+            Err(_) => {
+                self.thaw(flight.oldest_head_at);
+                self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+            }
+        }
+        for reply in flight.replies.drain(..) {
+            let _ = reply.send(outcome.as_ref().map(|_| ()).map_err(copy_err));
+        }
+        if !self.waiting.is_empty() {
+            let waiting = std::mem::take(&mut self.waiting);
+            let _ = self.start_checkpoint(waiting);
+        }
+        outcome
+    }
+
+    /// Writes what the checkpoint thread encoded and drops the sealed log, in one
+    /// transaction; then publishes the segments and empties `sealing`.
+    fn install(&mut self, sealed: Sealed, flight: &InFlight) -> StoreResult<()> {
+        let shared = self.shared.clone();
+        {
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|e| sql_err("starting checkpoint", e))?;
+            for seg in &sealed.segments {
+                insert_segment(&tx, seg)?;
+            }
+            tx.execute(
+                "DELETE FROM log_batches WHERE id <= ?1",
+                [flight.up_to_log_id],
+            )
+            .map_err(|e| sql_err("truncating log", e))?;
             tx.commit()
                 .map_err(|e| sql_err("committing checkpoint", e))?;
         }
-
         let mut index = shared.write();
-        for (id, ws, meta) in &written {
-            self.cache.invalidate(id, *ws);
-            if let Some(st) = index.wells.get_mut(id) {
-                st.head.clear();
-                if st.segs.insert(*ws, *meta).is_none() {
-                    index.segments += 1;
-                }
+        for seg in &sealed.segments {
+            self.cache.invalidate(&seg.well, seg.ws);
+            if let Some(st) = index.wells.get_mut(&seg.well)
+                && st.segs.insert(seg.ws, seg.meta).is_none()
+            {
+                index.segments += 1;
             }
         }
-        index.head_total = 0;
-        index.oldest_head_at = None;
+        let mut sealed_maps = Vec::new();
+        for st in index.wells.values_mut() {
+            if !st.sealing.is_empty() {
+                sealed_maps.push(std::mem::take(&mut st.sealing));
+            }
+        }
+        index.sealing_total = 0;
         drop(index);
-        self.checkpoint_retry_at = None;
-        self.log_has_rows = false;
+        // Freeing hundreds of thousands of map nodes is not the writer's business either.
+        if !sealed_maps.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("espwatch-store-free".into())
+                .spawn(move || drop(sealed_maps));
+        }
+        self.log_has_rows = self.last_log_id > flight.up_to_log_id;
         shared.checkpoints.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
-            sealed,
-            recompacted,
-            segments = written.len(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
+            sealed = sealed.sealed,
+            recompacted = sealed.recompacted,
+            segments = sealed.segments.len(),
+            ms = flight.started.elapsed().as_secs_f64() * 1e3,
             "embedded store: checkpoint"
         );
         Ok(())
+    }
+
+    /// A failed checkpoint: its frozen readings become head readings again (they are still
+    /// in the log), to be sealed by a later one.
+    fn thaw(&mut self, oldest_head_at: Option<Instant>) {
+        let mut index = self.shared.write();
+        let mut thawed = 0;
+        for st in index.wells.values_mut() {
+            if st.sealing.is_empty() {
+                continue;
+            }
+            let frozen = std::mem::take(&mut st.sealing);
+            let mut frozen = Arc::try_unwrap(frozen).unwrap_or_else(|shared| (*shared).clone());
+            thawed += frozen.len();
+            frozen.append(&mut st.head);
+            st.head = frozen;
+        }
+        index.head_total += thawed;
+        index.sealing_total = 0;
+        index.oldest_head_at = match (oldest_head_at, index.oldest_head_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The writer stops without a checkpoint (every handle dropped): a running one is
+    /// waited for and discarded; the log still holds its readings.
+    fn abandon_checkpoint(&mut self) {
+        if let Some(mut flight) = self.in_flight.take()
+            && let Some(thread) = flight.thread.take()
+        {
+            let _ = thread.join();
+        }
     }
 
     /// Seals everything, then rewrites every segment not yet compact (old format, or a
@@ -1118,6 +1394,8 @@ impl Writer {
     /// Retention's delete: seals the well's unsealed readings of the range first (late data
     /// counts like any other), then `retention::delete_sealed`.
     fn delete_raw(&mut self, id: &WellId, range: (i64, i64), expected: u64) -> StoreResult<u64> {
+        // A running checkpoint may be about to write this well's segments.
+        self.settle_checkpoints();
         let head_in_range = self
             .shared
             .read()
@@ -1136,6 +1414,8 @@ impl Writer {
     }
 
     fn delete_well(&mut self, id: &WellId) -> StoreResult<bool> {
+        // A running checkpoint may be about to write this well's segments.
+        self.settle_checkpoints();
         let has_head = match self.shared.read().wells.get(id) {
             None => return Ok(false),
             Some(st) => !st.head.is_empty(),
@@ -1213,6 +1493,60 @@ fn load_segment(conn: &Connection, well: &WellId, ws: i64) -> StoreResult<Vec<Po
         .map_err(|e| internal(format!("segment ({well}, {ws}) is corrupt: {e}")))
 }
 
+/// Encodes the segment (and rollup) row of `points` (ascending, deduplicated); `None` when
+/// there are none.
+fn encode_segment(
+    well: &WellId,
+    (ws, window): (i64, i64),
+    points: &[Point],
+    packing: Packing,
+) -> Option<EncodedSegment> {
+    let (Some(min), Some(max)) = (points.first(), points.last()) else {
+        return None;
+    };
+    let meta = SegMeta {
+        min_ts: min.0.0,
+        max_ts: max.0.0,
+        count: points.len() as i64,
+        compact: packing == Packing::Compact,
+    };
+    Some(EncodedSegment {
+        well: well.clone(),
+        ws,
+        meta,
+        data: codec::encode_segment(points, packing),
+        // Hourly rollups need windows of whole hours (the default 4 h); queries check for them.
+        rollup: (window % rollup::HOUR == 0).then(|| rollup::encode(points)),
+    })
+}
+
+/// Writes (or replaces) an encoded segment and its rollup.
+fn insert_segment(conn: &Connection, seg: &EncodedSegment) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO segments(well_id, window_start, min_ts, max_ts, count, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            seg.well.as_str(),
+            seg.ws,
+            seg.meta.min_ts,
+            seg.meta.max_ts,
+            seg.meta.count,
+            seg.data
+        ])
+    })
+    .map_err(|e| sql_err("writing segment", e))?;
+    if let Some(rollup) = &seg.rollup {
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO rollups(well_id, window_start, data) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut s| s.execute(params![seg.well.as_str(), seg.ws, rollup]))
+        .map_err(|e| sql_err("writing rollup", e))?;
+    }
+    Ok(())
+}
+
 /// Writes (or replaces) the segment of `points` (ascending, deduplicated); `None` when there
 /// are none.
 fn write_segment(
@@ -1222,38 +1556,55 @@ fn write_segment(
     points: &[Point],
     packing: Packing,
 ) -> StoreResult<Option<SegMeta>> {
-    let (Some(min), Some(max)) = (points.first(), points.last()) else {
+    let Some(seg) = encode_segment(well, (ws, window), points, packing) else {
         return Ok(None);
     };
-    let meta = SegMeta {
-        min_ts: min.0.0,
-        max_ts: max.0.0,
-        count: points.len() as i64,
-        compact: packing == Packing::Compact,
+    insert_segment(conn, &seg)?;
+    Ok(Some(seg.meta))
+}
+
+/// The checkpoint thread's work: every frozen head merged with the segments it falls into
+/// and encoded, plus the stale segments rewritten compact. Reads only; the writer installs.
+fn encode_checkpoint(conn: &Connection, job: &SealJob) -> StoreResult<Sealed> {
+    let window = job.window;
+    let mut out = Sealed {
+        segments: Vec::new(),
+        sealed: 0,
+        recompacted: 0,
     };
-    let blob = codec::encode_segment(points, packing);
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO segments(well_id, window_start, min_ts, max_ts, count, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            well.as_str(),
-            ws,
-            meta.min_ts,
-            meta.max_ts,
-            meta.count,
-            blob
-        ])
-    })
-    .map_err(|e| sql_err("writing segment", e))?;
-    // Hourly rollups need windows of whole hours (the default 4 h); queries check for them.
-    if window % rollup::HOUR == 0 {
-        conn.prepare_cached(
-            "INSERT OR REPLACE INTO rollups(well_id, window_start, data) VALUES (?1, ?2, ?3)",
-        )
-        .and_then(|mut s| s.execute(params![well.as_str(), ws, rollup::encode(points)]))
-        .map_err(|e| sql_err("writing rollup", e))?;
+    for well in &job.wells {
+        let mut cursor = i64::MIN;
+        while let Some((&first, _)) = well.points.range(cursor..).next() {
+            let ws = window_start(first, window);
+            let end = ws.checked_add(window);
+            let mut points: Vec<Point> = match end {
+                Some(end) => well.points.range(ws..end),
+                None => well.points.range(ws..),
+            }
+            .map(|(t, m)| (Timestamp(*t), *m))
+            .collect();
+            out.sealed += points.len();
+            if well.merge.contains(&ws) {
+                points = merge_dedup(load_segment(conn, &well.id, ws)?, points);
+            }
+            out.segments.extend(encode_segment(
+                &well.id,
+                (ws, window),
+                &points,
+                packing(end, well.latest),
+            ));
+            match end {
+                Some(end) => cursor = end,
+                None => break,
+            }
+        }
+        for &ws in &well.stale {
+            let points = load_segment(conn, &well.id, ws)?;
+            if let Some(seg) = encode_segment(&well.id, (ws, window), &points, Packing::Compact) {
+                out.segments.push(seg);
+                out.recompacted += 1;
+            }
+        }
     }
-    Ok(Some(meta))
+    Ok(out)
 }
