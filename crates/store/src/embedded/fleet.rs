@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use espwatch_core::series::evaluate;
-use espwatch_core::{Point, Timestamp, WellId};
+use espwatch_core::{Point, WellId};
 
 use super::index::{merge_dedup, window_start};
 use super::{EmbeddedStore, Inner, codec, rollup};
