@@ -16,6 +16,7 @@
 mod alarms;
 mod connect;
 mod partitions;
+mod retention;
 mod rollups;
 pub mod schema;
 mod security;

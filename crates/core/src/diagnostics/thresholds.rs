@@ -153,6 +153,9 @@ pub struct Thresholds {
     /// many swings across the erratic band around the level within `gas_swing_window_secs`. A
     /// step (speed change, restart) crosses once.
     pub gas_min_swings: u32,
+    /// A tubing leak cannot raise the wellhead pressure: above 1 + this (smoothed, against the
+    /// baseline), a sudden head loss is not taken for a leak.
+    pub leak_wellhead_tolerance: f64,
     /// A valve nearly closed: the wellhead pressure past `deadhead_tubing_ratio` with the
     /// delivery below this ratio (or, without a flow meter, the current below the next one).
     pub throttled_flow_ratio: f64,
@@ -315,6 +318,7 @@ impl Default for Thresholds {
             gas_flow_ratio: 0.9,
             gas_violent_factor: 2.0,
             gas_min_swings: 2,
+            leak_wellhead_tolerance: 0.1,
             throttled_flow_ratio: 0.5,
             throttled_current_ratio: 0.8,
             bubble_point_gor_exponent: 0.83,
