@@ -670,6 +670,8 @@ impl Writer {
                 let _ = reply.send(self.delete_raw(&well, range, expected));
             }
             Command::DeleteRollups { before, reply } => {
+                // A running checkpoint may be about to write rollups of those windows.
+                self.settle_checkpoints();
                 let r = super::retention::delete_rollups(&self.conn, &self.shared, before);
                 let _ = reply.send(r);
             }
