@@ -17,6 +17,7 @@ mod alarms;
 mod connect;
 mod notify;
 mod partitions;
+mod retention;
 mod rollups;
 pub mod schema;
 mod security;

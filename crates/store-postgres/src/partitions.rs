@@ -20,6 +20,28 @@ pub fn name(day: i64) -> String {
     )
 }
 
+/// The day of a partition named by [`name`]; `None` for any other name.
+pub fn day_of_name(name: &str) -> Option<i64> {
+    let digits = name.strip_prefix("telemetry_p")?;
+    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: i64 = digits[..4].parse().ok()?;
+    let m: i64 = digits[4..6].parse().ok()?;
+    let d: i64 = digits[6..].parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from the civil date (proleptic Gregorian), after H. Hinnant's algorithm.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
 fn bound(day: i64) -> String {
     Timestamp(day * DAY_MICROS).to_rfc3339()
 }
@@ -99,5 +121,14 @@ mod tests {
         assert_eq!(name(day_of(t)), "telemetry_p20260101");
         assert_eq!(day_of(Timestamp(-1)), -1);
         assert_eq!(name(-1), "telemetry_p19691231");
+    }
+
+    #[test]
+    fn a_partition_name_gives_its_day_back() {
+        for day in [-1, 0, 1, 59, 365, 11_016, 20_000, 20_454, 2_932_896] {
+            assert_eq!(day_of_name(&name(day)), Some(day), "{}", name(day));
+        }
+        assert_eq!(day_of_name("telemetry_p2024013"), None);
+        assert_eq!(day_of_name("rollup_1m"), None);
     }
 }

@@ -17,7 +17,9 @@ use serde::Serialize;
 
 pub mod alarms;
 pub mod embedded;
+pub mod fleet;
 pub mod notify;
+pub mod retention;
 pub mod security;
 
 pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
@@ -25,10 +27,12 @@ pub use embedded::{
     CheckpointHook, CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
     StorageReport,
 };
+pub use fleet::{FleetQuery, WellSeries};
 pub use notify::{
     AttemptResult, ChannelKind, Delivery, DeliveryFilter, DeliveryState, NewChannel, NewDelivery,
     NewRule, NotifyChannel, NotifyRule, NotifyStore,
 };
+pub use retention::{RawDay, Retention, RollupTier};
 pub use security::{
     ApiKey, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuditVerification, LockoutPolicy,
     NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,
@@ -152,6 +156,32 @@ pub trait Store: Send + Sync + 'static {
     async fn query(&self, query: &TelemetryQuery) -> StoreResult<Series> {
         let points = self.read_range(&query.well_id, query.range).await?;
         Ok(espwatch_core::series::evaluate(query, &points))
+    }
+
+    /// The same bucketed query for many wells (every well with telemetry when
+    /// `query.wells` is empty), by well id; wells without data in the range are left out.
+    /// Backends answer it in one pass where they can; this default asks well by well.
+    async fn fleet_query(&self, query: &FleetQuery) -> StoreResult<Vec<WellSeries>> {
+        let wells = if query.wells.is_empty() {
+            self.latest()
+                .await?
+                .into_iter()
+                .map(|l| l.well_id)
+                .collect()
+        } else {
+            let mut w = query.wells.clone();
+            w.sort();
+            w.dedup();
+            w
+        };
+        let mut out = Vec::with_capacity(wells.len());
+        for well_id in wells {
+            let series = self.query(&query.for_well(well_id.clone())).await?;
+            if !series.ts.is_empty() {
+                out.push(WellSeries { well_id, series });
+            }
+        }
+        Ok(out)
     }
 
     /// Newest reading of every well that has telemetry.

@@ -41,6 +41,9 @@ pub struct WellState {
     /// Newest stored reading (head or sealed). Also the fast path of duplicate checks:
     /// anything newer cannot be stored yet.
     pub latest: Option<Point>,
+    /// Windows whose raw segment retention deleted while their hourly rollup stays, with the
+    /// reading count the rollup was made from: step queries still answer from them.
+    pub rolled: BTreeMap<i64, i64>,
 }
 
 impl WellState {
@@ -51,6 +54,7 @@ impl WellState {
             sealing: Arc::default(),
             segs: BTreeMap::new(),
             latest: None,
+            rolled: BTreeMap::new(),
         }
     }
 

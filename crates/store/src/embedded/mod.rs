@@ -18,10 +18,13 @@ pub mod backup;
 pub mod check;
 mod codec;
 mod files;
+mod fleet;
+pub mod incremental;
 mod index;
 mod notify;
 #[cfg(test)]
 mod query_tests;
+mod retention;
 mod rollup;
 mod schema;
 mod security;
@@ -221,7 +224,8 @@ impl EmbeddedStore {
         files::private_file(&path)?;
         let mut conn = schema::open_writer(&path)?;
         let window = schema::init(&mut conn, opts.window_micros)?;
-        let (index, last_log_id) = writer::recover(&conn, window)?;
+        let (mut index, last_log_id) = writer::recover(&conn, window)?;
+        retention::load_rolled(&conn, &mut index)?;
         let shared = Arc::new(Shared {
             index: RwLock::new(index),
             window,
@@ -528,10 +532,7 @@ impl EmbeddedStore {
                 None => (Vec::new(), Vec::new()),
                 Some(st) => (
                     st.unsealed_range(inner_from, inner_to),
-                    st.segs
-                        .range(window_start(inner_from, window)..inner_to)
-                        .map(|(ws, m)| (*ws, m.count))
-                        .collect::<Vec<(i64, i64)>>(),
+                    rollup_windows(st, window_start(inner_from, window), inner_to),
                 ),
             }
         };
@@ -553,6 +554,27 @@ impl EmbeddedStore {
         pieces.sort_by_key(|p| p.at);
         Ok(rollup::fold(&pieces, &query.fields, step, query.agg))
     }
+}
+
+/// Windows of `[from, to)` a step query may answer from rollups, with the reading count each
+/// rollup must have been made from: the sealed segments, and the windows retention expired
+/// whose rollup stays (a segment written since takes precedence).
+fn rollup_windows(st: &index::WellState, from: i64, to: i64) -> Vec<(i64, i64)> {
+    let mut windows: Vec<(i64, i64)> = st
+        .segs
+        .range(from..to)
+        .map(|(ws, m)| (*ws, m.count))
+        .collect();
+    if !st.rolled.is_empty() {
+        windows.extend(
+            st.rolled
+                .range(from..to)
+                .filter(|(ws, _)| !st.segs.contains_key(ws))
+                .map(|(ws, n)| (*ws, *n)),
+        );
+        windows.sort_unstable();
+    }
+    windows
 }
 
 #[async_trait]
@@ -596,6 +618,13 @@ impl Store for EmbeddedStore {
                 Ok(espwatch_core::series::evaluate(query, &points))
             }
         }
+    }
+
+    async fn fleet_query(
+        &self,
+        query: &crate::fleet::FleetQuery,
+    ) -> StoreResult<Vec<crate::fleet::WellSeries>> {
+        self.fleet(query).await
     }
 
     async fn latest(&self) -> StoreResult<Vec<LatestReading>> {

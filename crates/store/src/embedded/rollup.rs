@@ -158,6 +158,15 @@ pub fn encode(points: &[Point]) -> Vec<u8> {
     out
 }
 
+/// Only the reading count of the segment the rollup was made from (its first bytes).
+pub fn count(data: &[u8]) -> Result<u64, CodecError> {
+    let mut r = Reader::new(data);
+    if r.u8()? != VERSION {
+        return Err(CodecError("rollup: unknown version".into()));
+    }
+    r.varint()
+}
+
 /// The reading count of the segment the rollup was made from, and its hours.
 pub fn decode(data: &[u8]) -> Result<(u64, Vec<Piece>), CodecError> {
     let err = |m: &str| Err(CodecError(format!("rollup: {m}")));

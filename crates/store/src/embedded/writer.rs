@@ -69,6 +69,19 @@ pub enum Command {
     Compact {
         reply: Reply<CompactReport>,
     },
+    /// Retention: delete the sealed raw readings of a well in a window-aligned range when
+    /// exactly `expected` are stored there (`embedded::retention`).
+    DeleteRaw {
+        well: WellId,
+        range: (i64, i64),
+        expected: u64,
+        reply: Reply<u64>,
+    },
+    /// Retention: delete the hourly rollups of windows ending at or before `before`.
+    DeleteRollups {
+        before: i64,
+        reply: Reply<u64>,
+    },
     /// Health probe: a real write and commit.
     Probe {
         reply: Reply<()>,
@@ -95,7 +108,7 @@ impl Shared {
         self.index.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Index> {
+    pub(super) fn write(&self) -> RwLockWriteGuard<'_, Index> {
         self.index.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -647,6 +660,20 @@ impl Writer {
             Command::Checkpoint { reply } => self.request_checkpoint(reply),
             Command::Compact { reply } => {
                 let _ = reply.send(self.compact());
+            }
+            Command::DeleteRaw {
+                well,
+                range,
+                expected,
+                reply,
+            } => {
+                let _ = reply.send(self.delete_raw(&well, range, expected));
+            }
+            Command::DeleteRollups { before, reply } => {
+                // A running checkpoint may be about to write rollups of those windows.
+                self.settle_checkpoints();
+                let r = super::retention::delete_rollups(&self.conn, &self.shared, before);
+                let _ = reply.send(r);
             }
             Command::Probe { reply } => {
                 let r = schema::set_meta(&self.conn, "last_probe", &now_micros().to_string());
@@ -1364,6 +1391,28 @@ impl Writer {
         self.write_well(&id, &rec)?;
         self.set_record(id, rec.clone());
         Ok(Some(rec))
+    }
+
+    /// Retention's delete: seals the well's unsealed readings of the range first (late data
+    /// counts like any other), then `retention::delete_sealed`.
+    fn delete_raw(&mut self, id: &WellId, range: (i64, i64), expected: u64) -> StoreResult<u64> {
+        // A running checkpoint may be about to write this well's segments.
+        self.settle_checkpoints();
+        let head_in_range = self
+            .shared
+            .read()
+            .wells
+            .get(id)
+            .is_some_and(|st| st.head.range(range.0..range.1).next().is_some());
+        if head_in_range {
+            self.checkpoint()?;
+        }
+        let (windows, deleted) =
+            super::retention::delete_sealed(&mut self.conn, &self.shared, id, range, expected)?;
+        for ws in windows {
+            self.cache.invalidate(id, ws);
+        }
+        Ok(deleted)
     }
 
     fn delete_well(&mut self, id: &WellId) -> StoreResult<bool> {

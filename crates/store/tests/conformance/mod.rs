@@ -14,7 +14,7 @@ use espwatch_core::{
     Agg, Field, Measurements, Point, Reading, Series, TelemetryQuery, TimeRange, Timestamp, WellId,
     WellMeta,
 };
-use espwatch_store::{AppendOptions, ReadingOutcome, Store, StoreError};
+use espwatch_store::{AppendOptions, FleetQuery, ReadingOutcome, Store, StoreError};
 
 use ReadingOutcome::{Accepted, Duplicate, UnknownWell};
 
@@ -50,6 +50,7 @@ macro_rules! conformance_tests {
             health_is_ok,
             random_workload_matches_model,
             bucketed_queries_match_raw_evaluation,
+            fleet_queries_match_each_wells_raw_evaluation,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -828,5 +829,104 @@ pub async fn bucketed_queries_match_raw_evaluation(h: &impl Harness) {
     s.close().await.unwrap();
     let s = h.open().await;
     check(s.clone(), 5, "reopened").await;
+    s.close().await.unwrap();
+}
+
+/// A fleet query answers, for every well that has readings in the range, what evaluating
+/// that well's raw points gives; wells without any are left out; the wells come by id.
+pub async fn fleet_queries_match_each_wells_raw_evaluation(h: &impl Harness) {
+    let s = h.open().await;
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let names = ["F-3", "F-1", "F-4", "F-2"];
+    let mut batch = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        // F-4 has readings only long before the ranges asked below.
+        let (start, end) = if k == 2 {
+            (-20 * 86_400, -19 * 86_400)
+        } else {
+            (0, 3 * 86_400)
+        };
+        let mut t = start + k as i64 * 7;
+        while t < end {
+            let mut m = Measurements::empty();
+            if next(5) != 0 {
+                m.set(Field::IntakePressurePsi, Some(next(300_000) as f64 / 100.0));
+            }
+            if next(3) != 0 {
+                m.set(Field::MotorTempC, Some(next(1500) as f64 / 10.0));
+            }
+            batch.push(Reading {
+                well_id: well(name),
+                ts: ts(t),
+                values: m,
+            });
+            t += 10 + next(200) as i64;
+        }
+    }
+    for chunk in batch.chunks(4000) {
+        append(&s, chunk.to_vec()).await;
+    }
+    let fields = vec![Field::IntakePressurePsi, Field::MotorTempC];
+    let check = |s: Arc<dyn Store>, label: &'static str| {
+        let fields = fields.clone();
+        async move {
+            let day = 86_400i64;
+            for (a, b) in [
+                (0, 3 * day),
+                (3_600 * 5 + 17, 2 * day + 3_599),
+                (100, 2_000),
+            ] {
+                for step in [60, 3_600, day] {
+                    for agg in [Agg::Avg, Agg::Min, Agg::Max, Agg::Last] {
+                        let range = TimeRange {
+                            from: ts(a),
+                            to: ts(b),
+                        };
+                        let all = FleetQuery {
+                            wells: Vec::new(),
+                            range,
+                            fields: fields.clone(),
+                            step_micros: step * SEC,
+                            agg,
+                        };
+                        let got = s.fleet_query(&all).await.unwrap();
+                        let ids: Vec<&str> = got.iter().map(|w| w.well_id.as_str()).collect();
+                        assert_eq!(ids, ["F-1", "F-2", "F-3"], "{label}");
+                        for w in &got {
+                            let points = s.read_range(&w.well_id, range).await.unwrap();
+                            let want = evaluate(&all.for_well(w.well_id.clone()), &points);
+                            assert_same_series(
+                                &w.series,
+                                &want,
+                                &format!("{label}: {} step {step} {agg:?} {a}..{b}", w.well_id),
+                            );
+                        }
+                        // Named wells: unknown and repeated ones are harmless.
+                        let some = FleetQuery {
+                            wells: vec![well("F-2"), well("NOPE"), well("F-2"), well("F-4")],
+                            ..all.clone()
+                        };
+                        let got_some = s.fleet_query(&some).await.unwrap();
+                        assert_eq!(got_some.len(), 1, "{label}");
+                        assert_eq!(got_some[0], got[1], "{label}");
+                    }
+                }
+            }
+        }
+    };
+    check(s.clone(), "unsealed").await;
+    h.seal(&s).await;
+    check(s.clone(), "sealed").await;
+    let late: Vec<Reading> = (0..30)
+        .map(|i| reading("F-1", 11 + i * 6_007, 900.0 + i as f64))
+        .collect();
+    append(&s, late).await;
+    check(s.clone(), "late data unsealed").await;
     s.close().await.unwrap();
 }

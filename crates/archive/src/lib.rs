@@ -1,0 +1,18 @@
+//! espwatch-archive: the data lifecycle beyond the store.
+//!
+//! - [`columns`]: a well's readings as one Parquet file (column API, no arrow) and the
+//!   values' checksum.
+//! - [`target`]: the archive location (local directory or S3 via `object_store`), the
+//!   write → read back → verify → manifest sequence, listing and reading archived files.
+//! - [`job`]: the retention round (archive every expired day, delete it from the store only
+//!   once verified, drop expired rollups) and the restore of archived readings.
+//!
+//! Layering: `core` → `store` → `archive` → `server`/`cli`. It reaches data only through the
+//! `Store` and `Retention` traits, so both backends share it.
+
+pub mod columns;
+pub mod job;
+pub mod target;
+
+pub use job::{Policy, RestoreReport, RetentionReport, restore, run_retention};
+pub use target::{Archive, ManifestEntry};

@@ -1,0 +1,691 @@
+//! Incremental backups of the embedded store: a backup *chain* in one directory, a full copy
+//! first, then deltas holding only the segments and rollups that changed since the previous
+//! backup; restore replays the chain, up to a chosen backup (point in time at backup
+//! granularity).
+//!
+//! Layout of the chain directory:
+//! - `CHAIN.json`: the backups in order (kind, start time, readings, files with SHA-256);
+//! - `0000/`: the full backup, as `store backup` makes it (`VACUUM INTO` copies, verified);
+//! - `0001/`, ...: `delta.sqlite` (changed segments and rollups with every column, the keys
+//!   removed since, and the small tables whole: meta, wells, log batches, quarantine), plus
+//!   whole copies of the alarms and identity databases (small);
+//! - `STATE.sqlite`: the signature of every segment and rollup as of the last backup.
+//!
+//! A delta is read in one read transaction of the live database, so it is a consistent
+//! instant like a full backup, taken next to a running server. A segment or rollup counts as
+//! changed when its signature (reading count, bounds, byte length and leading bytes) differs:
+//! the engine only ever rewrites a window with more readings (a late reading), in another
+//! format (compaction), or removes it (retention, `delete_well`, quarantine), and each of
+//! those changes the signature, so the signature is read without reading the blobs.
+
+use std::cmp::Ordering;
+use std::path::Path;
+use std::time::Instant;
+
+use rusqlite::{Connection, OpenFlags, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::backup::{self, BackupFile};
+use super::schema::{self, sql_err};
+use super::{SECURITY_FILE, alarms, check, codec, files};
+use crate::{StoreError, StoreResult};
+
+pub const CHAIN: &str = "CHAIN.json";
+const STATE: &str = "STATE.sqlite";
+const DELTA: &str = "delta.sqlite";
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Full,
+    Incremental,
+}
+
+/// One backup of the chain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChainEntry {
+    pub seq: u32,
+    pub kind: Kind,
+    /// Its directory in the chain.
+    pub dir: String,
+    /// UTC microseconds when the copy started.
+    pub started_at: i64,
+    /// Readings in the store at that instant (sealed and in the log).
+    pub readings: u64,
+    pub files: Vec<BackupFile>,
+    /// Segments and rollups copied (all of them for the full backup).
+    pub segments_copied: u64,
+    pub rollups_copied: u64,
+    /// Segments and rollups removed since the previous backup.
+    pub removed: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Chain {
+    pub source: String,
+    pub backups: Vec<ChainEntry>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainReport {
+    pub entry: ChainEntry,
+    /// Segments and rollups left out because they had not changed.
+    pub unchanged: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainRestoreReport {
+    /// The last backup applied.
+    pub until: ChainEntry,
+    pub backups_applied: usize,
+    pub readings: u64,
+    pub seconds: f64,
+}
+
+fn io_err(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
+    let what = format!("{what} {}", path.display());
+    move |e| StoreError::Internal(format!("{what}: {e}"))
+}
+
+fn read_chain(repo: &Path) -> StoreResult<Option<Chain>> {
+    let path = repo.join(CHAIN);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).map_err(io_err("reading", &path))?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| StoreError::Internal(format!("{}: {e}", path.display())))
+}
+
+fn write_chain(repo: &Path, chain: &Chain) -> StoreResult<()> {
+    let path = repo.join(CHAIN);
+    let tmp = repo.join(format!("{CHAIN}.tmp"));
+    let text = serde_json::to_string_pretty(chain)
+        .map_err(|e| StoreError::Internal(format!("encoding the chain: {e}")))?;
+    files::private_file(&tmp)?;
+    std::fs::write(&tmp, text).map_err(io_err("writing", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io_err("writing", &path))
+}
+
+fn sha256_file(path: &Path) -> StoreResult<(u64, String)> {
+    let data = std::fs::read(path).map_err(io_err("reading", path))?;
+    let digest = Sha256::digest(&data);
+    Ok((
+        data.len() as u64,
+        digest.iter().map(|b| format!("{b:02x}")).collect(),
+    ))
+}
+
+/// A segment (kind 0) or rollup (kind 1) key and its signature.
+type Key = (u8, String, i64);
+
+const SEG_SIGS: &str = "SELECT well_id, window_start,
+        count || ':' || min_ts || ':' || max_ts || ':' || length(data) || ':' || hex(substr(data, 1, 24))
+    FROM segments ORDER BY well_id, window_start";
+const ROLLUP_SIGS: &str = "SELECT well_id, window_start,
+        length(data) || ':' || hex(substr(data, 1, 24))
+    FROM rollups ORDER BY well_id, window_start";
+
+fn open_state(repo: &Path) -> StoreResult<Connection> {
+    let path = repo.join(STATE);
+    files::private_file(&path)?;
+    let conn = Connection::open(&path).map_err(|e| sql_err("opening the chain state", e))?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS sig (
+            kind INTEGER NOT NULL, well_id TEXT NOT NULL, window_start INTEGER NOT NULL,
+            sig TEXT NOT NULL, PRIMARY KEY (kind, well_id, window_start)) WITHOUT ROWID;",
+    )
+    .map_err(|e| sql_err("creating the chain state", e))?;
+    Ok(conn)
+}
+
+/// Replaces the chain state with the signatures of `conn`'s database (a full backup).
+fn reset_state(repo: &Path, conn: &Connection) -> StoreResult<u64> {
+    let mut state = open_state(repo)?;
+    let tx = state
+        .transaction()
+        .map_err(|e| sql_err("writing the chain state", e))?;
+    tx.execute("DELETE FROM sig", [])
+        .map_err(|e| sql_err("writing the chain state", e))?;
+    let mut n = 0;
+    for (kind, sql) in [(0u8, SEG_SIGS), (1u8, ROLLUP_SIGS)] {
+        let mut stmt = conn
+            .prepare(sql)
+            .map_err(|e| sql_err("reading signatures", e))?;
+        let mut rows = stmt
+            .query([])
+            .map_err(|e| sql_err("reading signatures", e))?;
+        let mut insert = tx
+            .prepare("INSERT INTO sig VALUES (?1, ?2, ?3, ?4)")
+            .map_err(|e| sql_err("writing the chain state", e))?;
+        while let Some(r) = rows.next().map_err(|e| sql_err("reading signatures", e))? {
+            let (well, ws, sig): (String, i64, String) = (
+                r.get(0).map_err(|e| sql_err("reading signatures", e))?,
+                r.get(1).map_err(|e| sql_err("reading signatures", e))?,
+                r.get(2).map_err(|e| sql_err("reading signatures", e))?,
+            );
+            insert
+                .execute(params![kind, well, ws, sig])
+                .map_err(|e| sql_err("writing the chain state", e))?;
+            n += 1;
+        }
+    }
+    tx.commit()
+        .map_err(|e| sql_err("writing the chain state", e))?;
+    Ok(n)
+}
+
+/// Backs `dir` up into the chain `repo`: a full backup when `repo` is new or empty, else a
+/// delta against the chain's last backup. A server may be running on `dir`.
+pub fn backup_chain(dir: &Path, repo: &Path) -> StoreResult<ChainReport> {
+    let started = Instant::now();
+    match read_chain(repo)? {
+        None => full(dir, repo, started),
+        Some(chain) => delta(dir, repo, chain, started),
+    }
+}
+
+fn entry_dir(seq: u32) -> String {
+    format!("{seq:04}")
+}
+
+fn full(dir: &Path, repo: &Path, started: Instant) -> StoreResult<ChainReport> {
+    if repo.exists()
+        && std::fs::read_dir(repo)
+            .map_err(io_err("reading", repo))?
+            .next()
+            .is_some()
+    {
+        return Err(StoreError::Conflict(format!(
+            "{} (not empty and not a backup chain: choose a new directory)",
+            repo.display()
+        )));
+    }
+    files::private_dir(repo)?;
+    let name = entry_dir(0);
+    let report = backup::backup(dir, &repo.join(&name))?;
+    let copy = Connection::open_with_flags(
+        repo.join(&name).join(schema::DB_FILE),
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .map_err(|e| sql_err("opening the copy", e))?;
+    let (segments, rollups): (i64, i64) = copy
+        .query_row(
+            "SELECT (SELECT count(*) FROM segments), (SELECT count(*) FROM rollups)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| sql_err("counting the copy", e))?;
+    let (segments, rollups) = (segments as u64, rollups as u64);
+    reset_state(repo, &copy)?;
+    let entry = ChainEntry {
+        seq: 0,
+        kind: Kind::Full,
+        dir: name,
+        started_at: report.manifest.started_at,
+        readings: report.manifest.readings,
+        files: report.manifest.files.clone(),
+        segments_copied: segments,
+        rollups_copied: rollups,
+        removed: 0,
+    };
+    let bytes = entry.files.iter().map(|f| f.bytes).sum();
+    write_chain(
+        repo,
+        &Chain {
+            source: dir.display().to_string(),
+            backups: vec![entry.clone()],
+        },
+    )?;
+    Ok(ChainReport {
+        entry,
+        unchanged: 0,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Reads `(well, window, sig)` rows in key order.
+fn sig_rows(
+    stmt: &mut rusqlite::Statement<'_>,
+    p: impl rusqlite::Params,
+) -> StoreResult<Vec<(String, i64, String)>> {
+    let rows = stmt
+        .query_map(p, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(|e| sql_err("reading signatures", e))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(|e| sql_err("reading signatures", e))
+}
+
+/// Keys whose signature is new or different, and keys gone, between two key-ordered lists.
+fn diff(
+    kind: u8,
+    now: &[(String, i64, String)],
+    before: &[(String, i64, String)],
+) -> (Vec<Key>, Vec<Key>, u64) {
+    let (mut changed, mut removed, mut same) = (Vec::new(), Vec::new(), 0u64);
+    let (mut i, mut j) = (0, 0);
+    while i < now.len() || j < before.len() {
+        let order = match (now.get(i), before.get(j)) {
+            (Some(a), Some(b)) => (a.0.as_bytes(), a.1).cmp(&(b.0.as_bytes(), b.1)),
+            (Some(_), None) => Ordering::Less,
+            (None, _) => Ordering::Greater,
+        };
+        match order {
+            Ordering::Less => {
+                changed.push((kind, now[i].0.clone(), now[i].1));
+                i += 1;
+            }
+            Ordering::Greater => {
+                removed.push((kind, before[j].0.clone(), before[j].1));
+                j += 1;
+            }
+            Ordering::Equal => {
+                if now[i].2 == before[j].2 {
+                    same += 1;
+                } else {
+                    changed.push((kind, now[i].0.clone(), now[i].1));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    (changed, removed, same)
+}
+
+/// Tables copied whole into every delta (small: the log is emptied by each checkpoint).
+const WHOLE_TABLES: [&str; 4] = ["meta", "wells", "log_batches", "quarantine"];
+
+fn delta(dir: &Path, repo: &Path, mut chain: Chain, started: Instant) -> StoreResult<ChainReport> {
+    let src_path = dir.join(schema::DB_FILE);
+    if !src_path.exists() {
+        return Err(StoreError::Unavailable(format!(
+            "no embedded store in {}",
+            dir.display()
+        )));
+    }
+    let seq = chain.backups.last().map_or(0, |b| b.seq + 1);
+    let name = entry_dir(seq);
+    let out = repo.join(&name);
+    // A directory left by an attempt that did not finish is not part of the chain.
+    if out.exists() {
+        std::fs::remove_dir_all(&out).map_err(io_err("clearing", &out))?;
+    }
+    files::private_dir(&out)?;
+    let started_at = super::writer::now_micros();
+
+    let src = Connection::open_with_flags(
+        &src_path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err("opening the database to back up", e))?;
+    src.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(|e| sql_err("setting busy timeout", e))?;
+    // One read transaction: everything below sees the same instant.
+    src.execute_batch("BEGIN")
+        .map_err(|e| sql_err("starting the backup transaction", e))?;
+    let window: i64 = src
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'window_micros'",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .map_err(|e| sql_err("reading meta", e))?
+        .parse()
+        .map_err(|_| StoreError::Internal("corrupt window_micros".into()))?;
+
+    let mut state = open_state(repo)?;
+    let mut changed = Vec::new();
+    let mut removed = Vec::new();
+    let mut unchanged = 0;
+    for (kind, sql) in [(0u8, SEG_SIGS), (1u8, ROLLUP_SIGS)] {
+        let now = sig_rows(
+            &mut src
+                .prepare(sql)
+                .map_err(|e| sql_err("reading signatures", e))?,
+            [],
+        )?;
+        let before = sig_rows(
+            &mut state
+                .prepare(
+                    "SELECT well_id, window_start, sig FROM sig WHERE kind = ?1
+                     ORDER BY well_id, window_start",
+                )
+                .map_err(|e| sql_err("reading the chain state", e))?,
+            [kind],
+        )?;
+        let (c, r, s) = diff(kind, &now, &before);
+        changed.extend(c);
+        removed.extend(r);
+        unchanged += s;
+    }
+
+    let delta_path = out.join(DELTA);
+    files::private_file(&delta_path)?;
+    let mut d = Connection::open(&delta_path).map_err(|e| sql_err("creating the delta", e))?;
+    schema::init(&mut d, window)?;
+    d.execute_batch(
+        "DELETE FROM meta;
+         CREATE TABLE removed (kind INTEGER NOT NULL, well_id TEXT NOT NULL,
+                               window_start INTEGER NOT NULL);",
+    )
+    .map_err(|e| sql_err("creating the delta", e))?;
+    let (mut segments_copied, mut rollups_copied, mut readings) = (0u64, 0u64, 0u64);
+    {
+        let tx = d
+            .transaction()
+            .map_err(|e| sql_err("writing the delta", e))?;
+        let mut get_seg = src
+            .prepare(
+                "SELECT min_ts, max_ts, count, data FROM segments
+                 WHERE well_id = ?1 AND window_start = ?2",
+            )
+            .map_err(|e| sql_err("reading segments", e))?;
+        let mut get_rollup = src
+            .prepare("SELECT data FROM rollups WHERE well_id = ?1 AND window_start = ?2")
+            .map_err(|e| sql_err("reading rollups", e))?;
+        for (kind, well, ws) in &changed {
+            if *kind == 0 {
+                let (min, max, count, data): (i64, i64, i64, Vec<u8>) = get_seg
+                    .query_row(params![well, ws], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    })
+                    .map_err(|e| sql_err("reading a segment", e))?;
+                // Verified as it is copied: a damaged segment is not backed up silently.
+                let points = codec::decode_segment(&data).map_err(|e| {
+                    StoreError::Internal(format!("segment ({well}, {ws}) is damaged: {e}"))
+                })?;
+                if points.len() as i64 != count {
+                    return Err(StoreError::Internal(format!(
+                        "segment ({well}, {ws}) holds {} readings, indexed {count}",
+                        points.len()
+                    )));
+                }
+                tx.execute(
+                    "INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![well, ws, min, max, count, data],
+                )
+                .map_err(|e| sql_err("writing the delta", e))?;
+                segments_copied += 1;
+            } else {
+                let data: Vec<u8> = get_rollup
+                    .query_row(params![well, ws], |r| r.get(0))
+                    .map_err(|e| sql_err("reading a rollup", e))?;
+                tx.execute(
+                    "INSERT INTO rollups VALUES (?1, ?2, ?3)",
+                    params![well, ws, data],
+                )
+                .map_err(|e| sql_err("writing the delta", e))?;
+                rollups_copied += 1;
+            }
+        }
+        for (kind, well, ws) in &removed {
+            tx.execute(
+                "INSERT INTO removed VALUES (?1, ?2, ?3)",
+                params![kind, well, ws],
+            )
+            .map_err(|e| sql_err("writing the delta", e))?;
+        }
+        for table in WHOLE_TABLES {
+            let mut stmt = src
+                .prepare(&format!("SELECT * FROM {table}"))
+                .map_err(|e| sql_err("reading a table", e))?;
+            let columns = stmt.column_count();
+            let marks = (1..=columns)
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut insert = tx
+                .prepare(&format!("INSERT INTO {table} VALUES ({marks})"))
+                .map_err(|e| sql_err("writing the delta", e))?;
+            let mut rows = stmt.query([]).map_err(|e| sql_err("reading a table", e))?;
+            while let Some(row) = rows.next().map_err(|e| sql_err("reading a table", e))? {
+                let values: Vec<rusqlite::types::Value> = (0..columns)
+                    .map(|i| row.get(i))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| sql_err("reading a table", e))?;
+                if table == "log_batches"
+                    && let Some(rusqlite::types::Value::Blob(data)) = values.get(1)
+                {
+                    let wells = codec::decode_log_batch(data).map_err(|e| {
+                        StoreError::Internal(format!("a log batch is damaged: {e}"))
+                    })?;
+                    readings += wells.iter().map(|(_, p)| p.len() as u64).sum::<u64>();
+                }
+                insert
+                    .execute(rusqlite::params_from_iter(values))
+                    .map_err(|e| sql_err("writing the delta", e))?;
+            }
+        }
+        drop(get_seg);
+        drop(get_rollup);
+        tx.commit().map_err(|e| sql_err("writing the delta", e))?;
+    }
+    let sealed: i64 = src
+        .query_row("SELECT coalesce(sum(count), 0) FROM segments", [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| sql_err("counting readings", e))?;
+    readings += sealed as u64;
+    src.execute_batch("COMMIT")
+        .map_err(|e| sql_err("ending the backup transaction", e))?;
+    drop(src);
+    d.close()
+        .map_err(|(_, e)| sql_err("closing the delta", e))?;
+
+    let mut entry_files = Vec::new();
+    let (bytes, sha256) = sha256_file(&delta_path)?;
+    entry_files.push(BackupFile {
+        name: DELTA.to_owned(),
+        bytes,
+        sha256,
+    });
+    // The alarms and identity databases are small: copied whole, each consistent.
+    for name in [alarms::FILE, SECURITY_FILE] {
+        let from = dir.join(name);
+        if !from.exists() {
+            continue;
+        }
+        let to = out.join(name);
+        files::private_file(&to)?;
+        let conn = Connection::open_with_flags(
+            &from,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql_err("opening a database to back up", e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| sql_err("setting busy timeout", e))?;
+        conn.execute("VACUUM INTO ?1", [to.to_string_lossy().as_ref()])
+            .map_err(|e| sql_err("copying a database", e))?;
+        let (bytes, sha256) = sha256_file(&to)?;
+        entry_files.push(BackupFile {
+            name: name.to_owned(),
+            bytes,
+            sha256,
+        });
+    }
+    let entry = ChainEntry {
+        seq,
+        kind: Kind::Incremental,
+        dir: name,
+        started_at,
+        readings,
+        files: entry_files,
+        segments_copied,
+        rollups_copied,
+        removed: removed.len() as u64,
+    };
+    let bytes = entry.files.iter().map(|f| f.bytes).sum();
+    // The chain first, then the state: a state left behind by a crash in between only makes
+    // the next delta copy more than it needs.
+    chain.backups.push(entry.clone());
+    write_chain(repo, &chain)?;
+    {
+        let tx = state
+            .transaction()
+            .map_err(|e| sql_err("writing the chain state", e))?;
+        let d = Connection::open_with_flags(&delta_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sql_err("opening the delta", e))?;
+        for (kind, sql) in [
+            (
+                0u8,
+                "SELECT well_id, window_start,
+                    count || ':' || min_ts || ':' || max_ts || ':' || length(data) || ':' || hex(substr(data, 1, 24))
+                 FROM segments",
+            ),
+            (
+                1u8,
+                "SELECT well_id, window_start, length(data) || ':' || hex(substr(data, 1, 24))
+                 FROM rollups",
+            ),
+        ] {
+            let rows = sig_rows(
+                &mut d.prepare(sql).map_err(|e| sql_err("reading the delta", e))?,
+                [],
+            )?;
+            for (well, ws, sig) in rows {
+                tx.execute(
+                    "INSERT OR REPLACE INTO sig VALUES (?1, ?2, ?3, ?4)",
+                    params![kind, well, ws, sig],
+                )
+                .map_err(|e| sql_err("writing the chain state", e))?;
+            }
+        }
+        for (kind, well, ws) in &removed {
+            tx.execute(
+                "DELETE FROM sig WHERE kind = ?1 AND well_id = ?2 AND window_start = ?3",
+                params![kind, well, ws],
+            )
+            .map_err(|e| sql_err("writing the chain state", e))?;
+        }
+        tx.commit()
+            .map_err(|e| sql_err("writing the chain state", e))?;
+    }
+    Ok(ChainReport {
+        entry,
+        unchanged,
+        bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Restores the chain in `repo` into `dest` (new or empty): the full backup, then every
+/// delta in order up to the last backup started at or before `until` (all of them without
+/// `until`). Every file is checked against its checksum first; the result is verified
+/// (every segment and log batch decoded, readings counted against the backup's).
+pub fn restore_chain(
+    repo: &Path,
+    dest: &Path,
+    until: Option<i64>,
+) -> StoreResult<ChainRestoreReport> {
+    let started = Instant::now();
+    let chain = read_chain(repo)?.ok_or_else(|| {
+        StoreError::Unavailable(format!("{} is not a backup chain", repo.display()))
+    })?;
+    let chosen: Vec<&ChainEntry> = chain
+        .backups
+        .iter()
+        .take_while(|b| until.is_none_or(|t| b.started_at <= t))
+        .collect();
+    let Some(last) = chosen.last() else {
+        return Err(StoreError::Conflict(format!(
+            "no backup of the chain in {} started at or before the time asked",
+            repo.display()
+        )));
+    };
+    if chosen[0].kind != Kind::Full {
+        return Err(StoreError::Internal(
+            "the chain does not start with a full backup".into(),
+        ));
+    }
+    for b in &chosen {
+        for f in &b.files {
+            let path = repo.join(&b.dir).join(&f.name);
+            let (bytes, sha256) = sha256_file(&path)?;
+            if bytes != f.bytes || sha256 != f.sha256 {
+                return Err(StoreError::Internal(format!(
+                    "backup file {} does not match its checksum: damaged or altered",
+                    path.display()
+                )));
+            }
+        }
+    }
+    if dest.exists()
+        && std::fs::read_dir(dest)
+            .map_err(io_err("reading", dest))?
+            .next()
+            .is_some()
+    {
+        return Err(StoreError::Conflict(format!(
+            "{} (not empty: choose a new directory)",
+            dest.display()
+        )));
+    }
+    files::private_dir(dest)?;
+    let db = dest.join(schema::DB_FILE);
+    files::private_file(&db)?;
+    std::fs::copy(repo.join(&chosen[0].dir).join(schema::DB_FILE), &db)
+        .map_err(io_err("restoring", &db))?;
+    // The alarms and identities of the last backup applied (each backup has them whole).
+    for name in [alarms::FILE, SECURITY_FILE] {
+        let from = repo.join(&last.dir).join(name);
+        if from.exists() {
+            let to = dest.join(name);
+            files::private_file(&to)?;
+            std::fs::copy(&from, &to).map_err(io_err("restoring", &to))?;
+        }
+    }
+    let conn = Connection::open(&db).map_err(|e| sql_err("opening the restored database", e))?;
+    for b in chosen.iter().skip(1) {
+        let delta = repo.join(&b.dir).join(DELTA);
+        conn.execute(
+            "ATTACH DATABASE ?1 AS d",
+            [delta.to_string_lossy().as_ref()],
+        )
+        .map_err(|e| sql_err("opening a delta", e))?;
+        conn.execute_batch(
+            "BEGIN;
+             INSERT OR REPLACE INTO segments SELECT * FROM d.segments;
+             INSERT OR REPLACE INTO rollups SELECT * FROM d.rollups;
+             DELETE FROM segments WHERE (well_id, window_start) IN
+                 (SELECT well_id, window_start FROM d.removed WHERE kind = 0);
+             DELETE FROM rollups WHERE (well_id, window_start) IN
+                 (SELECT well_id, window_start FROM d.removed WHERE kind = 1);
+             DELETE FROM meta; INSERT INTO meta SELECT * FROM d.meta;
+             DELETE FROM wells; INSERT INTO wells SELECT * FROM d.wells;
+             DELETE FROM log_batches; INSERT INTO log_batches SELECT * FROM d.log_batches;
+             DELETE FROM quarantine; INSERT INTO quarantine SELECT * FROM d.quarantine;
+             COMMIT;",
+        )
+        .map_err(|e| sql_err("applying a delta", e))?;
+        conn.execute("DETACH DATABASE d", [])
+            .map_err(|e| sql_err("closing a delta", e))?;
+    }
+    conn.close()
+        .map_err(|(_, e)| sql_err("closing the restored database", e))?;
+    let report = check::check(dest)?;
+    if !report.is_clean() {
+        return Err(StoreError::Internal(format!(
+            "the restored store has damaged data: {}",
+            report.damaged.join("; ")
+        )));
+    }
+    let readings = check::storage(dest)?.readings;
+    if readings != last.readings {
+        return Err(StoreError::Internal(format!(
+            "restored store holds {readings} readings, the backup recorded {}",
+            last.readings
+        )));
+    }
+    Ok(ChainRestoreReport {
+        until: (*last).clone(),
+        backups_applied: chosen.len(),
+        readings,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
