@@ -749,16 +749,18 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         let hotter = r.is_some_and(|r| r >= th.scale_rise_ratio);
         unloading && hotter || r.is_some_and(|r| r >= th.scale_rise_ratio + th.scale_rise_margin)
     };
-    // A leak returns part of the delivery to the annulus, wear and scale make the pump deliver
-    // less: either way less reaches the surface, and the wellhead pressure (set by the flow
-    // through the choke and flowline) cannot rise. A loss of head with the wellhead well above
-    // its baseline is something else (a new pump or operating point after a workover, a choke
-    // change): no head-loss condition.
+    // A leak returns part of the delivery to the annulus: less reaches the surface, and the
+    // wellhead pressure (set by the flow through the choke and flowline) cannot rise. A sudden
+    // loss of head with the wellhead well above its baseline is something else (a new pump or
+    // operating point after a workover, a choke change): not a leak. (Over days, a drive that
+    // speeds up to hold the intake pressure may well raise the wellhead of a wearing pump.)
     let wellhead_up = [i.f.tubing_pressure_ratio, val(&s.settle_thp)]
         .into_iter()
         .flatten()
         .any(|t| t > 1.0 + th.leak_wellhead_tolerance);
-    if state.kind.is_none() && wellhead_up {
+    let abrupt_loaded =
+        took_secs <= th.abrupt_secs && cur.is_none_or(|c| c >= th.leak_current_ratio);
+    if state.kind.is_none() && abrupt_loaded && wellhead_up {
         return None;
     }
     if state.kind.is_none() {
