@@ -636,3 +636,39 @@ fn a_nearly_closed_valve_is_a_closed_valve_with_or_without_a_flow_meter() {
         );
     }
 }
+
+/// A leak returns part of the delivery to the annulus: the wellhead pressure cannot rise with
+/// it. The same sudden loss of head with the wellhead pressing 30 % harder (a new operating
+/// point after a workover) is not a leak.
+#[test]
+fn a_sudden_head_loss_is_a_leak_only_if_the_wellhead_does_not_press_harder() {
+    let plan = pinned(Family::Classic, None, 18, "20s");
+    let at = start().0 + 14 * HOUR;
+    let changed = |wellhead: f64| -> Vec<(Timestamp, Measurements)> {
+        samples(&plan, 0)
+            .into_iter()
+            .map(|(ts, mut m)| {
+                if ts.0 >= at {
+                    for (field, factor) in [
+                        (Field::DischargePressurePsi, 0.75),
+                        (Field::TubingPressurePsi, wellhead),
+                    ] {
+                        let v = m.get(field).map(|v| v * factor);
+                        m.set(field, v);
+                    }
+                }
+                (ts, m)
+            })
+            .collect()
+    };
+    let leaks = |readings: &[(Timestamp, Measurements)]| {
+        let (episodes, _) =
+            run_checked(Some(&plan.wells[0].meta), readings, TrainingWindow::Default);
+        episodes
+            .iter()
+            .filter(|ep| ep.diagnosis == Diagnosis::Condition(Condition::TubingLeak))
+            .count()
+    };
+    assert!(leaks(&changed(1.0)) > 0, "the loss alone reads as a leak");
+    assert_eq!(leaks(&changed(1.3)), 0);
+}
