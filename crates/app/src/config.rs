@@ -166,6 +166,28 @@ pub struct Config {
     /// either, the key is derived from the JWT secret as before. Records written before the
     /// file existed keep verifying with the key derived from the JWT secret.
     pub audit_key_file: Option<PathBuf>,
+    /// Raw readings are kept this long (a duration of at least 1d, e.g. "90d"), then archived
+    /// to `archive_url` as Parquet, read back and verified, and only then deleted. Unset or
+    /// "forever": kept forever.
+    pub retention_raw: Option<String>,
+    /// 1-minute rollups (PostgreSQL) are kept this long; unset or "forever": forever.
+    pub retention_1m: Option<String>,
+    /// 1-hour rollups (both stores) are kept this long; unset or "forever": forever.
+    pub retention_1h: Option<String>,
+    /// 1-day rollups (PostgreSQL) are kept this long; unset or "forever": forever.
+    pub retention_1d: Option<String>,
+    /// Where expired raw readings are archived: a directory, `file:///dir` or
+    /// `s3://bucket/prefix`. Default: `<data_dir>-archive`, next to the data directory.
+    pub archive_url: Option<String>,
+    /// S3 settings of the archive (`aws_endpoint`, `aws_region`, `aws_allow_http`, ...: keys
+    /// of `object_store`'s S3 configuration), over the `AWS_*` environment variables.
+    /// Credentials are not accepted here: they come from the environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...), never from a file that may be
+    /// committed.
+    pub archive_options: std::collections::BTreeMap<String, String>,
+    /// How often the server applies the retention policy, seconds (the first round runs at
+    /// start; a failed round is retried after a minute, or this, if shorter).
+    pub retention_interval_secs: u64,
 }
 
 /// A secret from the configuration: never printed by `Debug`.
@@ -176,6 +198,22 @@ pub struct SecretString(pub String);
 impl std::fmt::Debug for SecretString {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("<redacted>")
+    }
+}
+
+/// A `retention_*` value: `Ok(None)` for unset or "forever", else the duration (at least a day).
+fn retention_micros(key: &str, value: &Option<String>) -> Result<Option<i64>, String> {
+    let Some(text) = value.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    if text.eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    match espwatch_core::duration::parse_duration_micros(text) {
+        Ok(micros) if micros >= 86_400_000_000 => Ok(Some(micros)),
+        _ => Err(format!(
+            "{key} must be \"forever\" or a duration of at least 1d, e.g. \"90d\" (got {text:?})"
+        )),
     }
 }
 
@@ -288,6 +326,13 @@ impl Default for Config {
             mqtt_sparkplug_group: None,
             mqtt_sparkplug_metrics: Default::default(),
             audit_key_file: None,
+            retention_raw: None,
+            retention_1m: None,
+            retention_1h: None,
+            retention_1d: None,
+            archive_url: None,
+            archive_options: Default::default(),
+            retention_interval_secs: 3600,
         }
     }
 }
@@ -355,6 +400,13 @@ impl Config {
         "mqtt_sparkplug_group",
         "mqtt_sparkplug_metrics",
         "audit_key_file",
+        "retention_raw",
+        "retention_1m",
+        "retention_1h",
+        "retention_1d",
+        "archive_url",
+        "archive_options",
+        "retention_interval_secs",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
@@ -391,6 +443,19 @@ impl Config {
         }
         if self.audit_anchor_secs == 0 {
             return Err("audit_anchor_secs must be at least 1".into());
+        }
+        if self.retention_interval_secs == 0 {
+            return Err("retention_interval_secs must be at least 1".into());
+        }
+        for (key, value) in self.retention_keys() {
+            retention_micros(key, value)?;
+        }
+        if let Some(url) = &self.archive_url {
+            espwatch_archive::target::check_url(url).map_err(|e| format!("archive_url: {e}"))?;
+        }
+        for key in self.archive_options.keys() {
+            espwatch_archive::target::check_s3_option(key)
+                .map_err(|e| format!("archive_options: {e}"))?;
         }
         if self.request_timeout_secs == 0 {
             return Err("request_timeout_secs must be at least 1".into());
@@ -492,6 +557,54 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn retention_keys(&self) -> [(&'static str, &Option<String>); 4] {
+        [
+            ("retention_raw", &self.retention_raw),
+            ("retention_1m", &self.retention_1m),
+            ("retention_1h", &self.retention_1h),
+            ("retention_1d", &self.retention_1d),
+        ]
+    }
+
+    /// How long each tier is kept, from the `retention_*` keys (validated by
+    /// [`Config::validate`]; a value that does not parse counts as forever here).
+    pub fn retention_policy(&self) -> espwatch_archive::Policy {
+        let [raw, minute, hour, day] = self
+            .retention_keys()
+            .map(|(key, value)| retention_micros(key, value).ok().flatten());
+        let rollups = [
+            (espwatch_store::RollupTier::Minute, minute),
+            (espwatch_store::RollupTier::Hour, hour),
+            (espwatch_store::RollupTier::Day, day),
+        ]
+        .into_iter()
+        .filter_map(|(tier, keep)| keep.map(|k| (tier, k)))
+        .collect();
+        espwatch_archive::Policy { raw, rollups }
+    }
+
+    /// The archive location: `archive_url`, or `<data_dir>-archive`.
+    pub fn archive_location(&self) -> String {
+        match &self.archive_url {
+            Some(url) => url.clone(),
+            None => {
+                let mut dir = self.data_dir.clone().into_os_string();
+                dir.push("-archive");
+                PathBuf::from(dir).display().to_string()
+            }
+        }
+    }
+
+    /// Opens the archive this configuration names (a local directory is created).
+    pub fn open_archive(&self) -> anyhow::Result<espwatch_archive::Archive> {
+        let options: Vec<(String, String)> = self
+            .archive_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        espwatch_archive::Archive::open_with_options(&self.archive_location(), &options)
     }
 
     /// The JWT signing secret: the file's content (trailing whitespace trimmed) or
@@ -849,6 +962,50 @@ mod debug_tests {
         let b64 = "q3J0bW9Yc2t0ZmRuR3pUcWx4b0pWbXZ0cUlKQnhQZ0x1c2dNd1ZwU3dYaWpYaEJr";
         assert_eq!(check_secret(hex.as_bytes()), Ok(()));
         assert_eq!(check_secret(b64.as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn retention_tiers_are_durations_of_a_day_or_more_or_forever() {
+        let mut c = Config {
+            retention_raw: Some("90d".into()),
+            retention_1m: Some("forever".into()),
+            retention_1h: Some("400d".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        let policy = c.retention_policy();
+        assert_eq!(policy.raw, Some(90 * 86_400_000_000));
+        assert_eq!(
+            policy.rollups,
+            vec![(espwatch_store::RollupTier::Hour, 400 * 86_400_000_000)]
+        );
+        assert!(Config::default().retention_policy().is_empty());
+        for bad in ["2h", "soon", "0d", ""] {
+            c.retention_raw = Some(bad.into());
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with("retention_raw must be"), "{bad}: {err}");
+        }
+        c.retention_raw = None;
+        c.archive_url = Some("s3:///x".into());
+        assert!(c.validate().unwrap_err().contains("names no bucket"));
+        c.archive_url = Some("s3://bucket/prefix".into());
+        c.archive_options
+            .insert("aws_endpoint".into(), "http://127.0.0.1:9000".into());
+        assert_eq!(c.validate(), Ok(()));
+        for secret in ["aws_secret_access_key", "aws_session_token", "token"] {
+            let mut c = c.clone();
+            c.archive_options.insert(secret.into(), "x".into());
+            assert!(
+                c.validate().unwrap_err().contains("is a credential"),
+                "{secret}"
+            );
+        }
+        c.archive_options.insert("aws_nonsense".into(), "x".into());
+        assert!(c.validate().unwrap_err().contains("is not an S3 setting"));
+        assert_eq!(
+            Config::default().archive_location(),
+            "./espwatch-data-archive"
+        );
     }
 
     #[test]

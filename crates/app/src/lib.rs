@@ -1,13 +1,14 @@
 //! espwatch-app: the application services. What the HTTP handlers (`espwatch-server`) and the
 //! commands (`espwatch`) both do lives here once: the configuration, opening the configured
 //! store, the decode → append → report ingest pipeline, issuing API keys and hashing
-//! passwords. It knows nothing of HTTP or of the command line.
+//! passwords, the background retention job. It knows nothing of HTTP or of the command line.
 
 pub mod anchors;
 pub mod config;
 pub mod ingest;
 pub mod keys;
 pub mod password;
+pub mod retention;
 pub mod stores;
 
 pub use config::{Config, LogFormat, SecretString, TimescaleSetting};

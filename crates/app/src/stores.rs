@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use espwatch_store::{
-    AlarmStore, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, SecurityStore, Store,
+    AlarmStore, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, Retention, SecurityStore,
+    Store,
 };
 use espwatch_store_postgres::{PostgresOptions, PostgresStore, TimescaleMode, redact_url};
 
@@ -50,6 +51,8 @@ pub struct OpenedStore {
     pub store: Arc<dyn Store>,
     pub alarms: Option<Arc<dyn AlarmStore>>,
     pub security: Arc<dyn SecurityStore>,
+    /// The same store's retention side (the server's retention job, `espwatch archive`).
+    pub retention: Arc<dyn Retention>,
 }
 
 /// Only the identities and audit part of the configured store (for `users`, `apikeys`,
@@ -85,6 +88,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
             Ok(OpenedStore {
                 alarms: Some(store.clone() as Arc<dyn AlarmStore>),
                 security: store.clone() as Arc<dyn SecurityStore>,
+                retention: store.clone() as Arc<dyn Retention>,
                 store,
             })
         }
@@ -93,6 +97,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
             Ok(OpenedStore {
                 alarms: Some(store.clone() as Arc<dyn AlarmStore>),
                 security: open_embedded_security(config)?,
+                retention: store.clone() as Arc<dyn Retention>,
                 store,
             })
         }

@@ -14,5 +14,8 @@ pub mod columns;
 pub mod job;
 pub mod target;
 
-pub use job::{Policy, RestoreReport, RetentionReport, restore, run_retention};
+pub use job::{
+    FailedStage, Policy, RestoreReport, RetentionReport, RoundError, restore, run_retention,
+    run_round,
+};
 pub use target::{Archive, ManifestEntry};

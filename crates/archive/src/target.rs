@@ -221,26 +221,6 @@ impl Archive {
         Ok(entry)
     }
 
-    /// Removes an archive file and its manifest entry (a day whose delete was refused is
-    /// archived again later, with what it then holds).
-    pub async fn remove(&self, entry: &ManifestEntry) -> anyhow::Result<()> {
-        let path = Path::parse(&entry.path)?;
-        let name = path
-            .filename()
-            .and_then(|f| f.strip_suffix(".parquet"))
-            .unwrap_or_default()
-            .to_owned();
-        let manifest_path = Path::from_iter([
-            PathPart::from("manifest"),
-            PathPart::from("raw"),
-            PathPart::from(entry.well_id.as_str()),
-            PathPart::from(format!("{name}.json")),
-        ]);
-        self.store.delete(&manifest_path).await?;
-        self.store.delete(&path).await?;
-        Ok(())
-    }
-
     /// Manifest entries, of one well or all, by well then time.
     pub async fn list(&self, well: Option<&WellId>) -> anyhow::Result<Vec<ManifestEntry>> {
         let mut parts = vec![PathPart::from("manifest"), PathPart::from("raw")];
@@ -298,6 +278,46 @@ impl Archive {
         }
         Ok(decoded.points)
     }
+}
+
+/// Checks an archive URL without opening it (configuration validation).
+pub fn check_url(url: &str) -> Result<(), String> {
+    if let Some(rest) = url.strip_prefix("s3://") {
+        if rest.split('/').next().unwrap_or_default().is_empty() {
+            return Err(format!("{url:?} names no bucket (s3://bucket[/prefix])"));
+        }
+        return Ok(());
+    }
+    if url.contains("://") && !url.starts_with("file://") {
+        return Err(format!(
+            "{url:?}: only a directory, file:///dir or s3://bucket[/prefix] are supported"
+        ));
+    }
+    if url.strip_prefix("file://").unwrap_or(url).is_empty() {
+        return Err("an empty directory name".into());
+    }
+    Ok(())
+}
+
+/// Checks one `archive_options` key: an S3 setting `object_store` knows, and no credential
+/// (those come from the environment, so no configuration file ever holds one).
+pub fn check_s3_option(key: &str) -> Result<(), String> {
+    let parsed: AmazonS3ConfigKey = key
+        .parse()
+        .map_err(|_| format!("{key:?} is not an S3 setting (e.g. aws_endpoint, aws_region)"))?;
+    let secret = matches!(
+        parsed,
+        AmazonS3ConfigKey::SecretAccessKey | AmazonS3ConfigKey::Token
+    ) || key.contains("secret")
+        || key.contains("token")
+        || key.contains("customer_key");
+    if secret {
+        return Err(format!(
+            "{key:?} is a credential: set it in the environment (AWS_SECRET_ACCESS_KEY, \
+             AWS_SESSION_TOKEN, ...), not in the configuration"
+        ));
+    }
+    Ok(())
 }
 
 /// `YYYY-MM-DD` of a UTC day start.

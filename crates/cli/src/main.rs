@@ -3,6 +3,7 @@
 //! benchmarks are a separate binary, `espwatch-bench` (crates/bench).
 
 mod admin;
+mod archivecmd;
 mod diagnose;
 mod families;
 mod ingest;
@@ -69,6 +70,9 @@ enum Command {
     /// Check the embedded store for damaged segments and log batches, or quarantine them.
     #[command(subcommand)]
     Store(storecmd::StoreCommand),
+    /// Retention and the Parquet archive: apply the policy now, list, restore.
+    #[command(subcommand)]
+    Archive(archivecmd::ArchiveCommand),
 }
 
 #[derive(Args, Debug)]
@@ -266,6 +270,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = settings::load(cli.config.as_deref(), &cli.overrides(&cmd.store_args()))?;
             serve::init_cli_logging();
             admin::run_audit(cmd, &config).await
+        }
+        Command::Archive(cmd) => {
+            let config = settings::load(
+                cli.config.as_deref(),
+                &cli.overrides(&cmd.target().store.store_args()),
+            )?;
+            serve::init_cli_logging();
+            archivecmd::run(cmd, config).await
         }
     }
 }

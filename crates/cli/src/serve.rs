@@ -67,6 +67,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     espwatch_field::check_config(&config)?;
     // Before the store opens: it keys the audit chain with this file's key.
     config.ensure_audit_key_file()?;
+    // A retention policy needs its archive: opened (a directory created, S3 settings checked)
+    // before anything else, so a bad archive setting never starts a server that cannot apply it.
+    let policy = config.retention_policy();
+    let archive = if policy.is_empty() {
+        None
+    } else {
+        Some(config.open_archive()?)
+    };
     let store = open_store(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -78,14 +86,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // A machine-readable line on stdout: scripts and tests read the chosen port from it.
     println!("espwatch listening on http://{address}");
+    let retention = archive.map(|archive| {
+        espwatch_app::retention::RetentionJob::start(
+            store.store.clone(),
+            store.retention.clone(),
+            archive,
+            policy,
+            espwatch_app::retention::policy_text(&config),
+            std::time::Duration::from_secs(config.retention_interval_secs),
+        )
+    });
     let state =
         AppState::new(store.store, config, store.security)?.with_optional_alarms(store.alarms);
+    if let Some(job) = &retention {
+        let job = job.clone();
+        state.components.register(
+            "retention",
+            std::sync::Arc::new(move || serde_json::json!(job.status())),
+        );
+    }
     // MQTT ingest (when configured) runs beside the HTTP API and stops first at shutdown:
-    // its last batch is committed and acknowledged before the store closes.
+    // its last batch is committed and acknowledged before the store closes. The retention
+    // job stops then too.
     let field = espwatch_field::FieldIngest::start(&state)?;
     espwatch_server::serve(listener, state, async move {
         shutdown_signal().await;
         field.stop().await;
+        if let Some(job) = retention {
+            job.stop().await;
+        }
     })
     .await
 }

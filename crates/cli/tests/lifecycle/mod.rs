@@ -1,0 +1,575 @@
+//! Data lifecycle through the binary: `espwatch archive run|list|restore` on a data
+//! directory and on PostgreSQL, to S3 (a real `moto_server`) and to a directory; the Parquet
+//! files read by pyarrow; nothing deleted while S3 is down; and the server's own retention
+//! rounds with their report in `/health/ready`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const DAY: i64 = 86_400;
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn rfc3339(secs: i64) -> String {
+    espwatch_core::Timestamp::from_secs(secs).to_rfc3339()
+}
+
+/// Midnight UTC `days_ago` days back.
+fn day_start(days_ago: i64) -> i64 {
+    (now_secs() - days_ago * DAY).div_euclid(DAY) * DAY
+}
+
+/// The motor current of the `i`-th reading a minute from a day start.
+fn current(i: i64) -> f64 {
+    40.0 + (i % 37) as f64 / 4.0
+}
+
+/// NDJSON of one reading a minute of `well` over `[from, from + days)` (seconds).
+fn write_readings(path: &Path, well: &str, from: i64, days: i64) {
+    let mut text = String::new();
+    for i in 0..days * 1440 {
+        let v = serde_json::json!({
+            "well_id": well,
+            "ts": rfc3339(from + i * 60),
+            "frequency_hz": 50.0 + (i % 100) as f64 / 10.0,
+            "motor_current_a": current(i),
+            "intake_pressure_psi": 850.5,
+        });
+        text.push_str(&v.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn ingest(store: &[&str], file: &Path) {
+    let mut args = vec!["ingest", file.to_str().unwrap()];
+    args.extend_from_slice(store);
+    let (ok, _, stderr) = run_cli(&args, &[], Path::new("."));
+    assert!(ok, "ingest failed: {stderr}");
+}
+
+fn require_services() -> bool {
+    std::env::var("ESPWATCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// `python3 -c script args...`, or `None` (reason printed) without pyarrow, unless services
+/// are required.
+fn pyarrow(script: &str, args: &[&str]) -> Option<String> {
+    let has = Command::new("python3")
+        .args(["-c", "import pyarrow"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        assert!(
+            !require_services(),
+            "pyarrow is missing: pip install pyarrow"
+        );
+        eprintln!("SKIPPED the pyarrow check: pyarrow is not installed (pip install pyarrow)");
+        return None;
+    }
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `moto_server` (a real S3-compatible server) on a free port with bucket `bucket`; `None`
+/// (reason printed) when it is not installed, unless services are required.
+fn start_moto(bucket: &str) -> Option<Moto> {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = match Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let msg =
+                format!("moto_server not available ({e}); install it: pip install 'moto[server]'");
+            assert!(!require_services(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+    };
+    let moto = Moto { child, port };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // moto accepts an unsigned bucket creation.
+    let created = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            &format!("http://127.0.0.1:{port}/{bucket}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(created.success(), "creating the bucket");
+    Some(moto)
+}
+
+/// The S3 credentials, from the environment as documented (never from the config file).
+const S3_ENV: [(&str, &str); 2] = [
+    ("AWS_ACCESS_KEY_ID", "testing"),
+    ("AWS_SECRET_ACCESS_KEY", "testing"),
+];
+
+fn s3_config(path: &Path, port: u16) {
+    std::fs::write(
+        path,
+        format!(
+            "retention_raw = \"30d\"\n\
+             archive_url = \"s3://espwatch-archive/fleet\"\n\
+             [archive_options]\n\
+             aws_endpoint = \"http://127.0.0.1:{port}\"\n\
+             aws_allow_http = \"true\"\n\
+             aws_region = \"us-east-1\"\n"
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn archive_commands_on_a_data_directory_s3_pyarrow_and_s3_down() {
+    let Some(mut moto) = start_moto("espwatch-archive") else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let store = ["--data-dir", data_s];
+    let old = day_start(60);
+    let file = work.path().join("readings.ndjson");
+    write_readings(&file, "ARC-1", old, 2);
+    ingest(&store, &file);
+    write_readings(&file, "ARC-1", day_start(1), 1);
+    ingest(&store, &file);
+    let config = work.path().join("espwatch.toml");
+    s3_config(&config, moto.port);
+    let cfg = config.to_str().unwrap();
+
+    // A secret in the configuration is refused: credentials come from the environment.
+    let bad = work.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[archive_options]\naws_secret_access_key = \"oops\"\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = run_cli(
+        &["archive", "list", "--config", bad.to_str().unwrap()],
+        &[],
+        work.path(),
+    );
+    assert!(!ok);
+    assert!(stderr.contains("is a credential"), "{stderr}");
+
+    let (ok, stdout, stderr) = run_cli(
+        &["archive", "run", "--config", cfg, "--data-dir", data_s],
+        &S3_ENV,
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("archived 2 well-days (2880 readings, ")
+            && stdout.contains("and deleted 2880 readings"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = run_cli(
+        &["archive", "list", "--config", cfg, "--json"],
+        &S3_ENV,
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    let entries: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(entries.len(), 2, "{stdout}");
+    for (e, day) in entries.iter().zip([old, old + DAY]) {
+        assert_eq!(e["well_id"], "ARC-1");
+        assert_eq!(e["rows"], 1440);
+        assert_eq!(e["from"].as_i64(), Some(day * 1_000_000));
+    }
+
+    // The second day's object opens in pyarrow, straight from S3, as it is: one row a
+    // reading (its second is reading 1441 of the file ingested), UTC microsecond timestamps, the channels under their API names, missing ones
+    // as nulls.
+    let script = "import sys, pyarrow.parquet as pq, pyarrow.fs as fs\n\
+                  s3 = fs.S3FileSystem(endpoint_override=sys.argv[1], scheme='http', \
+                  access_key='testing', secret_key='testing', region='us-east-1')\n\
+                  t = pq.read_table(sys.argv[2], filesystem=s3)\n\
+                  print(t.num_rows, t.schema.field('ts').type, t.column('well_id')[0], \
+                  t.column('motor_current_a')[1], t.column('intake_pressure_psi')[1439], \
+                  t.column('motor_temp_c').null_count, t.column('ts')[0].value)";
+    let object = format!(
+        "espwatch-archive/fleet/{}",
+        entries[1]["path"].as_str().unwrap()
+    );
+    let endpoint = format!("127.0.0.1:{}", moto.port);
+    if let Some(text) = pyarrow(script, &[&endpoint, &object]) {
+        assert_eq!(
+            text,
+            format!(
+                "1440 timestamp[us, tz=UTC] ARC-1 {} 850.5 1440 {}",
+                current(1440 + 1),
+                (old + DAY) * 1_000_000
+            )
+        );
+    }
+
+    // Restore one day from S3; a second time everything is already stored.
+    let restore = [
+        "archive",
+        "restore",
+        "--config",
+        cfg,
+        "--data-dir",
+        data_s,
+        "--well",
+        "ARC-1",
+        "--from",
+        &rfc3339(old + DAY),
+        "--to",
+        &rfc3339(old + 2 * DAY),
+    ];
+    let (ok, stdout, stderr) = run_cli(&restore, &S3_ENV, work.path());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout
+            .contains("restored 1440 readings of ARC-1 from 1 files (1440 new, 0 already stored)"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = run_cli(&restore, &S3_ENV, work.path());
+    assert!(ok);
+    assert!(stdout.contains("(0 new, 1440 already stored)"), "{stdout}");
+
+    // S3 goes down. Another day expires: the round fails and deletes nothing.
+    write_readings(&file, "ARC-1", day_start(40), 1);
+    ingest(&store, &file);
+    moto.stop();
+    let (ok, stdout, stderr) = run_cli(
+        &["archive", "run", "--config", cfg, "--data-dir", data_s],
+        &S3_ENV,
+        work.path(),
+    );
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("nothing deleted"), "{stderr}");
+
+    // Proof: a working archive now gets both expired days, the restored one and the new one,
+    // whole.
+    let local = work.path().join("local-archive");
+    let local_s = local.to_str().unwrap();
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "archive",
+            "run",
+            "--config",
+            cfg,
+            "--data-dir",
+            data_s,
+            "--archive",
+            local_s,
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("archived 2 well-days (2880 readings"),
+        "{stdout}"
+    );
+    // A second run has nothing left to do.
+    let (ok, stdout, _) = run_cli(
+        &[
+            "archive",
+            "run",
+            "--config",
+            cfg,
+            "--data-dir",
+            data_s,
+            "--archive",
+            local_s,
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok);
+    assert!(stdout.contains("archived 0 well-days"), "{stdout}");
+    // The local archive is a directory of Parquet files pyarrow reads as one data set.
+    let script = "import sys, pyarrow.dataset as ds\n\
+                  t = ds.dataset(sys.argv[1], format='parquet').to_table()\n\
+                  print(t.num_rows, len(set(t.column('ts').to_pylist())))";
+    if let Some(text) = pyarrow(script, &[local.join("raw").to_str().unwrap()]) {
+        assert_eq!(text, "2880 2880");
+    }
+}
+
+async fn ready(server: &ChildServer) -> Value {
+    reqwest::Client::new()
+        .get(server.url("/health/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Raw points of `well` in `[from, to)` (no step: rollups outlive raw readings on the
+/// embedded store; up to 10 000, not downsampled).
+async fn raw_points(server: &ChildServer, well: &str, from: i64, to: i64) -> usize {
+    let (status, body) = status_json(
+        server
+            .client()
+            .get(server.url(&format!(
+                "/api/v1/wells/{well}/telemetry?from={}&to={}&max_points=10000",
+                rfc3339(from),
+                rfc3339(to)
+            )))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["ts"].as_array().map_or(0, Vec::len)
+}
+
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn start_server(data_s: &str, config: &Path) -> ChildServer {
+    let key = cli_api_key(&["--data-dir", data_s], "admin");
+    let mut server = ChildServer::start_with_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_s,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &S3_ENV,
+    );
+    server.api_key = Some(key);
+    server
+}
+
+#[tokio::test]
+async fn the_server_expires_old_readings_and_deletes_nothing_while_the_archive_fails() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let data_s = data.to_str().unwrap();
+    let old = day_start(45);
+    let file = work.path().join("old.ndjson");
+    write_readings(&file, "SRV-1", old, 2);
+    ingest(&["--data-dir", data_s], &file);
+
+    // An S3 endpoint nobody listens on: every round fails, nothing may go.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = work.path().join("espwatch.toml");
+    s3_config(&config, closed);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.insert_str(
+        0,
+        "retention_interval_secs = 1\nretention_1h = \"forever\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut server = start_server(data_s, &config);
+    wait_for("two failed retention rounds", async || {
+        ready(&server).await["checks"]["retention"]["consecutive_failures"]
+            .as_u64()
+            .is_some_and(|n| n >= 2)
+    })
+    .await;
+    let body = ready(&server).await;
+    assert_eq!(body["status"], "ready", "{body}");
+    let r = &body["checks"]["retention"];
+    assert_eq!(r["status"], "degraded", "{body}");
+    assert_eq!(r["archive"], "s3", "{body}");
+    assert_eq!(r["last_error_stage"], "archive", "{body}");
+    assert!(
+        r["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("was not deleted")),
+        "{body}"
+    );
+    // No internals (bucket, endpoint) in the unauthenticated answer; the log has them.
+    assert!(!body.to_string().contains("127.0.0.1"), "{body}");
+    assert!(r["last_error_id"].as_str().is_some_and(|id| id.len() == 12));
+    assert_eq!(r["totals"]["readings_deleted"], 0, "{body}");
+    assert_eq!(r["policy"]["raw"], "30d");
+    assert_eq!(r["policy"]["1h"], "forever");
+    assert!(
+        r["last_run"].is_string() && r["next_run"].is_string(),
+        "{body}"
+    );
+    assert_eq!(raw_points(&server, "SRV-1", old, old + 2 * DAY).await, 2880);
+    assert!(server.terminate().success());
+
+    // A working archive (a directory): the server's rounds archive both days and delete them.
+    let archive = work.path().join("archive");
+    std::fs::write(
+        &config,
+        format!(
+            "retention_raw = \"30d\"\nretention_interval_secs = 1\narchive_url = \"{}\"\n",
+            archive.display()
+        ),
+    )
+    .unwrap();
+    let mut server = start_server(data_s, &config);
+    wait_for("the old days to be archived and deleted", async || {
+        ready(&server).await["checks"]["retention"]["totals"]["readings_deleted"] == 2880
+    })
+    .await;
+    assert_eq!(raw_points(&server, "SRV-1", old, old + 2 * DAY).await, 0);
+    let body = ready(&server).await;
+    let r = &body["checks"]["retention"];
+    assert_eq!(r["status"], "healthy", "{body}");
+    assert_eq!(r["archive"], "directory", "{body}");
+    assert_eq!(r["consecutive_failures"], 0, "{body}");
+    assert_eq!(r["totals"]["days_archived"], 2, "{body}");
+    assert_eq!(r["totals"]["readings_archived"], 2880, "{body}");
+    assert!(r["last_success"].is_string(), "{body}");
+    assert!(r["last_error"].is_null(), "{body}");
+    assert!(server.terminate().success());
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "archive",
+            "list",
+            "--archive",
+            archive.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    let entries: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(entries.len(), 2, "{stdout}");
+    assert_eq!(
+        entries
+            .iter()
+            .map(|e| e["rows"].as_u64().unwrap())
+            .sum::<u64>(),
+        2880
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_commands_on_postgres_drop_the_emptied_day_partitions() {
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let store = ["--database-url", db.url.as_str()];
+    let old = day_start(50);
+    let file = work.path().join("readings.ndjson");
+    write_readings(&file, "PGA-1", old, 2);
+    ingest(&store, &file);
+    write_readings(&file, "PGA-1", day_start(1), 1);
+    ingest(&store, &file);
+    let archive = work.path().join("archive");
+    let archive_s = archive.to_str().unwrap();
+    let env = [
+        ("ESPWATCH_RETENTION_RAW", "30d"),
+        ("ESPWATCH_RETENTION_1M", "30d"),
+    ];
+    let run = [
+        "archive",
+        "run",
+        "--database-url",
+        db.url.as_str(),
+        "--archive",
+        archive_s,
+    ];
+    let (ok, stdout, stderr) = run_cli(&run, &env, work.path());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("archived 2 well-days (2880 readings")
+            && stdout.contains("and deleted 2880 readings")
+            && stdout.contains("2 partitions/chunks dropped"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("expired 1m rollups"), "{stdout}");
+    let (ok, stdout, _) = run_cli(&run, &env, work.path());
+    assert!(ok);
+    assert!(stdout.contains("archived 0 well-days"), "{stdout}");
+
+    let restore = [
+        "archive",
+        "restore",
+        "--database-url",
+        db.url.as_str(),
+        "--archive",
+        archive_s,
+        "--well",
+        "PGA-1",
+        "--from",
+        &rfc3339(old),
+        "--to",
+        &rfc3339(old + 2 * DAY),
+    ];
+    let (ok, stdout, stderr) = run_cli(&restore, &[], work.path());
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout
+            .contains("restored 2880 readings of PGA-1 from 2 files (2880 new, 0 already stored)"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = run_cli(&restore, &[], work.path());
+    assert!(ok);
+    assert!(stdout.contains("(0 new, 2880 already stored)"), "{stdout}");
+}
