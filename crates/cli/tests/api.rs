@@ -5,6 +5,7 @@ mod browser;
 mod diagnostics;
 mod field;
 mod notify;
+mod outage;
 mod security;
 mod simulator;
 mod stream;
