@@ -24,6 +24,10 @@ pub struct IngestReport {
     /// Non-fatal remarks (ignored legacy fields, defaulted timestamps).
     #[schema(value_type = Vec<Object>)]
     pub warnings: Vec<serde_json::Value>,
+    /// The wells the valid readings named (accepted or duplicates), sorted, once each: not
+    /// part of the answer, for callers that report per well.
+    #[serde(skip)]
+    pub wells: Vec<WellId>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -135,6 +139,9 @@ pub async fn ingest_payload_collect(
     }
     if !readings.is_empty() {
         let well_ids: Vec<WellId> = readings.iter().map(|r| r.well_id.clone()).collect();
+        report.wells = well_ids.clone();
+        report.wells.sort();
+        report.wells.dedup();
         let kept = readings.clone();
         let outcome = store.append(readings, append).await?;
         for (((o, position), well_id), reading) in outcome

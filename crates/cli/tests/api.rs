@@ -4,6 +4,7 @@
 mod browser;
 mod diagnostics;
 mod field;
+mod legacy;
 mod notify;
 mod security;
 mod simulator;

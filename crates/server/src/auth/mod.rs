@@ -474,7 +474,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let probe = rule.path.starts_with("/health");
     // Telemetry is limited per identity in readings; its per-source request limit applies
     // only to requests whose credentials fail (a gateway's field at 1 Hz is not throttled).
-    let telemetry = rule.path == "/api/v1/telemetry" && method == axum::http::Method::POST;
+    let telemetry = policy::is_telemetry_ingest(rule);
     let now = Instant::now();
     if !probe
         && !telemetry
@@ -556,31 +556,44 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             principal.role
         )));
     }
-    if rule.well == WellParam::PathId {
-        let params = {
-            let (mut parts, body) = request.into_parts();
-            let params =
-                <RawPathParams as axum::extract::FromRequestParts<()>>::from_request_parts(
-                    &mut parts,
-                    &(),
-                )
-                .await;
-            request = Request::from_parts(parts, body);
+    let well = match rule.well {
+        WellParam::None => None,
+        WellParam::PathId => {
+            let params = {
+                let (mut parts, body) = request.into_parts();
+                let params =
+                    <RawPathParams as axum::extract::FromRequestParts<()>>::from_request_parts(
+                        &mut parts,
+                        &(),
+                    )
+                    .await;
+                request = Request::from_parts(parts, body);
+                params
+            };
+            let params = match params {
+                Ok(p) => p,
+                Err(_) => return deny(forbidden("the well could not be determined".into())),
+            };
             params
-        };
-        let params = match params {
-            Ok(p) => p,
-            Err(_) => return deny(forbidden("the well could not be determined".into())),
-        };
-        let well = params
-            .iter()
-            .find(|(k, _)| *k == "id")
-            .map(|(_, v)| v.to_owned());
-        if let Some(well) = well
-            && !principal.may_see_well(&well)
-        {
-            return deny(forbidden(format!("not permitted for well {well:?}")));
+                .iter()
+                .find(|(k, _)| *k == "id")
+                .map(|(_, v)| v.to_owned())
         }
+        // The old platform's `?device_id=`; a missing or repeated one is the handler's 400.
+        WellParam::QueryDeviceId => {
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri())
+                .ok()
+                .and_then(|axum::extract::Query(pairs)| {
+                    let mut ids = pairs.into_iter().filter(|(k, _)| k == "device_id");
+                    let first = ids.next().map(|(_, v)| v);
+                    ids.next().is_none().then_some(first).flatten()
+                })
+        }
+    };
+    if let Some(well) = well
+        && !principal.may_see_well(&well)
+    {
+        return deny(forbidden(format!("not permitted for well {well:?}")));
     }
     if carrier == cookie::Carrier::Cookie
         && !cookie::csrf_passes(&security.keys, &method, request.headers(), &principal)
