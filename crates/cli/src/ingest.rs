@@ -18,6 +18,7 @@ use clap::Args;
 use espwatch_app::{Config, IngestReport, ingest_payload};
 use espwatch_core::Timestamp;
 use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
+use espwatch_core::localtime::UtcOffset;
 use espwatch_store::{AppendOptions, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -44,6 +45,15 @@ pub struct IngestArgs {
     /// Input format for files whose extension does not tell: csv or ndjson.
     #[arg(long, value_name = "FORMAT")]
     format: Option<String>,
+    /// The zone of timestamps written without one (historian exports: `2026-11-22 08:01:00`),
+    /// as a UTC offset: `+03:00`, `-05:30`, `UTC`. Without it such timestamps are rejected.
+    /// Named zones with daylight saving are refused (convert to an offset first).
+    #[arg(long, value_name = "OFFSET", value_parser = parse_zone)]
+    timezone: Option<UtcOffset>,
+}
+
+fn parse_zone(text: &str) -> Result<UtcOffset, String> {
+    UtcOffset::parse(text)
 }
 
 /// Where batches go.
@@ -52,6 +62,7 @@ enum Sink {
         store: Arc<dyn Store>,
         append: AppendOptions,
         max_future_micros: i64,
+        zone: Option<UtcOffset>,
     },
     Remote {
         client: reqwest::Client,
@@ -66,12 +77,14 @@ impl Sink {
                 store,
                 append,
                 max_future_micros,
+                zone,
             } => {
                 let decode = DecodeOptions {
                     now: Timestamp::from_datetime(chrono::Utc::now()),
                     max_future_micros: *max_future_micros,
                     max_readings: usize::MAX,
                     well: None,
+                    zone: *zone,
                 };
                 Ok(
                     ingest_payload(store.as_ref(), format, Bytes::from(body), decode, *append)
@@ -206,7 +219,14 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     let sink = match &args.target.url {
         Some(url) => Sink::Remote {
             client: args.target.http_client(Duration::from_secs(120))?,
-            endpoint: format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
+            endpoint: match args.timezone {
+                Some(zone) => format!(
+                    "{}/api/v1/telemetry?timezone={}",
+                    url.trim_end_matches('/'),
+                    zone.to_string().replace('+', "%2B")
+                ),
+                None => format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
+            },
         },
         None => Sink::Local {
             store: args.target.open_local(&config).await?.store,
@@ -214,6 +234,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
                 auto_register_wells: config.auto_register_wells,
             },
             max_future_micros: config.max_future_secs as i64 * 1_000_000,
+            zone: args.timezone,
         },
     };
 

@@ -195,3 +195,54 @@ async fn the_old_platforms_clients_get_their_routes_and_shapes() {
     }
 }
 }
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn historian_timestamps_need_their_zone_declared_over_http_and_on_the_command_line() {
+    let app = spawn_app().await;
+    // A historian export: space-separated local times (Riyadh, UTC+3), no offset.
+    let csv = "well_id,ts,frequency_hz,motor_current_a\nH-1,2026-01-01 03:00:00,55,40\nH-1,2026-01-01 03:00:10,55,41\n";
+    let (status, body) = app.post("/api/v1/telemetry", "text/csv", csv).await;
+    assert_eq!(status, 422, "a naive time is never guessed: {body}");
+    let reason = body["rejected"][0]["errors"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("without a zone"), "{body}");
+
+    let (status, body) = app.post("/api/v1/telemetry?timezone=%2B03:00", "text/csv", csv).await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(2)), "{body}");
+    let points = app.all_points("H-1").await;
+    assert_eq!(points["ts"], json!([ts(0), ts(10)]), "03:00 at +03:00 is 00:00Z");
+    // A space-separated time with its own offset needs no declared zone.
+    let (status, body) = app
+        .post("/api/v1/telemetry", "text/csv", "well_id,ts,motor_current_a\nH-2,2026-01-01 00:00:00Z,40\n")
+        .await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(1)), "{body}");
+    // Zones with daylight saving and an unescaped `+` are refused with the reason.
+    let (status, body) = app.post("/api/v1/telemetry?timezone=Europe/Berlin", "text/csv", csv).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("daylight saving"), "{body}");
+    let (status, body) = app.post("/api/v1/telemetry?timezone=+03:00", "text/csv", csv).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("%2B"), "{body}");
+
+    // The command line: --timezone, sent to the server as the query parameter.
+    let work = tempfile::tempdir().expect("temp dir");
+    let file = work.path().join("export.csv");
+    std::fs::write(&file, csv.replace("H-1", "H-3")).expect("write");
+    let base = app.url("");
+    let (ok, stdout, stderr) = run_cli(
+        &["ingest", file.to_str().unwrap(), "--url", &base, "--api-key", &app.admin_key],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("accepted 0"), "without a zone nothing is stored: {stdout}");
+    let (ok, stdout, stderr) = run_cli(
+        &["ingest", file.to_str().unwrap(), "--url", &base, "--api-key", &app.admin_key, "--timezone", "+03:00"],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("accepted 2"), "{stdout}");
+    assert_eq!(app.all_points("H-3").await["ts"], json!([ts(0), ts(10)]));
+}
+}

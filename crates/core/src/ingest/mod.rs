@@ -95,6 +95,9 @@ pub struct DecodeOptions {
     /// device): readings without `well_id` belong to it (a CSV needs no `well_id` column), and
     /// a reading naming another well is rejected. `None` for HTTP and files.
     pub well: Option<WellId>,
+    /// The zone of naive local timestamps (`2026-11-22 08:01:00`), declared by the sender;
+    /// without it such a timestamp is refused (never guessed). See [`crate::localtime`].
+    pub zone: Option<crate::localtime::UtcOffset>,
 }
 
 impl DecodeOptions {
@@ -112,6 +115,7 @@ impl DecodeOptions {
             max_future_micros: Self::DEFAULT_MAX_FUTURE_MICROS,
             max_readings: Self::DEFAULT_MAX_READINGS,
             well: None,
+            zone: None,
         }
     }
 }

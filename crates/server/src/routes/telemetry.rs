@@ -10,6 +10,7 @@ use axum::{Extension, Json};
 use chrono::Utc;
 use espwatch_core::duration::{format_duration_micros, parse_duration_micros};
 use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
+use espwatch_core::localtime::UtcOffset;
 use espwatch_core::{Agg, Field, Series, TelemetryQuery, TimeRange, Timestamp, WellId};
 use espwatch_store::AppendOptions;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,7 @@ use espwatch_app::quality::QualityError;
 /// is sent only after the accepted readings are durably committed. Re-sending a reading is
 /// harmless: it is counted in `duplicates`.
 #[utoipa::path(post, path = "/api/v1/telemetry", tag = "telemetry",
+    params(IngestParams),
     request_body(
         description = "Canonical reading(s). JSON: an object or an array of objects with `well_id`, `ts` (RFC 3339) and any of the measurement fields (e.g. `motor_current_a`). NDJSON: one object per line. CSV: a header row of canonical names, empty cell = missing.",
         content(
@@ -47,10 +49,11 @@ use espwatch_app::quality::QualityError;
 pub async fn ingest(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    ApiQuery(params): ApiQuery<IngestParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let report = ingest_body(&state, &principal, &headers, body).await?;
+    let report = ingest_body(&state, &principal, &params, &headers, body).await?;
     let total = report.total();
     if report.rejected.len() == total {
         // Every reading was refused: 422 with the full report plus the error envelope.
@@ -64,6 +67,19 @@ pub async fn ingest(
         return Ok((status, Json(body)).into_response());
     }
     Ok((StatusCode::OK, Json(report)).into_response())
+}
+
+/// Query parameters of telemetry ingestion.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct IngestParams {
+    /// The zone of timestamps sent without one (historian exports write
+    /// `2026-11-22 08:01:00`), as a UTC offset: `%2B03:00` (`+` escaped), `-05:30`, `UTC`.
+    /// Without it such timestamps are rejected, never guessed. Timestamps with an offset or
+    /// `Z` keep theirs. Named zones with daylight saving are refused (their skipped and
+    /// repeated hours make local times ambiguous): convert to an offset first.
+    timezone: Option<String>,
 }
 
 /// The old platform's ingest answer: `status` first, then espwatch's report.
@@ -82,6 +98,7 @@ pub struct LegacyIngestResponse {
 /// under this route. Answers in the old shape: `{"status":"success","well_id":...}` plus the
 /// report; when every reading is refused, 422 with the report and `error`.
 #[utoipa::path(post, path = "/telemetry/ingest", tag = "legacy",
+    params(IngestParams),
     request_body(
         description = "As `POST /api/v1/telemetry`; the old payload (`device_id`/`well_id`, `timestamp`, `pip`, `motor_current`, `motor_temp`, `vsd_frequency`, `flow_rate`, `gor`, ...) is accepted as is. Without a timestamp a reading is stamped with the receive time.",
         content(
@@ -101,10 +118,11 @@ pub struct LegacyIngestResponse {
 pub async fn legacy_ingest(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    ApiQuery(params): ApiQuery<IngestParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let report = ingest_body(&state, &principal, &headers, body).await?;
+    let report = ingest_body(&state, &principal, &params, &headers, body).await?;
     let well_id = report_wells(&report);
     let total = report.total();
     if report.rejected.len() == total {
@@ -149,9 +167,17 @@ fn report_wells(report: &IngestReport) -> Option<String> {
 async fn ingest_body(
     state: &AppState,
     principal: &Principal,
+    params: &IngestParams,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<IngestReport, ApiError> {
+    let zone = match params.timezone.as_deref() {
+        None => None,
+        Some(text) => Some(UtcOffset::parse(text).map_err(|e| {
+            ApiError::bad_request("invalid_query", format!("`timezone`: {e}"))
+                .with_details(serde_json::json!({ "parameter": "timezone" }))
+        })?),
+    };
     let format = match media_type(headers)?.as_deref() {
         Some("application/json") => PayloadFormat::Json,
         Some(
@@ -198,6 +224,7 @@ async fn ingest_body(
         max_future_micros: state.config.max_future_secs as i64 * 1_000_000,
         max_readings: MAX_READINGS_PER_REQUEST,
         well: None,
+        zone,
     };
     let append = AppendOptions {
         auto_register_wells: state.config.auto_register_wells,
