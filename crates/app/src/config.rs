@@ -309,8 +309,10 @@ impl Default for Config {
     }
 }
 
-/// Default bound of the outage spool: 2 GiB, an hour at 10 000 readings/s of gauge data.
-pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Default bound of the outage spool: 4 GiB, an hour at 10 000 readings/s even when every
+/// request carries a single 13-channel reading (~111 bytes each in the spool; batches of ten
+/// readings per well take ~22).
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 impl Config {
     /// Where the outage spool lives: `spool_dir`, else `<data_dir>/spool`.
