@@ -19,6 +19,10 @@ pub struct IngestReport {
     pub accepted: usize,
     /// Readings whose `(well_id, ts)` was already stored; the first value wins.
     pub duplicates: usize,
+    /// Of `accepted`, readings written to the outage spool because the database is down:
+    /// durable, stored when it is back (a duplicate among them is dropped then). Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spooled: usize,
     /// Readings refused, with every reason per field, sorted by index.
     pub rejected: Vec<RejectedReading>,
     /// Non-fatal remarks (ignored legacy fields, defaulted timestamps).
@@ -54,6 +58,10 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("decoding failed unexpectedly: {0}")]
     Join(String),
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl IngestReport {
@@ -144,6 +152,7 @@ pub async fn ingest_payload_collect(
         report.wells.dedup();
         let kept = readings.clone();
         let outcome = store.append(readings, append).await?;
+        report.spooled = outcome.spooled;
         for (((o, position), well_id), reading) in outcome
             .outcomes
             .iter()

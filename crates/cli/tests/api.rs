@@ -6,6 +6,7 @@ mod diagnostics;
 mod field;
 mod legacy;
 mod notify;
+mod outage;
 mod security;
 mod simulator;
 mod stream;

@@ -275,6 +275,15 @@ async fn ingest_body(
             )
             .with_details(&e));
         }
+        Err(IngestError::Store(espwatch_store::StoreError::Unavailable(why)))
+            if why.starts_with(espwatch_store::spool::SPOOL_FULL) =>
+        {
+            return Err(ApiError::unavailable(
+                "spool_full",
+                "the database is unavailable and the local spool is full; retry after the Retry-After delay",
+                why,
+            ));
+        }
         Err(IngestError::Store(e)) => return Err(e.into()),
         Err(e @ IngestError::Join(_)) => return Err(ApiError::internal(e)),
     };
