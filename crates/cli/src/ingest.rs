@@ -17,7 +17,7 @@ use bytes::Bytes;
 use clap::Args;
 use espwatch_app::{Config, IngestReport, ingest_payload};
 use espwatch_core::Timestamp;
-use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
+use espwatch_core::ingest::{CsvDialect, DecodeOptions, PayloadFormat};
 use espwatch_core::localtime::UtcOffset;
 use espwatch_store::{AppendOptions, Store};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -50,6 +50,13 @@ pub struct IngestArgs {
     /// Named zones with daylight saving are refused (convert to an offset first).
     #[arg(long, value_name = "OFFSET", value_parser = parse_zone)]
     timezone: Option<UtcOffset>,
+    /// CSV cell separator: `,` (default), `;` (`semicolon`), `tab` or `|` (`pipe`), as
+    /// European spreadsheets and historians export.
+    #[arg(long, value_name = "SEP", default_value = ",", value_parser = CsvDialect::parse_separator)]
+    csv_separator: u8,
+    /// CSV numbers use a decimal comma (`42,5`).
+    #[arg(long)]
+    decimal_comma: bool,
 }
 
 fn parse_zone(text: &str) -> Result<UtcOffset, String> {
@@ -63,6 +70,7 @@ enum Sink {
         append: AppendOptions,
         max_future_micros: i64,
         zone: Option<UtcOffset>,
+        csv: CsvDialect,
     },
     Remote {
         client: reqwest::Client,
@@ -78,6 +86,7 @@ impl Sink {
                 append,
                 max_future_micros,
                 zone,
+                csv,
             } => {
                 let decode = DecodeOptions {
                     now: Timestamp::from_datetime(chrono::Utc::now()),
@@ -85,6 +94,7 @@ impl Sink {
                     max_readings: usize::MAX,
                     well: None,
                     zone: *zone,
+                    csv: *csv,
                 };
                 Ok(
                     ingest_payload(store.as_ref(), format, Bytes::from(body), decode, *append)
@@ -163,7 +173,7 @@ struct Totals {
 /// (`ts`/`timestamp`) or at least one channel. The simulator's `labels.csv` and
 /// `operations.csv` (well_id,start,end,...) sit next to the well files, so `ingest sim/*.csv`
 /// meets them.
-fn not_telemetry(path: &Path) -> anyhow::Result<Option<String>> {
+fn not_telemetry(path: &Path, separator: u8) -> anyhow::Result<Option<String>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut header = String::new();
     for line in BufReader::new(file).lines() {
@@ -175,7 +185,7 @@ fn not_telemetry(path: &Path) -> anyhow::Result<Option<String>> {
     }
     let names: Vec<String> = header
         .trim_start_matches('\u{feff}')
-        .split(',')
+        .split(char::from(separator))
         .map(|n| n.trim().trim_matches('"').to_ascii_lowercase())
         .collect();
     let telemetry = names
@@ -195,7 +205,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     for file in &args.files {
         let format = format_of(file, args.format.as_deref())?;
         if format == PayloadFormat::Csv
-            && let Some(why) = not_telemetry(file)?
+            && let Some(why) = not_telemetry(file, args.csv_separator)?
         {
             eprintln!("skipping {}: not telemetry: {why}", file.display());
             skipped += 1;
@@ -216,16 +226,35 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
         })
         .sum::<anyhow::Result<u64>>()?;
 
+    let dialect = CsvDialect {
+        separator: args.csv_separator,
+        decimal_comma: args.decimal_comma,
+    };
     let sink = match &args.target.url {
         Some(url) => Sink::Remote {
             client: args.target.http_client(Duration::from_secs(120))?,
-            endpoint: match args.timezone {
-                Some(zone) => format!(
-                    "{}/api/v1/telemetry?timezone={}",
-                    url.trim_end_matches('/'),
-                    zone.to_string().replace('+', "%2B")
-                ),
-                None => format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
+            endpoint: {
+                let mut query = Vec::new();
+                if let Some(zone) = args.timezone {
+                    query.push(format!("timezone={}", zone.to_string().replace('+', "%2B")));
+                }
+                if dialect.separator != b',' {
+                    let name = match dialect.separator {
+                        b';' => "semicolon",
+                        b'\t' => "tab",
+                        _ => "pipe",
+                    };
+                    query.push(format!("csv_separator={name}"));
+                }
+                if dialect.decimal_comma {
+                    query.push("decimal=comma".to_owned());
+                }
+                let base = format!("{}/api/v1/telemetry", url.trim_end_matches('/'));
+                if query.is_empty() {
+                    base
+                } else {
+                    format!("{base}?{}", query.join("&"))
+                }
             },
         },
         None => Sink::Local {
@@ -235,6 +264,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
             },
             max_future_micros: config.max_future_secs as i64 * 1_000_000,
             zone: args.timezone,
+            csv: dialect,
         },
     };
 

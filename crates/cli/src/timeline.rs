@@ -34,6 +34,7 @@ fn decode_options() -> DecodeOptions {
         max_readings: usize::MAX,
         well: None,
         zone: None,
+        csv: espwatch_core::ingest::CsvDialect::default(),
     }
 }
 

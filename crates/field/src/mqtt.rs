@@ -832,6 +832,7 @@ fn decode_for_well(
         max_readings: DecodeOptions::DEFAULT_MAX_READINGS,
         well: Some(well_id),
         zone: None,
+        csv: espwatch_core::ingest::CsvDialect::default(),
     };
     match decode_as(payload, format, &opts) {
         Ok(decoded) => {

@@ -246,3 +246,46 @@ async fn historian_timestamps_need_their_zone_declared_over_http_and_on_the_comm
     assert_eq!(app.all_points("H-3").await["ts"], json!([ts(0), ts(10)]));
 }
 }
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn european_csv_with_semicolons_and_decimal_commas_is_read_when_declared() {
+    let app = spawn_app().await;
+    let csv = "well_id;ts;frequency_hz;motor_current_a\nE-1;2026-01-01T00:00:00Z;55;42,5\nE-1;2026-01-01T00:00:10Z;55,5;41\n";
+    // Undeclared, the header is one unknown column: refused as a whole.
+    let (status, body) = app.post("/api/v1/telemetry", "text/csv", csv).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = app
+        .post("/api/v1/telemetry?csv_separator=semicolon&decimal=comma", "text/csv", csv)
+        .await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(2)), "{body}");
+    let points = app.all_points("E-1").await;
+    assert_eq!(points["fields"]["motor_current_a"], json!([42.5, 41.0]));
+    assert_eq!(points["fields"]["frequency_hz"], json!([55.0, 55.5]));
+    // `;` separated but decimal points: a decimal comma is then not a number.
+    let (status, body) = app
+        .post("/api/v1/telemetry?csv_separator=%3B", "text/csv", csv.replace("E-1", "E-2"))
+        .await;
+    // Each row has a decimal comma somewhere: both refused, naming the cell.
+    assert_eq!((status, body["accepted"].clone()), (422, json!(0)), "{body}");
+    assert!(body.to_string().contains("not a number"), "{body}");
+    let (status, body) = app.post("/api/v1/telemetry?decimal=bogus", "text/csv", csv).await;
+    assert_eq!((status, body["error"]["details"]["parameter"].clone()), (400, json!("decimal")), "{body}");
+
+    // The command line takes the same dialect.
+    let work = tempfile::tempdir().expect("temp dir");
+    let file = work.path().join("export.csv");
+    std::fs::write(&file, csv.replace("E-1", "E-3")).expect("write");
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "ingest", file.to_str().unwrap(), "--url", &app.url(""), "--api-key", &app.admin_key,
+            "--csv-separator", ";", "--decimal-comma",
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("accepted 2"), "{stdout}");
+    assert_eq!(app.all_points("E-3").await["fields"]["motor_current_a"], json!([42.5, 41.0]));
+}
+}

@@ -231,6 +231,15 @@ impl<'c> Draft<'c> {
         let parsed = match &val {
             Val::Null => return,
             Val::Cell("") => return,
+            Val::Cell(s) if self.ctx.opts.csv.decimal_comma && s.contains(',') => {
+                match parse_f64(&s.replacen(',', ".", 1)) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        self.measurement_error = true;
+                        return self.key_error(key, format!("not a number: {:?}", echo(s)));
+                    }
+                }
+            }
             Val::Number(s) | Val::Cell(s) => match parse_f64(s) {
                 Ok(v) => v,
                 Err(_) => {

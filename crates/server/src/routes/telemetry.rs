@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
 use espwatch_core::duration::{format_duration_micros, parse_duration_micros};
-use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
+use espwatch_core::ingest::{CsvDialect, DecodeOptions, PayloadFormat};
 use espwatch_core::localtime::UtcOffset;
 use espwatch_core::{Agg, Field, Series, TelemetryQuery, TimeRange, Timestamp, WellId};
 use espwatch_store::AppendOptions;
@@ -80,6 +80,12 @@ pub struct IngestParams {
     /// `Z` keep theirs. Named zones with daylight saving are refused (their skipped and
     /// repeated hours make local times ambiguous): convert to an offset first.
     timezone: Option<String>,
+    /// CSV cell separator: `comma` (default), `semicolon`, `tab` or `pipe` (`,` `;` `|` as
+    /// such work too, escaped as a query needs).
+    csv_separator: Option<String>,
+    /// Decimal mark of CSV numbers: `point` (default) or `comma` (`42,5`; with the comma
+    /// separator such cells must be quoted).
+    decimal: Option<String>,
 }
 
 /// The old platform's ingest answer: `status` first, then espwatch's report.
@@ -171,6 +177,20 @@ async fn ingest_body(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<IngestReport, ApiError> {
+    let invalid = |name: &'static str, e: String| {
+        ApiError::bad_request("invalid_query", format!("`{name}`: {e}"))
+            .with_details(serde_json::json!({ "parameter": name }))
+    };
+    let csv = CsvDialect {
+        separator: match params.csv_separator.as_deref() {
+            None => b',',
+            Some(s) => CsvDialect::parse_separator(s).map_err(|e| invalid("csv_separator", e))?,
+        },
+        decimal_comma: match params.decimal.as_deref() {
+            None => false,
+            Some(d) => CsvDialect::parse_decimal(d).map_err(|e| invalid("decimal", e))?,
+        },
+    };
     let zone = match params.timezone.as_deref() {
         None => None,
         Some(text) => Some(UtcOffset::parse(text).map_err(|e| {
@@ -225,6 +245,7 @@ async fn ingest_body(
         max_readings: MAX_READINGS_PER_REQUEST,
         well: None,
         zone,
+        csv,
     };
     let append = AppendOptions {
         auto_register_wells: state.config.auto_register_wells,
