@@ -19,11 +19,19 @@ pub struct IngestReport {
     pub accepted: usize,
     /// Readings whose `(well_id, ts)` was already stored; the first value wins.
     pub duplicates: usize,
+    /// Of `accepted`, readings written to the outage spool because the database is down:
+    /// durable, stored when it is back (a duplicate among them is dropped then). Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub spooled: usize,
     /// Readings refused, with every reason per field, sorted by index.
     pub rejected: Vec<RejectedReading>,
     /// Non-fatal remarks (ignored legacy fields, defaulted timestamps).
     #[schema(value_type = Vec<Object>)]
     pub warnings: Vec<serde_json::Value>,
+    /// The wells the valid readings named (accepted or duplicates), sorted, once each: not
+    /// part of the answer, for callers that report per well.
+    #[serde(skip)]
+    pub wells: Vec<WellId>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -50,6 +58,10 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("decoding failed unexpectedly: {0}")]
     Join(String),
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl IngestReport {
@@ -135,8 +147,12 @@ pub async fn ingest_payload_collect(
     }
     if !readings.is_empty() {
         let well_ids: Vec<WellId> = readings.iter().map(|r| r.well_id.clone()).collect();
+        report.wells = well_ids.clone();
+        report.wells.sort();
+        report.wells.dedup();
         let kept = readings.clone();
         let outcome = store.append(readings, append).await?;
+        report.spooled = outcome.spooled;
         for (((o, position), well_id), reading) in outcome
             .outcomes
             .iter()

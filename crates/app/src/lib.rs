@@ -8,6 +8,7 @@ pub mod config;
 pub mod ingest;
 pub mod keys;
 pub mod password;
+pub mod quality;
 pub mod retention;
 pub mod stores;
 

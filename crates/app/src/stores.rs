@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use espwatch_store::spool::{SpoolOptions, SpoolingStore};
 use espwatch_store::{
     AlarmStore, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore, Retention, SecurityStore,
     Store,
@@ -102,4 +103,22 @@ pub async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
             })
         }
     }
+}
+
+/// The store as `serve` uses it: [`open_store`], and on PostgreSQL (unless `spool_max_bytes`
+/// is 0) the outage spool in front of it, which also replays what an earlier run left there.
+/// The commands (`ingest`, `wells`) do not spool: they report a database outage instead.
+pub async fn open_store_for_serving(config: &Config) -> anyhow::Result<OpenedStore> {
+    let mut opened = open_store(config).await?;
+    if config.database_url.is_some() && config.spool_max_bytes > 0 {
+        let dir = config.spool_dir();
+        let spool = SpoolingStore::open(
+            opened.store.clone(),
+            SpoolOptions::new(&dir, config.spool_max_bytes),
+        )
+        .with_context(|| format!("opening the outage spool in {}", dir.display()))?;
+        tracing::info!(dir = %dir.display(), max_bytes = config.spool_max_bytes, "outage spool ready");
+        opened.store = Arc::new(spool);
+    }
+    Ok(opened)
 }

@@ -17,7 +17,8 @@ use bytes::Bytes;
 use clap::Args;
 use espwatch_app::{Config, IngestReport, ingest_payload};
 use espwatch_core::Timestamp;
-use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
+use espwatch_core::ingest::{CsvDialect, DecodeOptions, PayloadFormat};
+use espwatch_core::localtime::UtcOffset;
 use espwatch_store::{AppendOptions, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -44,6 +45,22 @@ pub struct IngestArgs {
     /// Input format for files whose extension does not tell: csv or ndjson.
     #[arg(long, value_name = "FORMAT")]
     format: Option<String>,
+    /// The zone of timestamps written without one (historian exports: `2026-11-22 08:01:00`),
+    /// as a UTC offset: `+03:00`, `-05:30`, `UTC`. Without it such timestamps are rejected.
+    /// Named zones with daylight saving are refused (convert to an offset first).
+    #[arg(long, value_name = "OFFSET", value_parser = parse_zone)]
+    timezone: Option<UtcOffset>,
+    /// CSV cell separator: `,` (default), `;` (`semicolon`), `tab` or `|` (`pipe`), as
+    /// European spreadsheets and historians export.
+    #[arg(long, value_name = "SEP", default_value = ",", value_parser = CsvDialect::parse_separator)]
+    csv_separator: u8,
+    /// CSV numbers use a decimal comma (`42,5`).
+    #[arg(long)]
+    decimal_comma: bool,
+}
+
+fn parse_zone(text: &str) -> Result<UtcOffset, String> {
+    UtcOffset::parse(text)
 }
 
 /// Where batches go.
@@ -52,6 +69,8 @@ enum Sink {
         store: Arc<dyn Store>,
         append: AppendOptions,
         max_future_micros: i64,
+        zone: Option<UtcOffset>,
+        csv: CsvDialect,
     },
     Remote {
         client: reqwest::Client,
@@ -66,12 +85,16 @@ impl Sink {
                 store,
                 append,
                 max_future_micros,
+                zone,
+                csv,
             } => {
                 let decode = DecodeOptions {
                     now: Timestamp::from_datetime(chrono::Utc::now()),
                     max_future_micros: *max_future_micros,
                     max_readings: usize::MAX,
                     well: None,
+                    zone: *zone,
+                    csv: *csv,
                 };
                 Ok(
                     ingest_payload(store.as_ref(), format, Bytes::from(body), decode, *append)
@@ -150,7 +173,7 @@ struct Totals {
 /// (`ts`/`timestamp`) or at least one channel. The simulator's `labels.csv` and
 /// `operations.csv` (well_id,start,end,...) sit next to the well files, so `ingest sim/*.csv`
 /// meets them.
-fn not_telemetry(path: &Path) -> anyhow::Result<Option<String>> {
+fn not_telemetry(path: &Path, separator: u8) -> anyhow::Result<Option<String>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut header = String::new();
     for line in BufReader::new(file).lines() {
@@ -162,7 +185,7 @@ fn not_telemetry(path: &Path) -> anyhow::Result<Option<String>> {
     }
     let names: Vec<String> = header
         .trim_start_matches('\u{feff}')
-        .split(',')
+        .split(char::from(separator))
         .map(|n| n.trim().trim_matches('"').to_ascii_lowercase())
         .collect();
     let telemetry = names
@@ -182,7 +205,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     for file in &args.files {
         let format = format_of(file, args.format.as_deref())?;
         if format == PayloadFormat::Csv
-            && let Some(why) = not_telemetry(file)?
+            && let Some(why) = not_telemetry(file, args.csv_separator)?
         {
             eprintln!("skipping {}: not telemetry: {why}", file.display());
             skipped += 1;
@@ -203,10 +226,36 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
         })
         .sum::<anyhow::Result<u64>>()?;
 
+    let dialect = CsvDialect {
+        separator: args.csv_separator,
+        decimal_comma: args.decimal_comma,
+    };
     let sink = match &args.target.url {
         Some(url) => Sink::Remote {
             client: args.target.http_client(Duration::from_secs(120))?,
-            endpoint: format!("{}/api/v1/telemetry", url.trim_end_matches('/')),
+            endpoint: {
+                let mut query = Vec::new();
+                if let Some(zone) = args.timezone {
+                    query.push(format!("timezone={}", zone.to_string().replace('+', "%2B")));
+                }
+                if dialect.separator != b',' {
+                    let name = match dialect.separator {
+                        b';' => "semicolon",
+                        b'\t' => "tab",
+                        _ => "pipe",
+                    };
+                    query.push(format!("csv_separator={name}"));
+                }
+                if dialect.decimal_comma {
+                    query.push("decimal=comma".to_owned());
+                }
+                let base = format!("{}/api/v1/telemetry", url.trim_end_matches('/'));
+                if query.is_empty() {
+                    base
+                } else {
+                    format!("{base}?{}", query.join("&"))
+                }
+            },
         },
         None => Sink::Local {
             store: args.target.open_local(&config).await?.store,
@@ -214,6 +263,8 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
                 auto_register_wells: config.auto_register_wells,
             },
             max_future_micros: config.max_future_secs as i64 * 1_000_000,
+            zone: args.timezone,
+            csv: dialect,
         },
     };
 

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use anyhow::Context;
-use espwatch_app::stores::{open_store, postgres_options};
+use espwatch_app::stores::{open_store_for_serving, postgres_options};
 use espwatch_app::{Config, LogFormat};
 use espwatch_server::AppState;
 use espwatch_store_postgres::redact_url;
@@ -75,7 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         Some(config.open_archive()?)
     };
-    let store = open_store(&config).await?;
+    let store = open_store_for_serving(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -150,7 +150,7 @@ pub async fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         (Some(url), _) => {
             let client = Uplink::new(url, args.api_key.clone())?;
             client.register(&plan).await?;
-            stream(&plan, &client, args.speed, None).await
+            stream(&plan, &client, args.speed, None, None).await
         }
         (None, Some(dir)) => {
             let threads = args.threads.unwrap_or_else(|| {
@@ -436,9 +436,13 @@ pub async fn stream(
     plan: &FleetPlan,
     uplink: &Uplink,
     speed: f64,
+    history_until: Option<Timestamp>,
     mut status: Option<&mut (dyn FnMut(Timestamp, u64) + Send)>,
 ) -> anyhow::Result<()> {
     let config = &plan.config;
+    // Data before `history_until` is history: sent at once (in bounded requests), then the
+    // accelerated clock runs from there.
+    let paced_from = history_until.map_or(config.start, |h| h.max(config.start));
     let end = Timestamp(config.start.0 + config.duration_micros);
     let mut sims: Vec<_> = plan
         .wells
@@ -457,8 +461,7 @@ pub async fn stream(
     let tick = Duration::from_millis(1000);
     loop {
         let now = Timestamp::from_datetime(chrono::Utc::now()).0;
-        let accelerated =
-            config.start.0 + (wall_start.elapsed().as_secs_f64() * speed * 1e6) as i64;
+        let accelerated = paced_from.0 + (wall_start.elapsed().as_secs_f64() * speed * 1e6) as i64;
         let data_now = Timestamp(accelerated.min(now).min(end.0));
         let mut body = Vec::with_capacity(1 << 16);
         csv::write_header(&mut body);
@@ -471,6 +474,12 @@ pub async fn stream(
                     batch += 1;
                 }
                 pending[k] = sim.next_sample();
+                if batch >= MAX_ROWS_PER_REQUEST {
+                    uplink.send(std::mem::take(&mut body)).await?;
+                    sent += batch;
+                    batch = 0;
+                    csv::write_header(&mut body);
+                }
             }
         }
         if body.len() > header_len {
@@ -487,6 +496,9 @@ pub async fn stream(
     }
     Ok(())
 }
+
+/// Rows per request when a stream sends history at once (well under the server's limits).
+const MAX_ROWS_PER_REQUEST: u64 = 20_000;
 
 #[derive(Args, Debug, Clone)]
 pub struct DemoArgs {
@@ -510,20 +522,27 @@ pub struct DemoArgs {
 
 /// The failures the demo schedules: (well index, condition, hours after the start).
 const DEMO_FAILURES: [(usize, Condition, f64); 7] = [
-    (2, Condition::GasLock, 3.0),
-    (6, Condition::BrokenShaft, 6.0),
-    (10, Condition::PumpOff, 8.0),
-    (13, Condition::TubingLeak, 11.0),
-    (16, Condition::Overload, 14.0),
-    (4, Condition::PowerFluctuation, 17.0),
-    (8, Condition::SensorFault, 19.0),
+    (2, Condition::GasLock, 11.0),
+    (6, Condition::BrokenShaft, 13.0),
+    (10, Condition::PumpOff, 16.0),
+    (13, Condition::TubingLeak, 19.0),
+    (16, Condition::Overload, 22.0),
+    (4, Condition::PowerFluctuation, 25.0),
+    (8, Condition::SensorFault, 27.0),
 ];
 
-/// The demo fleet: `wells` wells starting 24 hours ago, with a handful of failures in that
+/// Hours of history the demo fleet has: every well learns its baseline on the first 8 h.
+const DEMO_HISTORY_HOURS: i64 = 32;
+/// Hours of that history sent at once at start: the baselines and the first two failures, so
+/// their alarms are there within the first minute. The rest is replayed at `--speed`.
+const DEMO_LOADED_HOURS: i64 = 15;
+const HOUR: i64 = 3_600_000_000;
+
+/// The demo fleet: `wells` wells starting 32 hours ago, with a handful of failures in that
 /// history, and then running on for a week in real time.
 pub fn demo_plan(args: &DemoArgs) -> anyhow::Result<FleetPlan> {
     let now = Timestamp::from_datetime(chrono::Utc::now()).0;
-    let start = Timestamp(now - 24 * 3_600_000_000 - now.rem_euclid(60_000_000));
+    let start = Timestamp(now - DEMO_HISTORY_HOURS * HOUR - now.rem_euclid(60_000_000));
     let mut config = FleetConfig::new(args.seed, 0, start, 8 * 86_400_000_000);
     config.conditions = ConditionChoice::None;
     config.id_prefix = "DEMO-".to_owned();
@@ -542,11 +561,27 @@ pub fn demo_plan(args: &DemoArgs) -> anyhow::Result<FleetPlan> {
     plan_fleet(&config).map_err(anyhow::Error::msg)
 }
 
-pub fn describe_demo(plan: &FleetPlan) -> String {
+/// The end of the history the demo sends at once.
+pub fn demo_loaded_until(plan: &FleetPlan) -> Timestamp {
+    Timestamp(plan.config.start.0 + DEMO_LOADED_HOURS * HOUR)
+}
+
+/// The scheduled failures with when they show: at once (in the loaded history) or after how
+/// many minutes of the replay at `speed`.
+pub fn describe_demo(plan: &FleetPlan, speed: f64) -> String {
+    let loaded = demo_loaded_until(plan);
     let mut s = String::new();
     for l in plan.labels() {
+        let when = if l.start < loaded {
+            "in the loaded history: its alarm is there within the first minute".to_owned()
+        } else {
+            let minutes = (l.start.0 - loaded.0) as f64 / 60e6 / speed.max(1e-9);
+            format!(
+                "starts about {minutes:.0} min into the replay; its alarm follows within minutes"
+            )
+        };
         s.push_str(&format!(
-            "    {:<10} {:<18} from {}\n",
+            "    {:<10} {:<18} from {} — {when}\n",
             l.well_id.as_str(),
             l.condition.name(),
             l.start
@@ -583,6 +618,9 @@ pub async fn run_demo(args: &DemoArgs, mut config: espwatch_app::Config) -> anyh
             espwatch_app::keys::random_token(48)?,
         ));
     }
+    // The demo's own simulator key sends hours of history at once: its readings are not
+    // rate-limited (the limit protects a server from a runaway gateway, not from itself).
+    config.telemetry_readings_per_identity = 0.0;
     let store = espwatch_app::open_store(&config).await?;
     let (demo_user, demo_password) = demo_login(store.security.as_ref()).await?;
     let (_, demo_key) = crate::admin::create_api_key(
@@ -619,7 +657,10 @@ pub async fn run_demo(args: &DemoArgs, mut config: espwatch_app::Config) -> anyh
         .unwrap_or_else(|| plan.wells[0].id.to_string());
     println!("espwatch listening on {base}");
     println!(
-        "\nespwatch demo: {} simulated wells, the last 24 hours replayed at {}x, then live.\n\
+        "\nespwatch demo: {} simulated wells with {DEMO_HISTORY_HOURS} h of history.\n\
+         Now:       the first {DEMO_LOADED_HOURS} h are loaded at once (each well learns its baseline on its\n\
+         \x20          first 8 h; the first failures are in there, so alarms show within a minute).\n\
+         Then:      the remaining {} h are replayed at {}x (about {:.0} min), then the fleet runs live.\n\
          Data directory: {}\n\n\
          Sign in (generated for this demo): user {demo_user}, password {demo_password}\n\
          \x20 TOKEN=$(curl -s -X POST {base}/api/v1/auth/login -H 'content-type: application/json' \\\n\
@@ -631,19 +672,21 @@ pub async fn run_demo(args: &DemoArgs, mut config: espwatch_app::Config) -> anyh
          \x20 Alarms:          curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/api/v1/alarms?state=raised'\n\
          \x20 Diagnosis:       curl -s -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/wells/{example}/diagnosis\n\
          \x20 Health:          curl -s {base}/health/ready\n\n\
-         Failures scheduled in the replayed day:\n{}\n\
+         Failures scheduled (and when they show):\n{}\n\
          Ctrl-C stops the demo; the data stays in the data directory.",
         plan.wells.len(),
+        DEMO_HISTORY_HOURS - DEMO_LOADED_HOURS,
         args.speed,
+        (DEMO_HISTORY_HOURS - DEMO_LOADED_HOURS) as f64 * 60.0 / args.speed.max(1e-9),
         data_dir.display(),
-        describe_demo(&plan),
+        describe_demo(&plan, args.speed),
     );
     let uplink = Uplink::new(&base, Some(demo_key))?;
     uplink.register(&plan).await?;
     let end = Timestamp(plan.config.start.0 + plan.config.duration_micros);
     let mut printer = status_printer(end);
     let outcome = tokio::select! {
-        r = stream(&plan, &uplink, args.speed, Some(&mut printer)) => r,
+        r = stream(&plan, &uplink, args.speed, Some(demo_loaded_until(&plan)), Some(&mut printer)) => r,
         _ = crate::serve::shutdown_signal() => {
             eprintln!("stopping the demo");
             Ok(())

@@ -33,6 +33,8 @@ fn decode_options() -> DecodeOptions {
         max_future_micros: 0,
         max_readings: usize::MAX,
         well: None,
+        zone: None,
+        csv: espwatch_core::ingest::CsvDialect::default(),
     }
 }
 

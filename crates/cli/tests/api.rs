@@ -4,8 +4,10 @@
 mod browser;
 mod diagnostics;
 mod field;
+mod legacy;
 mod lifecycle;
 mod notify;
+mod outage;
 mod security;
 mod simulator;
 mod stream;

@@ -60,7 +60,10 @@ fn main() {
         let fs: Vec<String> = out
             .findings
             .iter()
-            .map(|f| format!("{}:{:.2}", f.diagnosis, f.confidence))
+            .map(|f| {
+                let why: Vec<&str> = f.evidence.iter().map(|e| e.feature.as_str()).collect();
+                format!("{}:{:.2}{:?}", f.diagnosis, f.confidence, why)
+            })
             .collect();
         println!(
             "{} hz {} A {} pip {} pd {} q {} gor {} | head {} pipr {} flow {} cur {} thp {} rise {} vib {} eff {} {:?}",

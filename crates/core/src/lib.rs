@@ -10,6 +10,8 @@ pub mod diagnostics;
 pub mod duration;
 pub mod hydraulics;
 pub mod ingest;
+pub mod localtime;
+pub mod quality;
 pub mod rng;
 pub mod series;
 pub mod sim;

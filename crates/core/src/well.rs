@@ -31,6 +31,10 @@ pub struct WellMeta {
     pub setting_depth_ft: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fluid: Option<FluidSpec>,
+    /// How often the well is expected to report, seconds (0.1–86 400): the reference of the
+    /// data-quality completeness. Without it the median spacing of its readings is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_interval_s: Option<f64>,
 }
 
 /// `WellId` wrapper whose `Default` is needed by serde's `deny_unknown_fields` + `Default` combo;
@@ -177,6 +181,7 @@ impl WellMeta {
             range("location.lon", Some(loc.lon), -180.0, 180.0);
         }
         range("setting_depth_ft", self.setting_depth_ft, 0.0, 40_000.0);
+        range("sample_interval_s", self.sample_interval_s, 0.1, 86_400.0);
         if let Some(m) = &self.motor {
             range("motor.rated_hp", m.rated_hp, 1.0, 5_000.0);
             range("motor.rated_voltage_v", m.rated_voltage_v, 100.0, 10_000.0);

@@ -831,6 +831,8 @@ fn decode_for_well(
         max_future_micros: settings.max_future_micros,
         max_readings: DecodeOptions::DEFAULT_MAX_READINGS,
         well: Some(well_id),
+        zone: None,
+        csv: espwatch_core::ingest::CsvDialect::default(),
     };
     match decode_as(payload, format, &opts) {
         Ok(decoded) => {

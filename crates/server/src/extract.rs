@@ -7,7 +7,7 @@ use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
-use espwatch_core::WellId;
+use espwatch_core::{Timestamp, WellId};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
@@ -98,6 +98,17 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 pub fn parse_well_id(id: &str) -> Result<WellId, ApiError> {
     WellId::parse(id).map_err(|e| {
         ApiError::bad_request("invalid_well_id", format!("well id {id:?} is invalid: {e}"))
+    })
+}
+
+/// A time query parameter: RFC 3339 or `now`; 400 `invalid_query` naming the parameter.
+pub fn parse_time_param(name: &'static str, text: &str) -> Result<Timestamp, ApiError> {
+    if text == "now" {
+        return Ok(Timestamp::from_datetime(chrono::Utc::now()));
+    }
+    Timestamp::parse_rfc3339(text).map_err(|e| {
+        ApiError::bad_request("invalid_query", format!("`{name}`: {e}"))
+            .with_details(serde_json::json!({ "parameter": name }))
     })
 }
 

@@ -24,8 +24,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{self, AuditIdentity, SourceAddr};
 use crate::error::{ApiError, ErrorLog};
 use crate::routes::{
-    alarms, audit, auth as auth_routes, diagnostics, health, notifications, stream, telemetry,
-    users, wells,
+    alarms, audit, auth as auth_routes, diagnostics, health, legacy, notifications, stream,
+    telemetry, users, wells,
 };
 use crate::state::AppState;
 use espwatch_app::config::Config;
@@ -48,7 +48,8 @@ use espwatch_app::config::Config;
         (name = "auth", description = "Sign in, refresh, sign out, who am I, password change"),
         (name = "admin", description = "Users, API keys and the audit trail"),
         (name = "notifications", description = "Alarm notifications (admin): signed webhooks and e-mail, routing rules, the delivery log"),
-        (name = "health", description = "Liveness, startup and readiness probes")
+        (name = "health", description = "Liveness, startup and readiness probes"),
+        (name = "legacy", description = "The old platform's routes, kept as aliases of the canonical ones for its clients: `POST /telemetry/ingest`, `GET /api/v1/telemetry?device_id=`, `GET /api/v1/diagnostics/{device_id}`; same permissions, answers in the old shapes")
     )
 )]
 struct ApiDoc;
@@ -81,6 +82,10 @@ pub fn router(state: AppState) -> Router {
     let (api_routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(telemetry::ingest))
         .routes(routes!(telemetry::query))
+        .routes(routes!(telemetry::quality))
+        .routes(routes!(telemetry::legacy_ingest))
+        .routes(routes!(legacy::telemetry))
+        .routes(routes!(legacy::diagnostics))
         .routes(routes!(telemetry::latest))
         .routes(routes!(wells::list, wells::create))
         .routes(routes!(wells::get, wells::replace, wells::delete))

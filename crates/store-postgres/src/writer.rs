@@ -259,6 +259,7 @@ impl Writer {
                 // Provisional: the duplicate checks below change some.
                 outcomes: vec![ReadingOutcome::Accepted; job.readings.len()],
                 registered_wells: Vec::new(),
+                spooled: 0,
             })
             .collect();
         let mut to_register: Vec<(usize, WellId)> = Vec::new();

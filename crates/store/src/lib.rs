@@ -21,6 +21,7 @@ pub mod fleet;
 pub mod notify;
 pub mod retention;
 pub mod security;
+pub mod spool;
 
 pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 pub use embedded::{
@@ -86,6 +87,9 @@ pub struct AppendOutcome {
     pub outcomes: Vec<ReadingOutcome>,
     /// Wells registered automatically by this append.
     pub registered_wells: Vec<WellId>,
+    /// Readings written to the outage spool instead of the store (see [`spool`]): durable,
+    /// reported `Accepted`, stored when the spool drains (duplicates among them are dropped then).
+    pub spooled: usize,
 }
 
 impl AppendOutcome {
@@ -199,6 +203,11 @@ pub trait Store: Send + Sync + 'static {
     /// Probes reading and writing, for `/health/ready`.
     async fn health(&self) -> StoreHealth;
     async fn stats(&self) -> StoreResult<StoreStats>;
+
+    /// The outage spool in front of the store, when there is one (`/health/ready`).
+    fn spool_status(&self) -> Option<spool::SpoolStatus> {
+        None
+    }
 
     /// Commits everything pending and closes. Later calls fail with `Unavailable`.
     async fn close(&self) -> StoreResult<()>;

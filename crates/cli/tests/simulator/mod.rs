@@ -722,3 +722,71 @@ fn eval_scores_the_anomaly_flag_pointwise() {
     assert_eq!(v["recall"], 0.5, "{v}");
     assert_eq!(v["precision"], 0.5, "{v}");
 }
+
+/// Issue 16: a newcomer sees alarms within the first minute of `espwatch demo` (at the default
+/// speed), and the demo says what happens when.
+#[test]
+fn demo_shows_alarms_within_the_first_minute() {
+    init();
+    let started = Instant::now();
+    let work = tempfile::tempdir().expect("temp dir");
+    let dir = work.path().join("demo");
+    let demo = ChildServer::start_with(&[
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--wells",
+        "3",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (printed, password) = loop {
+        let printed = demo.stdout.lock().unwrap().join("\n");
+        if let Some(rest) = printed.split("user demo, password ").nth(1) {
+            let password = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            if printed.contains("Ctrl-C") {
+                break (printed, password);
+            }
+        }
+        assert!(Instant::now() < deadline, "no sign-in printed: {printed}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // What happens when: the loaded history, the replay, and each failure's moment.
+    assert!(printed.contains("loaded at once"), "{printed}");
+    assert!(printed.contains("gas_lock"), "{printed}");
+    assert!(printed.contains("within the first minute"), "{printed}");
+    let tokens = http_post(
+        &demo.url("/api/v1/auth/login"),
+        &serde_json::json!({ "username": "demo", "password": password }),
+    );
+    let token = tokens["access_token"]
+        .as_str()
+        .expect("signed in")
+        .to_owned();
+    let gas_locked = printed
+        .lines()
+        .find(|l| l.contains("gas_lock"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the gas-locked well is named")
+        .to_owned();
+    loop {
+        let alarms = http_get(&demo.url("/api/v1/alarms"), &token);
+        let raised: Vec<&serde_json::Value> = alarms["alarms"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        if raised.iter().any(|a| a["well_id"] == gas_locked.as_str()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no alarm of the gas-locked well within a minute: {alarms}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -150,6 +150,7 @@ impl ChannelMonitor {
         ts: i64,
         value: Option<f64>,
         system_changed: bool,
+        at_rest: bool,
         th: &Thresholds,
     ) -> (Option<f64>, Option<ChannelFault>) {
         let tau = th.dropout_window_secs;
@@ -180,7 +181,10 @@ impl ChannelMonitor {
         }
         let mut usable = value;
         if let Some(v) = value {
-            if Some(v) == self.last && v != 0.0 {
+            // A stopped pump is a system at rest: the drive outputs hold their idle values and
+            // pressures and temperatures settle, so a repeated value is physics, not a stuck
+            // gauge (the training statistics describe a running pump).
+            if Some(v) == self.last && v != 0.0 && !at_rest {
                 self.run += 1;
             } else {
                 self.run = 0;

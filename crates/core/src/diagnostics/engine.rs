@@ -704,9 +704,10 @@ impl WellEngine {
         .filter(|f| self.channels[f.index()].departure(raw.get(**f)) > th.system_change_departure)
         .count();
         let system_changed = moved >= 2;
+        let at_rest = !self.is_running(raw);
         for f in WATCHED {
             let (usable, fault) =
-                self.channels[f.index()].observe(ts, raw.get(f), system_changed, th);
+                self.channels[f.index()].observe(ts, raw.get(f), system_changed, at_rest, th);
             clean.set(f, usable);
             if let Some(fault) = fault {
                 faults.push((f, fault, self.channels[f.index()].stuck_run));
@@ -782,7 +783,10 @@ impl WellEngine {
     }
 
     fn diagnose(&mut self, ts: i64, raw: &Measurements) -> StepOutput {
-        let (clean, sensor) = self.channel_health(ts, raw);
+        let (mut clean, sensor) = self.channel_health(ts, raw);
+        if self.flow_meter_bypassed(&clean) {
+            clean.set(Field::FlowRateBpd, None);
+        }
         // The voltage level before this reading (for wells without V/Hz).
         let volts_level = self.sm.fast_volts.value();
         // Run state.
@@ -836,6 +840,45 @@ impl WellEngine {
             findings,
             transitions,
         }
+    }
+
+    /// The flow meter reads (almost) nothing while the motor draws its baseline current and
+    /// the pump builds its baseline pressure rise at this speed. A centrifugal pump at its
+    /// baseline speed, head and power moves its baseline flow (its curve ties the three
+    /// together), so the meter is not measuring this pump: the production is routed past it
+    /// (a well test through the test separator) or the meter failed. Every condition that
+    /// really stops the flow moves the load or the head as well: a closed valve raises the
+    /// head to shut-off and drops the current, a broken shaft or gas lock drops the current,
+    /// pump-off drops the current and the intake. Without a discharge gauge, an intake
+    /// pressure (and a wellhead pressure, where measured) at baseline stand in for the head:
+    /// the pump still lifts the same column from the same level.
+    fn flow_meter_bypassed(&self, m: &Measurements) -> bool {
+        let th = &self.th;
+        let (Some(b), Some(q)) = (self.baseline.as_ref(), m.get(Field::FlowRateBpd)) else {
+            return false;
+        };
+        let Some(qb) = b.flow_bpd.filter(|q| *q > 1.0) else {
+            return false;
+        };
+        if !self.is_running(m) {
+            return false;
+        }
+        let n = self.normalise(m);
+        let expected_current =
+            (b.no_load_current_a.powi(2) + (b.active_current_a * n.r * n.r).powi(2)).sqrt();
+        let Some(i) = n.current.filter(|_| expected_current > 0.1) else {
+            return false;
+        };
+        let near = |x: f64| (x - 1.0).abs() <= th.meter_bypass_tolerance;
+        let head_at_baseline = match (n.tdh, b.tdh_ft) {
+            (Some(h), Some(hb)) if hb > 1.0 => near(h / hb),
+            _ => {
+                let intake = ratio(m.get(Field::IntakePressurePsi), b.intake_pressure_psi);
+                let wellhead = ratio(m.get(Field::TubingPressurePsi), b.tubing_pressure_psi);
+                intake.is_some_and(near) && wellhead.is_none_or(near)
+            }
+        };
+        q / n.r < th.meter_bypass_flow_ratio * qb && near(i / expected_current) && head_at_baseline
     }
 
     /// How many supply excursions within the window make a disturbed supply. Every gauge has

@@ -763,6 +763,11 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     if state.kind.is_none() && abrupt_loaded && wellhead_up {
         return None;
     }
+    // Wear and scale take days: a sudden loss with the motor unloading is neither (a broken
+    // shaft, gas or a closed valve; their own rules judge it).
+    if state.kind.is_none() && took_secs <= th.abrupt_secs && !abrupt_loaded {
+        return None;
+    }
     if state.kind.is_none() {
         state.developed_secs = took_secs;
     }

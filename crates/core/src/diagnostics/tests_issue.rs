@@ -672,3 +672,106 @@ fn a_sudden_head_loss_is_a_leak_only_if_the_wellhead_does_not_press_harder() {
     assert!(leaks(&changed(1.0)) > 0, "the loss alone reads as a leak");
     assert_eq!(leaks(&changed(1.3)), 0);
 }
+
+/// A well test routes the production through the test separator: the production meter reads
+/// nothing for hours while the pump draws its usual current and lifts its usual head. The
+/// pump is fine, with or without a discharge gauge; the same meter reading with the load gone
+/// is a real loss of flow.
+#[test]
+fn a_flow_meter_bypassed_by_a_well_test_raises_nothing_but_a_lost_load_does() {
+    let plan = pinned(Family::Classic, None, 20, "20s");
+    let (from, to) = (start().0 + 12 * HOUR, start().0 + 17 * HOUR);
+    let altered = |current: f64, discharge_gauge: bool| -> Vec<(Timestamp, Measurements)> {
+        samples(&plan, 0)
+            .into_iter()
+            .map(|(ts, mut m)| {
+                if ts.0 >= from && ts.0 < to {
+                    m.set(Field::FlowRateBpd, Some(0.0));
+                    let i = m.get(Field::MotorCurrentA).map(|i| i * current);
+                    m.set(Field::MotorCurrentA, i);
+                }
+                if !discharge_gauge {
+                    m.set(Field::DischargePressurePsi, None);
+                }
+                (ts, m)
+            })
+            .collect()
+    };
+    let episodes = |th: Thresholds, readings: &[(Timestamp, Measurements)]| {
+        let meta = Some(&plan.wells[0].meta);
+        let mut engine = WellEngine::new(meta, th, TrainingWindow::Default);
+        let mut eps = Vec::new();
+        for (ts, m) in readings {
+            let out = engine.push(*ts, m);
+            for f in &out.findings {
+                assert_evidence_true(f);
+            }
+            eps.extend(out.transitions.closed);
+        }
+        eps.extend(engine.finish());
+        eps.into_iter()
+            .filter(|e| e.end.is_none_or(|end| end.0 > from) && e.start.0 < to + HOUR)
+            .map(|e| e.diagnosis)
+            .collect::<Vec<_>>()
+    };
+    for gauge in [true, false] {
+        let test = altered(1.0, gauge);
+        assert_eq!(
+            episodes(Thresholds::default(), &test),
+            vec![],
+            "gauge {gauge}"
+        );
+        // The same readings judged as if the meter were right are alarms: the test can fail.
+        let blind = Thresholds {
+            meter_bypass_flow_ratio: 0.0,
+            ..Thresholds::default()
+        };
+        assert!(!episodes(blind, &test).is_empty(), "gauge {gauge}");
+        // No flow and the load gone: something is wrong with the pump.
+        let lost = episodes(Thresholds::default(), &altered(0.6, gauge));
+        assert!(
+            lost.iter().any(|d| d.is_process()),
+            "gauge {gauge}: {lost:?}"
+        );
+    }
+}
+
+/// A stopped pump is a system at rest: the drive's output voltage holds its idle value for
+/// hours. That is not a stuck gauge; the same constant voltage while running still is.
+#[test]
+fn a_stopped_pump_holding_its_idle_values_is_not_a_stuck_gauge() {
+    let plan = pinned(Family::Classic, None, 22, "20s");
+    let (from, to) = (start().0 + 12 * HOUR, start().0 + 18 * HOUR);
+    let readings = |stopped: bool| -> Vec<(Timestamp, Measurements)> {
+        samples(&plan, 0)
+            .into_iter()
+            .map(|(ts, mut m)| {
+                if ts.0 >= from && ts.0 < to {
+                    m.set(Field::MotorVoltageV, Some(37.5));
+                    if stopped {
+                        for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                            m.set(f, Some(0.0));
+                        }
+                    }
+                }
+                (ts, m)
+            })
+            .collect()
+    };
+    let stuck = |stopped: bool| {
+        let (episodes, _) = run_checked(
+            Some(&plan.wells[0].meta),
+            &readings(stopped),
+            TrainingWindow::Default,
+        );
+        episodes
+            .iter()
+            .filter(|e| e.diagnosis == Diagnosis::Condition(Condition::SensorFault))
+            .count()
+    };
+    assert_eq!(stuck(true), 0);
+    assert!(
+        stuck(false) > 0,
+        "a running drive's voltage does not hold still"
+    );
+}

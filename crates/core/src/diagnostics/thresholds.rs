@@ -160,6 +160,12 @@ pub struct Thresholds {
     /// delivery below this ratio (or, without a flow meter, the current below the next one).
     pub throttled_flow_ratio: f64,
     pub throttled_current_ratio: f64,
+    /// A flow meter reading below this share of the baseline flow while the pump's current
+    /// and pressure rise both stay within `meter_bypass_tolerance` of their baseline is not
+    /// measuring this pump (production routed past it, as in a well test, or a failed
+    /// meter): its readings are left out of the diagnosis.
+    pub meter_bypass_flow_ratio: f64,
+    pub meter_bypass_tolerance: f64,
     /// Bubble point ∝ (solution GOR)^this (Standing's correlation).
     pub bubble_point_gor_exponent: f64,
     /// Intake (smoothed) above this multiple of the bubble point: no free gas at the pump.
@@ -321,6 +327,8 @@ impl Default for Thresholds {
             leak_wellhead_tolerance: 0.1,
             throttled_flow_ratio: 0.5,
             throttled_current_ratio: 0.8,
+            meter_bypass_flow_ratio: 0.1,
+            meter_bypass_tolerance: 0.1,
             bubble_point_gor_exponent: 0.83,
             gas_free_pip_ratio: 1.25,
             gas_swing_window_secs: 1800.0,

@@ -16,9 +16,13 @@ use super::{DecodeError, DecodeOptions, Decoded, FieldError, Item, Rejection, Wa
 
 /// Reader configuration: rows of the wrong length are returned (and rejected by the decoder)
 /// rather than failing the reader, cells are trimmed, a UTF-8 BOM is skipped.
-fn reader_builder() -> ReaderBuilder {
+fn reader_builder(separator: u8) -> ReaderBuilder {
     let mut builder = ReaderBuilder::new();
-    builder.has_headers(false).flexible(true).trim(Trim::All);
+    builder
+        .has_headers(false)
+        .flexible(true)
+        .trim(Trim::All)
+        .delimiter(separator);
     builder
 }
 
@@ -54,7 +58,7 @@ impl CsvDecoder {
         opts: DecodeOptions,
     ) -> Result<CsvDecoder, DecodeError> {
         let header_line = super::strip_bom(header_line);
-        let mut reader = reader_builder().from_reader(header_line);
+        let mut reader = reader_builder(opts.csv.separator).from_reader(header_line);
         let mut header = ByteRecord::new();
         match reader.read_byte_record(&mut header) {
             Ok(true) => {}
@@ -113,7 +117,7 @@ impl CsvDecoder {
             return true;
         }
         let first_line = self.next_line;
-        let mut reader = reader_builder().from_reader(chunk);
+        let mut reader = reader_builder(self.ctx.opts.csv.separator).from_reader(chunk);
         let mut record = ByteRecord::new();
         // Newlines counted in chunk[..scanned]; record offsets only grow.
         let (mut scanned, mut newlines) = (0usize, 0u64);

@@ -5,6 +5,7 @@
 //! cannot drift apart. A [`Draft`] never stops at the first problem: it records every error
 //! and decides at [`Draft::finish`].
 
+use crate::localtime::parse_timestamp;
 use std::borrow::Cow;
 use std::collections::HashSet;
 
@@ -230,6 +231,15 @@ impl<'c> Draft<'c> {
         let parsed = match &val {
             Val::Null => return,
             Val::Cell("") => return,
+            Val::Cell(s) if self.ctx.opts.csv.decimal_comma && s.contains(',') => {
+                match parse_f64(&s.replacen(',', ".", 1)) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        self.measurement_error = true;
+                        return self.key_error(key, format!("not a number: {:?}", echo(s)));
+                    }
+                }
+            }
             Val::Number(s) | Val::Cell(s) => match parse_f64(s) {
                 Ok(v) => v,
                 Err(_) => {
@@ -316,14 +326,12 @@ impl<'c> Draft<'c> {
             // Null is "not given": the receive time applies, as for an absent key.
             Val::Null => return,
             Val::Cell("") => return,
-            Val::Str(s) => {
-                Timestamp::parse_rfc3339(s).map_err(|e| format!("{e} (got {:?})", echo(s)))
-            }
+            Val::Str(s) => parse_timestamp(s, self.ctx.opts.zone)
+                .map_err(|e| format!("{e} (got {:?})", echo(s))),
             Val::Number(s) => parse_epoch_seconds(s),
             // A CSV cell is RFC 3339 when it has a time separator, epoch seconds otherwise.
-            Val::Cell(s) if s.contains(':') => {
-                Timestamp::parse_rfc3339(s).map_err(|e| format!("{e} (got {:?})", echo(s)))
-            }
+            Val::Cell(s) if s.contains(':') => parse_timestamp(s, self.ctx.opts.zone)
+                .map_err(|e| format!("{e} (got {:?})", echo(s))),
             Val::Cell(s) => parse_epoch_seconds(s),
             other => Err(format!(
                 "expected an RFC 3339 string or Unix epoch seconds, got {}",

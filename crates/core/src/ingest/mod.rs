@@ -95,6 +95,57 @@ pub struct DecodeOptions {
     /// device): readings without `well_id` belong to it (a CSV needs no `well_id` column), and
     /// a reading naming another well is rejected. `None` for HTTP and files.
     pub well: Option<WellId>,
+    /// The zone of naive local timestamps (`2026-11-22 08:01:00`), declared by the sender;
+    /// without it such a timestamp is refused (never guessed). See [`crate::localtime`].
+    pub zone: Option<crate::localtime::UtcOffset>,
+    /// The CSV dialect (separator, decimal mark); RFC 4180 with `.` decimals by default.
+    pub csv: CsvDialect,
+}
+
+/// How a CSV body is written: European spreadsheet and historian exports use `;` between
+/// cells and `,` as the decimal mark (`42,5`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CsvDialect {
+    /// The cell separator: `,` (default), `;`, tab or `|`.
+    pub separator: u8,
+    /// Numbers are written with a decimal comma (`42,5`); with `,` as separator such cells
+    /// must be quoted.
+    pub decimal_comma: bool,
+}
+
+impl Default for CsvDialect {
+    fn default() -> Self {
+        CsvDialect {
+            separator: b',',
+            decimal_comma: false,
+        }
+    }
+}
+
+impl CsvDialect {
+    /// A separator as given on a command line or in a query: `,`, `;`, `tab` (or a tab), `|`.
+    pub fn parse_separator(text: &str) -> Result<u8, String> {
+        match text {
+            "," | "comma" => Ok(b','),
+            ";" | "semicolon" => Ok(b';'),
+            "\t" | "tab" => Ok(b'\t'),
+            "|" | "pipe" => Ok(b'|'),
+            other => Err(format!(
+                "{other:?} is not a supported CSV separator: use ',', ';', 'tab' or '|'"
+            )),
+        }
+    }
+
+    /// A decimal mark: `.` (`point`) or `,` (`comma`).
+    pub fn parse_decimal(text: &str) -> Result<bool, String> {
+        match text {
+            "." | "point" | "dot" => Ok(false),
+            "," | "comma" => Ok(true),
+            other => Err(format!(
+                "{other:?} is not a decimal mark: use 'point' or 'comma'"
+            )),
+        }
+    }
 }
 
 impl DecodeOptions {
@@ -112,6 +163,8 @@ impl DecodeOptions {
             max_future_micros: Self::DEFAULT_MAX_FUTURE_MICROS,
             max_readings: Self::DEFAULT_MAX_READINGS,
             well: None,
+            zone: None,
+            csv: CsvDialect::default(),
         }
     }
 }

@@ -800,6 +800,7 @@ fn build_installation(
                 gor_scf_bbl: Some(round_to(gor, 0)),
                 water_cut_pct: Some(round_to(water_cut, 1)),
             }),
+            sample_interval_s: None,
         };
         return Ok((plant, meta));
     }

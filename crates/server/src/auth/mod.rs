@@ -71,9 +71,25 @@ pub struct Security {
     cache: Mutex<HashMap<String, (Instant, Principal)>>,
     /// Authentications that failed because the identity store could not be read.
     store_failures: std::sync::atomic::AtomicU64,
+    /// `auth_outage_grace_secs`: how long a credential verified against the identity store
+    /// may stand in for it on the telemetry route while the store cannot be read.
+    outage_grace: Duration,
+    /// Credentials last verified against the store, by SHA-256 of the presented token (see
+    /// [`Security::authenticate`]); never consulted while the store answers.
+    verified: Mutex<HashMap<String, Verified>>,
+    /// Telemetry requests let in by `verified` while the identity store was down.
+    outage_grants: std::sync::atomic::AtomicU64,
     /// Bumped whenever cached credentials are forgotten (logout, revocation, user change), so
     /// long-lived connections (streams) re-check theirs at once.
     revocations: tokio::sync::watch::Sender<u64>,
+}
+
+/// A credential the identity store confirmed, and when.
+struct Verified {
+    at: Instant,
+    principal: Principal,
+    /// The key's or token's own expiry, still enforced during an outage.
+    expires: Option<Timestamp>,
 }
 
 /// Why presented credentials did not yield an identity.
@@ -139,6 +155,9 @@ impl Security {
             cache_ttl: Duration::from_millis(config.auth_cache_ms),
             cache: Mutex::new(HashMap::new()),
             store_failures: std::sync::atomic::AtomicU64::new(0),
+            outage_grace: Duration::from_secs(config.auth_outage_grace_secs),
+            verified: Mutex::new(HashMap::new()),
+            outage_grants: std::sync::atomic::AtomicU64::new(0),
             revocations: tokio::sync::watch::Sender::new(0),
         })
     }
@@ -147,6 +166,10 @@ impl Security {
     /// change takes effect on the next request.
     pub fn forget_cached_credentials(&self) {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.revocations.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -224,8 +247,27 @@ impl Security {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Telemetry requests accepted on a credential verified earlier while the identity store
+    /// could not be read.
+    pub fn outage_grants(&self) -> u64 {
+        self.outage_grants
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The identity behind presented credentials, or why not (logged, never sent).
-    async fn authenticate(&self, presented: &str) -> Result<Principal, AuthFailure> {
+    ///
+    /// `outage_ok` (the telemetry route): when the identity store cannot be read, a credential
+    /// it confirmed within `auth_outage_grace_secs` is accepted as it was then (the key's or
+    /// token's expiry still checked; a JWT's signature and `exp` are checked before any store
+    /// access anyway). A credential the store refused is forgotten at once, and so is every
+    /// one after a revocation through this server. The cost: a revocation made by another
+    /// process (the CLI, another node) within `auth_cache_ms` before the outage is not seen
+    /// until the store is back, and none can be made while it is down.
+    async fn authenticate(
+        &self,
+        presented: &str,
+        outage_ok: bool,
+    ) -> Result<Principal, AuthFailure> {
         let digest = secret_digest(presented);
         if self.cache_ttl > Duration::ZERO {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -235,11 +277,54 @@ impl Security {
                 return Ok(principal.clone());
             }
         }
-        let principal = if presented.starts_with(API_KEY_PREFIX) {
-            self.authenticate_key(presented, &digest).await?
+        let checked = if presented.starts_with(API_KEY_PREFIX) {
+            self.authenticate_key(presented, &digest).await
         } else {
-            self.authenticate_jwt(presented).await?
+            self.authenticate_jwt(presented).await
         };
+        let (principal, expires) = match checked {
+            Ok(found) => found,
+            Err(AuthFailure::Store(e)) => {
+                if outage_ok && self.outage_grace > Duration::ZERO {
+                    let now = Timestamp::from_datetime(chrono::Utc::now());
+                    let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(v) = verified.get(&digest)
+                        && v.at.elapsed() < self.outage_grace
+                        && v.expires.is_none_or(|e| e > now)
+                    {
+                        self.outage_grants
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Ok(v.principal.clone());
+                    }
+                }
+                return Err(AuthFailure::Store(e));
+            }
+            Err(refused) => {
+                self.verified
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&digest);
+                return Err(refused);
+            }
+        };
+        if self.outage_grace > Duration::ZERO {
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if verified.len() > 10_000 {
+                let grace = self.outage_grace;
+                verified.retain(|_, v| v.at.elapsed() < grace);
+                if verified.len() > 10_000 {
+                    verified.clear();
+                }
+            }
+            verified.insert(
+                digest.clone(),
+                Verified {
+                    at: Instant::now(),
+                    principal: principal.clone(),
+                    expires,
+                },
+            );
+        }
         if self.cache_ttl > Duration::ZERO {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             if cache.len() > 10_000 {
@@ -254,7 +339,7 @@ impl Security {
         &self,
         presented: &str,
         digest: &str,
-    ) -> Result<Principal, AuthFailure> {
+    ) -> Result<(Principal, Option<Timestamp>), AuthFailure> {
         let id = parse_api_key(presented).ok_or("malformed API key")?;
         let key = self
             .store
@@ -272,10 +357,13 @@ impl Security {
         if key.expires_at.is_some_and(|e| e <= now) {
             return Err("API key expired".into());
         }
-        Ok(key_principal(&key))
+        Ok((key_principal(&key), key.expires_at))
     }
 
-    async fn authenticate_jwt(&self, presented: &str) -> Result<Principal, AuthFailure> {
+    async fn authenticate_jwt(
+        &self,
+        presented: &str,
+    ) -> Result<(Principal, Option<Timestamp>), AuthFailure> {
         let now = chrono::Utc::now();
         let claims = self.keys.verify(presented, now.timestamp()).map_err(|e| {
             let reason = format!("access token refused: {e}");
@@ -307,14 +395,17 @@ impl Security {
         if user.role.name() != claims.role {
             return Err("role changed since the token was issued".into());
         }
-        Ok(Principal {
-            kind: PrincipalKind::User {
-                session_id: session.id,
+        Ok((
+            Principal {
+                kind: PrincipalKind::User {
+                    session_id: session.id,
+                },
+                name: user.name,
+                role: user.role,
+                scope: WellScope::from_list(user.wells),
             },
-            name: user.name,
-            role: user.role,
-            scope: WellScope::from_list(user.wells),
-        })
+            Some(Timestamp(claims.exp.saturating_mul(1_000_000))),
+        ))
     }
 }
 
@@ -474,7 +565,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let probe = rule.path.starts_with("/health");
     // Telemetry is limited per identity in readings; its per-source request limit applies
     // only to requests whose credentials fail (a gateway's field at 1 Hz is not throttled).
-    let telemetry = rule.path == "/api/v1/telemetry" && method == axum::http::Method::POST;
+    let telemetry = policy::is_telemetry_ingest(rule);
     let now = Instant::now();
     if !probe
         && !telemetry
@@ -508,7 +599,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             return response;
         }
     };
-    let principal = match security.authenticate(&credential).await {
+    let principal = match security.authenticate(&credential, telemetry).await {
         Ok(p) => p,
         Err(AuthFailure::Expired(reason)) => {
             tracing::debug!(%reason, route = rule.path, "authentication failed");
@@ -556,31 +647,44 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             principal.role
         )));
     }
-    if rule.well == WellParam::PathId {
-        let params = {
-            let (mut parts, body) = request.into_parts();
-            let params =
-                <RawPathParams as axum::extract::FromRequestParts<()>>::from_request_parts(
-                    &mut parts,
-                    &(),
-                )
-                .await;
-            request = Request::from_parts(parts, body);
+    let well = match rule.well {
+        WellParam::None => None,
+        WellParam::PathId => {
+            let params = {
+                let (mut parts, body) = request.into_parts();
+                let params =
+                    <RawPathParams as axum::extract::FromRequestParts<()>>::from_request_parts(
+                        &mut parts,
+                        &(),
+                    )
+                    .await;
+                request = Request::from_parts(parts, body);
+                params
+            };
+            let params = match params {
+                Ok(p) => p,
+                Err(_) => return deny(forbidden("the well could not be determined".into())),
+            };
             params
-        };
-        let params = match params {
-            Ok(p) => p,
-            Err(_) => return deny(forbidden("the well could not be determined".into())),
-        };
-        let well = params
-            .iter()
-            .find(|(k, _)| *k == "id")
-            .map(|(_, v)| v.to_owned());
-        if let Some(well) = well
-            && !principal.may_see_well(&well)
-        {
-            return deny(forbidden(format!("not permitted for well {well:?}")));
+                .iter()
+                .find(|(k, _)| *k == "id")
+                .map(|(_, v)| v.to_owned())
         }
+        // The old platform's `?device_id=`; a missing or repeated one is the handler's 400.
+        WellParam::QueryDeviceId => {
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(request.uri())
+                .ok()
+                .and_then(|axum::extract::Query(pairs)| {
+                    let mut ids = pairs.into_iter().filter(|(k, _)| k == "device_id");
+                    let first = ids.next().map(|(_, v)| v);
+                    ids.next().is_none().then_some(first).flatten()
+                })
+        }
+    };
+    if let Some(well) = well
+        && !principal.may_see_well(&well)
+    {
+        return deny(forbidden(format!("not permitted for well {well:?}")));
     }
     if carrier == cookie::Carrier::Cookie
         && !cookie::csrf_passes(&security.keys, &method, request.headers(), &principal)

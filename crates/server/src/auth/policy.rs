@@ -25,6 +25,9 @@ pub enum WellParam {
     /// The `{id}` path parameter is a well id: checked against the identity's wells before
     /// the handler runs.
     PathId,
+    /// The `device_id` query parameter (the old platform's telemetry query) is a well id,
+    /// checked the same way.
+    QueryDeviceId,
 }
 
 #[derive(Clone, Debug)]
@@ -46,7 +49,7 @@ const fn rule(method: Method, path: &'static str, access: Access, well: WellPara
 
 use Access::{Authenticated, Public};
 use Permission::*;
-use WellParam::{None as NoWell, PathId};
+use WellParam::{None as NoWell, PathId, QueryDeviceId};
 
 const fn p(permission: Permission) -> Access {
     Access::Permission(permission)
@@ -58,6 +61,26 @@ pub const ROUTES: &[RouteRule] = &[
         Method::GET,
         "/api/v1/wells/{id}/telemetry",
         p(TelemetryRead),
+        PathId,
+    ),
+    rule(
+        Method::GET,
+        "/api/v1/wells/{id}/quality",
+        p(TelemetryRead),
+        PathId,
+    ),
+    // The old platform's routes, aliases of the canonical ones with the same access.
+    rule(Method::POST, "/telemetry/ingest", p(TelemetryWrite), NoWell),
+    rule(
+        Method::GET,
+        "/api/v1/telemetry",
+        p(TelemetryRead),
+        QueryDeviceId,
+    ),
+    rule(
+        Method::GET,
+        "/api/v1/diagnostics/{id}",
+        p(DiagnosticsRead),
         PathId,
     ),
     rule(Method::GET, "/api/v1/wells/latest", p(LatestRead), NoWell),
@@ -209,6 +232,12 @@ pub fn lookup(method: &Method, route: &str) -> Option<&'static RouteRule> {
     ROUTES
         .iter()
         .find(|r| r.path == route && r.method == method)
+}
+
+/// The routes that ingest telemetry: limited per identity in readings, not per source.
+pub fn is_telemetry_ingest(rule: &RouteRule) -> bool {
+    rule.method == Method::POST
+        && (rule.path == "/api/v1/telemetry" || rule.path == "/telemetry/ingest")
 }
 
 /// Whether `role` passes `access` (identity already established).

@@ -4,7 +4,9 @@
 //! - `/health/startup`: recovery is done (the listener only opens after the store is open, so
 //!   answering at all means started).
 //! - `/health/ready`: the store can be read and written and the identity store read right now;
-//!   503 with per-dependency detail otherwise, and during shutdown.
+//!   503 with per-dependency detail otherwise, and during shutdown. While the PostgreSQL store
+//!   is down and the outage spool takes telemetry: 200 `degraded`, `checks.spool` says how much
+//!   is spooled, how old the oldest is, and whether it is draining.
 //! - `/health`: the old platform's endpoint, kept for its monitors.
 
 use std::sync::atomic::Ordering;
@@ -61,7 +63,8 @@ pub async fn startup(State(state): State<AppState>) -> Json<SimpleStatus> {
 
 #[derive(Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready` or `not_ready`.
+    /// `ready`, `degraded` (200: the database is down and the outage spool takes telemetry)
+    /// or `not_ready`.
     status: &'static str,
     timestamp: String,
     /// Per dependency: status (`healthy`/`unhealthy`), latency and detail.
@@ -85,7 +88,12 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     let identity = state.security.store.get_api_key("readiness-probe").await;
     let identity_latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let identity_ok = identity.is_ok();
-    let ok = store_ok && identity_ok && !shutting_down;
+    // The outage spool (PostgreSQL): while it takes the telemetry the database cannot, the
+    // server stays in rotation (`degraded`): taking it out would lose what the spool is for.
+    let spool = state.store.spool_status();
+    let spool_takes = spool.as_ref().is_some_and(|s| s.spooling && !s.full);
+    let ok = ((store_ok && identity_ok) || spool_takes) && !shutting_down;
+    let degraded = ok && !(store_ok && identity_ok);
     let mut checks = serde_json::json!({
         "store": {
             "status": if store_ok { "healthy" } else { "unhealthy" },
@@ -102,7 +110,21 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         "detail": if identity_ok { None } else { Some("the identity store cannot be read; see the server log") },
         // Requests answered 503 since start because credentials could not be checked.
         "auth_unavailable_total": state.security.store_failures(),
+        // Telemetry requests let in on a credential verified before the store went down.
+        "auth_outage_grants_total": state.security.outage_grants(),
     });
+    if let Some(spool) = spool {
+        let mut check = serde_json::json!(spool);
+        check["status"] = if !spool.spooling && spool.readings == 0 {
+            "healthy"
+        } else if spool.full {
+            "full"
+        } else {
+            "degraded"
+        }
+        .into();
+        checks["spool"] = check;
+    }
     // Diagnostics falling behind never takes the server out of rotation (ingestion goes on
     // and skipped wells are rebuilt from storage); its queue and lag are reported here.
     checks["diagnostics"] = serde_json::json!(state.diagnostics.status());
@@ -147,7 +169,13 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     (
         status,
         Json(Readiness {
-            status: if ok { "ready" } else { "not_ready" },
+            status: if degraded {
+                "degraded"
+            } else if ok {
+                "ready"
+            } else {
+                "not_ready"
+            },
             timestamp: Utc::now().to_rfc3339(),
             checks,
         }),

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod diagnostics;
 pub mod health;
+pub mod legacy;
 pub mod notifications;
 pub mod stream;
 pub mod telemetry;

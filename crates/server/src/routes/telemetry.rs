@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
 use espwatch_core::duration::{format_duration_micros, parse_duration_micros};
-use espwatch_core::ingest::{DecodeOptions, PayloadFormat};
+use espwatch_core::ingest::{CsvDialect, DecodeOptions, PayloadFormat};
+use espwatch_core::localtime::UtcOffset;
 use espwatch_core::{Agg, Field, Series, TelemetryQuery, TimeRange, Timestamp, WellId};
 use espwatch_store::AppendOptions;
 use serde::{Deserialize, Serialize};
@@ -17,9 +18,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::{ApiQuery, WellIdPath, media_type, read_body};
+use crate::extract::{ApiQuery, WellIdPath, media_type, parse_time_param, read_body};
 use crate::state::AppState;
 use espwatch_app::ingest::{IngestError, IngestReport, ingest_payload_collect};
+use espwatch_app::quality::QualityError;
 
 /// Ingests telemetry: one reading (JSON object), a JSON array, NDJSON or CSV.
 ///
@@ -27,6 +29,7 @@ use espwatch_app::ingest::{IngestError, IngestReport, ingest_payload_collect};
 /// is sent only after the accepted readings are durably committed. Re-sending a reading is
 /// harmless: it is counted in `duplicates`.
 #[utoipa::path(post, path = "/api/v1/telemetry", tag = "telemetry",
+    params(IngestParams),
     request_body(
         description = "Canonical reading(s). JSON: an object or an array of objects with `well_id`, `ts` (RFC 3339) and any of the measurement fields (e.g. `motor_current_a`). NDJSON: one object per line. CSV: a header row of canonical names, empty cell = missing.",
         content(
@@ -46,10 +49,156 @@ use espwatch_app::ingest::{IngestError, IngestReport, ingest_payload_collect};
 pub async fn ingest(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    ApiQuery(params): ApiQuery<IngestParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let format = match media_type(&headers)?.as_deref() {
+    let report = ingest_body(&state, &principal, &params, &headers, body).await?;
+    let total = report.total();
+    if report.rejected.len() == total {
+        // Every reading was refused: 422 with the full report plus the error envelope.
+        let (status, envelope) = ApiError::unprocessable(
+            "all_readings_rejected",
+            format!("all {total} readings were rejected; see `rejected` for the reasons"),
+        )
+        .into_envelope();
+        let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;
+        body["error"] = serde_json::to_value(envelope.error).map_err(ApiError::internal)?;
+        return Ok((status, Json(body)).into_response());
+    }
+    Ok((StatusCode::OK, Json(report)).into_response())
+}
+
+/// Query parameters of telemetry ingestion.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct IngestParams {
+    /// The zone of timestamps sent without one (historian exports write
+    /// `2026-11-22 08:01:00`), as a UTC offset: `%2B03:00` (`+` escaped), `-05:30`, `UTC`.
+    /// Without it such timestamps are rejected, never guessed. Timestamps with an offset or
+    /// `Z` keep theirs. Named zones with daylight saving are refused (their skipped and
+    /// repeated hours make local times ambiguous): convert to an offset first.
+    timezone: Option<String>,
+    /// CSV cell separator: `comma` (default), `semicolon`, `tab` or `pipe` (`,` `;` `|` as
+    /// such work too, escaped as a query needs).
+    csv_separator: Option<String>,
+    /// Decimal mark of CSV numbers: `point` (default) or `comma` (`42,5`; with the comma
+    /// separator such cells must be quoted).
+    decimal: Option<String>,
+}
+
+/// The old platform's ingest answer: `status` first, then espwatch's report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LegacyIngestResponse {
+    /// `success` when something was stored or everything was a duplicate.
+    status: &'static str,
+    /// The well of the readings when they all name one well, else null.
+    well_id: Option<String>,
+    #[serde(flatten)]
+    report: IngestReport,
+}
+
+/// The old platform's ingest route, an alias of `POST /api/v1/telemetry` kept for its SCADA
+/// clients: same body formats, limits, permission (`telemetry:write`) and rate limit, audited
+/// under this route. Answers in the old shape: `{"status":"success","well_id":...}` plus the
+/// report; when every reading is refused, 422 with the report and `error`.
+#[utoipa::path(post, path = "/telemetry/ingest", tag = "legacy",
+    params(IngestParams),
+    request_body(
+        description = "As `POST /api/v1/telemetry`; the old payload (`device_id`/`well_id`, `timestamp`, `pip`, `motor_current`, `motor_temp`, `vsd_frequency`, `flow_rate`, `gor`, ...) is accepted as is. Without a timestamp a reading is stamped with the receive time.",
+        content(
+            (serde_json::Value = "application/json", example = json!({"well_id": "TEST-001", "flow_rate": 1500.0, "pip": 850.0, "motor_current": 45.0, "motor_temp": 85.0, "vibration": 0.8, "vsd_frequency": 55.0})),
+            (String = "application/x-ndjson"),
+            (String = "text/csv")
+        )
+    ),
+    responses(
+        (status = 200, description = "Something was accepted, or everything was a duplicate", body = LegacyIngestResponse),
+        (status = 400, description = "The body cannot be parsed", body = crate::error::ErrorEnvelope),
+        (status = 413, description = "Body over the configured limit", body = crate::error::ErrorEnvelope),
+        (status = 415, description = "Content-Type not one of the supported ones", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "Every reading was rejected: the report with `status: \"error\"` and `error`", body = LegacyIngestResponse),
+        (status = 503, description = "Overloaded or store unavailable; nothing was stored", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn legacy_ingest(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiQuery(params): ApiQuery<IngestParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let report = ingest_body(&state, &principal, &params, &headers, body).await?;
+    let well_id = report_wells(&report);
+    let total = report.total();
+    if report.rejected.len() == total {
+        let (status, envelope) = ApiError::unprocessable(
+            "all_readings_rejected",
+            format!("all {total} readings were rejected; see `rejected` for the reasons"),
+        )
+        .into_envelope();
+        let mut body = serde_json::to_value(LegacyIngestResponse {
+            status: "error",
+            well_id,
+            report,
+        })
+        .map_err(ApiError::internal)?;
+        body["error"] = serde_json::to_value(envelope.error).map_err(ApiError::internal)?;
+        return Ok((status, Json(body)).into_response());
+    }
+    Ok((
+        StatusCode::OK,
+        Json(LegacyIngestResponse {
+            status: "success",
+            well_id,
+            report,
+        }),
+    )
+        .into_response())
+}
+
+/// The one well a report's readings name, if they name exactly one.
+fn report_wells(report: &IngestReport) -> Option<String> {
+    let mut wells = report
+        .wells
+        .iter()
+        .map(WellId::as_str)
+        .chain(report.rejected.iter().filter_map(|r| r.well_id.as_deref()));
+    let first = wells.next()?;
+    wells.all(|w| w == first).then(|| first.to_owned())
+}
+
+/// Decodes, checks and stores a telemetry body; publishes what was committed. Shared by the
+/// canonical route and its legacy alias. An empty payload is 400 here.
+async fn ingest_body(
+    state: &AppState,
+    principal: &Principal,
+    params: &IngestParams,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<IngestReport, ApiError> {
+    let invalid = |name: &'static str, e: String| {
+        ApiError::bad_request("invalid_query", format!("`{name}`: {e}"))
+            .with_details(serde_json::json!({ "parameter": name }))
+    };
+    let csv = CsvDialect {
+        separator: match params.csv_separator.as_deref() {
+            None => b',',
+            Some(s) => CsvDialect::parse_separator(s).map_err(|e| invalid("csv_separator", e))?,
+        },
+        decimal_comma: match params.decimal.as_deref() {
+            None => false,
+            Some(d) => CsvDialect::parse_decimal(d).map_err(|e| invalid("decimal", e))?,
+        },
+    };
+    let zone = match params.timezone.as_deref() {
+        None => None,
+        Some(text) => Some(UtcOffset::parse(text).map_err(|e| {
+            ApiError::bad_request("invalid_query", format!("`timezone`: {e}"))
+                .with_details(serde_json::json!({ "parameter": "timezone" }))
+        })?),
+    };
+    let format = match media_type(headers)?.as_deref() {
         Some("application/json") => PayloadFormat::Json,
         Some(
             "application/x-ndjson"
@@ -89,12 +238,14 @@ pub async fn ingest(
             )
             .with_details(serde_json::json!({ "retry_after_secs": 1 }))
         })?;
-    let bytes = read_body(&headers, body, state.config.body_limit_bytes).await?;
+    let bytes = read_body(headers, body, state.config.body_limit_bytes).await?;
     let decode = DecodeOptions {
         now: Timestamp::from_datetime(Utc::now()),
         max_future_micros: state.config.max_future_secs as i64 * 1_000_000,
         max_readings: MAX_READINGS_PER_REQUEST,
         well: None,
+        zone,
+        csv,
     };
     let append = AppendOptions {
         auto_register_wells: state.config.auto_register_wells,
@@ -114,7 +265,7 @@ pub async fn ingest(
             // off this request's path: neither waits for a consumer).
             state.live.publish_readings(&accepted);
             state.diagnostics.submit(accepted);
-            state.security.charge_readings(&principal, report.total());
+            state.security.charge_readings(principal, report.total());
             report
         }
         Err(IngestError::Decode(e)) => {
@@ -124,28 +275,25 @@ pub async fn ingest(
             )
             .with_details(&e));
         }
+        Err(IngestError::Store(espwatch_store::StoreError::Unavailable(why)))
+            if why.starts_with(espwatch_store::spool::SPOOL_FULL) =>
+        {
+            return Err(ApiError::unavailable(
+                "spool_full",
+                "the database is unavailable and the local spool is full; retry after the Retry-After delay",
+                why,
+            ));
+        }
         Err(IngestError::Store(e)) => return Err(e.into()),
         Err(e @ IngestError::Join(_)) => return Err(ApiError::internal(e)),
     };
-    let total = report.total();
-    if total == 0 {
+    if report.total() == 0 {
         return Err(ApiError::bad_request(
             "empty_payload",
             "the payload contains no readings",
         ));
     }
-    if report.rejected.len() == total {
-        // Every reading was refused: 422 with the full report plus the error envelope.
-        let (status, envelope) = ApiError::unprocessable(
-            "all_readings_rejected",
-            format!("all {total} readings were rejected; see `rejected` for the reasons"),
-        )
-        .into_envelope();
-        let mut body = serde_json::to_value(&report).map_err(ApiError::internal)?;
-        body["error"] = serde_json::to_value(envelope.error).map_err(ApiError::internal)?;
-        return Ok((status, Json(body)).into_response());
-    }
-    Ok((StatusCode::OK, Json(report)).into_response())
+    Ok(report)
 }
 
 /// Query parameters of the telemetry range query.
@@ -248,16 +396,6 @@ pub async fn query(
     .into_response())
 }
 
-fn parse_time(name: &'static str, text: &str) -> Result<Timestamp, ApiError> {
-    if text == "now" {
-        return Ok(Timestamp::from_datetime(Utc::now()));
-    }
-    Timestamp::parse_rfc3339(text).map_err(|e| {
-        ApiError::bad_request("invalid_query", format!("`{name}`: {e}"))
-            .with_details(serde_json::json!({ "parameter": name }))
-    })
-}
-
 fn build_query(
     state: &AppState,
     well_id: WellId,
@@ -268,11 +406,11 @@ fn build_query(
             .with_details(serde_json::json!({ "parameter": param }))
     };
     let to = match &p.to {
-        Some(t) => parse_time("to", t)?,
+        Some(t) => parse_time_param("to", t)?,
         None => Timestamp::from_datetime(Utc::now()),
     };
     let from = match &p.from {
-        Some(t) => parse_time("from", t)?,
+        Some(t) => parse_time_param("from", t)?,
         None => Timestamp(to.0 - 86_400 * 1_000_000),
     };
     if from >= to {
@@ -429,4 +567,87 @@ pub async fn latest(
         as_of: now.to_rfc3339(),
         wells: entries.into_values().collect(),
     }))
+}
+
+/// Query parameters of the data-quality report.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct QualityParams {
+    /// Start of the range, RFC 3339, inclusive. Default: 24 h before `to`.
+    from: Option<String>,
+    /// End of the range, RFC 3339, exclusive (or `now`). Default: now.
+    to: Option<String>,
+    /// Window width (`10m`, `1h`, `1d`). Default: `1h`. At most 10 000 windows.
+    window: Option<String>,
+}
+
+/// The data-quality report of one well.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QualityResponse {
+    well_id: String,
+    /// Window width, e.g. `1h`.
+    window: String,
+    /// The score a window should reach (the old platform's target, 95).
+    target: f64,
+    #[serde(flatten)]
+    report: espwatch_core::quality::QualityReport,
+}
+
+/// Data quality of a well per window: completeness against its expected interval (the
+/// registry's `sample_interval_s`, else the median spacing of its readings), values beyond
+/// what its equipment can produce, stuck gauges and spikes; a score out of 100 per window and
+/// over the range, and per channel whether the gauge can be trusted.
+#[utoipa::path(get, path = "/api/v1/wells/{id}/quality", tag = "telemetry",
+    params(("id" = String, Path, description = "Well id"), QualityParams),
+    responses(
+        (status = 200, description = "Quality per window and over the range", body = QualityResponse),
+        (status = 400, description = "Invalid parameter", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "Unknown well", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn quality(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<QualityParams>,
+    WellIdPath(well_id): WellIdPath,
+) -> Result<Json<QualityResponse>, ApiError> {
+    let invalid = |param: &str, message: String| {
+        ApiError::bad_request("invalid_query", message)
+            .with_details(serde_json::json!({ "parameter": param }))
+    };
+    let to = match &params.to {
+        Some(t) => parse_time_param("to", t)?,
+        None => Timestamp::from_datetime(Utc::now()),
+    };
+    let from = match &params.from {
+        Some(t) => parse_time_param("from", t)?,
+        None => Timestamp(to.0 - 86_400 * 1_000_000),
+    };
+    if from >= to {
+        return Err(invalid("from", "`from` must be before `to`".into()));
+    }
+    if to.0 - from.0 > MAX_QUERY_RANGE_MICROS {
+        return Err(invalid("from", "a query may span at most 400 days".into()));
+    }
+    let window = match params.window.as_deref() {
+        None => 3_600_000_000,
+        Some(w) => parse_duration_micros(w).map_err(|e| invalid("window", e))?,
+    };
+    if window < 1_000_000 {
+        return Err(invalid("window", "`window` must be at least 1s".into()));
+    }
+    let range = TimeRange { from, to };
+    match espwatch_app::quality::assess_well(state.store.as_ref(), &well_id, range, window).await {
+        Ok(report) => Ok(Json(QualityResponse {
+            well_id: well_id.to_string(),
+            window: format_duration_micros(window),
+            target: espwatch_core::quality::QUALITY_TARGET,
+            report,
+        })),
+        Err(QualityError::UnknownWell(w)) => {
+            Err(ApiError::not_found(format!("well {w} is not registered")))
+        }
+        Err(e @ QualityError::TooManyWindows) => Err(invalid("window", e.to_string())),
+        Err(QualityError::Store(e)) => Err(e.into()),
+        Err(e @ QualityError::Join(_)) => Err(ApiError::internal(e)),
+    }
 }

@@ -17,6 +17,8 @@ mod alarms;
 pub mod backup;
 pub mod check;
 mod codec;
+/// The log batch encoding, shared with the outage spool (`crate::spool`).
+pub(crate) use codec::{decode_log_batch, encode_log_batch};
 mod files;
 mod fleet;
 pub mod incremental;

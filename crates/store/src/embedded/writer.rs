@@ -724,6 +724,7 @@ impl Writer {
                 let mut out = AppendOutcome {
                     outcomes: Vec::with_capacity(req.readings.len()),
                     registered_wells: Vec::new(),
+                    spooled: 0,
                 };
                 for r in &req.readings {
                     let state = index.wells.get(&r.well_id);
