@@ -568,8 +568,7 @@ impl WellEngine {
         let Some(b) = &self.baseline else {
             return Features::default();
         };
-        let expected_current =
-            (b.no_load_current_a.powi(2) + (b.active_current_a * n.r * n.r).powi(2)).sqrt();
+        let expected_current = b.expected_current_a(n.r);
         let current_ratio = n
             .current
             .filter(|_| expected_current > 0.1)
@@ -784,9 +783,6 @@ impl WellEngine {
 
     fn diagnose(&mut self, ts: i64, raw: &Measurements) -> StepOutput {
         let (mut clean, sensor) = self.channel_health(ts, raw);
-        if self.flow_meter_bypassed(&clean) {
-            clean.set(Field::FlowRateBpd, None);
-        }
         // The voltage level before this reading (for wells without V/Hz).
         let volts_level = self.sm.fast_volts.value();
         // Run state.
@@ -798,7 +794,11 @@ impl WellEngine {
         let since_start = self.secs_since_start(ts);
         let in_grace = ts < self.transient_until;
         let settled = running && since_start >= th.settle_secs && !in_grace;
-        let n = self.normalise(&clean);
+        let mut n = self.normalise(&clean);
+        if self.flow_meter_bypassed(&clean, &n, running) {
+            clean.set(Field::FlowRateBpd, None);
+            n = self.normalise(&clean);
+        }
         let mut feats = self.features_of(&clean, &n);
         if !running {
             feats = feats.stopped();
@@ -852,7 +852,7 @@ impl WellEngine {
     /// pump-off drops the current and the intake. Without a discharge gauge, an intake
     /// pressure (and a wellhead pressure, where measured) at baseline stand in for the head:
     /// the pump still lifts the same column from the same level.
-    fn flow_meter_bypassed(&self, m: &Measurements) -> bool {
+    fn flow_meter_bypassed(&self, m: &Measurements, n: &Normalised, running: bool) -> bool {
         let th = &self.th;
         let (Some(b), Some(q)) = (self.baseline.as_ref(), m.get(Field::FlowRateBpd)) else {
             return false;
@@ -860,12 +860,10 @@ impl WellEngine {
         let Some(qb) = b.flow_bpd.filter(|q| *q > 1.0) else {
             return false;
         };
-        if !self.is_running(m) {
+        if !running {
             return false;
         }
-        let n = self.normalise(m);
-        let expected_current =
-            (b.no_load_current_a.powi(2) + (b.active_current_a * n.r * n.r).powi(2)).sqrt();
+        let expected_current = b.expected_current_a(n.r);
         let Some(i) = n.current.filter(|_| expected_current > 0.1) else {
             return false;
         };

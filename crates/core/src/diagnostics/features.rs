@@ -66,6 +66,14 @@ pub struct Baseline {
     pub readings: u64,
 }
 
+impl Baseline {
+    /// The current the motor should draw at speed ratio `r` (to the reference frequency): the
+    /// magnetising part stays, the load part scales with power (∝ r³) over voltage (∝ r).
+    pub fn expected_current_a(&self, r: f64) -> f64 {
+        (self.no_load_current_a.powi(2) + (self.active_current_a * r * r).powi(2)).sqrt()
+    }
+}
+
 /// Features of one reading, relative to the baseline (1 = as in the baseline).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Features {
