@@ -589,7 +589,7 @@ async fn amqp_ingest_reconnects_after_the_broker_drops_the_connection_and_loses_
         .args([
             "-q",
             "close_connection",
-            &pids[0],
+            pids[0],
             "test: broker drops the connection",
         ])
         .status()
