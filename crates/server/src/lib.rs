@@ -15,6 +15,7 @@ pub mod live;
 pub mod metrics;
 pub mod notify;
 mod openapi_doc;
+pub mod repeats;
 pub mod router;
 mod routes;
 pub mod state;
