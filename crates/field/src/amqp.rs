@@ -32,6 +32,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::Utc;
 use espwatch_app::config::Config;
+use espwatch_app::metrics::IngestPath;
 use espwatch_core::ingest::{self, CsvDialect, DecodeOptions, Item, PayloadFormat};
 use espwatch_core::localtime::UtcOffset;
 use espwatch_core::{Reading, Timestamp, WellId};
@@ -629,6 +630,7 @@ impl Worker {
                 self.stats
                     .readings_rejected
                     .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
+                espwatch_app::metrics::record_report(IngestPath::Amqp, &report);
                 if report.rejected.is_empty() {
                     return Settle::Ack;
                 }
@@ -654,6 +656,7 @@ impl Worker {
                 self.stats
                     .messages_malformed
                     .fetch_add(1, Ordering::Relaxed);
+                espwatch_app::metrics::record_malformed(IngestPath::Amqp);
                 (code, message, Default::default(), details)
             }
         };
