@@ -535,6 +535,25 @@ scrape_configs:
         .await;
     assert!(p99.is_some_and(|v| v > 0.0), "{p99:?}");
 
+    // Every PromQL query of the service-health dashboard evaluates here.
+    let health = dashboard("service-health.json");
+    let mut queried = 0;
+    for (title, target) in targets(&health) {
+        let Some(expr) = target["expr"].as_str() else {
+            continue;
+        };
+        let expr = expr
+            .replace("$job", "espwatch.*")
+            .replace("$__rate_interval", "1m");
+        assert!(
+            !expr.contains('$'),
+            "{title}: unsubstituted variable in {expr}"
+        );
+        prometheus.api("query", &[("query", &expr)]).await;
+        queried += 1;
+    }
+    assert!(queried >= 20, "{queried}");
+
     // The alerting rules are loaded and evaluate without error against real series.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -622,4 +641,137 @@ async fn mqtt_load(server: &ChildServer, host: &str, port: u16, prefix: &str) {
     }
     let _ = client.disconnect().await;
     poller.abort();
+}
+
+/// A dashboard of `deploy/grafana/dashboards/`, parsed.
+fn dashboard(file: &str) -> Value {
+    let path = repo_root().join("deploy/grafana/dashboards").join(file);
+    let text = std::fs::read_to_string(&path).expect("dashboard file");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every (panel title, query target) of a dashboard.
+fn targets(dashboard: &Value) -> Vec<(String, Value)> {
+    dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| {
+            let title = p["title"].as_str().unwrap_or_default().to_owned();
+            p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |t| (title.clone(), t.clone()))
+        })
+        .collect()
+}
+
+/// Grafana's macros in the forms the dashboards use, made into plain SQL for a check run.
+fn plain_sql(sql: &str) -> String {
+    let sql = sql
+        .replace(
+            "$__timeGroupAlias(ts, $__interval)",
+            "date_bin(interval '5 minutes', ts, timestamptz '2000-01-01') AS time",
+        )
+        .replace(
+            "$__timeFilter(ts)",
+            "ts BETWEEN now() - interval '6 hours' AND now()",
+        )
+        .replace("$well", "W-1");
+    assert!(!sql.contains('$'), "a macro the check does not know: {sql}");
+    sql
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grafana_dashboards_are_provisioned_and_their_sql_runs() {
+    init();
+    let datasources = std::fs::read_to_string(
+        repo_root().join("deploy/grafana/provisioning/datasources/espwatch.yml"),
+    )
+    .expect("datasources");
+    let providers = std::fs::read_to_string(
+        repo_root().join("deploy/grafana/provisioning/dashboards/espwatch.yml"),
+    )
+    .expect("dashboard provider");
+    assert!(providers.contains("/var/lib/grafana/dashboards/espwatch"));
+    let mut uids = std::collections::BTreeSet::new();
+    let mut sql = Vec::new();
+    for file in ["service-health.json", "fleet.json"] {
+        let d = dashboard(file);
+        let uid = d["uid"].as_str().expect("uid").to_owned();
+        assert!(uids.insert(uid), "{file}: duplicate dashboard uid");
+        let mut ids = std::collections::BTreeSet::new();
+        for p in d["panels"].as_array().expect("panels") {
+            assert!(
+                ids.insert(p["id"].as_u64().expect("panel id")),
+                "{file}: duplicate panel id"
+            );
+            let grid = &p["gridPos"];
+            assert!(
+                grid["w"].as_u64().is_some_and(|w| (1..=24).contains(&w))
+                    && grid["x"]
+                        .as_u64()
+                        .is_some_and(|x| x + grid["w"].as_u64().unwrap() <= 24),
+                "{file}: {}: gridPos {grid}",
+                p["title"]
+            );
+        }
+        for (title, t) in targets(&d) {
+            let source = t["datasource"]["uid"]
+                .as_str()
+                .expect("target datasource uid");
+            assert!(
+                datasources.contains(&format!("uid: {source}")),
+                "{file}: {title}: data source {source} is not provisioned"
+            );
+            match source {
+                "espwatch-prometheus" => assert!(t["expr"].is_string(), "{file}: {title}"),
+                "espwatch-postgres" => {
+                    sql.push((title, t["rawSql"].as_str().expect("rawSql").to_owned()))
+                }
+                other => panic!("{file}: {title}: unknown data source {other}"),
+            }
+        }
+        for v in d["templating"]["list"].as_array().into_iter().flatten() {
+            if v["datasource"]["uid"] == "espwatch-postgres" {
+                sql.push((
+                    format!("variable {}", v["name"]),
+                    v["query"].as_str().unwrap().to_owned(),
+                ));
+            }
+        }
+    }
+    assert!(sql.len() >= 10, "{}", sql.len());
+
+    // Every SQL query runs against a migrated database (columns, tables, functions exist);
+    // telemetry stays empty (its partitions are the store's business).
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let connector = espwatch_store_postgres::Connector::new(
+        &db.url,
+        Duration::from_secs(30),
+        None,
+        "espwatch-dashboard-check",
+    )
+    .expect("connector");
+    let client = connector.connect().await.expect("connect");
+    client
+        .batch_execute(
+            "INSERT INTO wells VALUES ('W-1', '{}', now(), now(), true);
+             INSERT INTO well_latest (well_id, ts, motor_current_a) VALUES ('W-1', now(), 40);
+             INSERT INTO alarms (well_id, condition, severity, state, confidence, started_at, detail)
+                 VALUES ('W-1', 'gas_lock', 'warning', 'raised', 0.9, 1, '{}');",
+        )
+        .await
+        .expect("sample rows");
+    for (title, query) in sql {
+        let query = plain_sql(&query);
+        let rows = client
+            .simple_query(&query)
+            .await
+            .unwrap_or_else(|e| panic!("{title}: {query}: {e:?}"));
+        assert!(!rows.is_empty(), "{title}");
+    }
 }
