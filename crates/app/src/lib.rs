@@ -7,6 +7,7 @@ pub mod anchors;
 pub mod config;
 pub mod ingest;
 pub mod keys;
+pub mod metrics;
 pub mod password;
 pub mod quality;
 pub mod retention;

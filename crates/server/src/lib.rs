@@ -12,11 +12,14 @@ pub mod extract;
 pub mod headers;
 pub mod identity;
 pub mod live;
+pub mod metrics;
 pub mod notify;
 mod openapi_doc;
+pub mod repeats;
 pub mod router;
 mod routes;
 pub mod state;
+pub mod tls;
 mod views;
 
 /// The configuration and the ingest pipeline are application services (`espwatch-app`);

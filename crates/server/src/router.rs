@@ -24,8 +24,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{self, AuditIdentity, SourceAddr};
 use crate::error::{ApiError, ErrorLog};
 use crate::routes::{
-    alarms, audit, auth as auth_routes, diagnostics, health, legacy, notifications, stream,
-    telemetry, users, wells,
+    alarms, audit, auth as auth_routes, diagnostics, health, legacy, metrics, notifications,
+    stream, telemetry, users, wells,
 };
 use crate::state::AppState;
 use espwatch_app::config::Config;
@@ -48,7 +48,7 @@ use espwatch_app::config::Config;
         (name = "auth", description = "Sign in, refresh, sign out, who am I, password change"),
         (name = "admin", description = "Users, API keys and the audit trail"),
         (name = "notifications", description = "Alarm notifications (admin): signed webhooks and e-mail, routing rules, the delivery log"),
-        (name = "health", description = "Liveness, startup and readiness probes"),
+        (name = "health", description = "Liveness, startup and readiness probes; operational metrics for Prometheus"),
         (name = "legacy", description = "The old platform's routes, kept as aliases of the canonical ones for its clients: `POST /telemetry/ingest`, `GET /api/v1/telemetry?device_id=`, `GET /api/v1/diagnostics/{device_id}`; same permissions, answers in the old shapes")
     )
 )]
@@ -125,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(health::live))
         .routes(routes!(health::startup))
         .routes(routes!(health::ready))
+        .routes(routes!(metrics::metrics))
         .with_state(state.clone())
         .split_for_parts();
     let openapi = crate::openapi_doc::finish(&openapi);
@@ -179,8 +180,12 @@ pub async fn serve(
         header_timeout: Duration::from_secs(state.config.http_header_timeout_secs),
         per_source: state.config.max_connections_per_source,
     };
-    let listener = crate::connections::LimitedListener::new(listener, limits, Some(audit.clone()))
-        .tap_io(|_| {});
+    let mut listener =
+        crate::connections::LimitedListener::new(listener, limits, Some(audit.clone()));
+    if let (Some(cert), Some(key)) = (&state.config.tls_cert_file, &state.config.tls_key_file) {
+        listener = listener.with_tls(crate::tls::acceptor(cert, key)?);
+    }
+    let listener = listener.tap_io(|_| {});
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -212,6 +217,7 @@ async fn log_and_time_out(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let _in_flight = crate::metrics::InFlight::start();
     let source = auth::source_address(&request, state.security.trust_forwarded_for);
     request.extensions_mut().insert(SourceAddr(source.clone()));
     let method = request.method().clone();
@@ -237,7 +243,9 @@ async fn log_and_time_out(
         .into_response(),
     };
     let status = response.status().as_u16();
-    let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    let took = started.elapsed();
+    crate::metrics::record_request(&method, &route, status, took);
+    let duration_ms = took.as_secs_f64() * 1e3;
     let identity = response.extensions().get::<AuditIdentity>().cloned();
     let actor = identity.as_ref().map(|i| i.actor.as_str()).unwrap_or("-");
     // One line per request; an error is logged here and nowhere else (see `error.rs`).
@@ -245,7 +253,31 @@ async fn log_and_time_out(
     // Fields that are `None` are left out of the line.
     let error_id = error.map(|e| e.id.as_str());
     let error_kind = error.map(|e| e.kind);
-    if status >= 500
+    // A 503 repeating the one before it (spool full, overloaded, ...) is counted, not logged
+    // at ERROR again: see `repeats.rs`.
+    let repeated = status == 503
+        && error.is_some_and(|e| {
+            !state
+                .repeats
+                .note(e.kind, e.cause.as_deref().unwrap_or("-"))
+        });
+    if repeated && let Some(error) = error {
+        tracing::info!(
+            target: "espwatch::request",
+            request_id = %request_id,
+            method = %method,
+            route = %route,
+            status,
+            actor,
+            source = %source,
+            duration_ms = format_args!("{duration_ms:.2}"),
+            error_id,
+            error_kind,
+            cause = error.cause.as_deref().unwrap_or("-"),
+            repeated = true,
+            "request"
+        );
+    } else if status >= 500
         && let Some(error) = error
     {
         tracing::error!(
