@@ -20,6 +20,7 @@ use espwatch_store_postgres::{Connector, CopyEncoder, PostgresOptions, PostgresS
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 
+mod brokers;
 mod cpu;
 mod load;
 mod storage;
@@ -79,6 +80,12 @@ pub enum BenchCommand {
     /// soak at a set rate): sheds, latency, the server's RSS, health probes, every acknowledged
     /// reading read back.
     Load(load::LoadArgs),
+    /// AMQP ingest throughput: messages of --batch readings published to a real RabbitMQ,
+    /// consumed by the field ingest on a fresh embedded store; readings/s until every reading
+    /// is committed (median of --runs).
+    Amqp(brokers::BrokerArgs),
+    /// MQTT ingest throughput, as `amqp` through a real MQTT broker (QoS 1).
+    Mqtt(brokers::BrokerArgs),
     /// Storage: simulate a fleet at gauge precision into a temporary embedded store, print
     /// bytes on disk per reading (every file of the data directory) and the ratio to
     /// uncompressed readings, and time one-well 24 h 1-minute-step queries on it.
@@ -153,6 +160,8 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             bench_query(*wells, *days, interval, *queries).await
         }
         BenchCommand::Load(args) => load::run(args).await,
+        BenchCommand::Amqp(args) => brokers::run(brokers::Protocol::Amqp, args).await,
+        BenchCommand::Mqtt(args) => brokers::run(brokers::Protocol::Mqtt, args).await,
         BenchCommand::Storage {
             wells,
             days,
