@@ -90,7 +90,9 @@ pub struct Config {
     pub diagnostics_queue_readings: u64,
     /// Telemetry body bytes being read, decoded and committed at once. A request beyond it is
     /// answered 503 with `Retry-After` before its body is read (overload sheds load instead of
-    /// growing memory). One request is always admitted when none is in flight.
+    /// growing memory). One request is always admitted when none is in flight. Sized to about
+    /// a second of ingestion: what is admitted waits for a decoder (one per core), so a larger
+    /// budget only makes acknowledgements later (64 MiB: 6 s median under 10× overload).
     pub ingest_max_inflight_bytes: u64,
     /// Live streams (`GET /api/v1/stream`) one identity may hold open at once (429 beyond).
     pub stream_max_connections_per_identity: usize,
@@ -313,7 +315,7 @@ impl Default for Config {
             cors_origins: Vec::new(),
             trust_forwarded_for: false,
             diagnostics_queue_readings: 500_000,
-            ingest_max_inflight_bytes: 64 * 1024 * 1024,
+            ingest_max_inflight_bytes: 16 * 1024 * 1024,
             stream_max_connections_per_identity: 8,
             cookie_secure: true,
             http_header_timeout_secs: 10,

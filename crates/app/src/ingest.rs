@@ -12,6 +12,17 @@ use utoipa::ToSchema;
 /// Bodies above this size are decoded on the blocking pool instead of the async workers.
 const INLINE_DECODE_LIMIT: usize = 256 * 1024;
 
+/// Payloads decoded at once: as many as the machine has cores. Under overload, more would only
+/// share the CPU among themselves (hundreds of decodes on the blocking pool made every request,
+/// the 503s and the health probes wait seconds for a core), and hold more decoded readings in
+/// memory at once.
+fn decode_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    })
+}
+
 /// Outcome of ingesting one payload.
 #[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
 pub struct IngestReport {
@@ -96,6 +107,11 @@ pub async fn ingest_payload_collect(
     scope: &WellScope,
 ) -> Result<(IngestReport, Vec<espwatch_core::Reading>), IngestError> {
     let mut accepted = Vec::new();
+    // Waiting here is queueing (bounded by the server's admission of bodies in flight).
+    let permit = decode_permits()
+        .acquire()
+        .await
+        .map_err(|e| IngestError::Join(e.to_string()))?;
     let decoded = if body.len() > INLINE_DECODE_LIMIT {
         tokio::task::spawn_blocking(move || ingest::decode(format, &body, &decode))
             .await
@@ -103,6 +119,7 @@ pub async fn ingest_payload_collect(
     } else {
         ingest::decode(format, &body, &decode)?
     };
+    drop(permit);
 
     let mut report = IngestReport {
         warnings: decoded

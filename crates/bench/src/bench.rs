@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 
 mod cpu;
+mod load;
 mod storage;
 use cpu::{CpuSample, CpuUse};
 
@@ -74,6 +75,10 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200)]
         queries: usize,
     },
+    /// Load a running server from outside (overload at a multiple of its sustainable rate, or a
+    /// soak at a set rate): sheds, latency, the server's RSS, health probes, every acknowledged
+    /// reading read back.
+    Load(load::LoadArgs),
     /// Storage: simulate a fleet at gauge precision into a temporary embedded store, print
     /// bytes on disk per reading (every file of the data directory) and the ratio to
     /// uncompressed readings, and time one-well 24 h 1-minute-step queries on it.
@@ -147,6 +152,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             let interval = parse_duration_micros(interval).map_err(anyhow::Error::msg)?;
             bench_query(*wells, *days, interval, *queries).await
         }
+        BenchCommand::Load(args) => load::run(args).await,
         BenchCommand::Storage {
             wells,
             days,

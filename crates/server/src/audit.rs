@@ -4,10 +4,17 @@
 //! Behaviour (documented in README): request records are queued and written within
 //! 50 ms, batched; security events (logins, lockouts, user and key changes, acknowledgements)
 //! are awaited, so they are committed before the response that reports them. If a write
-//! fails, the failure is logged at ERROR with the number of records lost, counted
-//! (`audit_write_failures` in `/health/ready`, which then reports `degraded`), and the request
-//! is still answered: availability of the plant's surveillance wins over a complete trail,
-//! and the gap is visible. A full queue (the store cannot keep up) drops and counts likewise.
+//! fails (the audit store is down: a PostgreSQL outage), the records are **held** in memory, in
+//! order (at most 200 000), and written before any newer one when a retry succeeds (after
+//! 0.5 s, backing off to 5 s); meanwhile new records join them without asking the store, and
+//! a security event's request is answered at once (its record is held, not committed). The
+//! outage is logged once at ERROR when it starts, summarised every minute while it lasts, and
+//! once when the held records are written. Held records are reported by `/health/ready`
+//! (`checks.audit.held`, `degraded`); records dropped because the held buffer or the queue is
+//! full, or because the store still fails at shutdown, are counted (`write_failures`) and
+//! logged at most once a minute. Availability of the plant's surveillance wins over a complete
+//! trail, and any gap is visible. A record whose write failed during its commit may be written
+//! twice (a duplicate in the chain, never a break).
 //!
 //! Flood damping (issue 18 item 4): unauthenticated requests refused with 401 or 429 are
 //! recorded once per source address and minute; the rest of that minute's refusals from the
@@ -43,7 +50,7 @@ struct Item {
 #[derive(Clone)]
 pub struct AuditSink {
     tx: mpsc::Sender<Item>,
-    failures: Arc<AtomicU64>,
+    counters: Arc<AuditCounters>,
     store: Arc<dyn SecurityStore>,
     anchors: Option<Arc<AnchorLog>>,
     rejections: Arc<std::sync::Mutex<Rejections>>,
@@ -68,11 +75,11 @@ impl AuditSink {
         anchor_every: std::time::Duration,
     ) -> AuditSink {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let failures = Arc::new(AtomicU64::new(0));
-        tokio::spawn(write_loop(store.clone(), rx, failures.clone()));
+        let counters = Arc::new(AuditCounters::default());
+        tokio::spawn(write_loop(store.clone(), rx, counters.clone()));
         let sink = AuditSink {
             tx,
-            failures,
+            counters,
             store,
             anchors: anchors.map(Arc::new),
             rejections: Arc::default(),
@@ -170,8 +177,15 @@ impl AuditSink {
     /// Queues a request record; never waits.
     pub fn record(&self, event: AuditEvent) {
         if self.tx.try_send(Item { event, done: None }).is_err() {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("AUDIT RECORD DROPPED: the audit queue is full or closed");
+            let lost = self.counters.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            // Once, then at most once a minute with the count (a full queue drops many).
+            let minute = now().0.div_euclid(60_000_000);
+            if self.counters.drop_logged.swap(minute, Ordering::Relaxed) != minute {
+                tracing::error!(
+                    lost_total = lost,
+                    "AUDIT RECORDS DROPPED: the audit queue is full or closed (logged at most once a minute; `checks.audit.write_failures` counts them)"
+                );
+            }
         }
     }
 
@@ -188,7 +202,7 @@ impl AuditSink {
             .await
             .is_err()
         {
-            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.counters.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(kind, "AUDIT EVENT LOST: the audit writer has stopped");
             return false;
         }
@@ -214,9 +228,15 @@ impl AuditSink {
         self.record_committed(event).await
     }
 
-    /// Records lost since start (write failures and drops).
+    /// Records lost since start (dropped: the queue or the held records were full, or the
+    /// store still failed at shutdown).
     pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
+        self.counters.failures.load(Ordering::Relaxed)
+    }
+
+    /// Records held because the audit store failed, waiting to be written.
+    pub fn held(&self) -> u64 {
+        self.counters.held.load(Ordering::Relaxed)
     }
 }
 
@@ -326,38 +346,232 @@ async fn anchor(anchors: &AnchorLog, store: &dyn SecurityStore, last: Option<i64
     }
 }
 
+/// Records held while the store cannot take them, at most; beyond, new records are dropped
+/// and counted. About 100 MB at the size of a request record.
+const MAX_HELD: usize = 200_000;
+/// First retry after a failed write; doubled up to [`MAX_RETRY`] while the store keeps failing.
+const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(500);
+const MAX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// While writes fail, how often one ERROR line sums the outage up.
+const OUTAGE_REPORT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the write loop knows about a failing audit store.
+struct Outage {
+    since: tokio::time::Instant,
+    next_try: tokio::time::Instant,
+    backoff: std::time::Duration,
+    last_report: tokio::time::Instant,
+    failed_writes: u64,
+    dropped: u64,
+    dropped_reported: bool,
+    error: String,
+}
+
+/// The records waiting for the store, oldest first, and the outage they wait out.
+#[derive(Default)]
+struct Backlog {
+    held: std::collections::VecDeque<AuditEvent>,
+    outage: Option<Outage>,
+}
+
+impl Backlog {
+    /// Keeps `events` for a later write, dropping (and counting) what does not fit.
+    fn hold(&mut self, events: Vec<AuditEvent>, counters: &AuditCounters) {
+        for event in events {
+            if self.held.len() < MAX_HELD {
+                self.held.push_back(event);
+            } else {
+                counters.failures.fetch_add(1, Ordering::Relaxed);
+                if let Some(outage) = &mut self.outage {
+                    outage.dropped += 1;
+                    if !outage.dropped_reported {
+                        outage.dropped_reported = true;
+                        tracing::error!(
+                            held = MAX_HELD,
+                            "AUDIT RECORDS DROPPED: the audit store has been failing for {:.0} s and {MAX_HELD} records are held; newer records are dropped and counted until it is back",
+                            outage.since.elapsed().as_secs_f64()
+                        );
+                    }
+                }
+            }
+        }
+        counters
+            .held
+            .store(self.held.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Writes the held records (oldest first, in batches), then `events`; on failure every
+    /// unwritten record is held again and the error returned.
+    async fn write(
+        &mut self,
+        store: &dyn SecurityStore,
+        events: Vec<AuditEvent>,
+        counters: &AuditCounters,
+    ) -> Result<usize, espwatch_store::StoreError> {
+        let mut written = 0;
+        while !self.held.is_empty() {
+            let n = self.held.len().min(MAX_BATCH);
+            let chunk: Vec<AuditEvent> = self.held.range(..n).cloned().collect();
+            if let Err(e) = store.append_audit(chunk).await {
+                self.hold(events, counters);
+                return Err(e);
+            }
+            self.held.drain(..n);
+            written += n;
+            counters
+                .held
+                .store(self.held.len() as u64, Ordering::Relaxed);
+        }
+        if !events.is_empty() {
+            let n = events.len();
+            if let Err(e) = store.append_audit(events.clone()).await {
+                self.hold(events, counters);
+                return Err(e);
+            }
+            written += n;
+        }
+        Ok(written)
+    }
+
+    /// A write failed: the first failure of an outage is logged at ERROR, later ones only in
+    /// the periodic summary; the next attempt waits (backing off).
+    fn failed(&mut self, error: &espwatch_store::StoreError) {
+        let now = tokio::time::Instant::now();
+        match &mut self.outage {
+            None => {
+                tracing::error!(
+                    error = %error,
+                    held = self.held.len(),
+                    "AUDIT WRITES FAILING: records are held in memory (at most {MAX_HELD}) and written in order when the audit store answers again; retrying every {} s at most, summarised every {} s",
+                    MAX_RETRY.as_secs(),
+                    OUTAGE_REPORT.as_secs()
+                );
+                self.outage = Some(Outage {
+                    since: now,
+                    next_try: now + FIRST_RETRY,
+                    backoff: FIRST_RETRY,
+                    last_report: now,
+                    failed_writes: 1,
+                    dropped: 0,
+                    dropped_reported: false,
+                    error: error.to_string(),
+                });
+            }
+            Some(outage) => {
+                outage.failed_writes += 1;
+                outage.backoff = (outage.backoff * 2).min(MAX_RETRY);
+                outage.next_try = now + outage.backoff;
+                outage.error = error.to_string();
+                if outage.last_report.elapsed() >= OUTAGE_REPORT {
+                    outage.last_report = now;
+                    tracing::error!(
+                        error = %outage.error,
+                        held = self.held.len(),
+                        dropped = outage.dropped,
+                        failed_writes = outage.failed_writes,
+                        "AUDIT WRITES STILL FAILING for {:.0} s",
+                        outage.since.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+
+    /// A write succeeded: the end of an outage is logged once.
+    fn recovered(&mut self, written: usize) {
+        if let Some(outage) = self.outage.take() {
+            tracing::warn!(
+                written,
+                dropped = outage.dropped,
+                failed_writes = outage.failed_writes,
+                "audit writes recovered after {:.1} s: the held records are written",
+                outage.since.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// Whether a write should be tried now (no outage, or its retry time has come).
+    fn may_try(&self) -> bool {
+        self.outage
+            .as_ref()
+            .is_none_or(|o| tokio::time::Instant::now() >= o.next_try)
+    }
+}
+
+/// Shared with the sink: records lost, records held.
+#[derive(Default)]
+struct AuditCounters {
+    failures: AtomicU64,
+    held: AtomicU64,
+    /// The minute a dropped record was last logged.
+    drop_logged: std::sync::atomic::AtomicI64,
+}
+
 async fn write_loop(
     store: Arc<dyn SecurityStore>,
     mut rx: mpsc::Receiver<Item>,
-    failures: Arc<AtomicU64>,
+    counters: Arc<AuditCounters>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    let mut backlog = Backlog::default();
+    loop {
+        let received = match backlog.outage.as_ref().map(|o| o.next_try) {
+            // Waiting out an outage: wake at the next retry even if nothing arrives.
+            Some(retry) => tokio::time::timeout_at(retry, rx.recv_many(&mut batch, MAX_BATCH))
+                .await
+                .ok(),
+            None => Some(rx.recv_many(&mut batch, MAX_BATCH).await),
+        };
+        let closed = received == Some(0);
+        if closed && backlog.held.is_empty() {
+            break;
+        }
         // Request records wait a little for company: under load that turns one audit
         // transaction per request into one per LINGER. A security event ends the wait, since
         // its request is waiting for the commit.
-        let deadline = tokio::time::Instant::now() + LINGER;
-        while batch.len() < MAX_BATCH && batch.iter().all(|item| item.done.is_none()) {
-            let room = MAX_BATCH - batch.len();
-            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
-                Ok(received) if received > 0 => {}
-                // Closed (shutting down) or waited long enough: write what we have.
-                _ => break,
+        if !closed && backlog.outage.is_none() {
+            let deadline = tokio::time::Instant::now() + LINGER;
+            while batch.len() < MAX_BATCH && batch.iter().all(|item| item.done.is_none()) {
+                let room = MAX_BATCH - batch.len();
+                match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                    Ok(received) if received > 0 => {}
+                    // Closed (shutting down) or waited long enough: write what we have.
+                    _ => break,
+                }
             }
         }
         let (events, waiters): (Vec<_>, Vec<_>) =
             batch.drain(..).map(|item| (item.event, item.done)).unzip();
-        let count = events.len();
-        let ok = match store.append_audit(events).await {
-            Ok(_) => true,
-            Err(e) => {
-                failures.fetch_add(count as u64, Ordering::Relaxed);
-                tracing::error!(records = count, error = %e, "AUDIT WRITE FAILED: records lost");
-                false
+        let ok = if backlog.may_try() || closed {
+            match backlog.write(store.as_ref(), events, &counters).await {
+                Ok(written) => {
+                    backlog.recovered(written);
+                    true
+                }
+                Err(e) => {
+                    backlog.failed(&e);
+                    false
+                }
             }
+        } else {
+            // The store failed moments ago: keep these for the next attempt without asking it.
+            backlog.hold(events, &counters);
+            false
         };
+        // Security events are never kept waiting for a failing store: "not committed (yet)".
         for done in waiters.into_iter().flatten() {
             let _ = done.send(ok);
+        }
+        if closed {
+            let lost = backlog.held.len();
+            if lost > 0 {
+                counters.failures.fetch_add(lost as u64, Ordering::Relaxed);
+                tracing::error!(
+                    records = lost,
+                    "AUDIT RECORDS LOST: the audit store still fails at shutdown"
+                );
+            }
+            break;
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod identity;
 pub mod live;
 pub mod notify;
 mod openapi_doc;
+pub mod repeats;
 pub mod router;
 mod routes;
 pub mod state;

@@ -246,7 +246,31 @@ async fn log_and_time_out(
     // Fields that are `None` are left out of the line.
     let error_id = error.map(|e| e.id.as_str());
     let error_kind = error.map(|e| e.kind);
-    if status >= 500
+    // A 503 repeating the one before it (spool full, overloaded, ...) is counted, not logged
+    // at ERROR again: see `repeats.rs`.
+    let repeated = status == 503
+        && error.is_some_and(|e| {
+            !state
+                .repeats
+                .note(e.kind, e.cause.as_deref().unwrap_or("-"))
+        });
+    if repeated && let Some(error) = error {
+        tracing::info!(
+            target: "espwatch::request",
+            request_id = %request_id,
+            method = %method,
+            route = %route,
+            status,
+            actor,
+            source = %source,
+            duration_ms = format_args!("{duration_ms:.2}"),
+            error_id,
+            error_kind,
+            cause = error.cause.as_deref().unwrap_or("-"),
+            repeated = true,
+            "request"
+        );
+    } else if status >= 500
         && let Some(error) = error
     {
         tracing::error!(

@@ -41,6 +41,8 @@ pub struct AppState {
     /// Components started beside the HTTP server (the field ingest: MQTT, ...), reported by
     /// `/health/ready` under their names.
     pub components: Arc<Components>,
+    /// Repeated 503s of one kind: logged once at ERROR, then counted (`repeats.rs`).
+    pub repeats: Arc<crate::repeats::RepeatedErrors>,
 }
 
 /// A component's status for `/health/ready` (a JSON object with at least `status`).
@@ -103,6 +105,7 @@ impl AppState {
             notifier: None,
             security: Arc::new(security),
             components: Arc::new(Components::default()),
+            repeats: crate::repeats::RepeatedErrors::start(),
         })
     }
 

@@ -496,3 +496,213 @@ fn database_outage_spools_telemetry_and_drains_it_when_the_database_returns() {
         spooled.load(Ordering::SeqCst)
     );
 }
+
+/// The server's log lines at `level` (JSON log) whose text contains `needle`.
+fn log_lines(server: &ChildServer, level: &str, needle: &str) -> Vec<String> {
+    server
+        .stderr
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|line| {
+            serde_json::from_str::<Value>(line).is_ok_and(|v| v["level"] == level)
+                && line.contains(needle)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Audit records are not lost to an outage, and the outage does not flood the log: with the
+/// database stopped, the audit writes fail and the records are held (`checks.audit.held`), the
+/// failure is logged once at ERROR (not once per 50 ms batch), the telemetry refused once the
+/// small spool is full is logged at ERROR once (the other refusals counted); when the database
+/// is back every request answered during the outage has its audit record, and the chain
+/// verifies.
+#[test]
+fn audit_records_of_an_outage_are_kept_and_repeated_errors_are_logged_once() {
+    init();
+    let Some(cluster) = ScratchCluster::create() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let data = tempfile::tempdir().expect("temp dir");
+    let url = cluster.url();
+    let dir = data.path().to_str().expect("utf-8");
+    let mut server = ChildServer::start_logged(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", dir],
+        &[
+            ("ESPWATCH_DATABASE_URL", url.as_str()),
+            ("ESPWATCH_AUTH_CACHE_MS", "200"),
+            ("ESPWATCH_SPOOL_MAX_BYTES", "20000"),
+            ("ESPWATCH_LOG_FORMAT", "json"),
+            ("RUST_LOG", "warn"),
+        ],
+    );
+    server.api_key = Some(cli_api_key(&["--database-url", &url], "admin"));
+
+    // Two clients, each request with its own id; the ids answered while the database is down
+    // (200 spooled, or 503 spool_full) are kept.
+    let outage = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let during: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+    let tasks: Vec<_> = (0..2)
+        .map(|client| {
+            let http = server.client();
+            let ingest = server.url("/api/v1/telemetry");
+            let (outage, stop, during) = (outage.clone(), stop.clone(), during.clone());
+            runtime.spawn(async move {
+                let mut n = 0i64;
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let id = format!("aud-{client}-{n}");
+                    let readings: Vec<Value> = (0..5)
+                        .map(|i| reading(&format!("AUD-{client}"), &ts(n * 5 + i), 40.0))
+                        .collect();
+                    let in_outage = outage.load(Ordering::SeqCst);
+                    let answer = http
+                        .post(&ingest)
+                        .header("x-request-id", &id)
+                        .json(&readings)
+                        .send()
+                        .await;
+                    if let Ok(response) = answer {
+                        let status = response.status().as_u16();
+                        if in_outage && outage.load(Ordering::SeqCst) {
+                            during.lock().expect("lock").push((id, status));
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.stop();
+    outage.store(true, Ordering::SeqCst);
+    // Until the spool is full and a few seconds of refusals and failing audit writes pass.
+    let started = Instant::now();
+    loop {
+        let full = during
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(_, s)| *s == 503)
+            .count();
+        if full >= 50 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the spool never filled: {:?}",
+            during
+                .lock()
+                .expect("lock")
+                .iter()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, body) = runtime.block_on(ready(&server));
+    assert!(
+        body["checks"]["audit"]["held"].as_u64().unwrap_or(0) > 0,
+        "audit records are held during the outage: {body}"
+    );
+    assert_eq!(body["checks"]["audit"]["status"], "degraded", "{body}");
+    outage.store(false, Ordering::SeqCst);
+    let answered = during.lock().expect("lock").clone();
+    let refused = answered.iter().filter(|(_, s)| *s == 503).count();
+
+    // The log: the audit outage once, the full spool's refusals once (the rest counted).
+    let failing = log_lines(&server, "ERROR", "AUDIT WRITES FAILING");
+    let per_batch = log_lines(&server, "ERROR", "AUDIT WRITE FAILED");
+    let spool_full = log_lines(&server, "ERROR", "spool_full");
+    assert_eq!(failing.len(), 1, "{failing:?}");
+    assert!(per_batch.is_empty(), "{per_batch:?}");
+    assert_eq!(
+        spool_full.len(),
+        1,
+        "{refused} refusals, logged at ERROR: {spool_full:?}"
+    );
+
+    // Back: the held records are written; every request answered during the outage is there.
+    cluster.start();
+    let started = Instant::now();
+    loop {
+        let (status, body) = runtime.block_on(ready(&server));
+        if status == 200
+            && body["checks"]["audit"]["held"] == 0
+            && body["checks"]["spool"]["readings"] == 0
+        {
+            assert_eq!(body["checks"]["audit"]["write_failures"], 0, "{body}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the held audit records were not written: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::SeqCst);
+    runtime.block_on(async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+    let recorded: BTreeSet<String> = runtime.block_on(async {
+        let http = server.client();
+        let mut ids = BTreeSet::new();
+        let mut before: Option<i64> = None;
+        loop {
+            let mut url = server.url("/api/v1/audit?kind=request&limit=10000");
+            if let Some(b) = before {
+                url.push_str(&format!("&before_id={b}"));
+            }
+            let page: Value = http
+                .get(&url)
+                .send()
+                .await
+                .expect("audit")
+                .json()
+                .await
+                .expect("json");
+            let records = page["records"]
+                .as_array()
+                .or_else(|| page.as_array())
+                .cloned()
+                .unwrap_or_default();
+            if records.is_empty() {
+                break;
+            }
+            for r in &records {
+                if let Some(id) = r["request_id"].as_str() {
+                    ids.insert(id.to_owned());
+                }
+            }
+            before = records.last().and_then(|r| r["id"].as_i64());
+        }
+        ids
+    });
+    let missing: Vec<_> = answered
+        .iter()
+        .filter(|(id, _)| !recorded.contains(id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} requests answered during the outage, audit records missing for e.g. {missing:?}",
+        answered.len()
+    );
+    let (ok, stdout, stderr) = run_cli(
+        &["audit", "verify", "--database-url", &url],
+        &[],
+        Path::new("."),
+    );
+    assert!(ok, "audit verify: {stdout} {stderr}");
+    println!(
+        "audit outage test: {} requests answered during the outage ({refused} refused spool_full), all audited after it",
+        answered.len()
+    );
+}

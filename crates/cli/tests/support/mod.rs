@@ -359,6 +359,9 @@ pub struct ChildServer {
     pub api_key: Option<String>,
     /// Everything the child printed on stdout so far.
     pub stdout: Arc<Mutex<Vec<String>>>,
+    /// Everything it printed on stderr (its log), when started with
+    /// [`ChildServer::start_logged`]; otherwise stderr is the test's.
+    pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 /// `espwatch apikeys create` on a data dir; returns the key it printed.
@@ -395,6 +398,15 @@ impl ChildServer {
 
     /// [`ChildServer::start_with`] with more environment variables.
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> ChildServer {
+        ChildServer::spawn(args, envs, false)
+    }
+
+    /// [`ChildServer::start_with_env`], keeping the server's log (stderr) in `stderr`.
+    pub fn start_logged(args: &[&str], envs: &[(&str, &str)]) -> ChildServer {
+        ChildServer::spawn(args, envs, true)
+    }
+
+    fn spawn(args: &[&str], envs: &[(&str, &str)], capture_stderr: bool) -> ChildServer {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "warn")
@@ -405,9 +417,22 @@ impl ChildServer {
             .env("ESPWATCH_MAX_CONNECTIONS_PER_SOURCE", "0")
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("spawn espwatch");
+        let logged = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let sink = logged.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let address = loop {
@@ -432,6 +457,7 @@ impl ChildServer {
             address,
             api_key: None,
             stdout: printed,
+            stderr: logged,
         }
     }
 

@@ -150,9 +150,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     // Lost audit records do not take the server out of rotation (surveillance must go on),
     // but they are reported here for monitoring to alert on.
     let audit_failures = state.security.audit.failures();
+    let audit_held = state.security.audit.held();
     checks["audit"] = serde_json::json!({
-        "status": if audit_failures == 0 { "healthy" } else { "degraded" },
+        "status": if audit_failures == 0 && audit_held == 0 { "healthy" } else { "degraded" },
         "write_failures": audit_failures,
+        "held": audit_held,
     });
     // Field ingest (MQTT, ...): reported, never a reason to leave rotation.
     for (name, status) in state.components.statuses() {
