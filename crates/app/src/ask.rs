@@ -438,7 +438,8 @@ async fn value(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErro
         let mut shown = Vec::new();
         for &f in &it.channels {
             if let Some(v) = m.get(f) {
-                ans.values.push(value_json(it, w, f, v, json!({ "ts": ts.to_rfc3339() })));
+                ans.values
+                    .push(value_json(it, w, f, v, json!({ "ts": ts.to_rfc3339() })));
                 shown.push(format!("{} {}", channel_words(f), with_unit(it, f, v)));
             }
         }
@@ -473,7 +474,9 @@ async fn aggregate(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
     let wells = target_wells(a, it).await?;
     let mut ans = Answer::default();
     let mut per: Vec<(String, Field, f64, usize)> = Vec::new();
-    let mut pooled: BTreeMap<Field, (f64, usize, Option<(String, f64)>)> = BTreeMap::new();
+    // Per channel: sum and count of every well's points (avg), or the most extreme well.
+    type Pooled = (f64, usize, Option<(String, f64)>);
+    let mut pooled: BTreeMap<Field, Pooled> = BTreeMap::new();
     for w in &wells {
         let Ok(id) = WellId::parse(w) else { continue };
         let points = a.store.read_range(&id, TimeRange { from, to }).await?;
@@ -526,7 +529,11 @@ async fn aggregate(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
     for (&f, (sum, n, best)) in &pooled {
         let words = channel_words(f);
         if ans.wells.len() == 1 {
-            let v = per.iter().find(|p| p.1 == f).map(|p| p.2).unwrap_or(f64::NAN);
+            let v = per
+                .iter()
+                .find(|p| p.1 == f)
+                .map(|p| p.2)
+                .unwrap_or(f64::NAN);
             sentences.push(format!(
                 "{agg_word} {words} of {} {label}: {} ({n} readings).",
                 ans.wells[0],
@@ -718,12 +725,19 @@ async fn compare(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskEr
             .map(|r| format!("{} {}", r.0, with_unit(it, *f, r.2)))
             .collect::<Vec<_>>();
         these.sort_by(|x, y| y.2.total_cmp(&x.2));
-        let mut s = format!("{} ({label}): {}", capitalise(channel_words(*f)), listed.join(", "));
+        let mut s = format!(
+            "{} ({label}): {}",
+            capitalise(channel_words(*f)),
+            listed.join(", ")
+        );
         if these.len() >= 2 {
             let (hi, lo) = (these[0], these[these.len() - 1]);
             let diff = hi.2 - lo.2;
             // A difference in the display unit: the offsets (°F) cancel.
-            let (d, unit) = (show(it, *f, hi.2).0 - show(it, *f, lo.2).0, it.display_unit(*f));
+            let (d, unit) = (
+                show(it, *f, hi.2).0 - show(it, *f, lo.2).0,
+                it.display_unit(*f),
+            );
             let pct = if lo.2.abs() > 1e-9 {
                 format!(" ({} %)", fmt_number(100.0 * diff / lo.2.abs()))
             } else {
@@ -842,7 +856,11 @@ async fn top(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError>
         Some(agg) => format!("{} {}", agg.name(), time_label(it)),
         None => "now".into(),
     };
-    let dir = if order == Order::Desc { "highest" } else { "lowest" };
+    let dir = if order == Order::Desc {
+        "highest"
+    } else {
+        "lowest"
+    };
     ans.text = if listed.is_empty() {
         format!("No well has {} readings {when}.", channel_words(fields[0]))
     } else {
@@ -868,10 +886,11 @@ async fn condition(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
             None => x.state != AlarmState::Cleared,
         })
         .collect();
-    // The live diagnosis too, where there is one: a condition not (yet) alarmed.
-    let mut ans = Answer::default();
-    ans.values = hits.iter().map(|x| alarm_json(x)).collect();
-    ans.wells = dedup_wells(hits.iter().map(|x| x.well_id.clone()));
+    let mut ans = Answer {
+        values: hits.iter().map(|x| alarm_json(x)).collect(),
+        wells: dedup_wells(hits.iter().map(|x| x.well_id.clone())),
+        ..Answer::default()
+    };
     let words = condition_words(c);
     let when = match range {
         Some(_) => time_label(it),
@@ -883,7 +902,10 @@ async fn condition(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
         .map(|w| {
             let x = hits.iter().find(|x| &x.well_id == w).expect("listed");
             let state = if x.state == AlarmState::Cleared {
-                format!("cleared {}", x.ended_at.map(Timestamp::to_rfc3339).unwrap_or_default())
+                format!(
+                    "cleared {}",
+                    x.ended_at.map(Timestamp::to_rfc3339).unwrap_or_default()
+                )
             } else {
                 format!("{} since {}", x.state.name(), x.started_at.to_rfc3339())
             };
@@ -945,7 +967,10 @@ async fn alarms(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErr
         wells: dedup_wells(hits.iter().map(|x| x.well_id.clone())),
         ..Answer::default()
     };
-    let kind = it.alarm_state.map(|s| format!("{} ", s.name())).unwrap_or_default();
+    let kind = it
+        .alarm_state
+        .map(|s| format!("{} ", s.name()))
+        .unwrap_or_default();
     let when = if range.is_some() {
         format!(" {}", time_label(it))
     } else {
@@ -1181,7 +1206,11 @@ async fn run_state(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
             continue;
         };
         let (ts, m) = &latest[w];
-        let is = if running { RunState::Running } else { RunState::Stopped };
+        let is = if running {
+            RunState::Running
+        } else {
+            RunState::Stopped
+        };
         if is == want {
             matching.push(w.clone());
             ans.values.push(json!({
@@ -1211,7 +1240,10 @@ async fn run_state(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
             None => format!("{w} has no frequency or current reading to tell."),
         }
     } else if matching.is_empty() {
-        format!("No well is {} ({judged} wells with data checked).", want.name())
+        format!(
+            "No well is {} ({judged} wells with data checked).",
+            want.name()
+        )
     } else {
         format!(
             "{} of {judged} wells {} {}: {}.",
@@ -1239,7 +1271,8 @@ async fn no_data(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskEr
                 ans.wells.push(w.clone());
             }
             None => {
-                ans.values.push(json!({ "well_id": w, "last_reading": null, "age_s": null }));
+                ans.values
+                    .push(json!({ "well_id": w, "last_reading": null, "age_s": null }));
                 listed.push(format!("{w} (never reported)"));
                 ans.wells.push(w.clone());
             }

@@ -3,9 +3,9 @@
 //! interpretation; per-well scopes hold; a question not understood is 422 with what was
 //! recognised and rephrasings; `espwatch ask` prints the same.
 
+use espwatch_core::Timestamp;
 use espwatch_core::sim::fleet::ConditionChoice;
 use espwatch_core::sim::{FleetConfig, WellSimulator, csv, plan_fleet};
-use espwatch_core::Timestamp;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -28,7 +28,11 @@ pub(crate) async fn load_fleet(app: &TestApp) {
             meta.name = Some("Kestrel 2".into());
         }
         let (status, body) = app
-            .post("/api/v1/wells", "application/json", serde_json::to_string(&meta).unwrap())
+            .post(
+                "/api/v1/wells",
+                "application/json",
+                serde_json::to_string(&meta).unwrap(),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         let mut sim = WellSimulator::new(well, config.start, config.duration_micros);
@@ -45,8 +49,12 @@ pub(crate) async fn load_fleet(app: &TestApp) {
 }
 
 pub(crate) async fn ask_with(app: &TestApp, client: &reqwest::Client, q: &str) -> (u16, Value) {
-    app.send(client.post(app.url("/api/v1/ask")).json(&json!({ "question": q })))
-        .await
+    app.send(
+        client
+            .post(app.url("/api/v1/ask"))
+            .json(&json!({ "question": q })),
+    )
+    .await
 }
 
 async fn ask(app: &TestApp, q: &str) -> Value {
@@ -285,34 +293,62 @@ async fn scopes_permissions_and_refusals() {
     let scoped = bearer_client(&key);
     let (status, body) = ask_with(&app, &scoped, "top 10 wells by motor current").await;
     assert_eq!(status, 200, "{body}");
-    let mut wells: Vec<&str> = body["answer"]["wells"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    let mut wells: Vec<&str> = body["answer"]["wells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
     wells.sort();
     assert_eq!(wells, ["ESP-001", "ESP-002"]);
     let (status, body) = ask_with(&app, &scoped, "which wells are gas locked").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["answer"]["wells"], json!([]), "ESP-004's alarm is outside the scope");
+    assert_eq!(
+        body["answer"]["wells"],
+        json!([]),
+        "ESP-004's alarm is outside the scope"
+    );
     let (status, body) = ask_with(&app, &scoped, "motor current of ESP-004").await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["type"], "not_understood");
-    assert!(body["error"]["message"].as_str().unwrap().contains("ESP-004"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ESP-004")
+    );
     // A pad whose wells are all outside the scope is unknown, never widened to the fleet.
     let (status, body) = ask_with(&app, &scoped, "south pad motor current").await;
     assert_eq!(status, 422, "{body}");
 
     // A viewer may read the latest values and diagnoses, not the history.
-    let key = create_key(app.security.as_ref(), "viewer", espwatch_core::access::Role::Viewer, None).await;
+    let key = create_key(
+        app.security.as_ref(),
+        "viewer",
+        espwatch_core::access::Role::Viewer,
+        None,
+    )
+    .await;
     let viewer = bearer_client(&key);
     let (status, body) = ask_with(&app, &viewer, "motor current of ESP-001").await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = ask_with(&app, &viewer, "average motor current of ESP-001 yesterday").await;
+    let (status, body) =
+        ask_with(&app, &viewer, "average motor current of ESP-001 yesterday").await;
     assert_eq!(status, 403, "{body}");
     // A machine client may not ask at all.
-    let key = create_key(app.security.as_ref(), "gateway", espwatch_core::access::Role::ApiClient, None).await;
+    let key = create_key(
+        app.security.as_ref(),
+        "gateway",
+        espwatch_core::access::Role::ApiClient,
+        None,
+    )
+    .await;
     let (status, _) = ask_with(&app, &bearer_client(&key), "motor current of ESP-001").await;
     assert_eq!(status, 403);
 
     // Not understood: 422 with what was recognised and rephrasings that are understood.
-    let (status, body) = ask_with(&app, &app.client, "wells with pressure above 100 yesterday").await;
+    let (status, body) =
+        ask_with(&app, &app.client, "wells with pressure above 100 yesterday").await;
     assert_eq!(status, 422, "{body}");
     let details = &body["error"]["details"];
     assert_eq!(details["recognised"]["time"], "yesterday", "{body}");
@@ -324,13 +360,30 @@ async fn scopes_permissions_and_refusals() {
     }
     let (status, body) = ask_with(&app, &app.client, "what's the weather in Houston").await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["error"]["details"]["unknown"].as_array().unwrap().contains(&json!("weather")));
+    assert!(
+        body["error"]["details"]["unknown"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("weather"))
+    );
     // Bad bodies.
-    let (status, _) = app.send(app.client.post(app.url("/api/v1/ask")).json(&json!({ "q": "x" }))).await;
+    let (status, _) = app
+        .send(
+            app.client
+                .post(app.url("/api/v1/ask"))
+                .json(&json!({ "q": "x" })),
+        )
+        .await;
     assert_eq!(status, 422);
     let long = "a".repeat(501);
     let (status, _) = ask_with(&app, &app.client, &long).await;
     assert_eq!(status, 422);
-    let (status, _) = app.send(app.anonymous.post(app.url("/api/v1/ask")).json(&json!({ "question": "x" }))).await;
+    let (status, _) = app
+        .send(
+            app.anonymous
+                .post(app.url("/api/v1/ask"))
+                .json(&json!({ "question": "x" })),
+        )
+        .await;
     assert_eq!(status, 401);
 }

@@ -287,7 +287,9 @@ impl Interpretation {
                 Value::from(label.clone()),
             ),
             Some(TimeSpec::Now) => (Value::Null, Value::Null, Value::from("now")),
-            Some(TimeSpec::BeforeTrip) => (Value::Null, Value::Null, Value::from("before the trip")),
+            Some(TimeSpec::BeforeTrip) => {
+                (Value::Null, Value::Null, Value::from("before the trip"))
+            }
             Some(TimeSpec::Lasting(d)) => (
                 Value::Null,
                 Value::Null,
@@ -712,8 +714,10 @@ fn wells_at(scan: &Scan, i: usize, dir: &Directory) -> Option<(usize, Item)> {
 
 /// "starting with ESP-01", "beginning with KAL".
 fn prefix_phrase_at(scan: &Scan, i: usize, dir: &Directory) -> Option<(usize, Item)> {
-    if !matches!(scan.word(i), "starting" | "beginning" | "prefixed" | "prefix")
-        || scan.word(i + 1) != "with"
+    if !matches!(
+        scan.word(i),
+        "starting" | "beginning" | "prefixed" | "prefix"
+    ) || scan.word(i + 1) != "with"
     {
         return None;
     }
@@ -779,7 +783,11 @@ fn threshold_at(scan: &Scan, i: usize) -> Option<(usize, Item)> {
 
 /// Reads a question. `dir` is the registry the well words are looked up in; `clock` the
 /// moment of asking and the zone of "today".
-pub fn parse(question: &str, dir: &Directory, clock: &Clock) -> Result<Interpretation, NotUnderstood> {
+pub fn parse(
+    question: &str,
+    dir: &Directory,
+    clock: &Clock,
+) -> Result<Interpretation, NotUnderstood> {
     let tokens = tokenize(question);
     let mut scan = Scan {
         tokens: &tokens,
@@ -790,7 +798,8 @@ pub fn parse(question: &str, dir: &Directory, clock: &Clock) -> Result<Interpret
     // 1. Wells.
     let mut i = 0;
     while i < n {
-        if let Some((len, item)) = prefix_phrase_at(&scan, i, dir).or_else(|| wells_at(&scan, i, dir))
+        if let Some((len, item)) =
+            prefix_phrase_at(&scan, i, dir).or_else(|| wells_at(&scan, i, dir))
         {
             scan.claim(i, len, item);
             i += len;
@@ -824,6 +833,7 @@ pub fn parse(question: &str, dir: &Directory, clock: &Clock) -> Result<Interpret
         }
     }
     // 4. Counts: "top 5", "5 wells", "five wells", "which 3".
+    #[allow(clippy::needless_range_loop)] // `i` also indexes `scan.used` and neighbours
     for i in 0..n {
         if scan.used[i] {
             continue;
@@ -839,12 +849,24 @@ pub fn parse(question: &str, dir: &Directory, clock: &Clock) -> Result<Interpret
         }
         let before = if i > 0 { scan.word(i - 1) } else { "" };
         let after = scan.word(i + 1);
-        let counts = matches!(before, "top" | "bottom" | "first" | "which" | "the" | "best" | "worst")
-            || matches!(
-                after,
-                "wells" | "pumps" | "esps" | "units" | "producers" | "hottest" | "highest"
-                    | "lowest" | "worst" | "best" | "most" | "least"
-            );
+        let counts = matches!(
+            before,
+            "top" | "bottom" | "first" | "which" | "the" | "best" | "worst"
+        ) || matches!(
+            after,
+            "wells"
+                | "pumps"
+                | "esps"
+                | "units"
+                | "producers"
+                | "hottest"
+                | "highest"
+                | "lowest"
+                | "worst"
+                | "best"
+                | "most"
+                | "least"
+        );
         if counts {
             scan.claim(i, 1, Item::Count(v as usize));
         }
@@ -859,7 +881,10 @@ pub fn parse(question: &str, dir: &Directory, clock: &Clock) -> Result<Interpret
         if scan.word(i) == "current"
             && i + 1 < n
             && lexicon_at(&scan, i + 1, |c| {
-                matches!(c, Concept::Channel(_) | Concept::Ambiguous(_) | Concept::Part(_))
+                matches!(
+                    c,
+                    Concept::Channel(_) | Concept::Ambiguous(_) | Concept::Part(_)
+                )
             })
             .is_some()
         {
@@ -1035,7 +1060,10 @@ fn decide(
         let message = if near.is_empty() {
             format!("no well, field or pad {w:?} is registered (or visible to you)")
         } else {
-            format!("no well {w:?} is registered; did you mean {}?", near.join(" or "))
+            format!(
+                "no well {w:?} is registered; did you mean {}?",
+                near.join(" or ")
+            )
         };
         return Err(fail(&p, message));
     }
@@ -1047,7 +1075,11 @@ fn decide(
                     Some(Field::IntakePressurePsi)
                 } else if p.parts.contains(&Part::Tubing) {
                     Some(Field::TubingPressurePsi)
-                } else if p.channels.iter().any(|f| units::quantity_of(*f) == units::Quantity::Pressure) {
+                } else if p
+                    .channels
+                    .iter()
+                    .any(|f| units::quantity_of(*f) == units::Quantity::Pressure)
+                {
                     None
                 } else {
                     return Err(fail(
@@ -1061,7 +1093,11 @@ fn decide(
                     Some(Field::MotorTempC)
                 } else if p.parts.contains(&Part::Intake) {
                     Some(Field::IntakeTempC)
-                } else if p.channels.iter().any(|f| units::quantity_of(*f) == units::Quantity::Temperature) {
+                } else if p
+                    .channels
+                    .iter()
+                    .any(|f| units::quantity_of(*f) == units::Quantity::Temperature)
+                {
                     None
                 } else {
                     return Err(fail(
@@ -1096,7 +1132,12 @@ fn decide(
             .iter()
             .filter(|(cp, _)| *cp < pos)
             .max_by_key(|(cp, _)| *cp)
-            .or_else(|| p.channel_pos.iter().filter(|(cp, _)| *cp > pos).min_by_key(|(cp, _)| *cp))
+            .or_else(|| {
+                p.channel_pos
+                    .iter()
+                    .filter(|(cp, _)| *cp > pos)
+                    .min_by_key(|(cp, _)| *cp)
+            })
             .map(|(_, f)| f.clone());
         let channels = match (named, unit) {
             (Some(f), _) => f,
@@ -1119,7 +1160,11 @@ fn decide(
             (None, None) => {
                 return Err(fail(
                     &p,
-                    format!("{} {}: of which channel, in which unit?", cmp.words(), fmt_number(value)),
+                    format!(
+                        "{} {}: of which channel, in which unit?",
+                        cmp.words(),
+                        fmt_number(value)
+                    ),
                 ));
             }
         };
@@ -1193,7 +1238,10 @@ fn decide(
     {
         Intent::Status
     } else if p.has(Cue::Why) {
-        return Err(fail(&p, "which well? Name it (for example ESP-003).".into()));
+        return Err(fail(
+            &p,
+            "which well? Name it (for example ESP-003).".into(),
+        ));
     } else {
         return Err(fail(&p, "I could not tell what you are asking.".into()));
     };
@@ -1341,7 +1389,10 @@ fn not_understood(
         _ => "yesterday".into(),
     };
     if let Some(c) = p.condition {
-        suggestions.push(format!("which wells had {} {time_words}", condition_words(c)));
+        suggestions.push(format!(
+            "which wells had {} {time_words}",
+            condition_words(c)
+        ));
     }
     match channel {
         Some(f) => {

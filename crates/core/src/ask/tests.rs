@@ -69,7 +69,8 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
         };
     }
     let it = result.map_err(|e| format!("not understood: {} ({:?})", e.message, e.recognised))?;
-    let mut want = Interpretation::new(Intent::from_name(intent).ok_or(format!("intent {intent}"))?);
+    let mut want =
+        Interpretation::new(Intent::from_name(intent).ok_or(format!("intent {intent}"))?);
     let mut filter: Option<(Cmp, Vec<Field>, f64)> = None;
     for kv in parts {
         let (k, v) = kv.split_once('=').ok_or(format!("bad key {kv}"))?;
@@ -77,10 +78,21 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
             "w" => {
                 want.wells = v
                     .split(',')
-                    .flat_map(|w| if w.starts_with('@') { group(w) } else { vec![w.to_owned()] })
+                    .flat_map(|w| {
+                        if w.starts_with('@') {
+                            group(w)
+                        } else {
+                            vec![w.to_owned()]
+                        }
+                    })
                     .collect()
             }
-            "ch" => want.channels = v.split(',').map(|c| Field::from_name(c).expect(c)).collect(),
+            "ch" => {
+                want.channels = v
+                    .split(',')
+                    .map(|c| Field::from_name(c).expect(c))
+                    .collect()
+            }
             "c" => want.condition = Some(Condition::from_name(v).expect(v)),
             "agg" => want.agg = Some(Agg::parse(v).expect(v)),
             "t" => {
@@ -114,7 +126,13 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
                     _ => panic!("{v}"),
                 })
             }
-            "rs" => want.run_state = Some(if v == "running" { RunState::Running } else { RunState::Stopped }),
+            "rs" => {
+                want.run_state = Some(if v == "running" {
+                    RunState::Running
+                } else {
+                    RunState::Stopped
+                })
+            }
             "stale" => want.stale_for = Some(crate::duration::parse_duration_micros(v).expect(v)),
             "units" => want.units = v.split(',').map(|u| Unit::from_name(u).expect(u)).collect(),
             "time" if v == "before_trip" => want.time = Some(TimeSpec::BeforeTrip),
@@ -128,7 +146,11 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
     }
     let mut diffs = Vec::new();
     if it.intent != want.intent {
-        diffs.push(format!("intent {} ≠ {}", it.intent.name(), want.intent.name()));
+        diffs.push(format!(
+            "intent {} ≠ {}",
+            it.intent.name(),
+            want.intent.name()
+        ));
     }
     if it.wells != want.wells {
         diffs.push(format!("wells {:?} ≠ {:?}", it.wells, want.wells));
@@ -137,16 +159,22 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
         diffs.push(format!("channels {:?} ≠ {:?}", it.channels, want.channels));
     }
     if it.condition != want.condition {
-        diffs.push(format!("condition {:?} ≠ {:?}", it.condition, want.condition));
+        diffs.push(format!(
+            "condition {:?} ≠ {:?}",
+            it.condition, want.condition
+        ));
     }
     if it.agg != want.agg {
         diffs.push(format!("agg {:?} ≠ {:?}", it.agg, want.agg));
     }
     let same_time = match (&it.time, &want.time) {
         (None, None) => true,
-        (Some(TimeSpec::Range { from, to, .. }), Some(TimeSpec::Range { from: f2, to: t2, .. })) => {
-            from == f2 && to == t2
-        }
+        (
+            Some(TimeSpec::Range { from, to, .. }),
+            Some(TimeSpec::Range {
+                from: f2, to: t2, ..
+            }),
+        ) => from == f2 && to == t2,
         (a, b) => a == b,
     };
     if !same_time {
@@ -168,18 +196,31 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
         diffs.push(format!("order {:?} ≠ {:?}", it.order, want.order));
     }
     if it.alarm_state != want.alarm_state {
-        diffs.push(format!("alarm_state {:?} ≠ {:?}", it.alarm_state, want.alarm_state));
+        diffs.push(format!(
+            "alarm_state {:?} ≠ {:?}",
+            it.alarm_state, want.alarm_state
+        ));
     }
     if it.run_state != want.run_state {
-        diffs.push(format!("run_state {:?} ≠ {:?}", it.run_state, want.run_state));
+        diffs.push(format!(
+            "run_state {:?} ≠ {:?}",
+            it.run_state, want.run_state
+        ));
     }
     if it.stale_for != want.stale_for {
-        diffs.push(format!("stale_for {:?} ≠ {:?}", it.stale_for, want.stale_for));
+        diffs.push(format!(
+            "stale_for {:?} ≠ {:?}",
+            it.stale_for, want.stale_for
+        ));
     }
     if !want.units.is_empty() && it.units != want.units {
         diffs.push(format!("units {:?} ≠ {:?}", it.units, want.units));
     }
-    if diffs.is_empty() { Ok(()) } else { Err(diffs.join("; ")) }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(diffs.join("; "))
+    }
 }
 
 /// (passed, total, misses) of a question file.
@@ -192,7 +233,9 @@ fn run(set: &str) -> (usize, usize, Vec<String>) {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (q, e) = line.split_once("=>").unwrap_or_else(|| panic!("no => in {line}"));
+        let (q, e) = line
+            .split_once("=>")
+            .unwrap_or_else(|| panic!("no => in {line}"));
         total += 1;
         match check(q.trim(), e.trim()) {
             Ok(()) => passed += 1,
@@ -210,7 +253,12 @@ fn tuned_question_set_is_understood() {
         println!("  miss {m}");
     }
     assert!(total >= 200, "the tuned set has {total} questions");
-    assert!(misses.is_empty(), "{} misses:\n{}", misses.len(), misses.join("\n"));
+    assert!(
+        misses.is_empty(),
+        "{} misses:\n{}",
+        misses.len(),
+        misses.join("\n")
+    );
 }
 
 #[test]
@@ -223,7 +271,10 @@ fn held_out_question_set_accuracy() {
     }
     assert!(total >= 100);
     // The floor measured when the set was first run; a change that lowers it is a regression.
-    assert!(pct >= HELD_OUT_FLOOR, "held-out accuracy fell to {pct:.1} %");
+    assert!(
+        pct >= HELD_OUT_FLOOR,
+        "held-out accuracy fell to {pct:.1} %"
+    );
 }
 
 #[test]
@@ -234,7 +285,10 @@ fn second_held_out_set_accuracy() {
     for m in &misses {
         println!("  miss {m}");
     }
-    assert!(pct >= HELD_OUT_2_FLOOR, "second held-out accuracy fell to {pct:.1} %");
+    assert!(
+        pct >= HELD_OUT_2_FLOOR,
+        "second held-out accuracy fell to {pct:.1} %"
+    );
 }
 
 const HELD_OUT_2_FLOOR: f64 = 80.0;
@@ -246,14 +300,24 @@ const HELD_OUT_FLOOR: f64 = 95.0;
 fn not_understood_carries_what_was_recognised_and_rephrasings() {
     let e = parse("wells with pressure above 100", &directory(), &clock()).unwrap_err();
     assert!(e.message.contains("which pressure"), "{}", e.message);
-    assert!((2..=3).contains(&e.suggestions.len()), "{:?}", e.suggestions);
+    assert!(
+        (2..=3).contains(&e.suggestions.len()),
+        "{:?}",
+        e.suggestions
+    );
     for s in &e.suggestions {
-        assert!(parse(s, &directory(), &clock()).is_ok(), "suggestion {s:?} is not understood");
+        assert!(
+            parse(s, &directory(), &clock()).is_ok(),
+            "suggestion {s:?} is not understood"
+        );
     }
     let e = parse("what's the weather in Houston", &directory(), &clock()).unwrap_err();
     assert!(e.unknown.contains(&"weather".to_owned()), "{:?}", e.unknown);
     for s in &e.suggestions {
-        assert!(parse(s, &directory(), &clock()).is_ok(), "suggestion {s:?} is not understood");
+        assert!(
+            parse(s, &directory(), &clock()).is_ok(),
+            "suggestion {s:?} is not understood"
+        );
     }
     let e = parse("motor current of ESP-099 yesterday", &directory(), &clock()).unwrap_err();
     assert!(e.message.contains("ESP-099"), "{}", e.message);
@@ -264,14 +328,19 @@ fn not_understood_carries_what_was_recognised_and_rephrasings() {
 #[test]
 fn every_suggestion_of_every_refusal_is_understood() {
     for line in TUNED.lines().chain(HELD_OUT.lines()) {
-        let Some((q, _)) = line.split_once("=>") else { continue };
+        let Some((q, _)) = line.split_once("=>") else {
+            continue;
+        };
         if line.starts_with('#') {
             continue;
         }
         if let Err(e) = parse(q.trim(), &directory(), &clock()) {
             assert!(e.suggestions.len() >= 2, "{q}: {:?}", e.suggestions);
             for s in &e.suggestions {
-                assert!(parse(s, &directory(), &clock()).is_ok(), "{q}: suggestion {s:?} is not understood");
+                assert!(
+                    parse(s, &directory(), &clock()).is_ok(),
+                    "{q}: suggestion {s:?} is not understood"
+                );
             }
         }
     }
@@ -279,7 +348,12 @@ fn every_suggestion_of_every_refusal_is_understood() {
 
 #[test]
 fn interpretation_json_uses_canonical_names() {
-    let it = parse("wells with motor temp over 250 F yesterday", &directory(), &clock()).unwrap();
+    let it = parse(
+        "wells with motor temp over 250 F yesterday",
+        &directory(),
+        &clock(),
+    )
+    .unwrap();
     let j = it.to_json();
     assert_eq!(j["intent"], "filter");
     assert_eq!(j["filter"]["op"], "gt");
@@ -311,11 +385,19 @@ fn a_thousand_wells_parse_quickly() {
     let dir = Directory::new(wells);
     let started = std::time::Instant::now();
     for _ in 0..20 {
-        let it = parse("average motor current of WELL-0420 over the last 6 hours", &dir, &clock()).unwrap();
+        let it = parse(
+            "average motor current of WELL-0420 over the last 6 hours",
+            &dir,
+            &clock(),
+        )
+        .unwrap();
         assert_eq!(it.wells, ["WELL-0420"]);
     }
     let per = started.elapsed() / 20;
-    assert!(per < std::time::Duration::from_millis(200), "{per:?} per question");
+    assert!(
+        per < std::time::Duration::from_millis(200),
+        "{per:?} per question"
+    );
 }
 
 #[test]

@@ -112,7 +112,11 @@ fn weekday_of(word: &str) -> Option<i64> {
 fn month_of(word: &str) -> Option<u32> {
     MONTHS
         .iter()
-        .position(|m| word == *m || (word.len() == 3 && m.starts_with(word)) || word == "sept" && *m == "september")
+        .position(|m| {
+            word == *m
+                || (word.len() == 3 && m.starts_with(word))
+                || word == "sept" && *m == "september"
+        })
         .map(|i| i as u32 + 1)
 }
 
@@ -252,7 +256,10 @@ pub fn time_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, Time
     // Leading prepositions belong to the expression: "over the last 12 hours".
     let w = |k: usize| tokens.get(i + k).map(|t| t.text.as_str()).unwrap_or("");
     let mut skip = 0;
-    if matches!(w(0), "in" | "over" | "during" | "for" | "within" | "of" | "from" | "at" | "on") {
+    if matches!(
+        w(0),
+        "in" | "over" | "during" | "for" | "within" | "of" | "from" | "at" | "on"
+    ) {
         skip = 1;
         if w(1) == "the" {
             skip = 2;
@@ -324,7 +331,11 @@ fn bare_time_at(
             let prev = first - chrono::Months::new(1);
             return Some((
                 2,
-                clock.range(clock.date_start(prev), clock.date_start(first), "last month"),
+                clock.range(
+                    clock.date_start(prev),
+                    clock.date_start(first),
+                    "last month",
+                ),
             ));
         }
         ("before", "the" | "its" | "it", "trip" | "tripped" | "shutdown" | "stop") => {

@@ -95,7 +95,10 @@ pub fn tokenize(question: &str) -> Vec<Token> {
                     && i + 1 < chars.len()
                     && chars[i + 1].is_alphanumeric()
                     && i > start;
-                if c.is_alphanumeric() || inner || (c == '*' && i > start) || (c == '#' && i == start)
+                if c.is_alphanumeric()
+                    || inner
+                    || (c == '*' && i > start)
+                    || (c == '#' && i == start)
                 {
                     i += 1;
                 } else {
@@ -134,7 +137,9 @@ fn drop_thousands_commas(text: &str) -> String {
             && i > 0
             && chars[i - 1].is_ascii_digit()
             && i + 3 < chars.len() + 1
-            && chars.get(i + 1..i + 4).is_some_and(|d| d.iter().all(char::is_ascii_digit))
+            && chars
+                .get(i + 1..i + 4)
+                .is_some_and(|d| d.iter().all(char::is_ascii_digit))
             && chars.get(i + 4).is_none_or(|c| !c.is_ascii_digit());
         if !thousands {
             out.push(c);
@@ -213,13 +218,15 @@ pub fn osa_distance(a: &[char], b: &[char]) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=m {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=n {
         for j in 1..=m {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -247,7 +254,10 @@ mod tests {
         assert_eq!(texts("40A, 24h, 90%"), ["40", "a", "24", "h", "90", "%"]);
         assert_eq!(texts("< 100 m³/d"), ["<", "100", "m3d"]);
         assert_eq!(texts("temp >= 0.5 g"), ["temp", ">=", "0.5", "g"]);
-        assert_eq!(texts("between 2026-11-20 and 08:00"), ["between", "2026-11-20", "and", "08:00"]);
+        assert_eq!(
+            texts("between 2026-11-20 and 08:00"),
+            ["between", "2026-11-20", "and", "08:00"]
+        );
         assert_eq!(texts("wells ESP-01* #12"), ["wells", "esp-01*", "12"]);
     }
 

@@ -72,19 +72,19 @@ pub async fn ask(
     };
     match espwatch_app::ask::ask(&asker, &body.question).await {
         Ok(answered) => Ok(Json(answered.to_json())),
-        Err(AskError::NotUnderstood(e)) => Err(ApiError::unprocessable(
-            "not_understood",
-            e.message.clone(),
-        )
-        .with_details(not_understood_json(&e))),
+        Err(AskError::NotUnderstood(e)) => {
+            Err(ApiError::unprocessable("not_understood", e.message.clone())
+                .with_details(not_understood_json(&e)))
+        }
         Err(e @ AskError::Forbidden(_)) => Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "forbidden",
             e.to_string(),
         )),
-        Err(AskError::AlarmsUnavailable) => Err(state.alarm_store().err().unwrap_or_else(|| {
-            ApiError::internal("alarms unavailable")
-        })),
+        Err(AskError::AlarmsUnavailable) => Err(state
+            .alarm_store()
+            .err()
+            .unwrap_or_else(|| ApiError::internal("alarms unavailable"))),
         Err(AskError::Store(e)) => Err(e.into()),
         Err(e @ AskError::Join(_)) => Err(ApiError::internal(e)),
     }
