@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address the HTTP API listens on. Port 0 picks a free port (printed at start).
     pub listen: SocketAddr,
+    /// A second address serving only `GET /metrics` (Prometheus text format) **without
+    /// credentials**, for a private monitoring network; unset: metrics only on `listen`, for
+    /// identities with `metrics:read`.
+    pub metrics_listen: Option<SocketAddr>,
     /// Directory of the embedded store (created if missing).
     pub data_dir: PathBuf,
     /// Largest accepted request body, bytes. Larger bodies get 413.
@@ -283,6 +287,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             data_dir: PathBuf::from("./espwatch-data"),
             body_limit_bytes: 16 * 1024 * 1024,
             max_future_secs: 300,
@@ -372,6 +377,7 @@ impl Config {
     /// Names of all keys, for mapping `ESPWATCH_<KEY>` environment variables.
     pub const KEYS: &'static [&'static str] = &[
         "listen",
+        "metrics_listen",
         "data_dir",
         "body_limit_bytes",
         "max_future_secs",

@@ -8,6 +8,7 @@ pub mod ask;
 pub mod config;
 pub mod ingest;
 pub mod keys;
+pub mod metrics;
 pub mod password;
 pub mod quality;
 pub mod retention;

@@ -22,7 +22,7 @@ pub enum UsersCommand {
     /// Create a user. The password comes from ESPWATCH_PASSWORD or standard input, never a flag.
     Add {
         name: String,
-        /// admin, operator, analyst, viewer or api_client.
+        /// admin, operator, analyst, viewer, api_client or monitoring.
         #[arg(long)]
         role: String,
         /// Limit the user to these wells (comma-separated); default: all wells.

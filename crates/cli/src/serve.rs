@@ -84,8 +84,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(url) => tracing::info!(database = %redact_url(url), %address, "espwatch serving"),
         None => tracing::info!(data_dir = %config.data_dir.display(), %address, "espwatch serving"),
     }
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics_listen {addr}"))?,
+        ),
+        None => None,
+    };
     // A machine-readable line on stdout: scripts and tests read the chosen port from it.
     println!("espwatch listening on http://{address}");
+    if let Some(listener) = &metrics_listener {
+        println!(
+            "espwatch metrics (no credentials) on http://{}/metrics",
+            listener.local_addr()?
+        );
+    }
     let retention = archive.map(|archive| {
         espwatch_app::retention::RetentionJob::start(
             store.store.clone(),
@@ -109,14 +123,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // its last batch is committed and acknowledged before the store closes. The retention
     // job stops then too.
     let field = espwatch_field::FieldIngest::start(&state)?;
-    espwatch_server::serve(listener, state, async move {
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(espwatch_server::metrics::serve_unauthenticated(
+            listener,
+            state.clone(),
+            async move {
+                let _ = metrics_stopped.await;
+            },
+        ))
+    });
+    let served = espwatch_server::serve(listener, state, async move {
         shutdown_signal().await;
+        let _ = metrics_stop.send(());
         field.stop().await;
         if let Some(job) = retention {
             job.stop().await;
         }
     })
-    .await
+    .await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    served
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -8,6 +8,7 @@ mod field;
 mod legacy;
 mod lifecycle;
 mod notify;
+mod ops;
 mod outage;
 mod security;
 mod simulator;

@@ -1,4 +1,4 @@
-//! Who may do what: the five roles, the permissions, **the one role → permission table**, and
+//! Who may do what: the six roles, the permissions, **the one role → permission table**, and
 //! the password policy. Pure rules; the server enforces them (route → permission lives next to
 //! the router) and the tests are generated from the same tables.
 
@@ -15,15 +15,18 @@ pub enum Role {
     Analyst,
     Viewer,
     ApiClient,
+    /// A monitoring system (Prometheus): reads the service's metrics, nothing else.
+    Monitoring,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Admin,
         Role::Operator,
         Role::Analyst,
         Role::Viewer,
         Role::ApiClient,
+        Role::Monitoring,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,6 +36,7 @@ impl Role {
             Role::Analyst => "analyst",
             Role::Viewer => "viewer",
             Role::ApiClient => "api_client",
+            Role::Monitoring => "monitoring",
         }
     }
 
@@ -74,6 +78,7 @@ impl Role {
                 OwnAccount,
             ],
             Role::ApiClient => &[TelemetryWrite, WellsRegister],
+            Role::Monitoring => &[MetricsRead],
         }
     }
 
@@ -84,7 +89,7 @@ impl Role {
 
 /// A role name that is none of the five.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("role {0:?} is not one of admin, operator, analyst, viewer, api_client")]
+#[error("role {0:?} is not one of admin, operator, analyst, viewer, api_client, monitoring")]
 pub struct UnknownRole(pub String);
 
 impl std::str::FromStr for Role {
@@ -144,6 +149,8 @@ pub enum Permission {
     NotificationsManage,
     /// A signed-in user's own account: who am I, change my password, log out.
     OwnAccount,
+    /// Read the service's operational metrics (`GET /metrics`, Prometheus text format).
+    MetricsRead,
 }
 
 impl Permission {
@@ -164,6 +171,7 @@ impl Permission {
         Permission::UsersManage,
         Permission::NotificationsManage,
         Permission::OwnAccount,
+        Permission::MetricsRead,
     ];
 
     pub fn name(self) -> &'static str {
@@ -184,6 +192,7 @@ impl Permission {
             Permission::UsersManage => "users:manage",
             Permission::NotificationsManage => "notifications:manage",
             Permission::OwnAccount => "account:self",
+            Permission::MetricsRead => "metrics:read",
         }
     }
 }

@@ -19,6 +19,7 @@ use anyhow::Context;
 use chrono::Utc;
 use espwatch_app::config::{BrokerUrl, Config, mqtt_topic_well_level};
 use espwatch_app::ingest::{FieldProblem, IngestReport, RejectedReading};
+use espwatch_app::metrics::IngestPath;
 use espwatch_core::ingest::{self, DecodeError, DecodeOptions, Item, PayloadFormat};
 use espwatch_core::{Reading, Timestamp, WellId};
 use espwatch_server::AppState;
@@ -582,6 +583,7 @@ impl Consumer {
                 self.stats
                     .readings_rejected
                     .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
+                espwatch_app::metrics::record_report(IngestPath::Mqtt, &report);
                 if report.rejected.is_empty() {
                     return;
                 }
@@ -605,6 +607,7 @@ impl Consumer {
                 self.stats
                     .messages_malformed
                     .fetch_add(1, Ordering::Relaxed);
+                espwatch_app::metrics::record_malformed(IngestPath::Mqtt);
                 let error = json!({ "code": code, "message": message, "details": details });
                 (well, IngestReport::default(), error)
             }

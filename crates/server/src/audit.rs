@@ -193,6 +193,16 @@ impl AuditSink {
     pub async fn record_committed(&self, event: AuditEvent) -> bool {
         let (done, wait) = oneshot::channel();
         let kind = event.kind.clone();
+        // Security events only (kinds are constants of the code): bounded labels.
+        crate::metrics::record_security_event(&kind);
+        if kind == "lockout" {
+            let via = if event.detail.get("via").is_some() {
+                "password_change"
+            } else {
+                "login"
+            };
+            metrics::counter!(crate::metrics::AUTH_LOCKOUTS, "via" => via).increment(1);
+        }
         if self
             .tx
             .send(Item {

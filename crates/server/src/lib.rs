@@ -12,6 +12,7 @@ pub mod extract;
 pub mod headers;
 pub mod identity;
 pub mod live;
+pub mod metrics;
 pub mod notify;
 mod openapi_doc;
 pub mod repeats;

@@ -24,8 +24,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{self, AuditIdentity, SourceAddr};
 use crate::error::{ApiError, ErrorLog};
 use crate::routes::{
-    alarms, ask, audit, auth as auth_routes, diagnostics, health, legacy, notifications, stream,
-    telemetry, users, wells,
+    alarms, ask, audit, auth as auth_routes, diagnostics, health, legacy, metrics,
+    notifications, stream, telemetry, users, wells,
 };
 use crate::state::AppState;
 use espwatch_app::config::Config;
@@ -48,7 +48,7 @@ use espwatch_app::config::Config;
         (name = "auth", description = "Sign in, refresh, sign out, who am I, password change"),
         (name = "admin", description = "Users, API keys and the audit trail"),
         (name = "notifications", description = "Alarm notifications (admin): signed webhooks and e-mail, routing rules, the delivery log"),
-        (name = "health", description = "Liveness, startup and readiness probes"),
+        (name = "health", description = "Liveness, startup and readiness probes; operational metrics for Prometheus"),
         (name = "legacy", description = "The old platform's routes, kept as aliases of the canonical ones for its clients: `POST /telemetry/ingest`, `GET /api/v1/telemetry?device_id=`, `GET /api/v1/diagnostics/{device_id}`; same permissions, answers in the old shapes")
     )
 )]
@@ -126,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(health::live))
         .routes(routes!(health::startup))
         .routes(routes!(health::ready))
+        .routes(routes!(metrics::metrics))
         .with_state(state.clone())
         .split_for_parts();
     let openapi = crate::openapi_doc::finish(&openapi);
@@ -213,6 +214,7 @@ async fn log_and_time_out(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let _in_flight = crate::metrics::InFlight::start();
     let source = auth::source_address(&request, state.security.trust_forwarded_for);
     request.extensions_mut().insert(SourceAddr(source.clone()));
     let method = request.method().clone();
@@ -238,7 +240,9 @@ async fn log_and_time_out(
         .into_response(),
     };
     let status = response.status().as_u16();
-    let duration_ms = started.elapsed().as_secs_f64() * 1e3;
+    let took = started.elapsed();
+    crate::metrics::record_request(&method, &route, status, took);
+    let duration_ms = took.as_secs_f64() * 1e3;
     let identity = response.extensions().get::<AuditIdentity>().cloned();
     let actor = identity.as_ref().map(|i| i.actor.as_str()).unwrap_or("-");
     // One line per request; an error is logged here and nowhere else (see `error.rs`).

@@ -78,6 +78,7 @@ impl AppState {
         config: Config,
         security_store: Arc<dyn SecurityStore>,
     ) -> anyhow::Result<Self> {
+        crate::metrics::install();
         let anchors = config
             .audit_key()
             .map(|key| espwatch_app::anchors::AnchorLog::new(config.audit_anchor_path(), key));

@@ -499,6 +499,7 @@ impl Store for PostgresStore {
                 r.ts.0
             )));
         }
+        let _pending = espwatch_store::metrics::Pending::new("postgres", readings.len());
         let (reply, answer) = oneshot::channel();
         let job = writer::Job {
             readings,
@@ -812,7 +813,7 @@ impl Store for PostgresStore {
 
     async fn stats(&self) -> StoreResult<StoreStats> {
         let shared = &self.inner.shared;
-        let (wells, backlog, partitions) = self
+        let (wells, backlog, partitions, size) = self
             .read("stats", |client| async move {
                 let partitions_sql = match shared.flavor {
                     Flavor::Partitioned => {
@@ -825,15 +826,21 @@ impl Store for PostgresStore {
                 let row = client
                     .query_one(
                         &format!(
-                            "SELECT (SELECT count(*) FROM wells), (SELECT count(*) FROM rollup_dirty), ({partitions_sql})"
+                            "SELECT (SELECT count(*) FROM wells), (SELECT count(*) FROM rollup_dirty), ({partitions_sql}), pg_database_size(current_database())"
                         ),
                         &[],
                     )
                     .await
                     .map_err(|e| db_err("stats", e))?;
-                Ok((get::<i64>(&row, 0)?, get::<i64>(&row, 1)?, get::<i64>(&row, 2)?))
+                Ok((
+                    get::<i64>(&row, 0)?,
+                    get::<i64>(&row, 1)?,
+                    get::<i64>(&row, 2)?,
+                    get::<i64>(&row, 3)?,
+                ))
             })
             .await?;
+        let status = shared.pool.status();
         Ok(StoreStats {
             wells: wells as usize,
             // Here: runs of minutes queued for rollup maintenance.
@@ -843,6 +850,13 @@ impl Store for PostgresStore {
             commits: shared.commits.load(Ordering::Relaxed),
             // Here: rollup refresh rounds that did work.
             checkpoints: shared.refreshes.load(Ordering::Relaxed),
+            size_bytes: u64::try_from(size).ok(),
+            pool: Some(espwatch_store::PoolStats {
+                size: status.size as u64,
+                idle: status.available as u64,
+                max: status.max_size as u64,
+                waiting: status.waiting as u64,
+            }),
         })
     }
 

@@ -30,10 +30,16 @@ use crate::types::{CopyEncoder, PgTs, db_err, get, pool_err};
 
 /// Applies the queued rollup work (at most `limit` queue rows); returns how many it consumed.
 pub async fn refresh(shared: &Shared, limit: i64) -> StoreResult<usize> {
-    match shared.flavor {
+    let started = std::time::Instant::now();
+    let result = match shared.flavor {
         Flavor::Partitioned => refresh_tables(shared, limit).await,
         Flavor::Timescale => refresh_timescale(shared, limit).await,
+    };
+    // Passes that found nothing to do are not checkpoints.
+    if !matches!(result, Ok(0)) {
+        espwatch_store::metrics::record_checkpoint("postgres", started.elapsed(), result.is_ok());
     }
+    result
 }
 
 fn floor(t: i64, width: i64) -> i64 {

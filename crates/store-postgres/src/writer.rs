@@ -146,6 +146,13 @@ impl Writer {
                 }
                 Ok(Round::Committed(outcomes)) => {
                     self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                    espwatch_store::metrics::record_commit(
+                        "postgres",
+                        jobs.len(),
+                        jobs.iter().map(|j| j.readings.len()).sum(),
+                        started.elapsed(),
+                        true,
+                    );
                     for (job, outcome) in jobs.into_iter().zip(outcomes) {
                         let _ = job.reply.send(Ok(outcome));
                     }
@@ -164,6 +171,13 @@ impl Writer {
                         continue;
                     }
                     tracing::error!(error = %failure.error, "PostgreSQL write failed");
+                    espwatch_store::metrics::record_commit(
+                        "postgres",
+                        jobs.len(),
+                        0,
+                        started.elapsed(),
+                        false,
+                    );
                     for job in jobs {
                         let _ = job.reply.send(Err(copy_err(&failure.error)));
                     }

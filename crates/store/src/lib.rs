@@ -18,6 +18,7 @@ use serde::Serialize;
 pub mod alarms;
 pub mod embedded;
 pub mod fleet;
+pub mod metrics;
 pub mod notify;
 pub mod retention;
 pub mod security;
@@ -141,6 +142,24 @@ pub struct StoreStats {
     pub segments: u64,
     pub commits: u64,
     pub checkpoints: u64,
+    /// Bytes the store occupies (embedded: database and WAL files; PostgreSQL: the
+    /// database), when known.
+    pub size_bytes: Option<u64>,
+    /// Connection pool use (PostgreSQL), when there is a pool.
+    pub pool: Option<PoolStats>,
+}
+
+/// A connection pool's use at one moment.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PoolStats {
+    /// Connections open (idle + in use).
+    pub size: u64,
+    /// Open and idle.
+    pub idle: u64,
+    /// The most it opens.
+    pub max: u64,
+    /// Callers waiting for a connection.
+    pub waiting: u64,
 }
 
 #[async_trait]

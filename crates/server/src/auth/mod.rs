@@ -504,7 +504,10 @@ pub fn expired_token() -> Response {
     response
 }
 
-pub fn too_many_requests(wait: Duration) -> Response {
+/// 429 with `Retry-After`; `limit` names the limit for the metrics (`per_source`,
+/// `login_per_source`, `per_identity`, `telemetry_readings`, `sign_in`).
+pub fn too_many_requests(limit: &'static str, wait: Duration) -> Response {
+    crate::metrics::record_rate_limited(limit);
     let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -571,21 +574,25 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         && !telemetry
         && let Err(wait) = security.per_source.check(&source, now)
     {
-        return too_many_requests(wait);
+        return too_many_requests("per_source", wait);
     }
     if rule.access == Access::Public {
         if rule.path.starts_with("/api/v1/auth/")
             && let Err(wait) = security.login_per_source.check(&source, now)
         {
-            return too_many_requests(wait);
+            return too_many_requests("login_per_source", wait);
         }
         return next.run(request).await;
     }
 
     let (credential, carrier) = match cookie::credential(request.headers(), rule.path) {
         Ok(Some(found)) => found,
-        Ok(None) => return unauthorized(),
+        Ok(None) => {
+            crate::metrics::record_auth_failure("missing_credentials");
+            return unauthorized();
+        }
         Err(()) => {
+            crate::metrics::record_auth_failure("ambiguous_credentials");
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "ambiguous_credentials",
@@ -603,15 +610,17 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         Ok(p) => p,
         Err(AuthFailure::Expired(reason)) => {
             tracing::debug!(%reason, route = rule.path, "authentication failed");
+            crate::metrics::record_auth_failure("expired_token");
             if telemetry && let Err(wait) = security.per_source.check(&source, now) {
-                return too_many_requests(wait);
+                return too_many_requests("per_source", wait);
             }
             return expired_token();
         }
         Err(AuthFailure::Refused(reason)) => {
             tracing::debug!(%reason, route = rule.path, "authentication failed");
+            crate::metrics::record_auth_failure("invalid_credentials");
             if telemetry && let Err(wait) = security.per_source.check(&source, now) {
-                return too_many_requests(wait);
+                return too_many_requests("per_source", wait);
             }
             return unauthorized();
         }
@@ -642,6 +651,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             Access::Permission(p) => p.name(),
             _ => "authentication",
         };
+        crate::metrics::record_auth_failure("forbidden");
         return deny(forbidden(format!(
             "role {} lacks the permission {needed}",
             principal.role
@@ -684,6 +694,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     if let Some(well) = well
         && !principal.may_see_well(&well)
     {
+        crate::metrics::record_auth_failure("forbidden_well");
         return deny(forbidden(format!("not permitted for well {well:?}")));
     }
     if carrier == cookie::Carrier::Cookie
@@ -691,13 +702,19 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     {
         return deny(cookie::csrf_refused());
     }
-    let limited = if telemetry {
-        security.telemetry_readings.admit(&identity.actor, now)
+    let (limited, limit) = if telemetry {
+        (
+            security.telemetry_readings.admit(&identity.actor, now),
+            "telemetry_readings",
+        )
     } else {
-        security.per_identity.check(&identity.actor, now)
+        (
+            security.per_identity.check(&identity.actor, now),
+            "per_identity",
+        )
     };
     if let Err(wait) = limited {
-        return deny(too_many_requests(wait));
+        return deny(too_many_requests(limit, wait));
     }
     request.extensions_mut().insert(principal);
     let mut response = next.run(request).await;

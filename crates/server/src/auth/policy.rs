@@ -212,6 +212,7 @@ pub const ROUTES: &[RouteRule] = &[
     rule(Method::GET, "/health/live", Public, NoWell),
     rule(Method::GET, "/health/startup", Public, NoWell),
     rule(Method::GET, "/health/ready", Public, NoWell),
+    rule(Method::GET, "/metrics", p(MetricsRead), NoWell),
 ];
 
 /// Paths outside the table that are public: the API description and its UI, and the

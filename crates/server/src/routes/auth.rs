@@ -283,6 +283,12 @@ async fn sign_in(
     } else {
         reason
     };
+    crate::metrics::record_auth_failure(match reason {
+        "unknown_user" => "login_unknown_user",
+        "disabled" => "login_disabled",
+        "locked" => "login_locked",
+        _ => "login_bad_password",
+    });
     let mut detail = audit_name();
     detail["reason"] = reason.into();
     if reason == "bad_password"
@@ -514,7 +520,7 @@ pub async fn change_password(
     };
     let security = &state.security;
     if let Err(wait) = security.check_sign_in_rate(context.source.as_ref()) {
-        return Ok(crate::auth::too_many_requests(wait));
+        return Ok(crate::auth::too_many_requests("sign_in", wait));
     }
     let user = security
         .store

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod diagnostics;
 pub mod health;
 pub mod legacy;
+pub mod metrics;
 pub mod notifications;
 pub mod stream;
 pub mod telemetry;

@@ -21,6 +21,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiQuery, WellIdPath, media_type, parse_time_param, read_body};
 use crate::state::AppState;
 use espwatch_app::ingest::{IngestError, IngestReport, ingest_payload_collect};
+use espwatch_app::metrics::IngestPath;
 use espwatch_app::quality::QualityError;
 
 /// Ingests telemetry: one reading (JSON object), a JSON array, NDJSON or CSV.
@@ -266,9 +267,11 @@ async fn ingest_body(
             state.live.publish_readings(&accepted);
             state.diagnostics.submit(accepted);
             state.security.charge_readings(principal, report.total());
+            espwatch_app::metrics::record_report(IngestPath::Http, &report);
             report
         }
         Err(IngestError::Decode(e)) => {
+            espwatch_app::metrics::record_malformed(IngestPath::Http);
             return Err(ApiError::bad_request(
                 "malformed_payload",
                 format!("the payload cannot be parsed: {e}"),

@@ -321,6 +321,19 @@ impl EmbeddedStore {
     }
 }
 
+/// Bytes of the regular files directly in `dir` (the databases, their WALs, the lock).
+fn directory_bytes(dir: &Path) -> Option<u64> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    Some(
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.metadata().ok())
+            .filter(|m| m.is_file())
+            .map(|m| m.len())
+            .sum(),
+    )
+}
+
 fn lock_dir(dir: &Path) -> StoreResult<File> {
     let path = dir.join("LOCK");
     let file = OpenOptions::new()
@@ -590,6 +603,7 @@ impl Store for EmbeddedStore {
         if readings.is_empty() {
             return Ok(AppendOutcome::default());
         }
+        let _pending = crate::metrics::Pending::new("embedded", readings.len());
         self.call(|reply| Command::Append {
             readings,
             opts,
@@ -732,6 +746,11 @@ impl Store for EmbeddedStore {
 
     async fn stats(&self) -> StoreResult<StoreStats> {
         self.check_open()?;
+        let dir = self.inner.dir.clone();
+        let size_bytes = tokio::task::spawn_blocking(move || directory_bytes(&dir))
+            .await
+            .ok()
+            .flatten();
         let shared = &self.inner.shared;
         let index = shared.read();
         Ok(StoreStats {
@@ -740,6 +759,8 @@ impl Store for EmbeddedStore {
             segments: index.segments,
             commits: shared.commits.load(Ordering::Relaxed),
             checkpoints: shared.checkpoints.load(Ordering::Relaxed),
+            size_bytes,
+            pool: None,
         })
     }
 

@@ -691,7 +691,17 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        match self.commit_group(group) {
+        let started = Instant::now();
+        let readings = group.iter().map(|r| r.readings.len()).sum();
+        let result = self.commit_group(group);
+        crate::metrics::record_commit(
+            "embedded",
+            group.len(),
+            readings,
+            started.elapsed(),
+            result.is_ok(),
+        );
+        match result {
             Ok((outcomes, staged)) => {
                 self.apply(staged);
                 for (req, out) in group.drain(..).zip(outcomes) {
@@ -1095,6 +1105,7 @@ impl Writer {
             tracing::error!("embedded store: checkpoint thread panicked");
         }
         let outcome = result.and_then(|sealed| self.install(sealed, &flight));
+        crate::metrics::record_checkpoint("embedded", flight.started.elapsed(), outcome.is_ok());
         match &outcome {
             Ok(()) => self.checkpoint_retry_at = None,
             Err(_) => {
