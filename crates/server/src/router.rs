@@ -24,8 +24,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{self, AuditIdentity, SourceAddr};
 use crate::error::{ApiError, ErrorLog};
 use crate::routes::{
-    alarms, ask, audit, auth as auth_routes, diagnostics, health, legacy, metrics,
-    notifications, stream, telemetry, users, wells,
+    alarms, ask, audit, auth as auth_routes, diagnostics, health, legacy, metrics, notifications,
+    stream, telemetry, users, wells,
 };
 use crate::state::AppState;
 use espwatch_app::config::Config;
