@@ -18,6 +18,11 @@ pub struct Config {
     /// credentials**, for a private monitoring network; unset: metrics only on `listen`, for
     /// identities with `metrics:read`.
     pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) for TLS on `listen`; with `tls_key_file`, the API
+    /// speaks HTTPS only (TLS 1.3 and 1.2). Reloaded when the files change or on SIGHUP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
     /// Directory of the embedded store (created if missing).
     pub data_dir: PathBuf,
     /// Largest accepted request body, bytes. Larger bodies get 413.
@@ -165,6 +170,27 @@ pub struct Config {
     /// Sparkplug metric name → canonical channel (e.g. `"Drive/Hz" = "frequency_hz"`), tried
     /// before the default table of common drive and gauge tags.
     pub mqtt_sparkplug_metrics: std::collections::BTreeMap<String, String>,
+    /// RabbitMQ (AMQP 0-9-1) broker to take telemetry from:
+    /// `amqp://user:password@host[:5672]/vhost` (`%2f` is the vhost `/`). Set: the server
+    /// consumes `amqp_queue` at start. The password is redacted wherever the URL is shown.
+    pub amqp_url: Option<String>,
+    /// Durable queue consumed (declared at start, with `amqp_dead_letter_exchange` as its
+    /// dead-letter exchange). Payloads: JSON/NDJSON/CSV by `content_type` (sniffed when absent).
+    pub amqp_queue: String,
+    /// Durable topic exchange the queue is bound to with `amqp_binding_key` (declared at
+    /// start); empty: none, publishers use the default exchange with the queue's name.
+    pub amqp_exchange: String,
+    /// Binding key of the queue on `amqp_exchange`.
+    pub amqp_binding_key: String,
+    /// Durable fanout exchange for messages espwatch refuses (wholly or in part), bound to
+    /// `amqp_dead_letter_queue`; each carries the reasons in its `x-espwatch-*` headers.
+    pub amqp_dead_letter_exchange: String,
+    /// Durable queue holding the dead-lettered messages.
+    pub amqp_dead_letter_queue: String,
+    /// Unacknowledged messages the broker sends each consumer at most (basic.qos).
+    pub amqp_prefetch: u16,
+    /// Consumers (channels) on the queue; each commits its own batches.
+    pub amqp_consumers: u16,
     /// File holding the audit chain key: a random secret of its own, so rotating the JWT
     /// secret does not change the chain key and whoever holds only the JWT secret cannot
     /// rewrite the trail. `espwatch serve` creates it (mode 0600) when it is missing.
@@ -278,6 +304,12 @@ impl std::fmt::Debug for Config {
                     espwatch_store_postgres::redact_url(url).into(),
                 );
             }
+            if let Some(url) = &self.amqp_url {
+                map.insert(
+                    "amqp_url".into(),
+                    espwatch_store_postgres::redact_url(url).into(),
+                );
+            }
         }
         write!(f, "Config {value:#}")
     }
@@ -288,6 +320,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             data_dir: PathBuf::from("./espwatch-data"),
             body_limit_bytes: 16 * 1024 * 1024,
             max_future_secs: 300,
@@ -346,6 +380,14 @@ impl Default for Config {
             mqtt_ca_file: None,
             mqtt_sparkplug_group: None,
             mqtt_sparkplug_metrics: Default::default(),
+            amqp_url: None,
+            amqp_queue: "espwatch.telemetry".into(),
+            amqp_exchange: "espwatch.telemetry".into(),
+            amqp_binding_key: "#".into(),
+            amqp_dead_letter_exchange: "espwatch.telemetry.dlx".into(),
+            amqp_dead_letter_queue: "espwatch.telemetry.dead".into(),
+            amqp_prefetch: 512,
+            amqp_consumers: 1,
             audit_key_file: None,
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
@@ -378,6 +420,8 @@ impl Config {
     pub const KEYS: &'static [&'static str] = &[
         "listen",
         "metrics_listen",
+        "tls_cert_file",
+        "tls_key_file",
         "data_dir",
         "body_limit_bytes",
         "max_future_secs",
@@ -436,6 +480,14 @@ impl Config {
         "mqtt_ca_file",
         "mqtt_sparkplug_group",
         "mqtt_sparkplug_metrics",
+        "amqp_url",
+        "amqp_queue",
+        "amqp_exchange",
+        "amqp_binding_key",
+        "amqp_dead_letter_exchange",
+        "amqp_dead_letter_queue",
+        "amqp_prefetch",
+        "amqp_consumers",
         "audit_key_file",
         "spool_dir",
         "spool_max_bytes",
@@ -451,6 +503,9 @@ impl Config {
 
     /// Rejects values that parse but make no sense, naming the key.
     pub fn validate(&self) -> Result<(), String> {
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err("tls_cert_file and tls_key_file go together: set both or neither".into());
+        }
         if self.ingest_max_inflight_bytes < 1024 {
             return Err("ingest_max_inflight_bytes must be at least 1024".into());
         }
@@ -533,6 +588,30 @@ impl Config {
         }
         if self.mqtt_client_id.is_empty() || self.mqtt_client_id.len() > 65_535 {
             return Err("mqtt_client_id must not be empty".into());
+        }
+        if let Some(url) = &self.amqp_url {
+            check_amqp_url(url).map_err(|e| format!("amqp_url: {e}"))?;
+        }
+        for (key, name) in [
+            ("amqp_queue", &self.amqp_queue),
+            ("amqp_dead_letter_exchange", &self.amqp_dead_letter_exchange),
+            ("amqp_dead_letter_queue", &self.amqp_dead_letter_queue),
+        ] {
+            if name.is_empty() || name.len() > 255 {
+                return Err(format!("{key} must be 1 to 255 bytes"));
+            }
+        }
+        if self.amqp_exchange.len() > 255 || self.amqp_binding_key.len() > 255 {
+            return Err("amqp_exchange and amqp_binding_key must be at most 255 bytes".into());
+        }
+        if self.amqp_dead_letter_queue == self.amqp_queue {
+            return Err("amqp_dead_letter_queue must differ from amqp_queue".into());
+        }
+        if self.amqp_prefetch == 0 {
+            return Err("amqp_prefetch must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.amqp_consumers) {
+            return Err("amqp_consumers must be between 1 and 64".into());
         }
         if !(1..=1000).contains(&self.database_pool_size) {
             return Err("database_pool_size must be between 1 and 1000".into());
@@ -772,6 +851,12 @@ impl Config {
                 "database_url".into(),
                 serde_json::Value::Bool(self.database_url.is_some()),
             );
+            if let Some(url) = &self.amqp_url {
+                map.insert(
+                    "amqp_url".into(),
+                    espwatch_store_postgres::redact_url(url).into(),
+                );
+            }
         }
         value
     }
@@ -793,6 +878,33 @@ impl Config {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// Checks the form of `amqp_url`: `amqp://[user[:password]@]host[:port][/vhost]`. TLS
+/// (`amqps://`) is not built in (its client stack would add aws-lc to the build): reach a
+/// remote broker through a local TLS tunnel, or over a private network.
+pub fn check_amqp_url(url: &str) -> Result<(), String> {
+    if url.starts_with("amqps://") {
+        return Err(
+            "amqps:// (TLS) is not supported by this build; use amqp:// through a TLS tunnel (e.g. stunnel) or a private network".into(),
+        );
+    }
+    let Some(rest) = url.strip_prefix("amqp://") else {
+        return Err("must start with amqp://".into());
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.is_empty() || host.starts_with(':') {
+        return Err("the host is missing".into());
+    }
+    if let Some((h, port)) = host.rsplit_once(':')
+        && !h.ends_with(']')
+        && !h.contains(':')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(format!("invalid port {port:?}"));
+    }
+    Ok(())
 }
 
 /// A broker address from `mqtt_url`: `mqtt://host[:port]` or `mqtts://host[:port]`.
@@ -1095,6 +1207,48 @@ mod debug_tests {
             ..Config::default()
         };
         assert!(config.validate().unwrap_err().contains("mqtt_error_topic"));
+    }
+
+    #[test]
+    fn amqp_settings_are_checked() {
+        for good in [
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+            "amqp://broker",
+            "amqp://u@[::1]:5673/vh",
+        ] {
+            assert_eq!(check_amqp_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "amqps://h",
+            "http://h",
+            "amqp://",
+            "amqp://u:p@",
+            "amqp://h:x/",
+        ] {
+            assert!(check_amqp_url(bad).is_err(), "{bad}");
+        }
+        let config = Config {
+            amqp_url: Some("amqp://h".into()),
+            amqp_dead_letter_queue: "espwatch.telemetry".into(),
+            ..Config::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("amqp_dead_letter_queue")
+        );
+        let config = Config {
+            amqp_prefetch: 0,
+            ..Config::default()
+        };
+        assert!(config.validate().unwrap_err().contains("amqp_prefetch"));
+        let config = Config {
+            amqp_url: Some("amqp://espwatch:rabbit-secret-pw@mq:5672/%2f".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("rabbit-secret-pw"));
+        assert!(!config.audit_view().to_string().contains("rabbit-secret-pw"));
     }
 
     #[test]

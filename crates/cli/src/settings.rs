@@ -47,7 +47,7 @@ pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> anyhow::Result
 }
 
 /// The effective configuration as TOML, secrets redacted (new secret keys must be added to
-/// `SECRET_KEYS`; the database URL keeps everything but its password).
+/// `SECRET_KEYS`; the database and AMQP URLs keep everything but their password).
 pub fn render(config: &Config) -> anyhow::Result<String> {
     const SECRET_KEYS: &[&str] = &["jwt_secret", "smtp_password", "mqtt_password"];
     let mut value = toml::Value::try_from(config).context("rendering configuration")?;
@@ -55,6 +55,12 @@ pub fn render(config: &Config) -> anyhow::Result<String> {
         if let Some(url) = &config.database_url {
             table.insert(
                 "database_url".into(),
+                toml::Value::String(espwatch_store_postgres::redact_url(url)),
+            );
+        }
+        if let Some(url) = &config.amqp_url {
+            table.insert(
+                "amqp_url".into(),
                 toml::Value::String(espwatch_store_postgres::redact_url(url)),
             );
         }

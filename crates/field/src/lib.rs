@@ -5,8 +5,11 @@
 //!
 //! - [`mqtt`]: MQTT 3.1.1, QoS 1 with a persistent session and manual acknowledgements; plain
 //!   JSON/NDJSON/CSV payloads on a topic filter whose `+` level is the well.
+//! - [`amqp`]: AMQP 0-9-1 (RabbitMQ), a durable queue with a dead-letter exchange; messages
+//!   acknowledged after commit, refused ones dead-lettered with the reasons in headers.
 //! - [`sink`]: the commit step shared by every protocol.
 
+pub mod amqp;
 pub mod mqtt;
 pub mod sink;
 pub mod sparkplug;
@@ -19,12 +22,16 @@ pub fn check_config(config: &espwatch_app::Config) -> anyhow::Result<()> {
     if config.mqtt_url.is_some() {
         mqtt::check_config(config)?;
     }
+    if config.amqp_url.is_some() {
+        amqp::check_config(config)?;
+    }
     Ok(())
 }
 
 /// The field ingest a server runs beside its HTTP API (whatever the configuration enables).
 pub struct FieldIngest {
     mqtt: Option<mqtt::MqttIngest>,
+    amqp: Option<amqp::AmqpIngest>,
 }
 
 impl FieldIngest {
@@ -43,14 +50,33 @@ impl FieldIngest {
             }
             None => None,
         };
-        Ok(FieldIngest { mqtt })
+        let amqp = match &state.config.amqp_url {
+            Some(_) => {
+                let ingest = amqp::AmqpIngest::start(state.clone())?;
+                state
+                    .components
+                    .register("amqp", std::sync::Arc::new(ingest.status_fn()));
+                Some(ingest)
+            }
+            None => None,
+        };
+        Ok(FieldIngest { mqtt, amqp })
     }
 
     /// Stops taking messages, lets the batch being committed finish and be acknowledged,
     /// and disconnects. Messages received but not committed are re-delivered by the broker.
     pub async fn stop(self) {
-        if let Some(mqtt) = self.mqtt {
-            mqtt.stop().await;
-        }
+        // Both finish their batch in progress (committed, then acknowledged) at once.
+        let mqtt = async {
+            if let Some(mqtt) = self.mqtt {
+                mqtt.stop().await;
+            }
+        };
+        let amqp = async {
+            if let Some(amqp) = self.amqp {
+                amqp.stop().await;
+            }
+        };
+        tokio::join!(mqtt, amqp);
     }
 }

@@ -39,7 +39,7 @@ use crate::sparkplug;
 /// Mosquitto sends 20 unacknowledged QoS 1 messages at most).
 const MAX_BATCH_MESSAGES: usize = 512;
 /// Batches with more payload bytes than this are decoded on the blocking pool.
-const INLINE_DECODE_BYTES: usize = 256 * 1024;
+pub(crate) const INLINE_DECODE_BYTES: usize = 256 * 1024;
 /// Longest wait between two connection attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 /// Largest MQTT packet (the protocol's own limit). Anything smaller would make the client
@@ -391,12 +391,12 @@ async fn drive(
 
 /// Logs a topic's problems once per minute at most.
 #[derive(Default)]
-struct LogLimiter {
+pub(crate) struct LogLimiter {
     last: HashMap<String, Instant>,
 }
 
 impl LogLimiter {
-    fn allow(&mut self, topic: &str) -> bool {
+    pub(crate) fn allow(&mut self, topic: &str) -> bool {
         let now = Instant::now();
         if self.last.len() > 10_000 {
             self.last
@@ -863,11 +863,11 @@ fn decode_for_well(
 }
 
 /// A payload's format as told by its first byte.
-type Sniffed = PayloadFormat;
+pub(crate) type Sniffed = PayloadFormat;
 
 /// MQTT 3.1.1 carries no content type: the payload says what it is. `[`: a JSON array; `{`:
 /// one JSON object (or NDJSON, see [`decode_as`]); anything else: CSV with a header row.
-fn sniff(payload: &[u8]) -> Sniffed {
+pub(crate) fn sniff(payload: &[u8]) -> Sniffed {
     let body = payload.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(payload);
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[' | b'{') => PayloadFormat::Json,
@@ -877,7 +877,7 @@ fn sniff(payload: &[u8]) -> Sniffed {
 
 /// Decodes as `format`; a JSON object payload that fails as one object and has several lines
 /// is decoded as NDJSON (the JSON error is kept if that fails too).
-fn decode_as(
+pub(crate) fn decode_as(
     payload: &[u8],
     format: Sniffed,
     opts: &DecodeOptions,
@@ -900,7 +900,7 @@ pub fn decode(payload: &[u8], opts: &DecodeOptions) -> Result<ingest::Decoded, D
 
 /// The report of one message, as `POST /api/v1/telemetry` would give it; `outcomes` are its
 /// valid readings' outcomes, in order.
-fn message_report(
+pub(crate) fn message_report(
     items: Vec<Item>,
     warnings: Vec<Value>,
     outcomes: &[ReadingOutcome],

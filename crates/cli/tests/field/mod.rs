@@ -427,4 +427,5 @@ async fn mqtt_messages_are_acknowledged_only_after_commit_and_survive_kill_9() {
     assert_eq!(status["readings_accepted"], 6, "{status}");
 }
 
+mod amqp;
 mod sparkplug;

@@ -1,0 +1,674 @@
+//! AMQP ingest against the real RabbitMQ: the real binary (`espwatch serve`, port 0, a fresh
+//! data directory) configured with `amqp_url`, a real AMQP client publishing, the readings
+//! read back over HTTP and the dead-letter queue inspected with `basic.get`.
+//!
+//! The broker comes from `ESPWATCH_TEST_AMQP_URL` (default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`); when it is unreachable the tests print why and
+//! pass, unless `ESPWATCH_REQUIRE_SERVICES=1`. Every test declares its own queues and
+//! exchanges (a random prefix) and deletes them at the end.
+
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn require_services() -> bool {
+    std::env::var("ESPWATCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The test broker's URL, or `None` (after saying why) when it cannot be reached.
+fn amqp_broker() -> Option<String> {
+    let url = std::env::var("ESPWATCH_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    let uri: lapin::uri::AMQPUri = url.parse().expect("ESPWATCH_TEST_AMQP_URL");
+    let host = uri.authority.host.clone();
+    let port = uri.authority.port;
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    if reachable {
+        return Some(url);
+    }
+    let reason = format!("RabbitMQ {host}:{port} unreachable (set ESPWATCH_TEST_AMQP_URL)");
+    if require_services() {
+        panic!("{reason}; ESPWATCH_REQUIRE_SERVICES=1 forbids skipping");
+    }
+    eprintln!("skipped: {reason}");
+    None
+}
+
+/// The queue and exchange names of one test.
+struct Names {
+    queue: String,
+    exchange: String,
+    dlx: String,
+    dlq: String,
+}
+
+impl Names {
+    fn unique() -> Names {
+        let prefix = format!(
+            "espwatch-test-{}",
+            espwatch_app::keys::random_token(9)
+                .expect("randomness")
+                .to_lowercase()
+        );
+        Names {
+            queue: format!("{prefix}.telemetry"),
+            exchange: format!("{prefix}.x"),
+            dlx: format!("{prefix}.dlx"),
+            dlq: format!("{prefix}.dead"),
+        }
+    }
+}
+
+/// The real binary consuming `names.queue`.
+fn start_server(
+    data_dir: &std::path::Path,
+    url: &str,
+    names: &Names,
+    more: &[(&str, &str)],
+) -> ChildServer {
+    let dir = data_dir.to_str().expect("utf-8 path");
+    let key = cli_api_key(&["--data-dir", dir], "admin");
+    let mut server = ChildServer::start_with_env(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", dir],
+        &[
+            ("ESPWATCH_AMQP_URL", url),
+            ("ESPWATCH_AMQP_QUEUE", names.queue.as_str()),
+            ("ESPWATCH_AMQP_EXCHANGE", names.exchange.as_str()),
+            ("ESPWATCH_AMQP_BINDING_KEY", "telemetry.#"),
+            ("ESPWATCH_AMQP_DEAD_LETTER_EXCHANGE", names.dlx.as_str()),
+            ("ESPWATCH_AMQP_DEAD_LETTER_QUEUE", names.dlq.as_str()),
+        ]
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect::<Vec<_>>(),
+    );
+    server.api_key = Some(key);
+    server
+}
+
+/// `/health/ready`'s `checks.amqp`.
+async fn amqp_status(server: &ChildServer) -> Value {
+    let response = server
+        .client()
+        .get(server.url("/health/ready"))
+        .send()
+        .await
+        .expect("ready");
+    let (_, body) = status_json(response).await;
+    body["checks"]["amqp"].clone()
+}
+
+/// Waits until `check` holds for `checks.amqp` (15 s at most).
+async fn wait_status(server: &ChildServer, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = amqp_status(server).await;
+        if check(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{what}: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_consuming(server: &ChildServer) -> Value {
+    wait_status(server, "the server did not start consuming", |s| {
+        s["connected"] == json!(true) && s["consumers"].as_u64().unwrap_or(0) >= 1
+    })
+    .await
+}
+
+/// Raw points of a well, polled until `n` are stored (or 20 s pass).
+async fn wait_points(server: &ChildServer, well: &str, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let response = server
+            .client()
+            .get(server.url(&format!(
+                "/api/v1/wells/{well}/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000"
+            )))
+            .send()
+            .await
+            .expect("query");
+        let (status, body) = status_json(response).await;
+        let count = body["ts"].as_array().map_or(0, Vec::len);
+        if status == 200 && count >= n {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{well}: {count} points stored, {n} expected ({status} {body})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A gateway: its own connection and a confirm-mode channel.
+struct Gateway {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl Gateway {
+    async fn connect(url: &str) -> Gateway {
+        let connection = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .expect("test connection");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm.select");
+        Gateway {
+            connection,
+            channel,
+        }
+    }
+
+    /// Publishes (persistent) and waits for the broker's confirm.
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) {
+        let mut table = FieldTable::default();
+        for (k, v) in headers {
+            table.insert(
+                ShortString::from(*k),
+                AMQPValue::LongString(LongString::from(v.as_bytes().to_vec())),
+            );
+        }
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(table);
+        if let Some(ct) = content_type {
+            properties = properties.with_content_type(ShortString::from(ct));
+        }
+        let confirm = self
+            .channel
+            .basic_publish(
+                ShortString::from(exchange),
+                ShortString::from(routing_key),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack(), "not confirmed: {confirm:?}");
+    }
+
+    /// Takes `n` messages from `queue` (20 s at most), acknowledging them.
+    async fn take(&self, queue: &str, n: usize) -> Vec<lapin::message::BasicGetMessage> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut taken = Vec::new();
+        while taken.len() < n {
+            match self
+                .channel
+                .basic_get(ShortString::from(queue), BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic.get")
+            {
+                Some(message) => taken.push(message),
+                None => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{queue}: {} of {n} messages",
+                        taken.len()
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        taken
+    }
+
+    /// Messages ready in `queue` (not counting those delivered and unacknowledged).
+    async fn ready(&self, queue: &str) -> u32 {
+        self.channel
+            .queue_declare(
+                ShortString::from(queue),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue.declare passive")
+            .message_count()
+    }
+
+    /// Deletes the test's queues and exchanges.
+    async fn clean_up(&self, names: &Names) {
+        for queue in [&names.queue, &names.dlq] {
+            let _ = self
+                .channel
+                .queue_delete(
+                    ShortString::from(queue.as_str()),
+                    QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+        for exchange in [&names.exchange, &names.dlx] {
+            let _ = self
+                .channel
+                .exchange_delete(
+                    ShortString::from(exchange.as_str()),
+                    ExchangeDeleteOptions::default(),
+                )
+                .await;
+        }
+        let _ = self.connection.close(200, ShortString::from("done")).await;
+    }
+}
+
+/// A header of a dead letter, as text.
+fn header(message: &lapin::message::BasicGetMessage, name: &str) -> Option<String> {
+    let headers = message.delivery.properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+#[tokio::test]
+async fn amqp_payloads_are_committed_like_http_and_refusals_are_dead_lettered_with_reasons() {
+    init();
+    let Some(url) = amqp_broker() else {
+        return;
+    };
+    let names = Names::unique();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(dir.path(), &url, &names, &[]);
+    let status = wait_consuming(&server).await;
+    assert_eq!(status["status"], "healthy", "{status}");
+    assert_eq!(status["queue"], json!(names.queue));
+    let gw = Gateway::connect(&url).await;
+    let x = names.exchange.as_str();
+
+    // JSON (content type declared), readings naming their well.
+    gw.publish(
+        x,
+        "telemetry.ESP-1",
+        Some("application/json"),
+        &[],
+        json!([
+            {"well_id": "ESP-1", "ts": ts(0), "motor_current_a": 40.5, "pip": 850.0},
+            {"well_id": "ESP-1", "ts": ts(10), "motor_current_a": 41.0}
+        ])
+        .to_string()
+        .as_bytes(),
+    )
+    .await;
+    // NDJSON with the well in the `well_id` header.
+    gw.publish(
+        x,
+        "telemetry.ESP-1",
+        Some("application/x-ndjson"),
+        &[("well_id", "ESP-1")],
+        format!(
+            "{}\n{}\n",
+            json!({"ts": ts(20), "motor_current_a": 42.0}),
+            json!({"ts": ts(30), "motor_current_a": 43.0})
+        )
+        .as_bytes(),
+    )
+    .await;
+    // CSV, and a European CSV declared by headers.
+    gw.publish(
+        x,
+        "telemetry.ESP-1",
+        Some("text/csv"),
+        &[("well_id", "ESP-1")],
+        format!("ts,motor_current_a\n{},44\n", ts(40)).as_bytes(),
+    )
+    .await;
+    gw.publish(
+        x,
+        "telemetry.ESP-1",
+        Some("text/csv; charset=utf-8"),
+        &[
+            ("well_id", "ESP-1"),
+            ("csv_separator", ";"),
+            ("decimal", ","),
+        ],
+        format!("ts;motor_current_a\n{};45,5\n", ts(50)).as_bytes(),
+    )
+    .await;
+    // No content type: sniffed, as on MQTT. Through the default exchange, straight to the queue.
+    gw.publish(
+        "",
+        &names.queue,
+        None,
+        &[],
+        json!({"well_id": "ESP-1", "ts": ts(60), "motor_current_a": 46.0})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    // A re-sent reading: a duplicate, not an error.
+    gw.publish(
+        x,
+        "telemetry.ESP-1",
+        Some("application/json"),
+        &[],
+        json!({"well_id": "ESP-1", "ts": ts(0), "motor_current_a": 99.0})
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+    // Partly valid: the good reading is stored, the message dead-lettered with the reasons.
+    let mixed = json!([
+        {"ts": ts(0), "motor_current_a": 30.0},
+        {"ts": ts(10), "motor_current_a": -5.0},
+        {"well_id": "ESP-9", "ts": ts(20), "motor_current_a": 31.0}
+    ])
+    .to_string();
+    gw.publish(
+        x,
+        "telemetry.ESP-2",
+        Some("application/json"),
+        &[("well_id", "ESP-2")],
+        mixed.as_bytes(),
+    )
+    .await;
+    // Refused as a whole: unparseable, unsupported content type, every reading invalid.
+    let broken = br#"{"well_id": "ESP-3", "ts": "2026-01-01T00:00:00Z", "motor_current_a": "#;
+    gw.publish(x, "telemetry.ESP-3", Some("application/json"), &[], broken)
+        .await;
+    gw.publish(x, "telemetry.ESP-3", Some("application/xml"), &[], b"<r/>")
+        .await;
+    gw.publish(
+        x,
+        "telemetry.ESP-3",
+        Some("application/json"),
+        &[("well_id", "ESP-3")],
+        json!([{"ts": ts(0), "motor_current_a": -1.0}])
+            .to_string()
+            .as_bytes(),
+    )
+    .await;
+
+    let points = wait_points(&server, "ESP-1", 7).await;
+    assert_eq!(
+        points["ts"],
+        json!([ts(0), ts(10), ts(20), ts(30), ts(40), ts(50), ts(60)])
+    );
+    assert_eq!(
+        points["fields"]["motor_current_a"],
+        json!([40.5, 41.0, 42.0, 43.0, 44.0, 45.5, 46.0]),
+        "the first value wins over the re-sent one"
+    );
+    assert_eq!(points["fields"]["intake_pressure_psi"][0], json!(850.0));
+    let points = wait_points(&server, "ESP-2", 1).await;
+    assert_eq!(points["fields"]["motor_current_a"], json!([30.0]));
+
+    // Four dead letters, in order, each the message as sent plus the reasons.
+    let dead = gw.take(&names.dlq, 4).await;
+    let mixed_dl = &dead[0];
+    assert_eq!(mixed_dl.delivery.data, mixed.as_bytes());
+    assert_eq!(
+        header(mixed_dl, "x-espwatch-error-code").as_deref(),
+        Some("readings_rejected")
+    );
+    assert_eq!(
+        header(mixed_dl, "x-espwatch-accepted").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        header(mixed_dl, "x-espwatch-rejected").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        header(mixed_dl, "well_id").as_deref(),
+        Some("ESP-2"),
+        "original headers kept"
+    );
+    assert_eq!(
+        header(mixed_dl, "x-espwatch-original-routing-key").as_deref(),
+        Some("telemetry.ESP-2")
+    );
+    assert_eq!(
+        header(mixed_dl, "x-espwatch-queue").as_deref(),
+        Some(names.queue.as_str())
+    );
+    assert_eq!(
+        mixed_dl
+            .delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|c| c.as_str()),
+        Some("application/json")
+    );
+    let report: Value =
+        serde_json::from_str(&header(mixed_dl, "x-espwatch-report").expect("report"))
+            .expect("JSON report");
+    let rejected = report["rejected"].as_array().expect("rejected");
+    assert_eq!(rejected.len(), 2, "{report}");
+    assert_eq!(rejected[0]["index"], 1);
+    assert_eq!(rejected[0]["errors"][0]["field"], "motor_current_a");
+    assert_eq!(rejected[1]["index"], 2);
+    assert_eq!(rejected[1]["well_id"], "ESP-9");
+
+    assert_eq!(dead[1].delivery.data, broken);
+    assert_eq!(
+        header(&dead[1], "x-espwatch-error-code").as_deref(),
+        Some("malformed_payload")
+    );
+    assert!(
+        header(&dead[1], "x-espwatch-error")
+            .unwrap()
+            .contains("cannot be parsed")
+    );
+    assert_eq!(
+        header(&dead[2], "x-espwatch-error-code").as_deref(),
+        Some("unsupported_media_type")
+    );
+    assert_eq!(
+        header(&dead[3], "x-espwatch-error-code").as_deref(),
+        Some("all_readings_rejected")
+    );
+    assert_eq!(
+        header(&dead[3], "x-espwatch-accepted").as_deref(),
+        Some("0")
+    );
+
+    let status = wait_status(&server, "every message settled", |s| {
+        s["messages"] == json!(10)
+    })
+    .await;
+    assert_eq!(status["readings_accepted"], 8, "{status}");
+    assert_eq!(status["readings_duplicate"], 1, "{status}");
+    assert_eq!(status["readings_rejected"], 3, "{status}");
+    assert_eq!(status["messages_malformed"], 2, "{status}");
+    assert_eq!(status["messages_with_errors"], 4, "{status}");
+    assert_eq!(status["dead_lettered"], 4, "{status}");
+    assert_eq!(status["dead_letter_fallbacks"], 0, "{status}");
+    // Nothing left in the queue.
+    assert_eq!(gw.ready(&names.queue).await, 0);
+    let response = server
+        .client()
+        .get(server.url("/api/v1/wells/ESP-3"))
+        .send()
+        .await
+        .expect("well");
+    assert_eq!(response.status().as_u16(), 404);
+    gw.clean_up(&names).await;
+}
+
+/// The broker closes espwatch's connection mid-stream (`rabbitmqctl close_connection`):
+/// espwatch connects again with backoff and goes on; every published reading is stored.
+#[tokio::test]
+async fn amqp_ingest_reconnects_after_the_broker_drops_the_connection_and_loses_nothing() {
+    init();
+    let Some(url) = amqp_broker() else {
+        return;
+    };
+    let rabbitmqctl_works = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "status"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !rabbitmqctl_works {
+        let reason = "rabbitmqctl cannot reach the broker (it must run on the broker's host, as root or rabbitmq)";
+        if require_services() {
+            panic!("{reason}; ESPWATCH_REQUIRE_SERVICES=1 forbids skipping");
+        }
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let names = Names::unique();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(dir.path(), &url, &names, &[]);
+    wait_consuming(&server).await;
+    let gw = Gateway::connect(&url).await;
+    let publish = |i: i64| {
+        let gw = &gw;
+        let exchange = names.exchange.clone();
+        async move {
+            gw.publish(
+                &exchange,
+                "telemetry.ESP-R",
+                Some("application/json"),
+                &[("well_id", "ESP-R")],
+                json!([
+                    {"ts": ts(i * 20), "motor_current_a": i as f64},
+                    {"ts": ts(i * 20 + 10), "motor_current_a": i as f64 + 0.5}
+                ])
+                .to_string()
+                .as_bytes(),
+            )
+            .await
+        }
+    };
+    for i in 0..20 {
+        publish(i).await;
+    }
+    wait_points(&server, "ESP-R", 40).await;
+
+    // Close espwatch's connection (named after its queue), while publishing goes on.
+    let connection_name = format!("espwatch {}", names.queue);
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "list_connections",
+            "pid",
+            "client_properties",
+            "--no-table-headers",
+        ])
+        .output()
+        .expect("rabbitmqctl list_connections");
+    // Lines of `<pid>\t<client properties>`; the pid in the form close_connection takes.
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let pids: Vec<&str> = listed
+        .lines()
+        .filter(|line| line.contains(&connection_name))
+        .filter_map(|line| line.split('\t').next())
+        .collect();
+    assert_eq!(pids.len(), 1, "espwatch's connection: {listed}");
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "close_connection",
+            pids[0],
+            "test: broker drops the connection",
+        ])
+        .status()
+        .expect("rabbitmqctl close_connection");
+    assert!(closed.success());
+    for i in 20..40 {
+        publish(i).await;
+    }
+    let status = wait_status(&server, "reconnected", |s| {
+        s["connections"].as_u64().unwrap_or(0) >= 2 && s["connected"] == json!(true)
+    })
+    .await;
+    assert!(
+        status["connection_failures"].as_u64().unwrap_or(0) >= 1,
+        "{status}"
+    );
+    let points = wait_points(&server, "ESP-R", 80).await;
+    let expected: Vec<f64> = (0..40).flat_map(|i| [i as f64, i as f64 + 0.5]).collect();
+    assert_eq!(points["fields"]["motor_current_a"], json!(expected));
+    gw.clean_up(&names).await;
+}
+
+/// The ack waits for the commit: with the store unable to commit (its database locked by the
+/// test) the server receives the messages but acknowledges none; killed with `kill -9` in
+/// that state and started again, it gets them again from the broker and stores every reading.
+#[tokio::test]
+async fn amqp_messages_are_acknowledged_only_after_commit_and_survive_kill_9() {
+    init();
+    let Some(url) = amqp_broker() else {
+        return;
+    };
+    let names = Names::unique();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start_server(dir.path(), &url, &names, &[]);
+    wait_consuming(&server).await;
+
+    // Hold the database's write lock, as a stuck disk would.
+    let lock = rusqlite::Connection::open(dir.path().join("espwatch.db")).expect("open db");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+
+    let gw = Gateway::connect(&url).await;
+    for i in 0..3 {
+        let body = json!([
+            {"ts": ts(i * 20), "motor_current_a": 40.0 + i as f64},
+            {"ts": ts(i * 20 + 10), "motor_current_a": 50.0 + i as f64}
+        ]);
+        gw.publish(
+            &names.exchange,
+            "telemetry.ESP-K",
+            Some("application/json"),
+            &[("well_id", "ESP-K")],
+            body.to_string().as_bytes(),
+        )
+        .await;
+    }
+    // All three delivered to espwatch (none ready in the queue), the first batch taken, and
+    // nothing settled.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gw.ready(&names.queue).await > 0 {
+        assert!(Instant::now() < deadline, "messages not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = wait_status(&server, "messages not received", |s| {
+        s["received"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    assert_eq!(status["messages"], 0, "nothing can be committed: {status}");
+    server.kill_9();
+    drop(lock);
+
+    let server = start_server(dir.path(), &url, &names, &[]);
+    let points = wait_points(&server, "ESP-K", 6).await;
+    assert_eq!(
+        points["fields"]["motor_current_a"],
+        json!([40.0, 50.0, 41.0, 51.0, 42.0, 52.0])
+    );
+    let status = wait_status(&server, "settled", |s| s["messages"] == json!(3)).await;
+    assert_eq!(status["redelivered"], 3, "{status}");
+    assert_eq!(status["readings_accepted"], 6, "{status}");
+    assert_eq!(gw.ready(&names.queue).await, 0);
+    gw.clean_up(&names).await;
+}
