@@ -1009,3 +1009,133 @@ async fn the_api_speaks_tls_and_reloads_its_certificate() {
     }
     app.stop().await;
 }
+
+/// What can be checked of the deployment files without Docker or systemd running: every
+/// file the compose file mounts exists, the image is multi-stage, non-root and health-checked,
+/// the compose Prometheus configuration is valid with the shipped rules, and the systemd unit
+/// passes `systemd-analyze verify` and keeps its sandboxing.
+#[test]
+fn deployment_files_hold_together() {
+    let deploy = repo_root().join("deploy");
+    let docker = deploy.join("docker");
+    let compose = std::fs::read_to_string(docker.join("compose.yml")).expect("compose.yml");
+    for service in [
+        "espwatch",
+        "postgres",
+        "redis",
+        "rabbitmq",
+        "mosquitto",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(
+            compose.contains(&format!("\n  {service}:\n")),
+            "compose.yml has no {service} service"
+        );
+    }
+    let mut mounts = 0;
+    let settings = compose.lines().filter(|l| !l.trim_start().starts_with('#'));
+    for token in settings.flat_map(str::split_whitespace) {
+        let token = token.trim_matches(|c| c == '"' || c == '-');
+        if !(token.starts_with("./") || token.starts_with("../")) {
+            continue;
+        }
+        let path = token.split(':').next().unwrap();
+        // Made by the operator, never shipped.
+        if path.starts_with("./secrets/") {
+            continue;
+        }
+        assert!(
+            docker.join(path).exists(),
+            "compose.yml refers to {path}, which does not exist"
+        );
+        mounts += 1;
+    }
+    assert!(mounts >= 6, "{mounts}");
+    assert!(compose.contains("dockerfile: deploy/docker/Dockerfile"));
+    assert!(
+        !compose.contains("PASSWORD: ") || compose.contains("${"),
+        "no literal passwords"
+    );
+
+    let dockerfile = std::fs::read_to_string(docker.join("Dockerfile")).expect("Dockerfile");
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert!(
+        froms.len() >= 2 && froms[0].contains(" AS build"),
+        "{froms:?}"
+    );
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .last()
+        .expect("USER");
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "runs as {user}"
+    );
+    assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("/health/live"));
+
+    let tmp = tempfile::tempdir().expect("temp dir");
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        let config = std::fs::read_to_string(docker.join("prometheus.yml"))
+            .unwrap()
+            .replace(
+                "/etc/prometheus/espwatch-rules.yml",
+                deploy
+                    .join("prometheus/espwatch-rules.yml")
+                    .to_str()
+                    .unwrap(),
+            );
+        let path = tmp.path().join("prometheus.yml");
+        std::fs::write(&path, config).unwrap();
+        let out = Command::new("promtool")
+            .args(["check", "config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    } else if require_services() {
+        panic!("promtool missing; ESPWATCH_REQUIRE_SERVICES=1 forbids skipping");
+    }
+
+    let unit = std::fs::read_to_string(deploy.join("systemd/espwatch.service")).expect("unit");
+    for option in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+        "User=espwatch",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(option), "the unit lost {option:?}");
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        // Verified with ExecStart pointing at the binary under test (it must exist).
+        let path = tmp.path().join("espwatch.service");
+        std::fs::write(&path, unit.replace("/usr/local/bin/espwatch", BIN)).unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("espwatch.service:"),
+            "systemd-analyze verify: {stderr}"
+        );
+    } else {
+        eprintln!("note: systemd-analyze missing: the unit is not verified");
+    }
+}
