@@ -18,6 +18,11 @@ pub struct Config {
     /// credentials**, for a private monitoring network; unset: metrics only on `listen`, for
     /// identities with `metrics:read`.
     pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain (leaf first) for TLS on `listen`; with `tls_key_file`, the API
+    /// speaks HTTPS only (TLS 1.3 and 1.2). Reloaded when the files change or on SIGHUP.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
     /// Directory of the embedded store (created if missing).
     pub data_dir: PathBuf,
     /// Largest accepted request body, bytes. Larger bodies get 413.
@@ -318,6 +323,8 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             data_dir: PathBuf::from("./espwatch-data"),
             body_limit_bytes: 16 * 1024 * 1024,
             max_future_secs: 300,
@@ -417,6 +424,8 @@ impl Config {
     pub const KEYS: &'static [&'static str] = &[
         "listen",
         "metrics_listen",
+        "tls_cert_file",
+        "tls_key_file",
         "data_dir",
         "body_limit_bytes",
         "max_future_secs",
@@ -499,6 +508,9 @@ impl Config {
 
     /// Rejects values that parse but make no sense, naming the key.
     pub fn validate(&self) -> Result<(), String> {
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err("tls_cert_file and tls_key_file go together: set both or neither".into());
+        }
         if self.ingest_max_inflight_bytes < 1024 {
             return Err("ingest_max_inflight_bytes must be at least 1024".into());
         }

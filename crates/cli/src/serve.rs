@@ -64,6 +64,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Everything that can refuse the configuration is checked before the store is opened and
     // the port bound, so `listening on` is never followed by an exit.
     config.jwt_secret_bytes()?;
+    if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
+        espwatch_server::tls::load(cert, key)?;
+    }
     espwatch_field::check_config(&config)?;
     // Before the store opens: it keys the audit chain with this file's key.
     config.ensure_audit_key_file()?;
@@ -93,7 +96,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     // A machine-readable line on stdout: scripts and tests read the chosen port from it.
-    println!("espwatch listening on http://{address}");
+    let scheme = if config.tls_cert_file.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("espwatch listening on {scheme}://{address}");
     if let Some(listener) = &metrics_listener {
         println!(
             "espwatch metrics (no credentials) on http://{}/metrics",

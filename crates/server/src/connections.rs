@@ -88,16 +88,88 @@ pub struct LimitedListener {
     limits: ConnectionLimits,
     per_source: PerSource,
     audit: Option<AuditSink>,
+    /// TLS (`tls_cert_file`): handshakes run in tasks of their own (a slow client never holds
+    /// up `accept`), within the header timeout; finished ones arrive on `handshaken`.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshaken_tx: tokio::sync::mpsc::Sender<(TimedStream, SocketAddr)>,
+    handshaken: tokio::sync::mpsc::Receiver<(TimedStream, SocketAddr)>,
 }
 
 impl LimitedListener {
     /// `audit` records the heads refused here.
     pub fn new(inner: TcpListener, limits: ConnectionLimits, audit: Option<AuditSink>) -> Self {
+        let (handshaken_tx, handshaken) = tokio::sync::mpsc::channel(64);
         LimitedListener {
             inner,
             limits,
             per_source: PerSource::default(),
             audit,
+            tls: None,
+            handshaken_tx,
+            handshaken,
+        }
+    }
+
+    /// Serves TLS only (every connection starts with a handshake).
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+}
+
+/// The transport under a connection: TCP, or TLS over TCP.
+pub enum Conn {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// Writes what the socket takes now, without waiting (plain TCP only: a TLS record needs
+    /// the session, so a refusal there just closes the connection).
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.try_write(buf),
+            Conn::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -176,7 +248,11 @@ impl axum::serve::Listener for LimitedListener {
 
     async fn accept(&mut self) -> (TimedStream, SocketAddr) {
         loop {
-            let (stream, peer) = match self.inner.accept().await {
+            let accepted = tokio::select! {
+                Some(ready) = self.handshaken.recv() => return ready,
+                accepted = self.inner.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -187,13 +263,39 @@ impl axum::serve::Listener for LimitedListener {
             };
             let Some(slot) = self.per_source.acquire(peer.ip(), self.limits.per_source) else {
                 tracing::debug!(source = %peer.ip(), "connection refused: too many from this address");
-                tokio::spawn(refuse(stream));
+                if self.tls.is_none() {
+                    tokio::spawn(refuse(stream));
+                }
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let mut timed = TimedStream::new(stream, slot, self.limits.header_timeout);
-            timed.audit = self.audit.clone().map(|a| (a, peer.ip().to_string()));
-            return (timed, peer);
+            let audit = self.audit.clone().map(|a| (a, peer.ip().to_string()));
+            let timeout = self.limits.header_timeout;
+            let Some(acceptor) = self.tls.clone() else {
+                let mut timed = TimedStream::new(Conn::Plain(stream), slot, timeout);
+                timed.audit = audit;
+                return (timed, peer);
+            };
+            let ready = self.handshaken_tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let mut timed = TimedStream::new(Conn::Tls(Box::new(tls)), slot, timeout);
+                        timed.audit = audit;
+                        let _ = ready.send((timed, peer)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(source = %peer.ip(), error = %e, "TLS handshake failed");
+                        metrics::counter!("espwatch_tls_handshake_failures_total", "reason" => "error")
+                            .increment(1);
+                    }
+                    Err(_) => {
+                        tracing::debug!(source = %peer.ip(), "TLS handshake timed out");
+                        metrics::counter!("espwatch_tls_handshake_failures_total", "reason" => "timeout")
+                            .increment(1);
+                    }
+                }
+            });
         }
     }
 
@@ -217,7 +319,7 @@ enum Phase {
 /// A TCP stream that fails its reads once a request head is overdue (which makes the HTTP
 /// server close it), and gives its per-source slot back when dropped.
 pub struct TimedStream {
-    inner: TcpStream,
+    inner: Conn,
     _slot: Slot,
     timeout: Duration,
     phase: Phase,
@@ -240,7 +342,7 @@ pub struct TimedStream {
 }
 
 impl TimedStream {
-    fn new(inner: TcpStream, slot: Slot, timeout: Duration) -> Self {
+    fn new(inner: Conn, slot: Slot, timeout: Duration) -> Self {
         TimedStream {
             inner,
             _slot: slot,
@@ -549,7 +651,7 @@ mod tests {
         let slot = PerSource::default()
             .acquire(client.local_addr().unwrap().ip(), 0)
             .unwrap();
-        let mut s = TimedStream::new(client, slot, Duration::from_secs(1));
+        let mut s = TimedStream::new(Conn::Plain(client), slot, Duration::from_secs(1));
         s.saw(b"GET / HTTP/1.1\r\nhost: x\r").unwrap();
         assert_eq!(s.phase, Phase::AwaitingHead { newlines: 0 });
         s.saw(b"\n\r\n").unwrap();
@@ -564,12 +666,14 @@ mod tests {
         // Refusals: a bad request line, a header without a name, folding, sizes.
         let fresh = || {
             let mut t = TimedStream::new(
-                std::net::TcpStream::connect(listener.local_addr().unwrap())
-                    .and_then(|s| {
-                        s.set_nonblocking(true)?;
-                        TcpStream::from_std(s)
-                    })
-                    .unwrap(),
+                Conn::Plain(
+                    std::net::TcpStream::connect(listener.local_addr().unwrap())
+                        .and_then(|s| {
+                            s.set_nonblocking(true)?;
+                            TcpStream::from_std(s)
+                        })
+                        .unwrap(),
+                ),
                 PerSource::default()
                     .acquire(IpAddr::from([127, 0, 0, 1]), 0)
                     .unwrap(),
@@ -579,9 +683,11 @@ mod tests {
         };
         // A body left unread by an early answer is skipped, not taken for the next head.
         let mut d = TimedStream::new(
-            TcpStream::connect(listener.local_addr().unwrap())
-                .await
-                .unwrap(),
+            Conn::Plain(
+                TcpStream::connect(listener.local_addr().unwrap())
+                    .await
+                    .unwrap(),
+            ),
             PerSource::default()
                 .acquire(IpAddr::from([127, 0, 0, 1]), 0)
                 .unwrap(),

@@ -19,6 +19,7 @@ pub mod repeats;
 pub mod router;
 mod routes;
 pub mod state;
+pub mod tls;
 mod views;
 
 /// The configuration and the ingest pipeline are application services (`espwatch-app`);

@@ -180,8 +180,12 @@ pub async fn serve(
         header_timeout: Duration::from_secs(state.config.http_header_timeout_secs),
         per_source: state.config.max_connections_per_source,
     };
-    let listener = crate::connections::LimitedListener::new(listener, limits, Some(audit.clone()))
-        .tap_io(|_| {});
+    let mut listener =
+        crate::connections::LimitedListener::new(listener, limits, Some(audit.clone()));
+    if let (Some(cert), Some(key)) = (&state.config.tls_cert_file, &state.config.tls_key_file) {
+        listener = listener.with_tls(crate::tls::acceptor(cert, key)?);
+    }
+    let listener = listener.tap_io(|_| {});
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
