@@ -261,10 +261,15 @@ impl WellEngine {
         let flow_raw = m.get(Field::FlowRateBpd);
         let flow = flow_raw.map(|q| q / r);
         let sg = self.ctx.sg.unwrap_or(1.0);
-        let tdh_raw = match (
-            m.get(Field::DischargePressurePsi),
-            m.get(Field::IntakePressurePsi),
-        ) {
+        // Without a discharge gauge the pump's discharge is the wellhead pressure plus the
+        // fluid column above the pump (TDH = dynamic fluid level + wellhead head, the textbook
+        // sizing formula; tubing friction is small and moves little at a steady rate).
+        let discharge = m.get(Field::DischargePressurePsi).or_else(|| {
+            let thp = m.get(Field::TubingPressurePsi)?;
+            let depth = self.ctx.setting_depth_ft?;
+            Some(thp + depth * sg / FT_PER_PSI_WATER)
+        });
+        let tdh_raw = match (discharge, m.get(Field::IntakePressurePsi)) {
             (Some(pd), Some(pi)) => Some((pd - pi) * FT_PER_PSI_WATER / sg),
             _ => None,
         };
@@ -1158,9 +1163,9 @@ impl WellEngine {
         let wear = Diagnosis::Condition(Condition::PumpWear);
         let was_wear = self.head_loss.kind == Some(Condition::PumpWear);
         if let Some(mut finding) = rules::head_loss(&input, &mut self.head_loss) {
-            // Scale keeps developing: an open wear episode becomes scale once cooling is
-            // clearly lost.
-            if was_wear && rules::wear_became_scale(&input) {
+            // Scale keeps developing: an open wear episode becomes scale once the motor runs
+            // clearly hotter than the lost flow explains, or loads up.
+            if was_wear && rules::wear_became_scale(&input, &self.head_loss) {
                 self.head_loss.kind = Some(Condition::ScalePlugging);
                 self.tracker
                     .retag(wear, Diagnosis::Condition(Condition::ScalePlugging));

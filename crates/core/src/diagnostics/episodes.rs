@@ -154,8 +154,12 @@ impl EpisodeTracker {
             }
             if let Some((start, c)) = t.open {
                 let quiet = ts - t.last_evidence;
-                if (healthy_running && quiet >= secs(th.clear_secs))
-                    || quiet >= secs(th.hold_off_secs)
+                let clear_secs = if d.is_gradual() {
+                    th.clear_secs_gradual
+                } else {
+                    th.clear_secs
+                };
+                if (healthy_running && quiet >= secs(clear_secs)) || quiet >= secs(th.hold_off_secs)
                 {
                     t.open = None;
                     out.closed.push(Episode {

@@ -17,6 +17,9 @@ pub struct WellContext {
     pub bubble_point_psi: Option<f64>,
     pub rated_current_a: Option<f64>,
     pub max_winding_temp_c: Option<f64>,
+    /// Pump setting depth: with the wellhead pressure it gives the discharge pressure where no
+    /// discharge gauge is fitted.
+    pub setting_depth_ft: Option<f64>,
 }
 
 impl WellContext {
@@ -33,6 +36,7 @@ impl WellContext {
             bubble_point_psi: m.fluid.as_ref().and_then(|f| f.bubble_point_psi),
             rated_current_a: m.motor.as_ref().and_then(|m| m.rated_current_a),
             max_winding_temp_c: m.motor.as_ref().and_then(|m| m.max_winding_temp_c),
+            setting_depth_ft: m.setting_depth_ft,
         }
     }
 }

@@ -62,6 +62,11 @@ impl Diagnosis {
         Condition::from_name(name).map(Diagnosis::Condition)
     }
 
+    /// Conditions that develop over days (wear, scale): they do not come and go in minutes.
+    pub fn is_gradual(self) -> bool {
+        matches!(self, Diagnosis::Condition(c) if c.onset() == crate::condition::Onset::Gradual)
+    }
+
     /// Conditions of the pump and its hydraulics, of which one is diagnosed at a time; power
     /// and sensor problems are independent of them.
     pub fn is_process(self) -> bool {

@@ -123,6 +123,46 @@ pub(crate) struct HeadLoss {
     pub step: Option<StepLevels>,
     /// A subtle leak latched from a confirmed step: the head level before it, judged against.
     pub step_level: Option<f64>,
+    /// The motor's state when the head began to depart: wear and scale are told apart by what
+    /// the motor did since, on the well's own recent levels rather than the training baseline.
+    pub at_departure: Option<MotorLevels>,
+}
+
+/// The winding-rise ratio, as measured and without the part the lost flow explains (smoothed).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct MotorLevels {
+    pub rise: Option<f64>,
+    pub unexplained_rise: Option<f64>,
+}
+
+impl MotorLevels {
+    fn now(i: &Input) -> MotorLevels {
+        let s = i.s;
+        // Less flow past the motor cools it less (film coefficient ∝ velocity^0.8): the rise
+        // that flow explains is taken out, what remains is heat the flow does not explain.
+        let unexplained_rise = val(&s.rise).map(|r| r * val(&s.cooling).unwrap_or(1.0));
+        MotorLevels {
+            rise: val(&s.rise),
+            unexplained_rise,
+        }
+    }
+
+    /// Scale or wear, from how the motor changed since the head began to depart. Deposits
+    /// insulate the motor housing: the winding runs hotter than the lost flow explains, or
+    /// hotter than any flow a worn pump loses could make it. A worn pump warms only by the
+    /// cooling the lost flow takes. (The current tells them apart only in some pumps: scale's
+    /// drag may load the motor or the lost flow unload it.)
+    fn scale_since(&self, now: &MotorLevels, th: &Thresholds) -> bool {
+        let grew = |now: Option<f64>, then: Option<f64>, by: f64| match (now, then) {
+            (Some(now), Some(then)) => now - then >= by,
+            _ => false,
+        };
+        grew(
+            now.unexplained_rise,
+            self.unexplained_rise,
+            th.scale_unexplained_rise,
+        ) || grew(now.rise, self.rise, th.scale_rise_change)
+    }
 }
 
 /// A running mean.
@@ -708,7 +748,11 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         };
         return None;
     }
-    let departed = *state.departed.get_or_insert(i.ts);
+    if state.departed.is_none() {
+        state.departed = Some(i.ts);
+        state.at_departure = Some(MotorLevels::now(i));
+    }
+    let departed = state.departed.unwrap_or(i.ts);
     // Judged only once the surface delivery falls short; the departure clock keeps running, so
     // a gradual loss that shows in the flow late is not taken for a sudden one.
     if state.kind.is_none() && operating_point_moved_right(i) {
@@ -716,7 +760,6 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     }
     let took_secs = (i.ts - departed) as f64 / 1e6;
     let cur = val(&s.cur);
-    let rise = val(&s.rise);
     // A small loss that came suddenly, with the motor still loaded, the annulus filling and
     // the surface flow falling and the wellhead not pressing back, is a leak already: several
     // channels agree on it.
@@ -744,11 +787,6 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     if h >= low || !i.settled {
         return None;
     }
-    let scale_signs = |c: Option<f64>, r: Option<f64>| {
-        let unloading = c.is_some_and(|c| c < th.scale_current_ratio);
-        let hotter = r.is_some_and(|r| r >= th.scale_rise_ratio);
-        unloading && hotter || r.is_some_and(|r| r >= th.scale_rise_ratio + th.scale_rise_margin)
-    };
     // A leak returns part of the delivery to the annulus: less reaches the surface, and the
     // wellhead pressure (set by the flow through the choke and flowline) cannot rise. A sudden
     // loss of head with the wellhead well above its baseline is something else (a new pump or
@@ -771,10 +809,11 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     if state.kind.is_none() {
         state.developed_secs = took_secs;
     }
+    let scale = scale_since_departure(i, state);
     let kind = *state.kind.get_or_insert_with(|| {
         if took_secs <= th.abrupt_secs && cur.is_none_or(|c| c >= th.leak_current_ratio) {
             Condition::TubingLeak
-        } else if scale_signs(cur, rise) {
+        } else if scale {
             Condition::ScalePlugging
         } else {
             Condition::PumpWear
@@ -803,22 +842,7 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         ),
     ];
     match kind {
-        Condition::ScalePlugging => {
-            ev.push(Evidence::opt(
-                "winding_rise_ratio",
-                rise,
-                th.scale_rise_ratio,
-                ">=",
-            ));
-            if cur.is_some_and(|c| c < th.scale_current_ratio) {
-                ev.push(Evidence::opt(
-                    "current_ratio",
-                    cur,
-                    th.scale_current_ratio,
-                    "<",
-                ));
-            }
-        }
+        Condition::ScalePlugging => ev.extend(scale_evidence(i, state)),
         Condition::TubingLeak => {
             ev.push(Evidence::opt(
                 "current_ratio",
@@ -828,12 +852,16 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
             ));
         }
         _ => {
-            ev.push(Evidence::opt(
-                "current_ratio",
-                cur,
-                th.scale_current_ratio,
-                ">=",
-            ));
+            let now = MotorLevels::now(i);
+            let then = state.at_departure.unwrap_or_default();
+            if let (Some(now), Some(then)) = (now.unexplained_rise, then.unexplained_rise) {
+                ev.push(Evidence::new(
+                    "unexplained_winding_rise_change",
+                    now - then,
+                    th.scale_unexplained_rise,
+                    "<",
+                ));
+            }
         }
     }
     let depth = ((low - h) / th.head_loss_full_depth).clamp(0.0, 1.0);
@@ -1031,9 +1059,45 @@ fn delivery_proxy(i: &Input, state: &mut HeadLoss) -> Option<f64> {
     None
 }
 
-/// Whether an open wear episode has turned out to be scale (cooling clearly lost since).
-pub(crate) fn wear_became_scale(i: &Input) -> bool {
-    val(&i.s.rise).is_some_and(|r| r >= i.th.scale_rise_ratio + i.th.scale_rise_margin)
+fn scale_since_departure(i: &Input, state: &HeadLoss) -> bool {
+    state
+        .at_departure
+        .is_some_and(|then| then.scale_since(&MotorLevels::now(i), i.th))
+}
+
+/// The changes since the head began to depart that make it scale (see [`MotorLevels`]).
+fn scale_evidence(i: &Input, state: &HeadLoss) -> Vec<Evidence> {
+    let th = i.th;
+    let now = MotorLevels::now(i);
+    let then = state.at_departure.unwrap_or_default();
+    let mut ev = Vec::new();
+    if let (Some(now), Some(then)) = (now.unexplained_rise, then.unexplained_rise)
+        && now - then >= th.scale_unexplained_rise
+    {
+        ev.push(Evidence::new(
+            "unexplained_winding_rise_change",
+            now - then,
+            th.scale_unexplained_rise,
+            ">=",
+        ));
+    }
+    if let (Some(now), Some(then)) = (now.rise, then.rise)
+        && now - then >= th.scale_rise_change
+    {
+        ev.push(Evidence::new(
+            "winding_rise_ratio_change",
+            now - then,
+            th.scale_rise_change,
+            ">=",
+        ));
+    }
+    ev
+}
+
+/// Whether an open wear episode has turned out to be scale: the motor has since run hotter
+/// than the lost flow explains.
+pub(crate) fn wear_became_scale(i: &Input, state: &HeadLoss) -> bool {
+    scale_since_departure(i, state)
 }
 
 /// Motor overheating while the pump otherwise produces: the winding runs hotter than its load

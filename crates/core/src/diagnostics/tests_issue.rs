@@ -775,3 +775,116 @@ fn a_stopped_pump_holding_its_idle_values_is_not_a_stuck_gauge() {
         "a running drive's voltage does not hold still"
     );
 }
+
+/// A third of the wells of an outside data set have no discharge gauge. Their pump head is
+/// still known: the discharge is the wellhead pressure plus the fluid column above the pump
+/// (setting depth × gradient), so a worn pump's gradual loss of head is found without it.
+#[test]
+fn a_well_without_a_discharge_gauge_is_judged_from_its_wellhead_and_fluid_column() {
+    let plan = pinned(
+        Family::Classic,
+        Some((Condition::PumpWear, "12h", "84h")),
+        84,
+        "60s",
+    );
+    let readings: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            m.set(Field::DischargePressurePsi, None);
+            (ts, m)
+        })
+        .collect();
+    let (episodes, _) = run_checked(
+        Some(&plan.wells[0].meta),
+        &readings,
+        TrainingWindow::Default,
+    );
+    assert!(
+        episodes
+            .iter()
+            .any(|ep| ep.diagnosis == Diagnosis::Condition(Condition::PumpWear)),
+        "{episodes:?}"
+    );
+}
+
+/// Wear and scale are told apart by what the motor did since the head began to fall, not by
+/// how its winding rise compares with the training baseline: a motor that already ran warmer
+/// than in training (another season, a changed sensor) before a worn pump lost head is wear;
+/// scale is the one that makes it run hotter while the head falls.
+#[test]
+fn a_motor_already_warm_before_the_head_fell_is_wear_and_one_heating_with_it_is_scale() {
+    let plan = pinned(
+        Family::Classic,
+        Some((Condition::PumpWear, "30h", "96h")),
+        96,
+        "60s",
+    );
+    let warm_from = start().0 + 26 * HOUR;
+    let readings: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            if ts.0 >= warm_from {
+                let t = m.get(Field::MotorTempC).map(|t| t + 12.0);
+                m.set(Field::MotorTempC, t);
+            }
+            (ts, m)
+        })
+        .collect();
+    let (episodes, _) = run_checked(
+        Some(&plan.wells[0].meta),
+        &readings,
+        TrainingWindow::Default,
+    );
+    let found = |c: Condition| {
+        episodes
+            .iter()
+            .any(|ep| ep.diagnosis == Diagnosis::Condition(c))
+    };
+    assert!(found(Condition::PumpWear), "{episodes:?}");
+    assert!(!found(Condition::ScalePlugging), "{episodes:?}");
+
+    let plan = pinned(
+        Family::Classic,
+        Some((Condition::ScalePlugging, "12h", "84h")),
+        84,
+        "60s",
+    );
+    let (episodes, _) = run_checked(
+        Some(&plan.wells[0].meta),
+        &samples(&plan, 0),
+        TrainingWindow::Default,
+    );
+    assert!(
+        episodes
+            .iter()
+            .any(|ep| ep.diagnosis == Diagnosis::Condition(Condition::ScalePlugging)),
+        "{episodes:?}"
+    );
+}
+
+/// A gradual condition does not come and go in minutes: evidence missing for half an hour
+/// (the ratio hovering around its bar) keeps the wear alarm open; an abrupt condition's clears.
+#[test]
+fn a_gradual_alarm_does_not_flap_while_its_ratio_hovers_around_the_bar() {
+    let th = Thresholds::default();
+    let count = |d: Diagnosis| {
+        let mut tracker = EpisodeTracker::default();
+        let mut episodes = 0;
+        let mut ts = 0i64;
+        for _ in 0..6 {
+            // 90 minutes of evidence, then 40 minutes without, on a healthy-looking pump.
+            for _ in 0..90 {
+                ts += 60_000_000;
+                let t = tracker.step(ts, &[(d, 0.9)], &[], true, &th);
+                episodes += t.opened.len();
+            }
+            for _ in 0..40 {
+                ts += 60_000_000;
+                tracker.step(ts, &[], &[], true, &th);
+            }
+        }
+        episodes
+    };
+    assert_eq!(count(Diagnosis::Condition(Condition::PumpWear)), 1);
+    assert_eq!(count(Diagnosis::Condition(Condition::Overload)), 6);
+}

@@ -28,6 +28,9 @@ pub struct Thresholds {
     pub raise_readings: u32,
     /// Healthy running without evidence needed to close an episode, seconds.
     pub clear_secs: f64,
+    /// The same for gradual conditions (wear, scale): they develop over days, so evidence
+    /// missing for minutes (the ratio hovering around its bar, a transient) is not a recovery.
+    pub clear_secs_gradual: f64,
     /// An open episode is closed after this long without evidence even with the pump stopped.
     pub hold_off_secs: f64,
     /// A different process condition replaces the open one after this much uncontested evidence.
@@ -77,8 +80,6 @@ pub struct Thresholds {
     pub overheat_headroom_share: f64,
     /// Without a known winding limit: the smallest excess over the explained rise, °C.
     pub overheat_min_excess_c: f64,
-    /// Rise ratio that marks scale (cooling lost together with head).
-    pub scale_rise_ratio: f64,
     /// Deviation of V/Hz from baseline that counts as a supply excursion.
     pub voltage_deviation: f64,
     /// Window and count of supply excursions that make a power fluctuation.
@@ -215,10 +216,12 @@ pub struct Thresholds {
     pub leak_step_flow_fall: f64,
     /// A leak keeps the motor loaded: current ratio at or above this.
     pub leak_current_ratio: f64,
-    /// Scale narrows the passages: the current ratio falls below this (wear keeps it).
-    pub scale_current_ratio: f64,
-    /// Rise ratio above `scale_rise_ratio` by this margin marks scale on its own.
-    pub scale_rise_margin: f64,
+    /// Scale insulates the motor: since the head began to depart, the winding-rise ratio the
+    /// lost flow does not explain has grown by at least this (a worn pump's stays level).
+    pub scale_unexplained_rise: f64,
+    /// ...or the winding-rise ratio itself has grown by at least this: more than the cooling
+    /// a worn pump's lost flow takes (a tenth or two of the flow: a rise up by ~15 % at most).
+    pub scale_rise_change: f64,
     /// Overheating needs the pump producing: flow and intake ratios at or above these.
     pub overheat_producing_flow_ratio: f64,
     pub overheat_producing_pip_ratio: f64,
@@ -263,6 +266,7 @@ impl Default for Thresholds {
             min_confidence_minor: 0.5,
             raise_readings: 2,
             clear_secs: 1200.0,
+            clear_secs_gradual: 7200.0,
             hold_off_secs: 4.0 * 3600.0,
             switch_secs: 900.0,
             min_running_frequency_ratio: 0.8,
@@ -286,7 +290,6 @@ impl Default for Thresholds {
             overheat_margin_c: 10.0,
             overheat_headroom_share: 0.5,
             overheat_min_excess_c: 20.0,
-            scale_rise_ratio: 1.15,
             voltage_deviation: 0.04,
             voltage_window_secs: 1800.0,
             voltage_min_excursions: 2,
@@ -349,8 +352,8 @@ impl Default for Thresholds {
             leak_step_pip_rise: 1.02,
             leak_step_flow_fall: 0.97,
             leak_current_ratio: 0.95,
-            scale_current_ratio: 0.97,
-            scale_rise_margin: 0.1,
+            scale_unexplained_rise: 0.07,
+            scale_rise_change: 0.2,
             overheat_producing_flow_ratio: 0.8,
             overheat_producing_pip_ratio: 0.85,
             cooling_down_c: 0.5,
