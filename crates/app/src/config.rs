@@ -23,6 +23,13 @@ pub struct Config {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
     pub tls_key_file: Option<PathBuf>,
+    /// Vault/OpenBao address (`https://vault.example:8200`) for secret settings given as
+    /// references `vault:<path>#<key>` (KV version 2, e.g. `vault:secret/data/espwatch#jwt_secret`).
+    pub vault_addr: Option<String>,
+    /// Vault token (e.g. from `ESPWATCH_VAULT_TOKEN`); redacted everywhere.
+    pub vault_token: Option<SecretString>,
+    /// File holding the Vault token (preferred over `vault_token`; else `VAULT_TOKEN`).
+    pub vault_token_file: Option<PathBuf>,
     /// Directory of the embedded store (created if missing).
     pub data_dir: PathBuf,
     /// Largest accepted request body, bytes. Larger bodies get 413.
@@ -301,6 +308,9 @@ impl std::fmt::Debug for Config {
             if self.mqtt_password.is_some() {
                 map.insert("mqtt_password".into(), "<redacted>".into());
             }
+            if self.vault_token.is_some() {
+                map.insert("vault_token".into(), "<redacted>".into());
+            }
             if let Some(url) = &self.database_url {
                 map.insert(
                     "database_url".into(),
@@ -325,6 +335,9 @@ impl Default for Config {
             metrics_listen: None,
             tls_cert_file: None,
             tls_key_file: None,
+            vault_addr: None,
+            vault_token: None,
+            vault_token_file: None,
             data_dir: PathBuf::from("./espwatch-data"),
             body_limit_bytes: 16 * 1024 * 1024,
             max_future_secs: 300,
@@ -426,6 +439,9 @@ impl Config {
         "metrics_listen",
         "tls_cert_file",
         "tls_key_file",
+        "vault_addr",
+        "vault_token",
+        "vault_token_file",
         "data_dir",
         "body_limit_bytes",
         "max_future_secs",
@@ -852,6 +868,7 @@ impl Config {
         if let Some(map) = value.as_object_mut() {
             map.remove("jwt_secret");
             map.remove("mqtt_password");
+            map.remove("vault_token");
             map.insert(
                 "database_url".into(),
                 serde_json::Value::Bool(self.database_url.is_some()),

@@ -12,6 +12,7 @@ mod settings;
 mod simulate;
 mod storecmd;
 mod timeline;
+mod vault;
 mod wells;
 
 use std::path::PathBuf;
@@ -185,8 +186,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => {
-            let config = settings::load(cli.config.as_deref(), &cli.overrides(&args.store))?;
+            let mut config = settings::load(cli.config.as_deref(), &cli.overrides(&args.store))?;
             serve::init_logging(config.log_format);
+            vault::resolve(&mut config).await?;
             serve::run(config).await
         }
         Command::Config(ConfigCommand::Show(args)) => {
