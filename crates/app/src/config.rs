@@ -129,6 +129,9 @@ pub struct Config {
     /// How often the server anchors the audit chain head (when it moved), seconds; also at
     /// shutdown.
     pub audit_anchor_secs: u64,
+    /// A syslog datagram socket (e.g. `/dev/log`) every audit anchor is also sent to, as a
+    /// second sink outside the data directory (`espwatch audit verify --syslog-anchors`).
+    pub audit_anchor_syslog: Option<PathBuf>,
     /// Alarm notifications: delay before the second attempt of a delivery, milliseconds;
     /// doubled after every failed attempt up to `notify_retry_max_secs`.
     pub notify_retry_base_ms: u64,
@@ -374,6 +377,7 @@ impl Default for Config {
             max_connections_per_source: 64,
             audit_anchor_file: None,
             audit_anchor_secs: 60,
+            audit_anchor_syslog: None,
             notify_retry_base_ms: 10_000,
             notify_retry_max_secs: 3600,
             notify_max_attempts: 32,
@@ -477,6 +481,7 @@ impl Config {
         "max_connections_per_source",
         "audit_anchor_file",
         "audit_anchor_secs",
+        "audit_anchor_syslog",
         "notify_retry_base_ms",
         "notify_retry_max_secs",
         "notify_max_attempts",
