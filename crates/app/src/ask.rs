@@ -2,7 +2,7 @@
 //! an answer built from the same store queries and diagnoses the API serves: the latest
 //! readings (`/wells/latest`), raw and bucketed telemetry (`/wells/{id}/telemetry`), the alarms
 //! (`/alarms`) and a well's live diagnosis (`/wells/{id}/diagnosis`, where a diagnosis source
-//! is given). Used by `POST /api/v1/ask`.
+//! is given). Used by `POST /api/v1/ask` and `espwatch ask --data-dir`.
 //!
 //! Per-well scopes: the registry the question is read against holds only the wells the asker
 //! may see, so a well outside the scope is "not registered (or visible to you)", and fleet

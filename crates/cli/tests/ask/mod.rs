@@ -387,3 +387,84 @@ async fn scopes_permissions_and_refusals() {
         .await;
     assert_eq!(status, 401);
 }
+
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(&args, &[], std::path::Path::new("/"))
+    })
+    .await
+    .expect("cli")
+}
+
+#[tokio::test]
+async fn espwatch_ask_prints_the_same_answer() {
+    init();
+    let app = spawn_app().await;
+    load_fleet(&app).await;
+    let q = "what is the motor current of ESP-003";
+    let (_, body) = ask_with(&app, &app.client, q).await;
+    let value = body["answer"]["values"][0]["value"].as_f64().unwrap();
+    let url = app.url("");
+    let (ok, out, err) = cli(vec![
+        "ask".into(),
+        q.into(),
+        "--url".into(),
+        url.clone(),
+        "--api-key".into(),
+        app.admin_key.clone(),
+        "--json".into(),
+    ])
+    .await;
+    assert!(ok, "{out}{err}");
+    let printed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(printed["interpretation"], body["interpretation"]);
+    assert_eq!(
+        printed["answer"]["values"][0]["value"].as_f64(),
+        Some(value)
+    );
+    let (ok, out, err) = cli(vec![
+        "ask".into(),
+        q.into(),
+        "--url".into(),
+        url.clone(),
+        "--api-key".into(),
+        app.admin_key.clone(),
+    ])
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("understood: intent=value wells=ESP-003 channels=motor_current_a"),
+        "{out}"
+    );
+    let (ok, out, err) = cli(vec![
+        "ask".into(),
+        "wells with pressure above 100".into(),
+        "--url".into(),
+        url,
+        "--api-key".into(),
+        app.admin_key.clone(),
+    ])
+    .await;
+    assert!(!ok, "{out}");
+    assert!(err.contains("not understood: which pressure"), "{err}");
+    assert!(err.contains("questions it would understand"), "{err}");
+
+    // Straight from the data directory, once the server is gone: the same number.
+    let data_dir = app.data_dir.clone();
+    let _dir = app.stop().await;
+    let (ok, out, err) = cli(vec![
+        "ask".into(),
+        q.into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--json".into(),
+    ])
+    .await;
+    assert!(ok, "{out}{err}");
+    let printed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        printed["answer"]["values"][0]["value"].as_f64(),
+        Some(value)
+    );
+}
