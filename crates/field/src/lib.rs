@@ -7,9 +7,12 @@
 //!   JSON/NDJSON/CSV payloads on a topic filter whose `+` level is the well.
 //! - [`amqp`]: AMQP 0-9-1 (RabbitMQ), a durable queue with a dead-letter exchange; messages
 //!   acknowledged after commit, refused ones dead-lettered with the reasons in headers.
+//! - [`events`]: the RabbitMQ publisher of `amqp` notification channels (publisher confirms;
+//!   the notifier's durable outbox retries through broker outages).
 //! - [`sink`]: the commit step shared by every protocol.
 
 pub mod amqp;
+pub mod events;
 pub mod mqtt;
 pub mod sink;
 pub mod sparkplug;
@@ -53,6 +56,13 @@ impl FieldIngest {
         let amqp = match &state.config.amqp_url {
             Some(_) => {
                 let ingest = amqp::AmqpIngest::start(state.clone())?;
+                // Notification channels of kind `amqp` publish over the same broker.
+                if let (Some(notifier), Some(url)) = (&state.notifier, &state.config.amqp_url) {
+                    notifier.set_event_bus(std::sync::Arc::new(events::AmqpEventBus::new(
+                        url.clone(),
+                        format!("espwatch events {}", state.config.amqp_queue),
+                    )));
+                }
                 state
                     .components
                     .register("amqp", std::sync::Arc::new(ingest.status_fn()));

@@ -1,5 +1,5 @@
 //! Alarm notifications: routing alarm changes to channels by rule, the durable outbox, and the
-//! sender that delivers it (signed webhooks, e-mail over SMTP).
+//! sender that delivers it (signed webhooks, e-mail over SMTP, RabbitMQ topic exchanges).
 //!
 //! An alarm change (raised by the diagnostics, acknowledged by someone, cleared) is matched
 //! against every rule; each matching channel gets one delivery in the outbox (committed before
@@ -38,6 +38,32 @@ pub mod smtp;
 pub const EVENTS: &[&str] = &["alarm.raised", "alarm.acknowledged", "alarm.cleared"];
 /// Severities, least severe first.
 pub const SEVERITIES: &[&str] = &["minor", "major", "critical"];
+
+/// Publishes notification events to a message broker: the door through which `amqp`
+/// channels are delivered (`espwatch-field` installs its RabbitMQ publisher with
+/// [`Notifier::set_event_bus`] when `amqp_url` is set). `Ok` only once the broker confirmed
+/// the message; an `Err` is retried like a failed webhook.
+pub trait EventBus: Send + Sync + 'static {
+    fn publish<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        message_id: &'a str,
+        payload: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>>;
+}
+
+/// The routing key of an event on an `amqp` channel: `<event>.<well>` (`alarm.raised.ESP-1`),
+/// the event alone when it names no well (`test`).
+pub fn routing_key(event: &str, payload: &str) -> String {
+    let well = serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v["alarm"]["well_id"].as_str().map(str::to_owned));
+    match well {
+        Some(well) => format!("{event}.{well}"),
+        None => event.to_owned(),
+    }
+}
 
 /// Deliveries sent at once by one sender round.
 const BATCH: usize = 16;
@@ -206,6 +232,8 @@ pub struct Notifier {
     timeout: Duration,
     smtp: SmtpSettings,
     http: OnceLock<reqwest::Client>,
+    /// The broker publisher of `amqp` channels (set once, when `amqp_url` is).
+    bus: OnceLock<Arc<dyn EventBus>>,
     wake: tokio::sync::Notify,
     /// Set at shutdown: the sender stops after its current round.
     stopping: std::sync::atomic::AtomicBool,
@@ -214,6 +242,9 @@ pub struct Notifier {
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
     dead: AtomicU64,
+    /// While the outbox cannot be read (a database outage): since when, when last logged,
+    /// failed rounds. Logged once at the start, then once a minute, and at the end.
+    outbox_failing: std::sync::Mutex<Option<(std::time::Instant, std::time::Instant, u64)>>,
 }
 
 impl Notifier {
@@ -242,12 +273,14 @@ impl Notifier {
                 password: config.smtp_password.as_ref().map(|s| s.0.clone()),
             },
             http: OnceLock::new(),
+            bus: OnceLock::new(),
             wake: tokio::sync::Notify::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             round_lock: tokio::sync::Mutex::new(()),
             delivered: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             dead: AtomicU64::new(0),
+            outbox_failing: std::sync::Mutex::new(None),
         });
         let weak = Arc::downgrade(&notifier);
         tokio::spawn(async move {
@@ -278,6 +311,13 @@ impl Notifier {
         self.stopping.store(true, Ordering::SeqCst);
         self.wake.notify_one();
         let _round = self.round_lock.lock().await;
+    }
+
+    /// Installs the publisher of `amqp` channels (the first call wins). Until then their
+    /// deliveries fail and are retried.
+    pub fn set_event_bus(&self, bus: Arc<dyn EventBus>) {
+        let _ = self.bus.set(bus);
+        self.wake.notify_one();
     }
 
     pub fn store(&self) -> &Arc<dyn NotifyStore> {
@@ -385,9 +425,40 @@ impl Notifier {
         // Longer than an attempt can take (its timeout, then recording the result).
         let lease = self.timeout * 2 + Duration::from_secs(5);
         let claimed = match self.store.claim_due(at, plus(at, lease), BATCH).await {
-            Ok(c) => c,
+            Ok(c) => {
+                let failing = self
+                    .outbox_failing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let Some((since, _, rounds)) = failing {
+                    tracing::info!(
+                        rounds,
+                        "notification outbox readable again after {:.1} s",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+                c
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "notification outbox unreadable; retrying");
+                let mut failing = self
+                    .outbox_failing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let now = std::time::Instant::now();
+                match failing.as_mut() {
+                    None => {
+                        tracing::warn!(error = %err, "notification outbox unreadable; retrying every second (logged again once a minute while it lasts)");
+                        *failing = Some((now, now, 1));
+                    }
+                    Some((since, logged, rounds)) => {
+                        *rounds += 1;
+                        if logged.elapsed() >= Duration::from_secs(60) {
+                            *logged = now;
+                            tracing::warn!(error = %err, rounds = *rounds, "notification outbox still unreadable after {:.0} s", since.elapsed().as_secs_f64());
+                        }
+                    }
+                }
                 return Duration::from_secs(1);
             }
         };
@@ -488,6 +559,19 @@ impl Notifier {
     async fn send(&self, channel: &NotifyChannel, delivery: &Delivery) -> Result<(), Failure> {
         match channel.kind {
             ChannelKind::Webhook => self.send_webhook(channel, delivery).await,
+            ChannelKind::Amqp => {
+                let bus = self.bus.get().ok_or_else(|| {
+                    Failure::Retry("no AMQP broker: amqp channels need amqp_url".into())
+                })?;
+                let key = routing_key(&delivery.event, &delivery.payload);
+                tokio::time::timeout(
+                    self.timeout,
+                    bus.publish(&channel.target, &key, &delivery.key, &delivery.payload),
+                )
+                .await
+                .map_err(|_| Failure::Retry("AMQP publish not confirmed in time".into()))?
+                .map_err(Failure::Retry)
+            }
             ChannelKind::Email => {
                 let recipients: Vec<String> = channel
                     .target

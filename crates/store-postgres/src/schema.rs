@@ -427,7 +427,7 @@ CREATE INDEX notify_outbox_by_channel ON notify_outbox (channel_id, id);
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
     checksum(&format!(
-        "{}{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}{}{}",
         common().sql,
         partitioned().sql,
         timescale().sql,
@@ -435,8 +435,22 @@ pub fn fingerprint() -> u64 {
         security().sql,
         audit_append_only().sql,
         rollup_queue_ranges().sql,
-        notifications().sql
+        notifications().sql,
+        notify_channel_amqp().sql
     )) as u64
+}
+
+/// Notification channels of kind `amqp` (events on a RabbitMQ topic exchange).
+fn notify_channel_amqp() -> Migration {
+    Migration {
+        version: 8,
+        name: "notification channels of kind amqp",
+        sql: "ALTER TABLE notify_channels DROP CONSTRAINT IF EXISTS notify_channels_kind_check;
+ALTER TABLE notify_channels ADD CONSTRAINT notify_channels_kind_check
+    CHECK (kind IN ('webhook', 'email', 'amqp'));
+"
+        .into(),
+    }
 }
 
 /// Advisory lock keys (arbitrary constants, namespaced by the first word).
@@ -564,6 +578,7 @@ async fn migrate_locked(
         audit_append_only(),
         rollup_queue_ranges(),
         notifications(),
+        notify_channel_amqp(),
     ];
     let mut applied = Vec::new();
     for m in &all {

@@ -22,6 +22,9 @@ pub enum ChannelKind {
     Webhook,
     /// An e-mail over the configured SMTP server.
     Email,
+    /// A message on a RabbitMQ topic exchange (the channel's target), routing key
+    /// `<event>.<well>`, published with confirms over the server's `amqp_url` connection.
+    Amqp,
 }
 
 impl ChannelKind {
@@ -29,12 +32,14 @@ impl ChannelKind {
         match self {
             ChannelKind::Webhook => "webhook",
             ChannelKind::Email => "email",
+            ChannelKind::Amqp => "amqp",
         }
     }
     pub fn parse(s: &str) -> Option<ChannelKind> {
         match s {
             "webhook" => Some(ChannelKind::Webhook),
             "email" => Some(ChannelKind::Email),
+            "amqp" => Some(ChannelKind::Amqp),
             _ => None,
         }
     }
@@ -46,7 +51,7 @@ pub struct NotifyChannel {
     pub id: i64,
     pub name: String,
     pub kind: ChannelKind,
-    /// The webhook URL, or the e-mail recipients separated by commas.
+    /// The webhook URL, the e-mail recipients separated by commas, or the AMQP exchange.
     pub target: String,
     pub secret: Option<String>,
     pub created_by: String,

@@ -672,3 +672,316 @@ async fn amqp_messages_are_acknowledged_only_after_commit_and_survive_kill_9() {
     assert_eq!(gw.ready(&names.queue).await, 0);
     gw.clean_up(&names).await;
 }
+
+/// `kill -9` of espwatch while a gateway keeps publishing: started again on the same data
+/// directory and queue, it stores every reading the broker confirmed to the gateway, once.
+#[tokio::test]
+async fn amqp_ingest_killed_mid_stream_loses_nothing() {
+    init();
+    let Some(url) = amqp_broker() else {
+        return;
+    };
+    let names = Names::unique();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start_server(dir.path(), &url, &names, &[]);
+    wait_consuming(&server).await;
+    const MESSAGES: i64 = 300;
+    let publisher = {
+        let url = url.clone();
+        let exchange = names.exchange.clone();
+        tokio::spawn(async move {
+            let gw = Gateway::connect(&url).await;
+            for i in 0..MESSAGES {
+                gw.publish(
+                    &exchange,
+                    "telemetry.ESP-M",
+                    Some("application/json"),
+                    &[("well_id", "ESP-M")],
+                    json!([
+                        {"ts": ts(i * 20), "motor_current_a": i as f64},
+                        {"ts": ts(i * 20 + 10), "motor_current_a": i as f64 + 0.5}
+                    ])
+                    .to_string()
+                    .as_bytes(),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let _ = gw.connection.close(200, ShortString::from("done")).await;
+        })
+    };
+    wait_status(&server, "some messages settled", |s| {
+        s["messages"].as_u64().unwrap_or(0) >= 40
+    })
+    .await;
+    server.kill_9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = start_server(dir.path(), &url, &names, &[]);
+    publisher.await.expect("publisher");
+    let points = wait_points(&server, "ESP-M", 2 * MESSAGES as usize).await;
+    let expected: Vec<f64> = (0..MESSAGES)
+        .flat_map(|i| [i as f64, i as f64 + 0.5])
+        .collect();
+    assert_eq!(points["fields"]["motor_current_a"], json!(expected));
+    let gw = Gateway::connect(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gw.ready(&names.queue).await > 0 {
+        assert!(Instant::now() < deadline, "messages left in the queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.clean_up(&names).await;
+}
+
+/// A TCP relay to the broker that the test can cut: while cut, the relayed connections are
+/// dropped and new ones closed at once (a broker outage as espwatch sees it).
+struct Relay {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: (String, u16)) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind relay");
+        let port = listener.local_addr().expect("address").port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = {
+            let (cut, open) = (cut.clone(), open.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Ok((mut client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    if cut.load(std::sync::atomic::Ordering::SeqCst) {
+                        continue; // dropped: closed at once
+                    }
+                    let upstream = upstream.clone();
+                    open.lock().unwrap().push(tokio::spawn(async move {
+                        if let Ok(mut server) =
+                            tokio::net::TcpStream::connect((upstream.0.as_str(), upstream.1)).await
+                        {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    }));
+                }
+            })
+        };
+        Relay {
+            port,
+            cut,
+            open,
+            task,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for connection in self.open.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// Notification deliveries of the server in `state`.
+async fn deliveries(server: &ChildServer, state: &str) -> Vec<Value> {
+    let response = server
+        .client()
+        .get(server.url(&format!("/api/v1/notifications/deliveries?state={state}")))
+        .send()
+        .await
+        .expect("deliveries");
+    let (status, body) = status_json(response).await;
+    assert_eq!(status, 200, "{body}");
+    body["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+/// Notification events on a RabbitMQ topic exchange (`kind: amqp` channels), from the durable
+/// outbox under publisher confirms: while the broker is unreachable the delivery stays pending
+/// (retried), and it is published once the broker is back.
+#[tokio::test]
+async fn notification_events_reach_a_topic_exchange_through_a_broker_outage() {
+    init();
+    let Some(url) = amqp_broker() else {
+        return;
+    };
+    let uri: lapin::uri::AMQPUri = url.parse().expect("URL");
+    let relay = Relay::start((uri.authority.host.clone(), uri.authority.port)).await;
+    let relayed = format!(
+        "amqp://{}:{}@127.0.0.1:{}/%2f",
+        uri.authority.userinfo.username, uri.authority.userinfo.password, relay.port
+    );
+    let names = Names::unique();
+    let events = format!("{}.events", names.queue);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(
+        dir.path(),
+        &relayed,
+        &names,
+        &[
+            ("ESPWATCH_NOTIFY_RETRY_BASE_MS", "200"),
+            ("ESPWATCH_NOTIFY_RETRY_MAX_SECS", "1"),
+            ("ESPWATCH_NOTIFY_TIMEOUT_SECS", "2"),
+        ],
+    );
+    wait_consuming(&server).await;
+
+    // An operator's queue on the events exchange (declared as espwatch declares it).
+    let gw = Gateway::connect(&url).await;
+    gw.channel
+        .exchange_declare(
+            ShortString::from(events.as_str()),
+            lapin::ExchangeKind::Topic,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare events exchange");
+    let listener = format!("{events}.listener");
+    gw.channel
+        .queue_declare(
+            ShortString::from(listener.as_str()),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare listener");
+    for key in ["alarm.#", "test"] {
+        gw.channel
+            .queue_bind(
+                ShortString::from(listener.as_str()),
+                ShortString::from(events.as_str()),
+                ShortString::from(key),
+                lapin::options::QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind listener");
+    }
+
+    let create = |body: Value| {
+        server
+            .client()
+            .post(server.url("/api/v1/notifications/channels"))
+            .json(&body)
+            .send()
+    };
+    for bad in [
+        json!({"name": "b", "kind": "amqp", "url": "http://x/"}),
+        json!({"name": "b", "kind": "amqp", "exchange": "amq.topic"}),
+        json!({"name": "b", "kind": "amqp", "exchange": "has space"}),
+        json!({"name": "b", "kind": "webhook", "url": "http://x/", "exchange": "e"}),
+    ] {
+        let (status, body) = status_json(create(bad.clone()).await.expect("create")).await;
+        assert_eq!(status, 422, "{bad} -> {body}");
+    }
+    let (status, channel) = status_json(
+        create(json!({"name": "bus", "kind": "amqp", "exchange": events}))
+            .await
+            .expect("create"),
+    )
+    .await;
+    assert_eq!(status, 201, "{channel}");
+    assert_eq!(channel["kind"], "amqp");
+    assert_eq!(channel["exchange"], json!(events));
+    let id = channel["id"].as_i64().expect("id");
+    let test_event = || async {
+        let response = server
+            .client()
+            .post(server.url(&format!("/api/v1/notifications/channels/{id}/test")))
+            .send()
+            .await
+            .expect("test");
+        let (status, body) = status_json(response).await;
+        assert_eq!(status, 202, "{body}");
+        body["key"].as_str().expect("key").to_owned()
+    };
+
+    let first = test_event().await;
+    let got = gw.take(&listener, 1).await;
+    assert_eq!(got[0].delivery.routing_key.as_str(), "test");
+    assert_eq!(
+        got[0]
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str()),
+        Some(first.as_str())
+    );
+    let body: Value = serde_json::from_slice(&got[0].delivery.data).expect("JSON event");
+    assert_eq!(body["event"], "test");
+    assert_eq!(body["id"], json!(first));
+
+    // The broker goes away: the event stays in the outbox, retried.
+    relay.cut();
+    let second = test_event().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pending = deliveries(&server, "pending").await;
+        if pending
+            .iter()
+            .any(|d| d["key"] == json!(second) && d["attempts"].as_i64().unwrap_or(0) >= 2)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not retried while the broker is away: {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = amqp_status(&server).await;
+    assert_eq!(status["status"], "degraded", "{status}");
+    // Back: published, once.
+    relay.restore();
+    let got = gw.take(&listener, 1).await;
+    assert_eq!(
+        got[0]
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str()),
+        Some(second.as_str())
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !deliveries(&server, "delivered")
+        .await
+        .iter()
+        .any(|d| d["key"] == json!(second))
+    {
+        assert!(Instant::now() < deadline, "not recorded as delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Ingest came back too.
+    wait_consuming(&server).await;
+    let _ = gw
+        .channel
+        .exchange_delete(
+            ShortString::from(events.as_str()),
+            ExchangeDeleteOptions::default(),
+        )
+        .await;
+    gw.clean_up(&names).await;
+}

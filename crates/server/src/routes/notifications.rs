@@ -23,7 +23,7 @@ use crate::state::AppState;
 pub struct ChannelView {
     id: i64,
     name: String,
-    /// `webhook` or `email`.
+    /// `webhook`, `email` or `amqp`.
     kind: &'static str,
     /// Webhook URL.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,6 +31,9 @@ pub struct ChannelView {
     /// E-mail recipients.
     #[serde(skip_serializing_if = "Option::is_none")]
     to: Option<Vec<String>>,
+    /// AMQP topic exchange.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exchange: Option<String>,
     /// Whether the channel signs with a secret (the secret itself is never shown).
     has_secret: bool,
     created_by: String,
@@ -42,9 +45,14 @@ pub struct ChannelView {
 
 impl From<NotifyChannel> for ChannelView {
     fn from(c: NotifyChannel) -> Self {
-        let (url, to) = match c.kind {
-            ChannelKind::Webhook => (Some(c.target), None),
-            ChannelKind::Email => (None, Some(c.target.split(',').map(str::to_owned).collect())),
+        let (url, to, exchange) = match c.kind {
+            ChannelKind::Webhook => (Some(c.target), None, None),
+            ChannelKind::Email => (
+                None,
+                Some(c.target.split(',').map(str::to_owned).collect()),
+                None,
+            ),
+            ChannelKind::Amqp => (None, None, Some(c.target)),
         };
         ChannelView {
             id: c.id,
@@ -52,6 +60,7 @@ impl From<NotifyChannel> for ChannelView {
             kind: c.kind.name(),
             url,
             to,
+            exchange,
             has_secret: c.secret.is_some(),
             created_by: c.created_by,
             created_at: c.created_at.to_rfc3339(),
@@ -70,12 +79,15 @@ pub struct ChannelList {
 pub struct NewChannelBody {
     /// 1–64 characters.
     name: String,
-    /// `webhook` or `email`.
+    /// `webhook`, `email` or `amqp`.
     kind: String,
     /// Webhook: `http://` or `https://` URL.
     url: Option<String>,
     /// E-mail: 1–50 recipient addresses.
     to: Option<Vec<String>>,
+    /// AMQP: the topic exchange events are published to (routing key `<event>.<well>`),
+    /// over the server's `amqp_url`; default `espwatch.events`.
+    exchange: Option<String>,
     /// Webhook signing secret (at least 24 characters); absent: one is generated and shown
     /// once in the answer.
     secret: Option<String>,
@@ -139,7 +151,10 @@ pub async fn create_channel(
     let notifier = state.notifier()?;
     check_name(&body.name)?;
     let kind = ChannelKind::parse(&body.kind)
-        .ok_or_else(|| invalid("`kind` must be `webhook` or `email`"))?;
+        .ok_or_else(|| invalid("`kind` must be `webhook`, `email` or `amqp`"))?;
+    if kind != ChannelKind::Amqp && body.exchange.is_some() {
+        return Err(invalid("only an amqp channel has an `exchange`"));
+    }
     let mut generated = None;
     let (target, secret) = match kind {
         ChannelKind::Webhook => {
@@ -190,6 +205,26 @@ pub async fn create_channel(
                 return Err(invalid(format!("{bad:?} is not an e-mail address")));
             }
             (to.join(","), None)
+        }
+        ChannelKind::Amqp => {
+            if body.url.is_some() || body.secret.is_some() || body.to.is_some() {
+                return Err(invalid(
+                    "an amqp channel has `exchange`, not `url`, `to` or `secret`",
+                ));
+            }
+            let exchange = body.exchange.unwrap_or_else(|| "espwatch.events".into());
+            if exchange.is_empty()
+                || exchange.len() > 255
+                || exchange.starts_with("amq.")
+                || !exchange
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+            {
+                return Err(invalid(
+                    "`exchange` must be 1–255 characters of letters, digits, `.-_:`, not starting with `amq.`",
+                ));
+            }
+            (exchange, None)
         }
     };
     let channel = notifier
