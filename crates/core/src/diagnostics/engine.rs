@@ -73,7 +73,7 @@ pub struct WellEngine {
     reference_hz: Option<f64>,
     no_load_a: Option<f64>,
     acc: TrainAcc,
-    train_samples: Vec<(i64, Measurements, bool)>,
+    train_samples: Vec<TrainingReading>,
     train_stride: usize,
     train_skip: usize,
     baseline: Option<Baseline>,
@@ -420,7 +420,7 @@ impl WellEngine {
         }
         // Keep a bounded, evenly thinned sample of training readings for the anomaly model.
         if self.train_skip == 0 {
-            self.train_samples.push((ts, *m, settled));
+            self.train_samples.push(TrainingReading::new(m, settled));
             if self.train_samples.len() >= 4000 {
                 let mut keep = false;
                 self.train_samples.retain(|_| {
@@ -470,10 +470,11 @@ impl WellEngine {
             }
             let vectors: Vec<FeatureVec> = samples
                 .iter()
-                .filter(|(_, _, settled)| *settled)
-                .map(|(_, m, _)| {
-                    let n = self.normalise(m);
-                    self.feature_vector(&self.features_of(m, &n))
+                .filter(|r| r.settled)
+                .map(|r| {
+                    let m = r.measurements();
+                    let n = self.normalise(&m);
+                    self.feature_vector(&self.features_of(&m, &n))
                 })
                 .collect();
             self.model = AnomalyModel::fit(
@@ -489,7 +490,7 @@ impl WellEngine {
 
     /// Share of the settled training readings whose V/Hz lies outside the excursion band.
     /// Without a frequency channel, the voltage against its training mean stands in.
-    fn volts_per_hz_excursion_rate(&self, samples: &[(i64, Measurements, bool)]) -> f64 {
+    fn volts_per_hz_excursion_rate(&self, samples: &[TrainingReading]) -> f64 {
         let Some(b) = self.baseline.as_ref() else {
             return 0.0;
         };
@@ -499,7 +500,8 @@ impl WellEngine {
             _ => return 0.0,
         };
         let (mut n, mut out) = (0u32, 0u32);
-        for (_, m, settled) in samples {
+        for r in samples {
+            let (m, settled) = (r.measurements(), &r.settled);
             let ratio = if by_volts {
                 m.get(Field::MotorVoltageV).map(|v| v / base)
             } else {
@@ -1209,4 +1211,32 @@ pub(crate) fn drive_supply_ratio(volts: f64, hz: f64, b: &Baseline) -> Option<f6
     let held = b.volts_v.filter(|v| *v > 1.0).unwrap_or(proportional);
     let expected = volts.clamp(proportional.min(held), proportional.max(held));
     (expected > 1.0).then(|| volts / expected)
+}
+
+/// A training reading kept for the anomaly model, in single precision (gauges carry far fewer
+/// digits): up to 4 000 of them per well in training, so 1 000 wells training at once hold
+/// ~220 MB instead of ~480 MB.
+#[derive(Clone, Copy, Debug)]
+struct TrainingReading {
+    values: [f32; FIELD_COUNT],
+    settled: bool,
+}
+
+impl TrainingReading {
+    fn new(m: &Measurements, settled: bool) -> TrainingReading {
+        let mut values = [f32::NAN; FIELD_COUNT];
+        for (f, v) in m.iter() {
+            values[f.index()] = v as f32;
+        }
+        TrainingReading { values, settled }
+    }
+
+    fn measurements(&self) -> Measurements {
+        let mut m = Measurements::empty();
+        for f in Field::ALL {
+            let v = self.values[f.index()];
+            m.set(f, (!v.is_nan()).then_some(f64::from(v)));
+        }
+        m
+    }
 }
