@@ -138,6 +138,10 @@ fn ratio(x: Option<f64>, base: Option<f64>) -> Option<f64> {
 
 impl WellEngine {
     pub fn new(meta: Option<&WellMeta>, th: Thresholds, window: TrainingWindow) -> WellEngine {
+        let slew = (
+            th.temperature_slew_c_per_min / 60.0,
+            th.temperature_min_jump_c,
+        );
         WellEngine {
             ctx: WellContext::from_meta(meta),
             th: Arc::new(th),
@@ -154,7 +158,13 @@ impl WellEngine {
             train_skip: 0,
             baseline: None,
             model: None,
-            channels: vec![ChannelMonitor::default(); FIELD_COUNT],
+            channels: {
+                let mut channels = vec![ChannelMonitor::default(); FIELD_COUNT];
+                for f in [Field::MotorTempC, Field::IntakeTempC] {
+                    channels[f.index()] = ChannelMonitor::with_slew_limit(slew.0, slew.1);
+                }
+                channels
+            },
             running: true,
             running_since: i64::MIN / 2,
             starts: VecDeque::new(),
@@ -730,7 +740,9 @@ impl WellEngine {
             .map(|(f, kind, run)| {
                 let (value, threshold) = match kind {
                     ChannelFault::Stuck => (*run as f64, th.stuck_min_readings as f64),
-                    ChannelFault::Spikes => (th.spike_count as f64, th.spike_count as f64),
+                    ChannelFault::Spikes | ChannelFault::Erratic => {
+                        (th.spike_count as f64, th.spike_count as f64)
+                    }
                     ChannelFault::Dropout => {
                         (self.channels[f.index()].missing_share(), th.dropout_share)
                     }
