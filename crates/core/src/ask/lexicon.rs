@@ -472,6 +472,26 @@ pub const PHRASES: &[(&str, Concept)] = &[
     ("current alarms", AlarmState(AlarmStateQuery::Open)),
     ("unacknowledged", AlarmState(AlarmStateQuery::Raised)),
     ("not acknowledged", AlarmState(AlarmStateQuery::Raised)),
+    // Negations name the alarms still waiting for someone (longest phrase first, so these win
+    // over the bare "acknowledged" inside them).
+    ("not yet acknowledged", AlarmState(AlarmStateQuery::Raised)),
+    ("not been acknowledged", AlarmState(AlarmStateQuery::Raised)),
+    (
+        "nobody has acknowledged",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    ("nobody acknowledged", AlarmState(AlarmStateQuery::Raised)),
+    (
+        "no one has acknowledged",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    ("no one acknowledged", AlarmState(AlarmStateQuery::Raised)),
+    (
+        "yet to be acknowledged",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    ("never acknowledged", AlarmState(AlarmStateQuery::Raised)),
+    ("not acked", AlarmState(AlarmStateQuery::Raised)),
     ("unacked", AlarmState(AlarmStateQuery::Raised)),
     ("new", AlarmState(AlarmStateQuery::Raised)),
     ("acknowledged", AlarmState(AlarmStateQuery::Acknowledged)),
