@@ -5,6 +5,13 @@
 //! rewritten chain (the anchored record's hash changes) or a truncated one (the anchored
 //! record is gone).
 //!
+//! A second sink: with `audit_anchor_syslog` (a syslog socket, usually `/dev/log`) every anchor
+//! is also sent to syslog (facility authpriv, severity notice, tag `espwatch`, the line
+//! `espwatch-audit-anchor {json}`), where the system's logger — often forwarding to another
+//! machine — keeps it beyond the reach of the data directory's owner. `espwatch audit verify
+//! --syslog-anchors FILE` reads the anchors back from such a log (any line carrying the
+//! marker; the rest is ignored) and checks the chain against them as against the file.
+//!
 //! What an anchor cannot cover: records appended after the newest anchor (at most
 //! `audit_anchor_secs` of them, plus whatever the server appended after its last anchor if it
 //! was killed); those are protected by the keyed chain only.
@@ -57,15 +64,52 @@ impl Anchor {
     }
 }
 
+/// What precedes an anchor's JSON in a syslog line.
+pub const SYSLOG_MARKER: &str = "espwatch-audit-anchor ";
+
 /// Where anchors go, and the key that signs them.
 pub struct AnchorLog {
     pub path: Option<PathBuf>,
+    /// A syslog datagram socket (e.g. `/dev/log`) every anchor is also sent to.
+    pub syslog: Option<PathBuf>,
     key: AuditKey,
 }
 
 impl AnchorLog {
     pub fn new(path: Option<PathBuf>, key: AuditKey) -> AnchorLog {
-        AnchorLog { path, key }
+        AnchorLog {
+            path,
+            syslog: None,
+            key,
+        }
+    }
+
+    /// Also sends every anchor to the syslog socket `socket`.
+    pub fn with_syslog(mut self, socket: Option<PathBuf>) -> AnchorLog {
+        self.syslog = socket;
+        self
+    }
+
+    /// Sends an anchor line to syslog (RFC 3164 on the local socket: `<PRI>TAG[PID]: MSG`;
+    /// the logger adds time and host). authpriv.notice: PRI = 10 × 8 + 5.
+    #[cfg(unix)]
+    fn send_syslog(socket: &Path, line: &str) -> anyhow::Result<()> {
+        let message = format!(
+            "<85>espwatch[{}]: {SYSLOG_MARKER}{line}",
+            std::process::id()
+        );
+        let sender = std::os::unix::net::UnixDatagram::unbound()?;
+        sender
+            .send_to(message.as_bytes(), socket)
+            .with_context(|| {
+                format!("sending the audit anchor to syslog at {}", socket.display())
+            })?;
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    fn send_syslog(socket: &Path, _line: &str) -> anyhow::Result<()> {
+        anyhow::bail!("syslog anchors need a Unix socket ({})", socket.display())
     }
 
     /// Signs and records the chain head: a log line always, and a line appended (and synced)
@@ -86,6 +130,9 @@ impl AnchorLog {
                 .and_then(|()| file.sync_data())
                 .with_context(|| format!("writing the audit anchor file {}", path.display()))?;
         }
+        if let Some(socket) = &self.syslog {
+            Self::send_syslog(socket, &line)?;
+        }
         Ok(anchor)
     }
 
@@ -103,6 +150,7 @@ impl AnchorLog {
         let (id, hash) = (head.id, head.hash);
         let this = AnchorLog {
             path: self.path.clone(),
+            syslog: self.syslog.clone(),
             key: self.key.clone(),
         };
         tokio::task::spawn_blocking(move || this.write(id, &hash))
@@ -129,6 +177,28 @@ pub fn read_anchors(path: &Path) -> anyhow::Result<Vec<Anchor>> {
             serde_json::from_str(&line)
                 .with_context(|| format!("{} line {} is not an anchor", path.display(), n + 1))?,
         );
+    }
+    Ok(anchors)
+}
+
+/// The anchors in a syslog file (or any log): every line carrying [`SYSLOG_MARKER`], the
+/// others ignored. A marked line that does not parse is an error (an altered log).
+pub fn read_syslog_anchors(path: &Path) -> anyhow::Result<Vec<Anchor>> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut anchors = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        let Some(at) = line.find(SYSLOG_MARKER) else {
+            continue;
+        };
+        let json = line[at + SYSLOG_MARKER.len()..].trim();
+        anchors.push(serde_json::from_str(json).with_context(|| {
+            format!(
+                "{} line {} carries an audit anchor that does not parse",
+                path.display(),
+                n + 1
+            )
+        })?);
     }
     Ok(anchors)
 }
@@ -188,4 +258,43 @@ pub async fn check_anchors(
         }
     }
     Ok((problems, newest))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anchors_sent_to_syslog_are_read_back_from_its_log() {
+        let dir = std::env::temp_dir().join(format!("espwatch-anchor-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("log.sock");
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+        let key = AuditKey::derive(b"a secret of at least thirty-two bytes, for the test");
+        let log = AnchorLog::new(None, key.clone()).with_syslog(Some(socket.clone()));
+        let anchor = log.write(42, "k2:abc").unwrap();
+
+        let mut buf = [0u8; 4096];
+        let n = listener.recv(&mut buf).unwrap();
+        let message = std::str::from_utf8(&buf[..n]).unwrap();
+        assert!(message.starts_with("<85>espwatch["), "{message}");
+        // As rsyslog writes it to a file: time, host, tag, message; other lines around it.
+        let body = &message[message.find("]: ").unwrap() + 3..];
+        let file = dir.join("auth.log");
+        std::fs::write(
+            &file,
+            format!(
+                "Dec  4 21:40:00 host sshd[1]: Accepted publickey\nDec  4 21:40:01 host espwatch[7]: {body}\n"
+            ),
+        )
+        .unwrap();
+        let read = read_syslog_anchors(&file).unwrap();
+        assert_eq!(read, vec![anchor]);
+        assert!(read[0].is_authentic(&key));
+        // An altered anchor line is refused, not skipped.
+        std::fs::write(&file, format!("x espwatch[7]: {SYSLOG_MARKER}{{\"id\": 4")).unwrap();
+        assert!(read_syslog_anchors(&file).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

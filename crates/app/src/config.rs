@@ -23,6 +23,13 @@ pub struct Config {
     pub tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1).
     pub tls_key_file: Option<PathBuf>,
+    /// Vault/OpenBao address (`https://vault.example:8200`) for secret settings given as
+    /// references `vault:<path>#<key>` (KV version 2, e.g. `vault:secret/data/espwatch#jwt_secret`).
+    pub vault_addr: Option<String>,
+    /// Vault token (e.g. from `ESPWATCH_VAULT_TOKEN`); redacted everywhere.
+    pub vault_token: Option<SecretString>,
+    /// File holding the Vault token (preferred over `vault_token`; else `VAULT_TOKEN`).
+    pub vault_token_file: Option<PathBuf>,
     /// Directory of the embedded store (created if missing).
     pub data_dir: PathBuf,
     /// Largest accepted request body, bytes. Larger bodies get 413.
@@ -122,6 +129,9 @@ pub struct Config {
     /// How often the server anchors the audit chain head (when it moved), seconds; also at
     /// shutdown.
     pub audit_anchor_secs: u64,
+    /// A syslog datagram socket (e.g. `/dev/log`) every audit anchor is also sent to, as a
+    /// second sink outside the data directory (`espwatch audit verify --syslog-anchors`).
+    pub audit_anchor_syslog: Option<PathBuf>,
     /// Alarm notifications: delay before the second attempt of a delivery, milliseconds;
     /// doubled after every failed attempt up to `notify_retry_max_secs`.
     pub notify_retry_base_ms: u64,
@@ -298,6 +308,9 @@ impl std::fmt::Debug for Config {
             if self.mqtt_password.is_some() {
                 map.insert("mqtt_password".into(), "<redacted>".into());
             }
+            if self.vault_token.is_some() {
+                map.insert("vault_token".into(), "<redacted>".into());
+            }
             if let Some(url) = &self.database_url {
                 map.insert(
                     "database_url".into(),
@@ -322,6 +335,9 @@ impl Default for Config {
             metrics_listen: None,
             tls_cert_file: None,
             tls_key_file: None,
+            vault_addr: None,
+            vault_token: None,
+            vault_token_file: None,
             data_dir: PathBuf::from("./espwatch-data"),
             body_limit_bytes: 16 * 1024 * 1024,
             max_future_secs: 300,
@@ -361,6 +377,7 @@ impl Default for Config {
             max_connections_per_source: 64,
             audit_anchor_file: None,
             audit_anchor_secs: 60,
+            audit_anchor_syslog: None,
             notify_retry_base_ms: 10_000,
             notify_retry_max_secs: 3600,
             notify_max_attempts: 32,
@@ -422,6 +439,9 @@ impl Config {
         "metrics_listen",
         "tls_cert_file",
         "tls_key_file",
+        "vault_addr",
+        "vault_token",
+        "vault_token_file",
         "data_dir",
         "body_limit_bytes",
         "max_future_secs",
@@ -461,6 +481,7 @@ impl Config {
         "max_connections_per_source",
         "audit_anchor_file",
         "audit_anchor_secs",
+        "audit_anchor_syslog",
         "notify_retry_base_ms",
         "notify_retry_max_secs",
         "notify_max_attempts",
@@ -847,6 +868,7 @@ impl Config {
         if let Some(map) = value.as_object_mut() {
             map.remove("jwt_secret");
             map.remove("mqtt_password");
+            map.remove("vault_token");
             map.insert(
                 "database_url".into(),
                 serde_json::Value::Bool(self.database_url.is_some()),

@@ -4,6 +4,7 @@
 //! passwords, the background retention job. It knows nothing of HTTP or of the command line.
 
 pub mod anchors;
+pub mod ask;
 pub mod config;
 pub mod ingest;
 pub mod keys;

@@ -110,6 +110,10 @@ pub enum AuditCommand {
         /// `<jwt_secret_file>.anchors`).
         #[arg(long)]
         anchors: Option<std::path::PathBuf>,
+        /// A syslog file (e.g. /var/log/auth.log, or an export from the log server) holding
+        /// the anchors the server sent with `audit_anchor_syslog`; checked as well.
+        #[arg(long, value_name = "FILE")]
+        syslog_anchors: Vec<std::path::PathBuf>,
         #[command(flatten)]
         store: DataArgs,
     },
@@ -533,7 +537,11 @@ pub async fn create_api_key(
 pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()> {
     let store = espwatch_app::open_security_store(config).await?;
     match cmd {
-        AuditCommand::Verify { anchors, .. } => {
+        AuditCommand::Verify {
+            anchors,
+            syslog_anchors,
+            ..
+        } => {
             let report = store.verify_audit().await?;
             if let Some(id) = report.first_broken {
                 println!(
@@ -546,6 +554,38 @@ pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()
             let key = config.audit_key();
             let anchor_path = anchors.clone().or_else(|| config.audit_anchor_path());
             let mut anchored = String::from("no anchor file");
+            let mut from_syslog = Vec::new();
+            for file in syslog_anchors {
+                from_syslog.extend(espwatch_app::anchors::read_syslog_anchors(file)?);
+            }
+            if !syslog_anchors.is_empty() && key.is_none() {
+                anyhow::bail!(
+                    "--syslog-anchors needs the audit key (the JWT secret and audit key file the server uses)"
+                );
+            }
+            if let (Some(key), false) = (&key, syslog_anchors.is_empty()) {
+                let (problems, newest) = espwatch_app::anchors::check_anchors(
+                    store.as_ref(),
+                    &report,
+                    &from_syslog,
+                    key,
+                )
+                .await?;
+                if !problems.is_empty() {
+                    for problem in &problems {
+                        println!("audit trail BROKEN (syslog anchors): {problem}");
+                    }
+                    std::process::exit(1);
+                }
+                if let Some(a) = newest {
+                    println!(
+                        "syslog anchors: consistent with the newest (record {} on {})",
+                        a.id, a.ts
+                    );
+                } else {
+                    println!("syslog anchors: none found");
+                }
+            }
             if let (Some(key), Some(path)) = (&key, &anchor_path) {
                 let lines = espwatch_app::anchors::read_anchors(path)?;
                 let (problems, newest) =

@@ -4,6 +4,7 @@
 
 mod admin;
 mod archivecmd;
+mod askcmd;
 mod diagnose;
 mod families;
 mod ingest;
@@ -12,6 +13,7 @@ mod settings;
 mod simulate;
 mod storecmd;
 mod timeline;
+mod vault;
 mod wells;
 
 use std::path::PathBuf;
@@ -52,6 +54,9 @@ enum Command {
     /// Start the server with a simulated fleet streaming into it: the first command to run.
     Demo(simulate::DemoArgs),
     Diagnose(diagnose::DiagnoseArgs),
+    /// Ask the fleet a question in plain words ("average motor current of ESP-003 yesterday"),
+    /// of a server (--url) or straight from a store (--data-dir / --database-url).
+    Ask(askcmd::AskArgs),
     Eval(diagnose::EvalArgs),
     /// Apply pending PostgreSQL schema migrations (also done at every start) and report.
     Migrate(MigrateArgs),
@@ -185,8 +190,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(args) => {
-            let config = settings::load(cli.config.as_deref(), &cli.overrides(&args.store))?;
+            let mut config = settings::load(cli.config.as_deref(), &cli.overrides(&args.store))?;
             serve::init_logging(config.log_format);
+            vault::resolve(&mut config).await?;
             serve::run(config).await
         }
         Command::Config(ConfigCommand::Show(args)) => {
@@ -201,6 +207,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             serve::init_cli_logging();
             ingest::run(args, config).await
+        }
+        Command::Ask(args) => {
+            let config = settings::load(
+                cli.config.as_deref(),
+                &cli.overrides(&args.target.store_args()),
+            )?;
+            serve::init_cli_logging();
+            askcmd::run(args, config).await
         }
         Command::Wells(cmd) => {
             let config = settings::load(

@@ -49,7 +49,12 @@ pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> anyhow::Result
 /// The effective configuration as TOML, secrets redacted (new secret keys must be added to
 /// `SECRET_KEYS`; the database and AMQP URLs keep everything but their password).
 pub fn render(config: &Config) -> anyhow::Result<String> {
-    const SECRET_KEYS: &[&str] = &["jwt_secret", "smtp_password", "mqtt_password"];
+    const SECRET_KEYS: &[&str] = &[
+        "jwt_secret",
+        "smtp_password",
+        "mqtt_password",
+        "vault_token",
+    ];
     let mut value = toml::Value::try_from(config).context("rendering configuration")?;
     if let Some(table) = value.as_table_mut() {
         if let Some(url) = &config.database_url {

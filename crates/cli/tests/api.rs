@@ -1,6 +1,7 @@
 //! End-to-end behaviour of espwatch through its public surface: HTTP against the real server
 //! on port 0 with a fresh store, and the real binary for process-level guarantees.
 
+mod ask;
 mod browser;
 mod diagnostics;
 mod field;

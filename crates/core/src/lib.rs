@@ -5,6 +5,7 @@
 //! and lets the same code run in the server, the offline tools and the tests.
 
 pub mod access;
+pub mod ask;
 pub mod condition;
 pub mod diagnostics;
 pub mod duration;

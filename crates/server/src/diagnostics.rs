@@ -616,3 +616,17 @@ pub enum RetrainError {
     #[error("reading the well's history: {0}")]
     History(String),
 }
+
+/// `POST /api/v1/ask` answers "why is ESP-003 alarming" with the live diagnosis.
+impl espwatch_app::ask::Diagnoses for DiagnosticsHub {
+    fn diagnosis<'a>(
+        &'a self,
+        well: &'a WellId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<serde_json::Value>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            let d = DiagnosticsHub::diagnosis(self, well).await;
+            (!d.is_null()).then_some(d)
+        })
+    }
+}

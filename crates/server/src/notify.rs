@@ -242,6 +242,9 @@ pub struct Notifier {
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
     dead: AtomicU64,
+    /// While the outbox cannot be read (a database outage): since when, when last logged,
+    /// failed rounds. Logged once at the start, then once a minute, and at the end.
+    outbox_failing: std::sync::Mutex<Option<(std::time::Instant, std::time::Instant, u64)>>,
 }
 
 impl Notifier {
@@ -277,6 +280,7 @@ impl Notifier {
             delivered: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             dead: AtomicU64::new(0),
+            outbox_failing: std::sync::Mutex::new(None),
         });
         let weak = Arc::downgrade(&notifier);
         tokio::spawn(async move {
@@ -421,9 +425,40 @@ impl Notifier {
         // Longer than an attempt can take (its timeout, then recording the result).
         let lease = self.timeout * 2 + Duration::from_secs(5);
         let claimed = match self.store.claim_due(at, plus(at, lease), BATCH).await {
-            Ok(c) => c,
+            Ok(c) => {
+                let failing = self
+                    .outbox_failing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let Some((since, _, rounds)) = failing {
+                    tracing::info!(
+                        rounds,
+                        "notification outbox readable again after {:.1} s",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
+                c
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "notification outbox unreadable; retrying");
+                let mut failing = self
+                    .outbox_failing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                let now = std::time::Instant::now();
+                match failing.as_mut() {
+                    None => {
+                        tracing::warn!(error = %err, "notification outbox unreadable; retrying every second (logged again once a minute while it lasts)");
+                        *failing = Some((now, now, 1));
+                    }
+                    Some((since, logged, rounds)) => {
+                        *rounds += 1;
+                        if logged.elapsed() >= Duration::from_secs(60) {
+                            *logged = now;
+                            tracing::warn!(error = %err, rounds = *rounds, "notification outbox still unreadable after {:.0} s", since.elapsed().as_secs_f64());
+                        }
+                    }
+                }
                 return Duration::from_secs(1);
             }
         };

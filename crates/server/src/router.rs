@@ -24,7 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{self, AuditIdentity, SourceAddr};
 use crate::error::{ApiError, ErrorLog};
 use crate::routes::{
-    alarms, audit, auth as auth_routes, diagnostics, health, legacy, metrics, notifications,
+    alarms, ask, audit, auth as auth_routes, diagnostics, health, legacy, metrics, notifications,
     stream, telemetry, users, wells,
 };
 use crate::state::AppState;
@@ -42,7 +42,7 @@ use espwatch_app::config::Config;
     tags(
         (name = "telemetry", description = "Ingest and query pump telemetry"),
         (name = "wells", description = "Wells registry: pump, motor and fluid metadata"),
-        (name = "diagnostics", description = "Per-well diagnosis, episodes and the legacy decision tree"),
+        (name = "diagnostics", description = "Per-well diagnosis, episodes, questions in plain words (`/ask`) and the legacy decision tree"),
         (name = "alarms", description = "Alarms raised by the online diagnostics: list, acknowledge"),
         (name = "live", description = "Live events over WebSocket: readings, alarm changes, well state"),
         (name = "auth", description = "Sign in, refresh, sign out, who am I, password change"),
@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(diagnostics::transient))
         .routes(routes!(diagnostics::events))
         .routes(routes!(diagnostics::decision_tree))
+        .routes(routes!(ask::ask))
         .routes(routes!(audit::list))
         .routes(routes!(auth_routes::login))
         .routes(routes!(auth_routes::refresh))

@@ -79,9 +79,10 @@ impl AppState {
         security_store: Arc<dyn SecurityStore>,
     ) -> anyhow::Result<Self> {
         crate::metrics::install();
-        let anchors = config
-            .audit_key()
-            .map(|key| espwatch_app::anchors::AnchorLog::new(config.audit_anchor_path(), key));
+        let anchors = config.audit_key().map(|key| {
+            espwatch_app::anchors::AnchorLog::new(config.audit_anchor_path(), key)
+                .with_syslog(config.audit_anchor_syslog.clone())
+        });
         let audit = AuditSink::start(
             security_store.clone(),
             anchors,

@@ -166,7 +166,13 @@ impl Writer {
                     if failure.retry && started.elapsed() < self.retry_window {
                         attempt += 1;
                         let backoff = Duration::from_millis((50u64 << attempt.min(5)).min(1000));
-                        tracing::warn!(error = %failure.error, attempt, "PostgreSQL write failed; retrying");
+                        // The first retry of a round is worth a warning; the rest (every
+                        // 50 ms to 1 s for `retry_window`) only repeat it.
+                        if attempt == 1 {
+                            tracing::warn!(error = %failure.error, "PostgreSQL write failed; retrying (for {:.0} s)", self.retry_window.as_secs_f64());
+                        } else {
+                            tracing::debug!(error = %failure.error, attempt, "PostgreSQL write failed; retrying");
+                        }
                         tokio::time::sleep(backoff).await;
                         continue;
                     }

@@ -178,8 +178,15 @@ mod tests {
         let before = CpuSample::now(false);
         let mut x = 0u64;
         let started = Instant::now();
-        while started.elapsed().as_millis() < 150 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        // Until the process has had 0.1 s of CPU: on a busy machine (other builds sharing the
+        // cores) 150 ms of wall time gave it as little as 0.02 s. At most 10 s.
+        loop {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            if before.until(&CpuSample::now(false)).own > 0.1 || started.elapsed().as_secs() >= 10 {
+                break;
+            }
         }
         std::hint::black_box(x);
         let used = before.until(&CpuSample::now(false));

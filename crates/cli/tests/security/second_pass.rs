@@ -930,3 +930,143 @@ fn secret_init_writes_a_private_random_secret() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(server.terminate().success());
 }
+
+/// Issue 18 item 3, second sink: with `audit_anchor_syslog` every anchor also goes to syslog
+/// (here a datagram socket the test reads, written to a log file as a logger would). With the
+/// anchor file gone (deleted by whoever truncated the trail), `audit verify --syslog-anchors`
+/// still finds the deleted newest records.
+#[cfg(unix)]
+#[test]
+fn audit_anchors_sent_to_syslog_detect_truncation_without_the_anchor_file() {
+    init();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("data");
+    let dir_s = dir.to_str().unwrap();
+    let secret_file = work.path().join("jwt.secret");
+    std::fs::write(&secret_file, test_jwt_secret()).unwrap();
+    std::fs::set_permissions(
+        &secret_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let secret_s = secret_file.to_str().unwrap();
+    let socket = work.path().join("log.sock");
+    let log_file = work.path().join("auth.log");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    let logger = {
+        let log_file = log_file.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            listener
+                .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            while let Ok(n) = listener.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if message == "stop" {
+                    break;
+                }
+                // `<85>espwatch[PID]: MSG` → `TIME HOST espwatch[PID]: MSG`.
+                let line = format!(
+                    "Dec  4 21:40:00 plant-host {}\n",
+                    message
+                        .trim_start_matches(|c| c != '>')
+                        .trim_start_matches('>')
+                );
+                use std::io::Write;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_file)
+                    .unwrap()
+                    .write_all(line.as_bytes())
+                    .unwrap();
+            }
+        })
+    };
+    let secret_env = [("ESPWATCH_JWT_SECRET_FILE", secret_s)];
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "apikeys",
+            "create",
+            "--name",
+            "t",
+            "--role",
+            "viewer",
+            "--data-dir",
+            dir_s,
+        ],
+        &secret_env,
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    let viewer = stdout.trim().to_owned();
+    let mut server = ChildServer::start_with_env(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", dir_s],
+        &[
+            ("ESPWATCH_JWT_SECRET_FILE", secret_s),
+            ("ESPWATCH_AUDIT_ANCHOR_SECS", "1"),
+            ("ESPWATCH_AUDIT_ANCHOR_SYSLOG", socket.to_str().unwrap()),
+        ],
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = bearer_client(&viewer);
+        for _ in 0..10 {
+            let status = client
+                .get(server.url("/api/v1/wells"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 200);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    });
+    assert!(server.terminate().success());
+    std::os::unix::net::UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"stop", &socket)
+        .unwrap();
+    logger.join().unwrap();
+    let from_syslog = espwatch_app::anchors::read_syslog_anchors(&log_file).unwrap();
+    assert!(
+        from_syslog.len() >= 2,
+        "anchored while running and at shutdown"
+    );
+    let newest = from_syslog.iter().map(|a| a.id).max().unwrap();
+    let log_s = log_file.to_str().unwrap();
+    let verify = |data_dir: &str| {
+        run_cli(
+            &[
+                "audit",
+                "verify",
+                "--data-dir",
+                data_dir,
+                "--syslog-anchors",
+                log_s,
+            ],
+            &secret_env,
+            work.path(),
+        )
+    };
+    let (ok, stdout, _) = verify(dir_s);
+    assert!(
+        ok && stdout.contains(&format!(
+            "syslog anchors: consistent with the newest (record {newest} "
+        )),
+        "{stdout}"
+    );
+
+    // The newest records deleted and the anchor file with them: syslog still has the head.
+    std::fs::remove_file(work.path().join("jwt.secret.anchors")).unwrap();
+    let db = rusqlite::Connection::open(dir.join("security.sqlite")).unwrap();
+    db.execute_batch("DROP TRIGGER audit_no_delete").unwrap();
+    db.execute("DELETE FROM audit WHERE id > ?1", [newest - 3])
+        .unwrap();
+    drop(db);
+    let (ok, stdout, _) = verify(dir_s);
+    assert!(
+        !ok && stdout.contains("syslog anchors") && stdout.contains("deleted"),
+        "{stdout}"
+    );
+}

@@ -1,4 +1,5 @@
-//! Per-channel health: stuck values, impossible spikes and dropouts. A faulty channel is hidden
+//! Per-channel health: stuck values, impossible spikes, temperatures moving faster than any
+//! thermal mass can, and dropouts. A faulty channel is hidden
 //! from the condition rules (they see it as missing), and reported as `sensor_fault` with the
 //! channel named, while the other channels keep telling the story.
 
@@ -14,6 +15,9 @@ use super::thresholds::Thresholds;
 pub enum ChannelFault {
     Stuck,
     Spikes,
+    /// Jumps no physical quantity of this kind can make (a temperature swinging tens of
+    /// degrees between readings): a loose connection or a failing transmitter.
+    Erratic,
     Dropout,
 }
 
@@ -22,6 +26,7 @@ impl ChannelFault {
         match self {
             ChannelFault::Stuck => "stuck",
             ChannelFault::Spikes => "spikes",
+            ChannelFault::Erratic => "erratic",
             ChannelFault::Dropout => "dropout",
         }
     }
@@ -63,6 +68,12 @@ pub struct ChannelMonitor {
     suspects: u32,
     spikes: VecDeque<i64>,
     pub stuck_run: u32,
+    /// The fastest this quantity can physically move, per second (temperatures: the motor and
+    /// the fluid have thermal mass), with the smallest jump judged; `None`: no such limit.
+    slew_limit: Option<(f64, f64)>,
+    last_seen: Option<(i64, f64)>,
+    /// Times of readings that moved faster than `slew_limit`.
+    slews: VecDeque<i64>,
 }
 
 /// Channels watched for faults (frequency and the slow lab channels are left out: they can be
@@ -81,6 +92,40 @@ pub const WATCHED: [Field; 10] = [
 ];
 
 impl ChannelMonitor {
+    /// A channel whose quantity cannot move faster than `per_sec` (by more than `min_jump`
+    /// between two readings: gauge noise and resolution stay below it).
+    pub fn with_slew_limit(per_sec: f64, min_jump: f64) -> ChannelMonitor {
+        ChannelMonitor {
+            slew_limit: Some((per_sec, min_jump)),
+            ..ChannelMonitor::default()
+        }
+    }
+
+    /// Whether this reading moved faster than the quantity can, remembered in `slews`.
+    fn slewed(&mut self, ts: i64, value: Option<f64>, window_secs: f64) -> bool {
+        while let Some(&t) = self.slews.front() {
+            if ts - t > (window_secs * 1e6) as i64 {
+                self.slews.pop_front();
+            } else {
+                break;
+            }
+        }
+        let (Some((per_sec, min_jump)), Some(v)) = (self.slew_limit, value) else {
+            return false;
+        };
+        let previous = self.last_seen.replace((ts, v));
+        let Some((t0, v0)) = previous else {
+            return false;
+        };
+        let dt = ((ts - t0) as f64 / 1e6).max(1.0);
+        let jump = (v - v0).abs();
+        let too_fast = jump >= min_jump && jump / dt > per_sec;
+        if too_fast {
+            self.slews.push_back(ts);
+        }
+        too_fast
+    }
+
     pub fn train(&mut self, ts: i64, value: Option<f64>) {
         self.train_seen += 1;
         if let Some(v) = value {
@@ -179,6 +224,7 @@ impl ChannelMonitor {
                 break;
             }
         }
+        let slewed = self.slewed(ts, value, th.spike_window_secs);
         let mut usable = value;
         if let Some(v) = value {
             // A stopped pump is a system at rest: the drive outputs hold their idle values and
@@ -221,13 +267,17 @@ impl ChannelMonitor {
             && (ts - self.run_start) as f64 / 1e6
                 >= th.stuck_training_run_factor * self.train_longest_secs
             && self.stuck_limit(th).is_some_and(|n| self.run >= n);
-        if stuck {
+        // A spike jumps out and back: two fast moves. As for spikes, `spike_count` of them.
+        let erratic = self.slews.len() as u32 >= 2 * th.spike_count;
+        if stuck || slewed || erratic {
             usable = None;
         }
         let fault = if stuck {
             Some(ChannelFault::Stuck)
         } else if self.spikes.len() as u32 >= th.spike_count {
             Some(ChannelFault::Spikes)
+        } else if erratic {
+            Some(ChannelFault::Erratic)
         } else if self.presence > 0.9 && self.missing.mean > th.dropout_share {
             Some(ChannelFault::Dropout)
         } else {

@@ -73,7 +73,7 @@ pub struct WellEngine {
     reference_hz: Option<f64>,
     no_load_a: Option<f64>,
     acc: TrainAcc,
-    train_samples: Vec<(i64, Measurements, bool)>,
+    train_samples: Vec<TrainingReading>,
     train_stride: usize,
     train_skip: usize,
     baseline: Option<Baseline>,
@@ -138,6 +138,10 @@ fn ratio(x: Option<f64>, base: Option<f64>) -> Option<f64> {
 
 impl WellEngine {
     pub fn new(meta: Option<&WellMeta>, th: Thresholds, window: TrainingWindow) -> WellEngine {
+        let slew = (
+            th.temperature_slew_c_per_min / 60.0,
+            th.temperature_min_jump_c,
+        );
         WellEngine {
             ctx: WellContext::from_meta(meta),
             th: Arc::new(th),
@@ -154,7 +158,13 @@ impl WellEngine {
             train_skip: 0,
             baseline: None,
             model: None,
-            channels: vec![ChannelMonitor::default(); FIELD_COUNT],
+            channels: {
+                let mut channels = vec![ChannelMonitor::default(); FIELD_COUNT];
+                for f in [Field::MotorTempC, Field::IntakeTempC] {
+                    channels[f.index()] = ChannelMonitor::with_slew_limit(slew.0, slew.1);
+                }
+                channels
+            },
             running: true,
             running_since: i64::MIN / 2,
             starts: VecDeque::new(),
@@ -410,7 +420,7 @@ impl WellEngine {
         }
         // Keep a bounded, evenly thinned sample of training readings for the anomaly model.
         if self.train_skip == 0 {
-            self.train_samples.push((ts, *m, settled));
+            self.train_samples.push(TrainingReading::new(m, settled));
             if self.train_samples.len() >= 4000 {
                 let mut keep = false;
                 self.train_samples.retain(|_| {
@@ -460,10 +470,11 @@ impl WellEngine {
             }
             let vectors: Vec<FeatureVec> = samples
                 .iter()
-                .filter(|(_, _, settled)| *settled)
-                .map(|(_, m, _)| {
-                    let n = self.normalise(m);
-                    self.feature_vector(&self.features_of(m, &n))
+                .filter(|r| r.settled)
+                .map(|r| {
+                    let m = r.measurements();
+                    let n = self.normalise(&m);
+                    self.feature_vector(&self.features_of(&m, &n))
                 })
                 .collect();
             self.model = AnomalyModel::fit(
@@ -479,7 +490,7 @@ impl WellEngine {
 
     /// Share of the settled training readings whose V/Hz lies outside the excursion band.
     /// Without a frequency channel, the voltage against its training mean stands in.
-    fn volts_per_hz_excursion_rate(&self, samples: &[(i64, Measurements, bool)]) -> f64 {
+    fn volts_per_hz_excursion_rate(&self, samples: &[TrainingReading]) -> f64 {
         let Some(b) = self.baseline.as_ref() else {
             return 0.0;
         };
@@ -489,7 +500,8 @@ impl WellEngine {
             _ => return 0.0,
         };
         let (mut n, mut out) = (0u32, 0u32);
-        for (_, m, settled) in samples {
+        for r in samples {
+            let (m, settled) = (r.measurements(), &r.settled);
             let ratio = if by_volts {
                 m.get(Field::MotorVoltageV).map(|v| v / base)
             } else {
@@ -730,7 +742,9 @@ impl WellEngine {
             .map(|(f, kind, run)| {
                 let (value, threshold) = match kind {
                     ChannelFault::Stuck => (*run as f64, th.stuck_min_readings as f64),
-                    ChannelFault::Spikes => (th.spike_count as f64, th.spike_count as f64),
+                    ChannelFault::Spikes | ChannelFault::Erratic => {
+                        (th.spike_count as f64, th.spike_count as f64)
+                    }
                     ChannelFault::Dropout => {
                         (self.channels[f.index()].missing_share(), th.dropout_share)
                     }
@@ -1197,4 +1211,32 @@ pub(crate) fn drive_supply_ratio(volts: f64, hz: f64, b: &Baseline) -> Option<f6
     let held = b.volts_v.filter(|v| *v > 1.0).unwrap_or(proportional);
     let expected = volts.clamp(proportional.min(held), proportional.max(held));
     (expected > 1.0).then(|| volts / expected)
+}
+
+/// A training reading kept for the anomaly model, in single precision (gauges carry far fewer
+/// digits): up to 4 000 of them per well in training, so 1 000 wells training at once hold
+/// ~220 MB instead of ~480 MB.
+#[derive(Clone, Copy, Debug)]
+struct TrainingReading {
+    values: [f32; FIELD_COUNT],
+    settled: bool,
+}
+
+impl TrainingReading {
+    fn new(m: &Measurements, settled: bool) -> TrainingReading {
+        let mut values = [f32::NAN; FIELD_COUNT];
+        for (f, v) in m.iter() {
+            values[f.index()] = v as f32;
+        }
+        TrainingReading { values, settled }
+    }
+
+    fn measurements(&self) -> Measurements {
+        let mut m = Measurements::empty();
+        for f in Field::ALL {
+            let v = self.values[f.index()];
+            m.set(f, (!v.is_nan()).then_some(f64::from(v)));
+        }
+        m
+    }
 }

@@ -888,3 +888,54 @@ fn a_gradual_alarm_does_not_flap_while_its_ratio_hovers_around_the_bar() {
     assert_eq!(count(Diagnosis::Condition(Condition::PumpWear)), 1);
     assert_eq!(count(Diagnosis::Condition(Condition::Overload)), 6);
 }
+
+/// A winding cannot swing tens of degrees between readings (thermal mass): a temperature gauge
+/// doing so is erratic (a loose connection), reported as a sensor fault naming it, and left out
+/// of the rules, whose overheat and scale judgements would otherwise follow it. Two isolated
+/// glitches are not a fault.
+#[test]
+fn a_temperature_swinging_faster_than_any_thermal_mass_is_an_erratic_gauge() {
+    let plan = pinned(Family::Classic, None, 30, "20s");
+    let from = start().0 + 26 * HOUR;
+    let run = |glitch: &dyn Fn(usize) -> Option<f64>| {
+        let readings: Vec<_> = samples(&plan, 0)
+            .into_iter()
+            .enumerate()
+            .map(|(n, (ts, mut m))| {
+                if ts.0 >= from
+                    && let Some(offset) = glitch(n)
+                {
+                    let t = m.get(Field::MotorTempC).map(|t| t + offset);
+                    m.set(Field::MotorTempC, t);
+                }
+                (ts, m)
+            })
+            .collect();
+        let mut engine = WellEngine::new(
+            Some(&plan.wells[0].meta),
+            Thresholds::default(),
+            TrainingWindow::Default,
+        );
+        let mut erratic = false;
+        let mut overheat = false;
+        for (ts, m) in &readings {
+            let out = engine.push(*ts, m);
+            for f in &out.findings {
+                assert_evidence_true(f);
+                erratic |= f.diagnosis == Diagnosis::Condition(Condition::SensorFault)
+                    && f.evidence
+                        .iter()
+                        .any(|e| e.feature == "motor_temp_c.erratic");
+                overheat |= f.diagnosis == Diagnosis::Condition(Condition::MotorOverheat);
+            }
+        }
+        (erratic, overheat)
+    };
+    // Every reading jumps by up to ±45 °C.
+    let (erratic, overheat) = run(&|n| Some(((n * 37) % 91) as f64 - 45.0));
+    assert!(erratic);
+    assert!(!overheat);
+    // Two glitches an hour apart.
+    let (erratic, _) = run(&|n| (n % 180 == 0).then_some(-80.0));
+    assert!(!erratic);
+}

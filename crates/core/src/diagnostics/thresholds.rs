@@ -104,6 +104,13 @@ pub struct Thresholds {
     pub spike_factor: f64,
     pub spike_count: u32,
     pub spike_window_secs: f64,
+    /// A motor winding or the fluid at the intake cannot change temperature faster than this
+    /// (°C per minute: thermal mass; a start or a trip moves them by a few degrees a minute):
+    /// 2 × `spike_count` faster moves (a spike is two: out and back) within
+    /// `spike_window_secs` make the gauge erratic.
+    pub temperature_slew_c_per_min: f64,
+    /// ...counting only jumps of at least this many °C (noise and resolution stay below).
+    pub temperature_min_jump_c: f64,
     /// Share of recent readings (over `dropout_window_secs`) missing a channel that otherwise
     /// reports: dropout. (A short communication gap is not a failing sensor.)
     pub dropout_share: f64,
@@ -302,6 +309,8 @@ impl Default for Thresholds {
             spike_factor: 2.5,
             spike_count: 3,
             spike_window_secs: 3600.0,
+            temperature_slew_c_per_min: 10.0,
+            temperature_min_jump_c: 5.0,
             dropout_share: 0.5,
             dropout_window_secs: 1800.0,
             speed_from_voltage_range: (0.6, 1.3),

@@ -128,6 +128,8 @@ pub const ROUTES: &[RouteRule] = &[
         p(DiagnosticsRead),
         NoWell,
     ),
+    // The answer is limited to the identity's wells in the handler.
+    rule(Method::POST, "/api/v1/ask", p(DiagnosticsRead), NoWell),
     rule(Method::GET, "/api/v1/audit", p(AuditReadOwn), NoWell),
     rule(Method::POST, "/api/v1/auth/login", Public, NoWell),
     rule(Method::POST, "/api/v1/auth/refresh", Public, NoWell),

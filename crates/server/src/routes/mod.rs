@@ -3,6 +3,7 @@
 //! lives in `extract.rs` (input), `views.rs` (output) or `audit.rs`.
 
 pub mod alarms;
+pub mod ask;
 pub mod audit;
 pub mod auth;
 pub mod diagnostics;
