@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 
 mod brokers;
 mod cpu;
+mod http;
 mod load;
 mod storage;
 use cpu::{CpuSample, CpuUse};
@@ -80,6 +81,11 @@ pub enum BenchCommand {
     /// soak at a set rate): sheds, latency, the server's RSS, health probes, every acknowledged
     /// reading read back.
     Load(load::LoadArgs),
+    /// Ingest speed as clients see it: a running server driven over HTTP with bodies made
+    /// before the clock starts (gauge-precision batches, the same batches re-sent as
+    /// duplicates, float32-noisy values, single readings); readings/s, p50/p99, the server's
+    /// CPU per 1 000 readings, medians of --runs.
+    Http(http::HttpArgs),
     /// AMQP ingest throughput: messages of --batch readings published to a real RabbitMQ,
     /// consumed by the field ingest on a fresh embedded store; readings/s until every reading
     /// is committed (median of --runs).
@@ -160,6 +166,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             bench_query(*wells, *days, interval, *queries).await
         }
         BenchCommand::Load(args) => load::run(args).await,
+        BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Amqp(args) => brokers::run(brokers::Protocol::Amqp, args).await,
         BenchCommand::Mqtt(args) => brokers::run(brokers::Protocol::Mqtt, args).await,
         BenchCommand::Storage {

@@ -1,5 +1,5 @@
 // The console's shell: sign-in, the top bar, hash routing (#/fleet, #/well/ID, #/alarms,
-// #/admin, #/notifications) and
+// #/admin, #/notifications, #/ask/QUESTION), the question box and
 // the one live connection (GET /api/v1/stream over WebSocket, authenticated by the session
 // cookie) whose messages go to the page on screen.
 
@@ -24,6 +24,7 @@ async function start() {
   $('signin-form').addEventListener('submit', onSignIn);
   $('logout').addEventListener('click', onSignOut);
   $('units').addEventListener('change', (e) => units.setSystem(e.target.value));
+  $('ask-form').addEventListener('submit', onAsk);
   window.addEventListener('hashchange', route);
   window.addEventListener('espwatch:signed-out', () => {
     closeSocket();
@@ -58,6 +59,15 @@ async function onSignIn(event) {
   }
 }
 
+/** The question box: the answer page for what was typed (a new history entry). */
+function onAsk(event) {
+  event.preventDefault();
+  const question = $('ask-input').value.trim();
+  if (!question) return;
+  const hash = `#/ask/${encodeURIComponent(question)}`;
+  if (location.hash === hash) route(); else location.hash = hash;
+}
+
 async function onSignOut() {
   closeSocket();
   await signOut();
@@ -74,6 +84,7 @@ function enter() {
   $('whoami').textContent = `${session.user} (${session.role})`;
   $('nav-admin').hidden = !can('users:manage');
   $('nav-notifications').hidden = !can('notifications:manage');
+  $('ask-form').hidden = !can('diagnostics:read');
   show(true);
   if (!location.hash || location.hash === '#/' || location.hash === '#') {
     location.hash = '#/fleet';
@@ -94,6 +105,7 @@ async function route() {
   for (const a of document.querySelectorAll('#topbar nav a')) {
     a.classList.toggle('active', a.getAttribute('href') === `#/${page === 'well' ? 'fleet' : page}`);
   }
+  if (page !== 'ask') $('ask-input').value = '';
   if (page === 'well' && arg) {
     // Loaded when first needed: the fleet page does not pay for the chart library.
     const { WellView } = await import('./well.js');
@@ -104,6 +116,9 @@ async function route() {
   } else if (page === 'notifications') {
     const { NotificationsView } = await import('./notifications.js');
     view = new NotificationsView(root);
+  } else if (page === 'ask') {
+    const { AskView } = await import('./ask.js');
+    view = new AskView(root, arg ? decodeURIComponent(arg) : '');
   } else if (page === 'alarms') {
     view = new AlarmsView(root, openAlarms);
   } else {

@@ -48,6 +48,7 @@ const ASSETS: &[Asset] = &[
     asset!("alarms.js", JS),
     asset!("admin.js", JS),
     asset!("notifications.js", JS),
+    asset!("ask.js", JS),
     asset!("vendor/uplot/uPlot.esm.js", JS),
     asset!("vendor/uplot/uPlot.min.css", "text/css; charset=utf-8"),
     asset!("vendor/uplot/LICENSE", "text/plain; charset=utf-8"),

@@ -114,6 +114,13 @@ fn cpu_of(fields: &[&str]) -> Option<f64> {
     Some(ticks as f64 / TICKS_PER_SECOND)
 }
 
+/// CPU seconds (all threads) of process `pid` so far.
+pub fn process_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, fields) = stat_fields(&stat)?;
+    cpu_of(&fields)
+}
+
 fn own_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let (_, fields) = stat_fields(&stat)?;

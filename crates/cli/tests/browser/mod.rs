@@ -6,6 +6,7 @@
 //! ESPWATCH_REQUIRE_SERVICES=1. `ESPWATCH_SCREENSHOTS=DIR` writes the README's pictures there.
 
 mod admin;
+mod ask;
 mod webdriver;
 
 use std::path::PathBuf;

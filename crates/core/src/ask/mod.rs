@@ -572,16 +572,20 @@ fn match_phrase(scan: &Scan, i: usize, phrase: &str) -> Option<(usize, bool)> {
 }
 
 /// A multi-word phrase with one edit across its words ("gas lok"): the words joined, long
-/// enough that one edit is a typo, not another word.
+/// enough that one edit is a typo, not another word. A word of one or two letters must be
+/// exact: an edit there makes another word ("by vibration" is not "y vibration").
 fn match_phrase_joined(scan: &Scan, i: usize, phrase: &str) -> Option<usize> {
     let words: Vec<&str> = phrase.split(' ').collect();
     if words.len() < 2 {
         return None;
     }
     let mut joined = String::new();
-    for k in 0..words.len() {
+    for (k, w) in words.iter().enumerate() {
         let t = scan.tokens.get(i + k)?;
         if scan.used[i + k] || !matches!(t.kind, Kind::Word) {
+            return None;
+        }
+        if (w.chars().count() <= 2 || t.text.chars().count() <= 2) && t.text != *w {
             return None;
         }
         joined.push_str(&t.text);

@@ -401,6 +401,27 @@ fn a_thousand_wells_parse_quickly() {
     );
 }
 
+/// A short word next to a phrase is not a typo of it: "by vibration" was read as the
+/// Y axis only ("y vibration" with one edit), a wrong answer for "top 5 wells by vibration".
+#[test]
+fn a_short_word_is_not_a_typo_of_a_phrase_word() {
+    for q in [
+        "top 5 wells by vibration",
+        "5 wells with the most vibration",
+    ] {
+        let it = parse(q, &directory(), &clock()).unwrap();
+        assert_eq!(
+            it.channels,
+            [Field::VibrationXG, Field::VibrationYG],
+            "{q}: {}",
+            it.to_json()
+        );
+    }
+    // A real typo inside a long phrase still reads.
+    let it = parse("which wells have gas lok", &directory(), &clock()).unwrap();
+    assert_eq!(it.condition, Some(Condition::GasLock));
+}
+
 #[test]
 fn a_well_outside_the_directory_is_not_guessed() {
     let dir = Directory::new(["ESP-001", "ESP-002"].map(|id| WellEntry {
