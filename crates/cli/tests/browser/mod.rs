@@ -7,6 +7,7 @@
 
 mod admin;
 mod ask;
+mod fleet;
 mod webdriver;
 
 use std::path::PathBuf;
@@ -378,6 +379,12 @@ async fn screenshots_of_a_simulated_fleet_with_a_gas_lock() {
         "the fleet",
         "return document.querySelectorAll('#fleet-rows tr').length === 9;",
         Duration::from_secs(20),
+    )
+    .await;
+    b.wait(
+        "the sparklines (the last hour of motor current)",
+        "return document.querySelectorAll('#fleet-rows canvas.spark').length === 9;",
+        Duration::from_secs(10),
     )
     .await;
     b.screenshot(&dir.join("fleet.png")).await;
