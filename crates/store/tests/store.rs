@@ -934,3 +934,113 @@ async fn online_backup_restores_every_acknowledged_reading() {
         "{refused:?}"
     );
 }
+
+/// Issue 23: re-sent data is decided from memory, with exact counts, and what is accepted among
+/// it is durable. 100 wells (more than the 64 segments the duplicate check used to cache: a
+/// step-major batch cycled through them, so every re-sent reading read its segment back) ×
+/// 8 h at 60 s, two 4 h windows each; 10 wells irregular (every 7th reading missing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_sent_sealed_data_is_counted_exactly_and_checked_from_memory() {
+    use espwatch_core::Reading;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let (wells, steps) = (100i64, 480i64);
+    let name = |w: i64| format!("D{w:03}");
+    let missing = |w: i64, step: i64| w < 10 && step % 7 == 3;
+    // Step-major, as gateways forward: every well's reading of one minute, then the next.
+    let all: Vec<Reading> = (0..steps)
+        .flat_map(|s| {
+            (0..wells)
+                .filter(move |w| !missing(*w, s))
+                .map(move |w| reading(&name(w), s * 60, (w * 1000 + s) as f64))
+        })
+        .collect();
+    let send_all = |store: EmbeddedStore, want: ReadingOutcome| {
+        let all = all.clone();
+        async move {
+            for chunk in all.chunks(1000) {
+                let out = store.append(chunk.to_vec(), auto()).await.unwrap();
+                assert!(
+                    out.outcomes.iter().all(|o| *o == want),
+                    "{:?}",
+                    out.outcomes
+                );
+            }
+        }
+    };
+    send_all(store.clone(), ReadingOutcome::Accepted).await;
+    store.checkpoint().await.unwrap();
+    assert_eq!(store.stats().await.unwrap().readings_in_log, 0);
+
+    // Everything again: all duplicates. Only the irregular wells' segments are read back,
+    // once each; the regular ones are decided by the grid kept when they were sealed.
+    send_all(store.clone(), ReadingOutcome::Duplicate).await;
+    assert_eq!(store.duplicate_check_loads(), 20);
+    send_all(store.clone(), ReadingOutcome::Duplicate).await;
+    assert_eq!(
+        store.duplicate_check_loads(),
+        20,
+        "cached after the first time"
+    );
+
+    // New readings among re-sent ones: the irregular wells' gaps, off-grid times inside the
+    // regular wells' segments, a repeat within the request (the first value wins).
+    let mut mixed = Vec::new();
+    let mut expect = Vec::new();
+    for w in 0..10 {
+        for s in (3..steps).step_by(7) {
+            mixed.push(reading(&name(w), s * 60, -1.0));
+            expect.push(ReadingOutcome::Accepted);
+            mixed.push(reading(&name(w), s * 60 - 60, 7.0));
+            expect.push(ReadingOutcome::Duplicate);
+        }
+    }
+    for w in 10..20 {
+        mixed.push(reading(&name(w), 100 * 60 + 30, -2.0));
+        expect.push(ReadingOutcome::Accepted);
+        mixed.push(reading(&name(w), 100 * 60, 7.0));
+        expect.push(ReadingOutcome::Duplicate);
+    }
+    mixed.push(reading(&name(0), 3 * 60, -9.0));
+    expect.push(ReadingOutcome::Duplicate);
+    let out = store.append(mixed.clone(), auto()).await.unwrap();
+    assert_eq!(out.outcomes, expect);
+    let accepted = expect
+        .iter()
+        .filter(|o| **o == ReadingOutcome::Accepted)
+        .count();
+    assert_eq!(accepted, 10 * 69 + 10);
+
+    // Acknowledged means durable: a crash image taken now holds every accepted reading once,
+    // with the first value; and, its segments read from disk, it counts the whole re-send as
+    // duplicates again, reading each segment back at most once.
+    let copy = tempfile::tempdir().unwrap();
+    copy_db(dir.path(), copy.path());
+    let recovered = EmbeddedStore::open(copy.path(), EmbeddedOptions::default()).unwrap();
+    let w0 = recovered
+        .read_range(&well(&name(0)), all_time())
+        .await
+        .unwrap();
+    assert_eq!(w0.len(), steps as usize);
+    let at = |points: &[espwatch_core::Point], secs: i64| {
+        points
+            .iter()
+            .find(|p| p.0 == conformance::ts(secs))
+            .and_then(|p| p.1.get(espwatch_core::Field::FrequencyHz))
+    };
+    assert_eq!(at(&w0, 3 * 60), Some(-1.0));
+    assert_eq!(at(&w0, 4 * 60), Some(4.0));
+    let w12 = recovered
+        .read_range(&well(&name(12)), all_time())
+        .await
+        .unwrap();
+    assert_eq!(w12.len(), steps as usize + 1);
+    assert_eq!(at(&w12, 6030), Some(-2.0));
+    assert_eq!(at(&w12, 6000), Some(12_100.0));
+    send_all(recovered.clone(), ReadingOutcome::Duplicate).await;
+    let out = recovered.append(mixed, auto()).await.unwrap();
+    assert!(out.outcomes.iter().all(|o| *o == ReadingOutcome::Duplicate));
+    assert_eq!(recovered.duplicate_check_loads(), 200);
+    recovered.close().await.unwrap();
+    store.close().await.unwrap();
+}

@@ -233,6 +233,7 @@ impl EmbeddedStore {
             window,
             commits: Default::default(),
             checkpoints: Default::default(),
+            duplicate_check_loads: Default::default(),
         });
         let (tx, rx) = mpsc::channel();
         let w = Writer::new(
@@ -268,6 +269,16 @@ impl EmbeddedStore {
                 alarms: Mutex::new(None),
             }),
         })
+    }
+
+    /// Sealed segments read back from the database to check re-sent or late readings for
+    /// duplicates since the store was opened: each at most once per commit group, and never
+    /// one of regular timestamps sealed since (its grid is kept in memory).
+    pub fn duplicate_check_loads(&self) -> u64 {
+        self.inner
+            .shared
+            .duplicate_check_loads
+            .load(Ordering::Relaxed)
     }
 
     /// The data directory this store was opened on.

@@ -99,6 +99,9 @@ pub struct Shared {
     pub window: i64,
     pub commits: AtomicU64,
     pub checkpoints: AtomicU64,
+    /// Sealed segments read back and decoded to check re-sent or late readings for
+    /// duplicates (each at most once per commit group; regular ones never after sealing).
+    pub duplicate_check_loads: AtomicU64,
 }
 
 impl Shared {
@@ -383,55 +386,171 @@ fn load_segment_blob(conn: &Connection, well: &WellId, ws: i64) -> StoreResult<V
 
 type SegKey = (WellId, i64);
 
-/// Small LRU of decoded segment timestamps. Only late (out-of-order) readings consult it;
-/// in-order data is decided by the well's newest timestamp alone.
-struct TsCache {
-    /// (well, window start) -> (last use tick, timestamps).
-    entries: HashMap<SegKey, (u64, Arc<Vec<i64>>)>,
-    tick: u64,
-    capacity: usize,
+/// A sealed segment's timestamps, as a duplicate check needs them.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum SegTimes {
+    /// Exactly `first, first + stride, …, last`: regular sampling, the usual case, held
+    /// without a list (membership is arithmetic).
+    Grid { first: i64, stride: i64, last: i64 },
+    /// Anything else, ascending.
+    Listed(Arc<Vec<i64>>),
 }
 
+impl SegTimes {
+    /// The timestamps of `ts` (ascending, distinct).
+    pub(super) fn of(ts: impl Iterator<Item = i64> + Clone) -> SegTimes {
+        let mut it = ts.clone();
+        let (Some(first), second) = (it.next(), it.next()) else {
+            return SegTimes::Listed(Arc::default());
+        };
+        let Some(second) = second else {
+            return SegTimes::Grid {
+                first,
+                stride: 1,
+                last: first,
+            };
+        };
+        let stride = second - first;
+        let mut last = second;
+        let mut regular = stride > 0;
+        if regular {
+            for t in it {
+                if t - last != stride {
+                    regular = false;
+                    break;
+                }
+                last = t;
+            }
+        }
+        if regular {
+            SegTimes::Grid {
+                first,
+                stride,
+                last,
+            }
+        } else {
+            SegTimes::Listed(Arc::new(ts.collect()))
+        }
+    }
+
+    pub(super) fn contains(&self, ts: i64) -> bool {
+        match self {
+            SegTimes::Grid {
+                first,
+                stride,
+                last,
+            } => ts >= *first && ts <= *last && (ts - first) % stride == 0,
+            SegTimes::Listed(list) => list.binary_search(&ts).is_ok(),
+        }
+    }
+
+    /// What it costs the cache, in timestamps held (a grid counts as one).
+    fn weight(&self) -> usize {
+        match self {
+            SegTimes::Grid { .. } => 1,
+            SegTimes::Listed(list) => list.len().max(1),
+        }
+    }
+}
+
+/// Sealed segments' timestamps for duplicate checks of readings at or before a well's newest
+/// one (re-sent or late data; in-order data is decided by the newest timestamp alone). Seeded
+/// with the grid of every regular segment a checkpoint installs, so re-sent regular data never
+/// reads a segment back; others are decoded once when first needed. Bounded by entries and by
+/// timestamps held; least recently used entries go first.
+struct TsCache {
+    /// (well, window start) -> (last use tick, timestamps).
+    entries: HashMap<SegKey, (u64, SegTimes)>,
+    tick: u64,
+    weight: usize,
+    max_weight: usize,
+    max_entries: usize,
+}
+
+/// At most this many segments' timestamps are cached (a grid costs ~80 bytes)…
+const TS_CACHE_ENTRIES: usize = 200_000;
+/// …and at most this many listed timestamps (8 bytes each).
+const TS_CACHE_TIMESTAMPS: usize = 2_000_000;
+
 impl TsCache {
-    fn new(capacity: usize) -> Self {
+    fn new(max_entries: usize, max_weight: usize) -> Self {
         TsCache {
             entries: HashMap::new(),
             tick: 0,
-            capacity,
+            weight: 0,
+            max_weight,
+            max_entries,
         }
     }
 
-    fn get(&mut self, conn: &Connection, well: &WellId, ws: i64) -> StoreResult<Arc<Vec<i64>>> {
+    /// The timestamps of segment `(well, ws)`, decoded from the database when not cached
+    /// (counted in `loads`).
+    fn get(
+        &mut self,
+        conn: &Connection,
+        well: &WellId,
+        ws: i64,
+        loads: &AtomicU64,
+    ) -> StoreResult<SegTimes> {
         self.tick += 1;
         let key = (well.clone(), ws);
-        if let Some((t, ts)) = self.entries.get_mut(&key) {
+        if let Some((t, times)) = self.entries.get_mut(&key) {
             *t = self.tick;
-            return Ok(ts.clone());
+            return Ok(times.clone());
         }
         let data = load_segment_blob(conn, well, ws)?;
-        let ts = Arc::new(
-            codec::decode_segment_timestamps(&data)
-                .map_err(|e| internal(format!("segment ({well}, {ws}) is corrupt: {e}")))?,
-        );
-        if self.entries.len() >= self.capacity
-            && let Some(oldest) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, (t, _))| *t)
-                .map(|(k, _)| k.clone())
-        {
-            self.entries.remove(&oldest);
+        loads.fetch_add(1, Ordering::Relaxed);
+        let ts = codec::decode_segment_timestamps(&data)
+            .map_err(|e| internal(format!("segment ({well}, {ws}) is corrupt: {e}")))?;
+        let times = SegTimes::of(ts.iter().copied());
+        self.insert(well, ws, times.clone());
+        Ok(times)
+    }
+
+    fn insert(&mut self, well: &WellId, ws: i64, times: SegTimes) {
+        self.tick += 1;
+        self.weight += times.weight();
+        if let Some((_, old)) = self.entries.insert((well.clone(), ws), (self.tick, times)) {
+            self.weight -= old.weight();
         }
-        self.entries.insert(key, (self.tick, ts.clone()));
-        Ok(ts)
+        if self.entries.len() > self.max_entries || self.weight > self.max_weight {
+            self.evict();
+        }
+    }
+
+    /// Drops the least recently used entries until at most three quarters of both bounds are
+    /// used (in one pass, so a stream of misses costs O(1) each, amortised).
+    fn evict(&mut self) {
+        let mut ticks: Vec<(u64, usize)> = self
+            .entries
+            .values()
+            .map(|(t, times)| (*t, times.weight()))
+            .collect();
+        ticks.sort_unstable();
+        let (entries_goal, weight_goal) = (self.max_entries * 3 / 4, self.max_weight * 3 / 4);
+        let (mut entries, mut weight) = (self.entries.len(), self.weight);
+        let mut cutoff = 0;
+        for (t, w) in ticks {
+            if entries <= entries_goal && weight <= weight_goal {
+                break;
+            }
+            entries -= 1;
+            weight -= w;
+            cutoff = t + 1;
+        }
+        self.entries.retain(|_, (t, _)| *t >= cutoff);
+        self.weight = self.entries.values().map(|(_, times)| times.weight()).sum();
     }
 
     fn invalidate(&mut self, well: &WellId, ws: i64) {
-        self.entries.remove(&(well.clone(), ws));
+        if let Some((_, old)) = self.entries.remove(&(well.clone(), ws)) {
+            self.weight -= old.weight();
+        }
     }
 
     fn invalidate_well(&mut self, well: &WellId) {
         self.entries.retain(|(w, _), _| w != well);
+        self.weight = self.entries.values().map(|(_, times)| times.weight()).sum();
     }
 }
 
@@ -477,6 +596,8 @@ struct EncodedSegment {
     meta: SegMeta,
     data: Vec<u8>,
     rollup: Option<Vec<u8>>,
+    /// Its timestamps, for the duplicate-check cache.
+    times: SegTimes,
 }
 
 /// What a checkpoint thread produced.
@@ -546,7 +667,7 @@ impl Writer {
             db_path,
             shared,
             opts,
-            cache: TsCache::new(64),
+            cache: TsCache::new(TS_CACHE_ENTRIES, TS_CACHE_TIMESTAMPS),
             last_log_id,
             log_has_rows: last_log_id > 0,
             lock: Some(lock),
@@ -730,6 +851,17 @@ impl Writer {
         let mut outcomes = Vec::with_capacity(group.len());
         {
             let index = shared.read();
+            // Each reading's well, looked up once; and which readings are in a sealed segment,
+            // decided segment by segment first (a batch interleaves wells, so deciding in
+            // arrival order would fetch each segment again and again). Sealed segments do not
+            // change while a group is decided, so the answer is the same in any order.
+            let states: Vec<Option<&WellState>> = group
+                .iter()
+                .flat_map(|req| req.readings.iter())
+                .map(|r| index.wells.get(&r.well_id))
+                .collect();
+            let sealed = self.sealed_readings(group, &states, window)?;
+            let mut flat = 0usize;
             for req in group {
                 let mut out = AppendOutcome {
                     outcomes: Vec::with_capacity(req.readings.len()),
@@ -737,7 +869,9 @@ impl Writer {
                     spooled: 0,
                 };
                 for r in &req.readings {
-                    let state = index.wells.get(&r.well_id);
+                    let i = flat;
+                    flat += 1;
+                    let state = states[i];
                     if state.is_none() && !new_ids.contains(&r.well_id) {
                         if !req.opts.auto_register_wells {
                             out.outcomes.push(ReadingOutcome::UnknownWell);
@@ -770,15 +904,7 @@ impl Writer {
                     } else if pending.contains_key(&ts) {
                         true
                     } else if let Some(st) = state {
-                        st.unsealed_contains(ts)
-                            || sealed_contains(
-                                &self.conn,
-                                &mut self.cache,
-                                &r.well_id,
-                                st,
-                                ts,
-                                window,
-                            )?
+                        st.unsealed_contains(ts) || sealed.get(i).copied().unwrap_or(false)
                     } else {
                         false
                     };
@@ -831,6 +957,54 @@ impl Writer {
         }
         shared.commits.fetch_add(1, Ordering::Relaxed);
         Ok((outcomes, staged))
+    }
+
+    /// For every reading of `group` (flattened), whether a sealed segment of its well holds
+    /// its timestamp; empty when no reading falls inside a sealed segment's bounds (new data).
+    /// Each segment is looked up once, in (well, window) order.
+    fn sealed_readings(
+        &mut self,
+        group: &[AppendReq],
+        states: &[Option<&WellState>],
+        window: i64,
+    ) -> StoreResult<Vec<bool>> {
+        let mut candidates: Vec<(&WellId, i64, i64, usize)> = Vec::new();
+        let readings = group.iter().flat_map(|req| req.readings.iter());
+        for (i, (r, state)) in readings.zip(states).enumerate() {
+            let Some(st) = state else { continue };
+            let ts = r.ts.0;
+            // Anything newer than the well's newest reading is in no segment.
+            if st.latest_ts().is_none_or(|l| ts > l) {
+                continue;
+            }
+            let ws = window_start(ts, window);
+            if st
+                .segs
+                .get(&ws)
+                .is_some_and(|m| ts >= m.min_ts && ts <= m.max_ts)
+            {
+                candidates.push((&r.well_id, ws, ts, i));
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        candidates.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut sealed = vec![false; states.len()];
+        let mut current: Option<(&WellId, i64, SegTimes)> = None;
+        for (well, ws, ts, i) in candidates {
+            let times = match &current {
+                Some((w, s, times)) if *w == well && *s == ws => times,
+                _ => {
+                    let times =
+                        self.cache
+                            .get(&self.conn, well, ws, &self.shared.duplicate_check_loads)?;
+                    &current.insert((well, ws, times)).2
+                }
+            };
+            sealed[i] = times.contains(ts);
+        }
+        Ok(sealed)
     }
 
     fn apply(&mut self, staged: Staged) {
@@ -1145,7 +1319,12 @@ impl Writer {
         }
         let mut index = shared.write();
         for seg in &sealed.segments {
-            self.cache.invalidate(&seg.well, seg.ws);
+            // A regular segment's grid costs the cache next to nothing: re-sent data is then
+            // checked without reading the segment back. A listed one is decoded when needed.
+            match &seg.times {
+                SegTimes::Grid { .. } => self.cache.insert(&seg.well, seg.ws, seg.times.clone()),
+                SegTimes::Listed(_) => self.cache.invalidate(&seg.well, seg.ws),
+            }
             if let Some(st) = index.wells.get_mut(&seg.well)
                 && st.segs.insert(seg.ws, seg.meta).is_none()
             {
@@ -1467,26 +1646,6 @@ fn command_readings(c: &Command) -> usize {
     }
 }
 
-/// Whether a sealed segment of the well already holds `ts`. Touches SQLite only when `ts`
-/// falls inside an existing segment's bounds.
-fn sealed_contains(
-    conn: &Connection,
-    cache: &mut TsCache,
-    well: &WellId,
-    st: &WellState,
-    ts: i64,
-    window: i64,
-) -> StoreResult<bool> {
-    let ws = window_start(ts, window);
-    let Some(meta) = st.segs.get(&ws) else {
-        return Ok(false);
-    };
-    if ts < meta.min_ts || ts > meta.max_ts {
-        return Ok(false);
-    }
-    Ok(cache.get(conn, well, ws)?.binary_search(&ts).is_ok())
-}
-
 /// Segments of closed windows rewritten compact per checkpoint, beyond the ones it seals
 /// (each costs ~1 ms): an upgraded data directory converts gradually.
 const COMPACT_PER_CHECKPOINT: usize = 500;
@@ -1529,6 +1688,7 @@ fn encode_segment(
         ws,
         meta,
         data: codec::encode_segment(points, packing),
+        times: SegTimes::of(points.iter().map(|p| p.0.0)),
         // Hourly rollups need windows of whole hours (the default 4 h); queries check for them.
         rollup: (window % rollup::HOUR == 0).then(|| rollup::encode(points)),
     })
@@ -1621,4 +1781,59 @@ fn encode_checkpoint(conn: &Connection, job: &SealJob) -> StoreResult<Sealed> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod seg_times_tests {
+    use super::*;
+
+    #[test]
+    fn regular_timestamps_are_a_grid_and_others_a_list() {
+        let grid = SegTimes::of([100, 110, 120, 130].into_iter());
+        assert_eq!(
+            grid,
+            SegTimes::Grid {
+                first: 100,
+                stride: 10,
+                last: 130
+            }
+        );
+        for (ts, inside) in [
+            (90, false),
+            (100, true),
+            (115, false),
+            (120, true),
+            (130, true),
+        ] {
+            assert_eq!(grid.contains(ts), inside, "{ts}");
+        }
+        assert!(!grid.contains(140));
+        let one = SegTimes::of([5].into_iter());
+        assert!(one.contains(5) && !one.contains(6) && !one.contains(4));
+        let listed = SegTimes::of([100, 110, 130].into_iter());
+        assert!(matches!(listed, SegTimes::Listed(_)));
+        assert!(listed.contains(130) && !listed.contains(120));
+        assert!(!SegTimes::of(std::iter::empty()).contains(0));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_bounds_keeping_the_recent_entries() {
+        let mut cache = TsCache::new(100, 1_000);
+        let well = WellId::parse("C-1").unwrap();
+        for ws in 0..1_000 {
+            cache.insert(&well, ws, SegTimes::of([ws, ws + 1].into_iter()));
+            assert!(cache.entries.len() <= 100);
+        }
+        assert!(cache.entries.contains_key(&(well.clone(), 999)));
+        for ws in 0..100 {
+            let list: Vec<i64> = (0..30).map(|k| ws * 1000 + k * k).collect();
+            cache.insert(&well, 10_000 + ws, SegTimes::of(list.into_iter()));
+            assert!(cache.weight <= 1_000);
+            let held: usize = cache.entries.values().map(|(_, t)| t.weight()).sum();
+            assert_eq!(held, cache.weight);
+        }
+        assert!(cache.entries.contains_key(&(well.clone(), 10_099)));
+        cache.invalidate_well(&well);
+        assert_eq!((cache.entries.len(), cache.weight), (0, 0));
+    }
 }
