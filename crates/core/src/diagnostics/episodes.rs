@@ -119,8 +119,13 @@ impl EpisodeTracker {
             {
                 // Another process condition holds the well. Take over only once this
                 // evidence has been uncontested for `switch_secs`.
+                // A loss of lift the protection relay confirmed (a broken shaft on a worn pump)
+                // is news at once: the slow loss held before does not contest it.
                 let other_last = self.tracks[&other].last_evidence;
-                if ts - other_last < secs(th.switch_secs) || ts - first < secs(th.switch_secs) {
+                let abrupt_over_gradual = confirmed.contains(&d) && other.is_gradual();
+                if !abrupt_over_gradual
+                    && (ts - other_last < secs(th.switch_secs) || ts - first < secs(th.switch_secs))
+                {
                     continue;
                 }
                 let t = self.tracks.get_mut(&other).expect("open track");

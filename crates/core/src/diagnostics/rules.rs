@@ -112,9 +112,13 @@ impl Smoothed {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HeadLoss {
     pub departed: Option<i64>,
+    /// When the head first fell below the bar after departing.
+    pub reached_low: Option<i64>,
     pub kind: Option<Condition>,
     /// How long the loss took to develop when it was classified.
     pub developed_secs: f64,
+    /// The current ratio when it was classified (a leak keeps the motor loaded).
+    pub current_at_onset: Option<f64>,
     /// The head ratio judged against, when a corroborated sudden step lowered the bar.
     pub low: Option<f64>,
     /// Without a discharge gauge: the delivery and frequency before a sudden loss.
@@ -133,6 +137,8 @@ pub(crate) struct HeadLoss {
 pub(crate) struct MotorLevels {
     pub rise: Option<f64>,
     pub unexplained_rise: Option<f64>,
+    /// The intake pressure ratio, settled level.
+    pub pip: Option<f64>,
 }
 
 impl MotorLevels {
@@ -144,6 +150,7 @@ impl MotorLevels {
         MotorLevels {
             rise: val(&s.rise),
             unexplained_rise,
+            pip: val(&s.settle_pip),
         }
     }
 
@@ -479,7 +486,11 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     // Without a vibration channel, a pump that lost its lift with every bit of gas still in
     // solution at the intake cannot be gas locked: the shaft no longer turns it.
     let no_free_gas = vib.is_none() && gas.all_dissolved;
-    if (quiet || no_free_gas) && !gas_fast && !losing_prime {
+    // A shaft that no longer turns the pump leaves the motor at a steady no-load current; a
+    // current that swings back and forth means the impellers still load it and gas (a slug, free
+    // gas from the annulus or the reservoir, whatever the intake pressure says) takes the lift.
+    let hunting = i.cur_swings >= th.gas_min_swings as usize;
+    if (quiet || no_free_gas) && !gas_fast && !losing_prime && !hunting {
         if quiet {
             ev.push(Evidence::opt(
                 "vibration_ratio",
@@ -495,8 +506,16 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
                 ">",
             ));
         }
-        // A broken shaft leaves the motor at a steady no-load current; gas makes it hunt.
-        let steady = s.fast_cur.std() < th.broken_shaft_steady_std;
+        // A broken shaft leaves the motor at a steady no-load current; gas makes it hunt. The
+        // smoothing restarts with the pump: a spread needs a few readings to show.
+        let watched = s.fast_cur.count() >= th.broken_shaft_steady_readings;
+        let steady = watched && s.fast_cur.std() < th.broken_shaft_steady_std;
+        // Without the vibration to say the pump went quiet, the current alone must show it:
+        // until it has settled at its new level, the drop is a loss of lift not yet told apart
+        // from gas (a broken shaft means a workover; a few minutes to be sure are cheap).
+        if !quiet && !steady {
+            return Some(None);
+        }
         let conf = BASE + STRONG + bonus(steady, STRONG);
         return Some(Some(Finding::new(Condition::BrokenShaft, conf, ev)));
     }
@@ -758,8 +777,19 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     if state.kind.is_none() && operating_point_moved_right(i) {
         return None;
     }
-    let took_secs = (i.ts - departed) as f64 / 1e6;
-    let cur = val(&s.cur);
+    // How fast the loss came is how long the head took to get from its departure down to the
+    // bar, not how long it has been judged since: a step that then holds flat for an hour is
+    // still a step, and wear or scale take days to get there.
+    if state.reached_low.is_none() && h < state.low.unwrap_or(th.head_ratio_low) {
+        state.reached_low = Some(i.ts);
+    }
+    let took_secs = (state.reached_low.unwrap_or(i.ts) - departed) as f64 / 1e6;
+    // After a step the slow level lags the motor by minutes: whether it is still loaded is
+    // judged on the lower of the slow and the fast level.
+    let cur = match (val(&s.cur), val(&s.fast_cur)) {
+        (Some(slow), Some(fast)) => Some(slow.min(fast)),
+        (slow, fast) => slow.or(fast),
+    };
     // A small loss that came suddenly, with the motor still loaded, the annulus filling and
     // the surface flow falling and the wellhead not pressing back, is a leak already: several
     // channels agree on it.
@@ -801,6 +831,18 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     if state.kind.is_none() && abrupt_loaded && wellhead_up {
         return None;
     }
+    // Nor is a sudden loss with the motor loaded while the annulus is being drawn down below
+    // where it stood: a leak fills the annulus. The pump runs further right on its curve (a
+    // drive speeding up to draw down a full annulus), where the head is lower.
+    // Minutes after the step the two look alike; the intake declares itself within
+    // `leak_intake_watch_secs` (at once when it already rises).
+    let intake = val(&s.fast_pip).zip(state.at_departure.and_then(|m| m.pip));
+    let drawn_down = intake.is_some_and(|(now, then)| now < then * (1.0 - th.pip_fall_margin));
+    let filling = intake.is_none_or(|(now, then)| now >= then * (1.0 + th.pip_fall_margin));
+    let watched = (i.ts - departed) as f64 / 1e6 >= th.leak_intake_watch_secs;
+    if state.kind.is_none() && abrupt_loaded && (drawn_down || !(filling || watched)) {
+        return None;
+    }
     // Wear and scale take days: a sudden loss with the motor unloading is neither (a broken
     // shaft, gas or a closed valve; their own rules judge it).
     if state.kind.is_none() && took_secs <= th.abrupt_secs && !abrupt_loaded {
@@ -808,6 +850,7 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     }
     if state.kind.is_none() {
         state.developed_secs = took_secs;
+        state.current_at_onset = cur;
     }
     let scale = scale_since_departure(i, state);
     let kind = *state.kind.get_or_insert_with(|| {
@@ -845,8 +888,8 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         Condition::ScalePlugging => ev.extend(scale_evidence(i, state)),
         Condition::TubingLeak => {
             ev.push(Evidence::opt(
-                "current_ratio",
-                cur,
+                "current_ratio_at_onset",
+                state.current_at_onset,
                 th.leak_current_ratio,
                 ">=",
             ));

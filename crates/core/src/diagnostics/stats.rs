@@ -10,6 +10,8 @@ pub struct Ewma {
     pub var: f64,
     last_ts: i64,
     init: bool,
+    /// Readings taken in since the start (saturating).
+    count: u32,
     /// The last (dt, τ, weight): sampling is usually regular, and `exp` per channel and reading
     /// was a visible share of the server's CPU during bulk ingestion.
     memo: Option<(f64, f64, f64)>,
@@ -20,6 +22,7 @@ impl Ewma {
         if !x.is_finite() {
             return;
         }
+        self.count = self.count.saturating_add(1);
         if !self.init {
             self.mean = x;
             self.var = 0.0;
@@ -56,6 +59,11 @@ impl Ewma {
 
     pub fn std(&self) -> f64 {
         self.var.max(0.0).sqrt()
+    }
+
+    /// Readings taken in since the start.
+    pub fn count(&self) -> u32 {
+        self.count
     }
 
     pub fn last_ts(&self) -> i64 {

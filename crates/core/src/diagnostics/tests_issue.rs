@@ -939,3 +939,170 @@ fn a_temperature_swinging_faster_than_any_thermal_mass_is_an_erratic_gauge() {
     let (erratic, _) = run(&|n| (n % 180 == 0).then_some(-80.0));
     assert!(!erratic);
 }
+
+/// Scales channels of every reading from `at` on (`None` removes the channel).
+fn scaled_from(
+    readings: Vec<(Timestamp, Measurements)>,
+    at: i64,
+    change: impl Fn(i64, &mut Measurements),
+) -> Vec<(Timestamp, Measurements)> {
+    readings
+        .into_iter()
+        .map(|(ts, mut m)| {
+            if ts.0 >= at {
+                change(ts.0 - at, &mut m);
+            }
+            (ts, m)
+        })
+        .collect()
+}
+
+fn scale(m: &mut Measurements, field: Field, factor: f64) {
+    let v = m.get(field).map(|v| v * factor);
+    m.set(field, v);
+}
+
+fn episodes_of(
+    meta: &crate::well::WellMeta,
+    readings: &[(Timestamp, Measurements)],
+) -> Vec<Episode> {
+    run_checked(Some(meta), readings, TrainingWindow::Default).0
+}
+
+fn has(episodes: &[Episode], c: Condition) -> bool {
+    episodes
+        .iter()
+        .any(|ep| ep.diagnosis == Diagnosis::Condition(c))
+}
+
+/// Wear and scale take days to cost a pump its head. A loss that came within minutes and then
+/// held flat for hours is a step (here with the motor unloading: gas, not a leak): how long
+/// the head took to fall is measured from its departure to the bar, not to the moment it is
+/// judged, or every step would read as wear an hour later.
+#[test]
+fn a_sudden_head_loss_that_then_holds_is_not_wear() {
+    let plan = pinned(Family::Classic, None, 22, "20s");
+    let readings = scaled_from(samples(&plan, 0), start().0 + 14 * HOUR, |_, m| {
+        scale(m, Field::DischargePressurePsi, 0.8);
+        scale(m, Field::MotorCurrentA, 0.85);
+        scale(m, Field::FlowRateBpd, 0.85);
+    });
+    let episodes = episodes_of(&plan.wells[0].meta, &readings);
+    assert!(!has(&episodes, Condition::PumpWear), "{episodes:?}");
+    assert!(!has(&episodes, Condition::ScalePlugging), "{episodes:?}");
+}
+
+/// A leak returns part of the delivery to the annulus: the intake rises. A sudden, loaded loss
+/// of head while the intake is drawn well below where it stood is the pump running further
+/// right on its curve (a drive speeding up to draw down a full annulus), not a leak.
+#[test]
+fn a_loaded_head_loss_while_the_annulus_is_drawn_down_is_not_a_leak() {
+    let plan = pinned(Family::Classic, None, 22, "20s");
+    let at = start().0 + 14 * HOUR;
+    let changed = |intake_fall: f64| {
+        let readings = scaled_from(samples(&plan, 0), at, move |since, m| {
+            scale(m, Field::DischargePressurePsi, 0.78);
+            scale(m, Field::MotorCurrentA, 1.05);
+            let drawn = (since as f64 / (HOUR / 2) as f64).min(1.0) * intake_fall;
+            scale(m, Field::IntakePressurePsi, 1.0 - drawn);
+        });
+        // No flow meter: what the pump delivers is not measured.
+        scaled_from(readings, 0, |_, m| m.set(Field::FlowRateBpd, None))
+    };
+    let meta = &plan.wells[0].meta;
+    assert!(
+        has(&episodes_of(meta, &changed(0.0)), Condition::TubingLeak),
+        "the same loss with the intake holding reads as a leak"
+    );
+    let episodes = episodes_of(meta, &changed(0.06));
+    assert!(!has(&episodes, Condition::TubingLeak), "{episodes:?}");
+}
+
+/// Without a vibration channel and with the intake far above the bubble point, a lost lift
+/// was taken for a broken shaft. The motor tells them apart: a broken shaft leaves it at a
+/// steady no-load current after the restart; a current that hunts means the impellers still
+/// load it and gas takes the lift.
+#[test]
+fn a_current_that_hunts_after_the_restart_is_not_a_broken_shaft() {
+    let mut plan = pinned(Family::Classic, None, 20, "20s");
+    if let Some(fluid) = plan.wells[0].meta.fluid.as_mut() {
+        fluid.bubble_point_psi = Some(50.0);
+    }
+    let at = start().0 + 14 * HOUR;
+    let lost = |hunting: bool| {
+        let readings = scaled_from(samples(&plan, 0), at, move |since, m| {
+            m.set(Field::VibrationXG, None);
+            m.set(Field::VibrationYG, None);
+            let minutes = since / 60_000_000;
+            if (2..20).contains(&minutes) {
+                // Tripped on underload; restarted after the backspin delay.
+                for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                    m.set(f, Some(0.0));
+                }
+                return;
+            }
+            let (cur, flow, head) = if hunting {
+                // Gas slugs: the load comes and goes within a minute.
+                let high = (since / 30_000_000) % 2 == 0;
+                if high {
+                    (0.8, 0.4, 0.5)
+                } else {
+                    (0.5, 0.05, 0.2)
+                }
+            } else {
+                (0.35, 0.0, 0.05)
+            };
+            scale(m, Field::MotorCurrentA, cur);
+            scale(m, Field::FlowRateBpd, flow);
+            let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
+            let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
+            m.set(Field::DischargePressurePsi, Some(pip + (pd - pip) * head));
+        });
+        scaled_from(readings, 0, |_, m| {
+            m.set(Field::VibrationXG, None);
+            m.set(Field::VibrationYG, None);
+        })
+    };
+    let meta = &plan.wells[0].meta;
+    let steady = episodes_of(meta, &lost(false));
+    assert!(has(&steady, Condition::BrokenShaft), "{steady:?}");
+    let hunting = episodes_of(meta, &lost(true));
+    assert!(!has(&hunting, Condition::BrokenShaft), "{hunting:?}");
+}
+
+/// A shaft that breaks in a worn pump: the relay trips at each restart on a no-load current.
+/// That trip-confirmed loss of lift is news at once; the wear episode held open before must not
+/// keep it out of the alarm list.
+#[test]
+fn a_broken_shaft_confirmed_by_trips_takes_over_from_an_open_wear_alarm() {
+    let plan = pinned(
+        Family::Classic,
+        Some((Condition::PumpWear, "30h", "120h")),
+        110,
+        "60s",
+    );
+    let at = start().0 + 100 * HOUR;
+    let readings = scaled_from(samples(&plan, 0), at, |since, m| {
+        // Three minutes at no load at each restart, then the underload trip for 27 minutes.
+        if (since / 60_000_000) % 30 >= 3 {
+            for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                m.set(f, Some(0.0));
+            }
+            return;
+        }
+        scale(m, Field::MotorCurrentA, 0.3);
+        scale(m, Field::FlowRateBpd, 0.0);
+        scale(m, Field::VibrationXG, 0.3);
+        scale(m, Field::VibrationYG, 0.3);
+        let pip = m.get(Field::IntakePressurePsi);
+        m.set(Field::DischargePressurePsi, pip);
+    });
+    let episodes = episodes_of(&plan.wells[0].meta, &readings);
+    assert!(has(&episodes, Condition::PumpWear), "{episodes:?}");
+    assert!(
+        episodes.iter().any(
+            |ep| ep.diagnosis == Diagnosis::Condition(Condition::BrokenShaft) && ep.start.0 >= at
+        ),
+        "{episodes:?}"
+    );
+}

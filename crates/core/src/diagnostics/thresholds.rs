@@ -142,6 +142,9 @@ pub struct Thresholds {
     pub gas_lock_vibration_ratio: f64,
     /// A broken shaft leaves the current steady: fast std of the current ratio below this.
     pub broken_shaft_steady_std: f64,
+    /// How many readings the current must have been watched (since the pump started) before
+    /// it counts as steady.
+    pub broken_shaft_steady_readings: u32,
     /// Pump-off without a flow meter: the motor unloads below this current ratio.
     pub pump_off_current_ratio: f64,
     /// Early pump-off: the fast intake ratio below the slow one by this margin...
@@ -223,6 +226,9 @@ pub struct Thresholds {
     pub leak_step_flow_fall: f64,
     /// A leak keeps the motor loaded: current ratio at or above this.
     pub leak_current_ratio: f64,
+    /// How long after a sudden, loaded head loss the intake is watched before it is judged a
+    /// leak: a leak fills the annulus, a pump pushed right on its curve draws it down.
+    pub leak_intake_watch_secs: f64,
     /// Scale insulates the motor: since the head began to depart, the winding-rise ratio the
     /// lost flow does not explain has grown by at least this (a worn pump's stays level).
     pub scale_unexplained_rise: f64,
@@ -327,6 +333,7 @@ impl Default for Thresholds {
             gas_lock_current_ratio: 0.85,
             gas_lock_vibration_ratio: 1.1,
             broken_shaft_steady_std: 0.03,
+            broken_shaft_steady_readings: 3,
             pump_off_current_ratio: 0.95,
             pip_fall_margin: 0.01,
             pip_drawn_ratio: 0.9,
@@ -361,6 +368,7 @@ impl Default for Thresholds {
             leak_step_pip_rise: 1.02,
             leak_step_flow_fall: 0.97,
             leak_current_ratio: 0.95,
+            leak_intake_watch_secs: 600.0,
             scale_unexplained_rise: 0.07,
             scale_rise_change: 0.2,
             overheat_producing_flow_ratio: 0.8,
