@@ -599,3 +599,148 @@ async fn alarm_changes_reach_email_recipients_through_a_real_smtp_server() {
     app.stop().await;
 }
 }
+
+/// Runs the real binary off the runtime (the in-process server must keep answering).
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(
+            &args,
+            &[("ESPWATCH_API_KEY", "")],
+            std::env::temp_dir().as_path(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// `espwatch webhooks add URL --events ... --wells ...` against a running server: the signed
+/// webhook and its rule exist, a real alarm reaches the receiver with a valid signature, `test`
+/// and `deliveries` work, a refused rule leaves no webhook behind, `remove` deletes it; without
+/// an admin key nothing happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhooks_command_manages_signed_webhooks_of_a_running_server() {
+    let receiver = Receiver::start().await;
+    let app = spawn_app_with(|c| {
+        c.notify_retry_base_ms = 100;
+        c.notify_retry_max_secs = 1;
+    })
+    .await;
+    let admin = create_key(
+        app.security.as_ref(),
+        "cli-admin",
+        espwatch_core::access::Role::Admin,
+        None,
+    )
+    .await;
+    let operator = create_key(
+        app.security.as_ref(),
+        "cli-op",
+        espwatch_core::access::Role::Operator,
+        None,
+    )
+    .await;
+    let server = format!("http://{}", app.address);
+    let with = |key: &str, args: &[&str]| {
+        let mut v: Vec<String> = vec!["webhooks".into()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v.extend([
+            "--url".into(),
+            server.clone(),
+            "--api-key".into(),
+            key.to_owned(),
+        ]);
+        v
+    };
+    let hook = receiver.url("/cli");
+
+    // An operator may not; nothing is created.
+    let (ok, _, stderr) = cli(with(&operator, &["add", &hook])).await;
+    assert!(!ok && stderr.contains("admin"), "{stderr}");
+
+    let (ok, stdout, stderr) = cli(with(
+        &admin,
+        &[
+            "add",
+            &hook,
+            "--events",
+            "alarm.raised,alarm.cleared",
+            "--wells",
+            "DIAG-*",
+            "--name",
+            "valves",
+        ],
+    ))
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("alarm.raised, alarm.cleared · wells DIAG-*"),
+        "{stdout}"
+    );
+    let secret = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("whsec_"))
+        .unwrap_or_else(|| panic!("no secret printed: {stdout}"))
+        .to_owned();
+    receiver.expect_secret("/cli", &secret);
+
+    // A rule the server refuses: the command fails and leaves no webhook behind.
+    let (ok, _, stderr) = cli(with(
+        &admin,
+        &[
+            "add",
+            &receiver.url("/bad"),
+            "--min-severity",
+            "apocalyptic",
+        ],
+    ))
+    .await;
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("was not kept"), "{stderr}");
+    let (ok, stdout, stderr) = cli(with(&admin, &["list"])).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("valves [webhook]") && stdout.contains(&hook),
+        "{stdout}"
+    );
+    assert!(stdout.contains("wells DIAG-*"), "{stdout}");
+    assert!(!stdout.contains("/bad"), "{stdout}");
+    assert!(
+        !stdout.contains(&secret),
+        "the secret is never listed: {stdout}"
+    );
+
+    // A real alarm, raised by the diagnostics, reaches the receiver signed.
+    let (meta, before, _) = closed_valve_well("DIAG-7");
+    let (status, _) = app
+        .post("/api/v1/wells", "application/json", meta.to_string())
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app.post("/api/v1/telemetry", "text/csv", before).await;
+    assert_eq!(status, 200);
+    wait_for_alarm(&app, "well_id=DIAG-7&state=raised").await;
+    let got = receiver.wait_for("/cli", 1, Duration::from_secs(15)).await;
+    assert_eq!(got[0].event, "alarm.raised");
+    assert_eq!(got[0].body["alarm"]["well_id"], "DIAG-7");
+    assert_eq!(receiver.bad_signatures(), 0);
+
+    // A test message by name, then the delivery log.
+    let (ok, stdout, stderr) = cli(with(&admin, &["test", "valves"])).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    receiver.wait_for("/cli", 2, Duration::from_secs(15)).await;
+    let (ok, stdout, stderr) = cli(with(&admin, &["deliveries", "--channel", "valves"])).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.matches(" delivered ").count(), 2, "{stdout}");
+    assert!(stdout.contains("alarm.raised"), "{stdout}");
+
+    // Removed by name: no channel left.
+    let (ok, stdout, stderr) = cli(with(&admin, &["remove", "valves"])).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    let (ok, stdout, _) = cli(with(&admin, &["list"])).await;
+    assert!(ok);
+    assert!(stdout.contains("no notification channels"), "{stdout}");
+    let (status, body) = app.get("/api/v1/notifications/rules").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["rules"], json!([]), "its rules went with it");
+}
