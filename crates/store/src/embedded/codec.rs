@@ -5,7 +5,9 @@
 //! the bytes come from disk and may be corrupt.
 //!
 //! **Log batch** (one per commit, written for durability, read only at recovery): a table of
-//! wells, each with its readings of the commit in the version 1 segment encoding below.
+//! wells, each with its readings of the commit in the version 1 segment encoding below (log
+//! version 2, since issue 23: float32 columns as decimals too, as in segments version 2; a
+//! 10-reading well of float32 gauge values 1 094 → 210 B).
 //! Measured: raw `f64`s (~110 B/reading) made disk writes the bottleneck of bulk ingestion;
 //! this is about a quarter of that for a little CPU.
 //!
@@ -37,7 +39,10 @@ use std::collections::BTreeMap;
 
 use espwatch_core::{FIELD_COUNT, Field, Measurements, Point, Timestamp, WellId};
 
-const LOG_VERSION: u8 = 1;
+/// Log batches of earlier releases: version 1 segments inside (still read).
+const LOG_V1: u8 = 1;
+/// Log batches now: version 1 segments inside whose columns may be float32 decimals.
+const LOG_VERSION: u8 = 2;
 const SEGMENT_V1: u8 = 1;
 const SEGMENT_V2: u8 = 2;
 
@@ -62,7 +67,8 @@ const PRESENCE_BITMAP: u8 = 2;
 /// Version 2 only: alternating run lengths, present first (the first run may be empty).
 const PRESENCE_RUNS: u8 = 3;
 const ENCODING_RAW: u8 = 0xFF;
-/// Version 2 only: `ENCODING_F32 | k` is "decimal scale `k` through float32": the value is the
+/// Segments version 2 and log batches version 2 only (both written since issue 23):
+/// `ENCODING_F32 | k` is "decimal scale `k` through float32": the value is the
 /// `f32` nearest to `i / 10^k`, widened (gauge values a gateway kept as float32).
 const ENCODING_F32: u8 = 0x80;
 
@@ -205,7 +211,25 @@ where
     for (id, points) in wells {
         put_varint(out, id.as_str().len() as u64);
         out.extend_from_slice(id.as_str().as_bytes());
-        encode_segment_v1_into(points.iter().map(|(t, m)| (*t, m)), out);
+        encode_segment_v1_into(points.iter().map(|(t, m)| (*t, m)), true, out);
+    }
+}
+
+/// A log batch as earlier releases wrote it (version 1 segments inside), for the tests.
+#[cfg(test)]
+pub fn encode_log_batch_v1<'a, I>(wells: I, out: &mut Vec<u8>)
+where
+    I: IntoIterator<Item = (&'a WellId, &'a BTreeMap<i64, Measurements>)>,
+    I::IntoIter: ExactSizeIterator,
+{
+    let wells = wells.into_iter();
+    out.clear();
+    out.push(LOG_V1);
+    put_varint(out, wells.len() as u64);
+    for (id, points) in wells {
+        put_varint(out, id.as_str().len() as u64);
+        out.extend_from_slice(id.as_str().as_bytes());
+        encode_segment_v1_into(points.iter().map(|(t, m)| (*t, m)), false, out);
     }
 }
 
@@ -215,7 +239,7 @@ pub type LogWell = (WellId, Vec<Point>);
 pub fn decode_log_batch(data: &[u8]) -> Result<Vec<LogWell>, CodecError> {
     let mut r = Reader::new(data);
     let version = r.u8()?;
-    if version != LOG_VERSION {
+    if version != LOG_VERSION && version != LOG_V1 {
         return err(format!("unknown log batch version {version}"));
     }
     let nwells = r.count(2)?;
@@ -250,24 +274,30 @@ pub enum Packing {
 /// Encodes points that are strictly ascending by time (callers guarantee it; checked in debug)
 /// as a version 2 segment.
 pub fn encode_segment(points: &[Point], packing: Packing) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + points.len() * 4 * FIELD_COUNT);
+    encode_segment_into(points, packing, &mut out);
+    out
+}
+
+/// [`encode_segment`], appending to `out`.
+fn encode_segment_into(points: &[Point], packing: Packing, out: &mut Vec<u8>) {
     debug_assert!(points.windows(2).all(|w| w[0].0 < w[1].0));
     let n = points.len();
-    let mut out = Vec::with_capacity(16 + n * 4 * FIELD_COUNT);
     out.push(SEGMENT_V2);
     out.push(match packing {
         Packing::Fast => 0,
         Packing::Compact => FLAG_COMPACT,
     });
-    put_varint(&mut out, n as u64);
+    put_varint(out, n as u64);
     let pco = |count: usize| packing == Packing::Compact && count >= PCO_MIN;
 
     let ts: Vec<i64> = points.iter().map(|p| p.0.0).collect();
     if pco(n) && n <= MAX_PCO_ROWS {
         out.push(PACK_PCO);
-        put_pco(&mut out, &ts);
+        put_pco(out, &ts);
     } else {
         out.push(PACK_VARINT);
-        put_timestamps_dod(&mut out, &ts);
+        put_timestamps_dod(out, &ts);
     }
 
     let mut present: Vec<f64> = Vec::with_capacity(n);
@@ -282,7 +312,7 @@ pub fn encode_segment(points: &[Point], packing: Packing) -> Vec<u8> {
         if present.len() == n {
             out.push(PRESENCE_ALL);
         } else {
-            put_presence(&mut out, points.iter().map(|p| !p.1.raw()[ch].is_nan()), n);
+            put_presence(out, points.iter().map(|p| !p.1.raw()[ch].is_nan()), n);
         }
         let mut encoding = ENCODING_RAW;
         let scale = match decimal_scale(&present, &mut ints) {
@@ -302,9 +332,9 @@ pub fn encode_segment(points: &[Point], packing: Packing) -> Vec<u8> {
             PACK_VARINT
         });
         match (scale, packed_with_pco) {
-            (Some(_), true) => put_pco(&mut out, &ints),
-            (None, true) => put_pco(&mut out, &present),
-            (Some(_), false) => put_int_deltas(&mut out, &ints),
+            (Some(_), true) => put_pco(out, &ints),
+            (None, true) => put_pco(out, &present),
+            (Some(_), false) => put_int_deltas(out, &ints),
             (None, false) => {
                 for v in &present {
                     out.extend_from_slice(&v.to_le_bytes());
@@ -312,7 +342,6 @@ pub fn encode_segment(points: &[Point], packing: Packing) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 /// Whether a stored segment is a compact version 2 one (anything else is rewritten compact
@@ -325,15 +354,16 @@ pub fn is_compact(data: &[u8]) -> bool {
 #[cfg(test)]
 pub fn encode_segment_v1(points: &[Point]) -> Vec<u8> {
     let mut out = Vec::new();
-    encode_segment_v1_into(points.iter().map(|(t, m)| (t.0, m)), &mut out);
+    encode_segment_v1_into(points.iter().map(|(t, m)| (t.0, m)), false, &mut out);
     out
 }
 
 /// Version 1: appends the segment encoding of ascending `(ts, values)` pairs to `out`. Log
-/// batches still use it (cheap to write, read only at recovery); tests write old segments
-/// with it.
+/// batches use it (cheap to write, read only at recovery), since log version 2 with `f32`
+/// (float32 values as decimals, as version 2 segments); tests write old segments with it.
 fn encode_segment_v1_into<'a>(
     points: impl Iterator<Item = (i64, &'a Measurements)>,
+    f32: bool,
     out: &mut Vec<u8>,
 ) {
     let mut ts: Vec<i64> = Vec::new();
@@ -362,9 +392,16 @@ fn encode_segment_v1_into<'a>(
         } else {
             put_bitmap(out, rows.iter().map(|r| !r[ch].is_nan()), n);
         }
-        match decimal_scale(&present, &mut ints) {
-            Some(k) => {
-                out.push(k as u8);
+        let scale = decimal_scale(&present, &mut ints)
+            .map(|k| k as u8)
+            .or_else(|| {
+                f32.then(|| f32_decimal_scale(&present, &mut ints))
+                    .flatten()
+                    .map(|k| ENCODING_F32 | k as u8)
+            });
+        match scale {
+            Some(encoding) => {
+                out.push(encoding);
                 put_int_deltas(out, &ints);
             }
             None => {
@@ -759,8 +796,7 @@ fn decode_rows(
         }
         read_presence(r, presence, format, n, &mut rows, ch)?;
         let encoding = r.u8()?;
-        let through_f32 = format == Format::V2
-            && encoding & ENCODING_F32 != 0
+        let through_f32 = encoding & ENCODING_F32 != 0
             && encoding != ENCODING_RAW
             && (encoding & !ENCODING_F32) as usize <= MAX_SCALE;
         if encoding != ENCODING_RAW && encoding as usize > MAX_SCALE && !through_f32 {
@@ -904,7 +940,7 @@ mod tests {
         [
             ("v1", |p| {
                 let mut out = Vec::new();
-                encode_segment_v1_into(p.iter().map(|(t, m)| (t.0, m)), &mut out);
+                encode_segment_v1_into(p.iter().map(|(t, m)| (t.0, m)), false, &mut out);
                 out
             }),
             ("fast", |p| encode_segment(p, Packing::Fast)),
@@ -1165,6 +1201,45 @@ mod tests {
         }
     }
 
+    /// The log batch written at every commit: float32-noisy gauge values cost what decimals
+    /// cost (they were raw `f64`s: bytes written, not CPU, bound bulk ingestion).
+    #[test]
+    fn log_batches_of_float32_values_are_as_small_as_decimal_ones() {
+        let well = WellId::parse("F-1").unwrap();
+        let decimal: BTreeMap<i64, Measurements> = gauge_window(0.01)
+            .into_iter()
+            .take(10)
+            .map(|(t, m)| (t.0, m))
+            .collect();
+        let noisy: BTreeMap<i64, Measurements> = decimal
+            .iter()
+            .map(|(t, m)| {
+                (
+                    *t,
+                    Measurements::from_raw(m.raw().map(|v| f64::from(v as f32))),
+                )
+            })
+            .collect();
+        let (mut d, mut f, mut f_v1, mut d_v1) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        encode_log_batch([(&well, &decimal)], &mut d);
+        encode_log_batch_v1([(&well, &decimal)], &mut d_v1);
+        encode_log_batch([(&well, &noisy)], &mut f);
+        encode_log_batch_v1([(&well, &noisy)], &mut f_v1);
+        let back = decode_log_batch(&f).unwrap();
+        let want: Vec<Point> = noisy.iter().map(|(t, m)| (Timestamp(*t), *m)).collect();
+        assert!(same(&back[0].1, &want));
+        eprintln!(
+            "10 readings: decimal {} B, float32 {} B (version 1: {} B, {} B)",
+            d.len(),
+            f.len(),
+            d_v1.len(),
+            f_v1.len()
+        );
+        assert_eq!(d.len(), d_v1.len());
+        assert!(f.len() <= d.len() + 8, "{} vs {}", f.len(), d.len());
+        assert!(f.len() * 3 < f_v1.len(), "{} vs {}", f.len(), f_v1.len());
+    }
+
     #[test]
     fn log_batch_round_trip_and_corruption() {
         let a = WellId::parse("A-1").unwrap();
@@ -1174,8 +1249,17 @@ mod tests {
         pa.insert(7, m(&[]));
         let mut pb = BTreeMap::new();
         pb.insert(-3, m(&[(4, f64::INFINITY), (6, 1e-300)]));
+        let mut v1 = Vec::new();
+        encode_log_batch_v1([(&a, &pa), (&b, &pb)], &mut v1);
         let mut data = Vec::new();
         encode_log_batch([(&a, &pa), (&b, &pb)], &mut data);
+        assert_eq!((v1[0], data[0]), (LOG_V1, LOG_VERSION));
+        // Earlier releases' batches (recovery after an upgrade) decode the same.
+        let old = decode_log_batch(&v1).unwrap();
+        for (x, y) in old.iter().zip(&decode_log_batch(&data).unwrap()) {
+            assert_eq!(x.0, y.0);
+            assert!(same(&x.1, &y.1));
+        }
         let back = decode_log_batch(&data).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back[0].0, a);
