@@ -355,6 +355,14 @@ async fn list(server: &ServerArgs) -> anyhow::Result<()> {
             c["kind"].as_str().unwrap_or(""),
             target
         );
+        if c["disabled"] == true {
+            println!(
+                "    DISABLED since {} ({}): alarm changes are not sent; `espwatch webhooks test {}` enables it once it gets through",
+                c["disabled_since"].as_str().unwrap_or("?"),
+                c["disabled_reason"].as_str().unwrap_or("dead delivery"),
+                c["id"]
+            );
+        }
         let mine: Vec<&Value> = rules
             .iter()
             .filter(|r| r["channel_id"] == c["id"])
