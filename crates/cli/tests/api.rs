@@ -5,6 +5,7 @@ mod ask;
 mod browser;
 mod diagnostics;
 mod field;
+mod fleet;
 mod legacy;
 mod lifecycle;
 mod notify;

@@ -1,7 +1,8 @@
 // Fleet overview: every well with its state colour, key values with units and age, a
-// sparkline of motor current, counts by condition, search, filter and sort. Built for 1 000
-// wells: rows are made once and reused; live readings only mark rows dirty, and dirty rows
-// are redrawn once per animation frame.
+// sparkline of motor current over the last hour, counts by condition, search, filter and sort.
+// Built for 1 000 wells: rows are made once and reused; live readings only mark rows dirty,
+// and dirty rows are redrawn once per animation frame. The sparklines' history is fetched for
+// the rows that scroll into view, many wells per request (GET /api/v1/wells/telemetry).
 
 import { api, can, errorText } from './api.js';
 import * as units from './units.js';
@@ -23,7 +24,27 @@ const COLUMNS = [
   { key: 'motor_temp_c' },
   { key: 'flow_rate_bpd' },
 ];
-const SPARK_POINTS = 60;
+/** The sparkline: the last hour of motor current in 2-minute buckets (live readings included). */
+const SPARK_SPAN_MS = 3600 * 1000;
+const SPARK_BUCKET_MS = 120 * 1000;
+/** Wells per history request. */
+const TREND_BATCH = 200;
+
+/** Adds a value to a well's sparkline buckets (a running mean per bucket), oldest dropped. */
+function sparkAdd(spark, tsMs, value, weight = 1) {
+  const b = Math.floor(tsMs / SPARK_BUCKET_MS) * SPARK_BUCKET_MS;
+  const last = spark[spark.length - 1];
+  if (last && last.b === b) {
+    last.sum += value * weight;
+    last.n += weight;
+  } else if (!last || b > last.b) {
+    spark.push({ b, sum: value * weight, n: weight });
+  } else {
+    return;
+  }
+  const oldest = Date.now() - SPARK_SPAN_MS - SPARK_BUCKET_MS;
+  while (spark.length && spark[0].b < oldest) spark.shift();
+}
 
 export class FleetView {
   constructor(root) {
@@ -35,9 +56,68 @@ export class FleetView {
     this.frame = 0;
     this.unsubscribe = units.onChange(() => this.renderAll());
     this.ticker = setInterval(() => this.tickAges(), 5000);
+    this.trendQueue = new Set();
+    this.trendTimer = 0;
+    // Rows entering the view (or near it) get their hour of history, once.
+    this.observer = can('telemetry:read') && 'IntersectionObserver' in window
+      ? new IntersectionObserver((entries) => this.onVisible(entries), { rootMargin: '300px' })
+      : null;
+  }
+
+  onVisible(entries) {
+    for (const e of entries) {
+      if (!e.isIntersecting) continue;
+      this.observer.unobserve(e.target);
+      const w = this.wells.get(e.target.dataset.well);
+      if (w && w.ts !== null) this.trendQueue.add(w.id);
+    }
+    if (this.trendQueue.size && !this.trendTimer) {
+      this.trendTimer = setTimeout(() => { this.trendTimer = 0; this.loadTrends(); }, 50);
+    }
+  }
+
+  /** The last hour of motor current of the queued wells, TREND_BATCH per request. */
+  async loadTrends() {
+    const ids = [...this.trendQueue].slice(0, TREND_BATCH);
+    ids.forEach((id) => this.trendQueue.delete(id));
+    if (ids.length === 0) return;
+    const to = Date.now();
+    const from = Math.floor((to - SPARK_SPAN_MS) / SPARK_BUCKET_MS) * SPARK_BUCKET_MS;
+    const params = new URLSearchParams({
+      wells: ids.join(','),
+      fields: 'motor_current_a',
+      from: new Date(from).toISOString(),
+      to: new Date(to + 1000).toISOString(),
+      step: `${SPARK_BUCKET_MS / 1000}s`,
+      agg: 'avg',
+    });
+    const r = await api(`/api/v1/wells/telemetry?${params}`);
+    if (this.destroyed) return;
+    if (r.ok) {
+      for (const s of r.data.wells) {
+        const w = this.wells.get(s.well_id);
+        if (!w) continue;
+        const values = s.fields.motor_current_a || [];
+        // History first, then what arrived live since (the bucket of now is merged).
+        const live = w.spark;
+        const spark = [];
+        s.ts.forEach((t, i) => { if (values[i] !== null) sparkAdd(spark, Date.parse(t), values[i]); });
+        for (const p of live) {
+          const last = spark[spark.length - 1];
+          if (!last || p.b > last.b) spark.push(p);
+        }
+        w.spark = spark;
+        w.trendLoaded = true;
+        this.schedule(w, false);
+      }
+    }
+    if (this.trendQueue.size) this.loadTrends();
   }
 
   destroy() {
+    this.destroyed = true;
+    if (this.observer) this.observer.disconnect();
+    clearTimeout(this.trendTimer);
     this.unsubscribe();
     clearInterval(this.ticker);
     cancelAnimationFrame(this.frame);
@@ -66,9 +146,13 @@ export class FleetView {
         ageAt: receivedAt,
         values: w.values || {},
         alarms: new Map(),
-        spark: w.values && w.values.motor_current_a !== undefined ? [w.values.motor_current_a] : [],
+        spark: [],
         row: null,
       });
+      const wl = this.wells.get(w.well_id);
+      if (wl.ts !== null && w.values && w.values.motor_current_a !== undefined) {
+        sparkAdd(wl.spark, wl.ts, w.values.motor_current_a);
+      }
     }
     if (registry && registry.ok) {
       for (const m of registry.data.wells) {
@@ -108,7 +192,7 @@ export class FleetView {
       this.th('condition', 'Condition'),
       ...COLUMNS.map((c) => this.th(c.key, units.labelOf(c.key), c.key)),
       this.th('age', 'Age'),
-      h('th', null, 'Current trend'));
+      h('th', null, 'Current, last hour'));
     this.thead = h('thead', null, head);
     this.tbody = h('tbody', { id: 'fleet-rows' });
     this.table = h('table', { class: 'grid', id: 'fleet-table' }, this.thead, this.tbody);
@@ -182,6 +266,7 @@ export class FleetView {
     w.row = row;
     w.cells = cells;
     this.renderRow(w);
+    if (this.observer) this.observer.observe(row);
   }
 
   renderRow(w) {
@@ -207,20 +292,27 @@ export class FleetView {
       canvas = h('canvas', { class: 'spark', width: 90, height: 22 });
       w.cells.spark.append(canvas);
     }
+    canvas.dataset.points = String(pts.length);
     const ctx = canvas.getContext('2d');
     ctx.clearRect(0, 0, canvas.width, canvas.height);
-    let lo = Math.min(...pts);
-    let hi = Math.max(...pts);
+    const ys = pts.map((p) => p.sum / p.n);
+    let lo = Math.min(...ys);
+    let hi = Math.max(...ys);
     if (hi - lo < 1e-9) { lo -= 1; hi += 1; }
+    // Time on x: the last hour, so a gap in the data shows as a gap in the line's spacing.
+    const end = Date.now();
+    const start = end - SPARK_SPAN_MS;
     ctx.strokeStyle = '#0f6fa8';
     ctx.lineWidth = 1.5;
     ctx.beginPath();
-    pts.forEach((v, i) => {
-      const x = (i / (SPARK_POINTS - 1)) * (canvas.width - 2) + 1;
-      const y = canvas.height - 2 - ((v - lo) / (hi - lo)) * (canvas.height - 4);
+    pts.forEach((p, i) => {
+      const t = Math.min(end, Math.max(start, p.b + SPARK_BUCKET_MS / 2));
+      const x = ((t - start) / SPARK_SPAN_MS) * (canvas.width - 2) + 1;
+      const y = canvas.height - 2 - ((ys[i] - lo) / (hi - lo)) * (canvas.height - 4);
       if (i === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
     });
     ctx.stroke();
+    canvas.title = `Motor current, last hour: ${units.format('motor_current_a', lo)}–${units.format('motor_current_a', hi)} A`;
   }
 
   renderAll() {
@@ -293,7 +385,8 @@ export class FleetView {
     return w;
   }
 
-  schedule(w) {
+  schedule(w, flash = true) {
+    if (flash) w.flash = true;
     this.dirty.add(w);
     if (!this.frame) {
       this.frame = requestAnimationFrame(() => {
@@ -303,6 +396,8 @@ export class FleetView {
         for (const d of dirty) {
           if (!d.row) continue;
           this.renderRow(d);
+          if (!d.flash) continue;
+          d.flash = false;
           d.row.classList.remove('flash');
           void d.row.offsetWidth;
           d.row.classList.add('flash');
@@ -339,10 +434,7 @@ export class FleetView {
         const values = {};
         for (const [k, v] of Object.entries(r)) if (k !== 'well_id' && k !== 'ts') values[k] = v;
         w.values = values;
-        if (values.motor_current_a !== undefined) {
-          w.spark.push(values.motor_current_a);
-          if (w.spark.length > SPARK_POINTS) w.spark.shift();
-        }
+        if (values.motor_current_a !== undefined) sparkAdd(w.spark, ts, values.motor_current_a);
         this.schedule(w);
       }
     } else if (m.type === 'alarm') {

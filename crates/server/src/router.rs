@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(legacy::telemetry))
         .routes(routes!(legacy::diagnostics))
         .routes(routes!(telemetry::latest))
+        .routes(routes!(telemetry::fleet_query))
         .routes(routes!(wells::list, wells::create))
         .routes(routes!(wells::get, wells::replace, wells::delete))
         .routes(routes!(alarms::list))

@@ -7,6 +7,7 @@
 
 mod admin;
 mod ask;
+mod fleet;
 mod webdriver;
 
 use std::path::PathBuf;
@@ -80,6 +81,7 @@ async fn raise(app: &TestApp, well: &str, condition: &str, severity: &str) -> i6
     alarm.id
 }
 
+both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_signs_in_watches_live_acknowledges_and_signs_out_and_a_viewer_cannot_ack() {
     let Some(b) = browser().await else { return };
@@ -242,6 +244,7 @@ async fn an_operator_signs_in_watches_live_acknowledges_and_signs_out_and_a_view
     assert_eq!(buttons, 0, "no acknowledge button for a viewer");
     b.quit().await;
 }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_of_a_thousand_wells_renders_within_a_second() {
@@ -378,6 +381,12 @@ async fn screenshots_of_a_simulated_fleet_with_a_gas_lock() {
         "the fleet",
         "return document.querySelectorAll('#fleet-rows tr').length === 9;",
         Duration::from_secs(20),
+    )
+    .await;
+    b.wait(
+        "the sparklines (the last hour of motor current)",
+        "return document.querySelectorAll('#fleet-rows canvas.spark').length === 9;",
+        Duration::from_secs(10),
     )
     .await;
     b.screenshot(&dir.join("fleet.png")).await;

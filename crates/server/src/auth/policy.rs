@@ -84,6 +84,13 @@ pub const ROUTES: &[RouteRule] = &[
         PathId,
     ),
     rule(Method::GET, "/api/v1/wells/latest", p(LatestRead), NoWell),
+    // Narrowed to the caller's wells by the handler.
+    rule(
+        Method::GET,
+        "/api/v1/wells/telemetry",
+        p(TelemetryRead),
+        NoWell,
+    ),
     rule(Method::GET, "/api/v1/wells", p(WellsRead), NoWell),
     rule(Method::POST, "/api/v1/wells", p(WellsRegister), NoWell),
     rule(Method::GET, "/api/v1/wells/{id}", p(WellsRead), PathId),

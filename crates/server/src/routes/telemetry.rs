@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::Utc;
+use espwatch_core::access::WellScope;
 use espwatch_core::duration::{format_duration_micros, parse_duration_micros};
 use espwatch_core::ingest::{CsvDialect, DecodeOptions, PayloadFormat};
 use espwatch_core::localtime::UtcOffset;
@@ -397,6 +398,170 @@ pub async fn query(
         fields,
     })
     .into_response())
+}
+
+/// Query parameters of the fleet telemetry query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FleetTelemetryParams {
+    /// Comma-separated well ids (at most 1000). Default: every well the caller may see.
+    /// Wells the caller may not see, and wells without data in the range, are left out.
+    wells: Option<String>,
+    /// Start of the range, RFC 3339, inclusive. Default: 24 h before `to`.
+    from: Option<String>,
+    /// End of the range, RFC 3339, exclusive. Default: now.
+    to: Option<String>,
+    /// Comma-separated channel names. Default: all channels.
+    fields: Option<String>,
+    /// Bucket width (`1m`, `5m`, `1h`, ...), required: this query is always bucketed.
+    step: String,
+    /// Aggregate per bucket: `avg` (default), `min`, `max`, `last`.
+    agg: Option<String>,
+}
+
+/// One well's buckets in the fleet query.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetWellSeries {
+    well_id: String,
+    /// Bucket starts, RFC 3339 UTC (buckets without readings are left out).
+    ts: Vec<String>,
+    /// One array per requested channel, aligned with `ts`; null = no value.
+    #[schema(value_type = Object)]
+    fields: BTreeMap<&'static str, Vec<Option<f64>>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetTelemetryResponse {
+    from: String,
+    to: String,
+    step: String,
+    agg: &'static str,
+    /// Wells with data in the range, by id.
+    wells: Vec<FleetWellSeries>,
+}
+
+/// Most wells one fleet query may name.
+const MAX_FLEET_WELLS: usize = 1000;
+/// Most buckets × wells one fleet query may produce.
+const MAX_FLEET_BUCKETS: i64 = 2_000_000;
+
+/// The same bucketed query for many wells in one request (the console's fleet sparklines):
+/// every well the caller may see, or the ones named, over one range and step.
+#[utoipa::path(get, path = "/api/v1/wells/telemetry", tag = "telemetry",
+    params(FleetTelemetryParams),
+    responses(
+        (status = 200, description = "Bucketed series per well", body = FleetTelemetryResponse),
+        (status = 400, description = "Invalid parameter", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn fleet_query(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiQuery(params): ApiQuery<FleetTelemetryParams>,
+) -> Result<Json<FleetTelemetryResponse>, ApiError> {
+    let invalid = |param: &str, message: String| {
+        ApiError::bad_request("invalid_query", message)
+            .with_details(serde_json::json!({ "parameter": param }))
+    };
+    let requested = match params.wells.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(list) => {
+            let mut ids = Vec::new();
+            for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let id = WellId::parse(id).map_err(|e| invalid("wells", format!("{id:?}: {e}")))?;
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            if ids.len() > MAX_FLEET_WELLS {
+                return Err(invalid(
+                    "wells",
+                    format!("at most {MAX_FLEET_WELLS} wells per query"),
+                ));
+            }
+            Some(ids)
+        }
+    };
+    // The per-well query's checks (range, fields, step, agg), with a stand-in well.
+    let one = build_query(
+        &state,
+        WellId::parse("fleet").expect("a valid id"),
+        TelemetryParams {
+            from: params.from,
+            to: params.to,
+            fields: params.fields,
+            step: Some(params.step),
+            agg: params.agg,
+            max_points: None,
+        },
+    )?;
+    let step = one.step_micros.expect("step is required");
+    // Only wells the caller may see: the named ones narrowed, or every visible registered
+    // well; `everyone` (an empty list to the store) when nothing was named and the caller
+    // sees every well.
+    let everyone = requested.is_none() && matches!(principal.scope, WellScope::All);
+    let wells: Vec<WellId> = match requested {
+        Some(ids) => ids
+            .into_iter()
+            .filter(|id| principal.may_see_well(id.as_str()))
+            .collect(),
+        None if everyone => Vec::new(),
+        None => state
+            .store
+            .list_wells()
+            .await?
+            .into_iter()
+            .filter(|w| principal.may_see_well(&w.meta.well_id.0))
+            .filter_map(|w| WellId::parse(&w.meta.well_id.0).ok())
+            .collect(),
+    };
+    let count = if everyone {
+        state.store.list_wells().await?.len()
+    } else {
+        wells.len()
+    };
+    let buckets = (one.range.to.0 - one.range.from.0 + step - 1) / step;
+    if buckets.saturating_mul(count as i64) > MAX_FLEET_BUCKETS {
+        return Err(invalid(
+            "step",
+            format!(
+                "{buckets} buckets × {count} wells is more than {MAX_FLEET_BUCKETS}: use a larger `step`, a shorter range or fewer wells"
+            ),
+        ));
+    }
+    let mut response = FleetTelemetryResponse {
+        from: one.range.from.to_rfc3339(),
+        to: one.range.to.to_rfc3339(),
+        step: format_duration_micros(step),
+        agg: one.agg.name(),
+        wells: Vec::new(),
+    };
+    if wells.is_empty() && !everyone {
+        return Ok(Json(response));
+    }
+    let query = espwatch_store::FleetQuery {
+        wells,
+        range: one.range,
+        fields: one.fields.clone(),
+        step_micros: step,
+        agg: one.agg,
+    };
+    let answer = state.store.fleet_query(&query).await?;
+    response.wells = answer
+        .into_iter()
+        .filter(|w| principal.may_see_well(w.well_id.as_str()))
+        .map(|w| FleetWellSeries {
+            well_id: w.well_id.to_string(),
+            ts: w.series.ts.iter().map(|t| t.to_rfc3339()).collect(),
+            fields: w
+                .series
+                .columns
+                .into_iter()
+                .map(|(f, values)| (f.name(), values))
+                .collect(),
+        })
+        .collect();
+    Ok(Json(response))
 }
 
 fn build_query(
