@@ -307,6 +307,14 @@ async fn a_question_is_answered_its_chips_edited_and_a_rephrasing_taken() {
         Duration::from_secs(10),
     )
     .await;
+    // The picture shows a chip open for editing (the time, as a list of time words).
+    b.click("#ask-chips .qchip[data-part=\"time\"]").await;
+    b.wait(
+        "the time chip's editor",
+        "return document.querySelector('#ask-chips .qchip.editing select');",
+        Duration::from_secs(5),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dir = std::env::var_os("ESPWATCH_SCREENSHOTS")
         .map(PathBuf::from)
