@@ -43,6 +43,9 @@ pub struct Transitions {
 #[derive(Clone, Debug, Default)]
 pub struct EpisodeTracker {
     tracks: BTreeMap<Diagnosis, Track>,
+    /// The previous reading's time: evidence on consecutive readings is persistent evidence
+    /// however far apart the readings are (a SCADA poll every 15 minutes).
+    last_step: Option<i64>,
 }
 
 impl EpisodeTracker {
@@ -103,7 +106,10 @@ impl EpisodeTracker {
             }
             track.last_evidence = ts;
             let (first, _, n) = match track.pending {
-                Some((first, last, n)) if ts - last <= secs(policy.persist_secs.max(300.0)) => {
+                Some((first, last, n))
+                    if ts - last <= secs(policy.persist_secs.max(300.0))
+                        || Some(last) == self.last_step =>
+                {
                     (first, ts, n + 1)
                 }
                 _ => (ts, ts, 1),
@@ -176,6 +182,7 @@ impl EpisodeTracker {
                 }
             }
         }
+        self.last_step = Some(ts);
         out
     }
 

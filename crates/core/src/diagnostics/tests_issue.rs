@@ -1159,3 +1159,15 @@ fn an_intake_gauge_jumping_faster_than_the_annulus_can_move_is_erratic() {
     let (erratic, _) = run(&|_| Some(1.08));
     assert!(!erratic);
 }
+
+/// SCADA polls many wells every 5 to 15 minutes. Evidence on consecutive readings is
+/// persistent evidence however far apart they are: an abrupt condition on such a well must
+/// raise its alarm (the chain of evidence was broken by every gap longer than five minutes).
+#[test]
+fn a_sparsely_polled_well_raises_its_alarms() {
+    for condition in [Condition::ClosedValve, Condition::TubingLeak] {
+        let plan = pinned(Family::Classic, Some((condition, "14h", "24h")), 26, "900s");
+        let episodes = episodes_of(&plan.wells[0].meta, &samples(&plan, 0));
+        assert!(has(&episodes, condition), "{condition:?}: {episodes:?}");
+    }
+}
