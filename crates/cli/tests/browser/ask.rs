@@ -307,10 +307,10 @@ async fn a_question_is_answered_its_chips_edited_and_a_rephrasing_taken() {
     let api = api_answer(&app, suggestion.as_str().unwrap()).await;
     assert_eq!(page_text(&b, "ask-text").await, api["answer"]["text"]);
 
-    // A trend: the series drawn (the README's picture).
+    // A trend of two wells: the series drawn, a line per well (the README's picture).
     b.type_into(
         "#ask-input",
-        &format!("trend of motor current of {first} over the last 6 hours\u{E007}"),
+        &format!("trend of motor current of {first} and {second} over the last 6 hours\u{E007}"),
     )
     .await;
     b.wait(
