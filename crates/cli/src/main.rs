@@ -14,6 +14,7 @@ mod simulate;
 mod storecmd;
 mod timeline;
 mod vault;
+mod webhooks;
 mod wells;
 
 use std::path::PathBuf;
@@ -78,6 +79,10 @@ enum Command {
     /// Retention and the Parquet archive: apply the policy now, list, restore.
     #[command(subcommand)]
     Archive(archivecmd::ArchiveCommand),
+    /// Alarm webhooks of a running server (--url, an admin --api-key): add, list, remove, test,
+    /// deliveries.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
 }
 
 #[derive(Args, Debug)]
@@ -207,6 +212,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             serve::init_cli_logging();
             ingest::run(args, config).await
+        }
+        Command::Webhooks(cmd) => {
+            serve::init_cli_logging();
+            webhooks::run(cmd).await
         }
         Command::Ask(args) => {
             let config = settings::load(

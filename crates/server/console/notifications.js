@@ -100,7 +100,7 @@ export class NotificationsView {
     this.ruleChannel.replaceChildren(...this.channels.map((c) => h('option', { value: String(c.id) }, c.name)));
     const error = h('p', { class: 'error', role: 'alert', hidden: true });
     this.channelBox.replaceChildren(error, h('table', { class: 'grid', id: 'channel-table' },
-      h('thead', null, h('tr', null, ...['Name', 'Kind', 'Target', 'Signed', 'Created', ''].map((t) => h('th', null, t)))),
+      h('thead', null, h('tr', null, ...['Name', 'Kind', 'Target', 'Signed', 'State', 'Created', ''].map((t) => h('th', null, t)))),
       h('tbody', null, ...this.channels.map((c) => {
         const test = h('button', { type: 'button', class: 'secondary channel-test' }, 'Send test');
         test.addEventListener('click', async () => {
@@ -126,7 +126,11 @@ export class NotificationsView {
         });
         return h('tr', { dataset: { channel: c.id } },
           h('td', null, c.name), h('td', null, c.kind), h('td', null, c.url || (c.to || []).join(', ')),
-          h('td', null, c.has_secret ? 'HMAC-SHA256' : '–'), h('td', null, `${time(c.created_at)} by ${c.created_by}`),
+          h('td', null, c.has_secret ? 'HMAC-SHA256' : '–'),
+          // Disabled by the server after a dead delivery; a test that gets through enables it.
+          h('td', { class: c.disabled ? 'dl-dead channel-state' : 'dl-delivered channel-state', title: c.disabled ? `Since ${time(c.disabled_since)}: ${c.disabled_reason || ''}. Send a test to enable it.` : '' },
+            c.disabled ? 'disabled (send a test to enable)' : 'active'),
+          h('td', null, `${time(c.created_at)} by ${c.created_by}`),
           h('td', null, test, ' ', remove));
       }))));
   }

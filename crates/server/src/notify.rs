@@ -9,6 +9,13 @@
 //! 2xx (or SMTP 250), else another attempt after an exponentially growing delay, and `dead`
 //! after `notify_max_attempts` (audited as `notification_dead`, listed by the API).
 //!
+//! A channel whose latest finished delivery is dead (with the default retries, about a day of
+//! failures) is **disabled**: alarm changes are no longer queued to it (`notification_channel_disabled`
+//! audited once, logged at ERROR, shown by the channel list) until a delivery to it succeeds
+//! again — a test message (`POST /notifications/channels/{id}/test`, `espwatch webhooks test`),
+//! which re-enables it (`notification_channel_enabled`). No schema of its own: the state is read
+//! from the outbox.
+//!
 //! Webhook requests carry `X-Espwatch-Timestamp` (Unix seconds) and `X-Espwatch-Signature:
 //! v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`, and the idempotency key in
 //! `X-Espwatch-Delivery` and `Idempotency-Key`.
@@ -21,8 +28,8 @@ use std::time::Duration;
 use espwatch_app::config::Config;
 use espwatch_core::{Timestamp, WellId};
 use espwatch_store::{
-    Alarm, AttemptResult, AuditEvent, ChannelKind, Delivery, DeliveryState, NewDelivery,
-    NotifyChannel, NotifyStore, Store,
+    Alarm, AttemptResult, AuditEvent, ChannelKind, Delivery, DeliveryFilter, DeliveryState,
+    NewDelivery, NotifyChannel, NotifyStore, Store, StoreResult,
 };
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
@@ -204,9 +211,44 @@ pub struct NotifyStatus {
     pub delivered: u64,
     pub failed_attempts: u64,
     pub dead: u64,
+    /// Alarm changes not queued to a channel because it was disabled.
+    pub skipped_disabled: u64,
 }
 
 /// The hex HMAC-SHA256 signature of a webhook body sent at `timestamp` (Unix seconds).
+/// Whether `channel` is disabled: its latest finished delivery is dead (that delivery is
+/// returned). Read from the outbox: the newest dead and delivered deliveries of the channel,
+/// compared by when they finished.
+pub async fn channel_disabled(
+    store: &dyn NotifyStore,
+    channel: i64,
+) -> StoreResult<Option<Delivery>> {
+    let filter = |state| DeliveryFilter {
+        channel_id: Some(channel),
+        key_prefix: None,
+        state: Some(state),
+        limit: 50,
+    };
+    let dead = store
+        .list_deliveries(&filter(DeliveryState::Dead))
+        .await?
+        .into_iter()
+        .max_by_key(|d| (d.updated_at, d.id));
+    let Some(dead) = dead else {
+        return Ok(None);
+    };
+    let delivered = store
+        .list_deliveries(&filter(DeliveryState::Delivered))
+        .await?
+        .into_iter()
+        .map(|d| (d.updated_at, d.id))
+        .max();
+    Ok(match delivered {
+        Some(at) if at > (dead.updated_at, dead.id) => None,
+        _ => Some(dead),
+    })
+}
+
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes keys of any length");
@@ -242,6 +284,7 @@ pub struct Notifier {
     delivered: AtomicU64,
     failed_attempts: AtomicU64,
     dead: AtomicU64,
+    skipped_disabled: AtomicU64,
     /// While the outbox cannot be read (a database outage): since when, when last logged,
     /// failed rounds. Logged once at the start, then once a minute, and at the end.
     outbox_failing: std::sync::Mutex<Option<(std::time::Instant, std::time::Instant, u64)>>,
@@ -280,6 +323,7 @@ impl Notifier {
             delivered: AtomicU64::new(0),
             failed_attempts: AtomicU64::new(0),
             dead: AtomicU64::new(0),
+            skipped_disabled: AtomicU64::new(0),
             outbox_failing: std::sync::Mutex::new(None),
         });
         let weak = Arc::downgrade(&notifier);
@@ -329,6 +373,7 @@ impl Notifier {
             delivered: self.delivered.load(Ordering::Relaxed),
             failed_attempts: self.failed_attempts.load(Ordering::Relaxed),
             dead: self.dead.load(Ordering::Relaxed),
+            skipped_disabled: self.skipped_disabled.load(Ordering::Relaxed),
         }
     }
 
@@ -372,7 +417,28 @@ impl Notifier {
                 channels.push((rule.channel_id, rule.id));
             }
         }
-        let deliveries: Vec<NewDelivery> = channels
+        let mut open = Vec::with_capacity(channels.len());
+        for (channel, rule) in channels {
+            match channel_disabled(self.store.as_ref(), channel).await {
+                Ok(Some(dead)) => {
+                    self.skipped_disabled.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        channel,
+                        alarm = alarm.id,
+                        event,
+                        dead_delivery = dead.id,
+                        "notification not queued: the channel is disabled after a dead delivery (a test message that gets through enables it)"
+                    );
+                }
+                Ok(None) => open.push((channel, rule)),
+                // Unknown: queue it (at least once).
+                Err(err) => {
+                    tracing::warn!(channel, error = %err, "reading whether a channel is disabled failed; queuing");
+                    open.push((channel, rule));
+                }
+            }
+        }
+        let deliveries: Vec<NewDelivery> = open
             .into_iter()
             .map(|(channel, rule)| {
                 let key = format!("alarm-{}-{}-c{channel}", alarm.id, change_name(change));
@@ -550,10 +616,57 @@ impl Notifier {
                 }
             }
         };
+        let finished = result.state;
+        let was_disabled = if finished == DeliveryState::Pending {
+            None
+        } else {
+            channel_disabled(self.store.as_ref(), delivery.channel_id)
+                .await
+                .ok()
+                .map(|d| d.is_some())
+        };
         if let Err(err) = self.store.finish_attempt(delivery.id, result).await {
             // The lease runs out and the delivery is sent again: at least once.
             tracing::error!(delivery = delivery.id, error = %err, "recording a notification attempt failed");
+            return;
         }
+        let kind = match (was_disabled, finished) {
+            (Some(false), DeliveryState::Dead) => {
+                tracing::error!(
+                    channel = delivery.channel_id,
+                    delivery = delivery.id,
+                    "NOTIFICATION CHANNEL DISABLED: a delivery died; alarm changes are not queued to it until a test message gets through"
+                );
+                "notification_channel_disabled"
+            }
+            (Some(true), DeliveryState::Delivered) => {
+                tracing::warn!(
+                    channel = delivery.channel_id,
+                    delivery = delivery.id,
+                    "notification channel enabled again: a delivery got through"
+                );
+                "notification_channel_enabled"
+            }
+            _ => return,
+        };
+        self.audit.record(AuditEvent {
+            ts: at,
+            kind: kind.into(),
+            request_id: None,
+            method: None,
+            route: None,
+            status: None,
+            actor: None,
+            role: None,
+            source: None,
+            duration_ms: None,
+            detail: serde_json::json!({
+                "channel": delivery.channel_id,
+                "delivery": delivery.id,
+                "key": delivery.key,
+                "event": delivery.event,
+            }),
+        });
     }
 
     async fn send(&self, channel: &NotifyChannel, delivery: &Delivery) -> Result<(), Failure> {

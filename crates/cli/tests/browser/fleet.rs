@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::{PASSWORD, browser, console_url, now_minus, sign_in};
 use crate::support::*;
 
+both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_shows_an_hour_of_motor_current_per_well_on_first_load() {
     let Some(b) = browser().await else { return };
@@ -79,4 +80,5 @@ async fn the_fleet_shows_an_hour_of_motor_current_per_well_on_first_load() {
     )
     .await;
     b.quit().await;
+}
 }

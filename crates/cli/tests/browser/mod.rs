@@ -81,6 +81,7 @@ async fn raise(app: &TestApp, well: &str, condition: &str, severity: &str) -> i6
     alarm.id
 }
 
+both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_signs_in_watches_live_acknowledges_and_signs_out_and_a_viewer_cannot_ack() {
     let Some(b) = browser().await else { return };
@@ -242,6 +243,7 @@ async fn an_operator_signs_in_watches_live_acknowledges_and_signs_out_and_a_view
         .await;
     assert_eq!(buttons, 0, "no acknowledge button for a viewer");
     b.quit().await;
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

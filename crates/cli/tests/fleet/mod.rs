@@ -114,6 +114,11 @@ async fn a_fleet_query_answers_each_well_as_its_own_query_and_only_for_visible_w
         .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["details"]["parameter"], "step", "{body}");
+    // A step longer than any range is one bucket, not an overflow.
+    let (status, body) = app
+        .get("/api/v1/wells/telemetry?fields=motor_current_a&step=106751991d")
+        .await;
+    assert!(status == 200 || status == 400, "{status} {body}");
 }
 }
 

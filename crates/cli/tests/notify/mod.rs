@@ -599,3 +599,269 @@ async fn alarm_changes_reach_email_recipients_through_a_real_smtp_server() {
     app.stop().await;
 }
 }
+
+/// Runs the real binary off the runtime (the in-process server must keep answering).
+async fn cli(args: Vec<String>) -> (bool, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_cli(
+            &args,
+            &[("ESPWATCH_API_KEY", "")],
+            std::env::temp_dir().as_path(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// `espwatch webhooks add URL --events ... --wells ...` against a running server: the signed
+/// webhook and its rule exist, a real alarm reaches the receiver with a valid signature, `test`
+/// and `deliveries` work, a refused rule leaves no webhook behind, `remove` deletes it; without
+/// an admin key nothing happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhooks_command_manages_signed_webhooks_of_a_running_server() {
+    let receiver = Receiver::start().await;
+    let app = spawn_app_with(|c| {
+        c.notify_retry_base_ms = 100;
+        c.notify_retry_max_secs = 1;
+    })
+    .await;
+    let admin = create_key(
+        app.security.as_ref(),
+        "cli-admin",
+        espwatch_core::access::Role::Admin,
+        None,
+    )
+    .await;
+    let operator = create_key(
+        app.security.as_ref(),
+        "cli-op",
+        espwatch_core::access::Role::Operator,
+        None,
+    )
+    .await;
+    let server = format!("http://{}", app.address);
+    let with = |key: &str, args: &[&str]| {
+        let mut v: Vec<String> = vec!["webhooks".into()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v.extend([
+            "--url".into(),
+            server.clone(),
+            "--api-key".into(),
+            key.to_owned(),
+        ]);
+        v
+    };
+    let hook = receiver.url("/cli");
+
+    // An operator may not; nothing is created.
+    let (ok, _, stderr) = cli(with(&operator, &["add", &hook])).await;
+    assert!(!ok && stderr.contains("admin"), "{stderr}");
+
+    let (ok, stdout, stderr) = cli(with(
+        &admin,
+        &[
+            "add",
+            &hook,
+            "--events",
+            "alarm.raised,alarm.cleared",
+            "--wells",
+            "DIAG-*",
+            "--name",
+            "valves",
+        ],
+    ))
+    .await;
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("alarm.raised, alarm.cleared · wells DIAG-*"),
+        "{stdout}"
+    );
+    let secret = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("whsec_"))
+        .unwrap_or_else(|| panic!("no secret printed: {stdout}"))
+        .to_owned();
+    receiver.expect_secret("/cli", &secret);
+
+    // A rule the server refuses: the command fails and leaves no webhook behind.
+    let (ok, _, stderr) = cli(with(
+        &admin,
+        &[
+            "add",
+            &receiver.url("/bad"),
+            "--min-severity",
+            "apocalyptic",
+        ],
+    ))
+    .await;
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("was not kept"), "{stderr}");
+    let (ok, stdout, stderr) = cli(with(&admin, &["list"])).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("valves [webhook]") && stdout.contains(&hook),
+        "{stdout}"
+    );
+    assert!(stdout.contains("wells DIAG-*"), "{stdout}");
+    assert!(!stdout.contains("/bad"), "{stdout}");
+    assert!(
+        !stdout.contains(&secret),
+        "the secret is never listed: {stdout}"
+    );
+
+    // A real alarm, raised by the diagnostics, reaches the receiver signed.
+    let (meta, before, _) = closed_valve_well("DIAG-7");
+    let (status, _) = app
+        .post("/api/v1/wells", "application/json", meta.to_string())
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app.post("/api/v1/telemetry", "text/csv", before).await;
+    assert_eq!(status, 200);
+    wait_for_alarm(&app, "well_id=DIAG-7&state=raised").await;
+    let got = receiver.wait_for("/cli", 1, Duration::from_secs(15)).await;
+    assert_eq!(got[0].event, "alarm.raised");
+    assert_eq!(got[0].body["alarm"]["well_id"], "DIAG-7");
+    assert_eq!(receiver.bad_signatures(), 0);
+
+    // A test message by name, then the delivery log.
+    let (ok, stdout, stderr) = cli(with(&admin, &["test", "valves"])).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    receiver.wait_for("/cli", 2, Duration::from_secs(15)).await;
+    let (ok, stdout, stderr) = cli(with(&admin, &["deliveries", "--channel", "valves"])).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.matches(" delivered ").count(), 2, "{stdout}");
+    assert!(stdout.contains("alarm.raised"), "{stdout}");
+
+    // Removed by name: no channel left.
+    let (ok, stdout, stderr) = cli(with(&admin, &["remove", "valves"])).await;
+    assert!(ok, "{stdout}\n{stderr}");
+    let (ok, stdout, _) = cli(with(&admin, &["list"])).await;
+    assert!(ok);
+    assert!(stdout.contains("no notification channels"), "{stdout}");
+    let (status, body) = app.get("/api/v1/notifications/rules").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["rules"], json!([]), "its rules went with it");
+}
+
+async fn channel_view(app: &TestApp, id: i64) -> Value {
+    let (status, body) = app.get("/api/v1/notifications/channels").await;
+    assert_eq!(status, 200, "{body}");
+    body["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no channel {id}: {body}"))
+}
+
+async fn audited(app: &TestApp, kind: &str) -> Vec<Value> {
+    for _ in 0..100 {
+        let (_, audit) = app.get(&format!("/api/v1/audit?kind={kind}")).await;
+        let records = audit["records"].as_array().cloned().unwrap_or_default();
+        if !records.is_empty() {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no {kind} audit record");
+}
+
+// A webhook failing persistently is disabled automatically (audited once, shown by the
+// channel list): later alarm changes are not queued to it; a test message that gets through
+// enables it again (audited), and the next change is delivered.
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistently_failing_webhook_is_disabled_until_a_test_gets_through() {
+    let receiver = Receiver::start().await;
+    let app = spawn_app_with(|c| {
+        c.notify_retry_base_ms = 50;
+        c.notify_retry_max_secs = 1;
+        c.notify_max_attempts = 2;
+    })
+    .await;
+    let (status, ch) = app
+        .send(app.client.post(app.url("/api/v1/notifications/channels")).json(
+            &json!({"name": "flaky", "kind": "webhook", "url": receiver.url("/flaky"), "secret": "a chosen secret of enough length"}),
+        ))
+        .await;
+    assert_eq!(status, 201, "{ch}");
+    receiver.expect_secret("/flaky", "a chosen secret of enough length");
+    receiver.refuse("/flaky", usize::MAX);
+    let id = ch["id"].as_i64().unwrap();
+    let (status, body) = app
+        .send(app.client.post(app.url("/api/v1/notifications/rules")).json(
+            &json!({"name": "all", "channel_id": id, "events": ["alarm.raised", "alarm.acknowledged", "alarm.cleared"]}),
+        ))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(channel_view(&app, id).await["disabled"], false);
+
+    // The raise dies after two attempts: the channel is disabled, once, visibly.
+    let (meta, before, after) = closed_valve_well("DIAG-5");
+    let (status, _) = app
+        .post("/api/v1/wells", "application/json", meta.to_string())
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app.post("/api/v1/telemetry", "text/csv", before).await;
+    assert_eq!(status, 200);
+    let alarm = wait_for_alarm(&app, "well_id=DIAG-5&state=raised").await;
+    let dead = wait_for_deliveries(&app, &format!("channel_id={id}&state=dead"), 1).await;
+    assert_eq!(dead[0]["event"], "alarm.raised");
+    let records = audited(&app, "notification_channel_disabled").await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["detail"]["channel"], id);
+    let view = channel_view(&app, id).await;
+    assert_eq!(view["disabled"], true, "{view}");
+    assert_eq!(view["disabled_reason"], "HTTP 500", "{view}");
+
+    // Acknowledged meanwhile: not queued to the disabled channel.
+    let (status, _) = app
+        .send(
+            app.client
+                .post(app.url(&format!("/api/v1/alarms/{}/ack", alarm["id"])))
+                .json(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let all = deliveries(&app, &format!("channel_id={id}")).await;
+    assert_eq!(
+        all.len(),
+        1,
+        "nothing queued to a disabled channel: {all:?}"
+    );
+    let (_, ready) = app.get("/health/ready").await;
+    assert_eq!(
+        ready["checks"]["notifications"]["skipped_disabled"], 1,
+        "{ready}"
+    );
+
+    // The receiver is back; a test message gets through and enables the channel.
+    receiver.refuse("/flaky", 0);
+    let (status, _) = app
+        .send(
+            app.client
+                .post(app.url(&format!("/api/v1/notifications/channels/{id}/test"))),
+        )
+        .await;
+    assert_eq!(status, 202);
+    receiver
+        .wait_for("/flaky", 1, Duration::from_secs(15))
+        .await;
+    let records = audited(&app, "notification_channel_enabled").await;
+    assert_eq!(records[0]["detail"]["channel"], id);
+    assert_eq!(channel_view(&app, id).await["disabled"], false);
+
+    // The next change is delivered again.
+    let (status, _) = app.post("/api/v1/telemetry", "text/csv", after).await;
+    assert_eq!(status, 200);
+    wait_for_alarm(&app, "well_id=DIAG-5&state=cleared").await;
+    let got = receiver
+        .wait_for("/flaky", 2, Duration::from_secs(15))
+        .await;
+    assert_eq!(got[1].event, "alarm.cleared");
+    assert_eq!(receiver.bad_signatures(), 0);
+}
+}

@@ -72,8 +72,12 @@ pub struct ChannelMonitor {
     /// the fluid have thermal mass), with the smallest jump judged; `None`: no such limit.
     slew_limit: Option<(f64, f64)>,
     last_seen: Option<(i64, f64)>,
-    /// Times of readings that moved faster than `slew_limit`.
+    /// Times of readings that moved faster than `slew_limit` against the previous such move:
+    /// erratic is back and forth. (A fast one-way move, the annulus drawn down at a start, is
+    /// counted once.)
     slews: VecDeque<i64>,
+    /// Direction of the last fast move.
+    last_slew_sign: i8,
 }
 
 /// Channels watched for faults (frequency and the slow lab channels are left out: they can be
@@ -121,7 +125,11 @@ impl ChannelMonitor {
         let jump = (v - v0).abs();
         let too_fast = jump >= min_jump && jump / dt > per_sec;
         if too_fast {
-            self.slews.push_back(ts);
+            let sign = if v > v0 { 1 } else { -1 };
+            if sign != self.last_slew_sign {
+                self.slews.push_back(ts);
+            }
+            self.last_slew_sign = sign;
         }
         too_fast
     }

@@ -142,6 +142,10 @@ impl WellEngine {
             th.temperature_slew_c_per_min / 60.0,
             th.temperature_min_jump_c,
         );
+        let pip_slew = (
+            th.intake_pressure_slew_psi_per_min / 60.0,
+            th.intake_pressure_min_jump_psi,
+        );
         WellEngine {
             ctx: WellContext::from_meta(meta),
             th: Arc::new(th),
@@ -163,6 +167,8 @@ impl WellEngine {
                 for f in [Field::MotorTempC, Field::IntakeTempC] {
                     channels[f.index()] = ChannelMonitor::with_slew_limit(slew.0, slew.1);
                 }
+                channels[Field::IntakePressurePsi.index()] =
+                    ChannelMonitor::with_slew_limit(pip_slew.0, pip_slew.1);
                 channels
             },
             running: true,

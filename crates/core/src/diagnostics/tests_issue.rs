@@ -1106,3 +1106,56 @@ fn a_broken_shaft_confirmed_by_trips_takes_over_from_an_open_wear_alarm() {
         "{episodes:?}"
     );
 }
+
+/// The intake pressure is the casing pressure plus the annulus column, which fills or drains
+/// at most at the pump's rate: a gauge jumping by hundreds of psi from one minute to the next
+/// while the motor and the discharge hold steady is an erratic gauge, not the well (and not a
+/// pump-off or a leak). A stop, whose annulus refills at tens of psi a minute, and a single
+/// recalibration step are not.
+#[test]
+fn an_intake_gauge_jumping_faster_than_the_annulus_can_move_is_erratic() {
+    let plan = pinned(Family::Classic, None, 30, "20s");
+    let from = start().0 + 26 * HOUR;
+    let run = |glitch: &dyn Fn(usize) -> Option<f64>| {
+        let readings: Vec<_> = samples(&plan, 0)
+            .into_iter()
+            .enumerate()
+            .map(|(n, (ts, mut m))| {
+                if ts.0 >= from
+                    && let Some(factor) = glitch(n)
+                {
+                    scale(&mut m, Field::IntakePressurePsi, factor);
+                }
+                (ts, m)
+            })
+            .collect();
+        let mut engine = WellEngine::new(
+            Some(&plan.wells[0].meta),
+            Thresholds::default(),
+            TrainingWindow::Default,
+        );
+        let mut erratic = false;
+        let mut process = Vec::new();
+        for (ts, m) in &readings {
+            let out = engine.push(*ts, m);
+            for f in &out.findings {
+                assert_evidence_true(f);
+                erratic |= f.diagnosis == Diagnosis::Condition(Condition::SensorFault)
+                    && f.evidence
+                        .iter()
+                        .any(|e| e.feature == "intake_pressure_psi.erratic");
+                if f.diagnosis.is_process() {
+                    process.push(f.diagnosis);
+                }
+            }
+        }
+        (erratic, process)
+    };
+    // Every reading somewhere between half and one and a half times the true value.
+    let (erratic, process) = run(&|n| Some(0.5 + ((n * 37) % 101) as f64 / 100.0));
+    assert!(erratic);
+    assert!(process.is_empty(), "{process:?}");
+    // One recalibration step of 8 %.
+    let (erratic, _) = run(&|_| Some(1.08));
+    assert!(!erratic);
+}

@@ -111,6 +111,14 @@ pub struct Thresholds {
     pub temperature_slew_c_per_min: f64,
     /// ...counting only jumps of at least this many °C (noise and resolution stay below).
     pub temperature_min_jump_c: f64,
+    /// The fastest the intake pressure can move, psi per minute: it is the casing pressure plus
+    /// the fluid column in the annulus, which fills or drains at most at the pump's rate over
+    /// the annulus capacity (5 000 bbl/d into 0.02 bbl/ft is ~170 ft/min, ~75 psi/min). A gauge
+    /// jumping back and forth faster than that (`spike_count` times out and back within
+    /// `spike_window_secs`) is erratic, as for the temperatures...
+    pub intake_pressure_slew_psi_per_min: f64,
+    /// ...counting only jumps of at least this many psi (noise and resolution stay below).
+    pub intake_pressure_min_jump_psi: f64,
     /// Share of recent readings (over `dropout_window_secs`) missing a channel that otherwise
     /// reports: dropout. (A short communication gap is not a failing sensor.)
     pub dropout_share: f64,
@@ -317,6 +325,8 @@ impl Default for Thresholds {
             spike_window_secs: 3600.0,
             temperature_slew_c_per_min: 10.0,
             temperature_min_jump_c: 5.0,
+            intake_pressure_slew_psi_per_min: 100.0,
+            intake_pressure_min_jump_psi: 50.0,
             dropout_share: 0.5,
             dropout_window_secs: 1800.0,
             speed_from_voltage_range: (0.6, 1.3),

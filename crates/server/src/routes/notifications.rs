@@ -38,6 +38,16 @@ pub struct ChannelView {
     has_secret: bool,
     created_by: String,
     created_at: String,
+    /// True while the channel's latest finished delivery is dead (after `notify_max_attempts`
+    /// failed attempts): alarm changes are not queued to it until a delivery gets through
+    /// again — send a test message to enable it.
+    disabled: bool,
+    /// When the delivery that disabled it died.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disabled_since: Option<String>,
+    /// Why it died (the last error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disabled_reason: Option<String>,
     /// The generated signing secret: in the answer to its creation only.
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
@@ -64,6 +74,9 @@ impl From<NotifyChannel> for ChannelView {
             has_secret: c.secret.is_some(),
             created_by: c.created_by,
             created_at: c.created_at.to_rfc3339(),
+            disabled: false,
+            disabled_since: None,
+            disabled_reason: None,
             secret: None,
         }
     }
@@ -126,10 +139,20 @@ fn parse_id(text: &str, what: &str) -> Result<i64, ApiError> {
 #[utoipa::path(get, path = "/api/v1/notifications/channels", tag = "notifications",
     responses((status = 200, description = "Channels", body = ChannelList)))]
 pub async fn list_channels(State(state): State<AppState>) -> Result<Json<ChannelList>, ApiError> {
-    let channels = state.notifier()?.store().list_channels().await?;
-    Ok(Json(ChannelList {
-        channels: channels.into_iter().map(Into::into).collect(),
-    }))
+    let store = state.notifier()?.store().clone();
+    let channels = store.list_channels().await?;
+    let mut views = Vec::with_capacity(channels.len());
+    for c in channels {
+        let id = c.id;
+        let mut view = ChannelView::from(c);
+        if let Some(dead) = crate::notify::channel_disabled(store.as_ref(), id).await? {
+            view.disabled = true;
+            view.disabled_since = Some(dead.updated_at.to_rfc3339());
+            view.disabled_reason = dead.last_error;
+        }
+        views.push(view);
+    }
+    Ok(Json(ChannelList { channels: views }))
 }
 
 /// Creates a channel: a webhook (JSON POST signed with HMAC-SHA256 over

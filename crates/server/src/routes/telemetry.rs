@@ -520,7 +520,9 @@ pub async fn fleet_query(
     } else {
         wells.len()
     };
-    let buckets = (one.range.to.0 - one.range.from.0 + step - 1) / step;
+    // Buckets of the range, rounded up (a step longer than the range is one bucket).
+    let span = one.range.to.0 - one.range.from.0;
+    let buckets = span / step + i64::from(span % step != 0);
     if buckets.saturating_mul(count as i64) > MAX_FLEET_BUCKETS {
         return Err(invalid(
             "step",
