@@ -683,7 +683,17 @@ async fn trend(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErro
     ans.text = if sentences.is_empty() {
         format!("No readings {label} for {}.", list_text(&wells, 5))
     } else {
-        list_text(&sentences, 6)
+        // Whole sentences, one after the other (a list joined by commas read "A)., Motor").
+        let mut text = sentences
+            .iter()
+            .take(6)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if sentences.len() > 6 {
+            text.push_str(&format!(" And {} more.", sentences.len() - 6));
+        }
+        text
     };
     Ok(ans)
 }

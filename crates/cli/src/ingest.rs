@@ -2,14 +2,16 @@
 //!
 //! Files are cut into batches of lines; each batch goes through the same pipeline as
 //! `POST /api/v1/telemetry` (locally, or to a server with `--url`) and is committed before the
-//! next is read, so an interrupted load keeps every committed batch and a re-run skips them
-//! as duplicates. Rejected rows go to a rejects file with their file and line number.
+//! next of its file is read, so an interrupted load keeps every committed batch and a re-run
+//! skips them as duplicates. Rejected rows go to a rejects file with their file and line
+//! number. `--parallel N` loads up to N files at once (each in order): a store with several
+//! writer connections (PostgreSQL) then commits them side by side.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -39,6 +41,11 @@ pub struct IngestArgs {
         default_value = "espwatch-ingest.rejects.csv"
     )]
     rejects: PathBuf,
+    /// Files loaded at once, each in order, batch after batch (PostgreSQL commits them on
+    /// several connections side by side). Which copy of a reading sent twice wins is file
+    /// order within a file, commit order across files loaded at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    parallel: u32,
     /// Readings per batch; each batch is committed before the next one is read.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch_size: u32,
@@ -286,49 +293,73 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
-    let mut totals = Totals::default();
-    let mut rejects = RejectsFile::new(args.rejects.clone());
-    let mut bytes_done = 0u64;
-
-    'files: for (path, format) in &files {
-        let (path, format) = (path.as_path(), *format);
-        let mut batches = Batches::open(path, format, args.batch_size as usize)?;
-        while let Some(batch) = batches.next_batch()? {
-            let first_line = batch.first_line();
-            let report = sink.send(format, batch.body).await.with_context(|| {
-                format!("{}: batch starting at line {}", path.display(), first_line)
-            })?;
-            totals.batches += 1;
-            totals.accepted += report.accepted as u64;
-            totals.duplicates += report.duplicates as u64;
-            totals.rejected += report.rejected.len() as u64;
-            for r in &report.rejected {
-                let line = batch.lines.get(r.index).copied().unwrap_or(0);
-                for e in &r.errors {
-                    rejects.write(
-                        path,
-                        line,
-                        r.well_id.as_deref().unwrap_or(""),
-                        &e.field,
-                        &e.reason,
-                    )?;
+    let sink = Arc::new(sink);
+    let state = Arc::new(Mutex::new(LoadState {
+        totals: Totals::default(),
+        rejects: RejectsFile::new(args.rejects.clone()),
+    }));
+    let files = Arc::new(files);
+    let next_file = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..(args.parallel as usize).min(files.len()) {
+        let (sink, state, files, next_file) = (
+            sink.clone(),
+            state.clone(),
+            files.clone(),
+            next_file.clone(),
+        );
+        let (interrupted, failed, progress) =
+            (interrupted.clone(), failed.clone(), progress.clone());
+        let batch_size = args.batch_size as usize;
+        workers.push(tokio::spawn(async move {
+            loop {
+                if interrupted.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst) {
+                    return anyhow::Ok(());
+                }
+                let Some((path, format)) = files.get(next_file.fetch_add(1, Ordering::SeqCst))
+                else {
+                    return Ok(());
+                };
+                let loaded = load_file(
+                    &sink,
+                    &state,
+                    (path.as_path(), *format),
+                    batch_size,
+                    &progress,
+                    (&interrupted, &failed),
+                )
+                .await;
+                if loaded.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                    return loaded;
                 }
             }
-            progress.set_position(bytes_done + batch.bytes_end);
-            progress.set_message(format!(
-                "{} accepted, {} duplicates, {} rejected",
-                totals.accepted, totals.duplicates, totals.rejected
-            ));
-            if interrupted.load(Ordering::SeqCst) {
-                break 'files;
-            }
+        }));
+    }
+    let mut first_error = None;
+    for worker in workers {
+        let result = worker.await.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
         }
-        bytes_done += batches.offset;
     }
     progress.finish_and_clear();
-    if let Sink::Local { store, .. } = &sink {
-        store.close().await.context("closing the store")?;
+    let closed = match sink.as_ref() {
+        Sink::Local { store, .. } => store.close().await.context("closing the store"),
+        Sink::Remote { .. } => Ok(()),
+    };
+    if let Some(e) = first_error {
+        return Err(e);
     }
+    closed?;
+    let (totals, mut rejects) = {
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            std::mem::take(&mut state.totals),
+            std::mem::replace(&mut state.rejects, RejectsFile::new(PathBuf::new())),
+        )
+    };
     rejects.finish()?;
 
     let elapsed = started.elapsed().as_secs_f64();
@@ -359,6 +390,61 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
             "  every committed batch is kept; run the same command again to load the rest (stored readings are skipped as duplicates)"
         );
     }
+    Ok(())
+}
+
+/// What the files loaded at once share.
+struct LoadState {
+    totals: Totals,
+    rejects: RejectsFile,
+}
+
+/// Loads one file, batch after batch, each committed before the next is read.
+async fn load_file(
+    sink: &Sink,
+    state: &Mutex<LoadState>,
+    (path, format): (&Path, PayloadFormat),
+    batch_size: usize,
+    progress: &ProgressBar,
+    (interrupted, failed): (&AtomicBool, &AtomicBool),
+) -> anyhow::Result<()> {
+    let mut batches = Batches::open(path, format, batch_size)?;
+    let mut position = 0u64;
+    while let Some(batch) = batches.next_batch()? {
+        let first_line = batch.first_line();
+        let report = sink.send(format, batch.body).await.with_context(|| {
+            format!("{}: batch starting at line {}", path.display(), first_line)
+        })?;
+        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+        let LoadState { totals, rejects } = &mut *state;
+        totals.batches += 1;
+        totals.accepted += report.accepted as u64;
+        totals.duplicates += report.duplicates as u64;
+        totals.rejected += report.rejected.len() as u64;
+        for r in &report.rejected {
+            let line = batch.lines.get(r.index).copied().unwrap_or(0);
+            for e in &r.errors {
+                rejects.write(
+                    path,
+                    line,
+                    r.well_id.as_deref().unwrap_or(""),
+                    &e.field,
+                    &e.reason,
+                )?;
+            }
+        }
+        progress.inc(batch.bytes_end - position);
+        position = batch.bytes_end;
+        progress.set_message(format!(
+            "{} accepted, {} duplicates, {} rejected",
+            totals.accepted, totals.duplicates, totals.rejected
+        ));
+        drop(state);
+        if interrupted.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+    }
+    progress.inc(batches.offset - position);
     Ok(())
 }
 

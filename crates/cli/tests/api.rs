@@ -1351,6 +1351,80 @@ async fn postgres_from_the_command_line_migrate_ingest_wells_and_config() {
     assert!(stdout.contains("postgres:<redacted>@"), "{stdout}");
 }
 
+/// Issue 23: `ingest --parallel N` loads files side by side (PostgreSQL commits them on
+/// several connections) with the same counts and per-row rejects as one at a time.
+fn ingest_in_parallel(work: &std::path::Path, target: &[&str], env: &[(&str, &str)]) {
+    let mut files = Vec::new();
+    let mut expected = Vec::new();
+    for f in 0..6 {
+        let path = work.join(format!("par-{f}.csv"));
+        let mut text = String::from("well_id,ts,frequency_hz,motor_current_a\n");
+        for i in 0..500 {
+            let frequency = if i == 100 + f { 999 } else { 55 };
+            text.push_str(&format!("P-{f},{},{frequency},40\n", ts(i * 10)));
+        }
+        std::fs::write(&path, text).expect("write");
+        expected.push(format!("{},{},P-{f},frequency_hz", path.display(), 102 + f));
+        files.push(path.to_str().unwrap_or_default().to_owned());
+    }
+    let rejects = work.join("par-rejects.csv");
+    let mut args: Vec<&str> = vec!["ingest"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend(target);
+    args.extend([
+        "--parallel",
+        "4",
+        "--batch-size",
+        "64",
+        "--rejects",
+        rejects.to_str().unwrap_or_default(),
+    ]);
+    let (ok, stdout, stderr) = run_cli(&args, env, work);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("accepted 2994, duplicates 0, rejected 6"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&rejects).expect("rejects file");
+    let mut rows: Vec<String> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.splitn(5, ',').take(4).collect::<Vec<_>>().join(","))
+        .collect();
+    rows.sort();
+    expected.sort();
+    assert_eq!(rows, expected);
+    // Again: everything is a duplicate, nothing is stored twice.
+    let (ok, stdout, stderr) = run_cli(&args, env, work);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("accepted 0, duplicates 2994, rejected 6"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn ingest_in_parallel_keeps_counts_and_rejects_embedded() {
+    init();
+    let work = tempfile::tempdir().expect("temp dir");
+    let data = work.path().join("data");
+    ingest_in_parallel(
+        work.path(),
+        &["--data-dir", data.to_str().unwrap_or_default()],
+        &[],
+    );
+}
+
+#[tokio::test]
+async fn ingest_in_parallel_keeps_counts_and_rejects_postgres() {
+    init();
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    ingest_in_parallel(work.path(), &["--database-url", &db.url], &[]);
+}
+
 // ---------------------------------------------------------------- overload (issue 17, bug 4)
 
 /// A body that sends `first`, then waits for `release` before sending `rest`.

@@ -122,6 +122,15 @@ async fn answers_equal_the_structured_api() {
     assert!(body["answer"]["text"].as_str().unwrap().contains(" A"), "{body}");
     assert!((2..=3).contains(&body["suggestions"].as_array().unwrap().len()));
 
+    // A trend of two wells: a series per well, and two whole sentences (not "A)., Motor").
+    let body = ask(&app, "trend of motor current of ESP-001 and ESP-002 over the last 6 hours").await;
+    assert_eq!(body["interpretation"]["intent"], "trend", "{body}");
+    let series = body["answer"]["series"].as_array().unwrap();
+    assert_eq!(series.len(), 2, "{body}");
+    assert_eq!((series[0]["well_id"].clone(), series[1]["well_id"].clone()), (json!("ESP-001"), json!("ESP-002")));
+    let text = body["answer"]["text"].as_str().unwrap();
+    assert!(!text.contains(".,") && text.matches("Motor current of ESP-00").count() == 2, "{text}");
+
     // Max by a well's name, in another spelling.
     let body = ask(&app, "maximum intake pressure of kestrel 2 in the last 3 hours").await;
     let it = &body["interpretation"];

@@ -1207,7 +1207,9 @@ fn decide(
             && (p.wells_word || p.has(Cue::Which)));
     let intent = if p.has(Cue::NoData) {
         Intent::NoData
-    } else if p.has(Cue::Compare) || (explicit >= 2 && !p.channels.is_empty() && filter.is_none()) {
+    } else if p.has(Cue::Compare)
+        || (explicit >= 2 && !p.channels.is_empty() && filter.is_none() && !p.has(Cue::Trend))
+    {
         if p.wells.len() < 2 {
             return Err(fail(&p, "compare which wells? Name two or more.".into()));
         }

@@ -422,6 +422,23 @@ fn a_short_word_is_not_a_typo_of_a_phrase_word() {
     assert_eq!(it.condition, Some(Condition::GasLock));
 }
 
+/// Two wells named with a trend word ask for both trends, not for a comparison of numbers
+/// (which has no series): "trend of motor current of ESP-001 and ESP-002".
+#[test]
+fn a_trend_of_two_wells_is_a_trend() {
+    for q in [
+        "trend of motor current of ESP-001 and ESP-002 over the last 6 hours",
+        "plot the PIP of ESP-003 and ESP-004 yesterday",
+    ] {
+        let it = parse(q, &directory(), &clock()).unwrap();
+        assert_eq!(it.intent, Intent::Trend, "{q}: {}", it.to_json());
+        assert_eq!(it.wells.len(), 2, "{q}");
+    }
+    // Without a trend word, two wells on a channel are still compared.
+    let it = parse("ESP-003 vs ESP-004 current today", &directory(), &clock()).unwrap();
+    assert_eq!(it.intent, Intent::Compare);
+}
+
 #[test]
 fn a_well_outside_the_directory_is_not_guessed() {
     let dir = Directory::new(["ESP-001", "ESP-002"].map(|id| WellEntry {
