@@ -22,12 +22,21 @@ impl PostgresStore {
     /// `cutoff` (a day boundary) and hold no rows any more, after a retention round deleted
     /// their readings. Returns how many were dropped.
     pub async fn drop_emptied_partitions(&self, cutoff: Timestamp) -> StoreResult<u64> {
-        let client = self.client("dropping expired partitions").await?;
+        let mut client = self.client("dropping expired partitions").await?;
         let cutoff = PgTs(cutoff.0.div_euclid(DAY_MICROS) * DAY_MICROS);
         match self.flavor() {
             Flavor::Timescale => {
                 // drop_chunks takes whole chunks before the horizon: only when nothing is
-                // left there (a late reading not archived yet keeps them all).
+                // left there (a late reading not archived yet keeps them all). Dropping them
+                // must not invalidate the continuous aggregates either (see `delete_raw`).
+                let client = client
+                    .transaction()
+                    .await
+                    .map_err(|e| db_err("dropping chunks", e))?;
+                client
+                    .batch_execute("SET LOCAL timescaledb.skip_cagg_invalidation = on")
+                    .await
+                    .map_err(|e| db_err("dropping chunks", e))?;
                 let left = client
                     .query_one(
                         "SELECT EXISTS (SELECT 1 FROM telemetry WHERE ts < $1)",
@@ -43,6 +52,10 @@ impl PostgresStore {
                         "SELECT drop_chunks('telemetry', older_than => $1::timestamptz)",
                         &[&cutoff],
                     )
+                    .await
+                    .map_err(|e| db_err("dropping chunks", e))?;
+                client
+                    .commit()
                     .await
                     .map_err(|e| db_err("dropping chunks", e))?;
                 Ok(rows.len() as u64)
@@ -134,10 +147,39 @@ impl Retention for PostgresStore {
     ) -> StoreResult<u64> {
         let mut client = self.client("deleting archived readings").await?;
         let (from, to) = (PgTs::clamped(range.from), PgTs::clamped(range.to));
+        let timescale = self.flavor() == Flavor::Timescale;
+        if timescale {
+            // A delete marks its range as changed for the continuous aggregates, and their next
+            // refresh rebuilds those buckets from raw data that is gone: the rollups of every
+            // archived day came back empty (they are meant to outlive the raw readings). So the
+            // aggregates are brought up to date for the day first (a CALL cannot run in a
+            // transaction), and the delete itself does not invalidate them.
+            let (start, end) = (range.from.to_rfc3339(), range.to.to_rfc3339());
+            for tier in RollupTier::ALL {
+                client
+                    .batch_execute(&format!(
+                        "CALL refresh_continuous_aggregate('telemetry_{}', '{start}'::timestamptz, '{end}'::timestamptz)",
+                        suffix(tier)
+                    ))
+                    .await
+                    .map_err(|e| db_err("bringing rollups up to date before a delete", e))?;
+            }
+        }
         let tx = client
             .transaction()
             .await
             .map_err(|e| db_err("deleting archived readings", e))?;
+        if timescale {
+            // A reading arriving between the refresh and the delete changes the count, and the
+            // count check below rolls the delete back. (TimescaleDB 2.28 honours the setting
+            // for rows, not for the direct delete of whole compressed batches: that is off.)
+            tx.batch_execute(
+                "SET LOCAL timescaledb.skip_cagg_invalidation = on;
+                 SET LOCAL timescaledb.enable_compressed_direct_batch_delete = off;",
+            )
+            .await
+            .map_err(|e| db_err("deleting archived readings", e))?;
+        }
         let deleted = tx
             .execute(
                 "DELETE FROM telemetry WHERE well_id = $1 AND ts >= $2 AND ts < $3",

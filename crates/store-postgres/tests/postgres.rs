@@ -737,6 +737,112 @@ async fn timescaledb_hypertable_and_aggregates() {
     }
 }
 
+/// Retention on TimescaleDB keeps the rollups of the days whose raw readings it deleted (the
+/// archive holds those), as on plain PostgreSQL: the deletes and `drop_chunks` must not leave
+/// invalidations behind, or the next refresh of the continuous aggregates (their policies
+/// cover 3 / 14 / 90 days) recomputes those buckets from nothing and empties them. Also the
+/// chunks are compressed first, as they are a week after ingest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timescaledb_retention_keeps_rollups_of_deleted_days() {
+    use espwatch_store::retention::{DAY_MICROS, Retention};
+    let Some(admin) = timescale_admin().await else {
+        return;
+    };
+    let name = format!(
+        "espwatch_tsret_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let url = espwatch_store_postgres::testing::url_for(&timescale_admin_url(), &name);
+    let opts = PostgresOptions {
+        timescale: TimescaleMode::Require,
+        ..fast()
+    };
+    let outcome = async move {
+        let store = PostgresStore::open(&url, opts).await.unwrap();
+        assert_eq!(store.flavor(), Flavor::Timescale);
+        // Three days of one-minute readings; the first two expire.
+        let rs: Vec<Reading> = (0..3 * 1440)
+            .map(|i| reading("TS", i * 60, (i % 97) as f64))
+            .collect();
+        store.append(rs, auto()).await.unwrap();
+        store.refresh_rollups().await.unwrap();
+        let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let refresh_all = || async {
+            for tier in ["1m", "1h", "1d"] {
+                db.batch_execute(&format!(
+                    "CALL refresh_continuous_aggregate('telemetry_{tier}', NULL, NULL)"
+                ))
+                .await
+                .unwrap();
+            }
+        };
+        refresh_all().await;
+        db.batch_execute("SELECT compress_chunk(c, true) FROM show_chunks('telemetry') c")
+            .await
+            .unwrap();
+        let queries: Vec<TelemetryQuery> = [(3600, Agg::Avg), (86_400, Agg::Max), (60, Agg::Last)]
+            .into_iter()
+            .map(|(step, agg)| TelemetryQuery {
+                well_id: well("TS"),
+                range: TimeRange {
+                    from: ts(0),
+                    to: ts(2 * 86_400),
+                },
+                fields: vec![Field::FrequencyHz],
+                step_micros: Some(step * 1_000_000),
+                agg,
+                max_points: 10_000,
+            })
+            .collect();
+        let all = store.read_range(&well("TS"), all_time()).await.unwrap();
+        let mut before = Vec::new();
+        for q in &queries {
+            let series = store.query(q).await.unwrap();
+            assert_same_series(&series, &evaluate(q, &all), "before retention");
+            before.push(series);
+        }
+        assert_eq!(before[0].ts.len(), 48);
+
+        let cutoff = Timestamp(T0 + 2 * DAY_MICROS);
+        let days = store.raw_days_before(cutoff).await.unwrap();
+        assert_eq!(days.len(), 2);
+        for day in &days {
+            let n = store
+                .delete_raw(&day.well_id, day.range, 1440)
+                .await
+                .unwrap();
+            assert_eq!(n, 1440);
+        }
+        assert_eq!(store.drop_emptied(cutoff).await.unwrap(), 2);
+        let left = store.read_range(&well("TS"), all_time()).await.unwrap();
+        assert_eq!(left.len(), 1440, "the third day's raw readings stay");
+        // What the aggregates' refresh policies do next, over every bucket.
+        refresh_all().await;
+        for (q, was) in queries.iter().zip(&before) {
+            let now = store.query(q).await.unwrap();
+            assert_same_series(&now, was, "rollups after raw retention and refresh");
+        }
+        store.close().await.unwrap();
+    };
+    let outcome = tokio::spawn(outcome).await;
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+}
+
 /// The state right after installing the TimescaleDB package: available, not preloaded. A
 /// `CREATE EXTENSION` probe there is answered FATAL and closes the connection; `auto` must fall
 /// back to plain PostgreSQL (saying how to enable TimescaleDB) and `require` must fail with
