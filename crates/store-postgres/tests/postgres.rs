@@ -681,14 +681,18 @@ async fn timescale_admin() -> Option<tokio_postgres::Client> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn timescaledb_hypertable_and_aggregates() {
-    let Some(admin) = timescale_admin().await else {
-        return;
-    };
-    // A fresh, unmigrated database, so the flavour is decided here.
+/// Runs `body` with the URL of a fresh, unmigrated database on the TimescaleDB cluster (so the
+/// flavour is decided by the test), and drops the database afterwards, panic or not. `None`
+/// when the cluster is unreachable (the skip is printed, or a failure under
+/// `ESPWATCH_REQUIRE_SERVICES=1`).
+async fn on_fresh_timescale_database<F, Fut>(prefix: &str, body: F) -> Option<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let admin = timescale_admin().await?;
     let name = format!(
-        "espwatch_tsdb_{}_{}",
+        "{prefix}_{}_{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -699,11 +703,23 @@ async fn timescaledb_hypertable_and_aggregates() {
         .await
         .unwrap();
     let url = espwatch_store_postgres::testing::url_for(&timescale_admin_url(), &name);
+    let outcome = tokio::spawn(body(url)).await;
+    let _ = admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+    Some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timescaledb_hypertable_and_aggregates() {
     let opts = PostgresOptions {
         timescale: TimescaleMode::Require,
         ..fast()
     };
-    let outcome = async move {
+    on_fresh_timescale_database("espwatch_tsdb", |url| async move {
         let store = PostgresStore::open(&url, opts)
             .await
             .expect("open on TimescaleDB with timescaledb = require");
@@ -727,14 +743,8 @@ async fn timescaledb_hypertable_and_aggregates() {
             .await
             .unwrap();
         assert_eq!(report.flavor, Flavor::Timescale);
-    };
-    let outcome = tokio::spawn(outcome).await;
-    let _ = admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
+    })
+    .await;
 }
 
 /// Retention on TimescaleDB keeps the rollups of the days whose raw readings it deleted (the
@@ -745,26 +755,11 @@ async fn timescaledb_hypertable_and_aggregates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timescaledb_retention_keeps_rollups_of_deleted_days() {
     use espwatch_store::retention::{DAY_MICROS, Retention};
-    let Some(admin) = timescale_admin().await else {
-        return;
-    };
-    let name = format!(
-        "espwatch_tsret_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-    );
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    let url = espwatch_store_postgres::testing::url_for(&timescale_admin_url(), &name);
     let opts = PostgresOptions {
         timescale: TimescaleMode::Require,
         ..fast()
     };
-    let outcome = async move {
+    on_fresh_timescale_database("espwatch_tsret", |url| async move {
         let store = PostgresStore::open(&url, opts).await.unwrap();
         assert_eq!(store.flavor(), Flavor::Timescale);
         // Three days of one-minute readings; the first two expire.
@@ -846,14 +841,8 @@ async fn timescaledb_retention_keeps_rollups_of_deleted_days() {
             assert_same_series(&now, was, "rollups after raw retention and refresh");
         }
         store.close().await.unwrap();
-    };
-    let outcome = tokio::spawn(outcome).await;
-    let _ = admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic.into_panic());
-    }
+    })
+    .await;
 }
 
 /// The state right after installing the TimescaleDB package: available, not preloaded. A

@@ -897,39 +897,17 @@ fn a_gradual_alarm_does_not_flap_while_its_ratio_hovers_around_the_bar() {
 fn a_temperature_swinging_faster_than_any_thermal_mass_is_an_erratic_gauge() {
     let plan = pinned(Family::Classic, None, 30, "20s");
     let from = start().0 + 26 * HOUR;
-    let run = |glitch: &dyn Fn(usize) -> Option<f64>| {
-        let readings: Vec<_> = samples(&plan, 0)
-            .into_iter()
-            .enumerate()
-            .map(|(n, (ts, mut m))| {
-                if ts.0 >= from
-                    && let Some(offset) = glitch(n)
-                {
-                    let t = m.get(Field::MotorTempC).map(|t| t + offset);
-                    m.set(Field::MotorTempC, t);
-                }
-                (ts, m)
-            })
-            .collect();
-        let mut engine = WellEngine::new(
-            Some(&plan.wells[0].meta),
-            Thresholds::default(),
-            TrainingWindow::Default,
-        );
-        let mut erratic = false;
-        let mut overheat = false;
-        for (ts, m) in &readings {
-            let out = engine.push(*ts, m);
-            for f in &out.findings {
-                assert_evidence_true(f);
-                erratic |= f.diagnosis == Diagnosis::Condition(Condition::SensorFault)
-                    && f.evidence
-                        .iter()
-                        .any(|e| e.feature == "motor_temp_c.erratic");
-                overheat |= f.diagnosis == Diagnosis::Condition(Condition::MotorOverheat);
+    let run = |offset: &dyn Fn(usize) -> Option<f64>| {
+        let findings = findings_with_glitch(&plan, from, &|n, m| {
+            if let Some(offset) = offset(n) {
+                let t = m.get(Field::MotorTempC).map(|t| t + offset);
+                m.set(Field::MotorTempC, t);
             }
-        }
-        (erratic, overheat)
+        });
+        let overheat = findings
+            .iter()
+            .any(|f| f.diagnosis == Diagnosis::Condition(Condition::MotorOverheat));
+        (names_a_fault(&findings, "motor_temp_c.erratic"), overheat)
     };
     // Every reading jumps by up to ±45 °C.
     let (erratic, overheat) = run(&|n| Some(((n * 37) % 91) as f64 - 45.0));
@@ -938,6 +916,39 @@ fn a_temperature_swinging_faster_than_any_thermal_mass_is_an_erratic_gauge() {
     // Two glitches an hour apart.
     let (erratic, _) = run(&|n| (n % 180 == 0).then_some(-80.0));
     assert!(!erratic);
+}
+
+/// Runs the pinned well with `glitch` applied to every reading (its index, its values) from
+/// `from` on; every finding of every reading, its evidence checked.
+fn findings_with_glitch(
+    plan: &FleetPlan,
+    from: i64,
+    glitch: &dyn Fn(usize, &mut Measurements),
+) -> Vec<Finding> {
+    let mut engine = WellEngine::new(
+        Some(&plan.wells[0].meta),
+        Thresholds::default(),
+        TrainingWindow::Default,
+    );
+    let mut findings = Vec::new();
+    for (n, (ts, mut m)) in samples(plan, 0).into_iter().enumerate() {
+        if ts.0 >= from {
+            glitch(n, &mut m);
+        }
+        for f in engine.push(ts, &m).findings {
+            assert_evidence_true(&f);
+            findings.push(f);
+        }
+    }
+    findings
+}
+
+/// Whether a sensor fault names `feature` (e.g. `motor_temp_c.erratic`).
+fn names_a_fault(findings: &[Finding], feature: &str) -> bool {
+    findings.iter().any(|f| {
+        f.diagnosis == Diagnosis::Condition(Condition::SensorFault)
+            && f.evidence.iter().any(|e| e.feature == feature)
+    })
 }
 
 /// Scales channels of every reading from `at` on (`None` removes the channel).
@@ -1116,40 +1127,21 @@ fn a_broken_shaft_confirmed_by_trips_takes_over_from_an_open_wear_alarm() {
 fn an_intake_gauge_jumping_faster_than_the_annulus_can_move_is_erratic() {
     let plan = pinned(Family::Classic, None, 30, "20s");
     let from = start().0 + 26 * HOUR;
-    let run = |glitch: &dyn Fn(usize) -> Option<f64>| {
-        let readings: Vec<_> = samples(&plan, 0)
-            .into_iter()
-            .enumerate()
-            .map(|(n, (ts, mut m))| {
-                if ts.0 >= from
-                    && let Some(factor) = glitch(n)
-                {
-                    scale(&mut m, Field::IntakePressurePsi, factor);
-                }
-                (ts, m)
-            })
-            .collect();
-        let mut engine = WellEngine::new(
-            Some(&plan.wells[0].meta),
-            Thresholds::default(),
-            TrainingWindow::Default,
-        );
-        let mut erratic = false;
-        let mut process = Vec::new();
-        for (ts, m) in &readings {
-            let out = engine.push(*ts, m);
-            for f in &out.findings {
-                assert_evidence_true(f);
-                erratic |= f.diagnosis == Diagnosis::Condition(Condition::SensorFault)
-                    && f.evidence
-                        .iter()
-                        .any(|e| e.feature == "intake_pressure_psi.erratic");
-                if f.diagnosis.is_process() {
-                    process.push(f.diagnosis);
-                }
+    let run = |factor: &dyn Fn(usize) -> Option<f64>| {
+        let findings = findings_with_glitch(&plan, from, &|n, m| {
+            if let Some(factor) = factor(n) {
+                scale(m, Field::IntakePressurePsi, factor);
             }
-        }
-        (erratic, process)
+        });
+        let process: Vec<Diagnosis> = findings
+            .iter()
+            .map(|f| f.diagnosis)
+            .filter(|d| d.is_process())
+            .collect();
+        (
+            names_a_fault(&findings, "intake_pressure_psi.erratic"),
+            process,
+        )
     };
     // Every reading somewhere between half and one and a half times the true value.
     let (erratic, process) = run(&|n| Some(0.5 + ((n * 37) % 101) as f64 / 100.0));
