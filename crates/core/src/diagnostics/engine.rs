@@ -12,7 +12,7 @@ use super::anomaly::{AnomalyModel, FeatureVec, NF};
 use super::channels::{ChannelFault, ChannelMonitor, WATCHED};
 use super::episodes::{EpisodeTracker, Transitions};
 use super::features::{Baseline, Features, WellContext};
-use super::rules::{self, HeadLoss, Smoothed};
+use super::rules::{self, HeadLoss, Smoothed, Unloading};
 use super::stats::{Ewma, Welford};
 use super::thresholds::Thresholds;
 use super::{Diagnosis, Evidence, Finding, action_for};
@@ -90,6 +90,8 @@ pub struct WellEngine {
     /// expected count per window whatever the sampling.
     sample_interval: Ewma,
     head_loss: HeadLoss,
+    /// The motor unloading at a steady speed (free gas lightening the pump), being watched.
+    unloading: Unloading,
     /// End of the grace period of a known transient (a frequency step, a marked well test).
     transient_until: i64,
     frequency_level: Ewma,
@@ -179,6 +181,7 @@ impl WellEngine {
             in_excursion: false,
             sample_interval: Ewma::default(),
             head_loss: HeadLoss::default(),
+            unloading: Unloading::default(),
             transient_until: i64::MIN,
             frequency_level: Ewma::default(),
             speed_step_pending: false,
@@ -1170,8 +1173,10 @@ impl WellEngine {
         if f.flow_ratio.is_some_and(|q| q < th.no_flow_ratio) {
             return;
         }
+        let unloading = rules::gas_unloading(&input, &gas, &mut self.unloading);
         let intake = rules::pump_off(&input, &gas)
-            .or_else(|| rules::gas_interference(&input, &gas, erratic_limit).filter(|_| settled));
+            .or_else(|| rules::gas_interference(&input, &gas, erratic_limit).filter(|_| settled))
+            .or(unloading);
         if let Some(finding) = intake {
             out.push(finding);
             return;

@@ -49,6 +49,12 @@ pub(crate) struct Smoothed {
     /// V/Hz is unknown, but a sag or swell against the recent level still shows.
     pub fast_volts: Ewma,
     pub settle_volts: Ewma,
+    /// Current ratio, wellhead and discharge pressure ratios over the fast time and over the
+    /// settling time (a motor unloading at a steady speed is judged against them).
+    pub settle_cur: Ewma,
+    pub fast_thp: Ewma,
+    pub fast_pd: Ewma,
+    pub settle_pd: Ewma,
 }
 
 impl Smoothed {
@@ -100,6 +106,14 @@ impl Smoothed {
         );
         up(&mut self.settle_head, f.head_ratio, th.settle_secs);
         up(&mut self.fast_volts, m.get(Field::MotorVoltageV), fast);
+        up(&mut self.settle_cur, f.current_ratio, th.settle_secs);
+        up(&mut self.fast_thp, f.tubing_pressure_ratio, fast);
+        up(&mut self.fast_pd, f.discharge_pressure_ratio, fast);
+        up(
+            &mut self.settle_pd,
+            f.discharge_pressure_ratio,
+            th.settle_secs,
+        );
         up(
             &mut self.settle_volts,
             m.get(Field::MotorVoltageV),
@@ -681,6 +695,174 @@ pub(crate) fn gas_interference(
         + bonus(gas.rich, AGREES)
         + bonus(gas.new_gas, AGREES)
         + bonus(erratic && pd_erratic, 0.05);
+    Some(Finding::new(Condition::GasInterference, conf, ev))
+}
+
+/// A watch on the motor unloading at a steady speed (see [`gas_unloading`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Unloading {
+    /// The levels just before the current began to fall, held while the watch is open.
+    reference: Option<UnloadRef>,
+    /// The current ratio over the last `unload_confirm_secs` (and at least the last three
+    /// readings, for sparse polling): confirmed on their median, not on every noisy (or
+    /// coarsely quantised) reading.
+    recent: std::collections::VecDeque<(i64, f64)>,
+    /// Confirmed; it lasts while the current stays below the reference.
+    latched: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct UnloadRef {
+    since: i64,
+    cur: f64,
+    pip: Option<f64>,
+    thp: Option<f64>,
+    pd: Option<f64>,
+    freq: Option<f64>,
+    volts: Option<f64>,
+}
+
+impl Unloading {
+    /// The median of the recent readings (at least three): a single glitch of the ammeter
+    /// does not move it.
+    fn recent_level(&self) -> Option<f64> {
+        let mut v: Vec<f64> = self.recent.iter().map(|&(_, c)| c).collect();
+        if v.len() < 3 {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    }
+}
+
+/// Free gas reaching the pump lightens the mixture it lifts: at a steady speed and supply the
+/// shaft power, and with it the motor current, falls within minutes to hours, while the intake
+/// is not drawn down (pump-off), the wellhead and discharge do not press back (a choke or a
+/// valve closing) and the motor keeps a load (a broken shaft or gas lock falls to no-load, and
+/// the loss-of-lift rules judge those first). A leak keeps the motor loaded; wear and scale
+/// take days. Gas evidence (GOR up, intake near the bubble point, a cycling current) raises the
+/// confidence; a producing GOR that climbs (gas breakthrough) moves the bubble point with it, so
+/// an intake above the catalogued bubble point does not rule the gas out.
+pub(crate) fn gas_unloading(i: &Input, gas: &GasEvidence, st: &mut Unloading) -> Option<Finding> {
+    let (th, s) = (i.th, i.s);
+    if !i.settled || i.supply_disturbed {
+        *st = Unloading::default();
+        return None;
+    }
+    if let Some(c) = i.f.current_ratio {
+        st.recent.push_back((i.ts, c));
+    }
+    let horizon = i.ts - (th.unload_confirm_secs * 1e6) as i64;
+    while st.recent.len() > 3 && st.recent.front().is_some_and(|&(t, _)| t < horizon) {
+        st.recent.pop_front();
+    }
+    let voltage_steady = s
+        .voltage_swing()
+        .is_none_or(|v| (v - 1.0).abs() <= th.voltage_deviation);
+    // Without a frequency channel the drive's output voltage follows the speed (V/Hz): a
+    // slow ramp of the speed shows as a drift of the voltage against its level.
+    let steady_at = |level: Option<f64>, volts: Option<f64>| match (i.f.frequency_hz, level) {
+        (Some(f), Some(l)) => (f - l).abs() <= th.proxy_frequency_band * l,
+        (None, _) => match (val(&s.fast_volts), volts) {
+            (Some(v), Some(l)) if l > 1.0 => (v - l).abs() <= th.proxy_frequency_band * l,
+            _ => true,
+        },
+        _ => true,
+    };
+    let Some(r) = st.reference else {
+        let (Some(level), Some(fast)) = (val(&s.settle_cur), val(&s.fast_cur)) else {
+            return None;
+        };
+        if voltage_steady
+            && steady_at(val(&s.settle_freq), val(&s.settle_volts))
+            && fast <= level * (1.0 - th.unload_open_drop)
+        {
+            st.reference = Some(UnloadRef {
+                since: i.ts,
+                cur: level,
+                pip: val(&s.settle_pip),
+                thp: val(&s.settle_thp),
+                pd: val(&s.settle_pd),
+                freq: val(&s.settle_freq),
+                volts: val(&s.settle_volts),
+            });
+        }
+        return None;
+    };
+    let level = st.recent_level()?;
+    if !voltage_steady || !steady_at(r.freq, r.volts) {
+        *st = Unloading::default();
+        return None;
+    }
+    let waited = (i.ts - r.since) as f64 / 1e6;
+    if !st.latched {
+        let came_back =
+            waited >= th.unload_confirm_secs && level > r.cur * (1.0 - th.unload_open_drop / 2.0);
+        if came_back || waited > th.unload_watch_secs {
+            *st = Unloading::default();
+            return None;
+        }
+        let bar = r.cur * (1.0 - th.unload_confirm_drop);
+        let not_below = |now: Option<f64>, then: Option<f64>, margin: f64| match (now, then) {
+            (Some(now), Some(then)) => now >= then * (1.0 - margin),
+            _ => true,
+        };
+        let not_above = |now: Option<f64>, then: Option<f64>| match (now, then) {
+            (Some(now), Some(then)) => now <= then * (1.0 + th.unload_max_pressure_rise),
+            _ => true,
+        };
+        // Against the level just before and against the well's healthy baseline: the
+        // current settling back after a transient that had raised it (a sand slug clearing,
+        // a heavier fluid flushed out) is not the motor unloading.
+        let confirmed = waited >= th.unload_confirm_secs
+            && level <= bar
+            && level <= 1.0 - th.unload_confirm_drop
+            && level > th.unloaded_current_ratio
+            && not_below(val(&s.fast_pip), r.pip, th.pip_fall_margin)
+            && not_above(val(&s.fast_thp), r.thp)
+            && not_above(val(&s.fast_pd), r.pd);
+        if !confirmed {
+            return None;
+        }
+        st.latched = true;
+    } else if level > r.cur * (1.0 - th.unload_release_drop) || level > 1.0 - th.unload_release_drop
+    {
+        *st = Unloading::default();
+        return None;
+    }
+    let gas_seen = gas.rich || gas.near_bubble || gas.new_gas;
+    let cycling =
+        i.cur_swings >= th.gas_min_swings as usize || i.pd_swings >= th.gas_min_swings as usize;
+    let mut ev = vec![
+        Evidence::new(
+            "current_ratio_since_step",
+            level,
+            r.cur * (1.0 - th.unload_confirm_drop),
+            "<= level before the step",
+        ),
+        Evidence::opt(
+            "intake_pressure_ratio_fast",
+            val(&s.fast_pip),
+            r.pip.unwrap_or(0.0) * (1.0 - th.pip_fall_margin),
+            ">= level before the step",
+        ),
+    ];
+    if gas.rich {
+        ev.push(gas.rich_evidence(th));
+    } else if gas.near_bubble {
+        ev.push(Evidence::opt(
+            "intake_pressure_psi",
+            gas.pip_psi,
+            gas.bubble_point_psi.unwrap_or(0.0) * th.gas_near_bubble_ratio,
+            "< near bubble point",
+        ));
+    }
+    let conf = BASE + bonus(gas_seen, STRONG) + bonus(cycling, AGREES);
     Some(Finding::new(Condition::GasInterference, conf, ev))
 }
 

@@ -1163,3 +1163,53 @@ fn a_sparsely_polled_well_raises_its_alarms() {
         assert!(has(&episodes, condition), "{condition:?}: {episodes:?}");
     }
 }
+
+/// Free gas lightens what the pump lifts: at a steady speed the motor unloads within the hour
+/// while the intake holds and the wellhead does not press back. That is gas interference, even
+/// without a GOR gauge. The same fall of the current back from a transient that had raised it
+/// (a sand slug clearing) is the well returning to its baseline; a choke closing unloads the
+/// motor too but presses the wellhead up; a glitched ammeter reading is nothing.
+#[test]
+fn a_motor_unloading_at_a_steady_speed_is_gas_but_not_a_slug_clearing_or_a_choke() {
+    let plan = pinned(Family::Classic, None, 22, "20s");
+    let meta = &plan.wells[0].meta;
+    let at = start().0 + 14 * HOUR;
+    let ramp = |since: i64| (since as f64 / (HOUR / 2) as f64).min(1.0);
+    let gas = scaled_from(samples(&plan, 0), at, |since, m| {
+        let r = ramp(since);
+        scale(m, Field::MotorCurrentA, 1.0 - 0.10 * r);
+        scale(m, Field::FlowRateBpd, 1.0 - 0.04 * r);
+        scale(m, Field::IntakePressurePsi, 1.0 + 0.02 * r);
+        scale(m, Field::DischargePressurePsi, 1.0 - 0.01 * r);
+    });
+    let episodes = episodes_of(meta, &gas);
+    assert!(has(&episodes, Condition::GasInterference), "{episodes:?}");
+    assert!(!has(&episodes, Condition::TubingLeak), "{episodes:?}");
+
+    let slug = scaled_from(samples(&plan, 0), at - 2 * HOUR, |since, m| {
+        if since < 2 * HOUR {
+            scale(m, Field::MotorCurrentA, 1.10);
+        }
+    });
+    let episodes = episodes_of(meta, &slug);
+    assert!(!has(&episodes, Condition::GasInterference), "{episodes:?}");
+
+    let choke = scaled_from(samples(&plan, 0), at, |since, m| {
+        let r = ramp(since);
+        scale(m, Field::MotorCurrentA, 1.0 - 0.10 * r);
+        scale(m, Field::FlowRateBpd, 1.0 - 0.10 * r);
+        scale(m, Field::IntakePressurePsi, 1.0 + 0.03 * r);
+        scale(m, Field::TubingPressurePsi, 1.0 + 0.15 * r);
+        scale(m, Field::DischargePressurePsi, 1.0 + 0.02 * r);
+    });
+    let episodes = episodes_of(meta, &choke);
+    assert!(!has(&episodes, Condition::GasInterference), "{episodes:?}");
+
+    let glitch = scaled_from(samples(&plan, 0), at, |since, m| {
+        if since < 20_000_000 {
+            scale(m, Field::MotorCurrentA, 0.1);
+        }
+    });
+    let episodes = episodes_of(meta, &glitch);
+    assert!(!has(&episodes, Condition::GasInterference), "{episodes:?}");
+}

@@ -234,6 +234,20 @@ pub struct Thresholds {
     pub leak_step_flow_fall: f64,
     /// A leak keeps the motor loaded: current ratio at or above this.
     pub leak_current_ratio: f64,
+    /// Free gas reaching the pump lightens what it lifts: at a steady speed and supply the
+    /// motor unloads. A fall of the current ratio by `unload_open_drop` below its level over
+    /// the settling time opens a watch (that level is then held as the reference). A fall by
+    /// `unload_confirm_drop` below the reference and below the well's baseline (median of the
+    /// last `unload_confirm_secs`), with the intake not drawn down (by more than
+    /// `pip_fall_margin`) and the wellhead and discharge not up (by more than
+    /// `unload_max_pressure_rise`), confirms it within `unload_watch_secs`. It lasts while the
+    /// current stays `unload_release_drop` below both.
+    pub unload_open_drop: f64,
+    pub unload_confirm_drop: f64,
+    pub unload_release_drop: f64,
+    pub unload_confirm_secs: f64,
+    pub unload_watch_secs: f64,
+    pub unload_max_pressure_rise: f64,
     /// How long after a sudden, loaded head loss the intake is watched before it is judged a
     /// leak: a leak fills the annulus, a pump pushed right on its curve draws it down.
     pub leak_intake_watch_secs: f64,
@@ -378,6 +392,12 @@ impl Default for Thresholds {
             leak_step_pip_rise: 1.02,
             leak_step_flow_fall: 0.97,
             leak_current_ratio: 0.95,
+            unload_open_drop: 0.025,
+            unload_confirm_drop: 0.05,
+            unload_release_drop: 0.025,
+            unload_confirm_secs: 600.0,
+            unload_watch_secs: 7200.0,
+            unload_max_pressure_rise: 0.01,
             leak_intake_watch_secs: 600.0,
             scale_unexplained_rise: 0.07,
             scale_rise_change: 0.2,
