@@ -92,6 +92,8 @@ pub struct WellEngine {
     head_loss: HeadLoss,
     /// The motor unloading at a steady speed (free gas lightening the pump), being watched.
     unloading: Unloading,
+    /// The last reading with both the drive frequency and its output voltage: (time, Hz, V).
+    last_drive: Option<(i64, f64, f64)>,
     /// End of the grace period of a known transient (a frequency step, a marked well test).
     transient_until: i64,
     frequency_level: Ewma,
@@ -182,6 +184,7 @@ impl WellEngine {
             sample_interval: Ewma::default(),
             head_loss: HeadLoss::default(),
             unloading: Unloading::default(),
+            last_drive: None,
             transient_until: i64::MIN,
             frequency_level: Ewma::default(),
             speed_step_pending: false,
@@ -563,6 +566,28 @@ impl WellEngine {
         Some(c * expected / explained)
     }
 
+    /// A well that reports its drive frequency sometimes drops the tag for a poll. Read from
+    /// the voltage instead, its speed (and every ratio normalised by it) would jump for one
+    /// reading. The speed cannot move between two polls without the drive's output voltage
+    /// moving with it, so while the voltage holds within `frequency_hold_voltage_band` of the
+    /// last reading that had both, within `frequency_hold_secs`, the frequency is that one.
+    fn hold_dropped_frequency(&mut self, ts: i64, m: &mut Measurements) {
+        let volts = m.get(Field::MotorVoltageV);
+        match (m.get(Field::FrequencyHz), volts) {
+            (Some(f), Some(v)) => self.last_drive = Some((ts, f, v)),
+            (None, Some(v)) => {
+                if let Some((t, f, v0)) = self.last_drive
+                    && (ts - t) as f64 / MICROS <= self.th.frequency_hold_secs
+                    && v0 > 1.0
+                    && (v / v0 - 1.0).abs() <= self.th.frequency_hold_voltage_band
+                {
+                    m.set(Field::FrequencyHz, Some(f));
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn secs_since_start(&self, ts: i64) -> f64 {
         (ts - self.running_since) as f64 / MICROS
     }
@@ -811,6 +836,7 @@ impl WellEngine {
 
     fn diagnose(&mut self, ts: i64, raw: &Measurements) -> StepOutput {
         let (mut clean, sensor) = self.channel_health(ts, raw);
+        self.hold_dropped_frequency(ts, &mut clean);
         // The voltage level before this reading (for wells without V/Hz).
         let volts_level = self.sm.fast_volts.value();
         // Run state.
@@ -857,7 +883,7 @@ impl WellEngine {
             (Some(v), Some(level)) if level > 1.0 => Some(v / level),
             _ => None,
         };
-        self.power_rule(ts, running, &feats, volts, &th, &mut findings);
+        self.power_rule(ts, ramped, &feats, volts, &th, &mut findings);
         let (score, pointwise) = self.anomaly_step(ts, running, since_start, &feats, &mut findings);
         let transitions = self.episodes_step(ts, tripped, settled, &findings);
         self.last_findings = findings.clone();
@@ -931,11 +957,14 @@ impl WellEngine {
         ts < self.supply_calm_from
     }
 
-    /// Power: V/Hz excursions, also around undervoltage trips.
+    /// Power: V/Hz excursions, also around undervoltage trips. Judged only at speed and past
+    /// the start ramp (`at_speed_past_ramp`): while a drive accelerates or coasts down its
+    /// output is not on its steady V/Hz line (voltage boost at low speed, slip), so a pump that
+    /// keeps failing to restart is not a disturbed supply.
     fn power_rule(
         &mut self,
         ts: i64,
-        running: bool,
+        at_speed_past_ramp: bool,
         feats: &Features,
         volts_ratio: Option<f64>,
         th: &Thresholds,
@@ -944,7 +973,7 @@ impl WellEngine {
         // Without a frequency channel V/Hz is unknown: each voltage reading against the level
         // of the last minute (a drive moving its speed changes it far more slowly than a sag).
         let supply = feats.volts_per_hz_ratio.or(volts_ratio);
-        if running && let Some(v) = supply {
+        if at_speed_past_ramp && let Some(v) = supply {
             let out = (v - 1.0).abs() > th.voltage_deviation;
             if out && !self.in_excursion {
                 self.volt_excursions.push_back(ts);

@@ -1213,3 +1213,77 @@ fn a_motor_unloading_at_a_steady_speed_is_gas_but_not_a_slug_clearing_or_a_choke
     let episodes = episodes_of(meta, &glitch);
     assert!(!has(&episodes, Condition::GasInterference), "{episodes:?}");
 }
+
+/// A drive accelerating a pump (voltage boost at low speed) or coasting down after a trip is
+/// not on its steady V/Hz line: a pump that keeps failing to restart, ramping up within a
+/// minute and tripping again, is not a disturbed supply.
+#[test]
+fn a_pump_that_keeps_failing_to_restart_is_not_a_power_fluctuation() {
+    let plan = pinned(Family::Classic, None, 24, "15s");
+    let at = start().0 + 14 * HOUR;
+    let attempts = scaled_from(samples(&plan, 0), at, |since, m| {
+        let phase = (since % (HOUR / 3)) as f64 / 1e6;
+        let (Some(hz), Some(volts)) = (m.get(Field::FrequencyHz), m.get(Field::MotorVoltageV))
+        else {
+            return;
+        };
+        if phase < 75.0 {
+            // Up to speed in a minute with the boost of a start, then a trip while coasting.
+            let (f, shape) = if phase < 60.0 {
+                (
+                    hz * (0.1 + 0.9 * phase / 60.0),
+                    1.0 + 0.08 * (1.0 - phase / 60.0),
+                )
+            } else {
+                (hz * 0.5, 0.92)
+            };
+            m.set(Field::FrequencyHz, Some(f));
+            m.set(Field::MotorVoltageV, Some(volts / hz * f * shape));
+            scale(m, Field::MotorCurrentA, 0.7);
+        } else {
+            m.set(Field::FrequencyHz, Some(0.0));
+            m.set(Field::MotorVoltageV, Some(0.0));
+            m.set(Field::MotorCurrentA, Some(0.0));
+            m.set(Field::FlowRateBpd, Some(0.0));
+        }
+    });
+    let episodes = episodes_of(&plan.wells[0].meta, &attempts);
+    assert!(!has(&episodes, Condition::PowerFluctuation), "{episodes:?}");
+}
+
+/// A frequency tag dropped for one poll does not move the speed: the current, flow and head
+/// ratios of that reading stay where the readings around it are (read from the voltage
+/// instead, they jumped, and the jump looked like a fluctuating current).
+#[test]
+fn a_dropped_frequency_reading_does_not_move_the_ratios() {
+    let plan = pinned(Family::Classic, None, 20, "60s");
+    let mut engine = WellEngine::new(
+        Some(&plan.wells[0].meta),
+        Thresholds::default(),
+        TrainingWindow::Default,
+    );
+    let at = start().0 + 14 * HOUR;
+    let mut before = None;
+    for (ts, mut m) in samples(&plan, 0) {
+        // The drive's output moved off the V/Hz line it was learned on (a transformer tap
+        // changed an hour before): the speed read from the voltage would be wrong.
+        if ts.0 >= at - HOUR {
+            scale(&mut m, Field::MotorVoltageV, 0.9);
+        }
+        let dropped = ts.0 >= at && before.is_some();
+        if dropped {
+            m.set(Field::FrequencyHz, None);
+        }
+        engine.push(ts, &m);
+        let ratio = engine.features().current_ratio;
+        if dropped {
+            let (b, now): (f64, f64) = (before.unwrap(), ratio.unwrap());
+            assert!((now / b - 1.0).abs() < 0.03, "{b} -> {now}");
+            break;
+        }
+        if ts.0 >= at - 60_000_000 {
+            before = ratio;
+        }
+    }
+    assert!(before.is_some());
+}

@@ -209,6 +209,11 @@ pub struct Thresholds {
     pub proxy_max_tubing_ratio: f64,
     /// ...at a frequency within this share of its level over the settling time.
     pub proxy_frequency_band: f64,
+    /// A frequency reading dropped from a well that reports it is held from the last reading
+    /// that had both frequency and voltage, at most this long ago, while the drive's output
+    /// voltage stays within this share of that reading's.
+    pub frequency_hold_secs: f64,
+    pub frequency_hold_voltage_band: f64,
     /// A sudden head loss to below this ratio, with the intake rising by `leak_step_pip_rise`
     /// over its level and the wellhead not pressing back, is a leak even above
     /// `head_ratio_low`.
@@ -382,6 +387,8 @@ impl Default for Thresholds {
             proxy_pip_rise_ratio: 1.02,
             proxy_max_tubing_ratio: 0.98,
             proxy_frequency_band: 0.01,
+            frequency_hold_secs: 900.0,
+            frequency_hold_voltage_band: 0.02,
             leak_step_head_ratio: 0.955,
             leak_subtle_head_drop: 0.02,
             leak_step_confirm_secs: 600.0,
