@@ -201,6 +201,15 @@ pub struct Config {
     pub amqp_prefetch: u16,
     /// Consumers (channels) on the queue; each commits its own batches.
     pub amqp_consumers: u16,
+    /// Redis server joining this node to the others serving the same PostgreSQL database:
+    /// `redis://[user:password@]host[:6379][/db]`. Set: live events (readings, alarms, well
+    /// state) published on any node reach the streams of every node, and a revocation (logout,
+    /// revoked key, user change) made on any node drops the cached credentials of every node.
+    /// The password is redacted wherever the URL is shown.
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis pub/sub channels (`<prefix>:live`, `<prefix>:revoke`): nodes of one
+    /// site share it; two sites on one Redis need different ones.
+    pub redis_channel_prefix: String,
     /// File holding the audit chain key: a random secret of its own, so rotating the JWT
     /// secret does not change the chain key and whoever holds only the JWT secret cannot
     /// rewrite the trail. `espwatch serve` creates it (mode 0600) when it is missing.
@@ -323,6 +332,12 @@ impl std::fmt::Debug for Config {
                     espwatch_store_postgres::redact_url(url).into(),
                 );
             }
+            if let Some(url) = &self.redis_url {
+                map.insert(
+                    "redis_url".into(),
+                    espwatch_store_postgres::redact_url(url).into(),
+                );
+            }
         }
         write!(f, "Config {value:#}")
     }
@@ -405,6 +420,8 @@ impl Default for Config {
             amqp_dead_letter_queue: "espwatch.telemetry.dead".into(),
             amqp_prefetch: 512,
             amqp_consumers: 1,
+            redis_url: None,
+            redis_channel_prefix: "espwatch".into(),
             audit_key_file: None,
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
@@ -509,6 +526,8 @@ impl Config {
         "amqp_dead_letter_queue",
         "amqp_prefetch",
         "amqp_consumers",
+        "redis_url",
+        "redis_channel_prefix",
         "audit_key_file",
         "spool_dir",
         "spool_max_bytes",
@@ -633,6 +652,18 @@ impl Config {
         }
         if !(1..=64).contains(&self.amqp_consumers) {
             return Err("amqp_consumers must be between 1 and 64".into());
+        }
+        if let Some(url) = &self.redis_url {
+            check_redis_url(url).map_err(|e| format!("redis_url: {e}"))?;
+        }
+        if self.redis_channel_prefix.is_empty()
+            || self.redis_channel_prefix.len() > 200
+            || self
+                .redis_channel_prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err("redis_channel_prefix must be 1 to 200 characters without spaces".into());
         }
         if !(1..=1000).contains(&self.database_pool_size) {
             return Err("database_pool_size must be between 1 and 1000".into());
@@ -879,6 +910,12 @@ impl Config {
                     espwatch_store_postgres::redact_url(url).into(),
                 );
             }
+            if let Some(url) = &self.redis_url {
+                map.insert(
+                    "redis_url".into(),
+                    espwatch_store_postgres::redact_url(url).into(),
+                );
+            }
         }
         value
     }
@@ -900,6 +937,40 @@ impl Config {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// Checks the form of `redis_url`: `redis://[user[:password]@]host[:port][/db]`. TLS
+/// (`rediss://`) is not built in: reach a remote Redis through a TLS tunnel or a private
+/// network.
+pub fn check_redis_url(url: &str) -> Result<(), String> {
+    if url.starts_with("rediss://") {
+        return Err("rediss:// (TLS) is not supported by this build; use redis:// through a TLS tunnel (e.g. stunnel) or a private network".into());
+    }
+    let Some(rest) = url.strip_prefix("redis://") else {
+        return Err("must start with redis://".into());
+    };
+    let (authority, db) = rest.split_once('/').unwrap_or((rest, ""));
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']').ok_or("unclosed [")?;
+            (host, after.strip_prefix(':'))
+        }
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Err("no host".into());
+    }
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return Err("bad port".into());
+    }
+    if !db.is_empty() && db.parse::<u32>().is_err() {
+        return Err("the path must be a database number".into());
+    }
+    Ok(())
 }
 
 /// Checks the form of `amqp_url`: `amqp://[user[:password]@]host[:port][/vhost]`. TLS
@@ -1229,6 +1300,42 @@ mod debug_tests {
             ..Config::default()
         };
         assert!(config.validate().unwrap_err().contains("mqtt_error_topic"));
+    }
+
+    #[test]
+    fn redis_settings_are_checked() {
+        for good in [
+            "redis://127.0.0.1:6379",
+            "redis://redis",
+            "redis://:secret@[::1]:6380/2",
+        ] {
+            assert_eq!(check_redis_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "rediss://h",
+            "http://h",
+            "redis://",
+            "redis://h:x",
+            "redis://h/x",
+        ] {
+            assert!(check_redis_url(bad).is_err(), "{bad}");
+        }
+        let config = Config {
+            redis_url: Some("redis://:redis-secret-pw@cache:6379".into()),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("redis-secret-pw"));
+        assert!(!config.audit_view().to_string().contains("redis-secret-pw"));
+        let config = Config {
+            redis_channel_prefix: "a b".into(),
+            ..Config::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .contains("redis_channel_prefix")
+        );
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //! - [`events`]: the RabbitMQ publisher of `amqp` notification channels (publisher confirms;
 //!   the notifier's durable outbox retries through broker outages).
 //! - [`sink`]: the commit step shared by every protocol.
+//! - [`cluster`]: several nodes on one database, joined through Redis pub/sub (live events
+//!   and revocations cross nodes).
 
 pub mod amqp;
+pub mod cluster;
 pub mod events;
 pub mod mqtt;
 pub mod sink;
@@ -28,6 +31,7 @@ pub fn check_config(config: &espwatch_app::Config) -> anyhow::Result<()> {
     if config.amqp_url.is_some() {
         amqp::check_config(config)?;
     }
+    cluster::check_config(config)?;
     Ok(())
 }
 
@@ -35,6 +39,7 @@ pub fn check_config(config: &espwatch_app::Config) -> anyhow::Result<()> {
 pub struct FieldIngest {
     mqtt: Option<mqtt::MqttIngest>,
     amqp: Option<amqp::AmqpIngest>,
+    cluster: Option<cluster::Cluster>,
 }
 
 impl FieldIngest {
@@ -70,7 +75,21 @@ impl FieldIngest {
             }
             None => None,
         };
-        Ok(FieldIngest { mqtt, amqp })
+        let cluster = match &state.config.redis_url {
+            Some(_) => {
+                let cluster = cluster::Cluster::start(state)?;
+                state
+                    .components
+                    .register("redis", std::sync::Arc::new(cluster.status_fn()));
+                Some(cluster)
+            }
+            None => None,
+        };
+        Ok(FieldIngest {
+            mqtt,
+            amqp,
+            cluster,
+        })
     }
 
     /// Stops taking messages, lets the batch being committed finish and be acknowledged,
@@ -88,5 +107,9 @@ impl FieldIngest {
             }
         };
         tokio::join!(mqtt, amqp);
+        // Last: the batches committed while stopping still reach the other nodes' streams.
+        if let Some(cluster) = self.cluster {
+            cluster.stop().await;
+        }
     }
 }

@@ -257,7 +257,13 @@ pub struct LiveHub {
     published: AtomicU64,
     lagged: AtomicU64,
     coalesced: AtomicU64,
+    /// Where events published on this node also go (the other nodes, through Redis);
+    /// set once by `espwatch-field` when `redis_url` is.
+    outbound: OnceLock<Outbound>,
 }
+
+/// Receives every event published on this node (never from other nodes); must not wait.
+pub type Outbound = Box<dyn Fn(&LiveEvent) + Send + Sync>;
 
 /// A connection slot of one identity, given back when dropped.
 pub struct ConnectionPermit {
@@ -292,12 +298,20 @@ impl LiveHub {
             published: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
+            outbound: OnceLock::new(),
         })
     }
 
-    /// Whether anyone listens (publishers skip building events otherwise).
+    /// Sends every event published on this node to `outbound` too (the cluster fan-out).
+    /// Only the first call takes effect.
+    pub fn set_outbound(&self, outbound: Outbound) {
+        let _ = self.outbound.set(outbound);
+    }
+
+    /// Whether anyone listens (publishers skip building events otherwise): a subscriber
+    /// here, or other nodes.
     pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.tx.receiver_count() > 0 || self.outbound.get().is_some()
     }
 
     /// A receiver of everything published from now on.
@@ -305,8 +319,16 @@ impl LiveHub {
         self.tx.subscribe()
     }
 
-    /// Publishes an event; never waits.
+    /// Publishes an event of this node (to its subscribers and the other nodes); never waits.
     pub fn publish(&self, event: LiveEvent) {
+        if let Some(outbound) = self.outbound.get() {
+            outbound(&event);
+        }
+        self.publish_here(event);
+    }
+
+    /// Publishes an event to this node's subscribers only (one that came from another node).
+    pub fn publish_here(&self, event: LiveEvent) {
         if self.tx.send(event).is_ok() {
             self.published.fetch_add(1, Ordering::Relaxed);
         }

@@ -38,7 +38,7 @@ impl AlarmState {
 }
 
 /// A stored alarm.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alarm {
     pub id: i64,
     pub well_id: String,

@@ -732,17 +732,17 @@ async fn amqp_ingest_killed_mid_stream_loses_nothing() {
     gw.clean_up(&names).await;
 }
 
-/// A TCP relay to the broker that the test can cut: while cut, the relayed connections are
+/// A TCP relay to a broker (RabbitMQ, Redis) that the test can cut: while cut, the relayed connections are
 /// dropped and new ones closed at once (a broker outage as espwatch sees it).
-struct Relay {
-    port: u16,
+pub(super) struct Relay {
+    pub(super) port: u16,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
     open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Relay {
-    async fn start(upstream: (String, u16)) -> Relay {
+    pub(super) async fn start(upstream: (String, u16)) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind relay");
@@ -778,14 +778,14 @@ impl Relay {
         }
     }
 
-    fn cut(&self) {
+    pub(super) fn cut(&self) {
         self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
         for connection in self.open.lock().unwrap().drain(..) {
             connection.abort();
         }
     }
 
-    fn restore(&self) {
+    pub(super) fn restore(&self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -428,4 +428,5 @@ async fn mqtt_messages_are_acknowledged_only_after_commit_and_survive_kill_9() {
 }
 
 mod amqp;
+mod cluster;
 mod sparkplug;

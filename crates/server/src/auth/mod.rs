@@ -82,6 +82,8 @@ pub struct Security {
     /// Bumped whenever cached credentials are forgotten (logout, revocation, user change), so
     /// long-lived connections (streams) re-check theirs at once.
     revocations: tokio::sync::watch::Sender<u64>,
+    /// Announces a revocation to the other nodes (see [`Security::set_on_revocation`]).
+    on_revocation: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// A credential the identity store confirmed, and when.
@@ -159,12 +161,30 @@ impl Security {
             verified: Mutex::new(HashMap::new()),
             outage_grants: std::sync::atomic::AtomicU64::new(0),
             revocations: tokio::sync::watch::Sender::new(0),
+            on_revocation: std::sync::OnceLock::new(),
         })
     }
 
     /// Forgets every cached credential (after a logout, revocation, or user change), so the
-    /// change takes effect on the next request.
+    /// change takes effect on the next request, here and (through `on_revocation`, Redis) on
+    /// the other nodes.
     pub fn forget_cached_credentials(&self) {
+        self.forget_cached_credentials_here();
+        if let Some(notify) = self.on_revocation.get() {
+            notify();
+        }
+    }
+
+    /// Tells the other nodes when credentials may have been revoked here (set once by
+    /// `espwatch-field` when `redis_url` is); must not wait.
+    pub fn set_on_revocation(&self, notify: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_revocation.set(notify);
+    }
+
+    /// [`Security::forget_cached_credentials`] on this node only (a revocation announced by
+    /// another node, or Redis back after an outage in which one may have been missed):
+    /// cached credentials, those kept for identity-store outages, and streams re-check.
+    pub fn forget_cached_credentials_here(&self) {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
         self.verified
             .lock()

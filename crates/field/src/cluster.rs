@@ -1,0 +1,544 @@
+//! Several `serve` nodes on one PostgreSQL database, joined through Redis pub/sub
+//! (`redis_url`). Two things cross nodes this way:
+//!
+//! - **Live events.** Every event a node publishes ([`LiveHub::publish`]: readings it
+//!   committed, alarm changes, well state) is also published on `<prefix>:live`; every other
+//!   node hands it to its own stream subscribers ([`LiveHub::publish_here`]). A client
+//!   connected to node A sees readings ingested on node B. Best effort, like the stream
+//!   itself: while Redis is unreachable events are dropped (counted) and each node's clients
+//!   see that node's events only.
+//! - **Revocations.** Whenever a node forgets its cached credentials (logout, password
+//!   change, revoked API key, user disabled or changed), it publishes on `<prefix>:revoke`;
+//!   the others forget theirs at once ([`Security::forget_cached_credentials_here`]), so the
+//!   next request with the revoked credential is checked against the database and refused,
+//!   and their streams re-check their identity. Without Redis a revocation made elsewhere is
+//!   seen within `auth_cache_ms` (streams: within 60 s); after Redis comes back each node
+//!   forgets its cache once, since it may have missed one.
+//!
+//! The data itself is never carried here: every node reads and writes the shared database.
+//! Messages are JSON: `{"node": id, "type": "readings"|"alarm"|"well_state", ...}`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use espwatch_core::{Field, Measurements, Reading, Timestamp, WellId};
+use espwatch_server::AppState;
+use espwatch_server::live::{AlarmChange, LiveEvent, ReadingBatch};
+use espwatch_store::Alarm;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+/// Events waiting to be published; beyond this they are dropped (counted).
+const QUEUE: usize = 4096;
+/// Most messages sent in one pipeline.
+const PIPELINE: usize = 256;
+/// Longest wait between two connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A connection attempt that has not succeeded within this failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Serialize, Deserialize)]
+struct WireReading {
+    w: String,
+    t: i64,
+    /// Values in [`Field::ALL`] order, `null` when missing.
+    v: Vec<Option<f64>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WireEvent {
+    Readings {
+        readings: Vec<WireReading>,
+    },
+    Alarm {
+        change: String,
+        alarm: Box<Alarm>,
+    },
+    WellState {
+        well_id: String,
+        running: bool,
+        at: i64,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    node: String,
+    #[serde(flatten)]
+    event: WireEvent,
+}
+
+fn encode(node: &str, event: &LiveEvent) -> String {
+    let event = match event {
+        LiveEvent::Readings(batch) => WireEvent::Readings {
+            readings: batch
+                .readings
+                .iter()
+                .map(|r| WireReading {
+                    w: r.well_id.as_str().to_owned(),
+                    t: r.ts.0,
+                    v: Field::ALL.iter().map(|f| r.values.get(*f)).collect(),
+                })
+                .collect(),
+        },
+        LiveEvent::Alarm { change, alarm } => WireEvent::Alarm {
+            change: match change {
+                AlarmChange::Raised => "raised",
+                AlarmChange::Acknowledged => "acknowledged",
+                AlarmChange::Cleared => "cleared",
+            }
+            .to_owned(),
+            alarm: Box::new((**alarm).clone()),
+        },
+        LiveEvent::WellState {
+            well_id,
+            running,
+            at,
+        } => WireEvent::WellState {
+            well_id: well_id.as_str().to_owned(),
+            running: *running,
+            at: at.0,
+        },
+    };
+    serde_json::to_string(&Envelope {
+        node: node.to_owned(),
+        event,
+    })
+    .unwrap_or_default()
+}
+
+/// The event of a message from another node (`None`: from this node, or not understood).
+fn decode(node: &str, text: &str) -> Result<Option<LiveEvent>, String> {
+    let envelope: Envelope = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if envelope.node == node {
+        return Ok(None);
+    }
+    let well = |id: &str| WellId::parse(id).map_err(|e| format!("well {id:?}: {e}"));
+    Ok(Some(match envelope.event {
+        WireEvent::Readings { readings } => {
+            let mut out = Vec::with_capacity(readings.len());
+            for r in readings {
+                let mut values = Measurements::empty();
+                for (field, value) in Field::ALL.iter().zip(r.v) {
+                    values.set(*field, value);
+                }
+                out.push(Reading {
+                    well_id: well(&r.w)?,
+                    ts: Timestamp(r.t),
+                    values,
+                });
+            }
+            LiveEvent::Readings(Arc::new(ReadingBatch::new(out)))
+        }
+        WireEvent::Alarm { change, alarm } => LiveEvent::Alarm {
+            change: match change.as_str() {
+                "raised" => AlarmChange::Raised,
+                "acknowledged" => AlarmChange::Acknowledged,
+                "cleared" => AlarmChange::Cleared,
+                other => return Err(format!("unknown alarm change {other:?}")),
+            },
+            alarm: Arc::new(*alarm),
+        },
+        WireEvent::WellState {
+            well_id,
+            running,
+            at,
+        } => LiveEvent::WellState {
+            well_id: well(&well_id)?,
+            running,
+            at: Timestamp(at),
+        },
+    }))
+}
+
+enum Outgoing {
+    Live(LiveEvent),
+    Revoke,
+}
+
+#[derive(Default)]
+struct Stats {
+    publisher_connected: AtomicBool,
+    subscriber_connected: AtomicBool,
+    connections: AtomicU64,
+    connection_failures: AtomicU64,
+    events_published: AtomicU64,
+    events_received: AtomicU64,
+    /// Events not sent: the queue was full or Redis unreachable.
+    events_dropped: AtomicU64,
+    revocations_published: AtomicU64,
+    revocations_received: AtomicU64,
+    /// Messages from other nodes that could not be read.
+    messages_malformed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    fn status(&self, node: &str) -> Value {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let publisher = self.publisher_connected.load(Ordering::Relaxed);
+        let subscriber = self.subscriber_connected.load(Ordering::Relaxed);
+        json!({
+            // Redis down degrades, never unreadies: every node keeps serving from the database.
+            "status": if publisher && subscriber { "healthy" } else { "degraded" },
+            "node": node,
+            "publisher_connected": publisher,
+            "subscriber_connected": subscriber,
+            "connections": n(&self.connections),
+            "connection_failures": n(&self.connection_failures),
+            "events_published": n(&self.events_published),
+            "events_received": n(&self.events_received),
+            "events_dropped": n(&self.events_dropped),
+            "revocations_published": n(&self.revocations_published),
+            "revocations_received": n(&self.revocations_received),
+            "messages_malformed": n(&self.messages_malformed),
+            "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        })
+    }
+
+    fn failed(&self, what: &str, error: impl std::fmt::Display, logged: &mut bool) {
+        self.connection_failures.fetch_add(1, Ordering::Relaxed);
+        let message = format!("{what}: {error}");
+        if !*logged {
+            tracing::warn!(target: "espwatch::cluster", "Redis unreachable, nodes not joined until it returns ({message})");
+            *logged = true;
+        }
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+}
+
+/// Checks `redis_url` (so `serve` refuses a bad one before binding its port).
+pub fn check_config(config: &espwatch_app::Config) -> anyhow::Result<()> {
+    if let Some(url) = &config.redis_url {
+        redis::Client::open(url.as_str()).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration: redis_url {}: {e}",
+                espwatch_store_postgres::redact_url(url)
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// This node's link to the others; stopped with [`Cluster::stop`].
+pub struct Cluster {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stats: Arc<Stats>,
+    node: String,
+}
+
+impl Cluster {
+    /// Connects (in the background, retrying) and hooks this node's live hub and security
+    /// into Redis. Fails only on an invalid `redis_url`.
+    pub fn start(state: &AppState) -> anyhow::Result<Cluster> {
+        check_config(&state.config)?;
+        let url = state.config.redis_url.clone().unwrap_or_default();
+        let client = redis::Client::open(url.as_str())?;
+        let prefix = &state.config.redis_channel_prefix;
+        let live_channel = format!("{prefix}:live");
+        let revoke_channel = format!("{prefix}:revoke");
+        let node = format!(
+            "{}-{}",
+            hostname(),
+            espwatch_app::keys::random_token(9)?.to_lowercase()
+        );
+        let stats = Arc::new(Stats::default());
+        let (stop, stopping) = watch::channel(false);
+        let (tx, rx) = mpsc::channel::<Outgoing>(QUEUE);
+
+        let events = tx.clone();
+        let dropped = stats.clone();
+        state.live.set_outbound(Box::new(move |event: &LiveEvent| {
+            if events.try_send(Outgoing::Live(event.clone())).is_err() {
+                dropped.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+        state.security.set_on_revocation(Box::new(move || {
+            // A full queue still gets the revocation: it waits in a task of its own.
+            if let Err(mpsc::error::TrySendError::Full(message)) = tx.try_send(Outgoing::Revoke) {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(message).await;
+                });
+            }
+        }));
+
+        let publisher = tokio::spawn(publish(
+            client.clone(),
+            rx,
+            stats.clone(),
+            node.clone(),
+            live_channel.clone(),
+            revoke_channel.clone(),
+            stopping.clone(),
+        ));
+        let subscriber = tokio::spawn(subscribe(
+            client,
+            state.clone(),
+            stats.clone(),
+            node.clone(),
+            live_channel,
+            revoke_channel,
+            stopping,
+        ));
+        Ok(Cluster {
+            stop,
+            tasks: vec![publisher, subscriber],
+            stats,
+            node,
+        })
+    }
+
+    /// The status `/health/ready` shows under `redis`.
+    pub fn status_fn(&self) -> impl Fn() -> Value + Send + Sync + 'static {
+        let stats = self.stats.clone();
+        let node = self.node.clone();
+        move || stats.status(&node)
+    }
+
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned())
+}
+
+/// Sleeps `delay` (doubled for next time, up to [`MAX_BACKOFF`]); `false` if stopping.
+async fn back_off(delay: &mut Duration, stopping: &mut watch::Receiver<bool>) -> bool {
+    let wait = *delay;
+    *delay = (*delay * 2).min(MAX_BACKOFF);
+    let slept = tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = stopping.wait_for(|s| *s) => false,
+    };
+    slept && !*stopping.borrow()
+}
+
+async fn publish(
+    client: redis::Client,
+    mut rx: mpsc::Receiver<Outgoing>,
+    stats: Arc<Stats>,
+    node: String,
+    live_channel: String,
+    revoke_channel: String,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_millis(100);
+    let mut logged = false;
+    loop {
+        let connected =
+            tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await;
+        let mut connection = match connected {
+            Ok(Ok(c)) => c,
+            failed => {
+                stats.publisher_connected.store(false, Ordering::Relaxed);
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "connection timed out".to_owned(),
+                };
+                stats.failed("publisher", error, &mut logged);
+                // Events of this node meanwhile: dropped (streams are best effort).
+                while let Ok(message) = rx.try_recv() {
+                    if let Outgoing::Live(_) = message {
+                        stats.events_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                if back_off(&mut delay, &mut stopping).await {
+                    continue;
+                }
+                return;
+            }
+        };
+        stats.publisher_connected.store(true, Ordering::Relaxed);
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        delay = Duration::from_millis(100);
+        loop {
+            let first = tokio::select! {
+                m = rx.recv() => m,
+                _ = stopping.wait_for(|s| *s) => None,
+            };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            while batch.len() < PIPELINE
+                && let Ok(m) = rx.try_recv()
+            {
+                batch.push(m);
+            }
+            let mut pipe = redis::pipe();
+            let (mut events, mut revocations) = (0, 0);
+            for message in &batch {
+                match message {
+                    Outgoing::Live(event) => {
+                        events += 1;
+                        pipe.cmd("PUBLISH")
+                            .arg(&live_channel)
+                            .arg(encode(&node, event))
+                            .ignore();
+                    }
+                    Outgoing::Revoke => {
+                        revocations += 1;
+                        pipe.cmd("PUBLISH").arg(&revoke_channel).arg(&node).ignore();
+                    }
+                }
+            }
+            match pipe.query_async::<()>(&mut connection).await {
+                Ok(()) => {
+                    stats.events_published.fetch_add(events, Ordering::Relaxed);
+                    stats
+                        .revocations_published
+                        .fetch_add(revocations, Ordering::Relaxed);
+                    if logged {
+                        tracing::warn!(target: "espwatch::cluster", "Redis reachable again, nodes joined");
+                        logged = false;
+                    }
+                }
+                Err(e) => {
+                    stats.publisher_connected.store(false, Ordering::Relaxed);
+                    stats.events_dropped.fetch_add(events, Ordering::Relaxed);
+                    stats.failed("publish", e, &mut logged);
+                    break;
+                }
+            }
+        }
+        if !back_off(&mut delay, &mut stopping).await {
+            return;
+        }
+    }
+}
+
+async fn subscribe(
+    client: redis::Client,
+    state: AppState,
+    stats: Arc<Stats>,
+    node: String,
+    live_channel: String,
+    revoke_channel: String,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut delay = Duration::from_millis(100);
+    let mut logged = false;
+    let mut malformed_logged = false;
+    loop {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&live_channel).await?;
+            pubsub.subscribe(&revoke_channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        match connected {
+            Ok(Ok(pubsub)) => {
+                stats.subscriber_connected.store(true, Ordering::Relaxed);
+                delay = Duration::from_millis(100);
+                // A revocation may have been published while this node was not listening.
+                state.security.forget_cached_credentials_here();
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    let message = tokio::select! {
+                        m = messages.next() => m,
+                        _ = stopping.wait_for(|s| *s) => return,
+                    };
+                    let Some(message) = message else { break };
+                    let Ok(payload) = message.get_payload::<String>() else {
+                        stats.messages_malformed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    if message.get_channel_name() == revoke_channel {
+                        if payload != node {
+                            stats.revocations_received.fetch_add(1, Ordering::Relaxed);
+                            state.security.forget_cached_credentials_here();
+                        }
+                        continue;
+                    }
+                    match decode(&node, &payload) {
+                        Ok(Some(event)) => {
+                            stats.events_received.fetch_add(1, Ordering::Relaxed);
+                            state.live.publish_here(event);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            stats.messages_malformed.fetch_add(1, Ordering::Relaxed);
+                            if !malformed_logged {
+                                tracing::warn!(target: "espwatch::cluster", "unreadable message on {live_channel}: {e}");
+                                malformed_logged = true;
+                            }
+                        }
+                    }
+                }
+                stats.subscriber_connected.store(false, Ordering::Relaxed);
+                stats.failed("subscriber", "connection closed", &mut logged);
+            }
+            failed => {
+                stats.subscriber_connected.store(false, Ordering::Relaxed);
+                let error = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "connection timed out".to_owned(),
+                };
+                stats.failed("subscriber", error, &mut logged);
+            }
+        }
+        if !back_off(&mut delay, &mut stopping).await {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_cross_the_wire_unchanged() {
+        let mut values = Measurements::empty();
+        values.set(Field::MotorCurrentA, Some(41.25));
+        values.set(Field::FrequencyHz, Some(58.0));
+        let reading = Reading {
+            well_id: WellId::parse("W-1").unwrap(),
+            ts: Timestamp(1_764_000_000_123_456),
+            values,
+        };
+        let event = LiveEvent::Readings(Arc::new(ReadingBatch::new(vec![reading.clone()])));
+        let text = encode("a", &event);
+        assert!(
+            decode("a", &text).unwrap().is_none(),
+            "own messages are skipped"
+        );
+        let Some(LiveEvent::Readings(batch)) = decode("b", &text).unwrap() else {
+            panic!("readings expected");
+        };
+        assert_eq!(batch.readings, vec![reading]);
+
+        let event = LiveEvent::WellState {
+            well_id: WellId::parse("W-2").unwrap(),
+            running: false,
+            at: Timestamp(7),
+        };
+        let Some(LiveEvent::WellState {
+            well_id,
+            running,
+            at,
+        }) = decode("b", &encode("a", &event)).unwrap()
+        else {
+            panic!("well state expected");
+        };
+        assert_eq!(
+            (well_id.as_str(), running, at),
+            ("W-2", false, Timestamp(7))
+        );
+        assert!(decode("b", "{\"node\":\"a\",\"type\":\"nope\"}").is_err());
+    }
+}
