@@ -497,9 +497,10 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
             ev,
         )));
     }
-    // Without a vibration channel, a pump that lost its lift with every bit of gas still in
-    // solution at the intake cannot be gas locked: the shaft no longer turns it.
-    let no_free_gas = vib.is_none() && gas.all_dissolved;
+    // A pump that lost its lift with every bit of gas still in solution at the intake cannot be
+    // gas locked: the shaft no longer turns it. Only a pump that shakes harder (surging on gas
+    // the catalogued bubble point does not know of: breakthrough, coning) says otherwise.
+    let no_free_gas = gas.all_dissolved && vib.is_none_or(|v| v < th.gas_lock_vibration_ratio);
     // A shaft that no longer turns the pump leaves the motor at a steady no-load current; a
     // current that swings back and forth means the impellers still load it and gas (a slug, free
     // gas from the annulus or the reservoir, whatever the intake pressure says) takes the lift.
@@ -527,10 +528,18 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
         // Without the vibration to say the pump went quiet, the current alone must show it:
         // until it has settled at its new level, the drop is a loss of lift not yet told apart
         // from gas (a broken shaft means a workover; a few minutes to be sure are cheap).
-        if !quiet && !steady {
+        // A restart that trips again at once never gives it those readings: the lost lift
+        // is still the shaft's (nothing free to lock the pump), at a lower confidence that
+        // the trip confirms. A current watched long enough that is still moving is not yet
+        // told apart.
+        if !quiet && watched && !steady {
             return Some(None);
         }
-        let conf = BASE + STRONG + bonus(steady, STRONG);
+        let conf = if quiet || steady {
+            BASE + STRONG + bonus(steady, STRONG)
+        } else {
+            BASE
+        };
         return Some(Some(Finding::new(Condition::BrokenShaft, conf, ev)));
     }
     if losing_prime {

@@ -1287,3 +1287,35 @@ fn a_dropped_frequency_reading_does_not_move_the_ratios() {
     }
     assert!(before.is_some());
 }
+
+/// A broken shaft on a sparsely polled well: each restart trips on underload within two
+/// readings, so the current is never seen steady. With the intake far above the bubble point
+/// and the pump not shaking harder (the vibration gauge says so), nothing free can lock the
+/// pump: it is the shaft, not gas lock.
+#[test]
+fn restarts_that_trip_at_once_with_no_free_gas_are_a_broken_shaft_not_gas_lock() {
+    let mut plan = pinned(Family::Classic, None, 22, "240s");
+    if let Some(fluid) = plan.wells[0].meta.fluid.as_mut() {
+        fluid.bubble_point_psi = Some(50.0);
+    }
+    let at = start().0 + 14 * HOUR;
+    let readings = scaled_from(samples(&plan, 0), at, |since, m| {
+        // Restarted every 40 minutes, tripped again on underload within two polls.
+        if since % (40 * 60_000_000) < 480_000_000 {
+            scale(m, Field::MotorCurrentA, 0.3);
+            m.set(Field::FlowRateBpd, Some(0.0));
+            let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
+            let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
+            m.set(Field::DischargePressurePsi, Some(pip + (pd - pip) * 0.05));
+            scale(m, Field::VibrationXG, 0.9);
+            scale(m, Field::VibrationYG, 0.9);
+        } else {
+            for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                m.set(f, Some(0.0));
+            }
+        }
+    });
+    let episodes = episodes_of(&plan.wells[0].meta, &readings);
+    assert!(has(&episodes, Condition::BrokenShaft), "{episodes:?}");
+    assert!(!has(&episodes, Condition::GasLock), "{episodes:?}");
+}
