@@ -15,6 +15,15 @@
 //!   seen within `auth_cache_ms` (streams: within 60 s); after Redis comes back each node
 //!   forgets its cache once, since it may have missed one.
 //!
+//! - **Which node diagnoses which well.** Every node heartbeats into the sorted set
+//!   `<prefix>:nodes` (score: its clock in ms, every [`HEARTBEAT`]); members seen within
+//!   [`NODE_TTL_MS`] are the nodes, and each well is diagnosed by exactly one of them, chosen
+//!   by rendezvous hashing of (node, well) — so a well's readings ingested on any node reach its
+//!   owner's diagnostics through `<prefix>:live`. When the set changes (a node joins, stops or
+//!   dies) every node drops its engines and rebuilds each well it owns from the database at its
+//!   next reading. Without Redis each node diagnoses what it ingests (the database still keeps
+//!   one open alarm per well and condition).
+//!
 //! The data itself is never carried here: every node reads and writes the shared database.
 //! Messages are JSON: `{"node": id, "type": "readings"|"alarm"|"well_state", ...}`.
 
@@ -37,6 +46,10 @@ const QUEUE: usize = 4096;
 const PIPELINE: usize = 256;
 /// Longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a node renews its membership.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// A node not heard of for this long has left; its wells go to the others.
+pub const NODE_TTL_MS: i64 = 3000;
 /// A connection attempt that has not succeeded within this failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -174,6 +187,8 @@ struct Stats {
     revocations_received: AtomicU64,
     /// Messages from other nodes that could not be read.
     messages_malformed: AtomicU64,
+    /// Nodes sharing the wells (0: membership unknown, this node diagnoses what it ingests).
+    nodes: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -196,6 +211,7 @@ impl Stats {
             "revocations_published": n(&self.revocations_published),
             "revocations_received": n(&self.revocations_received),
             "messages_malformed": n(&self.messages_malformed),
+            "nodes": n(&self.nodes),
             "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
     }
@@ -277,6 +293,14 @@ impl Cluster {
             revoke_channel.clone(),
             stopping.clone(),
         ));
+        let members = tokio::spawn(membership(
+            client.clone(),
+            state.clone(),
+            stats.clone(),
+            node.clone(),
+            format!("{prefix}:nodes"),
+            stopping.clone(),
+        ));
         let subscriber = tokio::spawn(subscribe(
             client,
             state.clone(),
@@ -288,7 +312,7 @@ impl Cluster {
         ));
         Ok(Cluster {
             stop,
-            tasks: vec![publisher, subscriber],
+            tasks: vec![publisher, subscriber, members],
             stats,
             node,
         })
@@ -467,6 +491,12 @@ async fn subscribe(
                     match decode(&node, &payload) {
                         Ok(Some(event)) => {
                             stats.events_received.fetch_add(1, Ordering::Relaxed);
+                            // Readings of wells this node diagnoses, ingested elsewhere.
+                            if let LiveEvent::Readings(batch) = &event
+                                && state.diagnostics.ownership().is_some()
+                            {
+                                state.diagnostics.submit(batch.readings.clone());
+                            }
                             state.live.publish_here(event);
                         }
                         Ok(None) => {}
@@ -492,6 +522,124 @@ async fn subscribe(
             }
         }
         if !back_off(&mut delay, &mut stopping).await {
+            return;
+        }
+    }
+}
+
+/// FNV-1a of (node, well), finished with MurmurHash3's fmix64 (FNV alone ranks nodes
+/// unevenly for ids that differ in their last characters): the same on every node and build.
+fn affinity(node: &str, well: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in node.bytes().chain([0]).chain(well.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
+
+/// The node of `members` that diagnoses `well` (rendezvous hashing: when a node leaves, only
+/// its wells move).
+fn owner_of<'a>(members: &'a [String], well: &str) -> Option<&'a str> {
+    members
+        .iter()
+        .max_by_key(|m| (affinity(m, well), m.as_str()))
+        .map(String::as_str)
+}
+
+async fn membership(
+    client: redis::Client,
+    state: AppState,
+    stats: Arc<Stats>,
+    node: String,
+    key: String,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut members: Vec<String> = Vec::new();
+    let mut connection = None;
+    let mut logged = false;
+    loop {
+        if connection.is_none() {
+            match tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
+                .await
+            {
+                Ok(Ok(c)) => connection = Some(c),
+                Ok(Err(e)) => stats.failed("membership", e, &mut logged),
+                Err(_) => stats.failed("membership", "connection timed out", &mut logged),
+            }
+        }
+        let mut alive = None;
+        if let Some(c) = connection.as_mut() {
+            let now = chrono::Utc::now().timestamp_millis();
+            let answer = redis::pipe()
+                .cmd("ZADD")
+                .arg(&key)
+                .arg(now)
+                .arg(&node)
+                .ignore()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(now - NODE_TTL_MS)
+                .ignore()
+                .cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query_async::<(Vec<String>,)>(c)
+                .await;
+            match answer {
+                Ok((mut nodes,)) => {
+                    nodes.sort();
+                    alive = Some(nodes);
+                }
+                Err(e) => {
+                    connection = None;
+                    stats.failed("membership", e, &mut logged);
+                }
+            }
+        }
+        match alive {
+            Some(nodes) if nodes != members => {
+                tracing::info!(target: "espwatch::cluster", nodes = nodes.len(), "nodes sharing the wells changed; diagnostics rebuilt from the database as readings come");
+                stats.nodes.store(nodes.len() as u64, Ordering::Relaxed);
+                members = nodes;
+                let (me, shared) = (node.clone(), members.clone());
+                state
+                    .diagnostics
+                    .set_ownership(Some(Arc::new(move |well: &WellId| {
+                        owner_of(&shared, well.as_str()) == Some(me.as_str())
+                    })));
+            }
+            Some(_) => {}
+            None if !members.is_empty() => {
+                tracing::warn!(target: "espwatch::cluster", "membership unknown without Redis: this node diagnoses the readings it ingests");
+                stats.nodes.store(0, Ordering::Relaxed);
+                members.clear();
+                state.diagnostics.set_ownership(None);
+            }
+            None => {}
+        }
+        let slept = tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => true,
+            _ = stopping.wait_for(|s| *s) => false,
+        };
+        if !slept || *stopping.borrow() {
+            // Leaving: the others take this node's wells at their next heartbeat.
+            if let Some(c) = connection.as_mut() {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    redis::cmd("ZREM")
+                        .arg(&key)
+                        .arg(&node)
+                        .query_async::<i64>(c),
+                )
+                .await;
+            }
             return;
         }
     }
@@ -540,5 +688,24 @@ mod tests {
             ("W-2", false, Timestamp(7))
         );
         assert!(decode("b", "{\"node\":\"a\",\"type\":\"nope\"}").is_err());
+    }
+
+    #[test]
+    fn each_well_has_one_owner_and_only_a_leaving_nodes_wells_move() {
+        let three: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let two: Vec<String> = ["n1", "n3"].map(String::from).to_vec();
+        let mut per_node = std::collections::HashMap::new();
+        for i in 0..3000 {
+            let well = format!("W-{i}");
+            let owner = owner_of(&three, &well).unwrap();
+            *per_node.entry(owner).or_insert(0) += 1;
+            if owner != "n2" {
+                assert_eq!(owner_of(&two, &well), Some(owner), "{well} moved");
+            }
+        }
+        for n in ["n1", "n2", "n3"] {
+            assert!((800..1200).contains(&per_node[n]), "{per_node:?}");
+        }
+        assert_eq!(owner_of(&[], "W-1"), None);
     }
 }

@@ -98,7 +98,13 @@ pub struct DiagnosticsHub {
     diagnosed: AtomicU64,
     skipped: AtomicU64,
     rebuilds: AtomicU64,
+    /// Which wells this node diagnoses when several nodes share the database (`None`: every
+    /// well whose readings it is given); see [`DiagnosticsHub::set_ownership`].
+    owner: std::sync::RwLock<Option<Ownership>>,
 }
+
+/// Whether this node diagnoses a well (several nodes: each well on exactly one).
+pub type Ownership = Arc<dyn Fn(&WellId) -> bool + Send + Sync>;
 
 impl DiagnosticsHub {
     /// Starts the hub and its background task (needs a Tokio runtime).
@@ -145,6 +151,7 @@ impl DiagnosticsHub {
             diagnosed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             rebuilds: AtomicU64::new(0),
+            owner: std::sync::RwLock::new(None),
         });
         let weak = Arc::downgrade(&hub);
         tokio::spawn(async move {
@@ -163,7 +170,10 @@ impl DiagnosticsHub {
 
     /// Queues accepted readings; returns at once. When the queue is full the readings are
     /// not queued and their wells are marked stale, to be rebuilt from the store.
-    pub fn submit(&self, readings: Vec<Reading>) {
+    pub fn submit(&self, mut readings: Vec<Reading>) {
+        if let Some(owns) = self.ownership() {
+            readings.retain(|r| owns(&r.well_id));
+        }
         if readings.is_empty() {
             return;
         }
@@ -198,6 +208,22 @@ impl DiagnosticsHub {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             tracing::warn!("diagnostics task stopped; readings not diagnosed");
         }
+    }
+
+    /// Diagnoses only the wells `owns` says (`None`: all it is given), as when the nodes
+    /// sharing the database change: every well's state is dropped and rebuilt from stored
+    /// telemetry when its next reading comes (a well that moved here starts from the
+    /// database, not from what another node knew).
+    pub fn set_ownership(&self, owns: Option<Ownership>) {
+        *self.owner.write().unwrap_or_else(|p| p.into_inner()) = owns;
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+
+    /// The current ownership rule, if several nodes share the wells.
+    pub fn ownership(&self) -> Option<Ownership> {
+        self.owner.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Queue depth, lag and counters, for `/health/ready`.

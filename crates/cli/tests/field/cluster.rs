@@ -442,3 +442,104 @@ async fn nodes_keep_serving_without_redis_and_catch_up_when_it_returns() {
         node.terminate();
     }
 }
+
+/// Wells with diagnostics state on `node`, and the nodes it sees.
+async fn diagnosed_wells(http: &reqwest::Client, node: &ChildServer) -> (u64, u64) {
+    let (_, health) = ready(http, node).await;
+    (
+        health["checks"]["diagnostics"]["wells"].as_u64().unwrap(),
+        health["checks"]["redis"]["nodes"].as_u64().unwrap(),
+    )
+}
+
+/// Each well is diagnosed on exactly one node, whichever node its readings reach; when a node
+/// dies (`kill -9`) its wells move to the survivor, rebuilt from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_well_is_diagnosed_on_one_node_and_moves_when_its_node_dies() {
+    init();
+    let Some(redis) = redis_server() else { return };
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let prefix = format!(
+        "espwatch-test-{}",
+        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
+    );
+    let admin = cli_api_key(&["--database-url", &db.url], "admin");
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut nodes: Vec<ChildServer> = dirs
+        .iter()
+        .map(|dir| start_node(dir.path(), &db.url, &redis, &prefix))
+        .collect();
+    let http = bearer_client(&admin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in &nodes {
+        while diagnosed_wells(&http, node).await.1 != 2 {
+            assert!(Instant::now() < deadline, "the nodes never saw each other");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let wells: Vec<String> = (0..24).map(|i| format!("OWN-{i:02}")).collect();
+    // Every well's readings through both nodes in turn (each node alone would diagnose all
+    // 24 wells: 48 engines in all).
+    let send = |round: i64| -> Vec<Value> {
+        wells
+            .iter()
+            .map(|w| reading(w, &ts(round * 10), 40.0))
+            .collect()
+    };
+    for round in 0..4 {
+        let r = http
+            .post(nodes[(round % 2) as usize].url("/api/v1/telemetry"))
+            .json(&send(round))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let split = loop {
+        let a = diagnosed_wells(&http, &nodes[0]).await.0;
+        let b = diagnosed_wells(&http, &nodes[1]).await.0;
+        if a + b == 24 && a > 0 && b > 0 {
+            break (a, b);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wells diagnosed: A {a}, B {b} (of 24)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "24 wells sent through both nodes: diagnosed on A {}, on B {}",
+        split.0, split.1
+    );
+
+    nodes[1].kill_9();
+    let died = Instant::now();
+    while diagnosed_wells(&http, &nodes[0]).await.1 != 1 {
+        assert!(
+            died.elapsed() < Duration::from_secs(10),
+            "node B never left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left_after = died.elapsed();
+    let r = http
+        .post(nodes[0].url("/api/v1/telemetry"))
+        .json(&send(4))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while diagnosed_wells(&http, &nodes[0]).await.0 != 24 {
+        assert!(
+            Instant::now() < deadline,
+            "node A did not take node B's wells"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("node B killed: A alone after {left_after:?}, diagnosing all 24 wells");
+    nodes[0].terminate();
+}
