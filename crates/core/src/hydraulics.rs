@@ -92,6 +92,24 @@ impl StageCurve {
         self.interpolate(flow_bpd, |p| p.bhp).max(0.0)
     }
 
+    /// The flow at or right of `from` where the head per stage falls to `head_ft` (bisection:
+    /// right of the shut-off hump the head falls with flow). `None` when it never gets there.
+    pub fn flow_at_head_right_of(&self, from: f64, head_ft: f64) -> Option<f64> {
+        let (mut lo, mut hi) = (from.max(0.0), self.max_flow());
+        if hi.is_nan() || hi <= lo || self.head_ft(lo) < head_ft || self.head_ft(hi) > head_ft {
+            return None;
+        }
+        for _ in 0..50 {
+            let mid = 0.5 * (lo + hi);
+            if self.head_ft(mid) > head_ft {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Some(0.5 * (lo + hi))
+    }
+
     /// Flow of best efficiency on the published points.
     pub fn bep_flow(&self) -> f64 {
         let mut best = (0.0, self.points[0].flow_bpd);

@@ -94,6 +94,9 @@ pub struct WellEngine {
     unloading: Unloading,
     /// The last reading with both the drive frequency and its output voltage: (time, Hz, V).
     last_drive: Option<(i64, f64, f64)>,
+    /// When the head was last at its baseline at a settled reading since the last start or
+    /// speed step: a change of it since is the well's doing, not a new pump or operating point.
+    head_normal_at: Option<i64>,
     /// End of the grace period of a known transient (a frequency step, a marked well test).
     transient_until: i64,
     frequency_level: Ewma,
@@ -185,6 +188,7 @@ impl WellEngine {
             head_loss: HeadLoss::default(),
             unloading: Unloading::default(),
             last_drive: None,
+            head_normal_at: None,
             transient_until: i64::MIN,
             frequency_level: Ewma::default(),
             speed_step_pending: false,
@@ -566,6 +570,30 @@ impl WellEngine {
         Some(c * expected / explained)
     }
 
+    /// The current ratio of a pump that ran right on its own curve to the head ratio `h`:
+    /// what a leak (more flow through the pump, less head) can explain. The baseline flow is
+    /// the meter's, or without one where the catalog curve gives the baseline head. `None`
+    /// without a curve with power, or when the curve does not reach that head.
+    pub(crate) fn current_ratio_for_head(&self, h: f64) -> Option<f64> {
+        let b = self.baseline.as_ref()?;
+        let curve = self.ctx.curve.as_ref()?;
+        let qb = match b.flow_bpd {
+            Some(q) => q,
+            None => {
+                let per_stage = b.tdh_ft? / self.ctx.stages?;
+                curve.flow_at_head_right_of(curve.bep_flow() * 0.5, per_stage)?
+            }
+        };
+        let q = curve.flow_at_head_right_of(qb, h * curve.head_ft(qb))?;
+        let (p0, p1) = (curve.bhp(qb), curve.bhp(q));
+        if p0 <= 1e-9 || p1.is_nan() {
+            return None;
+        }
+        let (nl, active) = (b.no_load_current_a, b.active_current_a);
+        let base = nl.hypot(active);
+        (base > 1e-9).then(|| nl.hypot(active * p1 / p0) / base)
+    }
+
     /// A well that reports its drive frequency sometimes drops the tag for a poll. Read from
     /// the voltage instead, its speed (and every ratio normalised by it) would jump for one
     /// reading. The speed cannot move between two polls without the drive's output voltage
@@ -599,6 +627,7 @@ impl WellEngine {
             for ch in &mut self.channels {
                 ch.reset_level();
             }
+            self.head_normal_at = None;
             let keep_rise = self.sm.rise;
             self.sm = Smoothed {
                 rise: keep_rise,
@@ -1175,6 +1204,22 @@ impl WellEngine {
             window,
         );
         let b = self.baseline.as_ref().expect("trained");
+        // A speed step (or a marked transient) moves the operating point as a start does.
+        if !settled {
+            self.head_normal_at = None;
+        } else if self
+            .sm
+            .head
+            .value()
+            .is_some_and(|h| h >= th.head_departure_ratio())
+        {
+            self.head_normal_at = Some(ts);
+        }
+        // Drag comes within the hour (an emulsion, a sand slug); wear costs head and adds
+        // friction over days and is the head rules' to judge.
+        let head_lost_lately = self
+            .head_normal_at
+            .is_some_and(|t| (ts - t) as f64 / MICROS <= th.drag_head_window_secs);
         let cur_unexplained = self.unexplained_current_ratio(
             self.sm.fast_cur.value(),
             self.sm.fast_flow.value(),
@@ -1190,6 +1235,12 @@ impl WellEngine {
             m,
             settled,
             cur_unexplained,
+            cur_for_head: self
+                .sm
+                .head
+                .value()
+                .and_then(|h| self.current_ratio_for_head(h)),
+            drag_window: head_lost_lately,
             supply_disturbed,
             cur_swings: self.cur_swings.count(),
             pd_swings: self.pd_swings.count(),

@@ -234,6 +234,13 @@ pub(crate) struct Input<'a> {
     pub settled: bool,
     /// Current explained by the operating point taken out (see `WellEngine`).
     pub cur_unexplained: Option<f64>,
+    /// The current ratio a pump running right on its own curve to the present (smoothed) head
+    /// would draw: the most a leak explains.
+    pub cur_for_head: Option<f64>,
+    /// The head was at its baseline within the last `drag_head_window_secs` of this run: a
+    /// current beyond what the lost head explains is drag (after a workover or restart a stale
+    /// baseline explains a low head as well; over days, wear does).
+    pub drag_window: bool,
     /// The supply voltage left its band repeatedly within the power window (or did so within
     /// the last slow time constant, which the smoothed variability still remembers).
     pub supply_disturbed: bool,
@@ -707,6 +714,13 @@ pub(crate) fn gas_interference(
     Some(Finding::new(Condition::GasInterference, conf, ev))
 }
 
+/// The current ratio `c` is far above what running out on the curve to the present head takes:
+/// more than a leak can draw.
+fn beyond_leak(i: &Input, c: f64) -> bool {
+    i.cur_for_head
+        .is_some_and(|e| c >= e * i.th.overload_current_ratio)
+}
+
 /// A watch on the motor unloading at a steady speed (see [`gas_unloading`]).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Unloading {
@@ -887,9 +901,11 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
         return None;
     }
     // More current with less head is a leak (the pump runs out on its curve), not drag: the
-    // head rules judge it.
+    // head rules judge it. As far as the curve explains it: a current far above what running
+    // out to that head takes is drag (a viscous or sandy fluid also costs head).
     let early = th.head_departure_ratio();
-    if val(&s.head).is_some_and(|h| h < early) {
+    let beyond_leak = i.drag_window && beyond_leak(i, c);
+    if val(&s.head).is_some_and(|h| h < early) && !beyond_leak {
         return None;
     }
     let supply_off = |v: Option<f64>| v.is_some_and(|v| (v - 1.0).abs() >= th.voltage_deviation);
@@ -1020,6 +1036,12 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     let abrupt_loaded =
         took_secs <= th.abrupt_secs && cur.is_none_or(|c| c >= th.leak_current_ratio);
     if state.kind.is_none() && abrupt_loaded && wellhead_up {
+        return None;
+    }
+    // Nor is a loss with the motor drawing far more than running out to that head takes
+    // (drag: the overload rule's while it is fresh).
+    if state.kind.is_none() && abrupt_loaded && i.cur_unexplained.is_some_and(|c| beyond_leak(i, c))
+    {
         return None;
     }
     // Nor is a sudden loss with the motor loaded while the annulus is being drawn down below

@@ -1319,3 +1319,28 @@ fn restarts_that_trip_at_once_with_no_free_gas_are_a_broken_shaft_not_gas_lock()
     assert!(has(&episodes, Condition::BrokenShaft), "{episodes:?}");
     assert!(!has(&episodes, Condition::GasLock), "{episodes:?}");
 }
+
+/// A leak lets the pump run out on its own curve: more flow, a little more power, less head.
+/// A viscous or sandy fluid also costs some head, but draws far more current than running out
+/// to that head takes (the catalog curve says how much): that is an overload, not a leak.
+#[test]
+fn a_current_far_beyond_what_the_lost_head_explains_is_overload_not_a_leak() {
+    let plan = pinned(Family::Classic, None, 22, "20s");
+    let at = start().0 + 14 * HOUR;
+    let readings = scaled_from(samples(&plan, 0), at, |since, m| {
+        let r = (since as f64 / (HOUR / 4) as f64).min(1.0);
+        m.set(Field::FlowRateBpd, None);
+        scale(m, Field::MotorCurrentA, 1.0 + 0.3 * r);
+        scale(m, Field::IntakePressurePsi, 1.0 + 0.03 * r);
+        let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
+        let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
+        m.set(
+            Field::DischargePressurePsi,
+            Some(pip + (pd - pip) * (1.0 - 0.06 * r)),
+        );
+    });
+    let readings = scaled_from(readings, 0, |_, m| m.set(Field::FlowRateBpd, None));
+    let episodes = episodes_of(&plan.wells[0].meta, &readings);
+    assert!(has(&episodes, Condition::Overload), "{episodes:?}");
+    assert!(!has(&episodes, Condition::TubingLeak), "{episodes:?}");
+}

@@ -194,6 +194,10 @@ pub struct Thresholds {
     pub gas_flow_ratio: f64,
     /// Overload well below nameplate needs this larger unexplained current ratio.
     pub overload_current_ratio_under_nameplate: f64,
+    /// A head lost with a current far beyond what running out on the curve takes is drag
+    /// (overload) for this long after the head was last at its baseline; later, the head
+    /// rules judge it (wear adds friction as it costs head, over days).
+    pub drag_head_window_secs: f64,
     /// Before a baseline (or right after a start): overload is current at or above this share
     /// of nameplate.
     pub nameplate_overload_share: f64,
@@ -381,6 +385,7 @@ impl Default for Thresholds {
             gas_free_pip_ratio: 1.25,
             gas_swing_window_secs: 1800.0,
             overload_current_ratio_under_nameplate: 1.2,
+            drag_head_window_secs: 21600.0,
             nameplate_overload_share: 1.1,
             head_departure_share: 1.0 / 3.0,
             head_loss_full_depth: 0.1,
