@@ -110,6 +110,12 @@ pub struct Config {
     /// a second of ingestion: what is admitted waits for a decoder (one per core), so a larger
     /// budget only makes acknowledgements later (64 MiB: 6 s median under 10× overload).
     pub ingest_max_inflight_bytes: u64,
+    /// Longest wait of an admitted telemetry body for a decoder, in ms. Beyond it the request
+    /// is answered 503 `overloaded` with `Retry-After` (nothing written), and while the oldest
+    /// waiting body is past it, new requests are refused at once, before their body is read.
+    pub ingest_decode_wait_ms: u64,
+    /// Telemetry bodies decoded at once; 0 (default): one per core.
+    pub ingest_decoders: usize,
     /// Live streams (`GET /api/v1/stream`) one identity may hold open at once (429 beyond).
     pub stream_max_connections_per_identity: usize,
     /// Mark the console's session cookies `Secure` (sent over HTTPS only). Browsers accept
@@ -386,6 +392,8 @@ impl Default for Config {
             trust_forwarded_for: false,
             diagnostics_queue_readings: 500_000,
             ingest_max_inflight_bytes: 16 * 1024 * 1024,
+            ingest_decode_wait_ms: 500,
+            ingest_decoders: 0,
             stream_max_connections_per_identity: 8,
             cookie_secure: true,
             http_header_timeout_secs: 10,
@@ -492,6 +500,8 @@ impl Config {
         "trust_forwarded_for",
         "diagnostics_queue_readings",
         "ingest_max_inflight_bytes",
+        "ingest_decode_wait_ms",
+        "ingest_decoders",
         "stream_max_connections_per_identity",
         "cookie_secure",
         "http_header_timeout_secs",
@@ -548,6 +558,12 @@ impl Config {
         }
         if self.ingest_max_inflight_bytes < 1024 {
             return Err("ingest_max_inflight_bytes must be at least 1024".into());
+        }
+        if !(1..=60_000).contains(&self.ingest_decode_wait_ms) {
+            return Err("ingest_decode_wait_ms must be between 1 and 60000".into());
+        }
+        if self.ingest_decoders > 1024 {
+            return Err("ingest_decoders must be at most 1024 (0: one per core)".into());
         }
         if !(1..=1000).contains(&self.stream_max_connections_per_identity) {
             return Err("stream_max_connections_per_identity must be between 1 and 1000".into());

@@ -1,6 +1,11 @@
 //! The ingestion pipeline shared by `POST /api/v1/telemetry` and `espwatch ingest`:
 //! decode a payload, append what is valid, and report per reading.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use espwatch_core::WellId;
 use espwatch_core::access::WellScope;
@@ -12,15 +17,88 @@ use utoipa::ToSchema;
 /// Bodies above this size are decoded on the blocking pool instead of the async workers.
 const INLINE_DECODE_LIMIT: usize = 256 * 1024;
 
-/// Payloads decoded at once: as many as the machine has cores. Under overload, more would only
-/// share the CPU among themselves (hundreds of decodes on the blocking pool made every request,
-/// the 503s and the health probes wait seconds for a core), and hold more decoded readings in
-/// memory at once.
-fn decode_permits() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
-    })
+/// The decoders a pipeline shares, and how long a payload may wait for one.
+///
+/// Payloads decoded at once: as many as the machine has cores by default. Under overload, more
+/// would only share the CPU among themselves (hundreds of decodes on the blocking pool made
+/// every request, the 503s and the health probes wait seconds for a core), and hold more
+/// decoded readings in memory at once. With a deadline, a payload that waits longer for a
+/// decoder is refused ([`IngestError::Busy`], nothing written), and while the oldest waiter is
+/// already past it, new payloads are refused at once ([`DecodeSlots::saturated`]).
+pub struct DecodeSlots {
+    permits: tokio::sync::Semaphore,
+    deadline: Option<Duration>,
+    /// Payloads waiting for a decoder: sequence number (so the first is the oldest) → since.
+    waiters: Mutex<BTreeMap<u64, Instant>>,
+    next: AtomicU64,
+}
+
+impl DecodeSlots {
+    /// `decoders` at once (0: one per core); `deadline`: longest wait for one (None: no limit).
+    pub fn new(decoders: usize, deadline: Option<Duration>) -> DecodeSlots {
+        let decoders = match decoders {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        DecodeSlots {
+            permits: tokio::sync::Semaphore::new(decoders),
+            deadline,
+            waiters: Mutex::new(BTreeMap::new()),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// One per core, no deadline: for callers without a server's configuration (`espwatch ingest`).
+    pub fn shared() -> &'static DecodeSlots {
+        static SLOTS: std::sync::OnceLock<DecodeSlots> = std::sync::OnceLock::new();
+        SLOTS.get_or_init(|| DecodeSlots::new(0, None))
+    }
+
+    /// Payloads waiting for a decoder now.
+    pub fn waiting(&self) -> usize {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True while the oldest payload waiting for a decoder has waited past the deadline: a new
+    /// one would wait longer still, so it is refused at once.
+    pub fn saturated(&self) -> bool {
+        let Some(deadline) = self.deadline else {
+            return false;
+        };
+        let waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        waiters
+            .first_key_value()
+            .is_some_and(|(_, since)| since.elapsed() >= deadline)
+    }
+
+    /// A decoder, waiting at most the deadline (FIFO among waiters).
+    async fn acquire(&self) -> Result<tokio::sync::SemaphorePermit<'_>, IngestError> {
+        let closed = |e: tokio::sync::AcquireError| IngestError::Join(e.to_string());
+        let Some(deadline) = self.deadline else {
+            return self.permits.acquire().await.map_err(closed);
+        };
+        if self.saturated() {
+            return Err(IngestError::Busy);
+        }
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(seq, Instant::now());
+        // Leaves the queue however the wait ends (slot, deadline, or the request dropped).
+        struct Waiting<'a>(&'a DecodeSlots, u64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                let mut waiters = self.0.waiters.lock().unwrap_or_else(|e| e.into_inner());
+                waiters.remove(&self.1);
+            }
+        }
+        let _waiting = Waiting(self, seq);
+        match tokio::time::timeout(deadline, self.permits.acquire()).await {
+            Ok(permit) => permit.map_err(closed),
+            Err(_) => Err(IngestError::Busy),
+        }
+    }
 }
 
 /// Outcome of ingesting one payload.
@@ -69,6 +147,9 @@ pub enum IngestError {
     Store(#[from] StoreError),
     #[error("decoding failed unexpectedly: {0}")]
     Join(String),
+    /// No decoder became free within the deadline: nothing was decoded or written.
+    #[error("no decoder became free in time (overloaded)")]
+    Busy,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -90,11 +171,17 @@ pub async fn ingest_payload(
     decode: DecodeOptions,
     append: AppendOptions,
 ) -> Result<IngestReport, IngestError> {
-    Ok(
-        ingest_payload_collect(store, format, body, decode, append, &WellScope::All)
-            .await?
-            .0,
+    Ok(ingest_payload_collect(
+        store,
+        format,
+        body,
+        decode,
+        append,
+        &WellScope::All,
+        DecodeSlots::shared(),
     )
+    .await?
+    .0)
 }
 
 /// As [`ingest_payload`], also returning the readings that were accepted (for diagnostics).
@@ -105,13 +192,12 @@ pub async fn ingest_payload_collect(
     decode: DecodeOptions,
     append: AppendOptions,
     scope: &WellScope,
+    slots: &DecodeSlots,
 ) -> Result<(IngestReport, Vec<espwatch_core::Reading>), IngestError> {
     let mut accepted = Vec::new();
-    // Waiting here is queueing (bounded by the server's admission of bodies in flight).
-    let permit = decode_permits()
-        .acquire()
-        .await
-        .map_err(|e| IngestError::Join(e.to_string()))?;
+    // Waiting here is queueing: bounded in bytes by the server's admission of bodies in
+    // flight, and in time by the slots' deadline (refused then, before anything is written).
+    let permit = slots.acquire().await?;
     let decoded = if body.len() > INLINE_DECODE_LIMIT {
         tokio::task::spawn_blocking(move || ingest::decode(format, &body, &decode))
             .await

@@ -91,7 +91,13 @@ impl AppState {
         let security = Security::from_config(&config, security_store, audit)?;
         let live = LiveHub::new(config.stream_max_connections_per_identity);
         Ok(AppState {
-            ingest_gate: IngestGate::new(config.ingest_max_inflight_bytes),
+            ingest_gate: IngestGate::new(
+                config.ingest_max_inflight_bytes,
+                espwatch_app::ingest::DecodeSlots::new(
+                    config.ingest_decoders,
+                    Some(std::time::Duration::from_millis(config.ingest_decode_wait_ms)),
+                ),
+            ),
             diagnostics: DiagnosticsHub::start_with_events(
                 store.clone(),
                 None,

@@ -229,17 +229,18 @@ async fn ingest_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let overloaded = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the server is ingesting as much as it can; retry after the Retry-After delay",
+        )
+        .with_details(serde_json::json!({ "retry_after_secs": 1 }))
+    };
     let _admission = state
         .ingest_gate
         .try_admit(declared.unwrap_or(limit).min(limit))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "the server is ingesting as much as it can; retry after the Retry-After delay",
-            )
-            .with_details(serde_json::json!({ "retry_after_secs": 1 }))
-        })?;
+        .ok_or_else(overloaded)?;
     let bytes = read_body(headers, body, state.config.body_limit_bytes).await?;
     let decode = DecodeOptions {
         now: Timestamp::from_datetime(Utc::now()),
@@ -259,6 +260,7 @@ async fn ingest_body(
         decode,
         append,
         &principal.scope,
+        state.ingest_gate.slots(),
     )
     .await
     {
@@ -287,6 +289,11 @@ async fn ingest_body(
                 "the database is unavailable and the local spool is full; retry after the Retry-After delay",
                 why,
             ));
+        }
+        Err(IngestError::Busy) => {
+            // No decoder free within `ingest_decode_wait_ms`: nothing was written.
+            state.ingest_gate.note_refused();
+            return Err(overloaded());
         }
         Err(IngestError::Store(e)) => return Err(e.into()),
         Err(e @ IngestError::Join(_)) => return Err(ApiError::internal(e)),
