@@ -1464,6 +1464,75 @@ fn held_body(
     }
 }
 
+/// The wait for a decoder has a deadline: with one decoder, a short deadline and a byte budget
+/// that never refuses, many concurrent large batches get some 503 `overloaded` + Retry-After
+/// instead of all queueing; every acknowledged batch is fully stored, no refused one at all.
+#[tokio::test]
+async fn ingest_decode_wait_past_deadline_is_503_and_writes_nothing() {
+    let app = spawn_app_with(|c| {
+        c.ingest_max_inflight_bytes = 1 << 30;
+        c.ingest_decoders = 1;
+        c.ingest_decode_wait_ms = 20;
+    })
+    .await;
+    const BATCHES: usize = 32;
+    const READINGS: i64 = 4_000;
+    let mut tasks = Vec::new();
+    for b in 0..BATCHES {
+        let well = format!("DLN-{b}");
+        let batch: Vec<Value> = (0..READINGS)
+            .map(|i| reading(&well, &ts(i), 40.0))
+            .collect();
+        let request = app
+            .client
+            .post(app.url("/api/v1/telemetry"))
+            .json(&Value::Array(batch));
+        tasks.push(tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let (status, body) = status_json(response).await;
+            (well, status, retry_after, body)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    for (well, status, retry_after, body) in results {
+        match status {
+            200 => {
+                ok += 1;
+                assert_eq!(body["accepted"].as_i64(), Some(READINGS), "{body}");
+                assert_eq!(
+                    app.all_points(&well).await["ts"].as_array().map(Vec::len),
+                    Some(READINGS as usize),
+                    "{well}"
+                );
+            }
+            503 => {
+                refused += 1;
+                assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+                assert_eq!(body["error"]["type"], "overloaded", "{body}");
+                assert_eq!(app.get(&format!("/api/v1/wells/{well}")).await.0, 404);
+            }
+            other => panic!("{well}: {other} {body}"),
+        }
+    }
+    eprintln!("{ok} acknowledged, {refused} refused (503)");
+    assert!(ok >= 1, "one decoder always makes progress");
+    assert!(refused >= 1, "queueing past the deadline is refused");
+    let (_, ready) = app.get("/health/ready").await;
+    assert!(
+        ready["checks"]["ingest"]["rejected_overload_total"].as_u64() >= Some(refused),
+        "{ready}"
+    );
+}
+
 /// Ingestion in flight is bounded: while the budget is taken, a further batch is answered at
 /// once with 503 + Retry-After (before its body is read) instead of queueing; it succeeds when
 /// retried, and everything acknowledged is stored.
