@@ -1235,10 +1235,13 @@ impl WellEngine {
             m,
             settled,
             cur_unexplained,
+            // Only below the departure ratio does either reader use it: keeps the curve
+            // bisection off the healthy hot path.
             cur_for_head: self
                 .sm
                 .head
                 .value()
+                .filter(|h| *h < th.head_departure_ratio())
                 .and_then(|h| self.current_ratio_for_head(h)),
             drag_window: head_lost_lately,
             supply_disturbed,

@@ -235,7 +235,8 @@ pub(crate) struct Input<'a> {
     /// Current explained by the operating point taken out (see `WellEngine`).
     pub cur_unexplained: Option<f64>,
     /// The current ratio a pump running right on its own curve to the present (smoothed) head
-    /// would draw: the most a leak explains.
+    /// would draw: the most a leak explains. `None` while the head is at or above
+    /// `head_departure_ratio` (no reader needs it there).
     pub cur_for_head: Option<f64>,
     /// The head was at its baseline within the last `drag_head_window_secs` of this run: a
     /// current beyond what the lost head explains is drag (after a workover or restart a stale

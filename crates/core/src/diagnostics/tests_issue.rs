@@ -973,6 +973,14 @@ fn scale(m: &mut Measurements, field: Field, factor: f64) {
     m.set(field, v);
 }
 
+/// Scales the pressure the pump adds (discharge minus intake) by `factor`: a head loss or gain
+/// as the discharge gauge sees it.
+fn scale_pressure_rise(m: &mut Measurements, factor: f64) {
+    let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
+    let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
+    m.set(Field::DischargePressurePsi, Some(pip + (pd - pip) * factor));
+}
+
 fn episodes_of(
     meta: &crate::well::WellMeta,
     readings: &[(Timestamp, Measurements)],
@@ -1065,9 +1073,7 @@ fn a_current_that_hunts_after_the_restart_is_not_a_broken_shaft() {
             };
             scale(m, Field::MotorCurrentA, cur);
             scale(m, Field::FlowRateBpd, flow);
-            let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
-            let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
-            m.set(Field::DischargePressurePsi, Some(pip + (pd - pip) * head));
+            scale_pressure_rise(m, head);
         });
         scaled_from(readings, 0, |_, m| {
             m.set(Field::VibrationXG, None);
@@ -1304,9 +1310,7 @@ fn restarts_that_trip_at_once_with_no_free_gas_are_a_broken_shaft_not_gas_lock()
         if since % (40 * 60_000_000) < 480_000_000 {
             scale(m, Field::MotorCurrentA, 0.3);
             m.set(Field::FlowRateBpd, Some(0.0));
-            let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
-            let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
-            m.set(Field::DischargePressurePsi, Some(pip + (pd - pip) * 0.05));
+            scale_pressure_rise(m, 0.05);
             scale(m, Field::VibrationXG, 0.9);
             scale(m, Field::VibrationYG, 0.9);
         } else {
@@ -1332,12 +1336,7 @@ fn a_current_far_beyond_what_the_lost_head_explains_is_overload_not_a_leak() {
         m.set(Field::FlowRateBpd, None);
         scale(m, Field::MotorCurrentA, 1.0 + 0.3 * r);
         scale(m, Field::IntakePressurePsi, 1.0 + 0.03 * r);
-        let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
-        let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
-        m.set(
-            Field::DischargePressurePsi,
-            Some(pip + (pd - pip) * (1.0 - 0.06 * r)),
-        );
+        scale_pressure_rise(m, 1.0 - 0.06 * r);
     });
     let readings = scaled_from(readings, 0, |_, m| m.set(Field::FlowRateBpd, None));
     let episodes = episodes_of(&plan.wells[0].meta, &readings);
