@@ -1323,7 +1323,7 @@ fn scale_since_departure(i: &Input, state: &HeadLoss) -> bool {
 }
 
 /// The changes since the head began to depart that make it scale (see [`MotorLevels`]).
-fn scale_evidence(i: &Input, state: &HeadLoss) -> Vec<Evidence> {
+pub(crate) fn scale_evidence(i: &Input, state: &HeadLoss) -> Vec<Evidence> {
     let th = i.th;
     let now = MotorLevels::now(i);
     let then = state.at_departure.unwrap_or_default();

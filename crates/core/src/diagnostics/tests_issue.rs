@@ -1343,3 +1343,84 @@ fn a_current_far_beyond_what_the_lost_head_explains_is_overload_not_a_leak() {
     assert!(has(&episodes, Condition::Overload), "{episodes:?}");
     assert!(!has(&episodes, Condition::TubingLeak), "{episodes:?}");
 }
+
+/// A gauge failing by scattering: every reading some percent off at random while its mean
+/// holds. The process never moves one quantity alone (gas swings the current, the pressures
+/// and the flow together), so one channel scattering many times its usual while the others
+/// stay calm is the gauge; the same scatter on several channels at once is not.
+#[test]
+fn a_gauge_scattering_alone_is_noisy_but_channels_swinging_together_are_not() {
+    let plan = pinned(Family::Classic, None, 30, "20s");
+    let from = start().0 + 26 * HOUR;
+    let jitter = |n: usize, amount: f64| 1.0 + amount * (((n * 37) % 101) as f64 / 50.0 - 1.0);
+    let run = |fields: &[(Field, f64)]| {
+        let findings = findings_with_glitch(&plan, from, &|n, m| {
+            for (k, (f, amount)) in fields.iter().enumerate() {
+                scale(m, *f, jitter(n + 13 * k, *amount));
+            }
+        });
+        let process: Vec<Diagnosis> = findings
+            .iter()
+            .map(|f| f.diagnosis)
+            .filter(|d| d.is_process())
+            .collect();
+        (findings, process)
+    };
+    let (findings, process) = run(&[(Field::DischargePressurePsi, 0.03)]);
+    for f in findings.iter().filter(|f| f.diagnosis.is_process()).take(3) {
+        eprintln!("{f:?}");
+    }
+    for f in findings
+        .iter()
+        .filter(|f| !f.diagnosis.is_process())
+        .take(3)
+    {
+        eprintln!("{f:?}");
+    }
+    eprintln!("n findings {}", findings.len());
+    assert!(names_a_fault(&findings, "discharge_pressure_psi.noisy"));
+    assert!(process.is_empty(), "{process:?}");
+    let (findings, _) = run(&[(Field::FlowRateBpd, 0.15)]);
+    assert!(names_a_fault(&findings, "flow_rate_bpd.noisy"));
+    // Gas: the ammeter chart swings, and the flow and the discharge with it.
+    let (findings, _) = run(&[
+        (Field::DischargePressurePsi, 0.03),
+        (Field::MotorCurrentA, 0.08),
+        (Field::FlowRateBpd, 0.15),
+    ]);
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.evidence.iter().any(|e| e.feature.ends_with(".noisy")))
+    );
+}
+
+/// Many pumps run their whole life well below their motor's base frequency (a 60 Hz motor
+/// turned down to 40 Hz to match the well's inflow). Such a pump runs "at speed" at the speed
+/// it was learned at: before, anything below 80 % of the nameplate's base was treated as a
+/// ramp and never judged, so a broken shaft on it went unseen.
+#[test]
+fn a_pump_run_well_below_its_motors_base_frequency_is_still_judged() {
+    let mut cfg = FleetConfig::new(21, 0, start(), 40 * HOUR);
+    cfg.family = Family::Classic;
+    cfg.normal_life = false;
+    cfg.pinned = vec![PinnedWell {
+        id: Some("W-1".into()),
+        pump: Some("RX-538-2600".into()),
+        nominal_frequency_hz: Some(40.0),
+        interval: Some("60s".into()),
+        conditions: vec![PinnedCondition {
+            condition: Condition::BrokenShaft,
+            start: "30h".into(),
+            end: Some("40h".into()),
+            severity: Some(0.6),
+        }],
+        ..PinnedWell::default()
+    }];
+    let plan = plan_fleet(&cfg).unwrap();
+    let meta = &plan.wells[0].meta;
+    let base = meta.pump.as_ref().and_then(|p| p.base_frequency_hz);
+    assert!(base.is_some_and(|b| 40.0 < 0.8 * b), "{meta:?}");
+    let episodes = episodes_of(meta, &samples(&plan, 0));
+    assert!(has(&episodes, Condition::BrokenShaft), "{episodes:?}");
+}
