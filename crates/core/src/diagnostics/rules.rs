@@ -1155,7 +1155,18 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 ],
             ));
         }
-        *state = HeadLoss::default();
+        // The head came back past half the step. A leak does not heal: what loss is left stays
+        // the leak's (judged on the usual bar) until the head is back at its baseline, rather
+        // than being taken for a new loss, and a gradual one (wear), an hour later.
+        *state = HeadLoss {
+            departed: state.departed,
+            reached_low: state.reached_low,
+            kind: state.kind,
+            developed_secs: state.developed_secs,
+            current_at_onset: state.current_at_onset,
+            at_departure: state.at_departure,
+            ..HeadLoss::default()
+        };
         return None;
     }
     if state.kind.is_some() || !i.settled {
