@@ -95,7 +95,9 @@ impl AppState {
                 config.ingest_max_inflight_bytes,
                 espwatch_app::ingest::DecodeSlots::new(
                     config.ingest_decoders,
-                    Some(std::time::Duration::from_millis(config.ingest_decode_wait_ms)),
+                    Some(std::time::Duration::from_millis(
+                        config.ingest_decode_wait_ms,
+                    )),
                 ),
             ),
             diagnostics: DiagnosticsHub::start_with_events(
