@@ -36,7 +36,7 @@ pub use notify::{
 };
 pub use retention::{RawDay, Retention, RollupTier};
 pub use security::{
-    ApiKey, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuditVerification, LockoutPolicy,
+    ApiKey, AuditEvent, AuditFilter, AuditKey, AuditPrune, AuditRecord, AuditVerification, LockoutPolicy,
     NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,
 };
 
