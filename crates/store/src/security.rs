@@ -587,8 +587,11 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// are all older than `before`, and appends (chained, keyed) an `audit_pruned` record
     /// naming the removed range and the last removed hash, from which verification of the
     /// rest starts. One transaction. `None` when nothing is that old. Needs the audit key.
-    async fn prune_audit(&self, before: Timestamp, by: AuditEvent)
-    -> StoreResult<Option<AuditPrune>>;
+    async fn prune_audit(
+        &self,
+        before: Timestamp,
+        by: AuditEvent,
+    ) -> StoreResult<Option<AuditPrune>>;
 }
 
 /// Checks a sequence of records (ascending ids) against the chain rules; shared by backends'

@@ -27,9 +27,8 @@ use rusqlite::{
 use super::lock;
 use crate::security::{
     ApiKey, AuditChainChecker, AuditEvent, AuditFilter, AuditKey, AuditPrune, AuditRecord,
-    AuditVerification,
-    LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User,
-    UserChange, audit_chain_hash,
+    AuditVerification, LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome,
+    SecurityStore, Session, User, UserChange, audit_chain_hash,
 };
 use crate::{StoreError, StoreResult};
 
@@ -836,8 +835,7 @@ fn append_in(
         )
         .optional()
         .map_err(|e| db_err("reading the last audit record", e))?;
-    let (mut id, mut prev) =
-        last.unwrap_or_else(|| (0, crate::security::AUDIT_GENESIS.to_owned()));
+    let (mut id, mut prev) = last.unwrap_or_else(|| (0, crate::security::AUDIT_GENESIS.to_owned()));
     crate::security::check_can_append(key, &prev)?;
     let mut stmt = tx
         .prepare_cached(&format!(
