@@ -845,6 +845,192 @@ async fn timescaledb_retention_keeps_rollups_of_deleted_days() {
     .await;
 }
 
+/// The 1m/1h/1d continuous aggregates have compression policies (segmented by well, beyond
+/// their refresh windows), the policies compress old rollups when they run, and compressed
+/// rollups answer every query as before and as the raw computation, late data included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timescaledb_rollups_are_compressed_and_answer_the_same() {
+    let opts = PostgresOptions {
+        timescale: TimescaleMode::Require,
+        ..fast()
+    };
+    on_fresh_timescale_database("espwatch_tsroll", |url| async move {
+        let store = PostgresStore::open(&url, opts).await.unwrap();
+        assert_eq!(store.flavor(), Flavor::Timescale);
+        let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // The policies: one per rollup, compress_after beyond the refresh policy's start.
+        let rows = db
+            .query(
+                "SELECT c.view_name::text, (j.config->>'compress_after')::interval::text,
+                        (r.config->>'start_offset')::interval::text,
+                        (j.config->>'compress_after')::interval > (r.config->>'start_offset')::interval
+                 FROM timescaledb_information.continuous_aggregates c
+                 JOIN timescaledb_information.jobs j ON j.proc_name = 'policy_compression'
+                      AND j.hypertable_name = c.view_name
+                 JOIN timescaledb_information.jobs r ON r.proc_name = 'policy_refresh_continuous_aggregate'
+                      AND r.hypertable_name = c.view_name
+                 ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        let got: Vec<(String, String, bool)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(3)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("telemetry_1d".to_owned(), "180 days".to_owned(), true),
+                ("telemetry_1h".to_owned(), "30 days".to_owned(), true),
+                ("telemetry_1m".to_owned(), "7 days".to_owned(), true),
+            ]
+        );
+        let segmentby = db
+            .query(
+                "SELECT DISTINCT attname::text FROM timescaledb_information.compression_settings s
+                 JOIN timescaledb_information.continuous_aggregates c
+                   ON s.hypertable_name = c.materialization_hypertable_name
+                 WHERE s.segmentby_column_index IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        let segmentby: Vec<String> = segmentby.iter().map(|r| r.get(0)).collect();
+        assert_eq!(segmentby, ["well_id"]);
+
+        // Three days of irregular readings (T0 is long past: every policy applies).
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut batch = Vec::new();
+        let mut t = 0i64;
+        while t < 3 * 86_400 {
+            let mut m = Measurements::empty();
+            if !xorshift(&mut rng).is_multiple_of(4) {
+                m.set(
+                    Field::FrequencyHz,
+                    Some((xorshift(&mut rng) % 6000) as f64 / 100.0),
+                );
+            }
+            if !xorshift(&mut rng).is_multiple_of(3) {
+                m.set(
+                    Field::MotorCurrentA,
+                    Some((xorshift(&mut rng) % 9000) as f64 / 100.0),
+                );
+            }
+            m.set(
+                Field::IntakePressurePsi,
+                Some((xorshift(&mut rng) % 30000) as f64 / 10.0),
+            );
+            batch.push(Reading {
+                well_id: well("ROLL"),
+                ts: Timestamp(T0 + t * 1_000_000),
+                values: m,
+            });
+            t += 7 + (xorshift(&mut rng) % 60) as i64;
+        }
+        for chunk in batch.chunks(5000) {
+            store.append(chunk.to_vec(), auto()).await.unwrap();
+        }
+        store.refresh_rollups().await.unwrap();
+        for tier in ["1m", "1h", "1d"] {
+            db.batch_execute(&format!(
+                "CALL refresh_continuous_aggregate('telemetry_{tier}', NULL, NULL)"
+            ))
+            .await
+            .unwrap();
+        }
+        let queries = fixed_queries();
+        let mut before = Vec::new();
+        for q in &queries {
+            before.push(store.query(q).await.unwrap());
+        }
+        check_queries(&store, &mut rng, "rollups uncompressed").await;
+
+        // Run the rollups' own compression policies now.
+        let jobs = db
+            .query(
+                "SELECT j.job_id FROM timescaledb_information.jobs j
+                 JOIN timescaledb_information.continuous_aggregates c
+                   ON j.hypertable_name = c.view_name
+                 WHERE j.proc_name = 'policy_compression'",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 3);
+        for job in jobs {
+            let id: i32 = job.get(0);
+            db.batch_execute(&format!("CALL run_job({id})"))
+                .await
+                .unwrap();
+        }
+        let compressed = db
+            .query(
+                "SELECT c.view_name::text, bool_and(k.is_compressed), count(*)
+                 FROM timescaledb_information.continuous_aggregates c
+                 JOIN timescaledb_information.chunks k
+                   ON k.hypertable_name = c.materialization_hypertable_name
+                 GROUP BY 1 ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(compressed.len(), 3, "every rollup has chunks");
+        for r in &compressed {
+            let (view, all, n): (String, bool, i64) = (r.get(0), r.get(1), r.get(2));
+            assert!(all && n > 0, "{view}: every chunk compressed ({n} chunks)");
+        }
+        for (q, was) in queries.iter().zip(&before) {
+            let now = store.query(q).await.unwrap();
+            assert_eq!(&now, was, "compressed rollups answer identically");
+        }
+        check_queries(&store, &mut rng, "rollups compressed").await;
+
+        // Late data into compressed days: queued, then refreshed into compressed rollups.
+        let late: Vec<Reading> = (0..50)
+            .map(|i| reading("ROLL", 5 + i * 3_001, 99.0 + i as f64))
+            .collect();
+        store.append(late, auto()).await.unwrap();
+        check_queries(&store, &mut rng, "late data into compressed rollups, queued").await;
+        store.refresh_rollups().await.unwrap();
+        for tier in ["1m", "1h", "1d"] {
+            db.batch_execute(&format!(
+                "CALL refresh_continuous_aggregate('telemetry_{tier}', NULL, NULL)"
+            ))
+            .await
+            .unwrap();
+        }
+        check_queries(&store, &mut rng, "late data into compressed rollups, refreshed").await;
+        store.close().await.unwrap();
+    })
+    .await;
+}
+
+/// Whole-span queries of every tier and aggregate over the well `ROLL`.
+fn fixed_queries() -> Vec<TelemetryQuery> {
+    let mut out = Vec::new();
+    for step in [60, 3600, 86_400] {
+        for agg in [Agg::Avg, Agg::Min, Agg::Max, Agg::Last] {
+            out.push(TelemetryQuery {
+                well_id: well("ROLL"),
+                range: all_time(),
+                fields: vec![
+                    Field::FrequencyHz,
+                    Field::MotorCurrentA,
+                    Field::IntakePressurePsi,
+                ],
+                step_micros: Some(step * 1_000_000),
+                agg,
+                max_points: 10_000,
+            });
+        }
+    }
+    out
+}
+
 /// The state right after installing the TimescaleDB package: available, not preloaded. A
 /// `CREATE EXTENSION` probe there is answered FATAL and closes the connection; `auto` must fall
 /// back to plain PostgreSQL (saying how to enable TimescaleDB) and `require` must fail with

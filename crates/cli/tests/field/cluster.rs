@@ -103,18 +103,8 @@ async fn two_nodes_on_one_database_share_readings_streams_revocations_and_alarms
     let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
         return;
     };
-    let prefix = format!(
-        "espwatch-test-{}",
-        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
-    );
-    let admin = cli_api_key(&["--database-url", &db.url], "admin");
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let nodes: Vec<ChildServer> = dirs
-        .iter()
-        .map(|dir| start_node(dir.path(), &db.url, &redis, &prefix))
-        .collect();
+    let (dirs, nodes, admin, http) = start_two_nodes(&db.url, &redis);
     let (a, b) = (&nodes[0], &nodes[1]);
-    let http = bearer_client(&admin);
 
     // Both nodes joined (the subscriber connects in the background).
     for node in [a, b] {
@@ -265,6 +255,32 @@ async fn two_nodes_on_one_database_share_readings_streams_revocations_and_alarms
     }
 }
 
+/// Two nodes on `db` joined through `redis` under a channel prefix of this test's own, an admin
+/// API key and a client that presents it. The data directories come first so that, bound by the
+/// caller, they outlive the nodes.
+fn start_two_nodes(
+    db: &str,
+    redis: &str,
+) -> (
+    [tempfile::TempDir; 2],
+    Vec<ChildServer>,
+    String,
+    reqwest::Client,
+) {
+    let prefix = format!(
+        "espwatch-test-{}",
+        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
+    );
+    let admin = cli_api_key(&["--database-url", db], "admin");
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let nodes = dirs
+        .iter()
+        .map(|dir| start_node(dir.path(), db, redis, &prefix))
+        .collect();
+    let http = bearer_client(&admin);
+    (dirs, nodes, admin, http)
+}
+
 /// Starts a node on `db` joined through `redis` with the test's channel `prefix`.
 fn start_node(dir: &std::path::Path, db: &str, redis: &str, prefix: &str) -> ChildServer {
     ChildServer::start_with_env(
@@ -329,18 +345,8 @@ async fn nodes_keep_serving_without_redis_and_catch_up_when_it_returns() {
         });
     let relay = super::amqp::Relay::start((host, port)).await;
     let relayed = format!("redis://127.0.0.1:{}", relay.port);
-    let prefix = format!(
-        "espwatch-test-{}",
-        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
-    );
-    let admin = cli_api_key(&["--database-url", &db.url], "admin");
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let nodes: Vec<ChildServer> = dirs
-        .iter()
-        .map(|dir| start_node(dir.path(), &db.url, &relayed, &prefix))
-        .collect();
+    let (_dirs, nodes, admin, http) = start_two_nodes(&db.url, &relayed);
     let (a, b) = (&nodes[0], &nodes[1]);
-    let http = bearer_client(&admin);
     for node in [a, b] {
         wait_redis(&http, node, "healthy").await;
     }
@@ -461,17 +467,7 @@ async fn each_well_is_diagnosed_on_one_node_and_moves_when_its_node_dies() {
     let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
         return;
     };
-    let prefix = format!(
-        "espwatch-test-{}",
-        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
-    );
-    let admin = cli_api_key(&["--database-url", &db.url], "admin");
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let mut nodes: Vec<ChildServer> = dirs
-        .iter()
-        .map(|dir| start_node(dir.path(), &db.url, &redis, &prefix))
-        .collect();
-    let http = bearer_client(&admin);
+    let (_dirs, mut nodes, _admin, http) = start_two_nodes(&db.url, &redis);
     let deadline = Instant::now() + Duration::from_secs(10);
     for node in &nodes {
         while diagnosed_wells(&http, node).await.1 != 2 {

@@ -1,5 +1,6 @@
 //! Per-channel health: stuck values, impossible spikes, temperatures moving faster than any
-//! thermal mass can, and dropouts. A faulty channel is hidden
+//! thermal mass can, dropouts, and a gauge scattering far beyond its usual while the other
+//! channels stay calm (judged by the engine, which sees them all). A faulty channel is hidden
 //! from the condition rules (they see it as missing), and reported as `sensor_fault` with the
 //! channel named, while the other channels keep telling the story.
 
@@ -19,6 +20,10 @@ pub enum ChannelFault {
     /// degrees between readings): a loose connection or a failing transmitter.
     Erratic,
     Dropout,
+    /// Scattering between readings many times more than the gauge usually does while every
+    /// other channel stays as calm as usual: the process cannot move one quantity alone, so the
+    /// gauge (or its wiring) is failing.
+    Noisy,
 }
 
 impl ChannelFault {
@@ -28,6 +33,7 @@ impl ChannelFault {
             ChannelFault::Spikes => "spikes",
             ChannelFault::Erratic => "erratic",
             ChannelFault::Dropout => "dropout",
+            ChannelFault::Noisy => "noisy",
         }
     }
 }
@@ -78,7 +84,24 @@ pub struct ChannelMonitor {
     slews: VecDeque<i64>,
     /// Direction of the last fast move.
     last_slew_sign: i8,
+    /// The last absolute steps between successive readings (`NOISE_WINDOW` of them).
+    recent_steps: VecDeque<f64>,
+    last_raw: Option<f64>,
+    /// The usual median step, averaged slowly while the channel is not judged noisy.
+    usual_step: Ewma,
+    /// Median recent step.
+    median_step: Option<f64>,
+    /// The smallest non-zero step ever seen: the gauge's resolution as far as known.
+    resolution: f64,
+    /// Readings in a row that scattered beyond `noise_ratio` (see [`ChannelMonitor::noise`]).
+    pub noisy_run: u32,
+    /// Judged noisy (by the engine, which alone sees whether the other channels are calm).
+    pub noisy: bool,
 }
+
+/// Steps whose median measures a channel's scatter: a median of 15 ignores up to seven large
+/// steps (a spike is two, a start a few), so only a gauge that scatters most of the time counts.
+const NOISE_WINDOW: usize = 15;
 
 /// Channels watched for faults (frequency and the slow lab channels are left out: they can be
 /// legitimately constant).
@@ -92,6 +115,18 @@ pub const WATCHED: [Field; 10] = [
     Field::MotorTempC,
     Field::VibrationXG,
     Field::VibrationYG,
+    Field::FlowRateBpd,
+];
+
+/// Channels judged for scatter: measured process quantities whose scatter between readings is
+/// the gauge's own. Left out: the current (swinging alone is gas, the classic ammeter chart),
+/// the voltage (it swings with the supply) and vibration (its scatter is what it measures).
+pub const NOISE_JUDGED: [Field; 6] = [
+    Field::IntakePressurePsi,
+    Field::DischargePressurePsi,
+    Field::TubingPressurePsi,
+    Field::IntakeTempC,
+    Field::MotorTempC,
     Field::FlowRateBpd,
 ];
 
@@ -134,7 +169,8 @@ impl ChannelMonitor {
         too_fast
     }
 
-    pub fn train(&mut self, ts: i64, value: Option<f64>) {
+    pub fn train(&mut self, ts: i64, value: Option<f64>, th: &Thresholds) {
+        self.track_steps(ts, value, false, th);
         self.train_seen += 1;
         if let Some(v) = value {
             self.train_present += 1;
@@ -206,6 +242,7 @@ impl ChannelMonitor {
         at_rest: bool,
         th: &Thresholds,
     ) -> (Option<f64>, Option<ChannelFault>) {
+        self.track_steps(ts, value, at_rest || system_changed, th);
         let tau = th.dropout_window_secs;
         if !self.missing.is_init() {
             self.missing.update(ts, 0.0, tau);
@@ -292,6 +329,67 @@ impl ChannelMonitor {
             None
         };
         (usable, fault)
+    }
+
+    /// Keeps the recent steps between successive readings and, while the channel is not judged
+    /// noisy, learns its usual median step. A pump at rest or the whole system moving (a start,
+    /// a speed change) says nothing about the gauge: those steps are left out.
+    fn track_steps(&mut self, ts: i64, value: Option<f64>, unsteady: bool, th: &Thresholds) {
+        let previous = std::mem::replace(&mut self.last_raw, value);
+        let (Some(v), Some(p)) = (value, previous) else {
+            return;
+        };
+        if unsteady {
+            self.recent_steps.clear();
+            self.median_step = None;
+            return;
+        }
+        let step = (v - p).abs();
+        if step > 0.0 && (self.resolution == 0.0 || step < self.resolution) {
+            self.resolution = step;
+        }
+        if self.recent_steps.len() == NOISE_WINDOW {
+            self.recent_steps.pop_front();
+        }
+        self.recent_steps.push_back(step);
+        if self.recent_steps.len() < NOISE_WINDOW {
+            self.median_step = None;
+            return;
+        }
+        let mut sorted: Vec<f64> = self.recent_steps.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[NOISE_WINDOW / 2];
+        self.median_step = Some(median);
+        if !self.noisy {
+            self.usual_step.update(ts, median, th.noise_usual_tau_secs);
+        }
+    }
+
+    /// How many times its usual scatter the channel scatters now (`None` until it has a full
+    /// window of steady readings). The usual step is never taken below three resolution steps
+    /// (a coarse gauge dithers one step back and forth at any noise) or 0.01 % of its typical
+    /// value.
+    pub fn noise_ratio(&self) -> Option<f64> {
+        let median = self.median_step?;
+        let usual = self.usual_step.value()?;
+        let floor = (3.0 * self.resolution).max(1e-4 * self.typical);
+        (floor > 0.0).then(|| median / usual.max(floor))
+    }
+
+    /// Whether the scatter alone is beyond what a working gauge shows: `noise_ratio` times its
+    /// usual (`on`; once judged noisy, the lower `off` keeps it so) and at least
+    /// `noise_min_share` of the typical value between successive readings (far beyond any
+    /// transmitter's accuracy).
+    pub fn scatters(&self, th: &Thresholds) -> bool {
+        let limit = if self.noisy {
+            th.noise_ratio_off
+        } else {
+            th.noise_ratio
+        };
+        self.noise_ratio().is_some_and(|r| r >= limit)
+            && self
+                .median_step
+                .is_some_and(|m| m >= th.noise_min_share * self.typical)
     }
 
     pub fn missing_share(&self) -> f64 {

@@ -9,7 +9,7 @@ use crate::telemetry::{FIELD_COUNT, Field, Measurements, Timestamp};
 use crate::well::WellMeta;
 
 use super::anomaly::{AnomalyModel, FeatureVec, NF};
-use super::channels::{ChannelFault, ChannelMonitor, WATCHED};
+use super::channels::{ChannelFault, ChannelMonitor, NOISE_JUDGED, WATCHED};
 use super::episodes::{EpisodeTracker, Transitions};
 use super::features::{Baseline, Features, WellContext};
 use super::rules::{self, HeadLoss, Smoothed, Unloading};
@@ -107,6 +107,10 @@ pub struct WellEngine {
     cur_swings: rules::Swings,
     pd_swings: rules::Swings,
     anomaly_smooth: Ewma,
+    /// Measured discharge pressure minus wellhead pressure and fluid column (tubing friction
+    /// and the fluid's true density), learned while both gauges read: should the discharge
+    /// gauge fail, the column estimate stands in for it on the same footing as the baseline.
+    column_offset: Ewma,
     anomaly_above_since: Option<i64>,
     anomaly_alarm: bool,
     anomaly_adapted_at: Option<i64>,
@@ -133,6 +137,7 @@ struct TrainAcc {
     rise: Welford,
     eff: Welford,
     gor: Welford,
+    hz: Welford,
     n: u64,
 }
 
@@ -196,6 +201,7 @@ impl WellEngine {
             cur_swings: rules::Swings::default(),
             pd_swings: rules::Swings::default(),
             anomaly_smooth: Ewma::default(),
+            column_offset: Ewma::default(),
             anomaly_above_since: None,
             anomaly_alarm: false,
             anomaly_adapted_at: None,
@@ -263,6 +269,26 @@ impl WellEngine {
         }
     }
 
+    /// The discharge pressure from the wellhead pressure and the fluid column above the pump.
+    fn column_discharge(&self, m: &Measurements) -> Option<f64> {
+        let thp = m.get(Field::TubingPressurePsi)?;
+        let depth = self.ctx.setting_depth_ft?;
+        Some(thp + depth * self.ctx.sg.unwrap_or(1.0) / FT_PER_PSI_WATER)
+    }
+
+    /// Learns how far the measured discharge sits above the column estimate while the pump
+    /// runs (see `column_offset`).
+    fn learn_column_offset(&mut self, ts: i64, m: &Measurements, running: bool) {
+        if let (true, Some(pd), Some(column)) = (
+            running,
+            m.get(Field::DischargePressurePsi),
+            self.column_discharge(m),
+        ) {
+            let tau = self.th.slow_tau_secs;
+            self.column_offset.update(ts, pd - column, tau);
+        }
+    }
+
     fn normalise(&self, m: &Measurements) -> Normalised {
         let f = m.get(Field::FrequencyHz);
         let reference = self.reference_hz.or(self.ctx.base_hz).or(f).unwrap_or(60.0);
@@ -291,9 +317,7 @@ impl WellEngine {
         // fluid column above the pump (TDH = dynamic fluid level + wellhead head, the textbook
         // sizing formula; tubing friction is small and moves little at a steady rate).
         let discharge = m.get(Field::DischargePressurePsi).or_else(|| {
-            let thp = m.get(Field::TubingPressurePsi)?;
-            let depth = self.ctx.setting_depth_ft?;
-            Some(thp + depth * sg / FT_PER_PSI_WATER)
+            Some(self.column_discharge(m)? + self.column_offset.value().unwrap_or(0.0))
         });
         let tdh_raw = match (discharge, m.get(Field::IntakePressurePsi)) {
             (Some(pd), Some(pi)) => Some((pd - pi) * FT_PER_PSI_WATER / sg),
@@ -382,7 +406,7 @@ impl WellEngine {
 
     fn train(&mut self, ts: i64, m: &Measurements, healthy: bool) {
         for f in Field::ALL {
-            self.channels[f.index()].train(ts, m.get(f));
+            self.channels[f.index()].train(ts, m.get(f), &self.th);
         }
         let running = self.is_running(m);
         if running && self.reference_hz.is_none() {
@@ -395,11 +419,15 @@ impl WellEngine {
             });
         }
         self.update_run_state(ts, running);
+        self.learn_column_offset(ts, m, running);
         let settled = healthy && running && self.secs_since_start(ts) >= self.th.settle_secs;
         if settled {
             let n = self.normalise(m);
             let a = &mut self.acc;
             a.n += 1;
+            if let Some(hz) = m.get(Field::FrequencyHz) {
+                a.hz.push(hz);
+            }
             if let Some(ia) = n.active_current {
                 a.active.push(ia);
                 a.cur_short.update(ts, ia, self.th.slow_tau_secs);
@@ -459,6 +487,7 @@ impl WellEngine {
         if a.n >= 10 {
             self.baseline = Some(Baseline {
                 reference_hz: reference,
+                operating_hz: a.hz.mean(),
                 no_load_current_a: self.no_load_a.unwrap_or(0.0),
                 active_current_a: a.active.mean().unwrap_or(0.0),
                 current_variability: a.cur_dev.std(),
@@ -792,6 +821,11 @@ impl WellEngine {
                 faults.push((f, fault, self.channels[f.index()].stuck_run));
             }
         }
+        for f in NOISE_JUDGED {
+            if judge_noise(&mut self.channels, f, th) && !faults.iter().any(|(g, _, _)| *g == f) {
+                faults.push((f, ChannelFault::Noisy, 0));
+            }
+        }
         if faults.is_empty() {
             return (clean, None);
         }
@@ -810,6 +844,16 @@ impl WellEngine {
                     }
                     ChannelFault::Dropout => {
                         (self.channels[f.index()].missing_share(), th.dropout_share)
+                    }
+                    ChannelFault::Noisy => {
+                        // Judged on the higher bar, held on the lower one.
+                        let r = self.channels[f.index()].noise_ratio().unwrap_or(0.0);
+                        let bar = if r >= th.noise_ratio {
+                            th.noise_ratio
+                        } else {
+                            th.noise_ratio_off
+                        };
+                        (r, bar)
                     }
                 };
                 Evidence::new(
@@ -872,6 +916,7 @@ impl WellEngine {
         let running = self.is_running(&clean);
         let tripped = self.running && !running;
         self.update_run_state(ts, running);
+        self.learn_column_offset(ts, &clean, running);
         self.track_transients(ts, &clean, running);
         let th = Arc::clone(&self.th);
         let since_start = self.secs_since_start(ts);
@@ -890,9 +935,14 @@ impl WellEngine {
         let mut findings: Vec<Finding> = Vec::new();
         findings.extend(sensor);
 
+        // Judged against the speed the well was learned at when that is below the nameplate's
+        // base: a pump turned down to 40 Hz of a 60 Hz motor for its whole life runs at speed.
         let at_speed = feats.frequency_hz.is_none_or(|f| {
             f >= th.min_running_frequency_ratio
-                * self.baseline.as_ref().map_or(0.0, |b| b.reference_hz)
+                * self.baseline.as_ref().map_or(0.0, |b| {
+                    b.operating_hz
+                        .map_or(b.reference_hz, |o| o.min(b.reference_hz))
+                })
         });
         let ramped = running && since_start >= th.ramp_secs && at_speed;
         if ramped && self.baseline.is_some() {
@@ -1235,10 +1285,13 @@ impl WellEngine {
             m,
             settled,
             cur_unexplained,
+            // Only below the departure ratio does either reader use it: keeps the curve
+            // bisection off the healthy hot path.
             cur_for_head: self
                 .sm
                 .head
                 .value()
+                .filter(|h| *h < th.head_departure_ratio())
                 .and_then(|h| self.current_ratio_for_head(h)),
             drag_window: head_lost_lately,
             supply_disturbed,
@@ -1276,6 +1329,14 @@ impl WellEngine {
                     .retag(wear, Diagnosis::Condition(Condition::ScalePlugging));
                 finding.diagnosis = Diagnosis::Condition(Condition::ScalePlugging);
                 finding.action = action_for(finding.diagnosis);
+                // Wear's evidence (the motor not heating beyond the lost flow) no longer holds:
+                // the evidence is what made it scale.
+                finding
+                    .evidence
+                    .retain(|e| e.feature != "unexplained_winding_rise_change");
+                finding
+                    .evidence
+                    .extend(rules::scale_evidence(&input, &self.head_loss));
             }
             out.push(finding);
             return;
@@ -1330,4 +1391,31 @@ impl TrainingReading {
         }
         m
     }
+}
+
+/// One gauge scattering far more than usual while every other channel with a measure of
+/// its own scatter (at least two) stays near its usual: the process moves several
+/// quantities together (gas: current, pressures and flow; slugging: both pressures), so
+/// this is the gauge. Confirmed over `noise_confirm_readings` readings in a row.
+fn judge_noise(channels: &mut [ChannelMonitor], f: Field, th: &Thresholds) -> bool {
+    let scatters = channels[f.index()].scatters(th);
+    let others: Vec<f64> = WATCHED
+        .iter()
+        .filter(|g| **g != f)
+        .filter_map(|g| channels[g.index()].noise_ratio())
+        .collect();
+    let alone = others.len() >= 2 && others.iter().all(|r| *r < th.noise_alone_ratio);
+    let monitor = &mut channels[f.index()];
+    if !scatters {
+        monitor.noisy_run = 0;
+        monitor.noisy = false;
+    } else if alone || monitor.noisy {
+        // Once judged, the gauge stays noisy while it scatters: a process upset meanwhile
+        // does not mend it.
+        monitor.noisy_run += 1;
+        monitor.noisy = monitor.noisy_run >= th.noise_confirm_readings;
+    } else {
+        monitor.noisy_run = 0;
+    }
+    monitor.noisy
 }

@@ -45,6 +45,9 @@ impl WellContext {
 #[derive(Clone, Debug, Serialize)]
 pub struct Baseline {
     pub reference_hz: f64,
+    /// The drive frequency the well ran at while the baseline was learned (the nameplate's
+    /// base frequency, `reference_hz`, is often well above it).
+    pub operating_hz: Option<f64>,
     pub no_load_current_a: f64,
     /// Load (active) current at the reference frequency.
     pub active_current_a: f64,

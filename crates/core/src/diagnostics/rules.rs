@@ -235,7 +235,8 @@ pub(crate) struct Input<'a> {
     /// Current explained by the operating point taken out (see `WellEngine`).
     pub cur_unexplained: Option<f64>,
     /// The current ratio a pump running right on its own curve to the present (smoothed) head
-    /// would draw: the most a leak explains.
+    /// would draw: the most a leak explains. `None` while the head is at or above
+    /// `head_departure_ratio` (no reader needs it there).
     pub cur_for_head: Option<f64>,
     /// The head was at its baseline within the last `drag_head_window_secs` of this run: a
     /// current beyond what the lost head explains is drag (after a workover or restart a stale
@@ -1154,7 +1155,18 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 ],
             ));
         }
-        *state = HeadLoss::default();
+        // The head came back past half the step. A leak does not heal: what loss is left stays
+        // the leak's (judged on the usual bar) until the head is back at its baseline, rather
+        // than being taken for a new loss, and a gradual one (wear), an hour later.
+        *state = HeadLoss {
+            departed: state.departed,
+            reached_low: state.reached_low,
+            kind: state.kind,
+            developed_secs: state.developed_secs,
+            current_at_onset: state.current_at_onset,
+            at_departure: state.at_departure,
+            ..HeadLoss::default()
+        };
         return None;
     }
     if state.kind.is_some() || !i.settled {
@@ -1322,7 +1334,7 @@ fn scale_since_departure(i: &Input, state: &HeadLoss) -> bool {
 }
 
 /// The changes since the head began to depart that make it scale (see [`MotorLevels`]).
-fn scale_evidence(i: &Input, state: &HeadLoss) -> Vec<Evidence> {
+pub(crate) fn scale_evidence(i: &Input, state: &HeadLoss) -> Vec<Evidence> {
     let th = i.th;
     let now = MotorLevels::now(i);
     let then = state.at_departure.unwrap_or_default();

@@ -973,6 +973,14 @@ fn scale(m: &mut Measurements, field: Field, factor: f64) {
     m.set(field, v);
 }
 
+/// Scales the pressure the pump adds (discharge minus intake) by `factor`: a head loss or gain
+/// as the discharge gauge sees it.
+fn scale_pressure_rise(m: &mut Measurements, factor: f64) {
+    let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
+    let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
+    m.set(Field::DischargePressurePsi, Some(pip + (pd - pip) * factor));
+}
+
 fn episodes_of(
     meta: &crate::well::WellMeta,
     readings: &[(Timestamp, Measurements)],
@@ -1065,9 +1073,7 @@ fn a_current_that_hunts_after_the_restart_is_not_a_broken_shaft() {
             };
             scale(m, Field::MotorCurrentA, cur);
             scale(m, Field::FlowRateBpd, flow);
-            let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
-            let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
-            m.set(Field::DischargePressurePsi, Some(pip + (pd - pip) * head));
+            scale_pressure_rise(m, head);
         });
         scaled_from(readings, 0, |_, m| {
             m.set(Field::VibrationXG, None);
@@ -1304,9 +1310,7 @@ fn restarts_that_trip_at_once_with_no_free_gas_are_a_broken_shaft_not_gas_lock()
         if since % (40 * 60_000_000) < 480_000_000 {
             scale(m, Field::MotorCurrentA, 0.3);
             m.set(Field::FlowRateBpd, Some(0.0));
-            let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
-            let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
-            m.set(Field::DischargePressurePsi, Some(pip + (pd - pip) * 0.05));
+            scale_pressure_rise(m, 0.05);
             scale(m, Field::VibrationXG, 0.9);
             scale(m, Field::VibrationYG, 0.9);
         } else {
@@ -1332,15 +1336,120 @@ fn a_current_far_beyond_what_the_lost_head_explains_is_overload_not_a_leak() {
         m.set(Field::FlowRateBpd, None);
         scale(m, Field::MotorCurrentA, 1.0 + 0.3 * r);
         scale(m, Field::IntakePressurePsi, 1.0 + 0.03 * r);
-        let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
-        let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
-        m.set(
-            Field::DischargePressurePsi,
-            Some(pip + (pd - pip) * (1.0 - 0.06 * r)),
-        );
+        scale_pressure_rise(m, 1.0 - 0.06 * r);
     });
     let readings = scaled_from(readings, 0, |_, m| m.set(Field::FlowRateBpd, None));
     let episodes = episodes_of(&plan.wells[0].meta, &readings);
     assert!(has(&episodes, Condition::Overload), "{episodes:?}");
     assert!(!has(&episodes, Condition::TubingLeak), "{episodes:?}");
+}
+
+/// A gauge failing by scattering: every reading some percent off at random while its mean
+/// holds. The process never moves one quantity alone (gas swings the current, the pressures
+/// and the flow together), so one channel scattering many times its usual while the others
+/// stay calm is the gauge; the same scatter on several channels at once is not.
+#[test]
+fn a_gauge_scattering_alone_is_noisy_but_channels_swinging_together_are_not() {
+    let plan = pinned(Family::Classic, None, 30, "20s");
+    let from = start().0 + 26 * HOUR;
+    let jitter = |n: usize, amount: f64| 1.0 + amount * (((n * 37) % 101) as f64 / 50.0 - 1.0);
+    let run = |fields: &[(Field, f64)]| {
+        let findings = findings_with_glitch(&plan, from, &|n, m| {
+            for (k, (f, amount)) in fields.iter().enumerate() {
+                scale(m, *f, jitter(n + 13 * k, *amount));
+            }
+        });
+        let process: Vec<Diagnosis> = findings
+            .iter()
+            .map(|f| f.diagnosis)
+            .filter(|d| d.is_process())
+            .collect();
+        (findings, process)
+    };
+    let (findings, process) = run(&[(Field::DischargePressurePsi, 0.03)]);
+    for f in findings.iter().filter(|f| f.diagnosis.is_process()).take(3) {
+        eprintln!("{f:?}");
+    }
+    for f in findings
+        .iter()
+        .filter(|f| !f.diagnosis.is_process())
+        .take(3)
+    {
+        eprintln!("{f:?}");
+    }
+    eprintln!("n findings {}", findings.len());
+    assert!(names_a_fault(&findings, "discharge_pressure_psi.noisy"));
+    assert!(process.is_empty(), "{process:?}");
+    let (findings, _) = run(&[(Field::FlowRateBpd, 0.15)]);
+    assert!(names_a_fault(&findings, "flow_rate_bpd.noisy"));
+    // Gas: the ammeter chart swings, and the flow and the discharge with it.
+    let (findings, _) = run(&[
+        (Field::DischargePressurePsi, 0.03),
+        (Field::MotorCurrentA, 0.08),
+        (Field::FlowRateBpd, 0.15),
+    ]);
+    assert!(
+        !findings
+            .iter()
+            .any(|f| f.evidence.iter().any(|e| e.feature.ends_with(".noisy")))
+    );
+}
+
+/// Many pumps run their whole life well below their motor's base frequency (a 60 Hz motor
+/// turned down to 40 Hz to match the well's inflow). Such a pump runs "at speed" at the speed
+/// it was learned at: before, anything below 80 % of the nameplate's base was treated as a
+/// ramp and never judged, so a broken shaft on it went unseen.
+#[test]
+fn a_pump_run_well_below_its_motors_base_frequency_is_still_judged() {
+    let mut cfg = FleetConfig::new(21, 0, start(), 40 * HOUR);
+    cfg.family = Family::Classic;
+    cfg.normal_life = false;
+    cfg.pinned = vec![PinnedWell {
+        id: Some("W-1".into()),
+        pump: Some("RX-538-2600".into()),
+        nominal_frequency_hz: Some(40.0),
+        interval: Some("60s".into()),
+        conditions: vec![PinnedCondition {
+            condition: Condition::BrokenShaft,
+            start: "30h".into(),
+            end: Some("40h".into()),
+            severity: Some(0.6),
+        }],
+        ..PinnedWell::default()
+    }];
+    let plan = plan_fleet(&cfg).unwrap();
+    let meta = &plan.wells[0].meta;
+    let base = meta.pump.as_ref().and_then(|p| p.base_frequency_hz);
+    assert!(base.is_some_and(|b| 40.0 < 0.8 * b), "{meta:?}");
+    let episodes = episodes_of(meta, &samples(&plan, 0));
+    assert!(has(&episodes, Condition::BrokenShaft), "{episodes:?}");
+}
+
+/// A leak does not heal. When the head of a subtle leak comes back past half its step (a
+/// sparse or noisy gauge, the annulus settling) and then sinks below the bar over the next
+/// hours, that is the same leak, not a new loss that took hours to develop (wear). (A pin of
+/// the behaviour: this synthetic loss is judged a leak with or without the latch that keeps a
+/// subtle leak's kind, which mended indep-sim2 seed 4 well K2-B-17.)
+#[test]
+fn a_subtle_leak_whose_head_wanders_back_is_not_taken_for_wear() {
+    let plan = pinned(Family::Classic, None, 60, "10m");
+    let meta = &plan.wells[0].meta;
+    let at = start().0 + 30 * HOUR;
+    let readings = scaled_from(samples(&plan, 0), at, |since, m| {
+        let h = since as f64 / HOUR as f64;
+        // A step of 6 %, back to 2 % after two hours, then sinking to 10 % over a day.
+        let loss = if h < 2.0 {
+            0.06
+        } else if h < 3.0 {
+            0.02
+        } else {
+            (0.02 + 0.08 * (h - 3.0) / 24.0).min(0.10)
+        };
+        scale(m, Field::FlowRateBpd, 1.0 - loss);
+        scale(m, Field::IntakePressurePsi, 1.0 + loss / 2.0);
+        scale_pressure_rise(m, 1.0 - loss);
+    });
+    let episodes = episodes_of(meta, &readings);
+    assert!(has(&episodes, Condition::TubingLeak), "{episodes:?}");
+    assert!(!has(&episodes, Condition::PumpWear), "{episodes:?}");
 }

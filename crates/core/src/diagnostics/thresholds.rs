@@ -119,6 +119,18 @@ pub struct Thresholds {
     pub intake_pressure_slew_psi_per_min: f64,
     /// ...counting only jumps of at least this many psi (noise and resolution stay below).
     pub intake_pressure_min_jump_psi: f64,
+    /// A pressure, temperature or flow gauge whose median step between readings is this many
+    /// times its usual one, while every other channel scatters less than
+    /// `noise_alone_ratio` times its own usual, is noisy (`noise_ratio_off` keeps it so)...
+    pub noise_ratio: f64,
+    pub noise_ratio_off: f64,
+    pub noise_alone_ratio: f64,
+    /// ...for `noise_confirm_readings` readings in a row, with a median step of at least this
+    /// share of the typical value (gauges are accurate to about 0.1 %).
+    pub noise_min_share: f64,
+    pub noise_confirm_readings: u32,
+    /// Time constant of the usual step, seconds (learned only while the gauge is not noisy).
+    pub noise_usual_tau_secs: f64,
     /// Share of recent readings (over `dropout_window_secs`) missing a channel that otherwise
     /// reports: dropout. (A short communication gap is not a failing sensor.)
     pub dropout_share: f64,
@@ -350,6 +362,12 @@ impl Default for Thresholds {
             temperature_min_jump_c: 5.0,
             intake_pressure_slew_psi_per_min: 100.0,
             intake_pressure_min_jump_psi: 50.0,
+            noise_ratio: 6.0,
+            noise_ratio_off: 3.0,
+            noise_alone_ratio: 2.5,
+            noise_min_share: 0.004,
+            noise_confirm_readings: 5,
+            noise_usual_tau_secs: 6.0 * 3600.0,
             dropout_share: 0.5,
             dropout_window_secs: 1800.0,
             speed_from_voltage_range: (0.6, 1.3),
