@@ -228,7 +228,19 @@ pub async fn check_anchors(
         .cloned();
     if let Some(anchor) = &newest {
         let head_id = verification.head.as_ref().map_or(0, |(id, _)| *id);
-        if head_id < anchor.id {
+        let pruned_through = verification.pruned.as_ref().map_or(0, |(id, _)| *id);
+        if anchor.id <= pruned_through {
+            // The anchored record was pruned; the verified prune record names the last one.
+            if let Some((id, hash)) = &verification.pruned
+                && *id == anchor.id
+                && *hash != anchor.hash
+            {
+                problems.push(format!(
+                    "record {} does not have the hash anchored on {} (the trail up to it was rewritten)",
+                    anchor.id, anchor.ts
+                ));
+            }
+        } else if head_id < anchor.id {
             problems.push(format!(
                 "records {}..={} are missing: the trail was anchored at record {} on {} and now ends at {head_id} (the newest records were deleted)",
                 head_id + 1,

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use anyhow::bail;
+use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use espwatch_app::Config;
 use espwatch_app::keys::{KeyRequest, issue_api_key};
@@ -117,6 +117,19 @@ pub enum AuditCommand {
         #[command(flatten)]
         store: DataArgs,
     },
+    /// Retention: remove the oldest records (the longest prefix of the chain older than the
+    /// cut) and append a keyed `audit_pruned` record naming the removed range and the last
+    /// removed hash, from which `audit verify` checks the rest. Needs the audit key.
+    Prune {
+        /// Remove records older than this (a duration of at least 1d, e.g. "365d").
+        #[arg(long, conflicts_with = "before")]
+        older_than: Option<String>,
+        /// Remove records before this instant (RFC 3339).
+        #[arg(long)]
+        before: Option<String>,
+        #[command(flatten)]
+        store: DataArgs,
+    },
     /// Print the newest audit records as JSON lines.
     List {
         #[arg(long, default_value_t = 50)]
@@ -212,9 +225,9 @@ impl ApiKeysCommand {
 impl AuditCommand {
     pub fn store_args(&self) -> StoreArgs {
         match self {
-            AuditCommand::Verify { store, .. } | AuditCommand::List { store, .. } => {
-                store.store_args()
-            }
+            AuditCommand::Verify { store, .. }
+            | AuditCommand::Prune { store, .. }
+            | AuditCommand::List { store, .. } => store.store_args(),
         }
     }
 }
@@ -618,6 +631,50 @@ pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()
                     ""
                 }
             );
+            Ok(())
+        }
+        AuditCommand::Prune {
+            older_than, before, ..
+        } => {
+            let cut = match (older_than, before) {
+                (Some(age), None) => {
+                    let micros = espwatch_core::duration::parse_duration_micros(age)
+                        .ok()
+                        .filter(|m| *m >= 86_400_000_000)
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "--older-than must be a duration of at least 1d (got {age:?})"
+                            )
+                        })?;
+                    Timestamp(now().0 - micros)
+                }
+                (None, Some(at)) => Timestamp::from_datetime(
+                    chrono::DateTime::parse_from_rfc3339(at)
+                        .with_context(|| format!("--before {at:?} is not RFC 3339"))?
+                        .with_timezone(&chrono::Utc),
+                ),
+                _ => anyhow::bail!("give --older-than DURATION or --before TIME"),
+            };
+            let by = AuditEvent {
+                ts: now(),
+                kind: String::new(),
+                request_id: None,
+                method: None,
+                route: None,
+                status: None,
+                actor: Some(cli_actor()),
+                role: Some("admin".into()),
+                source: Some("local".into()),
+                duration_ms: None,
+                detail: serde_json::Value::Null,
+            };
+            match store.prune_audit(cut, by).await? {
+                Some(p) => println!(
+                    "pruned audit records {}..={} ({} records, last hash {}); recorded as audit_pruned record {}",
+                    p.first_id, p.last_id, p.count, p.last_hash, p.record_id
+                ),
+                None => println!("no audit records to prune before {}", cut.to_rfc3339()),
+            }
             Ok(())
         }
         AuditCommand::List {

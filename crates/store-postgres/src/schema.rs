@@ -769,11 +769,13 @@ mod pinned {
             super::checksum(&super::audit_append_only().sql),
             super::checksum(&super::rollup_queue_ranges().sql),
             super::checksum(&super::notifications().sql),
+            super::checksum(&super::rollup_compression(super::Flavor::Timescale).sql),
+            super::checksum(&super::rollup_compression(super::Flavor::Partitioned).sql),
         ];
         assert_eq!(got, PINNED);
     }
 
-    const PINNED: [i64; 8] = [
+    const PINNED: [i64; 10] = [
         4448778947527403899,
         -652217944561075580,
         -7868476583824631736,
@@ -782,5 +784,7 @@ mod pinned {
         4249714050715942311,
         -4329375184339693379,
         -3371725504426712657,
+        -5329364373235496148,
+        -7422462322345546189,
     ];
 }

@@ -16,7 +16,8 @@ use deadpool_postgres::GenericClient;
 use espwatch_core::Timestamp;
 use espwatch_core::access::Role;
 use espwatch_store::security::{
-    AUDIT_GENESIS, AuditChainChecker, audit_chain_hash, check_can_append,
+    AUDIT_GENESIS, AuditChainChecker, AuditPrune, audit_chain_hash, audit_pruned_event,
+    check_can_append, check_can_prune,
 };
 use espwatch_store::{
     ApiKey, AuditEvent, AuditFilter, AuditRecord, AuditVerification, LockoutPolicy, NewApiKey,
@@ -758,6 +759,104 @@ impl SecurityStore for PostgresStore {
         }
         tx.commit().await.map_err(err)?;
         Ok(checker.verdict(None))
+    }
+
+    async fn prune_audit(
+        &self,
+        before: Timestamp,
+        by: AuditEvent,
+    ) -> StoreResult<Option<AuditPrune>> {
+        let key = self.inner.shared.audit_key.clone();
+        check_can_prune(key.as_ref())?;
+        let err = |e| db_err("pruning the audit log", e);
+        let mut client = self.client("pruning the audit log").await?;
+        let tx = client.transaction().await.map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_AUDIT])
+            .await
+            .map_err(err)?;
+        let row = tx
+            .query_one(
+                "SELECT MIN(id), MAX(id), (SELECT MIN(id) FROM audit WHERE ts >= $1) FROM audit",
+                &[&before.0],
+            )
+            .await
+            .map_err(err)?;
+        let (first, newest, young): (Option<i64>, Option<i64>, Option<i64>) =
+            (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
+        let (Some(first), Some(newest)) = (first, newest) else {
+            return Ok(None);
+        };
+        // The newest record always stays: the prune record is chained after it.
+        let last = young.map_or(newest - 1, |young| young - 1).min(newest - 1);
+        if last < first {
+            return Ok(None);
+        }
+        let last_hash: String = get(
+            &tx.query_one("SELECT hash FROM audit WHERE id = $1", &[&last])
+                .await
+                .map_err(err)?,
+            0,
+        )?;
+        // The append-only trigger is lifted for this transaction only.
+        tx.batch_execute("ALTER TABLE audit DISABLE TRIGGER audit_no_change")
+            .await
+            .map_err(err)?;
+        let count = tx
+            .execute("DELETE FROM audit WHERE id <= $1", &[&last])
+            .await
+            .map_err(err)?;
+        tx.batch_execute("ALTER TABLE audit ENABLE TRIGGER audit_no_change")
+            .await
+            .map_err(err)?;
+        let prev: String = get(
+            &tx.query_one("SELECT hash FROM audit WHERE id = $1", &[&newest])
+                .await
+                .map_err(err)?,
+            0,
+        )?;
+        check_can_append(key.as_ref(), &prev)?;
+        let mut event = audit_pruned_event(by, first, last, &last_hash, before);
+        if event.duration_ms.is_some_and(|d| !d.is_finite()) {
+            event.duration_ms = None;
+        }
+        let id = newest + 1;
+        let hash = audit_chain_hash(key.as_ref(), &prev, id, &event);
+        let mut cols = AuditColumns::with_capacity(1);
+        cols.push(id, event, prev, hash);
+        tx.execute(
+            &format!(
+                "INSERT INTO audit ({AUDIT_COLUMNS})
+                 SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[],
+                     $5::text[], $6::text[], $7::int4[], $8::text[], $9::text[], $10::text[],
+                     $11::float8[], $12::text[], $13::text[], $14::text[])"
+            ),
+            &[
+                &cols.id,
+                &cols.ts,
+                &cols.kind,
+                &cols.request_id,
+                &cols.method,
+                &cols.route,
+                &cols.status,
+                &cols.actor,
+                &cols.role,
+                &cols.source,
+                &cols.duration_ms,
+                &cols.detail,
+                &cols.prev_hash,
+                &cols.hash,
+            ],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(Some(AuditPrune {
+            first_id: first,
+            last_id: last,
+            count: count as i64,
+            last_hash,
+            record_id: id,
+        }))
     }
 }
 

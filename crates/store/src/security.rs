@@ -458,6 +458,55 @@ pub struct AuditVerification {
     pub first_broken: Option<i64>,
     /// What was wrong with it.
     pub reason: Option<String>,
+    /// The trail starts after a prune: the last pruned record's id and hash, accounted for
+    /// by a verified `audit_pruned` record of the remaining chain.
+    pub pruned: Option<(i64, String)>,
+}
+
+/// Kind of the record a prune appends.
+pub const AUDIT_PRUNED_KIND: &str = "audit_pruned";
+
+/// What [`SecurityStore::prune_audit`] removed, and the record it appended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditPrune {
+    pub first_id: i64,
+    pub last_id: i64,
+    pub count: i64,
+    /// Hash of the last removed record: the remaining chain's first `prev_hash`.
+    pub last_hash: String,
+    /// Id of the `audit_pruned` record appended.
+    pub record_id: i64,
+}
+
+/// The `audit_pruned` event naming a removed prefix (`by` gives time, actor, role, source).
+pub fn audit_pruned_event(
+    by: AuditEvent,
+    first_id: i64,
+    last_id: i64,
+    last_hash: &str,
+    before: Timestamp,
+) -> AuditEvent {
+    AuditEvent {
+        kind: AUDIT_PRUNED_KIND.into(),
+        detail: serde_json::json!({
+            "first_id": first_id,
+            "last_id": last_id,
+            "count": last_id - first_id + 1,
+            "last_hash": last_hash,
+            "before": before.0,
+        }),
+        ..by
+    }
+}
+
+/// Pruning needs the audit key: an unkeyed `audit_pruned` record could be forged by anyone.
+pub fn check_can_prune(key: Option<&AuditKey>) -> StoreResult<()> {
+    if key.is_none() {
+        return Err(crate::StoreError::Unavailable(
+            "pruning the audit trail needs the audit key (the JWT secret and audit key file the server uses)".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -534,6 +583,15 @@ pub trait SecurityStore: Send + Sync + 'static {
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>>;
     /// Walks the whole chain from the first record.
     async fn verify_audit(&self) -> StoreResult<AuditVerification>;
+    /// Retention: removes the oldest records, the longest prefix of the chain whose records
+    /// are all older than `before`, and appends (chained, keyed) an `audit_pruned` record
+    /// naming the removed range and the last removed hash, from which verification of the
+    /// rest starts. One transaction. `None` when nothing is that old. Needs the audit key.
+    async fn prune_audit(
+        &self,
+        before: Timestamp,
+        by: AuditEvent,
+    ) -> StoreResult<Option<AuditPrune>>;
 }
 
 /// Checks a sequence of records (ascending ids) against the chain rules; shared by backends'
@@ -546,6 +604,10 @@ pub struct AuditChainChecker {
     /// A record keyed with the audit key file was seen: none keyed with the JWT-derived key
     /// may follow (whoever holds only the JWT secret cannot extend or rewrite the chain).
     file_keyed_seen: bool,
+    /// The first record seen was not record 1: the id and hash it links to, and whether a
+    /// verified `audit_pruned` record names them.
+    start: Option<(i64, String)>,
+    start_accounted: bool,
     pub records: u64,
     pub unkeyed: u64,
 }
@@ -565,6 +627,8 @@ impl AuditChainChecker {
             key,
             keyed_seen: false,
             file_keyed_seen: false,
+            start: None,
+            start_accounted: false,
             records: 0,
             unkeyed: 0,
         }
@@ -577,6 +641,15 @@ impl AuditChainChecker {
 
     /// The verdict after the last page.
     pub fn verdict(&self, broken: Option<(i64, String)>) -> AuditVerification {
+        let broken = broken.or_else(|| match &self.start {
+            Some((last, _)) if !self.start_accounted => Some((
+                last + 1,
+                format!(
+                    "records 1..={last} are missing and no audit_pruned record accounts for them (the oldest records, or the prune record, were deleted)"
+                ),
+            )),
+            _ => None,
+        });
         let (first_broken, reason) = broken.unzip();
         AuditVerification {
             records: self.records,
@@ -584,11 +657,19 @@ impl AuditChainChecker {
             head: self.head(),
             first_broken,
             reason,
+            pruned: self.start.clone(),
         }
     }
 
     /// Checks the next record; `Err(reason)` at the first break.
     pub fn check(&mut self, record: &AuditRecord) -> Result<(), String> {
+        if self.records == 0 && self.expect_id == 1 && record.id > 1 {
+            // The trail starts after a prune: checked from the link of its first record,
+            // which a verified `audit_pruned` record further on must name (see `verdict`).
+            self.start = Some((record.id - 1, record.prev_hash.clone()));
+            self.expect_id = record.id;
+            self.prev = record.prev_hash.clone();
+        }
         if record.id != self.expect_id {
             return Err(format!(
                 "record number {} found where {} was expected (a record is missing)",
@@ -631,6 +712,23 @@ impl AuditChainChecker {
         };
         if computed != record.hash {
             return Err("its content does not match its hash (the record was altered, or the chain was recomputed without the key)".into());
+        }
+        if record.event.kind == AUDIT_PRUNED_KIND {
+            let d = &record.event.detail;
+            let (first, last) = (d["first_id"].as_i64(), d["last_id"].as_i64());
+            let (Some(first), Some(last), Some(hash)) = (first, last, d["last_hash"].as_str())
+            else {
+                return Err("an audit_pruned record without its range".into());
+            };
+            if first < 1 || last < first || last >= record.id {
+                return Err("an audit_pruned record with an impossible range".into());
+            }
+            if let Some((start, start_hash)) = &self.start
+                && *start == last
+                && start_hash == hash
+            {
+                self.start_accounted = true;
+            }
         }
         self.prev = record.hash.clone();
         self.expect_id += 1;

@@ -1070,3 +1070,187 @@ fn audit_anchors_sent_to_syslog_detect_truncation_without_the_anchor_file() {
         "{stdout}"
     );
 }
+
+/// Issue 18 item 4, retention: `audit prune` removes the oldest records and appends a keyed
+/// `audit_pruned` record; the rest still verifies, and editing, deleting in the middle,
+/// deleting the prune record or forging it without the key is detected.
+#[test]
+fn audit_prune_keeps_the_chain_verifiable_and_tampering_detected() {
+    init();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("data");
+    let dir_s = dir.to_str().unwrap();
+    let secret_file = work.path().join("jwt.secret");
+    std::fs::write(&secret_file, test_jwt_secret()).unwrap();
+    let secret_s = secret_file.to_str().unwrap();
+    let env = [("ESPWATCH_JWT_SECRET_FILE", secret_s)];
+    let create = |name: &str| {
+        let (ok, _, stderr) = run_cli(
+            &[
+                "apikeys",
+                "create",
+                "--name",
+                name,
+                "--role",
+                "viewer",
+                "--data-dir",
+                dir_s,
+            ],
+            &env,
+            work.path(),
+        );
+        assert!(ok, "{stderr}");
+    };
+    for n in 0..4 {
+        create(&format!("old{n}"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let cut = chrono::Utc::now().to_rfc3339();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for n in 0..3 {
+        create(&format!("new{n}"));
+    }
+    let verify = |d: &std::path::Path| {
+        run_cli(
+            &["audit", "verify", "--data-dir", d.to_str().unwrap()],
+            &env,
+            work.path(),
+        )
+    };
+    // Without the key, no prune.
+    let (ok, _, _) = run_cli(
+        &["audit", "prune", "--before", &cut, "--data-dir", dir_s],
+        &[("ESPWATCH_JWT_SECRET", "")],
+        work.path(),
+    );
+    assert!(!ok);
+    let (ok, stdout, stderr) = run_cli(
+        &["audit", "prune", "--before", &cut, "--data-dir", dir_s],
+        &env,
+        work.path(),
+    );
+    assert!(
+        ok && stdout.contains("pruned audit records 1..=4"),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, _) = verify(&dir);
+    assert!(ok && stdout.contains("intact: 4 records"), "{stdout}");
+
+    let records = |d: &std::path::Path| {
+        let db = rusqlite::Connection::open(d.join("security.sqlite")).unwrap();
+        db.execute_batch(
+            "DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete",
+        )
+        .unwrap();
+        db
+    };
+    // Edited record: broken.
+    let edited = work.path().join("edited");
+    copy_dir(&dir, &edited);
+    records(&edited)
+        .execute("UPDATE audit SET actor = 'user:admin' WHERE id = 6", [])
+        .unwrap();
+    let (ok, stdout, _) = verify(&edited);
+    assert!(!ok && stdout.contains("BROKEN at record 6"), "{stdout}");
+    // Deleted in the middle: broken.
+    let middle = work.path().join("middle");
+    copy_dir(&dir, &middle);
+    records(&middle)
+        .execute("DELETE FROM audit WHERE id = 6", [])
+        .unwrap();
+    let (ok, stdout, _) = verify(&middle);
+    assert!(!ok && stdout.contains("BROKEN"), "{stdout}");
+    // The prune record deleted (it is the newest): the missing prefix is unaccounted for.
+    let unpruned = work.path().join("unpruned");
+    copy_dir(&dir, &unpruned);
+    records(&unpruned)
+        .execute("DELETE FROM audit WHERE kind = 'audit_pruned'", [])
+        .unwrap();
+    let (ok, stdout, _) = verify(&unpruned);
+    assert!(!ok && stdout.contains("no audit_pruned record"), "{stdout}");
+    // More deleted than was pruned: the prune record names another range.
+    let deeper = work.path().join("deeper");
+    copy_dir(&dir, &deeper);
+    records(&deeper)
+        .execute("DELETE FROM audit WHERE id = 5", [])
+        .unwrap();
+    let (ok, stdout, _) = verify(&deeper);
+    assert!(!ok && stdout.contains("no audit_pruned record"), "{stdout}");
+    // A prune record forged without the key (plain hash, or another key) is refused.
+    let forged = work.path().join("forged");
+    copy_dir(&dir, &forged);
+    {
+        let db = records(&forged);
+        let (detail, prev): (String, String) = db
+            .query_row(
+                "SELECT detail, prev_hash FROM audit WHERE kind = 'audit_pruned'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let mut d: Value = serde_json::from_str(&detail).unwrap();
+        let five: String = db
+            .query_row("SELECT hash FROM audit WHERE id = 5", [], |r| r.get(0))
+            .unwrap();
+        d["last_id"] = json!(5);
+        d["count"] = json!(5);
+        d["last_hash"] = json!(five);
+        db.execute("DELETE FROM audit WHERE id = 5", []).unwrap();
+        let other = espwatch_store::AuditKey::derive(b"not the server's secret, 0123456789abcdef");
+        let mut event = espwatch_store::AuditEvent {
+            ts: espwatch_core::Timestamp(0),
+            kind: "audit_pruned".into(),
+            request_id: None,
+            method: None,
+            route: None,
+            status: None,
+            actor: None,
+            role: None,
+            source: None,
+            duration_ms: None,
+            detail: d.clone(),
+        };
+        let (id, ts, actor, role, source): (
+            i64,
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = db
+            .query_row(
+                "SELECT id, ts, actor, role, source FROM audit WHERE kind = 'audit_pruned'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        event.ts = espwatch_core::Timestamp(ts);
+        (event.actor, event.role, event.source) = (actor, role, source);
+        let hash = espwatch_store::security::audit_chain_hash(Some(&other), &prev, id, &event);
+        db.execute(
+            "UPDATE audit SET detail = ?1, hash = ?2 WHERE id = ?3",
+            rusqlite::params![d.to_string(), hash, id],
+        )
+        .unwrap();
+    }
+    let (ok, stdout, _) = verify(&forged);
+    assert!(!ok && stdout.contains("BROKEN"), "{stdout}");
+    // A second prune continues from the first; the trail still verifies.
+    let (ok, stdout, _) = run_cli(
+        &[
+            "audit",
+            "prune",
+            "--before",
+            &chrono::Utc::now().to_rfc3339(),
+            "--data-dir",
+            dir_s,
+        ],
+        &env,
+        work.path(),
+    );
+    assert!(
+        ok && stdout.contains("pruned audit records 5..=7"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = verify(&dir);
+    assert!(ok && stdout.contains("intact: 2 records"), "{stdout}");
+}

@@ -957,6 +957,9 @@ impl WellEngine {
                 &clean,
                 running && at_speed,
             ));
+            if running && self.baseline.is_some() {
+                findings.extend(rules::deadhead_at_start(&th, &feats));
+            }
         }
         let volts = match (clean.get(Field::MotorVoltageV), volts_level) {
             (Some(v), Some(level)) if level > 1.0 => Some(v / level),

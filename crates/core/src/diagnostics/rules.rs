@@ -1476,6 +1476,35 @@ fn thermal_excess(i: &Input, temp: Option<f64>, rise: Option<f64>) -> Option<The
 
 /// Rules that need no learned baseline, only the nameplate: they work from a well's first
 /// readings (and right after a start, before the steady-state rules may judge).
+/// A pump starting against a shut outlet: while it is still coming up to speed (where the
+/// discharge should be below its at-speed level) the discharge is already above its baseline
+/// and the wellhead pressed far up. Restarts against a closed valve trip again within a poll or
+/// two on high pressure and never reach the settled rules; the trip confirms this finding.
+pub(crate) fn deadhead_at_start(th: &Thresholds, f: &Features) -> Option<Finding> {
+    let pd = f.discharge_pressure_ratio?;
+    let thp = f.tubing_pressure_ratio?;
+    (pd >= th.deadhead_discharge_ratio && thp >= th.deadhead_start_tubing_ratio).then(|| {
+        Finding::new(
+            Condition::ClosedValve,
+            BASE,
+            vec![
+                Evidence::new(
+                    "discharge_pressure_ratio",
+                    pd,
+                    th.deadhead_discharge_ratio,
+                    ">=",
+                ),
+                Evidence::new(
+                    "tubing_pressure_ratio",
+                    thp,
+                    th.deadhead_start_tubing_ratio,
+                    ">=",
+                ),
+            ],
+        )
+    })
+}
+
 pub(crate) fn nameplate(
     th: &Thresholds,
     ctx: &WellContext,

@@ -1453,3 +1453,40 @@ fn a_subtle_leak_whose_head_wanders_back_is_not_taken_for_wear() {
     assert!(has(&episodes, Condition::TubingLeak), "{episodes:?}");
     assert!(!has(&episodes, Condition::PumpWear), "{episodes:?}");
 }
+
+/// A pump restarted against a shut outlet trips on high pressure within a poll: the one
+/// reading it gives, still coming up to speed, shows the discharge above its at-speed level and
+/// the wellhead pressed up several times over. The trip confirms a closed valve; an ordinary
+/// restart (wellhead and discharge coming up from their shut-in levels) raises nothing.
+#[test]
+fn restarts_that_trip_against_a_shut_outlet_are_a_closed_valve() {
+    let plan = pinned(Family::Classic, None, 22, "240s");
+    let at = start().0 + 14 * HOUR;
+    let restarts = |shut: bool| {
+        scaled_from(samples(&plan, 0), at, move |since, m| {
+            // Restarted every 40 minutes, one reading while coming up to speed, then tripped.
+            if since % (40 * 60_000_000) < 240_000_000 {
+                scale(m, Field::FrequencyHz, 0.75);
+                scale(m, Field::MotorCurrentA, 0.5);
+                if shut {
+                    m.set(Field::FlowRateBpd, Some(0.0));
+                    scale(m, Field::DischargePressurePsi, 1.3);
+                    scale(m, Field::TubingPressurePsi, 8.0);
+                } else {
+                    scale(m, Field::FlowRateBpd, 0.5);
+                    scale(m, Field::DischargePressurePsi, 0.8);
+                    scale(m, Field::TubingPressurePsi, 0.8);
+                }
+            } else {
+                for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                    m.set(f, Some(0.0));
+                }
+                scale(m, Field::TubingPressurePsi, 0.5);
+            }
+        })
+    };
+    let episodes = episodes_of(&plan.wells[0].meta, &restarts(true));
+    assert!(has(&episodes, Condition::ClosedValve), "{episodes:?}");
+    let episodes = episodes_of(&plan.wells[0].meta, &restarts(false));
+    assert!(!has(&episodes, Condition::ClosedValve), "{episodes:?}");
+}

@@ -154,6 +154,10 @@ pub struct Thresholds {
     pub no_flow_head_ratio: f64,
     /// Tubing pressure above baseline by this ratio with no flow: deadhead.
     pub deadhead_tubing_ratio: f64,
+    /// A pump starting against a shut outlet presses the wellhead towards its shut-in head:
+    /// this many times the baseline while still coming up to speed (a packed flowline or a
+    /// restart after a long stop stays well below it).
+    pub deadhead_start_tubing_ratio: f64,
     /// Head below this ratio: lift lost.
     pub lift_lost_head_ratio: f64,
     /// Gas lock: head and current below these ratios with vibration at or above its ratio.
@@ -379,6 +383,7 @@ impl Default for Thresholds {
             system_change_departure: 0.1,
             no_flow_head_ratio: 0.3,
             deadhead_tubing_ratio: 1.5,
+            deadhead_start_tubing_ratio: 3.0,
             lift_lost_head_ratio: 0.5,
             gas_lock_head_ratio: 0.75,
             gas_lock_current_ratio: 0.85,

@@ -26,9 +26,9 @@ use rusqlite::{
 
 use super::lock;
 use crate::security::{
-    ApiKey, AuditChainChecker, AuditEvent, AuditFilter, AuditKey, AuditRecord, AuditVerification,
-    LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User,
-    UserChange, audit_chain_hash,
+    ApiKey, AuditChainChecker, AuditEvent, AuditFilter, AuditKey, AuditPrune, AuditRecord,
+    AuditVerification, LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome,
+    SecurityStore, Session, User, UserChange, audit_chain_hash,
 };
 use crate::{StoreError, StoreResult};
 
@@ -767,51 +767,7 @@ impl SecurityStore for EmbeddedSecurityStore {
         }
         let key = self.audit_key.clone();
         self.write("appending to the audit log", move |tx| {
-            // Under the IMMEDIATE lock no other connection can append between this read and
-            // our inserts.
-            let last: Option<(i64, String)> = tx
-                .query_row(
-                    "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(|e| db_err("reading the last audit record", e))?;
-            let (mut id, mut prev) =
-                last.unwrap_or_else(|| (0, crate::security::AUDIT_GENESIS.to_owned()));
-            crate::security::check_can_append(key.as_ref(), &prev)?;
-            let mut stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO audit ({AUDIT_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-                ))
-                .map_err(|e| db_err("appending to the audit log", e))?;
-            let mut ids = Vec::with_capacity(events.len());
-            for event in events {
-                let event = normalized(event);
-                id += 1;
-                let hash = audit_chain_hash(key.as_ref(), &prev, id, &event);
-                stmt.execute(params![
-                    id,
-                    event.ts.0,
-                    event.kind,
-                    event.request_id,
-                    event.method,
-                    event.route,
-                    event.status,
-                    event.actor,
-                    event.role,
-                    event.source,
-                    event.duration_ms,
-                    event.detail.to_string(),
-                    prev,
-                    hash
-                ])
-                .map_err(|e| db_err("appending to the audit log", e))?;
-                ids.push(id);
-                prev = hash;
-            }
-            Ok(ids)
+            append_in(tx, key.as_ref(), events)
         })
         .await
     }
@@ -848,6 +804,127 @@ impl SecurityStore for EmbeddedSecurityStore {
             .await
             .map_err(|e| StoreError::Internal(format!("blocking task failed: {e}")))?
     }
+
+    async fn prune_audit(
+        &self,
+        before: Timestamp,
+        by: AuditEvent,
+    ) -> StoreResult<Option<AuditPrune>> {
+        let key = self.audit_key.clone();
+        crate::security::check_can_prune(key.as_ref())?;
+        self.write("pruning the audit log", move |tx| {
+            prune_in(tx, key.as_ref(), before, by)
+        })
+        .await
+    }
+}
+
+/// Appends `events` after the last record, in `tx` (which holds the write lock).
+fn append_in(
+    tx: &Transaction<'_>,
+    key: Option<&AuditKey>,
+    events: Vec<AuditEvent>,
+) -> StoreResult<Vec<i64>> {
+    // Under the IMMEDIATE lock no other connection can append between this read and our
+    // inserts.
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| db_err("reading the last audit record", e))?;
+    let (mut id, mut prev) = last.unwrap_or_else(|| (0, crate::security::AUDIT_GENESIS.to_owned()));
+    crate::security::check_can_append(key, &prev)?;
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO audit ({AUDIT_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ))
+        .map_err(|e| db_err("appending to the audit log", e))?;
+    let mut ids = Vec::with_capacity(events.len());
+    for event in events {
+        let event = normalized(event);
+        id += 1;
+        let hash = audit_chain_hash(key, &prev, id, &event);
+        stmt.execute(params![
+            id,
+            event.ts.0,
+            event.kind,
+            event.request_id,
+            event.method,
+            event.route,
+            event.status,
+            event.actor,
+            event.role,
+            event.source,
+            event.duration_ms,
+            event.detail.to_string(),
+            prev,
+            hash
+        ])
+        .map_err(|e| db_err("appending to the audit log", e))?;
+        ids.push(id);
+        prev = hash;
+    }
+    Ok(ids)
+}
+
+fn prune_in(
+    tx: &Transaction<'_>,
+    key: Option<&AuditKey>,
+    before: Timestamp,
+    by: AuditEvent,
+) -> StoreResult<Option<AuditPrune>> {
+    let err = |e| db_err("pruning the audit log", e);
+    let first: Option<i64> = tx
+        .query_row("SELECT MIN(id) FROM audit", [], |r| r.get(0))
+        .map_err(err)?;
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    // The prefix ends before the first record that is not old enough.
+    let young: Option<i64> = tx
+        .query_row(
+            "SELECT MIN(id) FROM audit WHERE ts >= ?1",
+            params![before.0],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    // The newest record always stays: the prune record is chained after it.
+    let newest: i64 = tx
+        .query_row("SELECT MAX(id) FROM audit", [], |r| r.get(0))
+        .map_err(err)?;
+    let last = young.map_or(newest - 1, |young| young - 1).min(newest - 1);
+    if last < first {
+        return Ok(None);
+    }
+    let last_hash: String = tx
+        .query_row("SELECT hash FROM audit WHERE id = ?1", params![last], |r| {
+            r.get(0)
+        })
+        .map_err(err)?;
+    // The append-only trigger is lifted for this transaction only (DDL is transactional).
+    tx.execute_batch("DROP TRIGGER IF EXISTS audit_no_delete")
+        .map_err(err)?;
+    let count = tx
+        .execute("DELETE FROM audit WHERE id <= ?1", params![last])
+        .map_err(err)?;
+    tx.execute_batch(
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    )
+    .map_err(err)?;
+    let event = crate::security::audit_pruned_event(by, first, last, &last_hash, before);
+    let ids = append_in(tx, key, vec![event])?;
+    Ok(Some(AuditPrune {
+        first_id: first,
+        last_id: last,
+        count: count as i64,
+        last_hash,
+        record_id: ids[0],
+    }))
 }
 
 fn get_api_key(conn: &Connection, id: &str) -> StoreResult<Option<ApiKey>> {
