@@ -641,32 +641,18 @@ impl AuditChainChecker {
 
     /// The verdict after the last page.
     pub fn verdict(&self, broken: Option<(i64, String)>) -> AuditVerification {
-        // A missing start nothing accounts for is the earliest break, ahead of any break
-        // found further on (which may have kept the prune record from being reached):
-        // no record is then verified before it.
-        let unaccounted_start = match (&self.start, &broken) {
-            (Some((last, _)), None) if !self.start_accounted => Some((
+        let broken = broken.or_else(|| match &self.start {
+            Some((last, _)) if !self.start_accounted => Some((
                 last + 1,
                 format!(
                     "records 1..={last} are missing and no audit_pruned record accounts for them (the oldest records, or the prune record, were deleted)"
                 ),
             )),
-            (Some((last, _)), Some((at, why))) if !self.start_accounted => Some((
-                last + 1,
-                format!(
-                    "records 1..={last} are missing and no audit_pruned record before record {at} accounts for them; the chain also breaks at record {at}: {why}"
-                ),
-            )),
             _ => None,
-        };
-        let records = if unaccounted_start.is_some() {
-            0
-        } else {
-            self.records
-        };
-        let (first_broken, reason) = unaccounted_start.or(broken).unzip();
+        });
+        let (first_broken, reason) = broken.unzip();
         AuditVerification {
-            records,
+            records: self.records,
             unkeyed: self.unkeyed,
             head: self.head(),
             first_broken,
