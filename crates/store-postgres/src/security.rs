@@ -674,24 +674,34 @@ impl SecurityStore for PostgresStore {
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
         let mut clauses = Vec::new();
         let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut add = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+        let mut add = |clause: &dyn Fn(usize) -> String, value: Box<dyn ToSql + Sync + Send>| {
             params.push(value);
-            clauses.push(format!("{clause} ${}", params.len()));
+            clauses.push(clause(params.len()));
         };
         if let Some(actor) = &filter.actor {
-            add("actor =", Box::new(actor.clone()));
+            add(&|n| format!("actor = ${n}"), Box::new(actor.clone()));
         }
         if let Some(kind) = &filter.kind {
-            add("kind =", Box::new(kind.clone()));
+            // Security events carried forward by retention are found by their original kind
+            // (CASE: only their `detail` is read as JSON).
+            add(
+                &|n| {
+                    format!(
+                        "(kind = ${n} OR CASE WHEN kind = '{AUDIT_CARRIED_KIND}' \
+                         THEN (detail::jsonb) ->> 'kind' = ${n} ELSE false END)"
+                    )
+                },
+                Box::new(kind.clone()),
+            );
         }
         if let Some(since) = filter.since {
-            add("ts >=", Box::new(since.0));
+            add(&|n| format!("ts >= ${n}"), Box::new(since.0));
         }
         if let Some(until) = filter.until {
-            add("ts <", Box::new(until.0));
+            add(&|n| format!("ts < ${n}"), Box::new(until.0));
         }
         if let Some(before) = filter.before_id {
-            add("id <", Box::new(before));
+            add(&|n| format!("id < ${n}"), Box::new(before));
         }
         let clause = if clauses.is_empty() {
             String::new()

@@ -389,8 +389,12 @@ fn audit_where(filter: &AuditFilter) -> (String, Vec<rusqlite::types::Value>) {
         clauses.push(format!("actor = ?{}", values.len()));
     }
     if let Some(kind) = &filter.kind {
+        // Security events carried forward by retention are found by their original kind.
         values.push(Value::Text(kind.clone()));
-        clauses.push(format!("kind = ?{}", values.len()));
+        let n = values.len();
+        clauses.push(format!(
+            "(kind = ?{n} OR (kind = '{AUDIT_CARRIED_KIND}' AND json_extract(detail, '$.kind') = ?{n}))"
+        ));
     }
     if let Some(since) = filter.since {
         values.push(Value::Integer(since.0));

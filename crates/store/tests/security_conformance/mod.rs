@@ -1231,6 +1231,26 @@ pub async fn audit_retention_removes_requests_and_carries_security_events(
         expected.map(|(id, k)| (id, k.to_owned())).to_vec(),
         "every security event kept, carried as the original"
     );
+    // Listing by kind finds the carried security events by their original kind.
+    let by_kind = |kind: &str| {
+        let s = s.clone();
+        let kind = kind.to_owned();
+        async move {
+            s.list_audit(&AuditFilter {
+                kind: Some(kind),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(by_kind("login_failure").await, vec![22]);
+    assert_eq!(by_kind("lockout").await, vec![26]);
+    assert_eq!(by_kind("audit_pruned").await, vec![28, 27, 25]);
+    assert_eq!(by_kind("request").await, vec![21]);
     assert!(
         s.prune_audit(at(10_000), by(10_002), AuditPruneScope::Requests)
             .await
