@@ -259,6 +259,11 @@ pub struct Config {
     /// How often the server applies the retention policy, seconds (the first round runs at
     /// start; a failed round is retried after a minute, or this, if shorter).
     pub retention_interval_secs: u64,
+    /// Request records of the audit trail (`request`, `rejected_requests`) are kept this long
+    /// (a duration of at least 1d, e.g. "90d"), then removed by the server every
+    /// `retention_interval_secs`, cut at a UTC midnight; security events are kept (carried
+    /// forward as `audit_carried` records, still verifiable). Unset or "forever": kept forever.
+    pub audit_retention: Option<String>,
 }
 
 /// A secret from the configuration: never printed by `Debug`.
@@ -441,6 +446,7 @@ impl Default for Config {
             archive_url: None,
             archive_options: Default::default(),
             retention_interval_secs: 3600,
+            audit_retention: None,
         }
     }
 }
@@ -549,6 +555,7 @@ impl Config {
         "archive_url",
         "archive_options",
         "retention_interval_secs",
+        "audit_retention",
     ];
 
     /// Rejects values that parse but make no sense, naming the key.
@@ -601,6 +608,7 @@ impl Config {
         for (key, value) in self.retention_keys() {
             retention_micros(key, value)?;
         }
+        retention_micros("audit_retention", &self.audit_retention)?;
         if let Some(url) = &self.archive_url {
             espwatch_archive::target::check_url(url).map_err(|e| format!("archive_url: {e}"))?;
         }
@@ -753,6 +761,14 @@ impl Config {
             ("retention_1h", &self.retention_1h),
             ("retention_1d", &self.retention_1d),
         ]
+    }
+
+    /// How long audit request records are kept (`audit_retention`, validated by
+    /// [`Config::validate`]); `None`: forever.
+    pub fn audit_retention_micros(&self) -> Option<i64> {
+        retention_micros("audit_retention", &self.audit_retention)
+            .ok()
+            .flatten()
     }
 
     /// How long each tier is kept, from the `retention_*` keys (validated by
@@ -1223,6 +1239,25 @@ mod debug_tests {
         let b64 = "q3J0bW9Yc2t0ZmRuR3pUcWx4b0pWbXZ0cUlKQnhQZ0x1c2dNd1ZwU3dYaWpYaEJr";
         assert_eq!(check_secret(hex.as_bytes()), Ok(()));
         assert_eq!(check_secret(b64.as_bytes()), Ok(()));
+    }
+
+    #[test]
+    fn audit_retention_is_off_by_default_and_at_least_a_day() {
+        assert_eq!(Config::default().audit_retention_micros(), None);
+        let mut c = Config {
+            audit_retention: Some("90d".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.audit_retention_micros(), Some(90 * 86_400_000_000));
+        c.audit_retention = Some("forever".into());
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.audit_retention_micros(), None);
+        for bad in ["12h", "soon", "0d", ""] {
+            c.audit_retention = Some(bad.into());
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with("audit_retention must be"), "{bad}: {err}");
+        }
     }
 
     #[test]

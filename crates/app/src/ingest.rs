@@ -10,6 +10,7 @@ use bytes::Bytes;
 use espwatch_core::WellId;
 use espwatch_core::access::WellScope;
 use espwatch_core::ingest::{self, DecodeError, DecodeOptions, Item, PayloadFormat};
+use espwatch_core::localtime::UtcOffset;
 use espwatch_store::{AppendOptions, ReadingOutcome, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -163,6 +164,22 @@ impl IngestReport {
     }
 }
 
+/// The registry zones (`WellMeta::timezone`) of `wells`, for those that have one: what
+/// [`ingest::apply_well_zones`] decodes their naive local timestamps with when the sender
+/// declared no zone. Shared with the field protocols.
+pub async fn registry_zones(
+    store: &dyn Store,
+    wells: &[WellId],
+) -> Result<Vec<(WellId, UtcOffset)>, StoreError> {
+    let mut zones = Vec::new();
+    for well in wells {
+        if let Some(zone) = store.get_well(well).await?.and_then(|r| r.meta.zone()) {
+            zones.push((well.clone(), zone));
+        }
+    }
+    Ok(zones)
+}
+
 /// Decodes `body` and appends its valid readings; returns after they are committed.
 pub async fn ingest_payload(
     store: &dyn Store,
@@ -198,7 +215,8 @@ pub async fn ingest_payload_collect(
     // Waiting here is queueing: bounded in bytes by the server's admission of bodies in
     // flight, and in time by the slots' deadline (refused then, before anything is written).
     let permit = slots.acquire().await?;
-    let decoded = if body.len() > INLINE_DECODE_LIMIT {
+    let mut decoded = if body.len() > INLINE_DECODE_LIMIT {
+        let (body, decode) = (body.clone(), decode.clone());
         tokio::task::spawn_blocking(move || ingest::decode(format, &body, &decode))
             .await
             .map_err(|e| IngestError::Join(e.to_string()))??
@@ -206,6 +224,29 @@ pub async fn ingest_payload_collect(
         ingest::decode(format, &body, &decode)?
     };
     drop(permit);
+    // Naive local times and no declared zone: the wells' registry zones apply (a second pass,
+    // so the common case costs nothing).
+    if decode.zone.is_none() {
+        let wells = decoded.wells_lacking_zone();
+        if !wells.is_empty() {
+            let zones = registry_zones(store, &wells).await?;
+            if !zones.is_empty() {
+                let permit = slots.acquire().await?;
+                decoded = if body.len() > INLINE_DECODE_LIMIT {
+                    tokio::task::spawn_blocking(move || {
+                        ingest::apply_well_zones(format, &body, &decode, &mut decoded, &zones)
+                            .map(|_| decoded)
+                    })
+                    .await
+                    .map_err(|e| IngestError::Join(e.to_string()))??
+                } else {
+                    ingest::apply_well_zones(format, &body, &decode, &mut decoded, &zones)?;
+                    decoded
+                };
+                drop(permit);
+            }
+        }
+    }
 
     let mut report = IngestReport {
         warnings: decoded

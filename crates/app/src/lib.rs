@@ -5,6 +5,7 @@
 
 pub mod anchors;
 pub mod ask;
+pub mod audit_retention;
 pub mod config;
 pub mod ingest;
 pub mod keys;

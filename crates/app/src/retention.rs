@@ -85,7 +85,7 @@ fn now() -> Timestamp {
     Timestamp(espwatch_archive::target::now_micros())
 }
 
-fn error_id() -> String {
+pub(crate) fn error_id() -> String {
     let mut bytes = [0u8; 6];
     // An id only ties the health answer to the log line; a clock fallback is fine.
     if getrandom::fill(&mut bytes).is_err() {

@@ -13,7 +13,9 @@ use espwatch_app::keys::{KeyRequest, issue_api_key};
 use espwatch_app::password::hash_blocking;
 use espwatch_core::Timestamp;
 use espwatch_core::access::{Role, check_password, check_well_list, valid_user_name};
-use espwatch_store::{AuditEvent, AuditFilter, NewUser, SecurityStore, UserChange};
+use espwatch_store::{
+    AuditEvent, AuditFilter, AuditPruneScope, NewUser, SecurityStore, UserChange,
+};
 
 use crate::{DataArgs, StoreArgs};
 
@@ -127,6 +129,10 @@ pub enum AuditCommand {
         /// Remove records before this instant (RFC 3339).
         #[arg(long)]
         before: Option<String>,
+        /// Remove only request records; the security events of the prefix are appended
+        /// again as `audit_carried` records, as the server's `audit_retention` does.
+        #[arg(long)]
+        requests_only: bool,
         #[command(flatten)]
         store: DataArgs,
     },
@@ -634,7 +640,10 @@ pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()
             Ok(())
         }
         AuditCommand::Prune {
-            older_than, before, ..
+            older_than,
+            before,
+            requests_only,
+            ..
         } => {
             let cut = match (older_than, before) {
                 (Some(age), None) => {
@@ -668,10 +677,15 @@ pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()
                 duration_ms: None,
                 detail: serde_json::Value::Null,
             };
-            match store.prune_audit(cut, by).await? {
+            let scope = if *requests_only {
+                AuditPruneScope::Requests
+            } else {
+                AuditPruneScope::All
+            };
+            match store.prune_audit(cut, by, scope).await? {
                 Some(p) => println!(
-                    "pruned audit records {}..={} ({} records, last hash {}); recorded as audit_pruned record {}",
-                    p.first_id, p.last_id, p.count, p.last_hash, p.record_id
+                    "pruned audit records {}..={} ({} records, {} security events carried forward, last hash {}); recorded as audit_pruned record {}",
+                    p.first_id, p.last_id, p.count, p.carried, p.last_hash, p.record_id
                 ),
                 None => println!("no audit records to prune before {}", cut.to_rfc3339()),
             }

@@ -53,8 +53,9 @@ pub struct IngestArgs {
     #[arg(long, value_name = "FORMAT")]
     format: Option<String>,
     /// The zone of timestamps written without one (historian exports: `2026-11-22 08:01:00`),
-    /// as a UTC offset: `+03:00`, `-05:30`, `UTC`. Without it such timestamps are rejected.
-    /// Named zones with daylight saving are refused (convert to an offset first).
+    /// as a UTC offset: `+03:00`, `-05:30`, `UTC`; it wins over the wells' registry zones.
+    /// Without it such timestamps are read in their well's registry `timezone`, and rejected
+    /// for a well without one. Named zones with daylight saving are refused (convert to an offset first).
     #[arg(long, value_name = "OFFSET", value_parser = parse_zone)]
     timezone: Option<UtcOffset>,
     /// CSV cell separator: `,` (default), `;` (`semicolon`), `tab` or `|` (`pipe`), as

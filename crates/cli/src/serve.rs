@@ -118,12 +118,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             std::time::Duration::from_secs(config.retention_interval_secs),
         )
     });
+    let audit_retention = config.audit_retention_micros().map(|keep| {
+        espwatch_app::audit_retention::AuditRetentionJob::start(
+            store.security.clone(),
+            keep,
+            config.audit_retention.clone().unwrap_or_default(),
+            std::time::Duration::from_secs(config.retention_interval_secs),
+            espwatch_app::audit_retention::system_clock(),
+        )
+    });
     let state =
         AppState::new(store.store, config, store.security)?.with_optional_alarms(store.alarms);
     if let Some(job) = &retention {
         let job = job.clone();
         state.components.register(
             "retention",
+            std::sync::Arc::new(move || serde_json::json!(job.status())),
+        );
+    }
+    if let Some(job) = &audit_retention {
+        let job = job.clone();
+        state.components.register(
+            "audit_retention",
             std::sync::Arc::new(move || serde_json::json!(job.status())),
         );
     }
@@ -146,6 +162,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let _ = metrics_stop.send(());
         field.stop().await;
         if let Some(job) = retention {
+            job.stop().await;
+        }
+        if let Some(job) = audit_retention {
             job.stop().await;
         }
     })

@@ -7,10 +7,18 @@
 //! instant. Named zones with DST (`Europe/Berlin`) are refused with a clear message: their
 //! gaps and overlaps make some local times nonexistent or ambiguous, and this build carries no
 //! time-zone database to tell which; convert such exports to an offset first.
+//!
+//! The zone comes from the sender (`?timezone=`, `espwatch ingest --timezone`, the AMQP
+//! `timezone` header) or, when the sender declares none, from the well's registry entry
+//! (`WellMeta::timezone`): see [`crate::ingest::apply_well_zones`].
 
 use chrono::NaiveDateTime;
 
 use crate::telemetry::{Timestamp, TimestampError};
+
+/// Part of the reason every naive time without a declared zone is refused with: how a
+/// rejection that a well's registry zone could resolve is recognised.
+pub const NO_ZONE: &str = "a local time without a zone";
 
 /// A fixed offset from UTC, in seconds east (`+03:00` = 10 800).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -106,11 +114,11 @@ pub fn parse_timestamp(text: &str, zone: Option<UtcOffset>) -> Result<Timestamp,
             }
             Ok(Timestamp(micros))
         }
-        (Some(_), None) => Err(TimestampError::Invalid(
-            "a local time without a zone: send an offset (2026-11-22T08:01:00+03:00) or declare \
-             the zone of the export (espwatch ingest --timezone, or ?timezone= on the API)"
-                .into(),
-        )),
+        (Some(_), None) => Err(TimestampError::Invalid(format!(
+            "{NO_ZONE}: send an offset (2026-11-22T08:01:00+03:00), declare the zone of the \
+             export (espwatch ingest --timezone, or ?timezone= on the API), or give the well a \
+             `timezone` in the registry"
+        ))),
         (None, _) => Timestamp::parse_rfc3339(t),
     }
 }

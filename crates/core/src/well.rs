@@ -35,6 +35,13 @@ pub struct WellMeta {
     /// data-quality completeness. Without it the median spacing of its readings is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample_interval_s: Option<f64>,
+    /// The zone of the well's local clock, as a fixed UTC offset (`+03:00`, `-05:30`, `UTC`):
+    /// the zone of its naive timestamps (`2026-11-22 08:01:00`, as historians export them)
+    /// when the sender declares none. Named zones (`Europe/Berlin`) are refused: their
+    /// daylight-saving changes skip and repeat local hours, which cannot be resolved without
+    /// a time-zone database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 /// `WellId` wrapper whose `Default` is needed by serde's `deny_unknown_fields` + `Default` combo;
@@ -148,6 +155,13 @@ impl WellMeta {
         WellId::parse(&self.well_id.0)
     }
 
+    /// The registry zone of the well's naive timestamps, when it has a valid one.
+    pub fn zone(&self) -> Option<crate::localtime::UtcOffset> {
+        self.timezone
+            .as_deref()
+            .and_then(|z| crate::localtime::UtcOffset::parse(z).ok())
+    }
+
     /// Checks every field; returns all problems at once so a user fixes a file in one go.
     pub fn validate(&self) -> Result<WellId, Vec<MetaProblem>> {
         // A RefCell so that `bad` is a plain `Fn` that `range` below can share.
@@ -179,6 +193,23 @@ impl WellMeta {
         if let Some(loc) = &self.location {
             range("location.lat", Some(loc.lat), -90.0, 90.0);
             range("location.lon", Some(loc.lon), -180.0, 180.0);
+        }
+        if let Some(zone) = &self.timezone {
+            if zone.trim() != zone || zone.is_empty() {
+                bad(
+                    "timezone",
+                    format!("{zone:?} is not a UTC offset (expected e.g. +03:00, -05:30 or UTC)"),
+                );
+            } else if let Err(e) = crate::localtime::UtcOffset::parse(zone) {
+                bad(
+                    "timezone",
+                    format!(
+                        "{e}; only fixed UTC offsets are accepted, because local times in a zone \
+                         with daylight saving can be skipped or repeated and there is no \
+                         time-zone database here to resolve them"
+                    ),
+                );
+            }
         }
         range("setting_depth_ft", self.setting_depth_ft, 0.0, 40_000.0);
         range("sample_interval_s", self.sample_interval_s, 0.1, 86_400.0);
@@ -290,6 +321,31 @@ mod tests {
         assert!(fields.contains(&"location.lat"));
         assert!(fields.contains(&"pump.base_frequency_hz"));
         assert!(fields.contains(&"pump.stage_curve[1].flow_bpd"));
+    }
+
+    #[test]
+    fn timezone_is_a_fixed_offset() {
+        let meta = |z: &str| WellMeta {
+            well_id: WellIdField("W-1".into()),
+            timezone: Some(z.into()),
+            ..WellMeta::default()
+        };
+        assert_eq!(meta("+03:00").zone().map(|z| z.seconds()), Some(10_800));
+        assert!(meta("-05:30").validate().is_ok());
+        assert!(meta("UTC").validate().is_ok());
+        for bad in ["Europe/Berlin", "+25:00", "", " +03:00"] {
+            let problems = meta(bad).validate().unwrap_err();
+            assert_eq!(problems[0].field, "timezone", "{bad:?}");
+        }
+        let problems = meta("Europe/Berlin").validate().unwrap_err();
+        assert!(
+            problems[0].reason.contains("fixed UTC offsets"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].reason.contains("daylight saving"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -588,6 +588,27 @@ impl Worker {
             let (prepared, readings) = prepare_all(&batch, settings, now);
             (batch, prepared, readings)
         };
+        // Naive local times in messages without a `timezone` header: their wells' registry
+        // zones apply (decoded again; only when some reading needs it).
+        let lacking = wells_lacking_zone(&prepared);
+        let (batch, prepared, readings) = if lacking.is_empty() {
+            (batch, prepared, readings)
+        } else {
+            let zones = self.sink.registry_zones(&lacking).await;
+            if zones.is_empty() {
+                (batch, prepared, readings)
+            } else if bytes > INLINE_DECODE_BYTES {
+                tokio::task::spawn_blocking(move || {
+                    let (prepared, readings) = rezone(&batch, prepared, settings, now, &zones);
+                    (batch, prepared, readings)
+                })
+                .await
+                .map_err(|_| HandleError::Stopped)?
+            } else {
+                let (prepared, readings) = rezone(&batch, prepared, settings, now, &zones);
+                (batch, prepared, readings)
+            }
+        };
         let outcomes = self
             .sink
             .commit(readings, stopping)
@@ -809,8 +830,58 @@ fn prepare_all(
     let mut readings = Vec::new();
     let prepared = batch
         .iter()
-        .map(|d| prepare(d, settings, now, &mut readings))
+        .map(|d| prepare(d, settings, now, &mut readings, &[]))
         .collect();
+    (prepared, readings)
+}
+
+/// The wells of the readings refused for a naive time without a declared zone.
+fn wells_lacking_zone(prepared: &[Prepared]) -> Vec<WellId> {
+    let mut wells: Vec<WellId> = prepared
+        .iter()
+        .flat_map(|p| match p {
+            Prepared::Decoded { items, .. } => crate::sink::wells_lacking_zone(items),
+            Prepared::Refused { .. } => Vec::new(),
+        })
+        .collect();
+    wells.sort();
+    wells.dedup();
+    wells
+}
+
+/// Decodes again, with their wells' registry `zones`, the messages with readings refused for
+/// a naive time without a declared zone; the batch's valid readings, renumbered.
+fn rezone(
+    batch: &[Delivery],
+    mut prepared: Vec<Prepared>,
+    settings: DecodeSettings,
+    now: Timestamp,
+    zones: &[(WellId, UtcOffset)],
+) -> (Vec<Prepared>, Vec<Reading>) {
+    let mut scratch = Vec::new();
+    for (delivery, p) in batch.iter().zip(prepared.iter_mut()) {
+        if let Prepared::Decoded { items, .. } = p
+            && items
+                .iter()
+                .any(|i| i.rejection().is_some_and(|r| r.lacks_zone()))
+        {
+            *p = prepare(delivery, settings, now, &mut scratch, zones);
+        }
+    }
+    let mut readings = Vec::new();
+    for p in &mut prepared {
+        if let Prepared::Decoded {
+            items,
+            first,
+            count,
+            ..
+        } = p
+        {
+            *first = readings.len();
+            readings.extend(items.iter().filter_map(|i| i.valid().cloned()));
+            *count = readings.len() - *first;
+        }
+    }
     (prepared, readings)
 }
 
@@ -833,6 +904,7 @@ fn prepare(
     settings: DecodeSettings,
     now: Timestamp,
     readings: &mut Vec<Reading>,
+    zones: &[(WellId, UtcOffset)],
 ) -> Prepared {
     let refused = |code, message: String| Prepared::Refused {
         code,
@@ -924,11 +996,17 @@ fn prepare(
         zone,
         csv,
     };
-    let decoded = if declared {
-        ingest::decode(format, payload, &opts)
-    } else {
-        decode_as(payload, format, &opts)
+    let decode = |opts: &DecodeOptions| {
+        if declared {
+            ingest::decode(format, payload, opts)
+        } else {
+            decode_as(payload, format, opts)
+        }
     };
+    let decoded = decode(&opts).and_then(|mut decoded| {
+        ingest::apply_well_zones_with(&opts, &mut decoded, zones, decode)?;
+        Ok(decoded)
+    });
     match decoded {
         Ok(decoded) => {
             let first = readings.len();

@@ -21,6 +21,7 @@ use espwatch_app::config::{BrokerUrl, Config, mqtt_topic_well_level};
 use espwatch_app::ingest::{FieldProblem, IngestReport, RejectedReading};
 use espwatch_app::metrics::IngestPath;
 use espwatch_core::ingest::{self, DecodeError, DecodeOptions, Item, PayloadFormat};
+use espwatch_core::localtime::UtcOffset;
 use espwatch_core::{Reading, Timestamp, WellId};
 use espwatch_server::AppState;
 use espwatch_store::ReadingOutcome;
@@ -505,6 +506,7 @@ impl Consumer {
             .collect();
         let mut sparkplug = self.sparkplug.take();
         let (prepared, sparkplug) = if bytes > INLINE_DECODE_BYTES {
+            let settings = settings.clone();
             tokio::task::spawn_blocking(move || {
                 let prepared = prepare_all(batch, wells, &settings, now, sparkplug.as_mut());
                 (prepared, sparkplug)
@@ -521,6 +523,27 @@ impl Consumer {
             readings,
             commands,
         } = prepared;
+        // Naive local times (MQTT declares no zone): their wells' registry zones apply
+        // (decoded again; only when some reading needs it).
+        let lacking = wells_lacking_zone(&prepared);
+        let (batch, prepared, readings) = if lacking.is_empty() {
+            (batch, prepared, readings)
+        } else {
+            let zones = self.sink.registry_zones(&lacking).await;
+            if zones.is_empty() {
+                (batch, prepared, readings)
+            } else if bytes > INLINE_DECODE_BYTES {
+                tokio::task::spawn_blocking(move || {
+                    let (prepared, readings) = rezone(&batch, prepared, &settings, now, &zones);
+                    (batch, prepared, readings)
+                })
+                .await
+                .map_err(|_| crate::sink::Stopped)?
+            } else {
+                let (prepared, readings) = rezone(&batch, prepared, &settings, now, &zones);
+                (batch, prepared, readings)
+            }
+        };
         self.sparkplug = sparkplug;
         if let Some(sp) = &self.sparkplug {
             let tally = sp.state.tally;
@@ -679,7 +702,7 @@ fn prepare_all(
             Some(sp) if publish.topic.starts_with("spBv1.0/") => {
                 prepare_sparkplug(publish, sp, settings, now, &mut readings, &mut commands)
             }
-            _ => prepare(publish, well, settings, now, &mut readings),
+            _ => prepare(publish, well, settings, now, &mut readings, &[]),
         })
         .collect();
     PreparedBatch {
@@ -688,6 +711,59 @@ fn prepare_all(
         readings,
         commands,
     }
+}
+
+/// The wells of the readings refused for a naive time without a declared zone.
+fn wells_lacking_zone(prepared: &[Prepared]) -> Vec<WellId> {
+    let mut wells: Vec<WellId> = prepared
+        .iter()
+        .flat_map(|p| match p {
+            Prepared::Decoded { items, .. } => crate::sink::wells_lacking_zone(items),
+            _ => Vec::new(),
+        })
+        .collect();
+    wells.sort();
+    wells.dedup();
+    wells
+}
+
+/// Decodes again, with their wells' registry `zones`, the plain payloads with readings refused
+/// for a naive time without a declared zone (Sparkplug metrics carry epoch times, never naive
+/// ones, and their state must not advance twice); the batch's valid readings, renumbered.
+fn rezone(
+    batch: &[Publish],
+    mut prepared: Vec<Prepared>,
+    settings: &DecodeSettings,
+    now: Timestamp,
+    zones: &[(WellId, UtcOffset)],
+) -> (Vec<Prepared>, Vec<Reading>) {
+    let mut scratch = Vec::new();
+    for (publish, p) in batch.iter().zip(prepared.iter_mut()) {
+        if let Prepared::Decoded { well, items, .. } = p
+            && !publish.topic.starts_with("spBv1.0/")
+            && items
+                .iter()
+                .any(|i| i.rejection().is_some_and(|r| r.lacks_zone()))
+        {
+            let well = well.clone();
+            *p = prepare(publish, Some(well), settings, now, &mut scratch, zones);
+        }
+    }
+    let mut readings = Vec::new();
+    for p in &mut prepared {
+        if let Prepared::Decoded {
+            items,
+            first,
+            count,
+            ..
+        } = p
+        {
+            *first = readings.len();
+            readings.extend(items.iter().filter_map(|i| i.valid().cloned()));
+            *count = readings.len() - *first;
+        }
+    }
+    (prepared, readings)
 }
 
 /// A Sparkplug B message: births and aliases tracked, metrics turned into canonical readings
@@ -759,6 +835,7 @@ fn prepare_sparkplug(
         settings,
         now,
         readings,
+        &[],
     )
 }
 
@@ -768,6 +845,7 @@ fn prepare(
     settings: &DecodeSettings,
     now: Timestamp,
     readings: &mut Vec<Reading>,
+    zones: &[(WellId, UtcOffset)],
 ) -> Prepared {
     let refused = |well: Option<String>, code, message: String, details| Prepared::Refused {
         well,
@@ -805,6 +883,7 @@ fn prepare(
         settings,
         now,
         readings,
+        zones,
     )
 }
 
@@ -817,6 +896,7 @@ fn decode_for_well(
     settings: &DecodeSettings,
     now: Timestamp,
     readings: &mut Vec<Reading>,
+    zones: &[(WellId, UtcOffset)],
 ) -> Prepared {
     let well_id = match WellId::parse_new(&well) {
         Ok(id) => id,
@@ -837,7 +917,13 @@ fn decode_for_well(
         zone: None,
         csv: espwatch_core::ingest::CsvDialect::default(),
     };
-    match decode_as(payload, format, &opts) {
+    let decoded = decode_as(payload, format, &opts).and_then(|mut decoded| {
+        ingest::apply_well_zones_with(&opts, &mut decoded, zones, |o| {
+            decode_as(payload, format, o)
+        })?;
+        Ok(decoded)
+    });
+    match decoded {
         Ok(decoded) => {
             let first = readings.len();
             readings.extend(decoded.items.iter().filter_map(|i| i.valid().cloned()));

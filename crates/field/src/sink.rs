@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use espwatch_core::Reading;
+use espwatch_core::ingest::Item;
+use espwatch_core::localtime::UtcOffset;
+use espwatch_core::{Reading, WellId};
 use espwatch_server::AppState;
 use espwatch_store::{AppendOptions, ReadingOutcome};
 use tokio::sync::watch;
@@ -28,6 +30,22 @@ impl Sink {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The registry zones of `wells` (those that have one), for naive local times sent
+    /// without a zone. A store that cannot answer is logged and taken as "no zones": those
+    /// readings are then refused as without a zone, as they would be without a registry zone.
+    pub async fn registry_zones(&self, wells: &[WellId]) -> Vec<(WellId, UtcOffset)> {
+        match espwatch_app::ingest::registry_zones(self.state.store.as_ref(), wells).await {
+            Ok(zones) => zones,
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "field ingest: the wells' registry zones could not be read; naive local times of this batch are refused"
+                );
+                Vec::new()
+            }
+        }
     }
 
     /// Appends `readings` and returns one outcome per reading once they are committed. A
@@ -77,4 +95,15 @@ impl Sink {
             }
         }
     }
+}
+
+/// The wells of `items`' readings refused for a naive time without a declared zone (see
+/// `espwatch_core::ingest::Decoded::wells_lacking_zone`).
+pub fn wells_lacking_zone(items: &[Item]) -> Vec<WellId> {
+    items
+        .iter()
+        .filter_map(Item::rejection)
+        .filter(|r| r.lacks_zone())
+        .filter_map(|r| WellId::parse(r.well_id.as_deref()?).ok())
+        .collect()
 }

@@ -16,7 +16,8 @@ use deadpool_postgres::GenericClient;
 use espwatch_core::Timestamp;
 use espwatch_core::access::Role;
 use espwatch_store::security::{
-    AUDIT_GENESIS, AuditChainChecker, AuditPrune, audit_chain_hash, audit_pruned_event,
+    AUDIT_CARRIED_KIND, AUDIT_GENESIS, AUDIT_PRUNED_KIND, AUDIT_REQUEST_KINDS, AuditChainChecker,
+    AuditPrune, AuditPruneScope, audit_carried_event, audit_chain_hash, audit_pruned_event,
     check_can_append, check_can_prune,
 };
 use espwatch_store::{
@@ -673,24 +674,34 @@ impl SecurityStore for PostgresStore {
     async fn list_audit(&self, filter: &AuditFilter) -> StoreResult<Vec<AuditRecord>> {
         let mut clauses = Vec::new();
         let mut params: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut add = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+        let mut add = |clause: &dyn Fn(usize) -> String, value: Box<dyn ToSql + Sync + Send>| {
             params.push(value);
-            clauses.push(format!("{clause} ${}", params.len()));
+            clauses.push(clause(params.len()));
         };
         if let Some(actor) = &filter.actor {
-            add("actor =", Box::new(actor.clone()));
+            add(&|n| format!("actor = ${n}"), Box::new(actor.clone()));
         }
         if let Some(kind) = &filter.kind {
-            add("kind =", Box::new(kind.clone()));
+            // Security events carried forward by retention are found by their original kind
+            // (CASE: only their `detail` is read as JSON).
+            add(
+                &|n| {
+                    format!(
+                        "(kind = ${n} OR CASE WHEN kind = '{AUDIT_CARRIED_KIND}' \
+                         THEN (detail::jsonb) ->> 'kind' = ${n} ELSE false END)"
+                    )
+                },
+                Box::new(kind.clone()),
+            );
         }
         if let Some(since) = filter.since {
-            add("ts >=", Box::new(since.0));
+            add(&|n| format!("ts >= ${n}"), Box::new(since.0));
         }
         if let Some(until) = filter.until {
-            add("ts <", Box::new(until.0));
+            add(&|n| format!("ts < ${n}"), Box::new(until.0));
         }
         if let Some(before) = filter.before_id {
-            add("id <", Box::new(before));
+            add(&|n| format!("id < ${n}"), Box::new(before));
         }
         let clause = if clauses.is_empty() {
             String::new()
@@ -765,6 +776,7 @@ impl SecurityStore for PostgresStore {
         &self,
         before: Timestamp,
         by: AuditEvent,
+        scope: AuditPruneScope,
     ) -> StoreResult<Option<AuditPrune>> {
         let key = self.inner.shared.audit_key.clone();
         check_can_prune(key.as_ref())?;
@@ -787,10 +799,59 @@ impl SecurityStore for PostgresStore {
             return Ok(None);
         };
         // The newest record always stays: the prune record is chained after it.
-        let last = young.map_or(newest - 1, |young| young - 1).min(newest - 1);
+        let mut last = young.map_or(newest - 1, |young| young - 1).min(newest - 1);
+        // Never inside a run of carried records nor between it and its audit_pruned record:
+        // they stay together, so the prune record still finds the carried records it names.
+        let next = tx
+            .query_opt("SELECT kind FROM audit WHERE id = $1", &[&(last + 1)])
+            .await
+            .map_err(err)?;
+        if let Some(next) = next
+            && matches!(
+                get::<String>(&next, 0)?.as_str(),
+                AUDIT_CARRIED_KIND | AUDIT_PRUNED_KIND
+            )
+        {
+            let row = tx
+                .query_one(
+                    "SELECT MAX(id) FROM audit WHERE id <= $1 AND kind <> $2",
+                    &[&last, &AUDIT_CARRIED_KIND],
+                )
+                .await
+                .map_err(err)?;
+            last = get::<Option<i64>>(&row, 0)?.unwrap_or(0);
+        }
         if last < first {
             return Ok(None);
         }
+        let mut events = Vec::new();
+        if scope == AuditPruneScope::Requests {
+            let kinds: Vec<&str> = AUDIT_REQUEST_KINDS.to_vec();
+            let row = tx
+                .query_one(
+                    "SELECT COUNT(*) FROM audit WHERE id <= $1 AND kind = ANY($2)",
+                    &[&last, &kinds],
+                )
+                .await
+                .map_err(err)?;
+            if get::<i64>(&row, 0)? == 0 {
+                return Ok(None);
+            }
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT {AUDIT_COLUMNS} FROM audit
+                         WHERE id <= $1 AND kind <> ALL($2) ORDER BY id"
+                    ),
+                    &[&last, &kinds],
+                )
+                .await
+                .map_err(err)?;
+            for row in &rows {
+                events.push(audit_carried_event(&audit_from_row(row)?));
+            }
+        }
+        let carried = events.len() as i64;
         let last_hash: String = get(
             &tx.query_one("SELECT hash FROM audit WHERE id = $1", &[&last])
                 .await
@@ -808,21 +869,26 @@ impl SecurityStore for PostgresStore {
         tx.batch_execute("ALTER TABLE audit ENABLE TRIGGER audit_no_change")
             .await
             .map_err(err)?;
-        let prev: String = get(
+        let mut prev: String = get(
             &tx.query_one("SELECT hash FROM audit WHERE id = $1", &[&newest])
                 .await
                 .map_err(err)?,
             0,
         )?;
         check_can_append(key.as_ref(), &prev)?;
-        let mut event = audit_pruned_event(by, first, last, &last_hash, before);
-        if event.duration_ms.is_some_and(|d| !d.is_finite()) {
-            event.duration_ms = None;
+        events.push(audit_pruned_event(
+            by, first, last, &last_hash, before, carried,
+        ));
+        let mut cols = AuditColumns::with_capacity(events.len());
+        let mut id = newest;
+        for mut event in events {
+            if event.duration_ms.is_some_and(|d| !d.is_finite()) {
+                event.duration_ms = None;
+            }
+            id += 1;
+            let hash = audit_chain_hash(key.as_ref(), &prev, id, &event);
+            cols.push(id, event, std::mem::replace(&mut prev, hash.clone()), hash);
         }
-        let id = newest + 1;
-        let hash = audit_chain_hash(key.as_ref(), &prev, id, &event);
-        let mut cols = AuditColumns::with_capacity(1);
-        cols.push(id, event, prev, hash);
         tx.execute(
             &format!(
                 "INSERT INTO audit ({AUDIT_COLUMNS})
@@ -854,6 +920,7 @@ impl SecurityStore for PostgresStore {
             first_id: first,
             last_id: last,
             count: count as i64,
+            carried,
             last_hash,
             record_id: id,
         }))

@@ -120,6 +120,18 @@ impl security_conformance::SecurityHarness for PgSecurityHarness {
         Arc::new(self.inner.store().await)
     }
 
+    async fn open_keyed(&self, key: espwatch_store::AuditKey) -> Arc<dyn SecurityStore> {
+        let options = PostgresOptions {
+            audit_key: Some(key),
+            ..fast()
+        };
+        Arc::new(
+            PostgresStore::open(&self.inner.db.url, options)
+                .await
+                .expect("open PostgreSQL store"),
+        )
+    }
+
     async fn tamper_audit(&self, id: i64) {
         // The database refuses; someone able to disable the trigger is caught by the chain.
         let (client, conn) = tokio_postgres::connect(&self.inner.db.url, tokio_postgres::NoTls)

@@ -36,9 +36,9 @@ pub use notify::{
 };
 pub use retention::{RawDay, Retention, RollupTier};
 pub use security::{
-    ApiKey, AuditEvent, AuditFilter, AuditKey, AuditPrune, AuditRecord, AuditVerification,
-    LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User,
-    UserChange,
+    ApiKey, AuditEvent, AuditFilter, AuditKey, AuditPrune, AuditPruneScope, AuditRecord,
+    AuditVerification, LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome,
+    SecurityStore, Session, User, UserChange,
 };
 
 /// Errors callers branch on. Internal causes are kept for the log, never shown to clients.

@@ -349,6 +349,17 @@ fn chain_hash_with(
     event: &AuditEvent,
 ) -> String {
     let canonical = serde_json::to_string(event).expect("audit events always serialize");
+    chain_hash_of_text(prefix, key, prev_hash, id, &canonical)
+}
+
+/// The keyed chain hash over an event's canonical text.
+fn chain_hash_of_text(
+    prefix: &str,
+    key: &[u8; 32],
+    prev_hash: &str,
+    id: i64,
+    canonical: &str,
+) -> String {
     let id = id.to_string();
     format!(
         "{prefix}{}",
@@ -394,6 +405,10 @@ pub fn check_can_append(key: Option<&AuditKey>, last_hash: &str) -> StoreResult<
 /// this one function, so their chains verify the same way.
 pub fn audit_record_hash(prev_hash: &str, id: i64, event: &AuditEvent) -> String {
     let canonical = serde_json::to_string(event).expect("audit events always serialize");
+    plain_hash_of_text(prev_hash, id, &canonical)
+}
+
+fn plain_hash_of_text(prev_hash: &str, id: i64, canonical: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(prev_hash.as_bytes());
     hasher.update(b"\n");
@@ -466,25 +481,55 @@ pub struct AuditVerification {
 /// Kind of the record a prune appends.
 pub const AUDIT_PRUNED_KIND: &str = "audit_pruned";
 
+/// Kind of the records a prune that keeps security events appends, one per security event
+/// of the removed prefix, just before its `audit_pruned` record.
+pub const AUDIT_CARRIED_KIND: &str = "audit_carried";
+
+/// The kinds retention may drop ([`AuditPruneScope::Requests`]): request records and the
+/// aggregated rejections. Every other kind is a security event and is carried forward.
+pub const AUDIT_REQUEST_KINDS: [&str; 2] = ["request", "rejected_requests"];
+
+/// Whether retention may drop a record of this kind.
+pub fn is_request_kind(kind: &str) -> bool {
+    AUDIT_REQUEST_KINDS.contains(&kind)
+}
+
+/// What a prune removes from the old prefix of the chain.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditPruneScope {
+    /// Every record of the prefix (`espwatch audit prune`).
+    All,
+    /// Only request records ([`AUDIT_REQUEST_KINDS`]); every security event of the prefix is
+    /// appended again as an `audit_carried` record holding the original (id, links, canonical
+    /// text), which the verifier checks against the original's hash (`audit_retention`).
+    Requests,
+}
+
 /// What [`SecurityStore::prune_audit`] removed, and the record it appended.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AuditPrune {
     pub first_id: i64,
     pub last_id: i64,
+    /// Records deleted from the chain (`last_id - first_id + 1`).
     pub count: i64,
+    /// Of those, security events appended again as `audit_carried` records.
+    pub carried: i64,
     /// Hash of the last removed record: the remaining chain's first `prev_hash`.
     pub last_hash: String,
     /// Id of the `audit_pruned` record appended.
     pub record_id: i64,
 }
 
-/// The `audit_pruned` event naming a removed prefix (`by` gives time, actor, role, source).
+/// The `audit_pruned` event naming a removed prefix (`by` gives time, actor, role, source);
+/// `carried`: how many `audit_carried` records come just before it.
 pub fn audit_pruned_event(
     by: AuditEvent,
     first_id: i64,
     last_id: i64,
     last_hash: &str,
     before: Timestamp,
+    carried: i64,
 ) -> AuditEvent {
     AuditEvent {
         kind: AUDIT_PRUNED_KIND.into(),
@@ -494,8 +539,31 @@ pub fn audit_pruned_event(
             "count": last_id - first_id + 1,
             "last_hash": last_hash,
             "before": before.0,
+            "carried": carried,
         }),
         ..by
+    }
+}
+
+/// The `audit_carried` event that keeps `original` (a security event of a pruned prefix): the
+/// original's fields, kind `audit_carried`, and in `detail` its id, kind, links and canonical
+/// text (what its hash was computed over). A carried record carried again is copied as it is
+/// (it names the same original).
+pub fn audit_carried_event(original: &AuditRecord) -> AuditEvent {
+    if original.event.kind == AUDIT_CARRIED_KIND {
+        return original.event.clone();
+    }
+    let canonical = serde_json::to_string(&original.event).expect("audit events always serialize");
+    AuditEvent {
+        kind: AUDIT_CARRIED_KIND.into(),
+        detail: serde_json::json!({
+            "id": original.id,
+            "kind": original.event.kind,
+            "prev_hash": original.prev_hash,
+            "hash": original.hash,
+            "event": canonical,
+        }),
+        ..original.event.clone()
     }
 }
 
@@ -584,13 +652,17 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// Walks the whole chain from the first record.
     async fn verify_audit(&self) -> StoreResult<AuditVerification>;
     /// Retention: removes the oldest records, the longest prefix of the chain whose records
-    /// are all older than `before`, and appends (chained, keyed) an `audit_pruned` record
-    /// naming the removed range and the last removed hash, from which verification of the
-    /// rest starts. One transaction. `None` when nothing is that old. Needs the audit key.
+    /// are all older than `before` (never the newest record), and appends (chained, keyed)
+    /// an `audit_pruned` record naming the removed range and the last removed hash, from
+    /// which verification of the rest starts. With [`AuditPruneScope::Requests`] the prefix's
+    /// security events are first appended again as `audit_carried` records (see
+    /// [`audit_carried_event`]), and a prefix without request records is left alone. One
+    /// transaction. `None` when there is nothing to remove. Needs the audit key.
     async fn prune_audit(
         &self,
         before: Timestamp,
         by: AuditEvent,
+        scope: AuditPruneScope,
     ) -> StoreResult<Option<AuditPrune>>;
 }
 
@@ -608,6 +680,9 @@ pub struct AuditChainChecker {
     /// verified `audit_pruned` record names them.
     start: Option<(i64, String)>,
     start_accounted: bool,
+    /// The `audit_carried` records just checked, in a row: the first one's id and the ids
+    /// of the originals they hold (an `audit_pruned` record must follow and name them).
+    carried_run: Option<(i64, Vec<i64>)>,
     pub records: u64,
     pub unkeyed: u64,
 }
@@ -629,6 +704,7 @@ impl AuditChainChecker {
             file_keyed_seen: false,
             start: None,
             start_accounted: false,
+            carried_run: None,
             records: 0,
             unkeyed: 0,
         }
@@ -652,6 +728,14 @@ impl AuditChainChecker {
                 ),
             )),
             _ => None,
+        });
+        let broken = broken.or_else(|| {
+            self.carried_run.as_ref().map(|(first, _)| {
+                (
+                    *first,
+                    "audit_carried records at the end of the trail without their audit_pruned record (it was deleted)".to_owned(),
+                )
+            })
         });
         let (first_broken, reason) = broken.unzip();
         AuditVerification {
@@ -716,6 +800,17 @@ impl AuditChainChecker {
         if computed != record.hash {
             return Err("its content does not match its hash (the record was altered, or the chain was recomputed without the key)".into());
         }
+        if record.event.kind == AUDIT_CARRIED_KIND {
+            let original = self.check_carried(record)?;
+            self.carried_run
+                .get_or_insert_with(|| (record.id, Vec::new()))
+                .1
+                .push(original);
+        } else if record.event.kind != AUDIT_PRUNED_KIND && self.carried_run.is_some() {
+            return Err(
+                "audit_carried records are not followed by their audit_pruned record".into(),
+            );
+        }
         if record.event.kind == AUDIT_PRUNED_KIND {
             let d = &record.event.detail;
             let (first, last) = (d["first_id"].as_i64(), d["last_id"].as_i64());
@@ -725,6 +820,30 @@ impl AuditChainChecker {
             };
             if first < 1 || last < first || last >= record.id {
                 return Err("an audit_pruned record with an impossible range".into());
+            }
+            // The security events of the pruned prefix come just before it, carried.
+            let carried = self
+                .carried_run
+                .take()
+                .map(|(_, ids)| ids)
+                .unwrap_or_default();
+            let named = match &d["carried"] {
+                serde_json::Value::Null => 0,
+                n => n
+                    .as_u64()
+                    .ok_or("an audit_pruned record with an impossible carried count")?,
+            };
+            if carried.len() as u64 != named {
+                return Err(format!(
+                    "the audit_pruned record names {named} carried security events and {} audit_carried records precede it (carried records were deleted or added)",
+                    carried.len()
+                ));
+            }
+            if carried.iter().any(|&id| id > last) {
+                return Err(
+                    "an audit_carried record before this audit_pruned record holds a record it did not prune"
+                        .into(),
+                );
             }
             if let Some((start, start_hash)) = &self.start
                 && *start == last
@@ -737,6 +856,59 @@ impl AuditChainChecker {
         self.expect_id += 1;
         self.records += 1;
         Ok(())
+    }
+
+    /// Checks that an `audit_carried` record holds a genuine original: its canonical text
+    /// hashes (with the key its hash names, or plain SHA-256 for an unkeyed one) to the
+    /// original hash, and the carried record shows the original's fields. Returns the
+    /// original's id.
+    fn check_carried(&self, record: &AuditRecord) -> Result<i64, String> {
+        let d = &record.event.detail;
+        let (Some(id), Some(kind), Some(prev_hash), Some(hash), Some(text)) = (
+            d["id"].as_i64(),
+            d["kind"].as_str(),
+            d["prev_hash"].as_str(),
+            d["hash"].as_str(),
+            d["event"].as_str(),
+        ) else {
+            return Err("an audit_carried record without its original".into());
+        };
+        if id < 1 || id >= record.id || kind == AUDIT_CARRIED_KIND {
+            return Err("an audit_carried record with an impossible original".into());
+        }
+        let prefix = [KEYED_PREFIX, FILE_KEYED_PREFIX]
+            .into_iter()
+            .find(|p| hash.starts_with(p));
+        let computed = match prefix {
+            Some(prefix) => {
+                let Some(bytes) = self.key.as_ref().and_then(|k| k.for_prefix(prefix)) else {
+                    return Err(
+                        "it carries a record keyed with a key that was not given: run with the keys the server uses"
+                            .into(),
+                    );
+                };
+                chain_hash_of_text(prefix, bytes, prev_hash, id, text)
+            }
+            None => plain_hash_of_text(prev_hash, id, text),
+        };
+        if !constant_time_eq(&computed, hash) {
+            return Err(format!(
+                "the record it carries (original record {id}) does not match the original's hash (the carried event was altered)"
+            ));
+        }
+        let original: AuditEvent = serde_json::from_str(text)
+            .map_err(|_| format!("the record it carries (original record {id}) cannot be read"))?;
+        let shown = AuditEvent {
+            kind: record.event.kind.clone(),
+            detail: record.event.detail.clone(),
+            ..original.clone()
+        };
+        if original.kind != kind || shown != record.event {
+            return Err(format!(
+                "its fields differ from the original record {id} it carries"
+            ));
+        }
+        Ok(id)
     }
 }
 
@@ -758,6 +930,109 @@ mod tests {
             duration_ms: Some(1.25),
             detail: serde_json::json!({"b": 1, "a": [1, 2]}),
         }
+    }
+
+    /// Records `first_id..` chained after `prev` with `key`.
+    fn chained(
+        key: &AuditKey,
+        first_id: i64,
+        prev: &str,
+        events: Vec<AuditEvent>,
+    ) -> Vec<AuditRecord> {
+        let mut prev = prev.to_owned();
+        let mut out = Vec::new();
+        for (i, event) in events.into_iter().enumerate() {
+            let id = first_id + i as i64;
+            let hash = audit_chain_hash(Some(key), &prev, id, &event);
+            out.push(AuditRecord {
+                id,
+                event,
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            });
+        }
+        out
+    }
+
+    fn check_all(key: &AuditKey, records: &[AuditRecord]) -> AuditVerification {
+        let mut checker = AuditChainChecker::new(Some(key.clone()));
+        for r in records {
+            if let Err(reason) = checker.check(r) {
+                return checker.verdict(Some((r.id, reason)));
+            }
+        }
+        checker.verdict(None)
+    }
+
+    #[test]
+    fn carried_records_must_hold_genuine_originals_and_precede_their_prune_record() {
+        let key = AuditKey::derive(b"unit test secret, 0123456789abcdef0123456789");
+        let mut login = event("login_failure");
+        login.ts = Timestamp(login.ts.0 + 1);
+        let old = chained(
+            &key,
+            1,
+            AUDIT_GENESIS,
+            vec![event("request"), login, event("request"), event("request")],
+        );
+        let by = AuditEvent {
+            kind: String::new(),
+            ..event("request")
+        };
+        let carried = audit_carried_event(&old[1]);
+        let pruned = audit_pruned_event(by, 1, 3, &old[2].hash, Timestamp(0), 1);
+        let trail = |events: Vec<AuditEvent>| {
+            let mut t = vec![old[3].clone()];
+            t.extend(chained(&key, 5, &old[3].hash, events));
+            t
+        };
+        let good = trail(vec![carried.clone(), pruned.clone()]);
+        let v = check_all(&key, &good);
+        assert_eq!((v.first_broken, v.records), (None, 3), "{v:?}");
+        assert_eq!(v.pruned, Some((3, old[2].hash.clone())));
+        // Re-carried as it is, it still verifies.
+        assert_eq!(audit_carried_event(&good[1]), carried);
+
+        // Even with the key, a carried original that was altered does not verify.
+        let mut forged = carried.clone();
+        let text = forged.detail["event"]
+            .as_str()
+            .unwrap()
+            .replace("user:ana", "user:eve");
+        forged.detail["event"] = text.into();
+        forged.actor = Some("user:eve".into());
+        let v = check_all(&key, &trail(vec![forged, pruned.clone()]));
+        assert_eq!(v.first_broken, Some(5), "{v:?}");
+        assert!(v.reason.unwrap().contains("original's hash"));
+        // Shown fields that differ from the original.
+        let mut shown = carried.clone();
+        shown.status = Some(500);
+        let v = check_all(&key, &trail(vec![shown, pruned.clone()]));
+        assert_eq!(v.first_broken, Some(5), "{v:?}");
+        // A carried record dropped (and the chain recomputed with the key).
+        let v = check_all(&key, &trail(vec![pruned.clone()]));
+        assert_eq!(v.first_broken, Some(5), "{v:?}");
+        assert!(v.reason.unwrap().contains("names 1 carried"));
+        // One added.
+        let v = check_all(
+            &key,
+            &trail(vec![carried.clone(), carried.clone(), pruned.clone()]),
+        );
+        assert_eq!(v.first_broken, Some(7), "{v:?}");
+        // Carried records without their prune record: followed by another, or at the end.
+        let v = check_all(
+            &key,
+            &trail(vec![carried.clone(), event("request"), pruned.clone()]),
+        );
+        assert_eq!(v.first_broken, Some(6), "{v:?}");
+        let v = check_all(&key, &trail(vec![carried.clone()]));
+        assert!(v.first_broken.is_some(), "{v:?}");
+        // An original the prune record did not remove.
+        let mut late = pruned.clone();
+        late.detail["last_id"] = 1.into();
+        late.detail["count"] = 1.into();
+        let v = check_all(&key, &trail(vec![carried, late]));
+        assert_eq!(v.first_broken, Some(6), "{v:?}");
     }
 
     #[test]

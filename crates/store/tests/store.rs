@@ -598,6 +598,14 @@ impl security_conformance::SecurityHarness for EmbeddedSecurityHarness {
         Arc::new(EmbeddedSecurityStore::open(self.dir.path()).unwrap())
     }
 
+    async fn open_keyed(&self, key: espwatch_store::AuditKey) -> Arc<dyn SecurityStore> {
+        Arc::new(
+            EmbeddedSecurityStore::open(self.dir.path())
+                .unwrap()
+                .with_audit_key(Some(key)),
+        )
+    }
+
     async fn tamper_audit(&self, id: i64) {
         self.raw()
             .execute("UPDATE audit SET status = status + 1 WHERE id = ?1", [id])

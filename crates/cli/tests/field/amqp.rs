@@ -516,6 +516,87 @@ async fn amqp_payloads_are_committed_like_http_and_refusals_are_dead_lettered_wi
     gw.clean_up(&names).await;
 }
 
+/// Issue 16: a message without a `timezone` header takes its well's registry zone for naive
+/// local times; with the header, the header wins; a well without a registry zone still has
+/// them refused (dead-lettered with the reason), its other readings kept.
+#[tokio::test]
+async fn amqp_naive_times_take_the_wells_registry_zone_unless_the_header_declares_one() {
+    init();
+    let Some(url) = amqp_broker() else {
+        return;
+    };
+    let names = Names::unique();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(dir.path(), &url, &names, &[]);
+    wait_consuming(&server).await;
+    for well in [
+        json!({"well_id": "TZ-A1", "timezone": "+03:00"}),
+        json!({"well_id": "TZ-A2"}),
+    ] {
+        let response = server
+            .client()
+            .post(server.url("/api/v1/wells"))
+            .json(&well)
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(response.status().as_u16(), 201);
+    }
+    let gw = Gateway::connect(&url).await;
+    let x = names.exchange.as_str();
+    let csv = |well: &str, time: &str| {
+        format!("well_id,ts,motor_current_a\n{well},2026-01-01 {time},40\n")
+    };
+    gw.publish(
+        x,
+        "telemetry.TZ-A1",
+        Some("text/csv"),
+        &[],
+        csv("TZ-A1", "03:00:00").as_bytes(),
+    )
+    .await;
+    // The header's zone wins: 00:00:10 UTC.
+    gw.publish(
+        x,
+        "telemetry.TZ-A1",
+        Some("text/csv"),
+        &[("timezone", "UTC")],
+        csv("TZ-A1", "00:00:10").as_bytes(),
+    )
+    .await;
+    let mixed = format!("{}TZ-A2,{},41\n", csv("TZ-A2", "03:00:00"), ts(20));
+    gw.publish(
+        x,
+        "telemetry.TZ-A2",
+        Some("text/csv"),
+        &[],
+        mixed.as_bytes(),
+    )
+    .await;
+
+    let points = wait_points(&server, "TZ-A1", 2).await;
+    assert_eq!(points["ts"], json!([ts(0), ts(10)]));
+    let points = wait_points(&server, "TZ-A2", 1).await;
+    assert_eq!(points["ts"], json!([ts(20)]));
+    let dead = gw.take(&names.dlq, 1).await;
+    assert_eq!(dead[0].delivery.data, mixed.as_bytes());
+    assert_eq!(
+        header(&dead[0], "x-espwatch-accepted").as_deref(),
+        Some("1")
+    );
+    let report: Value =
+        serde_json::from_str(&header(&dead[0], "x-espwatch-report").expect("report"))
+            .expect("JSON report");
+    assert!(
+        report["rejected"][0]["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("without a zone"),
+        "{report}"
+    );
+    gw.clean_up(&names).await;
+}
+
 /// The broker closes espwatch's connection mid-stream (`rabbitmqctl close_connection`):
 /// espwatch connects again with backoff and goes on; every published reading is stored.
 #[tokio::test]

@@ -367,6 +367,84 @@ async fn mqtt_payloads_are_committed_like_http_and_bad_messages_are_answered_on_
     assert_eq!(response.status().as_u16(), 404);
 }
 
+/// Issue 16: MQTT declares no zone, so a naive local time takes its well's registry zone; a
+/// well without one still has it refused (answered on the error topic), its other readings kept.
+#[tokio::test]
+async fn mqtt_naive_times_take_the_wells_registry_zone() {
+    init();
+    let Some((url, host, port)) = mqtt_broker() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(dir.path(), &url, &prefix);
+    wait_subscribed(&server).await;
+    for well in [
+        json!({"well_id": "TZ-M1", "timezone": "+03:00"}),
+        json!({"well_id": "TZ-M2"}),
+    ] {
+        let response = server
+            .client()
+            .post(server.url("/api/v1/wells"))
+            .json(&well)
+            .send()
+            .await
+            .expect("create");
+        assert_eq!(response.status().as_u16(), 201);
+    }
+    let (client, mut errors) = test_client(
+        &host,
+        port,
+        &format!("{prefix}-gateway"),
+        Some(&format!("{prefix}/+/errors")),
+    )
+    .await;
+    let naive = "ts,motor_current_a\n2026-01-01 03:00:00,40\n2026-01-01 03:00:10,41\n";
+    client
+        .publish(
+            format!("{prefix}/TZ-M1/telemetry"),
+            QoS::AtLeastOnce,
+            false,
+            naive.as_bytes().to_vec(),
+        )
+        .await
+        .expect("publish");
+    let mixed = format!("{naive}{},42\n", ts(20));
+    client
+        .publish(
+            format!("{prefix}/TZ-M2/telemetry"),
+            QoS::AtLeastOnce,
+            false,
+            mixed.into_bytes(),
+        )
+        .await
+        .expect("publish");
+    let points = wait_points(&server, "TZ-M1", 2).await;
+    assert_eq!(
+        points["ts"],
+        json!([ts(0), ts(10)]),
+        "03:00 at +03:00 is 00:00Z"
+    );
+    let points = wait_points(&server, "TZ-M2", 1).await;
+    assert_eq!(points["ts"], json!([ts(20)]));
+    let message = tokio::time::timeout(Duration::from_secs(10), errors.recv())
+        .await
+        .expect("an error report within 10 s")
+        .expect("error channel");
+    assert_eq!(message.topic, format!("{prefix}/TZ-M2/errors"));
+    let report: Value = serde_json::from_slice(&message.payload).expect("JSON report");
+    assert_eq!(report["accepted"], 1, "{report}");
+    let rejected = report["rejected"].as_array().expect("rejected");
+    assert_eq!(rejected.len(), 2, "{report}");
+    assert!(
+        rejected[0]["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("without a zone"),
+        "{report}"
+    );
+}
+
 /// The PUBACK waits for the commit: with the store unable to commit (its database locked by
 /// the test) the server receives the messages but stores nothing; killed with `kill -9` in
 /// that state and started again on the same client id, it gets them again from the broker

@@ -289,3 +289,186 @@ async fn european_csv_with_semicolons_and_decimal_commas_is_read_when_declared()
     assert_eq!(app.all_points("E-3").await["fields"]["motor_current_a"], json!([42.5, 41.0]));
 }
 }
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wells_registry_zone_reads_its_naive_times_when_the_sender_declares_none() {
+    let app = spawn_app().await;
+    // The registry takes a fixed offset, and refuses a named zone precisely.
+    let (status, body) = app
+        .send(app.client.post(app.url("/api/v1/wells")).json(&json!({"well_id": "TZ-1", "timezone": "+03:00"})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .send(app.client.post(app.url("/api/v1/wells")).json(&json!({"well_id": "TZ-2", "timezone": "Europe/Berlin"})))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let problem = &body["error"]["details"]["problems"][0];
+    assert_eq!(problem["field"], "timezone", "{body}");
+    let reason = problem["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("fixed UTC offsets") && reason.contains("daylight saving"), "{body}");
+    let (status, body) = app
+        .send(app.client.post(app.url("/api/v1/wells")).json(&json!({"well_id": "TZ-2"})))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app.get("/api/v1/wells/TZ-1").await;
+    assert_eq!((status, body["timezone"].clone()), (200, json!("+03:00")), "{body}");
+
+    // CSV, no declared zone: TZ-1's naive times are read at +03:00; TZ-2 has no zone, so its
+    // naive time is refused as before while its reading with an offset is kept.
+    let csv = "well_id,ts,motor_current_a\n\
+               TZ-1,2026-01-01 03:00:00,40\n\
+               TZ-2,2026-01-01 03:00:00,41\n\
+               TZ-1,2026-01-01 03:00:10,42\n\
+               TZ-2,2026-01-01T00:00:00Z,43\n";
+    let (status, body) = app.post("/api/v1/telemetry", "text/csv", csv).await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(3)), "{body}");
+    let rejected = body["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{body}");
+    assert_eq!((rejected[0]["index"].clone(), rejected[0]["well_id"].clone()), (json!(1), json!("TZ-2")), "{body}");
+    assert!(rejected[0]["errors"][0]["reason"].as_str().unwrap().contains("without a zone"), "{body}");
+    assert_eq!(app.all_points("TZ-1").await["ts"], json!([ts(0), ts(10)]), "03:00 at +03:00 is 00:00Z");
+    assert_eq!(app.all_points("TZ-2").await["ts"], json!([ts(0)]));
+
+    // JSON, and the old platform's route.
+    let (status, body) = app
+        .ingest_json(&json!([{"well_id": "TZ-1", "ts": "2026-01-01 03:00:20", "motor_current_a": 40}]))
+        .await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(1)), "{body}");
+    let (status, body) = app
+        .post("/telemetry/ingest", "application/json", json!({"device_id": "TZ-1", "timestamp": "2026-01-01 03:00:30", "motor_current": 40}).to_string())
+        .await;
+    assert_eq!((status, body["status"].clone(), body["accepted"].clone()), (200, json!("success"), json!(1)), "{body}");
+    // A zone the sender declares wins over the well's: 03:00:40 UTC, not 00:00:40Z.
+    let (status, body) = app
+        .post("/api/v1/telemetry?timezone=UTC", "text/csv", "well_id,ts,motor_current_a\nTZ-1,2026-01-01 00:00:40,40\n")
+        .await;
+    assert_eq!((status, body["accepted"].clone()), (200, json!(1)), "{body}");
+    assert_eq!(app.all_points("TZ-1").await["ts"], json!([ts(0), ts(10), ts(20), ts(30), ts(40)]));
+
+    // The command line against the server: no --timezone, the registry's zone applies;
+    // --timezone wins.
+    let work = tempfile::tempdir().expect("temp dir");
+    let file = work.path().join("export.csv");
+    std::fs::write(&file, "well_id,ts,motor_current_a\nTZ-1,2026-01-01 03:00:50,40\nTZ-2,2026-01-01 03:00:50,40\n").expect("write");
+    let base = app.url("");
+    let (ok, stdout, stderr) = run_cli(
+        &["ingest", file.to_str().unwrap(), "--url", &base, "--api-key", &app.admin_key],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("accepted 1, duplicates 0, rejected 1"), "{stdout}");
+    let (ok, stdout, stderr) = run_cli(
+        &["ingest", file.to_str().unwrap(), "--url", &base, "--api-key", &app.admin_key, "--timezone", "+00:00"],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("accepted 2, duplicates 0, rejected 0"), "{stdout}");
+    assert_eq!(app.all_points("TZ-1").await["ts"], json!([ts(0), ts(10), ts(20), ts(30), ts(40), ts(50), ts(3 * 3600 + 50)]));
+}
+}
+
+/// `espwatch wells import` and `espwatch ingest --data-dir` (the embedded store, no server).
+#[test]
+fn wells_import_and_local_ingest_use_the_registry_zone() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let data = work.path().join("data");
+    let data = data.to_str().unwrap();
+    let wells = work.path().join("wells");
+    std::fs::create_dir(&wells).expect("mkdir");
+    std::fs::write(
+        wells.join("tz-9.json"),
+        r#"{"well_id": "TZ-9", "timezone": "-05:30"}"#,
+    )
+    .expect("write");
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "wells",
+            "import",
+            wells.to_str().unwrap(),
+            "--data-dir",
+            data,
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(
+        ok && stdout.contains("1 well(s) imported"),
+        "{stdout}{stderr}"
+    );
+    let named = work.path().join("named.json");
+    std::fs::write(
+        &named,
+        r#"{"well_id": "TZ-10", "timezone": "America/New_York"}"#,
+    )
+    .expect("write");
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "wells",
+            "import",
+            named.to_str().unwrap(),
+            "--data-dir",
+            data,
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(
+        !ok && stderr.contains("timezone") && stderr.contains("fixed UTC offsets"),
+        "{stdout}{stderr}"
+    );
+
+    let file = work.path().join("export.csv");
+    std::fs::write(
+        &file,
+        "well_id,ts,motor_current_a\nTZ-9,2025-12-31 19:00:00,40\nTZ-9,2025-12-31 19:00:10,41\n",
+    )
+    .expect("write");
+    let (ok, stdout, stderr) = run_cli(
+        &["ingest", file.to_str().unwrap(), "--data-dir", data],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("accepted 2, duplicates 0, rejected 0"),
+        "{stdout}"
+    );
+    // The same local times declared at -05:30 are the same instants: duplicates now.
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "ingest",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data,
+            "--timezone=-05:30",
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("accepted 0, duplicates 2, rejected 0"),
+        "{stdout}"
+    );
+    // Declared as UTC they are other instants: the sender's zone wins.
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "ingest",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data,
+            "--timezone",
+            "UTC",
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("accepted 2, duplicates 0, rejected 0"),
+        "{stdout}"
+    );
+}

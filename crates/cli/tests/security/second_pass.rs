@@ -1254,3 +1254,179 @@ fn audit_prune_keeps_the_chain_verifiable_and_tampering_detected() {
     let (ok, stdout, _) = verify(&dir);
     assert!(ok && stdout.contains("intact: 2 records"), "{stdout}");
 }
+
+/// Issue 18 item 4, retention of request records: with `audit_retention` set, `serve` removes
+/// the request records older than the cut (a UTC midnight at least that long ago) and keeps
+/// every security event, carried forward as `audit_carried` records that hold the original;
+/// `audit verify` still says intact, an edited carried record is found, and `/health/ready`
+/// reports the round under `checks.audit_retention`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_retention_removes_old_request_records_and_keeps_security_events() {
+    init();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("data");
+    let dir_s = dir.to_str().unwrap();
+    // Ten days ago, as the server would have written them (keyed as the server keys them).
+    let config = espwatch_app::Config {
+        data_dir: dir.clone(),
+        jwt_secret: Some(espwatch_app::SecretString(test_jwt_secret().to_owned())),
+        ..espwatch_app::Config::default()
+    };
+    let store = espwatch_app::open_security_store(&config).await.unwrap();
+    let old = espwatch_core::Timestamp::from_datetime(chrono::Utc::now()).0 - 10 * 86_400_000_000;
+    let kinds = [
+        "request",
+        "login_failure",
+        "request",
+        "rejected_requests",
+        "request",
+        "user_create",
+        "request",
+        "request",
+    ];
+    let events = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| espwatch_store::AuditEvent {
+            ts: espwatch_core::Timestamp(old + i as i64 * 1_000_000),
+            kind: (*kind).into(),
+            request_id: Some(format!("old-{i}")),
+            method: Some("POST".into()),
+            route: Some("/api/v1/auth/login".into()),
+            status: Some(401),
+            actor: Some("user:mallory".into()),
+            role: None,
+            source: Some("192.0.2.7".into()),
+            duration_ms: Some(2.5),
+            detail: json!({"n": i}),
+        })
+        .collect();
+    store.append_audit(events).await.unwrap();
+    // And one of now, which stays.
+    let mut recent = store
+        .list_audit(&espwatch_store::AuditFilter::default())
+        .await
+        .unwrap()[0]
+        .event
+        .clone();
+    recent.ts = espwatch_core::Timestamp::from_datetime(chrono::Utc::now());
+    store.append_audit(vec![recent]).await.unwrap();
+    drop(store);
+
+    let mut server = ChildServer::start_with_env(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", dir_s],
+        &[("ESPWATCH_AUDIT_RETENTION", "3d")],
+    );
+    let ready = async || -> Value {
+        reqwest::get(server.url("/health/ready"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        let body = ready().await;
+        if body["checks"]["audit_retention"]["rounds"].as_u64() >= Some(1) {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no audit retention round: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let r = &body["checks"]["audit_retention"];
+    assert_eq!(r["status"], "healthy", "{body}");
+    assert_eq!(r["keep"], "3d", "{body}");
+    assert_eq!(r["consecutive_failures"], 0, "{body}");
+    assert!(
+        r["last_error"].is_null() && r["last_run"].is_string(),
+        "{body}"
+    );
+    assert_eq!(r["last_round"]["removed"], 6, "{body}");
+    assert_eq!(r["last_round"]["carried"], 2, "{body}");
+    assert_eq!(r["last_round"]["first_id"], 1, "{body}");
+    assert_eq!(r["last_round"]["last_id"], 8, "{body}");
+    assert!(
+        r["last_round"]["cut"]
+            .as_str()
+            .is_some_and(|c| c.ends_with("T00:00:00Z")),
+        "cut at a UTC midnight: {body}"
+    );
+    assert!(server.terminate().success());
+
+    let verify = |d: &std::path::Path| {
+        run_cli(
+            &["audit", "verify", "--data-dir", d.to_str().unwrap()],
+            &[],
+            work.path(),
+        )
+    };
+    let (ok, stdout, stderr) = verify(&dir);
+    assert!(
+        ok && stdout.contains("audit trail intact"),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, stderr) = run_cli(
+        &["audit", "list", "--limit", "1000", "--data-dir", dir_s],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    let records: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .all(|r| r["actor"] != "user:mallory" || r["kind"] == "audit_carried" || r["id"] == 9),
+        "only the security events of the old records are left: {stdout}"
+    );
+    let mut carried: Vec<(i64, String)> = records
+        .iter()
+        .filter(|r| r["kind"] == "audit_carried" && r["actor"] == "user:mallory")
+        .map(|r| {
+            (
+                r["detail"]["id"].as_i64().unwrap(),
+                r["detail"]["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    carried.sort();
+    assert_eq!(
+        carried,
+        vec![
+            (2, "login_failure".to_owned()),
+            (6, "user_create".to_owned())
+        ],
+        "{stdout}"
+    );
+    let pruned: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "audit_pruned")
+        .collect();
+    assert_eq!(pruned.len(), 1, "{stdout}");
+    assert_eq!(pruned[0]["actor"], "system:audit_retention");
+    assert_eq!(pruned[0]["detail"]["carried"], 2);
+
+    // A carried record edited (the attacker drops the triggers first): found.
+    let edited = work.path().join("edited");
+    copy_dir(&dir, &edited);
+    {
+        let db = rusqlite::Connection::open(edited.join("security.sqlite")).unwrap();
+        db.execute_batch("DROP TRIGGER IF EXISTS audit_no_update")
+            .unwrap();
+        let n = db
+            .execute(
+                "UPDATE audit SET source = '198.51.100.1' WHERE kind = 'audit_carried'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 2);
+    }
+    let (ok, stdout, _) = verify(&edited);
+    assert!(!ok && stdout.contains("BROKEN"), "{stdout}");
+}

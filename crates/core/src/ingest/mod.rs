@@ -245,6 +245,97 @@ pub struct Rejection {
     pub errors: Vec<FieldError>,
 }
 
+impl Rejection {
+    /// True when the reading was refused (also) for a naive local timestamp without a declared
+    /// zone: decoding it with its well's registry zone may accept it
+    /// ([`apply_well_zones`]).
+    pub fn lacks_zone(&self) -> bool {
+        self.errors
+            .iter()
+            .any(|e| e.reason.contains(crate::localtime::NO_ZONE))
+    }
+}
+
+impl Decoded {
+    /// The wells of the readings refused for a naive timestamp without a declared zone
+    /// ([`Rejection::lacks_zone`]), sorted, once each. Readings whose well id is missing or
+    /// invalid are not among them: no registry entry can apply to them.
+    pub fn wells_lacking_zone(&self) -> Vec<WellId> {
+        let mut wells: Vec<WellId> = self
+            .items
+            .iter()
+            .filter_map(Item::rejection)
+            .filter(|r| r.lacks_zone())
+            .filter_map(|r| WellId::parse(r.well_id.as_deref()?).ok())
+            .collect();
+        wells.sort();
+        wells.dedup();
+        wells
+    }
+}
+
+/// The second pass for naive local timestamps when the sender declared no zone
+/// (`opts.zone` is `None`): each reading refused for lacking a zone whose well has a registry
+/// zone in `zones` is decoded again, from the same `body`, with that zone, and its item is
+/// replaced by the new one (valid, or refused for its other problems). Other items and the
+/// batch's warnings stay as they are. Returns how many items were decoded again.
+///
+/// The first decode is unchanged, so a batch without naive timestamps costs nothing here;
+/// one extra decode of the body per distinct zone among the wells concerned. A declared
+/// zone wins over the wells': with one, nothing is refused for lacking a zone.
+pub fn apply_well_zones(
+    format: PayloadFormat,
+    body: &[u8],
+    opts: &DecodeOptions,
+    decoded: &mut Decoded,
+    zones: &[(WellId, crate::localtime::UtcOffset)],
+) -> Result<usize, DecodeError> {
+    apply_well_zones_with(opts, decoded, zones, |o| decode(format, body, o))
+}
+
+/// [`apply_well_zones`] with the caller's own decode of the same input (`redecode`, given the
+/// options with a zone), for transports that choose the format by trial.
+pub fn apply_well_zones_with(
+    opts: &DecodeOptions,
+    decoded: &mut Decoded,
+    zones: &[(WellId, crate::localtime::UtcOffset)],
+    mut redecode: impl FnMut(&DecodeOptions) -> Result<Decoded, DecodeError>,
+) -> Result<usize, DecodeError> {
+    if opts.zone.is_some() || zones.is_empty() {
+        return Ok(0);
+    }
+    let zone_of = |item: &Item| {
+        let r = item.rejection().filter(|r| r.lacks_zone())?;
+        let id = r.well_id.as_deref()?;
+        zones
+            .iter()
+            .find(|(well, _)| well.as_str() == id)
+            .map(|(_, z)| *z)
+    };
+    let mut distinct: Vec<crate::localtime::UtcOffset> =
+        decoded.items.iter().filter_map(zone_of).collect();
+    distinct.sort_by_key(|z| z.seconds());
+    distinct.dedup();
+    let mut replaced = 0;
+    for zone in distinct {
+        let again = redecode(&DecodeOptions {
+            zone: Some(zone),
+            ..opts.clone()
+        })?;
+        if again.items.len() != decoded.items.len() {
+            // Cannot happen (the same input, only the zone differs); keep the first answer.
+            continue;
+        }
+        for (item, new) in decoded.items.iter_mut().zip(again.items) {
+            if zone_of(item) == Some(zone) {
+                *item = new;
+                replaced += 1;
+            }
+        }
+    }
+    Ok(replaced)
+}
+
 /// One problem with one field of a reading.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -1274,3 +1274,65 @@ fn a_well_named_by_the_transport_fills_in_and_guards_well_id() {
         Some(3.0)
     );
 }
+
+#[test]
+fn naive_times_take_their_wells_registry_zone_in_a_second_pass() {
+    use crate::localtime::UtcOffset;
+    let csv = "well_id,ts,motor_current_a\n\
+               A,2026-11-22 06:00:00,40\n\
+               B,2026-11-22 06:00:00,41\n\
+               C,2026-11-22 06:00:00,42\n\
+               A,2026-11-22T06:00:00Z,43\n\
+               B,2026-11-22 06:00:10,9999\n";
+    let mut decoded = decode_ok(PayloadFormat::Csv, csv);
+    assert_eq!(decoded.valid_count(), 1);
+    let ids = |v: Vec<WellId>| v.iter().map(|w| w.as_str().to_owned()).collect::<Vec<_>>();
+    assert_eq!(ids(decoded.wells_lacking_zone()), ["A", "B", "C"]);
+    let zones = [
+        (
+            WellId::parse("A").unwrap(),
+            UtcOffset::parse("+03:00").unwrap(),
+        ),
+        (
+            WellId::parse("B").unwrap(),
+            UtcOffset::parse("-01:00").unwrap(),
+        ),
+    ];
+    let n = apply_well_zones(
+        PayloadFormat::Csv,
+        csv.as_bytes(),
+        &opts(),
+        &mut decoded,
+        &zones,
+    )
+    .unwrap();
+    assert_eq!(n, 3);
+    let at = |s: &str| Timestamp::parse_rfc3339(s).unwrap();
+    assert_eq!(valid(&decoded.items[0]).ts, at("2026-11-22T03:00:00Z"));
+    assert_eq!(valid(&decoded.items[1]).ts, at("2026-11-22T07:00:00Z"));
+    // No registry zone: still refused, with the same reason.
+    assert!(rejected(&decoded.items[2]).lacks_zone());
+    assert_eq!(valid(&decoded.items[3]).ts, at("2026-11-22T06:00:00Z"));
+    // Its time now decodes; its other problem remains.
+    let r = rejected(&decoded.items[4]);
+    assert!(!r.lacks_zone(), "{r:?}");
+    assert_eq!(r.errors[0].field, "motor_current_a");
+    assert_eq!(decoded.wells_lacking_zone().len(), 1);
+
+    // A declared zone wins: nothing is decoded again.
+    let declared = DecodeOptions {
+        zone: Some(UtcOffset::UTC),
+        ..opts()
+    };
+    let mut decoded = decode(PayloadFormat::Csv, csv.as_bytes(), &declared).unwrap();
+    let n = apply_well_zones(
+        PayloadFormat::Csv,
+        csv.as_bytes(),
+        &declared,
+        &mut decoded,
+        &zones,
+    )
+    .unwrap();
+    assert_eq!(n, 0);
+    assert_eq!(valid(&decoded.items[0]).ts, at("2026-11-22T06:00:00Z"));
+}

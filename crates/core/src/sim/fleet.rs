@@ -801,6 +801,7 @@ fn build_installation(
                 water_cut_pct: Some(round_to(water_cut, 1)),
             }),
             sample_interval_s: None,
+            timezone: None,
         };
         return Ok((plant, meta));
     }

@@ -77,10 +77,12 @@ pub async fn ingest(
 #[into_params(parameter_in = Query)]
 pub struct IngestParams {
     /// The zone of timestamps sent without one (historian exports write
-    /// `2026-11-22 08:01:00`), as a UTC offset: `%2B03:00` (`+` escaped), `-05:30`, `UTC`.
-    /// Without it such timestamps are rejected, never guessed. Timestamps with an offset or
-    /// `Z` keep theirs. Named zones with daylight saving are refused (their skipped and
-    /// repeated hours make local times ambiguous): convert to an offset first.
+    /// `2026-11-22 08:01:00`), as a UTC offset: `%2B03:00` (`+` escaped), `-05:30`, `UTC`;
+    /// it wins over the wells' registry zones. Without it such timestamps are read in their
+    /// well's registry `timezone`, and rejected for a well without one (never guessed).
+    /// Timestamps with an offset or `Z` keep theirs. Named zones with daylight saving are
+    /// refused (their skipped and repeated hours make local times ambiguous): convert to an
+    /// offset first.
     timezone: Option<String>,
     /// CSV cell separator: `comma` (default), `semicolon`, `tab` or `pipe` (`,` `;` `|` as
     /// such work too, escaped as a query needs).

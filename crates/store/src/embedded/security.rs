@@ -26,9 +26,10 @@ use rusqlite::{
 
 use super::lock;
 use crate::security::{
-    ApiKey, AuditChainChecker, AuditEvent, AuditFilter, AuditKey, AuditPrune, AuditRecord,
-    AuditVerification, LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome,
-    SecurityStore, Session, User, UserChange, audit_chain_hash,
+    AUDIT_CARRIED_KIND, AUDIT_PRUNED_KIND, AUDIT_REQUEST_KINDS, ApiKey, AuditChainChecker,
+    AuditEvent, AuditFilter, AuditKey, AuditPrune, AuditPruneScope, AuditRecord, AuditVerification,
+    LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User,
+    UserChange, audit_carried_event, audit_chain_hash,
 };
 use crate::{StoreError, StoreResult};
 
@@ -388,8 +389,12 @@ fn audit_where(filter: &AuditFilter) -> (String, Vec<rusqlite::types::Value>) {
         clauses.push(format!("actor = ?{}", values.len()));
     }
     if let Some(kind) = &filter.kind {
+        // Security events carried forward by retention are found by their original kind.
         values.push(Value::Text(kind.clone()));
-        clauses.push(format!("kind = ?{}", values.len()));
+        let n = values.len();
+        clauses.push(format!(
+            "(kind = ?{n} OR (kind = '{AUDIT_CARRIED_KIND}' AND json_extract(detail, '$.kind') = ?{n}))"
+        ));
     }
     if let Some(since) = filter.since {
         values.push(Value::Integer(since.0));
@@ -809,11 +814,12 @@ impl SecurityStore for EmbeddedSecurityStore {
         &self,
         before: Timestamp,
         by: AuditEvent,
+        scope: AuditPruneScope,
     ) -> StoreResult<Option<AuditPrune>> {
         let key = self.audit_key.clone();
         crate::security::check_can_prune(key.as_ref())?;
         self.write("pruning the audit log", move |tx| {
-            prune_in(tx, key.as_ref(), before, by)
+            prune_in(tx, key.as_ref(), before, by, scope)
         })
         .await
     }
@@ -876,6 +882,7 @@ fn prune_in(
     key: Option<&AuditKey>,
     before: Timestamp,
     by: AuditEvent,
+    scope: AuditPruneScope,
 ) -> StoreResult<Option<AuditPrune>> {
     let err = |e| db_err("pruning the audit log", e);
     let first: Option<i64> = tx
@@ -896,9 +903,58 @@ fn prune_in(
     let newest: i64 = tx
         .query_row("SELECT MAX(id) FROM audit", [], |r| r.get(0))
         .map_err(err)?;
-    let last = young.map_or(newest - 1, |young| young - 1).min(newest - 1);
+    let mut last = young.map_or(newest - 1, |young| young - 1).min(newest - 1);
+    // Never inside a run of carried records nor between it and its audit_pruned record:
+    // they stay together, so the prune record still finds the carried records it names.
+    let next_kind: Option<String> = tx
+        .query_row(
+            "SELECT kind FROM audit WHERE id = ?1",
+            params![last + 1],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(err)?;
+    if matches!(
+        next_kind.as_deref(),
+        Some(AUDIT_CARRIED_KIND | AUDIT_PRUNED_KIND)
+    ) {
+        let before_run: Option<i64> = tx
+            .query_row(
+                "SELECT MAX(id) FROM audit WHERE id <= ?1 AND kind <> ?2",
+                params![last, AUDIT_CARRIED_KIND],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        last = before_run.unwrap_or(0);
+    }
     if last < first {
         return Ok(None);
+    }
+    let mut carried = Vec::new();
+    if scope == AuditPruneScope::Requests {
+        let [request, rejected] = AUDIT_REQUEST_KINDS;
+        let requests: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM audit WHERE id <= ?1 AND kind IN (?2, ?3)",
+                params![last, request, rejected],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if requests == 0 {
+            return Ok(None);
+        }
+        let mut stmt = tx
+            .prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit
+                 WHERE id <= ?1 AND kind NOT IN (?2, ?3) ORDER BY id"
+            ))
+            .map_err(err)?;
+        let rows = stmt
+            .query_map(params![last, request, rejected], row_to_audit)
+            .map_err(err)?;
+        for row in rows {
+            carried.push(audit_carried_event(&row.map_err(err)?));
+        }
     }
     let last_hash: String = tx
         .query_row("SELECT hash FROM audit WHERE id = ?1", params![last], |r| {
@@ -916,14 +972,19 @@ fn prune_in(
          BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
     )
     .map_err(err)?;
-    let event = crate::security::audit_pruned_event(by, first, last, &last_hash, before);
-    let ids = append_in(tx, key, vec![event])?;
+    let n = carried.len() as i64;
+    let mut events = carried;
+    events.push(crate::security::audit_pruned_event(
+        by, first, last, &last_hash, before, n,
+    ));
+    let ids = append_in(tx, key, events)?;
     Ok(Some(AuditPrune {
         first_id: first,
         last_id: last,
         count: count as i64,
+        carried: n,
         last_hash,
-        record_id: ids[0],
+        record_id: *ids.last().expect("the prune record was appended"),
     }))
 }
 

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use espwatch_core::Timestamp;
 use espwatch_core::access::Role;
+use espwatch_store::security::is_request_kind;
 use espwatch_store::security::{AUDIT_GENESIS, audit_record_hash, secret_digest};
 use espwatch_store::{
-    AuditEvent, AuditFilter, LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome,
-    SecurityStore, StoreError, UserChange,
+    AuditEvent, AuditFilter, AuditKey, AuditPruneScope, AuditRecord, LockoutPolicy, NewApiKey,
+    NewSession, NewUser, RefreshOutcome, SecurityStore, StoreError, UserChange,
 };
 
 /// How the suite reaches a backend's security store and, bypassing it, its storage.
@@ -23,6 +24,8 @@ use espwatch_store::{
 pub trait SecurityHarness: Send + Sync + 'static {
     /// A store over this harness's storage (the same storage on every call).
     async fn open(&self) -> Arc<dyn SecurityStore>;
+    /// The same, keying the audit chain with `key` (pruning needs it).
+    async fn open_keyed(&self, key: AuditKey) -> Arc<dyn SecurityStore>;
     /// Changes one column (e.g. `status`) of audit record `id` directly in the storage.
     async fn tamper_audit(&self, id: i64);
     /// Deletes audit record `id` directly in the storage.
@@ -51,6 +54,7 @@ macro_rules! security_conformance_tests {
             audit_list_filters,
             audit_tamper_detected,
             audit_deleted_record_detected,
+            audit_retention_removes_requests_and_carries_security_events,
             stored_garbage_is_an_error_not_a_panic,
         );
     };
@@ -1052,6 +1056,215 @@ pub async fn audit_deleted_record_detected(h: &impl SecurityHarness) {
     );
     assert_eq!(v.records, 10, "records 2..=11 verified before the gap");
     assert!(v.reason.unwrap().contains("missing"));
+}
+
+/// Issue 18 item 4: retention removes request records only. The security events of the
+/// pruned prefix are carried forward (`audit_carried`, holding the original record), the
+/// chain still verifies after several rounds, and a carried record edited is found.
+pub async fn audit_retention_removes_requests_and_carries_security_events(
+    h: &impl SecurityHarness,
+) {
+    let key = AuditKey::derive(b"conformance audit key, 0123456789abcdef0123456789");
+    let s = h.open_keyed(key).await;
+    let kinds = [
+        "request",
+        "login_failure",
+        "request",
+        "rejected_requests",
+        "user_create",
+        "request",
+        "request",
+        "apikey_create",
+        "request",
+        "request",
+    ];
+    // 1..=10 old, 11..=13 young.
+    let mut events: Vec<_> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, kind)| event(i as i64, kind, Some("user:ana"), 401))
+        .collect();
+    events.push(event(1000, "request", None, 200));
+    events.push(event(1001, "lockout", Some("user:bob"), 423));
+    events.push(event(1002, "request", None, 200));
+    s.append_audit(events).await.unwrap();
+    let by = |secs| AuditEvent {
+        ts: at(secs),
+        kind: String::new(),
+        request_id: None,
+        method: None,
+        route: None,
+        status: None,
+        actor: Some("system:audit_retention".into()),
+        role: None,
+        source: None,
+        duration_ms: None,
+        detail: serde_json::Value::Null,
+    };
+    let all = |s: Arc<dyn SecurityStore>| async move {
+        let mut records = s
+            .list_audit(&AuditFilter {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        records.reverse();
+        records
+    };
+    let originals: Vec<AuditRecord> = all(s.clone()).await;
+
+    // Without the key, nothing is pruned.
+    let unkeyed = h.open().await;
+    assert!(matches!(
+        unkeyed
+            .prune_audit(at(500), by(2000), AuditPruneScope::Requests)
+            .await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    let p = s
+        .prune_audit(at(500), by(2000), AuditPruneScope::Requests)
+        .await
+        .unwrap()
+        .expect("old request records to remove");
+    assert_eq!(
+        (p.first_id, p.last_id, p.count, p.carried, p.record_id),
+        (1, 10, 10, 3, 17)
+    );
+    let v = s.verify_audit().await.unwrap();
+    assert_eq!((v.first_broken, v.records), (None, 7), "{v:?}");
+    assert_eq!(v.pruned, Some((10, originals[9].hash.clone())));
+    let records = all(s.clone()).await;
+    assert_eq!(
+        records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        (11..=17).collect::<Vec<_>>()
+    );
+    // The carried records show the originals (time, actor, status, ...) and hold them whole.
+    for (record, original) in records[3..6].iter().zip([2usize, 5, 8]) {
+        let original = &originals[original - 1];
+        assert_eq!(record.event.kind, "audit_carried");
+        assert_eq!(record.event.ts, original.event.ts);
+        assert_eq!(record.event.actor, original.event.actor);
+        assert_eq!(record.event.status, original.event.status);
+        let d = &record.event.detail;
+        assert_eq!(d["id"], original.id);
+        assert_eq!(d["kind"], original.event.kind.as_str());
+        assert_eq!(d["hash"], original.hash.as_str());
+        assert_eq!(d["prev_hash"], original.prev_hash.as_str());
+        let text = d["event"].as_str().unwrap();
+        assert_eq!(
+            serde_json::from_str::<AuditEvent>(text).unwrap(),
+            original.event
+        );
+    }
+    assert_eq!(records[6].event.kind, "audit_pruned");
+    assert_eq!(records[6].event.detail["carried"], 3);
+    assert_eq!(
+        records[6].event.actor.as_deref(),
+        Some("system:audit_retention")
+    );
+    // No request record older than the cut is left; every security event is.
+    assert!(
+        records
+            .iter()
+            .all(|r| !(is_request_kind(&r.event.kind) && r.event.ts < at(500)))
+    );
+    // Nothing more to remove at that cut.
+    assert!(
+        s.prune_audit(at(500), by(2001), AuditPruneScope::Requests)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A later round: the newest record (the prune record) stays, and with it the records
+    // it names as carried; 11..=13 go, the lockout carried.
+    let p = s
+        .prune_audit(at(5000), by(5001), AuditPruneScope::Requests)
+        .await
+        .unwrap()
+        .expect("records 11..=13");
+    assert_eq!(
+        (p.first_id, p.last_id, p.carried, p.record_id),
+        (11, 13, 1, 19)
+    );
+    assert_eq!(s.verify_audit().await.unwrap().first_broken, None);
+    // A prefix of nothing but security events is left alone (no churn).
+    s.append_audit(vec![
+        event(6000, "request", None, 200),
+        event(20_000, "request", None, 200),
+    ])
+    .await
+    .unwrap();
+    // 14..=19 are carried records and prune records, 20 an old request: carried again,
+    // the prune records among them too.
+    let p = s
+        .prune_audit(at(10_000), by(10_001), AuditPruneScope::Requests)
+        .await
+        .unwrap()
+        .expect("record 20");
+    assert_eq!(
+        (p.first_id, p.last_id, p.count, p.carried, p.record_id),
+        (14, 20, 7, 6, 28)
+    );
+    let v = s.verify_audit().await.unwrap();
+    assert_eq!((v.first_broken, v.records), (None, 8), "{v:?}");
+    let records = all(s.clone()).await;
+    let carried: Vec<(i64, String)> = records
+        .iter()
+        .filter(|r| r.event.kind == "audit_carried")
+        .map(|r| {
+            let d = &r.event.detail;
+            (
+                d["id"].as_i64().unwrap(),
+                d["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        (2, "login_failure"),
+        (5, "user_create"),
+        (8, "apikey_create"),
+        (17, "audit_pruned"),
+        (12, "lockout"),
+        (19, "audit_pruned"),
+    ];
+    assert_eq!(
+        carried,
+        expected.map(|(id, k)| (id, k.to_owned())).to_vec(),
+        "every security event kept, carried as the original"
+    );
+    // Listing by kind finds the carried security events by their original kind.
+    let by_kind = |kind: &str| {
+        let s = s.clone();
+        let kind = kind.to_owned();
+        async move {
+            s.list_audit(&AuditFilter {
+                kind: Some(kind),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(by_kind("login_failure").await, vec![22]);
+    assert_eq!(by_kind("lockout").await, vec![26]);
+    assert_eq!(by_kind("audit_pruned").await, vec![28, 27, 25]);
+    assert_eq!(by_kind("request").await, vec![21]);
+    assert!(
+        s.prune_audit(at(10_000), by(10_002), AuditPruneScope::Requests)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A carried record edited behind the store's back is found.
+    h.tamper_audit(23).await;
+    let v = s.verify_audit().await.unwrap();
+    assert_eq!(v.first_broken, Some(23), "{v:?}");
 }
 
 pub async fn stored_garbage_is_an_error_not_a_panic(h: &impl SecurityHarness) {
