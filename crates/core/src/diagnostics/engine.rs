@@ -657,9 +657,12 @@ impl WellEngine {
                 ch.reset_level();
             }
             self.head_normal_at = None;
-            let keep_rise = self.sm.rise;
+            // The motor's thermal levels outlast a stop: a winding warming back up after a
+            // restart is judged against where it ran before, not against its cold start.
+            let (rise, rise_level) = (self.sm.rise, self.sm.rise_level);
             self.sm = Smoothed {
-                rise: keep_rise,
+                rise,
+                rise_level,
                 ..Smoothed::default()
             };
         }
@@ -1344,7 +1347,7 @@ impl WellEngine {
             out.push(finding);
             return;
         }
-        if let Some(finding) = rules::motor_overheat(&input) {
+        if let Some(finding) = rules::motor_overheat(&input, &gas) {
             out.push(finding);
         }
     }

@@ -38,6 +38,8 @@ pub(crate) struct Smoothed {
     pub volt: Ewma,
     pub dp: Ewma,
     pub slow_temp: Ewma,
+    /// The winding rise ratio over hours: the motor's own recent thermal level.
+    pub rise_level: Ewma,
     /// Drive frequency over the settling time: the fluid level follows a frequency change
     /// for that long.
     pub settle_freq: Ewma,
@@ -92,6 +94,11 @@ impl Smoothed {
         up(&mut self.volt, f.volts_per_hz_ratio, slow);
         up(&mut self.dp, f.pressure_rise_ratio, slow);
         up(&mut self.slow_temp, m.get(Field::MotorTempC), slow);
+        up(
+            &mut self.rise_level,
+            f.winding_rise_ratio,
+            th.overheat_level_tau_secs,
+        );
         up(&mut self.settle_freq, f.frequency_hz, th.settle_secs);
         up(&mut self.settle_flow, f.flow_ratio, th.settle_secs);
         up(
@@ -1384,7 +1391,7 @@ pub(crate) fn wear_became_scale(i: &Input, state: &HeadLoss) -> bool {
 /// Motor overheating while the pump otherwise produces: the winding runs hotter than its load
 /// explains, or close to its limit. Low flow or a drawn-down intake explains a hot motor
 /// (pump-off, gas); a motor cooling down after a stop is not overheating.
-pub(crate) fn motor_overheat(i: &Input) -> Option<Finding> {
+pub(crate) fn motor_overheat(i: &Input, gas: &GasEvidence) -> Option<Finding> {
     let (th, s) = (i.th, i.s);
     let temp = val(&s.fast_temp);
     // Less flow past the motor explains part of a hotter winding.
@@ -1398,7 +1405,16 @@ pub(crate) fn motor_overheat(i: &Input) -> Option<Finding> {
         .filter(|r| *r >= th.overheat_rise_ratio)
         .and_then(|_| thermal_excess(i, temp, rise));
     let hot = excess.is_some_and(|e| e.significant(th));
-    if !(hot || near_limit) {
+    // At the operating point the baseline was learned at (same speed, load, intake and flow,
+    // no free gas) nothing explains a warmer winding: the motor lost cooling or makes more
+    // heat. There a smaller unexplained rise is already a fault, far below the limit.
+    let steady_excess = rise
+        .filter(|r| *r >= th.overheat_steady_rise_ratio)
+        .and_then(|_| thermal_excess(i, temp, rise))
+        .filter(|e| e.excess_c >= th.overheat_steady_min_excess_c)
+        .filter(|_| warmed_lately(i) && at_baseline_operating_point(i, gas));
+    let cooling_lost = !hot && steady_excess.is_some();
+    if !(hot || near_limit || cooling_lost) {
         return None;
     }
     let producing = val(&s.flow).is_none_or(|q| q >= th.overheat_producing_flow_ratio)
@@ -1430,8 +1446,54 @@ pub(crate) fn motor_overheat(i: &Input) -> Option<Finding> {
             ">=",
         ));
     }
+    if cooling_lost && let Some(e) = steady_excess {
+        ev.push(Evidence::opt(
+            "winding_rise_ratio",
+            rise,
+            th.overheat_steady_rise_ratio,
+            ">=",
+        ));
+        ev.push(Evidence::new(
+            "unexplained_winding_rise_c_at_baseline_point",
+            e.excess_c,
+            th.overheat_steady_min_excess_c,
+            ">=",
+        ));
+    }
     let conf = BASE + bonus(hot, AGREES) + bonus(near_limit, STRONG + AGREES);
     Some(Finding::new(Condition::MotorOverheat, conf, ev))
+}
+
+/// The winding runs clearly warmer than its own level of the last hours: the excess over the
+/// baseline is new, not a baseline learned while the motor was still warming up after a start.
+fn warmed_lately(i: &Input) -> bool {
+    let (Some(tm), Some(ti)) = (i.m.get(Field::MotorTempC), i.m.get(Field::IntakeTempC)) else {
+        return false;
+    };
+    match (val(&i.s.rise), val(&i.s.rise_level)) {
+        (Some(now), Some(level)) if now > 0.0 => {
+            (tm - ti) * (1.0 - level / now) >= i.th.overheat_warming_c
+        }
+        _ => false,
+    }
+}
+
+/// The pump runs where its baseline was learned: the same speed, motor load, intake pressure
+/// and (when metered) flow, within `overheat_steady_tolerance`, with no free gas at the intake
+/// (gas past the motor cools it less).
+fn at_baseline_operating_point(i: &Input, gas: &GasEvidence) -> bool {
+    let tol = i.th.overheat_steady_tolerance;
+    let near = |x: Option<f64>| x.is_some_and(|r| (r - 1.0).abs() <= tol);
+    let speed = match (i.f.frequency_hz, i.b.operating_hz) {
+        (Some(hz), Some(base)) if base > 1.0 => (hz / base - 1.0).abs() <= tol,
+        (None, _) => true,
+        _ => false,
+    };
+    speed
+        && near(val(&i.s.cur))
+        && near(val(&i.s.pip))
+        && (i.f.flow_ratio.is_none() || near(val(&i.s.flow)))
+        && !(gas.rich || gas.near_bubble || gas.new_gas)
 }
 
 /// How far the winding runs above what its load and cooling explain, in degrees, against the

@@ -1551,3 +1551,31 @@ fn a_head_loss_over_hours_with_free_gas_at_the_intake_is_not_wear() {
     let episodes = episodes_of(&without_gas, &lost_over(48));
     assert!(has(&episodes, Condition::PumpWear), "{episodes:?}");
 }
+
+/// A winding that warms 15 °C within two hours while the pump runs exactly where its baseline
+/// was learned (speed, load, intake) has lost cooling, even far under its limit: nothing in
+/// the operating point explains it. The same winding, warm from the start (the baseline
+/// learned it so), raises nothing.
+#[test]
+fn a_winding_warming_at_an_unchanged_operating_point_is_an_overheat() {
+    let plan = pinned(Family::Classic, None, 30, "30s");
+    let healthy = samples(&plan, 0);
+    assert!(
+        healthy
+            .iter()
+            .any(|(_, m)| m.get(Field::IntakeTempC).is_some()),
+        "the intake temperature is measured"
+    );
+    let warming_from = |at: i64| {
+        scaled_from(healthy.clone(), at, |since, m| {
+            let warmer = 15.0 * (since as f64 / (2 * HOUR) as f64).min(1.0);
+            let t = m.get(Field::MotorTempC).map(|t| t + warmer);
+            m.set(Field::MotorTempC, t);
+        })
+    };
+    let meta = &plan.wells[0].meta;
+    let episodes = episodes_of(meta, &warming_from(start().0 + 14 * HOUR));
+    assert!(has(&episodes, Condition::MotorOverheat), "{episodes:?}");
+    let episodes = episodes_of(meta, &warming_from(start().0));
+    assert!(!has(&episodes, Condition::MotorOverheat), "{episodes:?}");
+}

@@ -83,6 +83,16 @@ pub struct Thresholds {
     pub overheat_headroom_share: f64,
     /// Without a known winding limit: the smallest excess over the explained rise, °C.
     pub overheat_min_excess_c: f64,
+    /// At the baseline's own operating point (within `overheat_steady_tolerance`), a winding
+    /// rise this many times what load and cooling explain, and at least this many degrees
+    /// above it, is a cooling loss: nothing in the operating point explains it.
+    pub overheat_steady_rise_ratio: f64,
+    pub overheat_steady_min_excess_c: f64,
+    pub overheat_steady_tolerance: f64,
+    /// ...and only while the winding runs at least this many degrees above its own level of
+    /// the last hours (an EWMA of the rise ratio over `overheat_level_tau_secs`).
+    pub overheat_warming_c: f64,
+    pub overheat_level_tau_secs: f64,
     /// Deviation of V/Hz from baseline that counts as a supply excursion.
     pub voltage_deviation: f64,
     /// Window and count of supply excursions that make a power fluctuation.
@@ -354,6 +364,11 @@ impl Default for Thresholds {
             overheat_margin_c: 10.0,
             overheat_headroom_share: 0.5,
             overheat_min_excess_c: 20.0,
+            overheat_steady_rise_ratio: 1.3,
+            overheat_steady_min_excess_c: 8.0,
+            overheat_steady_tolerance: 0.05,
+            overheat_warming_c: 4.0,
+            overheat_level_tau_secs: 6.0 * 3600.0,
             voltage_deviation: 0.04,
             voltage_window_secs: 1800.0,
             voltage_min_excursions: 2,
