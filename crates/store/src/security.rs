@@ -722,6 +722,9 @@ impl AuditChainChecker {
 
     /// The verdict after the last page.
     pub fn verdict(&self, broken: Option<(i64, String)>) -> AuditVerification {
+        // A start nothing accounts for is a break before the first record checked: none of
+        // the records after it counts as verified before the break.
+        let start_is_the_break = broken.is_none() && self.start.is_some() && !self.start_accounted;
         let broken = broken.or_else(|| match &self.start {
             Some((last, _)) if !self.start_accounted => Some((
                 last + 1,
@@ -741,7 +744,7 @@ impl AuditChainChecker {
         });
         let (first_broken, reason) = broken.unzip();
         AuditVerification {
-            records: self.records,
+            records: if start_is_the_break { 0 } else { self.records },
             unkeyed: self.unkeyed,
             head: self.head(),
             first_broken,

@@ -1323,7 +1323,7 @@ impl WellEngine {
         }
         let wear = Diagnosis::Condition(Condition::PumpWear);
         let was_wear = self.head_loss.kind == Some(Condition::PumpWear);
-        if let Some(mut finding) = rules::head_loss(&input, &mut self.head_loss) {
+        if let Some(mut finding) = rules::head_loss(&input, &gas, &mut self.head_loss) {
             // Scale keeps developing: an open wear episode becomes scale once the motor runs
             // clearly hotter than the lost flow explains, or loads up.
             if was_wear && rules::wear_became_scale(&input, &self.head_loss) {

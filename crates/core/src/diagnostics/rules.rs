@@ -144,6 +144,9 @@ pub(crate) struct HeadLoss {
     /// The motor's state when the head began to depart: wear and scale are told apart by what
     /// the motor did since, on the well's own recent levels rather than the training baseline.
     pub at_departure: Option<MotorLevels>,
+    /// Free gas was seen at the intake (gas-rich fluid, the intake near the bubble point, or a
+    /// hunting current) since the head departed: a loss over hours is then the gas's doing.
+    pub gas_seen: bool,
 }
 
 /// The winding-rise ratio, as measured and without the part the lost flow explains (smoothed).
@@ -957,7 +960,7 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
 /// Head lost against the curve. Abrupt with the motor still loaded: a tubing leak. Gradual: wear
 /// (clearances open, the pump recirculates: power stays while head falls) or scale (the passages
 /// narrow: flow and power fall, the motor runs hotter).
-pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
+pub(crate) fn head_loss(i: &Input, gas: &GasEvidence, state: &mut HeadLoss) -> Option<Finding> {
     let (th, s) = (i.th, i.s);
     let (h, proxied) = match val(&s.head) {
         Some(h) => (h, false),
@@ -980,6 +983,7 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         state.at_departure = Some(MotorLevels::now(i));
     }
     let departed = state.departed.unwrap_or(i.ts);
+    state.gas_seen |= gas.rich || gas.near_bubble || gas.new_gas || i.cur_swings > 0;
     // Judged only once the surface delivery falls short; the departure clock keeps running, so
     // a gradual loss that shows in the flow late is not taken for a sudden one.
     if state.kind.is_none() && operating_point_moved_right(i) {
@@ -1060,6 +1064,15 @@ pub(crate) fn head_loss(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     // Wear and scale take days: a sudden loss with the motor unloading is neither (a broken
     // shaft, gas or a closed valve; their own rules judge it).
     if state.kind.is_none() && took_secs <= th.abrupt_secs && !abrupt_loaded {
+        return None;
+    }
+    // Wear and scale take days; free gas degrades the head within hours (and its own rules
+    // judge it). A loss over hours with gas seen at the intake since it began is neither.
+    if state.kind.is_none()
+        && took_secs > th.abrupt_secs
+        && took_secs < th.gradual_min_secs
+        && state.gas_seen
+    {
         return None;
     }
     if state.kind.is_none() {

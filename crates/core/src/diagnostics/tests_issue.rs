@@ -1490,3 +1490,64 @@ fn restarts_that_trip_against_a_shut_outlet_are_a_closed_valve() {
     let episodes = episodes_of(&plan.wells[0].meta, &restarts(false));
     assert!(!has(&episodes, Condition::ClosedValve), "{episodes:?}");
 }
+
+/// Wear and scale take days to cost a pump its head; free gas at the intake degrades it within
+/// hours. A loss over ten hours (two from departing to the bar) with the intake near the
+/// bubble point is the gas's, not wear; the same loss with the intake far above the bubble
+/// point is still wear.
+#[test]
+fn a_head_loss_over_hours_with_free_gas_at_the_intake_is_not_wear() {
+    let plan = pinned(Family::Classic, None, 80, "30s");
+    let at = start().0 + 14 * HOUR;
+    let healthy = samples(&plan, 0);
+    let intake: Vec<f64> = healthy
+        .iter()
+        .filter(|(ts, _)| ts.0 < at)
+        .filter_map(|(_, m)| m.get(Field::IntakePressurePsi))
+        .collect();
+    let intake_mean = intake.iter().sum::<f64>() / intake.len() as f64;
+    let lost_over = |hours: i64| {
+        scaled_from(healthy.clone(), at, move |since, m| {
+            let done = (since as f64 / (hours * HOUR) as f64).min(1.0);
+            scale_pressure_rise(m, 1.0 - 0.15 * done);
+        })
+    };
+    let without_gas = {
+        let mut meta = plan.wells[0].meta.clone();
+        meta.fluid
+            .get_or_insert(crate::well::FluidSpec {
+                specific_gravity: None,
+                bubble_point_psi: None,
+                gor_scf_bbl: None,
+                water_cut_pct: None,
+            })
+            .bubble_point_psi = Some(intake_mean / 3.0);
+        meta
+    };
+    // The intake runs just above the bubble point: free gas reaches the pump, though not
+    // enough to make the intake fluctuate (that would be gas interference).
+    let with_gas = {
+        let mut meta = plan.wells[0].meta.clone();
+        meta.fluid
+            .get_or_insert(crate::well::FluidSpec {
+                specific_gravity: None,
+                bubble_point_psi: None,
+                gor_scf_bbl: None,
+                water_cut_pct: None,
+            })
+            .bubble_point_psi = Some(intake_mean / 1.02);
+        meta
+    };
+    let over_hours = lost_over(10);
+    assert!(
+        has(&episodes_of(&without_gas, &over_hours), Condition::PumpWear),
+        "without free gas the same loss reads as wear: {:?}",
+        episodes_of(&without_gas, &over_hours)
+    );
+    let episodes = episodes_of(&with_gas, &over_hours);
+    assert!(!has(&episodes, Condition::PumpWear), "{episodes:?}");
+    assert!(!has(&episodes, Condition::ScalePlugging), "{episodes:?}");
+    // A loss that took days is wear whatever the intake does.
+    let episodes = episodes_of(&without_gas, &lost_over(48));
+    assert!(has(&episodes, Condition::PumpWear), "{episodes:?}");
+}

@@ -62,6 +62,9 @@ pub struct Thresholds {
     pub head_ratio_low: f64,
     /// A head loss that develops faster than this is abrupt (a leak), seconds.
     pub abrupt_secs: f64,
+    /// Wear and scale take at least this long to cost the bar's head, seconds: a loss between
+    /// `abrupt_secs` and this with free gas at the intake is the gas's (see `rules::head_loss`).
+    pub gradual_min_secs: f64,
     /// Current ratio above baseline that counts as overload...
     pub overload_current_ratio: f64,
     /// ...when the current is also above this share of nameplate (if the nameplate is known).
@@ -342,6 +345,7 @@ impl Default for Thresholds {
             pump_off_flow_ratio: 0.95,
             head_ratio_low: 0.92,
             abrupt_secs: 3600.0,
+            gradual_min_secs: 6.0 * 3600.0,
             overload_current_ratio: 1.12,
             overload_nameplate_share: 1.0,
             motor_fixed_loss_share: 0.4,

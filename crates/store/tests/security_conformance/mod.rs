@@ -1040,6 +1040,10 @@ pub async fn audit_deleted_record_detected(h: &impl SecurityHarness) {
     h.delete_audit(1).await;
     let v = s.verify_audit().await.unwrap();
     assert_eq!(v.first_broken, Some(2), "{v:?}");
+    assert_eq!(
+        v.records, 0,
+        "the break is at the start: nothing verified before it"
+    );
     assert!(v.reason.unwrap().contains("missing"));
 
     // A gap further on is reported where it is: a trail that starts late may be a pruned
