@@ -695,8 +695,10 @@ impl Consumer {
             tracing::info!(
                 "MQTT backlog drained after messages were deferred; reconnecting to receive them again"
             );
-            if let Err(e) = self.client.try_disconnect() {
-                tracing::warn!(error = %e, "MQTT reconnection for deferred messages not queued");
+            // Awaited, never dropped for a full request queue: the deferred messages are
+            // only re-sent on a new connection. The driver keeps polling, so this returns.
+            if let Err(e) = self.client.disconnect().await {
+                tracing::debug!(error = %e, "MQTT reconnection for deferred messages not sent (stopping)");
             }
         }
         Ok(())
