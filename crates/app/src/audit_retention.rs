@@ -23,6 +23,11 @@ pub const ACTOR: &str = "system:audit_retention";
 
 const DAY_MICROS: i64 = 86_400_000_000;
 
+/// Records removed per transaction at most: a round over a long trail is cut into batches
+/// (each with its own `audit_pruned` record), so the audit log's write lock is never held
+/// long and the server's own audit records keep being written.
+pub const BATCH: i64 = 20_000;
+
 /// The cut of a round at `now`: `now - keep`, floored to a UTC midnight.
 pub fn audit_cut(now: Timestamp, keep_micros: i64) -> Timestamp {
     let t = now.0 - keep_micros;
@@ -37,7 +42,7 @@ pub fn system_clock() -> Clock {
     Arc::new(|| Timestamp::from_datetime(chrono::Utc::now()))
 }
 
-/// What one successful round did.
+/// What one round did (of a failed round: what it did before failing).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AuditRound {
     /// Records older than this (RFC 3339, a UTC midnight) were candidates.
@@ -46,11 +51,25 @@ pub struct AuditRound {
     pub removed: u64,
     /// Security events of the removed prefix carried forward as `audit_carried` records.
     pub carried: u64,
-    /// The ids the prefix spanned and the `audit_pruned` record appended (none: nothing to
-    /// remove).
+    /// Transactions (batches of at most [`BATCH`] records), each with its `audit_pruned`
+    /// record.
+    pub batches: u64,
+    /// The ids the removed prefix spanned and the last `audit_pruned` record appended
+    /// (none: nothing to remove).
     pub first_id: Option<i64>,
     pub last_id: Option<i64>,
     pub record_id: Option<i64>,
+}
+
+impl AuditRound {
+    fn add(&mut self, p: &AuditPrune) {
+        self.removed += (p.count - p.carried).max(0) as u64;
+        self.carried += p.carried.max(0) as u64;
+        self.batches += 1;
+        self.first_id.get_or_insert(p.first_id);
+        self.last_id = Some(p.last_id);
+        self.record_id = Some(p.record_id);
+    }
 }
 
 /// What `/health/ready` reports under `checks.audit_retention`. No internal error text.
@@ -136,12 +155,33 @@ impl AuditRetentionJob {
                 let started = clock();
                 me.with_status(|s| s.last_run = Some(rfc3339(started)));
                 let cut = audit_cut(started, keep_micros);
-                let round = security.prune_audit(cut, by(started), AuditPruneScope::Requests);
-                let result = tokio::select! {
-                    r = round => r,
-                    _ = me.stop.notified() => return,
+                let mut round = AuditRound {
+                    cut: rfc3339(cut),
+                    ..AuditRound::default()
                 };
-                let wait = me.record(cut, result, interval);
+                let result = loop {
+                    let batch = security.prune_audit(
+                        cut,
+                        by(clock()),
+                        AuditPruneScope::Requests,
+                        Some(BATCH),
+                    );
+                    let result = tokio::select! {
+                        r = batch => r,
+                        _ = me.stop.notified() => return,
+                    };
+                    match result {
+                        Ok(Some(p)) => {
+                            round.add(&p);
+                            if !p.more {
+                                break Ok(());
+                            }
+                        }
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
+                    }
+                };
+                let wait = me.record(round, result, interval);
                 me.with_status(|s| {
                     s.next_run = Some(rfc3339(Timestamp(
                         clock().0 + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 2),
@@ -164,42 +204,32 @@ impl AuditRetentionJob {
     /// Records a round's outcome (logging it once) and says how long to wait for the next.
     fn record(
         &self,
-        cut: Timestamp,
-        result: Result<Option<AuditPrune>, StoreError>,
+        round: AuditRound,
+        result: Result<(), StoreError>,
         interval: Duration,
     ) -> Duration {
         let mut s = self.status.lock().unwrap_or_else(PoisonError::into_inner);
         s.rounds += 1;
-        match result {
-            Ok(pruned) => {
-                let mut round = AuditRound {
-                    cut: rfc3339(cut),
-                    ..AuditRound::default()
-                };
-                if let Some(p) = pruned {
-                    round.removed = (p.count - p.carried).max(0) as u64;
-                    round.carried = p.carried.max(0) as u64;
-                    round.first_id = Some(p.first_id);
-                    round.last_id = Some(p.last_id);
-                    round.record_id = Some(p.record_id);
-                    tracing::info!(
-                        first_id = p.first_id,
-                        last_id = p.last_id,
-                        removed = round.removed,
-                        carried = round.carried,
-                        record = p.record_id,
-                        cut = %round.cut,
-                        "audit retention: request records removed, security events carried forward"
-                    );
-                }
+        s.removed_total += round.removed;
+        s.carried_total += round.carried;
+        if round.batches > 0 {
+            tracing::info!(
+                first_id = round.first_id,
+                last_id = round.last_id,
+                removed = round.removed,
+                carried = round.carried,
+                batches = round.batches,
+                cut = %round.cut,
+                "audit retention: request records removed, security events carried forward"
+            );
+        }
+        let wait = match result {
+            Ok(()) => {
                 s.consecutive_failures = 0;
                 s.status = "healthy";
                 s.last_success = s.last_run.clone();
                 s.last_error = None;
                 s.last_error_id = None;
-                s.removed_total += round.removed;
-                s.carried_total += round.carried;
-                s.last_round = Some(round);
                 interval
             }
             Err(e) => {
@@ -207,7 +237,7 @@ impl AuditRetentionJob {
                 tracing::error!(
                     error_id = %id,
                     error = %e,
-                    "audit retention round failed; nothing was removed; retrying"
+                    "audit retention round failed (its last batch removed nothing); retrying"
                 );
                 s.failed_rounds += 1;
                 s.consecutive_failures += 1;
@@ -216,7 +246,9 @@ impl AuditRetentionJob {
                 s.last_error_id = Some(id);
                 interval.min(RETRY_AFTER)
             }
-        }
+        };
+        s.last_round = Some(round);
+        wait
     }
 
     pub fn status(&self) -> AuditRetentionStatus {

@@ -682,7 +682,7 @@ pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()
             } else {
                 AuditPruneScope::All
             };
-            match store.prune_audit(cut, by, scope).await? {
+            match store.prune_audit(cut, by, scope, None).await? {
                 Some(p) => println!(
                     "pruned audit records {}..={} ({} records, {} security events carried forward, last hash {}); recorded as audit_pruned record {}",
                     p.first_id, p.last_id, p.count, p.carried, p.last_hash, p.record_id

@@ -92,7 +92,50 @@ pub struct AmqpStats {
     /// Dead letters the broker did not confirm, rejected to the queue's dead-letter exchange
     /// instead (without the `x-espwatch-*` reasons).
     dead_letter_fallbacks: AtomicU64,
+    /// Deliveries taken into a batch and not yet settled (in memory, awaiting commit): at
+    /// most `amqp_consumers` × `amqp_prefetch`, since the broker sends no more unacknowledged
+    /// ones (`basic.qos`); everything beyond waits in the queue.
+    backlog: AtomicU64,
+    backlog_bytes: AtomicU64,
+    backlog_peak: AtomicU64,
+    /// `amqp_consumers` × `amqp_prefetch`.
+    backlog_max: AtomicU64,
+    /// Messages ready in the queue (not yet delivered to a consumer), sampled every 0.5 s
+    /// with a passive `queue.declare`: the consumer lag.
+    queue_ready: AtomicU64,
+    queue_ready_known: AtomicBool,
     last_error: Mutex<Option<String>>,
+}
+
+/// Counts a batch in the backlog until dropped (settled, or abandoned with its connection).
+struct InBacklog<'a> {
+    stats: &'a AmqpStats,
+    messages: u64,
+    bytes: u64,
+}
+
+impl<'a> InBacklog<'a> {
+    fn new(stats: &'a AmqpStats, messages: u64, bytes: u64) -> InBacklog<'a> {
+        let now = stats.backlog.fetch_add(messages, Ordering::AcqRel) + messages;
+        stats.backlog_bytes.fetch_add(bytes, Ordering::AcqRel);
+        stats.backlog_peak.fetch_max(now, Ordering::Relaxed);
+        InBacklog {
+            stats,
+            messages,
+            bytes,
+        }
+    }
+}
+
+impl Drop for InBacklog<'_> {
+    fn drop(&mut self) {
+        self.stats
+            .backlog
+            .fetch_sub(self.messages, Ordering::AcqRel);
+        self.stats
+            .backlog_bytes
+            .fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 impl AmqpStats {
@@ -117,6 +160,18 @@ impl AmqpStats {
             "messages_with_errors": n(&self.messages_with_errors),
             "dead_lettered": n(&self.dead_lettered),
             "dead_letter_fallbacks": n(&self.dead_letter_fallbacks),
+            // Deliveries in memory awaiting commit; the rest of the backlog is the queue's.
+            "backlog": {
+                "messages": n(&self.backlog),
+                "bytes": n(&self.backlog_bytes),
+                "peak_messages": n(&self.backlog_peak),
+                "max_messages": n(&self.backlog_max),
+                // Waiting in the broker's queue (null until sampled, or when not connected).
+                "queue_ready": self
+                    .queue_ready_known
+                    .load(Ordering::Relaxed)
+                    .then(|| n(&self.queue_ready)),
+            },
             "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
     }
@@ -177,6 +232,10 @@ impl AmqpIngest {
     pub fn start(state: AppState) -> anyhow::Result<AmqpIngest> {
         let settings = Settings::from_config(&state.config)?;
         let stats = Arc::new(AmqpStats::default());
+        stats.backlog_max.store(
+            u64::from(settings.prefetch) * u64::from(settings.consumers),
+            Ordering::Relaxed,
+        );
         let (stopping, stop_rx) = watch::channel(false);
         tracing::info!(
             broker = %redact_url(&settings.url),
@@ -282,6 +341,29 @@ async fn drive(
                 delay = (delay * 2).min(MAX_RECONNECT_DELAY);
             }
         }
+    }
+}
+
+/// Samples the number of messages ready in the consumed queue (passive `queue.declare`, which
+/// creates nothing); a failure leaves the figure unknown.
+async fn sample_queue_depth(channel: &Channel, settings: &Settings, stats: &AmqpStats) {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let sampled = tokio::time::timeout(
+        Duration::from_secs(2),
+        channel.queue_declare(short(&settings.queue), passive, FieldTable::default()),
+    )
+    .await;
+    match sampled {
+        Ok(Ok(queue)) => {
+            stats
+                .queue_ready
+                .store(u64::from(queue.message_count()), Ordering::Relaxed);
+            stats.queue_ready_known.store(true, Ordering::Relaxed);
+        }
+        _ => stats.queue_ready_known.store(false, Ordering::Relaxed),
     }
 }
 
@@ -403,7 +485,7 @@ async fn consume(
         .await
         .context("opening a channel")?;
     declare_topology(&setup, settings).await?;
-    let _ = setup.close(200, short("declared")).await;
+    // Kept open to sample the queue's depth (the backlog waiting in the broker).
     let mut tasks = JoinSet::new();
     for _ in 0..settings.consumers {
         let channel = connection
@@ -458,9 +540,12 @@ async fn consume(
                 if !connection.status().connected() {
                     return;
                 }
+                sample_queue_depth(&setup, settings, stats).await;
             }
         } => None,
     };
+    let _ = setup.close(200, short("consumed")).await;
+    stats.queue_ready_known.store(false, Ordering::Relaxed);
     let result = match first {
         Some(Ok(result)) => result,
         Some(Err(e)) => Err(anyhow::anyhow!("AMQP worker failed: {e}")),
@@ -577,6 +662,8 @@ impl Worker {
         };
         let now = Timestamp::from_datetime(Utc::now());
         let bytes: usize = batch.iter().map(|d| d.data.len()).sum();
+        let stats = self.stats.clone();
+        let _backlog = InBacklog::new(&stats, batch.len() as u64, bytes as u64);
         let (batch, prepared, readings) = if bytes > INLINE_DECODE_BYTES {
             tokio::task::spawn_blocking(move || {
                 let (prepared, readings) = prepare_all(&batch, settings, now);

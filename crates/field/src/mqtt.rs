@@ -47,6 +47,13 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 /// drop the connection on a big message, which the broker would then deliver again forever;
 /// payloads over `body_limit_bytes` are refused (and acknowledged) instead.
 const MAX_PACKET_BYTES: usize = 268_435_455;
+/// Messages received and not yet acknowledged that are held in memory at most (the in-memory
+/// backlog between the broker and the commit; two full batches). MQTT 3.1.1 has no way to
+/// tell the broker a receive window: a broker whose in-flight window is larger (Mosquitto's
+/// `max_inflight_messages 0`, or any broker's queue flushed at once) would otherwise fill
+/// memory while the store commits slowly. Past the bound, messages are left unacknowledged
+/// (the broker keeps them) and received again after a reconnection (see [`Backlog`]).
+pub const MAX_PENDING_MESSAGES: u64 = 1024;
 
 /// Counters and connection state, for `/health/ready` (`checks.mqtt`).
 #[derive(Default)]
@@ -71,7 +78,82 @@ pub struct MqttStats {
     sparkplug_seq_gaps: AtomicU64,
     sparkplug_rebirth_requests: AtomicU64,
     sparkplug_unmapped_metrics: AtomicU64,
+    backlog: Backlog,
     last_error: Mutex<Option<String>>,
+}
+
+/// The in-memory backlog: messages handed to the consumer and not yet acknowledged, bounded
+/// by [`MAX_PENDING_MESSAGES`] and by a byte budget (`ingest_max_inflight_bytes`).
+///
+/// The MQTT client cannot stop reading from the broker and still send its acknowledgements
+/// and pings, so a message that arrives past the bound is *deferred*: dropped from memory,
+/// left unacknowledged (the broker keeps it in the persistent session), and every later one
+/// too (order kept). Once the consumer has committed and acknowledged everything it was
+/// given, it disconnects (after its PUBACKs, which go out first) and the driver connects
+/// again: the broker then re-sends every unacknowledged message, as MQTT requires for a
+/// persistent session. With a broker that bounds its in-flight window below the bound
+/// (Mosquitto: 20 by default) nothing is ever deferred.
+#[derive(Default)]
+pub struct Backlog {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    peak_messages: AtomicU64,
+    peak_bytes: AtomicU64,
+    max_bytes: AtomicU64,
+    /// Messages deferred in total.
+    deferred: AtomicU64,
+    /// Some message was deferred on the current connection: defer all, reconnect when empty.
+    deferring: AtomicBool,
+    /// Reconnections made to have deferred messages re-sent.
+    redelivery_reconnects: AtomicU64,
+}
+
+impl Backlog {
+    /// Takes a received message into the backlog; `false`: deferred (leave it unacknowledged).
+    fn admit(&self, bytes: u64) -> bool {
+        let messages = self.messages.load(Ordering::Acquire);
+        let held = self.bytes.load(Ordering::Acquire);
+        let full = messages > 0
+            && (messages >= MAX_PENDING_MESSAGES
+                || held + bytes > self.max_bytes.load(Ordering::Relaxed));
+        if full || self.deferring.load(Ordering::Acquire) {
+            self.deferring.store(true, Ordering::Release);
+            self.deferred.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let messages = self.messages.fetch_add(1, Ordering::AcqRel) + 1;
+        let held = self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        self.peak_messages.fetch_max(messages, Ordering::Relaxed);
+        self.peak_bytes.fetch_max(held, Ordering::Relaxed);
+        true
+    }
+
+    /// The consumer is done with (has acknowledged) these; `true` when the backlog is now
+    /// empty and messages were deferred: time to reconnect for them.
+    fn release(&self, messages: u64, bytes: u64) -> bool {
+        let left = self.messages.fetch_sub(messages, Ordering::AcqRel) - messages;
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        left == 0 && self.deferring.swap(false, Ordering::AcqRel)
+    }
+
+    /// A new connection: whatever was deferred is re-sent by the broker on it.
+    fn connected(&self) {
+        self.deferring.store(false, Ordering::Release);
+    }
+
+    fn status(&self) -> Value {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        json!({
+            "messages": n(&self.messages),
+            "bytes": n(&self.bytes),
+            "peak_messages": n(&self.peak_messages),
+            "peak_bytes": n(&self.peak_bytes),
+            "max_messages": MAX_PENDING_MESSAGES,
+            "max_bytes": n(&self.max_bytes),
+            "deferred": n(&self.deferred),
+            "redelivery_reconnects": n(&self.redelivery_reconnects),
+        })
+    }
 }
 
 impl MqttStats {
@@ -98,6 +180,8 @@ impl MqttStats {
                 "rebirth_requests": n(&self.sparkplug_rebirth_requests),
                 "unmapped_metrics": n(&self.sparkplug_unmapped_metrics),
             },
+            // Messages received and not yet acknowledged (in memory, awaiting commit).
+            "backlog": self.backlog.status(),
             "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
     }
@@ -124,10 +208,13 @@ impl MqttIngest {
         let topics = Topics::from_config(&config)?;
         let (client, eventloop) = AsyncClient::new(options, 1024);
         let stats = Arc::new(MqttStats::default());
+        stats
+            .backlog
+            .max_bytes
+            .store(config.ingest_max_inflight_bytes.max(1), Ordering::Relaxed);
         let (stopping, stop_rx) = watch::channel(false);
-        // Unbounded, yet bounded in practice by the broker's in-flight window (messages are
-        // acknowledged only after commit); a bounded channel could block the driver while the
-        // consumer waits for the driver to send its acknowledgements.
+        // Bounded by the driver (`Backlog::admit`) rather than by the channel: blocking the
+        // driver would also hold back the acknowledgements the consumer waits to send.
         let (tx, rx) = mpsc::unbounded_channel();
         let sparkplug = match &config.mqtt_sparkplug_group {
             Some(_) => Some(SparkplugCtx {
@@ -325,9 +412,13 @@ async fn drive(
 ) {
     let mut delay = Duration::from_millis(250);
     let mut logged_failure = false;
+    // A DISCONNECT sent to have deferred messages re-sent (not stopping).
+    let mut redelivery = false;
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                stats.backlog.connected();
+                redelivery = false;
                 stats.connected.store(true, Ordering::Relaxed);
                 stats.connections.fetch_add(1, Ordering::Relaxed);
                 delay = Duration::from_millis(250);
@@ -360,12 +451,34 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
+                if !stats.backlog.admit(publish.payload.len() as u64) {
+                    // Past the bound: left unacknowledged, re-sent after a reconnection.
+                    continue;
+                }
                 if tx.send(publish).is_err() {
                     // The consumer has stopped: leave the message unacknowledged.
                 }
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                if *stopping.borrow() {
+                    return;
+                }
+                // The consumer asked for the deferred messages: the broker closes the
+                // connection and the next poll connects again.
+                redelivery = true;
+                stats
+                    .backlog
+                    .redelivery_reconnects
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             Ok(_) => {}
+            Err(e) if redelivery && !*stopping.borrow() => {
+                // The connection closed after our DISCONNECT: connect again at once.
+                redelivery = false;
+                stats.connected.store(false, Ordering::Relaxed);
+                stats.subscribed.store(false, Ordering::Relaxed);
+                tracing::debug!(error = %e, "MQTT reconnecting for deferred messages");
+            }
             Err(e) => {
                 stats.connected.store(false, Ordering::Relaxed);
                 stats.subscribed.store(false, Ordering::Relaxed);
@@ -574,6 +687,18 @@ impl Consumer {
         for publish in &batch {
             if let Err(e) = self.client.ack(publish).await {
                 tracing::debug!(error = %e, "MQTT acknowledgement not sent (disconnecting)");
+            }
+        }
+        // Out of the backlog once its acknowledgements are queued (they go out in order,
+        // before any DISCONNECT asked for below).
+        if self.stats.backlog.release(batch.len() as u64, bytes as u64) {
+            tracing::info!(
+                "MQTT backlog drained after messages were deferred; reconnecting to receive them again"
+            );
+            // Awaited, never dropped for a full request queue: the deferred messages are
+            // only re-sent on a new connection. The driver keeps polling, so this returns.
+            if let Err(e) = self.client.disconnect().await {
+                tracing::debug!(error = %e, "MQTT reconnection for deferred messages not sent (stopping)");
             }
         }
         Ok(())

@@ -777,6 +777,7 @@ impl SecurityStore for PostgresStore {
         before: Timestamp,
         by: AuditEvent,
         scope: AuditPruneScope,
+        max_records: Option<i64>,
     ) -> StoreResult<Option<AuditPrune>> {
         let key = self.inner.shared.audit_key.clone();
         check_can_prune(key.as_ref())?;
@@ -824,9 +825,8 @@ impl SecurityStore for PostgresStore {
         if last < first {
             return Ok(None);
         }
-        let mut events = Vec::new();
+        let kinds: Vec<&str> = AUDIT_REQUEST_KINDS.to_vec();
         if scope == AuditPruneScope::Requests {
-            let kinds: Vec<&str> = AUDIT_REQUEST_KINDS.to_vec();
             let row = tx
                 .query_one(
                     "SELECT COUNT(*) FROM audit WHERE id <= $1 AND kind = ANY($2)",
@@ -837,6 +837,36 @@ impl SecurityStore for PostgresStore {
             if get::<i64>(&row, 0)? == 0 {
                 return Ok(None);
             }
+        }
+        // At most `max_records` (more when the batch would end inside carried records and
+        // their prune record: then up to that prune record); the rest is for the next call.
+        let whole = last;
+        if let Some(max) = max_records
+            && first.saturating_add(max.max(1) - 1) < last
+        {
+            last = first + max.max(1) - 1;
+            let next = tx
+                .query_opt("SELECT kind FROM audit WHERE id = $1", &[&(last + 1)])
+                .await
+                .map_err(err)?;
+            if let Some(next) = next
+                && matches!(
+                    get::<String>(&next, 0)?.as_str(),
+                    AUDIT_CARRIED_KIND | AUDIT_PRUNED_KIND
+                )
+            {
+                let row = tx
+                    .query_one(
+                        "SELECT MIN(id) FROM audit WHERE id > $1 AND kind = $2",
+                        &[&last, &AUDIT_PRUNED_KIND],
+                    )
+                    .await
+                    .map_err(err)?;
+                last = get::<Option<i64>>(&row, 0)?.map_or(whole, |end| end.min(whole));
+            }
+        }
+        let mut events = Vec::new();
+        if scope == AuditPruneScope::Requests {
             let rows = tx
                 .query(
                     &format!(
@@ -923,6 +953,7 @@ impl SecurityStore for PostgresStore {
             carried,
             last_hash,
             record_id: id,
+            more: last < whole,
         }))
     }
 }

@@ -519,6 +519,8 @@ pub struct AuditPrune {
     pub last_hash: String,
     /// Id of the `audit_pruned` record appended.
     pub record_id: i64,
+    /// The batch limit stopped it short: more of the prefix is old enough.
+    pub more: bool,
 }
 
 /// The `audit_pruned` event naming a removed prefix (`by` gives time, actor, role, source);
@@ -658,11 +660,14 @@ pub trait SecurityStore: Send + Sync + 'static {
     /// security events are first appended again as `audit_carried` records (see
     /// [`audit_carried_event`]), and a prefix without request records is left alone. One
     /// transaction. `None` when there is nothing to remove. Needs the audit key.
+    /// `max_records` bounds one call (a transaction holds the audit log's write lock): the
+    /// rest of the prefix is left for the next call (`more`).
     async fn prune_audit(
         &self,
         before: Timestamp,
         by: AuditEvent,
         scope: AuditPruneScope,
+        max_records: Option<i64>,
     ) -> StoreResult<Option<AuditPrune>>;
 }
 
@@ -898,12 +903,20 @@ impl AuditChainChecker {
         }
         let original: AuditEvent = serde_json::from_str(text)
             .map_err(|_| format!("the record it carries (original record {id}) cannot be read"))?;
+        // serde_json's default float parsing may miss the last bit of a long mantissa, so
+        // `duration_ms` is compared to a relative 1e-12 (the hash above was checked on the
+        // exact text); every other field exactly.
+        let close = match (original.duration_ms, record.event.duration_ms) {
+            (Some(a), Some(b)) => (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1.0),
+            (a, b) => a.is_none() && b.is_none(),
+        };
         let shown = AuditEvent {
             kind: record.event.kind.clone(),
             detail: record.event.detail.clone(),
+            duration_ms: record.event.duration_ms,
             ..original.clone()
         };
-        if original.kind != kind || shown != record.event {
+        if original.kind != kind || shown != record.event || !close {
             return Err(format!(
                 "its fields differ from the original record {id} it carries"
             ));

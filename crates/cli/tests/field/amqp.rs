@@ -754,6 +754,97 @@ async fn amqp_messages_are_acknowledged_only_after_commit_and_survive_kill_9() {
     gw.clean_up(&names).await;
 }
 
+/// Issue 17, overload: a burst far beyond `amqp_prefetch` while the store cannot commit (its
+/// database locked by the test): espwatch holds exactly the prefetch in memory (shown in
+/// `/health/ready` → `checks.amqp.backlog`), the rest stays ready in the queue, and once the
+/// store commits again every reading is stored and nothing is left.
+#[tokio::test]
+async fn amqp_burst_beyond_the_prefetch_stays_in_the_queue_and_is_all_stored() {
+    init();
+    let Some(url) = amqp_broker() else {
+        return;
+    };
+    const BURST: i64 = 2_000;
+    const PREFETCH: u64 = 50;
+    let names = Names::unique();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(
+        dir.path(),
+        &url,
+        &names,
+        &[("ESPWATCH_AMQP_PREFETCH", "50")],
+    );
+    wait_consuming(&server).await;
+    let lock = rusqlite::Connection::open(dir.path().join("espwatch.db")).expect("open db");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+
+    let gw = Gateway::connect(&url).await;
+    let properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"));
+    let mut confirms = Vec::new();
+    for i in 0..BURST {
+        let body = json!({"well_id": "ESP-OV", "ts": ts(i), "motor_current_a": 40.0});
+        confirms.push(
+            gw.channel
+                .basic_publish(
+                    ShortString::from(names.exchange.as_str()),
+                    ShortString::from("telemetry.ESP-OV"),
+                    BasicPublishOptions::default(),
+                    body.to_string().as_bytes(),
+                    properties.clone(),
+                )
+                .await
+                .expect("publish"),
+        );
+    }
+    for confirm in confirms {
+        assert!(confirm.await.expect("confirm").is_ack());
+    }
+    // The broker sends the prefetch and no more: the rest waits in the queue, and the
+    // queue's depth is shown (sampled every 0.5 s).
+    let status = wait_status(&server, "queue depth not shown", |s| {
+        s["backlog"]["queue_ready"] == json!(BURST as u64 - PREFETCH)
+    })
+    .await;
+    assert_eq!(status["backlog"]["max_messages"], PREFETCH, "{status}");
+    assert!(
+        status["backlog"]["peak_messages"].as_u64().expect("peak") <= PREFETCH,
+        "{status}"
+    );
+    assert!(
+        status["received"].as_u64().expect("received") <= PREFETCH,
+        "{status}"
+    );
+    assert_eq!(status["messages"], 0, "{status}");
+    assert_eq!(
+        gw.ready(&names.queue).await as u64,
+        BURST as u64 - PREFETCH,
+        "the rest waits in the queue"
+    );
+    drop(lock);
+
+    let points = wait_points(&server, "ESP-OV", BURST as usize).await;
+    assert_eq!(points["ts"].as_array().map(Vec::len), Some(BURST as usize));
+    let status = wait_status(&server, "settled", |s| {
+        s["messages"] == json!(BURST)
+            && s["backlog"]["messages"] == json!(0)
+            && s["backlog"]["queue_ready"] == json!(0)
+    })
+    .await;
+    assert_eq!(status["readings_accepted"], BURST, "{status}");
+    assert!(
+        status["backlog"]["peak_messages"].as_u64().expect("peak") <= PREFETCH,
+        "{status}"
+    );
+    assert_eq!(gw.ready(&names.queue).await, 0);
+    eprintln!(
+        "amqp overload: burst {BURST}, prefetch {PREFETCH}, peak backlog {} messages, received {}, accepted {}",
+        status["backlog"]["peak_messages"], status["received"], status["readings_accepted"]
+    );
+    gw.clean_up(&names).await;
+}
+
 /// `kill -9` of espwatch while a gateway keeps publishing: started again on the same data
 /// directory and queue, it stores every reading the broker confirmed to the gateway, once.
 #[tokio::test]

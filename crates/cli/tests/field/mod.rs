@@ -505,6 +505,182 @@ async fn mqtt_messages_are_acknowledged_only_after_commit_and_survive_kill_9() {
     assert_eq!(status["readings_accepted"], 6, "{status}");
 }
 
+/// A throwaway Mosquitto on a free port (its own config), killed when dropped.
+struct OwnMosquitto {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnMosquitto {
+    /// `None` (after saying why) when no `mosquitto` binary is installed.
+    fn start(settings: &str) -> Option<OwnMosquitto> {
+        let binary = [
+            "/usr/sbin/mosquitto",
+            "/usr/bin/mosquitto",
+            "/usr/local/sbin/mosquitto",
+        ]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+        let Some(binary) = binary else {
+            let reason = "no mosquitto binary to start a broker of our own";
+            if require_services() {
+                panic!("{reason}; ESPWATCH_REQUIRE_SERVICES=1 forbids skipping");
+            }
+            eprintln!("skipped: {reason}");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("free port")
+            .local_addr()
+            .expect("address")
+            .port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{settings}\n"
+            ),
+        )
+        .expect("config");
+        let child = std::process::Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "own mosquitto did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(OwnMosquitto {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for OwnMosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Peak resident memory of a process (kB), from `/proc`.
+fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Issue 17, overload: a broker that sends everything at once (Mosquitto with
+/// `max_inflight_messages 0`, no in-flight window) while the store cannot commit (its
+/// database locked by the test). espwatch holds at most `MAX_PENDING_MESSAGES` in memory,
+/// leaves the rest unacknowledged with the broker, shows the backlog in `/health/ready`, and
+/// once the store commits again receives the deferred messages again (reconnecting) and
+/// stores every reading. Before the bound, all of them were queued in memory.
+#[tokio::test]
+async fn mqtt_burst_beyond_the_backlog_bound_stays_in_the_broker_and_is_all_stored() {
+    init();
+    let Some(broker) = OwnMosquitto::start("max_inflight_messages 0\nmax_queued_messages 0") else {
+        return;
+    };
+    const BURST: i64 = 3_000;
+    let bound = espwatch_field::mqtt::MAX_PENDING_MESSAGES;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(dir.path(), &url, &prefix);
+    wait_subscribed(&server).await;
+
+    let lock = rusqlite::Connection::open(dir.path().join("espwatch.db")).expect("open db");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let (client, _) =
+        test_client("127.0.0.1", broker.port, &format!("{prefix}-gateway"), None).await;
+    for i in 0..BURST {
+        client
+            .publish(
+                format!("{prefix}/ESP-OV/telemetry"),
+                QoS::AtLeastOnce,
+                false,
+                json!({"ts": ts(i), "motor_current_a": 40.0 + (i % 10) as f64})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await
+            .expect("publish");
+    }
+    // Everything reaches espwatch; beyond the bound it is deferred, not held.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = mqtt_status(&server).await;
+        if status["received"].as_u64().unwrap_or(0) >= BURST as u64 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "burst not received: {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let backlog = &status["backlog"];
+    assert_eq!(backlog["max_messages"], bound, "{status}");
+    assert_eq!(
+        backlog["messages"], bound,
+        "held while the store is stuck: {status}"
+    );
+    assert!(
+        backlog["peak_messages"].as_u64().expect("peak") <= bound,
+        "{status}"
+    );
+    assert_eq!(
+        backlog["deferred"],
+        BURST as u64 - bound,
+        "the rest left with the broker: {status}"
+    );
+    assert_eq!(status["messages"], 0, "nothing committed yet: {status}");
+    drop(lock);
+
+    let points = wait_points(&server, "ESP-OV", BURST as usize).await;
+    assert_eq!(points["ts"].as_array().map(Vec::len), Some(BURST as usize));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = mqtt_status(&server).await;
+        if status["backlog"]["messages"] == json!(0) && status["readings_accepted"] == BURST {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let backlog = &status["backlog"];
+    assert!(
+        backlog["peak_messages"].as_u64().expect("peak") <= bound,
+        "{status}"
+    );
+    assert!(
+        backlog["redelivery_reconnects"]
+            .as_u64()
+            .expect("reconnects")
+            >= 1,
+        "{status}"
+    );
+    eprintln!(
+        "mqtt overload: burst {BURST}, received {} (re-deliveries included), peak backlog {} messages / {} bytes, deferred {}, reconnects {}, accepted {}, duplicates {}, server VmHWM {:?} kB",
+        status["received"],
+        backlog["peak_messages"],
+        backlog["peak_bytes"],
+        backlog["deferred"],
+        backlog["redelivery_reconnects"],
+        status["readings_accepted"],
+        status["readings_duplicate"],
+        vm_hwm_kb(server.child.id()),
+    );
+}
+
 mod amqp;
 mod cluster;
 mod sparkplug;

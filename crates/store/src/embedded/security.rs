@@ -815,11 +815,12 @@ impl SecurityStore for EmbeddedSecurityStore {
         before: Timestamp,
         by: AuditEvent,
         scope: AuditPruneScope,
+        max_records: Option<i64>,
     ) -> StoreResult<Option<AuditPrune>> {
         let key = self.audit_key.clone();
         crate::security::check_can_prune(key.as_ref())?;
         self.write("pruning the audit log", move |tx| {
-            prune_in(tx, key.as_ref(), before, by, scope)
+            prune_in(tx, key.as_ref(), before, by, scope, max_records)
         })
         .await
     }
@@ -883,6 +884,7 @@ fn prune_in(
     before: Timestamp,
     by: AuditEvent,
     scope: AuditPruneScope,
+    max_records: Option<i64>,
 ) -> StoreResult<Option<AuditPrune>> {
     let err = |e| db_err("pruning the audit log", e);
     let first: Option<i64> = tx
@@ -930,9 +932,8 @@ fn prune_in(
     if last < first {
         return Ok(None);
     }
-    let mut carried = Vec::new();
+    let [request, rejected] = AUDIT_REQUEST_KINDS;
     if scope == AuditPruneScope::Requests {
-        let [request, rejected] = AUDIT_REQUEST_KINDS;
         let requests: i64 = tx
             .query_row(
                 "SELECT COUNT(*) FROM audit WHERE id <= ?1 AND kind IN (?2, ?3)",
@@ -943,6 +944,38 @@ fn prune_in(
         if requests == 0 {
             return Ok(None);
         }
+    }
+    // At most `max_records` (more when the batch would end inside carried records and their
+    // prune record: then up to that prune record); the rest is left for the next call.
+    let whole = last;
+    if let Some(max) = max_records
+        && first.saturating_add(max.max(1) - 1) < last
+    {
+        last = first + max.max(1) - 1;
+        let next_kind: Option<String> = tx
+            .query_row(
+                "SELECT kind FROM audit WHERE id = ?1",
+                params![last + 1],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(err)?;
+        if matches!(
+            next_kind.as_deref(),
+            Some(AUDIT_CARRIED_KIND | AUDIT_PRUNED_KIND)
+        ) {
+            let unit_end: Option<i64> = tx
+                .query_row(
+                    "SELECT MIN(id) FROM audit WHERE id > ?1 AND kind = ?2",
+                    params![last, AUDIT_PRUNED_KIND],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            last = unit_end.map_or(whole, |end| end.min(whole));
+        }
+    }
+    let mut carried = Vec::new();
+    if scope == AuditPruneScope::Requests {
         let mut stmt = tx
             .prepare(&format!(
                 "SELECT {AUDIT_COLUMNS} FROM audit
@@ -985,6 +1018,7 @@ fn prune_in(
         carried: n,
         last_hash,
         record_id: *ids.last().expect("the prune record was appended"),
+        more: last < whole,
     }))
 }
 

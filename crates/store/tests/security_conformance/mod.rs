@@ -55,6 +55,7 @@ macro_rules! security_conformance_tests {
             audit_tamper_detected,
             audit_deleted_record_detected,
             audit_retention_removes_requests_and_carries_security_events,
+            audit_retention_in_batches_keeps_the_chain_verifiable,
             stored_garbage_is_an_error_not_a_panic,
         );
     };
@@ -1118,13 +1119,13 @@ pub async fn audit_retention_removes_requests_and_carries_security_events(
     let unkeyed = h.open().await;
     assert!(matches!(
         unkeyed
-            .prune_audit(at(500), by(2000), AuditPruneScope::Requests)
+            .prune_audit(at(500), by(2000), AuditPruneScope::Requests, None)
             .await,
         Err(StoreError::Unavailable(_))
     ));
 
     let p = s
-        .prune_audit(at(500), by(2000), AuditPruneScope::Requests)
+        .prune_audit(at(500), by(2000), AuditPruneScope::Requests, None)
         .await
         .unwrap()
         .expect("old request records to remove");
@@ -1172,7 +1173,7 @@ pub async fn audit_retention_removes_requests_and_carries_security_events(
     );
     // Nothing more to remove at that cut.
     assert!(
-        s.prune_audit(at(500), by(2001), AuditPruneScope::Requests)
+        s.prune_audit(at(500), by(2001), AuditPruneScope::Requests, None)
             .await
             .unwrap()
             .is_none()
@@ -1181,7 +1182,7 @@ pub async fn audit_retention_removes_requests_and_carries_security_events(
     // A later round: the newest record (the prune record) stays, and with it the records
     // it names as carried; 11..=13 go, the lockout carried.
     let p = s
-        .prune_audit(at(5000), by(5001), AuditPruneScope::Requests)
+        .prune_audit(at(5000), by(5001), AuditPruneScope::Requests, None)
         .await
         .unwrap()
         .expect("records 11..=13");
@@ -1200,7 +1201,7 @@ pub async fn audit_retention_removes_requests_and_carries_security_events(
     // 14..=19 are carried records and prune records, 20 an old request: carried again,
     // the prune records among them too.
     let p = s
-        .prune_audit(at(10_000), by(10_001), AuditPruneScope::Requests)
+        .prune_audit(at(10_000), by(10_001), AuditPruneScope::Requests, None)
         .await
         .unwrap()
         .expect("record 20");
@@ -1256,7 +1257,7 @@ pub async fn audit_retention_removes_requests_and_carries_security_events(
     assert_eq!(by_kind("audit_pruned").await, vec![28, 27, 25]);
     assert_eq!(by_kind("request").await, vec![21]);
     assert!(
-        s.prune_audit(at(10_000), by(10_002), AuditPruneScope::Requests)
+        s.prune_audit(at(10_000), by(10_002), AuditPruneScope::Requests, None)
             .await
             .unwrap()
             .is_none()
@@ -1265,6 +1266,99 @@ pub async fn audit_retention_removes_requests_and_carries_security_events(
     h.tamper_audit(23).await;
     let v = s.verify_audit().await.unwrap();
     assert_eq!(v.first_broken, Some(23), "{v:?}");
+}
+
+/// Retention in batches of at most a few records (the server's rounds are cut so): every
+/// batch leaves a verifiable chain, carried records are never parted from their prune
+/// record, and in the end every security event is there once and no old request record is.
+pub async fn audit_retention_in_batches_keeps_the_chain_verifiable(h: &impl SecurityHarness) {
+    let key = AuditKey::derive(b"conformance audit key, 0123456789abcdef0123456789");
+    let s = h.open_keyed(key).await;
+    let kinds = [
+        "request",
+        "login_failure",
+        "lockout",
+        "request",
+        "rejected_requests",
+    ];
+    let events: Vec<_> = (0..40)
+        .map(|i| event(i, kinds[i as usize % kinds.len()], Some("user:ana"), 401))
+        .collect();
+    s.append_audit(events).await.unwrap();
+    let by = |secs| AuditEvent {
+        kind: String::new(),
+        actor: Some("system:audit_retention".into()),
+        ..event(secs, "", None, 200)
+    };
+    // Prunes in batches of 3 until nothing is left to do, checking the chain after each.
+    let drain = |cut: i64, stamp: i64| {
+        let s = s.clone();
+        async move {
+            let mut calls = 0;
+            let mut extended = false;
+            loop {
+                calls += 1;
+                assert!(calls < 100, "batches end");
+                let p = s
+                    .prune_audit(
+                        at(cut),
+                        by(stamp + calls),
+                        AuditPruneScope::Requests,
+                        Some(3),
+                    )
+                    .await
+                    .unwrap();
+                let v = s.verify_audit().await.unwrap();
+                assert_eq!(v.first_broken, None, "after batch {calls}: {v:?}");
+                match p {
+                    None => return extended,
+                    Some(p) => extended |= p.count > 3,
+                }
+            }
+        }
+    };
+    // The prune records are younger than the cut: each batch stops before the previous
+    // batches' carried records, and the last one takes record 40 too.
+    drain(500, 1000).await;
+    // Later, with those prune records old too and more requests behind them: batches that
+    // would end between carried records and their prune record run up to it, and carried
+    // records are carried again.
+    let more: Vec<_> = (0..6)
+        .map(|i| event(50_000 + i, "request", None, 200))
+        .chain([event(200_000, "request", None, 200)])
+        .collect();
+    s.append_audit(more).await.unwrap();
+    assert!(
+        drain(100_000, 100_000).await,
+        "a batch was extended to its unit's end"
+    );
+    let records = s
+        .list_audit(&AuditFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut kept: Vec<i64> = records
+        .iter()
+        .filter(|r| r.event.kind == "audit_carried" && r.event.detail["kind"] != "audit_pruned")
+        .map(|r| r.event.detail["id"].as_i64().unwrap())
+        .collect();
+    kept.sort();
+    let expected: Vec<i64> = (1..=40)
+        .filter(|id| matches!((id - 1) % 5, 1 | 2))
+        .collect();
+    assert_eq!(kept, expected, "every security event carried, once");
+    let requests: Vec<i64> = records
+        .iter()
+        .filter(|r| is_request_kind(&r.event.kind))
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        requests.len(),
+        1,
+        "only the young request is left: {requests:?}"
+    );
 }
 
 pub async fn stored_garbage_is_an_error_not_a_panic(h: &impl SecurityHarness) {
