@@ -1400,21 +1400,21 @@ pub(crate) fn motor_overheat(i: &Input, gas: &GasEvidence) -> Option<Finding> {
         (Some(limit), Some(t)) => t >= limit - th.overheat_margin_c,
         _ => false,
     };
+    let thermal = thermal_excess(i, temp, rise);
+    let rise_at_least = |ratio: f64| rise.is_some_and(|r| r >= ratio);
     // Only a rise past the ratio is weighed against the headroom.
-    let excess = rise
-        .filter(|r| *r >= th.overheat_rise_ratio)
-        .and_then(|_| thermal_excess(i, temp, rise));
+    let excess = thermal.filter(|_| rise_at_least(th.overheat_rise_ratio));
     let hot = excess.is_some_and(|e| e.significant(th));
     // At the operating point the baseline was learned at (same speed, load, intake and flow,
     // no free gas) nothing explains a warmer winding: the motor lost cooling or makes more
     // heat. There a smaller unexplained rise is already a fault, far below the limit.
-    let steady_excess = rise
-        .filter(|r| *r >= th.overheat_steady_rise_ratio)
-        .and_then(|_| thermal_excess(i, temp, rise))
-        .filter(|e| e.excess_c >= th.overheat_steady_min_excess_c)
-        .filter(|_| warmed_lately(i) && at_baseline_operating_point(i, gas));
-    let cooling_lost = !hot && steady_excess.is_some();
-    if !(hot || near_limit || cooling_lost) {
+    let cooling_lost = thermal.filter(|e| {
+        !hot && rise_at_least(th.overheat_steady_rise_ratio)
+            && e.excess_c >= th.overheat_steady_min_excess_c
+            && warmed_lately(i)
+            && at_baseline_operating_point(i, gas)
+    });
+    if !(hot || near_limit || cooling_lost.is_some()) {
         return None;
     }
     let producing = val(&s.flow).is_none_or(|q| q >= th.overheat_producing_flow_ratio)
@@ -1446,7 +1446,7 @@ pub(crate) fn motor_overheat(i: &Input, gas: &GasEvidence) -> Option<Finding> {
             ">=",
         ));
     }
-    if cooling_lost && let Some(e) = steady_excess {
+    if let Some(e) = cooling_lost {
         ev.push(Evidence::opt(
             "winding_rise_ratio",
             rise,
