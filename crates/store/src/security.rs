@@ -494,16 +494,22 @@ pub fn is_request_kind(kind: &str) -> bool {
     AUDIT_REQUEST_KINDS.contains(&kind)
 }
 
-/// What a prune removes from the old prefix of the chain.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+/// What a prune removes from the old prefix of the chain. The default keeps every security
+/// event: a routine prune (the server's `audit_retention`, a plain `espwatch audit prune`)
+/// must not be a way to erase login failures, lockouts or role changes; deleting them too is
+/// a separate, explicitly named choice.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditPruneScope {
-    /// Every record of the prefix (`espwatch audit prune`).
-    All,
     /// Only request records ([`AUDIT_REQUEST_KINDS`]); every security event of the prefix is
     /// appended again as an `audit_carried` record holding the original (id, links, canonical
-    /// text), which the verifier checks against the original's hash (`audit_retention`).
+    /// text), which the verifier checks against the original's hash (`audit_retention`,
+    /// `espwatch audit prune`). A prefix without request records is left alone.
+    #[default]
     Requests,
+    /// Every record of the prefix, security events included
+    /// (`espwatch audit prune --include-security-events`).
+    IncludingSecurityEvents,
 }
 
 /// What [`SecurityStore::prune_audit`] removed, and the record it appended.
