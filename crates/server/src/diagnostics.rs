@@ -462,9 +462,9 @@ impl DiagnosticsHub {
                 "action": espwatch_core::diagnostics::action_for(e.diagnosis),
             });
             let new = NewAlarm {
-                well_id: well.to_string(),
-                condition: e.diagnosis.name().to_owned(),
-                severity: e.diagnosis.severity().to_owned(),
+                well_id: well.clone(),
+                condition: e.diagnosis,
+                severity: e.diagnosis.severity(),
                 confidence: e.confidence,
                 started_at: e.start,
                 detail,
@@ -485,7 +485,7 @@ impl DiagnosticsHub {
         for (well, e) in closed {
             let end = e.end.unwrap_or(e.start);
             match alarms
-                .clear_alarm(well.as_str(), e.diagnosis.name(), end)
+                .clear_alarm(&well, e.diagnosis, end)
                 .await
             {
                 Ok(Some(alarm)) => {

@@ -217,7 +217,7 @@ async fn episodes_of(
     Ok(alarms
         .list_alarms(&AlarmFilter {
             state: None,
-            well_id: Some(well.to_string()),
+            well_id: Some(well.clone()),
         })
         .await?
         .into_iter()
