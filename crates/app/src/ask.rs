@@ -920,7 +920,10 @@ async fn condition(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
         .wells
         .iter()
         .map(|w| {
-            let x = hits.iter().find(|x| x.well_id.as_str() == w).expect("listed");
+            let x = hits
+                .iter()
+                .find(|x| x.well_id.as_str() == w)
+                .expect("listed");
             let state = if x.state == AlarmState::Cleared {
                 format!(
                     "cleared {}",

@@ -222,11 +222,9 @@ impl WellScope {
     pub fn from_list(wells: Option<Vec<String>>) -> WellScope {
         match wells {
             None => WellScope::All,
-            Some(list) => WellScope::Only(
-                list.iter()
-                    .filter_map(|w| WellId::parse(w).ok())
-                    .collect(),
-            ),
+            Some(list) => {
+                WellScope::Only(list.iter().filter_map(|w| WellId::parse(w).ok()).collect())
+            }
         }
     }
 

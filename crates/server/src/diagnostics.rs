@@ -484,10 +484,7 @@ impl DiagnosticsHub {
         }
         for (well, e) in closed {
             let end = e.end.unwrap_or(e.start);
-            match alarms
-                .clear_alarm(&well, e.diagnosis, end)
-                .await
-            {
+            match alarms.clear_alarm(&well, e.diagnosis, end).await {
                 Ok(Some(alarm)) => {
                     if let Some(notifier) = self.notifier.get() {
                         notifier.alarm_changed(AlarmChange::Cleared, &alarm).await;

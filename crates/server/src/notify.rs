@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use espwatch_app::config::Config;
+use espwatch_core::Timestamp;
 use espwatch_core::diagnostics::Severity;
-use espwatch_core::{Timestamp, WellId};
 use espwatch_store::{
     Alarm, AttemptResult, AuditEvent, ChannelKind, Delivery, DeliveryFilter, DeliveryState,
     NewDelivery, NotifyChannel, NotifyStore, Store, StoreResult,
@@ -105,7 +105,6 @@ pub struct RuleFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Vec<String>>,
 }
-
 
 impl RuleFilter {
     /// Why the filter cannot be used, if it cannot.
@@ -824,6 +823,7 @@ fn email_body(payload: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use espwatch_core::WellId;
 
     fn alarm(well: &str, condition: &str, severity: &str) -> Alarm {
         Alarm {

@@ -92,9 +92,9 @@ impl LockoutPolicy {
             user.failed_logins = user.failed_logins.saturating_add(1);
             return;
         }
-        let in_window = user
-            .failed_since
-            .is_some_and(|since| now.0.saturating_sub(since.0) < Timestamp::duration_micros(self.window));
+        let in_window = user.failed_since.is_some_and(|since| {
+            now.0.saturating_sub(since.0) < Timestamp::duration_micros(self.window)
+        });
         if user.locked_until.is_some() || !in_window {
             user.failed_logins = 1;
             user.failed_since = Some(now);

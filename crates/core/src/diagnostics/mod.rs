@@ -123,7 +123,10 @@ impl std::str::FromStr for Diagnosis {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Diagnosis::from_name(s).ok_or_else(|| {
             let known: Vec<&str> = Condition::ALL.iter().map(|c| c.name()).collect();
-            format!("unknown condition `{s}`; known: {}, anomaly", known.join(", "))
+            format!(
+                "unknown condition `{s}`; known: {}, anomaly",
+                known.join(", ")
+            )
         })
     }
 }

@@ -79,7 +79,9 @@ fn row_to_alarm(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
         well_id: parsed(row, 1, WellId::parse)?,
         condition: parsed(row, 2, str::parse)?,
         severity: parsed(row, 3, str::parse)?,
-        state: parsed(row, 4, |s| AlarmState::parse(s).ok_or("unknown alarm state"))?,
+        state: parsed(row, 4, |s| {
+            AlarmState::parse(s).ok_or("unknown alarm state")
+        })?,
         confidence: row.get(5)?,
         started_at: Timestamp(row.get(6)?),
         ended_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
