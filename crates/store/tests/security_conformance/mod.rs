@@ -117,8 +117,8 @@ pub fn new_key(id: &str, role: Role) -> NewApiKey {
 pub fn policy() -> LockoutPolicy {
     LockoutPolicy {
         max_failures: 3,
-        window_micros: 60 * SEC,
-        lock_micros: 300 * SEC,
+        window: std::time::Duration::from_secs(60),
+        lock: std::time::Duration::from_secs(300),
     }
 }
 
