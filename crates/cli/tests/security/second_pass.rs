@@ -1534,6 +1534,23 @@ both_backends! {
                 assert_eq!(r["detail"]["kind"], kind, "{r}");
             }
         }
+        // And the API description says how carried events are found and shown.
+        let (_, doc) = app
+            .send(app.anonymous.get(app.url("/api/v1/openapi.json")))
+            .await;
+        let kind = doc["paths"]["/api/v1/audit"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "kind")
+            .unwrap()
+            .clone();
+        assert!(
+            kind["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("audit_carried") && d.contains("detail.kind")),
+            "{kind}"
+        );
         let pruned = of_kind("audit_pruned").await;
         assert_eq!(pruned.len(), 1, "{pruned:?}");
         assert_eq!(pruned[0]["detail"]["carried"], 5, "{pruned:?}");
