@@ -15,6 +15,21 @@ pub const API_KEY_PREFIX: &str = "espw_";
 /// credential that can create admins must not live for ever.
 pub const ADMIN_KEY_MAX_DAYS: i64 = 90;
 
+/// When `key` stops being accepted: its own expiry, and for an admin key at most
+/// [`ADMIN_KEY_MAX_DAYS`] after its creation, so admin keys stored without an expiry (before
+/// the rule, or behind the service's back) do not live for ever either.
+pub fn effective_expiry(key: &ApiKey) -> Option<Timestamp> {
+    if key.role != Role::Admin {
+        return key.expires_at;
+    }
+    let limit = Timestamp(
+        key.created_at
+            .0
+            .saturating_add(ADMIN_KEY_MAX_DAYS * 86_400_000_000),
+    );
+    Some(key.expires_at.map_or(limit, |e| e.min(limit)))
+}
+
 /// What a new API key is for; shared by `POST /api/v1/apikeys` and `espwatch apikeys create`.
 #[derive(Clone, Debug)]
 pub struct KeyRequest {

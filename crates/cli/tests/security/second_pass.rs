@@ -565,6 +565,35 @@ async fn two_credentials_eternal_admin_keys_and_audit_parameters_are_refused() {
         status, 201,
         "other roles may still have keys without expiry: {body}"
     );
+    // Admin keys stored without an expiry (before the rule) stop 90 days after creation.
+    for (age_days, expected) in [(100, 401), (10, 200)] {
+        let (id, key) = espwatch_app::keys::generate_api_key().unwrap();
+        let created = espwatch_core::Timestamp::from_datetime(
+            chrono::Utc::now() - chrono::Duration::days(age_days),
+        );
+        app.security
+            .create_api_key(
+                espwatch_store::NewApiKey {
+                    id,
+                    name: format!("old admin key {age_days}"),
+                    role: Role::Admin,
+                    wells: None,
+                    key_hash: espwatch_store::security::secret_digest(&key),
+                    created_by: "cli:root".into(),
+                    expires_at: None,
+                },
+                created,
+            )
+            .await
+            .unwrap();
+        let (status, _) = app
+            .send(bearer_client(&key).get(app.url("/api/v1/users")))
+            .await;
+        assert_eq!(
+            status, expected,
+            "admin key without expiry, {age_days} days old"
+        );
+    }
 
     // The audit listing's parameters.
     let (_, doc) = app

@@ -225,7 +225,8 @@ impl Security {
                 let Some(key) = self.store.get_api_key(id).await? else {
                     return Ok(false);
                 };
-                Ok(key.revoked_at.is_none() && key.expires_at.is_none_or(|e| e > now))
+                Ok(key.revoked_at.is_none()
+                    && espwatch_app::keys::effective_expiry(&key).is_none_or(|e| e > now))
             }
         }
     }
@@ -374,10 +375,11 @@ impl Security {
         if key.revoked_at.is_some() {
             return Err("API key revoked".into());
         }
-        if key.expires_at.is_some_and(|e| e <= now) {
+        let expires_at = espwatch_app::keys::effective_expiry(&key);
+        if expires_at.is_some_and(|e| e <= now) {
             return Err("API key expired".into());
         }
-        Ok((key_principal(&key), key.expires_at))
+        Ok((key_principal(&key), expires_at))
     }
 
     async fn authenticate_jwt(
