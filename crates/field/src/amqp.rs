@@ -614,7 +614,7 @@ enum Prepared {
 /// Everything decoding needs, moved to the blocking pool with a large batch.
 #[derive(Clone, Copy)]
 struct DecodeSettings {
-    max_future_micros: i64,
+    max_future: std::time::Duration,
     body_limit: usize,
 }
 
@@ -687,7 +687,7 @@ impl Worker {
         );
         let config = &self.sink.state().config;
         let settings = DecodeSettings {
-            max_future_micros: config.max_future_secs as i64 * 1_000_000,
+            max_future: config.max_future(),
             body_limit: config.body_limit_bytes,
         };
         let now = Timestamp::from_datetime(Utc::now());
@@ -1107,7 +1107,7 @@ fn prepare(
     }
     let opts = DecodeOptions {
         now,
-        max_future_micros: settings.max_future_micros,
+        max_future: settings.max_future,
         max_readings: DecodeOptions::DEFAULT_MAX_READINGS,
         well,
         zone,

@@ -595,7 +595,7 @@ enum Prepared {
 /// Everything a batch needs to decode its messages, off the async runtime if large.
 #[derive(Clone)]
 struct DecodeSettings {
-    max_future_micros: i64,
+    max_future: std::time::Duration,
     body_limit: usize,
 }
 
@@ -653,7 +653,7 @@ impl Consumer {
         stopping: &mut watch::Receiver<bool>,
     ) -> Result<(), crate::sink::Stopped> {
         let settings = DecodeSettings {
-            max_future_micros: self.sink.state().config.max_future_secs as i64 * 1_000_000,
+            max_future: self.sink.state().config.max_future(),
             body_limit: self.sink.state().config.body_limit_bytes,
         };
         let now = Timestamp::from_datetime(Utc::now());
@@ -1081,7 +1081,7 @@ fn decode_for_well(
     };
     let opts = DecodeOptions {
         now,
-        max_future_micros: settings.max_future_micros,
+        max_future: settings.max_future,
         max_readings: DecodeOptions::DEFAULT_MAX_READINGS,
         well: Some(well_id),
         zone: None,

@@ -522,15 +522,17 @@ fn record_broker(transport: &'static str, b: &crate::state::BrokerBacklog) {
 }
 
 /// The (condition, severity, state) label sets set before, so a count that fell to zero is
-/// exported as 0 rather than kept at its last value.
-static ALARM_LABELS: Mutex<BTreeSet<(String, String, &'static str)>> = Mutex::new(BTreeSet::new());
+/// exported as 0 rather than kept at its last value. The labels are the code's own names, so
+/// the set is bounded by the vocabulary.
+type AlarmLabels = (&'static str, &'static str, &'static str);
+static ALARM_LABELS: Mutex<BTreeSet<AlarmLabels>> = Mutex::new(BTreeSet::new());
 
 async fn sample_alarms(state: &AppState) {
     use espwatch_store::{AlarmFilter, AlarmState};
     let Some(alarms) = state.alarms.clone() else {
         return;
     };
-    let mut counts: BTreeMap<(String, String, &'static str), u64> = BTreeMap::new();
+    let mut counts: BTreeMap<AlarmLabels, u64> = BTreeMap::new();
     for alarm_state in [AlarmState::Raised, AlarmState::Acknowledged] {
         let filter = AlarmFilter {
             state: Some(alarm_state),
@@ -543,20 +545,20 @@ async fn sample_alarms(state: &AppState) {
         };
         for a in list {
             *counts
-                .entry((a.condition, a.severity, alarm_state.name()))
+                .entry((a.condition.name(), a.severity.name(), alarm_state.name()))
                 .or_default() += 1;
         }
     }
     let mut seen = ALARM_LABELS.lock().unwrap_or_else(|e| e.into_inner());
     for key in seen.iter() {
         if !counts.contains_key(key) {
-            let (condition, severity, st) = key.clone();
+            let (condition, severity, st) = *key;
             metrics::gauge!("espwatch_alarms_open", "condition" => condition, "severity" => severity, "state" => st)
                 .set(0.0);
         }
     }
     for ((condition, severity, st), n) in counts {
-        seen.insert((condition.clone(), severity.clone(), st));
+        seen.insert((condition, severity, st));
         metrics::gauge!("espwatch_alarms_open", "condition" => condition, "severity" => severity, "state" => st)
             .set(n as f64);
     }
