@@ -17,6 +17,7 @@ use espwatch_core::ask::{
     self, AlarmStateQuery, Clock, Directory, Intent, Interpretation, NotUnderstood, Order,
     RunState, TimeSpec, Unit, channel_words, condition_words, fmt_number,
 };
+use espwatch_core::diagnostics::Diagnosis;
 use espwatch_core::localtime::UtcOffset;
 use espwatch_core::{Agg, Field, Point, TelemetryQuery, TimeRange, Timestamp, WellId};
 use espwatch_store::{Alarm, AlarmFilter, AlarmState, AlarmStore, Store, StoreError};
@@ -334,13 +335,18 @@ fn is_running(m: &espwatch_core::Measurements) -> Option<bool> {
 
 async fn list_alarms(a: &Asker<'_>, well: Option<&str>) -> Result<Vec<Alarm>, AskError> {
     let store = a.alarms.ok_or(AskError::AlarmsUnavailable)?;
+    let well_id = match well.map(WellId::parse).transpose() {
+        Ok(id) => id,
+        // No alarm is stored under an id that is not one.
+        Err(_) => return Ok(Vec::new()),
+    };
     let mut alarms = store
         .list_alarms(&AlarmFilter {
             state: None,
-            well_id: well.map(str::to_owned),
+            well_id,
         })
         .await?;
-    alarms.retain(|x| a.scope.allows(&x.well_id));
+    alarms.retain(|x| a.scope.allows(x.well_id.as_str()));
     Ok(alarms)
 }
 
@@ -380,6 +386,10 @@ fn list_text(items: &[String], max: usize) -> String {
         s.push_str(&format!(" and {} more", items.len() - max));
     }
     s
+}
+
+fn is_target(targets: &[String], well: &WellId) -> bool {
+    targets.iter().any(|t| t == well.as_str())
 }
 
 fn dedup_wells(ids: impl IntoIterator<Item = String>) -> Vec<String> {
@@ -890,7 +900,7 @@ async fn condition(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
     let range = it.range();
     let hits: Vec<&Alarm> = all
         .iter()
-        .filter(|x| x.condition == c.name() && targets.contains(&x.well_id))
+        .filter(|x| x.condition == Diagnosis::Condition(c) && is_target(&targets, &x.well_id))
         .filter(|x| match range {
             Some((from, to)) => overlaps(x, from, to),
             None => x.state != AlarmState::Cleared,
@@ -898,7 +908,7 @@ async fn condition(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
         .collect();
     let mut ans = Answer {
         values: hits.iter().map(|x| alarm_json(x)).collect(),
-        wells: dedup_wells(hits.iter().map(|x| x.well_id.clone())),
+        wells: dedup_wells(hits.iter().map(|x| x.well_id.to_string())),
         ..Answer::default()
     };
     let words = condition_words(c);
@@ -910,7 +920,10 @@ async fn condition(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
         .wells
         .iter()
         .map(|w| {
-            let x = hits.iter().find(|x| &x.well_id == w).expect("listed");
+            let x = hits
+                .iter()
+                .find(|x| x.well_id.as_str() == w)
+                .expect("listed");
             let state = if x.state == AlarmState::Cleared {
                 format!(
                     "cleared {}",
@@ -963,7 +976,7 @@ async fn alarms(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErr
     let range = it.range();
     let hits: Vec<&Alarm> = all
         .iter()
-        .filter(|x| targets.contains(&x.well_id) && state_matches(it.alarm_state, x.state))
+        .filter(|x| is_target(&targets, &x.well_id) && state_matches(it.alarm_state, x.state))
         .filter(|x| match range {
             Some((from, to)) => match it.alarm_state {
                 Some(AlarmStateQuery::Cleared) => x.ended_at.is_some_and(|e| e >= from && e < to),
@@ -974,7 +987,7 @@ async fn alarms(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErr
         .collect();
     let mut ans = Answer {
         values: hits.iter().map(|x| alarm_json(x)).collect(),
-        wells: dedup_wells(hits.iter().map(|x| x.well_id.clone())),
+        wells: dedup_wells(hits.iter().map(|x| x.well_id.to_string())),
         ..Answer::default()
     };
     let kind = it

@@ -29,8 +29,8 @@ const DAY_MICROS: i64 = 86_400_000_000;
 pub const BATCH: i64 = 20_000;
 
 /// The cut of a round at `now`: `now - keep`, floored to a UTC midnight.
-pub fn audit_cut(now: Timestamp, keep_micros: i64) -> Timestamp {
-    let t = now.0 - keep_micros;
+pub fn audit_cut(now: Timestamp, keep: Duration) -> Timestamp {
+    let t = now.saturating_sub(keep).0;
     Timestamp(t - t.rem_euclid(DAY_MICROS))
 }
 
@@ -123,7 +123,7 @@ impl AuditRetentionJob {
     /// Starts the job (needs a Tokio runtime): the first round now, then every `interval`.
     pub fn start(
         security: Arc<dyn SecurityStore>,
-        keep_micros: i64,
+        keep: Duration,
         keep_text: String,
         interval: Duration,
         clock: Clock,
@@ -154,7 +154,7 @@ impl AuditRetentionJob {
             loop {
                 let started = clock();
                 me.with_status(|s| s.last_run = Some(rfc3339(started)));
-                let cut = audit_cut(started, keep_micros);
+                let cut = audit_cut(started, keep);
                 let mut round = AuditRound {
                     cut: rfc3339(cut),
                     ..AuditRound::default()
@@ -297,12 +297,13 @@ mod tests {
     fn the_cut_is_a_utc_midnight_at_least_the_retention_ago() {
         // 2026-03-10T15:42:07Z, keep 90 days → 2025-12-10T00:00:00Z.
         let now = Timestamp(1_773_157_327_000_000);
-        let cut = audit_cut(now, 90 * DAY_MICROS);
+        let keep = Duration::from_secs(90 * 86_400);
+        let cut = audit_cut(now, keep);
         assert_eq!(cut.to_rfc3339(), "2025-12-10T00:00:00Z");
         assert!(now.0 - cut.0 >= 90 * DAY_MICROS);
         assert!(now.0 - cut.0 < 91 * DAY_MICROS);
         // Exactly at midnight: that midnight.
         let midnight = Timestamp(cut.0 + 90 * DAY_MICROS);
-        assert_eq!(audit_cut(midnight, 90 * DAY_MICROS), cut);
+        assert_eq!(audit_cut(midnight, keep), cut);
     }
 }

@@ -765,10 +765,11 @@ impl Config {
 
     /// How long audit request records are kept (`audit_retention`, validated by
     /// [`Config::validate`]); `None`: forever.
-    pub fn audit_retention_micros(&self) -> Option<i64> {
+    pub fn audit_retention_period(&self) -> Option<Duration> {
         retention_micros("audit_retention", &self.audit_retention)
             .ok()
             .flatten()
+            .map(|micros| Duration::from_micros(micros.unsigned_abs()))
     }
 
     /// How long each tier is kept, from the `retention_*` keys (validated by
@@ -1243,16 +1244,19 @@ mod debug_tests {
 
     #[test]
     fn audit_retention_is_off_by_default_and_at_least_a_day() {
-        assert_eq!(Config::default().audit_retention_micros(), None);
+        assert_eq!(Config::default().audit_retention_period(), None);
         let mut c = Config {
             audit_retention: Some("90d".into()),
             ..Config::default()
         };
         assert_eq!(c.validate(), Ok(()));
-        assert_eq!(c.audit_retention_micros(), Some(90 * 86_400_000_000));
+        assert_eq!(
+            c.audit_retention_period(),
+            Some(Duration::from_secs(90 * 86_400))
+        );
         c.audit_retention = Some("forever".into());
         assert_eq!(c.validate(), Ok(()));
-        assert_eq!(c.audit_retention_micros(), None);
+        assert_eq!(c.audit_retention_period(), None);
         for bad in ["12h", "soon", "0d", ""] {
             c.audit_retention = Some(bad.into());
             let err = c.validate().unwrap_err();

@@ -119,9 +119,11 @@ pub enum AuditCommand {
         #[command(flatten)]
         store: DataArgs,
     },
-    /// Retention: remove the oldest records (the longest prefix of the chain older than the
-    /// cut) and append a keyed `audit_pruned` record naming the removed range and the last
-    /// removed hash, from which `audit verify` checks the rest. Needs the audit key.
+    /// Retention: remove the request records of the oldest part of the trail (the longest
+    /// prefix of the chain older than the cut), carry its security events forward as
+    /// `audit_carried` records (as the server's `audit_retention` does), and append a keyed
+    /// `audit_pruned` record naming the removed range and the last removed hash, from which
+    /// `audit verify` checks the rest. Needs the audit key.
     Prune {
         /// Remove records older than this (a duration of at least 1d, e.g. "365d").
         #[arg(long, conflicts_with = "before")]
@@ -129,10 +131,13 @@ pub enum AuditCommand {
         /// Remove records before this instant (RFC 3339).
         #[arg(long)]
         before: Option<String>,
-        /// Remove only request records; the security events of the prefix are appended
-        /// again as `audit_carried` records, as the server's `audit_retention` does.
-        #[arg(long)]
+        /// Remove only request records (the default; kept for scripts written when it was not).
+        #[arg(long, conflicts_with = "include_security_events")]
         requests_only: bool,
+        /// Remove the security events of the range too (login failures, lockouts, user and
+        /// role changes, key changes...): they are deleted, not carried forward.
+        #[arg(long)]
+        include_security_events: bool,
         #[command(flatten)]
         store: DataArgs,
     },
@@ -642,7 +647,7 @@ pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()
         AuditCommand::Prune {
             older_than,
             before,
-            requests_only,
+            include_security_events,
             ..
         } => {
             let cut = match (older_than, before) {
@@ -677,15 +682,19 @@ pub async fn run_audit(cmd: &AuditCommand, config: &Config) -> anyhow::Result<()
                 duration_ms: None,
                 detail: serde_json::Value::Null,
             };
-            let scope = if *requests_only {
-                AuditPruneScope::Requests
+            let scope = if *include_security_events {
+                AuditPruneScope::IncludingSecurityEvents
             } else {
-                AuditPruneScope::All
+                AuditPruneScope::Requests
             };
             match store.prune_audit(cut, by, scope, None).await? {
                 Some(p) => println!(
                     "pruned audit records {}..={} ({} records, {} security events carried forward, last hash {}); recorded as audit_pruned record {}",
                     p.first_id, p.last_id, p.count, p.carried, p.last_hash, p.record_id
+                ),
+                None if scope == AuditPruneScope::Requests => println!(
+                    "no audit records to prune before {}: none of them is a request record (security events are kept unless --include-security-events)",
+                    cut.to_rfc3339()
                 ),
                 None => println!("no audit records to prune before {}", cut.to_rfc3339()),
             }

@@ -76,7 +76,7 @@ enum Sink {
     Local {
         store: Arc<dyn Store>,
         append: AppendOptions,
-        max_future_micros: i64,
+        max_future: std::time::Duration,
         zone: Option<UtcOffset>,
         csv: CsvDialect,
     },
@@ -92,13 +92,13 @@ impl Sink {
             Sink::Local {
                 store,
                 append,
-                max_future_micros,
+                max_future,
                 zone,
                 csv,
             } => {
                 let decode = DecodeOptions {
                     now: Timestamp::from_datetime(chrono::Utc::now()),
-                    max_future_micros: *max_future_micros,
+                    max_future: *max_future,
                     max_readings: usize::MAX,
                     well: None,
                     zone: *zone,
@@ -270,7 +270,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
             append: AppendOptions {
                 auto_register_wells: config.auto_register_wells,
             },
-            max_future_micros: config.max_future_secs as i64 * 1_000_000,
+            max_future: config.max_future(),
             zone: args.timezone,
             csv: dialect,
         },

@@ -118,7 +118,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             std::time::Duration::from_secs(config.retention_interval_secs),
         )
     });
-    let audit_retention = config.audit_retention_micros().map(|keep| {
+    let audit_retention = config.audit_retention_period().map(|keep| {
         espwatch_app::audit_retention::AuditRetentionJob::start(
             store.security.clone(),
             keep,

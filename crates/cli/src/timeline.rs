@@ -30,7 +30,7 @@ pub struct FileSpan {
 fn decode_options() -> DecodeOptions {
     DecodeOptions {
         now: Timestamp(i64::MAX / 4),
-        max_future_micros: 0,
+        max_future: std::time::Duration::ZERO,
         max_readings: usize::MAX,
         well: None,
         zone: None,

@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::WellId;
+
 /// A user's or API key's role.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -208,25 +210,32 @@ impl fmt::Display for Permission {
 #[serde(untagged)]
 pub enum WellScope {
     All,
-    Only(Vec<String>),
+    Only(Vec<WellId>),
 }
 
 impl WellScope {
+    /// The scope of a stored user or key: `None` is every well, a list only those wells.
+    ///
+    /// The lists were checked with [`check_well_list`] when they were stored; an entry that is
+    /// not a well id (a hand-edited database) is left out, which is what it allowed before it
+    /// was typed: it equals no well's id. A list never widens to `All`, even left empty.
     pub fn from_list(wells: Option<Vec<String>>) -> WellScope {
         match wells {
             None => WellScope::All,
-            Some(list) => WellScope::Only(list),
+            Some(list) => {
+                WellScope::Only(list.iter().filter_map(|w| WellId::parse(w).ok()).collect())
+            }
         }
     }
 
     pub fn allows(&self, well_id: &str) -> bool {
         match self {
             WellScope::All => true,
-            WellScope::Only(list) => list.iter().any(|w| w == well_id),
+            WellScope::Only(list) => list.iter().any(|w| w.as_str() == well_id),
         }
     }
 
-    pub fn as_list(&self) -> Option<&[String]> {
+    pub fn as_list(&self) -> Option<&[WellId]> {
         match self {
             WellScope::All => None,
             WellScope::Only(list) => Some(list),
@@ -565,5 +574,16 @@ mod tests {
         assert!(s.allows("W1"));
         assert!(!s.allows("W2"));
         assert!(WellScope::All.allows("anything"));
+        // An entry that is no well id allows nothing, and never turns the list into `All`.
+        let odd = WellScope::from_list(Some(vec!["W 1".into(), "W1".into()]));
+        assert_eq!(odd, WellScope::Only(vec![WellId::parse("W1").unwrap()]));
+        assert!(!odd.allows("W 1"));
+        let none = WellScope::from_list(Some(vec!["".into()]));
+        assert_eq!(none, WellScope::Only(Vec::new()));
+        assert!(!none.allows(""));
+        assert_eq!(
+            serde_json::to_string(&WellScope::from_list(Some(vec!["W1".into()]))).unwrap(),
+            r#"["W1"]"#
+        );
     }
 }

@@ -365,6 +365,21 @@ impl Timestamp {
         self.0
     }
 
+    /// A duration in whole microseconds, the unit timestamps count in (saturating).
+    pub fn duration_micros(d: std::time::Duration) -> i64 {
+        i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+    }
+
+    /// `d` later (saturating).
+    pub fn saturating_add(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(Self::duration_micros(d)))
+    }
+
+    /// `d` earlier (saturating).
+    pub fn saturating_sub(self, d: std::time::Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(Self::duration_micros(d)))
+    }
+
     /// RFC 3339 in UTC with a `Z`, with as many fractional digits as needed (0, 3 or 6).
     pub fn to_rfc3339(self) -> String {
         let dt = self.to_datetime();

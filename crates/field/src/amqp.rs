@@ -37,6 +37,7 @@ use espwatch_core::ingest::{self, CsvDialect, DecodeOptions, Item, PayloadFormat
 use espwatch_core::localtime::UtcOffset;
 use espwatch_core::{Reading, Timestamp, WellId};
 use espwatch_server::AppState;
+use espwatch_server::state::{BrokerBacklog, BrokerQueue};
 use espwatch_store::ReadingOutcome;
 use futures_util::{FutureExt, StreamExt};
 use lapin::message::Delivery;
@@ -176,6 +177,29 @@ impl AmqpStats {
         })
     }
 
+    /// The backlog and delivery counts, for `/metrics`.
+    pub fn backlog(&self) -> BrokerBacklog {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let connected = self.connected.load(Ordering::Relaxed);
+        BrokerBacklog {
+            connected,
+            messages: n(&self.backlog),
+            bytes: n(&self.backlog_bytes),
+            capacity_messages: n(&self.backlog_max),
+            capacity_bytes: None,
+            queued: if connected && self.queue_ready_known.load(Ordering::Relaxed) {
+                BrokerQueue::Messages(n(&self.queue_ready))
+            } else {
+                BrokerQueue::Unknown
+            },
+            received_total: n(&self.received),
+            redelivered_total: n(&self.redelivered),
+            settled_total: n(&self.messages),
+            deferred_total: None,
+            redelivery_reconnects_total: None,
+        }
+    }
+
     fn set_error(&self, error: String) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
@@ -261,6 +285,12 @@ impl AmqpIngest {
         let stats = self.stats.clone();
         let queue = self.queue.clone();
         move || stats.status(&queue)
+    }
+
+    /// The `/metrics` reporter.
+    pub fn backlog_fn(&self) -> impl Fn() -> BrokerBacklog + Send + Sync + 'static {
+        let stats = self.stats.clone();
+        move || stats.backlog()
     }
 
     /// Finishes the batches in progress (committed and settled), then closes the connection;
@@ -584,7 +614,7 @@ enum Prepared {
 /// Everything decoding needs, moved to the blocking pool with a large batch.
 #[derive(Clone, Copy)]
 struct DecodeSettings {
-    max_future_micros: i64,
+    max_future: std::time::Duration,
     body_limit: usize,
 }
 
@@ -657,7 +687,7 @@ impl Worker {
         );
         let config = &self.sink.state().config;
         let settings = DecodeSettings {
-            max_future_micros: config.max_future_secs as i64 * 1_000_000,
+            max_future: config.max_future(),
             body_limit: config.body_limit_bytes,
         };
         let now = Timestamp::from_datetime(Utc::now());
@@ -1077,7 +1107,7 @@ fn prepare(
     }
     let opts = DecodeOptions {
         now,
-        max_future_micros: settings.max_future_micros,
+        max_future: settings.max_future,
         max_readings: DecodeOptions::DEFAULT_MAX_READINGS,
         well,
         zone,

@@ -51,9 +51,13 @@ impl FieldIngest {
             Some(_) => {
                 let ingest = mqtt::MqttIngest::start(state.clone())?;
                 let stats = ingest.stats();
+                let backlog = stats.clone();
                 state
                     .components
                     .register("mqtt", std::sync::Arc::new(move || stats.status()));
+                state
+                    .components
+                    .register_broker("mqtt", std::sync::Arc::new(move || backlog.backlog()));
                 Some(ingest)
             }
             None => None,
@@ -71,6 +75,9 @@ impl FieldIngest {
                 state
                     .components
                     .register("amqp", std::sync::Arc::new(ingest.status_fn()));
+                state
+                    .components
+                    .register_broker("amqp", std::sync::Arc::new(ingest.backlog_fn()));
                 Some(ingest)
             }
             None => None,

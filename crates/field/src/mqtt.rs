@@ -24,6 +24,7 @@ use espwatch_core::ingest::{self, DecodeError, DecodeOptions, Item, PayloadForma
 use espwatch_core::localtime::UtcOffset;
 use espwatch_core::{Reading, Timestamp, WellId};
 use espwatch_server::AppState;
+use espwatch_server::state::{BrokerBacklog, BrokerQueue};
 use espwatch_store::ReadingOutcome;
 use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
@@ -65,6 +66,8 @@ pub struct MqttStats {
     connection_failures: AtomicU64,
     /// PUBLISHes received from the broker (re-deliveries included).
     received: AtomicU64,
+    /// PUBLISHes with the DUP flag: sent before (deferred, or in flight at a disconnection).
+    redelivered: AtomicU64,
     /// Messages committed and acknowledged.
     messages: AtomicU64,
     readings_accepted: AtomicU64,
@@ -168,6 +171,7 @@ impl MqttStats {
             "connections": n(&self.connections),
             "connection_failures": n(&self.connection_failures),
             "received": n(&self.received),
+            "redelivered": n(&self.redelivered),
             "messages": n(&self.messages),
             "readings_accepted": n(&self.readings_accepted),
             "readings_duplicate": n(&self.readings_duplicate),
@@ -184,6 +188,26 @@ impl MqttStats {
             "backlog": self.backlog.status(),
             "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
+    }
+
+    /// The backlog and delivery counts, for `/metrics`.
+    pub fn backlog(&self) -> BrokerBacklog {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let b = &self.backlog;
+        BrokerBacklog {
+            connected: self.connected.load(Ordering::Relaxed),
+            messages: n(&b.messages),
+            bytes: n(&b.bytes),
+            capacity_messages: MAX_PENDING_MESSAGES,
+            capacity_bytes: Some(n(&b.max_bytes)),
+            // MQTT 3.1.1 does not show what the broker keeps for the session.
+            queued: BrokerQueue::Hidden,
+            received_total: n(&self.received),
+            redelivered_total: n(&self.redelivered),
+            settled_total: n(&self.messages),
+            deferred_total: Some(n(&b.deferred)),
+            redelivery_reconnects_total: Some(n(&b.redelivery_reconnects)),
+        }
     }
 
     fn set_error(&self, error: String) {
@@ -451,6 +475,9 @@ async fn drive(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 stats.received.fetch_add(1, Ordering::Relaxed);
+                if publish.dup {
+                    stats.redelivered.fetch_add(1, Ordering::Relaxed);
+                }
                 if !stats.backlog.admit(publish.payload.len() as u64) {
                     // Past the bound: left unacknowledged, re-sent after a reconnection.
                     continue;
@@ -550,7 +577,7 @@ enum Prepared {
 /// Everything a batch needs to decode its messages, off the async runtime if large.
 #[derive(Clone)]
 struct DecodeSettings {
-    max_future_micros: i64,
+    max_future: std::time::Duration,
     body_limit: usize,
 }
 
@@ -608,7 +635,7 @@ impl Consumer {
         stopping: &mut watch::Receiver<bool>,
     ) -> Result<(), crate::sink::Stopped> {
         let settings = DecodeSettings {
-            max_future_micros: self.sink.state().config.max_future_secs as i64 * 1_000_000,
+            max_future: self.sink.state().config.max_future(),
             body_limit: self.sink.state().config.body_limit_bytes,
         };
         let now = Timestamp::from_datetime(Utc::now());
@@ -1036,7 +1063,7 @@ fn decode_for_well(
     };
     let opts = DecodeOptions {
         now,
-        max_future_micros: settings.max_future_micros,
+        max_future: settings.max_future,
         max_readings: DecodeOptions::DEFAULT_MAX_READINGS,
         well: Some(well_id),
         zone: None,

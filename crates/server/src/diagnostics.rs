@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use espwatch_core::diagnostics::{Episode, Finding, Thresholds, TrainingWindow, WellEngine};
 use espwatch_core::{Reading, TimeRange, Timestamp, WellId};
@@ -36,7 +36,7 @@ type Opened = (WellId, Episode, Vec<Finding>);
 type Closed = (WellId, Episode);
 
 /// Stored history replayed into a well's engine when it is first needed.
-const REPLAY_MICROS: i64 = 48 * 3_600_000_000;
+const REPLAY: Duration = Duration::from_secs(48 * 3600);
 
 /// Readings that may wait for diagnostics; beyond this a batch is skipped (see the module
 /// documentation). About 100 s of a 1 000-well field at 1 Hz × 5 or so.
@@ -438,7 +438,7 @@ impl DiagnosticsHub {
         before: Timestamp,
     ) -> (WellEngine, Vec<Opened>, Vec<Closed>) {
         let range = TimeRange {
-            from: Timestamp(before.0 - REPLAY_MICROS),
+            from: before.saturating_sub(REPLAY),
             to: before,
         };
         let done = self
@@ -462,9 +462,9 @@ impl DiagnosticsHub {
                 "action": espwatch_core::diagnostics::action_for(e.diagnosis),
             });
             let new = NewAlarm {
-                well_id: well.to_string(),
-                condition: e.diagnosis.name().to_owned(),
-                severity: e.diagnosis.severity().to_owned(),
+                well_id: well.clone(),
+                condition: e.diagnosis,
+                severity: e.diagnosis.severity(),
                 confidence: e.confidence,
                 started_at: e.start,
                 detail,
@@ -484,10 +484,7 @@ impl DiagnosticsHub {
         }
         for (well, e) in closed {
             let end = e.end.unwrap_or(e.start);
-            match alarms
-                .clear_alarm(well.as_str(), e.diagnosis.name(), end)
-                .await
-            {
+            match alarms.clear_alarm(&well, e.diagnosis, end).await {
                 Ok(Some(alarm)) => {
                     if let Some(notifier) = self.notifier.get() {
                         notifier.alarm_changed(AlarmChange::Cleared, &alarm).await;

@@ -543,7 +543,9 @@ impl LiveHub {
                     }
                 }
                 LiveEvent::Alarm { change, alarm } => {
-                    if subscription.events.contains(&EventKind::Alarms) && wanted(&alarm.well_id) {
+                    if subscription.events.contains(&EventKind::Alarms)
+                        && wanted(alarm.well_id.as_str())
+                    {
                         messages.push(Utf8Bytes::from(
                             serde_json::json!({
                                 "type": "alarm",

@@ -5,8 +5,8 @@
 //! `espwatch_app::metrics`, commits and checkpoints in `espwatch_store::metrics`, requests,
 //! authentication and rate limits here); the process-wide recorder is
 //! `metrics-exporter-prometheus`, installed once by [`install`]. Levels (queue depths, store
-//! size, open alarms, pool use, process figures) are sampled at scrape time by [`render`], off
-//! the async workers where they touch files.
+//! size, open alarms, pool use, the broker ingests' backlogs, process figures) are sampled at
+//! scrape time by [`render`], off the async workers where they touch files.
 //!
 //! **Every label value is bounded**: routes are the router's templates (never raw paths),
 //! methods a fixed list, statuses numbers, reasons and kinds constants of the code.
@@ -222,6 +222,52 @@ fn describe() {
         "espwatch_ingest_overload_rejections_total",
         "Ingest requests answered 503 because the in-flight budget was exhausted"
     );
+    describe_gauge!(
+        "espwatch_broker_connected",
+        "1 while the broker ingest is connected, by transport (mqtt, amqp)"
+    );
+    describe_gauge!(
+        "espwatch_broker_backlog_messages",
+        "Broker messages received and not yet acknowledged (in memory, awaiting commit), by transport"
+    );
+    describe_gauge!(
+        "espwatch_broker_backlog_bytes",
+        Unit::Bytes,
+        "Payload bytes of the broker messages received and not yet acknowledged, by transport"
+    );
+    describe_gauge!(
+        "espwatch_broker_backlog_capacity_messages",
+        "Most broker messages held unacknowledged in memory (MQTT: beyond it they are deferred; AMQP: prefetch x consumers)"
+    );
+    describe_gauge!(
+        "espwatch_broker_backlog_capacity_bytes",
+        Unit::Bytes,
+        "Most payload bytes of broker messages held unacknowledged in memory (MQTT)"
+    );
+    describe_gauge!(
+        "espwatch_broker_queue_messages",
+        "Messages ready in the broker's queue, not yet delivered: the consumer lag (AMQP; NaN while unknown)"
+    );
+    describe_counter!(
+        "espwatch_broker_received_messages_total",
+        "Broker messages received, re-deliveries included, by transport"
+    );
+    describe_counter!(
+        "espwatch_broker_redelivered_messages_total",
+        "Broker messages received that the broker had sent before (AMQP redelivered, MQTT DUP)"
+    );
+    describe_counter!(
+        "espwatch_broker_settled_messages_total",
+        "Broker messages committed, then acknowledged (or dead-lettered), by transport"
+    );
+    describe_counter!(
+        "espwatch_broker_deferred_messages_total",
+        "MQTT messages left unacknowledged past the backlog bound, received again after a reconnection"
+    );
+    describe_counter!(
+        "espwatch_broker_redelivery_reconnects_total",
+        "MQTT reconnections made to receive deferred messages again"
+    );
     describe_counter!(
         "espwatch_audit_write_failures_total",
         "Audit records lost (write failures and drops)"
@@ -408,6 +454,9 @@ async fn sample(state: &AppState) {
         .absolute(gate.rejected_overload_total);
     metrics::counter!("espwatch_audit_write_failures_total")
         .absolute(state.security.audit.failures());
+    for (transport, backlog) in state.components.broker_backlogs() {
+        record_broker(transport, &backlog);
+    }
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -433,16 +482,57 @@ async fn sample(state: &AppState) {
     }
 }
 
+/// A broker ingest's backlog and counts (`transport` is a constant of the field ingest).
+fn record_broker(transport: &'static str, b: &crate::state::BrokerBacklog) {
+    use crate::state::BrokerQueue;
+    let t = transport;
+    metrics::gauge!("espwatch_broker_connected", "transport" => t)
+        .set(f64::from(u8::from(b.connected)));
+    metrics::gauge!("espwatch_broker_backlog_messages", "transport" => t).set(b.messages as f64);
+    metrics::gauge!("espwatch_broker_backlog_bytes", "transport" => t).set(b.bytes as f64);
+    metrics::gauge!("espwatch_broker_backlog_capacity_messages", "transport" => t)
+        .set(b.capacity_messages as f64);
+    if let Some(bytes) = b.capacity_bytes {
+        metrics::gauge!("espwatch_broker_backlog_capacity_bytes", "transport" => t)
+            .set(bytes as f64);
+    }
+    match b.queued {
+        BrokerQueue::Hidden => {}
+        // Not a stale figure: an unknown depth is NaN (comparisons with it are false).
+        BrokerQueue::Unknown => {
+            metrics::gauge!("espwatch_broker_queue_messages", "transport" => t).set(f64::NAN)
+        }
+        BrokerQueue::Messages(n) => {
+            metrics::gauge!("espwatch_broker_queue_messages", "transport" => t).set(n as f64)
+        }
+    }
+    metrics::counter!("espwatch_broker_received_messages_total", "transport" => t)
+        .absolute(b.received_total);
+    metrics::counter!("espwatch_broker_redelivered_messages_total", "transport" => t)
+        .absolute(b.redelivered_total);
+    metrics::counter!("espwatch_broker_settled_messages_total", "transport" => t)
+        .absolute(b.settled_total);
+    if let Some(n) = b.deferred_total {
+        metrics::counter!("espwatch_broker_deferred_messages_total", "transport" => t).absolute(n);
+    }
+    if let Some(n) = b.redelivery_reconnects_total {
+        metrics::counter!("espwatch_broker_redelivery_reconnects_total", "transport" => t)
+            .absolute(n);
+    }
+}
+
 /// The (condition, severity, state) label sets set before, so a count that fell to zero is
-/// exported as 0 rather than kept at its last value.
-static ALARM_LABELS: Mutex<BTreeSet<(String, String, &'static str)>> = Mutex::new(BTreeSet::new());
+/// exported as 0 rather than kept at its last value. The labels are the code's own names, so
+/// the set is bounded by the vocabulary.
+type AlarmLabels = (&'static str, &'static str, &'static str);
+static ALARM_LABELS: Mutex<BTreeSet<AlarmLabels>> = Mutex::new(BTreeSet::new());
 
 async fn sample_alarms(state: &AppState) {
     use espwatch_store::{AlarmFilter, AlarmState};
     let Some(alarms) = state.alarms.clone() else {
         return;
     };
-    let mut counts: BTreeMap<(String, String, &'static str), u64> = BTreeMap::new();
+    let mut counts: BTreeMap<AlarmLabels, u64> = BTreeMap::new();
     for alarm_state in [AlarmState::Raised, AlarmState::Acknowledged] {
         let filter = AlarmFilter {
             state: Some(alarm_state),
@@ -455,20 +545,20 @@ async fn sample_alarms(state: &AppState) {
         };
         for a in list {
             *counts
-                .entry((a.condition, a.severity, alarm_state.name()))
+                .entry((a.condition.name(), a.severity.name(), alarm_state.name()))
                 .or_default() += 1;
         }
     }
     let mut seen = ALARM_LABELS.lock().unwrap_or_else(|e| e.into_inner());
     for key in seen.iter() {
         if !counts.contains_key(key) {
-            let (condition, severity, st) = key.clone();
+            let (condition, severity, st) = *key;
             metrics::gauge!("espwatch_alarms_open", "condition" => condition, "severity" => severity, "state" => st)
                 .set(0.0);
         }
     }
     for ((condition, severity, st), n) in counts {
-        seen.insert((condition.clone(), severity.clone(), st));
+        seen.insert((condition, severity, st));
         metrics::gauge!("espwatch_alarms_open", "condition" => condition, "severity" => severity, "state" => st)
             .set(n as f64);
     }

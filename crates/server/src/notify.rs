@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use espwatch_app::config::Config;
-use espwatch_core::{Timestamp, WellId};
+use espwatch_core::Timestamp;
+use espwatch_core::diagnostics::Severity;
 use espwatch_store::{
     Alarm, AttemptResult, AuditEvent, ChannelKind, Delivery, DeliveryFilter, DeliveryState,
     NewDelivery, NotifyChannel, NotifyStore, Store, StoreResult,
@@ -43,8 +44,6 @@ pub mod smtp;
 
 /// The events a rule may route.
 pub const EVENTS: &[&str] = &["alarm.raised", "alarm.acknowledged", "alarm.cleared"];
-/// Severities, least severe first.
-pub const SEVERITIES: &[&str] = &["minor", "major", "critical"];
 
 /// Publishes notification events to a message broker: the door through which `amqp`
 /// channels are delivered (`espwatch-field` installs its RabbitMQ publisher with
@@ -107,10 +106,6 @@ pub struct RuleFilter {
     pub fields: Option<Vec<String>>,
 }
 
-fn severity_rank(s: &str) -> Option<usize> {
-    SEVERITIES.iter().position(|x| *x == s)
-}
-
 impl RuleFilter {
     /// Why the filter cannot be used, if it cannot.
     pub fn check(&self) -> Result<(), String> {
@@ -130,7 +125,7 @@ impl RuleFilter {
             }
         }
         if let Some(s) = &self.min_severity
-            && severity_rank(s).is_none()
+            && Severity::from_name(s).is_none()
         {
             return Err(format!(
                 "min_severity {s:?} is not one of minor, major, critical"
@@ -153,12 +148,12 @@ impl RuleFilter {
             return false;
         }
         if let Some(c) = &self.conditions
-            && !c.contains(&alarm.condition)
+            && !c.iter().any(|c| c == alarm.condition.name())
         {
             return false;
         }
-        if let Some(min) = self.min_severity.as_deref().and_then(severity_rank)
-            && severity_rank(&alarm.severity).is_none_or(|rank| rank < min)
+        if let Some(min) = self.min_severity.as_deref().and_then(Severity::from_name)
+            && alarm.severity < min
         {
             return false;
         }
@@ -170,8 +165,8 @@ impl RuleFilter {
             .iter()
             .flatten()
             .any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => alarm.well_id.starts_with(prefix),
-                None => *pattern == alarm.well_id,
+                Some(prefix) => alarm.well_id.as_str().starts_with(prefix),
+                None => pattern == alarm.well_id.as_str(),
             });
         let by_field = field.is_some_and(|f| self.fields.iter().flatten().any(|x| x == f));
         by_well || by_field
@@ -391,16 +386,13 @@ impl Notifier {
             return Ok(0);
         }
         let event = event_name(change);
-        let field = match WellId::parse(&alarm.well_id) {
-            Ok(id) => self
-                .wells
-                .get_well(&id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|w| w.meta.field),
-            Err(_) => None,
-        };
+        let field = self
+            .wells
+            .get_well(&alarm.well_id)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|w| w.meta.field);
         let at = now();
         let mut channels: Vec<(i64, i64)> = Vec::new();
         for rule in &rules {
@@ -831,13 +823,14 @@ fn email_body(payload: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use espwatch_core::WellId;
 
     fn alarm(well: &str, condition: &str, severity: &str) -> Alarm {
         Alarm {
             id: 1,
-            well_id: well.into(),
-            condition: condition.into(),
-            severity: severity.into(),
+            well_id: WellId::parse(well).unwrap(),
+            condition: condition.parse().unwrap(),
+            severity: severity.parse().unwrap(),
             state: espwatch_store::AlarmState::Raised,
             confidence: 0.9,
             started_at: Timestamp(0),

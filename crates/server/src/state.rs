@@ -48,11 +48,54 @@ pub struct AppState {
 /// A component's status for `/health/ready` (a JSON object with at least `status`).
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
+/// A broker ingest's backlog and delivery counts at one moment, for `/metrics` (the figures
+/// its `/health/ready` entry shows, typed, so the exporter reads no JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BrokerBacklog {
+    pub connected: bool,
+    /// Messages received and not yet acknowledged (in memory, awaiting commit).
+    pub messages: u64,
+    /// Their payload bytes.
+    pub bytes: u64,
+    /// The bound on `messages`.
+    pub capacity_messages: u64,
+    /// The bound on `bytes`, where there is one (MQTT: `ingest_max_inflight_bytes`).
+    pub capacity_bytes: Option<u64>,
+    /// What waits in the broker, not yet delivered.
+    pub queued: BrokerQueue,
+    /// Messages received since start, re-deliveries included.
+    pub received_total: u64,
+    /// Received messages the broker marked as sent before (AMQP `redelivered`, MQTT `DUP`).
+    pub redelivered_total: u64,
+    /// Messages committed and settled (acknowledged, or dead-lettered).
+    pub settled_total: u64,
+    /// Messages left unacknowledged past the backlog's bound, to be sent again (MQTT).
+    pub deferred_total: Option<u64>,
+    /// Reconnections made to have deferred messages sent again (MQTT).
+    pub redelivery_reconnects_total: Option<u64>,
+}
+
+/// The messages a broker holds beyond what it delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BrokerQueue {
+    /// The protocol does not tell (MQTT 3.1.1).
+    #[default]
+    Hidden,
+    /// Not known at the moment (not connected, or the last sample failed).
+    Unknown,
+    /// Messages ready in the queue (AMQP, sampled).
+    Messages(u64),
+}
+
+/// A broker ingest's [`BrokerBacklog`] reporter.
+pub type BacklogFn = Arc<dyn Fn() -> BrokerBacklog + Send + Sync>;
+
 /// The status reporters of components outside the HTTP server. A component never takes the
 /// server out of rotation: a broker outage leaves HTTP ingest and queries working.
 #[derive(Default)]
 pub struct Components {
     reporters: std::sync::RwLock<Vec<(String, StatusFn)>>,
+    brokers: std::sync::RwLock<Vec<(&'static str, BacklogFn)>>,
 }
 
 impl Components {
@@ -61,6 +104,20 @@ impl Components {
         let mut reporters = self.reporters.write().unwrap_or_else(|e| e.into_inner());
         reporters.retain(|(n, _)| n != name);
         reporters.push((name.to_owned(), status));
+    }
+
+    /// Adds (or replaces) the backlog reporter of a broker ingest; `transport` (`mqtt`,
+    /// `amqp`) is its metrics label.
+    pub fn register_broker(&self, transport: &'static str, backlog: BacklogFn) {
+        let mut brokers = self.brokers.write().unwrap_or_else(|e| e.into_inner());
+        brokers.retain(|(t, _)| *t != transport);
+        brokers.push((transport, backlog));
+    }
+
+    /// Every broker ingest's backlog now, by transport.
+    pub fn broker_backlogs(&self) -> Vec<(&'static str, BrokerBacklog)> {
+        let brokers = self.brokers.read().unwrap_or_else(|e| e.into_inner());
+        brokers.iter().map(|(t, f)| (*t, f())).collect()
     }
 
     /// Every component's current status, by name.

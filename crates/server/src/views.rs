@@ -1,6 +1,7 @@
 //! API representations shared by several route files.
 
-use espwatch_core::Timestamp;
+use espwatch_core::diagnostics::{Diagnosis, Severity};
+use espwatch_core::{Timestamp, WellId};
 use espwatch_store::Alarm;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -9,10 +10,14 @@ use utoipa::ToSchema;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlarmView {
     id: i64,
-    well_id: String,
-    condition: String,
+    #[schema(value_type = String)]
+    well_id: WellId,
+    /// A condition name, or `anomaly`.
+    #[schema(value_type = String)]
+    condition: Diagnosis,
     /// `critical`, `major` or `minor`.
-    severity: String,
+    #[schema(value_type = String)]
+    severity: Severity,
     /// `raised`, `acknowledged` or `cleared`.
     state: String,
     confidence: f64,

@@ -2,7 +2,8 @@
 //! one-open-alarm-per-well-and-condition rule enforced by a partial unique index.
 
 use async_trait::async_trait;
-use espwatch_core::Timestamp;
+use espwatch_core::diagnostics::Diagnosis;
+use espwatch_core::{Timestamp, WellId};
 use espwatch_store::{
     AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm, StoreError, StoreResult,
 };
@@ -14,16 +15,24 @@ use crate::types::{db_err, get};
 const COLUMNS: &str = "id, well_id, condition, severity, state, confidence, started_at, ended_at, \
                        acknowledged_by, acknowledged_at, comment, detail";
 
+/// Text column `i` parsed by `parse`; a value it refuses is an internal error naming it.
+fn parsed<T, E: std::fmt::Display>(
+    r: &Row,
+    i: usize,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> StoreResult<T> {
+    let text: String = get(r, i)?;
+    parse(&text).map_err(|e| StoreError::Internal(format!("alarm column {i} ({text:?}): {e}")))
+}
+
 fn alarm_from_row(r: &Row) -> StoreResult<Alarm> {
-    let state: String = get(r, 4)?;
     let detail: String = get(r, 11)?;
     Ok(Alarm {
         id: get(r, 0)?,
-        well_id: get(r, 1)?,
-        condition: get(r, 2)?,
-        severity: get(r, 3)?,
-        state: AlarmState::parse(&state)
-            .ok_or_else(|| StoreError::Internal(format!("unknown alarm state {state:?}")))?,
+        well_id: parsed(r, 1, WellId::parse)?,
+        condition: parsed(r, 2, str::parse)?,
+        severity: parsed(r, 3, str::parse)?,
+        state: parsed(r, 4, |s| AlarmState::parse(s).ok_or("unknown alarm state"))?,
         confidence: get(r, 5)?,
         started_at: Timestamp(get(r, 6)?),
         ended_at: get::<Option<i64>>(r, 7)?.map(Timestamp),
@@ -40,6 +49,7 @@ impl AlarmStore for PostgresStore {
     async fn raise_alarm(&self, alarm: NewAlarm) -> StoreResult<(Alarm, bool)> {
         let client = self.client("raising an alarm").await?;
         let detail = alarm.detail.to_string();
+        let (well, condition) = (alarm.well_id.as_str(), alarm.condition.name());
         // Insert unless an open alarm exists; the partial unique index makes the race safe.
         let inserted = client
             .query_opt(
@@ -49,7 +59,7 @@ impl AlarmStore for PostgresStore {
                      ON CONFLICT (well_id, condition) WHERE state <> 'cleared' DO NOTHING
                      RETURNING {COLUMNS}"
                 ),
-                &[&alarm.well_id, &alarm.condition, &alarm.severity, &alarm.confidence, &alarm.started_at.0, &detail],
+                &[&well, &condition, &alarm.severity.name(), &alarm.confidence, &alarm.started_at.0, &detail],
             )
             .await
             .map_err(|e| db_err("raising an alarm", e))?;
@@ -63,7 +73,7 @@ impl AlarmStore for PostgresStore {
                      WHERE well_id = $1 AND condition = $2 AND state <> 'cleared'
                      RETURNING {COLUMNS}"
                 ),
-                &[&alarm.well_id, &alarm.condition, &alarm.confidence],
+                &[&well, &condition, &alarm.confidence],
             )
             .await
             .map_err(|e| db_err("updating an open alarm", e))?;
@@ -72,11 +82,12 @@ impl AlarmStore for PostgresStore {
 
     async fn clear_alarm(
         &self,
-        well_id: &str,
-        condition: &str,
+        well_id: &WellId,
+        condition: Diagnosis,
         ended_at: Timestamp,
     ) -> StoreResult<Option<Alarm>> {
         let client = self.client("clearing an alarm").await?;
+        let (well_id, condition) = (well_id.as_str(), condition.name());
         let row = client
             .query_opt(
                 &format!(
@@ -149,6 +160,7 @@ impl AlarmStore for PostgresStore {
     async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>> {
         let client = self.client("listing alarms").await?;
         let state = filter.state.map(|s| s.name().to_owned());
+        let well_id = filter.well_id.as_ref().map(WellId::as_str);
         let rows = client
             .query(
                 &format!(
@@ -156,7 +168,7 @@ impl AlarmStore for PostgresStore {
                      WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR well_id = $2)
                      ORDER BY started_at DESC, id DESC"
                 ),
-                &[&state, &filter.well_id],
+                &[&state, &well_id],
             )
             .await
             .map_err(|e| db_err("listing alarms", e))?;

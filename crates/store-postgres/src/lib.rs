@@ -625,7 +625,7 @@ impl Store for PostgresStore {
     async fn create_well(&self, meta: WellMeta) -> StoreResult<WellRecord> {
         let mut client = self.client("create_well").await?;
         let err = |e| db_err("create_well", e);
-        let id = meta.well_id.0.clone();
+        let id = meta_id(&meta)?.to_string();
         let json = serde_json::to_string(&meta)
             .map_err(|e| StoreError::Internal(format!("encoding well metadata: {e}")))?;
         let now = PgTs(now().0);
@@ -673,6 +673,7 @@ impl Store for PostgresStore {
     }
 
     async fn update_well(&self, meta: WellMeta) -> StoreResult<Option<WellRecord>> {
+        let id = meta_id(&meta)?;
         let client = self.client("update_well").await?;
         let json = serde_json::to_string(&meta)
             .map_err(|e| StoreError::Internal(format!("encoding well metadata: {e}")))?;
@@ -681,7 +682,7 @@ impl Store for PostgresStore {
                 "UPDATE wells SET meta = $2::text::jsonb, updated_at = $3, auto_registered = false
                  WHERE well_id = $1
                  RETURNING meta::text, created_at, updated_at, auto_registered",
-                &[&meta.well_id.0, &json, &PgTs(now().0)],
+                &[&id.as_str(), &json, &PgTs(now().0)],
             )
             .await
             .map_err(|e| db_err("update_well", e))?;
@@ -918,6 +919,13 @@ fn probe(
 // Keeps the channel column list and the schema in one place for the bench's raw COPY.
 #[cfg(feature = "testing")]
 pub const TELEMETRY_COLUMNS: [&str; 13] = crate::schema::COLUMNS;
+
+/// The well id a registry document is filed under. Callers validate documents at the edge; one
+/// that names no well id is a caller bug, refused as the embedded store refuses it.
+fn meta_id(meta: &WellMeta) -> StoreResult<WellId> {
+    meta.id()
+        .map_err(|e| StoreError::Internal(format!("invalid well id {:?}: {e}", meta.well_id.0)))
+}
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,8 @@
 //! Sessions expired or revoked more than 30 days ago are pruned (with their refresh tokens)
 //! when a session is created, as in the embedded store.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use espwatch_core::Timestamp;
@@ -40,7 +42,7 @@ const KEY_COLUMNS: &str =
 const AUDIT_COLUMNS: &str = "id, ts, kind, request_id, method, route, status, actor, role, \
                              source, duration_ms, detail, prev_hash, hash";
 /// Dead sessions are kept this long (for reuse detection), then pruned.
-const SESSION_RETENTION_MICROS: i64 = 30 * 86_400_000_000;
+const SESSION_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 const VERIFY_PAGE: i64 = 10_000;
 
 fn parse_role(text: &str) -> StoreResult<Role> {
@@ -375,7 +377,7 @@ impl SecurityStore for PostgresStore {
             .transaction()
             .await
             .map_err(|e| db_err("creating a session", e))?;
-        let horizon = now.0.saturating_sub(SESSION_RETENTION_MICROS);
+        let horizon = now.saturating_sub(SESSION_RETENTION).0;
         tx.execute(
             "DELETE FROM sessions WHERE expires_at < $1 OR revoked_at < $1",
             &[&horizon],

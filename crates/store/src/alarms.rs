@@ -6,7 +6,8 @@
 //! and condition: raising again updates it instead of creating another (no storms).
 
 use async_trait::async_trait;
-use espwatch_core::Timestamp;
+use espwatch_core::diagnostics::{Diagnosis, Severity};
+use espwatch_core::{Timestamp, WellId};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreResult;
@@ -41,11 +42,10 @@ impl AlarmState {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alarm {
     pub id: i64,
-    pub well_id: String,
-    /// Condition name (or `anomaly`).
-    pub condition: String,
-    /// `critical`, `major` or `minor`.
-    pub severity: String,
+    pub well_id: WellId,
+    /// One of the twelve conditions, or `anomaly`.
+    pub condition: Diagnosis,
+    pub severity: Severity,
     pub state: AlarmState,
     /// Highest confidence seen.
     pub confidence: f64,
@@ -63,9 +63,9 @@ pub struct Alarm {
 /// What the diagnostics raise.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewAlarm {
-    pub well_id: String,
-    pub condition: String,
-    pub severity: String,
+    pub well_id: WellId,
+    pub condition: Diagnosis,
+    pub severity: Severity,
     pub confidence: f64,
     pub started_at: Timestamp,
     pub detail: serde_json::Value,
@@ -74,7 +74,7 @@ pub struct NewAlarm {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AlarmFilter {
     pub state: Option<AlarmState>,
-    pub well_id: Option<String>,
+    pub well_id: Option<WellId>,
 }
 
 /// Why an acknowledgement failed.
@@ -96,8 +96,8 @@ pub trait AlarmStore: Send + Sync + 'static {
     /// Clears the open alarm of a well and condition, if any.
     async fn clear_alarm(
         &self,
-        well_id: &str,
-        condition: &str,
+        well_id: &WellId,
+        condition: Diagnosis,
         ended_at: Timestamp,
     ) -> StoreResult<Option<Alarm>>;
     async fn acknowledge_alarm(

@@ -17,6 +17,8 @@
 //!
 //! Passwords, tokens and keys are never stored or logged in the clear.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use espwatch_core::Timestamp;
 use espwatch_core::access::Role;
@@ -66,23 +68,22 @@ pub enum UserChange {
     SetWells(Option<Vec<String>>),
 }
 
-/// Lockout rule: `max_failures` failed logins within `window_micros` lock the account for
-/// `lock_micros`.
+/// Lockout rule: `max_failures` failed logins within `window` lock the account for `lock`.
 #[derive(Copy, Clone, Debug, PartialEq)]
 pub struct LockoutPolicy {
     pub max_failures: u32,
-    pub window_micros: i64,
-    pub lock_micros: i64,
+    pub window: Duration,
+    pub lock: Duration,
 }
 
 impl LockoutPolicy {
     /// Counts one failed login into `user` (the rule both backends apply in their
     /// transaction):
     /// - while locked (`locked_until > now`) the count goes up but the lock is not extended;
-    /// - after a lock expired, or when the window started `window_micros` or more ago (or
+    /// - after a lock expired, or when the window started `window` or more ago (or
     ///   never), a new window starts at `now` with a count of 1 and the old lock is cleared;
     /// - when the count reaches `max_failures` the account is locked until
-    ///   `now + lock_micros`; the count stays at the limit (so the returned user shows why)
+    ///   `now + lock`; the count stays at the limit (so the returned user shows why)
     ///   until the next failure after the lock, or a successful login, resets it.
     ///
     /// `max_failures == 0` never locks.
@@ -91,9 +92,9 @@ impl LockoutPolicy {
             user.failed_logins = user.failed_logins.saturating_add(1);
             return;
         }
-        let in_window = user
-            .failed_since
-            .is_some_and(|since| now.0.saturating_sub(since.0) < self.window_micros);
+        let in_window = user.failed_since.is_some_and(|since| {
+            now.0.saturating_sub(since.0) < Timestamp::duration_micros(self.window)
+        });
         if user.locked_until.is_some() || !in_window {
             user.failed_logins = 1;
             user.failed_since = Some(now);
@@ -102,7 +103,7 @@ impl LockoutPolicy {
             user.failed_logins = user.failed_logins.saturating_add(1);
         }
         if self.max_failures > 0 && user.failed_logins >= self.max_failures {
-            user.locked_until = Some(Timestamp(now.0.saturating_add(self.lock_micros)));
+            user.locked_until = Some(now.saturating_add(self.lock));
         }
     }
 }
@@ -494,16 +495,22 @@ pub fn is_request_kind(kind: &str) -> bool {
     AUDIT_REQUEST_KINDS.contains(&kind)
 }
 
-/// What a prune removes from the old prefix of the chain.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+/// What a prune removes from the old prefix of the chain. The default keeps every security
+/// event: a routine prune (the server's `audit_retention`, a plain `espwatch audit prune`)
+/// must not be a way to erase login failures, lockouts or role changes; deleting them too is
+/// a separate, explicitly named choice.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditPruneScope {
-    /// Every record of the prefix (`espwatch audit prune`).
-    All,
     /// Only request records ([`AUDIT_REQUEST_KINDS`]); every security event of the prefix is
     /// appended again as an `audit_carried` record holding the original (id, links, canonical
-    /// text), which the verifier checks against the original's hash (`audit_retention`).
+    /// text), which the verifier checks against the original's hash (`audit_retention`,
+    /// `espwatch audit prune`). A prefix without request records is left alone.
+    #[default]
     Requests,
+    /// Every record of the prefix, security events included
+    /// (`espwatch audit prune --include-security-events`).
+    IncludingSecurityEvents,
 }
 
 /// What [`SecurityStore::prune_audit`] removed, and the record it appended.
@@ -1223,8 +1230,8 @@ mod tests {
     fn lockout_rule() {
         let policy = LockoutPolicy {
             max_failures: 2,
-            window_micros: 10,
-            lock_micros: 100,
+            window: Duration::from_micros(10),
+            lock: Duration::from_micros(100),
         };
         let mut u = User {
             name: "ana".into(),
@@ -1241,7 +1248,7 @@ mod tests {
         let state = |u: &User| (u.failed_logins, u.failed_since, u.locked_until);
         policy.count_failure(&mut u, Timestamp(1000));
         assert_eq!(state(&u), (1, Some(Timestamp(1000)), None));
-        // Exactly `window_micros` later is outside the window.
+        // Exactly `window` later is outside the window.
         policy.count_failure(&mut u, Timestamp(1010));
         assert_eq!(state(&u), (1, Some(Timestamp(1010)), None));
         policy.count_failure(&mut u, Timestamp(1019));

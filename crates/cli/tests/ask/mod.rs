@@ -233,9 +233,9 @@ async fn alarm_and_condition_questions_match_the_alarms_route() {
     for (well, condition) in [("ESP-001", "gas_lock"), ("ESP-003", "overload")] {
         alarms
             .raise_alarm(espwatch_store::NewAlarm {
-                well_id: well.into(),
-                condition: condition.into(),
-                severity: "critical".into(),
+                well_id: well.parse().unwrap(),
+                condition: condition.parse().unwrap(),
+                severity: "critical".parse().unwrap(),
                 confidence: 0.9,
                 started_at: Timestamp(now.0 - HOUR),
                 detail: json!({ "action": "check it" }),
@@ -282,9 +282,9 @@ async fn scopes_permissions_and_refusals() {
     let alarms = app.alarms.clone().expect("alarm store");
     alarms
         .raise_alarm(espwatch_store::NewAlarm {
-            well_id: "ESP-004".into(),
-            condition: "gas_lock".into(),
-            severity: "critical".into(),
+            well_id: "ESP-004".parse().unwrap(),
+            condition: "gas_lock".parse().unwrap(),
+            severity: "critical".parse().unwrap(),
             confidence: 0.9,
             started_at: Timestamp::from_datetime(chrono::Utc::now()),
             detail: json!({}),

@@ -64,9 +64,9 @@ async fn raise(app: &TestApp, well: &str, condition: &str, severity: &str) -> i6
         .as_ref()
         .expect("alarm store")
         .raise_alarm(NewAlarm {
-            well_id: well.into(),
-            condition: condition.into(),
-            severity: severity.into(),
+            well_id: well.parse().unwrap(),
+            condition: condition.parse().unwrap(),
+            severity: severity.parse().unwrap(),
             confidence: 0.87,
             started_at: espwatch_core::Timestamp::from_datetime(
                 chrono::Utc::now() - chrono::Duration::minutes(20),

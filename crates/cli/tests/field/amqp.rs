@@ -822,6 +822,28 @@ async fn amqp_burst_beyond_the_prefetch_stays_in_the_queue_and_is_all_stored() {
         BURST as u64 - PREFETCH,
         "the rest waits in the queue"
     );
+    // The same backlog in `/metrics`.
+    let m = |name: &str| format!("{name}{{transport=\"amqp\"}}");
+    assert_eq!(
+        super::metric(&server, &m("espwatch_broker_backlog_messages")).await,
+        status["backlog"]["messages"].as_f64()
+    );
+    assert!(
+        super::metric(&server, &m("espwatch_broker_backlog_messages")).await >= Some(1.0),
+        "{status}"
+    );
+    assert_eq!(
+        super::metric(&server, &m("espwatch_broker_backlog_capacity_messages")).await,
+        Some(PREFETCH as f64)
+    );
+    assert_eq!(
+        super::metric(&server, &m("espwatch_broker_queue_messages")).await,
+        Some((BURST as u64 - PREFETCH) as f64)
+    );
+    assert_eq!(
+        super::metric(&server, &m("espwatch_broker_settled_messages_total")).await,
+        Some(0.0)
+    );
     drop(lock);
 
     let points = wait_points(&server, "ESP-OV", BURST as usize).await;
@@ -838,6 +860,21 @@ async fn amqp_burst_beyond_the_prefetch_stays_in_the_queue_and_is_all_stored() {
         "{status}"
     );
     assert_eq!(gw.ready(&names.queue).await, 0);
+    // Drained: `/metrics` follows.
+    assert_eq!(
+        super::metric(&server, &m("espwatch_broker_backlog_messages")).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        super::metric(&server, &m("espwatch_broker_queue_messages")).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        super::metric(&server, &m("espwatch_broker_settled_messages_total")).await,
+        Some(BURST as f64)
+    );
+    let received = super::metric(&server, &m("espwatch_broker_received_messages_total")).await;
+    assert!(received >= Some(BURST as f64), "{received:?}");
     eprintln!(
         "amqp overload: burst {BURST}, prefetch {PREFETCH}, peak backlog {} messages, received {}, accepted {}",
         status["backlog"]["peak_messages"], status["received"], status["readings_accepted"]

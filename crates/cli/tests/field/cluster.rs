@@ -216,9 +216,9 @@ async fn two_nodes_on_one_database_share_readings_streams_revocations_and_alarms
         .clone()
         .expect("alarm store")
         .raise_alarm(NewAlarm {
-            well_id: "CL-1".into(),
-            condition: "gas_lock".into(),
-            severity: "major".into(),
+            well_id: "CL-1".parse().unwrap(),
+            condition: "gas_lock".parse().unwrap(),
+            severity: "major".parse().unwrap(),
             confidence: 0.9,
             started_at: espwatch_core::Timestamp::from_secs(1_764_000_000),
             detail: json!({}),

@@ -571,6 +571,22 @@ impl Drop for OwnMosquitto {
     }
 }
 
+/// One series of the server's `/metrics` (read with its admin key), e.g.
+/// `espwatch_broker_backlog_messages{transport="mqtt"}`; `None` when absent.
+async fn metric(server: &ChildServer, series: &str) -> Option<f64> {
+    let response = server
+        .client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status().as_u16(), 200);
+    let text = response.text().await.expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+}
+
 /// Peak resident memory of a process (kB), from `/proc`.
 fn vm_hwm_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -643,6 +659,29 @@ async fn mqtt_burst_beyond_the_backlog_bound_stays_in_the_broker_and_is_all_stor
         "the rest left with the broker: {status}"
     );
     assert_eq!(status["messages"], 0, "nothing committed yet: {status}");
+    // The same backlog in `/metrics`.
+    let m = |name: &str| format!("{name}{{transport=\"mqtt\"}}");
+    assert_eq!(
+        metric(&server, &m("espwatch_broker_backlog_messages")).await,
+        Some(bound as f64)
+    );
+    assert_eq!(
+        metric(&server, &m("espwatch_broker_backlog_capacity_messages")).await,
+        Some(bound as f64)
+    );
+    assert!(metric(&server, &m("espwatch_broker_backlog_bytes")).await > Some(0.0));
+    assert_eq!(
+        metric(&server, &m("espwatch_broker_deferred_messages_total")).await,
+        Some((BURST as u64 - bound) as f64)
+    );
+    assert_eq!(
+        metric(&server, &m("espwatch_broker_settled_messages_total")).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&server, &m("espwatch_broker_connected")).await,
+        Some(1.0)
+    );
     drop(lock);
 
     let points = wait_points(&server, "ESP-OV", BURST as usize).await;
@@ -668,9 +707,29 @@ async fn mqtt_burst_beyond_the_backlog_bound_stays_in_the_broker_and_is_all_stor
             >= 1,
         "{status}"
     );
+    // Drained: `/metrics` follows.
+    assert_eq!(
+        metric(&server, &m("espwatch_broker_backlog_messages")).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&server, &m("espwatch_broker_settled_messages_total")).await,
+        status["messages"].as_f64()
+    );
+    let reconnects = metric(&server, &m("espwatch_broker_redelivery_reconnects_total")).await;
+    assert!(reconnects >= Some(1.0), "{reconnects:?}");
+    let received = metric(&server, &m("espwatch_broker_received_messages_total")).await;
+    assert!(received >= Some(BURST as f64), "{received:?}");
+    let status = mqtt_status(&server).await;
+    assert_eq!(
+        metric(&server, &m("espwatch_broker_redelivered_messages_total")).await,
+        status["redelivered"].as_f64(),
+        "{status}"
+    );
     eprintln!(
-        "mqtt overload: burst {BURST}, received {} (re-deliveries included), peak backlog {} messages / {} bytes, deferred {}, reconnects {}, accepted {}, duplicates {}, server VmHWM {:?} kB",
+        "mqtt overload: burst {BURST}, received {} (re-deliveries included, {} marked DUP), peak backlog {} messages / {} bytes, deferred {}, reconnects {}, accepted {}, duplicates {}, server VmHWM {:?} kB",
         status["received"],
+        status["redelivered"],
         backlog["peak_messages"],
         backlog["peak_bytes"],
         backlog["deferred"],

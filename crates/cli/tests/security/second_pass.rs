@@ -1071,8 +1071,9 @@ fn audit_anchors_sent_to_syslog_detect_truncation_without_the_anchor_file() {
     );
 }
 
-/// Issue 18 item 4, retention: `audit prune` removes the oldest records and appends a keyed
-/// `audit_pruned` record; the rest still verifies, and editing, deleting in the middle,
+/// Issue 18 item 4, retention: `audit prune --include-security-events` removes the oldest
+/// records, security events included, and appends a keyed `audit_pruned` record (a plain
+/// prune of a range holding only security events removes nothing); the rest still verifies, and editing, deleting in the middle,
 /// deleting the prune record or forging it without the key is detected.
 #[test]
 fn audit_prune_keeps_the_chain_verifiable_and_tampering_detected() {
@@ -1124,8 +1125,26 @@ fn audit_prune_keeps_the_chain_verifiable_and_tampering_detected() {
         work.path(),
     );
     assert!(!ok);
+    // These records are all security events (key creations): a plain prune keeps them.
     let (ok, stdout, stderr) = run_cli(
         &["audit", "prune", "--before", &cut, "--data-dir", dir_s],
+        &env,
+        work.path(),
+    );
+    assert!(
+        ok && stdout.contains("security events are kept"),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, stderr) = run_cli(
+        &[
+            "audit",
+            "prune",
+            "--before",
+            &cut,
+            "--include-security-events",
+            "--data-dir",
+            dir_s,
+        ],
         &env,
         work.path(),
     );
@@ -1241,6 +1260,7 @@ fn audit_prune_keeps_the_chain_verifiable_and_tampering_detected() {
             "prune",
             "--before",
             &chrono::Utc::now().to_rfc3339(),
+            "--include-security-events",
             "--data-dir",
             dir_s,
         ],
@@ -1429,4 +1449,142 @@ async fn audit_retention_removes_old_request_records_and_keeps_security_events()
     }
     let (ok, stdout, _) = verify(&edited);
     assert!(!ok && stdout.contains("BROKEN"), "{stdout}");
+}
+
+both_backends! {
+    /// Issue 18 item 4, security events kept: a plain `espwatch audit prune` removes only the
+    /// request records of the range; the login failures, user creations and role changes in it
+    /// are carried forward (`audit_carried`), still found by `GET /audit?kind=`, and the trail
+    /// still verifies. Deleting them too takes `--include-security-events`, and the trail
+    /// verifies after that as well.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_plain_audit_prune_keeps_security_events() {
+        let app = spawn_app().await;
+        let store_args = app.cli_store_args();
+        let cli = async |args: Vec<String>| {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                run_cli(&args, &[], std::path::Path::new("."))
+            })
+            .await
+            .unwrap()
+        };
+        let with_store = |args: &[&str]| {
+            let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            all.extend(store_args.iter().cloned());
+            all
+        };
+        let (status, body) = app
+            .send(app.client.post(app.url("/api/v1/users")).json(
+                &json!({"name": "oper", "role": "viewer", "password": PASSWORD}),
+            ))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = app
+            .send(
+                app.client
+                    .patch(app.url("/api/v1/users/oper"))
+                    .json(&json!({"role": "operator"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        for _ in 0..2 {
+            assert_eq!(app.login("oper", "not the password at all").await.0, 401);
+        }
+        // Request records are written within 50 ms; let the last ones land before the cut.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let cut = chrono::Utc::now().to_rfc3339();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(app.get("/api/v1/auth/me").await.0, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+        let of_kind = async |kind: &str| -> Vec<Value> {
+            let (status, body) = app
+                .get(&format!("/api/v1/audit?kind={kind}&limit=10000"))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["records"].as_array().unwrap().clone()
+        };
+        let old_requests = async || -> usize {
+            let until = cut.replace('+', "%2B");
+            let (status, body) = app
+                .get(&format!("/api/v1/audit?kind=request&until={until}&limit=10000"))
+                .await;
+            assert_eq!(status, 200, "{body}");
+            body["records"].as_array().unwrap().len()
+        };
+        let (_, everything) = app.get("/api/v1/audit?limit=10000").await;
+        assert!(old_requests().await >= 2, "requests before the cut: {everything}");
+
+        // A plain prune: the requests go, the security events stay.
+        let (ok, stdout, stderr) = cli(with_store(&["audit", "prune", "--before", &cut])).await;
+        assert!(ok && stdout.contains("pruned audit records"), "{stdout}{stderr}");
+        assert_eq!(old_requests().await, 0, "{stdout}");
+        let kept = [
+            ("login_failure", 2),
+            ("user_create", 1),
+            ("user_change", 1),
+            ("server_start", 1),
+        ];
+        for (kind, n) in kept {
+            let records = of_kind(kind).await;
+            assert_eq!(records.len(), n, "{kind} kept: {records:?}");
+            for r in &records {
+                assert_eq!(r["kind"], "audit_carried", "{r}");
+                assert_eq!(r["detail"]["kind"], kind, "{r}");
+            }
+        }
+        // And the API description says how carried events are found and shown.
+        let (_, doc) = app
+            .send(app.anonymous.get(app.url("/api/v1/openapi.json")))
+            .await;
+        let kind = doc["paths"]["/api/v1/audit"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "kind")
+            .unwrap()
+            .clone();
+        assert!(
+            kind["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("audit_carried") && d.contains("detail.kind")),
+            "{kind}"
+        );
+        let pruned = of_kind("audit_pruned").await;
+        assert_eq!(pruned.len(), 1, "{pruned:?}");
+        assert_eq!(pruned[0]["detail"]["carried"], 5, "{pruned:?}");
+        let (ok, stdout, stderr) = cli(with_store(&["audit", "verify"])).await;
+        assert!(ok && stdout.contains("audit trail intact"), "{stdout}{stderr}");
+
+        // Deleting security events is a separate, named choice; not with --requests-only.
+        let now = chrono::Utc::now().to_rfc3339();
+        let (ok, _, stderr) = cli(with_store(&[
+            "audit",
+            "prune",
+            "--before",
+            &now,
+            "--requests-only",
+            "--include-security-events",
+        ]))
+        .await;
+        assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
+        let (ok, stdout, stderr) = cli(with_store(&[
+            "audit",
+            "prune",
+            "--before",
+            &now,
+            "--include-security-events",
+        ]))
+        .await;
+        assert!(
+            ok && stdout.contains("0 security events carried forward"),
+            "{stdout}{stderr}"
+        );
+        assert!(of_kind("login_failure").await.is_empty());
+        assert!(of_kind("user_change").await.is_empty());
+        let (ok, stdout, stderr) = cli(with_store(&["audit", "verify"])).await;
+        assert!(ok && stdout.contains("audit trail intact"), "{stdout}{stderr}");
+        app.stop().await;
+    }
 }

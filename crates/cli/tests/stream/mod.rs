@@ -642,9 +642,9 @@ async fn acknowledging_from_a_raised_alarm_store_entry_is_streamed_to_operators(
     let alarms = app.alarms.clone().expect("alarm store");
     let (alarm, _) = alarms
         .raise_alarm(NewAlarm {
-            well_id: "W-9".into(),
-            condition: "gas_lock".into(),
-            severity: "major".into(),
+            well_id: "W-9".parse().unwrap(),
+            condition: "gas_lock".parse().unwrap(),
+            severity: "major".parse().unwrap(),
             confidence: 0.9,
             started_at: espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
             detail: json!({}),

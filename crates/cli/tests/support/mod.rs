@@ -195,6 +195,22 @@ impl TestApp {
         format!("http://{}{path}", self.address)
     }
 
+    /// The arguments that point an `espwatch` command at this server's store: `--data-dir`,
+    /// or `--database-url` of the test's PostgreSQL database.
+    pub fn cli_store_args(&self) -> Vec<String> {
+        let database = BACKEND
+            .try_with(|c| c.database.lock().unwrap().clone())
+            .ok()
+            .flatten();
+        match database {
+            Some(db) => vec!["--database-url".into(), db.url.clone()],
+            None => vec![
+                "--data-dir".into(),
+                self.data_dir.to_str().expect("UTF-8 path").into(),
+            ],
+        }
+    }
+
     /// Graceful stop; returns the temp dir so a test can restart on it.
     pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         if let Some(stop) = self.stop.take() {

@@ -30,7 +30,7 @@ mod tests_issue;
 
 use std::fmt;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::condition::Condition;
 
@@ -78,22 +78,22 @@ impl Diagnosis {
 
     /// Alarm severity: `critical` stops production or destroys equipment, `major` costs
     /// production or run life, `minor` needs a look.
-    pub fn severity(self) -> &'static str {
+    pub fn severity(self) -> Severity {
         match self {
             Diagnosis::Condition(c) => match c {
                 Condition::BrokenShaft
                 | Condition::ClosedValve
                 | Condition::GasLock
                 | Condition::MotorOverheat
-                | Condition::Overload => "critical",
+                | Condition::Overload => Severity::Critical,
                 Condition::PumpOff
                 | Condition::TubingLeak
                 | Condition::GasInterference
                 | Condition::ScalePlugging
-                | Condition::PowerFluctuation => "major",
-                Condition::PumpWear | Condition::SensorFault => "minor",
+                | Condition::PowerFluctuation => Severity::Major,
+                Condition::PumpWear | Condition::SensorFault => Severity::Minor,
             },
-            Diagnosis::Anomaly => "minor",
+            Diagnosis::Anomaly => Severity::Minor,
         }
     }
 }
@@ -107,6 +107,70 @@ impl fmt::Display for Diagnosis {
 impl Serialize for Diagnosis {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Diagnosis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for Diagnosis {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Diagnosis::from_name(s).ok_or_else(|| {
+            let known: Vec<&str> = Condition::ALL.iter().map(|c| c.name()).collect();
+            format!(
+                "unknown condition `{s}`; known: {}, anomaly",
+                known.join(", ")
+            )
+        })
+    }
+}
+
+/// How bad an alarm is, least severe first (so `>=` means "at least as severe"): `critical`
+/// stops production or destroys equipment, `major` costs production or run life, `minor` needs
+/// a look. Spelled in lower case in JSON, storage and metric labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Severity {
+    /// Least severe first.
+    pub const ALL: [Severity; 3] = [Severity::Minor, Severity::Major, Severity::Critical];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Minor => "minor",
+            Severity::Major => "major",
+            Severity::Critical => "critical",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Severity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Severity::from_name(s)
+            .ok_or_else(|| format!("unknown severity `{s}`; known: minor, major, critical"))
     }
 }
 
@@ -223,5 +287,33 @@ pub fn action_for(d: Diagnosis) -> &'static str {
             "The pump behaves unlike its own healthy baseline but matches no known pattern. \
              Review the highlighted channels with a production engineer."
         }
+    }
+}
+
+#[cfg(test)]
+mod vocabulary_tests {
+    use super::*;
+
+    #[test]
+    fn diagnosis_and_severity_names_round_trip_through_serde() {
+        let all = Condition::ALL
+            .into_iter()
+            .map(Diagnosis::Condition)
+            .chain([Diagnosis::Anomaly]);
+        for d in all {
+            let json = serde_json::to_string(&d).unwrap();
+            assert_eq!(json, format!("\"{}\"", d.name()));
+            assert_eq!(serde_json::from_str::<Diagnosis>(&json).unwrap(), d);
+            assert_eq!(d.name().parse::<Diagnosis>(), Ok(d));
+        }
+        assert!("Gas_Lock".parse::<Diagnosis>().is_err());
+        assert!(serde_json::from_str::<Diagnosis>("\"gas-lock\"").is_err());
+        for s in Severity::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.name()));
+            assert_eq!(serde_json::from_str::<Severity>(&json).unwrap(), s);
+        }
+        assert!(Severity::Minor < Severity::Major && Severity::Major < Severity::Critical);
+        assert!("severe".parse::<Severity>().is_err());
     }
 }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::Severity;
+
 /// Thresholds of the diagnostics engine. Ratios are relative to the well's own healthy
 /// baseline after affinity-law normalisation to the running frequency, unless noted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -502,12 +504,12 @@ impl Thresholds {
         1.0 - (1.0 - self.head_ratio_low) * self.head_departure_share
     }
 
-    /// The alarm policy of a severity (`critical`, `major`, `minor`).
-    pub fn alarm_policy(&self, severity: &str) -> AlarmPolicy {
+    /// The alarm policy of a severity.
+    pub fn alarm_policy(&self, severity: Severity) -> AlarmPolicy {
         let (min_confidence, persist_secs) = match severity {
-            "critical" => (self.min_confidence_critical, self.raise_secs),
-            "major" => (self.min_confidence_major, self.raise_secs_major),
-            _ => (self.min_confidence_minor, self.raise_secs_minor),
+            Severity::Critical => (self.min_confidence_critical, self.raise_secs),
+            Severity::Major => (self.min_confidence_major, self.raise_secs_major),
+            Severity::Minor => (self.min_confidence_minor, self.raise_secs_minor),
         };
         AlarmPolicy {
             min_confidence,

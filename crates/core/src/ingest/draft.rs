@@ -406,11 +406,11 @@ impl<'c> Draft<'c> {
         };
         if let Some(ts) = ts {
             let now = self.ctx.opts.now;
-            let limit = now.0.saturating_add(self.ctx.opts.max_future_micros);
-            if ts.0 > limit {
+            let limit = now.saturating_add(self.ctx.opts.max_future);
+            if ts > limit {
                 let reason = format!(
                     "{ts} is in the future: more than {} s after the receive time {now}",
-                    self.ctx.opts.max_future_micros / Timestamp::MICROS_PER_SECOND
+                    self.ctx.opts.max_future.as_secs()
                 );
                 self.error("ts", reason);
             }

@@ -28,6 +28,8 @@ mod keys;
 #[cfg(test)]
 mod tests;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 pub use self::csv::CsvDecoder;
@@ -85,7 +87,7 @@ pub struct DecodeOptions {
     pub now: Timestamp,
     /// Readings stamped later than `now` + this are rejected (clock-skewed or garbage devices
     /// would otherwise poison "latest value" views for a long time).
-    pub max_future_micros: i64,
+    pub max_future: Duration,
     /// [`decode`] fails with [`DecodeError::TooManyReadings`] past this many readings. A guard
     /// on memory: a decoded item costs ~150–350 bytes however small its input (`[{},{},...]`
     /// is 3 bytes per rejected reading), so the body size limit alone does not bound it.
@@ -150,7 +152,7 @@ impl CsvDialect {
 
 impl DecodeOptions {
     /// 5 minutes: generous for unsynchronised field clocks, small enough to catch wrong zones.
-    pub const DEFAULT_MAX_FUTURE_MICROS: i64 = 5 * 60 * Timestamp::MICROS_PER_SECOND;
+    pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(5 * 60);
 
     /// 100 000 readings: 10 000 s of data from 10 wells at 1 Hz in one request, at most a few
     /// tens of MB decoded.
@@ -160,7 +162,7 @@ impl DecodeOptions {
     pub fn new(now: Timestamp) -> Self {
         DecodeOptions {
             now,
-            max_future_micros: Self::DEFAULT_MAX_FUTURE_MICROS,
+            max_future: Self::DEFAULT_MAX_FUTURE,
             max_readings: Self::DEFAULT_MAX_READINGS,
             well: None,
             zone: None,
@@ -426,7 +428,7 @@ pub fn check_decoded_invariants(decoded: &Decoded, opts: &DecodeOptions) {
                 reading.well_id
             );
             assert!(
-                reading.ts.0 <= opts.now.0.saturating_add(opts.max_future_micros),
+                reading.ts <= opts.now.saturating_add(opts.max_future),
                 "accepted a reading from the future: {:?}",
                 reading.ts
             );

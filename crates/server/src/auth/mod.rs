@@ -143,8 +143,8 @@ impl Security {
             refresh_ttl: Duration::from_secs(config.refresh_token_ttl_secs),
             lockout: LockoutPolicy {
                 max_failures: config.lockout_max_failures,
-                window_micros: config.lockout_window_secs as i64 * 1_000_000,
-                lock_micros: config.lockout_secs as i64 * 1_000_000,
+                window: Duration::from_secs(config.lockout_window_secs),
+                lock: Duration::from_secs(config.lockout_secs),
             },
             trust_forwarded_for: config.trust_forwarded_for,
             per_identity: RateLimiter::new(rate(config.rate_limit_per_identity)),

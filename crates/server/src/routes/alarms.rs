@@ -48,11 +48,11 @@ pub async fn list(
         },
         well_id: match params.well_id.as_deref() {
             None => None,
-            Some(w) => Some(parse_well_id(w)?.to_string()),
+            Some(w) => Some(parse_well_id(w)?),
         },
     };
     let mut alarms = state.alarm_store()?.list_alarms(&filter).await?;
-    alarms.retain(|a| principal.may_see_well(&a.well_id));
+    alarms.retain(|a| principal.may_see_well(a.well_id.as_str()));
     Ok(Json(AlarmList {
         alarms: alarms.into_iter().map(Into::into).collect(),
     }))
@@ -107,7 +107,7 @@ pub async fn acknowledge(
     let visible = alarms
         .get_alarm(id)
         .await?
-        .is_some_and(|a| principal.may_see_well(&a.well_id));
+        .is_some_and(|a| principal.may_see_well(a.well_id.as_str()));
     if !visible {
         return Err(ApiError::not_found(format!("no alarm {id}")));
     }

@@ -20,7 +20,12 @@ use crate::state::AppState;
 pub struct AuditParams {
     /// `user:<name>` or `key:<id>`. Analysts may only ask for themselves (the default).
     actor: Option<String>,
-    /// Event kind, e.g. `request`, `login_failure`, `user_change`.
+    /// Event kind, e.g. `request`, `login_failure`, `user_change`. Security events from a
+    /// part of the trail that retention pruned (`audit_retention`, `espwatch audit prune`) are
+    /// kept as `audit_carried` records: asking for the original kind finds them too, shown
+    /// with kind `audit_carried`, the original kind in `detail.kind` and the original record
+    /// (its id, hashes and canonical text) in `detail`. `kind=audit_carried` lists them all;
+    /// `kind=audit_pruned` lists the records naming what each prune removed.
     kind: Option<String>,
     /// RFC 3339, inclusive.
     since: Option<String>,
@@ -37,6 +42,8 @@ pub struct AuditParams {
 pub struct AuditView {
     id: i64,
     ts: String,
+    /// The event kind; `audit_carried` for a security event kept through a prune (its
+    /// original kind in `detail.kind`), `audit_pruned` for the record naming a prune.
     kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     request_id: Option<String>,
@@ -93,11 +100,12 @@ fn parse_ts(name: &str, text: Option<&str>) -> Result<Option<Timestamp>, ApiErro
     .transpose()
 }
 
-/// Audit records, newest first. Admins see all; analysts only their own.
+/// Audit records, newest first. Admins see all; analysts only their own. Security events of
+/// a pruned part of the trail appear as `audit_carried` records (see `kind`).
 #[utoipa::path(get, path = "/api/v1/audit", tag = "admin",
     params(AuditParams),
     responses(
-        (status = 200, description = "Records", body = AuditList),
+        (status = 200, description = "Records, newest first; a security event kept through a prune has kind `audit_carried` and its original kind in `detail.kind`", body = AuditList),
         (status = 400, description = "Invalid query (limit outside 1..=10000, bad time)", body = crate::error::ErrorEnvelope),
         (status = 403, description = "Asking for another identity's records without audit:read", body = crate::error::ErrorEnvelope)
     ))]

@@ -473,7 +473,10 @@ pub async fn me(
         },
         name: principal.name.clone(),
         role: principal.role.name().to_owned(),
-        wells: principal.scope.as_list().map(<[String]>::to_vec),
+        wells: principal
+            .scope
+            .as_list()
+            .map(|list| list.iter().map(ToString::to_string).collect()),
         permissions: Permission::ALL
             .iter()
             .filter(|p| principal.can(**p))

@@ -172,7 +172,7 @@ pub async fn events(
         .alarm_store()?
         .list_alarms(&AlarmFilter {
             state: None,
-            well_id: Some(well_id.to_string()),
+            well_id: Some(well_id.clone()),
         })
         .await?;
     Ok(Json(EventList {

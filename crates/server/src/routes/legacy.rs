@@ -6,6 +6,7 @@
 //! (`POST /telemetry/ingest` is next to the canonical ingest handler in `telemetry.rs`.)
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -77,7 +78,9 @@ pub struct LegacyTelemetryResponse {
 
 const DEFAULT_ROWS: usize = 10_000;
 const MAX_ROWS: usize = 100_000;
-const MAX_RANGE_MICROS: i64 = 400 * 86_400 * 1_000_000;
+const MAX_RANGE: Duration = Duration::from_secs(400 * 86_400);
+/// The range of a query that names no `start`: the day before `end`.
+const DEFAULT_RANGE: Duration = Duration::from_secs(86_400);
 const QUALITY_WINDOW_MICROS: i64 = 3_600_000_000;
 
 /// The old platform's telemetry query, an alias of `GET /api/v1/wells/{id}/telemetry`:
@@ -105,13 +108,19 @@ pub async fn telemetry(
     };
     let start = match &params.start {
         Some(t) => parse_time_param("start", t)?,
-        None => Timestamp(end.0 - 86_400 * 1_000_000),
+        None => end.saturating_sub(DEFAULT_RANGE),
     };
     if start >= end {
         return Err(invalid("start", "`start` must be before `end`".into()));
     }
-    if end.0 - start.0 > MAX_RANGE_MICROS {
-        return Err(invalid("start", "a query may span at most 400 days".into()));
+    if end.0 - start.0 > Timestamp::duration_micros(MAX_RANGE) {
+        return Err(invalid(
+            "start",
+            format!(
+                "a query may span at most {} days",
+                MAX_RANGE.as_secs() / 86_400
+            ),
+        ));
     }
     let limit = params.limit.unwrap_or(DEFAULT_ROWS);
     if !(1..=MAX_ROWS).contains(&limit) {
@@ -217,7 +226,7 @@ async fn episodes_of(
     Ok(alarms
         .list_alarms(&AlarmFilter {
             state: None,
-            well_id: Some(well.to_string()),
+            well_id: Some(well.clone()),
         })
         .await?
         .into_iter()

@@ -1,6 +1,7 @@
 //! Telemetry ingestion and queries.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -246,7 +247,7 @@ async fn ingest_body(
     let bytes = read_body(headers, body, state.config.body_limit_bytes).await?;
     let decode = DecodeOptions {
         now: Timestamp::from_datetime(Utc::now()),
-        max_future_micros: state.config.max_future_secs as i64 * 1_000_000,
+        max_future: state.config.max_future(),
         max_readings: MAX_READINGS_PER_REQUEST,
         well: None,
         zone,
@@ -353,7 +354,20 @@ pub struct TelemetryResponse {
 const MAX_READINGS_PER_REQUEST: usize = 200_000;
 
 /// Largest range a single query may span.
-const MAX_QUERY_RANGE_MICROS: i64 = 400 * 86_400 * 1_000_000;
+const MAX_QUERY_RANGE: Duration = Duration::from_secs(400 * 86_400);
+/// The range of a query that names no `from`: the day before `to`.
+const DEFAULT_QUERY_RANGE: Duration = Duration::from_secs(86_400);
+
+/// 400 when a range is longer than [`MAX_QUERY_RANGE`].
+fn check_query_span(from: Timestamp, to: Timestamp) -> Result<(), String> {
+    if to.0 - from.0 > Timestamp::duration_micros(MAX_QUERY_RANGE) {
+        return Err(format!(
+            "a query may span at most {} days",
+            MAX_QUERY_RANGE.as_secs() / 86_400
+        ));
+    }
+    Ok(())
+}
 /// Most buckets an aggregated query may produce.
 const MAX_BUCKETS: i64 = 1_000_000;
 
@@ -590,14 +604,12 @@ fn build_query(
     };
     let from = match &p.from {
         Some(t) => parse_time_param("from", t)?,
-        None => Timestamp(to.0 - 86_400 * 1_000_000),
+        None => to.saturating_sub(DEFAULT_QUERY_RANGE),
     };
     if from >= to {
         return Err(invalid("from", "`from` must be before `to`".into()));
     }
-    if to.0 - from.0 > MAX_QUERY_RANGE_MICROS {
-        return Err(invalid("from", "a query may span at most 400 days".into()));
-    }
+    check_query_span(from, to).map_err(|e| invalid("from", e))?;
     let fields = match p.fields.as_deref().map(str::trim) {
         None | Some("") => Field::ALL.to_vec(),
         Some(list) => {
@@ -799,14 +811,12 @@ pub async fn quality(
     };
     let from = match &params.from {
         Some(t) => parse_time_param("from", t)?,
-        None => Timestamp(to.0 - 86_400 * 1_000_000),
+        None => to.saturating_sub(DEFAULT_QUERY_RANGE),
     };
     if from >= to {
         return Err(invalid("from", "`from` must be before `to`".into()));
     }
-    if to.0 - from.0 > MAX_QUERY_RANGE_MICROS {
-        return Err(invalid("from", "a query may span at most 400 days".into()));
-    }
+    check_query_span(from, to).map_err(|e| invalid("from", e))?;
     let window = match params.window.as_deref() {
         None => 3_600_000_000,
         Some(w) => parse_duration_micros(w).map_err(|e| invalid("window", e))?,

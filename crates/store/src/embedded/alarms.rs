@@ -2,7 +2,8 @@
 //! in the data directory), so alarm writes never queue behind telemetry group commits.
 
 use async_trait::async_trait;
-use espwatch_core::Timestamp;
+use espwatch_core::diagnostics::Diagnosis;
+use espwatch_core::{Timestamp, WellId};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::schema::sql_err;
@@ -54,15 +55,33 @@ pub(super) fn with_conn<T>(
     f(guard.as_ref().expect("opened"))
 }
 
+/// Column `idx` of `row` parsed by `parse`; a value it refuses is a conversion error that names
+/// the column, never a default (a row the code cannot represent is not an alarm to act on).
+fn parsed<T, E: std::fmt::Display>(
+    row: &rusqlite::Row<'_>,
+    idx: usize,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("alarm column {idx} ({text:?}): {e}").into(),
+        )
+    })
+}
+
 fn row_to_alarm(row: &rusqlite::Row<'_>) -> rusqlite::Result<Alarm> {
-    let state: String = row.get(4)?;
     let detail: String = row.get(11)?;
     Ok(Alarm {
         id: row.get(0)?,
-        well_id: row.get(1)?,
-        condition: row.get(2)?,
-        severity: row.get(3)?,
-        state: AlarmState::parse(&state).unwrap_or(AlarmState::Raised),
+        well_id: parsed(row, 1, WellId::parse)?,
+        condition: parsed(row, 2, str::parse)?,
+        severity: parsed(row, 3, str::parse)?,
+        state: parsed(row, 4, |s| {
+            AlarmState::parse(s).ok_or("unknown alarm state")
+        })?,
         confidence: row.get(5)?,
         started_at: Timestamp(row.get(6)?),
         ended_at: row.get::<_, Option<i64>>(7)?.map(Timestamp),
@@ -83,12 +102,16 @@ fn get(conn: &Connection, id: i64) -> StoreResult<Option<Alarm>> {
     .map_err(|e| sql_err("reading alarm", e))
 }
 
-fn open_alarm(conn: &Connection, well: &str, condition: &str) -> StoreResult<Option<Alarm>> {
+fn open_alarm(
+    conn: &Connection,
+    well: &WellId,
+    condition: Diagnosis,
+) -> StoreResult<Option<Alarm>> {
     conn.query_row(
         &format!(
             "SELECT {COLUMNS} FROM alarms WHERE well_id = ?1 AND condition = ?2 AND state != 'cleared'"
         ),
-        params![well, condition],
+        params![well.as_str(), condition.name()],
         row_to_alarm,
     )
     .optional()
@@ -100,7 +123,7 @@ impl AlarmStore for EmbeddedStore {
     async fn raise_alarm(&self, a: NewAlarm) -> StoreResult<(Alarm, bool)> {
         self.blocking(move |inner| {
             with_conn(inner, |conn| {
-                if let Some(open) = open_alarm(conn, &a.well_id, &a.condition)? {
+                if let Some(open) = open_alarm(conn, &a.well_id, a.condition)? {
                     conn.execute(
                         "UPDATE alarms SET confidence = MAX(confidence, ?1) WHERE id = ?2",
                         params![a.confidence, open.id],
@@ -112,9 +135,9 @@ impl AlarmStore for EmbeddedStore {
                     "INSERT INTO alarms (well_id, condition, severity, state, confidence, started_at, detail)
                      VALUES (?1, ?2, ?3, 'raised', ?4, ?5, ?6)",
                     params![
-                        a.well_id,
-                        a.condition,
-                        a.severity,
+                        a.well_id.as_str(),
+                        a.condition.name(),
+                        a.severity.name(),
                         a.confidence,
                         a.started_at.0,
                         a.detail.to_string()
@@ -130,14 +153,14 @@ impl AlarmStore for EmbeddedStore {
 
     async fn clear_alarm(
         &self,
-        well_id: &str,
-        condition: &str,
+        well_id: &WellId,
+        condition: Diagnosis,
         ended_at: Timestamp,
     ) -> StoreResult<Option<Alarm>> {
-        let (well, condition) = (well_id.to_owned(), condition.to_owned());
+        let well = well_id.clone();
         self.blocking(move |inner| {
             with_conn(inner, |conn| {
-                let Some(open) = open_alarm(conn, &well, &condition)? else {
+                let Some(open) = open_alarm(conn, &well, condition)? else {
                     return Ok(None);
                 };
                 conn.execute(
@@ -199,7 +222,10 @@ impl AlarmStore for EmbeddedStore {
                     .map_err(|e| sql_err("listing alarms", e))?;
                 let rows = stmt
                     .query_map(
-                        params![filter.state.map(AlarmState::name), filter.well_id],
+                        params![
+                            filter.state.map(AlarmState::name),
+                            filter.well_id.as_ref().map(WellId::as_str)
+                        ],
                         row_to_alarm,
                     )
                     .map_err(|e| sql_err("listing alarms", e))?;

@@ -8,7 +8,7 @@
 //! upgrade, and an audit append reads the last record and inserts after it under that lock.
 //! Audit ids are assigned explicitly (last id + 1), so they are gapless.
 //!
-//! Sessions expired or revoked more than [`SESSION_RETENTION_MICROS`] ago are deleted (with
+//! Sessions expired or revoked more than [`SESSION_RETENTION`] ago are deleted (with
 //! their used refresh tokens) when a new session is created, so the tables do not grow
 //! forever; a refresh token of such a session is then simply unknown (`Invalid`).
 
@@ -38,7 +38,7 @@ pub const SECURITY_FILE: &str = "security.sqlite";
 const SCHEMA_VERSION: i64 = 1;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Dead sessions (expired or revoked) are kept this long for reuse detection, then pruned.
-pub const SESSION_RETENTION_MICROS: i64 = 30 * 86_400_000_000;
+pub const SESSION_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 const VERIFY_PAGE: i64 = 10_000;
 
 const SCHEMA: &str = "
@@ -562,7 +562,7 @@ impl SecurityStore for EmbeddedSecurityStore {
 
     async fn create_session(&self, session: NewSession, now: Timestamp) -> StoreResult<Session> {
         self.write("creating a session", move |tx| {
-            let horizon = now.0.saturating_sub(SESSION_RETENTION_MICROS);
+            let horizon = now.saturating_sub(SESSION_RETENTION).0;
             tx.execute(
                 "DELETE FROM sessions WHERE expires_at < ?1 OR revoked_at < ?1",
                 params![horizon],

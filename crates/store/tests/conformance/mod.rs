@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             concurrent_appends_all_acknowledged,
             delete_well_removes_everything,
             create_and_update_semantics,
+            registry_refuses_a_document_without_a_well_id,
             latest_per_well,
             closed_store_is_unavailable,
             health_is_ok,
@@ -571,6 +572,28 @@ pub async fn create_and_update_semantics(h: &impl Harness) {
     let s = h.open().await;
     assert_eq!(s.get_well(&well("W1")).await.unwrap().unwrap(), updated);
     assert_eq!(s.get_well(&well("AUTO")).await.unwrap().unwrap(), upd);
+    s.close().await.unwrap();
+}
+
+/// A registry document is checked at the edge, but a store never files one under something that
+/// is not a well id: no later read could name it (issue 16; PostgreSQL stored it).
+pub async fn registry_refuses_a_document_without_a_well_id(h: &impl Harness) {
+    let s = h.open().await;
+    for bad in ["bad id", "", "W/1"] {
+        let doc: WellMeta = serde_json::from_value(serde_json::json!({ "well_id": bad })).unwrap();
+        assert!(
+            matches!(
+                s.create_well(doc.clone()).await,
+                Err(StoreError::Internal(_))
+            ),
+            "{bad:?} created"
+        );
+        assert!(
+            matches!(s.update_well(doc).await, Err(StoreError::Internal(_))),
+            "{bad:?} updated"
+        );
+    }
+    assert_eq!(s.list_wells().await.unwrap(), Vec::new());
     s.close().await.unwrap();
 }
 

@@ -56,6 +56,7 @@ macro_rules! security_conformance_tests {
             audit_deleted_record_detected,
             audit_retention_removes_requests_and_carries_security_events,
             audit_retention_in_batches_keeps_the_chain_verifiable,
+            audit_prune_of_security_events_is_explicit_and_verifiable,
             stored_garbage_is_an_error_not_a_panic,
         );
     };
@@ -116,8 +117,8 @@ pub fn new_key(id: &str, role: Role) -> NewApiKey {
 pub fn policy() -> LockoutPolicy {
     LockoutPolicy {
         max_failures: 3,
-        window_micros: 60 * SEC,
-        lock_micros: 300 * SEC,
+        window: std::time::Duration::from_secs(60),
+        lock: std::time::Duration::from_secs(300),
     }
 }
 
@@ -1359,6 +1360,110 @@ pub async fn audit_retention_in_batches_keeps_the_chain_verifiable(h: &impl Secu
         1,
         "only the young request is left: {requests:?}"
     );
+}
+
+/// Deleting security events is a separate, named scope: the default keeps them (a prefix of
+/// nothing but security events is left alone); `IncludingSecurityEvents` removes them, and the
+/// chain verifies across a mix of both kinds of prune.
+pub async fn audit_prune_of_security_events_is_explicit_and_verifiable(h: &impl SecurityHarness) {
+    assert_eq!(AuditPruneScope::default(), AuditPruneScope::Requests);
+    let key = AuditKey::derive(b"conformance audit key, 0123456789abcdef0123456789");
+    let s = h.open_keyed(key).await;
+    let by = |secs| AuditEvent {
+        kind: String::new(),
+        actor: Some("cli:root".into()),
+        ..event(secs, "", None, 200)
+    };
+    let of_kind = |kind: &str| {
+        let s = s.clone();
+        let kind = kind.to_owned();
+        async move {
+            s.list_audit(&AuditFilter {
+                kind: Some(kind),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+        }
+    };
+    // 1..=2 old security events, 3 young.
+    s.append_audit(vec![
+        event(0, "login_failure", Some("user:ana"), 401),
+        event(1, "user_change", Some("user:root"), 200),
+        event(1000, "request", None, 200),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        s.prune_audit(at(500), by(1500), AuditPruneScope::default(), None)
+            .await
+            .unwrap()
+            .is_none(),
+        "security events only: the default prune leaves them"
+    );
+    assert_eq!(of_kind("login_failure").await, vec![1]);
+    let p = s
+        .prune_audit(
+            at(500),
+            by(1500),
+            AuditPruneScope::IncludingSecurityEvents,
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("records 1..=2");
+    assert_eq!(
+        (p.first_id, p.last_id, p.count, p.carried, p.record_id),
+        (1, 2, 2, 0, 4)
+    );
+    let v = s.verify_audit().await.unwrap();
+    assert_eq!((v.first_broken, v.records), (None, 2), "{v:?}");
+    assert!(of_kind("login_failure").await.is_empty());
+    assert!(of_kind("user_change").await.is_empty());
+
+    // Then a default prune over that prune record, a request and a lockout: the prune
+    // record and the lockout are carried.
+    s.append_audit(vec![
+        event(1100, "request", None, 200),
+        event(1200, "lockout", Some("user:ana"), 423),
+        event(5000, "request", None, 200),
+    ])
+    .await
+    .unwrap();
+    let p = s
+        .prune_audit(at(2000), by(2001), AuditPruneScope::default(), None)
+        .await
+        .unwrap()
+        .expect("records 3..=6");
+    assert_eq!(
+        (p.first_id, p.last_id, p.count, p.carried, p.record_id),
+        (3, 6, 4, 2, 10)
+    );
+    let v = s.verify_audit().await.unwrap();
+    assert_eq!((v.first_broken, v.records), (None, 4), "{v:?}");
+    assert_eq!(of_kind("lockout").await, vec![9]);
+    // And an explicit one again: the request 7 goes; the carried records stay with their
+    // prune record, the newest, which a prune never removes.
+    let p = s
+        .prune_audit(
+            at(6000),
+            by(6001),
+            AuditPruneScope::IncludingSecurityEvents,
+            None,
+        )
+        .await
+        .unwrap()
+        .expect("record 7");
+    assert_eq!(
+        (p.first_id, p.last_id, p.carried, p.record_id),
+        (7, 7, 0, 11)
+    );
+    let v = s.verify_audit().await.unwrap();
+    assert_eq!((v.first_broken, v.records), (None, 4), "{v:?}");
+    assert_eq!(of_kind("lockout").await, vec![9]);
 }
 
 pub async fn stored_garbage_is_an_error_not_a_panic(h: &impl SecurityHarness) {
