@@ -6,7 +6,8 @@
 //!   opens, and again from the moment the server starts answering a request, the next request
 //!   head (up to its blank line) must arrive complete within it. So it is also the **idle
 //!   keep-alive timeout**: a connection that sends nothing, or one header line every few
-//!   seconds, is closed when it runs out. While a request is being read (body) and answered,
+//!   seconds, is closed when it runs out; one that had begun a head is first answered `408`
+//!   in the error envelope (and audited like the refusals below). While a request is being read (body) and answered,
 //!   no clock runs (the request timeout bounds that); a connection upgraded to WebSocket
 //!   (`101`) is never timed.
 //! - **Connections per source address** (`max_connections_per_source`, 64; 0 = no cap): one
@@ -201,6 +202,12 @@ const HEADERS_TOO_LARGE: Refusal = Refusal {
     reason: "Request Header Fields Too Large",
     kind: "headers_too_large",
     message: "the request head is larger than 64 KiB or has more than 100 header lines",
+};
+const REQUEST_TIMEOUT: Refusal = Refusal {
+    status: 408,
+    reason: "Request Timeout",
+    kind: "request_timeout",
+    message: "the request head did not arrive complete within the header timeout",
 };
 const MALFORMED: Refusal = Refusal {
     status: 400,
@@ -463,6 +470,11 @@ impl TimedStream {
         Ok(())
     }
 
+    /// Whether part of a request head has arrived (blank lines before it do not count).
+    fn head_begun(&self) -> bool {
+        self.checking && self.draining == 0 && (self.lines > 0 || !self.line.is_empty())
+    }
+
     /// Answers a refused head in the envelope (best effort: nothing else is being written on
     /// a connection waiting for a head, so the socket buffer takes it) and audits it.
     fn refuse_head(&mut self, refusal: Refusal) -> io::Error {
@@ -543,6 +555,12 @@ impl AsyncRead for TimedStream {
                 if matches!(this.phase, Phase::AwaitingHead { .. })
                     && this.deadline.as_mut().poll(cx).is_ready()
                 {
+                    // A head begun and not finished (slowloris) is answered 408, as HTTP
+                    // allows; an idle connection is just closed (a 408 there could be taken
+                    // by the client for the answer to the request it sends next).
+                    if this.head_begun() {
+                        return Poll::Ready(Err(this.refuse_head(REQUEST_TIMEOUT)));
+                    }
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "no complete request head within the header timeout",
