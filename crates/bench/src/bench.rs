@@ -20,6 +20,7 @@ use espwatch_store_postgres::{Connector, CopyEncoder, PostgresOptions, PostgresS
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 
+mod broker_load;
 mod brokers;
 mod cpu;
 mod http;
@@ -92,6 +93,10 @@ pub enum BenchCommand {
     Amqp(brokers::BrokerArgs),
     /// MQTT ingest throughput, as `amqp` through a real MQTT broker (QoS 1).
     Mqtt(brokers::BrokerArgs),
+    /// Sustained overload of a running server through a broker (MQTT or AMQP): the
+    /// sustainable rate (closed loop), then --times it offered open loop for --duration;
+    /// backlog and memory high-water, recovery time, every acknowledged reading read back.
+    BrokerLoad(broker_load::BrokerLoadArgs),
     /// Storage: simulate a fleet at gauge precision into a temporary embedded store, print
     /// bytes on disk per reading (every file of the data directory) and the ratio to
     /// uncompressed readings, and time one-well 24 h 1-minute-step queries on it.
@@ -169,6 +174,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Amqp(args) => brokers::run(brokers::Protocol::Amqp, args).await,
         BenchCommand::Mqtt(args) => brokers::run(brokers::Protocol::Mqtt, args).await,
+        BenchCommand::BrokerLoad(args) => broker_load::run(args).await,
         BenchCommand::Storage {
             wells,
             days,

@@ -98,57 +98,74 @@ pub struct MqttStats {
 /// (Mosquitto: 20 by default) nothing is ever deferred.
 #[derive(Default)]
 pub struct Backlog {
-    messages: AtomicU64,
-    bytes: AtomicU64,
+    /// What `admit` and `release` decide on, changed together: a std mutex held for a few
+    /// instructions, never across an await. Separate atomics let a deferral land between the
+    /// consumer's last release and its check for deferred messages, so nobody reconnected
+    /// and the deferred messages stayed with the broker until some other reconnection (a
+    /// stall seen under sustained overload: `espwatch-bench broker-load`).
+    state: Mutex<BacklogState>,
     peak_messages: AtomicU64,
     peak_bytes: AtomicU64,
     max_bytes: AtomicU64,
     /// Messages deferred in total.
     deferred: AtomicU64,
-    /// Some message was deferred on the current connection: defer all, reconnect when empty.
-    deferring: AtomicBool,
     /// Reconnections made to have deferred messages re-sent.
     redelivery_reconnects: AtomicU64,
 }
 
+#[derive(Default, Clone, Copy)]
+struct BacklogState {
+    /// Messages held (admitted, not yet acknowledged) and their payload bytes.
+    messages: u64,
+    bytes: u64,
+    /// Some message was deferred on the current connection: defer all, reconnect when empty.
+    /// Only ever set while `messages > 0`, so the release that empties the backlog sees it.
+    deferring: bool,
+}
+
 impl Backlog {
+    fn state(&self) -> std::sync::MutexGuard<'_, BacklogState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Takes a received message into the backlog; `false`: deferred (leave it unacknowledged).
     fn admit(&self, bytes: u64) -> bool {
-        let messages = self.messages.load(Ordering::Acquire);
-        let held = self.bytes.load(Ordering::Acquire);
-        let full = messages > 0
-            && (messages >= MAX_PENDING_MESSAGES
-                || held + bytes > self.max_bytes.load(Ordering::Relaxed));
-        if full || self.deferring.load(Ordering::Acquire) {
-            self.deferring.store(true, Ordering::Release);
+        let mut s = self.state();
+        let full = s.messages > 0
+            && (s.messages >= MAX_PENDING_MESSAGES
+                || s.bytes + bytes > self.max_bytes.load(Ordering::Relaxed));
+        if full || s.deferring {
+            s.deferring = true;
             self.deferred.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let messages = self.messages.fetch_add(1, Ordering::AcqRel) + 1;
-        let held = self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        self.peak_messages.fetch_max(messages, Ordering::Relaxed);
-        self.peak_bytes.fetch_max(held, Ordering::Relaxed);
+        s.messages += 1;
+        s.bytes += bytes;
+        self.peak_messages.fetch_max(s.messages, Ordering::Relaxed);
+        self.peak_bytes.fetch_max(s.bytes, Ordering::Relaxed);
         true
     }
 
     /// The consumer is done with (has acknowledged) these; `true` when the backlog is now
     /// empty and messages were deferred: time to reconnect for them.
     fn release(&self, messages: u64, bytes: u64) -> bool {
-        let left = self.messages.fetch_sub(messages, Ordering::AcqRel) - messages;
-        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-        left == 0 && self.deferring.swap(false, Ordering::AcqRel)
+        let mut s = self.state();
+        s.messages = s.messages.saturating_sub(messages);
+        s.bytes = s.bytes.saturating_sub(bytes);
+        s.messages == 0 && std::mem::take(&mut s.deferring)
     }
 
     /// A new connection: whatever was deferred is re-sent by the broker on it.
     fn connected(&self) {
-        self.deferring.store(false, Ordering::Release);
+        self.state().deferring = false;
     }
 
     fn status(&self) -> Value {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let s = *self.state();
         json!({
-            "messages": n(&self.messages),
-            "bytes": n(&self.bytes),
+            "messages": s.messages,
+            "bytes": s.bytes,
             "peak_messages": n(&self.peak_messages),
             "peak_bytes": n(&self.peak_bytes),
             "max_messages": MAX_PENDING_MESSAGES,
@@ -194,10 +211,11 @@ impl MqttStats {
     pub fn backlog(&self) -> BrokerBacklog {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let b = &self.backlog;
+        let held = *b.state();
         BrokerBacklog {
             connected: self.connected.load(Ordering::Relaxed),
-            messages: n(&b.messages),
-            bytes: n(&b.bytes),
+            messages: held.messages,
+            bytes: held.bytes,
             capacity_messages: MAX_PENDING_MESSAGES,
             capacity_bytes: Some(n(&b.max_bytes)),
             // MQTT 3.1.1 does not show what the broker keeps for the session.
@@ -1185,6 +1203,53 @@ pub(crate) fn message_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The driver admits while the consumer releases, on two threads: whenever messages were
+    /// deferred, the release that empties the backlog must say so (or the deferred messages
+    /// are never fetched again). With the decision split over separate atomics a deferral
+    /// could land between the last release and its check.
+    #[test]
+    fn a_deferral_is_never_lost_between_admit_and_release() {
+        for _ in 0..20 {
+            let backlog = Arc::new(Backlog::default());
+            backlog.max_bytes.store(u64::MAX, Ordering::Relaxed);
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let reconnects = Arc::new(AtomicU64::new(0));
+            let consumer = {
+                let (backlog, reconnects) = (backlog.clone(), reconnects.clone());
+                std::thread::spawn(move || {
+                    while let Ok(()) = rx.recv() {
+                        let mut n = 1;
+                        while rx.try_recv().is_ok() {
+                            n += 1;
+                        }
+                        if backlog.release(n, n) {
+                            reconnects.fetch_add(1, Ordering::Relaxed);
+                            // The new connection (the driver sees its CONNACK).
+                            backlog.connected();
+                        }
+                    }
+                })
+            };
+            let mut lost = 0;
+            for _ in 0..200_000 {
+                if backlog.admit(1) {
+                    tx.send(()).unwrap();
+                } else {
+                    lost += 1;
+                }
+            }
+            drop(tx);
+            consumer.join().unwrap();
+            let s = *backlog.state();
+            assert_eq!(s.messages, 0);
+            assert!(
+                !s.deferring,
+                "{lost} deferred, {} reconnections, and the backlog is empty while still deferring: nobody will reconnect",
+                reconnects.load(Ordering::Relaxed)
+            );
+        }
+    }
 
     fn topics(filter: &str) -> Topics {
         let config = Config {

@@ -97,6 +97,10 @@ pub struct WellEngine {
     /// When the head was last at its baseline at a settled reading since the last start or
     /// speed step: a change of it since is the well's doing, not a new pump or operating point.
     head_normal_at: Option<i64>,
+    /// The last reading of this run with the motor loaded (current ratio at or above
+    /// `gas_lock_current_ratio`), and how the motor unloaded since.
+    loaded_at: Option<i64>,
+    unload: Unload,
     /// End of the grace period of a known transient (a frequency step, a marked well test).
     transient_until: i64,
     frequency_level: Ewma,
@@ -118,6 +122,10 @@ pub struct WellEngine {
     last_findings: Vec<Finding>,
     last_features: Features,
     prev_process: Vec<(Diagnosis, f64)>,
+    /// Readings since `prev_process` was found, and whether it was found by the process rules
+    /// at speed (rather than by the nameplate while starting).
+    prev_process_age: u32,
+    prev_process_judged: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -194,6 +202,8 @@ impl WellEngine {
             unloading: Unloading::default(),
             last_drive: None,
             head_normal_at: None,
+            loaded_at: None,
+            unload: Unload::default(),
             transient_until: i64::MIN,
             frequency_level: Ewma::default(),
             speed_step_pending: false,
@@ -209,6 +219,8 @@ impl WellEngine {
             last_findings: Vec::new(),
             last_features: Features::default(),
             prev_process: Vec::new(),
+            prev_process_age: 0,
+            prev_process_judged: false,
         }
     }
 
@@ -657,6 +669,8 @@ impl WellEngine {
                 ch.reset_level();
             }
             self.head_normal_at = None;
+            self.loaded_at = None;
+            self.unload = Unload::default();
             // The motor's thermal levels outlast a stop: a winding warming back up after a
             // restart is judged against where it ran before, not against its cold start.
             let (rise, rise_level) = (self.sm.rise, self.sm.rise_level);
@@ -948,7 +962,8 @@ impl WellEngine {
                 })
         });
         let ramped = running && since_start >= th.ramp_secs && at_speed;
-        if ramped && self.baseline.is_some() {
+        let judged = ramped && self.baseline.is_some();
+        if judged {
             self.sm.update(ts, &feats, &clean, &th);
             self.process_rules(ts, settled, &clean, &feats, &th, &mut findings);
         } else {
@@ -970,7 +985,7 @@ impl WellEngine {
         };
         self.power_rule(ts, ramped, &feats, volts, &th, &mut findings);
         let (score, pointwise) = self.anomaly_step(ts, running, since_start, &feats, &mut findings);
-        let transitions = self.episodes_step(ts, tripped, settled, &findings);
+        let transitions = self.episodes_step(ts, tripped, settled, judged, &findings);
         self.last_findings = findings.clone();
         StepOutput {
             training: false,
@@ -1179,12 +1194,17 @@ impl WellEngine {
     }
 
     /// Episodes. A stop right after loss-of-lift or overload evidence is the protection relay
-    /// confirming it: the evidence may have had only a reading or two to show.
+    /// confirming it: the evidence may have had only a reading or two to show. A reading
+    /// caught while the drive decelerates (running, no longer at speed, so not `judged` by
+    /// the process rules) stands between the evidence found at speed and the stop without
+    /// replacing it. (While starting, only the latest reading counts: an overshoot's inrush
+    /// that the drive rides out is no overload the stop confirms.)
     fn episodes_step(
         &mut self,
         ts: i64,
         tripped: bool,
         settled: bool,
+        judged: bool,
         findings: &[Finding],
     ) -> Transitions {
         let th = &self.th;
@@ -1193,18 +1213,21 @@ impl WellEngine {
             .map(|f| (f.diagnosis, f.confidence))
             .collect();
         let mut confirmed = Vec::new();
+        let recent = self.prev_process_age <= th.trip_confirm_readings;
         if tripped {
             for (d, c) in std::mem::take(&mut self.prev_process) {
-                if matches!(
-                    d,
-                    Diagnosis::Condition(
-                        Condition::ClosedValve
-                            | Condition::GasLock
-                            | Condition::BrokenShaft
-                            | Condition::Overload
-                            | Condition::PumpOff
+                if recent
+                    && matches!(
+                        d,
+                        Diagnosis::Condition(
+                            Condition::ClosedValve
+                                | Condition::GasLock
+                                | Condition::BrokenShaft
+                                | Condition::Overload
+                                | Condition::PumpOff
+                        )
                     )
-                ) {
+                {
                     list.push((d, c));
                     confirmed.push(d);
                 }
@@ -1221,11 +1244,18 @@ impl WellEngine {
         {
             self.tracker.retag(gas_interference, gas_lock);
         }
-        self.prev_process = findings
+        let process: Vec<(Diagnosis, f64)> = findings
             .iter()
             .filter(|f| f.diagnosis.is_process())
             .map(|f| (f.diagnosis, f.confidence))
             .collect();
+        if judged || !process.is_empty() || !self.prev_process_judged {
+            self.prev_process = process;
+            self.prev_process_age = 0;
+            self.prev_process_judged = judged;
+        } else {
+            self.prev_process_age = self.prev_process_age.saturating_add(1);
+        }
         self.tracker.step(ts, &list, &confirmed, settled, th)
     }
 
@@ -1259,6 +1289,24 @@ impl WellEngine {
             erratic_limit,
             window,
         );
+        match f.current_ratio {
+            Some(c) if c >= th.gas_lock_current_ratio => {
+                self.loaded_at = Some(ts);
+                self.unload = Unload::default();
+            }
+            Some(c) if c < th.unloaded_current_ratio && !self.unload.unloaded => {
+                self.unload.unloaded = true;
+                // A fall seen by no reading on its way was as quick as the polling tells.
+                self.unload.secs = self
+                    .loaded_at
+                    .map(|t| (ts - t) as f64 / MICROS)
+                    .filter(|_| self.unload.readings_on_the_way > 0);
+            }
+            Some(c) if c < th.unloaded_current_ratio => {}
+            Some(_) if self.unload.unloaded => self.unload.load_returned = true,
+            Some(_) => self.unload.readings_on_the_way += 1,
+            None => {}
+        }
         let b = self.baseline.as_ref().expect("trained");
         // A speed step (or a marked transient) moves the operating point as a start does.
         if !settled {
@@ -1303,6 +1351,8 @@ impl WellEngine {
             supply_disturbed,
             cur_swings: self.cur_swings.count(),
             pd_swings: self.pd_swings.count(),
+            unload_secs: self.unload.secs,
+            load_returned: self.unload.load_returned,
         };
         let gas = rules::gas_evidence(&input);
         if let Some(lift) = rules::loss_of_lift(&input, &gas) {
@@ -1424,4 +1474,19 @@ fn judge_noise(channels: &mut [ChannelMonitor], f: Field, th: &Thresholds) -> bo
         monitor.noisy_run = 0;
     }
     monitor.noisy
+}
+
+/// How the motor unloaded since its last loaded reading: a parted shaft drops it to no-load at
+/// once and for good; gas bleeds the load away over minutes, and slugs bring it back.
+#[derive(Clone, Copy, Debug, Default)]
+struct Unload {
+    /// Readings between the loaded and the unloaded band on the way down.
+    readings_on_the_way: u32,
+    /// Below `unloaded_current_ratio` since.
+    unloaded: bool,
+    /// Seconds from the last loaded reading to the first unloaded one (`None` when no reading
+    /// caught the fall on its way).
+    secs: Option<f64>,
+    /// Back above `unloaded_current_ratio` after having fallen below it.
+    load_returned: bool,
 }

@@ -258,6 +258,12 @@ pub(crate) struct Input<'a> {
     /// Swings of the current / discharge pressure across the erratic band around their level.
     pub cur_swings: usize,
     pub pd_swings: usize,
+    /// How long the motor took to unload, from its last loaded reading of this run to the
+    /// first below `unloaded_current_ratio` (`None`: not unloaded, never loaded this run, or
+    /// no reading caught it on the way down).
+    pub unload_secs: Option<f64>,
+    /// The current came back above `unloaded_current_ratio` after it had fallen below.
+    pub load_returned: bool,
 }
 
 /// Counts swings of a signal from above its level + band to below its level − band (and back)
@@ -462,8 +468,17 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
             BASE + STRONG + bonus(pd_high && thp_high, AGREES) + bonus(flow.is_some(), AGREES);
         return Some(Some(Finding::new(Condition::ClosedValve, conf, ev)));
     }
-    let lift_lost = no_flow || head.is_some_and(|h| h < th.lift_lost_head_ratio);
     let unloaded = cur.is_some_and(|c| c < th.unloaded_current_ratio);
+    // A check valve above the pump keeps the tubing full when the pump stops delivering: the
+    // discharge gauge (or the column estimate without one) still reads the standing column,
+    // so the pressure rise says little. The wellhead says it: with nothing coming up, it falls
+    // to the flowline's pressure, while the intake, no longer drawn, starts to rise. An
+    // opened choke also lowers the wellhead pressure, but loads the motor more, not less.
+    let column_held = !no_flow
+        && thp.is_some_and(|t| t < th.no_delivery_tubing_ratio)
+        && val(&s.fast_pip).is_none_or(|p| p >= 1.0 - th.pip_fall_margin);
+    let lift_lost =
+        no_flow || head.is_some_and(|h| h < th.lift_lost_head_ratio) || (column_held && unloaded);
     // Gas lock develops over minutes: head and current fall together while the pump keeps
     // turning (vibration up, not down).
     let losing_prime = head.is_some_and(|h| h < th.gas_lock_head_ratio)
@@ -488,8 +503,16 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
         ));
     } else {
         ev.push(match flow {
-            Some(q) => Evidence::new("flow_ratio", q, th.no_flow_ratio, "<"),
-            None => Evidence::opt("head_ratio", head, th.lift_lost_head_ratio, "<"),
+            Some(q) if no_flow => Evidence::new("flow_ratio", q, th.no_flow_ratio, "<"),
+            _ if column_held && !head.is_some_and(|h| h < th.lift_lost_head_ratio) => {
+                Evidence::opt(
+                    "tubing_pressure_ratio",
+                    thp,
+                    th.no_delivery_tubing_ratio,
+                    "<",
+                )
+            }
+            _ => Evidence::opt("head_ratio", head, th.lift_lost_head_ratio, "<"),
         });
         ev.push(Evidence::opt(
             "current_ratio",
@@ -524,6 +547,22 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     // gas from the annulus or the reservoir, whatever the intake pressure says) takes the lift.
     let hunting = i.cur_swings >= th.gas_min_swings as usize;
     if (quiet || no_free_gas) && !gas_fast && !losing_prime && !hunting {
+        // A shaft parts at once: the motor drops to no-load between one reading and the next.
+        // Load that bled away over minutes, with the pump still shaking as before, is gas
+        // taking the lift (free gas the catalogued bubble point does not know of: from the
+        // annulus, coning), at the lower confidence that only a trip confirms.
+        if !quiet
+            && i.unload_secs
+                .is_some_and(|secs| secs > th.shaft_unload_max_secs)
+        {
+            ev.push(Evidence::opt(
+                "unload_secs",
+                i.unload_secs,
+                th.shaft_unload_max_secs,
+                ">",
+            ));
+            return Some(Some(Finding::new(Condition::GasLock, BASE, ev)));
+        }
         if quiet {
             ev.push(Evidence::opt(
                 "vibration_ratio",
@@ -544,13 +583,12 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
         let watched = s.fast_cur.count() >= th.broken_shaft_steady_readings;
         let steady = watched && s.fast_cur.std() < th.broken_shaft_steady_std;
         // Without the vibration to say the pump went quiet, the current alone must show it:
-        // until it has settled at its new level, the drop is a loss of lift not yet told apart
-        // from gas (a broken shaft means a workover; a few minutes to be sure are cheap).
-        // A restart that trips again at once never gives it those readings: the lost lift
-        // is still the shaft's (nothing free to lock the pump), at a lower confidence that
-        // the trip confirms. A current watched long enough that is still moving is not yet
-        // told apart.
-        if !quiet && watched && !steady {
+        // settled at its new level, it is the shaft's at full confidence. A current still
+        // settling after the drop (or a restart that trips again before it could) is the same
+        // loss of lift not yet told apart, at the lower confidence that only a trip confirms.
+        // A load that came back (the impellers still bite now and then) is not yet told apart
+        // from gas slugs at all.
+        if !quiet && watched && !steady && i.load_returned {
             return Some(None);
         }
         let conf = if quiet || steady {

@@ -1579,3 +1579,100 @@ fn a_winding_warming_at_an_unchanged_operating_point_is_an_overheat() {
     let episodes = episodes_of(meta, &warming_from(start().0));
     assert!(!has(&episodes, Condition::MotorOverheat), "{episodes:?}");
 }
+
+/// A well whose intake runs far above its bubble point: no free gas to lock the pump.
+fn all_gas_dissolved(
+    plan: &FleetPlan,
+    readings: &[(Timestamp, Measurements)],
+) -> crate::well::WellMeta {
+    let intake: Vec<f64> = readings
+        .iter()
+        .filter_map(|(_, m)| m.get(Field::IntakePressurePsi))
+        .collect();
+    let intake_mean = intake.iter().sum::<f64>() / intake.len() as f64;
+    let mut meta = plan.wells[0].meta.clone();
+    meta.fluid
+        .get_or_insert(crate::well::FluidSpec {
+            specific_gravity: None,
+            bubble_point_psi: None,
+            gor_scf_bbl: None,
+            water_cut_pct: None,
+        })
+        .bubble_point_psi = Some(intake_mean / 3.0);
+    meta
+}
+
+/// A pump that loses its lift every 40 minutes after 14 h of healthy running: for
+/// `lost_minutes` (`unloading` shapes the motor's fall, by minutes since the loss) the motor runs
+/// unloaded at unchanged speed while a check valve keeps the tubing column standing: the
+/// discharge gauge barely moves, the wellhead falls to the flowline's pressure and the intake
+/// starts to rise. No flow meter. With `decelerating`, the drive is caught slowing down by
+/// one reading before the stop.
+fn lift_lost_under_a_standing_column(
+    lost_minutes: i64,
+    unloading: fn(i64) -> f64,
+    decelerating: bool,
+) -> (crate::well::WellMeta, Vec<(Timestamp, Measurements)>) {
+    let plan = pinned(Family::Classic, None, 22, "30s");
+    let healthy: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            m.set(Field::FlowRateBpd, None);
+            (ts, m)
+        })
+        .collect();
+    let meta = all_gas_dissolved(&plan, &healthy);
+    let readings = scaled_from(healthy, start().0 + 14 * HOUR, move |since, m| {
+        let minute = since % (40 * 60_000_000) / 60_000_000;
+        if minute < lost_minutes {
+            scale(m, Field::MotorCurrentA, unloading(minute));
+            scale(m, Field::DischargePressurePsi, 0.97);
+            scale(m, Field::TubingPressurePsi, 0.55);
+            scale(m, Field::IntakePressurePsi, 1.0 + 0.01 * minute as f64);
+        } else if minute == lost_minutes && decelerating {
+            scale(m, Field::FrequencyHz, 0.4);
+            scale(m, Field::MotorCurrentA, 0.2);
+            scale(m, Field::TubingPressurePsi, 0.5);
+        } else {
+            for f in [
+                Field::FrequencyHz,
+                Field::MotorCurrentA,
+                Field::MotorVoltageV,
+            ] {
+                m.set(f, Some(0.0));
+            }
+            scale(m, Field::TubingPressurePsi, 0.5);
+            scale(m, Field::IntakePressurePsi, 1.1);
+        }
+    });
+    (meta, readings)
+}
+
+/// With a check valve, a parted shaft leaves the tubing full: the pressure rise the gauges
+/// read stays near its baseline, and only the wellhead (falling to the flowline's pressure)
+/// and the motor (at no-load) tell that nothing comes up. The trip confirms it, also when one
+/// reading catches the drive decelerating between the evidence and the stop (here the relay
+/// trips after two readings: too few to settle, so only the trip confirms the finding).
+#[test]
+fn a_parted_shaft_under_a_standing_column_is_seen_at_the_wellhead() {
+    for (lost_minutes, decelerating) in [(10, false), (1, true)] {
+        let (meta, readings) =
+            lift_lost_under_a_standing_column(lost_minutes, |_| 0.45, decelerating);
+        let episodes = episodes_of(&meta, &readings);
+        assert!(
+            has(&episodes, Condition::BrokenShaft),
+            "decelerating {decelerating}: {episodes:?}"
+        );
+    }
+}
+
+/// A shaft parts at once; gas bleeds the load away over minutes. The same lost lift, reached
+/// by a current falling over several minutes, is a gas lock.
+#[test]
+fn load_bled_away_over_minutes_is_gas_not_a_parted_shaft() {
+    let (meta, readings) =
+        lift_lost_under_a_standing_column(10, |minute| 1.0 - 0.06 * minute as f64, false);
+    let episodes = episodes_of(&meta, &readings);
+    assert!(has(&episodes, Condition::GasLock), "{episodes:?}");
+    assert!(!has(&episodes, Condition::BrokenShaft), "{episodes:?}");
+}

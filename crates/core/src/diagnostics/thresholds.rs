@@ -173,14 +173,26 @@ pub struct Thresholds {
     /// this many times the baseline while still coming up to speed (a packed flowline or a
     /// restart after a long stop stays well below it).
     pub deadhead_start_tubing_ratio: f64,
+    /// A stop confirms the loss-of-lift or overload evidence found at speed with at most this
+    /// many readings of the drive decelerating in between (polling intervals vary too much
+    /// for a time limit: a SCADA poll of 15 minutes is one reading).
+    pub trip_confirm_readings: u32,
     /// Head below this ratio: lift lost.
     pub lift_lost_head_ratio: f64,
+    /// Wellhead pressure below this share of its baseline with the motor unloaded and the
+    /// intake not drawn down: the pump no longer delivers, although a check valve keeps the
+    /// tubing column (and with it the gauges' pressure rise) standing.
+    pub no_delivery_tubing_ratio: f64,
     /// Gas lock: head and current below these ratios with vibration at or above its ratio.
     pub gas_lock_head_ratio: f64,
     pub gas_lock_current_ratio: f64,
     pub gas_lock_vibration_ratio: f64,
     /// A broken shaft leaves the current steady: fast std of the current ratio below this.
     pub broken_shaft_steady_std: f64,
+    /// A broken shaft unloads the motor at once: from loaded (`gas_lock_current_ratio`) to
+    /// unloaded (`unloaded_current_ratio`) within this many seconds. Slower is gas, where the
+    /// readings are close enough to tell, seconds.
+    pub shaft_unload_max_secs: f64,
     /// How many readings the current must have been watched (since the pump started) before
     /// it counts as steady.
     pub broken_shaft_steady_readings: u32,
@@ -406,11 +418,14 @@ impl Default for Thresholds {
             deadhead_tubing_ratio: 1.5,
             deadhead_start_tubing_ratio: 3.0,
             lift_lost_head_ratio: 0.5,
+            no_delivery_tubing_ratio: 0.8,
+            trip_confirm_readings: 2,
             gas_lock_head_ratio: 0.75,
             gas_lock_current_ratio: 0.85,
             gas_lock_vibration_ratio: 1.1,
             broken_shaft_steady_std: 0.03,
             broken_shaft_steady_readings: 3,
+            shaft_unload_max_secs: 120.0,
             pump_off_current_ratio: 0.95,
             pip_fall_margin: 0.01,
             pip_drawn_ratio: 0.9,
