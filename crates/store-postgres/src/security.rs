@@ -182,6 +182,21 @@ async fn api_key(client: &impl GenericClient, id: &str) -> StoreResult<Option<Ap
         .transpose()
 }
 
+/// Record `id` is a carried record or a prune record: part of a unit a prune keeps whole.
+async fn in_carried_unit(client: &impl GenericClient, id: i64) -> StoreResult<bool> {
+    let row = client
+        .query_opt("SELECT kind FROM audit WHERE id = $1", &[&id])
+        .await
+        .map_err(|e| db_err("pruning the audit log", e))?;
+    Ok(match row {
+        Some(row) => matches!(
+            get::<String>(&row, 0)?.as_str(),
+            AUDIT_CARRIED_KIND | AUDIT_PRUNED_KIND
+        ),
+        None => false,
+    })
+}
+
 fn db_count(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
@@ -805,16 +820,7 @@ impl SecurityStore for PostgresStore {
         let mut last = young.map_or(newest - 1, |young| young - 1).min(newest - 1);
         // Never inside a run of carried records nor between it and its audit_pruned record:
         // they stay together, so the prune record still finds the carried records it names.
-        let next = tx
-            .query_opt("SELECT kind FROM audit WHERE id = $1", &[&(last + 1)])
-            .await
-            .map_err(err)?;
-        if let Some(next) = next
-            && matches!(
-                get::<String>(&next, 0)?.as_str(),
-                AUDIT_CARRIED_KIND | AUDIT_PRUNED_KIND
-            )
-        {
+        if in_carried_unit(&tx, last + 1).await? {
             let row = tx
                 .query_one(
                     "SELECT MAX(id) FROM audit WHERE id <= $1 AND kind <> $2",
@@ -847,16 +853,7 @@ impl SecurityStore for PostgresStore {
             && first.saturating_add(max.max(1) - 1) < last
         {
             last = first + max.max(1) - 1;
-            let next = tx
-                .query_opt("SELECT kind FROM audit WHERE id = $1", &[&(last + 1)])
-                .await
-                .map_err(err)?;
-            if let Some(next) = next
-                && matches!(
-                    get::<String>(&next, 0)?.as_str(),
-                    AUDIT_CARRIED_KIND | AUDIT_PRUNED_KIND
-                )
-            {
+            if in_carried_unit(&tx, last + 1).await? {
                 let row = tx
                     .query_one(
                         "SELECT MIN(id) FROM audit WHERE id > $1 AND kind = $2",

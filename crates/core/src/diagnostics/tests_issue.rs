@@ -1512,32 +1512,10 @@ fn a_head_loss_over_hours_with_free_gas_at_the_intake_is_not_wear() {
             scale_pressure_rise(m, 1.0 - 0.15 * done);
         })
     };
-    let without_gas = {
-        let mut meta = plan.wells[0].meta.clone();
-        meta.fluid
-            .get_or_insert(crate::well::FluidSpec {
-                specific_gravity: None,
-                bubble_point_psi: None,
-                gor_scf_bbl: None,
-                water_cut_pct: None,
-            })
-            .bubble_point_psi = Some(intake_mean / 3.0);
-        meta
-    };
+    let without_gas = with_bubble_point(&plan.wells[0].meta, intake_mean / 3.0);
     // The intake runs just above the bubble point: free gas reaches the pump, though not
     // enough to make the intake fluctuate (that would be gas interference).
-    let with_gas = {
-        let mut meta = plan.wells[0].meta.clone();
-        meta.fluid
-            .get_or_insert(crate::well::FluidSpec {
-                specific_gravity: None,
-                bubble_point_psi: None,
-                gor_scf_bbl: None,
-                water_cut_pct: None,
-            })
-            .bubble_point_psi = Some(intake_mean / 1.02);
-        meta
-    };
+    let with_gas = with_bubble_point(&plan.wells[0].meta, intake_mean / 1.02);
     let over_hours = lost_over(10);
     assert!(
         has(&episodes_of(&without_gas, &over_hours), Condition::PumpWear),
@@ -1580,6 +1558,20 @@ fn a_winding_warming_at_an_unchanged_operating_point_is_an_overheat() {
     assert!(!has(&episodes, Condition::MotorOverheat), "{episodes:?}");
 }
 
+/// The well with its catalogued bubble point set to `psi`.
+fn with_bubble_point(meta: &crate::well::WellMeta, psi: f64) -> crate::well::WellMeta {
+    let mut meta = meta.clone();
+    meta.fluid
+        .get_or_insert(crate::well::FluidSpec {
+            specific_gravity: None,
+            bubble_point_psi: None,
+            gor_scf_bbl: None,
+            water_cut_pct: None,
+        })
+        .bubble_point_psi = Some(psi);
+    meta
+}
+
 /// A well whose intake runs far above its bubble point: no free gas to lock the pump.
 fn all_gas_dissolved(
     plan: &FleetPlan,
@@ -1590,18 +1582,8 @@ fn all_gas_dissolved(
         .filter_map(|(_, m)| m.get(Field::IntakePressurePsi))
         .collect();
     let intake_mean = intake.iter().sum::<f64>() / intake.len() as f64;
-    let mut meta = plan.wells[0].meta.clone();
-    meta.fluid
-        .get_or_insert(crate::well::FluidSpec {
-            specific_gravity: None,
-            bubble_point_psi: None,
-            gor_scf_bbl: None,
-            water_cut_pct: None,
-        })
-        .bubble_point_psi = Some(intake_mean / 3.0);
-    meta
+    with_bubble_point(&plan.wells[0].meta, intake_mean / 3.0)
 }
-
 /// A pump that loses its lift every 40 minutes after 14 h of healthy running: for
 /// `lost_minutes` (`unloading` shapes the motor's fall, by minutes since the loss) the motor runs
 /// unloaded at unchanged speed while a check valve keeps the tubing column standing: the

@@ -878,6 +878,20 @@ fn append_in(
     Ok(ids)
 }
 
+/// Record `id` is a carried record or a prune record: part of a unit a prune keeps whole.
+fn in_carried_unit(tx: &Transaction<'_>, id: i64) -> StoreResult<bool> {
+    let kind: Option<String> = tx
+        .query_row("SELECT kind FROM audit WHERE id = ?1", params![id], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(|e| db_err("pruning the audit log", e))?;
+    Ok(matches!(
+        kind.as_deref(),
+        Some(AUDIT_CARRIED_KIND | AUDIT_PRUNED_KIND)
+    ))
+}
+
 fn prune_in(
     tx: &Transaction<'_>,
     key: Option<&AuditKey>,
@@ -908,18 +922,7 @@ fn prune_in(
     let mut last = young.map_or(newest - 1, |young| young - 1).min(newest - 1);
     // Never inside a run of carried records nor between it and its audit_pruned record:
     // they stay together, so the prune record still finds the carried records it names.
-    let next_kind: Option<String> = tx
-        .query_row(
-            "SELECT kind FROM audit WHERE id = ?1",
-            params![last + 1],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(err)?;
-    if matches!(
-        next_kind.as_deref(),
-        Some(AUDIT_CARRIED_KIND | AUDIT_PRUNED_KIND)
-    ) {
+    if in_carried_unit(tx, last + 1)? {
         let before_run: Option<i64> = tx
             .query_row(
                 "SELECT MAX(id) FROM audit WHERE id <= ?1 AND kind <> ?2",
@@ -952,18 +955,7 @@ fn prune_in(
         && first.saturating_add(max.max(1) - 1) < last
     {
         last = first + max.max(1) - 1;
-        let next_kind: Option<String> = tx
-            .query_row(
-                "SELECT kind FROM audit WHERE id = ?1",
-                params![last + 1],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(err)?;
-        if matches!(
-            next_kind.as_deref(),
-            Some(AUDIT_CARRIED_KIND | AUDIT_PRUNED_KIND)
-        ) {
+        if in_carried_unit(tx, last + 1)? {
             let unit_end: Option<i64> = tx
                 .query_row(
                     "SELECT MIN(id) FROM audit WHERE id > ?1 AND kind = ?2",
