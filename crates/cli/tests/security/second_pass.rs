@@ -1592,7 +1592,14 @@ both_backends! {
         assert!(ok && stdout.contains("audit trail intact"), "{stdout}{stderr}");
 
         // Deleting security events is a separate, named choice; not with --requests-only.
+        // As before the first cut: the records of the requests above land before it, and one
+        // lands after it. Otherwise the first prune's record may still be the newest, which
+        // always stays, and its carried records with it.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let now = chrono::Utc::now().to_rfc3339();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(app.get("/api/v1/auth/me").await.0, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let (ok, _, stderr) = cli(with_store(&[
             "audit",
             "prune",
