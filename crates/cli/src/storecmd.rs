@@ -1,13 +1,16 @@
 //! `espwatch store check|repair|stats|compact`: the embedded store's segments and log batches
 //! decoded, the damaged ones named (check) or quarantined with their bytes kept (repair); the
 //! bytes per reading (stats); every segment rewritten in the compact format (compact); an
-//! online consistent copy of the data directory (backup) and its restore (restore).
+//! online consistent copy of the data directory (backup) and its restore (restore), either
+//! whole or as a chain of incremental backups restored up to a point in time (`--until`).
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
+use espwatch_core::Timestamp;
 use espwatch_store::embedded::backup::{self, BackupReport};
 use espwatch_store::embedded::check::{self, CheckReport};
+use espwatch_store::embedded::incremental::{self, ChainEntry, Kind};
 use espwatch_store::embedded::{StorageReport, UNCOMPRESSED_READING_BYTES};
 use espwatch_store::{EmbeddedOptions, EmbeddedStore, Store};
 
@@ -49,14 +52,24 @@ pub enum StoreCommand {
         data_dir: Option<PathBuf>,
         #[arg(long, value_name = "DEST")]
         to: PathBuf,
+        /// DEST is a backup chain: a full backup the first time (DEST new or empty), then at
+        /// each run a delta of only the segments and rollups that changed since the last one
+        /// (listed in DEST/CHAIN.json).
+        #[arg(long)]
+        incremental: bool,
     },
-    /// Restore a backup into a new or empty data directory: checksums checked, files copied,
-    /// every segment and log batch decoded, readings counted against the backup's.
+    /// Restore a backup, or a backup chain (made with `backup --incremental`), into a new or
+    /// empty data directory: checksums checked, files copied (a chain's deltas applied in
+    /// order), every segment and log batch decoded, readings counted against the backup's.
     Restore {
         #[arg(long, value_name = "BACKUP")]
         from: PathBuf,
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Chains only: restore the store as of the last backup of the chain that started at
+        /// or before TS (RFC 3339, e.g. 2026-01-01T00:00:00Z); the granularity is one backup.
+        #[arg(long, value_name = "TS")]
+        until: Option<String>,
     },
 }
 
@@ -121,6 +134,23 @@ fn print_backup(what: &str, report: &BackupReport) {
     );
 }
 
+fn describe(entry: &ChainEntry) -> String {
+    let kind = match entry.kind {
+        Kind::Full => "full",
+        Kind::Incremental => "incremental",
+    };
+    let bytes: u64 = entry.files.iter().map(|f| f.bytes).sum();
+    format!(
+        "#{} {kind} started {}: {} readings; {} segments and {} rollups copied, {} removed; {bytes} bytes",
+        entry.seq,
+        Timestamp(entry.started_at).to_rfc3339(),
+        entry.readings,
+        entry.segments_copied,
+        entry.rollups_copied,
+        entry.removed
+    )
+}
+
 /// Returns whether the store is (now) clean. Runs on a blocking thread of the runtime.
 pub fn run(cmd: StoreCommand, data_dir: PathBuf) -> anyhow::Result<bool> {
     match cmd {
@@ -152,14 +182,58 @@ pub fn run(cmd: StoreCommand, data_dir: PathBuf) -> anyhow::Result<bool> {
             }
             Ok(true)
         }
+        StoreCommand::Backup {
+            to,
+            incremental: true,
+            ..
+        } => {
+            let report = incremental::backup_chain(&data_dir, &to)?;
+            println!(
+                "backed up to {} in {:.1}s (verified): {}",
+                to.display(),
+                report.seconds,
+                describe(&report.entry)
+            );
+            if report.entry.kind == Kind::Incremental {
+                println!(
+                    "  {} segments and rollups unchanged since the previous backup",
+                    report.unchanged
+                );
+            }
+            Ok(true)
+        }
         StoreCommand::Backup { to, .. } => {
             let report = backup::backup(&data_dir, &to)?;
             print_backup(&format!("backed up to {}:", to.display()), &report);
             Ok(true)
         }
-        StoreCommand::Restore { from, .. } => {
-            let report = backup::restore(&from, &data_dir)?;
-            print_backup(&format!("restored into {}:", data_dir.display()), &report);
+        StoreCommand::Restore { from, until, .. } => {
+            if !from.join(incremental::CHAIN).exists() {
+                if until.is_some() {
+                    anyhow::bail!(
+                        "--until needs a backup chain (made with `store backup --incremental`); {} is not one",
+                        from.display()
+                    );
+                }
+                let report = backup::restore(&from, &data_dir)?;
+                print_backup(&format!("restored into {}:", data_dir.display()), &report);
+                return Ok(true);
+            }
+            let until = until
+                .map(|text| {
+                    Timestamp::parse_rfc3339(&text)
+                        .map_err(|e| anyhow::anyhow!("--until {text:?}: {e}"))
+                })
+                .transpose()?;
+            let report = incremental::restore_chain(&from, &data_dir, until.map(|t| t.0))?;
+            println!(
+                "restored into {}: {} readings from {} backup(s) in {:.1}s (verified), as of {}",
+                data_dir.display(),
+                report.readings,
+                report.backups_applied,
+                report.seconds,
+                describe(&report.until)
+            );
             Ok(true)
         }
         StoreCommand::Compact { .. } => {
