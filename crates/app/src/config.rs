@@ -144,7 +144,7 @@ pub struct Config {
     /// Longest delay between two attempts of a delivery, seconds.
     pub notify_retry_max_secs: u64,
     /// Attempts before a delivery is given up (`dead`, audited). The defaults (10 s doubling
-    /// to 1 h, 32 attempts) keep trying for about 24 hours.
+    /// to 1 h, 33 attempts) keep trying for 24.4 hours (87 910 s of waits).
     pub notify_max_attempts: u32,
     /// How long one webhook or SMTP attempt may take, seconds.
     pub notify_timeout_secs: u64,
@@ -408,7 +408,7 @@ impl Default for Config {
             audit_anchor_syslog: None,
             notify_retry_base_ms: 10_000,
             notify_retry_max_secs: 3600,
-            notify_max_attempts: 32,
+            notify_max_attempts: 33,
             notify_timeout_secs: 10,
             smtp_server: None,
             smtp_tls: "starttls".into(),

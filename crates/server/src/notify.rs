@@ -182,11 +182,26 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The policy of `notify_retry_base_ms`, `notify_retry_max_secs` and `notify_max_attempts`.
+    pub fn from_config(config: &Config) -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_millis(config.notify_retry_base_ms),
+            max: Duration::from_secs(config.notify_retry_max_secs),
+            attempts: config.notify_max_attempts,
+        }
+    }
+
     /// The delay after failed attempt number `attempt` (1 = the first): base·2^(attempt−1),
     /// at most `max`.
     pub fn delay(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
         self.base.saturating_mul(factor).min(self.max)
+    }
+
+    /// How long a delivery that keeps failing is retried: from the first attempt to the last
+    /// (the waits between them; the attempts' own time comes on top).
+    pub fn window(&self) -> Duration {
+        (1..self.attempts).map(|a| self.delay(a)).sum()
     }
 }
 
@@ -297,11 +312,7 @@ impl Notifier {
             store,
             wells,
             audit,
-            retry: RetryPolicy {
-                base: Duration::from_millis(config.notify_retry_base_ms),
-                max: Duration::from_secs(config.notify_retry_max_secs),
-                attempts: config.notify_max_attempts,
-            },
+            retry: RetryPolicy::from_config(config),
             timeout: Duration::from_secs(config.notify_timeout_secs),
             smtp: SmtpSettings {
                 server: config.smtp_server.clone(),
@@ -911,9 +922,22 @@ mod tests {
         assert_eq!(p.delay(9), Duration::from_secs(2560));
         assert_eq!(p.delay(10), Duration::from_secs(3600));
         assert_eq!(p.delay(1000), Duration::from_secs(3600));
-        // The defaults keep trying for about a day.
-        let total: Duration = (1..p.attempts).map(|a| p.delay(a)).sum();
-        assert!(total >= Duration::from_secs(23 * 3600), "{total:?}");
+        // 10 s doubling to 2 560 s, then 22 waits of an hour: 84 310 s.
+        assert_eq!(p.window(), Duration::from_secs(84_310));
+    }
+
+    /// Issue 19: a failing delivery is retried for at least 24 h with the default settings.
+    #[test]
+    fn the_defaults_retry_for_at_least_a_day() {
+        let p = RetryPolicy::from_config(&Config::default());
+        let day = Duration::from_secs(24 * 3600);
+        assert!(p.window() >= day, "{:?} < 24 h", p.window());
+        // And not much longer: one attempt fewer would fall short.
+        let shorter = RetryPolicy {
+            attempts: p.attempts - 1,
+            ..p
+        };
+        assert!(shorter.window() < day, "{:?}", shorter.window());
     }
 
     #[test]

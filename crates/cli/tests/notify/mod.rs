@@ -446,26 +446,39 @@ struct SmtpServer {
     _dir: tempfile::TempDir,
 }
 
+/// Whether python3 can import aiosmtpd; without it the e-mail tests skip, with the reason
+/// printed, unless ESPWATCH_REQUIRE_SERVICES=1 (then they fail).
+fn have_aiosmtpd() -> bool {
+    let probe = std::process::Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return true;
+    }
+    let reason = "python3 with aiosmtpd is not installed (pip install aiosmtpd)";
+    if std::env::var("ESPWATCH_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{reason}, and ESPWATCH_REQUIRE_SERVICES=1");
+    }
+    eprintln!("skipping: {reason}");
+    false
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl SmtpServer {
     async fn start() -> Option<SmtpServer> {
-        let probe = std::process::Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .output();
-        if !probe.is_ok_and(|o| o.status.success()) {
-            let reason = "python3 with aiosmtpd is not installed (pip install aiosmtpd)";
-            if std::env::var("ESPWATCH_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("{reason}, and ESPWATCH_REQUIRE_SERVICES=1");
-            }
-            eprintln!("skipping: {reason}");
+        if !have_aiosmtpd() {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
         let maildir = dir.path().join("mail");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut child = std::process::Command::new("python3")
             .args(["-m", "aiosmtpd", "-n", "-l", &address.to_string()])
@@ -506,6 +519,178 @@ impl Drop for SmtpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// aiosmtpd that insists on STARTTLS and on AUTH (over TLS only) with one user and password;
+/// each message lands in a Maildir with headers saying how it came (`X-Tls`,
+/// `X-Authenticated`, `X-RcptTo`). Arguments: cert, key, port, maildir, user, password.
+const STARTTLS_SMTP: &str = r#"
+import mailbox, ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+cert, key, port, maildir, user, password = sys.argv[1:]
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain(cert, key)
+box = mailbox.Maildir(maildir, create=True)
+
+def authenticator(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login == user.encode() and data.password == password.encode()
+    return AuthResult(success=ok, auth_data=data)
+
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        login = session.auth_data.login.decode() if session.authenticated else "no"
+        head = "X-Tls: %s\r\nX-Authenticated: %s\r\nX-RcptTo: %s\r\n" % (
+            session.ssl is not None, login, ", ".join(envelope.rcpt_tos))
+        box.add(head.encode() + envelope.content)
+        return "250 OK"
+
+controller = Controller(Handler(), hostname="127.0.0.1", port=int(port), tls_context=context,
+    require_starttls=True, auth_required=True, auth_require_tls=True, authenticator=authenticator)
+controller.start()
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+/// Issue 19: e-mail over SMTP with TLS and credentials, against a real aiosmtpd that refuses
+/// anything before STARTTLS. The real binary runs as a server with the test CA as its only
+/// trust anchor (`SSL_CERT_FILE`); a test message of an e-mail channel arrives over TLS,
+/// authenticated. A server that does not trust the SMTP server's CA gives the delivery up
+/// with the TLS error and sends nothing.
+#[test]
+fn email_goes_out_over_starttls_with_credentials_to_a_real_smtp_server() {
+    init();
+    if !have_aiosmtpd() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    crate::ops::make_certificates(dir, "smtp", "1");
+    let maildir = dir.join("mail");
+    let port = free_port();
+    let script = dir.join("smtp.py");
+    std::fs::write(&script, STARTTLS_SMTP).unwrap();
+    let mut smtp = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(dir.join("smtp.pem"))
+        .arg(dir.join("smtp.key"))
+        .arg(port.to_string())
+        .arg(&maildir)
+        .args(["mailer", "a mailer passphrase"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start aiosmtpd");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(smtp.stdout.take().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _smtp = Kill(smtp);
+    assert_eq!(ready.trim(), "ready", "aiosmtpd did not start");
+    let messages = || -> Vec<String> {
+        std::fs::read_dir(maildir.join("new"))
+            .map(|entries| {
+                entries
+                    .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server_address = format!("localhost:{port}");
+    let ca = dir.join("smtp-ca.pem");
+    // Returns the delivery of a channel test once it is finished (delivered or dead).
+    let send_test = |data: &std::path::Path, trust: &std::path::Path| -> Value {
+        let data_dir = data.to_str().unwrap();
+        let key = cli_api_key(&["--data-dir", data_dir], "admin");
+        let mut env = vec![
+            ("ESPWATCH_SMTP_SERVER", server_address.as_str()),
+            ("ESPWATCH_SMTP_TLS", "starttls"),
+            ("ESPWATCH_SMTP_FROM", "espwatch@field.example"),
+            ("ESPWATCH_SMTP_USERNAME", "mailer"),
+            ("ESPWATCH_SMTP_PASSWORD", "a mailer passphrase"),
+            ("ESPWATCH_NOTIFY_RETRY_BASE_MS", "100"),
+            ("ESPWATCH_NOTIFY_RETRY_MAX_SECS", "1"),
+            ("ESPWATCH_NOTIFY_MAX_ATTEMPTS", "2"),
+        ];
+        let trust = trust.to_str().unwrap().to_owned();
+        env.push(("SSL_CERT_FILE", trust.as_str()));
+        let server = ChildServer::start_with_env(
+            &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+            &env,
+        );
+        let http = bearer_client(&key);
+        runtime.block_on(async {
+            let (status, channel) = status_json(
+                http.post(server.url("/api/v1/notifications/channels"))
+                    .json(&json!({"name": "night shift", "kind": "email", "to": ["ops@field.example"]}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(status, 201, "{channel}");
+            let test = server.url(&format!(
+                "/api/v1/notifications/channels/{}/test",
+                channel["id"]
+            ));
+            let (status, body) = status_json(http.post(test).send().await.unwrap()).await;
+            assert_eq!(status, 202, "{body}");
+            for _ in 0..200 {
+                let (status, body) = status_json(
+                    http.get(server.url("/api/v1/notifications/deliveries"))
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await;
+                assert_eq!(status, 200, "{body}");
+                if let Some(d) = body["deliveries"].as_array().and_then(|d| d.first())
+                    && (d["state"] == "delivered" || d["state"] == "dead")
+                {
+                    return d.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the test delivery did not finish");
+        })
+    };
+
+    let delivery = send_test(&dir.join("trusting"), &ca);
+    assert_eq!(delivery["state"], "delivered", "{delivery}");
+    let got = messages();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let m = &got[0];
+    assert!(m.contains("X-Tls: True"), "sent over TLS: {m}");
+    assert!(
+        m.contains("X-Authenticated: mailer"),
+        "with the credentials: {m}"
+    );
+    assert!(m.contains("X-RcptTo: ops@field.example"), "{m}");
+    assert!(m.contains("From: espwatch@field.example"), "{m}");
+
+    // Trusting another CA only: the certificate is refused, the delivery given up, nothing
+    // sent (credentials included).
+    crate::ops::make_certificates(dir, "other", "1");
+    let delivery = send_test(&dir.join("distrusting"), &dir.join("other-ca.pem"));
+    assert_eq!(delivery["state"], "dead", "{delivery}");
+    let error = delivery["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("TLS handshake") && error.contains("certificate"),
+        "{delivery}"
+    );
+    assert_eq!(messages().len(), 1, "nothing sent to an untrusted server");
 }
 
 /// The base64 body of a message we sent, decoded.

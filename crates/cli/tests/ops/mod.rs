@@ -792,7 +792,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA (`<name>-ca.pem`) and a server certificate for localhost and 127.0.0.1 signed by it
 /// (`<name>.pem`, `<name>.key`), valid `days`.
-fn make_certificates(dir: &Path, name: &str, days: &str) {
+pub(crate) fn make_certificates(dir: &Path, name: &str, days: &str) {
     let ca_key = format!("{name}-ca.key");
     let ca = format!("{name}-ca.pem");
     let key = format!("{name}.key");
