@@ -7,7 +7,7 @@ pub const API_CSP: &str =
 
 /// The hardening headers every response carries besides its `Content-Security-Policy` (also
 /// written by the connection layer when it answers without the router).
-pub const SECURITY_HEADERS: [(&str, &str); 7] = [
+pub const SECURITY_HEADERS: [(&str, &str); 6] = [
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
     ("referrer-policy", "no-referrer"),
@@ -17,8 +17,11 @@ pub const SECURITY_HEADERS: [(&str, &str); 7] = [
         "permissions-policy",
         "camera=(), microphone=(), geolocation=(), payment=()",
     ),
-    (
-        "strict-transport-security",
-        "max-age=63072000; includeSubDomains",
-    ),
 ];
+
+/// `Strict-Transport-Security`, sent only on answers over TLS (RFC 6797 §7.2: a host must not
+/// send it over plain HTTP). Behind a TLS-terminating proxy, the proxy sets it.
+pub const HSTS: (&str, &str) = (
+    "strict-transport-security",
+    "max-age=63072000; includeSubDomains",
+);

@@ -1,7 +1,7 @@
 //! The router (every route registered once, here, with its OpenAPI entry), the cross-cutting
 //! middleware, and `serve`, which runs until a shutdown future resolves.
 
-use crate::headers::{API_CSP, SECURITY_HEADERS};
+use crate::headers::{API_CSP, HSTS, SECURITY_HEADERS};
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -134,6 +134,9 @@ pub fn router(state: AppState) -> Router {
 
     let request_id = HeaderName::from_static("x-request-id");
     let cors = cors_layer(&state.config);
+    // `serve` speaks TLS, and TLS only, exactly when both files are configured.
+    let tls =
+        ServesTls(state.config.tls_cert_file.is_some() && state.config.tls_key_file.is_some());
     let router = api_routes
         .merge(SwaggerUi::new("/docs").external_url_unchecked(OPENAPI_PATH, openapi))
         .merge(crate::console::routes())
@@ -141,7 +144,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(state, log_and_time_out))
-        .layer(middleware::from_fn(security_headers));
+        .layer(middleware::from_fn_with_state(tls, security_headers));
     let router = match cors {
         Some(cors) => router.layer(cors),
         None => router,
@@ -373,11 +376,20 @@ fn lifecycle_event(kind: &str) -> AuditEvent {
     }
 }
 
+/// Whether the API listener serves TLS (the state of [`security_headers`]).
+#[derive(Clone, Copy)]
+struct ServesTls(bool);
+
 /// Hardening headers on every response. The API answers JSON only, so its policy forbids
 /// everything; the console (`/`, `/console/`) may load its own files (never inline code);
 /// the bundled API docs (`/docs`) need their own scripts (files only: Swagger UI 5.32's page
 /// has no inline script, so `script-src 'self'` without `'unsafe-inline'`) and styles.
-async fn security_headers(request: Request, next: Next) -> Response {
+/// HSTS only when the listener serves TLS.
+async fn security_headers(
+    State(ServesTls(tls)): State<ServesTls>,
+    request: Request,
+    next: Next,
+) -> Response {
     let docs = request.uri().path().starts_with("/docs");
     let console = crate::console::is_console_path(request.uri().path());
     let mut response = next.run(request).await;
@@ -392,6 +404,9 @@ async fn security_headers(request: Request, next: Next) -> Response {
     headers.insert("content-security-policy", HeaderValue::from_static(csp));
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
+    }
+    if tls {
+        headers.insert(HSTS.0, HeaderValue::from_static(HSTS.1));
     }
     // The docs too: their initializer carries this server's configuration.
     if docs || !headers.contains_key("cache-control") {

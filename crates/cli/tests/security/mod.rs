@@ -648,11 +648,16 @@ async fn headers_cors_and_input_limits() {
         "x-content-type-options",
         "x-frame-options",
         "referrer-policy",
-        "strict-transport-security",
         "cache-control",
     ] {
         assert!(response.headers().contains_key(header), "{header}");
     }
+    // HSTS only over TLS (RFC 6797 §7.2): `ops::the_api_speaks_tls_and_reloads_its_certificate`
+    // asserts it there.
+    assert!(
+        !response.headers().contains_key("strict-transport-security"),
+        "HSTS over plain HTTP"
+    );
     let unknown = app
         .anonymous
         .get(app.url("/no/such/route"))

@@ -798,6 +798,10 @@ async fn malformed_and_oversized_heads_get_the_envelope_and_the_docs_are_locked_
         ] {
             assert!(answer.contains(needle), "{needle} missing: {answer:.600}");
         }
+        assert!(
+            !answer.contains("strict-transport-security"),
+            "HSTS over plain HTTP: {answer:.600}"
+        );
     }
     let docs = app.anonymous.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
