@@ -75,6 +75,7 @@ pub struct Config {
     pub refresh_token_ttl_secs: u64,
     /// Failed logins within `lockout_window_secs` that lock an account.
     pub lockout_max_failures: u32,
+    /// The window failed logins are counted in (`lockout_max_failures`), seconds.
     pub lockout_window_secs: u64,
     /// How long a locked account stays locked, seconds.
     pub lockout_secs: u64,
@@ -455,6 +456,35 @@ impl Default for Config {
 /// request carries a single 13-channel reading (~111 bytes each in the spool; batches of ten
 /// readings per well take ~22).
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+/// Every key of [`Config`] with its documentation (the `///` comment of its field in this
+/// file), in field order: the source of `espwatch config example` and of the repository's
+/// `espwatch.example.toml`, so the documentation is written once, here.
+pub fn documented_keys() -> Vec<(&'static str, String)> {
+    const SOURCE: &str = include_str!("config.rs");
+    // The struct is the first item of the file; its fields end at the first closing brace
+    // alone on a line.
+    let body = SOURCE
+        .split_once("pub struct Config {")
+        .map_or("", |(_, body)| body);
+    let mut keys = Vec::new();
+    let mut doc: Vec<&str> = Vec::new();
+    for line in body.lines().map(str::trim) {
+        if line == "}" {
+            break;
+        }
+        if let Some(text) = line.strip_prefix("///") {
+            doc.push(text.strip_prefix(' ').unwrap_or(text));
+        } else if let Some((name, _)) = line
+            .strip_prefix("pub ")
+            .and_then(|field| field.split_once(':'))
+        {
+            keys.push((name, doc.join("\n")));
+            doc.clear();
+        }
+    }
+    keys
+}
 
 impl Config {
     /// Where the outage spool lives: `spool_dir`, else `<data_dir>/spool`.
@@ -1224,6 +1254,34 @@ pub fn check_secret(secret: &[u8]) -> Result<(), SecretError> {
 #[cfg(test)]
 mod debug_tests {
     use super::*;
+
+    /// Every field is documented, and `KEYS` (the environment variables) names exactly the
+    /// fields: `espwatch config example` and `ESPWATCH_<KEY>` then cover every setting.
+    #[test]
+    fn every_key_is_documented_and_listed() {
+        let documented = documented_keys();
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let fields: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut names: Vec<&str> = documented.iter().map(|(k, _)| *k).collect();
+        names.sort_unstable();
+        let mut sorted_fields = fields.clone();
+        sorted_fields.sort_unstable();
+        assert_eq!(names, sorted_fields, "fields read from config.rs");
+        let mut keys = Config::KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(keys, sorted_fields, "Config::KEYS");
+        for (key, doc) in &documented {
+            assert!(doc.len() > 10, "{key} has no documentation: {doc:?}");
+        }
+        let (key, doc) = &documented[0];
+        assert_eq!(*key, "listen");
+        assert!(doc.starts_with("Address the HTTP API listens on."), "{doc}");
+    }
 
     #[test]
     fn secrets_are_judged_by_their_randomness() {

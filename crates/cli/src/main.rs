@@ -136,6 +136,9 @@ struct ServeArgs {
 enum ConfigCommand {
     /// Print the effective configuration (file < environment < flags) as TOML, secrets redacted.
     Show(ServeArgs),
+    /// Print an example espwatch.toml: every setting with its documentation and default (the
+    /// repository's espwatch.example.toml is this output).
+    Example,
 }
 
 impl Cli {
@@ -199,6 +202,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::init_logging(config.log_format);
             vault::resolve(&mut config).await?;
             serve::run(config).await
+        }
+        Command::Config(ConfigCommand::Example) => {
+            print!("{}", settings::example()?);
+            Ok(())
         }
         Command::Config(ConfigCommand::Show(args)) => {
             let config = settings::load(cli.config.as_deref(), &cli.overrides(&args.store))?;

@@ -2061,3 +2061,50 @@ fn store_backup_incremental_chain_restores_whole_and_to_a_point_in_time() {
         "C-3 arrived after the first backup"
     );
 }
+
+/// Issue 22: `espwatch.example.toml` is generated from the configuration struct's
+/// documentation (`espwatch config example`) and stays in step with it: this fails when a
+/// setting, its documentation or its default changes without the file being regenerated.
+#[test]
+fn the_example_configuration_is_the_generated_one_and_holds_the_defaults() {
+    let work = tempfile::tempdir().expect("temp dir");
+    let committed_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../espwatch.example.toml");
+    let committed = std::fs::read_to_string(&committed_path).expect("espwatch.example.toml");
+    let (ok, generated, stderr) = run_cli(&["config", "example"], &[], work.path());
+    assert!(ok, "{stderr}");
+    assert!(
+        generated == committed,
+        "espwatch.example.toml is stale: regenerate it with \
+         `cargo run -p espwatch -- config example > espwatch.example.toml`"
+    );
+    // Every setting is in it, with its documentation just above.
+    for (key, doc) in espwatch_app::config::documented_keys() {
+        let line = committed
+            .lines()
+            .position(|l| l == format!("# {key} =") || l.starts_with(&format!("{key} = ")))
+            .unwrap_or_else(|| panic!("{key} missing"));
+        let first_doc_line = doc.lines().next().unwrap_or_default();
+        let above = committed.lines().nth(line - doc.lines().count()).unwrap();
+        assert_eq!(
+            above.trim_end(),
+            format!("# {first_doc_line}").trim_end(),
+            "{key}"
+        );
+    }
+    // Read as a configuration file it gives exactly the defaults.
+    let (ok, from_file, stderr) = run_cli(
+        &[
+            "config",
+            "show",
+            "--config",
+            committed_path.to_str().unwrap(),
+        ],
+        &[],
+        work.path(),
+    );
+    assert!(ok, "{stderr}");
+    let (ok, defaults, stderr) = run_cli(&["config", "show"], &[], work.path());
+    assert!(ok, "{stderr}");
+    assert_eq!(from_file, defaults);
+}
