@@ -18,8 +18,9 @@
 # KEEP=1 keeps the work directory (server log, data). Extra arguments after the mode's own go to
 # `espwatch-bench load` (e.g. --batch 500 --max-outstanding 2048) or `broker-load`.
 # Brokers: mqtt-overload starts a Mosquitto of its own on a free port with MOSQUITTO_SETTINGS
-# (default `max_queued_messages 0`: the broker keeps every message, as README "Reliability"
-# advises; Mosquitto's default of 1 000 drops the rest) unless MQTT_URL names one;
+# (default `max_queued_messages 0`: the broker keeps every message the run publishes;
+# Mosquitto's default of 1 000 drops the rest; README "Reliability" advises a bound above the
+# longest backlog planned for) unless MQTT_URL names one;
 # amqp-overload uses AMQP_URL (default the local RabbitMQ, guest) with queues of its own.
 #
 # The embedded store on a fresh data directory. The per-identity and per-address limits are

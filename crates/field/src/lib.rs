@@ -20,6 +20,7 @@ pub mod mqtt;
 pub mod sink;
 pub mod sparkplug;
 
+use espwatch_app::metrics::IngestPath;
 use espwatch_server::AppState;
 
 /// Refuses what would make [`FieldIngest::start`] fail (an invalid topic filter, an unreadable
@@ -55,9 +56,10 @@ impl FieldIngest {
                 state
                     .components
                     .register("mqtt", std::sync::Arc::new(move || stats.status()));
-                state
-                    .components
-                    .register_broker("mqtt", std::sync::Arc::new(move || backlog.backlog()));
+                state.components.register_broker(
+                    IngestPath::Mqtt,
+                    std::sync::Arc::new(move || backlog.backlog()),
+                );
                 Some(ingest)
             }
             None => None,
@@ -77,7 +79,7 @@ impl FieldIngest {
                     .register("amqp", std::sync::Arc::new(ingest.status_fn()));
                 state
                     .components
-                    .register_broker("amqp", std::sync::Arc::new(ingest.backlog_fn()));
+                    .register_broker(IngestPath::Amqp, std::sync::Arc::new(ingest.backlog_fn()));
                 Some(ingest)
             }
             None => None,

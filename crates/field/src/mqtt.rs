@@ -50,11 +50,24 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 const MAX_PACKET_BYTES: usize = 268_435_455;
 /// Messages received and not yet acknowledged that are held in memory at most (the in-memory
 /// backlog between the broker and the commit; two full batches). MQTT 3.1.1 has no way to
-/// tell the broker a receive window: a broker whose in-flight window is larger (Mosquitto's
-/// `max_inflight_messages 0`, or any broker's queue flushed at once) would otherwise fill
-/// memory while the store commits slowly. Past the bound, messages are left unacknowledged
-/// (the broker keeps them) and received again after a reconnection (see [`Backlog`]).
+/// tell the broker a receive window, and brokers do not keep theirs: Mosquitto 2.0.11, once
+/// a client acknowledges anything, puts its whole queue in flight whatever its
+/// `max_inflight_messages` (or an MQTT 5 Receive Maximum) says. At the bound the driver stops
+/// reading from the broker until the consumer has made room (see [`Backlog`]).
 pub const MAX_PENDING_MESSAGES: u64 = 1024;
+/// Longest time the driver stops reading from the broker for room in the backlog: half the
+/// keep-alive, so the broker never takes the pause for a dead client (it disconnects after
+/// 1.5 keep-alive periods without a packet). Past it, messages are deferred (see [`Backlog`]).
+const MAX_READ_PAUSE: Duration = Duration::from_secs(10);
+/// Requests (acknowledgements, error reports) queued for the driver at most. rumqttc sends one
+/// queued request per poll that does not return an already read packet, and a network read
+/// yields up to 10 packets: while a broker floods, PUBACKs go out about ten times slower than
+/// messages come in, and queue up (a few dozen bytes each; the broker holds the messages
+/// themselves until then). A consumer waiting for room in this queue releases nothing, and a
+/// driver paused for room in the backlog sends nothing: with 2 048 this stalled for the whole
+/// pause after about 2 000 messages (test
+/// `mqtt_a_broker_flooding_its_queue_is_read_at_the_commit_pace_without_re_sends`).
+const REQUEST_QUEUE: usize = 64 * 1024;
 
 /// Counters and connection state, for `/health/ready` (`checks.mqtt`).
 #[derive(Default)]
@@ -88,14 +101,19 @@ pub struct MqttStats {
 /// The in-memory backlog: messages handed to the consumer and not yet acknowledged, bounded
 /// by [`MAX_PENDING_MESSAGES`] and by a byte budget (`ingest_max_inflight_bytes`).
 ///
-/// The MQTT client cannot stop reading from the broker and still send its acknowledgements
-/// and pings, so a message that arrives past the bound is *deferred*: dropped from memory,
-/// left unacknowledged (the broker keeps it in the persistent session), and every later one
-/// too (order kept). Once the consumer has committed and acknowledged everything it was
-/// given, it disconnects (after its PUBACKs, which go out first) and the driver connects
-/// again: the broker then re-sends every unacknowledged message, as MQTT requires for a
-/// persistent session. With a broker that bounds its in-flight window below the bound
-/// (Mosquitto: 20 by default) nothing is ever deferred.
+/// A message that arrives at the bound is held by the driver, which stops polling the
+/// connection until the consumer releases what it has acknowledged (TCP back-pressure: the
+/// broker keeps the rest, unacknowledged, and nothing is sent twice). The pause lasts
+/// [`MAX_READ_PAUSE`] at most, because the client sends its acknowledgements and pings only
+/// while polled. Past it (the store cannot commit for that long) the message is *deferred*:
+/// dropped from memory, left unacknowledged (the broker keeps it in the persistent session),
+/// and every later one too (order kept). Once the consumer has committed and acknowledged
+/// everything it was given, it disconnects (after its PUBACKs, which go out first) and the
+/// driver connects again: the broker then re-sends every unacknowledged message, as MQTT
+/// requires for a persistent session. Deferral used to be the only answer to a full backlog:
+/// with a broker that puts its whole queue in flight (Mosquitto 2.0.11 after any PUBACK),
+/// every reconnection re-sent the whole queue to take 1 024 of it, about 25 re-sends a
+/// message under sustained overload (README "Reliability").
 #[derive(Default)]
 pub struct Backlog {
     /// What `admit` and `release` decide on, changed together: a std mutex held for a few
@@ -111,6 +129,22 @@ pub struct Backlog {
     deferred: AtomicU64,
     /// Reconnections made to have deferred messages re-sent.
     redelivery_reconnects: AtomicU64,
+    /// Times the driver stopped reading for room in the backlog, and for how long in all.
+    read_pauses: AtomicU64,
+    read_paused_ms: AtomicU64,
+    /// Signalled by every release: the driver waits on it while the backlog is full.
+    room: tokio::sync::Notify,
+}
+
+/// What [`Backlog::admit`] decided for a received message.
+#[derive(Debug, PartialEq, Eq)]
+enum Admission {
+    /// Taken into the backlog: hand it to the consumer.
+    Admitted,
+    /// The backlog is full: wait for room ([`Backlog::admit_or_wait`]).
+    Full,
+    /// Messages are being deferred on this connection: leave it unacknowledged.
+    Deferred,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -128,31 +162,92 @@ impl Backlog {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a received message into the backlog; `false`: deferred (leave it unacknowledged).
-    fn admit(&self, bytes: u64) -> bool {
+    /// Takes a received message into the backlog if there is room.
+    fn admit(&self, bytes: u64) -> Admission {
         let mut s = self.state();
+        if s.deferring {
+            self.deferred.fetch_add(1, Ordering::Relaxed);
+            return Admission::Deferred;
+        }
         let full = s.messages > 0
             && (s.messages >= MAX_PENDING_MESSAGES
                 || s.bytes + bytes > self.max_bytes.load(Ordering::Relaxed));
-        if full || s.deferring {
-            s.deferring = true;
-            self.deferred.fetch_add(1, Ordering::Relaxed);
-            return false;
+        if full {
+            return Admission::Full;
         }
         s.messages += 1;
         s.bytes += bytes;
         self.peak_messages.fetch_max(s.messages, Ordering::Relaxed);
         self.peak_bytes.fetch_max(s.bytes, Ordering::Relaxed);
+        Admission::Admitted
+    }
+
+    /// Defers a message that found the backlog full (and every later one on this
+    /// connection): only while the backlog holds messages, so the release that empties it
+    /// reconnects; `false` when it has emptied meanwhile (admit again instead).
+    fn defer(&self) -> bool {
+        let mut s = self.state();
+        if s.messages == 0 {
+            return false;
+        }
+        s.deferring = true;
+        self.deferred.fetch_add(1, Ordering::Relaxed);
         true
+    }
+
+    /// [`admit`](Self::admit), waiting for room while the backlog is full: the caller (the
+    /// driver) reads nothing from the broker meanwhile. Gives up after `max_pause`, or when
+    /// `stopping`, and defers the message; `true`: admitted.
+    async fn admit_or_wait(
+        &self,
+        bytes: u64,
+        max_pause: Duration,
+        stopping: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let mut paused: Option<Instant> = None;
+        let mut closed = false;
+        let admitted = loop {
+            match self.admit(bytes) {
+                Admission::Admitted => break true,
+                Admission::Deferred => break false,
+                Admission::Full => {}
+            }
+            let started = *paused.get_or_insert_with(|| {
+                self.read_pauses.fetch_add(1, Ordering::Relaxed);
+                Instant::now()
+            });
+            let give_up = closed || *stopping.borrow() || started.elapsed() >= max_pause;
+            if give_up {
+                if self.defer() {
+                    break false;
+                }
+                continue;
+            }
+            // A release between `admit` and here leaves a permit: no wake-up is lost.
+            tokio::select! {
+                _ = self.room.notified() => {}
+                _ = tokio::time::sleep_until((started + max_pause).into()) => {}
+                changed = stopping.changed() => closed = changed.is_err(),
+            }
+        };
+        if let Some(started) = paused {
+            self.read_paused_ms
+                .fetch_add(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        admitted
     }
 
     /// The consumer is done with (has acknowledged) these; `true` when the backlog is now
     /// empty and messages were deferred: time to reconnect for them.
     fn release(&self, messages: u64, bytes: u64) -> bool {
-        let mut s = self.state();
-        s.messages = s.messages.saturating_sub(messages);
-        s.bytes = s.bytes.saturating_sub(bytes);
-        s.messages == 0 && std::mem::take(&mut s.deferring)
+        let reconnect = {
+            let mut s = self.state();
+            s.messages = s.messages.saturating_sub(messages);
+            s.bytes = s.bytes.saturating_sub(bytes);
+            s.messages == 0 && std::mem::take(&mut s.deferring)
+        };
+        self.room.notify_one();
+        reconnect
     }
 
     /// A new connection: whatever was deferred is re-sent by the broker on it.
@@ -172,6 +267,8 @@ impl Backlog {
             "max_bytes": n(&self.max_bytes),
             "deferred": n(&self.deferred),
             "redelivery_reconnects": n(&self.redelivery_reconnects),
+            "read_pauses": n(&self.read_pauses),
+            "read_paused_ms": n(&self.read_paused_ms),
         })
     }
 }
@@ -248,7 +345,7 @@ impl MqttIngest {
         let config = state.config.clone();
         let options = mqtt_options(&config)?;
         let topics = Topics::from_config(&config)?;
-        let (client, eventloop) = AsyncClient::new(options, 1024);
+        let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
         let stats = Arc::new(MqttStats::default());
         stats
             .backlog
@@ -496,8 +593,13 @@ async fn drive(
                 if publish.dup {
                     stats.redelivered.fetch_add(1, Ordering::Relaxed);
                 }
-                if !stats.backlog.admit(publish.payload.len() as u64) {
-                    // Past the bound: left unacknowledged, re-sent after a reconnection.
+                let bytes = publish.payload.len() as u64;
+                if !stats
+                    .backlog
+                    .admit_or_wait(bytes, MAX_READ_PAUSE, &mut stopping)
+                    .await
+                {
+                    // Deferred: left unacknowledged, re-sent after a reconnection.
                     continue;
                 }
                 if tx.send(publish).is_err() {
@@ -1233,10 +1335,15 @@ mod tests {
             };
             let mut lost = 0;
             for _ in 0..200_000 {
-                if backlog.admit(1) {
-                    tx.send(()).unwrap();
-                } else {
-                    lost += 1;
+                // The driver's choices with no pause at all: defer whenever full.
+                loop {
+                    match backlog.admit(1) {
+                        Admission::Admitted => tx.send(()).unwrap(),
+                        Admission::Deferred => lost += 1,
+                        Admission::Full if backlog.defer() => lost += 1,
+                        Admission::Full => continue,
+                    }
+                    break;
                 }
             }
             drop(tx);
@@ -1249,6 +1356,61 @@ mod tests {
                 reconnects.load(Ordering::Relaxed)
             );
         }
+    }
+
+    /// At the bound the driver waits for the consumer's release instead of deferring (which
+    /// costs a reconnection and a re-send of everything in flight), and defers only when the
+    /// consumer makes no room within the pause.
+    #[tokio::test]
+    async fn a_full_backlog_pauses_reading_until_the_consumer_makes_room() {
+        let backlog = Arc::new(Backlog::default());
+        backlog.max_bytes.store(u64::MAX, Ordering::Relaxed);
+        let (_stop_tx, mut stopping) = watch::channel(false);
+        for _ in 0..MAX_PENDING_MESSAGES {
+            assert_eq!(backlog.admit(1), Admission::Admitted);
+        }
+        assert_eq!(backlog.admit(1), Admission::Full);
+        let releaser = {
+            let backlog = backlog.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                backlog.release(512, 512)
+            })
+        };
+        let started = Instant::now();
+        assert!(
+            backlog
+                .admit_or_wait(1, Duration::from_secs(30), &mut stopping)
+                .await,
+            "admitted once the consumer released"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        assert!(
+            !releaser.await.unwrap(),
+            "nothing deferred: no reconnection"
+        );
+        let status = backlog.status();
+        assert_eq!(status["deferred"], 0, "{status}");
+        assert_eq!(status["read_pauses"], 1, "{status}");
+        assert_eq!(
+            status["messages"],
+            MAX_PENDING_MESSAGES - 512 + 1,
+            "{status}"
+        );
+
+        // Full again and nobody releases: deferred after the pause, and so is every later
+        // message on this connection until the backlog drains.
+        while backlog.admit(1) == Admission::Admitted {}
+        assert!(
+            !backlog
+                .admit_or_wait(1, Duration::from_millis(100), &mut stopping)
+                .await
+        );
+        assert_eq!(backlog.admit(1), Admission::Deferred);
+        assert!(backlog.release(MAX_PENDING_MESSAGES, MAX_PENDING_MESSAGES));
+        let status = backlog.status();
+        assert_eq!(status["deferred"], 2, "{status}");
+        assert_eq!(status["read_pauses"], 2, "{status}");
     }
 
     fn topics(filter: &str) -> Topics {

@@ -224,16 +224,16 @@ fn describe() {
     );
     describe_gauge!(
         "espwatch_broker_connected",
-        "1 while the broker ingest is connected, by transport (mqtt, amqp)"
+        "1 while the broker ingest is connected, by ingest path (mqtt, amqp)"
     );
     describe_gauge!(
         "espwatch_broker_backlog_messages",
-        "Broker messages received and not yet acknowledged (in memory, awaiting commit), by transport"
+        "Broker messages received and not yet acknowledged (in memory, awaiting commit), by ingest path"
     );
     describe_gauge!(
         "espwatch_broker_backlog_bytes",
         Unit::Bytes,
-        "Payload bytes of the broker messages received and not yet acknowledged, by transport"
+        "Payload bytes of the broker messages received and not yet acknowledged, by ingest path"
     );
     describe_gauge!(
         "espwatch_broker_backlog_capacity_messages",
@@ -250,7 +250,7 @@ fn describe() {
     );
     describe_counter!(
         "espwatch_broker_received_messages_total",
-        "Broker messages received, re-deliveries included, by transport"
+        "Broker messages received, re-deliveries included, by ingest path"
     );
     describe_counter!(
         "espwatch_broker_redelivered_messages_total",
@@ -258,7 +258,7 @@ fn describe() {
     );
     describe_counter!(
         "espwatch_broker_settled_messages_total",
-        "Broker messages committed, then acknowledged (or dead-lettered), by transport"
+        "Broker messages committed, then acknowledged (or dead-lettered), by ingest path"
     );
     describe_counter!(
         "espwatch_broker_deferred_messages_total",
@@ -454,8 +454,8 @@ async fn sample(state: &AppState) {
         .absolute(gate.rejected_overload_total);
     metrics::counter!("espwatch_audit_write_failures_total")
         .absolute(state.security.audit.failures());
-    for (transport, backlog) in state.components.broker_backlogs() {
-        record_broker(transport, &backlog);
+    for (path, backlog) in state.components.broker_backlogs() {
+        record_broker(path, &backlog);
     }
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -482,42 +482,40 @@ async fn sample(state: &AppState) {
     }
 }
 
-/// A broker ingest's backlog and counts (`transport` is a constant of the field ingest).
-fn record_broker(transport: &'static str, b: &crate::state::BrokerBacklog) {
+/// A broker ingest's backlog and counts, labelled `path` like the other ingest series
+/// (`mqtt`, `amqp`: a constant of the field ingest, the same names as `IngestPath`).
+fn record_broker(path: espwatch_app::metrics::IngestPath, b: &crate::state::BrokerBacklog) {
     use crate::state::BrokerQueue;
-    let t = transport;
-    metrics::gauge!("espwatch_broker_connected", "transport" => t)
-        .set(f64::from(u8::from(b.connected)));
-    metrics::gauge!("espwatch_broker_backlog_messages", "transport" => t).set(b.messages as f64);
-    metrics::gauge!("espwatch_broker_backlog_bytes", "transport" => t).set(b.bytes as f64);
-    metrics::gauge!("espwatch_broker_backlog_capacity_messages", "transport" => t)
+    let p = path.label();
+    metrics::gauge!("espwatch_broker_connected", "path" => p).set(f64::from(u8::from(b.connected)));
+    metrics::gauge!("espwatch_broker_backlog_messages", "path" => p).set(b.messages as f64);
+    metrics::gauge!("espwatch_broker_backlog_bytes", "path" => p).set(b.bytes as f64);
+    metrics::gauge!("espwatch_broker_backlog_capacity_messages", "path" => p)
         .set(b.capacity_messages as f64);
     if let Some(bytes) = b.capacity_bytes {
-        metrics::gauge!("espwatch_broker_backlog_capacity_bytes", "transport" => t)
-            .set(bytes as f64);
+        metrics::gauge!("espwatch_broker_backlog_capacity_bytes", "path" => p).set(bytes as f64);
     }
     match b.queued {
         BrokerQueue::Hidden => {}
         // Not a stale figure: an unknown depth is NaN (comparisons with it are false).
         BrokerQueue::Unknown => {
-            metrics::gauge!("espwatch_broker_queue_messages", "transport" => t).set(f64::NAN)
+            metrics::gauge!("espwatch_broker_queue_messages", "path" => p).set(f64::NAN)
         }
         BrokerQueue::Messages(n) => {
-            metrics::gauge!("espwatch_broker_queue_messages", "transport" => t).set(n as f64)
+            metrics::gauge!("espwatch_broker_queue_messages", "path" => p).set(n as f64)
         }
     }
-    metrics::counter!("espwatch_broker_received_messages_total", "transport" => t)
+    metrics::counter!("espwatch_broker_received_messages_total", "path" => p)
         .absolute(b.received_total);
-    metrics::counter!("espwatch_broker_redelivered_messages_total", "transport" => t)
+    metrics::counter!("espwatch_broker_redelivered_messages_total", "path" => p)
         .absolute(b.redelivered_total);
-    metrics::counter!("espwatch_broker_settled_messages_total", "transport" => t)
+    metrics::counter!("espwatch_broker_settled_messages_total", "path" => p)
         .absolute(b.settled_total);
     if let Some(n) = b.deferred_total {
-        metrics::counter!("espwatch_broker_deferred_messages_total", "transport" => t).absolute(n);
+        metrics::counter!("espwatch_broker_deferred_messages_total", "path" => p).absolute(n);
     }
     if let Some(n) = b.redelivery_reconnects_total {
-        metrics::counter!("espwatch_broker_redelivery_reconnects_total", "transport" => t)
-            .absolute(n);
+        metrics::counter!("espwatch_broker_redelivery_reconnects_total", "path" => p).absolute(n);
     }
 }
 

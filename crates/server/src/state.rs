@@ -95,7 +95,7 @@ pub type BacklogFn = Arc<dyn Fn() -> BrokerBacklog + Send + Sync>;
 #[derive(Default)]
 pub struct Components {
     reporters: std::sync::RwLock<Vec<(String, StatusFn)>>,
-    brokers: std::sync::RwLock<Vec<(&'static str, BacklogFn)>>,
+    brokers: std::sync::RwLock<Vec<(espwatch_app::metrics::IngestPath, BacklogFn)>>,
 }
 
 impl Components {
@@ -106,16 +106,16 @@ impl Components {
         reporters.push((name.to_owned(), status));
     }
 
-    /// Adds (or replaces) the backlog reporter of a broker ingest; `transport` (`mqtt`,
-    /// `amqp`) is its metrics label.
-    pub fn register_broker(&self, transport: &'static str, backlog: BacklogFn) {
+    /// Adds (or replaces) the backlog reporter of a broker ingest; its metrics carry the
+    /// same `path` label as the other ingest series.
+    pub fn register_broker(&self, path: espwatch_app::metrics::IngestPath, backlog: BacklogFn) {
         let mut brokers = self.brokers.write().unwrap_or_else(|e| e.into_inner());
-        brokers.retain(|(t, _)| *t != transport);
-        brokers.push((transport, backlog));
+        brokers.retain(|(p, _)| *p != path);
+        brokers.push((path, backlog));
     }
 
-    /// Every broker ingest's backlog now, by transport.
-    pub fn broker_backlogs(&self) -> Vec<(&'static str, BrokerBacklog)> {
+    /// Every broker ingest's backlog now, by ingest path.
+    pub fn broker_backlogs(&self) -> Vec<(espwatch_app::metrics::IngestPath, BrokerBacklog)> {
         let brokers = self.brokers.read().unwrap_or_else(|e| e.into_inner());
         brokers.iter().map(|(t, f)| (*t, f())).collect()
     }

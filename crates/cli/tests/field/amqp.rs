@@ -823,7 +823,7 @@ async fn amqp_burst_beyond_the_prefetch_stays_in_the_queue_and_is_all_stored() {
         "the rest waits in the queue"
     );
     // The same backlog in `/metrics`.
-    let m = |name: &str| format!("{name}{{transport=\"amqp\"}}");
+    let m = |name: &str| format!("{name}{{path=\"amqp\"}}");
     assert_eq!(
         super::metric(&server, &m("espwatch_broker_backlog_messages")).await,
         status["backlog"]["messages"].as_f64()

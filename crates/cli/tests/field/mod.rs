@@ -572,7 +572,7 @@ impl Drop for OwnMosquitto {
 }
 
 /// One series of the server's `/metrics` (read with its admin key), e.g.
-/// `espwatch_broker_backlog_messages{transport="mqtt"}`; `None` when absent.
+/// `espwatch_broker_backlog_messages{path="mqtt"}`; `None` when absent.
 async fn metric(server: &ChildServer, series: &str) -> Option<f64> {
     let response = server
         .client()
@@ -599,9 +599,10 @@ fn vm_hwm_kb(pid: u32) -> Option<u64> {
 /// Issue 17, overload: a broker that sends everything at once (Mosquitto with
 /// `max_inflight_messages 0`, no in-flight window) while the store cannot commit (its
 /// database locked by the test). espwatch holds at most `MAX_PENDING_MESSAGES` in memory,
-/// leaves the rest unacknowledged with the broker, shows the backlog in `/health/ready`, and
-/// once the store commits again receives the deferred messages again (reconnecting) and
-/// stores every reading. Before the bound, all of them were queued in memory.
+/// stops reading for room (10 s at most), then leaves the rest unacknowledged with the
+/// broker, shows the backlog in `/health/ready`, and once the store commits again receives
+/// the deferred messages again (reconnecting) and stores every reading. Before the bound,
+/// all of them were queued in memory.
 #[tokio::test]
 async fn mqtt_burst_beyond_the_backlog_bound_stays_in_the_broker_and_is_all_stored() {
     init();
@@ -660,7 +661,7 @@ async fn mqtt_burst_beyond_the_backlog_bound_stays_in_the_broker_and_is_all_stor
     );
     assert_eq!(status["messages"], 0, "nothing committed yet: {status}");
     // The same backlog in `/metrics`.
-    let m = |name: &str| format!("{name}{{transport=\"mqtt\"}}");
+    let m = |name: &str| format!("{name}{{path=\"mqtt\"}}");
     assert_eq!(
         metric(&server, &m("espwatch_broker_backlog_messages")).await,
         Some(bound as f64)
@@ -738,6 +739,122 @@ async fn mqtt_burst_beyond_the_backlog_bound_stays_in_the_broker_and_is_all_stor
         status["readings_duplicate"],
         vm_hwm_kb(server.child.id()),
     );
+}
+
+/// Publishes `messages` (topic, payload) at QoS 1 from a client of its own and returns once
+/// the broker has acknowledged every one (they are then the broker's to deliver).
+async fn publish_acknowledged(port: u16, id: &str, messages: Vec<(String, Vec<u8>)>) {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    let total = messages.len();
+    let publisher = tokio::spawn(async move {
+        for (topic, payload) in messages {
+            client
+                .publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .expect("publish");
+        }
+        client
+    });
+    let mut acked = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked < total {
+        assert!(Instant::now() < deadline, "{acked} of {total} acknowledged");
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("publisher connection: {e}"),
+            Err(_) => panic!("publisher stalled at {acked} of {total} acknowledged"),
+        }
+    }
+    let client = publisher.await.expect("publisher task");
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+}
+
+/// Issue 17, re-send amplification under overload. Mosquitto 2.0.11 (a broker of the test's
+/// own, `max_queued_messages 0` as README "Reliability" used to advise, its default
+/// `max_inflight_messages 20`) holds a slow client to 20 messages in flight only until the
+/// client acknowledges one: then it puts the client's whole queue in flight at once (an
+/// MQTT 5 Receive Maximum is overrun the same way). espwatch used to defer what exceeded its
+/// backlog bound and reconnect for it once the backlog drained, and every reconnection made
+/// the broker re-send everything still in flight: the 5 000 messages queued here while the
+/// store was stuck were received 13 856 times (4 reconnections). At the bound the driver now stops
+/// reading (TCP back-pressure) until the consumer has committed: each message is received
+/// once, with no reconnection.
+#[tokio::test]
+async fn mqtt_a_broker_flooding_its_queue_is_read_at_the_commit_pace_without_re_sends() {
+    init();
+    let Some(broker) = OwnMosquitto::start("max_queued_messages 0") else {
+        return;
+    };
+    const BURST: i64 = 5_000;
+    let bound = espwatch_field::mqtt::MAX_PENDING_MESSAGES;
+    let url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(dir.path(), &url, &prefix);
+    wait_subscribed(&server).await;
+
+    // The store is stuck while the burst is published: the broker queues all but its
+    // in-flight window.
+    let lock = rusqlite::Connection::open(dir.path().join("espwatch.db")).expect("open db");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    let messages = (0..BURST)
+        .map(|i| {
+            (
+                format!("{prefix}/ESP-RS/telemetry"),
+                json!({"ts": ts(i), "motor_current_a": 40.0 + (i % 10) as f64})
+                    .to_string()
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    publish_acknowledged(broker.port, &format!("{prefix}-gateway"), messages).await;
+    let status = mqtt_status(&server).await;
+    assert_eq!(status["messages"], 0, "nothing committed yet: {status}");
+    assert!(
+        status["received"].as_u64().expect("received") < bound,
+        "the broker's window holds back the rest while nothing is acknowledged: {status}"
+    );
+    drop(lock);
+
+    let points = wait_points(&server, "ESP-RS", BURST as usize).await;
+    assert_eq!(points["ts"].as_array().map(Vec::len), Some(BURST as usize));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = mqtt_status(&server).await;
+        if status["backlog"]["messages"] == json!(0) && status["messages"] == BURST {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "mqtt flood: {BURST} published, received {} ({} marked DUP), peak backlog {}, read pauses {} ({} ms), deferred {}, reconnections {}",
+        status["received"],
+        status["redelivered"],
+        status["backlog"]["peak_messages"],
+        status["backlog"]["read_pauses"],
+        status["backlog"]["read_paused_ms"],
+        status["backlog"]["deferred"],
+        status["backlog"]["redelivery_reconnects"],
+    );
+    assert_eq!(status["readings_accepted"], BURST, "{status}");
+    assert_eq!(
+        status["received"], BURST,
+        "every message received once: {status}"
+    );
+    assert_eq!(status["redelivered"], 0, "{status}");
+    let backlog = &status["backlog"];
+    assert_eq!(backlog["deferred"], 0, "{status}");
+    assert_eq!(backlog["redelivery_reconnects"], 0, "{status}");
+    assert!(
+        backlog["peak_messages"].as_u64().expect("peak") <= bound,
+        "{status}"
+    );
+    assert_eq!(status["connections"], 1, "never reconnected: {status}");
 }
 
 mod amqp;

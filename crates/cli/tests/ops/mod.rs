@@ -505,6 +505,16 @@ scrape_configs:
                 .await,
             Some(1.0)
         );
+        // The broker series carry the same `path` label as the other ingest series (they
+        // were labelled `transport`), so they join and aggregate with them.
+        let settled = prometheus
+            .value(r#"espwatch_broker_settled_messages_total{job="espwatch",path="mqtt"}"#)
+            .await;
+        assert!(settled >= Some(1.0), "{settled:?}");
+        let joined = prometheus
+            .value(r#"sum(espwatch_broker_backlog_messages{job="espwatch"} + on (job, instance, path) espwatch_readings_accepted_total{job="espwatch"})"#)
+            .await;
+        assert!(joined >= Some(want), "{joined:?}");
     }
     // Both addresses export the same registry.
     prometheus
