@@ -18,8 +18,9 @@
 //!
 //! Flood damping (issue 18 item 4): unauthenticated requests refused with 401 or 429 are
 //! recorded once per source address and minute; the rest of that minute's refusals from the
-//! source become one `rejected_requests` record with their count (per status), written when
-//! the minute is over (or at shutdown). Authenticated requests are always recorded one by one.
+//! source become one `rejected_requests` record with their count (per status, and per error
+//! type under `refused`), written when the minute is over (or at shutdown). A refused request's
+//! own record names its error type in `detail.refused` (e.g. `ambiguous_credentials`). Authenticated requests are always recorded one by one.
 //!
 //! Anchoring (issue 18 item 3): with an [`AnchorLog`], a task anchors the chain head every
 //! `audit_anchor_secs` when it moved, and [`AuditSink::anchor_now`] does at shutdown, so
@@ -60,7 +61,15 @@ pub struct AuditSink {
 #[derive(Default)]
 struct Rejections {
     minute: i64,
-    by_source: std::collections::HashMap<String, std::collections::BTreeMap<u16, u64>>,
+    by_source: std::collections::HashMap<String, Refusals>,
+}
+
+/// One source's refusals of a minute beyond its first: counts per status and per error type
+/// (`unauthorized`, `ambiguous_credentials`, `rate_limited`, ...).
+#[derive(Default)]
+struct Refusals {
+    statuses: std::collections::BTreeMap<u16, u64>,
+    kinds: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Sources tracked per minute at most; beyond, refusals are counted under `*`.
@@ -123,9 +132,9 @@ impl AuditSink {
         sink
     }
 
-    /// Counts an unauthenticated refusal (401/429) from `source`; true when it should still
-    /// be recorded on its own (the first of its source this minute).
-    pub fn note_rejection(&self, source: &str, status: u16) -> bool {
+    /// Counts an unauthenticated refusal (401/429) from `source`, of error type `kind`; true
+    /// when it should still be recorded on its own (the first of its source this minute).
+    pub fn note_rejection(&self, source: &str, status: u16, kind: Option<&'static str>) -> bool {
         let minute = now().0.div_euclid(60_000_000);
         let finished = {
             let mut r = self.rejections.lock().unwrap_or_else(|p| p.into_inner());
@@ -147,7 +156,10 @@ impl AuditSink {
             let first = !r.by_source.contains_key(key);
             let counts = r.by_source.entry(key.to_owned()).or_default();
             if !first {
-                *counts.entry(status).or_default() += 1;
+                *counts.statuses.entry(status).or_default() += 1;
+                if let Some(kind) = kind {
+                    *counts.kinds.entry(kind).or_default() += 1;
+                }
             }
             (first, finished)
         };
@@ -294,17 +306,23 @@ fn take_rejections(
 /// One `rejected_requests` record per source with refusals beyond the first.
 fn summaries(
     minute: i64,
-    by_source: std::collections::HashMap<String, std::collections::BTreeMap<u16, u64>>,
+    by_source: std::collections::HashMap<String, Refusals>,
 ) -> Vec<AuditEvent> {
     let start = Timestamp(minute * 60_000_000);
     by_source
         .into_iter()
-        .filter(|(_, counts)| !counts.is_empty())
+        .filter(|(_, counts)| !counts.statuses.is_empty())
         .map(|(source, counts)| {
-            let total: u64 = counts.values().sum();
+            let total: u64 = counts.statuses.values().sum();
             let statuses: serde_json::Map<String, serde_json::Value> = counts
+                .statuses
                 .into_iter()
                 .map(|(status, n)| (status.to_string(), n.into()))
+                .collect();
+            let refused: serde_json::Map<String, serde_json::Value> = counts
+                .kinds
+                .into_iter()
+                .map(|(kind, n)| (kind.to_owned(), n.into()))
                 .collect();
             AuditEvent {
                 ts: now(),
@@ -320,6 +338,7 @@ fn summaries(
                 detail: serde_json::json!({
                     "count": total,
                     "statuses": statuses,
+                    "refused": refused,
                     "minute": start.to_rfc3339(),
                     "note": "unauthenticated requests refused after the first of this source and minute",
                 }),

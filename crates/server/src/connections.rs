@@ -487,7 +487,7 @@ impl TimedStream {
         );
         let _ = self.inner.try_write(response.as_bytes());
         if let Some((audit, source)) = &self.audit
-            && audit.note_rejection(source, refusal.status)
+            && audit.note_rejection(source, refusal.status, Some(refusal.kind))
         {
             audit.record(espwatch_store::AuditEvent {
                 ts: crate::audit::now(),

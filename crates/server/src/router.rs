@@ -314,10 +314,18 @@ async fn log_and_time_out(
             "request"
         );
     }
+    // Why a request was refused (the error type; never the message or a cause) goes into its
+    // record, so refusals such as `ambiguous_credentials` can be told apart in the trail.
+    let refused = error
+        .filter(|_| (400..500).contains(&status))
+        .map(|e| e.kind);
     // Anonymous refusals are recorded once per source and minute, then counted.
     if identity.is_some()
         || !matches!(status, 401 | 429)
-        || state.security.audit.note_rejection(&source, status)
+        || state
+            .security
+            .audit
+            .note_rejection(&source, status, refused)
     {
         record_request(
             &state,
@@ -328,6 +336,7 @@ async fn log_and_time_out(
             identity,
             source,
             duration_ms,
+            refused,
         );
     }
     response
@@ -344,7 +353,12 @@ fn record_request(
     identity: Option<AuditIdentity>,
     source: String,
     duration_ms: f64,
+    refused: Option<&'static str>,
 ) {
+    let detail = match refused {
+        Some(kind) => serde_json::json!({ "refused": kind }),
+        None => serde_json::json!({}),
+    };
     state.security.audit.record(AuditEvent {
         ts: espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
         kind: "request".into(),
@@ -356,7 +370,7 @@ fn record_request(
         role: identity.map(|i| i.role.name().to_owned()),
         source: Some(source),
         duration_ms: Some((duration_ms * 1000.0).round() / 1000.0),
-        detail: serde_json::json!({}),
+        detail,
     });
 }
 

@@ -424,10 +424,38 @@ CREATE INDEX notify_outbox_by_channel ON notify_outbox (channel_id, id);
     }
 }
 
+/// User names unique ignoring (ASCII) case (issue 18 item 14): a unique index on `lower(name)`
+/// (the column's "C" collation folds ASCII letters only, as the embedded store's NOCASE does),
+/// so two concurrent creations of `Alice` and `alice` cannot both succeed. A database that
+/// already holds such names is refused, naming them: which account to keep is the operator's
+/// decision (the migration applies at the next start once only one of each is left).
+fn user_names_any_case() -> Migration {
+    Migration {
+        version: 10,
+        name: "user names unique ignoring case",
+        sql: r#"DO $$
+DECLARE
+    duplicates text;
+BEGIN
+    SELECT string_agg(spellings, '; ' ORDER BY spellings) INTO duplicates FROM (
+        SELECT string_agg(format('%L', name), ', ' ORDER BY name) AS spellings
+        FROM users GROUP BY lower(name) HAVING count(*) > 1
+    ) AS same_name;
+    IF duplicates IS NOT NULL THEN
+        RAISE EXCEPTION 'the users table holds user names that differ only in case: %. User names are unique ignoring case from this version on: keep one account of each group and remove the others (DELETE FROM users WHERE name = ''NAME''), then start again', duplicates;
+    END IF;
+END
+$$;
+CREATE UNIQUE INDEX users_name_any_case ON users (lower(name));
+"#
+        .into(),
+    }
+}
+
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
     checksum(&format!(
-        "{}{}{}{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}{}{}{}{}",
         common().sql,
         partitioned().sql,
         timescale().sql,
@@ -437,7 +465,8 @@ pub fn fingerprint() -> u64 {
         rollup_queue_ranges().sql,
         notifications().sql,
         notify_channel_amqp().sql,
-        rollup_compression(Flavor::Timescale).sql
+        rollup_compression(Flavor::Timescale).sql,
+        user_names_any_case().sql
     )) as u64
 }
 
@@ -612,6 +641,7 @@ async fn migrate_locked(
         notifications(),
         notify_channel_amqp(),
         rollup_compression(flavor),
+        user_names_any_case(),
     ];
     let mut applied = Vec::new();
     for m in &all {
@@ -771,11 +801,12 @@ mod pinned {
             super::checksum(&super::notifications().sql),
             super::checksum(&super::rollup_compression(super::Flavor::Timescale).sql),
             super::checksum(&super::rollup_compression(super::Flavor::Partitioned).sql),
+            super::checksum(&super::user_names_any_case().sql),
         ];
         assert_eq!(got, PINNED);
     }
 
-    const PINNED: [i64; 10] = [
+    const PINNED: [i64; 11] = [
         4448778947527403899,
         -652217944561075580,
         -7868476583824631736,
@@ -786,5 +817,6 @@ mod pinned {
         -3371725504426712657,
         -5329364373235496148,
         -7422462322345546189,
+        3141637351013811937,
     ];
 }

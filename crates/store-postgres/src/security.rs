@@ -151,6 +151,22 @@ async fn user(client: &impl GenericClient, name: &str, lock: bool) -> StoreResul
         .transpose()
 }
 
+/// The user named `name` ignoring ASCII case, through the `lower(name)` unique index.
+async fn user_any_case(client: &impl GenericClient, name: &str) -> StoreResult<Option<User>> {
+    client
+        .query_opt(
+            &format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE lower(name) = lower($1::text COLLATE \"C\")"
+            ),
+            &[&name],
+        )
+        .await
+        .map_err(|e| db_err("reading a user", e))?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+}
+
 async fn session(
     client: &impl GenericClient,
     id: &str,
@@ -211,7 +227,7 @@ impl SecurityStore for PostgresStore {
                     "INSERT INTO users (name, role, password_hash, wells, disabled, created_at,
                                         updated_at, failed_logins)
                      VALUES ($1, $2, $3, $4, false, $5, $5, 0)
-                     ON CONFLICT (name) DO NOTHING
+                     ON CONFLICT DO NOTHING
                      RETURNING {USER_COLUMNS}"
                 ),
                 &[
@@ -226,8 +242,21 @@ impl SecurityStore for PostgresStore {
             .map_err(|e| db_err("creating a user", e))?;
         match row {
             Some(row) => user_from_row(&row),
-            None => Err(StoreError::Conflict(format!("user {:?}", new.name))),
+            // The name, or another spelling of it (the index ignores case), is taken.
+            None => {
+                let taken = user_any_case(&client, &new.name)
+                    .await?
+                    .map_or(new.name, |u| u.name);
+                Err(StoreError::Conflict(format!("user {taken:?}")))
+            }
         }
+    }
+
+    async fn get_user_any_case(&self, name: &str) -> StoreResult<Option<User>> {
+        self.read("reading a user", |client| async move {
+            user_any_case(&client, name).await
+        })
+        .await
     }
 
     async fn get_user(&self, name: &str) -> StoreResult<Option<User>> {

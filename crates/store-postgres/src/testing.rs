@@ -103,6 +103,42 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// A copy of this database as it is now (a test's "copy of the data directory"), dropped
+    /// with the copy. Nobody may be connected to this database meanwhile: connections a test
+    /// just closed are waited for briefly.
+    pub async fn copy(&self) -> TestDatabase {
+        let client = admin_client(&self.admin)
+            .await
+            .expect("admin connection for a copy");
+        let name = format!(
+            "{}_copy_{}",
+            self.name,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut attempt = 0;
+        loop {
+            match client
+                .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {}", self.name))
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "copying a test database; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("CREATE DATABASE {name} TEMPLATE {}: {e}", self.name),
+            }
+        }
+        TestDatabase {
+            url: url_for(&self.admin, &name),
+            name,
+            admin: self.admin.clone(),
+        }
+    }
+}
+
 /// The template's name carries a fingerprint of the migrations, so a changed schema gets a new
 /// template rather than a stale one.
 async fn ensure_template(client: &tokio_postgres::Client, admin: &str) -> String {

@@ -586,6 +586,29 @@ pub fn check_can_prune(key: Option<&AuditKey>) -> StoreResult<()> {
     Ok(())
 }
 
+/// `names` (sorted so that spellings of one name are adjacent) as the groups of spellings of
+/// one name, for the message refusing a store that holds names differing only in case:
+/// `"Alice", "alice"; "BOB", "bob"`.
+pub fn case_duplicate_groups(names: Vec<String>) -> String {
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    for name in names {
+        match groups.last_mut() {
+            Some(group) if group[0].eq_ignore_ascii_case(&name) => group.push(name),
+            _ => groups.push(vec![name]),
+        }
+    }
+    groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[async_trait]
 pub trait SecurityStore: Send + Sync + 'static {
     // --- users ---
@@ -593,7 +616,10 @@ pub trait SecurityStore: Send + Sync + 'static {
     async fn create_user(&self, user: NewUser, now: Timestamp) -> StoreResult<User>;
     async fn get_user(&self, name: &str) -> StoreResult<Option<User>>;
     /// The user whose name equals `name` ignoring ASCII case (exact match first). User names
-    /// are unique regardless of case, so `Admin` cannot sit next to `admin` (issue 18 item 14).
+    /// are unique regardless of case, so `Admin` cannot sit next to `admin` (issue 18 item 14):
+    /// both stores enforce it with a unique index, and `create_user` answers `Conflict`
+    /// (naming the stored spelling) for another spelling of a taken name. Both stores
+    /// override this default with an indexed lookup.
     async fn get_user_any_case(&self, name: &str) -> StoreResult<Option<User>> {
         if let Some(user) = self.get_user(name).await? {
             return Ok(Some(user));

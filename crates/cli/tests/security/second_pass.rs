@@ -217,43 +217,161 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
-/// Rewrites the audit trail from record `from` on as someone with write access to the data
-/// directory would: triggers dropped, record `from` edited (`403` → `200`, actor changed),
-/// and every hash from there recomputed with `hash` (a plain SHA-256 chain, or a keyed one
-/// with a stolen key).
-fn rewrite_trail(
-    data_dir: &std::path::Path,
-    from: i64,
-    hash: impl Fn(&str, i64, &espwatch_store::AuditEvent) -> String,
-) {
-    use espwatch_store::SecurityStore;
-    let records = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store = espwatch_store::EmbeddedSecurityStore::open(data_dir).unwrap();
-        let mut records = store
-            .list_audit(&espwatch_store::AuditFilter {
-                limit: 10_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+/// Where a test's audit trail lives: a data directory, or a PostgreSQL database (whose owner
+/// plays the data directory's owner). Each method runs on a runtime of its own, dropped at the
+/// end, so no connection outlives it (a database with a connection cannot be copied).
+enum Trail {
+    Dir(std::path::PathBuf),
+    Db(espwatch_store_postgres::testing::TestDatabase),
+}
+
+impl Trail {
+    fn run<T>(future: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Runtime::new().unwrap().block_on(future)
+    }
+
+    /// The arguments pointing an `espwatch` command at this trail.
+    fn args(&self) -> Vec<String> {
+        match self {
+            Trail::Dir(dir) => vec!["--data-dir".into(), dir.to_str().unwrap().into()],
+            Trail::Db(db) => vec!["--database-url".into(), db.url.clone()],
+        }
+    }
+
+    /// Every record, oldest first.
+    fn records(&self) -> Vec<espwatch_store::AuditRecord> {
+        use espwatch_store::SecurityStore;
+        let filter = espwatch_store::AuditFilter {
+            limit: 10_000,
+            ..Default::default()
+        };
+        let mut records = Trail::run(async {
+            match self {
+                Trail::Dir(dir) => espwatch_store::EmbeddedSecurityStore::open(dir)
+                    .unwrap()
+                    .list_audit(&filter)
+                    .await
+                    .unwrap(),
+                Trail::Db(db) => {
+                    let opts = espwatch_store_postgres::PostgresOptions {
+                        pool_size: 1,
+                        ..Default::default()
+                    };
+                    espwatch_store_postgres::PostgresStore::open(&db.url, opts)
+                        .await
+                        .unwrap()
+                        .list_audit(&filter)
+                        .await
+                        .unwrap()
+                }
+            }
+        });
         records.reverse();
         records
-    });
-    let db = rusqlite::Connection::open(data_dir.join("security.sqlite")).unwrap();
-    db.execute_batch("DROP TRIGGER audit_no_update").unwrap();
-    let mut prev = records[(from - 2) as usize].hash.clone();
-    for mut record in records.into_iter().filter(|r| r.id >= from) {
-        if record.id == from {
-            record.event.status = Some(200);
-            record.event.actor = Some("user:admin".into());
+    }
+
+    /// A copy to attack, so each attack starts from the same trail.
+    fn copy(&self, to: &std::path::Path) -> Trail {
+        match self {
+            Trail::Dir(dir) => {
+                copy_dir(dir, to);
+                Trail::Dir(to.to_owned())
+            }
+            Trail::Db(db) => Trail::Db(Trail::run(db.copy())),
         }
-        let h = hash(&prev, record.id, &record.event);
-        db.execute(
-            "UPDATE audit SET status = ?2, actor = ?3, prev_hash = ?4, hash = ?5 WHERE id = ?1",
-            rusqlite::params![record.id, record.event.status, record.event.actor, prev, h],
+    }
+
+    /// Runs `sql` (statements; `$1` is `id`) with the append-only triggers dropped first, as
+    /// the owner of the files or of the database can.
+    fn tamper(&self, sql: &str, id: i64) {
+        match self {
+            Trail::Dir(dir) => {
+                let db = rusqlite::Connection::open(dir.join("security.sqlite")).unwrap();
+                db.execute_batch(
+                    "DROP TRIGGER IF EXISTS audit_no_update; DROP TRIGGER IF EXISTS audit_no_delete",
+                )
+                .unwrap();
+                db.execute(&sql.replace("$1", "?1"), [id]).unwrap();
+            }
+            Trail::Db(db) => Trail::run(async {
+                let client = Self::connect(db).await;
+                client
+                    .batch_execute("DROP TRIGGER audit_no_change ON audit")
+                    .await
+                    .unwrap();
+                client.execute(sql, &[&id]).await.unwrap();
+            }),
+        }
+    }
+
+    async fn connect(
+        db: &espwatch_store_postgres::testing::TestDatabase,
+    ) -> tokio_postgres::Client {
+        espwatch_store_postgres::Connector::new(
+            &db.url,
+            std::time::Duration::from_secs(30),
+            None,
+            "espwatch-tests",
         )
-        .unwrap();
-        prev = h;
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+    }
+
+    /// Rewrites the trail from record `from` on as someone with write access to the data
+    /// directory (or the database) would: triggers dropped, record `from` edited (`403` →
+    /// `200`, actor changed), and every hash from there recomputed with `hash` (a plain
+    /// SHA-256 chain, or a keyed one with a stolen key).
+    fn rewrite(&self, from: i64, hash: impl Fn(&str, i64, &espwatch_store::AuditEvent) -> String) {
+        let records = self.records();
+        let mut prev = records[(from - 2) as usize].hash.clone();
+        let mut rows = Vec::new();
+        for mut record in records.into_iter().filter(|r| r.id >= from) {
+            if record.id == from {
+                record.event.status = Some(200);
+                record.event.actor = Some("user:admin".into());
+            }
+            let h = hash(&prev, record.id, &record.event);
+            rows.push((
+                record.id,
+                record.event.status,
+                record.event.actor,
+                prev,
+                h.clone(),
+            ));
+            prev = h;
+        }
+        match self {
+            Trail::Dir(dir) => {
+                let db = rusqlite::Connection::open(dir.join("security.sqlite")).unwrap();
+                db.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+                for (id, status, actor, prev, hash) in rows {
+                    db.execute(
+                        "UPDATE audit SET status = ?2, actor = ?3, prev_hash = ?4, hash = ?5 WHERE id = ?1",
+                        rusqlite::params![id, status, actor, prev, hash],
+                    )
+                    .unwrap();
+                }
+            }
+            Trail::Db(db) => Trail::run(async {
+                let client = Self::connect(db).await;
+                client
+                    .batch_execute("DROP TRIGGER audit_no_change ON audit")
+                    .await
+                    .unwrap();
+                for (id, status, actor, prev, hash) in rows {
+                    let status = status.map(i32::from);
+                    client
+                        .execute(
+                            "UPDATE audit SET status = $2, actor = $3, prev_hash = $4, hash = $5 WHERE id = $1",
+                            &[&id, &status, &actor, &prev, &hash],
+                        )
+                        .await
+                        .unwrap();
+                }
+            }),
+        }
     }
 }
 
@@ -263,12 +381,38 @@ fn rewrite_trail(
 /// trail begun before keying (older data directories) still does. The key is the audit key
 /// file's, made by the server at its first start (0600), so the JWT secret alone cannot
 /// rewrite the trail; records keyed before it existed (JWT-derived key) still verify.
-#[test]
-fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner() {
-    init();
-    let work = tempfile::tempdir().unwrap();
-    let dir = work.path().join("data");
-    let dir_s = dir.to_str().unwrap();
+/// Runs on both stores: on PostgreSQL the database's owner plays the data directory's owner
+/// (triggers dropped, rows rewritten or deleted, copies made with `CREATE DATABASE ...
+/// TEMPLATE`), and the anchor file is the same file outside the database.
+mod the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner {
+    use super::*;
+
+    #[test]
+    fn embedded() {
+        init();
+        let work = tempfile::tempdir().unwrap();
+        let trail = Trail::Dir(work.path().join("data"));
+        resists_rewriting_and_truncation(&work, trail);
+    }
+
+    #[test]
+    fn postgres() {
+        init();
+        let Some(db) = Trail::run(espwatch_store_postgres::testing::TestDatabase::create()) else {
+            return;
+        };
+        let work = tempfile::tempdir().unwrap();
+        resists_rewriting_and_truncation(&work, Trail::Db(db));
+    }
+}
+
+fn resists_rewriting_and_truncation(work: &tempfile::TempDir, trail: Trail) {
+    let store_args = trail.args();
+    let with_store = |args: &[&'static str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(store_args.iter().map(String::as_str));
+        all
+    };
     let secret_file = work.path().join("jwt.secret");
     std::fs::write(&secret_file, test_jwt_secret()).unwrap();
     #[cfg(unix)]
@@ -280,17 +424,16 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
     let secret_s = secret_file.to_str().unwrap();
     let anchors = work.path().join("jwt.secret.anchors");
     let secret_env = [("ESPWATCH_JWT_SECRET_FILE", secret_s)];
-    let verify = |data_dir: &str| {
-        run_cli(
-            &["audit", "verify", "--data-dir", data_dir],
-            &secret_env,
-            work.path(),
-        )
+    let verify = |trail: &Trail| {
+        let args = trail.args();
+        let mut all = vec!["audit", "verify"];
+        all.extend(args.iter().map(String::as_str));
+        run_cli(&all, &secret_env, work.path())
     };
 
     // A record written without a key, as every trail before this change: it stays valid.
     let (ok, _, stderr) = run_cli(
-        &[
+        &with_store(&[
             "apikeys",
             "create",
             "--name",
@@ -299,24 +442,13 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
             "admin",
             "--expires",
             "1d",
-            "--data-dir",
-            dir_s,
-        ],
+        ]),
         &[("ESPWATCH_JWT_SECRET", "")],
         work.path(),
     );
     assert!(ok, "{stderr}");
     let (ok, stdout, _) = run_cli(
-        &[
-            "apikeys",
-            "create",
-            "--name",
-            "t",
-            "--role",
-            "viewer",
-            "--data-dir",
-            dir_s,
-        ],
+        &with_store(&["apikeys", "create", "--name", "t", "--role", "viewer"]),
         &secret_env,
         work.path(),
     );
@@ -324,7 +456,7 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
     let viewer = stdout.trim().to_owned();
 
     let mut server = ChildServer::start_with_env(
-        &["serve", "--listen", "127.0.0.1:0", "--data-dir", dir_s],
+        &with_store(&["serve", "--listen", "127.0.0.1:0"]),
         &[
             ("ESPWATCH_JWT_SECRET_FILE", secret_s),
             ("ESPWATCH_AUDIT_ANCHOR_SECS", "1"),
@@ -376,7 +508,7 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
         0o600
     );
 
-    let (ok, stdout, _) = verify(dir_s);
+    let (ok, stdout, _) = verify(&trail);
     assert!(
         ok && stdout.contains("intact") && stdout.contains("1 unkeyed"),
         "{stdout}"
@@ -386,7 +518,7 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
         "the shutdown anchor covers the last record: {stdout}"
     );
     let (ok, stdout, _) = run_cli(
-        &["audit", "verify", "--data-dir", dir_s],
+        &with_store(&["audit", "verify"]),
         &[("ESPWATCH_JWT_SECRET", "")],
         work.path(),
     );
@@ -396,21 +528,12 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
     );
 
     // The first 403 record after keying is the one to launder.
-    let target = runtime.block_on(async {
-        use espwatch_store::SecurityStore;
-        let store = espwatch_store::EmbeddedSecurityStore::open(&dir).unwrap();
-        let records = store
-            .list_audit(&espwatch_store::AuditFilter {
-                limit: 10_000,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+    let target = {
+        let records = trail.records();
         // One record before keying, the CLI's keyed with the JWT-derived key (before the
         // audit key file existed), the server's with the file's key: one chain.
         let kinds: Vec<&str> = records
             .iter()
-            .rev()
             .map(|r| {
                 r.hash
                     .get(..3)
@@ -426,13 +549,12 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
             .map(|r| r.id)
             .min()
             .unwrap()
-    });
+    };
 
     // Rewritten as a plain SHA-256 chain (what sufficed before): refused.
-    let plain = work.path().join("plain");
-    copy_dir(&dir, &plain);
-    rewrite_trail(&plain, target, espwatch_store::security::audit_record_hash);
-    let (ok, stdout, _) = verify(plain.to_str().unwrap());
+    let plain = trail.copy(&work.path().join("plain"));
+    plain.rewrite(target, espwatch_store::security::audit_record_hash);
+    let (ok, stdout, _) = verify(&plain);
     assert!(
         !ok && stdout.contains(&format!("BROKEN at record {target}")),
         "{stdout}"
@@ -441,12 +563,11 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
     // Rewritten with the key derived from the JWT secret (stolen with it): the records
     // written since the audit key file existed are keyed with that file's key instead.
     let derived = espwatch_store::AuditKey::derive(test_jwt_secret().as_bytes());
-    let jwt_only = work.path().join("jwt-only");
-    copy_dir(&dir, &jwt_only);
-    rewrite_trail(&jwt_only, target, |prev, id, event| {
+    let jwt_only = trail.copy(&work.path().join("jwt-only"));
+    jwt_only.rewrite(target, |prev, id, event| {
         espwatch_store::security::audit_chain_hash(Some(&derived), prev, id, event)
     });
-    let (ok, stdout, _) = verify(jwt_only.to_str().unwrap());
+    let (ok, stdout, _) = verify(&jwt_only);
     assert!(
         !ok && stdout.contains(&format!("BROKEN at record {target}"))
             && stdout.contains("without the audit key"),
@@ -454,8 +575,7 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
     );
 
     // Rewritten with the audit key itself (stolen too): the anchor still differs.
-    let keyed = work.path().join("keyed");
-    copy_dir(&dir, &keyed);
+    let keyed = trail.copy(&work.path().join("keyed"));
     let key = espwatch_store::AuditKey::from_key_file(
         std::fs::read_to_string(&audit_key_file)
             .unwrap()
@@ -463,21 +583,16 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
             .as_bytes(),
         Some(&derived),
     );
-    rewrite_trail(&keyed, target, |prev, id, event| {
+    keyed.rewrite(target, |prev, id, event| {
         espwatch_store::security::audit_chain_hash(Some(&key), prev, id, event)
     });
-    let (ok, stdout, _) = verify(keyed.to_str().unwrap());
+    let (ok, stdout, _) = verify(&keyed);
     assert!(!ok && stdout.contains("rewritten"), "{stdout}");
 
     // The newest records deleted: the anchor names what is missing.
-    let truncated = work.path().join("truncated");
-    copy_dir(&dir, &truncated);
-    let db = rusqlite::Connection::open(truncated.join("security.sqlite")).unwrap();
-    db.execute_batch("DROP TRIGGER audit_no_delete").unwrap();
-    db.execute("DELETE FROM audit WHERE id > ?1", [newest - 5])
-        .unwrap();
-    drop(db);
-    let (ok, stdout, _) = verify(truncated.to_str().unwrap());
+    let truncated = trail.copy(&work.path().join("truncated"));
+    truncated.tamper("DELETE FROM audit WHERE id > $1", newest - 5);
+    let (ok, stdout, _) = verify(&truncated);
     assert!(!ok && stdout.contains("deleted"), "{stdout}");
 
     // A forged anchor line (no key) is reported too.
@@ -487,7 +602,7 @@ fn the_audit_trail_resists_rewriting_and_truncation_by_the_data_directory_owner(
         "0".repeat(64)
     ));
     std::fs::write(&anchors, text).unwrap();
-    let (ok, stdout, _) = verify(dir_s);
+    let (ok, stdout, _) = verify(&trail);
     assert!(!ok && stdout.contains("not signed"), "{stdout}");
 }
 
@@ -618,6 +733,403 @@ async fn two_credentials_eternal_admin_keys_and_audit_parameters_are_refused() {
         (status, body["records"].as_array().unwrap().len()),
         (200, 1)
     );
+}
+
+/// Issue 18 item 10, beyond the headers: the console's session cookie is a credential too, so
+/// a request carrying it and a header, or it twice, or a `bearer.` subprotocol beside it on
+/// the stream, is refused whatever the order of precedence would have picked; an
+/// `Authorization` header of another scheme counts. Each refusal is audited with its type
+/// (`detail.refused` on the request record, `refused` counts in the minute's summary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credential_beside_the_console_cookie_is_ambiguous_and_refusals_are_audited() {
+    let app = spawn_app().await;
+    create_user(app.security.as_ref(), "ana", PASSWORD, Role::Admin, None).await;
+    let (_, signed_in) = app.user_client("ana", PASSWORD).await;
+    let token = signed_in["access_token"].as_str().unwrap().to_owned();
+    let console = app
+        .anonymous
+        .post(app.url("/api/v1/auth/console/login"))
+        .json(&json!({"username": "ana", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(console.status(), 200);
+    let cookie = console
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("espwatch_access="))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_owned();
+    let wells = || app.anonymous.get(app.url("/api/v1/wells"));
+    // Each credential alone works.
+    let (status, _) = app.send(wells().header("cookie", &cookie)).await;
+    assert_eq!(status, 200);
+    let (status, _) = app
+        .send(wells().header("authorization", format!("Bearer {token}")))
+        .await;
+    assert_eq!(status, 200);
+
+    let ambiguous = [
+        wells()
+            .header("cookie", &cookie)
+            .header("authorization", format!("Bearer {token}")),
+        wells()
+            .header("cookie", &cookie)
+            .header("x-api-key", &app.admin_key),
+        wells()
+            .header("cookie", &cookie)
+            .header("authorization", "Basic YW5hOmFuYQ=="),
+        wells().header(
+            "cookie",
+            format!("{cookie}; espwatch_access=planted-by-a-sibling"),
+        ),
+        app.anonymous
+            .get(app.url("/api/v1/stream"))
+            .header("cookie", &cookie)
+            .header(
+                "sec-websocket-protocol",
+                format!("espwatch.v1, bearer.{token}"),
+            ),
+    ];
+    let sent = ambiguous.len() as u64;
+    for request in ambiguous {
+        let response = request.send().await.unwrap();
+        assert!(
+            response.headers().contains_key("www-authenticate"),
+            "{:?}",
+            response.headers()
+        );
+        let (status, body) = status_json(response).await;
+        assert_eq!(
+            (status, body["error"]["type"].clone()),
+            (401, json!("ambiguous_credentials")),
+            "{body}"
+        );
+        assert!(body["error"]["id"].is_string(), "{body}");
+    }
+
+    let security = app.security.clone();
+    let _dir = app.stop().await;
+    let all = security
+        .list_audit(&espwatch_store::AuditFilter {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let recorded = all
+        .iter()
+        .filter(|r| {
+            r.event.kind == "request"
+                && r.event.status == Some(401)
+                && r.event.detail["refused"] == "ambiguous_credentials"
+        })
+        .count() as u64;
+    let summarised: u64 = all
+        .iter()
+        .filter(|r| r.event.kind == "rejected_requests")
+        .filter_map(|r| r.event.detail["refused"]["ambiguous_credentials"].as_u64())
+        .sum();
+    assert!(recorded >= 1, "the first refusal is recorded on its own");
+    assert_eq!(
+        recorded + summarised,
+        sent,
+        "every refusal is accounted for by type"
+    );
+}
+
+both_backends! {
+    /// Issue 18 item 14, enforced by the store itself: creations of one name in several
+    /// spellings racing each other (each passes the service's check before any is stored: the
+    /// password hash comes between) end with exactly one account, the others 409 naming it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_creations_of_one_name_in_several_spellings_make_one_account() {
+        let app = spawn_app().await;
+        let spellings = ["Alice", "alice", "ALICE", "aLiCe"];
+        let create = |name: &str| {
+            app.send(app.client.post(app.url("/api/v1/users")).json(
+                &json!({"name": name, "role": "viewer", "password": PASSWORD}),
+            ))
+        };
+        let (a, b, c, d) = tokio::join!(
+            create(spellings[0]),
+            create(spellings[1]),
+            create(spellings[2]),
+            create(spellings[3])
+        );
+        let answers = [a, b, c, d];
+        let created: Vec<&str> = spellings
+            .iter()
+            .zip(&answers)
+            .filter(|(_, (status, _))| *status == 201)
+            .map(|(name, _)| *name)
+            .collect();
+        assert_eq!(created.len(), 1, "{answers:?}");
+        for (status, body) in answers.iter().filter(|(status, _)| *status != 201) {
+            assert_eq!(
+                (*status, body["error"]["type"].clone()),
+                (409, json!("conflict")),
+                "{body}"
+            );
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("{:?}", created[0])),
+                "names the account that exists: {body}"
+            );
+        }
+        let (_, users) = app.get("/api/v1/users").await;
+        let names: Vec<&str> = users
+            .as_array()
+            .or_else(|| users["users"].as_array())
+            .unwrap()
+            .iter()
+            .filter_map(|u| u["name"].as_str())
+            .filter(|n| n.eq_ignore_ascii_case("alice"))
+            .collect();
+        assert_eq!(names, created, "{users}");
+        // Signing in under any spelling reaches that one account.
+        let (status, body) = app.login("ALICE", PASSWORD).await;
+        assert_eq!((status, body["user"]["name"].clone()), (200, json!(created[0])), "{body}");
+    }
+}
+
+/// Users as a store written before names were unique ignoring case may hold them.
+const SPELLINGS: [&str; 5] = ["Alice", "BOB", "alice", "bob", "carol"];
+
+/// Issue 18 item 14, existing data: a store that already holds names differing only in case
+/// is refused by every command that opens it (here `espwatch users list`), naming each group
+/// and saying what to do; once one of each is left it opens, and from then on the store itself
+/// refuses another spelling.
+#[test]
+fn an_embedded_store_holding_names_that_differ_only_in_case_is_refused_naming_them() {
+    init();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("data");
+    let dir_s = dir.to_str().unwrap();
+    let (ok, _, stderr) = run_cli(&["users", "list", "--data-dir", dir_s], &[], work.path());
+    assert!(ok, "{stderr}");
+    // Back to the schema before the index, with names that differ only in case.
+    let db = rusqlite::Connection::open(dir.join("security.sqlite")).unwrap();
+    db.execute_batch("DROP INDEX users_name_any_case; PRAGMA user_version = 1")
+        .unwrap();
+    for name in SPELLINGS {
+        db.execute(
+            "INSERT INTO users (name, role, password_hash, created_at, updated_at)
+             VALUES (?1, 'viewer', 'x', 0, 0)",
+            [name],
+        )
+        .unwrap();
+    }
+    drop(db);
+    let (ok, _, stderr) = run_cli(&["users", "list", "--data-dir", dir_s], &[], work.path());
+    assert!(
+        !ok && stderr.contains(r#"differ only in case: "Alice", "alice"; "BOB", "bob"."#)
+            && stderr.contains("keep one account of each group")
+            && !stderr.contains("carol"),
+        "{stderr}"
+    );
+    let db = rusqlite::Connection::open(dir.join("security.sqlite")).unwrap();
+    db.execute("DELETE FROM users WHERE name IN ('alice', 'BOB')", [])
+        .unwrap();
+    drop(db);
+    let (ok, stdout, stderr) = run_cli(&["users", "list", "--data-dir", dir_s], &[], work.path());
+    assert!(
+        ok && stdout.contains("Alice") && stdout.contains("bob"),
+        "{stdout}{stderr}"
+    );
+    let db = rusqlite::Connection::open(dir.join("security.sqlite")).unwrap();
+    let refused = db.execute(
+        "INSERT INTO users (name, role, password_hash, created_at, updated_at)
+         VALUES ('ALICE', 'viewer', 'x', 0, 0)",
+        [],
+    );
+    assert!(refused.is_err(), "the index stands: {refused:?}");
+}
+
+/// The same on PostgreSQL: migration 10 refuses such a database, naming the groups, and
+/// applies once one of each is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_store_holding_names_that_differ_only_in_case_is_refused_naming_them() {
+    init();
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let connector = espwatch_store_postgres::Connector::new(
+        &db.url,
+        std::time::Duration::from_secs(30),
+        None,
+        "espwatch-tests",
+    )
+    .unwrap();
+    let client = connector.connect().await.unwrap();
+    // Back to the schema before migration 10, with names that differ only in case.
+    client
+        .batch_execute(
+            "DROP INDEX users_name_any_case; DELETE FROM espwatch_migrations WHERE version = 10",
+        )
+        .await
+        .unwrap();
+    for name in SPELLINGS {
+        client
+            .execute(
+                "INSERT INTO users (name, role, password_hash, created_at, updated_at)
+                 VALUES ($1, 'viewer', 'x', 0, 0)",
+                &[&name],
+            )
+            .await
+            .unwrap();
+    }
+    let work = tempfile::tempdir().unwrap();
+    let url = db.url.clone();
+    let list = move || {
+        let url = url.clone();
+        let cwd = work.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            run_cli(&["users", "list", "--database-url", &url], &[], &cwd)
+        })
+    };
+    let (ok, _, stderr) = list().await.unwrap();
+    assert!(
+        !ok && stderr.contains("differ only in case: 'Alice', 'alice'; 'BOB', 'bob'.")
+            && stderr.contains("keep one account of each group")
+            && !stderr.contains("carol"),
+        "{stderr}"
+    );
+    client
+        .execute("DELETE FROM users WHERE name IN ('alice', 'BOB')", &[])
+        .await
+        .unwrap();
+    let (ok, stdout, stderr) = list().await.unwrap();
+    assert!(
+        ok && stdout.contains("Alice") && stdout.contains("bob"),
+        "{stdout}{stderr}"
+    );
+    let refused = client
+        .execute(
+            "INSERT INTO users (name, role, password_hash, created_at, updated_at)
+             VALUES ('ALICE', 'viewer', 'x', 0, 0)",
+            &[],
+        )
+        .await;
+    assert!(refused.is_err(), "the index stands: {refused:?}");
+}
+
+/// Issue 18 item 5 through the real binary: `espwatch serve` on a data directory made by
+/// someone else's umask (0755) tightens it to 0700, and every database file it writes while
+/// serving (telemetry, its log, alarms, identities and audit) is private to its owner.
+#[cfg(unix)]
+#[test]
+fn the_server_keeps_its_data_directory_and_files_private() {
+    use std::os::unix::fs::PermissionsExt;
+    init();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("data");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut server = ChildServer::start(&dir);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = server.client();
+        let response = client
+            .post(server.url("/api/v1/telemetry"))
+            .json(&json!([reading("W-1", &ts(0), 40.0)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        for path in [
+            "/api/v1/wells/W-1/telemetry",
+            "/api/v1/alarms",
+            "/api/v1/users",
+        ] {
+            let response = client.get(server.url(path)).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}");
+        }
+        // Request records are written within 50 ms.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    });
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let check = |when: &str| {
+        assert_eq!(mode(&dir), 0o700, "{when}: the data directory");
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().unwrap().is_file() {
+                assert_eq!(
+                    mode(&entry.path()) & 0o077,
+                    0,
+                    "{when}: {name} is {:o}",
+                    mode(&entry.path())
+                );
+                files.push(name);
+            }
+        }
+        for db in ["espwatch.db", "alarms.sqlite", "security.sqlite"] {
+            assert!(files.iter().any(|f| f == db), "{when}: {db} in {files:?}");
+        }
+    };
+    check("while serving");
+    assert!(server.terminate().success());
+    check("after a clean stop");
+}
+
+/// Issue 18 item 9 through HTTP: a telemetry batch whose middle reading carries hundreds of
+/// thousands of unknown keys (about 12 MB, under the body limit) is answered with that reading
+/// refused for its key count, without decoding the rest of it, and the readings around it
+/// stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_with_too_many_keys_is_refused_over_http_and_its_batch_kept() {
+    let app = spawn_app().await;
+    let mut body = format!(
+        r#"[{{"well_id":"K-1","ts":"{}","motor_current_a":1}},{{"well_id":"K-1","ts":"{}","motor_current_a":1"#,
+        ts(0),
+        ts(1)
+    );
+    for i in 0..600_000 {
+        body.push_str(&format!(r#","motor_curent_{i}":1"#));
+    }
+    body.push_str(&format!(
+        r#"}},{{"well_id":"K-1","ts":"{}","motor_current_a":2}}]"#,
+        ts(2)
+    ));
+    assert!(
+        body.len() > 10_000_000 && body.len() < 16 * 1024 * 1024,
+        "{}",
+        body.len()
+    );
+    let started = std::time::Instant::now();
+    let (status, answer) = app
+        .post("/api/v1/telemetry", "application/json", body)
+        .await;
+    println!(
+        "a reading with 600 000 keys answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 2, "{answer}");
+    let rejected = answer["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 1, "{answer}");
+    assert_eq!(rejected[0]["index"], 1, "{answer}");
+    let errors = rejected[0]["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["reason"].as_str().unwrap().contains("more than 256 keys")),
+        "{answer}"
+    );
+    assert!(
+        errors.len() <= 33,
+        "errors collected are capped: {}",
+        errors.len()
+    );
+    let points = app.all_points("K-1").await;
+    assert_eq!(points["ts"], json!([ts(0), ts(2)]), "{points}");
 }
 
 /// Issue 18 item 14: user names are unique ignoring case, and sign-in matches them so.

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::token::TokenKeys;
-use super::{Principal, PrincipalKind, presented_credential};
+use super::{Principal, PrincipalKind};
 use crate::error::ApiError;
 
 pub const ACCESS_COOKIE: &str = "espwatch_access";
@@ -39,39 +39,72 @@ pub enum Carrier {
     Cookie,
 }
 
-/// The credential of a request to `route`: a header first, then (stream only) a
-/// `bearer.` subprotocol, then the console's access cookie. `Err` when the headers are
-/// ambiguous (see [`presented_credential`]).
+/// The credential of a request to `route`: `Authorization` (a `Bearer` token), `X-API-Key`,
+/// on the stream route a `bearer.` subprotocol, or the console's access cookie.
+///
+/// A request carrying more than one of them, or one of them twice, is ambiguous (`Err`) and
+/// refused as a whole (issue 18 item 10): which one would count is exactly what a confused
+/// client, a smuggling proxy or a cookie planted from a sibling domain exploits, and the
+/// identity that acts must never depend on an order of precedence the client cannot see.
+/// Every `Authorization` header counts, whatever its scheme (a `Basic` one next to a cookie
+/// is two credentials, and alone it is no valid one); so do empty values. The console never
+/// sends a header next to its cookie; a browser holding a console session uses `/docs`
+/// with that session (no "Authorize" needed) or from another browser profile.
 #[allow(clippy::result_unit_err)]
 pub fn credential(headers: &HeaderMap, route: &str) -> Result<Option<(String, Carrier)>, ()> {
-    if let Some(token) = presented_credential(headers)? {
-        return Ok(Some((token.to_owned(), Carrier::Header)));
+    let mut found: Vec<(Option<&str>, Carrier)> = Vec::new();
+    for value in headers.get_all(header::AUTHORIZATION) {
+        let bearer = value
+            .to_str()
+            .ok()
+            .and_then(|text| text.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        found.push((bearer, Carrier::Header));
     }
-    if route == STREAM_ROUTE
-        && let Some(token) = headers
+    for value in headers.get_all("x-api-key") {
+        found.push((value.to_str().ok().map(str::trim), Carrier::Header));
+    }
+    if route == STREAM_ROUTE {
+        let offered = headers
             .get_all(header::SEC_WEBSOCKET_PROTOCOL)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .find_map(|p| p.trim().strip_prefix("bearer."))
-            .filter(|t| !t.is_empty())
-    {
-        return Ok(Some((token.to_owned(), Carrier::Subprotocol)));
+            .filter_map(|p| p.trim().strip_prefix("bearer."));
+        for token in offered {
+            found.push((Some(token), Carrier::Subprotocol));
+        }
     }
-    Ok(read_cookie(headers, ACCESS_COOKIE).map(|c| (c.to_owned(), Carrier::Cookie)))
+    for value in cookie_values(headers, ACCESS_COOKIE) {
+        found.push((Some(value), Carrier::Cookie));
+    }
+    match found.as_slice() {
+        [] => Ok(None),
+        [(token, carrier)] => Ok(token
+            .filter(|t| !t.is_empty())
+            .map(|t| (t.to_owned(), *carrier))),
+        _ => Err(()),
+    }
 }
 
-/// The value of cookie `name`, if sent.
-pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// Every non-empty value of cookie `name` (a browser sends two when another path or a parent
+/// domain set one too).
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v.trim())
         .filter(|v| !v.is_empty())
+}
+
+/// The value of cookie `name`, if sent (the first, when sent twice).
+pub fn read_cookie<'a>(headers: &'a HeaderMap, name: &'a str) -> Option<&'a str> {
+    cookie_values(headers, name).next()
 }
 
 /// Whether a cookie-authenticated request may proceed: reads always, changes only with the
@@ -150,38 +183,101 @@ pub fn cleared_cookies(secure: bool) -> [HeaderValue; 2] {
 mod tests {
     use super::*;
 
-    #[test]
-    fn credentials_are_found_in_order_and_subprotocols_only_on_the_stream() {
+    fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=b; espwatch_access=JWT1"),
+        for (name, value) in pairs {
+            h.append(name, HeaderValue::from_static(value));
+        }
+        h
+    }
+
+    #[test]
+    fn one_credential_is_found_wherever_it_travels_and_subprotocols_only_on_the_stream() {
+        let cookie = (header::COOKIE, "a=b; espwatch_access=JWT1");
+        let offered = (header::SEC_WEBSOCKET_PROTOCOL, "espwatch.v1, bearer.TOK");
+        let bearer = (header::AUTHORIZATION, "Bearer HDR");
+        let key = (header::HeaderName::from_static("x-api-key"), "KEY");
+        let found = |token: &str, carrier| Ok(Some((token.to_owned(), carrier)));
+        assert_eq!(
+            credential(&headers(&[cookie.clone()]), "/api/v1/wells"),
+            found("JWT1", Carrier::Cookie)
         );
         assert_eq!(
-            credential(&h, "/api/v1/wells"),
-            Ok(Some(("JWT1".into(), Carrier::Cookie)))
+            credential(&headers(&[offered.clone()]), STREAM_ROUTE),
+            found("TOK", Carrier::Subprotocol)
         );
-        h.insert(
-            header::SEC_WEBSOCKET_PROTOCOL,
-            HeaderValue::from_static("espwatch.v1, bearer.TOK"),
+        // Subprotocols are no credential elsewhere: the cookie is the only one.
+        assert_eq!(
+            credential(
+                &headers(&[cookie.clone(), offered.clone()]),
+                "/api/v1/wells"
+            ),
+            found("JWT1", Carrier::Cookie)
         );
         assert_eq!(
-            credential(&h, STREAM_ROUTE),
-            Ok(Some(("TOK".into(), Carrier::Subprotocol)))
+            credential(&headers(&[bearer.clone()]), STREAM_ROUTE),
+            found("HDR", Carrier::Header)
         );
         assert_eq!(
-            credential(&h, "/api/v1/wells"),
-            Ok(Some(("JWT1".into(), Carrier::Cookie)))
-        );
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer HDR"),
-        );
-        assert_eq!(
-            credential(&h, STREAM_ROUTE),
-            Ok(Some(("HDR".into(), Carrier::Header)))
+            credential(&headers(&[key.clone()]), "/api/v1/wells"),
+            found("KEY", Carrier::Header)
         );
         assert_eq!(credential(&HeaderMap::new(), STREAM_ROUTE), Ok(None));
+        // Another scheme is no credential, and no empty value is one.
+        let basic = (header::AUTHORIZATION, "Basic dXNlcjpwYXNz");
+        assert_eq!(
+            credential(&headers(&[basic.clone()]), "/api/v1/wells"),
+            Ok(None)
+        );
+        assert_eq!(
+            credential(
+                &headers(&[(header::AUTHORIZATION, "Bearer  ")]),
+                "/api/v1/wells"
+            ),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn two_credentials_are_ambiguous_wherever_they_travel() {
+        let cookie = (header::COOKIE, "espwatch_access=JWT1");
+        let offered = (header::SEC_WEBSOCKET_PROTOCOL, "espwatch.v1, bearer.TOK");
+        let bearer = (header::AUTHORIZATION, "Bearer HDR");
+        let basic = (header::AUTHORIZATION, "Basic dXNlcjpwYXNz");
+        let key = (header::HeaderName::from_static("x-api-key"), "KEY");
+        let empty_key = (header::HeaderName::from_static("x-api-key"), "");
+        for (pairs, route) in [
+            (vec![bearer.clone(), key.clone()], "/api/v1/wells"),
+            (vec![bearer.clone(), bearer.clone()], "/api/v1/wells"),
+            (vec![key.clone(), key.clone()], "/api/v1/wells"),
+            (vec![bearer.clone(), cookie.clone()], "/api/v1/wells"),
+            (vec![key.clone(), cookie.clone()], "/api/v1/wells"),
+            (vec![basic.clone(), cookie.clone()], "/api/v1/wells"),
+            (vec![empty_key.clone(), cookie.clone()], "/api/v1/wells"),
+            (vec![offered.clone(), cookie.clone()], STREAM_ROUTE),
+            (vec![offered.clone(), bearer.clone()], STREAM_ROUTE),
+            (
+                vec![(header::SEC_WEBSOCKET_PROTOCOL, "bearer.A, bearer.B")],
+                STREAM_ROUTE,
+            ),
+            (
+                vec![(header::COOKIE, "espwatch_access=JWT1; espwatch_access=JWT2")],
+                "/api/v1/wells",
+            ),
+            (
+                vec![
+                    (header::COOKIE, "espwatch_access=JWT1"),
+                    (header::COOKIE, "espwatch_access=JWT2"),
+                ],
+                "/api/v1/wells",
+            ),
+        ] {
+            assert_eq!(
+                credential(&headers(&pairs), route),
+                Err(()),
+                "{pairs:?} {route}"
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, MatchedPath, RawPathParams, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use espwatch_core::Timestamp;
@@ -444,37 +444,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The presented credential: `Authorization: Bearer X` or `X-API-Key: X`. A request carrying
-/// both (or either header twice) is refused as a whole (`Err`): which one would count is
-/// exactly the ambiguity a confused client or a smuggling proxy exploits (issue 18 item 10).
-pub(crate) fn presented_credential(headers: &HeaderMap) -> Result<Option<&str>, ()> {
-    let authorization = headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .collect::<Vec<_>>();
-    let api_key = headers.get_all("x-api-key").iter().collect::<Vec<_>>();
-    if authorization.len() + api_key.len() > 1 {
-        return Err(());
-    }
-    if let Some(value) = authorization.first() {
-        let Ok(text) = value.to_str() else {
-            return Ok(None);
-        };
-        let Some((scheme, token)) = text.split_once(' ') else {
-            return Ok(None);
-        };
-        return Ok(scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty()));
-    }
-    Ok(api_key
-        .first()
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty()))
-}
-
 /// The client address: the socket peer, or (behind a trusted proxy) the first
 /// `X-Forwarded-For` entry.
 pub fn source_address(request: &Request, trust_forwarded_for: bool) -> String {
@@ -618,7 +587,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             let mut response = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "ambiguous_credentials",
-                "send one credential: either `Authorization: Bearer ...` or `X-API-Key`, once",
+                "send one credential, once: `Authorization: Bearer ...`, `X-API-Key`, the console's session cookie or (stream) a `bearer.` subprotocol",
             )
             .into_response();
             response.headers_mut().insert(

@@ -347,6 +347,8 @@ fn directory_bytes(dir: &Path) -> Option<u64> {
 
 fn lock_dir(dir: &Path) -> StoreResult<File> {
     let path = dir.join("LOCK");
+    // Private like the databases beside it (an existing one is tightened).
+    files::private_file(&path)?;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -35,7 +35,8 @@ use crate::{StoreError, StoreResult};
 
 /// File name of the security database inside the data directory.
 pub const SECURITY_FILE: &str = "security.sqlite";
-const SCHEMA_VERSION: i64 = 1;
+/// 1: the first schema; 2: user names unique ignoring (ASCII) case, see [`user_name_index`].
+const SCHEMA_VERSION: i64 = 2;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Dead sessions (expired or revoked) are kept this long for reuse detection, then pruned.
 pub const SESSION_RETENTION: Duration = Duration::from_secs(30 * 86_400);
@@ -116,6 +117,38 @@ const KEY_COLUMNS: &str =
 const AUDIT_COLUMNS: &str = "id, ts, kind, request_id, method, route, status, actor, role, \
                              source, duration_ms, detail, prev_hash, hash";
 
+/// User names are unique ignoring ASCII case (issue 18 item 14), enforced by a unique index on
+/// `name COLLATE NOCASE`, so two concurrent creations of `Alice` and `alice` cannot both
+/// succeed whatever the callers checked before. A file written before the index (schema 1)
+/// that holds such names is refused, naming them: which account to keep is the operator's
+/// decision, not the store's.
+fn user_name_index(tx: &Transaction<'_>) -> StoreResult<()> {
+    let mut stmt = tx
+        .prepare(
+            "SELECT name FROM users WHERE name COLLATE NOCASE IN
+                 (SELECT name FROM users GROUP BY name COLLATE NOCASE HAVING count(*) > 1)
+             ORDER BY name COLLATE NOCASE, name",
+        )
+        .map_err(|e| db_err("looking for user names that differ only in case", e))?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| db_err("looking for user names that differ only in case", e))?;
+    if !names.is_empty() {
+        let groups = crate::security::case_duplicate_groups(names);
+        return Err(StoreError::Internal(format!(
+            "{SECURITY_FILE} holds user names that differ only in case: {groups}. User names are \
+             unique ignoring case from this version on: keep one account of each group and \
+             remove the others (with espwatch stopped: sqlite3 {SECURITY_FILE} \
+             \"DELETE FROM users WHERE name = 'NAME'\"), then start again"
+        )));
+    }
+    tx.execute_batch(
+        "CREATE UNIQUE INDEX IF NOT EXISTS users_name_any_case ON users (name COLLATE NOCASE)",
+    )
+    .map_err(|e| db_err("indexing user names ignoring case", e))
+}
+
 /// The embedded security store. Cheap to clone; clones share one connection. Several
 /// instances (in this or other processes) may be open on the same directory.
 #[derive(Clone)]
@@ -186,6 +219,7 @@ impl EmbeddedSecurityStore {
             }
             tx.execute_batch(SCHEMA)
                 .map_err(|e| db_err("creating the security schema", e))?;
+            user_name_index(tx)?;
             tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
                 .map_err(|e| db_err("recording the schema version", e))?;
             Ok(())
@@ -350,6 +384,17 @@ fn get_user(conn: &Connection, name: &str) -> StoreResult<Option<User>> {
     .map_err(|e| db_err("reading a user", e))
 }
 
+/// The user named `name` ignoring ASCII case (at most one: the index is unique).
+fn get_user_any_case(conn: &Connection, name: &str) -> StoreResult<Option<User>> {
+    conn.query_row(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1 COLLATE NOCASE"),
+        params![name],
+        row_to_user,
+    )
+    .optional()
+    .map_err(|e| db_err("reading a user", e))
+}
+
 fn get_session(conn: &Connection, id: &str) -> StoreResult<Option<Session>> {
     conn.query_row(
         &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"),
@@ -425,7 +470,7 @@ impl SecurityStore for EmbeddedSecurityStore {
                     "INSERT INTO users (name, role, password_hash, wells, disabled, created_at,
                                         updated_at, failed_logins)
                      VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5, 0)
-                     ON CONFLICT (name) DO NOTHING",
+                     ON CONFLICT DO NOTHING",
                     params![
                         user.name,
                         user.role.name(),
@@ -436,7 +481,9 @@ impl SecurityStore for EmbeddedSecurityStore {
                 )
                 .map_err(|e| db_err("creating a user", e))?;
             if inserted == 0 {
-                return Err(StoreError::Conflict(format!("user {:?}", user.name)));
+                // The name, or another spelling of it (the index ignores case), is taken.
+                let taken = get_user_any_case(tx, &user.name)?.map_or(user.name, |u| u.name);
+                return Err(StoreError::Conflict(format!("user {taken:?}")));
             }
             get_user(tx, &user.name)?
                 .ok_or_else(|| StoreError::Internal("created user vanished".into()))
@@ -447,6 +494,12 @@ impl SecurityStore for EmbeddedSecurityStore {
     async fn get_user(&self, name: &str) -> StoreResult<Option<User>> {
         let name = name.to_owned();
         self.with_conn(move |conn| get_user(conn, &name)).await
+    }
+
+    async fn get_user_any_case(&self, name: &str) -> StoreResult<Option<User>> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| get_user_any_case(conn, &name))
+            .await
     }
 
     async fn list_users(&self) -> StoreResult<Vec<User>> {
