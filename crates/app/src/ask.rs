@@ -115,7 +115,7 @@ pub async fn ask(a: &Asker<'_>, question: &str) -> Result<Answered, AskError> {
     let records = a.store.list_wells().await?;
     let metas: Vec<_> = records
         .into_iter()
-        .filter(|r| a.scope.allows(&r.meta.well_id.0))
+        .filter(|r| a.scope.allows(r.meta.well_id.as_str()))
         .map(|r| r.meta)
         .collect();
     let clock = Clock {
@@ -211,8 +211,9 @@ async fn target_wells(a: &Asker<'_>, it: &Interpretation) -> Result<Vec<String>,
         .list_wells()
         .await?
         .into_iter()
-        .map(|r| r.meta.well_id.0)
-        .filter(|id| a.scope.allows(id))
+        .map(|r| r.meta.well_id)
+        .filter(|id| a.scope.allows(id.as_str()))
+        .map(|id| id.as_str().to_owned())
         .collect();
     ids.sort();
     Ok(ids)

@@ -14,8 +14,8 @@ use std::time::Duration;
 use espwatch_core::Timestamp;
 use espwatch_store::{AuditEvent, AuditPrune, AuditPruneScope, SecurityStore, StoreError};
 use serde::Serialize;
-use tokio::sync::Notify;
 
+use crate::periodic::Periodic;
 use crate::retention::{RETRY_AFTER, error_id};
 
 /// The actor of the `audit_pruned` records the job appends.
@@ -103,8 +103,7 @@ pub struct AuditRetentionStatus {
 /// The background job; [`AuditRetentionJob::stop`] ends it before the store closes.
 pub struct AuditRetentionJob {
     status: Mutex<AuditRetentionStatus>,
-    stop: Notify,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    runner: Periodic,
 }
 
 fn rfc3339(ts: Timestamp) -> String {
@@ -146,12 +145,12 @@ impl AuditRetentionJob {
                 removed_total: 0,
                 carried_total: 0,
             }),
-            stop: Notify::new(),
-            task: Mutex::new(None),
+            runner: Periodic::new(),
         });
         let me = job.clone();
-        let task = tokio::spawn(async move {
-            loop {
+        job.runner.start(move || {
+            let (me, security, clock) = (me.clone(), security.clone(), clock.clone());
+            async move {
                 let started = clock();
                 me.with_status(|s| s.last_run = Some(rfc3339(started)));
                 let cut = audit_cut(started, keep);
@@ -159,18 +158,13 @@ impl AuditRetentionJob {
                     cut: rfc3339(cut),
                     ..AuditRound::default()
                 };
+                // Stopping drops the round between batches or inside one (whose transaction
+                // then never commits).
                 let result = loop {
-                    let batch = security.prune_audit(
-                        cut,
-                        by(clock()),
-                        AuditPruneScope::Requests,
-                        Some(BATCH),
-                    );
-                    let result = tokio::select! {
-                        r = batch => r,
-                        _ = me.stop.notified() => return,
-                    };
-                    match result {
+                    let batch = security
+                        .prune_audit(cut, by(clock()), AuditPruneScope::Requests, Some(BATCH))
+                        .await;
+                    match batch {
                         Ok(Some(p)) => {
                             round.add(&p);
                             if !p.more {
@@ -182,18 +176,10 @@ impl AuditRetentionJob {
                     }
                 };
                 let wait = me.record(round, result, interval);
-                me.with_status(|s| {
-                    s.next_run = Some(rfc3339(Timestamp(
-                        clock().0 + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 2),
-                    )))
-                });
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = me.stop.notified() => return,
-                }
+                me.with_status(|s| s.next_run = Some(rfc3339(clock().saturating_add(wait))));
+                wait
             }
         });
-        *job.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         job
     }
 
@@ -260,15 +246,7 @@ impl AuditRetentionJob {
 
     /// Ends the job (a running round is dropped at its next await point) and waits for it.
     pub async fn stop(&self) {
-        self.stop.notify_one();
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.runner.stop().await;
     }
 }
 

@@ -4,7 +4,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use espwatch_core::Timestamp;
-use espwatch_core::access::Role;
+use espwatch_core::access::{BadWellEntry, Role, WellScope};
 use espwatch_store::security::secret_digest;
 use espwatch_store::{ApiKey, SecurityStore};
 
@@ -35,6 +35,7 @@ pub fn effective_expiry(key: &ApiKey) -> Option<Timestamp> {
 pub struct KeyRequest {
     pub name: String,
     pub role: Role,
+    /// The wells as asked for (`None`: every well); each entry must be a well id.
     pub wells: Option<Vec<String>>,
     /// Lifetime such as `90d`; `None`: no expiry.
     pub expires: Option<String>,
@@ -46,8 +47,8 @@ pub struct KeyRequest {
 pub enum KeyRequestError {
     #[error("key names are 1–100 characters")]
     Name,
-    #[error("{0}")]
-    Wells(String),
+    #[error(transparent)]
+    Wells(#[from] BadWellEntry),
     #[error("expires {0:?} is not a positive duration such as 90d")]
     Expires(String),
     #[error("admin keys must expire within {ADMIN_KEY_MAX_DAYS} days: give expires, e.g. 30d")]
@@ -68,9 +69,7 @@ pub async fn issue_api_key(
     if name.is_empty() || name.chars().count() > 100 {
         return Err(KeyRequestError::Name);
     }
-    if let Some(wells) = &request.wells {
-        espwatch_core::access::check_well_list(wells).map_err(KeyRequestError::Wells)?;
-    }
+    let wells = WellScope::parse_list(request.wells)?;
     let now = Timestamp::from_datetime(chrono::Utc::now());
     let expires_at = match request.expires.as_deref() {
         None => None,
@@ -91,7 +90,7 @@ pub async fn issue_api_key(
                 id,
                 name,
                 role: request.role,
-                wells: request.wells,
+                wells,
                 key_hash: secret_digest(&key),
                 created_by: request.created_by,
                 expires_at,

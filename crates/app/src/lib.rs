@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod keys;
 pub mod metrics;
 pub mod password;
+pub mod periodic;
 pub mod quality;
 pub mod retention;
 pub mod stores;

@@ -12,7 +12,8 @@ use espwatch_archive::{Archive, FailedStage, Policy, RetentionReport};
 use espwatch_core::Timestamp;
 use espwatch_store::{Retention, RollupTier, Store};
 use serde::Serialize;
-use tokio::sync::Notify;
+
+use crate::periodic::Periodic;
 
 /// After a failed round, the next attempt comes this soon (or at the interval if shorter).
 pub const RETRY_AFTER: Duration = Duration::from_secs(60);
@@ -73,8 +74,7 @@ pub struct RetentionStatus {
 /// The background job; [`RetentionJob::stop`] ends it before the store closes.
 pub struct RetentionJob {
     status: Mutex<RetentionStatus>,
-    stop: Notify,
-    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    runner: Periodic,
 }
 
 fn rfc3339(ts: Timestamp) -> String {
@@ -127,40 +127,31 @@ impl RetentionJob {
                 last_round: None,
                 totals: RetentionTotals::default(),
             }),
-            stop: Notify::new(),
-            task: Mutex::new(None),
+            runner: Periodic::new(),
         });
         let me = job.clone();
-        let task = tokio::spawn(async move {
-            loop {
+        let work = Arc::new((store, retention, archive, policy));
+        job.runner.start(move || {
+            let (me, work) = (me.clone(), work.clone());
+            async move {
+                let (store, retention, archive, policy) = &*work;
                 let started = now();
                 me.with_status(|s| s.last_run = Some(rfc3339(started)));
-                let round = espwatch_archive::run_round(
-                    store.as_ref(),
-                    retention.as_ref(),
-                    &archive,
-                    &policy,
-                    started,
-                );
                 // Stopping drops the round at an await point: a well-day archived but not yet
                 // deleted is archived again (same file) and deleted by the next round.
-                let result = tokio::select! {
-                    r = round => r,
-                    _ = me.stop.notified() => return,
-                };
+                let result = espwatch_archive::run_round(
+                    store.as_ref(),
+                    retention.as_ref(),
+                    archive,
+                    policy,
+                    started,
+                )
+                .await;
                 let wait = me.record(started, result, interval);
-                me.with_status(|s| {
-                    s.next_run = Some(rfc3339(Timestamp(
-                        now().0 + i64::try_from(wait.as_micros()).unwrap_or(i64::MAX / 2),
-                    )))
-                });
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = me.stop.notified() => return,
-                }
+                me.with_status(|s| s.next_run = Some(rfc3339(now().saturating_add(wait))));
+                wait
             }
         });
-        *job.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
         job
     }
 
@@ -243,15 +234,7 @@ impl RetentionJob {
 
     /// Ends the job (a running round is dropped at its next await point) and waits for it.
     pub async fn stop(&self) {
-        self.stop.notify_one();
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
+        self.runner.stop().await;
     }
 }
 

@@ -25,6 +25,7 @@ mod brokers;
 mod cpu;
 mod http;
 mod load;
+mod offered;
 mod storage;
 use cpu::{CpuSample, CpuUse};
 

@@ -12,7 +12,7 @@ use espwatch_app::Config;
 use espwatch_app::keys::{KeyRequest, issue_api_key};
 use espwatch_app::password::hash_blocking;
 use espwatch_core::Timestamp;
-use espwatch_core::access::{Role, check_password, check_well_list, valid_user_name};
+use espwatch_core::access::{Role, WellScope, check_password, valid_user_name};
 use espwatch_store::{
     AuditEvent, AuditFilter, AuditPruneScope, NewUser, SecurityStore, UserChange,
 };
@@ -251,11 +251,8 @@ fn parse_role(text: &str) -> anyhow::Result<Role> {
     Ok(text.parse::<Role>()?)
 }
 
-fn check_wells(wells: &Option<Vec<String>>) -> anyhow::Result<()> {
-    match wells {
-        Some(list) => check_well_list(list).map_err(anyhow::Error::msg),
-        None => Ok(()),
-    }
+fn parse_wells(wells: &Option<Vec<String>>) -> anyhow::Result<WellScope> {
+    Ok(WellScope::parse_list(wells.clone())?)
 }
 
 /// `cli:<login>` of the operating-system user running the command: `$USER`/`$LOGNAME`, or
@@ -372,7 +369,7 @@ pub async fn run_users(cmd: &UsersCommand, config: &Config) -> anyhow::Result<()
                 bail!("user names are 1–64 characters of letters, digits, . _ - @");
             }
             let role = parse_role(role)?;
-            check_wells(wells)?;
+            let wells = parse_wells(wells)?;
             if let Some(existing) = store.get_user_any_case(name).await? {
                 bail!(
                     "user {:?} already exists (user names are compared ignoring case)",
@@ -386,7 +383,7 @@ pub async fn run_users(cmd: &UsersCommand, config: &Config) -> anyhow::Result<()
                         name: name.clone(),
                         role,
                         password_hash: hash(password).await?,
-                        wells: wells.clone(),
+                        wells,
                     },
                     now(),
                 )
@@ -410,7 +407,9 @@ pub async fn run_users(cmd: &UsersCommand, config: &Config) -> anyhow::Result<()
                 } else {
                     "active"
                 };
-                let wells = u.wells.map_or("all".to_owned(), |w| w.join(","));
+                let wells = u.wells.as_list().map_or("all".to_owned(), |w| {
+                    w.iter().map(|w| w.as_str()).collect::<Vec<_>>().join(",")
+                });
                 println!("{:<24} {:<11} {:<9} {wells}", u.name, u.role.name(), state);
             }
         }

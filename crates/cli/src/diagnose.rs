@@ -17,7 +17,7 @@ use espwatch_core::diagnostics::{Episode, ThresholdSet, TrainingWindow, WellEngi
 use espwatch_core::duration::parse_duration_micros;
 use espwatch_core::sim::Family;
 use espwatch_core::sim::csv::{write_fixed, write_timestamp};
-use espwatch_core::{Reading, Timestamp, WellId, WellMeta};
+use espwatch_core::{Reading, Timestamp, WellDocument, WellId, WellMeta};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::timeline;
@@ -562,9 +562,9 @@ fn load_wells(dir: &Path) -> anyhow::Result<HashMap<WellId, WellMeta>> {
             continue;
         }
         let text = fs::read_to_string(&path)?;
-        let meta: WellMeta =
+        let document: WellDocument =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let id = meta.validate().map_err(|problems| {
+        let meta = document.validate().map_err(|problems| {
             anyhow::anyhow!(
                 "{}: invalid well: {}",
                 path.display(),
@@ -575,7 +575,7 @@ fn load_wells(dir: &Path) -> anyhow::Result<HashMap<WellId, WellMeta>> {
                     .join("; ")
             )
         })?;
-        out.insert(id, meta);
+        out.insert(meta.well_id.clone(), meta);
     }
     Ok(out)
 }

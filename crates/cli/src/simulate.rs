@@ -723,7 +723,7 @@ async fn demo_login(
                     name: name.clone(),
                     role: espwatch_core::access::Role::Admin,
                     password_hash: hash,
-                    wells: None,
+                    wells: espwatch_core::access::WellScope::All,
                 },
                 now,
             )

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use espwatch_app::Config;
-use espwatch_core::WellMeta;
+use espwatch_core::{WellDocument, WellMeta};
 use espwatch_store::{Store, StoreError};
 
 use crate::Target;
@@ -59,20 +59,19 @@ fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 fn read_meta(path: &Path) -> anyhow::Result<WellMeta> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let meta: WellMeta = serde_json::from_str(&text)
+    let document: WellDocument = serde_json::from_str(&text)
         .with_context(|| format!("{}: not a valid well file", path.display()))?;
-    if let Err(problems) = meta.validate() {
+    document.validate().map_err(|problems| {
         let list: Vec<String> = problems
             .iter()
             .map(|p| format!("{}: {}", p.field, p.reason))
             .collect();
-        bail!(
+        anyhow::anyhow!(
             "{}: invalid well metadata: {}",
             path.display(),
             list.join("; ")
-        );
-    }
-    Ok(meta)
+        )
+    })
 }
 
 pub async fn run(cmd: &WellsCommand, config: Config) -> anyhow::Result<()> {
@@ -151,7 +150,7 @@ async fn upsert_remote(
     }
     if response.status().as_u16() == 409 {
         let response = client
-            .put(format!("{base}/api/v1/wells/{}", meta.well_id.0))
+            .put(format!("{base}/api/v1/wells/{}", meta.well_id))
             .json(&meta)
             .send()
             .await?;
@@ -195,7 +194,10 @@ async fn list(target: &Target, config: &Config) -> anyhow::Result<()> {
             let store = target.open_local(config).await?.store;
             let wells = store.list_wells().await?;
             store.close().await?;
-            wells.into_iter().map(|w| w.meta.well_id.0).collect()
+            wells
+                .into_iter()
+                .map(|w| w.meta.well_id.as_str().to_owned())
+                .collect()
         }
     };
     let mut ids = ids;

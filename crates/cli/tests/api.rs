@@ -841,6 +841,19 @@ async fn wells_crud() {
         problems.contains("location.lat") && problems.contains("pump.base_frequency_hz"),
         "{problems}"
     );
+    // A bad id is one problem among the others, naming the rule it breaks; nothing is filed.
+    let mut bad = full_well(".N-8");
+    bad["location"]["lat"] = json!(123);
+    let (status, body) = app.send(post(bad)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        body["error"]["details"]["problems"],
+        json!([
+            {"field": "well_id", "reason": "must start with a letter or a digit (found '.')"},
+            {"field": "location.lat", "reason": "123 is outside -90..=90"}
+        ]),
+        "{body}"
+    );
     let (status, _) = app
         .send(post(json!({"well_id": "N-9", "colour": "red"})))
         .await;

@@ -22,7 +22,7 @@ fn main() {
     cfg.condition_rounds = rounds;
     let plan = plan_fleet(&cfg).unwrap();
     let w = &plan.wells[k];
-    println!("{} {:?}", w.meta.well_id.0, w.model);
+    println!("{} {:?}", w.meta.well_id, w.model);
     let mut sim = WellSimulator::new(w, cfg.start, cfg.duration_micros);
     let mut e = WellEngine::new(
         Some(&w.meta),

@@ -101,12 +101,13 @@ impl std::str::FromStr for Role {
     }
 }
 
-/// Checks a list of wells a user or key is limited to: every entry a valid well id.
-pub fn check_well_list(wells: &[String]) -> Result<(), String> {
-    for w in wells {
-        crate::WellId::parse(w).map_err(|e| format!("well {w:?}: {e}"))?;
-    }
-    Ok(())
+/// An entry of a well list asked for (a user's or key's wells) that is not a well id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("well {entry:?}: {problem}")]
+pub struct BadWellEntry {
+    /// The entry as given.
+    pub entry: String,
+    pub problem: crate::telemetry::WellIdError,
 }
 
 impl fmt::Display for Role {
@@ -214,11 +215,27 @@ pub enum WellScope {
 }
 
 impl WellScope {
+    /// The scope an administrator asks for a user or key: `None` is every well, a list only
+    /// those wells, each entry a well id (the first that is not is the error).
+    pub fn parse_list(wells: Option<Vec<String>>) -> Result<WellScope, BadWellEntry> {
+        let Some(list) = wells else {
+            return Ok(WellScope::All);
+        };
+        list.into_iter()
+            .map(|entry| match WellId::parse(&entry) {
+                Ok(id) => Ok(id),
+                Err(problem) => Err(BadWellEntry { entry, problem }),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(WellScope::Only)
+    }
+
     /// The scope of a stored user or key: `None` is every well, a list only those wells.
     ///
-    /// The lists were checked with [`check_well_list`] when they were stored; an entry that is
-    /// not a well id (a hand-edited database) is left out, which is what it allowed before it
-    /// was typed: it equals no well's id. A list never widens to `All`, even left empty.
+    /// The lists were checked with [`WellScope::parse_list`] when they were stored; an entry
+    /// that is not a well id (a hand-edited database) is left out, which is what it allowed
+    /// before it was typed: it equals no well's id. A list never widens to `All`, even left
+    /// empty.
     pub fn from_list(wells: Option<Vec<String>>) -> WellScope {
         match wells {
             None => WellScope::All,
@@ -578,6 +595,24 @@ mod tests {
         let odd = WellScope::from_list(Some(vec!["W 1".into(), "W1".into()]));
         assert_eq!(odd, WellScope::Only(vec![WellId::parse("W1").unwrap()]));
         assert!(!odd.allows("W 1"));
+        assert_eq!(
+            WellScope::parse_list(Some(vec!["W1".into(), "W 1".into()])),
+            Err(BadWellEntry {
+                entry: "W 1".into(),
+                problem: crate::telemetry::WellIdError::BadChar(' ')
+            })
+        );
+        assert_eq!(
+            WellScope::parse_list(Some(vec!["W 1".into()]))
+                .unwrap_err()
+                .to_string(),
+            r#"well "W 1": may only contain A-Z, a-z, 0-9, '.', '_' and '-' (found ' ')"#
+        );
+        assert_eq!(WellScope::parse_list(None), Ok(WellScope::All));
+        assert_eq!(
+            WellScope::parse_list(Some(Vec::new())),
+            Ok(WellScope::Only(Vec::new()))
+        );
         let none = WellScope::from_list(Some(vec!["".into()]));
         assert_eq!(none, WellScope::Only(Vec::new()));
         assert!(!none.allows(""));

@@ -22,4 +22,4 @@ pub mod well;
 pub use condition::Condition;
 pub use series::{Agg, Point, Series, TelemetryQuery, TimeRange};
 pub use telemetry::{FIELD_COUNT, Field, Measurements, Reading, Timestamp, WellId};
-pub use well::WellMeta;
+pub use well::{WellDocument, WellMeta};

@@ -618,7 +618,7 @@ mod tests {
                 rated_current_a: Some(30.0),
                 max_winding_temp_c: None,
             }),
-            ..WellMeta::default()
+            ..WellMeta::minimal(&crate::telemetry::WellId::parse("W-1").unwrap())
         };
         let mut o = opts(3600, 3600);
         o.limits = InstrumentLimits::from_meta(Some(&meta));

@@ -7,13 +7,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::telemetry::WellId;
 
-/// Metadata of one well. Field names carry their units.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+/// Metadata of one registered well, validated: what the store files and the engine reads.
+/// Field names carry their units. Made by [`WellDocument::validate`] from what a client sent,
+/// by [`WellMeta::minimal`] for a well registered from its first reading, or read back from
+/// the store (where only validated documents were filed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WellMeta {
     /// Unique id, 1–64 characters of `A-Za-z0-9._-`; the key telemetry is filed under.
-    pub well_id: WellIdField,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub well_id: WellId,
     /// Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -44,12 +48,44 @@ pub struct WellMeta {
     pub timezone: Option<String>,
 }
 
-/// `WellId` wrapper whose `Default` is needed by serde's `deny_unknown_fields` + `Default` combo;
-/// an empty default never survives [`WellMeta::validate`].
+/// The wells-registry document as a client sends it (`POST`/`PUT /api/v1/wells`,
+/// `espwatch wells import`): the same fields as [`WellMeta`], none of them checked yet, the id
+/// still text. [`WellDocument::validate`] turns it into a [`WellMeta`] or lists every problem.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(transparent)]
-pub struct WellIdField(pub String);
+#[serde(deny_unknown_fields)]
+pub struct WellDocument {
+    /// Unique id, 1–64 characters of `A-Za-z0-9._-`, starting with a letter or a digit.
+    pub well_id: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Oil field or asset the well belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pump: Option<PumpSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub motor: Option<MotorSpec>,
+    /// Pump setting depth, feet (measured depth of the pump intake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setting_depth_ft: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fluid: Option<FluidSpec>,
+    /// How often the well is expected to report, seconds (0.1–86 400): the reference of the
+    /// data-quality completeness. Without it the median spacing of its readings is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_interval_s: Option<f64>,
+    /// The zone of the well's local clock, as a fixed UTC offset (`+03:00`, `-05:30`, `UTC`):
+    /// the zone of its naive timestamps (`2026-11-22 08:01:00`, as historians export them)
+    /// when the sender declares none. Named zones (`Europe/Berlin`) are refused: their
+    /// daylight-saving changes skip and repeat local hours, which cannot be resolved without
+    /// a time-zone database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
 
 /// WGS 84 position of the wellhead.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -145,14 +181,17 @@ impl WellMeta {
     /// Minimal metadata for a well registered automatically from its first reading.
     pub fn minimal(id: &WellId) -> WellMeta {
         WellMeta {
-            well_id: WellIdField(id.as_str().to_owned()),
-            ..WellMeta::default()
+            well_id: id.clone(),
+            name: None,
+            field: None,
+            location: None,
+            pump: None,
+            motor: None,
+            setting_depth_ft: None,
+            fluid: None,
+            sample_interval_s: None,
+            timezone: None,
         }
-    }
-
-    /// The validated id. Only meaningful after [`WellMeta::validate`] succeeded.
-    pub fn id(&self) -> Result<WellId, crate::telemetry::WellIdError> {
-        WellId::parse(&self.well_id.0)
     }
 
     /// The registry zone of the well's naive timestamps, when it has a valid one.
@@ -161,9 +200,33 @@ impl WellMeta {
             .as_deref()
             .and_then(|z| crate::localtime::UtcOffset::parse(z).ok())
     }
+}
 
-    /// Checks every field; returns all problems at once so a user fixes a file in one go.
-    pub fn validate(&self) -> Result<WellId, Vec<MetaProblem>> {
+impl WellDocument {
+    /// Checks every field and gives the validated [`WellMeta`]; returns all problems at once so
+    /// a user fixes a file in one go (a bad id is the problem of field `well_id`, its reason
+    /// the [`crate::telemetry::WellIdError`]'s text).
+    pub fn validate(self) -> Result<WellMeta, Vec<MetaProblem>> {
+        let problems = self.problems();
+        match WellId::parse_new(&self.well_id) {
+            Ok(well_id) if problems.is_empty() => Ok(WellMeta {
+                well_id,
+                name: self.name,
+                field: self.field,
+                location: self.location,
+                pump: self.pump,
+                motor: self.motor,
+                setting_depth_ft: self.setting_depth_ft,
+                fluid: self.fluid,
+                sample_interval_s: self.sample_interval_s,
+                timezone: self.timezone,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Every problem of the document, in field order.
+    fn problems(&self) -> Vec<MetaProblem> {
         // A RefCell so that `bad` is a plain `Fn` that `range` below can share.
         let problems = std::cell::RefCell::new(Vec::new());
         let bad = |field: &str, reason: String| {
@@ -172,8 +235,7 @@ impl WellMeta {
                 reason,
             })
         };
-        let id = WellId::parse_new(&self.well_id.0);
-        if let Err(e) = &id {
+        if let Err(e) = WellId::parse_new(&self.well_id) {
             bad("well_id", e.to_string());
         }
         for (name, text) in [("name", &self.name), ("field", &self.field)] {
@@ -284,11 +346,7 @@ impl WellMeta {
                 prev_flow = pt.flow_bpd;
             }
         }
-        let problems = problems.into_inner();
-        match (id, problems.is_empty()) {
-            (Ok(id), true) => Ok(id),
-            _ => Err(problems),
-        }
+        problems.into_inner()
     }
 }
 
@@ -306,18 +364,26 @@ mod tests {
             "motor":{"rated_hp":150,"rated_voltage_v":2300,"rated_current_a":40,"max_winding_temp_c":200},
             "setting_depth_ft":6500,
             "fluid":{"specific_gravity":0.95,"bubble_point_psi":1200,"gor_scf_bbl":400,"water_cut_pct":60}}"#;
-        let meta: WellMeta = serde_json::from_str(json).unwrap();
-        assert_eq!(meta.validate().unwrap().as_str(), "W-1");
+        let doc: WellDocument = serde_json::from_str(json).unwrap();
+        let meta = doc.validate().unwrap();
+        assert_eq!(meta.well_id.as_str(), "W-1");
+        assert_eq!(meta.pump.unwrap().stages, Some(120));
     }
 
     #[test]
     fn problems_are_all_reported_with_paths() {
         let json = r#"{"well_id":"bad id","location":{"lat":91,"lon":0},
             "pump":{"base_frequency_hz":55,"stage_curve":[{"flow_bpd":10,"head_ft":30,"bhp":0.2},{"flow_bpd":5,"head_ft":25,"bhp":0.3}]}}"#;
-        let meta: WellMeta = serde_json::from_str(json).unwrap();
-        let problems = meta.validate().unwrap_err();
+        let doc: WellDocument = serde_json::from_str(json).unwrap();
+        let problems = doc.validate().unwrap_err();
         let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert!(fields.contains(&"well_id"));
+        assert_eq!(
+            problems[0],
+            MetaProblem {
+                field: "well_id".into(),
+                reason: "may only contain A-Z, a-z, 0-9, '.', '_' and '-' (found ' ')".into(),
+            }
+        );
         assert!(fields.contains(&"location.lat"));
         assert!(fields.contains(&"pump.base_frequency_hz"));
         assert!(fields.contains(&"pump.stage_curve[1].flow_bpd"));
@@ -325,12 +391,13 @@ mod tests {
 
     #[test]
     fn timezone_is_a_fixed_offset() {
-        let meta = |z: &str| WellMeta {
-            well_id: WellIdField("W-1".into()),
+        let meta = |z: &str| WellDocument {
+            well_id: "W-1".into(),
             timezone: Some(z.into()),
-            ..WellMeta::default()
+            ..WellDocument::default()
         };
-        assert_eq!(meta("+03:00").zone().map(|z| z.seconds()), Some(10_800));
+        let valid = meta("+03:00").validate().unwrap();
+        assert_eq!(valid.zone().map(|z| z.seconds()), Some(10_800));
         assert!(meta("-05:30").validate().is_ok());
         assert!(meta("UTC").validate().is_ok());
         for bad in ["Europe/Berlin", "+25:00", "", " +03:00"] {
@@ -350,6 +417,43 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
+        assert!(serde_json::from_str::<WellDocument>(r#"{"well_id":"A","colour":"red"}"#).is_err());
         assert!(serde_json::from_str::<WellMeta>(r#"{"well_id":"A","colour":"red"}"#).is_err());
+    }
+
+    /// Only a document whose id is a new well id becomes a `WellMeta`; a registry entry read back
+    /// takes the stored id as the lenient `WellId::parse` does, so wells named before the
+    /// first-character rule stay readable, and an entry with no well id at all is an error.
+    #[test]
+    fn a_bad_id_is_one_precise_problem_and_stored_ids_read_leniently() {
+        for (id, reason) in [
+            ("", "must not be empty"),
+            (".hidden", "must start with a letter or a digit (found '.')"),
+            (
+                "W/1",
+                "may only contain A-Z, a-z, 0-9, '.', '_' and '-' (found '/')",
+            ),
+        ] {
+            let doc = WellDocument {
+                well_id: id.into(),
+                ..WellDocument::default()
+            };
+            let problems = doc.validate().unwrap_err();
+            assert_eq!(
+                problems,
+                vec![MetaProblem {
+                    field: "well_id".into(),
+                    reason: reason.into()
+                }],
+                "{id:?}"
+            );
+        }
+        let old: WellMeta = serde_json::from_str(r#"{"well_id":"_old","name":"before"}"#).unwrap();
+        assert_eq!(old.well_id.as_str(), "_old");
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"well_id":"_old","name":"before"}"#
+        );
+        assert!(serde_json::from_str::<WellMeta>(r#"{"well_id":"W/1"}"#).is_err());
     }
 }

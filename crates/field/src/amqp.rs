@@ -707,25 +707,17 @@ impl Worker {
         };
         // Naive local times in messages without a `timezone` header: their wells' registry
         // zones apply (decoded again; only when some reading needs it).
-        let lacking = wells_lacking_zone(&prepared);
-        let (batch, prepared, readings) = if lacking.is_empty() {
-            (batch, prepared, readings)
-        } else {
-            let zones = self.sink.registry_zones(&lacking).await;
-            if zones.is_empty() {
-                (batch, prepared, readings)
-            } else if bytes > INLINE_DECODE_BYTES {
-                tokio::task::spawn_blocking(move || {
-                    let (prepared, readings) = rezone(&batch, prepared, settings, now, &zones);
-                    (batch, prepared, readings)
-                })
-                .await
-                .map_err(|_| HandleError::Stopped)?
-            } else {
-                let (prepared, readings) = rezone(&batch, prepared, settings, now, &zones);
-                (batch, prepared, readings)
-            }
-        };
+        let (batch, prepared, readings) = self
+            .sink
+            .apply_registry_zones(
+                (batch, prepared, readings),
+                bytes > INLINE_DECODE_BYTES,
+                move |delivery: &Delivery, p: &mut Prepared, zones, scratch| {
+                    *p = prepare(delivery, settings, now, scratch, zones);
+                },
+            )
+            .await
+            .map_err(|_| HandleError::Stopped)?;
         let outcomes = self
             .sink
             .commit(readings, stopping)
@@ -952,54 +944,25 @@ fn prepare_all(
     (prepared, readings)
 }
 
-/// The wells of the readings refused for a naive time without a declared zone.
-fn wells_lacking_zone(prepared: &[Prepared]) -> Vec<WellId> {
-    let mut wells: Vec<WellId> = prepared
-        .iter()
-        .flat_map(|p| match p {
-            Prepared::Decoded { items, .. } => crate::sink::wells_lacking_zone(items),
-            Prepared::Refused { .. } => Vec::new(),
-        })
-        .collect();
-    wells.sort();
-    wells.dedup();
-    wells
-}
+impl crate::sink::PreparedMessage for Prepared {
+    fn items(&self) -> Option<&[Item]> {
+        match self {
+            Prepared::Decoded { items, .. } => Some(items),
+            Prepared::Refused { .. } => None,
+        }
+    }
 
-/// Decodes again, with their wells' registry `zones`, the messages with readings refused for
-/// a naive time without a declared zone; the batch's valid readings, renumbered.
-fn rezone(
-    batch: &[Delivery],
-    mut prepared: Vec<Prepared>,
-    settings: DecodeSettings,
-    now: Timestamp,
-    zones: &[(WellId, UtcOffset)],
-) -> (Vec<Prepared>, Vec<Reading>) {
-    let mut scratch = Vec::new();
-    for (delivery, p) in batch.iter().zip(prepared.iter_mut()) {
-        if let Prepared::Decoded { items, .. } = p
-            && items
-                .iter()
-                .any(|i| i.rejection().is_some_and(|r| r.lacks_zone()))
-        {
-            *p = prepare(delivery, settings, now, &mut scratch, zones);
+    fn slot(&mut self) -> Option<(&[Item], &mut usize, &mut usize)> {
+        match self {
+            Prepared::Decoded {
+                items,
+                first,
+                count,
+                ..
+            } => Some((items, first, count)),
+            Prepared::Refused { .. } => None,
         }
     }
-    let mut readings = Vec::new();
-    for p in &mut prepared {
-        if let Prepared::Decoded {
-            items,
-            first,
-            count,
-            ..
-        } = p
-        {
-            *first = readings.len();
-            readings.extend(items.iter().filter_map(|i| i.valid().cloned()));
-            *count = readings.len() - *first;
-        }
-    }
-    (prepared, readings)
 }
 
 /// A header's text (string headers only).

@@ -784,26 +784,23 @@ impl Consumer {
             commands,
         } = prepared;
         // Naive local times (MQTT declares no zone): their wells' registry zones apply
-        // (decoded again; only when some reading needs it).
-        let lacking = wells_lacking_zone(&prepared);
-        let (batch, prepared, readings) = if lacking.is_empty() {
-            (batch, prepared, readings)
-        } else {
-            let zones = self.sink.registry_zones(&lacking).await;
-            if zones.is_empty() {
-                (batch, prepared, readings)
-            } else if bytes > INLINE_DECODE_BYTES {
-                tokio::task::spawn_blocking(move || {
-                    let (prepared, readings) = rezone(&batch, prepared, &settings, now, &zones);
-                    (batch, prepared, readings)
-                })
-                .await
-                .map_err(|_| crate::sink::Stopped)?
-            } else {
-                let (prepared, readings) = rezone(&batch, prepared, &settings, now, &zones);
-                (batch, prepared, readings)
-            }
-        };
+        // (decoded again; only when some reading needs it). Sparkplug metrics carry epoch
+        // times, never naive ones, and their state must not advance twice.
+        let (batch, prepared, readings) = self
+            .sink
+            .apply_registry_zones(
+                (batch, prepared, readings),
+                bytes > INLINE_DECODE_BYTES,
+                move |publish: &Publish, p: &mut Prepared, zones, scratch| {
+                    if let Prepared::Decoded { well, .. } = p
+                        && !publish.topic.starts_with("spBv1.0/")
+                    {
+                        let well = well.clone();
+                        *p = prepare(publish, Some(well), &settings, now, scratch, zones);
+                    }
+                },
+            )
+            .await?;
         self.sparkplug = sparkplug;
         if let Some(sp) = &self.sparkplug {
             let tally = sp.state.tally;
@@ -985,57 +982,25 @@ fn prepare_all(
     }
 }
 
-/// The wells of the readings refused for a naive time without a declared zone.
-fn wells_lacking_zone(prepared: &[Prepared]) -> Vec<WellId> {
-    let mut wells: Vec<WellId> = prepared
-        .iter()
-        .flat_map(|p| match p {
-            Prepared::Decoded { items, .. } => crate::sink::wells_lacking_zone(items),
-            _ => Vec::new(),
-        })
-        .collect();
-    wells.sort();
-    wells.dedup();
-    wells
-}
+impl crate::sink::PreparedMessage for Prepared {
+    fn items(&self) -> Option<&[Item]> {
+        match self {
+            Prepared::Decoded { items, .. } => Some(items),
+            Prepared::Empty | Prepared::Refused { .. } => None,
+        }
+    }
 
-/// Decodes again, with their wells' registry `zones`, the plain payloads with readings refused
-/// for a naive time without a declared zone (Sparkplug metrics carry epoch times, never naive
-/// ones, and their state must not advance twice); the batch's valid readings, renumbered.
-fn rezone(
-    batch: &[Publish],
-    mut prepared: Vec<Prepared>,
-    settings: &DecodeSettings,
-    now: Timestamp,
-    zones: &[(WellId, UtcOffset)],
-) -> (Vec<Prepared>, Vec<Reading>) {
-    let mut scratch = Vec::new();
-    for (publish, p) in batch.iter().zip(prepared.iter_mut()) {
-        if let Prepared::Decoded { well, items, .. } = p
-            && !publish.topic.starts_with("spBv1.0/")
-            && items
-                .iter()
-                .any(|i| i.rejection().is_some_and(|r| r.lacks_zone()))
-        {
-            let well = well.clone();
-            *p = prepare(publish, Some(well), settings, now, &mut scratch, zones);
+    fn slot(&mut self) -> Option<(&[Item], &mut usize, &mut usize)> {
+        match self {
+            Prepared::Decoded {
+                items,
+                first,
+                count,
+                ..
+            } => Some((items, first, count)),
+            Prepared::Empty | Prepared::Refused { .. } => None,
         }
     }
-    let mut readings = Vec::new();
-    for p in &mut prepared {
-        if let Prepared::Decoded {
-            items,
-            first,
-            count,
-            ..
-        } = p
-        {
-            *first = readings.len();
-            readings.extend(items.iter().filter_map(|i| i.valid().cloned()));
-            *count = readings.len() - *first;
-        }
-    }
-    (prepared, readings)
 }
 
 /// A Sparkplug B message: births and aliases tracked, metrics turned into canonical readings

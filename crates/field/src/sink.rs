@@ -107,3 +107,83 @@ pub fn wells_lacking_zone(items: &[Item]) -> Vec<WellId> {
         .filter_map(|r| WellId::parse(r.well_id.as_deref()?).ok())
         .collect()
 }
+
+/// One message of a batch after decoding, as each protocol keeps it.
+pub trait PreparedMessage {
+    /// Its decoded items (`None`: refused or empty, nothing to commit).
+    fn items(&self) -> Option<&[Item]>;
+    /// Where its valid readings sit in the batch's readings (`first`, `count`), when decoded.
+    fn slot(&mut self) -> Option<(&[Item], &mut usize, &mut usize)>;
+}
+
+/// The batch's valid readings gathered in message order, each message's slot set to its own.
+pub fn gather_readings<P: PreparedMessage>(prepared: &mut [P]) -> Vec<Reading> {
+    let mut readings = Vec::new();
+    for p in prepared {
+        if let Some((items, first, count)) = p.slot() {
+            *first = readings.len();
+            readings.extend(items.iter().filter_map(|i| i.valid().cloned()));
+            *count = readings.len() - *first;
+        }
+    }
+    readings
+}
+
+fn lacks_zone(items: &[Item]) -> bool {
+    items
+        .iter()
+        .any(|i| i.rejection().is_some_and(|r| r.lacks_zone()))
+}
+
+/// A decoded batch: the messages, each one's [`PreparedMessage`], the valid readings.
+pub type DecodedBatch<M, P> = (Vec<M>, Vec<P>, Vec<Reading>);
+
+impl Sink {
+    /// The wells' registry zones applied to a decoded batch whose sender declared no zone: the
+    /// messages with readings refused for a naive time without one are decoded again by
+    /// `redecode` (message, its prepared form to replace, the zones, a scratch buffer), on
+    /// the blocking pool when `large`, and the batch's readings gathered again. Unchanged
+    /// when no reading lacks a zone or none of their wells has one (only then is the registry
+    /// read, or anything decoded twice).
+    pub async fn apply_registry_zones<M, P, R>(
+        &self,
+        (batch, mut prepared, readings): DecodedBatch<M, P>,
+        large: bool,
+        redecode: R,
+    ) -> Result<DecodedBatch<M, P>, Stopped>
+    where
+        M: Send + 'static,
+        P: PreparedMessage + Send + 'static,
+        R: Fn(&M, &mut P, &[(WellId, UtcOffset)], &mut Vec<Reading>) + Send + 'static,
+    {
+        let mut lacking: Vec<WellId> = prepared
+            .iter()
+            .filter_map(PreparedMessage::items)
+            .flat_map(wells_lacking_zone)
+            .collect();
+        if lacking.is_empty() {
+            return Ok((batch, prepared, readings));
+        }
+        lacking.sort();
+        lacking.dedup();
+        let zones = self.registry_zones(&lacking).await;
+        if zones.is_empty() {
+            return Ok((batch, prepared, readings));
+        }
+        let work = move || {
+            let mut scratch = Vec::new();
+            for (message, p) in batch.iter().zip(prepared.iter_mut()) {
+                if p.items().is_some_and(lacks_zone) {
+                    redecode(message, p, &zones, &mut scratch);
+                }
+            }
+            let readings = gather_readings(&mut prepared);
+            (batch, prepared, readings)
+        };
+        if large {
+            tokio::task::spawn_blocking(work).await.map_err(|_| Stopped)
+        } else {
+            Ok(work())
+        }
+    }
+}

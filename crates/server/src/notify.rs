@@ -26,8 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use espwatch_app::config::Config;
-use espwatch_core::Timestamp;
-use espwatch_core::diagnostics::Severity;
+use espwatch_core::diagnostics::{Diagnosis, Severity};
+use espwatch_core::{Timestamp, WellId};
 use espwatch_store::{
     Alarm, AttemptResult, AuditEvent, ChannelKind, Delivery, DeliveryFilter, DeliveryState,
     NewDelivery, NotifyChannel, NotifyStore, Store, StoreResult,
@@ -41,9 +41,6 @@ use crate::live::AlarmChange;
 use crate::views::AlarmView;
 
 pub mod smtp;
-
-/// The events a rule may route.
-pub const EVENTS: &[&str] = &["alarm.raised", "alarm.acknowledged", "alarm.cleared"];
 
 /// Publishes notification events to a message broker: the door through which `amqp`
 /// channels are delivered (`espwatch-field` installs its RabbitMQ publisher with
@@ -76,83 +73,217 @@ const BATCH: usize = 16;
 /// Longest sleep of an idle sender (it is also woken on every enqueue).
 const IDLE_POLL: Duration = Duration::from_secs(5);
 
-pub fn event_name(change: AlarmChange) -> &'static str {
-    match change {
-        AlarmChange::Raised => "alarm.raised",
-        AlarmChange::Acknowledged => "alarm.acknowledged",
-        AlarmChange::Cleared => "alarm.cleared",
+/// The alarm change a notification names: its `event` (`alarm.raised`, ...), what a rule's
+/// `events` list and the AMQP routing key hold.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum AlarmEvent {
+    #[serde(rename = "alarm.raised")]
+    Raised,
+    #[serde(rename = "alarm.acknowledged")]
+    Acknowledged,
+    #[serde(rename = "alarm.cleared")]
+    Cleared,
+}
+
+impl AlarmEvent {
+    pub const ALL: [AlarmEvent; 3] = [
+        AlarmEvent::Raised,
+        AlarmEvent::Acknowledged,
+        AlarmEvent::Cleared,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AlarmEvent::Raised => "alarm.raised",
+            AlarmEvent::Acknowledged => "alarm.acknowledged",
+            AlarmEvent::Cleared => "alarm.cleared",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<AlarmEvent> {
+        AlarmEvent::ALL.into_iter().find(|e| e.name() == name)
     }
 }
 
-/// What a rule matches, as stored in [`NotifyRule::filter`]. Absent lists match everything;
-/// `wells` and `fields` together match a well named by either (a well group is a registry
-/// `field`, or a `PREFIX*` pattern of well ids).
+impl From<AlarmChange> for AlarmEvent {
+    fn from(change: AlarmChange) -> AlarmEvent {
+        match change {
+            AlarmChange::Raised => AlarmEvent::Raised,
+            AlarmChange::Acknowledged => AlarmEvent::Acknowledged,
+            AlarmChange::Cleared => AlarmEvent::Cleared,
+        }
+    }
+}
+
+/// One entry of a rule's `wells`: a well id, or `PREFIX*` for every well whose id starts with
+/// `PREFIX`. Kept as written (`serde` as the string).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum WellPattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl From<String> for WellPattern {
+    fn from(text: String) -> WellPattern {
+        match text.strip_suffix('*') {
+            Some(prefix) => WellPattern::Prefix(prefix.to_owned()),
+            None => WellPattern::Exact(text),
+        }
+    }
+}
+
+impl From<WellPattern> for String {
+    fn from(pattern: WellPattern) -> String {
+        match pattern {
+            WellPattern::Exact(id) => id,
+            WellPattern::Prefix(prefix) => format!("{prefix}*"),
+        }
+    }
+}
+
+impl WellPattern {
+    pub fn matches(&self, well: &WellId) -> bool {
+        match self {
+            WellPattern::Exact(id) => id == well.as_str(),
+            WellPattern::Prefix(prefix) => well.as_str().starts_with(prefix.as_str()),
+        }
+    }
+
+    /// Its length as written (with the `*`).
+    fn written_len(&self) -> usize {
+        match self {
+            WellPattern::Exact(id) => id.len(),
+            WellPattern::Prefix(prefix) => prefix.len() + 1,
+        }
+    }
+}
+
+/// Why a rule's filter was refused (422 `invalid_body` with this text).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RuleFilterError {
+    #[error("`events` must name at least one of alarm.raised, alarm.acknowledged, alarm.cleared")]
+    NoEvents,
+    #[error("event {0:?} is not one of alarm.raised, alarm.acknowledged, alarm.cleared")]
+    UnknownEvent(String),
+    #[error("{0:?} is not a condition name")]
+    UnknownCondition(String),
+    #[error("min_severity {0:?} is not one of minor, major, critical")]
+    UnknownSeverity(String),
+    #[error("`wells` and `fields` hold 1 to 1000 entries when given")]
+    ListSize,
+    #[error("well ids, patterns and fields are 1 to 128 characters")]
+    EntrySize,
+}
+
+/// A rule's filter as a client sends it (`POST /api/v1/notifications/rules`), every value
+/// still text; [`RuleFilter::parse`] checks it.
+#[derive(Clone, Debug, Default)]
+pub struct RuleFilterRequest {
+    pub events: Vec<String>,
+    pub conditions: Option<Vec<String>>,
+    pub min_severity: Option<String>,
+    pub wells: Option<Vec<String>>,
+    pub fields: Option<Vec<String>>,
+}
+
+/// What a rule matches, parsed once: from the request ([`RuleFilter::parse`]) or from
+/// [`espwatch_store::NotifyRule::filter`] ([`RuleFilter::from_stored`]; the JSON is this type's,
+/// as the server has always written it). Absent lists match everything; `wells` and `fields`
+/// together match a well named by either (a well group is a registry `field`, or a `PREFIX*`
+/// pattern of well ids).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFilter {
     /// `alarm.raised`, `alarm.acknowledged`, `alarm.cleared` (at least one).
-    pub events: Vec<String>,
+    pub events: Vec<AlarmEvent>,
     /// Condition names (`gas_lock`, `broken_shaft`, ..., `anomaly`); absent: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conditions: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub conditions: Option<Vec<Diagnosis>>,
     /// `minor`, `major` or `critical`: alarms at least this severe; absent: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_severity: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub min_severity: Option<Severity>,
     /// Well ids, or `PREFIX*` patterns; absent (and no `fields`): every well.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wells: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub wells: Option<Vec<WellPattern>>,
     /// Oil fields of the wells registry (`field`); absent (and no `wells`): every well.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fields: Option<Vec<String>>,
 }
 
 impl RuleFilter {
-    /// Why the filter cannot be used, if it cannot.
-    pub fn check(&self) -> Result<(), String> {
-        if self.events.is_empty() {
-            return Err("`events` must name at least one of alarm.raised, alarm.acknowledged, alarm.cleared".into());
+    /// Checks a filter as sent; the first problem is the error.
+    pub fn parse(request: RuleFilterRequest) -> Result<RuleFilter, RuleFilterError> {
+        if request.events.is_empty() {
+            return Err(RuleFilterError::NoEvents);
         }
-        if let Some(e) = self.events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-            return Err(format!(
-                "event {e:?} is not one of alarm.raised, alarm.acknowledged, alarm.cleared"
-            ));
-        }
-        if let Some(conditions) = &self.conditions {
-            for c in conditions {
-                if c != "anomaly" && espwatch_core::condition::Condition::from_name(c).is_none() {
-                    return Err(format!("{c:?} is not a condition name"));
-                }
+        let events = request
+            .events
+            .into_iter()
+            .map(|e| AlarmEvent::from_name(&e).ok_or(RuleFilterError::UnknownEvent(e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let conditions = request
+            .conditions
+            .map(|list| {
+                list.into_iter()
+                    .map(|c| Diagnosis::from_name(&c).ok_or(RuleFilterError::UnknownCondition(c)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let min_severity = request
+            .min_severity
+            .map(|s| Severity::from_name(&s).ok_or(RuleFilterError::UnknownSeverity(s)))
+            .transpose()?;
+        let filter = RuleFilter {
+            events,
+            conditions,
+            min_severity,
+            wells: request
+                .wells
+                .map(|list| list.into_iter().map(WellPattern::from).collect()),
+            fields: request.fields,
+        };
+        let sizes = [
+            filter
+                .wells
+                .as_ref()
+                .map(|l| l.iter().map(WellPattern::written_len).collect()),
+            filter
+                .fields
+                .as_ref()
+                .map(|l| l.iter().map(String::len).collect()),
+        ];
+        for lengths in sizes.into_iter().flatten() {
+            let lengths: Vec<usize> = lengths;
+            if lengths.is_empty() || lengths.len() > 1000 {
+                return Err(RuleFilterError::ListSize);
+            }
+            if lengths.iter().any(|&n| n == 0 || n > 128) {
+                return Err(RuleFilterError::EntrySize);
             }
         }
-        if let Some(s) = &self.min_severity
-            && Severity::from_name(s).is_none()
-        {
-            return Err(format!(
-                "min_severity {s:?} is not one of minor, major, critical"
-            ));
-        }
-        for list in [&self.wells, &self.fields].into_iter().flatten() {
-            if list.is_empty() || list.len() > 1000 {
-                return Err("`wells` and `fields` hold 1 to 1000 entries when given".into());
-            }
-            if list.iter().any(|w| w.is_empty() || w.len() > 128) {
-                return Err("well ids, patterns and fields are 1 to 128 characters".into());
-            }
-        }
-        Ok(())
+        Ok(filter)
+    }
+
+    /// A rule's stored filter ([`espwatch_store::NotifyRule::filter`]), as the server wrote it.
+    pub fn from_stored(filter: &serde_json::Value) -> Result<RuleFilter, serde_json::Error> {
+        RuleFilter::deserialize(filter)
     }
 
     /// Whether the change of `alarm` (`event`) on a well of oil field `field` matches.
-    pub fn matches(&self, event: &str, alarm: &Alarm, field: Option<&str>) -> bool {
-        if !self.events.iter().any(|e| e == event) {
+    pub fn matches(&self, event: AlarmEvent, alarm: &Alarm, field: Option<&str>) -> bool {
+        if !self.events.contains(&event) {
             return false;
         }
         if let Some(c) = &self.conditions
-            && !c.iter().any(|c| c == alarm.condition.name())
+            && !c.contains(&alarm.condition)
         {
             return false;
         }
-        if let Some(min) = self.min_severity.as_deref().and_then(Severity::from_name)
+        if let Some(min) = self.min_severity
             && alarm.severity < min
         {
             return false;
@@ -164,10 +295,7 @@ impl RuleFilter {
             .wells
             .iter()
             .flatten()
-            .any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => alarm.well_id.as_str().starts_with(prefix),
-                None => pattern == alarm.well_id.as_str(),
-            });
+            .any(|pattern| pattern.matches(&alarm.well_id));
         let by_field = field.is_some_and(|f| self.fields.iter().flatten().any(|x| x == f));
         by_well || by_field
     }
@@ -396,7 +524,7 @@ impl Notifier {
         if rules.is_empty() {
             return Ok(0);
         }
-        let event = event_name(change);
+        let event = AlarmEvent::from(change);
         let field = self
             .wells
             .get_well(&alarm.well_id)
@@ -407,7 +535,7 @@ impl Notifier {
         let at = now();
         let mut channels: Vec<(i64, i64)> = Vec::new();
         for rule in &rules {
-            let Ok(filter) = serde_json::from_value::<RuleFilter>(rule.filter.clone()) else {
+            let Ok(filter) = RuleFilter::from_stored(&rule.filter) else {
                 tracing::warn!(
                     rule = rule.id,
                     "notification rule with an unreadable filter"
@@ -428,7 +556,7 @@ impl Notifier {
                     tracing::warn!(
                         channel,
                         alarm = alarm.id,
-                        event,
+                        event = event.name(),
                         dead_delivery = dead.id,
                         "notification not queued: the channel is disabled after a dead delivery (a test message that gets through enables it)"
                     );
@@ -446,11 +574,11 @@ impl Notifier {
             .map(|(channel, rule)| {
                 let key = format!("alarm-{}-{}-c{channel}", alarm.id, change_name(change));
                 NewDelivery {
-                    payload: payload(&key, event, at, alarm),
+                    payload: payload(&key, event.name(), at, alarm),
                     key,
                     channel_id: channel,
                     rule_id: rule,
-                    event: event.to_owned(),
+                    event: event.name().to_owned(),
                     created_at: at,
                 }
             })
@@ -853,60 +981,114 @@ mod tests {
         }
     }
 
+    fn request(events: &[&str]) -> RuleFilterRequest {
+        RuleFilterRequest {
+            events: events.iter().map(|e| e.to_string()).collect(),
+            ..RuleFilterRequest::default()
+        }
+    }
+
     #[test]
     fn filters_route_by_event_condition_severity_well_and_field() {
-        let f = RuleFilter {
-            events: vec!["alarm.raised".into()],
+        use AlarmEvent::{Cleared, Raised};
+        let f = RuleFilter::parse(RuleFilterRequest {
             conditions: Some(vec!["gas_lock".into(), "broken_shaft".into()]),
             min_severity: Some("major".into()),
             wells: Some(vec!["PAD-A-*".into(), "ESP-7".into()]),
             fields: Some(vec!["North".into()]),
-        };
-        assert!(f.check().is_ok());
+            ..request(&["alarm.raised"])
+        })
+        .unwrap();
         let a = alarm("PAD-A-3", "gas_lock", "critical");
-        assert!(f.matches("alarm.raised", &a, None));
-        assert!(!f.matches("alarm.cleared", &a, None));
-        assert!(!f.matches(
-            "alarm.raised",
-            &alarm("PAD-A-3", "pump_off", "critical"),
-            None
-        ));
-        assert!(!f.matches("alarm.raised", &alarm("PAD-A-3", "gas_lock", "minor"), None));
-        assert!(f.matches("alarm.raised", &alarm("ESP-7", "gas_lock", "major"), None));
-        assert!(!f.matches("alarm.raised", &alarm("ESP-70", "gas_lock", "major"), None));
-        assert!(f.matches(
-            "alarm.raised",
-            &alarm("X-1", "gas_lock", "major"),
-            Some("North")
-        ));
-        assert!(!f.matches(
-            "alarm.raised",
-            &alarm("X-1", "gas_lock", "major"),
-            Some("South")
-        ));
-        let all = RuleFilter {
-            events: vec!["alarm.cleared".into()],
-            ..RuleFilter::default()
-        };
-        assert!(all.matches("alarm.cleared", &alarm("any", "anomaly", "minor"), None));
-        assert!(RuleFilter::default().check().is_err());
-        assert!(
-            RuleFilter {
-                events: vec!["alarm.raise".into()],
-                ..Default::default()
-            }
-            .check()
-            .is_err()
+        assert!(f.matches(Raised, &a, None));
+        assert!(!f.matches(Cleared, &a, None));
+        assert!(!f.matches(Raised, &alarm("PAD-A-3", "pump_off", "critical"), None));
+        assert!(!f.matches(Raised, &alarm("PAD-A-3", "gas_lock", "minor"), None));
+        assert!(f.matches(Raised, &alarm("ESP-7", "gas_lock", "major"), None));
+        assert!(!f.matches(Raised, &alarm("ESP-70", "gas_lock", "major"), None));
+        assert!(f.matches(Raised, &alarm("X-1", "gas_lock", "major"), Some("North")));
+        assert!(!f.matches(Raised, &alarm("X-1", "gas_lock", "major"), Some("South")));
+        let all = RuleFilter::parse(request(&["alarm.cleared"])).unwrap();
+        assert!(all.matches(Cleared, &alarm("any", "anomaly", "minor"), None));
+    }
+
+    /// Every refusal names what is wrong, as the API has always said it.
+    #[test]
+    fn filters_as_sent_are_checked_once() {
+        let refused = |r: RuleFilterRequest| RuleFilter::parse(r).unwrap_err().to_string();
+        assert_eq!(
+            refused(request(&[])),
+            "`events` must name at least one of alarm.raised, alarm.acknowledged, alarm.cleared"
         );
-        assert!(
-            RuleFilter {
-                events: vec!["alarm.raised".into()],
-                conditions: Some(vec!["gaslock".into()]),
-                ..Default::default()
-            }
-            .check()
-            .is_err()
+        assert_eq!(
+            refused(request(&["alarm.raised", "alarm.raise"])),
+            r#"event "alarm.raise" is not one of alarm.raised, alarm.acknowledged, alarm.cleared"#
         );
+        assert_eq!(
+            refused(RuleFilterRequest {
+                conditions: Some(vec!["anomaly".into(), "gaslock".into()]),
+                ..request(&["alarm.raised"])
+            }),
+            r#""gaslock" is not a condition name"#
+        );
+        assert_eq!(
+            refused(RuleFilterRequest {
+                min_severity: Some("severe".into()),
+                ..request(&["alarm.raised"])
+            }),
+            r#"min_severity "severe" is not one of minor, major, critical"#
+        );
+        assert_eq!(
+            refused(RuleFilterRequest {
+                fields: Some(Vec::new()),
+                ..request(&["alarm.raised"])
+            }),
+            "`wells` and `fields` hold 1 to 1000 entries when given"
+        );
+        for wells in [vec!["".to_owned()], vec!["W".repeat(128) + "*"]] {
+            assert_eq!(
+                refused(RuleFilterRequest {
+                    wells: Some(wells),
+                    ..request(&["alarm.raised"])
+                }),
+                "well ids, patterns and fields are 1 to 128 characters"
+            );
+        }
+        assert!(
+            RuleFilter::parse(RuleFilterRequest {
+                wells: Some(vec!["W".repeat(127) + "*"]),
+                ..request(&["alarm.raised"])
+            })
+            .is_ok()
+        );
+    }
+
+    /// A filter as stored (the JSON the server has always written) reads into the typed
+    /// filter and is written back the same.
+    #[test]
+    fn stored_filters_read_back_unchanged() {
+        let stored = serde_json::json!({
+            "events": ["alarm.raised", "alarm.cleared"],
+            "conditions": ["gas_lock", "anomaly"],
+            "min_severity": "major",
+            "wells": ["PAD-A-*", "ESP-7"],
+            "fields": ["North"]
+        });
+        let filter = RuleFilter::from_stored(&stored).unwrap();
+        assert_eq!(filter.events, vec![AlarmEvent::Raised, AlarmEvent::Cleared]);
+        assert_eq!(filter.min_severity, Some(Severity::Major));
+        assert_eq!(
+            filter.wells,
+            Some(vec![
+                WellPattern::Prefix("PAD-A-".into()),
+                WellPattern::Exact("ESP-7".into())
+            ])
+        );
+        assert_eq!(serde_json::to_value(&filter).unwrap(), stored);
+        let minimal = serde_json::json!({"events": ["alarm.acknowledged"]});
+        let filter = RuleFilter::from_stored(&minimal).unwrap();
+        assert_eq!(serde_json::to_value(&filter).unwrap(), minimal);
+        assert!(RuleFilter::from_stored(&serde_json::json!({"events": ["alarm.raise"]})).is_err());
     }
 
     #[test]

@@ -625,7 +625,7 @@ impl Store for PostgresStore {
     async fn create_well(&self, meta: WellMeta) -> StoreResult<WellRecord> {
         let mut client = self.client("create_well").await?;
         let err = |e| db_err("create_well", e);
-        let id = meta_id(&meta)?.to_string();
+        let id = meta.well_id.as_str();
         let json = serde_json::to_string(&meta)
             .map_err(|e| StoreError::Internal(format!("encoding well metadata: {e}")))?;
         let now = PgTs(now().0);
@@ -665,7 +665,7 @@ impl Store for PostgresStore {
                 }
             }
         }
-        let record = Self::well_record(&tx, &id)
+        let record = Self::well_record(&tx, id)
             .await?
             .ok_or_else(|| StoreError::Internal("created well vanished".into()))?;
         tx.commit().await.map_err(err)?;
@@ -673,7 +673,7 @@ impl Store for PostgresStore {
     }
 
     async fn update_well(&self, meta: WellMeta) -> StoreResult<Option<WellRecord>> {
-        let id = meta_id(&meta)?;
+        let id = &meta.well_id;
         let client = self.client("update_well").await?;
         let json = serde_json::to_string(&meta)
             .map_err(|e| StoreError::Internal(format!("encoding well metadata: {e}")))?;
@@ -919,13 +919,6 @@ fn probe(
 // Keeps the channel column list and the schema in one place for the bench's raw COPY.
 #[cfg(feature = "testing")]
 pub const TELEMETRY_COLUMNS: [&str; 13] = crate::schema::COLUMNS;
-
-/// The well id a registry document is filed under. Callers validate documents at the edge; one
-/// that names no well id is a caller bug, refused as the embedded store refuses it.
-fn meta_id(meta: &WellMeta) -> StoreResult<WellId> {
-    meta.id()
-        .map_err(|e| StoreError::Internal(format!("invalid well id {:?}: {e}", meta.well_id.0)))
-}
 
 #[cfg(test)]
 mod tests {

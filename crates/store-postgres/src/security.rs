@@ -16,11 +16,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::GenericClient;
 use espwatch_core::Timestamp;
-use espwatch_core::access::Role;
+use espwatch_core::access::{Role, WellScope};
 use espwatch_store::security::{
     AUDIT_CARRIED_KIND, AUDIT_GENESIS, AUDIT_PRUNED_KIND, AUDIT_REQUEST_KINDS, AuditChainChecker,
     AuditPrune, AuditPruneScope, audit_carried_event, audit_chain_hash, audit_pruned_event,
-    check_can_append, check_can_prune,
+    check_can_append, check_can_prune, scope_column, scope_from_column,
 };
 use espwatch_store::{
     ApiKey, AuditEvent, AuditFilter, AuditRecord, AuditVerification, LockoutPolicy, NewApiKey,
@@ -49,17 +49,8 @@ fn parse_role(text: &str) -> StoreResult<Role> {
     Role::parse(text).ok_or_else(|| StoreError::Internal(format!("unknown stored role {text:?}")))
 }
 
-fn parse_wells(text: Option<String>) -> StoreResult<Option<Vec<String>>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| StoreError::Internal(format!("stored wells: {e}")))
-    })
-    .transpose()
-}
-
-fn wells_text(wells: &Option<Vec<String>>) -> Option<String> {
-    wells
-        .as_ref()
-        .map(|w| serde_json::to_string(w).unwrap_or_else(|_| "[]".into()))
+fn parse_wells(text: Option<String>) -> StoreResult<WellScope> {
+    scope_from_column(text).map_err(|e| StoreError::Internal(format!("stored wells: {e}")))
 }
 
 fn ts(v: Option<i64>) -> Option<Timestamp> {
@@ -234,7 +225,7 @@ impl SecurityStore for PostgresStore {
                     &new.name,
                     &new.role.name(),
                     &new.password_hash,
-                    &wells_text(&new.wells),
+                    &scope_column(&new.wells),
                     &now.0,
                 ],
             )
@@ -334,7 +325,7 @@ impl SecurityStore for PostgresStore {
             UserChange::SetWells(wells) => (
                 tx.query_opt(
                     &format!("UPDATE users SET wells = $3, updated_at = $2 {returning}"),
-                    &[&name, &now.0, &wells_text(wells)],
+                    &[&name, &now.0, &scope_column(wells)],
                 )
                 .await,
                 true,
@@ -592,7 +583,7 @@ impl SecurityStore for PostgresStore {
                     &key.id,
                     &key.name,
                     &key.role.name(),
-                    &wells_text(&key.wells),
+                    &scope_column(&key.wells),
                     &key.key_hash,
                     &now.0,
                     &key.created_by,

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use espwatch_core::Timestamp;
-use espwatch_core::access::Role;
+use espwatch_core::access::{Role, WellScope};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -35,8 +35,8 @@ pub struct User {
     /// Argon2id PHC string. Never serialized to clients.
     #[serde(skip)]
     pub password_hash: String,
-    /// `None`: every well; `Some(list)`: only these wells.
-    pub wells: Option<Vec<String>>,
+    /// The wells it may see (serialized as `null` for every well, else the list).
+    pub wells: WellScope,
     pub disabled: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -53,7 +53,7 @@ pub struct NewUser {
     pub name: String,
     pub role: Role,
     pub password_hash: String,
-    pub wells: Option<Vec<String>>,
+    pub wells: WellScope,
 }
 
 /// A change to a user. `Disable`, `SetRole`, `SetPassword` and `SetWells` also revoke all of
@@ -65,7 +65,7 @@ pub enum UserChange {
     Enable,
     SetRole(Role),
     SetPassword(String),
-    SetWells(Option<Vec<String>>),
+    SetWells(WellScope),
 }
 
 /// Lockout rule: `max_failures` failed logins within `window` lock the account for `lock`.
@@ -153,7 +153,7 @@ pub struct ApiKey {
     pub id: String,
     pub name: String,
     pub role: Role,
-    pub wells: Option<Vec<String>>,
+    pub wells: WellScope,
     /// SHA-256 (hex) of the whole key. Never serialized to clients.
     #[serde(skip)]
     pub key_hash: String,
@@ -169,10 +169,29 @@ pub struct NewApiKey {
     pub id: String,
     pub name: String,
     pub role: Role,
-    pub wells: Option<Vec<String>>,
+    pub wells: WellScope,
     pub key_hash: String,
     pub created_by: String,
     pub expires_at: Option<Timestamp>,
+}
+
+/// How a well scope is kept in the `wells` column of `users` and `api_keys` on both backends:
+/// NULL for every well, else a JSON array of the ids.
+pub fn scope_column(scope: &WellScope) -> Option<String> {
+    scope
+        .as_list()
+        .map(|w| serde_json::to_string(w).unwrap_or_else(|_| "[]".into()))
+}
+
+/// A `wells` column read back ([`scope_column`]'s form). Stored lists were checked when they
+/// were written; an entry that is no well id (a hand-edited database) is left out, as
+/// [`WellScope::from_list`] says, so it still allows nothing and never widens the list. A
+/// column that is no JSON array of strings is an error.
+pub fn scope_from_column(text: Option<String>) -> Result<WellScope, serde_json::Error> {
+    let list = text
+        .map(|t| serde_json::from_str::<Vec<String>>(&t))
+        .transpose()?;
+    Ok(WellScope::from_list(list))
 }
 
 /// One audit event, as the server produces it. Request records fill the request fields;
@@ -1252,6 +1271,40 @@ mod tests {
         assert!(!derived.verify_mac(&parts, &file.mac(&parts)));
     }
 
+    /// The `wells` column both backends keep: written from a scope, read back into one; what a
+    /// hand-edited or older database holds never fails the read of its user and never widens
+    /// the scope.
+    #[test]
+    fn scope_column_round_trip_and_lenient_read() {
+        use espwatch_core::WellId;
+        let w = |s: &str| WellId::parse(s).unwrap();
+        for scope in [
+            WellScope::All,
+            WellScope::Only(Vec::new()),
+            WellScope::Only(vec![w("W-1"), w(".old")]),
+        ] {
+            assert_eq!(
+                scope_from_column(scope_column(&scope)).unwrap(),
+                scope,
+                "{scope:?}"
+            );
+        }
+        assert_eq!(scope_column(&WellScope::All), None);
+        assert_eq!(
+            scope_column(&WellScope::Only(vec![w("W-1")])).as_deref(),
+            Some(r#"["W-1"]"#)
+        );
+        assert_eq!(
+            scope_from_column(Some(r#"["W 1","W-2",""]"#.into())).unwrap(),
+            WellScope::Only(vec![w("W-2")])
+        );
+        assert_eq!(
+            scope_from_column(Some(r#"["W 1"]"#.into())).unwrap(),
+            WellScope::Only(Vec::new())
+        );
+        assert!(scope_from_column(Some("W-1".into())).is_err());
+    }
+
     #[test]
     fn lockout_rule() {
         let policy = LockoutPolicy {
@@ -1263,7 +1316,7 @@ mod tests {
             name: "ana".into(),
             role: Role::Viewer,
             password_hash: String::new(),
-            wells: None,
+            wells: WellScope::All,
             disabled: false,
             created_at: Timestamp(0),
             updated_at: Timestamp(0),

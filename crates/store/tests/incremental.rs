@@ -52,7 +52,7 @@ const ALL: TimeRange = TimeRange {
 async fn contents(store: &EmbeddedStore) -> BTreeMap<String, Vec<Point>> {
     let mut out = BTreeMap::new();
     for w in store.list_wells().await.unwrap() {
-        let id = w.meta.id().unwrap();
+        let id = w.meta.well_id;
         out.insert(
             id.as_str().to_owned(),
             store.read_range(&id, ALL).await.unwrap(),

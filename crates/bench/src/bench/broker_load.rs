@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use espwatch_core::duration::parse_duration_micros;
 use espwatch_core::{Field, Timestamp};
 use serde_json::Value;
 
+use super::offered::{LoadDurations, OfferedLoad, now_secs, secs_arg};
 use super::{median, synthetic};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -64,54 +64,20 @@ pub struct BrokerLoadArgs {
     /// A key that may read telemetry, for the check afterwards.
     #[arg(long, env = "ESPWATCH_BENCH_READ_KEY", hide_env_values = true)]
     pub read_key: String,
-    /// The server's process id: its RSS is sampled from `/proc/PID/status`.
-    #[arg(long)]
-    pub pid: Option<u32>,
+    #[command(flatten)]
+    pub load: OfferedLoad,
     /// The broker's process id (optional): its RSS is sampled too.
     #[arg(long)]
     pub broker_pid: Option<u32>,
-    /// Wells the messages are spread over.
-    #[arg(long, default_value_t = 1_000)]
-    pub wells: usize,
     /// Readings per message (one well's JSON array).
     #[arg(long, default_value_t = 10)]
     pub batch: usize,
-    /// Offered readings/s (open loop). Without it the sustainable rate is measured first
-    /// (`--calibrate`) and `--times` that rate is offered.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Multiple of the measured sustainable rate to offer when `--rate` is not given.
-    #[arg(long, default_value_t = 10.0)]
-    pub times: f64,
-    /// How long to measure the sustainable rate (closed loop, the first quarter not counted).
-    #[arg(long, default_value = "20s")]
-    pub calibrate: String,
     /// Closed loop: most messages published and not yet committed.
     #[arg(long, default_value_t = 2_048)]
     pub window: u64,
-    /// How long to offer the load.
-    #[arg(long, default_value = "60s")]
-    pub duration: String,
     /// Longest wait, after the offered load, for every acknowledged message to be committed.
     #[arg(long, default_value = "30m")]
     pub recovery_timeout: String,
-    /// The first readings' age: readings are one second apart per well from `now - start_ago`.
-    #[arg(long, default_value = "2d")]
-    pub start_ago: String,
-    /// Well id prefix (default: `BRK<time>`, new wells each run).
-    #[arg(long)]
-    pub prefix: Option<String>,
-    /// How often to print a progress line.
-    #[arg(long, default_value = "10s")]
-    pub report_every: String,
-}
-
-fn secs_arg(name: &str, value: &str) -> anyhow::Result<Duration> {
-    let micros = parse_duration_micros(value).map_err(|e| anyhow::anyhow!("--{name}: {e}"))?;
-    if micros <= 0 {
-        bail!("--{name} must be positive");
-    }
-    Ok(Duration::from_micros(micros as u64))
 }
 
 /// Value sets per well, used in turn (rendered once: the publisher's CPU is the server's too).
@@ -469,29 +435,26 @@ impl Highs {
 }
 
 pub async fn run(args: &BrokerLoadArgs) -> anyhow::Result<()> {
-    if args.wells == 0 || args.batch == 0 || args.window == 0 {
+    if args.load.wells == 0 || args.batch == 0 || args.window == 0 {
         bail!("--wells, --batch and --window must be positive");
     }
-    let duration = secs_arg("duration", &args.duration)?;
-    let calibrate = secs_arg("calibrate", &args.calibrate)?;
+    let LoadDurations {
+        duration,
+        calibrate,
+        report_every,
+        start_ago,
+    } = args.load.durations()?;
     let recovery_timeout = secs_arg("recovery-timeout", &args.recovery_timeout)?;
-    let report_every = secs_arg("report-every", &args.report_every)?;
-    let start_ago = secs_arg("start-ago", &args.start_ago)?;
-    let now_secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now_secs = now_secs();
     let url = args.url.trim_end_matches('/').to_owned();
-    let prefix = args
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("BRK{}", now_secs % 1_000_000));
+    let prefix = args.load.prefix_or("BRK", now_secs);
     let plan = Arc::new(Plan {
-        wells: args.wells,
+        wells: args.load.wells,
         batch: args.batch,
-        well_ids: (0..args.wells)
+        well_ids: (0..args.load.wells)
             .map(|w| format!("{prefix}-{w:04}"))
             .collect(),
-        values: (0..args.wells)
+        values: (0..args.load.wells)
             .flat_map(|well| {
                 (0..VARIANTS).map(move |step| {
                     let mut text = String::new();
@@ -528,13 +491,13 @@ pub async fn run(args: &BrokerLoadArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let accepted_before = accepted(&status);
-    let rss_at_start = args.pid.and_then(rss_mib);
+    let rss_at_start = args.load.pid.and_then(rss_mib);
     println!(
         "{} overload on {url}: {} wells {prefix}, {} readings per message, server pid {}, RSS at start {}",
         args.transport.name(),
-        args.wells,
+        args.load.wells,
         args.batch,
-        args.pid.map_or("-".into(), |p| p.to_string()),
+        args.load.pid.map_or("-".into(), |p| p.to_string()),
         rss_at_start.map_or("-".into(), |(r, _)| format!("{r:.0} MiB"))
     );
     let acked = Arc::new(Acked::default());
@@ -542,7 +505,7 @@ pub async fn run(args: &BrokerLoadArgs) -> anyhow::Result<()> {
     let mut next: u64 = 0;
 
     // Closed loop: the sustainable rate through the broker.
-    let rate = match args.rate {
+    let rate = match args.load.rate {
         Some(rate) if rate > 0.0 => rate,
         Some(_) => bail!("--rate must be positive"),
         None => {
@@ -590,11 +553,11 @@ pub async fn run(args: &BrokerLoadArgs) -> anyhow::Result<()> {
                 calibrate.as_secs_f64()
             );
             println!("RESULT sustainable_readings_per_s={sustainable:.0}");
-            sustainable * args.times
+            sustainable * args.load.times
         }
     };
     let planned = next + (rate * duration.as_secs_f64() / args.batch as f64).ceil() as u64;
-    let steps = planned.div_ceil(args.wells as u64) * args.batch as u64;
+    let steps = planned.div_ceil(args.load.wells as u64) * args.batch as u64;
     if steps > plan.max_steps {
         bail!(
             "{planned} messages need {steps} s of readings per well, more than --start-ago allows; raise it or --wells"
@@ -632,7 +595,7 @@ pub async fn run(args: &BrokerLoadArgs) -> anyhow::Result<()> {
             acked.clone(),
         );
         let transport = args.transport;
-        let (pid, broker_pid) = (args.pid, args.broker_pid);
+        let (pid, broker_pid) = (args.load.pid, args.broker_pid);
         let batch = args.batch as u64;
         tokio::spawn(async move {
             let mut samples: Vec<Sample> = Vec::new();
@@ -734,7 +697,7 @@ pub async fn run(args: &BrokerLoadArgs) -> anyhow::Result<()> {
     }
     let final_status = ingest_status(&http, &url, args.transport).await;
     let mut rss_values: Vec<f64> = samples.iter().filter_map(|s| s.server_rss_mib).collect();
-    let peak = args.pid.and_then(rss_mib).map(|(_, hwm)| hwm);
+    let peak = args.load.pid.and_then(rss_mib).map(|(_, hwm)| hwm);
     let broker_peak = args.broker_pid.and_then(rss_mib).map(|(_, hwm)| hwm);
     let recovery = recovered.map(|at| at.saturating_sub(duration));
     println!("--- summary ---");
@@ -743,7 +706,7 @@ pub async fn run(args: &BrokerLoadArgs) -> anyhow::Result<()> {
         duration.as_secs_f64(),
         args.transport.name(),
         args.batch,
-        args.wells
+        args.load.wells
     );
     println!(
         "espwatch: in-memory backlog high-water {} messages / {} bytes (its own peak: {} messages), {}; messages acknowledged by the broker and not yet committed, high-water {}",
@@ -769,7 +732,7 @@ pub async fn run(args: &BrokerLoadArgs) -> anyhow::Result<()> {
             r.as_secs_f64()
         ))
     );
-    if args.pid.is_some() {
+    if args.load.pid.is_some() {
         println!(
             "server RSS: start {}, median {:.0} MiB, max sampled {:.0} MiB, peak (VmHWM) {}",
             rss_at_start.map_or("-".into(), |(r, _)| format!("{r:.0} MiB")),

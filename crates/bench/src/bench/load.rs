@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use espwatch_core::duration::parse_duration_micros;
 use espwatch_core::{Field, Timestamp};
 
+use super::offered::{LoadDurations, OfferedLoad, now_secs};
 use super::{Latencies, median, synthetic};
 
 #[derive(clap::Args, Debug)]
@@ -40,56 +40,21 @@ pub struct LoadArgs {
     /// `--api-keys`; the `api_client` role may only write).
     #[arg(long, env = "ESPWATCH_BENCH_READ_KEY", hide_env_values = true)]
     pub read_key: Option<String>,
-    /// The server's process id: its RSS is sampled from `/proc/PID/status`.
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// Wells the readings are spread over.
-    #[arg(long, default_value_t = 1_000)]
-    pub wells: usize,
+    #[command(flatten)]
+    pub load: OfferedLoad,
     /// Readings per request (JSON array).
     #[arg(long, default_value_t = 1_000)]
     pub batch: usize,
-    /// Offered readings/s (open loop). Without it the sustainable rate is measured first
-    /// (`--calibrate`) and `--times` that rate is offered.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Multiple of the measured sustainable rate to offer when `--rate` is not given.
-    #[arg(long, default_value_t = 10.0)]
-    pub times: f64,
-    /// How long to measure the sustainable rate (closed loop, the first quarter not counted).
-    #[arg(long, default_value = "20s")]
-    pub calibrate: String,
     /// Concurrent clients of the closed-loop measurement.
     #[arg(long, default_value_t = 16)]
     pub calibrate_clients: usize,
-    /// How long to offer the load.
-    #[arg(long, default_value = "60s")]
-    pub duration: String,
     /// Most requests in flight at once (each on its own connection when needed); an arrival
     /// beyond it is counted as "not sent".
     #[arg(long, default_value_t = 1_024)]
     pub max_outstanding: usize,
-    /// The first readings' age: readings are timestamped one second apart per well from
-    /// `now - start_ago`.
-    #[arg(long, default_value = "2d")]
-    pub start_ago: String,
-    /// Well id prefix (default: `LOAD<time>`, new wells each run).
-    #[arg(long)]
-    pub prefix: Option<String>,
     /// Skip reading every well back afterwards.
     #[arg(long)]
     pub no_verify: bool,
-    /// How often to print a progress line.
-    #[arg(long, default_value = "10s")]
-    pub report_every: String,
-}
-
-fn secs_arg(name: &str, value: &str) -> anyhow::Result<Duration> {
-    let micros = parse_duration_micros(value).map_err(|e| anyhow::anyhow!("--{name}: {e}"))?;
-    if micros <= 0 {
-        bail!("--{name} must be positive");
-    }
-    Ok(Duration::from_micros(micros as u64))
 }
 
 /// A request body: readings `seq0 .. seq0 + batch`.
@@ -403,29 +368,28 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
     if keys.is_empty() {
         bail!("no API key (--api-keys or ESPWATCH_BENCH_API_KEYS)");
     }
-    if args.wells == 0 || args.batch == 0 || args.max_outstanding == 0 {
+    if args.load.wells == 0 || args.batch == 0 || args.max_outstanding == 0 {
         bail!("--wells, --batch and --max-outstanding must be positive");
     }
-    let duration = secs_arg("duration", &args.duration)?;
-    let calibrate = secs_arg("calibrate", &args.calibrate)?;
-    let report_every = secs_arg("report-every", &args.report_every)?;
-    let start_ago = secs_arg("start-ago", &args.start_ago)?;
-    let now_secs = chrono_now_secs();
+    let LoadDurations {
+        duration,
+        calibrate,
+        report_every,
+        start_ago,
+    } = args.load.durations()?;
+    let now_secs = now_secs();
     let url = args.url.trim_end_matches('/').to_owned();
-    let prefix = args
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("LOAD{}", now_secs % 1_000_000));
+    let prefix = args.load.prefix_or("LOAD", now_secs);
     let shared = Arc::new(Shared {
         url: url.clone(),
         read_key: args.read_key.clone().unwrap_or_else(|| keys[0].clone()),
         keys,
-        wells: args.wells,
+        wells: args.load.wells,
         batch: args.batch,
-        well_ids: (0..args.wells)
+        well_ids: (0..args.load.wells)
             .map(|w| format!("{prefix}-{w:04}"))
             .collect(),
-        values: render_values(args.wells),
+        values: render_values(args.load.wells),
         base_secs: now_secs - start_ago.as_secs() as i64,
         next_seq: AtomicU64::new(0),
         next_key: AtomicUsize::new(0),
@@ -437,18 +401,18 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
             .timeout(Duration::from_secs(60))
             .build()?,
     });
-    let pid = args.pid;
+    let pid = args.load.pid;
     let rss_at_start = pid.and_then(rss_mib);
     println!(
         "load on {url}: {} wells {}, {} readings per request, server pid {}, RSS at start {}",
-        args.wells,
+        args.load.wells,
         prefix,
         args.batch,
         pid.map_or("-".into(), |p| p.to_string()),
         rss_at_start.map_or("-".into(), |(r, _)| format!("{r:.0} MiB"))
     );
 
-    let rate = match args.rate {
+    let rate = match args.load.rate {
         Some(rate) if rate > 0.0 => rate,
         Some(_) => bail!("--rate must be positive"),
         None => {
@@ -459,7 +423,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
                 calibrate.as_secs_f64()
             );
             println!("RESULT sustainable_readings_per_s={sustainable:.0}");
-            sustainable * args.times
+            sustainable * args.load.times
         }
     };
     // What calibration left over is not part of the run's figures (its acknowledged readings
@@ -593,7 +557,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         "offered {rate:.0} readings/s for {:.0} s; every request: {} readings, {} wells",
         duration.as_secs_f64(),
         args.batch,
-        args.wells
+        args.load.wells
     );
     println!(
         "requests sent {}: 200 {}, 503 overloaded {}, 503 other {}, 429 {}, Retry-After on {} of {} refusals, other status {}, transport errors {}; not sent (client at --max-outstanding) {}",
@@ -681,12 +645,6 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         verify(&shared).await?;
     }
     Ok(())
-}
-
-fn chrono_now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Closed loop: `clients` tasks each send, wait for the answer, send again. Returns the

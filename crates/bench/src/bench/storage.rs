@@ -185,7 +185,7 @@ pub async fn bench_storage(plan: &StoragePlan) -> anyhow::Result<()> {
             let well = &wells[(rng % wells.len() as u64) as usize];
             let from = start.0 + ((rng >> 20) as i64).rem_euclid((duration - day).max(1));
             let query = TelemetryQuery {
-                well_id: well.meta.id().map_err(anyhow::Error::msg)?,
+                well_id: well.meta.well_id.clone(),
                 range: TimeRange {
                     from: Timestamp(from),
                     to: Timestamp(from + day),
@@ -214,7 +214,7 @@ pub async fn bench_storage(plan: &StoragePlan) -> anyhow::Result<()> {
     let mut lat = Latencies::default();
     for (i, well) in wells.iter().cycle().take(plan.queries.min(100)).enumerate() {
         let query = TelemetryQuery {
-            well_id: well.meta.id().map_err(anyhow::Error::msg)?,
+            well_id: well.meta.well_id.clone(),
             range: TimeRange {
                 from: start,
                 to: Timestamp(start.0 + duration),
@@ -240,7 +240,7 @@ pub async fn bench_storage(plan: &StoragePlan) -> anyhow::Result<()> {
         let t = Instant::now();
         for well in &wells {
             let query = TelemetryQuery {
-                well_id: well.meta.id().map_err(anyhow::Error::msg)?,
+                well_id: well.meta.well_id.clone(),
                 range: TimeRange {
                     from: Timestamp(start.0 + duration - week),
                     to: Timestamp(start.0 + duration),

@@ -349,7 +349,7 @@ async fn gas_lock_fleet(app: &TestApp) {
         csv::write_header(&mut out);
         while let Some(s) = sim.next_sample() {
             if let Some(m) = &s.measured {
-                csv::write_row(&mut out, well.meta.well_id.0.as_str(), s.ts, m);
+                csv::write_row(&mut out, well.meta.well_id.as_str(), s.ts, m);
             }
         }
         let (status, body) = app.post("/api/v1/telemetry", "text/csv", out).await;

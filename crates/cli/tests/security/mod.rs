@@ -157,7 +157,7 @@ async fn every_protected_route_refuses_every_kind_of_bad_credential() {
                 id,
                 name: "expired".into(),
                 role: Role::Admin,
-                wells: None,
+                wells: espwatch_core::access::WellScope::All,
                 key_hash: espwatch_store::security::secret_digest(&expired_key),
                 created_by: "test".into(),
                 expires_at: Some(espwatch_core::Timestamp::from_datetime(chrono::Utc::now()) ),
@@ -529,6 +529,34 @@ async fn users_and_keys_are_managed_over_http_with_argon2id_hashes() {
         })))
         .await;
     assert_eq!(status, 409);
+
+    // Well lists are well ids, or a 422 naming the entry and the rule it breaks; a user's
+    // list is stored as asked and shown back.
+    let bad_wells = json!({"entry": "W 1", "reason": "may only contain A-Z, a-z, 0-9, '.', '_' and '-' (found ' ')"});
+    for (method, path, body) in [
+        ("POST", "/api/v1/users", json!({"name": "dora", "role": "viewer", "password": PASSWORD, "wells": ["W-1", "W 1"]})),
+        ("PATCH", "/api/v1/users/carol", json!({"wells": ["W 1"]})),
+        ("POST", "/api/v1/apikeys", json!({"name": "scada odd", "wells": ["W 1"], "expires": "90d"})),
+    ] {
+        let request = match method {
+            "POST" => app.client.post(app.url(path)),
+            _ => app.client.patch(app.url(path)),
+        };
+        let (status, body) = app.send(request.json(&body)).await;
+        assert_eq!(status, 422, "{method} {path}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_wells", "{method} {path}: {body}");
+        assert_eq!(body["error"]["details"], bad_wells, "{method} {path}: {body}");
+    }
+    assert!(app.security.get_user("dora").await.unwrap().is_none());
+    let (status, body) = app
+        .send(app.client.patch(app.url("/api/v1/users/carol")).json(&json!({"wells": ["W-1", "W-2"]})))
+        .await;
+    assert_eq!((status, body["wells"].clone()), (200, json!(["W-1", "W-2"])), "{body}");
+    let (status, body) = app
+        .send(app.client.patch(app.url("/api/v1/users/carol")).json(&json!({"wells": null})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("wells").is_none(), "every well again: {body}");
 
     // API keys: shown once, identifiable prefix, only a hash stored, revocable.
     let (status, created) = app

@@ -692,7 +692,7 @@ async fn two_credentials_eternal_admin_keys_and_audit_parameters_are_refused() {
                     id,
                     name: format!("old admin key {age_days}"),
                     role: Role::Admin,
-                    wells: None,
+                    wells: espwatch_core::access::WellScope::All,
                     key_hash: espwatch_store::security::secret_digest(&key),
                     created_by: "cli:root".into(),
                     expires_at: None,

@@ -326,7 +326,7 @@ pub async fn create_user(
                 name: name.into(),
                 role,
                 password_hash: hash,
-                wells,
+                wells: espwatch_core::access::WellScope::parse_list(wells).expect("well ids"),
             },
             espwatch_core::Timestamp::from_datetime(chrono::Utc::now()),
         )

@@ -375,7 +375,7 @@ pub struct WellEntry {
 impl From<&WellMeta> for WellEntry {
     fn from(m: &WellMeta) -> Self {
         WellEntry {
-            id: m.well_id.0.clone(),
+            id: m.well_id.as_str().to_owned(),
             name: m.name.clone(),
             field: m.field.clone(),
         }

@@ -264,7 +264,7 @@ fn healthy_wells_of_other_families_raise_no_process_alarm() {
             assert!(
                 process.is_empty(),
                 "{family:?} {}: {process:?}",
-                w.meta.well_id.0
+                w.meta.well_id
             );
         }
     }
@@ -410,7 +410,7 @@ fn a_restart_with_the_annulus_full_is_not_a_head_loss() {
                     .any(|c| e.diagnosis == Diagnosis::Condition(*c))
             })
             .collect();
-        assert!(wrong.is_empty(), "{}: {wrong:?}", w.meta.well_id.0);
+        assert!(wrong.is_empty(), "{}: {wrong:?}", w.meta.well_id);
     }
 }
 
@@ -488,8 +488,7 @@ fn a_warmer_motor_far_under_its_limit_is_not_an_overheat() {
         !plan
             .labels()
             .iter()
-            .any(|l| l.well_id.as_str() == w.meta.well_id.0
-                && l.end.0 - start().0 > window.start - 24 * HOUR),
+            .any(|l| l.well_id == w.meta.well_id && l.end.0 - start().0 > window.start - 24 * HOUR),
         "the window must be healthy"
     );
     let mut engine = WellEngine::new(

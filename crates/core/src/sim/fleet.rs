@@ -9,7 +9,7 @@ use crate::duration::parse_duration_micros;
 use crate::hydraulics::{Affinity, StageCurve, pump_bhp};
 use crate::rng::SimRng;
 use crate::telemetry::{Timestamp, WellId};
-use crate::well::{FluidSpec, Location, WellIdField, WellMeta};
+use crate::well::{FluidSpec, Location, WellMeta};
 
 use super::catalog::{PUMP_CATALOG, PumpModel, motor_for, pump_model, round_to};
 use super::family::{Family, Physics, WellModel};
@@ -784,7 +784,7 @@ fn build_installation(
             continue;
         }
         let meta = WellMeta {
-            well_id: WellIdField(id.as_str().to_owned()),
+            well_id: id.clone(),
             name: Some(format!("{} ({})", id, model.name)),
             field: Some(field.to_owned()),
             location: Some(Location {

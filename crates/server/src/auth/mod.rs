@@ -27,7 +27,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use espwatch_core::Timestamp;
-use espwatch_core::access::{Role, WellScope};
+use espwatch_core::access::Role;
 use espwatch_store::security::secret_digest;
 use espwatch_store::{ApiKey, LockoutPolicy, SecurityStore, User};
 
@@ -217,9 +217,7 @@ impl Security {
                 let Some(user) = self.store.get_user(&principal.name).await? else {
                     return Ok(false);
                 };
-                Ok(!user.disabled
-                    && user.role == principal.role
-                    && WellScope::from_list(user.wells) == principal.scope)
+                Ok(!user.disabled && user.role == principal.role && user.wells == principal.scope)
             }
             PrincipalKind::ApiKey { id } => {
                 let Some(key) = self.store.get_api_key(id).await? else {
@@ -424,7 +422,7 @@ impl Security {
                 },
                 name: user.name,
                 role: user.role,
-                scope: WellScope::from_list(user.wells),
+                scope: user.wells,
             },
             Some(Timestamp(claims.exp.saturating_mul(1_000_000))),
         ))
@@ -436,7 +434,7 @@ pub fn key_principal(key: &ApiKey) -> Principal {
         kind: PrincipalKind::ApiKey { id: key.id.clone() },
         name: key.name.clone(),
         role: key.role,
-        scope: WellScope::from_list(key.wells.clone()),
+        scope: key.wells.clone(),
     }
 }
 

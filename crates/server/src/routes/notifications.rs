@@ -16,7 +16,7 @@ use crate::audit::now;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, RequestContext};
-use crate::notify::RuleFilter;
+use crate::notify::{RuleFilter, RuleFilterRequest};
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -366,7 +366,7 @@ impl From<NotifyRule> for RuleView {
             id: r.id,
             name: r.name,
             channel_id: r.channel_id,
-            filter: serde_json::from_value(r.filter).unwrap_or_default(),
+            filter: RuleFilter::from_stored(&r.filter).unwrap_or_default(),
             created_by: r.created_by,
             created_at: r.created_at.to_rfc3339(),
         }
@@ -423,14 +423,14 @@ pub async fn create_rule(
 ) -> Result<(StatusCode, Json<RuleView>), ApiError> {
     let notifier = state.notifier()?;
     check_name(&body.name)?;
-    let rule_filter = RuleFilter {
+    let rule_filter = RuleFilter::parse(RuleFilterRequest {
         events: body.events,
         conditions: body.conditions,
         min_severity: body.min_severity,
         wells: body.wells,
         fields: body.fields,
-    };
-    rule_filter.check().map_err(invalid)?;
+    })
+    .map_err(|e| invalid(e.to_string()))?;
     if notifier
         .store()
         .get_channel(body.channel_id)

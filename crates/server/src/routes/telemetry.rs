@@ -534,8 +534,8 @@ pub async fn fleet_query(
             .list_wells()
             .await?
             .into_iter()
-            .filter(|w| principal.may_see_well(&w.meta.well_id.0))
-            .filter_map(|w| WellId::parse(&w.meta.well_id.0).ok())
+            .map(|w| w.meta.well_id)
+            .filter(|id| principal.may_see_well(id.as_str()))
             .collect(),
     };
     let count = if everyone {
@@ -726,7 +726,7 @@ pub async fn latest(
     let mut entries: BTreeMap<String, LatestEntry> = wells
         .into_iter()
         .map(|w| {
-            let id = w.meta.well_id.0;
+            let id = w.meta.well_id.as_str().to_owned();
             (
                 id.clone(),
                 LatestEntry {

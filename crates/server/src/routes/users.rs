@@ -4,7 +4,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use espwatch_core::access::{Role, check_password, check_well_list, valid_user_name};
+use espwatch_core::WellId;
+use espwatch_core::access::{BadWellEntry, Role, WellScope, check_password, valid_user_name};
 use espwatch_store::{ApiKey, NewUser, User, UserChange};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,8 +21,10 @@ use espwatch_app::keys::{KeyRequest, KeyRequestError, issue_api_key};
 pub struct UserView {
     name: String,
     role: String,
+    /// The wells the user is limited to; absent: every well.
     #[serde(skip_serializing_if = "Option::is_none")]
-    wells: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    wells: Option<Vec<WellId>>,
     disabled: bool,
     /// RFC 3339; present while the account is locked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -36,7 +39,7 @@ impl From<User> for UserView {
         UserView {
             name: u.name,
             role: u.role.name().to_owned(),
-            wells: u.wells,
+            wells: u.wells.as_list().map(<[WellId]>::to_vec),
             disabled: u.disabled,
             locked_until: u.locked_until.filter(|t| *t > at).map(|t| t.to_rfc3339()),
             created_at: u.created_at.to_rfc3339(),
@@ -55,13 +58,14 @@ fn parse_role(text: &str) -> Result<Role, ApiError> {
         .map_err(|e| ApiError::unprocessable("invalid_role", e.to_string()))
 }
 
-fn check_wells(wells: &Option<Vec<String>>) -> Result<(), ApiError> {
-    match wells {
-        Some(list) => {
-            check_well_list(list).map_err(|e| ApiError::unprocessable("invalid_wells", e))
-        }
-        None => Ok(()),
-    }
+/// 422 `invalid_wells`, naming the entry and why it is no well id.
+fn invalid_wells(e: &BadWellEntry) -> ApiError {
+    ApiError::unprocessable("invalid_wells", e.to_string())
+        .with_details(serde_json::json!({ "entry": e.entry, "reason": e.problem.to_string() }))
+}
+
+fn parse_wells(wells: Option<Vec<String>>) -> Result<WellScope, ApiError> {
+    WellScope::parse_list(wells).map_err(|e| invalid_wells(&e))
 }
 
 /// Every user (no password hashes).
@@ -105,7 +109,7 @@ pub async fn create_user(
         ));
     }
     let role = parse_role(&body.role)?;
-    check_wells(&body.wells)?;
+    let wells = parse_wells(body.wells)?;
     check_password(&body.name, &body.password)
         .map_err(|p| ApiError::unprocessable("weak_password", p.to_string()))?;
     let security = &state.security;
@@ -127,7 +131,7 @@ pub async fn create_user(
                 name: body.name,
                 role,
                 password_hash: hash,
-                wells: body.wells,
+                wells,
             },
             now(),
         )
@@ -209,8 +213,7 @@ pub async fn update_user(
         changes.push(UserChange::SetRole(parse_role(role)?));
     }
     if let Some(wells) = patch.wells {
-        check_wells(&wells)?;
-        changes.push(UserChange::SetWells(wells));
+        changes.push(UserChange::SetWells(parse_wells(wells)?));
     }
     if let Some(password) = patch.password {
         check_password(&name, &password)
@@ -237,7 +240,12 @@ pub async fn update_user(
             UserChange::Enable => "enable".to_owned(),
             UserChange::SetRole(r) => format!("role={r}"),
             UserChange::SetPassword(_) => "password".to_owned(),
-            UserChange::SetWells(w) => format!("wells={w:?}"),
+            // As the audit has always shown it: `Some(["W-1"])`, `None` for every well.
+            UserChange::SetWells(w) => format!(
+                "wells={:?}",
+                w.as_list()
+                    .map(|l| l.iter().map(WellId::as_str).collect::<Vec<_>>())
+            ),
         });
         user = Some(
             security
@@ -311,8 +319,10 @@ pub struct ApiKeyView {
     id: String,
     name: String,
     role: String,
+    /// The wells the key is limited to; absent: every well.
     #[serde(skip_serializing_if = "Option::is_none")]
-    wells: Option<Vec<String>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    wells: Option<Vec<WellId>>,
     created_at: String,
     created_by: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -336,7 +346,7 @@ impl From<ApiKey> for ApiKeyView {
             id: k.id,
             name: k.name,
             role: k.role.name().to_owned(),
-            wells: k.wells,
+            wells: k.wells.as_list().map(<[WellId]>::to_vec),
             created_at: k.created_at.to_rfc3339(),
             created_by: k.created_by,
             expires_at: k.expires_at.map(|t| t.to_rfc3339()),
@@ -405,7 +415,7 @@ pub async fn create_key(
         .await
         .map_err(|e| match e {
             KeyRequestError::Name => ApiError::unprocessable("invalid_name", e.to_string()),
-            KeyRequestError::Wells(_) => ApiError::unprocessable("invalid_wells", e.to_string()),
+            KeyRequestError::Wells(bad) => invalid_wells(&bad),
             KeyRequestError::Expires(_) | KeyRequestError::AdminExpiry => {
                 ApiError::unprocessable("invalid_expires", e.to_string())
             }

@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use espwatch_core::WellMeta;
 use espwatch_core::well::MetaProblem;
+use espwatch_core::{WellDocument, WellMeta};
 use espwatch_store::WellRecord;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -61,8 +61,8 @@ pub async fn list(
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<WellList>, ApiError> {
     let mut wells = state.store.list_wells().await?;
-    wells.retain(|w| principal.may_see_well(&w.meta.well_id.0));
-    wells.sort_by(|a, b| a.meta.well_id.0.cmp(&b.meta.well_id.0));
+    wells.retain(|w| principal.may_see_well(w.meta.well_id.as_str()));
+    wells.sort_by(|a, b| a.meta.well_id.cmp(&b.meta.well_id));
     Ok(Json(WellList {
         wells: wells.into_iter().map(Into::into).collect(),
     }))
@@ -71,7 +71,7 @@ pub async fn list(
 /// Registers a well. A well registered automatically from telemetry may be registered again
 /// with full metadata; any other existing well gives 409.
 #[utoipa::path(post, path = "/api/v1/wells", tag = "wells",
-    request_body = WellMeta,
+    request_body = WellDocument,
     responses(
         (status = 201, description = "Created", body = WellResponse),
         (status = 400, description = "Malformed JSON", body = crate::error::ErrorEnvelope),
@@ -81,16 +81,16 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    ApiJson(meta): ApiJson<WellMeta, WELL_BODY_LIMIT>,
+    ApiJson(document): ApiJson<WellDocument, WELL_BODY_LIMIT>,
 ) -> Result<(StatusCode, Json<WellResponse>), ApiError> {
-    if !principal.may_see_well(&meta.well_id.0) {
+    if !principal.may_see_well(&document.well_id) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("not permitted for well {:?}", meta.well_id.0),
+            format!("not permitted for well {:?}", document.well_id),
         ));
     }
-    meta.validate().map_err(invalid_meta)?;
+    let meta = document.validate().map_err(invalid_meta)?;
     let record = state.store.create_well(meta).await?;
     Ok((StatusCode::CREATED, Json(record.into())))
 }
@@ -118,7 +118,7 @@ pub async fn get(
 /// the path.
 #[utoipa::path(put, path = "/api/v1/wells/{id}", tag = "wells",
     params(("id" = String, Path, description = "Well id")),
-    request_body = WellMeta,
+    request_body = WellDocument,
     responses(
         (status = 200, description = "Replaced", body = WellResponse),
         (status = 404, description = "Not registered", body = crate::error::ErrorEnvelope),
@@ -147,8 +147,8 @@ pub async fn replace(
             }]));
         }
     }
-    let meta: WellMeta = parse_json(value.to_string().as_bytes())?;
-    meta.validate().map_err(invalid_meta)?;
+    let document: WellDocument = parse_json(value.to_string().as_bytes())?;
+    let meta = document.validate().map_err(invalid_meta)?;
     match state.store.update_well(meta).await? {
         Some(record) => Ok(Json(record.into())),
         None => Err(ApiError::not_found(format!(

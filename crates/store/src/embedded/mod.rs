@@ -699,13 +699,13 @@ impl Store for EmbeddedStore {
     }
 
     async fn create_well(&self, meta: WellMeta) -> StoreResult<WellRecord> {
-        let id = meta_id(&meta)?;
+        let id = meta.well_id.clone();
         self.call(|reply| Command::CreateWell { id, meta, reply })
             .await
     }
 
     async fn update_well(&self, meta: WellMeta) -> StoreResult<Option<WellRecord>> {
-        let id = meta_id(&meta)?;
+        let id = meta.well_id.clone();
         self.call(|reply| Command::UpdateWell { id, meta, reply })
             .await
     }
@@ -802,12 +802,6 @@ impl Store for EmbeddedStore {
         }
         result
     }
-}
-
-fn meta_id(meta: &WellMeta) -> StoreResult<WellId> {
-    // Callers validate metadata at the edge; an invalid id here is a caller bug.
-    meta.id()
-        .map_err(|e| StoreError::Internal(format!("invalid well id {:?}: {e}", meta.well_id.0)))
 }
 
 fn probe<T>(

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use espwatch_core::Timestamp;
-use espwatch_core::access::Role;
+use espwatch_core::access::{Role, WellScope};
 use rusqlite::{
     Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, TransactionBehavior, params,
     params_from_iter,
@@ -29,7 +29,7 @@ use crate::security::{
     AUDIT_CARRIED_KIND, AUDIT_PRUNED_KIND, AUDIT_REQUEST_KINDS, ApiKey, AuditChainChecker,
     AuditEvent, AuditFilter, AuditKey, AuditPrune, AuditPruneScope, AuditRecord, AuditVerification,
     LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User,
-    UserChange, audit_carried_event, audit_chain_hash,
+    UserChange, audit_carried_event, audit_chain_hash, scope_column, scope_from_column,
 };
 use crate::{StoreError, StoreResult};
 
@@ -295,15 +295,8 @@ fn parse_role(text: &str) -> rusqlite::Result<Role> {
     Role::parse(text).ok_or_else(|| corrupt("unknown role", format!("{text:?}")))
 }
 
-fn parse_wells(text: Option<String>) -> rusqlite::Result<Option<Vec<String>>> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt("wells", e)))
-        .transpose()
-}
-
-fn wells_text(wells: &Option<Vec<String>>) -> Option<String> {
-    wells
-        .as_ref()
-        .map(|w| serde_json::to_string(w).unwrap_or_else(|_| "[]".into()))
+fn parse_wells(text: Option<String>) -> rusqlite::Result<WellScope> {
+    scope_from_column(text).map_err(|e| corrupt("wells", e))
 }
 
 fn row_to_user(row: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
@@ -475,7 +468,7 @@ impl SecurityStore for EmbeddedSecurityStore {
                         user.name,
                         user.role.name(),
                         user.password_hash,
-                        wells_text(&user.wells),
+                        scope_column(&user.wells),
                         now.0
                     ],
                 )
@@ -543,7 +536,7 @@ impl SecurityStore for EmbeddedSecurityStore {
                 UserChange::SetRole(role) => tx.execute(&sql, params![name, now.0, role.name()]),
                 UserChange::SetPassword(hash) => tx.execute(&sql, params![name, now.0, hash]),
                 UserChange::SetWells(wells) => {
-                    tx.execute(&sql, params![name, now.0, wells_text(wells)])
+                    tx.execute(&sql, params![name, now.0, scope_column(wells)])
                 }
             }
             .map_err(|e| db_err("updating a user", e))?;
@@ -767,7 +760,7 @@ impl SecurityStore for EmbeddedSecurityStore {
                         key.id,
                         key.name,
                         key.role.name(),
-                        wells_text(&key.wells),
+                        scope_column(&key.wells),
                         key.key_hash,
                         now.0,
                         key.created_by,

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use espwatch_core::Timestamp;
-use espwatch_core::access::Role;
+use espwatch_core::WellId;
+use espwatch_core::access::{Role, WellScope};
 use espwatch_store::security::is_request_kind;
 use espwatch_store::security::{AUDIT_GENESIS, audit_record_hash, secret_digest};
 use espwatch_store::{
@@ -88,8 +89,13 @@ pub fn new_user(name: &str, role: Role) -> NewUser {
         name: name.into(),
         role,
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$salt${name}"),
-        wells: None,
+        wells: WellScope::All,
     }
+}
+
+/// The scope of exactly these wells.
+pub fn only(wells: &[&str]) -> WellScope {
+    WellScope::Only(wells.iter().map(|w| WellId::parse(w).unwrap()).collect())
 }
 
 pub fn new_session(id: &str, user: &str, token: &str, expires_secs: i64) -> NewSession {
@@ -107,7 +113,7 @@ pub fn new_key(id: &str, role: Role) -> NewApiKey {
         id: id.into(),
         name: format!("gateway {id}"),
         role,
-        wells: Some(vec!["W-1".into(), "W-2".into()]),
+        wells: only(&["W-1", "W-2"]),
         key_hash: secret_digest(&format!("espw_{id}_secret")),
         created_by: "user:root".into(),
         expires_at: Some(at(86_400)),
@@ -154,12 +160,12 @@ pub async fn users_create_get_list_conflict(h: &impl SecurityHarness) {
     assert_eq!(s.get_user("ana").await.unwrap(), None);
 
     let mut nu = new_user("ana", Role::Analyst);
-    nu.wells = Some(vec!["W-1".into(), "W-7".into()]);
+    nu.wells = only(&["W-1", "W-7"]);
     let ana = s.create_user(nu.clone(), at(0)).await.unwrap();
     assert_eq!(ana.name, "ana");
     assert_eq!(ana.role, Role::Analyst);
     assert_eq!(ana.password_hash, nu.password_hash);
-    assert_eq!(ana.wells, Some(vec!["W-1".to_owned(), "W-7".to_owned()]));
+    assert_eq!(ana.wells, only(&["W-1", "W-7"]));
     assert!(!ana.disabled);
     assert_eq!((ana.created_at, ana.updated_at), (at(0), at(0)));
     assert_eq!(ana.failed_logins, 0);
@@ -168,9 +174,9 @@ pub async fn users_create_get_list_conflict(h: &impl SecurityHarness) {
 
     // An empty list is not "every well".
     let mut empty = new_user("bob", Role::Viewer);
-    empty.wells = Some(vec![]);
+    empty.wells = only(&[]);
     let bob = s.create_user(empty, at(1)).await.unwrap();
-    assert_eq!(bob.wells, Some(vec![]));
+    assert_eq!(bob.wells, only(&[]));
     s.create_user(new_user("Zed", Role::Admin), at(2))
         .await
         .unwrap();
@@ -224,8 +230,8 @@ pub async fn user_changes_and_session_revocation(h: &impl SecurityHarness) {
     let changes = [
         (UserChange::SetRole(Role::Operator), true),
         (UserChange::SetPassword("$argon2id$new".into()), true),
-        (UserChange::SetWells(Some(vec!["W-9".into()])), true),
-        (UserChange::SetWells(None), true),
+        (UserChange::SetWells(only(&["W-9"])), true),
+        (UserChange::SetWells(WellScope::All), true),
         (UserChange::Disable, true),
         (UserChange::Enable, false),
     ];
@@ -280,7 +286,7 @@ pub async fn user_changes_and_session_revocation(h: &impl SecurityHarness) {
     }
     let ana = s.get_user("ana").await.unwrap().unwrap();
     assert_eq!(ana.role, Role::Operator);
-    assert_eq!(ana.wells, None);
+    assert_eq!(ana.wells, WellScope::All);
     assert_eq!(ana.password_hash, "$argon2id$new");
 }
 
@@ -720,11 +726,11 @@ pub async fn api_keys_lifecycle(h: &impl SecurityHarness) {
     assert_eq!(s.get_api_key("k1").await.unwrap(), Some(k1.clone()));
 
     let mut forever = new_key("k2", Role::Viewer);
-    forever.wells = None;
+    forever.wells = WellScope::All;
     forever.expires_at = None;
     forever.created_by = "cli".into();
     let k2 = s.create_api_key(forever, at(20)).await.unwrap();
-    assert_eq!((k2.wells.clone(), k2.expires_at), (None, None));
+    assert_eq!((k2.wells.clone(), k2.expires_at), (WellScope::All, None));
     let k0 = s
         .create_api_key(new_key("k0", Role::Operator), at(5))
         .await
