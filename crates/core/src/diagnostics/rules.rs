@@ -83,10 +83,16 @@ impl Smoothed {
         up(&mut self.fast_gor, f.gor_ratio, fast);
         up(&mut self.fast_pip, f.intake_pressure_ratio, fast);
         up(&mut self.fast_temp, m.get(Field::MotorTempC), fast);
-        up(&mut self.cur, f.current_ratio, slow);
+        // The variability of these two is what gas interference is judged on.
+        let clip = |e: &mut Ewma, v: Option<f64>| {
+            if let Some(v) = v {
+                e.update_clipped(ts, v, slow, th.variability_clip_sigmas, th.erratic_std);
+            }
+        };
+        clip(&mut self.cur, f.current_ratio);
         up(&mut self.flow, f.flow_ratio, slow);
         up(&mut self.pip, f.intake_pressure_ratio, slow);
-        up(&mut self.pd, f.discharge_pressure_ratio, slow);
+        clip(&mut self.pd, f.discharge_pressure_ratio);
         up(&mut self.head, f.head_ratio, slow);
         up(&mut self.rise, f.winding_rise_ratio, slow);
         up(&mut self.cooling, f.cooling_ratio, slow);

@@ -45,6 +45,32 @@ impl Ewma {
         self.var = (1.0 - a) * (self.var + a * d * d);
     }
 
+    /// As [`Ewma::update`], but the deviation that feeds the variance is clipped to
+    /// `clip_sigmas` standard deviations (at least `clip_floor`): one outlier lifts the
+    /// variance by a bounded share; a lasting fluctuation still grows it geometrically, by up
+    /// to `1 + a (clip_sigmas² − 1)` per reading. The mean is not clipped.
+    pub fn update_clipped(
+        &mut self,
+        ts_micros: i64,
+        x: f64,
+        tau_s: f64,
+        clip_sigmas: f64,
+        clip_floor: f64,
+    ) {
+        if !x.is_finite() || !self.init {
+            self.update(ts_micros, x, tau_s);
+            return;
+        }
+        let clip = (clip_sigmas * self.std()).max(clip_floor);
+        let d = x - self.mean;
+        let clipped = d.clamp(-clip, clip);
+        // Update as usual, then put back the variance the clipped deviation allows.
+        let var_before = self.var;
+        self.update(ts_micros, x, tau_s);
+        let a = self.memo.map_or(0.0, |(_, _, a)| a);
+        self.var = (1.0 - a) * (var_before + a * clipped * clipped);
+    }
+
     pub fn reset(&mut self) {
         *self = Ewma::default();
     }

@@ -1657,3 +1657,44 @@ fn load_bled_away_over_minutes_is_gas_not_a_parted_shaft() {
     assert!(has(&episodes, Condition::GasLock), "{episodes:?}");
     assert!(!has(&episodes, Condition::BrokenShaft), "{episodes:?}");
 }
+
+/// A historian's record garbled in transit (the drive frequency read double, the current a
+/// third) is one reading, not a fluctuation: a steady pump running just above its bubble
+/// point, where free gas is near, raises no gas interference after such a glitch. A current
+/// that keeps cycling on the same well still does.
+#[test]
+fn one_garbled_record_is_not_a_gas_fluctuation() {
+    let plan = pinned(Family::Classic, None, 30, "60s");
+    let healthy = samples(&plan, 0);
+    let intake: Vec<f64> = healthy
+        .iter()
+        .filter_map(|(_, m)| m.get(Field::IntakePressurePsi))
+        .collect();
+    let intake_mean = intake.iter().sum::<f64>() / intake.len() as f64;
+    let meta = with_bubble_point(&plan.wells[0].meta, intake_mean / 1.02);
+    assert!(
+        episodes_of(&meta, &healthy).is_empty(),
+        "healthy: {:?}",
+        episodes_of(&meta, &healthy)
+    );
+    // One garbled record every three hours from hour 14.
+    let glitched = scaled_from(healthy.clone(), start().0 + 14 * HOUR, |since, m| {
+        if since % (3 * HOUR) < 60_000_000 {
+            scale(m, Field::FrequencyHz, 1.9);
+            scale(m, Field::MotorCurrentA, 0.3);
+        }
+    });
+    let episodes = episodes_of(&meta, &glitched);
+    assert!(!has(&episodes, Condition::GasInterference), "{episodes:?}");
+    // The current cycling ±12 % with a 6-minute period from hour 14 is gas interference.
+    let cycling = scaled_from(healthy, start().0 + 14 * HOUR, |since, m| {
+        let phase = (since % (6 * 60_000_000)) as f64 / (6.0 * 60_000_000.0);
+        scale(
+            m,
+            Field::MotorCurrentA,
+            1.0 + 0.12 * (2.0 * std::f64::consts::PI * phase).sin(),
+        );
+    });
+    let episodes = episodes_of(&meta, &cycling);
+    assert!(has(&episodes, Condition::GasInterference), "{episodes:?}");
+}

@@ -55,6 +55,12 @@ pub struct Thresholds {
     /// counts as erratic: the larger of this and `erratic_factor` × the baseline variability.
     pub erratic_std: f64,
     pub erratic_factor: f64,
+    /// That variability is a fluctuation's, not one reading's: each reading's deviation counts
+    /// up to this many standard deviations (at least `erratic_std`), so a single glitched
+    /// record (a gauge spike, a frame of garbage) cannot make a steady pump look erratic for
+    /// the next half hour, while a fluctuation that keeps up still reaches its full size
+    /// within minutes.
+    pub variability_clip_sigmas: f64,
     /// PIP below this share of its baseline: drawn down.
     pub pump_off_pip_ratio: f64,
     /// Flow (normalised, relative to baseline) below this share while the intake falls under
@@ -365,6 +371,7 @@ impl Default for Thresholds {
             gas_gor_ratio: 1.25,
             erratic_std: 0.015,
             erratic_factor: 3.0,
+            variability_clip_sigmas: 3.0,
             pump_off_pip_ratio: 0.75,
             pump_off_flow_ratio: 0.95,
             head_ratio_low: 0.92,
