@@ -199,11 +199,11 @@ mod tests {
         let key = (header::HeaderName::from_static("x-api-key"), "KEY");
         let found = |token: &str, carrier| Ok(Some((token.to_owned(), carrier)));
         assert_eq!(
-            credential(&headers(&[cookie.clone()]), "/api/v1/wells"),
+            credential(&headers(std::slice::from_ref(&cookie)), "/api/v1/wells"),
             found("JWT1", Carrier::Cookie)
         );
         assert_eq!(
-            credential(&headers(&[offered.clone()]), STREAM_ROUTE),
+            credential(&headers(std::slice::from_ref(&offered)), STREAM_ROUTE),
             found("TOK", Carrier::Subprotocol)
         );
         // Subprotocols are no credential elsewhere: the cookie is the only one.
@@ -215,18 +215,18 @@ mod tests {
             found("JWT1", Carrier::Cookie)
         );
         assert_eq!(
-            credential(&headers(&[bearer.clone()]), STREAM_ROUTE),
+            credential(&headers(std::slice::from_ref(&bearer)), STREAM_ROUTE),
             found("HDR", Carrier::Header)
         );
         assert_eq!(
-            credential(&headers(&[key.clone()]), "/api/v1/wells"),
+            credential(&headers(std::slice::from_ref(&key)), "/api/v1/wells"),
             found("KEY", Carrier::Header)
         );
         assert_eq!(credential(&HeaderMap::new(), STREAM_ROUTE), Ok(None));
         // Another scheme is no credential, and no empty value is one.
         let basic = (header::AUTHORIZATION, "Basic dXNlcjpwYXNz");
         assert_eq!(
-            credential(&headers(&[basic.clone()]), "/api/v1/wells"),
+            credential(&headers(std::slice::from_ref(&basic)), "/api/v1/wells"),
             Ok(None)
         );
         assert_eq!(
