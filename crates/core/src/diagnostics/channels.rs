@@ -58,6 +58,14 @@ pub struct ChannelMonitor {
     /// The gauge's noise is below its resolution: a steady process reads as one repeated value,
     /// so a repeat says nothing about the sensor.
     coarse: bool,
+    /// Training readings repeated the previous value at least as often as they changed: a
+    /// repeat is what a steady process looks like on this gauge, so only a repeat through a
+    /// process change says the gauge is stuck (`Thresholds::stuck_excitation_share`).
+    quantised: bool,
+    /// The process (see [`PROCESS`]) when the current run of one repeated value began, and
+    /// whether it has moved since.
+    run_process: Process,
+    run_excited: bool,
     /// Probability that a healthy reading repeats the previous value exactly.
     p_repeat: f64,
     /// Share of readings carrying this channel during training.
@@ -102,6 +110,19 @@ pub struct ChannelMonitor {
 /// Steps whose median measures a channel's scatter: a median of 15 ignores up to seven large
 /// steps (a spike is two, a start a few), so only a gauge that scatters most of the time counts.
 const NOISE_WINDOW: usize = 15;
+
+/// What says the process moved, for a quantised gauge's repeats: the drive frequency and the
+/// levels of the current, the pressures and the flow.
+pub const PROCESS: [Field; 5] = [
+    Field::FrequencyHz,
+    Field::MotorCurrentA,
+    Field::IntakePressurePsi,
+    Field::DischargePressurePsi,
+    Field::FlowRateBpd,
+];
+
+/// Values of the [`PROCESS`] channels for one reading (`None`: unknown, or the channel judged).
+pub type Process = [Option<f64>; PROCESS.len()];
 
 /// Channels watched for faults (frequency and the slow lab channels are left out: they can be
 /// legitimately constant).
@@ -213,6 +234,7 @@ impl ChannelMonitor {
         };
         self.coarse = self.train_quantum > 0.0
             && self.train_steps.std() < th.coarse_gauge_steps * self.train_quantum;
+        self.quantised = self.train_pairs >= 20 && 2 * self.train_equal >= self.train_pairs;
         self.presence = if self.train_seen > 0 {
             self.train_present as f64 / self.train_seen as f64
         } else {
@@ -233,13 +255,15 @@ impl ChannelMonitor {
     }
 
     /// Feeds one (post-training) value; returns the value the rules may use (None when it is
-    /// missing, stuck or a suspected spike) and the current fault, if any.
+    /// missing, stuck or a suspected spike) and the current fault, if any. `process` is the
+    /// state of the [`PROCESS`] channels other than this one (this one's own entry `None`).
     pub fn observe(
         &mut self,
         ts: i64,
         value: Option<f64>,
         system_changed: bool,
         at_rest: bool,
+        process: &Process,
         th: &Thresholds,
     ) -> (Option<f64>, Option<ChannelFault>) {
         self.track_steps(ts, value, at_rest || system_changed, th);
@@ -303,6 +327,19 @@ impl ChannelMonitor {
         }
         if self.run == 0 {
             self.run_start = ts;
+            self.run_process = *process;
+            self.run_excited = false;
+        } else if !self.run_excited {
+            for (then, now) in self.run_process.iter_mut().zip(process) {
+                match (*then, now) {
+                    // A level first known during the run is its reference.
+                    (None, Some(b)) => *then = Some(*b),
+                    (Some(a), Some(b)) if a.abs() > 1e-9 => {
+                        self.run_excited |= ((b - a) / a).abs() >= th.stuck_excitation_share;
+                    }
+                    _ => {}
+                }
+            }
         }
         self.stuck_run = self.run;
         // The limit is never below `stuck_min_readings`: checking that first spares two
@@ -311,7 +348,8 @@ impl ChannelMonitor {
         let stuck = self.run >= th.stuck_min_readings
             && (ts - self.run_start) as f64 / 1e6
                 >= th.stuck_training_run_factor * self.train_longest_secs
-            && self.stuck_limit(th).is_some_and(|n| self.run >= n);
+            && self.stuck_limit(th).is_some_and(|n| self.run >= n)
+            && (!self.quantised || self.run_excited);
         // A spike jumps out and back: two fast moves. As for spikes, `spike_count` of them.
         let erratic = self.slews.len() as u32 >= 2 * th.spike_count;
         if stuck || slewed || erratic {
@@ -394,6 +432,11 @@ impl ChannelMonitor {
 
     pub fn missing_share(&self) -> f64 {
         self.missing.mean
+    }
+
+    /// The channel's recent level (a 5-minute average of its usable values).
+    pub fn level(&self) -> Option<f64> {
+        self.level.value()
     }
 
     /// Relative departure of a value from this channel's recent level.

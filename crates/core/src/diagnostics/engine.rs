@@ -9,7 +9,7 @@ use crate::telemetry::{FIELD_COUNT, Field, Measurements, Timestamp};
 use crate::well::WellMeta;
 
 use super::anomaly::{AnomalyModel, FeatureVec, NF};
-use super::channels::{ChannelFault, ChannelMonitor, NOISE_JUDGED, WATCHED};
+use super::channels::{ChannelFault, ChannelMonitor, NOISE_JUDGED, PROCESS, Process, WATCHED};
 use super::episodes::{EpisodeTracker, Transitions};
 use super::features::{Baseline, Features, WellContext};
 use super::rules::{self, HeadLoss, Smoothed, Unloading};
@@ -126,6 +126,8 @@ pub struct WellEngine {
     /// at speed (rather than by the nameplate while starting).
     prev_process_age: u32,
     prev_process_judged: bool,
+    /// The last reading with process findings: when, and what.
+    last_process: Option<(i64, Vec<(Diagnosis, f64)>)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -221,6 +223,7 @@ impl WellEngine {
             prev_process: Vec::new(),
             prev_process_age: 0,
             prev_process_judged: false,
+            last_process: None,
         }
     }
 
@@ -830,9 +833,23 @@ impl WellEngine {
         .count();
         let system_changed = moved >= 2;
         let at_rest = !self.is_running(raw);
+        let process: Process = PROCESS.map(|f| match f {
+            Field::FrequencyHz => raw.get(f),
+            _ => self.channels[f.index()].level(),
+        });
         for f in WATCHED {
-            let (usable, fault) =
-                self.channels[f.index()].observe(ts, raw.get(f), system_changed, at_rest, th);
+            let mut others = process;
+            if let Some(own) = PROCESS.iter().position(|p| *p == f) {
+                others[own] = None;
+            }
+            let (usable, fault) = self.channels[f.index()].observe(
+                ts,
+                raw.get(f),
+                system_changed,
+                at_rest,
+                &others,
+                th,
+            );
             clean.set(f, usable);
             if let Some(fault) = fault {
                 faults.push((f, fault, self.channels[f.index()].stuck_run));
@@ -1193,8 +1210,8 @@ impl WellEngine {
         (score, pointwise)
     }
 
-    /// Episodes. A stop right after loss-of-lift or overload evidence is the protection relay
-    /// confirming it: the evidence may have had only a reading or two to show. A reading
+    /// Episodes. A stop right after loss-of-lift, overload or overheat evidence is the
+    /// protection relay (or the winding's thermal trip) confirming it: the evidence may have had only a reading or two to show. A reading
     /// caught while the drive decelerates (running, no longer at speed, so not `judged` by
     /// the process rules) stands between the evidence found at speed and the stop without
     /// replacing it. (While starting, only the latest reading counts: an overshoot's inrush
@@ -1215,7 +1232,8 @@ impl WellEngine {
         let mut confirmed = Vec::new();
         let recent = self.prev_process_age <= th.trip_confirm_readings;
         if tripped {
-            for (d, c) in std::mem::take(&mut self.prev_process) {
+            let before = std::mem::take(&mut self.prev_process);
+            for (d, c) in before {
                 if recent
                     && matches!(
                         d,
@@ -1224,10 +1242,32 @@ impl WellEngine {
                                 | Condition::GasLock
                                 | Condition::BrokenShaft
                                 | Condition::Overload
+                                | Condition::MotorOverheat
                                 | Condition::PumpOff
                         )
                     )
                 {
+                    list.push((d, c));
+                    confirmed.push(d);
+                }
+            }
+        }
+        // Overload and overheat wait `thermal_persist_secs` for the relay to ride a short
+        // excess out. A trip after evidence that had persisted the critical raise time is the
+        // relay (or the winding's thermal protection) not riding it out: it confirms it.
+        if tripped
+            && let Some((at, last)) = &self.last_process
+            && ts - at <= (th.trip_confirm_secs * MICROS) as i64
+        {
+            for &(d, c) in last {
+                let thermal = matches!(
+                    d,
+                    Diagnosis::Condition(Condition::Overload | Condition::MotorOverheat)
+                );
+                let persisted = self.tracker.pending(d).is_some_and(|(first, n)| {
+                    n >= th.raise_readings && at - first >= (th.raise_secs * MICROS) as i64
+                });
+                if thermal && persisted && !confirmed.contains(&d) {
                     list.push((d, c));
                     confirmed.push(d);
                 }
@@ -1249,6 +1289,9 @@ impl WellEngine {
             .filter(|f| f.diagnosis.is_process())
             .map(|f| (f.diagnosis, f.confidence))
             .collect();
+        if !process.is_empty() {
+            self.last_process = Some((ts, process.clone()));
+        }
         if judged || !process.is_empty() || !self.prev_process_judged {
             self.prev_process = process;
             self.prev_process_age = 0;

@@ -72,6 +72,14 @@ impl EpisodeTracker {
             .any(|(d, t)| t.open.is_some_and(|(start, _)| pred(*d, start)))
     }
 
+    /// The evidence gathered towards opening `d` while it is not open yet: the time of the
+    /// first piece and the readings with evidence.
+    pub fn pending(&self, d: Diagnosis) -> Option<(i64, u32)> {
+        self.tracks
+            .get(&d)
+            .and_then(|t| t.pending.map(|(first, _, n)| (first, n)))
+    }
+
     /// Feeds the findings of one reading. `confirmed` findings open at once (a protection trip
     /// backs them). `healthy_running` says whether absence of evidence
     /// at this reading means anything (the pump runs and has settled).
@@ -100,16 +108,15 @@ impl EpisodeTracker {
             }
             // The alarm policy: below its severity's minimum confidence, evidence neither
             // opens an episode nor counts towards one (it keeps an open one alive, above).
-            let policy = th.alarm_policy(d.severity());
+            let policy = th.alarm_policy_for(d);
             if conf < policy.min_confidence && !confirmed.contains(&d) {
                 continue;
             }
             track.last_evidence = ts;
+            // Evidence interrupted for longer than its severity's persistence starts afresh.
+            let gap = secs(th.alarm_policy(d.severity()).persist_secs.max(300.0));
             let (first, _, n) = match track.pending {
-                Some((first, last, n))
-                    if ts - last <= secs(policy.persist_secs.max(300.0))
-                        || Some(last) == self.last_step =>
-                {
+                Some((first, last, n)) if ts - last <= gap || Some(last) == self.last_step => {
                     (first, ts, n + 1)
                 }
                 _ => (ts, ts, 1),

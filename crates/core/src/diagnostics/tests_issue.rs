@@ -775,6 +775,105 @@ fn a_stopped_pump_holding_its_idle_values_is_not_a_stuck_gauge() {
     );
 }
 
+/// A winding gauge reporting whole degrees reads one value for hours while the pump runs
+/// steadily (seen on an outside data set: 121 °C for hours, raised as a stuck gauge while a
+/// tubing leak was developing). That is the process holding still, not the gauge. The same
+/// value held while the load moves by a tenth is a gauge that no longer responds.
+#[test]
+fn a_coarse_gauge_holding_still_on_a_steady_pump_is_stuck_only_if_the_process_moved() {
+    let plan = pinned(Family::Classic, None, 22, "20s");
+    let (from, to) = (start().0 + 12 * HOUR, start().0 + 20 * HOUR);
+    let moved_at = start().0 + 14 * HOUR;
+    let readings = |load_moved: bool| -> Vec<(Timestamp, Measurements)> {
+        let mut held = None;
+        samples(&plan, 0)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ts, mut m))| {
+                // Whole degrees and a slow thermal mass: successive readings mostly repeat.
+                // While the baseline is learned the gauge also jumps now and then (half the
+                // steps are repeats, as on the outside well), so it is not judged coarse.
+                let jump = if ts.0 < start().0 + 8 * HOUR && i % 4 == 3 {
+                    4.0
+                } else {
+                    0.0
+                };
+                let whole = m.get(Field::MotorTempC).map(|t| t.round() + jump);
+                m.set(Field::MotorTempC, whole);
+                if ts.0 >= from && ts.0 < to {
+                    let v = *held.get_or_insert(whole);
+                    m.set(Field::MotorTempC, v);
+                    if load_moved && ts.0 >= moved_at {
+                        let amps = m.get(Field::MotorCurrentA).map(|a| a * 1.1);
+                        m.set(Field::MotorCurrentA, amps);
+                    }
+                }
+                (ts, m)
+            })
+            .collect()
+    };
+    let stuck = |load_moved: bool| {
+        let (episodes, _) = run_checked(
+            Some(&plan.wells[0].meta),
+            &readings(load_moved),
+            TrainingWindow::Default,
+        );
+        episodes
+            .iter()
+            .filter(|e| e.diagnosis == Diagnosis::Condition(Condition::SensorFault))
+            .count()
+    };
+    assert_eq!(stuck(false), 0, "a steady pump on a coarse gauge");
+    assert!(
+        stuck(true) > 0,
+        "the load moved a tenth and the gauge did not"
+    );
+}
+
+/// A motor rides out minutes of extra current (a sand slug passing): its relay is
+/// inverse-time, its winding has thermal mass, and outside data sets show such blips on healthy
+/// wells. Overload evidence must persist `thermal_persist_secs` to raise an alarm, unless the
+/// drive trips on it, which confirms it at once.
+#[test]
+fn minutes_of_extra_current_are_no_overload_unless_they_persist_or_the_drive_trips() {
+    let plan = pinned(Family::Classic, None, 22, "20s");
+    let at = start().0 + 14 * HOUR;
+    let minute = HOUR / 60;
+    let readings = |excess_min: i64, then_trip: bool| -> Vec<(Timestamp, Measurements)> {
+        samples(&plan, 0)
+            .into_iter()
+            .map(|(ts, mut m)| {
+                let since = ts.0 - at;
+                if (0..excess_min * minute).contains(&since) {
+                    let amps = m.get(Field::MotorCurrentA).map(|a| a * 1.3);
+                    m.set(Field::MotorCurrentA, amps);
+                } else if then_trip
+                    && (excess_min * minute..excess_min * minute + 2 * HOUR).contains(&since)
+                {
+                    for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                        m.set(f, Some(0.0));
+                    }
+                }
+                (ts, m)
+            })
+            .collect()
+    };
+    let overloads = |excess_min: i64, then_trip: bool| {
+        let (episodes, _) = run_checked(
+            Some(&plan.wells[0].meta),
+            &readings(excess_min, then_trip),
+            TrainingWindow::Default,
+        );
+        episodes
+            .iter()
+            .filter(|e| e.diagnosis == Diagnosis::Condition(Condition::Overload))
+            .count()
+    };
+    assert_eq!(overloads(6, false), 0, "six minutes ridden out");
+    assert_eq!(overloads(180, false), 1, "three hours of overload");
+    assert_eq!(overloads(3, true), 1, "three minutes, then the relay trips");
+}
+
 /// A third of the wells of an outside data set have no discharge gauge. Their pump head is
 /// still known: the discharge is the wellhead pressure plus the fluid column above the pump
 /// (setting depth × gradient), so a worn pump's gradual loss of head is found without it.

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Severity;
+use super::{Diagnosis, Severity};
+use crate::condition::Condition;
 
 /// Thresholds of the diagnostics engine. Ratios are relative to the well's own healthy
 /// baseline after affinity-law normalisation to the running frequency, unless noted.
@@ -28,6 +29,12 @@ pub struct Thresholds {
     pub min_confidence_major: f64,
     pub min_confidence_minor: f64,
     pub raise_readings: u32,
+    /// Overload and motor overheat evidence that no protection trip confirms must persist this
+    /// long. A motor rides out a short excess: its relay is inverse-time and its winding has
+    /// thermal mass, so minutes of extra current (a sand slug passing, a well test's swing) or
+    /// a winding gauge's blip harm nothing, and the drive trips on what does (a trip opens the
+    /// episode at once, from its first evidence).
+    pub thermal_persist_secs: f64,
     /// Healthy running without evidence needed to close an episode, seconds.
     pub clear_secs: f64,
     /// The same for gradual conditions (wear, scale): they develop over days, so evidence
@@ -121,6 +128,11 @@ pub struct Thresholds {
     /// steps is coarse (a dithering gauge steps 0 or ±1): its repeats say nothing, so it is
     /// never judged stuck.
     pub coarse_gauge_steps: f64,
+    /// A gauge that repeated its value more often than it changed in training (its resolution
+    /// is coarser than a steady process moves: a 1 °C winding gauge) is stuck only if the
+    /// process moved meanwhile: the level of the drive frequency, current, a pressure or the flow
+    /// moved by this share since the value began. A steady pump reading one value is physics.
+    pub stuck_excitation_share: f64,
     /// A value this many times its recent level (or exactly zero) that returns at once is a spike.
     pub spike_factor: f64,
     pub spike_count: u32,
@@ -183,6 +195,10 @@ pub struct Thresholds {
     /// many readings of the drive decelerating in between (polling intervals vary too much
     /// for a time limit: a SCADA poll of 15 minutes is one reading).
     pub trip_confirm_readings: u32,
+    /// A stop also confirms such evidence seen at most this long before it, however many
+    /// readings came between (a 10 s poll sees the relay's last half minute as several
+    /// readings, where the current may dip below the bar before it trips).
+    pub trip_confirm_secs: f64,
     /// Head below this ratio: lift lost.
     pub lift_lost_head_ratio: f64,
     /// Wellhead pressure below this share of its baseline with the motor unloaded and the
@@ -358,6 +374,7 @@ impl Default for Thresholds {
             min_confidence_major: 0.6,
             min_confidence_minor: 0.5,
             raise_readings: 2,
+            thermal_persist_secs: 900.0,
             clear_secs: 1200.0,
             clear_secs_gradual: 7200.0,
             hold_off_secs: 4.0 * 3600.0,
@@ -398,6 +415,7 @@ impl Default for Thresholds {
             stuck_probability: 1e-9,
             stuck_min_readings: 10,
             stuck_training_run_factor: 3.0,
+            stuck_excitation_share: 0.03,
             coarse_gauge_steps: 1.5,
             spike_factor: 2.5,
             spike_count: 3,
@@ -427,6 +445,7 @@ impl Default for Thresholds {
             lift_lost_head_ratio: 0.5,
             no_delivery_tubing_ratio: 0.8,
             trip_confirm_readings: 2,
+            trip_confirm_secs: 60.0,
             gas_lock_head_ratio: 0.75,
             gas_lock_current_ratio: 0.85,
             gas_lock_vibration_ratio: 1.1,
@@ -522,6 +541,19 @@ impl Thresholds {
             min_confidence,
             persist_secs,
         }
+    }
+
+    /// The alarm policy of a diagnosis: its severity's, except the thermal conditions' longer
+    /// persistence (`thermal_persist_secs`).
+    pub fn alarm_policy_for(&self, d: Diagnosis) -> AlarmPolicy {
+        let mut policy = self.alarm_policy(d.severity());
+        if matches!(
+            d,
+            Diagnosis::Condition(Condition::Overload | Condition::MotorOverheat)
+        ) {
+            policy.persist_secs = policy.persist_secs.max(self.thermal_persist_secs);
+        }
+        policy
     }
 }
 
