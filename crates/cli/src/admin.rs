@@ -164,7 +164,9 @@ pub enum SecretCommand {
         /// The file to create. Keep it outside the data directory.
         #[arg(long, default_value = "jwt.secret")]
         out: std::path::PathBuf,
-        /// Replace an existing file (every session and the audit chain key change with it).
+        /// Replace an existing file: to rotate without signing everyone out, copy the old
+        /// one first and name it in jwt_secret_previous_file (README "Rotating the JWT
+        /// secret").
         #[arg(long)]
         force: bool,
     },

@@ -64,6 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Everything that can refuse the configuration is checked before the store is opened and
     // the port bound, so `listening on` is never followed by an exit.
     config.jwt_secret_bytes()?;
+    config.jwt_previous_secret()?;
     if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
         espwatch_server::tls::load(cert, key)?;
     }

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+mod rotation;
+
 fn require_services() -> bool {
     std::env::var("ESPWATCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
