@@ -96,6 +96,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // Issue 19: alarms must survive a receiver that is down overnight.
+    if let Some(warning) =
+        espwatch_server::notify::RetryPolicy::from_config(&config).short_retry_warning()
+    {
+        tracing::warn!("{warning}");
+    }
     // A machine-readable line on stdout: scripts and tests read the chosen port from it.
     let scheme = if config.tls_cert_file.is_some() {
         "https"
