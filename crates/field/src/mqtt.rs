@@ -42,8 +42,13 @@ use crate::sparkplug;
 const MAX_BATCH_MESSAGES: usize = 512;
 /// Batches with more payload bytes than this are decoded on the blocking pool.
 pub(crate) const INLINE_DECODE_BYTES: usize = 256 * 1024;
-/// Longest wait between two connection attempts.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+/// Longest wait between two connection attempts. Short: the gateways reconnect as soon as the
+/// broker is back, and whatever they publish before this client has resubscribed waits in
+/// its persistent session, or is lost if the broker kept no session (not persistent, or the
+/// session expired). With 30 s, a broker down for 4 s was resumed from 3.7 s after its return
+/// (test `mqtt_broker_restart_mid_stream_loses_nothing_acknowledged_and_ingestion_resumes`);
+/// an attempt every 2 s costs a refused TCP connection.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// Largest MQTT packet (the protocol's own limit). Anything smaller would make the client
 /// drop the connection on a big message, which the broker would then deliver again forever;
 /// payloads over `body_limit_bytes` are refused (and acknowledged) instead.
