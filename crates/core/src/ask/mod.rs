@@ -551,13 +551,27 @@ fn is_vocabulary(word: &str) -> bool {
         || time::duration_unit(word).is_some()
 }
 
-/// Matches `phrase` (space-separated words) at `tokens[i..]`: (length, exact?).
+/// Articles and possessives a phrase may carry between its words: "broke a shaft" is "broke
+/// shaft", "a hole in their tubing" is "hole in tubing". Never at a phrase's start or end.
+const INNER_ARTICLES: &[&str] = &["a", "an", "the", "its", "their", "his", "her"];
+
+/// Matches `phrase` (space-separated words) at `tokens[i..]`: (length, exact?). The length
+/// counts the articles skipped inside it.
 fn match_phrase(scan: &Scan, i: usize, phrase: &str) -> Option<(usize, bool)> {
     let mut exact = true;
     let mut len = 0;
     for (k, w) in phrase.split(' ').enumerate() {
-        let t = scan.tokens.get(i + k)?;
-        if scan.used[i + k] {
+        if k > 0 {
+            while let Some(t) = scan.tokens.get(i + len)
+                && t.text != w
+                && INNER_ARTICLES.contains(&t.text.as_str())
+                && !scan.used[i + len]
+            {
+                len += 1;
+            }
+        }
+        let t = scan.tokens.get(i + len)?;
+        if scan.used[i + len] {
             return None;
         }
         if t.text == w {
@@ -569,6 +583,43 @@ fn match_phrase(scan: &Scan, i: usize, phrase: &str) -> Option<(usize, bool)> {
         len += 1;
     }
     Some((len, exact))
+}
+
+/// A part of the installation and a trouble word, in either order or joined by a preposition
+/// ("sensor issues", "failed gauges", "problems with the gauges"): that part's condition.
+/// The part must not begin a longer phrase ("tubing pressure" is a channel).
+fn troubled_part_at(scan: &Scan, i: usize) -> Option<(usize, Condition)> {
+    let part = |k: usize| -> Option<Condition> {
+        if !scan.free(k, 1) {
+            return None;
+        }
+        let (_, c) = lexicon::TROUBLED_PARTS
+            .iter()
+            .find(|(w, _)| *w == scan.word(k))?;
+        let longer = lexicon_at(scan, k, |_| true).is_some_and(|(len, _)| len > 1);
+        (!longer).then_some(*c)
+    };
+    let trouble = |k: usize| scan.free(k, 1) && lexicon::TROUBLE.contains(&scan.word(k));
+    if trouble(i + 1)
+        && let Some(c) = part(i)
+    {
+        return Some((2, c));
+    }
+    if trouble(i) {
+        if let Some(c) = part(i + 1) {
+            return Some((2, c));
+        }
+        if matches!(scan.word(i + 1), "with" | "on" | "in" | "of" | "at") && scan.free(i + 1, 1) {
+            let mut k = i + 2;
+            if INNER_ARTICLES.contains(&scan.word(k)) && scan.free(k, 1) {
+                k += 1;
+            }
+            if let Some(c) = part(k) {
+                return Some((k + 1 - i, c));
+            }
+        }
+    }
+    None
 }
 
 /// A multi-word phrase with one edit across its words ("gas lok"): the words joined, long
@@ -896,6 +947,11 @@ pub fn parse(
             i += 1;
             continue;
         }
+        if let Some((len, c)) = troubled_part_at(&scan, i) {
+            scan.claim(i, len, Item::Concept(Concept::Condition(c)));
+            i += len;
+            continue;
+        }
         if let Some((len, concept)) = lexicon_at(&scan, i, |_| true) {
             scan.claim(i, len, Item::Concept(concept));
             i += len;
@@ -957,6 +1013,8 @@ struct Parts {
     unknown_wells: Vec<String>,
     channels: Vec<Field>,
     channel_pos: Vec<(usize, Vec<Field>)>,
+    /// A verb's channel ("making": flow), used when no channel is named.
+    activity: Option<(usize, &'static [Field])>,
     ambiguous: Vec<(usize, Ambiguity)>,
     parts: Vec<Part>,
     condition: Option<Condition>,
@@ -1053,6 +1111,9 @@ fn decide(
                     p.run_state.get_or_insert(*s);
                 }
                 Concept::Wells => p.wells_word = true,
+                Concept::Activity(fields) => {
+                    p.activity.get_or_insert((*pos, *fields));
+                }
             },
         }
     }
@@ -1121,6 +1182,14 @@ fn decide(
         } else if p.parts.contains(&Part::Tubing) {
             p.add_channels(usize::MAX, &[Field::TubingPressurePsi]);
         }
+    }
+    if let Some((pos, fields)) = p.activity
+        && p.channels.is_empty()
+        && p.ambiguous.is_empty()
+        && p.rank_by.is_none()
+        && (p.wells_word || !p.wells.is_empty())
+    {
+        p.add_channels(pos, fields);
     }
     if let Some((fields, order)) = p.rank_by
         && p.channels.is_empty()
