@@ -52,8 +52,7 @@ async fn gateway(
                             assert!(Instant::now() < deadline, "gateway cannot reconnect");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             if let Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) =
-                                tokio::time::timeout(Duration::from_secs(2), eventloop.poll())
-                                    .await
+                                tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await
                             {
                                 break;
                             }
@@ -152,7 +151,11 @@ async fn mqtt_broker_restart_mid_stream_loses_nothing_acknowledged_and_ingestion
         let (_, body) = status_json(response).await;
         let stored: Vec<String> = body["ts"]
             .as_array()
-            .map(|a| a.iter().map(|t| t.as_str().expect("ts").to_owned()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|t| t.as_str().expect("ts").to_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         if stored.len() >= COUNT {
             break stored;

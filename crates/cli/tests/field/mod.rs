@@ -559,7 +559,10 @@ impl OwnMosquitto {
                 .expect("chmod temp dir");
             std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777))
                 .expect("chmod data dir");
-            format!("persistence true\npersistence_location {}/\n", data.display())
+            format!(
+                "persistence true\npersistence_location {}/\n",
+                data.display()
+            )
         } else {
             "persistence false\n".to_owned()
         };

@@ -423,8 +423,7 @@ async fn sparkplug_births_and_deaths_and_the_gateways_will_are_the_wells_online_
     let bd_seq = |n: i32| metric(Some("bdSeq"), None, None, V::Int32(n));
 
     // The gateway: its NDEATH (bdSeq 3) is the will the broker publishes if it vanishes.
-    let mut options =
-        rumqttc::MqttOptions::new(format!("{prefix}-gw"), host.as_str(), port);
+    let mut options = rumqttc::MqttOptions::new(format!("{prefix}-gw"), host.as_str(), port);
     options.set_keep_alive(Duration::from_secs(10));
     options.set_last_will(rumqttc::LastWill::new(
         format!("spBv1.0/{group}/NDEATH/GW-W"),
@@ -461,7 +460,12 @@ async fn sparkplug_births_and_deaths_and_the_gateways_will_are_the_wells_online_
             payload(
                 ms(10),
                 Some(seq),
-                &[metric(Some("Motor Current"), Some(1), None, V::Double(40.0))],
+                &[metric(
+                    Some("Motor Current"),
+                    Some(1),
+                    None,
+                    V::Double(40.0),
+                )],
             ),
         )
         .await;
@@ -522,8 +526,13 @@ async fn sparkplug_births_and_deaths_and_the_gateways_will_are_the_wells_online_
 
     // A device's death.
     send("DDEATH", Some("ESP-ON2"), payload(ms(30), Some(4), &[])).await;
-    let m = next_message(&mut ws, "connectivity").await.expect("DDEATH event");
-    assert_eq!((&m["well_id"], &m["online"]), (&json!("ESP-ON2"), &json!(false)));
+    let m = next_message(&mut ws, "connectivity")
+        .await
+        .expect("DDEATH event");
+    assert_eq!(
+        (&m["well_id"], &m["online"]),
+        (&json!("ESP-ON2"), &json!(false))
+    );
     assert_eq!(latest_entry(&server, "ESP-ON2").await["online"], false);
     assert_eq!(latest_entry(&server, "ESP-ON1").await["online"], true);
 
@@ -534,7 +543,11 @@ async fn sparkplug_births_and_deaths_and_the_gateways_will_are_the_wells_online_
     let m = next_message(&mut ws, "connectivity")
         .await
         .expect("the will's NDEATH puts the node's devices offline");
-    assert_eq!((&m["well_id"], &m["online"]), (&json!("ESP-ON1"), &json!(false)), "{m}");
+    assert_eq!(
+        (&m["well_id"], &m["online"]),
+        (&json!("ESP-ON1"), &json!(false)),
+        "{m}"
+    );
     let entry = latest_entry(&server, "ESP-ON1").await;
     assert_eq!(entry["online"], false, "{entry}");
     assert_eq!(entry["online_changed_at"], m["ts"], "{entry}");

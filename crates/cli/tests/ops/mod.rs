@@ -1104,7 +1104,10 @@ fn cluster_deployment_files_hold_together() {
     );
     let nginx = std::fs::read_to_string(cluster.join("nginx.conf")).expect("nginx.conf");
     for node in ["espwatch-1:8080", "espwatch-2:8080", "espwatch-3:8080"] {
-        assert!(nginx.contains(&format!("server {node}")), "{node} not balanced");
+        assert!(
+            nginx.contains(&format!("server {node}")),
+            "{node} not balanced"
+        );
     }
     assert!(nginx.contains("location = /api/v1/stream") && nginx.contains("$http_upgrade"));
 
