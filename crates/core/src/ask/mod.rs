@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use crate::condition::Condition;
 use crate::duration::format_duration_micros;
 use crate::series::Agg;
-use crate::telemetry::{Field, Timestamp};
+use crate::telemetry::{Field, Timestamp, WellId};
 use crate::well::WellMeta;
 use lexicon::{Ambiguity, Concept, Cue, PHRASES, Part};
 pub use time::{Clock, TimeSpec};
@@ -218,7 +218,7 @@ pub struct Interpretation {
     pub intent: Intent,
     /// The wells named (ids, in the order named, a group's wells in registry order). Empty:
     /// the whole fleet the asker may see.
-    pub wells: Vec<String>,
+    pub wells: Vec<WellId>,
     /// Fields/pads or `PREFIX*` groups the wells came from.
     pub groups: Vec<String>,
     pub condition: Option<Condition>,
@@ -367,7 +367,7 @@ impl std::fmt::Display for NotUnderstood {
 /// One well of the registry as the parser sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WellEntry {
-    pub id: String,
+    pub id: WellId,
     pub name: Option<String>,
     pub field: Option<String>,
 }
@@ -375,7 +375,7 @@ pub struct WellEntry {
 impl From<&WellMeta> for WellEntry {
     fn from(m: &WellMeta) -> Self {
         WellEntry {
-            id: m.well_id.as_str().to_owned(),
+            id: m.well_id.clone(),
             name: m.name.clone(),
             field: m.field.clone(),
         }
@@ -433,9 +433,9 @@ impl Directory {
         let mut d = Directory::default();
         let mut fields: Vec<(Vec<String>, String, Vec<usize>)> = Vec::new();
         for (i, w) in wells.into_iter().enumerate() {
-            d.by_id.insert(w.id.to_ascii_lowercase(), i);
-            d.by_norm.entry(norm_id(&w.id)).or_default().push(i);
-            if let Some((letters, n)) = letters_number(&w.id) {
+            d.by_id.insert(w.id.as_str().to_ascii_lowercase(), i);
+            d.by_norm.entry(norm_id(w.id.as_str())).or_default().push(i);
+            if let Some((letters, n)) = letters_number(w.id.as_str()) {
                 if !d.prefixes.contains(&letters) {
                     d.prefixes.push(letters.clone());
                 }
@@ -444,7 +444,7 @@ impl Directory {
             }
             if let Some(name) = &w.name {
                 let words = words_of(name);
-                if !words.is_empty() && words.join(" ") != w.id.to_ascii_lowercase() {
+                if !words.is_empty() && words.join(" ") != w.id.as_str().to_ascii_lowercase() {
                     d.names.push((words, i));
                 }
                 d.by_name_norm.entry(norm_id(name)).or_default().push(i);
@@ -483,7 +483,7 @@ impl Directory {
         self.wells.is_empty()
     }
 
-    fn id(&self, i: usize) -> String {
+    fn id(&self, i: usize) -> WellId {
         self.wells[i].id.clone()
     }
 
@@ -494,10 +494,10 @@ impl Directory {
             .wells
             .iter()
             .filter(|w| {
-                let c: Vec<char> = norm_id(&w.id).chars().collect();
+                let c: Vec<char> = norm_id(w.id.as_str()).chars().collect();
                 tokens::osa_distance(&t, &c) <= 1
             })
-            .map(|w| w.id.clone())
+            .map(|w| w.id.to_string())
             .collect();
         out.truncate(3);
         out
@@ -702,7 +702,7 @@ fn wells_at(scan: &Scan, i: usize, dir: &Directory) -> Option<(usize, Item)> {
                 .wells
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| w.id.to_ascii_lowercase().starts_with(prefix))
+                .filter(|(_, w)| w.id.as_str().to_ascii_lowercase().starts_with(prefix))
                 .map(|(k, _)| k)
                 .collect();
             return Some((
@@ -782,7 +782,7 @@ fn prefix_phrase_at(scan: &Scan, i: usize, dir: &Directory) -> Option<(usize, It
         .wells
         .iter()
         .enumerate()
-        .filter(|(_, w)| w.id.to_ascii_lowercase().starts_with(prefix))
+        .filter(|(_, w)| w.id.as_str().to_ascii_lowercase().starts_with(prefix))
         .map(|(k, _)| k)
         .collect();
     Some((
@@ -1007,7 +1007,7 @@ pub fn parse(
 /// Everything recognised, gathered.
 #[derive(Default)]
 struct Parts {
-    wells: Vec<String>,
+    wells: Vec<WellId>,
     explicit_wells: usize,
     groups: Vec<String>,
     unknown_wells: Vec<String>,
@@ -1450,9 +1450,8 @@ fn not_understood(
     let well = p
         .wells
         .first()
-        .cloned()
-        .or_else(|| dir.wells.first().map(|w| w.id.clone()))
-        .unwrap_or_else(|| "ESP-001".into());
+        .or_else(|| dir.wells.first().map(|w| &w.id))
+        .map_or_else(|| "ESP-001".to_owned(), WellId::to_string);
     let channel = p.channels.first().copied().or(match p.ambiguous.first() {
         Some((_, Ambiguity::Temperature)) => Some(Field::MotorTempC),
         Some((_, Ambiguity::Pressure)) => Some(Field::IntakePressurePsi),

@@ -29,28 +29,34 @@ pub(crate) fn directory() -> Directory {
             _ => None,
         };
         let field = Some(if n <= 6 { "North Pad" } else { "South Pad" }.to_owned());
-        wells.push(WellEntry { id, name, field });
+        wells.push(WellEntry {
+            id: WellId::parse(&id).unwrap(),
+            name,
+            field,
+        });
     }
     wells.push(WellEntry {
-        id: "W-17".into(),
+        id: WellId::parse("W-17").unwrap(),
         name: Some("Eagle 17".into()),
         field: Some("Eagle Field".into()),
     });
     wells.push(WellEntry {
-        id: "KAL-3".into(),
+        id: WellId::parse("KAL-3").unwrap(),
         name: None,
         field: None,
     });
     Directory::new(wells)
 }
 
-fn group(name: &str) -> Vec<String> {
+fn group(name: &str) -> Vec<WellId> {
     let range = match name {
         "@north" => 1..=6,
         "@south" => 7..=12,
         _ => panic!("unknown group {name}"),
     };
-    range.map(|n| format!("ESP-{n:03}")).collect()
+    range
+        .map(|n| WellId::parse(&format!("ESP-{n:03}")).unwrap())
+        .collect()
 }
 
 /// `MM-DDTHH:MM` in 2026, UTC.
@@ -84,7 +90,7 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
                         if w.starts_with('@') {
                             group(w)
                         } else {
-                            vec![w.to_owned()]
+                            vec![WellId::parse(w).expect(w)]
                         }
                     })
                     .collect()
@@ -404,7 +410,7 @@ fn a_display_zone_moves_calendar_words() {
 #[test]
 fn a_thousand_wells_parse_quickly() {
     let wells = (0..1000).map(|n| WellEntry {
-        id: format!("WELL-{n:04}"),
+        id: WellId::parse(&format!("WELL-{n:04}")).unwrap(),
         name: Some(format!("Site {n}")),
         field: Some(format!("Pad {}", n / 50)),
     });
@@ -417,7 +423,7 @@ fn a_thousand_wells_parse_quickly() {
             &clock(),
         )
         .unwrap();
-        assert_eq!(it.wells, ["WELL-0420"]);
+        assert_eq!(it.wells, [WellId::parse("WELL-0420").unwrap()]);
     }
     let per = started.elapsed() / 20;
     println!("parse with 1000 wells: {per:?} per question");
@@ -468,7 +474,7 @@ fn a_trend_of_two_wells_is_a_trend() {
 #[test]
 fn a_well_outside_the_directory_is_not_guessed() {
     let dir = Directory::new(["ESP-001", "ESP-002"].map(|id| WellEntry {
-        id: id.into(),
+        id: WellId::parse(id).unwrap(),
         name: None,
         field: None,
     }));
@@ -490,4 +496,26 @@ fn a_production_verb_alone_is_not_a_channel() {
             "{q}: understood as something"
         );
     }
+}
+
+/// Well ids are `WellId`s inside (issue 16) and their strings in JSON, as everywhere in the
+/// API: the interpretation's shape is unchanged.
+#[test]
+fn wells_are_typed_ids_and_strings_in_json() {
+    let it = parse("ESP-003 vs Falcon 7 current today", &directory(), &clock()).unwrap();
+    assert_eq!(
+        it.wells,
+        [
+            WellId::parse("ESP-003").unwrap(),
+            WellId::parse("ESP-007").unwrap()
+        ]
+    );
+    assert_eq!(it.to_json()["wells"], json!(["ESP-003", "ESP-007"]));
+    let e = parse("pressure of ESP-003", &directory(), &clock()).unwrap_err();
+    assert_eq!(e.recognised["wells"], json!(["ESP-003"]));
+    assert!(
+        e.suggestions.iter().any(|s| s.contains("ESP-003")),
+        "{:?}",
+        e.suggestions
+    );
 }
