@@ -72,7 +72,8 @@ pub enum AskError {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Answer {
     pub text: String,
-    pub wells: Vec<String>,
+    /// Serialised as their strings, as every well id in the API.
+    pub wells: Vec<WellId>,
     pub values: Vec<Value>,
     pub series: Vec<Value>,
 }
@@ -202,31 +203,30 @@ pub fn trend_step(from: Timestamp, to: Timestamp) -> i64 {
 }
 
 /// The wells a question is about: those named, else every visible well with or without data.
-async fn target_wells(a: &Asker<'_>, it: &Interpretation) -> Result<Vec<String>, AskError> {
+async fn target_wells(a: &Asker<'_>, it: &Interpretation) -> Result<Vec<WellId>, AskError> {
     if !it.wells.is_empty() {
         return Ok(it.wells.clone());
     }
-    let mut ids: Vec<String> = a
+    let mut ids: Vec<WellId> = a
         .store
         .list_wells()
         .await?
         .into_iter()
         .map(|r| r.meta.well_id)
         .filter(|id| a.scope.allows(id.as_str()))
-        .map(|id| id.as_str().to_owned())
         .collect();
     ids.sort();
     Ok(ids)
 }
 
 /// The newest reading of each visible well.
-async fn latest_map(a: &Asker<'_>) -> Result<HashMap<String, Point>, AskError> {
+async fn latest_map(a: &Asker<'_>) -> Result<HashMap<WellId, Point>, AskError> {
     Ok(a.store
         .latest()
         .await?
         .into_iter()
         .filter(|l| a.scope.allows(l.well_id.as_str()))
-        .map(|l| (l.well_id.to_string(), l.point))
+        .map(|l| (l.well_id, l.point))
         .collect())
 }
 
@@ -241,7 +241,7 @@ fn with_unit(it: &Interpretation, field: Field, v: f64) -> String {
     format!("{}{sep}{}", fmt_number(v), unit.symbol())
 }
 
-fn value_json(it: &Interpretation, well: &str, field: Field, v: f64, extra: Value) -> Value {
+fn value_json(it: &Interpretation, well: &WellId, field: Field, v: f64, extra: Value) -> Value {
     let (shown, unit) = show(it, field, v);
     let mut o = json!({
         "well_id": well,
@@ -295,16 +295,15 @@ pub fn aggregate_points(points: &[Point], field: Field, agg: Agg) -> Option<(f64
 async fn values_per_well(
     a: &Asker<'_>,
     it: &mut Interpretation,
-    wells: &[String],
+    wells: &[WellId],
     fields: &[Field],
-) -> Result<Vec<(String, Field, f64, Option<Timestamp>)>, AskError> {
+) -> Result<Vec<(WellId, Field, f64, Option<Timestamp>)>, AskError> {
     let mut out = Vec::new();
     if it.range().is_some() || it.agg.is_some() {
         let (from, to) = default_range(it, a.now);
         let agg = *it.agg.get_or_insert(Agg::Avg);
         for w in wells.iter().take(MAX_SERIES_WELLS.max(wells.len())) {
-            let Ok(id) = WellId::parse(w) else { continue };
-            let points = a.store.read_range(&id, TimeRange { from, to }).await?;
+            let points = a.store.read_range(w, TimeRange { from, to }).await?;
             for &f in fields {
                 if let Some((v, _)) = aggregate_points(&points, f, agg) {
                     out.push((w.clone(), f, v, None));
@@ -334,17 +333,12 @@ fn is_running(m: &espwatch_core::Measurements) -> Option<bool> {
     }
 }
 
-async fn list_alarms(a: &Asker<'_>, well: Option<&str>) -> Result<Vec<Alarm>, AskError> {
+async fn list_alarms(a: &Asker<'_>, well: Option<&WellId>) -> Result<Vec<Alarm>, AskError> {
     let store = a.alarms.ok_or(AskError::AlarmsUnavailable)?;
-    let well_id = match well.map(WellId::parse).transpose() {
-        Ok(id) => id,
-        // No alarm is stored under an id that is not one.
-        Err(_) => return Ok(Vec::new()),
-    };
     let mut alarms = store
         .list_alarms(&AlarmFilter {
             state: None,
-            well_id,
+            well_id: well.cloned(),
         })
         .await?;
     alarms.retain(|x| a.scope.allows(x.well_id.as_str()));
@@ -376,11 +370,11 @@ fn condition_text(name: &str) -> String {
         .unwrap_or_else(|| name.replace('_', " "))
 }
 
-fn list_text(items: &[String], max: usize) -> String {
+fn list_text<T: std::fmt::Display>(items: &[T], max: usize) -> String {
     let mut s = items
         .iter()
         .take(max)
-        .cloned()
+        .map(T::to_string)
         .collect::<Vec<_>>()
         .join(", ");
     if items.len() > max {
@@ -389,12 +383,12 @@ fn list_text(items: &[String], max: usize) -> String {
     s
 }
 
-fn is_target(targets: &[String], well: &WellId) -> bool {
-    targets.iter().any(|t| t == well.as_str())
+fn is_target(targets: &[WellId], well: &WellId) -> bool {
+    targets.contains(well)
 }
 
-fn dedup_wells(ids: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
+fn dedup_wells(ids: impl IntoIterator<Item = WellId>) -> Vec<WellId> {
+    let mut out: Vec<WellId> = Vec::new();
     for id in ids {
         if !out.contains(&id) {
             out.push(id);
@@ -484,13 +478,12 @@ async fn aggregate(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
     let agg = *it.agg.get_or_insert(Agg::Avg);
     let wells = target_wells(a, it).await?;
     let mut ans = Answer::default();
-    let mut per: Vec<(String, Field, f64, usize)> = Vec::new();
+    let mut per: Vec<(WellId, Field, f64, usize)> = Vec::new();
     // Per channel: sum and count of every well's points (avg), or the most extreme well.
-    type Pooled = (f64, usize, Option<(String, f64)>);
+    type Pooled = (f64, usize, Option<(WellId, f64)>);
     let mut pooled: BTreeMap<Field, Pooled> = BTreeMap::new();
     for w in &wells {
-        let Ok(id) = WellId::parse(w) else { continue };
-        let points = a.store.read_range(&id, TimeRange { from, to }).await?;
+        let points = a.store.read_range(w, TimeRange { from, to }).await?;
         for &f in &it.channels {
             let Some((v, n)) = aggregate_points(&points, f, agg) else {
                 continue;
@@ -608,8 +601,7 @@ async fn trend(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErro
             ans.text = "Name the well whose trip you mean.".into();
             return Ok(ans);
         };
-        let id = WellId::parse(w).map_err(|e| AskError::Join(e.to_string()))?;
-        match last_trip(a, &id).await? {
+        match last_trip(a, w).await? {
             Some(trip) => {
                 it.time = Some(TimeSpec::Range {
                     from: Timestamp(trip.0 - 6 * HOUR),
@@ -631,9 +623,8 @@ async fn trend(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErro
     let label = time_label(it);
     let mut sentences = Vec::new();
     for w in wells.iter().take(MAX_SERIES_WELLS) {
-        let Ok(id) = WellId::parse(w) else { continue };
         let query = TelemetryQuery {
-            well_id: id,
+            well_id: w.clone(),
             range: TimeRange { from, to },
             fields: it.channels.clone(),
             step_micros: Some(step),
@@ -728,7 +719,7 @@ async fn compare(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskEr
     };
     let mut sentences = Vec::new();
     for f in &fields {
-        let mut these: Vec<&(String, Field, f64, Option<Timestamp>)> =
+        let mut these: Vec<&(WellId, Field, f64, Option<Timestamp>)> =
             rows.iter().filter(|r| r.1 == *f).collect();
         for r in &these {
             let extra = match (r.3, it.agg) {
@@ -842,7 +833,7 @@ async fn top(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError>
     let order = it.order.unwrap_or(Order::Desc);
     let limit = *it.limit.get_or_insert(DEFAULT_TOP);
     // One value per well: the most extreme of its channels (vibration: the worse axis).
-    let mut best: Vec<(String, Field, f64, Option<Timestamp>)> = Vec::new();
+    let mut best: Vec<(WellId, Field, f64, Option<Timestamp>)> = Vec::new();
     for r in rows {
         match best.iter_mut().find(|b| b.0 == r.0) {
             Some(b) => {
@@ -909,7 +900,7 @@ async fn condition(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
         .collect();
     let mut ans = Answer {
         values: hits.iter().map(|x| alarm_json(x)).collect(),
-        wells: dedup_wells(hits.iter().map(|x| x.well_id.to_string())),
+        wells: dedup_wells(hits.iter().map(|x| x.well_id.clone())),
         ..Answer::default()
     };
     let words = condition_words(c);
@@ -921,10 +912,7 @@ async fn condition(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
         .wells
         .iter()
         .map(|w| {
-            let x = hits
-                .iter()
-                .find(|x| x.well_id.as_str() == w)
-                .expect("listed");
+            let x = hits.iter().find(|x| &x.well_id == w).expect("listed");
             let state = if x.state == AlarmState::Cleared {
                 format!(
                     "cleared {}",
@@ -988,7 +976,7 @@ async fn alarms(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErr
         .collect();
     let mut ans = Answer {
         values: hits.iter().map(|x| alarm_json(x)).collect(),
-        wells: dedup_wells(hits.iter().map(|x| x.well_id.to_string())),
+        wells: dedup_wells(hits.iter().map(|x| x.well_id.clone())),
         ..Answer::default()
     };
     let kind = it
@@ -1032,7 +1020,6 @@ async fn diagnosis(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
     let mut sentences = Vec::new();
     let range = it.range();
     for w in it.wells.clone().iter().take(3) {
-        let Ok(id) = WellId::parse(w) else { continue };
         ans.wells.push(w.clone());
         let alarms = match a.alarms {
             Some(_) if a.role.allows(Permission::AlarmsRead) => list_alarms(a, Some(w)).await?,
@@ -1046,7 +1033,7 @@ async fn diagnosis(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
             })
             .collect();
         let diag = match a.diagnoses {
-            Some(d) => d.diagnosis(&id).await,
+            Some(d) => d.diagnosis(w).await,
             None => None,
         };
         let mut s = String::new();

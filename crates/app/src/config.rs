@@ -65,6 +65,19 @@ pub struct Config {
     pub jwt_secret_file: Option<PathBuf>,
     /// The secret itself (e.g. from `ESPWATCH_JWT_SECRET`); redacted by `config show`.
     pub jwt_secret: Option<SecretString>,
+    /// Rotating the JWT secret without signing everyone out: the file holding the secret
+    /// used before the current one. Access tokens (and console CSRF tokens) it signed are
+    /// still accepted until `jwt_previous_valid_until`; new ones are signed with the current
+    /// secret only. Preferred over `jwt_secret_previous`. README "Rotating the JWT secret".
+    pub jwt_secret_previous_file: Option<PathBuf>,
+    /// The previous secret itself (e.g. from `ESPWATCH_JWT_SECRET_PREVIOUS`, or a `vault:`
+    /// reference like `jwt_secret`); redacted everywhere.
+    pub jwt_secret_previous: Option<SecretString>,
+    /// Until when tokens signed with the previous secret are accepted: an RFC 3339 time in
+    /// quotes, e.g. "2026-12-06T18:00:00Z"; required with a previous secret. After it they
+    /// are refused (401). At least `access_token_ttl_secs` after the restart with the new
+    /// secret lets every token issued before it run out on its own.
+    pub jwt_previous_valid_until: Option<String>,
     /// `iss` of issued access tokens, checked on every request.
     pub jwt_issuer: String,
     /// `aud` of issued access tokens, checked on every request.
@@ -323,6 +336,9 @@ impl std::fmt::Debug for Config {
             if self.jwt_secret.is_some() {
                 map.insert("jwt_secret".into(), "<redacted>".into());
             }
+            if self.jwt_secret_previous.is_some() {
+                map.insert("jwt_secret_previous".into(), "<redacted>".into());
+            }
             if self.smtp_password.is_some() {
                 map.insert("smtp_password".into(), "<redacted>".into());
             }
@@ -381,6 +397,9 @@ impl Default for Config {
             timescaledb_compress_after: "7d".into(),
             jwt_secret_file: None,
             jwt_secret: None,
+            jwt_secret_previous_file: None,
+            jwt_secret_previous: None,
+            jwt_previous_valid_until: None,
             jwt_issuer: "espwatch".into(),
             jwt_audience: "espwatch-api".into(),
             access_token_ttl_secs: 900,
@@ -519,6 +538,9 @@ impl Config {
         "timescaledb_compress_after",
         "jwt_secret_file",
         "jwt_secret",
+        "jwt_secret_previous_file",
+        "jwt_secret_previous",
+        "jwt_previous_valid_until",
         "jwt_issuer",
         "jwt_audience",
         "access_token_ttl_secs",
@@ -774,6 +796,17 @@ impl Config {
         if self.jwt_issuer.is_empty() || self.jwt_audience.is_empty() {
             return Err("jwt_issuer and jwt_audience must not be empty".into());
         }
+        let previous_secret =
+            self.jwt_secret_previous_file.is_some() || self.jwt_secret_previous.is_some();
+        match &self.jwt_previous_valid_until {
+            Some(text) => {
+                parse_valid_until(text)?;
+            }
+            None if previous_secret => {
+                return Err("jwt_secret_previous(_file) needs jwt_previous_valid_until: until when tokens signed with the previous secret are accepted, e.g. \"2026-12-06T18:00:00Z\"".into());
+            }
+            None => {}
+        }
         for origin in &self.cors_origins {
             if origin == "*" || !(origin.starts_with("https://") || origin.starts_with("http://")) {
                 return Err(format!(
@@ -844,23 +877,36 @@ impl Config {
     /// The JWT signing secret: the file's content (trailing whitespace trimmed) or
     /// `jwt_secret`; refused when missing or weak.
     pub fn jwt_secret_bytes(&self) -> anyhow::Result<Vec<u8>> {
-        use anyhow::Context;
-        let secret = match (&self.jwt_secret_file, &self.jwt_secret) {
-            (Some(path), _) => {
-                let text = std::fs::read(path)
-                    .with_context(|| format!("reading jwt_secret_file {}", path.display()))?;
-                warn_if_readable_by_others(path);
-                let end = text
-                    .iter()
-                    .rposition(|b| !b.is_ascii_whitespace())
-                    .map_or(0, |i| i + 1);
-                text[..end].to_vec()
-            }
-            (None, Some(secret)) => secret.0.as_bytes().to_vec(),
-            (None, None) => Vec::new(),
-        };
+        let secret = read_secret(
+            "jwt_secret_file",
+            self.jwt_secret_file.as_deref(),
+            self.jwt_secret.as_ref(),
+        )?;
         check_secret(&secret)?;
         Ok(secret)
+    }
+
+    /// The previous JWT secret of a rotation (`jwt_secret_previous_file`, else
+    /// `jwt_secret_previous`) and until when tokens it signed are accepted
+    /// (`jwt_previous_valid_until`, seconds since the epoch); `None` without one. Refused
+    /// when weak, or without its end.
+    pub fn jwt_previous_secret(&self) -> anyhow::Result<Option<(Vec<u8>, i64)>> {
+        use anyhow::Context;
+        if self.jwt_secret_previous_file.is_none() && self.jwt_secret_previous.is_none() {
+            return Ok(None);
+        }
+        let secret = read_secret(
+            "jwt_secret_previous_file",
+            self.jwt_secret_previous_file.as_deref(),
+            self.jwt_secret_previous.as_ref(),
+        )?;
+        check_secret(&secret).context("jwt_secret_previous")?;
+        let until = self
+            .jwt_previous_valid_until
+            .as_deref()
+            .context("jwt_secret_previous needs jwt_previous_valid_until")
+            .and_then(|text| parse_valid_until(text).map_err(anyhow::Error::msg))?;
+        Ok(Some((secret, until)))
     }
 
     /// The audit chain key: the audit key file's (with the key derived from the JWT secret
@@ -961,6 +1007,7 @@ impl Config {
         let mut value = serde_json::to_value(self).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             map.remove("jwt_secret");
+            map.remove("jwt_secret_previous");
             map.remove("mqtt_password");
             map.remove("vault_token");
             map.insert(
@@ -1000,6 +1047,40 @@ impl Config {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// A secret from its file (trailing whitespace trimmed), else its value; empty when neither.
+fn read_secret(
+    file_key: &str,
+    file: Option<&std::path::Path>,
+    value: Option<&SecretString>,
+) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    Ok(match (file, value) {
+        (Some(path), _) => {
+            let text = std::fs::read(path)
+                .with_context(|| format!("reading {file_key} {}", path.display()))?;
+            warn_if_readable_by_others(path);
+            let end = text
+                .iter()
+                .rposition(|b| !b.is_ascii_whitespace())
+                .map_or(0, |i| i + 1);
+            text[..end].to_vec()
+        }
+        (None, Some(secret)) => secret.0.as_bytes().to_vec(),
+        (None, None) => Vec::new(),
+    })
+}
+
+/// `jwt_previous_valid_until`: an RFC 3339 time, as seconds since the epoch.
+fn parse_valid_until(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.timestamp())
+        .map_err(|_| {
+            format!(
+                "jwt_previous_valid_until must be an RFC 3339 time like \"2026-12-06T18:00:00Z\" (got {text:?})"
+            )
+        })
 }
 
 /// Checks the form of `redis_url`: `redis://[user[:password]@]host[:port][/db]`. TLS
@@ -1300,6 +1381,31 @@ mod debug_tests {
         assert_eq!(check_secret(b64.as_bytes()), Ok(()));
     }
 
+    /// Issue 22: a previous JWT secret needs the time its tokens stop being accepted.
+    #[test]
+    fn a_previous_jwt_secret_needs_its_end() {
+        let previous = "q3J0bW9Yc2t0ZmRuR3pUcWx4b0pWbXZ0cUlKQnhQZ0x1c2dNd1ZwU3dYaWpYaEJr";
+        let mut c = Config {
+            jwt_secret_previous: Some(SecretString(previous.into())),
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("needs jwt_previous_valid_until")
+        );
+        c.jwt_previous_valid_until = Some("tomorrow".into());
+        assert!(c.validate().unwrap_err().contains("RFC 3339"));
+        c.jwt_previous_valid_until = Some("2026-12-06T18:00:00+01:00".into());
+        assert_eq!(c.validate(), Ok(()));
+        let (secret, until) = c.jwt_previous_secret().unwrap().unwrap();
+        assert_eq!(secret, previous.as_bytes());
+        assert_eq!(until, 1_796_576_400);
+        c.jwt_secret_previous = Some(SecretString("0123456789abcdef0123456789abcdef".into()));
+        assert!(c.jwt_previous_secret().is_err(), "a weak previous secret");
+        assert_eq!(Config::default().jwt_previous_secret().unwrap(), None);
+    }
+
     #[test]
     fn audit_retention_is_off_by_default_and_at_least_a_day() {
         assert_eq!(Config::default().audit_retention_period(), None);
@@ -1501,6 +1607,8 @@ mod debug_tests {
             ),
             jwt_secret: Some(SecretString("a-very-secret-signing-key-0123456789".into())),
             mqtt_password: Some(SecretString("mqtt-broker-password".into())),
+            jwt_secret_previous: Some(SecretString("the-previous-signing-key-0123456789".into())),
+            jwt_previous_valid_until: Some("2026-12-06T18:00:00Z".into()),
             ..Config::default()
         };
         assert!(
@@ -1509,6 +1617,13 @@ mod debug_tests {
                 .to_string()
                 .contains("mqtt-broker-password")
         );
+        assert!(
+            !config
+                .audit_view()
+                .to_string()
+                .contains("the-previous-signing-key")
+        );
+        assert!(!format!("{config:?}").contains("the-previous-signing-key"));
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2-secret"), "{shown}");
         assert!(!shown.contains("a-very-secret-signing-key"), "{shown}");

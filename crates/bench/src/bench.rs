@@ -1,4 +1,4 @@
-//! `espwatch-bench ingest|query|storage`: throughput and latency of the real server on a
+//! `espwatch-bench ingest|query|storage|ask`: throughput and latency of the real server on a
 //! temporary store, and bytes on disk per reading. Client and server share this machine, so figures are for the pair; compare ratios
 //! and medians between runs rather than single numbers.
 
@@ -20,6 +20,7 @@ use espwatch_store_postgres::{Connector, CopyEncoder, PostgresOptions, PostgresS
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
 
+mod ask;
 mod broker_load;
 mod brokers;
 mod cpu;
@@ -98,6 +99,10 @@ pub enum BenchCommand {
     /// sustainable rate (closed loop), then --times it offered open loop for --duration;
     /// backlog and memory high-water, recovery time, every acknowledged reading read back.
     BrokerLoad(broker_load::BrokerLoadArgs),
+    /// Ask the fleet: registered wells with HOURS of readings up to now, a server on them,
+    /// a mix of questions of every intent through `POST /api/v1/ask`; p50/p95 per question
+    /// and overall (issue 24's goal: p95 < 50 ms on 1 000 wells).
+    Ask(ask::AskArgs),
     /// Storage: simulate a fleet at gauge precision into a temporary embedded store, print
     /// bytes on disk per reading (every file of the data directory) and the ratio to
     /// uncompressed readings, and time one-well 24 h 1-minute-step queries on it.
@@ -172,6 +177,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             bench_query(*wells, *days, interval, *queries).await
         }
         BenchCommand::Load(args) => load::run(args).await,
+        BenchCommand::Ask(args) => ask::run(args).await,
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Amqp(args) => brokers::run(brokers::Protocol::Amqp, args).await,
         BenchCommand::Mqtt(args) => brokers::run(brokers::Protocol::Mqtt, args).await,
@@ -305,6 +311,16 @@ impl TestServer {
         store: Arc<dyn Store>,
         security: Option<Arc<dyn espwatch_store::SecurityStore>>,
     ) -> anyhow::Result<TestServer> {
+        Self::start_with_alarms(dir, store, security, None).await
+    }
+
+    /// As [`TestServer::start_on`], keeping the online diagnostics' alarms in `alarms`.
+    async fn start_with_alarms(
+        dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        security: Option<Arc<dyn espwatch_store::SecurityStore>>,
+        alarms: Option<Arc<dyn espwatch_store::AlarmStore>>,
+    ) -> anyhow::Result<TestServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         // Authentication stays on (every request verifies an API key and is audited), but
@@ -335,7 +351,7 @@ impl TestServer {
         )
         .await?;
         *BENCH_API_KEY.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
-        let state = AppState::new(store.clone(), config, security)?;
+        let state = AppState::new(store.clone(), config, security)?.with_optional_alarms(alarms);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(espwatch_server::serve(listener, state, async {
             let _ = stopped.await;

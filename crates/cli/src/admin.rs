@@ -13,8 +13,9 @@ use espwatch_app::keys::{KeyRequest, issue_api_key};
 use espwatch_app::password::hash_blocking;
 use espwatch_core::Timestamp;
 use espwatch_core::access::{Role, WellScope, check_password, valid_user_name};
+use espwatch_store::security::{case_duplicate_sets, plan_case_duplicates};
 use espwatch_store::{
-    AuditEvent, AuditFilter, AuditPruneScope, NewUser, SecurityStore, UserChange,
+    AuditEvent, AuditFilter, AuditPruneScope, DuplicateAction, NewUser, SecurityStore, UserChange,
 };
 
 use crate::{DataArgs, StoreArgs};
@@ -66,6 +67,25 @@ pub enum UsersCommand {
     /// Remove a user and its sessions (its audit records stay).
     Remove {
         name: String,
+        #[command(flatten)]
+        store: DataArgs,
+    },
+    /// Repair a store written before user names were unique ignoring case: it refuses to
+    /// open while it holds names such as `Admin` and `admin`. Without --rename or --disable,
+    /// lists each group and what would be done, changing nothing. One account of each group
+    /// keeps its name (--keep NAME, else the oldest enabled one); the others get a free name
+    /// (`admin` → `admin-2`) and lose their sessions, and with --disable are disabled too.
+    /// Every rename is audited (`user_rename`). Run it with espwatch stopped.
+    ResolveDuplicates {
+        /// Rename the other accounts of each group; they keep working under the new name.
+        #[arg(long, conflicts_with = "disable")]
+        rename: bool,
+        /// Rename and disable the other accounts of each group.
+        #[arg(long)]
+        disable: bool,
+        /// The account that keeps its name in its group (its exact spelling; repeatable).
+        #[arg(long, value_name = "NAME")]
+        keep: Vec<String>,
         #[command(flatten)]
         store: DataArgs,
     },
@@ -164,7 +184,9 @@ pub enum SecretCommand {
         /// The file to create. Keep it outside the data directory.
         #[arg(long, default_value = "jwt.secret")]
         out: std::path::PathBuf,
-        /// Replace an existing file (every session and the audit chain key change with it).
+        /// Replace an existing file: to rotate without signing everyone out, copy the old
+        /// one first and name it in jwt_secret_previous_file (README "Rotating the JWT
+        /// secret").
         #[arg(long)]
         force: bool,
     },
@@ -218,7 +240,8 @@ impl UsersCommand {
             | UsersCommand::Enable { store, .. }
             | UsersCommand::SetRole { store, .. }
             | UsersCommand::Passwd { store, .. }
-            | UsersCommand::Remove { store, .. } => store.store_args(),
+            | UsersCommand::Remove { store, .. }
+            | UsersCommand::ResolveDuplicates { store, .. } => store.store_args(),
         }
     }
 }
@@ -359,6 +382,20 @@ async fn hash(password: String) -> anyhow::Result<String> {
 }
 
 pub async fn run_users(cmd: &UsersCommand, config: &Config) -> anyhow::Result<()> {
+    if let UsersCommand::ResolveDuplicates {
+        rename,
+        disable,
+        keep,
+        ..
+    } = cmd
+    {
+        let action = match (*rename, *disable) {
+            (_, true) => Some(DuplicateAction::Disable),
+            (true, false) => Some(DuplicateAction::Rename),
+            (false, false) => None,
+        };
+        return resolve_duplicates(config, action, keep).await;
+    }
     let store = espwatch_app::open_security_store(config).await?;
     let store = store.as_ref();
     match cmd {
@@ -448,7 +485,109 @@ pub async fn run_users(cmd: &UsersCommand, config: &Config) -> anyhow::Result<()
             audit(store, "user_remove", serde_json::json!({ "user": name })).await;
             println!("removed {name}");
         }
+        UsersCommand::ResolveDuplicates { .. } => unreachable!("handled before the store opens"),
     }
+    Ok(())
+}
+
+/// `espwatch users resolve-duplicates`: reads the accounts without opening the store (it
+/// refuses to open while names differ only in case), prints the groups and the plan, and with
+/// an action applies it, then opens the store (which now creates its unique index) to audit
+/// each rename.
+async fn resolve_duplicates(
+    config: &Config,
+    action: Option<DuplicateAction>,
+    keep: &[String],
+) -> anyhow::Result<()> {
+    let options = espwatch_app::stores::postgres_options(config);
+    let accounts = match &config.database_url {
+        Some(url) => espwatch_store_postgres::read_user_accounts(url, &options).await?,
+        None => {
+            let dir = config.data_dir.clone();
+            tokio::task::spawn_blocking(move || espwatch_store::embedded::read_user_accounts(&dir))
+                .await??
+        }
+    };
+    let taken: Vec<String> = accounts.iter().map(|a| a.name.clone()).collect();
+    let groups = case_duplicate_sets(accounts);
+    if groups.is_empty() {
+        println!("no user names differ only in case: nothing to do");
+        return Ok(());
+    }
+    let plan = plan_case_duplicates(
+        &groups,
+        keep,
+        action.unwrap_or(DuplicateAction::Rename),
+        &taken,
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!(
+        "{} group(s) of user names that differ only in case:",
+        groups.len()
+    );
+    let verb = match action {
+        Some(DuplicateAction::Disable) => "renamed and disabled",
+        Some(DuplicateAction::Rename) => "renamed",
+        None => "to rename",
+    };
+    for group in &groups {
+        for user in group {
+            let state = if user.disabled { "disabled" } else { "active" };
+            let created = user.created_at.to_rfc3339();
+            let fate = plan.iter().find(|r| r.from == user.name).map_or_else(
+                || "keeps its name".to_owned(),
+                |r| format!("{verb}: {}", r.to),
+            );
+            println!(
+                "  {:<24} {:<11} {:<8} created {created}  {fate}",
+                user.name, user.role, state
+            );
+        }
+    }
+    let Some(action) = action else {
+        println!(
+            "nothing changed. Run again with --rename (the others keep working under their new \
+             names) or --disable (renamed and disabled); --keep NAME chooses the account that \
+             keeps its name. Their sessions end."
+        );
+        return Ok(());
+    };
+    match &config.database_url {
+        Some(url) => {
+            espwatch_store_postgres::rename_user_accounts(url, &options, &plan, now()).await?;
+        }
+        None => {
+            let dir = config.data_dir.clone();
+            let renames = plan.clone();
+            tokio::task::spawn_blocking(move || {
+                espwatch_store::embedded::rename_user_accounts(&dir, &renames, now())
+            })
+            .await??;
+        }
+    }
+    let store = espwatch_app::open_security_store(config)
+        .await
+        .context("the accounts were renamed, but the store still does not open")?;
+    for rename in &plan {
+        audit(
+            store.as_ref(),
+            "user_rename",
+            serde_json::json!({
+                "user": rename.to,
+                "from": rename.from,
+                "to": rename.to,
+                "disabled": action == DuplicateAction::Disable,
+                "kept": rename.kept,
+                "reason": "user names differing only in case",
+            }),
+        )
+        .await;
+    }
+    println!(
+        "{} account(s) {verb}; their sessions have ended. User names are now unique ignoring \
+         case and the store opens.",
+        plan.len()
+    );
     Ok(())
 }
 

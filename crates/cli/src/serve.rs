@@ -64,6 +64,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Everything that can refuse the configuration is checked before the store is opened and
     // the port bound, so `listening on` is never followed by an exit.
     config.jwt_secret_bytes()?;
+    config.jwt_previous_secret()?;
     if let (Some(cert), Some(key)) = (&config.tls_cert_file, &config.tls_key_file) {
         espwatch_server::tls::load(cert, key)?;
     }
@@ -95,6 +96,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    // Issue 19: alarms must survive a receiver that is down overnight.
+    if let Some(warning) =
+        espwatch_server::notify::RetryPolicy::from_config(&config).short_retry_warning()
+    {
+        tracing::warn!("{warning}");
+    }
     // A machine-readable line on stdout: scripts and tests read the chosen port from it.
     let scheme = if config.tls_cert_file.is_some() {
         "https"

@@ -51,6 +51,7 @@ pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> anyhow::Result
 pub fn render(config: &Config) -> anyhow::Result<String> {
     const SECRET_KEYS: &[&str] = &[
         "jwt_secret",
+        "jwt_secret_previous",
         "smtp_password",
         "mqtt_password",
         "vault_token",

@@ -1,6 +1,6 @@
 //! Secrets from a Vault-compatible server (HashiCorp Vault, OpenBao), KV version 2.
 //!
-//! A secret setting (`jwt_secret`, `smtp_password`, `mqtt_password`, `database_url`,
+//! A secret setting (`jwt_secret`, `jwt_secret_previous`, `smtp_password`, `mqtt_password`, `database_url`,
 //! `amqp_url`) may be a reference `vault:<path>#<key>`, e.g.
 //! `vault:secret/data/espwatch#jwt_secret`: `serve` reads `GET <vault_addr>/v1/<path>` with
 //! the token (`vault_token`, else `vault_token_file`, else `VAULT_TOKEN`) and uses
@@ -33,6 +33,7 @@ pub async fn resolve(config: &mut Config) -> anyhow::Result<()> {
     let secret = |s: &Option<SecretString>| s.as_ref().map(|s| s.0.clone());
     for (name, value) in [
         ("jwt_secret", secret(&config.jwt_secret)),
+        ("jwt_secret_previous", secret(&config.jwt_secret_previous)),
         ("smtp_password", secret(&config.smtp_password)),
         ("mqtt_password", secret(&config.mqtt_password)),
         ("database_url", config.database_url.clone()),
@@ -96,6 +97,7 @@ pub async fn resolve(config: &mut Config) -> anyhow::Result<()> {
             .to_owned();
         match name {
             "jwt_secret" => config.jwt_secret = Some(SecretString(value)),
+            "jwt_secret_previous" => config.jwt_secret_previous = Some(SecretString(value)),
             "smtp_password" => config.smtp_password = Some(SecretString(value)),
             "mqtt_password" => config.mqtt_password = Some(SecretString(value)),
             "database_url" => config.database_url = Some(value),

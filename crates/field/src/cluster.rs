@@ -25,7 +25,7 @@
 //!   one open alarm per well and condition).
 //!
 //! The data itself is never carried here: every node reads and writes the shared database.
-//! Messages are JSON: `{"node": id, "type": "readings"|"alarm"|"well_state", ...}`.
+//! Messages are JSON: `{"node": id, "type": "readings"|"alarm"|"well_state"|"connectivity", ...}`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,11 @@ enum WireEvent {
         running: bool,
         at: i64,
     },
+    Connectivity {
+        well_id: String,
+        online: bool,
+        at: i64,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -114,6 +119,15 @@ fn encode(node: &str, event: &LiveEvent) -> String {
         } => WireEvent::WellState {
             well_id: well_id.as_str().to_owned(),
             running: *running,
+            at: at.0,
+        },
+        LiveEvent::Connectivity {
+            well_id,
+            online,
+            at,
+        } => WireEvent::Connectivity {
+            well_id: well_id.as_str().to_owned(),
+            online: *online,
             at: at.0,
         },
     };
@@ -163,6 +177,15 @@ fn decode(node: &str, text: &str) -> Result<Option<LiveEvent>, String> {
         } => LiveEvent::WellState {
             well_id: well(&well_id)?,
             running,
+            at: Timestamp(at),
+        },
+        WireEvent::Connectivity {
+            well_id,
+            online,
+            at,
+        } => LiveEvent::Connectivity {
+            well_id: well(&well_id)?,
+            online,
             at: Timestamp(at),
         },
     }))
@@ -687,6 +710,21 @@ mod tests {
             (well_id.as_str(), running, at),
             ("W-2", false, Timestamp(7))
         );
+
+        let event = LiveEvent::Connectivity {
+            well_id: WellId::parse("W-3").unwrap(),
+            online: true,
+            at: Timestamp(9),
+        };
+        let Some(LiveEvent::Connectivity {
+            well_id,
+            online,
+            at,
+        }) = decode("b", &encode("a", &event)).unwrap()
+        else {
+            panic!("connectivity expected");
+        };
+        assert_eq!((well_id.as_str(), online, at), ("W-3", true, Timestamp(9)));
         assert!(decode("b", "{\"node\":\"a\",\"type\":\"nope\"}").is_err());
     }
 

@@ -14,6 +14,12 @@
 //!   specification asks.
 //! - A message's mapped metrics become readings (one per timestamp) decoded by the same core
 //!   decoder as HTTP, so every range check and rejection is the same.
+//! - Births and deaths are the wells' connectivity ([`Interpreted::presence`]): a DBIRTH puts
+//!   its device online; its DDEATH, or its node's NDEATH (usually the MQTT will the broker
+//!   publishes when the edge node's connection is lost), puts it offline, and so does a new
+//!   NBIRTH for the devices of the node's previous session (they are online again with their
+//!   DBIRTHs, which follow). An NDEATH whose `bdSeq` is not that of the node's last NBIRTH is
+//!   the will of an earlier connection and changes nothing, as the specification says.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -278,9 +284,26 @@ struct Node {
     aliases: HashMap<u64, String>,
     /// Devices with a DBIRTH since the node's NBIRTH (and no DDEATH since).
     devices: HashSet<String>,
+    /// Every device seen from this node since the server started (births, data, deaths): an
+    /// NDEATH puts them all offline, even those whose birth came before the server started.
+    known: HashSet<String>,
     /// When a rebirth was last requested (ms), so a stream of data from an unknown device
     /// asks once per [`REBIRTH_INTERVAL_MS`], not once per message.
     last_rebirth_ms: Option<u64>,
+    /// The `bdSeq` metric of the last NBIRTH: the NDEATH of the same connection carries it.
+    bd_seq: Option<u64>,
+}
+
+/// The birth/death sequence number metric of NBIRTH and NDEATH.
+const BD_SEQ: &str = "bdSeq";
+
+fn bd_seq(payload: &Payload) -> Option<u64> {
+    payload
+        .metrics
+        .iter()
+        .find(|m| m.name.as_deref() == Some(BD_SEQ))
+        .and_then(Metric::number)
+        .map(|n| n as u64)
 }
 
 /// Least time between two rebirth requests to one edge node.
@@ -308,6 +331,10 @@ pub struct Interpreted {
     pub unmapped: Vec<String>,
     /// A sequence gap: (expected, got).
     pub gap: Option<(u8, u8)>,
+    /// Connectivity changes, in order: (device, online). A DBIRTH: its device online; a
+    /// DDEATH: offline; an NDEATH: offline for every device the node has spoken for; an NBIRTH
+    /// starting a new session: offline for the devices born in the previous one.
+    pub presence: Vec<(String, bool)>,
 }
 
 /// Per edge node state across messages.
@@ -341,17 +368,33 @@ impl State {
         let seq = payload.seq.map(|s| (s % 256) as u8);
         match topic.kind {
             Kind::NBirth => {
+                let mut gone: Vec<String> = node.devices.drain().collect();
+                gone.sort();
+                out.presence = gone.into_iter().map(|d| (d, false)).collect();
                 *node = Node {
                     born: true,
                     last_seq: seq,
+                    bd_seq: bd_seq(&payload),
+                    known: std::mem::take(&mut node.known),
                     ..Node::default()
                 };
                 learn_aliases(node, &payload);
                 return Ok(out);
             }
             Kind::NDeath => {
+                if let (Some(born), Some(died)) = (node.bd_seq, bd_seq(&payload))
+                    && born != died
+                {
+                    // The will of an earlier connection, published after the new NBIRTH.
+                    return Ok(out);
+                }
                 node.born = false;
                 node.devices.clear();
+                // Every device the node has spoken for since this server started: also those
+                // born before it started (their data came, their birth was not seen here).
+                let mut gone: Vec<String> = node.known.iter().cloned().collect();
+                gone.sort();
+                out.presence = gone.into_iter().map(|d| (d, false)).collect();
                 return Ok(out);
             }
             _ => {}
@@ -372,12 +415,19 @@ impl State {
             Kind::DBirth => {
                 learn_aliases(node, &payload);
                 node.devices.insert(device.to_owned());
+                node.known.insert(device.to_owned());
+                out.presence.push((device.to_owned(), true));
             }
             Kind::DDeath => {
                 node.devices.remove(device);
+                node.known.insert(device.to_owned());
+                out.presence.push((device.to_owned(), false));
                 return Ok(out);
             }
-            Kind::DData => needs_rebirth |= !node.devices.contains(device),
+            Kind::DData => {
+                needs_rebirth |= !node.devices.contains(device);
+                node.known.insert(device.to_owned());
+            }
             _ => {}
         }
         if topic.kind == Kind::NData {
@@ -502,6 +552,55 @@ mod tests {
         assert_eq!(map.channel("Drive/Fault Code"), None);
         let bad = BTreeMap::from([("x".to_owned(), "pressure".to_owned())]);
         assert!(MetricMap::new(&bad).is_err());
+    }
+
+    #[test]
+    fn births_and_deaths_are_the_devices_connectivity() {
+        let map = MetricMap::new(&BTreeMap::new()).unwrap();
+        let mut state = State::default();
+        let birth = |bd: u64| {
+            Payload {
+                seq: Some(0),
+                metrics: vec![Metric {
+                    name: Some(BD_SEQ.into()),
+                    datatype: Some(datatype::INT64),
+                    value: Some(MetricValue::LongValue(bd)),
+                    ..Metric::default()
+                }],
+                ..Payload::default()
+            }
+            .encode_to_vec()
+        };
+        let plain = |seq: u64| {
+            Payload {
+                seq: Some(seq),
+                ..Payload::default()
+            }
+            .encode_to_vec()
+        };
+        let mut feed = |topic: &str, payload: Vec<u8>| {
+            let topic = Topic::parse(topic).unwrap();
+            state.interpret(&topic, &payload, &map, 0).unwrap().presence
+        };
+        let on = |d: &str| (d.to_owned(), true);
+        let off = |d: &str| (d.to_owned(), false);
+        assert_eq!(feed("spBv1.0/G/NBIRTH/E", birth(1)), vec![]);
+        assert_eq!(feed("spBv1.0/G/DBIRTH/E/W-1", plain(1)), vec![on("W-1")]);
+        assert_eq!(feed("spBv1.0/G/DBIRTH/E/W-2", plain(2)), vec![on("W-2")]);
+        assert_eq!(feed("spBv1.0/G/DDATA/E/W-2", plain(3)), vec![]);
+        assert_eq!(feed("spBv1.0/G/DDEATH/E/W-2", plain(4)), vec![off("W-2")]);
+        // A new session: the devices of the old one are offline until their births.
+        assert_eq!(feed("spBv1.0/G/NBIRTH/E", birth(2)), vec![off("W-1")]);
+        assert_eq!(feed("spBv1.0/G/DBIRTH/E/W-1", plain(1)), vec![on("W-1")]);
+        // The will of the first connection, late: not this session's death.
+        assert_eq!(feed("spBv1.0/G/NDEATH/E", birth(1)), vec![]);
+        // This session's death: every device of the node.
+        assert_eq!(
+            feed("spBv1.0/G/NDEATH/E", birth(2)),
+            vec![off("W-1"), off("W-2")]
+        );
+        // Other nodes and groups are apart.
+        assert_eq!(feed("spBv1.0/G/NDEATH/F", birth(2)), vec![]);
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! Live events for `GET /api/v1/stream`: committed readings, alarm changes and well state,
-//! fanned out to WebSocket subscribers.
+//! Live events for `GET /api/v1/stream`: committed readings, alarm changes, well state and
+//! connectivity, fanned out to WebSocket subscribers.
+//!
+//! The hub also keeps each well's connectivity ([`Presence`]: online or offline since when, as
+//! the field protocols report it, e.g. Sparkplug B births and deaths), which
+//! `GET /wells/latest` shows. It is held in memory only: a restarted server knows nothing until
+//! the next birth or death (a Sparkplug edge node answers a restarted host's rebirth request).
 //!
 //! Publishing never waits for a subscriber. Events go into one bounded
 //! [`tokio::sync::broadcast`] channel *after* the data they describe is committed (the ingest
@@ -96,6 +101,21 @@ pub enum LiveEvent {
         running: bool,
         at: Timestamp,
     },
+    /// A well's device came online or went offline (a Sparkplug B birth or death), `at` the
+    /// time the server received it.
+    Connectivity {
+        well_id: WellId,
+        online: bool,
+        at: Timestamp,
+    },
+}
+
+/// A well's connectivity as the field protocols last reported it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Presence {
+    pub online: bool,
+    /// When it became so (received by the server).
+    pub since: Timestamp,
 }
 
 /// The kinds of event a subscriber can ask for.
@@ -105,16 +125,23 @@ pub enum EventKind {
     Readings,
     Alarms,
     WellState,
+    Connectivity,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 3] = [EventKind::Readings, EventKind::Alarms, EventKind::WellState];
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Readings,
+        EventKind::Alarms,
+        EventKind::WellState,
+        EventKind::Connectivity,
+    ];
 
     pub fn parse(s: &str) -> Option<EventKind> {
         match s {
             "readings" => Some(EventKind::Readings),
             "alarms" => Some(EventKind::Alarms),
             "well_state" => Some(EventKind::WellState),
+            "connectivity" => Some(EventKind::Connectivity),
             _ => None,
         }
     }
@@ -125,6 +152,8 @@ impl EventKind {
             EventKind::Readings => Permission::LatestRead,
             EventKind::Alarms => Permission::AlarmsRead,
             EventKind::WellState => Permission::DiagnosticsRead,
+            // What `GET /wells/latest` shows.
+            EventKind::Connectivity => Permission::LatestRead,
         }
     }
 }
@@ -147,7 +176,8 @@ pub struct SubscriptionRequest {
     pub wells: Option<String>,
     /// Comma-separated channel names; absent: all channels.
     pub channels: Option<String>,
-    /// Comma-separated kinds (`readings`, `alarms`, `well_state`); absent: all the role may see.
+    /// Comma-separated kinds (`readings`, `alarms`, `well_state`, `connectivity`); absent: all
+    /// the role may see.
     pub events: Option<String>,
 }
 
@@ -212,7 +242,7 @@ impl SubscriptionRequest {
                 for k in list {
                     let kind = EventKind::parse(k).ok_or_else(|| {
                         SubscriptionError::Invalid(format!(
-                            "{k:?} is not an event kind (readings, alarms, well_state)"
+                            "{k:?} is not an event kind (readings, alarms, well_state, connectivity)"
                         ))
                     })?;
                     if !principal.can(kind.permission()) {
@@ -260,6 +290,9 @@ pub struct LiveHub {
     /// Where events published on this node also go (the other nodes, through Redis);
     /// set once by `espwatch-field` when `redis_url` is.
     outbound: OnceLock<Outbound>,
+    /// Each well's connectivity, from [`LiveEvent::Connectivity`] events (this node's and the
+    /// other nodes'). In memory only.
+    presence: Mutex<HashMap<WellId, Presence>>,
 }
 
 /// Receives every event published on this node (never from other nodes); must not wait.
@@ -299,6 +332,7 @@ impl LiveHub {
             lagged: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
             outbound: OnceLock::new(),
+            presence: Mutex::new(HashMap::new()),
         })
     }
 
@@ -329,6 +363,20 @@ impl LiveHub {
 
     /// Publishes an event to this node's subscribers only (one that came from another node).
     pub fn publish_here(&self, event: LiveEvent) {
+        if let LiveEvent::Connectivity {
+            well_id,
+            online,
+            at,
+        } = &event
+            && !self.record_presence(well_id, *online, *at)
+        {
+            // No change, or older than the change known: nothing to tell.
+            return;
+        }
+        self.send_here(event);
+    }
+
+    fn send_here(&self, event: LiveEvent) {
         if self.tx.send(event).is_ok() {
             self.published.fetch_add(1, Ordering::Relaxed);
         }
@@ -341,6 +389,56 @@ impl LiveHub {
                 readings.to_vec(),
             ))));
         }
+    }
+
+    /// A well came online or went offline at `at`: kept as its [`Presence`] and published when
+    /// it changes (a birth while already online is no event). `false`: no change.
+    pub fn set_online(&self, well_id: WellId, online: bool, at: Timestamp) -> bool {
+        if !self.record_presence(&well_id, online, at) {
+            return false;
+        }
+        // Published even without subscribers here: the other nodes keep the state too.
+        let event = LiveEvent::Connectivity {
+            well_id,
+            online,
+            at,
+        };
+        if let Some(outbound) = self.outbound.get() {
+            outbound(&event);
+        }
+        self.send_here(event);
+        true
+    }
+
+    /// Records a connectivity change unless the well already is so, or a later change is
+    /// known (events from other nodes may arrive late); `true` when recorded.
+    fn record_presence(&self, well_id: &WellId, online: bool, at: Timestamp) -> bool {
+        let mut map = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(well_id) {
+            Some(p) if p.online == online || p.since > at => false,
+            _ => {
+                map.insert(well_id.clone(), Presence { online, since: at });
+                true
+            }
+        }
+    }
+
+    /// The well's connectivity; `None` when no field protocol has reported it (e.g. a well
+    /// fed over HTTP, or none since this server started).
+    pub fn presence(&self, well_id: &WellId) -> Option<Presence> {
+        self.presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(well_id)
+            .copied()
+    }
+
+    /// Every known well's connectivity.
+    pub fn presences(&self) -> HashMap<WellId, Presence> {
+        self.presence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn publish_alarm(&self, change: AlarmChange, alarm: Alarm) {
@@ -575,6 +673,25 @@ impl LiveHub {
                         ));
                     }
                 }
+                LiveEvent::Connectivity {
+                    well_id,
+                    online,
+                    at,
+                } => {
+                    if subscription.events.contains(&EventKind::Connectivity)
+                        && wanted(well_id.as_str())
+                    {
+                        messages.push(Utf8Bytes::from(
+                            serde_json::json!({
+                                "type": "connectivity",
+                                "well_id": well_id,
+                                "online": online,
+                                "ts": at.to_rfc3339(),
+                            })
+                            .to_string(),
+                        ));
+                    }
+                }
             }
         }
         // The common case: one batch, all of it, every channel: the message made once.
@@ -739,8 +856,8 @@ mod tests {
         .unwrap();
         assert_eq!(ok.wells, Some(vec!["W-1".to_owned()]));
         assert_eq!(ok.channels, Some(vec!["motor_current_a"]));
-        // A viewer has latest, alarms and diagnostics reading: all three kinds.
-        assert_eq!(ok.events.len(), 3);
+        // A viewer has latest, alarms and diagnostics reading: all four kinds.
+        assert_eq!(ok.events.len(), 4);
         let out_of_scope = SubscriptionRequest {
             wells: Some("W-1,W-2".into()),
             ..Default::default()
@@ -817,6 +934,73 @@ mod tests {
         assert_eq!(m["readings"].as_array().unwrap().len(), 1);
         assert_eq!(m["readings"][0]["motor_current_a"].as_f64(), last);
         assert_eq!(m["coalesced"], COALESCE_READINGS + 9);
+    }
+
+    #[test]
+    fn connectivity_is_kept_per_well_and_published_only_when_it_changes() {
+        let hub = LiveHub::new(4);
+        let mut rx = hub.subscribe();
+        let w = WellId::parse("W-1").unwrap();
+        assert_eq!(hub.presence(&w), None);
+        assert!(hub.set_online(w.clone(), true, Timestamp::from_secs(10)));
+        // A second birth: no change, no event, the time of the change kept.
+        assert!(!hub.set_online(w.clone(), true, Timestamp::from_secs(20)));
+        assert_eq!(
+            hub.presence(&w),
+            Some(Presence {
+                online: true,
+                since: Timestamp::from_secs(10)
+            })
+        );
+        assert!(hub.set_online(w.clone(), false, Timestamp::from_secs(30)));
+        // A change older than the one known (another node's, late) is not taken.
+        hub.publish_here(LiveEvent::Connectivity {
+            well_id: w.clone(),
+            online: true,
+            at: Timestamp::from_secs(25),
+        });
+        assert_eq!(hub.presence(&w).map(|p| p.online), Some(false));
+        // A newer one from another node is.
+        hub.publish_here(LiveEvent::Connectivity {
+            well_id: w.clone(),
+            online: true,
+            at: Timestamp::from_secs(40),
+        });
+        assert_eq!(hub.presences()[&w].since, Timestamp::from_secs(40));
+        let mut seen = Vec::new();
+        while let Ok(LiveEvent::Connectivity { online, at, .. }) = rx.try_recv() {
+            seen.push((online, at.0 / 1_000_000));
+        }
+        assert_eq!(seen, [(true, 10), (false, 30), (true, 40)]);
+
+        // Rendered for subscribers of `connectivity` in scope only.
+        let p = viewer(Some(vec!["W-1"]));
+        let sub = SubscriptionRequest {
+            events: Some("connectivity".into()),
+            ..Default::default()
+        }
+        .check(&p)
+        .unwrap();
+        let event = |well: &str| LiveEvent::Connectivity {
+            well_id: WellId::parse(well).unwrap(),
+            online: false,
+            at: Timestamp::from_secs(30),
+        };
+        let messages = hub.render(&[event("W-1"), event("W-2")], &p, &sub);
+        assert_eq!(messages.len(), 1);
+        let m: serde_json::Value = serde_json::from_str(messages[0].as_str()).unwrap();
+        assert_eq!(
+            m,
+            serde_json::json!({"type": "connectivity", "well_id": "W-1", "online": false,
+                "ts": Timestamp::from_secs(30).to_rfc3339()})
+        );
+        let alarms_only = SubscriptionRequest {
+            events: Some("alarms".into()),
+            ..Default::default()
+        }
+        .check(&p)
+        .unwrap();
+        assert!(hub.render(&[event("W-1")], &p, &alarms_only).is_empty());
     }
 
     #[test]

@@ -331,6 +331,56 @@ impl RetryPolicy {
     pub fn window(&self) -> Duration {
         (1..self.attempts).map(|a| self.delay(a)).sum()
     }
+
+    /// The warning `serve` logs at start when a delivery that keeps failing is given up before
+    /// [`RETRY_AT_LEAST`] (issue 19: a receiver down for a night must not lose alarms): the
+    /// span these settings retry for, and the `notify_max_attempts` that would reach a day
+    /// with the same delays. `None` when they retry long enough.
+    pub fn short_retry_warning(&self) -> Option<String> {
+        let window = self.window();
+        if window >= RETRY_AT_LEAST {
+            return None;
+        }
+        let mut reached = window;
+        let enough = (self.attempts..MAX_ATTEMPTS).find_map(|attempts| {
+            reached += self.delay(attempts);
+            (reached >= RETRY_AT_LEAST).then_some((attempts + 1, reached))
+        });
+        let advice = match enough {
+            Some((attempts, span)) => format!(
+                "notify_max_attempts = {attempts} would retry for {} with the same delays",
+                span_text(span)
+            ),
+            None => "raise notify_retry_max_secs and notify_max_attempts".to_owned(),
+        };
+        Some(format!(
+            "alarm notifications (webhooks, e-mail) that keep failing are given up after {} \
+             attempts spanning {}, less than 24 h: a receiver that is down overnight loses \
+             alarms (notify_retry_base_ms = {}, notify_retry_max_secs = {}, \
+             notify_max_attempts = {}); {advice}",
+            self.attempts,
+            span_text(window),
+            self.base.as_millis(),
+            self.max.as_secs(),
+            self.attempts,
+        ))
+    }
+}
+
+/// Retrying deliveries for less than this draws a warning at start (see
+/// [`RetryPolicy::short_retry_warning`]).
+pub const RETRY_AT_LEAST: Duration = Duration::from_secs(24 * 3600);
+
+/// The largest `notify_max_attempts` the configuration accepts.
+const MAX_ATTEMPTS: u32 = 1000;
+
+/// `1.3 h (4 630 s)`-style text of a retry span.
+fn span_text(span: Duration) -> String {
+    format!(
+        "{:.1} h ({:.1} s)",
+        span.as_secs_f64() / 3600.0,
+        span.as_secs_f64()
+    )
 }
 
 /// The SMTP settings of e-mail channels.
@@ -1106,6 +1156,48 @@ mod tests {
         assert_eq!(p.delay(1000), Duration::from_secs(3600));
         // 10 s doubling to 2 560 s, then 22 waits of an hour: 84 310 s.
         assert_eq!(p.window(), Duration::from_secs(84_310));
+    }
+
+    /// Issue 19: settings that give up before a day are warned about at start, with the span
+    /// they retry for and the attempts that would reach a day; the defaults are not.
+    #[test]
+    fn retries_shorter_than_a_day_are_warned_about() {
+        assert_eq!(
+            RetryPolicy::from_config(&Config::default()).short_retry_warning(),
+            None
+        );
+        let p = RetryPolicy {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(3600),
+            attempts: 10,
+        };
+        // 10 s doubling: 10 + 20 + ... + 2 560 = 5 110 s over the 9 waits of 10 attempts.
+        let warning = p.short_retry_warning().unwrap();
+        assert!(
+            warning.contains("given up after 10 attempts spanning 1.4 h (5110.0 s)"),
+            "{warning}"
+        );
+        // 5 110 s, then hours: 5 110 + 23 · 3 600 = 87 910 s ≥ 86 400 at 33 attempts.
+        assert!(
+            warning.contains("notify_max_attempts = 33 would retry for 24.4 h (87910.0 s)"),
+            "{warning}"
+        );
+        let capped = RetryPolicy {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            attempts: 1000,
+        };
+        let warning = capped.short_retry_warning().unwrap();
+        assert!(warning.contains("raise notify_retry_max_secs"), "{warning}");
+        assert_eq!(
+            RetryPolicy {
+                attempts: 32,
+                ..RetryPolicy::from_config(&Config::default())
+            }
+            .short_retry_warning()
+            .map(|w| w.contains("33 would retry")),
+            Some(true)
+        );
     }
 
     /// Issue 19: a failing delivery is retried for at least 24 h with the default settings.

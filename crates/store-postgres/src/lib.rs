@@ -181,6 +181,91 @@ pub async fn migrate(url: &str, opts: &PostgresOptions) -> StoreResult<Migration
     schema::migrate(&mut client, opts.timescale).await
 }
 
+/// Every account of the database (name, role, state, creation), read without migrating: the
+/// store refuses to open (migration 10) while names differ only in case, and
+/// `espwatch users resolve-duplicates` reads them here. Nothing is changed; empty before the
+/// users table exists.
+pub async fn read_user_accounts(
+    url: &str,
+    opts: &PostgresOptions,
+) -> StoreResult<Vec<espwatch_store::CaseDuplicate>> {
+    let client = connector(url, opts)?.connect().await?;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('users') IS NOT NULL", &[])
+        .await
+        .map_err(|e| db_err("looking for the users table", e))?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    client
+        .query(
+            "SELECT name, role, disabled, created_at FROM users ORDER BY name",
+            &[],
+        )
+        .await
+        .map_err(|e| db_err("reading users", e))?
+        .iter()
+        .map(|r| {
+            Ok(espwatch_store::CaseDuplicate {
+                name: r.try_get(0).map_err(|e| db_err("reading users", e))?,
+                role: r.try_get(1).map_err(|e| db_err("reading users", e))?,
+                disabled: r.try_get(2).map_err(|e| db_err("reading users", e))?,
+                created_at: Timestamp(r.try_get(3).map_err(|e| db_err("reading users", e))?),
+            })
+        })
+        .collect()
+}
+
+/// Applies `espwatch users resolve-duplicates`' plan in one transaction, without migrating:
+/// each account is renamed (and disabled when the plan says so) and its sessions end (their
+/// tokens carry the old name). Refuses a plan whose account is gone or whose new name is
+/// taken (ignoring case); the audit records are the caller's, once the store opens.
+pub async fn rename_user_accounts(
+    url: &str,
+    opts: &PostgresOptions,
+    plan: &[espwatch_store::DuplicateRename],
+    now: Timestamp,
+) -> StoreResult<()> {
+    let mut client = connector(url, opts)?.connect().await?;
+    let err = |what: &'static str| move |e| db_err(what, e);
+    let tx = client.transaction().await.map_err(err("renaming users"))?;
+    tx.batch_execute("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+        .await
+        .map_err(err("locking the users table"))?;
+    for rename in plan {
+        let taken: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM users WHERE lower(name) = lower($1::text COLLATE \"C\")",
+                &[&rename.to],
+            )
+            .await
+            .map_err(err("renaming users"))?
+            .get(0);
+        if taken > 0 {
+            return Err(StoreError::Conflict(format!("user {:?}", rename.to)));
+        }
+        tx.execute("DELETE FROM sessions WHERE user_name = $1", &[&rename.from])
+            .await
+            .map_err(err("ending the sessions of a renamed user"))?;
+        let changed = tx
+            .execute(
+                "UPDATE users SET name = $2, updated_at = $3, disabled = disabled OR $4
+                 WHERE name = $1",
+                &[&rename.from, &rename.to, &now.0, &rename.disable],
+            )
+            .await
+            .map_err(err("renaming users"))?;
+        if changed != 1 {
+            return Err(StoreError::Internal(format!(
+                "user {:?} is gone: run the command again",
+                rename.from
+            )));
+        }
+    }
+    tx.commit().await.map_err(err("renaming users"))
+}
+
 impl PostgresStore {
     /// Connects, migrates (unless `opts.migrate` is false), prepares partitions and TimescaleDB
     /// settings, and starts the writer and maintenance tasks.

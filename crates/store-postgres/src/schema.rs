@@ -452,6 +452,56 @@ CREATE UNIQUE INDEX users_name_any_case ON users (lower(name));
     }
 }
 
+/// Before migration 10: refuses a users table holding names that differ only in (ASCII)
+/// case, naming each group (`'Alice', 'alice'; 'BOB', 'bob'`) and the command that repairs it.
+async fn check_user_names_any_case(client: &Client) -> Result<(), StoreError> {
+    let err = |what: &'static str| move |e| db_err(what, e);
+    let exists: bool = client
+        .query_one("SELECT to_regclass('users') IS NOT NULL", &[])
+        .await
+        .map_err(err("looking for the users table"))?
+        .get(0);
+    if !exists {
+        return Ok(());
+    }
+    let names: Vec<String> = client
+        .query(
+            "SELECT name FROM users WHERE lower(name) IN
+                 (SELECT lower(name) FROM users GROUP BY lower(name) HAVING count(*) > 1)
+             ORDER BY lower(name), name",
+            &[],
+        )
+        .await
+        .map_err(err("looking for user names that differ only in case"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    for name in names {
+        match groups.last_mut() {
+            Some(group) if group[0].eq_ignore_ascii_case(&name) => group.push(name),
+            _ => groups.push(vec![name]),
+        }
+    }
+    let groups = groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|n| format!("'{}'", n.replace('\'', "''")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let hint = espwatch_store::security::case_duplicates_hint("--database-url URL");
+    Err(StoreError::Internal(format!(
+        "the users table holds user names that differ only in case: {groups}. {hint}"
+    )))
+}
+
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
     checksum(&format!(
@@ -628,6 +678,11 @@ async fn migrate_locked(
         },
     };
 
+    // Migration 10 refuses names that differ only in case with its own message (released,
+    // never edited); this check comes first to name the repair command as well.
+    if !done.iter().any(|(v, _)| *v == 10) {
+        check_user_names_any_case(client).await?;
+    }
     let all = [
         common(),
         match flavor {

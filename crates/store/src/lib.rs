@@ -37,8 +37,8 @@ pub use notify::{
 pub use retention::{RawDay, Retention, RollupTier};
 pub use security::{
     ApiKey, AuditEvent, AuditFilter, AuditKey, AuditPrune, AuditPruneScope, AuditRecord,
-    AuditVerification, LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome,
-    SecurityStore, Session, User, UserChange,
+    AuditVerification, CaseDuplicate, DuplicateAction, DuplicateRename, LockoutPolicy, NewApiKey,
+    NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User, UserChange,
 };
 
 /// Errors callers branch on. Internal causes are kept for the log, never shown to clients.

@@ -605,6 +605,129 @@ pub fn check_can_prune(key: Option<&AuditKey>) -> StoreResult<()> {
     Ok(())
 }
 
+/// One account of a group whose names differ only in case, as a store written before names
+/// were unique ignoring case may hold them (issue 18 item 14); read without opening the store
+/// (which refuses such a file) by `espwatch users resolve-duplicates`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseDuplicate {
+    pub name: String,
+    /// As stored (not parsed: the repair must work whatever the row holds).
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+}
+
+/// What becomes of the accounts not kept in their group.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DuplicateAction {
+    /// Renamed (`Admin` → `Admin-2`), still usable under the new name.
+    Rename,
+    /// Renamed and disabled: kept for the record, cannot sign in.
+    Disable,
+}
+
+/// One account renamed by the repair. Its sessions end (their tokens name the old spelling).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DuplicateRename {
+    pub from: String,
+    pub to: String,
+    pub disable: bool,
+    /// The account kept under its name in the same group.
+    pub kept: String,
+}
+
+/// Groups of accounts whose names differ only in ASCII case (each group sorted by name, the
+/// groups by their lower-cased name); `users` may be in any order.
+pub fn case_duplicate_sets(mut users: Vec<CaseDuplicate>) -> Vec<Vec<CaseDuplicate>> {
+    users.sort_by(|a, b| {
+        a.name
+            .to_ascii_lowercase()
+            .cmp(&b.name.to_ascii_lowercase())
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let mut groups: Vec<Vec<CaseDuplicate>> = Vec::new();
+    for user in users {
+        match groups.last_mut() {
+            Some(group) if group[0].name.eq_ignore_ascii_case(&user.name) => group.push(user),
+            _ => groups.push(vec![user]),
+        }
+    }
+    groups.retain(|g| g.len() > 1);
+    groups
+}
+
+/// Which account each group keeps and what the others become: the one named in `keep` (any
+/// of its spellings must be given exactly), else the oldest enabled account (then the oldest,
+/// then the first name in byte order). The others get the first free `<name>-<n>` (n = 2, 3,
+/// ...; free ignoring case among `taken`, every name in the store, and the names given so
+/// far). Refuses a `keep` naming no account of any group.
+pub fn plan_case_duplicates(
+    groups: &[Vec<CaseDuplicate>],
+    keep: &[String],
+    action: DuplicateAction,
+    taken: &[String],
+) -> Result<Vec<DuplicateRename>, String> {
+    for wanted in keep {
+        if !groups.iter().flatten().any(|u| &u.name == wanted) {
+            return Err(format!(
+                "--keep {wanted:?} names no account among the names that differ only in case"
+            ));
+        }
+    }
+    let mut used: std::collections::HashSet<String> =
+        taken.iter().map(|n| n.to_ascii_lowercase()).collect();
+    let mut plan = Vec::new();
+    for group in groups {
+        let chosen: Vec<&CaseDuplicate> = group.iter().filter(|u| keep.contains(&u.name)).collect();
+        let kept = match chosen.as_slice() {
+            [one] => *one,
+            [] => group
+                .iter()
+                .min_by(|a, b| {
+                    (a.disabled, a.created_at, &a.name).cmp(&(b.disabled, b.created_at, &b.name))
+                })
+                .expect("a group holds two accounts or more"),
+            _ => {
+                return Err(format!(
+                    "--keep names more than one spelling of {:?}: keep one",
+                    group[0].name
+                ));
+            }
+        };
+        for user in group.iter().filter(|u| u.name != kept.name) {
+            let to = (2..)
+                .map(|n| {
+                    let suffix = format!("-{n}");
+                    let mut base = user.name.clone();
+                    base.truncate(64 - suffix.len());
+                    base + &suffix
+                })
+                .find(|candidate| !used.contains(&candidate.to_ascii_lowercase()))
+                .expect("some suffix is free");
+            used.insert(to.to_ascii_lowercase());
+            plan.push(DuplicateRename {
+                from: user.name.clone(),
+                to,
+                disable: action == DuplicateAction::Disable,
+                kept: kept.name.clone(),
+            });
+        }
+    }
+    Ok(plan)
+}
+
+/// The sentence that tells an operator how to repair a store holding names that differ only
+/// in case; `store_flag` is `--data-dir DIR` or `--database-url URL`.
+pub fn case_duplicates_hint(store_flag: &str) -> String {
+    format!(
+        "User names are unique ignoring case from this version on: keep one account of each \
+         group and rename or disable the others with `espwatch users resolve-duplicates \
+         {store_flag}` (it lists the groups and what it would do; add --rename to keep the \
+         others usable under new names, or --disable to rename and disable them, and --keep \
+         NAME to choose the account kept), then start again"
+    )
+}
+
 /// `names` (sorted so that spellings of one name are adjacent) as the groups of spellings of
 /// one name, for the message refusing a store that holds names differing only in case:
 /// `"Alice", "alice"; "BOB", "bob"`.
@@ -980,6 +1103,80 @@ impl AuditChainChecker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn account(name: &str, created: i64, disabled: bool) -> CaseDuplicate {
+        CaseDuplicate {
+            name: name.into(),
+            role: "viewer".into(),
+            disabled,
+            created_at: Timestamp(created),
+        }
+    }
+
+    /// Issue 18 item 14 repair: the oldest enabled account is kept unless one is named, the
+    /// others get free names (ignoring case, among the store's and each other's).
+    #[test]
+    fn case_duplicates_are_planned_with_free_names() {
+        let users = vec![
+            account("carol", 1, false),
+            account("Admin", 2, false),
+            account("admin", 3, false),
+            account("OPS", 1, true),
+            account("ops", 5, false),
+            account("Ops", 6, false),
+            account("ops-2", 7, false),
+        ];
+        let groups = case_duplicate_sets(users.clone());
+        let names: Vec<Vec<&str>> = groups
+            .iter()
+            .map(|g| g.iter().map(|u| u.name.as_str()).collect())
+            .collect();
+        assert_eq!(names, [vec!["Admin", "admin"], vec!["OPS", "Ops", "ops"]]);
+        let taken: Vec<String> = users.iter().map(|u| u.name.clone()).collect();
+        let plan = plan_case_duplicates(&groups, &[], DuplicateAction::Rename, &taken).unwrap();
+        let moves: Vec<(&str, &str, &str)> = plan
+            .iter()
+            .map(|r| (r.from.as_str(), r.to.as_str(), r.kept.as_str()))
+            .collect();
+        assert_eq!(
+            moves,
+            [
+                ("admin", "admin-2", "Admin"),
+                ("OPS", "OPS-3", "ops"),
+                ("Ops", "Ops-4", "ops"),
+            ]
+        );
+        assert!(plan.iter().all(|r| !r.disable));
+        let plan =
+            plan_case_duplicates(&groups, &["admin".into()], DuplicateAction::Disable, &taken)
+                .unwrap();
+        assert_eq!(
+            (plan[0].from.as_str(), plan[0].to.as_str()),
+            ("Admin", "Admin-2")
+        );
+        assert!(plan.iter().all(|r| r.disable));
+        assert!(
+            plan_case_duplicates(&groups, &["carol".into()], DuplicateAction::Rename, &taken)
+                .is_err()
+        );
+        assert!(
+            plan_case_duplicates(
+                &groups,
+                &["ops".into(), "OPS".into()],
+                DuplicateAction::Rename,
+                &taken
+            )
+            .is_err()
+        );
+        let long = "a".repeat(64);
+        let groups = case_duplicate_sets(vec![
+            account(&long, 1, false),
+            account(&long.to_uppercase(), 2, false),
+        ]);
+        let plan = plan_case_duplicates(&groups, &[], DuplicateAction::Rename, &[]).unwrap();
+        assert_eq!(plan[0].to.len(), 64);
+        assert!(plan[0].to.ends_with("-2"));
+    }
 
     fn event(kind: &str) -> AuditEvent {
         AuditEvent {

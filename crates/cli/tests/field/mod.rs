@@ -509,12 +509,24 @@ async fn mqtt_messages_are_acknowledged_only_after_commit_and_survive_kill_9() {
 struct OwnMosquitto {
     child: std::process::Child,
     port: u16,
+    binary: &'static str,
+    conf: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl OwnMosquitto {
     /// `None` (after saying why) when no `mosquitto` binary is installed.
     fn start(settings: &str) -> Option<OwnMosquitto> {
+        OwnMosquitto::start_with(false, settings)
+    }
+
+    /// [`OwnMosquitto::start`] keeping its sessions and messages on disk across
+    /// [`OwnMosquitto::restart`] (`persistence true`, written at shutdown).
+    fn start_persistent(settings: &str) -> Option<OwnMosquitto> {
+        OwnMosquitto::start_with(true, settings)
+    }
+
+    fn start_with(persistent: bool, settings: &str) -> Option<OwnMosquitto> {
         let binary = [
             "/usr/sbin/mosquitto",
             "/usr/bin/mosquitto",
@@ -537,16 +549,42 @@ impl OwnMosquitto {
             .port();
         let dir = tempfile::tempdir().expect("temp dir");
         let conf = dir.path().join("mosquitto.conf");
+        let persistence = if persistent {
+            // Started as root, Mosquitto drops to its own user: its directory must be
+            // writable by it, or it keeps nothing (and says so only in its log).
+            use std::os::unix::fs::PermissionsExt;
+            let data = dir.path().join("data");
+            std::fs::create_dir(&data).expect("data dir");
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod temp dir");
+            std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777))
+                .expect("chmod data dir");
+            format!(
+                "persistence true\npersistence_location {}/\n",
+                data.display()
+            )
+        } else {
+            "persistence false\n".to_owned()
+        };
         std::fs::write(
             &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{settings}\n"
-            ),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}{settings}\n"),
         )
         .expect("config");
+        let child = OwnMosquitto::spawn(binary, &conf, port);
+        Some(OwnMosquitto {
+            child,
+            port,
+            binary,
+            conf,
+            _dir: dir,
+        })
+    }
+
+    fn spawn(binary: &str, conf: &std::path::Path, port: u16) -> std::process::Child {
         let child = std::process::Command::new(binary)
             .arg("-c")
-            .arg(&conf)
+            .arg(conf)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -556,11 +594,26 @@ impl OwnMosquitto {
             assert!(Instant::now() < deadline, "own mosquitto did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Some(OwnMosquitto {
-            child,
-            port,
-            _dir: dir,
-        })
+        child
+    }
+
+    /// Stops the broker as a service manager does (SIGTERM: it saves its sessions and
+    /// messages when persistent), leaves it down for `down`, and starts it again on the same
+    /// port and files.
+    fn restart(&mut self, down: Duration) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().expect("wait").is_none() {
+            assert!(Instant::now() < deadline, "mosquitto did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(down);
+        self.child = OwnMosquitto::spawn(self.binary, &self.conf, self.port);
     }
 }
 
@@ -858,5 +911,6 @@ async fn mqtt_a_broker_flooding_its_queue_is_read_at_the_commit_pace_without_re_
 }
 
 mod amqp;
+mod broker_restart;
 mod cluster;
 mod sparkplug;

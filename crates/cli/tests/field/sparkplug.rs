@@ -320,3 +320,238 @@ async fn sparkplug_births_map_aliases_to_channels_gaps_are_counted_and_unknown_d
     assert_eq!(status["readings_rejected"], 1, "{status}");
     assert_eq!(status["readings_accepted"], 3, "{status}");
 }
+
+/// A stream on `server` (its admin key) subscribed to `events`.
+async fn open_stream(
+    server: &ChildServer,
+    events: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/api/v1/stream?events={events}", server.address)
+        .into_client_request()
+        .expect("request");
+    let key = server.api_key.as_deref().expect("admin key");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("espwatch.v1, bearer.{key}").parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("stream upgrade");
+    assert!(next_message(&mut ws, "subscribed").await.is_some());
+    ws
+}
+
+/// The next stream message of `kind` within 10 s (others skipped).
+async fn next_message(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    kind: &str,
+) -> Option<Value> {
+    next_message_within(ws, kind, Duration::from_secs(10)).await
+}
+
+async fn next_message_within(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    kind: &str,
+    within: Duration,
+) -> Option<Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let m: Value = serde_json::from_str(&text).expect("JSON message");
+                if m["type"] == kind {
+                    return Some(m);
+                }
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => panic!("stream failed: {e}"),
+            Ok(None) => panic!("stream closed"),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// `GET /wells/latest`'s entry of `well`.
+async fn latest_entry(server: &ChildServer, well: &str) -> Value {
+    let response = server
+        .client()
+        .get(server.url("/api/v1/wells/latest"))
+        .send()
+        .await
+        .expect("latest");
+    let (status, body) = status_json(response).await;
+    assert_eq!(status, 200, "{body}");
+    body["wells"]
+        .as_array()
+        .expect("wells")
+        .iter()
+        .find(|w| w["well_id"] == well)
+        .cloned()
+        .unwrap_or_else(|| panic!("{well} not in {body}"))
+}
+
+/// Issue 21: births and deaths are the wells' online/offline state, in `GET /wells/latest`
+/// and on the stream. A gateway (edge node `GW-W`) connects with its NDEATH as MQTT will,
+/// births two devices and sends data: both online. One device's DDEATH puts it offline; then
+/// the gateway's connection is cut without a DISCONNECT, Mosquitto publishes the will, and
+/// the other device goes offline too. A well fed by plain MQTT has no `online` at all.
+#[tokio::test]
+async fn sparkplug_births_and_deaths_and_the_gateways_will_are_the_wells_online_state() {
+    init();
+    let Some((url, host, port)) = mqtt_broker() else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server_with(
+        dir.path(),
+        &url,
+        &prefix,
+        &[("ESPWATCH_MQTT_SPARKPLUG_GROUP", prefix.as_str())],
+    );
+    wait_subscribed(&server).await;
+    let mut ws = open_stream(&server, "connectivity").await;
+    let group = prefix.as_str();
+    let bd_seq = |n: i32| metric(Some("bdSeq"), None, None, V::Int32(n));
+
+    // The gateway: its NDEATH (bdSeq 3) is the will the broker publishes if it vanishes.
+    let mut options = rumqttc::MqttOptions::new(format!("{prefix}-gw"), host.as_str(), port);
+    options.set_keep_alive(Duration::from_secs(10));
+    options.set_last_will(rumqttc::LastWill::new(
+        format!("spBv1.0/{group}/NDEATH/GW-W"),
+        payload(ms(0), None, &[bd_seq(3)]),
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (gateway, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    let connection = tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let send = |kind: &str, device: Option<&str>, body: Vec<u8>| {
+        let topic = match device {
+            Some(d) => format!("spBv1.0/{group}/{kind}/GW-W/{d}"),
+            None => format!("spBv1.0/{group}/{kind}/GW-W"),
+        };
+        let gateway = gateway.clone();
+        async move {
+            gateway
+                .publish(topic, QoS::AtLeastOnce, false, body)
+                .await
+                .expect("publish")
+        }
+    };
+    send("NBIRTH", None, payload(ms(0), Some(0), &[bd_seq(3)])).await;
+    for (seq, device) in [(1, "ESP-ON1"), (2, "ESP-ON2")] {
+        send(
+            "DBIRTH",
+            Some(device),
+            payload(
+                ms(10),
+                Some(seq),
+                &[metric(
+                    Some("Motor Current"),
+                    Some(1),
+                    None,
+                    V::Double(40.0),
+                )],
+            ),
+        )
+        .await;
+    }
+    send(
+        "DDATA",
+        Some("ESP-ON1"),
+        payload(
+            ms(20),
+            Some(3),
+            &[metric(None, Some(1), None, V::Double(41.0))],
+        ),
+    )
+    .await;
+    // A well of the plain topic beside them.
+    gateway
+        .publish(
+            format!("{prefix}/ESP-PLAIN/telemetry"),
+            QoS::AtLeastOnce,
+            false,
+            json!({"ts": ts(10), "motor_current_a": 40.0})
+                .to_string()
+                .into_bytes(),
+        )
+        .await
+        .expect("publish");
+
+    let mut online = std::collections::BTreeMap::new();
+    while online.len() < 2 {
+        let m = next_message(&mut ws, "connectivity")
+            .await
+            .unwrap_or_else(|| panic!("no connectivity event; seen {online:?}"));
+        assert_eq!(m["online"], true, "{m}");
+        assert!(m["ts"].is_string(), "{m}");
+        online.insert(m["well_id"].as_str().unwrap().to_owned(), m);
+    }
+    assert_eq!(
+        online.keys().collect::<Vec<_>>(),
+        ["ESP-ON1", "ESP-ON2"],
+        "{online:?}"
+    );
+    let points = wait_points(&server, "ESP-ON1", 2).await;
+    assert_eq!(points["fields"]["motor_current_a"], json!([40.0, 41.0]));
+    wait_points(&server, "ESP-PLAIN", 1).await;
+    for well in ["ESP-ON1", "ESP-ON2"] {
+        let entry = latest_entry(&server, well).await;
+        assert_eq!(entry["online"], true, "{entry}");
+        assert_eq!(
+            entry["online_changed_at"], online[well]["ts"],
+            "the time of the change: {entry}"
+        );
+    }
+    let plain = latest_entry(&server, "ESP-PLAIN").await;
+    assert!(
+        plain.get("online").is_none() && plain.get("online_changed_at").is_none(),
+        "no protocol said anything about this well's connection: {plain}"
+    );
+
+    // A device's death.
+    send("DDEATH", Some("ESP-ON2"), payload(ms(30), Some(4), &[])).await;
+    let m = next_message(&mut ws, "connectivity")
+        .await
+        .expect("DDEATH event");
+    assert_eq!(
+        (&m["well_id"], &m["online"]),
+        (&json!("ESP-ON2"), &json!(false))
+    );
+    assert_eq!(latest_entry(&server, "ESP-ON2").await["online"], false);
+    assert_eq!(latest_entry(&server, "ESP-ON1").await["online"], true);
+
+    // The gateway's connection is lost: the broker publishes its will.
+    connection.abort();
+    let _ = connection.await;
+    drop(gateway);
+    let m = next_message(&mut ws, "connectivity")
+        .await
+        .expect("the will's NDEATH puts the node's devices offline");
+    assert_eq!(
+        (&m["well_id"], &m["online"]),
+        (&json!("ESP-ON1"), &json!(false)),
+        "{m}"
+    );
+    let entry = latest_entry(&server, "ESP-ON1").await;
+    assert_eq!(entry["online"], false, "{entry}");
+    assert_eq!(entry["online_changed_at"], m["ts"], "{entry}");
+    // ESP-ON2 was offline already: no second event.
+    let more = next_message_within(&mut ws, "connectivity", Duration::from_secs(1)).await;
+    assert!(more.is_none(), "one event per change: {more:?}");
+}

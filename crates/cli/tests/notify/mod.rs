@@ -1052,3 +1052,50 @@ async fn a_persistently_failing_webhook_is_disabled_until_a_test_gets_through() 
     assert_eq!(receiver.bad_signatures(), 0);
 }
 }
+
+/// The lines a child server logged so far that contain `needle`, waiting up to `wait` for one.
+fn logged(server: &ChildServer, needle: &str, wait: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let lines: Vec<String> = server
+            .stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect();
+        if !lines.is_empty() || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 19: `serve` warns at start when notifications that keep failing would be given up
+/// before 24 h, saying the span its settings retry for; the defaults (33 attempts, 24.4 h)
+/// draw no warning.
+#[test]
+fn serve_warns_when_notification_retries_give_up_before_a_day() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_s = dir.path().to_str().unwrap();
+    let args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dir_s];
+    let server = ChildServer::start_logged(&args, &[("ESPWATCH_NOTIFY_MAX_ATTEMPTS", "10")]);
+    let lines = logged(&server, "given up after", Duration::from_secs(10));
+    assert_eq!(lines.len(), 1, "{:?}", server.stderr.lock().unwrap());
+    assert!(
+        lines[0].contains("WARN")
+            && lines[0].contains("given up after 10 attempts spanning 1.4 h (5110.0 s)")
+            && lines[0].contains("notify_max_attempts = 33"),
+        "{}",
+        lines[0]
+    );
+    drop(server);
+    // The defaults: the warning would have been logged before the "listening" line.
+    let server = ChildServer::start_logged(&args, &[]);
+    assert_eq!(
+        logged(&server, "given up after", Duration::from_millis(1500)),
+        Vec::<String>::new()
+    );
+}

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+mod rotation;
+
 fn require_services() -> bool {
     std::env::var("ESPWATCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
@@ -1018,6 +1020,144 @@ async fn the_api_speaks_tls_and_reloads_its_certificate() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     app.stop().await;
+}
+
+/// The reference cluster (`deploy/cluster`, issue 21): three nodes, the load balancer and the
+/// services are there, every file it mounts exists, every `ESPWATCH_*` setting it gives is one
+/// the server reads (a misspelt one would be ignored silently), the nodes share the secrets
+/// and the database, Redis and RabbitMQ, MQTT is consumed by one node with its own client id,
+/// no password is written in, and, where Docker Compose is installed, `config -q` accepts it.
+#[test]
+fn cluster_deployment_files_hold_together() {
+    let cluster = repo_root().join("deploy/cluster");
+    let compose = std::fs::read_to_string(cluster.join("compose.yml")).expect("compose.yml");
+    for service in [
+        "espwatch-1",
+        "espwatch-2",
+        "espwatch-3",
+        "loadbalancer",
+        "postgres",
+        "redis",
+        "rabbitmq",
+        "mosquitto",
+    ] {
+        assert!(
+            compose.contains(&format!("\n  {service}:\n")),
+            "compose.yml has no {service} service"
+        );
+    }
+    let settings: Vec<&str> = compose
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    let mut mounts = 0;
+    for token in settings.iter().flat_map(|l| l.split_whitespace()) {
+        let token = token.trim_matches(|c| c == '"' || c == '-');
+        if !(token.starts_with("./") || token.starts_with("../")) {
+            continue;
+        }
+        let path = token.split(':').next().unwrap();
+        if path.starts_with("./secrets/") {
+            continue;
+        }
+        assert!(
+            cluster.join(path).exists(),
+            "compose.yml refers to {path}, which does not exist"
+        );
+        mounts += 1;
+    }
+    assert!(mounts >= 3, "{mounts}");
+    let mut keys = std::collections::BTreeSet::new();
+    for line in &settings {
+        let Some((name, _)) = line.trim().split_once(':') else {
+            continue;
+        };
+        let Some(key) = name.strip_prefix("ESPWATCH_") else {
+            continue;
+        };
+        let key = key.to_lowercase();
+        assert!(
+            espwatch_app::Config::KEYS.contains(&key.as_str()),
+            "ESPWATCH_{} is no setting of the server",
+            key.to_uppercase()
+        );
+        keys.insert(key);
+    }
+    for key in [
+        "database_url",
+        "redis_url",
+        "amqp_url",
+        "mqtt_url",
+        "jwt_secret_file",
+        "audit_key_file",
+    ] {
+        assert!(keys.contains(key), "{key} not set");
+    }
+    assert_eq!(
+        compose.matches("ESPWATCH_MQTT_URL:").count(),
+        1,
+        "MQTT is consumed by one node"
+    );
+    assert_eq!(compose.matches("ESPWATCH_MQTT_CLIENT_ID:").count(), 1);
+    assert!(compose.contains("<<: *espwatch-env"));
+    assert!(
+        !compose.contains("PASSWORD: ") || compose.contains("${"),
+        "no literal passwords"
+    );
+    let nginx = std::fs::read_to_string(cluster.join("nginx.conf")).expect("nginx.conf");
+    for node in ["espwatch-1:8080", "espwatch-2:8080", "espwatch-3:8080"] {
+        assert!(
+            nginx.contains(&format!("server {node}")),
+            "{node} not balanced"
+        );
+    }
+    assert!(nginx.contains("location = /api/v1/stream") && nginx.contains("$http_upgrade"));
+
+    // `docker compose config -q`, with the operator's files made up in a copy.
+    let compose_cmd: Option<Vec<&str>> = [vec!["docker", "compose"], vec!["docker-compose"]]
+        .into_iter()
+        .find(|cmd| {
+            Command::new(cmd[0])
+                .args(&cmd[1..])
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(cmd) = compose_cmd else {
+        eprintln!("docker compose not installed: compose.yml checked by the test only");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let copy = tmp.path().join("deploy/cluster");
+    std::fs::create_dir_all(copy.join("secrets")).unwrap();
+    std::fs::create_dir_all(tmp.path().join("deploy/docker")).unwrap();
+    for file in ["compose.yml", "nginx.conf"] {
+        std::fs::copy(cluster.join(file), copy.join(file)).unwrap();
+    }
+    std::fs::copy(
+        repo_root().join("deploy/docker/mosquitto.conf"),
+        tmp.path().join("deploy/docker/mosquitto.conf"),
+    )
+    .unwrap();
+    for secret in ["jwt.secret", "audit.key"] {
+        std::fs::write(copy.join("secrets").join(secret), "x".repeat(64)).unwrap();
+    }
+    std::fs::write(
+        copy.join(".env"),
+        "ESPWATCH_DB_PASSWORD=a\nRABBITMQ_PASSWORD=b\n",
+    )
+    .unwrap();
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .args(["config", "-q"])
+        .current_dir(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// What can be checked of the deployment files without Docker or systemd running: every

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+mod duplicates;
 mod second_pass;
 
 const PASSWORD: &str = "correct horse battery staple";

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use crate::condition::Condition;
 use crate::duration::format_duration_micros;
 use crate::series::Agg;
-use crate::telemetry::{Field, Timestamp};
+use crate::telemetry::{Field, Timestamp, WellId};
 use crate::well::WellMeta;
 use lexicon::{Ambiguity, Concept, Cue, PHRASES, Part};
 pub use time::{Clock, TimeSpec};
@@ -218,7 +218,7 @@ pub struct Interpretation {
     pub intent: Intent,
     /// The wells named (ids, in the order named, a group's wells in registry order). Empty:
     /// the whole fleet the asker may see.
-    pub wells: Vec<String>,
+    pub wells: Vec<WellId>,
     /// Fields/pads or `PREFIX*` groups the wells came from.
     pub groups: Vec<String>,
     pub condition: Option<Condition>,
@@ -367,7 +367,7 @@ impl std::fmt::Display for NotUnderstood {
 /// One well of the registry as the parser sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WellEntry {
-    pub id: String,
+    pub id: WellId,
     pub name: Option<String>,
     pub field: Option<String>,
 }
@@ -375,7 +375,7 @@ pub struct WellEntry {
 impl From<&WellMeta> for WellEntry {
     fn from(m: &WellMeta) -> Self {
         WellEntry {
-            id: m.well_id.as_str().to_owned(),
+            id: m.well_id.clone(),
             name: m.name.clone(),
             field: m.field.clone(),
         }
@@ -433,9 +433,9 @@ impl Directory {
         let mut d = Directory::default();
         let mut fields: Vec<(Vec<String>, String, Vec<usize>)> = Vec::new();
         for (i, w) in wells.into_iter().enumerate() {
-            d.by_id.insert(w.id.to_ascii_lowercase(), i);
-            d.by_norm.entry(norm_id(&w.id)).or_default().push(i);
-            if let Some((letters, n)) = letters_number(&w.id) {
+            d.by_id.insert(w.id.as_str().to_ascii_lowercase(), i);
+            d.by_norm.entry(norm_id(w.id.as_str())).or_default().push(i);
+            if let Some((letters, n)) = letters_number(w.id.as_str()) {
                 if !d.prefixes.contains(&letters) {
                     d.prefixes.push(letters.clone());
                 }
@@ -444,7 +444,7 @@ impl Directory {
             }
             if let Some(name) = &w.name {
                 let words = words_of(name);
-                if !words.is_empty() && words.join(" ") != w.id.to_ascii_lowercase() {
+                if !words.is_empty() && words.join(" ") != w.id.as_str().to_ascii_lowercase() {
                     d.names.push((words, i));
                 }
                 d.by_name_norm.entry(norm_id(name)).or_default().push(i);
@@ -483,7 +483,7 @@ impl Directory {
         self.wells.is_empty()
     }
 
-    fn id(&self, i: usize) -> String {
+    fn id(&self, i: usize) -> WellId {
         self.wells[i].id.clone()
     }
 
@@ -494,10 +494,10 @@ impl Directory {
             .wells
             .iter()
             .filter(|w| {
-                let c: Vec<char> = norm_id(&w.id).chars().collect();
+                let c: Vec<char> = norm_id(w.id.as_str()).chars().collect();
                 tokens::osa_distance(&t, &c) <= 1
             })
-            .map(|w| w.id.clone())
+            .map(|w| w.id.to_string())
             .collect();
         out.truncate(3);
         out
@@ -551,13 +551,27 @@ fn is_vocabulary(word: &str) -> bool {
         || time::duration_unit(word).is_some()
 }
 
-/// Matches `phrase` (space-separated words) at `tokens[i..]`: (length, exact?).
+/// Articles and possessives a phrase may carry between its words: "broke a shaft" is "broke
+/// shaft", "a hole in their tubing" is "hole in tubing". Never at a phrase's start or end.
+const INNER_ARTICLES: &[&str] = &["a", "an", "the", "its", "their", "his", "her"];
+
+/// Matches `phrase` (space-separated words) at `tokens[i..]`: (length, exact?). The length
+/// counts the articles skipped inside it.
 fn match_phrase(scan: &Scan, i: usize, phrase: &str) -> Option<(usize, bool)> {
     let mut exact = true;
     let mut len = 0;
     for (k, w) in phrase.split(' ').enumerate() {
-        let t = scan.tokens.get(i + k)?;
-        if scan.used[i + k] {
+        if k > 0 {
+            while let Some(t) = scan.tokens.get(i + len)
+                && t.text != w
+                && INNER_ARTICLES.contains(&t.text.as_str())
+                && !scan.used[i + len]
+            {
+                len += 1;
+            }
+        }
+        let t = scan.tokens.get(i + len)?;
+        if scan.used[i + len] {
             return None;
         }
         if t.text == w {
@@ -569,6 +583,43 @@ fn match_phrase(scan: &Scan, i: usize, phrase: &str) -> Option<(usize, bool)> {
         len += 1;
     }
     Some((len, exact))
+}
+
+/// A part of the installation and a trouble word, in either order or joined by a preposition
+/// ("sensor issues", "failed gauges", "problems with the gauges"): that part's condition.
+/// The part must not begin a longer phrase ("tubing pressure" is a channel).
+fn troubled_part_at(scan: &Scan, i: usize) -> Option<(usize, Condition)> {
+    let part = |k: usize| -> Option<Condition> {
+        if !scan.free(k, 1) {
+            return None;
+        }
+        let (_, c) = lexicon::TROUBLED_PARTS
+            .iter()
+            .find(|(w, _)| *w == scan.word(k))?;
+        let longer = lexicon_at(scan, k, |_| true).is_some_and(|(len, _)| len > 1);
+        (!longer).then_some(*c)
+    };
+    let trouble = |k: usize| scan.free(k, 1) && lexicon::TROUBLE.contains(&scan.word(k));
+    if trouble(i + 1)
+        && let Some(c) = part(i)
+    {
+        return Some((2, c));
+    }
+    if trouble(i) {
+        if let Some(c) = part(i + 1) {
+            return Some((2, c));
+        }
+        if matches!(scan.word(i + 1), "with" | "on" | "in" | "of" | "at") && scan.free(i + 1, 1) {
+            let mut k = i + 2;
+            if INNER_ARTICLES.contains(&scan.word(k)) && scan.free(k, 1) {
+                k += 1;
+            }
+            if let Some(c) = part(k) {
+                return Some((k + 1 - i, c));
+            }
+        }
+    }
+    None
 }
 
 /// A multi-word phrase with one edit across its words ("gas lok"): the words joined, long
@@ -651,7 +702,7 @@ fn wells_at(scan: &Scan, i: usize, dir: &Directory) -> Option<(usize, Item)> {
                 .wells
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| w.id.to_ascii_lowercase().starts_with(prefix))
+                .filter(|(_, w)| w.id.as_str().to_ascii_lowercase().starts_with(prefix))
                 .map(|(k, _)| k)
                 .collect();
             return Some((
@@ -731,7 +782,7 @@ fn prefix_phrase_at(scan: &Scan, i: usize, dir: &Directory) -> Option<(usize, It
         .wells
         .iter()
         .enumerate()
-        .filter(|(_, w)| w.id.to_ascii_lowercase().starts_with(prefix))
+        .filter(|(_, w)| w.id.as_str().to_ascii_lowercase().starts_with(prefix))
         .map(|(k, _)| k)
         .collect();
     Some((
@@ -896,6 +947,11 @@ pub fn parse(
             i += 1;
             continue;
         }
+        if let Some((len, c)) = troubled_part_at(&scan, i) {
+            scan.claim(i, len, Item::Concept(Concept::Condition(c)));
+            i += len;
+            continue;
+        }
         if let Some((len, concept)) = lexicon_at(&scan, i, |_| true) {
             scan.claim(i, len, Item::Concept(concept));
             i += len;
@@ -951,12 +1007,14 @@ pub fn parse(
 /// Everything recognised, gathered.
 #[derive(Default)]
 struct Parts {
-    wells: Vec<String>,
+    wells: Vec<WellId>,
     explicit_wells: usize,
     groups: Vec<String>,
     unknown_wells: Vec<String>,
     channels: Vec<Field>,
     channel_pos: Vec<(usize, Vec<Field>)>,
+    /// A verb's channel ("making": flow), used when no channel is named.
+    activity: Option<(usize, &'static [Field])>,
     ambiguous: Vec<(usize, Ambiguity)>,
     parts: Vec<Part>,
     condition: Option<Condition>,
@@ -1053,6 +1111,9 @@ fn decide(
                     p.run_state.get_or_insert(*s);
                 }
                 Concept::Wells => p.wells_word = true,
+                Concept::Activity(fields) => {
+                    p.activity.get_or_insert((*pos, *fields));
+                }
             },
         }
     }
@@ -1121,6 +1182,14 @@ fn decide(
         } else if p.parts.contains(&Part::Tubing) {
             p.add_channels(usize::MAX, &[Field::TubingPressurePsi]);
         }
+    }
+    if let Some((pos, fields)) = p.activity
+        && p.channels.is_empty()
+        && p.ambiguous.is_empty()
+        && p.rank_by.is_none()
+        && (p.wells_word || !p.wells.is_empty())
+    {
+        p.add_channels(pos, fields);
     }
     if let Some((fields, order)) = p.rank_by
         && p.channels.is_empty()
@@ -1381,9 +1450,8 @@ fn not_understood(
     let well = p
         .wells
         .first()
-        .cloned()
-        .or_else(|| dir.wells.first().map(|w| w.id.clone()))
-        .unwrap_or_else(|| "ESP-001".into());
+        .or_else(|| dir.wells.first().map(|w| &w.id))
+        .map_or_else(|| "ESP-001".to_owned(), WellId::to_string);
     let channel = p.channels.first().copied().or(match p.ambiguous.first() {
         Some((_, Ambiguity::Temperature)) => Some(Field::MotorTempC),
         Some((_, Ambiguity::Pressure)) => Some(Field::IntakePressurePsi),

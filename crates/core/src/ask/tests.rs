@@ -1,6 +1,7 @@
-//! The question set: `questions.txt` (the rules were written and tuned against it) and
-//! `heldout.txt` (written before the rules, never tuned on), each line a question and its
-//! expected interpretation, checked exactly. `cargo test -p espwatch-core ask -- --nocapture`
+//! The question set: `questions.txt` (the rules were written and tuned against it),
+//! `heldout.txt` (written before the rules, never tuned on), `heldout2.txt` (never tuned on
+//! until its misses were studied as classes of phrasing) and `heldout3.txt` (never tuned on),
+//! each line a question and its expected interpretation, checked exactly. `cargo test -p espwatch-core ask -- --nocapture`
 //! prints both accuracies and every miss.
 
 use super::*;
@@ -8,6 +9,7 @@ use super::*;
 const TUNED: &str = include_str!("questions.txt");
 const HELD_OUT: &str = include_str!("heldout.txt");
 const HELD_OUT_2: &str = include_str!("heldout2.txt");
+const HELD_OUT_3: &str = include_str!("heldout3.txt");
 
 /// 2026-11-25T15:30:00Z, a Wednesday.
 fn clock() -> Clock {
@@ -27,28 +29,34 @@ pub(crate) fn directory() -> Directory {
             _ => None,
         };
         let field = Some(if n <= 6 { "North Pad" } else { "South Pad" }.to_owned());
-        wells.push(WellEntry { id, name, field });
+        wells.push(WellEntry {
+            id: WellId::parse(&id).unwrap(),
+            name,
+            field,
+        });
     }
     wells.push(WellEntry {
-        id: "W-17".into(),
+        id: WellId::parse("W-17").unwrap(),
         name: Some("Eagle 17".into()),
         field: Some("Eagle Field".into()),
     });
     wells.push(WellEntry {
-        id: "KAL-3".into(),
+        id: WellId::parse("KAL-3").unwrap(),
         name: None,
         field: None,
     });
     Directory::new(wells)
 }
 
-fn group(name: &str) -> Vec<String> {
+fn group(name: &str) -> Vec<WellId> {
     let range = match name {
         "@north" => 1..=6,
         "@south" => 7..=12,
         _ => panic!("unknown group {name}"),
     };
-    range.map(|n| format!("ESP-{n:03}")).collect()
+    range
+        .map(|n| WellId::parse(&format!("ESP-{n:03}")).unwrap())
+        .collect()
 }
 
 /// `MM-DDTHH:MM` in 2026, UTC.
@@ -82,7 +90,7 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
                         if w.starts_with('@') {
                             group(w)
                         } else {
-                            vec![w.to_owned()]
+                            vec![WellId::parse(w).expect(w)]
                         }
                     })
                     .collect()
@@ -291,7 +299,31 @@ fn second_held_out_set_accuracy() {
     );
 }
 
-const HELD_OUT_2_FLOOR: f64 = 80.0;
+/// 84.6 % when first run; 100 % after the round that studied its misses (issue 24: the
+/// classes of phrasing were fixed, never its questions), so it is no longer a never-tuned
+/// figure; the third set is.
+const HELD_OUT_2_FLOOR: f64 = 95.0;
+
+/// The third set (issue 24): written from the field's vocabulary before the second set's
+/// misses were studied, never tuned on; its accuracy is reported, its floor only catches a
+/// regression.
+#[test]
+fn third_held_out_set_accuracy() {
+    let (passed, total, misses) = run(HELD_OUT_3);
+    let pct = 100.0 * passed as f64 / total as f64;
+    println!("third held-out set (never tuned on): {passed}/{total} exact = {pct:.1} %");
+    for m in &misses {
+        println!("  miss {m}");
+    }
+    assert!(total >= 60, "the third set has {total} questions");
+    assert!(
+        pct >= HELD_OUT_3_FLOOR,
+        "third held-out accuracy fell to {pct:.1} %"
+    );
+}
+
+/// 91.0 % when first run (before this round's rules), 93.3 % after them.
+const HELD_OUT_3_FLOOR: f64 = 93.0;
 
 /// Held-out accuracy at the first run of the finished parser (see the notes of issue 24).
 const HELD_OUT_FLOOR: f64 = 95.0;
@@ -378,7 +410,7 @@ fn a_display_zone_moves_calendar_words() {
 #[test]
 fn a_thousand_wells_parse_quickly() {
     let wells = (0..1000).map(|n| WellEntry {
-        id: format!("WELL-{n:04}"),
+        id: WellId::parse(&format!("WELL-{n:04}")).unwrap(),
         name: Some(format!("Site {n}")),
         field: Some(format!("Pad {}", n / 50)),
     });
@@ -391,7 +423,7 @@ fn a_thousand_wells_parse_quickly() {
             &clock(),
         )
         .unwrap();
-        assert_eq!(it.wells, ["WELL-0420"]);
+        assert_eq!(it.wells, [WellId::parse("WELL-0420").unwrap()]);
     }
     let per = started.elapsed() / 20;
     println!("parse with 1000 wells: {per:?} per question");
@@ -442,7 +474,7 @@ fn a_trend_of_two_wells_is_a_trend() {
 #[test]
 fn a_well_outside_the_directory_is_not_guessed() {
     let dir = Directory::new(["ESP-001", "ESP-002"].map(|id| WellEntry {
-        id: id.into(),
+        id: WellId::parse(id).unwrap(),
         name: None,
         field: None,
     }));
@@ -450,4 +482,40 @@ fn a_well_outside_the_directory_is_not_guessed() {
     assert!(e.message.contains("ESP-004"), "{}", e.message);
     let e = parse("south pad motor current", &dir, &clock()).unwrap_err();
     assert!(e.message.contains("south pad"), "{}", e.message);
+}
+
+/// A verb of production names the flow only in a question about wells: "how much is ESP-004
+/// making" is its flow; "how much money did we make" is nothing this parser knows.
+#[test]
+fn a_production_verb_alone_is_not_a_channel() {
+    let it = parse("how much is ESP-004 making", &directory(), &clock()).unwrap();
+    assert_eq!(it.channels, [Field::FlowRateBpd]);
+    for q in ["how much money did we make", "how much did we make today"] {
+        assert!(
+            parse(q, &directory(), &clock()).is_err(),
+            "{q}: understood as something"
+        );
+    }
+}
+
+/// Well ids are `WellId`s inside (issue 16) and their strings in JSON, as everywhere in the
+/// API: the interpretation's shape is unchanged.
+#[test]
+fn wells_are_typed_ids_and_strings_in_json() {
+    let it = parse("ESP-003 vs Falcon 7 current today", &directory(), &clock()).unwrap();
+    assert_eq!(
+        it.wells,
+        [
+            WellId::parse("ESP-003").unwrap(),
+            WellId::parse("ESP-007").unwrap()
+        ]
+    );
+    assert_eq!(it.to_json()["wells"], json!(["ESP-003", "ESP-007"]));
+    let e = parse("pressure of ESP-003", &directory(), &clock()).unwrap_err();
+    assert_eq!(e.recognised["wells"], json!(["ESP-003"]));
+    assert!(
+        e.suggestions.iter().any(|s| s.contains("ESP-003")),
+        "{:?}",
+        e.suggestions
+    );
 }

@@ -128,6 +128,22 @@ impl Security {
         let secret = config.jwt_secret_bytes()?;
         let mut keys = TokenKeys::new(&secret, &config.jwt_issuer, &config.jwt_audience)?;
         keys.max_lifetime_secs = config.access_token_ttl_secs as i64;
+        if let Some((previous, until)) = config.jwt_previous_secret()? {
+            keys = keys.with_previous(&previous, until)?;
+            let until_text = chrono::DateTime::from_timestamp(until, 0)
+                .map_or_else(|| until.to_string(), |t| t.to_rfc3339());
+            if until <= chrono::Utc::now().timestamp() {
+                tracing::warn!(
+                    valid_until = %until_text,
+                    "jwt_secret_previous is configured but its grace period is over: tokens it signed are refused; remove it and jwt_previous_valid_until"
+                );
+            } else {
+                tracing::info!(
+                    valid_until = %until_text,
+                    "JWT secret rotation: tokens signed with the previous secret are accepted until then"
+                );
+            }
+        }
         let hashing =
             PasswordHashing::new(config.password_hash_concurrency, Duration::from_secs(5))?;
         let rate = |per_second: f64| Rate {
@@ -385,14 +401,17 @@ impl Security {
         presented: &str,
     ) -> Result<(Principal, Option<Timestamp>), AuthFailure> {
         let now = chrono::Utc::now();
-        let claims = self.keys.verify(presented, now.timestamp()).map_err(|e| {
-            let reason = format!("access token refused: {e}");
-            if e == token::TokenError::Expired {
-                AuthFailure::Expired(reason)
-            } else {
-                AuthFailure::Refused(reason)
-            }
-        })?;
+        let (claims, until) = self
+            .keys
+            .verify_until(presented, now.timestamp())
+            .map_err(|e| {
+                let reason = format!("access token refused: {e}");
+                if e == token::TokenError::Expired {
+                    AuthFailure::Expired(reason)
+                } else {
+                    AuthFailure::Refused(reason)
+                }
+            })?;
         let now = Timestamp::from_datetime(now);
         let session = self
             .store
@@ -424,7 +443,7 @@ impl Security {
                 role: user.role,
                 scope: user.wells,
             },
-            Some(Timestamp(claims.exp.saturating_mul(1_000_000))),
+            Some(Timestamp(until.saturating_mul(1_000_000))),
         ))
     }
 }

@@ -68,6 +68,9 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct TokenKeys {
     secret: Vec<u8>,
+    /// The secret before a rotation and until when (seconds since the epoch, exclusive) what
+    /// it signed is still accepted; it never signs anything new.
+    previous: Option<(Vec<u8>, i64)>,
     pub issuer: String,
     pub audience: String,
     /// Accepted clock difference for `exp`, `nbf` and `iat`, seconds.
@@ -83,6 +86,10 @@ impl std::fmt::Debug for TokenKeys {
             .field("secret", &"<redacted>")
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field(
+                "previous_valid_until",
+                &self.previous.as_ref().map(|(_, until)| until),
+            )
             .finish()
     }
 }
@@ -92,6 +99,7 @@ impl TokenKeys {
         check_secret(secret)?;
         Ok(TokenKeys {
             secret: secret.to_vec(),
+            previous: None,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             leeway_secs: 5,
@@ -99,8 +107,36 @@ impl TokenKeys {
         })
     }
 
+    /// Also accepts what `secret` (the secret before a rotation) signed, until `valid_until`
+    /// (seconds since the epoch); refused when weak.
+    pub fn with_previous(
+        mut self,
+        secret: &[u8],
+        valid_until: i64,
+    ) -> Result<TokenKeys, SecretError> {
+        check_secret(secret)?;
+        self.previous = Some((secret.to_vec(), valid_until));
+        Ok(self)
+    }
+
+    /// Until when the previous secret's tokens are accepted, if one is configured.
+    pub fn previous_valid_until(&self) -> Option<i64> {
+        self.previous.as_ref().map(|(_, until)| *until)
+    }
+
     fn mac(&self) -> HmacSha256 {
-        HmacSha256::new_from_slice(&self.secret).expect("HMAC takes keys of any length")
+        mac_with(&self.secret)
+    }
+
+    /// The keys a MAC presented at `now` may have been made with: the current secret, and the
+    /// previous one while its grace period lasts.
+    fn accepted_macs(&self, now: i64) -> impl Iterator<Item = HmacSha256> + '_ {
+        std::iter::once(self.mac()).chain(
+            self.previous
+                .iter()
+                .filter(move |(_, until)| now < *until)
+                .map(|(secret, _)| mac_with(secret)),
+        )
     }
 
     pub fn sign(&self, claims: &Claims) -> String {
@@ -122,19 +158,29 @@ impl TokenKeys {
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
-    /// Whether `presented` is the CSRF token of `session_id` (constant-time).
+    /// Whether `presented` is the CSRF token of `session_id` (constant-time), made with the
+    /// current secret or, during its grace period, the previous one.
     pub fn check_csrf(&self, session_id: &str, presented: &str) -> bool {
         let Ok(presented) = URL_SAFE_NO_PAD.decode(presented.trim()) else {
             return false;
         };
-        let mut mac = self.mac();
-        mac.update(b"espwatch-csrf\0");
-        mac.update(session_id.as_bytes());
-        mac.verify_slice(&presented).is_ok()
+        let now = chrono::Utc::now().timestamp();
+        self.accepted_macs(now).any(|mut mac| {
+            mac.update(b"espwatch-csrf\0");
+            mac.update(session_id.as_bytes());
+            mac.verify_slice(&presented).is_ok()
+        })
     }
 
     /// Verifies an access token at `now` (seconds since the epoch).
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        self.verify_until(token, now).map(|(claims, _)| claims)
+    }
+
+    /// [`TokenKeys::verify`], with the time (seconds since the epoch) until which the token
+    /// is accepted: its `exp`, or the end of the previous secret's grace period when that
+    /// signed it and ends first.
+    pub fn verify_until(&self, token: &str, now: i64) -> Result<(Claims, i64), TokenError> {
         if token.len() > 4096 {
             return Err(TokenError::Malformed);
         }
@@ -153,12 +199,14 @@ impl TokenKeys {
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
             .map_err(|_| TokenError::Malformed)?;
-        let mut mac = self.mac();
-        mac.update(header.as_bytes());
-        mac.update(b".");
-        mac.update(payload.as_bytes());
-        mac.verify_slice(&signature)
-            .map_err(|_| TokenError::Signature)?;
+        let Some(signer) = self.accepted_macs(now).position(|mut mac| {
+            mac.update(header.as_bytes());
+            mac.update(b".");
+            mac.update(payload.as_bytes());
+            mac.verify_slice(&signature).is_ok()
+        }) else {
+            return Err(TokenError::Signature);
+        };
         let payload = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| TokenError::Claims)?;
@@ -184,8 +232,16 @@ impl TokenKeys {
         if claims.exp - claims.iat > self.max_lifetime_secs {
             return Err(TokenError::Lifetime);
         }
-        Ok(claims)
+        let until = match (signer, self.previous_valid_until()) {
+            (0, _) | (_, None) => claims.exp,
+            (_, Some(end)) => claims.exp.min(end),
+        };
+        Ok((claims, until))
     }
+}
+
+fn mac_with(secret: &[u8]) -> HmacSha256 {
+    HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length")
 }
 
 #[cfg(test)]
@@ -290,6 +346,59 @@ mod tests {
         );
         assert_eq!(k.verify(&mixed, now), Err(TokenError::Signature));
         assert_eq!(k.verify("garbage", now), Err(TokenError::Malformed));
+    }
+
+    /// Issue 22: after a rotation, tokens of the previous secret verify until its end, and
+    /// nothing is signed with it.
+    #[test]
+    fn the_previous_secret_verifies_until_its_end() {
+        let now = 1_800_000_000;
+        let old = keys();
+        let old_token = old.sign(&claims(now));
+        let new = TokenKeys::new(
+            b"Wm9Yc0t4dGZkbkd6VHFseG9KVm12dHFJSkJ4UGd4",
+            "espwatch",
+            "api",
+        )
+        .unwrap();
+        assert_eq!(new.verify(&old_token, now), Err(TokenError::Signature));
+        let rotated = new
+            .clone()
+            .with_previous(b"q3J0bW9Yc2t0ZmRuR3pUcWx4b0pWbXZ0cUlKQnhQ", now + 60)
+            .unwrap();
+        assert_eq!(rotated.verify(&old_token, now), Ok(claims(now)));
+        assert_eq!(rotated.verify(&old_token, now + 59), Ok(claims(now)));
+        assert_eq!(
+            rotated.verify_until(&old_token, now),
+            Ok((claims(now), now + 60))
+        );
+        assert_eq!(
+            rotated.verify_until(&rotated.sign(&claims(now)), now),
+            Ok((claims(now), now + 900))
+        );
+        assert_eq!(
+            rotated.verify(&old_token, now + 60),
+            Err(TokenError::Signature)
+        );
+        // New tokens are the current secret's only.
+        let fresh = rotated.sign(&claims(now));
+        assert_eq!(new.verify(&fresh, now), Ok(claims(now)));
+        assert_eq!(old.verify(&fresh, now), Err(TokenError::Signature));
+        // CSRF tokens of the old secret, while it lasts (the clock is the real one here).
+        let csrf = old.csrf_token("s1");
+        let real_now = chrono::Utc::now().timestamp();
+        let lasting = new
+            .clone()
+            .with_previous(b"q3J0bW9Yc2t0ZmRuR3pUcWx4b0pWbXZ0cUlKQnhQ", real_now + 600)
+            .unwrap();
+        assert!(lasting.check_csrf("s1", &csrf));
+        let ended = new
+            .clone()
+            .with_previous(b"q3J0bW9Yc2t0ZmRuR3pUcWx4b0pWbXZ0cUlKQnhQ", real_now - 1)
+            .unwrap();
+        assert!(!ended.check_csrf("s1", &csrf));
+        assert!(ended.check_csrf("s1", &new.csrf_token("s1")));
+        assert!(new.clone().with_previous(b"short", now).is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub const STREAM_PROTOCOL: &str = "espwatch.v1";
 const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Live events over WebSocket: readings as they are committed, alarms raised, acknowledged
-/// and cleared, and wells starting or stopping.
+/// and cleared, wells starting or stopping, and wells' devices going online or offline.
 ///
 /// **Authentication** happens before the upgrade (401 without credentials): the console's
 /// session cookie, `Authorization: Bearer`, or — for browsers and other clients that cannot
@@ -42,7 +42,9 @@ const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 /// **Server messages** (JSON text): `{"type":"subscribed","subscription":{...}}`;
 /// `{"type":"readings","readings":[{"well_id","ts",<channel>:value,...}],"coalesced"?:N}`;
 /// `{"type":"alarm","change":"raised|acknowledged|cleared","alarm":{...as in /alarms}}`;
-/// `{"type":"well_state","well_id","running","ts"}`; `{"type":"lagged","missed_events":N}`
+/// `{"type":"well_state","well_id","running","ts"}`;
+/// `{"type":"connectivity","well_id","online","ts"}` (a Sparkplug B birth or death; needs
+/// `latest:read`); `{"type":"lagged","missed_events":N}`
 /// when the connection fell behind (re-read `/wells/latest` and `/alarms`);
 /// `{"type":"error","error":{"type","message"}}`.
 ///
@@ -56,7 +58,7 @@ const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
     params(
         ("wells" = Option<String>, Query, description = "Comma-separated well ids; default: all permitted wells"),
         ("channels" = Option<String>, Query, description = "Comma-separated channels of readings; default: all"),
-        ("events" = Option<String>, Query, description = "Comma-separated kinds: readings, alarms, well_state; default: all the role may read")
+        ("events" = Option<String>, Query, description = "Comma-separated kinds: readings, alarms, well_state, connectivity; default: all the role may read")
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol `espwatch.v1`"),

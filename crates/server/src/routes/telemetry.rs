@@ -705,6 +705,14 @@ pub struct LatestEntry {
     /// The newest reading's channels (missing channels are omitted).
     #[schema(value_type = Object)]
     values: BTreeMap<&'static str, f64>,
+    /// Whether the well's device is connected, as its field protocol last said (Sparkplug B:
+    /// online from its DBIRTH, offline from its DDEATH or its edge node's NDEATH). Absent when
+    /// nothing has said so since the server started (wells fed over HTTP or plain MQTT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    online: Option<bool>,
+    /// When `online` last changed (received by the server); absent with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    online_changed_at: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -714,7 +722,9 @@ pub struct LatestResponse {
     wells: Vec<LatestEntry>,
 }
 
-/// Fleet overview: the newest reading of every well with its age.
+/// Fleet overview: the newest reading of every well with its age, and whether its device is
+/// online where a field protocol says so (Sparkplug B births and deaths; kept in memory, so
+/// unknown after a restart until the next birth or death).
 #[utoipa::path(get, path = "/api/v1/wells/latest", tag = "telemetry",
     responses((status = 200, description = "Newest reading per well, sorted by well id", body = LatestResponse)))]
 pub async fn latest(
@@ -723,6 +733,7 @@ pub async fn latest(
 ) -> Result<Json<LatestResponse>, ApiError> {
     let now = Timestamp::from_datetime(Utc::now());
     let (latest, wells) = tokio::try_join!(state.store.latest(), state.store.list_wells())?;
+    let presence = state.live.presences();
     let mut entries: BTreeMap<String, LatestEntry> = wells
         .into_iter()
         .map(|w| {
@@ -734,6 +745,8 @@ pub async fn latest(
                     ts: None,
                     age_s: None,
                     values: BTreeMap::new(),
+                    online: None,
+                    online_changed_at: None,
                 },
             )
         })
@@ -751,8 +764,16 @@ pub async fn latest(
                 ts: Some(ts.to_rfc3339()),
                 age_s: Some((now.0 - ts.0) as f64 / 1e6),
                 values: values.iter().map(|(f, v)| (f.name(), v)).collect(),
+                online: None,
+                online_changed_at: None,
             },
         );
+    }
+    for (well, p) in presence {
+        if let Some(entry) = entries.get_mut(well.as_str()) {
+            entry.online = Some(p.online);
+            entry.online_changed_at = Some(p.since.to_rfc3339());
+        }
     }
     Ok(Json(LatestResponse {
         as_of: now.to_rfc3339(),

@@ -50,7 +50,9 @@ use tokio::sync::oneshot;
 
 use self::index::{merge_dedup, window_start};
 use self::schema::sql_err;
-pub use self::security::{EmbeddedSecurityStore, SECURITY_FILE};
+pub use self::security::{
+    EmbeddedSecurityStore, SECURITY_FILE, read_user_accounts, rename_user_accounts,
+};
 pub use self::writer::CompactReport;
 use self::writer::{Command, Reply, Shared, Writer, WriterOptions};
 use crate::{

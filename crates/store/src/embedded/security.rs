@@ -28,8 +28,9 @@ use super::lock;
 use crate::security::{
     AUDIT_CARRIED_KIND, AUDIT_PRUNED_KIND, AUDIT_REQUEST_KINDS, ApiKey, AuditChainChecker,
     AuditEvent, AuditFilter, AuditKey, AuditPrune, AuditPruneScope, AuditRecord, AuditVerification,
-    LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome, SecurityStore, Session, User,
-    UserChange, audit_carried_event, audit_chain_hash, scope_column, scope_from_column,
+    CaseDuplicate, DuplicateRename, LockoutPolicy, NewApiKey, NewSession, NewUser, RefreshOutcome,
+    SecurityStore, Session, User, UserChange, audit_carried_event, audit_chain_hash, scope_column,
+    scope_from_column,
 };
 use crate::{StoreError, StoreResult};
 
@@ -136,17 +137,93 @@ fn user_name_index(tx: &Transaction<'_>) -> StoreResult<()> {
         .map_err(|e| db_err("looking for user names that differ only in case", e))?;
     if !names.is_empty() {
         let groups = crate::security::case_duplicate_groups(names);
+        let data_dir = tx
+            .path()
+            .and_then(|file| Path::new(file).parent())
+            .map_or_else(|| "DIR".to_owned(), |dir| dir.display().to_string());
+        let hint = crate::security::case_duplicates_hint(&format!("--data-dir {data_dir}"));
         return Err(StoreError::Internal(format!(
-            "{SECURITY_FILE} holds user names that differ only in case: {groups}. User names are \
-             unique ignoring case from this version on: keep one account of each group and \
-             remove the others (with espwatch stopped: sqlite3 {SECURITY_FILE} \
-             \"DELETE FROM users WHERE name = 'NAME'\"), then start again"
+            "{SECURITY_FILE} holds user names that differ only in case: {groups}. {hint}"
         )));
     }
     tx.execute_batch(
         "CREATE UNIQUE INDEX IF NOT EXISTS users_name_any_case ON users (name COLLATE NOCASE)",
     )
     .map_err(|e| db_err("indexing user names ignoring case", e))
+}
+
+/// Every account of `security.sqlite` in `data_dir` (name, role, state, creation), read
+/// without opening the store, which refuses a file holding names that differ only in case
+/// (`espwatch users resolve-duplicates`); nothing is changed. Empty without the file.
+pub fn read_user_accounts(data_dir: &Path) -> StoreResult<Vec<CaseDuplicate>> {
+    let path = data_dir.join(SECURITY_FILE);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| db_err("opening", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| db_err("setting busy timeout", e))?;
+    let mut stmt = conn
+        .prepare("SELECT name, role, disabled, created_at FROM users ORDER BY name")
+        .map_err(|e| db_err("reading users", e))?;
+    stmt.query_map([], |r| {
+        Ok(CaseDuplicate {
+            name: r.get(0)?,
+            role: r.get(1)?,
+            disabled: r.get(2)?,
+            created_at: Timestamp(r.get(3)?),
+        })
+    })
+    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+    .map_err(|e| db_err("reading users", e))
+}
+
+/// Applies `espwatch users resolve-duplicates`' plan to `security.sqlite` in `data_dir`, in
+/// one transaction, without opening the store: each account is renamed (and disabled when
+/// the plan says so) and its sessions end (their tokens carry the old name). Refuses a plan
+/// whose account is gone or whose new name is taken (ignoring case); the audit records are
+/// the caller's, once the store opens.
+pub fn rename_user_accounts(
+    data_dir: &Path,
+    plan: &[DuplicateRename],
+    now: Timestamp,
+) -> StoreResult<()> {
+    let path = data_dir.join(SECURITY_FILE);
+    let mut conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| db_err("opening", e))?;
+    configure(&conn)?;
+    write_tx(&mut conn, "renaming users", |tx| {
+        for rename in plan {
+            let taken: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM users WHERE name = ?1 COLLATE NOCASE",
+                    [&rename.to],
+                    |r| r.get(0),
+                )
+                .map_err(|e| db_err("renaming users", e))?;
+            if taken > 0 {
+                return Err(StoreError::Conflict(format!("user {:?}", rename.to)));
+            }
+            tx.execute("DELETE FROM sessions WHERE user_name = ?1", [&rename.from])
+                .map_err(|e| db_err("ending the sessions of a renamed user", e))?;
+            let changed = tx
+                .execute(
+                    "UPDATE users SET name = ?2, updated_at = ?3,
+                         disabled = CASE WHEN ?4 THEN 1 ELSE disabled END
+                     WHERE name = ?1",
+                    params![rename.from, rename.to, now.0, rename.disable],
+                )
+                .map_err(|e| db_err("renaming users", e))?;
+            if changed != 1 {
+                return Err(StoreError::Internal(format!(
+                    "user {:?} is gone: run the command again",
+                    rename.from
+                )));
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The embedded security store. Cheap to clone; clones share one connection. Several
