@@ -1505,6 +1505,26 @@ pub(crate) fn motor_overheat(i: &Input, gas: &GasEvidence) -> Option<Finding> {
         ));
     }
     let conf = BASE + bonus(hot, AGREES) + bonus(near_limit, STRONG + AGREES);
+    // Near its limit, no hotter than its load explains, and that load well above what the
+    // flow takes: the motor is not losing its cooling but carrying too much. The cause to
+    // act on is the overload (its own rule may flicker around its bar meanwhile).
+    let load_explains =
+        !hot && cooling_lost.is_none() && rise.is_none_or(|r| r < th.overheat_steady_rise_ratio);
+    let drag = i
+        .cur_unexplained
+        .filter(|c| *c >= th.overload_current_ratio_near_limit && !i.supply_disturbed);
+    if near_limit
+        && load_explains
+        && let Some(c) = drag
+    {
+        ev.push(Evidence::new(
+            "current_ratio_unexplained_by_flow",
+            c,
+            th.overload_current_ratio_near_limit,
+            ">=",
+        ));
+        return Some(Finding::new(Condition::Overload, conf, ev));
+    }
     Some(Finding::new(Condition::MotorOverheat, conf, ev))
 }
 

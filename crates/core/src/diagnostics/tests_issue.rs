@@ -874,6 +874,70 @@ fn minutes_of_extra_current_are_no_overload_unless_they_persist_or_the_drive_tri
     assert_eq!(overloads(3, true), 1, "three minutes, then the relay trips");
 }
 
+/// A winding near its limit is judged by what heats it. Hotter than its load explains: the
+/// motor lost its cooling (overheat). As hot as a current well above what the flow takes
+/// explains: the motor carries too much (overload), the cause to act on, seen on an outside
+/// data set where the overload's own rule flickered around its bar for hours meanwhile.
+#[test]
+fn a_winding_near_its_limit_from_extra_load_is_an_overload_not_an_overheat() {
+    let mut plan = pinned(Family::Classic, None, 22, "20s");
+    let at = start().0 + 14 * HOUR;
+    // The healthy running point and a limit just above where this motor runs, so that its
+    // own load brings it near the limit.
+    let healthy = samples(&plan, 0);
+    let running_temp = healthy
+        .iter()
+        .filter(|(ts, _)| ts.0 > at - HOUR && ts.0 < at)
+        .filter_map(|(_, m)| m.get(Field::MotorTempC))
+        .fold(f64::MIN, f64::max);
+    let limit = running_temp + Thresholds::default().overheat_margin_c + 1.0;
+    if let Some(motor) = plan.wells[0].meta.motor.as_mut() {
+        motor.max_winding_temp_c = Some(limit);
+    }
+    let readings = |amps_factor: f64, extra_c: f64| -> Vec<(Timestamp, Measurements)> {
+        healthy
+            .iter()
+            .map(|(ts, m)| {
+                let mut m = *m;
+                if ts.0 >= at {
+                    let amps = m.get(Field::MotorCurrentA).map(|a| a * amps_factor);
+                    m.set(Field::MotorCurrentA, amps);
+                    // Copper losses go with the square of the current.
+                    let (tm, ti) = (m.get(Field::MotorTempC), m.get(Field::IntakeTempC));
+                    if let (Some(tm), Some(ti)) = (tm, ti) {
+                        let rise = (tm - ti) * amps_factor * amps_factor + extra_c;
+                        m.set(Field::MotorTempC, Some(ti + rise));
+                    }
+                }
+                (*ts, m)
+            })
+            .collect()
+    };
+    let diagnoses = |amps_factor: f64, extra_c: f64| {
+        let (episodes, _) = run_checked(
+            Some(&plan.wells[0].meta),
+            &readings(amps_factor, extra_c),
+            TrainingWindow::Default,
+        );
+        episodes
+            .into_iter()
+            .map(|e| e.diagnosis)
+            .collect::<Vec<_>>()
+    };
+    let overload = Diagnosis::Condition(Condition::Overload);
+    let overheat = Diagnosis::Condition(Condition::MotorOverheat);
+    let loaded = diagnoses(1.1, 0.0);
+    assert!(
+        loaded.contains(&overload) && !loaded.contains(&overheat),
+        "{loaded:?}"
+    );
+    let uncooled = diagnoses(1.0, 25.0);
+    assert!(
+        uncooled.contains(&overheat) && !uncooled.contains(&overload),
+        "{uncooled:?}"
+    );
+}
+
 /// A third of the wells of an outside data set have no discharge gauge. Their pump head is
 /// still known: the discharge is the wellhead pressure plus the fluid column above the pump
 /// (setting depth × gradient), so a worn pump's gradual loss of head is found without it.

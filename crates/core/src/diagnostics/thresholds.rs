@@ -82,6 +82,9 @@ pub struct Thresholds {
     pub gradual_min_secs: f64,
     /// Current ratio above baseline that counts as overload...
     pub overload_current_ratio: f64,
+    /// A winding near its limit that its load explains (no hotter than the baseline's rise
+    /// for that load) with the current this far above what the flow takes is overloaded.
+    pub overload_current_ratio_near_limit: f64,
     /// ...when the current is also above this share of nameplate (if the nameplate is known).
     pub overload_nameplate_share: f64,
     /// Share of motor losses that do not grow with the load current (iron, friction), and the
@@ -395,6 +398,7 @@ impl Default for Thresholds {
             abrupt_secs: 3600.0,
             gradual_min_secs: 6.0 * 3600.0,
             overload_current_ratio: 1.12,
+            overload_current_ratio_near_limit: 1.06,
             overload_nameplate_share: 1.0,
             motor_fixed_loss_share: 0.4,
             cooling_flow_exponent: 0.8,
