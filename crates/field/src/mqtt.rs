@@ -82,6 +82,13 @@ pub struct MqttStats {
     subscribed: AtomicBool,
     connections: AtomicU64,
     connection_failures: AtomicU64,
+    /// Advanced on every connection and every loss of one. A message is acknowledged only on
+    /// the connection it came on: a packet id of a lost connection may name another message
+    /// on the next one, which a late PUBACK would then drop at the broker before it is stored
+    /// (a persistent session re-sends the old message instead: stored once, a duplicate).
+    generation: AtomicU64,
+    /// Acknowledgements not sent because their connection was gone.
+    stale_acks_skipped: AtomicU64,
     /// PUBLISHes received from the broker (re-deliveries included).
     received: AtomicU64,
     /// PUBLISHes with the DUP flag: sent before (deferred, or in flight at a disconnection).
@@ -289,6 +296,7 @@ impl MqttStats {
             "subscribed": self.subscribed.load(Ordering::Relaxed),
             "connections": n(&self.connections),
             "connection_failures": n(&self.connection_failures),
+            "stale_acks_skipped": n(&self.stale_acks_skipped),
             "received": n(&self.received),
             "redelivered": n(&self.redelivered),
             "messages": n(&self.messages),
@@ -550,7 +558,7 @@ async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
-    tx: mpsc::UnboundedSender<Publish>,
+    tx: mpsc::UnboundedSender<(u64, Publish)>,
     stats: Arc<MqttStats>,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -561,6 +569,7 @@ async fn drive(
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                stats.generation.fetch_add(1, Ordering::AcqRel);
                 stats.backlog.connected();
                 redelivery = false;
                 stats.connected.store(true, Ordering::Relaxed);
@@ -607,7 +616,8 @@ async fn drive(
                     // Deferred: left unacknowledged, re-sent after a reconnection.
                     continue;
                 }
-                if tx.send(publish).is_err() {
+                let generation = stats.generation.load(Ordering::Acquire);
+                if tx.send((generation, publish)).is_err() {
                     // The consumer has stopped: leave the message unacknowledged.
                 }
             }
@@ -626,12 +636,14 @@ async fn drive(
             Ok(_) => {}
             Err(e) if redelivery && !*stopping.borrow() => {
                 // The connection closed after our DISCONNECT: connect again at once.
+                stats.generation.fetch_add(1, Ordering::AcqRel);
                 redelivery = false;
                 stats.connected.store(false, Ordering::Relaxed);
                 stats.subscribed.store(false, Ordering::Relaxed);
                 tracing::debug!(error = %e, "MQTT reconnecting for deferred messages");
             }
             Err(e) => {
+                stats.generation.fetch_add(1, Ordering::AcqRel);
                 stats.connected.store(false, Ordering::Relaxed);
                 stats.subscribed.store(false, Ordering::Relaxed);
                 stats.connection_failures.fetch_add(1, Ordering::Relaxed);
@@ -725,7 +737,7 @@ struct SparkplugCtx {
 impl Consumer {
     async fn run(
         mut self,
-        mut rx: mpsc::UnboundedReceiver<Publish>,
+        mut rx: mpsc::UnboundedReceiver<(u64, Publish)>,
         mut stopping: watch::Receiver<bool>,
     ) {
         loop {
@@ -740,23 +752,34 @@ impl Consumer {
                     None => return,
                 },
             };
+            let (generation, first) = first;
             let mut batch = vec![first];
+            let mut generations = vec![generation];
             while batch.len() < MAX_BATCH_MESSAGES {
                 match rx.try_recv() {
-                    Ok(message) => batch.push(message),
+                    Ok((generation, message)) => {
+                        batch.push(message);
+                        generations.push(generation);
+                    }
                     Err(_) => break,
                 }
             }
-            if self.handle(batch, &mut stopping).await.is_err() {
+            if self
+                .handle(batch, &generations, &mut stopping)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     }
 
-    /// Decodes, commits, reports and acknowledges one batch, in that order.
+    /// Decodes, commits, reports and acknowledges one batch, in that order. `generations`:
+    /// the connection each message came on (see `MqttStats::generation`).
     async fn handle(
         &mut self,
         batch: Vec<Publish>,
+        generations: &[u64],
         stopping: &mut watch::Receiver<bool>,
     ) -> Result<(), crate::sink::Stopped> {
         let settings = DecodeSettings {
@@ -846,7 +869,14 @@ impl Consumer {
         for (publish, prepared) in batch.iter().zip(prepared) {
             self.report(publish, prepared, &outcomes, &received_at);
         }
-        for publish in &batch {
+        let current = self.stats.generation.load(Ordering::Acquire);
+        for (publish, generation) in batch.iter().zip(generations) {
+            if *generation != current {
+                self.stats
+                    .stale_acks_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if let Err(e) = self.client.ack(publish).await {
                 tracing::debug!(error = %e, "MQTT acknowledgement not sent (disconnecting)");
             }
