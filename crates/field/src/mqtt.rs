@@ -82,7 +82,7 @@ pub struct MqttStats {
     subscribed: AtomicBool,
     connections: AtomicU64,
     connection_failures: AtomicU64,
-    /// Advanced on every connection and every loss of one. A message is acknowledged only on
+    /// Advanced on every loss of a connection. A message is acknowledged only on
     /// the connection it came on: a packet id of a lost connection may name another message
     /// on the next one, which a late PUBACK would then drop at the broker before it is stored
     /// (a persistent session re-sends the old message instead: stored once, a duplicate).
@@ -569,7 +569,6 @@ async fn drive(
     loop {
         match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                stats.generation.fetch_add(1, Ordering::AcqRel);
                 stats.backlog.connected();
                 redelivery = false;
                 stats.connected.store(true, Ordering::Relaxed);

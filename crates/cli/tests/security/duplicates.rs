@@ -44,29 +44,13 @@ impl Db {
     fn make_old_and_run(&self, statements: &[String]) {
         match self {
             Db::Embedded(dir) => {
-                let db = rusqlite::Connection::open(dir.join("security.sqlite")).unwrap();
-                db.execute_batch("DROP INDEX users_name_any_case; PRAGMA user_version = 1")
-                    .unwrap();
+                let db = super::embedded_before_case_unique_names(dir);
                 for statement in statements {
                     db.execute_batch(statement).unwrap();
                 }
             }
             Db::Postgres { db, runtime } => runtime.block_on(async {
-                let connector = espwatch_store_postgres::Connector::new(
-                    &db.url,
-                    std::time::Duration::from_secs(30),
-                    None,
-                    "espwatch-tests",
-                )
-                .unwrap();
-                let client = connector.connect().await.unwrap();
-                client
-                    .batch_execute(
-                        "DROP INDEX users_name_any_case;
-                         DELETE FROM espwatch_migrations WHERE version = 10",
-                    )
-                    .await
-                    .unwrap();
+                let client = super::postgres_before_case_unique_names(&db.url).await;
                 for statement in statements {
                     client.batch_execute(statement).await.unwrap();
                 }

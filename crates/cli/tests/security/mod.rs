@@ -20,6 +20,34 @@ mod second_pass;
 
 const PASSWORD: &str = "correct horse battery staple";
 
+/// An embedded security store taken back to schema 1, before user names were unique ignoring
+/// case (issue 18 item 14): the connection, to insert what such a store may hold.
+fn embedded_before_case_unique_names(data_dir: &std::path::Path) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(data_dir.join("security.sqlite")).unwrap();
+    db.execute_batch("DROP INDEX users_name_any_case; PRAGMA user_version = 1")
+        .unwrap();
+    db
+}
+
+/// The same for a PostgreSQL database: back to before migration 10.
+async fn postgres_before_case_unique_names(url: &str) -> tokio_postgres::Client {
+    let connector = espwatch_store_postgres::Connector::new(
+        url,
+        std::time::Duration::from_secs(30),
+        None,
+        "espwatch-tests",
+    )
+    .unwrap();
+    let client = connector.connect().await.unwrap();
+    client
+        .batch_execute(
+            "DROP INDEX users_name_any_case; DELETE FROM espwatch_migrations WHERE version = 10",
+        )
+        .await
+        .unwrap();
+    client
+}
+
 fn now_secs() -> i64 {
     chrono::Utc::now().timestamp()
 }

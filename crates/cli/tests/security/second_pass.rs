@@ -914,9 +914,7 @@ fn an_embedded_store_holding_names_that_differ_only_in_case_is_refused_naming_th
     let (ok, _, stderr) = run_cli(&["users", "list", "--data-dir", dir_s], &[], work.path());
     assert!(ok, "{stderr}");
     // Back to the schema before the index, with names that differ only in case.
-    let db = rusqlite::Connection::open(dir.join("security.sqlite")).unwrap();
-    db.execute_batch("DROP INDEX users_name_any_case; PRAGMA user_version = 1")
-        .unwrap();
+    let db = super::embedded_before_case_unique_names(&dir);
     for name in SPELLINGS {
         db.execute(
             "INSERT INTO users (name, role, password_hash, created_at, updated_at)
@@ -959,21 +957,8 @@ async fn a_postgres_store_holding_names_that_differ_only_in_case_is_refused_nami
     let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
         return;
     };
-    let connector = espwatch_store_postgres::Connector::new(
-        &db.url,
-        std::time::Duration::from_secs(30),
-        None,
-        "espwatch-tests",
-    )
-    .unwrap();
-    let client = connector.connect().await.unwrap();
     // Back to the schema before migration 10, with names that differ only in case.
-    client
-        .batch_execute(
-            "DROP INDEX users_name_any_case; DELETE FROM espwatch_migrations WHERE version = 10",
-        )
-        .await
-        .unwrap();
+    let client = super::postgres_before_case_unique_names(&db.url).await;
     for name in SPELLINGS {
         client
             .execute(

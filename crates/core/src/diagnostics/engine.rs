@@ -1211,7 +1211,8 @@ impl WellEngine {
     }
 
     /// Episodes. A stop right after loss-of-lift, overload or overheat evidence is the
-    /// protection relay (or the winding's thermal trip) confirming it: the evidence may have had only a reading or two to show. A reading
+    /// protection relay (or the winding's thermal trip) confirming it: the evidence may have
+    /// had only a reading or two to show. A reading
     /// caught while the drive decelerates (running, no longer at speed, so not `judged` by
     /// the process rules) stands between the evidence found at speed and the stop without
     /// replacing it. (While starting, only the latest reading counts: an overshoot's inrush
@@ -1232,8 +1233,7 @@ impl WellEngine {
         let mut confirmed = Vec::new();
         let recent = self.prev_process_age <= th.trip_confirm_readings;
         if tripped {
-            let before = std::mem::take(&mut self.prev_process);
-            for (d, c) in before {
+            for (d, c) in std::mem::take(&mut self.prev_process) {
                 if recent
                     && matches!(
                         d,
@@ -1260,14 +1260,10 @@ impl WellEngine {
             && ts - at <= (th.trip_confirm_secs * MICROS) as i64
         {
             for &(d, c) in last {
-                let thermal = matches!(
-                    d,
-                    Diagnosis::Condition(Condition::Overload | Condition::MotorOverheat)
-                );
                 let persisted = self.tracker.pending(d).is_some_and(|(first, n)| {
                     n >= th.raise_readings && at - first >= (th.raise_secs * MICROS) as i64
                 });
-                if thermal && persisted && !confirmed.contains(&d) {
+                if d.is_thermal() && persisted && !confirmed.contains(&d) {
                     list.push((d, c));
                     confirmed.push(d);
                 }

@@ -76,6 +76,15 @@ impl Diagnosis {
         )
     }
 
+    /// Overload and motor overheat: the motor's protection is inverse-time and its winding
+    /// has thermal mass, so short evidence of them is ridden out (`thermal_persist_secs`).
+    pub fn is_thermal(self) -> bool {
+        matches!(
+            self,
+            Diagnosis::Condition(Condition::Overload | Condition::MotorOverheat)
+        )
+    }
+
     /// Alarm severity: `critical` stops production or destroys equipment, `major` costs
     /// production or run life, `minor` needs a look.
     pub fn severity(self) -> Severity {

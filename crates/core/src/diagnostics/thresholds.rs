@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Diagnosis, Severity};
-use crate::condition::Condition;
 
 /// Thresholds of the diagnostics engine. Ratios are relative to the well's own healthy
 /// baseline after affinity-law normalisation to the running frequency, unless noted.
@@ -551,10 +550,7 @@ impl Thresholds {
     /// persistence (`thermal_persist_secs`).
     pub fn alarm_policy_for(&self, d: Diagnosis) -> AlarmPolicy {
         let mut policy = self.alarm_policy(d.severity());
-        if matches!(
-            d,
-            Diagnosis::Condition(Condition::Overload | Condition::MotorOverheat)
-        ) {
+        if d.is_thermal() {
             policy.persist_secs = policy.persist_secs.max(self.thermal_persist_secs);
         }
         policy
