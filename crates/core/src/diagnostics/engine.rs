@@ -943,6 +943,15 @@ impl WellEngine {
         }
     }
 
+    /// One step of the ammeter's resolution in current-ratio units, at the present load.
+    fn current_step_ratio(&self) -> f64 {
+        let step = self.channels[Field::MotorCurrentA.index()].resolution();
+        match (step, self.sm.fast_cur.value(), self.sm.fast_cur_abs.value()) {
+            (Some(step), Some(ratio), Some(amps)) if amps > 0.0 => step * ratio / amps,
+            _ => 0.0,
+        }
+    }
+
     /// Whether the intake pressure has come to rest since the start (see `rest_pip_band`).
     /// Judged from the settling time on: before it, the smoothed levels are still young. A
     /// well without an intake gauge is at rest once settled.
@@ -1412,6 +1421,7 @@ impl WellEngine {
             settled,
             at_rest,
             cur_unexplained,
+            cur_step_ratio: self.current_step_ratio(),
             // Only below the departure ratio does either reader use it: keeps the curve
             // bisection off the healthy hot path.
             cur_for_head: self

@@ -267,6 +267,9 @@ pub(crate) struct Input<'a> {
     pub at_rest: bool,
     /// Current explained by the operating point taken out (see `WellEngine`).
     pub cur_unexplained: Option<f64>,
+    /// One step of the ammeter's resolution, as a current ratio (0 when unknown): a change of
+    /// one step on a coarse gauge may be any true change up to two.
+    pub cur_step_ratio: f64,
     /// The current ratio a pump running right on its own curve to the present (smoothed) head
     /// would draw: the most a leak explains. `None` while the head is at or above
     /// `head_departure_ratio` (no reader needs it there).
@@ -914,9 +917,13 @@ pub(crate) fn gas_unloading(i: &Input, gas: &GasEvidence, st: &mut Unloading) ->
         // Against the level just before and against the well's healthy baseline: the
         // current settling back after a transient that had raised it (a sand slug clearing,
         // a heavier fluid flushed out) is not the motor unloading.
+        // Beyond the bar by the rounding of the reading the new level rests on (half a step
+        // of the gauge): on a coarse ammeter a flip to the next step down may be a change of
+        // a hair.
+        let q = i.cur_step_ratio / 2.0;
         let confirmed = waited >= th.unload_confirm_secs
-            && level <= bar
-            && level <= 1.0 - th.unload_confirm_drop
+            && level <= bar - q
+            && level <= 1.0 - th.unload_confirm_drop - q
             && level > th.unloaded_current_ratio
             && not_below(val(&s.fast_pip), r.pip, th.pip_fall_margin)
             && not_above(val(&s.fast_thp), r.thp)
