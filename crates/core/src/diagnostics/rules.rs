@@ -848,7 +848,9 @@ impl Unloading {
 /// an intake above the catalogued bubble point does not rule the gas out.
 pub(crate) fn gas_unloading(i: &Input, gas: &GasEvidence, st: &mut Unloading) -> Option<Finding> {
     let (th, s) = (i.th, i.s);
-    if !i.settled || i.supply_disturbed {
+    // The levels before the fall must be levels: not while the operating point is still
+    // settling after a start.
+    if !i.at_rest || i.supply_disturbed {
         *st = Unloading::default();
         return None;
     }
