@@ -1447,7 +1447,7 @@ impl WellEngine {
         }
         let unloading = rules::gas_unloading(&input, &gas, &mut self.unloading);
         let intake = rules::pump_off(&input, &gas)
-            .or_else(|| rules::gas_interference(&input, &gas, erratic_limit).filter(|_| at_rest))
+            .or_else(|| rules::gas_interference(&input, &gas, erratic_limit).filter(|_| settled))
             .or(unloading);
         if let Some(finding) = intake {
             out.push(finding);

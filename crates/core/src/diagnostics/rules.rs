@@ -1009,7 +1009,8 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
     // Above baseline but well under nameplate: only a clearly larger rise counts, and only
     // once the operating point has come to rest after a start (a drive drawing a full
     // annulus down, or hunting, loads the motor by itself).
-    if over_nameplate == Some(false) && (c < th.overload_current_ratio_under_nameplate || !i.at_rest)
+    if over_nameplate == Some(false)
+        && (c < th.overload_current_ratio_under_nameplate || !i.at_rest)
     {
         return None;
     }

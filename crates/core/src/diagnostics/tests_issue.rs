@@ -1877,7 +1877,11 @@ fn a_drive_hunting_after_a_restart_is_neither_a_leak_nor_an_overload() {
     let readings: Vec<_> = samples(&plan, 0)
         .into_iter()
         .map(|(ts, mut m)| {
-            for f in [Field::FrequencyHz, Field::FlowRateBpd, Field::TubingPressurePsi] {
+            for f in [
+                Field::FrequencyHz,
+                Field::FlowRateBpd,
+                Field::TubingPressurePsi,
+            ] {
                 m.set(f, None);
             }
             let (Some(amps), Some(pip), Some(pd)) = (
@@ -1955,7 +1959,11 @@ fn one_step_of_a_coarse_ammeter_is_not_the_motor_unloading() {
                 let mut m = *m;
                 // The gauge's noise is below its resolution: it reads the steady level.
                 if m.get(Field::MotorCurrentA).is_some_and(|a| a > 0.0) {
-                    let a = if ts.0 >= at { level * (1.0 - fall) } else { level };
+                    let a = if ts.0 >= at {
+                        level * (1.0 - fall)
+                    } else {
+                        level
+                    };
                     let read = edge + ((a - edge) / step).floor() * step + step / 2.0;
                     m.set(Field::MotorCurrentA, Some(read));
                 }

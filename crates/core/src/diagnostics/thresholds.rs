@@ -21,7 +21,7 @@ pub struct Thresholds {
     /// 10-minute level within `rest_pip_band` (a ratio, half the smallest intake step a rule
     /// reads) of its half-hour level for `rest_hold_secs` on end. Until then (at most
     /// `settle_max_secs` after the start) the rules that judge a departure from a steady level
-    /// (head loss, leak, gas interference, overload below the nameplate) wait: a PIP
+    /// (head loss, leak, unloading, overload below the nameplate) wait: a PIP
     /// controller hunting after a restart swings the speed, load and head in turn, and
     /// without a frequency gauge none of it shows as a speed change.
     pub rest_pip_band: f64,
