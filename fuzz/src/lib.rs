@@ -11,8 +11,11 @@ use espwatch_field::sparkplug::{Kind, MetricMap, State, Topic};
 use espwatch_server::auth::token::{TokenError, TokenKeys};
 use hmac::{Hmac, KeyInit, Mac};
 
+/// A fuzz target: any bytes in, a panic when the parser breaks a promise.
+pub type Target = fn(&[u8]);
+
 /// Every target by name (the name is also its corpus directory under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("decode_json", decode_json),
     ("decode_ndjson", decode_ndjson),
     ("decode_csv", decode_csv),
@@ -23,7 +26,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 ];
 
 /// The target called `name`.
-pub fn target(name: &str) -> Option<fn(&[u8])> {
+pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
