@@ -220,16 +220,17 @@ impl TokenKeys {
         if claims.typ != ACCESS_TYPE {
             return Err(TokenError::Type);
         }
-        if now >= claims.exp + self.leeway_secs {
+        if now >= claims.exp.saturating_add(self.leeway_secs) {
             return Err(TokenError::Expired);
         }
-        if now + self.leeway_secs < claims.nbf {
+        if now.saturating_add(self.leeway_secs) < claims.nbf {
             return Err(TokenError::NotYetValid);
         }
-        if now + self.leeway_secs < claims.iat {
+        if now.saturating_add(self.leeway_secs) < claims.iat {
             return Err(TokenError::IssuedInFuture);
         }
-        if claims.exp - claims.iat > self.max_lifetime_secs {
+        // Saturating: the claims are the signer's numbers, extreme ones included.
+        if claims.exp.saturating_sub(claims.iat) > self.max_lifetime_secs {
             return Err(TokenError::Lifetime);
         }
         let until = match (signer, self.previous_valid_until()) {
@@ -270,6 +271,28 @@ mod tests {
             nbf: now,
             exp: now + 900,
         }
+    }
+
+    /// Extreme claim values in a correctly signed token are refused, never an overflow.
+    #[test]
+    fn extreme_times_in_signed_claims_are_refused_without_overflow() {
+        let k = keys();
+        let now = 1_800_000_000;
+        let mut wide = claims(now);
+        wide.iat = i64::MIN;
+        wide.nbf = i64::MIN;
+        wide.exp = i64::MAX;
+        assert_eq!(k.verify(&k.sign(&wide), now), Err(TokenError::Lifetime));
+        let mut late = claims(now);
+        late.exp = i64::MAX;
+        late.iat = i64::MAX;
+        late.nbf = i64::MAX;
+        assert_eq!(k.verify(&k.sign(&late), now), Err(TokenError::NotYetValid));
+        // A clock at the end of time: expired, not an overflow of `now + leeway`.
+        assert_eq!(
+            k.verify(&k.sign(&claims(now)), i64::MAX),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
