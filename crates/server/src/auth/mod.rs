@@ -67,8 +67,9 @@ pub struct Security {
     telemetry_readings: RateLimiter,
     login_per_source: RateLimiter,
     cache_ttl: Duration,
-    /// Verified credentials by SHA-256 of the presented token, for `cache_ttl`.
-    cache: Mutex<HashMap<String, (Instant, Principal)>>,
+    /// Verified credentials by SHA-256 of the presented token, for `cache_ttl` and never past
+    /// the credential's own end (see [`Verified::expires`]).
+    cache: Mutex<HashMap<String, Verified>>,
     /// Authentications that failed because the identity store could not be read.
     store_failures: std::sync::atomic::AtomicU64,
     /// `auth_outage_grace_secs`: how long a credential verified against the identity store
@@ -90,8 +91,19 @@ pub struct Security {
 struct Verified {
     at: Instant,
     principal: Principal,
-    /// The key's or token's own expiry, still enforced during an outage.
+    /// Until when the credential itself is accepted (exclusive): the key's expiry, or the
+    /// token's `exp`, or the end of the previous secret's grace period when that signed the
+    /// token and ends first. Enforced on every use of a remembered credential, cached or
+    /// during an outage, so none outlives it.
     expires: Option<Timestamp>,
+}
+
+impl Verified {
+    /// Whether this remembered credential may stand in for a check at `now`, remembered for
+    /// at most `kept`.
+    fn usable(&self, kept: Duration, now: Timestamp) -> bool {
+        self.at.elapsed() < kept && self.expires.is_none_or(|e| e > now)
+    }
 }
 
 /// Why presented credentials did not yield an identity.
@@ -303,29 +315,40 @@ impl Security {
         presented: &str,
         outage_ok: bool,
     ) -> Result<Principal, AuthFailure> {
+        self.authenticate_at(presented, outage_ok, chrono::Utc::now())
+            .await
+    }
+
+    /// [`Security::authenticate`] at `now` (the wall clock; a parameter so that tests can
+    /// step past an expiry without waiting for it).
+    async fn authenticate_at(
+        &self,
+        presented: &str,
+        outage_ok: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Principal, AuthFailure> {
         let digest = secret_digest(presented);
+        let now_ts = Timestamp::from_datetime(now);
         if self.cache_ttl > Duration::ZERO {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, principal)) = cache.get(&digest)
-                && at.elapsed() < self.cache_ttl
+            if let Some(cached) = cache.get(&digest)
+                && cached.usable(self.cache_ttl, now_ts)
             {
-                return Ok(principal.clone());
+                return Ok(cached.principal.clone());
             }
         }
         let checked = if presented.starts_with(API_KEY_PREFIX) {
-            self.authenticate_key(presented, &digest).await
+            self.authenticate_key(presented, &digest, now_ts).await
         } else {
-            self.authenticate_jwt(presented).await
+            self.authenticate_jwt(presented, now).await
         };
         let (principal, expires) = match checked {
             Ok(found) => found,
             Err(AuthFailure::Store(e)) => {
                 if outage_ok && self.outage_grace > Duration::ZERO {
-                    let now = Timestamp::from_datetime(chrono::Utc::now());
                     let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                     if let Some(v) = verified.get(&digest)
-                        && v.at.elapsed() < self.outage_grace
-                        && v.expires.is_none_or(|e| e > now)
+                        && v.usable(self.outage_grace, now_ts)
                     {
                         self.outage_grants
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -336,6 +359,10 @@ impl Security {
             }
             Err(refused) => {
                 self.verified
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&digest);
+                self.cache
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&digest);
@@ -365,7 +392,14 @@ impl Security {
             if cache.len() > 10_000 {
                 cache.clear();
             }
-            cache.insert(digest, (Instant::now(), principal.clone()));
+            cache.insert(
+                digest,
+                Verified {
+                    at: Instant::now(),
+                    principal: principal.clone(),
+                    expires,
+                },
+            );
         }
         Ok(principal)
     }
@@ -374,6 +408,7 @@ impl Security {
         &self,
         presented: &str,
         digest: &str,
+        now: Timestamp,
     ) -> Result<(Principal, Option<Timestamp>), AuthFailure> {
         let id = parse_api_key(presented).ok_or("malformed API key")?;
         let key = self
@@ -385,7 +420,6 @@ impl Security {
         if !constant_time_eq(key.key_hash.as_bytes(), digest.as_bytes()) {
             return Err("API key secret does not match".into());
         }
-        let now = Timestamp::from_datetime(chrono::Utc::now());
         if key.revoked_at.is_some() {
             return Err("API key revoked".into());
         }
@@ -399,8 +433,8 @@ impl Security {
     async fn authenticate_jwt(
         &self,
         presented: &str,
+        now: chrono::DateTime<chrono::Utc>,
     ) -> Result<(Principal, Option<Timestamp>), AuthFailure> {
-        let now = chrono::Utc::now();
         let (claims, until) = self
             .keys
             .verify_until(presented, now.timestamp())
@@ -728,4 +762,113 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let mut response = next.run(request).await;
     response.extensions_mut().insert(identity);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use espwatch_app::config::SecretString;
+    use espwatch_core::access::WellScope;
+    use espwatch_store::{EmbeddedSecurityStore, NewSession, NewUser};
+
+    const CURRENT: &str = "bm93LXRoZS1jdXJyZW50LWp3dC1zZWNyZXQtb2YtdGhlLXRlc3Q";
+    const PREVIOUS: &str = "YmVmb3JlLXRoZS1yb3RhdGlvbi10aGUtcHJldmlvdXMtc2VjcmV0";
+
+    /// A remembered credential stands in for a check only until its own end: a token of the
+    /// previous secret, accepted and cached during the grace period, is refused from the
+    /// grace end on although `auth_cache_ms` (an hour here) has not run out. The clock is
+    /// passed in, so the test steps past the grace end instead of waiting for it.
+    #[tokio::test]
+    async fn a_cached_token_of_the_previous_secret_ends_with_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now();
+        let grace_end = now.timestamp() + 60;
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            jwt_secret: Some(SecretString(CURRENT.into())),
+            jwt_secret_previous: Some(SecretString(PREVIOUS.into())),
+            jwt_previous_valid_until: Some(
+                chrono::DateTime::from_timestamp(grace_end, 0)
+                    .unwrap()
+                    .to_rfc3339(),
+            ),
+            auth_cache_ms: 3_600_000,
+            ..Config::default()
+        };
+        let store: Arc<dyn SecurityStore> =
+            Arc::new(EmbeddedSecurityStore::open(dir.path()).unwrap());
+        let audit = AuditSink::start(store.clone(), None, Duration::from_secs(3_600));
+        let security = Security::from_config(&config, store.clone(), audit).unwrap();
+        let at = Timestamp::from_datetime(now);
+        store
+            .create_user(
+                NewUser {
+                    name: "ana".into(),
+                    role: Role::Viewer,
+                    password_hash: "$argon2id$unused".into(),
+                    wells: WellScope::All,
+                },
+                at,
+            )
+            .await
+            .unwrap();
+        let session = store
+            .create_session(
+                NewSession {
+                    id: "s-rotation".into(),
+                    user_name: "ana".into(),
+                    refresh_hash: secret_digest("espr_unused"),
+                    expires_at: Timestamp(at.0 + 86_400_000_000),
+                    source: None,
+                },
+                at,
+            )
+            .await
+            .unwrap();
+        let claims = |keys: &TokenKeys| Claims {
+            iss: keys.issuer.clone(),
+            aud: keys.audience.clone(),
+            sub: "ana".into(),
+            role: Role::Viewer.name().into(),
+            sid: session.id.clone(),
+            jti: "j1".into(),
+            typ: token::ACCESS_TYPE.into(),
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: now.timestamp() + 900,
+        };
+        let previous_keys = TokenKeys::new(
+            PREVIOUS.as_bytes(),
+            &config.jwt_issuer,
+            &config.jwt_audience,
+        )
+        .unwrap();
+        let old = previous_keys.sign(&claims(&previous_keys));
+        let new = security.keys.sign(&claims(&security.keys));
+
+        // Within the grace period both are accepted (and cached).
+        for token in [&old, &new] {
+            security.authenticate_at(token, true, now).await.unwrap();
+        }
+        let last_second = chrono::DateTime::from_timestamp(grace_end, 0).unwrap()
+            - chrono::Duration::microseconds(1);
+        security
+            .authenticate_at(&old, true, last_second)
+            .await
+            .unwrap();
+
+        // From the grace end on the previous secret's token is refused, cached or not; the
+        // current secret's one is still served.
+        let end = chrono::DateTime::from_timestamp(grace_end, 0).unwrap();
+        for t in [end, end + chrono::Duration::seconds(1)] {
+            assert!(
+                matches!(
+                    security.authenticate_at(&old, false, t).await,
+                    Err(AuthFailure::Refused(_))
+                ),
+                "a token of the previous secret at {t}, after the grace period"
+            );
+            security.authenticate_at(&new, false, t).await.unwrap();
+        }
+    }
 }
