@@ -22,6 +22,29 @@ pub mod state;
 pub mod tls;
 mod views;
 
+/// Entry points for the fuzzers in `fuzz/` (issue 17): parsing the routes do before any
+/// store access, callable without a server. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use espwatch_core::series::TelemetryQuery;
+    use espwatch_core::telemetry::WellId;
+
+    use crate::error::ApiError;
+
+    /// `GET /api/v1/wells/{well_id}/telemetry?{query}` as the route parses its query string
+    /// (with `default_max_points` 10 000): the store query, or the 400. `None` when `query`
+    /// cannot be part of a URI (the HTTP server refuses such a request line first).
+    pub fn telemetry_query(
+        well_id: WellId,
+        query: &str,
+    ) -> Option<Result<TelemetryQuery, ApiError>> {
+        let uri: axum::http::Uri = format!("/q?{query}").parse().ok()?;
+        Some(crate::routes::telemetry::telemetry_query_of(
+            &uri, well_id, 10_000,
+        ))
+    }
+}
+
 /// The configuration and the ingest pipeline are application services (`espwatch-app`);
 /// these paths stay for code written against the server crate.
 pub use espwatch_app::{config, ingest};

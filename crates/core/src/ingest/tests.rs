@@ -1162,56 +1162,6 @@ proptest! {
     }
 }
 
-/// Issue 17: the fuzzers' corpora and any crash reproducers (`fuzz/corpus/<target>`,
-/// `fuzz/artifacts/<target>`) replayed through the same checks on every `cargo test`, so a
-/// fixed crash stays fixed and the seeds stay meaningful.
-#[test]
-fn fuzz_corpora_and_reproducers_replay() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
-    let mut replayed = 0;
-    for (target, format) in [
-        ("decode_json", Some(PayloadFormat::Json)),
-        ("decode_ndjson", Some(PayloadFormat::Ndjson)),
-        ("decode_csv", Some(PayloadFormat::Csv)),
-        ("parse_text", None),
-    ] {
-        for dir in ["corpus", "artifacts"] {
-            let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
-                continue;
-            };
-            for entry in entries {
-                let path = entry.unwrap().path();
-                let data = std::fs::read(&path).unwrap();
-                match format {
-                    Some(format) => {
-                        if let Ok(decoded) = decode(format, &data, &opts()) {
-                            check_decoded_invariants(&decoded, &opts());
-                        }
-                    }
-                    None => {
-                        if let Ok(text) = std::str::from_utf8(&data) {
-                            if let Ok(ts) = Timestamp::parse_rfc3339(text) {
-                                assert_eq!(
-                                    Timestamp::parse_rfc3339(&ts.to_rfc3339()),
-                                    Ok(ts),
-                                    "{path:?}"
-                                );
-                            }
-                            let _ = crate::duration::parse_duration_micros(text);
-                            let _ = WellId::parse(text);
-                        }
-                    }
-                }
-                replayed += 1;
-            }
-        }
-    }
-    assert!(
-        replayed >= 12,
-        "the seed corpora are missing: {replayed} files replayed"
-    );
-}
-
 // ---------------------------------------------------------------- a well named by the transport
 
 #[test]

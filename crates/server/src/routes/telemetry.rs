@@ -386,7 +386,7 @@ pub async fn query(
     WellIdPath(well_id): WellIdPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let query = build_query(&state, well_id, params)?;
+    let query = build_query(state.config.default_max_points, well_id, params)?;
     if state.store.get_well(&query.well_id).await?.is_none() {
         return Err(ApiError::not_found(format!(
             "well {} is not registered",
@@ -507,7 +507,7 @@ pub async fn fleet_query(
     };
     // The per-well query's checks (range, fields, step, agg), with a stand-in well.
     let one = build_query(
-        &state,
+        state.config.default_max_points,
         WellId::parse("fleet").expect("a valid id"),
         TelemetryParams {
             from: params.from,
@@ -589,8 +589,21 @@ pub async fn fleet_query(
     Ok(Json(response))
 }
 
+/// The query of `GET /api/v1/wells/{well_id}/telemetry?{uri's query}`, parsed as the route
+/// parses it (its `ApiQuery`, then [`build_query`]), or its 400. For the fuzzers.
+pub(crate) fn telemetry_query_of(
+    uri: &axum::http::Uri,
+    well_id: WellId,
+    default_max_points: usize,
+) -> Result<TelemetryQuery, ApiError> {
+    let axum::extract::Query(params) =
+        axum::extract::Query::<TelemetryParams>::try_from_uri(uri)
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    build_query(default_max_points, well_id, params)
+}
+
 fn build_query(
-    state: &AppState,
+    default_max_points: usize,
     well_id: WellId,
     p: TelemetryParams,
 ) -> Result<TelemetryQuery, ApiError> {
@@ -656,7 +669,7 @@ fn build_query(
             )
         })?,
     };
-    let max_points = p.max_points.unwrap_or(state.config.default_max_points);
+    let max_points = p.max_points.unwrap_or(default_max_points);
     if !(2..=1_000_000).contains(&max_points) {
         return Err(invalid(
             "max_points",
