@@ -221,6 +221,11 @@ pub struct Config {
     pub amqp_prefetch: u16,
     /// Consumers (channels) on the queue; each commits its own batches.
     pub amqp_consumers: u16,
+    /// Longest wait between two attempts to reach a lost MQTT or AMQP broker, milliseconds
+    /// (100–300000). Waits start at 250 ms and double up to this, each drawn from the upper
+    /// half of its step (jitter, so nodes do not retry in lockstep): ingestion resumes within
+    /// about this long of the broker's return, at the cost of a refused connection per wait.
+    pub broker_reconnect_max_ms: u64,
     /// Redis server joining this node to the others serving the same PostgreSQL database:
     /// `redis://[user:password@]host[:6379][/db]`. Set: live events (readings, alarms, well
     /// state) published on any node reach the streams of every node, and a revocation (logout,
@@ -458,6 +463,7 @@ impl Default for Config {
             amqp_dead_letter_queue: "espwatch.telemetry.dead".into(),
             amqp_prefetch: 512,
             amqp_consumers: 1,
+            broker_reconnect_max_ms: 2000,
             redis_url: None,
             redis_channel_prefix: "espwatch".into(),
             audit_key_file: None,
@@ -512,6 +518,11 @@ pub fn documented_keys() -> Vec<(&'static str, String)> {
 }
 
 impl Config {
+    /// `broker_reconnect_max_ms` as a duration.
+    pub fn broker_reconnect_max(&self) -> Duration {
+        Duration::from_millis(self.broker_reconnect_max_ms)
+    }
+
     /// Where the outage spool lives: `spool_dir`, else `<data_dir>/spool`.
     pub fn spool_dir(&self) -> PathBuf {
         self.spool_dir
@@ -600,6 +611,7 @@ impl Config {
         "amqp_dead_letter_queue",
         "amqp_prefetch",
         "amqp_consumers",
+        "broker_reconnect_max_ms",
         "redis_url",
         "redis_channel_prefix",
         "audit_key_file",
@@ -715,6 +727,9 @@ impl Config {
         }
         if self.mqtt_client_id.is_empty() || self.mqtt_client_id.len() > 65_535 {
             return Err("mqtt_client_id must not be empty".into());
+        }
+        if !(100..=300_000).contains(&self.broker_reconnect_max_ms) {
+            return Err("broker_reconnect_max_ms must be between 100 and 300000".into());
         }
         if let Some(url) = &self.amqp_url {
             check_amqp_url(url).map_err(|e| format!("amqp_url: {e}"))?;

@@ -6,7 +6,8 @@
 //! binding), starts `amqp_consumers` consumers (each on its own channel with `basic.qos
 //! prefetch = amqp_prefetch`, plus a confirm-mode channel for its dead letters) and waits.
 //! When the connection or a channel fails it closes everything and connects again with
-//! backoff; whatever was delivered and not acknowledged is delivered again by the broker.
+//! backoff (250 ms doubling, jittered, capped at `broker_reconnect_max_ms` as MQTT's is);
+//! whatever was delivered and not acknowledged is delivered again by the broker.
 //!
 //! Each consumer takes what has arrived as one batch, decodes every message with the HTTP
 //! decoders (format from `content_type`, sniffed when absent; the well from the `well_id`
@@ -51,11 +52,10 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::backoff::{Backoff, LongestWait};
 use crate::mqtt::{INLINE_DECODE_BYTES, LogLimiter, decode_as, message_report, sniff};
 use crate::sink::Sink;
 
-/// Longest wait between two connection attempts.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 /// How long connecting (TCP + AMQP handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rejected readings listed in a dead letter's `x-espwatch-report` header at most (headers
@@ -74,6 +74,9 @@ pub struct AmqpStats {
     consumers: AtomicU64,
     connections: AtomicU64,
     connection_failures: AtomicU64,
+    /// `broker_reconnect_max_ms`, and the longest wait the driver slept between attempts.
+    reconnect_max_ms: AtomicU64,
+    reconnect_longest_wait: LongestWait,
     /// Deliveries received (re-deliveries included).
     received: AtomicU64,
     /// Deliveries flagged `redelivered` by the broker.
@@ -151,6 +154,8 @@ impl AmqpStats {
             "consumers": n(&self.consumers),
             "connections": n(&self.connections),
             "connection_failures": n(&self.connection_failures),
+            "reconnect_max_ms": n(&self.reconnect_max_ms),
+            "reconnect_longest_wait_ms": self.reconnect_longest_wait.ms(),
             "received": n(&self.received),
             "redelivered": n(&self.redelivered),
             "messages": n(&self.messages),
@@ -216,6 +221,7 @@ struct Settings {
     dead_letter_queue: String,
     prefetch: u16,
     consumers: u16,
+    reconnect_max: Duration,
 }
 
 impl Settings {
@@ -234,6 +240,7 @@ impl Settings {
             dead_letter_queue: config.amqp_dead_letter_queue.clone(),
             prefetch: config.amqp_prefetch,
             consumers: config.amqp_consumers,
+            reconnect_max: config.broker_reconnect_max(),
         })
     }
 }
@@ -258,6 +265,10 @@ impl AmqpIngest {
         let stats = Arc::new(AmqpStats::default());
         stats.backlog_max.store(
             u64::from(settings.prefetch) * u64::from(settings.consumers),
+            Ordering::Relaxed,
+        );
+        stats.reconnect_max_ms.store(
+            u64::try_from(settings.reconnect_max.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
         let (stopping, stop_rx) = watch::channel(false);
@@ -334,7 +345,7 @@ async fn drive(
     stats: Arc<AmqpStats>,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = Backoff::new(settings.reconnect_max);
     let mut logged_failure = false;
     loop {
         if *stopping.borrow() {
@@ -346,7 +357,7 @@ async fn drive(
         stats.consumers.store(0, Ordering::Relaxed);
         if stats.connections.load(Ordering::Relaxed) > connections {
             // It was connected: start the backoff again.
-            delay = Duration::from_millis(250);
+            backoff.reset();
             logged_failure = false;
         }
         match result {
@@ -364,11 +375,12 @@ async fn drive(
                 } else {
                     tracing::debug!(error = %text, "AMQP connection failed again");
                 }
+                let wait = backoff.next_wait();
+                stats.reconnect_longest_wait.record(wait);
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stopping.changed() => return,
                 }
-                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
             }
         }
     }

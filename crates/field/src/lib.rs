@@ -10,10 +10,12 @@
 //! - [`events`]: the RabbitMQ publisher of `amqp` notification channels (publisher confirms;
 //!   the notifier's durable outbox retries through broker outages).
 //! - [`sink`]: the commit step shared by every protocol.
+//! - [`backoff`]: the reconnection backoff of both brokers (`broker_reconnect_max_ms`).
 //! - [`cluster`]: several nodes on one database, joined through Redis pub/sub (live events
 //!   and revocations cross nodes).
 
 pub mod amqp;
+pub mod backoff;
 pub mod cluster;
 pub mod events;
 pub mod mqtt;

@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::backoff::{Backoff, LongestWait};
 use crate::sink::Sink;
 use crate::sparkplug;
 
@@ -42,13 +43,6 @@ use crate::sparkplug;
 const MAX_BATCH_MESSAGES: usize = 512;
 /// Batches with more payload bytes than this are decoded on the blocking pool.
 pub(crate) const INLINE_DECODE_BYTES: usize = 256 * 1024;
-/// Longest wait between two connection attempts. Short: the gateways reconnect as soon as the
-/// broker is back, and whatever they publish before this client has resubscribed waits in
-/// its persistent session, or is lost if the broker kept no session (not persistent, or the
-/// session expired). With 30 s, a broker down for 4 s was resumed from 3.7 s after its return
-/// (test `mqtt_broker_restart_mid_stream_loses_nothing_acknowledged_and_ingestion_resumes`);
-/// an attempt every 2 s costs a refused TCP connection.
-const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// Largest MQTT packet (the protocol's own limit). Anything smaller would make the client
 /// drop the connection on a big message, which the broker would then deliver again forever;
 /// payloads over `body_limit_bytes` are refused (and acknowledged) instead.
@@ -82,6 +76,9 @@ pub struct MqttStats {
     subscribed: AtomicBool,
     connections: AtomicU64,
     connection_failures: AtomicU64,
+    /// `broker_reconnect_max_ms`, and the longest wait the driver slept between attempts.
+    reconnect_max_ms: AtomicU64,
+    reconnect_longest_wait: LongestWait,
     /// Advanced on every loss of a connection. A message is acknowledged only on
     /// the connection it came on: a packet id of a lost connection may name another message
     /// on the next one, which a late PUBACK would then drop at the broker before it is stored
@@ -296,6 +293,8 @@ impl MqttStats {
             "subscribed": self.subscribed.load(Ordering::Relaxed),
             "connections": n(&self.connections),
             "connection_failures": n(&self.connection_failures),
+            "reconnect_max_ms": n(&self.reconnect_max_ms),
+            "reconnect_longest_wait_ms": self.reconnect_longest_wait.ms(),
             "stale_acks_skipped": n(&self.stale_acks_skipped),
             "received": n(&self.received),
             "redelivered": n(&self.redelivered),
@@ -361,6 +360,9 @@ impl MqttIngest {
         let (client, eventloop) = AsyncClient::new(options, REQUEST_QUEUE);
         let stats = Arc::new(MqttStats::default());
         stats
+            .reconnect_max_ms
+            .store(config.broker_reconnect_max_ms, Ordering::Relaxed);
+        stats
             .backlog
             .max_bytes
             .store(config.ingest_max_inflight_bytes.max(1), Ordering::Relaxed);
@@ -390,6 +392,7 @@ impl MqttIngest {
             topics.filters(),
             tx,
             stats.clone(),
+            Backoff::new(config.broker_reconnect_max()),
             stop_rx.clone(),
         ));
         let consumer = Consumer {
@@ -560,9 +563,9 @@ async fn drive(
     filters: Vec<String>,
     tx: mpsc::UnboundedSender<(u64, Publish)>,
     stats: Arc<MqttStats>,
+    mut backoff: Backoff,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut delay = Duration::from_millis(250);
     let mut logged_failure = false;
     // A DISCONNECT sent to have deferred messages re-sent (not stopping).
     let mut redelivery = false;
@@ -573,7 +576,7 @@ async fn drive(
                 redelivery = false;
                 stats.connected.store(true, Ordering::Relaxed);
                 stats.connections.fetch_add(1, Ordering::Relaxed);
-                delay = Duration::from_millis(250);
+                backoff.reset();
                 logged_failure = false;
                 tracing::info!(
                     session_present = ack.session_present,
@@ -656,11 +659,12 @@ async fn drive(
                 } else {
                     tracing::debug!(error = %e, "MQTT connection failed again");
                 }
+                let wait = backoff.next_wait();
+                stats.reconnect_longest_wait.record(wait);
                 tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = stopping.changed() => return,
                 }
-                delay = (delay * 2).min(MAX_RECONNECT_DELAY);
             }
         }
     }

@@ -129,9 +129,10 @@ async fn wait_consuming(server: &ChildServer) -> Value {
     .await
 }
 
-/// Raw points of a well, polled until `n` are stored (or 20 s pass).
+/// Raw points of a well, polled until `n` are stored (or 60 s pass: generous, so a slow
+/// machine waits rather than fails).
 async fn wait_points(server: &ChildServer, well: &str, n: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let response = server
             .client()
@@ -941,8 +942,10 @@ async fn amqp_ingest_killed_mid_stream_loses_nothing() {
     gw.clean_up(&names).await;
 }
 
-/// A TCP relay to a broker (RabbitMQ, Redis) that the test can cut: while cut, the relayed connections are
-/// dropped and new ones closed at once (a broker outage as espwatch sees it).
+/// A TCP relay to a broker (RabbitMQ, Redis, Mosquitto) that the test can cut: while cut, the
+/// relayed connections are dropped and new ones closed at once (a broker outage as espwatch
+/// sees it). [`Relay::start_resetting`] makes the cut a hard failure: both sides get a TCP RST
+/// (zero linger), no close handshake, as when a broker host dies or a firewall drops state.
 pub(super) struct Relay {
     pub(super) port: u16,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -952,6 +955,15 @@ pub(super) struct Relay {
 
 impl Relay {
     pub(super) async fn start(upstream: (String, u16)) -> Relay {
+        Relay::start_with(upstream, false).await
+    }
+
+    /// A relay whose cut resets the connections (RST both ways) instead of closing them.
+    pub(super) async fn start_resetting(upstream: (String, u16)) -> Relay {
+        Relay::start_with(upstream, true).await
+    }
+
+    async fn start_with(upstream: (String, u16), reset: bool) -> Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind relay");
@@ -965,6 +977,10 @@ impl Relay {
                     let Ok((mut client, _)) = listener.accept().await else {
                         return;
                     };
+                    if reset {
+                        // Dropped (cut, aborted): RST, not FIN.
+                        let _ = client.set_zero_linger();
+                    }
                     if cut.load(std::sync::atomic::Ordering::SeqCst) {
                         continue; // dropped: closed at once
                     }
@@ -973,6 +989,9 @@ impl Relay {
                         if let Ok(mut server) =
                             tokio::net::TcpStream::connect((upstream.0.as_str(), upstream.1)).await
                         {
+                            if reset {
+                                let _ = server.set_zero_linger();
+                            }
                             let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
                         }
                     }));
@@ -1192,5 +1211,170 @@ async fn notification_events_reach_a_topic_exchange_through_a_broker_outage() {
             ExchangeDeleteOptions::default(),
         )
         .await;
+    gw.clean_up(&names).await;
+}
+
+/// Issue 21, the hard failure of the broker connection: espwatch reaches RabbitMQ through a
+/// relay that the test resets (RST both ways: no `connection.close`, no FIN) while espwatch
+/// holds deliveries it has not acknowledged (the store cannot commit: its database locked by
+/// the test), and keeps down while the gateway goes on publishing. RabbitMQ puts the
+/// unacknowledged deliveries back in the queue; espwatch abandons the batch it can no longer
+/// settle (a commit that made it anyway would only make the re-delivery a duplicate by
+/// `(well_id, ts)`), and on the new connection the same messages come again (`redelivered`)
+/// and are stored once. Every message the broker confirmed to the gateway is stored exactly once,
+/// and ingestion resumes after the relay comes back, the waits between attempts within
+/// `broker_reconnect_max_ms` (they used to grow to 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_connection_reset_mid_stream_redelivers_what_was_unacknowledged_and_stores_it_once() {
+    init();
+    let Some(url) = amqp_broker() else {
+        return;
+    };
+    let uri: lapin::uri::AMQPUri = url.parse().expect("URL");
+    let relay = Relay::start_resetting((uri.authority.host.clone(), uri.authority.port)).await;
+    let relayed = format!(
+        "amqp://{}:{}@127.0.0.1:{}/%2f",
+        uri.authority.userinfo.username, uri.authority.userinfo.password, relay.port
+    );
+    let names = Names::unique();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(
+        dir.path(),
+        &relayed,
+        &names,
+        &[("ESPWATCH_BROKER_RECONNECT_MAX_MS", "1000")],
+    );
+    wait_consuming(&server).await;
+    let gw = Gateway::connect(&url).await;
+    // Message `i` carries two readings, `ts(2i)` and `ts(2i + 1)`.
+    let publish = |range: std::ops::Range<i64>| {
+        let gw = &gw;
+        let exchange = names.exchange.clone();
+        async move {
+            for i in range {
+                gw.publish(
+                    &exchange,
+                    "telemetry.ESP-RST",
+                    Some("application/json"),
+                    &[("well_id", "ESP-RST")],
+                    json!([
+                        {"ts": ts(2 * i), "motor_current_a": i as f64},
+                        {"ts": ts(2 * i + 1), "motor_current_a": i as f64 + 0.5}
+                    ])
+                    .to_string()
+                    .as_bytes(),
+                )
+                .await;
+            }
+        }
+    };
+
+    // Before: 50 messages, stored.
+    publish(0..50).await;
+    wait_points(&server, "ESP-RST", 100).await;
+
+    // The store cannot commit: the next 50 are delivered to espwatch and stay unacknowledged.
+    let lock = rusqlite::Connection::open(dir.path().join("espwatch.db")).expect("open db");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    publish(50..100).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gw.ready(&names.queue).await > 0 {
+        assert!(Instant::now() < deadline, "messages not delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = wait_status(&server, "nothing held", |s| {
+        s["backlog"]["messages"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    assert!(
+        held["messages"].as_u64().unwrap_or(0) <= 50,
+        "nothing settled since: {held}"
+    );
+
+    // The connection dies without a close handshake; the broker requeues what was in hand.
+    relay.cut();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = amqp_status(&server).await;
+        if status["connected"] == json!(false) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reset went unnoticed: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The store commits again.
+    drop(lock);
+    // The gateway goes on meanwhile: the queue keeps it.
+    publish(100..150).await;
+    // Down long enough for the backoff to reach its cap (250 ms, 500 ms, 1 s, ...).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = amqp_status(&server).await;
+        if status["connection_failures"].as_u64().unwrap_or(0) >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reconnection attempts: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.restore();
+
+    let points = wait_points(&server, "ESP-RST", 300).await;
+    let expected: Vec<String> = (0..300).map(ts).collect();
+    assert_eq!(
+        points["ts"],
+        json!(expected),
+        "every confirmed message stored once"
+    );
+    let values: Vec<f64> = (0..150).flat_map(|i| [i as f64, i as f64 + 0.5]).collect();
+    assert_eq!(points["fields"]["motor_current_a"], json!(values));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = amqp_status(&server).await;
+        if status["connected"] == json!(true)
+            && status["backlog"]["messages"] == json!(0)
+            && status["messages"] == json!(150)
+        {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "amqp connection reset: 150 messages (300 readings) published, held at the cut {}, received {} ({} redelivered), accepted {}, duplicates {}, connections {}, failures {}, longest wait {} ms (cap {} ms)",
+        held["backlog"]["messages"],
+        status["received"],
+        status["redelivered"],
+        status["readings_accepted"],
+        status["readings_duplicate"],
+        status["connections"],
+        status["connection_failures"],
+        status["reconnect_longest_wait_ms"],
+        status["reconnect_max_ms"],
+    );
+    assert!(status["redelivered"].as_u64().unwrap_or(0) >= 1, "{status}");
+    // Stored once (the points above); counted once too, but for readings of the abandoned
+    // batch whose commit went through after all: the re-delivery counts them as duplicates.
+    let accepted = status["readings_accepted"].as_u64().unwrap_or(0);
+    let duplicates = status["readings_duplicate"].as_u64().unwrap_or(0);
+    assert!(accepted <= 300 && accepted + duplicates >= 300, "{status}");
+    assert!(status["connections"].as_u64().unwrap_or(0) >= 2, "{status}");
+    assert_eq!(status["reconnect_max_ms"], 1000, "{status}");
+    let longest = status["reconnect_longest_wait_ms"].as_u64().unwrap_or(0);
+    assert!(
+        (500..=1000).contains(&longest),
+        "the backoff reached its cap's half and never passed the cap: {status}"
+    );
+    assert_eq!(status["readings_rejected"], 0, "{status}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gw.ready(&names.queue).await > 0 {
+        assert!(Instant::now() < deadline, "messages left in the queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     gw.clean_up(&names).await;
 }

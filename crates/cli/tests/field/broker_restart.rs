@@ -3,6 +3,10 @@
 //! again while a gateway publishes QoS 1 readings; the gateway re-publishes whatever the
 //! broker had not acknowledged (PUBACK) when the connection dropped, as a gateway must.
 //! Every reading the broker acknowledged is stored, and ingestion goes on after each restart.
+//!
+//! And the hard failure: espwatch's connection dies without a close handshake (a relay of the
+//! test's own resets it, RST both ways) while messages are in its hands and not acknowledged;
+//! they are re-sent and stored once, and ingestion resumes when the relay comes back.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -126,15 +130,19 @@ async fn mqtt_broker_restart_mid_stream_loses_nothing_acknowledged_and_ingestion
         };
         restarts.push((acked_before, down, resumed));
     }
-    // Reconnection attempts at most 2 s apart: resumed within 3 s of the broker's return
-    // even after a 4 s outage (with the former 30 s cap: 3.7 s, the next attempt being 4 s
-    // after the one before).
-    for (_, down, resumed) in &restarts {
-        assert!(
-            *resumed < Duration::from_secs(3),
-            "a broker down {down} s: ingestion resumed only {resumed:?} after its return ({restarts:?})"
-        );
-    }
+    // Reconnection attempts at most `broker_reconnect_max_ms` (2 s by default) apart, whatever
+    // the machine's speed: the driver reports the cap and the longest wait it slept (with the
+    // former 30 s cap the 4 s outage had it wait 4 s, and ingestion resumed only 3.7 s after
+    // the broker's return). Timings are printed, not asserted: they depend on the machine.
+    let status = mqtt_status(&server).await;
+    assert_eq!(status["reconnect_max_ms"], 2000, "{status}");
+    let longest = status["reconnect_longest_wait_ms"]
+        .as_u64()
+        .expect("reconnect_longest_wait_ms");
+    assert!(
+        longest > 0 && longest <= 2000,
+        "waited between attempts, never past the cap: {status} ({restarts:?})"
+    );
     publisher.await.expect("gateway");
     assert_eq!(acked.load(Ordering::Relaxed), COUNT);
     let expected: Vec<String> = (0..COUNT as i64).map(ts).collect();
@@ -212,5 +220,182 @@ async fn mqtt_broker_restart_mid_stream_loses_nothing_acknowledged_and_ingestion
         "reconnected after the restart: {status}"
     );
     assert_eq!(status["subscribed"], true, "{status}");
+    assert_eq!(status["readings_rejected"], 0, "{status}");
+}
+
+/// Every `motor_current_a` timestamp stored for `well`, polled until `n` are there (60 s at
+/// most: generous, so a slow machine waits rather than fails).
+async fn stored_ts(server: &ChildServer, well: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = server
+            .client()
+            .get(server.url(&format!(
+                "/api/v1/wells/{well}/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000&fields=motor_current_a"
+            )))
+            .send()
+            .await
+            .expect("query");
+        let (_, body) = status_json(response).await;
+        let stored: Vec<String> = body["ts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| t.as_str().expect("ts").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if stored.len() >= n {
+            return stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{well}: {} of {n} stored; status {}",
+            stored.len(),
+            mqtt_status(server).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One JSON reading per message, `ts(i)` for `i` in `range`, on `topic`.
+fn messages(topic: &str, range: std::ops::Range<i64>) -> Vec<(String, Vec<u8>)> {
+    range
+        .map(|i| {
+            let body = json!({"ts": ts(i), "motor_current_a": 40.0 + (i % 50) as f64 / 10.0});
+            (topic.to_owned(), body.to_string().into_bytes())
+        })
+        .collect()
+}
+
+/// Issue 21, the hard failure of the broker connection. espwatch reaches the broker through a
+/// relay that the test resets (RST, no DISCONNECT, no FIN) while espwatch holds messages it
+/// has not acknowledged (the store cannot commit: its database locked by the test), and keeps
+/// down while the gateway goes on publishing to the broker. The messages in espwatch's hands
+/// at the cut are committed once the store is free, but their PUBACKs belonged to the dead
+/// connection (skipped: `stale_acks_skipped`); the broker re-sends them on the new connection
+/// (DUP) and they are stored once (duplicates by `(well_id, ts)`). Every message the broker
+/// acknowledged to the gateway is stored exactly once, and ingestion resumes after the relay
+/// comes back, with waits between attempts within `broker_reconnect_max_ms`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_connection_reset_mid_stream_redelivers_what_was_unacknowledged_and_stores_it_once() {
+    init();
+    let Some((_, host, port)) = mqtt_broker() else {
+        return;
+    };
+    let relay = super::amqp::Relay::start_resetting((host.clone(), port)).await;
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let via_relay = format!("mqtt://127.0.0.1:{}", relay.port);
+    let server = start_server_with(
+        dir.path(),
+        &via_relay,
+        &prefix,
+        &[("ESPWATCH_BROKER_RECONNECT_MAX_MS", "1000")],
+    );
+    wait_subscribed(&server).await;
+    let topic = format!("{prefix}/ESP-RST/telemetry");
+    let gateway = format!("{prefix}-gateway");
+
+    // Before: 100 messages, stored.
+    publish_acknowledged(port, &gateway, messages(&topic, 0..100)).await;
+    stored_ts(&server, "ESP-RST", 100).await;
+
+    // The store cannot commit: the next messages reach espwatch and stay unacknowledged.
+    let lock = rusqlite::Connection::open(dir.path().join("espwatch.db")).expect("open db");
+    lock.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+    publish_acknowledged(port, &gateway, messages(&topic, 100..200)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let held = loop {
+        let status = mqtt_status(&server).await;
+        if status["backlog"]["messages"].as_u64().unwrap_or(0) > 0 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "nothing held: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        held["messages"].as_u64().unwrap_or(0) <= 100,
+        "nothing settled since: {held}"
+    );
+
+    // The connection dies without a close handshake.
+    relay.cut();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = mqtt_status(&server).await;
+        if status["connected"] == json!(false) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reset went unnoticed: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The store commits again: what was held is stored, its PUBACKs are for a dead connection.
+    drop(lock);
+    // The gateway goes on meanwhile; the broker keeps it in espwatch's persistent session.
+    publish_acknowledged(port, &gateway, messages(&topic, 200..300)).await;
+    // Down long enough for the backoff to reach its cap (250 ms, 500 ms, 1 s, ...).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = mqtt_status(&server).await;
+        if status["connection_failures"].as_u64().unwrap_or(0) >= 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reconnection attempts: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.restore();
+
+    let stored = stored_ts(&server, "ESP-RST", 300).await;
+    let expected: Vec<String> = (0..300).map(ts).collect();
+    assert_eq!(stored, expected, "every acknowledged message stored once");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = mqtt_status(&server).await;
+        if status["connected"] == json!(true)
+            && status["backlog"]["messages"] == json!(0)
+            && status["readings_accepted"] == json!(300)
+        {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "mqtt connection reset: 300 published, held at the cut {}, stale acks skipped {}, received {} ({} DUP), accepted {}, duplicates {}, connections {}, failures {}, longest wait {} ms (cap {} ms)",
+        held["backlog"]["messages"],
+        status["stale_acks_skipped"],
+        status["received"],
+        status["redelivered"],
+        status["readings_accepted"],
+        status["readings_duplicate"],
+        status["connections"],
+        status["connection_failures"],
+        status["reconnect_longest_wait_ms"],
+        status["reconnect_max_ms"],
+    );
+    // The held messages were re-sent, not lost and not stored twice.
+    assert!(
+        status["stale_acks_skipped"].as_u64().unwrap_or(0) >= 1,
+        "{status}"
+    );
+    assert!(status["redelivered"].as_u64().unwrap_or(0) >= 1, "{status}");
+    assert!(
+        status["readings_duplicate"].as_u64().unwrap_or(0) >= 1,
+        "{status}"
+    );
+    assert!(status["connections"].as_u64().unwrap_or(0) >= 2, "{status}");
+    assert_eq!(status["reconnect_max_ms"], 1000, "{status}");
+    let longest = status["reconnect_longest_wait_ms"].as_u64().unwrap_or(0);
+    assert!(
+        (500..=1000).contains(&longest),
+        "the backoff reached its cap's half and never passed the cap: {status}"
+    );
     assert_eq!(status["readings_rejected"], 0, "{status}");
 }

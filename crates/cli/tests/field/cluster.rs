@@ -56,7 +56,12 @@ fn redis_server() -> Option<String> {
 
 /// A stream on `server` with `credential`, subscribed to `events`.
 async fn open_stream(server: &ChildServer, credential: &str, events: &str) -> Ws {
-    let mut request = format!("ws://{}/api/v1/stream?events={events}", server.address)
+    open_stream_at(server.address, credential, events).await
+}
+
+/// [`open_stream`] on any address (a node's, or the load balancer's).
+async fn open_stream_at(address: std::net::SocketAddr, credential: &str, events: &str) -> Ws {
+    let mut request = format!("ws://{address}/api/v1/stream?events={events}")
         .into_client_request()
         .expect("request");
     request.headers_mut().insert(
@@ -538,4 +543,327 @@ async fn each_well_is_diagnosed_on_one_node_and_moves_when_its_node_dies() {
     }
     eprintln!("node B killed: A alone after {left_after:?}, diagnosing all 24 wells");
     nodes[0].terminate();
+}
+
+/// The nginx binary, or `None` (after saying why). `.ci/run` installs Debian's `nginx`, so
+/// under `ESPWATCH_REQUIRE_SERVICES=1` a missing one fails the test.
+fn nginx_binary() -> Option<&'static str> {
+    let found = ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    if found.is_none() {
+        let reason = "no nginx binary (Debian package `nginx`) to put in front of the nodes";
+        if require_services() {
+            panic!("{reason}; ESPWATCH_REQUIRE_SERVICES=1 forbids skipping");
+        }
+        eprintln!("skipped: {reason}");
+    }
+    found
+}
+
+/// nginx running the reference cluster's `deploy/cluster/nginx.conf` as a plain process: the
+/// file as shipped, but for the three `server espwatch-N:8080` lines (here the nodes'
+/// addresses: Docker's names do not resolve outside Compose), `listen 8080` (a free local
+/// port), and logs, pid and temporary files in a directory of its own, the access log naming
+/// the node that answered each request. Checked with `nginx -t` first. Killed when dropped.
+struct Nginx {
+    child: std::process::Child,
+    address: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(binary: &str, nodes: &[std::net::SocketAddr]) -> Nginx {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let shipped = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../deploy/cluster/nginx.conf"),
+        )
+        .expect("deploy/cluster/nginx.conf");
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Started as root, nginx's workers run as another user: they must reach the files.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut conf = shipped;
+        for (i, node) in nodes.iter().enumerate() {
+            let name = format!("server espwatch-{}:8080", i + 1);
+            assert!(conf.contains(&name), "nginx.conf has no `{name}`");
+            conf = conf.replace(&name, &format!("server {node}"));
+        }
+        assert!(
+            conf.contains("listen 8080;"),
+            "nginx.conf listens elsewhere"
+        );
+        conf = conf.replace("listen 8080;", &format!("listen 127.0.0.1:{port};"));
+        let d = dir.path().display();
+        let local = format!(
+            "http {{\n    log_format upstream '$request_method $uri $status $upstream_addr';\n    \
+             access_log {d}/access.log upstream;\n    client_body_temp_path {d}/body;\n    \
+             proxy_temp_path {d}/proxy;\n    fastcgi_temp_path {d}/fastcgi;\n    \
+             uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n"
+        );
+        assert!(conf.contains("http {\n"));
+        conf = conf.replacen("http {\n", &local, 1);
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+        let globals = format!(
+            "daemon off; pid {d}/nginx.pid;{}",
+            if root { " user root;" } else { "" }
+        );
+        let args = |test: bool| {
+            let mut args: Vec<String> = Vec::new();
+            if test {
+                args.push("-t".into());
+            }
+            args.extend([
+                "-c".into(),
+                conf_path.display().to_string(),
+                "-p".into(),
+                format!("{d}/"),
+                "-e".into(),
+                format!("{d}/error.log"),
+                "-g".into(),
+                globals.clone(),
+            ]);
+            args
+        };
+        let checked = std::process::Command::new(binary)
+            .args(args(true))
+            .output()
+            .expect("nginx -t");
+        assert!(
+            checked.status.success(),
+            "nginx -t refused the reference configuration: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        let child = std::process::Command::new(binary)
+            .args(args(false))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx");
+        let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(address).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen: {}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Nginx {
+            child,
+            address,
+            dir,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Requests answered so far, by the node that gave the final answer (`upstream_addr`'s
+    /// last entry: earlier ones are nodes nginx tried first) and status.
+    fn answered(&self) -> std::collections::BTreeMap<(String, String), usize> {
+        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        let mut counts = std::collections::BTreeMap::new();
+        for line in log.lines() {
+            let mut fields = line.splitn(4, ' ');
+            let (Some(_), Some(_), Some(status), Some(upstream)) =
+                (fields.next(), fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let node = upstream.rsplit(", ").next().unwrap_or(upstream).to_owned();
+            *counts.entry((node, status.to_owned())).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every `motor_current_a` timestamp of `well` read from `url` (a node or the balancer).
+async fn stored_at(http: &reqwest::Client, base: &str, well: &str) -> Vec<String> {
+    let (status, body) = status_json(
+        http.get(format!(
+            "{base}/api/v1/wells/{well}/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000&fields=motor_current_a"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{base} {well}: {body}");
+    body["ts"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// POSTs one reading through `url` as a gateway does: a 502/503/504 (a node that died with
+/// the request in hand, or is stopping) is sent again, harmless since `(well_id, ts)` is the
+/// key. Returns the answers that had to be sent again.
+async fn post_until_accepted(http: &reqwest::Client, url: &str, body: &Value) -> usize {
+    let mut again = 0;
+    loop {
+        let response = http.post(url).json(body).send().await;
+        match response.as_ref().map(reqwest::Response::status) {
+            Ok(s) if s == 200 => return again,
+            Ok(s) if [502, 503, 504].contains(&s.as_u16()) && again < 5 => again += 1,
+            Err(_) if again < 5 => again += 1,
+            other => panic!("{url}: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (10 s at most) for a `readings` message of `well` on `ws`, skipping others (events
+/// published before the stream opened may still be on their way through Redis).
+async fn readings_of(ws: &mut Ws, well: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = next_of(ws, "readings", left)
+            .await
+            .unwrap_or_else(|| panic!("no reading of {well} on the stream"));
+        assert_eq!(m["type"], "readings", "{m}");
+        if m["readings"][0]["well_id"] == well {
+            return m;
+        }
+    }
+}
+
+/// Issue 21, the reference deployment run for real (without Docker): three `espwatch serve`
+/// processes on one fresh PostgreSQL database, joined through Redis, behind nginx running
+/// `deploy/cluster/nginx.conf`. Telemetry ingested through nginx is spread over the three
+/// nodes and readable through each of them; what is written to any one node is readable
+/// through the others and through nginx; a stream opened through nginx (WebSocket upgrade)
+/// gets readings ingested through nginx. Then one node is killed (`kill -9`): ingest and reads
+/// through nginx go on on the two left, every reading acknowledged before or after is stored
+/// once, and the survivors still see each other's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_behind_the_reference_nginx_keep_serving_when_one_is_killed() {
+    init();
+    let Some(nginx) = nginx_binary() else { return };
+    let Some(redis) = redis_server() else { return };
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let prefix = format!(
+        "espwatch-test-{}",
+        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
+    );
+    let admin = cli_api_key(&["--database-url", &db.url], "admin");
+    let http = bearer_client(&admin);
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<ChildServer> = dirs
+        .iter()
+        .map(|dir| start_node(dir.path(), &db.url, &redis, &prefix))
+        .collect();
+    for node in &nodes {
+        wait_redis(&http, node, "healthy").await;
+    }
+    let addresses: Vec<std::net::SocketAddr> = nodes.iter().map(|n| n.address).collect();
+    let lb = Nginx::start(nginx, &addresses);
+    let ingest = lb.url("/api/v1/telemetry");
+
+    // Through nginx: 90 readings, one per request.
+    let mut latencies = Vec::new();
+    for i in 0..90 {
+        let started = Instant::now();
+        let again = post_until_accepted(&http, &ingest, &reading("LB-1", &ts(i * 10), 40.0)).await;
+        assert_eq!(again, 0, "every node is up: nothing to send again");
+        latencies.push(started.elapsed());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_kill = lb.answered();
+    for node in &addresses {
+        let n = before_kill
+            .get(&(node.to_string(), "200".to_owned()))
+            .copied()
+            .unwrap_or(0);
+        assert!(n >= 10, "nginx spread the requests: {before_kill:?}");
+    }
+    let expected: Vec<String> = (0..90).map(|i| ts(i * 10)).collect();
+    for node in &nodes {
+        assert_eq!(stored_at(&http, &node.url(""), "LB-1").await, expected);
+    }
+    // Written to one node, read through the others and through nginx.
+    for (i, node) in nodes.iter().enumerate() {
+        let well = format!("LB-N{i}");
+        let r = http
+            .post(node.url("/api/v1/telemetry"))
+            .json(&reading(&well, &ts(0), 41.0))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        for other in &nodes {
+            assert_eq!(stored_at(&http, &other.url(""), &well).await, [ts(0)]);
+        }
+        assert_eq!(stored_at(&http, &lb.url(""), &well).await, [ts(0)]);
+    }
+    // A stream through nginx gets a reading ingested through nginx (whichever nodes they
+    // landed on: Redis carries it across).
+    let mut stream = open_stream_at(lb.address, &admin, "readings").await;
+    post_until_accepted(&http, &ingest, &reading("LB-S", &ts(0), 42.0)).await;
+    readings_of(&mut stream, "LB-S").await;
+    drop(stream);
+
+    // One node dies.
+    let killed = addresses[1].to_string();
+    nodes[1].kill_9();
+    let mut sent_again = 0;
+    for i in 90..180 {
+        sent_again +=
+            post_until_accepted(&http, &ingest, &reading("LB-1", &ts(i * 10), 40.0)).await;
+    }
+    let expected: Vec<String> = (0..180).map(|i| ts(i * 10)).collect();
+    assert_eq!(stored_at(&http, &lb.url(""), "LB-1").await, expected);
+    for node in [&nodes[0], &nodes[2]] {
+        assert_eq!(stored_at(&http, &node.url(""), "LB-1").await, expected);
+        // What was written to the killed node is still readable.
+        assert_eq!(stored_at(&http, &node.url(""), "LB-N1").await, [ts(0)]);
+    }
+    // The survivors still see each other's writes, and a stream through nginx still works.
+    for (from, to) in [(0, 2), (2, 0)] {
+        let well = format!("LB-AFTER-{from}");
+        let r = http
+            .post(nodes[from].url("/api/v1/telemetry"))
+            .json(&reading(&well, &ts(0), 43.0))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(stored_at(&http, &nodes[to].url(""), &well).await, [ts(0)]);
+    }
+    let mut stream = open_stream_at(lb.address, &admin, "readings").await;
+    post_until_accepted(&http, &ingest, &reading("LB-S", &ts(10), 42.0)).await;
+    readings_of(&mut stream, "LB-S").await;
+    // nginx writes a request's log line after answering it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_kill = lb.answered();
+    eprintln!(
+        "3 nodes behind nginx: ingest through nginx median {:?} (90 requests, one reading each); \
+         answered before the kill {before_kill:?}; after killing {killed}: {sent_again} of 90 \
+         POSTs sent again, answers {after_kill:?}",
+        median(latencies),
+    );
+    for (i, node) in nodes.iter_mut().enumerate() {
+        if i != 1 {
+            node.terminate();
+        }
+    }
 }

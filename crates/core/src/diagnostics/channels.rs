@@ -430,6 +430,11 @@ impl ChannelMonitor {
                 .is_some_and(|m| m >= th.noise_min_share * self.typical)
     }
 
+    /// The gauge's resolution as far as seen (the smallest non-zero step between readings).
+    pub fn resolution(&self) -> Option<f64> {
+        (self.resolution > 0.0).then_some(self.resolution)
+    }
+
     pub fn missing_share(&self) -> f64 {
         self.missing.mean
     }

@@ -103,6 +103,10 @@ pub struct WellEngine {
     unload: Unload,
     /// End of the grace period of a known transient (a frequency step, a marked well test).
     transient_until: i64,
+    /// Since a start: when the intake pressure last came within `rest_pip_band` of its
+    /// level, and whether it has stayed there `rest_hold_secs` (the operating point is at rest).
+    intake_near_level_since: Option<i64>,
+    intake_rested: bool,
     frequency_level: Ewma,
     /// The voltage (standing in for the speed) left its level on the last reading.
     speed_step_pending: bool,
@@ -207,6 +211,8 @@ impl WellEngine {
             loaded_at: None,
             unload: Unload::default(),
             transient_until: i64::MIN,
+            intake_near_level_since: None,
+            intake_rested: false,
             frequency_level: Ewma::default(),
             speed_step_pending: false,
             supply_calm_from: i64::MIN,
@@ -674,6 +680,8 @@ impl WellEngine {
             self.head_normal_at = None;
             self.loaded_at = None;
             self.unload = Unload::default();
+            self.intake_near_level_since = None;
+            self.intake_rested = false;
             // The motor's thermal levels outlast a stop: a winding warming back up after a
             // restart is judged against where it ran before, not against its cold start.
             let (rise, rise_level) = (self.sm.rise, self.sm.rise_level);
@@ -935,6 +943,36 @@ impl WellEngine {
         }
     }
 
+    /// One step of the ammeter's resolution in current-ratio units, at the present load.
+    fn current_step_ratio(&self) -> f64 {
+        let step = self.channels[Field::MotorCurrentA.index()].resolution();
+        match (step, self.sm.fast_cur.value(), self.sm.fast_cur_abs.value()) {
+            (Some(step), Some(ratio), Some(amps)) if amps > 0.0 => step * ratio / amps,
+            _ => 0.0,
+        }
+    }
+
+    /// Whether the intake pressure has come to rest since the start (see `rest_pip_band`).
+    /// Judged from the settling time on: before it, the smoothed levels are still young. A
+    /// well without an intake gauge is at rest once settled.
+    fn track_intake_rest(&mut self, ts: i64, settled: bool, th: &Thresholds) {
+        if self.intake_rested || !settled {
+            return;
+        }
+        let near = match (self.sm.pip.value(), self.sm.settle_pip.value()) {
+            (Some(now), Some(level)) if level > 0.0 => {
+                ((now - level) / level).abs() <= th.rest_pip_band
+            }
+            _ => true,
+        };
+        if !near {
+            self.intake_near_level_since = None;
+            return;
+        }
+        let since = *self.intake_near_level_since.get_or_insert(ts);
+        self.intake_rested = (ts - since) as f64 / MICROS >= th.rest_hold_secs;
+    }
+
     /// Marks a known transient (e.g. a well test reported by the operator) until `until`:
     /// only the rules that protect the equipment judge until then.
     pub fn mark_transient(&mut self, until: Timestamp) {
@@ -956,6 +994,7 @@ impl WellEngine {
         let since_start = self.secs_since_start(ts);
         let in_grace = ts < self.transient_until;
         let settled = running && since_start >= th.settle_secs && !in_grace;
+        let at_rest = settled && (self.intake_rested || since_start >= th.settle_max_secs);
         let mut n = self.normalise(&clean);
         if self.flow_meter_bypassed(&clean, &n, running) {
             clean.set(Field::FlowRateBpd, None);
@@ -982,7 +1021,8 @@ impl WellEngine {
         let judged = ramped && self.baseline.is_some();
         if judged {
             self.sm.update(ts, &feats, &clean, &th);
-            self.process_rules(ts, settled, &clean, &feats, &th, &mut findings);
+            self.track_intake_rest(ts, settled, &th);
+            self.process_rules(ts, settled, at_rest, &clean, &feats, &th, &mut findings);
         } else {
             // Right after a start (or without a baseline) the nameplate still judges: the relay
             // may trip an overloaded motor before the settling time is over.
@@ -1298,10 +1338,12 @@ impl WellEngine {
         self.tracker.step(ts, &list, &confirmed, settled, th)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn process_rules(
         &mut self,
         ts: i64,
         settled: bool,
+        at_rest: bool,
         m: &Measurements,
         f: &Features,
         th: &Thresholds,
@@ -1377,7 +1419,9 @@ impl WellEngine {
             f,
             m,
             settled,
+            at_rest,
             cur_unexplained,
+            cur_step_ratio: self.current_step_ratio(),
             // Only below the departure ratio does either reader use it: keeps the curve
             // bisection off the healthy hot path.
             cur_for_head: self

@@ -57,6 +57,13 @@ pub(crate) struct Smoothed {
     pub fast_thp: Ewma,
     pub fast_pd: Ewma,
     pub settle_pd: Ewma,
+    /// Since when the 10-minute head has stayed within half the subtle-leak step of its
+    /// settling level, and how long it had stayed there when it last left: a step is a
+    /// departure from a level, and a head swinging with a hunting drive never held one. (The
+    /// 10-minute level, not the fast one: a head computed through a noisy flow meter jitters
+    /// by more than the band from reading to reading.)
+    pub head_level_since: Option<i64>,
+    pub head_level_held_secs: f64,
 }
 
 impl Smoothed {
@@ -118,6 +125,13 @@ impl Smoothed {
             th.settle_secs,
         );
         up(&mut self.settle_head, f.head_ratio, th.settle_secs);
+        if let (Some(now), Some(level)) = (self.head.value(), self.settle_head.value()) {
+            if (now - level).abs() <= level * th.leak_subtle_head_drop / 2.0 {
+                self.head_level_since.get_or_insert(ts);
+            } else if let Some(since) = self.head_level_since.take() {
+                self.head_level_held_secs = (ts - since) as f64 / 1e6;
+            }
+        }
         up(&mut self.fast_volts, m.get(Field::MotorVoltageV), fast);
         up(&mut self.settle_cur, f.current_ratio, th.settle_secs);
         up(&mut self.fast_thp, f.tubing_pressure_ratio, fast);
@@ -248,8 +262,14 @@ pub(crate) struct Input<'a> {
     pub m: &'a Measurements,
     /// Running long enough after a start (or a frequency step) for steady-state rules.
     pub settled: bool,
+    /// Settled, and the intake pressure has come to rest since the start (or the longest
+    /// settling time has passed): the levels a departure is judged from are levels.
+    pub at_rest: bool,
     /// Current explained by the operating point taken out (see `WellEngine`).
     pub cur_unexplained: Option<f64>,
+    /// One step of the ammeter's resolution, as a current ratio (0 when unknown): a change of
+    /// one step on a coarse gauge may be any true change up to two.
+    pub cur_step_ratio: f64,
     /// The current ratio a pump running right on its own curve to the present (smoothed) head
     /// would draw: the most a leak explains. `None` while the head is at or above
     /// `head_departure_ratio` (no reader needs it there).
@@ -828,7 +848,9 @@ impl Unloading {
 /// an intake above the catalogued bubble point does not rule the gas out.
 pub(crate) fn gas_unloading(i: &Input, gas: &GasEvidence, st: &mut Unloading) -> Option<Finding> {
     let (th, s) = (i.th, i.s);
-    if !i.settled || i.supply_disturbed {
+    // The levels before the fall must be levels: not while the operating point is still
+    // settling after a start.
+    if !i.at_rest || i.supply_disturbed {
         *st = Unloading::default();
         return None;
     }
@@ -897,9 +919,13 @@ pub(crate) fn gas_unloading(i: &Input, gas: &GasEvidence, st: &mut Unloading) ->
         // Against the level just before and against the well's healthy baseline: the
         // current settling back after a transient that had raised it (a sand slug clearing,
         // a heavier fluid flushed out) is not the motor unloading.
+        // Beyond the bar by the rounding of the reading the new level rests on (half a step
+        // of the gauge): on a coarse ammeter a flip to the next step down may be a change of
+        // a hair.
+        let q = i.cur_step_ratio / 2.0;
         let confirmed = waited >= th.unload_confirm_secs
-            && level <= bar
-            && level <= 1.0 - th.unload_confirm_drop
+            && level <= bar - q
+            && level <= 1.0 - th.unload_confirm_drop - q
             && level > th.unloaded_current_ratio
             && not_below(val(&s.fast_pip), r.pip, th.pip_fall_margin)
             && not_above(val(&s.fast_thp), r.thp)
@@ -980,8 +1006,12 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
         (Some(rated), Some(a)) => Some(a >= th.overload_nameplate_share * rated),
         _ => None,
     };
-    // Above baseline but well under nameplate: only a clearly larger rise counts.
-    if over_nameplate == Some(false) && c < th.overload_current_ratio_under_nameplate {
+    // Above baseline but well under nameplate: only a clearly larger rise counts, and only
+    // once the operating point has come to rest after a start (a drive drawing a full
+    // annulus down, or hunting, loads the motor by itself).
+    if over_nameplate == Some(false)
+        && (c < th.overload_current_ratio_under_nameplate || !i.at_rest)
+    {
         return None;
     }
     let mut ev = vec![Evidence::new(
@@ -1073,11 +1103,11 @@ pub(crate) fn head_loss(i: &Input, gas: &GasEvidence, state: &mut HeadLoss) -> O
             (Some(now), Some(level)) => now <= level * th.leak_step_flow_fall,
             _ => true,
         };
-    if leak_step && i.settled {
+    if leak_step && i.at_rest {
         state.low = Some(th.leak_step_head_ratio);
     }
     let low = state.low.unwrap_or(th.head_ratio_low);
-    if h >= low || !i.settled {
+    if h >= low || !i.at_rest {
         return None;
     }
     // A leak returns part of the delivery to the annulus: less reaches the surface, and the
@@ -1233,7 +1263,7 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         };
         return None;
     }
-    if state.kind.is_some() || !i.settled {
+    if state.kind.is_some() || !i.at_rest {
         state.step = None;
         return None;
     }
@@ -1329,7 +1359,13 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 flow_since: Mean::default(),
                 thp_since: Mean::default(),
             };
-            if stepped(&levels, fast_head, fast_flow) && loaded {
+            // The head left a level it had held (not a swing through its mean).
+            let held = match s.head_level_since {
+                Some(since) => (i.ts - since) as f64 / 1e6,
+                None => s.head_level_held_secs,
+            };
+            let from_level = held >= th.rest_hold_secs;
+            if stepped(&levels, fast_head, fast_flow) && loaded && from_level {
                 state.step = Some(levels);
             }
         }

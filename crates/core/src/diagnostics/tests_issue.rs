@@ -1861,3 +1861,120 @@ fn one_garbled_record_is_not_a_gas_fluctuation() {
     let episodes = episodes_of(&meta, &cycling);
     assert!(has(&episodes, Condition::GasInterference), "{episodes:?}");
 }
+
+/// A drive without a frequency gauge, at its voltage limit (the voltage no longer tells the
+/// speed), restarts after a trip and its PIP controller hunts for hours: the speed swings, the
+/// load with its cube, the head with its square, and the annulus, filled while the pump stood,
+/// drains and refills a quarter period behind. Seen on an outside data set, where it was read
+/// as a leak and an overload for seven hours. The rules that judge a departure from a steady
+/// level wait until the intake has come to rest.
+#[test]
+fn a_drive_hunting_after_a_restart_is_neither_a_leak_nor_an_overload() {
+    let plan = pinned(Family::Classic, None, 26, "20s");
+    let trip = start().0 + 14 * HOUR;
+    let restart = trip + HOUR / 3;
+    let (tau, period) = (2.5 * HOUR as f64, 1.5 * HOUR as f64);
+    let readings: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            for f in [
+                Field::FrequencyHz,
+                Field::FlowRateBpd,
+                Field::TubingPressurePsi,
+            ] {
+                m.set(f, None);
+            }
+            let (Some(amps), Some(pip), Some(pd)) = (
+                m.get(Field::MotorCurrentA),
+                m.get(Field::IntakePressurePsi),
+                m.get(Field::DischargePressurePsi),
+            ) else {
+                return (ts, m);
+            };
+            if (trip..restart).contains(&ts.0) {
+                m.set(Field::MotorCurrentA, Some(0.0));
+                m.set(Field::MotorVoltageV, Some(0.0));
+                m.set(Field::DischargePressurePsi, Some(pip));
+            } else if ts.0 >= restart {
+                let t = (ts.0 - restart) as f64;
+                let phase = std::f64::consts::TAU * t / period;
+                let decay = (-t / tau).exp();
+                let speed = 1.0 + 0.06 * decay * phase.sin();
+                let intake = pip * (1.0 + 0.05 * decay * phase.cos());
+                m.set(Field::MotorCurrentA, Some(amps * speed.powi(3)));
+                m.set(Field::IntakePressurePsi, Some(intake));
+                m.set(
+                    Field::DischargePressurePsi,
+                    Some(intake + (pd - pip) * speed.powi(2)),
+                );
+            }
+            (ts, m)
+        })
+        .collect();
+    let (episodes, _) = run_checked(
+        Some(&plan.wells[0].meta),
+        &readings,
+        TrainingWindow::Default,
+    );
+    let wrong: Vec<_> = episodes
+        .iter()
+        .filter(|e| {
+            [
+                Condition::TubingLeak,
+                Condition::Overload,
+                Condition::GasInterference,
+                Condition::PumpWear,
+            ]
+            .iter()
+            .any(|c| e.diagnosis == Diagnosis::Condition(*c))
+        })
+        .collect();
+    assert!(wrong.is_empty(), "{wrong:?}");
+}
+
+/// An ammeter that reads in coarse steps (0.4 A on a 7 A motor, say): a true fall of 1 %
+/// that tips the reading one step down is not the motor unloading (seen on an outside data
+/// set as a day and a half of gas interference). The same gauge still shows a real unloading.
+#[test]
+fn one_step_of_a_coarse_ammeter_is_not_the_motor_unloading() {
+    let plan = pinned(Family::Classic, None, 24, "20s");
+    let meta = &plan.wells[0].meta;
+    let base = samples(&plan, 0);
+    let at = start().0 + 14 * HOUR;
+    let level = {
+        let v: Vec<f64> = base
+            .iter()
+            .filter(|(ts, _)| ts.0 > start().0 + 2 * HOUR && ts.0 < at)
+            .filter_map(|(_, m)| m.get(Field::MotorCurrentA))
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    // Steps of 5.7 % of the level, the level itself just above a step's edge.
+    let step = 0.057 * level;
+    let edge = level * 0.996;
+    let unloading_with = |fall: f64| {
+        let readings: Vec<_> = base
+            .iter()
+            .map(|(ts, m)| {
+                let mut m = *m;
+                // The gauge's noise is below its resolution: it reads the steady level.
+                if m.get(Field::MotorCurrentA).is_some_and(|a| a > 0.0) {
+                    let a = if ts.0 >= at {
+                        level * (1.0 - fall)
+                    } else {
+                        level
+                    };
+                    let read = edge + ((a - edge) / step).floor() * step + step / 2.0;
+                    m.set(Field::MotorCurrentA, Some(read));
+                }
+                (*ts, m)
+            })
+            .collect();
+        let (episodes, _) = run_checked(Some(meta), &readings, TrainingWindow::Default);
+        episodes
+            .iter()
+            .any(|e| e.diagnosis == Diagnosis::Condition(Condition::GasInterference))
+    };
+    assert!(!unloading_with(0.01), "one step of the gauge");
+    assert!(unloading_with(0.15), "a real unloading");
+}

@@ -17,6 +17,16 @@ pub struct Thresholds {
     pub train_secs: f64,
     /// Running time after a start before steady-state rules apply, seconds.
     pub settle_secs: f64,
+    /// After a start the operating point is at rest once the intake pressure is: its
+    /// 10-minute level within `rest_pip_band` (a ratio, half the smallest intake step a rule
+    /// reads) of its half-hour level for `rest_hold_secs` on end. Until then (at most
+    /// `settle_max_secs` after the start) the rules that judge a departure from a steady level
+    /// (head loss, leak, unloading, overload below the nameplate) wait: a PIP
+    /// controller hunting after a restart swings the speed, load and head in turn, and
+    /// without a frequency gauge none of it shows as a speed change.
+    pub rest_pip_band: f64,
+    pub rest_hold_secs: f64,
+    pub settle_max_secs: f64,
     /// Evidence must persist this long (and over at least `raise_readings`) to open an episode:
     /// `raise_secs` for critical conditions (they destroy equipment within minutes), longer for
     /// major and minor ones.
@@ -369,6 +379,9 @@ impl Default for Thresholds {
         Thresholds {
             train_secs: 8.0 * 3600.0,
             settle_secs: 1800.0,
+            rest_pip_band: 0.005,
+            rest_hold_secs: 1800.0,
+            settle_max_secs: 6.0 * 3600.0,
             raise_secs: 60.0,
             raise_secs_major: 300.0,
             raise_secs_minor: 1800.0,
