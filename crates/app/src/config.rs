@@ -275,6 +275,11 @@ pub struct Config {
     /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, ...), never from a file that may be
     /// committed.
     pub archive_options: std::collections::BTreeMap<String, String>,
+    /// S3 settings of `espwatch store backup|restore` to or from `s3://bucket/prefix`
+    /// (`aws_endpoint`, `aws_region`, `aws_allow_http`, ...: the keys `archive_options`
+    /// takes), over the `AWS_*` environment variables. Credentials are not accepted here
+    /// either: they come from the environment.
+    pub backup_options: std::collections::BTreeMap<String, String>,
     /// How often the server applies the retention policy, seconds (the first round runs at
     /// start; a failed round is retried after a minute, or this, if shorter).
     pub retention_interval_secs: u64,
@@ -471,6 +476,7 @@ impl Default for Config {
             retention_1d: None,
             archive_url: None,
             archive_options: Default::default(),
+            backup_options: Default::default(),
             retention_interval_secs: 3600,
             audit_retention: None,
         }
@@ -618,6 +624,7 @@ impl Config {
         "retention_1d",
         "archive_url",
         "archive_options",
+        "backup_options",
         "retention_interval_secs",
         "audit_retention",
     ];
@@ -679,6 +686,10 @@ impl Config {
         for key in self.archive_options.keys() {
             espwatch_archive::target::check_s3_option(key)
                 .map_err(|e| format!("archive_options: {e}"))?;
+        }
+        for key in self.backup_options.keys() {
+            espwatch_archive::target::check_s3_option(key)
+                .map_err(|e| format!("backup_options: {e}"))?;
         }
         if self.request_timeout_secs == 0 {
             return Err("request_timeout_secs must be at least 1".into());
@@ -880,6 +891,17 @@ impl Config {
     }
 
     /// Opens the archive this configuration names (a local directory is created).
+    /// The S3 bucket of a backup made or restored with `store backup|restore` (`url` is
+    /// `s3://bucket[/prefix]`), with `backup_options`.
+    pub fn open_backup_bucket(&self, url: &str) -> anyhow::Result<espwatch_archive::Archive> {
+        let options: Vec<(String, String)> = self
+            .backup_options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        espwatch_archive::Archive::open_with_options(url, &options)
+    }
+
     pub fn open_archive(&self) -> anyhow::Result<espwatch_archive::Archive> {
         let options: Vec<(String, String)> = self
             .archive_options
@@ -1479,6 +1501,14 @@ mod debug_tests {
                 "{secret}"
             );
         }
+        let mut b = c.clone();
+        b.backup_options
+            .insert("aws_secret_access_key".into(), "x".into());
+        let err = b.validate().unwrap_err();
+        assert!(
+            err.starts_with("backup_options: ") && err.contains("is a credential"),
+            "{err}"
+        );
         c.archive_options.insert("aws_nonsense".into(), "x".into());
         assert!(c.validate().unwrap_err().contains("is not an S3 setting"));
         assert_eq!(

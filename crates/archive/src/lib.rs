@@ -6,10 +6,15 @@
 //!   write → read back → verify → manifest sequence, listing and reading archived files.
 //! - [`job`]: the retention round (archive every expired day, delete it from the store only
 //!   once verified, drop expired rollups) and the restore of archived readings.
+//! - [`backup`]: the embedded store's backups and backup chains in an S3 bucket (made by
+//!   `espwatch_store::embedded::{backup, incremental}` in a staging directory, uploaded and
+//!   verified, manifest last; restored through a staging directory).
 //!
-//! Layering: `core` → `store` → `archive` → `server`/`cli`. It reaches data only through the
-//! `Store` and `Retention` traits, so both backends share it.
+//! Layering: `core` → `store` → `archive` → `server`/`cli`. The lifecycle reaches data only
+//! through the `Store` and `Retention` traits, so both backends share it; [`backup`] is the
+//! embedded store's (PostgreSQL has its own tools).
 
+pub mod backup;
 pub mod columns;
 pub mod job;
 pub mod target;

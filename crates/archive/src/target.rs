@@ -58,7 +58,7 @@ impl ManifestEntry {
 /// An archive location.
 #[derive(Clone)]
 pub struct Archive {
-    store: Arc<dyn ObjectStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
     /// What the archive was opened from (for messages), credentials never included.
     url: String,
 }

@@ -288,9 +288,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let config = settings::load(cli.config.as_deref(), &cli.overrides(&store))?;
             serve::init_cli_logging();
-            let data_dir = config.data_dir.clone();
             let cmd = cmd.clone();
-            let clean = tokio::task::spawn_blocking(move || storecmd::run(cmd, data_dir)).await??;
+            let clean = tokio::task::spawn_blocking(move || storecmd::run(cmd, &config)).await??;
             if !clean {
                 std::process::exit(1);
             }

@@ -2,11 +2,14 @@
 //! decoded, the damaged ones named (check) or quarantined with their bytes kept (repair); the
 //! bytes per reading (stats); every segment rewritten in the compact format (compact); an
 //! online consistent copy of the data directory (backup) and its restore (restore), either
-//! whole or as a chain of incremental backups restored up to a point in time (`--until`).
+//! whole or as a chain of incremental backups restored up to a point in time (`--until`);
+//! either in a directory or in an S3 bucket (`s3://bucket/prefix`, through
+//! `espwatch_archive::backup`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
+use espwatch_app::Config;
 use espwatch_core::Timestamp;
 use espwatch_store::embedded::backup::{self, BackupReport};
 use espwatch_store::embedded::check::{self, CheckReport};
@@ -46,7 +49,10 @@ pub enum StoreCommand {
     },
     /// Copy the data directory (telemetry, alarms, identities) into DEST, a new or empty
     /// directory, consistently and while a server runs on it; the copy is verified and
-    /// described in DEST/BACKUP.json (sizes, SHA-256, readings).
+    /// described in DEST/BACKUP.json (sizes, SHA-256, readings). DEST may be
+    /// s3://bucket/prefix (an empty prefix): the copy is made in a staging directory next to
+    /// the data directory, each file uploaded and read back against its SHA-256, BACKUP.json
+    /// last; S3 settings from `backup_options`, credentials from the AWS_* environment.
     Backup {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -61,6 +67,7 @@ pub enum StoreCommand {
     /// Restore a backup, or a backup chain (made with `backup --incremental`), into a new or
     /// empty data directory: checksums checked, files copied (a chain's deltas applied in
     /// order), every segment and log batch decoded, readings counted against the backup's.
+    /// BACKUP may be s3://bucket/prefix (the files needed are downloaded first).
     Restore {
         #[arg(long, value_name = "BACKUP")]
         from: PathBuf,
@@ -151,8 +158,111 @@ fn describe(entry: &ChainEntry) -> String {
     )
 }
 
+/// `s3://bucket[/prefix]` when `path` names one.
+fn s3_url(path: &Path) -> Option<&str> {
+    path.to_str().filter(|s| s.starts_with("s3://"))
+}
+
+/// A private staging directory next to `data_dir` (on its file system, which has room for
+/// the store), removed when dropped.
+fn staging(data_dir: &Path) -> anyhow::Result<tempfile::TempDir> {
+    let parent = match data_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent)?;
+    Ok(tempfile::Builder::new()
+        .prefix(".espwatch-backup-staging-")
+        .tempdir_in(&parent)?)
+}
+
+fn print_upload(url: &str, uploaded: espwatch_archive::backup::Uploaded, seconds: f64) {
+    println!(
+        "uploaded {} files ({} bytes) to {url}, each read back and checked against its SHA-256; {seconds:.1}s in all",
+        uploaded.files, uploaded.bytes
+    );
+}
+
+fn parse_until(until: Option<String>) -> anyhow::Result<Option<i64>> {
+    Ok(until
+        .map(|text| {
+            Timestamp::parse_rfc3339(&text).map_err(|e| anyhow::anyhow!("--until {text:?}: {e}"))
+        })
+        .transpose()?
+        .map(|t| t.0))
+}
+
+/// `store backup|restore` with an S3 bucket.
+fn run_s3(cmd: StoreCommand, data_dir: &Path, config: &Config) -> anyhow::Result<bool> {
+    use espwatch_archive::backup::{self as s3, S3Restore};
+    let runtime = tokio::runtime::Handle::current();
+    match cmd {
+        StoreCommand::Backup {
+            to, incremental, ..
+        } => {
+            let url = s3_url(&to).unwrap_or_default();
+            let bucket = config.open_backup_bucket(url)?;
+            let staging = staging(data_dir)?;
+            if incremental {
+                let done = runtime.block_on(s3::backup_chain(data_dir, &bucket, staging.path()))?;
+                println!(
+                    "backed up to {url} (verified): {}",
+                    describe(&done.report.entry)
+                );
+                print_upload(url, done.uploaded, done.seconds);
+            } else {
+                let done = runtime.block_on(s3::backup(data_dir, &bucket, staging.path()))?;
+                print_backup(&format!("backed up to {url}:"), &done.report);
+                print_upload(url, done.uploaded, done.seconds);
+            }
+        }
+        StoreCommand::Restore { from, until, .. } => {
+            let url = s3_url(&from).unwrap_or_default();
+            let bucket = config.open_backup_bucket(url)?;
+            let staging = staging(data_dir)?;
+            let until = parse_until(until)?;
+            match runtime.block_on(s3::restore(&bucket, data_dir, until, staging.path()))? {
+                S3Restore::Full {
+                    report,
+                    downloaded,
+                    seconds,
+                } => {
+                    print_backup(&format!("restored into {}:", data_dir.display()), &report);
+                    println!("downloaded {downloaded} bytes from {url}; {seconds:.1}s in all");
+                }
+                S3Restore::Chain {
+                    report,
+                    downloaded,
+                    seconds,
+                } => {
+                    println!(
+                        "restored into {}: {} readings from {} backup(s) in {:.1}s (verified), as of {}",
+                        data_dir.display(),
+                        report.readings,
+                        report.backups_applied,
+                        report.seconds,
+                        describe(&report.until)
+                    );
+                    println!("downloaded {downloaded} bytes from {url}; {seconds:.1}s in all");
+                }
+            }
+        }
+        _ => unreachable!("only backup and restore name a bucket"),
+    }
+    Ok(true)
+}
+
 /// Returns whether the store is (now) clean. Runs on a blocking thread of the runtime.
-pub fn run(cmd: StoreCommand, data_dir: PathBuf) -> anyhow::Result<bool> {
+pub fn run(cmd: StoreCommand, config: &Config) -> anyhow::Result<bool> {
+    let data_dir = config.data_dir.clone();
+    let remote = match &cmd {
+        StoreCommand::Backup { to, .. } => s3_url(to).is_some(),
+        StoreCommand::Restore { from, .. } => s3_url(from).is_some(),
+        _ => false,
+    };
+    if remote {
+        return run_s3(cmd, &data_dir, config);
+    }
     match cmd {
         StoreCommand::Check { .. } => {
             let report = check::check(&data_dir)?;
@@ -219,13 +329,8 @@ pub fn run(cmd: StoreCommand, data_dir: PathBuf) -> anyhow::Result<bool> {
                 print_backup(&format!("restored into {}:", data_dir.display()), &report);
                 return Ok(true);
             }
-            let until = until
-                .map(|text| {
-                    Timestamp::parse_rfc3339(&text)
-                        .map_err(|e| anyhow::anyhow!("--until {text:?}: {e}"))
-                })
-                .transpose()?;
-            let report = incremental::restore_chain(&from, &data_dir, until.map(|t| t.0))?;
+            let until = parse_until(until)?;
+            let report = incremental::restore_chain(&from, &data_dir, until)?;
             println!(
                 "restored into {}: {} readings from {} backup(s) in {:.1}s (verified), as of {}",
                 data_dir.display(),

@@ -32,7 +32,7 @@ use super::{SECURITY_FILE, alarms, check, codec, files};
 use crate::{StoreError, StoreResult};
 
 pub const CHAIN: &str = "CHAIN.json";
-const STATE: &str = "STATE.sqlite";
+pub const STATE: &str = "STATE.sqlite";
 const DELTA: &str = "delta.sqlite";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
