@@ -994,7 +994,6 @@ impl WellEngine {
         let since_start = self.secs_since_start(ts);
         let in_grace = ts < self.transient_until;
         let settled = running && since_start >= th.settle_secs && !in_grace;
-        let at_rest = settled && (self.intake_rested || since_start >= th.settle_max_secs);
         let mut n = self.normalise(&clean);
         if self.flow_meter_bypassed(&clean, &n, running) {
             clean.set(Field::FlowRateBpd, None);
@@ -1021,8 +1020,7 @@ impl WellEngine {
         let judged = ramped && self.baseline.is_some();
         if judged {
             self.sm.update(ts, &feats, &clean, &th);
-            self.track_intake_rest(ts, settled, &th);
-            self.process_rules(ts, settled, at_rest, &clean, &feats, &th, &mut findings);
+            self.process_rules(ts, settled, &clean, &feats, &th, &mut findings);
         } else {
             // Right after a start (or without a baseline) the nameplate still judges: the relay
             // may trip an overloaded motor before the settling time is over.
@@ -1338,17 +1336,19 @@ impl WellEngine {
         self.tracker.step(ts, &list, &confirmed, settled, th)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn process_rules(
         &mut self,
         ts: i64,
         settled: bool,
-        at_rest: bool,
         m: &Measurements,
         f: &Features,
         th: &Thresholds,
         out: &mut Vec<Finding>,
     ) {
+        // At rest as of the readings before this one; this reading then counts towards it.
+        let at_rest =
+            settled && (self.intake_rested || self.secs_since_start(ts) >= th.settle_max_secs);
+        self.track_intake_rest(ts, settled, th);
         let supply_disturbed = self.supply_disturbed(ts);
         let erratic_limit = {
             let b = self.baseline.as_ref().expect("trained");

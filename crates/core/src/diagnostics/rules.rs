@@ -267,8 +267,8 @@ pub(crate) struct Input<'a> {
     pub at_rest: bool,
     /// Current explained by the operating point taken out (see `WellEngine`).
     pub cur_unexplained: Option<f64>,
-    /// One step of the ammeter's resolution, as a current ratio (0 when unknown): a change of
-    /// one step on a coarse gauge may be any true change up to two.
+    /// One step of the ammeter's resolution, as a current ratio (0 when unknown): a reading on
+    /// a coarse gauge is its true value rounded to the step.
     pub cur_step_ratio: f64,
     /// The current ratio a pump running right on its own curve to the present (smoothed) head
     /// would draw: the most a leak explains. `None` while the head is at or above
