@@ -10,6 +10,7 @@ const TUNED: &str = include_str!("questions.txt");
 const HELD_OUT: &str = include_str!("heldout.txt");
 const HELD_OUT_2: &str = include_str!("heldout2.txt");
 const HELD_OUT_3: &str = include_str!("heldout3.txt");
+const HELD_OUT_4: &str = include_str!("heldout4.txt");
 
 /// 2026-11-25T15:30:00Z, a Wednesday.
 fn clock() -> Clock {
@@ -324,6 +325,27 @@ fn third_held_out_set_accuracy() {
 
 /// 91.0 % when first run (before this round's rules), 93.3 % after them.
 const HELD_OUT_3_FLOOR: f64 = 93.0;
+
+/// The fourth set (issue 24): written before this round's rules and before its first run,
+/// never tuned on (the third set's misses were studied, so it no longer is); its accuracy is
+/// reported, its floor only catches a regression.
+#[test]
+fn fourth_held_out_set_accuracy() {
+    let (passed, total, misses) = run(HELD_OUT_4);
+    let pct = 100.0 * passed as f64 / total as f64;
+    println!("fourth held-out set (never tuned on): {passed}/{total} exact = {pct:.1} %");
+    for m in &misses {
+        println!("  miss {m}");
+    }
+    assert!(total >= 60, "the fourth set has {total} questions");
+    assert!(
+        pct >= HELD_OUT_4_FLOOR,
+        "fourth held-out accuracy fell to {pct:.1} %"
+    );
+}
+
+/// Set when the fourth set was first run (see README, issue 24).
+const HELD_OUT_4_FLOOR: f64 = 0.0;
 
 /// Held-out accuracy at the first run of the finished parser (see the notes of issue 24).
 const HELD_OUT_FLOOR: f64 = 95.0;
