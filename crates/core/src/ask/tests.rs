@@ -1,6 +1,7 @@
 //! The question set: `questions.txt` (the rules were written and tuned against it),
 //! `heldout.txt` (written before the rules, never tuned on), `heldout2.txt` (never tuned on
-//! until its misses were studied as classes of phrasing) and `heldout3.txt` (never tuned on),
+//! until its misses were studied as classes of phrasing), `heldout3.txt` (likewise, a round
+//! later) and `heldout4.txt` (never tuned on),
 //! each line a question and its expected interpretation, checked exactly. `cargo test -p espwatch-core ask -- --nocapture`
 //! prints both accuracies and every miss.
 
@@ -323,8 +324,10 @@ fn third_held_out_set_accuracy() {
     );
 }
 
-/// 91.0 % when first run (before this round's rules), 93.3 % after them.
-const HELD_OUT_3_FLOOR: f64 = 93.0;
+/// 91.0 % when first run (before this round's rules), 93.3 % after them; 100 % after the
+/// round that studied its six misses as classes of phrasing (so it is no longer a never-tuned
+/// figure; the fourth set is).
+const HELD_OUT_3_FLOOR: f64 = 99.0;
 
 /// The fourth set (issue 24): written before this round's rules and before its first run,
 /// never tuned on (the third set's misses were studied, so it no longer is); its accuracy is
@@ -344,8 +347,9 @@ fn fourth_held_out_set_accuracy() {
     );
 }
 
-/// Set when the fourth set was first run (see README, issue 24).
-const HELD_OUT_4_FLOOR: f64 = 0.0;
+/// 94.4 % (85/90) when first run, on the parser before the round that studied the third
+/// set's misses and after it alike (see README, issue 24).
+const HELD_OUT_4_FLOOR: f64 = 94.0;
 
 /// Held-out accuracy at the first run of the finished parser (see the notes of issue 24).
 const HELD_OUT_FLOOR: f64 = 95.0;
