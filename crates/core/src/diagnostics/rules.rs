@@ -1755,9 +1755,12 @@ pub(crate) struct HeadTrend {
     /// This loss was already found to be scale (here or against the baseline bar): scale
     /// stays scale while the trend lasts, whatever bucket the trend is now measured from.
     pub scale_seen: bool,
+    /// The decline as of the last closed bucket.
+    found: Option<Decline>,
 }
 
 /// A steady decline found by [`HeadTrend`].
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Decline {
     pub drop: f64,
     pub secs: f64,
@@ -1800,6 +1803,7 @@ impl HeadTrend {
         self.open = None;
         self.done.clear();
         self.scale_seen = false;
+        self.found = None;
     }
 
     fn close(&mut self, b: TrendBucket, th: &Thresholds) {
@@ -1824,11 +1828,21 @@ impl HeadTrend {
         while self.done.len() > th.trend_buckets_kept {
             self.done.pop_front();
         }
+        self.found = self.find_decline(th);
     }
 
     /// The steady decline ending with the last completed bucket, if it is one of wear or scale.
+    /// The decline found when the last bucket closed, judged scale or wear by the motor now.
+    /// (Fitting is done once per bucket, not per reading.)
     pub fn decline(&self, i: &Input) -> Option<Decline> {
-        let th = i.th;
+        let found = self.found.as_ref()?;
+        Some(Decline {
+            scale: self.scale_seen || found.levels_then.scale_since(&MotorLevels::now(i), i.th),
+            ..*found
+        })
+    }
+
+    fn find_decline(&self, th: &Thresholds) -> Option<Decline> {
         let last = self.done.back()?;
         let n = self.done.len();
         // The run, ending now, whose fitted decline is the deepest while the fit says it is a
@@ -1888,7 +1902,7 @@ impl HeadTrend {
             secs: (last.start - start.start) as f64 / 1e6,
             delivery_fall,
             delivery_feature,
-            scale: self.scale_seen || levels_then.scale_since(&MotorLevels::now(i), th),
+            scale: false,
             levels_then,
         })
     }

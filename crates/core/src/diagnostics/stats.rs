@@ -238,6 +238,8 @@ pub struct RecentIntervals {
     secs: [f32; 15],
     len: u8,
     next: u8,
+    /// The median, kept up to date on each push (read several times per reading).
+    median: Option<f64>,
 }
 
 impl RecentIntervals {
@@ -248,16 +250,14 @@ impl RecentIntervals {
         self.secs[self.next as usize] = secs as f32;
         self.next = (self.next + 1) % self.secs.len() as u8;
         self.len = (self.len + 1).min(self.secs.len() as u8);
+        let mut v = self.secs;
+        let seen = &mut v[..self.len as usize];
+        seen.sort_unstable_by(f32::total_cmp);
+        self.median = Some(seen[seen.len() / 2] as f64);
     }
 
     /// The median interval (s), once any was seen.
     pub fn typical(&self) -> Option<f64> {
-        if self.len == 0 {
-            return None;
-        }
-        let mut v = self.secs;
-        let seen = &mut v[..self.len as usize];
-        seen.sort_unstable_by(f32::total_cmp);
-        Some(seen[seen.len() / 2] as f64)
+        self.median
     }
 }
