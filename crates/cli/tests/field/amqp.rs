@@ -1441,8 +1441,7 @@ async fn amqp_a_stalled_connection_is_noticed_by_the_heartbeat_and_nothing_is_lo
     let deadline = stalled + Duration::from_secs(20);
     loop {
         let status = amqp_status(&server).await;
-        if status["connections"].as_u64().unwrap_or(0)
-            > before["connections"].as_u64().unwrap_or(0)
+        if status["connections"].as_u64().unwrap_or(0) > before["connections"].as_u64().unwrap_or(0)
         {
             break;
         }

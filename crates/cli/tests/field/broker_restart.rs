@@ -390,8 +390,7 @@ async fn mqtt_a_stalled_connection_is_noticed_by_the_keep_alive_and_nothing_is_l
     let deadline = stalled + Duration::from_secs(20);
     loop {
         let status = mqtt_status(&server).await;
-        if status["connections"].as_u64().unwrap_or(0)
-            > before["connections"].as_u64().unwrap_or(0)
+        if status["connections"].as_u64().unwrap_or(0) > before["connections"].as_u64().unwrap_or(0)
         {
             break;
         }

@@ -959,7 +959,12 @@ async fn a_node_shedding_load_stays_in_the_reference_nginx_rotation() {
             .send()
             .await
             .expect("request");
-        assert_eq!(response.status().as_u16(), 503, "request {i}: {:?}", lb.answered());
+        assert_eq!(
+            response.status().as_u16(),
+            503,
+            "request {i}: {:?}",
+            lb.answered()
+        );
         assert_eq!(
             response.headers().get("retry-after").map(|v| v.as_bytes()),
             Some(&b"7"[..]),

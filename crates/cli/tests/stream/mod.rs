@@ -837,7 +837,10 @@ async fn a_stream_of_the_previous_secret_ends_with_its_grace_period() {
         .expect("closed at the end of the grace period");
     assert_eq!(closed["code"], 1008, "{closed}");
     assert_eq!(closed["reason"], "credential expired", "{closed}");
-    assert!(chrono::Utc::now() >= until, "not before the grace period ends");
+    assert!(
+        chrono::Utc::now() >= until,
+        "not before the grace period ends"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

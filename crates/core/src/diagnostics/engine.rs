@@ -1590,7 +1590,10 @@ mod training_sample_tests {
             match values.iter().find(|(g, _)| *g == f) {
                 Some((_, v)) => {
                     let got = back.get(f).expect("present");
-                    assert!((got - v).abs() <= v.abs() * 2f64.powi(-16), "{f:?}: {got} vs {v}");
+                    assert!(
+                        (got - v).abs() <= v.abs() * 2f64.powi(-16),
+                        "{f:?}: {got} vs {v}"
+                    );
                 }
                 None => assert_eq!(back.get(f), None, "{f:?} stays missing"),
             }

@@ -843,7 +843,8 @@ mod cache_tests {
     use super::*;
 
     fn cache_kib(conn: &rusqlite::Connection) -> i64 {
-        conn.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap()
+        conn.query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap()
     }
 
     /// Issue 17 (soak memory): the page caches are bounded by the options, smaller by
