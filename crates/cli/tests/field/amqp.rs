@@ -992,12 +992,13 @@ impl Relay {
                             if reset {
                                 let _ = server.set_zero_linger();
                             }
-                            tokio::select! {
-                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                                _ = stalled.wait_for(|n| *n != born) => {
-                                    // Frozen: both sockets kept open, nothing read or written.
-                                    std::future::pending::<()>().await;
-                                }
+                            let frozen = tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                                _ = stalled.wait_for(|n| *n != born) => true,
+                            };
+                            if frozen {
+                                // Both sockets kept open, nothing read or written.
+                                std::future::pending::<()>().await;
                             }
                         }
                     }));
