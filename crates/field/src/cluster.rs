@@ -244,6 +244,13 @@ impl Stats {
         })
     }
 
+    /// A reconnection backoff capped at `reconnect_max_ms` (each task has its own).
+    fn backoff(&self) -> Backoff {
+        Backoff::new(Duration::from_millis(
+            self.reconnect_max_ms.load(Ordering::Relaxed),
+        ))
+    }
+
     fn failed(&self, what: &str, error: impl std::fmt::Display, logged: &mut bool) {
         self.connection_failures.fetch_add(1, Ordering::Relaxed);
         let message = format!("{what}: {error}");
@@ -324,7 +331,6 @@ impl Cluster {
             node.clone(),
             live_channel.clone(),
             revoke_channel.clone(),
-            Backoff::new(reconnect_max),
             stopping.clone(),
         ));
         let members = tokio::spawn(membership(
@@ -342,7 +348,6 @@ impl Cluster {
             node.clone(),
             live_channel,
             revoke_channel,
-            Backoff::new(reconnect_max),
             stopping,
         ));
         Ok(Cluster {
@@ -399,9 +404,9 @@ async fn publish(
     node: String,
     live_channel: String,
     revoke_channel: String,
-    mut backoff: Backoff,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let mut backoff = stats.backoff();
     let mut logged = false;
     loop {
         let connected =
@@ -491,9 +496,9 @@ async fn subscribe(
     node: String,
     live_channel: String,
     revoke_channel: String,
-    mut backoff: Backoff,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let mut backoff = stats.backoff();
     let mut logged = false;
     let mut malformed_logged = false;
     loop {
