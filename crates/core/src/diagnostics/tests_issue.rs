@@ -2100,3 +2100,26 @@ fn a_slow_steady_head_loss_is_wear_before_the_baseline_bar() {
         "{pushed_right:?}"
     );
 }
+
+/// Gas interference is a cycle: slugs of gas through the pump, the load and the discharge
+/// hunting with them, told by several periods. Its evidence must hold half an hour before it
+/// is an alarm, so a burst of gas that passes within a quarter of an hour raises none, while
+/// hours of it still do.
+#[test]
+fn a_quarter_hour_of_gas_is_no_gas_interference_but_hours_of_it_are() {
+    let gas = Diagnosis::Condition(Condition::GasInterference);
+    let run = |end: &str| {
+        let plan = pinned(
+            Family::Classic,
+            Some((Condition::GasInterference, "14h", end)),
+            24,
+            "20s",
+        );
+        let readings = samples(&plan, 0);
+        episodes_of(&plan.wells[0].meta, &readings)
+    };
+    let burst = run("855m");
+    assert!(!burst.iter().any(|e| e.diagnosis == gas), "{burst:?}");
+    let hours = run("20h");
+    assert!(hours.iter().any(|e| e.diagnosis == gas), "{hours:?}");
+}

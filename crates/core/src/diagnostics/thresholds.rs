@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Diagnosis, Severity};
+use crate::condition::Condition;
 
 /// Thresholds of the diagnostics engine. Ratios are relative to the well's own healthy
 /// baseline after affinity-law normalisation to the running frequency, unless noted.
@@ -44,6 +45,10 @@ pub struct Thresholds {
     /// a winding gauge's blip harm nothing, and the drive trips on what does (a trip opens the
     /// episode at once, from its first evidence).
     pub thermal_persist_secs: f64,
+    /// Gas interference evidence must persist this long: it is a cycle (slugs of gas through
+    /// the pump, the load and the discharge hunting with them), told by several periods, not
+    /// by minutes; a sand slug or a slug of gas passing once harms nothing.
+    pub gas_interference_persist_secs: f64,
     /// Healthy running without evidence needed to close an episode, seconds.
     pub clear_secs: f64,
     /// The same for gradual conditions (wear, scale): they develop over days, so evidence
@@ -414,6 +419,7 @@ impl Default for Thresholds {
             min_confidence_minor: 0.5,
             raise_readings: 2,
             thermal_persist_secs: 900.0,
+            gas_interference_persist_secs: 1800.0,
             clear_secs: 1200.0,
             clear_secs_gradual: 7200.0,
             hold_off_secs: 4.0 * 3600.0,
@@ -599,6 +605,9 @@ impl Thresholds {
         let mut policy = self.alarm_policy(d.severity());
         if d.is_thermal() {
             policy.persist_secs = policy.persist_secs.max(self.thermal_persist_secs);
+        }
+        if d == Diagnosis::Condition(Condition::GasInterference) {
+            policy.persist_secs = policy.persist_secs.max(self.gas_interference_persist_secs);
         }
         policy
     }
