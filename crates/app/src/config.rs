@@ -44,6 +44,11 @@ pub struct Config {
     pub request_timeout_secs: u64,
     /// The embedded store seals its log into per-well segments at least this often, seconds.
     pub checkpoint_interval_secs: u64,
+    /// The embedded store's SQLite page cache for its writer, MiB (filled as pages are used).
+    pub store_cache_mib: u32,
+    /// The embedded store's SQLite page cache per read connection (up to 4 kept, plus the
+    /// checkpoint's), MiB.
+    pub store_read_cache_mib: u32,
     /// Log format: "human" or "json".
     pub log_format: LogFormat,
     /// PostgreSQL URL (`postgres://user@host/db`, `?sslmode=require` for TLS). Set: the
@@ -186,6 +191,10 @@ pub struct Config {
     /// MQTT client id, the key of the broker's persistent session (unacknowledged messages
     /// are re-delivered to the same id): keep it stable, and different on every node.
     pub mqtt_client_id: String,
+    /// MQTT keep-alive, seconds: a ping when nothing else was sent, and a connection whose
+    /// broker answers nothing for two of them (a stalled link: no reset, no close) is dropped
+    /// and made again. espwatch pauses reading from the broker for half of it at most.
+    pub mqtt_keep_alive_secs: u64,
     /// MQTT user name (optional).
     pub mqtt_username: Option<String>,
     /// File holding the MQTT password (preferred over `mqtt_password`).
@@ -221,7 +230,7 @@ pub struct Config {
     pub amqp_prefetch: u16,
     /// Consumers (channels) on the queue; each commits its own batches.
     pub amqp_consumers: u16,
-    /// Longest wait between two attempts to reach a lost MQTT or AMQP broker, milliseconds
+    /// Longest wait between two attempts to reach a lost MQTT or AMQP broker or Redis, milliseconds
     /// (100–300000). Waits start at 250 ms and double up to this, each drawn from the upper
     /// half of its step (jitter, so nodes do not retry in lockstep): ingestion resumes within
     /// about this long of the broker's return, at the cost of a refused connection per wait.
@@ -398,6 +407,8 @@ impl Default for Config {
             default_max_points: 2_000,
             request_timeout_secs: 30,
             checkpoint_interval_secs: 300,
+            store_cache_mib: 16,
+            store_read_cache_mib: 8,
             log_format: LogFormat::Human,
             database_url: None,
             database_pool_size: 8,
@@ -449,6 +460,7 @@ impl Default for Config {
             mqtt_topic: "espwatch/+/telemetry".into(),
             mqtt_error_topic: "espwatch/{well}/errors".into(),
             mqtt_client_id: "espwatch".into(),
+            mqtt_keep_alive_secs: 20,
             mqtt_username: None,
             mqtt_password_file: None,
             mqtt_password: None,
@@ -546,6 +558,8 @@ impl Config {
         "default_max_points",
         "request_timeout_secs",
         "checkpoint_interval_secs",
+        "store_cache_mib",
+        "store_read_cache_mib",
         "log_format",
         "database_url",
         "database_pool_size",
@@ -597,6 +611,7 @@ impl Config {
         "mqtt_topic",
         "mqtt_error_topic",
         "mqtt_client_id",
+        "mqtt_keep_alive_secs",
         "mqtt_username",
         "mqtt_password_file",
         "mqtt_password",
@@ -696,6 +711,9 @@ impl Config {
         }
         if self.checkpoint_interval_secs == 0 {
             return Err("checkpoint_interval_secs must be at least 1".into());
+        }
+        if !(2..=3600).contains(&self.mqtt_keep_alive_secs) {
+            return Err("mqtt_keep_alive_secs must be between 2 and 3600".into());
         }
         if let Some(url) = &self.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))

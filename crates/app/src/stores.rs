@@ -18,6 +18,8 @@ use crate::config::{Config, TimescaleSetting};
 pub fn open_embedded(data_dir: &Path, config: &Config) -> anyhow::Result<EmbeddedStore> {
     let options = EmbeddedOptions {
         checkpoint_interval: Duration::from_secs(config.checkpoint_interval_secs),
+        cache_mib: config.store_cache_mib,
+        read_cache_mib: config.store_read_cache_mib,
         ..EmbeddedOptions::default()
     };
     EmbeddedStore::open(data_dir, options)

@@ -40,12 +40,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
+use crate::backoff::{Backoff, LongestWait};
+
 /// Events waiting to be published; beyond this they are dropped (counted).
 const QUEUE: usize = 4096;
 /// Most messages sent in one pipeline.
 const PIPELINE: usize = 256;
-/// Longest wait between two connection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often a node renews its membership.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node not heard of for this long has left; its wells go to the others.
@@ -212,6 +212,9 @@ struct Stats {
     messages_malformed: AtomicU64,
     /// Nodes sharing the wells (0: membership unknown, this node diagnoses what it ingests).
     nodes: AtomicU64,
+    /// The reconnection backoff's cap (`broker_reconnect_max_ms`) and the longest wait slept.
+    reconnect_max_ms: AtomicU64,
+    reconnect_longest_wait: LongestWait,
     last_error: Mutex<Option<String>>,
 }
 
@@ -235,8 +238,17 @@ impl Stats {
             "revocations_received": n(&self.revocations_received),
             "messages_malformed": n(&self.messages_malformed),
             "nodes": n(&self.nodes),
+            "reconnect_max_ms": n(&self.reconnect_max_ms),
+            "reconnect_longest_wait_ms": self.reconnect_longest_wait.ms(),
             "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         })
+    }
+
+    /// A reconnection backoff capped at `reconnect_max_ms` (each task has its own).
+    fn backoff(&self) -> Backoff {
+        Backoff::new(Duration::from_millis(
+            self.reconnect_max_ms.load(Ordering::Relaxed),
+        ))
     }
 
     fn failed(&self, what: &str, error: impl std::fmt::Display, logged: &mut bool) {
@@ -287,6 +299,11 @@ impl Cluster {
             espwatch_app::keys::random_token(9)?.to_lowercase()
         );
         let stats = Arc::new(Stats::default());
+        let reconnect_max = state.config.broker_reconnect_max();
+        stats.reconnect_max_ms.store(
+            u64::try_from(reconnect_max.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let (stop, stopping) = watch::channel(false);
         let (tx, rx) = mpsc::channel::<Outgoing>(QUEUE);
 
@@ -364,10 +381,15 @@ fn hostname() -> String {
         .unwrap_or_else(|| "node".to_owned())
 }
 
-/// Sleeps `delay` (doubled for next time, up to [`MAX_BACKOFF`]); `false` if stopping.
-async fn back_off(delay: &mut Duration, stopping: &mut watch::Receiver<bool>) -> bool {
-    let wait = *delay;
-    *delay = (*delay * 2).min(MAX_BACKOFF);
+/// Sleeps the backoff's next wait (the brokers' capped, jittered one: nodes that lost Redis
+/// together do not come back in lockstep); `false` if stopping.
+async fn back_off(
+    backoff: &mut Backoff,
+    stats: &Stats,
+    stopping: &mut watch::Receiver<bool>,
+) -> bool {
+    let wait = backoff.next_wait();
+    stats.reconnect_longest_wait.record(wait);
     let slept = tokio::select! {
         _ = tokio::time::sleep(wait) => true,
         _ = stopping.wait_for(|s| *s) => false,
@@ -384,7 +406,7 @@ async fn publish(
     revoke_channel: String,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = stats.backoff();
     let mut logged = false;
     loop {
         let connected =
@@ -404,7 +426,7 @@ async fn publish(
                         stats.events_dropped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                if back_off(&mut delay, &mut stopping).await {
+                if back_off(&mut backoff, &stats, &mut stopping).await {
                     continue;
                 }
                 return;
@@ -412,7 +434,7 @@ async fn publish(
         };
         stats.publisher_connected.store(true, Ordering::Relaxed);
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        delay = Duration::from_millis(100);
+        backoff.reset();
         loop {
             let first = tokio::select! {
                 m = rx.recv() => m,
@@ -461,7 +483,7 @@ async fn publish(
                 }
             }
         }
-        if !back_off(&mut delay, &mut stopping).await {
+        if !back_off(&mut backoff, &stats, &mut stopping).await {
             return;
         }
     }
@@ -476,7 +498,7 @@ async fn subscribe(
     revoke_channel: String,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = stats.backoff();
     let mut logged = false;
     let mut malformed_logged = false;
     loop {
@@ -490,7 +512,7 @@ async fn subscribe(
         match connected {
             Ok(Ok(pubsub)) => {
                 stats.subscriber_connected.store(true, Ordering::Relaxed);
-                delay = Duration::from_millis(100);
+                backoff.reset();
                 // A revocation may have been published while this node was not listening.
                 state.security.forget_cached_credentials_here();
                 let mut messages = pubsub.into_on_message();
@@ -544,7 +566,7 @@ async fn subscribe(
                 stats.failed("subscriber", error, &mut logged);
             }
         }
-        if !back_off(&mut delay, &mut stopping).await {
+        if !back_off(&mut backoff, &stats, &mut stopping).await {
             return;
         }
     }

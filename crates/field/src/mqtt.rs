@@ -55,9 +55,12 @@ const MAX_PACKET_BYTES: usize = 268_435_455;
 /// reading from the broker until the consumer has made room (see [`Backlog`]).
 pub const MAX_PENDING_MESSAGES: u64 = 1024;
 /// Longest time the driver stops reading from the broker for room in the backlog: half the
-/// keep-alive, so the broker never takes the pause for a dead client (it disconnects after
-/// 1.5 keep-alive periods without a packet). Past it, messages are deferred (see [`Backlog`]).
-const MAX_READ_PAUSE: Duration = Duration::from_secs(10);
+/// keep-alive (`mqtt_keep_alive_secs`, 20 s by default: 10 s), so the broker never takes the
+/// pause for a dead client (it disconnects after 1.5 keep-alive periods without a packet).
+/// Past it, messages are deferred (see [`Backlog`]).
+fn max_read_pause(keep_alive: Duration) -> Duration {
+    keep_alive / 2
+}
 /// Requests (acknowledgements, error reports) queued for the driver at most. rumqttc sends one
 /// queued request per poll that does not return an already read packet, and a network read
 /// yields up to 10 packets: while a broker floods, PUBACKs go out about ten times slower than
@@ -113,7 +116,7 @@ pub struct MqttStats {
 /// A message that arrives at the bound is held by the driver, which stops polling the
 /// connection until the consumer releases what it has acknowledged (TCP back-pressure: the
 /// broker keeps the rest, unacknowledged, and nothing is sent twice). The pause lasts
-/// [`MAX_READ_PAUSE`] at most, because the client sends its acknowledgements and pings only
+/// [`max_read_pause`] at most, because the client sends its acknowledgements and pings only
 /// while polled. Past it (the store cannot commit for that long) the message is *deferred*:
 /// dropped from memory, left unacknowledged (the broker keeps it in the persistent session),
 /// and every later one too (order kept). Once the consumer has committed and acknowledged
@@ -450,7 +453,7 @@ fn mqtt_options(config: &Config) -> anyhow::Result<MqttOptions> {
         .map_err(|e| anyhow::anyhow!("invalid configuration: mqtt_url: {e}"))?;
     let mut options = MqttOptions::new(config.mqtt_client_id.clone(), &broker.host, broker.port);
     options
-        .set_keep_alive(Duration::from_secs(20))
+        .set_keep_alive(Duration::from_secs(config.mqtt_keep_alive_secs))
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
@@ -567,6 +570,7 @@ async fn drive(
     mut stopping: watch::Receiver<bool>,
 ) {
     let mut logged_failure = false;
+    let max_pause = max_read_pause(eventloop.mqtt_options.keep_alive());
     // A DISCONNECT sent to have deferred messages re-sent (not stopping).
     let mut redelivery = false;
     loop {
@@ -612,7 +616,7 @@ async fn drive(
                 let bytes = publish.payload.len() as u64;
                 if !stats
                     .backlog
-                    .admit_or_wait(bytes, MAX_READ_PAUSE, &mut stopping)
+                    .admit_or_wait(bytes, max_pause, &mut stopping)
                     .await
                 {
                     // Deferred: left unacknowledged, re-sent after a reconnection.

@@ -2,7 +2,16 @@
 //! audit trail, the extractors and the routes read. Below all of them, so none of those
 //! modules needs another's internals to name a caller.
 
+use espwatch_core::Timestamp;
 use espwatch_core::access::{Permission, Role, WellScope};
+
+/// Until when the credential a request presented is accepted (exclusive): an access token's
+/// `exp`, or the end of the previous JWT secret's grace period when that signed it and ends
+/// first, or an API key's expiry; `None` for a key that never expires. Left on the request by
+/// `auth::guard` beside the [`Principal`], for connections that outlive the request (the
+/// live stream closes when it passes).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CredentialEnd(pub Option<Timestamp>);
 
 /// Who is calling.
 #[derive(Clone, Debug, PartialEq)]

@@ -43,6 +43,15 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a stream re-checks its identity besides when credentials change through this
 /// server (changes made with the CLI are seen this late at most).
 pub const RECHECK_EVERY: Duration = Duration::from_secs(60);
+
+/// Who opened a stream, and what re-checks it: the identity, until when the credential that
+/// opened it is accepted (closed with 1008 then), and the security service (revocations,
+/// [`Security::still_valid`]).
+pub struct StreamIdentity {
+    pub principal: Principal,
+    pub credential_end: Option<Timestamp>,
+    pub security: Arc<Security>,
+}
 /// Most events drained into one message.
 const DRAIN_EVENTS: usize = 256;
 
@@ -487,17 +496,34 @@ impl LiveHub {
         }
     }
 
-    /// Runs one connection until the client leaves, the socket stalls or the server stops.
+    /// Runs one connection until the client leaves, the socket stalls, the server stops, the
+    /// identity no longer stands or its credential ends.
     /// `rx` was subscribed before the upgrade, so nothing published after the 101 is missed.
     pub async fn run(
         self: Arc<Self>,
         mut socket: WebSocket,
-        principal: Principal,
+        identity: StreamIdentity,
         mut subscription: Subscription,
         mut rx: broadcast::Receiver<LiveEvent>,
         _permit: ConnectionPermit,
-        security: Arc<Security>,
     ) {
+        let StreamIdentity {
+            principal,
+            credential_end,
+            security,
+        } = identity;
+        // The credential's end, on the runtime's clock from now (its timers are monotonic).
+        let credential_ends = async move {
+            match credential_end {
+                Some(end) => {
+                    let now = Timestamp::from_datetime(chrono::Utc::now());
+                    let left = u64::try_from(end.0.saturating_sub(now.0)).unwrap_or(0);
+                    tokio::time::sleep(Duration::from_micros(left)).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(credential_ends);
         let mut revocations = security.revocations();
         let mut recheck =
             tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_EVERY, RECHECK_EVERY);
@@ -526,6 +552,13 @@ impl LiveHub {
                         }))).await;
                         return;
                     }
+                }
+                () = &mut credential_ends => {
+                    let _ = socket.send(Message::Close(Some(CloseFrame {
+                        code: 1008,
+                        reason: Utf8Bytes::from_static("credential expired"),
+                    }))).await;
+                    return;
                 }
                 _ = async {
                     tokio::select! {

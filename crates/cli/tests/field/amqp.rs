@@ -99,14 +99,7 @@ fn start_server(
 
 /// `/health/ready`'s `checks.amqp`.
 async fn amqp_status(server: &ChildServer) -> Value {
-    let response = server
-        .client()
-        .get(server.url("/health/ready"))
-        .send()
-        .await
-        .expect("ready");
-    let (_, body) = status_json(response).await;
-    body["checks"]["amqp"].clone()
+    super::broker_status(server, "amqp").await
 }
 
 /// Waits until `check` holds for `checks.amqp` (15 s at most).
@@ -946,9 +939,13 @@ async fn amqp_ingest_killed_mid_stream_loses_nothing() {
 /// relayed connections are dropped and new ones closed at once (a broker outage as espwatch
 /// sees it). [`Relay::start_resetting`] makes the cut a hard failure: both sides get a TCP RST
 /// (zero linger), no close handshake, as when a broker host dies or a firewall drops state.
+/// [`Relay::stall`] is the silent failure: the open connections stay open and move no more
+/// bytes either way (no RST, no FIN: a dead NAT entry, a peer frozen), new ones are relayed.
 pub(super) struct Relay {
     pub(super) port: u16,
     cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Bumped by `stall`: a connection opened under an earlier value freezes.
+    stalls: tokio::sync::watch::Sender<u64>,
     open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -969,9 +966,10 @@ impl Relay {
             .expect("bind relay");
         let port = listener.local_addr().expect("address").port();
         let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stalls = tokio::sync::watch::Sender::new(0u64);
         let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let task = {
-            let (cut, open) = (cut.clone(), open.clone());
+            let (cut, open, stalls) = (cut.clone(), open.clone(), stalls.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((mut client, _)) = listener.accept().await else {
@@ -985,6 +983,8 @@ impl Relay {
                         continue; // dropped: closed at once
                     }
                     let upstream = upstream.clone();
+                    let mut stalled = stalls.subscribe();
+                    let born = *stalled.borrow_and_update();
                     open.lock().unwrap().push(tokio::spawn(async move {
                         if let Ok(mut server) =
                             tokio::net::TcpStream::connect((upstream.0.as_str(), upstream.1)).await
@@ -992,7 +992,14 @@ impl Relay {
                             if reset {
                                 let _ = server.set_zero_linger();
                             }
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            let frozen = tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                                _ = stalled.wait_for(|n| *n != born) => true,
+                            };
+                            if frozen {
+                                // Both sockets kept open, nothing read or written.
+                                std::future::pending::<()>().await;
+                            }
                         }
                     }));
                 }
@@ -1001,6 +1008,7 @@ impl Relay {
         Relay {
             port,
             cut,
+            stalls,
             open,
             task,
         }
@@ -1015,6 +1023,11 @@ impl Relay {
 
     pub(super) fn restore(&self) {
         self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Freezes the connections open now (see [`Relay`]); later ones are relayed as usual.
+    pub(super) fn stall(&self) {
+        self.stalls.send_modify(|n| *n += 1);
     }
 }
 
@@ -1333,18 +1346,7 @@ async fn amqp_connection_reset_mid_stream_redelivers_what_was_unacknowledged_and
     );
     let values: Vec<f64> = (0..150).flat_map(|i| [i as f64, i as f64 + 0.5]).collect();
     assert_eq!(points["fields"]["motor_current_a"], json!(values));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let status = amqp_status(&server).await;
-        if status["connected"] == json!(true)
-            && status["backlog"]["messages"] == json!(0)
-            && status["messages"] == json!(150)
-        {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = super::wait_for_status(&server, "amqp", "messages", 150).await;
     eprintln!(
         "amqp connection reset: 150 messages (300 readings) published, held at the cut {}, received {} ({} redelivered), accepted {}, duplicates {}, connections {}, failures {}, longest wait {} ms (cap {} ms)",
         held["backlog"]["messages"],
@@ -1369,6 +1371,105 @@ async fn amqp_connection_reset_mid_stream_redelivers_what_was_unacknowledged_and
     assert!(
         (500..=1000).contains(&longest),
         "the backoff reached its cap's half and never passed the cap: {status}"
+    );
+    assert_eq!(status["readings_rejected"], 0, "{status}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gw.ready(&names.queue).await > 0 {
+        assert!(Instant::now() < deadline, "messages left in the queue");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.clean_up(&names).await;
+}
+
+/// Issue 21, the silent failure of the broker connection: the link stalls (no bytes either
+/// way, no RST, no FIN). The AMQP heartbeat notices it (here `?heartbeat=2` in `amqp_url`,
+/// which RabbitMQ accepts as the lower of its own and the client's: nothing heard for two
+/// heartbeats and lapin closes the connection); espwatch connects again, the broker requeues
+/// what it had delivered into the dead link, and every confirmed message is stored once.
+/// Noticed within 10 heartbeats (20 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_a_stalled_connection_is_noticed_by_the_heartbeat_and_nothing_is_lost() {
+    init();
+    let Some(url) = amqp_broker() else {
+        return;
+    };
+    let uri: lapin::uri::AMQPUri = url.parse().expect("URL");
+    let relay = Relay::start((uri.authority.host.clone(), uri.authority.port)).await;
+    let relayed = format!(
+        "amqp://{}:{}@127.0.0.1:{}/%2f?heartbeat=2",
+        uri.authority.userinfo.username, uri.authority.userinfo.password, relay.port
+    );
+    let names = Names::unique();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_server(
+        dir.path(),
+        &relayed,
+        &names,
+        &[("ESPWATCH_BROKER_RECONNECT_MAX_MS", "1000")],
+    );
+    wait_consuming(&server).await;
+    let gw = Gateway::connect(&url).await;
+    // Message `i` carries two readings, `ts(2i)` and `ts(2i + 1)`.
+    let publish = |range: std::ops::Range<i64>| {
+        let gw = &gw;
+        let exchange = names.exchange.clone();
+        async move {
+            for i in range {
+                gw.publish(
+                    &exchange,
+                    "telemetry.ESP-STL",
+                    Some("application/json"),
+                    &[("well_id", "ESP-STL")],
+                    json!([
+                        {"ts": ts(2 * i), "motor_current_a": i as f64},
+                        {"ts": ts(2 * i + 1), "motor_current_a": i as f64 + 0.5}
+                    ])
+                    .to_string()
+                    .as_bytes(),
+                )
+                .await;
+            }
+        }
+    };
+    publish(0..50).await;
+    wait_points(&server, "ESP-STL", 100).await;
+    let before = amqp_status(&server).await;
+
+    // The link goes silent; the gateway goes on publishing to the queue.
+    relay.stall();
+    publish(50..100).await;
+    let stalled = Instant::now();
+    let deadline = stalled + Duration::from_secs(20);
+    loop {
+        let status = amqp_status(&server).await;
+        if status["connections"].as_u64().unwrap_or(0) > before["connections"].as_u64().unwrap_or(0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection went unnoticed: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let noticed = stalled.elapsed();
+
+    let points = wait_points(&server, "ESP-STL", 200).await;
+    let expected: Vec<String> = (0..200).map(ts).collect();
+    assert_eq!(
+        points["ts"],
+        json!(expected),
+        "every confirmed message stored once"
+    );
+    let status = super::wait_for_status(&server, "amqp", "readings_accepted", 200).await;
+    eprintln!(
+        "amqp stalled link: reconnected {:.1} s after the stall (heartbeat 2 s); received {} ({} redelivered), accepted {}, duplicates {}, connections {}",
+        noticed.as_secs_f64(),
+        status["received"],
+        status["redelivered"],
+        status["readings_accepted"],
+        status["readings_duplicate"],
+        status["connections"],
     );
     assert_eq!(status["readings_rejected"], 0, "{status}");
     let deadline = Instant::now() + Duration::from_secs(60);

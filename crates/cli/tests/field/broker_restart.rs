@@ -146,59 +146,9 @@ async fn mqtt_broker_restart_mid_stream_loses_nothing_acknowledged_and_ingestion
     publisher.await.expect("gateway");
     assert_eq!(acked.load(Ordering::Relaxed), COUNT);
     let expected: Vec<String> = (0..COUNT as i64).map(ts).collect();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let stored = loop {
-        let response = server
-            .client()
-            .get(server.url(
-                "/api/v1/wells/ESP-BR/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000&fields=motor_current_a",
-            ))
-            .send()
-            .await
-            .expect("query");
-        let (_, body) = status_json(response).await;
-        let stored: Vec<String> = body["ts"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|t| t.as_str().expect("ts").to_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if stored.len() >= COUNT {
-            break stored;
-        }
-        if Instant::now() > deadline {
-            // The acknowledged readings missing, as ranges of their numbers.
-            let have: std::collections::HashSet<&String> = stored.iter().collect();
-            let mut missing: Vec<(usize, usize)> = Vec::new();
-            for (i, t) in expected.iter().enumerate() {
-                if !have.contains(t) {
-                    match missing.last_mut() {
-                        Some((_, end)) if *end + 1 == i => *end = i,
-                        _ => missing.push((i, i)),
-                    }
-                }
-            }
-            panic!(
-                "{} of {COUNT} acknowledged readings stored (restarts {restarts:?}); missing {missing:?}; status {}",
-                stored.len(),
-                mqtt_status(&server).await
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let stored = stored_ts(&server, "ESP-BR", COUNT).await;
     assert_eq!(stored, expected, "every acknowledged reading stored once");
-
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        let status = mqtt_status(&server).await;
-        if status["backlog"]["messages"] == json!(0) && status["connected"] == json!(true) {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = wait_for_status(&server, "mqtt", "readings_accepted", COUNT as u64).await;
     let republished = republished.lock().unwrap().clone();
     eprintln!(
         "mqtt broker restarts: {COUNT} published; restarts (acknowledged before, seconds down, \
@@ -214,7 +164,6 @@ async fn mqtt_broker_restart_mid_stream_loses_nothing_acknowledged_and_ingestion
         status["connections"],
         status["connection_failures"],
     );
-    assert_eq!(status["readings_accepted"], COUNT, "{status}");
     assert!(
         status["connections"].as_u64().expect("connections") >= 3,
         "reconnected after the restart: {status}"
@@ -224,7 +173,8 @@ async fn mqtt_broker_restart_mid_stream_loses_nothing_acknowledged_and_ingestion
 }
 
 /// Every `motor_current_a` timestamp stored for `well`, polled until `n` are there (60 s at
-/// most: generous, so a slow machine waits rather than fails).
+/// most: generous, so a slow machine waits rather than fails; then the missing ones of
+/// `ts(0..n)` are named, as ranges of their numbers).
 async fn stored_ts(server: &ChildServer, well: &str, n: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -248,12 +198,23 @@ async fn stored_ts(server: &ChildServer, well: &str, n: usize) -> Vec<String> {
         if stored.len() >= n {
             return stored;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{well}: {} of {n} stored; status {}",
-            stored.len(),
-            mqtt_status(server).await
-        );
+        if Instant::now() > deadline {
+            let have: std::collections::HashSet<&String> = stored.iter().collect();
+            let mut missing: Vec<(usize, usize)> = Vec::new();
+            for i in 0..n {
+                if !have.contains(&ts(i as i64)) {
+                    match missing.last_mut() {
+                        Some((_, end)) if *end + 1 == i => *end = i,
+                        _ => missing.push((i, i)),
+                    }
+                }
+            }
+            panic!(
+                "{well}: {} of {n} stored, missing {missing:?}; status {}",
+                stored.len(),
+                mqtt_status(server).await
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -355,18 +316,7 @@ async fn mqtt_connection_reset_mid_stream_redelivers_what_was_unacknowledged_and
     let stored = stored_ts(&server, "ESP-RST", 300).await;
     let expected: Vec<String> = (0..300).map(ts).collect();
     assert_eq!(stored, expected, "every acknowledged message stored once");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        let status = mqtt_status(&server).await;
-        if status["connected"] == json!(true)
-            && status["backlog"]["messages"] == json!(0)
-            && status["readings_accepted"] == json!(300)
-        {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = wait_for_status(&server, "mqtt", "readings_accepted", 300).await;
     eprintln!(
         "mqtt connection reset: 300 published, held at the cut {}, stale acks skipped {}, received {} ({} DUP), accepted {}, duplicates {}, connections {}, failures {}, longest wait {} ms (cap {} ms)",
         held["backlog"]["messages"],
@@ -396,6 +346,74 @@ async fn mqtt_connection_reset_mid_stream_redelivers_what_was_unacknowledged_and
     assert!(
         (500..=1000).contains(&longest),
         "the backoff reached its cap's half and never passed the cap: {status}"
+    );
+    assert_eq!(status["readings_rejected"], 0, "{status}");
+}
+
+/// Issue 21, the silent failure of the broker connection: the link stalls (bytes stop flowing
+/// both ways; no RST, no FIN: a dead NAT entry or a frozen peer), which TCP alone would not
+/// notice for many minutes. The MQTT keep-alive (`mqtt_keep_alive_secs`, 2 s here) does: no
+/// answer to a ping within a keep-alive and espwatch drops the connection and makes a new one;
+/// the broker re-sends what it had sent into the dead link, and every message it acknowledged
+/// to the gateway is stored exactly once. Noticed within 10 keep-alives (20 s): with the former
+/// fixed 20 s keep-alive it took 40 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_a_stalled_connection_is_noticed_by_the_keep_alive_and_nothing_is_lost() {
+    init();
+    let Some((_, host, port)) = mqtt_broker() else {
+        return;
+    };
+    let relay = super::amqp::Relay::start((host.clone(), port)).await;
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let via_relay = format!("mqtt://127.0.0.1:{}", relay.port);
+    let server = start_server_with(
+        dir.path(),
+        &via_relay,
+        &prefix,
+        &[
+            ("ESPWATCH_BROKER_RECONNECT_MAX_MS", "1000"),
+            ("ESPWATCH_MQTT_KEEP_ALIVE_SECS", "2"),
+        ],
+    );
+    wait_subscribed(&server).await;
+    let topic = format!("{prefix}/ESP-STL/telemetry");
+    let gateway = format!("{prefix}-gateway");
+    publish_acknowledged(port, &gateway, messages(&topic, 0..100)).await;
+    stored_ts(&server, "ESP-STL", 100).await;
+    let before = mqtt_status(&server).await;
+
+    // The link goes silent; the gateway goes on publishing to the broker.
+    relay.stall();
+    publish_acknowledged(port, &gateway, messages(&topic, 100..200)).await;
+    let stalled = Instant::now();
+    let deadline = stalled + Duration::from_secs(20);
+    loop {
+        let status = mqtt_status(&server).await;
+        if status["connections"].as_u64().unwrap_or(0) > before["connections"].as_u64().unwrap_or(0)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled connection went unnoticed: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let noticed = stalled.elapsed();
+
+    let stored = stored_ts(&server, "ESP-STL", 200).await;
+    let expected: Vec<String> = (0..200).map(ts).collect();
+    assert_eq!(stored, expected, "every acknowledged message stored once");
+    let status = wait_for_status(&server, "mqtt", "readings_accepted", 200).await;
+    eprintln!(
+        "mqtt stalled link: reconnected {:.1} s after the stall (keep-alive 2 s); received {} ({} DUP), accepted {}, duplicates {}, connections {}",
+        noticed.as_secs_f64(),
+        status["received"],
+        status["redelivered"],
+        status["readings_accepted"],
+        status["readings_duplicate"],
+        status["connections"],
     );
     assert_eq!(status["readings_rejected"], 0, "{status}");
 }

@@ -410,6 +410,22 @@ async fn nodes_keep_serving_without_redis_and_catch_up_when_it_returns() {
         "without Redis, B trusts its cache (auth_cache_ms) until it is told"
     );
 
+    // Down long enough for the backoff to reach its cap's upper half (waits of 125–250 ms,
+    // 250–500 ms, 500 ms–1 s, then 1–2 s).
+    for node in [a, b] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, health) = ready(&http, node).await;
+            if health["checks"]["redis"]["reconnect_longest_wait_ms"].as_u64() >= Some(1000) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no capped backoff between attempts: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     relay.restore();
     let back = Instant::now();
     for node in [a, b] {
@@ -448,6 +464,16 @@ async fn nodes_keep_serving_without_redis_and_catch_up_when_it_returns() {
         health["checks"]["redis"]["connection_failures"].as_u64() > Some(0),
         "{health}"
     );
+    // Reconnection waits are the brokers' capped, jittered backoff (`broker_reconnect_max_ms`,
+    // 2 s by default; they used to double to 5 s without jitter): the longest wait slept
+    // never passed the cap.
+    for node in [a, b] {
+        let (_, health) = ready(&http, node).await;
+        let redis = &health["checks"]["redis"];
+        assert_eq!(redis["reconnect_max_ms"], 2000, "{redis}");
+        let longest = redis["reconnect_longest_wait_ms"].as_u64().unwrap_or(0);
+        assert!((1000..=2000).contains(&longest), "{redis}");
+    }
 
     for mut node in nodes {
         node.terminate();
@@ -866,4 +892,88 @@ async fn three_nodes_behind_the_reference_nginx_keep_serving_when_one_is_killed(
             node.terminate();
         }
     }
+}
+
+/// A stub node: answers every request on every connection (HTTP/1.1 keep-alive) with 503 +
+/// `Retry-After: 7`, as an espwatch node shedding load does; counts the requests.
+async fn shedding_stub() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buffer.drain(..end + 4);
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let body = r#"{"error":{"type":"overloaded"}}"#;
+                        let answer = format!(
+                            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 7\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if socket.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (address, count)
+}
+
+/// Issue 21: behind `deploy/cluster/nginx.conf`, a node that sheds load (503 + `Retry-After`)
+/// stays in the rotation and its answer reaches the client: each request is answered by one
+/// node's 503 with its `Retry-After`, never retried on the others (that multiplies an
+/// overload) and never turned into nginx's 502 "no live upstreams". With the former
+/// `max_fails=1` and `proxy_next_upstream ... http_503`, the first request was tried on all
+/// three nodes, took them all out for 5 s, and the next ones got 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shedding_load_stays_in_the_reference_nginx_rotation() {
+    init();
+    let Some(nginx) = nginx_binary() else { return };
+    let mut stubs = Vec::new();
+    for _ in 0..3 {
+        stubs.push(shedding_stub().await);
+    }
+    let addresses: Vec<std::net::SocketAddr> = stubs.iter().map(|(a, _)| *a).collect();
+    let lb = Nginx::start(nginx, &addresses);
+    let client = reqwest::Client::new();
+    const REQUESTS: usize = 6;
+    for i in 0..REQUESTS {
+        let response = client
+            .get(lb.url("/api/v1/wells"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            response.status().as_u16(),
+            503,
+            "request {i}: {:?}",
+            lb.answered()
+        );
+        assert_eq!(
+            response.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"7"[..]),
+            "request {i}: the node's own answer"
+        );
+    }
+    let tried: usize = stubs
+        .iter()
+        .map(|(_, c)| c.load(std::sync::atomic::Ordering::SeqCst))
+        .sum();
+    assert_eq!(tried, REQUESTS, "each request tried on one node only");
 }

@@ -88,8 +88,8 @@ fn start_server_with(
     server
 }
 
-/// `/health/ready`'s `checks.mqtt`.
-async fn mqtt_status(server: &ChildServer) -> Value {
+/// `/health/ready`'s `checks.<broker>` (`mqtt`, `amqp`).
+async fn broker_status(server: &ChildServer, broker: &str) -> Value {
     let response = server
         .client()
         .get(server.url("/health/ready"))
@@ -97,7 +97,32 @@ async fn mqtt_status(server: &ChildServer) -> Value {
         .await
         .expect("ready");
     let (_, body) = status_json(response).await;
-    body["checks"]["mqtt"].clone()
+    body["checks"][broker].clone()
+}
+
+/// `/health/ready`'s `checks.mqtt`.
+async fn mqtt_status(server: &ChildServer) -> Value {
+    broker_status(server, "mqtt").await
+}
+
+/// Polls `checks.<broker>` until the ingest is connected, holds nothing unacknowledged
+/// (`backlog.messages` 0) and its `counter` reads `n` (60 s at most); returns that status.
+async fn wait_for_status(server: &ChildServer, broker: &str, counter: &str, n: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = broker_status(server, broker).await;
+        if status["connected"] == json!(true)
+            && status["backlog"]["messages"] == json!(0)
+            && status[counter] == json!(n)
+        {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{broker}: not connected with an empty backlog and {counter} = {n}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the server has connected and its subscription is confirmed.

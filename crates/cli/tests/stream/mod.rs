@@ -72,7 +72,11 @@ async fn next_json(ws: &mut Ws, within: Duration) -> Option<Value> {
                 return Some(serde_json::from_str(&text).expect("JSON message"));
             }
             Ok(Some(Ok(Message::Close(frame)))) => {
-                return Some(json!({"type": "closed", "code": frame.map(|f| u16::from(f.code))}));
+                return Some(json!({
+                    "type": "closed",
+                    "code": frame.as_ref().map(|f| u16::from(f.code)),
+                    "reason": frame.as_ref().map(|f| f.reason.to_string()),
+                }));
             }
             Ok(Some(Ok(_))) => continue,
             Ok(Some(Err(_)) | None) => return Some(json!({"type": "closed", "code": null})),
@@ -761,6 +765,82 @@ async fn stream_fan_out_benchmark() {
         p50_n.as_secs_f64() * 1e3,
         p99_n.as_secs_f64() * 1e3,
         p99_n.as_secs_f64() / p99_0.as_secs_f64(),
+    );
+}
+
+/// The claims of `token` signed again with `secret`, its `exp` set to `exp` (seconds).
+fn resigned(token: &str, secret: &str, exp: i64) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let mut claims: espwatch_server::auth::token::Claims =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    claims.exp = exp;
+    espwatch_server::auth::token::TokenKeys::new(secret.as_bytes(), &claims.iss, &claims.aud)
+        .unwrap()
+        .sign(&claims)
+}
+
+/// Issue 22: a stream opened with an access token ends at the token's `exp` (the session is
+/// still open; before, the stream re-checked only the session and outlived its token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_the_token_that_opened_it_expires() {
+    let app = spawn_app().await;
+    let token = access_token(&app, "ines", Role::Viewer, None).await;
+    let exp = chrono::Utc::now().timestamp() + 2;
+    let short = resigned(&token, test_jwt_secret(), exp);
+    let mut by_short = open(&app, "", Some(&short), &[])
+        .await
+        .expect("stream of a token valid two more seconds");
+    let mut by_full = open(&app, "", Some(&token), &[]).await.expect("stream");
+    subscribed(&mut by_short).await;
+    subscribed(&mut by_full).await;
+    let closed = next_of(&mut by_short, "closed", Duration::from_secs(15))
+        .await
+        .expect("closed when the token expired");
+    assert_eq!(closed["code"], 1008, "{closed}");
+    assert_eq!(closed["reason"], "credential expired", "{closed}");
+    assert!(chrono::Utc::now().timestamp() >= exp, "not before its exp");
+    // The same session's stream with a token still valid goes on.
+    let (status, _) = app
+        .ingest_json(&reading("W-1", &chrono::Utc::now().to_rfc3339(), 40.0))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        next_of(&mut by_full, "readings", Duration::from_secs(5))
+            .await
+            .is_some()
+    );
+}
+
+/// Issue 22: after a JWT secret rotation, a stream opened with a token of the previous secret
+/// ends when the previous secret's grace period does, even though the token's `exp` is later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_the_previous_secret_ends_with_its_grace_period() {
+    let previous = espwatch_app::keys::random_token(48).unwrap();
+    let until = chrono::Utc::now() + chrono::Duration::seconds(8);
+    let until_text = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let secret = previous.clone();
+    let app = spawn_app_with(move |c| {
+        c.jwt_secret_previous = Some(espwatch_app::config::SecretString(secret));
+        c.jwt_previous_valid_until = Some(until_text);
+    })
+    .await;
+    let token = access_token(&app, "otto", Role::Viewer, None).await;
+    let old = resigned(&token, &previous, chrono::Utc::now().timestamp() + 600);
+    let mut ws = open(&app, "", Some(&old), &[])
+        .await
+        .expect("a token of the previous secret within its grace period");
+    subscribed(&mut ws).await;
+    let closed = next_of(&mut ws, "closed", Duration::from_secs(20))
+        .await
+        .expect("closed at the end of the grace period");
+    assert_eq!(closed["code"], 1008, "{closed}");
+    assert_eq!(closed["reason"], "credential expired", "{closed}");
+    // (`until_text` is whole seconds.)
+    assert!(
+        chrono::Utc::now().timestamp() >= until.timestamp(),
+        "not before the grace period ends"
     );
 }
 

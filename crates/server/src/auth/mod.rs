@@ -38,7 +38,7 @@ use self::token::{Claims, TokenKeys};
 use crate::AppState;
 use crate::audit::AuditSink;
 use crate::error::ApiError;
-pub use crate::identity::{Principal, PrincipalKind, SourceAddr};
+pub use crate::identity::{CredentialEnd, Principal, PrincipalKind, SourceAddr};
 use espwatch_app::config::Config;
 use espwatch_app::keys::{API_KEY_PREFIX, parse_api_key};
 
@@ -310,23 +310,37 @@ impl Security {
     /// one after a revocation through this server. The cost: a revocation made by another
     /// process (the CLI, another node) within `auth_cache_ms` before the outage is not seen
     /// until the store is back, and none can be made while it is down.
+    ///
+    /// Also says until when the credential is accepted ([`CredentialEnd`]).
     async fn authenticate(
         &self,
         presented: &str,
         outage_ok: bool,
-    ) -> Result<Principal, AuthFailure> {
-        self.authenticate_at(presented, outage_ok, chrono::Utc::now())
+    ) -> Result<(Principal, CredentialEnd), AuthFailure> {
+        self.authenticate_until(presented, outage_ok, chrono::Utc::now())
             .await
     }
 
     /// [`Security::authenticate`] at `now` (the wall clock; a parameter so that tests can
     /// step past an expiry without waiting for it).
+    #[cfg(test)]
     async fn authenticate_at(
         &self,
         presented: &str,
         outage_ok: bool,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Principal, AuthFailure> {
+        self.authenticate_until(presented, outage_ok, now)
+            .await
+            .map(|(principal, _)| principal)
+    }
+
+    async fn authenticate_until(
+        &self,
+        presented: &str,
+        outage_ok: bool,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Principal, CredentialEnd), AuthFailure> {
         let digest = secret_digest(presented);
         let now_ts = Timestamp::from_datetime(now);
         if self.cache_ttl > Duration::ZERO {
@@ -334,7 +348,7 @@ impl Security {
             if let Some(cached) = cache.get(&digest)
                 && cached.usable(self.cache_ttl, now_ts)
             {
-                return Ok(cached.principal.clone());
+                return Ok((cached.principal.clone(), CredentialEnd(cached.expires)));
             }
         }
         let checked = if presented.starts_with(API_KEY_PREFIX) {
@@ -352,7 +366,7 @@ impl Security {
                     {
                         self.outage_grants
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        return Ok(v.principal.clone());
+                        return Ok((v.principal.clone(), CredentialEnd(v.expires)));
                     }
                 }
                 return Err(AuthFailure::Store(e));
@@ -401,7 +415,7 @@ impl Security {
                 },
             );
         }
-        Ok(principal)
+        Ok((principal, CredentialEnd(expires)))
     }
 
     async fn authenticate_key(
@@ -648,8 +662,8 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
             return response;
         }
     };
-    let principal = match security.authenticate(&credential, telemetry).await {
-        Ok(p) => p,
+    let (principal, credential_end) = match security.authenticate(&credential, telemetry).await {
+        Ok(found) => found,
         Err(AuthFailure::Expired(reason)) => {
             tracing::debug!(%reason, route = rule.path, "authentication failed");
             crate::metrics::record_auth_failure("expired_token");
@@ -759,6 +773,7 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         return deny(too_many_requests(limit, wait));
     }
     request.extensions_mut().insert(principal);
+    request.extensions_mut().insert(credential_end);
     let mut response = next.run(request).await;
     response.extensions_mut().insert(identity);
     response

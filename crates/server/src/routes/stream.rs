@@ -10,7 +10,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
-use crate::auth::Principal;
+use crate::auth::{CredentialEnd, Principal};
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::live::{SubscriptionError, SubscriptionRequest};
@@ -53,7 +53,10 @@ const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 /// a connection more than 4 096 events behind loses the oldest with a `lagged` notice, and a
 /// socket that takes no message for 10 s is closed. Connections per identity are limited
 /// (`stream_max_connections_per_identity`, 429 beyond). The server closes streams with code
-/// 1001 when it shuts down.
+/// 1001 when it shuts down, and with 1008 when the identity no longer stands (logged out,
+/// revoked, user changed) or the credential that opened the stream ends: an access token at
+/// its `exp` (or at the end of the previous JWT secret's grace period, when that signed it),
+/// an API key at its expiry. Reconnect with a fresh credential.
 #[utoipa::path(get, path = "/api/v1/stream", tag = "live",
     params(
         ("wells" = Option<String>, Query, description = "Comma-separated well ids; default: all permitted wells"),
@@ -70,6 +73,7 @@ const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 pub async fn stream(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Extension(CredentialEnd(credential_end)): Extension<CredentialEnd>,
     headers: HeaderMap,
     ApiQuery(request): ApiQuery<SubscriptionRequest>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
@@ -114,7 +118,14 @@ pub async fn stream(
     Ok(upgrade
         .protocols([STREAM_PROTOCOL])
         .max_message_size(MAX_CLIENT_MESSAGE_BYTES)
-        .on_upgrade(move |socket| live.run(socket, principal, subscription, rx, permit, security)))
+        .on_upgrade(move |socket| {
+            let identity = crate::live::StreamIdentity {
+                principal,
+                credential_end,
+                security,
+            };
+            live.run(socket, identity, subscription, rx, permit)
+        }))
 }
 
 /// The subprotocols a client offered, trimmed.

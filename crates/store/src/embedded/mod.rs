@@ -75,6 +75,10 @@ pub struct EmbeddedOptions {
     pub max_readings_per_commit: usize,
     /// Idle read connections kept open.
     pub read_connections: usize,
+    /// SQLite page cache of the writer's connection, MiB (at most; filled as pages are used).
+    pub cache_mib: u32,
+    /// SQLite page cache of each read connection (the pool's and the checkpoint thread's), MiB.
+    pub read_cache_mib: u32,
     /// Write closed windows compact (pcodec columns, ~3x smaller; ~1 ms per segment once).
     /// Off: every segment stays varint-packed, the size of the previous format (benchmarks
     /// compare the two).
@@ -134,6 +138,8 @@ impl Default for EmbeddedOptions {
             window_micros: DEFAULT_WINDOW_MICROS,
             max_readings_per_commit: 200_000,
             read_connections: 4,
+            cache_mib: schema::DEFAULT_CACHE_MIB,
+            read_cache_mib: schema::DEFAULT_READ_CACHE_MIB,
             compact_segments: true,
             checkpoint_hook: None,
         }
@@ -184,6 +190,8 @@ struct ReadPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     max_idle: usize,
+    /// Page cache of each connection, MiB.
+    cache_mib: u32,
     /// Set by close: connections in use are then dropped instead of returned.
     closed: AtomicBool,
 }
@@ -193,7 +201,11 @@ impl ReadPool {
         let pooled = lock(&self.idle).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => schema::open_reader(&self.path)?,
+            None => {
+                let conn = schema::open_reader(&self.path)?;
+                schema::set_cache_mib(&conn, self.cache_mib)?;
+                conn
+            }
         };
         let result = f(&conn);
         if result.is_ok() && !self.closed.load(Ordering::Acquire) {
@@ -227,6 +239,7 @@ impl EmbeddedStore {
         let path = dir.join(schema::DB_FILE);
         files::private_file(&path)?;
         let mut conn = schema::open_writer(&path)?;
+        schema::set_cache_mib(&conn, opts.cache_mib)?;
         let window = schema::init(&mut conn, opts.window_micros)?;
         let (mut index, last_log_id) = writer::recover(&conn, window)?;
         retention::load_rolled(&conn, &mut index)?;
@@ -247,6 +260,7 @@ impl EmbeddedStore {
                 max_readings_per_commit: opts.max_readings_per_commit.max(1),
                 compact_segments: opts.compact_segments,
                 checkpoint_hook: opts.checkpoint_hook.clone(),
+                read_cache_mib: opts.read_cache_mib,
             },
             last_log_id,
             lock_file,
@@ -265,6 +279,7 @@ impl EmbeddedStore {
                     path,
                     idle: Mutex::new(Vec::new()),
                     max_idle: opts.read_connections,
+                    cache_mib: opts.read_cache_mib,
                     closed: AtomicBool::new(false),
                 },
                 closed: AtomicBool::new(false),
@@ -820,5 +835,37 @@ fn probe<T>(
         ok: detail.is_none(),
         latency_ms,
         detail,
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn cache_kib(conn: &rusqlite::Connection) -> i64 {
+        conn.query_row("PRAGMA cache_size", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Issue 17 (soak memory): the page caches are bounded by the options, smaller by
+    /// default than the 64 MiB writer / 16 MiB reader caches they replaced.
+    #[test]
+    fn page_caches_follow_the_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(schema::DB_FILE);
+        let store = EmbeddedStore::open(
+            dir.path(),
+            EmbeddedOptions {
+                cache_mib: 3,
+                read_cache_mib: 2,
+                ..EmbeddedOptions::default()
+            },
+        )
+        .unwrap();
+        let pooled = store.inner.readers.with(|c| Ok(cache_kib(c))).unwrap();
+        assert_eq!(pooled, -2048);
+        drop(store);
+        assert_eq!(cache_kib(&schema::open_writer(&path).unwrap()), -16 * 1024);
+        assert_eq!(cache_kib(&schema::open_reader(&path).unwrap()), -8 * 1024);
     }
 }

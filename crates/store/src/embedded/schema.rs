@@ -97,11 +97,11 @@ pub fn open_writer(path: &Path) -> StoreResult<Connection> {
     conn.execute_batch(
         "PRAGMA synchronous=FULL;
          PRAGMA foreign_keys=OFF;
-         PRAGMA cache_size=-65536;
          PRAGMA wal_autocheckpoint=4000;
          PRAGMA journal_size_limit=67108864;",
     )
     .map_err(|e| sql_err("setting pragmas", e))?;
+    set_cache_mib(&conn, DEFAULT_CACHE_MIB)?;
     conn.set_prepared_statement_cache_capacity(32);
     Ok(conn)
 }
@@ -115,9 +115,21 @@ pub fn open_reader(path: &Path) -> StoreResult<Connection> {
     .map_err(|e| sql_err("opening a read connection", e))?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|e| sql_err("setting busy timeout", e))?;
-    conn.execute_batch("PRAGMA cache_size=-16384;")
-        .map_err(|e| sql_err("setting pragmas", e))?;
+    set_cache_mib(&conn, DEFAULT_READ_CACHE_MIB)?;
     Ok(conn)
+}
+
+/// SQLite page cache of the writer's connection, MiB (`EmbeddedOptions::cache_mib`).
+pub const DEFAULT_CACHE_MIB: u32 = 16;
+/// SQLite page cache of each read connection, MiB (`EmbeddedOptions::read_cache_mib`).
+pub const DEFAULT_READ_CACHE_MIB: u32 = 8;
+
+/// Bounds the connection's page cache (`PRAGMA cache_size`, in KiB when negative). Pages are
+/// allocated as they are read, so this is the most the cache may grow to.
+pub fn set_cache_mib(conn: &Connection, mib: u32) -> StoreResult<()> {
+    let kib = i64::from(mib.max(1)) * 1024;
+    conn.execute_batch(&format!("PRAGMA cache_size=-{kib};"))
+        .map_err(|e| sql_err("setting the page cache size", e))
 }
 
 /// Creates the schema when missing and returns the window width in force.

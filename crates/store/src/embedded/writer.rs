@@ -123,6 +123,8 @@ pub struct WriterOptions {
     pub max_readings_per_commit: usize,
     pub compact_segments: bool,
     pub checkpoint_hook: Option<super::CheckpointHook>,
+    /// Page cache of the checkpoint thread's read connection, MiB.
+    pub read_cache_mib: u32,
 }
 
 pub fn now_micros() -> i64 {
@@ -1231,10 +1233,12 @@ impl Writer {
         };
         let (tx, rx) = mpsc::sync_channel(1);
         let path = self.db_path.clone();
+        let read_cache_mib = self.opts.read_cache_mib;
         let spawned = std::thread::Builder::new()
             .name("espwatch-store-checkpoint".into())
             .spawn(move || {
                 let result = schema::open_reader(&path).and_then(|conn| {
+                    schema::set_cache_mib(&conn, read_cache_mib)?;
                     if let Some(hook) = &job.hook {
                         (hook.0)();
                     }
