@@ -35,6 +35,9 @@ use crate::live::{AlarmChange, LiveEvent, LiveHub};
 type Opened = (WellId, Episode, Vec<Finding>);
 type Closed = (WellId, Episode);
 
+/// Chunks of at most this many readings are pushed on the async worker itself (see `advance`).
+const INLINE_PUSH_READINGS: usize = 16;
+
 /// Stored history replayed into a well's engine when it is first needed.
 const REPLAY: Duration = Duration::from_secs(48 * 3600);
 
@@ -327,30 +330,17 @@ impl DiagnosticsHub {
                 }
                 guards.push(guard);
             }
-            let batch = batch.clone();
-            let pushed = tokio::task::spawn_blocking(move || {
-                let mut opened = Vec::new();
-                let mut closed = Vec::new();
-                let mut states = Vec::new();
-                for ((well, positions), guard) in chunk.iter().zip(guards.iter_mut()) {
-                    let engine = guard.as_mut().expect("built above");
-                    for &i in positions {
-                        let was_running = engine.features().running;
-                        let out = engine.push(batch[i].ts, &batch[i].values);
-                        collect(well, engine, out.transitions, &mut opened, &mut closed);
-                        let running = engine.features().running;
-                        if running != was_running {
-                            states.push(LiveEvent::WellState {
-                                well_id: well.clone(),
-                                running,
-                                at: batch[i].ts,
-                            });
-                        }
-                    }
-                }
-                (opened, closed, states)
-            })
-            .await;
+            // A few readings (single-reading requests, one at a time) are pushed right here:
+            // a push costs microseconds, a hop to the blocking pool (wake a thread, switch to
+            // it and back) cost more than the push itself and was the largest single part of
+            // a single-reading request's CPU. Larger chunks go to the blocking pool as before.
+            let readings: usize = chunk.iter().map(|(_, p)| p.len()).sum();
+            let pushed = if readings <= INLINE_PUSH_READINGS {
+                Ok(push_chunk(&chunk, &mut guards, &batch))
+            } else {
+                let batch = batch.clone();
+                tokio::task::spawn_blocking(move || push_chunk(&chunk, &mut guards, &batch)).await
+            };
             match pushed {
                 Ok((o, c, states)) => {
                     opened.extend(o);
@@ -599,6 +589,35 @@ impl DiagnosticsHub {
             "baseline": engine.baseline(),
         })
     }
+}
+
+/// Pushes each well's readings of `chunk` (positions into `batch`, in time order) into its
+/// engine: the episodes opened and closed, and the run/stop changes to publish.
+fn push_chunk(
+    chunk: &[(WellId, Vec<usize>)],
+    guards: &mut [OwnedMutexGuard<Option<WellEngine>>],
+    batch: &[Reading],
+) -> (Vec<Opened>, Vec<Closed>, Vec<LiveEvent>) {
+    let mut opened = Vec::new();
+    let mut closed = Vec::new();
+    let mut states = Vec::new();
+    for ((well, positions), guard) in chunk.iter().zip(guards.iter_mut()) {
+        let engine = guard.as_mut().expect("built above");
+        for &i in positions {
+            let was_running = engine.features().running;
+            let out = engine.push(batch[i].ts, &batch[i].values);
+            collect(well, engine, out.transitions, &mut opened, &mut closed);
+            let running = engine.features().running;
+            if running != was_running {
+                states.push(LiveEvent::WellState {
+                    well_id: well.clone(),
+                    running,
+                    at: batch[i].ts,
+                });
+            }
+        }
+    }
+    (opened, closed, states)
 }
 
 /// Records an engine's transitions as alarms to raise and clear.
