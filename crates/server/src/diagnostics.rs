@@ -9,7 +9,9 @@
 //!   readings are applied, so a slow well (say, one being rebuilt) holds up no other well and
 //!   no `GET /diagnosis` of another well.
 //! - Store reads and CPU-heavy replays (a rebuild from 48 h of data, a retrain) and the engine
-//!   pushes of each batch run on the blocking pool, never on the async runtime's workers.
+//!   pushes of each batch run on the blocking pool, never on the async runtime's workers;
+//!   only a chunk of at most 16 readings (a few microseconds of pushes: single-reading
+//!   requests) is pushed in place, where the hop to the pool would cost more than the work.
 //! - The queue from ingestion is bounded (in readings). When it is full the batch is not
 //!   queued: its wells are marked stale at that point of the sequence and rebuilt from stored
 //!   data (where the readings are already durable) when the worker passes that point or the
