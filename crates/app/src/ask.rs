@@ -20,7 +20,7 @@ use espwatch_core::ask::{
 use espwatch_core::diagnostics::Diagnosis;
 use espwatch_core::localtime::UtcOffset;
 use espwatch_core::{Agg, Field, Point, TelemetryQuery, TimeRange, Timestamp, WellId};
-use espwatch_store::{Alarm, AlarmFilter, AlarmState, AlarmStore, Store, StoreError};
+use espwatch_store::{Alarm, AlarmFilter, AlarmState, AlarmStore, FleetQuery, Store, StoreError};
 use serde_json::{Value, json};
 
 const MINUTE: i64 = 60_000_000;
@@ -292,6 +292,10 @@ pub fn aggregate_points(points: &[Point], field: Field, agg: Agg) -> Option<(f64
 
 /// Per well and channel: the latest value, or the aggregate over the range when the
 /// question has one (avg unless it said otherwise).
+///
+/// The aggregate of every well is one [`Store::fleet_query`] (the store's one pass over the
+/// fleet, `GET /wells/telemetry`'s), never a read per well: "wells with average intake
+/// pressure below 500 psi yesterday" on 1 000 wells is one snapshot, only the channels asked.
 async fn values_per_well(
     a: &Asker<'_>,
     it: &mut Interpretation,
@@ -302,11 +306,20 @@ async fn values_per_well(
     if it.range().is_some() || it.agg.is_some() {
         let (from, to) = default_range(it, a.now);
         let agg = *it.agg.get_or_insert(Agg::Avg);
-        for w in wells.iter().take(MAX_SERIES_WELLS.max(wells.len())) {
-            let points = a.store.read_range(w, TimeRange { from, to }).await?;
-            for &f in fields {
-                if let Some((v, _)) = aggregate_points(&points, f, agg) {
-                    out.push((w.clone(), f, v, None));
+        if wells.is_empty() || fields.is_empty() || from >= to {
+            return Ok(out);
+        }
+        let query = FleetQuery {
+            wells: wells.to_vec(),
+            range: TimeRange { from, to },
+            fields: fields.to_vec(),
+            step_micros: whole_range_step(to),
+            agg,
+        };
+        for ws in a.store.fleet_query(&query).await? {
+            for (f, column) in &ws.series.columns {
+                if let Some(&Some(v)) = column.first() {
+                    out.push((ws.well_id.clone(), *f, v, None));
                 }
             }
         }
@@ -323,6 +336,13 @@ async fn values_per_well(
         }
     }
     Ok(out)
+}
+
+/// The step that makes a bucketed query over `[from, to)` one bucket: buckets are aligned to
+/// the epoch (`series::bucket_start`), so a step of `to` itself puts the whole range in the
+/// bucket starting at 0, whose aggregate is that of the range's raw points.
+fn whole_range_step(to: Timestamp) -> i64 {
+    to.0.max(1)
 }
 
 fn is_running(m: &espwatch_core::Measurements) -> Option<bool> {
@@ -1301,4 +1321,151 @@ async fn no_data(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskEr
         )
     };
     Ok(ans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use espwatch_core::{Reading, Series, WellMeta};
+    use espwatch_store::{
+        AppendOptions, AppendOutcome, LatestReading, ProbeResult, StoreHealth, StoreResult,
+        StoreStats, WellRecord, WellSeries,
+    };
+    use std::sync::Mutex;
+
+    /// A store that answers fleet queries (remembering them) and refuses a per-well read, so
+    /// an answer that reads well by well fails.
+    struct FleetOnly {
+        wells: Vec<WellId>,
+        asked: Mutex<Vec<FleetQuery>>,
+    }
+
+    fn refused() -> StoreError {
+        StoreError::Internal("read well by well".into())
+    }
+
+    #[async_trait]
+    impl Store for FleetOnly {
+        async fn append(&self, _: Vec<Reading>, _: AppendOptions) -> StoreResult<AppendOutcome> {
+            Err(refused())
+        }
+        async fn read_range(&self, _: &WellId, _: TimeRange) -> StoreResult<Vec<Point>> {
+            Err(refused())
+        }
+        async fn query(&self, _: &TelemetryQuery) -> StoreResult<Series> {
+            Err(refused())
+        }
+        async fn fleet_query(&self, query: &FleetQuery) -> StoreResult<Vec<WellSeries>> {
+            self.asked.lock().unwrap().push(query.clone());
+            // Well n's average is 10 × n amps.
+            Ok(query
+                .wells
+                .iter()
+                .enumerate()
+                .map(|(n, w)| WellSeries {
+                    well_id: w.clone(),
+                    series: Series {
+                        ts: vec![Timestamp(0)],
+                        columns: vec![(query.fields[0], vec![Some(10.0 * (n + 1) as f64)])],
+                        downsampled: false,
+                    },
+                })
+                .collect())
+        }
+        async fn latest(&self) -> StoreResult<Vec<LatestReading>> {
+            Ok(Vec::new())
+        }
+        async fn list_wells(&self) -> StoreResult<Vec<WellRecord>> {
+            Ok(self
+                .wells
+                .iter()
+                .map(|w| WellRecord {
+                    meta: WellMeta::minimal(w),
+                    created_at: Timestamp(0),
+                    updated_at: Timestamp(0),
+                    auto_registered: false,
+                })
+                .collect())
+        }
+        async fn get_well(&self, _: &WellId) -> StoreResult<Option<WellRecord>> {
+            Err(refused())
+        }
+        async fn create_well(&self, _: WellMeta) -> StoreResult<WellRecord> {
+            Err(refused())
+        }
+        async fn update_well(&self, _: WellMeta) -> StoreResult<Option<WellRecord>> {
+            Err(refused())
+        }
+        async fn delete_well(&self, _: &WellId) -> StoreResult<bool> {
+            Err(refused())
+        }
+        async fn health(&self) -> StoreHealth {
+            let ok = ProbeResult {
+                ok: true,
+                latency_ms: 0.0,
+                detail: None,
+            };
+            StoreHealth {
+                backend: "fleet-only",
+                read: ok.clone(),
+                write: ok,
+            }
+        }
+        async fn stats(&self) -> StoreResult<StoreStats> {
+            Ok(StoreStats::default())
+        }
+        async fn close(&self) -> StoreResult<()> {
+            Ok(())
+        }
+    }
+
+    /// Issue 24: a fleet-wide aggregate filter or ranking is one `fleet_query` over the wells
+    /// (the store's single pass), never a read per well.
+    #[tokio::test]
+    async fn fleet_aggregates_are_one_fleet_query() {
+        let wells: Vec<WellId> = (1..=4)
+            .map(|n| WellId::parse(&format!("ESP-{n:03}")).unwrap())
+            .collect();
+        let store = FleetOnly {
+            wells: wells.clone(),
+            asked: Mutex::new(Vec::new()),
+        };
+        let now = Timestamp::parse_rfc3339("2026-11-25T15:30:00Z").unwrap();
+        let asker = Asker {
+            store: &store,
+            alarms: None,
+            diagnoses: None,
+            scope: &WellScope::All,
+            role: Role::Admin,
+            now,
+            zone: UtcOffset::UTC,
+        };
+        let answered = ask(
+            &asker,
+            "wells with average motor current above 25 A yesterday",
+        )
+        .await
+        .unwrap();
+        assert_eq!(answered.answer.wells, wells[2..].to_vec());
+        let asked = store.asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        let q = &asked[0];
+        assert_eq!(q.wells, wells);
+        assert_eq!(q.fields, [Field::MotorCurrentA]);
+        assert_eq!(q.agg, Agg::Avg);
+        let day = Timestamp::parse_rfc3339("2026-11-24T00:00:00Z").unwrap();
+        assert_eq!((q.range.from, q.range.to), (day, Timestamp(day.0 + DAY)));
+        // One bucket holds the whole range.
+        assert_eq!(
+            espwatch_core::series::bucket_start(q.range.from, q.step_micros),
+            espwatch_core::series::bucket_start(Timestamp(q.range.to.0 - 1), q.step_micros)
+        );
+
+        let answered = ask(&asker, "top 2 wells by average current yesterday")
+            .await
+            .unwrap();
+        assert_eq!(answered.answer.wells, [wells[3].clone(), wells[2].clone()]);
+        assert_eq!(store.asked.lock().unwrap().len(), 2);
+    }
 }

@@ -30,11 +30,11 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use espwatch_store::embedded::backup::{self as local, BackupReport, MANIFEST, Manifest};
 use espwatch_store::embedded::incremental::{
-    self, CHAIN, Chain, ChainReport, ChainRestoreReport, STATE,
+    self, CHAIN, Chain, ChainReport, ChainRestoreReport, LOCK, LOCK_TTL_MICROS, LockOwner, STATE,
 };
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -98,6 +98,105 @@ async fn is_empty(store: &Arc<dyn ObjectStore>, url: &str) -> anyhow::Result<boo
         .transpose()
         .with_context(|| format!("listing {url}"))?;
     Ok(first.is_none())
+}
+
+/// Whether nothing but a backup's lock is stored under the bucket's prefix.
+async fn is_empty_but_lock(store: &Arc<dyn ObjectStore>, url: &str) -> anyhow::Result<bool> {
+    let mut objects = store.list(None);
+    while let Some(o) = objects
+        .next()
+        .await
+        .transpose()
+        .with_context(|| format!("listing {url}"))?
+    {
+        if o.location.as_ref() != LOCK {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A backup chain's prefix held by one backup: the `LOCK.json` object, created only when
+/// absent (`If-None-Match: *`), with its owner and expiry (the directory chain's
+/// [`incremental::ChainLock`], in the bucket). Released by [`ChainLease::release`]; a lease
+/// never released (the backup died) expires after [`LOCK_TTL_MICROS`] and is taken over.
+#[derive(Debug)]
+pub struct ChainLease {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+    token: String,
+}
+
+impl ChainLease {
+    /// Takes the chain in `bucket` for one backup; refused, naming the holder, while another
+    /// backup holds it.
+    pub async fn acquire(bucket: &Archive) -> anyhow::Result<ChainLease> {
+        Self::acquire_for(bucket, LOCK_TTL_MICROS).await
+    }
+
+    /// As [`ChainLease::acquire`], held for `ttl_micros`.
+    pub async fn acquire_for(bucket: &Archive, ttl_micros: i64) -> anyhow::Result<ChainLease> {
+        let (store, url) = (&bucket.store, bucket.url());
+        let owner = LockOwner::new(ttl_micros);
+        let body = serde_json::to_vec_pretty(&owner)?;
+        // Two tries: the second after removing an expired lock.
+        for _ in 0..2 {
+            let put = store
+                .put_opts(
+                    &key(LOCK)?,
+                    PutPayload::from(body.clone()),
+                    PutMode::Create.into(),
+                )
+                .await;
+            match put {
+                Ok(_) => {
+                    return Ok(ChainLease {
+                        store: store.clone(),
+                        url: url.to_owned(),
+                        token: owner.token,
+                    });
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let held = fetch_small(store, url, LOCK)
+                        .await?
+                        .and_then(|b| serde_json::from_slice::<LockOwner>(&b).ok());
+                    match held {
+                        Some(h) if h.expired() => {
+                            tracing::warn!(
+                                url,
+                                owner = %h.owner,
+                                "taking over an expired backup lock (its backup died?)"
+                            );
+                            store
+                                .delete(&key(LOCK)?)
+                                .await
+                                .with_context(|| format!("removing the expired lock of {url}"))?;
+                        }
+                        Some(h) => bail!("{}", h.refusal(url, &format!("{url}/{LOCK}"))),
+                        None => bail!(
+                            "{url}/{LOCK} cannot be read: another backup may be running; remove it if none is"
+                        ),
+                    }
+                }
+                Err(e) => return Err(e).with_context(|| format!("locking {url} for a backup")),
+            }
+        }
+        bail!("{url}: another backup took the lock first")
+    }
+
+    /// Removes the lock, if it is still this lease's (one taken over after expiry is not).
+    pub async fn release(self) -> anyhow::Result<()> {
+        let held = fetch_small(&self.store, &self.url, LOCK)
+            .await?
+            .and_then(|b| serde_json::from_slice::<LockOwner>(&b).ok());
+        if held.is_some_and(|h| h.token == self.token) {
+            self.store
+                .delete(&key(LOCK)?)
+                .await
+                .with_context(|| format!("removing the lock of {}", self.url))?;
+        }
+        Ok(())
+    }
 }
 
 /// The object's bytes, or `None` when there is none.
@@ -331,7 +430,23 @@ pub async fn backup(
 
 /// The next backup of the chain in the bucket (a full one when the prefix is empty), made in
 /// `staging` from the chain's manifest and state fetched from the bucket.
+///
+/// One backup at a time per prefix: [`ChainLease`] refuses a second one while the first
+/// holds the chain.
 pub async fn backup_chain(
+    data_dir: &FsPath,
+    bucket: &Archive,
+    staging: &FsPath,
+) -> anyhow::Result<S3ChainBackup> {
+    let lease = ChainLease::acquire(bucket).await?;
+    let done = backup_chain_held(data_dir, bucket, staging).await;
+    let released = lease.release().await;
+    let done = done?;
+    released?;
+    Ok(done)
+}
+
+async fn backup_chain_held(
     data_dir: &FsPath,
     bucket: &Archive,
     staging: &FsPath,
@@ -354,7 +469,7 @@ pub async fn backup_chain(
                 bail!("{url} holds {CHAIN} but not {STATE}: start a new chain under a new prefix");
             }
         }
-        None if !is_empty(store, url).await? => {
+        None if !is_empty_but_lock(store, url).await? => {
             bail!("{url} is not empty and not a backup chain: choose a new prefix");
         }
         None => {}

@@ -451,3 +451,66 @@ async fn archive_to_s3_and_nothing_is_deleted_while_s3_is_down() {
     );
     store.close().await.unwrap();
 }
+
+/// Issue 20: two incremental backups into one S3 prefix at once would both write their delta
+/// after the same last backup. The second is refused while the first holds the prefix's
+/// `LOCK.json` (created only if absent), naming its owner; the lock goes with its backup, and
+/// one left by a backup that died expires.
+#[tokio::test]
+async fn a_backup_into_an_s3_chain_another_backup_holds_is_refused() {
+    use espwatch_archive::backup::{ChainLease, backup_chain};
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(moto) = start_moto() else {
+        return;
+    };
+    let created = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{}/espwatch-backups", moto.port))
+        .send()
+        .await
+        .unwrap();
+    assert!(created.status().is_success(), "{}", created.status());
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let wells = [well("L-1")];
+    let day0 = day_of(now().0 - 2 * DAY_MICROS).from.0;
+    fill(&store, &wells, day0, day0 + DAY_MICROS / 4).await;
+    store.checkpoint().await.unwrap();
+    let bucket =
+        Archive::open_with_options("s3://espwatch-backups/chain", &s3_options(moto.port)).unwrap();
+    let staging = tempfile::tempdir().unwrap();
+
+    let held = ChainLease::acquire(&bucket).await.unwrap();
+    assert!(
+        ChainLease::acquire(&bucket).await.is_err(),
+        "one holder at a time"
+    );
+    let err = backup_chain(dir.path(), &bucket, &staging.path().join("a"))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("being backed up by"), "{err:#}");
+    held.release().await.unwrap();
+
+    let first = backup_chain(dir.path(), &bucket, &staging.path().join("b"))
+        .await
+        .unwrap();
+    assert_eq!(first.report.entry.seq, 0);
+    // Released after the backup: the next one goes ahead.
+    let lease = ChainLease::acquire(&bucket).await.unwrap();
+    lease.release().await.unwrap();
+
+    // A lease never released (its backup died) expires and is taken over.
+    let stale = ChainLease::acquire_for(&bucket, -1).await.unwrap();
+    std::mem::forget(stale);
+    fill(&store, &wells, day0 + DAY_MICROS / 4, day0 + DAY_MICROS / 2).await;
+    let second = backup_chain(dir.path(), &bucket, &staging.path().join("c"))
+        .await
+        .unwrap();
+    assert_eq!(second.report.entry.seq, 1);
+    ChainLease::acquire(&bucket)
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+}

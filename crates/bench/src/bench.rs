@@ -28,6 +28,7 @@ mod http;
 mod load;
 mod offered;
 mod storage;
+mod stream;
 use cpu::{CpuSample, CpuUse};
 
 #[derive(Subcommand, Debug)]
@@ -103,6 +104,9 @@ pub enum BenchCommand {
     /// a mix of questions of every intent through `POST /api/v1/ask`; p50/p95 per question
     /// and overall (issue 24's goal: p95 < 50 ms on 1 000 wells).
     Ask(ask::AskArgs),
+    /// Live stream fan-out: batch ingestion (RATE readings/s) with and without SUBSCRIBERS
+    /// WebSocket clients, p99 of each and their ratio (issue 19's goal: within 10 %).
+    Stream(stream::StreamArgs),
     /// Storage: simulate a fleet at gauge precision into a temporary embedded store, print
     /// bytes on disk per reading (every file of the data directory) and the ratio to
     /// uncompressed readings, and time one-well 24 h 1-minute-step queries on it.
@@ -178,6 +182,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Load(args) => load::run(args).await,
         BenchCommand::Ask(args) => ask::run(args).await,
+        BenchCommand::Stream(args) => stream::run(args).await,
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Amqp(args) => brokers::run(brokers::Protocol::Amqp, args).await,
         BenchCommand::Mqtt(args) => brokers::run(brokers::Protocol::Mqtt, args).await,
@@ -333,6 +338,10 @@ impl TestServer {
             rate_limit_per_identity: 0.0,
             rate_limit_per_source: 0.0,
             telemetry_readings_per_identity: 0.0,
+            // The stream benchmark opens hundreds of subscribers as one identity, from one
+            // address.
+            stream_max_connections_per_identity: 1000,
+            max_connections_per_source: 0,
             ..Config::default()
         };
         let security: Arc<dyn espwatch_store::SecurityStore> = match security {

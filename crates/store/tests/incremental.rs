@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use espwatch_core::{FIELD_COUNT, Measurements, Point, Reading, TimeRange, Timestamp, WellId};
-use espwatch_store::embedded::incremental::{Kind, backup_chain, restore_chain};
+use espwatch_store::embedded::incremental::{
+    CHAIN, ChainLock, Kind, LOCK, backup_chain, restore_chain,
+};
 use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store, StoreError};
 
 const T0: i64 = 1_767_225_600_000_000;
@@ -191,4 +193,51 @@ async fn deltas_hold_only_what_changed_and_restore_to_each_backup() {
     let err = restore_chain(&repo, &chain.path().join("y"), None).unwrap_err();
     assert!(err.to_string().contains("checksum"), "{err}");
     store.close().await.unwrap();
+}
+
+/// Issue 20: two backups into one chain at once would both write their delta after the same
+/// last backup. The second is refused while the first holds the chain's lock (naming its
+/// owner); the lock goes with its backup, and one left by a backup that died expires.
+#[tokio::test]
+async fn a_backup_into_a_chain_another_backup_holds_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = tempfile::tempdir().unwrap();
+    let repo = chain.path().join("chain");
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    fill(&store, &["L-1", "L-2"], T0, T0 + 10 * HOUR).await;
+    store.checkpoint().await.unwrap();
+
+    let held = ChainLock::acquire(&repo).unwrap();
+    let e = backup_chain(dir.path(), &repo).unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("being backed up by") && m.contains("pid")),
+        "{e:?}"
+    );
+    assert!(
+        !repo.join(CHAIN).exists(),
+        "the refused backup wrote nothing"
+    );
+    drop(held);
+    assert!(!repo.join(LOCK).exists());
+
+    let full = backup_chain(dir.path(), &repo).unwrap();
+    assert_eq!(full.entry.kind, Kind::Full);
+    assert!(
+        !repo.join(LOCK).exists(),
+        "a finished backup leaves no lock"
+    );
+
+    // A lock whose backup died (never released, expired) is taken over.
+    std::mem::forget(ChainLock::acquire_for(&repo, -1).unwrap());
+    assert!(repo.join(LOCK).exists());
+    fill(&store, &["L-1"], T0 + 10 * HOUR, T0 + 11 * HOUR).await;
+    let second = backup_chain(dir.path(), &repo).unwrap();
+    assert_eq!(second.entry.kind, Kind::Incremental);
+    assert!(!repo.join(LOCK).exists());
+    // A live lock taken over by nobody: the chain stays usable after it is released.
+    let again = ChainLock::acquire(&repo).unwrap();
+    assert!(ChainLock::acquire(&repo).is_err(), "one holder at a time");
+    drop(again);
+    let restored = tempfile::tempdir().unwrap();
+    restore_chain(&repo, &restored.path().join("data"), None).unwrap();
 }

@@ -53,6 +53,9 @@ pub enum Part {
 pub enum Cue {
     Trend,
     Compare,
+    /// "against": a comparison only between wells named on both sides ("ESP-003 against
+    /// ESP-004"); otherwise the ordinary preposition ("running against a closed valve").
+    Against,
     Why,
     Status,
     Alarm,
@@ -432,7 +435,7 @@ pub const PHRASES: &[(&str, Concept)] = &[
     ("comparison", Cue(Cue::Compare)),
     ("vs", Cue(Cue::Compare)),
     ("versus", Cue(Cue::Compare)),
-    ("against", Cue(Cue::Compare)),
+    ("against", Cue(Cue::Against)),
     ("side by side", Cue(Cue::Compare)),
     ("why", Cue(Cue::Why)),
     ("wrong", Cue(Cue::Why)),
@@ -564,6 +567,56 @@ pub const PHRASES: &[(&str, Concept)] = &[
         AlarmState(AlarmStateQuery::Raised),
     ),
     ("never acknowledged", AlarmState(AlarmStateQuery::Raised)),
+    // What still waits for someone, said as a need: "need acknowledging", "awaiting
+    // acknowledgement", "to be acknowledged", "pending ack".
+    ("need acknowledging", AlarmState(AlarmStateQuery::Raised)),
+    ("needs acknowledging", AlarmState(AlarmStateQuery::Raised)),
+    ("need acknowledgement", AlarmState(AlarmStateQuery::Raised)),
+    ("needs acknowledgement", AlarmState(AlarmStateQuery::Raised)),
+    (
+        "need an acknowledgement",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    (
+        "need to be acknowledged",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    (
+        "needs to be acknowledged",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    ("need acking", AlarmState(AlarmStateQuery::Raised)),
+    ("needs acking", AlarmState(AlarmStateQuery::Raised)),
+    ("need an ack", AlarmState(AlarmStateQuery::Raised)),
+    ("need ack", AlarmState(AlarmStateQuery::Raised)),
+    ("to be acknowledged", AlarmState(AlarmStateQuery::Raised)),
+    ("to acknowledge", AlarmState(AlarmStateQuery::Raised)),
+    (
+        "awaiting acknowledgement",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    (
+        "waiting for acknowledgement",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    (
+        "waiting to be acknowledged",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    ("waiting for an ack", AlarmState(AlarmStateQuery::Raised)),
+    (
+        "pending acknowledgement",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    ("pending ack", AlarmState(AlarmStateQuery::Raised)),
+    (
+        "requiring acknowledgement",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
+    (
+        "require acknowledgement",
+        AlarmState(AlarmStateQuery::Raised),
+    ),
     ("not acked", AlarmState(AlarmStateQuery::Raised)),
     ("unacked", AlarmState(AlarmStateQuery::Raised)),
     ("new", AlarmState(AlarmStateQuery::Raised)),
@@ -576,6 +629,12 @@ pub const PHRASES: &[(&str, Concept)] = &[
     ("stopped", RunState(RunState::Stopped)),
     ("down", RunState(RunState::Stopped)),
     ("off", RunState(RunState::Stopped)),
+    // A plural noun and "off" is a state of the pumps ("are any pumps off", "units off"),
+    // never the verb phrase "pump off" (the condition) read with a typo.
+    ("pumps off", RunState(RunState::Stopped)),
+    ("esps off", RunState(RunState::Stopped)),
+    ("units off", RunState(RunState::Stopped)),
+    ("motors off", RunState(RunState::Stopped)),
     ("not running", RunState(RunState::Stopped)),
     ("not pumping", RunState(RunState::Stopped)),
     ("shut in", RunState(RunState::Stopped)),

@@ -966,8 +966,13 @@ pub fn parse(
             continue;
         }
         let t = &tokens[i];
+        // A lone letter is a unit only as a temperature scale asked for: "in F", "in C"
+        // ("a", "v", "g" alone are words or a well's letter).
+        let scale_asked = matches!(t.text.as_str(), "c" | "f")
+            && i > 0
+            && matches!(tokens[i - 1].text.as_str(), "in" | "into" | "as");
         if let Some(u) = Unit::from_word(&t.text)
-            && t.text.len() > 1
+            && (t.text.len() > 1 || scale_asked)
             && !matches!(t.text.as_str(), "deg" | "degree" | "degrees")
         {
             scan.claim(i, 1, Item::DisplayUnit(u));
@@ -1274,9 +1279,11 @@ fn decide(
             && (p.extreme.is_some()
                 || (p.agg.is_some_and(|a| matches!(a, Agg::Max | Agg::Min)) && p.has(Cue::Which)))
             && (p.wells_word || p.has(Cue::Which)));
+    // "against" compares only wells named on both sides of it.
+    let compare_cue = p.has(Cue::Compare) || (p.has(Cue::Against) && p.wells.len() >= 2);
     let intent = if p.has(Cue::NoData) {
         Intent::NoData
-    } else if p.has(Cue::Compare)
+    } else if compare_cue
         || (explicit >= 2 && !p.channels.is_empty() && filter.is_none() && !p.has(Cue::Trend))
     {
         if p.wells.len() < 2 {
@@ -1383,7 +1390,10 @@ fn decide(
         }
         Intent::Value | Intent::Trend => {}
     }
-    if matches!(intent, Intent::Value) && it.time == Some(TimeSpec::Now) {
+    // "now" is what every answer without a time reads (the latest values, open alarms, the
+    // live state), so it adds nothing to the interpretation; only an aggregate or a trend
+    // read a range, and there it stays for the answer to say how it read it.
+    if !matches!(intent, Intent::Aggregate | Intent::Trend) && it.time == Some(TimeSpec::Now) {
         it.time = None;
     }
     Ok(it)

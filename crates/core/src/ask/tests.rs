@@ -1,6 +1,7 @@
 //! The question set: `questions.txt` (the rules were written and tuned against it),
 //! `heldout.txt` (written before the rules, never tuned on), `heldout2.txt` (never tuned on
-//! until its misses were studied as classes of phrasing) and `heldout3.txt` (never tuned on),
+//! until its misses were studied as classes of phrasing), `heldout3.txt` (likewise, a round
+//! later) and `heldout4.txt` (never tuned on),
 //! each line a question and its expected interpretation, checked exactly. `cargo test -p espwatch-core ask -- --nocapture`
 //! prints both accuracies and every miss.
 
@@ -10,6 +11,7 @@ const TUNED: &str = include_str!("questions.txt");
 const HELD_OUT: &str = include_str!("heldout.txt");
 const HELD_OUT_2: &str = include_str!("heldout2.txt");
 const HELD_OUT_3: &str = include_str!("heldout3.txt");
+const HELD_OUT_4: &str = include_str!("heldout4.txt");
 
 /// 2026-11-25T15:30:00Z, a Wednesday.
 fn clock() -> Clock {
@@ -322,8 +324,32 @@ fn third_held_out_set_accuracy() {
     );
 }
 
-/// 91.0 % when first run (before this round's rules), 93.3 % after them.
-const HELD_OUT_3_FLOOR: f64 = 93.0;
+/// 91.0 % when first run (before this round's rules), 93.3 % after them; 100 % after the
+/// round that studied its six misses as classes of phrasing (so it is no longer a never-tuned
+/// figure; the fourth set is).
+const HELD_OUT_3_FLOOR: f64 = 99.0;
+
+/// The fourth set (issue 24): written before this round's rules and before its first run,
+/// never tuned on (the third set's misses were studied, so it no longer is); its accuracy is
+/// reported, its floor only catches a regression.
+#[test]
+fn fourth_held_out_set_accuracy() {
+    let (passed, total, misses) = run(HELD_OUT_4);
+    let pct = 100.0 * passed as f64 / total as f64;
+    println!("fourth held-out set (never tuned on): {passed}/{total} exact = {pct:.1} %");
+    for m in &misses {
+        println!("  miss {m}");
+    }
+    assert!(total >= 60, "the fourth set has {total} questions");
+    assert!(
+        pct >= HELD_OUT_4_FLOOR,
+        "fourth held-out accuracy fell to {pct:.1} %"
+    );
+}
+
+/// 94.4 % (85/90) when first run, on the parser before the round that studied the third
+/// set's misses and after it alike (see README, issue 24).
+const HELD_OUT_4_FLOOR: f64 = 94.0;
 
 /// Held-out accuracy at the first run of the finished parser (see the notes of issue 24).
 const HELD_OUT_FLOOR: f64 = 95.0;

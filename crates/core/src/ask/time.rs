@@ -267,12 +267,15 @@ pub fn time_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, Time
     } else if w(0) == "the" {
         skip = 1;
     }
+    // With the article, "the last week" is a span ending now, as "the last 7 days" is: "over
+    // the last week", "in the last week". Without it, "last week" is the calendar week.
+    let article = skip > 0 && w(skip - 1) == "the";
     if skip > 0
-        && let Some((len, spec)) = bare_time_at(tokens, i + skip, clock, w(0))
+        && let Some((len, spec)) = bare_time_at(tokens, i + skip, clock, w(0), article)
     {
         return Some((skip + len, spec));
     }
-    bare_time_at(tokens, i, clock, "")
+    bare_time_at(tokens, i, clock, "", false)
 }
 
 fn bare_time_at(
@@ -280,6 +283,7 @@ fn bare_time_at(
     i: usize,
     clock: &Clock,
     preposition: &str,
+    article: bool,
 ) -> Option<(usize, TimeSpec)> {
     let w = |k: usize| tokens.get(i + k).map(|t| t.text.as_str()).unwrap_or("");
     let now = clock.now.0;
@@ -316,7 +320,7 @@ fn bare_time_at(
             let start = today - clock.weekday() * DAY;
             return Some((2, clock.range(start, now, "this week")));
         }
-        ("last" | "previous", "week", _) => {
+        ("last" | "previous", "week", _) if !(article && w(0) == "last") => {
             let start = today - clock.weekday() * DAY;
             return Some((2, clock.range(start - 7 * DAY, start, "last week")));
         }

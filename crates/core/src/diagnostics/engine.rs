@@ -12,8 +12,8 @@ use super::anomaly::{AnomalyModel, FeatureVec, NF};
 use super::channels::{ChannelFault, ChannelMonitor, NOISE_JUDGED, PROCESS, Process, WATCHED};
 use super::episodes::{EpisodeTracker, Transitions};
 use super::features::{Baseline, Features, WellContext};
-use super::rules::{self, HeadLoss, Smoothed, Unloading};
-use super::stats::{Ewma, Welford};
+use super::rules::{self, HeadLoss, HeadTrend, Smoothed, Unloading};
+use super::stats::{Ewma, RecentIntervals, Welford};
 use super::thresholds::Thresholds;
 use super::{Diagnosis, Evidence, Finding, action_for};
 
@@ -86,10 +86,11 @@ pub struct WellEngine {
     sm: Smoothed,
     volt_excursions: VecDeque<i64>,
     in_excursion: bool,
-    /// Mean interval between readings (s), to turn the baseline excursion rate into an
+    /// Typical interval between readings (s), to turn the baseline excursion rate into an
     /// expected count per window whatever the sampling.
-    sample_interval: Ewma,
+    sample_interval: RecentIntervals,
     head_loss: HeadLoss,
+    head_trend: HeadTrend,
     /// The motor unloading at a steady speed (free gas lightening the pump), being watched.
     unloading: Unloading,
     /// The last reading with both the drive frequency and its output voltage: (time, Hz, V).
@@ -203,8 +204,9 @@ impl WellEngine {
             sm: Smoothed::default(),
             volt_excursions: VecDeque::new(),
             in_excursion: false,
-            sample_interval: Ewma::default(),
+            sample_interval: RecentIntervals::default(),
             head_loss: HeadLoss::default(),
+            head_trend: HeadTrend::default(),
             unloading: Unloading::default(),
             last_drive: None,
             head_normal_at: None,
@@ -807,7 +809,7 @@ impl WellEngine {
         if let Some(last) = self.last_ts {
             // A gap (dropout, stop) is not the sampling rate.
             let dt = ((ts - last) as f64 / MICROS).min(self.th.max_sample_interval_secs);
-            self.sample_interval.update(ts, dt, self.th.slow_tau_secs);
+            self.sample_interval.push(dt);
         }
         self.last_ts = Some(ts);
         self.first_ts.get_or_insert(ts);
@@ -1093,14 +1095,23 @@ impl WellEngine {
     /// are expected in any window; only a count well beyond them (Poisson, ~3 sigma) counts.
     fn excursions_needed(&self) -> f64 {
         let th = &self.th;
-        let expected = match (self.baseline.as_ref(), self.sample_interval.value()) {
+        let expected = match (self.baseline.as_ref(), self.sample_interval.typical()) {
             (Some(b), Some(dt)) if dt > 0.0 => {
-                b.volts_per_hz_excursion_rate * th.voltage_window_secs / dt
+                b.volts_per_hz_excursion_rate * self.supply_window_secs() / dt
             }
             _ => 0.0,
         };
         (th.voltage_min_excursions as f64)
             .max((expected + th.voltage_excess_sigmas * expected.sqrt() + 1.0).ceil())
+    }
+
+    /// The window in which supply excursions are counted: `voltage_window_secs`, or longer for
+    /// a sparsely read gauge, so that it holds `voltage_window_min_readings` readings.
+    fn supply_window_secs(&self) -> f64 {
+        let th = &self.th;
+        let dt = self.sample_interval.typical().unwrap_or(0.0);
+        th.voltage_window_secs
+            .max(th.voltage_window_min_readings * dt)
     }
 
     /// The supply was disturbed within the power window: current and pressures then swing
@@ -1135,8 +1146,9 @@ impl WellEngine {
             }
             self.in_excursion = out;
         }
+        let window = self.supply_window_secs();
         while let Some(&t) = self.volt_excursions.front() {
-            if ts - t > (th.voltage_window_secs * MICROS) as i64 {
+            if ts - t > (window * MICROS) as i64 {
                 self.volt_excursions.pop_front();
             } else {
                 break;
@@ -1437,6 +1449,12 @@ impl WellEngine {
             unload_secs: self.unload.secs,
             load_returned: self.unload.load_returned,
         };
+        // A start begins a new trend: the level after it may differ.
+        if self.secs_since_start(ts) < th.settle_secs {
+            self.head_trend.clear();
+        } else if at_rest {
+            self.head_trend.update(&input);
+        }
         let gas = rules::gas_evidence(&input);
         if let Some(lift) = rules::loss_of_lift(&input, &gas) {
             out.extend(lift);
@@ -1476,6 +1494,19 @@ impl WellEngine {
                 finding
                     .evidence
                     .extend(rules::scale_evidence(&input, &self.head_loss));
+            }
+            if finding.diagnosis == Diagnosis::Condition(Condition::ScalePlugging) {
+                self.head_trend.scale_seen = true;
+            }
+            out.push(finding);
+            return;
+        }
+        if at_rest && let Some(finding) = rules::head_trend(&input, &self.head_trend) {
+            // As with the baseline bar: wear that turns out to be scale is scale all along.
+            if finding.diagnosis == Diagnosis::Condition(Condition::ScalePlugging) {
+                self.head_trend.scale_seen = true;
+                self.tracker
+                    .retag(wear, Diagnosis::Condition(Condition::ScalePlugging));
             }
             out.push(finding);
             return;

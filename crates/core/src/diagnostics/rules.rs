@@ -500,9 +500,12 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     // so the pressure rise says little. The wellhead says it: with nothing coming up, it falls
     // to the flowline's pressure, while the intake, no longer drawn, starts to rise. An
     // opened choke also lowers the wellhead pressure, but loads the motor more, not less.
-    let column_held = !no_flow
-        && thp.is_some_and(|t| t < th.no_delivery_tubing_ratio)
-        && val(&s.fast_pip).is_none_or(|p| p >= 1.0 - th.pip_fall_margin);
+    let no_delivery = match thp {
+        Some(t) => t < th.no_delivery_tubing_ratio,
+        None => pd.is_some_and(|p| p < th.no_delivery_discharge_ratio),
+    };
+    let column_held =
+        !no_flow && no_delivery && val(&s.fast_pip).is_none_or(|p| p >= 1.0 - th.pip_fall_margin);
     let lift_lost =
         no_flow || head.is_some_and(|h| h < th.lift_lost_head_ratio) || (column_held && unloaded);
     // Gas lock develops over minutes: head and current fall together while the pump keeps
@@ -530,14 +533,17 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     } else {
         ev.push(match flow {
             Some(q) if no_flow => Evidence::new("flow_ratio", q, th.no_flow_ratio, "<"),
-            _ if column_held && !head.is_some_and(|h| h < th.lift_lost_head_ratio) => {
-                Evidence::opt(
-                    "tubing_pressure_ratio",
-                    thp,
-                    th.no_delivery_tubing_ratio,
+            _ if column_held && !head.is_some_and(|h| h < th.lift_lost_head_ratio) => match thp {
+                Some(t) => {
+                    Evidence::new("tubing_pressure_ratio", t, th.no_delivery_tubing_ratio, "<")
+                }
+                None => Evidence::opt(
+                    "discharge_pressure_ratio",
+                    pd,
+                    th.no_delivery_discharge_ratio,
                     "<",
-                )
-            }
+                ),
+            },
             _ => Evidence::opt("head_ratio", head, th.lift_lost_head_ratio, "<"),
         });
         ev.push(Evidence::opt(
@@ -1719,4 +1725,278 @@ pub(crate) fn nameplate(
         ));
     }
     out
+}
+
+/// One bucket of the head trend: means of the readings at rest within `trend_bucket_secs`.
+#[derive(Clone, Copy, Debug, Default)]
+struct TrendBucket {
+    start: i64,
+    freq: Mean,
+    head: Mean,
+    thp: Mean,
+    flow: Mean,
+    gor: Mean,
+    levels_at_start: MotorLevels,
+}
+
+/// Wear and scale as the well's own trend. Against the baseline a slow loss shows only once it
+/// passes `head_ratio_low`; but the baseline was learned at one operating point, and a pump
+/// turned to another speed holds a level of its own there (the affinity laws are approximate),
+/// from which a worn or scaling pump keeps losing head, day after day, while it delivers less
+/// (the wellhead pressure or the flow falls with it). That steady, one-way decline at one
+/// operating point is what no normal operation makes: a choke, a flowline surge or a well test
+/// moves the head and comes back; more inflow moves the pump right on its curve (less head) but
+/// delivers more, not less.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeadTrend {
+    open: Option<TrendBucket>,
+    done: std::collections::VecDeque<TrendBucket>,
+    last_ts: Option<i64>,
+    /// This loss was already found to be scale (here or against the baseline bar): scale
+    /// stays scale while the trend lasts, whatever bucket the trend is now measured from.
+    pub scale_seen: bool,
+}
+
+/// A steady decline found by [`HeadTrend`].
+pub(crate) struct Decline {
+    pub drop: f64,
+    pub secs: f64,
+    pub delivery_fall: f64,
+    pub delivery_feature: &'static str,
+    pub scale: bool,
+    pub levels_then: MotorLevels,
+}
+
+impl HeadTrend {
+    /// Takes in a reading judged at rest. A gap longer than a bucket (a stop, an outage) or a
+    /// bucket at another operating point begins a new trend.
+    pub fn update(&mut self, i: &Input) {
+        let th = i.th;
+        let Some(head) = val(&i.s.head) else {
+            return;
+        };
+        let bucket_micros = (th.trend_bucket_secs * 1e6) as i64;
+        if self.last_ts.is_some_and(|t| i.ts - t > bucket_micros) {
+            self.clear();
+        }
+        self.last_ts = Some(i.ts);
+        if self.open.is_some_and(|b| i.ts - b.start >= bucket_micros) {
+            let closed = self.open.take().expect("checked");
+            self.close(closed, th);
+        }
+        let b = self.open.get_or_insert_with(|| TrendBucket {
+            start: i.ts,
+            levels_at_start: MotorLevels::now(i),
+            ..TrendBucket::default()
+        });
+        b.freq.add(i.f.frequency_hz);
+        b.head.add(Some(head));
+        b.thp.add(i.f.tubing_pressure_ratio);
+        b.flow.add(i.f.flow_ratio);
+        b.gor.add(i.f.gor_ratio);
+    }
+
+    pub fn clear(&mut self) {
+        self.open = None;
+        self.done.clear();
+        self.scale_seen = false;
+    }
+
+    fn close(&mut self, b: TrendBucket, th: &Thresholds) {
+        // A bucket the well spent mostly stopped says little.
+        if b.head.n < 3 {
+            self.done.clear();
+            return;
+        }
+        // Against where the trend began: a drive creeping its speed up bucket by bucket
+        // (holding an intake pressure) moves the operating point as a step does.
+        let same_point = match (
+            self.done.front().and_then(|p| p.freq.value()),
+            b.freq.value(),
+        ) {
+            (Some(before), Some(now)) => (now - before).abs() <= th.trend_frequency_band * before,
+            _ => true,
+        };
+        if !same_point {
+            self.done.clear();
+        }
+        self.done.push_back(b);
+        while self.done.len() > th.trend_buckets_kept {
+            self.done.pop_front();
+        }
+    }
+
+    /// The steady decline ending with the last completed bucket, if it is one of wear or scale.
+    pub fn decline(&self, i: &Input) -> Option<Decline> {
+        let th = i.th;
+        let last = self.done.back()?;
+        let n = self.done.len();
+        // The run, ending now, whose fitted decline is the deepest while the fit says it is a
+        // decline (its slope stands `trend_min_t` standard errors below zero): a bucket or two
+        // of process noise does not break a trend, and a flat stretch before the loss began
+        // does not dilute it.
+        let mut best: Option<(usize, f64, Fit)> = None;
+        for first in 0..n {
+            let secs = (last.start - self.done[first].start) as f64 / 1e6;
+            if secs < th.trend_min_secs {
+                break;
+            }
+            let Some(fit) = self.fit(first, |b| b.head.value()) else {
+                continue;
+            };
+            let Some(drop) = fit.relative_fall() else {
+                continue;
+            };
+            if fit.t() <= -th.trend_min_t && best.as_ref().is_none_or(|(_, d, _)| drop > *d) {
+                best = Some((first, drop, fit));
+            }
+        }
+        let (first, drop, fit) = best?;
+        if drop < th.trend_min_drop {
+            return None;
+        }
+        // Gradual means spread over the run: a loss that came mostly between two buckets is a
+        // step (gas, a leak, the intake drawn down), which the abrupt rules judge.
+        let largest_step = (first + 1..n)
+            .filter_map(|k| Some(self.done[k - 1].head.value()? - self.done[k].head.value()?))
+            .fold(0.0_f64, f64::max);
+        if largest_step > th.trend_max_step_share * drop * fit.at_start {
+            return None;
+        }
+        let start = &self.done[first];
+        // Gas reaching the pump lightens what it lifts: a head falling with the gas rising is
+        // the gas's doing, not the pump's.
+        if let Some(gas) = self.fit(first, |b| b.gor.value())
+            && gas.relative_fall().is_some_and(|f| f < -th.trend_min_drop)
+        {
+            return None;
+        }
+        let (delivery_fall, delivery_feature) = match (
+            self.fit(first, |b| b.flow.value()),
+            self.fit(first, |b| b.thp.value()),
+        ) {
+            (Some(q), _) => (q.relative_fall()?, "flow_ratio_fall"),
+            (None, Some(t)) => (t.relative_fall()?, "tubing_pressure_ratio_fall"),
+            (None, None) => return None,
+        };
+        if delivery_fall < th.trend_min_delivery_fall {
+            return None;
+        }
+        let levels_then = start.levels_at_start;
+        Some(Decline {
+            drop,
+            secs: (last.start - start.start) as f64 / 1e6,
+            delivery_fall,
+            delivery_feature,
+            scale: self.scale_seen || levels_then.scale_since(&MotorLevels::now(i), th),
+            levels_then,
+        })
+    }
+
+    /// Least-squares line through one bucket mean per bucket from `first` on (time in days).
+    fn fit(&self, first: usize, value: impl Fn(&TrendBucket) -> Option<f64>) -> Option<Fit> {
+        let t0 = self.done[first].start;
+        let points: Vec<(f64, f64)> = self
+            .done
+            .iter()
+            .skip(first)
+            .filter_map(|b| Some(((b.start - t0) as f64 / 86_400e6, value(b)?)))
+            .collect();
+        Fit::of(&points)
+    }
+}
+
+/// A straight line fitted to (time, value) points.
+struct Fit {
+    slope: f64,
+    slope_se: f64,
+    at_start: f64,
+    at_end: f64,
+}
+
+impl Fit {
+    fn of(points: &[(f64, f64)]) -> Option<Fit> {
+        let n = points.len();
+        if n < 3 {
+            return None;
+        }
+        let nf = n as f64;
+        let mx = points.iter().map(|p| p.0).sum::<f64>() / nf;
+        let my = points.iter().map(|p| p.1).sum::<f64>() / nf;
+        let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        if sxx <= 0.0 {
+            return None;
+        }
+        let slope = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / sxx;
+        let sse: f64 = points
+            .iter()
+            .map(|p| (p.1 - (my + slope * (p.0 - mx))).powi(2))
+            .sum();
+        let slope_se = (sse / (nf - 2.0) / sxx).sqrt();
+        let (x0, x1) = (points[0].0, points[n - 1].0);
+        Some(Fit {
+            slope,
+            slope_se,
+            at_start: my + slope * (x0 - mx),
+            at_end: my + slope * (x1 - mx),
+        })
+    }
+
+    /// How far the fitted line fell from its start to its end, as a share of the start.
+    fn relative_fall(&self) -> Option<f64> {
+        (self.at_start > 0.0).then(|| (self.at_start - self.at_end) / self.at_start)
+    }
+
+    /// The slope in standard errors (a perfect line: as steep as it gets).
+    fn t(&self) -> f64 {
+        if self.slope_se > 0.0 {
+            self.slope / self.slope_se
+        } else if self.slope < 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        }
+    }
+}
+
+/// Wear or scale from the well's own head trend (see [`HeadTrend`]), when the baseline bar
+/// has not (yet) caught the loss.
+pub(crate) fn head_trend(i: &Input, trend: &HeadTrend) -> Option<Finding> {
+    let th = i.th;
+    let d = trend.decline(i)?;
+    let kind = if d.scale {
+        Condition::ScalePlugging
+    } else {
+        Condition::PumpWear
+    };
+    let mut ev = vec![
+        Evidence::new("head_trend_drop", d.drop, th.trend_min_drop, ">="),
+        Evidence::new(
+            "head_trend_over_h",
+            d.secs / 3600.0,
+            th.trend_min_secs / 3600.0,
+            ">=",
+        ),
+        Evidence::new(
+            d.delivery_feature,
+            d.delivery_fall,
+            th.trend_min_delivery_fall,
+            ">=",
+        ),
+    ];
+    if d.scale {
+        let now = MotorLevels::now(i);
+        if let (Some(now), Some(then)) = (now.rise, d.levels_then.rise) {
+            ev.push(Evidence::new(
+                "winding_rise_ratio_change",
+                now - then,
+                th.scale_rise_change,
+                ">=",
+            ));
+        }
+    }
+    // Twice the bar is as sure as a slow loss gets.
+    let depth = ((d.drop - th.trend_min_drop) / th.trend_min_drop).clamp(0.0, 1.0);
+    let conf = BASE + AGREES * depth;
+    Some(Finding::new(kind, conf, ev))
 }

@@ -229,3 +229,35 @@ mod tests {
         }
     }
 }
+
+/// The typical interval between readings: the median of the last few. A stop, a dropout or a
+/// backfill's gap is one long interval among many regular ones and leaves it alone, where a
+/// time-weighted mean would jump (its weight grows with the gap).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecentIntervals {
+    secs: [f32; 15],
+    len: u8,
+    next: u8,
+}
+
+impl RecentIntervals {
+    pub fn push(&mut self, secs: f64) {
+        if !secs.is_finite() || secs <= 0.0 {
+            return;
+        }
+        self.secs[self.next as usize] = secs as f32;
+        self.next = (self.next + 1) % self.secs.len() as u8;
+        self.len = (self.len + 1).min(self.secs.len() as u8);
+    }
+
+    /// The median interval (s), once any was seen.
+    pub fn typical(&self) -> Option<f64> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut v = self.secs;
+        let seen = &mut v[..self.len as usize];
+        seen.sort_unstable_by(f32::total_cmp);
+        Some(seen[seen.len() / 2] as f64)
+    }
+}

@@ -1978,3 +1978,125 @@ fn one_step_of_a_coarse_ammeter_is_not_the_motor_unloading() {
     assert!(!unloading_with(0.01), "one step of the gauge");
     assert!(unloading_with(0.15), "a real unloading");
 }
+
+/// A gauge read every five minutes catches a sagging supply only when a reading falls inside
+/// a sag: one dip every 35 minutes for six hours is never two within the half-hour window, yet
+/// it is a disturbed supply. The window holds enough readings for the count to be reachable
+/// (a healthy well at this rate, before and after, stays quiet).
+#[test]
+fn a_sagging_supply_is_found_on_a_gauge_read_every_five_minutes() {
+    let plan = pinned(Family::Classic, None, 72, "300s");
+    let (from, to) = (start().0 + 40 * HOUR, start().0 + 46 * HOUR);
+    let readings: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .enumerate()
+        .map(|(k, (ts, mut m))| {
+            if (from..to).contains(&ts.0) && k % 7 == 0 {
+                scale(&mut m, Field::MotorVoltageV, 0.90);
+                scale(&mut m, Field::MotorCurrentA, 1.08);
+            }
+            (ts, m)
+        })
+        .collect();
+    let (episodes, _) = run_checked(
+        Some(&plan.wells[0].meta),
+        &readings,
+        TrainingWindow::Default,
+    );
+    let power: Vec<_> = episodes
+        .iter()
+        .filter(|e| e.diagnosis == Diagnosis::Condition(Condition::PowerFluctuation))
+        .collect();
+    assert!(!power.is_empty(), "{episodes:?}");
+    assert!(
+        power
+            .iter()
+            .all(|e| e.start.0 >= from && e.start.0 < to + 2 * HOUR),
+        "{power:?}"
+    );
+}
+
+/// A shaft that parts on a well with neither a wellhead gauge nor a flow meter: the check
+/// valve keeps the column standing, so the discharge gauge still reads most of its pressure
+/// and the head measured across the pump is far from lost. But the flowing wellhead pressure
+/// and the tubing friction are gone from it (a few percent), the motor drops to no-load and
+/// the intake, no longer drawn, rises: the pump no longer delivers. The drive trips minutes
+/// later, so the two readings before the trip must say it.
+#[test]
+fn a_broken_shaft_is_found_from_the_discharge_gauge_alone() {
+    let plan = pinned(Family::Classic, None, 40, "120s");
+    let at = start().0 + 36 * HOUR;
+    let trip = at + 5 * 60_000_000;
+    let readings: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            m.set(Field::TubingPressurePsi, None);
+            m.set(Field::FlowRateBpd, None);
+            let t = ts.0 - at;
+            if ts.0 >= trip {
+                for f in [
+                    Field::FrequencyHz,
+                    Field::MotorCurrentA,
+                    Field::MotorVoltageV,
+                    Field::VibrationXG,
+                    Field::VibrationYG,
+                ] {
+                    m.set(f, Some(0.0));
+                }
+            }
+            if t >= 0 {
+                scale(&mut m, Field::DischargePressurePsi, 0.94);
+                let pip = m
+                    .get(Field::IntakePressurePsi)
+                    .map(|p| p * (1.0 + 0.01 * (t as f64 / 6e7)));
+                m.set(Field::IntakePressurePsi, pip);
+            }
+            if (at..trip).contains(&ts.0) {
+                scale(&mut m, Field::MotorCurrentA, 0.42);
+                scale(&mut m, Field::VibrationXG, 0.5);
+                scale(&mut m, Field::VibrationYG, 0.5);
+            }
+            (ts, m)
+        })
+        .collect();
+    let (episodes, _) = run_checked(
+        Some(&plan.wells[0].meta),
+        &readings,
+        TrainingWindow::Default,
+    );
+    assert!(
+        episodes.iter().any(
+            |e| e.diagnosis == Diagnosis::Condition(Condition::BrokenShaft)
+                && e.start.0 >= at
+                && e.start.0 <= trip
+        ),
+        "{episodes:?}"
+    );
+}
+
+/// Wear seen as the well's own trend. The pump loses 2 % of its head a day from the level it
+/// held (here from hour 30): after three and a half days it is still far above the 8 % bar the
+/// baseline judges, but the head has fallen bucket after bucket at one speed while the
+/// wellhead pressure fell with it. The same decline with the delivery rising instead (a pump
+/// pushed right on its curve by more inflow) is no wear.
+#[test]
+fn a_slow_steady_head_loss_is_wear_before_the_baseline_bar() {
+    let plan = pinned(Family::Classic, None, 120, "60s");
+    let from = start().0 + 30 * HOUR;
+    let day = 24.0 * HOUR as f64;
+    let worn = |delivery: f64| {
+        scaled_from(samples(&plan, 0), from, move |t, m| {
+            let days = t as f64 / day;
+            scale_pressure_rise(m, 1.0 - 0.02 * days);
+            scale(m, Field::TubingPressurePsi, 1.0 + delivery * 0.01 * days);
+            scale(m, Field::FlowRateBpd, 1.0 + delivery * 0.01 * days);
+        })
+    };
+    let wearing = episodes_of(&plan.wells[0].meta, &worn(-1.0));
+    assert!(has(&wearing, Condition::PumpWear), "{wearing:?}");
+    let pushed_right = episodes_of(&plan.wells[0].meta, &worn(1.0));
+    assert!(
+        !has(&pushed_right, Condition::PumpWear) && !has(&pushed_right, Condition::ScalePlugging),
+        "{pushed_right:?}"
+    );
+}

@@ -89,6 +89,21 @@ pub struct Thresholds {
     /// Wear and scale take at least this long to cost the bar's head, seconds: a loss between
     /// `abrupt_secs` and this with free gas at the intake is the gas's (see `rules::head_loss`).
     pub gradual_min_secs: f64,
+    /// Slow losses judged as the well's own trend at a steady operating point (see
+    /// `rules::HeadTrend`): bucket length, how many completed buckets are kept, the frequency
+    /// band one operating point spans, the least steady decline of the head from where the
+    /// trend began, over at least `trend_min_secs`, and the least fall of the delivery (the
+    /// wellhead pressure or the flow) that must come with it.
+    pub trend_bucket_secs: f64,
+    pub trend_buckets_kept: usize,
+    pub trend_frequency_band: f64,
+    pub trend_min_drop: f64,
+    pub trend_min_secs: f64,
+    pub trend_min_delivery_fall: f64,
+    /// The largest share of the decline one bucket may carry (more: a step, not a trend).
+    pub trend_max_step_share: f64,
+    /// How many standard errors the fitted slope must stand below zero.
+    pub trend_min_t: f64,
     /// Current ratio above baseline that counts as overload...
     pub overload_current_ratio: f64,
     /// A winding near its limit that its load explains (no hotter than the baseline's rise
@@ -125,6 +140,11 @@ pub struct Thresholds {
     /// Window and count of supply excursions that make a power fluctuation.
     pub voltage_window_secs: f64,
     pub voltage_min_excursions: u32,
+    /// A window also holds at least this many readings: a gauge read every 5 minutes sees a
+    /// sag only when a reading falls inside it, so its window must be longer for the same
+    /// count to be reachable (the expected count from the baseline rate grows with it, so the
+    /// Poisson bar stays as strict).
+    pub voltage_window_min_readings: f64,
     /// How far (in Poisson standard deviations) the excursion count must exceed what the
     /// well's healthy baseline rate predicts for the window.
     pub voltage_excess_sigmas: f64,
@@ -217,6 +237,10 @@ pub struct Thresholds {
     /// intake not drawn down: the pump no longer delivers, although a check valve keeps the
     /// tubing column (and with it the gauges' pressure rise) standing.
     pub no_delivery_tubing_ratio: f64,
+    /// Without a wellhead gauge, the discharge gauge below this share of its baseline says the
+    /// same: a check valve holds the column, but the flowing wellhead pressure and the tubing
+    /// friction above the static column are gone.
+    pub no_delivery_discharge_ratio: f64,
     /// Gas lock: head and current below these ratios with vibration at or above its ratio.
     pub gas_lock_head_ratio: f64,
     pub gas_lock_current_ratio: f64,
@@ -409,6 +433,14 @@ impl Default for Thresholds {
             head_ratio_low: 0.92,
             abrupt_secs: 3600.0,
             gradual_min_secs: 6.0 * 3600.0,
+            trend_bucket_secs: 6.0 * 3600.0,
+            trend_buckets_kept: 16,
+            trend_frequency_band: 0.01,
+            trend_min_drop: 0.03,
+            trend_min_secs: 24.0 * 3600.0,
+            trend_min_delivery_fall: 0.01,
+            trend_max_step_share: 0.5,
+            trend_min_t: 4.0,
             overload_current_ratio: 1.12,
             overload_current_ratio_near_limit: 1.06,
             overload_nameplate_share: 1.0,
@@ -426,6 +458,7 @@ impl Default for Thresholds {
             voltage_deviation: 0.04,
             voltage_window_secs: 1800.0,
             voltage_min_excursions: 2,
+            voltage_window_min_readings: 24.0,
             voltage_excess_sigmas: 3.0,
             max_sample_interval_secs: 600.0,
             stuck_probability: 1e-9,
@@ -460,6 +493,7 @@ impl Default for Thresholds {
             deadhead_start_tubing_ratio: 3.0,
             lift_lost_head_ratio: 0.5,
             no_delivery_tubing_ratio: 0.8,
+            no_delivery_discharge_ratio: 0.97,
             trip_confirm_readings: 2,
             trip_confirm_secs: 60.0,
             gas_lock_head_ratio: 0.75,

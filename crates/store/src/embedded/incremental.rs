@@ -9,7 +9,10 @@
 //! - `0001/`, ...: `delta.sqlite` (changed segments and rollups with every column, the keys
 //!   removed since, and the small tables whole: meta, wells, log batches, quarantine), plus
 //!   whole copies of the alarms and identity databases (small);
-//! - `STATE.sqlite`: the signature of every segment and rollup as of the last backup.
+//! - `STATE.sqlite`: the signature of every segment and rollup as of the last backup;
+//! - `LOCK.json` while a backup runs: its owner and until when it holds the chain (see
+//!   [`ChainLock`]): two backups into one chain at once would both number their delta after
+//!   the same last backup, and the second `CHAIN.json` would drop the first's entry.
 //!
 //! A delta is read in one read transaction of the live database, so it is a consistent
 //! instant like a full backup, taken next to a running server. A segment or rollup counts as
@@ -33,6 +36,167 @@ use crate::{StoreError, StoreResult};
 
 pub const CHAIN: &str = "CHAIN.json";
 pub const STATE: &str = "STATE.sqlite";
+pub const LOCK: &str = "LOCK.json";
+
+/// How long a backup's lock holds the chain: past it, the lock is taken as left behind by a
+/// backup that died (a crash, a `kill -9`) and another backup may take it over. A backup
+/// lasts minutes (a 10 GB store: under 2 min), so this is far beyond a live one.
+pub const LOCK_TTL_MICROS: i64 = 2 * 3_600_000_000;
+
+/// What `LOCK.json` says: who holds the chain, since and until when (UTC microseconds).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockOwner {
+    /// `host pid N`, and a random token telling this holder from a later one.
+    pub owner: String,
+    pub token: String,
+    pub acquired_at: i64,
+    pub expires_at: i64,
+}
+
+impl LockOwner {
+    /// This process, holding from now for `ttl_micros`, with a fresh token.
+    pub fn new(ttl_micros: i64) -> LockOwner {
+        let now = now_micros();
+        LockOwner {
+            owner: format!("{} pid {}", host_name(), std::process::id()),
+            token: format!(
+                "{:016x}{:016x}",
+                now as u64,
+                u64::from(std::process::id()) ^ lock_nonce()
+            ),
+            acquired_at: now,
+            expires_at: now.saturating_add(ttl_micros),
+        }
+    }
+
+    /// Whether the lock no longer holds (its backup died): `expires_at` has passed.
+    pub fn expired(&self) -> bool {
+        self.expires_at <= now_micros()
+    }
+
+    /// Why a backup is refused while this lock holds its chain `what`.
+    pub fn refusal(&self, what: &str, lock: &str) -> String {
+        format!(
+            "{what} is being backed up by {} since {} (its lock holds until {}): wait for it \
+             to finish, or remove {lock} if that backup is gone",
+            self.owner,
+            espwatch_core::Timestamp(self.acquired_at),
+            espwatch_core::Timestamp(self.expires_at),
+        )
+    }
+}
+
+/// The guard of one backup into a chain directory: `LOCK.json`, created exclusively
+/// (`O_EXCL`), removed when dropped (only while it still holds this guard's token). A lock
+/// whose `expires_at` has passed is taken over; a live one refuses with `Conflict`, naming
+/// its owner.
+#[derive(Debug)]
+pub struct ChainLock {
+    path: std::path::PathBuf,
+    token: String,
+}
+
+impl ChainLock {
+    /// Takes the chain `repo` (created when absent) for a backup, for [`LOCK_TTL_MICROS`].
+    pub fn acquire(repo: &Path) -> StoreResult<ChainLock> {
+        Self::acquire_for(repo, LOCK_TTL_MICROS)
+    }
+
+    /// As [`ChainLock::acquire`], held for `ttl_micros`.
+    pub fn acquire_for(repo: &Path, ttl_micros: i64) -> StoreResult<ChainLock> {
+        files::private_dir(repo)?;
+        let path = repo.join(LOCK);
+        let owner = LockOwner::new(ttl_micros);
+        let token = owner.token.clone();
+        let text = serde_json::to_vec_pretty(&owner)
+            .map_err(|e| StoreError::Internal(format!("encoding the lock: {e}")))?;
+        // Two tries: the second after removing an expired lock.
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write as _;
+                    f.write_all(&text)
+                        .and_then(|()| f.sync_all())
+                        .map_err(io_err("writing", &path))?;
+                    return Ok(ChainLock { path, token });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let held = std::fs::read(&path)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<LockOwner>(&b).ok());
+                    match held {
+                        Some(h) if h.expired() => {
+                            tracing::warn!(
+                                lock = %path.display(),
+                                owner = %h.owner,
+                                "taking over an expired backup lock (its backup died?)"
+                            );
+                            let _ = std::fs::remove_file(&path);
+                        }
+                        Some(h) => {
+                            return Err(StoreError::Conflict(h.refusal(
+                                &repo.display().to_string(),
+                                &path.display().to_string(),
+                            )));
+                        }
+                        None => {
+                            return Err(StoreError::Conflict(format!(
+                                "{} holds a lock that cannot be read: another backup may be \
+                                 running; remove it if none is",
+                                path.display()
+                            )));
+                        }
+                    }
+                }
+                Err(e) => return Err(io_err("creating", &path)(e)),
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "{}: another backup took the lock first",
+            path.display()
+        )))
+    }
+}
+
+impl Drop for ChainLock {
+    fn drop(&mut self) {
+        // Only our own lock: one taken over after expiry belongs to another backup now.
+        let ours = std::fs::read(&self.path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LockOwner>(&b).ok())
+            .is_some_and(|h| h.token == self.token);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// A per-process counter mixed into lock tokens (two locks of one process differ).
+fn lock_nonce() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
 const DELTA: &str = "delta.sqlite";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -181,8 +345,12 @@ fn reset_state(repo: &Path, conn: &Connection) -> StoreResult<u64> {
 
 /// Backs `dir` up into the chain `repo`: a full backup when `repo` is new or empty, else a
 /// delta against the chain's last backup. A server may be running on `dir`.
+///
+/// One backup at a time per chain: [`ChainLock`] refuses a second one (`Conflict`, naming
+/// the first) while the first holds `LOCK.json`.
 pub fn backup_chain(dir: &Path, repo: &Path) -> StoreResult<ChainReport> {
     let started = Instant::now();
+    let _lock = ChainLock::acquire(repo)?;
     match read_chain(repo)? {
         None => full(dir, repo, started),
         Some(chain) => delta(dir, repo, chain, started),
@@ -194,11 +362,12 @@ fn entry_dir(seq: u32) -> String {
 }
 
 fn full(dir: &Path, repo: &Path, started: Instant) -> StoreResult<ChainReport> {
+    // Empty but for this backup's own lock.
     if repo.exists()
         && std::fs::read_dir(repo)
             .map_err(io_err("reading", repo))?
-            .next()
-            .is_some()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name() != LOCK)
     {
         return Err(StoreError::Conflict(format!(
             "{} (not empty and not a backup chain: choose a new directory)",

@@ -1,0 +1,215 @@
+//! `espwatch-bench stream`: batch ingestion with and without live subscribers (issue 19:
+//! fan-out to 200 WebSocket subscribers while ingesting 1 000 readings/s leaves the batch
+//! ingest p99 within 10 % of the same run without subscribers).
+//!
+//! Each phase is a fresh server on a fresh temporary store. An open-loop sender posts a batch
+//! of RATE / BATCHES readings (one per well) BATCHES times a second for SECONDS, each batch
+//! timed from the client; in the phase with subscribers, SUBSCRIBERS WebSocket clients (one
+//! API key, `events=readings`, every well) are connected and draining before the first batch,
+//! and each must have received readings by the end. Phases alternate (without, with) RUNS
+//! times; the ratio is the median of the runs' p99 with / p99 without. Client, subscribers and
+//! server share this machine, so the subscribers' own reading costs CPU the server competes
+//! for: the figure is an upper bound of what fan-out costs ingestion.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use espwatch_store::{EmbeddedOptions, EmbeddedStore};
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+use super::{BENCH_API_KEY, Latencies, TestServer, client, ms, reading_json};
+
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    /// WebSocket subscribers in the phase with subscribers.
+    #[arg(long, default_value_t = 200)]
+    pub subscribers: usize,
+    /// Readings ingested per second (one per well per batch).
+    #[arg(long, default_value_t = 1_000)]
+    pub rate: usize,
+    /// Batches per second (each RATE / BATCHES readings).
+    #[arg(long, default_value_t = 10)]
+    pub batches: usize,
+    /// Length of each phase.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Pairs of phases (without, with subscribers).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
+/// One phase's batch latencies and what the subscribers received.
+struct Phase {
+    latencies: Latencies,
+    /// Fewest messages any subscriber received (0 without subscribers).
+    least_messages: u64,
+    messages: u64,
+}
+
+pub async fn run(args: &StreamArgs) -> anyhow::Result<()> {
+    if args.rate == 0 || args.batches == 0 || args.seconds == 0 || args.runs == 0 {
+        bail!("--rate, --batches, --seconds and --runs must be positive");
+    }
+    if !args.rate.is_multiple_of(args.batches) {
+        bail!("--rate must be a multiple of --batches");
+    }
+    println!(
+        "espwatch-bench stream — {} readings/s in {} batches/s of {}, {} s per phase, {} subscribers, {} runs",
+        args.rate,
+        args.batches,
+        args.rate / args.batches,
+        args.seconds,
+        args.subscribers,
+        args.runs
+    );
+    let mut ratios = Vec::new();
+    for run in 1..=args.runs {
+        let mut without = phase(args, 0).await?;
+        let mut with = phase(args, args.subscribers).await?;
+        let (p99_0, p99_1) = (
+            without.latencies.percentile(99.0),
+            with.latencies.percentile(99.0),
+        );
+        let ratio = p99_1.as_secs_f64() / p99_0.as_secs_f64().max(1e-9);
+        println!(
+            "run {run}: without subscribers p50 {} p99 {} | with {}: p50 {} p99 {} ({} messages, at least {} each) | p99 ratio {ratio:.3}",
+            ms(without.latencies.percentile(50.0)),
+            ms(p99_0),
+            args.subscribers,
+            ms(with.latencies.percentile(50.0)),
+            ms(p99_1),
+            with.messages,
+            with.least_messages,
+        );
+        if args.subscribers > 0 && with.least_messages == 0 {
+            bail!("a subscriber received nothing: the fan-out was not exercised");
+        }
+        ratios.push(ratio);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    println!(
+        "median p99 ratio (with / without subscribers) over {} runs: {median:.3} (goal: <= 1.10)",
+        ratios.len()
+    );
+    Ok(())
+}
+
+async fn phase(args: &StreamArgs, subscribers: usize) -> anyhow::Result<Phase> {
+    let dir = tempfile::tempdir()?;
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default())?;
+    let server = TestServer::start_on(dir, Arc::new(store), None).await?;
+    let key = BENCH_API_KEY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .context("the bench server has no API key")?;
+    let per_batch = args.rate / args.batches;
+
+    // Subscribers, connected and past their `subscribed` message before ingestion starts.
+    let received: Arc<Vec<AtomicU64>> =
+        Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut tasks = Vec::new();
+    let ws_url = server
+        .url("/api/v1/stream?events=readings")
+        .replacen("http://", "ws://", 1);
+    for k in 0..subscribers {
+        let mut request = ws_url.as_str().into_client_request()?;
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {key}"))?,
+        );
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("espwatch.v1"),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .with_context(|| format!("subscriber {k} could not connect"))?;
+        let first = socket
+            .next()
+            .await
+            .context("the stream closed before `subscribed`")??;
+        if !first.to_text().unwrap_or("").contains("subscribed") {
+            bail!("unexpected first message: {first:?}");
+        }
+        let received = received.clone();
+        let mut stop = stop.subscribe();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.recv() => break,
+                    message = socket.next() => match message {
+                        Some(Ok(m)) if m.is_text() => {
+                            received[k].fetch_add(1, Ordering::Relaxed);
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
+            }
+        }));
+    }
+
+    // Open loop: a batch every 1/BATCHES s whether or not the previous one has returned.
+    let http = client()?;
+    let url = server.url("/api/v1/telemetry");
+    let period = Duration::from_secs_f64(1.0 / args.batches as f64);
+    let total = args.seconds as usize * args.batches;
+    let interval_micros = 1_000_000 / args.batches as i64;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = Vec::with_capacity(total);
+    for b in 0..total {
+        let mut body = String::with_capacity(per_batch * 400);
+        body.push('[');
+        for w in 0..per_batch {
+            if w > 0 {
+                body.push(',');
+            }
+            reading_json(&mut body, w, b as u64, interval_micros);
+        }
+        body.push(']');
+        ticker.tick().await;
+        let (http, url) = (http.clone(), url.clone());
+        sends.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let response = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            let status = response.status();
+            let text = response.text().await?;
+            let took = t.elapsed();
+            if !status.is_success() {
+                bail!("batch refused ({status}): {text}");
+            }
+            anyhow::Ok(took)
+        }));
+    }
+    let mut latencies = Latencies::default();
+    for s in sends {
+        latencies.0.push(s.await??);
+    }
+    // Let the last events reach the subscribers, then stop them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop.send(());
+    for t in tasks {
+        let _ = t.await;
+    }
+    let counts: Vec<u64> = received.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    server.stop().await?;
+    Ok(Phase {
+        latencies,
+        least_messages: counts.iter().copied().min().unwrap_or(0),
+        messages: counts.iter().sum(),
+    })
+}
