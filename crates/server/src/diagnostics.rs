@@ -9,7 +9,9 @@
 //!   readings are applied, so a slow well (say, one being rebuilt) holds up no other well and
 //!   no `GET /diagnosis` of another well.
 //! - Store reads and CPU-heavy replays (a rebuild from 48 h of data, a retrain) and the engine
-//!   pushes of each batch run on the blocking pool, never on the async runtime's workers.
+//!   pushes of each batch run on the blocking pool, never on the async runtime's workers;
+//!   only a chunk of at most 16 readings (a few microseconds of pushes: single-reading
+//!   requests) is pushed in place, where the hop to the pool would cost more than the work.
 //! - The queue from ingestion is bounded (in readings). When it is full the batch is not
 //!   queued: its wells are marked stale at that point of the sequence and rebuilt from stored
 //!   data (where the readings are already durable) when the worker passes that point or the
@@ -34,6 +36,9 @@ use crate::live::{AlarmChange, LiveEvent, LiveHub};
 /// An episode that opened, with the findings of the reading that opened it.
 type Opened = (WellId, Episode, Vec<Finding>);
 type Closed = (WellId, Episode);
+
+/// Chunks of at most this many readings are pushed on the async worker itself (see `advance`).
+const INLINE_PUSH_READINGS: usize = 16;
 
 /// Stored history replayed into a well's engine when it is first needed.
 const REPLAY: Duration = Duration::from_secs(48 * 3600);
@@ -327,30 +332,17 @@ impl DiagnosticsHub {
                 }
                 guards.push(guard);
             }
-            let batch = batch.clone();
-            let pushed = tokio::task::spawn_blocking(move || {
-                let mut opened = Vec::new();
-                let mut closed = Vec::new();
-                let mut states = Vec::new();
-                for ((well, positions), guard) in chunk.iter().zip(guards.iter_mut()) {
-                    let engine = guard.as_mut().expect("built above");
-                    for &i in positions {
-                        let was_running = engine.features().running;
-                        let out = engine.push(batch[i].ts, &batch[i].values);
-                        collect(well, engine, out.transitions, &mut opened, &mut closed);
-                        let running = engine.features().running;
-                        if running != was_running {
-                            states.push(LiveEvent::WellState {
-                                well_id: well.clone(),
-                                running,
-                                at: batch[i].ts,
-                            });
-                        }
-                    }
-                }
-                (opened, closed, states)
-            })
-            .await;
+            // A few readings (single-reading requests, one at a time) are pushed right here:
+            // a push costs microseconds, a hop to the blocking pool (wake a thread, switch to
+            // it and back) cost more than the push itself and was the largest single part of
+            // a single-reading request's CPU. Larger chunks go to the blocking pool as before.
+            let readings: usize = chunk.iter().map(|(_, p)| p.len()).sum();
+            let pushed = if readings <= INLINE_PUSH_READINGS {
+                Ok(push_chunk(&chunk, &mut guards, &batch))
+            } else {
+                let batch = batch.clone();
+                tokio::task::spawn_blocking(move || push_chunk(&chunk, &mut guards, &batch)).await
+            };
             match pushed {
                 Ok((o, c, states)) => {
                     opened.extend(o);
@@ -599,6 +591,35 @@ impl DiagnosticsHub {
             "baseline": engine.baseline(),
         })
     }
+}
+
+/// Pushes each well's readings of `chunk` (positions into `batch`, in time order) into its
+/// engine: the episodes opened and closed, and the run/stop changes to publish.
+fn push_chunk(
+    chunk: &[(WellId, Vec<usize>)],
+    guards: &mut [OwnedMutexGuard<Option<WellEngine>>],
+    batch: &[Reading],
+) -> (Vec<Opened>, Vec<Closed>, Vec<LiveEvent>) {
+    let mut opened = Vec::new();
+    let mut closed = Vec::new();
+    let mut states = Vec::new();
+    for ((well, positions), guard) in chunk.iter().zip(guards.iter_mut()) {
+        let engine = guard.as_mut().expect("built above");
+        for &i in positions {
+            let was_running = engine.features().running;
+            let out = engine.push(batch[i].ts, &batch[i].values);
+            collect(well, engine, out.transitions, &mut opened, &mut closed);
+            let running = engine.features().running;
+            if running != was_running {
+                states.push(LiveEvent::WellState {
+                    well_id: well.clone(),
+                    running,
+                    at: batch[i].ts,
+                });
+            }
+        }
+    }
+    (opened, closed, states)
 }
 
 /// Records an engine's transitions as alarms to raise and clear.
