@@ -1,7 +1,8 @@
 //! The question set: `questions.txt` (the rules were written and tuned against it),
 //! `heldout.txt` (written before the rules, never tuned on), `heldout2.txt` (never tuned on
 //! until its misses were studied as classes of phrasing), `heldout3.txt` (likewise, a round
-//! later) and `heldout4.txt` (never tuned on),
+//! later), `heldout4.txt` (never tuned on) and `heldout5.txt` (never tuned on, written before
+//! the round that studied the fourth set's misses),
 //! each line a question and its expected interpretation, checked exactly. `cargo test -p espwatch-core ask -- --nocapture`
 //! prints both accuracies and every miss.
 
@@ -12,6 +13,7 @@ const HELD_OUT: &str = include_str!("heldout.txt");
 const HELD_OUT_2: &str = include_str!("heldout2.txt");
 const HELD_OUT_3: &str = include_str!("heldout3.txt");
 const HELD_OUT_4: &str = include_str!("heldout4.txt");
+const HELD_OUT_5: &str = include_str!("heldout5.txt");
 
 /// 2026-11-25T15:30:00Z, a Wednesday.
 fn clock() -> Clock {
@@ -71,6 +73,14 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
     let result = parse(question, &directory(), &clock());
     let mut parts = expected.split_whitespace();
     let intent = parts.next().ok_or("empty expectation")?;
+    if intent == "refuse" {
+        // A command: refused, saying that ask answers questions and controls nothing.
+        return match result {
+            Err(e) if e.suggestions.len() >= 2 && e.message.contains("does not control") => Ok(()),
+            Err(e) => Err(format!("not refused as a command: {e:?}")),
+            Ok(it) => Err(format!("expected a refusal, got {}", it.to_json())),
+        };
+    }
     if intent == "error" {
         return match result {
             Err(e) if e.suggestions.len() >= 2 => Ok(()),
@@ -350,6 +360,27 @@ fn fourth_held_out_set_accuracy() {
 /// 94.4 % (85/90) when first run, on the parser before the round that studied the third
 /// set's misses and after it alike (see README, issue 24).
 const HELD_OUT_4_FLOOR: f64 = 94.0;
+
+/// The fifth set (issue 24): written and committed before the round that studied the fourth
+/// set's misses and before its first run, never tuned on; its accuracy is reported, its floor
+/// only catches a regression.
+#[test]
+fn fifth_held_out_set_accuracy() {
+    let (passed, total, misses) = run(HELD_OUT_5);
+    let pct = 100.0 * passed as f64 / total as f64;
+    println!("fifth held-out set (never tuned on): {passed}/{total} exact = {pct:.1} %");
+    for m in &misses {
+        println!("  miss {m}");
+    }
+    assert!(total >= 80, "the fifth set has {total} questions");
+    assert!(
+        pct >= HELD_OUT_5_FLOOR,
+        "fifth held-out accuracy fell to {pct:.1} %"
+    );
+}
+
+/// Not measured yet when the set was committed: the first run's figure goes here.
+const HELD_OUT_5_FLOOR: f64 = 0.0;
 
 /// Held-out accuracy at the first run of the finished parser (see the notes of issue 24).
 const HELD_OUT_FLOOR: f64 = 95.0;
