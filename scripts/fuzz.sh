@@ -5,7 +5,11 @@
 # (default: all) for SECONDS (default 60), starting from fuzz/corpus/<target>. Findings land
 # in target/afl-out/<target>/default/{crashes,hangs}: copy a crash into
 # fuzz/artifacts/<target>/, fix it, and `cargo test -p espwatch-fuzz` replays it from then on.
-# New coverage: `afl-cmin` the queue into fuzz/corpus/<target> (README "Fuzzing").
+# New coverage: `afl-cmin` the queue into fuzz/corpus/<target> (README "Reliability").
+# FUZZ_CORE_ONLY=1 builds without espwatch-fuzz's default features: the decoder and text
+# parser targets only, whose instrumented build is a few crates, not the whole server.
+# OUT (default target/afl-out) is where afl-fuzz writes; each target's run starts afresh
+# from its corpus (the previous run's directory is kept as <target>.prev).
 #
 # Needs Debian's `afl++` (afl-fuzz, /usr/lib/afl/afl-compiler-rt.o). The instrumentation is
 # LLVM's SanitizerCoverage (trace-pc-guard), which AFL++'s runtime reads, as cargo-afl does;
@@ -24,17 +28,31 @@ triple=$(rustc -vV | sed -n 's/^host: //p')
 export RUSTFLAGS="-C passes=sancov-module -C llvm-args=-sanitizer-coverage-level=3 \
 -C llvm-args=-sanitizer-coverage-trace-pc-guard -C llvm-args=-sanitizer-coverage-prune-blocks=0 \
 -C debug-assertions -C overflow-checks --cfg fuzzing -C link-arg=$runtime"
-CARGO_INCREMENTAL=0 nice cargo build -p espwatch-fuzz --bin espwatch-fuzz --target "$triple"
-bin=target/$triple/debug/espwatch-fuzz
+features=()
+if [ "${FUZZ_CORE_ONLY:-0}" = 1 ]; then
+  features=(--no-default-features)
+fi
+CARGO_INCREMENTAL=0 nice cargo build -p espwatch-fuzz --bin espwatch-fuzz --target "$triple" \
+  "${features[@]}"
+# A copy is fuzzed, so that a later build cannot replace the binary under a running afl-fuzz.
+built=target/$triple/debug/espwatch-fuzz
+outdir=${OUT:-target/afl-out}
+mkdir -p "$outdir"
+bin=$outdir/espwatch-fuzz
+cp "$built" "$bin.tmp" && mv "$bin.tmp" "$bin"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  mapfile -t targets < <(ls fuzz/corpus)
+  mapfile -t targets < <("$bin" --list)
 fi
-# No core-dump handler or CPU-frequency tuning on a shared machine: tell AFL++ to go on.
-export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1
+# No core-dump handler, CPU-frequency tuning or core of its own on a shared machine: tell
+# AFL++ to go on.
+export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1
 status=0
 for target in "${targets[@]}"; do
-  out=target/afl-out/$target
+  out=$outdir/$target
+  # afl-fuzz wants a fresh output directory; the previous run's (findings included) is kept
+  # as $out.prev until the next run.
+  if [ -d "$out" ]; then rm -rf "$out.prev" && mv "$out" "$out.prev"; fi
   mkdir -p "$out"
   echo "== $target: ${seconds}s"
   nice afl-fuzz -V "$seconds" -m none -t 1000 -i "fuzz/corpus/$target" -o "$out" \

@@ -3,25 +3,34 @@
 //! finding. The same functions run under AFL++ (`src/main.rs`, `scripts/fuzz.sh`) and in the
 //! replay of the corpora (`tests/replay.rs`).
 
+#[cfg(feature = "server")]
 use base64::Engine;
+#[cfg(feature = "server")]
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use espwatch_core::ingest::{DecodeOptions, PayloadFormat, check_decoded_invariants, decode};
 use espwatch_core::telemetry::{Timestamp, WellId};
+#[cfg(feature = "field")]
 use espwatch_field::sparkplug::{Kind, MetricMap, State, Topic};
+#[cfg(feature = "server")]
 use espwatch_server::auth::token::{TokenError, TokenKeys};
+#[cfg(feature = "server")]
 use hmac::{Hmac, KeyInit, Mac};
 
 /// A fuzz target: any bytes in, a panic when the parser breaks a promise.
 pub type Target = fn(&[u8]);
 
-/// Every target by name (the name is also its corpus directory under `fuzz/corpus/`).
+/// Every target built by name (the name is also its corpus directory under `fuzz/corpus/`);
+/// without the default features, the core ones only.
 pub const TARGETS: &[(&str, Target)] = &[
     ("decode_json", decode_json),
     ("decode_ndjson", decode_ndjson),
     ("decode_csv", decode_csv),
     ("parse_text", parse_text),
+    #[cfg(feature = "server")]
     ("telemetry_query", telemetry_query),
+    #[cfg(feature = "server")]
     ("jwt", jwt),
+    #[cfg(feature = "field")]
     ("sparkplug", sparkplug),
 ];
 
@@ -78,6 +87,7 @@ pub fn parse_text(data: &[u8]) {
 /// The query string of `GET /api/v1/wells/{id}/telemetry` as the route parses it: a query
 /// the store is handed has a non-empty range of at most 400 days, channels, a step of at
 /// least a second and 2..=1 000 000 points; a refusal is a 400.
+#[cfg(feature = "server")]
 pub fn telemetry_query(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -100,14 +110,17 @@ pub fn telemetry_query(data: &[u8]) {
 }
 
 /// The access-token secret of the `jwt` target (passes the server's strength check).
+#[cfg(feature = "server")]
 const SECRET: &[u8] = b"fz7Qk2pLx9Wm4Rt8Vb3Nc6Hy1Jd5Gs0Ae";
 /// The time tokens are verified at, seconds.
+#[cfg(feature = "server")]
 const JWT_NOW: i64 = 1_790_000_000;
 
 /// The access-token verifier: arbitrary text as a bearer token, and (so that the claims'
 /// checks are reached too) arbitrary bytes as the payload of a token correctly signed with
 /// the server's secret. The first byte chooses. A token that verifies has a valid MAC and
 /// an unexpired, well-formed lifetime; a mangled header never passes.
+#[cfg(feature = "server")]
 pub fn jwt(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -155,6 +168,7 @@ pub fn jwt(data: &[u8]) {
 /// does. The input is framed: per message a kind byte (NBIRTH, NDATA, NDEATH, DBIRTH,
 /// DDATA, DDEATH by its value mod 6), a length byte, then that many payload bytes (the rest
 /// when fewer remain).
+#[cfg(feature = "field")]
 pub fn sparkplug(data: &[u8]) {
     const KINDS: [&str; 6] = ["NBIRTH", "NDATA", "NDEATH", "DBIRTH", "DDATA", "DDEATH"];
     let map = MetricMap::new(&Default::default()).expect("the default table");

@@ -1,5 +1,6 @@
 //! `espwatch-fuzz TARGET [FILE...]`: runs one fuzz target on each FILE, or on stdin without
 //! one (how `afl-fuzz` feeds it). A panic aborts the process, which AFL++ counts as a crash.
+//! `espwatch-fuzz --list`: the targets this build has, one a line.
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -11,6 +12,12 @@ fn main() -> ExitCode {
         std::process::abort();
     }));
     let mut args = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some("--list") {
+        for (name, _) in espwatch_fuzz::TARGETS {
+            println!("{name}");
+        }
+        return ExitCode::SUCCESS;
+    }
     let Some(run) = args.next().as_deref().and_then(espwatch_fuzz::target) else {
         let names: Vec<&str> = espwatch_fuzz::TARGETS.iter().map(|(n, _)| *n).collect();
         eprintln!(

@@ -341,11 +341,17 @@ impl Timestamp {
         let dt = DateTime::parse_from_rfc3339(s.trim())
             .map_err(|e| TimestampError::Invalid(e.to_string()))?;
         let micros = dt.timestamp_micros();
-        if micros < 0 {
+        // The range is of UTC years: an offset can carry a local 9999-12-31 into year 10000,
+        // which `to_rfc3339` writes with five digits and a sign, RFC 3339 cannot express and
+        // this parser (and clients) cannot read back.
+        if !(0..=Self::MAX_RFC3339.0).contains(&micros) {
             return Err(TimestampError::OutOfRange);
         }
         Ok(Timestamp(micros))
     }
+
+    /// The last instant of 9999 UTC, the latest timestamp RFC 3339 (four-digit years) writes.
+    pub const MAX_RFC3339: Timestamp = Timestamp(253_402_300_799_999_999);
 
     pub fn from_datetime(dt: DateTime<Utc>) -> Timestamp {
         Timestamp(dt.timestamp_micros())
@@ -555,6 +561,25 @@ mod tests {
         assert_eq!(c.to_rfc3339(), "2026-11-22T08:00:00.250Z");
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
         assert!(Timestamp::parse_rfc3339("1969-12-31T23:59:59Z").is_err());
+    }
+
+    /// Issue 17 (found fuzzing `parse_text`): an offset that carries the local end of 9999
+    /// into UTC year 10000 is out of range, as the error says, not a timestamp that prints as
+    /// `+10000-...` and cannot be parsed back.
+    #[test]
+    fn timestamps_stay_within_utc_year_9999() {
+        let last = Timestamp::parse_rfc3339("9999-12-31T23:59:59.999999Z").unwrap();
+        assert_eq!(last, Timestamp::MAX_RFC3339);
+        assert_eq!(Timestamp::parse_rfc3339(&last.to_rfc3339()), Ok(last));
+        let east = Timestamp::parse_rfc3339("9999-12-31T23:59:59+01:00").unwrap();
+        assert_eq!(east.to_rfc3339(), "9999-12-31T22:59:59Z");
+        for west in ["9999-12-31T23:59:59-01:00", "9999-12-31T23:30:00-00:31"] {
+            assert_eq!(
+                Timestamp::parse_rfc3339(west),
+                Err(TimestampError::OutOfRange),
+                "{west}"
+            );
+        }
     }
 
     #[test]

@@ -59,6 +59,67 @@ struct Normalised {
     efficiency: Option<f64>,
 }
 
+/// The quantities a baseline holds a level of.
+#[derive(Clone, Copy)]
+enum Level {
+    Active,
+    Flow,
+    Pip,
+    Pd,
+    Thp,
+    Tdh,
+    CatalogHead,
+    Vibration,
+    VoltsPerHz,
+    Volts,
+    Rise,
+    Efficiency,
+    Gor,
+}
+
+/// The baseline's levels as the thinned training sample shows them. A gauge spike in the
+/// training hours (one reading of 13 000 psi among 80 of 4 350) moves a plain mean by percents
+/// and every ratio judged against it for good; the median does not move. The mean of all
+/// training readings stays the level unless it strays from the mean of the sample's readings
+/// within `baseline_spike_mads` MADs of their median by more than `baseline_spike_shift`, the
+/// readings outside being no more than `baseline_spike_share` of them.
+struct RobustLevels {
+    values: [Vec<f64>; 13],
+    th: f64,
+    shift: f64,
+    share: f64,
+}
+
+impl RobustLevels {
+    fn level(&mut self, level: Level, mean: Option<f64>) -> Option<f64> {
+        let mean = mean?;
+        let values = &mut self.values[level as usize];
+        if values.len() < 10 {
+            return Some(mean);
+        }
+        let median = median_of(values);
+        let mut deviations: Vec<f64> = values.iter().map(|v| (v - median).abs()).collect();
+        // Quantised gauges often have a MAD of zero: one step of 1 % is no outlier.
+        let band = (self.th * 1.4826 * median_of(&mut deviations)).max(0.01 * median.abs());
+        let (sum, n) = values
+            .iter()
+            .filter(|v| (*v - median).abs() <= band)
+            .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+        let trimmed = sum / n.max(1) as f64;
+        // Spikes are rare: many readings far out are the well's own spread (a bimodal rate, a
+        // coarse gauge), which the mean describes.
+        let rare = ((values.len() - n) as f64) <= self.share * values.len() as f64;
+        let strayed = rare && (mean - trimmed).abs() > self.shift * trimmed.abs().max(1e-9);
+        Some(if strayed { trimmed } else { mean })
+    }
+}
+
+fn median_of(values: &mut [f64]) -> f64 {
+    let mid = values.len() / 2;
+    let (_, m, _) = values.select_nth_unstable_by(mid, |a, b| a.total_cmp(b));
+    *m
+}
+
 /// The engine of one well.
 pub struct WellEngine {
     /// Shared, so that judging a reading borrows them instead of copying ~100 numbers.
@@ -515,25 +576,26 @@ impl WellEngine {
         let a = &self.acc;
         let reference = self.reference_hz.or(self.ctx.base_hz).unwrap_or(60.0);
         if a.n >= 10 {
+            let mut l = self.robust_levels();
             self.baseline = Some(Baseline {
                 reference_hz: reference,
                 operating_hz: a.hz.mean(),
                 no_load_current_a: self.no_load_a.unwrap_or(0.0),
-                active_current_a: a.active.mean().unwrap_or(0.0),
+                active_current_a: l.level(Level::Active, a.active.mean()).unwrap_or(0.0),
                 current_variability: a.cur_dev.std(),
-                flow_bpd: a.flow.mean(),
-                intake_pressure_psi: a.pip.mean(),
-                discharge_pressure_psi: a.pd.mean(),
-                tubing_pressure_psi: a.thp.mean(),
-                tdh_ft: a.tdh.mean(),
-                catalog_head_ratio: a.chr.mean(),
-                vibration_g: a.vib.mean(),
-                volts_per_hz: a.vhz.mean(),
+                flow_bpd: l.level(Level::Flow, a.flow.mean()),
+                intake_pressure_psi: l.level(Level::Pip, a.pip.mean()),
+                discharge_pressure_psi: l.level(Level::Pd, a.pd.mean()),
+                tubing_pressure_psi: l.level(Level::Thp, a.thp.mean()),
+                tdh_ft: l.level(Level::Tdh, a.tdh.mean()),
+                catalog_head_ratio: l.level(Level::CatalogHead, a.chr.mean()),
+                vibration_g: l.level(Level::Vibration, a.vib.mean()),
+                volts_per_hz: l.level(Level::VoltsPerHz, a.vhz.mean()),
                 volts_per_hz_excursion_rate: 0.0,
-                volts_v: a.volts.mean(),
-                winding_rise_c: a.rise.mean(),
-                efficiency_index: a.eff.mean(),
-                gor_scf_bbl: a.gor.mean(),
+                volts_v: l.level(Level::Volts, a.volts.mean()),
+                winding_rise_c: l.level(Level::Rise, a.rise.mean()),
+                efficiency_index: l.level(Level::Efficiency, a.eff.mean()),
+                gor_scf_bbl: l.level(Level::Gor, a.gor.mean()),
                 readings: a.n,
             });
         }
@@ -561,6 +623,41 @@ impl WellEngine {
             );
         }
         self.train_samples = Vec::new();
+    }
+
+    /// The settled training readings kept in the thinned sample, as the baseline's quantities
+    /// (see [`RobustLevels`]).
+    fn robust_levels(&self) -> RobustLevels {
+        let mut l = RobustLevels {
+            values: std::array::from_fn(|_| Vec::new()),
+            th: self.th.baseline_spike_mads,
+            shift: self.th.baseline_spike_shift,
+            share: self.th.baseline_spike_share,
+        };
+        for r in self.train_samples.iter().filter(|r| r.settled) {
+            let m = r.measurements();
+            let n = self.normalise(&m);
+            for (level, v) in [
+                (Level::Active, n.active_current),
+                (Level::Flow, n.flow),
+                (Level::Pip, m.get(Field::IntakePressurePsi)),
+                (Level::Pd, m.get(Field::DischargePressurePsi)),
+                (Level::Thp, m.get(Field::TubingPressurePsi)),
+                (Level::Tdh, n.tdh),
+                (Level::CatalogHead, n.catalog_head_ratio),
+                (Level::Vibration, n.vibration),
+                (Level::VoltsPerHz, n.volts_per_hz),
+                (Level::Volts, m.get(Field::MotorVoltageV)),
+                (Level::Rise, n.rise),
+                (Level::Efficiency, n.efficiency),
+                (Level::Gor, m.get(Field::GorScfBbl)),
+            ] {
+                if let Some(v) = v.filter(|v| v.is_finite()) {
+                    l.values[level as usize].push(v);
+                }
+            }
+        }
+        l
     }
 
     /// Share of the settled training readings whose V/Hz lies outside the excursion band.
@@ -1029,6 +1126,7 @@ impl WellEngine {
         let judged = ramped && self.baseline.is_some();
         if judged {
             self.sm.update(ts, &feats, &clean, &th);
+            self.sm.thermal_level.update(ts, &feats, since_start, &th);
             self.process_rules(ts, settled, &clean, &feats, &th, &mut findings);
         } else {
             // Right after a start (or without a baseline) the nameplate still judges: the relay

@@ -40,6 +40,9 @@ pub(crate) struct Smoothed {
     pub slow_temp: Ewma,
     /// The winding rise ratio over hours: the motor's own recent thermal level.
     pub rise_level: Ewma,
+    /// The winding rise and the operating point over the same hours, learned only from a
+    /// motor warmed up since its start (see [`ThermalLevel::update`]).
+    pub thermal_level: ThermalLevel,
     /// Drive frequency over the settling time: the fluid level follows a frequency change
     /// for that long.
     pub settle_freq: Ewma,
@@ -146,6 +149,65 @@ impl Smoothed {
             m.get(Field::MotorVoltageV),
             th.settle_secs,
         );
+    }
+}
+
+/// The winding rise ratio and the operating point it ran at (speed, motor load, intake
+/// pressure, flow) over `overheat_level_tau_secs`: the motor's own recent thermal level. Learned
+/// afresh in each run: a stop may have been a workover (another motor, another pump).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ThermalLevel {
+    /// The first reading of this stretch of readings without a long gap.
+    stretch_from: Option<i64>,
+    /// The last reading seen.
+    last: Option<i64>,
+    /// When it first learned in this stretch.
+    since: Option<i64>,
+    pub rise: Ewma,
+    pub freq: Ewma,
+    pub cur: Ewma,
+    pub pip: Ewma,
+    pub flow: Ewma,
+}
+
+impl ThermalLevel {
+    /// Learns only from a motor running `overheat_warmup_secs` since its start and since the
+    /// end of the last gap in its data longer than `overheat_level_gap_secs` (the motor may
+    /// have stopped, or been replaced, unseen): a winding still warming up would pull the
+    /// level down, and the same winding back at its usual temperature would then stand above.
+    pub fn update(&mut self, ts: i64, f: &Features, running_secs: f64, th: &Thresholds) {
+        if self
+            .last
+            .is_some_and(|t| (ts - t) as f64 / 1e6 > th.overheat_level_gap_secs)
+        {
+            *self = ThermalLevel::default();
+        }
+        self.last = Some(ts);
+        let from = *self.stretch_from.get_or_insert(ts);
+        if running_secs < th.overheat_warmup_secs
+            || ((ts - from) as f64 / 1e6) < th.overheat_warmup_secs
+        {
+            return;
+        }
+        self.since.get_or_insert(ts);
+        let tau = th.overheat_level_tau_secs;
+        for (e, v) in [
+            (&mut self.rise, f.winding_rise_ratio),
+            (&mut self.freq, f.frequency_hz),
+            (&mut self.cur, f.current_ratio),
+            (&mut self.pip, f.intake_pressure_ratio),
+            (&mut self.flow, f.flow_ratio),
+        ] {
+            if let Some(v) = v {
+                e.update(ts, v, tau);
+            }
+        }
+    }
+
+    /// Has learned for at least a time constant (in this run).
+    fn learned(&self, ts: i64, th: &Thresholds) -> bool {
+        self.since
+            .is_some_and(|t| (ts - t) as f64 / 1e6 >= th.overheat_level_tau_secs)
     }
 }
 
@@ -1500,7 +1562,15 @@ pub(crate) fn motor_overheat(i: &Input, gas: &GasEvidence) -> Option<Finding> {
             && warmed_lately(i)
             && at_baseline_operating_point(i, gas)
     });
-    if !(hot || near_limit || cooling_lost.is_some()) {
+    // Away from the baseline's operating point the same holds against the motor's own recent
+    // hours: where speed, load, intake and flow kept their level of those hours, so should the
+    // winding.
+    let warmed_in_place = if hot || cooling_lost.is_some() {
+        None
+    } else {
+        warmed_in_place(i, gas)
+    };
+    if !(hot || near_limit || cooling_lost.is_some() || warmed_in_place.is_some()) {
         return None;
     }
     let producing = val(&s.flow).is_none_or(|q| q >= th.overheat_producing_flow_ratio)
@@ -1546,6 +1616,22 @@ pub(crate) fn motor_overheat(i: &Input, gas: &GasEvidence) -> Option<Finding> {
             ">=",
         ));
     }
+    if let Some(excess_c) = warmed_in_place {
+        ev.push(Evidence::opt(
+            "winding_rise_over_own_level",
+            val(&s.rise)
+                .zip(val(&s.thermal_level.rise))
+                .map(|(r, l)| r / l),
+            th.overheat_own_level_ratio,
+            ">=",
+        ));
+        ev.push(Evidence::new(
+            "winding_warming_c_at_steady_point",
+            excess_c,
+            th.overheat_steady_min_excess_c,
+            ">=",
+        ));
+    }
     let conf = BASE + bonus(hot, AGREES) + bonus(near_limit, STRONG + AGREES);
     // Near its limit, no hotter than its load explains, and that load well above what the
     // flow takes: the motor is not losing its cooling but carrying too much. The cause to
@@ -1582,6 +1668,36 @@ fn warmed_lately(i: &Input) -> bool {
         }
         _ => false,
     }
+}
+
+/// The winding runs warmer than its own level of the last hours (by `overheat_own_level_ratio`
+/// and `overheat_steady_min_excess_c` degrees) while speed, motor load, intake pressure and flow
+/// stayed at their level of those same hours and no new gas reached the intake: nothing the
+/// pump does explains it. Returns the warming in degrees.
+fn warmed_in_place(i: &Input, gas: &GasEvidence) -> Option<f64> {
+    let (th, s) = (i.th, i.s);
+    let l = &s.thermal_level;
+    if !l.learned(i.ts, th) {
+        return None;
+    }
+    let tm = i.m.get(Field::MotorTempC)?;
+    let ti = i.m.get(Field::IntakeTempC)?;
+    let (now, level) = (val(&s.rise)?, val(&l.rise)?);
+    if level <= 0.0 || now < level * th.overheat_own_level_ratio {
+        return None;
+    }
+    let warming_c = (tm - ti) * (1.0 - level / now);
+    let tol = th.overheat_steady_tolerance;
+    let held = |x: Option<f64>, level: &Ewma| match (x, val(level)) {
+        (None, _) => true,
+        (Some(x), Some(l)) if l > 0.0 => (x / l - 1.0).abs() <= tol,
+        _ => false,
+    };
+    let steady = held(i.f.frequency_hz, &l.freq)
+        && held(val(&s.cur), &l.cur)
+        && held(val(&s.pip), &l.pip)
+        && held(val(&s.flow), &l.flow);
+    (warming_c >= th.overheat_steady_min_excess_c && steady && !gas.new_gas).then_some(warming_c)
 }
 
 /// The pump runs where its baseline was learned: the same speed, motor load, intake pressure

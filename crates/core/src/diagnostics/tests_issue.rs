@@ -2123,3 +2123,89 @@ fn a_quarter_hour_of_gas_is_no_gas_interference_but_hours_of_it_are() {
     let hours = run("20h");
     assert!(hours.iter().any(|e| e.diagnosis == gas), "{hours:?}");
 }
+
+/// A motor that has run cooler than its baseline for hours (another speed, cooler fluid) and
+/// then warms by 40 % at the same speed, load, intake and flow is losing its cooling, although
+/// the rise against the baseline stays short of every bar. A winding warming back up after a
+/// restart crosses its own level of the hours before the stop too, and is no overheat.
+#[test]
+fn a_winding_warming_past_its_own_level_at_a_steady_point_is_an_overheat() {
+    let plan = pinned(Family::Classic, None, 40, "20s");
+    let meta = &plan.wells[0].meta;
+    let run = |warming: bool, stop: bool| {
+        let readings = scaled_from(samples(&plan, 0), start().0, move |since, m| {
+            // A motor rising 45 °C over the fluid (the classic pump's rises 9): cooler by a
+            // fifth from hour 10 on, when the baseline has been learned.
+            let hours = since as f64 / HOUR as f64 - 10.0;
+            let (Some(temp), Some(intake)) = (m.get(Field::MotorTempC), m.get(Field::IntakeTempC))
+            else {
+                return;
+            };
+            let mut rise = if hours < 0.0 { 5.0 } else { 4.0 };
+            if warming && hours >= 14.0 {
+                rise *= 1.0 + 0.4 * ((hours - 14.0) / 2.0).min(1.0);
+            }
+            if stop && (14.0..17.0).contains(&hours) {
+                for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                    m.set(f, Some(0.0));
+                }
+                rise *= (-(hours - 14.0) * 3.0).exp();
+            } else if stop && hours >= 17.0 {
+                rise *= 1.0 - (-(hours - 17.0) * 0.7).exp();
+            }
+            m.set(Field::MotorTempC, Some(intake + (temp - intake) * rise));
+        });
+        episodes_of(meta, &readings)
+    };
+    let warmed = run(true, false);
+    assert!(has(&warmed, Condition::MotorOverheat), "{warmed:?}");
+    let cooler = run(false, false);
+    assert!(!has(&cooler, Condition::MotorOverheat), "{cooler:?}");
+    let restarted = run(false, true);
+    assert!(!has(&restarted, Condition::MotorOverheat), "{restarted:?}");
+}
+
+/// One gauge spike in the training hours (a discharge reading of three times the pressure, a
+/// flow meter reading a hundred times the rate) moved the baseline's mean by percents, and
+/// every ratio judged against it for good: a healthy pump then read as 3 % short of head.
+#[test]
+fn a_gauge_spike_while_the_baseline_is_learned_does_not_move_it() {
+    let plan = pinned(Family::Classic, None, 24, "60s");
+    let spike_at = start().0 + 3 * HOUR;
+    let readings: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            if (spike_at..spike_at + 60_000_000).contains(&ts.0) {
+                scale(&mut m, Field::DischargePressurePsi, 3.0);
+                scale(&mut m, Field::FlowRateBpd, 100.0);
+            }
+            (ts, m)
+        })
+        .collect();
+    let mut engine = WellEngine::new(
+        Some(&plan.wells[0].meta),
+        Thresholds::default(),
+        TrainingWindow::Default,
+    );
+    let (mut pd, mut flow) = (Vec::new(), Vec::new());
+    for (ts, m) in &readings {
+        engine.push(*ts, m);
+        if ts.0 - start().0 >= 20 * HOUR {
+            let f = engine.features();
+            pd.extend(f.discharge_pressure_ratio);
+            flow.extend(f.flow_ratio);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(!pd.is_empty() && !flow.is_empty());
+    assert!(
+        (mean(&pd) - 1.0).abs() < 0.01,
+        "discharge ratio {}",
+        mean(&pd)
+    );
+    assert!(
+        (mean(&flow) - 1.0).abs() < 0.03,
+        "flow ratio {}",
+        mean(&flow)
+    );
+}

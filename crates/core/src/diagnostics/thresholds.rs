@@ -136,6 +136,21 @@ pub struct Thresholds {
     pub overheat_steady_rise_ratio: f64,
     pub overheat_steady_min_excess_c: f64,
     pub overheat_steady_tolerance: f64,
+    /// Away from the baseline's operating point: a winding rise this many times its own level
+    /// of the last hours (`overheat_level_tau_secs`), at least `overheat_steady_min_excess_c`
+    /// degrees, while speed, load, intake and flow held their level of those hours.
+    pub overheat_own_level_ratio: f64,
+    /// A motor this long after its start has warmed up: its own thermal level learns from then.
+    pub overheat_warmup_secs: f64,
+    /// Training readings further than this many MADs from the training median are spikes,
+    /// and a baseline level that spikes moved by more than `baseline_spike_shift` (relative)
+    /// is taken without them.
+    pub baseline_spike_mads: f64,
+    pub baseline_spike_shift: f64,
+    pub baseline_spike_share: f64,
+    /// A gap in a well's data this long may hide a stop (or a workover): the motor's own
+    /// thermal level is learned afresh after it.
+    pub overheat_level_gap_secs: f64,
     /// ...and only while the winding runs at least this many degrees above its own level of
     /// the last hours (an EWMA of the rise ratio over `overheat_level_tau_secs`).
     pub overheat_warming_c: f64,
@@ -459,6 +474,12 @@ impl Default for Thresholds {
             overheat_steady_rise_ratio: 1.3,
             overheat_steady_min_excess_c: 8.0,
             overheat_steady_tolerance: 0.05,
+            overheat_own_level_ratio: 1.15,
+            overheat_warmup_secs: 2.0 * 3600.0,
+            baseline_spike_mads: 6.0,
+            baseline_spike_shift: 0.005,
+            baseline_spike_share: 0.03,
+            overheat_level_gap_secs: 1800.0,
             overheat_warming_c: 4.0,
             overheat_level_tau_secs: 6.0 * 3600.0,
             voltage_deviation: 0.04,
