@@ -358,7 +358,8 @@ pub struct NotUnderstood {
     pub suggestions: Vec<String>,
     /// The control verb, when the question was a command ("shut down ESP-003"): refused,
     /// `ask` answers questions and does not control pumps or alarms.
-    pub command: Option<String>,
+    /// (Boxed: the error stays small.)
+    pub command: Option<Box<str>>,
 }
 
 impl std::fmt::Display for NotUnderstood {
@@ -1107,7 +1108,7 @@ fn refuse_command(
         recognised: Value::Object(recognised),
         unknown: Vec::new(),
         suggestions,
-        command: Some(verb.to_owned()),
+        command: Some(verb.into()),
     }
 }
 
