@@ -11,6 +11,7 @@
 //! installed, in the same write-lock section that empties `sealing`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,9 +34,9 @@ pub struct SegMeta {
 pub struct WellState {
     pub record: WellRecord,
     /// Committed, unsealed readings, by timestamp.
-    pub head: BTreeMap<i64, Measurements>,
+    pub head: Head,
     /// Committed readings a running checkpoint is sealing (frozen; disjoint from `head`).
-    pub sealing: Arc<BTreeMap<i64, Measurements>>,
+    pub sealing: Arc<Head>,
     /// Sealed segments by window start.
     pub segs: BTreeMap<i64, SegMeta>,
     /// Newest stored reading (head or sealed). Also the fast path of duplicate checks:
@@ -50,7 +51,7 @@ impl WellState {
     pub fn new(record: WellRecord) -> Self {
         WellState {
             record,
-            head: BTreeMap::new(),
+            head: Head::default(),
             sealing: Arc::default(),
             segs: BTreeMap::new(),
             latest: None,
@@ -88,6 +89,108 @@ impl WellState {
             self.latest = Some((Timestamp(ts), *m));
         }
     }
+}
+
+/// A well's unsealed readings: `(timestamp, values)` in a `Vec` sorted by timestamp, without
+/// repeats. Issue 17 (soak memory): readings arrive in time order, so nearly every insert is a
+/// push, and a `Vec` holds a reading in 112 bytes where a `BTreeMap` (nodes half full when
+/// filled in order) took ~210: at 1 000 wells × 1 Hz the heads hold ~300 000 readings between
+/// checkpoints, twice that while one runs. A late reading is inserted in place (a head holds
+/// one checkpoint interval of one well: a few hundred readings to move at most).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Head(Vec<(i64, Measurements)>);
+
+impl Head {
+    /// An empty head with room for `n` readings (a well's next interval is usually the size
+    /// of its last; untouched capacity costs address space, not memory).
+    pub fn with_capacity(n: usize) -> Self {
+        Head(Vec::with_capacity(n))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Where `ts` is or would go.
+    fn search(&self, ts: i64) -> Result<usize, usize> {
+        match self.0.last() {
+            None => Err(0),
+            Some(&(last, _)) if ts > last => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&ts, |(t, _)| *t),
+        }
+    }
+
+    pub fn contains_key(&self, ts: &i64) -> bool {
+        self.search(*ts).is_ok()
+    }
+
+    /// Inserts `(ts, m)` unless `ts` is already there (the first copy wins); whether it was
+    /// inserted.
+    pub fn insert_if_vacant(&mut self, ts: i64, m: Measurements) -> bool {
+        match self.search(ts) {
+            Ok(_) => false,
+            Err(i) => {
+                self.0.insert(i, (ts, m));
+                true
+            }
+        }
+    }
+
+    /// Adds ascending readings not already there (for each timestamp the first copy wins).
+    pub fn extend<I: IntoIterator<Item = (i64, Measurements)>>(&mut self, points: I) {
+        for (ts, m) in points {
+            self.insert_if_vacant(ts, m);
+        }
+    }
+
+    /// Moves every reading of `other` into `self` (those of `self` win on a shared
+    /// timestamp), leaving `other` empty.
+    pub fn append(&mut self, other: &mut Head) {
+        let other = std::mem::take(&mut other.0);
+        if self.0.is_empty() {
+            self.0 = other;
+        } else {
+            self.extend(other);
+        }
+    }
+
+    /// Readings with a timestamp in `range`, ascending, as `BTreeMap::range` gives them.
+    pub fn range<R: RangeBounds<i64>>(&self, range: R) -> HeadIter<'_> {
+        let start = match range.start_bound() {
+            Bound::Unbounded => 0,
+            Bound::Included(&t) => self.0.partition_point(|(x, _)| *x < t),
+            Bound::Excluded(&t) => self.0.partition_point(|(x, _)| *x <= t),
+        };
+        let end = match range.end_bound() {
+            Bound::Unbounded => self.0.len(),
+            Bound::Included(&t) => self.0.partition_point(|(x, _)| *x <= t),
+            Bound::Excluded(&t) => self.0.partition_point(|(x, _)| *x < t),
+        };
+        self.0[start..end.max(start)].iter().map(as_pair)
+    }
+
+    #[cfg(test)]
+    pub fn iter(&self) -> HeadIter<'_> {
+        self.0.iter().map(as_pair)
+    }
+
+    pub fn last_key_value(&self) -> Option<(&i64, &Measurements)> {
+        self.0.last().map(|(t, m)| (t, m))
+    }
+}
+
+/// An iterator over head readings, as a `BTreeMap`'s yields them.
+pub type HeadIter<'a> = std::iter::Map<
+    std::slice::Iter<'a, (i64, Measurements)>,
+    fn(&'a (i64, Measurements)) -> (&'a i64, &'a Measurements),
+>;
+
+fn as_pair((t, m): &(i64, Measurements)) -> (&i64, &Measurements) {
+    (t, m)
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +289,57 @@ mod tests {
         let mut raw = [f64::NAN; espwatch_core::FIELD_COUNT];
         raw[0] = v;
         (Timestamp(t), Measurements::from_raw(raw))
+    }
+
+    /// The sorted `Vec` behind a head answers as the `BTreeMap` it replaced: late and repeated
+    /// readings, every kind of range bound.
+    #[test]
+    fn a_head_answers_like_an_ordered_map() {
+        let m = |v: f64| p(0, v).1;
+        let mut head = Head::default();
+        let mut model = BTreeMap::new();
+        let arrivals = [5, 6, 9, 2, 7, 7, 12, 1, 9, 3, 20, 15, 0, -4];
+        for (i, ts) in arrivals.into_iter().enumerate() {
+            let fresh = !model.contains_key(&ts);
+            if fresh {
+                model.insert(ts, m(i as f64));
+            }
+            assert_eq!(head.insert_if_vacant(ts, m(i as f64)), fresh, "{ts}");
+        }
+        let mut late = Head::default();
+        late.extend([(8, m(100.0)), (9, m(101.0)), (30, m(102.0))]);
+        model.entry(8).or_insert(m(100.0));
+        model.entry(30).or_insert(m(102.0));
+        head.append(&mut late);
+        assert!(late.is_empty());
+        assert_eq!(head.len(), model.len());
+        let pairs = |it: &mut dyn Iterator<Item = (&i64, &Measurements)>| {
+            it.map(|(t, v)| (*t, *v)).collect::<Vec<_>>()
+        };
+        assert_eq!(pairs(&mut head.iter()), pairs(&mut model.iter()));
+        for from in -6..33 {
+            for to in from..33 {
+                assert_eq!(
+                    pairs(&mut head.range(from..to)),
+                    pairs(&mut model.range(from..to))
+                );
+                assert_eq!(
+                    pairs(&mut head.range(from..=to)),
+                    pairs(&mut model.range(from..=to))
+                );
+            }
+            assert_eq!(
+                pairs(&mut head.range(from..)),
+                pairs(&mut model.range(from..))
+            );
+            assert_eq!(
+                pairs(&mut head.range(..from)),
+                pairs(&mut model.range(..from))
+            );
+            assert_eq!(head.contains_key(&from), model.contains_key(&from));
+        }
+        assert_eq!(head.last_key_value(), model.last_key_value());
+        assert_eq!(head.range(9..).next(), model.range(9..).next());
     }
 
     #[test]

@@ -26,7 +26,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Packing};
-use super::index::{Index, SegMeta, WellState, merge_dedup, window_start};
+use super::index::{Head, Index, SegMeta, WellState, merge_dedup, window_start};
 use super::rollup;
 use super::schema::{self, sql_err};
 use crate::{AppendOptions, AppendOutcome, ReadingOutcome, StoreError, StoreResult, WellRecord};
@@ -286,8 +286,7 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
             };
             for (ts, m) in points {
                 // Batches never repeat a reading; first copy wins should one ever appear.
-                if let std::collections::btree_map::Entry::Vacant(v) = st.head.entry(ts.0) {
-                    v.insert(m);
+                if st.head.insert_if_vacant(ts.0, m) {
                     st.offer_latest(ts.0, &m);
                     index.head_total += 1;
                 }
@@ -582,7 +581,7 @@ struct SealJob {
 struct WellJob {
     id: WellId,
     /// The frozen head (the same map readers see as the well's `sealing`).
-    points: Arc<BTreeMap<i64, Measurements>>,
+    points: Arc<Head>,
     /// The well's newest timestamp when compacting (decides which windows are closed).
     latest: Option<i64>,
     /// Windows of `points` that already have a segment to merge with.
@@ -1212,7 +1211,10 @@ impl Writer {
                 let Some((merge, stale)) = plans.remove(id) else {
                     continue;
                 };
-                let frozen = Arc::new(std::mem::take(&mut st.head));
+                // The next head is sized like this one: a steady well then fills it without
+                // reallocating.
+                let next = Head::with_capacity(st.head.len());
+                let frozen = Arc::new(std::mem::replace(&mut st.head, next));
                 st.sealing = frozen.clone();
                 wells.push(WellJob {
                     id: id.clone(),
@@ -1343,11 +1345,14 @@ impl Writer {
         }
         index.sealing_total = 0;
         drop(index);
-        // Freeing hundreds of thousands of map nodes is not the writer's business either.
+        // Freeing the frozen heads is not the writer's business either.
         if !sealed_maps.is_empty() {
             let _ = std::thread::Builder::new()
                 .name("espwatch-store-free".into())
-                .spawn(move || drop(sealed_maps));
+                .spawn(move || {
+                    drop(sealed_maps);
+                    release_freed_memory();
+                });
         }
         self.log_has_rows = self.last_log_id > flight.up_to_log_id;
         shared.checkpoints.fetch_add(1, Ordering::Relaxed);
@@ -1739,6 +1744,20 @@ fn write_segment(
     };
     insert_segment(conn, &seg)?;
     Ok(Some(seg.meta))
+}
+
+/// Hands the pages freed since the last checkpoint back to the OS. Issue 17 (soak memory):
+/// glibc keeps what a program frees in its arenas (one per thread that allocated, up to 8 per
+/// core) and only gives back the top of each heap, so every checkpoint's freed heads and
+/// encoded segments stayed in the RSS; `malloc_trim(0)` releases the free pages inside the
+/// heaps too (figures in README "Reliability", long runs). Runs on the thread that freed the
+/// heads, after the checkpoint, off the writer.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists (under its locks).
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// The checkpoint thread's work: every frozen head merged with the segments it falls into
