@@ -145,7 +145,7 @@ impl AuditRetentionJob {
                 removed_total: 0,
                 carried_total: 0,
             }),
-            runner: Periodic::new(),
+            runner: Periodic::new("audit_retention"),
         });
         let me = job.clone();
         job.runner.start(move || {

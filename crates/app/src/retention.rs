@@ -127,7 +127,7 @@ impl RetentionJob {
                 last_round: None,
                 totals: RetentionTotals::default(),
             }),
-            runner: Periodic::new(),
+            runner: Periodic::new("retention"),
         });
         let me = job.clone();
         let work = Arc::new((store, retention, archive, policy));

@@ -30,14 +30,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use espwatch_app::anchors::AnchorLog;
+use espwatch_app::periodic::{Every, FirstTick, Next, Periodic};
 use espwatch_core::Timestamp;
 use espwatch_store::{AuditEvent, SecurityStore};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
 
 use crate::extract::RequestContext;
 use crate::identity::Principal;
 
 const QUEUE: usize = 100_000;
+
+/// When finished minutes' refusal summaries are looked for: every 5 s from the start, late
+/// ticks caught up at once.
+const SUMMARIES_EVERY: Every = Every {
+    period: std::time::Duration::from_secs(5),
+    missed: MissedTickBehavior::Burst,
+    first: FirstTick::Now,
+};
 const MAX_BATCH: usize = 2_000;
 /// Longest a request record waits for others to share its transaction.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
@@ -97,35 +107,42 @@ impl AuditSink {
             // Writes the summaries of finished minutes; ends with the sink's last clone.
             let weak = sink.tx.downgrade();
             let rejections = sink.rejections.clone();
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(std::time::Duration::from_secs(5));
-                loop {
-                    ticks.tick().await;
-                    let Some(tx) = weak.upgrade() else { break };
-                    let minute = now().0.div_euclid(60_000_000);
-                    for event in take_rejections(&rejections, Some(minute)) {
-                        let _ = tx.try_send(Item { event, done: None });
+            Periodic::new("audit.rejection_summaries").start_every(SUMMARIES_EVERY, move || {
+                let next = match weak.upgrade() {
+                    Some(tx) => {
+                        let minute = now().0.div_euclid(60_000_000);
+                        for event in take_rejections(&rejections, Some(minute)) {
+                            let _ = tx.try_send(Item { event, done: None });
+                        }
+                        Next::Continue
                     }
-                }
+                    None => Next::Stop,
+                };
+                std::future::ready(next)
             });
         }
-        if sink.anchors.is_some() {
+        if let Some(anchors) = sink.anchors.clone() {
             // Holds only a weak sender: the task ends when the sink's last clone is dropped.
+            // The first anchor is one period after the start; a late one pushes the next.
             let weak = sink.tx.downgrade();
-            let (store, anchors) = (sink.store.clone(), sink.anchors.clone());
-            tokio::spawn(async move {
-                let mut last = None;
-                let mut ticks = tokio::time::interval(anchor_every);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                ticks.tick().await;
-                loop {
-                    ticks.tick().await;
-                    if weak.upgrade().is_none() {
-                        break;
+            let store = sink.store.clone();
+            let last = Arc::new(std::sync::Mutex::new(None));
+            let every = Every {
+                period: anchor_every,
+                missed: MissedTickBehavior::Delay,
+                first: FirstTick::AfterPeriod,
+            };
+            Periodic::new("audit.anchor").start_every(every, move || {
+                let alive = weak.upgrade().is_some();
+                let (anchors, store, last) = (anchors.clone(), store.clone(), last.clone());
+                async move {
+                    if !alive {
+                        return Next::Stop;
                     }
-                    if let Some(anchors) = &anchors {
-                        last = anchor(anchors, store.as_ref(), last).await;
-                    }
+                    let previous = *last.lock().unwrap_or_else(|p| p.into_inner());
+                    let anchored = anchor(&anchors, store.as_ref(), previous).await;
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = anchored;
+                    Next::Continue
                 }
             });
         }

@@ -25,11 +25,13 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use espwatch_app::periodic::{Every, FirstTick};
 use espwatch_core::access::Permission;
 use espwatch_core::{Field, Reading, Timestamp, WellId};
 use espwatch_store::Alarm;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
+use tokio::time::MissedTickBehavior;
 
 use crate::auth::{Principal, Security};
 use crate::views::AlarmView;
@@ -525,8 +527,13 @@ impl LiveHub {
         };
         tokio::pin!(credential_ends);
         let mut revocations = security.revocations();
-        let mut recheck =
-            tokio::time::interval_at(tokio::time::Instant::now() + RECHECK_EVERY, RECHECK_EVERY);
+        // A branch of the connection's own select (it closes the socket), not a task of its own.
+        let mut recheck = Every {
+            period: RECHECK_EVERY,
+            missed: MissedTickBehavior::Burst,
+            first: FirstTick::AfterPeriod,
+        }
+        .interval();
         let mut shutdown = self.shutdown.subscribe();
         if *shutdown.borrow_and_update() {
             return;

@@ -13,10 +13,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use espwatch_app::periodic::{Every, FirstTick, Next, Periodic};
+use tokio::time::MissedTickBehavior;
+
 /// How often a burst is summarised while it lasts.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 /// A burst ends after this long without one of its refusals.
 pub const QUIET: Duration = Duration::from_secs(60);
+
+/// When quiet bursts are looked for: every 5 s from the start, late ticks caught up at once.
+const SWEEP_EVERY: Every = Every {
+    period: Duration::from_secs(5),
+    missed: MissedTickBehavior::Burst,
+    first: FirstTick::Now,
+};
 
 struct Burst {
     started: Instant,
@@ -40,13 +50,15 @@ impl RepeatedErrors {
     pub fn start() -> Arc<RepeatedErrors> {
         let repeats = Arc::new(RepeatedErrors::default());
         let weak: Weak<RepeatedErrors> = Arc::downgrade(&repeats);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                ticks.tick().await;
-                let Some(repeats) = weak.upgrade() else { break };
-                repeats.sweep(Instant::now());
-            }
+        Periodic::new("repeated_errors.sweep").start_every(SWEEP_EVERY, move || {
+            let next = match weak.upgrade() {
+                Some(repeats) => {
+                    repeats.sweep(Instant::now());
+                    Next::Continue
+                }
+                None => Next::Stop,
+            };
+            std::future::ready(next)
         });
         repeats
     }
