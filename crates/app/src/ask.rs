@@ -102,12 +102,14 @@ impl Answered {
     }
 }
 
-/// The body of a 422: the message, what was recognised, rephrasings.
+/// The body of a 422: the message, what was recognised, rephrasings; `command` (the control
+/// verb) when the question was a command, refused because ask controls nothing.
 pub fn not_understood_json(e: &NotUnderstood) -> Value {
     json!({
         "recognised": e.recognised,
         "unknown": e.unknown,
         "suggestions": e.suggestions,
+        "command": e.command,
     })
 }
 

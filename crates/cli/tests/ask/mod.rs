@@ -367,6 +367,22 @@ async fn scopes_permissions_and_refusals() {
         let (status, body) = ask_with(&app, &app.client, s.as_str().unwrap()).await;
         assert_eq!(status, 200, "suggestion {s}: {body}");
     }
+    // A command is refused, never carried out nor read as a question about the well: 422,
+    // the verb in `details.command`, the message saying ask controls nothing.
+    let (status, body) = ask_with(&app, &app.client, "shut down ESP-003").await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"]["command"], "shut down", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not control"),
+        "{body}"
+    );
+    for s in body["error"]["details"]["suggestions"].as_array().unwrap() {
+        let (status, body) = ask_with(&app, &app.client, s.as_str().unwrap()).await;
+        assert_eq!(status, 200, "suggestion {s}: {body}");
+    }
     let (status, body) = ask_with(&app, &app.client, "what's the weather in Houston").await;
     assert_eq!(status, 422, "{body}");
     assert!(

@@ -64,6 +64,9 @@ pub enum Cue {
     Which,
     Count,
     Rank,
+    /// "how is ESP-003 running", "how are things on ESP-004": with a well and nothing else
+    /// asked, how the well is doing (its status), not whether it runs.
+    How,
 }
 
 use Concept::*;
@@ -141,6 +144,12 @@ pub const PHRASES: &[(&str, Concept)] = &[
     ("temperature of the motor", Channel(MOTOR_T)),
     ("temp of the motor", Channel(MOTOR_T)),
     ("motor heat", Channel(MOTOR_T)),
+    // "how hot is the motor", "how warm is the intake": a temperature, the part settling which
+    // (asked back when no part is named).
+    ("how hot", Ambiguous(Ambiguity::Temperature)),
+    ("how warm", Ambiguous(Ambiguity::Temperature)),
+    ("how cold", Ambiguous(Ambiguity::Temperature)),
+    ("how cool", Ambiguous(Ambiguity::Temperature)),
     ("intake temperature", Channel(INTAKE_T)),
     ("intake temp", Channel(INTAKE_T)),
     ("fluid temperature", Channel(INTAKE_T)),
@@ -471,6 +480,13 @@ pub const PHRASES: &[(&str, Concept)] = &[
     ("state", Cue(Cue::Status)),
     ("condition", Cue(Cue::Status)),
     ("ok", Cue(Cue::Status)),
+    ("behaving", Cue(Cue::Status)),
+    ("holding up", Cue(Cue::Status)),
+    ("things", Cue(Cue::Status)),
+    ("how", Cue(Cue::How)),
+    // How long and how often ask about time, not about how a well is doing.
+    ("how long", Filler),
+    ("how often", Filler),
     ("okay", Cue(Cue::Status)),
     ("alarm", Cue(Cue::Alarm)),
     ("alarms", Cue(Cue::Alarm)),
@@ -745,7 +761,6 @@ pub const FILLER: &[&str] = &[
     "currently",
     "latest",
     "last",
-    "how",
     "much",
     "about",
     "who",
@@ -802,6 +817,7 @@ pub const FILLER: &[&str] = &[
     "pads",
     "let",
     "us",
+    "yet",
 ];
 
 /// Trouble words that, next to a part of the installation, name that part's condition:

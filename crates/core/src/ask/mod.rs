@@ -356,6 +356,10 @@ pub struct NotUnderstood {
     pub unknown: Vec<String>,
     /// 2–3 rephrasings that would be understood, with this fleet's wells.
     pub suggestions: Vec<String>,
+    /// The control verb, when the question was a command ("shut down ESP-003"): refused,
+    /// `ask` answers questions and does not control pumps or alarms.
+    /// (Boxed: the error stays small.)
+    pub command: Option<Box<str>>,
 }
 
 impl std::fmt::Display for NotUnderstood {
@@ -836,6 +840,278 @@ fn threshold_at(scan: &Scan, i: usize) -> Option<(usize, Item)> {
     Some((j - i, Item::Threshold { cmp, value, unit }))
 }
 
+/// Words that negate the state word after them ("haven't been acknowledged").
+const NEGATORS: &[&str] = &[
+    "not", "havent", "hasnt", "hadnt", "isnt", "arent", "wasnt", "werent", "dont", "doesnt",
+    "didnt", "never", "nobody", "noone", "neither", "nor",
+];
+
+/// Words a negation may reach across to its state word: "not yet been", "nobody has".
+const NEGATION_GAP: &[&str] = &[
+    "been",
+    "be",
+    "being",
+    "yet",
+    "has",
+    "have",
+    "had",
+    "got",
+    "gotten",
+    "ever",
+    "still",
+    "currently",
+    "even",
+    "one",
+    "anyone",
+    "anybody",
+];
+
+/// Where a negation of the state word at `i` starts, if one does: a negator at most three
+/// free words before it, only gap words between.
+fn negation_before(scan: &Scan, i: usize) -> Option<usize> {
+    let mut k = i;
+    for _ in 0..4 {
+        if k == 0 {
+            return None;
+        }
+        k -= 1;
+        if scan.used[k] {
+            return None;
+        }
+        let w = scan.word(k);
+        // "no one": the negator is "no".
+        if w == "one" && k > 0 && scan.word(k - 1) == "no" && !scan.used[k - 1] {
+            return Some(k - 1);
+        }
+        if NEGATORS.contains(&w) {
+            return Some(k);
+        }
+        if !NEGATION_GAP.contains(&w) {
+            return None;
+        }
+    }
+    None
+}
+
+/// The opposite of a state: not acknowledged is still raised, not cleared is open, not
+/// running is stopped. `None`: the state has no plain opposite (or the concept is no state).
+fn negated(concept: &Concept) -> Option<Concept> {
+    Some(match concept {
+        Concept::AlarmState(AlarmStateQuery::Acknowledged) => {
+            Concept::AlarmState(AlarmStateQuery::Raised)
+        }
+        Concept::AlarmState(AlarmStateQuery::Cleared) => Concept::AlarmState(AlarmStateQuery::Open),
+        Concept::AlarmState(AlarmStateQuery::Open) => Concept::AlarmState(AlarmStateQuery::Cleared),
+        Concept::RunState(RunState::Running) => Concept::RunState(RunState::Stopped),
+        Concept::RunState(RunState::Stopped) => Concept::RunState(RunState::Running),
+        _ => return None,
+    })
+}
+
+/// A state word with the prefix "un" ("uncleared", "unresolved", "unacknowledged"): its
+/// opposite.
+fn un_negated(word: &str) -> Option<Concept> {
+    let rest = word.strip_prefix("un")?;
+    if rest.len() < 4 {
+        return None;
+    }
+    let (_, concept) = PHRASES
+        .iter()
+        .find(|(p, c)| *p == rest && matches!(c, Concept::AlarmState(_) | Concept::RunState(_)))?;
+    negated(concept)
+}
+
+/// Verbs that act on a pump, a drive or an alarm. A question that opens with one (after "please",
+/// "can you"...) is a command, which `ask` refuses.
+const CONTROL_VERBS: &[&str] = &[
+    "stop",
+    "start",
+    "restart",
+    "reset",
+    "reboot",
+    "shut",
+    "turn",
+    "switch",
+    "kill",
+    "trip",
+    "acknowledge",
+    "ack",
+    "silence",
+    "mute",
+    "clear",
+    "close",
+    "increase",
+    "decrease",
+    "raise",
+    "lower",
+    "reduce",
+    "boost",
+    "bump",
+    "ramp",
+    "slow",
+    "set",
+    "adjust",
+    "change",
+    "choke",
+    "resume",
+    "startup",
+    "speed",
+];
+
+/// Words before a command that do not change it: "please", "can you", "I want to", "go ahead
+/// and".
+const COMMAND_LEAD: &[&str] = &[
+    "please",
+    "pls",
+    "kindly",
+    "can",
+    "could",
+    "would",
+    "will",
+    "you",
+    "go",
+    "ahead",
+    "and",
+    "lets",
+    "let",
+    "us",
+    "i",
+    "id",
+    "want",
+    "need",
+    "to",
+    "like",
+    "now",
+    "immediately",
+    "just",
+    "quickly",
+    "we",
+    "should",
+];
+
+/// The control verb a question opens with, when it is a command: "shut down ESP-003",
+/// "please set ESP-010 speed to 50 Hz", "can you acknowledge the alarms". A verb used as a
+/// noun ("change in PIP", "stop reasons", "speed of ESP-003") or naming a list ("shut in
+/// wells") is not one.
+fn command_at_start(tokens: &[Token]) -> Option<String> {
+    let word = |k: usize| tokens.get(k).map(|t| t.text.as_str()).unwrap_or("");
+    let mut k = 0;
+    while COMMAND_LEAD.contains(&word(k)) {
+        k += 1;
+    }
+    let verb = word(k);
+    if !CONTROL_VERBS.contains(&verb) {
+        return None;
+    }
+    let next = word(k + 1);
+    if next.is_empty()
+        || matches!(
+            next,
+            "in" | "of"
+                | "for"
+                | "history"
+                | "trend"
+                | "reason"
+                | "reasons"
+                | "time"
+                | "times"
+                | "count"
+                | "counts"
+                | "event"
+                | "events"
+                | "log"
+                | "rate"
+                | "code"
+                | "codes"
+                | "cause"
+                | "causes"
+        ) && verb != "shut"
+    {
+        return None;
+    }
+    // "speed up" / "slow down" are commands; "speed of ESP-003" is a channel.
+    if verb == "speed" && next != "up" {
+        return None;
+    }
+    // "shut in wells", "shut down pumps": the list of stopped wells, said as an adjective.
+    if verb == "shut"
+        && matches!(next, "in" | "down" | "off")
+        && matches!(word(k + 2), "wells" | "pumps" | "esps" | "units" | "")
+    {
+        return None;
+    }
+    Some(match verb {
+        "shut" | "turn" | "switch" | "speed" | "slow" | "bump" | "ramp"
+            if matches!(next, "in" | "down" | "off" | "on" | "up") =>
+        {
+            format!("{verb} {next}")
+        }
+        _ => verb.to_owned(),
+    })
+}
+
+/// The refusal of a command: what `ask` is for, and questions about the same wells it would
+/// answer.
+fn refuse_command(
+    question: &str,
+    verb: &str,
+    items: &[(usize, Item)],
+    dir: &Directory,
+) -> NotUnderstood {
+    let mut wells: Vec<WellId> = Vec::new();
+    let mut groups: Vec<String> = Vec::new();
+    for (_, item) in items {
+        match item {
+            Item::Wells(ks) => wells.extend(ks.iter().map(|&k| dir.id(k))),
+            Item::Group(name, _) => groups.push(name.clone()),
+            _ => {}
+        }
+    }
+    let alarm_verb = matches!(
+        verb,
+        "acknowledge" | "ack" | "silence" | "mute" | "clear" | "reset"
+    ) || question.to_lowercase().contains("alarm");
+    let suggestions: Vec<String> = match (wells.first(), alarm_verb) {
+        (Some(w), true) => vec![
+            format!("open alarms on {w}"),
+            "which alarms are unacknowledged".into(),
+            format!("what is wrong with {w}"),
+        ],
+        (Some(w), false) => vec![
+            format!("status of {w}"),
+            format!("is {w} running"),
+            format!("what is wrong with {w}"),
+        ],
+        (None, true) => vec![
+            "which alarms are unacknowledged".into(),
+            "which wells have an open alarm".into(),
+        ],
+        (None, false) => vec![
+            "which pumps are stopped".into(),
+            "which wells have an open alarm".into(),
+        ],
+    };
+    let mut recognised = serde_json::Map::new();
+    if !wells.is_empty() {
+        recognised.insert("wells".into(), json!(wells));
+    }
+    if !groups.is_empty() {
+        recognised.insert("groups".into(), json!(groups));
+    }
+    NotUnderstood {
+        message: format!(
+            "\u{201c}{}\u{201d} is a command: ask answers questions about the wells and does not control \
+             pumps, drives or alarms. Do it from the control system; here you can ask how the \
+             wells are.",
+            question.trim()
+        ),
+        recognised: Value::Object(recognised),
+        unknown: Vec::new(),
+        suggestions,
+        command: Some(verb.into()),
+    }
+}
+
 /// Reads a question. `dir` is the registry the well words are looked up in; `clock` the
 /// moment of asking and the zone of "today".
 pub fn parse(
@@ -861,6 +1137,11 @@ pub fn parse(
         } else {
             i += 1;
         }
+    }
+    // A command ("shut down ESP-003", "please restart Kestrel 3") is refused, whatever else
+    // it names: the parser reads questions, nothing here acts on a pump or an alarm.
+    if let Some(verb) = command_at_start(&tokens) {
+        return Err(refuse_command(question, &verb, &scan.items, dir));
     }
     // 2. Time.
     let mut i = 0;
@@ -952,8 +1233,22 @@ pub fn parse(
             i += len;
             continue;
         }
+        // "uncleared", "unresolved": the state word negated by its prefix.
+        if let Some(concept) = un_negated(scan.word(i)) {
+            scan.claim(i, 1, Item::Concept(concept));
+            i += 1;
+            continue;
+        }
         if let Some((len, concept)) = lexicon_at(&scan, i, |_| true) {
-            scan.claim(i, len, Item::Concept(concept));
+            // "haven't been acknowledged", "aren't running", "not cleared": a negation before
+            // a state word asks for the opposite state.
+            if let Some(k) = negation_before(&scan, i)
+                && let Some(opposite) = negated(&concept)
+            {
+                scan.claim(k, i + len - k, Item::Concept(opposite));
+            } else {
+                scan.claim(i, len, Item::Concept(concept));
+            }
             i += len;
         } else {
             i += 1;
@@ -1303,6 +1598,15 @@ fn decide(
         Intent::Filter
     } else if rank_words && !p.channels.is_empty() && explicit == 0 {
         Intent::Top
+    } else if p.has(Cue::How)
+        && explicit >= 1
+        && p.channels.is_empty()
+        && unknown.is_empty()
+        && p.run_state != Some(RunState::Stopped)
+        && !p.has(Cue::Trip)
+    {
+        // "how is Kestrel 3 running", "how are things on ESP-004": how the well is doing.
+        Intent::Status
     } else if (p.run_state.is_some() || p.has(Cue::Trip)) && p.channels.is_empty() {
         Intent::RunState
     } else if !p.channels.is_empty() {
@@ -1546,5 +1850,6 @@ fn not_understood(
         recognised: Value::Object(recognised),
         unknown: unknown.to_vec(),
         suggestions,
+        command: None,
     }
 }

@@ -1,7 +1,8 @@
 //! The question set: `questions.txt` (the rules were written and tuned against it),
 //! `heldout.txt` (written before the rules, never tuned on), `heldout2.txt` (never tuned on
 //! until its misses were studied as classes of phrasing), `heldout3.txt` (likewise, a round
-//! later) and `heldout4.txt` (never tuned on),
+//! later), `heldout4.txt` (never tuned on) and `heldout5.txt` (never tuned on, written before
+//! the round that studied the fourth set's misses),
 //! each line a question and its expected interpretation, checked exactly. `cargo test -p espwatch-core ask -- --nocapture`
 //! prints both accuracies and every miss.
 
@@ -12,6 +13,7 @@ const HELD_OUT: &str = include_str!("heldout.txt");
 const HELD_OUT_2: &str = include_str!("heldout2.txt");
 const HELD_OUT_3: &str = include_str!("heldout3.txt");
 const HELD_OUT_4: &str = include_str!("heldout4.txt");
+const HELD_OUT_5: &str = include_str!("heldout5.txt");
 
 /// 2026-11-25T15:30:00Z, a Wednesday.
 fn clock() -> Clock {
@@ -71,6 +73,14 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
     let result = parse(question, &directory(), &clock());
     let mut parts = expected.split_whitespace();
     let intent = parts.next().ok_or("empty expectation")?;
+    if intent == "refuse" {
+        // A command: refused, saying that ask answers questions and controls nothing.
+        return match result {
+            Err(e) if e.suggestions.len() >= 2 && e.message.contains("does not control") => Ok(()),
+            Err(e) => Err(format!("not refused as a command: {e:?}")),
+            Ok(it) => Err(format!("expected a refusal, got {}", it.to_json())),
+        };
+    }
     if intent == "error" {
         return match result {
             Err(e) if e.suggestions.len() >= 2 => Ok(()),
@@ -348,8 +358,33 @@ fn fourth_held_out_set_accuracy() {
 }
 
 /// 94.4 % (85/90) when first run, on the parser before the round that studied the third
-/// set's misses and after it alike (see README, issue 24).
-const HELD_OUT_4_FLOOR: f64 = 94.0;
+/// set's misses and after it alike; 100 % after the round that studied its five misses as
+/// classes of phrasing (issue 24: "how hot/warm", negated states, "how is X running", commands
+/// refused), so it is no longer a never-tuned figure; the fifth set is.
+const HELD_OUT_4_FLOOR: f64 = 99.0;
+
+/// The fifth set (issue 24): written and committed before the round that studied the fourth
+/// set's misses and before its first run, never tuned on (its misses are reported, not fixed);
+/// its floor only catches a regression.
+#[test]
+fn fifth_held_out_set_accuracy() {
+    let (passed, total, misses) = run(HELD_OUT_5);
+    let pct = 100.0 * passed as f64 / total as f64;
+    println!("fifth held-out set (never tuned on): {passed}/{total} exact = {pct:.1} %");
+    for m in &misses {
+        println!("  miss {m}");
+    }
+    assert!(total >= 80, "the fifth set has {total} questions");
+    assert!(
+        pct >= HELD_OUT_5_FLOOR,
+        "fifth held-out accuracy fell to {pct:.1} %"
+    );
+}
+
+/// 90.3 % (93/103) when first run, before the round that studied the fourth set's misses;
+/// 98.1 % (101/103) after it (see README, issue 24). Its writer also wrote that round's rules,
+/// so the second figure is an optimistic one.
+const HELD_OUT_5_FLOOR: f64 = 98.0;
 
 /// Held-out accuracy at the first run of the finished parser (see the notes of issue 24).
 const HELD_OUT_FLOOR: f64 = 95.0;
@@ -542,4 +577,68 @@ fn wells_are_typed_ids_and_strings_in_json() {
         "{:?}",
         e.suggestions
     );
+}
+
+/// A command is refused, never answered: "shut down ESP-003" was read as a diagnosis of why
+/// ESP-003 shut down. The refusal says what `ask` is for, names the verb, keeps the wells it
+/// recognised and offers questions about them that are understood.
+#[test]
+fn a_command_is_refused_with_questions_instead() {
+    for (q, verb) in [
+        ("shut down ESP-003", "shut down"),
+        ("can you please stop Falcon 7", "stop"),
+        ("set the frequency of ESP-004 to 52 Hz", "set"),
+        ("ack the alarms on ESP-009", "ack"),
+    ] {
+        let e = parse(q, &directory(), &clock()).unwrap_err();
+        assert_eq!(e.command.as_deref(), Some(verb), "{q}");
+        assert!(e.message.contains("does not control"), "{q}: {}", e.message);
+        assert!(e.recognised["wells"].is_array(), "{q}: {}", e.recognised);
+        assert!(e.suggestions.len() >= 2, "{q}");
+        for s in &e.suggestions {
+            assert!(parse(s, &directory(), &clock()).is_ok(), "{q}: {s:?}");
+        }
+    }
+    // The same verbs as nouns, and questions about stopped wells, are questions.
+    for q in [
+        "why did ESP-003 shut down",
+        "change in PIP on ESP-003 today",
+        "shut in wells",
+        "speed of ESP-003",
+        "is ESP-003 set to 50 Hz",
+    ] {
+        match parse(q, &directory(), &clock()) {
+            Ok(_) => {}
+            Err(e) => assert!(e.command.is_none(), "{q}: refused as a command"),
+        }
+    }
+}
+
+/// A negation before a state word asks for the opposite state, in every form the field writes
+/// it: "haven't been acknowledged", "aren't running", "not cleared", "uncleared".
+#[test]
+fn a_negated_state_is_the_opposite_state() {
+    let alarm = |q: &str| parse(q, &directory(), &clock()).unwrap().alarm_state;
+    assert_eq!(
+        alarm("alarms that were never cleared"),
+        Some(AlarmStateQuery::Open)
+    );
+    assert_eq!(
+        alarm("alarms that haven't been acked"),
+        Some(AlarmStateQuery::Raised)
+    );
+    assert_eq!(
+        alarm("alarms no one has acknowledged"),
+        Some(AlarmStateQuery::Raised)
+    );
+    assert_eq!(
+        alarm("acknowledged alarms"),
+        Some(AlarmStateQuery::Acknowledged)
+    );
+    let run = |q: &str| parse(q, &directory(), &clock()).unwrap().run_state;
+    assert_eq!(
+        run("which wells weren't running yesterday"),
+        Some(RunState::Stopped)
+    );
+    assert_eq!(run("which wells are running"), Some(RunState::Running));
 }
