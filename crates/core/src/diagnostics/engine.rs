@@ -85,7 +85,7 @@ enum Level {
 /// readings outside being no more than `baseline_spike_share` of them.
 struct RobustLevels {
     values: [Vec<f64>; 13],
-    th: f64,
+    mads: f64,
     shift: f64,
     share: f64,
 }
@@ -100,7 +100,7 @@ impl RobustLevels {
         let median = median_of(values);
         let mut deviations: Vec<f64> = values.iter().map(|v| (v - median).abs()).collect();
         // Quantised gauges often have a MAD of zero: one step of 1 % is no outlier.
-        let band = (self.th * 1.4826 * median_of(&mut deviations)).max(0.01 * median.abs());
+        let band = (self.mads * 1.4826 * median_of(&mut deviations)).max(0.01 * median.abs());
         let (sum, n) = values
             .iter()
             .filter(|v| (*v - median).abs() <= band)
@@ -630,7 +630,7 @@ impl WellEngine {
     fn robust_levels(&self) -> RobustLevels {
         let mut l = RobustLevels {
             values: std::array::from_fn(|_| Vec::new()),
-            th: self.th.baseline_spike_mads,
+            mads: self.th.baseline_spike_mads,
             shift: self.th.baseline_spike_shift,
             share: self.th.baseline_spike_share,
         };

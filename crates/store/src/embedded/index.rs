@@ -140,11 +140,41 @@ impl Head {
         }
     }
 
-    /// Adds ascending readings not already there (for each timestamp the first copy wins).
+    /// Adds readings not already there (for each timestamp the first copy wins). Readings
+    /// after the newest are pushed; older ones (a backfill, a historian import) are merged in
+    /// one pass, so a batch costs the head's length once, not once per reading.
     pub fn extend<I: IntoIterator<Item = (i64, Measurements)>>(&mut self, points: I) {
-        for (ts, m) in points {
-            self.insert_if_vacant(ts, m);
+        let mut new: Vec<_> = points.into_iter().collect();
+        if !new.is_sorted_by_key(|(t, _)| *t) {
+            // Stable, so the first copy of a timestamp stays first and `dedup` keeps it.
+            new.sort_by_key(|(t, _)| *t);
         }
+        new.dedup_by_key(|(t, _)| *t);
+        match (self.0.last(), new.first()) {
+            (Some(&(last, _)), Some(&(first, _))) if first <= last => self.merge(new),
+            _ => self.0.extend(new),
+        }
+    }
+
+    /// Merges sorted, repeat-free readings into the head (the head's copy wins).
+    fn merge(&mut self, new: Vec<(i64, Measurements)>) {
+        let old = std::mem::take(&mut self.0);
+        let mut merged = Vec::with_capacity(old.len() + new.len());
+        let (mut old, mut new) = (old.into_iter().peekable(), new.into_iter().peekable());
+        while let (Some(a), Some(b)) = (old.peek(), new.peek()) {
+            let order = a.0.cmp(&b.0);
+            if order.is_ge() {
+                let b = new.next().expect("peeked");
+                if order.is_gt() {
+                    merged.push(b);
+                    continue;
+                }
+            }
+            merged.push(old.next().expect("peeked"));
+        }
+        merged.extend(old);
+        merged.extend(new);
+        self.0 = merged;
     }
 
     /// Moves every reading of `other` into `self` (those of `self` win on a shared
