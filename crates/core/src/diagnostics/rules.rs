@@ -222,6 +222,13 @@ pub(crate) struct HeadLoss {
     pub developed_secs: f64,
     /// The current ratio when it was classified (a leak keeps the motor loaded).
     pub current_at_onset: Option<f64>,
+    /// When it was classified as a leak, and the head ratio's mean over `leak_level_secs` from
+    /// `leak_settle_secs` later, once the step has settled: a leak then holds near that level,
+    /// a gradual loss keeps deepening (see [`leak_turned_gradual`]).
+    pub onset: Option<i64>,
+    pub settled: Mean,
+    /// Since when the head has stayed `leak_deepening_ratio` below that level.
+    pub deepened_since: Option<i64>,
     /// The head ratio judged against, when a corroborated sudden step lowered the bar.
     pub low: Option<f64>,
     /// Without a discharge gauge: the delivery and frequency before a sudden loss.
@@ -710,6 +717,37 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     }
     let conf = BASE + STRONG + bonus(gas_fast || gas.near_bubble, STRONG) + bonus(!quiet, 0.05);
     Some(Some(Finding::new(Condition::GasLock, conf, ev)))
+}
+
+/// A gas-locked pump delivers nothing: the impellers spin in gas until the underload relay
+/// trips it, within minutes. A pump whose head and current sank the way a lock begins but that
+/// has kept delivering `gas_lock_delivering_flow_ratio` of its flow (the slow level) for
+/// `gas_lock_delivering_secs` is gas interference, however deep: the slugs of gas cost it head
+/// and load without taking its lift. Without a flow meter nothing tells the two apart here.
+/// `since` is kept by the caller for the run (reset at each start).
+pub(crate) fn gas_lock_still_delivering(
+    i: &Input,
+    since: &mut Option<i64>,
+) -> Option<Vec<Evidence>> {
+    let th = i.th;
+    let flow = val(&i.s.flow)?;
+    if flow < th.gas_lock_delivering_flow_ratio {
+        *since = None;
+        return None;
+    }
+    let from = *since.get_or_insert(i.ts);
+    let minutes = (i.ts - from) as f64 / 60e6;
+    (minutes >= th.gas_lock_delivering_secs / 60.0).then(|| {
+        vec![
+            Evidence::new("flow_ratio", flow, th.gas_lock_delivering_flow_ratio, ">="),
+            Evidence::new(
+                "delivering_min",
+                minutes,
+                th.gas_lock_delivering_secs / 60.0,
+                ">=",
+            ),
+        ]
+    })
 }
 
 /// Pump-off: the well cannot feed the pump. The intake is drawn down against the baseline *and*
@@ -1227,6 +1265,7 @@ pub(crate) fn head_loss(i: &Input, gas: &GasEvidence, state: &mut HeadLoss) -> O
     if state.kind.is_none() {
         state.developed_secs = took_secs;
         state.current_at_onset = cur;
+        state.onset = Some(i.ts);
     }
     let scale = scale_since_departure(i, state);
     let kind = *state.kind.get_or_insert_with(|| {
@@ -1528,6 +1567,66 @@ pub(crate) fn scale_evidence(i: &Input, state: &HeadLoss) -> Vec<Evidence> {
         ));
     }
     ev
+}
+
+/// Whether an open leak episode has turned out to be a gradual loss, and which: a hole in the
+/// tubing costs its head at once and the head then holds near the level it stepped to, while
+/// wear and scale keep taking more, day after day. A loss that came fast enough to pass for a
+/// step (a noisy head ratio crosses the bar early) but has kept deepening for hours since is
+/// gradual; the motor tells wear from scale as for any gradual loss.
+pub(crate) fn leak_turned_gradual(
+    i: &Input,
+    state: &mut HeadLoss,
+) -> Option<(Condition, Vec<Evidence>)> {
+    let th = i.th;
+    if state.kind != Some(Condition::TubingLeak) {
+        return None;
+    }
+    let now = val(&i.s.head)?;
+    // A subtle leak is latched by its own rule, which does not set the onset.
+    let onset = *state.onset.get_or_insert(i.ts);
+    let since_onset = (i.ts - onset) as f64 / 1e6;
+    if since_onset < th.leak_settle_secs {
+        return None;
+    }
+    if since_onset < th.leak_settle_secs + th.leak_level_secs {
+        state.settled.add(Some(now));
+        return None;
+    }
+    let fall = state.settled.value()? - now;
+    if fall < th.leak_deepening_ratio {
+        state.deepened_since = None;
+        return None;
+    }
+    let deepened_since = *state.deepened_since.get_or_insert(i.ts);
+    if ((i.ts - deepened_since) as f64 / 1e6) < th.leak_deepening_hold_secs {
+        return None;
+    }
+    // From here on the loss is judged as the gradual one it is: developing since it departed.
+    state.developed_secs = (i.ts - state.departed.unwrap_or(onset)) as f64 / 1e6;
+    let kind = if scale_since_departure(i, state) {
+        Condition::ScalePlugging
+    } else {
+        Condition::PumpWear
+    };
+    let mut ev = vec![
+        Evidence::new(
+            "head_ratio_fall_since_step_settled",
+            fall,
+            th.leak_deepening_ratio,
+            ">=",
+        ),
+        Evidence::new(
+            "head_loss_developed_over_h",
+            state.developed_secs / 3600.0,
+            th.abrupt_secs / 3600.0,
+            ">",
+        ),
+    ];
+    if kind == Condition::ScalePlugging {
+        ev.extend(scale_evidence(i, state));
+    }
+    Some((kind, ev))
 }
 
 /// Whether an open wear episode has turned out to be scale: the motor has since run hotter

@@ -1173,6 +1173,73 @@ fn a_sudden_head_loss_that_then_holds_is_not_wear() {
     assert!(!has(&episodes, Condition::ScalePlugging), "{episodes:?}");
 }
 
+/// A gas-locked pump delivers nothing, and the underload relay trips it within minutes. A pump
+/// whose head and current sank the way a lock begins, but that keeps most of its flow for hours
+/// without tripping, is gas interference (indep-sim2 seed 5 K2-C-06: ten hours at 72 Hz with
+/// 75 % of its flow was one long gas lock).
+#[test]
+fn a_lock_that_keeps_delivering_for_hours_is_gas_interference() {
+    let plan = pinned(Family::Classic, None, 30, "60s");
+    let at = start().0 + 14 * HOUR;
+    let sinking_for = |hours: i64| {
+        scaled_from(samples(&plan, 0), at, move |since, m| {
+            if since >= hours * HOUR {
+                // Tripped, and left off.
+                for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                    m.set(f, Some(0.0));
+                }
+                return;
+            }
+            let onset = (since as f64 / (HOUR / 6) as f64).min(1.0);
+            scale_pressure_rise(m, 1.0 - 0.4 * onset);
+            scale(m, Field::MotorCurrentA, 1.0 - 0.2 * onset);
+            scale(m, Field::FlowRateBpd, 1.0 - 0.25 * onset);
+            scale(m, Field::VibrationXG, 1.0 + 0.6 * onset);
+            scale(m, Field::VibrationYG, 1.0 + 0.6 * onset);
+        })
+    };
+    let meta = &plan.wells[0].meta;
+    let tripped = episodes_of(meta, &sinking_for(1));
+    assert!(has(&tripped, Condition::GasLock), "{tripped:?}");
+    let kept_on = episodes_of(meta, &sinking_for(6));
+    assert!(has(&kept_on, Condition::GasInterference), "{kept_on:?}");
+    assert!(!has(&kept_on, Condition::GasLock), "{kept_on:?}");
+}
+
+/// A hole in the tubing costs its head at once, and the head then holds near where it stepped
+/// to. A loss that came fast enough to pass for a step (a noisy head ratio crosses the bar
+/// early) but keeps deepening hour after hour is gradual (here scale in the making, on a drive
+/// that does not move): ix3 IX-N-16 was reported as a 37-hour leak.
+#[test]
+fn a_head_loss_that_keeps_deepening_after_its_step_is_not_a_leak() {
+    let plan = pinned(Family::Classic, None, 40, "20s");
+    let at = start().0 + 14 * HOUR;
+    let changed = |deepening_per_hour: f64| {
+        let readings = scaled_from(samples(&plan, 0), at, move |since, m| {
+            let hours_after_step = (since as f64 / HOUR as f64 - 0.5).max(0.0);
+            let loss = (since as f64 / (HOUR / 2) as f64).min(1.0) * 0.10
+                + deepening_per_hour * hours_after_step;
+            scale_pressure_rise(m, 1.0 - loss.min(0.5));
+            scale(m, Field::MotorCurrentA, 1.03);
+            scale(m, Field::IntakePressurePsi, 1.03);
+        });
+        // No flow meter: what the pump delivers is not measured.
+        scaled_from(readings, 0, |_, m| m.set(Field::FlowRateBpd, None))
+    };
+    let meta = &plan.wells[0].meta;
+    let held = episodes_of(meta, &changed(0.0));
+    assert!(
+        has(&held, Condition::TubingLeak),
+        "a step that holds is a leak: {held:?}"
+    );
+    let deepening = episodes_of(meta, &changed(0.012));
+    assert!(!has(&deepening, Condition::TubingLeak), "{deepening:?}");
+    assert!(
+        has(&deepening, Condition::PumpWear) || has(&deepening, Condition::ScalePlugging),
+        "{deepening:?}"
+    );
+}
+
 /// A leak returns part of the delivery to the annulus: the intake rises. A sudden, loaded loss
 /// of head while the intake is drawn well below where it stood is the pump running further
 /// right on its curve (a drive speeding up to draw down a full annulus), not a leak.
