@@ -156,6 +156,8 @@ pub struct WellEngine {
     unloading: Unloading,
     /// Since when a gas lock has kept delivering (see [`rules::gas_lock_still_delivering`]).
     delivering_since: Option<i64>,
+    /// The last reading with the pump running.
+    last_running_at: Option<i64>,
     /// The last reading with both the drive frequency and its output voltage: (time, Hz, V).
     last_drive: Option<(i64, f64, f64)>,
     /// When the head was last at its baseline at a settled reading since the last start or
@@ -272,6 +274,7 @@ impl WellEngine {
             head_trend: HeadTrend::default(),
             unloading: Unloading::default(),
             delivering_since: None,
+            last_running_at: None,
             last_drive: None,
             head_normal_at: None,
             loaded_at: None,
@@ -780,6 +783,13 @@ impl WellEngine {
     }
 
     fn update_run_state(&mut self, ts: i64, running: bool) {
+        // A stop this long (or a gap in the data hiding one) may have been a workover (the
+        // tubing repaired, the pump replaced): a head loss latched before it is judged afresh,
+        // against the baseline, once the pump has settled.
+        let idle_secs = self.last_running_at.map(|t| (ts - t) as f64 / MICROS);
+        if running && idle_secs.is_some_and(|secs| secs >= self.th.workover_stop_secs) {
+            self.head_loss = HeadLoss::default();
+        }
         if running && !self.running {
             self.running_since = ts;
             self.starts.push_back(ts);
@@ -795,9 +805,11 @@ impl WellEngine {
             // The motor's thermal levels outlast a stop: a winding warming back up after a
             // restart is judged against where it ran before, not against its cold start.
             let (rise, rise_level) = (self.sm.rise, self.sm.rise_level);
+            let rise_level_at_start = rise_level.value();
             self.sm = Smoothed {
                 rise,
                 rise_level,
+                rise_level_at_start,
                 ..Smoothed::default()
             };
         }
@@ -809,6 +821,9 @@ impl WellEngine {
             }
         }
         self.running = running;
+        if running {
+            self.last_running_at = Some(ts);
+        }
     }
 
     fn features_of(&self, m: &Measurements, n: &Normalised) -> Features {

@@ -40,6 +40,9 @@ pub(crate) struct Smoothed {
     pub slow_temp: Ewma,
     /// The winding rise ratio over hours: the motor's own recent thermal level.
     pub rise_level: Ewma,
+    /// `rise_level` when the pump last started: a winding warming back up to where it ran
+    /// before the stop has not warmed lately (see [`warmed_lately`]).
+    pub rise_level_at_start: Option<f64>,
     /// The winding rise and the operating point over the same hours, learned only from a
     /// motor warmed up since its start (see [`ThermalLevel::update`]).
     pub thermal_level: ThermalLevel,
@@ -1761,7 +1764,13 @@ fn warmed_lately(i: &Input) -> bool {
     let (Some(tm), Some(ti)) = (i.m.get(Field::MotorTempC), i.m.get(Field::IntakeTempC)) else {
         return false;
     };
-    match (val(&i.s.rise), val(&i.s.rise_level)) {
+    // Against where it ran before the last stop too: the cold readings of a restart pull the
+    // level down, and warming back up past it is no news.
+    let level = match (val(&i.s.rise_level), i.s.rise_level_at_start) {
+        (Some(l), Some(before)) => Some(l.max(before)),
+        (l, before) => l.or(before),
+    };
+    match (val(&i.s.rise), level) {
         (Some(now), Some(level)) if now > 0.0 => {
             (tm - ti) * (1.0 - level / now) >= i.th.overheat_warming_c
         }

@@ -94,6 +94,9 @@ pub struct Thresholds {
     /// Wear and scale take at least this long to cost the bar's head, seconds: a loss between
     /// `abrupt_secs` and this with free gas at the intake is the gas's (see `rules::head_loss`).
     pub gradual_min_secs: f64,
+    /// A stop at least this long may have been a workover: a head loss latched before it is
+    /// judged afresh after the restart.
+    pub workover_stop_secs: f64,
     /// A loss classified as a leak has settled `leak_settle_secs` later (the drive and the
     /// annulus have found the new operating point); its head level is the mean over the
     /// `leak_level_secs` after. A head that then stays this much (head-ratio points) below that level for
@@ -467,6 +470,7 @@ impl Default for Thresholds {
             head_ratio_low: 0.92,
             abrupt_secs: 3600.0,
             gradual_min_secs: 6.0 * 3600.0,
+            workover_stop_secs: 6.0 * 3600.0,
             leak_settle_secs: 3.0 * 3600.0,
             leak_level_secs: 3600.0,
             leak_deepening_ratio: 0.05,
