@@ -566,6 +566,26 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
             BASE + STRONG + bonus(pd_high && thp_high, AGREES) + bonus(flow.is_some(), AGREES);
         return Some(Some(Finding::new(Condition::ClosedValve, conf, ev)));
     }
+    // Without a discharge or a wellhead gauge a shut outlet shows in the meter and the motor:
+    // nothing reaches the surface while the motor stays loaded (a pump at shut-off still takes
+    // a good part of its power, well above no-load) and the pump shakes harder (recirculating
+    // at shut-off), with the intake not drawn down. A parted shaft or a gas lock unload the
+    // motor; a pump-off draws the intake down.
+    let shut_in_unmetered = pd.is_none()
+        && thp.is_none()
+        && flow.is_some_and(|q| q < th.throttled_flow_ratio)
+        && cur.is_some_and(|c| c >= th.unloaded_current_ratio)
+        && vib.is_some_and(|v| v >= th.gas_lock_vibration_ratio)
+        && !gas_fast
+        && val(&s.fast_pip).is_none_or(|p| p >= 1.0 - th.pip_fall_margin);
+    if shut_in_unmetered {
+        let ev = vec![
+            Evidence::opt("flow_ratio", flow, th.throttled_flow_ratio, "<"),
+            Evidence::opt("current_ratio", cur, th.unloaded_current_ratio, ">="),
+            Evidence::opt("vibration_ratio", vib, th.gas_lock_vibration_ratio, ">="),
+        ];
+        return Some(Some(Finding::new(Condition::ClosedValve, BASE, ev)));
+    }
     let unloaded = cur.is_some_and(|c| c < th.unloaded_current_ratio);
     // A check valve above the pump keeps the tubing full when the pump stops delivering: the
     // discharge gauge (or the column estimate without one) still reads the standing column,

@@ -2232,6 +2232,36 @@ fn a_winding_warming_past_its_own_level_at_a_steady_point_is_an_overheat() {
     assert!(!has(&restarted, Condition::MotorOverheat), "{restarted:?}");
 }
 
+/// Without a discharge or a wellhead gauge a shut outlet shows in the flow meter and the motor:
+/// next to nothing reaches the surface while the motor stays loaded (a pump at shut-off still
+/// takes a good part of its power) and shakes harder, the annulus filling (indep-sim2 seed 5
+/// K2-A-01 was missed). A motor gone to no-load with the pump quieter is a parted shaft.
+#[test]
+fn a_shut_outlet_is_a_closed_valve_from_the_flow_meter_and_the_motor_alone() {
+    let plan = pinned(Family::Classic, None, 24, "30s");
+    let meta = &plan.wells[0].meta;
+    let at = start().0 + 14 * HOUR;
+    let shut = |current: f64, vibration: f64| {
+        let readings = scaled_from(samples(&plan, 0), at, move |since, m| {
+            let fill = 1.0 + 0.1 * (since as f64 / HOUR as f64).min(1.0);
+            scale(m, Field::FlowRateBpd, 0.2);
+            scale(m, Field::MotorCurrentA, current);
+            scale(m, Field::VibrationXG, vibration);
+            scale(m, Field::VibrationYG, vibration);
+            scale(m, Field::IntakePressurePsi, fill);
+        });
+        let readings = scaled_from(readings, 0, |_, m| {
+            m.set(Field::DischargePressurePsi, None);
+            m.set(Field::TubingPressurePsi, None);
+        });
+        episodes_of(meta, &readings)
+    };
+    let shut_in = shut(0.75, 1.6);
+    assert!(has(&shut_in, Condition::ClosedValve), "{shut_in:?}");
+    let parted = shut(0.45, 0.5);
+    assert!(!has(&parted, Condition::ClosedValve), "{parted:?}");
+}
+
 /// A leak does not heal while the pump runs, but a workover repairs it. After a stop (or a gap
 /// in the data) long enough for one, a loss latched before is judged afresh: the annulus
 /// standing full at the restart, the head short of its level for an hour, is no leak
