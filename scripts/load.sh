@@ -14,7 +14,7 @@
 #                                        RSS high-water, recovery time, every reading the broker
 #                                        acknowledged read back)
 #
-# Environment: PROFILE=debug|release (debug), TIMES, KEYS (simulated gateways, 8), PORT (18080),
+# Environment: PROFILE=debug|release (debug), CARGO_TARGET_DIR (target), TIMES, KEYS (simulated gateways, 8), PORT (18080),
 # KEEP=1 keeps the work directory (server log, data). Extra arguments after the mode's own go to
 # `espwatch-bench load` (e.g. --batch 500 --max-outstanding 2048) or `broker-load`.
 # Brokers: mqtt-overload starts a Mosquitto of its own on a free port with MOSQUITTO_SETTINGS
@@ -44,8 +44,8 @@ if [ "$profile" = release ]; then
 else
   nice cargo build -p espwatch -p espwatch-bench
 fi
-bin=target/$profile/espwatch
-bench=target/$profile/espwatch-bench
+bin=${CARGO_TARGET_DIR:-target}/$profile/espwatch
+bench=${CARGO_TARGET_DIR:-target}/$profile/espwatch-bench
 
 work=$(mktemp -d /tmp/espwatch-load.XXXXXX)
 pid=

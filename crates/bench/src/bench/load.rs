@@ -24,7 +24,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use espwatch_core::{Field, Timestamp};
 
-use super::offered::{LoadDurations, OfferedLoad, now_secs};
+use super::offered::{LoadDurations, OfferedLoad, now_secs, secs_arg};
 use super::{Latencies, median, synthetic};
 
 #[derive(clap::Args, Debug)]
@@ -55,6 +55,10 @@ pub struct LoadArgs {
     /// Skip reading every well back afterwards.
     #[arg(long)]
     pub no_verify: bool,
+    /// Length of the windows whose ingest latency (p50, p99) and RSS are listed at the end, to
+    /// see drift over a long run.
+    #[arg(long, default_value = "5m")]
+    pub drift_window: String,
 }
 
 /// A request body: readings `seq0 .. seq0 + batch`.
@@ -293,6 +297,11 @@ fn truncate(b: &[u8]) -> String {
 
 /// Resident and peak resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> Option<(f64, f64)> {
+    Some((status_mib(pid, "VmRSS:")?, status_mib(pid, "VmHWM:")?))
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS:`, `RssAnon:`, ...), in MiB.
+fn status_mib(pid: u32, name: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<f64> {
         let line = status.lines().find(|l| l.starts_with(name))?;
@@ -304,7 +313,17 @@ fn rss_mib(pid: u32) -> Option<(f64, f64)> {
             .ok()?;
         Some(kb / 1024.0)
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    field(name)
+}
+
+/// One drift window: ingest latency and the server's RSS at its end.
+struct Window {
+    from: f64,
+    to: f64,
+    ok: usize,
+    p50: Duration,
+    p99: Duration,
+    rss_mib: Option<f64>,
 }
 
 /// One second of the run.
@@ -377,6 +396,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         report_every,
         start_ago,
     } = args.load.durations()?;
+    let drift_window = secs_arg("drift-window", &args.drift_window)?.as_secs_f64();
     let now_secs = now_secs();
     let url = args.url.trim_end_matches('/').to_owned();
     let prefix = args.load.prefix_or("LOAD", now_secs);
@@ -478,6 +498,9 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
     let mut last_report = Instant::now();
     let mut since_report = Counts::default();
     let mut report_latency = Latencies::default();
+    let mut window_latency = Latencies::default();
+    let mut window_from = 0.0;
+    let mut windows: Vec<Window> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
@@ -486,6 +509,9 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         recorded.window.not_sent = not_sent.swap(0, Ordering::Relaxed);
         let rss = pid.and_then(rss_mib).map(|(r, _)| r);
         report_latency
+            .0
+            .extend(recorded.ok_latency.0.iter().copied());
+        window_latency
             .0
             .extend(recorded.ok_latency.0.iter().copied());
         ok_latency.0.extend(recorded.ok_latency.0);
@@ -503,10 +529,24 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
             counts: recorded.window,
             rss_mib: rss,
         });
+        let at = started.elapsed().as_secs_f64();
+        if at - window_from >= drift_window || done {
+            windows.push(Window {
+                from: window_from,
+                to: at,
+                ok: window_latency.0.len(),
+                p50: window_latency.percentile(50.0),
+                p99: window_latency.percentile(99.0),
+                rss_mib: rss,
+            });
+            window_latency = Latencies::default();
+            window_from = at;
+        }
         if last_report.elapsed() >= report_every || done {
             let secs = last_report.elapsed().as_secs_f64();
+            let part = |name| pid.and_then(|p| status_mib(p, name));
             println!(
-                "{:>6.0} s: acked {:>8.0} readings/s (200 in {} median, {} p99), 200 {:>5}, 503 {:>6}, 429 {:>5}, errors {:>4}, not sent {:>6}, in flight {:>5}, server RSS {}",
+                "{:>6.0} s: acked {:>8.0} readings/s (200 in {} median, {} p99), 200 {:>5}, 503 {:>6}, 429 {:>5}, errors {:>4}, not sent {:>6}, in flight {:>5}, server RSS {} (anon {}, file {})",
                 started.elapsed().as_secs_f64(),
                 since_report.acked_readings as f64 / secs,
                 super::ms(report_latency.percentile(50.0)),
@@ -517,7 +557,9 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
                 since_report.transport_errors + since_report.other_status,
                 since_report.not_sent,
                 outstanding.load(Ordering::Acquire),
-                rss.map_or("-".into(), |r| format!("{r:.0} MiB"))
+                rss.map_or("-".into(), |r| format!("{r:.0} MiB")),
+                part("RssAnon:").map_or("-".into(), |r| format!("{r:.0} MiB")),
+                part("RssFile:").map_or("-".into(), |r| format!("{r:.0} MiB"))
             );
             since_report = Counts::default();
             report_latency = Latencies::default();
@@ -609,6 +651,39 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<()> {
         super::ms(health.ready.percentile(100.0)),
         health.ready_bad,
         health.ready_statuses
+    );
+    println!(
+        "drift ({:.0} s windows): ingest 200 latency and server RSS at each window's end",
+        drift_window
+    );
+    for w in &windows {
+        println!(
+            "  {:>6.0}-{:<6.0} s: {:>6} answers 200, p50 {}, p99 {}, RSS {}",
+            w.from,
+            w.to,
+            w.ok,
+            super::ms(w.p50),
+            super::ms(w.p99),
+            w.rss_mib.map_or("-".into(), |r| format!("{r:.0} MiB"))
+        );
+    }
+    println!(
+        "RESULT drift_p50_ms={} drift_p99_ms={} drift_rss_mib={}",
+        windows
+            .iter()
+            .map(|w| format!("{:.1}", w.p50.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(","),
+        windows
+            .iter()
+            .map(|w| format!("{:.1}", w.p99.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(","),
+        windows
+            .iter()
+            .map(|w| w.rss_mib.map_or("-".into(), |r| format!("{r:.0}")))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     for o in &oddities {
         println!("  unexpected: {o}");
