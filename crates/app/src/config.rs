@@ -716,8 +716,7 @@ impl Config {
                         .into(),
                 );
             }
-            espwatch_archive::target::check_url(url)
-                .map_err(|e| format!("backup_ship_to: {e}"))?;
+            espwatch_archive::target::check_url(url).map_err(|e| format!("backup_ship_to: {e}"))?;
         }
         for (key, value) in self.retention_keys() {
             retention_micros(key, value)?;

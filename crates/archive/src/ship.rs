@@ -128,9 +128,7 @@ pub fn decode(bytes: &[u8]) -> anyhow::Result<Vec<LogRecord>> {
 }
 
 fn take<'a>(body: &'a [u8], at: &mut usize, n: usize) -> anyhow::Result<&'a [u8]> {
-    let s = body
-        .get(*at..at.saturating_add(n))
-        .context("truncated")?;
+    let s = body.get(*at..at.saturating_add(n)).context("truncated")?;
     *at += n;
     Ok(s)
 }
@@ -138,12 +136,12 @@ fn take<'a>(body: &'a [u8], at: &mut usize, n: usize) -> anyhow::Result<&'a [u8]
 /// The shipped objects at the destination, oldest first.
 pub async fn list(dest: &Archive) -> anyhow::Result<Vec<(Path, ObjectSpan)>> {
     let prefix = Path::from(SHIPPED_LOG);
-    let metas: Vec<object_store::ObjectMeta> = dest
-        .store
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .with_context(|| format!("listing the shipped log in {}", dest.url()))?;
+    let metas: Vec<object_store::ObjectMeta> =
+        dest.store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .with_context(|| format!("listing the shipped log in {}", dest.url()))?;
     let mut out: Vec<(Path, ObjectSpan)> = metas
         .into_iter()
         .filter_map(|m| parse_name(m.location.as_ref()).map(|s| (m.location, s)))
@@ -176,7 +174,10 @@ async fn ship_verified(dest: &Archive, records: &[LogRecord]) -> anyhow::Result<
         .with_context(|| format!("uploading {name} to {}", dest.url()))?;
     let back = fetch(dest, &location).await?;
     if back != bytes {
-        bail!("{name} read back from {} differs from what was uploaded", dest.url());
+        bail!(
+            "{name} read back from {} differs from what was uploaded",
+            dest.url()
+        );
     }
     Ok(name)
 }
@@ -260,7 +261,10 @@ impl Shipper {
                     }
                     st.last_error = Some(text);
                     let n = st.consecutive_failures.min(8) as u32;
-                    interval.saturating_mul(1 << n).min(MAX_BACKOFF).max(interval)
+                    interval
+                        .saturating_mul(1 << n)
+                        .min(MAX_BACKOFF)
+                        .max(interval)
                 }
             };
         }
@@ -272,7 +276,8 @@ impl Shipper {
 
     /// Ships everything committed so far.
     async fn round(&self) -> anyhow::Result<()> {
-        let cursor = match self.lock().cursor {
+        let known = self.lock().cursor;
+        let cursor = match known {
             Some(c) => c,
             None => {
                 let shipped = list(&self.dest).await?;
@@ -287,9 +292,10 @@ impl Shipper {
         let mut cursor = cursor;
         loop {
             let store = self.store.clone();
-            let records = tokio::task::spawn_blocking(move || store.log_since(cursor, OBJECT_BYTES))
-                .await
-                .context("log shipping task")??;
+            let records =
+                tokio::task::spawn_blocking(move || store.log_since(cursor, OBJECT_BYTES))
+                    .await
+                    .context("log shipping task")??;
             let Some(last) = records.last() else {
                 self.lock().oldest_pending_at = None;
                 return Ok(());
@@ -353,7 +359,11 @@ impl Shipper {
     /// Ships what is left (one last attempt) and stops.
     pub async fn stop(self) {
         self.stop.notify_one();
-        let handle = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let handle = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(handle) = handle {
             let _ = handle.await;
         }
@@ -392,12 +402,11 @@ pub async fn replay(
     }
     let from = base_started_at.saturating_sub(REPLAY_MARGIN_MICROS);
     let dir = data_dir.to_owned();
-    let store = tokio::task::spawn_blocking(move || {
-        EmbeddedStore::open(&dir, EmbeddedOptions::default())
-    })
-    .await
-    .context("opening the restored store")?
-    .with_context(|| format!("opening the restored store in {}", data_dir.display()))?;
+    let store =
+        tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, EmbeddedOptions::default()))
+            .await
+            .context("opening the restored store")?
+            .with_context(|| format!("opening the restored store in {}", data_dir.display()))?;
     let result = replay_into(dest, &store, &objects, from, until).await;
     let closed = store.close().await;
     let report = result?;
@@ -427,7 +436,10 @@ async fn replay_into(
         if records.first().map(|r| r.id) != Some(span.first_id)
             || records.last().map(|r| r.id) != Some(span.last_id)
         {
-            bail!("{location} in {} does not hold what its name says", dest.url());
+            bail!(
+                "{location} in {} does not hold what its name says",
+                dest.url()
+            );
         }
         if let Some(next) = expected_next
             && span.first_id != next

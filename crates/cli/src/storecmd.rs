@@ -369,14 +369,13 @@ pub fn run(cmd: StoreCommand, config: &Config) -> anyhow::Result<bool> {
             );
             if from.join(incremental::SHIPPED_LOG).is_dir() {
                 let shipped = espwatch_archive::Archive::open(&from.to_string_lossy())?;
-                let replayed = tokio::runtime::Handle::current().block_on(
-                    espwatch_archive::ship::replay(
+                let replayed =
+                    tokio::runtime::Handle::current().block_on(espwatch_archive::ship::replay(
                         &shipped,
                         &data_dir,
                         report.until.started_at,
                         until,
-                    ),
-                )?;
+                    ))?;
                 print_replay(replayed.as_ref());
             }
             Ok(true)

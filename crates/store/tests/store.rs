@@ -1085,7 +1085,14 @@ async fn checkpoints_keep_the_log_the_shipper_has_not_shipped() {
     store.close().await.unwrap();
     let store = EmbeddedStore::open(dir.path(), opts.clone()).unwrap();
     assert_eq!(store.stats().await.unwrap().readings_in_log, 0);
-    assert_eq!(store.read_range(&well("S"), all_time()).await.unwrap().len(), 30);
+    assert_eq!(
+        store
+            .read_range(&well("S"), all_time())
+            .await
+            .unwrap()
+            .len(),
+        30
+    );
     assert_eq!(store.log_since(0, usize::MAX).unwrap().len(), 3);
     store.set_ship_floor(3);
     store
@@ -1112,7 +1119,14 @@ async fn checkpoints_keep_the_log_the_shipper_has_not_shipped() {
         .await
         .unwrap();
     assert_eq!(store.last_log_batch().0, 6);
-    assert_eq!(store.read_range(&well("S"), all_time()).await.unwrap().len(), 33);
+    assert_eq!(
+        store
+            .read_range(&well("S"), all_time())
+            .await
+            .unwrap()
+            .len(),
+        33
+    );
     store.close().await.unwrap();
 
     // Without shipping a checkpoint keeps nothing.

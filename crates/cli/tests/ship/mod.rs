@@ -174,6 +174,7 @@ type Acked = Arc<Mutex<Vec<(String, String, i64)>>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_drill_kill_9_loses_nothing_acknowledged_before_the_recovery_point() {
+    init();
     let work = tempfile::tempdir().unwrap();
     let (data, dest) = (work.path().join("data"), work.path().join("backups"));
     let mut server = start_shipping(&data, &dest, work.path());
@@ -258,6 +259,7 @@ async fn restore_drill_kill_9_loses_nothing_acknowledged_before_the_recovery_poi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_until_a_second_gives_exactly_the_readings_acknowledged_up_to_it() {
+    init();
     let work = tempfile::tempdir().unwrap();
     let (data, dest) = (work.path().join("data"), work.path().join("backups"));
     let server = start_shipping(&data, &dest, work.path());
@@ -300,5 +302,9 @@ async fn restore_until_a_second_gives_exactly_the_readings_acknowledged_up_to_it
     let got = stored(&latest_server, &wells).await;
     let mut both = expect(0);
     both.extend(expect(100));
-    assert_eq!(got.get(&well), Some(&both), "restored up to the last shipped batch");
+    assert_eq!(
+        got.get(&well),
+        Some(&both),
+        "restored up to the last shipped batch"
+    );
 }

@@ -368,13 +368,22 @@ impl EmbeddedStore {
                 .map_err(|e| schema::sql_err("reading the log", e))?;
             let mut out = Vec::new();
             let mut bytes = 0usize;
-            while let Some(row) = rows.next().map_err(|e| schema::sql_err("reading the log", e))? {
-                let id: i64 = row.get(0).map_err(|e| schema::sql_err("reading the log", e))?;
-                let data: Vec<u8> = row.get(2).map_err(|e| schema::sql_err("reading the log", e))?;
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| schema::sql_err("reading the log", e))?
+            {
+                let id: i64 = row
+                    .get(0)
+                    .map_err(|e| schema::sql_err("reading the log", e))?;
+                let data: Vec<u8> = row
+                    .get(2)
+                    .map_err(|e| schema::sql_err("reading the log", e))?;
                 bytes += data.len();
                 out.push(LogRecord {
                     id,
-                    committed_at: row.get(1).map_err(|e| schema::sql_err("reading the log", e))?,
+                    committed_at: row
+                        .get(1)
+                        .map_err(|e| schema::sql_err("reading the log", e))?,
                     data,
                 });
                 if bytes >= max_bytes {
