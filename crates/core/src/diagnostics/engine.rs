@@ -154,6 +154,10 @@ pub struct WellEngine {
     head_trend: HeadTrend,
     /// The motor unloading at a steady speed (free gas lightening the pump), being watched.
     unloading: Unloading,
+    /// Since when a gas lock has kept delivering (see [`rules::gas_lock_still_delivering`]).
+    delivering_since: Option<i64>,
+    /// The last reading with the pump running.
+    last_running_at: Option<i64>,
     /// The last reading with both the drive frequency and its output voltage: (time, Hz, V).
     last_drive: Option<(i64, f64, f64)>,
     /// When the head was last at its baseline at a settled reading since the last start or
@@ -269,6 +273,8 @@ impl WellEngine {
             head_loss: HeadLoss::default(),
             head_trend: HeadTrend::default(),
             unloading: Unloading::default(),
+            delivering_since: None,
+            last_running_at: None,
             last_drive: None,
             head_normal_at: None,
             loaded_at: None,
@@ -777,6 +783,13 @@ impl WellEngine {
     }
 
     fn update_run_state(&mut self, ts: i64, running: bool) {
+        // A stop this long (or a gap in the data hiding one) may have been a workover (the
+        // tubing repaired, the pump replaced): a head loss latched before it is judged afresh,
+        // against the baseline, once the pump has settled.
+        let idle_secs = self.last_running_at.map(|t| (ts - t) as f64 / MICROS);
+        if running && idle_secs.is_some_and(|secs| secs >= self.th.workover_stop_secs) {
+            self.head_loss = HeadLoss::default();
+        }
         if running && !self.running {
             self.running_since = ts;
             self.starts.push_back(ts);
@@ -786,14 +799,17 @@ impl WellEngine {
             self.head_normal_at = None;
             self.loaded_at = None;
             self.unload = Unload::default();
+            self.delivering_since = None;
             self.intake_near_level_since = None;
             self.intake_rested = false;
             // The motor's thermal levels outlast a stop: a winding warming back up after a
             // restart is judged against where it ran before, not against its cold start.
             let (rise, rise_level) = (self.sm.rise, self.sm.rise_level);
+            let rise_level_at_start = rise_level.value();
             self.sm = Smoothed {
                 rise,
                 rise_level,
+                rise_level_at_start,
                 ..Smoothed::default()
             };
         }
@@ -805,6 +821,9 @@ impl WellEngine {
             }
         }
         self.running = running;
+        if running {
+            self.last_running_at = Some(ts);
+        }
     }
 
     fn features_of(&self, m: &Measurements, n: &Normalised) -> Features {
@@ -1561,7 +1580,22 @@ impl WellEngine {
             self.head_trend.update(&input);
         }
         let gas = rules::gas_evidence(&input);
-        if let Some(lift) = rules::loss_of_lift(&input, &gas) {
+        if let Some(mut lift) = rules::loss_of_lift(&input, &gas) {
+            // A pump that keeps delivering most of its flow for long is not gas locked: the gas
+            // interferes. The open lock episode was interference all along.
+            if let Some(finding) = lift
+                .as_mut()
+                .filter(|f| f.diagnosis == Diagnosis::Condition(Condition::GasLock))
+                && let Some(evidence) =
+                    rules::gas_lock_still_delivering(&input, &mut self.delivering_since)
+            {
+                let interference = Diagnosis::Condition(Condition::GasInterference);
+                self.tracker
+                    .retag(Diagnosis::Condition(Condition::GasLock), interference);
+                finding.diagnosis = interference;
+                finding.action = action_for(interference);
+                finding.evidence.extend(evidence);
+            }
             out.extend(lift);
             return;
         }
@@ -1599,6 +1633,24 @@ impl WellEngine {
                 finding
                     .evidence
                     .extend(rules::scale_evidence(&input, &self.head_loss));
+            }
+            // A leak that kept deepening long after its step had settled is gradual: the
+            // episode is wear or scale all along.
+            if let Some((gradual, evidence)) =
+                rules::leak_turned_gradual(&input, &mut self.head_loss)
+            {
+                self.head_loss.kind = Some(gradual);
+                self.tracker.retag(
+                    Diagnosis::Condition(Condition::TubingLeak),
+                    Diagnosis::Condition(gradual),
+                );
+                finding.diagnosis = Diagnosis::Condition(gradual);
+                finding.action = action_for(finding.diagnosis);
+                finding.evidence.retain(|e| {
+                    e.feature != "current_ratio_at_onset"
+                        && e.feature != "head_loss_developed_over_h"
+                });
+                finding.evidence.extend(evidence);
             }
             if finding.diagnosis == Diagnosis::Condition(Condition::ScalePlugging) {
                 self.head_trend.scale_seen = true;

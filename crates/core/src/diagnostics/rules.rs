@@ -40,6 +40,9 @@ pub(crate) struct Smoothed {
     pub slow_temp: Ewma,
     /// The winding rise ratio over hours: the motor's own recent thermal level.
     pub rise_level: Ewma,
+    /// `rise_level` when the pump last started: a winding warming back up to where it ran
+    /// before the stop has not warmed lately (see [`warmed_lately`]).
+    pub rise_level_at_start: Option<f64>,
     /// The winding rise and the operating point over the same hours, learned only from a
     /// motor warmed up since its start (see [`ThermalLevel::update`]).
     pub thermal_level: ThermalLevel,
@@ -222,6 +225,13 @@ pub(crate) struct HeadLoss {
     pub developed_secs: f64,
     /// The current ratio when it was classified (a leak keeps the motor loaded).
     pub current_at_onset: Option<f64>,
+    /// When it was classified as a leak, and the head ratio's mean over `leak_level_secs` from
+    /// `leak_settle_secs` later, once the step has settled: a leak then holds near that level,
+    /// a gradual loss keeps deepening (see [`leak_turned_gradual`]).
+    pub onset: Option<i64>,
+    pub settled: Mean,
+    /// Since when the head has stayed `leak_deepening_ratio` below that level.
+    pub deepened_since: Option<i64>,
     /// The head ratio judged against, when a corroborated sudden step lowered the bar.
     pub low: Option<f64>,
     /// Without a discharge gauge: the delivery and frequency before a sudden loss.
@@ -710,6 +720,37 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     }
     let conf = BASE + STRONG + bonus(gas_fast || gas.near_bubble, STRONG) + bonus(!quiet, 0.05);
     Some(Some(Finding::new(Condition::GasLock, conf, ev)))
+}
+
+/// A gas-locked pump delivers nothing: the impellers spin in gas until the underload relay
+/// trips it, within minutes. A pump whose head and current sank the way a lock begins but that
+/// has kept delivering `gas_lock_delivering_flow_ratio` of its flow (the slow level) for
+/// `gas_lock_delivering_secs` is gas interference, however deep: the slugs of gas cost it head
+/// and load without taking its lift. Without a flow meter nothing tells the two apart here.
+/// `since` is kept by the caller for the run (reset at each start).
+pub(crate) fn gas_lock_still_delivering(
+    i: &Input,
+    since: &mut Option<i64>,
+) -> Option<Vec<Evidence>> {
+    let th = i.th;
+    let flow = val(&i.s.flow)?;
+    if flow < th.gas_lock_delivering_flow_ratio {
+        *since = None;
+        return None;
+    }
+    let from = *since.get_or_insert(i.ts);
+    let minutes = (i.ts - from) as f64 / 60e6;
+    (minutes >= th.gas_lock_delivering_secs / 60.0).then(|| {
+        vec![
+            Evidence::new("flow_ratio", flow, th.gas_lock_delivering_flow_ratio, ">="),
+            Evidence::new(
+                "delivering_min",
+                minutes,
+                th.gas_lock_delivering_secs / 60.0,
+                ">=",
+            ),
+        ]
+    })
 }
 
 /// Pump-off: the well cannot feed the pump. The intake is drawn down against the baseline *and*
@@ -1227,6 +1268,7 @@ pub(crate) fn head_loss(i: &Input, gas: &GasEvidence, state: &mut HeadLoss) -> O
     if state.kind.is_none() {
         state.developed_secs = took_secs;
         state.current_at_onset = cur;
+        state.onset = Some(i.ts);
     }
     let scale = scale_since_departure(i, state);
     let kind = *state.kind.get_or_insert_with(|| {
@@ -1530,6 +1572,66 @@ pub(crate) fn scale_evidence(i: &Input, state: &HeadLoss) -> Vec<Evidence> {
     ev
 }
 
+/// Whether an open leak episode has turned out to be a gradual loss, and which: a hole in the
+/// tubing costs its head at once and the head then holds near the level it stepped to, while
+/// wear and scale keep taking more, day after day. A loss that came fast enough to pass for a
+/// step (a noisy head ratio crosses the bar early) but has kept deepening for hours since is
+/// gradual; the motor tells wear from scale as for any gradual loss.
+pub(crate) fn leak_turned_gradual(
+    i: &Input,
+    state: &mut HeadLoss,
+) -> Option<(Condition, Vec<Evidence>)> {
+    let th = i.th;
+    if state.kind != Some(Condition::TubingLeak) {
+        return None;
+    }
+    let now = val(&i.s.head)?;
+    // A subtle leak is latched by its own rule, which does not set the onset.
+    let onset = *state.onset.get_or_insert(i.ts);
+    let since_onset = (i.ts - onset) as f64 / 1e6;
+    if since_onset < th.leak_settle_secs {
+        return None;
+    }
+    if since_onset < th.leak_settle_secs + th.leak_level_secs {
+        state.settled.add(Some(now));
+        return None;
+    }
+    let fall = state.settled.value()? - now;
+    if fall < th.leak_deepening_ratio {
+        state.deepened_since = None;
+        return None;
+    }
+    let deepened_since = *state.deepened_since.get_or_insert(i.ts);
+    if ((i.ts - deepened_since) as f64 / 1e6) < th.leak_deepening_hold_secs {
+        return None;
+    }
+    // From here on the loss is judged as the gradual one it is: developing since it departed.
+    state.developed_secs = (i.ts - state.departed.unwrap_or(onset)) as f64 / 1e6;
+    let kind = if scale_since_departure(i, state) {
+        Condition::ScalePlugging
+    } else {
+        Condition::PumpWear
+    };
+    let mut ev = vec![
+        Evidence::new(
+            "head_ratio_fall_since_step_settled",
+            fall,
+            th.leak_deepening_ratio,
+            ">=",
+        ),
+        Evidence::new(
+            "head_loss_developed_over_h",
+            state.developed_secs / 3600.0,
+            th.abrupt_secs / 3600.0,
+            ">",
+        ),
+    ];
+    if kind == Condition::ScalePlugging {
+        ev.extend(scale_evidence(i, state));
+    }
+    Some((kind, ev))
+}
+
 /// Whether an open wear episode has turned out to be scale: the motor has since run hotter
 /// than the lost flow explains.
 pub(crate) fn wear_became_scale(i: &Input, state: &HeadLoss) -> bool {
@@ -1662,7 +1764,13 @@ fn warmed_lately(i: &Input) -> bool {
     let (Some(tm), Some(ti)) = (i.m.get(Field::MotorTempC), i.m.get(Field::IntakeTempC)) else {
         return false;
     };
-    match (val(&i.s.rise), val(&i.s.rise_level)) {
+    // Against where it ran before the last stop too: the cold readings of a restart pull the
+    // level down, and warming back up past it is no news.
+    let level = match (val(&i.s.rise_level), i.s.rise_level_at_start) {
+        (Some(l), Some(before)) => Some(l.max(before)),
+        (l, before) => l.or(before),
+    };
+    match (val(&i.s.rise), level) {
         (Some(now), Some(level)) if now > 0.0 => {
             (tm - ti) * (1.0 - level / now) >= i.th.overheat_warming_c
         }

@@ -94,6 +94,18 @@ pub struct Thresholds {
     /// Wear and scale take at least this long to cost the bar's head, seconds: a loss between
     /// `abrupt_secs` and this with free gas at the intake is the gas's (see `rules::head_loss`).
     pub gradual_min_secs: f64,
+    /// A stop at least this long may have been a workover: a head loss latched before it is
+    /// judged afresh after the restart.
+    pub workover_stop_secs: f64,
+    /// A loss classified as a leak has settled `leak_settle_secs` later (the drive and the
+    /// annulus have found the new operating point); its head level is the mean over the
+    /// `leak_level_secs` after. A head that then stays this much (head-ratio points) below that level for
+    /// `leak_deepening_hold_secs` keeps deepening the way wear and scale do, not holding like
+    /// a hole's step (see `rules::leak_turned_gradual`).
+    pub leak_settle_secs: f64,
+    pub leak_level_secs: f64,
+    pub leak_deepening_ratio: f64,
+    pub leak_deepening_hold_secs: f64,
     /// Slow losses judged as the well's own trend at a steady operating point (see
     /// `rules::HeadTrend`): bucket length, how many completed buckets are kept, the frequency
     /// band one operating point spans, the least steady decline of the head from where the
@@ -264,6 +276,10 @@ pub struct Thresholds {
     /// Gas lock: head and current below these ratios with vibration at or above its ratio.
     pub gas_lock_head_ratio: f64,
     pub gas_lock_current_ratio: f64,
+    /// A "lock" that has kept delivering at least this flow ratio (slow level) for this long is
+    /// gas interference (see `rules::gas_lock_still_delivering`).
+    pub gas_lock_delivering_flow_ratio: f64,
+    pub gas_lock_delivering_secs: f64,
     pub gas_lock_vibration_ratio: f64,
     /// A broken shaft leaves the current steady: fast std of the current ratio below this.
     pub broken_shaft_steady_std: f64,
@@ -454,6 +470,11 @@ impl Default for Thresholds {
             head_ratio_low: 0.92,
             abrupt_secs: 3600.0,
             gradual_min_secs: 6.0 * 3600.0,
+            workover_stop_secs: 6.0 * 3600.0,
+            leak_settle_secs: 3.0 * 3600.0,
+            leak_level_secs: 3600.0,
+            leak_deepening_ratio: 0.05,
+            leak_deepening_hold_secs: 3600.0,
             trend_bucket_secs: 6.0 * 3600.0,
             trend_buckets_kept: 16,
             trend_frequency_band: 0.01,
@@ -525,6 +546,8 @@ impl Default for Thresholds {
             trip_confirm_secs: 60.0,
             gas_lock_head_ratio: 0.75,
             gas_lock_current_ratio: 0.85,
+            gas_lock_delivering_flow_ratio: 0.5,
+            gas_lock_delivering_secs: 7200.0,
             gas_lock_vibration_ratio: 1.1,
             broken_shaft_steady_std: 0.03,
             broken_shaft_steady_readings: 3,
