@@ -289,6 +289,17 @@ pub struct Config {
     /// takes), over the `AWS_*` environment variables. Credentials are not accepted here
     /// either: they come from the environment.
     pub backup_options: std::collections::BTreeMap<String, String>,
+    /// Continuous archiving of the embedded store's durable log: a directory or
+    /// `s3://bucket/prefix` (S3 settings from `backup_options`), normally the backup chain
+    /// that `espwatch store backup --incremental --to` the same place keeps. The server
+    /// uploads every committed log batch there (under `wal/`, verified) within
+    /// `backup_ship_interval_ms`, so `espwatch store restore --until TS` restores to any
+    /// second after the chain's first backup. Unset: no shipping. Embedded store only.
+    pub backup_ship_to: Option<String>,
+    /// How often the server ships the log batches committed since its last round,
+    /// milliseconds (50 to 1000): the recovery point trails the last acknowledgement by
+    /// about this plus an upload.
+    pub backup_ship_interval_ms: u64,
     /// How often the server applies the retention policy, seconds (the first round runs at
     /// start; a failed round is retried after a minute, or this, if shorter).
     pub retention_interval_secs: u64,
@@ -489,6 +500,8 @@ impl Default for Config {
             archive_url: None,
             archive_options: Default::default(),
             backup_options: Default::default(),
+            backup_ship_to: None,
+            backup_ship_interval_ms: 250,
             retention_interval_secs: 3600,
             audit_retention: None,
         }
@@ -640,6 +653,8 @@ impl Config {
         "archive_url",
         "archive_options",
         "backup_options",
+        "backup_ship_to",
+        "backup_ship_interval_ms",
         "retention_interval_secs",
         "audit_retention",
     ];
@@ -690,6 +705,18 @@ impl Config {
         }
         if self.retention_interval_secs == 0 {
             return Err("retention_interval_secs must be at least 1".into());
+        }
+        if !(50..=1000).contains(&self.backup_ship_interval_ms) {
+            return Err("backup_ship_interval_ms must be between 50 and 1000".into());
+        }
+        if let Some(url) = &self.backup_ship_to {
+            if self.database_url.is_some() {
+                return Err(
+                    "backup_ship_to ships the embedded store's log; on PostgreSQL use WAL archiving (see the README)"
+                        .into(),
+                );
+            }
+            espwatch_archive::target::check_url(url).map_err(|e| format!("backup_ship_to: {e}"))?;
         }
         for (key, value) in self.retention_keys() {
             retention_micros(key, value)?;

@@ -20,6 +20,7 @@ pub fn open_embedded(data_dir: &Path, config: &Config) -> anyhow::Result<Embedde
         checkpoint_interval: Duration::from_secs(config.checkpoint_interval_secs),
         cache_mib: config.store_cache_mib,
         read_cache_mib: config.store_read_cache_mib,
+        keep_log_for_shipping: config.backup_ship_to.is_some(),
         ..EmbeddedOptions::default()
     };
     EmbeddedStore::open(data_dir, options)
@@ -56,6 +57,8 @@ pub struct OpenedStore {
     pub security: Arc<dyn SecurityStore>,
     /// The same store's retention side (the server's retention job, `espwatch archive`).
     pub retention: Arc<dyn Retention>,
+    /// The embedded store itself (its log shipper needs it), when that is the backend.
+    pub embedded: Option<EmbeddedStore>,
 }
 
 /// Only the identities and audit part of the configured store (for `users`, `apikeys`,
@@ -93,11 +96,14 @@ pub async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
                 security: store.clone() as Arc<dyn SecurityStore>,
                 retention: store.clone() as Arc<dyn Retention>,
                 store,
+                embedded: None,
             })
         }
         None => {
-            let store = Arc::new(open_embedded(&config.data_dir, config)?);
+            let embedded = open_embedded(&config.data_dir, config)?;
+            let store = Arc::new(embedded.clone());
             Ok(OpenedStore {
+                embedded: Some(embedded),
                 alarms: Some(store.clone() as Arc<dyn AlarmStore>),
                 security: open_embedded_security(config)?,
                 retention: store.clone() as Arc<dyn Retention>,

@@ -100,7 +100,7 @@ async fn is_empty(store: &Arc<dyn ObjectStore>, url: &str) -> anyhow::Result<boo
     Ok(first.is_none())
 }
 
-/// Whether nothing but a backup's lock is stored under the bucket's prefix.
+/// Whether nothing but a backup's lock (and the shipped log) is stored under the bucket's prefix.
 async fn is_empty_but_lock(store: &Arc<dyn ObjectStore>, url: &str) -> anyhow::Result<bool> {
     let mut objects = store.list(None);
     while let Some(o) = objects
@@ -109,7 +109,12 @@ async fn is_empty_but_lock(store: &Arc<dyn ObjectStore>, url: &str) -> anyhow::R
         .transpose()
         .with_context(|| format!("listing {url}"))?
     {
-        if o.location.as_ref() != LOCK {
+        let name = o.location.as_ref();
+        // The shipped log (`crate::ship`) may come before the chain's first backup.
+        let shipped = name
+            .strip_prefix(incremental::SHIPPED_LOG)
+            .is_some_and(|rest| rest.starts_with('/'));
+        if name != LOCK && !shipped {
             return Ok(false);
         }
     }

@@ -9,6 +9,9 @@
 //! - [`backup`]: the embedded store's backups and backup chains in an S3 bucket (made by
 //!   `espwatch_store::embedded::{backup, incremental}` in a staging directory, uploaded and
 //!   verified, manifest last; restored through a staging directory).
+//! - [`ship`]: continuous archiving of the embedded store's durable log next to a backup
+//!   chain (`serve` with `backup_ship_to`), and its replay after a chain's restore
+//!   (`store restore --until` to the second).
 //!
 //! Layering: `core` → `store` → `archive` → `server`/`cli`. The lifecycle reaches data only
 //! through the `Store` and `Retention` traits, so both backends share it; [`backup`] is the
@@ -17,6 +20,7 @@
 pub mod backup;
 pub mod columns;
 pub mod job;
+pub mod ship;
 pub mod target;
 
 pub use job::{

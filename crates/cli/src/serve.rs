@@ -79,6 +79,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         Some(config.open_archive()?)
     };
+    // The log shipper's destination, opened (a directory created, S3 settings checked) first.
+    let ship_to = match &config.backup_ship_to {
+        Some(url) => Some(config.open_backup_bucket(url)?),
+        None => None,
+    };
     let store = open_store_for_serving(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -134,8 +139,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             espwatch_app::audit_retention::system_clock(),
         )
     });
+    let shipper = match (ship_to, &store.embedded) {
+        (Some(dest), Some(embedded)) => Some(espwatch_archive::ship::Shipper::start(
+            embedded.clone(),
+            dest,
+            std::time::Duration::from_millis(config.backup_ship_interval_ms),
+        )),
+        _ => None,
+    };
+    drop(store.embedded);
     let state =
         AppState::new(store.store, config, store.security)?.with_optional_alarms(store.alarms);
+    if let Some(shipper) = &shipper {
+        let shipper = shipper.clone();
+        state.components.register(
+            "log_shipping",
+            std::sync::Arc::new(move || serde_json::json!(shipper.status())),
+        );
+    }
     if let Some(job) = &retention {
         let job = job.clone();
         state.components.register(
@@ -174,6 +195,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         if let Some(job) = audit_retention {
             job.stop().await;
+        }
+        // After the ingest stopped: its last acknowledged batches are shipped too.
+        if let Some(shipper) = shipper {
+            shipper.stop().await;
         }
     })
     .await;

@@ -74,7 +74,10 @@ pub enum StoreCommand {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
         /// Chains only: restore the store as of the last backup of the chain that started at
-        /// or before TS (RFC 3339, e.g. 2026-01-01T00:00:00Z); the granularity is one backup.
+        /// or before TS (RFC 3339, e.g. 2026-01-01T00:00:00Z); the granularity is one backup,
+        /// or one commit when the server shipped its log there (`backup_ship_to`): then the
+        /// shipped log batches committed up to TS are replayed on top (without --until: all
+        /// of them, up to the last one shipped).
         #[arg(long, value_name = "TS")]
         until: Option<String>,
     },
@@ -156,6 +159,24 @@ fn describe(entry: &ChainEntry) -> String {
         entry.rollups_copied,
         entry.removed
     )
+}
+
+/// What the replay of the shipped log did; the recovery point on a line of its own (scripts
+/// and the restore drill read it).
+fn print_replay(report: Option<&espwatch_archive::ship::ReplayReport>) {
+    let Some(r) = report else { return };
+    println!(
+        "replayed {} shipped log batches from {} objects (verified): {} readings, {} not in the backup",
+        r.batches, r.objects, r.readings, r.added
+    );
+    match r.recovery_point {
+        Some(at) => println!(
+            "recovery point: {} (log batch {})",
+            espwatch_archive::ship::rfc3339(at),
+            r.last_id
+        ),
+        None => println!("recovery point: the backup (no shipped batch in range)"),
+    }
 }
 
 /// `s3://bucket[/prefix]` when `path` names one.
@@ -244,6 +265,13 @@ fn run_s3(cmd: StoreCommand, data_dir: &Path, config: &Config) -> anyhow::Result
                         describe(&report.until)
                     );
                     println!("downloaded {downloaded} bytes from {url}; {seconds:.1}s in all");
+                    let replayed = runtime.block_on(espwatch_archive::ship::replay(
+                        &bucket,
+                        data_dir,
+                        report.until.started_at,
+                        until,
+                    ))?;
+                    print_replay(replayed.as_ref());
                 }
             }
         }
@@ -339,6 +367,17 @@ pub fn run(cmd: StoreCommand, config: &Config) -> anyhow::Result<bool> {
                 report.seconds,
                 describe(&report.until)
             );
+            if from.join(incremental::SHIPPED_LOG).is_dir() {
+                let shipped = espwatch_archive::Archive::open(&from.to_string_lossy())?;
+                let replayed =
+                    tokio::runtime::Handle::current().block_on(espwatch_archive::ship::replay(
+                        &shipped,
+                        &data_dir,
+                        report.until.started_at,
+                        until,
+                    ))?;
+                print_replay(replayed.as_ref());
+            }
             Ok(true)
         }
         StoreCommand::Compact { .. } => {

@@ -12,6 +12,7 @@ mod notify;
 mod ops;
 mod outage;
 mod security;
+mod ship;
 mod simulator;
 mod stream;
 mod support;

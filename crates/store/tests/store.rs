@@ -1052,3 +1052,91 @@ async fn re_sent_sealed_data_is_counted_exactly_and_checked_from_memory() {
     recovered.close().await.unwrap();
     store.close().await.unwrap();
 }
+
+/// Log shipping (issue 20): a checkpoint keeps the log batches the shipper has not shipped
+/// (readable by `log_since`, never replayed as unsealed), drops them once the shipper's floor
+/// passes them, and log ids keep growing across checkpoints that empty the log and reopens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_keep_the_log_the_shipper_has_not_shipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EmbeddedOptions {
+        keep_log_for_shipping: true,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), opts.clone()).unwrap();
+    for batch in 0..3 {
+        let readings: Vec<_> = (0..10)
+            .map(|i| reading("S", batch * 10 + i, i as f64))
+            .collect();
+        store.append(readings, auto()).await.unwrap();
+    }
+    store.checkpoint().await.unwrap();
+    let kept = store.log_since(0, usize::MAX).unwrap();
+    assert_eq!(kept.iter().map(|r| r.id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert!(kept.iter().all(|r| r.committed_at > 0));
+    let readings = espwatch_store::decode_log_readings(&kept[1].data).unwrap();
+    assert_eq!(readings.len(), 10);
+    assert_eq!(readings[0].ts, reading("S", 10, 0.0).ts);
+    assert_eq!(store.log_since(2, usize::MAX).unwrap().len(), 1);
+    assert_eq!(store.last_log_batch().0, 3);
+
+    // Reopened: the kept batches are sealed, not replayed (no reading twice), still there
+    // for the shipper; the next id follows the last.
+    store.close().await.unwrap();
+    let store = EmbeddedStore::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(store.stats().await.unwrap().readings_in_log, 0);
+    assert_eq!(
+        store
+            .read_range(&well("S"), all_time())
+            .await
+            .unwrap()
+            .len(),
+        30
+    );
+    assert_eq!(store.log_since(0, usize::MAX).unwrap().len(), 3);
+    store.set_ship_floor(3);
+    store
+        .append(vec![reading("S", 100, 1.0)], auto())
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    let left = store.log_since(0, usize::MAX).unwrap();
+    assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), [4]);
+
+    // Everything shipped and checkpointed: both tables empty, yet ids go on after a reopen.
+    store
+        .append(vec![reading("S", 101, 1.0)], auto())
+        .await
+        .unwrap();
+    store.set_ship_floor(5);
+    store.checkpoint().await.unwrap();
+    assert!(store.log_since(0, usize::MAX).unwrap().is_empty());
+    store.close().await.unwrap();
+    let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+    assert!(store.log_since(0, usize::MAX).unwrap().is_empty());
+    store
+        .append(vec![reading("S", 102, 1.0)], auto())
+        .await
+        .unwrap();
+    assert_eq!(store.last_log_batch().0, 6);
+    assert_eq!(
+        store
+            .read_range(&well("S"), all_time())
+            .await
+            .unwrap()
+            .len(),
+        33
+    );
+    store.close().await.unwrap();
+
+    // Without shipping a checkpoint keeps nothing.
+    let plain = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(plain.path(), EmbeddedOptions::default()).unwrap();
+    store
+        .append(vec![reading("P", 1, 1.0)], auto())
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    assert!(store.log_since(0, usize::MAX).unwrap().is_empty());
+    store.close().await.unwrap();
+}

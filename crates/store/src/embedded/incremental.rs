@@ -362,12 +362,12 @@ fn entry_dir(seq: u32) -> String {
 }
 
 fn full(dir: &Path, repo: &Path, started: Instant) -> StoreResult<ChainReport> {
-    // Empty but for this backup's own lock.
+    // Empty but for this backup's own lock and the shipped log (`serve`'s `backup_ship_to`).
     if repo.exists()
         && std::fs::read_dir(repo)
             .map_err(io_err("reading", repo))?
             .filter_map(Result::ok)
-            .any(|e| e.file_name() != LOCK)
+            .any(|e| e.file_name() != LOCK && e.file_name() != SHIPPED_LOG)
     {
         return Err(StoreError::Conflict(format!(
             "{} (not empty and not a backup chain: choose a new directory)",
@@ -466,6 +466,10 @@ fn diff(
     }
     (changed, removed, same)
 }
+
+/// The folder of a backup destination holding the shipped log (`espwatch_archive::ship`),
+/// beside the chain.
+pub const SHIPPED_LOG: &str = "wal";
 
 /// Tables copied whole into every delta (small: the log is emptied by each checkpoint).
 const WHOLE_TABLES: [&str; 4] = ["meta", "wells", "log_batches", "quarantine"];
@@ -827,7 +831,7 @@ pub fn restore_chain(
                  (SELECT well_id, window_start FROM d.removed WHERE kind = 1);
              DELETE FROM meta; INSERT INTO meta SELECT * FROM d.meta;
              DELETE FROM wells; INSERT INTO wells SELECT * FROM d.wells;
-             DELETE FROM log_batches; INSERT INTO log_batches SELECT * FROM d.log_batches;
+             DELETE FROM log_batches; INSERT INTO log_batches(id, data) SELECT id, data FROM d.log_batches;
              DELETE FROM quarantine; INSERT INTO quarantine SELECT * FROM d.quarantine;
              COMMIT;",
         )

@@ -86,6 +86,10 @@ pub struct EmbeddedOptions {
     /// Called on the checkpoint thread after the heads are frozen and before their segments
     /// are encoded. For tests that hold a checkpoint half-way; `None` in production.
     pub checkpoint_hook: Option<CheckpointHook>,
+    /// A log shipper will run (`serve` with `backup_ship_to`): until it reports its progress
+    /// ([`EmbeddedStore::set_ship_floor`]) a checkpoint keeps every log batch it seals in
+    /// `ship_log`. Off: checkpoints empty the log (and `ship_log`) as before.
+    pub keep_log_for_shipping: bool,
 }
 
 /// See [`EmbeddedOptions::checkpoint_hook`].
@@ -142,8 +146,35 @@ impl Default for EmbeddedOptions {
             read_cache_mib: schema::DEFAULT_READ_CACHE_MIB,
             compact_segments: true,
             checkpoint_hook: None,
+            keep_log_for_shipping: false,
         }
     }
+}
+
+/// One committed log batch as the shipper reads it: the encoded readings of one commit.
+#[derive(Clone, Debug)]
+pub struct LogRecord {
+    pub id: i64,
+    /// UTC microseconds, taken just before the commit (0: written by an older release).
+    pub committed_at: i64,
+    pub data: Vec<u8>,
+}
+
+/// The readings of a log batch's encoding ([`LogRecord::data`]), in the batch's order.
+pub fn decode_log_readings(data: &[u8]) -> StoreResult<Vec<Reading>> {
+    let wells = codec::decode_log_batch(data)
+        .map_err(|e| StoreError::Internal(format!("damaged log batch: {e}")))?;
+    let mut out = Vec::new();
+    for (well, points) in wells {
+        for (ts, values) in points {
+            out.push(Reading {
+                well_id: well.clone(),
+                ts,
+                values,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The embedded store. Cheap to clone; all clones share one engine, which shuts down
@@ -249,6 +280,13 @@ impl EmbeddedStore {
             commits: Default::default(),
             checkpoints: Default::default(),
             duplicate_check_loads: Default::default(),
+            ship_floor: std::sync::atomic::AtomicI64::new(if opts.keep_log_for_shipping {
+                0
+            } else {
+                i64::MAX
+            }),
+            last_log_id: std::sync::atomic::AtomicI64::new(last_log_id),
+            last_commit_at: Default::default(),
         });
         let (tx, rx) = mpsc::channel();
         let w = Writer::new(
@@ -299,6 +337,63 @@ impl EmbeddedStore {
     }
 
     /// The data directory this store was opened on.
+    /// The log shipper shipped every log batch up to `id`: the next checkpoint may drop them.
+    pub fn set_ship_floor(&self, id: i64) {
+        self.inner.shared.ship_floor.store(id, Ordering::Release);
+    }
+
+    /// Id and commit time (UTC micros) of the newest committed log batch (id 0: none yet;
+    /// time 0: none since the store was opened).
+    pub fn last_log_batch(&self) -> (i64, i64) {
+        let s = &self.inner.shared;
+        let id = s.last_log_id.load(Ordering::Acquire);
+        (id, s.last_commit_at.load(Ordering::Relaxed))
+    }
+
+    /// Committed log batches with ids above `after`, oldest first, at most about `max_bytes`
+    /// of them (at least one): the sealed ones kept in `ship_log` and the unsealed log, read
+    /// in one snapshot. Blocking: call it on the blocking pool.
+    pub fn log_since(&self, after: i64, max_bytes: usize) -> StoreResult<Vec<LogRecord>> {
+        self.inner.readers.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, committed_at, data FROM ship_log WHERE id > ?1
+                     UNION ALL
+                     SELECT id, committed_at, data FROM log_batches WHERE id > ?1
+                     ORDER BY id",
+                )
+                .map_err(|e| schema::sql_err("reading the log", e))?;
+            let mut rows = stmt
+                .query([after])
+                .map_err(|e| schema::sql_err("reading the log", e))?;
+            let mut out = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(row) = rows
+                .next()
+                .map_err(|e| schema::sql_err("reading the log", e))?
+            {
+                let id: i64 = row
+                    .get(0)
+                    .map_err(|e| schema::sql_err("reading the log", e))?;
+                let data: Vec<u8> = row
+                    .get(2)
+                    .map_err(|e| schema::sql_err("reading the log", e))?;
+                bytes += data.len();
+                out.push(LogRecord {
+                    id,
+                    committed_at: row
+                        .get(1)
+                        .map_err(|e| schema::sql_err("reading the log", e))?,
+                    data,
+                });
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+            Ok(out)
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }

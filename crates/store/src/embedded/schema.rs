@@ -4,8 +4,12 @@
 //! - `meta`: key/value settings fixed at creation (schema version, window width) and the
 //!   health probe's scratch row.
 //! - `wells`: the registry, metadata as JSON.
-//! - `log_batches`: one blob per commit holding the readings not yet sealed into segments;
+//! - `log_batches`: one blob per commit holding the readings not yet sealed into segments,
+//!   with its commit time (`committed_at`, UTC micros; 0 for rows of older releases); ids
+//!   only grow (`meta.log_seq` keeps the highest across checkpoints that empty the table);
 //!   emptied by each checkpoint in the same transaction that writes the segments.
+//! - `ship_log`: log batches a checkpoint sealed before the log shipper had shipped them
+//!   (moved there by the checkpoint's transaction, deleted once shipped); never replayed.
 //! - `segments`: one columnar blob per (well, time window), clustered by that key so a
 //!   one-well time range is one short b-tree range scan.
 //! - `rollups`: the hourly aggregates of each segment (same key), written with it; absent
@@ -36,8 +40,14 @@ CREATE TABLE IF NOT EXISTS wells (
     auto_registered INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS log_batches (
-    id   INTEGER PRIMARY KEY,
-    data BLOB NOT NULL
+    id           INTEGER PRIMARY KEY,
+    data         BLOB NOT NULL,
+    committed_at INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS ship_log (
+    id           INTEGER PRIMARY KEY,
+    data         BLOB NOT NULL,
+    committed_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS segments (
     well_id      TEXT NOT NULL,
@@ -143,6 +153,20 @@ pub fn init(conn: &mut Connection, requested_window: i64) -> StoreResult<i64> {
         .map_err(|e| sql_err("starting schema transaction", e))?;
     tx.execute_batch(SCHEMA)
         .map_err(|e| sql_err("creating schema", e))?;
+    // Data directories of older releases: the log's commit time, appended as the last column.
+    let has_committed_at: bool = tx
+        .query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info('log_batches') WHERE name = 'committed_at'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| sql_err("inspecting log_batches", e))?;
+    if !has_committed_at {
+        tx.execute_batch(
+            "ALTER TABLE log_batches ADD COLUMN committed_at INTEGER NOT NULL DEFAULT 0",
+        )
+        .map_err(|e| sql_err("adding log_batches.committed_at", e))?;
+    }
     let version = get_meta(&tx, "schema_version")?;
     match version {
         None => {

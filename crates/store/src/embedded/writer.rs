@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
@@ -102,6 +102,12 @@ pub struct Shared {
     /// Sealed segments read back and decoded to check re-sent or late readings for
     /// duplicates (each at most once per commit group; regular ones never after sealing).
     pub duplicate_check_loads: AtomicU64,
+    /// The log shipper's progress: a checkpoint keeps the log batches above it (in
+    /// `ship_log`) until they are shipped. `i64::MAX` when nothing ships.
+    pub ship_floor: AtomicI64,
+    /// Id and commit time (UTC micros) of the newest committed log batch.
+    pub last_log_id: AtomicI64,
+    pub last_commit_at: AtomicI64,
 }
 
 impl Shared {
@@ -316,6 +322,14 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
         replayed = index.head_total,
         "embedded store: recovered"
     );
+    // Ids only grow, also across checkpoints that emptied the log (the shipper's cursor).
+    let shipped_max: Option<i64> = conn
+        .query_row("SELECT max(id) FROM ship_log", [], |r| r.get(0))
+        .map_err(|e| sql_err("reading ship_log", e))?;
+    let seq = schema::get_meta(conn, "log_seq")?
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    let last_log_id = last_log_id.max(shipped_max.unwrap_or(0)).max(seq);
     Ok((index, last_log_id))
 }
 
@@ -946,15 +960,22 @@ impl Writer {
         let mut log_id = None;
         if staged.count > 0 {
             codec::encode_log_batch(staged.points.iter(), &mut self.log_buf);
-            tx.prepare_cached("INSERT INTO log_batches(data) VALUES (?1)")
-                .and_then(|mut s| s.execute([&self.log_buf[..]]))
-                .map_err(|e| sql_err("writing log batch", e))?;
-            log_id = Some(tx.last_insert_rowid());
+            let id = self.last_log_id + 1;
+            // The commit time: taken as late as possible, just before the commit's fsync.
+            let committed_at = now_micros();
+            tx.prepare_cached(
+                "INSERT INTO log_batches(id, data, committed_at) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut s| s.execute(params![id, &self.log_buf[..], committed_at]))
+            .map_err(|e| sql_err("writing log batch", e))?;
+            log_id = Some((id, committed_at));
         }
         tx.commit().map_err(|e| sql_err("committing appends", e))?;
-        if let Some(id) = log_id {
+        if let Some((id, committed_at)) = log_id {
             self.last_log_id = id;
             self.log_has_rows = true;
+            shared.last_commit_at.store(committed_at, Ordering::Relaxed);
+            shared.last_log_id.store(id, Ordering::Release);
         }
         shared.commits.fetch_add(1, Ordering::Relaxed);
         Ok((outcomes, staged))
@@ -1315,11 +1336,25 @@ impl Writer {
             for seg in &sealed.segments {
                 insert_segment(&tx, seg)?;
             }
+            // What the shipper has not shipped yet moves to `ship_log` (never replayed: it
+            // is sealed now); what it has shipped leaves `ship_log`.
+            let floor = shared.ship_floor.load(Ordering::Acquire);
+            if floor < flight.up_to_log_id {
+                tx.execute(
+                    "INSERT OR IGNORE INTO ship_log(id, data, committed_at)
+                     SELECT id, data, committed_at FROM log_batches WHERE id > ?1 AND id <= ?2",
+                    [floor, flight.up_to_log_id],
+                )
+                .map_err(|e| sql_err("keeping the unshipped log", e))?;
+            }
+            tx.execute("DELETE FROM ship_log WHERE id <= ?1", [floor])
+                .map_err(|e| sql_err("trimming ship_log", e))?;
             tx.execute(
                 "DELETE FROM log_batches WHERE id <= ?1",
                 [flight.up_to_log_id],
             )
             .map_err(|e| sql_err("truncating log", e))?;
+            schema::set_meta(&tx, "log_seq", &self.last_log_id.to_string())?;
             tx.commit()
                 .map_err(|e| sql_err("committing checkpoint", e))?;
         }

@@ -1,0 +1,483 @@
+//! Continuous archiving of the embedded store's durable log, the way Litestream ships
+//! SQLite's WAL: `serve` with `backup_ship_to` runs a [`Shipper`] that, every
+//! `backup_ship_interval_ms`, reads the log batches committed since its last round
+//! ([`EmbeddedStore::log_since`]) and uploads them as one immutable object under `wal/` of
+//! the destination (a directory or `s3://bucket/prefix`: the same place as the backup chain
+//! made with `store backup --incremental`). Each object is written, read back and compared
+//! byte for byte before the shipper moves on and tells the store
+//! ([`EmbeddedStore::set_ship_floor`]) that a checkpoint may now forget those batches; until
+//! then a checkpoint keeps them in `ship_log`, so nothing acknowledged is lost to the shipper
+//! while the destination is away. A failed round is retried (backoff up to 5 s), never in
+//! the way of ingest; status for `/health/ready`.
+//!
+//! An object is named `wal/<first id>-<last id>-<first commit>-<last commit>.log` (ids and
+//! UTC micros, zero-padded) and holds `ESPWLOG1`, the batch count, then per batch its id,
+//! commit time and encoded readings, then the SHA-256 of all that.
+//!
+//! [`replay`] is the other half: after `store restore` has restored the newest chain backup
+//! started at or before `--until`, the shipped batches committed between that backup and
+//! `--until` are appended again (idempotent: `(well, ts)` already stored is a duplicate), each
+//! object's checksum checked, every reading accounted for.
+
+use std::path::Path as FsPath;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use espwatch_store::embedded::incremental::SHIPPED_LOG;
+use espwatch_store::{
+    AppendOptions, EmbeddedOptions, EmbeddedStore, LogRecord, ReadingOutcome, Store,
+    decode_log_readings,
+};
+use futures_util::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use sha2::{Digest, Sha256};
+
+use crate::Archive;
+use crate::target::now_micros;
+
+const MAGIC: &[u8; 8] = b"ESPWLOG1";
+/// Log bytes shipped in one object at most (a round ships more objects when more is waiting).
+const OBJECT_BYTES: usize = 8 << 20;
+/// The longest wait between two attempts after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Shipped batches committed this long before a base backup started are replayed too (they
+/// are in the backup, so they come back as duplicates): margin for the backup's snapshot
+/// being taken a little after its recorded start.
+const REPLAY_MARGIN_MICROS: i64 = 60_000_000;
+
+/// The name of the object holding `records` (oldest first, not empty).
+pub fn object_name(records: &[LogRecord]) -> String {
+    let (first, last) = (&records[0], &records[records.len() - 1]);
+    format!(
+        "{SHIPPED_LOG}/{:020}-{:020}-{:020}-{:020}.log",
+        first.id,
+        last.id,
+        first.committed_at.max(0),
+        last.committed_at.max(0)
+    )
+}
+
+/// What an object's name says: (first id, last id, first commit, last commit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectSpan {
+    pub first_id: i64,
+    pub last_id: i64,
+    pub first_at: i64,
+    pub last_at: i64,
+}
+
+fn parse_name(name: &str) -> Option<ObjectSpan> {
+    let stem = name
+        .strip_prefix(SHIPPED_LOG)?
+        .strip_prefix('/')?
+        .strip_suffix(".log")?;
+    let mut parts = stem.split('-').map(|p| p.parse::<i64>().ok());
+    let span = ObjectSpan {
+        first_id: parts.next()??,
+        last_id: parts.next()??,
+        first_at: parts.next()??,
+        last_at: parts.next()??,
+    };
+    (parts.next().is_none() && span.first_id <= span.last_id).then_some(span)
+}
+
+pub fn encode(records: &[LogRecord]) -> Vec<u8> {
+    let size: usize = records.iter().map(|r| r.data.len() + 20).sum();
+    let mut out = Vec::with_capacity(size + 44);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for r in records {
+        out.extend_from_slice(&r.id.to_le_bytes());
+        out.extend_from_slice(&r.committed_at.to_le_bytes());
+        out.extend_from_slice(&(r.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&r.data);
+    }
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> anyhow::Result<Vec<LogRecord>> {
+    if bytes.len() < MAGIC.len() + 4 + 32 || &bytes[..MAGIC.len()] != MAGIC {
+        bail!("not a shipped log object");
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(body).as_slice() != sum {
+        bail!("checksum mismatch");
+    }
+    let mut at = MAGIC.len();
+    let count = u32::from_le_bytes(take(body, &mut at, 4)?.try_into()?) as usize;
+    let mut out = Vec::with_capacity(count.min(body.len() / 20));
+    for _ in 0..count {
+        let id = i64::from_le_bytes(take(body, &mut at, 8)?.try_into()?);
+        let committed_at = i64::from_le_bytes(take(body, &mut at, 8)?.try_into()?);
+        let len = u32::from_le_bytes(take(body, &mut at, 4)?.try_into()?) as usize;
+        let data = take(body, &mut at, len)?.to_vec();
+        out.push(LogRecord {
+            id,
+            committed_at,
+            data,
+        });
+    }
+    if at != body.len() {
+        bail!("trailing bytes");
+    }
+    Ok(out)
+}
+
+fn take<'a>(body: &'a [u8], at: &mut usize, n: usize) -> anyhow::Result<&'a [u8]> {
+    let s = body.get(*at..at.saturating_add(n)).context("truncated")?;
+    *at += n;
+    Ok(s)
+}
+
+/// The shipped objects at the destination, oldest first.
+pub async fn list(dest: &Archive) -> anyhow::Result<Vec<(Path, ObjectSpan)>> {
+    let prefix = Path::from(SHIPPED_LOG);
+    let metas: Vec<object_store::ObjectMeta> =
+        dest.store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .with_context(|| format!("listing the shipped log in {}", dest.url()))?;
+    let mut out: Vec<(Path, ObjectSpan)> = metas
+        .into_iter()
+        .filter_map(|m| parse_name(m.location.as_ref()).map(|s| (m.location, s)))
+        .collect();
+    out.sort_by_key(|(_, s)| s.first_id);
+    Ok(out)
+}
+
+async fn fetch(dest: &Archive, location: &Path) -> anyhow::Result<Vec<u8>> {
+    let got = dest
+        .store
+        .get(location)
+        .await
+        .with_context(|| format!("reading {location} from {}", dest.url()))?;
+    Ok(got
+        .bytes()
+        .await
+        .with_context(|| format!("reading {location} from {}", dest.url()))?
+        .to_vec())
+}
+
+/// Writes `records` as one object, reads it back and compares; the object's name.
+async fn ship_verified(dest: &Archive, records: &[LogRecord]) -> anyhow::Result<String> {
+    let name = object_name(records);
+    let bytes = encode(records);
+    let location = Path::from(name.as_str());
+    dest.store
+        .put(&location, PutPayload::from(bytes.clone()))
+        .await
+        .with_context(|| format!("uploading {name} to {}", dest.url()))?;
+    let back = fetch(dest, &location).await?;
+    if back != bytes {
+        bail!(
+            "{name} read back from {} differs from what was uploaded",
+            dest.url()
+        );
+    }
+    Ok(name)
+}
+
+/// What `/health/ready` shows of the shipper (`checks.log_shipping`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ShipStatus {
+    pub status: &'static str,
+    pub destination: String,
+    /// The last log batch shipped and verified (0: none yet) and its commit time (RFC 3339).
+    pub shipped_log_id: i64,
+    pub shipped_committed_at: Option<String>,
+    /// Log batches committed but not shipped yet.
+    pub pending_batches: i64,
+    /// How long the oldest unshipped batch has waited, milliseconds (0 when caught up).
+    pub lag_ms: i64,
+    pub objects_shipped: u64,
+    /// Rounds that failed since the last success, and in all.
+    pub consecutive_failures: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    cursor: Option<i64>,
+    shipped_at: i64,
+    oldest_pending_at: Option<i64>,
+    objects: u64,
+    consecutive_failures: u64,
+    failures: u64,
+    last_error: Option<String>,
+}
+
+/// The background log shipper of `serve`.
+#[derive(Clone)]
+pub struct Shipper {
+    store: EmbeddedStore,
+    dest: Archive,
+    state: Arc<Mutex<State>>,
+    stop: Arc<tokio::sync::Notify>,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Shipper {
+    /// Starts shipping `store`'s log to `dest` every `interval`.
+    pub fn start(store: EmbeddedStore, dest: Archive, interval: Duration) -> Shipper {
+        let shipper = Shipper {
+            store,
+            dest,
+            state: Arc::default(),
+            stop: Arc::default(),
+            task: Arc::default(),
+        };
+        let runner = shipper.clone();
+        let handle = tokio::spawn(async move { runner.run(interval).await });
+        *shipper.task.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        shipper
+    }
+
+    async fn run(&self, interval: Duration) {
+        let mut wait = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = self.stop.notified() => {
+                    // A last round: what was acknowledged before the stop goes out too.
+                    let _ = self.round().await;
+                    return;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = match self.round().await {
+                Ok(()) => interval,
+                Err(e) => {
+                    let mut st = self.lock();
+                    st.failures += 1;
+                    st.consecutive_failures += 1;
+                    let text = format!("{e:#}");
+                    if st.consecutive_failures == 1 {
+                        tracing::warn!(error = %text, destination = self.dest.url(), "log shipping failed; retrying");
+                    }
+                    st.last_error = Some(text);
+                    let n = st.consecutive_failures.min(8) as u32;
+                    interval
+                        .saturating_mul(1 << n)
+                        .min(MAX_BACKOFF)
+                        .max(interval)
+                }
+            };
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ships everything committed so far.
+    async fn round(&self) -> anyhow::Result<()> {
+        let known = self.lock().cursor;
+        let cursor = match known {
+            Some(c) => c,
+            None => {
+                let shipped = list(&self.dest).await?;
+                let c = shipped.last().map_or(0, |(_, s)| s.last_id);
+                let mut st = self.lock();
+                st.cursor = Some(c);
+                st.shipped_at = shipped.last().map_or(0, |(_, s)| s.last_at);
+                c
+            }
+        };
+        self.store.set_ship_floor(cursor);
+        let mut cursor = cursor;
+        loop {
+            let store = self.store.clone();
+            let records =
+                tokio::task::spawn_blocking(move || store.log_since(cursor, OBJECT_BYTES))
+                    .await
+                    .context("log shipping task")??;
+            let Some(last) = records.last() else {
+                self.lock().oldest_pending_at = None;
+                return Ok(());
+            };
+            if cursor > 0 && records[0].id > cursor + 1 {
+                tracing::warn!(
+                    shipped = cursor,
+                    next = records[0].id,
+                    "log shipping: batches missing from the log (shipping was off meanwhile?); take a base backup"
+                );
+            }
+            self.lock().oldest_pending_at = Some(records[0].committed_at);
+            let (last_id, last_at) = (last.id, last.committed_at);
+            let bytes: usize = records.iter().map(|r| r.data.len()).sum();
+            ship_verified(&self.dest, &records).await?;
+            self.store.set_ship_floor(last_id);
+            cursor = last_id;
+            let mut st = self.lock();
+            st.cursor = Some(last_id);
+            st.shipped_at = last_at;
+            st.objects += 1;
+            st.consecutive_failures = 0;
+            st.last_error = None;
+            st.oldest_pending_at = None;
+            drop(st);
+            if bytes < OBJECT_BYTES {
+                return Ok(());
+            }
+        }
+    }
+
+    pub fn status(&self) -> ShipStatus {
+        let (last_id, last_at) = self.store.last_log_batch();
+        let st = self.lock();
+        let shipped = st.cursor.unwrap_or(0);
+        let pending = (last_id - shipped).max(0);
+        let lag_ms = if pending > 0 {
+            let since = st.oldest_pending_at.unwrap_or(last_at);
+            ((now_micros() - since) / 1000).max(0)
+        } else {
+            0
+        };
+        ShipStatus {
+            status: if st.consecutive_failures == 0 {
+                "healthy"
+            } else {
+                "degraded"
+            },
+            destination: self.dest.url().to_owned(),
+            shipped_log_id: shipped,
+            shipped_committed_at: (st.shipped_at > 0).then(|| rfc3339(st.shipped_at)),
+            pending_batches: pending,
+            lag_ms,
+            objects_shipped: st.objects,
+            consecutive_failures: st.consecutive_failures,
+            failures: st.failures,
+            last_error: st.last_error.clone(),
+        }
+    }
+
+    /// Ships what is left (one last attempt) and stops.
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        let handle = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.await;
+        }
+    }
+}
+
+pub fn rfc3339(micros: i64) -> String {
+    espwatch_core::Timestamp(micros).to_rfc3339()
+}
+
+/// What [`replay`] did.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayReport {
+    pub objects: usize,
+    pub batches: usize,
+    pub readings: u64,
+    /// Readings the restored backup did not hold yet.
+    pub added: u64,
+    /// The last batch replayed: its id and commit time (the recovery point).
+    pub last_id: i64,
+    pub recovery_point: Option<i64>,
+}
+
+/// Appends the shipped log batches committed after `base_started_at` (the restored chain
+/// backup's start, less a margin) and at or before `until` to the store restored in
+/// `data_dir`. `None` when the destination holds no shipped log.
+pub async fn replay(
+    dest: &Archive,
+    data_dir: &FsPath,
+    base_started_at: i64,
+    until: Option<i64>,
+) -> anyhow::Result<Option<ReplayReport>> {
+    let objects = list(dest).await?;
+    if objects.is_empty() {
+        return Ok(None);
+    }
+    let from = base_started_at.saturating_sub(REPLAY_MARGIN_MICROS);
+    let dir = data_dir.to_owned();
+    let store =
+        tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir, EmbeddedOptions::default()))
+            .await
+            .context("opening the restored store")?
+            .with_context(|| format!("opening the restored store in {}", data_dir.display()))?;
+    let result = replay_into(dest, &store, &objects, from, until).await;
+    let closed = store.close().await;
+    let report = result?;
+    closed.context("closing the restored store")?;
+    Ok(Some(report))
+}
+
+async fn replay_into(
+    dest: &Archive,
+    store: &EmbeddedStore,
+    objects: &[(Path, ObjectSpan)],
+    from: i64,
+    until: Option<i64>,
+) -> anyhow::Result<ReplayReport> {
+    let mut report = ReplayReport::default();
+    let mut expected_next: Option<i64> = None;
+    for (location, span) in objects {
+        if span.last_at < from {
+            continue;
+        }
+        if until.is_some_and(|t| span.first_at > t) {
+            break;
+        }
+        let bytes = fetch(dest, location).await?;
+        let records =
+            decode(&bytes).with_context(|| format!("{location} in {} is damaged", dest.url()))?;
+        if records.first().map(|r| r.id) != Some(span.first_id)
+            || records.last().map(|r| r.id) != Some(span.last_id)
+        {
+            bail!(
+                "{location} in {} does not hold what its name says",
+                dest.url()
+            );
+        }
+        if let Some(next) = expected_next
+            && span.first_id != next
+        {
+            bail!(
+                "the shipped log in {} has a gap: batch {next} is missing (before {location})",
+                dest.url()
+            );
+        }
+        expected_next = Some(span.last_id + 1);
+        report.objects += 1;
+        let mut readings = Vec::new();
+        for r in &records {
+            if until.is_some_and(|t| r.committed_at > t) {
+                break;
+            }
+            readings.extend(
+                decode_log_readings(&r.data)
+                    .with_context(|| format!("log batch {} in {location}", r.id))?,
+            );
+            report.batches += 1;
+            report.last_id = r.id;
+            report.recovery_point = Some(r.committed_at);
+        }
+        let n = readings.len();
+        let outcome = store
+            .append(readings, AppendOptions::default())
+            .await
+            .with_context(|| format!("replaying {location}"))?;
+        let added = outcome.count(ReadingOutcome::Accepted);
+        if added + outcome.count(ReadingOutcome::Duplicate) != n {
+            bail!("replaying {location}: not every reading was stored");
+        }
+        report.readings += n as u64;
+        report.added += added as u64;
+        if until.is_some_and(|t| span.last_at > t) {
+            break;
+        }
+    }
+    Ok(report)
+}
