@@ -17,6 +17,15 @@
 //!   told so (`{"type":"lagged","missed_events":N}`), so it can re-read `/wells/latest`;
 //! - a socket that does not accept a message within [`SEND_TIMEOUT`] is closed.
 //!
+//! The connections do not run on the API's runtime but on the hub's own fan-out thread (a
+//! current-thread runtime, started with the first stream, at a lower scheduling priority on
+//! Linux: [`FAN_OUT_NICENESS`]): a committed batch wakes every subscriber at once, and
+//! hundreds of connection tasks queued on the API's workers would run before the ingest
+//! request's answer and the next requests. On their own thread they wait for the CPU behind
+//! ingestion instead; a subscriber that falls behind because of it gets merged messages or a
+//! `lagged` notice, as any slow one does. What waits for one connection is written with one
+//! flush.
+//!
 //! With no subscriber at all nothing is built or sent (`has_subscribers`).
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +38,7 @@ use espwatch_app::periodic::{Every, FirstTick};
 use espwatch_core::access::Permission;
 use espwatch_core::{Field, Reading, Timestamp, WellId};
 use espwatch_store::Alarm;
+use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 use tokio::time::MissedTickBehavior;
@@ -56,6 +66,9 @@ pub struct StreamIdentity {
 }
 /// Most events drained into one message.
 const DRAIN_EVENTS: usize = 256;
+/// How much lower than the server's the fan-out thread's scheduling priority is (added to
+/// its nice value on Linux, at most 19): under CPU contention ingestion goes first.
+pub const FAN_OUT_NICENESS: i32 = 10;
 
 /// What happened to an alarm.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
@@ -304,7 +317,81 @@ pub struct LiveHub {
     /// Each well's connectivity, from [`LiveEvent::Connectivity`] events (this node's and the
     /// other nodes'). In memory only.
     presence: Mutex<HashMap<WellId, Presence>>,
+    /// The thread the connections run on, started with the first (`None`: it could not be
+    /// started; they run where they were accepted).
+    fan_out: OnceLock<Option<FanOut>>,
 }
+
+/// The fan-out thread: a current-thread runtime that runs until the hub is dropped (which
+/// its connections, holding the hub, outlive).
+struct FanOut {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl FanOut {
+    fn start() -> Option<FanOut> {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::warn!("stream: no fan-out runtime ({e}); streams run on the API's");
+                return None;
+            }
+        };
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Handed over through a slot so that, should the thread not start, it is shut down
+        // here (dropping a runtime inside another one panics).
+        let slot = Arc::new(Mutex::new(Some(runtime)));
+        let theirs = slot.clone();
+        let started = std::thread::Builder::new()
+            .name("espwatch-live".into())
+            .spawn(move || {
+                let runtime = theirs.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(runtime) = runtime {
+                    lower_priority();
+                    runtime.block_on(async move {
+                        let _ = stopped.await;
+                    });
+                }
+            });
+        match started {
+            Ok(_) => Some(FanOut {
+                handle,
+                _stop: stop,
+            }),
+            Err(e) => {
+                if let Some(runtime) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    runtime.shutdown_background();
+                }
+                tracing::warn!("stream: no fan-out thread ({e}); streams run on the API's runtime");
+                None
+            }
+        }
+    }
+}
+
+/// Lowers the calling thread's scheduling priority by [`FAN_OUT_NICENESS`] (Linux: nice
+/// values are per thread); elsewhere nothing.
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: `gettid` and `getpriority`/`setpriority` on this thread's own id take and
+    // return plain integers and touch no memory of ours.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        *libc::__errno_location() = 0;
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        if *libc::__errno_location() == 0 {
+            let _ = libc::setpriority(libc::PRIO_PROCESS, tid, (now + FAN_OUT_NICENESS).min(19));
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 /// Receives every event published on this node (never from other nodes); must not wait.
 pub type Outbound = Box<dyn Fn(&LiveEvent) + Send + Sync>;
@@ -344,7 +431,26 @@ impl LiveHub {
             coalesced: AtomicU64::new(0),
             outbound: OnceLock::new(),
             presence: Mutex::new(HashMap::new()),
+            fan_out: OnceLock::new(),
         })
+    }
+
+    /// Runs one connection ([`LiveHub::run`]) on the fan-out thread, until it ends.
+    pub async fn serve(
+        self: Arc<Self>,
+        socket: WebSocket,
+        identity: StreamIdentity,
+        subscription: Subscription,
+        rx: broadcast::Receiver<LiveEvent>,
+        permit: ConnectionPermit,
+    ) {
+        let connection = self.clone().run(socket, identity, subscription, rx, permit);
+        match self.fan_out.get_or_init(FanOut::start) {
+            Some(fan_out) => {
+                let _ = fan_out.handle.spawn(connection).await;
+            }
+            None => connection.await,
+        }
     }
 
     /// Sends every event published on this node to `outbound` too (the cluster fan-out).
@@ -615,6 +721,7 @@ impl LiveHub {
                             Err(_) => break,
                         }
                     }
+                    let mut messages = Vec::new();
                     if missed > 0 {
                         self.lagged.fetch_add(missed, Ordering::Relaxed);
                         let notice = serde_json::json!({
@@ -622,14 +729,11 @@ impl LiveHub {
                             "missed_events": missed,
                             "message": "this connection fell behind and missed events; re-read /api/v1/wells/latest and /api/v1/alarms",
                         });
-                        if !self.send(&mut socket, notice.to_string()).await {
-                            return;
-                        }
+                        messages.push(Utf8Bytes::from(notice.to_string()));
                     }
-                    for message in self.render(&events, &principal, &subscription) {
-                        if !self.send(&mut socket, message).await {
-                            return;
-                        }
+                    messages.extend(self.render(&events, &principal, &subscription));
+                    if !self.send_all(&mut socket, messages).await {
+                        return;
                     }
                 }
             }
@@ -640,6 +744,28 @@ impl LiveHub {
     /// [`SEND_TIMEOUT`]).
     async fn send(&self, socket: &mut WebSocket, text: impl Into<Utf8Bytes>) -> bool {
         match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                tracing::info!("stream: a subscriber took no message for {SEND_TIMEOUT:?}; closed");
+                false
+            }
+        }
+    }
+
+    /// Sends text messages with one flush; false when the connection is over (closed, or
+    /// stuck for [`SEND_TIMEOUT`]).
+    async fn send_all(&self, socket: &mut WebSocket, messages: Vec<Utf8Bytes>) -> bool {
+        if messages.is_empty() {
+            return true;
+        }
+        let write = async {
+            for message in messages {
+                socket.feed(Message::Text(message)).await?;
+            }
+            socket.flush().await
+        };
+        match tokio::time::timeout(SEND_TIMEOUT, write).await {
             Ok(Ok(())) => true,
             Ok(Err(_)) => false,
             Err(_) => {

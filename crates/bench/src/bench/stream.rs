@@ -9,7 +9,11 @@
 //! and each must have received readings by the end. Phases alternate (without, with) RUNS
 //! times; the ratio is the median of the runs' p99 with / p99 without. Client, subscribers and
 //! server share this machine, so the subscribers' own reading costs CPU the server competes
-//! for: the figure is an upper bound of what fan-out costs ingestion.
+//! for: the figure is an upper bound of what fan-out costs ingestion. By default the
+//! subscribers also share the bench's tokio runtime with the ingesting client and the server,
+//! so their reading queues in front of the client's; `--subscribers-apart` runs them on a
+//! runtime (one thread) of their own, closer to consoles on other machines that still share
+//! this machine's cores.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +45,10 @@ pub struct StreamArgs {
     /// Pairs of phases (without, with subscribers).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Run the subscribers on a runtime (one thread) of their own instead of the one the
+    /// server and the ingesting client run on.
+    #[arg(long)]
+    pub subscribers_apart: bool,
 }
 
 /// One phase's batch latencies and what the subscribers received.
@@ -59,12 +67,17 @@ pub async fn run(args: &StreamArgs) -> anyhow::Result<()> {
         bail!("--rate must be a multiple of --batches");
     }
     println!(
-        "espwatch-bench stream — {} readings/s in {} batches/s of {}, {} s per phase, {} subscribers, {} runs",
+        "espwatch-bench stream — {} readings/s in {} batches/s of {}, {} s per phase, {} subscribers ({}), {} runs",
         args.rate,
         args.batches,
         args.rate / args.batches,
         args.seconds,
         args.subscribers,
+        if args.subscribers_apart {
+            "on a runtime of their own"
+        } else {
+            "on the server's runtime"
+        },
         args.runs
     );
     let mut ratios = Vec::new();
@@ -115,6 +128,21 @@ async fn phase(args: &StreamArgs, subscribers: usize) -> anyhow::Result<Phase> {
     let received: Arc<Vec<AtomicU64>> =
         Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let apart = if args.subscribers_apart && subscribers > 0 {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("bench-subscribers")
+                .enable_all()
+                .build()?,
+        )
+    } else {
+        None
+    };
+    let spawner = apart
+        .as_ref()
+        .map(|r| r.handle().clone())
+        .unwrap_or_else(tokio::runtime::Handle::current);
     let mut tasks = Vec::new();
     let ws_url = server
         .url("/api/v1/stream?events=readings")
@@ -129,19 +157,34 @@ async fn phase(args: &StreamArgs, subscribers: usize) -> anyhow::Result<Phase> {
             "sec-websocket-protocol",
             HeaderValue::from_static("espwatch.v1"),
         );
-        let (mut socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .with_context(|| format!("subscriber {k} could not connect"))?;
-        let first = socket
-            .next()
-            .await
-            .context("the stream closed before `subscribed`")??;
-        if !first.to_text().unwrap_or("").contains("subscribed") {
-            bail!("unexpected first message: {first:?}");
-        }
         let received = received.clone();
         let mut stop = stop.subscribe();
-        tasks.push(tokio::spawn(async move {
+        // Connected (on the subscribers' runtime) and past `subscribed` before the next.
+        let (ready, connected) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+        tasks.push(spawner.spawn(async move {
+            let opened = async {
+                let (mut socket, _) = tokio_tungstenite::connect_async(request)
+                    .await
+                    .with_context(|| format!("subscriber {k} could not connect"))?;
+                let first = socket
+                    .next()
+                    .await
+                    .context("the stream closed before `subscribed`")??;
+                if !first.to_text().unwrap_or("").contains("subscribed") {
+                    bail!("unexpected first message: {first:?}");
+                }
+                anyhow::Ok(socket)
+            };
+            let mut socket = match opened.await {
+                Ok(socket) => {
+                    let _ = ready.send(Ok(()));
+                    socket
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
             loop {
                 tokio::select! {
                     _ = stop.recv() => break,
@@ -155,6 +198,9 @@ async fn phase(args: &StreamArgs, subscribers: usize) -> anyhow::Result<Phase> {
                 }
             }
         }));
+        connected
+            .await
+            .context("a subscriber's task ended before connecting")??;
     }
 
     // Open loop: a batch every 1/BATCHES s whether or not the previous one has returned.
@@ -204,6 +250,9 @@ async fn phase(args: &StreamArgs, subscribers: usize) -> anyhow::Result<Phase> {
     let _ = stop.send(());
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(runtime) = apart {
+        runtime.shutdown_background();
     }
     let counts: Vec<u64> = received.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     server.stop().await?;

@@ -294,6 +294,73 @@ async fn readings_reach_subscribers_within_a_second_filtered_by_scope_and_channe
     assert_eq!(m["readings"][0]["frequency_hz"], 55.0);
 }
 
+/// This process's threads named `name`, with their nice values (Linux `/proc`).
+#[cfg(target_os = "linux")]
+fn threads_named(name: &str) -> Vec<i64> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+        let path = task.expect("task").path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+            found.extend(nice_of(&stat));
+        }
+    }
+    found
+}
+
+/// The nice value (field 19) of a `/proc/.../stat` line.
+#[cfg(target_os = "linux")]
+fn nice_of(stat: &str) -> Option<i64> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    after_comm.split_whitespace().nth(16)?.parse().ok()
+}
+
+/// Fan-out stays off ingestion's way: the streams run on a thread of their own at a lower
+/// scheduling priority than the server's, and a subscriber that reads nothing holds up neither
+/// the ingesting client nor the other subscribers.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_run_apart_at_a_lower_priority_and_a_stuck_one_holds_up_nobody() {
+    let app = spawn_app().await;
+    let _stuck = open(&app, "?events=readings", Some(&app.admin_key), &[])
+        .await
+        .expect("stuck subscriber");
+    let mut reader = open(&app, "?events=readings", Some(&app.admin_key), &[])
+        .await
+        .expect("subscriber");
+    subscribed(&mut reader).await;
+
+    let ours = std::fs::read_to_string("/proc/thread-self/stat").expect("own stat");
+    let ours = nice_of(&ours).expect("own nice value");
+    let fan_out = threads_named("espwatch-live");
+    assert!(
+        fan_out.iter().any(|&nice| nice > ours || nice == 19),
+        "a fan-out thread below this thread's priority ({ours}): {fan_out:?}"
+    );
+
+    // The stuck subscriber never reads; ingestion and the other subscriber go on.
+    let now = chrono::Utc::now();
+    let wells = 50;
+    let batches = 20;
+    for b in 0..batches {
+        let ts = (now - chrono::Duration::seconds(600 - b)).to_rfc3339();
+        let batch: Vec<Value> = (0..wells)
+            .map(|w| reading(&format!("S-{w:03}"), &ts, 40.0 + w as f64))
+            .collect();
+        let (status, body) = app.ingest_json(&json!(batch)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut got = 0;
+    while got < wells * batches as usize {
+        let m = next_of(&mut reader, "readings", Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("readings stopped after {got}"));
+        got += m["readings"].as_array().unwrap().len();
+    }
+    assert_eq!(got, wells * batches as usize);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alarms_raised_and_cleared_by_the_diagnostics_are_streamed() {
     let app = spawn_app().await;

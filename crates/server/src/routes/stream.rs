@@ -124,7 +124,7 @@ pub async fn stream(
                 credential_end,
                 security,
             };
-            live.run(socket, identity, subscription, rx, permit)
+            live.serve(socket, identity, subscription, rx, permit)
         }))
 }
 
