@@ -914,7 +914,10 @@ pub async fn fleet_queries_match_each_wells_raw_evaluation(h: &impl Harness) {
                         };
                         let got_some = s.fleet_query(&some).await.unwrap();
                         assert_eq!(got_some.len(), 1, "{label}");
-                        assert_eq!(got_some[0], got[1], "{label}");
+                        assert_eq!(got_some[0].well_id, got[1].well_id, "{label}");
+                        // Within rounding: a checkpoint between the two queries (the aggressive
+                        // harness seals all the time) changes the order an average is summed in.
+                        assert_same_series(&got_some[0].series, &got[1].series, label);
                     }
                 }
             }
