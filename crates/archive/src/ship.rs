@@ -289,6 +289,11 @@ impl Shipper {
             }
         };
         self.store.set_ship_floor(cursor);
+        // Nothing committed since: no read of the log (this runs every interval).
+        if self.store.last_log_batch().0 <= cursor {
+            self.lock().oldest_pending_at = None;
+            return Ok(());
+        }
         let mut cursor = cursor;
         loop {
             let store = self.store.clone();

@@ -282,32 +282,6 @@ async fn wait_drained(server: &ChildServer, within: Duration) -> Value {
     }
 }
 
-async fn stored(server: &ChildServer, wells: &[String]) -> HashMap<String, BTreeSet<String>> {
-    let http = server.client();
-    let mut stored = HashMap::new();
-    for well in wells {
-        let response = http
-            .get(server.url(&format!(
-                "/api/v1/wells/{well}/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000&fields=motor_current_a"
-            )))
-            .send()
-            .await
-            .expect("query");
-        if response.status() == 404 {
-            continue;
-        }
-        let body: Value = response.json().await.expect("json");
-        let ts = body["ts"]
-            .as_array()
-            .expect("ts")
-            .iter()
-            .map(|t| t.as_str().unwrap_or_default().to_owned())
-            .collect();
-        stored.insert(well.clone(), ts);
-    }
-    stored
-}
-
 fn assert_all_stored(acked: &[(String, String)], stored: &HashMap<String, BTreeSet<String>>) {
     let missing: Vec<_> = acked
         .iter()
@@ -429,7 +403,7 @@ fn database_outage_spools_telemetry_and_drains_it_when_the_database_returns() {
     );
     let wells: Vec<String> = (0..4).map(|c| format!("OUT-{c}")).collect();
     let acked_1 = acked.lock().expect("lock").clone();
-    let stored_1 = runtime.block_on(stored(&server, &wells));
+    let stored_1 = runtime.block_on(stored_timestamps(&server, &wells));
     assert_all_stored(&acked_1, &stored_1);
     drop(server);
 
@@ -483,11 +457,11 @@ fn database_outage_spools_telemetry_and_drains_it_when_the_database_returns() {
     let server = start_server(&cluster, data.path(), &small);
     runtime.block_on(wait_drained(&server, Duration::from_secs(120)));
     let wells: Vec<String> = (0..4).map(|c| format!("KILL-{c}")).collect();
-    let stored_2 = runtime.block_on(stored(&server, &wells));
+    let stored_2 = runtime.block_on(stored_timestamps(&server, &wells));
     assert_all_stored(&acked_2, &stored_2);
     // And the first run's data is all still there.
     let wells: Vec<String> = (0..4).map(|c| format!("OUT-{c}")).collect();
-    let stored_1 = runtime.block_on(stored(&server, &wells));
+    let stored_1 = runtime.block_on(stored_timestamps(&server, &wells));
     assert_all_stored(&acked_1, &stored_1);
     println!(
         "outage test: run 1 {} acknowledged, run 2 {} acknowledged ({} spooled) before kill -9",

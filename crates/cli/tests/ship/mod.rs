@@ -4,7 +4,7 @@
 //! acknowledged up to the recovery point there. And `store restore --until` to a second:
 //! exactly the readings acknowledged up to it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -103,34 +103,6 @@ fn recovery_point(stdout: &str) -> i64 {
     espwatch_core::Timestamp::parse_rfc3339(ts)
         .unwrap_or_else(|e| panic!("{ts:?}: {e:?}"))
         .0
-}
-
-async fn stored(server: &ChildServer, wells: &[String]) -> HashMap<String, BTreeSet<String>> {
-    let http = server.client();
-    let mut stored = HashMap::new();
-    for well in wells {
-        let response = http
-            .get(server.url(&format!(
-                "/api/v1/wells/{well}/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000&fields=motor_current_a"
-            )))
-            .send()
-            .await
-            .expect("query");
-        if response.status() == 404 {
-            continue;
-        }
-        let body: Value = response.json().await.expect("json");
-        let ts = body["ts"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
-        stored.insert(well.clone(), ts);
-    }
-    stored
 }
 
 /// Posts `readings` of `well` (one batch), `true` when acknowledged.
@@ -235,7 +207,7 @@ async fn restore_drill_kill_9_loses_nothing_acknowledged_before_the_recovery_poi
     );
 
     let check = ChildServer::start(&restored);
-    let stored = stored(&check, &wells).await;
+    let stored = stored_timestamps(&check, &wells).await;
     let missing: Vec<_> = due
         .iter()
         .filter(|(w, t, _)| !stored.get(w).is_some_and(|s| s.contains(t)))
@@ -296,10 +268,10 @@ async fn restore_until_a_second_gives_exactly_the_readings_acknowledged_up_to_it
     let expect = |from: i64| -> BTreeSet<String> { (0..10).map(|i| ts(from + i)).collect() };
     let wells = vec![well.clone()];
     let past_server = ChildServer::start(&past);
-    let got = stored(&past_server, &wells).await;
+    let got = stored_timestamps(&past_server, &wells).await;
     assert_eq!(got.get(&well), Some(&expect(0)), "restored --until {until}");
     let latest_server = ChildServer::start(&latest);
-    let got = stored(&latest_server, &wells).await;
+    let got = stored_timestamps(&latest_server, &wells).await;
     let mut both = expect(0);
     both.extend(expect(100));
     assert_eq!(

@@ -541,3 +541,34 @@ pub fn reading(well: &str, ts: &str, current: f64) -> Value {
 pub fn ts(secs: i64) -> String {
     espwatch_core::Timestamp::from_secs(1_767_225_600 + secs).to_rfc3339()
 }
+
+/// The timestamps stored for each of `wells` (its motor-current readings over the whole test
+/// era), as a client reads them back; a well the server does not know is left out.
+pub async fn stored_timestamps(
+    server: &ChildServer,
+    wells: &[String],
+) -> std::collections::HashMap<String, std::collections::BTreeSet<String>> {
+    let http = server.client();
+    let mut stored = std::collections::HashMap::new();
+    for well in wells {
+        let response = http
+            .get(server.url(&format!(
+                "/api/v1/wells/{well}/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000&fields=motor_current_a"
+            )))
+            .send()
+            .await
+            .expect("query");
+        if response.status() == 404 {
+            continue;
+        }
+        let body: Value = response.json().await.expect("json");
+        let ts = body["ts"]
+            .as_array()
+            .expect("ts")
+            .iter()
+            .map(|t| t.as_str().unwrap_or_default().to_owned())
+            .collect();
+        stored.insert(well.clone(), ts);
+    }
+    stored
+}
