@@ -1807,7 +1807,18 @@ fn judge_noise(channels: &mut [ChannelMonitor], f: Field, th: &Thresholds) -> bo
         .filter(|g| **g != f)
         .filter_map(|g| channels[g.index()].noise_ratio())
         .collect();
-    let alone = others.len() >= 2 && others.iter().all(|r| *r < th.noise_alone_ratio);
+    let mut alone = others.len() >= 2 && others.iter().all(|r| *r < th.noise_alone_ratio);
+    // The motor's load follows what the pump lifts and delivers: a current jumping by a large
+    // share between readings while a gauge of that work stays calm, around the level it held,
+    // is the ammeter. Without such a gauge it may be gas; with its level up, a load that
+    // snatches (sand, debris); by less, the cycling of gas that the other gauges damp.
+    if f == Field::MotorCurrentA {
+        alone &= [Field::DischargePressurePsi, Field::FlowRateBpd]
+            .iter()
+            .any(|g| channels[g.index()].noise_ratio().is_some())
+            && channels[f.index()].median_holds(th.noise_level_share)
+            && channels[f.index()].scatter_share() >= Some(th.noise_current_min_share);
+    }
     let monitor = &mut channels[f.index()];
     if !scatters {
         monitor.noisy_run = 0;

@@ -1029,6 +1029,8 @@ pub(crate) fn gas_unloading(i: &Input, gas: &GasEvidence, st: &mut Unloading) ->
         return None;
     }
     let waited = (i.ts - r.since) as f64 / 1e6;
+    // Once confirmed, the unload holds on the looser release bar: the evidence is that bar.
+    let held = st.latched;
     if !st.latched {
         let came_back =
             waited >= th.unload_confirm_secs && level > r.cur * (1.0 - th.unload_open_drop / 2.0);
@@ -1075,7 +1077,11 @@ pub(crate) fn gas_unloading(i: &Input, gas: &GasEvidence, st: &mut Unloading) ->
         Evidence::new(
             "current_ratio_since_step",
             level,
-            r.cur * (1.0 - th.unload_confirm_drop),
+            if held {
+                (r.cur * (1.0 - th.unload_release_drop)).min(1.0 - th.unload_release_drop)
+            } else {
+                r.cur * (1.0 - th.unload_confirm_drop)
+            },
             "<= level before the step",
         ),
         Evidence::opt(
