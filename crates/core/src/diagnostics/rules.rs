@@ -316,6 +316,7 @@ pub(crate) struct StepLevels {
     pub pip: f64,
     pub flow: Option<f64>,
     pub thp: Option<f64>,
+    pub cur: Option<f64>,
     /// The readings since the step, so that it is confirmed on averages, not on every noisy
     /// reading.
     pub head_since: Mean,
@@ -1405,7 +1406,14 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     }
     let fast_pip = val(&s.fast_pip)?;
     let fast_flow = val(&s.fast_flow);
-    let loaded = val(&s.cur).is_none_or(|c| c >= th.leak_current_ratio);
+    // The motor stays loaded: at its usual share of the baseline, or of its level before the
+    // step (a pump put back at another operating point after a workover runs below its old
+    // baseline current without being unloaded).
+    let loaded = |before: Option<f64>| {
+        val(&s.cur).is_none_or(|c| {
+            c >= th.leak_current_ratio || before.is_some_and(|b| c >= b * th.leak_current_ratio)
+        })
+    };
     // Head and delivery step at once; the intake follows as the annulus fills.
     let stepped = |l: &StepLevels, head: f64, flow: Option<f64>| {
         head <= l.head * (1.0 - drop)
@@ -1445,7 +1453,7 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 // says the pump lost flow for another reason (cooling, load).
                 let motor_cool = val(&s.rise).is_none_or(|r| r < th.overheat_rise_ratio);
                 if !(stepped(&levels, mean_head, mean_flow)
-                    && loaded
+                    && loaded(levels.cur)
                     && wellhead_steady
                     && motor_cool)
                 {
@@ -1491,6 +1499,7 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 pip: val(&s.settle_pip)?,
                 flow: val(&s.settle_flow),
                 thp: val(&s.settle_thp),
+                cur: val(&s.settle_cur),
                 head_since: Mean::default(),
                 flow_since: Mean::default(),
                 thp_since: Mean::default(),
@@ -1501,7 +1510,7 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 None => s.head_level_held_secs,
             };
             let from_level = held >= th.rest_hold_secs;
-            if stepped(&levels, fast_head, fast_flow) && loaded && from_level {
+            if stepped(&levels, fast_head, fast_flow) && loaded(levels.cur) && from_level {
                 state.step = Some(levels);
             }
         }

@@ -2473,3 +2473,33 @@ fn a_gauge_whose_noise_is_one_step_is_stuck_when_it_holds_one_value_for_hours() 
     }
     assert!(names_a_fault(&findings, "discharge_pressure_psi.stuck"));
 }
+
+/// A pump put back at another operating point (after a workover, a new choke) may draw less
+/// than the current it was learned at without being unloaded. A leak on it is judged against
+/// the levels just before the step, the motor's among them (seen on an outside data set: a
+/// well without a frequency channel at 0.94 of its baseline current, its wellhead stepping
+/// down and its annulus filling for 13 hours, raised as nothing).
+#[test]
+fn a_leak_on_a_pump_running_below_its_learned_current_is_still_a_leak() {
+    let plan = pinned(Family::Classic, None, 24, "20s");
+    let leak = start().0 + 14 * HOUR;
+    // The motor's load eases by a tenth over four hours, well before the leak; no flow meter.
+    let readings = scaled_from(samples(&plan, 0), start().0 + 8 * HOUR, |since, m| {
+        let r = (since as f64 / (4 * HOUR) as f64).min(1.0);
+        scale(m, Field::MotorCurrentA, 1.0 - 0.1 * r);
+        m.set(Field::FlowRateBpd, None);
+    });
+    // Then the wellhead steps down with the delivery and the annulus fills: the pump lifts
+    // against less and less.
+    let leaking = |readings: Vec<(Timestamp, Measurements)>| {
+        scaled_from(readings, leak, |since, m| {
+            let r = (since as f64 / HOUR as f64).min(1.0);
+            scale(m, Field::TubingPressurePsi, 0.87);
+            scale(m, Field::IntakePressurePsi, 1.0 + 0.1 * r);
+        })
+    };
+    let healthy = episodes_of(&plan.wells[0].meta, &readings);
+    assert!(!has(&healthy, Condition::TubingLeak), "{healthy:?}");
+    let episodes = episodes_of(&plan.wells[0].meta, &leaking(readings));
+    assert!(has(&episodes, Condition::TubingLeak), "{episodes:?}");
+}
