@@ -99,12 +99,12 @@ pub struct ChannelMonitor {
     usual_step: Ewma,
     /// Median recent step.
     median_step: Option<f64>,
-    /// The values of those steps, their median, and that median averaged slowly while the
-    /// channel is not judged noisy: a scattering gauge reads around the true value, so its
-    /// median holds where the quantity stood.
+    /// The values of those steps, and the level averaged slowly while the channel is not
+    /// judged noisy: a scattering gauge reads around the true value, so the median of its
+    /// recent values holds where the quantity stood.
     recent_values: VecDeque<f64>,
-    median_value: Option<f64>,
     usual_level: Ewma,
+    level_updates: u8,
     /// The smallest non-zero step ever seen: the gauge's resolution as far as known.
     resolution: f64,
     /// Readings in a row that scattered beyond `noise_ratio` (see [`ChannelMonitor::noise`]).
@@ -390,7 +390,6 @@ impl ChannelMonitor {
             self.recent_steps.clear();
             self.median_step = None;
             self.recent_values.clear();
-            self.median_value = None;
             return;
         }
         let step = (v - p).abs();
@@ -403,22 +402,16 @@ impl ChannelMonitor {
         }
         self.recent_steps.push_back(step);
         self.recent_values.push_back(v);
+        // Once per window is plenty for a level averaged over hours.
+        self.level_updates = (self.level_updates + 1) % NOISE_WINDOW as u8;
+        if !self.noisy && self.level_updates == 0 {
+            self.usual_level.update(ts, v, th.noise_usual_tau_secs);
+        }
         if self.recent_steps.len() < NOISE_WINDOW {
             self.median_step = None;
-            self.median_value = None;
             return;
         }
-        let mut values: Vec<f64> = self.recent_values.iter().copied().collect();
-        values.sort_by(f64::total_cmp);
-        let median_value = values[NOISE_WINDOW / 2];
-        self.median_value = Some(median_value);
-        if !self.noisy {
-            self.usual_level
-                .update(ts, median_value, th.noise_usual_tau_secs);
-        }
-        let mut sorted: Vec<f64> = self.recent_steps.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[NOISE_WINDOW / 2];
+        let median = median_of(&self.recent_steps);
         self.median_step = Some(median);
         if !self.noisy {
             self.usual_step.update(ts, median, th.noise_usual_tau_secs);
@@ -461,7 +454,9 @@ impl ChannelMonitor {
     /// Whether the median of the recent readings is within `share` of the channel's usual
     /// level (`false` until both are known).
     pub fn median_holds(&self, share: f64) -> bool {
-        match (self.median_value, self.usual_level.value()) {
+        let median =
+            (self.recent_values.len() == NOISE_WINDOW).then(|| median_of(&self.recent_values));
+        match (median, self.usual_level.value()) {
             (Some(now), Some(usual)) if usual.abs() > 1e-9 => {
                 ((now - usual) / usual).abs() <= share
             }
@@ -496,4 +491,14 @@ impl ChannelMonitor {
         self.level.reset();
         self.suspect = None;
     }
+}
+
+/// The median of a full noise window, without allocating (every channel, every reading).
+fn median_of(window: &VecDeque<f64>) -> f64 {
+    let mut buf = [0.0; NOISE_WINDOW];
+    for (slot, v) in buf.iter_mut().zip(window) {
+        *slot = *v;
+    }
+    *buf.select_nth_unstable_by(NOISE_WINDOW / 2, f64::total_cmp)
+        .1
 }
