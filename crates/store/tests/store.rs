@@ -390,7 +390,11 @@ async fn the_sealed_log_is_deleted_in_bounded_steps_between_appends() {
             .collect();
         store.append(batch, auto()).await.unwrap();
     }
-    store.checkpoint().await.unwrap();
+    // Answered once the log it sealed is deleted.
+    let sealing = tokio::spawn({
+        let store = store.clone();
+        async move { store.checkpoint().await }
+    });
     tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(30)))
         .await
         .unwrap()
@@ -410,23 +414,11 @@ async fn the_sealed_log_is_deleted_in_bounded_steps_between_appends() {
         .expect("the append waited for the whole log deletion")
         .unwrap();
     assert_eq!(outcome.outcomes, vec![ReadingOutcome::Accepted]);
+    sealing.await.unwrap().unwrap();
 
-    let sealed = steps.lock().unwrap()[0].sealed;
-    let mut done = false;
-    for _ in 0..300 {
-        if steps
-            .lock()
-            .unwrap()
-            .last()
-            .is_some_and(|s| s.deleted_through == s.sealed)
-        {
-            done = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(done, "the sealed log was not deleted to the end");
     let steps = steps.lock().unwrap().clone();
+    let sealed = steps[0].sealed;
+    assert_eq!(steps.last().map(|s| s.deleted_through), Some(sealed));
     assert!(steps.iter().all(|s| s.sealed == sealed && s.batches <= 64), "{steps:?}");
     assert!(steps.len() >= 300 / 64, "{steps:?}");
     assert_eq!(steps.iter().map(|s| s.batches).sum::<u64>(), 300);

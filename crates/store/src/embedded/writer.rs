@@ -691,6 +691,10 @@ pub struct Writer {
     ship_trimmed: i64,
     /// After a failed step deleting the sealed log, none before this instant.
     trim_retry_at: Option<Instant>,
+    /// `Command::Checkpoint` requests whose checkpoint is installed, answered once the log
+    /// it sealed (and the `ship_log` rows shipped by then) is deleted: the log id and the
+    /// shipper's floor to reach.
+    trim_waiters: Vec<(i64, i64, Reply<()>)>,
 }
 
 /// What a step deleting the sealed log starts from (a copy: the step runs inside a
@@ -742,6 +746,7 @@ impl Writer {
             log_deleted: 0,
             ship_trimmed: i64::MIN,
             trim_retry_at: None,
+            trim_waiters: Vec::new(),
         }
     }
 
@@ -1045,6 +1050,7 @@ impl Writer {
         // A step of deleting the sealed log rides along (no fsync of its own), in a savepoint:
         // should it fail, the appends are committed without it.
         let mut trimmed = None;
+        let mut failed_trim = false;
         if let Some(from) = trim_from {
             let sp = tx
                 .savepoint()
@@ -1056,7 +1062,7 @@ impl Writer {
                     trimmed = Some(t);
                 }
                 // Logged by `sql_err`; dropping the savepoint rolls the step back.
-                Err(_) => self.trim_retry_at = Some(Instant::now() + TRIM_RETRY),
+                Err(_) => failed_trim = true,
             }
         }
         tx.commit().map_err(|e| sql_err("committing appends", e))?;
@@ -1068,6 +1074,9 @@ impl Writer {
         }
         if let Some(t) = trimmed {
             self.trimmed(t, true);
+        }
+        if failed_trim {
+            self.trim_failed();
         }
         shared.commits.fetch_add(1, Ordering::Relaxed);
         Ok((outcomes, staged))
@@ -1410,6 +1419,14 @@ impl Writer {
                 self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
             }
         }
+        if outcome.is_ok() {
+            // Answered once the log it sealed is deleted too (appends go on meanwhile).
+            let floor = self.shared.ship_floor.load(Ordering::Acquire);
+            for reply in flight.replies.drain(..) {
+                self.trim_waiters.push((flight.up_to_log_id, floor, reply));
+            }
+            self.answer_trim_waiters(false);
+        }
         for reply in flight.replies.drain(..) {
             let _ = reply.send(outcome.as_ref().map(|_| ()).map_err(copy_err));
         }
@@ -1535,7 +1552,29 @@ impl Writer {
     /// One step in a transaction of its own (nothing was waiting).
     fn trim_alone(&mut self) {
         if let Err(_logged) = self.trim_in_own_transaction() {
-            self.trim_retry_at = Some(Instant::now() + TRIM_RETRY);
+            self.trim_failed();
+        }
+    }
+
+    /// A step failed (logged): retried later. The readings are sealed all the same, so the
+    /// checkpoints waiting for the deletion are answered.
+    fn trim_failed(&mut self) {
+        self.trim_retry_at = Some(Instant::now() + TRIM_RETRY);
+        self.answer_trim_waiters(true);
+    }
+
+    /// Answers the checkpoint requests whose sealed log is deleted (all of them: `all`).
+    fn answer_trim_waiters(&mut self, all: bool) {
+        if self.trim_waiters.is_empty() {
+            return;
+        }
+        let (deleted, shipped) = (self.log_deleted, self.ship_trimmed);
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.trim_waiters)
+            .into_iter()
+            .partition(|(log, floor, _)| all || (deleted >= *log && shipped >= *floor));
+        self.trim_waiters = waiting;
+        for (_, _, reply) in done {
+            let _ = reply.send(Ok(()));
         }
     }
 
@@ -1558,6 +1597,7 @@ impl Writer {
     fn finish_trim(&mut self) -> StoreResult<()> {
         self.trim_retry_at = None;
         while self.trim_in_own_transaction()? {}
+        self.answer_trim_waiters(true);
         Ok(())
     }
 
@@ -1574,6 +1614,7 @@ impl Writer {
                 with_appends,
             });
         }
+        self.answer_trim_waiters(false);
     }
 
     /// The writer stops without a checkpoint (every handle dropped): a running one is
