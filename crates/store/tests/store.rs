@@ -419,7 +419,10 @@ async fn the_sealed_log_is_deleted_in_bounded_steps_between_appends() {
     let steps = steps.lock().unwrap().clone();
     let sealed = steps[0].sealed;
     assert_eq!(steps.last().map(|s| s.deleted_through), Some(sealed));
-    assert!(steps.iter().all(|s| s.sealed == sealed && s.batches <= 64), "{steps:?}");
+    assert!(
+        steps.iter().all(|s| s.sealed == sealed && s.batches <= 64),
+        "{steps:?}"
+    );
     assert!(steps.len() >= 300 / 64, "{steps:?}");
     assert_eq!(steps.iter().map(|s| s.batches).sum::<u64>(), 300);
     assert!(
@@ -435,7 +438,10 @@ async fn the_sealed_log_is_deleted_in_bounded_steps_between_appends() {
             .collect();
         assert_eq!(secs, (0..n).collect::<Vec<_>>(), "gaps or repeats");
     };
-    exactly(&store.read_range(&well("L"), all_time()).await.unwrap(), 3_001);
+    exactly(
+        &store.read_range(&well("L"), all_time()).await.unwrap(),
+        3_001,
+    );
     store.close().await.unwrap();
 
     // The crash copy: the sealed batches still there are not replayed.
@@ -456,7 +462,10 @@ async fn the_sealed_log_is_deleted_in_bounded_steps_between_appends() {
     }
     let store = EmbeddedStore::open(dir.path(), opts).unwrap();
     assert_eq!(store.stats().await.unwrap().readings_in_log, 0);
-    exactly(&store.read_range(&well("L"), all_time()).await.unwrap(), 3_001);
+    exactly(
+        &store.read_range(&well("L"), all_time()).await.unwrap(),
+        3_001,
+    );
     store.close().await.unwrap();
 }
 

@@ -770,14 +770,14 @@ impl Writer {
                 }
             } else {
                 match self.next_deadline() {
-                Some(deadline) => {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(c) => c,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => break None,
+                    Some(deadline) => {
+                        let wait = deadline.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(wait) {
+                            Ok(c) => c,
+                            Err(RecvTimeoutError::Timeout) => continue,
+                            Err(RecvTimeoutError::Disconnected) => break None,
+                        }
                     }
-                }
                     None => match rx.recv() {
                         Ok(c) => c,
                         Err(_) => break None,
