@@ -8,7 +8,18 @@
 //! ([`EmbeddedStore::set_ship_floor`]) that a checkpoint may now forget those batches; until
 //! then a checkpoint keeps them in `ship_log`, so nothing acknowledged is lost to the shipper
 //! while the destination is away. A failed round is retried (backoff up to 5 s), never in
-//! the way of ingest; status for `/health/ready`.
+//! the way of ingest; status for `/health/ready` (`checks.log_shipping`: `behind` once the
+//! oldest unshipped batch waited longer than [`behind_after`], with how many batches and how
+//! long) and the `espwatch_log_shipping_*` metrics ([`Shipper::record_metrics`]).
+//!
+//! While the destination is away, acknowledged batches pile up in the data directory
+//! (`ship_log`, the log) and nowhere else; when it is back, the next round ships them from the
+//! shipper's cursor in objects of at most 8 MB, oldest first, so the shipped log has no gap.
+//! An upload whose answer was lost can leave an object the shipper does not know of; the next
+//! round ships the same batches again in a larger object. Objects may therefore overlap
+//! (same first batch): [`list`] orders them so the larger comes first, [`replay`] skips what
+//! an earlier object already covered, and a shipper starting again continues after the
+//! highest batch any object holds.
 //!
 //! An object is named `wal/<first id>-<last id>-<first commit>-<last commit>.log` (ids and
 //! UTC micros, zero-padded) and holds `ESPWLOG1`, the batch count, then per batch its id,
@@ -146,7 +157,9 @@ pub async fn list(dest: &Archive) -> anyhow::Result<Vec<(Path, ObjectSpan)>> {
         .into_iter()
         .filter_map(|m| parse_name(m.location.as_ref()).map(|s| (m.location, s)))
         .collect();
-    out.sort_by_key(|(_, s)| s.first_id);
+    // Overlapping objects (a batch range shipped again after a lost answer): the one that
+    // reaches further first, so the other is skipped as covered.
+    out.sort_by_key(|(_, s)| (s.first_id, std::cmp::Reverse(s.last_id)));
     Ok(out)
 }
 
@@ -182,18 +195,41 @@ async fn ship_verified(dest: &Archive, records: &[LogRecord]) -> anyhow::Result<
     Ok(name)
 }
 
+/// The lag beyond which the shipper reports itself behind (`checks.log_shipping.behind`,
+/// `status: degraded`, the `espwatch_log_shipping_behind` gauge): four rounds, and at least
+/// the one second of recovery point the log shipping is for.
+pub fn behind_after(interval: Duration) -> Duration {
+    interval.saturating_mul(4).max(Duration::from_secs(1))
+}
+
+/// Metric names (gauges sampled at each scrape, counters since start).
+pub const METRIC_LAG: &str = "espwatch_log_shipping_lag_seconds";
+pub const METRIC_PENDING: &str = "espwatch_log_shipping_pending_batches";
+pub const METRIC_BEHIND: &str = "espwatch_log_shipping_behind";
+pub const METRIC_OBJECTS: &str = "espwatch_log_shipping_objects_total";
+pub const METRIC_FAILURES: &str = "espwatch_log_shipping_failures_total";
+
 /// What `/health/ready` shows of the shipper (`checks.log_shipping`).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct ShipStatus {
+    /// `healthy`; `degraded` while rounds fail or the shipper is behind.
     pub status: &'static str,
     pub destination: String,
-    /// The last log batch shipped and verified (0: none yet) and its commit time (RFC 3339).
+    /// The last log batch shipped and verified (0: none yet, or the destination not listed
+    /// yet) and its commit time (RFC 3339).
     pub shipped_log_id: i64,
     pub shipped_committed_at: Option<String>,
-    /// Log batches committed but not shipped yet.
+    /// Log batches committed but not shipped yet (until the destination was first listed:
+    /// every batch the store has numbered).
     pub pending_batches: i64,
-    /// How long the oldest unshipped batch has waited, milliseconds (0 when caught up).
+    /// How long the oldest unshipped batch has waited, milliseconds (0 when caught up; until
+    /// the destination was first listed, the time since the shipper started).
     pub lag_ms: i64,
+    /// The commit time of the oldest unshipped batch, when known (RFC 3339).
+    pub oldest_unshipped_at: Option<String>,
+    /// `lag_ms` is past `behind_after_ms`: the recovery point is that far behind.
+    pub behind: bool,
+    pub behind_after_ms: u64,
     pub objects_shipped: u64,
     /// Rounds that failed since the last success, and in all.
     pub consecutive_failures: u64,
@@ -203,8 +239,10 @@ pub struct ShipStatus {
 
 #[derive(Default)]
 struct State {
+    /// The highest batch shipped; `None` until the destination was listed.
     cursor: Option<i64>,
     shipped_at: i64,
+    /// The commit time of the oldest batch read and not shipped yet.
     oldest_pending_at: Option<i64>,
     objects: u64,
     consecutive_failures: u64,
@@ -217,6 +255,9 @@ struct State {
 pub struct Shipper {
     store: EmbeddedStore,
     dest: Archive,
+    interval: Duration,
+    /// When the shipper started (UTC micros).
+    started_at: i64,
     state: Arc<Mutex<State>>,
     stop: Arc<tokio::sync::Notify>,
     task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
@@ -228,6 +269,8 @@ impl Shipper {
         let shipper = Shipper {
             store,
             dest,
+            interval,
+            started_at: now_micros(),
             state: Arc::default(),
             stop: Arc::default(),
             task: Arc::default(),
@@ -244,18 +287,33 @@ impl Shipper {
             tokio::select! {
                 _ = self.stop.notified() => {
                     // A last round: what was acknowledged before the stop goes out too.
-                    let _ = self.round().await;
+                    if let Err(e) = self.round().await {
+                        tracing::warn!(error = %format!("{e:#}"), destination = self.dest.url(), "log shipping: the last round at shutdown failed; the unshipped batches stay in the data directory and ship at the next start");
+                    }
                     return;
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
             wait = match self.round().await {
-                Ok(()) => interval,
+                Ok(()) => {
+                    let mut st = self.lock();
+                    if st.consecutive_failures > 0 {
+                        tracing::info!(
+                            failed_rounds = st.consecutive_failures,
+                            destination = self.dest.url(),
+                            "log shipping caught up"
+                        );
+                    }
+                    st.consecutive_failures = 0;
+                    st.last_error = None;
+                    interval
+                }
                 Err(e) => {
                     let mut st = self.lock();
                     st.failures += 1;
                     st.consecutive_failures += 1;
                     let text = format!("{e:#}");
+                    // Logged once per outage; `/health/ready` and the metrics follow it.
                     if st.consecutive_failures == 1 {
                         tracing::warn!(error = %text, destination = self.dest.url(), "log shipping failed; retrying");
                     }
@@ -281,10 +339,12 @@ impl Shipper {
             Some(c) => c,
             None => {
                 let shipped = list(&self.dest).await?;
-                let c = shipped.last().map_or(0, |(_, s)| s.last_id);
+                // Objects may overlap: continue after the highest batch any of them holds.
+                let head = shipped.iter().map(|(_, s)| *s).max_by_key(|s| s.last_id);
+                let c = head.map_or(0, |s| s.last_id);
                 let mut st = self.lock();
                 st.cursor = Some(c);
-                st.shipped_at = shipped.last().map_or(0, |(_, s)| s.last_at);
+                st.shipped_at = head.map_or(0, |s| s.last_at);
                 c
             }
         };
@@ -322,8 +382,6 @@ impl Shipper {
             st.cursor = Some(last_id);
             st.shipped_at = last_at;
             st.objects += 1;
-            st.consecutive_failures = 0;
-            st.last_error = None;
             st.oldest_pending_at = None;
             drop(st);
             if bytes < OBJECT_BYTES {
@@ -337,14 +395,24 @@ impl Shipper {
         let st = self.lock();
         let shipped = st.cursor.unwrap_or(0);
         let pending = (last_id - shipped).max(0);
-        let lag_ms = if pending > 0 {
-            let since = st.oldest_pending_at.unwrap_or(last_at);
-            ((now_micros() - since) / 1000).max(0)
-        } else {
-            0
+        let now = now_micros();
+        let oldest = match (st.cursor, st.oldest_pending_at) {
+            _ if pending == 0 => None,
+            (_, Some(at)) if at > 0 => Some(at),
+            // Committed since the last round read the log: not older than the newest commit
+            // (0: none since the store opened, so waiting since before the shipper started).
+            (Some(_), _) if last_at > 0 => Some(last_at),
+            _ => None,
         };
+        let lag_ms = match oldest {
+            _ if pending == 0 => 0,
+            Some(at) => ((now - at) / 1000).max(0),
+            None => ((now - self.started_at) / 1000).max(0),
+        };
+        let behind_after_ms = behind_after(self.interval).as_millis() as u64;
+        let behind = pending > 0 && lag_ms as u64 >= behind_after_ms;
         ShipStatus {
-            status: if st.consecutive_failures == 0 {
+            status: if st.consecutive_failures == 0 && !behind {
                 "healthy"
             } else {
                 "degraded"
@@ -354,11 +422,44 @@ impl Shipper {
             shipped_committed_at: (st.shipped_at > 0).then(|| rfc3339(st.shipped_at)),
             pending_batches: pending,
             lag_ms,
+            oldest_unshipped_at: oldest.map(rfc3339),
+            behind,
+            behind_after_ms,
             objects_shipped: st.objects,
             consecutive_failures: st.consecutive_failures,
             failures: st.failures,
             last_error: st.last_error.clone(),
         }
+    }
+
+    /// Records the shipper's gauges and counters through the `metrics` facade (the server
+    /// calls it at each scrape): lag, pending batches, behind (0/1), objects, failures.
+    pub fn record_metrics(&self) {
+        static DESCRIBED: std::sync::Once = std::sync::Once::new();
+        DESCRIBED.call_once(|| {
+            use metrics::{Unit, describe_counter, describe_gauge};
+            describe_gauge!(
+                METRIC_LAG,
+                Unit::Seconds,
+                "How long the oldest log batch not shipped to backup_ship_to has waited"
+            );
+            describe_gauge!(
+                METRIC_PENDING,
+                "Log batches committed and not shipped to backup_ship_to yet"
+            );
+            describe_gauge!(
+                METRIC_BEHIND,
+                "1 while log shipping is behind (lag past four rounds, at least 1 s)"
+            );
+            describe_counter!(METRIC_OBJECTS, "Log objects shipped and verified");
+            describe_counter!(METRIC_FAILURES, "Log shipping rounds that failed");
+        });
+        let s = self.status();
+        metrics::gauge!(METRIC_LAG).set(s.lag_ms as f64 / 1e3);
+        metrics::gauge!(METRIC_PENDING).set(s.pending_batches as f64);
+        metrics::gauge!(METRIC_BEHIND).set(f64::from(u8::from(s.behind)));
+        metrics::counter!(METRIC_OBJECTS).absolute(s.objects_shipped);
+        metrics::counter!(METRIC_FAILURES).absolute(s.failures);
     }
 
     /// Ships what is left (one last attempt) and stops.
@@ -390,6 +491,9 @@ pub struct ReplayReport {
     /// The last batch replayed: its id and commit time (the recovery point).
     pub last_id: i64,
     pub recovery_point: Option<i64>,
+    /// Objects holding batches an earlier object held too (shipped again after an upload
+    /// whose answer was lost): their new batches replayed, the others skipped.
+    pub overlapping: usize,
 }
 
 /// Appends the shipped log batches committed after `base_started_at` (the restored chain
@@ -435,29 +539,46 @@ async fn replay_into(
         if until.is_some_and(|t| span.first_at > t) {
             break;
         }
+        if let Some(next) = expected_next {
+            // Shipped again in a larger object (an upload whose answer was lost): covered.
+            if span.last_id < next {
+                report.overlapping += 1;
+                continue;
+            }
+            if span.first_id > next {
+                bail!(
+                    "the shipped log in {} has a gap: batch {next} is missing (before {location}); {}",
+                    dest.url(),
+                    stop_before(span)
+                );
+            }
+        }
         let bytes = fetch(dest, location).await?;
-        let records =
-            decode(&bytes).with_context(|| format!("{location} in {} is damaged", dest.url()))?;
+        let records = decode(&bytes).with_context(|| {
+            format!(
+                "the shipped log object {location} in {} is damaged (torn or altered: {} bytes); nothing is restored from it; {}",
+                dest.url(),
+                bytes.len(),
+                stop_before(span)
+            )
+        })?;
         if records.first().map(|r| r.id) != Some(span.first_id)
             || records.last().map(|r| r.id) != Some(span.last_id)
         {
             bail!(
-                "{location} in {} does not hold what its name says",
-                dest.url()
+                "the shipped log object {location} in {} does not hold what its name says; {}",
+                dest.url(),
+                stop_before(span)
             );
         }
-        if let Some(next) = expected_next
-            && span.first_id != next
-        {
-            bail!(
-                "the shipped log in {} has a gap: batch {next} is missing (before {location})",
-                dest.url()
-            );
+        let skip_below = expected_next.unwrap_or(i64::MIN);
+        if span.first_id < skip_below {
+            report.overlapping += 1;
         }
         expected_next = Some(span.last_id + 1);
         report.objects += 1;
         let mut readings = Vec::new();
-        for r in &records {
+        for r in records.iter().filter(|r| r.id >= skip_below) {
             if until.is_some_and(|t| r.committed_at > t) {
                 break;
             }
@@ -485,4 +606,13 @@ async fn replay_into(
         }
     }
     Ok(report)
+}
+
+/// What to do about an object that cannot be replayed: restore again, stopping before it.
+fn stop_before(span: &ObjectSpan) -> String {
+    format!(
+        "the restore stops here, incomplete: restore again into an empty directory with --until {} to stop before it (log batch {}, the last whole point in time)",
+        rfc3339(span.first_at.saturating_sub(1)),
+        span.first_id.saturating_sub(1)
+    )
 }

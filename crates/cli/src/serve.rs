@@ -151,10 +151,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let state =
         AppState::new(store.store, config, store.security)?.with_optional_alarms(store.alarms);
     if let Some(shipper) = &shipper {
-        let shipper = shipper.clone();
+        let reporter = shipper.clone();
         state.components.register(
             "log_shipping",
-            std::sync::Arc::new(move || serde_json::json!(shipper.status())),
+            std::sync::Arc::new(move || serde_json::json!(reporter.status())),
+        );
+        let sampler = shipper.clone();
+        state.components.register_sampler(
+            "log_shipping",
+            std::sync::Arc::new(move || sampler.record_metrics()),
         );
     }
     if let Some(job) = &retention {

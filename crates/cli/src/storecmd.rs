@@ -169,6 +169,12 @@ fn print_replay(report: Option<&espwatch_archive::ship::ReplayReport>) {
         "replayed {} shipped log batches from {} objects (verified): {} readings, {} not in the backup",
         r.batches, r.objects, r.readings, r.added
     );
+    if r.overlapping > 0 {
+        println!(
+            "  {} of the objects overlapped the ones before (batches shipped again after an upload whose answer was lost): each batch replayed once",
+            r.overlapping
+        );
+    }
     match r.recovery_point {
         Some(at) => println!(
             "recovery point: {} (log batch {})",

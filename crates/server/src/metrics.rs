@@ -457,6 +457,7 @@ async fn sample(state: &AppState) {
     for (path, backlog) in state.components.broker_backlogs() {
         record_broker(path, &backlog);
     }
+    state.components.sample_metrics();
     let started = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

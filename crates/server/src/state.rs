@@ -96,7 +96,12 @@ pub type BacklogFn = Arc<dyn Fn() -> BrokerBacklog + Send + Sync>;
 pub struct Components {
     reporters: std::sync::RwLock<Vec<(String, StatusFn)>>,
     brokers: std::sync::RwLock<Vec<(espwatch_app::metrics::IngestPath, BacklogFn)>>,
+    samplers: std::sync::RwLock<Vec<(String, SamplerFn)>>,
 }
+
+/// Records a component's gauges through the `metrics` facade; run at each scrape of
+/// `/metrics` (memory only: it must not block).
+pub type SamplerFn = Arc<dyn Fn() + Send + Sync>;
 
 impl Components {
     /// Adds (or replaces) the reporter of `name`.
@@ -118,6 +123,21 @@ impl Components {
     pub fn broker_backlogs(&self) -> Vec<(espwatch_app::metrics::IngestPath, BrokerBacklog)> {
         let brokers = self.brokers.read().unwrap_or_else(|e| e.into_inner());
         brokers.iter().map(|(t, f)| (*t, f())).collect()
+    }
+
+    /// Adds (or replaces) the metrics sampler of `name` (the log shipper's lag, ...).
+    pub fn register_sampler(&self, name: &str, sample: SamplerFn) {
+        let mut samplers = self.samplers.write().unwrap_or_else(|e| e.into_inner());
+        samplers.retain(|(n, _)| n != name);
+        samplers.push((name.to_owned(), sample));
+    }
+
+    /// Runs every registered metrics sampler.
+    pub fn sample_metrics(&self) {
+        let samplers = self.samplers.read().unwrap_or_else(|e| e.into_inner());
+        for (_, sample) in samplers.iter() {
+            sample();
+        }
     }
 
     /// Every component's current status, by name.

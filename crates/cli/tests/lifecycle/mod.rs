@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -59,10 +59,6 @@ fn ingest(store: &[&str], file: &Path) {
     assert!(ok, "ingest failed: {stderr}");
 }
 
-fn require_services() -> bool {
-    std::env::var("ESPWATCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-}
-
 /// `python3 -c script args...`, or `None` (reason printed) without pyarrow, unless services
 /// are required.
 fn pyarrow(script: &str, args: &[&str]) -> Option<String> {
@@ -90,67 +86,6 @@ fn pyarrow(script: &str, args: &[&str]) -> Option<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `moto_server` (a real S3-compatible server) on a free port with bucket `bucket`; `None`
-/// (reason printed) when it is not installed, unless services are required.
-fn start_moto(bucket: &str) -> Option<Moto> {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = match Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            let msg =
-                format!("moto_server not available ({e}); install it: pip install 'moto[server]'");
-            assert!(!require_services(), "{msg}");
-            eprintln!("SKIPPED: {msg}");
-            return None;
-        }
-    };
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // moto accepts an unsigned bucket creation.
-    let created = Command::new("curl")
-        .args([
-            "-sf",
-            "-X",
-            "PUT",
-            &format!("http://127.0.0.1:{port}/{bucket}"),
-        ])
-        .status()
-        .unwrap();
-    assert!(created.success(), "creating the bucket");
-    Some(moto)
 }
 
 /// The S3 credentials, from the environment as documented (never from the config file).

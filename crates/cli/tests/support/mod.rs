@@ -572,3 +572,122 @@ pub async fn stored_timestamps(
     }
     stored
 }
+
+/// Whether the services tests need must be there (`ESPWATCH_REQUIRE_SERVICES=1`): a missing
+/// one fails the test instead of skipping it.
+pub fn require_services() -> bool {
+    std::env::var("ESPWATCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// A real S3-compatible server (`moto_server`) a test started. Every request it takes is
+/// recorded (moto's recorder), so [`Moto::restart`] brings it back on the same port holding
+/// the same objects: a destination that went down and came back.
+pub struct Moto {
+    child: Option<Child>,
+    pub port: u16,
+    recording: tempfile::TempDir,
+}
+
+impl Moto {
+    /// Kills the server (`kill -9`): connections to its port are refused until a restart.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on its port and replays the recorded requests into it.
+    pub fn restart(&mut self) {
+        self.stop();
+        // A request cut off by the kill may have left half a line: drop it.
+        let file = self.recording_file();
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let whole = text.rfind('\n').map_or(0, |i| i + 1);
+        std::fs::write(file, &text[..whole]).expect("trimming the recording");
+        self.spawn();
+        let replayed = Command::new("curl")
+            .args([
+                "-sf",
+                "-X",
+                "POST",
+                &format!(
+                    "http://127.0.0.1:{}/moto-api/recorder/replay-recording",
+                    self.port
+                ),
+            ])
+            .status()
+            .expect("curl");
+        assert!(replayed.success(), "replaying moto's recording");
+    }
+
+    fn recording_file(&self) -> PathBuf {
+        self.recording.path().join("requests.jsonl")
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .env("MOTO_ENABLE_RECORDING", "True")
+            .env("MOTO_RECORDER_FILEPATH", self.recording_file())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `moto_server` (a real S3-compatible server) on a free port with bucket `bucket`; `None`
+/// (reason printed) when it is not installed, unless services are required.
+pub fn start_moto(bucket: &str) -> Option<Moto> {
+    if let Err(e) = Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        let msg =
+            format!("moto_server not available ({e}); install it: pip install 'moto[server]'");
+        assert!(!require_services(), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut moto = Moto {
+        child: None,
+        port,
+        recording: tempfile::tempdir().expect("temp dir"),
+    };
+    moto.spawn();
+    // moto accepts an unsigned bucket creation.
+    let created = Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "PUT",
+            &format!("http://127.0.0.1:{port}/{bucket}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(created.success(), "creating the bucket");
+    Some(moto)
+}
