@@ -99,6 +99,12 @@ pub struct ChannelMonitor {
     usual_step: Ewma,
     /// Median recent step.
     median_step: Option<f64>,
+    /// The values of those steps, and the level averaged slowly while the channel is not
+    /// judged noisy: a scattering gauge reads around the true value, so the median of its
+    /// recent values holds where the quantity stood.
+    recent_values: VecDeque<f64>,
+    usual_level: Ewma,
+    level_updates: u8,
     /// The smallest non-zero step ever seen: the gauge's resolution as far as known.
     resolution: f64,
     /// Readings in a row that scattered beyond `noise_ratio` (see [`ChannelMonitor::noise`]).
@@ -140,9 +146,12 @@ pub const WATCHED: [Field; 10] = [
 ];
 
 /// Channels judged for scatter: measured process quantities whose scatter between readings is
-/// the gauge's own. Left out: the current (swinging alone is gas, the classic ammeter chart),
-/// the voltage (it swings with the supply) and vibration (its scatter is what it measures).
-pub const NOISE_JUDGED: [Field; 6] = [
+/// the gauge's own. The current too, but only beside a calm gauge of the pump's work (see
+/// `judge_noise`): gas swings the load by swinging the lift and the delivery, which the
+/// classic ammeter chart shows alone only because nothing else was measured. Left out: the
+/// voltage (it swings with the supply) and vibration (its scatter is what it measures).
+pub const NOISE_JUDGED: [Field; 7] = [
+    Field::MotorCurrentA,
     Field::IntakePressurePsi,
     Field::DischargePressurePsi,
     Field::TubingPressurePsi,
@@ -380,6 +389,7 @@ impl ChannelMonitor {
         if unsteady {
             self.recent_steps.clear();
             self.median_step = None;
+            self.recent_values.clear();
             return;
         }
         let step = (v - p).abs();
@@ -388,15 +398,20 @@ impl ChannelMonitor {
         }
         if self.recent_steps.len() == NOISE_WINDOW {
             self.recent_steps.pop_front();
+            self.recent_values.pop_front();
         }
         self.recent_steps.push_back(step);
+        self.recent_values.push_back(v);
+        // Once per window is plenty for a level averaged over hours.
+        self.level_updates = (self.level_updates + 1) % NOISE_WINDOW as u8;
+        if !self.noisy && self.level_updates == 0 {
+            self.usual_level.update(ts, v, th.noise_usual_tau_secs);
+        }
         if self.recent_steps.len() < NOISE_WINDOW {
             self.median_step = None;
             return;
         }
-        let mut sorted: Vec<f64> = self.recent_steps.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[NOISE_WINDOW / 2];
+        let median = median_of(&self.recent_steps);
         self.median_step = Some(median);
         if !self.noisy {
             self.usual_step.update(ts, median, th.noise_usual_tau_secs);
@@ -430,6 +445,25 @@ impl ChannelMonitor {
                 .is_some_and(|m| m >= th.noise_min_share * self.typical)
     }
 
+    /// The median recent step as a share of the channel's typical value.
+    pub fn scatter_share(&self) -> Option<f64> {
+        let m = self.median_step?;
+        (self.typical > 0.0).then(|| m / self.typical)
+    }
+
+    /// Whether the median of the recent readings is within `share` of the channel's usual
+    /// level (`false` until both are known).
+    pub fn median_holds(&self, share: f64) -> bool {
+        let median =
+            (self.recent_values.len() == NOISE_WINDOW).then(|| median_of(&self.recent_values));
+        match (median, self.usual_level.value()) {
+            (Some(now), Some(usual)) if usual.abs() > 1e-9 => {
+                ((now - usual) / usual).abs() <= share
+            }
+            _ => false,
+        }
+    }
+
     /// The gauge's resolution as far as seen (the smallest non-zero step between readings).
     pub fn resolution(&self) -> Option<f64> {
         (self.resolution > 0.0).then_some(self.resolution)
@@ -457,4 +491,14 @@ impl ChannelMonitor {
         self.level.reset();
         self.suspect = None;
     }
+}
+
+/// The median of a full noise window, without allocating (every channel, every reading).
+fn median_of(window: &VecDeque<f64>) -> f64 {
+    let mut buf = [0.0; NOISE_WINDOW];
+    for (slot, v) in buf.iter_mut().zip(window) {
+        *slot = *v;
+    }
+    *buf.select_nth_unstable_by(NOISE_WINDOW / 2, f64::total_cmp)
+        .1
 }

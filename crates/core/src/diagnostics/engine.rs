@@ -1801,18 +1801,30 @@ mod training_sample_tests {
 /// quantities together (gas: current, pressures and flow; slugging: both pressures), so
 /// this is the gauge. Confirmed over `noise_confirm_readings` readings in a row.
 fn judge_noise(channels: &mut [ChannelMonitor], f: Field, th: &Thresholds) -> bool {
-    let scatters = channels[f.index()].scatters(th);
-    let others: Vec<f64> = WATCHED
-        .iter()
-        .filter(|g| **g != f)
-        .filter_map(|g| channels[g.index()].noise_ratio())
-        .collect();
-    let alone = others.len() >= 2 && others.iter().all(|r| *r < th.noise_alone_ratio);
-    let monitor = &mut channels[f.index()];
-    if !scatters {
+    if !channels[f.index()].scatters(th) {
+        let monitor = &mut channels[f.index()];
         monitor.noisy_run = 0;
         monitor.noisy = false;
-    } else if alone || monitor.noisy {
+        return false;
+    }
+    let mut others = WATCHED
+        .iter()
+        .filter(|g| **g != f)
+        .filter_map(|g| channels[g.index()].noise_ratio());
+    let mut alone = others.clone().count() >= 2 && others.all(|r| r < th.noise_alone_ratio);
+    // The motor's load follows what the pump lifts and delivers: a current jumping by a large
+    // share between readings while a gauge of that work stays calm, around the level it held,
+    // is the ammeter. Without such a gauge it may be gas; with its level up, a load that
+    // snatches (sand, debris); by less, the cycling of gas that the other gauges damp.
+    if f == Field::MotorCurrentA {
+        alone &= [Field::DischargePressurePsi, Field::FlowRateBpd]
+            .iter()
+            .any(|g| channels[g.index()].noise_ratio().is_some())
+            && channels[f.index()].median_holds(th.noise_level_share)
+            && channels[f.index()].scatter_share() >= Some(th.noise_current_min_share);
+    }
+    let monitor = &mut channels[f.index()];
+    if alone || monitor.noisy {
         // Once judged, the gauge stays noisy while it scatters: a process upset meanwhile
         // does not mend it.
         monitor.noisy_run += 1;

@@ -316,6 +316,7 @@ pub(crate) struct StepLevels {
     pub pip: f64,
     pub flow: Option<f64>,
     pub thp: Option<f64>,
+    pub cur: Option<f64>,
     /// The readings since the step, so that it is confirmed on averages, not on every noisy
     /// reading.
     pub head_since: Mean,
@@ -1029,6 +1030,8 @@ pub(crate) fn gas_unloading(i: &Input, gas: &GasEvidence, st: &mut Unloading) ->
         return None;
     }
     let waited = (i.ts - r.since) as f64 / 1e6;
+    // Once confirmed, the unload holds on the looser release bar: the evidence is that bar.
+    let held = st.latched;
     if !st.latched {
         let came_back =
             waited >= th.unload_confirm_secs && level > r.cur * (1.0 - th.unload_open_drop / 2.0);
@@ -1075,7 +1078,11 @@ pub(crate) fn gas_unloading(i: &Input, gas: &GasEvidence, st: &mut Unloading) ->
         Evidence::new(
             "current_ratio_since_step",
             level,
-            r.cur * (1.0 - th.unload_confirm_drop),
+            if held {
+                (r.cur * (1.0 - th.unload_release_drop)).min(1.0 - th.unload_release_drop)
+            } else {
+                r.cur * (1.0 - th.unload_confirm_drop)
+            },
             "<= level before the step",
         ),
         Evidence::opt(
@@ -1399,7 +1406,14 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
     }
     let fast_pip = val(&s.fast_pip)?;
     let fast_flow = val(&s.fast_flow);
-    let loaded = val(&s.cur).is_none_or(|c| c >= th.leak_current_ratio);
+    // The motor stays loaded: at its usual share of the baseline, or of its level before the
+    // step (a pump put back at another operating point after a workover runs below its old
+    // baseline current without being unloaded).
+    let loaded = |before: Option<f64>| {
+        val(&s.cur).is_none_or(|c| {
+            c >= th.leak_current_ratio || before.is_some_and(|b| c >= b * th.leak_current_ratio)
+        })
+    };
     // Head and delivery step at once; the intake follows as the annulus fills.
     let stepped = |l: &StepLevels, head: f64, flow: Option<f64>| {
         head <= l.head * (1.0 - drop)
@@ -1439,7 +1453,7 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 // says the pump lost flow for another reason (cooling, load).
                 let motor_cool = val(&s.rise).is_none_or(|r| r < th.overheat_rise_ratio);
                 if !(stepped(&levels, mean_head, mean_flow)
-                    && loaded
+                    && loaded(levels.cur)
                     && wellhead_steady
                     && motor_cool)
                 {
@@ -1485,6 +1499,7 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 pip: val(&s.settle_pip)?,
                 flow: val(&s.settle_flow),
                 thp: val(&s.settle_thp),
+                cur: val(&s.settle_cur),
                 head_since: Mean::default(),
                 flow_since: Mean::default(),
                 thp_since: Mean::default(),
@@ -1495,7 +1510,7 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 None => s.head_level_held_secs,
             };
             let from_level = held >= th.rest_hold_secs;
-            if stepped(&levels, fast_head, fast_flow) && loaded && from_level {
+            if stepped(&levels, fast_head, fast_flow) && loaded(levels.cur) && from_level {
                 state.step = Some(levels);
             }
         }

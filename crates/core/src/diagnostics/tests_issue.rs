@@ -2395,3 +2395,111 @@ fn a_gauge_spike_while_the_baseline_is_learned_does_not_move_it() {
         mean(&flow)
     );
 }
+
+/// An ammeter failing by scattering (every reading half to one and a half times the true
+/// current) while the discharge gauge and the flow meter stay calm is the gauge: gas swings the
+/// load by swinging the lift and the delivery, which those gauges would show. A current that
+/// snatches as much around a level risen by half (sand, debris: the motor really works harder)
+/// is the process, not the ammeter.
+#[test]
+fn an_ammeter_scattering_around_its_level_is_the_gauge_but_a_snatching_load_is_not() {
+    let plan = pinned(Family::Classic, None, 30, "20s");
+    let from = start().0 + 26 * HOUR;
+    let jitter = |n: usize, amount: f64| 1.0 + amount * (((n * 37) % 101) as f64 / 50.0 - 1.0);
+    let scattered = findings_with_glitch(&plan, from, &|n, m| {
+        scale(m, Field::MotorCurrentA, jitter(n, 0.5));
+    });
+    assert!(
+        names_a_fault(&scattered, "motor_current_a.noisy"),
+        "{:?}",
+        scattered.iter().take(5).collect::<Vec<_>>()
+    );
+    let snatching = findings_with_glitch(&plan, from, &|n, m| {
+        scale(m, Field::MotorCurrentA, 1.5 * jitter(n, 0.2));
+    });
+    assert!(
+        !names_a_fault(&snatching, "motor_current_a.noisy"),
+        "{:?}",
+        snatching
+            .iter()
+            .filter(|f| f.diagnosis == Diagnosis::Condition(Condition::SensorFault))
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A discharge gauge whose noise is about one step of its resolution repeats a value only now
+/// and then (seen on an outside data set: a 1 psi transmitter scattering ±1 psi, then reading
+/// 4 612 psi for four hours). Such a gauge is not coarse: a value held for hours on it is
+/// stuck, even on a steady pump.
+#[test]
+fn a_gauge_whose_noise_is_one_step_is_stuck_when_it_holds_one_value_for_hours() {
+    let plan = pinned(Family::Classic, None, 22, "20s");
+    let (from, to) = (start().0 + 14 * HOUR, start().0 + 18 * HOUR);
+    let mut held = None;
+    let samples = samples(&plan, 0);
+    // Steps of 1 % with noise of about one step: successive readings differ by no step, one
+    // or two, spread over about 1.3 steps.
+    let q = 0.01
+        * samples[0]
+            .1
+            .get(Field::DischargePressurePsi)
+            .unwrap_or(100.0);
+    let readings: Vec<(Timestamp, Measurements)> = samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, (ts, mut m))| {
+            let hash = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            let noise = 1.5 * ((hash % 1000) as f64 / 500.0 - 1.0);
+            let reading = m
+                .get(Field::DischargePressurePsi)
+                .map(|p| q * (p / q + noise).round());
+            m.set(Field::DischargePressurePsi, reading);
+            if ts.0 >= from && ts.0 < to {
+                let v = *held.get_or_insert(reading);
+                m.set(Field::DischargePressurePsi, v);
+            }
+            (ts, m)
+        })
+        .collect();
+    let mut engine = WellEngine::new(
+        Some(&plan.wells[0].meta),
+        Thresholds::default(),
+        TrainingWindow::Default,
+    );
+    let mut findings = Vec::new();
+    for (ts, m) in &readings {
+        findings.extend(engine.push(*ts, m).findings);
+    }
+    assert!(names_a_fault(&findings, "discharge_pressure_psi.stuck"));
+}
+
+/// A pump put back at another operating point (after a workover, a new choke) may draw less
+/// than the current it was learned at without being unloaded. A leak on it is judged against
+/// the levels just before the step, the motor's among them (seen on an outside data set: a
+/// well without a frequency channel at 0.94 of its baseline current, its wellhead stepping
+/// down and its annulus filling for 13 hours, raised as nothing).
+#[test]
+fn a_leak_on_a_pump_running_below_its_learned_current_is_still_a_leak() {
+    let plan = pinned(Family::Classic, None, 24, "20s");
+    let leak = start().0 + 14 * HOUR;
+    // The motor's load eases by a tenth over four hours, well before the leak; no flow meter.
+    let readings = scaled_from(samples(&plan, 0), start().0 + 8 * HOUR, |since, m| {
+        let r = (since as f64 / (4 * HOUR) as f64).min(1.0);
+        scale(m, Field::MotorCurrentA, 1.0 - 0.1 * r);
+        m.set(Field::FlowRateBpd, None);
+    });
+    // Then the wellhead steps down with the delivery and the annulus fills: the pump lifts
+    // against less and less.
+    let leaking = |readings: Vec<(Timestamp, Measurements)>| {
+        scaled_from(readings, leak, |since, m| {
+            let r = (since as f64 / HOUR as f64).min(1.0);
+            scale(m, Field::TubingPressurePsi, 0.87);
+            scale(m, Field::IntakePressurePsi, 1.0 + 0.1 * r);
+        })
+    };
+    let healthy = episodes_of(&plan.wells[0].meta, &readings);
+    assert!(!has(&healthy, Condition::TubingLeak), "{healthy:?}");
+    let episodes = episodes_of(&plan.wells[0].meta, &leaking(readings));
+    assert!(has(&episodes, Condition::TubingLeak), "{episodes:?}");
+}

@@ -189,8 +189,11 @@ pub struct Thresholds {
     /// time): a coarse or slowly updated gauge repeats legitimately.
     pub stuck_training_run_factor: f64,
     /// A gauge whose successive training differences spread less than this many resolution
-    /// steps is coarse (a dithering gauge steps 0 or ±1): its repeats say nothing, so it is
-    /// never judged stuck.
+    /// steps is coarse: its noise is below its resolution, so it mostly repeats and now and
+    /// then dithers one step (a slow signal near a step); its repeats say nothing, so it is
+    /// never judged stuck. A gauge whose noise is about one step already spreads its
+    /// differences over 1.4 steps (√2 × its noise): it repeats only by chance, and a long run
+    /// of one value is as telling as on a finer gauge.
     pub coarse_gauge_steps: f64,
     /// A gauge that repeated its value more often than it changed in training (its resolution
     /// is coarser than a steady process moves: a 1 °C winding gauge) is stuck only if the
@@ -225,6 +228,14 @@ pub struct Thresholds {
     /// ...for `noise_confirm_readings` readings in a row, with a median step of at least this
     /// share of the typical value (gauges are accurate to about 0.1 %).
     pub noise_min_share: f64,
+    /// A scattering ammeter reads around the true current: the median of its recent readings
+    /// stays within this share of its usual level. A load that snatches and rises (sand, drag)
+    /// is the process, not the gauge.
+    pub noise_level_share: f64,
+    /// ...and jumps between successive readings by at least this share of its typical value
+    /// (median step). Gas cycling the load by a tenth or so with the discharge and the flow
+    /// damped is the process.
+    pub noise_current_min_share: f64,
     pub noise_confirm_readings: u32,
     /// Time constant of the usual step, seconds (learned only while the gauge is not noisy).
     pub noise_usual_tau_secs: f64,
@@ -513,7 +524,7 @@ impl Default for Thresholds {
             stuck_min_readings: 10,
             stuck_training_run_factor: 3.0,
             stuck_excitation_share: 0.03,
-            coarse_gauge_steps: 1.5,
+            coarse_gauge_steps: 0.75,
             spike_factor: 2.5,
             spike_count: 3,
             spike_window_secs: 3600.0,
@@ -525,6 +536,8 @@ impl Default for Thresholds {
             noise_ratio_off: 3.0,
             noise_alone_ratio: 2.5,
             noise_min_share: 0.004,
+            noise_level_share: 0.15,
+            noise_current_min_share: 0.2,
             noise_confirm_readings: 5,
             noise_usual_tau_secs: 6.0 * 3600.0,
             dropout_share: 0.5,
