@@ -14,7 +14,7 @@ use conformance::{Harness, all_time, auto, reading, well};
 use espwatch_core::access::Role;
 use espwatch_store::{
     AuditFilter, CheckpointHook, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
-    ReadingOutcome, SecurityStore, Store, StoreError,
+    LogTrimHook, LogTrimStep, ReadingOutcome, SecurityStore, Store, StoreError,
 };
 
 struct EmbeddedHarness {
@@ -330,6 +330,141 @@ async fn appends_are_committed_while_a_checkpoint_encodes() {
     exactly_once(
         &store.read_range(&well("B"), all_time()).await.unwrap(),
         1_000,
+    );
+    store.close().await.unwrap();
+}
+
+/// Issue 17 (checkpoints stall appends): the log batches a checkpoint sealed are no longer
+/// deleted in its install transaction, which held every append while a whole checkpoint's log
+/// was freed, but afterwards, in bounded steps inside append commits and between them. The
+/// hook holds the writer after the first step (so the order of events is fixed, not timed):
+/// an append sent meanwhile is committed while sealed batches are still there, a copy of the
+/// files taken at that step (what `kill -9` leaves) opens with every reading exactly once and
+/// nothing replayed, and the deletion finishes by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sealed_log_is_deleted_in_bounded_steps_between_appends() {
+    use std::sync::mpsc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let crash = tempfile::tempdir().unwrap();
+    let steps: Arc<Mutex<Vec<LogTrimStep>>> = Arc::default();
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let hook = {
+        let steps = steps.clone();
+        let (data, crash) = (dir.path().to_path_buf(), crash.path().to_path_buf());
+        let entered_tx = Mutex::new(entered_tx);
+        let release_rx = Mutex::new(release_rx);
+        LogTrimHook(Arc::new(move |step: LogTrimStep| {
+            if step.batches == 0 {
+                return; // nothing of the log (the shipping bookkeeping at open)
+            }
+            let first = {
+                let mut steps = steps.lock().unwrap();
+                steps.push(step);
+                steps.len() == 1
+            };
+            if first {
+                // The writer is inside this call: the files are what a kill -9 would leave.
+                copy_db(&data, &crash);
+                let _ = entered_tx.lock().unwrap().send(());
+                let _ = release_rx
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(60));
+            }
+        }))
+    };
+    let opts = EmbeddedOptions {
+        checkpoint_readings: 1_000_000,
+        checkpoint_interval: Duration::from_secs(3600),
+        window_micros: 3600 * 1_000_000,
+        log_trim_hook: Some(hook),
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), opts.clone()).unwrap();
+    // 300 commits, so 300 log batches.
+    for i in 0..300 {
+        let batch = (0..10)
+            .map(|k| reading("L", (i * 10 + k) * 10, 1.0))
+            .collect();
+        store.append(batch, auto()).await.unwrap();
+    }
+    // Answered once the log it sealed is deleted.
+    let sealing = tokio::spawn({
+        let store = store.clone();
+        async move { store.checkpoint().await }
+    });
+    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the sealed log was never deleted in steps");
+
+    // Queue an append while the writer is held after the first step, then let it go on.
+    let late = store.append(vec![reading("L", 3_000 * 10, 2.0)], auto());
+    tokio::pin!(late);
+    tokio::select! {
+        biased;
+        _ = &mut late => panic!("committed while the writer was held"),
+        () = std::future::ready(()) => {}
+    }
+    release_tx.send(()).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), late)
+        .await
+        .expect("the append waited for the whole log deletion")
+        .unwrap();
+    assert_eq!(outcome.outcomes, vec![ReadingOutcome::Accepted]);
+    sealing.await.unwrap().unwrap();
+
+    let steps = steps.lock().unwrap().clone();
+    let sealed = steps[0].sealed;
+    assert_eq!(steps.last().map(|s| s.deleted_through), Some(sealed));
+    assert!(
+        steps.iter().all(|s| s.sealed == sealed && s.batches <= 64),
+        "{steps:?}"
+    );
+    assert!(steps.len() >= 300 / 64, "{steps:?}");
+    assert_eq!(steps.iter().map(|s| s.batches).sum::<u64>(), 300);
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.with_appends && s.newest > sealed && s.deleted_through < sealed),
+        "no append was committed while sealed batches were left: {steps:?}"
+    );
+    let exactly = |points: &[espwatch_core::Point], n: i64| {
+        let secs: Vec<i64> = points
+            .iter()
+            .map(|p| (p.0.0 - conformance::T0) / (10 * conformance::SEC))
+            .collect();
+        assert_eq!(secs, (0..n).collect::<Vec<_>>(), "gaps or repeats");
+    };
+    exactly(
+        &store.read_range(&well("L"), all_time()).await.unwrap(),
+        3_001,
+    );
+    store.close().await.unwrap();
+
+    // The crash copy: the sealed batches still there are not replayed.
+    let recovered = EmbeddedStore::open(crash.path(), EmbeddedOptions::default()).unwrap();
+    assert_eq!(recovered.stats().await.unwrap().readings_in_log, 0);
+    exactly(
+        &recovered.read_range(&well("L"), all_time()).await.unwrap(),
+        3_000,
+    );
+    recovered.close().await.unwrap();
+    // Closed: the log is empty, the readings are all in segments.
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("espwatch.db")).unwrap();
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM log_batches", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+    let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+    assert_eq!(store.stats().await.unwrap().readings_in_log, 0);
+    exactly(
+        &store.read_range(&well("L"), all_time()).await.unwrap(),
+        3_001,
     );
     store.close().await.unwrap();
 }

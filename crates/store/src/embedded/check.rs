@@ -103,10 +103,15 @@ pub fn storage(dir: &Path) -> StoreResult<StorageReport> {
     let free_bytes = pragma("freelist_count")? * pragma("page_size")?;
     let mut logged = 0u64;
     {
+        // Batches at or below the sealed mark are in the segments already (their deletion
+        // had not finished).
+        let sealed = schema::log_sealed(&conn)?;
         let mut stmt = conn
-            .prepare("SELECT data FROM log_batches")
+            .prepare("SELECT data FROM log_batches WHERE id > ?1")
             .map_err(|e| sql_err("reading storage", e))?;
-        let mut rows = stmt.query([]).map_err(|e| sql_err("reading storage", e))?;
+        let mut rows = stmt
+            .query([sealed])
+            .map_err(|e| sql_err("reading storage", e))?;
         while let Some(row) = rows.next().map_err(|e| sql_err("reading storage", e))? {
             let data = row
                 .get_ref(0)

@@ -471,7 +471,7 @@ fn diff(
 /// beside the chain.
 pub const SHIPPED_LOG: &str = "wal";
 
-/// Tables copied whole into every delta (small: the log is emptied by each checkpoint).
+/// Tables copied whole into every delta (small: the log is emptied after each checkpoint).
 const WHOLE_TABLES: [&str; 4] = ["meta", "wells", "log_batches", "quarantine"];
 
 fn delta(dir: &Path, repo: &Path, mut chain: Chain, started: Instant) -> StoreResult<ChainReport> {
@@ -511,6 +511,7 @@ fn delta(dir: &Path, repo: &Path, mut chain: Chain, started: Instant) -> StoreRe
         .map_err(|e| sql_err("reading meta", e))?
         .parse()
         .map_err(|_| StoreError::Internal("corrupt window_micros".into()))?;
+    let sealed = schema::log_sealed(&src)?;
 
     let mut state = open_state(repo)?;
     let mut changed = Vec::new();
@@ -622,7 +623,11 @@ fn delta(dir: &Path, repo: &Path, mut chain: Chain, started: Instant) -> StoreRe
                     .map(|i| row.get(i))
                     .collect::<Result<_, _>>()
                     .map_err(|e| sql_err("reading a table", e))?;
+                // Sealed batches (at or below the mark, in the same snapshot's `meta`) are
+                // counted in their segments.
                 if table == "log_batches"
+                    && let Some(rusqlite::types::Value::Integer(id)) = values.first()
+                    && *id > sealed
                     && let Some(rusqlite::types::Value::Blob(data)) = values.get(1)
                 {
                     let wells = codec::decode_log_batch(data).map_err(|e| {

@@ -90,6 +90,36 @@ pub struct EmbeddedOptions {
     /// ([`EmbeddedStore::set_ship_floor`]) a checkpoint keeps every log batch it seals in
     /// `ship_log`. Off: checkpoints empty the log (and `ship_log`) as before.
     pub keep_log_for_shipping: bool,
+    /// Called on the writer thread after each step that deletes part of the sealed log (see
+    /// [`LogTrimStep`]), once the step is committed. For tests; `None` in production.
+    pub log_trim_hook: Option<LogTrimHook>,
+}
+
+/// See [`EmbeddedOptions::log_trim_hook`].
+#[derive(Clone)]
+pub struct LogTrimHook(pub Arc<dyn Fn(LogTrimStep) + Send + Sync>);
+
+impl std::fmt::Debug for LogTrimHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogTrimHook")
+    }
+}
+
+/// One committed step of deleting the sealed log (the log batches a checkpoint installed into
+/// segments), as [`EmbeddedOptions::log_trim_hook`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogTrimStep {
+    /// Every log batch with an id at or below this one is sealed (`meta.log_sealed`).
+    pub sealed: i64,
+    /// Every sealed log batch at or below this id is deleted, after this step.
+    pub deleted_through: i64,
+    /// The newest committed log batch when the step was committed.
+    pub newest: i64,
+    /// Log batches this step deleted.
+    pub batches: u64,
+    /// The step was committed in an append's transaction (else in one of its own, while no
+    /// append was waiting).
+    pub with_appends: bool,
 }
 
 /// See [`EmbeddedOptions::checkpoint_hook`].
@@ -147,6 +177,7 @@ impl Default for EmbeddedOptions {
             compact_segments: true,
             checkpoint_hook: None,
             keep_log_for_shipping: false,
+            log_trim_hook: None,
         }
     }
 }
@@ -272,7 +303,7 @@ impl EmbeddedStore {
         let mut conn = schema::open_writer(&path)?;
         schema::set_cache_mib(&conn, opts.cache_mib)?;
         let window = schema::init(&mut conn, opts.window_micros)?;
-        let (mut index, last_log_id) = writer::recover(&conn, window)?;
+        let (mut index, last_log_id, log_sealed) = writer::recover(&conn, window)?;
         retention::load_rolled(&conn, &mut index)?;
         let shared = Arc::new(Shared {
             index: RwLock::new(index),
@@ -299,8 +330,9 @@ impl EmbeddedStore {
                 compact_segments: opts.compact_segments,
                 checkpoint_hook: opts.checkpoint_hook.clone(),
                 read_cache_mib: opts.read_cache_mib,
+                log_trim_hook: opts.log_trim_hook.clone(),
             },
-            last_log_id,
+            (last_log_id, log_sealed),
             lock_file,
         );
         let handle = std::thread::Builder::new()

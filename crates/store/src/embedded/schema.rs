@@ -6,10 +6,12 @@
 //! - `wells`: the registry, metadata as JSON.
 //! - `log_batches`: one blob per commit holding the readings not yet sealed into segments,
 //!   with its commit time (`committed_at`, UTC micros; 0 for rows of older releases); ids
-//!   only grow (`meta.log_seq` keeps the highest across checkpoints that empty the table);
-//!   emptied by each checkpoint in the same transaction that writes the segments.
-//! - `ship_log`: log batches a checkpoint sealed before the log shipper had shipped them
-//!   (moved there by the checkpoint's transaction, deleted once shipped); never replayed.
+//!   only grow (`meta.log_seq` keeps the highest across checkpoints that empty the table).
+//!   A checkpoint's install transaction writes the segments and `meta.log_sealed`, the
+//!   highest batch id they hold: batches at or below it are sealed, never replayed, and
+//!   deleted by the writer in bounded steps afterwards (see `writer`).
+//! - `ship_log`: sealed log batches the log shipper had not shipped yet (moved there by the
+//!   steps that delete the sealed log, deleted once shipped); never replayed.
 //! - `segments`: one columnar blob per (well, time window), clustered by that key so a
 //!   one-well time range is one short b-tree range scan.
 //! - `rollups`: the hourly aggregates of each segment (same key), written with it; absent
@@ -83,8 +85,10 @@ pub fn sql_err(context: &str, e: rusqlite::Error) -> StoreError {
 
 /// Opens the single write connection: WAL so readers never block the writer and a commit is
 /// one sequential append, `synchronous=FULL` so a returned commit survives power loss.
-/// SQLite's own WAL checkpoints every ~16 MiB (fewer, larger copies into the database file
-/// than the default 4 MiB); the WAL file is truncated back to 64 MiB after a large one.
+/// The WAL is copied into the database file by a thread of its own (`writer`,
+/// [`open_checkpointer`]); SQLite's automatic checkpoint, which would run inside a commit,
+/// only steps in past ~256 MiB of WAL (that thread stopped or far behind); the WAL file is
+/// truncated back to 64 MiB after a large one.
 ///
 /// A new database is created with incremental auto-vacuum, so the pages the log frees can be
 /// given back to the file system (at close and by `store compact`); older databases get it
@@ -107,12 +111,26 @@ pub fn open_writer(path: &Path) -> StoreResult<Connection> {
     conn.execute_batch(
         "PRAGMA synchronous=FULL;
          PRAGMA foreign_keys=OFF;
-         PRAGMA wal_autocheckpoint=4000;
+         PRAGMA wal_autocheckpoint=65536;
          PRAGMA journal_size_limit=67108864;",
     )
     .map_err(|e| sql_err("setting pragmas", e))?;
     set_cache_mib(&conn, DEFAULT_CACHE_MIB)?;
     conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+/// Opens the connection that copies the WAL into the database file (`PRAGMA
+/// wal_checkpoint(PASSIVE)`) next to the writer; it writes nothing else.
+pub fn open_checkpointer(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sql_err("opening the WAL checkpoint connection", e))?;
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=0;")
+        .map_err(|e| sql_err("setting pragmas", e))?;
+    set_cache_mib(&conn, 1)?;
     Ok(conn)
 }
 
@@ -200,6 +218,17 @@ pub fn init(conn: &mut Connection, requested_window: i64) -> StoreResult<i64> {
     tx.commit().map_err(|e| sql_err("committing schema", e))?;
     Ok(window)
 }
+
+/// `meta.log_sealed`: log batches with ids at or below it are sealed into segments (0: none
+/// recorded). Readers that count or replay the log skip them.
+pub fn log_sealed(conn: &Connection) -> StoreResult<i64> {
+    Ok(get_meta(conn, LOG_SEALED)?
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0))
+}
+
+/// The `meta` key of [`log_sealed`].
+pub const LOG_SEALED: &str = "log_sealed";
 
 pub fn get_meta(conn: &Connection, key: &str) -> StoreResult<Option<String>> {
     conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))

@@ -8,9 +8,12 @@
 //!
 //! **Checkpoint.** Unsealed readings live in `log_batches` (durable) and in the heads
 //! (memory). A checkpoint freezes the heads, encodes them into the per-window segments on a
-//! thread of its own, and this thread installs the result and empties the sealed part of the
-//! log in one short transaction, so appends keep being committed while segments are encoded,
-//! and after a crash the log holds exactly the unsealed readings.
+//! thread of its own, and this thread installs the result in one short transaction that also
+//! records how far the log is sealed (`meta.log_sealed`), so appends keep being committed
+//! while segments are encoded, and after a crash the log above that mark holds exactly the
+//! unsealed readings. The sealed log batches are deleted afterwards in bounded steps, riding
+//! along with the append commits (or on their own while the writer is idle): deleting a
+//! checkpoint's whole log in the install transaction held every append for hundreds of ms.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -131,6 +134,7 @@ pub struct WriterOptions {
     pub checkpoint_hook: Option<super::CheckpointHook>,
     /// Page cache of the checkpoint thread's read connection, MiB.
     pub read_cache_mib: u32,
+    pub log_trim_hook: Option<super::LogTrimHook>,
 }
 
 pub fn now_micros() -> i64 {
@@ -158,8 +162,9 @@ fn copy_err(e: &StoreError) -> StoreError {
 // Recovery
 
 /// Rebuilds the index from the database: registry, segment bounds (not blobs), and the log
-/// replayed into the heads. Returns the index and the highest log batch id.
-pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
+/// above the sealed mark replayed into the heads. Returns the index, the highest log batch id
+/// and the sealed mark (log batches at or below it may still wait for deletion).
+pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64, i64)> {
     let mut index = Index::default();
 
     let mut stmt = conn
@@ -264,11 +269,16 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
         }
     }
 
+    // Batches up to the sealed mark are in segments already (a checkpoint installed them and
+    // their deletion had not finished): never replayed, deleted by the writer.
+    let sealed = schema::log_sealed(conn)?;
     let mut last_log_id = 0i64;
     let mut stmt = conn
-        .prepare("SELECT id, data FROM log_batches ORDER BY id")
+        .prepare("SELECT id, data FROM log_batches WHERE id > ?1 ORDER BY id")
         .map_err(|e| sql_err("replaying log", e))?;
-    let mut rows = stmt.query([]).map_err(|e| sql_err("replaying log", e))?;
+    let mut rows = stmt
+        .query([sealed])
+        .map_err(|e| sql_err("replaying log", e))?;
     let mut skipped = 0u64;
     let mut damaged_batches = Vec::new();
     while let Some(row) = rows.next().map_err(|e| sql_err("replaying log", e))? {
@@ -329,8 +339,11 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64)> {
     let seq = schema::get_meta(conn, "log_seq")?
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(0);
-    let last_log_id = last_log_id.max(shipped_max.unwrap_or(0)).max(seq);
-    Ok((index, last_log_id))
+    let last_log_id = last_log_id
+        .max(shipped_max.unwrap_or(0))
+        .max(seq)
+        .max(sealed);
+    Ok((index, last_log_id, sealed))
 }
 
 /// Moves a damaged segment to the `quarantine` table (bytes kept), in one transaction.
@@ -637,6 +650,15 @@ struct InFlight {
 
 /// How often an idle writer looks whether the checkpoint thread is done.
 const CHECKPOINT_POLL: Duration = Duration::from_millis(5);
+/// One step deleting the sealed log deletes at most this many log batches…
+const TRIM_BATCHES: usize = 64;
+/// …and stops after the batch that reaches this many bytes (a step frees about this much of
+/// the database's pages; ~1 ms of work, where a whole checkpoint's log took hundreds).
+const TRIM_BYTES: i64 = 1 << 20;
+/// Shipped `ship_log` rows one step deletes at most.
+const TRIM_SHIPPED: usize = 64;
+/// After a failed step, the next one waits this long (the log is still sealed: only space).
+const TRIM_RETRY: Duration = Duration::from_secs(5);
 /// After a failed checkpoint, the next automatic one waits this long.
 const CHECKPOINT_RETRY: Duration = Duration::from_secs(5);
 
@@ -661,6 +683,35 @@ pub struct Writer {
     in_flight: Option<InFlight>,
     /// Checkpoint requests that arrived while one was running: a new one follows it.
     waiting: Vec<Reply<()>>,
+    /// Log batches at or below this id are sealed into segments (`meta.log_sealed`).
+    log_sealed: i64,
+    /// Every sealed log batch at or below this id is deleted.
+    log_deleted: i64,
+    /// `ship_log` holds no row at or below this id (the shipper's floor when last trimmed).
+    ship_trimmed: i64,
+    /// After a failed step deleting the sealed log, none before this instant.
+    trim_retry_at: Option<Instant>,
+    /// `Command::Checkpoint` requests whose checkpoint is installed, answered once the log
+    /// it sealed (and the `ship_log` rows shipped by then) is deleted: the log id and the
+    /// shipper's floor to reach.
+    trim_waiters: Vec<(i64, i64, Reply<()>)>,
+}
+
+/// What a step deleting the sealed log starts from (a copy: the step runs inside a
+/// transaction that borrows the connection).
+#[derive(Clone, Copy)]
+struct TrimFrom {
+    sealed: i64,
+    deleted: i64,
+    floor: i64,
+    ship_trimmed: i64,
+}
+
+/// What a committed step changed.
+struct Trimmed {
+    deleted: i64,
+    ship_trimmed: i64,
+    batches: u64,
 }
 
 enum Flow {
@@ -673,7 +724,7 @@ impl Writer {
         conn: Connection,
         shared: Arc<Shared>,
         opts: WriterOptions,
-        last_log_id: i64,
+        (last_log_id, log_sealed): (i64, i64),
         lock: File,
     ) -> Self {
         let db_path = conn.path().map(PathBuf::from).unwrap_or_default();
@@ -684,34 +735,54 @@ impl Writer {
             opts,
             cache: TsCache::new(TS_CACHE_ENTRIES, TS_CACHE_TIMESTAMPS),
             last_log_id,
-            log_has_rows: last_log_id > 0,
+            log_has_rows: last_log_id > log_sealed,
             lock: Some(lock),
             checkpoint_retry_at: None,
             log_buf: Vec::new(),
             in_flight: None,
             waiting: Vec::new(),
+            log_sealed,
+            // Unknown after a restart: the first step finds out (and deletes what is left).
+            log_deleted: 0,
+            ship_trimmed: i64::MIN,
+            trim_retry_at: None,
+            trim_waiters: Vec::new(),
         }
     }
 
     /// The thread body. Returns when told to close or when every handle is gone.
     pub fn run(mut self, rx: Receiver<Command>) {
+        let wal = WalCheckpointer::start(&self.db_path);
         let mut batch: Vec<Command> = Vec::new();
         let stop_reply = loop {
             self.poll_checkpoint();
             self.checkpoint_if_due();
-            let first = match self.next_deadline() {
-                Some(deadline) => {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(wait) {
-                        Ok(c) => c,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => break None,
-                    }
-                }
-                None => match rx.recv() {
+            // While the sealed log is being deleted, a step runs whenever no command waits
+            // (commands' commits take a step each too, see `commit_group`).
+            let first = if self.trim_from().is_some() {
+                match rx.try_recv() {
                     Ok(c) => c,
-                    Err(_) => break None,
-                },
+                    Err(TryRecvError::Empty) => {
+                        self.trim_alone();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break None,
+                }
+            } else {
+                match self.next_deadline() {
+                    Some(deadline) => {
+                        let wait = deadline.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(wait) {
+                            Ok(c) => c,
+                            Err(RecvTimeoutError::Timeout) => continue,
+                            Err(RecvTimeoutError::Disconnected) => break None,
+                        }
+                    }
+                    None => match rx.recv() {
+                        Ok(c) => c,
+                        Err(_) => break None,
+                    },
+                }
             };
             let mut queued = command_readings(&first);
             batch.push(first);
@@ -732,8 +803,13 @@ impl Writer {
         // Commands queued behind Close are dropped with their reply senders: their callers
         // see the store as unavailable.
         drop(rx);
+        // Before the last connection closes (which checkpoints the WAL and removes it).
+        drop(wal);
         let result = match &stop_reply {
-            Some(_) => self.checkpoint().and_then(|()| self.release_free_pages()),
+            Some(_) => self
+                .checkpoint()
+                .and_then(|()| self.finish_trim())
+                .and_then(|()| self.release_free_pages()),
             None => {
                 self.abandon_checkpoint();
                 Ok(())
@@ -939,7 +1015,8 @@ impl Writer {
             return Ok((outcomes, staged));
         }
 
-        let tx = self
+        let trim_from = self.trim_from();
+        let mut tx = self
             .conn
             .transaction()
             .map_err(|e| sql_err("starting append transaction", e))?;
@@ -970,12 +1047,36 @@ impl Writer {
             .map_err(|e| sql_err("writing log batch", e))?;
             log_id = Some((id, committed_at));
         }
+        // A step of deleting the sealed log rides along (no fsync of its own), in a savepoint:
+        // should it fail, the appends are committed without it.
+        let mut trimmed = None;
+        let mut failed_trim = false;
+        if let Some(from) = trim_from {
+            let sp = tx
+                .savepoint()
+                .map_err(|e| sql_err("starting a log deletion step", e))?;
+            match trim_step(&sp, from) {
+                Ok(t) => {
+                    sp.commit()
+                        .map_err(|e| sql_err("ending a log deletion step", e))?;
+                    trimmed = Some(t);
+                }
+                // Logged by `sql_err`; dropping the savepoint rolls the step back.
+                Err(_) => failed_trim = true,
+            }
+        }
         tx.commit().map_err(|e| sql_err("committing appends", e))?;
         if let Some((id, committed_at)) = log_id {
             self.last_log_id = id;
             self.log_has_rows = true;
             shared.last_commit_at.store(committed_at, Ordering::Relaxed);
             shared.last_log_id.store(id, Ordering::Release);
+        }
+        if let Some(t) = trimmed {
+            self.trimmed(t, true);
+        }
+        if failed_trim {
+            self.trim_failed();
         }
         shared.commits.fetch_add(1, Ordering::Relaxed);
         Ok((outcomes, staged))
@@ -1064,9 +1165,13 @@ impl Writer {
     //    segments, encode (pco for closed windows), rollups, plus a bounded number of stale
     //    segments rewritten compact. The writer keeps committing appends meanwhile; it does
     //    not touch the segments table while a checkpoint is in flight.
-    // 3. *install* (one short transaction): write the encoded rows, delete the log batches up
-    //    to the frozen id, commit; then, under the write lock, the segment metadata and empty
-    //    `sealing`. After a crash at any point the log still holds every unsealed reading.
+    // 3. *install* (one short transaction): write the encoded rows and the sealed mark (the
+    //    frozen id: `meta.log_sealed`), commit; then, under the write lock, the segment
+    //    metadata and empty `sealing`. After a crash at any point the log above the mark
+    //    holds every unsealed reading, and recovery replays only that.
+    // 4. *delete the sealed log*, in bounded steps between and inside append commits (below).
+    //    It used to be part of the install transaction: freeing a checkpoint's whole log
+    //    (500 k readings) held every append for a few hundred ms.
 
     fn next_deadline(&self) -> Option<Instant> {
         if self.in_flight.is_some() {
@@ -1314,6 +1419,14 @@ impl Writer {
                 self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
             }
         }
+        if outcome.is_ok() {
+            // Answered once the log it sealed is deleted too (appends go on meanwhile).
+            let floor = self.shared.ship_floor.load(Ordering::Acquire);
+            for reply in flight.replies.drain(..) {
+                self.trim_waiters.push((flight.up_to_log_id, floor, reply));
+            }
+            self.answer_trim_waiters(false);
+        }
         for reply in flight.replies.drain(..) {
             let _ = reply.send(outcome.as_ref().map(|_| ()).map_err(copy_err));
         }
@@ -1324,10 +1437,12 @@ impl Writer {
         outcome
     }
 
-    /// Writes what the checkpoint thread encoded and drops the sealed log, in one
-    /// transaction; then publishes the segments and empties `sealing`.
+    /// Writes what the checkpoint thread encoded and marks the log sealed up to the frozen
+    /// batch, in one transaction; then publishes the segments and empties `sealing`. The
+    /// sealed batches are deleted afterwards, a bounded step at a time (`trim_step`).
     fn install(&mut self, sealed: Sealed, flight: &InFlight) -> StoreResult<()> {
         let shared = self.shared.clone();
+        let installing = Instant::now();
         {
             let tx = self
                 .conn
@@ -1336,28 +1451,14 @@ impl Writer {
             for seg in &sealed.segments {
                 insert_segment(&tx, seg)?;
             }
-            // What the shipper has not shipped yet moves to `ship_log` (never replayed: it
-            // is sealed now); what it has shipped leaves `ship_log`.
-            let floor = shared.ship_floor.load(Ordering::Acquire);
-            if floor < flight.up_to_log_id {
-                tx.execute(
-                    "INSERT OR IGNORE INTO ship_log(id, data, committed_at)
-                     SELECT id, data, committed_at FROM log_batches WHERE id > ?1 AND id <= ?2",
-                    [floor, flight.up_to_log_id],
-                )
-                .map_err(|e| sql_err("keeping the unshipped log", e))?;
-            }
-            tx.execute("DELETE FROM ship_log WHERE id <= ?1", [floor])
-                .map_err(|e| sql_err("trimming ship_log", e))?;
-            tx.execute(
-                "DELETE FROM log_batches WHERE id <= ?1",
-                [flight.up_to_log_id],
-            )
-            .map_err(|e| sql_err("truncating log", e))?;
+            // From this commit on the batches up to the frozen one are never replayed.
+            schema::set_meta(&tx, schema::LOG_SEALED, &flight.up_to_log_id.to_string())?;
             schema::set_meta(&tx, "log_seq", &self.last_log_id.to_string())?;
             tx.commit()
                 .map_err(|e| sql_err("committing checkpoint", e))?;
         }
+        self.log_sealed = self.log_sealed.max(flight.up_to_log_id);
+        let install_ms = installing.elapsed().as_secs_f64() * 1e3;
         let mut index = shared.write();
         for seg in &sealed.segments {
             // A regular segment's grid costs the cache next to nothing: re-sent data is then
@@ -1396,6 +1497,7 @@ impl Writer {
             recompacted = sealed.recompacted,
             segments = sealed.segments.len(),
             ms = flight.started.elapsed().as_secs_f64() * 1e3,
+            install_ms,
             "embedded store: checkpoint"
         );
         Ok(())
@@ -1424,6 +1526,97 @@ impl Writer {
         };
     }
 
+    // -----------------------------------------------------------------------------------------
+    // Deleting the sealed log
+    //
+    // After an install, the log batches up to `log_sealed` are in segments and never replayed,
+    // but still in `log_batches`. They are deleted in steps of at most `TRIM_BATCHES` batches
+    // or `TRIM_BYTES`: one step inside every append commit (no fsync of its own) and, while no
+    // command waits, steps in transactions of their own. Each step also moves what the
+    // shipper has not shipped to `ship_log` and drops shipped `ship_log` rows (bounded too).
+
+    /// Where the next step starts, when one is due.
+    fn trim_from(&self) -> Option<TrimFrom> {
+        if self.trim_retry_at.is_some_and(|t| Instant::now() < t) {
+            return None;
+        }
+        let floor = self.shared.ship_floor.load(Ordering::Acquire);
+        (self.log_deleted < self.log_sealed || floor > self.ship_trimmed).then_some(TrimFrom {
+            sealed: self.log_sealed,
+            deleted: self.log_deleted,
+            floor,
+            ship_trimmed: self.ship_trimmed,
+        })
+    }
+
+    /// One step in a transaction of its own (nothing was waiting).
+    fn trim_alone(&mut self) {
+        if let Err(_logged) = self.trim_in_own_transaction() {
+            self.trim_failed();
+        }
+    }
+
+    /// A step failed (logged): retried later. The readings are sealed all the same, so the
+    /// checkpoints waiting for the deletion are answered.
+    fn trim_failed(&mut self) {
+        self.trim_retry_at = Some(Instant::now() + TRIM_RETRY);
+        self.answer_trim_waiters(true);
+    }
+
+    /// Answers the checkpoint requests whose sealed log is deleted (all of them: `all`).
+    fn answer_trim_waiters(&mut self, all: bool) {
+        if self.trim_waiters.is_empty() {
+            return;
+        }
+        let (deleted, shipped) = (self.log_deleted, self.ship_trimmed);
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.trim_waiters)
+            .into_iter()
+            .partition(|(log, floor, _)| all || (deleted >= *log && shipped >= *floor));
+        self.trim_waiters = waiting;
+        for (_, _, reply) in done {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    fn trim_in_own_transaction(&mut self) -> StoreResult<bool> {
+        let Some(from) = self.trim_from() else {
+            return Ok(false);
+        };
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sql_err("starting a log deletion step", e))?;
+        let t = trim_step(&tx, from)?;
+        tx.commit()
+            .map_err(|e| sql_err("committing a log deletion step", e))?;
+        self.trimmed(t, false);
+        Ok(true)
+    }
+
+    /// Deletes the rest of the sealed log (closing, compacting), step by step.
+    fn finish_trim(&mut self) -> StoreResult<()> {
+        self.trim_retry_at = None;
+        while self.trim_in_own_transaction()? {}
+        self.answer_trim_waiters(true);
+        Ok(())
+    }
+
+    fn trimmed(&mut self, t: Trimmed, with_appends: bool) {
+        self.log_deleted = t.deleted;
+        self.ship_trimmed = t.ship_trimmed;
+        self.trim_retry_at = None;
+        if let Some(hook) = &self.opts.log_trim_hook {
+            (hook.0)(super::LogTrimStep {
+                sealed: self.log_sealed,
+                deleted_through: t.deleted,
+                newest: self.last_log_id,
+                batches: t.batches,
+                with_appends,
+            });
+        }
+        self.answer_trim_waiters(false);
+    }
+
     /// The writer stops without a checkpoint (every handle dropped): a running one is
     /// waited for and discarded; the log still holds its readings.
     fn abandon_checkpoint(&mut self) {
@@ -1439,6 +1632,7 @@ impl Writer {
     /// small; finally `VACUUM` returns the freed pages to the file system.
     fn compact(&mut self) -> StoreResult<CompactReport> {
         self.checkpoint()?;
+        self.finish_trim()?;
         let shared = self.shared.clone();
         let pending: Vec<(WellId, i64)> = {
             let index = shared.read();
@@ -1680,6 +1874,164 @@ impl Writer {
             index.head_total = index.head_total.saturating_sub(st.head.len());
         }
         Ok(true)
+    }
+}
+
+/// One bounded step of deleting the sealed log, inside the caller's transaction: the oldest
+/// sealed batches still there (at most [`TRIM_BATCHES`], up to about [`TRIM_BYTES`]), those
+/// the shipper has not shipped moved to `ship_log` first; and at most [`TRIM_SHIPPED`]
+/// `ship_log` rows the shipper has shipped. A batch leaves `log_batches` in the same
+/// transaction that puts it in `ship_log`, so the shipper (`log_since`, one snapshot of both)
+/// sees it exactly once.
+fn trim_step(conn: &Connection, from: TrimFrom) -> StoreResult<Trimmed> {
+    let err = |e| sql_err("deleting the sealed log", e);
+    let mut out = Trimmed {
+        deleted: from.deleted,
+        ship_trimmed: from.ship_trimmed,
+        batches: 0,
+    };
+    if from.deleted < from.sealed {
+        let mut through = None;
+        let mut rows = 0usize;
+        let mut bytes = 0i64;
+        {
+            // `length` of a blob reads its size from the record header, not its pages.
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, length(data) FROM log_batches WHERE id > ?1 AND id <= ?2
+                     ORDER BY id LIMIT ?3",
+                )
+                .map_err(err)?;
+            let mut q = stmt
+                .query(params![from.deleted, from.sealed, TRIM_BATCHES as i64])
+                .map_err(err)?;
+            while let Some(row) = q.next().map_err(err)? {
+                through = Some(row.get::<_, i64>(0).map_err(err)?);
+                bytes += row.get::<_, i64>(1).map_err(err)?;
+                rows += 1;
+                if bytes >= TRIM_BYTES {
+                    break;
+                }
+            }
+        }
+        // Fewer rows than asked for and within the bytes: nothing sealed is left beyond them.
+        let last = match through {
+            Some(id) if rows == TRIM_BATCHES || bytes >= TRIM_BYTES => id,
+            _ => from.sealed,
+        };
+        if from.floor < last {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO ship_log(id, data, committed_at)
+                 SELECT id, data, committed_at FROM log_batches WHERE id > ?1 AND id <= ?2",
+            )
+            .and_then(|mut s| s.execute([from.floor.max(from.deleted), last]))
+            .map_err(|e| sql_err("keeping the unshipped log", e))?;
+        }
+        out.batches = conn
+            .prepare_cached("DELETE FROM log_batches WHERE id > ?1 AND id <= ?2")
+            .and_then(|mut s| s.execute([from.deleted, last]))
+            .map_err(err)? as u64;
+        out.deleted = last;
+    }
+    if from.floor > from.ship_trimmed {
+        let n = conn
+            .prepare_cached(
+                "DELETE FROM ship_log WHERE id IN
+                     (SELECT id FROM ship_log WHERE id <= ?1 ORDER BY id LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute(params![from.floor, TRIM_SHIPPED as i64]))
+            .map_err(|e| sql_err("trimming ship_log", e))?;
+        if n < TRIM_SHIPPED {
+            out.ship_trimmed = from.floor;
+        }
+    }
+    Ok(out)
+}
+
+/// Copies the WAL into the database file on a thread of its own (SQLite's checkpoint, not
+/// ours). SQLite's automatic one runs inside the commit that crosses its threshold: that
+/// commit's appends (and every append queued behind them) waited for a WAL's worth of pages
+/// written to the database file and its fsync. This thread runs a `PASSIVE` checkpoint every
+/// [`WAL_CHECKPOINT_EVERY`] on its own connection, which never blocks the writer (WAL
+/// checkpoints and commits take different locks); the writer's automatic checkpoint stays as
+/// a backstop at a far higher threshold (`schema::open_writer`). Durability is the WAL's
+/// (each commit is fsync'd there): a crash at any point of a checkpoint loses nothing.
+struct WalCheckpointer {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How often the WAL is copied into the database file.
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+impl WalCheckpointer {
+    /// Starts the thread; without one (no connection or no thread) the writer's automatic
+    /// checkpoint does the work, as before.
+    fn start(path: &std::path::Path) -> WalCheckpointer {
+        let conn = match schema::open_checkpointer(path) {
+            Ok(c) => c,
+            Err(_logged) => {
+                return WalCheckpointer {
+                    stop: None,
+                    thread: None,
+                };
+            }
+        };
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("espwatch-store-wal".into())
+            .spawn(move || {
+                let mut failing = false;
+                while let Err(RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(WAL_CHECKPOINT_EVERY)
+                {
+                    let started = Instant::now();
+                    let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                    });
+                    match r {
+                        Ok((frames, copied)) => {
+                            failing = false;
+                            if copied > 0 {
+                                tracing::trace!(
+                                    frames,
+                                    copied,
+                                    ms = started.elapsed().as_secs_f64() * 1e3,
+                                    "embedded store: WAL checkpoint"
+                                );
+                            }
+                        }
+                        // Once per failing stretch; the writer's automatic checkpoint remains.
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(error = %e, "embedded store: WAL checkpoint failed");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            });
+        match thread {
+            Ok(handle) => WalCheckpointer {
+                stop: Some(stop),
+                thread: Some(handle),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "embedded store: no WAL checkpoint thread");
+                WalCheckpointer {
+                    stop: None,
+                    thread: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for WalCheckpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
