@@ -1518,9 +1518,8 @@ impl WellEngine {
                     .loaded_at
                     .map(|t| (ts - t) as f64 / MICROS)
                     .filter(|_| self.unload.readings_on_the_way > 0);
-                self.unload.note_unloaded(c);
             }
-            Some(c) if c < th.unloaded_current_ratio => self.unload.note_unloaded(c),
+            Some(c) if c < th.unloaded_current_ratio => {}
             Some(_) if self.unload.unloaded => self.unload.load_returned = true,
             Some(_) => self.unload.readings_on_the_way += 1,
             None => {}
@@ -1573,11 +1572,6 @@ impl WellEngine {
             pd_swings: self.pd_swings.count(),
             unload_secs: self.unload.secs,
             load_returned: self.unload.load_returned,
-            unloaded_spread: self
-                .unload
-                .low_range
-                .filter(|_| self.unload.low_readings >= th.broken_shaft_steady_readings)
-                .map(|(lo, hi)| hi - lo),
         };
         // A start begins a new trend: the level after it may differ.
         if self.secs_since_start(ts) < th.settle_secs {
@@ -1854,15 +1848,4 @@ struct Unload {
     secs: Option<f64>,
     /// Back above `unloaded_current_ratio` after having fallen below it.
     load_returned: bool,
-    /// Lowest and highest current ratio, and readings, since it fell below the bar.
-    low_range: Option<(f64, f64)>,
-    low_readings: u32,
-}
-
-impl Unload {
-    fn note_unloaded(&mut self, c: f64) {
-        let (lo, hi) = self.low_range.unwrap_or((c, c));
-        self.low_range = Some((lo.min(c), hi.max(c)));
-        self.low_readings += 1;
-    }
 }

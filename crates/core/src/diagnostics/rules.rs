@@ -363,9 +363,6 @@ pub(crate) struct Input<'a> {
     pub unload_secs: Option<f64>,
     /// The current came back above `unloaded_current_ratio` after it had fallen below.
     pub load_returned: bool,
-    /// How far the current ratio has spread (highest minus lowest) over the readings since it
-    /// fell below `unloaded_current_ratio`, once `broken_shaft_steady_readings` of them are in.
-    pub unloaded_spread: Option<f64>,
 }
 
 /// Counts swings of a signal from above its level + band to below its level − band (and back)
@@ -674,22 +671,7 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     // current that swings back and forth means the impellers still load it and gas (a slug, free
     // gas from the annulus or the reservoir, whatever the intake pressure says) takes the lift.
     let hunting = i.cur_swings >= th.gas_min_swings as usize;
-    // A broken shaft leaves the motor at a steady no-load current; gas makes it hunt. The
-    // smoothing restarts with the pump: a spread needs a few readings to show.
-    let watched = s.fast_cur.count() >= th.broken_shaft_steady_readings;
-    let steady = watched && s.fast_cur.std() < th.broken_shaft_steady_std;
-    // Seen dropping to no-load within `shaft_unload_max_secs` and held there dead steady, with
-    // no gas seen coming at the surface: the shaft parted, whatever the intake pressure says
-    // about the gas (a lock bleeds the load away over minutes and the current hunts). A fall
-    // that no reading caught on its way says nothing of its speed (five-minute polls hold a
-    // lock's whole bleed), and a gas-locked pump may idle as steadily: that case stays with
-    // the rules above.
-    let parted_at_once = i
-        .unload_secs
-        .is_some_and(|secs| secs <= th.shaft_unload_max_secs)
-        && i.unloaded_spread
-            .is_some_and(|spread| spread < th.broken_shaft_steady_std);
-    if (quiet || no_free_gas || parted_at_once) && !gas_fast && !losing_prime && !hunting {
+    if (quiet || no_free_gas) && !gas_fast && !losing_prime && !hunting {
         // A shaft parts at once: the motor drops to no-load between one reading and the next.
         // Load that bled away over minutes, with the pump still shaking as before, is gas
         // taking the lift (free gas the catalogued bubble point does not know of: from the
@@ -713,13 +695,6 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
                 th.broken_shaft_vibration_ratio,
                 "<",
             ));
-        } else if parted_at_once && !no_free_gas {
-            ev.push(Evidence::opt(
-                "current_ratio_spread_since_unloaded",
-                i.unloaded_spread,
-                th.broken_shaft_steady_std,
-                "<",
-            ));
         } else {
             ev.push(Evidence::opt(
                 "intake_pressure_psi_smoothed",
@@ -728,6 +703,10 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
                 ">",
             ));
         }
+        // A broken shaft leaves the motor at a steady no-load current; gas makes it hunt. The
+        // smoothing restarts with the pump: a spread needs a few readings to show.
+        let watched = s.fast_cur.count() >= th.broken_shaft_steady_readings;
+        let steady = watched && s.fast_cur.std() < th.broken_shaft_steady_std;
         // Without the vibration to say the pump went quiet, the current alone must show it:
         // settled at its new level, it is the shaft's at full confidence. A current still
         // settling after the drop (or a restart that trips again before it could) is the same
@@ -737,8 +716,8 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
         if !quiet && watched && !steady && i.load_returned {
             return Some(None);
         }
-        let conf = if quiet || steady || parted_at_once {
-            BASE + STRONG + bonus(steady || parted_at_once, STRONG)
+        let conf = if quiet || steady {
+            BASE + STRONG + bonus(steady, STRONG)
         } else {
             BASE
         };

@@ -2503,30 +2503,3 @@ fn a_leak_on_a_pump_running_below_its_learned_current_is_still_a_leak() {
     let episodes = episodes_of(&plan.wells[0].meta, &leaking(readings));
     assert!(has(&episodes, Condition::TubingLeak), "{episodes:?}");
 }
-
-/// A shaft that parts on a pump running near its bubble point, with the vibration as before:
-/// the motor drops to no-load between one reading and the next and stays there dead steady, no
-/// gas shows at the surface. That is the shaft (seen on an outside data set: 1.07 to 0.43 of
-/// the current within 20 s, then 0.427–0.430 for minutes, raised as a gas lock at 0.95). A gas
-/// lock bleeds the load away over minutes and the current hunts.
-#[test]
-fn a_shaft_parting_near_the_bubble_point_is_the_shaft_when_the_motor_idles_dead_steady() {
-    let plan = pinned(Family::Classic, None, 24, "10s");
-    let healthy = samples(&plan, 0);
-    let intake: Vec<f64> = healthy
-        .iter()
-        .filter_map(|(_, m)| m.get(Field::IntakePressurePsi))
-        .collect();
-    let intake_mean = intake.iter().sum::<f64>() / intake.len() as f64;
-    let meta = with_bubble_point(&plan.wells[0].meta, intake_mean / 1.02);
-    // One reading catches the motor on its way down (10 s polls).
-    let parted = scaled_from(healthy, start().0 + 14 * HOUR, |since, m| {
-        let first = since < 10_000_000;
-        scale(m, Field::MotorCurrentA, if first { 0.73 } else { 0.43 });
-        m.set(Field::FlowRateBpd, Some(0.0));
-        scale(m, Field::TubingPressurePsi, 0.55);
-    });
-    let episodes = episodes_of(&meta, &parted);
-    assert!(has(&episodes, Condition::BrokenShaft), "{episodes:?}");
-    assert!(!has(&episodes, Condition::GasLock), "{episodes:?}");
-}
