@@ -119,6 +119,7 @@ class PgCpu:
 
 RATE = re.compile(r"done: (\d+) readings in .* in ([\d.]+)s \((\d+) readings/s\)")
 COUNTS = re.compile(r"accepted (\d+), duplicates (\d+), rejected (\d+)")
+CLOSE = re.compile(r"then ([\d.]+)s closing the store")
 
 
 def load(binary, url, db, files, extra, postmaster, workdir):
@@ -146,6 +147,7 @@ def load(binary, url, db, files, extra, postmaster, workdir):
         "wall_s": wall,
         "pg_ms_per_1000": pg.seconds() * 1e3 / readings * 1000,
         "counts": c.group(0),
+        "close_s": float(CLOSE.search(text).group(1)) if CLOSE.search(text) else 0.0,
         "output": text.strip(),
     }
 
@@ -189,7 +191,7 @@ def main():
                 try:
                     r = client_cpu_wrap(load, b, a.url, db, files, extra, postmaster, work)
                     line = (f"{b} run {run + 1}: {r['rate']} readings/s ({r['readings']} in {r['load_s']:.2f} s, "
-                            f"wall {r['wall_s']:.2f} s), PostgreSQL {r['pg_ms_per_1000']:.2f} ms CPU per 1000, "
+                            f"wall {r['wall_s']:.2f} s, of which closing {r['close_s']:.1f} s), PostgreSQL {r['pg_ms_per_1000']:.2f} ms CPU per 1000, "
                             f"espwatch {r['client_ms_per_1000']:.2f} ms per 1000; {r['counts']}")
                     if a.resend:
                         s = client_cpu_wrap(load, b, a.url, db, files, extra, postmaster, work)
@@ -204,7 +206,7 @@ def main():
     for b, rs in results.items():
         med = lambda k, rs=rs: statistics.median(r[k] for r in rs)
         print(f"median {b}: {med('rate'):.0f} readings/s, PostgreSQL {med('pg_ms_per_1000'):.2f} ms CPU "
-              f"per 1000 readings, espwatch {med('client_ms_per_1000'):.2f} ms per 1000 "
+              f"per 1000 readings, espwatch {med('client_ms_per_1000'):.2f} ms per 1000, wall {med('wall_s'):.2f} s "
               f"(rates {[r['rate'] for r in rs]})")
         if a.resend:
             rr = [r["resend"] for r in rs]

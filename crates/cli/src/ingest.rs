@@ -389,6 +389,9 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
         }
     }
     progress.finish_and_clear();
+    // The load's rate is over the load; bringing the rollups up to date at close (PostgreSQL)
+    // is printed on its own line.
+    let loaded_in = started.elapsed().as_secs_f64();
     let closing = Instant::now();
     let closed = match sink.as_ref() {
         Sink::Local { store, .. } => store.close().await.context("closing the store"),
@@ -408,7 +411,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     };
     rejects.finish()?;
 
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = loaded_in;
     let read = totals.accepted + totals.duplicates + totals.rejected;
     println!(
         "{}: {read} readings in {} batches from {} file(s) in {elapsed:.1}s ({:.0} readings/s)",
@@ -429,7 +432,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
         println!("  rejected rows: {}", args.rejects.display());
     }
     if config.database_url.is_some() && matches!(sink.as_ref(), Sink::Local { .. }) {
-        println!("  of which {closed_in:.1}s closing the store (rollups brought up to date)");
+        println!("  then {closed_in:.1}s closing the store (rollups brought up to date)");
     }
     if skipped > 0 {
         println!("  skipped {skipped} file(s) that are not telemetry");
