@@ -189,9 +189,11 @@ pub async fn ingest_payload(
     append: AppendOptions,
 ) -> Result<IngestReport, IngestError> {
     let decoded = decode_payload(store, format, body, decode, DecodeSlots::shared()).await?;
-    Ok(append_decoded(store, decoded, append, &WellScope::All, false)
-        .await?
-        .0)
+    Ok(
+        append_decoded(store, decoded, append, &WellScope::All, false)
+            .await?
+            .0,
+    )
 }
 
 /// As [`ingest_payload`], also returning the readings that were accepted (for diagnostics).

@@ -21,8 +21,8 @@ use bytes::Bytes;
 use clap::Args;
 use espwatch_app::ingest::{DecodeSlots, DecodedPayload, append_decoded, decode_payload};
 use espwatch_app::{Config, IngestReport};
-use espwatch_core::access::WellScope;
 use espwatch_core::Timestamp;
+use espwatch_core::access::WellScope;
 use espwatch_core::ingest::{CsvDialect, DecodeOptions, PayloadFormat};
 use espwatch_core::localtime::UtcOffset;
 use espwatch_store::{AppendOptions, Store};
@@ -134,15 +134,13 @@ impl Sink {
     /// Stores a prepared batch; returns once it is committed.
     async fn commit(&self, format: PayloadFormat, batch: Prepared) -> anyhow::Result<IngestReport> {
         match (self, batch) {
-            (Sink::Local { store, append, .. }, Prepared::Decoded(decoded)) => Ok(append_decoded(
-                store.as_ref(),
-                decoded,
-                *append,
-                &WellScope::All,
-                false,
-            )
-            .await?
-            .0),
+            (Sink::Local { store, append, .. }, Prepared::Decoded(decoded)) => {
+                Ok(
+                    append_decoded(store.as_ref(), decoded, *append, &WellScope::All, false)
+                        .await?
+                        .0,
+                )
+            }
             (Sink::Remote { client, endpoint }, Prepared::Body(body)) => {
                 let content_type = match format {
                     PayloadFormat::Csv => "text/csv",

@@ -1508,15 +1508,19 @@ async fn ingest_into_postgres_stores_each_reading_once_and_leaves_rollups_curren
         };
         for f in 0..5 {
             let well = espwatch_core::WellId::parse(&format!("B-{f}")).expect("well id");
-            let stored = store
-                .read_range(&well, era)
-                .await
-                .expect("read");
-            assert_eq!(stored.len(), 399, "{run} run, well B-{f}: each reading once");
+            let stored = store.read_range(&well, era).await.expect("read");
+            assert_eq!(
+                stored.len(),
+                399,
+                "{run} run, well B-{f}: each reading once"
+            );
         }
         // Queued runs of minutes whose rollups lag the raw rows: none once the load is done.
         let stats = store.stats().await.expect("stats");
-        assert_eq!(stats.readings_in_log, 0, "{run} run: rollup work left queued");
+        assert_eq!(
+            stats.readings_in_log, 0,
+            "{run} run: rollup work left queued"
+        );
         store.close().await.expect("close");
     }
 }

@@ -531,8 +531,7 @@ async fn maintenance(shared: Arc<Shared>, opts: PostgresOptions, mut stop: watch
 
         let mut result = Ok(());
         let max_lag = opts.rollup_max_lag;
-        if !opts.bulk_load
-            && !refresher_yields(share, pending_since.map(|t| t.elapsed()), max_lag)
+        if !opts.bulk_load && !refresher_yields(share, pending_since.map(|t| t.elapsed()), max_lag)
         {
             // Passes while the queue stays full, for at most one interval: under a sustained
             // bulk load the refresher keeps pace working about half the time, instead of
