@@ -188,17 +188,12 @@ pub async fn ingest_payload(
     decode: DecodeOptions,
     append: AppendOptions,
 ) -> Result<IngestReport, IngestError> {
-    Ok(ingest_payload_collect(
-        store,
-        format,
-        body,
-        decode,
-        append,
-        &WellScope::All,
-        DecodeSlots::shared(),
+    let decoded = decode_payload(store, format, body, decode, DecodeSlots::shared()).await?;
+    Ok(
+        append_decoded(store, decoded, append, &WellScope::All, false)
+            .await?
+            .0,
     )
-    .await?
-    .0)
 }
 
 /// As [`ingest_payload`], also returning the readings that were accepted (for diagnostics).
@@ -211,7 +206,24 @@ pub async fn ingest_payload_collect(
     scope: &WellScope,
     slots: &DecodeSlots,
 ) -> Result<(IngestReport, Vec<espwatch_core::Reading>), IngestError> {
-    let mut accepted = Vec::new();
+    let decoded = decode_payload(store, format, body, decode, slots).await?;
+    append_decoded(store, decoded, append, scope, true).await
+}
+
+/// A payload decoded (naive local times resolved), not yet appended: the first half of
+/// [`ingest_payload`], so that a bulk load decodes its next batch while the previous one
+/// commits.
+pub struct DecodedPayload(ingest::Decoded);
+
+/// Decodes `body` on one of `slots`' decoders, then applies the wells' registry zones to naive
+/// local timestamps when `decode` declares none.
+pub async fn decode_payload(
+    store: &dyn Store,
+    format: PayloadFormat,
+    body: Bytes,
+    decode: DecodeOptions,
+    slots: &DecodeSlots,
+) -> Result<DecodedPayload, IngestError> {
     // Waiting here is queueing: bounded in bytes by the server's admission of bodies in
     // flight, and in time by the slots' deadline (refused then, before anything is written).
     let permit = slots.acquire().await?;
@@ -247,7 +259,20 @@ pub async fn ingest_payload_collect(
             }
         }
     }
+    Ok(DecodedPayload(decoded))
+}
 
+/// Appends the valid readings of a decoded payload (those `scope` allows) and reports per
+/// reading; returns after they are committed, with the accepted readings when `collect`.
+pub async fn append_decoded(
+    store: &dyn Store,
+    decoded: DecodedPayload,
+    append: AppendOptions,
+    scope: &WellScope,
+    collect: bool,
+) -> Result<(IngestReport, Vec<espwatch_core::Reading>), IngestError> {
+    let decoded = decoded.0;
+    let mut accepted = Vec::new();
     let mut report = IngestReport {
         warnings: decoded
             .warnings
@@ -291,23 +316,31 @@ pub async fn ingest_payload_collect(
     }
     if !readings.is_empty() {
         let well_ids: Vec<WellId> = readings.iter().map(|r| r.well_id.clone()).collect();
-        report.wells = well_ids.clone();
-        report.wells.sort();
-        report.wells.dedup();
-        let kept = readings.clone();
+        // A batch's readings run well by well: runs first, so the sort sees the few wells.
+        let mut wells: Vec<WellId> = Vec::new();
+        for w in &well_ids {
+            if wells.last() != Some(w) {
+                wells.push(w.clone());
+            }
+        }
+        wells.sort();
+        wells.dedup();
+        report.wells = wells;
+        // Only callers that want the accepted readings pay for keeping a copy.
+        let kept = if collect {
+            readings.clone()
+        } else {
+            Vec::new()
+        };
         let outcome = store.append(readings, append).await?;
         report.spooled = outcome.spooled;
-        for (((o, position), well_id), reading) in outcome
-            .outcomes
-            .iter()
-            .zip(positions)
-            .zip(well_ids)
-            .zip(kept)
-        {
+        let mut kept = kept.into_iter();
+        for ((o, position), well_id) in outcome.outcomes.iter().zip(positions).zip(well_ids) {
+            let reading = kept.next();
             match o {
                 ReadingOutcome::Accepted => {
                     report.accepted += 1;
-                    accepted.push(reading);
+                    accepted.extend(reading);
                 }
                 ReadingOutcome::Duplicate => report.duplicates += 1,
                 ReadingOutcome::UnknownWell => report.rejected.push(RejectedReading {

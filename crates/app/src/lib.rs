@@ -19,4 +19,4 @@ pub mod stores;
 pub use config::{Config, LogFormat, SecretString, TimescaleSetting};
 pub use ingest::{IngestError, IngestReport, ingest_payload, ingest_payload_collect};
 pub use keys::{KeyRequest, KeyRequestError, issue_api_key};
-pub use stores::{OpenedStore, open_security_store, open_store};
+pub use stores::{OpenedStore, open_security_store, open_store, open_store_for_loading};

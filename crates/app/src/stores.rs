@@ -84,9 +84,26 @@ fn open_embedded_security(config: &Config) -> anyhow::Result<Arc<dyn SecuritySto
 
 /// The configured store: PostgreSQL when `database_url` is set, else the embedded one.
 pub async fn open_store(config: &Config) -> anyhow::Result<OpenedStore> {
+    open(config, postgres_options(config)).await
+}
+
+/// The store as a bulk load (`espwatch ingest`) uses it: [`open_store`], except that on
+/// PostgreSQL each append is committed on its own (the loader's appends are large, and files
+/// loaded at once go to the writer connections side by side) and the rollups are brought up
+/// to date once, when the store is closed, rather than while the load runs
+/// (`PostgresOptions::bulk_load`).
+pub async fn open_store_for_loading(config: &Config) -> anyhow::Result<OpenedStore> {
+    let options = PostgresOptions {
+        bulk_load: true,
+        ..postgres_options(config)
+    };
+    open(config, options).await
+}
+
+async fn open(config: &Config, options: PostgresOptions) -> anyhow::Result<OpenedStore> {
     match &config.database_url {
         Some(url) => {
-            let store = PostgresStore::open(url, postgres_options(config))
+            let store = PostgresStore::open(url, options)
                 .await
                 .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))?;
             tracing::info!(flavor = store.flavor().name(), "PostgreSQL store open");

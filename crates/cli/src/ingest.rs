@@ -2,10 +2,12 @@
 //!
 //! Files are cut into batches of lines; each batch goes through the same pipeline as
 //! `POST /api/v1/telemetry` (locally, or to a server with `--url`) and is committed before the
-//! next of its file is read, so an interrupted load keeps every committed batch and a re-run
-//! skips them as duplicates. Rejected rows go to a rejects file with their file and line
-//! number. `--parallel N` loads up to N files at once (each in order): a store with several
-//! writer connections (PostgreSQL) then commits them side by side.
+//! next of its file, so an interrupted load keeps a prefix of every file it started and a
+//! re-run skips that as duplicates. The next batch of a file is read and decoded while the
+//! previous one commits. Rejected rows go to a rejects file with their file and line
+//! number. `--parallel N` loads up to N files at once (each in order); into PostgreSQL the
+//! default is one per writer connection, which commit them side by side (the store is opened
+//! for a bulk load: an append per transaction, rollups brought up to date once at the end).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -17,8 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use clap::Args;
-use espwatch_app::{Config, IngestReport, ingest_payload};
+use espwatch_app::ingest::{DecodeSlots, DecodedPayload, append_decoded, decode_payload};
+use espwatch_app::{Config, IngestReport};
 use espwatch_core::Timestamp;
+use espwatch_core::access::WellScope;
 use espwatch_core::ingest::{CsvDialect, DecodeOptions, PayloadFormat};
 use espwatch_core::localtime::UtcOffset;
 use espwatch_store::{AppendOptions, Store};
@@ -43,9 +47,10 @@ pub struct IngestArgs {
     rejects: PathBuf,
     /// Files loaded at once, each in order, batch after batch (PostgreSQL commits them on
     /// several connections side by side). Which copy of a reading sent twice wins is file
-    /// order within a file, commit order across files loaded at once.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    parallel: u32,
+    /// order within a file, commit order across files loaded at once. Default: as many as
+    /// the PostgreSQL store has writer connections (4) with --database-url, else 1.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    parallel: Option<u32>,
     /// Readings per batch; each batch is committed before the next one is read.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch_size: u32,
@@ -86,15 +91,23 @@ enum Sink {
     },
 }
 
+/// A batch made ready to commit: decoded here (local store) or the body as is (a server
+/// decodes it).
+enum Prepared {
+    Decoded(DecodedPayload),
+    Body(Vec<u8>),
+}
+
 impl Sink {
-    async fn send(&self, format: PayloadFormat, body: Vec<u8>) -> anyhow::Result<IngestReport> {
+    /// The part of a batch's work that may run ahead of the previous batch's commit.
+    async fn prepare(&self, format: PayloadFormat, body: Vec<u8>) -> anyhow::Result<Prepared> {
         match self {
             Sink::Local {
                 store,
-                append,
                 max_future,
                 zone,
                 csv,
+                ..
             } => {
                 let decode = DecodeOptions {
                     now: Timestamp::from_datetime(chrono::Utc::now()),
@@ -104,12 +117,31 @@ impl Sink {
                     zone: *zone,
                     csv: *csv,
                 };
+                let decoded = decode_payload(
+                    store.as_ref(),
+                    format,
+                    Bytes::from(body),
+                    decode,
+                    DecodeSlots::shared(),
+                )
+                .await?;
+                Ok(Prepared::Decoded(decoded))
+            }
+            Sink::Remote { .. } => Ok(Prepared::Body(body)),
+        }
+    }
+
+    /// Stores a prepared batch; returns once it is committed.
+    async fn commit(&self, format: PayloadFormat, batch: Prepared) -> anyhow::Result<IngestReport> {
+        match (self, batch) {
+            (Sink::Local { store, append, .. }, Prepared::Decoded(decoded)) => {
                 Ok(
-                    ingest_payload(store.as_ref(), format, Bytes::from(body), decode, *append)
-                        .await?,
+                    append_decoded(store.as_ref(), decoded, *append, &WellScope::All, false)
+                        .await?
+                        .0,
                 )
             }
-            Sink::Remote { client, endpoint } => {
+            (Sink::Remote { client, endpoint }, Prepared::Body(body)) => {
                 let content_type = match format {
                     PayloadFormat::Csv => "text/csv",
                     _ => "application/x-ndjson",
@@ -119,7 +151,7 @@ impl Sink {
                 let mut delay = Duration::from_millis(200);
                 for attempt in 1.. {
                     let result = client
-                        .post(endpoint)
+                        .post(endpoint.as_str())
                         .header("content-type", content_type)
                         .body(body.clone())
                         .send()
@@ -149,6 +181,7 @@ impl Sink {
                 }
                 unreachable!("the retry loop returns")
             }
+            _ => unreachable!("a batch is prepared by the sink that commits it"),
         }
     }
 }
@@ -266,7 +299,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
             },
         },
         None => Sink::Local {
-            store: args.target.open_local(&config).await?.store,
+            store: args.target.open_local_for_loading(&config).await?.store,
             append: AppendOptions {
                 auto_register_wells: config.auto_register_wells,
             },
@@ -294,6 +327,14 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let started = Instant::now();
+    // PostgreSQL commits files loaded at once on its writer connections side by side.
+    let parallel = args.parallel.unwrap_or(
+        if matches!(sink, Sink::Local { .. }) && config.database_url.is_some() {
+            espwatch_store_postgres::PostgresOptions::default().writers as u32
+        } else {
+            1
+        },
+    );
     let sink = Arc::new(sink);
     let state = Arc::new(Mutex::new(LoadState {
         totals: Totals::default(),
@@ -303,7 +344,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     let next_file = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
-    for _ in 0..(args.parallel as usize).min(files.len()) {
+    for _ in 0..(parallel as usize).min(files.len()) {
         let (sink, state, files, next_file) = (
             sink.clone(),
             state.clone(),
@@ -346,10 +387,15 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
         }
     }
     progress.finish_and_clear();
+    // The load's rate is over the load; bringing the rollups up to date at close (PostgreSQL)
+    // is printed on its own line.
+    let loaded_in = started.elapsed().as_secs_f64();
+    let closing = Instant::now();
     let closed = match sink.as_ref() {
         Sink::Local { store, .. } => store.close().await.context("closing the store"),
         Sink::Remote { .. } => Ok(()),
     };
+    let closed_in = closing.elapsed().as_secs_f64();
     if let Some(e) = first_error {
         return Err(e);
     }
@@ -363,7 +409,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     };
     rejects.finish()?;
 
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = loaded_in;
     let read = totals.accepted + totals.duplicates + totals.rejected;
     println!(
         "{}: {read} readings in {} batches from {} file(s) in {elapsed:.1}s ({:.0} readings/s)",
@@ -383,6 +429,9 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     if totals.rejected > 0 {
         println!("  rejected rows: {}", args.rejects.display());
     }
+    if config.database_url.is_some() && matches!(sink.as_ref(), Sink::Local { .. }) {
+        println!("  then {closed_in:.1}s closing the store (rollups brought up to date)");
+    }
     if skipped > 0 {
         println!("  skipped {skipped} file(s) that are not telemetry");
     }
@@ -400,53 +449,113 @@ struct LoadState {
     rejects: RejectsFile,
 }
 
-/// Loads one file, batch after batch, each committed before the next is read.
+/// Loads one file, batch after batch, each committed before the next is committed. The next
+/// batch is read and decoded meanwhile (one ahead), so parsing overlaps the database's work;
+/// an interrupted load still keeps a prefix of every file.
 async fn load_file(
-    sink: &Sink,
+    sink: &Arc<Sink>,
     state: &Mutex<LoadState>,
     (path, format): (&Path, PayloadFormat),
     batch_size: usize,
     progress: &ProgressBar,
     (interrupted, failed): (&AtomicBool, &AtomicBool),
 ) -> anyhow::Result<()> {
-    let mut batches = Batches::open(path, format, batch_size)?;
+    let batches = Batches::open(path, format, batch_size)?;
+    let (ready, mut next) = tokio::sync::mpsc::channel::<anyhow::Result<Ready>>(1);
+    let reader = {
+        let (sink, path) = (sink.clone(), path.to_path_buf());
+        tokio::spawn(async move {
+            let mut batches = batches;
+            loop {
+                // File reads on the blocking pool, off the async workers.
+                let read = tokio::task::spawn_blocking(move || {
+                    let batch = batches.next_batch();
+                    (batches, batch)
+                })
+                .await;
+                let (back, batch) = match read {
+                    Ok(read) => read,
+                    Err(e) => {
+                        let _ = ready.send(Err(e.into())).await;
+                        break;
+                    }
+                };
+                batches = back;
+                let item = match batch {
+                    Ok(None) => break,
+                    Err(e) => Err(e),
+                    Ok(Some(mut batch)) => {
+                        let body = std::mem::take(&mut batch.body);
+                        match sink.prepare(format, body).await {
+                            Ok(prepared) => Ok(Ready { batch, prepared }),
+                            Err(e) => Err(e.context(format!(
+                                "{}: batch starting at line {}",
+                                path.display(),
+                                batch.first_line()
+                            ))),
+                        }
+                    }
+                };
+                let failed = item.is_err();
+                if ready.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        })
+    };
     let mut position = 0u64;
-    while let Some(batch) = batches.next_batch()? {
-        let first_line = batch.first_line();
-        let report = sink.send(format, batch.body).await.with_context(|| {
-            format!("{}: batch starting at line {}", path.display(), first_line)
-        })?;
-        let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
-        let LoadState { totals, rejects } = &mut *state;
-        totals.batches += 1;
-        totals.accepted += report.accepted as u64;
-        totals.duplicates += report.duplicates as u64;
-        totals.rejected += report.rejected.len() as u64;
-        for r in &report.rejected {
-            let line = batch.lines.get(r.index).copied().unwrap_or(0);
-            for e in &r.errors {
-                rejects.write(
-                    path,
-                    line,
-                    r.well_id.as_deref().unwrap_or(""),
-                    &e.field,
-                    &e.reason,
-                )?;
+    let result: anyhow::Result<()> = async {
+        while let Some(ready) = next.recv().await {
+            let Ready { batch, prepared } = ready?;
+            let report = sink.commit(format, prepared).await.with_context(|| {
+                format!(
+                    "{}: batch starting at line {}",
+                    path.display(),
+                    batch.first_line()
+                )
+            })?;
+            let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+            let LoadState { totals, rejects } = &mut *state;
+            totals.batches += 1;
+            totals.accepted += report.accepted as u64;
+            totals.duplicates += report.duplicates as u64;
+            totals.rejected += report.rejected.len() as u64;
+            for r in &report.rejected {
+                let line = batch.lines.get(r.index).copied().unwrap_or(0);
+                for e in &r.errors {
+                    rejects.write(
+                        path,
+                        line,
+                        r.well_id.as_deref().unwrap_or(""),
+                        &e.field,
+                        &e.reason,
+                    )?;
+                }
+            }
+            progress.inc(batch.bytes_end - position);
+            position = batch.bytes_end;
+            progress.set_message(format!(
+                "{} accepted, {} duplicates, {} rejected",
+                totals.accepted, totals.duplicates, totals.rejected
+            ));
+            drop(state);
+            if interrupted.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst) {
+                return Ok(());
             }
         }
-        progress.inc(batch.bytes_end - position);
-        position = batch.bytes_end;
-        progress.set_message(format!(
-            "{} accepted, {} duplicates, {} rejected",
-            totals.accepted, totals.duplicates, totals.rejected
-        ));
-        drop(state);
-        if interrupted.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst) {
-            return Ok(());
-        }
+        Ok(())
     }
-    progress.inc(batches.offset - position);
-    Ok(())
+    .await;
+    // Stops the reader (its next send fails) and waits for it, so nothing outlives the load.
+    drop(next);
+    let _ = reader.await;
+    result
+}
+
+/// A batch read and prepared, waiting for its turn to commit.
+struct Ready {
+    batch: Batch,
+    prepared: Prepared,
 }
 
 /// One batch: the payload to send and the 1-based file line of each reading in it.
@@ -471,6 +580,10 @@ struct Batches {
     size: usize,
     line_no: usize,
     offset: u64,
+    /// The line being read.
+    raw: Vec<u8>,
+    /// Largest body so far: the next one's capacity.
+    body_hint: usize,
 }
 
 impl Batches {
@@ -482,6 +595,8 @@ impl Batches {
             size,
             line_no: 0,
             offset: 0,
+            raw: Vec::new(),
+            body_hint: 0,
         };
         if format == PayloadFormat::Csv {
             let mut header = String::new();
@@ -504,29 +619,35 @@ impl Batches {
     }
 
     fn read_line(&mut self, buf: &mut String) -> anyhow::Result<usize> {
-        let mut raw = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut raw)?;
+        let n = self.read_raw()?;
+        buf.push_str(&String::from_utf8_lossy(&self.raw));
+        Ok(n)
+    }
+
+    /// The next line's bytes into `self.raw`; 0 at the end of the file.
+    fn read_raw(&mut self) -> anyhow::Result<usize> {
+        self.raw.clear();
+        let n = self.reader.read_until(b'\n', &mut self.raw)?;
         self.offset += n as u64;
         if n > 0 {
             self.line_no += 1;
         }
-        buf.push_str(&String::from_utf8_lossy(&raw));
         Ok(n)
     }
 
     fn next_batch(&mut self) -> anyhow::Result<Option<Batch>> {
-        let mut body = Vec::new();
+        let mut body = Vec::with_capacity(self.body_hint);
         if let Some(h) = &self.header {
             body.extend_from_slice(h.as_bytes());
             body.push(b'\n');
         }
         let mut lines = Vec::with_capacity(self.size);
-        let mut line = String::new();
         while lines.len() < self.size {
-            line.clear();
-            if self.read_line(&mut line)? == 0 {
+            if self.read_raw()? == 0 {
                 break;
             }
+            // Borrowed (no copy) unless the line is not UTF-8.
+            let line = String::from_utf8_lossy(&self.raw);
             let trimmed = line.trim_end_matches(['\n', '\r']);
             if trimmed.trim().is_empty() {
                 continue;
@@ -535,6 +656,7 @@ impl Batches {
             body.push(b'\n');
             lines.push(self.line_no);
         }
+        self.body_hint = self.body_hint.max(body.len());
         if lines.is_empty() {
             return Ok(None);
         }

@@ -359,6 +359,20 @@ impl Target {
         &self,
         config: &espwatch_app::Config,
     ) -> anyhow::Result<espwatch_app::OpenedStore> {
+        self.check_local(config)?;
+        espwatch_app::open_store(config).await
+    }
+
+    /// As [`Target::open_local`], for a bulk load (`espwatch_app::open_store_for_loading`).
+    pub async fn open_local_for_loading(
+        &self,
+        config: &espwatch_app::Config,
+    ) -> anyhow::Result<espwatch_app::OpenedStore> {
+        self.check_local(config)?;
+        espwatch_app::open_store_for_loading(config).await
+    }
+
+    fn check_local(&self, config: &espwatch_app::Config) -> anyhow::Result<()> {
         if config.database_url.is_none() && self.data_dir.is_none() && !config.data_dir.exists() {
             anyhow::bail!(
                 "no store at {} (the default data directory): say where the data goes with \
@@ -367,7 +381,7 @@ impl Target {
                 config.data_dir.display()
             );
         }
-        espwatch_app::open_store(config).await
+        Ok(())
     }
 }
 

@@ -1439,6 +1439,92 @@ async fn ingest_in_parallel_keeps_counts_and_rejects_postgres() {
     ingest_in_parallel(work.path(), &["--database-url", &db.url], &[]);
 }
 
+/// Issue 23, bulk load into PostgreSQL: `espwatch ingest --database-url` (files side by side by
+/// default) stores each reading once however often it is run, keeps a file's good rows around
+/// its bad ones (rejects with their line numbers), and leaves the rollups up to date: the
+/// load defers them and brings them up to date once, when it closes the store.
+#[tokio::test]
+async fn ingest_into_postgres_stores_each_reading_once_and_leaves_rollups_current() {
+    init();
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut args: Vec<String> = vec!["ingest".into()];
+    let mut expected_rejects = Vec::new();
+    for f in 0..5 {
+        let path = work.path().join(format!("bulk-{f}.csv"));
+        let mut text = String::from("well_id,ts,frequency_hz,motor_current_a\n");
+        for i in 0..400 {
+            // Row 2 + i of the file; row 50 + f has an impossible frequency.
+            let frequency = if i == 48 + f { 999 } else { 55 };
+            text.push_str(&format!("B-{f},{},{frequency},4{}\n", ts(i * 10), i % 10));
+        }
+        std::fs::write(&path, text).expect("write");
+        expected_rejects.push(format!("{},{},B-{f},frequency_hz", path.display(), 50 + f));
+        args.push(path.to_str().unwrap_or_default().to_owned());
+    }
+    let rejects = work.path().join("bulk-rejects.csv");
+    args.extend(
+        [
+            "--database-url",
+            &db.url,
+            "--batch-size",
+            "50",
+            "--rejects",
+            rejects.to_str().unwrap_or_default(),
+        ]
+        .map(str::to_owned),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    for run in ["first", "second"] {
+        let (ok, stdout, stderr) = run_cli(&args, &[], work.path());
+        assert!(ok, "{stdout}{stderr}");
+        let counts = if run == "first" {
+            "accepted 1995, duplicates 0, rejected 5"
+        } else {
+            "accepted 0, duplicates 1995, rejected 5"
+        };
+        assert!(stdout.contains(counts), "{run} run: {stdout}");
+        let text = std::fs::read_to_string(&rejects).expect("rejects file");
+        let mut rows: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.splitn(5, ',').take(4).collect::<Vec<_>>().join(","))
+            .collect();
+        rows.sort();
+        assert_eq!(rows, expected_rejects, "{run} run");
+
+        let store = espwatch_store_postgres::PostgresStore::open(
+            &db.url,
+            espwatch_store_postgres::PostgresOptions::default(),
+        )
+        .await
+        .expect("open");
+        use espwatch_store::Store as _;
+        let era = espwatch_core::TimeRange {
+            from: espwatch_core::Timestamp::from_secs(1_767_225_600 - 86_400),
+            to: espwatch_core::Timestamp::from_secs(1_767_225_600 + 86_400),
+        };
+        for f in 0..5 {
+            let well = espwatch_core::WellId::parse(&format!("B-{f}")).expect("well id");
+            let stored = store.read_range(&well, era).await.expect("read");
+            assert_eq!(
+                stored.len(),
+                399,
+                "{run} run, well B-{f}: each reading once"
+            );
+        }
+        // Queued runs of minutes whose rollups lag the raw rows: none once the load is done.
+        let stats = store.stats().await.expect("stats");
+        assert_eq!(
+            stats.readings_in_log, 0,
+            "{run} run: rollup work left queued"
+        );
+        store.close().await.expect("close");
+    }
+}
+
 // ---------------------------------------------------------------- overload (issue 17, bug 4)
 
 /// A body that sends `first`, then waits for `release` before sending `rest`.

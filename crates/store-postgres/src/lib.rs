@@ -87,6 +87,15 @@ pub struct PostgresOptions {
     /// rollup work queued until it is this old, so bursts are written at full speed. Queries
     /// stay exact meanwhile (queued minutes are computed from raw rows); zero never defers.
     pub rollup_max_lag: Duration,
+    /// A bulk load (`espwatch ingest`), whose appends are large and few at a time:
+    /// - each append is a round of its own: merged (group commit), the appends of files
+    ///   loaded side by side were COPied one after the other on one connection while the
+    ///   other writers waited, so the database worked on one core;
+    /// - no rollup refresh while the store is open, one at [`Store::close`], after the last
+    ///   commit: the load's database time goes to the load (queries stay exact meanwhile,
+    ///   queued minutes come from raw rows), and TimescaleDB's aggregates are refreshed over
+    ///   the loaded range once.
+    pub bulk_load: bool,
     /// Schema to work in (`search_path`); `None` uses the role's default (normally `public`).
     pub schema: Option<String>,
     /// Apply pending migrations at open (otherwise refuse to open an outdated schema).
@@ -109,6 +118,7 @@ impl Default for PostgresOptions {
             retry_window: Duration::from_secs(10),
             rollup_interval: Duration::from_secs(5),
             rollup_max_lag: Duration::from_secs(60),
+            bulk_load: false,
             schema: None,
             migrate: true,
             audit_key: None,
@@ -142,6 +152,8 @@ struct Inner {
     stop: watch::Sender<bool>,
     writer_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     maintenance_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// [`PostgresOptions::bulk_load`]: rollups are brought up to date at close.
+    bulk_load: bool,
 }
 
 pub(crate) fn now() -> Timestamp {
@@ -324,7 +336,12 @@ impl PostgresStore {
                 let writer = writer::Writer::new(
                     shared.clone(),
                     queue.clone(),
-                    opts.max_readings_per_commit.max(1),
+                    // Bulk load: an append alone fills a round.
+                    if opts.bulk_load {
+                        1
+                    } else {
+                        opts.max_readings_per_commit.max(1)
+                    },
                     opts.retry_window,
                 );
                 tokio::spawn(writer.run())
@@ -339,6 +356,7 @@ impl PostgresStore {
                 stop,
                 writer_tasks: Mutex::new(writer_tasks),
                 maintenance_task: Mutex::new(Some(maintenance_task)),
+                bulk_load: opts.bulk_load,
             }),
         })
     }
@@ -513,7 +531,8 @@ async fn maintenance(shared: Arc<Shared>, opts: PostgresOptions, mut stop: watch
 
         let mut result = Ok(());
         let max_lag = opts.rollup_max_lag;
-        if !refresher_yields(share, pending_since.map(|t| t.elapsed()), max_lag) {
+        if !opts.bulk_load && !refresher_yields(share, pending_since.map(|t| t.elapsed()), max_lag)
+        {
             // Passes while the queue stays full, for at most one interval: under a sustained
             // bulk load the refresher keeps pace working about half the time, instead of
             // falling further behind with every tick; a pass is one bounded transaction. A
@@ -969,8 +988,22 @@ impl Store for PostgresStore {
         if let Some(task) = self.inner.maintenance_task.lock().await.take() {
             let _ = task.await;
         }
+        // Everything is committed: the rollups deferred during a bulk load, in one go.
+        let mut result = Ok(());
+        if self.inner.bulk_load {
+            let shared = &self.inner.shared;
+            result = loop {
+                match rollups::refresh(shared, REFRESH_PASS_ROWS).await {
+                    Ok(0) => break Ok(()),
+                    Ok(_) => {
+                        shared.refreshes.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+        }
         self.inner.shared.pool.close();
-        Ok(())
+        result
     }
 }
 
