@@ -17,7 +17,6 @@ mod simulator;
 mod stream;
 mod support;
 
-use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -480,32 +479,8 @@ fn kill_9_during_ingestion_loses_nothing_acknowledged() {
     );
 
     let server = ChildServer::start(dir.path());
-    let stored: HashMap<String, BTreeSet<String>> = runtime.block_on(async {
-        let http = server.client();
-        let mut stored = HashMap::new();
-        for client in 0..8 {
-            let well = format!("K-{client}");
-            let response = http
-                .get(server.url(&format!(
-                    "/api/v1/wells/{well}/telemetry?from=2025-12-01T00:00:00Z&to=2026-12-31T00:00:00Z&max_points=1000000&fields=motor_current_a"
-                )))
-                .send()
-                .await
-                .expect("query");
-            if response.status() == 404 {
-                continue;
-            }
-            let body: Value = response.json().await.expect("json");
-            let ts: BTreeSet<String> = body["ts"]
-                .as_array()
-                .expect("ts")
-                .iter()
-                .map(|t| t.as_str().unwrap_or_default().to_owned())
-                .collect();
-            stored.insert(well, ts);
-        }
-        stored
-    });
+    let wells: Vec<String> = (0..8).map(|client| format!("K-{client}")).collect();
+    let stored = runtime.block_on(stored_timestamps(&server, &wells));
     let missing: Vec<_> = acked
         .iter()
         .filter(|(well, t)| !stored.get(well).is_some_and(|s| s.contains(t)))

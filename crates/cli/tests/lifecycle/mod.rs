@@ -321,21 +321,7 @@ async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
 }
 
 fn start_server(data_s: &str, config: &Path) -> ChildServer {
-    let key = cli_api_key(&["--data-dir", data_s], "admin");
-    let mut server = ChildServer::start_with_env(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_s,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        &S3_ENV,
-    );
-    server.api_key = Some(key);
-    server
+    serve_with_admin_key(Path::new(data_s), config, &S3_ENV)
 }
 
 #[tokio::test]

@@ -83,22 +83,7 @@ impl Dest {
 
     /// A server on `data` shipping here.
     fn serve(&self, data: &Path) -> ChildServer {
-        let data_s = data.to_str().unwrap();
-        let key = cli_api_key(&["--data-dir", data_s], "admin");
-        let mut server = ChildServer::start_with_env(
-            &[
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--data-dir",
-                data_s,
-                "--config",
-                self.config.to_str().unwrap(),
-            ],
-            &self.env,
-        );
-        server.api_key = Some(key);
-        server
+        serve_with_admin_key(data, &self.config, &self.env)
     }
 
     /// `store backup --incremental` of `data` (a chain here: full the first time).

@@ -380,6 +380,26 @@ pub struct ChildServer {
     pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
+/// `espwatch serve` on `data` with `config` and `envs`, holding an admin API key made for it.
+pub fn serve_with_admin_key(data: &Path, config: &Path, envs: &[(&str, &str)]) -> ChildServer {
+    let data_s = data.to_str().unwrap();
+    let key = cli_api_key(&["--data-dir", data_s], "admin");
+    let mut server = ChildServer::start_with_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_s,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        envs,
+    );
+    server.api_key = Some(key);
+    server
+}
+
 /// `espwatch apikeys create` on a data dir; returns the key it printed.
 pub fn cli_api_key(store_args: &[&str], role: &str) -> String {
     let mut args = vec!["apikeys", "create", "--name", "test", "--role", role];
