@@ -147,8 +147,8 @@ pub fn storage(dir: &Path) -> StoreResult<StorageReport> {
 ///
 /// Not for a directory a server is writing: the workers' snapshots are not one instant.
 pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     let path = dir.join(schema::DB_FILE);
     if !path.exists() {
@@ -168,10 +168,12 @@ pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
         let mut stmt = conn
             .prepare("SELECT well_id, count(*) FROM segments GROUP BY well_id ORDER BY well_id")
             .map_err(|e| sql_err("checking segments", e))?;
-        stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
-            .map_err(|e| sql_err("checking segments", e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| sql_err("checking segments", e))?
+        stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(|e| sql_err("checking segments", e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| sql_err("checking segments", e))?
     };
     let total: u64 = per_well.iter().map(|w| w.1).sum();
     let target = total.div_ceil((workers * 8) as u64).max(1);
@@ -239,7 +241,9 @@ pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
                 }
             }
         }
-        let mut f = found.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut f = found
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f.0.extend(damaged);
         f.1 += segments;
         f.2 += sealed;
