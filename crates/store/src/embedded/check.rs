@@ -193,7 +193,9 @@ pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
         runs.push((lo.to_owned(), last.clone()));
     }
     let next = AtomicUsize::new(0);
-    let found: Mutex<(Vec<(String, i64, String)>, u64, u64)> = Mutex::new((Vec::new(), 0, 0));
+    // Damaged segments (well, window start, reason), segments, sealed readings.
+    type Found = (Vec<(String, i64, String)>, u64, u64);
+    let found: Mutex<Found> = Mutex::new((Vec::new(), 0, 0));
     let worker = || -> StoreResult<()> {
         let conn = schema::open_reader(&path)?;
         let mut stmt = conn
