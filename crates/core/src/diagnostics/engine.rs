@@ -1447,6 +1447,11 @@ impl WellEngine {
                                 | Condition::PumpOff
                         )
                     )
+                    && (!d.is_thermal()
+                        || self
+                            .tracker
+                            .pending(d)
+                            .is_some_and(|(_, n)| n >= th.raise_readings))
                 {
                     list.push((d, c));
                     confirmed.push(d);

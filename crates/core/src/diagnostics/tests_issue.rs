@@ -874,6 +874,47 @@ fn minutes_of_extra_current_are_no_overload_unless_they_persist_or_the_drive_tri
     assert_eq!(overloads(3, true), 1, "three minutes, then the relay trips");
 }
 
+/// One reading is no evidence the relay acted on: a stopped well restarted against a full
+/// annulus draws well over its nameplate for a while, and a slow poll that catches the run once
+/// before the stop has seen a start-up, not a trip (seen on an outside data set: a 5-minute poll
+/// catching each restart of a stopped well once, at 1.4 × its current, raised as an overload
+/// five times). Evidence on two readings before the stop still is.
+#[test]
+fn one_reading_over_the_nameplate_at_a_restart_then_a_stop_is_no_overload() {
+    let plan = pinned(Family::Classic, None, 22, "300s");
+    let at = start().0 + 14 * HOUR;
+    let overloads = |surge_readings: i64| {
+        let surge = surge_readings * 300_000_000;
+        let readings: Vec<(Timestamp, Measurements)> = samples(&plan, 0)
+            .into_iter()
+            .map(|(ts, mut m)| {
+                let since = ts.0 - at;
+                if (0..HOUR).contains(&since) || (HOUR + surge..3 * HOUR).contains(&since) {
+                    for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                        m.set(f, Some(0.0));
+                    }
+                } else if (HOUR..HOUR + surge).contains(&since) {
+                    scale(&mut m, Field::MotorCurrentA, 1.6);
+                }
+                (ts, m)
+            })
+            .collect();
+        let (episodes, _) = run_checked(
+            Some(&plan.wells[0].meta),
+            &readings,
+            TrainingWindow::Default,
+        );
+        episodes
+            .iter()
+            .filter(|e| e.diagnosis == Diagnosis::Condition(Condition::Overload))
+            .count()
+    };
+    // Five-minute polls: the reading that shows the start, one more over the nameplate (the
+    // only evidence), then the stop.
+    assert_eq!(overloads(2), 0, "one reading of evidence, then a stop");
+    assert_eq!(overloads(3), 1, "two readings of evidence, then a trip");
+}
+
 /// A winding near its limit is judged by what heats it. Hotter than its load explains: the
 /// motor lost its cooling (overheat). As hot as a current well above what the flow takes
 /// explains: the motor carries too much (overload), the cause to act on, seen on an outside
