@@ -1275,3 +1275,64 @@ async fn checkpoints_keep_the_log_the_shipper_has_not_shipped() {
     assert!(store.log_since(0, usize::MAX).unwrap().is_empty());
     store.close().await.unwrap();
 }
+
+/// Issue 20: the backup's verification (every segment decoded, now spread over the cores) still
+/// refuses a copy holding a segment that does not decode, or one that decodes to another number
+/// of readings than its row says, and names each of them.
+#[tokio::test]
+async fn a_backup_of_damaged_segments_is_refused_naming_each() {
+    use espwatch_store::embedded::backup;
+    const HOUR: i64 = 3600;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let wells: Vec<String> = (0..24).map(|i| format!("V{i:02}")).collect();
+    let mut rs = Vec::new();
+    for w in &wells {
+        for t in (0..9 * HOUR).step_by(600) {
+            rs.push(reading(w, t, 1.0 + t as f64 / 1e4));
+        }
+    }
+    store.append(rs, auto()).await.unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+
+    // A clean store backs up.
+    let dest = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.path().to_owned(), dest.path().join("clean"));
+    let ok = tokio::task::spawn_blocking(move || backup::backup(&from, &to))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.manifest.readings, 24 * 54);
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("espwatch.db")).unwrap();
+        let n = conn
+            .execute(
+                "UPDATE segments SET data = x'01ff' WHERE well_id = 'V07' AND window_start =
+                 (SELECT min(window_start) FROM segments WHERE well_id = 'V07')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        let n = conn
+            .execute(
+                "UPDATE segments SET count = count + 1 WHERE well_id = 'V19' AND window_start =
+                 (SELECT min(window_start) FROM segments WHERE well_id = 'V19')",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let (from, to) = (dir.path().to_owned(), dest.path().join("damaged"));
+    let refused = tokio::task::spawn_blocking(move || backup::backup(&from, &to))
+        .await
+        .unwrap();
+    let text = format!("{refused:?}");
+    assert!(refused.is_err(), "{text}");
+    assert!(text.contains("segment (V07, "), "{text}");
+    assert!(text.contains("segment (V19, "), "{text}");
+    assert!(
+        !dest.path().join("damaged").join(backup::MANIFEST).exists(),
+        "no manifest for a refused backup"
+    );
+}

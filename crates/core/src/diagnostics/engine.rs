@@ -156,6 +156,9 @@ pub struct WellEngine {
     unloading: Unloading,
     /// Since when a gas lock has kept delivering (see [`rules::gas_lock_still_delivering`]).
     delivering_since: Option<i64>,
+    /// The pump gas-locked in this run, or stopped last time with a gas lock raised: gas that
+    /// lightens it since is judged in that light (see `process_rules`).
+    gas_locked_lately: bool,
     /// The last reading with the pump running.
     last_running_at: Option<i64>,
     /// The last reading with both the drive frequency and its output voltage: (time, Hz, V).
@@ -274,6 +277,7 @@ impl WellEngine {
             head_trend: HeadTrend::default(),
             unloading: Unloading::default(),
             delivering_since: None,
+            gas_locked_lately: false,
             last_running_at: None,
             last_drive: None,
             head_normal_at: None,
@@ -789,6 +793,7 @@ impl WellEngine {
         let idle_secs = self.last_running_at.map(|t| (ts - t) as f64 / MICROS);
         if running && idle_secs.is_some_and(|secs| secs >= self.th.workover_stop_secs) {
             self.head_loss = HeadLoss::default();
+            self.gas_locked_lately = false;
         }
         if running && !self.running {
             self.running_since = ts;
@@ -1112,6 +1117,15 @@ impl WellEngine {
         // Run state.
         let running = self.is_running(&clean);
         let tripped = self.running && !running;
+        if tripped {
+            // Stopped while locked, or still fighting the gas since a lock: the restart faces
+            // the same gas. Any other stop ends the story.
+            let lock = Diagnosis::Condition(Condition::GasLock);
+            let interference = Diagnosis::Condition(Condition::GasInterference);
+            self.gas_locked_lately = self.tracker.any_open(|d, _| d == lock)
+                || self.last_findings.iter().any(|f| f.diagnosis == lock)
+                || (self.gas_locked_lately && self.tracker.any_open(|d, _| d == interference));
+        }
         self.update_run_state(ts, running);
         self.learn_column_offset(ts, &clean, running);
         self.track_transients(ts, &clean, running);
@@ -1147,6 +1161,19 @@ impl WellEngine {
             self.sm.update(ts, &feats, &clean, &th);
             self.sm.thermal_level.update(ts, &feats, since_start, &th);
             self.process_rules(ts, settled, &clean, &feats, &th, &mut findings);
+            // A pump that gas-locked (and tripped, or came back by itself) fights the same gas:
+            // the gas that lightens it again may be the lock coming back (lock, trip, restart,
+            // lock) or interference it now lives with. Nothing in the readings tells the two
+            // apart until it locks again, so it is not reported at the confidence that calls
+            // for action at once.
+            let lock = Diagnosis::Condition(Condition::GasLock);
+            let interference = Diagnosis::Condition(Condition::GasInterference);
+            if self.gas_locked_lately {
+                for f in findings.iter_mut().filter(|f| f.diagnosis == interference) {
+                    f.confidence = f.confidence.min(th.gas_after_lock_confidence);
+                }
+            }
+            self.gas_locked_lately |= findings.iter().any(|f| f.diagnosis == lock);
         } else {
             // Right after a start (or without a baseline) the nameplate still judges: the relay
             // may trip an overloaded motor before the settling time is over.

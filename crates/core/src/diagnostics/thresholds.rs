@@ -292,6 +292,9 @@ pub struct Thresholds {
     pub gas_lock_delivering_flow_ratio: f64,
     pub gas_lock_delivering_secs: f64,
     pub gas_lock_vibration_ratio: f64,
+    /// The highest confidence of gas interference in a run that followed a gas lock: the lock
+    /// cycling and interference look alike until the pump locks again.
+    pub gas_after_lock_confidence: f64,
     /// A broken shaft leaves the current steady: fast std of the current ratio below this.
     pub broken_shaft_steady_std: f64,
     /// A broken shaft unloads the motor at once: from loaded (`gas_lock_current_ratio`) to
@@ -562,6 +565,7 @@ impl Default for Thresholds {
             gas_lock_delivering_flow_ratio: 0.5,
             gas_lock_delivering_secs: 7200.0,
             gas_lock_vibration_ratio: 1.1,
+            gas_after_lock_confidence: 0.75,
             broken_shaft_steady_std: 0.03,
             broken_shaft_steady_readings: 3,
             shaft_unload_max_secs: 120.0,

@@ -67,7 +67,7 @@ fn fresh_dir(dir: &Path) -> StoreResult<()> {
     files::private_dir(dir)
 }
 
-fn sha256_of(path: &Path) -> StoreResult<(u64, String)> {
+pub(crate) fn sha256_of(path: &Path) -> StoreResult<(u64, String)> {
     let mut file = std::fs::File::open(path).map_err(io_err("opening", path))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -107,6 +107,7 @@ pub fn backup(dir: &Path, dest: &Path) -> StoreResult<BackupReport> {
         readings: 0,
         files: Vec::new(),
     };
+    let mut copied = Vec::new();
     for name in databases() {
         let from = dir.join(name);
         if !from.exists() {
@@ -125,14 +126,31 @@ pub fn backup(dir: &Path, dest: &Path) -> StoreResult<BackupReport> {
         conn.execute("VACUUM INTO ?1", [to.to_string_lossy().as_ref()])
             .map_err(|e| sql_err("copying a database", e))?;
         drop(conn);
-        let (bytes, sha256) = sha256_of(&to)?;
-        manifest.files.push(BackupFile {
-            name: name.to_owned(),
-            bytes,
-            sha256,
-        });
+        copied.push(name);
     }
-    manifest.readings = verify(dest)?;
+    // The checksums on a thread of their own while the copy is decoded on the others.
+    let (files, readings) = std::thread::scope(|scope| {
+        let sums = scope.spawn(|| {
+            copied
+                .iter()
+                .map(|name| {
+                    let (bytes, sha256) = sha256_of(&dest.join(name))?;
+                    Ok(BackupFile {
+                        name: (*name).to_owned(),
+                        bytes,
+                        sha256,
+                    })
+                })
+                .collect::<StoreResult<Vec<_>>>()
+        });
+        let readings = verify(dest);
+        let files = sums
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Internal("checksum thread panicked".into())));
+        (files, readings)
+    });
+    manifest.files = files?;
+    manifest.readings = readings?;
     write_manifest(dest, &manifest)?;
     Ok(BackupReport {
         manifest,
@@ -140,8 +158,9 @@ pub fn backup(dir: &Path, dest: &Path) -> StoreResult<BackupReport> {
     })
 }
 
-/// Restores the backup in `from` into `dir` (new or empty): checksums checked first, then
-/// the files copied and the result verified like a backup.
+/// Restores the backup in `from` into `dir` (new or empty): the files copied with their
+/// checksums checked on the way (a mismatch removes what was copied and fails), then the
+/// result verified like a backup.
 pub fn restore(from: &Path, dir: &Path) -> StoreResult<BackupReport> {
     let started = Instant::now();
     let path = from.join(MANIFEST);
@@ -156,19 +175,21 @@ pub fn restore(from: &Path, dir: &Path) -> StoreResult<BackupReport> {
                 file.name
             )));
         }
-        let (bytes, sha256) = sha256_of(&from.join(&file.name))?;
+    }
+    fresh_dir(dir)?;
+    // Copied and checksummed in one pass: the bytes restored are the bytes checked.
+    for file in &manifest.files {
+        let to: PathBuf = dir.join(&file.name);
+        let (bytes, sha256) = copy_hashing(&from.join(&file.name), &to)?;
         if bytes != file.bytes || sha256 != file.sha256 {
+            for f in &manifest.files {
+                let _ = std::fs::remove_file(dir.join(&f.name));
+            }
             return Err(StoreError::Internal(format!(
                 "backup file {} does not match its checksum: damaged or altered",
                 from.join(&file.name).display()
             )));
         }
-    }
-    fresh_dir(dir)?;
-    for file in &manifest.files {
-        let to: PathBuf = dir.join(&file.name);
-        files::private_file(&to)?;
-        std::fs::copy(from.join(&file.name), &to).map_err(io_err("restoring", &to))?;
     }
     let readings = verify(dir)?;
     if readings != manifest.readings {
@@ -183,9 +204,10 @@ pub fn restore(from: &Path, dir: &Path) -> StoreResult<BackupReport> {
     })
 }
 
-/// Decodes every segment and log batch of the copy; returns the readings it holds.
-fn verify(dir: &Path) -> StoreResult<u64> {
-    let report = check::check(dir)?;
+/// Decodes every segment and log batch of the copy (on every core, [`check::verify_copy`]);
+/// returns the readings it holds.
+pub(crate) fn verify(dir: &Path) -> StoreResult<u64> {
+    let (report, readings) = check::verify_copy(dir)?;
     if !report.is_clean() {
         return Err(StoreError::Internal(format!(
             "the copy in {} has damaged data: {}",
@@ -193,7 +215,34 @@ fn verify(dir: &Path) -> StoreResult<u64> {
             report.damaged.join("; ")
         )));
     }
-    Ok(check::storage(dir)?.readings)
+    Ok(readings)
+}
+
+/// Copies `from` to `to` (created private), hashing the bytes on the way: (size, SHA-256).
+pub(crate) fn copy_hashing(from: &Path, to: &Path) -> StoreResult<(u64, String)> {
+    use std::io::Write as _;
+    let mut src = std::fs::File::open(from).map_err(io_err("opening", from))?;
+    files::private_file(to)?;
+    let mut dst = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(to)
+        .map_err(io_err("creating", to))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 4 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = src.read(&mut buf).map_err(io_err("reading", from))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        dst.write_all(&buf[..n]).map_err(io_err("writing", to))?;
+        total += n as u64;
+    }
+    dst.sync_all().map_err(io_err("writing", to))?;
+    let digest = hasher.finalize();
+    Ok((total, digest.iter().map(|b| format!("{b:02x}")).collect()))
 }
 
 fn write_manifest(dir: &Path, manifest: &Manifest) -> StoreResult<()> {

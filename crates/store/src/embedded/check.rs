@@ -138,6 +138,165 @@ pub fn storage(dir: &Path) -> StoreResult<StorageReport> {
     })
 }
 
+/// Decodes every segment and log batch of `dir`, a copy nobody writes to (a backup just
+/// made, a restore), spread over the cores: each worker has its own read connection and takes
+/// the next run of wells from a shared queue, decoding into one reused buffer (no per-segment
+/// allocation). A segment also counts as damaged when it decodes to another number of
+/// readings than its row says. Returns what was found and the readings held (the sealed
+/// counts plus the readings of the log above the sealed mark, as [`storage`] counts them).
+///
+/// Not for a directory a server is writing: the workers' snapshots are not one instant.
+pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let path = dir.join(schema::DB_FILE);
+    if !path.exists() {
+        return Err(StoreError::Unavailable(format!(
+            "no embedded store in {}",
+            dir.display()
+        )));
+    }
+    let conn = schema::open_reader(&path)?;
+    // Runs of wells of about equal segment counts, several per worker so that the work
+    // balances when wells differ.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let per_well: Vec<(String, u64)> = {
+        let mut stmt = conn
+            .prepare("SELECT well_id, count(*) FROM segments GROUP BY well_id ORDER BY well_id")
+            .map_err(|e| sql_err("checking segments", e))?;
+        stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .map_err(|e| sql_err("checking segments", e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| sql_err("checking segments", e))?
+    };
+    let total: u64 = per_well.iter().map(|w| w.1).sum();
+    let target = total.div_ceil((workers * 8) as u64).max(1);
+    let mut runs: Vec<(String, String)> = Vec::new();
+    let mut acc = 0u64;
+    let mut first: Option<&str> = None;
+    for (well, n) in &per_well {
+        let lo = *first.get_or_insert(well.as_str());
+        acc += n;
+        if acc >= target {
+            runs.push((lo.to_owned(), well.clone()));
+            first = None;
+            acc = 0;
+        }
+    }
+    if let (Some(lo), Some((last, _))) = (first, per_well.last()) {
+        runs.push((lo.to_owned(), last.clone()));
+    }
+    let next = AtomicUsize::new(0);
+    // Damaged segments (well, window start, reason), segments, sealed readings.
+    type Found = (Vec<(String, i64, String)>, u64, u64);
+    let found: Mutex<Found> = Mutex::new((Vec::new(), 0, 0));
+    let worker = || -> StoreResult<()> {
+        let conn = schema::open_reader(&path)?;
+        let mut stmt = conn
+            .prepare(
+                "SELECT well_id, window_start, count, data FROM segments
+                 WHERE well_id >= ?1 AND well_id <= ?2",
+            )
+            .map_err(|e| sql_err("checking segments", e))?;
+        let mut out: Vec<espwatch_core::Point> = Vec::new();
+        let (mut segments, mut sealed, mut damaged) = (0u64, 0u64, Vec::new());
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((lo, hi)) = runs.get(i) else { break };
+            let mut rows = stmt
+                .query([lo, hi])
+                .map_err(|e| sql_err("checking segments", e))?;
+            while let Some(row) = rows.next().map_err(|e| sql_err("checking segments", e))? {
+                segments += 1;
+                let id: String = row.get(0).map_err(|e| sql_err("checking segments", e))?;
+                let ws: i64 = row.get(1).map_err(|e| sql_err("checking segments", e))?;
+                let count: i64 = row.get(2).map_err(|e| sql_err("checking segments", e))?;
+                let data = row
+                    .get_ref(3)
+                    .and_then(|v| v.as_blob().map_err(Into::into))
+                    .map_err(|e| sql_err("checking segments", e))?;
+                sealed += count.max(0) as u64;
+                out.clear();
+                let decoded = codec::decode_segment_channels(
+                    data,
+                    (i64::MIN, i64::MAX),
+                    codec::ALL_CHANNELS,
+                    &mut out,
+                );
+                let problem = match (WellId::parse(&id), decoded) {
+                    (Err(e), _) => Some(format!("invalid well id: {e}")),
+                    (_, Err(e)) => Some(e.to_string()),
+                    _ if out.len() as i64 != count => Some(format!(
+                        "holds {} readings, its row says {count}",
+                        out.len()
+                    )),
+                    _ => None,
+                };
+                if let Some(reason) = problem {
+                    damaged.push((id, ws, reason));
+                }
+            }
+        }
+        let mut f = found
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.0.extend(damaged);
+        f.1 += segments;
+        f.2 += sealed;
+        Ok(())
+    };
+    let mut report = CheckReport::default();
+    let mut logged = 0u64;
+    std::thread::scope(|scope| -> StoreResult<()> {
+        let handles: Vec<_> = (0..workers).map(|_| scope.spawn(worker)).collect();
+        // The log (small: what was not sealed yet) on this thread meanwhile.
+        let sealed_mark = schema::log_sealed(&conn)?;
+        let mut stmt = conn
+            .prepare("SELECT id, data FROM log_batches ORDER BY id")
+            .map_err(|e| sql_err("checking the log", e))?;
+        let mut rows = stmt.query([]).map_err(|e| sql_err("checking the log", e))?;
+        while let Some(row) = rows.next().map_err(|e| sql_err("checking the log", e))? {
+            report.log_batches += 1;
+            let id: i64 = row.get(0).map_err(|e| sql_err("checking the log", e))?;
+            let data = row
+                .get_ref(1)
+                .and_then(|v| v.as_blob().map_err(Into::into))
+                .map_err(|e| sql_err("checking the log", e))?;
+            match codec::decode_log_batch(data) {
+                Ok(wells) if id > sealed_mark => {
+                    logged += wells.iter().map(|w| w.1.len() as u64).sum::<u64>();
+                }
+                Ok(_) => {}
+                Err(e) => report.damaged.push(format!("log batch {id}: {e}")),
+            }
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| StoreError::Internal("a verification thread panicked".into()))??;
+        }
+        Ok(())
+    })?;
+    let (mut damaged, segments, sealed) = found
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    damaged.sort();
+    report.segments = segments;
+    let mut described: Vec<String> = damaged
+        .into_iter()
+        .map(|(id, ws, reason)| format!("segment ({id}, {ws}): {reason}"))
+        .collect();
+    described.append(&mut report.damaged);
+    report.damaged = described;
+    report.quarantined = quarantined(&conn)?;
+    Ok((report, sealed + logged))
+}
+
 enum Damaged {
     Segment(WellId, i64, String),
     LogBatch(i64, String),

@@ -27,7 +27,6 @@ use std::time::Instant;
 
 use rusqlite::{Connection, OpenFlags, params};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::backup::{self, BackupFile};
 use super::schema::{self, sql_err};
@@ -276,12 +275,7 @@ fn write_chain(repo: &Path, chain: &Chain) -> StoreResult<()> {
 }
 
 fn sha256_file(path: &Path) -> StoreResult<(u64, String)> {
-    let data = std::fs::read(path).map_err(io_err("reading", path))?;
-    let digest = Sha256::digest(&data);
-    Ok((
-        data.len() as u64,
-        digest.iter().map(|b| format!("{b:02x}")).collect(),
-    ))
+    backup::sha256_of(path)
 }
 
 /// A segment (kind 0) or rollup (kind 1) key and its signature.
@@ -781,8 +775,23 @@ pub fn restore_chain(
             "the chain does not start with a full backup".into(),
         ));
     }
-    for b in &chosen {
+    // The full backup's telemetry database (the bulk) is checked as it is copied, below.
+    let base = chosen[0]
+        .files
+        .iter()
+        .find(|f| f.name == schema::DB_FILE)
+        .ok_or_else(|| {
+            StoreError::Internal(format!(
+                "{}: the full backup lists no {}",
+                repo.join(CHAIN).display(),
+                schema::DB_FILE
+            ))
+        })?;
+    for (i, b) in chosen.iter().enumerate() {
         for f in &b.files {
+            if i == 0 && f.name == schema::DB_FILE {
+                continue;
+            }
             let path = repo.join(&b.dir).join(&f.name);
             let (bytes, sha256) = sha256_file(&path)?;
             if bytes != f.bytes || sha256 != f.sha256 {
@@ -806,9 +815,15 @@ pub fn restore_chain(
     }
     files::private_dir(dest)?;
     let db = dest.join(schema::DB_FILE);
-    files::private_file(&db)?;
-    std::fs::copy(repo.join(&chosen[0].dir).join(schema::DB_FILE), &db)
-        .map_err(io_err("restoring", &db))?;
+    let base_path = repo.join(&chosen[0].dir).join(schema::DB_FILE);
+    let (bytes, sha256) = backup::copy_hashing(&base_path, &db)?;
+    if bytes != base.bytes || sha256 != base.sha256 {
+        let _ = std::fs::remove_file(&db);
+        return Err(StoreError::Internal(format!(
+            "backup file {} does not match its checksum: damaged or altered",
+            base_path.display()
+        )));
+    }
     // The alarms and identities of the last backup applied (each backup has them whole).
     for name in [alarms::FILE, SECURITY_FILE] {
         let from = repo.join(&last.dir).join(name);
@@ -846,14 +861,13 @@ pub fn restore_chain(
     }
     conn.close()
         .map_err(|(_, e)| sql_err("closing the restored database", e))?;
-    let report = check::check(dest)?;
+    let (report, readings) = check::verify_copy(dest)?;
     if !report.is_clean() {
         return Err(StoreError::Internal(format!(
             "the restored store has damaged data: {}",
             report.damaged.join("; ")
         )));
     }
-    let readings = check::storage(dest)?.readings;
     if readings != last.readings {
         return Err(StoreError::Internal(format!(
             "restored store holds {readings} readings, the backup recorded {}",
