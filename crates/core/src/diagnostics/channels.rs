@@ -55,6 +55,9 @@ pub struct ChannelMonitor {
     /// Resolution (smallest step seen) and spread of successive differences in training.
     train_quantum: f64,
     train_steps: Welford,
+    /// Mean size of the training steps kept in `train_steps`: a step many times it is a spike
+    /// or a change of the process, not the gauge's noise.
+    train_step_size: f64,
     /// The gauge's noise is below its resolution: a steady process reads as one repeated value,
     /// so a repeat says nothing about the sensor.
     coarse: bool,
@@ -116,6 +119,9 @@ pub struct ChannelMonitor {
 /// Steps whose median measures a channel's scatter: a median of 15 ignores up to seven large
 /// steps (a spike is two, a start a few), so only a gauge that scatters most of the time counts.
 const NOISE_WINDOW: usize = 15;
+
+/// Training pairs of readings below which a gauge's repeat statistics mean nothing yet.
+const MIN_TRAINING_PAIRS: u64 = 20;
 
 /// What says the process moved, for a quantised gauge's repeats: the drive frequency and the
 /// levels of the current, the pressures and the flow.
@@ -208,7 +214,17 @@ impl ChannelMonitor {
                 if let Some(prev) = self.last.filter(|p| *p != 0.0) {
                     self.train_pairs += 1;
                     let step = (v - prev).abs();
-                    self.train_steps.push(v - prev);
+                    // The spread of the steps measures the gauge's noise; one spike (or a
+                    // speed change) would swamp it.
+                    let outlier = self.train_steps.n >= MIN_TRAINING_PAIRS
+                        && step
+                            > th.noise_step_outlier_factor
+                                * self.train_step_size.max(self.train_quantum);
+                    if !outlier {
+                        self.train_steps.push(v - prev);
+                        self.train_step_size +=
+                            (step - self.train_step_size) / self.train_steps.n as f64;
+                    }
                     if step > 0.0 && (self.train_quantum == 0.0 || step < self.train_quantum) {
                         self.train_quantum = step;
                     }
@@ -234,7 +250,7 @@ impl ChannelMonitor {
     }
 
     pub fn finish_training(&mut self, th: &Thresholds) {
-        self.p_repeat = if self.train_pairs >= 20 {
+        self.p_repeat = if self.train_pairs >= MIN_TRAINING_PAIRS {
             // Inflated: repeats cluster when a slow signal sits near a quantisation step.
             (1.5 * (self.train_equal as f64 + 0.5) / (self.train_pairs as f64 + 1.0))
                 .clamp(0.05, 1.0)
@@ -243,7 +259,8 @@ impl ChannelMonitor {
         };
         self.coarse = self.train_quantum > 0.0
             && self.train_steps.std() < th.coarse_gauge_steps * self.train_quantum;
-        self.quantised = self.train_pairs >= 20 && 2 * self.train_equal >= self.train_pairs;
+        self.quantised =
+            self.train_pairs >= MIN_TRAINING_PAIRS && 2 * self.train_equal >= self.train_pairs;
         self.presence = if self.train_seen > 0 {
             self.train_present as f64 / self.train_seen as f64
         } else {

@@ -2564,6 +2564,57 @@ fn a_gauge_whose_noise_is_one_step_is_stuck_when_it_holds_one_value_for_hours() 
     assert!(names_a_fault(&findings, "discharge_pressure_psi.stuck"));
 }
 
+/// A 1 A ammeter whose true reading sits in the middle of a step dithers between two values
+/// (noise below its resolution: coarse). Turned down, the pump draws a current the gauge reads
+/// as one value for hours: physics, not a stuck gauge. One spike during training (a garbled
+/// record) must not make the gauge's noise look many steps wide (seen on an outside data set:
+/// a 33 A reading on a PIP-held pump raised as a stuck ammeter fourteen times in three days).
+#[test]
+fn one_spike_in_training_does_not_make_a_dithering_ammeter_look_fine() {
+    let plan = pinned(Family::Classic, None, 22, "60s");
+    let (spike, slowed) = (start().0 + 3 * HOUR, start().0 + 14 * HOUR);
+    // The reading changes a little more often than it repeats (55 % of the time).
+    let mut dither = 41.0;
+    let readings: Vec<(Timestamp, Measurements)> = samples(&plan, 0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (ts, mut m))| {
+            let hash = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            if hash % 20 < 11 {
+                dither = 83.0 - dither;
+            }
+            let current = if ts.0 >= slowed {
+                scale(&mut m, Field::FrequencyHz, 0.9);
+                33.0
+            } else if ts.0 >= spike && ts.0 < spike + 60_000_000 {
+                86.0
+            } else {
+                dither
+            };
+            m.set(Field::MotorCurrentA, Some(current));
+            (ts, m)
+        })
+        .collect();
+    let mut engine = WellEngine::new(
+        Some(&plan.wells[0].meta),
+        Thresholds::default(),
+        TrainingWindow::Default,
+    );
+    let mut findings = Vec::new();
+    for (ts, m) in &readings {
+        findings.extend(engine.push(*ts, m).findings);
+    }
+    assert!(
+        !names_a_fault(&findings, "motor_current_a.stuck"),
+        "{:?}",
+        findings
+            .iter()
+            .filter(|f| f.diagnosis == Diagnosis::Condition(Condition::SensorFault))
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+}
+
 /// A pump put back at another operating point (after a workover, a new choke) may draw less
 /// than the current it was learned at without being unloaded. A leak on it is judged against
 /// the levels just before the step, the motor's among them (seen on an outside data set: a

@@ -195,6 +195,9 @@ pub struct Thresholds {
     /// differences over 1.4 steps (√2 × its noise): it repeats only by chance, and a long run
     /// of one value is as telling as on a finer gauge.
     pub coarse_gauge_steps: f64,
+    /// A training step more than this many times the usual step (or the resolution) is a spike
+    /// or a change of the process: left out of the spread that measures the gauge's noise.
+    pub noise_step_outlier_factor: f64,
     /// A gauge that repeated its value more often than it changed in training (its resolution
     /// is coarser than a steady process moves: a 1 °C winding gauge) is stuck only if the
     /// process moved meanwhile: the level of the drive frequency, current, a pressure or the flow
@@ -528,6 +531,7 @@ impl Default for Thresholds {
             stuck_training_run_factor: 3.0,
             stuck_excitation_share: 0.03,
             coarse_gauge_steps: 0.75,
+            noise_step_outlier_factor: 8.0,
             spike_factor: 2.5,
             spike_count: 3,
             spike_window_secs: 3600.0,
