@@ -214,6 +214,7 @@ impl<'c> Draft<'c> {
     }
 
     /// Applies one key/value pair.
+    #[inline]
     pub fn set(&mut self, key: Key, val: Val<'_>) {
         match key.target {
             Target::Measurement(field) => self.set_measurement(key, field, val),
@@ -227,6 +228,7 @@ impl<'c> Draft<'c> {
         self.ignored |= key.bit();
     }
 
+    #[inline]
     fn set_measurement(&mut self, key: Key, field: Field, val: Val<'_>) {
         let parsed = match &val {
             Val::Null => return,
@@ -529,6 +531,7 @@ pub(crate) fn parse_epoch_seconds(text: &str) -> Result<Timestamp, String> {
 }
 
 /// `text.parse::<f64>()`, taking a shortcut for the plain decimals gauges send (`-12.34`).
+#[inline]
 fn parse_f64(text: &str) -> Result<f64, std::num::ParseFloatError> {
     match exact_decimal(text) {
         Some(v) => Ok(v),
@@ -542,31 +545,41 @@ fn parse_f64(text: &str) -> Result<f64, std::num::ParseFloatError> {
 /// larger than 10^14 (also exact) is one correctly rounded IEEE division: the f64 nearest to
 /// the decimal, which is what `str::parse` returns (Clinger's fast path). Parsing was a tenth
 /// of the server's decoding time; this is several times faster for such numbers.
+#[inline]
 fn exact_decimal(text: &str) -> Option<f64> {
     const POWERS_OF_TEN: [f64; 15] = [
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14,
     ];
     let bytes = text.as_bytes();
-    let (negative, unsigned) = match bytes.split_first()? {
-        (b'-', rest) => (true, rest),
+    let (negative, unsigned) = match bytes {
+        [b'-', rest @ ..] => (true, rest),
         _ => (false, bytes),
     };
-    let (int, frac) = match unsigned.iter().position(|&b| b == b'.') {
-        Some(point) => (&unsigned[..point], &unsigned[point + 1..]),
-        None => (unsigned, &[][..]),
-    };
-    let has_point = int.len() < unsigned.len();
-    if int.is_empty() || (has_point && frac.is_empty()) || int.len() + frac.len() > 15 {
+    // At most 15 digits and a point; checked first so the digits cannot overflow below.
+    if unsigned.is_empty() || unsigned.len() > 16 {
         return None;
     }
+    // One pass: the digits as an integer, and where the point is.
     let mut digits: u64 = 0;
-    for &b in int.iter().chain(frac) {
-        if !b.is_ascii_digit() {
+    let mut point = None;
+    for (i, &b) in unsigned.iter().enumerate() {
+        if b.is_ascii_digit() {
+            digits = digits * 10 + u64::from(b - b'0');
+        } else if b == b'.' && point.is_none() && i > 0 {
+            point = Some(i);
+        } else {
             return None;
         }
-        digits = digits * 10 + u64::from(b - b'0');
     }
-    let magnitude = digits as f64 / POWERS_OF_TEN[frac.len()];
+    let frac_len = match point {
+        Some(p) if p + 1 == unsigned.len() => return None,
+        Some(p) => unsigned.len() - p - 1,
+        None => 0,
+    };
+    if unsigned.len() - usize::from(point.is_some()) > 15 {
+        return None;
+    }
+    let magnitude = digits as f64 / POWERS_OF_TEN[frac_len];
     Some(if negative { -magnitude } else { magnitude })
 }
 

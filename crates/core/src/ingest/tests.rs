@@ -1125,6 +1125,76 @@ proptest! {
         }
     }
 
+    /// Rows split without the `csv` crate read exactly as the crate reads them: the same
+    /// items (valid readings, every rejection with its index, line and reasons) and warnings
+    /// as the reference that sends every row through the crate, whatever the quoting, line
+    /// endings, blank lines, separators, stray bytes; and the same again chunk by chunk.
+    #[test]
+    fn csv_rows_split_here_read_as_the_csv_crate_reads_them(
+        columns in proptest::sample::subsequence(
+            vec!["ts", "pip", "motor_current_a", "torque", "water_cut_pct"], 1..5),
+        separator in prop_oneof![Just(b','), Just(b';'), Just(b'\t')],
+        decimal_comma in any::<bool>(),
+        lines in proptest::collection::vec(
+            proptest::collection::vec(
+                prop_oneof![
+                    4 => Just(&b""[..]), 4 => Just(&b"1"[..]), 4 => Just(&b"W-1"[..]),
+                    4 => Just(&b"40.5"[..]), 2 => Just(&b"40,5"[..]), 2 => Just(&b" 7 "[..]),
+                    2 => Just(&b"2026-11-22T07:00:00Z"[..]), 2 => Just(&b"1732262400.5"[..]),
+                    1 => Just(&b"\"q,\""[..]), 1 => Just(&b"\""[..]), 1 => Just(&b"\"a\nb\""[..]),
+                    1 => Just(&b"x\"y"[..]), 1 => Just(&b"\r"[..]), 1 => Just(&b" \r "[..]),
+                    1 => Just(&b"\n"[..]), 1 => Just(&b"\t"[..]), 1 => Just(&b"\xff"[..]),
+                    1 => Just("\u{feff}".as_bytes()), 1 => Just("\u{a0}é".as_bytes()),
+                    1 => Just(&b"NaN"[..]), 1 => Just(&b"-1e999"[..]), 1 => Just(&b"W-\x0b"[..]),
+                ],
+                0..7,
+            ),
+            0..10,
+        ),
+        endings in proptest::collection::vec(
+            prop_oneof![4 => Just(&b"\n"[..]), 2 => Just(&b"\r\n"[..]), 1 => Just(&b"\r"[..]),
+                        1 => Just(&b"\n\n"[..]), 1 => Just(&b"\r\r\n"[..]), 1 => Just(&b""[..])],
+            10,
+        ),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let sep = char::from(separator).to_string();
+        let mut body = format!("well_id{sep}{}\n", columns.join(&sep)).into_bytes();
+        for (row, ending) in lines.iter().zip(&endings) {
+            body.extend_from_slice(&row.join(&separator));
+            body.extend_from_slice(ending);
+        }
+        let opts = DecodeOptions {
+            csv: CsvDialect { separator, decimal_comma },
+            ..opts()
+        };
+        let fast = decode(PayloadFormat::Csv, &body, &opts);
+        let reference = csv::decode_csv_reference(&body, &opts);
+        prop_assert_eq!(&fast, &reference, "{:?}", String::from_utf8_lossy(&body));
+
+        // Chunk by chunk, cut at a line boundary outside quotes (none in the first part).
+        let header_end = body.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let data = &body[header_end..];
+        let breaks: Vec<usize> = data
+            .iter()
+            .enumerate()
+            .take_while(|&(_, &b)| b != b'"')
+            .filter(|&(_, &b)| b == b'\n')
+            .map(|(i, _)| i + 1)
+            // A chunk starting with a byte order mark has it skipped, as a body does.
+            .filter(|&at| !data[at..].starts_with("\u{feff}".as_bytes()))
+            .collect();
+        if let (Ok(whole), false) = (&fast, breaks.is_empty()) {
+            let at = breaks[cut.index(breaks.len())];
+            let mut decoder = CsvDecoder::new(&body[..header_end], opts.clone()).unwrap();
+            let mut items = Vec::new();
+            decoder.decode_chunk(&data[..at], &mut items);
+            decoder.decode_chunk(&data[at..], &mut items);
+            prop_assert_eq!(&items, &whole.items);
+            prop_assert_eq!(decoder.finish(), whole.warnings.clone());
+        }
+    }
+
     #[test]
     fn valid_readings_round_trip_through_every_format(readings in readings()) {
         let array = serde_json::Value::Array(readings.iter().map(to_json_object).collect());
