@@ -56,6 +56,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// PostgreSQL connections pooled for reads and registry changes (the writer has its own).
     pub database_pool_size: usize,
+    /// PostgreSQL writer connections, each group-committing queued telemetry; also how many
+    /// files `espwatch ingest --database-url` loads at once unless `--parallel` says.
+    pub database_writers: usize,
     /// PostgreSQL statement timeout, seconds.
     pub database_statement_timeout_secs: u64,
     /// Use TimescaleDB when first setting up a database: "auto" (when the server can, else
@@ -423,6 +426,7 @@ impl Default for Config {
             log_format: LogFormat::Human,
             database_url: None,
             database_pool_size: 8,
+            database_writers: 4,
             database_statement_timeout_secs: 30,
             timescaledb: TimescaleSetting::Auto,
             timescaledb_chunk_interval: "1d".into(),
@@ -576,6 +580,7 @@ impl Config {
         "log_format",
         "database_url",
         "database_pool_size",
+        "database_writers",
         "database_statement_timeout_secs",
         "timescaledb",
         "timescaledb_chunk_interval",
@@ -814,6 +819,9 @@ impl Config {
         }
         if !(1..=1000).contains(&self.database_pool_size) {
             return Err("database_pool_size must be between 1 and 1000".into());
+        }
+        if !(1..=64).contains(&self.database_writers) {
+            return Err("database_writers must be between 1 and 64".into());
         }
         if self.database_statement_timeout_secs == 0 {
             return Err("database_statement_timeout_secs must be at least 1".into());

@@ -37,6 +37,7 @@ pub fn postgres_options(config: &Config) -> PostgresOptions {
     let defaults = PostgresOptions::default();
     PostgresOptions {
         pool_size: config.database_pool_size,
+        writers: config.database_writers,
         statement_timeout: Duration::from_secs(config.database_statement_timeout_secs),
         timescale: match config.timescaledb {
             TimescaleSetting::Off => TimescaleMode::Off,
@@ -59,6 +60,8 @@ pub struct OpenedStore {
     pub retention: Arc<dyn Retention>,
     /// The embedded store itself (its log shipper needs it), when that is the backend.
     pub embedded: Option<EmbeddedStore>,
+    /// The PostgreSQL store itself, when that is the backend.
+    pub postgres: Option<PostgresStore>,
 }
 
 /// Only the identities and audit part of the configured store (for `users`, `apikeys`,
@@ -107,8 +110,10 @@ async fn open(config: &Config, options: PostgresOptions) -> anyhow::Result<Opene
                 .await
                 .with_context(|| format!("opening the PostgreSQL store at {}", redact_url(url)))?;
             tracing::info!(flavor = store.flavor().name(), "PostgreSQL store open");
+            let postgres = store.clone();
             let store = Arc::new(store);
             Ok(OpenedStore {
+                postgres: Some(postgres),
                 alarms: Some(store.clone() as Arc<dyn AlarmStore>),
                 security: store.clone() as Arc<dyn SecurityStore>,
                 retention: store.clone() as Arc<dyn Retention>,
@@ -120,6 +125,7 @@ async fn open(config: &Config, options: PostgresOptions) -> anyhow::Result<Opene
             let embedded = open_embedded(&config.data_dir, config)?;
             let store = Arc::new(embedded.clone());
             Ok(OpenedStore {
+                postgres: None,
                 embedded: Some(embedded),
                 alarms: Some(store.clone() as Arc<dyn AlarmStore>),
                 security: open_embedded_security(config)?,

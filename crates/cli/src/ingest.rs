@@ -48,7 +48,8 @@ pub struct IngestArgs {
     /// Files loaded at once, each in order, batch after batch (PostgreSQL commits them on
     /// several connections side by side). Which copy of a reading sent twice wins is file
     /// order within a file, commit order across files loaded at once. Default: as many as
-    /// the PostgreSQL store has writer connections (4) with --database-url, else 1.
+    /// the PostgreSQL store has writer connections (`database_writers`, 4) with
+    /// --database-url, else 1.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     parallel: Option<u32>,
     /// Readings per batch; each batch is committed before the next one is read.
@@ -271,6 +272,8 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
         separator: args.csv_separator,
         decimal_comma: args.decimal_comma,
     };
+    // TimescaleDB: the rollups are left queued at close (see `PostgresOptions::bulk_load`).
+    let mut timescale = false;
     let sink = match &args.target.url {
         Some(url) => Sink::Remote {
             client: args.target.http_client(Duration::from_secs(120))?,
@@ -298,15 +301,22 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
                 }
             },
         },
-        None => Sink::Local {
-            store: args.target.open_local_for_loading(&config).await?.store,
-            append: AppendOptions {
-                auto_register_wells: config.auto_register_wells,
-            },
-            max_future: config.max_future(),
-            zone: args.timezone,
-            csv: dialect,
-        },
+        None => {
+            let opened = args.target.open_local_for_loading(&config).await?;
+            timescale = opened
+                .postgres
+                .as_ref()
+                .is_some_and(|pg| pg.flavor() == espwatch_store_postgres::Flavor::Timescale);
+            Sink::Local {
+                store: opened.store,
+                append: AppendOptions {
+                    auto_register_wells: config.auto_register_wells,
+                },
+                max_future: config.max_future(),
+                zone: args.timezone,
+                csv: dialect,
+            }
+        }
     };
 
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -330,7 +340,7 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     // PostgreSQL commits files loaded at once on its writer connections side by side.
     let parallel = args.parallel.unwrap_or(
         if matches!(sink, Sink::Local { .. }) && config.database_url.is_some() {
-            espwatch_store_postgres::PostgresOptions::default().writers as u32
+            espwatch_app::stores::postgres_options(&config).writers as u32
         } else {
             1
         },
@@ -344,7 +354,8 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
     let next_file = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
-    for _ in 0..(parallel as usize).min(files.len()) {
+    let at_once = (parallel as usize).min(files.len());
+    for _ in 0..at_once {
         let (sink, state, files, next_file) = (
             sink.clone(),
             state.clone(),
@@ -426,11 +437,22 @@ pub async fn run(args: &IngestArgs, config: Config) -> anyhow::Result<()> {
         "  accepted {}, duplicates {}, rejected {}",
         totals.accepted, totals.duplicates, totals.rejected
     );
+    if at_once > 1 {
+        println!("  {at_once} files loaded at once");
+    }
     if totals.rejected > 0 {
         println!("  rejected rows: {}", args.rejects.display());
     }
     if config.database_url.is_some() && matches!(sink.as_ref(), Sink::Local { .. }) {
-        println!("  then {closed_in:.1}s closing the store (rollups brought up to date)");
+        if timescale {
+            println!(
+                "  then {closed_in:.1}s closing the store (TimescaleDB: rollups left queued; \
+                 queries are exact now, the continuous aggregates catch up when a server runs \
+                 on this database and through their refresh policies)"
+            );
+        } else {
+            println!("  then {closed_in:.1}s closing the store (rollups brought up to date)");
+        }
     }
     if skipped > 0 {
         println!("  skipped {skipped} file(s) that are not telemetry");

@@ -1414,6 +1414,38 @@ async fn ingest_in_parallel_keeps_counts_and_rejects_postgres() {
     ingest_in_parallel(work.path(), &["--database-url", &db.url], &[]);
 }
 
+/// Issue 23: without `--parallel`, a bulk load into PostgreSQL loads as many files at once as
+/// the store has writer connections: `database_writers` as configured, not the built-in 4.
+#[tokio::test]
+async fn ingest_into_postgres_loads_as_many_files_at_once_as_configured_writers() {
+    init();
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut args: Vec<String> = vec!["ingest".into()];
+    for f in 0..3 {
+        let path = work.path().join(format!("writers-{f}.csv"));
+        let mut text = String::from("well_id,ts,motor_current_a\n");
+        for i in 0..20 {
+            text.push_str(&format!("WR-{f},{},40\n", ts(i * 10)));
+        }
+        std::fs::write(&path, text).expect("write");
+        args.push(path.to_str().unwrap_or_default().to_owned());
+    }
+    args.extend(["--database-url".to_owned(), db.url.clone()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, stderr) = run_cli(&args, &[("ESPWATCH_DATABASE_WRITERS", "2")], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("accepted 60,"), "{stdout}");
+    assert!(stdout.contains("  2 files loaded at once"), "{stdout}");
+    // The default, 4 writers: all three files at once.
+    let (ok, stdout, stderr) = run_cli(&args, &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("duplicates 60,"), "{stdout}");
+    assert!(stdout.contains("  3 files loaded at once"), "{stdout}");
+}
+
 /// Issue 23, bulk load into PostgreSQL: `espwatch ingest --database-url` (files side by side by
 /// default) stores each reading once however often it is run, keeps a file's good rows around
 /// its bad ones (rejects with their line numbers), and leaves the rollups up to date: the

@@ -93,8 +93,9 @@ pub struct PostgresOptions {
     ///   other writers waited, so the database worked on one core;
     /// - no rollup refresh while the store is open, one at [`Store::close`], after the last
     ///   commit: the load's database time goes to the load (queries stay exact meanwhile,
-    ///   queued minutes come from raw rows), and TimescaleDB's aggregates are refreshed over
-    ///   the loaded range once.
+    ///   queued minutes come from raw rows). On TimescaleDB not even at close: the queued
+    ///   work waits for a server's refresher (and the continuous aggregates' own policies
+    ///   materialise their recent windows), queries and latest values exact meanwhile.
     pub bulk_load: bool,
     /// Schema to work in (`search_path`); `None` uses the role's default (normally `public`).
     pub schema: Option<String>,
@@ -988,9 +989,14 @@ impl Store for PostgresStore {
         if let Some(task) = self.inner.maintenance_task.lock().await.take() {
             let _ = task.await;
         }
-        // Everything is committed: the rollups deferred during a bulk load, in one go.
+        // Everything is committed: the rollups deferred during a bulk load, in one go. Not on
+        // TimescaleDB: refreshing its continuous aggregates over a whole load took longer
+        // than the load (16.7 s after 4.5 s for 1 M readings); the work stays queued for a
+        // server's refresher, and the aggregates' own policies materialise the recent
+        // windows. Queries and latest values are exact meanwhile (queued minutes are read
+        // from raw rows).
         let mut result = Ok(());
-        if self.inner.bulk_load {
+        if self.inner.bulk_load && self.inner.shared.flavor == Flavor::Partitioned {
             let shared = &self.inner.shared;
             result = loop {
                 match rollups::refresh(shared, REFRESH_PASS_ROWS).await {

@@ -759,6 +759,59 @@ async fn timescaledb_hypertable_and_aggregates() {
     .await;
 }
 
+/// Issue 23: a bulk load into TimescaleDB (`espwatch ingest --database-url`) does not refresh
+/// the continuous aggregates when it closes (that took longer than the load): the loaded
+/// minutes stay queued, queries and latest values are exact at once (queued minutes are read
+/// from raw rows), and a server's refresher (here `refresh_rollups`) works the queue off
+/// later, with the same answers. On plain PostgreSQL the close still brings the rollups up to
+/// date (`ingest_into_postgres_stores_each_reading_once_and_leaves_rollups_current`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timescaledb_bulk_load_leaves_rollups_queued_at_close_and_answers_exactly() {
+    let opts = PostgresOptions {
+        timescale: TimescaleMode::Require,
+        ..fast()
+    };
+    on_fresh_timescale_database("espwatch_tsbulk", |url| async move {
+        let bulk = PostgresStore::open(
+            &url,
+            PostgresOptions {
+                bulk_load: true,
+                ..opts.clone()
+            },
+        )
+        .await
+        .expect("open for a bulk load");
+        assert_eq!(bulk.flavor(), Flavor::Timescale);
+        for part in 0..4 {
+            let rs: Vec<Reading> = (0..1500)
+                .map(|i| {
+                    let i = part * 1500 + i;
+                    reading("TS", i * 37, i as f64)
+                })
+                .collect();
+            bulk.append(rs, auto()).await.unwrap();
+        }
+        bulk.close().await.unwrap();
+
+        let store = PostgresStore::open(&url, opts).await.unwrap();
+        let queued = store.stats().await.unwrap().readings_in_log;
+        assert!(queued > 0, "the loaded minutes are still queued at close");
+        check_queries_ts(&store).await;
+        let latest = store.latest().await.unwrap();
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[0].point.0, ts(5999 * 37));
+        assert_eq!(latest[0].point.1.get(Field::FrequencyHz), Some(5999.0));
+
+        // A server's refresher works the queue off; the answers stay the same.
+        while store.refresh_rollups().await.unwrap() > 0 {}
+        assert_eq!(store.stats().await.unwrap().readings_in_log, 0);
+        check_queries_ts(&store).await;
+        assert_eq!(store.latest().await.unwrap()[0].point.0, ts(5999 * 37));
+        store.close().await.unwrap();
+    })
+    .await;
+}
+
 /// Retention on TimescaleDB keeps the rollups of the days whose raw readings it deleted (the
 /// archive holds those), as on plain PostgreSQL: the deletes and `drop_chunks` must not leave
 /// invalidations behind, or the next refresh of the continuous aggregates (their policies
