@@ -201,8 +201,14 @@ async fn a_destination_that_never_answers_fails_each_round_within_the_timeout() 
     }
     let failed = eventually(20, || shipper.status().consecutive_failures >= 2).await;
     let status = shipper.status();
-    assert!(failed, "no round failed: the shipper hangs on the destination: {status:?}");
-    assert!(!held.lock().unwrap().is_empty(), "the destination was reached");
+    assert!(
+        failed,
+        "no round failed: the shipper hangs on the destination: {status:?}"
+    );
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the destination was reached"
+    );
     assert_eq!(status.status, "degraded", "{status:?}");
     assert!(status.pending_batches >= 20, "{status:?}");
     assert!(
@@ -295,7 +301,10 @@ async fn a_long_outage_keeps_the_unshipped_log_within_its_cap_and_reports_the_ga
     let status = shipper.status();
     assert_eq!(status.status, "degraded", "{status:?}");
     let gap = status.gap.clone().expect("the gap is reported");
-    assert!(gap.batches > 0 && gap.first_log_id <= gap.last_log_id, "{gap:?}");
+    assert!(
+        gap.batches > 0 && gap.first_log_id <= gap.last_log_id,
+        "{gap:?}"
+    );
     assert_eq!(status.max_pending_bytes, CAP);
     // What the data directory keeps for the shipper stays near the cap.
     let kept = store.ship_backlog(gap.last_log_id, u64::MAX).unwrap();
@@ -305,7 +314,10 @@ async fn a_long_outage_keeps_the_unshipped_log_within_its_cap_and_reports_the_ga
         from: Timestamp(0),
         to: Timestamp(i64::MAX),
     };
-    assert_eq!(store.read_range(&well, all).await.unwrap().len() as i64, acked);
+    assert_eq!(
+        store.read_range(&well, all).await.unwrap().len() as i64,
+        acked
+    );
 
     // The destination is back: shipping goes on after the gap.
     std::fs::remove_file(&root).unwrap();
