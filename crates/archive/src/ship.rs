@@ -400,21 +400,21 @@ impl Shipper {
                     interval
                 }
                 Err(e) => {
-                    let mut st = self.lock();
-                    st.failures += 1;
-                    st.consecutive_failures += 1;
-                    let text = format!("{e:#}");
-                    // Logged once per outage; `/health/ready` and the metrics follow it.
-                    if st.consecutive_failures == 1 {
-                        tracing::warn!(error = %text, destination = self.dest.url(), "log shipping failed; retrying");
-                    }
-                    st.last_error = Some(text);
-                    drop(st);
+                    let n = {
+                        let mut st = self.lock();
+                        st.failures += 1;
+                        st.consecutive_failures += 1;
+                        let text = format!("{e:#}");
+                        // Logged once per outage; `/health/ready` and the metrics follow it.
+                        if st.consecutive_failures == 1 {
+                            tracing::warn!(error = %text, destination = self.dest.url(), "log shipping failed; retrying");
+                        }
+                        st.last_error = Some(text);
+                        st.consecutive_failures.min(8) as u32
+                    };
                     if let Err(e) = self.hold_to_cap().await {
                         tracing::warn!(error = %format!("{e:#}"), "log shipping: reading the unshipped log failed");
                     }
-                    let st = self.lock();
-                    let n = st.consecutive_failures.min(8) as u32;
                     interval
                         .saturating_mul(1 << n)
                         .min(MAX_BACKOFF)
