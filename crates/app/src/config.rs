@@ -303,6 +303,18 @@ pub struct Config {
     /// milliseconds (50 to 1000): the recovery point trails the last acknowledgement by
     /// about this plus an upload.
     pub backup_ship_interval_ms: u64,
+    /// The longest one operation of the log shipper on `backup_ship_to` (listing, uploading
+    /// an object, reading it back) may take, milliseconds (100 to 600000): a destination
+    /// that accepts the connection and never answers fails the round (reported in
+    /// `/health/ready` and the metrics, retried) instead of holding the shipper forever.
+    pub backup_ship_timeout_ms: u64,
+    /// The most log, MiB (at least 1), the data directory keeps for a `backup_ship_to` that
+    /// stays unreachable. Past it the oldest sealed batches are given up (their readings
+    /// stay stored; ingestion is never refused for the shipper), the shipped log has a gap
+    /// there, reported in `/health/ready` (`checks.log_shipping.gap`, `degraded`), in
+    /// `espwatch_log_shipping_dropped_batches_total` and in an error log line: take a base
+    /// backup once the destination is back.
+    pub backup_ship_max_pending_mb: u64,
     /// How often the server applies the retention policy, seconds (the first round runs at
     /// start; a failed round is retried after a minute, or this, if shorter).
     pub retention_interval_secs: u64,
@@ -506,6 +518,8 @@ impl Default for Config {
             backup_options: Default::default(),
             backup_ship_to: None,
             backup_ship_interval_ms: 250,
+            backup_ship_timeout_ms: 10_000,
+            backup_ship_max_pending_mb: 2048,
             retention_interval_secs: 3600,
             audit_retention: None,
         }
@@ -660,6 +674,8 @@ impl Config {
         "backup_options",
         "backup_ship_to",
         "backup_ship_interval_ms",
+        "backup_ship_timeout_ms",
+        "backup_ship_max_pending_mb",
         "retention_interval_secs",
         "audit_retention",
     ];
@@ -713,6 +729,12 @@ impl Config {
         }
         if !(50..=1000).contains(&self.backup_ship_interval_ms) {
             return Err("backup_ship_interval_ms must be between 50 and 1000".into());
+        }
+        if !(100..=600_000).contains(&self.backup_ship_timeout_ms) {
+            return Err("backup_ship_timeout_ms must be between 100 and 600000".into());
+        }
+        if self.backup_ship_max_pending_mb == 0 {
+            return Err("backup_ship_max_pending_mb must be at least 1".into());
         }
         if let Some(url) = &self.backup_ship_to {
             if self.database_url.is_some() {

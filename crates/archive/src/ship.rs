@@ -37,7 +37,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use espwatch_store::embedded::incremental::SHIPPED_LOG;
 use espwatch_store::{
-    AppendOptions, EmbeddedOptions, EmbeddedStore, LogRecord, ReadingOutcome, Store,
+    AppendOptions, EmbeddedOptions, EmbeddedStore, LogRecord, ReadingOutcome, ShipGap, Store,
     decode_log_readings,
 };
 use futures_util::TryStreamExt;
@@ -176,16 +176,50 @@ async fn fetch(dest: &Archive, location: &Path) -> anyhow::Result<Vec<u8>> {
         .to_vec())
 }
 
-/// Writes `records` as one object, reads it back and compares; the object's name.
-async fn ship_verified(dest: &Archive, records: &[LogRecord]) -> anyhow::Result<String> {
+/// `op` given at most `limit`: a destination that takes the connection and never answers
+/// fails the operation (and so the round, which is retried) instead of holding it forever.
+async fn bounded<T>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    op: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(result) => result,
+        Err(_) => bail!(
+            "{}: no answer within {} ms (backup_ship_timeout_ms)",
+            what(),
+            limit.as_millis()
+        ),
+    }
+}
+
+/// Writes `records` as one object, reads it back and compares, each step within `limit`;
+/// the object's name.
+async fn ship_verified(
+    dest: &Archive,
+    records: &[LogRecord],
+    limit: Duration,
+) -> anyhow::Result<String> {
     let name = object_name(records);
     let bytes = encode(records);
     let location = Path::from(name.as_str());
-    dest.store
-        .put(&location, PutPayload::from(bytes.clone()))
-        .await
-        .with_context(|| format!("uploading {name} to {}", dest.url()))?;
-    let back = fetch(dest, &location).await?;
+    bounded(
+        limit,
+        || format!("uploading {name} to {}", dest.url()),
+        async {
+            dest.store
+                .put(&location, PutPayload::from(bytes.clone()))
+                .await
+                .with_context(|| format!("uploading {name} to {}", dest.url()))
+        },
+    )
+    .await?;
+    let back = bounded(
+        limit,
+        || format!("reading {name} back from {}", dest.url()),
+        fetch(dest, &location),
+    )
+    .await?;
     if back != bytes {
         bail!(
             "{name} read back from {} differs from what was uploaded",
@@ -208,6 +242,33 @@ pub const METRIC_PENDING: &str = "espwatch_log_shipping_pending_batches";
 pub const METRIC_BEHIND: &str = "espwatch_log_shipping_behind";
 pub const METRIC_OBJECTS: &str = "espwatch_log_shipping_objects_total";
 pub const METRIC_FAILURES: &str = "espwatch_log_shipping_failures_total";
+pub const METRIC_PENDING_BYTES: &str = "espwatch_log_shipping_pending_bytes";
+pub const METRIC_DROPPED: &str = "espwatch_log_shipping_dropped_batches_total";
+pub const METRIC_GAP: &str = "espwatch_log_shipping_gap";
+
+/// How the shipper works (`backup_ship_*` of the configuration).
+#[derive(Clone, Copy, Debug)]
+pub struct ShipOptions {
+    /// Between rounds (`backup_ship_interval_ms`).
+    pub interval: Duration,
+    /// The longest one operation on the destination (list, upload, read back) may take
+    /// (`backup_ship_timeout_ms`); past it the round fails and is retried.
+    pub timeout: Duration,
+    /// The most unshipped log the data directory keeps for the shipper
+    /// (`backup_ship_max_pending_mb`); past it the oldest sealed batches are given up (a gap
+    /// in the shipped log, reported) rather than the disk filled.
+    pub max_pending_bytes: u64,
+}
+
+impl ShipOptions {
+    pub fn new(interval: Duration) -> ShipOptions {
+        ShipOptions {
+            interval,
+            timeout: Duration::from_secs(10),
+            max_pending_bytes: 2048 << 20,
+        }
+    }
+}
 
 /// What `/health/ready` shows of the shipper (`checks.log_shipping`).
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -235,6 +296,28 @@ pub struct ShipStatus {
     pub consecutive_failures: u64,
     pub failures: u64,
     pub last_error: Option<String>,
+    /// Bytes of log waiting to be shipped, as of the last failed round (0 once caught up).
+    pub pending_bytes: u64,
+    /// `backup_ship_max_pending_mb` in bytes: past it the oldest sealed batches are given up.
+    pub max_pending_bytes: u64,
+    /// Log batches given up since start (never shipped: a gap in the shipped log).
+    pub dropped_batches: u64,
+    /// The latest run of batches given up (ids and commit times, RFC 3339): a restore
+    /// `--until` a time inside it, or past it from a base backup older than it, stops at the
+    /// gap; take a base backup (`store backup --incremental`) to restore past it again.
+    pub gap: Option<GapStatus>,
+}
+
+/// The latest gap in the shipped log (see [`ShipStatus::gap`]).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct GapStatus {
+    pub first_log_id: i64,
+    pub last_log_id: i64,
+    pub first_committed_at: String,
+    pub last_committed_at: String,
+    pub batches: u64,
+    pub bytes: u64,
+    pub advice: &'static str,
 }
 
 #[derive(Default)]
@@ -248,6 +331,11 @@ struct State {
     consecutive_failures: u64,
     failures: u64,
     last_error: Option<String>,
+    pending_bytes: u64,
+    dropped_batches: u64,
+    gap: Option<ShipGap>,
+    /// Batches up to this id were given up: never shipped, the cursor continues past them.
+    given_up_through: i64,
 }
 
 /// The background log shipper of `serve`.
@@ -256,6 +344,7 @@ pub struct Shipper {
     store: EmbeddedStore,
     dest: Archive,
     interval: Duration,
+    opts: ShipOptions,
     /// When the shipper started (UTC micros).
     started_at: i64,
     state: Arc<Mutex<State>>,
@@ -264,12 +353,14 @@ pub struct Shipper {
 }
 
 impl Shipper {
-    /// Starts shipping `store`'s log to `dest` every `interval`.
-    pub fn start(store: EmbeddedStore, dest: Archive, interval: Duration) -> Shipper {
+    /// Starts shipping `store`'s log to `dest` every `opts.interval`.
+    pub fn start(store: EmbeddedStore, dest: Archive, opts: ShipOptions) -> Shipper {
+        let interval = opts.interval;
         let shipper = Shipper {
             store,
             dest,
             interval,
+            opts,
             started_at: now_micros(),
             state: Arc::default(),
             stop: Arc::default(),
@@ -309,16 +400,21 @@ impl Shipper {
                     interval
                 }
                 Err(e) => {
-                    let mut st = self.lock();
-                    st.failures += 1;
-                    st.consecutive_failures += 1;
-                    let text = format!("{e:#}");
-                    // Logged once per outage; `/health/ready` and the metrics follow it.
-                    if st.consecutive_failures == 1 {
-                        tracing::warn!(error = %text, destination = self.dest.url(), "log shipping failed; retrying");
+                    let n = {
+                        let mut st = self.lock();
+                        st.failures += 1;
+                        st.consecutive_failures += 1;
+                        let text = format!("{e:#}");
+                        // Logged once per outage; `/health/ready` and the metrics follow it.
+                        if st.consecutive_failures == 1 {
+                            tracing::warn!(error = %text, destination = self.dest.url(), "log shipping failed; retrying");
+                        }
+                        st.last_error = Some(text);
+                        st.consecutive_failures.min(8) as u32
+                    };
+                    if let Err(e) = self.hold_to_cap().await {
+                        tracing::warn!(error = %format!("{e:#}"), "log shipping: reading the unshipped log failed");
                     }
-                    st.last_error = Some(text);
-                    let n = st.consecutive_failures.min(8) as u32;
                     interval
                         .saturating_mul(1 << n)
                         .min(MAX_BACKOFF)
@@ -326,6 +422,49 @@ impl Shipper {
                 }
             };
         }
+    }
+
+    /// After a failed round: when more than `max_pending_bytes` of log waits for the
+    /// destination, gives up the oldest sealed batches beyond it (the store may then delete
+    /// them; their readings stay in the segments and in the next base backup) and reports
+    /// the gap, loudly: a warning, `checks.log_shipping.gap`, the metrics.
+    async fn hold_to_cap(&self) -> anyhow::Result<()> {
+        let after = {
+            let st = self.lock();
+            st.cursor.unwrap_or(0).max(st.given_up_through)
+        };
+        let store = self.store.clone();
+        let keep = self.opts.max_pending_bytes;
+        let backlog = tokio::task::spawn_blocking(move || store.ship_backlog(after, keep))
+            .await
+            .context("log shipping task")??;
+        let mut st = self.lock();
+        st.pending_bytes = backlog.bytes;
+        let Some(gap) = backlog.give_up else {
+            return Ok(());
+        };
+        tracing::error!(
+            first_log_id = gap.first_id,
+            last_log_id = gap.last_id,
+            from = %rfc3339(gap.first_at),
+            to = %rfc3339(gap.last_at),
+            batches = gap.batches,
+            bytes = gap.bytes,
+            pending_bytes = backlog.bytes,
+            max_pending_bytes = keep,
+            destination = self.dest.url(),
+            "log shipping: the destination has been unreachable past backup_ship_max_pending_mb; \
+             the oldest unshipped log batches are given up (their readings stay stored, but the \
+             shipped log has a gap: a restore cannot replay through it). Take a base backup \
+             (store backup --incremental) once the destination is back"
+        );
+        st.given_up_through = gap.last_id;
+        st.dropped_batches += gap.batches;
+        st.pending_bytes = backlog.bytes.saturating_sub(gap.bytes);
+        st.gap = Some(gap.clone());
+        drop(st);
+        self.store.set_ship_floor(gap.last_id);
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -338,7 +477,12 @@ impl Shipper {
         let cursor = match known {
             Some(c) => c,
             None => {
-                let shipped = list(&self.dest).await?;
+                let shipped = bounded(
+                    self.opts.timeout,
+                    || format!("listing the shipped log in {}", self.dest.url()),
+                    list(&self.dest),
+                )
+                .await?;
                 // Objects may overlap: continue after the highest batch any of them holds.
                 let head = shipped.iter().map(|(_, s)| *s).max_by_key(|s| s.last_id);
                 let c = head.map_or(0, |s| s.last_id);
@@ -348,6 +492,8 @@ impl Shipper {
                 c
             }
         };
+        // Batches given up while the destination was away are never shipped.
+        let cursor = cursor.max(self.lock().given_up_through);
         self.store.set_ship_floor(cursor);
         // Nothing committed since: no read of the log (this runs every interval).
         if self.store.last_log_batch().0 <= cursor {
@@ -375,7 +521,7 @@ impl Shipper {
             self.lock().oldest_pending_at = Some(records[0].committed_at);
             let (last_id, last_at) = (last.id, last.committed_at);
             let bytes: usize = records.iter().map(|r| r.data.len()).sum();
-            ship_verified(&self.dest, &records).await?;
+            ship_verified(&self.dest, &records, self.opts.timeout).await?;
             self.store.set_ship_floor(last_id);
             cursor = last_id;
             let mut st = self.lock();
@@ -383,6 +529,7 @@ impl Shipper {
             st.shipped_at = last_at;
             st.objects += 1;
             st.oldest_pending_at = None;
+            st.pending_bytes = 0;
             drop(st);
             if bytes < OBJECT_BYTES {
                 return Ok(());
@@ -394,7 +541,8 @@ impl Shipper {
         let (last_id, last_at) = self.store.last_log_batch();
         let st = self.lock();
         let shipped = st.cursor.unwrap_or(0);
-        let pending = (last_id - shipped).max(0);
+        // Batches given up (past the cap) are not waiting any more.
+        let pending = (last_id - shipped.max(st.given_up_through)).max(0);
         let now = now_micros();
         let oldest = match (st.cursor, st.oldest_pending_at) {
             _ if pending == 0 => None,
@@ -412,7 +560,7 @@ impl Shipper {
         let behind_after_ms = behind_after(self.interval).as_millis() as u64;
         let behind = pending > 0 && lag_ms as u64 >= behind_after_ms;
         ShipStatus {
-            status: if st.consecutive_failures == 0 && !behind {
+            status: if st.consecutive_failures == 0 && !behind && st.gap.is_none() {
                 "healthy"
             } else {
                 "degraded"
@@ -429,6 +577,20 @@ impl Shipper {
             consecutive_failures: st.consecutive_failures,
             failures: st.failures,
             last_error: st.last_error.clone(),
+            pending_bytes: st.pending_bytes,
+            max_pending_bytes: self.opts.max_pending_bytes,
+            dropped_batches: st.dropped_batches,
+            gap: st.gap.as_ref().map(|g| GapStatus {
+                first_log_id: g.first_id,
+                last_log_id: g.last_id,
+                first_committed_at: rfc3339(g.first_at),
+                last_committed_at: rfc3339(g.last_at),
+                batches: g.batches,
+                bytes: g.bytes,
+                advice: "the shipped log has a gap here (the destination was away past \
+                         backup_ship_max_pending_mb): take a base backup (store backup \
+                         --incremental) to restore to any second after it",
+            }),
         }
     }
 
@@ -453,6 +615,19 @@ impl Shipper {
             );
             describe_counter!(METRIC_OBJECTS, "Log objects shipped and verified");
             describe_counter!(METRIC_FAILURES, "Log shipping rounds that failed");
+            describe_gauge!(
+                METRIC_PENDING_BYTES,
+                Unit::Bytes,
+                "Bytes of log waiting for backup_ship_to, as of the last failed round"
+            );
+            describe_counter!(
+                METRIC_DROPPED,
+                "Log batches given up unshipped (past backup_ship_max_pending_mb): a gap in the shipped log"
+            );
+            describe_gauge!(
+                METRIC_GAP,
+                "1 once the shipped log has a gap since start (take a base backup)"
+            );
         });
         let s = self.status();
         metrics::gauge!(METRIC_LAG).set(s.lag_ms as f64 / 1e3);
@@ -460,6 +635,9 @@ impl Shipper {
         metrics::gauge!(METRIC_BEHIND).set(f64::from(u8::from(s.behind)));
         metrics::counter!(METRIC_OBJECTS).absolute(s.objects_shipped);
         metrics::counter!(METRIC_FAILURES).absolute(s.failures);
+        metrics::gauge!(METRIC_PENDING_BYTES).set(s.pending_bytes as f64);
+        metrics::counter!(METRIC_DROPPED).absolute(s.dropped_batches);
+        metrics::gauge!(METRIC_GAP).set(f64::from(u8::from(s.gap.is_some())));
     }
 
     /// Ships what is left (one last attempt) and stops.

@@ -131,3 +131,214 @@ async fn overlapping_objects_replay_every_batch_once_and_a_missing_range_is_a_ga
         "{text}"
     );
 }
+
+/// Polls `cond` (every 50 ms, up to `secs`): whether it came true.
+async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 20 {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    cond()
+}
+
+/// Issue 20: a destination that takes the TCP connection and never answers (here a listener
+/// that accepts and holds every connection, silent) fails each shipping round within
+/// `backup_ship_timeout_ms` instead of holding the shipper: the failures are counted and
+/// reported (`degraded`, `behind`, the error naming the timeout), the rounds retried, and
+/// ingestion goes on being acknowledged meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_never_answers_fails_each_round_within_the_timeout() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = held.clone();
+    let silent = tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            holder.lock().unwrap().push(conn);
+        }
+    });
+    let options: Vec<(String, String)> = [
+        ("aws_endpoint", format!("http://127.0.0.1:{port}")),
+        ("aws_region", "us-east-1".into()),
+        ("aws_allow_http", "true".into()),
+        ("aws_access_key_id", "test".into()),
+        ("aws_secret_access_key", "test".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let dest = Archive::open_with_options("s3://silent/chain", &options).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(
+        dir.path(),
+        EmbeddedOptions {
+            keep_log_for_shipping: true,
+            ..EmbeddedOptions::default()
+        },
+    )
+    .unwrap();
+    let shipper = ship::Shipper::start(
+        store.clone(),
+        dest,
+        ship::ShipOptions {
+            interval: std::time::Duration::from_millis(50),
+            timeout: std::time::Duration::from_millis(300),
+            ..ship::ShipOptions::new(std::time::Duration::from_millis(50))
+        },
+    );
+    let well = WellId::parse("SILENT-1").unwrap();
+    // Ingestion is acknowledged all along (the shipper is never in its way).
+    for batch in 0..20 {
+        let readings = (0..10).map(|i| reading(&well, batch * 10 + i)).collect();
+        store
+            .append(readings, AppendOptions::default())
+            .await
+            .unwrap();
+    }
+    let failed = eventually(20, || shipper.status().consecutive_failures >= 2).await;
+    let status = shipper.status();
+    assert!(
+        failed,
+        "no round failed: the shipper hangs on the destination: {status:?}"
+    );
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the destination was reached"
+    );
+    assert_eq!(status.status, "degraded", "{status:?}");
+    assert!(status.pending_batches >= 20, "{status:?}");
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no answer within 300 ms")),
+        "{status:?}"
+    );
+    for batch in 20..30 {
+        let readings = (0..10).map(|i| reading(&well, batch * 10 + i)).collect();
+        store
+            .append(readings, AppendOptions::default())
+            .await
+            .unwrap();
+    }
+    // Retried: more rounds fail, each bounded.
+    let before = shipper.status().failures;
+    assert!(
+        eventually(20, || shipper.status().failures > before).await,
+        "the shipper did not retry"
+    );
+    // Shutting down is bounded too (a last round, failing within the timeout).
+    shipper.stop().await;
+    store.close().await.unwrap();
+    silent.abort();
+}
+
+/// Issue 20: while the destination stays away, the unshipped log the data directory keeps is
+/// capped (`backup_ship_max_pending_mb`): past the cap the oldest sealed batches are given up,
+/// loudly (`gap` in the status, `degraded`, dropped batches counted), their readings still
+/// stored; ingestion is never refused. Once the destination is back, shipping continues after
+/// the gap, and the shipped log shows it as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_outage_keeps_the_unshipped_log_within_its_cap_and_reports_the_gap() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("dest");
+    let dest = Archive::open(root.to_str().unwrap()).unwrap();
+    // The destination goes away: its directory replaced by a file, every write fails.
+    std::fs::remove_dir_all(&root).unwrap();
+    std::fs::write(&root, b"not a directory").unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(
+        dir.path(),
+        EmbeddedOptions {
+            keep_log_for_shipping: true,
+            ..EmbeddedOptions::default()
+        },
+    )
+    .unwrap();
+    const CAP: u64 = 2 << 10;
+    let shipper = ship::Shipper::start(
+        store.clone(),
+        dest.clone(),
+        ship::ShipOptions {
+            interval: std::time::Duration::from_millis(50),
+            timeout: std::time::Duration::from_secs(5),
+            max_pending_bytes: CAP,
+        },
+    );
+    let well = WellId::parse("CAP-1").unwrap();
+    let mut acked = 0i64;
+    for round in 0..12 {
+        for _ in 0..10 {
+            let readings = (0..50).map(|i| reading(&well, acked + i)).collect();
+            store
+                .append(readings, AppendOptions::default())
+                .await
+                .unwrap();
+            acked += 50;
+        }
+        // Sealed: these batches are now only kept for the shipper.
+        store.checkpoint().await.unwrap();
+        if round == 5 {
+            assert!(
+                eventually(20, || shipper.status().dropped_batches > 0).await,
+                "the unshipped log grew past its cap: {:?}",
+                shipper.status()
+            );
+        }
+    }
+    assert!(
+        eventually(20, || shipper.status().dropped_batches > 0
+            && shipper.status().pending_bytes <= CAP)
+        .await,
+        "{:?}",
+        shipper.status()
+    );
+    let status = shipper.status();
+    assert_eq!(status.status, "degraded", "{status:?}");
+    let gap = status.gap.clone().expect("the gap is reported");
+    assert!(
+        gap.batches > 0 && gap.first_log_id <= gap.last_log_id,
+        "{gap:?}"
+    );
+    assert_eq!(status.max_pending_bytes, CAP);
+    // What the data directory keeps for the shipper stays near the cap.
+    let kept = store.ship_backlog(gap.last_log_id, u64::MAX).unwrap();
+    assert!(kept.bytes <= CAP + (1 << 10), "{kept:?}");
+    // Every acknowledged reading is stored all the same.
+    let all = TimeRange {
+        from: Timestamp(0),
+        to: Timestamp(i64::MAX),
+    };
+    assert_eq!(
+        store.read_range(&well, all).await.unwrap().len() as i64,
+        acked
+    );
+
+    // The destination is back: shipping goes on after the gap.
+    std::fs::remove_file(&root).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    let last = store.last_log_batch().0;
+    assert!(
+        eventually(20, || shipper.status().shipped_log_id == last).await,
+        "{:?}",
+        shipper.status()
+    );
+    let listed: Vec<ObjectSpan> = ship::list(&dest)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    assert!(!listed.is_empty());
+    assert!(
+        listed[0].first_id > gap.last_log_id,
+        "what was given up is not shipped: {listed:?} {gap:?}"
+    );
+    shipper.stop().await;
+    store.close().await.unwrap();
+}

@@ -143,7 +143,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         (Some(dest), Some(embedded)) => Some(espwatch_archive::ship::Shipper::start(
             embedded.clone(),
             dest,
-            std::time::Duration::from_millis(config.backup_ship_interval_ms),
+            espwatch_archive::ship::ShipOptions {
+                interval: std::time::Duration::from_millis(config.backup_ship_interval_ms),
+                timeout: std::time::Duration::from_millis(config.backup_ship_timeout_ms),
+                max_pending_bytes: config.backup_ship_max_pending_mb.saturating_mul(1 << 20),
+            },
         )),
         _ => None,
     };

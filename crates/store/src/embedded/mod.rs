@@ -191,6 +191,26 @@ pub struct LogRecord {
     pub data: Vec<u8>,
 }
 
+/// The unshipped log ([`EmbeddedStore::ship_backlog`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShipBacklog {
+    pub bytes: u64,
+    pub batches: u64,
+    /// The oldest sealed batches to give up to get back within the cap, if over it.
+    pub give_up: Option<ShipGap>,
+}
+
+/// A run of log batches (ids and commit times, UTC micros) never shipped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShipGap {
+    pub first_id: i64,
+    pub last_id: i64,
+    pub first_at: i64,
+    pub last_at: i64,
+    pub batches: u64,
+    pub bytes: u64,
+}
+
 /// The readings of a log batch's encoding ([`LogRecord::data`]), in the batch's order.
 pub fn decode_log_readings(data: &[u8]) -> StoreResult<Vec<Reading>> {
     let wells = codec::decode_log_batch(data)
@@ -423,6 +443,62 @@ impl EmbeddedStore {
                 }
             }
             Ok(out)
+        })
+    }
+
+    /// What waits to be shipped above `after` (the shipper's cursor), read in one snapshot
+    /// from the log sizes alone (no blob is read): its bytes and batches, and, when that is
+    /// more than `keep_bytes`, the newest sealed batch to give up so that at most `keep_bytes`
+    /// stay (oldest first; only sealed batches — in `ship_log`, or sealed and not deleted
+    /// yet — since the unsealed log is the store's own recovery). Blocking.
+    pub fn ship_backlog(&self, after: i64, keep_bytes: u64) -> StoreResult<ShipBacklog> {
+        self.inner.readers.with(|conn| {
+            let err = |e| schema::sql_err("reading the unshipped log", e);
+            conn.execute_batch("BEGIN").map_err(err)?;
+            let result = (|| {
+                let sealed = schema::log_sealed(conn)?;
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id, committed_at, length(data) FROM ship_log WHERE id > ?1
+                         UNION ALL
+                         SELECT id, committed_at, length(data) FROM log_batches WHERE id > ?1
+                         ORDER BY id",
+                    )
+                    .map_err(err)?;
+                let rows: Vec<(i64, i64, i64)> = stmt
+                    .query_map([after], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .map_err(err)?
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?;
+                let bytes: u64 = rows.iter().map(|r| r.2.max(0) as u64).sum();
+                let mut out = ShipBacklog {
+                    bytes,
+                    batches: rows.len() as u64,
+                    give_up: None,
+                };
+                let mut left = bytes;
+                for (id, at, len) in &rows {
+                    if left <= keep_bytes || *id > sealed {
+                        break;
+                    }
+                    left -= (*len).max(0) as u64;
+                    let gap = out.give_up.get_or_insert(ShipGap {
+                        first_id: *id,
+                        first_at: *at,
+                        last_id: *id,
+                        last_at: *at,
+                        batches: 0,
+                        bytes: 0,
+                    });
+                    gap.last_id = *id;
+                    gap.last_at = *at;
+                    gap.batches += 1;
+                    gap.bytes += (*len).max(0) as u64;
+                }
+                Ok(out)
+            })();
+            conn.execute_batch("COMMIT").map_err(err)?;
+            result
         })
     }
 
