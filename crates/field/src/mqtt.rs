@@ -5,7 +5,8 @@
 //! session keeps the subscription and the unacknowledged messages across reconnects) and
 //! forwards each PUBLISH; the *consumer* takes what has arrived as one batch, decodes every
 //! message with the HTTP decoders, commits all valid readings in one append, then answers
-//! each message's rejections on the error topic and sends the PUBACKs, in arrival order.
+//! each message's rejections on the error topic and hands the PUBACKs, in arrival order, to
+//! the driver, which writes them straight to the connection between two reads.
 //! A message is thus acknowledged only after its readings are committed; a crash before
 //! that makes the broker deliver it again, and re-delivered readings are duplicates.
 
@@ -27,8 +28,8 @@ use espwatch_server::AppState;
 use espwatch_server::state::{BrokerBacklog, BrokerQueue};
 use espwatch_store::ReadingOutcome;
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
-    SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, PubRec,
+    Publish, QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -61,15 +62,20 @@ pub const MAX_PENDING_MESSAGES: u64 = 1024;
 fn max_read_pause(keep_alive: Duration) -> Duration {
     keep_alive / 2
 }
-/// Requests (acknowledgements, error reports) queued for the driver at most. rumqttc sends one
-/// queued request per poll that does not return an already read packet, and a network read
-/// yields up to 10 packets: while a broker floods, PUBACKs go out about ten times slower than
-/// messages come in, and queue up (a few dozen bytes each; the broker holds the messages
-/// themselves until then). A consumer waiting for room in this queue releases nothing, and a
-/// driver paused for room in the backlog sends nothing: with 2 048 this stalled for the whole
-/// pause after about 2 000 messages (test
-/// `mqtt_a_broker_flooding_its_queue_is_read_at_the_commit_pace_without_re_sends`).
+/// Requests queued for rumqttc's event loop at most: error reports, Sparkplug rebirth
+/// requests, SUBSCRIBE and DISCONNECT (an error report or a rebirth request that finds it full
+/// is dropped with a warning). Acknowledgements do not go through it: rumqttc sends one queued
+/// request per poll that does not return an already read packet, and a network read yields up
+/// to 10 packets, so while a broker floods, PUBACKs queued there went out about ten times
+/// slower than messages came in; once the queue was full the consumer waited for room, the
+/// driver (at the backlog bound) waited for the consumer, and nothing was acknowledged until
+/// the pause ran out (then messages were deferred and re-sent). The consumer hands them to the
+/// driver instead ([`Acks`]), which writes them to the connection itself.
 const REQUEST_QUEUE: usize = 64 * 1024;
+
+/// The acknowledgements of one committed batch, in arrival order: the connection each message
+/// came on (see `MqttStats::generation`) and its PUBACK (a PUBREC for a QoS 2 delivery).
+type Acks = Vec<(u64, Packet)>;
 
 /// Counters and connection state, for `/health/ready` (`checks.mqtt`).
 #[derive(Default)]
@@ -116,8 +122,7 @@ pub struct MqttStats {
 /// A message that arrives at the bound is held by the driver, which stops polling the
 /// connection until the consumer releases what it has acknowledged (TCP back-pressure: the
 /// broker keeps the rest, unacknowledged, and nothing is sent twice). The pause lasts
-/// [`max_read_pause`] at most, because the client sends its acknowledgements and pings only
-/// while polled. Past it (the store cannot commit for that long) the message is *deferred*:
+/// [`max_read_pause`] at most, because the client sends its pings only while polled. Past it (the store cannot commit for that long) the message is *deferred*:
 /// dropped from memory, left unacknowledged (the broker keeps it in the persistent session),
 /// and every later one too (order kept). Once the consumer has committed and acknowledged
 /// everything it was given, it disconnects (after its PUBACKs, which go out first) and the
@@ -373,6 +378,9 @@ impl MqttIngest {
         // Bounded by the driver (`Backlog::admit`) rather than by the channel: blocking the
         // driver would also hold back the acknowledgements the consumer waits to send.
         let (tx, rx) = mpsc::unbounded_channel();
+        // Bounded by the backlog too: a batch's acknowledgements are handed over before it is
+        // released, and the driver takes them before each poll of the connection.
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let sparkplug = match &config.mqtt_sparkplug_group {
             Some(_) => Some(SparkplugCtx {
                 map: sparkplug::MetricMap::new(&config.mqtt_sparkplug_metrics).map_err(|e| {
@@ -394,6 +402,7 @@ impl MqttIngest {
             client.clone(),
             topics.filters(),
             tx,
+            acks_rx,
             stats.clone(),
             Backoff::new(config.broker_reconnect_max()),
             stop_rx.clone(),
@@ -401,6 +410,7 @@ impl MqttIngest {
         let consumer = Consumer {
             sink: Sink::new(state),
             client: client.clone(),
+            acks: acks_tx,
             topics,
             stats: stats.clone(),
             log_limit: LogLimiter::default(),
@@ -424,7 +434,8 @@ impl MqttIngest {
     pub async fn stop(self) {
         let _ = self.stopping.send(true);
         let _ = self.consumer.await;
-        // The acknowledgements queued by the consumer go out before the DISCONNECT.
+        // The acknowledgements handed over by the consumer go out before the DISCONNECT (the
+        // driver writes them before it polls the connection again).
         let _ = self.client.try_disconnect();
         let mut driver = self.driver;
         if tokio::time::timeout(Duration::from_secs(5), &mut driver)
@@ -558,13 +569,25 @@ impl Topics {
     }
 }
 
-/// Polls the connection: forwards messages, subscribes on every (re)connection, backs off
-/// after failures. Ends after the DISCONNECT is sent, or when stopping while disconnected.
+/// Polls the connection: forwards messages, writes the consumer's acknowledgements,
+/// subscribes on every (re)connection, backs off after failures. Ends after the DISCONNECT is
+/// sent, or when stopping while disconnected.
+///
+/// Acknowledgements are written by the driver itself, straight to the connection, before the
+/// next poll (a poll waiting for the broker is interrupted for them): they never wait behind
+/// the messages still arriving, nor for a poll (rumqttc sends a queued request only when
+/// nothing read is pending, see [`REQUEST_QUEUE`]). Interrupting a poll is safe while
+/// connected: rumqttc reads through a buffer, and every write a poll makes finds the write
+/// buffer empty (flushed here before polling again), so it never waits, and only a flush can
+/// be interrupted (its bytes stay buffered, ahead of the acknowledgements). A poll that is
+/// connecting is never interrupted.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     mut eventloop: EventLoop,
     client: AsyncClient,
     filters: Vec<String>,
     tx: mpsc::UnboundedSender<(u64, Publish)>,
+    mut acks: mpsc::UnboundedReceiver<Acks>,
     stats: Arc<MqttStats>,
     mut backoff: Backoff,
     mut stopping: watch::Receiver<bool>,
@@ -574,7 +597,30 @@ async fn drive(
     // A DISCONNECT sent to have deferred messages re-sent (not stopping).
     let mut redelivery = false;
     loop {
-        match eventloop.poll().await {
+        let next = if eventloop.network.is_none() {
+            // Connecting (or about to): whatever is handed over now belongs to a lost
+            // connection, and is dropped by `write_acks` once connected.
+            eventloop.poll().await
+        } else {
+            // Biased: the consumer hands a batch's acknowledgements over before it asks for a
+            // DISCONNECT (redelivery, stop), so they are written first.
+            tokio::select! {
+                biased;
+                Some(first) = acks.recv() => {
+                    match write_acks(&mut eventloop, first, &mut acks, &stats).await {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            // What poll does on a failed connection: the next one connects
+                            // again, re-sending what is unacknowledged.
+                            eventloop.clean();
+                            Err(e)
+                        }
+                    }
+                }
+                event = eventloop.poll() => event,
+            }
+        };
+        match next {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 stats.backlog.connected();
                 redelivery = false;
@@ -674,6 +720,37 @@ async fn drive(
     }
 }
 
+/// Writes handed-over acknowledgements (`first`, then whatever else is waiting) to the
+/// connection, in order, and flushes them. One of a lost connection is skipped (its packet id
+/// may name another message now; the broker re-sends the old one).
+async fn write_acks(
+    eventloop: &mut EventLoop,
+    first: Acks,
+    more: &mut mpsc::UnboundedReceiver<Acks>,
+    stats: &MqttStats,
+) -> Result<(), ConnectionError> {
+    let current = stats.generation.load(Ordering::Acquire);
+    let timeout = Duration::from_secs(eventloop.network_options.connection_timeout());
+    let mut network = eventloop.network.as_mut();
+    let mut next = Some(first);
+    while let Some(batch) = next.take().or_else(|| more.try_recv().ok()) {
+        for (generation, packet) in batch {
+            match network.as_mut() {
+                Some(network) if generation == current => network.write(packet).await?,
+                _ => {
+                    stats.stale_acks_skipped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    if let Some(network) = network {
+        tokio::time::timeout(timeout, network.flush())
+            .await
+            .map_err(|_| ConnectionError::FlushTimeout)??;
+    }
+    Ok(())
+}
+
 /// Logs a topic's problems once per minute at most.
 #[derive(Default)]
 pub(crate) struct LogLimiter {
@@ -728,6 +805,8 @@ struct DecodeSettings {
 struct Consumer {
     sink: Sink,
     client: AsyncClient,
+    /// To the driver, which writes them (see [`drive`]).
+    acks: mpsc::UnboundedSender<Acks>,
     topics: Topics,
     stats: Arc<MqttStats>,
     log_limit: LogLimiter,
@@ -876,20 +955,24 @@ impl Consumer {
         for (publish, prepared) in batch.iter().zip(prepared) {
             self.report(publish, prepared, &outcomes, &received_at);
         }
-        let current = self.stats.generation.load(Ordering::Acquire);
-        for (publish, generation) in batch.iter().zip(generations) {
-            if *generation != current {
-                self.stats
-                    .stale_acks_skipped
-                    .fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            if let Err(e) = self.client.ack(publish).await {
-                tracing::debug!(error = %e, "MQTT acknowledgement not sent (disconnecting)");
-            }
+        // Handed to the driver in arrival order; it skips those of a lost connection.
+        let acks: Acks = batch
+            .iter()
+            .zip(generations)
+            .filter_map(|(publish, generation)| {
+                let ack = match publish.qos {
+                    QoS::AtMostOnce => return None,
+                    QoS::AtLeastOnce => Packet::PubAck(PubAck::new(publish.pkid)),
+                    QoS::ExactlyOnce => Packet::PubRec(PubRec::new(publish.pkid)),
+                };
+                Some((*generation, ack))
+            })
+            .collect();
+        if !acks.is_empty() && self.acks.send(acks).is_err() {
+            tracing::debug!("MQTT acknowledgements not sent (the driver has stopped)");
         }
-        // Out of the backlog once its acknowledgements are queued (they go out in order,
-        // before any DISCONNECT asked for below).
+        // Out of the backlog once its acknowledgements are handed over (the driver writes
+        // them in order, before any DISCONNECT asked for below).
         if self.stats.backlog.release(batch.len() as u64, bytes as u64) {
             tracing::info!(
                 "MQTT backlog drained after messages were deferred; reconnecting to receive them again"

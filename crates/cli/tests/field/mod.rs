@@ -822,7 +822,17 @@ async fn mqtt_burst_beyond_the_backlog_bound_stays_in_the_broker_and_is_all_stor
 /// Publishes `messages` (topic, payload) at QoS 1 from a client of its own and returns once
 /// the broker has acknowledged every one (they are then the broker's to deliver).
 async fn publish_acknowledged(port: u16, id: &str, messages: Vec<(String, Vec<u8>)>) {
-    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    publish_acknowledged_to("127.0.0.1", port, id, messages).await
+}
+
+/// [`publish_acknowledged`] to a broker on `host`.
+async fn publish_acknowledged_to(
+    host: &str,
+    port: u16,
+    id: &str,
+    messages: Vec<(String, Vec<u8>)>,
+) {
+    let mut options = MqttOptions::new(id, host, port);
     options.set_keep_alive(Duration::from_secs(10));
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let total = messages.len();
@@ -933,6 +943,128 @@ async fn mqtt_a_broker_flooding_its_queue_is_read_at_the_commit_pace_without_re_
         "{status}"
     );
     assert_eq!(status["connections"], 1, "never reconnected: {status}");
+}
+
+/// Issue 17, the drain under a flood (a real Mosquitto, every message kept): a gateway
+/// publishes far more QoS 1 messages than espwatch holds unacknowledged
+/// (`MAX_PENDING_MESSAGES`) while the server consumes them. Every reading must be stored, and
+/// every message acknowledged: once the server has stopped, its persistent session holds
+/// nothing for the broker to re-send. Before the acknowledgements were written by the driver
+/// itself, they went through rumqttc's request queue, which sends one request per poll that
+/// has no packet already read pending (a read yields up to 10): while the broker flooded, the
+/// queue filled, the consumer waited for room in it, the driver waited at the backlog bound
+/// for the consumer and stopped polling, and nothing was acknowledged until the 10 s pause
+/// ran out (then deferrals and reconnections, each re-sending everything in flight).
+#[tokio::test]
+async fn mqtt_a_flood_far_past_the_backlog_bound_is_all_stored_and_acknowledged() {
+    init();
+    // A broker of the test's own: Mosquitto's default `max_queued_messages 1000` (the shared
+    // broker's) drops what a flood queues beyond it for a client that cannot keep up ("Outgoing
+    // messages are being dropped" in its log; README "Reliability"), which no consumer can fix.
+    let Some(broker) = OwnMosquitto::start("max_queued_messages 0") else {
+        return;
+    };
+    let (host, port) = ("127.0.0.1".to_owned(), broker.port);
+    let url = format!("mqtt://{host}:{port}");
+    let flood: i64 = std::env::var("ESPWATCH_TEST_MQTT_FLOOD")
+        .ok()
+        .map_or(300_000, |n| {
+            n.parse().expect("ESPWATCH_TEST_MQTT_FLOOD: a number")
+        });
+    let prefix = unique_prefix();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut server = start_server(dir.path(), &url, &prefix);
+    wait_subscribed(&server).await;
+
+    let messages = (0..flood)
+        .map(|i| {
+            (
+                format!("{prefix}/ESP-FL/telemetry"),
+                json!({"ts": ts(i), "motor_current_a": 40.0 + (i % 10) as f64})
+                    .to_string()
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    publish_acknowledged_to(&host, port, &format!("{prefix}-gateway"), messages).await;
+    let published = started.elapsed();
+    // Generous (about 20 s here in a debug build; before the fix 300 000 were not drained in
+    // 4 minutes): a stall shows as minutes without progress, not as a slow machine.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        let status = mqtt_status(&server).await;
+        if status["backlog"]["messages"] == json!(0) && status["messages"] == json!(flood) {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flood was not drained: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let drained = started.elapsed();
+    eprintln!(
+        "mqtt flood: {flood} published in {:.1} s, all committed after {:.1} s ({:.0} messages/s), received {} ({} marked DUP), peak backlog {}, read pauses {} ({} ms), deferred {}, reconnections {}",
+        published.as_secs_f64(),
+        drained.as_secs_f64(),
+        flood as f64 / drained.as_secs_f64(),
+        status["received"],
+        status["redelivered"],
+        status["backlog"]["peak_messages"],
+        status["backlog"]["read_pauses"],
+        status["backlog"]["read_paused_ms"],
+        status["backlog"]["deferred"],
+        status["backlog"]["redelivery_reconnects"],
+    );
+    assert_eq!(status["readings_accepted"], json!(flood), "{status}");
+    // Read at the commit pace: never a 10 s pause without a PUBACK (which defers, and each
+    // reconnection makes the broker re-send everything in flight).
+    assert_eq!(status["backlog"]["deferred"], json!(0), "{status}");
+    assert_eq!(
+        status["backlog"]["redelivery_reconnects"],
+        json!(0),
+        "{status}"
+    );
+    let stored = stored_timestamps(&server, &["ESP-FL".to_owned()]).await;
+    assert_eq!(
+        stored.get("ESP-FL").map(std::collections::BTreeSet::len),
+        Some(flood as usize),
+        "every reading stored once"
+    );
+
+    // Every message acknowledged: the server's session, taken over once it has stopped,
+    // gets nothing re-sent.
+    assert!(server.terminate().success());
+    let mut options = MqttOptions::new(format!("{prefix}-server"), host.as_str(), port);
+    options
+        .set_keep_alive(Duration::from_secs(10))
+        .set_clean_session(false)
+        .set_manual_acks(true);
+    let (session, mut eventloop) = AsyncClient::new(options, 16);
+    let mut resent = 0;
+    let mut connected = false;
+    let quiet_until = Instant::now() + Duration::from_secs(3);
+    while let Ok(event) = tokio::time::timeout_at(quiet_until.into(), eventloop.poll()).await {
+        match event.expect("session connection") {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                assert!(ack.session_present, "the server's session is kept");
+                connected = true;
+            }
+            Event::Incoming(Packet::Publish(_)) => resent += 1,
+            _ => {}
+        }
+    }
+    assert!(connected, "the server's session was taken over");
+    assert_eq!(resent, 0, "messages left unacknowledged by the server");
+    let _ = session.disconnect().await;
+    // Leave no session behind on the shared broker.
+    let mut options = MqttOptions::new(format!("{prefix}-server"), host.as_str(), port);
+    options.set_clean_session(true);
+    let (session, mut eventloop) = AsyncClient::new(options, 16);
+    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+    let _ = session.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
 }
 
 mod amqp;
