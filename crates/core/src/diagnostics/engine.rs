@@ -156,8 +156,9 @@ pub struct WellEngine {
     unloading: Unloading,
     /// Since when a gas lock has kept delivering (see [`rules::gas_lock_still_delivering`]).
     delivering_since: Option<i64>,
-    /// The pump gas-locked in this run, or stopped last time with a gas lock raised: gas that
-    /// lightens it since is judged in that light (see `process_rules`).
+    /// The pump gas-locked in this run, or stopped last time with a gas lock raised (or still
+    /// fighting the gas since one): gas that lightens it since is not reported with certainty
+    /// (see `diagnose`).
     gas_locked_lately: bool,
     /// The last reading with the pump running.
     last_running_at: Option<i64>,
@@ -1447,6 +1448,8 @@ impl WellEngine {
                                 | Condition::PumpOff
                         )
                     )
+                    // The relay acts on heat built up over time: one reading over the bar
+                    // before a stop is as likely a start-up surge caught by a slow poll.
                     && (!d.is_thermal()
                         || self
                             .tracker

@@ -726,14 +726,14 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     // What tells a lock from a parted shaft at the moment the lift goes: the pump still turns,
     // so it shakes harder on the gas (a parted shaft goes quiet or stays as it was), the load
     // hunts as slugs come and go, it bled away over minutes rather than between two readings,
-    // or gas surges at the surface; and it does not go quiet. Gas at the intake alone says gas could lock the pump, not
-    // that a steady unloaded motor is not a parted shaft: without one of those signs the lock is
+    // or gas surges at the surface. A pump gone quiet is one the shaft no longer turns,
+    // whatever else swings. Gas at the intake alone says gas could lock the pump, not that a
+    // steady unloaded motor is not a parted shaft: without one of those signs the lock is
     // reported below the confidence that calls for action at once.
     let vib_up = vib.is_some_and(|v| v >= th.gas_lock_vibration_ratio);
     let bled_away = i
         .unload_secs
         .is_some_and(|secs| secs > th.shaft_unload_max_secs);
-    // A pump gone quiet is one the shaft no longer turns, whatever else swings.
     let told_from_shaft = !quiet && (vib_up || hunting || bled_away || gas_fast);
     if vib_up {
         ev.push(Evidence::opt(
