@@ -1146,6 +1146,19 @@ fn findings_with_glitch(
     findings
 }
 
+/// Every finding of an engine fed `readings`, in order.
+fn findings_of(
+    meta: &crate::well::WellMeta,
+    readings: &[(Timestamp, Measurements)],
+) -> Vec<Finding> {
+    let mut engine = WellEngine::new(Some(meta), Thresholds::default(), TrainingWindow::Default);
+    let mut findings = Vec::new();
+    for (ts, m) in readings {
+        findings.extend(engine.push(*ts, m).findings);
+    }
+    findings
+}
+
 /// Whether a sensor fault names `feature` (e.g. `motor_temp_c.erratic`).
 fn names_a_fault(findings: &[Finding], feature: &str) -> bool {
     findings.iter().any(|f| {
@@ -2593,15 +2606,7 @@ fn a_gauge_whose_noise_is_one_step_is_stuck_when_it_holds_one_value_for_hours() 
             (ts, m)
         })
         .collect();
-    let mut engine = WellEngine::new(
-        Some(&plan.wells[0].meta),
-        Thresholds::default(),
-        TrainingWindow::Default,
-    );
-    let mut findings = Vec::new();
-    for (ts, m) in &readings {
-        findings.extend(engine.push(*ts, m).findings);
-    }
+    let findings = findings_of(&plan.wells[0].meta, &readings);
     assert!(names_a_fault(&findings, "discharge_pressure_psi.stuck"));
 }
 
@@ -2636,15 +2641,7 @@ fn one_spike_in_training_does_not_make_a_dithering_ammeter_look_fine() {
             (ts, m)
         })
         .collect();
-    let mut engine = WellEngine::new(
-        Some(&plan.wells[0].meta),
-        Thresholds::default(),
-        TrainingWindow::Default,
-    );
-    let mut findings = Vec::new();
-    for (ts, m) in &readings {
-        findings.extend(engine.push(*ts, m).findings);
-    }
+    let findings = findings_of(&plan.wells[0].meta, &readings);
     assert!(
         !names_a_fault(&findings, "motor_current_a.stuck"),
         "{:?}",

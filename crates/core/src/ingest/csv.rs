@@ -345,25 +345,29 @@ fn split_plain<'a>(row: &'a [u8], separator: u8, cells: &mut Vec<Cell<'a>>) -> b
     true
 }
 
-/// Decodes a CSV body held in memory: the first non-blank line is the header.
-pub(crate) fn decode_csv(body: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
+/// The first non-blank line of a body (the header), its line number and what follows it.
+fn split_header(body: &[u8]) -> Result<(&[u8], u64, &[u8]), DecodeError> {
     let mut rest = body;
     let mut line_no = 1;
-    let header = loop {
+    loop {
         let (line, after) = match rest.iter().position(|&b| b == b'\n') {
             Some(i) => (&rest[..i], &rest[i + 1..]),
             None => (rest, &rest[rest.len()..]),
         };
         if !line.trim_ascii().is_empty() {
-            rest = after;
-            break line;
+            return Ok((line, line_no, after));
         }
         if after.is_empty() {
             return Err(DecodeError::Empty);
         }
         rest = after;
         line_no += 1;
-    };
+    }
+}
+
+/// Decodes a CSV body held in memory: the first non-blank line is the header.
+pub(crate) fn decode_csv(body: &[u8], opts: &DecodeOptions) -> Result<Decoded, DecodeError> {
+    let (header, line_no, rest) = split_header(body)?;
     let mut decoder = CsvDecoder::with_header_at(header, line_no, opts.clone())?;
     let mut items = Vec::new();
     if !decoder.decode_chunk_up_to(rest, &mut items, opts.max_readings) {
@@ -385,23 +389,7 @@ pub(crate) fn decode_csv_reference(
     body: &[u8],
     opts: &DecodeOptions,
 ) -> Result<Decoded, DecodeError> {
-    let mut rest = body;
-    let mut line_no = 1;
-    let header = loop {
-        let (line, after) = match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, &rest[rest.len()..]),
-        };
-        if !line.trim_ascii().is_empty() {
-            rest = after;
-            break line;
-        }
-        if after.is_empty() {
-            return Err(DecodeError::Empty);
-        }
-        rest = after;
-        line_no += 1;
-    };
+    let (header, line_no, rest) = split_header(body)?;
     let mut decoder = CsvDecoder::with_header_at(header, line_no, opts.clone())?;
     let mut items = Vec::new();
     let chunk = rest;
