@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use crate::telemetry::Field;
 
-use super::stats::{Ewma, Welford};
+use super::stats::{Ewma, SlidingMedian, Welford};
 use super::thresholds::Thresholds;
 
 /// What is wrong with one channel right now.
@@ -96,7 +96,7 @@ pub struct ChannelMonitor {
     /// Direction of the last fast move.
     last_slew_sign: i8,
     /// The last absolute steps between successive readings (`NOISE_WINDOW` of them).
-    recent_steps: VecDeque<f64>,
+    recent_steps: SlidingMedian<NOISE_WINDOW>,
     last_raw: Option<f64>,
     /// The usual median step, averaged slowly while the channel is not judged noisy.
     usual_step: Ewma,
@@ -105,7 +105,7 @@ pub struct ChannelMonitor {
     /// The values of those steps, and the level averaged slowly while the channel is not
     /// judged noisy: a scattering gauge reads around the true value, so the median of its
     /// recent values holds where the quantity stood.
-    recent_values: VecDeque<f64>,
+    recent_values: SlidingMedian<NOISE_WINDOW>,
     usual_level: Ewma,
     level_updates: u8,
     /// The smallest non-zero step ever seen: the gauge's resolution as far as known.
@@ -413,22 +413,17 @@ impl ChannelMonitor {
         if step > 0.0 && (self.resolution == 0.0 || step < self.resolution) {
             self.resolution = step;
         }
-        if self.recent_steps.len() == NOISE_WINDOW {
-            self.recent_steps.pop_front();
-            self.recent_values.pop_front();
-        }
-        self.recent_steps.push_back(step);
-        self.recent_values.push_back(v);
+        self.recent_steps.push(step);
+        self.recent_values.push(v);
         // Once per window is plenty for a level averaged over hours.
         self.level_updates = (self.level_updates + 1) % NOISE_WINDOW as u8;
         if !self.noisy && self.level_updates == 0 {
             self.usual_level.update(ts, v, th.noise_usual_tau_secs);
         }
-        if self.recent_steps.len() < NOISE_WINDOW {
+        let Some(median) = self.recent_steps.median() else {
             self.median_step = None;
             return;
-        }
-        let median = median_of(&self.recent_steps);
+        };
         self.median_step = Some(median);
         if !self.noisy {
             self.usual_step.update(ts, median, th.noise_usual_tau_secs);
@@ -471,9 +466,7 @@ impl ChannelMonitor {
     /// Whether the median of the recent readings is within `share` of the channel's usual
     /// level (`false` until both are known).
     pub fn median_holds(&self, share: f64) -> bool {
-        let median =
-            (self.recent_values.len() == NOISE_WINDOW).then(|| median_of(&self.recent_values));
-        match (median, self.usual_level.value()) {
+        match (self.recent_values.median(), self.usual_level.value()) {
             (Some(now), Some(usual)) if usual.abs() > 1e-9 => {
                 ((now - usual) / usual).abs() <= share
             }
@@ -508,14 +501,4 @@ impl ChannelMonitor {
         self.level.reset();
         self.suspect = None;
     }
-}
-
-/// The median of a full noise window, without allocating (every channel, every reading).
-fn median_of(window: &VecDeque<f64>) -> f64 {
-    let mut buf = [0.0; NOISE_WINDOW];
-    for (slot, v) in buf.iter_mut().zip(window) {
-        *slot = *v;
-    }
-    *buf.select_nth_unstable_by(NOISE_WINDOW / 2, f64::total_cmp)
-        .1
 }

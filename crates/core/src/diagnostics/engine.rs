@@ -476,6 +476,7 @@ impl WellEngine {
             &self.ctx,
             values,
             running && since_start >= self.th.ramp_secs,
+            false,
         );
         // A reading the nameplate already condemns must not become "healthy" baseline.
         self.train(ts, values, findings.is_empty());
@@ -1178,11 +1179,13 @@ impl WellEngine {
         } else {
             // Right after a start (or without a baseline) the nameplate still judges: the relay
             // may trip an overloaded motor before the settling time is over.
+            // A pump drawing a full annulus down at speed loads its motor by its own lift.
             findings.extend(rules::nameplate(
                 &th,
                 &self.ctx,
                 &clean,
                 running && at_speed,
+                self.baseline.is_some() && th.lifting_more_from_full_intake(&feats),
             ));
             if running && self.baseline.is_some() {
                 findings.extend(rules::deadhead_at_start(&th, &feats));

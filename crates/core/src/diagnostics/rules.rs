@@ -1138,11 +1138,23 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
     if val(&s.head).is_some_and(|h| h < early) && !beyond_leak {
         return None;
     }
-    let supply_off = |v: Option<f64>| v.is_some_and(|v| (v - 1.0).abs() >= th.voltage_deviation);
-    if supply_off(val(&s.volt))
-        || (i.f.volts_per_hz_ratio.is_none() && supply_off(s.voltage_swing()))
-    {
-        // A sagging supply raises the current for the same power: a power problem.
+    // The supply against its level: V/Hz over the slow time constant, or the voltage against
+    // its recent level where no frequency is measured.
+    let supply = val(&s.volt).or_else(|| {
+        i.f.volts_per_hz_ratio
+            .is_none()
+            .then(|| s.voltage_swing())
+            .flatten()
+    });
+    if supply.is_some_and(|v| v >= 1.0 + th.voltage_deviation) {
+        // A swelling supply moves the current by itself: a power problem.
+        return None;
+    }
+    // A supply that sagged and stays low (a disturbed one was left to the power rule above)
+    // makes the motor draw more current for the same power: an overload (low voltage is one
+    // of its causes); a motor loaded by its pump lifting more from a full annulus is not.
+    let sagged = supply.is_some_and(|v| v <= 1.0 - th.voltage_deviation);
+    if !sagged && th.lifting_more_from_full_intake(i.f) {
         return None;
     }
     // Denser fluid (water-cut step, emulsion): pressure rise and current go up together.
@@ -1179,6 +1191,14 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
             amps,
             th.overload_nameplate_share * i.ctx.rated_current_a.unwrap_or(0.0),
             ">= nameplate share",
+        ));
+    }
+    if sagged {
+        ev.push(Evidence::opt(
+            "supply_ratio",
+            supply,
+            1.0 - th.voltage_deviation,
+            "<=",
         ));
     }
     let conf = BASE
@@ -1963,6 +1983,7 @@ pub(crate) fn nameplate(
     ctx: &WellContext,
     m: &Measurements,
     running_at_speed: bool,
+    lifting_more: bool,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     if !running_at_speed {
@@ -1970,6 +1991,7 @@ pub(crate) fn nameplate(
     }
     if let (Some(rated), Some(amps)) = (ctx.rated_current_a, m.get(Field::MotorCurrentA))
         && amps >= th.nameplate_overload_share * rated
+        && !lifting_more
     {
         out.push(Finding::new(
             Condition::Overload,

@@ -2682,3 +2682,54 @@ fn a_leak_on_a_pump_running_below_its_learned_current_is_still_a_leak() {
     let episodes = episodes_of(&plan.wells[0].meta, &leaking(readings));
     assert!(has(&episodes, Condition::TubingLeak), "{episodes:?}");
 }
+
+/// A motor is overloaded by drag (sand, emulsion, heavy fluid) or a low supply, not by its own
+/// pump lifting more from a full annulus: after a long stop or a workover the intake stands
+/// far above its level and the pump, running right on its curve, delivers more and draws more
+/// current (seen on an outside data set: a PIP-controlled drive drawing the annulus down after
+/// each workover at 120–130 % of its baseline current, unlabelled, raised as an overload for
+/// days). The same current with the supply sagged and staying low is an overload.
+#[test]
+fn a_pump_lifting_more_from_a_full_annulus_is_no_overload_but_a_sagging_supply_is() {
+    let plan = pinned(Family::Classic, None, 22, "20s");
+    let meta = &plan.wells[0].meta;
+    let readings = |sag: f64| {
+        scaled_from(samples(&plan, 0), start().0 + 14 * HOUR, |_, m| {
+            // The intake up by half its level, the discharge with it (the head unchanged),
+            // more flow and more current.
+            let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
+            scale(m, Field::IntakePressurePsi, 1.5);
+            let lift = m.get(Field::IntakePressurePsi).unwrap_or(0.0) - pip;
+            let pd = m.get(Field::DischargePressurePsi).map(|p| p + lift);
+            m.set(Field::DischargePressurePsi, pd);
+            scale(m, Field::FlowRateBpd, 1.1);
+            scale(m, Field::MotorCurrentA, 1.3);
+            scale(m, Field::MotorVoltageV, sag);
+        })
+    };
+    let overloads = |th: Thresholds, sag: f64| {
+        let mut engine = WellEngine::new(Some(meta), th, TrainingWindow::Default);
+        let mut episodes = Vec::new();
+        for (ts, m) in &readings(sag) {
+            episodes.extend(engine.push(*ts, m).transitions.closed);
+        }
+        episodes.extend(engine.finish());
+        episodes
+            .iter()
+            .filter(|e| e.diagnosis == Diagnosis::Condition(Condition::Overload))
+            .count()
+    };
+    assert_eq!(overloads(Thresholds::default(), 1.0), 0, "lifting more");
+    assert_eq!(
+        overloads(Thresholds::default(), 0.9),
+        1,
+        "the supply sagged"
+    );
+    // The same readings judged without the lift's explanation are an overload: the case above
+    // tests the rule, not a current too small to count.
+    let no_lift = Thresholds {
+        overload_lift_pip_ratio: f64::INFINITY,
+        ..Thresholds::default()
+    };
+    assert_eq!(overloads(no_lift, 1.0), 1, "without the lift's explanation");
+}

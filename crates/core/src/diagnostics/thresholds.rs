@@ -355,6 +355,17 @@ pub struct Thresholds {
     /// Before a baseline (or right after a start): overload is current at or above this share
     /// of nameplate.
     pub nameplate_overload_share: f64,
+    /// A motor loaded by its own pump lifting more from a fuller intake is at an operating
+    /// point, not dragged (sand, emulsion, heavy fluid): the intake this far above its baseline
+    /// (the annulus full after a stop or a workover) while the pump delivers at least
+    /// `overload_lift_delivery_ratio` of its baseline (flow, or the wellhead pressure the
+    /// flow holds up) is not an overload, while the current ratio stays within
+    /// `overload_lift_current_per_delivery` times that delivery ratio (a pump's brake
+    /// horsepower grows no faster than its flow right of its best efficiency: a current far
+    /// ahead of the delivery is drag on top of the lift).
+    pub overload_lift_pip_ratio: f64,
+    pub overload_lift_delivery_ratio: f64,
+    pub overload_lift_current_per_delivery: f64,
     /// A head loss starts counting (for its development time) at this share of the way to
     /// `head_ratio_low`.
     pub head_departure_share: f64,
@@ -593,6 +604,9 @@ impl Default for Thresholds {
             overload_current_ratio_under_nameplate: 1.2,
             drag_head_window_secs: 21600.0,
             nameplate_overload_share: 1.1,
+            overload_lift_pip_ratio: 1.3,
+            overload_lift_delivery_ratio: 1.0,
+            overload_lift_current_per_delivery: 1.25,
             head_departure_share: 1.0 / 3.0,
             head_loss_full_depth: 0.1,
             proxy_pip_rise_ratio: 1.02,
@@ -649,6 +663,24 @@ impl Thresholds {
     /// time): `head_departure_share` of the way down to `head_ratio_low`.
     pub fn head_departure_ratio(&self) -> f64 {
         1.0 - (1.0 - self.head_ratio_low) * self.head_departure_share
+    }
+
+    /// Whether the motor's load is its pump lifting more from a fuller intake (see
+    /// `overload_lift_pip_ratio`).
+    pub fn lifting_more_from_full_intake(&self, f: &super::features::Features) -> bool {
+        let delivery = f.flow_ratio.or(f.tubing_pressure_ratio);
+        // A sagging supply raises the current for the same lift: the lift does not explain it.
+        let supply_low = f
+            .volts_per_hz_ratio
+            .is_some_and(|v| v <= 1.0 - self.voltage_deviation);
+        let Some(delivery) = delivery.filter(|d| *d >= self.overload_lift_delivery_ratio) else {
+            return false;
+        };
+        !supply_low
+            && f.current_ratio
+                .is_some_and(|c| c <= self.overload_lift_current_per_delivery * delivery)
+            && f.intake_pressure_ratio
+                .is_some_and(|p| p >= self.overload_lift_pip_ratio)
     }
 
     /// The alarm policy of a severity.
