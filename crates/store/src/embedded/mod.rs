@@ -93,6 +93,35 @@ pub struct EmbeddedOptions {
     /// Called on the writer thread after each step that deletes part of the sealed log (see
     /// [`LogTrimStep`]), once the step is committed. For tests; `None` in production.
     pub log_trim_hook: Option<LogTrimHook>,
+    /// Called on the writer thread after each committed step writing a checkpoint's segments
+    /// (see [`InstallStep`]). For tests; `None` in production.
+    pub install_hook: Option<InstallHook>,
+}
+
+/// See [`EmbeddedOptions::install_hook`].
+#[derive(Clone)]
+pub struct InstallHook(pub Arc<dyn Fn(InstallStep) + Send + Sync>);
+
+impl std::fmt::Debug for InstallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InstallHook")
+    }
+}
+
+/// One committed step writing the segments a checkpoint encoded, as
+/// [`EmbeddedOptions::install_hook`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstallStep {
+    /// Segments this step wrote.
+    pub segments: usize,
+    /// Segments written so far, this step's included, of `total`.
+    pub written: usize,
+    pub total: usize,
+    /// This step also marked the log sealed (the checkpoint's last step).
+    pub sealed_mark: bool,
+    /// The step was committed in an append's transaction (else in one of its own, while no
+    /// append was waiting).
+    pub with_appends: bool,
 }
 
 /// See [`EmbeddedOptions::log_trim_hook`].
@@ -178,6 +207,7 @@ impl Default for EmbeddedOptions {
             checkpoint_hook: None,
             keep_log_for_shipping: false,
             log_trim_hook: None,
+            install_hook: None,
         }
     }
 }
@@ -351,6 +381,7 @@ impl EmbeddedStore {
                 checkpoint_hook: opts.checkpoint_hook.clone(),
                 read_cache_mib: opts.read_cache_mib,
                 log_trim_hook: opts.log_trim_hook.clone(),
+                install_hook: opts.install_hook.clone(),
             },
             (last_log_id, log_sealed),
             lock_file,
