@@ -15,7 +15,8 @@
 # Environment: PROFILE=debug|release (debug), CARGO_TARGET_DIR (target), CONNECTIONS (8),
 # THREADS (2), PORT (18082), RESEND=1 (send the bodies a second time after the first pass:
 # all duplicates), BODIES=DIR (reuse bodies written before; new wells need new bodies),
-# KEEP=1 keeps the work directory (server log with each checkpoint's duration, data).
+# KEEP=1 keeps the work directory (server log with each checkpoint's duration, data), BUILD=0
+# skips the cargo build, ESPWATCH_BIN / BENCH_BIN run other binaries (an older build's server).
 # The server's log is at `info,espwatch_store=debug`, so each checkpoint (its duration and
 # its install transaction's) is listed after the run.
 set -euo pipefail
@@ -32,8 +33,8 @@ if [ "${BUILD:-1}" = 1 ]; then
     nice cargo build -p espwatch -p espwatch-bench
   fi
 fi
-bin=$target/$profile/espwatch
-bench=$target/$profile/espwatch-bench
+bin=${ESPWATCH_BIN:-$target/$profile/espwatch}
+bench=${BENCH_BIN:-$target/$profile/espwatch-bench}
 command -v wrk >/dev/null || { echo "wrk is missing (apt-get install wrk)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/espwatch-wrk.XXXXXX)

@@ -163,7 +163,10 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             if interval <= 0 {
                 bail!("--interval must be positive");
             }
-            if let Some(p) = phases.iter().find(|p| !["a", "b", "c"].contains(&p.as_str())) {
+            if let Some(p) = phases
+                .iter()
+                .find(|p| !["a", "b", "c"].contains(&p.as_str()))
+            {
                 bail!("unknown phase {p:?} (a, b, c)");
             }
             if timeline.is_some() {
@@ -469,8 +472,10 @@ struct Latencies(Vec<Duration>);
 
 /// `bench ingest --timeline`: every request as (phase, start in µs since the Unix epoch,
 /// latency in µs), when asked for.
-static TIMELINE: std::sync::Mutex<Option<Vec<(&'static str, i64, u32)>>> =
-    std::sync::Mutex::new(None);
+static TIMELINE: std::sync::Mutex<Option<Vec<TimelineRow>>> = std::sync::Mutex::new(None);
+
+/// Phase, start (µs since the Unix epoch), latency (µs).
+type TimelineRow = (&'static str, i64, u32);
 
 /// Notes a request that started `latency` ago in the timeline (when one is kept).
 fn timeline_note(phase: &'static str, latency: Duration) {
@@ -480,7 +485,11 @@ fn timeline_note(phase: &'static str, latency: Duration) {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let start = now.saturating_sub(latency).as_micros() as i64;
-        v.push((phase, start, latency.as_micros().min(u32::MAX as u128) as u32));
+        v.push((
+            phase,
+            start,
+            latency.as_micros().min(u32::MAX as u128) as u32,
+        ));
     }
 }
 
@@ -600,11 +609,10 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
         batch_clients,
         batch_size,
         readings,
-        single_clients,
-        single_requests,
         rounds,
         interval_micros,
         ref phases,
+        ..
     } = plan;
     let phase = |p: &str| phases.iter().any(|q| q == p);
     if batch_size == 0 || readings < batch_size {
@@ -728,8 +736,15 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
         single_readings(backend, plan).await?;
     }
     if phase("c") {
-        store_appends(backend, plan, batches, steps_per_batch, wells_per_batch, count_postgres)
-            .await?;
+        store_appends(
+            backend,
+            plan,
+            batches,
+            steps_per_batch,
+            wells_per_batch,
+            count_postgres,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -884,7 +899,11 @@ impl HttpRun {
             self.commits,
             sent / per_body.max(1),
             ms(self.latencies.percentile(100.0)),
-            self.latencies.0.iter().filter(|l| l.as_millis() > 50).count(),
+            self.latencies
+                .0
+                .iter()
+                .filter(|l| l.as_millis() > 50)
+                .count(),
         );
         println!("    {}", self.cpu.describe(sent, "server and clients"));
         if let Some(t) = self.rollups_caught_up {

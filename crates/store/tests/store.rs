@@ -554,7 +554,10 @@ async fn a_checkpoint_is_installed_in_bounded_steps_between_appends() {
         assert_eq!(secs, (0..n).collect::<Vec<_>>(), "gaps or repeats");
     };
     // Part of the checkpoint's segments are in the database, the rest only in memory.
-    exactly(&store.read_range(&well("M"), all_time()).await.unwrap(), 100);
+    exactly(
+        &store.read_range(&well("M"), all_time()).await.unwrap(),
+        100,
+    );
     for w in [0, 63, 64, 199] {
         let points = store
             .read_range(&well(&format!("W{w:03}")), all_time())
@@ -613,7 +616,10 @@ async fn a_checkpoint_is_installed_in_bounded_steps_between_appends() {
     );
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.readings_in_log, 1, "only the late append is unsealed");
-    exactly(&store.read_range(&well("M"), all_time()).await.unwrap(), 101);
+    exactly(
+        &store.read_range(&well("M"), all_time()).await.unwrap(),
+        101,
+    );
     store.close().await.unwrap();
 
     // The crash copy: no mark yet, so the log since the first checkpoint is replayed; the
@@ -642,14 +648,20 @@ async fn a_checkpoint_is_installed_in_bounded_steps_between_appends() {
         100,
     );
     exactly(
-        &recovered.read_range(&well("W000"), all_time()).await.unwrap(),
+        &recovered
+            .read_range(&well("W000"), all_time())
+            .await
+            .unwrap(),
         20,
     );
     recovered.close().await.unwrap();
 
     let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
     assert_eq!(store.stats().await.unwrap().readings_in_log, 0);
-    exactly(&store.read_range(&well("M"), all_time()).await.unwrap(), 101);
+    exactly(
+        &store.read_range(&well("M"), all_time()).await.unwrap(),
+        101,
+    );
     store.close().await.unwrap();
 }
 

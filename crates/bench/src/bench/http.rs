@@ -267,9 +267,12 @@ async fn send(
 
 /// `--write-bodies DIR`: one pass of the first batch variant's bodies, one file each.
 fn write_bodies(args: &HttpArgs, dir: &std::path::Path) -> anyhow::Result<()> {
-    let full = match args.variants.iter().map(|v| Variant::parse(v)).find(|v| {
-        matches!(v, Ok(Variant::Gauge | Variant::Full) | Err(_))
-    }) {
+    let full = match args
+        .variants
+        .iter()
+        .map(|v| Variant::parse(v))
+        .find(|v| matches!(v, Ok(Variant::Gauge | Variant::Full) | Err(_)))
+    {
         Some(v) => v? == Variant::Full,
         None => bail!("--write-bodies needs gauge or full in --variants"),
     };

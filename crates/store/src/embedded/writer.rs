@@ -8,12 +8,13 @@
 //!
 //! **Checkpoint.** Unsealed readings live in `log_batches` (durable) and in the heads
 //! (memory). A checkpoint freezes the heads, encodes them into the per-window segments on a
-//! thread of its own, and this thread installs the result in one short transaction that also
-//! records how far the log is sealed (`meta.log_sealed`), so appends keep being committed
-//! while segments are encoded, and after a crash the log above that mark holds exactly the
-//! unsealed readings. The sealed log batches are deleted afterwards in bounded steps, riding
-//! along with the append commits (or on their own while the writer is idle): deleting a
-//! checkpoint's whole log in the install transaction held every append for hundreds of ms.
+//! thread of its own, and this thread installs the result in bounded steps riding along with
+//! the append commits (or on their own while the writer is idle), the last of which records
+//! how far the log is sealed (`meta.log_sealed`), so appends keep being committed while
+//! segments are encoded and installed, and after a crash the log above that mark holds every
+//! unsealed reading. The sealed log batches are deleted afterwards in bounded steps the same
+//! way: deleting a checkpoint's whole log in the install transaction held every append for
+//! hundreds of ms, and writing all its segments in one transaction for tens.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -1268,10 +1269,12 @@ impl Writer {
     //    segments, encode (pco for closed windows), rollups, plus a bounded number of stale
     //    segments rewritten compact. The writer keeps committing appends meanwhile; it does
     //    not touch the segments table while a checkpoint is in flight.
-    // 3. *install* (one short transaction): write the encoded rows and the sealed mark (the
-    //    frozen id: `meta.log_sealed`), commit; then, under the write lock, the segment
-    //    metadata and empty `sealing`. After a crash at any point the log above the mark
-    //    holds every unsealed reading, and recovery replays only that.
+    // 3. *install* (bounded steps, `install_step`, inside append commits or on their own):
+    //    write the encoded rows, the last step also the sealed mark (the frozen id:
+    //    `meta.log_sealed`); then, under the write lock, the segment metadata and empty
+    //    `sealing`. After a crash at any point the log above the mark holds every unsealed
+    //    reading, and recovery replays only that (segments written by earlier steps hold some
+    //    of them again: merged away by reads and the next checkpoint).
     // 4. *delete the sealed log*, in bounded steps between and inside append commits (below).
     //    It used to be part of the install transaction: freeing a checkpoint's whole log
     //    (500 k readings) held every append for a few hundred ms.
