@@ -665,6 +665,40 @@ async fn a_checkpoint_is_installed_in_bounded_steps_between_appends() {
     store.close().await.unwrap();
 }
 
+/// Issue 17 (checkpoints stall appends): the checkpoint thread runs at a lower CPU priority
+/// than the writer (`checkpoint_nice` added to its nice value), so on a busy machine encoding
+/// a checkpoint yields the cores to the appends instead of taking one from the writer.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_thread_runs_at_a_lower_priority_than_the_writer() {
+    fn nice_of_this_thread() -> i32 {
+        // SAFETY: reads this thread's scheduling priority.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(None));
+    let hook = CheckpointHook(Arc::new({
+        let seen = seen.clone();
+        move || *seen.lock().unwrap() = Some(nice_of_this_thread())
+    }));
+    let opts = EmbeddedOptions {
+        checkpoint_hook: Some(hook),
+        checkpoint_nice: 5,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+    store
+        .append((0..10).map(|i| reading("N", i * 10, 1.0)).collect(), auto())
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    // Threads start at the nice value of the thread that spawned them (the writer's is this
+    // process's, as is this one's).
+    let base = nice_of_this_thread();
+    assert_eq!(*seen.lock().unwrap(), Some((base + 5).min(19)));
+    store.close().await.unwrap();
+}
+
 /// Issue 17, bug 6: a damaged newest segment (decoded at open for `latest`) or log batch no
 /// longer keeps the store from opening: it is moved to the `quarantine` table with its bytes,
 /// the health probe names it, and everything else stays readable.

@@ -133,6 +133,8 @@ pub struct WriterOptions {
     pub max_readings_per_commit: usize,
     pub compact_segments: bool,
     pub checkpoint_hook: Option<super::CheckpointHook>,
+    /// Added to the nice value of the checkpoint thread and of the one freeing its heads.
+    pub checkpoint_nice: i32,
     /// Page cache of the checkpoint thread's read connection, MiB.
     pub read_cache_mib: u32,
     pub log_trim_hook: Option<super::LogTrimHook>,
@@ -1500,9 +1502,11 @@ impl Writer {
         let (tx, rx) = mpsc::sync_channel(1);
         let path = self.db_path.clone();
         let read_cache_mib = self.opts.read_cache_mib;
+        let nice = self.opts.checkpoint_nice;
         let spawned = std::thread::Builder::new()
             .name("espwatch-store-checkpoint".into())
             .spawn(move || {
+                lower_thread_priority(nice);
                 let result = schema::open_reader(&path).and_then(|conn| {
                     schema::set_cache_mib(&conn, read_cache_mib)?;
                     if let Some(hook) = &job.hook {
@@ -1701,9 +1705,11 @@ impl Writer {
         drop(index);
         // Freeing the frozen heads is not the writer's business either.
         if !sealed_maps.is_empty() {
+            let nice = self.opts.checkpoint_nice;
             let _ = std::thread::Builder::new()
                 .name("espwatch-store-free".into())
                 .spawn(move || {
+                    lower_thread_priority(nice);
                     let started = Instant::now();
                     drop(sealed_maps);
                     let dropped = Instant::now();
@@ -2392,6 +2398,32 @@ fn write_segment(
     };
     insert_segment(conn, &seg)?;
     Ok(Some(seg.meta))
+}
+
+/// Raises the calling thread's nice value by `by` (at most to 19): background work of the
+/// store (encoding a checkpoint, freeing its heads) then yields the CPU to the writer and to
+/// request handling when cores are scarce, and still runs on whatever they leave. Linux
+/// threads have a nice value of their own (`setpriority` on the thread id); elsewhere this
+/// does nothing. Failing is harmless (logged at debug).
+fn lower_thread_priority(by: i32) {
+    #[cfg(target_os = "linux")]
+    if by > 0 {
+        // SAFETY: gettid has no preconditions; getpriority/setpriority only read and change
+        // the scheduling priority of this thread.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            let target = (now + by).min(19);
+            if libc::setpriority(libc::PRIO_PROCESS, tid, target) != 0 {
+                tracing::debug!(
+                    error = %std::io::Error::last_os_error(),
+                    "embedded store: could not lower a background thread's priority"
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = by;
 }
 
 /// Hands the pages freed since the last checkpoint back to the OS. Issue 17 (soak memory):
