@@ -107,7 +107,11 @@ fn main() {
         let a: Vec<String> = args.skip(1).collect();
         let dir = std::path::Path::new(&a[0]);
         let t = Instant::now();
-        fill(dir, a[1].parse().expect("WELLS"), a[2].parse().expect("DAYS"));
+        fill(
+            dir,
+            a[1].parse().expect("WELLS"),
+            a[2].parse().expect("DAYS"),
+        );
         println!("filled in {:.1} s", t.elapsed().as_secs_f64());
         if let Some(copies) = a.get(3) {
             copy_wells(dir, copies.parse().expect("COPIES"));

@@ -1364,7 +1364,11 @@ async fn a_segment_changed_after_sealing_is_caught_by_its_checksum() {
         .await
         .unwrap()
         .unwrap();
-    let verified = made.manifest.verified.clone().expect("verification recorded");
+    let verified = made
+        .manifest
+        .verified
+        .clone()
+        .expect("verification recorded");
     assert!(verified.segments_by_checksum >= 2, "{verified:?}");
     assert_eq!(verified.segments_decoded, 0, "{verified:?}");
     let (from, to) = (dest.path().join("clean"), dest.path().join("restored"));

@@ -331,8 +331,7 @@ fn checksum_problem(
     recorded: i64,
 ) -> Option<String> {
     (codec::segment_checksum(data, count, min_ts, max_ts) != recorded).then(|| {
-        "does not match its checksum (its bytes or its row changed after it was written)"
-            .to_owned()
+        "does not match its checksum (its bytes or its row changed after it was written)".to_owned()
     })
 }
 
