@@ -1490,3 +1490,43 @@ async fn a_backup_without_a_recorded_verification_is_verified_on_restore() {
     let text = format!("{refused:?}");
     assert!(refused.is_err() && text.contains("segment (O1, "), "{text}");
 }
+
+/// Log shipping (issue 20): batches the shipper shipped or gave up (its floor raised) are
+/// deleted by an idle store too, not left on disk until the next append or checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_store_deletes_the_log_below_a_raised_ship_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EmbeddedOptions {
+        keep_log_for_shipping: true,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+    for batch in 0..3 {
+        let readings: Vec<_> = (0..10)
+            .map(|i| reading("I", batch * 10 + i, i as f64))
+            .collect();
+        store.append(readings, auto()).await.unwrap();
+    }
+    store.checkpoint().await.unwrap();
+    let ids = |store: &EmbeddedStore| {
+        store
+            .log_since(0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&store), [1, 2, 3]);
+    // Nothing else happens on the store from here on.
+    store.set_ship_floor(2);
+    let mut left = ids(&store);
+    for _ in 0..1000 {
+        if left == [3] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        left = ids(&store);
+    }
+    assert_eq!(left, [3], "the idle store kept the batches below the floor");
+    store.close().await.unwrap();
+}

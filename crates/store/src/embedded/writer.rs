@@ -93,6 +93,9 @@ pub enum Command {
     Close {
         reply: Reply<()>,
     },
+    /// Nothing to do but look again at what is due: the shipper raised its floor, so an idle
+    /// writer deletes the `ship_log` rows now at or below it (see `trim_from`).
+    Wake,
 }
 
 /// State shared between the writer thread and the store handles.
@@ -894,6 +897,7 @@ impl Writer {
                 let _ = reply.send(r);
             }
             Command::Close { reply } => return Flow::Stop(Some(reply)),
+            Command::Wake => {}
         }
         Flow::Continue
     }
