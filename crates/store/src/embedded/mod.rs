@@ -201,7 +201,7 @@ pub struct ShipBacklog {
 }
 
 /// A run of log batches (ids and commit times, UTC micros) never shipped.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShipGap {
     pub first_id: i64,
     pub last_id: i64,
