@@ -711,11 +711,15 @@ const TRIM_BYTES: i64 = 1 << 20;
 /// Shipped `ship_log` rows one step deletes at most.
 const TRIM_SHIPPED: usize = 64;
 /// One step writing a checkpoint's segments writes at most this many…
-const INSTALL_SEGMENTS: usize = 64;
+const INSTALL_SEGMENTS: usize = 32;
 /// …and stops after the segment that reaches this many bytes (segments and rollups). A whole
 /// checkpoint's segments (400–500 of them, a few MB, for 500 k readings) in one transaction
-/// held every append for tens of ms, sometimes hundreds.
-const INSTALL_BYTES: usize = 1 << 20;
+/// held every append for tens of ms, sometimes hundreds; steps of 1 MiB still made the
+/// commits carrying them about twice as long.
+const INSTALL_BYTES: usize = 256 << 10;
+/// A background step (install, log deletion) runs in a transaction of its own only after the
+/// writer has waited this long for a command to ride along with.
+const STEP_ALONE_AFTER: Duration = Duration::from_millis(5);
 /// After a failed step, the next one waits this long (the log is still sealed: only space).
 const TRIM_RETRY: Duration = Duration::from_secs(5);
 /// After a failed checkpoint, the next automatic one waits this long.
@@ -816,13 +820,15 @@ impl Writer {
         let stop_reply = loop {
             self.poll_checkpoint();
             self.checkpoint_if_due();
-            // While a checkpoint is being installed or the sealed log deleted, a step runs
-            // whenever no command waits (appends' commits take a step each too, see
-            // `commit_group`).
+            // While a checkpoint is being installed or the sealed log deleted, appends'
+            // commits take a step each (`commit_group`); a step runs on its own (with an
+            // fsync of its own, which appends arriving then wait for) only when no command
+            // comes within `STEP_ALONE_AFTER`: under load the next append is usually a
+            // moment away, and the step then rides along with it.
             let first = if self.installing() || self.trim_from().is_some() {
-                match rx.try_recv() {
+                match rx.recv_timeout(STEP_ALONE_AFTER) {
                     Ok(c) => c,
-                    Err(TryRecvError::Empty) => {
+                    Err(RecvTimeoutError::Timeout) => {
                         if self.installing() {
                             self.install_alone();
                         } else {
@@ -830,7 +836,7 @@ impl Writer {
                         }
                         continue;
                     }
-                    Err(TryRecvError::Disconnected) => break None,
+                    Err(RecvTimeoutError::Disconnected) => break None,
                 }
             } else {
                 match self.next_deadline() {
