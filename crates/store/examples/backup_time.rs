@@ -84,12 +84,12 @@ fn copy_wells(dir: &std::path::Path, copies: usize) {
         conn.execute_batch(&format!(
             "BEGIN;
              INSERT INTO wells SELECT '{prefix}' || well_id, meta, created_at, updated_at,
-                 auto_registered FROM wells WHERE well_id LIKE 'FILL-%';
+                 auto_registered FROM wells WHERE well_id >= 'FILL-' AND well_id < 'FILL.';
              INSERT INTO segments(well_id, window_start, min_ts, max_ts, count, data, checksum)
                  SELECT '{prefix}' || well_id, window_start, min_ts, max_ts, count, data,
-                 checksum FROM segments WHERE well_id LIKE 'FILL-%';
+                 checksum FROM segments WHERE well_id >= 'FILL-' AND well_id < 'FILL.';
              INSERT INTO rollups SELECT '{prefix}' || well_id, window_start, data
-                 FROM rollups WHERE well_id LIKE 'FILL-%';
+                 FROM rollups WHERE well_id >= 'FILL-' AND well_id < 'FILL.';
              COMMIT;"
         ))
         .expect("copying wells");
