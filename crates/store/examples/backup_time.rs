@@ -4,7 +4,11 @@
 //! ```text
 //! cargo run --release -p espwatch-store --example backup_time -- DATA_DIR WORK_DIR [RUNS] [--former]
 //! cargo run --release -p espwatch-store --example backup_time -- --fill DIR WELLS DAYS [COPIES]
+//! cargo run --release -p espwatch-store --example backup_time -- --hashes DATA_DIR [MB]
 //! ```
+//!
+//! `--hashes` prints one core's XXH3-64 and SHA-256 speed over MB (default 512) of the store's
+//! segment blobs (why segment checksums are XXH3: see `codec::segment_checksum`).
 //!
 //! `--fill` makes a store to time: WELLS wells × DAYS days at 10 s, 13 channels as random
 //! walks at gauge precision (two decimals), sealed compact; then, to reach several GB
@@ -84,12 +88,12 @@ fn copy_wells(dir: &std::path::Path, copies: usize) {
         conn.execute_batch(&format!(
             "BEGIN;
              INSERT INTO wells SELECT '{prefix}' || well_id, meta, created_at, updated_at,
-                 auto_registered FROM wells WHERE well_id LIKE 'FILL-%';
+                 auto_registered FROM wells WHERE well_id >= 'FILL-' AND well_id < 'FILL.';
              INSERT INTO segments(well_id, window_start, min_ts, max_ts, count, data, checksum)
                  SELECT '{prefix}' || well_id, window_start, min_ts, max_ts, count, data,
-                 checksum FROM segments WHERE well_id LIKE 'FILL-%';
+                 checksum FROM segments WHERE well_id >= 'FILL-' AND well_id < 'FILL.';
              INSERT INTO rollups SELECT '{prefix}' || well_id, window_start, data
-                 FROM rollups WHERE well_id LIKE 'FILL-%';
+                 FROM rollups WHERE well_id >= 'FILL-' AND well_id < 'FILL.';
              COMMIT;"
         ))
         .expect("copying wells");
@@ -101,8 +105,58 @@ fn copy_wells(dir: &std::path::Path, copies: usize) {
         .expect("checkpoint");
 }
 
+/// One core's hashing speed over the store's first `mb` MB of segment blobs: XXH3-64 (the
+/// segment checksum) and SHA-256 (the manifest's), GB/s, best of three.
+fn hash_speed(dir: &std::path::Path, mb: usize) {
+    use sha2::Digest as _;
+    let conn = rusqlite::Connection::open(dir.join("espwatch.db")).expect("open");
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
+    let mut stmt = conn.prepare("SELECT data FROM segments").expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    while let Some(row) = rows.next().expect("row") {
+        let b: Vec<u8> = row.get(0).expect("blob");
+        total += b.len();
+        blobs.push(b);
+        if total >= mb << 20 {
+            break;
+        }
+    }
+    let best = |f: &dyn Fn(&[u8]) -> u64| {
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let mut acc = 0u64;
+                for b in &blobs {
+                    acc ^= f(b);
+                }
+                std::hint::black_box(acc);
+                total as f64 / t.elapsed().as_secs_f64() / 1e9
+            })
+            .fold(0.0, f64::max)
+    };
+    let xxh3 = best(&|b| xxhash_rust::xxh3::xxh3_64(b));
+    let sha = best(&|b| {
+        let d = sha2::Sha256::digest(b);
+        u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+    });
+    println!(
+        "{} segments, {:.1} MB: XXH3-64 {xxh3:.2} GB/s, SHA-256 {sha:.2} GB/s (one core, best of 3)",
+        blobs.len(),
+        total as f64 / 1e6
+    );
+}
+
 fn main() {
     let args = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some("--hashes") {
+        let a: Vec<String> = args.skip(1).collect();
+        hash_speed(
+            std::path::Path::new(&a[0]),
+            a.get(1).map_or(512, |m| m.parse().expect("MB")),
+        );
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("--fill") {
         let a: Vec<String> = args.skip(1).collect();
         let dir = std::path::Path::new(&a[0]);
