@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use espwatch_core::access::{Permission, Role, WellScope};
 use espwatch_core::ask::{
@@ -19,6 +20,7 @@ use espwatch_core::ask::{
 };
 use espwatch_core::diagnostics::Diagnosis;
 use espwatch_core::localtime::UtcOffset;
+use espwatch_core::well::WellMeta;
 use espwatch_core::{Agg, Field, Point, TelemetryQuery, TimeRange, Timestamp, WellId};
 use espwatch_store::{Alarm, AlarmFilter, AlarmState, AlarmStore, FleetQuery, Store, StoreError};
 use serde_json::{Value, json};
@@ -132,7 +134,7 @@ pub async fn ask(a: &Asker<'_>, question: &str) -> Result<Answered, AskError> {
     let question = question.to_owned();
     // The parse is pure CPU (fuzzy matching against every visible well): off the runtime.
     let parsed = tokio::task::spawn_blocking(move || {
-        let dir = Directory::from_metas(metas.iter());
+        let dir = DIRECTORIES.get(&metas);
         ask::parse(&question, &dir, &clock)
     })
     .await
@@ -145,6 +147,59 @@ pub async fn ask(a: &Asker<'_>, question: &str) -> Result<Answered, AskError> {
         answer,
         suggestions,
     })
+}
+
+/// The directories questions were last read against, shared by every question of the process.
+static DIRECTORIES: DirectoryCache = DirectoryCache::new();
+
+/// Directories kept: identities with different well scopes read against different registries.
+const KEPT_DIRECTORIES: usize = 4;
+
+/// The registry indexed for the parser, kept while the registry it was built from (each
+/// well's id, name and field, in order) is unchanged. Building a [`Directory`] tokenises every
+/// well's name and field: on 1 000 wells it was most of a question's CPU, and a registry
+/// changes seldom. Every question compares the registry it reads with the kept ones, entry by
+/// entry (no hash, no version that could miss a change), and builds a new one on a difference.
+pub struct DirectoryCache {
+    /// Most recently used first.
+    kept: Mutex<Vec<Arc<Directory>>>,
+}
+
+impl DirectoryCache {
+    pub const fn new() -> DirectoryCache {
+        DirectoryCache {
+            kept: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The directory of `metas`: a kept one built from the same entries, or a new one.
+    pub fn get(&self, metas: &[WellMeta]) -> Arc<Directory> {
+        let same = |d: &Directory| {
+            d.len() == metas.len()
+                && d.wells().iter().zip(metas).all(|(e, m)| {
+                    e.id == m.well_id && e.name == m.name && e.field == m.field
+                })
+        };
+        {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(i) = kept.iter().position(|d| same(d)) {
+                let d = kept.remove(i);
+                kept.insert(0, d.clone());
+                return d;
+            }
+        }
+        let built = Arc::new(Directory::from_metas(metas.iter()));
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.insert(0, built.clone());
+        kept.truncate(KEPT_DIRECTORIES);
+        built
+    }
+}
+
+impl Default for DirectoryCache {
+    fn default() -> Self {
+        DirectoryCache::new()
+    }
 }
 
 /// Questions that go on from this one.
@@ -1511,5 +1566,51 @@ mod tests {
             .unwrap();
         assert_eq!(answered.answer.wells, [wells[3].clone(), wells[2].clone()]);
         assert_eq!(store.asked.lock().unwrap().len(), 2);
+    }
+    fn named(id: &str, name: &str, field: &str) -> WellMeta {
+        let mut m = WellMeta::minimal(&WellId::parse(id).unwrap());
+        m.name = Some(name.into());
+        m.field = Some(field.into());
+        m
+    }
+
+    /// Issue 24: the registry's directory is built once and kept while the registry is the
+    /// same (building it was most of a question's CPU on 1 000 wells); a renamed, added or
+    /// moved well gives a new one, which reads the new names.
+    #[test]
+    fn the_directory_is_kept_until_the_registry_changes() {
+        let cache = DirectoryCache::new();
+        let clock = ask::Clock {
+            now: Timestamp::parse_rfc3339("2026-11-25T15:30:00Z").unwrap(),
+            zone: UtcOffset::UTC,
+        };
+        let mut metas = vec![
+            named("ESP-001", "Kestrel 1", "North Pad"),
+            named("ESP-002", "Falcon Creek", "North Pad"),
+        ];
+        let first = cache.get(&metas);
+        assert!(Arc::ptr_eq(&first, &cache.get(&metas.clone())));
+
+        metas[1].name = Some("Osprey Ridge".into());
+        let renamed = cache.get(&metas);
+        assert!(!Arc::ptr_eq(&first, &renamed));
+        let wells = |dir: &Directory, q: &str| {
+            ask::parse(q, dir, &clock)
+                .map(|it| it.wells)
+                .unwrap_or_default()
+        };
+        let q = "motor current of osprey ridge now";
+        assert_eq!(wells(&renamed, q), [metas[1].well_id.clone()]);
+        assert!(wells(&first, q).is_empty());
+
+        metas[0].field = Some("South Pad".into());
+        let moved = cache.get(&metas);
+        assert!(!Arc::ptr_eq(&renamed, &moved));
+        metas.push(named("ESP-003", "Heron 3", "South Pad"));
+        let added = cache.get(&metas);
+        assert_eq!(added.len(), 3);
+        // An identity with another scope (another registry) keeps its own: both stay.
+        assert!(Arc::ptr_eq(&moved, &cache.get(&metas[..2])));
+        assert!(Arc::ptr_eq(&added, &cache.get(&metas)));
     }
 }
