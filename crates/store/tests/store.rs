@@ -1336,3 +1336,197 @@ async fn a_backup_of_damaged_segments_is_refused_naming_each() {
         "no manifest for a refused backup"
     );
 }
+
+/// Issue 20: a segment is verified by the checksum recorded when it was written, so bytes
+/// that changed afterwards are caught even when they still decode to as many readings (here
+/// another well's segment of the same window written into the row: a misdirected write),
+/// by the backup, by `store check` and `store repair`. The manifest records the checksum
+/// verification, and a restore trusts it while still refusing a damaged file.
+#[tokio::test]
+async fn a_segment_changed_after_sealing_is_caught_by_its_checksum() {
+    use espwatch_store::embedded::{backup, check};
+    const HOUR: i64 = 3600;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let mut rs = Vec::new();
+    for (w, v) in [("C1", 1.0), ("C2", 2.0)] {
+        for t in (0..9 * HOUR).step_by(600) {
+            rs.push(reading(w, t, v + t as f64 / 1e4));
+        }
+    }
+    store.append(rs, auto()).await.unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+
+    let dest = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.path().to_owned(), dest.path().join("clean"));
+    let made = tokio::task::spawn_blocking(move || backup::backup(&from, &to))
+        .await
+        .unwrap()
+        .unwrap();
+    let verified = made
+        .manifest
+        .verified
+        .clone()
+        .expect("verification recorded");
+    assert!(verified.segments_by_checksum >= 2, "{verified:?}");
+    assert_eq!(verified.segments_decoded, 0, "{verified:?}");
+    let (from, to) = (dest.path().join("clean"), dest.path().join("restored"));
+    let back = tokio::task::spawn_blocking(move || backup::restore(&from, &to))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.manifest.readings, 2 * 54);
+
+    let ws: i64 = {
+        let conn = rusqlite::Connection::open(dir.path().join("espwatch.db")).unwrap();
+        let ws: i64 = conn
+            .query_row(
+                "SELECT min(window_start) FROM segments WHERE well_id = 'C2'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let n = conn
+            .execute(
+                "UPDATE segments SET data = (SELECT data FROM segments
+                                             WHERE well_id = 'C1' AND window_start = ?1)
+                 WHERE well_id = 'C2' AND window_start = ?1",
+                [ws],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        ws
+    };
+    let named = format!("segment (C2, {ws}): does not match its checksum");
+    let (from, to) = (dir.path().to_owned(), dest.path().join("damaged"));
+    let refused = tokio::task::spawn_blocking(move || backup::backup(&from, &to))
+        .await
+        .unwrap();
+    let text = format!("{refused:?}");
+    assert!(refused.is_err() && text.contains(&named), "{text}");
+    let report = check::check(dir.path()).unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert!(report.damaged[0].starts_with(&named), "{report:?}");
+    let repaired = check::repair(dir.path()).unwrap();
+    assert_eq!(repaired.repaired, 1, "{repaired:?}");
+    assert!(check::check(dir.path()).unwrap().is_clean());
+
+    // A damaged backup file is still refused by a restore that trusts the verification.
+    let db = dest.path().join("clean").join("espwatch.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let last = bytes.len() - 100;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&db, bytes).unwrap();
+    let (from, to) = (dest.path().join("clean"), dest.path().join("again"));
+    let refused = tokio::task::spawn_blocking(move || backup::restore(&from, &to))
+        .await
+        .unwrap();
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("checksum")),
+        "{refused:?}"
+    );
+}
+
+/// Issue 20: a backup made before segment checksums (its manifest records no verification)
+/// is verified again when restored: a segment that changed in it is refused by name even
+/// when the file's SHA-256 matches the manifest.
+#[tokio::test]
+async fn a_backup_without_a_recorded_verification_is_verified_on_restore() {
+    use espwatch_store::embedded::backup;
+    const HOUR: i64 = 3600;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let rs = (0..9 * HOUR)
+        .step_by(600)
+        .map(|t| reading("O1", t, 1.0 + t as f64 / 1e4))
+        .collect();
+    store.append(rs, auto()).await.unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let b = dest.path().join("b");
+    let (from, to) = (dir.path().to_owned(), b.clone());
+    tokio::task::spawn_blocking(move || backup::backup(&from, &to))
+        .await
+        .unwrap()
+        .unwrap();
+    // As an older release wrote it: no verification record, and a segment that does not
+    // decode, with the file's checksum matching the manifest.
+    let db = b.join("espwatch.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let n = conn
+            .execute(
+                "UPDATE segments SET data = x'01ff', checksum = NULL WHERE window_start =
+                 (SELECT min(window_start) FROM segments)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let path = b.join(backup::MANIFEST);
+    let mut manifest: backup::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest.verified = None;
+    let bytes = std::fs::read(&db).unwrap();
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(&bytes);
+    let file = manifest
+        .files
+        .iter_mut()
+        .find(|f| f.name == "espwatch.db")
+        .unwrap();
+    file.bytes = bytes.len() as u64;
+    file.sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, serde_json::to_string(&manifest).unwrap()).unwrap();
+
+    let (from, to) = (b.clone(), dest.path().join("restored"));
+    let refused = tokio::task::spawn_blocking(move || backup::restore(&from, &to))
+        .await
+        .unwrap();
+    let text = format!("{refused:?}");
+    assert!(refused.is_err() && text.contains("segment (O1, "), "{text}");
+}
+
+/// Log shipping (issue 20): batches the shipper shipped or gave up (its floor raised) are
+/// deleted by an idle store too, not left on disk until the next append or checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_store_deletes_the_log_below_a_raised_ship_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EmbeddedOptions {
+        keep_log_for_shipping: true,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+    for batch in 0..3 {
+        let readings: Vec<_> = (0..10)
+            .map(|i| reading("I", batch * 10 + i, i as f64))
+            .collect();
+        store.append(readings, auto()).await.unwrap();
+    }
+    store.checkpoint().await.unwrap();
+    let ids = |store: &EmbeddedStore| {
+        store
+            .log_since(0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&store), [1, 2, 3]);
+    // Nothing else happens on the store from here on.
+    store.set_ship_floor(2);
+    let mut left = ids(&store);
+    for _ in 0..1000 {
+        if left == [3] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        left = ids(&store);
+    }
+    assert_eq!(left, [3], "the idle store kept the batches below the floor");
+    store.close().await.unwrap();
+}

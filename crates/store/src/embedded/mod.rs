@@ -201,7 +201,7 @@ pub struct ShipBacklog {
 }
 
 /// A run of log batches (ids and commit times, UTC micros) never shipped.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShipGap {
     pub first_id: i64,
     pub last_id: i64,
@@ -389,9 +389,17 @@ impl EmbeddedStore {
     }
 
     /// The data directory this store was opened on.
-    /// The log shipper shipped every log batch up to `id`: the next checkpoint may drop them.
+    /// The log shipper shipped (or gave up) every log batch up to `id`: the writer may delete
+    /// them. A raised floor wakes the writer, so an idle store deletes them now rather than at
+    /// its next append or checkpoint.
     pub fn set_ship_floor(&self, id: i64) {
-        self.inner.shared.ship_floor.store(id, Ordering::Release);
+        let before = self.inner.shared.ship_floor.swap(id, Ordering::AcqRel);
+        if id > before
+            && let Some(sender) = lock(&self.inner.sender).as_ref()
+        {
+            // A stopped writer has nothing left to delete.
+            let _ = sender.send(Command::Wake);
+        }
     }
 
     /// Id and commit time (UTC micros) of the newest committed log batch (id 0: none yet;

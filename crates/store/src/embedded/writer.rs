@@ -93,6 +93,9 @@ pub enum Command {
     Close {
         reply: Reply<()>,
     },
+    /// Nothing to do but look again at what is due: the shipper raised its floor, so an idle
+    /// writer deletes the `ship_log` rows now at or below it (see `trim_from`).
+    Wake,
 }
 
 /// State shared between the writer thread and the store handles.
@@ -623,6 +626,8 @@ struct EncodedSegment {
     ws: i64,
     meta: SegMeta,
     data: Vec<u8>,
+    /// `codec::segment_checksum` of `data` and `meta`, recorded in the row.
+    checksum: i64,
     rollup: Option<Vec<u8>>,
     /// Its timestamps, for the duplicate-check cache.
     times: SegTimes,
@@ -892,6 +897,7 @@ impl Writer {
                 let _ = reply.send(r);
             }
             Command::Close { reply } => return Flow::Stop(Some(reply)),
+            Command::Wake => {}
         }
         Flow::Continue
     }
@@ -1649,8 +1655,28 @@ impl Writer {
             v.sort();
             v
         };
-        // Compact segments written before rollups existed get theirs too.
+        // Compact segments written before rollups existed get theirs too, and segments
+        // written before checksums (`segments.checksum` NULL) theirs: rewritten, i.e. decoded
+        // (a damaged one fails the compaction, as before) and encoded again.
         let mut pending = pending;
+        {
+            let err = |e| sql_err("listing segments without checksums", e);
+            let mut stmt = self
+                .conn
+                .prepare("SELECT well_id, window_start FROM segments WHERE checksum IS NULL")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(err)?;
+            for row in rows {
+                let (id, ws) = row.map_err(err)?;
+                if let Ok(id) = WellId::parse(&id) {
+                    pending.push((id, ws));
+                }
+            }
+            pending.sort();
+            pending.dedup();
+        }
         if shared.window % rollup::HOUR == 0 {
             let err = |e| sql_err("listing segments without rollups", e);
             let mut stmt = self
@@ -2079,11 +2105,13 @@ fn encode_segment(
         count: points.len() as i64,
         compact: packing == Packing::Compact,
     };
+    let data = codec::encode_segment(points, packing);
     Some(EncodedSegment {
         well: well.clone(),
         ws,
+        checksum: codec::segment_checksum(&data, meta.count, meta.min_ts, meta.max_ts),
         meta,
-        data: codec::encode_segment(points, packing),
+        data,
         times: SegTimes::of(points.iter().map(|p| p.0.0)),
         // Hourly rollups need windows of whole hours (the default 4 h); queries check for them.
         rollup: (window % rollup::HOUR == 0).then(|| rollup::encode(points)),
@@ -2093,8 +2121,9 @@ fn encode_segment(
 /// Writes (or replaces) an encoded segment and its rollup.
 fn insert_segment(conn: &Connection, seg: &EncodedSegment) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO segments(well_id, window_start, min_ts, max_ts, count, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO segments(well_id, window_start, min_ts, max_ts, count, data,
+                                         checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -2103,7 +2132,8 @@ fn insert_segment(conn: &Connection, seg: &EncodedSegment) -> StoreResult<()> {
             seg.meta.min_ts,
             seg.meta.max_ts,
             seg.meta.count,
-            seg.data
+            seg.data,
+            seg.checksum
         ])
     })
     .map_err(|e| sql_err("writing segment", e))?;
