@@ -176,9 +176,10 @@ impl DirectoryCache {
     pub fn get(&self, metas: &[WellMeta]) -> Arc<Directory> {
         let same = |d: &Directory| {
             d.len() == metas.len()
-                && d.wells().iter().zip(metas).all(|(e, m)| {
-                    e.id == m.well_id && e.name == m.name && e.field == m.field
-                })
+                && d.wells()
+                    .iter()
+                    .zip(metas)
+                    .all(|(e, m)| e.id == m.well_id && e.name == m.name && e.field == m.field)
         };
         {
             let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
@@ -460,7 +461,9 @@ fn list_text<T: std::fmt::Display>(items: &[T], max: usize) -> String {
 /// 1 000 wells).
 fn dedup_wells(ids: impl IntoIterator<Item = WellId>) -> Vec<WellId> {
     let mut seen: HashSet<WellId> = HashSet::new();
-    ids.into_iter().filter(|id| seen.insert(id.clone())).collect()
+    ids.into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
 }
 
 /// What answering reads, as the permissions of the routes that serve the same data.
