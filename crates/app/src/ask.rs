@@ -457,6 +457,9 @@ fn list_text<T: std::fmt::Display>(items: &[T], max: usize) -> String {
     s
 }
 
+/// One well's value of one channel: the latest (with its time) or an aggregate.
+type Row = (WellId, Field, f64, Option<Timestamp>);
+
 /// The wells, first occurrence kept, in order (a set beside the list: fleet answers hold
 /// 1 000 wells).
 fn dedup_wells(ids: impl IntoIterator<Item = WellId>) -> Vec<WellId> {
@@ -870,8 +873,7 @@ async fn filter(
     let mut ans = Answer::default();
     let mut listed = Vec::new();
     // Each well's rows, in their order: one pass over the rows, not one per well.
-    let mut per_well: HashMap<&WellId, Vec<&(WellId, Field, f64, Option<Timestamp>)>> =
-        HashMap::new();
+    let mut per_well: HashMap<&WellId, Vec<&Row>> = HashMap::new();
     for r in &rows {
         per_well.entry(&r.0).or_default().push(r);
     }
