@@ -8,9 +8,10 @@
 //! may see, so a well outside the scope is "not registered (or visible to you)", and fleet
 //! answers are computed over visible wells only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use espwatch_core::access::{Permission, Role, WellScope};
 use espwatch_core::ask::{
@@ -19,6 +20,7 @@ use espwatch_core::ask::{
 };
 use espwatch_core::diagnostics::Diagnosis;
 use espwatch_core::localtime::UtcOffset;
+use espwatch_core::well::WellMeta;
 use espwatch_core::{Agg, Field, Point, TelemetryQuery, TimeRange, Timestamp, WellId};
 use espwatch_store::{Alarm, AlarmFilter, AlarmState, AlarmStore, FleetQuery, Store, StoreError};
 use serde_json::{Value, json};
@@ -115,12 +117,16 @@ pub fn not_understood_json(e: &NotUnderstood) -> Value {
 
 /// Reads `question` against the wells the asker may see and answers it.
 pub async fn ask(a: &Asker<'_>, question: &str) -> Result<Answered, AskError> {
+    // The registry is read once per question: the parse reads the question against it, and
+    // the answer's "every visible well" is the same list.
     let records = a.store.list_wells().await?;
     let metas: Vec<_> = records
         .into_iter()
         .filter(|r| a.scope.allows(r.meta.well_id.as_str()))
         .map(|r| r.meta)
         .collect();
+    let mut visible: Vec<WellId> = metas.iter().map(|m| m.well_id.clone()).collect();
+    visible.sort();
     let clock = Clock {
         now: a.now,
         zone: a.zone,
@@ -128,19 +134,73 @@ pub async fn ask(a: &Asker<'_>, question: &str) -> Result<Answered, AskError> {
     let question = question.to_owned();
     // The parse is pure CPU (fuzzy matching against every visible well): off the runtime.
     let parsed = tokio::task::spawn_blocking(move || {
-        let dir = Directory::from_metas(metas.iter());
+        let dir = DIRECTORIES.get(&metas);
         ask::parse(&question, &dir, &clock)
     })
     .await
     .map_err(|e| AskError::Join(e.to_string()))?;
     let mut it = parsed.map_err(AskError::NotUnderstood)?;
-    let answer = answer(a, &mut it).await?;
+    let answer = answer(a, &visible, &mut it).await?;
     let suggestions = follow_ups(&it);
     Ok(Answered {
         interpretation: it,
         answer,
         suggestions,
     })
+}
+
+/// The directories questions were last read against, shared by every question of the process.
+static DIRECTORIES: DirectoryCache = DirectoryCache::new();
+
+/// Directories kept: identities with different well scopes read against different registries.
+const KEPT_DIRECTORIES: usize = 4;
+
+/// The registry indexed for the parser, kept while the registry it was built from (each
+/// well's id, name and field, in order) is unchanged. Building a [`Directory`] tokenises every
+/// well's name and field: on 1 000 wells it was most of a question's CPU, and a registry
+/// changes seldom. Every question compares the registry it reads with the kept ones, entry by
+/// entry (no hash, no version that could miss a change), and builds a new one on a difference.
+pub struct DirectoryCache {
+    /// Most recently used first.
+    kept: Mutex<Vec<Arc<Directory>>>,
+}
+
+impl DirectoryCache {
+    pub const fn new() -> DirectoryCache {
+        DirectoryCache {
+            kept: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The directory of `metas`: a kept one built from the same entries, or a new one.
+    pub fn get(&self, metas: &[WellMeta]) -> Arc<Directory> {
+        let same = |d: &Directory| {
+            d.len() == metas.len()
+                && d.wells()
+                    .iter()
+                    .zip(metas)
+                    .all(|(e, m)| e.id == m.well_id && e.name == m.name && e.field == m.field)
+        };
+        {
+            let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(i) = kept.iter().position(|d| same(d)) {
+                let d = kept.remove(i);
+                kept.insert(0, d.clone());
+                return d;
+            }
+        }
+        let built = Arc::new(Directory::from_metas(metas.iter()));
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.insert(0, built.clone());
+        kept.truncate(KEPT_DIRECTORIES);
+        built
+    }
+}
+
+impl Default for DirectoryCache {
+    fn default() -> Self {
+        DirectoryCache::new()
+    }
 }
 
 /// Questions that go on from this one.
@@ -204,21 +264,13 @@ pub fn trend_step(from: Timestamp, to: Timestamp) -> i64 {
     7 * DAY
 }
 
-/// The wells a question is about: those named, else every visible well with or without data.
-async fn target_wells(a: &Asker<'_>, it: &Interpretation) -> Result<Vec<WellId>, AskError> {
+/// The wells a question is about: those named, else every visible well with or without data
+/// (`visible`, sorted).
+fn target_wells(visible: &[WellId], it: &Interpretation) -> Vec<WellId> {
     if !it.wells.is_empty() {
-        return Ok(it.wells.clone());
+        return it.wells.clone();
     }
-    let mut ids: Vec<WellId> = a
-        .store
-        .list_wells()
-        .await?
-        .into_iter()
-        .map(|r| r.meta.well_id)
-        .filter(|id| a.scope.allows(id.as_str()))
-        .collect();
-    ids.sort();
-    Ok(ids)
+    visible.to_vec()
 }
 
 /// The newest reading of each visible well.
@@ -405,18 +457,16 @@ fn list_text<T: std::fmt::Display>(items: &[T], max: usize) -> String {
     s
 }
 
-fn is_target(targets: &[WellId], well: &WellId) -> bool {
-    targets.contains(well)
-}
+/// One well's value of one channel: the latest (with its time) or an aggregate.
+type Row = (WellId, Field, f64, Option<Timestamp>);
 
+/// The wells, first occurrence kept, in order (a set beside the list: fleet answers hold
+/// 1 000 wells).
 fn dedup_wells(ids: impl IntoIterator<Item = WellId>) -> Vec<WellId> {
-    let mut out: Vec<WellId> = Vec::new();
-    for id in ids {
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    out
+    let mut seen: HashSet<WellId> = HashSet::new();
+    ids.into_iter()
+        .filter(|id| seen.insert(id.clone()))
+        .collect()
 }
 
 /// What answering reads, as the permissions of the routes that serve the same data.
@@ -432,29 +482,37 @@ pub fn needed_permission(it: &Interpretation) -> Permission {
     }
 }
 
-async fn answer(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError> {
+async fn answer(
+    a: &Asker<'_>,
+    visible: &[WellId],
+    it: &mut Interpretation,
+) -> Result<Answer, AskError> {
     let needed = needed_permission(it);
     if !a.role.allows(needed) {
         return Err(AskError::Forbidden(needed));
     }
     match it.intent {
-        Intent::Value => value(a, it).await,
-        Intent::Aggregate => aggregate(a, it).await,
-        Intent::Trend => trend(a, it).await,
+        Intent::Value => value(a, visible, it).await,
+        Intent::Aggregate => aggregate(a, visible, it).await,
+        Intent::Trend => trend(a, visible, it).await,
         Intent::Compare => compare(a, it).await,
-        Intent::Filter => filter(a, it).await,
-        Intent::Top => top(a, it).await,
-        Intent::Condition => condition(a, it).await,
-        Intent::Alarms => alarms(a, it).await,
+        Intent::Filter => filter(a, visible, it).await,
+        Intent::Top => top(a, visible, it).await,
+        Intent::Condition => condition(a, visible, it).await,
+        Intent::Alarms => alarms(a, visible, it).await,
         Intent::Diagnosis => diagnosis(a, it).await,
         Intent::Status => status(a, it).await,
-        Intent::RunState => run_state(a, it).await,
-        Intent::NoData => no_data(a, it).await,
+        Intent::RunState => run_state(a, visible, it).await,
+        Intent::NoData => no_data(a, visible, it).await,
     }
 }
 
-async fn value(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError> {
-    let wells = target_wells(a, it).await?;
+async fn value(
+    a: &Asker<'_>,
+    visible: &[WellId],
+    it: &mut Interpretation,
+) -> Result<Answer, AskError> {
+    let wells = target_wells(visible, it);
     let latest = latest_map(a).await?;
     let mut ans = Answer::default();
     let mut parts = Vec::new();
@@ -495,10 +553,14 @@ async fn value(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErro
     Ok(ans)
 }
 
-async fn aggregate(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError> {
+async fn aggregate(
+    a: &Asker<'_>,
+    visible: &[WellId],
+    it: &mut Interpretation,
+) -> Result<Answer, AskError> {
     let (from, to) = default_range(it, a.now);
     let agg = *it.agg.get_or_insert(Agg::Avg);
-    let wells = target_wells(a, it).await?;
+    let wells = target_wells(visible, it);
     let mut ans = Answer::default();
     let mut per: Vec<(WellId, Field, f64, usize)> = Vec::new();
     // Per channel: sum and count of every well's points (avg), or the most extreme well.
@@ -615,8 +677,12 @@ async fn last_trip(a: &Asker<'_>, id: &WellId) -> Result<Option<Timestamp>, AskE
     Ok(last)
 }
 
-async fn trend(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError> {
-    let wells = target_wells(a, it).await?;
+async fn trend(
+    a: &Asker<'_>,
+    visible: &[WellId],
+    it: &mut Interpretation,
+) -> Result<Answer, AskError> {
+    let wells = target_wells(visible, it);
     let mut ans = Answer::default();
     if it.time == Some(TimeSpec::BeforeTrip) {
         let Some(w) = wells.first() else {
@@ -796,16 +862,28 @@ async fn compare(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskEr
     Ok(ans)
 }
 
-async fn filter(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError> {
+async fn filter(
+    a: &Asker<'_>,
+    visible: &[WellId],
+    it: &mut Interpretation,
+) -> Result<Answer, AskError> {
     let f = it.filter.clone().expect("a filter question has a filter");
-    let wells = target_wells(a, it).await?;
+    let wells = target_wells(visible, it);
     let rows = values_per_well(a, it, &wells, &f.channels).await?;
     let mut ans = Answer::default();
     let mut listed = Vec::new();
+    // Each well's rows, in their order: one pass over the rows, not one per well.
+    let mut per_well: HashMap<&WellId, Vec<&Row>> = HashMap::new();
+    for r in &rows {
+        per_well.entry(&r.0).or_default().push(r);
+    }
     for w in &wells {
-        let hits: Vec<_> = rows
-            .iter()
-            .filter(|r| &r.0 == w && f.cmp.holds(r.2, f.value))
+        let hits: Vec<_> = per_well
+            .get(w)
+            .into_iter()
+            .flatten()
+            .filter(|r| f.cmp.holds(r.2, f.value))
+            .copied()
             .collect();
         if hits.is_empty() {
             continue;
@@ -820,7 +898,7 @@ async fn filter(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErr
         }
         listed.push(format!("{w} ({})", with_unit(it, hits[0].1, hits[0].2)));
     }
-    let judged = dedup_wells(rows.iter().map(|r| r.0.clone())).len();
+    let judged = per_well.len();
     let when = match it.agg {
         Some(agg) => format!("({} {})", agg.name(), time_label(it)),
         None => "now".into(),
@@ -848,16 +926,21 @@ async fn filter(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErr
     Ok(ans)
 }
 
-async fn top(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError> {
-    let wells = target_wells(a, it).await?;
+async fn top(
+    a: &Asker<'_>,
+    visible: &[WellId],
+    it: &mut Interpretation,
+) -> Result<Answer, AskError> {
+    let wells = target_wells(visible, it);
     let fields = it.channels.clone();
     let rows = values_per_well(a, it, &wells, &fields).await?;
     let order = it.order.unwrap_or(Order::Desc);
     let limit = *it.limit.get_or_insert(DEFAULT_TOP);
     // One value per well: the most extreme of its channels (vibration: the worse axis).
     let mut best: Vec<(WellId, Field, f64, Option<Timestamp>)> = Vec::new();
+    let mut at: HashMap<WellId, usize> = HashMap::new();
     for r in rows {
-        match best.iter_mut().find(|b| b.0 == r.0) {
+        match at.get(&r.0).map(|&i| &mut best[i]) {
             Some(b) => {
                 let better = match order {
                     Order::Desc => r.2 > b.2,
@@ -867,7 +950,10 @@ async fn top(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError>
                     *b = r;
                 }
             }
-            None => best.push(r),
+            None => {
+                at.insert(r.0.clone(), best.len());
+                best.push(r);
+            }
         }
     }
     best.sort_by(|x, y| match order {
@@ -907,14 +993,18 @@ async fn top(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError>
     Ok(ans)
 }
 
-async fn condition(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError> {
+async fn condition(
+    a: &Asker<'_>,
+    visible: &[WellId],
+    it: &mut Interpretation,
+) -> Result<Answer, AskError> {
     let c = it.condition.expect("a condition question has a condition");
     let all = list_alarms(a, None).await?;
-    let targets = target_wells(a, it).await?;
+    let targets: HashSet<WellId> = target_wells(visible, it).into_iter().collect();
     let range = it.range();
     let hits: Vec<&Alarm> = all
         .iter()
-        .filter(|x| x.condition == Diagnosis::Condition(c) && is_target(&targets, &x.well_id))
+        .filter(|x| x.condition == Diagnosis::Condition(c) && targets.contains(&x.well_id))
         .filter(|x| match range {
             Some((from, to)) => overlaps(x, from, to),
             None => x.state != AlarmState::Cleared,
@@ -981,13 +1071,17 @@ fn state_matches(q: Option<AlarmStateQuery>, s: AlarmState) -> bool {
     }
 }
 
-async fn alarms(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError> {
+async fn alarms(
+    a: &Asker<'_>,
+    visible: &[WellId],
+    it: &mut Interpretation,
+) -> Result<Answer, AskError> {
     let all = list_alarms(a, None).await?;
-    let targets = target_wells(a, it).await?;
+    let targets: HashSet<WellId> = target_wells(visible, it).into_iter().collect();
     let range = it.range();
     let hits: Vec<&Alarm> = all
         .iter()
-        .filter(|x| is_target(&targets, &x.well_id) && state_matches(it.alarm_state, x.state))
+        .filter(|x| targets.contains(&x.well_id) && state_matches(it.alarm_state, x.state))
         .filter(|x| match range {
             Some((from, to)) => match it.alarm_state {
                 Some(AlarmStateQuery::Cleared) => x.ended_at.is_some_and(|e| e >= from && e < to),
@@ -1225,9 +1319,13 @@ async fn status(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskErr
     Ok(ans)
 }
 
-async fn run_state(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError> {
+async fn run_state(
+    a: &Asker<'_>,
+    visible: &[WellId],
+    it: &mut Interpretation,
+) -> Result<Answer, AskError> {
     let want = it.run_state.unwrap_or(RunState::Stopped);
-    let wells = target_wells(a, it).await?;
+    let wells = target_wells(visible, it);
     let latest = latest_map(a).await?;
     let mut ans = Answer::default();
     let mut matching = Vec::new();
@@ -1289,9 +1387,13 @@ async fn run_state(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, Ask
     Ok(ans)
 }
 
-async fn no_data(a: &Asker<'_>, it: &mut Interpretation) -> Result<Answer, AskError> {
+async fn no_data(
+    a: &Asker<'_>,
+    visible: &[WellId],
+    it: &mut Interpretation,
+) -> Result<Answer, AskError> {
     let stale = *it.stale_for.get_or_insert(HOUR);
-    let wells = target_wells(a, it).await?;
+    let wells = target_wells(visible, it);
     let latest = latest_map(a).await?;
     let mut ans = Answer::default();
     let mut listed = Vec::new();
@@ -1469,5 +1571,51 @@ mod tests {
             .unwrap();
         assert_eq!(answered.answer.wells, [wells[3].clone(), wells[2].clone()]);
         assert_eq!(store.asked.lock().unwrap().len(), 2);
+    }
+    fn named(id: &str, name: &str, field: &str) -> WellMeta {
+        let mut m = WellMeta::minimal(&WellId::parse(id).unwrap());
+        m.name = Some(name.into());
+        m.field = Some(field.into());
+        m
+    }
+
+    /// Issue 24: the registry's directory is built once and kept while the registry is the
+    /// same (building it was most of a question's CPU on 1 000 wells); a renamed, added or
+    /// moved well gives a new one, which reads the new names.
+    #[test]
+    fn the_directory_is_kept_until_the_registry_changes() {
+        let cache = DirectoryCache::new();
+        let clock = ask::Clock {
+            now: Timestamp::parse_rfc3339("2026-11-25T15:30:00Z").unwrap(),
+            zone: UtcOffset::UTC,
+        };
+        let mut metas = vec![
+            named("ESP-001", "Kestrel 1", "North Pad"),
+            named("ESP-002", "Falcon Creek", "North Pad"),
+        ];
+        let first = cache.get(&metas);
+        assert!(Arc::ptr_eq(&first, &cache.get(&metas.clone())));
+
+        metas[1].name = Some("Osprey Ridge".into());
+        let renamed = cache.get(&metas);
+        assert!(!Arc::ptr_eq(&first, &renamed));
+        let wells = |dir: &Directory, q: &str| {
+            ask::parse(q, dir, &clock)
+                .map(|it| it.wells)
+                .unwrap_or_default()
+        };
+        let q = "motor current of osprey ridge now";
+        assert_eq!(wells(&renamed, q), [metas[1].well_id.clone()]);
+        assert!(wells(&first, q).is_empty());
+
+        metas[0].field = Some("South Pad".into());
+        let moved = cache.get(&metas);
+        assert!(!Arc::ptr_eq(&renamed, &moved));
+        metas.push(named("ESP-003", "Heron 3", "South Pad"));
+        let added = cache.get(&metas);
+        assert_eq!(added.len(), 3);
+        // An identity with another scope (another registry) keeps its own: both stay.
+        assert!(Arc::ptr_eq(&moved, &cache.get(&metas[..2])));
+        assert!(Arc::ptr_eq(&added, &cache.get(&metas)));
     }
 }

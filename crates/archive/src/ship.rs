@@ -25,6 +25,10 @@
 //! UTC micros, zero-padded) and holds `ESPWLOG1`, the batch count, then per batch its id,
 //! commit time and encoded readings, then the SHA-256 of all that.
 //!
+//! A gap (batches given up past `backup_ship_max_pending_mb`) is kept in the data directory
+//! ([`GAP_FILE`]) so that it survives a restart, until the destination's backup chain holds a
+//! backup started after it (then a restore to any second after that backup works again).
+//!
 //! [`replay`] is the other half: after `store restore` has restored the newest chain backup
 //! started at or before `--until`, the shipped batches committed between that backup and
 //! `--until` are appended again (idempotent: `(well, ts)` already stored is a duplicate), each
@@ -35,7 +39,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use espwatch_store::embedded::incremental::SHIPPED_LOG;
+use espwatch_store::embedded::incremental::{CHAIN, Chain, SHIPPED_LOG};
 use espwatch_store::{
     AppendOptions, EmbeddedOptions, EmbeddedStore, LogRecord, ReadingOutcome, ShipGap, Store,
     decode_log_readings,
@@ -320,6 +324,48 @@ pub struct GapStatus {
     pub advice: &'static str,
 }
 
+/// The file of the data directory keeping the latest gap in the shipped log (JSON, the
+/// [`ShipGap`]) across restarts; removed once the destination's backup chain holds a backup
+/// started after the gap.
+pub const GAP_FILE: &str = "ship-gap.json";
+
+/// The gap kept in `dir` ([`GAP_FILE`]), if any; an unreadable file is reported and ignored.
+fn load_gap(dir: &FsPath) -> Option<ShipGap> {
+    let path = dir.join(GAP_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "log shipping: reading the kept gap");
+            return None;
+        }
+    };
+    match serde_json::from_str(&text) {
+        Ok(gap) => Some(gap),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "log shipping: the kept gap does not parse; ignored");
+            None
+        }
+    }
+}
+
+/// Keeps `gap` in `dir` ([`GAP_FILE`], written whole then renamed), or removes the file.
+fn save_gap(dir: &FsPath, gap: Option<&ShipGap>) -> anyhow::Result<()> {
+    let path = dir.join(GAP_FILE);
+    let Some(gap) = gap else {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        };
+    };
+    let tmp = dir.join(format!("{GAP_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec(gap)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+}
+
 #[derive(Default)]
 struct State {
     /// The highest batch shipped; `None` until the destination was listed.
@@ -336,7 +382,13 @@ struct State {
     gap: Option<ShipGap>,
     /// Batches up to this id were given up: never shipped, the cursor continues past them.
     given_up_through: i64,
+    /// Rounds until the destination's backup chain is read again to see whether a backup
+    /// started after `gap` (0: at the next successful round).
+    gap_check_in: u32,
 }
+
+/// While a gap is reported, the chain is read every this many successful rounds.
+const GAP_CHECK_ROUNDS: u32 = 20;
 
 /// The background log shipper of `serve`.
 #[derive(Clone)]
@@ -356,13 +408,30 @@ impl Shipper {
     /// Starts shipping `store`'s log to `dest` every `opts.interval`.
     pub fn start(store: EmbeddedStore, dest: Archive, opts: ShipOptions) -> Shipper {
         let interval = opts.interval;
+        // A gap reported before a restart still stands (until a base backup after it).
+        let gap = load_gap(store.dir());
+        if let Some(g) = &gap {
+            tracing::warn!(
+                first_log_id = g.first_id,
+                last_log_id = g.last_id,
+                from = %rfc3339(g.first_at),
+                to = %rfc3339(g.last_at),
+                "log shipping: the shipped log has a gap (kept from before the restart); take a \
+                 base backup (store backup --incremental) to restore to any second after it"
+            );
+        }
+        let state = State {
+            given_up_through: gap.as_ref().map_or(0, |g| g.last_id),
+            gap,
+            ..State::default()
+        };
         let shipper = Shipper {
             store,
             dest,
             interval,
             opts,
             started_at: now_micros(),
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(state)),
             stop: Arc::default(),
             task: Arc::default(),
         };
@@ -387,16 +456,24 @@ impl Shipper {
             }
             wait = match self.round().await {
                 Ok(()) => {
-                    let mut st = self.lock();
-                    if st.consecutive_failures > 0 {
-                        tracing::info!(
-                            failed_rounds = st.consecutive_failures,
-                            destination = self.dest.url(),
-                            "log shipping caught up"
-                        );
+                    let check_gap = {
+                        let mut st = self.lock();
+                        if st.consecutive_failures > 0 {
+                            tracing::info!(
+                                failed_rounds = st.consecutive_failures,
+                                destination = self.dest.url(),
+                                "log shipping caught up"
+                            );
+                        }
+                        st.consecutive_failures = 0;
+                        st.last_error = None;
+                        let due = st.gap.is_some() && st.gap_check_in == 0;
+                        st.gap_check_in = st.gap_check_in.saturating_sub(1);
+                        due
+                    };
+                    if check_gap {
+                        self.close_gap_after_a_backup().await;
                     }
-                    st.consecutive_failures = 0;
-                    st.last_error = None;
                     interval
                 }
                 Err(e) => {
@@ -462,9 +539,63 @@ impl Shipper {
         st.dropped_batches += gap.batches;
         st.pending_bytes = backlog.bytes.saturating_sub(gap.bytes);
         st.gap = Some(gap.clone());
+        st.gap_check_in = 0;
         drop(st);
+        // Kept before the batches may go: a restart still reports the gap.
+        if let Err(e) = save_gap(self.store.dir(), Some(&gap)) {
+            tracing::warn!(error = %format!("{e:#}"), "log shipping: keeping the gap in the data directory failed; it is reported until a restart only");
+        }
         self.store.set_ship_floor(gap.last_id);
         Ok(())
+    }
+
+    /// While a gap is reported: when the destination's backup chain holds a backup started
+    /// after the gap's last batch, a restore to any second after that backup works again, so
+    /// the gap is no longer reported (and no longer kept in the data directory).
+    async fn close_gap_after_a_backup(&self) {
+        let Some(gap_end) = self.lock().gap.as_ref().map(|g| g.last_at) else {
+            return;
+        };
+        self.lock().gap_check_in = GAP_CHECK_ROUNDS;
+        let location = Path::from(CHAIN);
+        let read = bounded(
+            self.opts.timeout,
+            || format!("reading {CHAIN} in {}", self.dest.url()),
+            fetch(&self.dest, &location),
+        )
+        .await;
+        let after = match read {
+            Ok(bytes) => match serde_json::from_slice::<Chain>(&bytes) {
+                Ok(chain) => chain
+                    .backups
+                    .iter()
+                    .map(|b| b.started_at)
+                    .filter(|at| *at > gap_end)
+                    .max(),
+                Err(e) => {
+                    tracing::warn!(error = %e, destination = self.dest.url(), "log shipping: the backup chain does not parse");
+                    None
+                }
+            },
+            // No chain yet (or unreadable this time): looked at again later.
+            Err(_) => None,
+        };
+        let Some(backup_at) = after else {
+            return;
+        };
+        if let Err(e) = save_gap(self.store.dir(), None) {
+            tracing::warn!(error = %format!("{e:#}"), "log shipping: removing the kept gap failed");
+            return;
+        }
+        let mut st = self.lock();
+        if st.gap.as_ref().is_some_and(|g| g.last_at == gap_end) {
+            st.gap = None;
+            tracing::info!(
+                backup_started = %rfc3339(backup_at),
+                "log shipping: a base backup was taken after the gap in the shipped log; \
+                 restores to any second after it work again"
+            );
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

@@ -349,6 +349,40 @@ async fn a_long_outage_keeps_the_unshipped_log_within_its_cap_and_reports_the_ga
         listed[0].first_id > gap.last_log_id,
         "what was given up is not shipped: {listed:?} {gap:?}"
     );
+
+    // A restart (a new shipper on the data directory) still reports the gap...
+    shipper.stop().await;
+    assert!(dir.path().join(ship::GAP_FILE).exists());
+    let options = ship::ShipOptions {
+        interval: std::time::Duration::from_millis(50),
+        timeout: std::time::Duration::from_secs(5),
+        max_pending_bytes: CAP,
+    };
+    let shipper = ship::Shipper::start(store.clone(), dest.clone(), options);
+    let status = shipper.status();
+    assert_eq!(status.status, "degraded", "{status:?}");
+    let kept = status.gap.expect("the gap is kept across a restart");
+    let file: espwatch_store::ShipGap =
+        serde_json::from_slice(&std::fs::read(dir.path().join(ship::GAP_FILE)).unwrap()).unwrap();
+    assert_eq!(
+        (kept.first_log_id, kept.last_log_id),
+        (file.first_id, file.last_id)
+    );
+    assert!(kept.last_log_id >= gap.last_log_id, "{kept:?} {gap:?}");
+    // ... until a base backup into the chain is taken after it.
+    let (from, to) = (dir.path().to_owned(), root.clone());
+    tokio::task::spawn_blocking(move || {
+        espwatch_store::embedded::incremental::backup_chain(&from, &to)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        eventually(20, || shipper.status().gap.is_none()).await,
+        "{:?}",
+        shipper.status()
+    );
+    assert!(!dir.path().join(ship::GAP_FILE).exists());
     shipper.stop().await;
     store.close().await.unwrap();
 }

@@ -66,6 +66,14 @@ pub enum BenchCommand {
         /// row summarises (six at 10 s), and with it the rollup upkeep per reading.
         #[arg(long, default_value = "10s")]
         interval: String,
+        /// Which phases to run: a (HTTP batches), b (single readings), c (store appends).
+        #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
+        phases: Vec<String>,
+        /// Write every request of (a), (b) and (c) to this CSV (`phase,start_unix_us,
+        /// latency_us`), to line latencies up with the store's log (`RUST_LOG=espwatch_store=
+        /// debug` prints each checkpoint with its duration and its install's).
+        #[arg(long, value_name = "FILE")]
+        timeline: Option<std::path::PathBuf>,
     },
     /// Queries: load WELLS × DAYS of readings at INTERVAL, then time one-well 24 h 1-minute-step
     /// queries and the fleet `latest` query over HTTP.
@@ -148,10 +156,21 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             database_url,
             rounds,
             interval,
+            phases,
+            timeline,
         } => {
             let interval = parse_duration_micros(interval).map_err(anyhow::Error::msg)?;
             if interval <= 0 {
                 bail!("--interval must be positive");
+            }
+            if let Some(p) = phases
+                .iter()
+                .find(|p| !["a", "b", "c"].contains(&p.as_str()))
+            {
+                bail!("unknown phase {p:?} (a, b, c)");
+            }
+            if timeline.is_some() {
+                *TIMELINE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Vec::new());
             }
             let backend = match database_url {
                 Some(url) => Backend::Postgres(url.clone()),
@@ -167,9 +186,14 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
                     single_requests: *single_requests,
                     rounds: *rounds,
                     interval_micros: interval,
+                    phases: phases.clone(),
                 },
             )
-            .await
+            .await?;
+            if let Some(path) = timeline {
+                write_timeline(path)?;
+            }
+            Ok(())
         }
         BenchCommand::Query {
             wells,
@@ -446,6 +470,44 @@ fn reading_json(out: &mut String, well: usize, step: u64, interval_micros: i64) 
 #[derive(Default)]
 struct Latencies(Vec<Duration>);
 
+/// `bench ingest --timeline`: every request as (phase, start in µs since the Unix epoch,
+/// latency in µs), when asked for.
+static TIMELINE: std::sync::Mutex<Option<Vec<TimelineRow>>> = std::sync::Mutex::new(None);
+
+/// Phase, start (µs since the Unix epoch), latency (µs).
+type TimelineRow = (&'static str, i64, u32);
+
+/// Notes a request that started `latency` ago in the timeline (when one is kept).
+fn timeline_note(phase: &'static str, latency: Duration) {
+    let mut timeline = TIMELINE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = timeline.as_mut() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let start = now.saturating_sub(latency).as_micros() as i64;
+        v.push((
+            phase,
+            start,
+            latency.as_micros().min(u32::MAX as u128) as u32,
+        ));
+    }
+}
+
+fn write_timeline(path: &std::path::Path) -> anyhow::Result<()> {
+    let rows = TIMELINE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_default();
+    let mut out = String::from("phase,start_unix_us,latency_us\n");
+    for (phase, start, latency) in rows {
+        let _ = writeln!(out, "{phase},{start},{latency}");
+    }
+    std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("timeline written to {}", path.display());
+    Ok(())
+}
+
 impl Latencies {
     fn percentile(&mut self, p: f64) -> Duration {
         if self.0.is_empty() {
@@ -489,6 +551,7 @@ async fn send_all(
     content_type: &'static str,
     bodies: Arc<Vec<Bytes>>,
     clients: usize,
+    phase: &'static str,
 ) -> anyhow::Result<(Duration, Latencies)> {
     let http = client()?;
     let next = Arc::new(AtomicUsize::new(0));
@@ -515,7 +578,9 @@ async fn send_all(
                 {
                     bail!("request {i} failed ({status}): {report}");
                 }
-                latencies.push(sent.elapsed());
+                let latency = sent.elapsed();
+                timeline_note(phase, latency);
+                latencies.push(latency);
             }
             anyhow::Ok(latencies)
         }));
@@ -536,6 +601,7 @@ struct IngestPlan {
     single_requests: usize,
     rounds: usize,
     interval_micros: i64,
+    phases: Vec<String>,
 }
 
 async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()> {
@@ -543,11 +609,12 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
         batch_clients,
         batch_size,
         readings,
-        single_clients,
-        single_requests,
         rounds,
         interval_micros,
+        ref phases,
+        ..
     } = plan;
+    let phase = |p: &str| phases.iter().any(|q| q == p);
     if batch_size == 0 || readings < batch_size {
         bail!("--readings must be at least --batch-size");
     }
@@ -564,11 +631,13 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
     );
 
     // (a) batches over HTTP.
-    eprintln!(
-        "preparing {batches} JSON batches of {} readings…",
-        wells_per_batch * steps_per_batch
-    );
-    let bodies: Vec<Bytes> = (0..batches)
+    if phase("a") {
+        eprintln!(
+            "preparing {batches} JSON batches of {} readings…",
+            wells_per_batch * steps_per_batch
+        );
+    }
+    let bodies: Vec<Bytes> = (0..if phase("a") { batches } else { 0 })
         .map(|b| {
             let mut s = String::with_capacity(batch_size * 330);
             s.push('[');
@@ -594,6 +663,7 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
     let count_postgres = backend.postgres_is_local().await;
     let per_body = wells_per_batch * steps_per_batch;
     match backend {
+        _ if !phase("a") => {}
         Backend::Embedded => {
             let mut a = http_batches(backend, &bodies, sent, batch_clients, false).await?;
             a.print(per_body, batch_clients, sent);
@@ -662,7 +732,31 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
         }
     }
 
-    // (b) single readings over HTTP.
+    if phase("b") {
+        single_readings(backend, plan).await?;
+    }
+    if phase("c") {
+        store_appends(
+            backend,
+            plan,
+            batches,
+            steps_per_batch,
+            wells_per_batch,
+            count_postgres,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// (b) single readings over HTTP.
+async fn single_readings(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()> {
+    let &IngestPlan {
+        single_clients,
+        single_requests,
+        interval_micros,
+        ..
+    } = plan;
     let bodies: Vec<Bytes> = (0..single_requests)
         .map(|i| {
             let mut s = String::with_capacity(400);
@@ -678,6 +772,7 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
         "application/json",
         Arc::new(bodies),
         single_clients,
+        "b",
     )
     .await?;
     println!(
@@ -695,8 +790,25 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
     if let Some(schema) = &single_schema {
         backend.drop_schema(schema).await?;
     }
+    Ok(())
+}
 
-    // (c) store appends, no HTTP.
+/// (c) store appends, no HTTP.
+async fn store_appends(
+    backend: &Backend,
+    plan: &IngestPlan,
+    batches: usize,
+    steps_per_batch: usize,
+    wells_per_batch: usize,
+    count_postgres: bool,
+) -> anyhow::Result<()> {
+    let &IngestPlan {
+        batch_clients,
+        batch_size,
+        interval_micros,
+        ..
+    } = plan;
+    let sent = batches * wells_per_batch * steps_per_batch;
     let opened = backend.open("append").await?;
     let store = opened.store.clone();
     let batch_list = reading_batches(batches, steps_per_batch, wells_per_batch, interval_micros)?;
@@ -713,7 +825,9 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
                 let Some(batch) = batch else { break };
                 let t = Instant::now();
                 store.append(batch, AppendOptions::default()).await?;
-                latencies.push(t.elapsed());
+                let latency = t.elapsed();
+                timeline_note("c", latency);
+                latencies.push(latency);
             }
             anyhow::Ok(latencies)
         }));
@@ -732,8 +846,12 @@ async fn bench_ingest(backend: &Backend, plan: &IngestPlan) -> anyhow::Result<()
         ms(lat.percentile(99.0)),
     );
     println!(
-        "    {}",
-        before.until(&at_ack).describe(sent, "store and tasks")
+        "    {}; max {}, {} of {} appends over 50 ms; {} checkpoints",
+        before.until(&at_ack).describe(sent, "store and tasks"),
+        ms(lat.percentile(100.0)),
+        lat.0.iter().filter(|l| l.as_millis() > 50).count(),
+        lat.0.len(),
+        store.stats().await?.checkpoints,
     );
     if let (Backend::Postgres(url), Some(schema)) = (backend, &opened.schema) {
         let t = rollup_catch_up(url, schema, acknowledged).await?;
@@ -777,9 +895,15 @@ impl HttpRun {
             ms(self.latencies.percentile(99.0)),
         );
         println!(
-            "    commits: {} for {} requests",
+            "    commits: {} for {} requests; max {}, {} over 50 ms",
             self.commits,
-            sent / per_body.max(1)
+            sent / per_body.max(1),
+            ms(self.latencies.percentile(100.0)),
+            self.latencies
+                .0
+                .iter()
+                .filter(|l| l.as_millis() > 50)
+                .count(),
         );
         println!("    {}", self.cpu.describe(sent, "server and clients"));
         if let Some(t) = self.rollups_caught_up {
@@ -815,6 +939,7 @@ async fn http_batches(
         "application/json",
         bodies.clone(),
         clients,
+        "a",
     )
     .await?;
     let acknowledged = Instant::now();

@@ -2,17 +2,25 @@
 //! backup|restore`), each step apart, on a data directory of your choice:
 //!
 //! ```text
-//! cargo run --release -p espwatch-store --example backup_time -- DATA_DIR WORK_DIR [RUNS]
-//! cargo run --release -p espwatch-store --example backup_time -- --fill DIR WELLS DAYS
+//! cargo run --release -p espwatch-store --example backup_time -- DATA_DIR WORK_DIR [RUNS] [--former]
+//! cargo run --release -p espwatch-store --example backup_time -- --fill DIR WELLS DAYS [COPIES]
+//! cargo run --release -p espwatch-store --example backup_time -- --hashes DATA_DIR [MB]
 //! ```
 //!
+//! `--hashes` prints one core's XXH3-64 and SHA-256 speed over MB (default 512) of the store's
+//! segment blobs (why segment checksums are XXH3: see `codec::segment_checksum`).
+//!
 //! `--fill` makes a store to time: WELLS wells × DAYS days at 10 s, 13 channels as random
-//! walks at gauge precision (two decimals), sealed compact. To reach several GB quickly,
-//! copy its segments under more well ids with SQL (see the README's backup figures).
+//! walks at gauge precision (two decimals), sealed compact; then, to reach several GB
+//! quickly, its wells, segments and rollups copied COPIES times under other well ids with SQL
+//! (`X0001-FILL-0000`, ...; a segment's checksum does not cover its well id, so the copies
+//! verify).
 //!
 //! Each run backs `DATA_DIR` up into `WORK_DIR/b<i>`, restores that into `WORK_DIR/r<i>`, and
-//! verifies the restored copy once more on its own; it prints the seconds of each and the
-//! medians. `WORK_DIR` is emptied of what it made after each run.
+//! verifies the restored copy once more on its own (`check::verify_copy`: by the segments'
+//! checksums); with `--former`, also the one-thread decoding check of earlier releases. It
+//! prints the seconds of each and the medians. `WORK_DIR` is emptied of what it made after
+//! each run.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -70,19 +78,104 @@ fn fill(dir: &std::path::Path, wells: usize, days: i64) {
     });
 }
 
+fn copy_wells(dir: &std::path::Path, copies: usize) {
+    let conn = rusqlite::Connection::open(dir.join("espwatch.db")).expect("open");
+    conn.execute_batch("PRAGMA synchronous=OFF;")
+        .expect("pragma");
+    for k in 1..=copies {
+        let t = Instant::now();
+        let prefix = format!("X{k:04}-");
+        conn.execute_batch(&format!(
+            "BEGIN;
+             INSERT INTO wells SELECT '{prefix}' || well_id, meta, created_at, updated_at,
+                 auto_registered FROM wells WHERE well_id >= 'FILL-' AND well_id < 'FILL.';
+             INSERT INTO segments(well_id, window_start, min_ts, max_ts, count, data, checksum)
+                 SELECT '{prefix}' || well_id, window_start, min_ts, max_ts, count, data,
+                 checksum FROM segments WHERE well_id >= 'FILL-' AND well_id < 'FILL.';
+             INSERT INTO rollups SELECT '{prefix}' || well_id, window_start, data
+                 FROM rollups WHERE well_id >= 'FILL-' AND well_id < 'FILL.';
+             COMMIT;"
+        ))
+        .expect("copying wells");
+        if k % 25 == 0 || k == copies {
+            println!("copy {k}/{copies}: {:.1} s", t.elapsed().as_secs_f64());
+        }
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .expect("checkpoint");
+}
+
+/// One core's hashing speed over the store's first `mb` MB of segment blobs: XXH3-64 (the
+/// segment checksum) and SHA-256 (the manifest's), GB/s, best of three.
+fn hash_speed(dir: &std::path::Path, mb: usize) {
+    use sha2::Digest as _;
+    let conn = rusqlite::Connection::open(dir.join("espwatch.db")).expect("open");
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    let mut total = 0usize;
+    let mut stmt = conn.prepare("SELECT data FROM segments").expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    while let Some(row) = rows.next().expect("row") {
+        let b: Vec<u8> = row.get(0).expect("blob");
+        total += b.len();
+        blobs.push(b);
+        if total >= mb << 20 {
+            break;
+        }
+    }
+    let best = |f: &dyn Fn(&[u8]) -> u64| {
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let mut acc = 0u64;
+                for b in &blobs {
+                    acc ^= f(b);
+                }
+                std::hint::black_box(acc);
+                total as f64 / t.elapsed().as_secs_f64() / 1e9
+            })
+            .fold(0.0, f64::max)
+    };
+    let xxh3 = best(&|b| xxhash_rust::xxh3::xxh3_64(b));
+    let sha = best(&|b| {
+        let d = sha2::Sha256::digest(b);
+        u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+    });
+    println!(
+        "{} segments, {:.1} MB: XXH3-64 {xxh3:.2} GB/s, SHA-256 {sha:.2} GB/s (one core, best of 3)",
+        blobs.len(),
+        total as f64 / 1e6
+    );
+}
+
 fn main() {
-    let mut args = std::env::args().skip(1);
-    if std::env::args().nth(1).as_deref() == Some("--fill") {
+    let args = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some("--hashes") {
         let a: Vec<String> = args.skip(1).collect();
-        fill(
+        hash_speed(
             std::path::Path::new(&a[0]),
-            a[1].parse().expect("WELLS"),
-            a[2].parse().expect("DAYS"),
+            a.get(1).map_or(512, |m| m.parse().expect("MB")),
         );
         return;
     }
+    if std::env::args().nth(1).as_deref() == Some("--fill") {
+        let a: Vec<String> = args.skip(1).collect();
+        let dir = std::path::Path::new(&a[0]);
+        let t = Instant::now();
+        fill(
+            dir,
+            a[1].parse().expect("WELLS"),
+            a[2].parse().expect("DAYS"),
+        );
+        println!("filled in {:.1} s", t.elapsed().as_secs_f64());
+        if let Some(copies) = a.get(3) {
+            copy_wells(dir, copies.parse().expect("COPIES"));
+        }
+        return;
+    }
+    let former = std::env::args().any(|a| a == "--former");
+    let mut args = args.filter(|a| a != "--former");
     let (Some(data), Some(work)) = (args.next(), args.next()) else {
-        eprintln!("usage: backup_time DATA_DIR WORK_DIR [RUNS]");
+        eprintln!("usage: backup_time DATA_DIR WORK_DIR [RUNS] [--former]");
         std::process::exit(2);
     };
     let runs: usize = args.next().map_or(3, |r| r.parse().expect("RUNS"));
@@ -102,32 +195,40 @@ fn main() {
         let (report, readings) = check::verify_copy(&r).expect("verify");
         verifies.push(t.elapsed().as_secs_f64());
         assert!(report.is_clean() && readings == back.manifest.readings);
-        // The verification before issue 20's change: one thread, a Vec per segment, the log
-        // decoded twice.
-        let t = Instant::now();
-        let old = check::check(&r).expect("check");
-        let counted = check::storage(&r).expect("storage").readings;
-        olds.push(t.elapsed().as_secs_f64());
-        assert!(old.is_clean() && counted == readings);
+        if former {
+            // The verification of earlier releases: one thread, every segment decoded.
+            let t = Instant::now();
+            let old = check::check(&r).expect("check");
+            let counted = check::storage(&r).expect("storage").readings;
+            olds.push(t.elapsed().as_secs_f64());
+            assert!(old.is_clean() && counted == readings);
+        }
         println!(
-            "run {i}: {} readings, {:.1} MB: backup {:.2} s, restore {:.2} s, verify alone {:.2} s, \
-             the former verification {:.2} s",
+            "run {i}: {} readings, {:.1} MB, {} segments ({} by checksum): backup {:.2} s, \
+             restore {:.2} s, verify alone {:.2} s{}",
             made.manifest.readings,
             bytes as f64 / 1e6,
+            report.segments,
+            report.checksummed,
             backups[i],
             restores[i],
             verifies[i],
-            olds[i]
+            olds.get(i)
+                .map(|s| format!(", the former verification {s:.2} s"))
+                .unwrap_or_default()
         );
         std::fs::remove_dir_all(&b).expect("cleaning up");
         std::fs::remove_dir_all(&r).expect("cleaning up");
     }
     println!(
-        "medians of {runs}: backup {:.2} s, restore {:.2} s, verify alone {:.2} s, the former \
-         verification {:.2} s",
+        "medians of {runs}: backup {:.2} s, restore {:.2} s, verify alone {:.2} s{}",
         median(backups),
         median(restores),
         median(verifies),
-        median(olds)
+        if olds.is_empty() {
+            String::new()
+        } else {
+            format!(", the former verification {:.2} s", median(olds))
+        }
     );
 }

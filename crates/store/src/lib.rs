@@ -27,7 +27,8 @@ pub mod spool;
 pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
 pub use embedded::{
     CheckpointHook, CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
-    LogRecord, LogTrimHook, LogTrimStep, ShipBacklog, ShipGap, StorageReport, decode_log_readings,
+    InstallHook, InstallStep, LogRecord, LogTrimHook, LogTrimStep, ShipBacklog, ShipGap,
+    StorageReport, decode_log_readings,
 };
 pub use fleet::{FleetQuery, WellSeries};
 pub use notify::{

@@ -14,7 +14,8 @@ use conformance::{Harness, all_time, auto, reading, well};
 use espwatch_core::access::Role;
 use espwatch_store::{
     AuditFilter, CheckpointHook, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
-    LogTrimHook, LogTrimStep, ReadingOutcome, SecurityStore, Store, StoreError,
+    InstallHook, InstallStep, LogTrimHook, LogTrimStep, ReadingOutcome, SecurityStore, Store,
+    StoreError,
 };
 
 struct EmbeddedHarness {
@@ -466,6 +467,235 @@ async fn the_sealed_log_is_deleted_in_bounded_steps_between_appends() {
         &store.read_range(&well("L"), all_time()).await.unwrap(),
         3_001,
     );
+    store.close().await.unwrap();
+}
+
+/// Issue 17 (checkpoints stall appends): a checkpoint's segments (400–500 for 500 k readings,
+/// a few MB) are no longer written in one install transaction, which held every append for
+/// tens of ms, but in bounded steps, inside append commits and between them; the last step
+/// marks the log sealed. The hook holds the writer after the first step (the order of events
+/// is fixed, not timed): reads meanwhile see every reading exactly once although some of the
+/// checkpoint's segments are already in the database, an append sent meanwhile is committed
+/// before the install ends (riding along with a step), and a copy of the files taken at that
+/// step (what `kill -9` leaves) opens with every reading exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_is_installed_in_bounded_steps_between_appends() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let crash = tempfile::tempdir().unwrap();
+    let steps: Arc<Mutex<Vec<InstallStep>>> = Arc::default();
+    let armed = Arc::new(AtomicBool::new(false));
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let hook = {
+        let (steps, armed) = (steps.clone(), armed.clone());
+        let (data, crash) = (dir.path().to_path_buf(), crash.path().to_path_buf());
+        let entered_tx = Mutex::new(entered_tx);
+        let release_rx = Mutex::new(release_rx);
+        InstallHook(Arc::new(move |step: InstallStep| {
+            if !armed.load(Ordering::SeqCst) {
+                return;
+            }
+            let first = {
+                let mut steps = steps.lock().unwrap();
+                steps.push(step);
+                steps.len() == 1
+            };
+            if first {
+                // The writer is inside this call: the files are what a kill -9 would leave.
+                copy_db(&data, &crash);
+                let _ = entered_tx.lock().unwrap().send(());
+                let _ = release_rx
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(60));
+            }
+        }))
+    };
+    let opts = EmbeddedOptions {
+        checkpoint_readings: 1_000_000,
+        checkpoint_interval: Duration::from_secs(3600),
+        window_micros: 3600 * 1_000_000,
+        install_hook: Some(hook),
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), opts.clone()).unwrap();
+    let series = |w: &str, from: i64, to: i64| -> Vec<espwatch_core::Reading> {
+        (from..to).map(|i| reading(w, i * 10, 1.0)).collect()
+    };
+    // "M" has a sealed segment the next checkpoint merges into (same window).
+    store.append(series("M", 0, 50), auto()).await.unwrap();
+    store.checkpoint().await.unwrap();
+    // 200 wells of 20 readings, and "M" again: 201 segments to install, 7+ steps.
+    store.append(series("M", 50, 100), auto()).await.unwrap();
+    for w in 0..200 {
+        store
+            .append(series(&format!("W{w:03}"), 0, 20), auto())
+            .await
+            .unwrap();
+    }
+    armed.store(true, Ordering::SeqCst);
+    let sealing = tokio::spawn({
+        let store = store.clone();
+        async move { store.checkpoint().await }
+    });
+    tokio::task::spawn_blocking(move || entered_rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the checkpoint was never installed in steps");
+
+    let exactly = |points: &[espwatch_core::Point], n: i64| {
+        let secs: Vec<i64> = points
+            .iter()
+            .map(|p| (p.0.0 - conformance::T0) / (10 * conformance::SEC))
+            .collect();
+        assert_eq!(secs, (0..n).collect::<Vec<_>>(), "gaps or repeats");
+    };
+    // Part of the checkpoint's segments are in the database, the rest only in memory.
+    exactly(
+        &store.read_range(&well("M"), all_time()).await.unwrap(),
+        100,
+    );
+    for w in [0, 63, 64, 199] {
+        let points = store
+            .read_range(&well(&format!("W{w:03}")), all_time())
+            .await
+            .unwrap();
+        exactly(&points, 20);
+    }
+
+    // Queue an append while the writer is held after the first step, then let it go on.
+    let late = store.append(
+        vec![
+            reading("M", 100 * 10, 2.0),
+            reading("M", 70 * 10, 2.0), // being installed
+            reading("M", 10 * 10, 2.0), // sealed before
+        ],
+        auto(),
+    );
+    tokio::pin!(late);
+    tokio::select! {
+        biased;
+        _ = &mut late => panic!("committed while the writer was held"),
+        () = std::future::ready(()) => {}
+    }
+    release_tx.send(()).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(20), late)
+        .await
+        .expect("the append waited for the whole install")
+        .unwrap();
+    assert_eq!(
+        outcome.outcomes,
+        vec![
+            ReadingOutcome::Accepted,
+            ReadingOutcome::Duplicate,
+            ReadingOutcome::Duplicate
+        ]
+    );
+    sealing.await.unwrap().unwrap();
+
+    let steps = steps.lock().unwrap().clone();
+    assert!(steps.len() >= 7, "{steps:?}");
+    assert!(steps.iter().all(|s| s.segments <= 32), "{steps:?}");
+    assert_eq!(
+        steps.iter().map(|s| s.segments).sum::<usize>(),
+        201,
+        "{steps:?}"
+    );
+    assert_eq!(
+        steps.iter().filter(|s| s.sealed_mark).count(),
+        1,
+        "{steps:?}"
+    );
+    assert!(steps.last().unwrap().sealed_mark, "{steps:?}");
+    assert!(
+        steps.iter().any(|s| s.with_appends && !s.sealed_mark),
+        "no append was committed while the install was under way: {steps:?}"
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.readings_in_log, 1, "only the late append is unsealed");
+    exactly(
+        &store.read_range(&well("M"), all_time()).await.unwrap(),
+        101,
+    );
+    store.close().await.unwrap();
+
+    // The crash copy: no mark yet, so the log since the first checkpoint is replayed; the
+    // segments the first step wrote hold some of it again, and every reading is there once.
+    let recovered = EmbeddedStore::open(crash.path(), EmbeddedOptions::default()).unwrap();
+    assert_eq!(
+        recovered.stats().await.unwrap().readings_in_log,
+        50 + 200 * 20
+    );
+    exactly(
+        &recovered.read_range(&well("M"), all_time()).await.unwrap(),
+        100,
+    );
+    for w in 0..200 {
+        let points = recovered
+            .read_range(&well(&format!("W{w:03}")), all_time())
+            .await
+            .unwrap();
+        exactly(&points, 20);
+    }
+    // And its next checkpoint seals it all, once.
+    recovered.checkpoint().await.unwrap();
+    assert_eq!(recovered.stats().await.unwrap().readings_in_log, 0);
+    exactly(
+        &recovered.read_range(&well("M"), all_time()).await.unwrap(),
+        100,
+    );
+    exactly(
+        &recovered
+            .read_range(&well("W000"), all_time())
+            .await
+            .unwrap(),
+        20,
+    );
+    recovered.close().await.unwrap();
+
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    assert_eq!(store.stats().await.unwrap().readings_in_log, 0);
+    exactly(
+        &store.read_range(&well("M"), all_time()).await.unwrap(),
+        101,
+    );
+    store.close().await.unwrap();
+}
+
+/// Issue 17 (checkpoints stall appends): the checkpoint thread runs at a lower CPU priority
+/// than the writer (`checkpoint_nice` added to its nice value), so on a busy machine encoding
+/// a checkpoint yields the cores to the appends instead of taking one from the writer.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_thread_runs_at_a_lower_priority_than_the_writer() {
+    fn nice_of_this_thread() -> i32 {
+        // SAFETY: reads this thread's scheduling priority.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let seen = Arc::new(Mutex::new(None));
+    let hook = CheckpointHook(Arc::new({
+        let seen = seen.clone();
+        move || *seen.lock().unwrap() = Some(nice_of_this_thread())
+    }));
+    let opts = EmbeddedOptions {
+        checkpoint_hook: Some(hook),
+        checkpoint_nice: 5,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+    store
+        .append((0..10).map(|i| reading("N", i * 10, 1.0)).collect(), auto())
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    // Threads start at the nice value of the thread that spawned them (the writer's is this
+    // process's, as is this one's).
+    let base = nice_of_this_thread();
+    assert_eq!(*seen.lock().unwrap(), Some((base + 5).min(19)));
     store.close().await.unwrap();
 }
 
@@ -1335,4 +1565,198 @@ async fn a_backup_of_damaged_segments_is_refused_naming_each() {
         !dest.path().join("damaged").join(backup::MANIFEST).exists(),
         "no manifest for a refused backup"
     );
+}
+
+/// Issue 20: a segment is verified by the checksum recorded when it was written, so bytes
+/// that changed afterwards are caught even when they still decode to as many readings (here
+/// another well's segment of the same window written into the row: a misdirected write),
+/// by the backup, by `store check` and `store repair`. The manifest records the checksum
+/// verification, and a restore trusts it while still refusing a damaged file.
+#[tokio::test]
+async fn a_segment_changed_after_sealing_is_caught_by_its_checksum() {
+    use espwatch_store::embedded::{backup, check};
+    const HOUR: i64 = 3600;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let mut rs = Vec::new();
+    for (w, v) in [("C1", 1.0), ("C2", 2.0)] {
+        for t in (0..9 * HOUR).step_by(600) {
+            rs.push(reading(w, t, v + t as f64 / 1e4));
+        }
+    }
+    store.append(rs, auto()).await.unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+
+    let dest = tempfile::tempdir().unwrap();
+    let (from, to) = (dir.path().to_owned(), dest.path().join("clean"));
+    let made = tokio::task::spawn_blocking(move || backup::backup(&from, &to))
+        .await
+        .unwrap()
+        .unwrap();
+    let verified = made
+        .manifest
+        .verified
+        .clone()
+        .expect("verification recorded");
+    assert!(verified.segments_by_checksum >= 2, "{verified:?}");
+    assert_eq!(verified.segments_decoded, 0, "{verified:?}");
+    let (from, to) = (dest.path().join("clean"), dest.path().join("restored"));
+    let back = tokio::task::spawn_blocking(move || backup::restore(&from, &to))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.manifest.readings, 2 * 54);
+
+    let ws: i64 = {
+        let conn = rusqlite::Connection::open(dir.path().join("espwatch.db")).unwrap();
+        let ws: i64 = conn
+            .query_row(
+                "SELECT min(window_start) FROM segments WHERE well_id = 'C2'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let n = conn
+            .execute(
+                "UPDATE segments SET data = (SELECT data FROM segments
+                                             WHERE well_id = 'C1' AND window_start = ?1)
+                 WHERE well_id = 'C2' AND window_start = ?1",
+                [ws],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        ws
+    };
+    let named = format!("segment (C2, {ws}): does not match its checksum");
+    let (from, to) = (dir.path().to_owned(), dest.path().join("damaged"));
+    let refused = tokio::task::spawn_blocking(move || backup::backup(&from, &to))
+        .await
+        .unwrap();
+    let text = format!("{refused:?}");
+    assert!(refused.is_err() && text.contains(&named), "{text}");
+    let report = check::check(dir.path()).unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert!(report.damaged[0].starts_with(&named), "{report:?}");
+    let repaired = check::repair(dir.path()).unwrap();
+    assert_eq!(repaired.repaired, 1, "{repaired:?}");
+    assert!(check::check(dir.path()).unwrap().is_clean());
+
+    // A damaged backup file is still refused by a restore that trusts the verification.
+    let db = dest.path().join("clean").join("espwatch.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let last = bytes.len() - 100;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&db, bytes).unwrap();
+    let (from, to) = (dest.path().join("clean"), dest.path().join("again"));
+    let refused = tokio::task::spawn_blocking(move || backup::restore(&from, &to))
+        .await
+        .unwrap();
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("checksum")),
+        "{refused:?}"
+    );
+}
+
+/// Issue 20: a backup made before segment checksums (its manifest records no verification)
+/// is verified again when restored: a segment that changed in it is refused by name even
+/// when the file's SHA-256 matches the manifest.
+#[tokio::test]
+async fn a_backup_without_a_recorded_verification_is_verified_on_restore() {
+    use espwatch_store::embedded::backup;
+    const HOUR: i64 = 3600;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    let rs = (0..9 * HOUR)
+        .step_by(600)
+        .map(|t| reading("O1", t, 1.0 + t as f64 / 1e4))
+        .collect();
+    store.append(rs, auto()).await.unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let b = dest.path().join("b");
+    let (from, to) = (dir.path().to_owned(), b.clone());
+    tokio::task::spawn_blocking(move || backup::backup(&from, &to))
+        .await
+        .unwrap()
+        .unwrap();
+    // As an older release wrote it: no verification record, and a segment that does not
+    // decode, with the file's checksum matching the manifest.
+    let db = b.join("espwatch.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let n = conn
+            .execute(
+                "UPDATE segments SET data = x'01ff', checksum = NULL WHERE window_start =
+                 (SELECT min(window_start) FROM segments)",
+                [],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let path = b.join(backup::MANIFEST);
+    let mut manifest: backup::Manifest =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest.verified = None;
+    let bytes = std::fs::read(&db).unwrap();
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(&bytes);
+    let file = manifest
+        .files
+        .iter_mut()
+        .find(|f| f.name == "espwatch.db")
+        .unwrap();
+    file.bytes = bytes.len() as u64;
+    file.sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&path, serde_json::to_string(&manifest).unwrap()).unwrap();
+
+    let (from, to) = (b.clone(), dest.path().join("restored"));
+    let refused = tokio::task::spawn_blocking(move || backup::restore(&from, &to))
+        .await
+        .unwrap();
+    let text = format!("{refused:?}");
+    assert!(refused.is_err() && text.contains("segment (O1, "), "{text}");
+}
+
+/// Log shipping (issue 20): batches the shipper shipped or gave up (its floor raised) are
+/// deleted by an idle store too, not left on disk until the next append or checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_store_deletes_the_log_below_a_raised_ship_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EmbeddedOptions {
+        keep_log_for_shipping: true,
+        ..EmbeddedOptions::default()
+    };
+    let store = EmbeddedStore::open(dir.path(), opts).unwrap();
+    for batch in 0..3 {
+        let readings: Vec<_> = (0..10)
+            .map(|i| reading("I", batch * 10 + i, i as f64))
+            .collect();
+        store.append(readings, auto()).await.unwrap();
+    }
+    store.checkpoint().await.unwrap();
+    let ids = |store: &EmbeddedStore| {
+        store
+            .log_since(0, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&store), [1, 2, 3]);
+    // Nothing else happens on the store from here on.
+    store.set_ship_floor(2);
+    let mut left = ids(&store);
+    for _ in 0..1000 {
+        if left == [3] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        left = ids(&store);
+    }
+    assert_eq!(left, [3], "the idle store kept the batches below the floor");
+    store.close().await.unwrap();
 }

@@ -29,11 +29,16 @@ use super::{Latencies, median, synthetic};
 #[derive(clap::Args, Debug)]
 pub struct HttpArgs {
     /// The running server, e.g. `http://127.0.0.1:8080` (rate limits off, see
-    /// `scripts/http-bench.sh`).
-    #[arg(long)]
+    /// `scripts/http-bench.sh`). Needed unless --write-bodies.
+    #[arg(long, default_value = "")]
     pub url: String,
     /// API keys (comma-separated; used in turn) with telemetry write access.
-    #[arg(long, env = "ESPWATCH_BENCH_API_KEYS", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "ESPWATCH_BENCH_API_KEYS",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub api_keys: String,
     /// The server's process id: its CPU time is read from `/proc/PID/stat`.
     #[arg(long)]
@@ -73,6 +78,11 @@ pub struct HttpArgs {
     /// Well id prefix (default: `H<unix time>`; each run and variant adds its own suffix).
     #[arg(long)]
     pub prefix: Option<String>,
+    /// Only write the bodies of one pass of the first batch variant (gauge or full) to DIR
+    /// (`DIR/body-00000.json`, ...) and exit, for an external load generator such as wrk
+    /// (`scripts/wrk-ingest.sh`); nothing is sent.
+    #[arg(long, value_name = "DIR")]
+    pub write_bodies: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -255,7 +265,54 @@ async fn send(
     })
 }
 
+/// `--write-bodies DIR`: one pass of the first batch variant's bodies, one file each.
+fn write_bodies(args: &HttpArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    let full = match args
+        .variants
+        .iter()
+        .map(|v| Variant::parse(v))
+        .find(|v| matches!(v, Ok(Variant::Gauge | Variant::Full) | Err(_)))
+    {
+        Some(v) => v? == Variant::Full,
+        None => bail!("--write-bodies needs gauge or full in --variants"),
+    };
+    if args.wells == 0 || args.batch < args.wells || !args.batch.is_multiple_of(args.wells) {
+        bail!("--batch must be a positive multiple of --wells");
+    }
+    let interval = parse_duration_micros(&args.interval).map_err(anyhow::Error::msg)?;
+    let prefix = args
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("W{}", chrono_now_secs()));
+    let bodies = batch_bodies(
+        &prefix,
+        (args.readings / args.batch).max(1),
+        args.wells,
+        args.batch / args.wells,
+        interval,
+        full,
+    );
+    std::fs::create_dir_all(dir)?;
+    for (i, body) in bodies.iter().enumerate() {
+        let path = dir.join(format!("body-{i:05}.json"));
+        std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "{} bodies of {} readings (wells {prefix}-0000..) in {}",
+        bodies.len(),
+        args.batch,
+        dir.display()
+    );
+    Ok(())
+}
+
 pub async fn run(args: &HttpArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.write_bodies {
+        return write_bodies(args, dir);
+    }
+    if args.url.is_empty() {
+        bail!("--url is needed (the running server)");
+    }
     let keys: Vec<String> = args
         .api_keys
         .split(',')

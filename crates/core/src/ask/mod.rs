@@ -647,7 +647,11 @@ fn match_phrase_joined(scan: &Scan, i: usize, phrase: &str) -> Option<usize> {
     }
     let target: Vec<char> = words.concat().chars().collect();
     let got: Vec<char> = joined.chars().collect();
-    (target.len() >= 7 && tokens::osa_distance(&got, &target) <= 1).then_some(words.len())
+    // The distance is at least the difference in length: checked first, it spares the table.
+    (target.len() >= 7
+        && got.len().abs_diff(target.len()) <= 1
+        && tokens::osa_distance(&got, &target) <= 1)
+        .then_some(words.len())
 }
 
 /// The longest lexicon phrase at `i` (exact beats fuzzy at equal length).

@@ -5,9 +5,13 @@
 //! at one instant (acknowledged readings are either in a segment or in the log then, and both
 //! are copied), taken next to a running server without stopping its writes, and compacted on
 //! the way. The three databases are copied one after the other, each consistent in itself.
-//! A manifest (`BACKUP.json`) records each file's size and SHA-256 and the readings held; the
-//! backup is verified (every segment and log batch decoded, readings counted) before it is
-//! reported done, and a restore checks the checksums, copies, and verifies again.
+//! A manifest (`BACKUP.json`) records each file's size and SHA-256, the readings held and how
+//! the copy was verified: before the backup is reported done, every segment is checked
+//! against the checksum recorded in its row when it was written (segments written before
+//! checksums are decoded instead), every log batch decoded and the readings counted. A restore
+//! copies each file checking its SHA-256 on the way; a backup whose manifest records that
+//! verification is then trusted (the bytes restored are the bytes verified) and only its
+//! readings are counted, while a backup of an older release (no such record) is verified again.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -39,6 +43,20 @@ pub struct Manifest {
     /// Readings in the telemetry database of the copy (sealed and in the log).
     pub readings: u64,
     pub files: Vec<BackupFile>,
+    /// How the copy was verified before this manifest was written; absent in backups of
+    /// releases before segment checksums (their restore verifies the copy again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verified>,
+}
+
+/// The verification of a backup, recorded in its manifest.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Verified {
+    /// Segments checked against the checksum recorded in their row.
+    pub segments_by_checksum: u64,
+    /// Segments decoded (written before checksums).
+    pub segments_decoded: u64,
+    pub log_batches: u64,
 }
 
 /// A finished backup or restore.
@@ -106,6 +124,7 @@ pub fn backup(dir: &Path, dest: &Path) -> StoreResult<BackupReport> {
         source: dir.display().to_string(),
         readings: 0,
         files: Vec::new(),
+        verified: None,
     };
     let mut copied = Vec::new();
     for name in databases() {
@@ -150,7 +169,9 @@ pub fn backup(dir: &Path, dest: &Path) -> StoreResult<BackupReport> {
         (files, readings)
     });
     manifest.files = files?;
-    manifest.readings = readings?;
+    let (readings, verified) = readings?;
+    manifest.readings = readings;
+    manifest.verified = Some(verified);
     write_manifest(dest, &manifest)?;
     Ok(BackupReport {
         manifest,
@@ -159,8 +180,9 @@ pub fn backup(dir: &Path, dest: &Path) -> StoreResult<BackupReport> {
 }
 
 /// Restores the backup in `from` into `dir` (new or empty): the files copied with their
-/// checksums checked on the way (a mismatch removes what was copied and fails), then the
-/// result verified like a backup.
+/// checksums checked on the way (a mismatch removes what was copied and fails); then, for a
+/// backup whose manifest records its verification, the readings counted (the restored bytes
+/// are the verified ones); for an older backup, the result verified like a backup.
 pub fn restore(from: &Path, dir: &Path) -> StoreResult<BackupReport> {
     let started = Instant::now();
     let path = from.join(MANIFEST);
@@ -191,7 +213,10 @@ pub fn restore(from: &Path, dir: &Path) -> StoreResult<BackupReport> {
             )));
         }
     }
-    let readings = verify(dir)?;
+    let readings = match manifest.verified {
+        Some(_) => check::count_readings(dir)?,
+        None => verify(dir)?.0,
+    };
     if readings != manifest.readings {
         return Err(StoreError::Internal(format!(
             "restored store holds {readings} readings, the backup recorded {}",
@@ -204,9 +229,9 @@ pub fn restore(from: &Path, dir: &Path) -> StoreResult<BackupReport> {
     })
 }
 
-/// Decodes every segment and log batch of the copy (on every core, [`check::verify_copy`]);
-/// returns the readings it holds.
-pub(crate) fn verify(dir: &Path) -> StoreResult<u64> {
+/// Verifies every segment (by its checksum, or decoded) and log batch of the copy (on every
+/// core, [`check::verify_copy`]); returns the readings it holds and how it was verified.
+pub(crate) fn verify(dir: &Path) -> StoreResult<(u64, Verified)> {
     let (report, readings) = check::verify_copy(dir)?;
     if !report.is_clean() {
         return Err(StoreError::Internal(format!(
@@ -215,7 +240,14 @@ pub(crate) fn verify(dir: &Path) -> StoreResult<u64> {
             report.damaged.join("; ")
         )));
     }
-    Ok(readings)
+    Ok((
+        readings,
+        Verified {
+            segments_by_checksum: report.checksummed,
+            segments_decoded: report.segments - report.checksummed,
+            log_batches: report.log_batches,
+        },
+    ))
 }
 
 /// Copies `from` to `to` (created private), hashing the bytes on the way: (size, SHA-256).

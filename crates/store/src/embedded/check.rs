@@ -17,6 +17,10 @@ use crate::{StoreError, StoreResult};
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CheckReport {
     pub segments: u64,
+    /// Of `segments`, those verified against the checksum recorded in their row
+    /// (`codec::segment_checksum`); the others (written before checksums) were decoded.
+    /// `store check` decodes every segment and checks the recorded checksum too.
+    pub checksummed: u64,
     pub log_batches: u64,
     /// Damaged items found by this run: `segment (WELL, WINDOW_START): reason` or
     /// `log batch ID: reason`.
@@ -102,27 +106,15 @@ pub fn storage(dir: &Path) -> StoreResult<StorageReport> {
     };
     let free_bytes = pragma("freelist_count")? * pragma("page_size")?;
     let mut logged = 0u64;
-    {
-        // Batches at or below the sealed mark are in the segments already (their deletion
-        // had not finished).
-        let sealed = schema::log_sealed(&conn)?;
-        let mut stmt = conn
-            .prepare("SELECT data FROM log_batches WHERE id > ?1")
-            .map_err(|e| sql_err("reading storage", e))?;
-        let mut rows = stmt
-            .query([sealed])
-            .map_err(|e| sql_err("reading storage", e))?;
-        while let Some(row) = rows.next().map_err(|e| sql_err("reading storage", e))? {
-            let data = row
-                .get_ref(0)
-                .and_then(|v| v.as_blob().map_err(Into::into))
-                .map_err(|e| sql_err("reading storage", e))?;
-            // A damaged batch counts nothing here; `store check` names it.
-            if let Ok(wells) = codec::decode_log_batch(data) {
-                logged += wells.iter().map(|w| w.1.len() as u64).sum::<u64>();
-            }
+    // Batches at or below the sealed mark are in the segments already (their deletion had
+    // not finished).
+    let sealed_mark = schema::log_sealed(&conn)?;
+    for_each_log_batch(&conn, sealed_mark, |_, decoded| {
+        // A damaged batch counts nothing here; `store check` names it.
+        if let Ok(wells) = decoded {
+            logged += log_readings(&wells);
         }
-    }
+    })?;
     conn.execute_batch("COMMIT")
         .map_err(|e| sql_err("reading storage", e))?;
     drop(conn);
@@ -138,12 +130,14 @@ pub fn storage(dir: &Path) -> StoreResult<StorageReport> {
     })
 }
 
-/// Decodes every segment and log batch of `dir`, a copy nobody writes to (a backup just
+/// Verifies every segment and log batch of `dir`, a copy nobody writes to (a backup just
 /// made, a restore), spread over the cores: each worker has its own read connection and takes
-/// the next run of wells from a shared queue, decoding into one reused buffer (no per-segment
-/// allocation). A segment also counts as damaged when it decodes to another number of
-/// readings than its row says. Returns what was found and the readings held (the sealed
-/// counts plus the readings of the log above the sealed mark, as [`storage`] counts them).
+/// the next run of wells from a shared queue. A segment with a recorded checksum is verified
+/// by hashing its bytes and row against it (a mismatch: damaged); one without (written before
+/// checksums) is decoded into one reused buffer, and counts as damaged when it does not decode
+/// or decodes to another number of readings than its row says. Returns what was found and the
+/// readings held (the sealed counts plus the readings of the log above the sealed mark, as
+/// [`storage`] counts them).
 ///
 /// Not for a directory a server is writing: the workers' snapshots are not one instant.
 pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
@@ -158,6 +152,12 @@ pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
         )));
     }
     let conn = schema::open_reader(&path)?;
+    // A copy of a data directory last opened by an older release has no checksum column.
+    let checksum_column = if schema::has_segment_checksums(&conn)? {
+        "checksum"
+    } else {
+        "NULL"
+    };
     // Runs of wells of about equal segment counts, several per worker so that the work
     // balances when wells differ.
     let workers = std::thread::available_parallelism()
@@ -193,50 +193,57 @@ pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
         runs.push((lo.to_owned(), last.clone()));
     }
     let next = AtomicUsize::new(0);
-    // Damaged segments (well, window start, reason), segments, sealed readings.
-    type Found = (Vec<(String, i64, String)>, u64, u64);
-    let found: Mutex<Found> = Mutex::new((Vec::new(), 0, 0));
+    // Damaged segments (well, window start, reason), segments, checksummed, sealed readings.
+    type Found = (Vec<(String, i64, String)>, u64, u64, u64);
+    let found: Mutex<Found> = Mutex::new((Vec::new(), 0, 0, 0));
     let worker = || -> StoreResult<()> {
         let conn = schema::open_reader(&path)?;
+        let err = |e| sql_err("checking segments", e);
         let mut stmt = conn
-            .prepare(
-                "SELECT well_id, window_start, count, data FROM segments
-                 WHERE well_id >= ?1 AND well_id <= ?2",
-            )
-            .map_err(|e| sql_err("checking segments", e))?;
+            .prepare(&format!(
+                "SELECT well_id, window_start, count, min_ts, max_ts, {checksum_column}, data
+                 FROM segments WHERE well_id >= ?1 AND well_id <= ?2"
+            ))
+            .map_err(err)?;
         let mut out: Vec<espwatch_core::Point> = Vec::new();
-        let (mut segments, mut sealed, mut damaged) = (0u64, 0u64, Vec::new());
+        let (mut segments, mut checksummed, mut sealed) = (0u64, 0u64, 0u64);
+        let mut damaged = Vec::new();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some((lo, hi)) = runs.get(i) else { break };
-            let mut rows = stmt
-                .query([lo, hi])
-                .map_err(|e| sql_err("checking segments", e))?;
-            while let Some(row) = rows.next().map_err(|e| sql_err("checking segments", e))? {
+            let mut rows = stmt.query([lo, hi]).map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
                 segments += 1;
-                let id: String = row.get(0).map_err(|e| sql_err("checking segments", e))?;
-                let ws: i64 = row.get(1).map_err(|e| sql_err("checking segments", e))?;
-                let count: i64 = row.get(2).map_err(|e| sql_err("checking segments", e))?;
+                let id: String = row.get(0).map_err(err)?;
+                let ws: i64 = row.get(1).map_err(err)?;
+                let count: i64 = row.get(2).map_err(err)?;
+                let bounds: (i64, i64) = (row.get(3).map_err(err)?, row.get(4).map_err(err)?);
+                let recorded: Option<i64> = row.get(5).map_err(err)?;
                 let data = row
-                    .get_ref(3)
+                    .get_ref(6)
                     .and_then(|v| v.as_blob().map_err(Into::into))
-                    .map_err(|e| sql_err("checking segments", e))?;
+                    .map_err(err)?;
                 sealed += count.max(0) as u64;
-                out.clear();
-                let decoded = codec::decode_segment_channels(
-                    data,
-                    (i64::MIN, i64::MAX),
-                    codec::ALL_CHANNELS,
-                    &mut out,
-                );
-                let problem = match (WellId::parse(&id), decoded) {
-                    (Err(e), _) => Some(format!("invalid well id: {e}")),
-                    (_, Err(e)) => Some(e.to_string()),
-                    _ if out.len() as i64 != count => Some(format!(
-                        "holds {} readings, its row says {count}",
-                        out.len()
-                    )),
-                    _ => None,
+                let problem = if let Err(e) = WellId::parse(&id) {
+                    Some(format!("invalid well id: {e}"))
+                } else if let Some(recorded) = recorded {
+                    checksummed += 1;
+                    checksum_problem(data, count, bounds, recorded)
+                } else {
+                    out.clear();
+                    match codec::decode_segment_channels(
+                        data,
+                        (i64::MIN, i64::MAX),
+                        codec::ALL_CHANNELS,
+                        &mut out,
+                    ) {
+                        Err(e) => Some(e.to_string()),
+                        Ok(_) if out.len() as i64 != count => Some(format!(
+                            "holds {} readings, its row says {count}",
+                            out.len()
+                        )),
+                        Ok(_) => None,
+                    }
                 };
                 if let Some(reason) = problem {
                     damaged.push((id, ws, reason));
@@ -248,7 +255,8 @@ pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f.0.extend(damaged);
         f.1 += segments;
-        f.2 += sealed;
+        f.2 += checksummed;
+        f.3 += sealed;
         Ok(())
     };
     let mut report = CheckReport::default();
@@ -257,36 +265,23 @@ pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
         let handles: Vec<_> = (0..workers).map(|_| scope.spawn(worker)).collect();
         // The log (small: what was not sealed yet) on this thread meanwhile.
         let sealed_mark = schema::log_sealed(&conn)?;
-        let mut stmt = conn
-            .prepare("SELECT id, data FROM log_batches ORDER BY id")
-            .map_err(|e| sql_err("checking the log", e))?;
-        let mut rows = stmt.query([]).map_err(|e| sql_err("checking the log", e))?;
-        while let Some(row) = rows.next().map_err(|e| sql_err("checking the log", e))? {
-            report.log_batches += 1;
-            let id: i64 = row.get(0).map_err(|e| sql_err("checking the log", e))?;
-            let data = row
-                .get_ref(1)
-                .and_then(|v| v.as_blob().map_err(Into::into))
-                .map_err(|e| sql_err("checking the log", e))?;
-            match codec::decode_log_batch(data) {
-                Ok(wells) if id > sealed_mark => {
-                    logged += wells.iter().map(|w| w.1.len() as u64).sum::<u64>();
-                }
-                Ok(_) => {}
-                Err(e) => report.damaged.push(format!("log batch {id}: {e}")),
-            }
-        }
+        report.log_batches = for_each_log_batch(&conn, i64::MIN, |id, decoded| match decoded {
+            Ok(wells) if id > sealed_mark => logged += log_readings(&wells),
+            Ok(_) => {}
+            Err(e) => report.damaged.push(format!("log batch {id}: {e}")),
+        })?;
         for h in handles {
             h.join()
                 .map_err(|_| StoreError::Internal("a verification thread panicked".into()))??;
         }
         Ok(())
     })?;
-    let (mut damaged, segments, sealed) = found
+    let (mut damaged, segments, checksummed, sealed) = found
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     damaged.sort();
     report.segments = segments;
+    report.checksummed = checksummed;
     let mut described: Vec<String> = damaged
         .into_iter()
         .map(|(id, ws, reason)| format!("segment ({id}, {ws}): {reason}"))
@@ -297,32 +292,120 @@ pub fn verify_copy(dir: &Path) -> StoreResult<(CheckReport, u64)> {
     Ok((report, sealed + logged))
 }
 
+/// The readings `dir` holds, as [`verify_copy`] counts them (the sealed counts of the segment
+/// rows plus the readings of the log above the sealed mark), without verifying the segments:
+/// for a restore whose files match the SHA-256 of a backup verified when it was made. A log
+/// batch that does not decode fails it.
+pub fn count_readings(dir: &Path) -> StoreResult<u64> {
+    let conn = schema::open_reader(&dir.join(schema::DB_FILE))?;
+    conn.execute_batch("BEGIN")
+        .map_err(|e| sql_err("counting readings", e))?;
+    let sealed: i64 = conn
+        .query_row("SELECT coalesce(sum(count), 0) FROM segments", [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| sql_err("counting readings", e))?;
+    let sealed_mark = schema::log_sealed(&conn)?;
+    let mut logged = 0u64;
+    let mut damaged = None;
+    for_each_log_batch(&conn, sealed_mark, |id, decoded| match decoded {
+        Ok(wells) => logged += log_readings(&wells),
+        Err(e) => {
+            damaged.get_or_insert(format!("log batch {id}: {e}"));
+        }
+    })?;
+    if let Some(damaged) = damaged {
+        return Err(StoreError::Internal(format!(
+            "the copy in {} has damaged data: {damaged}",
+            dir.display()
+        )));
+    }
+    Ok(sealed.max(0) as u64 + logged)
+}
+
+/// Why a segment does not match the checksum recorded in its row, if it does not.
+fn checksum_problem(
+    data: &[u8],
+    count: i64,
+    (min_ts, max_ts): (i64, i64),
+    recorded: i64,
+) -> Option<String> {
+    (codec::segment_checksum(data, count, min_ts, max_ts) != recorded).then(|| {
+        "does not match its checksum (its bytes or its row changed after it was written)".to_owned()
+    })
+}
+
+/// Readings in a decoded log batch.
+fn log_readings(wells: &[codec::LogWell]) -> u64 {
+    wells.iter().map(|w| w.1.len() as u64).sum()
+}
+
+/// Decodes each log batch with an id above `above`, in id order, handing `f` its id and the
+/// decoded batch (or why it does not decode). Returns the batches seen.
+fn for_each_log_batch(
+    conn: &Connection,
+    above: i64,
+    mut f: impl FnMut(i64, Result<Vec<codec::LogWell>, codec::CodecError>),
+) -> StoreResult<u64> {
+    let err = |e| sql_err("checking the log", e);
+    let mut stmt = conn
+        .prepare("SELECT id, data FROM log_batches WHERE id > ?1 ORDER BY id")
+        .map_err(err)?;
+    let mut rows = stmt.query([above]).map_err(err)?;
+    let mut seen = 0u64;
+    while let Some(row) = rows.next().map_err(err)? {
+        seen += 1;
+        let id: i64 = row.get(0).map_err(err)?;
+        let data = row
+            .get_ref(1)
+            .and_then(|v| v.as_blob().map_err(Into::into))
+            .map_err(err)?;
+        f(id, codec::decode_log_batch(data));
+    }
+    Ok(seen)
+}
+
 enum Damaged {
     Segment(WellId, i64, String),
     LogBatch(i64, String),
 }
 
+/// Decodes every segment (and checks the checksum recorded in its row, if any) and every log
+/// batch.
 fn scan(conn: &Connection) -> StoreResult<(CheckReport, Vec<Damaged>)> {
     let mut report = CheckReport::default();
     let mut damaged = Vec::new();
+    let checksum_column = if schema::has_segment_checksums(conn)? {
+        "checksum"
+    } else {
+        "NULL"
+    };
+    let err = |e| sql_err("checking segments", e);
     let mut stmt = conn
-        .prepare("SELECT well_id, window_start, data FROM segments ORDER BY well_id, window_start")
-        .map_err(|e| sql_err("checking segments", e))?;
-    let mut rows = stmt
-        .query([])
-        .map_err(|e| sql_err("checking segments", e))?;
-    while let Some(row) = rows.next().map_err(|e| sql_err("checking segments", e))? {
+        .prepare(&format!(
+            "SELECT well_id, window_start, count, min_ts, max_ts, {checksum_column}, data
+             FROM segments ORDER BY well_id, window_start"
+        ))
+        .map_err(err)?;
+    let mut rows = stmt.query([]).map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
         report.segments += 1;
-        let id: String = row.get(0).map_err(|e| sql_err("checking segments", e))?;
-        let ws: i64 = row.get(1).map_err(|e| sql_err("checking segments", e))?;
+        let id: String = row.get(0).map_err(err)?;
+        let ws: i64 = row.get(1).map_err(err)?;
+        let count: i64 = row.get(2).map_err(err)?;
+        let bounds: (i64, i64) = (row.get(3).map_err(err)?, row.get(4).map_err(err)?);
+        let recorded: Option<i64> = row.get(5).map_err(err)?;
         let data = row
-            .get_ref(2)
+            .get_ref(6)
             .and_then(|v| v.as_blob().map_err(Into::into))
-            .map_err(|e| sql_err("checking segments", e))?;
+            .map_err(err)?;
+        if recorded.is_some() {
+            report.checksummed += 1;
+        }
         let problem = match (WellId::parse(&id), codec::decode_segment(data)) {
             (Err(e), _) => Some(format!("invalid well id: {e}")),
             (_, Err(e)) => Some(e.to_string()),
-            _ => None,
+            _ => recorded.and_then(|sum| checksum_problem(data, count, bounds, sum)),
         };
         if let Some(reason) = problem {
             report
@@ -335,24 +418,12 @@ fn scan(conn: &Connection) -> StoreResult<(CheckReport, Vec<Damaged>)> {
     }
     drop(rows);
     drop(stmt);
-    let mut stmt = conn
-        .prepare("SELECT id, data FROM log_batches ORDER BY id")
-        .map_err(|e| sql_err("checking the log", e))?;
-    let mut rows = stmt.query([]).map_err(|e| sql_err("checking the log", e))?;
-    while let Some(row) = rows.next().map_err(|e| sql_err("checking the log", e))? {
-        report.log_batches += 1;
-        let id: i64 = row.get(0).map_err(|e| sql_err("checking the log", e))?;
-        let data = row
-            .get_ref(1)
-            .and_then(|v| v.as_blob().map_err(Into::into))
-            .map_err(|e| sql_err("checking the log", e))?;
-        if let Err(e) = codec::decode_log_batch(data) {
+    report.log_batches = for_each_log_batch(conn, i64::MIN, |id, decoded| {
+        if let Err(e) = decoded {
             report.damaged.push(format!("log batch {id}: {e}"));
             damaged.push(Damaged::LogBatch(id, e.to_string()));
         }
-    }
-    drop(rows);
-    drop(stmt);
+    })?;
     report.quarantined = quarantined(conn)?;
     Ok((report, damaged))
 }

@@ -548,35 +548,53 @@ fn delta(dir: &Path, repo: &Path, mut chain: Chain, started: Instant) -> StoreRe
         let tx = d
             .transaction()
             .map_err(|e| sql_err("writing the delta", e))?;
+        // A data directory last opened by an older release has no segment checksums.
+        let checksum_column = if schema::has_segment_checksums(&src)? {
+            "checksum"
+        } else {
+            "NULL"
+        };
         let mut get_seg = src
-            .prepare(
-                "SELECT min_ts, max_ts, count, data FROM segments
-                 WHERE well_id = ?1 AND window_start = ?2",
-            )
+            .prepare(&format!(
+                "SELECT min_ts, max_ts, count, data, {checksum_column} FROM segments
+                 WHERE well_id = ?1 AND window_start = ?2"
+            ))
             .map_err(|e| sql_err("reading segments", e))?;
         let mut get_rollup = src
             .prepare("SELECT data FROM rollups WHERE well_id = ?1 AND window_start = ?2")
             .map_err(|e| sql_err("reading rollups", e))?;
         for (kind, well, ws) in &changed {
             if *kind == 0 {
-                let (min, max, count, data): (i64, i64, i64, Vec<u8>) = get_seg
-                    .query_row(params![well, ws], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })
-                    .map_err(|e| sql_err("reading a segment", e))?;
-                // Verified as it is copied: a damaged segment is not backed up silently.
-                let points = codec::decode_segment(&data).map_err(|e| {
-                    StoreError::Internal(format!("segment ({well}, {ws}) is damaged: {e}"))
-                })?;
-                if points.len() as i64 != count {
-                    return Err(StoreError::Internal(format!(
-                        "segment ({well}, {ws}) holds {} readings, indexed {count}",
-                        points.len()
-                    )));
+                let (min, max, count, data, checksum): (i64, i64, i64, Vec<u8>, Option<i64>) =
+                    get_seg
+                        .query_row(params![well, ws], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                        })
+                        .map_err(|e| sql_err("reading a segment", e))?;
+                // Verified as it is copied: a damaged segment is not backed up silently. By
+                // its checksum when it has one, else decoded.
+                if let Some(sum) = checksum {
+                    if codec::segment_checksum(&data, count, min, max) != sum {
+                        return Err(StoreError::Internal(format!(
+                            "segment ({well}, {ws}) is damaged: it does not match its checksum"
+                        )));
+                    }
+                } else {
+                    let points = codec::decode_segment(&data).map_err(|e| {
+                        StoreError::Internal(format!("segment ({well}, {ws}) is damaged: {e}"))
+                    })?;
+                    if points.len() as i64 != count {
+                        return Err(StoreError::Internal(format!(
+                            "segment ({well}, {ws}) holds {} readings, indexed {count}",
+                            points.len()
+                        )));
+                    }
                 }
                 tx.execute(
-                    "INSERT INTO segments VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![well, ws, min, max, count, data],
+                    "INSERT INTO segments(well_id, window_start, min_ts, max_ts, count, data,
+                                          checksum)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![well, ws, min, max, count, data, checksum],
                 )
                 .map_err(|e| sql_err("writing the delta", e))?;
                 segments_copied += 1;
@@ -834,6 +852,12 @@ pub fn restore_chain(
         }
     }
     let conn = Connection::open(&db).map_err(|e| sql_err("opening the restored database", e))?;
+    // A chain started before segment checksums: its base gets the column (NULL: decoded by
+    // the verification) so that later deltas' checksums can be applied.
+    if chosen.len() > 1 && !schema::has_segment_checksums(&conn)? {
+        conn.execute_batch("ALTER TABLE segments ADD COLUMN checksum INTEGER")
+            .map_err(|e| sql_err("adding segments.checksum", e))?;
+    }
     for b in chosen.iter().skip(1) {
         let delta = repo.join(&b.dir).join(DELTA);
         conn.execute(
@@ -841,9 +865,18 @@ pub fn restore_chain(
             [delta.to_string_lossy().as_ref()],
         )
         .map_err(|e| sql_err("opening a delta", e))?;
-        conn.execute_batch(
+        // Deltas made before segment checksums have no checksum column.
+        let checksum = if schema::has_column(&conn, "d", "segments", "checksum")? {
+            "checksum"
+        } else {
+            "NULL"
+        };
+        conn.execute_batch(&format!(
             "BEGIN;
-             INSERT OR REPLACE INTO segments SELECT * FROM d.segments;
+             INSERT OR REPLACE INTO segments
+                 (well_id, window_start, min_ts, max_ts, count, data, checksum)
+                 SELECT well_id, window_start, min_ts, max_ts, count, data, {checksum}
+                 FROM d.segments;
              INSERT OR REPLACE INTO rollups SELECT * FROM d.rollups;
              DELETE FROM segments WHERE (well_id, window_start) IN
                  (SELECT well_id, window_start FROM d.removed WHERE kind = 0);
@@ -853,8 +886,8 @@ pub fn restore_chain(
              DELETE FROM wells; INSERT INTO wells SELECT * FROM d.wells;
              DELETE FROM log_batches; INSERT INTO log_batches(id, data) SELECT id, data FROM d.log_batches;
              DELETE FROM quarantine; INSERT INTO quarantine SELECT * FROM d.quarantine;
-             COMMIT;",
-        )
+             COMMIT;"
+        ))
         .map_err(|e| sql_err("applying a delta", e))?;
         conn.execute("DETACH DATABASE d", [])
             .map_err(|e| sql_err("closing a delta", e))?;

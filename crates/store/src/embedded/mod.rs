@@ -86,6 +86,13 @@ pub struct EmbeddedOptions {
     /// Called on the checkpoint thread after the heads are frozen and before their segments
     /// are encoded. For tests that hold a checkpoint half-way; `None` in production.
     pub checkpoint_hook: Option<CheckpointHook>,
+    /// How much lower than the writer's the CPU priority of the checkpoint thread (and of
+    /// the thread freeing its frozen heads) is: added to their nice value (Linux; capped at
+    /// 19). Encoding a checkpoint takes a core for a while; at equal priority on a busy
+    /// machine it slowed the writer, and every append behind it. Default 5 (about a quarter
+    /// of a core's share against one busy normal thread, so a checkpoint still finishes under
+    /// sustained load), or `ESPWATCH_CHECKPOINT_NICE`; 0 keeps the writer's priority.
+    pub checkpoint_nice: i32,
     /// A log shipper will run (`serve` with `backup_ship_to`): until it reports its progress
     /// ([`EmbeddedStore::set_ship_floor`]) a checkpoint keeps every log batch it seals in
     /// `ship_log`. Off: checkpoints empty the log (and `ship_log`) as before.
@@ -93,6 +100,35 @@ pub struct EmbeddedOptions {
     /// Called on the writer thread after each step that deletes part of the sealed log (see
     /// [`LogTrimStep`]), once the step is committed. For tests; `None` in production.
     pub log_trim_hook: Option<LogTrimHook>,
+    /// Called on the writer thread after each committed step writing a checkpoint's segments
+    /// (see [`InstallStep`]). For tests; `None` in production.
+    pub install_hook: Option<InstallHook>,
+}
+
+/// See [`EmbeddedOptions::install_hook`].
+#[derive(Clone)]
+pub struct InstallHook(pub Arc<dyn Fn(InstallStep) + Send + Sync>);
+
+impl std::fmt::Debug for InstallHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InstallHook")
+    }
+}
+
+/// One committed step writing the segments a checkpoint encoded, as
+/// [`EmbeddedOptions::install_hook`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstallStep {
+    /// Segments this step wrote.
+    pub segments: usize,
+    /// Segments written so far, this step's included, of `total`.
+    pub written: usize,
+    pub total: usize,
+    /// This step also marked the log sealed (the checkpoint's last step).
+    pub sealed_mark: bool,
+    /// The step was committed in an append's transaction (else in one of its own, while no
+    /// append was waiting).
+    pub with_appends: bool,
 }
 
 /// See [`EmbeddedOptions::log_trim_hook`].
@@ -164,6 +200,9 @@ pub const UNCOMPRESSED_READING_BYTES: u64 = 8 + 8 * espwatch_core::FIELD_COUNT a
 /// at each checkpoint, large enough to compress well.
 pub const DEFAULT_WINDOW_MICROS: i64 = 4 * 3600 * 1_000_000;
 
+/// See [`EmbeddedOptions::checkpoint_nice`].
+pub const DEFAULT_CHECKPOINT_NICE: i32 = 5;
+
 impl Default for EmbeddedOptions {
     fn default() -> Self {
         EmbeddedOptions {
@@ -176,8 +215,13 @@ impl Default for EmbeddedOptions {
             read_cache_mib: schema::DEFAULT_READ_CACHE_MIB,
             compact_segments: true,
             checkpoint_hook: None,
+            checkpoint_nice: std::env::var("ESPWATCH_CHECKPOINT_NICE")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(DEFAULT_CHECKPOINT_NICE),
             keep_log_for_shipping: false,
             log_trim_hook: None,
+            install_hook: None,
         }
     }
 }
@@ -201,7 +245,7 @@ pub struct ShipBacklog {
 }
 
 /// A run of log batches (ids and commit times, UTC micros) never shipped.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ShipGap {
     pub first_id: i64,
     pub last_id: i64,
@@ -349,8 +393,10 @@ impl EmbeddedStore {
                 max_readings_per_commit: opts.max_readings_per_commit.max(1),
                 compact_segments: opts.compact_segments,
                 checkpoint_hook: opts.checkpoint_hook.clone(),
+                checkpoint_nice: opts.checkpoint_nice.clamp(0, 39),
                 read_cache_mib: opts.read_cache_mib,
                 log_trim_hook: opts.log_trim_hook.clone(),
+                install_hook: opts.install_hook.clone(),
             },
             (last_log_id, log_sealed),
             lock_file,
@@ -389,9 +435,17 @@ impl EmbeddedStore {
     }
 
     /// The data directory this store was opened on.
-    /// The log shipper shipped every log batch up to `id`: the next checkpoint may drop them.
+    /// The log shipper shipped (or gave up) every log batch up to `id`: the writer may delete
+    /// them. A raised floor wakes the writer, so an idle store deletes them now rather than at
+    /// its next append or checkpoint.
     pub fn set_ship_floor(&self, id: i64) {
-        self.inner.shared.ship_floor.store(id, Ordering::Release);
+        let before = self.inner.shared.ship_floor.swap(id, Ordering::AcqRel);
+        if id > before
+            && let Some(sender) = lock(&self.inner.sender).as_ref()
+        {
+            // A stopped writer has nothing left to delete.
+            let _ = sender.send(Command::Wake);
+        }
     }
 
     /// Id and commit time (UTC micros) of the newest committed log batch (id 0: none yet;

@@ -13,7 +13,12 @@
 //! - `ship_log`: sealed log batches the log shipper had not shipped yet (moved there by the
 //!   steps that delete the sealed log, deleted once shipped); never replayed.
 //! - `segments`: one columnar blob per (well, time window), clustered by that key so a
-//!   one-well time range is one short b-tree range scan.
+//!   one-well time range is one short b-tree range scan; `checksum` is
+//!   `codec::segment_checksum` of the blob and the row's count and bounds, recorded when the
+//!   segment is written, so backups and restores verify a segment by hashing it instead of
+//!   decoding it. NULL for segments of older releases (the column is added on open; they are
+//!   verified by decoding until the next seal of their window or `store compact` rewrites
+//!   them).
 //! - `rollups`: the hourly aggregates of each segment (same key), written with it; absent
 //!   for segments of older releases until they are rewritten (queries then use raw points).
 //! - `quarantine`: damaged segments and log batches moved aside (bytes kept) so the store
@@ -58,6 +63,7 @@ CREATE TABLE IF NOT EXISTS segments (
     max_ts       INTEGER NOT NULL,
     count        INTEGER NOT NULL,
     data         BLOB NOT NULL,
+    checksum     INTEGER,
     PRIMARY KEY (well_id, window_start)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rollups (
@@ -185,6 +191,11 @@ pub fn init(conn: &mut Connection, requested_window: i64) -> StoreResult<i64> {
         )
         .map_err(|e| sql_err("adding log_batches.committed_at", e))?;
     }
+    // Data directories of older releases: segment checksums, NULL for their segments.
+    if !has_segment_checksums(&tx)? {
+        tx.execute_batch("ALTER TABLE segments ADD COLUMN checksum INTEGER")
+            .map_err(|e| sql_err("adding segments.checksum", e))?;
+    }
     let version = get_meta(&tx, "schema_version")?;
     match version {
         None => {
@@ -217,6 +228,23 @@ pub fn init(conn: &mut Connection, requested_window: i64) -> StoreResult<i64> {
     }
     tx.commit().map_err(|e| sql_err("committing schema", e))?;
     Ok(window)
+}
+
+/// Whether the `segments` table of `conn`'s main database has the `checksum` column (a copy
+/// of a data directory last opened by an older release has not; its segments are all
+/// verified by decoding).
+pub fn has_segment_checksums(conn: &Connection) -> StoreResult<bool> {
+    has_column(conn, "main", "segments", "checksum")
+}
+
+/// Whether table `table` of the attached database `db` has column `column`.
+pub fn has_column(conn: &Connection, db: &str, table: &str, column: &str) -> StoreResult<bool> {
+    conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1, ?2) WHERE name = ?3",
+        [table, db, column],
+        |r| r.get(0),
+    )
+    .map_err(|e| sql_err("inspecting the schema", e))
 }
 
 /// `meta.log_sealed`: log batches with ids at or below it are sealed into segments (0: none

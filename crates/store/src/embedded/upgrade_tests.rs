@@ -62,8 +62,9 @@ fn same(a: &[Point], b: &[Point]) -> bool {
 }
 
 /// Rewrites every segment of a closed data directory in the version 1 format, as an earlier
-/// release left it.
+/// release left it (without segment checksums).
 fn downgrade(dir: &Path) -> usize {
+    drop_checksums(dir);
     let conn = schema::open_writer(&dir.join(schema::DB_FILE)).unwrap();
     let rows: Vec<(String, i64, Vec<u8>)> = conn
         .prepare("SELECT well_id, window_start, data FROM segments")
@@ -81,6 +82,122 @@ fn downgrade(dir: &Path) -> usize {
         .unwrap();
     }
     rows.len()
+}
+
+/// Removes the `segments.checksum` column of a closed data directory, as releases before
+/// segment checksums left it.
+fn drop_checksums(dir: &Path) {
+    let conn = schema::open_writer(&dir.join(schema::DB_FILE)).unwrap();
+    if schema::has_segment_checksums(&conn).unwrap() {
+        conn.execute_batch("ALTER TABLE segments DROP COLUMN checksum")
+            .unwrap();
+    }
+}
+
+/// `(window_start, checksum recorded)` of every segment.
+fn checksummed(dir: &Path) -> Vec<(i64, bool)> {
+    let conn = schema::open_reader(&dir.join(schema::DB_FILE)).unwrap();
+    conn.prepare("SELECT window_start, checksum IS NOT NULL FROM segments ORDER BY 1")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Issue 20: a data directory of a release before segment checksums (no `checksum` column)
+/// is verified by decoding, backs up and restores; opened, it gets the column, the next seal
+/// of a window records that window's checksum, `compact` records the rest, and from then on
+/// every segment is verified by its checksum, which catches a row changed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_stores_get_segment_checksums_and_verify_throughout() {
+    use super::backup;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = EmbeddedOptions {
+        window_micros: HOUR,
+        ..EmbeddedOptions::default()
+    };
+    let w = WellId::parse("SUM-1").unwrap();
+    let store = EmbeddedStore::open(dir.path(), opts.clone()).unwrap();
+    store
+        .append(readings(&w, 0, 600), AppendOptions::default())
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    drop_checksums(dir.path());
+
+    // As the older release left it: every segment decoded, by a backup and its restore too.
+    let (report, n) = check::verify_copy(dir.path()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.segments, report.checksummed, n), (10, 0, 600));
+    let dest = tempfile::tempdir().unwrap();
+    let made = backup::backup(dir.path(), &dest.path().join("b")).unwrap();
+    assert_eq!(
+        made.manifest.verified,
+        Some(backup::Verified {
+            segments_by_checksum: 0,
+            segments_decoded: 10,
+            log_batches: report.log_batches,
+        })
+    );
+    let back = backup::restore(&dest.path().join("b"), &dest.path().join("r")).unwrap();
+    assert_eq!(back.manifest.readings, 600);
+
+    // Opened: the column is added, the old segments read as they are.
+    let store = EmbeddedStore::open(dir.path(), opts.clone()).unwrap();
+    let written = store.read_range(&w, all()).await.unwrap();
+    assert_eq!(written.len(), 600);
+    // A late reading in the third window: its seal rewrites that window with a checksum.
+    let late = Reading {
+        well_id: w.clone(),
+        ts: Timestamp(T0 + 150 * 60_000_000 + 30_000_000),
+        values: gauge(150),
+    };
+    store
+        .append(vec![late], AppendOptions::default())
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let sums = checksummed(dir.path());
+    assert_eq!(sums.len(), 10);
+    assert!(sums[2].1, "{sums:?}");
+    let without = sums.iter().filter(|s| !s.1).count();
+    assert!(without > 0, "{sums:?}");
+    let (report, n) = check::verify_copy(dir.path()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.segments - report.checksummed, without as u64);
+    assert_eq!(n, 601);
+
+    // Compaction records the rest; every segment is then verified by its checksum.
+    let store = EmbeddedStore::open(dir.path(), opts.clone()).unwrap();
+    store.compact().await.unwrap();
+    assert_eq!(store.read_range(&w, all()).await.unwrap().len(), 601);
+    store.close().await.unwrap();
+    drop(store);
+    assert!(checksummed(dir.path()).iter().all(|s| s.1));
+    let (report, n) = check::verify_copy(dir.path()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.segments, report.checksummed, n), (10, 10, 601));
+
+    // A row changed afterwards (its count) no longer matches, and is named.
+    {
+        let conn = schema::open_writer(&dir.path().join(schema::DB_FILE)).unwrap();
+        conn.execute(
+            "UPDATE segments SET count = count + 1 WHERE window_start = ?1",
+            [sums[4].0],
+        )
+        .unwrap();
+    }
+    let (report, _) = check::verify_copy(dir.path()).unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    assert!(
+        report.damaged[0].contains(&format!("segment (SUM-1, {}): does not match", sums[4].0)),
+        "{report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,12 +8,13 @@
 //!
 //! **Checkpoint.** Unsealed readings live in `log_batches` (durable) and in the heads
 //! (memory). A checkpoint freezes the heads, encodes them into the per-window segments on a
-//! thread of its own, and this thread installs the result in one short transaction that also
-//! records how far the log is sealed (`meta.log_sealed`), so appends keep being committed
-//! while segments are encoded, and after a crash the log above that mark holds exactly the
-//! unsealed readings. The sealed log batches are deleted afterwards in bounded steps, riding
-//! along with the append commits (or on their own while the writer is idle): deleting a
-//! checkpoint's whole log in the install transaction held every append for hundreds of ms.
+//! thread of its own, and this thread installs the result in bounded steps riding along with
+//! the append commits (or on their own while the writer is idle), the last of which records
+//! how far the log is sealed (`meta.log_sealed`), so appends keep being committed while
+//! segments are encoded and installed, and after a crash the log above that mark holds every
+//! unsealed reading. The sealed log batches are deleted afterwards in bounded steps the same
+//! way: deleting a checkpoint's whole log in the install transaction held every append for
+//! hundreds of ms, and writing all its segments in one transaction for tens.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -93,6 +94,9 @@ pub enum Command {
     Close {
         reply: Reply<()>,
     },
+    /// Nothing to do but look again at what is due: the shipper raised its floor, so an idle
+    /// writer deletes the `ship_log` rows now at or below it (see `trim_from`).
+    Wake,
 }
 
 /// State shared between the writer thread and the store handles.
@@ -132,9 +136,12 @@ pub struct WriterOptions {
     pub max_readings_per_commit: usize,
     pub compact_segments: bool,
     pub checkpoint_hook: Option<super::CheckpointHook>,
+    /// Added to the nice value of the checkpoint thread and of the one freeing its heads.
+    pub checkpoint_nice: i32,
     /// Page cache of the checkpoint thread's read connection, MiB.
     pub read_cache_mib: u32,
     pub log_trim_hook: Option<super::LogTrimHook>,
+    pub install_hook: Option<super::InstallHook>,
 }
 
 pub fn now_micros() -> i64 {
@@ -596,6 +603,9 @@ struct Staged {
     new_wells: Vec<(WellId, WellRecord)>,
     points: HashMap<WellId, BTreeMap<i64, Measurements>>,
     count: usize,
+    /// A step of the checkpoint being installed rode along with the commit: what it did, or
+    /// why it failed (handled once the group is applied, see `flush`).
+    install: Option<StoreResult<Installed>>,
 }
 
 /// A frozen head, handed to the checkpoint thread.
@@ -623,6 +633,8 @@ struct EncodedSegment {
     ws: i64,
     meta: SegMeta,
     data: Vec<u8>,
+    /// `codec::segment_checksum` of `data` and `meta`, recorded in the row.
+    checksum: i64,
     rollup: Option<Vec<u8>>,
     /// Its timestamps, for the duplicate-check cache.
     times: SegTimes,
@@ -633,6 +645,9 @@ struct Sealed {
     segments: Vec<EncodedSegment>,
     sealed: usize,
     recompacted: usize,
+    /// How long the checkpoint thread took (wall clock), and its CPU time.
+    encoded_in: Duration,
+    encode_cpu: Option<Duration>,
 }
 
 /// The running checkpoint.
@@ -646,6 +661,44 @@ struct InFlight {
     started: Instant,
     /// `Command::Checkpoint` requests answered when it is installed.
     replies: Vec<Reply<()>>,
+    /// Encoded, and being written in steps (`install_step`).
+    installing: Option<Installing>,
+}
+
+/// A checkpoint's encoded segments being written, a bounded step at a time.
+struct Installing {
+    sealed: Sealed,
+    /// Segments written (committed) so far.
+    written: usize,
+    steps: u32,
+    began: Instant,
+}
+
+impl Installing {
+    fn new(sealed: Sealed) -> Installing {
+        Installing {
+            sealed,
+            written: 0,
+            steps: 0,
+            began: Instant::now(),
+        }
+    }
+}
+
+/// What a committed install step did: the segments written through, and whether the
+/// checkpoint is complete (its last step also wrote the sealed mark).
+#[derive(Clone, Copy)]
+struct Installed {
+    written: usize,
+    segments: usize,
+    complete: bool,
+}
+
+/// An append commit taking this long is logged at debug level, with where the time went.
+const SLOW_COMMIT: Duration = Duration::from_millis(20);
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
 }
 
 /// How often an idle writer looks whether the checkpoint thread is done.
@@ -657,6 +710,16 @@ const TRIM_BATCHES: usize = 64;
 const TRIM_BYTES: i64 = 1 << 20;
 /// Shipped `ship_log` rows one step deletes at most.
 const TRIM_SHIPPED: usize = 64;
+/// One step writing a checkpoint's segments writes at most this many…
+const INSTALL_SEGMENTS: usize = 32;
+/// …and stops after the segment that reaches this many bytes (segments and rollups). A whole
+/// checkpoint's segments (400–500 of them, a few MB, for 500 k readings) in one transaction
+/// held every append for tens of ms, sometimes hundreds; steps of 1 MiB still made the
+/// commits carrying them about twice as long.
+const INSTALL_BYTES: usize = 256 << 10;
+/// A background step (install, log deletion) runs in a transaction of its own only after the
+/// writer has waited this long for a command to ride along with.
+const STEP_ALONE_AFTER: Duration = Duration::from_millis(5);
 /// After a failed step, the next one waits this long (the log is still sealed: only space).
 const TRIM_RETRY: Duration = Duration::from_secs(5);
 /// After a failed checkpoint, the next automatic one waits this long.
@@ -757,16 +820,23 @@ impl Writer {
         let stop_reply = loop {
             self.poll_checkpoint();
             self.checkpoint_if_due();
-            // While the sealed log is being deleted, a step runs whenever no command waits
-            // (commands' commits take a step each too, see `commit_group`).
-            let first = if self.trim_from().is_some() {
-                match rx.try_recv() {
+            // While a checkpoint is being installed or the sealed log deleted, appends'
+            // commits take a step each (`commit_group`); a step runs on its own (with an
+            // fsync of its own, which appends arriving then wait for) only when no command
+            // comes within `STEP_ALONE_AFTER`: under load the next append is usually a
+            // moment away, and the step then rides along with it.
+            let first = if self.installing() || self.trim_from().is_some() {
+                match rx.recv_timeout(STEP_ALONE_AFTER) {
                     Ok(c) => c,
-                    Err(TryRecvError::Empty) => {
-                        self.trim_alone();
+                    Err(RecvTimeoutError::Timeout) => {
+                        if self.installing() {
+                            self.install_alone();
+                        } else {
+                            self.trim_alone();
+                        }
                         continue;
                     }
-                    Err(TryRecvError::Disconnected) => break None,
+                    Err(RecvTimeoutError::Disconnected) => break None,
                 }
             } else {
                 match self.next_deadline() {
@@ -892,6 +962,7 @@ impl Writer {
                 let _ = reply.send(r);
             }
             Command::Close { reply } => return Flow::Stop(Some(reply)),
+            Command::Wake => {}
         }
         Flow::Continue
     }
@@ -914,10 +985,18 @@ impl Writer {
             result.is_ok(),
         );
         match result {
-            Ok((outcomes, staged)) => {
+            Ok((outcomes, mut staged)) => {
+                let install = staged.install.take();
                 self.apply(staged);
                 for (req, out) in group.drain(..).zip(outcomes) {
                     let _ = req.reply.send(Ok(out));
+                }
+                // After `apply`: completing the install may start the next checkpoint, which
+                // must find this group's readings in the heads it freezes.
+                match install {
+                    Some(Ok(step)) => self.install_stepped(step, true),
+                    Some(Err(e)) => self.install_failed(e),
+                    None => {}
                 }
             }
             Err(e) => {
@@ -930,6 +1009,7 @@ impl Writer {
 
     /// Decides every reading's outcome in arrival order, then writes and commits the group.
     fn commit_group(&mut self, group: &[AppendReq]) -> StoreResult<(Vec<AppendOutcome>, Staged)> {
+        let started = Instant::now();
         let shared = self.shared.clone();
         let window = shared.window;
         let now = now_micros();
@@ -937,6 +1017,7 @@ impl Writer {
             new_wells: Vec::new(),
             points: HashMap::new(),
             count: 0,
+            install: None,
         };
         let mut new_ids: HashSet<WellId> = HashSet::new();
         let mut outcomes = Vec::with_capacity(group.len());
@@ -1014,6 +1095,7 @@ impl Writer {
         if staged.count == 0 && staged.new_wells.is_empty() {
             return Ok((outcomes, staged));
         }
+        let decided = Instant::now();
 
         let trim_from = self.trim_from();
         let mut tx = self
@@ -1047,6 +1129,26 @@ impl Writer {
             .map_err(|e| sql_err("writing log batch", e))?;
             log_id = Some((id, committed_at));
         }
+        // A step of the checkpoint being installed rides along (no fsync of its own), in a
+        // savepoint: should it fail, the appends are committed without it (and the checkpoint
+        // is given up, its readings thawed).
+        if let Some(flight) = &self.in_flight
+            && let Some(inst) = &flight.installing
+        {
+            let seq = log_id.map_or(self.last_log_id, |(id, _)| id);
+            let sp = tx
+                .savepoint()
+                .map_err(|e| sql_err("starting a checkpoint install step", e))?;
+            match install_step(&sp, inst, flight.up_to_log_id, seq) {
+                Ok(step) => {
+                    sp.commit()
+                        .map_err(|e| sql_err("ending a checkpoint install step", e))?;
+                    staged.install = Some(Ok(step));
+                }
+                // Dropping the savepoint rolls the step back.
+                Err(e) => staged.install = Some(Err(e)),
+            }
+        }
         // A step of deleting the sealed log rides along (no fsync of its own), in a savepoint:
         // should it fail, the appends are committed without it.
         let mut trimmed = None;
@@ -1065,7 +1167,23 @@ impl Writer {
                 Err(_) => failed_trim = true,
             }
         }
+        let written = Instant::now();
         tx.commit().map_err(|e| sql_err("committing appends", e))?;
+        let done = Instant::now();
+        if done.duration_since(started) >= SLOW_COMMIT {
+            tracing::debug!(
+                readings = staged.count,
+                decide_ms = ms(decided.duration_since(started)),
+                write_ms = ms(written.duration_since(decided)),
+                commit_ms = ms(done.duration_since(written)),
+                trim_batches = trimmed.as_ref().map_or(0, |t| t.batches),
+                install_segments = match &staged.install {
+                    Some(Ok(step)) => step.segments,
+                    _ => 0,
+                },
+                "embedded store: slow append commit"
+            );
+        }
         if let Some((id, committed_at)) = log_id {
             self.last_log_id = id;
             self.log_has_rows = true;
@@ -1165,10 +1283,12 @@ impl Writer {
     //    segments, encode (pco for closed windows), rollups, plus a bounded number of stale
     //    segments rewritten compact. The writer keeps committing appends meanwhile; it does
     //    not touch the segments table while a checkpoint is in flight.
-    // 3. *install* (one short transaction): write the encoded rows and the sealed mark (the
-    //    frozen id: `meta.log_sealed`), commit; then, under the write lock, the segment
-    //    metadata and empty `sealing`. After a crash at any point the log above the mark
-    //    holds every unsealed reading, and recovery replays only that.
+    // 3. *install* (bounded steps, `install_step`, inside append commits or on their own):
+    //    write the encoded rows, the last step also the sealed mark (the frozen id:
+    //    `meta.log_sealed`); then, under the write lock, the segment metadata and empty
+    //    `sealing`. After a crash at any point the log above the mark holds every unsealed
+    //    reading, and recovery replays only that (segments written by earlier steps hold some
+    //    of them again: merged away by reads and the next checkpoint).
     // 4. *delete the sealed log*, in bounded steps between and inside append commits (below).
     //    It used to be part of the install transaction: freeing a checkpoint's whole log
     //    (500 k readings) held every append for a few hundred ms.
@@ -1216,11 +1336,23 @@ impl Writer {
         }
     }
 
-    /// Installs the running checkpoint if its thread is done (never waits).
+    /// Whether a checkpoint's segments are being written (steps still to come).
+    fn installing(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|f| f.installing.is_some())
+    }
+
+    /// Takes the running checkpoint's encoded segments once its thread is done (never
+    /// waits); they are then written in steps (`install_step`), inside append commits and
+    /// between them.
     fn poll_checkpoint(&mut self) {
-        let Some(flight) = &self.in_flight else {
+        let Some(flight) = &mut self.in_flight else {
             return;
         };
+        if flight.installing.is_some() {
+            return;
+        }
         let result = match flight.result.try_recv() {
             Ok(r) => r,
             Err(TryRecvError::Empty) => return,
@@ -1228,19 +1360,43 @@ impl Writer {
                 "the checkpoint thread stopped without a result".into(),
             )),
         };
-        if let Some(flight) = self.in_flight.take() {
-            let _ = self.finish_checkpoint(flight, result);
+        match result {
+            Ok(sealed) => {
+                if let Some(thread) = flight.thread.take()
+                    && thread.join().is_err()
+                {
+                    tracing::error!("embedded store: checkpoint thread panicked");
+                }
+                flight.installing = Some(Installing::new(sealed));
+            }
+            Err(e) => {
+                if let Some(flight) = self.in_flight.take() {
+                    let _ = self.finish_checkpoint(flight, Err(e));
+                }
+            }
+        }
+    }
+
+    /// The running checkpoint's encoded segments (waiting for its thread when needed).
+    fn encoded(flight: &mut InFlight) -> StoreResult<Installing> {
+        match flight.installing.take() {
+            Some(inst) => Ok(inst),
+            None => flight
+                .result
+                .recv()
+                .unwrap_or_else(|_| {
+                    Err(internal(
+                        "the checkpoint thread stopped without a result".into(),
+                    ))
+                })
+                .map(Installing::new),
         }
     }
 
     /// Waits for the running checkpoint (and those queued behind it) and installs them.
     fn settle_checkpoints(&mut self) {
-        while let Some(flight) = self.in_flight.take() {
-            let result = flight.result.recv().unwrap_or_else(|_| {
-                Err(internal(
-                    "the checkpoint thread stopped without a result".into(),
-                ))
-            });
+        while let Some(mut flight) = self.in_flight.take() {
+            let result = Self::encoded(&mut flight);
             let _ = self.finish_checkpoint(flight, result);
         }
     }
@@ -1251,12 +1407,8 @@ impl Writer {
         self.start_checkpoint(Vec::new())?;
         match self.in_flight.take() {
             None => Ok(()),
-            Some(flight) => {
-                let result = flight.result.recv().unwrap_or_else(|_| {
-                    Err(internal(
-                        "the checkpoint thread stopped without a result".into(),
-                    ))
-                });
+            Some(mut flight) => {
+                let result = Self::encoded(&mut flight);
                 let r = self.finish_checkpoint(flight, result);
                 // Nothing can have been queued meanwhile (no command was handled).
                 self.settle_checkpoints();
@@ -1362,9 +1514,11 @@ impl Writer {
         let (tx, rx) = mpsc::sync_channel(1);
         let path = self.db_path.clone();
         let read_cache_mib = self.opts.read_cache_mib;
+        let nice = self.opts.checkpoint_nice;
         let spawned = std::thread::Builder::new()
             .name("espwatch-store-checkpoint".into())
             .spawn(move || {
+                lower_thread_priority(nice);
                 let result = schema::open_reader(&path).and_then(|conn| {
                     schema::set_cache_mib(&conn, read_cache_mib)?;
                     if let Some(hook) = &job.hook {
@@ -1381,6 +1535,7 @@ impl Writer {
             oldest_head_at,
             started: Instant::now(),
             replies,
+            installing: None,
         };
         match spawned {
             Ok(handle) => {
@@ -1398,19 +1553,26 @@ impl Writer {
         }
     }
 
-    /// Installs a finished checkpoint (or thaws its readings when it failed), answers its
-    /// requests, and starts the one requested meanwhile.
+    /// Installs a finished checkpoint, what is left of it in steps of their own (or thaws
+    /// its readings when it failed), answers its requests, and starts the one requested
+    /// meanwhile.
     fn finish_checkpoint(
         &mut self,
         mut flight: InFlight,
-        result: StoreResult<Sealed>,
+        result: StoreResult<Installing>,
     ) -> StoreResult<()> {
         if let Some(thread) = flight.thread.take()
             && thread.join().is_err()
         {
             tracing::error!("embedded store: checkpoint thread panicked");
         }
-        let outcome = result.and_then(|sealed| self.install(sealed, &flight));
+        let outcome = result.and_then(|inst| self.install_rest(inst, &flight));
+        self.conclude(flight, outcome)
+    }
+
+    /// A checkpoint is installed (`Ok`) or given up: metrics, thaw on failure, its requests,
+    /// and the checkpoint requested meanwhile.
+    fn conclude(&mut self, mut flight: InFlight, outcome: StoreResult<()>) -> StoreResult<()> {
         crate::metrics::record_checkpoint("embedded", flight.started.elapsed(), outcome.is_ok());
         match &outcome {
             Ok(()) => self.checkpoint_retry_at = None,
@@ -1437,28 +1599,100 @@ impl Writer {
         outcome
     }
 
-    /// Writes what the checkpoint thread encoded and marks the log sealed up to the frozen
-    /// batch, in one transaction; then publishes the segments and empties `sealing`. The
-    /// sealed batches are deleted afterwards, a bounded step at a time (`trim_step`).
-    fn install(&mut self, sealed: Sealed, flight: &InFlight) -> StoreResult<()> {
-        let shared = self.shared.clone();
-        let installing = Instant::now();
-        {
+    /// Writes what is left of `inst` in steps of their own transactions, then publishes it.
+    fn install_rest(&mut self, mut inst: Installing, flight: &InFlight) -> StoreResult<()> {
+        loop {
             let tx = self
                 .conn
                 .transaction()
                 .map_err(|e| sql_err("starting checkpoint", e))?;
-            for seg in &sealed.segments {
-                insert_segment(&tx, seg)?;
-            }
-            // From this commit on the batches up to the frozen one are never replayed.
-            schema::set_meta(&tx, schema::LOG_SEALED, &flight.up_to_log_id.to_string())?;
-            schema::set_meta(&tx, "log_seq", &self.last_log_id.to_string())?;
+            let step = install_step(&tx, &inst, flight.up_to_log_id, self.last_log_id)?;
             tx.commit()
                 .map_err(|e| sql_err("committing checkpoint", e))?;
+            if self.stepped(&mut inst, step, false) {
+                break;
+            }
         }
+        self.publish(inst, flight);
+        Ok(())
+    }
+
+    /// One install step in a transaction of its own (nothing was waiting).
+    fn install_alone(&mut self) {
+        let Some(flight) = &self.in_flight else {
+            return;
+        };
+        let Some(inst) = &flight.installing else {
+            return;
+        };
+        let (up_to, seq) = (flight.up_to_log_id, self.last_log_id);
+        let step = self
+            .conn
+            .transaction()
+            .map_err(|e| sql_err("starting checkpoint", e))
+            .and_then(|tx| {
+                let step = install_step(&tx, inst, up_to, seq)?;
+                tx.commit()
+                    .map_err(|e| sql_err("committing checkpoint", e))?;
+                Ok(step)
+            });
+        match step {
+            Ok(step) => self.install_stepped(step, false),
+            Err(e) => self.install_failed(e),
+        }
+    }
+
+    /// A committed install step (in an append's transaction or its own): the checkpoint is
+    /// published and concluded after its last one.
+    fn install_stepped(&mut self, step: Installed, with_appends: bool) {
+        let Some(mut flight) = self.in_flight.take() else {
+            return;
+        };
+        let Some(mut inst) = flight.installing.take() else {
+            self.in_flight = Some(flight);
+            return;
+        };
+        if self.stepped(&mut inst, step, with_appends) {
+            self.publish(inst, &flight);
+            let _ = self.conclude(flight, Ok(()));
+        } else {
+            flight.installing = Some(inst);
+            self.in_flight = Some(flight);
+        }
+    }
+
+    /// An install step failed (logged by `sql_err`): the checkpoint is given up and its
+    /// readings thawed; the segments written by earlier steps hold only readings that are
+    /// still in the log and in the heads, so they are harmless (reads and the next
+    /// checkpoint merge them away), as after a crash between steps.
+    fn install_failed(&mut self, e: StoreError) {
+        if let Some(flight) = self.in_flight.take() {
+            let _ = self.conclude(flight, Err(e));
+        }
+    }
+
+    /// Notes a committed step; whether the checkpoint is now complete.
+    fn stepped(&self, inst: &mut Installing, step: Installed, with_appends: bool) -> bool {
+        inst.written = step.written;
+        inst.steps += 1;
+        if let Some(hook) = &self.opts.install_hook {
+            (hook.0)(super::InstallStep {
+                segments: step.segments,
+                written: step.written,
+                total: inst.sealed.segments.len(),
+                sealed_mark: step.complete,
+                with_appends,
+            });
+        }
+        step.complete
+    }
+
+    /// After the last install step: publishes the segments and empties `sealing`. The sealed
+    /// batches are deleted afterwards, a bounded step at a time (`trim_step`).
+    fn publish(&mut self, inst: Installing, flight: &InFlight) {
+        let shared = self.shared.clone();
+        let sealed = inst.sealed;
         self.log_sealed = self.log_sealed.max(flight.up_to_log_id);
-        let install_ms = installing.elapsed().as_secs_f64() * 1e3;
         let mut index = shared.write();
         for seg in &sealed.segments {
             // A regular segment's grid costs the cache next to nothing: re-sent data is then
@@ -1483,11 +1717,20 @@ impl Writer {
         drop(index);
         // Freeing the frozen heads is not the writer's business either.
         if !sealed_maps.is_empty() {
+            let nice = self.opts.checkpoint_nice;
             let _ = std::thread::Builder::new()
                 .name("espwatch-store-free".into())
                 .spawn(move || {
+                    lower_thread_priority(nice);
+                    let started = Instant::now();
                     drop(sealed_maps);
+                    let dropped = Instant::now();
                     release_freed_memory();
+                    tracing::debug!(
+                        drop_ms = ms(dropped.duration_since(started)),
+                        trim_ms = ms(dropped.elapsed()),
+                        "embedded store: frozen heads freed"
+                    );
                 });
         }
         self.log_has_rows = self.last_log_id > flight.up_to_log_id;
@@ -1497,10 +1740,12 @@ impl Writer {
             recompacted = sealed.recompacted,
             segments = sealed.segments.len(),
             ms = flight.started.elapsed().as_secs_f64() * 1e3,
-            install_ms,
+            encode_ms = ms(sealed.encoded_in),
+            encode_cpu_ms = sealed.encode_cpu.map(ms),
+            install_steps = inst.steps,
+            install_ms = ms(inst.began.elapsed()),
             "embedded store: checkpoint"
         );
-        Ok(())
     }
 
     /// A failed checkpoint: its frozen readings become head readings again (they are still
@@ -1649,8 +1894,28 @@ impl Writer {
             v.sort();
             v
         };
-        // Compact segments written before rollups existed get theirs too.
+        // Compact segments written before rollups existed get theirs too, and segments
+        // written before checksums (`segments.checksum` NULL) theirs: rewritten, i.e. decoded
+        // (a damaged one fails the compaction, as before) and encoded again.
         let mut pending = pending;
+        {
+            let err = |e| sql_err("listing segments without checksums", e);
+            let mut stmt = self
+                .conn
+                .prepare("SELECT well_id, window_start FROM segments WHERE checksum IS NULL")
+                .map_err(err)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(err)?;
+            for row in rows {
+                let (id, ws) = row.map_err(err)?;
+                if let Ok(id) = WellId::parse(&id) {
+                    pending.push((id, ws));
+                }
+            }
+            pending.sort();
+            pending.dedup();
+        }
         if shared.window % rollup::HOUR == 0 {
             let err = |e| sql_err("listing segments without rollups", e);
             let mut stmt = self
@@ -1883,6 +2148,40 @@ impl Writer {
 /// `ship_log` rows the shipper has shipped. A batch leaves `log_batches` in the same
 /// transaction that puts it in `ship_log`, so the shipper (`log_since`, one snapshot of both)
 /// sees it exactly once.
+/// Writes the next segments of `inst` (at most [`INSTALL_SEGMENTS`], stopping after the one
+/// that reaches [`INSTALL_BYTES`]); the step that writes the last one also marks the log
+/// sealed up to `up_to` (`meta.log_sealed`: from its commit on, those batches are never
+/// replayed) and notes `seq`, the newest log batch id. Segments written before that step
+/// only hold readings that are also in the heads and in the log above the mark: readers
+/// merge them with the heads (`merge_dedup`), a crash replays that log into heads the same
+/// way, and a rollup written early does not match the reading count the index still has.
+fn install_step(
+    conn: &Connection,
+    inst: &Installing,
+    up_to: i64,
+    seq: i64,
+) -> StoreResult<Installed> {
+    let segments = &inst.sealed.segments;
+    let mut end = inst.written;
+    let mut bytes = 0usize;
+    while end < segments.len() && end - inst.written < INSTALL_SEGMENTS && bytes < INSTALL_BYTES {
+        let seg = &segments[end];
+        insert_segment(conn, seg)?;
+        bytes += seg.data.len() + seg.rollup.as_ref().map_or(0, Vec::len);
+        end += 1;
+    }
+    let complete = end == segments.len();
+    if complete {
+        schema::set_meta(conn, schema::LOG_SEALED, &up_to.to_string())?;
+        schema::set_meta(conn, "log_seq", &seq.to_string())?;
+    }
+    Ok(Installed {
+        written: end,
+        segments: end - inst.written,
+        complete,
+    })
+}
+
 fn trim_step(conn: &Connection, from: TrimFrom) -> StoreResult<Trimmed> {
     let err = |e| sql_err("deleting the sealed log", e);
     let mut out = Trimmed {
@@ -2079,11 +2378,13 @@ fn encode_segment(
         count: points.len() as i64,
         compact: packing == Packing::Compact,
     };
+    let data = codec::encode_segment(points, packing);
     Some(EncodedSegment {
         well: well.clone(),
         ws,
+        checksum: codec::segment_checksum(&data, meta.count, meta.min_ts, meta.max_ts),
         meta,
-        data: codec::encode_segment(points, packing),
+        data,
         times: SegTimes::of(points.iter().map(|p| p.0.0)),
         // Hourly rollups need windows of whole hours (the default 4 h); queries check for them.
         rollup: (window % rollup::HOUR == 0).then(|| rollup::encode(points)),
@@ -2093,8 +2394,9 @@ fn encode_segment(
 /// Writes (or replaces) an encoded segment and its rollup.
 fn insert_segment(conn: &Connection, seg: &EncodedSegment) -> StoreResult<()> {
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO segments(well_id, window_start, min_ts, max_ts, count, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO segments(well_id, window_start, min_ts, max_ts, count, data,
+                                         checksum)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -2103,7 +2405,8 @@ fn insert_segment(conn: &Connection, seg: &EncodedSegment) -> StoreResult<()> {
             seg.meta.min_ts,
             seg.meta.max_ts,
             seg.meta.count,
-            seg.data
+            seg.data,
+            seg.checksum
         ])
     })
     .map_err(|e| sql_err("writing segment", e))?;
@@ -2133,6 +2436,32 @@ fn write_segment(
     Ok(Some(seg.meta))
 }
 
+/// Raises the calling thread's nice value by `by` (at most to 19): background work of the
+/// store (encoding a checkpoint, freeing its heads) then yields the CPU to the writer and to
+/// request handling when cores are scarce, and still runs on whatever they leave. Linux
+/// threads have a nice value of their own (`setpriority` on the thread id); elsewhere this
+/// does nothing. Failing is harmless (logged at debug).
+fn lower_thread_priority(by: i32) {
+    #[cfg(target_os = "linux")]
+    if by > 0 {
+        // SAFETY: gettid has no preconditions; getpriority/setpriority only read and change
+        // the scheduling priority of this thread.
+        unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+            let target = (now + by).min(19);
+            if libc::setpriority(libc::PRIO_PROCESS, tid, target) != 0 {
+                tracing::debug!(
+                    error = %std::io::Error::last_os_error(),
+                    "embedded store: could not lower a background thread's priority"
+                );
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = by;
+}
+
 /// Hands the pages freed since the last checkpoint back to the OS. Issue 17 (soak memory):
 /// glibc keeps what a program frees in its arenas (one per thread that allocated, up to 8 per
 /// core) and only gives back the top of each heap, so every checkpoint's freed heads and
@@ -2151,10 +2480,13 @@ fn release_freed_memory() {
 /// and encoded, plus the stale segments rewritten compact. Reads only; the writer installs.
 fn encode_checkpoint(conn: &Connection, job: &SealJob) -> StoreResult<Sealed> {
     let window = job.window;
+    let started = Instant::now();
     let mut out = Sealed {
         segments: Vec::new(),
         sealed: 0,
         recompacted: 0,
+        encoded_in: Duration::ZERO,
+        encode_cpu: None,
     };
     for well in &job.wells {
         let mut cursor = i64::MIN;
@@ -2190,7 +2522,25 @@ fn encode_checkpoint(conn: &Connection, job: &SealJob) -> StoreResult<Sealed> {
             }
         }
     }
+    out.encoded_in = started.elapsed();
+    out.encode_cpu = thread_cpu_time();
     Ok(out)
+}
+
+/// CPU time of the calling thread so far (Linux), for the checkpoint's debug line.
+fn thread_cpu_time() -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec it is given.
+        let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        (r == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 #[cfg(test)]
