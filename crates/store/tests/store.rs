@@ -335,6 +335,37 @@ async fn appends_are_committed_while_a_checkpoint_encodes() {
     store.close().await.unwrap();
 }
 
+/// A writer hook that records each step that `counts` and holds the writer at the first: the
+/// data directory is copied to the crash directory there (the files are what `kill -9` would
+/// leave), `entered` is signalled, and the writer waits for `release` (60 s at most). The
+/// order of events in the tests that use it is thus fixed, not timed.
+fn hold_at_first_step<S: Send + 'static>(
+    steps: Arc<Mutex<Vec<S>>>,
+    (data, crash): (std::path::PathBuf, std::path::PathBuf),
+    (entered, release): (std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>),
+    counts: impl Fn(&S) -> bool + Send + Sync + 'static,
+) -> impl Fn(S) + Send + Sync + 'static {
+    let (entered, release) = (Mutex::new(entered), Mutex::new(release));
+    move |step: S| {
+        if !counts(&step) {
+            return;
+        }
+        let first = {
+            let mut steps = steps.lock().unwrap();
+            steps.push(step);
+            steps.len() == 1
+        };
+        if first {
+            copy_db(&data, &crash);
+            let _ = entered.lock().unwrap().send(());
+            let _ = release
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(60));
+        }
+    }
+}
+
 /// Issue 17 (checkpoints stall appends): the log batches a checkpoint sealed are no longer
 /// deleted in its install transaction, which held every append while a whole checkpoint's log
 /// was freed, but afterwards, in bounded steps inside append commits and between them. The
@@ -351,31 +382,13 @@ async fn the_sealed_log_is_deleted_in_bounded_steps_between_appends() {
     let steps: Arc<Mutex<Vec<LogTrimStep>>> = Arc::default();
     let (entered_tx, entered_rx) = mpsc::channel::<()>();
     let (release_tx, release_rx) = mpsc::channel::<()>();
-    let hook = {
-        let steps = steps.clone();
-        let (data, crash) = (dir.path().to_path_buf(), crash.path().to_path_buf());
-        let entered_tx = Mutex::new(entered_tx);
-        let release_rx = Mutex::new(release_rx);
-        LogTrimHook(Arc::new(move |step: LogTrimStep| {
-            if step.batches == 0 {
-                return; // nothing of the log (the shipping bookkeeping at open)
-            }
-            let first = {
-                let mut steps = steps.lock().unwrap();
-                steps.push(step);
-                steps.len() == 1
-            };
-            if first {
-                // The writer is inside this call: the files are what a kill -9 would leave.
-                copy_db(&data, &crash);
-                let _ = entered_tx.lock().unwrap().send(());
-                let _ = release_rx
-                    .lock()
-                    .unwrap()
-                    .recv_timeout(Duration::from_secs(60));
-            }
-        }))
-    };
+    // Zero batches: nothing of the log (the shipping bookkeeping at open).
+    let hook = LogTrimHook(Arc::new(hold_at_first_step(
+        steps.clone(),
+        (dir.path().to_path_buf(), crash.path().to_path_buf()),
+        (entered_tx, release_rx),
+        |step: &LogTrimStep| step.batches > 0,
+    )));
     let opts = EmbeddedOptions {
         checkpoint_readings: 1_000_000,
         checkpoint_interval: Duration::from_secs(3600),
@@ -490,29 +503,13 @@ async fn a_checkpoint_is_installed_in_bounded_steps_between_appends() {
     let (entered_tx, entered_rx) = mpsc::channel::<()>();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     let hook = {
-        let (steps, armed) = (steps.clone(), armed.clone());
-        let (data, crash) = (dir.path().to_path_buf(), crash.path().to_path_buf());
-        let entered_tx = Mutex::new(entered_tx);
-        let release_rx = Mutex::new(release_rx);
-        InstallHook(Arc::new(move |step: InstallStep| {
-            if !armed.load(Ordering::SeqCst) {
-                return;
-            }
-            let first = {
-                let mut steps = steps.lock().unwrap();
-                steps.push(step);
-                steps.len() == 1
-            };
-            if first {
-                // The writer is inside this call: the files are what a kill -9 would leave.
-                copy_db(&data, &crash);
-                let _ = entered_tx.lock().unwrap().send(());
-                let _ = release_rx
-                    .lock()
-                    .unwrap()
-                    .recv_timeout(Duration::from_secs(60));
-            }
-        }))
+        let armed = armed.clone();
+        InstallHook(Arc::new(hold_at_first_step(
+            steps.clone(),
+            (dir.path().to_path_buf(), crash.path().to_path_buf()),
+            (entered_tx, release_rx),
+            move |_: &InstallStep| armed.load(Ordering::SeqCst),
+        )))
     };
     let opts = EmbeddedOptions {
         checkpoint_readings: 1_000_000,

@@ -1898,46 +1898,22 @@ impl Writer {
         // written before checksums (`segments.checksum` NULL) theirs: rewritten, i.e. decoded
         // (a damaged one fails the compaction, as before) and encoded again.
         let mut pending = pending;
-        {
-            let err = |e| sql_err("listing segments without checksums", e);
-            let mut stmt = self
-                .conn
-                .prepare("SELECT well_id, window_start FROM segments WHERE checksum IS NULL")
-                .map_err(err)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(err)?;
-            for row in rows {
-                let (id, ws) = row.map_err(err)?;
-                if let Ok(id) = WellId::parse(&id) {
-                    pending.push((id, ws));
-                }
-            }
-            pending.sort();
-            pending.dedup();
-        }
+        list_windows(
+            &self.conn,
+            "SELECT well_id, window_start FROM segments WHERE checksum IS NULL",
+            "listing segments without checksums",
+            &mut pending,
+        )?;
         if shared.window % rollup::HOUR == 0 {
-            let err = |e| sql_err("listing segments without rollups", e);
-            let mut stmt = self
-                .conn
-                .prepare(
-                    "SELECT s.well_id, s.window_start FROM segments s
-                     WHERE NOT EXISTS (SELECT 1 FROM rollups r
-                                       WHERE r.well_id = s.well_id
-                                         AND r.window_start = s.window_start)",
-                )
-                .map_err(err)?;
-            let rows = stmt
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(err)?;
-            for row in rows {
-                let (id, ws) = row.map_err(err)?;
-                if let Ok(id) = WellId::parse(&id) {
-                    pending.push((id, ws));
-                }
-            }
-            pending.sort();
-            pending.dedup();
+            list_windows(
+                &self.conn,
+                "SELECT s.well_id, s.window_start FROM segments s
+                 WHERE NOT EXISTS (SELECT 1 FROM rollups r
+                                   WHERE r.well_id = s.well_id
+                                     AND r.window_start = s.window_start)",
+                "listing segments without rollups",
+                &mut pending,
+            )?;
         }
         let mut report = CompactReport {
             bytes_before: self.database_bytes()?,
@@ -2541,6 +2517,30 @@ fn thread_cpu_time() -> Option<Duration> {
     }
     #[cfg(not(target_os = "linux"))]
     None
+}
+
+/// Adds the (well, window) pairs a query lists to `pending`, kept sorted without repeats (ids
+/// that no longer parse are skipped).
+fn list_windows(
+    conn: &Connection,
+    sql: &str,
+    what: &str,
+    pending: &mut Vec<(WellId, i64)>,
+) -> Result<(), StoreError> {
+    let err = |e| sql_err(what, e);
+    let mut stmt = conn.prepare(sql).map_err(err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(err)?;
+    for row in rows {
+        let (id, ws) = row.map_err(err)?;
+        if let Ok(id) = WellId::parse(&id) {
+            pending.push((id, ws));
+        }
+    }
+    pending.sort();
+    pending.dedup();
+    Ok(())
 }
 
 #[cfg(test)]
