@@ -1288,21 +1288,7 @@ async fn online_backup_restores_every_acknowledged_reading() {
             .unwrap()
             .is_err()
     );
-    let db = dest.path().join("b").join("espwatch.db");
-    let mut bytes = std::fs::read(&db).unwrap();
-    let last = bytes.len() - 100;
-    bytes[last] ^= 0xFF;
-    std::fs::write(&db, bytes).unwrap();
-    let (from, to) = (dest.path().join("b"), restored.path().join("other"));
-    let refused = tokio::task::spawn_blocking(move || backup::restore(&from, &to))
-        .await
-        .unwrap();
-    assert!(
-        refused
-            .as_ref()
-            .is_err_and(|e| e.to_string().contains("checksum")),
-        "{refused:?}"
-    );
+    restore_refuses_a_damaged_copy(dest.path().join("b"), restored.path().join("other")).await;
 }
 
 /// Issue 23: re-sent data is decided from memory, with exact counts, and what is accepted among
@@ -1640,21 +1626,7 @@ async fn a_segment_changed_after_sealing_is_caught_by_its_checksum() {
     assert!(check::check(dir.path()).unwrap().is_clean());
 
     // A damaged backup file is still refused by a restore that trusts the verification.
-    let db = dest.path().join("clean").join("espwatch.db");
-    let mut bytes = std::fs::read(&db).unwrap();
-    let last = bytes.len() - 100;
-    bytes[last] ^= 0xFF;
-    std::fs::write(&db, bytes).unwrap();
-    let (from, to) = (dest.path().join("clean"), dest.path().join("again"));
-    let refused = tokio::task::spawn_blocking(move || backup::restore(&from, &to))
-        .await
-        .unwrap();
-    assert!(
-        refused
-            .as_ref()
-            .is_err_and(|e| e.to_string().contains("checksum")),
-        "{refused:?}"
-    );
+    restore_refuses_a_damaged_copy(dest.path().join("clean"), dest.path().join("again")).await;
 }
 
 /// Issue 20: a backup made before segment checksums (its manifest records no verification)
@@ -1756,4 +1728,24 @@ async fn an_idle_store_deletes_the_log_below_a_raised_ship_floor() {
     }
     assert_eq!(left, [3], "the idle store kept the batches below the floor");
     store.close().await.unwrap();
+}
+
+/// Flips one byte near the end of a backup's database file: a restore from it into `to` must
+/// be refused, naming the checksum that no longer matches.
+async fn restore_refuses_a_damaged_copy(backup_dir: std::path::PathBuf, to: std::path::PathBuf) {
+    use espwatch_store::embedded::backup;
+    let db = backup_dir.join("espwatch.db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let last = bytes.len() - 100;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&db, bytes).unwrap();
+    let refused = tokio::task::spawn_blocking(move || backup::restore(&backup_dir, &to))
+        .await
+        .unwrap();
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("checksum")),
+        "{refused:?}"
+    );
 }

@@ -1185,7 +1185,7 @@ impl WellEngine {
                 &self.ctx,
                 &clean,
                 running && at_speed,
-                self.baseline.is_some() && th.lifting_more_from_full_intake(&feats),
+                self.baseline.is_some() && rules::lifting_more_from_full_intake(&th, &feats),
             ));
             if running && self.baseline.is_some() {
                 findings.extend(rules::deadhead_at_start(&th, &feats));

@@ -1154,7 +1154,7 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
     // makes the motor draw more current for the same power: an overload (low voltage is one
     // of its causes); a motor loaded by its pump lifting more from a full annulus is not.
     let sagged = supply.is_some_and(|v| v <= 1.0 - th.voltage_deviation);
-    if !sagged && th.lifting_more_from_full_intake(i.f) {
+    if !sagged && lifting_more_from_full_intake(th, i.f) {
         return None;
     }
     // Denser fluid (water-cut step, emulsion): pressure rise and current go up together.
@@ -1205,6 +1205,24 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
         + bonus(over_nameplate == Some(true), STRONG + AGREES)
         + bonus(per_pressure.is_some(), 0.05);
     Some(Finding::new(Condition::Overload, conf, ev))
+}
+
+/// Whether the motor's load is its pump lifting more from a fuller intake (see
+/// `Thresholds::overload_lift_pip_ratio`).
+pub(crate) fn lifting_more_from_full_intake(th: &Thresholds, f: &Features) -> bool {
+    let delivery = f.flow_ratio.or(f.tubing_pressure_ratio);
+    // A sagging supply raises the current for the same lift: the lift does not explain it.
+    let supply_low = f
+        .volts_per_hz_ratio
+        .is_some_and(|v| v <= 1.0 - th.voltage_deviation);
+    let Some(delivery) = delivery.filter(|d| *d >= th.overload_lift_delivery_ratio) else {
+        return false;
+    };
+    !supply_low
+        && f.current_ratio
+            .is_some_and(|c| c <= th.overload_lift_current_per_delivery * delivery)
+        && f.intake_pressure_ratio
+            .is_some_and(|p| p >= th.overload_lift_pip_ratio)
 }
 
 /// Head lost against the curve. Abrupt with the motor still loaded: a tubing leak. Gradual: wear

@@ -665,24 +665,6 @@ impl Thresholds {
         1.0 - (1.0 - self.head_ratio_low) * self.head_departure_share
     }
 
-    /// Whether the motor's load is its pump lifting more from a fuller intake (see
-    /// `overload_lift_pip_ratio`).
-    pub fn lifting_more_from_full_intake(&self, f: &super::features::Features) -> bool {
-        let delivery = f.flow_ratio.or(f.tubing_pressure_ratio);
-        // A sagging supply raises the current for the same lift: the lift does not explain it.
-        let supply_low = f
-            .volts_per_hz_ratio
-            .is_some_and(|v| v <= 1.0 - self.voltage_deviation);
-        let Some(delivery) = delivery.filter(|d| *d >= self.overload_lift_delivery_ratio) else {
-            return false;
-        };
-        !supply_low
-            && f.current_ratio
-                .is_some_and(|c| c <= self.overload_lift_current_per_delivery * delivery)
-            && f.intake_pressure_ratio
-                .is_some_and(|p| p >= self.overload_lift_pip_ratio)
-    }
-
     /// The alarm policy of a severity.
     pub fn alarm_policy(&self, severity: Severity) -> AlarmPolicy {
         let (min_confidence, persist_secs) = match severity {
