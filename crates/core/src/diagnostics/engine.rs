@@ -180,6 +180,8 @@ pub struct WellEngine {
     frequency_level: Ewma,
     /// The voltage (standing in for the speed) left its level on the last reading.
     speed_step_pending: bool,
+    /// The speed the drive has stayed within `held_speed_band` of, and since when.
+    speed_held_at: Option<(f64, i64)>,
     /// Until when the smoothed variability may still carry a supply disturbance.
     supply_calm_from: i64,
     cur_swings: rules::Swings,
@@ -289,6 +291,7 @@ impl WellEngine {
             intake_rested: false,
             frequency_level: Ewma::default(),
             speed_step_pending: false,
+            speed_held_at: None,
             supply_calm_from: i64::MIN,
             cur_swings: rules::Swings::default(),
             pd_swings: rules::Swings::default(),
@@ -1057,8 +1060,15 @@ impl WellEngine {
             None => (None, true),
         };
         let Some(f) = speed.filter(|f| *f > 1.0) else {
+            self.speed_held_at = None;
             return;
         };
+        if self
+            .speed_held_at
+            .is_none_or(|(held, _)| (f - held).abs() > self.th.held_speed_band * held)
+        {
+            self.speed_held_at = Some((f, ts));
+        }
         let stepped = self
             .frequency_level
             .value()
@@ -1150,12 +1160,18 @@ impl WellEngine {
 
         // Judged against the speed the well was learned at when that is below the nameplate's
         // base: a pump turned down to 40 Hz of a 60 Hz motor for its whole life runs at speed.
+        // A drive turned down further and held there (a lower set point, a well short of
+        // inflow) is running, not ramping, once its speed has stayed put for the settling time.
+        let learned_hz = self.baseline.as_ref().map_or(0.0, |b| {
+            b.operating_hz
+                .map_or(b.reference_hz, |o| o.min(b.reference_hz))
+        });
+        let speed_held = self
+            .speed_held_at
+            .is_some_and(|(_, since)| (ts - since) as f64 / MICROS >= th.settle_secs);
         let at_speed = feats.frequency_hz.is_none_or(|f| {
-            f >= th.min_running_frequency_ratio
-                * self.baseline.as_ref().map_or(0.0, |b| {
-                    b.operating_hz
-                        .map_or(b.reference_hz, |o| o.min(b.reference_hz))
-                })
+            f >= th.min_running_frequency_ratio * learned_hz
+                || (speed_held && f >= th.min_held_frequency_ratio * learned_hz)
         });
         let ramped = running && since_start >= th.ramp_secs && at_speed;
         let judged = ramped && self.baseline.is_some();

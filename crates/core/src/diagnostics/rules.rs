@@ -317,6 +317,7 @@ pub(crate) struct StepLevels {
     pub flow: Option<f64>,
     pub thp: Option<f64>,
     pub cur: Option<f64>,
+    pub freq: Option<f64>,
     /// The readings since the step, so that it is confirmed on averages, not on every noisy
     /// reading.
     pub head_since: Mean,
@@ -1466,10 +1467,17 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         })
     };
     // Head and delivery step at once; the intake follows as the annulus fills.
+    // A drive that turned faster since (holding its intake) would deliver more from a sound
+    // pump and tubing: delivering no more than before is the loss there.
     let stepped = |l: &StepLevels, head: f64, flow: Option<f64>| {
+        let flow_bar = if sped_up(i, l) {
+            1.0
+        } else {
+            th.leak_step_flow_fall
+        };
         head <= l.head * (1.0 - drop)
             && match (flow, l.flow) {
-                (Some(now), Some(before)) => now <= before * th.leak_step_flow_fall,
+                (Some(now), Some(before)) => now <= before * flow_bar,
                 _ => true,
             }
     };
@@ -1484,7 +1492,8 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 levels.thp_since.add(Some(t));
             }
             let waited = (i.ts - levels.since) as f64 / 1e6;
-            let intake_up = fast_pip >= levels.pip * th.leak_subtle_pip_rise;
+            let intake_up = fast_pip >= levels.pip * th.leak_subtle_pip_rise
+                || drive_answered_the_filling_annulus(i, levels, fast_pip);
             if waited >= th.abrupt_secs {
                 state.step = None;
                 return None;
@@ -1494,10 +1503,16 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 let mean_flow = levels.flow_since.value();
                 let mean_head = levels.head_since.value()?;
                 let mean_thp = levels.thp_since.value();
+                // Without a flow meter on a drive that turned faster, the wellhead pressure is
+                // the delivery: a sound pump turned faster would raise it (a flowline pressing
+                // back makes the drive turn faster too, with the wellhead up).
+                let thp_tolerance = if levels.flow.is_none() && sped_up(i, &levels) {
+                    0.0
+                } else {
+                    th.leak_subtle_thp_tolerance
+                };
                 let wellhead_steady = match (mean_thp, levels.thp) {
-                    (Some(now), Some(before)) => {
-                        now <= before * (1.0 + th.leak_subtle_thp_tolerance)
-                    }
+                    (Some(now), Some(before)) => now <= before * (1.0 + thp_tolerance),
                     _ => true,
                 };
                 // A leak moves more fluid past the motor, not less: a winding getting hotter
@@ -1551,6 +1566,7 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
                 flow: val(&s.settle_flow),
                 thp: val(&s.settle_thp),
                 cur: val(&s.settle_cur),
+                freq: val(&s.settle_freq),
                 head_since: Mean::default(),
                 flow_since: Mean::default(),
                 thp_since: Mean::default(),
@@ -1567,6 +1583,27 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
         }
     }
     None
+}
+
+/// A drive that holds its intake pressure (set-point control) answers the fluid a leak returns
+/// to the annulus by turning faster, not by letting the intake rise: the speed up by
+/// `leak_subtle_speed_rise` over its level before the step, the intake held at its level.
+/// (An operator lowering the set point speeds the drive up too, but draws the intake down.)
+/// The faster pump still lifts liquid, so the motor draws no less than before; free gas reaching
+/// a faster pump unloads it instead.
+fn drive_answered_the_filling_annulus(i: &Input, levels: &StepLevels, fast_pip: f64) -> bool {
+    let still_loaded = match (val(&i.s.fast_cur), levels.cur) {
+        (Some(now), Some(before)) => now >= before,
+        _ => true,
+    };
+    sped_up(i, levels) && fast_pip >= levels.pip * i.th.leak_subtle_pip_held && still_loaded
+}
+
+fn sped_up(i: &Input, levels: &StepLevels) -> bool {
+    match (i.f.frequency_hz, levels.freq) {
+        (Some(now), Some(before)) => now >= before * i.th.leak_subtle_speed_rise,
+        _ => false,
+    }
 }
 
 /// A lower head with the surface delivery at or above its baseline is the pump running further

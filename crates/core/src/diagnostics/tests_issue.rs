@@ -2733,3 +2733,129 @@ fn a_pump_lifting_more_from_a_full_annulus_is_no_overload_but_a_sagging_supply_i
     };
     assert_eq!(overloads(no_lift, 1.0), 1, "without the lift's explanation");
 }
+
+/// Counts the episodes of `condition` the engine closes over `readings` with thresholds `th`.
+fn count_with(
+    meta: &crate::WellMeta,
+    th: Thresholds,
+    readings: &[(Timestamp, Measurements)],
+    condition: Condition,
+) -> usize {
+    let mut engine = WellEngine::new(Some(meta), th, TrainingWindow::Default);
+    let mut episodes = Vec::new();
+    for (ts, m) in readings {
+        episodes.extend(engine.push(*ts, m).transitions.closed);
+    }
+    episodes.extend(engine.finish());
+    episodes
+        .iter()
+        .filter(|e| e.diagnosis == Diagnosis::Condition(condition))
+        .count()
+}
+
+/// A drive holding its intake pressure answers the fluid a tubing leak returns to the annulus
+/// by turning faster, not by letting the intake rise (seen on outside data: leaks on
+/// set-point-controlled drives went unreported, the intake never moving). The faster pump
+/// adds no more pressure and delivers no more to the surface, and still draws its load; free
+/// gas reaching a faster pump unloads the motor instead, and is no leak.
+#[test]
+fn a_leak_on_a_drive_holding_its_intake_shows_as_speed_not_intake() {
+    let plan = pinned(Family::Classic, None, 24, "20s");
+    let meta = &plan.wells[0].meta;
+    // From hour 14 the speed (and the drive's voltage with it) climbs 3 % over an hour while
+    // the intake, the pressure the pump adds and the surface flow stay where they were. The
+    // motor draws what the faster pump needs (the cube of the speed), or, with gas, less.
+    let readings = |gas: bool, flow_meter: bool, wellhead: f64| {
+        let mut well = samples(&plan, 0);
+        if !flow_meter {
+            for (_, m) in &mut well {
+                m.set(Field::FlowRateBpd, None);
+            }
+        }
+        scaled_from(well, start().0 + 14 * HOUR, |since, m| {
+            let r = (since as f64 / HOUR as f64).min(1.0);
+            let speed = 1.0 + 0.03 * r;
+            scale(m, Field::FrequencyHz, speed);
+            scale(m, Field::MotorVoltageV, speed);
+            let load = if gas { 1.0 - 0.06 * r } else { speed.powi(3) };
+            scale(m, Field::MotorCurrentA, load);
+            scale(m, Field::TubingPressurePsi, 1.0 + (wellhead - 1.0) * r);
+        })
+    };
+    let leaks = |th: Thresholds, gas: bool, flow_meter: bool, wellhead: f64| {
+        count_with(
+            meta,
+            th,
+            &readings(gas, flow_meter, wellhead),
+            Condition::TubingLeak,
+        )
+    };
+    let found = |gas, flow_meter, wellhead| leaks(Thresholds::default(), gas, flow_meter, wellhead);
+    assert!(found(false, true, 1.0) >= 1, "the leak");
+    assert_eq!(found(true, true, 1.0), 0, "a faster pump unloading is gas");
+    // Without a flow meter the wellhead is the delivery: a little down (less reaches the
+    // surface), a leak; pressed up (a flowline pressing back makes the drive turn faster
+    // too), none.
+    assert!(found(false, false, 0.99) >= 1, "the leak, no flow meter");
+    assert_eq!(found(false, false, 1.01), 0, "the wellhead pressed up");
+    // The same readings with the drive's answer not counted are no leak: the case above tests
+    // the rule, not a head loss deep enough for the other leak rules.
+    let intake_only = Thresholds {
+        leak_subtle_speed_rise: f64::INFINITY,
+        ..Thresholds::default()
+    };
+    assert_eq!(
+        leaks(intake_only, false, true, 1.0),
+        0,
+        "judged by the intake alone"
+    );
+}
+
+/// A drive turned down below four fifths of the speed its baseline was learned at and held
+/// there (a lower set point, a well short of inflow) is running, not ramping: it is judged once
+/// its speed has stayed put for the settling time (seen on outside data: a well turned down to
+/// 72 % of its learned speed for four days, its pump wearing and then its shaft breaking, with
+/// nothing judged). Here a tubing leak, hours after the drive was turned down to 70 %.
+#[test]
+fn a_pump_turned_down_and_held_there_is_judged() {
+    let plan = pinned(
+        Family::Classic,
+        Some((Condition::TubingLeak, "16h", "23h")),
+        24,
+        "20s",
+    );
+    let meta = &plan.wells[0].meta;
+    // From hour 10 the drive runs at 70 % speed (the affinity laws): the pump delivers 70 % of
+    // the flow and adds 49 % of the pressure, and the motor's load current above its no-load
+    // current falls to 34 %.
+    let no_load = meta
+        .motor
+        .as_ref()
+        .and_then(|m| m.rated_current_a)
+        .expect("the simulated motor has a nameplate")
+        * Thresholds::default().no_load_share;
+    let turned_down = scaled_from(samples(&plan, 0), start().0 + 10 * HOUR, |_, m| {
+        scale(m, Field::FrequencyHz, 0.7);
+        scale(m, Field::MotorVoltageV, 0.7);
+        let amps = m.get(Field::MotorCurrentA);
+        m.set(
+            Field::MotorCurrentA,
+            amps.map(|a| {
+                if a > no_load {
+                    no_load + (a - no_load) * 0.343
+                } else {
+                    a
+                }
+            }),
+        );
+        scale(m, Field::FlowRateBpd, 0.7);
+        scale_pressure_rise(m, 0.49);
+    });
+    let leaks = |th: Thresholds| count_with(meta, th, &turned_down, Condition::TubingLeak);
+    assert!(leaks(Thresholds::default()) >= 1, "the leak");
+    let ramping_below = Thresholds {
+        min_held_frequency_ratio: 0.8,
+        ..Thresholds::default()
+    };
+    assert_eq!(leaks(ramping_below), 0, "a held low speed taken for a ramp");
+}

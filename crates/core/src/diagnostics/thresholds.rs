@@ -60,6 +60,10 @@ pub struct Thresholds {
     pub switch_secs: f64,
     /// Running below this share of the base frequency is treated as ramping.
     pub min_running_frequency_ratio: f64,
+    /// ...unless the speed has been held (within `held_speed_band` of one value) for
+    /// `settle_secs` at or above this share.
+    pub min_held_frequency_ratio: f64,
+    pub held_speed_band: f64,
     /// Magnetising (no-load) current as a share of nameplate amps (primer: ¼ to ⅓).
     pub no_load_share: f64,
     /// Surface flow below this share of the expected flow counts as no flow.
@@ -397,6 +401,10 @@ pub struct Thresholds {
     /// The intake must have risen this much above its level before the step (the annulus
     /// filling with what the leak returns) within `abrupt_secs`.
     pub leak_subtle_pip_rise: f64,
+    /// ...or, on a drive holding its intake, the speed up by this share over its level with the
+    /// intake at or above this share of its level.
+    pub leak_subtle_speed_rise: f64,
+    pub leak_subtle_pip_held: f64,
     /// A head loss is a pump losing head only while the surface delivery is below this share
     /// of its baseline (at or above it, the operating point moved right on the curve).
     pub head_loss_min_flow_shortfall_ratio: f64,
@@ -484,6 +492,8 @@ impl Default for Thresholds {
             hold_off_secs: 4.0 * 3600.0,
             switch_secs: 900.0,
             min_running_frequency_ratio: 0.8,
+            min_held_frequency_ratio: 0.6,
+            held_speed_band: 0.02,
             no_load_share: 0.3,
             no_flow_ratio: 0.15,
             unloaded_current_ratio: 0.7,
@@ -619,6 +629,8 @@ impl Default for Thresholds {
             leak_step_confirm_secs: 600.0,
             leak_subtle_thp_tolerance: 0.01,
             leak_subtle_pip_rise: 1.01,
+            leak_subtle_speed_rise: 1.01,
+            leak_subtle_pip_held: 0.99,
             head_loss_min_flow_shortfall_ratio: 1.0,
             drawdown_pip_ratio: 1.05,
             leak_step_pip_rise: 1.02,
