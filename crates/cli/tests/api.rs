@@ -1810,7 +1810,8 @@ async fn store_check_names_damage_and_repair_quarantines_it() {
     );
     {
         let db = rusqlite::Connection::open(data.join("espwatch.db")).unwrap();
-        db.execute("UPDATE segments SET checksum = NULL", []).unwrap();
+        db.execute("UPDATE segments SET checksum = NULL", [])
+            .unwrap();
     }
     let (ok, stdout, stderr) = run_cli(&["store", "check", "--data-dir", dir_s], &[], work.path());
     assert!(ok, "{stdout}{stderr}");

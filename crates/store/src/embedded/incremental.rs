@@ -743,7 +743,9 @@ fn delta(dir: &Path, repo: &Path, mut chain: Chain, started: Instant) -> StoreRe
             .map_err(|e| sql_err("opening the delta", e))?;
         for (kind, sql) in [(0u8, seg_sigs(&d)?), (1u8, ROLLUP_SIGS.to_owned())] {
             let rows = sig_rows(
-                &mut d.prepare(&sql).map_err(|e| sql_err("reading the delta", e))?,
+                &mut d
+                    .prepare(&sql)
+                    .map_err(|e| sql_err("reading the delta", e))?,
                 [],
             )?;
             for (well, ws, sig) in rows {
