@@ -506,7 +506,10 @@ async fn screenshots_of_a_simulated_fleet_with_a_gas_lock() {
             json!([]),
         )
         .await;
-    assert_eq!(normal, false, "no 'no abnormal condition' beside an open gas lock");
+    assert_eq!(
+        normal, false,
+        "no 'no abnormal condition' beside an open gas lock"
+    );
 
     b.goto(&format!("{}#/alarms", console_url(&app))).await;
     b.wait(
