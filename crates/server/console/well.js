@@ -27,6 +27,15 @@ function evidenceWords(e) {
   const v = e.value === null || e.value === undefined ? 'n/a' : units.format('x', e.value);
   return `${words(e.feature)} ${v} (${e.relation} ${units.format('x', e.threshold)})`;
 }
+/** Round ticks from 0 to at least `max`: steps of 1, 2, 2.5 or 5 × 10^k, about four. */
+function niceTicks(max) {
+  if (!(max > 0)) return [0, 1];
+  const raw = max / 4;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw * (1 - 1e-9));
+  const n = Math.ceil(max / step - 1e-9);
+  return Array.from({ length: n + 1 }, (_, i) => i * step);
+}
 /** psi of a 1 ft column of water. */
 const PSI_PER_FT_WATER = 0.433;
 
@@ -361,8 +370,15 @@ export class WellView {
     const W = canvas.width;
     const H = canvas.height;
     const pad = { l: 116, r: 76, t: 24, b: 64 };
-    const qMax = Math.max(...curve.map((c) => c.q), ...(point ? [point.q] : []), ...trail.map((t) => t.q)) * 1.05;
-    const hMax = Math.max(...curve.map((c) => c.head), ...(point ? [point.head] : []), ...trail.map((t) => t.head)) * 1.1;
+    // Axes end at a round tick in the units shown (the conversions are all proportional).
+    const flowPerStored = units.kindValue('flow', 1);
+    const lengthPerStored = units.kindValue('length', 1);
+    const qTicks = niceTicks(Math.max(...curve.map((c) => c.q), ...(point ? [point.q] : []), ...trail.map((t) => t.q)) * 1.05 * flowPerStored);
+    const hTicks = niceTicks(Math.max(...curve.map((c) => c.head), ...(point ? [point.head] : []), ...trail.map((t) => t.head)) * 1.05 * lengthPerStored);
+    const qMax = qTicks[qTicks.length - 1] / flowPerStored;
+    const hMax = hTicks[hTicks.length - 1] / lengthPerStored;
+    canvas.dataset.flowTicks = qTicks.join(',');
+    canvas.dataset.headTicks = hTicks.join(',');
     const x = (q) => pad.l + (q / qMax) * (W - pad.l - pad.r);
     const y = (hd) => H - pad.b - (hd / hMax) * (H - pad.t - pad.b);
     const yEff = (e) => H - pad.b - e * (H - pad.t - pad.b);
@@ -379,16 +395,12 @@ export class WellView {
     ctx.moveTo(pad.l, pad.t); ctx.lineTo(pad.l, H - pad.b); ctx.lineTo(W - pad.r, H - pad.b); ctx.lineTo(W - pad.r, pad.t);
     ctx.stroke();
     ctx.fillStyle = '#66727e';
-    for (let i = 0; i <= 4; i++) {
-      const q = (qMax * i) / 4;
-      const hd = (hMax * i) / 4;
-      ctx.textAlign = 'center';
-      ctx.fillText(units.format('x', units.kindValue('flow', q)), x(q), H - pad.b + 30);
-      ctx.textAlign = 'right';
-      ctx.fillText(units.format('x', units.kindValue('length', hd)), pad.l - 6, y(hd) + 6);
-      ctx.textAlign = 'left';
-      ctx.fillText(`${i * 25}%`, W - pad.r + 6, yEff(i / 4) + 8);
-    }
+    ctx.textAlign = 'center';
+    for (const t of qTicks) ctx.fillText(units.format('x', t), x(t / flowPerStored), H - pad.b + 30);
+    ctx.textAlign = 'right';
+    for (const t of hTicks) ctx.fillText(units.format('x', t), pad.l - 6, y(t / lengthPerStored) + 6);
+    ctx.textAlign = 'left';
+    for (let i = 0; i <= 4; i++) ctx.fillText(`${i * 25}%`, W - pad.r + 6, yEff(i / 4) + 8);
     ctx.textAlign = 'center';
     ctx.fillText(`flow, ${units.kindUnit('flow', 'bbl/d')}`, (pad.l + W - pad.r) / 2, H - 6);
     ctx.save();

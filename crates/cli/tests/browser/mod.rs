@@ -454,6 +454,33 @@ async fn screenshots_of_a_simulated_fleet_with_a_gas_lock() {
         plots.len() >= 3 && plots.iter().all(|p| p == &plots[0]),
         "chart plots not aligned: {plots:?}"
     );
+    // The pump curve's axes are labelled at round values (steps of 1, 2, 2.5 or 5 × 10^k).
+    let ticks = b
+        .js(
+            "const c = document.getElementById('pump-curve'); return [c.dataset.flowTicks, c.dataset.headTicks];",
+            json!([]),
+        )
+        .await;
+    for axis in ticks.as_array().unwrap() {
+        let values: Vec<f64> = axis
+            .as_str()
+            .unwrap_or_else(|| panic!("no ticks: {ticks}"))
+            .split(',')
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let step = values[1] - values[0];
+        let mantissa = step / 10f64.powf(step.log10().floor());
+        assert!(
+            [1.0, 2.0, 2.5, 5.0]
+                .iter()
+                .any(|m| (mantissa - m).abs() < 1e-6)
+                && values
+                    .iter()
+                    .enumerate()
+                    .all(|(i, v)| (v - i as f64 * step).abs() < 1e-6 * step),
+            "pump curve ticks not round: {values:?}"
+        );
+    }
     // The well's alarm history, cleared episodes included: the gas lock raised and cleared
     // by the diagnostics and never acknowledged is two steps.
     let history = b
