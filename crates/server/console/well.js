@@ -22,6 +22,11 @@ const GROUPS = [
 ];
 const COLORS = ['#0f6fa8', '#d9480f', '#2f9e5a', '#7048e8', '#c2255c'];
 const BAND = { critical: 'rgba(214,47,47,0.16)', major: 'rgba(239,138,23,0.16)', minor: 'rgba(230,198,25,0.20)' };
+/** One piece of evidence in words: "Flow ratio 0.12 (< 0.15)". */
+function evidenceWords(e) {
+  const v = e.value === null || e.value === undefined ? 'n/a' : units.format('x', e.value);
+  return `${words(e.feature)} ${v} (${e.relation} ${units.format('x', e.threshold)})`;
+}
 /** psi of a 1 ft column of water. */
 const PSI_PER_FT_WATER = 0.433;
 
@@ -160,16 +165,31 @@ export class WellView {
       return;
     }
     const d = r.data;
+    const starts = d.starts_last_24h === undefined ? '' : ` · ${d.starts_last_24h} start${d.starts_last_24h === 1 ? '' : 's'} in 24 h`;
     const parts = [h('p', { class: 'muted' },
-      `${d.running ? 'Running' : 'Not running'} · ${d.trained ? 'baseline learned' : 'learning its baseline'} · as of ${time(d.as_of)}`)];
+      `${d.running ? 'Running' : 'Not running'} · ${d.trained ? 'baseline learned' : 'learning its baseline'}${starts} · as of ${time(d.as_of)}`)];
     const findings = d.findings || [];
-    if (findings.length === 0) parts.push(h('p', { id: 'diagnosis-normal' }, 'No abnormal condition found.'));
+    // A condition still in progress while the latest readings show nothing (a gas-locked
+    // pump that tripped is simply stopped): its episode is open, so it is what the well has.
+    const found = new Set(findings.map((f) => f.condition));
+    const ongoing = (d.open_episodes || []).filter((e) => !found.has(e.condition));
+    if (findings.length === 0 && ongoing.length === 0) {
+      parts.push(h('p', { id: 'diagnosis-normal' }, 'No abnormal condition found.'));
+    }
     for (const f of findings) {
       parts.push(h('div', { class: `finding${f.confidence >= 0.8 ? ' sev-critical-b' : ''}`, dataset: { condition: f.condition } },
         h('h3', null, `${words(f.condition)} — ${Math.round(f.confidence * 100)} % confidence`),
-        h('ul', null, ...(f.evidence || []).map((e) => h('li', null,
-          `${words(e.feature)}: ${e.value === null ? 'n/a' : e.value} (${e.relation} ${e.threshold})`))),
+        h('ul', null, ...(f.evidence || []).map((e) => h('li', null, evidenceWords(e)))),
         f.action ? h('p', { class: 'action' }, h('b', null, 'What to do: '), f.action) : null));
+    }
+    for (const e of ongoing) {
+      // The open alarm of the episode says what was seen and what to do.
+      const alarm = this.alarms.find((a) => a.condition === e.condition && a.state !== 'cleared');
+      const detail = (alarm && alarm.detail) || {};
+      parts.push(h('div', { class: `finding ongoing${e.severity === 'critical' ? ' sev-critical-b' : ''}`, dataset: { condition: e.condition } },
+        h('h3', null, `${words(e.condition)} — ongoing since ${time(e.since)} (${e.severity}, ${Math.round(e.confidence * 100)} % confidence)`),
+        h('ul', null, ...(detail.evidence || []).map((x) => h('li', null, evidenceWords(x)))),
+        detail.action ? h('p', { class: 'action' }, h('b', null, 'What to do: '), detail.action) : null));
     }
     this.diagBox.replaceChildren(...parts);
   }
@@ -231,7 +251,10 @@ export class WellView {
         spanGaps: false,
         value: (u, v) => (v === null || v === undefined ? '–' : units.format('x', v)),
       })));
-      const axes = [{}].concat(scaleUnits.slice(0, 2).map((unit, i) => ({
+      // Every chart gets an axis on both sides (a chart of one unit shows it twice), so the
+      // plots are equally wide and one instant is at the same x on every chart.
+      const sides = scaleUnits.length === 1 ? [scaleUnits[0], scaleUnits[0]] : scaleUnits.slice(0, 2);
+      const axes = [{}].concat(sides.map((unit, i) => ({
         scale: unit, label: unit, side: i === 0 ? 3 : 1, grid: { show: i === 0 }, size: 56,
       })));
       const data = [this.data.ts, ...present.map((k) => this.data.fields[k].map((v) => (v === null ? null : units.convert(k, v))))];
