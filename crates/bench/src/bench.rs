@@ -115,6 +115,9 @@ pub enum BenchCommand {
     /// Live stream fan-out: batch ingestion (RATE readings/s) with and without SUBSCRIBERS
     /// WebSocket clients, p99 of each and their ratio (issue 19's goal: within 10 %).
     Stream(stream::StreamArgs),
+    /// The subscribers of `stream --subscribers-process`, in a process of their own.
+    #[command(hide = true)]
+    StreamSubscribers(stream::SubscriberArgs),
     /// Storage: simulate a fleet at gauge precision into a temporary embedded store, print
     /// bytes on disk per reading (every file of the data directory) and the ratio to
     /// uncompressed readings, and time one-well 24 h 1-minute-step queries on it.
@@ -207,6 +210,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Load(args) => load::run(args).await,
         BenchCommand::Ask(args) => ask::run(args).await,
         BenchCommand::Stream(args) => stream::run(args).await,
+        BenchCommand::StreamSubscribers(args) => stream::run_subscribers(args).await,
         BenchCommand::Http(args) => http::run(args).await,
         BenchCommand::Amqp(args) => brokers::run(brokers::Protocol::Amqp, args).await,
         BenchCommand::Mqtt(args) => brokers::run(brokers::Protocol::Mqtt, args).await,

@@ -101,6 +101,19 @@ fn print(report: &CheckReport) {
         "checked {} segments and {} log batches",
         report.segments, report.log_batches
     );
+    // Every segment is decoded; those with a checksum recorded when they were written are
+    // checked against it too (what a backup's verification relies on).
+    let unchecked = report.segments - report.checksummed;
+    println!(
+        "segments decoded: {}; also checked against their recorded checksum: {}; without one: {unchecked}",
+        report.segments, report.checksummed
+    );
+    if unchecked > 0 {
+        println!(
+            "  ({unchecked} written before segment checksums: backups verify them by decoding, \
+             slower; `espwatch store compact` (server stopped) records their checksums)"
+        );
+    }
     for item in &report.damaged {
         println!("DAMAGED {item}");
     }

@@ -1801,6 +1801,25 @@ async fn store_check_names_damage_and_repair_quarantines_it() {
     let (ok, stdout, stderr) = run_cli(&["store", "check", "--data-dir", dir_s], &[], work.path());
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("in quarantine: segment (S-1"), "{stdout}");
+    // The check says how many segments it also checked by their recorded checksum (issue 20):
+    // the one left has its checksum; without it (as a release before checksums wrote it) the
+    // check says so and how to record it.
+    assert!(
+        stdout.contains("also checked against their recorded checksum: 1; without one: 0"),
+        "{stdout}"
+    );
+    {
+        let db = rusqlite::Connection::open(data.join("espwatch.db")).unwrap();
+        db.execute("UPDATE segments SET checksum = NULL", [])
+            .unwrap();
+    }
+    let (ok, stdout, stderr) = run_cli(&["store", "check", "--data-dir", dir_s], &[], work.path());
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("also checked against their recorded checksum: 0; without one: 1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("`espwatch store compact`"), "{stdout}");
 
     let store = EmbeddedStore::open(&data, EmbeddedOptions::default()).unwrap();
     let all = TimeRange {

@@ -12,7 +12,8 @@ export class AlarmsView {
     this.root = root;
     this.wellId = wellId || null;
     this.alarms = new Map();
-    this.filter = { state: 'open', text: '' };
+    // A well's page shows its alarm history (cleared ones too); the fleet's list, what is open.
+    this.filter = { state: this.wellId ? 'all' : 'open', text: '' };
   }
 
   async load() {
@@ -111,7 +112,8 @@ export class AlarmsView {
    * acknowledged by a person; for admins, the notifications sent about it. */
   history(a) {
     const list = h('ol', { class: 'history', dataset: { history: a.id } });
-    const box = h('details', { class: 'alarm-history' }, h('summary', null, a.state === 'cleared' ? '3 steps' : a.state === 'acknowledged' ? '2 steps' : '1 step'), list);
+    const steps = 1 + (a.acknowledged_by ? 1 : 0) + (a.ended_at ? 1 : 0);
+    const box = h('details', { class: 'alarm-history' }, h('summary', null, `${steps} step${steps === 1 ? '' : 's'}`), list);
     box.addEventListener('toggle', async () => {
       if (!box.open) return;
       const steps = [h('li', { class: 'h-raised' }, `Raised ${time(a.started_at)} by the diagnostics (confidence ${Math.round(a.confidence * 100)} %)`)];

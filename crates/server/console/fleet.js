@@ -255,9 +255,11 @@ export class FleetView {
       spark: h('td', { class: 'spark-cell' }),
     };
     const link = h('a', { href: `#/well/${encodeURIComponent(w.id)}` }, w.id);
+    // One line per well: the name beside the id, without repeating the id it often starts with.
+    const name = w.name && w.name.startsWith(w.id) ? w.name.slice(w.id.length).trim() : w.name;
     const row = h('tr', { dataset: { well: w.id } },
       h('td', null, cells.dot),
-      h('td', null, link, w.name ? h('div', { class: 'muted' }, w.name) : null),
+      h('td', null, link, name ? h('span', { class: 'muted well-name' }, ` ${name}`) : null),
       h('td', null, w.field || ''),
       cells.condition,
       ...cells.values,

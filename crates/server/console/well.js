@@ -22,6 +22,20 @@ const GROUPS = [
 ];
 const COLORS = ['#0f6fa8', '#d9480f', '#2f9e5a', '#7048e8', '#c2255c'];
 const BAND = { critical: 'rgba(214,47,47,0.16)', major: 'rgba(239,138,23,0.16)', minor: 'rgba(230,198,25,0.20)' };
+/** One piece of evidence in words: "Flow ratio 0.12 (< 0.15)". */
+function evidenceWords(e) {
+  const v = e.value === null || e.value === undefined ? 'n/a' : units.format('x', e.value);
+  return `${words(e.feature)} ${v} (${e.relation} ${units.format('x', e.threshold)})`;
+}
+/** Round ticks from 0 to at least `max`: steps of 1, 2, 2.5 or 5 × 10^k, about four. */
+function niceTicks(max) {
+  if (!(max > 0)) return [0, 1];
+  const raw = max / 4;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw * (1 - 1e-9));
+  const n = Math.ceil(max / step - 1e-9);
+  return Array.from({ length: n + 1 }, (_, i) => i * step);
+}
 /** psi of a 1 ft column of water. */
 const PSI_PER_FT_WATER = 0.433;
 
@@ -160,16 +174,31 @@ export class WellView {
       return;
     }
     const d = r.data;
+    const starts = d.starts_last_24h === undefined ? '' : ` · ${d.starts_last_24h} start${d.starts_last_24h === 1 ? '' : 's'} in 24 h`;
     const parts = [h('p', { class: 'muted' },
-      `${d.running ? 'Running' : 'Not running'} · ${d.trained ? 'baseline learned' : 'learning its baseline'} · as of ${time(d.as_of)}`)];
+      `${d.running ? 'Running' : 'Not running'} · ${d.trained ? 'baseline learned' : 'learning its baseline'}${starts} · as of ${time(d.as_of)}`)];
     const findings = d.findings || [];
-    if (findings.length === 0) parts.push(h('p', { id: 'diagnosis-normal' }, 'No abnormal condition found.'));
+    // A condition still in progress while the latest readings show nothing (a gas-locked
+    // pump that tripped is simply stopped): its episode is open, so it is what the well has.
+    const found = new Set(findings.map((f) => f.condition));
+    const ongoing = (d.open_episodes || []).filter((e) => !found.has(e.condition));
+    if (findings.length === 0 && ongoing.length === 0) {
+      parts.push(h('p', { id: 'diagnosis-normal' }, 'No abnormal condition found.'));
+    }
     for (const f of findings) {
       parts.push(h('div', { class: `finding${f.confidence >= 0.8 ? ' sev-critical-b' : ''}`, dataset: { condition: f.condition } },
         h('h3', null, `${words(f.condition)} — ${Math.round(f.confidence * 100)} % confidence`),
-        h('ul', null, ...(f.evidence || []).map((e) => h('li', null,
-          `${words(e.feature)}: ${e.value === null ? 'n/a' : e.value} (${e.relation} ${e.threshold})`))),
+        h('ul', null, ...(f.evidence || []).map((e) => h('li', null, evidenceWords(e)))),
         f.action ? h('p', { class: 'action' }, h('b', null, 'What to do: '), f.action) : null));
+    }
+    for (const e of ongoing) {
+      // The open alarm of the episode says what was seen and what to do.
+      const alarm = this.alarms.find((a) => a.condition === e.condition && a.state !== 'cleared');
+      const detail = (alarm && alarm.detail) || {};
+      parts.push(h('div', { class: `finding ongoing${e.severity === 'critical' ? ' sev-critical-b' : ''}`, dataset: { condition: e.condition } },
+        h('h3', null, `${words(e.condition)} — ongoing since ${time(e.since)} (${e.severity}, ${Math.round(e.confidence * 100)} % confidence)`),
+        h('ul', null, ...(detail.evidence || []).map((x) => h('li', null, evidenceWords(x)))),
+        detail.action ? h('p', { class: 'action' }, h('b', null, 'What to do: '), detail.action) : null));
     }
     this.diagBox.replaceChildren(...parts);
   }
@@ -231,7 +260,10 @@ export class WellView {
         spanGaps: false,
         value: (u, v) => (v === null || v === undefined ? '–' : units.format('x', v)),
       })));
-      const axes = [{}].concat(scaleUnits.slice(0, 2).map((unit, i) => ({
+      // Every chart gets an axis on both sides (a chart of one unit shows it twice), so the
+      // plots are equally wide and one instant is at the same x on every chart.
+      const sides = scaleUnits.length === 1 ? [scaleUnits[0], scaleUnits[0]] : scaleUnits.slice(0, 2);
+      const axes = [{}].concat(sides.map((unit, i) => ({
         scale: unit, label: unit, side: i === 0 ? 3 : 1, grid: { show: i === 0 }, size: 56,
       })));
       const data = [this.data.ts, ...present.map((k) => this.data.fields[k].map((v) => (v === null ? null : units.convert(k, v))))];
@@ -338,8 +370,15 @@ export class WellView {
     const W = canvas.width;
     const H = canvas.height;
     const pad = { l: 116, r: 76, t: 24, b: 64 };
-    const qMax = Math.max(...curve.map((c) => c.q), ...(point ? [point.q] : []), ...trail.map((t) => t.q)) * 1.05;
-    const hMax = Math.max(...curve.map((c) => c.head), ...(point ? [point.head] : []), ...trail.map((t) => t.head)) * 1.1;
+    // Axes end at a round tick in the units shown (the conversions are all proportional).
+    const flowPerStored = units.kindValue('flow', 1);
+    const lengthPerStored = units.kindValue('length', 1);
+    const qTicks = niceTicks(Math.max(...curve.map((c) => c.q), ...(point ? [point.q] : []), ...trail.map((t) => t.q)) * 1.05 * flowPerStored);
+    const hTicks = niceTicks(Math.max(...curve.map((c) => c.head), ...(point ? [point.head] : []), ...trail.map((t) => t.head)) * 1.05 * lengthPerStored);
+    const qMax = qTicks[qTicks.length - 1] / flowPerStored;
+    const hMax = hTicks[hTicks.length - 1] / lengthPerStored;
+    canvas.dataset.flowTicks = qTicks.join(',');
+    canvas.dataset.headTicks = hTicks.join(',');
     const x = (q) => pad.l + (q / qMax) * (W - pad.l - pad.r);
     const y = (hd) => H - pad.b - (hd / hMax) * (H - pad.t - pad.b);
     const yEff = (e) => H - pad.b - e * (H - pad.t - pad.b);
@@ -356,16 +395,12 @@ export class WellView {
     ctx.moveTo(pad.l, pad.t); ctx.lineTo(pad.l, H - pad.b); ctx.lineTo(W - pad.r, H - pad.b); ctx.lineTo(W - pad.r, pad.t);
     ctx.stroke();
     ctx.fillStyle = '#66727e';
-    for (let i = 0; i <= 4; i++) {
-      const q = (qMax * i) / 4;
-      const hd = (hMax * i) / 4;
-      ctx.textAlign = 'center';
-      ctx.fillText(units.format('x', units.kindValue('flow', q)), x(q), H - pad.b + 30);
-      ctx.textAlign = 'right';
-      ctx.fillText(units.format('x', units.kindValue('length', hd)), pad.l - 6, y(hd) + 6);
-      ctx.textAlign = 'left';
-      ctx.fillText(`${i * 25}%`, W - pad.r + 6, yEff(i / 4) + 8);
-    }
+    ctx.textAlign = 'center';
+    for (const t of qTicks) ctx.fillText(units.format('x', t), x(t / flowPerStored), H - pad.b + 30);
+    ctx.textAlign = 'right';
+    for (const t of hTicks) ctx.fillText(units.format('x', t), pad.l - 6, y(t / lengthPerStored) + 6);
+    ctx.textAlign = 'left';
+    for (let i = 0; i <= 4; i++) ctx.fillText(`${i * 25}%`, W - pad.r + 6, yEff(i / 4) + 8);
     ctx.textAlign = 'center';
     ctx.fillText(`flow, ${units.kindUnit('flow', 'bbl/d')}`, (pad.l + W - pad.r) / 2, H - 6);
     ctx.save();

@@ -18,7 +18,11 @@
 //!   security headers (and audited like other anonymous refusals), before the HTTP server
 //!   would answer them with an empty body: a request line over 8 KiB → `414`, a head over
 //!   64 KiB or with more than 100 header lines → `431`, a request line or header line that is
-//!   not HTTP/1.x syntax → `400`.
+//!   not HTTP/1.x syntax → `400`. A head the HTTP server refuses itself (its semantics: two
+//!   different `Content-Length`s, a transfer coding not ending in `chunked`, a target that is
+//!   no URI; or syntax in the first 24 bytes, which it reads before these checks see a whole
+//!   line) would get its bare empty answer: that answer is replaced on the way out by the
+//!   envelope, and audited the same way.
 //!
 //! Known limit: with HTTP pipelining (a client sending its next request before the previous
 //! answer, which browsers and common clients do not do) the next head is not seen and the
@@ -346,6 +350,9 @@ pub struct TimedStream {
     draining: u64,
     /// Heads are checked (false once a chunked body made the framing unknown).
     checking: bool,
+    /// The envelope being written in place of the HTTP server's own bare answer to a head it
+    /// refused (see [`bare_refusal`]), and how much of it is written.
+    replacing: Option<(Vec<u8>, usize)>,
 }
 
 impl TimedStream {
@@ -365,6 +372,7 @@ impl TimedStream {
             body_left: Some(0),
             draining: 0,
             checking: true,
+            replacing: None,
         }
     }
 
@@ -486,6 +494,12 @@ impl TimedStream {
             &[],
         );
         let _ = self.inner.try_write(response.as_bytes());
+        self.note_refusal(refusal);
+        io::Error::new(io::ErrorKind::InvalidData, refusal.message)
+    }
+
+    /// Audits a refused head like other anonymous refusals, and logs it.
+    fn note_refusal(&self, refusal: Refusal) {
         if let Some((audit, source)) = &self.audit
             && audit.note_rejection(source, refusal.status, Some(refusal.kind))
         {
@@ -504,7 +518,6 @@ impl TimedStream {
             });
         }
         tracing::info!(target: "espwatch::request", status = refusal.status, error_kind = refusal.kind, "request head refused");
-        io::Error::new(io::ErrorKind::InvalidData, refusal.message)
     }
 
     /// Follows the answer through the bytes written: its first write starts the clock for
@@ -579,6 +592,34 @@ impl AsyncWrite for TimedStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.replacing.is_none()
+            && let Some(refusal) = bare_refusal(buf)
+        {
+            // The HTTP server refused a head these checks let through (its semantics: two
+            // different `Content-Length`s, a `Transfer-Encoding` not ending in `chunked`, a
+            // target that is no URI; or syntax it saw first, in the bytes it peeks at to tell
+            // HTTP/2 from HTTP/1) with an empty answer: the envelope goes out instead.
+            this.note_refusal(refusal);
+            let response = envelope_response(
+                refusal.status,
+                refusal.reason,
+                refusal.kind,
+                refusal.message,
+                &[],
+            );
+            this.replacing = Some((response.into_bytes(), 0));
+        }
+        if let Some((response, written)) = &mut this.replacing {
+            while *written < response.len() {
+                match Pin::new(&mut this.inner).poll_write(cx, &response[*written..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => *written += n,
+                    other => return other,
+                }
+            }
+            // What the server meant to write counts as written: it closes the connection next.
+            return Poll::Ready(Ok(buf.len()));
+        }
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &result
             && *n > 0
@@ -601,6 +642,25 @@ impl AsyncWrite for TimedStream {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+/// The refusal an answer stands for when it is the HTTP server's own bare answer to a head it
+/// could not use (`400`, `414` or `431`, written before any route ran, so without the security
+/// headers every routed answer carries); `None` for every other write.
+fn bare_refusal(buf: &[u8]) -> Option<Refusal> {
+    let refusal = [MALFORMED, URI_TOO_LONG, HEADERS_TOO_LARGE]
+        .into_iter()
+        .find(|r| {
+            let status = format!(" {} ", r.status);
+            (buf.starts_with(b"HTTP/1.1") || buf.starts_with(b"HTTP/1.0"))
+                && buf[8..].starts_with(status.as_bytes())
+        })?;
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = buf[..end].to_ascii_lowercase();
+    let routed = head
+        .windows(b"\r\nx-content-type-options:".len())
+        .any(|w| w == b"\r\nx-content-type-options:");
+    (!routed).then_some(refusal)
 }
 
 /// A complete `HTTP/1.1` error response in the envelope, with the security headers, closing

@@ -689,7 +689,10 @@ mod process {
 }
 
 /// Serves `GET /metrics` alone, without credentials, on `listener` (the `metrics_listen`
-/// address) until `shutdown` resolves. Every other path is 404.
+/// address) until `shutdown` resolves. Every other path is 404. The API listener's connection
+/// limits apply here too (issue 18 item 2): request heads within `http_header_timeout_secs`
+/// (also the idle keep-alive timeout), at most `max_connections_per_source` connections per
+/// address, malformed or oversized heads answered in the error envelope.
 pub async fn serve_unauthenticated(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -712,7 +715,12 @@ pub async fn serve_unauthenticated(
                 },
             ),
         )
-        .with_state(state);
+        .with_state(state.clone());
+    let limits = crate::connections::ConnectionLimits {
+        header_timeout: Duration::from_secs(state.config.http_header_timeout_secs),
+        per_source: state.config.max_connections_per_source,
+    };
+    let listener = crate::connections::LimitedListener::new(listener, limits, None);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

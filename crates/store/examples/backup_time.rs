@@ -5,7 +5,13 @@
 //! cargo run --release -p espwatch-store --example backup_time -- DATA_DIR WORK_DIR [RUNS] [--former]
 //! cargo run --release -p espwatch-store --example backup_time -- --fill DIR WELLS DAYS [COPIES]
 //! cargo run --release -p espwatch-store --example backup_time -- --hashes DATA_DIR [MB]
+//! cargo run --release -p espwatch-store --example backup_time -- --parts DATA_DIR WORK_DIR [RUNS]
 //! ```
+//!
+//! `--parts` times the steps of a backup of the telemetry database one by one: `VACUUM INTO`
+//! alone (what `backup` copies with), a plain file copy of the same database (a lower bound
+//! for any page copy; not consistent next to a writer, so only for timing), the SHA-256 of
+//! the copy, and `check::verify_copy` of the copy; each step on its own, medians of RUNS.
 //!
 //! `--hashes` prints one core's XXH3-64 and SHA-256 speed over MB (default 512) of the store's
 //! segment blobs (why segment checksums are XXH3: see `codec::segment_checksum`).
@@ -147,8 +153,89 @@ fn hash_speed(dir: &std::path::Path, mb: usize) {
     );
 }
 
+/// Each step of a backup of `data`'s telemetry database timed alone (see the module doc).
+fn parts(data: &std::path::Path, work: &std::path::Path, runs: usize) {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let db = data.join("espwatch.db");
+    let bytes = std::fs::metadata(&db).expect("database").len();
+    let (mut vacuums, mut copies, mut shas, mut verifies) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let sync = |p: &std::path::Path| {
+        std::fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .expect("sync");
+    };
+    for i in 0..runs {
+        let out = work.join(format!("p{i}"));
+        std::fs::create_dir_all(&out).expect("work dir");
+        let to = out.join("espwatch.db");
+        let t = Instant::now();
+        let conn = rusqlite::Connection::open_with_flags(
+            &db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .expect("open");
+        conn.execute("VACUUM INTO ?1", [to.to_string_lossy().as_ref()])
+            .expect("vacuum into");
+        drop(conn);
+        sync(&to);
+        vacuums.push(t.elapsed().as_secs_f64());
+        let plain = work.join(format!("plain{i}.db"));
+        let t = Instant::now();
+        std::fs::copy(&db, &plain).expect("copy");
+        sync(&plain);
+        copies.push(t.elapsed().as_secs_f64());
+        std::fs::remove_file(&plain).expect("cleaning up");
+        let t = Instant::now();
+        let mut file = std::fs::File::open(&to).expect("copy");
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).expect("read");
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        std::hint::black_box(hasher.finalize());
+        shas.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let (report, _) = check::verify_copy(&out).expect("verify");
+        assert!(report.is_clean());
+        verifies.push(t.elapsed().as_secs_f64());
+        println!(
+            "run {i}: {:.1} MB: VACUUM INTO {:.2} s, file copy {:.2} s, SHA-256 {:.2} s, \
+             verify_copy {:.2} s",
+            bytes as f64 / 1e6,
+            vacuums[i],
+            copies[i],
+            shas[i],
+            verifies[i]
+        );
+        std::fs::remove_dir_all(&out).expect("cleaning up");
+    }
+    println!(
+        "medians of {runs}: VACUUM INTO {:.2} s, file copy {:.2} s, SHA-256 {:.2} s, \
+         verify_copy {:.2} s",
+        median(vacuums),
+        median(copies),
+        median(shas),
+        median(verifies)
+    );
+}
+
 fn main() {
     let args = std::env::args().skip(1);
+    if std::env::args().nth(1).as_deref() == Some("--parts") {
+        let a: Vec<String> = args.skip(1).collect();
+        parts(
+            std::path::Path::new(&a[0]),
+            std::path::Path::new(&a[1]),
+            a.get(2).map_or(3, |r| r.parse().expect("RUNS")),
+        );
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("--hashes") {
         let a: Vec<String> = args.skip(1).collect();
         hash_speed(

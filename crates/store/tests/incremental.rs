@@ -285,3 +285,46 @@ async fn a_chain_started_before_segment_checksums_restores_after_the_upgrade() {
     );
     assert!(same(&restored(&repo, None).await, &expected));
 }
+
+/// Issue 20: segments that gain their checksum after a chain's base was taken (`store
+/// compact` records it; a window that was already compact is rewritten to the same bytes)
+/// are carried by the next delta, so the chain's restore verifies every segment by its
+/// checksum instead of decoding the old ones at every restore. A delta after that, with
+/// nothing changed, copies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksums_recorded_after_a_chain_began_are_carried_by_the_next_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = tempfile::tempdir().unwrap();
+    let repo = chain.path().join("chain");
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    fill(&store, &["C1", "C2"], T0, T0 + 13 * HOUR).await;
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    {
+        // As a release before segment checksums left the directory.
+        let conn = rusqlite::Connection::open(dir.path().join("espwatch.db")).unwrap();
+        conn.execute_batch("ALTER TABLE segments DROP COLUMN checksum")
+            .unwrap();
+    }
+    backup_chain(dir.path(), &repo).unwrap();
+
+    // Upgraded, and compacted: every segment gets its checksum, nothing else changes.
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    store.compact().await.unwrap();
+    let expected = contents(&store).await;
+    store.close().await.unwrap();
+    let delta = backup_chain(dir.path(), &repo).unwrap();
+    assert_eq!(delta.entry.kind, Kind::Incremental);
+
+    let dest = tempfile::tempdir().unwrap();
+    let target = dest.path().join("restored");
+    restore_chain(&repo, &target, None).unwrap();
+    let (report, _) = espwatch_store::embedded::check::verify_copy(&target).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.checksummed, report.segments, "{report:?}");
+    assert!(report.segments > 0);
+    assert!(same(&restored(&repo, None).await, &expected));
+
+    let again = backup_chain(dir.path(), &repo).unwrap();
+    assert_eq!(again.entry.segments_copied, 0, "{:?}", again.entry);
+}

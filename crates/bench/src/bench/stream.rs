@@ -12,8 +12,9 @@
 //! for: the figure is an upper bound of what fan-out costs ingestion. By default the
 //! subscribers also share the bench's tokio runtime with the ingesting client and the server,
 //! so their reading queues in front of the client's; `--subscribers-apart` runs them on a
-//! runtime (one thread) of their own, closer to consoles on other machines that still share
-//! this machine's cores.
+//! runtime (one thread) of their own, and `--subscribers-process` in a child process (this
+//! binary's hidden `stream-subscribers` command): closest to consoles on other machines, though
+//! they still share this machine's cores.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,9 +48,30 @@ pub struct StreamArgs {
     pub runs: usize,
     /// Run the subscribers on a runtime (one thread) of their own instead of the one the
     /// server and the ingesting client run on.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "subscribers_process")]
     pub subscribers_apart: bool,
+    /// Run the subscribers in a child process (this binary, `stream-subscribers`), so that
+    /// nothing of theirs shares the server's process: only the machine's cores.
+    #[arg(long)]
+    pub subscribers_process: bool,
 }
+
+/// `espwatch-bench stream-subscribers` (hidden; started by `stream --subscribers-process`):
+/// COUNT subscribers to URL with the API key in `ESPWATCH_BENCH_KEY`, each connected and past
+/// `subscribed` before the next. Prints `ready` once all are, reads until a line or the end of
+/// its standard input, then prints `received <fewest> <total>` and exits.
+#[derive(Args, Debug)]
+pub struct SubscriberArgs {
+    /// The stream's `ws://` URL.
+    #[arg(long)]
+    pub url: String,
+    #[arg(long)]
+    pub count: usize,
+}
+
+/// The environment variable that hands the API key to `stream-subscribers` (not its
+/// command line, which other users of the machine can read).
+const KEY_VAR: &str = "ESPWATCH_BENCH_KEY";
 
 /// One phase's batch latencies and what the subscribers received.
 struct Phase {
@@ -73,7 +95,9 @@ pub async fn run(args: &StreamArgs) -> anyhow::Result<()> {
         args.rate / args.batches,
         args.seconds,
         args.subscribers,
-        if args.subscribers_apart {
+        if args.subscribers_process {
+            "in a process of their own"
+        } else if args.subscribers_apart {
             "on a runtime of their own"
         } else {
             "on the server's runtime"
@@ -123,85 +147,36 @@ async fn phase(args: &StreamArgs, subscribers: usize) -> anyhow::Result<Phase> {
         .clone()
         .context("the bench server has no API key")?;
     let per_batch = args.rate / args.batches;
-
-    // Subscribers, connected and past their `subscribed` message before ingestion starts.
-    let received: Arc<Vec<AtomicU64>> =
-        Arc::new((0..subscribers).map(|_| AtomicU64::new(0)).collect());
-    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
-    let apart = if args.subscribers_apart && subscribers > 0 {
-        Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("bench-subscribers")
-                .enable_all()
-                .build()?,
-        )
-    } else {
-        None
-    };
-    let spawner = apart
-        .as_ref()
-        .map(|r| r.handle().clone())
-        .unwrap_or_else(tokio::runtime::Handle::current);
-    let mut tasks = Vec::new();
     let ws_url = server
         .url("/api/v1/stream?events=readings")
         .replacen("http://", "ws://", 1);
-    for k in 0..subscribers {
-        let mut request = ws_url.as_str().into_client_request()?;
-        request.headers_mut().insert(
-            "authorization",
-            HeaderValue::from_str(&format!("Bearer {key}"))?,
-        );
-        request.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_static("espwatch.v1"),
-        );
-        let received = received.clone();
-        let mut stop = stop.subscribe();
-        // Connected (on the subscribers' runtime) and past `subscribed` before the next.
-        let (ready, connected) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
-        tasks.push(spawner.spawn(async move {
-            let opened = async {
-                let (mut socket, _) = tokio_tungstenite::connect_async(request)
-                    .await
-                    .with_context(|| format!("subscriber {k} could not connect"))?;
-                let first = socket
-                    .next()
-                    .await
-                    .context("the stream closed before `subscribed`")??;
-                if !first.to_text().unwrap_or("").contains("subscribed") {
-                    bail!("unexpected first message: {first:?}");
-                }
-                anyhow::Ok(socket)
-            };
-            let mut socket = match opened.await {
-                Ok(socket) => {
-                    let _ = ready.send(Ok(()));
-                    socket
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return;
-                }
-            };
-            loop {
-                tokio::select! {
-                    _ = stop.recv() => break,
-                    message = socket.next() => match message {
-                        Some(Ok(m)) if m.is_text() => {
-                            received[k].fetch_add(1, Ordering::Relaxed);
-                        }
-                        Some(Ok(_)) => {}
-                        _ => break,
-                    },
-                }
-            }
-        }));
-        connected
-            .await
-            .context("a subscriber's task ended before connecting")??;
-    }
+
+    // Subscribers, connected and past their `subscribed` message before ingestion starts.
+    let mut subs = if subscribers == 0 {
+        Subscribers::None
+    } else if args.subscribers_process {
+        Subscribers::Child(Box::new(
+            ChildSubscribers::start(&ws_url, &key, subscribers).await?,
+        ))
+    } else {
+        let apart = if args.subscribers_apart {
+            Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("bench-subscribers")
+                    .enable_all()
+                    .build()?,
+            )
+        } else {
+            None
+        };
+        let spawner = apart
+            .as_ref()
+            .map(|r| r.handle().clone())
+            .unwrap_or_else(tokio::runtime::Handle::current);
+        let local = LocalSubscribers::connect(&spawner, &ws_url, &key, subscribers).await?;
+        Subscribers::Local(local, apart)
+    };
 
     // Open loop: a batch every 1/BATCHES s whether or not the previous one has returned.
     let http = client()?;
@@ -247,18 +222,205 @@ async fn phase(args: &StreamArgs, subscribers: usize) -> anyhow::Result<Phase> {
     }
     // Let the last events reach the subscribers, then stop them.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = stop.send(());
-    for t in tasks {
-        let _ = t.await;
-    }
-    if let Some(runtime) = apart {
+    let (least_messages, messages) = match &mut subs {
+        Subscribers::None => (0, 0),
+        Subscribers::Local(local, _) => local.stop().await,
+        Subscribers::Child(child) => child.stop().await?,
+    };
+    if let Subscribers::Local(_, Some(runtime)) = subs {
         runtime.shutdown_background();
     }
-    let counts: Vec<u64> = received.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     server.stop().await?;
     Ok(Phase {
         latencies,
-        least_messages: counts.iter().copied().min().unwrap_or(0),
-        messages: counts.iter().sum(),
+        least_messages,
+        messages,
     })
+}
+
+/// Where the phase's subscribers run.
+enum Subscribers {
+    None,
+    /// On the bench's runtime, or on a runtime of their own (`--subscribers-apart`).
+    Local(LocalSubscribers, Option<tokio::runtime::Runtime>),
+    /// In a child process (`--subscribers-process`).
+    Child(Box<ChildSubscribers>),
+}
+
+/// Subscriber tasks of this process, counting the text messages each receives.
+struct LocalSubscribers {
+    received: Arc<Vec<AtomicU64>>,
+    stop: tokio::sync::broadcast::Sender<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LocalSubscribers {
+    /// `count` subscribers on `spawner`, each connected and past `subscribed` before the next.
+    async fn connect(
+        spawner: &tokio::runtime::Handle,
+        ws_url: &str,
+        key: &str,
+        count: usize,
+    ) -> anyhow::Result<LocalSubscribers> {
+        let received: Arc<Vec<AtomicU64>> =
+            Arc::new((0..count).map(|_| AtomicU64::new(0)).collect());
+        let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+        let mut tasks = Vec::new();
+        for k in 0..count {
+            let mut request = ws_url.into_client_request()?;
+            request.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {key}"))?,
+            );
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                HeaderValue::from_static("espwatch.v1"),
+            );
+            let received = received.clone();
+            let mut stop = stop.subscribe();
+            let (ready, connected) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+            tasks.push(spawner.spawn(async move {
+                let opened = async {
+                    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+                        .await
+                        .with_context(|| format!("subscriber {k} could not connect"))?;
+                    let first = socket
+                        .next()
+                        .await
+                        .context("the stream closed before `subscribed`")??;
+                    if !first.to_text().unwrap_or("").contains("subscribed") {
+                        bail!("unexpected first message: {first:?}");
+                    }
+                    anyhow::Ok(socket)
+                };
+                let mut socket = match opened.await {
+                    Ok(socket) => {
+                        let _ = ready.send(Ok(()));
+                        socket
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        _ = stop.recv() => break,
+                        message = socket.next() => match message {
+                            Some(Ok(m)) if m.is_text() => {
+                                received[k].fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some(Ok(_)) => {}
+                            _ => break,
+                        },
+                    }
+                }
+            }));
+            connected
+                .await
+                .context("a subscriber's task ended before connecting")??;
+        }
+        Ok(LocalSubscribers {
+            received,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops every subscriber: (fewest messages any received, total).
+    async fn stop(&mut self) -> (u64, u64) {
+        let _ = self.stop.send(());
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        let counts: Vec<u64> = self
+            .received
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        (
+            counts.iter().copied().min().unwrap_or(0),
+            counts.iter().sum(),
+        )
+    }
+}
+
+/// Subscribers in a child process: this binary's `stream-subscribers`.
+struct ChildSubscribers {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl ChildSubscribers {
+    /// Starts the child and waits until all its subscribers are connected.
+    async fn start(ws_url: &str, key: &str, count: usize) -> anyhow::Result<ChildSubscribers> {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe().context("this benchmark's own path")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["stream-subscribers", "--url", ws_url, "--count"])
+            .arg(count.to_string())
+            .env(KEY_VAR, key)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the subscribers' process")?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().context("the subscribers' stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        match lines.next_line().await? {
+            Some(line) if line == "ready" => {}
+            other => bail!("the subscribers' process did not get ready: {other:?}"),
+        }
+        Ok(ChildSubscribers {
+            child,
+            stdin,
+            lines,
+        })
+    }
+
+    /// Stops the child: (fewest messages any subscriber received, total).
+    async fn stop(&mut self) -> anyhow::Result<(u64, u64)> {
+        drop(self.stdin.take());
+        let line = self
+            .lines
+            .next_line()
+            .await?
+            .context("the subscribers' process ended without its counts")?;
+        let counts: Vec<u64> = line
+            .strip_prefix("received ")
+            .context("unexpected line from the subscribers' process")?
+            .split(' ')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("bad counts {line:?}"))?;
+        let status = self.child.wait().await?;
+        if !status.success() || counts.len() != 2 {
+            bail!("the subscribers' process failed ({status}): {line}");
+        }
+        Ok((counts[0], counts[1]))
+    }
+}
+
+/// `stream-subscribers`: see [`SubscriberArgs`].
+pub async fn run_subscribers(args: &SubscriberArgs) -> anyhow::Result<()> {
+    let key = std::env::var(KEY_VAR).with_context(|| format!("{KEY_VAR} is not set"))?;
+    let mut local = LocalSubscribers::connect(
+        &tokio::runtime::Handle::current(),
+        &args.url,
+        &key,
+        args.count,
+    )
+    .await?;
+    println!("ready");
+    // Until the parent writes a line or closes our stdin.
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    })
+    .await?;
+    let (least, total) = local.stop().await;
+    println!("received {least} {total}");
+    Ok(())
 }

@@ -326,18 +326,33 @@ async fn gas_lock_fleet(app: &TestApp) {
     config.conditions = ConditionChoice::List(vec![Condition::Overload, Condition::BrokenShaft]);
     config.min_healthy_micros = 6 * HOUR;
     config.interval = IntervalChoice::Fixed(60_000_000);
-    config.pinned = vec![PinnedWell {
-        id: Some("PAD-A-07".to_owned()),
-        pump: Some("RX-538-2600".into()),
-        interval: Some("60s".into()),
-        conditions: vec![PinnedCondition {
-            condition: Condition::GasLock,
-            start: "11h".into(),
-            end: Some("13h".into()),
-            severity: Some(0.8),
-        }],
-        ..PinnedWell::default()
-    }];
+    config.pinned = vec![
+        PinnedWell {
+            id: Some("PAD-A-07".to_owned()),
+            pump: Some("RX-538-2600".into()),
+            interval: Some("60s".into()),
+            conditions: vec![PinnedCondition {
+                condition: Condition::GasLock,
+                start: "11h".into(),
+                end: Some("13h".into()),
+                severity: Some(0.8),
+            }],
+            ..PinnedWell::default()
+        },
+        // Gas locked until now: tripped between restarts, its episode still open.
+        PinnedWell {
+            id: Some("PAD-B-03".to_owned()),
+            pump: Some("RX-538-2600".into()),
+            interval: Some("60s".into()),
+            conditions: vec![PinnedCondition {
+                condition: Condition::GasLock,
+                start: "12h".into(),
+                end: None,
+                severity: Some(0.8),
+            }],
+            ..PinnedWell::default()
+        },
+    ];
     let plan = plan_fleet(&config).unwrap();
     for well in &plan.wells {
         let (status, body) = app
@@ -371,6 +386,7 @@ async fn screenshots_of_a_simulated_fleet_with_a_gas_lock() {
     .await;
     gas_lock_fleet(&app).await;
     crate::diagnostics::wait_for_alarm(&app, "well_id=PAD-A-07").await;
+    crate::diagnostics::wait_for_alarm(&app, "well_id=PAD-B-03").await;
     let dir = std::env::var_os("ESPWATCH_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("screenshots"));
@@ -379,16 +395,40 @@ async fn screenshots_of_a_simulated_fleet_with_a_gas_lock() {
     sign_in(&b, "otto", PASSWORD).await;
     b.wait(
         "the fleet",
-        "return document.querySelectorAll('#fleet-rows tr').length === 9;",
+        "return document.querySelectorAll('#fleet-rows tr').length === 10;",
         Duration::from_secs(20),
     )
     .await;
     b.wait(
         "the sparklines (the last hour of motor current)",
-        "return document.querySelectorAll('#fleet-rows canvas.spark').length === 9;",
+        "return document.querySelectorAll('#fleet-rows canvas.spark').length === 10;",
         Duration::from_secs(10),
     )
     .await;
+    // One line per well, however long its name: a screen shows many wells.
+    // The table fits the window (no sideways scrolling to reach the trend).
+    let overflow = b
+        .js(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(overflow, 0, "the fleet table is wider than the window");
+    // Each row against the height of one line of its text (the well's link): under two.
+    let heights = b
+        .js(
+            "return [...document.querySelectorAll('#fleet-rows tr')].map(r => r.getBoundingClientRect().height / r.querySelector('a').getBoundingClientRect().height);",
+            json!([]),
+        )
+        .await;
+    assert!(
+        heights
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|lines| lines.as_f64().unwrap() < 2.0),
+        "a fleet row wraps (row height in lines of text): {heights}"
+    );
     b.screenshot(&dir.join("fleet.png")).await;
 
     b.goto(&format!("{}#/well/PAD-A-07", console_url(&app)))
@@ -401,6 +441,56 @@ async fn screenshots_of_a_simulated_fleet_with_a_gas_lock() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     b.screenshot(&dir.join("well.png")).await;
+    // The stacked charts share one time axis: their plots are equally wide and aligned, so
+    // one instant is at the same x on every chart (the motor chart has a second unit, Hz).
+    let plots = b
+        .js(
+            "return [...document.querySelectorAll('#well-charts .u-over')].map(o => { const r = o.getBoundingClientRect(); return [Math.round(r.left), Math.round(r.width)]; });",
+            json!([]),
+        )
+        .await;
+    let plots = plots.as_array().unwrap();
+    assert!(
+        plots.len() >= 3 && plots.iter().all(|p| p == &plots[0]),
+        "chart plots not aligned: {plots:?}"
+    );
+    // The pump curve's axes are labelled at round values (steps of 1, 2, 2.5 or 5 × 10^k).
+    let ticks = b
+        .js(
+            "const c = document.getElementById('pump-curve'); return [c.dataset.flowTicks, c.dataset.headTicks];",
+            json!([]),
+        )
+        .await;
+    for axis in ticks.as_array().unwrap() {
+        let values: Vec<f64> = axis
+            .as_str()
+            .unwrap_or_else(|| panic!("no ticks: {ticks}"))
+            .split(',')
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let step = values[1] - values[0];
+        let mantissa = step / 10f64.powf(step.log10().floor());
+        assert!(
+            [1.0, 2.0, 2.5, 5.0]
+                .iter()
+                .any(|m| (mantissa - m).abs() < 1e-6)
+                && values
+                    .iter()
+                    .enumerate()
+                    .all(|(i, v)| (v - i as f64 * step).abs() < 1e-6 * step),
+            "pump curve ticks not round: {values:?}"
+        );
+    }
+    // The well's alarm history, cleared episodes included: the gas lock raised and cleared
+    // by the diagnostics and never acknowledged is two steps.
+    let history = b
+        .wait(
+            "the cleared gas lock in the well's alarms",
+            "const r = document.querySelector('#well-alarms tr[data-state=\"cleared\"]'); return r && r.querySelector('.alarm-history summary').textContent;",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(history, "2 steps", "raised and cleared");
     // A live reading of this well extends the open charts and the current values.
     let (status, body) = app
         .ingest_json(&reading("PAD-A-07", &now_minus(0), 55.5))
@@ -412,6 +502,41 @@ async fn screenshots_of_a_simulated_fleet_with_a_gas_lock() {
         Duration::from_secs(2),
     )
     .await;
+
+    // A well still gas locked but tripped between restarts: its latest readings show a
+    // stopped pump (no finding), its episode is open, and the diagnosis says what it has and
+    // what to do.
+    let (status, diagnosis) = app.get("/api/v1/wells/PAD-B-03/diagnosis").await;
+    assert_eq!(status, 200, "{diagnosis}");
+    assert_eq!(diagnosis["findings"], json!([]), "{diagnosis}");
+    assert_eq!(
+        diagnosis["open_episodes"][0]["condition"], "gas_lock",
+        "{diagnosis}"
+    );
+    b.goto(&format!("{}#/well/PAD-B-03", console_url(&app)))
+        .await;
+    let ongoing = b
+        .wait(
+            "the ongoing gas lock in the diagnosis",
+            "const f = document.querySelector('#well-diagnosis .finding[data-condition=\"gas_lock\"]'); return f && f.textContent;",
+            Duration::from_secs(20),
+        )
+        .await;
+    let ongoing = ongoing.as_str().unwrap();
+    assert!(
+        ongoing.contains("Gas lock") && ongoing.contains("What to do"),
+        "{ongoing}"
+    );
+    let normal = b
+        .js(
+            "return !!document.getElementById('diagnosis-normal');",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        normal, false,
+        "no 'no abnormal condition' beside an open gas lock"
+    );
 
     b.goto(&format!("{}#/alarms", console_url(&app))).await;
     b.wait(

@@ -202,6 +202,95 @@ async fn slow_and_idle_connections_are_closed_and_each_address_is_capped() {
     assert_eq!(status, 200);
 }
 
+/// Issue 18 item 2 on the second listener: the unauthenticated metrics address
+/// (`metrics_listen`) closes silent and slow connections after the header timeout and caps
+/// the connections of one address, like the API listener.
+#[test]
+fn the_metrics_address_closes_slow_connections_and_caps_each_address() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    init();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let mut server = ChildServer::start_with_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[
+            ("ESPWATCH_METRICS_LISTEN", "127.0.0.1:0"),
+            ("ESPWATCH_HTTP_HEADER_TIMEOUT_SECS", "1"),
+            ("ESPWATCH_MAX_CONNECTIONS_PER_SOURCE", "2"),
+        ],
+    );
+    let address = {
+        let mut waited = 0;
+        loop {
+            let found = server.stdout.lock().unwrap().iter().find_map(|l| {
+                l.strip_prefix("espwatch metrics (no credentials) on http://")
+                    .and_then(|rest| rest.strip_suffix("/metrics"))
+                    .map(str::to_owned)
+            });
+            if let Some(address) = found {
+                break address;
+            }
+            assert!(waited < 200, "no metrics_listen line");
+            waited += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let metrics = reqwest::get(format!("http://{address}/metrics"))
+            .await
+            .unwrap();
+        assert_eq!(metrics.status(), 200);
+
+        // Silent from the start: closed, without an answer.
+        let mut silent = TcpStream::connect(&address).await.unwrap();
+        assert_eq!(
+            closed_within(&mut silent, Duration::from_secs(5)).await,
+            Some(Vec::new()),
+            "a silent connection to the metrics address is closed"
+        );
+        // A head begun and never finished: 408 in the envelope.
+        let mut slow = TcpStream::connect(&address).await.unwrap();
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let answer = closed_within(&mut slow, Duration::from_secs(5))
+            .await
+            .expect("a slow head is closed");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 408") && answer.contains("\"request_timeout\""),
+            "{answer}"
+        );
+
+        // Two connections from one address are fine, the third is refused.
+        let held = [
+            TcpStream::connect(&address).await.unwrap(),
+            TcpStream::connect(&address).await.unwrap(),
+        ];
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut third = TcpStream::connect(&address).await.unwrap();
+        let refused = closed_within(&mut third, Duration::from_secs(2))
+            .await
+            .expect("refused at once");
+        let text = String::from_utf8_lossy(&refused);
+        assert!(
+            text.starts_with("HTTP/1.1 503") && text.contains("too_many_connections"),
+            "{text}"
+        );
+        drop(held);
+    });
+    assert!(server.terminate().success());
+}
+
 /// Copies a data directory (files and subdirectories) so each attack starts from the same
 /// trail.
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
@@ -1232,8 +1321,9 @@ async fn well_ids_must_start_with_a_letter_or_a_digit() {
 }
 
 /// Issue 18 item 6: what used to come back from the HTTP layer with an empty body — 414, 431,
-/// 400 — is in the error envelope with the security headers and audited; the docs are not
-/// cached and run no inline script.
+/// 400 — is in the error envelope with the security headers and audited, whether the head is
+/// refused as it arrives or by the HTTP server itself; the docs are not cached and run no
+/// inline script.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_oversized_heads_get_the_envelope_and_the_docs_are_locked_down() {
     use tokio::io::AsyncWriteExt;
@@ -1277,6 +1367,30 @@ async fn malformed_and_oversized_heads_get_the_envelope_and_the_docs_are_locked_
         ("HELLO THERE\r\n\r\n".to_owned(), "400", "malformed_request"),
         (
             "GET /api/v1/wells HTTP/1.1\r\nno colon here\r\n\r\n".to_owned(),
+            "400",
+            "malformed_request",
+        ),
+        // What the HTTP server itself refuses: a version within the first 24 bytes (which it
+        // reads first, to tell HTTP/2), two different lengths, a transfer coding not ending in
+        // chunked, a target that is no URI.
+        (
+            "GET /api/v1/wells HTTP/9.9\r\nhost: x\r\n\r\n".to_owned(),
+            "400",
+            "malformed_request",
+        ),
+        (
+            "POST /api/v1/auth/login HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n"
+                .to_owned(),
+            "400",
+            "malformed_request",
+        ),
+        (
+            "GET /api/v1/wells HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip\r\n\r\n".to_owned(),
+            "400",
+            "malformed_request",
+        ),
+        (
+            "GET http://[::1/api/v1/wells HTTP/1.1\r\nhost: x\r\n\r\n".to_owned(),
             "400",
             "malformed_request",
         ),
@@ -1344,7 +1458,7 @@ async fn malformed_and_oversized_heads_get_the_envelope_and_the_docs_are_locked_
         }
     }
     let expected: std::collections::BTreeMap<String, u64> = [
-        ("400".to_owned(), 2),
+        ("400".to_owned(), 6),
         ("414".to_owned(), 1),
         ("431".to_owned(), 2),
     ]

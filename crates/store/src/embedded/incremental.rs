@@ -16,10 +16,12 @@
 //!
 //! A delta is read in one read transaction of the live database, so it is a consistent
 //! instant like a full backup, taken next to a running server. A segment or rollup counts as
-//! changed when its signature (reading count, bounds, byte length and leading bytes) differs:
-//! the engine only ever rewrites a window with more readings (a late reading), in another
-//! format (compaction), or removes it (retention, `delete_well`, quarantine), and each of
-//! those changes the signature, so the signature is read without reading the blobs.
+//! changed when its signature (reading count, bounds, byte length and leading bytes, and for a
+//! segment whether a checksum is recorded) differs: the engine only ever rewrites a window
+//! with more readings (a late reading), in another format (compaction), to record its
+//! checksum (a window written before checksums), or removes it (retention, `delete_well`,
+//! quarantine), and each of those changes the signature, so the signature is read without
+//! reading the blobs.
 
 use std::cmp::Ordering;
 use std::path::Path;
@@ -281,9 +283,27 @@ fn sha256_file(path: &Path) -> StoreResult<(u64, String)> {
 /// A segment (kind 0) or rollup (kind 1) key and its signature.
 type Key = (u8, String, i64);
 
-const SEG_SIGS: &str = "SELECT well_id, window_start,
-        count || ':' || min_ts || ':' || max_ts || ':' || length(data) || ':' || hex(substr(data, 1, 24))
-    FROM segments ORDER BY well_id, window_start";
+/// The segment signatures of `conn`'s database in key order: reading count, bounds, byte
+/// length and leading bytes, plus `:unchecked` for a segment with no recorded checksum. That
+/// mark makes a segment that gains its checksum count as changed, so the next delta carries
+/// the checksum: `store compact` (or a checkpoint) records it by rewriting a window written
+/// before checksums, and a window already compact is rewritten to the same bytes. Without the
+/// mark a chain begun before checksums would decode that segment at every restore.
+fn seg_sigs(conn: &Connection) -> StoreResult<String> {
+    // A data directory last opened by a release before checksums has no such column.
+    let checksum = if schema::has_segment_checksums(conn)? {
+        "checksum"
+    } else {
+        "NULL"
+    };
+    Ok(format!(
+        "SELECT well_id, window_start,
+            count || ':' || min_ts || ':' || max_ts || ':' || length(data) || ':'
+            || hex(substr(data, 1, 24)) || iif({checksum} IS NULL, ':unchecked', '')
+         FROM segments ORDER BY well_id, window_start"
+    ))
+}
+
 const ROLLUP_SIGS: &str = "SELECT well_id, window_start,
         length(data) || ':' || hex(substr(data, 1, 24))
     FROM rollups ORDER BY well_id, window_start";
@@ -310,9 +330,9 @@ fn reset_state(repo: &Path, conn: &Connection) -> StoreResult<u64> {
     tx.execute("DELETE FROM sig", [])
         .map_err(|e| sql_err("writing the chain state", e))?;
     let mut n = 0;
-    for (kind, sql) in [(0u8, SEG_SIGS), (1u8, ROLLUP_SIGS)] {
+    for (kind, sql) in [(0u8, seg_sigs(conn)?), (1u8, ROLLUP_SIGS.to_owned())] {
         let mut stmt = conn
-            .prepare(sql)
+            .prepare(&sql)
             .map_err(|e| sql_err("reading signatures", e))?;
         let mut rows = stmt
             .query([])
@@ -511,10 +531,10 @@ fn delta(dir: &Path, repo: &Path, mut chain: Chain, started: Instant) -> StoreRe
     let mut changed = Vec::new();
     let mut removed = Vec::new();
     let mut unchanged = 0;
-    for (kind, sql) in [(0u8, SEG_SIGS), (1u8, ROLLUP_SIGS)] {
+    for (kind, sql) in [(0u8, seg_sigs(&src)?), (1u8, ROLLUP_SIGS.to_owned())] {
         let now = sig_rows(
             &mut src
-                .prepare(sql)
+                .prepare(&sql)
                 .map_err(|e| sql_err("reading signatures", e))?,
             [],
         )?;
@@ -721,21 +741,11 @@ fn delta(dir: &Path, repo: &Path, mut chain: Chain, started: Instant) -> StoreRe
             .map_err(|e| sql_err("writing the chain state", e))?;
         let d = Connection::open_with_flags(&delta_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| sql_err("opening the delta", e))?;
-        for (kind, sql) in [
-            (
-                0u8,
-                "SELECT well_id, window_start,
-                    count || ':' || min_ts || ':' || max_ts || ':' || length(data) || ':' || hex(substr(data, 1, 24))
-                 FROM segments",
-            ),
-            (
-                1u8,
-                "SELECT well_id, window_start, length(data) || ':' || hex(substr(data, 1, 24))
-                 FROM rollups",
-            ),
-        ] {
+        for (kind, sql) in [(0u8, seg_sigs(&d)?), (1u8, ROLLUP_SIGS.to_owned())] {
             let rows = sig_rows(
-                &mut d.prepare(sql).map_err(|e| sql_err("reading the delta", e))?,
+                &mut d
+                    .prepare(&sql)
+                    .map_err(|e| sql_err("reading the delta", e))?,
                 [],
             )?;
             for (well, ws, sig) in rows {
