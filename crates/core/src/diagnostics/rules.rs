@@ -1466,9 +1466,9 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
             c >= th.leak_current_ratio || before.is_some_and(|b| c >= b * th.leak_current_ratio)
         })
     };
-    // Head and delivery step at once; the intake follows as the annulus fills.
-    // A drive that turned faster since (holding its intake) would deliver more from a sound
-    // pump and tubing: delivering no more than before is the loss there.
+    // Head and delivery step at once; the intake follows as the annulus fills. A drive that
+    // turned faster since (holding its intake) would deliver more from a sound pump and tubing:
+    // delivering no more than before is the loss there.
     let stepped = |l: &StepLevels, head: f64, flow: Option<f64>| {
         let flow_bar = if sped_up(i, l) {
             1.0
@@ -1587,10 +1587,10 @@ fn subtle_leak(i: &Input, state: &mut HeadLoss) -> Option<Finding> {
 
 /// A drive that holds its intake pressure (set-point control) answers the fluid a leak returns
 /// to the annulus by turning faster, not by letting the intake rise: the speed up by
-/// `leak_subtle_speed_rise` over its level before the step, the intake held at its level.
-/// (An operator lowering the set point speeds the drive up too, but draws the intake down.)
-/// The faster pump still lifts liquid, so the motor draws no less than before; free gas reaching
-/// a faster pump unloads it instead.
+/// `leak_subtle_speed_rise` over its level before the step, the intake held at its level (an
+/// operator lowering the set point speeds the drive up too, but draws the intake down). The
+/// faster pump still lifts liquid, so the motor draws no less than before; free gas reaching a
+/// faster pump unloads it instead.
 fn drive_answered_the_filling_annulus(i: &Input, levels: &StepLevels, fast_pip: f64) -> bool {
     let still_loaded = match (val(&i.s.fast_cur), levels.cur) {
         (Some(now), Some(before)) => now >= before,
@@ -1599,6 +1599,7 @@ fn drive_answered_the_filling_annulus(i: &Input, levels: &StepLevels, fast_pip: 
     sped_up(i, levels) && fast_pip >= levels.pip * i.th.leak_subtle_pip_held && still_loaded
 }
 
+/// The drive turns at least `leak_subtle_speed_rise` times as fast as at the step.
 fn sped_up(i: &Input, levels: &StepLevels) -> bool {
     match (i.f.frequency_hz, levels.freq) {
         (Some(now), Some(before)) => now >= before * i.th.leak_subtle_speed_rise,
