@@ -211,7 +211,7 @@ async fn every_protected_route_refuses_every_kind_of_bad_credential() {
         ("nbf in the future", Some(good.sign(&future))),
         ("iat in the future", Some(good.sign(&issued_later))),
         ("exp - iat above the configured lifetime", Some(good.sign(&long_lived))),
-        ("bad signature", Some(keys("another-secret-of-sufficient-length-0123456789", "espwatch", "espwatch-api").sign(&c))),
+        ("bad signature", Some(keys("n7Qe2Lx9Vb4Tm8Wc3Rk6Hs1Jf5Gd0Pa-Uy7Zi4Mo", "espwatch", "espwatch-api").sign(&c))),
         ("alg none", Some(alg_none)),
         ("another algorithm", Some(other_alg)),
         ("wrong iss", Some(wrong_iss)),
