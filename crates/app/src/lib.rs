@@ -14,6 +14,7 @@ pub mod password;
 pub mod periodic;
 pub mod quality;
 pub mod retention;
+mod secret_structure;
 pub mod stores;
 
 pub use config::{Config, LogFormat, SecretString, TimescaleSetting};

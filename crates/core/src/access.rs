@@ -294,7 +294,7 @@ pub enum PasswordProblem {
 /// refuse them). Matched against the whole password, lower-cased, and against its stem: the
 /// password without leading/trailing digits and punctuation and with the usual letter-for-digit
 /// substitutions undone (`P@ssw0rd2024!` → `password`).
-const COMMON_PASSWORDS: &[&str] = &[
+pub const COMMON_PASSWORDS: &[&str] = &[
     "password",
     "passwort",
     "passw0rd",
