@@ -195,6 +195,13 @@ struct Refusal {
     message: &'static str,
 }
 
+impl Refusal {
+    /// The refusal as a complete response in the error envelope.
+    fn response(&self) -> String {
+        envelope_response(self.status, self.reason, self.kind, self.message, &[])
+    }
+}
+
 const URI_TOO_LONG: Refusal = Refusal {
     status: 414,
     reason: "URI Too Long",
@@ -486,13 +493,7 @@ impl TimedStream {
     /// Answers a refused head in the envelope (best effort: nothing else is being written on
     /// a connection waiting for a head, so the socket buffer takes it) and audits it.
     fn refuse_head(&mut self, refusal: Refusal) -> io::Error {
-        let response = envelope_response(
-            refusal.status,
-            refusal.reason,
-            refusal.kind,
-            refusal.message,
-            &[],
-        );
+        let response = refusal.response();
         let _ = self.inner.try_write(response.as_bytes());
         self.note_refusal(refusal);
         io::Error::new(io::ErrorKind::InvalidData, refusal.message)
@@ -600,13 +601,7 @@ impl AsyncWrite for TimedStream {
             // target that is no URI; or syntax it saw first, in the bytes it peeks at to tell
             // HTTP/2 from HTTP/1) with an empty answer: the envelope goes out instead.
             this.note_refusal(refusal);
-            let response = envelope_response(
-                refusal.status,
-                refusal.reason,
-                refusal.kind,
-                refusal.message,
-                &[],
-            );
+            let response = refusal.response();
             this.replacing = Some((response.into_bytes(), 0));
         }
         if let Some((response, written)) = &mut this.replacing {

@@ -330,21 +330,7 @@ async fn prometheus_scrapes_what_was_sent() {
         &envs,
     );
     // The unauthenticated address is printed right after the API's.
-    let open_address = {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let found = server.stdout.lock().unwrap().iter().find_map(|l| {
-                l.strip_prefix("espwatch metrics (no credentials) on http://")
-                    .and_then(|rest| rest.strip_suffix("/metrics"))
-                    .map(str::to_owned)
-            });
-            if let Some(address) = found {
-                break address;
-            }
-            assert!(Instant::now() < deadline, "no metrics_listen line");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let open_address = server.metrics_address();
     let open = reqwest::get(format!("http://{open_address}/metrics"))
         .await
         .expect("open metrics");

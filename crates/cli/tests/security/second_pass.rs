@@ -227,22 +227,7 @@ fn the_metrics_address_closes_slow_connections_and_caps_each_address() {
             ("ESPWATCH_MAX_CONNECTIONS_PER_SOURCE", "2"),
         ],
     );
-    let address = {
-        let mut waited = 0;
-        loop {
-            let found = server.stdout.lock().unwrap().iter().find_map(|l| {
-                l.strip_prefix("espwatch metrics (no credentials) on http://")
-                    .and_then(|rest| rest.strip_suffix("/metrics"))
-                    .map(str::to_owned)
-            });
-            if let Some(address) = found {
-                break address;
-            }
-            assert!(waited < 200, "no metrics_listen line");
-            waited += 1;
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let address = server.metrics_address();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let metrics = reqwest::get(format!("http://{address}/metrics"))

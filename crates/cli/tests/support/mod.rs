@@ -423,6 +423,27 @@ impl ChildServer {
     }
 
     /// A client carrying the admin key (`start` only).
+    /// The address of the unauthenticated metrics listener, as the server prints it after the
+    /// API's (started with `metrics_listen` set); waits up to 10 s for the line.
+    pub fn metrics_address(&self) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let found = self.stdout.lock().unwrap().iter().find_map(|l| {
+                l.strip_prefix("espwatch metrics (no credentials) on http://")
+                    .and_then(|rest| rest.strip_suffix("/metrics"))
+                    .map(str::to_owned)
+            });
+            if let Some(address) = found {
+                return address;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no metrics_listen line"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     pub fn client(&self) -> reqwest::Client {
         bearer_client(self.api_key.as_deref().expect("started with a key"))
     }
