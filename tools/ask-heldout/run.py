@@ -9,7 +9,8 @@ It asserts no pass rate: it reports. Exit status is 0 unless the server could no
     python3 tools/ask-heldout/run.py --url http://127.0.0.1:8080 --user demo --password PW
     # or let it start one (a fresh data directory, a free port; stopped at the end)
     python3 tools/ask-heldout/run.py --demo target/debug/espwatch
-    # options: --only PREFIX (e.g. flt-), --json results.json, --failures (print every miss)
+    # options: --only PREFIX (e.g. flt-; `scoped`: only the scoped user's questions),
+    # --json results.json, --failures (print every miss)
 
 Standard library only. The questions were written without reading the parser, its question
 sets or its tests (see questions.json "about").
@@ -124,13 +125,22 @@ def midnight(t):
     return t.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def expected_ranges(spec, now):
+def zone(offset):
+    """A fixed UTC offset (`+03:00`, `-05:30`) as a tzinfo."""
+    if not offset:
+        return UTC
+    m = re.fullmatch(r"([+-])(\d\d):(\d\d)", offset)
+    mins = int(m.group(2)) * 60 + int(m.group(3))
+    return dt.timezone(dt.timedelta(minutes=mins if m.group(1) == "+" else -mins))
+
+
+def expected_ranges(spec, now, tz=UTC):
     """Acceptable (from, to) pairs for a time spec, each as ((lo, hi), (lo, hi)) windows;
     None = the interpretation's range is not judged. A pair with None windows means that end
     may be absent (null) or anything."""
     m5 = dt.timedelta(minutes=5)
     m1 = dt.timedelta(minutes=1)
-    today = midnight(now)
+    today = midnight(now.astimezone(tz))  # calendar words are read in the question's zone
     day = dt.timedelta(days=1)
     near_now = (now - m5, now + m5)
     monday = today - dt.timedelta(days=today.weekday())
@@ -174,8 +184,8 @@ def expected_ranges(spec, now):
     raise ValueError(f"unknown time spec {spec}")
 
 
-def range_ok(spec, interp, now):
-    want = expected_ranges(spec, now)
+def range_ok(spec, interp, now, tz=UTC):
+    want = expected_ranges(spec, now, tz)
     if want is None:
         return True, ""
     f, t = parse_ts(interp.get("from")), parse_ts(interp.get("to"))
@@ -322,7 +332,7 @@ def judge_interpretation(item, interp, fleet, now):
     if "step" in item and duration_s(interp.get("step")) != item["step"]:
         miss.append(f"step {interp.get('step')}, expected {item['step']}s")
     if "time" in item:
-        ok, why = range_ok(item["time"], interp, now)
+        ok, why = range_ok(item["time"], interp, now, zone(item.get("timezone")))
         if not ok:
             miss.append(why)
     elif kind in ("alarms",) and "condition" in item and interp.get("from") is not None:
@@ -462,8 +472,11 @@ def now_utc():
 
 # ---------------------------------------------------------------- running
 
-def ask(api, question):
-    return api.call("POST", "/api/v1/ask", {"question": question})
+def ask(api, question, timezone=None):
+    body = {"question": question}
+    if timezone:
+        body["timezone"] = timezone
+    return api.call("POST", "/api/v1/ask", body)
 
 
 def suggestions_of(body):
@@ -477,7 +490,7 @@ def run_one(api, fleet, item):
     needs_latest = item.get("check") in ("latest", "filter", "argmax", "argmin")
     before = fleet.latest() if needs_latest else {}
     asked_at = now_utc()
-    status, body, secs = ask(api, item["q"])
+    status, body, secs = ask(api, item["q"], item.get("timezone"))
     after = fleet.latest() if needs_latest else {}
     res = {"id": item["id"], "q": item["q"], "status": status, "secs": secs}
     if item.get("expect_refusal"):
@@ -501,7 +514,7 @@ def run_one(api, fleet, item):
         res["recognised"] = ((body.get("error") or {}).get("details") or {}).get("recognised")
         helpful = []
         for s in sugg:
-            st, b, _ = ask(api, s)
+            st, b, _ = ask(api, s, item.get("timezone"))
             if st == 200 and not judge_interpretation(item, b.get("interpretation") or {}, fleet, now_utc()):
                 helpful.append(s)
         res["helpful_suggestions"] = helpful
@@ -529,6 +542,45 @@ def run_one(api, fleet, item):
                 if item.get("judge") == "answer":
                     res["outcome"] = "wrong"
     return res
+
+
+def run_scoped(api, spec):
+    """The scoped questions as a user limited to `spec["wells"]` (created with the admin
+    credentials the runner signed in with): [(question, status, leaked well ids)]."""
+    name = "heldout-" + os.urandom(4).hex()
+    password = "Ho-" + os.urandom(12).hex()
+    status, body, _ = api.call("POST", "/api/v1/users", {"name": name, "role": "analyst",
+                                                          "password": password, "wells": spec["wells"]})
+    if status not in (200, 201):
+        return None, f"could not create a scoped user ({status}): {body}"
+    user = Api(api.url, name, password)
+    user.login()
+    scope = set(spec["wells"])
+    out = []
+    for q in spec["questions"]:
+        st, b, _ = ask(user, q)
+        leaked = set()
+        if st == 200:
+            a = b.get("answer") or {}
+            ids = set(a.get("wells") or []) | {v.get("well_id") for v in answer_values(a) if v.get("well_id")}
+            ids |= set(re.findall(r"[A-Z]+-\d{3}", a.get("text") or ""))
+            leaked = ids - scope
+        out.append((q, st, sorted(leaked)))
+    api.call("DELETE", f"/api/v1/users/{name}")
+    return out, None
+
+
+def report_scoped(rows, err):
+    if err:
+        return f"scoped user: {err}"
+    lines = [f"scoped user (Field-A only): {len(rows)} questions, "
+             f"{sum(1 for _, _, l in rows if l)} answers name wells outside the scope; HTTP "
+             + ", ".join(f"{q!r} {st}" for q, st, _ in rows if st != 200)
+             + f"; the other {sum(1 for _, st, _ in rows if st == 200)} answered 200"]
+    for q, st, leaked in rows:
+        if leaked:
+            lines.append(f"    LEAK {q!r} (HTTP {st}): {leaked}")
+    return "\n".join(lines)
 
 
 def report(results, show_failures):
@@ -625,14 +677,17 @@ def main():
     ap.add_argument("--speed", type=float, default=600.0, help="the demo's replay speed")
     ap.add_argument("--wait", type=float, default=1800.0, help="seconds to wait for the demo to catch up")
     ap.add_argument("--questions", default=os.path.join(HERE, "questions.json"))
-    ap.add_argument("--only", help="only questions whose id starts with this")
+    ap.add_argument("--only", help="only questions whose id starts with this (`scoped`: only the "
+                    "questions asked as a user limited to some wells)")
     ap.add_argument("--json", help="write every result here")
     ap.add_argument("--failures", action="store_true", help="list every question not answered as meant")
     args = ap.parse_args()
 
-    items = json.load(open(args.questions))["questions"]
+    doc = json.load(open(args.questions))
+    items = doc["questions"]
     if args.only:
         items = [i for i in items if i["id"].startswith(args.only)]
+    with_scoped = doc.get("scoped") and not args.token and args.only in (None, "scoped")
     proc = demo_dir = None
     try:
         if args.demo:
@@ -645,12 +700,16 @@ def main():
         api.login()
         fleet = Fleet(api)
         results = [run_one(api, fleet, i) for i in items]
+        scoped = run_scoped(api, doc["scoped"]) if with_scoped else None
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=60)
             shutil.rmtree(demo_dir, ignore_errors=True)
     print(report(results, args.failures))
+    if scoped is not None:
+        print()
+        print(report_scoped(*scoped))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1, default=str)
