@@ -22,7 +22,9 @@ use espwatch_core::diagnostics::Diagnosis;
 use espwatch_core::localtime::UtcOffset;
 use espwatch_core::well::WellMeta;
 use espwatch_core::{Agg, Field, Point, TelemetryQuery, TimeRange, Timestamp, WellId};
-use espwatch_store::{Alarm, AlarmFilter, AlarmState, AlarmStore, FleetQuery, Store, StoreError};
+use espwatch_store::{
+    Alarm, AlarmFilter, AlarmState, AlarmStore, FleetQuery, FleetTotalsQuery, Store, StoreError,
+};
 use serde_json::{Value, json};
 
 const MINUTE: i64 = 60_000_000;
@@ -324,32 +326,12 @@ fn ago(now: Timestamp, ts: Timestamp) -> String {
     }
 }
 
-/// One aggregate of one channel over raw points: exactly what a client computes from the
-/// raw `/wells/{id}/telemetry` answer.
-pub fn aggregate_points(points: &[Point], field: Field, agg: Agg) -> Option<(f64, usize)> {
-    let values = points.iter().filter_map(|(_, m)| m.get(field));
-    let mut n = 0usize;
-    let mut acc: Option<f64> = None;
-    for v in values {
-        n += 1;
-        acc = Some(match (acc, agg) {
-            (None, _) => v,
-            (Some(a), Agg::Avg) => a + v,
-            (Some(a), Agg::Max) => a.max(v),
-            (Some(a), Agg::Min) => a.min(v),
-            (Some(_), Agg::Last) => v,
-        });
-    }
-    let acc = acc?;
-    Some((if agg == Agg::Avg { acc / n as f64 } else { acc }, n))
-}
-
 /// Per well and channel: the latest value, or the aggregate over the range when the
 /// question has one (avg unless it said otherwise).
 ///
-/// The aggregate of every well is one [`Store::fleet_query`] (the store's one pass over the
-/// fleet, `GET /wells/telemetry`'s), never a read per well: "wells with average intake
-/// pressure below 500 psi yesterday" on 1 000 wells is one snapshot, only the channels asked.
+/// The aggregate of every well is one store pass over the fleet ([`per_well_aggregates`]),
+/// never a read per well: "wells with average intake pressure below 500 psi yesterday" on
+/// 1 000 wells is one snapshot, only the channels asked, whole hours from rollups.
 async fn values_per_well(
     a: &Asker<'_>,
     it: &mut Interpretation,
@@ -360,22 +342,8 @@ async fn values_per_well(
     if it.range().is_some() || it.agg.is_some() {
         let (from, to) = default_range(it, a.now);
         let agg = *it.agg.get_or_insert(Agg::Avg);
-        if wells.is_empty() || fields.is_empty() || from >= to {
-            return Ok(out);
-        }
-        let query = FleetQuery {
-            wells: wells.to_vec(),
-            range: TimeRange { from, to },
-            fields: fields.to_vec(),
-            step_micros: whole_range_step(to),
-            agg,
-        };
-        for ws in a.store.fleet_query(&query).await? {
-            for (f, column) in &ws.series.columns {
-                if let Some(&Some(v)) = column.first() {
-                    out.push((ws.well_id.clone(), *f, v, None));
-                }
-            }
+        for (w, f, v, _) in per_well_aggregates(a, wells, fields, from, to, agg).await? {
+            out.push((w, f, v, None));
         }
     } else {
         let latest = latest_map(a).await?;
@@ -386,6 +354,68 @@ async fn values_per_well(
                         out.push((w.clone(), f, v, Some(*ts)));
                     }
                 }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Per well (by id) and channel: `agg` of the well's values in `[from, to)` and how many
+/// values it is made of. Avg/min/max are one [`Store::fleet_totals`] (count, sum, min, max per
+/// well, whole hours from the store's rollups); last is one [`Store::fleet_query`] with the
+/// range in one bucket, plus the totals for the counts.
+async fn per_well_aggregates(
+    a: &Asker<'_>,
+    wells: &[WellId],
+    fields: &[Field],
+    from: Timestamp,
+    to: Timestamp,
+    agg: Agg,
+) -> Result<Vec<(WellId, Field, f64, usize)>, AskError> {
+    let mut out = Vec::new();
+    if wells.is_empty() || fields.is_empty() || from >= to {
+        return Ok(out);
+    }
+    let range = TimeRange { from, to };
+    let totals = a
+        .store
+        .fleet_totals(&FleetTotalsQuery {
+            wells: wells.to_vec(),
+            range,
+            fields: fields.to_vec(),
+        })
+        .await?;
+    if agg == Agg::Last {
+        let counts: HashMap<(&WellId, Field), u64> = totals
+            .iter()
+            .flat_map(|w| {
+                fields
+                    .iter()
+                    .zip(&w.channels)
+                    .map(move |(f, t)| ((&w.well_id, *f), t.n))
+            })
+            .collect();
+        let query = FleetQuery {
+            wells: wells.to_vec(),
+            range,
+            fields: fields.to_vec(),
+            step_micros: whole_range_step(to),
+            agg,
+        };
+        for ws in a.store.fleet_query(&query).await? {
+            for (f, column) in &ws.series.columns {
+                if let Some(&Some(v)) = column.first() {
+                    let n = counts.get(&(&ws.well_id, *f)).copied().unwrap_or(0);
+                    out.push((ws.well_id.clone(), *f, v, n as usize));
+                }
+            }
+        }
+        return Ok(out);
+    }
+    for w in totals {
+        for (f, t) in fields.iter().zip(&w.channels) {
+            if let Some(v) = t.result(agg) {
+                out.push((w.well_id.clone(), *f, v, t.n as usize));
             }
         }
     }
@@ -566,12 +596,13 @@ async fn aggregate(
     // Per channel: sum and count of every well's points (avg), or the most extreme well.
     type Pooled = (f64, usize, Option<(WellId, f64)>);
     let mut pooled: BTreeMap<Field, Pooled> = BTreeMap::new();
+    // One pass over the fleet, then the wells in the order asked.
+    let mut by_well: HashMap<WellId, Vec<(Field, f64, usize)>> = HashMap::new();
+    for (w, f, v, n) in per_well_aggregates(a, &wells, &it.channels, from, to, agg).await? {
+        by_well.entry(w).or_default().push((f, v, n));
+    }
     for w in &wells {
-        let points = a.store.read_range(w, TimeRange { from, to }).await?;
-        for &f in &it.channels {
-            let Some((v, n)) = aggregate_points(&points, f, agg) else {
-                continue;
-            };
+        for &(f, v, n) in by_well.get(w).into_iter().flatten() {
             per.push((w.clone(), f, v, n));
             let e = pooled.entry(f).or_insert((0.0, 0, None));
             match agg {
@@ -1434,7 +1465,7 @@ mod tests {
     use espwatch_core::{Reading, Series, WellMeta};
     use espwatch_store::{
         AppendOptions, AppendOutcome, LatestReading, ProbeResult, StoreHealth, StoreResult,
-        StoreStats, WellRecord, WellSeries,
+        StoreStats, Totals, WellRecord, WellSeries, WellTotals,
     };
     use std::sync::Mutex;
 
@@ -1443,6 +1474,7 @@ mod tests {
     struct FleetOnly {
         wells: Vec<WellId>,
         asked: Mutex<Vec<FleetQuery>>,
+        totals_asked: Mutex<Vec<FleetTotalsQuery>>,
     }
 
     fn refused() -> StoreError {
@@ -1474,6 +1506,28 @@ mod tests {
                         columns: vec![(query.fields[0], vec![Some(10.0 * (n + 1) as f64)])],
                         downsampled: false,
                     },
+                })
+                .collect())
+        }
+        async fn fleet_totals(&self, query: &FleetTotalsQuery) -> StoreResult<Vec<WellTotals>> {
+            self.totals_asked.lock().unwrap().push(query.clone());
+            // Well n has n + 1 readings averaging 10 × n amps, from 10 × n - 1 to 10 × n + 1.
+            Ok(query
+                .wells
+                .iter()
+                .enumerate()
+                .map(|(n, w)| {
+                    let (n, mean) = ((n + 1) as u64, 10.0 * (n + 1) as f64);
+                    WellTotals {
+                        well_id: w.clone(),
+                        readings: n,
+                        channels: vec![Totals {
+                            n,
+                            sum: mean * n as f64,
+                            min: mean - 1.0,
+                            max: mean + 1.0,
+                        }],
+                    }
                 })
                 .collect())
         }
@@ -1524,16 +1578,18 @@ mod tests {
         }
     }
 
-    /// Issue 24: a fleet-wide aggregate filter or ranking is one `fleet_query` over the wells
-    /// (the store's single pass), never a read per well.
+    /// Issue 24: a fleet-wide aggregate, filter or ranking over a range is one
+    /// `fleet_totals` over the wells (the store's single pass, whole hours from rollups),
+    /// never a read per well nor a raw bucketed pass.
     #[tokio::test]
-    async fn fleet_aggregates_are_one_fleet_query() {
+    async fn fleet_aggregates_are_one_fleet_totals_query() {
         let wells: Vec<WellId> = (1..=4)
             .map(|n| WellId::parse(&format!("ESP-{n:03}")).unwrap())
             .collect();
         let store = FleetOnly {
             wells: wells.clone(),
             asked: Mutex::new(Vec::new()),
+            totals_asked: Mutex::new(Vec::new()),
         };
         let now = Timestamp::parse_rfc3339("2026-11-25T15:30:00Z").unwrap();
         let asker = Asker {
@@ -1545,6 +1601,7 @@ mod tests {
             now,
             zone: UtcOffset::UTC,
         };
+        let day = Timestamp::parse_rfc3339("2026-11-24T00:00:00Z").unwrap();
         let answered = ask(
             &asker,
             "wells with average motor current above 25 A yesterday",
@@ -1552,25 +1609,42 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(answered.answer.wells, wells[2..].to_vec());
-        let asked = store.asked.lock().unwrap().clone();
+        let asked = store.totals_asked.lock().unwrap().clone();
         assert_eq!(asked.len(), 1, "{asked:?}");
         let q = &asked[0];
         assert_eq!(q.wells, wells);
         assert_eq!(q.fields, [Field::MotorCurrentA]);
-        assert_eq!(q.agg, Agg::Avg);
-        let day = Timestamp::parse_rfc3339("2026-11-24T00:00:00Z").unwrap();
         assert_eq!((q.range.from, q.range.to), (day, Timestamp(day.0 + DAY)));
-        // One bucket holds the whole range.
-        assert_eq!(
-            espwatch_core::series::bucket_start(q.range.from, q.step_micros),
-            espwatch_core::series::bucket_start(Timestamp(q.range.to.0 - 1), q.step_micros)
-        );
 
         let answered = ask(&asker, "top 2 wells by average current yesterday")
             .await
             .unwrap();
         assert_eq!(answered.answer.wells, [wells[3].clone(), wells[2].clone()]);
-        assert_eq!(store.asked.lock().unwrap().len(), 2);
+        assert_eq!(store.totals_asked.lock().unwrap().len(), 2);
+
+        // The fleet's average pools every well's readings: (1·10 + 2·20 + 3·30 + 4·40) / 10.
+        let answered = ask(&asker, "average motor current of all wells yesterday")
+            .await
+            .unwrap();
+        assert_eq!(answered.answer.wells, wells);
+        assert!(
+            answered.answer.text.contains("30 A (10 readings)"),
+            "{}",
+            answered.answer.text
+        );
+        assert_eq!(answered.answer.values.len(), 4);
+        assert_eq!(answered.answer.values[3]["value"], 40.0);
+        assert_eq!(answered.answer.values[3]["points"], 4);
+        let answered = ask(&asker, "maximum motor current of all wells yesterday")
+            .await
+            .unwrap();
+        assert!(
+            answered.answer.text.contains("41 A at ESP-004"),
+            "{}",
+            answered.answer.text
+        );
+        assert_eq!(store.totals_asked.lock().unwrap().len(), 4);
+        assert!(store.asked.lock().unwrap().is_empty());
     }
     fn named(id: &str, name: &str, field: &str) -> WellMeta {
         let mut m = WellMeta::minimal(&WellId::parse(id).unwrap());

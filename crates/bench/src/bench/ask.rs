@@ -46,6 +46,8 @@ const QUESTIONS: &[&str] = &[
     "{w} vs {v} motor current today",
     "wells with intake pressure below 1000 psi",
     "wells with average current over 40 A in the last 6 hours",
+    "average intake pressure of all wells over the last 12 hours",
+    "wells with average intake pressure below 1000 psi today",
     "top 5 wells by motor current",
     "which wells have the highest motor temperature",
     "which wells had a gas lock this week",

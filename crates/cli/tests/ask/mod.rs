@@ -225,6 +225,71 @@ async fn answers_equal_the_structured_api() {
 
 both_backends! {
 #[tokio::test]
+async fn fleet_aggregates_and_average_filters_equal_the_raw_points() {
+    let app = spawn_app().await;
+    load_fleet(&app).await;
+    let wells = ["ESP-001", "ESP-002", "ESP-003", "ESP-004"];
+
+    // No well named: every well's mean and count, and the fleet's mean of every reading.
+    let body = ask(&app, "average intake pressure of all wells over the last 6 hours").await;
+    let it = &body["interpretation"];
+    assert_eq!(it["intent"], "aggregate", "{body}");
+    assert_eq!(it["wells"], json!([]), "{body}");
+    let (from, to) = (it["from"].as_str().unwrap(), it["to"].as_str().unwrap());
+    let mut means = Vec::new();
+    let (mut sum, mut n) = (0.0, 0usize);
+    for (k, w) in wells.iter().enumerate() {
+        let points = raw(&app, w, "intake_pressure_psi", from, to).await;
+        assert!(points.len() > 300, "{w}: {}", points.len());
+        let mean = points.iter().sum::<f64>() / points.len() as f64;
+        let v = &body["answer"]["values"][k];
+        assert_eq!(v["well_id"], *w, "{body}");
+        assert!(close(v["value"].as_f64().unwrap(), mean), "{w}: {v} vs {mean}");
+        assert_eq!(v["points"], json!(points.len()), "{w}");
+        means.push((w.to_string(), mean));
+        sum += points.iter().sum::<f64>();
+        n += points.len();
+    }
+    let text = body["answer"]["text"].as_str().unwrap();
+    let fleet = espwatch_core::ask::fmt_number(sum / n as f64);
+    assert!(text.contains(&format!("over 4 wells: {fleet} psi ({n} readings)")), "{text} vs {fleet}");
+
+    // Maximum over the fleet: the largest raw point, at its well.
+    let body = ask(&app, "max intake pressure of all wells over the last 6 hours").await;
+    let it = &body["interpretation"];
+    let (from, to) = (it["from"].as_str().unwrap(), it["to"].as_str().unwrap());
+    let mut best = (String::new(), f64::NEG_INFINITY);
+    for w in wells {
+        for p in raw(&app, w, "intake_pressure_psi", from, to).await {
+            if p > best.1 {
+                best = (w.to_string(), p);
+            }
+        }
+    }
+    let text = body["answer"]["text"].as_str().unwrap();
+    let want = format!("{} psi at {}", espwatch_core::ask::fmt_number(best.1), best.0);
+    assert!(text.contains(&want), "{text} vs {want}");
+
+    // The fleet-wide average filter: the wells whose mean is above a threshold between two.
+    means.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let threshold = ((means[1].1 + means[2].1) / 2.0).round();
+    let body = ask(
+        &app,
+        &format!("wells with average intake pressure above {threshold} psi over the last 6 hours"),
+    )
+    .await;
+    assert_eq!(body["interpretation"]["intent"], "filter", "{body}");
+    assert_eq!(body["interpretation"]["agg"], "avg", "{body}");
+    let mut above: Vec<&str> = body["answer"]["wells"].as_array().unwrap().iter().map(|w| w.as_str().unwrap()).collect();
+    above.sort();
+    let mut want: Vec<&str> = means.iter().filter(|m| m.1 > threshold).map(|m| m.0.as_str()).collect();
+    want.sort();
+    assert_eq!(above, want, "{body}");
+}
+}
+
+both_backends! {
+#[tokio::test]
 async fn alarm_and_condition_questions_match_the_alarms_route() {
     let app = spawn_app().await;
     load_fleet(&app).await;
