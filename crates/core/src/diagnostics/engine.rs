@@ -170,6 +170,9 @@ pub struct WellEngine {
     /// The last reading of this run with the motor loaded (current ratio at or above
     /// `gas_lock_current_ratio`), and how the motor unloaded since.
     loaded_at: Option<i64>,
+    /// The last judged reading with the motor loaded, across stops and starts: a pump that
+    /// never took load again since a lock opened never got its lift back.
+    last_loaded_at: Option<i64>,
     unload: Unload,
     /// End of the grace period of a known transient (a frequency step, a marked well test).
     transient_until: i64,
@@ -285,6 +288,7 @@ impl WellEngine {
             last_drive: None,
             head_normal_at: None,
             loaded_at: None,
+            last_loaded_at: None,
             unload: Unload::default(),
             transient_until: i64::MIN,
             intake_near_level_since: None,
@@ -1563,6 +1567,7 @@ impl WellEngine {
         match f.current_ratio {
             Some(c) if c >= th.gas_lock_current_ratio => {
                 self.loaded_at = Some(ts);
+                self.last_loaded_at = Some(ts);
                 self.unload = Unload::default();
             }
             Some(c) if c < th.unloaded_current_ratio && !self.unload.unloaded => {
@@ -1649,6 +1654,21 @@ impl WellEngine {
                 finding.diagnosis = interference;
                 finding.action = action_for(interference);
                 finding.evidence.extend(evidence);
+            }
+            // A parted shaft told at last (the intake rose past the bubble point, the pump
+            // went quiet) on a pump that has not taken load once since a lock opened, through
+            // its trips and restarts: the lock was the shaft all along. A gas-locked pump takes
+            // load again when it restarts on the liquid that rose around it while it stood.
+            let lock = Diagnosis::Condition(Condition::GasLock);
+            let shaft = Diagnosis::Condition(Condition::BrokenShaft);
+            if lift.as_ref().is_some_and(|f| f.diagnosis == shaft) {
+                let last_loaded = self.last_loaded_at;
+                if self
+                    .tracker
+                    .any_open(|d, start| d == lock && last_loaded.is_none_or(|t| t < start))
+                {
+                    self.tracker.retag(lock, shaft);
+                }
             }
             out.extend(lift);
             return;
