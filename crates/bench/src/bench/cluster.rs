@@ -1287,6 +1287,8 @@ mod tests {
     /// the services, it skips unless `ESPWATCH_REQUIRE_SERVICES=1`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_small_cluster_run_counts_every_reading_and_alarm() {
+        // As main() does: reqwest is built without a bundled crypto provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let required = std::env::var("ESPWATCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
         let binary = std::env::current_exe()
             .ok()
