@@ -47,7 +47,12 @@ pub async fn fleet_aggregate_raw<S: Store + ?Sized>(
     query: &FleetQuery,
 ) -> StoreResult<Series> {
     let mut wells: Vec<WellId> = if query.wells.is_empty() {
-        store.latest().await?.into_iter().map(|l| l.well_id).collect()
+        store
+            .latest()
+            .await?
+            .into_iter()
+            .map(|l| l.well_id)
+            .collect()
     } else {
         query.wells.clone()
     };

@@ -141,9 +141,7 @@ impl EmbeddedStore {
             let mut rest: Vec<(i64, i64, bool)> = Vec::new();
             // Parts a fleet row answers for the sealed data: the wells' unsealed readings.
             let mut unsealed: Vec<(i64, i64)> = Vec::new();
-            let extend = |parts: &mut Vec<(i64, i64)>, (a, b): (i64, i64)| match parts
-                .last_mut()
-            {
+            let extend = |parts: &mut Vec<(i64, i64)>, (a, b): (i64, i64)| match parts.last_mut() {
                 Some((_, last_to)) if *last_to == a => *last_to = b,
                 _ => parts.push((a, b)),
             };
@@ -162,9 +160,8 @@ impl EmbeddedStore {
                         let (a, b) = (ws.max(inner_from), end.min(inner_to));
                         match rows.get(&ws) {
                             Some(row) => {
-                                pieces.extend(
-                                    row.iter().filter(|p| p.at >= a && p.at < b).cloned(),
-                                );
+                                pieces
+                                    .extend(row.iter().filter(|p| p.at >= a && p.at < b).cloned());
                                 extend(&mut unsealed, (a, b));
                             }
                             None => extend(&mut hourly, (a, b)),
@@ -260,7 +257,12 @@ impl Inner {
         let mut pieces = self.pieces(snap, mask, rollup::HOUR, (from, to), inner)?;
         // Hours, raw points of other windows and the edges never overlap in time.
         pieces.sort_by_key(|p| p.at);
-        Ok(rollup::fold(&pieces, &query.fields, query.step_micros, query.agg))
+        Ok(rollup::fold(
+            &pieces,
+            &query.fields,
+            query.step_micros,
+            query.agg,
+        ))
     }
 
     /// Sealed points of the snapshot's well in `[a, b)` (no read when it has no window there).

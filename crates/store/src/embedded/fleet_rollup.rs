@@ -315,7 +315,11 @@ mod tests {
         assert_eq!(back[0].at, 5 * HOUR);
         assert_eq!(back[0].readings, 9);
         assert_eq!(
-            (back[0].channels[4].n, back[0].channels[4].sum, back[0].channels[4].max),
+            (
+                back[0].channels[4].n,
+                back[0].channels[4].sum,
+                back[0].channels[4].max
+            ),
             (3, 1.5, 7.25)
         );
         assert_eq!(back[1].readings, 1);

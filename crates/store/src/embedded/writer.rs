@@ -30,8 +30,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Packing};
-use super::index::{Head, Index, SegMeta, WellState, merge_dedup, window_start};
 use super::fleet_rollup::{self, FleetRow};
+use super::index::{Head, Index, SegMeta, WellState, merge_dedup, window_start};
 use super::rollup;
 use super::schema::{self, sql_err};
 use crate::{AppendOptions, AppendOutcome, ReadingOutcome, StoreError, StoreResult, WellRecord};
