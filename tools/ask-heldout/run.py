@@ -419,6 +419,25 @@ def judge_answer(item, interp, answer, fleet, before, after):
         got = set(answer.get("wells") or [])
         if got != sets[0] and got != sets[1]:
             miss.append(f"answer wells {sorted(got)}, API says {sorted(sets[1])}")
+    elif check == "series":
+        series = [x for x in (answer.get("series") or []) if isinstance(x, dict)]
+        if not series:
+            miss.append("no series in the answer")
+        for x in series:
+            w, ch = x.get("well_id"), x.get("channel")
+            body = fleet.api.get(f"/api/v1/wells/{w}/telemetry", fields=ch, step=x.get("step"),
+                                 agg=x.get("agg") or interp.get("agg") or "avg",
+                                 **{"from": interp.get("from"), "to": interp.get("to")})
+            ts = [parse_ts(t) for t in body.get("ts", [])]
+            api_pts = {t: v for t, v in zip(ts, body["fields"].get(ch, [])) if v is not None}
+            got = {parse_ts(t): v for t, v in zip(x.get("ts") or [], x.get("values") or []) if v is not None}
+            conv = [to_canonical(v, x.get("unit")) for v in got.values()]
+            bad = [t for t, v in zip(got, conv) if t not in api_pts or not close(v, api_pts[t], 0.002, 0.01)]
+            missing = [t for t in api_pts if t not in got]
+            if bad or missing:
+                miss.append(f"{w} {ch} series: {len(got)} points, API {len(api_pts)}; "
+                            f"{len(bad)} differ or are not in the API's buckets, {len(missing)} missing "
+                            f"(first: {iso((bad or missing)[0])})")
     elif check in ("argmax", "argmin"):
         ch = item["channel"]
         got = answer.get("wells") or []
@@ -528,6 +547,10 @@ def run_one(api, fleet, item):
     miss = judge_interpretation(item, interp, fleet, asked_at)
     res["interpretation"] = interp
     res["text"] = answer.get("text")
+    res["answer"] = {"wells": answer.get("wells"), "values": answer_values(answer)[:20],
+                     "series": [{k: (v if not isinstance(v, list) else v[:5] + ["..."] * (len(v) > 5))
+                                 for k, v in x.items()} if isinstance(x, dict) else x
+                                for x in (answer.get("series") or [])[:5]]}
     if miss:
         res["outcome"] = "wrong"
         res["miss"] = miss
