@@ -515,7 +515,7 @@ impl HeldServer {
         let now = Timestamp::from_datetime(chrono::Utc::now()).0;
         let start = now - 3 * HOUR - now.rem_euclid(60_000_000);
         let (address, key, stop) = server.block_on(async {
-            let mut config = espwatch_app::Config {
+            let config = espwatch_app::Config {
                 data_dir: dir.path().to_path_buf(),
                 jwt_secret: Some(espwatch_app::SecretString(test_jwt_secret().to_owned())),
                 rate_limit_per_identity: 0.0,
@@ -524,7 +524,7 @@ impl HeldServer {
                 max_connections_per_source: 0,
                 ..espwatch_app::Config::default()
             };
-            let opened = espwatch_app::open_store(&mut config).await.unwrap();
+            let opened = espwatch_app::open_store(&config).await.unwrap();
             for well in wells {
                 let well = WellId::parse(well).unwrap();
                 let history = (0..120i64)
