@@ -672,6 +672,17 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn fleet_totals(
+        &self,
+        query: &espwatch_store::FleetTotalsQuery,
+    ) -> StoreResult<Vec<espwatch_store::WellTotals>> {
+        self.check_open()?;
+        match rollups::totals(&self.inner.shared, query).await {
+            Err(e) if rollups::retryable(&e) => rollups::totals(&self.inner.shared, query).await,
+            other => other,
+        }
+    }
+
     async fn latest(&self) -> StoreResult<Vec<LatestReading>> {
         let sql = rollups::latest_sql();
         self.read("latest", |client| {

@@ -18,9 +18,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use espwatch_core::series::bucket_start;
-use espwatch_core::{Agg, Field, Series, TelemetryQuery, Timestamp};
-use espwatch_store::{StoreError, StoreResult};
+use espwatch_core::{Agg, Field, Series, TelemetryQuery, Timestamp, WellId};
+use espwatch_store::{FleetTotalsQuery, StoreError, StoreResult, Totals, WellTotals};
 use tokio_postgres::IsolationLevel;
+use tokio_postgres::types::ToSql;
 
 use crate::Shared;
 use crate::schema::{
@@ -863,6 +864,197 @@ fn fold(pieces: Vec<Piece>, fields: &[Field], step: i64, agg: Agg) -> Series {
         flush(&mut series, &mut accs, done);
     }
     series
+}
+
+/// Answers [`espwatch_store::Store::fleet_totals`] in one read-only snapshot: the whole hours
+/// inside the range from the 1-hour rollup, summed per well by the server, and raw telemetry,
+/// also summed by the server, for the partial hours at the edges and for the hours whose
+/// rollups lag (minutes queued in `rollup_dirty`). A range with fewer than four whole hours is
+/// summed from raw telemetry alone. Each statement walks the wells (the registry, or the named
+/// ones) with a lateral aggregate over the `(well_id, bucket|ts)` keys, so a day of 1 000 wells
+/// reads 24 000 rollup rows and the edges' raw rows, whatever else the tables hold.
+pub async fn totals(shared: &Shared, query: &FleetTotalsQuery) -> StoreResult<Vec<WellTotals>> {
+    const HOUR: i64 = 3_600_000_000;
+    let err = |what: &'static str| move |e| db_err(what, e);
+    let from = PgTs::clamped(query.range.from).0;
+    let to = PgTs::clamped(query.range.to).0;
+    if from >= to || query.fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut wells: Vec<&str> = query.wells.iter().map(|w| w.as_str()).collect();
+    wells.sort_unstable();
+    wells.dedup();
+    let inner_from = floor(from, HOUR) + if from.rem_euclid(HOUR) == 0 { 0 } else { HOUR };
+    let inner_to = floor(to, HOUR);
+    let use_rollups = inner_to - inner_from >= 4 * HOUR;
+    // The wells walked: `$1` is the named wells' array, when there are any.
+    let source = if wells.is_empty() {
+        "SELECT well_id AS id FROM wells"
+    } else {
+        "SELECT unnest($1::text[]) AS id"
+    };
+    let first = if wells.is_empty() { 1 } else { 2 };
+    fn params<'p>(
+        named: Option<&'p (dyn ToSql + Sync)>,
+        rest: &[&'p (dyn ToSql + Sync)],
+    ) -> Vec<&'p (dyn ToSql + Sync)> {
+        named.into_iter().chain(rest.iter().copied()).collect()
+    }
+    let named: Option<&(dyn ToSql + Sync)> = if wells.is_empty() { None } else { Some(&wells) };
+    let (a, b) = (first, first + 1);
+
+    // Per channel: count, sum, min, max (a row of any channel makes a reading).
+    let mut raw_select = String::from("count(*)::int8");
+    let mut rollup_select = String::from("sum(n)::int8");
+    for f in &query.fields {
+        let c = f.name();
+        let _ = write!(
+            raw_select,
+            ", count({c})::int8, sum({c}), min({c}), max({c})"
+        );
+        let _ = write!(
+            rollup_select,
+            ", sum({c}_n)::int8, sum({c}_sum) FILTER (WHERE {c}_n > 0), \
+             min({c}_min) FILTER (WHERE {c}_n > 0), max({c}_max) FILTER (WHERE {c}_n > 0)"
+        );
+    }
+    let raw_sql = format!(
+        "SELECT w.id, x.* FROM ({source}) w CROSS JOIN LATERAL (
+           SELECT {raw_select} FROM telemetry t
+           WHERE t.well_id = w.id AND t.ts >= ${a} AND t.ts < ${b}) x"
+    );
+
+    let mut client = shared
+        .pool
+        .get()
+        .await
+        .map_err(|e| pool_err("fleet totals", e))?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(err("starting fleet totals"))?;
+
+    let mut by_well: BTreeMap<String, WellTotals> = BTreeMap::new();
+    let mut absorb = |rows: &[tokio_postgres::Row]| -> StoreResult<()> {
+        for r in rows {
+            let readings = get::<Option<i64>>(r, 1)?.unwrap_or(0);
+            if readings <= 0 {
+                continue;
+            }
+            let entry = match by_well.entry(get::<String>(r, 0)?) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let well_id = WellId::parse(v.key()).map_err(|e| {
+                        StoreError::Internal(format!("stored well id {:?}: {e}", v.key()))
+                    })?;
+                    v.insert(WellTotals {
+                        well_id,
+                        readings: 0,
+                        channels: vec![Totals::EMPTY; query.fields.len()],
+                    })
+                }
+            };
+            entry.readings += readings as u64;
+            for (k, t) in entry.channels.iter_mut().enumerate() {
+                let base = 2 + 4 * k;
+                let n = get::<Option<i64>>(r, base)?.unwrap_or(0);
+                if n <= 0 {
+                    continue;
+                }
+                let v = |i: usize| -> StoreResult<f64> {
+                    Ok(get::<Option<f64>>(r, base + i)?.unwrap_or(f64::NAN))
+                };
+                t.merge(&Totals {
+                    n: n as u64,
+                    sum: v(1)?,
+                    min: v(2)?,
+                    max: v(3)?,
+                });
+            }
+        }
+        Ok(())
+    };
+
+    let mut raw_ranges: Vec<(i64, i64)> = Vec::new();
+    if use_rollups {
+        raw_ranges.extend([(from, inner_from), (inner_to, to)]);
+        // Hours with a lagging minute come from raw rows, the others from the rollup.
+        let dirty = tx
+            .query(
+                &format!(
+                    "SELECT d.well_id, d.minute, coalesce(d.last_minute, d.minute)
+                     FROM ({source}) w JOIN rollup_dirty d ON d.well_id = w.id
+                     WHERE d.minute < ${b} AND coalesce(d.last_minute, d.minute) >= ${a}"
+                ),
+                &params(
+                    named,
+                    &[&PgTs(floor(inner_from, MINUTE_MICROS)), &PgTs(inner_to)],
+                ),
+            )
+            .await
+            .map_err(err("reading lagging minutes"))?;
+        let mut runs: Vec<(String, i64, i64)> = Vec::with_capacity(dirty.len());
+        for r in &dirty {
+            let first = floor(get::<PgTs>(r, 1)?.0, HOUR).max(inner_from);
+            let last = (floor(get::<PgTs>(r, 2)?.0, HOUR) + HOUR).min(inner_to);
+            if first < last {
+                runs.push((get::<String>(r, 0)?, first, last));
+            }
+        }
+        let relation = rollup_relation(shared.flavor, "1h");
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT w.id, x.* FROM ({source}) w CROSS JOIN LATERAL (
+                       SELECT {rollup_select} FROM {relation} r
+                       WHERE r.well_id = w.id AND r.bucket >= ${a} AND r.bucket < ${b}
+                         AND NOT EXISTS (
+                           SELECT 1 FROM rollup_dirty d
+                           WHERE d.well_id = r.well_id AND d.minute < r.bucket + interval '1 hour'
+                             AND coalesce(d.last_minute, d.minute) >= r.bucket)) x"
+                ),
+                &params(named, &[&PgTs(inner_from), &PgTs(inner_to)]),
+            )
+            .await
+            .map_err(err("reading rollups"))?;
+        absorb(&rows)?;
+        let runs = merge_runs(runs, 0);
+        if !runs.is_empty() {
+            let lag_wells: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+            let lag_from: Vec<PgTs> = runs.iter().map(|r| PgTs(r.1)).collect();
+            let lag_to: Vec<PgTs> = runs.iter().map(|r| PgTs(r.2)).collect();
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT d.w, x.* FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])
+                           AS d(w, f, t)
+                         CROSS JOIN LATERAL (
+                           SELECT {raw_select} FROM telemetry t
+                           WHERE t.well_id = d.w AND t.ts >= d.f AND t.ts < d.t) x"
+                    ),
+                    &[&lag_wells, &lag_from, &lag_to],
+                )
+                .await
+                .map_err(err("reading lagging hours"))?;
+            absorb(&rows)?;
+        }
+    } else {
+        raw_ranges.push((from, to));
+    }
+    for (lo, hi) in raw_ranges {
+        if lo < hi {
+            let rows = tx
+                .query(&raw_sql, &params(named, &[&PgTs(lo), &PgTs(hi)]))
+                .await
+                .map_err(err("reading raw telemetry"))?;
+            absorb(&rows)?;
+        }
+    }
+    tx.commit().await.map_err(err("ending fleet totals"))?;
+    Ok(by_well.into_values().collect())
 }
 
 /// Whether the error is worth one retry on another connection.

@@ -1198,4 +1198,38 @@ async fn check_queries_ts(store: &PostgresStore) {
             "tsdb",
         );
     }
+    // Fleet totals from the continuous aggregate: the raw points' count, sum, min and max.
+    for range in [
+        all_time(),
+        TimeRange {
+            from: ts(100),
+            to: ts(4_000 * 37),
+        },
+    ] {
+        let points = store.read_range(&well("TS"), range).await.unwrap();
+        let fields = vec![Field::FrequencyHz, Field::MotorCurrentA];
+        let got = store
+            .fleet_totals(&espwatch_store::FleetTotalsQuery {
+                wells: Vec::new(),
+                range,
+                fields: fields.clone(),
+            })
+            .await
+            .unwrap();
+        let want = espwatch_store::WellTotals::of_points(well("TS"), &points, &fields);
+        assert_eq!(got.len(), 1, "tsdb totals");
+        assert_eq!(
+            (got[0].readings, got[0].channels[0].n),
+            (want.readings, want.channels[0].n)
+        );
+        let (g, w) = (&got[0].channels[0], &want.channels[0]);
+        assert_eq!((g.min, g.max), (w.min, w.max), "tsdb totals");
+        assert!(
+            (g.sum - w.sum).abs() <= 1e-9 * w.sum.abs().max(1.0),
+            "{} vs {}",
+            g.sum,
+            w.sum
+        );
+        assert_eq!(got[0].channels[1].n, want.channels[1].n, "tsdb totals");
+    }
 }

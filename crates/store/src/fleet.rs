@@ -1,7 +1,7 @@
 //! Fleet-wide queries: the same query for many wells (or all) in one call, so a backend can
 //! answer them in one pass instead of one round trip per well.
 
-use espwatch_core::{Agg, Field, Series, TelemetryQuery, TimeRange, WellId};
+use espwatch_core::{Agg, Field, Point, Series, TelemetryQuery, TimeRange, WellId};
 
 /// One bucketed query for many wells.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,4 +35,110 @@ impl FleetQuery {
 pub struct WellSeries {
     pub well_id: WellId,
     pub series: Series,
+}
+
+/// Per-well totals of some channels over one range, without buckets: what "the average
+/// intake pressure of every well yesterday" or "wells whose average X over Y is above Z"
+/// needs, with the counts that pool wells into a fleet figure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetTotalsQuery {
+    /// The wells; empty: every well with telemetry.
+    pub wells: Vec<WellId>,
+    pub range: TimeRange,
+    /// Channels to total, in this order. Never empty.
+    pub fields: Vec<Field>,
+}
+
+/// Count, sum, minimum and maximum of one channel's values. `n == 0`: no value (the
+/// minimum is then `+inf` and the maximum `-inf`).
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct Totals {
+    pub n: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Totals {
+    pub const EMPTY: Totals = Totals {
+        n: 0,
+        sum: 0.0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+    };
+
+    pub fn add(&mut self, v: f64) {
+        self.n += 1;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+
+    /// Folds other values' totals into these.
+    pub fn merge(&mut self, o: &Totals) {
+        if o.n == 0 {
+            return;
+        }
+        self.n += o.n;
+        self.sum += o.sum;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+    }
+
+    /// The aggregate `agg` of the values (`Last` has no meaning here: `None`).
+    pub fn result(&self, agg: Agg) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        match agg {
+            Agg::Avg => Some(self.sum / self.n as f64),
+            Agg::Min => Some(self.min),
+            Agg::Max => Some(self.max),
+            Agg::Last => None,
+        }
+    }
+
+    /// The totals of one channel of raw points.
+    pub fn of_points(points: &[Point], field: Field) -> Totals {
+        let mut t = Totals::EMPTY;
+        for v in points.iter().filter_map(|(_, m)| m.get(field)) {
+            t.add(v);
+        }
+        t
+    }
+}
+
+/// One well's answer to a [`FleetTotalsQuery`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct WellTotals {
+    pub well_id: WellId,
+    /// Readings of the well in the range, whatever channels they have.
+    pub readings: u64,
+    /// One per asked field, in the query's order.
+    pub channels: Vec<Totals>,
+}
+
+impl WellTotals {
+    /// The totals of raw points (ascending, deduplicated), as every backend must answer.
+    pub fn of_points(well_id: WellId, points: &[Point], fields: &[Field]) -> WellTotals {
+        WellTotals {
+            well_id,
+            readings: points.len() as u64,
+            channels: fields
+                .iter()
+                .map(|&f| Totals::of_points(points, f))
+                .collect(),
+        }
+    }
+}
+
+/// The fleet's totals of the `k`-th asked field: every well's pooled.
+pub fn fleet_total(wells: &[WellTotals], k: usize) -> Totals {
+    let mut t = Totals::EMPTY;
+    for w in wells {
+        if let Some(c) = w.channels.get(k) {
+            t.merge(c);
+        }
+    }
+    t
 }

@@ -30,7 +30,7 @@ pub use embedded::{
     InstallHook, InstallStep, LogRecord, LogTrimHook, LogTrimStep, ShipBacklog, ShipGap,
     StorageReport, decode_log_readings,
 };
-pub use fleet::{FleetQuery, WellSeries};
+pub use fleet::{FleetQuery, FleetTotalsQuery, Totals, WellSeries, WellTotals, fleet_total};
 pub use notify::{
     AttemptResult, ChannelKind, Delivery, DeliveryFilter, DeliveryState, NewChannel, NewDelivery,
     NewRule, NotifyChannel, NotifyRule, NotifyStore,
@@ -204,6 +204,34 @@ pub trait Store: Send + Sync + 'static {
             let series = self.query(&query.for_well(well_id.clone())).await?;
             if !series.ts.is_empty() {
                 out.push(WellSeries { well_id, series });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Count, sum, minimum and maximum of each asked channel over the whole range, per well
+    /// (every well with telemetry when `query.wells` is empty), by well id; wells without a
+    /// reading in the range are left out. Equal to [`WellTotals::of_points`] on each well's raw
+    /// points (sums to rounding). Backends answer it in one pass from their rollups where
+    /// they can; this default reads well by well.
+    async fn fleet_totals(&self, query: &FleetTotalsQuery) -> StoreResult<Vec<WellTotals>> {
+        let wells = if query.wells.is_empty() {
+            self.latest()
+                .await?
+                .into_iter()
+                .map(|l| l.well_id)
+                .collect()
+        } else {
+            let mut w = query.wells.clone();
+            w.sort();
+            w.dedup();
+            w
+        };
+        let mut out = Vec::with_capacity(wells.len());
+        for well_id in wells {
+            let points = self.read_range(&well_id, query.range).await?;
+            if !points.is_empty() {
+                out.push(WellTotals::of_points(well_id, &points, &query.fields));
             }
         }
         Ok(out)

@@ -816,6 +816,12 @@ impl Store for SpoolingStore {
     async fn fleet_query(&self, query: &FleetQuery) -> StoreResult<Vec<WellSeries>> {
         self.inner.fleet_query(query).await
     }
+    async fn fleet_totals(
+        &self,
+        query: &crate::FleetTotalsQuery,
+    ) -> StoreResult<Vec<crate::WellTotals>> {
+        self.inner.fleet_totals(query).await
+    }
     async fn latest(&self) -> StoreResult<Vec<LatestReading>> {
         self.inner.latest().await
     }

@@ -170,6 +170,13 @@ pub struct WellEngine {
     /// The last reading of this run with the motor loaded (current ratio at or above
     /// `gas_lock_current_ratio`), and how the motor unloaded since.
     loaded_at: Option<i64>,
+    /// The last judged reading at which the shaft still turned the impellers, across stops
+    /// and starts: the motor drawing more than the no-load band. A parted shaft leaves it at
+    /// no-load from the moment it parts.
+    last_turning_at: Option<i64>,
+    /// How long the motor took to unload when the open lock set in (`None`: not caught on its
+    /// way down, as quick as the polling tells).
+    lock_unload_secs: Option<f64>,
     unload: Unload,
     /// End of the grace period of a known transient (a frequency step, a marked well test).
     transient_until: i64,
@@ -285,6 +292,8 @@ impl WellEngine {
             last_drive: None,
             head_normal_at: None,
             loaded_at: None,
+            last_turning_at: None,
+            lock_unload_secs: None,
             unload: Unload::default(),
             transient_until: i64::MIN,
             intake_near_level_since: None,
@@ -1578,6 +1587,11 @@ impl WellEngine {
             Some(_) => self.unload.readings_on_the_way += 1,
             None => {}
         }
+        if f.current_ratio
+            .is_some_and(|c| c >= th.unloaded_current_ratio)
+        {
+            self.last_turning_at = Some(ts);
+        }
         let b = self.baseline.as_ref().expect("trained");
         // A speed step (or a marked transient) moves the operating point as a start does.
         if !settled {
@@ -1649,6 +1663,31 @@ impl WellEngine {
                 finding.diagnosis = interference;
                 finding.action = action_for(interference);
                 finding.evidence.extend(evidence);
+            }
+            // A parted shaft told at last (the intake rose past the bubble point, the pump
+            // went quiet) on a pump whose shaft has not turned its impellers once since a lock
+            // opened, through its trips and restarts (the motor never above the no-load band):
+            // the lock was the shaft all along. A gas-locked pump still takes some load now and
+            // then as slugs of liquid come and go.
+            // A lock whose load bled away over minutes was gas, whatever followed: a shaft
+            // parts at once.
+            let lock = Diagnosis::Condition(Condition::GasLock);
+            let shaft = Diagnosis::Condition(Condition::BrokenShaft);
+            if !self.tracker.any_open(|d, _| d == lock) {
+                self.lock_unload_secs = input.unload_secs;
+            }
+            if lift.as_ref().is_some_and(|f| f.diagnosis == shaft)
+                && self
+                    .lock_unload_secs
+                    .is_none_or(|secs| secs <= th.shaft_unload_max_secs)
+            {
+                let last_turning = self.last_turning_at;
+                if self
+                    .tracker
+                    .any_open(|d, start| d == lock && last_turning.is_none_or(|t| t < start))
+                {
+                    self.tracker.retag(lock, shaft);
+                }
             }
             out.extend(lift);
             return;

@@ -201,6 +201,12 @@ impl EpisodeTracker {
         };
         let last = self.tracks[&from].last_evidence;
         let t = self.tracks.entry(to).or_default();
+        // Already open as `to` (refined before, and the old diagnosis came back since): one
+        // episode, from the earlier start.
+        let open = match t.open {
+            Some((start, c)) => (start.min(open.0), c.max(open.1)),
+            None => open,
+        };
         t.open = Some(open);
         t.pending = None;
         t.last_evidence = t.last_evidence.max(last);

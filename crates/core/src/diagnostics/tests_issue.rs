@@ -2859,3 +2859,72 @@ fn a_pump_turned_down_and_held_there_is_judged() {
     };
     assert_eq!(leaks(ramping_below), 0, "a held low speed taken for a ramp");
 }
+
+/// A shaft that parts on a well producing near its bubble point looks like a gas lock at first:
+/// the motor drops to no-load, nothing is delivered, and free gas could explain it. Restart
+/// after restart the motor never takes load again while the annulus fills; once the intake is
+/// far above the bubble point no gas can be holding the pump, and the episode that began at the
+/// first trip is the broken shaft it was all along (one episode, from the break). Not when the
+/// load came back once, nor when it bled away over minutes as the lock set in: that was gas.
+#[test]
+fn a_lock_that_never_takes_load_again_until_no_gas_is_left_was_a_broken_shaft() {
+    let mut plan = pinned(Family::Classic, None, 22, "60s");
+    let at = start().0 + 14 * HOUR;
+    let before = samples(&plan, 0);
+    let pips: Vec<f64> = before
+        .iter()
+        .filter(|(ts, _)| ts.0 < at && ts.0 >= at - HOUR)
+        .filter_map(|(_, m)| m.get(Field::IntakePressurePsi))
+        .collect();
+    let pip0 = pips.iter().sum::<f64>() / pips.len() as f64;
+    // Producing just below its bubble point: free gas at the intake, as in many gassy wells.
+    if let Some(fluid) = plan.wells[0].meta.fluid.as_mut() {
+        fluid.bubble_point_psi = Some(pip0 * 1.02);
+    }
+    let run = |load_back: bool, bled_away: bool| {
+        let readings = scaled_from(before.clone(), at, move |since, m| {
+            // The annulus fills while nothing is lifted: a fifth of the intake pressure an hour.
+            let hours = since as f64 / HOUR as f64;
+            m.set(Field::IntakePressurePsi, Some(pip0 * (1.0 + 0.2 * hours)));
+            let minute = since / 60_000_000;
+            // Gas taking the lift over minutes before the first trip, at ten minutes.
+            if bled_away && minute < 10 {
+                let left = (1.0 - 0.08 * minute as f64).max(0.35);
+                scale(m, Field::MotorCurrentA, left);
+                scale(m, Field::FlowRateBpd, ((left - 0.35) / 0.65).max(0.0));
+                scale_pressure_rise(m, left);
+                return;
+            }
+            // Five minutes running at each restart, then the underload trip for 25 minutes.
+            if minute % 30 >= 5 {
+                for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                    m.set(f, Some(0.0));
+                }
+                return;
+            }
+            // A lock that clears for a while at the first restart takes load again.
+            let loaded = load_back && (30..35).contains(&minute);
+            if !loaded {
+                scale(m, Field::MotorCurrentA, 0.35);
+                scale(m, Field::FlowRateBpd, 0.0);
+                scale_pressure_rise(m, 0.05);
+            }
+        });
+        episodes_of(&plan.wells[0].meta, &readings)
+    };
+    let never_loaded = run(false, false);
+    assert!(
+        never_loaded.iter().any(
+            |ep| ep.diagnosis == Diagnosis::Condition(Condition::BrokenShaft)
+                && (ep.start.0 - at).abs() <= 2 * 60_000_000
+        ),
+        "{never_loaded:?}"
+    );
+    assert!(!has(&never_loaded, Condition::GasLock), "{never_loaded:?}");
+    // The same, but the pump took load once after a restart: the first episode was gas.
+    let loaded_once = run(true, false);
+    assert!(has(&loaded_once, Condition::GasLock), "{loaded_once:?}");
+    // The same, but the load bled away over minutes when the lock set in: gas, not a shaft.
+    let gradual = run(false, true);
+    assert!(has(&gradual, Condition::GasLock), "{gradual:?}");
+}

@@ -4,16 +4,21 @@
 //! sharing the read connections. Same answers as asking well by well, without a task,
 //! a pool round trip and an index lock per well.
 //!
+//! [`Store::fleet_totals`] walks the same path with one-hour buckets and merges every piece
+//! into one count/sum/min/max per channel: a day of 1 000 wells is 24 rollup hours each
+//! instead of ~8 600 decoded readings each.
+//!
 //! [`Store::fleet_query`]: crate::Store::fleet_query
+//! [`Store::fleet_totals`]: crate::Store::fleet_totals
 
 use std::collections::HashSet;
 
 use espwatch_core::series::evaluate;
-use espwatch_core::{Point, WellId};
+use espwatch_core::{Point, TimeRange, WellId};
 
 use super::index::{merge_dedup, window_start};
 use super::{EmbeddedStore, Inner, codec, rollup};
-use crate::fleet::{FleetQuery, WellSeries};
+use crate::fleet::{FleetQuery, FleetTotalsQuery, Totals, WellSeries, WellTotals};
 use crate::{StoreError, StoreResult};
 
 /// What the index says about one well, taken under one read lock for all wells.
@@ -38,7 +43,46 @@ impl EmbeddedStore {
                 "a fleet query needs a positive step".into(),
             ));
         }
-        let (from, to) = (query.range.from.0, query.range.to.0);
+        let (wells, range) = (query.wells.clone(), query.range);
+        let query = query.clone();
+        self.each_well(&wells, range, move |inner, snap| {
+            let series = inner.answer(&query, snap)?;
+            Ok((!series.ts.is_empty()).then(|| WellSeries {
+                well_id: snap.well.clone(),
+                series,
+            }))
+        })
+        .await
+    }
+
+    pub(super) async fn fleet_totals(
+        &self,
+        query: &FleetTotalsQuery,
+    ) -> StoreResult<Vec<WellTotals>> {
+        self.check_open()?;
+        let (wells, range) = (query.wells.clone(), query.range);
+        let query = query.clone();
+        self.each_well(&wells, range, move |inner, snap| {
+            let totals = inner.totals(&query, snap)?;
+            Ok((totals.readings > 0).then_some(totals))
+        })
+        .await
+    }
+
+    /// Snapshots the index for `wells` (every well when empty) under one read lock, then
+    /// answers each well that may have readings in `range` with `answer`, on [`WORKERS`]
+    /// threads sharing the read connections; answers come by well id.
+    async fn each_well<T, F>(
+        &self,
+        wells: &[WellId],
+        range: TimeRange,
+        answer: F,
+    ) -> StoreResult<Vec<T>>
+    where
+        T: Send + 'static,
+        F: Fn(&Inner, &WellSnapshot) -> StoreResult<Option<T>> + Send + Sync + 'static,
+    {
+        let (from, to) = (range.from.0, range.to.0);
         if from >= to {
             return Ok(Vec::new());
         }
@@ -61,32 +105,27 @@ impl EmbeddedStore {
                         .collect(),
                 })
             };
-            if query.wells.is_empty() {
+            if wells.is_empty() {
                 index.wells.keys().filter_map(&mut take).collect()
             } else {
-                query.wells.iter().filter_map(&mut take).collect()
+                wells.iter().filter_map(&mut take).collect()
             }
         };
         snapshots.sort_by(|a, b| a.well.cmp(&b.well));
         snapshots.dedup_by(|a, b| a.well == b.well);
         snapshots.retain(|s| !s.head.is_empty() || !s.windows.is_empty() || !s.rolled.is_empty());
-        let query = query.clone();
         self.blocking(move |inner| {
             let chunk = snapshots.len().div_ceil(WORKERS).max(1);
-            let results: Vec<StoreResult<Vec<WellSeries>>> = std::thread::scope(|scope| {
+            let results: Vec<StoreResult<Vec<T>>> = std::thread::scope(|scope| {
                 let handles: Vec<_> = snapshots
                     .chunks(chunk)
                     .map(|part| {
-                        let query = &query;
+                        let answer = &answer;
                         scope.spawn(move || {
                             let mut out = Vec::with_capacity(part.len());
                             for snap in part {
-                                let series = inner.answer(query, snap)?;
-                                if !series.ts.is_empty() {
-                                    out.push(WellSeries {
-                                        well_id: snap.well.clone(),
-                                        series,
-                                    });
+                                if let Some(a) = answer(inner, snap)? {
+                                    out.push(a);
                                 }
                             }
                             Ok(out)
@@ -112,6 +151,15 @@ impl EmbeddedStore {
     }
 }
 
+/// What one well's readings in a range come as.
+enum Gathered {
+    /// Raw points (the range holds too few whole buckets for rollups to pay).
+    Raw(Vec<Point>),
+    /// Hourly rollups for the whole buckets inside, single raw points elsewhere; disjoint in
+    /// time, unordered.
+    Pieces(Vec<rollup::Piece>),
+}
+
 impl Inner {
     /// One well's answer, as `EmbeddedStore::query` gives it, from the snapshot.
     fn answer(
@@ -119,10 +167,64 @@ impl Inner {
         query: &FleetQuery,
         snap: &WellSnapshot,
     ) -> StoreResult<espwatch_core::Series> {
-        let (from, to) = (query.range.from.0, query.range.to.0);
-        let step = query.step_micros;
-        let window = self.shared.window;
         let mask = codec::channel_mask(&query.fields);
+        match self.gather(snap, query.range, query.step_micros, mask)? {
+            Gathered::Raw(points) => Ok(evaluate(&query.for_well(snap.well.clone()), &points)),
+            Gathered::Pieces(mut pieces) => {
+                pieces.sort_by_key(|p| p.at);
+                Ok(rollup::fold(
+                    &pieces,
+                    &query.fields,
+                    query.step_micros,
+                    query.agg,
+                ))
+            }
+        }
+    }
+
+    /// One well's totals over the whole range: its whole hours from rollups.
+    fn totals(&self, query: &FleetTotalsQuery, snap: &WellSnapshot) -> StoreResult<WellTotals> {
+        let mask = codec::channel_mask(&query.fields);
+        Ok(match self.gather(snap, query.range, rollup::HOUR, mask)? {
+            Gathered::Raw(points) => {
+                WellTotals::of_points(snap.well.clone(), &points, &query.fields)
+            }
+            Gathered::Pieces(pieces) => {
+                let mut readings = 0;
+                let mut channels = vec![Totals::EMPTY; query.fields.len()];
+                for p in &pieces {
+                    readings += p.readings;
+                    for (t, f) in channels.iter_mut().zip(&query.fields) {
+                        let c = &p.channels[f.index()];
+                        t.merge(&Totals {
+                            n: c.n,
+                            sum: c.sum,
+                            min: c.min,
+                            max: c.max,
+                        });
+                    }
+                }
+                WellTotals {
+                    well_id: snap.well.clone(),
+                    readings,
+                    channels,
+                }
+            }
+        })
+    }
+
+    /// A well's readings of `range` for `step` buckets: rollups where they are valid (the
+    /// snapshot's reading count matches, no unsealed reading in the window), raw points for
+    /// the edges, unsealed readings and the rest.
+    fn gather(
+        &self,
+        snap: &WellSnapshot,
+        range: TimeRange,
+        step: i64,
+        mask: codec::ChannelMask,
+    ) -> StoreResult<Gathered> {
+        let (from, to) = (range.from.0, range.to.0);
+        let window = self.shared.window;
         let sealed = |a: i64, b: i64| -> StoreResult<Vec<Point>> {
             let any = snap
                 .windows
@@ -142,8 +244,10 @@ impl Inner {
                 .collect()
         };
         let Some((inner_from, inner_to)) = rollup::inner_range(from, to, step, window) else {
-            let points = merge_dedup(sealed(from, to)?, snap.head.clone());
-            return Ok(evaluate(&query.for_well(snap.well.clone()), &points));
+            return Ok(Gathered::Raw(merge_dedup(
+                sealed(from, to)?,
+                snap.head.clone(),
+            )));
         };
         let mut pieces: Vec<rollup::Piece> = Vec::new();
         for (a, b) in [(from, inner_from), (inner_to, to)] {
@@ -175,7 +279,6 @@ impl Inner {
                 .iter()
                 .map(rollup::Piece::of_point),
         );
-        pieces.sort_by_key(|p| p.at);
-        Ok(rollup::fold(&pieces, &query.fields, step, query.agg))
+        Ok(Gathered::Pieces(pieces))
     }
 }

@@ -930,6 +930,13 @@ impl Store for EmbeddedStore {
         self.fleet(query).await
     }
 
+    async fn fleet_totals(
+        &self,
+        query: &crate::fleet::FleetTotalsQuery,
+    ) -> StoreResult<Vec<crate::fleet::WellTotals>> {
+        EmbeddedStore::fleet_totals(self, query).await
+    }
+
     async fn latest(&self) -> StoreResult<Vec<LatestReading>> {
         self.check_open()?;
         let index = self.inner.shared.read();

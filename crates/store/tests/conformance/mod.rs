@@ -14,7 +14,10 @@ use espwatch_core::{
     Agg, Field, Measurements, Point, Reading, Series, TelemetryQuery, TimeRange, Timestamp, WellId,
     WellMeta,
 };
-use espwatch_store::{AppendOptions, FleetQuery, ReadingOutcome, Store, StoreError};
+use espwatch_store::{
+    AppendOptions, FleetQuery, FleetTotalsQuery, ReadingOutcome, Store, StoreError, Totals,
+    WellTotals, fleet_total,
+};
 
 use ReadingOutcome::{Accepted, Duplicate, UnknownWell};
 
@@ -51,6 +54,7 @@ macro_rules! conformance_tests {
             random_workload_matches_model,
             bucketed_queries_match_raw_evaluation,
             fleet_queries_match_each_wells_raw_evaluation,
+            fleet_totals_match_raw_computation,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -931,5 +935,156 @@ pub async fn fleet_queries_match_each_wells_raw_evaluation(h: &impl Harness) {
         .collect();
     append(&s, late).await;
     check(s.clone(), "late data unsealed").await;
+    s.close().await.unwrap();
+}
+
+fn assert_same_totals(got: &Totals, want: &Totals, what: &str) {
+    assert_eq!(got.n, want.n, "{what}: count");
+    if want.n > 0 {
+        assert_eq!((got.min, got.max), (want.min, want.max), "{what}: min/max");
+        assert!(
+            (got.sum - want.sum).abs() <= 1e-9 * want.sum.abs().max(1.0),
+            "{what}: sum {} vs {}",
+            got.sum,
+            want.sum
+        );
+    }
+}
+
+/// Fleet totals (count, sum, min, max per well and channel over a whole range, whatever
+/// rollups a backend reads) equal what the raw points of each well give; the fleet's pooled
+/// totals equal those of every raw point; wells without readings in the range are left out;
+/// the wells come by id. Sealed and unsealed data, late readings into sealed hours, ranges with
+/// and without whole hours, readings missing a channel.
+pub async fn fleet_totals_match_raw_computation(h: &impl Harness) {
+    let s = h.open().await;
+    let mut rng = 0x51_7CC1_B727_220Au64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let names = ["T-3", "T-1", "T-4", "T-2"];
+    let mut batch = Vec::new();
+    for (k, name) in names.iter().enumerate() {
+        // T-4 has readings only long before the ranges asked below.
+        let (start, end) = if k == 2 {
+            (-20 * 86_400, -19 * 86_400)
+        } else {
+            (0, 3 * 86_400)
+        };
+        let mut t = start + k as i64 * 7;
+        while t < end {
+            let mut m = Measurements::empty();
+            if next(5) != 0 {
+                m.set(Field::IntakePressurePsi, Some(next(300_000) as f64 / 100.0));
+            }
+            if next(3) != 0 {
+                m.set(Field::MotorTempC, Some(next(1500) as f64 / 10.0));
+            }
+            if next(12) == 0 {
+                m.set(Field::MotorCurrentA, Some(next(1_000_000) as f64 / 7.0));
+            }
+            batch.push(Reading {
+                well_id: well(name),
+                ts: ts(t),
+                values: m,
+            });
+            t += 10 + next(200) as i64 + if next(300) == 0 { 9_000 } else { 0 };
+        }
+    }
+    for chunk in batch.chunks(4000) {
+        append(&s, chunk.to_vec()).await;
+    }
+    let fields = vec![
+        Field::IntakePressurePsi,
+        Field::MotorTempC,
+        Field::MotorCurrentA,
+        Field::FrequencyHz,
+    ];
+    let check = |s: Arc<dyn Store>, label: &'static str| {
+        let fields = fields.clone();
+        async move {
+            let day = 86_400i64;
+            for (a, b) in [
+                (0, 3 * day),
+                (day, 2 * day),
+                (3_600 * 5 + 17, 2 * day + 3_599),
+                (100, 2_000),
+                (-day, 10 * day),
+            ] {
+                let range = TimeRange {
+                    from: ts(a),
+                    to: ts(b),
+                };
+                let all = FleetTotalsQuery {
+                    wells: Vec::new(),
+                    range,
+                    fields: fields.clone(),
+                };
+                let got = s.fleet_totals(&all).await.unwrap();
+                let ids: Vec<&str> = got.iter().map(|w| w.well_id.as_str()).collect();
+                assert_eq!(ids, ["T-1", "T-2", "T-3"], "{label} {a}..{b}");
+                let mut every = Vec::new();
+                for w in &got {
+                    let points = s.read_range(&w.well_id, range).await.unwrap();
+                    let want = WellTotals::of_points(w.well_id.clone(), &points, &fields);
+                    let what = format!("{label}: {} {a}..{b}", w.well_id);
+                    assert_eq!(w.readings, want.readings, "{what}: readings");
+                    assert_eq!(w.channels.len(), fields.len(), "{what}");
+                    for (k, f) in fields.iter().enumerate() {
+                        assert_same_totals(
+                            &w.channels[k],
+                            &want.channels[k],
+                            &format!("{what} {f:?}"),
+                        );
+                    }
+                    every.extend(points);
+                }
+                for (k, f) in fields.iter().enumerate() {
+                    assert_same_totals(
+                        &fleet_total(&got, k),
+                        &Totals::of_points(&every, *f),
+                        &format!("{label}: fleet {f:?} {a}..{b}"),
+                    );
+                }
+                // Named wells: unknown, repeated and silent ones are harmless.
+                let some = FleetTotalsQuery {
+                    wells: vec![well("T-2"), well("NOPE"), well("T-2"), well("T-4")],
+                    ..all.clone()
+                };
+                let got_some = s.fleet_totals(&some).await.unwrap();
+                assert_eq!(got_some.len(), 1, "{label}");
+                assert_eq!(got_some[0].well_id, got[1].well_id, "{label}");
+                assert_eq!(got_some[0].readings, got[1].readings, "{label}");
+                for k in 0..fields.len() {
+                    assert_same_totals(&got_some[0].channels[k], &got[1].channels[k], label);
+                }
+            }
+            // An empty range has no wells.
+            let empty = FleetTotalsQuery {
+                wells: Vec::new(),
+                range: range(day, day),
+                fields: fields.clone(),
+            };
+            assert!(s.fleet_totals(&empty).await.unwrap().is_empty(), "{label}");
+        }
+    };
+    check(s.clone(), "unsealed").await;
+    h.seal(&s).await;
+    check(s.clone(), "sealed").await;
+    // Late readings into sealed hours (some in an hour's last second), not yet sealed.
+    let late: Vec<Reading> = (0..30)
+        .map(|i| reading("T-1", 11 + i * 6_007, 900.0 + i as f64))
+        .chain((1..20).map(|h| reading("T-3", h * 3_600 + 3_599, 700.0 + h as f64)))
+        .collect();
+    append(&s, late).await;
+    check(s.clone(), "late data unsealed").await;
+    h.seal(&s).await;
+    check(s.clone(), "late data sealed").await;
+    s.close().await.unwrap();
+    let s = h.open().await;
+    check(s.clone(), "reopened").await;
     s.close().await.unwrap();
 }
