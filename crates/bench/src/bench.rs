@@ -23,6 +23,7 @@ use tokio::sync::oneshot;
 mod ask;
 mod broker_load;
 mod brokers;
+mod cluster;
 mod cpu;
 mod http;
 mod load;
@@ -104,6 +105,11 @@ pub enum BenchCommand {
     Amqp(brokers::BrokerArgs),
     /// MQTT ingest throughput, as `amqp` through a real MQTT broker (QoS 1).
     Mqtt(brokers::BrokerArgs),
+    /// Several `espwatch serve` nodes on one fresh PostgreSQL database joined through Redis
+    /// under a simulated fleet (10 000 wells at one reading per 10 s, diagnostics on, some
+    /// faults): per-node CPU and RSS, readings kept up, alarm latency and cross-node live
+    /// latency, then every acknowledged reading and one alarm per fault checked in the database.
+    Cluster(cluster::ClusterArgs),
     /// Sustained overload of a running server through a broker (MQTT or AMQP): the
     /// sustainable rate (closed loop), then --times it offered open loop for --duration;
     /// backlog and memory high-water, recovery time, every acknowledged reading read back.
@@ -215,6 +221,7 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Amqp(args) => brokers::run(brokers::Protocol::Amqp, args).await,
         BenchCommand::Mqtt(args) => brokers::run(brokers::Protocol::Mqtt, args).await,
         BenchCommand::BrokerLoad(args) => broker_load::run(args).await,
+        BenchCommand::Cluster(args) => cluster::run(args).await,
         BenchCommand::Storage {
             wells,
             days,
