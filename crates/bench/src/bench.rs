@@ -13,9 +13,9 @@ use bytes::Bytes;
 use clap::Subcommand;
 use espwatch_app::Config;
 use espwatch_core::duration::parse_duration_micros;
-use espwatch_core::{Field, Measurements, Reading, Timestamp, WellId};
+use espwatch_core::{Agg, Field, Measurements, Reading, TimeRange, Timestamp, WellId};
 use espwatch_server::AppState;
-use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
+use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, FleetQuery, Store};
 use espwatch_store_postgres::{Connector, CopyEncoder, PostgresOptions, PostgresStore, redact_url};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::oneshot;
@@ -76,13 +76,19 @@ pub enum BenchCommand {
         #[arg(long, value_name = "FILE")]
         timeline: Option<std::path::PathBuf>,
     },
-    /// Queries: load WELLS × DAYS of readings at INTERVAL, then time one-well 24 h 1-minute-step
-    /// queries and the fleet `latest` query over HTTP.
+    /// Queries: load WELLS × DAYS of readings at INTERVAL and one more well over YEAR_DAYS,
+    /// then time one-well 24 h 1-minute-step queries, the fleet `latest` query and the year
+    /// at 1-day steps over HTTP, and the fleet's hourly average over the DAYS in the store
+    /// (`fleet_aggregate`: one series for every well; `fleet_query`: one per well).
     Query {
         #[arg(long, default_value_t = 1_000)]
         wells: usize,
         #[arg(long, default_value_t = 7)]
         days: u32,
+        /// Days of the one long-range well (`BENCH-YEAR`; its readings end where the
+        /// fleet's do); 0: none.
+        #[arg(long, default_value_t = 365)]
+        year_days: u32,
         /// Sampling interval of the loaded data.
         #[arg(long, default_value = "10s")]
         interval: String,
@@ -207,11 +213,12 @@ pub async fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Query {
             wells,
             days,
+            year_days,
             interval,
             queries,
         } => {
             let interval = parse_duration_micros(interval).map_err(anyhow::Error::msg)?;
-            bench_query(*wells, *days, interval, *queries).await
+            bench_query(*wells, *days, *year_days, interval, *queries).await
         }
         BenchCommand::Load(args) => load::run(args).await,
         BenchCommand::Ask(args) => ask::run(args).await,
@@ -422,6 +429,13 @@ impl TestServer {
         }
         Ok(())
     }
+}
+
+/// The 1/5/15-minute load averages (Linux), as printed with the figures.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Deterministic, plausible values with two decimals (as gauges report them).
@@ -1162,6 +1176,7 @@ async fn raw_copy(
 async fn bench_query(
     wells: usize,
     days: u32,
+    year_days: u32,
     interval_micros: i64,
     queries: usize,
 ) -> anyhow::Result<()> {
@@ -1242,10 +1257,74 @@ async fn bench_query(
         "loaded in {load_secs:.1}s ({:.0} readings/s, durable, sealed)",
         total as f64 / load_secs
     );
+    let end = start + steps as i64 * interval_micros;
+
+    // One well over a long range, ending where the fleet's readings end.
+    let year_steps = year_days as i64 * 86_400_000_000 / interval_micros;
+    let year_start = end - year_steps * interval_micros;
+    if year_steps > 0 {
+        let loaded = Instant::now();
+        let id = WellId::parse("BENCH-YEAR")?;
+        let mut k = 0;
+        while k < year_steps {
+            let stop = (k + 20_000).min(year_steps);
+            let batch: Vec<Reading> = (k..stop)
+                .map(|k| Reading {
+                    well_id: id.clone(),
+                    ts: Timestamp(year_start + k * interval_micros),
+                    values: synthetic(0, k as u64),
+                })
+                .collect();
+            store.append(batch, AppendOptions::default()).await?;
+            k = stop;
+        }
+        store.checkpoint().await?;
+        println!(
+            "loaded BENCH-YEAR ({year_days} days, {year_steps} readings) in {:.1}s",
+            loaded.elapsed().as_secs_f64()
+        );
+    }
+    println!("machine load before the queries: {}", load_average());
+
+    // The fleet's hourly average intake pressure over the whole range, in the store.
+    let week = FleetQuery {
+        wells: Vec::new(),
+        range: TimeRange {
+            from: Timestamp(start),
+            to: Timestamp(end),
+        },
+        fields: vec![Field::IntakePressurePsi],
+        step_micros: 3_600_000_000,
+        agg: Agg::Avg,
+    };
+    let mut lat = Latencies::default();
+    let mut buckets = 0;
+    for _ in 0..queries.clamp(1, 100) {
+        let t = Instant::now();
+        let series = store.fleet_aggregate(&week).await?;
+        lat.0.push(t.elapsed());
+        buckets = series.ts.len();
+    }
+    println!(
+        "fleet hourly average intake pressure over {days} days, one series ({buckets} buckets, every well): p50 {}  p95 {}",
+        ms(lat.percentile(50.0)),
+        ms(lat.percentile(95.0))
+    );
+    let mut lat = Latencies::default();
+    let mut series = 0;
+    for _ in 0..queries.clamp(1, 20) {
+        let t = Instant::now();
+        series = store.fleet_query(&week).await?.len();
+        lat.0.push(t.elapsed());
+    }
+    println!(
+        "fleet hourly average intake pressure over {days} days, one series per well ({series} wells): p50 {}  p95 {}",
+        ms(lat.percentile(50.0)),
+        ms(lat.percentile(95.0))
+    );
 
     let server = TestServer::start_on(dir, Arc::new(store), None).await?;
     let http = client()?;
-    let end = start + steps as i64 * interval_micros;
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let mut lat = Latencies::default();
     let mut points = 0usize;
@@ -1296,6 +1375,34 @@ async fn bench_query(
         ms(lat.percentile(50.0)),
         ms(lat.percentile(95.0))
     );
+    if year_steps > 0 {
+        let url = server.url(&format!(
+            "/api/v1/wells/BENCH-YEAR/telemetry?from={}&to={}&step=1d&agg=avg",
+            Timestamp(year_start),
+            Timestamp(end)
+        ));
+        let mut lat = Latencies::default();
+        let mut points = 0;
+        for _ in 0..queries.clamp(1, 100) {
+            let t = Instant::now();
+            let body: serde_json::Value = http
+                .get(&url)
+                .send()
+                .await?
+                .error_for_status()
+                .context("year query")?
+                .json()
+                .await?;
+            lat.0.push(t.elapsed());
+            points = body["ts"].as_array().map_or(0, Vec::len);
+        }
+        println!(
+            "one well, {year_days} days at 1-day steps (avg, all channels, {points} buckets): p50 {}  p95 {}",
+            ms(lat.percentile(50.0)),
+            ms(lat.percentile(95.0))
+        );
+    }
+    println!("machine load after the queries: {}", load_average());
     server.stop().await?;
     Ok(())
 }

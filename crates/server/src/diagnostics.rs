@@ -7,7 +7,8 @@
 //! Nothing here stalls the server:
 //! - State is per well: a sharded map of per-well locks, each held only while that well's
 //!   readings are applied, so a slow well (say, one being rebuilt) holds up no other well and
-//!   no `GET /diagnosis` of another well.
+//!   no `GET /diagnosis` of another well. A batch's wells are rebuilt one at a time, each
+//!   under its own lock only, before the batch's wells are locked together for the pushes.
 //! - Store reads and CPU-heavy replays (a rebuild from 48 h of data, a retrain) and the engine
 //!   pushes of each batch run on the blocking pool, never on the async runtime's workers;
 //!   only a chunk of at most 16 readings (a few microseconds of pushes: single-reading
@@ -314,22 +315,37 @@ impl DiagnosticsHub {
         let batch = Arc::new(batch);
         let mut opened = Vec::new();
         let mut closed = Vec::new();
-        // A chunk of wells at a time: lock each (building it from stored data where needed),
-        // then push their readings on the blocking pool. Other wells stay free meanwhile.
+        // A chunk of wells at a time: build each that needs it from stored data, holding its
+        // own lock only (a slow rebuild keeps none of the chunk's other wells locked), then
+        // lock them all and push their readings on the blocking pool. Other wells stay free.
         while !groups.is_empty() {
             let chunk: Vec<(WellId, Vec<usize>)> = groups.drain(..groups.len().min(64)).collect();
-            let mut guards = Vec::with_capacity(chunk.len());
             for (well, positions) in &chunk {
                 let mut guard = self.slot(well).lock_owned().await;
                 if self.take_stale(well, seq) {
                     *guard = None;
                 }
-                if guard.is_none() {
-                    let (engine, o, c) = self.rebuild(well, batch[positions[0]].ts).await;
-                    *guard = Some(engine);
-                    opened.extend(o);
-                    closed.extend(c);
-                }
+                self.build(
+                    &mut guard,
+                    well,
+                    batch[positions[0]].ts,
+                    &mut opened,
+                    &mut closed,
+                )
+                .await;
+            }
+            let mut guards = Vec::with_capacity(chunk.len());
+            for (well, positions) in &chunk {
+                let mut guard = self.slot(well).lock_owned().await;
+                // Only when the state was dropped in between (ownership changed).
+                self.build(
+                    &mut guard,
+                    well,
+                    batch[positions[0]].ts,
+                    &mut opened,
+                    &mut closed,
+                )
+                .await;
                 guards.push(guard);
             }
             // A few readings (single-reading requests, one at a time) are pushed right here:
@@ -355,6 +371,23 @@ impl DiagnosticsHub {
             }
         }
         self.apply(opened, closed).await;
+    }
+
+    /// Builds a well's engine from the stored history before `before` unless it has one.
+    async fn build(
+        &self,
+        guard: &mut OwnedMutexGuard<Option<WellEngine>>,
+        well: &WellId,
+        before: Timestamp,
+        opened: &mut Vec<Opened>,
+        closed: &mut Vec<Closed>,
+    ) {
+        if guard.is_none() {
+            let (engine, o, c) = self.rebuild(well, before).await;
+            **guard = Some(engine);
+            opened.extend(o);
+            closed.extend(c);
+        }
     }
 
     /// A fresh engine fed with the stored history in `range`, read and replayed on the

@@ -3,6 +3,8 @@
 
 use espwatch_core::{Agg, Field, Point, Series, TelemetryQuery, TimeRange, WellId};
 
+use crate::{Store, StoreResult};
+
 /// One bucketed query for many wells.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FleetQuery {
@@ -35,6 +37,37 @@ impl FleetQuery {
 pub struct WellSeries {
     pub well_id: WellId,
     pub series: Series,
+}
+
+/// [`Store::fleet_aggregate`] from raw points: every well's readings in the range (by well
+/// id, then stably by time) evaluated as one series. The reference the conformance suite
+/// compares backends with, and the default.
+pub async fn fleet_aggregate_raw<S: Store + ?Sized>(
+    store: &S,
+    query: &FleetQuery,
+) -> StoreResult<Series> {
+    let mut wells: Vec<WellId> = if query.wells.is_empty() {
+        store
+            .latest()
+            .await?
+            .into_iter()
+            .map(|l| l.well_id)
+            .collect()
+    } else {
+        query.wells.clone()
+    };
+    wells.sort();
+    wells.dedup();
+    let mut points = Vec::new();
+    for well in &wells {
+        points.extend(store.read_range(well, query.range).await?);
+    }
+    points.sort_by_key(|p| p.0);
+    let stand_in = WellId::parse("fleet").expect("a valid id");
+    Ok(espwatch_core::series::evaluate(
+        &query.for_well(stand_in),
+        &points,
+    ))
 }
 
 /// Per-well totals of some channels over one range, without buckets: what "the average

@@ -209,6 +209,16 @@ pub trait Store: Send + Sync + 'static {
         Ok(out)
     }
 
+    /// One series for the whole fleet: per `query.step_micros` bucket, the aggregate of every
+    /// reading of every well in `query.wells` (every well with telemetry when empty), as if
+    /// they were one well's readings: `avg` weighs each reading alike (not an average of the
+    /// wells' averages); `last` is the latest reading, the greater well id among equal
+    /// timestamps. Buckets without readings are left out.
+    /// This default reads each well's raw points ([`fleet::fleet_aggregate_raw`]).
+    async fn fleet_aggregate(&self, query: &FleetQuery) -> StoreResult<Series> {
+        fleet::fleet_aggregate_raw(self, query).await
+    }
+
     /// Count, sum, minimum and maximum of each asked channel over the whole range, per well
     /// (every well with telemetry when `query.wells` is empty), by well id; wells without a
     /// reading in the range are left out. Equal to [`WellTotals::of_points`] on each well's raw

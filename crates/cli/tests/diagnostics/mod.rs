@@ -345,3 +345,392 @@ async fn diagnostics_queue_is_bounded_and_skipped_wells_are_rebuilt_from_storage
     }
     app.stop().await;
 }
+
+/// A store whose history reads of one well block their thread until the test releases them:
+/// a rebuild from stored data that takes as long as the test wants (a 48 h replay of a large
+/// well, a slow disk), without guessing how long.
+struct HeldHistory {
+    inner: std::sync::Arc<dyn espwatch_store::Store>,
+    well: espwatch_core::WellId,
+    gate: std::sync::Arc<Gate>,
+}
+
+/// Where the held reads wait: each tells `parked` it arrived, then blocks (its thread, as
+/// CPU-heavy work would) until `open`.
+struct Gate {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    parked: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let _ = self.parked.send(());
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        while !*open {
+            open = self.opened.wait(open).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn release(&self) {
+        *self.open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.opened.notify_all();
+    }
+}
+
+#[async_trait::async_trait]
+impl espwatch_store::Store for HeldHistory {
+    async fn append(
+        &self,
+        readings: Vec<espwatch_core::Reading>,
+        opts: espwatch_store::AppendOptions,
+    ) -> espwatch_store::StoreResult<espwatch_store::AppendOutcome> {
+        self.inner.append(readings, opts).await
+    }
+
+    async fn read_range(
+        &self,
+        well_id: &espwatch_core::WellId,
+        range: espwatch_core::TimeRange,
+    ) -> espwatch_store::StoreResult<Vec<espwatch_core::Point>> {
+        if *well_id == self.well {
+            self.gate.wait();
+        }
+        self.inner.read_range(well_id, range).await
+    }
+
+    async fn query(
+        &self,
+        query: &espwatch_core::TelemetryQuery,
+    ) -> espwatch_store::StoreResult<espwatch_core::Series> {
+        self.inner.query(query).await
+    }
+
+    async fn fleet_query(
+        &self,
+        query: &espwatch_store::FleetQuery,
+    ) -> espwatch_store::StoreResult<Vec<espwatch_store::WellSeries>> {
+        self.inner.fleet_query(query).await
+    }
+
+    async fn latest(&self) -> espwatch_store::StoreResult<Vec<espwatch_store::LatestReading>> {
+        self.inner.latest().await
+    }
+
+    async fn list_wells(&self) -> espwatch_store::StoreResult<Vec<espwatch_store::WellRecord>> {
+        self.inner.list_wells().await
+    }
+
+    async fn get_well(
+        &self,
+        well_id: &espwatch_core::WellId,
+    ) -> espwatch_store::StoreResult<Option<espwatch_store::WellRecord>> {
+        self.inner.get_well(well_id).await
+    }
+
+    async fn create_well(
+        &self,
+        meta: espwatch_core::WellMeta,
+    ) -> espwatch_store::StoreResult<espwatch_store::WellRecord> {
+        self.inner.create_well(meta).await
+    }
+
+    async fn update_well(
+        &self,
+        meta: espwatch_core::WellMeta,
+    ) -> espwatch_store::StoreResult<Option<espwatch_store::WellRecord>> {
+        self.inner.update_well(meta).await
+    }
+
+    async fn delete_well(
+        &self,
+        well_id: &espwatch_core::WellId,
+    ) -> espwatch_store::StoreResult<bool> {
+        self.inner.delete_well(well_id).await
+    }
+
+    async fn health(&self) -> espwatch_store::StoreHealth {
+        self.inner.health().await
+    }
+
+    async fn stats(&self) -> espwatch_store::StoreResult<espwatch_store::StoreStats> {
+        self.inner.stats().await
+    }
+
+    fn spool_status(&self) -> Option<espwatch_store::spool::SpoolStatus> {
+        self.inner.spool_status()
+    }
+
+    async fn close(&self) -> espwatch_store::StoreResult<()> {
+        self.inner.close().await
+    }
+}
+
+/// Bounds a wait that only a stalled server exceeds.
+const STALLED: Duration = Duration::from_secs(30);
+
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(STALLED, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} is held up behind SLOW-1's rebuild"))
+}
+
+/// A server on a runtime of one worker thread, started afresh on a store holding two hours of
+/// history (one reading a minute, minutes 0..120 from [`HeldServer::at`]) of each of `wells`,
+/// whose history reads of SLOW-1 block their thread until [`HeldServer::release`]: SLOW-1's
+/// rebuild from stored data lasts as long as the test wants (a 48 h replay of a large well, a
+/// slow disk), without guessing how long. No well has engine state yet.
+struct HeldServer {
+    address: std::net::SocketAddr,
+    http: reqwest::Client,
+    start: i64,
+    gate: std::sync::Arc<Gate>,
+    /// Tells each time a read of SLOW-1's history arrived at the gate.
+    parked: tokio::sync::mpsc::UnboundedReceiver<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::runtime::Runtime>,
+    _dir: tempfile::TempDir,
+}
+
+impl HeldServer {
+    fn start(wells: &[&str]) -> HeldServer {
+        use std::sync::Arc;
+
+        use espwatch_core::{Field, Measurements, Reading, WellId};
+        use espwatch_store::AppendOptions;
+
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let server = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (parked_tx, parked) = tokio::sync::mpsc::unbounded_channel();
+        let gate = Arc::new(Gate {
+            open: std::sync::Mutex::new(false),
+            opened: std::sync::Condvar::new(),
+            parked: parked_tx,
+        });
+        let now = Timestamp::from_datetime(chrono::Utc::now()).0;
+        let start = now - 3 * HOUR - now.rem_euclid(60_000_000);
+        let (address, key, stop) = server.block_on(async {
+            let config = espwatch_app::Config {
+                data_dir: dir.path().to_path_buf(),
+                jwt_secret: Some(espwatch_app::SecretString(test_jwt_secret().to_owned())),
+                rate_limit_per_identity: 0.0,
+                rate_limit_per_source: 0.0,
+                telemetry_readings_per_identity: 0.0,
+                max_connections_per_source: 0,
+                ..espwatch_app::Config::default()
+            };
+            let opened = espwatch_app::open_store(&config).await.unwrap();
+            for well in wells {
+                let well = WellId::parse(well).unwrap();
+                let history = (0..120i64)
+                    .map(|minute| {
+                        let mut values = Measurements::empty();
+                        values.set(Field::FrequencyHz, Some(55.0));
+                        values.set(Field::MotorCurrentA, Some(40.0 + (minute % 3) as f64));
+                        values.set(Field::IntakePressurePsi, Some(850.0));
+                        Reading {
+                            well_id: well.clone(),
+                            ts: Timestamp(start + minute * 60_000_000),
+                            values,
+                        }
+                    })
+                    .collect();
+                let options = AppendOptions {
+                    auto_register_wells: true,
+                };
+                opened.store.append(history, options).await.unwrap();
+            }
+            let role = espwatch_core::access::Role::Admin;
+            let key = create_key(opened.security.as_ref(), "test-admin", role, None).await;
+            let store = Arc::new(HeldHistory {
+                inner: opened.store,
+                well: WellId::parse("SLOW-1").unwrap(),
+                gate: gate.clone(),
+            });
+            let state = espwatch_server::AppState::new(store, config, opened.security)
+                .unwrap()
+                .with_optional_alarms(opened.alarms);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = listener.local_addr().unwrap();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(espwatch_server::serve(listener, state, async {
+                let _ = stopped.await;
+            }));
+            (address, key, stop)
+        });
+        HeldServer {
+            address,
+            http: bearer_client(&key),
+            start,
+            gate,
+            parked,
+            stop: Some(stop),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    /// The time of minute `minute` of the stored history, RFC 3339.
+    fn at(&self, minute: i64) -> String {
+        Timestamp(self.start + minute * 60_000_000).to_rfc3339()
+    }
+
+    /// `GET path`, as a future that owns what it needs (to be spawned).
+    fn get(&self, path: &str) -> impl std::future::Future<Output = (u16, Value)> + 'static {
+        let request = self.http.get(format!("http://{}{path}", self.address));
+        async move { status_json(request.send().await.expect("request")).await }
+    }
+
+    /// Ingests one JSON body.
+    async fn ingest(&self, body: &Value) -> (u16, Value) {
+        let request = self
+            .http
+            .post(format!("http://{}/api/v1/telemetry", self.address))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        status_json(request.send().await.expect("request")).await
+    }
+
+    /// Waits until `well`'s diagnosis is as of `minute`.
+    async fn diagnosed_until(&self, well: &str, minute: i64) {
+        let path = format!("/api/v1/wells/{well}/diagnosis");
+        let what = format!("{well}'s diagnosis as of minute {minute}");
+        bounded(&what, async {
+            loop {
+                let (status, diagnosis) = self.get(&path).await;
+                assert_eq!(status, 200, "{diagnosis}");
+                if diagnosis["as_of"].as_str() == Some(self.at(minute).as_str()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    fn release(&self) {
+        self.gate.release();
+    }
+}
+
+impl Drop for HeldServer {
+    fn drop(&mut self) {
+        // Released first: the runtime's shutdown waits for a held read.
+        self.gate.release();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.shutdown_timeout(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Runs a test body on a runtime of its own, apart from the held server's.
+fn client(body: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body);
+}
+
+/// Issue 17, bug 3: one well's rebuild from stored data holds up no other well. The first
+/// `GET /diagnosis` of SLOW-1 after the start rebuilds it, and the rebuild is held at reading
+/// its history (see [`HeldServer`]). Meanwhile another well's diagnosis is built and answered,
+/// readings of both wells are ingested, and the other well's live diagnosis follows them. A
+/// lock shared by all wells and held across the rebuild, or a rebuild on the runtime's one
+/// worker instead of the blocking pool, holds all of that up (the test then fails at its first
+/// bound instead of hanging).
+#[test]
+fn a_rebuild_for_a_diagnosis_holds_up_no_other_well() {
+    let mut server = HeldServer::start(&["SLOW-1", "FREE-1"]);
+    client(async {
+        let held = tokio::spawn(server.get("/api/v1/wells/SLOW-1/diagnosis"));
+        bounded(
+            "SLOW-1's rebuild reaching its history",
+            server.parked.recv(),
+        )
+        .await;
+
+        let (status, diagnosis) = bounded(
+            "FREE-1's diagnosis",
+            server.get("/api/v1/wells/FREE-1/diagnosis"),
+        )
+        .await;
+        assert_eq!(status, 200, "{diagnosis}");
+        assert_eq!(diagnosis["as_of"].as_str(), Some(server.at(119).as_str()));
+        let (status, body) = bounded(
+            "ingesting",
+            server.ingest(&reading("FREE-1", &server.at(120), 41.0)),
+        )
+        .await;
+        assert_eq!((status, &body["accepted"]), (200, &json!(1)), "{body}");
+        server.diagnosed_until("FREE-1", 120).await;
+        let (status, body) = bounded(
+            "ingesting",
+            server.ingest(&reading("SLOW-1", &server.at(120), 41.0)),
+        )
+        .await;
+        assert_eq!((status, &body["accepted"]), (200, &json!(1)), "{body}");
+
+        // All of that while SLOW-1's rebuild was held.
+        assert!(!held.is_finished(), "SLOW-1's diagnosis was not held");
+        server.release();
+        let (status, diagnosis) = bounded("SLOW-1's diagnosis", held).await.unwrap();
+        assert_eq!(status, 200, "{diagnosis}");
+        assert_eq!(diagnosis["as_of"].as_str(), Some(server.at(120).as_str()));
+    });
+}
+
+/// Issue 17, bug 3, in the live diagnostics: a batch carrying readings of several wells
+/// rebuilds each one it has no state of, and one slow rebuild must not keep the batch's other
+/// wells locked meanwhile. FREE-1 (built) and SLOW-1 (not yet) arrive in one batch; while
+/// SLOW-1's rebuild is held, FREE-1's diagnosis answers and ingestion goes on.
+#[test]
+fn a_rebuild_in_the_live_diagnostics_keeps_no_other_well_locked() {
+    let mut server = HeldServer::start(&["SLOW-1", "FREE-1"]);
+    client(async {
+        server.diagnosed_until("FREE-1", 119).await;
+        let batch = json!([
+            reading("FREE-1", &server.at(120), 41.0),
+            reading("SLOW-1", &server.at(120), 41.0),
+        ]);
+        let (status, body) = bounded("ingesting", server.ingest(&batch)).await;
+        assert_eq!((status, &body["accepted"]), (200, &json!(2)), "{body}");
+        bounded(
+            "SLOW-1's rebuild reaching its history",
+            server.parked.recv(),
+        )
+        .await;
+
+        let (status, diagnosis) = bounded(
+            "FREE-1's diagnosis",
+            server.get("/api/v1/wells/FREE-1/diagnosis"),
+        )
+        .await;
+        assert_eq!(status, 200, "{diagnosis}");
+        // Whether the batch's FREE-1 reading is in yet depends on the order the batch's wells
+        // are handled in; that FREE-1 answers is the point.
+        let as_of = diagnosis["as_of"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            [server.at(119), server.at(120)].contains(&as_of),
+            "{diagnosis}"
+        );
+        let (status, body) = bounded(
+            "ingesting",
+            server.ingest(&reading("FREE-1", &server.at(121), 41.0)),
+        )
+        .await;
+        assert_eq!((status, &body["accepted"]), (200, &json!(1)), "{body}");
+
+        server.release();
+        server.diagnosed_until("SLOW-1", 120).await;
+        server.diagnosed_until("FREE-1", 121).await;
+    });
+}

@@ -8,14 +8,20 @@
 //! into one count/sum/min/max per channel: a day of 1 000 wells is 24 rollup hours each
 //! instead of ~8 600 decoded readings each.
 //!
+//! [`Store::fleet_aggregate`] of every well reads the fleet tier (`fleet_rollup`): one row
+//! per window for all wells; windows without a valid row, and the range's partial buckets,
+//! are read well by well as above and merged hour by hour.
+//!
 //! [`Store::fleet_query`]: crate::Store::fleet_query
 //! [`Store::fleet_totals`]: crate::Store::fleet_totals
+//! [`Store::fleet_aggregate`]: crate::Store::fleet_aggregate
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use espwatch_core::series::evaluate;
-use espwatch_core::{Point, TimeRange, WellId};
+use espwatch_core::{Agg, Point, Series, TimeRange, WellId};
 
+use super::fleet_rollup::{self, WindowSum};
 use super::index::{merge_dedup, window_start};
 use super::{EmbeddedStore, Inner, codec, rollup};
 use crate::fleet::{FleetQuery, FleetTotalsQuery, Totals, WellSeries, WellTotals};
@@ -36,6 +42,48 @@ struct WellSnapshot {
 const WORKERS: usize = 2;
 
 impl EmbeddedStore {
+    /// What the index says about `wells` (every well when empty) over `[from, to)`, by id,
+    /// wells without anything there left out; under the same read lock, the fleet tier's
+    /// view of the windows starting in `sums` (see `fleet_rollup::window_sums`).
+    fn snapshot_wells(
+        &self,
+        wells: &[WellId],
+        (from, to): (i64, i64),
+        sums: Option<(i64, i64)>,
+    ) -> (Vec<WellSnapshot>, BTreeMap<i64, WindowSum>) {
+        let window = self.inner.shared.window;
+        let index = self.inner.shared.read();
+        let take = |well: &WellId| {
+            index.wells.get(well).map(|st| WellSnapshot {
+                well: well.clone(),
+                head: st.unsealed_range(from, to),
+                windows: st
+                    .segs
+                    .range(window_start(from, window)..to)
+                    .filter(|(_, m)| m.max_ts >= from && m.min_ts < to)
+                    .map(|(ws, m)| (*ws, m.count))
+                    .collect(),
+                rolled: super::rollup_windows(st, window_start(from, window), to)
+                    .into_iter()
+                    .filter(|(ws, _)| !st.segs.contains_key(ws))
+                    .collect(),
+            })
+        };
+        let mut snapshots: Vec<WellSnapshot> = if wells.is_empty() {
+            index.wells.keys().filter_map(take).collect()
+        } else {
+            wells.iter().filter_map(take).collect()
+        };
+        let sums = sums
+            .map(|(a, b)| fleet_rollup::window_sums(&index, a, b))
+            .unwrap_or_default();
+        drop(index);
+        snapshots.sort_by(|a, b| a.well.cmp(&b.well));
+        snapshots.dedup_by(|a, b| a.well == b.well);
+        snapshots.retain(|s| !s.head.is_empty() || !s.windows.is_empty() || !s.rolled.is_empty());
+        (snapshots, sums)
+    }
+
     pub(super) async fn fleet(&self, query: &FleetQuery) -> StoreResult<Vec<WellSeries>> {
         self.check_open()?;
         if query.step_micros <= 0 {
@@ -86,66 +134,104 @@ impl EmbeddedStore {
         if from >= to {
             return Ok(Vec::new());
         }
+        let (snapshots, _) = self.snapshot_wells(wells, (from, to), None);
+        self.blocking(move |inner| inner.across_wells(&snapshots, |snap| answer(inner, snap)))
+            .await
+    }
+
+    pub(super) async fn aggregate_fleet(&self, query: &FleetQuery) -> StoreResult<Series> {
+        self.check_open()?;
+        let step = query.step_micros;
+        if step <= 0 {
+            return Err(StoreError::Internal(
+                "a fleet query needs a positive step".into(),
+            ));
+        }
+        if query.agg == Agg::Last {
+            // Which well's reading is last needs timestamps no rollup keeps.
+            return crate::fleet::fleet_aggregate_raw(self, query).await;
+        }
+        let (from, to) = (query.range.from.0, query.range.to.0);
+        if from >= to {
+            return Ok(rollup::fold(&[], &query.fields, step, query.agg));
+        }
         let window = self.inner.shared.window;
-        let mut snapshots: Vec<WellSnapshot> = {
-            let index = self.inner.shared.read();
-            let mut take = |well: &WellId| {
-                index.wells.get(well).map(|st| WellSnapshot {
-                    well: well.clone(),
-                    head: st.unsealed_range(from, to),
-                    windows: st
-                        .segs
-                        .range(window_start(from, window)..to)
-                        .filter(|(_, m)| m.max_ts >= from && m.min_ts < to)
-                        .map(|(ws, m)| (*ws, m.count))
-                        .collect(),
-                    rolled: super::rollup_windows(st, window_start(from, window), to)
-                        .into_iter()
-                        .filter(|(ws, _)| !st.segs.contains_key(ws))
-                        .collect(),
-                })
-            };
-            if wells.is_empty() {
-                index.wells.keys().filter_map(&mut take).collect()
-            } else {
-                wells.iter().filter_map(&mut take).collect()
-            }
-        };
-        snapshots.sort_by(|a, b| a.well.cmp(&b.well));
-        snapshots.dedup_by(|a, b| a.well == b.well);
-        snapshots.retain(|s| !s.head.is_empty() || !s.windows.is_empty() || !s.rolled.is_empty());
+        let inner_range = rollup::inner_range(from, to, step, window);
+        // The fleet tier sums every well: only for a query of every well.
+        let sums_range = inner_range
+            .filter(|_| query.wells.is_empty())
+            .map(|(a, b)| (window_start(a, window), b));
+        let (snapshots, sums) = self.snapshot_wells(&query.wells, (from, to), sums_range);
+        let query = query.clone();
         self.blocking(move |inner| {
-            let chunk = snapshots.len().div_ceil(WORKERS).max(1);
-            let results: Vec<StoreResult<Vec<T>>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = snapshots
-                    .chunks(chunk)
-                    .map(|part| {
-                        let answer = &answer;
-                        scope.spawn(move || {
-                            let mut out = Vec::with_capacity(part.len());
-                            for snap in part {
-                                if let Some(a) = answer(inner, snap)? {
-                                    out.push(a);
-                                }
+            let rows = if sums.is_empty() {
+                HashMap::new()
+            } else {
+                inner
+                    .readers
+                    .with(|conn| fleet_rollup::read_valid(conn, &sums))?
+            };
+            let mut pieces: Vec<rollup::Piece> = Vec::new();
+            // Parts read well by well: (from, to, whether hourly rollups may answer).
+            let mut rest: Vec<(i64, i64, bool)> = Vec::new();
+            // Parts a fleet row answers for the sealed data: the wells' unsealed readings.
+            let mut unsealed: Vec<(i64, i64)> = Vec::new();
+            let extend = |parts: &mut Vec<(i64, i64)>, (a, b): (i64, i64)| match parts.last_mut() {
+                Some((_, last_to)) if *last_to == a => *last_to = b,
+                _ => parts.push((a, b)),
+            };
+            let mut hourly: Vec<(i64, i64)> = Vec::new();
+            match inner_range {
+                None => rest.push((from, to, false)),
+                Some((inner_from, inner_to)) => {
+                    for (a, b) in [(from, inner_from), (inner_to, to)] {
+                        if a < b {
+                            rest.push((a, b, false));
+                        }
+                    }
+                    let mut ws = window_start(inner_from, window);
+                    while ws < inner_to {
+                        let end = ws.saturating_add(window);
+                        let (a, b) = (ws.max(inner_from), end.min(inner_to));
+                        match rows.get(&ws) {
+                            Some(row) => {
+                                pieces
+                                    .extend(row.iter().filter(|p| p.at >= a && p.at < b).cloned());
+                                extend(&mut unsealed, (a, b));
                             }
-                            Ok(out)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join().unwrap_or_else(|_| {
-                            Err(StoreError::Internal("fleet query worker panicked".into()))
-                        })
-                    })
-                    .collect()
-            });
-            let mut all = Vec::with_capacity(snapshots.len());
-            for r in results {
-                all.extend(r?);
+                            None => extend(&mut hourly, (a, b)),
+                        }
+                        if end == i64::MAX {
+                            break;
+                        }
+                        ws = end;
+                    }
+                }
             }
-            Ok(all)
+            rest.extend(hourly.into_iter().map(|(a, b)| (a, b, true)));
+            let slot = if step % rollup::HOUR == 0 {
+                rollup::HOUR
+            } else {
+                step
+            };
+            let mask = codec::channel_mask(&query.fields);
+            let per_well = inner.across_wells(&snapshots, |snap| {
+                let mut out = Vec::new();
+                for &(a, b, hourly) in &rest {
+                    let hours = if hourly { (a, b) } else { (b, b) };
+                    out.extend(inner.pieces(snap, mask, slot, (a, b), hours)?);
+                }
+                for &(a, b) in &unsealed {
+                    let from = snap.head.partition_point(|p| p.0.0 < a);
+                    let to = snap.head.partition_point(|p| p.0.0 < b);
+                    out.extend(rollup::pieces_of(&snap.head[from..to], slot));
+                }
+                Ok(Some(out))
+            })?;
+            pieces.extend(per_well.into_iter().flatten());
+            // Pieces of one hour from several wells fold into the same bucket.
+            pieces.sort_by_key(|p| p.at);
+            Ok(rollup::fold(&pieces, &query.fields, step, query.agg))
         })
         .await
     }
@@ -155,12 +241,50 @@ impl EmbeddedStore {
 enum Gathered {
     /// Raw points (the range holds too few whole buckets for rollups to pay).
     Raw(Vec<Point>),
-    /// Hourly rollups for the whole buckets inside, single raw points elsewhere; disjoint in
-    /// time, unordered.
+    /// Hourly rollups for the whole buckets inside, raw points elsewhere merged hour by hour
+    /// (`Inner::pieces`); disjoint in time, unordered.
     Pieces(Vec<rollup::Piece>),
 }
 
 impl Inner {
+    /// `f` of every snapshot, on [`WORKERS`] threads sharing the read connections; the
+    /// `Some` answers in snapshot order.
+    fn across_wells<T: Send>(
+        &self,
+        snapshots: &[WellSnapshot],
+        f: impl Fn(&WellSnapshot) -> StoreResult<Option<T>> + Sync,
+    ) -> StoreResult<Vec<T>> {
+        let chunk = snapshots.len().div_ceil(WORKERS).max(1);
+        let f = &f;
+        let results: Vec<StoreResult<Vec<T>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = snapshots
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        let mut out = Vec::with_capacity(part.len());
+                        for snap in part {
+                            out.extend(f(snap)?);
+                        }
+                        Ok(out)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Internal("fleet query worker panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        let mut all = Vec::with_capacity(snapshots.len());
+        for r in results {
+            all.extend(r?);
+        }
+        Ok(all)
+    }
+
     /// One well's answer, as `EmbeddedStore::query` gives it, from the snapshot.
     fn answer(
         &self,
@@ -224,18 +348,53 @@ impl Inner {
         mask: codec::ChannelMask,
     ) -> StoreResult<Gathered> {
         let (from, to) = (range.from.0, range.to.0);
-        let window = self.shared.window;
-        let sealed = |a: i64, b: i64| -> StoreResult<Vec<Point>> {
-            let any = snap
-                .windows
-                .iter()
-                .any(|(ws, _)| *ws < b && ws.saturating_add(window) > a);
-            if any {
-                self.read_sealed(&snap.well, (a, b), mask)
-            } else {
-                Ok(Vec::new())
-            }
+        let Some(inner) = rollup::inner_range(from, to, step, self.shared.window) else {
+            return Ok(Gathered::Raw(merge_dedup(
+                self.snap_sealed(snap, (from, to), mask)?,
+                snap.head.clone(),
+            )));
         };
+        Ok(Gathered::Pieces(self.pieces(
+            snap,
+            mask,
+            rollup::HOUR,
+            (from, to),
+            inner,
+        )?))
+    }
+
+    /// Sealed points of the snapshot's well in `[a, b)` (no read when it has no window there).
+    fn snap_sealed(
+        &self,
+        snap: &WellSnapshot,
+        (a, b): (i64, i64),
+        mask: codec::ChannelMask,
+    ) -> StoreResult<Vec<Point>> {
+        let window = self.shared.window;
+        let any = snap
+            .windows
+            .iter()
+            .any(|(ws, _)| *ws < b && ws.saturating_add(window) > a);
+        if any {
+            self.read_sealed(&snap.well, (a, b), mask)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// One well's pieces of `[from, to)` (within the snapshot's range), unsorted: the hours of
+    /// `[inner_from, inner_to)` (hour-aligned, inside, possibly empty) from its valid hourly
+    /// rollups, raw points everywhere else merged by `slot` (a divisor of the step, and
+    /// `rollup::HOUR` whenever there are hours).
+    fn pieces(
+        &self,
+        snap: &WellSnapshot,
+        mask: codec::ChannelMask,
+        slot: i64,
+        (from, to): (i64, i64),
+        (inner_from, inner_to): (i64, i64),
+    ) -> StoreResult<Vec<rollup::Piece>> {
+        let window = self.shared.window;
         let head_in = |a: i64, b: i64| -> Vec<Point> {
             snap.head
                 .iter()
@@ -243,18 +402,15 @@ impl Inner {
                 .copied()
                 .collect()
         };
-        let Some((inner_from, inner_to)) = rollup::inner_range(from, to, step, window) else {
-            return Ok(Gathered::Raw(merge_dedup(
-                sealed(from, to)?,
-                snap.head.clone(),
-            )));
-        };
         let mut pieces: Vec<rollup::Piece> = Vec::new();
         for (a, b) in [(from, inner_from), (inner_to, to)] {
             if a < b {
-                let points = merge_dedup(sealed(a, b)?, head_in(a, b));
-                pieces.extend(points.iter().map(rollup::Piece::of_point));
+                let points = merge_dedup(self.snap_sealed(snap, (a, b), mask)?, head_in(a, b));
+                pieces.extend(rollup::pieces_of(&points, slot));
             }
+        }
+        if inner_from >= inner_to {
+            return Ok(pieces);
         }
         let head = head_in(inner_from, inner_to);
         let mut windows: Vec<(i64, i64)> = snap
@@ -274,11 +430,7 @@ impl Inner {
             mask,
         )?;
         pieces.extend(read.pieces);
-        pieces.extend(
-            merge_dedup(read.raw, head)
-                .iter()
-                .map(rollup::Piece::of_point),
-        );
-        Ok(Gathered::Pieces(pieces))
+        pieces.extend(rollup::pieces_of(&merge_dedup(read.raw, head), slot));
+        Ok(pieces)
     }
 }

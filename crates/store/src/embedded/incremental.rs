@@ -896,6 +896,7 @@ pub fn restore_chain(
              DELETE FROM wells; INSERT INTO wells SELECT * FROM d.wells;
              DELETE FROM log_batches; INSERT INTO log_batches(id, data) SELECT id, data FROM d.log_batches;
              DELETE FROM quarantine; INSERT INTO quarantine SELECT * FROM d.quarantine;
+             DROP TABLE IF EXISTS main.fleet_rollups;
              COMMIT;"
         ))
         .map_err(|e| sql_err("applying a delta", e))?;

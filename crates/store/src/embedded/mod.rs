@@ -21,6 +21,7 @@ mod codec;
 pub(crate) use codec::{decode_log_batch, encode_log_batch};
 mod files;
 mod fleet;
+mod fleet_rollup;
 pub mod incremental;
 mod index;
 mod notify;
@@ -369,6 +370,7 @@ impl EmbeddedStore {
         let window = schema::init(&mut conn, opts.window_micros)?;
         let (mut index, last_log_id, log_sealed) = writer::recover(&conn, window)?;
         retention::load_rolled(&conn, &mut index)?;
+        let fleet_dirty = fleet_rollup::stale_windows(&conn, &index, window)?;
         let shared = Arc::new(Shared {
             index: RwLock::new(index),
             window,
@@ -400,6 +402,7 @@ impl EmbeddedStore {
             },
             (last_log_id, log_sealed),
             lock_file,
+            fleet_dirty,
         );
         let handle = std::thread::Builder::new()
             .name("espwatch-store-writer".into())
@@ -928,6 +931,10 @@ impl Store for EmbeddedStore {
         query: &crate::fleet::FleetQuery,
     ) -> StoreResult<Vec<crate::fleet::WellSeries>> {
         self.fleet(query).await
+    }
+
+    async fn fleet_aggregate(&self, query: &crate::fleet::FleetQuery) -> StoreResult<Series> {
+        self.aggregate_fleet(query).await
     }
 
     async fn fleet_totals(

@@ -162,6 +162,11 @@ pub(super) fn delete_rollups(conn: &Connection, shared: &Shared, before: i64) ->
             params![last],
         )
         .map_err(|e| sql_err("deleting rollups", e))?;
+    conn.execute(
+        "DELETE FROM fleet_rollups WHERE window_start <= ?1",
+        params![last],
+    )
+    .map_err(|e| sql_err("deleting fleet rollups", e))?;
     let mut index = shared.write();
     for st in index.wells.values_mut() {
         st.rolled = st.rolled.split_off(&last.saturating_add(1));

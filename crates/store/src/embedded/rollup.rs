@@ -101,6 +101,30 @@ impl Piece {
             channels,
         }
     }
+
+    /// Folds another piece of the same hour (another well's) into this one.
+    pub fn merge(&mut self, o: &Piece) {
+        self.readings += o.readings;
+        for (c, oc) in self.channels.iter_mut().zip(&o.channels) {
+            c.merge(oc);
+        }
+    }
+}
+
+/// Pieces of raw points (ascending), one per `slot`-wide bucket that has any (its points
+/// merged in time order, so `last` holds): what `fold` makes of them with a step that is a
+/// multiple of `slot` is what it makes of one piece per point, with far fewer pieces.
+pub fn pieces_of(points: &[Point], slot: i64) -> impl Iterator<Item = Piece> + '_ {
+    points
+        .chunk_by(move |a, b| bucket_start(a.0, slot) == bucket_start(b.0, slot))
+        .map(move |run| {
+            let mut piece = Piece::of_point(&run[0]);
+            for p in &run[1..] {
+                piece.merge(&Piece::of_point(p));
+            }
+            piece.at = bucket_start(run[0].0, slot).0;
+            piece
+        })
 }
 
 /// Encodes the hourly rollup of a segment's points (ascending).

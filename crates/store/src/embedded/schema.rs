@@ -21,6 +21,10 @@
 //!   them).
 //! - `rollups`: the hourly aggregates of each segment (same key), written with it; absent
 //!   for segments of older releases until they are rewritten (queries then use raw points).
+//! - `fleet_rollups`: per window, the hourly aggregates of every well together (see
+//!   `fleet_rollup`), built from `rollups` after the window closes; derived data, deleted
+//!   whenever the window's data changes, rebuilt by later checkpoints (created empty on the
+//!   first open by this release).
 //! - `quarantine`: damaged segments and log batches moved aside (bytes kept) so the store
 //!   opens; reported by the health probe and `espwatch store check`.
 
@@ -72,6 +76,12 @@ CREATE TABLE IF NOT EXISTS rollups (
     data         BLOB NOT NULL,
     PRIMARY KEY (well_id, window_start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fleet_rollups (
+    window_start INTEGER PRIMARY KEY,
+    readings     INTEGER NOT NULL,
+    fingerprint  INTEGER NOT NULL,
+    data         BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     id             INTEGER PRIMARY KEY,
     kind           TEXT NOT NULL,

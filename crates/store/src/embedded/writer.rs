@@ -16,7 +16,7 @@
 //! way: deleting a checkpoint's whole log in the install transaction held every append for
 //! hundreds of ms, and writing all its segments in one transaction for tens.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -30,6 +30,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
 use super::codec::{self, Packing};
+use super::fleet_rollup::{self, FleetRow};
 use super::index::{Head, Index, SegMeta, WellState, merge_dedup, window_start};
 use super::rollup;
 use super::schema::{self, sql_err};
@@ -353,6 +354,48 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64, i64)>
     Ok((index, last_log_id, sealed))
 }
 
+/// Up to [`fleet_rollup::FLEET_PER_CHECKPOINT`] of `candidates` whose fleet rollup can be
+/// built (no head readings there), newest first (the windows a checkpoint seals into are
+/// usually the newest), with the wells that will have data there.
+fn fleet_windows(
+    index: &super::index::Index,
+    window: i64,
+    candidates: &BTreeSet<i64>,
+) -> Vec<(i64, Vec<WellId>)> {
+    if window % rollup::HOUR != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for &ws in candidates.iter().rev() {
+        if out.len() == fleet_rollup::FLEET_PER_CHECKPOINT {
+            break;
+        }
+        if let Some(wells) = fleet_wells(index, ws, ws.saturating_add(window)) {
+            out.push((ws, wells));
+        }
+    }
+    out
+}
+
+/// The wells with data in window `[ws, end)` (a sealed segment, a rollup retention left, or
+/// readings a running checkpoint seals), or `None` when one has head readings there (a
+/// later checkpoint seals them) or none has anything.
+fn fleet_wells(index: &super::index::Index, ws: i64, end: i64) -> Option<Vec<WellId>> {
+    let mut wells = Vec::new();
+    for (id, st) in &index.wells {
+        if st.head.range(ws..end).next().is_some() {
+            return None;
+        }
+        if st.segs.contains_key(&ws)
+            || st.rolled.contains_key(&ws)
+            || st.sealing.range(ws..end).next().is_some()
+        {
+            wells.push(id.clone());
+        }
+    }
+    (!wells.is_empty()).then_some(wells)
+}
+
 /// Moves a damaged segment to the `quarantine` table (bytes kept), in one transaction.
 pub fn quarantine_segment(
     conn: &Connection,
@@ -379,6 +422,7 @@ pub fn quarantine_segment(
         tx.execute(sql, params![well.as_str(), ws])
             .map_err(|e| sql_err("quarantining a segment", e))?;
     }
+    fleet_rollup::invalidate(&tx, ws)?;
     tx.commit()
         .map_err(|e| sql_err("quarantining a segment", e))
 }
@@ -612,6 +656,8 @@ struct Staged {
 struct SealJob {
     window: i64,
     wells: Vec<WellJob>,
+    /// Closed windows whose fleet rollup to (re)build, with the wells the index has there.
+    fleet: Vec<(i64, Vec<WellId>)>,
     hook: Option<super::CheckpointHook>,
 }
 
@@ -643,6 +689,10 @@ struct EncodedSegment {
 /// What a checkpoint thread produced.
 struct Sealed {
     segments: Vec<EncodedSegment>,
+    /// Fleet rollups built (written by the install's last step, after the segments).
+    fleet_rows: Vec<FleetRow>,
+    /// The windows whose fleet rollup was attempted (built, or not buildable yet).
+    fleet_tried: Vec<i64>,
     sealed: usize,
     recompacted: usize,
     /// How long the checkpoint thread took (wall clock), and its CPU time.
@@ -758,6 +808,8 @@ pub struct Writer {
     /// it sealed (and the `ship_log` rows shipped by then) is deleted: the log id and the
     /// shipper's floor to reach.
     trim_waiters: Vec<(i64, i64, Reply<()>)>,
+    /// Windows whose fleet rollup is missing or out of date (`fleet_rollup`).
+    fleet_dirty: BTreeSet<i64>,
 }
 
 /// What a step deleting the sealed log starts from (a copy: the step runs inside a
@@ -789,6 +841,7 @@ impl Writer {
         opts: WriterOptions,
         (last_log_id, log_sealed): (i64, i64),
         lock: File,
+        fleet_dirty: BTreeSet<i64>,
     ) -> Self {
         let db_path = conn.path().map(PathBuf::from).unwrap_or_default();
         Writer {
@@ -810,6 +863,7 @@ impl Writer {
             ship_trimmed: i64::MIN,
             trim_retry_at: None,
             trim_waiters: Vec::new(),
+            fleet_dirty,
         }
     }
 
@@ -1434,9 +1488,14 @@ impl Writer {
         // What to merge and what to recompact, decided under the read lock (queries go on);
         // only this thread mutates the index, so it still holds when the write lock is taken.
         let mut plans: HashMap<WellId, (Vec<i64>, Vec<i64>)> = HashMap::new();
+        // Windows whose fleet rollup may be (re)built: out of date, or sealed into now.
+        let mut fleet_candidates = self.fleet_dirty.clone();
         {
             let index = shared.read();
-            if index.head_total == 0 && !self.log_has_rows {
+            if index.head_total == 0
+                && !self.log_has_rows
+                && fleet_windows(&index, window, &self.fleet_dirty).is_empty()
+            {
                 for reply in replies {
                     let _ = reply.send(Ok(()));
                 }
@@ -1455,6 +1514,7 @@ impl Writer {
                 while let Some((&first, _)) = st.head.range(cursor..).next() {
                     let ws = window_start(first, window);
                     sealing_windows.insert(ws);
+                    fleet_candidates.insert(ws);
                     if st.segs.contains_key(&ws) {
                         merge.push(ws);
                     }
@@ -1483,6 +1543,7 @@ impl Writer {
         }
         let mut wells = Vec::with_capacity(plans.len());
         let oldest_head_at;
+        let fleet;
         {
             let mut index = shared.write();
             for (id, st) in index.wells.iter_mut() {
@@ -1505,10 +1566,13 @@ impl Writer {
             index.sealing_total = index.head_total;
             index.head_total = 0;
             oldest_head_at = index.oldest_head_at.take();
+            // Heads are empty now: what is unsealed, this checkpoint seals.
+            fleet = fleet_windows(&index, window, &fleet_candidates);
         }
         let job = SealJob {
             window,
             wells,
+            fleet,
             hook: self.opts.checkpoint_hook.clone(),
         };
         let (tx, rx) = mpsc::sync_channel(1);
@@ -1693,6 +1757,15 @@ impl Writer {
         let shared = self.shared.clone();
         let sealed = inst.sealed;
         self.log_sealed = self.log_sealed.max(flight.up_to_log_id);
+        for ws in &sealed.fleet_tried {
+            self.fleet_dirty.remove(ws);
+        }
+        // A window rebuilt by this checkpoint was only recompacted (same readings).
+        for seg in &sealed.segments {
+            if !sealed.fleet_tried.contains(&seg.ws) {
+                self.fleet_dirty.insert(seg.ws);
+            }
+        }
         let mut index = shared.write();
         for seg in &sealed.segments {
             // A regular segment's grid costs the cache next to nothing: re-sent data is then
@@ -1872,6 +1945,44 @@ impl Writer {
         }
     }
 
+    /// Builds every fleet rollup that is missing or out of date (`store compact`), a day of
+    /// windows per transaction.
+    fn rebuild_fleet(&mut self) -> StoreResult<()> {
+        let window = self.shared.window;
+        let shared = self.shared.clone();
+        let stale: Vec<i64> = {
+            let index = shared.read();
+            fleet_rollup::stale_windows(&self.conn, &index, window)?
+                .into_iter()
+                .collect()
+        };
+        for chunk in stale.chunks(fleet_rollup::FLEET_PER_CHECKPOINT) {
+            let jobs: Vec<(i64, Vec<WellId>)> = {
+                let index = shared.read();
+                chunk
+                    .iter()
+                    .filter_map(|&ws| {
+                        let end = ws.saturating_add(window);
+                        fleet_wells(&index, ws, end).map(|w| (ws, w))
+                    })
+                    .collect()
+            };
+            let tx = self
+                .conn
+                .transaction()
+                .map_err(|e| sql_err("starting a fleet rollup rebuild", e))?;
+            for (ws, wells) in &jobs {
+                if let Some(row) = fleet_rollup::build(&tx, *ws, wells, |_| None)? {
+                    fleet_rollup::write(&tx, &row)?;
+                }
+            }
+            tx.commit()
+                .map_err(|e| sql_err("committing a fleet rollup rebuild", e))?;
+        }
+        self.fleet_dirty.clear();
+        Ok(())
+    }
+
     /// Seals everything, then rewrites every segment not yet compact (old format, or a
     /// window still open) compact, a few hundred per transaction so readers and the WAL stay
     /// small; finally `VACUUM` returns the freed pages to the file system.
@@ -1944,6 +2055,7 @@ impl Writer {
                 report.segments_rewritten += 1;
             }
         }
+        self.rebuild_fleet()?;
         // In WAL mode the vacuumed database is written to the WAL first: checkpoint it into
         // the file and truncate the WAL, or the disk holds both copies.
         self.conn
@@ -2103,6 +2215,14 @@ impl Writer {
             .map_err(|e| sql_err("starting delete", e))?;
         tx.execute("DELETE FROM segments WHERE well_id = ?1", [id.as_str()])
             .map_err(|e| sql_err("deleting segments", e))?;
+        // Its windows' fleet rollups sum its readings too.
+        tx.execute(
+            "DELETE FROM fleet_rollups WHERE window_start IN
+                 (SELECT window_start FROM rollups WHERE well_id = ?1
+                  UNION SELECT window_start FROM segments WHERE well_id = ?1)",
+            [id.as_str()],
+        )
+        .map_err(|e| sql_err("deleting fleet rollups", e))?;
         tx.execute("DELETE FROM rollups WHERE well_id = ?1", [id.as_str()])
             .map_err(|e| sql_err("deleting rollups", e))?;
         tx.execute("DELETE FROM wells WHERE well_id = ?1", [id.as_str()])
@@ -2111,6 +2231,8 @@ impl Writer {
         self.cache.invalidate_well(id);
         let mut index = self.shared.write();
         if let Some(st) = index.wells.remove(id) {
+            self.fleet_dirty
+                .extend(st.segs.keys().chain(st.rolled.keys()).copied());
             index.segments = index.segments.saturating_sub(st.segs.len() as u64);
             index.head_total = index.head_total.saturating_sub(st.head.len());
         }
@@ -2148,6 +2270,9 @@ fn install_step(
     }
     let complete = end == segments.len();
     if complete {
+        for row in &inst.sealed.fleet_rows {
+            fleet_rollup::write(conn, row)?;
+        }
         schema::set_meta(conn, schema::LOG_SEALED, &up_to.to_string())?;
         schema::set_meta(conn, "log_seq", &seq.to_string())?;
     }
@@ -2393,6 +2518,8 @@ fn insert_segment(conn: &Connection, seg: &EncodedSegment) -> StoreResult<()> {
         .and_then(|mut s| s.execute(params![seg.well.as_str(), seg.ws, rollup]))
         .map_err(|e| sql_err("writing rollup", e))?;
     }
+    // The window's fleet rollup no longer sums what is stored.
+    fleet_rollup::invalidate(conn, seg.ws)?;
     Ok(())
 }
 
@@ -2459,6 +2586,8 @@ fn encode_checkpoint(conn: &Connection, job: &SealJob) -> StoreResult<Sealed> {
     let started = Instant::now();
     let mut out = Sealed {
         segments: Vec::new(),
+        fleet_rows: Vec::new(),
+        fleet_tried: Vec::new(),
         sealed: 0,
         recompacted: 0,
         encoded_in: Duration::ZERO,
@@ -2497,6 +2626,22 @@ fn encode_checkpoint(conn: &Connection, job: &SealJob) -> StoreResult<Sealed> {
                 out.recompacted += 1;
             }
         }
+    }
+    if !job.fleet.is_empty() {
+        // This checkpoint's rollups, the database's for the other wells.
+        let fresh: HashMap<(&WellId, i64), &[u8]> = out
+            .segments
+            .iter()
+            .filter_map(|seg| Some(((&seg.well, seg.ws), seg.rollup.as_deref()?)))
+            .collect();
+        let mut rows = Vec::new();
+        for (ws, wells) in &job.fleet {
+            rows.extend(fleet_rollup::build(conn, *ws, wells, |w| {
+                fresh.get(&(w, *ws)).copied()
+            })?);
+            out.fleet_tried.push(*ws);
+        }
+        out.fleet_rows = rows;
     }
     out.encoded_in = started.elapsed();
     out.encode_cpu = thread_cpu_time();

@@ -55,6 +55,7 @@ macro_rules! conformance_tests {
             bucketed_queries_match_raw_evaluation,
             fleet_queries_match_each_wells_raw_evaluation,
             fleet_totals_match_raw_computation,
+            fleet_aggregates_match_the_raw_computation,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1086,5 +1087,148 @@ pub async fn fleet_totals_match_raw_computation(h: &impl Harness) {
     s.close().await.unwrap();
     let s = h.open().await;
     check(s.clone(), "reopened").await;
+    s.close().await.unwrap();
+}
+
+/// A fleet aggregate answers, per bucket, what evaluating every asked well's raw readings as
+/// one series gives (well by well in id order, then stably by time): sealed and unsealed
+/// data, late readings into sealed windows, a deleted well, a well deleted and sent other
+/// values at the same timestamps, a reopen; every well or some named ones.
+pub async fn fleet_aggregates_match_the_raw_computation(h: &impl Harness) {
+    let s = h.open().await;
+    let mut rng = 0x1234_5678_9ABC_DEF1u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let day = 86_400i64;
+    // Readings of `name` from `start` to `end`, values shifted by `shift`.
+    let mut readings = |name: &str, (start, end): (i64, i64), shift: f64| {
+        let mut out = Vec::new();
+        let mut t = start;
+        while t < end {
+            let mut m = Measurements::empty();
+            if next(5) != 0 {
+                m.set(
+                    Field::IntakePressurePsi,
+                    Some(shift + next(300_000) as f64 / 100.0),
+                );
+            }
+            if next(3) != 0 {
+                m.set(Field::MotorTempC, Some(shift + next(1500) as f64 / 10.0));
+            }
+            out.push(Reading {
+                well_id: well(name),
+                ts: ts(t),
+                values: m,
+            });
+            t += 1 + next(240) as i64;
+        }
+        out
+    };
+    let mut batch = Vec::new();
+    for (k, name) in ["G-3", "G-1", "G-4", "G-2"].iter().enumerate() {
+        batch.extend(readings(name, (k as i64 * 3, 3 * day), 0.0));
+    }
+    // G-5 has readings only long before most ranges asked below.
+    batch.extend(readings("G-5", (-20 * day, -19 * day), 0.0));
+    for chunk in batch.chunks(4000) {
+        append(&s, chunk.to_vec()).await;
+    }
+    let fields = vec![Field::IntakePressurePsi, Field::MotorTempC];
+    let check = |s: Arc<dyn Store>, alive: Vec<&'static str>, label: &'static str| {
+        let fields = fields.clone();
+        async move {
+            for (a, b) in [
+                (0, 3 * day),
+                (3_600 * 5 + 17, 2 * day + 3_599),
+                (100, 2_000),
+                (-21 * day, 3 * day),
+            ] {
+                let range = TimeRange {
+                    from: ts(a),
+                    to: ts(b),
+                };
+                let mut raw: Vec<(&str, Vec<Point>)> = Vec::new();
+                for name in &alive {
+                    raw.push((name, s.read_range(&well(name), range).await.unwrap()));
+                }
+                for wells in [Vec::new(), vec!["G-4", "NOPE", "G-2", "G-4"]] {
+                    let mut points: Vec<Point> = Vec::new();
+                    let mut names: Vec<&str> = raw.iter().map(|(n, _)| *n).collect();
+                    names.sort();
+                    for name in names {
+                        if wells.is_empty() || wells.contains(&name) {
+                            let p = raw.iter().find(|(n, _)| *n == name).unwrap();
+                            points.extend(p.1.iter().copied());
+                        }
+                    }
+                    points.sort_by_key(|p| p.0);
+                    for step in [60, 3_600, 2 * 3_600, day] {
+                        for agg in [Agg::Avg, Agg::Min, Agg::Max, Agg::Last] {
+                            let query = FleetQuery {
+                                wells: wells.iter().map(|w| well(w)).collect(),
+                                range,
+                                fields: fields.clone(),
+                                step_micros: step * SEC,
+                                agg,
+                            };
+                            let got = s.fleet_aggregate(&query).await.unwrap();
+                            let want = evaluate(&query.for_well(well("fleet")), &points);
+                            assert_same_series(
+                                &got,
+                                &want,
+                                &format!("{label}: {wells:?} step {step} {agg:?} {a}..{b}"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    };
+    // Sealing more than once: a backend may build fleet-wide aggregates a few windows at a
+    // time in its maintenance.
+    let seal = |s: Arc<dyn Store>| async move {
+        for _ in 0..30 {
+            h.seal(&s).await;
+        }
+    };
+    let all = vec!["G-1", "G-2", "G-3", "G-4", "G-5"];
+    check(s.clone(), all.clone(), "unsealed").await;
+    seal(s.clone()).await;
+    check(s.clone(), all.clone(), "sealed").await;
+    // Late readings into sealed windows (odd seconds: no existing timestamp is hit, readings
+    // above are at least a second apart from `k * 3`).
+    let late: Vec<Reading> = (0..40)
+        .map(|i| reading("G-2", 1 + i * 6_007 * 2 + 1, 900.0 + i as f64))
+        .filter(|r| !batch.iter().any(|b| b.well_id == r.well_id && b.ts == r.ts))
+        .collect();
+    append(&s, late).await;
+    check(s.clone(), all.clone(), "late data unsealed").await;
+    seal(s.clone()).await;
+    check(s.clone(), all.clone(), "late data sealed").await;
+    assert!(s.delete_well(&well("G-3")).await.unwrap());
+    let rest = vec!["G-1", "G-2", "G-4", "G-5"];
+    check(s.clone(), rest.clone(), "a well deleted").await;
+    // The same timestamps again with other values: the same reading counts everywhere.
+    let again: Vec<Reading> = batch
+        .iter()
+        .filter(|r| r.well_id.as_str() == "G-3")
+        .map(|r| {
+            let mut r = r.clone();
+            if let Some(v) = r.values.get(Field::IntakePressurePsi) {
+                r.values.set(Field::IntakePressurePsi, Some(v + 5_000.0));
+            }
+            r
+        })
+        .collect();
+    append(&s, again).await;
+    seal(s.clone()).await;
+    check(s.clone(), all.clone(), "a well sent again").await;
+    s.close().await.unwrap();
+    let s = h.open().await;
+    check(s.clone(), all, "reopened").await;
     s.close().await.unwrap();
 }
