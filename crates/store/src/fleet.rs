@@ -39,14 +39,13 @@ pub struct WellSeries {
     pub series: Series,
 }
 
-/// [`Store::fleet_aggregate`] from raw points: every well's readings in the range (by well
-/// id, then stably by time) evaluated as one series. The reference the conformance suite
-/// compares backends with, and the default.
-pub async fn fleet_aggregate_raw<S: Store + ?Sized>(
+/// The wells a fleet read is about: those asked, by id and each once, or every well with
+/// telemetry when none is named.
+pub async fn asked_wells<S: Store + ?Sized>(
     store: &S,
-    query: &FleetQuery,
-) -> StoreResult<Series> {
-    let mut wells: Vec<WellId> = if query.wells.is_empty() {
+    wells: &[WellId],
+) -> StoreResult<Vec<WellId>> {
+    let mut wells: Vec<WellId> = if wells.is_empty() {
         store
             .latest()
             .await?
@@ -54,10 +53,21 @@ pub async fn fleet_aggregate_raw<S: Store + ?Sized>(
             .map(|l| l.well_id)
             .collect()
     } else {
-        query.wells.clone()
+        wells.to_vec()
     };
     wells.sort();
     wells.dedup();
+    Ok(wells)
+}
+
+/// [`Store::fleet_aggregate`] from raw points: every well's readings in the range (by well
+/// id, then stably by time) evaluated as one series. The reference the conformance suite
+/// compares backends with, and the default.
+pub async fn fleet_aggregate_raw<S: Store + ?Sized>(
+    store: &S,
+    query: &FleetQuery,
+) -> StoreResult<Series> {
+    let wells = asked_wells(store, &query.wells).await?;
     let mut points = Vec::new();
     for well in &wells {
         points.extend(store.read_range(well, query.range).await?);

@@ -187,18 +187,7 @@ pub trait Store: Send + Sync + 'static {
     /// `query.wells` is empty), by well id; wells without data in the range are left out.
     /// Backends answer it in one pass where they can; this default asks well by well.
     async fn fleet_query(&self, query: &FleetQuery) -> StoreResult<Vec<WellSeries>> {
-        let wells = if query.wells.is_empty() {
-            self.latest()
-                .await?
-                .into_iter()
-                .map(|l| l.well_id)
-                .collect()
-        } else {
-            let mut w = query.wells.clone();
-            w.sort();
-            w.dedup();
-            w
-        };
+        let wells = fleet::asked_wells(self, &query.wells).await?;
         let mut out = Vec::with_capacity(wells.len());
         for well_id in wells {
             let series = self.query(&query.for_well(well_id.clone())).await?;
@@ -225,18 +214,7 @@ pub trait Store: Send + Sync + 'static {
     /// points (sums to rounding). Backends answer it in one pass from their rollups where
     /// they can; this default reads well by well.
     async fn fleet_totals(&self, query: &FleetTotalsQuery) -> StoreResult<Vec<WellTotals>> {
-        let wells = if query.wells.is_empty() {
-            self.latest()
-                .await?
-                .into_iter()
-                .map(|l| l.well_id)
-                .collect()
-        } else {
-            let mut w = query.wells.clone();
-            w.sort();
-            w.dedup();
-            w
-        };
+        let wells = fleet::asked_wells(self, &query.wells).await?;
         let mut out = Vec::with_capacity(wells.len());
         for well_id in wells {
             let points = self.read_range(&well_id, query.range).await?;
