@@ -8,6 +8,7 @@
 mod admin;
 mod ask;
 mod fleet;
+mod harness;
 mod webdriver;
 
 use std::path::PathBuf;
