@@ -7,6 +7,7 @@
 
 mod admin;
 mod ask;
+mod alarms;
 mod fleet;
 mod harness;
 mod webdriver;

@@ -145,6 +145,17 @@ impl Browser {
         r["value"].clone()
     }
 
+    /// Runs the page in time zone `tz` (an IANA name) instead of the machine's, through
+    /// chromedriver's DevTools passthrough; it holds across navigations.
+    pub async fn set_time_zone(&self, tz: &str) {
+        self.command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Emulation.setTimezoneOverride", "params": {"timezoneId": tz}})),
+        )
+        .await;
+    }
+
     pub async fn goto(&self, url: &str) {
         self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
             .await;
