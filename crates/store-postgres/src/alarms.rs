@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use espwatch_core::diagnostics::Diagnosis;
 use espwatch_core::{Timestamp, WellId};
 use espwatch_store::{
-    AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm, StoreError, StoreResult,
+    AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm, StoreError,
+    StoreResult,
 };
 use tokio_postgres::Row;
 
@@ -178,7 +179,14 @@ impl AlarmStore for PostgresStore {
                        AND ($4::bigint IS NULL OR (started_at, id) < ($4, $5::bigint))
                      ORDER BY started_at DESC, id DESC LIMIT $6"
                 ),
-                &[&state, &well_id, &filter.open, &after_started, &after_id, &limit],
+                &[
+                    &state,
+                    &well_id,
+                    &filter.open,
+                    &after_started,
+                    &after_id,
+                    &limit,
+                ],
             )
             .await
             .map_err(|e| db_err("listing alarms", e))?;

@@ -28,7 +28,14 @@ async fn alarm_requests(b: &super::webdriver::Browser) -> Vec<String> {
 async fn the_console_reads_alarms_once_pages_older_ones_and_charts_in_utc() {
     let Some(b) = browser().await else { return };
     let app = spawn_app().await;
-    create_user(app.security.as_ref(), "otto", PASSWORD, Role::Operator, None).await;
+    create_user(
+        app.security.as_ref(),
+        "otto",
+        PASSWORD,
+        Role::Operator,
+        None,
+    )
+    .await;
     // Three wells; W-1 with a day of readings for its charts.
     let mut batch: Vec<Value> = (1..=3)
         .map(|i| reading(&format!("W-{i}"), &now_minus(30), 40.0 + i as f64))
@@ -103,7 +110,11 @@ async fn the_console_reads_alarms_once_pages_older_ones_and_charts_in_utc() {
             json!([]),
         )
         .await;
-    assert_eq!(shown, json!([200, false]), "the first page, and more to read");
+    assert_eq!(
+        shown,
+        json!([200, false]),
+        "the first page, and more to read"
+    );
     b.click("#alarms-older").await;
     b.wait(
         "all 205 alarms after 'Older alarms'",
@@ -114,11 +125,17 @@ async fn the_console_reads_alarms_once_pages_older_ones_and_charts_in_utc() {
     let requests = alarm_requests(&b).await;
     assert_eq!(requests.len(), 3, "{requests:?}");
     assert_eq!(requests[1], "?limit=200");
-    assert!(requests[2].starts_with("?limit=200&cursor="), "{requests:?}");
+    assert!(
+        requests[2].starts_with("?limit=200&cursor="),
+        "{requests:?}"
+    );
 
     // The well page reads its alarms once (bands, diagnosis and its list).
-    b.js("performance.clearResourceTimings(); return true;", json!([]))
-        .await;
+    b.js(
+        "performance.clearResourceTimings(); return true;",
+        json!([]),
+    )
+    .await;
     b.goto(&format!("{}#/well/W-1", console_url(&app))).await;
     b.wait(
         "W-1's charts and its alarm",
@@ -139,9 +156,12 @@ async fn the_console_reads_alarms_once_pages_older_ones_and_charts_in_utc() {
     assert!(!charts.is_empty());
     for chart in charts {
         assert_eq!(chart[1], "Time (UTC)", "{chart}");
-        let ticks: Vec<(i64, String)> =
-            serde_json::from_str(chart[0].as_str().unwrap_or_else(|| panic!("no ticks: {chart}")))
-                .unwrap();
+        let ticks: Vec<(i64, String)> = serde_json::from_str(
+            chart[0]
+                .as_str()
+                .unwrap_or_else(|| panic!("no ticks: {chart}")),
+        )
+        .unwrap();
         assert!(ticks.len() >= 2, "{ticks:?}");
         let spacing = ticks[1].0 - ticks[0].0;
         for (secs, label) in &ticks {

@@ -24,7 +24,12 @@ fn processes() -> HashMap<u32, (u32, u32, String, char)> {
         let state = rest[0].chars().next().unwrap_or('?');
         all.insert(
             pid,
-            (rest[1].parse().unwrap(), rest[2].parse().unwrap(), name, state),
+            (
+                rest[1].parse().unwrap(),
+                rest[2].parse().unwrap(),
+                name,
+                state,
+            ),
         );
     }
     all
@@ -87,11 +92,16 @@ async fn a_panicking_browser_test_leaves_no_chromium_running() {
         panic!("a failing browser test");
     });
     let joined = failing.await;
-    assert!(joined.is_err_and(|e| e.is_panic()), "the test task panicked");
+    assert!(
+        joined.is_err_and(|e| e.is_panic()),
+        "the test task panicked"
+    );
     let (group, started, chromium_in_group) = rx.await.expect("the browser started");
     // Chromium started under chromedriver, in the group chromedriver leads.
     assert!(
-        chromium_in_group.iter().any(|name| name == "chromium" || name == "chrome"),
+        chromium_in_group
+            .iter()
+            .any(|name| name == "chromium" || name == "chrome"),
         "no Chromium in group {group}: {chromium_in_group:?} of {started:?}"
     );
     // Everything the test started is gone: chromedriver and every Chromium process.

@@ -223,7 +223,8 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_ingestion_does_not_wait_fo
     // as it is acknowledged, so it reads all along, four times slower than ingestion.
     let start = chrono::Utc::now() - chrono::Duration::hours(2);
     let body = |b: i64| {
-        let ts = (start + chrono::Duration::seconds(b)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let ts = (start + chrono::Duration::seconds(b))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let batch: Vec<Value> = (0..PER_BATCH)
             .map(|w| reading(&format!("SL-{w:03}"), &ts, 40.0 + (w % 7) as f64))
             .collect();
@@ -234,7 +235,9 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_ingestion_does_not_wait_fo
     let batches = (2 * needed / event_bytes) as i64;
     for b in 0..batches {
         let sent = body(b);
-        let (status, answer) = app.post("/api/v1/telemetry", "application/json", sent.clone()).await;
+        let (status, answer) = app
+            .post("/api/v1/telemetry", "application/json", sent.clone())
+            .await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["accepted"], PER_BATCH, "{answer}");
         allowance.grant(sent.len() as u64 / 4);
@@ -260,7 +263,10 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_ingestion_does_not_wait_fo
         {
             let r = received.lock().unwrap();
             assert!(r.closed.is_none(), "the slow subscriber was closed: {r:?}");
-            assert!(r.readings + r.coalesced <= total, "more than was sent: {r:?}");
+            assert!(
+                r.readings + r.coalesced <= total,
+                "more than was sent: {r:?}"
+            );
             if r.newest == Some(last) {
                 let lost = total - r.readings - r.coalesced;
                 assert!(

@@ -15,8 +15,9 @@ use espwatch_core::{
     WellMeta,
 };
 use espwatch_store::{
-    ALARM_LIST_CAP, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, AppendOptions, NewAlarm, FleetQuery, FleetTotalsQuery, ReadingOutcome, Store, StoreError, Totals,
-    WellTotals, fleet_total,
+    ALARM_LIST_CAP, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, AppendOptions,
+    FleetQuery, FleetTotalsQuery, NewAlarm, ReadingOutcome, Store, StoreError, Totals, WellTotals,
+    fleet_total,
 };
 
 use ReadingOutcome::{Accepted, Duplicate, UnknownWell};
@@ -1271,7 +1272,11 @@ pub async fn alarm_pages_follow_one_stable_order_without_gaps_or_repeats(h: &imp
     for i in [1i64, 4, 9, 16] {
         let condition = condition_of(i);
         alarms
-            .clear_alarm(&well(&format!("A-{:02}", i % 12)), condition.parse().unwrap(), ts(5_000))
+            .clear_alarm(
+                &well(&format!("A-{:02}", i % 12)),
+                condition.parse().unwrap(),
+                ts(5_000),
+            )
             .await
             .unwrap()
             .expect("open alarm cleared");
