@@ -655,6 +655,11 @@ fn match_phrase_joined(scan: &Scan, i: usize, phrase: &str) -> Option<usize> {
         if (w.chars().count() <= 2 || t.text.chars().count() <= 2) && t.text != *w {
             return None;
         }
+        // A common word is itself, not a typo of a phrase's word: "had sensor" is not "bad
+        // sensor".
+        if t.text != *w && lexicon::FILLER.contains(&t.text.as_str()) {
+            return None;
+        }
         joined.push_str(&t.text);
     }
     let target: Vec<char> = words.concat().chars().collect();

@@ -901,3 +901,13 @@ fn a_step_asked_for_makes_a_trend_with_it() {
     let it = parse("wells under 500 bbl per day", &directory(), &clock()).unwrap();
     assert_eq!((it.intent, it.step), (Intent::Filter, None));
 }
+
+/// A common word next to a domain word is itself, not one edit from a phrase: "had sensor
+/// fault" is a sensor fault, not "bad sensor" with "fault" left over.
+#[test]
+fn a_common_word_is_not_a_typo_inside_a_phrase() {
+    let it = parse("which wells had sensor fault", &directory(), &clock()).unwrap();
+    assert_eq!(it.condition, Some(Condition::SensorFault));
+    let it = parse("which wells had gas lok", &directory(), &clock()).unwrap();
+    assert_eq!(it.condition, Some(Condition::GasLock));
+}
