@@ -2120,7 +2120,11 @@ fn not_understood(
     match channel {
         Some(f) => {
             let words = channel_words(f);
-            if let Some(&(_, cmp, value, unit)) = p.thresholds.first() {
+            // The threshold again, in its unit; never a number whose unit was not read ("5
+            // mpa" with an unknown unit is not offered back as 5 psi).
+            if let Some(&(_, cmp, value, unit)) = p.thresholds.first()
+                && (unit.is_some() || unknown.is_empty())
+            {
                 let unit = unit
                     .filter(|u| u.quantity() == units::quantity_of(f))
                     .unwrap_or(Unit::canonical_of(f));
