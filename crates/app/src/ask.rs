@@ -1174,7 +1174,11 @@ async fn alarms(
     if it.without {
         let mut wells = target_wells(visible, it);
         wells.sort();
-        return Ok(without_answer(&wells, &hits, &format!("{kind}alarms{when}")));
+        return Ok(without_answer(
+            &wells,
+            &hits,
+            &format!("{kind}alarms{when}"),
+        ));
     }
     let mut ans = Answer {
         values: hits.iter().map(|x| alarm_json(x)).collect(),

@@ -959,7 +959,9 @@ fn negated_alarm_after(scan: &Scan, i: usize) -> Option<usize> {
             return None;
         }
         match scan.items.iter().find(|(p, _)| *p == k).map(|(_, it)| it) {
-            Some(Item::Concept(Concept::Cue(Cue::Alarm) | Concept::Condition(_))) => return Some(k),
+            Some(Item::Concept(Concept::Cue(Cue::Alarm) | Concept::Condition(_))) => {
+                return Some(k);
+            }
             Some(Item::Concept(Concept::AlarmState(_))) => {
                 k += 1;
                 while k < n && scan.used[k] && !scan.items.iter().any(|(p, _)| *p == k) {
@@ -1596,13 +1598,15 @@ fn decide(
     if let Some(bad) = unknown.iter().find(|w| looks_like_date_or_time(w)) {
         return Err(fail(
             &p,
-            format!("\u{201c}{bad}\u{201d} is not a date or a time I can read (YYYY-MM-DD, HH:MM)."),
+            format!(
+                "\u{201c}{bad}\u{201d} is not a date or a time I can read (YYYY-MM-DD, HH:MM)."
+            ),
         ));
     }
-    if let Some(neg) = unknown
-        .iter()
-        .find(|w| WITHOUT_WORDS.contains(&w.to_lowercase().as_str()) || NEGATORS.contains(&w.to_lowercase().as_str()))
-    {
+    if let Some(neg) = unknown.iter().find(|w| {
+        WITHOUT_WORDS.contains(&w.to_lowercase().as_str())
+            || NEGATORS.contains(&w.to_lowercase().as_str())
+    }) {
         return Err(fail(
             &p,
             format!(
@@ -1618,12 +1622,19 @@ fn decide(
         ));
     }
     if !unknown.is_empty() {
-        let words: Vec<String> = unknown.iter().map(|w| format!("\u{201c}{w}\u{201d}")).collect();
+        let words: Vec<String> = unknown
+            .iter()
+            .map(|w| format!("\u{201c}{w}\u{201d}"))
+            .collect();
         return Err(fail(
             &p,
             format!(
                 "I do not know {} {}; I do not answer with {} left out, as {} could change the question.",
-                if words.len() == 1 { "the word" } else { "the words" },
+                if words.len() == 1 {
+                    "the word"
+                } else {
+                    "the words"
+                },
                 words.join(", "),
                 if words.len() == 1 { "it" } else { "them" },
                 if words.len() == 1 { "it" } else { "they" },
@@ -1633,7 +1644,10 @@ fn decide(
     if let Some(cmp) = p.lone_cmp {
         return Err(fail(
             &p,
-            format!("{} what? Give the threshold as a number with its unit.", capitalised(cmp.words())),
+            format!(
+                "{} what? Give the threshold as a number with its unit.",
+                capitalised(cmp.words())
+            ),
         ));
     }
     if p.thresholds.len() > 1 {
@@ -1718,7 +1732,10 @@ fn decide(
         && !p.has(Cue::Why)
         && (p.explicit_wells > 0 || p.wells_word)
         && let [u] = p.units[..]
-        && !matches!(u.quantity(), units::Quantity::Temperature | units::Quantity::Fraction)
+        && !matches!(
+            u.quantity(),
+            units::Quantity::Temperature | units::Quantity::Fraction
+        )
         && let Some(f) = implied_channel(u)
     {
         p.add_channels(usize::MAX, &[f]);
@@ -2026,7 +2043,9 @@ pub const MAX_ASKED_BUCKETS: usize = 2000;
 fn looks_like_date_or_time(word: &str) -> bool {
     word.chars().any(|c| c.is_ascii_digit())
         && word.chars().any(|c| matches!(c, '-' | ':' | '/'))
-        && word.chars().all(|c| c.is_ascii_digit() || matches!(c, '-' | ':' | '/' | '.' | 't' | 'T' | 'z' | 'Z'))
+        && word.chars().all(|c| {
+            c.is_ascii_digit() || matches!(c, '-' | ':' | '/' | '.' | 't' | 'T' | 'z' | 'Z')
+        })
 }
 
 fn capitalised(s: &str) -> String {

@@ -397,7 +397,9 @@ fn fifth_held_out_set_accuracy() {
 fn sixth_held_out_set_accuracy() {
     let (passed, total, misses) = run(HELD_OUT_6);
     let pct = 100.0 * passed as f64 / total as f64;
-    println!("sixth held-out set (paraphrases, never tuned on): {passed}/{total} exact = {pct:.1} %");
+    println!(
+        "sixth held-out set (paraphrases, never tuned on): {passed}/{total} exact = {pct:.1} %"
+    );
     for m in &misses {
         println!("  miss {m}");
     }
@@ -688,20 +690,85 @@ fn dashed_fields() -> Directory {
 #[test]
 fn thresholds_in_every_unit_are_converted_to_the_stored_unit() {
     for (q, channel, value, unit) in [
-        ("wells with PIP below 5 MPa", "intake_pressure_psi", 725.19, "mpa"),
-        ("wells with PIP below 5MPa", "intake_pressure_psi", 725.19, "mpa"),
-        ("which wells have PIP under 3500 kPa", "intake_pressure_psi", 507.63, "kpa"),
-        ("wells with PIP < 40 bar", "intake_pressure_psi", 580.15, "bar"),
-        ("wells with intake pressure below 500 psi", "intake_pressure_psi", 500.0, "psi"),
-        ("discharge pressure above 2.5 megapascals", "discharge_pressure_psi", 362.59, "mpa"),
-        ("wells producing under 150 m3/d", "flow_rate_bpd", 943.47, "m3d"),
-        ("wells producing under 150 m³/d", "flow_rate_bpd", 943.47, "m3d"),
+        (
+            "wells with PIP below 5 MPa",
+            "intake_pressure_psi",
+            725.19,
+            "mpa",
+        ),
+        (
+            "wells with PIP below 5MPa",
+            "intake_pressure_psi",
+            725.19,
+            "mpa",
+        ),
+        (
+            "which wells have PIP under 3500 kPa",
+            "intake_pressure_psi",
+            507.63,
+            "kpa",
+        ),
+        (
+            "wells with PIP < 40 bar",
+            "intake_pressure_psi",
+            580.15,
+            "bar",
+        ),
+        (
+            "wells with intake pressure below 500 psi",
+            "intake_pressure_psi",
+            500.0,
+            "psi",
+        ),
+        (
+            "discharge pressure above 2.5 megapascals",
+            "discharge_pressure_psi",
+            362.59,
+            "mpa",
+        ),
+        (
+            "wells producing under 150 m3/d",
+            "flow_rate_bpd",
+            943.47,
+            "m3d",
+        ),
+        (
+            "wells producing under 150 m³/d",
+            "flow_rate_bpd",
+            943.47,
+            "m3d",
+        ),
         ("wells under 500 bbl/d", "flow_rate_bpd", 500.0, "bpd"),
-        ("wells making less than 1000 bpd", "flow_rate_bpd", 1000.0, "bpd"),
-        ("wells with motor temperature above 250°F", "motor_temp_c", 121.11, "degf"),
-        ("wells with motor temp above 250 degF", "motor_temp_c", 121.11, "degf"),
-        ("wells with motor temp over 120 °C", "motor_temp_c", 120.0, "degc"),
-        ("wells with motor temp over 120 degC", "motor_temp_c", 120.0, "degc"),
+        (
+            "wells making less than 1000 bpd",
+            "flow_rate_bpd",
+            1000.0,
+            "bpd",
+        ),
+        (
+            "wells with motor temperature above 250°F",
+            "motor_temp_c",
+            121.11,
+            "degf",
+        ),
+        (
+            "wells with motor temp above 250 degF",
+            "motor_temp_c",
+            121.11,
+            "degf",
+        ),
+        (
+            "wells with motor temp over 120 °C",
+            "motor_temp_c",
+            120.0,
+            "degc",
+        ),
+        (
+            "wells with motor temp over 120 degC",
+            "motor_temp_c",
+            120.0,
+            "degc",
+        ),
     ] {
         let it = parse(q, &directory(), &clock()).unwrap_or_else(|e| panic!("{q}: {e:?}"));
         let j = it.to_json();
@@ -709,11 +776,19 @@ fn thresholds_in_every_unit_are_converted_to_the_stored_unit() {
         assert_eq!(f["channels"][0], channel, "{q}: {j}");
         let got = f["value"].as_f64().unwrap();
         assert!((got - value).abs() < 0.01, "{q}: {got} ≠ {value}");
-        assert_eq!(f["unit"], Unit::canonical_of(it.filter.as_ref().unwrap().channels[0]).name());
+        assert_eq!(
+            f["unit"],
+            Unit::canonical_of(it.filter.as_ref().unwrap().channels[0]).name()
+        );
         assert_eq!(it.filter.as_ref().unwrap().unit.name(), unit, "{q}");
     }
     // Asked to answer in MPa.
-    let it = parse("discharge pressure of ESP-004 in MPa", &directory(), &clock()).unwrap();
+    let it = parse(
+        "discharge pressure of ESP-004 in MPa",
+        &directory(),
+        &clock(),
+    )
+    .unwrap();
     assert_eq!(it.units, vec![Unit::MPa]);
     // A pressure unit on a temperature is refused, not converted.
     assert!(parse("wells with motor temp above 5 MPa", &directory(), &clock()).is_err());
@@ -750,7 +825,11 @@ fn an_unplaced_word_that_changes_the_question_is_refused() {
         }
     }
     // Destructive verbs are commands.
-    for q in ["delete all alarms", "please remove ESP-003", "purge the alarms on ESP-004"] {
+    for q in [
+        "delete all alarms",
+        "please remove ESP-003",
+        "purge the alarms on ESP-004",
+    ] {
         let e = parse(q, &directory(), &clock()).unwrap_err();
         assert!(e.command.is_some(), "{q}: {e:?}");
     }
@@ -779,10 +858,24 @@ fn a_negated_alarm_or_condition_asks_for_the_wells_without_it() {
     assert!(it.without);
     assert_eq!(it.alarm_state, Some(AlarmStateQuery::Open));
     assert_eq!(it.to_json()["without"], true);
-    let it = parse("wells without alarms on the south pad", &directory(), &clock()).unwrap();
-    assert!(it.without && it.wells == group("@south"), "{}", it.to_json());
+    let it = parse(
+        "wells without alarms on the south pad",
+        &directory(),
+        &clock(),
+    )
+    .unwrap();
+    assert!(
+        it.without && it.wells == group("@south"),
+        "{}",
+        it.to_json()
+    );
     assert_eq!(it.alarm_state, Some(AlarmStateQuery::Open));
-    let it = parse("which wells never had a gas lock last week", &directory(), &clock()).unwrap();
+    let it = parse(
+        "which wells never had a gas lock last week",
+        &directory(),
+        &clock(),
+    )
+    .unwrap();
     assert_eq!((it.intent, it.without), (Intent::Condition, true));
     assert_eq!(it.condition, Some(Condition::GasLock));
     assert_eq!(it.range().unwrap().0, instant("11-16T00:00"));
@@ -791,7 +884,12 @@ fn a_negated_alarm_or_condition_asks_for_the_wells_without_it() {
     // The states keep their opposites; "open alarms" stays the open alarms.
     let it = parse("which wells have an open alarm", &directory(), &clock()).unwrap();
     assert!(!it.without);
-    let it = parse("alarms that haven't been acknowledged", &directory(), &clock()).unwrap();
+    let it = parse(
+        "alarms that haven't been acknowledged",
+        &directory(),
+        &clock(),
+    )
+    .unwrap();
     assert_eq!(
         (it.alarm_state, it.without),
         (Some(AlarmStateQuery::Raised), false)
@@ -824,7 +922,9 @@ fn a_field_is_found_whatever_its_separators() {
 fn clock_times_inside_dates_and_the_weekend() {
     let range = |q: &str| {
         let it = parse(q, &directory(), &clock()).unwrap_or_else(|e| panic!("{q}: {e:?}"));
-        let (f, t) = it.range().unwrap_or_else(|| panic!("{q}: no range {}", it.to_json()));
+        let (f, t) = it
+            .range()
+            .unwrap_or_else(|| panic!("{q}: no range {}", it.to_json()));
         (f, t)
     };
     assert_eq!(
@@ -868,12 +968,20 @@ fn clock_times_inside_dates_and_the_weekend() {
         "average Hz of ESP-005 last weekend",
         "average Hz of ESP-005 on the weekend",
     ] {
-        assert_eq!(range(q), (instant("11-21T00:00"), instant("11-23T00:00")), "{q}");
+        assert_eq!(
+            range(q),
+            (instant("11-21T00:00"), instant("11-23T00:00")),
+            "{q}"
+        );
     }
     // "this weekend" on a Wednesday is the coming one: the future, refused.
     assert!(parse("average Hz of ESP-005 this weekend", &directory(), &clock()).is_err());
     for q in ["Motor current ESP-003 yday", "max amps ESP-003 yesterdy"] {
-        assert_eq!(range(q), (instant("11-24T00:00"), instant("11-25T00:00")), "{q}");
+        assert_eq!(
+            range(q),
+            (instant("11-24T00:00"), instant("11-25T00:00")),
+            "{q}"
+        );
     }
 }
 
@@ -882,12 +990,28 @@ fn clock_times_inside_dates_and_the_weekend() {
 fn a_step_asked_for_makes_a_trend_with_it() {
     const MIN: i64 = 60_000_000;
     for (q, step, agg) in [
-        ("hourly average amps ESP-003 yesterday", 60 * MIN, Some(Agg::Avg)),
-        ("motor temp ESP-003 every 15 min over the last 6 hours", 15 * MIN, None),
-        ("daily max flow for ESP-001 this week", 24 * 60 * MIN, Some(Agg::Max)),
+        (
+            "hourly average amps ESP-003 yesterday",
+            60 * MIN,
+            Some(Agg::Avg),
+        ),
+        (
+            "motor temp ESP-003 every 15 min over the last 6 hours",
+            15 * MIN,
+            None,
+        ),
+        (
+            "daily max flow for ESP-001 this week",
+            24 * 60 * MIN,
+            Some(Agg::Max),
+        ),
         ("PIP of ESP-002 per hour yesterday", 60 * MIN, None),
         ("ESP-002 PIP in 30 minute buckets today", 30 * MIN, None),
-        ("15-minute average current of ESP-004 today", 15 * MIN, Some(Agg::Avg)),
+        (
+            "15-minute average current of ESP-004 today",
+            15 * MIN,
+            Some(Agg::Avg),
+        ),
     ] {
         let it = parse(q, &directory(), &clock()).unwrap_or_else(|e| panic!("{q}: {e:?}"));
         assert_eq!(it.intent, Intent::Trend, "{q}");
@@ -895,7 +1019,14 @@ fn a_step_asked_for_makes_a_trend_with_it() {
         assert_eq!(it.agg, agg, "{q}");
     }
     // Too many buckets, or a step on a question that has no series: refused.
-    assert!(parse("amps of ESP-003 every minute over the last 30 days", &directory(), &clock()).is_err());
+    assert!(
+        parse(
+            "amps of ESP-003 every minute over the last 30 days",
+            &directory(),
+            &clock()
+        )
+        .is_err()
+    );
     assert!(parse("hourly which wells are stopped", &directory(), &clock()).is_err());
     // "500 bbl per day" stays a unit.
     let it = parse("wells under 500 bbl per day", &directory(), &clock()).unwrap();

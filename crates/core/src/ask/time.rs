@@ -296,8 +296,10 @@ fn day_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, i64, Stri
 
 /// "yesterday" and how it is shortened or mistyped: "yday", "yest", "yesterdays", "yesteday".
 pub fn is_yesterday(word: &str) -> bool {
-    matches!(word, "yesterday" | "yesterdays" | "yday" | "yest" | "ystd" | "ydy")
-        || (word.starts_with('y') && super::tokens::close(word, "yesterday"))
+    matches!(
+        word,
+        "yesterday" | "yesterdays" | "yday" | "yest" | "ystd" | "ydy"
+    ) || (word.starts_with('y') && super::tokens::close(word, "yesterday"))
 }
 
 /// One end of a range: a day, a day with a clock time (`2026-12-06 06:00`, `yesterday at
@@ -317,14 +319,20 @@ fn end_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, End)> {
     if let Some((dl, day, label)) = day_at(tokens, i, clock) {
         let k = dl + usize::from(matches!(w(dl), "at" | "around"));
         if let Some((hl, off)) = hm_at(tokens, i + k) {
-            return Some((k + hl, End::Instant(day + off, format!("{label} {}", hm_label(off)))));
+            return Some((
+                k + hl,
+                End::Instant(day + off, format!("{label} {}", hm_label(off))),
+            ));
         }
         return Some((dl, End::Day(day, label)));
     }
     let (hl, off) = hm_at(tokens, i)?;
     let k = hl + usize::from(w(hl) == "on");
     if let Some((dl, day, label)) = day_at(tokens, i + k, clock) {
-        return Some((k + dl, End::Instant(day + off, format!("{label} {}", hm_label(off)))));
+        return Some((
+            k + dl,
+            End::Instant(day + off, format!("{label} {}", hm_label(off))),
+        ));
     }
     Some((hl, End::Clock(off)))
 }
@@ -446,9 +454,11 @@ fn moment(clock: &Clock, t: i64, label: &str) -> TimeSpec {
 pub fn future_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<usize> {
     let w = |k: usize| tokens.get(i + k).map(|t| t.text.as_str()).unwrap_or("");
     match w(0) {
-        "tomorrow" | "tomorrows" | "tmrw" | "tmr" | "tonight" | "tonights" | "will" | "forecast"
-        | "forecasts" | "forecasted" | "predict" | "predicted" | "prediction" | "predictions"
-        | "upcoming" | "future" | "projected" | "projection" | "wont" | "gonna" => Some(1),
+        "tomorrow" | "tomorrows" | "tmrw" | "tmr" | "tonight" | "tonights" | "will"
+        | "forecast" | "forecasts" | "forecasted" | "predict" | "predicted" | "prediction"
+        | "predictions" | "upcoming" | "future" | "projected" | "projection" | "wont" | "gonna" => {
+            Some(1)
+        }
         "next" => {
             let k = if tokens.get(i + 1).and_then(Token::number).is_some()
                 || number_word(w(1)).is_some() && !matches!(w(1), "a" | "an")
@@ -487,7 +497,11 @@ fn weekend_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, TimeS
         back += 7;
     }
     let sat = clock.day_start(-back);
-    let label = if before { "last weekend" } else { "the weekend" };
+    let label = if before {
+        "last weekend"
+    } else {
+        "the weekend"
+    };
     Some((len, clock.range(sat, sat + 2 * DAY, label)))
 }
 
@@ -551,8 +565,19 @@ pub fn step_at(tokens: &[Token], i: usize) -> Option<(usize, i64)> {
     if let Some(step) = dashed(w(0))
         && matches!(
             w(1),
-            "average" | "averages" | "avg" | "mean" | "max" | "min" | "bucket" | "buckets"
-                | "interval" | "intervals" | "steps" | "step" | "bins"
+            "average"
+                | "averages"
+                | "avg"
+                | "mean"
+                | "max"
+                | "min"
+                | "bucket"
+                | "buckets"
+                | "interval"
+                | "intervals"
+                | "steps"
+                | "step"
+                | "bins"
         )
     {
         return Some((1, step));
@@ -563,7 +588,13 @@ pub fn step_at(tokens: &[Token], i: usize) -> Option<(usize, i64)> {
         && n.fract() == 0.0
         && matches!(
             w(2),
-            "bucket" | "buckets" | "interval" | "intervals" | "steps" | "step" | "bins"
+            "bucket"
+                | "buckets"
+                | "interval"
+                | "intervals"
+                | "steps"
+                | "step"
+                | "bins"
                 | "averages"
         )
     {
@@ -628,7 +659,9 @@ fn bare_time_at(
         }
         if hm_at(tokens, i).is_some() {
             match end_at(tokens, i, clock) {
-                Some((len, End::Instant(t, label))) => return Some((len, moment(clock, t, &label))),
+                Some((len, End::Instant(t, label))) => {
+                    return Some((len, moment(clock, t, &label)));
+                }
                 Some((len, End::Clock(off))) if preposition == "at" => {
                     let mut t = today + off;
                     let mut day = "today";
