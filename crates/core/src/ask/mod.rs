@@ -1933,18 +1933,18 @@ fn decide(
         }
         (None, intent) => intent,
     };
-    if let Some(step) = p.step {
-        if span / step > MAX_ASKED_BUCKETS as i64 {
-            return Err(fail(
-                &p,
-                format!(
-                    "every {} over that range is {} points, more than {MAX_ASKED_BUCKETS}: ask \
+    if let Some(step) = p.step
+        && span / step > MAX_ASKED_BUCKETS as i64
+    {
+        return Err(fail(
+            &p,
+            format!(
+                "every {} over that range is {} points, more than {MAX_ASKED_BUCKETS}: ask \
                      for a longer step or a shorter range.",
-                    format_duration_micros(step),
-                    span / step
-                ),
-            ));
-        }
+                format_duration_micros(step),
+                span / step
+            ),
+        ));
     }
     if p.without && !matches!(intent, Intent::Alarms | Intent::Condition) {
         return Err(fail(

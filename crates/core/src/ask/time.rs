@@ -822,10 +822,10 @@ fn bare_time_at(
         }
     }
     // "between D and D", "from D to D" (the end day included), with clock times or without.
-    if w(0) == "between" {
-        if let Some((len, spec)) = between_at(tokens, i + 1, clock) {
-            return Some((1 + len, spec));
-        }
+    if w(0) == "between"
+        && let Some((len, spec)) = between_at(tokens, i + 1, clock)
+    {
+        return Some((1 + len, spec));
     }
     // A date or a weekday alone: that day.
     if let Some((len, date)) = date_at(tokens, i, clock) {
