@@ -33,6 +33,9 @@ pub(crate) struct Smoothed {
     pub pd: Ewma,
     pub head: Ewma,
     pub rise: Ewma,
+    /// `rise` judged against the current over the winding's thermal time (see
+    /// [`MotorLevels`]).
+    pub thermal_rise: Ewma,
     pub cooling: Ewma,
     pub gor: Ewma,
     pub volt: Ewma,
@@ -108,6 +111,7 @@ impl Smoothed {
         clip(&mut self.pd, f.discharge_pressure_ratio);
         up(&mut self.head, f.head_ratio, slow);
         up(&mut self.rise, f.winding_rise_ratio, slow);
+        up(&mut self.thermal_rise, f.winding_rise_ratio_thermal, slow);
         up(&mut self.cooling, f.cooling_ratio, slow);
         up(&mut self.gor, f.gor_ratio, slow);
         up(&mut self.volt, f.volts_per_hz_ratio, slow);
@@ -262,9 +266,11 @@ impl MotorLevels {
         let s = i.s;
         // Less flow past the motor cools it less (film coefficient ∝ velocity^0.8): the rise
         // that flow explains is taken out, what remains is heat the flow does not explain.
-        let unexplained_rise = val(&s.rise).map(|r| r * val(&s.cooling).unwrap_or(1.0));
+        // Scale is told by heat that builds over days: judged on the rise against the current
+        // over the winding's thermal time, which a glitched ammeter reading does not move.
+        let unexplained_rise = val(&s.thermal_rise).map(|r| r * val(&s.cooling).unwrap_or(1.0));
         MotorLevels {
-            rise: val(&s.rise),
+            rise: val(&s.thermal_rise),
             unexplained_rise,
             pip: val(&s.settle_pip),
         }

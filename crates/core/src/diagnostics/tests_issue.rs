@@ -2928,3 +2928,52 @@ fn a_lock_that_never_takes_load_again_until_no_gas_is_left_was_a_broken_shaft() 
     let gradual = run(false, true);
     assert!(has(&gradual, Condition::GasLock), "{gradual:?}");
 }
+
+/// A winding heats with the current it carries over its thermal time, not with one poll of the
+/// ammeter. Two readings at a third of the current (a dropout of the current transducer) in the
+/// middle of a pump's wear made the rise against the load it "explained" look three times the
+/// baseline's for those readings, the smoothed rise jumped by the change that tells scale from
+/// wear, and the wear was reported as scale from then on. Judged with the current over the
+/// winding's thermal time, the glitch moves nothing; judged with each reading's current (a
+/// thermal time of one second), the same readings still turn the wear into scale.
+#[test]
+fn one_glitch_of_the_ammeter_does_not_turn_wear_into_scale() {
+    let plan = pinned(
+        Family::Classic,
+        Some((Condition::PumpWear, "30h", "96h")),
+        96,
+        "60s",
+    );
+    let glitch_at = start().0 + 70 * HOUR;
+    let readings: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            if (glitch_at..glitch_at + 120 * 1_000_000).contains(&ts.0) {
+                let amps = m.get(Field::MotorCurrentA).map(|a| a * 0.3);
+                m.set(Field::MotorCurrentA, amps);
+            }
+            (ts, m)
+        })
+        .collect();
+    let run = |thermal_tau_secs: f64| {
+        let th = Thresholds {
+            winding_thermal_tau_secs: thermal_tau_secs,
+            ..Thresholds::default()
+        };
+        let mut engine = WellEngine::new(Some(&plan.wells[0].meta), th, TrainingWindow::Default);
+        let mut episodes = Vec::new();
+        for (ts, m) in &readings {
+            episodes.extend(engine.push(*ts, m).transitions.closed);
+        }
+        episodes.extend(engine.finish());
+        episodes
+    };
+    let thermal = run(Thresholds::default().winding_thermal_tau_secs);
+    assert!(has(&thermal, Condition::PumpWear), "{thermal:?}");
+    assert!(!has(&thermal, Condition::ScalePlugging), "{thermal:?}");
+    let per_reading = run(1.0);
+    assert!(
+        has(&per_reading, Condition::ScalePlugging),
+        "{per_reading:?}"
+    );
+}
