@@ -145,8 +145,6 @@ pub struct WellEngine {
     running_since: i64,
     starts: VecDeque<i64>,
     sm: Smoothed,
-    /// Motor current (A) over the winding's thermal time, this run (see `features_of`).
-    thermal_amps: Ewma,
     volt_excursions: VecDeque<i64>,
     in_excursion: bool,
     /// Typical interval between readings (s), to turn the baseline excursion rate into an
@@ -307,7 +305,6 @@ impl WellEngine {
             cur_swings: rules::Swings::default(),
             pd_swings: rules::Swings::default(),
             anomaly_smooth: Ewma::default(),
-            thermal_amps: Ewma::default(),
             column_offset: Ewma::default(),
             anomaly_above_since: None,
             anomaly_alarm: false,
@@ -814,8 +811,6 @@ impl WellEngine {
         }
         if running && !self.running {
             self.running_since = ts;
-            // A restarted winding is heated by the current from its start on.
-            self.thermal_amps = Ewma::default();
             self.starts.push_back(ts);
             for ch in &mut self.channels {
                 ch.reset_level();
@@ -829,11 +824,13 @@ impl WellEngine {
             // The motor's thermal levels outlast a stop: a winding warming back up after a
             // restart is judged against where it ran before, not against its cold start.
             let (rise, rise_level) = (self.sm.rise, self.sm.rise_level);
-            let thermal_rise = self.sm.thermal_rise;
+            let rise_held = std::mem::take(&mut self.sm.rise_held);
+            let unexplained_rise_held = std::mem::take(&mut self.sm.unexplained_rise_held);
             let rise_level_at_start = rise_level.value();
             self.sm = Smoothed {
                 rise,
-                thermal_rise,
+                rise_held,
+                unexplained_rise_held,
                 rise_level,
                 rise_level_at_start,
                 ..Smoothed::default()
@@ -876,23 +873,18 @@ impl WellEngine {
         });
         // Both in absolute terms: a faster pump draws more amps and moves more fluid.
         let baseline_amps = b.no_load_current_a.hypot(b.active_current_a);
-        let rise_for = |amps: Option<f64>| {
-            let c = amps.filter(|_| baseline_amps > 0.1)? / baseline_amps;
-            match (n.rise, b.winding_rise_c) {
-                (Some(r), Some(rb)) if rb > 0.5 => {
-                    let fixed = self.th.motor_fixed_loss_share;
-                    let losses = fixed + (1.0 - fixed) * c * c;
-                    Some(r / (rb * losses.max(0.3)))
-                }
-                _ => None,
+        let amps_ratio = n
+            .current
+            .filter(|_| baseline_amps > 0.1)
+            .map(|i| i / baseline_amps);
+        let rise_ratio = match (n.rise, b.winding_rise_c, amps_ratio) {
+            (Some(r), Some(rb), Some(c)) if rb > 0.5 => {
+                let fixed = self.th.motor_fixed_loss_share;
+                let losses = fixed + (1.0 - fixed) * c * c;
+                Some(r / (rb * losses.max(0.3)))
             }
+            _ => None,
         };
-        let rise_ratio = rise_for(n.current);
-        // The winding's heat follows the current over its thermal time, not one reading: an
-        // ammeter that reads a third for a poll or two makes the rise look up to three times
-        // what that reading's load explains (and, in the slow levels, the motor look
-        // insulated by scale for hours).
-        let thermal_rise_ratio = rise_for(self.thermal_amps.value().or(n.current));
         let sg = self.ctx.sg.unwrap_or(1.0);
         let system_efficiency = match (
             m.get(Field::FlowRateBpd),
@@ -923,7 +915,6 @@ impl WellEngine {
             pressure_rise_ratio: ratio(n.tdh, b.tdh_ft),
             vibration_ratio: ratio(n.vibration, b.vibration_g),
             winding_rise_ratio: rise_ratio,
-            winding_rise_ratio_thermal: thermal_rise_ratio,
             cooling_ratio,
             volts_per_hz_ratio: match (m.get(Field::MotorVoltageV), m.get(Field::FrequencyHz)) {
                 (Some(v), Some(f)) if f > 1.0 => drive_supply_ratio(v, f, b),
@@ -1171,10 +1162,6 @@ impl WellEngine {
         if self.flow_meter_bypassed(&clean, &n, running) {
             clean.set(Field::FlowRateBpd, None);
             n = self.normalise(&clean);
-        }
-        if running && let Some(amps) = n.current {
-            self.thermal_amps
-                .update(ts, amps, th.winding_thermal_tau_secs);
         }
         let mut feats = self.features_of(&clean, &n);
         if !running {

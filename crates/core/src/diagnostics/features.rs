@@ -97,11 +97,6 @@ pub struct Features {
     pub pressure_rise_ratio: Option<f64>,
     pub vibration_ratio: Option<f64>,
     pub winding_rise_ratio: Option<f64>,
-    /// The same rise against the losses of the current over the winding's thermal time (see
-    /// `Thresholds::winding_thermal_tau_secs`): what slow judgements of the motor's heat
-    /// (scale against wear) are made on. One glitched ammeter reading does not move it.
-    #[serde(skip)]
-    pub winding_rise_ratio_thermal: Option<f64>,
     /// Cooling by the flow past the motor against the baseline (flow^0.8).
     pub cooling_ratio: Option<f64>,
     pub volts_per_hz_ratio: Option<f64>,

@@ -2929,13 +2929,12 @@ fn a_lock_that_never_takes_load_again_until_no_gas_is_left_was_a_broken_shaft() 
     assert!(has(&gradual, Condition::GasLock), "{gradual:?}");
 }
 
-/// A winding heats with the current it carries over its thermal time, not with one poll of the
-/// ammeter. Two readings at a third of the current (a dropout of the current transducer) in the
-/// middle of a pump's wear made the rise against the load it "explained" look three times the
-/// baseline's for those readings, the smoothed rise jumped by the change that tells scale from
-/// wear, and the wear was reported as scale from then on. Judged with the current over the
-/// winding's thermal time, the glitch moves nothing; judged with each reading's current (a
-/// thermal time of one second), the same readings still turn the wear into scale.
+/// Scale is heat that builds and stays. Two readings at a third of the current (a dropout of the
+/// current transducer) in the middle of a pump's wear make the winding rise look up to three
+/// times what those readings' load explains; the smoothed rise jumps for minutes by more than
+/// the change that tells scale from wear. Judged on the rise the motor has held for the last
+/// hour, the glitch moves nothing; judged on the smoothed rise of the moment (held for no
+/// time), the same readings turn the wear into scale for the rest of the episode.
 #[test]
 fn one_glitch_of_the_ammeter_does_not_turn_wear_into_scale() {
     let plan = pinned(
@@ -2955,9 +2954,9 @@ fn one_glitch_of_the_ammeter_does_not_turn_wear_into_scale() {
             (ts, m)
         })
         .collect();
-    let run = |thermal_tau_secs: f64| {
+    let run = |held_secs: f64| {
         let th = Thresholds {
-            winding_thermal_tau_secs: thermal_tau_secs,
+            scale_rise_held_secs: held_secs,
             ..Thresholds::default()
         };
         let mut engine = WellEngine::new(Some(&plan.wells[0].meta), th, TrainingWindow::Default);
@@ -2968,12 +2967,9 @@ fn one_glitch_of_the_ammeter_does_not_turn_wear_into_scale() {
         episodes.extend(engine.finish());
         episodes
     };
-    let thermal = run(Thresholds::default().winding_thermal_tau_secs);
-    assert!(has(&thermal, Condition::PumpWear), "{thermal:?}");
-    assert!(!has(&thermal, Condition::ScalePlugging), "{thermal:?}");
-    let per_reading = run(1.0);
-    assert!(
-        has(&per_reading, Condition::ScalePlugging),
-        "{per_reading:?}"
-    );
+    let held = run(Thresholds::default().scale_rise_held_secs);
+    assert!(has(&held, Condition::PumpWear), "{held:?}");
+    assert!(!has(&held, Condition::ScalePlugging), "{held:?}");
+    let momentary = run(0.0);
+    assert!(has(&momentary, Condition::ScalePlugging), "{momentary:?}");
 }
