@@ -19,9 +19,7 @@ use std::fmt::Write as _;
 
 use espwatch_core::series::bucket_start;
 use espwatch_core::{Agg, Field, Series, TelemetryQuery, Timestamp, WellId};
-use espwatch_store::{
-    FleetQuery, FleetTotalsQuery, StoreError, StoreResult, Totals, WellTotals,
-};
+use espwatch_store::{FleetQuery, FleetTotalsQuery, StoreError, StoreResult, Totals, WellTotals};
 use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::ToSql;
 
