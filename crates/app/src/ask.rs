@@ -442,6 +442,7 @@ async fn list_alarms(a: &Asker<'_>, well: Option<&WellId>) -> Result<Vec<Alarm>,
     let mut alarms = store
         .list_alarms(&AlarmFilter {
             state: None,
+            open: false,
             well_id: well.cloned(),
         })
         .await?;

@@ -140,6 +140,11 @@ pub struct Config {
     pub ingest_decoders: usize,
     /// Live streams (`GET /api/v1/stream`) one identity may hold open at once (429 beyond).
     pub stream_max_connections_per_identity: usize,
+    /// Events the live stream's ring holds (16 to 65536): a subscriber that falls further
+    /// behind loses the oldest and is sent a `lagged` notice with how many it missed.
+    /// Publishers never wait for subscribers, so this only bounds memory and how far behind
+    /// a slow subscriber may fall without losing events.
+    pub stream_buffer_events: usize,
     /// Mark the console's session cookies `Secure` (sent over HTTPS only). Browsers accept
     /// them on `http://localhost` too; set false only to use the console over plain HTTP on
     /// another host (a private network, never the internet).
@@ -468,6 +473,7 @@ impl Default for Config {
             ingest_decode_wait_ms: 500,
             ingest_decoders: 0,
             stream_max_connections_per_identity: 8,
+            stream_buffer_events: 4096,
             cookie_secure: true,
             http_header_timeout_secs: 10,
             max_connections_per_source: 64,
@@ -624,6 +630,7 @@ impl Config {
         "ingest_decode_wait_ms",
         "ingest_decoders",
         "stream_max_connections_per_identity",
+        "stream_buffer_events",
         "cookie_secure",
         "http_header_timeout_secs",
         "max_connections_per_source",
@@ -696,6 +703,13 @@ impl Config {
         }
         if !(1..=1000).contains(&self.stream_max_connections_per_identity) {
             return Err("stream_max_connections_per_identity must be between 1 and 1000".into());
+        }
+        if !(16..=65_536).contains(&self.stream_buffer_events) {
+            return Err(format!(
+                "stream_buffer_events must be between 16 and 65536 (events the live stream's \
+                 ring holds for a slow subscriber), not {}",
+                self.stream_buffer_events
+            ));
         }
         if self.diagnostics_queue_readings == 0 {
             return Err("diagnostics_queue_readings must be at least 1".into());
@@ -1577,6 +1591,30 @@ mod debug_tests {
         c.jwt_secret_previous = Some(SecretString("0123456789abcdef0123456789abcdef".into()));
         assert!(c.jwt_previous_secret().is_err(), "a weak previous secret");
         assert_eq!(Config::default().jwt_previous_secret().unwrap(), None);
+    }
+
+    #[test]
+    fn the_stream_buffer_is_between_16_and_65536_events() {
+        assert_eq!(Config::default().stream_buffer_events, 4096);
+        for ok in [16, 4096, 65_536] {
+            let c = Config {
+                stream_buffer_events: ok,
+                ..Config::default()
+            };
+            assert_eq!(c.validate(), Ok(()), "{ok}");
+        }
+        for bad in [0, 15, 65_537] {
+            let c = Config {
+                stream_buffer_events: bad,
+                ..Config::default()
+            };
+            let err = c.validate().unwrap_err();
+            assert!(
+                err.starts_with("stream_buffer_events must be between 16 and 65536")
+                    && err.ends_with(&format!("not {bad}")),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -7,26 +7,62 @@ import { h, words, time } from './dom.js';
 
 const SEVERITY_RANK = { critical: 0, major: 1, minor: 2 };
 
+/** Alarms one page reads; "Older alarms" reads the next through the answer's next_cursor. */
+export const PAGE = 200;
+
+/** A page of `GET /api/v1/alarms`, newest first: of one well (or all), after `cursor`. */
+export function alarmsPath(wellId, cursor) {
+  const query = [`limit=${PAGE}`];
+  if (wellId) query.push(`well_id=${encodeURIComponent(wellId)}`);
+  if (cursor) query.push(`cursor=${encodeURIComponent(cursor)}`);
+  return `/api/v1/alarms?${query.join('&')}`;
+}
+
 export class AlarmsView {
-  constructor(root, _open, wellId) {
+  /** `openAlarms`: a function giving the shell's open alarms (read once per sign-in and kept
+   * current), shown whatever page they are on; `wellId`: only this well's alarms. */
+  constructor(root, openAlarms, wellId) {
     this.root = root;
+    this.openAlarms = openAlarms || null;
     this.wellId = wellId || null;
     this.alarms = new Map();
+    this.cursor = null;
     // A well's page shows its alarm history (cleared ones too); the fleet's list, what is open.
     this.filter = { state: this.wellId ? 'all' : 'open', text: '' };
   }
 
   async load() {
-    const path = this.wellId
-      ? `/api/v1/alarms?well_id=${encodeURIComponent(this.wellId)}`
-      : '/api/v1/alarms';
-    const r = await api(path);
+    const [r, open] = await Promise.all([
+      api(alarmsPath(this.wellId, null)),
+      this.openAlarms ? this.openAlarms() : Promise.resolve(null),
+    ]);
     if (!r.ok) {
       this.root.replaceChildren(h('p', { class: 'error' }, errorText(r)));
       return;
     }
-    this.alarms = new Map(r.data.alarms.map((a) => [a.id, a]));
-    this.build();
+    this.alarms = new Map();
+    if (open) for (const a of open.values()) this.alarms.set(a.id, a);
+    this.show(r.data);
+  }
+
+  /** Adds a page of `GET /api/v1/alarms` (the first one read elsewhere, e.g. by the well page). */
+  show(page) {
+    for (const a of page.alarms) this.alarms.set(a.id, a);
+    this.cursor = page.next_cursor || null;
+    if (this.tbody) this.render(); else this.build();
+  }
+
+  async older() {
+    if (!this.cursor) return;
+    this.more.disabled = true;
+    const r = await api(alarmsPath(this.wellId, this.cursor));
+    this.more.disabled = false;
+    if (r.ok) {
+      this.moreError.textContent = '';
+      this.show(r.data);
+    } else {
+      this.moreError.textContent = errorText(r);
+    }
   }
 
   build() {
@@ -54,7 +90,10 @@ export class AlarmsView {
         h('th', null, 'History'), h('th', null, ''))),
       this.tbody);
     const title = this.wellId ? null : h('h1', null, 'Alarms');
-    this.root.replaceChildren(...[title, h('div', { class: 'toolbar' }, state, search, this.count), table].filter(Boolean));
+    this.more = h('button', { type: 'button', class: 'secondary', id: 'alarms-older', onclick: () => this.older() }, 'Older alarms');
+    this.moreError = h('span', { class: 'error' });
+    this.root.replaceChildren(...[title, h('div', { class: 'toolbar' }, state, search, this.count), table,
+      h('div', { class: 'toolbar' }, this.more, this.moreError)].filter(Boolean));
     this.render();
   }
 
@@ -81,6 +120,7 @@ export class AlarmsView {
       this.tbody.append(h('tr', null, h('td', { colspan: 11, class: 'muted' }, 'No alarms match.')));
     }
     this.count.textContent = `${rows.length} alarm${rows.length === 1 ? '' : 's'}`;
+    this.more.hidden = !this.cursor;
   }
 
   row(a) {

@@ -13,6 +13,14 @@ let view = null;
 let socket = null;
 let reconnectDelay = 500;
 let openAlarms = new Map();
+// The read of the open alarms in progress (or done): one per sign-in and per lagged stream.
+let openAlarmsLoad = Promise.resolve();
+
+/** The open alarms (raised or acknowledged), shared by the top bar, the fleet and the alarm
+ * list, kept current by the live stream: read once, not once per page. */
+function currentOpenAlarms() {
+  return openAlarmsLoad.then(() => openAlarms);
+}
 
 function show(signedIn) {
   $('signin').hidden = signedIn;
@@ -86,12 +94,12 @@ function enter() {
   $('nav-notifications').hidden = !can('notifications:manage');
   $('ask-form').hidden = !can('diagnostics:read');
   show(true);
+  loadAlarmCount();
   if (!location.hash || location.hash === '#/' || location.hash === '#') {
     location.hash = '#/fleet';
   } else {
     route();
   }
-  loadAlarmCount();
   connect();
 }
 
@@ -120,20 +128,32 @@ async function route() {
     const { AskView } = await import('./ask.js');
     view = new AskView(root, arg ? decodeURIComponent(arg) : '');
   } else if (page === 'alarms') {
-    view = new AlarmsView(root, openAlarms);
+    view = new AlarmsView(root, currentOpenAlarms);
   } else {
-    view = new FleetView(root);
+    view = new FleetView(root, currentOpenAlarms);
   }
   view.load();
 }
 
-async function loadAlarmCount() {
-  if (!can('alarms:read')) return;
-  const r = await api('/api/v1/alarms');
-  if (!r.ok) return;
-  openAlarms = new Map();
-  for (const a of r.data.alarms) if (a.state !== 'cleared') openAlarms.set(a.id, a);
-  renderAlarmCount();
+/** Reads the open alarms (every page of `state=open`). */
+function loadAlarmCount() {
+  if (!can('alarms:read')) {
+    openAlarms = new Map();
+    openAlarmsLoad = Promise.resolve();
+    return;
+  }
+  openAlarmsLoad = (async () => {
+    const open = new Map();
+    let cursor = null;
+    do {
+      const r = await api(`/api/v1/alarms?state=open${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+      if (!r.ok) return;
+      for (const a of r.data.alarms) open.set(a.id, a);
+      cursor = r.data.next_cursor;
+    } while (cursor);
+    openAlarms = open;
+    renderAlarmCount();
+  })();
 }
 
 function renderAlarmCount() {

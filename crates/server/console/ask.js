@@ -7,7 +7,7 @@
 // rephrasings the server offers.
 
 import { api, errorText } from './api.js';
-import { h, words, time } from './dom.js';
+import { h, words, time, utcTimeAxis } from './dom.js';
 import { CHANNELS } from './units.js';
 
 const STORED_UNITS = Object.fromEntries(CHANNELS.map((c) => [c.key, c.unit]));
@@ -497,11 +497,14 @@ async function drawSeries(box, series) {
       h('h2', null, `${words(CHANNEL_WORDS[channel] || channel)} (${list[0].unit}), ${list[0].agg} per ${list[0].step}`));
     box.append(chart);
     const width = Math.max(320, Math.min(1100, box.clientWidth - 14));
+    const utc = utcTimeAxis(chart);
     // eslint-disable-next-line no-new
     new uPlot({
       width, height: 220,
       scales: { x: { time: true } },
-      series: [{}, ...list.map((s, i) => ({ label: s.well_id, stroke: colors[i % colors.length], width: 1.5 }))],
+      tzDate: utc.tzDate,
+      axes: [utc.axis, {}],
+      series: [utc.series, ...list.map((s, i) => ({ label: s.well_id, stroke: colors[i % colors.length], width: 1.5 }))],
     }, data, chart);
   }
 }

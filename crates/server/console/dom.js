@@ -33,3 +33,54 @@ export function time(rfc3339) {
   const d = new Date(rfc3339);
   return d.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z').replace(/:\d\dZ$/, 'Z');
 }
+
+const pad2 = (n) => String(n).padStart(2, '0');
+
+/** Tick labels of a time axis in UTC, like every time the console shows: `HH:MM` (with
+ * seconds below a minute's spacing, `MM-DD` from a day's), the date (or the year) under the
+ * first tick and where it changes. `secs`: the ticks (Unix seconds); `incr`: their spacing. */
+export function utcTicks(secs, incr) {
+  let prev = null;
+  return secs.map((s) => {
+    if (s === null || s === undefined) return null;
+    const d = new Date(s * 1000);
+    const day = `${d.getUTCFullYear()}-${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())}`;
+    let label;
+    let context;
+    if (incr >= 86400) {
+      label = day.slice(5);
+      context = day.slice(0, 4);
+    } else {
+      label = `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}${incr < 60 ? `:${pad2(d.getUTCSeconds())}` : ''}`;
+      context = day;
+    }
+    const shown = prev === context ? label : `${label}\n${context}`;
+    prev = context;
+    return shown;
+  });
+}
+
+/** The uPlot options that put a chart's time axis in UTC: `tzDate` (ticks on round UTC
+ * times, not the browser's zone), the x axis labelled "UTC" whose tick labels are also kept
+ * in `box.dataset.xTicks` (JSON `[[seconds, label], ...]`), and the cursor's time in the
+ * legend as the tables show it. */
+export function utcTimeAxis(box) {
+  return {
+    tzDate: (ts) => {
+      const d = new Date(ts * 1000);
+      return new Date(d.getTime() + d.getTimezoneOffset() * 60000);
+    },
+    axis: {
+      label: 'UTC',
+      values: (u, splits, axisIdx, space, incr) => {
+        const labels = utcTicks(splits, incr);
+        box.dataset.xTicks = JSON.stringify(splits.map((s, i) => [s, labels[i]]));
+        return labels;
+      },
+    },
+    series: {
+      label: 'Time (UTC)',
+      value: (u, v) => (v === null || v === undefined ? '–' : time(new Date(v * 1000).toISOString())),
+    },
+  };
+}

@@ -47,8 +47,10 @@ function sparkAdd(spark, tsMs, value, weight = 1) {
 }
 
 export class FleetView {
-  constructor(root) {
+  /** `openAlarms`: a function giving the shell's open alarms (read once per sign-in). */
+  constructor(root, openAlarms) {
     this.root = root;
+    this.openAlarms = openAlarms;
     this.wells = new Map();
     this.filter = { text: '', state: 'all', condition: null };
     this.sort = { key: 'state', dir: 1 };
@@ -128,7 +130,7 @@ export class FleetView {
     const [latest, registry, alarms] = await Promise.all([
       api('/api/v1/wells/latest'),
       can('wells:read') ? api('/api/v1/wells') : Promise.resolve(null),
-      can('alarms:read') ? api('/api/v1/alarms') : Promise.resolve(null),
+      can('alarms:read') ? this.openAlarms() : Promise.resolve(null),
     ]);
     if (!latest.ok) {
       this.root.replaceChildren(h('p', { class: 'error' }, errorText(latest)));
@@ -163,8 +165,8 @@ export class FleetView {
         }
       }
     }
-    if (alarms && alarms.ok) {
-      for (const a of alarms.data.alarms) this.applyAlarm(a);
+    if (alarms) {
+      for (const a of alarms.values()) this.applyAlarm(a);
     }
     this.build();
   }

@@ -7,8 +7,8 @@
 import uPlot from './vendor/uplot/uPlot.esm.js';
 import { api, can, errorText } from './api.js';
 import * as units from './units.js';
-import { h, words, time } from './dom.js';
-import { AlarmsView } from './alarms.js';
+import { h, words, time, utcTimeAxis } from './dom.js';
+import { AlarmsView, alarmsPath } from './alarms.js';
 
 const RANGES = [['1h', 3600], ['6h', 6 * 3600], ['24h', 86400], ['7d', 7 * 86400], ['30d', 30 * 86400]];
 const STEPS = [['10s', 10], ['1m', 60], ['5m', 300], ['15m', 900], ['1h', 3600], ['6h', 21600]];
@@ -93,7 +93,7 @@ export class WellView {
     const [meta, latest, alarms] = await Promise.all([
       can('wells:read') ? api(`/api/v1/wells/${id}`) : Promise.resolve(null),
       api('/api/v1/wells/latest'),
-      can('alarms:read') ? api(`/api/v1/alarms?well_id=${id}`) : Promise.resolve(null),
+      can('alarms:read') ? api(alarmsPath(this.id, null)) : Promise.resolve(null),
     ]);
     if (meta && meta.ok) {
       this.meta = meta.data;
@@ -103,9 +103,13 @@ export class WellView {
     if (alarms && alarms.ok) this.alarms = alarms.data.alarms;
     this.renderLatest();
     this.renderMeta();
-    if (can('alarms:read')) {
+    // One read of the well's alarms: the bands and the diagnosis use it, and so does the
+    // well's alarm list (its "Older alarms" reads on from there).
+    if (alarms && alarms.ok) {
       this.alarmView = new AlarmsView(this.alarmBox, null, this.id);
-      this.alarmView.load();
+      this.alarmView.show(alarms.data);
+    } else if (alarms) {
+      this.alarmBox.replaceChildren(h('p', { class: 'error' }, errorText(alarms)));
     }
     this.loadDiagnosis();
     this.loadSeries();
@@ -252,7 +256,9 @@ export class WellView {
       const present = g.series.filter((k) => this.data.fields[k] && this.data.fields[k].some((v) => v !== null));
       if (present.length === 0) continue;
       const scaleUnits = [...new Set(present.map((k) => units.unitOf(k)))];
-      const series = [{}].concat(present.map((k, i) => ({
+      const box = h('div', { class: 'chart', dataset: { group: g.title } }, h('h2', null, g.title));
+      const utc = utcTimeAxis(box);
+      const series = [utc.series].concat(present.map((k, i) => ({
         label: `${units.labelOf(k)} (${units.unitOf(k)})`,
         stroke: COLORS[i % COLORS.length],
         width: 1.5,
@@ -263,15 +269,14 @@ export class WellView {
       // Every chart gets an axis on both sides (a chart of one unit shows it twice), so the
       // plots are equally wide and one instant is at the same x on every chart.
       const sides = scaleUnits.length === 1 ? [scaleUnits[0], scaleUnits[0]] : scaleUnits.slice(0, 2);
-      const axes = [{}].concat(sides.map((unit, i) => ({
+      const axes = [utc.axis].concat(sides.map((unit, i) => ({
         scale: unit, label: unit, side: i === 0 ? 3 : 1, grid: { show: i === 0 }, size: 56,
       })));
       const data = [this.data.ts, ...present.map((k) => this.data.fields[k].map((v) => (v === null ? null : units.convert(k, v))))];
-      const box = h('div', { class: 'chart', dataset: { group: g.title } }, h('h2', null, g.title));
       this.chartBox.append(box);
       const opts = {
         width, height: 180,
-        series, axes,
+        series, axes, tzDate: utc.tzDate,
         scales: { x: { time: true } },
         cursor: { sync: { key: sync.key }, drag: { x: true, y: false } },
         hooks: {

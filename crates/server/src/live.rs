@@ -13,7 +13,8 @@
 //! subscriber costs ingestion nothing. Each connection task reads the ring at its own pace:
 //! - what is already waiting is drained and sent as one message (readings merged; past
 //!   [`COALESCE_READINGS`] only the newest reading per well is kept, with a `coalesced` count);
-//! - a subscriber that falls more than [`CHANNEL_EVENTS`] events behind loses the oldest and is
+//! - a subscriber that falls more than `stream_buffer_events` ([`CHANNEL_EVENTS`] by default)
+//!   events behind loses the oldest and is
 //!   told so (`{"type":"lagged","missed_events":N}`), so it can re-read `/wells/latest`;
 //! - a socket that does not accept a message within [`SEND_TIMEOUT`] is closed.
 //!
@@ -46,7 +47,8 @@ use tokio::time::MissedTickBehavior;
 use crate::auth::{Principal, Security};
 use crate::views::AlarmView;
 
-/// Events the ring holds; a subscriber further behind loses the oldest (with a notice).
+/// Events the ring holds by default (`stream_buffer_events`); a subscriber further behind
+/// loses the oldest (with a notice).
 pub const CHANNEL_EVENTS: usize = 4096;
 /// Readings one message may carry before older readings of a well are coalesced away.
 pub const COALESCE_READINGS: usize = 5000;
@@ -419,8 +421,9 @@ impl Drop for ConnectionPermit {
 }
 
 impl LiveHub {
-    pub fn new(max_per_identity: usize) -> Arc<LiveHub> {
-        let (tx, _) = broadcast::channel(CHANNEL_EVENTS);
+    /// A hub whose ring holds `buffer_events` events (at least 1).
+    pub fn new(max_per_identity: usize, buffer_events: usize) -> Arc<LiveHub> {
+        let (tx, _) = broadcast::channel(buffer_events.max(1));
         Arc::new(LiveHub {
             tx,
             max_per_identity,
@@ -1054,7 +1057,7 @@ mod tests {
 
     #[test]
     fn rendering_filters_by_scope_and_channels_and_coalesces_floods() {
-        let hub = LiveHub::new(4);
+        let hub = LiveHub::new(4, CHANNEL_EVENTS);
         let p = viewer(Some(vec!["W-1"]));
         let sub = SubscriptionRequest {
             channels: Some("motor_current_a".into()),
@@ -1104,7 +1107,7 @@ mod tests {
 
     #[test]
     fn connectivity_is_kept_per_well_and_published_only_when_it_changes() {
-        let hub = LiveHub::new(4);
+        let hub = LiveHub::new(4, CHANNEL_EVENTS);
         let mut rx = hub.subscribe();
         let w = WellId::parse("W-1").unwrap();
         assert_eq!(hub.presence(&w), None);
@@ -1171,7 +1174,7 @@ mod tests {
 
     #[test]
     fn connections_are_limited_per_identity_and_given_back() {
-        let hub = LiveHub::new(2);
+        let hub = LiveHub::new(2, CHANNEL_EVENTS);
         let a = hub.try_connect("user:a").unwrap();
         let _b = hub.try_connect("user:a").unwrap();
         assert!(hub.try_connect("user:a").is_none());

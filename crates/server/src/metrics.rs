@@ -535,6 +535,7 @@ async fn sample_alarms(state: &AppState) {
     for alarm_state in [AlarmState::Raised, AlarmState::Acknowledged] {
         let filter = AlarmFilter {
             state: Some(alarm_state),
+            open: false,
             well_id: None,
         };
         let Ok(Ok(list)) = tokio::time::timeout(SAMPLE_TIMEOUT, alarms.list_alarms(&filter)).await

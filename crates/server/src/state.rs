@@ -166,7 +166,10 @@ impl AppState {
             std::time::Duration::from_secs(config.audit_anchor_secs),
         );
         let security = Security::from_config(&config, security_store, audit)?;
-        let live = LiveHub::new(config.stream_max_connections_per_identity);
+        let live = LiveHub::new(
+            config.stream_max_connections_per_identity,
+            config.stream_buffer_events,
+        );
         Ok(AppState {
             ingest_gate: IngestGate::new(
                 config.ingest_max_inflight_bytes,

@@ -50,7 +50,11 @@ impl From<Alarm> for AlarmView {
     }
 }
 
+/// A page of alarms, newest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AlarmList {
     pub alarms: Vec<AlarmView>,
+    /// Where the next (older) page starts: pass it as `cursor` with the same filters. `null`
+    /// when this page is the last.
+    pub next_cursor: Option<String>,
 }

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use espwatch_core::diagnostics::Diagnosis;
 use espwatch_core::{Timestamp, WellId};
 use espwatch_store::{
-    AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm, StoreError, StoreResult,
+    AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm, StoreError,
+    StoreResult,
 };
 use tokio_postgres::Row;
 
@@ -157,18 +158,35 @@ impl AlarmStore for PostgresStore {
         row.as_ref().map(alarm_from_row).transpose()
     }
 
-    async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>> {
+    async fn list_alarms_page(
+        &self,
+        filter: &AlarmFilter,
+        after: Option<AlarmKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<Alarm>> {
         let client = self.client("listing alarms").await?;
         let state = filter.state.map(|s| s.name().to_owned());
         let well_id = filter.well_id.as_ref().map(WellId::as_str);
+        let after_started = after.map(|k| k.started_at.0);
+        let after_id = after.map(|k| k.id);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(
                 &format!(
                     "SELECT {COLUMNS} FROM alarms
                      WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR well_id = $2)
-                     ORDER BY started_at DESC, id DESC"
+                       AND (NOT $3 OR state <> 'cleared')
+                       AND ($4::bigint IS NULL OR (started_at, id) < ($4, $5::bigint))
+                     ORDER BY started_at DESC, id DESC LIMIT $6"
                 ),
-                &[&state, &well_id],
+                &[
+                    &state,
+                    &well_id,
+                    &filter.open,
+                    &after_started,
+                    &after_id,
+                    &limit,
+                ],
             )
             .await
             .map_err(|e| db_err("listing alarms", e))?;

@@ -71,6 +71,16 @@ impl Harness for PgHarness {
         self.current.lock().unwrap().take();
         drop(store);
     }
+
+    fn alarms(&self) -> Arc<dyn espwatch_store::AlarmStore> {
+        Arc::new(
+            self.current
+                .lock()
+                .unwrap()
+                .clone()
+                .expect("a store is open"),
+        )
+    }
 }
 
 mod conformance_suite {

@@ -74,7 +74,32 @@ pub struct NewAlarm {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AlarmFilter {
     pub state: Option<AlarmState>,
+    /// Only alarms still open (raised or acknowledged, not cleared).
+    pub open: bool,
     pub well_id: Option<WellId>,
+}
+
+/// Most alarms [`AlarmStore::list_alarms`] returns (the newest); a longer list is read in
+/// pages ([`AlarmStore::list_alarms_page`]).
+pub const ALARM_LIST_CAP: usize = 10_000;
+
+/// An alarm's place in the list order, newest first: `started_at` descending, then `id`
+/// descending (ids are unique, so the order is total and stable). A page continues strictly
+/// after a key (keyset paging: alarms raised or cleared meanwhile neither shift nor repeat the
+/// pages already read).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct AlarmKey {
+    pub started_at: Timestamp,
+    pub id: i64,
+}
+
+impl AlarmKey {
+    pub fn of(alarm: &Alarm) -> AlarmKey {
+        AlarmKey {
+            started_at: alarm.started_at,
+            id: alarm.id,
+        }
+    }
 }
 
 /// Why an acknowledgement failed.
@@ -108,8 +133,19 @@ pub trait AlarmStore: Send + Sync + 'static {
         at: Timestamp,
     ) -> StoreResult<AckOutcome>;
     async fn get_alarm(&self, id: i64) -> StoreResult<Option<Alarm>>;
-    /// Alarms matching the filter, newest first.
-    async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>>;
+    /// Alarms matching the filter, newest first (the order of [`AlarmKey`]), at most
+    /// [`ALARM_LIST_CAP`].
+    async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>> {
+        self.list_alarms_page(filter, None, ALARM_LIST_CAP).await
+    }
+    /// Up to `limit` alarms matching the filter, newest first (the order of [`AlarmKey`]),
+    /// starting strictly after `after` when given.
+    async fn list_alarms_page(
+        &self,
+        filter: &AlarmFilter,
+        after: Option<AlarmKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<Alarm>>;
 
     /// The notification rules, channels and outbox kept next to these alarms, when the backend
     /// has them (both backends do).

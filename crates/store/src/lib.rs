@@ -24,7 +24,9 @@ pub mod retention;
 pub mod security;
 pub mod spool;
 
-pub use alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
+pub use alarms::{
+    ALARM_LIST_CAP, AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm,
+};
 pub use embedded::{
     CheckpointHook, CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
     InstallHook, InstallStep, LogRecord, LogTrimHook, LogTrimStep, ShipBacklog, ShipGap,

@@ -74,6 +74,16 @@ impl Harness for EmbeddedHarness {
         self.current.lock().unwrap().take();
         drop(store);
     }
+
+    fn alarms(&self) -> Arc<dyn espwatch_store::AlarmStore> {
+        Arc::new(
+            self.current
+                .lock()
+                .unwrap()
+                .clone()
+                .expect("a store is open"),
+        )
+    }
 }
 
 mod default_tuning {

@@ -6,8 +6,10 @@
 //! ESPWATCH_REQUIRE_SERVICES=1. `ESPWATCH_SCREENSHOTS=DIR` writes the README's pictures there.
 
 mod admin;
+mod alarms;
 mod ask;
 mod fleet;
+mod harness;
 mod webdriver;
 
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 //! crate (fantoccini or thirtyfour would bring hyper clients and TLS stacks of their own).
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -40,7 +41,10 @@ pub fn locate() -> Result<(PathBuf, PathBuf), String> {
     }
 }
 
-/// A running chromedriver with one headless Chromium session.
+/// A running chromedriver with one headless Chromium session. chromedriver runs in a process
+/// group of its own, which the Chromium it starts (browser, zygotes, renderers, GPU and
+/// utility processes) joins: quitting or dropping the `Browser` (as a panicking test does)
+/// kills that whole group, so no Chromium outlives its test.
 pub struct Browser {
     driver: Child,
     base: String,
@@ -60,6 +64,7 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
@@ -138,6 +143,17 @@ impl Browser {
             panic!("webdriver {path}: {error}: {}", r["value"]["message"]);
         }
         r["value"].clone()
+    }
+
+    /// Runs the page in time zone `tz` (an IANA name) instead of the machine's, through
+    /// chromedriver's DevTools passthrough; it holds across navigations.
+    pub async fn set_time_zone(&self, tz: &str) {
+        self.command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Emulation.setTimezoneOverride", "params": {"timezoneId": tz}})),
+        )
+        .await;
     }
 
     pub async fn goto(&self, url: &str) {
@@ -243,20 +259,30 @@ impl Browser {
         eprintln!("screenshot of the failure: {}", path.display());
     }
 
-    pub async fn quit(mut self) {
+    /// The process group of chromedriver and its Chromium (chromedriver's pid).
+    pub fn process_group(&self) -> u32 {
+        self.driver.id()
+    }
+
+    /// Ends the session (Chromium closes), then the driver: `Drop` kills the group.
+    pub async fn quit(self) {
         let _ = self
             .http
             .delete(format!("{}/session/{}", self.base, self.session))
             .send()
             .await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = self.driver.id() as libc::pid_t;
+        // SAFETY: kill(2) with a negative pid signals the process group `group`, which
+        // chromedriver leads (`process_group(0)` above) and its Chromium processes joined;
+        // it touches no memory of ours.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
         let _ = self.driver.wait();
     }
 }

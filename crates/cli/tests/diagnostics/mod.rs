@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
+mod alarm_pages;
+
 const HOUR: i64 = 3_600_000_000;
 
 /// CSV bodies of one simulated well: readings before `split` hours, and the rest.

@@ -18,6 +18,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::support::*;
 
 mod latency;
+mod slow;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

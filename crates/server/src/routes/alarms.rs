@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::Utc;
 use espwatch_core::Timestamp;
-use espwatch_store::{AckOutcome, AlarmFilter, AlarmState};
+use espwatch_store::{ALARM_LIST_CAP, AckOutcome, AlarmFilter, AlarmKey, AlarmState};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
@@ -19,41 +19,107 @@ use crate::views::{AlarmList, AlarmView};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AlarmParams {
-    /// `raised`, `acknowledged` or `cleared`; default: all.
+    /// `raised`, `acknowledged`, `cleared`, or `open` (raised or acknowledged); default: all.
     state: Option<String>,
     /// Only this well's alarms.
     well_id: Option<String>,
+    /// Most alarms in this page, 1 to 10000; default 10000.
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page (same filters): this page continues after it.
+    cursor: Option<String>,
 }
 
-/// Alarms, newest first, filtered by state and well.
+/// A cursor names the last alarm of a page by its place in the order (`started_at` in
+/// microseconds and `id`), so the next page starts strictly after it whatever was raised or
+/// cleared meanwhile.
+fn cursor_of(key: AlarmKey) -> String {
+    format!("{}_{}", key.started_at.0, key.id)
+}
+
+fn parse_cursor(cursor: &str) -> Result<AlarmKey, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_cursor",
+            format!("cursor {cursor:?} is not a next_cursor this server gave"),
+        )
+    };
+    let (started_at, id) = cursor.split_once('_').ok_or_else(bad)?;
+    Ok(AlarmKey {
+        started_at: Timestamp(started_at.parse().map_err(|_| bad())?),
+        id: id.parse().map_err(|_| bad())?,
+    })
+}
+
+/// Alarms, newest first (by start, then id), filtered by state and well, in pages: at most
+/// `limit` (default and most: 10000), and a `next_cursor` to pass as `cursor` for the older
+/// ones (`null` on the last page).
 #[utoipa::path(get, path = "/api/v1/alarms", tag = "alarms", params(AlarmParams),
     responses(
-        (status = 200, description = "Alarms", body = AlarmList),
-        (status = 400, description = "Bad filter", body = crate::error::ErrorEnvelope)
+        (status = 200, description = "A page of alarms", body = AlarmList),
+        (status = 400, description = "Bad filter, limit or cursor", body = crate::error::ErrorEnvelope)
     ))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     ApiQuery(params): ApiQuery<AlarmParams>,
 ) -> Result<Json<AlarmList>, ApiError> {
-    let filter = AlarmFilter {
-        state: match params.state.as_deref() {
-            None => None,
-            Some(s) => Some(AlarmState::parse(s).ok_or_else(|| {
+    let (alarm_state, open) = match params.state.as_deref() {
+        None => (None, false),
+        Some("open") => (None, true),
+        Some(s) => (
+            Some(AlarmState::parse(s).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_query",
-                    format!("state {s:?} is not one of raised, acknowledged, cleared"),
+                    format!("state {s:?} is not one of raised, acknowledged, cleared, open"),
                 )
             })?),
-        },
+            false,
+        ),
+    };
+    let filter = AlarmFilter {
+        state: alarm_state,
+        open,
         well_id: match params.well_id.as_deref() {
             None => None,
             Some(w) => Some(parse_well_id(w)?),
         },
     };
-    let mut alarms = state.alarm_store()?.list_alarms(&filter).await?;
-    alarms.retain(|a| principal.may_see_well(a.well_id.as_str()));
+    let limit = params.limit.unwrap_or(ALARM_LIST_CAP);
+    if !(1..=ALARM_LIST_CAP).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and {ALARM_LIST_CAP}"),
+        ));
+    }
+    let mut after = params.cursor.as_deref().map(parse_cursor).transpose()?;
+    let store = state.alarm_store()?;
+    // Alarms of wells outside the identity's scope are skipped, so a page may take more than
+    // one read; one alarm past the limit tells whether there is a next page.
+    let mut alarms = Vec::new();
+    let mut more = false;
+    'pages: loop {
+        let want = limit - alarms.len() + 1;
+        let page = store.list_alarms_page(&filter, after, want).await?;
+        let last_page = page.len() < want;
+        after = page.last().map(AlarmKey::of);
+        for a in page {
+            if !principal.may_see_well(a.well_id.as_str()) {
+                continue;
+            }
+            if alarms.len() == limit {
+                more = true;
+                break 'pages;
+            }
+            alarms.push(a);
+        }
+        if last_page {
+            break;
+        }
+    }
     Ok(Json(AlarmList {
+        next_cursor: more
+            .then(|| alarms.last().map(|a| cursor_of(AlarmKey::of(a))))
+            .flatten(),
         alarms: alarms.into_iter().map(Into::into).collect(),
     }))
 }

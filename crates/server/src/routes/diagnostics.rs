@@ -172,6 +172,7 @@ pub async fn events(
         .alarm_store()?
         .list_alarms(&AlarmFilter {
             state: None,
+            open: false,
             well_id: Some(well_id.clone()),
         })
         .await?;

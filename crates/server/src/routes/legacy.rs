@@ -226,6 +226,7 @@ async fn episodes_of(
     Ok(alarms
         .list_alarms(&AlarmFilter {
             state: None,
+            open: false,
             well_id: Some(well.clone()),
         })
         .await?

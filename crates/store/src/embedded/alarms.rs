@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::schema::sql_err;
 use super::{EmbeddedStore, Inner, lock};
 use crate::StoreResult;
-use crate::alarms::{AckOutcome, Alarm, AlarmFilter, AlarmState, AlarmStore, NewAlarm};
+use crate::alarms::{AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm};
 
 pub(super) const FILE: &str = "alarms.sqlite";
 const COLUMNS: &str = "id, well_id, condition, severity, state, confidence, started_at, ended_at, \
@@ -209,22 +209,34 @@ impl AlarmStore for EmbeddedStore {
             .await
     }
 
-    async fn list_alarms(&self, filter: &AlarmFilter) -> StoreResult<Vec<Alarm>> {
+    async fn list_alarms_page(
+        &self,
+        filter: &AlarmFilter,
+        after: Option<AlarmKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<Alarm>> {
         let filter = filter.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.blocking(move |inner| {
             with_conn(inner, |conn| {
                 let mut stmt = conn
-                    .prepare(&format!(
+                    .prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM alarms
                          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR well_id = ?2)
-                         ORDER BY started_at DESC, id DESC LIMIT 10000"
+                           AND (?3 = 0 OR state != 'cleared')
+                           AND (?4 IS NULL OR started_at < ?4 OR (started_at = ?4 AND id < ?5))
+                         ORDER BY started_at DESC, id DESC LIMIT ?6"
                     ))
                     .map_err(|e| sql_err("listing alarms", e))?;
                 let rows = stmt
                     .query_map(
                         params![
                             filter.state.map(AlarmState::name),
-                            filter.well_id.as_ref().map(WellId::as_str)
+                            filter.well_id.as_ref().map(WellId::as_str),
+                            filter.open,
+                            after.map(|k| k.started_at.0),
+                            after.map(|k| k.id),
+                            limit,
                         ],
                         row_to_alarm,
                     )

@@ -15,8 +15,8 @@ use espwatch_core::{
     WellMeta,
 };
 use espwatch_store::{
-    AppendOptions, FleetQuery, FleetTotalsQuery, ReadingOutcome, Store, StoreError, Totals,
-    WellTotals, fleet_total,
+    Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, AppendOptions, FleetQuery,
+    FleetTotalsQuery, NewAlarm, ReadingOutcome, Store, StoreError, Totals, WellTotals, fleet_total,
 };
 
 use ReadingOutcome::{Accepted, Duplicate, UnknownWell};
@@ -30,6 +30,8 @@ pub trait Harness: Send + Sync + 'static {
     async fn seal(&self, store: &Arc<dyn Store>);
     /// Abandons a store without `close`, as a crash would (as close to one as in-process allows).
     async fn abandon(&self, store: Arc<dyn Store>);
+    /// The alarm store of the store most recently opened.
+    fn alarms(&self) -> Arc<dyn AlarmStore>;
 }
 
 /// Generates one `#[tokio::test]` per conformance case for the harness built by `$make`.
@@ -56,6 +58,7 @@ macro_rules! conformance_tests {
             fleet_queries_match_each_wells_raw_evaluation,
             fleet_totals_match_raw_computation,
             fleet_aggregates_match_the_raw_computation,
+            alarm_pages_follow_one_stable_order_without_gaps_or_repeats,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1230,5 +1233,143 @@ pub async fn fleet_aggregates_match_the_raw_computation(h: &impl Harness) {
     s.close().await.unwrap();
     let s = h.open().await;
     check(s.clone(), all, "reopened").await;
+    s.close().await.unwrap();
+}
+
+/// Alarms read in pages (`list_alarms_page`, keyset: strictly after the previous page's last
+/// alarm) are the whole list in the same order, newest start first and ties by id, with no
+/// gap or repeat, also when alarms are raised and cleared between pages; the `open` and well
+/// filters page the same way.
+pub async fn alarm_pages_follow_one_stable_order_without_gaps_or_repeats(h: &impl Harness) {
+    use espwatch_core::diagnostics::{Diagnosis, Severity};
+    let s = h.open().await;
+    let alarms = h.alarms();
+    let raise = |w: String, condition: &str, secs: i64| {
+        let alarms = alarms.clone();
+        let condition: Diagnosis = condition.parse().unwrap();
+        async move {
+            alarms
+                .raise_alarm(NewAlarm {
+                    well_id: well(&w),
+                    condition,
+                    severity: Severity::Major,
+                    confidence: 0.9,
+                    started_at: ts(secs),
+                    detail: serde_json::json!({}),
+                })
+                .await
+                .unwrap()
+                .0
+        }
+    };
+    // 23 alarms, three at each start time (ties decided by id), on two conditions.
+    let condition_of = |i: i64| if i < 12 { "gas_lock" } else { "pump_off" };
+    for i in 0..23i64 {
+        let condition = condition_of(i);
+        raise(format!("A-{:02}", i % 12), condition, (i / 3) * 60).await;
+    }
+    for i in [1i64, 4, 9, 16] {
+        let condition = condition_of(i);
+        alarms
+            .clear_alarm(
+                &well(&format!("A-{:02}", i % 12)),
+                condition.parse().unwrap(),
+                ts(5_000),
+            )
+            .await
+            .unwrap()
+            .expect("open alarm cleared");
+    }
+    let key = |a: &Alarm| (a.started_at.0, a.id);
+    let ids = |list: &[Alarm]| list.iter().map(|a| a.id).collect::<Vec<_>>();
+    let every = AlarmFilter::default();
+    let all = alarms.list_alarms(&every).await.unwrap();
+    assert_eq!(all.len(), 23);
+    assert!(
+        all.windows(2).all(|p| key(&p[0]) > key(&p[1])),
+        "newest start first, ties by id descending: {:?}",
+        all.iter().map(key).collect::<Vec<_>>()
+    );
+
+    let read_in_pages = |filter: AlarmFilter, limit: usize| {
+        let alarms = alarms.clone();
+        async move {
+            let mut out: Vec<Alarm> = Vec::new();
+            let mut after: Option<AlarmKey> = None;
+            loop {
+                let page = alarms
+                    .list_alarms_page(&filter, after, limit)
+                    .await
+                    .unwrap();
+                assert!(page.len() <= limit);
+                let Some(last) = page.last() else { break };
+                after = Some(AlarmKey::of(last));
+                let done = page.len() < limit;
+                out.extend(page);
+                if done {
+                    break;
+                }
+            }
+            out
+        }
+    };
+    for limit in [1, 3, 4, 23, 100] {
+        let paged = read_in_pages(every.clone(), limit).await;
+        assert_eq!(ids(&paged), ids(&all), "pages of {limit}");
+    }
+    // Filters page the same way.
+    let open = AlarmFilter {
+        open: true,
+        ..AlarmFilter::default()
+    };
+    let open_all = alarms.list_alarms(&open).await.unwrap();
+    let want: Vec<i64> = all
+        .iter()
+        .filter(|a| a.state != AlarmState::Cleared)
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(ids(&open_all), want, "open: raised or acknowledged");
+    assert_eq!(ids(&read_in_pages(open.clone(), 2).await), want);
+    let cleared = AlarmFilter {
+        state: Some(AlarmState::Cleared),
+        ..AlarmFilter::default()
+    };
+    assert_eq!(alarms.list_alarms(&cleared).await.unwrap().len(), 4);
+    let one_well = AlarmFilter {
+        well_id: Some(well("A-03")),
+        ..AlarmFilter::default()
+    };
+    let want: Vec<i64> = all
+        .iter()
+        .filter(|a| a.well_id.as_str() == "A-03")
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(want.len(), 2);
+    assert_eq!(ids(&read_in_pages(one_well, 1).await), want);
+
+    // Between pages a newer alarm is raised and an older one cleared: the pages still
+    // continue where they stopped (keyset, not offset).
+    let first = alarms.list_alarms_page(&every, None, 5).await.unwrap();
+    assert_eq!(ids(&first), ids(&all[..5]));
+    raise("A-99".into(), "gas_lock", 10_000).await;
+    alarms
+        .clear_alarm(&well("A-00"), "gas_lock".parse().unwrap(), ts(5_000))
+        .await
+        .unwrap()
+        .expect("A-00's gas lock open");
+    let second = alarms
+        .list_alarms_page(&every, Some(AlarmKey::of(&first[4])), 5)
+        .await
+        .unwrap();
+    assert_eq!(ids(&second), ids(&all[5..10]));
+    // Past the end: nothing.
+    let last = all.last().unwrap();
+    assert!(
+        alarms
+            .list_alarms_page(&every, Some(AlarmKey::of(last)), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     s.close().await.unwrap();
 }
