@@ -737,9 +737,11 @@ async fn trend(
         }
     }
     let (from, to) = default_range(it, a.now);
-    let step = trend_step(from, to);
+    // The step asked for ("hourly", "every 15 min"; the parser bounds the buckets), else one
+    // that gives at most 200 buckets; the aggregate asked for ("hourly max"), else the mean.
+    let step = it.step.unwrap_or_else(|| trend_step(from, to));
     it.step = Some(step);
-    it.agg = Some(Agg::Avg);
+    let agg = *it.agg.get_or_insert(Agg::Avg);
     let label = time_label(it);
     let mut sentences = Vec::new();
     for w in wells.iter().take(MAX_SERIES_WELLS) {
@@ -748,7 +750,7 @@ async fn trend(
             range: TimeRange { from, to },
             fields: it.channels.clone(),
             step_micros: Some(step),
-            agg: Agg::Avg,
+            agg,
             max_points: 1_000_000,
         };
         let series = a.store.query(&query).await?;
@@ -763,7 +765,7 @@ async fn trend(
                 "channel": f.name(),
                 "unit": unit.symbol(),
                 "step": espwatch_core::duration::format_duration_micros(step),
-                "agg": "avg",
+                "agg": agg.name(),
                 "ts": series.ts.iter().map(|t| t.to_rfc3339()).collect::<Vec<_>>(),
                 "values": values.iter().map(|v| v.map(|v| unit.from_canonical(v))).collect::<Vec<_>>(),
             }));
@@ -1042,15 +1044,22 @@ async fn condition(
             None => x.state != AlarmState::Cleared,
         })
         .collect();
-    let mut ans = Answer {
-        values: hits.iter().map(|x| alarm_json(x)).collect(),
-        wells: dedup_wells(hits.iter().map(|x| x.well_id.clone())),
-        ..Answer::default()
-    };
     let words = condition_words(c);
     let when = match range {
         Some(_) => time_label(it),
         None => "now".into(),
+    };
+    if it.without {
+        let what = match range {
+            Some(_) => format!("{words} {when}"),
+            None => format!("an open {} alarm", condition_text(c.name())),
+        };
+        return Ok(without_answer(&target_wells(visible, it), &hits, &what));
+    }
+    let mut ans = Answer {
+        values: hits.iter().map(|x| alarm_json(x)).collect(),
+        wells: dedup_wells(hits.iter().map(|x| x.well_id.clone())),
+        ..Answer::default()
     };
     let listed: Vec<String> = ans
         .wells
@@ -1093,6 +1102,38 @@ async fn condition(
     Ok(ans)
 }
 
+/// The wells asked about that have none of `hits` ("which wells have no open alarms"): every
+/// target well without one, in order.
+fn without_answer(targets: &[WellId], hits: &[&Alarm], what: &str) -> Answer {
+    let with: HashSet<&WellId> = hits.iter().map(|x| &x.well_id).collect();
+    let wells: Vec<WellId> = targets
+        .iter()
+        .filter(|w| !with.contains(w))
+        .cloned()
+        .collect();
+    let text = if wells.is_empty() {
+        format!(
+            "None: each of the {} well{} asked about has {what}.",
+            targets.len(),
+            if targets.len() == 1 { "" } else { "s" }
+        )
+    } else {
+        format!(
+            "{} of {} well{} without {what}: {}.",
+            wells.len(),
+            targets.len(),
+            if targets.len() == 1 { "" } else { "s" },
+            list_text(&wells, 20)
+        )
+    };
+    Answer {
+        text,
+        values: wells.iter().map(|w| json!({ "well_id": w })).collect(),
+        wells,
+        ..Answer::default()
+    }
+}
+
 fn state_matches(q: Option<AlarmStateQuery>, s: AlarmState) -> bool {
     match q {
         None => true,
@@ -1122,11 +1163,6 @@ async fn alarms(
             None => true,
         })
         .collect();
-    let mut ans = Answer {
-        values: hits.iter().map(|x| alarm_json(x)).collect(),
-        wells: dedup_wells(hits.iter().map(|x| x.well_id.clone())),
-        ..Answer::default()
-    };
     let kind = it
         .alarm_state
         .map(|s| format!("{} ", s.name()))
@@ -1135,6 +1171,20 @@ async fn alarms(
         format!(" {}", time_label(it))
     } else {
         String::new()
+    };
+    if it.without {
+        let mut wells = target_wells(visible, it);
+        wells.sort();
+        return Ok(without_answer(
+            &wells,
+            &hits,
+            &format!("{kind}alarms{when}"),
+        ));
+    }
+    let mut ans = Answer {
+        values: hits.iter().map(|x| alarm_json(x)).collect(),
+        wells: dedup_wells(hits.iter().map(|x| x.well_id.clone())),
+        ..Answer::default()
     };
     let listed: Vec<String> = hits
         .iter()

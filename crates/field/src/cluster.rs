@@ -20,9 +20,11 @@
 //!   [`NODE_TTL_MS`] are the nodes, and each well is diagnosed by exactly one of them, chosen
 //!   by rendezvous hashing of (node, well) — so a well's readings ingested on any node reach its
 //!   owner's diagnostics through `<prefix>:live`. When the set changes (a node joins, stops or
-//!   dies) every node drops its engines and rebuilds each well it owns from the database at its
-//!   next reading. Without Redis each node diagnoses what it ingests (the database still keeps
-//!   one open alarm per well and condition).
+//!   dies) only the wells whose owner changed move: each node keeps the engines of the wells it
+//!   still owns, drops the others, and rebuilds each well that moved to it from the database at
+//!   its next reading (`membership_changes` in `/health/ready` counts the changes). Without
+//!   Redis each node diagnoses what it ingests (the database still keeps one open alarm per
+//!   well and condition).
 //!
 //! The data itself is never carried here: every node reads and writes the shared database.
 //! Messages are JSON: `{"node": id, "type": "readings"|"alarm"|"well_state"|"connectivity", ...}`.
@@ -212,6 +214,9 @@ struct Stats {
     messages_malformed: AtomicU64,
     /// Nodes sharing the wells (0: membership unknown, this node diagnoses what it ingests).
     nodes: AtomicU64,
+    /// Times the nodes sharing the wells changed as this node saw them (a node joined, left
+    /// or was not heard of within [`NODE_TTL_MS`]): each moves wells between nodes.
+    membership_changes: AtomicU64,
     /// The reconnection backoff's cap (`broker_reconnect_max_ms`) and the longest wait slept.
     reconnect_max_ms: AtomicU64,
     reconnect_longest_wait: LongestWait,
@@ -238,6 +243,7 @@ impl Stats {
             "revocations_received": n(&self.revocations_received),
             "messages_malformed": n(&self.messages_malformed),
             "nodes": n(&self.nodes),
+            "membership_changes": n(&self.membership_changes),
             "reconnect_max_ms": n(&self.reconnect_max_ms),
             "reconnect_longest_wait_ms": self.reconnect_longest_wait.ms(),
             "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
@@ -652,6 +658,7 @@ async fn membership(
             Some(nodes) if nodes != members => {
                 tracing::info!(target: "espwatch::cluster", nodes = nodes.len(), "nodes sharing the wells changed; diagnostics rebuilt from the database as readings come");
                 stats.nodes.store(nodes.len() as u64, Ordering::Relaxed);
+                stats.membership_changes.fetch_add(1, Ordering::Relaxed);
                 members = nodes;
                 let (me, shared) = (node.clone(), members.clone());
                 state
@@ -664,6 +671,7 @@ async fn membership(
             None if !members.is_empty() => {
                 tracing::warn!(target: "espwatch::cluster", "membership unknown without Redis: this node diagnoses the readings it ingests");
                 stats.nodes.store(0, Ordering::Relaxed);
+                stats.membership_changes.fetch_add(1, Ordering::Relaxed);
                 members.clear();
                 state.diagnostics.set_ownership(None);
             }

@@ -42,10 +42,10 @@ const AGG_WORDS = { avg: 'average', min: 'minimum', max: 'maximum' };
 const OP_WORDS = { gt: 'above', ge: 'at least', lt: 'below', le: 'at most' };
 /** Unit names of an interpretation → how a question writes them. */
 const UNIT_WORDS = {
-  psi: 'psi', kpa: 'kPa', bar: 'bar', degc: '°C', degf: '°F', bpd: 'bbl/d', m3d: 'm3/d',
+  psi: 'psi', kpa: 'kPa', mpa: 'MPa', bar: 'bar', degc: '°C', degf: '°F', bpd: 'bbl/d', m3d: 'm3/d',
   a: 'A', hz: 'Hz', v: 'V', g: 'g', pct: '%', scf_bbl: 'scf/bbl',
 };
-const DISPLAY_UNITS = { kpa: 'kPa', bar: 'bar', psi: 'psi', degf: 'fahrenheit', degc: 'celsius', m3d: 'm3/d', bpd: 'bbl/d' };
+const DISPLAY_UNITS = { kpa: 'kPa', mpa: 'MPa', bar: 'bar', psi: 'psi', degf: 'fahrenheit', degc: 'celsius', m3d: 'm3/d', bpd: 'bbl/d' };
 const TIMES = [
   'now', 'today', 'yesterday', 'last night', 'the last hour', 'the last 6 hours',
   'the last 24 hours', 'this week', 'last week', 'the last 7 days', 'the last 30 days',
@@ -96,7 +96,7 @@ function writtenFilter(f) {
 }
 
 /** Symbols of the display units, to leave out the one a threshold already says. */
-const UNIT_SYMBOLS = { kpa: 'kPa', bar: 'bar', psi: 'psi', degf: '°F', degc: '°C', m3d: 'm³/d', bpd: 'bbl/d' };
+const UNIT_SYMBOLS = { kpa: 'kPa', mpa: 'MPa', bar: 'bar', psi: 'psi', degf: '°F', degc: '°C', m3d: 'm³/d', bpd: 'bbl/d' };
 
 /** The editable parts of an interpretation (the answer's keys, in canonical names). */
 export function partsOf(it) {
@@ -114,6 +114,9 @@ export function partsOf(it) {
     run_state: it.run_state || null,
     stale_for: it.stale_for || null,
     units: (it.units || []).slice(),
+    // A trend's bucket (asked for, "hourly", or chosen by the server): written back as asked.
+    step: it.intent === 'trend' ? it.step || null : null,
+    without: !!it.without,
   };
 }
 
@@ -134,8 +137,10 @@ export function compose(p) {
       return `${ch} of ${wells || 'all wells'} now${shown}`;
     case 'aggregate':
       return `${agg || 'average '}${ch}${of}${when || ' over the last 24 hours'}${shown}`;
-    case 'trend':
-      return `trend of ${ch}${of}${when}${shown}`;
+    case 'trend': {
+      const every = p.step ? ` every ${durationWords(p.step)}` : '';
+      return `trend of ${agg}${ch}${of}${when}${every}${shown}`;
+    }
     case 'compare':
       return `compare ${agg}${ch} of ${wells}${when}${shown}`;
     case 'filter': {
@@ -152,10 +157,13 @@ export function compose(p) {
     }
     case 'condition': {
       const c = words(p.condition || 'gas_lock').toLowerCase();
-      return `which wells had ${c}${on}${when}`;
+      return `which wells had ${p.without ? 'no ' : ''}${c}${on}${when}`;
     }
-    case 'alarms':
-      return `${p.alarm_state ? `${ALARM_STATES[p.alarm_state]} ` : ''}alarms${on}${when}`;
+    case 'alarms': {
+      const state = p.alarm_state ? `${ALARM_STATES[p.alarm_state]} ` : '';
+      if (p.without) return `which wells have no ${state}alarms${on}${when}`;
+      return `${state}alarms${on}${when}`;
+    }
     case 'diagnosis':
       if (p.condition) return `why is ${wells} ${words(p.condition).toLowerCase()}${when}`;
       return when ? `why did ${wells} trip${when}` : `what is wrong with ${wells}`;

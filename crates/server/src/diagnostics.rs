@@ -7,8 +7,15 @@
 //! Nothing here stalls the server:
 //! - State is per well: a sharded map of per-well locks, each held only while that well's
 //!   readings are applied, so a slow well (say, one being rebuilt) holds up no other well and
-//!   no `GET /diagnosis` of another well. A batch's wells are rebuilt one at a time, each
-//!   under its own lock only, before the batch's wells are locked together for the pushes.
+//!   no `GET /diagnosis` of another well. The wells of a batch that need it are rebuilt
+//!   [`REBUILDS_IN_FLIGHT`] at a time (a rebuild is mostly waiting for the store), each under
+//!   its own lock only, before the batch's wells are locked together for the pushes; a
+//!   well's readings are still applied in time order, batch after batch.
+//! - Several nodes (see [`DiagnosticsHub::set_ownership`]): only the wells this node owns
+//!   keep state here. When the owners change, the engines of wells still owned are kept and
+//!   only wells that moved here are rebuilt (not every well, which once cost a node minutes
+//!   of rebuilds at every membership change); a well owned elsewhere is diagnosed for a
+//!   `GET /diagnosis` from stored data, kept nowhere (this node never sees its readings).
 //! - Store reads and CPU-heavy replays (a rebuild from 48 h of data, a retrain) and the engine
 //!   pushes of each batch run on the blocking pool, never on the async runtime's workers;
 //!   only a chunk of at most 16 readings (a few microseconds of pushes: single-reading
@@ -29,6 +36,7 @@ use std::time::{Duration, Instant};
 use espwatch_core::diagnostics::{Episode, Finding, Thresholds, TrainingWindow, WellEngine};
 use espwatch_core::{Reading, TimeRange, Timestamp, WellId};
 use espwatch_store::{AlarmStore, NewAlarm, Store};
+use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 
@@ -49,6 +57,12 @@ const REPLAY: Duration = Duration::from_secs(48 * 3600);
 pub const DEFAULT_QUEUE_READINGS: u64 = 500_000;
 
 const SHARDS: usize = 16;
+
+/// Wells of a batch rebuilt from stored data at once. A rebuild is a store read (an I/O wait:
+/// 48 h of a well's readings) and a replay on the blocking pool; one after another, a batch
+/// of wells without state (after a start or an ownership change) waited for the sum of them.
+/// Half the PostgreSQL store's default pool, so ingestion keeps connections meanwhile.
+pub const REBUILDS_IN_FLIGHT: usize = 4;
 
 /// A well's engine; `None` until built (from stored data) or after it went stale.
 type Slot = Arc<Mutex<Option<WellEngine>>>;
@@ -217,13 +231,23 @@ impl DiagnosticsHub {
     }
 
     /// Diagnoses only the wells `owns` says (`None`: all it is given), as when the nodes
-    /// sharing the database change: every well's state is dropped and rebuilt from stored
-    /// telemetry when its next reading comes (a well that moved here starts from the
-    /// database, not from what another node knew).
+    /// sharing the database change. A well that stays this node's keeps its engine (its
+    /// readings kept coming, from whichever node ingested them); every other well's state is
+    /// dropped, and a well that moved here is rebuilt from stored telemetry at its next
+    /// reading (it starts from the database, not from what another node knew). Going to or
+    /// from `None` (Redis lost or back) drops every well's state.
     pub fn set_ownership(&self, owns: Option<Ownership>) {
-        *self.owner.write().unwrap_or_else(|p| p.into_inner()) = owns;
+        let mut owner = self.owner.write().unwrap_or_else(|p| p.into_inner());
+        let keep = owner.is_some() && owns.is_some();
+        *owner = owns;
+        // Under the ownership lock: `owned_slot` cannot make a slot for a well that moves
+        // away in between.
         for shard in &self.shards {
-            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            match owner.as_ref() {
+                Some(owns) if keep => shard.retain(|well, _| owns(well)),
+                _ => shard.clear(),
+            }
         }
     }
 
@@ -294,6 +318,41 @@ impl DiagnosticsHub {
             .clone()
     }
 
+    /// The well's slot if this node diagnoses it (created empty when missing), `None` when
+    /// another node does. Checked and created under the ownership lock, so that a slot is
+    /// either made before an ownership change (which drops it if the well moved away) or
+    /// after it, never for a well already gone: an engine kept here saw every reading.
+    fn owned_slot(&self, well: &WellId) -> Option<Slot> {
+        let owner = self.owner.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(owns) = owner.as_ref()
+            && !owns(well)
+        {
+            return None;
+        }
+        Some(self.slot(well))
+    }
+
+    /// Builds an owned well's engine from the stored history before `before` unless it has
+    /// one (or rebuilds it if readings before submission `seq` were skipped), under the
+    /// well's own lock only: the transitions of the replay.
+    async fn build_owned(
+        &self,
+        well: &WellId,
+        before: Timestamp,
+        seq: u64,
+    ) -> (Vec<Opened>, Vec<Closed>) {
+        let (mut opened, mut closed) = (Vec::new(), Vec::new());
+        if let Some(slot) = self.owned_slot(well) {
+            let mut guard = slot.lock_owned().await;
+            if self.take_stale(well, seq) {
+                *guard = None;
+            }
+            self.build(&mut guard, well, before, &mut opened, &mut closed)
+                .await;
+        }
+        (opened, closed)
+    }
+
     async fn advance(&self, batch: Vec<Reading>, seq: u64) {
         // Each engine needs its well's readings in time order. Grouping positions by well
         // (hashing each id once) and sorting only a group that arrived out of order is far
@@ -315,39 +374,47 @@ impl DiagnosticsHub {
         let batch = Arc::new(batch);
         let mut opened = Vec::new();
         let mut closed = Vec::new();
-        // A chunk of wells at a time: build each that needs it from stored data, holding its
-        // own lock only (a slow rebuild keeps none of the chunk's other wells locked), then
-        // lock them all and push their readings on the blocking pool. Other wells stay free.
+        // A chunk of wells at a time: build those that need it from stored data, up to
+        // REBUILDS_IN_FLIGHT at once, each holding its own lock only (a slow rebuild keeps
+        // none of the chunk's other wells locked), then lock them all and push their readings
+        // on the blocking pool. Other wells stay free.
         while !groups.is_empty() {
             let chunk: Vec<(WellId, Vec<usize>)> = groups.drain(..groups.len().min(64)).collect();
-            for (well, positions) in &chunk {
-                let mut guard = self.slot(well).lock_owned().await;
-                if self.take_stale(well, seq) {
-                    *guard = None;
-                }
-                self.build(
-                    &mut guard,
-                    well,
-                    batch[positions[0]].ts,
-                    &mut opened,
-                    &mut closed,
-                )
+            // Collected first: a stream mapping borrowed wells through a closure is not
+            // provably `Send` for the spawned task.
+            let builds: Vec<_> = chunk
+                .iter()
+                .map(|(well, positions)| self.build_owned(well, batch[positions[0]].ts, seq))
+                .collect();
+            let built: Vec<(Vec<Opened>, Vec<Closed>)> = futures_util::stream::iter(builds)
+                .buffer_unordered(REBUILDS_IN_FLIGHT)
+                .collect()
                 .await;
+            for (o, c) in built {
+                opened.extend(o);
+                closed.extend(c);
             }
+            let mut locked = Vec::with_capacity(chunk.len());
             let mut guards = Vec::with_capacity(chunk.len());
-            for (well, positions) in &chunk {
-                let mut guard = self.slot(well).lock_owned().await;
+            for (well, positions) in chunk {
+                // A well that moved to another node meanwhile is that node's now.
+                let Some(slot) = self.owned_slot(&well) else {
+                    continue;
+                };
+                let mut guard = slot.lock_owned().await;
                 // Only when the state was dropped in between (ownership changed).
                 self.build(
                     &mut guard,
-                    well,
+                    &well,
                     batch[positions[0]].ts,
                     &mut opened,
                     &mut closed,
                 )
                 .await;
                 guards.push(guard);
+                locked.push((well, positions));
             }
+            let chunk = locked;
             // A few readings (single-reading requests, one at a time) are pushed right here:
             // a push costs microseconds, a hop to the blocking pool (wake a thread, switch to
             // it and back) cost more than the push itself and was the largest single part of
@@ -546,8 +613,9 @@ impl DiagnosticsHub {
             from,
             to: Timestamp(now.0.max(until.0) + 3_600_000_000),
         };
-        // Holding the well's lock keeps live readings from interleaving with the replay.
-        let mut guard = self.slot(well).lock_owned().await;
+        // Holding the well's lock keeps live readings from interleaving with the replay. (A
+        // well another node diagnoses: retrained here for this answer only.)
+        let mut guard = self.owned_slot(well).unwrap_or_default().lock_owned().await;
         let done = self
             .replay(well, range, TrainingWindow::Until(until), true)
             .await;
@@ -568,9 +636,16 @@ impl DiagnosticsHub {
         Ok(())
     }
 
-    /// The well's engine, locked, rebuilt from stored data if needed.
+    /// The well's engine, locked, rebuilt from stored data if needed. A well another node
+    /// diagnoses gets an engine rebuilt from stored data up to now and kept nowhere: this
+    /// node never sees its readings, so a kept one would go stale (and its owner raises its
+    /// alarms, so the replay's are not applied here).
     async fn built(&self, well: &WellId) -> OwnedMutexGuard<Option<WellEngine>> {
-        let mut guard = self.slot(well).lock_owned().await;
+        let (slot, owned) = match self.owned_slot(well) {
+            Some(slot) => (slot, true),
+            None => (Slot::default(), false),
+        };
+        let mut guard = slot.clone().lock_owned().await;
         if self.take_stale(well, u64::MAX) {
             *guard = None;
         }
@@ -578,9 +653,11 @@ impl DiagnosticsHub {
             let now = Timestamp::from_datetime(chrono::Utc::now());
             let (engine, o, c) = self.rebuild(well, Timestamp(now.0 + 1)).await;
             *guard = Some(engine);
-            drop(guard);
-            self.apply(o, c).await;
-            guard = self.slot(well).lock_owned().await;
+            if owned {
+                drop(guard);
+                self.apply(o, c).await;
+                guard = slot.lock_owned().await;
+            }
         }
         guard
     }

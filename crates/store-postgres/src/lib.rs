@@ -672,6 +672,20 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn fleet_aggregate(&self, query: &espwatch_store::FleetQuery) -> StoreResult<Series> {
+        self.check_open()?;
+        let answer = match rollups::fleet_aggregate(&self.inner.shared, query).await {
+            Err(e) if rollups::retryable(&e) => {
+                rollups::fleet_aggregate(&self.inner.shared, query).await
+            }
+            other => other,
+        }?;
+        match answer {
+            Some(series) => Ok(series),
+            None => espwatch_store::fleet::fleet_aggregate_raw(self, query).await,
+        }
+    }
+
     async fn fleet_totals(
         &self,
         query: &espwatch_store::FleetTotalsQuery,

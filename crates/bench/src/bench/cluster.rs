@@ -110,6 +110,14 @@ pub struct ClusterArgs {
     /// Keep the run's database (its name is printed) instead of dropping it.
     #[arg(long)]
     pub keep_database: bool,
+    /// Stall the last node this long during the live phase (SIGSTOP, then SIGCONT; 0s: never),
+    /// as a loaded machine can: the others stop hearing its heartbeat, take its wells, and give
+    /// them back when it returns.
+    #[arg(long, default_value = "0s")]
+    pub stall: String,
+    /// When the stall starts, from the start of the live phase (real time).
+    #[arg(long, default_value = "30s")]
+    pub stall_at: String,
 }
 
 /// A motor overheat is raised once its evidence persisted this long (the default
@@ -886,10 +894,11 @@ async fn drive(
     let refused = Arc::new(AtomicU64::new(0));
     let lateness: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
     let post_latency: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
-    let diag_before: Vec<Value> = {
+    // The diagnostics and Redis checks of every node (rebuilds, membership changes).
+    let checks_before: Vec<Value> = {
         let mut v = Vec::new();
         for node in nodes {
-            v.push(health(&http, node).await["checks"]["diagnostics"].clone());
+            v.push(health(&http, node).await["checks"].clone());
         }
         v
     };
@@ -960,6 +969,24 @@ async fn drive(
             anyhow::Ok(())
         }));
     }
+    let stall = Duration::from_micros(micros_of(&args.stall)?.max(0) as u64);
+    if !stall.is_zero() {
+        let at = Duration::from_micros(micros_of(&args.stall_at)?.max(0) as u64);
+        let (index, pid) = (nodes.len(), nodes[nodes.len() - 1].pid);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(live_start + at).await;
+            let signal = |s: &'static str| {
+                tokio::process::Command::new("kill")
+                    .args([s, &pid.to_string()])
+                    .status()
+            };
+            let _ = signal("-STOP").await;
+            println!("  node {index} stalled (SIGSTOP) for {stall:?}");
+            tokio::time::sleep(stall).await;
+            let _ = signal("-CONT").await;
+            println!("  node {index} resumed");
+        });
+    }
     // The sampler: RSS and the diagnostics' lag of every node, once a second.
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); nodes.len()];
     let mut diag_lag_max = vec![0u64; nodes.len()];
@@ -1005,9 +1032,9 @@ async fn drive(
         .zip(redis_before)
         .map(|(a, b)| a - b);
     let load = load_average();
-    let mut diag_after = Vec::new();
+    let mut checks_after = Vec::new();
     for node in nodes {
-        diag_after.push(health(&http, node).await["checks"]["diagnostics"].clone());
+        checks_after.push(health(&http, node).await["checks"].clone());
     }
     // Alarms still on their way.
     let expected_alarms = faults.len() * nodes.len();
@@ -1137,18 +1164,24 @@ async fn drive(
         let r = &rss[i];
         let mean = r.iter().sum::<f64>() / r.len().max(1) as f64;
         let max = r.iter().cloned().fold(0.0, f64::max);
-        let diagnosed = diag_after[i]["diagnosed_readings"].as_u64().unwrap_or(0)
-            - diag_before[i]["diagnosed_readings"].as_u64().unwrap_or(0);
-        let skipped = diag_after[i]["skipped_readings"].as_u64().unwrap_or(0)
-            - diag_before[i]["skipped_readings"].as_u64().unwrap_or(0);
+        let change = |check: &str, counter: &str| {
+            checks_after[i][check][counter].as_u64().unwrap_or(0)
+                - checks_before[i][check][counter].as_u64().unwrap_or(0)
+        };
+        let diagnosed = change("diagnostics", "diagnosed_readings");
+        let skipped = change("diagnostics", "skipped_readings");
+        let rebuilds = change("diagnostics", "rebuilds");
+        let membership = change("redis", "membership_changes");
         println!(
-            "  node {} (pid {}): CPU {:.1} % of a core, RSS mean {mean:.0} MiB max {max:.0} MiB; ingested {} readings ({:.0}/s); diagnosed {diagnosed} ({} wells), skipped {skipped}, diagnostics lag max {} ms, queue max {}",
+            "  node {} (pid {}): CPU {:.1} % of a core, RSS mean {mean:.0} MiB max {max:.0} MiB; ingested {} readings ({:.0}/s); diagnosed {diagnosed} ({} wells), skipped {skipped}, diagnostics lag max {} ms, queue max {}, {rebuilds} rebuilds from the database; membership changed {membership} times",
             i + 1,
             node.pid,
             node_cpu[i] / secs * 100.0,
             node_acked[i].load(Ordering::Relaxed),
             node_acked[i].load(Ordering::Relaxed) as f64 / secs,
-            diag_after[i]["wells"].as_u64().unwrap_or(0),
+            checks_after[i]["diagnostics"]["wells"]
+                .as_u64()
+                .unwrap_or(0),
             diag_lag_max[i],
             queued_max[i],
         );
@@ -1342,6 +1375,8 @@ mod tests {
             database_url,
             redis_url: redis,
             keep_database: false,
+            stall: "0s".into(),
+            stall_at: "0s".into(),
         };
         let report = run_cluster(&args).await.expect("the run");
         // 40 wells × 102 history readings + 40 × 120 live steps.

@@ -348,30 +348,35 @@ async fn diagnostics_queue_is_bounded_and_skipped_wells_are_rebuilt_from_storage
     app.stop().await;
 }
 
-/// A store whose history reads of one well block their thread until the test releases them:
-/// a rebuild from stored data that takes as long as the test wants (a 48 h replay of a large
-/// well, a slow disk), without guessing how long.
+/// A store whose history reads of the wells named `SLOW-…` block their thread until the test
+/// releases them: a rebuild from stored data that takes as long as the test wants (a 48 h
+/// replay of a large well, a slow disk), without guessing how long.
 struct HeldHistory {
     inner: std::sync::Arc<dyn espwatch_store::Store>,
-    well: espwatch_core::WellId,
     gate: std::sync::Arc<Gate>,
 }
 
 /// Where the held reads wait: each tells `parked` it arrived, then blocks (its thread, as
-/// CPU-heavy work would) until `open`.
+/// CPU-heavy work would) until `open`. Counts the reads waiting at once, and the most ever.
 struct Gate {
     open: std::sync::Mutex<bool>,
     opened: std::sync::Condvar,
     parked: tokio::sync::mpsc::UnboundedSender<()>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
 }
 
 impl Gate {
     fn wait(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
         let _ = self.parked.send(());
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         while !*open {
             open = self.opened.wait(open).unwrap_or_else(|p| p.into_inner());
         }
+        self.in_flight.fetch_sub(1, SeqCst);
     }
 
     fn release(&self) {
@@ -395,7 +400,7 @@ impl espwatch_store::Store for HeldHistory {
         well_id: &espwatch_core::WellId,
         range: espwatch_core::TimeRange,
     ) -> espwatch_store::StoreResult<Vec<espwatch_core::Point>> {
-        if *well_id == self.well {
+        if well_id.as_str().starts_with("SLOW-") {
             self.gate.wait();
         }
         self.inner.read_range(well_id, range).await
@@ -513,6 +518,8 @@ impl HeldServer {
             open: std::sync::Mutex::new(false),
             opened: std::sync::Condvar::new(),
             parked: parked_tx,
+            in_flight: Default::default(),
+            most: Default::default(),
         });
         let now = Timestamp::from_datetime(chrono::Utc::now()).0;
         let start = now - 3 * HOUR - now.rem_euclid(60_000_000);
@@ -551,7 +558,6 @@ impl HeldServer {
             let key = create_key(opened.security.as_ref(), "test-admin", role, None).await;
             let store = Arc::new(HeldHistory {
                 inner: opened.store,
-                well: WellId::parse("SLOW-1").unwrap(),
                 gate: gate.clone(),
             });
             let state = espwatch_server::AppState::new(store, config, opened.security)
@@ -734,5 +740,73 @@ fn a_rebuild_in_the_live_diagnostics_keeps_no_other_well_locked() {
         server.release();
         server.diagnosed_until("SLOW-1", 120).await;
         server.diagnosed_until("FREE-1", 121).await;
+    });
+}
+
+/// Issues 17 and 21: the wells of a batch that have no state yet (after a start, or wells that
+/// moved to this node) are rebuilt from stored data several at once, not one after another
+/// (each rebuild is mostly a wait for the store: one by one, a node that had to rebuild a third
+/// of 10 000 wells fell 11 minutes behind), and never more than
+/// [`espwatch_server::diagnostics::REBUILDS_IN_FLIGHT`] at once. Two batches carry nine wells
+/// none of which has state; the history reads of their rebuilds are held (see [`HeldServer`]):
+/// the bound of them must be waiting at once (one at a time, the second never arrives and the
+/// test fails at its bound). Released, every well's readings are applied, in time order.
+#[test]
+fn a_batchs_rebuilds_run_several_at_once_within_the_bound() {
+    use espwatch_server::diagnostics::REBUILDS_IN_FLIGHT;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    let names: Vec<String> = (1..=2 * REBUILDS_IN_FLIGHT + 1)
+        .map(|i| format!("SLOW-{i}"))
+        .collect();
+    let wells: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut server = HeldServer::start(&wells);
+    client(async {
+        for minute in [120, 121] {
+            let batch: Vec<Value> = wells
+                .iter()
+                .map(|w| reading(w, &server.at(minute), 41.0))
+                .collect();
+            let (status, body) = bounded("ingesting", server.ingest(&json!(batch))).await;
+            assert_eq!(
+                (status, &body["accepted"]),
+                (200, &json!(wells.len())),
+                "{body}"
+            );
+        }
+        for n in 1..=REBUILDS_IN_FLIGHT {
+            bounded(
+                &format!("rebuild {n} of {REBUILDS_IN_FLIGHT} reaching its history at once"),
+                server.parked.recv(),
+            )
+            .await;
+        }
+        assert_eq!(server.gate.in_flight.load(SeqCst), REBUILDS_IN_FLIGHT);
+
+        server.release();
+        // Every batch diagnosed (the queue empty), before any diagnosis is asked for (a
+        // `GET /diagnosis` could rebuild a well itself).
+        bounded("the diagnostics catching up", async {
+            loop {
+                let (_, ready) = server.get("/health/ready").await;
+                let diagnostics = &ready["checks"]["diagnostics"];
+                if diagnostics["queued_readings"] == 0
+                    && diagnostics["diagnosed_readings"] == json!(2 * wells.len())
+                {
+                    assert_eq!(diagnostics["rebuilds"], json!(wells.len()), "{ready}");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert_eq!(
+            server.gate.most.load(SeqCst),
+            REBUILDS_IN_FLIGHT,
+            "history reads at once"
+        );
+        for well in &wells {
+            server.diagnosed_until(well, 121).await;
+        }
     });
 }

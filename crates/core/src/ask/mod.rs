@@ -236,6 +236,9 @@ pub struct Interpretation {
     pub stale_for: Option<i64>,
     /// Units the asker wrote in, to answer in them too.
     pub units: Vec<Unit>,
+    /// `alarms` / `condition`: the wells *without* such alarms ("which wells have no open
+    /// alarms", "never had a gas lock").
+    pub without: bool,
 }
 
 impl Interpretation {
@@ -256,6 +259,7 @@ impl Interpretation {
             run_state: None,
             stale_for: None,
             units: Vec::new(),
+            without: false,
         }
     }
 
@@ -321,6 +325,7 @@ impl Interpretation {
             "run_state": self.run_state.map(RunState::name),
             "stale_for": self.stale_for.map(format_duration_micros),
             "units": self.units.iter().map(|u| u.name()).collect::<Vec<_>>(),
+            "without": self.without,
         })
     }
 }
@@ -523,6 +528,13 @@ enum Item {
     Count(usize),
     DisplayUnit(Unit),
     Concept(Concept),
+    /// A bucket asked for ("hourly", "every 15 min"), microseconds.
+    Step(i64),
+    /// Words about the future ("tomorrow", "next week"): refused.
+    Future(String),
+    /// A negation of what follows it ("no open alarms", "never had a gas lock"): the wells
+    /// without it.
+    Without,
 }
 
 struct Scan<'a> {
@@ -643,6 +655,11 @@ fn match_phrase_joined(scan: &Scan, i: usize, phrase: &str) -> Option<usize> {
         if (w.chars().count() <= 2 || t.text.chars().count() <= 2) && t.text != *w {
             return None;
         }
+        // A common word is itself, not a typo of a phrase's word: "had sensor" is not "bad
+        // sensor".
+        if t.text != *w && lexicon::FILLER.contains(&t.text.as_str()) {
+            return None;
+        }
         joined.push_str(&t.text);
     }
     let target: Vec<char> = words.concat().chars().collect();
@@ -703,6 +720,26 @@ fn wells_at(scan: &Scan, i: usize, dir: &Directory) -> Option<(usize, Item)> {
         }
         // "north pad" for "North Pad Field"? Only the full name counts; "the north" alone
         // does not.
+    }
+    // A field written with other separators: "field a", "field-a", "FieldA" for "Field-A".
+    for (_, name, members) in &dir.fields {
+        let target = norm_id(name);
+        let mut joined = String::new();
+        for k in 0..3 {
+            let Some(t) = scan.tokens.get(i + k) else {
+                break;
+            };
+            if scan.used[i + k] || matches!(t.kind, Kind::Symbol) {
+                break;
+            }
+            joined.push_str(&norm_id(&t.text));
+            if joined == target {
+                return Some((k + 1, Item::Group(name.clone(), members.clone())));
+            }
+            if !target.starts_with(&joined) {
+                break;
+            }
+        }
     }
     if matches!(t.kind, Kind::Word) {
         if let Some(prefix) = text.strip_suffix('*') {
@@ -897,6 +934,46 @@ fn negation_before(scan: &Scan, i: usize) -> Option<usize> {
     None
 }
 
+/// Words that, before an alarm or a condition, ask for the wells without it: "no open alarms",
+/// "never had a gas lock", "not gas locked", "without alarms".
+const WITHOUT_WORDS: &[&str] = &[
+    "no", "not", "never", "without", "none", "zero", "havent", "hasnt", "hadnt", "dont", "doesnt",
+    "didnt", "arent", "isnt", "werent", "wasnt",
+];
+
+/// The alarm or condition a negation at `i` applies to: only gap words (articles, "had",
+/// "been", "any") and alarm states between them. The end of the span to claim.
+fn negated_alarm_after(scan: &Scan, i: usize) -> Option<usize> {
+    let n = scan.tokens.len();
+    let mut k = i + 1;
+    while k < n && k <= i + 6 {
+        if !scan.used[k] {
+            let w = scan.word(k);
+            if NEGATION_GAP.contains(&w)
+                || INNER_ARTICLES.contains(&w)
+                || matches!(w, "any" | "single" | "of" | "with")
+            {
+                k += 1;
+                continue;
+            }
+            return None;
+        }
+        match scan.items.iter().find(|(p, _)| *p == k).map(|(_, it)| it) {
+            Some(Item::Concept(Concept::Cue(Cue::Alarm) | Concept::Condition(_))) => {
+                return Some(k);
+            }
+            Some(Item::Concept(Concept::AlarmState(_))) => {
+                k += 1;
+                while k < n && scan.used[k] && !scan.items.iter().any(|(p, _)| *p == k) {
+                    k += 1;
+                }
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// The opposite of a state: not acknowledged is still raised, not cleared is open, not
 /// running is stopped. `None`: the state has no plain opposite (or the concept is no state).
 fn negated(concept: &Concept) -> Option<Concept> {
@@ -928,6 +1005,28 @@ fn un_negated(word: &str) -> Option<Concept> {
 /// Verbs that act on a pump, a drive or an alarm. A question that opens with one (after "please",
 /// "can you"...) is a command, which `ask` refuses.
 const CONTROL_VERBS: &[&str] = &[
+    // Destructive or writing verbs: ask changes nothing in the store either.
+    "delete",
+    "remove",
+    "erase",
+    "purge",
+    "wipe",
+    "drop",
+    "destroy",
+    "truncate",
+    "disable",
+    "enable",
+    "create",
+    "add",
+    "register",
+    "unregister",
+    "rename",
+    "edit",
+    "modify",
+    "overwrite",
+    "insert",
+    "dismiss",
+    "suppress",
     "stop",
     "start",
     "restart",
@@ -1073,7 +1172,7 @@ fn refuse_command(
     }
     let alarm_verb = matches!(
         verb,
-        "acknowledge" | "ack" | "silence" | "mute" | "clear" | "reset"
+        "acknowledge" | "ack" | "silence" | "mute" | "clear" | "reset" | "dismiss" | "suppress"
     ) || question.to_lowercase().contains("alarm");
     let suggestions: Vec<String> = match (wells.first(), alarm_verb) {
         (Some(w), true) => vec![
@@ -1105,8 +1204,8 @@ fn refuse_command(
     NotUnderstood {
         message: format!(
             "\u{201c}{}\u{201d} is a command: ask answers questions about the wells and does not control \
-             pumps, drives or alarms. Do it from the control system; here you can ask how the \
-             wells are.",
+             pumps, drives or alarms, nor change any record. Do it from the control system; here \
+             you can ask how the wells are.",
             question.trim()
         ),
         recognised: Value::Object(recognised),
@@ -1147,10 +1246,16 @@ pub fn parse(
     if let Some(verb) = command_at_start(&tokens) {
         return Err(refuse_command(question, &verb, &scan.items, dir));
     }
-    // 2. Time.
+    // 2. Time; words about the future are kept to be refused.
     let mut i = 0;
     while i < n {
-        if !scan.used[i]
+        if let Some(len) = time::future_at(&tokens, i, clock)
+            && scan.free(i, len)
+        {
+            let words: Vec<&str> = tokens[i..i + len].iter().map(|t| t.raw.as_str()).collect();
+            scan.claim(i, len, Item::Future(words.join(" ")));
+            i += len;
+        } else if !scan.used[i]
             && let Some((len, spec)) = time::time_at(&tokens, i, clock)
             && scan.free(i, len)
         {
@@ -1167,6 +1272,19 @@ pub fn parse(
             && let Some((len, item)) = threshold_at(&scan, i)
         {
             scan.claim(i, len, item);
+            i += len;
+        } else {
+            i += 1;
+        }
+    }
+    // 3b. Steps: "hourly", "every 15 min", "per hour" (after the thresholds: "500 bbl per
+    // day" is a unit).
+    let mut i = 0;
+    while i < n {
+        if let Some((len, step)) = time::step_at(&tokens, i)
+            && scan.free(i, len)
+        {
+            scan.claim(i, len, Item::Step(step));
             i += len;
         } else {
             i += 1;
@@ -1277,6 +1395,17 @@ pub fn parse(
             scan.claim(i, 1, Item::DisplayUnit(u));
             continue;
         }
+        // "no open alarms", "never had a gas lock", "not gas locked", "without alarms": the
+        // wells without them. A negation of anything else is not understood (never dropped).
+        if WITHOUT_WORDS.contains(&t.text.as_str())
+            && let Some(end) = negated_alarm_after(&scan, i)
+        {
+            for u in &mut scan.used[i..end] {
+                *u = true;
+            }
+            scan.items.push((i, Item::Without));
+            continue;
+        }
         if matches!(t.kind, Kind::Symbol) || lexicon::FILLER.contains(&t.text.as_str()) {
             continue;
         }
@@ -1333,6 +1462,13 @@ struct Parts {
     count: Option<usize>,
     time: Option<TimeSpec>,
     units: Vec<Unit>,
+    step: Option<i64>,
+    future: Option<String>,
+    without: bool,
+    /// A comparison word with no number after it ("below", "more than").
+    lone_cmp: Option<Cmp>,
+    /// The well a mistyped id most likely meant, for the rephrasings only.
+    suggest_well: Option<WellId>,
 }
 
 impl Parts {
@@ -1385,6 +1521,13 @@ fn decide(
             }
             Item::Threshold { cmp, value, unit } => p.thresholds.push((*pos, *cmp, *value, *unit)),
             Item::Count(c) => p.count = Some(*c),
+            Item::Step(step) => {
+                p.step.get_or_insert(*step);
+            }
+            Item::Future(words) => {
+                p.future.get_or_insert(words.clone());
+            }
+            Item::Without => p.without = true,
             Item::DisplayUnit(u) => {
                 if !p.units.contains(u) {
                     p.units.push(*u);
@@ -1406,7 +1549,10 @@ fn decide(
                 Concept::RankBy(fields, o) => {
                     p.rank_by.get_or_insert((fields, *o));
                 }
-                Concept::Cmp(_) | Concept::Filler => {}
+                Concept::Cmp(c) => {
+                    p.lone_cmp.get_or_insert(*c);
+                }
+                Concept::Filler => {}
                 Concept::Cue(cue) => p.cues.push(*cue),
                 Concept::AlarmState(s) => {
                     p.alarm_state.get_or_insert(*s);
@@ -1424,8 +1570,9 @@ fn decide(
     let fail = |p: &Parts, message: String| -> NotUnderstood {
         not_understood(p, message, &unknown, dir, question)
     };
-    if let Some(w) = p.unknown_wells.first() {
-        let near = dir.near(w);
+    if let Some(w) = p.unknown_wells.first().cloned() {
+        let near = dir.near(&w);
+        p.suggest_well = near.first().and_then(|n| WellId::parse(n).ok());
         let message = if near.is_empty() {
             format!("no well, field or pad {w:?} is registered (or visible to you)")
         } else {
@@ -1435,6 +1582,79 @@ fn decide(
             )
         };
         return Err(fail(&p, message));
+    }
+    // Nothing is dropped: a word that changes the question and was not placed is a refusal,
+    // never a default ("no open alarms" read as open alarms, "tomorrow" as now, a date that
+    // does not exist as no date, "below" with no number as no threshold).
+    if let Some(words) = &p.future {
+        return Err(fail(
+            &p,
+            format!(
+                "\u{201c}{words}\u{201d} asks about the future: ask answers from what has been \
+                 measured and diagnosed, it does not forecast."
+            ),
+        ));
+    }
+    if let Some(bad) = unknown.iter().find(|w| looks_like_date_or_time(w)) {
+        return Err(fail(
+            &p,
+            format!(
+                "\u{201c}{bad}\u{201d} is not a date or a time I can read (YYYY-MM-DD, HH:MM)."
+            ),
+        ));
+    }
+    if let Some(neg) = unknown.iter().find(|w| {
+        WITHOUT_WORDS.contains(&w.to_lowercase().as_str())
+            || NEGATORS.contains(&w.to_lowercase().as_str())
+    }) {
+        return Err(fail(
+            &p,
+            format!(
+                "I could not tell what \u{201c}{neg}\u{201d} applies to, and leaving it out would \
+                 answer the opposite question."
+            ),
+        ));
+    }
+    if let Some(num) = unknown.iter().find(|w| w.parse::<f64>().is_ok()) {
+        return Err(fail(
+            &p,
+            format!("I could not tell what the number {num} refers to."),
+        ));
+    }
+    if !unknown.is_empty() {
+        let words: Vec<String> = unknown
+            .iter()
+            .map(|w| format!("\u{201c}{w}\u{201d}"))
+            .collect();
+        return Err(fail(
+            &p,
+            format!(
+                "I do not know {} {}; I do not answer with {} left out, as {} could change the question.",
+                if words.len() == 1 {
+                    "the word"
+                } else {
+                    "the words"
+                },
+                words.join(", "),
+                if words.len() == 1 { "it" } else { "them" },
+                if words.len() == 1 { "it" } else { "they" },
+            ),
+        ));
+    }
+    if let Some(cmp) = p.lone_cmp {
+        return Err(fail(
+            &p,
+            format!(
+                "{} what? Give the threshold as a number with its unit.",
+                capitalised(cmp.words())
+            ),
+        ));
+    }
+    if p.thresholds.len() > 1 {
+        return Err(fail(
+            &p,
+            "one threshold at a time: ask for each of them separately.".into(),
+        ));
     }
     // Ambiguous words settled by a part named elsewhere ("temperature of the motor").
     for (pos, a) in p.ambiguous.clone() {
@@ -1500,6 +1720,25 @@ fn decide(
     {
         p.add_channels(usize::MAX, fields);
         p.extreme.get_or_insert(order);
+    }
+    // "what's ESP-001 pumping in bpd": the unit asked for names the channel when none is
+    // named (units of one channel only: a temperature or a % could be several).
+    if p.channels.is_empty()
+        && p.ambiguous.is_empty()
+        && p.thresholds.is_empty()
+        && p.condition.is_none()
+        && !p.has(Cue::Alarm)
+        && !p.has(Cue::Status)
+        && !p.has(Cue::Why)
+        && (p.explicit_wells > 0 || p.wells_word)
+        && let [u] = p.units[..]
+        && !matches!(
+            u.quantity(),
+            units::Quantity::Temperature | units::Quantity::Fraction
+        )
+        && let Some(f) = implied_channel(u)
+    {
+        p.add_channels(usize::MAX, &[f]);
     }
     // Thresholds: the channel named nearest before (else after), or the one its unit implies.
     let mut filter = None;
@@ -1635,15 +1874,86 @@ fn decide(
     } else {
         return Err(fail(&p, "I could not tell what you are asking.".into()));
     };
-    // Words left over that mean nothing here make a fleet-wide guess risky: refuse when the
-    // intent rests on little ("ESP-003 banana" is not a status request).
-    if !unknown.is_empty() && unknown.len() * 2 > question.split_whitespace().count() {
+    // A step asks for a series: of a channel's value, average, min or max.
+    let span = match &p.time {
+        Some(TimeSpec::Range { from, to, .. }) => to.0 - from.0,
+        _ => 24 * 3_600_000_000,
+    };
+    // "what did ESP-003 look like before the trip", "how was ESP-003 doing yesterday": a
+    // status over a time is the trend of the channels a status shows, never the status now.
+    let intent = if intent == Intent::Status
+        && matches!(p.time, Some(TimeSpec::Range { .. } | TimeSpec::BeforeTrip))
+    {
+        p.add_channels(usize::MAX, STATUS_CHANNELS);
+        Intent::Trend
+    } else {
+        intent
+    };
+    // "current" alone: one word, no well, no fleet word, nothing asked of it ("what is the
+    // motor current" asks the fleet's).
+    if intent == Intent::Value
+        && question.split_whitespace().count() == 1
+        && p.wells.is_empty()
+        && p.groups.is_empty()
+        && !p.wells_word
+        && p.cues.is_empty()
+        && p.time.is_none()
+        && p.units.is_empty()
+    {
         return Err(fail(
             &p,
-            format!("I do not know the words: {}", unknown.join(", ")),
+            format!(
+                "{} of which wells? Name a well, a field, or say all wells.",
+                capitalised(channel_words(p.channels[0]))
+            ),
+        ));
+    }
+    // "daily average flow on Monday": one calendar day asked for by the day, whose one bucket
+    // is the aggregate itself ("daily average this week" stays a series, however early in the
+    // week it is asked).
+    let one_day = matches!(&p.time, Some(TimeSpec::Range { label, .. })
+        if label == "today" || label == "yesterday" || label.starts_with("on "));
+    if let Some(step) = p.step
+        && intent == Intent::Aggregate
+        && one_day
+        && step >= 24 * 3_600_000_000
+    {
+        p.step = None;
+    }
+    let intent = match (p.step, intent) {
+        (Some(_), Intent::Value | Intent::Aggregate | Intent::Trend) => Intent::Trend,
+        (Some(step), _) => {
+            return Err(fail(
+                &p,
+                format!(
+                    "\u{201c}every {}\u{201d} applies to a trend of a channel of named wells.",
+                    format_duration_micros(step)
+                ),
+            ));
+        }
+        (None, intent) => intent,
+    };
+    if let Some(step) = p.step
+        && span / step > MAX_ASKED_BUCKETS as i64
+    {
+        return Err(fail(
+            &p,
+            format!(
+                "every {} over that range is {} points, more than {MAX_ASKED_BUCKETS}: ask \
+                     for a longer step or a shorter range.",
+                format_duration_micros(step),
+                span / step
+            ),
+        ));
+    }
+    if p.without && !matches!(intent, Intent::Alarms | Intent::Condition) {
+        return Err(fail(
+            &p,
+            "a negation applies to alarms and conditions (\u{201c}wells with no open alarms\u{201d}).".into(),
         ));
     }
     let mut it = Interpretation::new(intent);
+    it.without = p.without;
     it.wells = p.wells.clone();
     it.groups = p.groups.clone();
     it.condition = p.condition;
@@ -1683,6 +1993,11 @@ fn decide(
         }
         Intent::Alarms => {
             it.alarm_state = p.alarm_state;
+            // "wells with no alarms": none open now (a cleared alarm of last month does not
+            // count), said in the interpretation.
+            if p.without && it.alarm_state.is_none() && it.range().is_none() {
+                it.alarm_state = Some(AlarmStateQuery::Open);
+            }
         }
         Intent::RunState => {
             it.run_state = Some(p.run_state.unwrap_or(RunState::Stopped));
@@ -1696,7 +2011,11 @@ fn decide(
                 it.time = None;
             }
         }
-        Intent::Value | Intent::Trend => {}
+        Intent::Trend => {
+            it.step = p.step;
+            it.agg = p.agg;
+        }
+        Intent::Value => {}
     }
     // "now" is what every answer without a time reads (the latest values, open alarms, the
     // live state), so it adds nothing to the interpretation; only an aggregate or a trend
@@ -1705,6 +2024,36 @@ fn decide(
         it.time = None;
     }
     Ok(it)
+}
+
+/// The channels a well's status shows: its trend over a time is these.
+pub const STATUS_CHANNELS: &[Field] = &[
+    Field::FrequencyHz,
+    Field::MotorCurrentA,
+    Field::IntakePressurePsi,
+    Field::MotorTempC,
+    Field::FlowRateBpd,
+];
+
+/// The most buckets a step asked for may make.
+pub const MAX_ASKED_BUCKETS: usize = 2000;
+
+/// A word that looks like a date or a clock time but is not one that was read ("2026-02-30",
+/// "25:00", "12/31").
+fn looks_like_date_or_time(word: &str) -> bool {
+    word.chars().any(|c| c.is_ascii_digit())
+        && word.chars().any(|c| matches!(c, '-' | ':' | '/'))
+        && word.chars().all(|c| {
+            c.is_ascii_digit() || matches!(c, '-' | ':' | '/' | '.' | 't' | 'T' | 'z' | 'Z')
+        })
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
 }
 
 fn implied_channel(unit: Unit) -> Option<Field> {
@@ -1717,7 +2066,7 @@ fn implied_channel(unit: Unit) -> Option<Field> {
         Unit::G => Field::VibrationXG,
         Unit::Pct => Field::WaterCutPct,
         Unit::ScfBbl => Field::GorScfBbl,
-        Unit::Psi | Unit::KPa | Unit::Bar => return None,
+        Unit::Psi | Unit::KPa | Unit::MPa | Unit::Bar => return None,
     })
 }
 
@@ -1768,6 +2117,7 @@ fn not_understood(
     let well = p
         .wells
         .first()
+        .or(p.suggest_well.as_ref())
         .or_else(|| dir.wells.first().map(|w| &w.id))
         .map_or_else(|| "ESP-001".to_owned(), WellId::to_string);
     let channel = p.channels.first().copied().or(match p.ambiguous.first() {
@@ -1789,7 +2139,11 @@ fn not_understood(
     match channel {
         Some(f) => {
             let words = channel_words(f);
-            if let Some(&(_, cmp, value, unit)) = p.thresholds.first() {
+            // The threshold again, in its unit; never a number whose unit was not read ("5
+            // mpa" with an unknown unit is not offered back as 5 psi).
+            if let Some(&(_, cmp, value, unit)) = p.thresholds.first()
+                && (unit.is_some() || unknown.is_empty())
+            {
                 let unit = unit
                     .filter(|u| u.quantity() == units::quantity_of(f))
                     .unwrap_or(Unit::canonical_of(f));

@@ -14,6 +14,7 @@ const HELD_OUT_2: &str = include_str!("heldout2.txt");
 const HELD_OUT_3: &str = include_str!("heldout3.txt");
 const HELD_OUT_4: &str = include_str!("heldout4.txt");
 const HELD_OUT_5: &str = include_str!("heldout5.txt");
+const HELD_OUT_6: &str = include_str!("heldout6.txt");
 
 /// 2026-11-25T15:30:00Z, a Wednesday.
 fn clock() -> Clock {
@@ -156,6 +157,8 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
             "stale" => want.stale_for = Some(crate::duration::parse_duration_micros(v).expect(v)),
             "units" => want.units = v.split(',').map(|u| Unit::from_name(u).expect(u)).collect(),
             "time" if v == "before_trip" => want.time = Some(TimeSpec::BeforeTrip),
+            "step" => want.step = Some(crate::duration::parse_duration_micros(v).expect(v)),
+            "without" => want.without = v == "1",
             _ => return Err(format!("unknown key {k}")),
         }
     }
@@ -232,6 +235,12 @@ fn check(question: &str, expected: &str) -> Result<(), String> {
             "stale_for {:?} ≠ {:?}",
             it.stale_for, want.stale_for
         ));
+    }
+    if it.step != want.step {
+        diffs.push(format!("step {:?} ≠ {:?}", it.step, want.step));
+    }
+    if it.without != want.without {
+        diffs.push(format!("without {} ≠ {}", it.without, want.without));
     }
     if !want.units.is_empty() && it.units != want.units {
         diffs.push(format!("units {:?} ≠ {:?}", it.units, want.units));
@@ -380,6 +389,30 @@ fn fifth_held_out_set_accuracy() {
         "fifth held-out accuracy fell to {pct:.1} %"
     );
 }
+
+/// The sixth set (issue 24, ask3): paraphrases of the classes `tools/ask-heldout` found,
+/// written by the hand that fixed them before the set's first run and never tuned on after it
+/// (its misses are reported, not fixed); its floor only catches a regression.
+#[test]
+fn sixth_held_out_set_accuracy() {
+    let (passed, total, misses) = run(HELD_OUT_6);
+    let pct = 100.0 * passed as f64 / total as f64;
+    println!(
+        "sixth held-out set (paraphrases, never tuned on): {passed}/{total} exact = {pct:.1} %"
+    );
+    for m in &misses {
+        println!("  miss {m}");
+    }
+    assert!(total >= 30, "the sixth set has {total} questions");
+    assert!(
+        pct >= HELD_OUT_6_FLOOR,
+        "sixth held-out accuracy fell to {pct:.1} %"
+    );
+}
+
+/// 94.4 % (34/36) when first run: "I'd like" (the contraction "id" is no known word) and
+/// "don't have any open alarms" ("any" between the negation and the alarm) refused.
+const HELD_OUT_6_FLOOR: f64 = 94.0;
 
 /// 90.3 % (93/103) when first run, before the round that studied the fourth set's misses;
 /// 98.1 % (101/103) after it (see README, issue 24). Its writer also wrote that round's rules,
@@ -641,4 +674,371 @@ fn a_negated_state_is_the_opposite_state() {
         Some(RunState::Stopped)
     );
     assert_eq!(run("which wells are running"), Some(RunState::Running));
+}
+
+/// A directory whose fields are written with a dash, as the demo fleet's are ("Field-A").
+fn dashed_fields() -> Directory {
+    Directory::new((1..=6).map(|n| WellEntry {
+        id: WellId::parse(&format!("DEMO-{n:03}")).unwrap(),
+        name: None,
+        field: Some(if n <= 3 { "Field-A" } else { "Field-B" }.into()),
+    }))
+}
+
+/// Every pressure, flow and temperature unit a threshold can carry is converted to the
+/// channel's stored unit (and said in the interpretation): "5 MPa" is 725 psi, never 5 psi.
+#[test]
+fn thresholds_in_every_unit_are_converted_to_the_stored_unit() {
+    for (q, channel, value, unit) in [
+        (
+            "wells with PIP below 5 MPa",
+            "intake_pressure_psi",
+            725.19,
+            "mpa",
+        ),
+        (
+            "wells with PIP below 5MPa",
+            "intake_pressure_psi",
+            725.19,
+            "mpa",
+        ),
+        (
+            "which wells have PIP under 3500 kPa",
+            "intake_pressure_psi",
+            507.63,
+            "kpa",
+        ),
+        (
+            "wells with PIP < 40 bar",
+            "intake_pressure_psi",
+            580.15,
+            "bar",
+        ),
+        (
+            "wells with intake pressure below 500 psi",
+            "intake_pressure_psi",
+            500.0,
+            "psi",
+        ),
+        (
+            "discharge pressure above 2.5 megapascals",
+            "discharge_pressure_psi",
+            362.59,
+            "mpa",
+        ),
+        (
+            "wells producing under 150 m3/d",
+            "flow_rate_bpd",
+            943.47,
+            "m3d",
+        ),
+        (
+            "wells producing under 150 m³/d",
+            "flow_rate_bpd",
+            943.47,
+            "m3d",
+        ),
+        ("wells under 500 bbl/d", "flow_rate_bpd", 500.0, "bpd"),
+        (
+            "wells making less than 1000 bpd",
+            "flow_rate_bpd",
+            1000.0,
+            "bpd",
+        ),
+        (
+            "wells with motor temperature above 250°F",
+            "motor_temp_c",
+            121.11,
+            "degf",
+        ),
+        (
+            "wells with motor temp above 250 degF",
+            "motor_temp_c",
+            121.11,
+            "degf",
+        ),
+        (
+            "wells with motor temp over 120 °C",
+            "motor_temp_c",
+            120.0,
+            "degc",
+        ),
+        (
+            "wells with motor temp over 120 degC",
+            "motor_temp_c",
+            120.0,
+            "degc",
+        ),
+    ] {
+        let it = parse(q, &directory(), &clock()).unwrap_or_else(|e| panic!("{q}: {e:?}"));
+        let j = it.to_json();
+        let f = &j["filter"];
+        assert_eq!(f["channels"][0], channel, "{q}: {j}");
+        let got = f["value"].as_f64().unwrap();
+        assert!((got - value).abs() < 0.01, "{q}: {got} ≠ {value}");
+        assert_eq!(
+            f["unit"],
+            Unit::canonical_of(it.filter.as_ref().unwrap().channels[0]).name()
+        );
+        assert_eq!(it.filter.as_ref().unwrap().unit.name(), unit, "{q}");
+    }
+    // Asked to answer in MPa.
+    let it = parse(
+        "discharge pressure of ESP-004 in MPa",
+        &directory(),
+        &clock(),
+    )
+    .unwrap();
+    assert_eq!(it.units, vec![Unit::MPa]);
+    // A pressure unit on a temperature is refused, not converted.
+    assert!(parse("wells with motor temp above 5 MPa", &directory(), &clock()).is_err());
+}
+
+/// A word that changes what is asked and that the parser cannot place is a refusal with what
+/// was recognised and rephrasings — never dropped with the rest answered by defaults.
+#[test]
+fn an_unplaced_word_that_changes_the_question_is_refused() {
+    for q in [
+        "what is the motor current of ESP-003 tomorrow",
+        "average PIP of ESP-003 next week",
+        "how much oil will North Pad make next year",
+        "amps for ESP-003 on 2026-02-30",
+        "amps for ESP-003 at 25:00",
+        "wells with intake pressure below",
+        "wells with motor current more than",
+        "wells with amps above 40 and below 50",
+        "wells not above 500 psi",
+        "motor current of ESP-003 except yesterday",
+        "PIP on all wells but ESP-003",
+        "motor current of ESP-003 at 55",
+        "who is on call tonight",
+        "average amps of ESP-003 last quarter",
+    ] {
+        match parse(q, &directory(), &clock()) {
+            Ok(it) => panic!("{q}: answered as {}", it.to_json()),
+            Err(e) => {
+                assert!(e.suggestions.len() >= 2, "{q}: {e:?}");
+                for s in &e.suggestions {
+                    assert!(parse(s, &directory(), &clock()).is_ok(), "{q}: {s:?}");
+                }
+            }
+        }
+    }
+    // Destructive verbs are commands.
+    for q in [
+        "delete all alarms",
+        "please remove ESP-003",
+        "purge the alarms on ESP-004",
+    ] {
+        let e = parse(q, &directory(), &clock()).unwrap_err();
+        assert!(e.command.is_some(), "{q}: {e:?}");
+    }
+    // What the refusal says: the word it could not place.
+    let e = parse("which wells have no idea", &directory(), &clock()).unwrap_err();
+    assert!(e.message.contains("no"), "{}", e.message);
+    let e = parse("amps for ESP-003 on 2026-02-30", &directory(), &clock()).unwrap_err();
+    assert!(e.message.contains("2026-02-30"), "{}", e.message);
+    assert_eq!(e.recognised["wells"], json!(["ESP-003"]));
+    // Harmless filler stays harmless.
+    for q in [
+        "please show me the motor current of ESP-003",
+        "could you tell me the average amps of ESP-003 yesterday please",
+        "I would like to see which wells are stopped",
+        "can you list the open alarms on the north pad",
+    ] {
+        assert!(parse(q, &directory(), &clock()).is_ok(), "{q}");
+    }
+}
+
+/// "no open alarms", "never had a gas lock", "not gas locked": the wells without them.
+#[test]
+fn a_negated_alarm_or_condition_asks_for_the_wells_without_it() {
+    let it = parse("which wells have no open alarms", &directory(), &clock()).unwrap();
+    assert_eq!(it.intent, Intent::Alarms);
+    assert!(it.without);
+    assert_eq!(it.alarm_state, Some(AlarmStateQuery::Open));
+    assert_eq!(it.to_json()["without"], true);
+    let it = parse(
+        "wells without alarms on the south pad",
+        &directory(),
+        &clock(),
+    )
+    .unwrap();
+    assert!(
+        it.without && it.wells == group("@south"),
+        "{}",
+        it.to_json()
+    );
+    assert_eq!(it.alarm_state, Some(AlarmStateQuery::Open));
+    let it = parse(
+        "which wells never had a gas lock last week",
+        &directory(),
+        &clock(),
+    )
+    .unwrap();
+    assert_eq!((it.intent, it.without), (Intent::Condition, true));
+    assert_eq!(it.condition, Some(Condition::GasLock));
+    assert_eq!(it.range().unwrap().0, instant("11-16T00:00"));
+    let it = parse("which wells are not gas locked", &directory(), &clock()).unwrap();
+    assert_eq!((it.intent, it.without), (Intent::Condition, true));
+    // The states keep their opposites; "open alarms" stays the open alarms.
+    let it = parse("which wells have an open alarm", &directory(), &clock()).unwrap();
+    assert!(!it.without);
+    let it = parse(
+        "alarms that haven't been acknowledged",
+        &directory(),
+        &clock(),
+    )
+    .unwrap();
+    assert_eq!(
+        (it.alarm_state, it.without),
+        (Some(AlarmStateQuery::Raised), false)
+    );
+}
+
+/// A field written with a space or without its dash ("field a" for "Field-A").
+#[test]
+fn a_field_is_found_whatever_its_separators() {
+    let dir = dashed_fields();
+    for q in [
+        "avg water cut on field a yesterday",
+        "PIP on Field-A wells now",
+        "field a wells with PIP below 800 psi",
+        "motor current fielda",
+        "voltage dips on FIELD A",
+    ] {
+        let it = parse(q, &dir, &clock()).unwrap_or_else(|e| panic!("{q}: {e:?}"));
+        assert_eq!(it.groups, vec!["Field-A".to_owned()], "{q}");
+        assert_eq!(it.wells.len(), 3, "{q}");
+    }
+    let it = parse("pump intake pressure field b", &dir, &clock()).unwrap();
+    assert_eq!(it.groups, vec!["Field-B".to_owned()]);
+    // An unknown field is refused, never the whole fleet.
+    assert!(parse("motor current of field z wells", &dir, &clock()).is_err());
+}
+
+/// Clock times inside dates, the weekend, "yday".
+#[test]
+fn clock_times_inside_dates_and_the_weekend() {
+    let range = |q: &str| {
+        let it = parse(q, &directory(), &clock()).unwrap_or_else(|e| panic!("{q}: {e:?}"));
+        let (f, t) = it
+            .range()
+            .unwrap_or_else(|| panic!("{q}: no range {}", it.to_json()));
+        (f, t)
+    };
+    assert_eq!(
+        range("avg PIP ESP-002 between 2026-11-24 06:00 and 2026-11-24 12:00"),
+        (instant("11-24T06:00"), instant("11-24T12:00"))
+    );
+    assert_eq!(
+        range("ESP-007 amps from 2026-11-24 22:00 to 2026-11-25 02:30"),
+        (instant("11-24T22:00"), instant("11-25T02:30"))
+    );
+    assert_eq!(
+        range("average amps of ESP-003 yesterday from 06:00 to 12:00"),
+        (instant("11-24T06:00"), instant("11-24T12:00"))
+    );
+    assert_eq!(
+        range("average amps of ESP-003 between 6am and noon yesterday"),
+        (instant("11-24T06:00"), instant("11-24T12:00"))
+    );
+    assert_eq!(
+        range("max PIP of ESP-003 since yesterday 14:00"),
+        (instant("11-24T14:00"), instant("11-25T15:30"))
+    );
+    assert_eq!(
+        range("max PIP of ESP-003 since 06:00"),
+        (instant("11-25T06:00"), instant("11-25T15:30"))
+    );
+    // A moment: the hour from it, said so.
+    let it = parse("amps of ESP-003 yesterday at 14:00", &directory(), &clock()).unwrap();
+    assert_eq!(
+        it.range().unwrap(),
+        (instant("11-24T14:00"), instant("11-24T15:00"))
+    );
+    assert!(it.to_json()["time"].as_str().unwrap().contains("14:00"));
+    assert_eq!(
+        range("amps of ESP-003 at 14:00 yesterday"),
+        (instant("11-24T14:00"), instant("11-24T15:00"))
+    );
+    // The weekend before this Wednesday: Saturday and Sunday.
+    for q in [
+        "average Hz of ESP-005 over the weekend",
+        "average Hz of ESP-005 last weekend",
+        "average Hz of ESP-005 on the weekend",
+    ] {
+        assert_eq!(
+            range(q),
+            (instant("11-21T00:00"), instant("11-23T00:00")),
+            "{q}"
+        );
+    }
+    // "this weekend" on a Wednesday is the coming one: the future, refused.
+    assert!(parse("average Hz of ESP-005 this weekend", &directory(), &clock()).is_err());
+    for q in ["Motor current ESP-003 yday", "max amps ESP-003 yesterdy"] {
+        assert_eq!(
+            range(q),
+            (instant("11-24T00:00"), instant("11-25T00:00")),
+            "{q}"
+        );
+    }
+}
+
+/// A bucket asked for makes a trend with that step (and the aggregate asked for).
+#[test]
+fn a_step_asked_for_makes_a_trend_with_it() {
+    const MIN: i64 = 60_000_000;
+    for (q, step, agg) in [
+        (
+            "hourly average amps ESP-003 yesterday",
+            60 * MIN,
+            Some(Agg::Avg),
+        ),
+        (
+            "motor temp ESP-003 every 15 min over the last 6 hours",
+            15 * MIN,
+            None,
+        ),
+        (
+            "daily max flow for ESP-001 this week",
+            24 * 60 * MIN,
+            Some(Agg::Max),
+        ),
+        ("PIP of ESP-002 per hour yesterday", 60 * MIN, None),
+        ("ESP-002 PIP in 30 minute buckets today", 30 * MIN, None),
+        (
+            "15-minute average current of ESP-004 today",
+            15 * MIN,
+            Some(Agg::Avg),
+        ),
+    ] {
+        let it = parse(q, &directory(), &clock()).unwrap_or_else(|e| panic!("{q}: {e:?}"));
+        assert_eq!(it.intent, Intent::Trend, "{q}");
+        assert_eq!(it.step, Some(step), "{q}");
+        assert_eq!(it.agg, agg, "{q}");
+    }
+    // Too many buckets, or a step on a question that has no series: refused.
+    assert!(
+        parse(
+            "amps of ESP-003 every minute over the last 30 days",
+            &directory(),
+            &clock()
+        )
+        .is_err()
+    );
+    assert!(parse("hourly which wells are stopped", &directory(), &clock()).is_err());
+    // "500 bbl per day" stays a unit.
+    let it = parse("wells under 500 bbl per day", &directory(), &clock()).unwrap();
+    assert_eq!((it.intent, it.step), (Intent::Filter, None));
+}
+
+/// A common word next to a domain word is itself, not one edit from a phrase: "had sensor
+/// fault" is a sensor fault, not "bad sensor" with "fault" left over.
+#[test]
+fn a_common_word_is_not_a_typo_inside_a_phrase() {
+    let it = parse("which wells had sensor fault", &directory(), &clock()).unwrap();
+    assert_eq!(it.condition, Some(Condition::SensorFault));
+    let it = parse("which wells had gas lok", &directory(), &clock()).unwrap();
+    assert_eq!(it.condition, Some(Condition::GasLock));
 }

@@ -213,10 +213,19 @@ fn date_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, NaiveDat
     None
 }
 
-/// A clock time `08:00` / `8am` / `8 pm` today, as a UTC instant.
-fn clock_time_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, i64)> {
+/// A clock time `08:00` / `8am` / `8 pm` / `noon`: its offset from the local midnight, with
+/// its length.
+fn hm_at(tokens: &[Token], i: usize) -> Option<(usize, i64)> {
     let t = tokens.get(i)?;
-    let (mut h, mut m, mut len) = if let Some((a, b)) = t.text.split_once(':') {
+    match t.text.as_str() {
+        "noon" | "midday" => return Some((1, 12 * HOUR)),
+        "midnight" => return Some((1, 0)),
+        _ => {}
+    }
+    let (mut h, m, mut len) = if let Some((a, b)) = t.text.split_once(':') {
+        if b.len() != 2 || a.is_empty() || a.len() > 2 {
+            return None;
+        }
         (a.parse::<i64>().ok()?, b.parse::<i64>().ok()?, 1)
     } else {
         let n = t.number()?;
@@ -230,13 +239,13 @@ fn clock_time_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, i6
         (n as i64, 0, 1)
     };
     match tokens.get(i + len).map(|t| t.text.as_str()) {
-        Some("am") => {
+        Some("am") if h <= 12 => {
             if h == 12 {
                 h = 0;
             }
             len += 1;
         }
-        Some("pm") => {
+        Some("pm") if h <= 12 => {
             if h < 12 {
                 h += 12;
             }
@@ -247,8 +256,351 @@ fn clock_time_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, i6
     if !(0..24).contains(&h) || !(0..60).contains(&m) {
         return None;
     }
-    m = m.clamp(0, 59);
-    Some((len, clock.day_start(0) + h * HOUR + m * MINUTE))
+    Some((len, h * HOUR + m * MINUTE))
+}
+
+/// A clock time today, as a UTC instant.
+fn clock_time_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, i64)> {
+    hm_at(tokens, i).map(|(len, off)| (len, clock.day_start(0) + off))
+}
+
+/// `HH:MM` of an offset from midnight.
+fn hm_label(off: i64) -> String {
+    format!("{:02}:{:02}", off / HOUR, off % HOUR / MINUTE)
+}
+
+/// A day named at `tokens[i]`: `today`, `yesterday` (`yday`), a date, a weekday (the last
+/// one, today included): (length, start of the day as a UTC instant, its label).
+fn day_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, i64, String)> {
+    let w = tokens.get(i).map(|t| t.text.as_str()).unwrap_or("");
+    if matches!(w, "today" | "todays") {
+        return Some((1, clock.day_start(0), "today".into()));
+    }
+    if is_yesterday(w) {
+        return Some((1, clock.day_start(-1), "yesterday".into()));
+    }
+    if let Some((len, date)) = date_at(tokens, i, clock) {
+        return Some((len, clock.date_start(date), date.to_string()));
+    }
+    if let Some(wd) = weekday_of(w) {
+        let back = (clock.weekday() - wd).rem_euclid(7);
+        let name = WEEKDAYS[wd as usize].0;
+        return Some((
+            1,
+            clock.day_start(-back),
+            format!("{}{}", name[..1].to_uppercase(), &name[1..]),
+        ));
+    }
+    None
+}
+
+/// "yesterday" and how it is shortened or mistyped: "yday", "yest", "yesterdays", "yesteday".
+pub fn is_yesterday(word: &str) -> bool {
+    matches!(
+        word,
+        "yesterday" | "yesterdays" | "yday" | "yest" | "ystd" | "ydy"
+    ) || (word.starts_with('y') && super::tokens::close(word, "yesterday"))
+}
+
+/// One end of a range: a day, a day with a clock time (`2026-12-06 06:00`, `yesterday at
+/// 14:00`, `14:00 yesterday`), or a clock time alone.
+#[derive(Clone, Debug)]
+enum End {
+    Day(i64, String),
+    Instant(i64, String),
+    Clock(i64),
+}
+
+fn end_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, End)> {
+    let w = |k: usize| tokens.get(i + k).map(|t| t.text.as_str()).unwrap_or("");
+    if w(0) == "now" {
+        return Some((1, End::Instant(clock.now.0, "now".into())));
+    }
+    if let Some((dl, day, label)) = day_at(tokens, i, clock) {
+        let k = dl + usize::from(matches!(w(dl), "at" | "around"));
+        if let Some((hl, off)) = hm_at(tokens, i + k) {
+            return Some((
+                k + hl,
+                End::Instant(day + off, format!("{label} {}", hm_label(off))),
+            ));
+        }
+        return Some((dl, End::Day(day, label)));
+    }
+    let (hl, off) = hm_at(tokens, i)?;
+    let k = hl + usize::from(w(hl) == "on");
+    if let Some((dl, day, label)) = day_at(tokens, i + k, clock) {
+        return Some((
+            k + dl,
+            End::Instant(day + off, format!("{label} {}", hm_label(off))),
+        ));
+    }
+    Some((hl, End::Clock(off)))
+}
+
+/// A range between two ends ("between 2026-12-06 06:00 and 2026-12-06 12:00", "from 06:00 to
+/// 12:00 yesterday"), starting at the first end.
+fn between_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, TimeSpec)> {
+    let w = |k: usize| tokens.get(i + k).map(|t| t.text.as_str()).unwrap_or("");
+    let (l1, a) = end_at(tokens, i, clock)?;
+    if !matches!(w(l1), "and" | "to" | "until" | "till" | "through" | "-") {
+        return None;
+    }
+    let (l2, b) = end_at(tokens, i + l1 + 1, clock)?;
+    let mut len = l1 + 1 + l2;
+    let (from, to, label) = match (a, b) {
+        (End::Day(d1, l1), End::Day(d2, l2)) => {
+            if d2 < d1 {
+                return None;
+            }
+            (d1, d2 + DAY, format!("from {l1} to {l2}"))
+        }
+        (End::Day(d1, l1), End::Instant(t, l2)) => (d1, t, format!("from {l1} to {l2}")),
+        (End::Instant(t, l1), End::Day(d2, l2)) => (t, d2 + DAY, format!("from {l1} to {l2}")),
+        (End::Instant(t1, l1), End::Instant(t2, l2)) => (t1, t2, format!("from {l1} to {l2}")),
+        (End::Instant(t1, l1), End::Clock(off)) => {
+            let day = t1 - (t1 + clock.offset()).rem_euclid(DAY);
+            let mut t2 = day + off;
+            if t2 <= t1 {
+                t2 += DAY;
+            }
+            (t1, t2, format!("from {l1} to {}", hm_label(off)))
+        }
+        // "between 06:00 and 12:00 yesterday": the day said once, at the end.
+        (End::Clock(o1), End::Instant(t2, l2)) => {
+            let day = t2 - (t2 + clock.offset()).rem_euclid(DAY);
+            let mut t1 = day + o1;
+            if t1 >= t2 {
+                t1 -= DAY;
+            }
+            (t1, t2, format!("from {} to {l2}", hm_label(o1)))
+        }
+        (End::Clock(o1), End::Clock(o2)) => {
+            // The day, when said after: "from 06:00 to 12:00 yesterday", "... on Monday".
+            let k = len + usize::from(w(len) == "on");
+            let (day, day_label) = match day_at(tokens, i + k, clock) {
+                Some((dl, day, l)) => {
+                    len = k + dl;
+                    (day, l)
+                }
+                None => {
+                    // Today, or yesterday when today's part has not begun.
+                    let today = clock.day_start(0);
+                    if today + o1 >= clock.now.0 {
+                        (today - DAY, "yesterday".into())
+                    } else {
+                        (today, "today".into())
+                    }
+                }
+            };
+            let to = if o2 <= o1 { day + o2 + DAY } else { day + o2 };
+            (
+                day + o1,
+                to,
+                format!("{day_label} from {} to {}", hm_label(o1), hm_label(o2)),
+            )
+        }
+        _ => return None,
+    };
+    if to <= from || from >= clock.now.0 {
+        return None;
+    }
+    Some((
+        len,
+        TimeSpec::Range {
+            from: Timestamp(from),
+            to: Timestamp(to.min(clock.now.0).max(from + 1)),
+            label,
+        },
+    ))
+}
+
+/// A day with a clock time ("yesterday at 14:00", "2026-12-06 06:00", "yesterday from 06:00 to
+/// 12:00"): the hour from that moment (a moment has no readings of its own), or the range.
+fn day_time_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, TimeSpec)> {
+    let w = |k: usize| tokens.get(i + k).map(|t| t.text.as_str()).unwrap_or("");
+    let (dl, day, label) = day_at(tokens, i, clock)?;
+    if matches!(w(dl), "from" | "between")
+        && let Some((hl1, o1)) = hm_at(tokens, i + dl + 1)
+        && matches!(w(dl + 1 + hl1), "to" | "and" | "until" | "till" | "-")
+        && let Some((hl2, o2)) = hm_at(tokens, i + dl + 2 + hl1)
+    {
+        let to = if o2 <= o1 { day + o2 + DAY } else { day + o2 };
+        if day + o1 >= clock.now.0 {
+            return None;
+        }
+        return Some((
+            dl + 2 + hl1 + hl2,
+            clock.range(
+                day + o1,
+                to,
+                format!("{label} from {} to {}", hm_label(o1), hm_label(o2)),
+            ),
+        ));
+    }
+    let (len, end) = end_at(tokens, i, clock)?;
+    let End::Instant(t, label) = end else {
+        return None;
+    };
+    Some((len, moment(clock, t, &label)))
+}
+
+/// A moment: the hour from it, said so.
+fn moment(clock: &Clock, t: i64, label: &str) -> TimeSpec {
+    clock.range(t, t + HOUR, format!("the hour from {label}"))
+}
+
+/// Words about the future at `tokens[i]`: "tomorrow", "tonight", "next week", "will",
+/// "forecast". `ask` reads what was measured; these are refused, never read as now.
+pub fn future_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<usize> {
+    let w = |k: usize| tokens.get(i + k).map(|t| t.text.as_str()).unwrap_or("");
+    match w(0) {
+        "tomorrow" | "tomorrows" | "tmrw" | "tmr" | "tonight" | "tonights" | "will"
+        | "forecast" | "forecasts" | "forecasted" | "predict" | "predicted" | "prediction"
+        | "predictions" | "upcoming" | "future" | "projected" | "projection" | "wont" | "gonna" => {
+            Some(1)
+        }
+        "next" => {
+            let k = if tokens.get(i + 1).and_then(Token::number).is_some()
+                || number_word(w(1)).is_some() && !matches!(w(1), "a" | "an")
+            {
+                2
+            } else {
+                1
+            };
+            (duration_unit(w(k)).is_some()
+                || weekday_of(w(k)).is_some()
+                || matches!(
+                    w(k),
+                    "month" | "months" | "year" | "years" | "weekend" | "shift" | "quarter"
+                ))
+            .then_some(k + 1)
+        }
+        "going" if w(1) == "to" => Some(2),
+        "this" if w(1) == "weekend" && clock.weekday() < 5 => Some(2),
+        _ => None,
+    }
+}
+
+/// The weekend at `tokens[i]` ("weekend", "this weekend", "last weekend"): Saturday and Sunday,
+/// the current one when today is one of them (but "last weekend" then is the one before).
+fn weekend_at(tokens: &[Token], i: usize, clock: &Clock) -> Option<(usize, TimeSpec)> {
+    let w = |k: usize| tokens.get(i + k).map(|t| t.text.as_str()).unwrap_or("");
+    let (len, before) = match (w(0), w(1)) {
+        ("weekend", _) => (1, false),
+        ("this", "weekend") => (2, false),
+        ("last" | "past" | "previous", "weekend") => (2, true),
+        _ => return None,
+    };
+    let wd = clock.weekday();
+    let mut back = (wd - 5).rem_euclid(7);
+    if before && wd >= 5 {
+        back += 7;
+    }
+    let sat = clock.day_start(-back);
+    let label = if before {
+        "last weekend"
+    } else {
+        "the weekend"
+    };
+    Some((len, clock.range(sat, sat + 2 * DAY, label)))
+}
+
+fn is_bucket_word(word: &str) -> bool {
+    matches!(
+        word,
+        "bucket" | "buckets" | "interval" | "intervals" | "steps" | "step" | "bins" | "resolution"
+    )
+}
+
+/// A bucket asked for ("hourly", "daily", "every 15 min", "per hour", "in 30-minute buckets",
+/// "15 min average"), microseconds, with its length.
+pub fn step_at(tokens: &[Token], i: usize) -> Option<(usize, i64)> {
+    let w = |k: usize| tokens.get(i + k).map(|t| t.text.as_str()).unwrap_or("");
+    let named = |word: &str| -> Option<i64> {
+        Some(match word {
+            "minutely" => MINUTE,
+            "hourly" => HOUR,
+            "halfhourly" | "half-hourly" => 30 * MINUTE,
+            "daily" => DAY,
+            "weekly" => 7 * DAY,
+            _ => return None,
+        })
+    };
+    if let Some(step) = named(w(0)) {
+        return Some((1, step));
+    }
+    // "15-minute", "1-hour", "30-min": one token.
+    let dashed = |word: &str| -> Option<i64> {
+        let (n, unit) = word.split_once('-')?;
+        let n: f64 = n.parse().ok()?;
+        let (u, _) = duration_unit(unit)?;
+        (n > 0.0 && n.fract() == 0.0).then_some((n * u as f64) as i64)
+    };
+    // "every 15 min", "every hour", "per hour", "by day", "each hour", "in 15 min buckets".
+    if matches!(w(0), "every" | "per" | "by" | "each" | "in") {
+        let (n, k) = match tokens.get(i + 1).and_then(Token::number) {
+            Some(n) => (n, 2),
+            None => (1.0, 1),
+        };
+        let bucket_word = |k: usize| is_bucket_word(w(k));
+        if let Some((u, _)) = duration_unit(w(k))
+            && n > 0.0
+            && n.fract() == 0.0
+            && w(k) != "m"
+        {
+            // "in 15 min" is a duration unless buckets follow; "by day" / "per hour" only
+            // with "by"/"per"/"every"/"each".
+            let buckets = bucket_word(k + 1);
+            if w(0) != "in" || buckets {
+                return Some((k + 1 + usize::from(buckets), (n * u as f64) as i64));
+            }
+        }
+        if let Some(step) = dashed(w(1))
+            && (w(0) != "in" || bucket_word(2))
+        {
+            return Some((2 + usize::from(bucket_word(2)), step));
+        }
+    }
+    // "15-minute average", "1-hour buckets", "15 min buckets", "15 minute intervals".
+    if let Some(step) = dashed(w(0))
+        && matches!(
+            w(1),
+            "average"
+                | "averages"
+                | "avg"
+                | "mean"
+                | "max"
+                | "min"
+                | "bucket"
+                | "buckets"
+                | "interval"
+                | "intervals"
+                | "steps"
+                | "step"
+                | "bins"
+        )
+    {
+        return Some((1, step));
+    }
+    if let Some(n) = tokens.get(i).and_then(Token::number)
+        && let Some((u, _)) = duration_unit(w(1))
+        && n > 0.0
+        && n.fract() == 0.0
+        && matches!(
+            w(2),
+            "bucket"
+                | "buckets"
+                | "interval"
+                | "intervals"
+                | "steps"
+                | "step"
+                | "bins"
+                | "averages"
+        )
+    {
+        return Some((3, (n * u as f64) as i64));
+    }
+    None
 }
 
 /// The time expression starting at `tokens[i]`, with the number of tokens it spans.
@@ -288,6 +640,51 @@ fn bare_time_at(
     let w = |k: usize| tokens.get(i + k).map(|t| t.text.as_str()).unwrap_or("");
     let now = clock.now.0;
     let today = clock.day_start(0);
+    if preposition == "from"
+        && let Some(found) = between_at(tokens, i, clock)
+    {
+        return Some(found);
+    }
+    // "from yesterday 14:00" with no end: since then.
+    if preposition == "from"
+        && let Some((len, End::Instant(t, label))) = end_at(tokens, i, clock)
+    {
+        return Some((len, clock.range(t, now, format!("since {label}"))));
+    }
+    // A day with a clock time: "yesterday at 14:00", "2026-12-06 06:00", "14:00 yesterday",
+    // "yesterday from 06:00 to 12:00"; "at 14:00" alone is today's.
+    if !matches!(w(0), "since" | "between") {
+        if let Some(found) = day_time_at(tokens, i, clock) {
+            return Some(found);
+        }
+        if hm_at(tokens, i).is_some() {
+            match end_at(tokens, i, clock) {
+                Some((len, End::Instant(t, label))) => {
+                    return Some((len, moment(clock, t, &label)));
+                }
+                Some((len, End::Clock(off))) if preposition == "at" => {
+                    let mut t = today + off;
+                    let mut day = "today";
+                    if t >= now {
+                        t -= DAY;
+                        day = "yesterday";
+                    }
+                    return Some((len, moment(clock, t, &format!("{day} {}", hm_label(off)))));
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(found) = weekend_at(tokens, i, clock) {
+        return Some(found);
+    }
+    // "the hour from yesterday 14:00" (how a moment is said back).
+    if w(0) == "hour"
+        && matches!(w(1), "from" | "after" | "starting")
+        && let Some((len, End::Instant(t, label))) = end_at(tokens, i + 2, clock)
+    {
+        return Some((2 + len, moment(clock, t, &label)));
+    }
     match (w(0), w(1), w(2)) {
         ("right", "now", _) => return Some((2, TimeSpec::Now)),
         ("the", "moment", _) if preposition == "at" => return Some((2, TimeSpec::Now)),
@@ -304,7 +701,22 @@ fn bare_time_at(
                 clock.range(today - 6 * HOUR, today + 6 * HOUR, "last night"),
             ));
         }
-        ("yesterday" | "yesterdays", _, _) => {
+        (y, "morning" | "afternoon" | "evening", _) if is_yesterday(y) => {
+            let (from, to) = match w(1) {
+                "morning" => (0, 12),
+                "afternoon" => (12, 18),
+                _ => (18, 24),
+            };
+            return Some((
+                2,
+                clock.range(
+                    today - DAY + from * HOUR,
+                    today - DAY + to * HOUR,
+                    format!("yesterday {}", w(1)),
+                ),
+            ));
+        }
+        (y, _, _) if is_yesterday(y) => {
             return Some((1, clock.range(today - DAY, today, "yesterday")));
         }
         ("this", "morning", _) => {
@@ -372,12 +784,18 @@ fn bare_time_at(
             Some(n) => (Some(n), 1),
             None => (number_word(w(0)), 1),
         };
-        if let (Some(n), Some((unit, _))) = (n, duration_unit(w(k))) {
+        if let (Some(n), Some((unit, _))) = (n, duration_unit(w(k)))
+            && !is_bucket_word(w(k + 1))
+        {
             return Some((k + 1, TimeSpec::Lasting((n * unit as f64) as i64)));
         }
     }
     // "24 hours", "2 days" after a preposition handled above; "since ..." below.
     if w(0) == "since" {
+        // "since yesterday 14:00", "since 2026-12-06 06:00", "since Monday at 8am".
+        if let Some((len, End::Instant(t, label))) = end_at(tokens, i + 1, clock) {
+            return Some((1 + len, clock.range(t, now, format!("since {label}"))));
+        }
         if let Some(wd) = weekday_of(w(1)) {
             let back = (clock.weekday() - wd).rem_euclid(7);
             let name = WEEKDAYS[wd as usize].0;
@@ -403,25 +821,11 @@ fn bare_time_at(
             return Some((1 + len, clock.range(from, now, label)));
         }
     }
-    // "between D and D", "from D to D" (the end day included).
-    if matches!(w(0), "between") || preposition == "from" && date_at(tokens, i, clock).is_some() {
-        let start = if w(0) == "between" { 1 } else { 0 };
-        if let Some((l1, d1)) = date_at(tokens, i + start, clock)
-            && matches!(w(start + l1), "and" | "to" | "until" | "till" | "through")
-            && let Some((l2, d2)) = date_at(tokens, i + start + l1 + 1, clock)
-            && d2 >= d1
-        {
-            let to = clock.date_start(d2) + DAY;
-            let from = clock.date_start(d1);
-            return Some((
-                start + l1 + 1 + l2,
-                TimeSpec::Range {
-                    from: Timestamp(from),
-                    to: Timestamp(to.min(now).max(from + 1)),
-                    label: format!("from {d1} to {d2}"),
-                },
-            ));
-        }
+    // "between D and D", "from D to D" (the end day included), with clock times or without.
+    if w(0) == "between"
+        && let Some((len, spec)) = between_at(tokens, i + 1, clock)
+    {
+        return Some((1 + len, spec));
     }
     // A date or a weekday alone: that day.
     if let Some((len, date)) = date_at(tokens, i, clock) {

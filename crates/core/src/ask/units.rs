@@ -8,6 +8,7 @@ use crate::telemetry::Field;
 pub enum Unit {
     Psi,
     KPa,
+    MPa,
     Bar,
     DegC,
     DegF,
@@ -38,6 +39,7 @@ pub enum Quantity {
 const BPD_PER_M3D: f64 = 6.289_810_770_432_105;
 const PSI_PER_KPA: f64 = 0.145_037_737_730_209_2;
 const PSI_PER_BAR: f64 = 14.503_773_773_020_92;
+const PSI_PER_MPA: f64 = 145.037_737_730_209_2;
 
 impl Unit {
     /// The unit's words as the tokenizer leaves them (after the number, or alone).
@@ -45,6 +47,7 @@ impl Unit {
         Some(match word {
             "psi" | "psig" | "psia" => Unit::Psi,
             "kpa" | "kilopascal" | "kilopascals" => Unit::KPa,
+            "mpa" | "megapascal" | "megapascals" => Unit::MPa,
             "bar" | "bars" | "barg" => Unit::Bar,
             "degc" | "c" | "celsius" | "centigrade" | "deg" | "degrees" | "degree" => Unit::DegC,
             "degf" | "f" | "fahrenheit" => Unit::DegF,
@@ -62,7 +65,7 @@ impl Unit {
 
     pub fn quantity(self) -> Quantity {
         match self {
-            Unit::Psi | Unit::KPa | Unit::Bar => Quantity::Pressure,
+            Unit::Psi | Unit::KPa | Unit::MPa | Unit::Bar => Quantity::Pressure,
             Unit::DegC | Unit::DegF => Quantity::Temperature,
             Unit::Bpd | Unit::M3d => Quantity::Flow,
             Unit::Amp => Quantity::Current,
@@ -78,6 +81,7 @@ impl Unit {
         match self {
             Unit::Psi => "psi",
             Unit::KPa => "kPa",
+            Unit::MPa => "MPa",
             Unit::Bar => "bar",
             Unit::DegC => "°C",
             Unit::DegF => "°F",
@@ -97,6 +101,7 @@ impl Unit {
         match self {
             Unit::Psi => "psi",
             Unit::KPa => "kpa",
+            Unit::MPa => "mpa",
             Unit::Bar => "bar",
             Unit::DegC => "degc",
             Unit::DegF => "degf",
@@ -119,6 +124,7 @@ impl Unit {
     pub fn to_canonical(self, v: f64) -> f64 {
         match self {
             Unit::KPa => v * PSI_PER_KPA,
+            Unit::MPa => v * PSI_PER_MPA,
             Unit::Bar => v * PSI_PER_BAR,
             Unit::DegF => (v - 32.0) * 5.0 / 9.0,
             Unit::M3d => v * BPD_PER_M3D,
@@ -130,6 +136,7 @@ impl Unit {
     pub fn from_canonical(self, v: f64) -> f64 {
         match self {
             Unit::KPa => v / PSI_PER_KPA,
+            Unit::MPa => v / PSI_PER_MPA,
             Unit::Bar => v / PSI_PER_BAR,
             Unit::DegF => v * 9.0 / 5.0 + 32.0,
             Unit::M3d => v / BPD_PER_M3D,
@@ -155,9 +162,10 @@ impl Unit {
     }
 }
 
-pub const ALL: [Unit; 13] = [
+pub const ALL: [Unit; 14] = [
     Unit::Psi,
     Unit::KPa,
+    Unit::MPa,
     Unit::Bar,
     Unit::DegC,
     Unit::DegF,
@@ -190,6 +198,7 @@ mod tests {
         }
         assert!((Unit::KPa.to_canonical(2000.0) - 290.075_5).abs() < 1e-3);
         assert!((Unit::Bar.to_canonical(30.0) - 435.113_2).abs() < 1e-3);
+        assert!((Unit::MPa.to_canonical(5.0) - 725.188_7).abs() < 1e-3);
         assert!((Unit::DegF.to_canonical(212.0) - 100.0).abs() < 1e-9);
         assert!((Unit::M3d.to_canonical(100.0) - 628.981).abs() < 1e-3);
     }

@@ -824,9 +824,13 @@ impl WellEngine {
             // The motor's thermal levels outlast a stop: a winding warming back up after a
             // restart is judged against where it ran before, not against its cold start.
             let (rise, rise_level) = (self.sm.rise, self.sm.rise_level);
+            let rise_held = std::mem::take(&mut self.sm.rise_held);
+            let unexplained_rise_held = std::mem::take(&mut self.sm.unexplained_rise_held);
             let rise_level_at_start = rise_level.value();
             self.sm = Smoothed {
                 rise,
+                rise_held,
+                unexplained_rise_held,
                 rise_level,
                 rise_level_at_start,
                 ..Smoothed::default()

@@ -33,6 +33,10 @@ pub(crate) struct Smoothed {
     pub pd: Ewma,
     pub head: Ewma,
     pub rise: Ewma,
+    /// The level `rise`, and `rise` × `cooling` (the rise the flow does not explain), held over
+    /// the last `scale_rise_held_secs`: the heat the motor has kept (see [`MotorLevels`]).
+    pub rise_held: HeldLevel,
+    pub unexplained_rise_held: HeldLevel,
     pub cooling: Ewma,
     pub gor: Ewma,
     pub volt: Ewma,
@@ -109,6 +113,12 @@ impl Smoothed {
         up(&mut self.head, f.head_ratio, slow);
         up(&mut self.rise, f.winding_rise_ratio, slow);
         up(&mut self.cooling, f.cooling_ratio, slow);
+        if let Some(rise) = self.rise.value().filter(|_| f.winding_rise_ratio.is_some()) {
+            let held = th.scale_rise_held_secs;
+            self.rise_held.update(ts, rise, held);
+            let unexplained = rise * self.cooling.value().unwrap_or(1.0);
+            self.unexplained_rise_held.update(ts, unexplained, held);
+        }
         up(&mut self.gor, f.gor_ratio, slow);
         up(&mut self.volt, f.volts_per_hz_ratio, slow);
         up(&mut self.dp, f.pressure_rise_ratio, slow);
@@ -152,6 +162,48 @@ impl Smoothed {
             m.get(Field::MotorVoltageV),
             th.settle_secs,
         );
+    }
+}
+
+/// The level a value has held over a trailing window: the median of its per-minute means (at
+/// most an hour's worth of entries, whatever the polling rate). Anything that lasts less than
+/// half the window (a spike up, a dip after a restart) does not move it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct HeldLevel {
+    /// (minute, sum, count) per minute seen.
+    minutes: std::collections::VecDeque<(i64, f64, u32)>,
+}
+
+impl HeldLevel {
+    pub fn update(&mut self, ts: i64, value: f64, window_secs: f64) {
+        let minute = ts.div_euclid(60_000_000);
+        match self.minutes.back_mut() {
+            Some((m, sum, n)) if *m == minute => {
+                *sum += value;
+                *n += 1;
+            }
+            _ => self.minutes.push_back((minute, value, 1)),
+        }
+        let oldest = minute - (window_secs / 60.0).ceil() as i64;
+        while self.minutes.front().is_some_and(|&(m, _, _)| m < oldest) {
+            self.minutes.pop_front();
+        }
+    }
+
+    /// The median of the per-minute means within the window (of the minutes seen: a shorter
+    /// history after the first start gives the median of what there is).
+    pub fn value(&self) -> Option<f64> {
+        let mut means: Vec<f64> = self
+            .minutes
+            .iter()
+            .map(|&(_, sum, n)| sum / f64::from(n))
+            .collect();
+        if means.is_empty() {
+            return None;
+        }
+        let mid = means.len() / 2;
+        let (_, m, _) = means.select_nth_unstable_by(mid, f64::total_cmp);
+        Some(*m)
     }
 }
 
@@ -262,10 +314,12 @@ impl MotorLevels {
         let s = i.s;
         // Less flow past the motor cools it less (film coefficient ∝ velocity^0.8): the rise
         // that flow explains is taken out, what remains is heat the flow does not explain.
-        let unexplained_rise = val(&s.rise).map(|r| r * val(&s.cooling).unwrap_or(1.0));
+        // Scale is heat that builds over days and stays: judged on the rise the motor has
+        // held for the last `scale_rise_held_secs`, which a glitched reading or a speed step
+        // (minutes) does not lift.
         MotorLevels {
-            rise: val(&s.rise),
-            unexplained_rise,
+            rise: s.rise_held.value(),
+            unexplained_rise: s.unexplained_rise_held.value(),
             pip: val(&s.settle_pip),
         }
     }

@@ -2928,3 +2928,48 @@ fn a_lock_that_never_takes_load_again_until_no_gas_is_left_was_a_broken_shaft() 
     let gradual = run(false, true);
     assert!(has(&gradual, Condition::GasLock), "{gradual:?}");
 }
+
+/// Scale is heat that builds and stays. Two readings at a third of the current (a dropout of the
+/// current transducer) in the middle of a pump's wear make the winding rise look up to three
+/// times what those readings' load explains; the smoothed rise jumps for minutes by more than
+/// the change that tells scale from wear. Judged on the rise the motor has held for the last
+/// hour, the glitch moves nothing; judged on the smoothed rise of the moment (held for no
+/// time), the same readings turn the wear into scale for the rest of the episode.
+#[test]
+fn one_glitch_of_the_ammeter_does_not_turn_wear_into_scale() {
+    let plan = pinned(
+        Family::Classic,
+        Some((Condition::PumpWear, "30h", "96h")),
+        96,
+        "60s",
+    );
+    let glitch_at = start().0 + 70 * HOUR;
+    let readings: Vec<_> = samples(&plan, 0)
+        .into_iter()
+        .map(|(ts, mut m)| {
+            if (glitch_at..glitch_at + 120 * 1_000_000).contains(&ts.0) {
+                let amps = m.get(Field::MotorCurrentA).map(|a| a * 0.3);
+                m.set(Field::MotorCurrentA, amps);
+            }
+            (ts, m)
+        })
+        .collect();
+    let run = |held_secs: f64| {
+        let th = Thresholds {
+            scale_rise_held_secs: held_secs,
+            ..Thresholds::default()
+        };
+        let mut engine = WellEngine::new(Some(&plan.wells[0].meta), th, TrainingWindow::Default);
+        let mut episodes = Vec::new();
+        for (ts, m) in &readings {
+            episodes.extend(engine.push(*ts, m).transitions.closed);
+        }
+        episodes.extend(engine.finish());
+        episodes
+    };
+    let held = run(Thresholds::default().scale_rise_held_secs);
+    assert!(has(&held, Condition::PumpWear), "{held:?}");
+    assert!(!has(&held, Condition::ScalePlugging), "{held:?}");
+    let momentary = run(0.0);
+    assert!(has(&momentary, Condition::ScalePlugging), "{momentary:?}");
+}

@@ -136,6 +136,12 @@ pub struct Thresholds {
     /// exponent of flow in the cooling of the motor: the rise a load and a flow explain.
     pub motor_fixed_loss_share: f64,
     pub cooling_flow_exponent: f64,
+    /// Scale is told from wear by a winding that runs hotter than before, for good: by the
+    /// level the smoothed rise has held over this long (seconds; the median of its minutes),
+    /// not by its value at one reading. A glitched ammeter reading (the rise against a third of the load looks three
+    /// times the baseline's) or a drive's speed step lifts the smoothed rise for minutes;
+    /// deposits lift it for days.
+    pub scale_rise_held_secs: f64,
     /// Winding rise over intake (load-normalised) above this ratio of baseline: cooling lost.
     pub overheat_rise_ratio: f64,
     /// Winding temperature within this margin of the motor's limit counts as overheating, °C.
@@ -526,6 +532,7 @@ impl Default for Thresholds {
             overload_nameplate_share: 1.0,
             motor_fixed_loss_share: 0.4,
             cooling_flow_exponent: 0.8,
+            scale_rise_held_secs: 3600.0,
             overheat_rise_ratio: 1.5,
             overheat_margin_c: 10.0,
             overheat_headroom_share: 0.5,

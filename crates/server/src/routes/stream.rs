@@ -50,7 +50,8 @@ const MAX_CLIENT_MESSAGE_BYTES: usize = 64 * 1024;
 ///
 /// **Slow consumers** never slow ingestion: what waits is merged into one message (beyond
 /// 5 000 readings only each well's newest is kept, `coalesced` says how many were left out),
-/// a connection more than 4 096 events behind loses the oldest with a `lagged` notice, and a
+/// a connection more than `stream_buffer_events` events (default 4 096) behind loses the
+/// oldest with a `lagged` notice, and a
 /// socket that takes no message for 10 s is closed. Connections per identity are limited
 /// (`stream_max_connections_per_identity`, 429 beyond). The server closes streams with code
 /// 1001 when it shuts down, and with 1008 when the identity no longer stands (logged out,
