@@ -151,9 +151,12 @@ async fn raw_buckets(
             let at = chrono::DateTime::parse_from_rfc3339(t.as_str().unwrap())
                 .unwrap()
                 .timestamp();
-            let e = out
-                .entry(at - at.rem_euclid(step))
-                .or_insert((0u64, 0.0, f64::INFINITY, f64::NEG_INFINITY));
+            let e = out.entry(at - at.rem_euclid(step)).or_insert((
+                0u64,
+                0.0,
+                f64::INFINITY,
+                f64::NEG_INFINITY,
+            ));
             e.0 += 1;
             e.1 += v;
             e.2 = e.2.min(v);
