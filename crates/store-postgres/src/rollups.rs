@@ -866,6 +866,100 @@ fn fold(pieces: Vec<Piece>, fields: &[Field], step: i64, agg: Agg) -> Series {
     series
 }
 
+/// The wells a fleet statement walks: the registry, or the named ones (`$1`, an array).
+fn fleet_source(named: bool) -> &'static str {
+    if named {
+        "SELECT unnest($1::text[]) AS id"
+    } else {
+        "SELECT well_id AS id FROM wells"
+    }
+}
+
+/// The parameters of a fleet statement: the named wells' array first, when there are any.
+fn fleet_params<'p>(
+    named: Option<&'p (dyn ToSql + Sync)>,
+    rest: &[&'p (dyn ToSql + Sync)],
+) -> Vec<&'p (dyn ToSql + Sync)> {
+    named.into_iter().chain(rest.iter().copied()).collect()
+}
+
+/// The select lists of a fleet statement over raw telemetry and over the 1-hour rollup: the
+/// readings, then per channel count, sum, min and max (a row of any channel makes a reading).
+fn fleet_selects(fields: &[Field]) -> (String, String) {
+    let mut raw_select = String::from("count(*)::int8");
+    let mut rollup_select = String::from("sum(n)::int8");
+    for f in fields {
+        let c = f.name();
+        let _ = write!(
+            raw_select,
+            ", count({c})::int8, sum({c}), min({c}), max({c})"
+        );
+        let _ = write!(
+            rollup_select,
+            ", sum({c}_n)::int8, sum({c}_sum) FILTER (WHERE {c}_n > 0), \
+             min({c}_min) FILTER (WHERE {c}_n > 0), max({c}_max) FILTER (WHERE {c}_n > 0)"
+        );
+    }
+    (raw_select, rollup_select)
+}
+
+/// Adds one row of a fleet statement (its key, the readings, then per channel count, sum,
+/// min and max from column 2 on) to the channels' totals.
+fn merge_channel_totals(r: &tokio_postgres::Row, channels: &mut [Totals]) -> StoreResult<()> {
+    for (k, t) in channels.iter_mut().enumerate() {
+        let base = 2 + 4 * k;
+        let n = get::<Option<i64>>(r, base)?.unwrap_or(0);
+        if n <= 0 {
+            continue;
+        }
+        let v = |i: usize| -> StoreResult<f64> {
+            Ok(get::<Option<f64>>(r, base + i)?.unwrap_or(f64::NAN))
+        };
+        t.merge(&Totals {
+            n: n as u64,
+            sum: v(1)?,
+            min: v(2)?,
+            max: v(3)?,
+        });
+    }
+    Ok(())
+}
+
+/// The walked wells' whole hours within `[inner_from, inner_to)` whose rollups lag (a minute
+/// queued in `rollup_dirty`), as runs per well: those are read from raw rows, not the rollup.
+async fn lagging_hours(
+    tx: &tokio_postgres::Transaction<'_>,
+    named: Option<&(dyn ToSql + Sync)>,
+    (inner_from, inner_to): (i64, i64),
+) -> StoreResult<Vec<(String, i64, i64)>> {
+    const HOUR: i64 = 3_600_000_000;
+    let (a, b) = if named.is_some() { (2, 3) } else { (1, 2) };
+    let source = fleet_source(named.is_some());
+    let dirty = tx
+        .query(
+            &format!(
+                "SELECT d.well_id, d.minute, coalesce(d.last_minute, d.minute)
+                 FROM ({source}) w JOIN rollup_dirty d ON d.well_id = w.id
+                 WHERE d.minute < ${b} AND coalesce(d.last_minute, d.minute) >= ${a}"
+            ),
+            &fleet_params(
+                named,
+                &[&PgTs(floor(inner_from, MINUTE_MICROS)), &PgTs(inner_to)],
+            ),
+        )
+        .await
+        .map_err(|e| db_err("reading lagging minutes", e))?;
+    let mut runs: Vec<(String, i64, i64)> = Vec::with_capacity(dirty.len());
+    for r in &dirty {
+        let first = floor(get::<PgTs>(r, 1)?.0, HOUR).max(inner_from);
+        let last = (floor(get::<PgTs>(r, 2)?.0, HOUR) + HOUR).min(inner_to);
+        if first < last {
+            runs.push((get::<String>(r, 0)?, first, last));
+        }
+    }
+    Ok(merge_runs(runs, 0))
+}
+
 /// Answers [`espwatch_store::Store::fleet_totals`] in one read-only snapshot: the whole hours
 /// inside the range from the 1-hour rollup, summed per well by the server, and raw telemetry,
 /// also summed by the server, for the partial hours at the edges and for the hours whose
@@ -888,36 +982,13 @@ pub async fn totals(shared: &Shared, query: &FleetTotalsQuery) -> StoreResult<Ve
     let inner_to = floor(to, HOUR);
     let use_rollups = inner_to - inner_from >= 4 * HOUR;
     // The wells walked: `$1` is the named wells' array, when there are any.
-    let source = if wells.is_empty() {
-        "SELECT well_id AS id FROM wells"
-    } else {
-        "SELECT unnest($1::text[]) AS id"
-    };
+    let source = fleet_source(!wells.is_empty());
     let first = if wells.is_empty() { 1 } else { 2 };
-    fn params<'p>(
-        named: Option<&'p (dyn ToSql + Sync)>,
-        rest: &[&'p (dyn ToSql + Sync)],
-    ) -> Vec<&'p (dyn ToSql + Sync)> {
-        named.into_iter().chain(rest.iter().copied()).collect()
-    }
     let named: Option<&(dyn ToSql + Sync)> = if wells.is_empty() { None } else { Some(&wells) };
     let (a, b) = (first, first + 1);
 
     // Per channel: count, sum, min, max (a row of any channel makes a reading).
-    let mut raw_select = String::from("count(*)::int8");
-    let mut rollup_select = String::from("sum(n)::int8");
-    for f in &query.fields {
-        let c = f.name();
-        let _ = write!(
-            raw_select,
-            ", count({c})::int8, sum({c}), min({c}), max({c})"
-        );
-        let _ = write!(
-            rollup_select,
-            ", sum({c}_n)::int8, sum({c}_sum) FILTER (WHERE {c}_n > 0), \
-             min({c}_min) FILTER (WHERE {c}_n > 0), max({c}_max) FILTER (WHERE {c}_n > 0)"
-        );
-    }
+    let (raw_select, rollup_select) = fleet_selects(&query.fields);
     let raw_sql = format!(
         "SELECT w.id, x.* FROM ({source}) w CROSS JOIN LATERAL (
            SELECT {raw_select} FROM telemetry t
@@ -958,22 +1029,7 @@ pub async fn totals(shared: &Shared, query: &FleetTotalsQuery) -> StoreResult<Ve
                 }
             };
             entry.readings += readings as u64;
-            for (k, t) in entry.channels.iter_mut().enumerate() {
-                let base = 2 + 4 * k;
-                let n = get::<Option<i64>>(r, base)?.unwrap_or(0);
-                if n <= 0 {
-                    continue;
-                }
-                let v = |i: usize| -> StoreResult<f64> {
-                    Ok(get::<Option<f64>>(r, base + i)?.unwrap_or(f64::NAN))
-                };
-                t.merge(&Totals {
-                    n: n as u64,
-                    sum: v(1)?,
-                    min: v(2)?,
-                    max: v(3)?,
-                });
-            }
+            merge_channel_totals(r, &mut entry.channels)?;
         }
         Ok(())
     };
@@ -982,28 +1038,7 @@ pub async fn totals(shared: &Shared, query: &FleetTotalsQuery) -> StoreResult<Ve
     if use_rollups {
         raw_ranges.extend([(from, inner_from), (inner_to, to)]);
         // Hours with a lagging minute come from raw rows, the others from the rollup.
-        let dirty = tx
-            .query(
-                &format!(
-                    "SELECT d.well_id, d.minute, coalesce(d.last_minute, d.minute)
-                     FROM ({source}) w JOIN rollup_dirty d ON d.well_id = w.id
-                     WHERE d.minute < ${b} AND coalesce(d.last_minute, d.minute) >= ${a}"
-                ),
-                &params(
-                    named,
-                    &[&PgTs(floor(inner_from, MINUTE_MICROS)), &PgTs(inner_to)],
-                ),
-            )
-            .await
-            .map_err(err("reading lagging minutes"))?;
-        let mut runs: Vec<(String, i64, i64)> = Vec::with_capacity(dirty.len());
-        for r in &dirty {
-            let first = floor(get::<PgTs>(r, 1)?.0, HOUR).max(inner_from);
-            let last = (floor(get::<PgTs>(r, 2)?.0, HOUR) + HOUR).min(inner_to);
-            if first < last {
-                runs.push((get::<String>(r, 0)?, first, last));
-            }
-        }
+        let runs = lagging_hours(&tx, named, (inner_from, inner_to)).await?;
         let relation = rollup_relation(shared.flavor, "1h");
         let rows = tx
             .query(
@@ -1016,12 +1051,11 @@ pub async fn totals(shared: &Shared, query: &FleetTotalsQuery) -> StoreResult<Ve
                            WHERE d.well_id = r.well_id AND d.minute < r.bucket + interval '1 hour'
                              AND coalesce(d.last_minute, d.minute) >= r.bucket)) x"
                 ),
-                &params(named, &[&PgTs(inner_from), &PgTs(inner_to)]),
+                &fleet_params(named, &[&PgTs(inner_from), &PgTs(inner_to)]),
             )
             .await
             .map_err(err("reading rollups"))?;
         absorb(&rows)?;
-        let runs = merge_runs(runs, 0);
         if !runs.is_empty() {
             let lag_wells: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
             let lag_from: Vec<PgTs> = runs.iter().map(|r| PgTs(r.1)).collect();
@@ -1047,7 +1081,7 @@ pub async fn totals(shared: &Shared, query: &FleetTotalsQuery) -> StoreResult<Ve
     for (lo, hi) in raw_ranges {
         if lo < hi {
             let rows = tx
-                .query(&raw_sql, &params(named, &[&PgTs(lo), &PgTs(hi)]))
+                .query(&raw_sql, &fleet_params(named, &[&PgTs(lo), &PgTs(hi)]))
                 .await
                 .map_err(err("reading raw telemetry"))?;
             absorb(&rows)?;
@@ -1088,19 +1122,9 @@ pub async fn fleet_aggregate(shared: &Shared, query: &FleetQuery) -> StoreResult
     let inner_to = floor(to, HOUR);
     let use_rollups = step % HOUR == 0 && inner_to - inner_from >= HOUR;
     // The wells walked: `$1` is the named wells' array, when there are any.
-    let source = if wells.is_empty() {
-        "SELECT well_id AS id FROM wells"
-    } else {
-        "SELECT unnest($1::text[]) AS id"
-    };
+    let source = fleet_source(!wells.is_empty());
     let first = if wells.is_empty() { 1 } else { 2 };
     let named: Option<&(dyn ToSql + Sync)> = if wells.is_empty() { None } else { Some(&wells) };
-    fn params<'p>(
-        named: Option<&'p (dyn ToSql + Sync)>,
-        rest: &[&'p (dyn ToSql + Sync)],
-    ) -> Vec<&'p (dyn ToSql + Sync)> {
-        named.into_iter().chain(rest.iter().copied()).collect()
-    }
     // `$a`, `$b`: the time range; `$s`: the step in micros. The bucket (micros since the
     // epoch, floored to the step as `series::bucket_start` does) in exact numeric arithmetic.
     let (a, b, s) = (first, first + 1, first + 2);
@@ -1108,20 +1132,7 @@ pub async fn fleet_aggregate(shared: &Shared, query: &FleetQuery) -> StoreResult
         format!("(floor(extract(epoch FROM {col}) * 1000000 / ${s}::int8) * ${s}::int8)::int8")
     };
     // Per bucket: readings, then per channel count, sum, min, max.
-    let mut raw_select = String::from("count(*)::int8");
-    let mut rollup_select = String::from("sum(n)::int8");
-    for f in &query.fields {
-        let c = f.name();
-        let _ = write!(
-            raw_select,
-            ", count({c})::int8, sum({c}), min({c}), max({c})"
-        );
-        let _ = write!(
-            rollup_select,
-            ", sum({c}_n)::int8, sum({c}_sum) FILTER (WHERE {c}_n > 0), \
-             min({c}_min) FILTER (WHERE {c}_n > 0), max({c}_max) FILTER (WHERE {c}_n > 0)"
-        );
-    }
+    let (raw_select, rollup_select) = fleet_selects(&query.fields);
     let raw_sql = format!(
         "SELECT {bk}, {raw_select} FROM ({source}) w
          JOIN telemetry t ON t.well_id = w.id AND t.ts >= ${a} AND t.ts < ${b}
@@ -1153,22 +1164,7 @@ pub async fn fleet_aggregate(shared: &Shared, query: &FleetQuery) -> StoreResult
                 .entry(get::<i64>(r, 0)?)
                 .or_insert_with(|| (0, vec![Totals::EMPTY; query.fields.len()]));
             entry.0 += readings as u64;
-            for (k, t) in entry.1.iter_mut().enumerate() {
-                let base = 2 + 4 * k;
-                let n = get::<Option<i64>>(r, base)?.unwrap_or(0);
-                if n <= 0 {
-                    continue;
-                }
-                let v = |i: usize| -> StoreResult<f64> {
-                    Ok(get::<Option<f64>>(r, base + i)?.unwrap_or(f64::NAN))
-                };
-                t.merge(&Totals {
-                    n: n as u64,
-                    sum: v(1)?,
-                    min: v(2)?,
-                    max: v(3)?,
-                });
-            }
+            merge_channel_totals(r, &mut entry.1)?;
         }
         Ok(())
     };
@@ -1177,28 +1173,7 @@ pub async fn fleet_aggregate(shared: &Shared, query: &FleetQuery) -> StoreResult
     if use_rollups {
         raw_ranges.extend([(from, inner_from), (inner_to, to)]);
         // Hours with a lagging minute come from raw rows, the others from the rollup.
-        let dirty = tx
-            .query(
-                &format!(
-                    "SELECT d.well_id, d.minute, coalesce(d.last_minute, d.minute)
-                     FROM ({source}) w JOIN rollup_dirty d ON d.well_id = w.id
-                     WHERE d.minute < ${b} AND coalesce(d.last_minute, d.minute) >= ${a}"
-                ),
-                &params(
-                    named,
-                    &[&PgTs(floor(inner_from, MINUTE_MICROS)), &PgTs(inner_to)],
-                ),
-            )
-            .await
-            .map_err(err("reading lagging minutes"))?;
-        let mut runs: Vec<(String, i64, i64)> = Vec::with_capacity(dirty.len());
-        for r in &dirty {
-            let first = floor(get::<PgTs>(r, 1)?.0, HOUR).max(inner_from);
-            let last = (floor(get::<PgTs>(r, 2)?.0, HOUR) + HOUR).min(inner_to);
-            if first < last {
-                runs.push((get::<String>(r, 0)?, first, last));
-            }
-        }
+        let runs = lagging_hours(&tx, named, (inner_from, inner_to)).await?;
         let relation = rollup_relation(shared.flavor, "1h");
         let rows = tx
             .query(
@@ -1213,12 +1188,11 @@ pub async fn fleet_aggregate(shared: &Shared, query: &FleetQuery) -> StoreResult
                      GROUP BY 1",
                     bk = bucket("r.bucket", s)
                 ),
-                &params(named, &[&PgTs(inner_from), &PgTs(inner_to), &step]),
+                &fleet_params(named, &[&PgTs(inner_from), &PgTs(inner_to), &step]),
             )
             .await
             .map_err(err("reading rollups"))?;
         absorb(&rows)?;
-        let runs = merge_runs(runs, 0);
         if !runs.is_empty() {
             let lag_wells: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
             let lag_from: Vec<PgTs> = runs.iter().map(|r| PgTs(r.1)).collect();
@@ -1244,7 +1218,10 @@ pub async fn fleet_aggregate(shared: &Shared, query: &FleetQuery) -> StoreResult
     for (lo, hi) in raw_ranges {
         if lo < hi {
             let rows = tx
-                .query(&raw_sql, &params(named, &[&PgTs(lo), &PgTs(hi), &step]))
+                .query(
+                    &raw_sql,
+                    &fleet_params(named, &[&PgTs(lo), &PgTs(hi), &step]),
+                )
                 .await
                 .map_err(err("reading raw telemetry"))?;
             absorb(&rows)?;
