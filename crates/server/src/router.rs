@@ -88,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(legacy::diagnostics))
         .routes(routes!(telemetry::latest))
         .routes(routes!(telemetry::fleet_query))
+        .routes(routes!(telemetry::fleet_aggregate))
         .routes(routes!(wells::list, wells::create))
         .routes(routes!(wells::get, wells::replace, wells::delete))
         .routes(routes!(alarms::list))

@@ -816,6 +816,9 @@ impl Store for SpoolingStore {
     async fn fleet_query(&self, query: &FleetQuery) -> StoreResult<Vec<WellSeries>> {
         self.inner.fleet_query(query).await
     }
+    async fn fleet_aggregate(&self, query: &FleetQuery) -> StoreResult<Series> {
+        self.inner.fleet_aggregate(query).await
+    }
     async fn fleet_totals(
         &self,
         query: &crate::FleetTotalsQuery,

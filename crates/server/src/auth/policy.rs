@@ -91,6 +91,12 @@ pub const ROUTES: &[RouteRule] = &[
         p(TelemetryRead),
         NoWell,
     ),
+    rule(
+        Method::GET,
+        "/api/v1/fleet/aggregate",
+        p(TelemetryRead),
+        NoWell,
+    ),
     rule(Method::GET, "/api/v1/wells", p(WellsRead), NoWell),
     rule(Method::POST, "/api/v1/wells", p(WellsRegister), NoWell),
     rule(Method::GET, "/api/v1/wells/{id}", p(WellsRead), PathId),

@@ -486,25 +486,7 @@ pub async fn fleet_query(
         ApiError::bad_request("invalid_query", message)
             .with_details(serde_json::json!({ "parameter": param }))
     };
-    let requested = match params.wells.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(list) => {
-            let mut ids = Vec::new();
-            for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let id = WellId::parse(id).map_err(|e| invalid("wells", format!("{id:?}: {e}")))?;
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
-            if ids.len() > MAX_FLEET_WELLS {
-                return Err(invalid(
-                    "wells",
-                    format!("at most {MAX_FLEET_WELLS} wells per query"),
-                ));
-            }
-            Some(ids)
-        }
-    };
+    let requested = requested_wells(params.wells.as_deref())?;
     // The per-well query's checks (range, fields, step, agg), with a stand-in well.
     let one = build_query(
         state.config.default_max_points,
@@ -522,22 +504,7 @@ pub async fn fleet_query(
     // Only wells the caller may see: the named ones narrowed, or every visible registered
     // well; `everyone` (an empty list to the store) when nothing was named and the caller
     // sees every well.
-    let everyone = requested.is_none() && matches!(principal.scope, WellScope::All);
-    let wells: Vec<WellId> = match requested {
-        Some(ids) => ids
-            .into_iter()
-            .filter(|id| principal.may_see_well(id.as_str()))
-            .collect(),
-        None if everyone => Vec::new(),
-        None => state
-            .store
-            .list_wells()
-            .await?
-            .into_iter()
-            .map(|w| w.meta.well_id)
-            .filter(|id| principal.may_see_well(id.as_str()))
-            .collect(),
-    };
+    let (wells, everyone) = visible_wells(&state, &principal, requested, None).await?;
     let count = if everyone {
         state.store.list_wells().await?.len()
     } else {
@@ -585,6 +552,190 @@ pub async fn fleet_query(
                 .map(|(f, values)| (f.name(), values))
                 .collect(),
         })
+        .collect();
+    Ok(Json(response))
+}
+
+/// The `wells` parameter: comma-separated ids, each once, at most [`MAX_FLEET_WELLS`];
+/// `None` when absent or empty.
+fn requested_wells(list: Option<&str>) -> Result<Option<Vec<WellId>>, ApiError> {
+    let invalid = |message: String| {
+        ApiError::bad_request("invalid_query", message)
+            .with_details(serde_json::json!({ "parameter": "wells" }))
+    };
+    let list = match list.map(str::trim) {
+        None | Some("") => return Ok(None),
+        Some(list) => list,
+    };
+    let mut ids = Vec::new();
+    for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let id = WellId::parse(id).map_err(|e| invalid(format!("{id:?}: {e}")))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.len() > MAX_FLEET_WELLS {
+        return Err(invalid(format!(
+            "at most {MAX_FLEET_WELLS} wells per query"
+        )));
+    }
+    Ok(Some(ids))
+}
+
+/// The wells a fleet read covers: the named ones (or every registered well) narrowed to the
+/// caller's scope and, with `field`, to that oil field's wells. `everyone` (an empty list to
+/// the store) when nothing narrows it: no names, no field, and the caller sees every well.
+async fn visible_wells(
+    state: &AppState,
+    principal: &Principal,
+    requested: Option<Vec<WellId>>,
+    field: Option<&str>,
+) -> Result<(Vec<WellId>, bool), ApiError> {
+    let everyone =
+        requested.is_none() && field.is_none() && matches!(principal.scope, WellScope::All);
+    if everyone {
+        return Ok((Vec::new(), true));
+    }
+    let in_field: Option<std::collections::HashSet<WellId>> = match field {
+        None => None,
+        Some(field) => Some(
+            state
+                .store
+                .list_wells()
+                .await?
+                .into_iter()
+                .filter(|w| w.meta.field.as_deref() == Some(field))
+                .map(|w| w.meta.well_id)
+                .collect(),
+        ),
+    };
+    let candidates: Vec<WellId> = match (requested, &in_field) {
+        (Some(ids), _) => ids,
+        (None, Some(set)) => {
+            let mut ids: Vec<WellId> = set.iter().cloned().collect();
+            ids.sort();
+            ids
+        }
+        (None, None) => state
+            .store
+            .list_wells()
+            .await?
+            .into_iter()
+            .map(|w| w.meta.well_id)
+            .collect(),
+    };
+    let wells = candidates
+        .into_iter()
+        .filter(|id| principal.may_see_well(id.as_str()))
+        .filter(|id| in_field.as_ref().is_none_or(|set| set.contains(id)))
+        .collect();
+    Ok((wells, false))
+}
+
+/// Query parameters of the fleet aggregate.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FleetAggregateParams {
+    /// Comma-separated well ids (at most 1000). Default: every well the caller may see.
+    /// Wells the caller may not see are left out.
+    wells: Option<String>,
+    /// Only the wells of this oil field (the wells' `field`), among those named or visible.
+    field: Option<String>,
+    /// Start of the range, RFC 3339, inclusive. Default: 24 h before `to`.
+    from: Option<String>,
+    /// End of the range, RFC 3339, exclusive. Default: now.
+    to: Option<String>,
+    /// Comma-separated channel names. Default: all channels.
+    fields: Option<String>,
+    /// Bucket width (`1m`, `5m`, `1h`, ...), required. Whole hours are answered from the
+    /// rollups.
+    step: String,
+    /// Aggregate per bucket over every reading of every well: `avg` (default; each reading
+    /// weighs alike), `min`, `max`, `last` (the latest reading).
+    agg: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FleetAggregateResponse {
+    from: String,
+    to: String,
+    step: String,
+    agg: &'static str,
+    /// Wells the aggregate covers (those asked for and visible; without data they add nothing).
+    wells: usize,
+    /// Bucket starts, RFC 3339 UTC (buckets without readings are left out).
+    ts: Vec<String>,
+    /// One array per requested channel, aligned with `ts`; null = no value.
+    #[schema(value_type = Object)]
+    fields: BTreeMap<&'static str, Vec<Option<f64>>>,
+}
+
+/// One series for the whole fleet ("the average intake pressure of every well per hour"):
+/// per bucket, the aggregate of every reading of the wells the caller may see (or those named,
+/// or one oil field's), as if they were one well's readings.
+#[utoipa::path(get, path = "/api/v1/fleet/aggregate", tag = "telemetry",
+    params(FleetAggregateParams),
+    responses(
+        (status = 200, description = "One bucketed series for the fleet", body = FleetAggregateResponse),
+        (status = 400, description = "Invalid parameter", body = crate::error::ErrorEnvelope)
+    ))]
+pub async fn fleet_aggregate(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    ApiQuery(params): ApiQuery<FleetAggregateParams>,
+) -> Result<Json<FleetAggregateResponse>, ApiError> {
+    let requested = requested_wells(params.wells.as_deref())?;
+    let field = params
+        .field
+        .as_deref()
+        .map(str::trim)
+        .filter(|f| !f.is_empty());
+    // The per-well query's checks (range, fields, step, agg), with a stand-in well.
+    let one = build_query(
+        state.config.default_max_points,
+        WellId::parse("fleet").expect("a valid id"),
+        TelemetryParams {
+            from: params.from,
+            to: params.to,
+            fields: params.fields,
+            step: Some(params.step),
+            agg: params.agg,
+            max_points: None,
+        },
+    )?;
+    let step = one.step_micros.expect("step is required");
+    let (wells, everyone) = visible_wells(&state, &principal, requested, field).await?;
+    let mut response = FleetAggregateResponse {
+        from: one.range.from.to_rfc3339(),
+        to: one.range.to.to_rfc3339(),
+        step: format_duration_micros(step),
+        agg: one.agg.name(),
+        wells: wells.len(),
+        ts: Vec::new(),
+        fields: one.fields.iter().map(|f| (f.name(), Vec::new())).collect(),
+    };
+    if wells.is_empty() && !everyone {
+        return Ok(Json(response));
+    }
+    if everyone {
+        response.wells = state.store.list_wells().await?.len();
+    }
+    let series = state
+        .store
+        .fleet_aggregate(&espwatch_store::FleetQuery {
+            wells,
+            range: one.range,
+            fields: one.fields.clone(),
+            step_micros: step,
+            agg: one.agg,
+        })
+        .await?;
+    response.ts = series.ts.iter().map(|t| t.to_rfc3339()).collect();
+    response.fields = series
+        .columns
+        .into_iter()
+        .map(|(f, values)| (f.name(), values))
         .collect();
     Ok(Json(response))
 }
