@@ -215,6 +215,8 @@ impl EmbeddedStore {
                 step
             };
             let mask = codec::channel_mask(&query.fields);
+            // Each well's pieces summed into buckets where they are read; the buckets of the
+            // wells (and of the fleet rows) then added together.
             let per_well = inner.across_wells(&snapshots, |snap| {
                 let mut out = Vec::new();
                 for &(a, b, hourly) in &rest {
@@ -226,12 +228,16 @@ impl EmbeddedStore {
                     let to = snap.head.partition_point(|p| p.0.0 < b);
                     out.extend(rollup::pieces_of(&snap.head[from..to], slot));
                 }
-                Ok(Some(out))
+                let mut buckets = rollup::Buckets::default();
+                buckets.add(&out, &query.fields, step);
+                Ok(Some(buckets))
             })?;
-            pieces.extend(per_well.into_iter().flatten());
-            // Pieces of one hour from several wells fold into the same bucket.
-            pieces.sort_by_key(|p| p.at);
-            Ok(rollup::fold(&pieces, &query.fields, step, query.agg))
+            let mut buckets = rollup::Buckets::default();
+            buckets.add(&pieces, &query.fields, step);
+            for well in per_well {
+                buckets.absorb(well);
+            }
+            Ok(buckets.into_series(&query.fields, query.agg))
         })
         .await
     }

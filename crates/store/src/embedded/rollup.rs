@@ -314,6 +314,69 @@ pub fn fold(pieces: &[Piece], fields: &[Field], step: i64, agg: Agg) -> Series {
     series
 }
 
+/// Pieces summed per bucket as they come, in any order, for the asked fields only: what a
+/// fleet aggregate folds the pieces of every well into. Sorting a fleet's pieces by time
+/// first (a week of 1 000 wells is 168 000 pieces of every channel, ~90 MB) cost more than
+/// reading them. Not for `last`, whose result depends on the order (its caller answers
+/// `last` from raw points).
+#[derive(Debug, Default)]
+pub struct Buckets {
+    sums: std::collections::BTreeMap<i64, (u64, Vec<Partial>)>,
+}
+
+impl Buckets {
+    pub fn add(&mut self, pieces: &[Piece], fields: &[Field], step: i64) {
+        for piece in pieces {
+            let bucket = bucket_start(Timestamp(piece.at), step).0;
+            let (readings, accs) = self
+                .sums
+                .entry(bucket)
+                .or_insert_with(|| (0, vec![Partial::EMPTY; fields.len()]));
+            *readings += piece.readings;
+            for (&f, acc) in fields.iter().zip(accs.iter_mut()) {
+                acc.merge(&piece.channels[f.index()]);
+            }
+        }
+    }
+
+    /// Adds another well's (or thread's) buckets of the same fields.
+    pub fn absorb(&mut self, other: Buckets) {
+        for (bucket, (readings, accs)) in other.sums {
+            match self.sums.entry(bucket) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert((readings, accs));
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let (r, mine) = o.get_mut();
+                    *r += readings;
+                    for (acc, other) in mine.iter_mut().zip(&accs) {
+                        acc.merge(other);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The series, one point per bucket with readings, as [`fold`] gives it.
+    pub fn into_series(self, fields: &[Field], agg: Agg) -> Series {
+        let mut series = Series {
+            ts: Vec::new(),
+            columns: fields.iter().map(|&f| (f, Vec::new())).collect(),
+            downsampled: false,
+        };
+        for (bucket, (readings, accs)) in self.sums {
+            if readings == 0 {
+                continue;
+            }
+            series.ts.push(Timestamp(bucket));
+            for ((_, column), acc) in series.columns.iter_mut().zip(&accs) {
+                column.push(acc.result(agg));
+            }
+        }
+        series
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use espwatch_core::series::evaluate;
