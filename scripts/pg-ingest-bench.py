@@ -181,6 +181,9 @@ def main():
     with open(os.path.join(a.pgdata, "postmaster.pid")) as f:
         postmaster = int(f.readline())
     files = [os.path.abspath(f) for f in a.files]
+    # Each load runs in a temporary directory: a binary given as a relative path is resolved
+    # here, against where the script was started (a name without a slash is looked up in PATH).
+    exe = {b: os.path.abspath(b) if os.sep in b else b for b in a.bin}
     results = {b: [] for b in a.bin}
     with tempfile.TemporaryDirectory() as work:
         for run in range(a.runs):
@@ -189,12 +192,12 @@ def main():
                 psql(a.url, "postgres", f"DROP DATABASE IF EXISTS {db}")
                 psql(a.url, "postgres", f"CREATE DATABASE {db}")
                 try:
-                    r = client_cpu_wrap(load, b, a.url, db, files, extra, postmaster, work)
+                    r = client_cpu_wrap(load, exe[b], a.url, db, files, extra, postmaster, work)
                     line = (f"{b} run {run + 1}: {r['rate']} readings/s ({r['readings']} in {r['load_s']:.2f} s, "
                             f"wall {r['wall_s']:.2f} s, of which closing {r['close_s']:.1f} s), PostgreSQL {r['pg_ms_per_1000']:.2f} ms CPU per 1000, "
                             f"espwatch {r['client_ms_per_1000']:.2f} ms per 1000; {r['counts']}")
                     if a.resend:
-                        s = client_cpu_wrap(load, b, a.url, db, files, extra, postmaster, work)
+                        s = client_cpu_wrap(load, exe[b], a.url, db, files, extra, postmaster, work)
                         r["resend"] = s
                         line += (f"\n    resend: {s['rate']} readings/s, PostgreSQL {s['pg_ms_per_1000']:.2f} ms "
                                  f"per 1000, espwatch {s['client_ms_per_1000']:.2f}; {s['counts']}")
