@@ -95,8 +95,10 @@ pub async fn list(
     if let (Some(from), Some(to)) = (from, to)
         && from > to
     {
-        return Err(ApiError::bad_request("invalid_query", "`from` is after `to`")
-            .with_details(serde_json::json!({ "parameter": "from" })));
+        return Err(
+            ApiError::bad_request("invalid_query", "`from` is after `to`")
+                .with_details(serde_json::json!({ "parameter": "from" })),
+        );
     }
     let filter = AlarmFilter {
         state: alarm_state,

@@ -1384,14 +1384,14 @@ pub async fn alarms_active_in_a_range_are_those_whose_episodes_overlap_it(h: &im
     let alarms = h.alarms();
     // (well, condition, start, end or open) in seconds.
     let episodes: [(&str, &str, i64, Option<i64>); 8] = [
-        ("R-1", "gas_lock", 100, Some(200)),  // ends before the range
-        ("R-1", "pump_off", 300, Some(1_000)), // began before, lasts into it
-        ("R-1", "gas_lock", 400, Some(500)),  // ends exactly where the range begins
+        ("R-1", "gas_lock", 100, Some(200)),     // ends before the range
+        ("R-1", "pump_off", 300, Some(1_000)),   // began before, lasts into it
+        ("R-1", "gas_lock", 400, Some(500)),     // ends exactly where the range begins
         ("R-1", "closed_valve", 600, Some(700)), // inside
-        ("R-2", "gas_lock", 650, None),       // open, begun inside
-        ("R-1", "overload", 900, Some(2_000)), // begins exactly at the end
-        ("R-2", "pump_off", 901, Some(950)),  // begins after the end
-        ("R-3", "overload", 50, None),        // open since long before
+        ("R-2", "gas_lock", 650, None),          // open, begun inside
+        ("R-1", "overload", 900, Some(2_000)),   // begins exactly at the end
+        ("R-2", "pump_off", 901, Some(950)),     // begins after the end
+        ("R-3", "overload", 50, None),           // open since long before
     ];
     let mut ids = Vec::new();
     for (w, condition, start, end) in episodes {
