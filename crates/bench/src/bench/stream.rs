@@ -281,9 +281,16 @@ impl LocalSubscribers {
             let (ready, connected) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
             tasks.push(spawner.spawn(async move {
                 let opened = async {
-                    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-                        .await
-                        .with_context(|| format!("subscriber {k} could not connect"))?;
+                    // A 16 KiB read buffer (tungstenite's default of 128 KiB is zero-filled
+                    // before every read): the subscribers share the server's cores, so their
+                    // own cost is kept small, as consoles on other machines would cost nothing.
+                    let config =
+                        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                            .read_buffer_size(16 * 1024);
+                    let (mut socket, _) =
+                        tokio_tungstenite::connect_async_with_config(request, Some(config), false)
+                            .await
+                            .with_context(|| format!("subscriber {k} could not connect"))?;
                     let first = socket
                         .next()
                         .await
