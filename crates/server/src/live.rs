@@ -326,20 +326,37 @@ pub struct LiveHub {
     fan_out: OnceLock<Option<FanOut>>,
     /// The connections' ring, fed by the relay (started with the first stream).
     relay: OnceLock<broadcast::Sender<Relayed>>,
+    /// Events the relay itself missed so far (it fell a whole ring behind the publishers).
+    relay_missed: Arc<AtomicU64>,
     /// Events each ring holds (`stream_buffer_events`).
     buffer_events: usize,
 }
 
-/// What the relay hands the connections: an event, or how many the relay itself missed
-/// (it fell a whole ring behind the publishers; every connection is told).
+/// What the relay hands the connections: an event (or none, when it only tells of a miss),
+/// and how many events the relay itself has missed so far (it fell a whole ring behind the
+/// publishers). A running total, so a connection that skips items (it lagged in its own ring)
+/// still learns every event the relay missed from the next item it reads.
 #[derive(Clone, Debug)]
-enum Relayed {
-    Event(LiveEvent),
-    Missed(u64),
+struct Relayed {
+    event: Option<LiveEvent>,
+    missed_total: u64,
 }
 
-/// A stream connection's place in the connections' ring ([`LiveHub::subscribe_stream`]).
-pub struct StreamReceiver(broadcast::Receiver<Relayed>);
+/// A stream connection's place in the connections' ring ([`LiveHub::subscribe_stream`]), and
+/// the relay's missed total it has accounted for.
+pub struct StreamReceiver {
+    rx: broadcast::Receiver<Relayed>,
+    missed_seen: u64,
+}
+
+impl StreamReceiver {
+    /// An item read: its event, and the events missed before it (by the relay) added to `missed`.
+    fn take(&mut self, item: Relayed, missed: &mut u64) -> Option<LiveEvent> {
+        *missed += item.missed_total.saturating_sub(self.missed_seen);
+        self.missed_seen = self.missed_seen.max(item.missed_total);
+        item.event
+    }
+}
 
 /// The relay: the publishers' ring's only stream reader, on the fan-out thread. A publish
 /// wakes this one task (one cross-thread wake, made by the publisher: an ingest request's
@@ -347,15 +364,26 @@ pub struct StreamReceiver(broadcast::Receiver<Relayed>);
 /// whose waiting connections it wakes on its own thread, where a wake is a push onto the
 /// local run queue. Without it a publish woke every connection from the publisher's thread:
 /// a lock and an eventfd write per connection, hundreds per batch.
-async fn relay(mut upstream: broadcast::Receiver<LiveEvent>, local: broadcast::Sender<Relayed>) {
+async fn relay(
+    mut upstream: broadcast::Receiver<LiveEvent>,
+    local: broadcast::Sender<Relayed>,
+    missed: Arc<AtomicU64>,
+) {
     loop {
-        let next = match upstream.recv().await {
-            Ok(event) => Relayed::Event(event),
-            Err(broadcast::error::RecvError::Lagged(n)) => Relayed::Missed(n),
+        let event = match upstream.recv().await {
+            Ok(event) => Some(event),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                missed.fetch_add(n, Ordering::Relaxed);
+                None
+            }
             Err(broadcast::error::RecvError::Closed) => return,
         };
+        let missed_total = missed.load(Ordering::Relaxed);
         // No connection at the moment: nothing to hand on.
-        let _ = local.send(next);
+        let _ = local.send(Relayed {
+            event,
+            missed_total,
+        });
     }
 }
 
@@ -471,6 +499,7 @@ impl LiveHub {
             presence: Mutex::new(HashMap::new()),
             fan_out: OnceLock::new(),
             relay: OnceLock::new(),
+            relay_missed: Arc::new(AtomicU64::new(0)),
             buffer_events: buffer_events.max(1),
         })
     }
@@ -525,14 +554,22 @@ impl LiveHub {
             let (local, _) = broadcast::channel(self.buffer_events);
             // Subscribed here, before the caller's receiver below: nothing published after
             // this call is missed.
-            let relayed = relay(self.tx.subscribe(), local.clone());
+            let relayed = relay(
+                self.tx.subscribe(),
+                local.clone(),
+                self.relay_missed.clone(),
+            );
             match self.fan_out.get_or_init(FanOut::start) {
                 Some(fan_out) => drop(fan_out.handle.spawn(relayed)),
                 None => drop(tokio::spawn(relayed)),
             }
             local
         });
-        StreamReceiver(local.subscribe())
+        let rx = local.subscribe();
+        StreamReceiver {
+            rx,
+            missed_seen: self.relay_missed.load(Ordering::Relaxed),
+        }
     }
 
     /// Publishes an event of this node (to its subscribers and the other nodes); never waits.
@@ -677,7 +714,7 @@ impl LiveHub {
         mut socket: WebSocket,
         identity: StreamIdentity,
         mut subscription: Subscription,
-        StreamReceiver(mut rx): StreamReceiver,
+        mut rx: StreamReceiver,
         _permit: ConnectionPermit,
     ) {
         let StreamIdentity {
@@ -770,22 +807,19 @@ impl LiveHub {
                         return;
                     }
                 }
-                first = rx.recv() => {
+                first = rx.rx.recv() => {
                     let mut events = Vec::new();
                     let mut missed = 0u64;
                     match first {
-                        Ok(Relayed::Event(e)) => events.push(e),
-                        Ok(Relayed::Missed(n)) | Err(broadcast::error::RecvError::Lagged(n)) => {
-                            missed += n
-                        }
+                        Ok(item) => events.extend(rx.take(item, &mut missed)),
+                        Err(broadcast::error::RecvError::Lagged(n)) => missed += n,
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
                     // Whatever else is already waiting goes into the same message.
                     while events.len() < DRAIN_EVENTS {
-                        match rx.try_recv() {
-                            Ok(Relayed::Event(e)) => events.push(e),
-                            Ok(Relayed::Missed(n))
-                            | Err(broadcast::error::TryRecvError::Lagged(n)) => missed += n,
+                        match rx.rx.try_recv() {
+                            Ok(item) => events.extend(rx.take(item, &mut missed)),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => missed += n,
                             Err(_) => break,
                         }
                     }
@@ -1241,8 +1275,8 @@ mod tests {
     async fn streams_get_every_event_through_the_relay_and_are_the_only_listeners_counted() {
         let hub = LiveHub::new(4, 16);
         assert!(!hub.has_subscribers());
-        let StreamReceiver(mut a) = hub.subscribe_stream();
-        let StreamReceiver(mut b) = hub.subscribe_stream();
+        let mut a = hub.subscribe_stream().rx;
+        let mut b = hub.subscribe_stream().rx;
         assert!(hub.has_subscribers());
         for secs in 0..3 {
             hub.publish_readings(&[reading("W-1", secs, 40.0)]);
@@ -1253,7 +1287,7 @@ mod tests {
                     .await
                     .expect("relayed")
                     .unwrap();
-                let Relayed::Event(LiveEvent::Readings(batch)) = got else {
+                let Some(LiveEvent::Readings(batch)) = got.event else {
                     panic!("{got:?}")
                 };
                 assert_eq!(batch.readings[0].ts, Timestamp::from_secs(secs));
@@ -1267,6 +1301,40 @@ mod tests {
         assert!(hub.has_subscribers());
         drop(direct);
         assert!(!hub.has_subscribers());
+    }
+
+    #[test]
+    fn what_the_relay_missed_is_counted_even_when_its_notice_was_skipped() {
+        let (_tx, rx) = broadcast::channel(4);
+        let mut rx = StreamReceiver { rx, missed_seen: 1 };
+        let event = LiveEvent::WellState {
+            well_id: WellId::parse("W-1").unwrap(),
+            running: true,
+            at: Timestamp::from_secs(1),
+        };
+        let mut missed = 0;
+        // The relay's notice of 3 more missed events (total 4) was lost in this connection's
+        // own lag; the next event still carries the total.
+        let got = rx.take(
+            Relayed {
+                event: Some(event.clone()),
+                missed_total: 4,
+            },
+            &mut missed,
+        );
+        assert!(got.is_some());
+        assert_eq!(
+            missed, 3,
+            "missed before this connection subscribed: not its"
+        );
+        rx.take(
+            Relayed {
+                event: Some(event),
+                missed_total: 4,
+            },
+            &mut missed,
+        );
+        assert_eq!(missed, 3, "counted once");
     }
 
     #[test]
