@@ -26,6 +26,7 @@ pub mod spool;
 
 pub use alarms::{
     ALARM_LIST_CAP, AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm,
+    TransientMark, WellDirectives,
 };
 pub use embedded::{
     CheckpointHook, CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
