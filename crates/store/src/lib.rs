@@ -28,7 +28,7 @@ pub use alarms::{
     ALARM_LIST_CAP, AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm,
 };
 pub use embedded::{
-    CheckpointHook, CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
+    CheckpointHook, CompactReport, EmbeddedOptions, FleetTierStats, EmbeddedSecurityStore, EmbeddedStore,
     InstallHook, InstallStep, LogRecord, LogTrimHook, LogTrimStep, ShipBacklog, ShipGap,
     StorageReport, decode_log_readings,
 };
