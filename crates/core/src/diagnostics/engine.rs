@@ -147,6 +147,8 @@ pub struct WellEngine {
     sm: Smoothed,
     volt_excursions: VecDeque<i64>,
     in_excursion: bool,
+    /// The previous reading's drive frequency (supply excursions are judged at a steady speed).
+    supply_last_hz: Option<f64>,
     /// Typical interval between readings (s), to turn the baseline excursion rate into an
     /// expected count per window whatever the sampling.
     sample_interval: RecentIntervals,
@@ -282,6 +284,7 @@ impl WellEngine {
             sm: Smoothed::default(),
             volt_excursions: VecDeque::new(),
             in_excursion: false,
+            supply_last_hz: None,
             sample_interval: RecentIntervals::default(),
             head_loss: HeadLoss::default(),
             head_trend: HeadTrend::default(),
@@ -1323,7 +1326,17 @@ impl WellEngine {
         // Without a frequency channel V/Hz is unknown: each voltage reading against the level
         // of the last minute (a drive moving its speed changes it far more slowly than a sag).
         let supply = feats.volts_per_hz_ratio.or(volts_ratio);
-        if at_speed_past_ramp && let Some(v) = supply {
+        let hz = feats.frequency_hz;
+        let steady_speed = match (hz, self.supply_last_hz) {
+            (Some(f), Some(last)) => (f - last).abs() <= th.voltage_steady_speed_step * last,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        self.supply_last_hz = hz;
+        if at_speed_past_ramp
+            && steady_speed
+            && let Some(v) = supply
+        {
             let out = (v - 1.0).abs() > th.voltage_deviation;
             if out && !self.in_excursion {
                 self.volt_excursions.push_back(ts);

@@ -2973,3 +2973,72 @@ fn one_glitch_of_the_ammeter_does_not_turn_wear_into_scale() {
     let momentary = run(0.0);
     assert!(has(&momentary, Condition::ScalePlugging), "{momentary:?}");
 }
+
+/// A drive that trips from speed coasts down while its output voltage lags behind: the
+/// readings caught in the coast are far off the V/Hz line. Two such trips within the supply
+/// window (a pump that keeps tripping on something else) are not a disturbed supply; two
+/// sags at a steady speed are.
+#[test]
+fn a_drive_coasting_down_after_trips_is_not_a_power_fluctuation() {
+    let plan = pinned(Family::Classic, None, 24, "20s");
+    let trips = [
+        start().0 + 16 * HOUR,
+        start().0 + 16 * HOUR + 12 * 60_000_000,
+    ];
+    let stopped_for = 4 * 60_000_000;
+    let run = |sag_only: bool| {
+        let mut engine = WellEngine::new(
+            Some(&plan.wells[0].meta),
+            Thresholds::default(),
+            TrainingWindow::Default,
+        );
+        let mut raised = 0;
+        for (ts, mut m) in samples(&plan, 0) {
+            for &trip in &trips {
+                let since = ts.0 - trip;
+                if !(0..stopped_for).contains(&since) {
+                    continue;
+                }
+                if sag_only {
+                    // A sag at a steady speed: one reading, 12 % below the supply.
+                    if since < 20_000_000 {
+                        let v = m.get(Field::MotorVoltageV).map(|v| v * 0.88);
+                        m.set(Field::MotorVoltageV, v);
+                    }
+                } else if since < 40_000_000 {
+                    // Coasting: the speed falls, the drive's output voltage faster still.
+                    let share = if since < 20_000_000 { 0.85 } else { 0.5 };
+                    let f = m.get(Field::FrequencyHz).map(|f| f * share);
+                    m.set(Field::FrequencyHz, f);
+                    let v = m.get(Field::MotorVoltageV).map(|v| v * share * share);
+                    m.set(Field::MotorVoltageV, v);
+                } else {
+                    for field in [
+                        Field::FrequencyHz,
+                        Field::MotorCurrentA,
+                        Field::MotorVoltageV,
+                        Field::FlowRateBpd,
+                    ] {
+                        m.set(field, Some(0.0));
+                    }
+                }
+            }
+            let out = engine.push(ts, &m);
+            raised += out
+                .findings
+                .iter()
+                .filter(|f| f.diagnosis == Diagnosis::Condition(Condition::PowerFluctuation))
+                .count();
+        }
+        raised
+    };
+    assert_eq!(
+        run(false),
+        0,
+        "coasting after trips read as a disturbed supply"
+    );
+    assert!(
+        run(true) > 0,
+        "two sags at a steady speed must be a power fluctuation"
+    );
+}

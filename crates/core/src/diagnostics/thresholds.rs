@@ -179,6 +179,10 @@ pub struct Thresholds {
     pub overheat_level_tau_secs: f64,
     /// Deviation of V/Hz from baseline that counts as a supply excursion.
     pub voltage_deviation: f64,
+    /// ...judged only on a reading whose speed moved less than this share since the previous
+    /// one: a drive accelerating, decelerating or coasting after a trip is off its steady V/Hz
+    /// line (boost, slip, the output's lag), which says nothing about the supply.
+    pub voltage_steady_speed_step: f64,
     /// Window and count of supply excursions that make a power fluctuation.
     pub voltage_window_secs: f64,
     pub voltage_min_excursions: u32,
@@ -549,6 +553,7 @@ impl Default for Thresholds {
             overheat_warming_c: 4.0,
             overheat_level_tau_secs: 6.0 * 3600.0,
             voltage_deviation: 0.04,
+            voltage_steady_speed_step: 0.05,
             voltage_window_secs: 1800.0,
             voltage_min_excursions: 2,
             voltage_window_min_readings: 24.0,
