@@ -28,9 +28,9 @@ pub use alarms::{
     ALARM_LIST_CAP, AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm,
 };
 pub use embedded::{
-    CheckpointHook, CompactReport, EmbeddedOptions, FleetTierStats, EmbeddedSecurityStore, EmbeddedStore,
-    InstallHook, InstallStep, LogRecord, LogTrimHook, LogTrimStep, ShipBacklog, ShipGap,
-    StorageReport, decode_log_readings,
+    CheckpointHook, CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
+    FleetTierStats, InstallHook, InstallStep, LogRecord, LogTrimHook, LogTrimStep, ShipBacklog,
+    ShipGap, StorageReport, decode_log_readings,
 };
 pub use fleet::{FleetQuery, FleetTotalsQuery, Totals, WellSeries, WellTotals, fleet_total};
 pub use notify::{

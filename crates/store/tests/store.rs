@@ -1760,10 +1760,17 @@ async fn after_a_bulk_load_fleet_aggregates_are_answered_from_the_fleet_tier() {
     let mut batch = Vec::new();
     for minute in 0..days * 1440 {
         for (k, w) in wells.iter().enumerate() {
-            batch.push(reading(w, minute * 60 + k as i64, (minute % 97) as f64 + k as f64));
+            batch.push(reading(
+                w,
+                minute * 60 + k as i64,
+                (minute % 97) as f64 + k as f64,
+            ));
         }
         if batch.len() >= 3000 {
-            store.append(std::mem::take(&mut batch), auto()).await.unwrap();
+            store
+                .append(std::mem::take(&mut batch), auto())
+                .await
+                .unwrap();
         }
     }
     store.append(batch, auto()).await.unwrap();
@@ -1817,7 +1824,10 @@ async fn after_a_bulk_load_fleet_aggregates_are_answered_from_the_fleet_tier() {
             for ((_, a), (_, b)) in got.columns.iter().zip(&want.columns) {
                 for (x, y) in a.iter().zip(b) {
                     let (x, y) = (x.unwrap(), y.unwrap());
-                    assert!((x - y).abs() <= 1e-9 * y.abs().max(1.0), "{what}: {x} vs {y}");
+                    assert!(
+                        (x - y).abs() <= 1e-9 * y.abs().max(1.0),
+                        "{what}: {x} vs {y}"
+                    );
                 }
             }
         }
@@ -1833,7 +1843,12 @@ async fn after_a_bulk_load_fleet_aggregates_are_answered_from_the_fleet_tier() {
     store.append(late, auto()).await.unwrap();
     store.checkpoint().await.unwrap();
     caught_up(store.clone()).await;
-    check(store.clone(), vec!["F-1", "F-2", "F-3", "F-LATE"], "after a late well").await;
+    check(
+        store.clone(),
+        vec!["F-1", "F-2", "F-3", "F-LATE"],
+        "after a late well",
+    )
+    .await;
     store.close().await.unwrap();
 }
 

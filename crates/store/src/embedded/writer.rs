@@ -1837,7 +1837,12 @@ impl Writer {
     fn stepped(&self, inst: &mut Installing, step: Installed, with_appends: bool) -> bool {
         inst.written = step.written;
         inst.steps += 1;
-        if let Some(hook) = self.opts.install_hook.as_ref().filter(|_| !inst.sealed.fleet_only) {
+        if let Some(hook) = self
+            .opts
+            .install_hook
+            .as_ref()
+            .filter(|_| !inst.sealed.fleet_only)
+        {
             (hook.0)(super::InstallStep {
                 segments: step.segments,
                 written: step.written,
