@@ -665,7 +665,7 @@ struct SealJob {
     wells: Vec<WellJob>,
     /// Closed windows whose fleet rollup to (re)build, with the wells the index has there.
     fleet: Vec<(i64, Vec<WellId>)>,
-    /// Nothing frozen: only fleet rollups built (`start_fleet_rebuild`); not counted as a
+    /// Nothing frozen: only fleet rollups built (`rebuild_fleet_if_due`); not counted as a
     /// checkpoint, no hooks.
     fleet_only: bool,
     hook: Option<super::CheckpointHook>,
