@@ -452,6 +452,24 @@ CREATE UNIQUE INDEX users_name_any_case ON users (lower(name));
     }
 }
 
+/// Indexes in the order `GET /api/v1/alarms` pages by (issue 19): keyset on `(started_at DESC,
+/// id DESC)`, for all wells, for the open ones (the console's `state=open` read), and per well
+/// (the well page; it replaces `alarms_by_well (well_id, started_at)`, a prefix of it). The
+/// list's `(started_at, id) < (cursor)` is then an index condition, so a page costs its own
+/// rows however deep it is, instead of a sort of the whole table.
+fn alarm_paging() -> Migration {
+    Migration {
+        version: 11,
+        name: "alarm paging indexes",
+        sql: "CREATE INDEX alarms_by_start ON alarms (started_at DESC, id DESC);
+CREATE INDEX alarms_open_by_start ON alarms (started_at DESC, id DESC) WHERE state <> 'cleared';
+CREATE INDEX alarms_by_well_start ON alarms (well_id, started_at DESC, id DESC);
+DROP INDEX IF EXISTS alarms_by_well;
+"
+        .into(),
+    }
+}
+
 /// Before migration 10: refuses a users table holding names that differ only in (ASCII)
 /// case, naming each group (`'Alice', 'alice'; 'BOB', 'bob'`) and the command that repairs it.
 async fn check_user_names_any_case(client: &Client) -> Result<(), StoreError> {
@@ -697,6 +715,7 @@ async fn migrate_locked(
         notify_channel_amqp(),
         rollup_compression(flavor),
         user_names_any_case(),
+        alarm_paging(),
     ];
     let mut applied = Vec::new();
     for m in &all {
