@@ -444,6 +444,7 @@ async fn list_alarms(a: &Asker<'_>, well: Option<&WellId>) -> Result<Vec<Alarm>,
             state: None,
             open: false,
             well_id: well.cloned(),
+            ..AlarmFilter::default()
         })
         .await?;
     alarms.retain(|x| a.scope.allows(x.well_id.as_str()));

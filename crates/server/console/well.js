@@ -1,6 +1,6 @@
 // Well page: channel charts over a chosen range (aggregated step queries; raw points once
 // zoomed in to two hours or less), drag to zoom, earlier/later to pan, alarm bands behind the
-// charts, the current diagnosis with its evidence and recommended action, the pump curve at
+// charts (every alarm of the well active in the range shown), the current diagnosis with its evidence and recommended action, the pump curve at
 // the running frequency with the operating point and its recent trail, the registry data and
 // the well's alarms. Live readings extend the charts while the range ends now.
 
@@ -21,6 +21,8 @@ const GROUPS = [
   { title: 'Flow', series: ['flow_rate_bpd', 'water_cut_pct'] },
 ];
 const COLORS = ['#0f6fa8', '#d9480f', '#2f9e5a', '#7048e8', '#c2255c'];
+/** Alarms per read of the bands of a range (more are read through next_cursor). */
+const BAND_PAGE = 1000;
 const BAND = { critical: 'rgba(214,47,47,0.16)', major: 'rgba(239,138,23,0.16)', minor: 'rgba(230,198,25,0.20)' };
 /** One piece of evidence in words: "Flow ratio 0.12 (< 0.15)". */
 function evidenceWords(e) {
@@ -48,6 +50,12 @@ export class WellView {
     this.charts = [];
     this.data = null;
     this.alarms = [];
+    // The bands' alarms: `this.alarms` when that first page holds every alarm of the well,
+    // else those active in the range shown, read for it; and alarm changes seen live.
+    this.allAlarms = false;
+    this.bandAlarms = [];
+    this.bandRead = 0;
+    this.liveAlarms = new Map();
     this.meta = null;
     this.latest = null;
     this.unsubscribe = units.onChange(() => { this.drawCharts(); this.drawPump(); this.renderLatest(); });
@@ -100,7 +108,10 @@ export class WellView {
       this.subtitle.textContent = [meta.data.name, meta.data.field].filter(Boolean).join(' · ');
     }
     if (latest.ok) this.latest = latest.data.wells.find((w) => w.well_id === this.id) || null;
-    if (alarms && alarms.ok) this.alarms = alarms.data.alarms;
+    if (alarms && alarms.ok) {
+      this.alarms = alarms.data.alarms;
+      this.allAlarms = !alarms.data.next_cursor;
+    }
     this.renderLatest();
     this.renderMeta();
     // One read of the well's alarms: the bands and the diagnosis use it, and so does the
@@ -236,6 +247,7 @@ export class WellView {
       return;
     }
     this.range = [from, to];
+    this.loadBands(from, to);
     this.rangeLabel.textContent = `${time(new Date(from * 1000).toISOString())} → ${this.to === null ? 'now' : time(new Date(to * 1000).toISOString())} · ${step ? `${step} steps` : 'raw points'}${r.data.downsampled ? ' (downsampled)' : ''}`;
     this.data = {
       ts: r.data.ts.map((t) => Date.parse(t) / 1000),
@@ -315,6 +327,39 @@ export class WellView {
     }
   }
 
+  /** The alarms active in [from, to] (seconds) for the bands: none to read when the well's
+   * first page of alarms already holds all of them; else every page of `from`/`to`. */
+  async loadBands(from, to) {
+    if (!can('alarms:read') || this.allAlarms) return;
+    const read = ++this.bandRead;
+    const found = [];
+    let cursor = null;
+    do {
+      const params = new URLSearchParams({
+        well_id: this.id,
+        from: new Date(from * 1000).toISOString(),
+        to: new Date(to * 1000).toISOString(),
+        limit: String(BAND_PAGE),
+      });
+      if (cursor) params.set('cursor', cursor);
+      const r = await api(`/api/v1/alarms?${params}`);
+      // A newer range asked meanwhile wins; a failed read leaves the bands as they were.
+      if (read !== this.bandRead || !r.ok) return;
+      found.push(...r.data.alarms);
+      cursor = r.data.next_cursor;
+    } while (cursor);
+    this.bandAlarms = found;
+    this.charts.forEach((c) => c.redraw(false));
+  }
+
+  /** The alarms the bands show, live changes over what was read. */
+  bands() {
+    const byId = new Map();
+    for (const a of this.allAlarms ? this.alarms : this.bandAlarms) byId.set(a.id, a);
+    for (const a of this.liveAlarms.values()) byId.set(a.id, a);
+    return byId.values();
+  }
+
   drawBands(u) {
     const ctx = u.ctx;
     const { left, top, width, height } = u.bbox;
@@ -322,7 +367,8 @@ export class WellView {
     ctx.beginPath();
     ctx.rect(left, top, width, height);
     ctx.clip();
-    for (const a of this.alarms) {
+    const drawn = [];
+    for (const a of this.bands()) {
       const start = Date.parse(a.started_at) / 1000;
       const end = a.ended_at ? Date.parse(a.ended_at) / 1000 : Date.now() / 1000;
       const x0 = u.valToPos(start, 'x', true);
@@ -330,8 +376,11 @@ export class WellView {
       if (x1 < left || x0 > left + width) continue;
       ctx.fillStyle = BAND[a.severity] || BAND.minor;
       ctx.fillRect(x0, top, Math.max(2, x1 - x0), height);
+      drawn.push(a.id);
     }
     ctx.restore();
+    // Which alarms have a band on this chart (read by the browser tests).
+    if (u.root.parentElement) u.root.parentElement.dataset.bands = drawn.sort((a, b) => a - b).join(' ');
   }
 
   /** The pump's catalog curve scaled to the running frequency, with where the pump runs. */
@@ -459,6 +508,7 @@ export class WellView {
     } else if (m.type === 'alarm' && m.alarm.well_id === this.id) {
       const i = this.alarms.findIndex((a) => a.id === m.alarm.id);
       if (i >= 0) this.alarms[i] = m.alarm; else this.alarms.push(m.alarm);
+      this.liveAlarms.set(m.alarm.id, m.alarm);
       this.charts.forEach((c) => c.redraw(false));
       if (this.alarmView) this.alarmView.live(m);
       this.loadDiagnosis();

@@ -596,9 +596,8 @@ impl DiagnosticsHub {
             return;
         }
         let filter = AlarmFilter {
-            state: None,
-            open: false,
             well_id: Some(well.clone()),
+            ..AlarmFilter::default()
         };
         let stored = match alarms.list_alarms(&filter).await {
             Ok(stored) => stored,

@@ -24,8 +24,10 @@
 //! hundreds of connection tasks queued on the API's workers would run before the ingest
 //! request's answer and the next requests. On their own thread they wait for the CPU behind
 //! ingestion instead; a subscriber that falls behind because of it gets merged messages or a
-//! `lagged` notice, as any slow one does. What waits for one connection is written with one
-//! flush.
+//! `lagged` notice, as any slow one does. A publish wakes one task there, the relay
+//! ([`relay`]), which hands the event into the connections' own ring; the connections are
+//! woken from the fan-out thread itself, not one by one from the publisher's. What waits for
+//! one connection is written with one flush.
 //!
 //! With no subscriber at all nothing is built or sent (`has_subscribers`).
 
@@ -322,6 +324,39 @@ pub struct LiveHub {
     /// The thread the connections run on, started with the first (`None`: it could not be
     /// started; they run where they were accepted).
     fan_out: OnceLock<Option<FanOut>>,
+    /// The connections' ring, fed by the relay (started with the first stream).
+    relay: OnceLock<broadcast::Sender<Relayed>>,
+    /// Events each ring holds (`stream_buffer_events`).
+    buffer_events: usize,
+}
+
+/// What the relay hands the connections: an event, or how many the relay itself missed
+/// (it fell a whole ring behind the publishers; every connection is told).
+#[derive(Clone, Debug)]
+enum Relayed {
+    Event(LiveEvent),
+    Missed(u64),
+}
+
+/// A stream connection's place in the connections' ring ([`LiveHub::subscribe_stream`]).
+pub struct StreamReceiver(broadcast::Receiver<Relayed>);
+
+/// The relay: the publishers' ring's only stream reader, on the fan-out thread. A publish
+/// wakes this one task (one cross-thread wake, made by the publisher: an ingest request's
+/// worker, before its answer goes out); it hands the event on into the connections' ring,
+/// whose waiting connections it wakes on its own thread, where a wake is a push onto the
+/// local run queue. Without it a publish woke every connection from the publisher's thread:
+/// a lock and an eventfd write per connection, hundreds per batch.
+async fn relay(mut upstream: broadcast::Receiver<LiveEvent>, local: broadcast::Sender<Relayed>) {
+    loop {
+        let next = match upstream.recv().await {
+            Ok(event) => Relayed::Event(event),
+            Err(broadcast::error::RecvError::Lagged(n)) => Relayed::Missed(n),
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        // No connection at the moment: nothing to hand on.
+        let _ = local.send(next);
+    }
 }
 
 /// The fan-out thread: a current-thread runtime that runs until the hub is dropped (which
@@ -435,6 +470,8 @@ impl LiveHub {
             outbound: OnceLock::new(),
             presence: Mutex::new(HashMap::new()),
             fan_out: OnceLock::new(),
+            relay: OnceLock::new(),
+            buffer_events: buffer_events.max(1),
         })
     }
 
@@ -444,7 +481,7 @@ impl LiveHub {
         socket: WebSocket,
         identity: StreamIdentity,
         subscription: Subscription,
-        rx: broadcast::Receiver<LiveEvent>,
+        rx: StreamReceiver,
         permit: ConnectionPermit,
     ) {
         let connection = self.clone().run(socket, identity, subscription, rx, permit);
@@ -462,15 +499,40 @@ impl LiveHub {
         let _ = self.outbound.set(outbound);
     }
 
-    /// Whether anyone listens (publishers skip building events otherwise): a subscriber
-    /// here, or other nodes.
+    /// Whether anyone listens (publishers skip building events otherwise): a stream or
+    /// another receiver here, or other nodes.
     pub fn has_subscribers(&self) -> bool {
-        self.tx.receiver_count() > 0 || self.outbound.get().is_some()
+        let relay = self.relay.get();
+        // The relay's own receiver is no listener.
+        let others = self
+            .tx
+            .receiver_count()
+            .saturating_sub(usize::from(relay.is_some()));
+        others > 0
+            || relay.is_some_and(|local| local.receiver_count() > 0)
+            || self.outbound.get().is_some()
     }
 
     /// A receiver of everything published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<LiveEvent> {
         self.tx.subscribe()
+    }
+
+    /// A stream connection's receiver of everything published from now on, through the
+    /// relay (started with the first, on the fan-out thread); call it inside the runtime.
+    pub fn subscribe_stream(&self) -> StreamReceiver {
+        let local = self.relay.get_or_init(|| {
+            let (local, _) = broadcast::channel(self.buffer_events);
+            // Subscribed here, before the caller's receiver below: nothing published after
+            // this call is missed.
+            let relayed = relay(self.tx.subscribe(), local.clone());
+            match self.fan_out.get_or_init(FanOut::start) {
+                Some(fan_out) => drop(fan_out.handle.spawn(relayed)),
+                None => drop(tokio::spawn(relayed)),
+            }
+            local
+        });
+        StreamReceiver(local.subscribe())
     }
 
     /// Publishes an event of this node (to its subscribers and the other nodes); never waits.
@@ -615,7 +677,7 @@ impl LiveHub {
         mut socket: WebSocket,
         identity: StreamIdentity,
         mut subscription: Subscription,
-        mut rx: broadcast::Receiver<LiveEvent>,
+        StreamReceiver(mut rx): StreamReceiver,
         _permit: ConnectionPermit,
     ) {
         let StreamIdentity {
@@ -712,15 +774,18 @@ impl LiveHub {
                     let mut events = Vec::new();
                     let mut missed = 0u64;
                     match first {
-                        Ok(e) => events.push(e),
-                        Err(broadcast::error::RecvError::Lagged(n)) => missed += n,
+                        Ok(Relayed::Event(e)) => events.push(e),
+                        Ok(Relayed::Missed(n)) | Err(broadcast::error::RecvError::Lagged(n)) => {
+                            missed += n
+                        }
                         Err(broadcast::error::RecvError::Closed) => return,
                     }
                     // Whatever else is already waiting goes into the same message.
                     while events.len() < DRAIN_EVENTS {
                         match rx.try_recv() {
-                            Ok(e) => events.push(e),
-                            Err(broadcast::error::TryRecvError::Lagged(n)) => missed += n,
+                            Ok(Relayed::Event(e)) => events.push(e),
+                            Ok(Relayed::Missed(n))
+                            | Err(broadcast::error::TryRecvError::Lagged(n)) => missed += n,
                             Err(_) => break,
                         }
                     }
@@ -1170,6 +1235,38 @@ mod tests {
         .check(&p)
         .unwrap();
         assert!(hub.render(&[event("W-1")], &p, &alarms_only).is_empty());
+    }
+
+    #[tokio::test]
+    async fn streams_get_every_event_through_the_relay_and_are_the_only_listeners_counted() {
+        let hub = LiveHub::new(4, 16);
+        assert!(!hub.has_subscribers());
+        let StreamReceiver(mut a) = hub.subscribe_stream();
+        let StreamReceiver(mut b) = hub.subscribe_stream();
+        assert!(hub.has_subscribers());
+        for secs in 0..3 {
+            hub.publish_readings(&[reading("W-1", secs, 40.0)]);
+        }
+        for rx in [&mut a, &mut b] {
+            for secs in 0..3 {
+                let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .expect("relayed")
+                    .unwrap();
+                let Relayed::Event(LiveEvent::Readings(batch)) = got else {
+                    panic!("{got:?}")
+                };
+                assert_eq!(batch.readings[0].ts, Timestamp::from_secs(secs));
+            }
+        }
+        // The relay keeps reading the publishers' ring, but with no stream left nobody
+        // listens: publishers skip building events again.
+        drop((a, b));
+        assert!(!hub.has_subscribers());
+        let direct = hub.subscribe();
+        assert!(hub.has_subscribers());
+        drop(direct);
+        assert!(!hub.has_subscribers());
     }
 
     #[test]

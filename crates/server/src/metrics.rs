@@ -537,6 +537,7 @@ async fn sample_alarms(state: &AppState) {
             state: Some(alarm_state),
             open: false,
             well_id: None,
+            ..AlarmFilter::default()
         };
         let Ok(Ok(list)) = tokio::time::timeout(SAMPLE_TIMEOUT, alarms.list_alarms(&filter)).await
         else {

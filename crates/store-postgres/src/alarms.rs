@@ -274,6 +274,8 @@ impl AlarmStore for PostgresStore {
         let after_started = after.map(|k| k.started_at.0);
         let after_id = after.map(|k| k.id);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let from = filter.from.map(|t| t.0);
+        let to = filter.to.map(|t| t.0);
         let rows = client
             .query(
                 &format!(
@@ -281,6 +283,8 @@ impl AlarmStore for PostgresStore {
                      WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR well_id = $2)
                        AND (NOT $3 OR state <> 'cleared')
                        AND ($4::bigint IS NULL OR (started_at, id) < ($4, $5::bigint))
+                       AND ($7::bigint IS NULL OR ended_at IS NULL OR ended_at >= $7)
+                       AND ($8::bigint IS NULL OR started_at <= $8)
                      ORDER BY started_at DESC, id DESC LIMIT $6"
                 ),
                 &[
@@ -290,6 +294,8 @@ impl AlarmStore for PostgresStore {
                     &after_started,
                     &after_id,
                     &limit,
+                    &from,
+                    &to,
                 ],
             )
             .await

@@ -430,7 +430,7 @@ CREATE INDEX notify_outbox_by_channel ON notify_outbox (channel_id, id);
 /// change reads those above the last it saw.
 fn well_directives() -> Migration {
     Migration {
-        version: 11,
+        version: 12,
         name: "well directives of the diagnostics",
         sql: r#"CREATE SEQUENCE well_directives_revision;
 CREATE TABLE well_directives (
@@ -471,6 +471,24 @@ END
 $$;
 CREATE UNIQUE INDEX users_name_any_case ON users (lower(name));
 "#
+        .into(),
+    }
+}
+
+/// Indexes in the order `GET /api/v1/alarms` pages by (issue 19): keyset on `(started_at DESC,
+/// id DESC)`, for all wells, for the open ones (the console's `state=open` read), and per well
+/// (the well page; it replaces `alarms_by_well (well_id, started_at)`, a prefix of it). The
+/// list's `(started_at, id) < (cursor)` is then an index condition, so a page costs its own
+/// rows however deep it is, instead of a sort of the whole table.
+fn alarm_paging() -> Migration {
+    Migration {
+        version: 11,
+        name: "alarm paging indexes",
+        sql: "CREATE INDEX alarms_by_start ON alarms (started_at DESC, id DESC);
+CREATE INDEX alarms_open_by_start ON alarms (started_at DESC, id DESC) WHERE state <> 'cleared';
+CREATE INDEX alarms_by_well_start ON alarms (well_id, started_at DESC, id DESC);
+DROP INDEX IF EXISTS alarms_by_well;
+"
         .into(),
     }
 }
@@ -528,7 +546,7 @@ async fn check_user_names_any_case(client: &Client) -> Result<(), StoreError> {
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
     checksum(&format!(
-        "{}{}{}{}{}{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}{}{}{}{}{}{}",
         common().sql,
         partitioned().sql,
         timescale().sql,
@@ -540,6 +558,7 @@ pub fn fingerprint() -> u64 {
         notify_channel_amqp().sql,
         rollup_compression(Flavor::Timescale).sql,
         user_names_any_case().sql,
+        alarm_paging().sql,
         well_directives().sql
     )) as u64
 }
@@ -721,6 +740,7 @@ async fn migrate_locked(
         notify_channel_amqp(),
         rollup_compression(flavor),
         user_names_any_case(),
+        alarm_paging(),
         well_directives(),
     ];
     let mut applied = Vec::new();
@@ -882,12 +902,13 @@ mod pinned {
             super::checksum(&super::rollup_compression(super::Flavor::Timescale).sql),
             super::checksum(&super::rollup_compression(super::Flavor::Partitioned).sql),
             super::checksum(&super::user_names_any_case().sql),
+            super::checksum(&super::alarm_paging().sql),
             super::checksum(&super::well_directives().sql),
         ];
         assert_eq!(got, PINNED);
     }
 
-    const PINNED: [i64; 12] = [
+    const PINNED: [i64; 13] = [
         4448778947527403899,
         -652217944561075580,
         -7868476583824631736,
@@ -899,6 +920,7 @@ mod pinned {
         -5329364373235496148,
         -7422462322345546189,
         3141637351013811937,
+        -3204515665207860395,
         1658562631125965638,
     ];
 }

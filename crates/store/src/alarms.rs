@@ -77,6 +77,10 @@ pub struct AlarmFilter {
     /// Only alarms still open (raised or acknowledged, not cleared).
     pub open: bool,
     pub well_id: Option<WellId>,
+    /// Only alarms still active at or after this time (open, or cleared at or after it).
+    pub from: Option<Timestamp>,
+    /// Only alarms started at or before this time.
+    pub to: Option<Timestamp>,
 }
 
 /// Most alarms [`AlarmStore::list_alarms`] returns (the newest); a longer list is read in

@@ -30,8 +30,8 @@ pub use alarms::{
 };
 pub use embedded::{
     CheckpointHook, CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
-    InstallHook, InstallStep, LogRecord, LogTrimHook, LogTrimStep, ShipBacklog, ShipGap,
-    StorageReport, decode_log_readings,
+    FleetTierStats, InstallHook, InstallStep, LogRecord, LogTrimHook, LogTrimStep, ShipBacklog,
+    ShipGap, StorageReport, decode_log_readings,
 };
 pub use fleet::{FleetQuery, FleetTotalsQuery, Totals, WellSeries, WellTotals, fleet_total};
 pub use notify::{

@@ -178,3 +178,113 @@ async fn the_console_reads_alarms_once_pages_older_ones_and_charts_in_utc() {
     b.quit().await;
     app.stop().await;
 }
+
+/// The well page's alarm bands cover the range shown, not only the well's newest page of
+/// alarms: a well with 250 newer alarms still shows the band of an old gas-lock episode once
+/// the chart's range reaches back to it (read with `from`/`to`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_well_page_bands_every_alarm_of_the_range_shown_however_many_are_newer() {
+    let Some(b) = browser().await else { return };
+    let app = spawn_app().await;
+    create_user(
+        app.security.as_ref(),
+        "otto",
+        PASSWORD,
+        Role::Operator,
+        None,
+    )
+    .await;
+    // A week of readings of W-1, one every two hours.
+    let batch: Vec<Value> = (0..84)
+        .map(|i| reading("W-1", &now_minus(60 + i * 7200), 40.0 + (i % 5) as f64))
+        .collect();
+    let (status, body) = app.ingest_json(&json!(batch)).await;
+    assert_eq!(status, 200, "{body}");
+    let store = app.alarms.clone().expect("alarm store");
+    let at = |minutes_ago: i64| {
+        espwatch_core::Timestamp::from_datetime(
+            chrono::Utc::now() - chrono::Duration::minutes(minutes_ago),
+        )
+    };
+    let w1: espwatch_core::WellId = "W-1".parse().unwrap();
+    // A gas-lock episode five days ago, six hours long...
+    let (old, _) = store
+        .raise_alarm(NewAlarm {
+            well_id: w1.clone(),
+            condition: "gas_lock".parse().unwrap(),
+            severity: "critical".parse().unwrap(),
+            confidence: 0.9,
+            started_at: at(5 * 1440),
+            detail: json!({}),
+        })
+        .await
+        .unwrap();
+    store
+        .clear_alarm(&w1, "gas_lock".parse().unwrap(), at(5 * 1440 - 360))
+        .await
+        .unwrap()
+        .expect("cleared");
+    // ... then 250 newer alarms, ten minutes each, one every 20 minutes up to an hour ago:
+    // more than the well page's first page of alarms (200).
+    let mut newer = Vec::new();
+    for k in 0..250i64 {
+        let (alarm, _) = store
+            .raise_alarm(NewAlarm {
+                well_id: w1.clone(),
+                condition: "pump_off".parse().unwrap(),
+                severity: "minor".parse().unwrap(),
+                confidence: 0.7,
+                started_at: at(60 + 20 * k),
+                detail: json!({}),
+            })
+            .await
+            .unwrap();
+        store
+            .clear_alarm(&w1, "pump_off".parse().unwrap(), at(50 + 20 * k))
+            .await
+            .unwrap()
+            .expect("cleared");
+        newer.push(alarm.id);
+    }
+
+    b.goto(&console_url(&app)).await;
+    sign_in(&b, "otto", PASSWORD).await;
+    b.wait(
+        "the fleet",
+        "return document.querySelectorAll('#fleet-rows tr').length === 1;",
+        Duration::from_secs(10),
+    )
+    .await;
+    b.goto(&format!("{}#/well/W-1", console_url(&app))).await;
+    const BANDS: &str = "const c = document.querySelector('#well-charts .chart'); return c && c.dataset.bands !== undefined ? c.dataset.bands.split(' ').filter(Boolean).map(Number) : null;";
+    // The last 24 hours (the default range): bands of newer alarms only.
+    let day = b
+        .wait(
+            "the bands of the last 24 hours",
+            &format!("const ids = (() => {{ {BANDS} }})(); return ids && ids.length > 60 && ids;"),
+            Duration::from_secs(20),
+        )
+        .await;
+    let day: Vec<i64> = serde_json::from_value(day).unwrap();
+    assert!(!day.contains(&old.id), "{day:?}");
+    assert!(day.iter().all(|id| newer.contains(id)), "{day:?}");
+    assert!(!newer[..60].iter().any(|id| !day.contains(id)), "{day:?}");
+
+    // A week: the old episode's band too, and every newer alarm's.
+    b.click("button[data-range=\"7d\"]").await;
+    let week = b
+        .wait(
+            "the old gas-lock episode's band over the week",
+            &format!(
+                "const ids = (() => {{ {BANDS} }})(); return ids && ids.includes({}) && ids;",
+                old.id
+            ),
+            Duration::from_secs(20),
+        )
+        .await;
+    let week: Vec<i64> = serde_json::from_value(week).unwrap();
+    let missing: Vec<&i64> = newer.iter().filter(|id| !week.contains(id)).collect();
+    assert!(missing.is_empty(), "no band for {missing:?}");
+    b.quit().await;
+    app.stop().await;
+}

@@ -168,3 +168,83 @@ async fn alarms_are_listed_in_pages_that_follow_next_cursor() {
     app.stop().await;
 }
 }
+
+both_backends! {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_and_to_list_the_alarms_active_in_a_range_in_pages() {
+    let app = spawn_app().await;
+    let store = app.alarms.clone().expect("alarm store");
+    let at = |minutes_ago: i64| {
+        espwatch_core::Timestamp::from_datetime(
+            chrono::Utc::now() - chrono::Duration::minutes(minutes_ago),
+        )
+    };
+    let iso = |minutes_ago: i64| {
+        (chrono::Utc::now() - chrono::Duration::minutes(minutes_ago))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    // (well, condition, started, cleared) in minutes ago.
+    let episodes: [(&str, &str, i64, Option<i64>); 5] = [
+        ("RG-1", "gas_lock", 600, Some(500)),  // over before the range
+        ("RG-1", "pump_off", 400, Some(100)),  // begun before it, lasting into it
+        ("RG-1", "closed_valve", 250, Some(240)), // inside
+        ("RG-2", "gas_lock", 220, None),       // open, begun inside
+        ("RG-1", "overload", 50, Some(40)),    // after it
+    ];
+    let mut raised = Vec::new();
+    for (w, condition, started, cleared) in episodes {
+        let (alarm, _) = store
+            .raise_alarm(NewAlarm {
+                well_id: w.parse().unwrap(),
+                condition: condition.parse().unwrap(),
+                severity: "major".parse().unwrap(),
+                confidence: 0.8,
+                started_at: at(started),
+                detail: json!({}),
+            })
+            .await
+            .unwrap();
+        if let Some(cleared) = cleared {
+            store
+                .clear_alarm(&w.parse().unwrap(), condition.parse().unwrap(), at(cleared))
+                .await
+                .unwrap()
+                .expect("open");
+        }
+        raised.push(alarm.id);
+    }
+    let range = format!("from={}&to={}", iso(300), iso(200));
+    let client = app.client.clone();
+    let pages = every_page(&app, &client, &format!("/api/v1/alarms?{range}&limit=1")).await;
+    assert_eq!(pages.concat(), vec![raised[3], raised[2], raised[1]], "newest start first");
+    let pages = every_page(&app, &client, &format!("/api/v1/alarms?{range}&well_id=RG-1&limit=5")).await;
+    assert_eq!(pages, vec![vec![raised[2], raised[1]]]);
+    let (status, open_since) = app.get(&format!("/api/v1/alarms?from={}", iso(60))).await;
+    assert_eq!(status, 200, "{open_since}");
+    assert_eq!(ids(&open_since), vec![raised[4], raised[3]], "the others cleared before");
+    let (status, up_to) = app.get(&format!("/api/v1/alarms?to={}&state=cleared", iso(300))).await;
+    assert_eq!(status, 200, "{up_to}");
+    assert_eq!(ids(&up_to), vec![raised[1], raised[0]]);
+
+    // Not a time, or a range that ends before it begins: 400 naming the parameter.
+    for (bad, parameter) in [
+        ("from=yesterday".to_owned(), "from"),
+        ("to=2026-13-01T00:00:00Z".to_owned(), "to"),
+        (format!("from={}&to={}", iso(100), iso(200)), "from"),
+    ] {
+        let (status, body) = app.get(&format!("/api/v1/alarms?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["type"], "invalid_query", "{bad}: {body}");
+        assert_eq!(body["error"]["details"]["parameter"], parameter, "{bad}: {body}");
+    }
+    let (_, doc) = app.get("/api/v1/openapi.json").await;
+    let params: Vec<&str> = doc["paths"]["/api/v1/alarms"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(params.contains(&"from") && params.contains(&"to"), "{params:?}");
+    app.stop().await;
+}
+}

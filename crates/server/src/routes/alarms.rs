@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, ApiQuery, RequestContext, parse_well_id};
+use crate::extract::{ApiJson, ApiQuery, RequestContext, parse_time_param, parse_well_id};
 use crate::state::AppState;
 use crate::views::{AlarmList, AlarmView};
 
@@ -27,6 +27,11 @@ pub struct AlarmParams {
     limit: Option<usize>,
     /// The `next_cursor` of the previous page (same filters): this page continues after it.
     cursor: Option<String>,
+    /// Only alarms active at or after this time (RFC 3339 or `now`): open, or cleared at or
+    /// after it. With `to`: the alarms whose episodes overlap a chart's range.
+    from: Option<String>,
+    /// Only alarms started at or before this time (RFC 3339 or `now`).
+    to: Option<String>,
 }
 
 /// A cursor names the last alarm of a page by its place in the order (`started_at` in
@@ -50,7 +55,8 @@ fn parse_cursor(cursor: &str) -> Result<AlarmKey, ApiError> {
     })
 }
 
-/// Alarms, newest first (by start, then id), filtered by state and well, in pages: at most
+/// Alarms, newest first (by start, then id), filtered by state, well and the time they were
+/// active (`from`/`to`), in pages: at most
 /// `limit` (default and most: 10000), and a `next_cursor` to pass as `cursor` for the older
 /// ones (`null` on the last page).
 #[utoipa::path(get, path = "/api/v1/alarms", tag = "alarms", params(AlarmParams),
@@ -76,6 +82,24 @@ pub async fn list(
             false,
         ),
     };
+    let from = params
+        .from
+        .as_deref()
+        .map(|t| parse_time_param("from", t))
+        .transpose()?;
+    let to = params
+        .to
+        .as_deref()
+        .map(|t| parse_time_param("to", t))
+        .transpose()?;
+    if let (Some(from), Some(to)) = (from, to)
+        && from > to
+    {
+        return Err(
+            ApiError::bad_request("invalid_query", "`from` is after `to`")
+                .with_details(serde_json::json!({ "parameter": "from" })),
+        );
+    }
     let filter = AlarmFilter {
         state: alarm_state,
         open,
@@ -83,6 +107,8 @@ pub async fn list(
             None => None,
             Some(w) => Some(parse_well_id(w)?),
         },
+        from,
+        to,
     };
     let limit = params.limit.unwrap_or(ALARM_LIST_CAP);
     if !(1..=ALARM_LIST_CAP).contains(&limit) {

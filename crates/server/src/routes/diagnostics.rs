@@ -194,6 +194,7 @@ pub async fn events(
             state: None,
             open: false,
             well_id: Some(well_id.clone()),
+            ..AlarmFilter::default()
         })
         .await?;
     Ok(Json(EventList {

@@ -228,6 +228,7 @@ async fn episodes_of(
             state: None,
             open: false,
             well_id: Some(well.clone()),
+            ..AlarmFilter::default()
         })
         .await?
         .into_iter()

@@ -114,7 +114,7 @@ pub async fn stream(
         )
     })?;
     // Subscribed before the 101 goes out: nothing committed after it is missed.
-    let rx = state.live.subscribe();
+    let rx = state.live.subscribe_stream();
     let security = state.security.clone();
     Ok(upgrade
         .protocols([STREAM_PROTOCOL])

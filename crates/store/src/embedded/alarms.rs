@@ -49,7 +49,8 @@ fn open(inner: &Inner) -> StoreResult<Connection> {
              transient_marked_at INTEGER,
              transient_until INTEGER
          );
-         CREATE INDEX IF NOT EXISTS well_directives_by_revision ON well_directives (revision);",
+         CREATE INDEX IF NOT EXISTS well_directives_by_revision ON well_directives (revision);
+         CREATE INDEX IF NOT EXISTS alarms_by_start ON alarms (started_at, id);",
     )
     .map_err(|e| sql_err("creating alarms schema", e))?;
     super::notify::create_schema(&conn)?;
@@ -361,6 +362,8 @@ impl AlarmStore for EmbeddedStore {
                          WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR well_id = ?2)
                            AND (?3 = 0 OR state != 'cleared')
                            AND (?4 IS NULL OR started_at < ?4 OR (started_at = ?4 AND id < ?5))
+                           AND (?7 IS NULL OR ended_at IS NULL OR ended_at >= ?7)
+                           AND (?8 IS NULL OR started_at <= ?8)
                          ORDER BY started_at DESC, id DESC LIMIT ?6"
                     ))
                     .map_err(|e| sql_err("listing alarms", e))?;
@@ -373,6 +376,8 @@ impl AlarmStore for EmbeddedStore {
                             after.map(|k| k.started_at.0),
                             after.map(|k| k.id),
                             limit,
+                            filter.from.map(|t| t.0),
+                            filter.to.map(|t| t.0),
                         ],
                         row_to_alarm,
                     )

@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             fleet_aggregates_match_the_raw_computation,
             alarm_pages_follow_one_stable_order_without_gaps_or_repeats,
             well_directives_keep_the_latest_retrain_and_merge_transient_marks,
+            alarms_active_in_a_range_are_those_whose_episodes_overlap_it,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -1434,5 +1435,101 @@ pub async fn well_directives_keep_the_latest_retrain_and_merge_transient_marks(h
         alarms.directives_after(0, 1).await.unwrap(),
         vec![retrained]
     );
+    s.close().await.unwrap();
+}
+
+/// `from`/`to` keep the alarms whose episodes overlap the range: started at or before `to`,
+/// and open or cleared at or after `from` (an episode that began long before the range and
+/// lasts into it included); paged like the whole list, and combined with the well filter.
+pub async fn alarms_active_in_a_range_are_those_whose_episodes_overlap_it(h: &impl Harness) {
+    use espwatch_core::diagnostics::{Diagnosis, Severity};
+    let s = h.open().await;
+    let alarms = h.alarms();
+    // (well, condition, start, end or open) in seconds.
+    let episodes: [(&str, &str, i64, Option<i64>); 8] = [
+        ("R-1", "gas_lock", 100, Some(200)),     // ends before the range
+        ("R-1", "pump_off", 300, Some(1_000)),   // began before, lasts into it
+        ("R-1", "gas_lock", 400, Some(500)),     // ends exactly where the range begins
+        ("R-1", "closed_valve", 600, Some(700)), // inside
+        ("R-2", "gas_lock", 650, None),          // open, begun inside
+        ("R-1", "overload", 900, Some(2_000)),   // begins exactly at the end
+        ("R-2", "pump_off", 901, Some(950)),     // begins after the end
+        ("R-3", "overload", 50, None),           // open since long before
+    ];
+    let mut ids = Vec::new();
+    for (w, condition, start, end) in episodes {
+        let condition: Diagnosis = condition.parse().unwrap();
+        let (alarm, _) = alarms
+            .raise_alarm(NewAlarm {
+                well_id: well(w),
+                condition,
+                severity: Severity::Major,
+                confidence: 0.9,
+                started_at: ts(start),
+                detail: serde_json::json!({}),
+            })
+            .await
+            .unwrap();
+        if let Some(end) = end {
+            alarms
+                .clear_alarm(&well(w), condition, ts(end))
+                .await
+                .unwrap()
+                .expect("open");
+        }
+        ids.push(alarm.id);
+    }
+    let listed = |filter: AlarmFilter, limit: usize| {
+        let alarms = alarms.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut after = None;
+            loop {
+                let page = alarms
+                    .list_alarms_page(&filter, after, limit)
+                    .await
+                    .unwrap();
+                let Some(last) = page.last() else { break };
+                after = Some(AlarmKey::of(last));
+                let done = page.len() < limit;
+                out.extend(page.iter().map(|a| a.id));
+                if done {
+                    break;
+                }
+            }
+            out
+        }
+    };
+    let range = AlarmFilter {
+        from: Some(ts(500)),
+        to: Some(ts(900)),
+        ..AlarmFilter::default()
+    };
+    // Newest start first.
+    let want = vec![ids[5], ids[4], ids[3], ids[2], ids[1], ids[7]];
+    assert_eq!(listed(range.clone(), 100).await, want);
+    assert_eq!(listed(range.clone(), 1).await, want, "pages of one");
+    let r1 = AlarmFilter {
+        well_id: Some(well("R-1")),
+        ..range.clone()
+    };
+    assert_eq!(
+        listed(r1, 2).await,
+        vec![ids[5], ids[3], ids[2], ids[1]],
+        "one well"
+    );
+    let from_only = AlarmFilter {
+        from: Some(ts(960)),
+        ..AlarmFilter::default()
+    };
+    assert_eq!(
+        listed(from_only, 3).await,
+        vec![ids[5], ids[4], ids[1], ids[7]]
+    );
+    let to_only = AlarmFilter {
+        to: Some(ts(100)),
+        ..AlarmFilter::default()
+    };
+    assert_eq!(listed(to_only, 3).await, vec![ids[0], ids[7]]);
     s.close().await.unwrap();
 }
