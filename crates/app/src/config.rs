@@ -252,6 +252,14 @@ pub struct Config {
     /// Prefix of the Redis pub/sub channels (`<prefix>:live`, `<prefix>:revoke`): nodes of one
     /// site share it; two sites on one Redis need different ones.
     pub redis_channel_prefix: String,
+    /// How often a node renews its membership among the nodes sharing the wells (Redis set
+    /// `<prefix>:nodes`), milliseconds (100–60000).
+    pub cluster_heartbeat_ms: u64,
+    /// A node not heard of for this long has left and its wells go to the others,
+    /// milliseconds; at least 3 × `cluster_heartbeat_ms`, at most 600000. A node starved of
+    /// CPU longer than this (a loaded machine) drops out and comes back, moving its wells
+    /// twice; a node that died keeps its wells undiagnosed this long. Same on every node.
+    pub cluster_node_timeout_ms: u64,
     /// File holding the audit chain key: a random secret of its own, so rotating the JWT
     /// secret does not change the chain key and whoever holds only the JWT secret cannot
     /// rewrite the trail. `espwatch serve` creates it (mode 0600) when it is missing.
@@ -511,6 +519,8 @@ impl Default for Config {
             broker_reconnect_max_ms: 2000,
             redis_url: None,
             redis_channel_prefix: "espwatch".into(),
+            cluster_heartbeat_ms: 1000,
+            cluster_node_timeout_ms: 10_000,
             audit_key_file: None,
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
@@ -567,6 +577,11 @@ pub fn documented_keys() -> Vec<(&'static str, String)> {
 }
 
 impl Config {
+    /// `cluster_heartbeat_ms` as a duration.
+    pub fn cluster_heartbeat(&self) -> Duration {
+        Duration::from_millis(self.cluster_heartbeat_ms)
+    }
+
     /// `broker_reconnect_max_ms` as a duration.
     pub fn broker_reconnect_max(&self) -> Duration {
         Duration::from_millis(self.broker_reconnect_max_ms)
@@ -668,6 +683,8 @@ impl Config {
         "broker_reconnect_max_ms",
         "redis_url",
         "redis_channel_prefix",
+        "cluster_heartbeat_ms",
+        "cluster_node_timeout_ms",
         "audit_key_file",
         "spool_dir",
         "spool_max_bytes",
@@ -852,6 +869,22 @@ impl Config {
                 .any(|c| c.is_whitespace() || c.is_control())
         {
             return Err("redis_channel_prefix must be 1 to 200 characters without spaces".into());
+        }
+        if !(100..=60_000).contains(&self.cluster_heartbeat_ms) {
+            return Err(format!(
+                "cluster_heartbeat_ms must be between 100 and 60000, not {}",
+                self.cluster_heartbeat_ms
+            ));
+        }
+        if self.cluster_node_timeout_ms < 3 * self.cluster_heartbeat_ms
+            || self.cluster_node_timeout_ms > 600_000
+        {
+            return Err(format!(
+                "cluster_node_timeout_ms must be at least 3 x cluster_heartbeat_ms ({}) and at \
+                 most 600000, not {}: a node missing one or two heartbeats must not leave",
+                3 * self.cluster_heartbeat_ms,
+                self.cluster_node_timeout_ms
+            ));
         }
         if !(1..=1000).contains(&self.database_pool_size) {
             return Err("database_pool_size must be between 1 and 1000".into());
@@ -1591,6 +1624,50 @@ mod debug_tests {
         c.jwt_secret_previous = Some(SecretString("0123456789abcdef0123456789abcdef".into()));
         assert!(c.jwt_previous_secret().is_err(), "a weak previous secret");
         assert_eq!(Config::default().jwt_previous_secret().unwrap(), None);
+    }
+
+    #[test]
+    fn the_node_timeout_is_at_least_three_heartbeats() {
+        let c = Config::default();
+        assert_eq!(
+            (c.cluster_heartbeat_ms, c.cluster_node_timeout_ms),
+            (1000, 10_000)
+        );
+        assert_eq!(c.validate(), Ok(()));
+        for (heartbeat, timeout) in [(100, 300), (1000, 3000), (60_000, 600_000)] {
+            let c = Config {
+                cluster_heartbeat_ms: heartbeat,
+                cluster_node_timeout_ms: timeout,
+                ..Config::default()
+            };
+            assert_eq!(c.validate(), Ok(()), "{heartbeat} / {timeout}");
+        }
+        for (heartbeat, timeout, start) in [
+            (
+                1000,
+                2999,
+                "cluster_node_timeout_ms must be at least 3 x cluster_heartbeat_ms (3000)",
+            ),
+            (1000, 600_001, "cluster_node_timeout_ms must be at least"),
+            (
+                99,
+                10_000,
+                "cluster_heartbeat_ms must be between 100 and 60000",
+            ),
+            (
+                60_001,
+                600_000,
+                "cluster_heartbeat_ms must be between 100 and 60000",
+            ),
+        ] {
+            let c = Config {
+                cluster_heartbeat_ms: heartbeat,
+                cluster_node_timeout_ms: timeout,
+                ..Config::default()
+            };
+            let err = c.validate().unwrap_err();
+            assert!(err.starts_with(start), "{heartbeat} / {timeout}: {err}");
+        }
     }
 
     #[test]

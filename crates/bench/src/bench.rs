@@ -1284,6 +1284,18 @@ async fn bench_query(
             loaded.elapsed().as_secs_f64()
         );
     }
+    // The fleet tier (one row per window for every well) is built by the store in the
+    // background after the checkpoints: how long until every window has its row.
+    let caught_up = Instant::now();
+    let stale_after_load = store.fleet_tier().stale_windows;
+    while store.fleet_tier().stale_windows > 0 && caught_up.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "fleet tier: {stale_after_load} windows out of date after the load, {} {:.2}s later",
+        store.fleet_tier().stale_windows,
+        caught_up.elapsed().as_secs_f64()
+    );
     println!("machine load before the queries: {}", load_average());
 
     // The fleet's hourly average intake pressure over the whole range, in the store.
@@ -1299,14 +1311,40 @@ async fn bench_query(
     };
     let mut lat = Latencies::default();
     let mut buckets = 0;
+    let tier = store.fleet_tier();
     for _ in 0..queries.clamp(1, 100) {
         let t = Instant::now();
         let series = store.fleet_aggregate(&week).await?;
         lat.0.push(t.elapsed());
         buckets = series.ts.len();
     }
+    let after = store.fleet_tier();
     println!(
-        "fleet hourly average intake pressure over {days} days, one series ({buckets} buckets, every well): p50 {}  p95 {}",
+        "fleet hourly average intake pressure over {days} days, one series ({buckets} buckets, every well): p50 {}  p95 {}  (windows from fleet rows {}, well by well {})",
+        ms(lat.percentile(50.0)),
+        ms(lat.percentile(95.0)),
+        after.windows_from_rows - tier.windows_from_rows,
+        after.windows_well_by_well - tier.windows_well_by_well,
+    );
+    // The same series with every well named: the tier is not used, each well's hourly
+    // rollups are read (what a window without a valid fleet row costs).
+    let named = FleetQuery {
+        wells: store
+            .list_wells()
+            .await?
+            .into_iter()
+            .map(|w| w.meta.well_id)
+            .collect(),
+        ..week.clone()
+    };
+    let mut lat = Latencies::default();
+    for _ in 0..queries.clamp(1, 20) {
+        let t = Instant::now();
+        store.fleet_aggregate(&named).await?;
+        lat.0.push(t.elapsed());
+    }
+    println!(
+        "the same, every well named (well by well, no fleet rows): p50 {}  p95 {}",
         ms(lat.percentile(50.0)),
         ms(lat.percentile(95.0))
     );

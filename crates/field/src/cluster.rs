@@ -16,8 +16,8 @@
 //!   forgets its cache once, since it may have missed one.
 //!
 //! - **Which node diagnoses which well.** Every node heartbeats into the sorted set
-//!   `<prefix>:nodes` (score: its clock in ms, every [`HEARTBEAT`]); members seen within
-//!   [`NODE_TTL_MS`] are the nodes, and each well is diagnosed by exactly one of them, chosen
+//!   `<prefix>:nodes` (score: its clock in ms, every `cluster_heartbeat_ms`); members seen
+//!   within `cluster_node_timeout_ms` are the nodes, and each well is diagnosed by exactly one of them, chosen
 //!   by rendezvous hashing of (node, well) — so a well's readings ingested on any node reach its
 //!   owner's diagnostics through `<prefix>:live`. When the set changes (a node joins, stops or
 //!   dies) only the wells whose owner changed move: each node keeps the engines of the wells it
@@ -26,8 +26,16 @@
 //!   Redis each node diagnoses what it ingests (the database still keeps one open alarm per
 //!   well and condition).
 //!
+//! - **Retrains and transient marks.** A node given one for a well records it in the database
+//!   (the answer waits for that) and announces it on `<prefix>:diagnostics`; the well's owner
+//!   rebuilds the well with it ([`DiagnosticsHub::directives_changed`]). After its subscriber
+//!   (re)connects, a node reads the changes it may have missed from the database.
+//!
 //! The data itself is never carried here: every node reads and writes the shared database.
-//! Messages are JSON: `{"node": id, "type": "readings"|"alarm"|"well_state"|"connectivity", ...}`.
+//! Messages are JSON: `{"node": id, "type": "readings"|"alarm"|"well_state"|"connectivity", ...}`
+//! on `<prefix>:live`, `{"node": id, "well_id": w, "revision": n}` on `<prefix>:diagnostics`.
+//!
+//! [`DiagnosticsHub::directives_changed`]: espwatch_server::diagnostics::DiagnosticsHub::directives_changed
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,10 +56,6 @@ use crate::backoff::{Backoff, LongestWait};
 const QUEUE: usize = 4096;
 /// Most messages sent in one pipeline.
 const PIPELINE: usize = 256;
-/// How often a node renews its membership.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
-/// A node not heard of for this long has left; its wells go to the others.
-pub const NODE_TTL_MS: i64 = 3000;
 /// A connection attempt that has not succeeded within this failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -196,6 +200,16 @@ fn decode(node: &str, text: &str) -> Result<Option<LiveEvent>, String> {
 enum Outgoing {
     Live(LiveEvent),
     Revoke,
+    /// A well's diagnostics directives changed (retrain, transient mark): its owner rebuilds it.
+    Directives(WellId, i64),
+}
+
+/// A message on `<prefix>:diagnostics`.
+#[derive(Serialize, Deserialize)]
+struct DirectivesChanged {
+    node: String,
+    well_id: String,
+    revision: i64,
 }
 
 #[derive(Default)]
@@ -210,13 +224,19 @@ struct Stats {
     events_dropped: AtomicU64,
     revocations_published: AtomicU64,
     revocations_received: AtomicU64,
+    /// Announcements of changed well directives (retrain, transient mark) sent and received.
+    directives_published: AtomicU64,
+    directives_received: AtomicU64,
     /// Messages from other nodes that could not be read.
     messages_malformed: AtomicU64,
     /// Nodes sharing the wells (0: membership unknown, this node diagnoses what it ingests).
     nodes: AtomicU64,
     /// Times the nodes sharing the wells changed as this node saw them (a node joined, left
-    /// or was not heard of within [`NODE_TTL_MS`]): each moves wells between nodes.
+    /// or was not heard of within `cluster_node_timeout_ms`): each moves wells between nodes.
     membership_changes: AtomicU64,
+    /// `cluster_heartbeat_ms` and `cluster_node_timeout_ms`, shown beside the changes.
+    heartbeat_ms: AtomicU64,
+    node_timeout_ms: AtomicU64,
     /// The reconnection backoff's cap (`broker_reconnect_max_ms`) and the longest wait slept.
     reconnect_max_ms: AtomicU64,
     reconnect_longest_wait: LongestWait,
@@ -241,9 +261,13 @@ impl Stats {
             "events_dropped": n(&self.events_dropped),
             "revocations_published": n(&self.revocations_published),
             "revocations_received": n(&self.revocations_received),
+            "directives_published": n(&self.directives_published),
+            "directives_received": n(&self.directives_received),
             "messages_malformed": n(&self.messages_malformed),
             "nodes": n(&self.nodes),
             "membership_changes": n(&self.membership_changes),
+            "heartbeat_ms": n(&self.heartbeat_ms),
+            "node_timeout_ms": n(&self.node_timeout_ms),
             "reconnect_max_ms": n(&self.reconnect_max_ms),
             "reconnect_longest_wait_ms": self.reconnect_longest_wait.ms(),
             "last_error": self.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
@@ -299,6 +323,7 @@ impl Cluster {
         let prefix = &state.config.redis_channel_prefix;
         let live_channel = format!("{prefix}:live");
         let revoke_channel = format!("{prefix}:revoke");
+        let directives_channel = format!("{prefix}:diagnostics");
         let node = format!(
             "{}-{}",
             hostname(),
@@ -310,6 +335,12 @@ impl Cluster {
             u64::try_from(reconnect_max.as_millis()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        stats
+            .heartbeat_ms
+            .store(state.config.cluster_heartbeat_ms, Ordering::Relaxed);
+        stats
+            .node_timeout_ms
+            .store(state.config.cluster_node_timeout_ms, Ordering::Relaxed);
         let (stop, stopping) = watch::channel(false);
         let (tx, rx) = mpsc::channel::<Outgoing>(QUEUE);
 
@@ -320,6 +351,18 @@ impl Cluster {
                 dropped.events_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }));
+        let directives = tx.clone();
+        let link = stats.clone();
+        state
+            .diagnostics
+            .set_announcer(Box::new(move |well: &WellId, revision: i64| {
+                // Stored already; told only while Redis is reachable (otherwise the owner
+                // catches up when its own link comes back).
+                link.publisher_connected.load(Ordering::Relaxed)
+                    && directives
+                        .try_send(Outgoing::Directives(well.clone(), revision))
+                        .is_ok()
+            }));
         state.security.set_on_revocation(Box::new(move || {
             // A full queue still gets the revocation: it waits in a task of its own.
             if let Err(mpsc::error::TrySendError::Full(message)) = tx.try_send(Outgoing::Revoke) {
@@ -330,13 +373,17 @@ impl Cluster {
             }
         }));
 
+        let channels = Channels {
+            live: live_channel,
+            revoke: revoke_channel,
+            directives: directives_channel,
+        };
         let publisher = tokio::spawn(publish(
             client.clone(),
             rx,
             stats.clone(),
             node.clone(),
-            live_channel.clone(),
-            revoke_channel.clone(),
+            channels.clone(),
             stopping.clone(),
         ));
         let members = tokio::spawn(membership(
@@ -352,8 +399,7 @@ impl Cluster {
             state.clone(),
             stats.clone(),
             node.clone(),
-            live_channel,
-            revoke_channel,
+            channels,
             stopping,
         ));
         Ok(Cluster {
@@ -403,13 +449,20 @@ async fn back_off(
     slept && !*stopping.borrow()
 }
 
+/// The pub/sub channels of one site.
+#[derive(Clone)]
+struct Channels {
+    live: String,
+    revoke: String,
+    directives: String,
+}
+
 async fn publish(
     client: redis::Client,
     mut rx: mpsc::Receiver<Outgoing>,
     stats: Arc<Stats>,
     node: String,
-    live_channel: String,
-    revoke_channel: String,
+    channels: Channels,
     mut stopping: watch::Receiver<bool>,
 ) {
     let mut backoff = stats.backoff();
@@ -454,19 +507,34 @@ async fn publish(
                 batch.push(m);
             }
             let mut pipe = redis::pipe();
-            let (mut events, mut revocations) = (0, 0);
+            let (mut events, mut revocations, mut directives) = (0, 0, 0);
             for message in &batch {
                 match message {
                     Outgoing::Live(event) => {
                         events += 1;
                         pipe.cmd("PUBLISH")
-                            .arg(&live_channel)
+                            .arg(&channels.live)
                             .arg(encode(&node, event))
                             .ignore();
                     }
                     Outgoing::Revoke => {
                         revocations += 1;
-                        pipe.cmd("PUBLISH").arg(&revoke_channel).arg(&node).ignore();
+                        pipe.cmd("PUBLISH")
+                            .arg(&channels.revoke)
+                            .arg(&node)
+                            .ignore();
+                    }
+                    Outgoing::Directives(well, revision) => {
+                        directives += 1;
+                        let message = DirectivesChanged {
+                            node: node.clone(),
+                            well_id: well.as_str().to_owned(),
+                            revision: *revision,
+                        };
+                        pipe.cmd("PUBLISH")
+                            .arg(&channels.directives)
+                            .arg(serde_json::to_string(&message).unwrap_or_default())
+                            .ignore();
                     }
                 }
             }
@@ -476,6 +544,9 @@ async fn publish(
                     stats
                         .revocations_published
                         .fetch_add(revocations, Ordering::Relaxed);
+                    stats
+                        .directives_published
+                        .fetch_add(directives, Ordering::Relaxed);
                     if logged {
                         tracing::warn!(target: "espwatch::cluster", "Redis reachable again, nodes joined");
                         logged = false;
@@ -500,10 +571,14 @@ async fn subscribe(
     state: AppState,
     stats: Arc<Stats>,
     node: String,
-    live_channel: String,
-    revoke_channel: String,
+    channels: Channels,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let Channels {
+        live: live_channel,
+        revoke: revoke_channel,
+        directives: directives_channel,
+    } = channels;
     let mut backoff = stats.backoff();
     let mut logged = false;
     let mut malformed_logged = false;
@@ -512,6 +587,7 @@ async fn subscribe(
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&live_channel).await?;
             pubsub.subscribe(&revoke_channel).await?;
+            pubsub.subscribe(&directives_channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
@@ -521,6 +597,13 @@ async fn subscribe(
                 backoff.reset();
                 // A revocation may have been published while this node was not listening.
                 state.security.forget_cached_credentials_here();
+                // Directives announced while it was not listening: read from the database.
+                let diagnostics = state.diagnostics.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = diagnostics.catch_up_directives().await {
+                        tracing::warn!(target: "espwatch::cluster", error = %e, "cannot read the wells' directives changed while Redis was away; taken at each well's next rebuild");
+                    }
+                });
                 let mut messages = pubsub.into_on_message();
                 loop {
                     let message = tokio::select! {
@@ -532,6 +615,29 @@ async fn subscribe(
                         stats.messages_malformed.fetch_add(1, Ordering::Relaxed);
                         continue;
                     };
+                    if message.get_channel_name() == directives_channel {
+                        match serde_json::from_str::<DirectivesChanged>(&payload)
+                            .map_err(|e| e.to_string())
+                            .and_then(|m| {
+                                WellId::parse(&m.well_id)
+                                    .map(|w| (m, w))
+                                    .map_err(|e| e.to_string())
+                            }) {
+                            Ok((m, _)) if m.node == node => {}
+                            Ok((m, well)) => {
+                                stats.directives_received.fetch_add(1, Ordering::Relaxed);
+                                state.diagnostics.directives_changed(&well, m.revision);
+                            }
+                            Err(e) => {
+                                stats.messages_malformed.fetch_add(1, Ordering::Relaxed);
+                                if !malformed_logged {
+                                    tracing::warn!(target: "espwatch::cluster", "unreadable message on {directives_channel}: {e}");
+                                    malformed_logged = true;
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     if message.get_channel_name() == revoke_channel {
                         if payload != node {
                             stats.revocations_received.fetch_add(1, Ordering::Relaxed);
@@ -613,6 +719,8 @@ async fn membership(
     let mut members: Vec<String> = Vec::new();
     let mut connection = None;
     let mut logged = false;
+    let heartbeat = state.config.cluster_heartbeat();
+    let node_timeout_ms = i64::try_from(state.config.cluster_node_timeout_ms).unwrap_or(i64::MAX);
     loop {
         if connection.is_none() {
             match tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
@@ -635,7 +743,7 @@ async fn membership(
                 .cmd("ZREMRANGEBYSCORE")
                 .arg(&key)
                 .arg("-inf")
-                .arg(now - NODE_TTL_MS)
+                .arg(now - node_timeout_ms)
                 .ignore()
                 .cmd("ZRANGE")
                 .arg(&key)
@@ -678,7 +786,7 @@ async fn membership(
             None => {}
         }
         let slept = tokio::select! {
-            _ = tokio::time::sleep(HEARTBEAT) => true,
+            _ = tokio::time::sleep(heartbeat) => true,
             _ = stopping.wait_for(|s| *s) => false,
         };
         if !slept || *stopping.borrow() {

@@ -2,7 +2,10 @@
 //! as `espwatch diagnose`) on a background task, off the request path. Episodes opening and
 //! closing raise and clear alarms in the [`AlarmStore`]. A well's state is rebuilt from stored
 //! telemetry (the last `REPLAY` of data) the first time it is needed after a start, so a
-//! restart loses nothing but the time to replay.
+//! restart loses nothing but the time to replay: with the well's directives as stored (a
+//! retrain window, a transient mark: recorded before the API answers, on whichever node it was
+//! given), and with the replay's transitions reconciled with the stored alarms, so an episode
+//! already alarmed is not raised again (see `apply_replayed`).
 //!
 //! Nothing here stalls the server:
 //! - State is per well: a sharded map of per-well locks, each held only while that well's
@@ -29,13 +32,15 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 
 use espwatch_core::diagnostics::{Episode, Finding, Thresholds, TrainingWindow, WellEngine};
 use espwatch_core::{Reading, TimeRange, Timestamp, WellId};
-use espwatch_store::{AlarmStore, NewAlarm, Store};
+use espwatch_store::{
+    Alarm, AlarmFilter, AlarmStore, NewAlarm, Store, StoreError, TransientMark, WellDirectives,
+};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
@@ -45,6 +50,8 @@ use crate::live::{AlarmChange, LiveEvent, LiveHub};
 /// An episode that opened, with the findings of the reading that opened it.
 type Opened = (WellId, Episode, Vec<Finding>);
 type Closed = (WellId, Episode);
+/// The transitions of one well's replay of stored history (see `apply_replayed`).
+type Replay = (WellId, Vec<Opened>, Vec<Closed>);
 
 /// Chunks of at most this many readings are pushed on the async worker itself (see `advance`).
 const INLINE_PUSH_READINGS: usize = 16;
@@ -121,6 +128,32 @@ pub struct DiagnosticsHub {
     /// Which wells this node diagnoses when several nodes share the database (`None`: every
     /// well whose readings it is given); see [`DiagnosticsHub::set_ownership`].
     owner: std::sync::RwLock<Option<Ownership>>,
+    /// Tells the other nodes that a well's directives changed (installed by the cluster link);
+    /// `false`: not sent now.
+    announcer: std::sync::OnceLock<Announcer>,
+    /// The highest directives revision this node has taken into account.
+    directives_seen: AtomicI64,
+}
+
+/// Announces to the other nodes that a well's directives changed (revision); `false` when it
+/// cannot be sent now.
+pub type Announcer = Box<dyn Fn(&WellId, i64) -> bool + Send + Sync>;
+
+/// What became of a retrain or a transient mark (in the API's answer as `delivery`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Delivery {
+    /// Recorded in the database: whichever node diagnoses the well rebuilds it with it, after
+    /// a restart or an ownership move too.
+    pub stored: bool,
+    /// The well's directives revision it was recorded as.
+    pub revision: Option<i64>,
+    /// Whether this node diagnoses the well (then it is applied here at once).
+    pub diagnosed_here: bool,
+    /// How the node diagnosing the well takes it: `applied` (here), `announced` (told through
+    /// Redis: it rebuilds the well with it before its next reading), `pending` (Redis cannot
+    /// be reached now: it is taken when that node's link to Redis comes back, or when it next
+    /// rebuilds the well).
+    pub owner: &'static str,
 }
 
 /// Whether this node diagnoses a well (several nodes: each well on exactly one).
@@ -172,6 +205,8 @@ impl DiagnosticsHub {
             skipped: AtomicU64::new(0),
             rebuilds: AtomicU64::new(0),
             owner: std::sync::RwLock::new(None),
+            announcer: std::sync::OnceLock::new(),
+            directives_seen: AtomicI64::new(0),
         });
         let weak = Arc::downgrade(&hub);
         tokio::spawn(async move {
@@ -335,22 +370,13 @@ impl DiagnosticsHub {
     /// Builds an owned well's engine from the stored history before `before` unless it has
     /// one (or rebuilds it if readings before submission `seq` were skipped), under the
     /// well's own lock only: the transitions of the replay.
-    async fn build_owned(
-        &self,
-        well: &WellId,
-        before: Timestamp,
-        seq: u64,
-    ) -> (Vec<Opened>, Vec<Closed>) {
-        let (mut opened, mut closed) = (Vec::new(), Vec::new());
-        if let Some(slot) = self.owned_slot(well) {
-            let mut guard = slot.lock_owned().await;
-            if self.take_stale(well, seq) {
-                *guard = None;
-            }
-            self.build(&mut guard, well, before, &mut opened, &mut closed)
-                .await;
+    async fn build_owned(&self, well: &WellId, before: Timestamp, seq: u64) -> Option<Replay> {
+        let slot = self.owned_slot(well)?;
+        let mut guard = slot.lock_owned().await;
+        if self.take_stale(well, seq) {
+            *guard = None;
         }
-        (opened, closed)
+        self.build(&mut guard, well, before).await
     }
 
     async fn advance(&self, batch: Vec<Reading>, seq: u64) {
@@ -374,6 +400,7 @@ impl DiagnosticsHub {
         let batch = Arc::new(batch);
         let mut opened = Vec::new();
         let mut closed = Vec::new();
+        let mut replays = Vec::new();
         // A chunk of wells at a time: build those that need it from stored data, up to
         // REBUILDS_IN_FLIGHT at once, each holding its own lock only (a slow rebuild keeps
         // none of the chunk's other wells locked), then lock them all and push their readings
@@ -386,14 +413,11 @@ impl DiagnosticsHub {
                 .iter()
                 .map(|(well, positions)| self.build_owned(well, batch[positions[0]].ts, seq))
                 .collect();
-            let built: Vec<(Vec<Opened>, Vec<Closed>)> = futures_util::stream::iter(builds)
+            let built: Vec<Option<Replay>> = futures_util::stream::iter(builds)
                 .buffer_unordered(REBUILDS_IN_FLIGHT)
                 .collect()
                 .await;
-            for (o, c) in built {
-                opened.extend(o);
-                closed.extend(c);
-            }
+            replays.extend(built.into_iter().flatten());
             let mut locked = Vec::with_capacity(chunk.len());
             let mut guards = Vec::with_capacity(chunk.len());
             for (well, positions) in chunk {
@@ -403,14 +427,7 @@ impl DiagnosticsHub {
                 };
                 let mut guard = slot.lock_owned().await;
                 // Only when the state was dropped in between (ownership changed).
-                self.build(
-                    &mut guard,
-                    &well,
-                    batch[positions[0]].ts,
-                    &mut opened,
-                    &mut closed,
-                )
-                .await;
+                replays.extend(self.build(&mut guard, &well, batch[positions[0]].ts).await);
                 guards.push(guard);
                 locked.push((well, positions));
             }
@@ -437,35 +454,32 @@ impl DiagnosticsHub {
                 Err(e) => tracing::error!(error = %e, "diagnostics: applying a batch failed"),
             }
         }
+        // The replays came first in data time: their transitions first.
+        for (well, o, c) in replays {
+            self.apply_replayed(&well, o, c).await;
+        }
         self.apply(opened, closed).await;
     }
 
-    /// Builds a well's engine from the stored history before `before` unless it has one.
+    /// Builds a well's engine from the stored history before `before` unless it has one: the
+    /// replay's transitions, when it was built.
     async fn build(
         &self,
         guard: &mut OwnedMutexGuard<Option<WellEngine>>,
         well: &WellId,
         before: Timestamp,
-        opened: &mut Vec<Opened>,
-        closed: &mut Vec<Closed>,
-    ) {
-        if guard.is_none() {
-            let (engine, o, c) = self.rebuild(well, before).await;
-            **guard = Some(engine);
-            opened.extend(o);
-            closed.extend(c);
+    ) -> Option<Replay> {
+        if guard.is_some() {
+            return None;
         }
+        let (engine, o, c) = self.rebuild(well, before).await;
+        **guard = Some(engine);
+        Some((well.clone(), o, c))
     }
 
-    /// A fresh engine fed with the stored history in `range`, read and replayed on the
-    /// blocking pool. `training` as for [`WellEngine::new`]; `end_training` ends it after.
-    async fn replay(
-        &self,
-        well: &WellId,
-        range: TimeRange,
-        training: TrainingWindow,
-        end_training: bool,
-    ) -> Replayed {
+    /// A fresh engine fed with the stored history of `plan`, read and replayed on the
+    /// blocking pool.
+    async fn replay(&self, well: &WellId, plan: ReplayPlan) -> Replayed {
         self.rebuilds.fetch_add(1, Ordering::Relaxed);
         let (store, thresholds, well) = (self.store.clone(), self.thresholds.clone(), well.clone());
         let runtime = tokio::runtime::Handle::current();
@@ -477,11 +491,11 @@ impl DiagnosticsHub {
                     None
                 }
             };
-            let until = match training {
+            let until = match plan.training {
                 TrainingWindow::Until(until) => Some(until),
                 _ => None,
             };
-            let mut engine = WellEngine::new(meta.as_ref(), thresholds.clone(), training);
+            let mut engine = WellEngine::new(meta.as_ref(), thresholds.clone(), plan.training);
             let mut done = Replayed {
                 engine: None,
                 opened: Vec::new(),
@@ -489,24 +503,38 @@ impl DiagnosticsHub {
                 in_window: 0,
                 history_error: None,
             };
-            match runtime.block_on(store.read_range(&well, range)) {
-                Ok(points) => {
-                    for (ts, values) in points {
-                        done.in_window += u64::from(until.is_some_and(|u| ts < u));
-                        let out = engine.push(ts, &values);
-                        collect(
-                            &well,
-                            &engine,
-                            out.transitions,
-                            &mut done.opened,
-                            &mut done.closed,
-                        );
+            // A transient mark takes effect where it was made: the readings before it were
+            // judged without it.
+            let mut transient = plan.transient;
+            for range in plan.ranges {
+                let points = match runtime.block_on(store.read_range(&well, range)) {
+                    Ok(points) => points,
+                    Err(e) => {
+                        done.history_error = Some(e.to_string());
+                        break;
                     }
+                };
+                for (ts, values) in points {
+                    if let Some(mark) = transient.filter(|m| ts >= m.marked_at) {
+                        engine.mark_transient(mark.until);
+                        transient = None;
+                    }
+                    done.in_window += u64::from(until.is_some_and(|u| ts < u));
+                    let out = engine.push(ts, &values);
+                    collect(
+                        &well,
+                        &engine,
+                        out.transitions,
+                        &mut done.opened,
+                        &mut done.closed,
+                    );
                 }
-                Err(e) => done.history_error = Some(e.to_string()),
             }
-            if end_training {
+            if plan.end_training {
                 engine.end_training();
+            }
+            if let Some(mark) = transient {
+                engine.mark_transient(mark.until);
             }
             done.engine = Some(engine);
             done
@@ -523,18 +551,29 @@ impl DiagnosticsHub {
         }
     }
 
-    /// A fresh engine fed with the stored history before `before`.
+    /// The well's directives as stored (`None` without an alarm store or when none were
+    /// recorded; a store error is logged and counts as none).
+    async fn directives(&self, well: &WellId) -> Option<WellDirectives> {
+        let alarms = self.alarms.as_ref()?;
+        match alarms.well_directives(well).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(%well, error = %e, "diagnostics: cannot read the well's directives; rebuilt without them");
+                None
+            }
+        }
+    }
+
+    /// A fresh engine fed with the stored history before `before`, with the well's stored
+    /// directives (retrain window, transient mark).
     async fn rebuild(
         &self,
         well: &WellId,
         before: Timestamp,
     ) -> (WellEngine, Vec<Opened>, Vec<Closed>) {
-        let range = TimeRange {
-            from: before.saturating_sub(REPLAY),
-            to: before,
-        };
+        let directives = self.directives(well).await;
         let done = self
-            .replay(well, range, TrainingWindow::Default, false)
+            .replay(well, ReplayPlan::new(before, directives.as_ref()))
             .await;
         if let Some(e) = &done.history_error {
             tracing::warn!(%well, error = %e, "diagnostics: cannot replay history");
@@ -545,49 +584,130 @@ impl DiagnosticsHub {
         (engine, done.opened, done.closed)
     }
 
+    /// Applies the transitions of a replay of `well`'s stored history, reconciled with the
+    /// alarms already stored: an episode an alarm of the same condition already covers
+    /// (overlapping in time, in any state) was alarmed when it happened and raises nothing
+    /// again; it clears only an alarm still open that it covers. Episodes no alarm covers
+    /// (readings no engine saw live, e.g. skipped under overload) are raised, and cleared if
+    /// they ended, as they happened. In time order, so a past episode never clears a later one.
+    async fn apply_replayed(&self, well: &WellId, opened: Vec<Opened>, closed: Vec<Closed>) {
+        let Some(alarms) = &self.alarms else { return };
+        if opened.is_empty() && closed.is_empty() {
+            return;
+        }
+        let filter = AlarmFilter {
+            well_id: Some(well.clone()),
+            ..AlarmFilter::default()
+        };
+        let stored = match alarms.list_alarms(&filter).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::error!(%well, error = %e, "diagnostics: cannot read the well's alarms; the replay's episodes are not alarmed");
+                return;
+            }
+        };
+        let covering = |e: &Episode, end: Option<Timestamp>| -> Option<&Alarm> {
+            let end = end.unwrap_or(Timestamp(i64::MAX));
+            stored.iter().find(|a| {
+                a.condition == e.diagnosis
+                    && a.started_at <= end
+                    && a.ended_at.unwrap_or(Timestamp(i64::MAX)) >= e.start
+            })
+        };
+        let mut closed: Vec<Option<Closed>> = closed.into_iter().map(Some).collect();
+        let mut episodes: Vec<(Episode, Option<Vec<Finding>>, Option<Episode>)> = Vec::new();
+        for (_, e, findings) in opened {
+            let close = closed
+                .iter_mut()
+                .find(|c| {
+                    c.as_ref()
+                        .is_some_and(|(_, c)| c.diagnosis == e.diagnosis && c.start == e.start)
+                })
+                .and_then(Option::take)
+                .map(|(_, c)| c);
+            episodes.push((e, Some(findings), close));
+        }
+        // Closed without having opened in this replay: only the clearing is left to judge.
+        for (_, c) in closed.into_iter().flatten() {
+            episodes.push((c.clone(), None, Some(c)));
+        }
+        episodes.sort_by_key(|(e, _, _)| e.start);
+        for (e, findings, close) in episodes {
+            let end = close.as_ref().map(|c| c.end.unwrap_or(c.start));
+            let known = covering(&e, end);
+            let raised_now = match (known, findings) {
+                (None, Some(findings)) => {
+                    self.raise(alarms.as_ref(), well, &e, &findings).await;
+                    true
+                }
+                _ => false,
+            };
+            let still_open = known.is_some_and(|a| a.ended_at.is_none());
+            if let Some(c) = close
+                && (raised_now || still_open)
+            {
+                self.clear(alarms.as_ref(), well, &c).await;
+            }
+        }
+    }
+
+    async fn raise(
+        &self,
+        alarms: &dyn AlarmStore,
+        well: &WellId,
+        e: &Episode,
+        findings: &[Finding],
+    ) {
+        let finding = findings.iter().find(|f| f.diagnosis == e.diagnosis);
+        let detail = serde_json::json!({
+            "evidence": finding.map(|f| &f.evidence),
+            "action": espwatch_core::diagnostics::action_for(e.diagnosis),
+        });
+        let new = NewAlarm {
+            well_id: well.clone(),
+            condition: e.diagnosis,
+            severity: e.diagnosis.severity(),
+            confidence: e.confidence,
+            started_at: e.start,
+            detail,
+        };
+        match alarms.raise_alarm(new).await {
+            Ok((alarm, true)) => {
+                if let Some(notifier) = self.notifier.get() {
+                    notifier.alarm_changed(AlarmChange::Raised, &alarm).await;
+                }
+                if let Some(live) = &self.live {
+                    live.publish_alarm(AlarmChange::Raised, alarm);
+                }
+            }
+            Ok((_, false)) => {}
+            Err(err) => tracing::error!(%well, error = %err, "raising alarm failed"),
+        }
+    }
+
+    async fn clear(&self, alarms: &dyn AlarmStore, well: &WellId, e: &Episode) {
+        let end = e.end.unwrap_or(e.start);
+        match alarms.clear_alarm(well, e.diagnosis, end).await {
+            Ok(Some(alarm)) => {
+                if let Some(notifier) = self.notifier.get() {
+                    notifier.alarm_changed(AlarmChange::Cleared, &alarm).await;
+                }
+                if let Some(live) = &self.live {
+                    live.publish_alarm(AlarmChange::Cleared, alarm);
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::error!(%well, error = %err, "clearing alarm failed"),
+        }
+    }
+
     async fn apply(&self, opened: Vec<Opened>, closed: Vec<Closed>) {
         let Some(alarms) = &self.alarms else { return };
         for (well, e, findings) in opened {
-            let finding = findings.iter().find(|f| f.diagnosis == e.diagnosis);
-            let detail = serde_json::json!({
-                "evidence": finding.map(|f| &f.evidence),
-                "action": espwatch_core::diagnostics::action_for(e.diagnosis),
-            });
-            let new = NewAlarm {
-                well_id: well.clone(),
-                condition: e.diagnosis,
-                severity: e.diagnosis.severity(),
-                confidence: e.confidence,
-                started_at: e.start,
-                detail,
-            };
-            match alarms.raise_alarm(new).await {
-                Ok((alarm, true)) => {
-                    if let Some(notifier) = self.notifier.get() {
-                        notifier.alarm_changed(AlarmChange::Raised, &alarm).await;
-                    }
-                    if let Some(live) = &self.live {
-                        live.publish_alarm(AlarmChange::Raised, alarm);
-                    }
-                }
-                Ok((_, false)) => {}
-                Err(err) => tracing::error!(%well, error = %err, "raising alarm failed"),
-            }
+            self.raise(alarms.as_ref(), &well, &e, &findings).await;
         }
         for (well, e) in closed {
-            let end = e.end.unwrap_or(e.start);
-            match alarms.clear_alarm(&well, e.diagnosis, end).await {
-                Ok(Some(alarm)) => {
-                    if let Some(notifier) = self.notifier.get() {
-                        notifier.alarm_changed(AlarmChange::Cleared, &alarm).await;
-                    }
-                    if let Some(live) = &self.live {
-                        live.publish_alarm(AlarmChange::Cleared, alarm);
-                    }
-                }
-                Ok(None) => {}
-                Err(err) => tracing::error!(%well, error = %err, "clearing alarm failed"),
-            }
+            self.clear(alarms.as_ref(), &well, &e).await;
         }
     }
 
@@ -596,28 +716,117 @@ impl DiagnosticsHub {
         let _ = self.notifier.set(notifier);
     }
 
+    /// Installs the link that tells the other nodes about changed directives (once).
+    pub fn set_announcer(&self, announce: Announcer) {
+        let _ = self.announcer.set(announce);
+    }
+
+    /// Another node changed `well`'s directives (revision `revision`): if this node holds the
+    /// well's engine, it is rebuilt with them (from stored data, before the well's next
+    /// reading or diagnosis).
+    pub fn directives_changed(&self, well: &WellId, revision: i64) {
+        self.directives_seen.fetch_max(revision, Ordering::Relaxed);
+        let held = self
+            .shard(well)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(well);
+        if !held {
+            return; // built with the stored directives when first needed
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.stale
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(well.clone())
+            .and_modify(|(_, last)| *last = seq)
+            .or_insert((seq, seq));
+    }
+
+    /// Takes every directive changed since the last one this node saw (after its link to the
+    /// other nodes was down, so announcements may have been missed).
+    pub async fn catch_up_directives(&self) -> Result<usize, StoreError> {
+        let Some(alarms) = &self.alarms else {
+            return Ok(0);
+        };
+        let mut after = self.directives_seen.load(Ordering::Relaxed);
+        let mut changed = 0;
+        loop {
+            let page = alarms.directives_after(after, 1000).await?;
+            for d in &page {
+                self.directives_changed(&d.well_id, d.revision);
+                after = after.max(d.revision);
+            }
+            changed += page.len();
+            if page.len() < 1000 {
+                return Ok(changed);
+            }
+        }
+    }
+
+    /// Whether this node diagnoses `well` (every well while no ownership rule is set).
+    fn owns(&self, well: &WellId) -> bool {
+        self.ownership().is_none_or(|owns| owns(well))
+    }
+
+    /// What became of directives recorded as `stored` (`None`: no alarm store to keep them),
+    /// applied here when `here`, else announced to the other nodes.
+    fn delivered(&self, well: &WellId, stored: Option<&WellDirectives>, here: bool) -> Delivery {
+        let revision = stored.map(|d| d.revision);
+        if let Some(r) = revision {
+            self.directives_seen.fetch_max(r, Ordering::Relaxed);
+        }
+        let owner = match revision {
+            _ if here => "applied",
+            Some(r)
+                if self
+                    .announcer
+                    .get()
+                    .is_some_and(|announce| announce(well, r)) =>
+            {
+                "announced"
+            }
+            _ => "pending",
+        };
+        Delivery {
+            stored: stored.is_some(),
+            revision,
+            diagnosed_here: here,
+            owner,
+        }
+    }
+
     /// Retrains a well: its baseline becomes the stored readings in `[from, until)`, then
     /// everything stored after `until` is replayed through the new model.
     ///
+    /// The window is recorded in the database (before the answer) so that the node that
+    /// diagnoses the well uses it: this one at once, another one told through the cluster
+    /// link, and any node that rebuilds the well later (restart, ownership move).
+    ///
     /// A window with no settled running readings (e.g. the default last 8 h of a well whose
-    /// data was backfilled) would leave the well without a baseline: that is refused, and the
-    /// well keeps its current state.
+    /// data was backfilled) would leave the well without a baseline: that is refused, nothing
+    /// is recorded, and the well keeps its current state.
     pub async fn retrain(
         &self,
         well: &WellId,
         from: Timestamp,
         until: Timestamp,
-    ) -> Result<(), RetrainError> {
+    ) -> Result<Delivery, RetrainError> {
         let now = Timestamp::from_datetime(chrono::Utc::now());
-        let range = TimeRange {
-            from,
-            to: Timestamp(now.0.max(until.0) + 3_600_000_000),
-        };
+        let before = Timestamp(now.0.max(until.0) + 3_600_000_000);
+        let mut directives = self.directives(well).await.unwrap_or(WellDirectives {
+            well_id: well.clone(),
+            revision: 0,
+            retrain: None,
+            transient: None,
+        });
+        directives.retrain = Some((from, until));
         // Holding the well's lock keeps live readings from interleaving with the replay. (A
-        // well another node diagnoses: retrained here for this answer only.)
-        let mut guard = self.owned_slot(well).unwrap_or_default().lock_owned().await;
+        // well another node diagnoses: replayed here to check the window, kept nowhere.)
+        let here = self.owned_slot(well);
+        let mut guard = here.clone().unwrap_or_default().lock_owned().await;
         let done = self
-            .replay(well, range, TrainingWindow::Until(until), true)
+            .replay(well, ReplayPlan::new(before, Some(&directives)))
             .await;
         if let Some(e) = done.history_error {
             return Err(RetrainError::History(e));
@@ -630,10 +839,23 @@ impl DiagnosticsHub {
                 readings: done.in_window,
             });
         }
-        *guard = Some(engine);
+        let stored = match &self.alarms {
+            Some(alarms) => Some(
+                alarms
+                    .record_retrain(well, from, until)
+                    .await
+                    .map_err(RetrainError::Store)?,
+            ),
+            None => None,
+        };
+        if here.is_some() {
+            *guard = Some(engine);
+        }
         drop(guard);
-        self.apply(done.opened, done.closed).await;
-        Ok(())
+        if here.is_some() {
+            self.apply_replayed(well, done.opened, done.closed).await;
+        }
+        Ok(self.delivered(well, stored.as_ref(), here.is_some()))
     }
 
     /// The well's engine, locked, rebuilt from stored data if needed. A well another node
@@ -655,7 +877,7 @@ impl DiagnosticsHub {
             *guard = Some(engine);
             if owned {
                 drop(guard);
-                self.apply(o, c).await;
+                self.apply_replayed(well, o, c).await;
                 guard = slot.lock_owned().await;
             }
         }
@@ -664,11 +886,29 @@ impl DiagnosticsHub {
 
     /// Marks a known transient of a well (a well test, a planned rate change) until `until`:
     /// its engine gives it a grace period in which only the protective rules raise alarms.
-    pub async fn mark_transient(&self, well: &WellId, until: Timestamp) {
-        let mut guard = self.built(well).await;
-        if let Some(engine) = guard.as_mut() {
-            engine.mark_transient(until);
+    /// Recorded in the database first (the answer waits for it), then applied here if this
+    /// node diagnoses the well, else announced to the node that does.
+    pub async fn mark_transient(
+        &self,
+        well: &WellId,
+        until: Timestamp,
+    ) -> Result<Delivery, StoreError> {
+        let mark = TransientMark {
+            marked_at: Timestamp::from_datetime(chrono::Utc::now()),
+            until,
+        };
+        let stored = match &self.alarms {
+            Some(alarms) => Some(alarms.record_transient(well, mark).await?),
+            None => None,
+        };
+        let here = self.owns(well);
+        if here {
+            let mut guard = self.built(well).await;
+            if let Some(engine) = guard.as_mut() {
+                engine.mark_transient(until);
+            }
         }
+        Ok(self.delivered(well, stored.as_ref(), here))
     }
 
     /// The current diagnosis of a well, rebuilding its state from stored data if needed.
@@ -769,6 +1009,59 @@ pub enum RetrainError {
     /// The stored history could not be read.
     #[error("reading the well's history: {0}")]
     History(String),
+    /// The new window could not be recorded.
+    #[error("recording the retrain: {0}")]
+    Store(StoreError),
+}
+
+/// What a rebuild replays: which stored ranges, how the engine trains, and the transient mark
+/// to apply where it was made.
+struct ReplayPlan {
+    ranges: Vec<TimeRange>,
+    training: TrainingWindow,
+    end_training: bool,
+    transient: Option<TransientMark>,
+}
+
+impl ReplayPlan {
+    /// The replay of the history before `before` with the well's `directives`: the last
+    /// [`REPLAY`] of data; with a retrain window, that window as the training (ended after it,
+    /// however few readings it holds), then the history after it, at most the last [`REPLAY`].
+    fn new(before: Timestamp, directives: Option<&WellDirectives>) -> ReplayPlan {
+        let recent = before.saturating_sub(REPLAY);
+        let transient = directives.and_then(|d| d.transient);
+        match directives.and_then(|d| d.retrain) {
+            Some((from, until)) if from < before => {
+                let trained_to = until.min(before);
+                let mut ranges = vec![TimeRange {
+                    from,
+                    to: trained_to,
+                }];
+                let rest = trained_to.max(recent);
+                if rest < before {
+                    ranges.push(TimeRange {
+                        from: rest,
+                        to: before,
+                    });
+                }
+                ReplayPlan {
+                    ranges,
+                    training: TrainingWindow::Until(until),
+                    end_training: true,
+                    transient,
+                }
+            }
+            _ => ReplayPlan {
+                ranges: vec![TimeRange {
+                    from: recent,
+                    to: before,
+                }],
+                training: TrainingWindow::Default,
+                end_training: false,
+                transient,
+            },
+        }
+    }
 }
 
 /// `POST /api/v1/ask` answers "why is ESP-003 alarming" with the live diagnosis.

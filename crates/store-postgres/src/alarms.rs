@@ -6,7 +6,7 @@ use espwatch_core::diagnostics::Diagnosis;
 use espwatch_core::{Timestamp, WellId};
 use espwatch_store::{
     AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm, StoreError,
-    StoreResult,
+    StoreResult, TransientMark, WellDirectives,
 };
 use tokio_postgres::Row;
 
@@ -45,8 +45,112 @@ fn alarm_from_row(r: &Row) -> StoreResult<Alarm> {
     })
 }
 
+const DIRECTIVE_COLUMNS: &str =
+    "well_id, revision, retrain_from, retrain_until, transient_marked_at, transient_until";
+
+fn directives_from_row(r: &Row) -> StoreResult<WellDirectives> {
+    let pair = |a: Option<i64>, b: Option<i64>| a.zip(b).map(|(a, b)| (Timestamp(a), Timestamp(b)));
+    Ok(WellDirectives {
+        well_id: {
+            let text: String = get(r, 0)?;
+            WellId::parse(&text)
+                .map_err(|e| StoreError::Internal(format!("well directives of {text:?}: {e}")))?
+        },
+        revision: get(r, 1)?,
+        retrain: pair(get(r, 2)?, get(r, 3)?),
+        transient: pair(get(r, 4)?, get(r, 5)?)
+            .map(|(marked_at, until)| TransientMark { marked_at, until }),
+    })
+}
+
 #[async_trait]
 impl AlarmStore for PostgresStore {
+    async fn record_retrain(
+        &self,
+        well_id: &WellId,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<WellDirectives> {
+        let client = self.client("recording a retrain").await?;
+        let row = client
+            .query_one(
+                &format!(
+                    "INSERT INTO well_directives (well_id, revision, retrain_from, retrain_until)
+                     VALUES ($1, nextval('well_directives_revision'), $2, $3)
+                     ON CONFLICT (well_id) DO UPDATE SET revision = EXCLUDED.revision,
+                         retrain_from = EXCLUDED.retrain_from,
+                         retrain_until = EXCLUDED.retrain_until
+                     RETURNING {DIRECTIVE_COLUMNS}"
+                ),
+                &[&well_id.as_str(), &from.0, &until.0],
+            )
+            .await
+            .map_err(|e| db_err("recording a retrain", e))?;
+        directives_from_row(&row)
+    }
+
+    async fn record_transient(
+        &self,
+        well_id: &WellId,
+        mark: TransientMark,
+    ) -> StoreResult<WellDirectives> {
+        let client = self.client("recording a transient").await?;
+        // Merged as `TransientMark::merged`: a mark still in force when the next is made
+        // keeps its start and extends to the later end.
+        let row = client
+            .query_one(
+                &format!(
+                    "INSERT INTO well_directives AS d
+                         (well_id, revision, transient_marked_at, transient_until)
+                     VALUES ($1, nextval('well_directives_revision'), $2, $3)
+                     ON CONFLICT (well_id) DO UPDATE SET revision = EXCLUDED.revision,
+                         transient_marked_at = CASE WHEN d.transient_until > EXCLUDED.transient_marked_at
+                             THEN LEAST(d.transient_marked_at, EXCLUDED.transient_marked_at)
+                             ELSE EXCLUDED.transient_marked_at END,
+                         transient_until = CASE WHEN d.transient_until > EXCLUDED.transient_marked_at
+                             THEN GREATEST(d.transient_until, EXCLUDED.transient_until)
+                             ELSE EXCLUDED.transient_until END
+                     RETURNING {DIRECTIVE_COLUMNS}"
+                ),
+                &[&well_id.as_str(), &mark.marked_at.0, &mark.until.0],
+            )
+            .await
+            .map_err(|e| db_err("recording a transient", e))?;
+        directives_from_row(&row)
+    }
+
+    async fn well_directives(&self, well_id: &WellId) -> StoreResult<Option<WellDirectives>> {
+        let client = self.client("reading well directives").await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {DIRECTIVE_COLUMNS} FROM well_directives WHERE well_id = $1"),
+                &[&well_id.as_str()],
+            )
+            .await
+            .map_err(|e| db_err("reading well directives", e))?;
+        row.as_ref().map(directives_from_row).transpose()
+    }
+
+    async fn directives_after(
+        &self,
+        revision: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<WellDirectives>> {
+        let client = self.client("listing well directives").await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {DIRECTIVE_COLUMNS} FROM well_directives WHERE revision > $1
+                     ORDER BY revision LIMIT $2"
+                ),
+                &[&revision, &limit],
+            )
+            .await
+            .map_err(|e| db_err("listing well directives", e))?;
+        rows.iter().map(directives_from_row).collect()
+    }
+
     async fn raise_alarm(&self, alarm: NewAlarm) -> StoreResult<(Alarm, bool)> {
         let client = self.client("raising an alarm").await?;
         let detail = alarm.detail.to_string();

@@ -424,6 +424,29 @@ CREATE INDEX notify_outbox_by_channel ON notify_outbox (channel_id, id);
     }
 }
 
+/// What operators told a well's diagnostics (retrain window, transient mark), kept so that the
+/// node diagnosing the well, after a restart or an ownership move too, rebuilds with it (see
+/// `espwatch_store::WellDirectives`). `revision` comes from one sequence: a node that missed a
+/// change reads those above the last it saw.
+fn well_directives() -> Migration {
+    Migration {
+        version: 12,
+        name: "well directives of the diagnostics",
+        sql: r#"CREATE SEQUENCE well_directives_revision;
+CREATE TABLE well_directives (
+    well_id TEXT COLLATE "C" PRIMARY KEY,
+    revision BIGINT NOT NULL,
+    retrain_from BIGINT,
+    retrain_until BIGINT,
+    transient_marked_at BIGINT,
+    transient_until BIGINT
+);
+CREATE INDEX well_directives_by_revision ON well_directives (revision);
+"#
+        .into(),
+    }
+}
+
 /// User names unique ignoring (ASCII) case (issue 18 item 14): a unique index on `lower(name)`
 /// (the column's "C" collation folds ASCII letters only, as the embedded store's NOCASE does),
 /// so two concurrent creations of `Alice` and `alice` cannot both succeed. A database that
@@ -523,7 +546,7 @@ async fn check_user_names_any_case(client: &Client) -> Result<(), StoreError> {
 /// A fingerprint of all migrations of both flavours (for test templates).
 pub fn fingerprint() -> u64 {
     checksum(&format!(
-        "{}{}{}{}{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}{}{}{}{}{}{}",
         common().sql,
         partitioned().sql,
         timescale().sql,
@@ -534,7 +557,9 @@ pub fn fingerprint() -> u64 {
         notifications().sql,
         notify_channel_amqp().sql,
         rollup_compression(Flavor::Timescale).sql,
-        user_names_any_case().sql
+        user_names_any_case().sql,
+        alarm_paging().sql,
+        well_directives().sql
     )) as u64
 }
 
@@ -716,6 +741,7 @@ async fn migrate_locked(
         rollup_compression(flavor),
         user_names_any_case(),
         alarm_paging(),
+        well_directives(),
     ];
     let mut applied = Vec::new();
     for m in &all {
@@ -876,11 +902,13 @@ mod pinned {
             super::checksum(&super::rollup_compression(super::Flavor::Timescale).sql),
             super::checksum(&super::rollup_compression(super::Flavor::Partitioned).sql),
             super::checksum(&super::user_names_any_case().sql),
+            super::checksum(&super::alarm_paging().sql),
+            super::checksum(&super::well_directives().sql),
         ];
         assert_eq!(got, PINNED);
     }
 
-    const PINNED: [i64; 11] = [
+    const PINNED: [i64; 13] = [
         4448778947527403899,
         -652217944561075580,
         -7868476583824631736,
@@ -892,5 +920,7 @@ mod pinned {
         -5329364373235496148,
         -7422462322345546189,
         3141637351013811937,
+        -3204515665207860395,
+        1658562631125965638,
     ];
 }

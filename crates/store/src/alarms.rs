@@ -117,6 +117,43 @@ pub enum AckOutcome {
     AlreadyAcknowledged(Alarm),
 }
 
+/// What operators told a well's diagnostics through the API, kept beside its alarms so that it
+/// outlives the node that was told: whichever node diagnoses the well (after a restart or an
+/// ownership move too) rebuilds its engine with it. One row per well, the latest of each kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WellDirectives {
+    pub well_id: WellId,
+    /// Bumped by every change, increasing across the store (a node that missed a change
+    /// reads those above the last it saw).
+    pub revision: i64,
+    /// The healthy baseline window `[from, until)` of the latest retrain.
+    pub retrain: Option<(Timestamp, Timestamp)>,
+    /// The marked transient in force: from when it was marked (wall clock) until `until`
+    /// (data time; the engine's grace ends there). Marks that overlap are merged.
+    pub transient: Option<TransientMark>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct TransientMark {
+    pub marked_at: Timestamp,
+    pub until: Timestamp,
+}
+
+impl TransientMark {
+    /// `self` followed by `next`: one mark from the first's start when the first was still in
+    /// force when the next was made, else the next alone.
+    pub fn merged(self, next: TransientMark) -> TransientMark {
+        if self.until > next.marked_at {
+            TransientMark {
+                marked_at: self.marked_at.min(next.marked_at),
+                until: self.until.max(next.until),
+            }
+        } else {
+            next
+        }
+    }
+}
+
 #[async_trait]
 pub trait AlarmStore: Send + Sync + 'static {
     /// Raises an alarm, or updates the open one of the same well and condition (its
@@ -150,6 +187,29 @@ pub trait AlarmStore: Send + Sync + 'static {
         after: Option<AlarmKey>,
         limit: usize,
     ) -> StoreResult<Vec<Alarm>>;
+
+    /// Records the baseline window of a retrain of `well` (replacing the one before).
+    async fn record_retrain(
+        &self,
+        well_id: &WellId,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<WellDirectives>;
+    /// Records a transient mark of `well` (merged with the one in force, see
+    /// [`TransientMark::merged`]).
+    async fn record_transient(
+        &self,
+        well_id: &WellId,
+        mark: TransientMark,
+    ) -> StoreResult<WellDirectives>;
+    /// The well's directives, if any were ever recorded.
+    async fn well_directives(&self, well_id: &WellId) -> StoreResult<Option<WellDirectives>>;
+    /// Directives changed after `revision` (revision order, at most `limit`).
+    async fn directives_after(
+        &self,
+        revision: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<WellDirectives>>;
 
     /// The notification rules, channels and outbox kept next to these alarms, when the backend
     /// has them (both backends do).

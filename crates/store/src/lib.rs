@@ -26,11 +26,12 @@ pub mod spool;
 
 pub use alarms::{
     ALARM_LIST_CAP, AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm,
+    TransientMark, WellDirectives,
 };
 pub use embedded::{
     CheckpointHook, CompactReport, EmbeddedOptions, EmbeddedSecurityStore, EmbeddedStore,
-    InstallHook, InstallStep, LogRecord, LogTrimHook, LogTrimStep, ShipBacklog, ShipGap,
-    StorageReport, decode_log_readings,
+    FleetTierStats, InstallHook, InstallStep, LogRecord, LogTrimHook, LogTrimStep, ShipBacklog,
+    ShipGap, StorageReport, decode_log_readings,
 };
 pub use fleet::{FleetQuery, FleetTotalsQuery, Totals, WellSeries, WellTotals, fleet_total};
 pub use notify::{

@@ -111,13 +111,17 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub keep_database: bool,
     /// Stall the last node this long during the live phase (SIGSTOP, then SIGCONT; 0s: never),
-    /// as a loaded machine can: the others stop hearing its heartbeat, take its wells, and give
-    /// them back when it returns.
+    /// as a loaded machine can: longer than `--node-timeout`, the others stop hearing its
+    /// heartbeat, take its wells, and give them back when it returns.
     #[arg(long, default_value = "0s")]
     pub stall: String,
     /// When the stall starts, from the start of the live phase (real time).
     #[arg(long, default_value = "30s")]
     pub stall_at: String,
+    /// The nodes' `cluster_node_timeout_ms` (a node not heard of this long has left); default:
+    /// the server's default.
+    #[arg(long)]
+    pub node_timeout: Option<String>,
 }
 
 /// A motor overheat is raised once its evidence persisted this long (the default
@@ -640,12 +644,19 @@ async fn with_database(
         );
     }
     let key = String::from_utf8(out.stdout)?.trim().to_owned();
-    let envs = [
+    let node_timeout_ms = match &args.node_timeout {
+        Some(t) => Some((micros_of(t)? / 1000).to_string()),
+        None => None,
+    };
+    let mut envs = vec![
         ("ESPWATCH_DATABASE_URL", db_url),
         ("ESPWATCH_REDIS_URL", args.redis_url.as_str()),
         ("ESPWATCH_REDIS_CHANNEL_PREFIX", prefix.as_str()),
         ("ESPWATCH_JWT_SECRET", secret.as_str()),
     ];
+    if let Some(ms) = &node_timeout_ms {
+        envs.push(("ESPWATCH_CLUSTER_NODE_TIMEOUT_MS", ms.as_str()));
+    }
     let mut nodes = Vec::new();
     for i in 0..args.nodes {
         nodes.push(start_node(espwatch, dir.path(), i, &envs).await?);
@@ -1377,6 +1388,7 @@ mod tests {
             keep_database: false,
             stall: "0s".into(),
             stall_at: "0s".into(),
+            node_timeout: None,
         };
         let report = run_cluster(&args).await.expect("the run");
         // 40 wells × 102 history readings + 40 × 120 live steps.

@@ -11,11 +11,27 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 mod alarm_pages;
+mod directives;
 
 const HOUR: i64 = 3_600_000_000;
 
 /// CSV bodies of one simulated well: readings before `split` hours, and the rest.
 pub(crate) fn closed_valve_well(id: &str) -> (Value, Vec<u8>, Vec<u8>) {
+    closed_valve_well_split(id, 9 * 60 + 20)
+}
+
+/// As [`closed_valve_well`] (13 h of data ending about now, the valve shut from 9 h to 10 h),
+/// cut `split_minutes` after the start.
+pub(crate) fn closed_valve_well_split(id: &str, split_minutes: i64) -> (Value, Vec<u8>, Vec<u8>) {
+    condition_well(id, Condition::ClosedValve, split_minutes)
+}
+
+/// As [`closed_valve_well_split`] with `condition` from 9 h to 10 h instead.
+pub(crate) fn condition_well(
+    id: &str,
+    condition: Condition,
+    split_minutes: i64,
+) -> (Value, Vec<u8>, Vec<u8>) {
     let now = Timestamp::from_datetime(chrono::Utc::now()).0;
     let start = Timestamp(now - 13 * HOUR - now.rem_euclid(60_000_000));
     let mut config = FleetConfig::new(3, 0, start, 13 * HOUR);
@@ -25,7 +41,7 @@ pub(crate) fn closed_valve_well(id: &str) -> (Value, Vec<u8>, Vec<u8>) {
         pump: Some("RX-538-2600".into()),
         interval: Some("60s".into()),
         conditions: vec![PinnedCondition {
-            condition: Condition::ClosedValve,
+            condition,
             start: "9h".into(),
             end: Some("10h".into()),
             severity: Some(0.5),
@@ -38,7 +54,7 @@ pub(crate) fn closed_valve_well(id: &str) -> (Value, Vec<u8>, Vec<u8>) {
     let (mut before, mut after) = (Vec::new(), Vec::new());
     csv::write_header(&mut before);
     csv::write_header(&mut after);
-    let split = start.0 + 9 * HOUR + 20 * 60_000_000;
+    let split = start.0 + split_minutes * 60_000_000;
     while let Some(s) = sim.next_sample() {
         if let Some(m) = &s.measured {
             let out = if s.ts.0 < split {

@@ -545,8 +545,9 @@ async fn each_well_is_diagnosed_on_one_node_and_moves_when_its_node_dies() {
     nodes[1].kill_9();
     let died = Instant::now();
     while diagnosed_wells(&http, &nodes[0]).await.1 != 1 {
+        // Not heard of for `cluster_node_timeout_ms` (10 s by default): it has left.
         assert!(
-            died.elapsed() < Duration::from_secs(10),
+            died.elapsed() < Duration::from_secs(20),
             "node B never left"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -591,7 +592,7 @@ async fn drained(http: &reqwest::Client, node: &ChildServer, diagnosed: u64) -> 
 
 /// Waits until `node` sees `n` nodes sharing the wells.
 async fn wait_nodes(http: &reqwest::Client, node: &ChildServer, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while diagnosed_wells(http, node).await.1 != n {
         assert!(Instant::now() < deadline, "the node never saw {n} nodes");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -715,6 +716,385 @@ async fn a_membership_change_rebuilds_only_the_wells_that_moved() {
         "only the wells that came back are rebuilt: {d}"
     );
     node.terminate();
+}
+
+/// Readings diagnosed by `node` since its start.
+async fn diagnosed_readings(http: &reqwest::Client, node: &ChildServer) -> u64 {
+    let (_, health) = ready(http, node).await;
+    health["checks"]["diagnostics"]["diagnosed_readings"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Posts `csv` to `node` and returns which of `nodes` diagnosed it (the well's owner: the
+/// only one whose diagnosed readings grow by the body's rows).
+async fn post_csv_and_find_owner(
+    http: &reqwest::Client,
+    nodes: &[ChildServer],
+    node: usize,
+    csv: Vec<u8>,
+) -> usize {
+    let rows = csv.iter().filter(|&&b| b == b'\n').count() as u64 - 1;
+    let mut before = Vec::new();
+    for n in nodes {
+        before.push(diagnosed_readings(http, n).await);
+    }
+    let r = http
+        .post(nodes[node].url("/api/v1/telemetry"))
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if diagnosed_readings(http, n).await >= before[i] + rows {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node diagnosed the {rows} readings"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `GET /wells/{well}/diagnosis` on `node`.
+async fn diagnosis_at(http: &reqwest::Client, node: &ChildServer, well: &str) -> Value {
+    let (status, body) = status_json(
+        http.get(node.url(&format!("/api/v1/wells/{well}/diagnosis")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Waits until `node` has received `n` announcements of changed directives.
+async fn wait_directives_received(http: &reqwest::Client, node: &ChildServer, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, health) = ready(http, node).await;
+        if health["checks"]["redis"]["directives_received"].as_u64() >= Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the owner never heard of {n} directives: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The alarms of `well` (all states) as (id, condition, state), read through `node`.
+async fn alarms_of(
+    http: &reqwest::Client,
+    node: &ChildServer,
+    well: &str,
+) -> Vec<(i64, String, String)> {
+    let (status, body) = status_json(
+        http.get(node.url(&format!("/api/v1/alarms?well_id={well}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["alarms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_i64().unwrap(),
+                a["condition"].as_str().unwrap().to_owned(),
+                a["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Issue 21: a retrain or a transient mark sent to a node that does not diagnose the well
+/// reaches the node that does (it used to be applied to an engine the receiving node built for
+/// that answer and threw away: the owner kept its old baseline and alarmed during the marked
+/// well test). Both are recorded in the database before the answer, which says where they went.
+/// And when the well's owner dies, the node that takes it rebuilds it from the database
+/// without raising again an episode that was already alarmed and cleared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retrain_and_a_transient_mark_sent_to_another_node_reach_the_wells_owner() {
+    init();
+    let Some(redis) = redis_server() else { return };
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let (_dirs, mut nodes, _admin, http) = start_two_nodes(&db.url, &redis);
+    wait_nodes(&http, &nodes[0], 2).await;
+    wait_nodes(&http, &nodes[1], 2).await;
+
+    // Two wells whose tubing leaks from 9 h to 10 h into their 13 h of data (a head loss: judged
+    // only in settled running, so a marked transient holds it); the first 8 h 55 min go in now,
+    // through node 0, one well at a time to tell which node diagnoses each.
+    let (marked, control) = ("XN-MARKED", "XN-CONTROL");
+    let mut rest = Vec::new();
+    let mut owners = Vec::new();
+    for id in [marked, control] {
+        let (meta, before, after) = crate::diagnostics::condition_well(
+            id,
+            espwatch_core::Condition::TubingLeak,
+            8 * 60 + 55,
+        );
+        let r = http
+            .post(nodes[0].url("/api/v1/wells"))
+            .json(&meta)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        owners.push(post_csv_and_find_owner(&http, &nodes, 0, before).await);
+        rest.push(after);
+    }
+    let owner = owners[0];
+    let other = 1 - owner;
+    eprintln!(
+        "{marked} diagnosed on node {owner}, {control} on node {}",
+        owners[1]
+    );
+    let learned = diagnosis_at(&http, &nodes[owner], marked).await;
+    assert_eq!(learned["trained"], true, "{learned}");
+
+    // Retrained through the other node on a window of its own (hours 1 to 6 of the data).
+    let now = chrono::Utc::now();
+    let window = json!({
+        "from": (now - chrono::Duration::hours(12)).to_rfc3339(),
+        "until": (now - chrono::Duration::hours(7)).to_rfc3339(),
+    });
+    let (status, retrained) = status_json(
+        http.post(nodes[other].url(&format!("/api/v1/wells/{marked}/diagnosis/retrain")))
+            .json(&window)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{retrained}");
+    let delivery = &retrained["delivery"];
+    assert_eq!(
+        (
+            delivery["stored"].clone(),
+            delivery["diagnosed_here"].clone(),
+            delivery["owner"].clone()
+        ),
+        (json!(true), json!(false), json!("announced")),
+        "{retrained}"
+    );
+    let baseline = retrained["baseline"].clone();
+    assert!(!baseline.is_null(), "{retrained}");
+    assert_ne!(
+        baseline, learned["baseline"],
+        "the window taught the same baseline"
+    );
+    // The owner was told, and its engine now has the new baseline.
+    wait_directives_received(&http, &nodes[owner], 1).await;
+    let after_retrain = diagnosis_at(&http, &nodes[owner], marked).await;
+    assert_eq!(
+        after_retrain["baseline"], baseline,
+        "the owner kept its old baseline"
+    );
+
+    // A well test marked through the other node for the next 3 hours.
+    let until = (now + chrono::Duration::hours(3)).to_rfc3339();
+    let (status, marked_body) = status_json(
+        http.post(nodes[other].url(&format!("/api/v1/wells/{marked}/diagnosis/transient")))
+            .json(&json!({"until": until, "reason": "well_test"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{marked_body}");
+    assert_eq!(
+        marked_body["delivery"]["owner"], "announced",
+        "{marked_body}"
+    );
+    assert_eq!(marked_body["delivery"]["stored"], true, "{marked_body}");
+    wait_directives_received(&http, &nodes[owner], 2).await;
+
+    // The rest of both wells through the other node: the marked well's leak during its well
+    // test raises nothing on its owner; the control's raises and clears its alarm.
+    let last = |csv: &[u8]| {
+        let text = std::str::from_utf8(csv).unwrap();
+        let line = text.lines().last().unwrap();
+        let ts = line.split(',').nth(1).unwrap().to_owned();
+        espwatch_core::Timestamp::parse_rfc3339(&ts).unwrap()
+    };
+    let ends: Vec<_> = rest.iter().map(|csv| last(csv)).collect();
+    for after in rest {
+        let r = http
+            .post(nodes[other].url("/api/v1/telemetry"))
+            .header("content-type", "text/csv")
+            .body(after)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (i, well) in [marked, control].into_iter().enumerate() {
+        loop {
+            let d = diagnosis_at(&http, &nodes[owners[i]], well).await;
+            if d["as_of"] == json!(ends[i].to_rfc3339()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{well} never diagnosed to its end: {d}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Its last batch pushed; its alarm changes are written once the queue is empty.
+        loop {
+            let (_, health) = ready(&http, &nodes[owners[i]]).await;
+            if health["checks"]["diagnostics"]["queued_readings"] == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{well}'s owner never drained: {health}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let control_alarms = alarms_of(&http, &nodes[other], control).await;
+    assert!(
+        control_alarms
+            .iter()
+            .any(|(_, c, s)| c == "tubing_leak" && s == "cleared"),
+        "{control_alarms:?}"
+    );
+    let marked_alarms = alarms_of(&http, &nodes[other], marked).await;
+    assert!(
+        !marked_alarms.iter().any(|(_, c, _)| c == "tubing_leak"),
+        "the owner alarmed during the marked well test: {marked_alarms:?}"
+    );
+
+    // The control's owner dies: the survivor rebuilds the well from the database, replaying
+    // the episode already alarmed and cleared, and raises nothing again.
+    let dead = owners[1];
+    let survivor = 1 - dead;
+    nodes[dead].kill_9();
+    wait_nodes(&http, &nodes[survivor], 1).await;
+    let rebuilt = diagnosis_at(&http, &nodes[survivor], control).await;
+    assert_eq!(rebuilt["as_of"], json!(ends[1].to_rfc3339()), "{rebuilt}");
+    assert_eq!(
+        alarms_of(&http, &nodes[survivor], control).await,
+        control_alarms,
+        "the new owner raised an episode that was already alarmed"
+    );
+    nodes[survivor].terminate();
+}
+
+/// Issue 21: the heartbeat and the time after which a silent node has left are settings,
+/// shown in `/health/ready`; by default a node may miss nine heartbeats (10 s) before its
+/// wells move, so a node starved of CPU for 5 s on a loaded machine stays (it used to leave
+/// after 3 s and come back, moving its wells twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_silent_for_a_few_seconds_keeps_its_wells_and_the_timeout_is_a_setting() {
+    init();
+    let Some(redis) = redis_server() else { return };
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let prefix = format!(
+        "espwatch-test-{}",
+        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
+    );
+    let admin = cli_api_key(&["--database-url", &db.url], "admin");
+    let http = bearer_client(&admin);
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_node(dir.path(), &db.url, &redis, &prefix);
+    wait_nodes(&http, &node, 1).await;
+    let (_, health) = ready(&http, &node).await;
+    let redis_check = &health["checks"]["redis"];
+    assert_eq!(
+        (
+            redis_check["heartbeat_ms"].clone(),
+            redis_check["node_timeout_ms"].clone()
+        ),
+        (json!(1000), json!(10_000)),
+        "{health}"
+    );
+    let changes = |h: &Value| h["checks"]["redis"]["membership_changes"].as_u64().unwrap();
+    let joined = changes(&health);
+
+    // Another member last heard of 5 s ago (a node stalled that long) is one of the nodes.
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}:nodes");
+    let stalled = chrono::Utc::now().timestamp_millis() - 5_000;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&key)
+        .arg(stalled)
+        .arg("zz-stalled-node")
+        .query_async(&mut redis_connection)
+        .await
+        .unwrap();
+    wait_nodes(&http, &node, 2).await;
+    // Not heard of for 10 s: it has left.
+    wait_nodes(&http, &node, 1).await;
+    let (_, health) = ready(&http, &node).await;
+    assert_eq!(changes(&health), joined + 2, "{health}");
+    node.terminate();
+
+    // Other values are taken (and shown); a timeout under three heartbeats is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = ChildServer::start_with_env(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[
+            ("ESPWATCH_DATABASE_URL", db.url.as_str()),
+            ("ESPWATCH_REDIS_URL", redis.as_str()),
+            ("ESPWATCH_REDIS_CHANNEL_PREFIX", prefix.as_str()),
+            ("ESPWATCH_CLUSTER_HEARTBEAT_MS", "250"),
+            ("ESPWATCH_CLUSTER_NODE_TIMEOUT_MS", "2000"),
+        ],
+    );
+    wait_nodes(&http, &node, 1).await;
+    let (_, health) = ready(&http, &node).await;
+    assert_eq!(
+        (
+            health["checks"]["redis"]["heartbeat_ms"].clone(),
+            health["checks"]["redis"]["node_timeout_ms"].clone()
+        ),
+        (json!(250), json!(2000)),
+        "{health}"
+    );
+    node.terminate();
+    let (ok, _, stderr) = run_cli(
+        &["config", "show"],
+        &[
+            ("ESPWATCH_CLUSTER_HEARTBEAT_MS", "1000"),
+            ("ESPWATCH_CLUSTER_NODE_TIMEOUT_MS", "2999"),
+        ],
+        dir.path(),
+    );
+    assert!(
+        !ok,
+        "a 2999 ms timeout over 1000 ms heartbeats was accepted"
+    );
+    assert!(
+        stderr.contains("cluster_node_timeout_ms must be at least 3 x cluster_heartbeat_ms"),
+        "{stderr}"
+    );
 }
 
 /// The nginx binary, or `None` (after saying why). `.ci/run` installs Debian's `nginx`, so

@@ -295,6 +295,8 @@ pub(crate) struct HeadLoss {
     /// The motor's state when the head began to depart: wear and scale are told apart by what
     /// the motor did since, on the well's own recent levels rather than the training baseline.
     pub at_departure: Option<MotorLevels>,
+    /// The drive frequency when the head began to depart.
+    pub hz_at_departure: Option<f64>,
     /// Free gas was seen at the intake (gas-rich fluid, the intake near the bubble point, or a
     /// hunting current) since the head departed: a loss over hours is then the gas's doing.
     pub gas_seen: bool,
@@ -1304,6 +1306,7 @@ pub(crate) fn head_loss(i: &Input, gas: &GasEvidence, state: &mut HeadLoss) -> O
     if state.departed.is_none() {
         state.departed = Some(i.ts);
         state.at_departure = Some(MotorLevels::now(i));
+        state.hz_at_departure = i.f.frequency_hz;
     }
     let departed = state.departed.unwrap_or(i.ts);
     state.gas_seen |= gas.rich || gas.near_bubble || gas.new_gas || i.cur_swings > 0;
@@ -1396,6 +1399,27 @@ pub(crate) fn head_loss(i: &Input, gas: &GasEvidence, state: &mut HeadLoss) -> O
         && took_secs < th.gradual_min_secs
         && state.gas_seen
     {
+        return None;
+    }
+    // Nor is a loss over hours that came with the drive turned faster: the system (wellhead,
+    // fluid column) sets the lift, so at a higher speed the same lift is a smaller share of the
+    // affinity-scaled head (an operator's ramp, without a flow meter to show the pump running
+    // further right). The head the pump makes at its new speed becomes the level a loss is
+    // judged from: the bar moves down with it and the departure starts afresh.
+    let sped_up =
+        i.f.frequency_hz
+            .zip(state.hz_at_departure)
+            .is_some_and(|(now, then)| now >= then * (1.0 + th.moved_right_speed_rise));
+    if state.kind.is_none()
+        && took_secs > th.abrupt_secs
+        && took_secs < th.gradual_min_secs
+        && sped_up
+    {
+        *state = HeadLoss {
+            low: Some(h * th.head_ratio_low),
+            step: state.step,
+            ..HeadLoss::default()
+        };
         return None;
     }
     if state.kind.is_none() {

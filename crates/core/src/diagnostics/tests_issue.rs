@@ -3042,3 +3042,53 @@ fn a_drive_coasting_down_after_trips_is_not_a_power_fluctuation() {
         "two sags at a steady speed must be a power fluctuation"
     );
 }
+
+/// An operator ramps the drive 12 % faster over four hours on a well without a flow meter. The
+/// system (wellhead, fluid column) sets the lift, so the pump adds the same pressure at the
+/// higher speed (the intake draws down a little, the wellhead rises a little with the flow) and
+/// the affinity-scaled head ratio falls as 1/speed²: the pump runs further right on its curve
+/// (seen on outside data: such a ramp reported as pump wear for six days). No wear, scale or
+/// leak; the same readings judged without the speed's part are a head loss.
+#[test]
+fn a_ramp_to_a_higher_speed_without_a_flow_meter_is_no_head_loss() {
+    let plan = pinned(Family::Classic, None, 40, "20s");
+    let meta = &plan.wells[0].meta;
+    let mut well = samples(&plan, 0);
+    for (_, m) in &mut well {
+        m.set(Field::FlowRateBpd, None);
+    }
+    let readings = scaled_from(well, start().0 + 16 * HOUR, |since, m| {
+        // The extra flow draws the intake 6 % down and presses the wellhead 3 % up by the end
+        // of the ramp; the discharge stays.
+        let r = (since as f64 / (4 * HOUR) as f64).min(1.0);
+        let speed = 1.0 + 0.12 * r;
+        scale(m, Field::FrequencyHz, speed);
+        scale(m, Field::MotorVoltageV, speed);
+        scale(m, Field::MotorCurrentA, speed * speed);
+        scale(m, Field::IntakePressurePsi, 1.0 - 0.06 * r);
+        scale(m, Field::TubingPressurePsi, 1.0 + 0.03 * r);
+    });
+    let head_losses = |th: Thresholds| {
+        [
+            Condition::PumpWear,
+            Condition::ScalePlugging,
+            Condition::TubingLeak,
+        ]
+        .into_iter()
+        .map(|c| count_with(meta, th.clone(), &readings, c))
+        .sum::<usize>()
+    };
+    assert_eq!(
+        head_losses(Thresholds::default()),
+        0,
+        "the ramp is no head loss"
+    );
+    let speed_ignored = Thresholds {
+        moved_right_speed_rise: f64::INFINITY,
+        ..Thresholds::default()
+    };
+    assert!(
+        head_losses(speed_ignored) >= 1,
+        "judged without the speed's part, the same readings are a head loss"
+    );
+}

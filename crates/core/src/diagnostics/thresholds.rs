@@ -418,6 +418,9 @@ pub struct Thresholds {
     /// A head loss is a pump losing head only while the surface delivery is below this share
     /// of its baseline (at or above it, the operating point moved right on the curve).
     pub head_loss_min_flow_shortfall_ratio: f64,
+    /// A head loss that developed over hours while the drive turned this much faster (since
+    /// the head began to depart) is the operating point moving, not wear or scale.
+    pub moved_right_speed_rise: f64,
     /// Without a flow meter: an intake this far above its baseline and falling is the annulus
     /// drawing down after a start.
     pub drawdown_pip_ratio: f64,
@@ -644,6 +647,7 @@ impl Default for Thresholds {
             leak_subtle_speed_rise: 1.01,
             leak_subtle_pip_held: 0.99,
             head_loss_min_flow_shortfall_ratio: 1.0,
+            moved_right_speed_rise: 0.03,
             drawdown_pip_ratio: 1.05,
             leak_step_pip_rise: 1.02,
             leak_step_flow_fall: 0.97,

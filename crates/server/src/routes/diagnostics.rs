@@ -8,7 +8,7 @@ use espwatch_store::AlarmFilter;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::diagnostics::RetrainError;
+use crate::diagnostics::{Delivery, RetrainError};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, WellIdPath};
 use crate::state::AppState;
@@ -63,8 +63,10 @@ pub struct TransientBody {
 
 /// Marks a known transient of the well (a well test, a planned rate change) until `until`: the
 /// rules that need steady running give it a grace period instead of alarms; the protective
-/// rules (loss of lift, nameplate overload, winding at its limit) still judge. Returns the
-/// diagnosis.
+/// rules (loss of lift, nameplate overload, winding at its limit) still judge. The mark is
+/// recorded in the database before the answer, so the node that diagnoses the well (this one,
+/// or another one it is announced to) keeps it across restarts and ownership moves. Returns
+/// the diagnosis with `delivery`: what became of the mark.
 #[utoipa::path(post, path = "/api/v1/wells/{id}/diagnosis/transient", tag = "diagnostics",
     params(("id" = String, Path, description = "Well id")),
     request_body = TransientBody,
@@ -94,12 +96,26 @@ pub async fn transient(
             "`reason` is longer than 200 characters",
         ));
     }
-    state.diagnostics.mark_transient(&well_id, until).await;
-    Ok(Json(state.diagnostics.diagnosis(&well_id).await))
+    let delivery = state.diagnostics.mark_transient(&well_id, until).await?;
+    Ok(Json(with_delivery(
+        state.diagnostics.diagnosis(&well_id).await,
+        &delivery,
+    )))
+}
+
+/// The diagnosis with what became of the directive that was just given.
+fn with_delivery(mut diagnosis: serde_json::Value, delivery: &Delivery) -> serde_json::Value {
+    if let Some(object) = diagnosis.as_object_mut() {
+        object.insert("delivery".into(), serde_json::json!(delivery));
+    }
+    diagnosis
 }
 
 /// Retrains a well's anomaly model and baseline on a window of its stored telemetry the
-/// engineer knows to be healthy, then replays what followed. Returns the new diagnosis.
+/// engineer knows to be healthy, then replays what followed. The window is recorded in the
+/// database before the answer, so the node that diagnoses the well (this one, or another one
+/// it is announced to) uses it, across restarts and ownership moves too. Returns the new
+/// diagnosis with `delivery`: what became of the retrain.
 #[utoipa::path(post, path = "/api/v1/wells/{id}/diagnosis/retrain", tag = "diagnostics",
     params(("id" = String, Path, description = "Well id")),
     request_body = RetrainBody,
@@ -133,7 +149,10 @@ pub async fn retrain(
         ));
     }
     match state.diagnostics.retrain(&well_id, from, until).await {
-        Ok(()) => Ok(Json(state.diagnostics.diagnosis(&well_id).await)),
+        Ok(delivery) => Ok(Json(with_delivery(
+            state.diagnostics.diagnosis(&well_id).await,
+            &delivery,
+        ))),
         Err(RetrainError::NoBaseline { readings }) => Err(ApiError::unprocessable(
             "no_baseline",
             "the window holds no settled running of this well to learn a baseline from: \
@@ -146,6 +165,7 @@ pub async fn retrain(
             "readings_in_window": readings,
         }))),
         Err(e @ RetrainError::History(_)) => Err(ApiError::internal(e)),
+        Err(RetrainError::Store(e)) => Err(e.into()),
     }
 }
 

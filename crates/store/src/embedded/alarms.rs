@@ -9,7 +9,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::schema::sql_err;
 use super::{EmbeddedStore, Inner, lock};
 use crate::StoreResult;
-use crate::alarms::{AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm};
+use crate::alarms::{
+    AckOutcome, Alarm, AlarmFilter, AlarmKey, AlarmState, AlarmStore, NewAlarm, TransientMark,
+    WellDirectives,
+};
 
 pub(super) const FILE: &str = "alarms.sqlite";
 const COLUMNS: &str = "id, well_id, condition, severity, state, confidence, started_at, ended_at, \
@@ -38,6 +41,15 @@ fn open(inner: &Inner) -> StoreResult<Connection> {
          CREATE UNIQUE INDEX IF NOT EXISTS alarms_one_open
              ON alarms (well_id, condition) WHERE state != 'cleared';
          CREATE INDEX IF NOT EXISTS alarms_by_well ON alarms (well_id, started_at);
+         CREATE TABLE IF NOT EXISTS well_directives (
+             well_id TEXT PRIMARY KEY,
+             revision INTEGER NOT NULL,
+             retrain_from INTEGER,
+             retrain_until INTEGER,
+             transient_marked_at INTEGER,
+             transient_until INTEGER
+         );
+         CREATE INDEX IF NOT EXISTS well_directives_by_revision ON well_directives (revision);
          CREATE INDEX IF NOT EXISTS alarms_by_start ON alarms (started_at, id);",
     )
     .map_err(|e| sql_err("creating alarms schema", e))?;
@@ -119,8 +131,132 @@ fn open_alarm(
     .map_err(|e| sql_err("reading open alarm", e))
 }
 
+const DIRECTIVE_COLUMNS: &str =
+    "well_id, revision, retrain_from, retrain_until, transient_marked_at, transient_until";
+
+fn row_to_directives(row: &rusqlite::Row<'_>) -> rusqlite::Result<WellDirectives> {
+    let pair = |a: Option<i64>, b: Option<i64>| a.zip(b).map(|(a, b)| (Timestamp(a), Timestamp(b)));
+    Ok(WellDirectives {
+        well_id: parsed(row, 0, WellId::parse)?,
+        revision: row.get(1)?,
+        retrain: pair(row.get(2)?, row.get(3)?),
+        transient: pair(row.get(4)?, row.get(5)?)
+            .map(|(marked_at, until)| TransientMark { marked_at, until }),
+    })
+}
+
+fn directives_of(conn: &Connection, well: &WellId) -> StoreResult<Option<WellDirectives>> {
+    conn.query_row(
+        &format!("SELECT {DIRECTIVE_COLUMNS} FROM well_directives WHERE well_id = ?1"),
+        params![well.as_str()],
+        row_to_directives,
+    )
+    .optional()
+    .map_err(|e| sql_err("reading well directives", e))
+}
+
+/// Writes `change` over the well's directives (one writer: the connection is behind a lock)
+/// with the next revision.
+fn write_directives(
+    conn: &Connection,
+    well: &WellId,
+    change: impl FnOnce(&mut WellDirectives),
+) -> StoreResult<WellDirectives> {
+    let revision: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(revision), 0) + 1 FROM well_directives",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| sql_err("numbering well directives", e))?;
+    let mut d = directives_of(conn, well)?.unwrap_or(WellDirectives {
+        well_id: well.clone(),
+        revision,
+        retrain: None,
+        transient: None,
+    });
+    d.revision = revision;
+    change(&mut d);
+    conn.execute(
+        "INSERT OR REPLACE INTO well_directives
+             (well_id, revision, retrain_from, retrain_until, transient_marked_at, transient_until)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            well.as_str(),
+            d.revision,
+            d.retrain.map(|r| r.0.0),
+            d.retrain.map(|r| r.1.0),
+            d.transient.map(|t| t.marked_at.0),
+            d.transient.map(|t| t.until.0),
+        ],
+    )
+    .map_err(|e| sql_err("writing well directives", e))?;
+    Ok(d)
+}
+
 #[async_trait]
 impl AlarmStore for EmbeddedStore {
+    async fn record_retrain(
+        &self,
+        well_id: &WellId,
+        from: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<WellDirectives> {
+        let well = well_id.clone();
+        self.blocking(move |inner| {
+            with_conn(inner, |conn| {
+                write_directives(conn, &well, |d| d.retrain = Some((from, until)))
+            })
+        })
+        .await
+    }
+
+    async fn record_transient(
+        &self,
+        well_id: &WellId,
+        mark: TransientMark,
+    ) -> StoreResult<WellDirectives> {
+        let well = well_id.clone();
+        self.blocking(move |inner| {
+            with_conn(inner, |conn| {
+                write_directives(conn, &well, |d| {
+                    d.transient = Some(d.transient.map_or(mark, |t| t.merged(mark)));
+                })
+            })
+        })
+        .await
+    }
+
+    async fn well_directives(&self, well_id: &WellId) -> StoreResult<Option<WellDirectives>> {
+        let well = well_id.clone();
+        self.blocking(move |inner| with_conn(inner, |conn| directives_of(conn, &well)))
+            .await
+    }
+
+    async fn directives_after(
+        &self,
+        revision: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<WellDirectives>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.blocking(move |inner| {
+            with_conn(inner, |conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {DIRECTIVE_COLUMNS} FROM well_directives WHERE revision > ?1
+                         ORDER BY revision LIMIT ?2"
+                    ))
+                    .map_err(|e| sql_err("listing well directives", e))?;
+                let rows = stmt
+                    .query_map(params![revision, limit], row_to_directives)
+                    .map_err(|e| sql_err("listing well directives", e))?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| sql_err("listing well directives", e))
+            })
+        })
+        .await
+    }
+
     async fn raise_alarm(&self, a: NewAlarm) -> StoreResult<(Alarm, bool)> {
         self.blocking(move |inner| {
             with_conn(inner, |conn| {

@@ -17,6 +17,7 @@
 //! [`Store::fleet_aggregate`]: crate::Store::fleet_aggregate
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::Ordering;
 
 use espwatch_core::series::evaluate;
 use espwatch_core::{Agg, Point, Series, TimeRange, WellId};
@@ -181,6 +182,7 @@ impl EmbeddedStore {
                 _ => parts.push((a, b)),
             };
             let mut hourly: Vec<(i64, i64)> = Vec::new();
+            let (mut from_rows, mut by_well) = (0u64, 0u64);
             match inner_range {
                 None => rest.push((from, to, false)),
                 Some((inner_from, inner_to)) => {
@@ -198,8 +200,12 @@ impl EmbeddedStore {
                                 pieces
                                     .extend(row.iter().filter(|p| p.at >= a && p.at < b).cloned());
                                 extend(&mut unsealed, (a, b));
+                                from_rows += 1;
                             }
-                            None => extend(&mut hourly, (a, b)),
+                            None => {
+                                extend(&mut hourly, (a, b));
+                                by_well += 1;
+                            }
                         }
                         if end == i64::MAX {
                             break;
@@ -207,6 +213,16 @@ impl EmbeddedStore {
                         ws = end;
                     }
                 }
+            }
+            // Only fleet aggregates of every well can use the tier.
+            if query.wells.is_empty() {
+                let shared = &inner.shared;
+                shared
+                    .fleet_windows_from_rows
+                    .fetch_add(from_rows, Ordering::Relaxed);
+                shared
+                    .fleet_windows_by_well
+                    .fetch_add(by_well, Ordering::Relaxed);
             }
             rest.extend(hourly.into_iter().map(|(a, b)| (a, b, true)));
             let slot = if step % rollup::HOUR == 0 {

@@ -5,15 +5,21 @@
 //!
 //! A row is built from the wells' hourly rollups of its window (`rollup`) by the checkpoint
 //! thread, for the windows the checkpoint seals into (their new rollups are at hand) and for
-//! windows whose row is missing or out of date (at most [`FLEET_PER_CHECKPOINT`] in all), and
-//! for every window by `espwatch store compact`. It records what it was made from: the total
+//! windows whose row is missing or out of date (at most [`FLEET_PER_CHECKPOINT`] in all);
+//! between checkpoints, the writer hands the windows still out of date to the same thread,
+//! [`FLEET_PER_REBUILD`] at a time, until none is left that can be built (a window with
+//! unsealed readings waits for the checkpoint sealing them): a bulk load writes into more
+//! windows than its checkpoints rebuild, and those windows used to stay without a row, read
+//! well by well, until later checkpoints got to them. `espwatch store compact` builds every
+//! window's row at once. It records what it was made from: the total
 //! reading count and a fingerprint of the `(well, reading count)` pairs. A query uses it only
 //! when both equal what its snapshot of the index says about the window's sealed data, and
 //! adds the wells' unsealed readings there as raw points; any other window is answered well
 //! by well (rollups, raw points), as before. Writing a segment of the window, deleting a
 //! well, quarantining a segment and rollup retention delete the row in the same transaction,
 //! so a row never outlives the data it summarises; a restore drops them all. The row is
-//! rebuilt at a later checkpoint.
+//! rebuilt as above. `EmbeddedStore::fleet_tier` counts the windows answered from rows and
+//! well by well, and the windows out of date.
 //!
 //! `last` is not kept (which well's reading is the fleet's last needs timestamps the hourly
 //! rollups do not have): a fleet `last` is computed from raw points.
@@ -34,6 +40,10 @@ const VERSION: u8 = 1;
 /// Fleet rows a checkpoint builds at most (a day of 4-hour windows; a few ms each at 1 000
 /// wells, on the checkpoint thread).
 pub const FLEET_PER_CHECKPOINT: usize = 6;
+
+/// Fleet rows one background rebuild builds at most (between checkpoints, nothing frozen:
+/// `Writer::rebuild_fleet_if_due`); four days of 4-hour windows, some 100 ms at 1 000 wells.
+pub const FLEET_PER_REBUILD: usize = 24;
 
 /// One built row.
 #[derive(Clone, Debug, PartialEq)]

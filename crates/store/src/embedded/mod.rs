@@ -37,7 +37,7 @@ mod writer;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -60,6 +60,17 @@ use crate::{
     AppendOptions, AppendOutcome, LatestReading, ProbeResult, Store, StoreError, StoreHealth,
     StoreResult, StoreStats, WellRecord,
 };
+
+/// How the fleet tier answered (`EmbeddedStore::fleet_tier`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FleetTierStats {
+    /// Whole windows of fleet aggregates of every well read from their fleet rollup row.
+    pub windows_from_rows: u64,
+    /// Whole windows of such aggregates read well by well (no valid row).
+    pub windows_well_by_well: u64,
+    /// Windows whose row is missing or out of date now (built in the background).
+    pub stale_windows: u64,
+}
 
 /// Tuning of the embedded engine. The defaults suit production; tests shrink them to force
 /// checkpoints.
@@ -384,6 +395,9 @@ impl EmbeddedStore {
             }),
             last_log_id: std::sync::atomic::AtomicI64::new(last_log_id),
             last_commit_at: Default::default(),
+            fleet_windows_from_rows: Default::default(),
+            fleet_windows_by_well: Default::default(),
+            fleet_windows_stale: AtomicU64::new(fleet_dirty.len() as u64),
         });
         let (tx, rx) = mpsc::channel();
         let w = Writer::new(
@@ -435,6 +449,17 @@ impl EmbeddedStore {
             .shared
             .duplicate_check_loads
             .load(Ordering::Relaxed)
+    }
+
+    /// How the fleet tier (`fleet_rollups`) has answered fleet aggregates of every well since
+    /// the store opened, and how many windows it is missing now.
+    pub fn fleet_tier(&self) -> FleetTierStats {
+        let shared = &self.inner.shared;
+        FleetTierStats {
+            windows_from_rows: shared.fleet_windows_from_rows.load(Ordering::Relaxed),
+            windows_well_by_well: shared.fleet_windows_by_well.load(Ordering::Relaxed),
+            stale_windows: shared.fleet_windows_stale.load(Ordering::Relaxed),
+        }
     }
 
     /// The data directory this store was opened on.

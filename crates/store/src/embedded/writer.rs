@@ -116,6 +116,12 @@ pub struct Shared {
     /// Id and commit time (UTC micros) of the newest committed log batch.
     pub last_log_id: AtomicI64,
     pub last_commit_at: AtomicI64,
+    /// Whole windows of fleet aggregates answered from a fleet rollup row, and answered well
+    /// by well for want of a valid one (`fleet::aggregate_fleet`), since the store opened.
+    pub fleet_windows_from_rows: AtomicU64,
+    pub fleet_windows_by_well: AtomicU64,
+    /// Windows whose fleet rollup is missing or out of date, as the writer last saw them.
+    pub fleet_windows_stale: AtomicU64,
 }
 
 impl Shared {
@@ -354,20 +360,21 @@ pub fn recover(conn: &Connection, window: i64) -> StoreResult<(Index, i64, i64)>
     Ok((index, last_log_id, sealed))
 }
 
-/// Up to [`fleet_rollup::FLEET_PER_CHECKPOINT`] of `candidates` whose fleet rollup can be
+/// Up to `most` of `candidates` whose fleet rollup can be
 /// built (no head readings there), newest first (the windows a checkpoint seals into are
 /// usually the newest), with the wells that will have data there.
 fn fleet_windows(
     index: &super::index::Index,
     window: i64,
     candidates: &BTreeSet<i64>,
+    most: usize,
 ) -> Vec<(i64, Vec<WellId>)> {
     if window % rollup::HOUR != 0 {
         return Vec::new();
     }
     let mut out = Vec::new();
     for &ws in candidates.iter().rev() {
-        if out.len() == fleet_rollup::FLEET_PER_CHECKPOINT {
+        if out.len() == most {
             break;
         }
         if let Some(wells) = fleet_wells(index, ws, ws.saturating_add(window)) {
@@ -658,6 +665,9 @@ struct SealJob {
     wells: Vec<WellJob>,
     /// Closed windows whose fleet rollup to (re)build, with the wells the index has there.
     fleet: Vec<(i64, Vec<WellId>)>,
+    /// Nothing frozen: only fleet rollups built (`rebuild_fleet_if_due`); not counted as a
+    /// checkpoint, no hooks.
+    fleet_only: bool,
     hook: Option<super::CheckpointHook>,
 }
 
@@ -693,6 +703,8 @@ struct Sealed {
     fleet_rows: Vec<FleetRow>,
     /// The windows whose fleet rollup was attempted (built, or not buildable yet).
     fleet_tried: Vec<i64>,
+    /// Made by a `SealJob` with `fleet_only`.
+    fleet_only: bool,
     sealed: usize,
     recompacted: usize,
     /// How long the checkpoint thread took (wall clock), and its CPU time.
@@ -713,6 +725,8 @@ struct InFlight {
     replies: Vec<Reply<()>>,
     /// Encoded, and being written in steps (`install_step`).
     installing: Option<Installing>,
+    /// Only fleet rollups (`rebuild_fleet_if_due`): no checkpoint metrics.
+    fleet_only: bool,
 }
 
 /// A checkpoint's encoded segments being written, a bounded step at a time.
@@ -810,6 +824,10 @@ pub struct Writer {
     trim_waiters: Vec<(i64, i64, Reply<()>)>,
     /// Windows whose fleet rollup is missing or out of date (`fleet_rollup`).
     fleet_dirty: BTreeSet<i64>,
+    /// Whether a window of `fleet_dirty` may be buildable now (set whenever segments or the
+    /// set change; cleared when none is): an idle writer then builds them
+    /// (`rebuild_fleet_if_due`).
+    fleet_recheck: bool,
 }
 
 /// What a step deleting the sealed log starts from (a copy: the step runs inside a
@@ -863,6 +881,7 @@ impl Writer {
             ship_trimmed: i64::MIN,
             trim_retry_at: None,
             trim_waiters: Vec::new(),
+            fleet_recheck: !fleet_dirty.is_empty(),
             fleet_dirty,
         }
     }
@@ -874,6 +893,7 @@ impl Writer {
         let stop_reply = loop {
             self.poll_checkpoint();
             self.checkpoint_if_due();
+            self.rebuild_fleet_if_due();
             // While a checkpoint is being installed or the sealed log deleted, appends'
             // commits take a step each (`commit_group`); a step runs on its own (with an
             // fsync of its own, which appends arriving then wait for) only when no command
@@ -1380,6 +1400,58 @@ impl Writer {
         }
     }
 
+    /// `fleet_dirty` changed: publish its size, and look again whether one can be built.
+    fn fleet_dirty_changed(&mut self) {
+        self.fleet_recheck = !self.fleet_dirty.is_empty();
+        self.shared
+            .fleet_windows_stale
+            .store(self.fleet_dirty.len() as u64, Ordering::Relaxed);
+    }
+
+    /// While no checkpoint runs, builds the fleet rollups of out-of-date windows that can be
+    /// built (no unsealed reading there) on the checkpoint thread, up to
+    /// [`fleet_rollup::FLEET_PER_REBUILD`] at a time, without freezing anything: a bulk load
+    /// (or the late readings of many windows) leaves more windows out of date than the
+    /// checkpoints sealing it rebuild, and without this they stayed so until later
+    /// checkpoints got to them, so fleet aggregates read those windows well by well. The rows
+    /// are written by the install's last step like a checkpoint's; the sealed mark stays.
+    fn rebuild_fleet_if_due(&mut self) {
+        if self.in_flight.is_some()
+            || !self.fleet_recheck
+            || self.checkpoint_retry_at.is_some_and(|t| Instant::now() < t)
+        {
+            return;
+        }
+        let window = self.shared.window;
+        let fleet = {
+            let index = self.shared.read();
+            fleet_windows(
+                &index,
+                window,
+                &self.fleet_dirty,
+                fleet_rollup::FLEET_PER_REBUILD,
+            )
+        };
+        // Nothing buildable: the checkpoint sealing those windows' readings looks again.
+        self.fleet_recheck = false;
+        if fleet.is_empty() {
+            return;
+        }
+        let job = SealJob {
+            window,
+            wells: Vec::new(),
+            fleet,
+            fleet_only: true,
+            hook: None,
+        };
+        if self
+            .spawn_job(job, self.log_sealed, None, Vec::new())
+            .is_err()
+        {
+            self.checkpoint_retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+        }
+    }
+
     /// `Command::Checkpoint`: answered once everything committed before it is sealed.
     fn request_checkpoint(&mut self, reply: Reply<()>) {
         if self.in_flight.is_some() {
@@ -1494,7 +1566,7 @@ impl Writer {
             let index = shared.read();
             if index.head_total == 0
                 && !self.log_has_rows
-                && fleet_windows(&index, window, &self.fleet_dirty).is_empty()
+                && fleet_windows(&index, window, &self.fleet_dirty, 1).is_empty()
             {
                 for reply in replies {
                     let _ = reply.send(Ok(()));
@@ -1567,18 +1639,37 @@ impl Writer {
             index.head_total = 0;
             oldest_head_at = index.oldest_head_at.take();
             // Heads are empty now: what is unsealed, this checkpoint seals.
-            fleet = fleet_windows(&index, window, &fleet_candidates);
+            fleet = fleet_windows(
+                &index,
+                window,
+                &fleet_candidates,
+                fleet_rollup::FLEET_PER_CHECKPOINT,
+            );
         }
         let job = SealJob {
             window,
             wells,
             fleet,
+            fleet_only: false,
             hook: self.opts.checkpoint_hook.clone(),
         };
+        self.spawn_job(job, self.last_log_id, oldest_head_at, replies)
+    }
+
+    /// Starts the checkpoint thread on `job`; the install marks the log sealed up to
+    /// `up_to_log_id`.
+    fn spawn_job(
+        &mut self,
+        job: SealJob,
+        up_to_log_id: i64,
+        oldest_head_at: Option<Instant>,
+        replies: Vec<Reply<()>>,
+    ) -> StoreResult<()> {
         let (tx, rx) = mpsc::sync_channel(1);
         let path = self.db_path.clone();
         let read_cache_mib = self.opts.read_cache_mib;
         let nice = self.opts.checkpoint_nice;
+        let fleet_only = job.fleet_only;
         let spawned = std::thread::Builder::new()
             .name("espwatch-store-checkpoint".into())
             .spawn(move || {
@@ -1595,11 +1686,12 @@ impl Writer {
         let flight = InFlight {
             result: rx,
             thread: None,
-            up_to_log_id: self.last_log_id,
+            up_to_log_id,
             oldest_head_at,
             started: Instant::now(),
             replies,
             installing: None,
+            fleet_only,
         };
         match spawned {
             Ok(handle) => {
@@ -1637,7 +1729,13 @@ impl Writer {
     /// A checkpoint is installed (`Ok`) or given up: metrics, thaw on failure, its requests,
     /// and the checkpoint requested meanwhile.
     fn conclude(&mut self, mut flight: InFlight, outcome: StoreResult<()>) -> StoreResult<()> {
-        crate::metrics::record_checkpoint("embedded", flight.started.elapsed(), outcome.is_ok());
+        if !flight.fleet_only {
+            crate::metrics::record_checkpoint(
+                "embedded",
+                flight.started.elapsed(),
+                outcome.is_ok(),
+            );
+        }
         match &outcome {
             Ok(()) => self.checkpoint_retry_at = None,
             Err(_) => {
@@ -1739,7 +1837,12 @@ impl Writer {
     fn stepped(&self, inst: &mut Installing, step: Installed, with_appends: bool) -> bool {
         inst.written = step.written;
         inst.steps += 1;
-        if let Some(hook) = &self.opts.install_hook {
+        if let Some(hook) = self
+            .opts
+            .install_hook
+            .as_ref()
+            .filter(|_| !inst.sealed.fleet_only)
+        {
             (hook.0)(super::InstallStep {
                 segments: step.segments,
                 written: step.written,
@@ -1766,6 +1869,7 @@ impl Writer {
                 self.fleet_dirty.insert(seg.ws);
             }
         }
+        self.fleet_dirty_changed();
         let mut index = shared.write();
         for seg in &sealed.segments {
             // A regular segment's grid costs the cache next to nothing: re-sent data is then
@@ -1807,6 +1911,16 @@ impl Writer {
                 });
         }
         self.log_has_rows = self.last_log_id > flight.up_to_log_id;
+        if sealed.fleet_only {
+            tracing::debug!(
+                built = sealed.fleet_rows.len(),
+                tried = sealed.fleet_tried.len(),
+                stale = self.fleet_dirty.len(),
+                ms = flight.started.elapsed().as_secs_f64() * 1e3,
+                "embedded store: fleet rollups rebuilt"
+            );
+            return;
+        }
         shared.checkpoints.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             sealed = sealed.sealed,
@@ -1980,6 +2094,7 @@ impl Writer {
                 .map_err(|e| sql_err("committing a fleet rollup rebuild", e))?;
         }
         self.fleet_dirty.clear();
+        self.fleet_dirty_changed();
         Ok(())
     }
 
@@ -2236,6 +2351,8 @@ impl Writer {
             index.segments = index.segments.saturating_sub(st.segs.len() as u64);
             index.head_total = index.head_total.saturating_sub(st.head.len());
         }
+        drop(index);
+        self.fleet_dirty_changed();
         Ok(true)
     }
 }
@@ -2588,6 +2705,7 @@ fn encode_checkpoint(conn: &Connection, job: &SealJob) -> StoreResult<Sealed> {
         segments: Vec::new(),
         fleet_rows: Vec::new(),
         fleet_tried: Vec::new(),
+        fleet_only: job.fleet_only,
         sealed: 0,
         recompacted: 0,
         encoded_in: Duration::ZERO,

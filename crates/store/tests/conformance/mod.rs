@@ -59,6 +59,7 @@ macro_rules! conformance_tests {
             fleet_totals_match_raw_computation,
             fleet_aggregates_match_the_raw_computation,
             alarm_pages_follow_one_stable_order_without_gaps_or_repeats,
+            well_directives_keep_the_latest_retrain_and_merge_transient_marks,
             alarms_active_in_a_range_are_those_whose_episodes_overlap_it,
         );
     };
@@ -1371,6 +1372,68 @@ pub async fn alarm_pages_follow_one_stable_order_without_gaps_or_repeats(h: &imp
             .await
             .unwrap()
             .is_empty()
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn well_directives_keep_the_latest_retrain_and_merge_transient_marks(h: &impl Harness) {
+    use espwatch_store::TransientMark;
+    let s = h.open().await;
+    let alarms = h.alarms();
+    let (a, b) = (well("DIRECTED-A"), well("DIRECTED-B"));
+    assert_eq!(alarms.well_directives(&a).await.unwrap(), None);
+    assert_eq!(alarms.directives_after(0, 10).await.unwrap(), vec![]);
+
+    let first = alarms.record_retrain(&a, ts(0), ts(3600)).await.unwrap();
+    assert_eq!(first.retrain, Some((ts(0), ts(3600))));
+    assert_eq!(first.transient, None);
+    let mark = |at: i64, until: i64| TransientMark {
+        marked_at: ts(at),
+        until: ts(until),
+    };
+    // A mark, then one made while it is in force: one mark from the first's start to the
+    // later end; the retrain stays.
+    let marked = alarms.record_transient(&a, mark(100, 500)).await.unwrap();
+    let extended = alarms.record_transient(&a, mark(200, 900)).await.unwrap();
+    assert_eq!(extended.transient, Some(mark(100, 900)));
+    assert_eq!(extended.retrain, Some((ts(0), ts(3600))));
+    // One made after it ended replaces it; a new retrain replaces the old window.
+    let replaced = alarms.record_transient(&a, mark(1000, 1200)).await.unwrap();
+    assert_eq!(replaced.transient, Some(mark(1000, 1200)));
+    let retrained = alarms.record_retrain(&a, ts(50), ts(60)).await.unwrap();
+    assert_eq!(retrained.retrain, Some((ts(50), ts(60))));
+    assert_eq!(retrained.transient, Some(mark(1000, 1200)));
+    let other = alarms.record_transient(&b, mark(0, 10)).await.unwrap();
+    let revisions = [
+        first.revision,
+        marked.revision,
+        extended.revision,
+        replaced.revision,
+        retrained.revision,
+        other.revision,
+    ];
+    assert!(revisions.is_sorted() && revisions[0] > 0, "{revisions:?}");
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+
+    // Read back, and as changes after a revision (each well once, at its latest).
+    assert_eq!(
+        alarms.well_directives(&a).await.unwrap(),
+        Some(retrained.clone())
+    );
+    assert_eq!(
+        alarms.directives_after(0, 10).await.unwrap(),
+        vec![retrained.clone(), other.clone()]
+    );
+    assert_eq!(
+        alarms
+            .directives_after(retrained.revision, 10)
+            .await
+            .unwrap(),
+        vec![other.clone()]
+    );
+    assert_eq!(
+        alarms.directives_after(0, 1).await.unwrap(),
+        vec![retrained]
     );
     s.close().await.unwrap();
 }
