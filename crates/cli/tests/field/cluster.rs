@@ -272,10 +272,7 @@ fn start_two_nodes(
     String,
     reqwest::Client,
 ) {
-    let prefix = format!(
-        "espwatch-test-{}",
-        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
-    );
+    let prefix = super::unique_prefix();
     let admin = cli_api_key(&["--database-url", db], "admin");
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let nodes = dirs
@@ -615,10 +612,7 @@ async fn a_membership_change_rebuilds_only_the_wells_that_moved() {
     let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
         return;
     };
-    let prefix = format!(
-        "espwatch-test-{}",
-        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
-    );
+    let prefix = super::unique_prefix();
     let admin = cli_api_key(&["--database-url", &db.url], "admin");
     let http = bearer_client(&admin);
     let dir = tempfile::tempdir().unwrap();
@@ -1009,10 +1003,7 @@ async fn a_node_silent_for_a_few_seconds_keeps_its_wells_and_the_timeout_is_a_se
     let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
         return;
     };
-    let prefix = format!(
-        "espwatch-test-{}",
-        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
-    );
+    let prefix = super::unique_prefix();
     let admin = cli_api_key(&["--database-url", &db.url], "admin");
     let http = bearer_client(&admin);
     let dir = tempfile::tempdir().unwrap();
@@ -1313,10 +1304,7 @@ async fn three_nodes_behind_the_reference_nginx_keep_serving_when_one_is_killed(
     let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
         return;
     };
-    let prefix = format!(
-        "espwatch-test-{}",
-        espwatch_app::keys::random_token(9).unwrap().to_lowercase()
-    );
+    let prefix = super::unique_prefix();
     let admin = cli_api_key(&["--database-url", &db.url], "admin");
     let http = bearer_client(&admin);
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
