@@ -1406,14 +1406,14 @@ pub(crate) fn head_loss(i: &Input, gas: &GasEvidence, state: &mut HeadLoss) -> O
     // affinity-scaled head (an operator's ramp, without a flow meter to show the pump running
     // further right). The head the pump makes at its new speed becomes the level a loss is
     // judged from: the bar moves down with it and the departure starts afresh.
-    let sped_up =
+    let faster_since_departure =
         i.f.frequency_hz
             .zip(state.hz_at_departure)
             .is_some_and(|(now, then)| now >= then * (1.0 + th.moved_right_speed_rise));
     if state.kind.is_none()
         && took_secs > th.abrupt_secs
         && took_secs < th.gradual_min_secs
-        && sped_up
+        && faster_since_departure
     {
         *state = HeadLoss {
             low: Some(h * th.head_ratio_low),
