@@ -467,9 +467,17 @@ async fn publish(
 ) {
     let mut backoff = stats.backoff();
     let mut logged = false;
+    // The client's default gives up on an answer after 500 ms, dropping the pipeline's events
+    // (readings other nodes' diagnostics and streams then never get) on a loaded machine.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(CONNECT_TIMEOUT));
     loop {
-        let connected =
-            tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await;
+        let connected = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await;
         let mut connection = match connected {
             Ok(Ok(c)) => c,
             failed => {
@@ -720,11 +728,23 @@ async fn membership(
     let mut connection = None;
     let mut logged = false;
     let heartbeat = state.config.cluster_heartbeat();
+    let node_timeout = Duration::from_millis(state.config.cluster_node_timeout_ms);
     let node_timeout_ms = i64::try_from(state.config.cluster_node_timeout_ms).unwrap_or(i64::MAX);
+    // When Redis last answered a heartbeat: the others count this node among them until
+    // `node_timeout` after it, so this node keeps its share of the wells that long too.
+    let mut last_answer: Option<tokio::time::Instant> = None;
+    // A slow answer is not a lost one: the client's default 500 ms (a loaded machine, a node
+    // resumed after a stall) is no reason to give up the connection.
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(node_timeout / 2));
     loop {
         if connection.is_none() {
-            match tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection())
-                .await
+            match tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                client.get_multiplexed_async_connection_with_config(&config),
+            )
+            .await
             {
                 Ok(Ok(c)) => connection = Some(c),
                 Ok(Err(e)) => stats.failed("membership", e, &mut logged),
@@ -762,6 +782,9 @@ async fn membership(
                 }
             }
         }
+        if alive.is_some() {
+            last_answer = Some(tokio::time::Instant::now());
+        }
         match alive {
             Some(nodes) if nodes != members => {
                 tracing::info!(target: "espwatch::cluster", nodes = nodes.len(), "nodes sharing the wells changed; diagnostics rebuilt from the database as readings come");
@@ -776,6 +799,12 @@ async fn membership(
                     })));
             }
             Some(_) => {}
+            // One heartbeat without an answer (Redis slow or away for a moment, this process
+            // starved or stopped): the others still count this node until the node timeout,
+            // so it keeps its wells (each well still has one owner); dropping them at once
+            // dropped every well's state here, and diagnosed the wells of others meanwhile.
+            None if !members.is_empty()
+                && last_answer.is_some_and(|at| at.elapsed() < node_timeout) => {}
             None if !members.is_empty() => {
                 tracing::warn!(target: "espwatch::cluster", "membership unknown without Redis: this node diagnoses the readings it ingests");
                 stats.nodes.store(0, Ordering::Relaxed);

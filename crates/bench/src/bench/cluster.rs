@@ -111,8 +111,10 @@ pub struct ClusterArgs {
     #[arg(long)]
     pub keep_database: bool,
     /// Stall the last node this long during the live phase (SIGSTOP, then SIGCONT; 0s: never),
-    /// as a loaded machine can: longer than `--node-timeout`, the others stop hearing its
-    /// heartbeat, take its wells, and give them back when it returns.
+    /// as a loaded machine can. Shorter than the nodes' node timeout (`--node-timeout`, 10 s by
+    /// default) it must keep its wells; longer, the others stop hearing its heartbeat, take its
+    /// wells (the run prints after how long: the failover time) and give them back when it
+    /// returns.
     #[arg(long, default_value = "0s")]
     pub stall: String,
     /// When the stall starts, from the start of the live phase (real time).
@@ -156,6 +158,9 @@ pub struct ClusterReport {
     /// Followed readings that reached another node's stream, and those expected.
     pub live_latency: Vec<Duration>,
     pub live_expected: u64,
+    /// With `--stall`: per node other than the stalled one, how long after SIGSTOP it stopped
+    /// counting the stalled node among the nodes (`None`: never, its wells stayed).
+    pub stall_left_after: Vec<Option<Duration>>,
 }
 
 /// The wells' data time, shared by every task.
@@ -818,7 +823,8 @@ async fn drive(
     // 5. Stream clients on every node.
     let sends: Sends = Arc::new(Mutex::new(HashMap::new()));
     let alarms_seen: AlarmsSeen = Arc::new(Mutex::new(HashMap::new()));
-    let live_latency: Arc<Mutex<Vec<Duration>>> = Arc::new(Mutex::new(Vec::new()));
+    // (the batch's send, the reading's arrival on another node's stream minus that)
+    let live_latency: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::new(Mutex::new(Vec::new()));
     let lagged = Arc::new(AtomicU64::new(0));
     let mut streams = Vec::new();
     let mut live_expected_per_step = 0u64;
@@ -884,7 +890,7 @@ async fn drive(
                         if let Some(step) = plan.live_step(ts.0)
                             && let Some((sent, _)) = sends.get(&(plan.gateway_of(w), step))
                         {
-                            latency.push(now - *sent);
+                            latency.push((*sent, now - *sent));
                         }
                     }
                 },
@@ -981,9 +987,13 @@ async fn drive(
         }));
     }
     let stall = Duration::from_micros(micros_of(&args.stall)?.max(0) as u64);
+    // When the stalled node was stopped and resumed.
+    let stall_times: Arc<Mutex<(Option<Instant>, Option<Instant>)>> =
+        Arc::new(Mutex::new((None, None)));
     if !stall.is_zero() {
         let at = Duration::from_micros(micros_of(&args.stall_at)?.max(0) as u64);
         let (index, pid) = (nodes.len(), nodes[nodes.len() - 1].pid);
+        let times = stall_times.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(live_start + at).await;
             let signal = |s: &'static str| {
@@ -992,27 +1002,64 @@ async fn drive(
                     .status()
             };
             let _ = signal("-STOP").await;
+            times.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(Instant::now());
             println!("  node {index} stalled (SIGSTOP) for {stall:?}");
             tokio::time::sleep(stall).await;
             let _ = signal("-CONT").await;
+            times.lock().unwrap_or_else(|p| p.into_inner()).1 = Some(Instant::now());
             println!("  node {index} resumed");
         });
     }
-    // The sampler: RSS and the diagnostics' lag of every node, once a second.
+    // The sampler: every node's membership view four times a second (a stopped node's answer
+    // is not waited for), RSS and the diagnostics' lag once a second.
     let mut rss: Vec<Vec<f64>> = vec![Vec::new(); nodes.len()];
     let mut diag_lag_max = vec![0u64; nodes.len()];
     let mut queued_max = vec![0u64; nodes.len()];
     let mut redis_rss = Vec::new();
     let mut last_print = Instant::now();
+    // Per node: when it first saw fewer nodes than started after the stall began (the stalled
+    // node left its view: its wells moved) and when it saw all of them again.
+    let mut left_view: Vec<Option<Instant>> = vec![None; nodes.len()];
+    let mut back_in_view: Vec<Option<Instant>> = vec![None; nodes.len()];
+    let mut tick = 0u64;
     while !gateways.iter().all(|t| t.is_finished()) {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        tick += 1;
+        let checks = futures_util::future::join_all(nodes.iter().map(|node| {
+            let http = http.clone();
+            async move {
+                tokio::time::timeout(Duration::from_millis(900), health(&http, node))
+                    .await
+                    .ok()
+            }
+        }))
+        .await;
+        let stalled_at = stall_times.lock().unwrap_or_else(|p| p.into_inner()).0;
+        for (i, h) in checks.iter().enumerate() {
+            let Some(h) = h else { continue };
+            if stalled_at.is_some()
+                && let Some(n) = h["checks"]["redis"]["nodes"].as_u64()
+            {
+                if n < nodes.len() as u64 && left_view[i].is_none() {
+                    left_view[i] = Some(Instant::now());
+                } else if n == nodes.len() as u64
+                    && left_view[i].is_some()
+                    && back_in_view[i].is_none()
+                {
+                    back_in_view[i] = Some(Instant::now());
+                }
+            }
+            let d = &h["checks"]["diagnostics"];
+            diag_lag_max[i] = diag_lag_max[i].max(d["lag_ms"].as_u64().unwrap_or(0));
+            queued_max[i] = queued_max[i].max(d["queued_readings"].as_u64().unwrap_or(0));
+        }
+        if !tick.is_multiple_of(4) {
+            continue;
+        }
         for (i, node) in nodes.iter().enumerate() {
             if let Some(r) = rss_mib(node.pid) {
                 rss[i].push(r);
             }
-            let d = &health(&http, node).await["checks"]["diagnostics"];
-            diag_lag_max[i] = diag_lag_max[i].max(d["lag_ms"].as_u64().unwrap_or(0));
-            queued_max[i] = queued_max[i].max(d["queued_readings"].as_u64().unwrap_or(0));
         }
         if let Some(r) = redis_pid.and_then(rss_mib) {
             redis_rss.push(r);
@@ -1135,8 +1182,11 @@ async fn drive(
         live_latency: live_latency
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone(),
+            .iter()
+            .map(|&(_, l)| l)
+            .collect(),
         live_expected,
+        stall_left_after: Vec::new(),
     };
 
     // The report.
@@ -1196,6 +1246,35 @@ async fn drive(
             diag_lag_max[i],
             queued_max[i],
         );
+    }
+    let (stalled_at, resumed_at) = *stall_times.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(stopped) = stalled_at {
+        let stalled = nodes.len();
+        let timeout = checks_after[0]["redis"]["node_timeout_ms"]
+            .as_u64()
+            .map_or("?".to_owned(), |t| format!("{t} ms"));
+        for i in 0..nodes.len() - 1 {
+            let left = left_view[i].map(|l| l.saturating_duration_since(stopped));
+            report.stall_left_after.push(left);
+            match left {
+                Some(after) => println!(
+                    "  node {}: node {stalled} left its view {} after SIGSTOP (node timeout {timeout}: its wells moved here){}",
+                    i + 1,
+                    ms(after),
+                    match (back_in_view[i], resumed_at) {
+                        (Some(back), Some(resumed)) => format!(
+                            ", back {} after SIGCONT",
+                            ms(back.saturating_duration_since(resumed))
+                        ),
+                        _ => ", not back before the end".to_owned(),
+                    }
+                ),
+                None => println!(
+                    "  node {}: node {stalled} stayed among the nodes throughout (node timeout {timeout}: its wells did not move)",
+                    i + 1
+                ),
+            }
+        }
     }
     let pct = |s: Option<f64>| s.map_or("?".to_owned(), |s| format!("{:.1} %", s / secs * 100.0));
     println!(
@@ -1264,6 +1343,25 @@ async fn drive(
             n => format!("; streams lagged by {n} events"),
         }
     );
+    if let (Some(stopped), Some(resumed)) = (stalled_at, resumed_at) {
+        // What the stall itself delayed (readings sent to or followed on the stopped node, and
+        // its backlog afterwards) apart from the rest.
+        let settled = resumed + Duration::from_secs(30);
+        let mut away: Vec<Duration> = live_latency
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|&&(sent, _)| sent < stopped || sent > settled)
+            .map(|&(_, l)| l)
+            .collect();
+        println!(
+            "  of them sent before the stall or more than 30 s after it ended: {}, p50 {} p99 {} max {}",
+            away.len(),
+            ms(percentile(&mut away, 50.0)),
+            ms(percentile(&mut away, 99.0)),
+            ms(percentile(&mut away, 100.0)),
+        );
+    }
     report.live_latency.sort_unstable();
     Ok(report)
 }

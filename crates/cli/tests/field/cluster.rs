@@ -1088,6 +1088,197 @@ async fn a_node_silent_for_a_few_seconds_keeps_its_wells_and_the_timeout_is_a_se
     );
 }
 
+/// A TCP relay to Redis whose answers can be held back: while a delay is set, every chunk
+/// Redis sends reaches the node that much later (each chunk on its own schedule, so the delay
+/// does not pile up). What a node sees of Redis on a loaded machine, or when it resumes after
+/// being starved or stopped: the answer is there, but a timer gave up on it first.
+struct SlowRelay {
+    port: u16,
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowRelay {
+    async fn start(redis: &str) -> SlowRelay {
+        let authority = redis
+            .strip_prefix("redis://")
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        let upstream = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, a)| a)
+            .to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let delay = delay_ms.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream.as_str()).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+                let delay = delay.clone();
+                tokio::spawn(async move {
+                    use tokio::io::AsyncReadExt;
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = server_read.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        let late =
+                            Duration::from_millis(delay.load(std::sync::atomic::Ordering::SeqCst));
+                        if tx.send((Instant::now() + late, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    while let Some((due, bytes)) = rx.recv().await {
+                        tokio::time::sleep_until(due.into()).await;
+                        if client_write.write_all(&bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        SlowRelay {
+            port,
+            delay_ms,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn delay(&self, by: Duration) {
+        self.delay_ms
+            .store(by.as_millis() as u64, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for SlowRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Issue 17/21 (`espwatch-bench cluster --stall 6s`): a node whose Redis answers come late for
+/// a few seconds — shorter than `cluster_node_timeout_ms`, during which the other nodes still
+/// count it — keeps its wells. It used to give up on a heartbeat's answer after the Redis
+/// client's default 500 ms and then, at once, on the membership: every well's diagnostics
+/// state dropped and every reading it ingested diagnosed here (the wells of others too), then,
+/// a heartbeat later, every state dropped again and rebuilt from the database; its publisher
+/// dropped the readings it was carrying to the other nodes the same way.
+///
+/// One real node behind a relay that can hold Redis's answers back; a second member written
+/// into Redis by the test (heard "until tomorrow", no process behind it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_redis_answers_come_late_for_a_few_seconds_keeps_its_wells() {
+    init();
+    let Some(redis) = redis_server() else { return };
+    let Some(db) = espwatch_store_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let relay = SlowRelay::start(&redis).await;
+    let prefix = super::unique_prefix();
+    let admin = cli_api_key(&["--database-url", &db.url], "admin");
+    let http = bearer_client(&admin);
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = start_node(dir.path(), &db.url, &relay.url(), &prefix);
+    wait_nodes(&http, &node, 1).await;
+    let client = redis::Client::open(redis.as_str()).unwrap();
+    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
+    let tomorrow = chrono::Utc::now().timestamp_millis() + 86_400_000;
+    let _: i64 = redis::cmd("ZADD")
+        .arg(format!("{prefix}:nodes"))
+        .arg(tomorrow)
+        .arg("zz-absent-node")
+        .query_async(&mut redis_connection)
+        .await
+        .unwrap();
+    wait_nodes(&http, &node, 2).await;
+
+    let now = espwatch_core::Timestamp::from_datetime(chrono::Utc::now()).0;
+    let t0 = now - 3_600_000_000 - now.rem_euclid(1_000_000);
+    let at = |round: i64| espwatch_core::Timestamp(t0 + round * 10_000_000).to_rfc3339();
+    let wells: Vec<String> = (0..30).map(|i| format!("LATE-{i:02}")).collect();
+    let n = wells.len() as u64;
+    let send = |round: i64| {
+        let body: Vec<Value> = wells.iter().map(|w| reading(w, &at(round), 40.0)).collect();
+        let request = http.post(node.url("/api/v1/telemetry")).json(&body);
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let counter = |h: &Value, check: &str, key: &str| h["checks"][check][key].as_u64().unwrap();
+    send(0).await;
+    drained(&http, &node, 1).await;
+    let (_, before) = ready(&http, &node).await;
+    let owned = counter(&before, "diagnostics", "wells");
+    assert!(0 < owned && owned < n, "wells owned here: {before}");
+    assert_eq!(
+        counter(&before, "diagnostics", "rebuilds"),
+        owned,
+        "{before}"
+    );
+
+    // Answers 1.5 s late for 4 s (four heartbeats), readings ingested meanwhile.
+    relay.delay(Duration::from_millis(1500));
+    let slow = Instant::now();
+    let mut round = 1;
+    while slow.elapsed() < Duration::from_secs(4) {
+        send(round).await;
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    relay.delay(Duration::ZERO);
+    // Answers read in the next 2 s come 6 s late: a heartbeat given up on (after 5 s), but the
+    // node is still one of the nodes for the others until 10 s after its last answered one.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    relay.delay(Duration::from_secs(6));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    relay.delay(Duration::ZERO);
+    // Every late answer delivered, a few heartbeats answered on time.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    send(round).await;
+    round += 1;
+    let d = drained(&http, &node, owned * round as u64).await;
+    let (_, after) = ready(&http, &node).await;
+    assert_eq!(
+        counter(&after, "redis", "membership_changes"),
+        counter(&before, "redis", "membership_changes"),
+        "the node left and rejoined the wells' owners: {after}"
+    );
+    assert_eq!(counter(&after, "redis", "nodes"), 2, "{after}");
+    assert_eq!(
+        (
+            counter(&after, "diagnostics", "wells"),
+            counter(&after, "diagnostics", "rebuilds")
+        ),
+        (owned, owned),
+        "the wells it owns were dropped and rebuilt, or others' wells diagnosed: {after}"
+    );
+    assert_eq!(
+        d["diagnosed_readings"].as_u64(),
+        Some(owned * round as u64),
+        "only its own wells' readings, each once: {d}"
+    );
+    node.terminate();
+}
+
 /// The nginx binary, or `None` (after saying why). `.ci/run` installs Debian's `nginx`, so
 /// under `ESPWATCH_REQUIRE_SERVICES=1` a missing one fails the test.
 fn nginx_binary() -> Option<&'static str> {
