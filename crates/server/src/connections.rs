@@ -558,8 +558,7 @@ impl AsyncRead for TimedStream {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let filled = buf.filled()[before..].to_vec();
-                match this.saw(&filled) {
+                match this.saw(&buf.filled()[before..]) {
                     Ok(()) => Poll::Ready(Ok(())),
                     Err(refusal) => Poll::Ready(Err(this.refuse_head(refusal))),
                 }
