@@ -454,7 +454,10 @@ fn typed_headers() -> &'static TypedHeaders {
             .iter()
             .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
             .collect(),
-        hsts: (HeaderName::from_static(HSTS.0), HeaderValue::from_static(HSTS.1)),
+        hsts: (
+            HeaderName::from_static(HSTS.0),
+            HeaderValue::from_static(HSTS.1),
+        ),
     })
 }
 
