@@ -29,11 +29,14 @@ async fn gateway(
     // Clean session: what was in flight is the gateway's to send again (below).
     options.set_clean_session(true);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
-    let deadline = Instant::now() + Duration::from_secs(120);
     for i in 0..count {
         let body = json!({"ts": ts(i as i64), "motor_current_a": 40.0 + (i % 50) as f64 / 10.0})
             .to_string()
             .into_bytes();
+        // Each message gets a minute to be acknowledged, however long the ones before took:
+        // on a loaded machine (the whole suite at once) a fixed budget for the whole stream
+        // ran out during the second restart, and the gateway stopped publishing.
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut attempts = 0;
         'publish: loop {
             assert!(Instant::now() < deadline, "gateway stuck at message {i}");
@@ -48,10 +51,14 @@ async fn gateway(
                 match tokio::time::timeout(Duration::from_secs(5), eventloop.poll()).await {
                     Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => break 'publish,
                     Ok(Ok(_)) => {}
-                    Ok(Err(_)) | Err(_) => {
-                        // The connection is gone (or stalled): connect again, then send the
-                        // message again. rumqttc keeps an unacknowledged publish for the old
-                        // session only; a clean session drops it.
+                    // Slow, not gone: a lost connection shows as an error (the keep-alive
+                    // notices a silent one). Waiting for a CONNACK here would wait forever
+                    // on a connection that is still up.
+                    Err(_) => assert!(Instant::now() < deadline, "gateway stuck at message {i}"),
+                    Ok(Err(_)) => {
+                        // The connection is gone: connect again, then send the message again.
+                        // rumqttc keeps an unacknowledged publish for the old session only; a
+                        // clean session drops it.
                         loop {
                             assert!(Instant::now() < deadline, "gateway cannot reconnect");
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -103,9 +110,18 @@ async fn mqtt_broker_restart_mid_stream_loses_nothing_acknowledged_and_ingestion
     // for 4 s (the server's reconnection backoff grows to seconds meanwhile).
     let mut restarts = Vec::new();
     for (at, down) in [(COUNT / 3, 1), (2 * COUNT / 3, 4)] {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Stalled only when no message was acknowledged for a minute (a loaded machine is
+        // slow, not stuck).
+        let (mut progress, mut last) = (Instant::now(), acked.load(Ordering::Relaxed));
         while acked.load(Ordering::Relaxed) < at {
-            assert!(Instant::now() < deadline, "the stream stalled before {at}");
+            let now = acked.load(Ordering::Relaxed);
+            if now != last {
+                (progress, last) = (Instant::now(), now);
+            }
+            assert!(
+                progress.elapsed() < Duration::from_secs(60),
+                "the stream stalled at {now} before {at}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let acked_before = acked.load(Ordering::Relaxed) as u64;
@@ -121,6 +137,12 @@ async fn mqtt_broker_restart_mid_stream_loses_nothing_acknowledged_and_ingestion
             if status["connections"].as_u64().unwrap_or(0) > connections && accepted > acked_before
             {
                 break restarted.elapsed();
+            }
+            if publisher.is_finished() && acked.load(Ordering::Relaxed) < COUNT {
+                // The gateway gave up: its panic says why (not a server stall). A gateway that
+                // finished has left the rest queued at the broker for espwatch's session.
+                publisher.await.expect("gateway");
+                unreachable!("the gateway ends early only by panicking");
             }
             assert!(
                 restarted.elapsed() < Duration::from_secs(60),

@@ -567,11 +567,8 @@ impl OwnMosquitto {
             eprintln!("skipped: {reason}");
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("free port")
-            .local_addr()
-            .expect("address")
-            .port();
+        // Restarted on this port: one no concurrent test can take meanwhile.
+        let port = restartable_port();
         let dir = tempfile::tempdir().expect("temp dir");
         let conf = dir.path().join("mosquitto.conf");
         let persistence = if persistent {

@@ -620,6 +620,36 @@ pub fn require_services() -> bool {
     std::env::var("ESPWATCH_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
 
+/// A free port for a server a test stops and starts again on the same port (a broker, an
+/// object store): below the kernel's ephemeral range, so that while the server is down no
+/// port-0 listener or outgoing connection of a concurrent test can take it (one did, and the
+/// restarted broker's clients reached another test's broker), and unique within this
+/// process.
+pub fn restartable_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_start.max(10_100));
+    // A different start per process, so that concurrent test binaries rarely meet.
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = high - low;
+    let _ = NEXT.compare_exchange(
+        0,
+        (std::process::id() % u32::from(span)) as u16 + 1,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = low + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
 /// A real S3-compatible server (`moto_server`) a test started. Every request it takes is
 /// recorded (moto's recorder), so [`Moto::restart`] brings it back on the same port holding
 /// the same objects: a destination that went down and came back.
@@ -708,11 +738,7 @@ pub fn start_moto(bucket: &str) -> Option<Moto> {
         eprintln!("SKIPPED: {msg}");
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = restartable_port();
     let mut moto = Moto {
         child: None,
         port,
