@@ -557,13 +557,10 @@ impl AsyncRead for TimedStream {
         let this = self.get_mut();
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let filled = buf.filled()[before..].to_vec();
-                match this.saw(&filled) {
-                    Ok(()) => Poll::Ready(Ok(())),
-                    Err(refusal) => Poll::Ready(Err(this.refuse_head(refusal))),
-                }
-            }
+            Poll::Ready(Ok(())) => match this.saw(&buf.filled()[before..]) {
+                Ok(()) => Poll::Ready(Ok(())),
+                Err(refusal) => Poll::Ready(Err(this.refuse_head(refusal))),
+            },
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 if matches!(this.phase, Phase::AwaitingHead { .. })

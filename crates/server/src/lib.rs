@@ -49,4 +49,4 @@ pub mod fuzzing {
 /// these paths stay for code written against the server crate.
 pub use espwatch_app::{config, ingest};
 pub use router::{OPENAPI_PATH, router, serve};
-pub use state::AppState;
+pub use state::{AppState, AppStateInner};

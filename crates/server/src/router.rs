@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -408,27 +409,60 @@ async fn security_headers(
     let docs = request.uri().path().starts_with("/docs");
     let console = crate::console::is_console_path(request.uri().path());
     let mut response = next.run(request).await;
+    let typed = typed_headers();
     let headers = response.headers_mut();
+    headers.reserve(typed.security.len() + 3);
     let csp = if docs {
-        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+        &typed.docs_csp
     } else if console {
-        crate::console::CONSOLE_CSP
+        &typed.console_csp
     } else {
-        API_CSP
+        &typed.api_csp
     };
-    headers.insert("content-security-policy", HeaderValue::from_static(csp));
-    for (name, value) in SECURITY_HEADERS {
-        headers.insert(name, HeaderValue::from_static(value));
+    headers.insert(CONTENT_SECURITY_POLICY, csp.clone());
+    for (name, value) in &typed.security {
+        headers.insert(name.clone(), value.clone());
     }
     if tls {
-        headers.insert(HSTS.0, HeaderValue::from_static(HSTS.1));
+        headers.insert(typed.hsts.0.clone(), typed.hsts.1.clone());
     }
     // The docs too: their initializer carries this server's configuration.
-    if docs || !headers.contains_key("cache-control") {
-        headers.insert("cache-control", HeaderValue::from_static("no-store"));
+    if docs || !headers.contains_key(CACHE_CONTROL) {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
 }
+
+/// The hardening headers as typed names and values, made once: inserting them by `&str`
+/// parsed and allocated every name on every answer (~4 % of the server's CPU on a
+/// single-reading request, issue 23).
+struct TypedHeaders {
+    api_csp: HeaderValue,
+    console_csp: HeaderValue,
+    docs_csp: HeaderValue,
+    security: Vec<(HeaderName, HeaderValue)>,
+    hsts: (HeaderName, HeaderValue),
+}
+
+fn typed_headers() -> &'static TypedHeaders {
+    static TYPED: std::sync::OnceLock<TypedHeaders> = std::sync::OnceLock::new();
+    TYPED.get_or_init(|| TypedHeaders {
+        api_csp: HeaderValue::from_static(API_CSP),
+        console_csp: HeaderValue::from_static(crate::console::CONSOLE_CSP),
+        docs_csp: HeaderValue::from_static(DOCS_CSP),
+        security: SECURITY_HEADERS
+            .iter()
+            .map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_static(v)))
+            .collect(),
+        hsts: (
+            HeaderName::from_static(HSTS.0),
+            HeaderValue::from_static(HSTS.1),
+        ),
+    })
+}
+
+/// The bundled API docs' policy (see [`security_headers`]).
+const DOCS_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// CORS only for the configured origins; none configured, no CORS headers at all.
 fn cors_layer(config: &Config) -> Option<tower_http::cors::CorsLayer> {

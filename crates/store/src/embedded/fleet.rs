@@ -21,9 +21,11 @@ use std::sync::atomic::Ordering;
 
 use espwatch_core::series::evaluate;
 use espwatch_core::{Agg, Point, Series, TimeRange, WellId};
+use rusqlite::Connection;
 
 use super::fleet_rollup::{self, WindowSum};
 use super::index::{merge_dedup, window_start};
+use super::schema::sql_err;
 use super::{EmbeddedStore, Inner, codec, rollup};
 use crate::fleet::{FleetQuery, FleetTotalsQuery, Totals, WellSeries, WellTotals};
 use crate::{StoreError, StoreResult};
@@ -94,8 +96,8 @@ impl EmbeddedStore {
         }
         let (wells, range) = (query.wells.clone(), query.range);
         let query = query.clone();
-        self.each_well(&wells, range, move |inner, snap| {
-            let series = inner.answer(&query, snap)?;
+        self.each_well(&wells, range, move |inner, conn, snap| {
+            let series = inner.answer(conn, &query, snap)?;
             Ok((!series.ts.is_empty()).then(|| WellSeries {
                 well_id: snap.well.clone(),
                 series,
@@ -111,8 +113,8 @@ impl EmbeddedStore {
         self.check_open()?;
         let (wells, range) = (query.wells.clone(), query.range);
         let query = query.clone();
-        self.each_well(&wells, range, move |inner, snap| {
-            let totals = inner.totals(&query, snap)?;
+        self.each_well(&wells, range, move |inner, conn, snap| {
+            let totals = inner.totals(conn, &query, snap)?;
             Ok((totals.readings > 0).then_some(totals))
         })
         .await
@@ -129,15 +131,17 @@ impl EmbeddedStore {
     ) -> StoreResult<Vec<T>>
     where
         T: Send + 'static,
-        F: Fn(&Inner, &WellSnapshot) -> StoreResult<Option<T>> + Send + Sync + 'static,
+        F: Fn(&Inner, &Connection, &WellSnapshot) -> StoreResult<Option<T>> + Send + Sync + 'static,
     {
         let (from, to) = (range.from.0, range.to.0);
         if from >= to {
             return Ok(Vec::new());
         }
         let (snapshots, _) = self.snapshot_wells(wells, (from, to), None);
-        self.blocking(move |inner| inner.across_wells(&snapshots, |snap| answer(inner, snap)))
-            .await
+        self.blocking(move |inner| {
+            inner.across_wells(&snapshots, |conn, snap| answer(inner, conn, snap))
+        })
+        .await
     }
 
     pub(super) async fn aggregate_fleet(&self, query: &FleetQuery) -> StoreResult<Series> {
@@ -233,11 +237,11 @@ impl EmbeddedStore {
             let mask = codec::channel_mask(&query.fields);
             // Each well's pieces summed into buckets where they are read; the buckets of the
             // wells (and of the fleet rows) then added together.
-            let per_well = inner.across_wells(&snapshots, |snap| {
+            let per_well = inner.across_wells(&snapshots, |conn, snap| {
                 let mut out = Vec::new();
                 for &(a, b, hourly) in &rest {
                     let hours = if hourly { (a, b) } else { (b, b) };
-                    out.extend(inner.pieces(snap, mask, slot, (a, b), hours)?);
+                    out.extend(inner.pieces(conn, snap, mask, slot, (a, b), hours)?);
                 }
                 for &(a, b) in &unsealed {
                     let from = snap.head.partition_point(|p| p.0.0 < a);
@@ -269,12 +273,14 @@ enum Gathered {
 }
 
 impl Inner {
-    /// `f` of every snapshot, on [`WORKERS`] threads sharing the read connections; the
-    /// `Some` answers in snapshot order.
+    /// `f` of every snapshot, on [`WORKERS`] threads, each with one read connection and
+    /// all its reads in one read transaction (a statement outside a transaction opens and
+    /// closes one of its own: the WAL read lock taken and released, the page cache checked,
+    /// for each of a fleet's thousands of statements); the `Some` answers in snapshot order.
     fn across_wells<T: Send>(
         &self,
         snapshots: &[WellSnapshot],
-        f: impl Fn(&WellSnapshot) -> StoreResult<Option<T>> + Sync,
+        f: impl Fn(&Connection, &WellSnapshot) -> StoreResult<Option<T>> + Sync,
     ) -> StoreResult<Vec<T>> {
         let chunk = snapshots.len().div_ceil(WORKERS).max(1);
         let f = &f;
@@ -283,11 +289,15 @@ impl Inner {
                 .chunks(chunk)
                 .map(|part| {
                     scope.spawn(move || {
-                        let mut out = Vec::with_capacity(part.len());
-                        for snap in part {
-                            out.extend(f(snap)?);
-                        }
-                        Ok(out)
+                        self.readers.with(|conn| {
+                            in_read_transaction(conn, || {
+                                let mut out = Vec::with_capacity(part.len());
+                                for snap in part {
+                                    out.extend(f(conn, snap)?);
+                                }
+                                Ok(out)
+                            })
+                        })
                     })
                 })
                 .collect();
@@ -310,11 +320,12 @@ impl Inner {
     /// One well's answer, as `EmbeddedStore::query` gives it, from the snapshot.
     fn answer(
         &self,
+        conn: &Connection,
         query: &FleetQuery,
         snap: &WellSnapshot,
     ) -> StoreResult<espwatch_core::Series> {
         let mask = codec::channel_mask(&query.fields);
-        match self.gather(snap, query.range, query.step_micros, mask)? {
+        match self.gather(conn, snap, query.range, query.step_micros, mask)? {
             Gathered::Raw(points) => Ok(evaluate(&query.for_well(snap.well.clone()), &points)),
             Gathered::Pieces(mut pieces) => {
                 pieces.sort_by_key(|p| p.at);
@@ -329,34 +340,41 @@ impl Inner {
     }
 
     /// One well's totals over the whole range: its whole hours from rollups.
-    fn totals(&self, query: &FleetTotalsQuery, snap: &WellSnapshot) -> StoreResult<WellTotals> {
+    fn totals(
+        &self,
+        conn: &Connection,
+        query: &FleetTotalsQuery,
+        snap: &WellSnapshot,
+    ) -> StoreResult<WellTotals> {
         let mask = codec::channel_mask(&query.fields);
-        Ok(match self.gather(snap, query.range, rollup::HOUR, mask)? {
-            Gathered::Raw(points) => {
-                WellTotals::of_points(snap.well.clone(), &points, &query.fields)
-            }
-            Gathered::Pieces(pieces) => {
-                let mut readings = 0;
-                let mut channels = vec![Totals::EMPTY; query.fields.len()];
-                for p in &pieces {
-                    readings += p.readings;
-                    for (t, f) in channels.iter_mut().zip(&query.fields) {
-                        let c = &p.channels[f.index()];
-                        t.merge(&Totals {
-                            n: c.n,
-                            sum: c.sum,
-                            min: c.min,
-                            max: c.max,
-                        });
+        Ok(
+            match self.gather(conn, snap, query.range, rollup::HOUR, mask)? {
+                Gathered::Raw(points) => {
+                    WellTotals::of_points(snap.well.clone(), &points, &query.fields)
+                }
+                Gathered::Pieces(pieces) => {
+                    let mut readings = 0;
+                    let mut channels = vec![Totals::EMPTY; query.fields.len()];
+                    for p in &pieces {
+                        readings += p.readings;
+                        for (t, f) in channels.iter_mut().zip(&query.fields) {
+                            let c = &p.channels[f.index()];
+                            t.merge(&Totals {
+                                n: c.n,
+                                sum: c.sum,
+                                min: c.min,
+                                max: c.max,
+                            });
+                        }
+                    }
+                    WellTotals {
+                        well_id: snap.well.clone(),
+                        readings,
+                        channels,
                     }
                 }
-                WellTotals {
-                    well_id: snap.well.clone(),
-                    readings,
-                    channels,
-                }
-            }
-        })
+            },
+        )
     }
 
     /// A well's readings of `range` for `step` buckets: rollups where they are valid (the
@@ -364,6 +382,7 @@ impl Inner {
     /// the edges, unsealed readings and the rest.
     fn gather(
         &self,
+        conn: &Connection,
         snap: &WellSnapshot,
         range: TimeRange,
         step: i64,
@@ -372,11 +391,12 @@ impl Inner {
         let (from, to) = (range.from.0, range.to.0);
         let Some(inner) = rollup::inner_range(from, to, step, self.shared.window) else {
             return Ok(Gathered::Raw(merge_dedup(
-                self.snap_sealed(snap, (from, to), mask)?,
+                self.snap_sealed(conn, snap, (from, to), mask)?,
                 snap.head.clone(),
             )));
         };
         Ok(Gathered::Pieces(self.pieces(
+            conn,
             snap,
             mask,
             rollup::HOUR,
@@ -388,6 +408,7 @@ impl Inner {
     /// Sealed points of the snapshot's well in `[a, b)` (no read when it has no window there).
     fn snap_sealed(
         &self,
+        conn: &Connection,
         snap: &WellSnapshot,
         (a, b): (i64, i64),
         mask: codec::ChannelMask,
@@ -398,7 +419,7 @@ impl Inner {
             .iter()
             .any(|(ws, _)| *ws < b && ws.saturating_add(window) > a);
         if any {
-            self.read_sealed(&snap.well, (a, b), mask)
+            self.read_sealed_on(conn, &snap.well, (a, b), mask)
         } else {
             Ok(Vec::new())
         }
@@ -410,6 +431,7 @@ impl Inner {
     /// `rollup::HOUR` whenever there are hours).
     fn pieces(
         &self,
+        conn: &Connection,
         snap: &WellSnapshot,
         mask: codec::ChannelMask,
         slot: i64,
@@ -427,7 +449,8 @@ impl Inner {
         let mut pieces: Vec<rollup::Piece> = Vec::new();
         for (a, b) in [(from, inner_from), (inner_to, to)] {
             if a < b {
-                let points = merge_dedup(self.snap_sealed(snap, (a, b), mask)?, head_in(a, b));
+                let points =
+                    merge_dedup(self.snap_sealed(conn, snap, (a, b), mask)?, head_in(a, b));
                 pieces.extend(rollup::pieces_of(&points, slot));
             }
         }
@@ -444,7 +467,8 @@ impl Inner {
             .collect();
         windows.sort_unstable();
         let raw_windows: HashSet<i64> = head.iter().map(|p| window_start(p.0.0, window)).collect();
-        let read = self.read_rollups(
+        let read = self.read_rollups_on(
+            conn,
             &snap.well,
             (inner_from, inner_to),
             &windows,
@@ -454,5 +478,23 @@ impl Inner {
         pieces.extend(read.pieces);
         pieces.extend(rollup::pieces_of(&merge_dedup(read.raw, head), slot));
         Ok(pieces)
+    }
+}
+
+/// `f` inside one read transaction on `conn` (committed after it; rolled back when it
+/// fails, so the connection never goes back to the pool inside a transaction).
+fn in_read_transaction<T>(conn: &Connection, f: impl FnOnce() -> StoreResult<T>) -> StoreResult<T> {
+    conn.execute_batch("BEGIN")
+        .map_err(|e| sql_err("starting a fleet read", e))?;
+    match f() {
+        Ok(v) => {
+            conn.execute_batch("COMMIT")
+                .map_err(|e| sql_err("ending a fleet read", e))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
     }
 }

@@ -676,11 +676,23 @@ impl Inner {
     fn read_sealed(
         &self,
         well: &WellId,
+        range: (i64, i64),
+        mask: codec::ChannelMask,
+    ) -> StoreResult<Vec<Point>> {
+        self.readers
+            .with(|conn| self.read_sealed_on(conn, well, range, mask))
+    }
+
+    /// [`Inner::read_sealed`] on a read connection the caller holds (a fleet read's).
+    fn read_sealed_on(
+        &self,
+        conn: &Connection,
+        well: &WellId,
         (from, to): (i64, i64),
         mask: codec::ChannelMask,
     ) -> StoreResult<Vec<Point>> {
         let first_window = window_start(from, self.shared.window);
-        self.readers.with(|conn| {
+        {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT window_start, data FROM segments
@@ -704,7 +716,7 @@ impl Inner {
                 })?;
             }
             Ok(out)
-        })
+        }
     }
 }
 
@@ -723,6 +735,27 @@ impl Inner {
     fn read_rollups(
         &self,
         well: &WellId,
+        range: (i64, i64),
+        windows: &[(i64, i64)],
+        raw_windows: &std::collections::HashSet<i64>,
+        mask: codec::ChannelMask,
+    ) -> StoreResult<RollupRead> {
+        if windows.is_empty() {
+            return Ok(RollupRead {
+                pieces: Vec::new(),
+                raw: Vec::new(),
+            });
+        }
+        self.readers
+            .with(|conn| self.read_rollups_on(conn, well, range, windows, raw_windows, mask))
+    }
+
+    /// [`Inner::read_rollups`] on a read connection the caller holds (a fleet read's);
+    /// `windows` ascending.
+    fn read_rollups_on(
+        &self,
+        conn: &Connection,
+        well: &WellId,
         (from, to): (i64, i64),
         windows: &[(i64, i64)],
         raw_windows: &std::collections::HashSet<i64>,
@@ -736,65 +769,65 @@ impl Inner {
         };
         let err = |e| sql_err("reading rollups", e);
         let window = self.shared.window;
-        self.readers.with(|conn| {
-            let mut rollups = std::collections::HashMap::new();
-            {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT window_start, data FROM rollups
-                         WHERE well_id = ?1 AND window_start >= ?2 AND window_start < ?3",
-                    )
+        let mut out = RollupRead {
+            pieces: Vec::new(),
+            raw: Vec::new(),
+        };
+        // Windows whose rollup answered; the others are read from their segments below.
+        let mut answered = vec![false; windows.len()];
+        {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT window_start, data FROM rollups
+                     WHERE well_id = ?1 AND window_start >= ?2 AND window_start < ?3",
+                )
+                .map_err(err)?;
+            let mut rows = stmt.query(params![well.as_str(), first, to]).map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                let ws: i64 = row.get(0).map_err(err)?;
+                let Ok(k) = windows.binary_search_by_key(&ws, |w| w.0) else {
+                    continue;
+                };
+                if raw_windows.contains(&ws) {
+                    continue;
+                }
+                let data = row
+                    .get_ref(1)
+                    .and_then(|v| v.as_blob().map_err(Into::into))
                     .map_err(err)?;
-                let mut rows = stmt.query(params![well.as_str(), first, to]).map_err(err)?;
-                while let Some(row) = rows.next().map_err(err)? {
-                    let ws: i64 = row.get(0).map_err(err)?;
-                    let data = row
-                        .get_ref(1)
-                        .and_then(|v| v.as_blob().map_err(Into::into))
-                        .map_err(err)?;
-                    // A damaged rollup is only a slower answer: the segment is read instead.
-                    if let Ok(decoded) = rollup::decode(data) {
-                        rollups.insert(ws, decoded);
-                    }
+                // Only a rollup made from the snapshot's readings answers, decoded straight
+                // into the answer, only the asked channels; a damaged one is only a slower
+                // answer: the segment is read instead.
+                if rollup::count(data).is_ok_and(|c| c == windows[k].1 as u64)
+                    && rollup::decode_hours(data, mask, (from, to), &mut out.pieces).is_ok()
+                {
+                    answered[k] = true;
                 }
             }
-            let mut out = RollupRead {
-                pieces: Vec::new(),
-                raw: Vec::new(),
-            };
-            for &(ws, count) in windows {
-                let usable = !raw_windows.contains(&ws)
-                    && rollups.get(&ws).is_some_and(|(c, _)| *c == count as u64);
-                if usable {
-                    if let Some((_, pieces)) = rollups.remove(&ws) {
-                        out.pieces
-                            .extend(pieces.into_iter().filter(|p| p.at >= from && p.at < to));
-                    }
-                } else {
-                    let lo = ws.max(from);
-                    let hi = ws.saturating_add(window).min(to);
-                    let mut stmt = conn
-                        .prepare_cached(
-                            "SELECT data FROM segments WHERE well_id = ?1 AND window_start = ?2",
-                        )
-                        .map_err(|e| sql_err("reading segments", e))?;
-                    let mut rows = stmt
-                        .query(params![well.as_str(), ws])
-                        .map_err(|e| sql_err("reading segments", e))?;
-                    if let Some(row) = rows.next().map_err(|e| sql_err("reading segments", e))? {
-                        let data = row
-                            .get_ref(0)
-                            .and_then(|v| v.as_blob().map_err(Into::into))
-                            .map_err(|e| sql_err("reading segments", e))?;
-                        codec::decode_segment_channels(data, (lo, hi), mask, &mut out.raw).map_err(|e| {
-                            tracing::error!(well = %well, window_start = ws, error = %e, "corrupt segment");
-                            StoreError::Internal(format!("segment ({well}, {ws}) is corrupt: {e}"))
-                        })?;
-                    }
-                }
+        }
+        for (&(ws, _), _) in windows.iter().zip(&answered).filter(|(_, a)| !**a) {
+            let lo = ws.max(from);
+            let hi = ws.saturating_add(window).min(to);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT data FROM segments WHERE well_id = ?1 AND window_start = ?2",
+                )
+                .map_err(|e| sql_err("reading segments", e))?;
+            let mut rows = stmt
+                .query(params![well.as_str(), ws])
+                .map_err(|e| sql_err("reading segments", e))?;
+            if let Some(row) = rows.next().map_err(|e| sql_err("reading segments", e))? {
+                let data = row
+                    .get_ref(0)
+                    .and_then(|v| v.as_blob().map_err(Into::into))
+                    .map_err(|e| sql_err("reading segments", e))?;
+                codec::decode_segment_channels(data, (lo, hi), mask, &mut out.raw).map_err(|e| {
+                    tracing::error!(well = %well, window_start = ws, error = %e, "corrupt segment");
+                    StoreError::Internal(format!("segment ({well}, {ws}) is corrupt: {e}"))
+                })?;
             }
-            Ok(out)
-        })
+        }
+        Ok(out)
     }
 }
 

@@ -19,7 +19,7 @@
 use espwatch_core::series::bucket_start;
 use espwatch_core::{Agg, FIELD_COUNT, Field, Point, Series, Timestamp};
 
-use super::codec::{CodecError, Reader, decimal_scale, put_ivarint, put_varint};
+use super::codec::{ChannelMask, CodecError, Reader, decimal_scale, put_ivarint, put_varint};
 
 pub const HOUR: i64 = 3_600_000_000;
 const VERSION: u8 = 1;
@@ -253,6 +253,97 @@ pub fn decode(data: &[u8]) -> Result<(u64, Vec<Piece>), CodecError> {
     Ok((count, pieces))
 }
 
+/// The hours of a rollup that start in `[from, to)`, appended to `out` with only the
+/// channels of `mask` (the others empty: a query never reads them). What [`decode`] gives,
+/// without building the pieces of other hours or the partials of other channels. On an
+/// error nothing is appended.
+pub fn decode_hours(
+    data: &[u8],
+    mask: ChannelMask,
+    (from, to): (i64, i64),
+    out: &mut Vec<Piece>,
+) -> Result<(), CodecError> {
+    let base = out.len();
+    let result = decode_hours_into(data, mask, (from, to), out);
+    if result.is_err() {
+        out.truncate(base);
+    }
+    result
+}
+
+fn decode_hours_into(
+    data: &[u8],
+    mask: ChannelMask,
+    (from, to): (i64, i64),
+    out: &mut Vec<Piece>,
+) -> Result<(), CodecError> {
+    let err = |m: &str| Err(CodecError(format!("rollup: {m}")));
+    let mut r = Reader::new(data);
+    if r.u8()? != VERSION {
+        return err("unknown version");
+    }
+    r.varint()?;
+    let nhours = r.count(1 + FIELD_COUNT)?;
+    let mut hour = 0i64;
+    for _ in 0..nhours {
+        hour = hour.wrapping_add(r.ivarint()?);
+        let at = hour.wrapping_mul(HOUR);
+        let readings = r.varint()?;
+        let wanted = at >= from && at < to;
+        let mut channels = [Partial::EMPTY; FIELD_COUNT];
+        for (ch, c) in channels.iter_mut().enumerate() {
+            let n = r.varint()?;
+            if n == 0 {
+                continue;
+            }
+            let scale = r.u8()?;
+            let keep = wanted && mask & (1 << ch) != 0;
+            if scale == RAW {
+                let bytes = r.bytes(32)?;
+                if keep {
+                    let f = |k: usize| {
+                        let mut b = [0u8; 8];
+                        b.copy_from_slice(&bytes[k * 8..k * 8 + 8]);
+                        f64::from_le_bytes(b)
+                    };
+                    *c = Partial {
+                        n,
+                        sum: f(0),
+                        min: f(1),
+                        max: f(2),
+                        last: f(3),
+                    };
+                }
+            } else {
+                let Some(&p) = super::codec::POW10.get(scale as usize) else {
+                    return err("unknown scale");
+                };
+                let sum = r.ivarint()?;
+                let min = r.ivarint()?;
+                let max = min.wrapping_add(r.ivarint()?);
+                let last = min.wrapping_add(r.ivarint()?);
+                if keep {
+                    *c = Partial {
+                        n,
+                        sum: sum as f64 / p,
+                        min: min as f64 / p,
+                        max: max as f64 / p,
+                        last: last as f64 / p,
+                    };
+                }
+            }
+        }
+        if wanted {
+            out.push(Piece {
+                at,
+                readings,
+                channels,
+            });
+        }
+    }
+    r.finish()
+}
+
 /// The part of a bucketed query rollups can answer: whole step buckets, hour-aligned, at
 /// least four hours of them (fewer are cheaper from raw points). `None`: answer from raw.
 pub fn inner_range(from: i64, to: i64, step: i64, window: i64) -> Option<(i64, i64)> {
@@ -449,6 +540,51 @@ mod tests {
         #[test]
         fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&data);
+            let mut out = Vec::new();
+            if decode_hours(&data, crate::embedded::codec::ALL_CHANNELS, (i64::MIN, i64::MAX), &mut out).is_err() {
+                prop_assert!(out.is_empty());
+            }
+        }
+
+        /// Decoding only some hours and channels gives those hours of the full decoding,
+        /// with those channels and the others empty; a damaged rollup appends nothing.
+        #[test]
+        fn hours_decode_as_the_full_rollup_does(
+            points in arb_points(),
+            mask in 0u16..(1 << FIELD_COUNT),
+            cut in 0i64..48,
+            len in 0i64..60,
+        ) {
+            let data = encode(&points);
+            let (_, all) = decode(&data).unwrap();
+            let from = bucket_start(points[0].0, HOUR).0 + cut * HOUR;
+            let to = from + len * HOUR;
+            let want: Vec<Piece> = all
+                .into_iter()
+                .filter(|p| p.at >= from && p.at < to)
+                .map(|mut p| {
+                    for (ch, c) in p.channels.iter_mut().enumerate() {
+                        if mask & (1 << ch) == 0 {
+                            *c = Partial::EMPTY;
+                        }
+                    }
+                    p
+                })
+                .collect();
+            let mut got = vec![Piece::of_point(&points[0])];
+            decode_hours(&data, mask, (from, to), &mut got).unwrap();
+            prop_assert_eq!(got.len(), want.len() + 1);
+            for (g, w) in got[1..].iter().zip(&want) {
+                prop_assert_eq!(g.at, w.at);
+                prop_assert_eq!(g.readings, w.readings);
+                for (a, b) in g.channels.iter().zip(&w.channels) {
+                    prop_assert_eq!((a.n, a.sum, a.min, a.max), (b.n, b.sum, b.min, b.max));
+                    prop_assert!(a.last == b.last || (a.last.is_nan() && b.last.is_nan()));
+                }
+            }
+            let mut got = vec![Piece::of_point(&points[0])];
+            prop_assert!(decode_hours(&data[..data.len() - 1], mask, (from, to), &mut got).is_err());
+            prop_assert_eq!(got.len(), 1);
         }
     }
 
