@@ -931,10 +931,22 @@ impl WellEngine {
     }
 
     fn feature_vector(&self, f: &Features) -> FeatureVec {
+        // With the catalog curve the head ratio is the pump against its own curve at the
+        // measured flow: it stays at 1 wherever a healthy pump runs. The flow against the
+        // baseline's says where it runs (a PIP controller slowing it left of its range, an
+        // operator speeding it up), which the rules judge with the well's context; in the
+        // model it made every new operating point an anomaly. The efficiency stays: a load
+        // that no longer matches the output is the model's to see.
+        let on_curve = self.ctx.curve.is_some()
+            && self
+                .baseline
+                .as_ref()
+                .is_some_and(|b| b.catalog_head_ratio.is_some());
+        let flow_ratio = f.flow_ratio.filter(|_| !on_curve);
         let v: [Option<f64>; NF] = [
             f.current_ratio,
             f.head_ratio,
-            f.flow_ratio,
+            flow_ratio,
             f.vibration_ratio,
             f.winding_rise_ratio,
             f.volts_per_hz_ratio,

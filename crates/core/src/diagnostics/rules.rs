@@ -27,6 +27,9 @@ pub(crate) struct Smoothed {
     pub fast_gor: Ewma,
     pub fast_pip: Ewma,
     pub fast_temp: Ewma,
+    /// Hydraulic output per electrical input against the baseline, on the fast time constant
+    /// (as `fast_cur`, which the overload rule judges).
+    pub fast_eff: Ewma,
     pub cur: Ewma,
     pub flow: Ewma,
     pub pip: Ewma,
@@ -100,6 +103,7 @@ impl Smoothed {
         up(&mut self.fast_gor, f.gor_ratio, fast);
         up(&mut self.fast_pip, f.intake_pressure_ratio, fast);
         up(&mut self.fast_temp, m.get(Field::MotorTempC), fast);
+        up(&mut self.fast_eff, f.efficiency_ratio, fast);
         // The variability of these two is what gas interference is judged on.
         let clip = |e: &mut Ewma, v: Option<f64>| {
             if let Some(v) = v {
@@ -1214,6 +1218,9 @@ pub(crate) fn overload(i: &Input) -> Option<Finding> {
     if !sagged && lifting_more_from_full_intake(th, i.f) {
         return None;
     }
+    if !sagged && output_explains_current(th, val(&s.fast_cur), val(&s.fast_eff)) {
+        return None;
+    }
     // Denser fluid (water-cut step, emulsion): pressure rise and current go up together.
     let per_pressure = val(&s.dp).filter(|d| *d > 0.5).map(|d| c / d.max(1.0));
     if per_pressure.is_some_and(|p| p < th.overload_current_ratio) {
@@ -1280,6 +1287,18 @@ pub(crate) fn lifting_more_from_full_intake(th: &Thresholds, f: &Features) -> bo
             .is_some_and(|c| c <= th.overload_lift_current_per_delivery * delivery)
         && f.intake_pressure_ratio
             .is_some_and(|p| p >= th.overload_lift_pip_ratio)
+}
+
+/// The pump turned the current's rise into flow and lift (see
+/// `overload_work_explained_share`): the output ratio (efficiency × current, at a held supply)
+/// rose by at least that share of the current's rise.
+fn output_explains_current(th: &Thresholds, current: Option<f64>, efficiency: Option<f64>) -> bool {
+    match (current, efficiency) {
+        (Some(c), Some(e)) if c > 1.0 => {
+            e * c - 1.0 >= th.overload_work_explained_share * (c - 1.0)
+        }
+        _ => false,
+    }
 }
 
 /// Head lost against the curve. Abrupt with the motor still loaded: a tubing leak. Gradual: wear

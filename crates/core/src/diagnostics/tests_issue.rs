@@ -3092,3 +3092,76 @@ fn a_ramp_to_a_higher_speed_without_a_flow_meter_is_no_head_loss() {
         "judged without the speed's part, the same readings are a head loss"
     );
 }
+
+/// A drive sped up without a frequency channel to show it (seen on outside data: a 4-h ramp
+/// under a PIP controller was a six-hour overload): flow, lift and current rise together, the
+/// pump turning the extra current into output at its efficiency. Drag (sand, an emulsion, a
+/// tight bearing) costs current with no more output, and is still an overload.
+#[test]
+fn more_current_turned_into_flow_and_lift_is_no_overload() {
+    let plan = pinned(Family::Classic, None, 40, "20s");
+    let meta = &plan.wells[0].meta;
+    let mut well = samples(&plan, 0);
+    for (_, m) in &mut well {
+        m.set(Field::FrequencyHz, None);
+    }
+    let ramp = |since: i64| (since as f64 / (2 * HOUR) as f64).min(1.0);
+    let faster = scaled_from(well.clone(), start().0 + 16 * HOUR, |since, m| {
+        let r = ramp(since);
+        scale(m, Field::FlowRateBpd, 1.0 + 0.15 * r);
+        scale_pressure_rise(m, 1.0 + 0.12 * r);
+        scale(m, Field::MotorCurrentA, 1.0 + 0.35 * r);
+    });
+    assert_eq!(
+        count_with(meta, Thresholds::default(), &faster, Condition::Overload),
+        0,
+        "more output for the current is no overload"
+    );
+    let output_ignored = Thresholds {
+        overload_work_explained_share: f64::INFINITY,
+        ..Thresholds::default()
+    };
+    assert!(
+        count_with(meta, output_ignored, &faster, Condition::Overload) >= 1,
+        "judged on the current and the flow alone, the same readings are an overload"
+    );
+    let dragged = scaled_from(well, start().0 + 16 * HOUR, |since, m| {
+        scale(m, Field::MotorCurrentA, 1.0 + 0.35 * ramp(since));
+    });
+    assert!(
+        count_with(meta, Thresholds::default(), &dragged, Condition::Overload) >= 1,
+        "the same current with no more output is drag"
+    );
+}
+
+/// A PIP controller slowing a pump moves it left on its curve: less flow, lower efficiency,
+/// the head still what the catalog curve gives at that flow (seen on outside data: anomaly
+/// alarms for hours after set-point changes). With the curve, the model judges the pump
+/// against it; where it runs is the rules' to judge.
+#[test]
+fn a_pump_moved_left_on_its_own_curve_is_no_anomaly() {
+    let plan = pinned(Family::Classic, None, 40, "20s");
+    let meta = &plan.wells[0].meta;
+    let pump = meta.pump.as_ref().expect("pinned pump");
+    let curve = crate::hydraulics::StageCurve::from_spec(pump).expect("curve");
+    let well = samples(&plan, 0);
+    let base_flow = well[0].1.get(Field::FlowRateBpd).expect("flow");
+    let left = scaled_from(well, start().0 + 16 * HOUR, |since, m| {
+        let r = (since as f64 / HOUR as f64).min(1.0);
+        let q = 1.0 - 0.35 * r;
+        // The head the curve gives at the new flow, and the power it takes there.
+        let head = curve.head_ft(base_flow * q) / curve.head_ft(base_flow);
+        let power = curve.bhp(base_flow * q) / curve.bhp(base_flow);
+        scale(m, Field::FlowRateBpd, q);
+        scale_pressure_rise(m, head);
+        scale(m, Field::MotorCurrentA, power.sqrt());
+    });
+    let anomalies = |episodes: &[Episode]| {
+        episodes
+            .iter()
+            .filter(|e| e.diagnosis == Diagnosis::Anomaly)
+            .count()
+    };
+    let episodes = episodes_of(meta, &left);
+    assert_eq!(anomalies(&episodes), 0, "{episodes:?}");
+}

@@ -380,6 +380,12 @@ pub struct Thresholds {
     pub overload_lift_pip_ratio: f64,
     pub overload_lift_delivery_ratio: f64,
     pub overload_lift_current_per_delivery: f64,
+    /// A current rise the pump turns into output is work, not drag: at least this share of
+    /// the rise comes back as hydraulic power (flow × pressure rise per volt-amp held, the
+    /// efficiency ratio times the current ratio). A drive sped up without a frequency channel
+    /// to show it (flow, lift and current up together) passes; sand, an emulsion or a tight
+    /// bearing costs current with no more output and lowers the efficiency as it goes.
+    pub overload_work_explained_share: f64,
     /// A head loss starts counting (for its development time) at this share of the way to
     /// `head_ratio_low`.
     pub head_departure_share: f64,
@@ -632,6 +638,7 @@ impl Default for Thresholds {
             overload_lift_pip_ratio: 1.3,
             overload_lift_delivery_ratio: 1.0,
             overload_lift_current_per_delivery: 1.25,
+            overload_work_explained_share: 0.5,
             head_departure_share: 1.0 / 3.0,
             head_loss_full_depth: 0.1,
             proxy_pip_rise_ratio: 1.02,
