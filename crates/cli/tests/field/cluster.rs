@@ -644,18 +644,9 @@ async fn a_membership_change_rebuilds_only_the_wells_that_moved() {
     );
 
     // Another member: some wells become its (their state here is dropped), the others stay.
-    let client = redis::Client::open(redis.as_str()).unwrap();
-    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{prefix}:nodes");
     let absent = "zz-absent-node";
     let tomorrow = chrono::Utc::now().timestamp_millis() + 86_400_000;
-    let _: i64 = redis::cmd("ZADD")
-        .arg(&key)
-        .arg(tomorrow)
-        .arg(absent)
-        .query_async(&mut redis_connection)
-        .await
-        .unwrap();
+    let (mut redis_connection, key) = add_member(&redis, &prefix, absent, tomorrow).await;
     wait_nodes(&http, &node, 2).await;
     send(1).await;
     let before = d;
@@ -1023,17 +1014,8 @@ async fn a_node_silent_for_a_few_seconds_keeps_its_wells_and_the_timeout_is_a_se
     let joined = changes(&health);
 
     // Another member last heard of 5 s ago (a node stalled that long) is one of the nodes.
-    let client = redis::Client::open(redis.as_str()).unwrap();
-    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
-    let key = format!("{prefix}:nodes");
     let stalled = chrono::Utc::now().timestamp_millis() - 5_000;
-    let _: i64 = redis::cmd("ZADD")
-        .arg(&key)
-        .arg(stalled)
-        .arg("zz-stalled-node")
-        .query_async(&mut redis_connection)
-        .await
-        .unwrap();
+    add_member(&redis, &prefix, "zz-stalled-node", stalled).await;
     wait_nodes(&http, &node, 2).await;
     // Not heard of for 10 s: it has left.
     wait_nodes(&http, &node, 1).await;
@@ -1198,16 +1180,8 @@ async fn a_node_whose_redis_answers_come_late_for_a_few_seconds_keeps_its_wells(
     let dir = tempfile::tempdir().unwrap();
     let mut node = start_node(dir.path(), &db.url, &relay.url(), &prefix);
     wait_nodes(&http, &node, 1).await;
-    let client = redis::Client::open(redis.as_str()).unwrap();
-    let mut redis_connection = client.get_multiplexed_async_connection().await.unwrap();
     let tomorrow = chrono::Utc::now().timestamp_millis() + 86_400_000;
-    let _: i64 = redis::cmd("ZADD")
-        .arg(format!("{prefix}:nodes"))
-        .arg(tomorrow)
-        .arg("zz-absent-node")
-        .query_async(&mut redis_connection)
-        .await
-        .unwrap();
+    add_member(&redis, &prefix, "zz-absent-node", tomorrow).await;
     wait_nodes(&http, &node, 2).await;
 
     let now = espwatch_core::Timestamp::from_datetime(chrono::Utc::now()).0;
@@ -1681,4 +1655,25 @@ async fn a_node_shedding_load_stays_in_the_reference_nginx_rotation() {
         .map(|(_, c)| c.load(std::sync::atomic::Ordering::SeqCst))
         .sum();
     assert_eq!(tried, REQUESTS, "each request tried on one node only");
+}
+
+/// Registers `node` as a cluster member last heard of at `heard_ms` (Unix ms), as a node's own
+/// heartbeat would; returns the connection and the members' key for later changes.
+async fn add_member(
+    redis: &str,
+    prefix: &str,
+    node: &str,
+    heard_ms: i64,
+) -> (redis::aio::MultiplexedConnection, String) {
+    let client = redis::Client::open(redis).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{prefix}:nodes");
+    let _: i64 = redis::cmd("ZADD")
+        .arg(&key)
+        .arg(heard_ms)
+        .arg(node)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    (connection, key)
 }

@@ -208,40 +208,9 @@ pub fn decode(data: &[u8]) -> Result<(u64, Vec<Piece>), CodecError> {
         let mut channels = [Partial::EMPTY; FIELD_COUNT];
         for c in channels.iter_mut() {
             let n = r.varint()?;
-            if n == 0 {
-                continue;
+            if n != 0 {
+                *c = read_partial(&mut r, n)?;
             }
-            let scale = r.u8()?;
-            *c = if scale == RAW {
-                let mut f = [0f64; 4];
-                for v in f.iter_mut() {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(r.bytes(8)?);
-                    *v = f64::from_le_bytes(b);
-                }
-                Partial {
-                    n,
-                    sum: f[0],
-                    min: f[1],
-                    max: f[2],
-                    last: f[3],
-                }
-            } else {
-                let Some(&p) = super::codec::POW10.get(scale as usize) else {
-                    return err("unknown scale");
-                };
-                let sum = r.ivarint()?;
-                let min = r.ivarint()?;
-                let max = min.wrapping_add(r.ivarint()?);
-                let last = min.wrapping_add(r.ivarint()?);
-                Partial {
-                    n,
-                    sum: sum as f64 / p,
-                    min: min as f64 / p,
-                    max: max as f64 / p,
-                    last: last as f64 / p,
-                }
-            };
         }
         pieces.push(Piece {
             at: hour.wrapping_mul(HOUR),
@@ -251,6 +220,41 @@ pub fn decode(data: &[u8]) -> Result<(u64, Vec<Piece>), CodecError> {
     }
     r.finish()?;
     Ok((count, pieces))
+}
+
+/// One channel's partial of `n` readings: a scale byte, then four raw floats or four
+/// scaled integers (sum, min, max − min, last − min).
+fn read_partial(r: &mut Reader<'_>, n: u64) -> Result<Partial, CodecError> {
+    let scale = r.u8()?;
+    if scale == RAW {
+        let bytes = r.bytes(32)?;
+        let f = |k: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[k * 8..k * 8 + 8]);
+            f64::from_le_bytes(b)
+        };
+        return Ok(Partial {
+            n,
+            sum: f(0),
+            min: f(1),
+            max: f(2),
+            last: f(3),
+        });
+    }
+    let Some(&p) = super::codec::POW10.get(scale as usize) else {
+        return Err(CodecError("rollup: unknown scale".into()));
+    };
+    let sum = r.ivarint()?;
+    let min = r.ivarint()?;
+    let max = min.wrapping_add(r.ivarint()?);
+    let last = min.wrapping_add(r.ivarint()?);
+    Ok(Partial {
+        n,
+        sum: sum as f64 / p,
+        min: min as f64 / p,
+        max: max as f64 / p,
+        last: last as f64 / p,
+    })
 }
 
 /// The hours of a rollup that start in `[from, to)`, appended to `out` with only the
@@ -296,41 +300,9 @@ fn decode_hours_into(
             if n == 0 {
                 continue;
             }
-            let scale = r.u8()?;
-            let keep = wanted && mask & (1 << ch) != 0;
-            if scale == RAW {
-                let bytes = r.bytes(32)?;
-                if keep {
-                    let f = |k: usize| {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&bytes[k * 8..k * 8 + 8]);
-                        f64::from_le_bytes(b)
-                    };
-                    *c = Partial {
-                        n,
-                        sum: f(0),
-                        min: f(1),
-                        max: f(2),
-                        last: f(3),
-                    };
-                }
-            } else {
-                let Some(&p) = super::codec::POW10.get(scale as usize) else {
-                    return err("unknown scale");
-                };
-                let sum = r.ivarint()?;
-                let min = r.ivarint()?;
-                let max = min.wrapping_add(r.ivarint()?);
-                let last = min.wrapping_add(r.ivarint()?);
-                if keep {
-                    *c = Partial {
-                        n,
-                        sum: sum as f64 / p,
-                        min: min as f64 / p,
-                        max: max as f64 / p,
-                        last: last as f64 / p,
-                    };
-                }
+            let partial = read_partial(&mut r, n)?;
+            if wanted && mask & (1 << ch) != 0 {
+                *c = partial;
             }
         }
         if wanted {
