@@ -136,8 +136,12 @@ impl EpisodeTracker {
                 // is news at once: the slow loss held before does not contest it.
                 let other_last = self.tracks[&other].last_evidence;
                 let abrupt_over_gradual = confirmed.contains(&d) && other.is_gradual();
-                if !abrupt_over_gradual
-                    && (ts - other_last < secs(th.switch_secs) || ts - first < secs(th.switch_secs))
+                // A loss of lift a trip confirmed needs no time to establish itself: once the other
+                // condition has been silent for `switch_secs`, a loss of lift that trips the
+                // pump run after run (each run shorter than `switch_secs`) is the news.
+                let established = (confirmed.contains(&d) && !d.is_thermal())
+                    || ts - first >= secs(th.switch_secs);
+                if !abrupt_over_gradual && (ts - other_last < secs(th.switch_secs) || !established)
                 {
                     continue;
                 }

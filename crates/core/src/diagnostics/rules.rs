@@ -591,8 +591,13 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     } && thp_high
         && pd.is_none_or(|p| p >= th.deadhead_discharge_ratio)
         && val(&s.fast_pip).is_none_or(|p| p >= 1.0 - th.pip_fall_margin);
-    if (no_flow && (pd_high || thp_high)) || throttled {
-        let mut ev = vec![if !no_flow {
+    // A pump pushing against a shut outlet sits at its shut-off head, above its running head:
+    // a head that collapsed while the discharge stands high (the intake risen to meet it, as
+    // after a restart on a full annulus) is a pump without lift, not a closed valve. Only a
+    // meter says "no flow" at a shut outlet; without one the wellhead (`throttled`) must.
+    let deadheaded = no_flow && flow.is_some() && (pd_high || thp_high);
+    if deadheaded || throttled {
+        let mut ev = vec![if !deadheaded {
             match val(&s.fast_flow) {
                 Some(q) => Evidence::new("flow_ratio", q, th.throttled_flow_ratio, "<"),
                 None => Evidence::opt(
@@ -603,10 +608,7 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
                 ),
             }
         } else {
-            match flow {
-                Some(q) => Evidence::new("flow_ratio", q, th.no_flow_ratio, "<"),
-                None => Evidence::opt("head_ratio", head, th.no_flow_head_ratio, "<"),
-            }
+            Evidence::opt("flow_ratio", flow, th.no_flow_ratio, "<")
         }];
         if pd_high {
             ev.push(Evidence::opt(
@@ -662,11 +664,18 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
         !no_flow && no_delivery && val(&s.fast_pip).is_none_or(|p| p >= 1.0 - th.pip_fall_margin);
     let lift_lost =
         no_flow || head.is_some_and(|h| h < th.lift_lost_head_ratio) || (column_held && unloaded);
+    // A shaft that no longer turns the pump leaves the motor at a steady no-load current; a
+    // current that swings back and forth means the impellers still load it and gas (a slug, free
+    // gas from the annulus or the reservoir, whatever the intake pressure says) takes the lift.
+    let hunting = i.cur_swings >= th.gas_min_swings as usize;
     // Gas lock develops over minutes: head and current fall together while the pump keeps
-    // turning (vibration up, not down).
+    // turning (vibration up, not down). A load that keeps swinging back while it is still well
+    // above no-load is gas passing through a pump that keeps its prime (interference): a lock
+    // takes the load away and keeps it away.
     let losing_prime = head.is_some_and(|h| h < th.gas_lock_head_ratio)
         && cur.is_some_and(|c| c < th.gas_lock_current_ratio)
-        && vib.is_some_and(|v| v >= th.gas_lock_vibration_ratio);
+        && vib.is_some_and(|v| v >= th.gas_lock_vibration_ratio)
+        && !(hunting && cur.is_some_and(|c| c >= th.unloaded_current_ratio));
     if !((lift_lost && unloaded) || losing_prime) {
         return None;
     }
@@ -728,10 +737,6 @@ pub(crate) fn loss_of_lift(i: &Input, gas: &GasEvidence) -> Option<Option<Findin
     // gas locked: the shaft no longer turns it. Only a pump that shakes harder (surging on gas
     // the catalogued bubble point does not know of: breakthrough, coning) says otherwise.
     let no_free_gas = gas.all_dissolved && vib.is_none_or(|v| v < th.gas_lock_vibration_ratio);
-    // A shaft that no longer turns the pump leaves the motor at a steady no-load current; a
-    // current that swings back and forth means the impellers still load it and gas (a slug, free
-    // gas from the annulus or the reservoir, whatever the intake pressure says) takes the lift.
-    let hunting = i.cur_swings >= th.gas_min_swings as usize;
     if (quiet || no_free_gas) && !gas_fast && !losing_prime && !hunting {
         // A shaft parts at once: the motor drops to no-load between one reading and the next.
         // Load that bled away over minutes, with the pump still shaking as before, is gas

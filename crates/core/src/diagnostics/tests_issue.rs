@@ -3165,3 +3165,121 @@ fn a_pump_moved_left_on_its_own_curve_is_no_anomaly() {
     let episodes = episodes_of(meta, &left);
     assert_eq!(anomalies(&episodes), 0, "{episodes:?}");
 }
+
+/// A pump restarted every forty minutes that trips on a lost lift three minutes into each run:
+/// the relay confirms it run after run. Once the condition open before (here a closed valve, an
+/// hour silent) has been quiet for the switch time, that loss of lift is the news, though no
+/// single run lasts the switch time.
+#[test]
+fn a_loss_of_lift_confirmed_by_trip_after_trip_takes_over_from_a_silent_condition() {
+    let th = Thresholds::default();
+    let minute = 60_000_000;
+    let valve = Diagnosis::Condition(Condition::ClosedValve);
+    let shaft = Diagnosis::Condition(Condition::BrokenShaft);
+    let mut tracker = EpisodeTracker::default();
+    let t0 = start().0;
+    let opened = tracker.step(t0, &[(valve, 0.95)], &[valve], true, &th).opened;
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    let mut shaft_opened = false;
+    for run in 0..4 {
+        let restart = t0 + 60 * minute + run * 40 * minute;
+        // Stopped since the last trip: readings without findings.
+        for m in (4..40).rev() {
+            tracker.step(restart - m * minute, &[], &[], false, &th);
+        }
+        for m in 0..3 {
+            let out = tracker.step(restart + m * minute, &[(shaft, 0.9)], &[], false, &th);
+            shaft_opened |= out.opened.iter().any(|e| e.diagnosis == shaft);
+        }
+        // The trip: the findings just before it are confirmed.
+        let out = tracker.step(restart + 3 * minute, &[(shaft, 0.9)], &[shaft], false, &th);
+        shaft_opened |= out.opened.iter().any(|e| e.diagnosis == shaft);
+    }
+    assert!(shaft_opened, "open: {:?}", tracker.open());
+    assert!(
+        tracker.open().iter().all(|e| e.diagnosis != valve),
+        "{:?}",
+        tracker.open()
+    );
+}
+
+/// A restart after a long shut-in, on a well without a flow meter: the annulus stands full, so
+/// the intake nearly meets the discharge and the head the pump adds reads low while the
+/// discharge stands at or above its level. A pump pushing against a shut outlet would sit at
+/// its shut-off head, above its running head: this is no closed valve.
+#[test]
+fn a_restart_on_a_full_annulus_without_a_flow_meter_is_no_closed_valve() {
+    let plan = pinned(Family::Classic, None, 20, "30s");
+    let meta = &plan.wells[0].meta;
+    let at = start().0 + 14 * HOUR;
+    let readings = scaled_from(samples(&plan, 0), 0, |_, m| m.set(Field::FlowRateBpd, None));
+    let readings = scaled_from(readings, at, |since, m| {
+        let minutes = since / 60_000_000;
+        if minutes < 30 {
+            for f in [Field::FrequencyHz, Field::MotorCurrentA] {
+                m.set(f, Some(0.0));
+            }
+            return;
+        }
+        // The annulus draws down over the hour after the restart.
+        let full = (1.0 - (minutes - 30) as f64 / 60.0).max(0.0);
+        let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
+        let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
+        m.set(Field::DischargePressurePsi, Some(pd * (1.0 + 0.06 * full)));
+        m.set(Field::IntakePressurePsi, Some(pip + (pd - pip) * 0.85 * full));
+        scale(m, Field::MotorCurrentA, 1.0 + 0.25 * full);
+    });
+    let findings = findings_of(meta, &readings);
+    let valve = findings
+        .iter()
+        .filter(|f| f.diagnosis == Diagnosis::Condition(Condition::ClosedValve))
+        .count();
+    assert_eq!(valve, 0, "closed valve raised on {valve} readings");
+}
+
+/// Gas passing through a pump that keeps its prime: the head sits at 60 % of its level and the
+/// load swings back and forth (three minutes at 80 %, under the lock's bar, three at 98 %)
+/// while the pump shakes harder. A lock takes the load away and keeps it away; once the load
+/// has been seen to come back, its dips are no gas lock in progress.
+#[test]
+fn a_load_that_keeps_swinging_back_is_no_gas_lock_in_progress() {
+    let plan = pinned(Family::Classic, None, 20, "60s");
+    let meta = &plan.wells[0].meta;
+    let at = start().0 + 14 * HOUR;
+    let gas = |hunting: bool| {
+        scaled_from(samples(&plan, 0), at, move |since, m| {
+            let n = since / 60_000_000;
+            let cur = if hunting {
+                if n % 6 < 3 { 0.8 } else { 0.98 }
+            } else {
+                // The load bleeds away and stays away.
+                (0.84 - 0.01 * n as f64).max(0.45)
+            };
+            scale(m, Field::MotorCurrentA, cur);
+            scale(m, Field::FlowRateBpd, 0.6);
+            scale_pressure_rise(m, 0.6);
+            scale(m, Field::VibrationXG, 1.5);
+            scale(m, Field::VibrationYG, 1.5);
+        })
+    };
+    // Readings judged a gas lock from half an hour into the gas on.
+    let locks = |readings: &[(Timestamp, Measurements)]| {
+        let mut engine =
+            WellEngine::new(Some(meta), Thresholds::default(), TrainingWindow::Default);
+        let mut n = 0;
+        for (ts, m) in readings {
+            let out = engine.push(*ts, m);
+            if ts.0 >= at + HOUR / 2 {
+                n += out
+                    .findings
+                    .iter()
+                    .filter(|f| f.diagnosis == Diagnosis::Condition(Condition::GasLock))
+                    .count();
+            }
+        }
+        n
+    };
+    let hunting = locks(&gas(true));
+    assert_eq!(hunting, 0, "gas lock on {hunting} readings of a hunting load");
+    assert!(locks(&gas(false)) > 0, "a load bled away is a lock in progress");
+}
