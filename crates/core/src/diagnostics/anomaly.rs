@@ -20,6 +20,19 @@ pub const FEATURES: [&str; 7] = [
 ];
 pub const NF: usize = FEATURES.len();
 
+/// The features of a well without a frequency channel, in the same slots: its speed is
+/// unknown, so the model sees what a speed change leaves alone (see `WellEngine`): the load per
+/// unit of head and the flow at the head's speed in place of current and flow, no head.
+pub const SPEED_FREE_FEATURES: [&str; NF] = [
+    "current_per_head_ratio",
+    "head_ratio",
+    "flow_per_root_head_ratio",
+    "vibration_ratio",
+    "winding_rise_ratio",
+    "volts_per_hz_ratio",
+    "efficiency_ratio",
+];
+
 pub type FeatureVec = [Option<f64>; NF];
 
 #[derive(Clone, Debug)]
@@ -228,9 +241,15 @@ impl AnomalyModel {
     }
 
     /// The features that contribute most to the deviation, largest first (for evidence).
-    pub fn top_contributors(&self, x: &FeatureVec, n: usize) -> Vec<(&'static str, f64)> {
+    /// `names` are the features' names ([`FEATURES`] or [`SPEED_FREE_FEATURES`]).
+    pub fn top_contributors(
+        &self,
+        x: &FeatureVec,
+        n: usize,
+        names: &[&'static str; NF],
+    ) -> Vec<(&'static str, f64)> {
         let z = standardise(x, &self.mean, &self.std);
-        let mut c: Vec<(&'static str, f64)> = FEATURES.iter().copied().zip(z).collect();
+        let mut c: Vec<(&'static str, f64)> = names.iter().copied().zip(z).collect();
         c.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         c.truncate(n);
         c

@@ -8,7 +8,7 @@ use crate::hydraulics::FT_PER_PSI_WATER;
 use crate::telemetry::{FIELD_COUNT, Field, Measurements, Timestamp};
 use crate::well::WellMeta;
 
-use super::anomaly::{AnomalyModel, FeatureVec, NF};
+use super::anomaly::{self, AnomalyModel, FeatureVec, NF};
 use super::channels::{ChannelFault, ChannelMonitor, NOISE_JUDGED, PROCESS, Process, WATCHED};
 use super::episodes::{EpisodeTracker, Transitions};
 use super::features::{Baseline, Features, WellContext};
@@ -930,6 +930,13 @@ impl WellEngine {
         }
     }
 
+    /// The well was learned without a frequency channel: its ratios are not at a known speed.
+    fn speed_unknown(&self) -> bool {
+        self.baseline
+            .as_ref()
+            .is_some_and(|b| b.operating_hz.is_none())
+    }
+
     fn feature_vector(&self, f: &Features) -> FeatureVec {
         // With the catalog curve the head ratio is the pump against its own curve at the
         // measured flow: it stays at 1 wherever a healthy pump runs. The flow against the
@@ -943,10 +950,25 @@ impl WellEngine {
                 .as_ref()
                 .is_some_and(|b| b.catalog_head_ratio.is_some());
         let flow_ratio = f.flow_ratio.filter(|_| !on_curve);
+        // Without a frequency channel the speed is unknown, and a drive that changes it (a PIP
+        // controller, an operator) moves current, head and flow together along the affinity
+        // laws: head ∝ n², flow ∝ n, a drive's current ∝ torque ∝ n². What a speed change
+        // leaves alone is the load per unit of head and the flow at the head's speed (q/√h);
+        // a pump that lost head for its load (wear, a leak, drag) still moves them.
+        let (current, head, flow) = if self.speed_unknown() {
+            let h = f.head_ratio.filter(|h| *h > 0.05);
+            (
+                f.current_ratio.zip(h).map(|(c, h)| c / h),
+                None,
+                flow_ratio.zip(h).map(|(q, h)| q / h.sqrt()),
+            )
+        } else {
+            (f.current_ratio, f.head_ratio, flow_ratio)
+        };
         let v: [Option<f64>; NF] = [
-            f.current_ratio,
-            f.head_ratio,
-            flow_ratio,
+            current,
+            head,
+            flow,
             f.vibration_ratio,
             f.winding_rise_ratio,
             f.volts_per_hz_ratio,
@@ -1446,7 +1468,12 @@ impl WellEngine {
                 .tracker
                 .any_open(|d, _| d.is_process() && d != Diagnosis::Anomaly);
         if self.anomaly_alarm && !explained {
-            let top = model.top_contributors(&x, 3);
+            let names = if self.speed_unknown() {
+                &anomaly::SPEED_FREE_FEATURES
+            } else {
+                &anomaly::FEATURES
+            };
+            let top = model.top_contributors(&x, 3, names);
             // Raised above the alarm level; held (hysteresis) while above the clear level.
             let level = if s > th.anomaly_alarm_score {
                 th.anomaly_alarm_score

@@ -3178,7 +3178,9 @@ fn a_loss_of_lift_confirmed_by_trip_after_trip_takes_over_from_a_silent_conditio
     let shaft = Diagnosis::Condition(Condition::BrokenShaft);
     let mut tracker = EpisodeTracker::default();
     let t0 = start().0;
-    let opened = tracker.step(t0, &[(valve, 0.95)], &[valve], true, &th).opened;
+    let opened = tracker
+        .step(t0, &[(valve, 0.95)], &[valve], true, &th)
+        .opened;
     assert_eq!(opened.len(), 1, "{opened:?}");
     let mut shaft_opened = false;
     for run in 0..4 {
@@ -3226,7 +3228,10 @@ fn a_restart_on_a_full_annulus_without_a_flow_meter_is_no_closed_valve() {
         let pip = m.get(Field::IntakePressurePsi).unwrap_or(0.0);
         let pd = m.get(Field::DischargePressurePsi).unwrap_or(0.0);
         m.set(Field::DischargePressurePsi, Some(pd * (1.0 + 0.06 * full)));
-        m.set(Field::IntakePressurePsi, Some(pip + (pd - pip) * 0.85 * full));
+        m.set(
+            Field::IntakePressurePsi,
+            Some(pip + (pd - pip) * 0.85 * full),
+        );
         scale(m, Field::MotorCurrentA, 1.0 + 0.25 * full);
     });
     let findings = findings_of(meta, &readings);
@@ -3280,6 +3285,39 @@ fn a_load_that_keeps_swinging_back_is_no_gas_lock_in_progress() {
         n
     };
     let hunting = locks(&gas(true));
-    assert_eq!(hunting, 0, "gas lock on {hunting} readings of a hunting load");
-    assert!(locks(&gas(false)) > 0, "a load bled away is a lock in progress");
+    assert_eq!(
+        hunting, 0,
+        "gas lock on {hunting} readings of a hunting load"
+    );
+    assert!(
+        locks(&gas(false)) > 0,
+        "a load bled away is a lock in progress"
+    );
+}
+
+/// A PIP controller on a drive that reports no frequency speeds the pump up by 12 % for the
+/// rest of the run: flow, head and current move together as the affinity laws say (flow ∝ n,
+/// head ∝ n², the drive's current ∝ n²). With the speed unknown, that is a new operating point,
+/// not an anomaly.
+#[test]
+fn a_speed_change_without_a_frequency_channel_is_no_anomaly() {
+    let plan = pinned(Family::Classic, None, 40, "60s");
+    let meta = &plan.wells[0].meta;
+    let s = 1.12;
+    let faster = scaled_from(
+        without_frequency(samples(&plan, 0)),
+        start().0 + 16 * HOUR,
+        |since, m| {
+            // The controller ramps over half an hour.
+            let n = 1.0 + (s - 1.0) * (since as f64 / (HOUR / 2) as f64).min(1.0);
+            scale(m, Field::FlowRateBpd, n);
+            scale_pressure_rise(m, n * n);
+            scale(m, Field::MotorCurrentA, n * n);
+        },
+    );
+    let episodes = episodes_of(meta, &faster);
+    assert!(
+        episodes.iter().all(|e| e.diagnosis != Diagnosis::Anomaly),
+        "{episodes:?}"
+    );
 }
