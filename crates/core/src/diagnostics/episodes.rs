@@ -138,8 +138,11 @@ impl EpisodeTracker {
                 let abrupt_over_gradual = confirmed.contains(&d) && other.is_gradual();
                 // A loss of lift a trip confirmed needs no time to establish itself: once the other
                 // condition has been silent for `switch_secs`, a loss of lift that trips the
-                // pump run after run (each run shorter than `switch_secs`) is the news.
-                let established = (confirmed.contains(&d) && !d.is_thermal())
+                // pump run after run (each run shorter than `switch_secs`) is the news, if it is
+                // told at least as surely as the condition it replaces (a lock and a parted
+                // shaft not yet told apart do not take turns).
+                let other_conf = self.tracks[&other].open.map_or(0.0, |(_, c)| c);
+                let established = (confirmed.contains(&d) && !d.is_thermal() && conf >= other_conf)
                     || ts - first >= secs(th.switch_secs);
                 if !abrupt_over_gradual && (ts - other_last < secs(th.switch_secs) || !established)
                 {
