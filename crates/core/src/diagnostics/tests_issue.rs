@@ -3190,11 +3190,11 @@ fn a_loss_of_lift_confirmed_by_trip_after_trip_takes_over_from_a_silent_conditio
             tracker.step(restart - m * minute, &[], &[], false, &th);
         }
         for m in 0..3 {
-            let out = tracker.step(restart + m * minute, &[(shaft, 0.9)], &[], false, &th);
+            let out = tracker.step(restart + m * minute, &[(shaft, 0.95)], &[], false, &th);
             shaft_opened |= out.opened.iter().any(|e| e.diagnosis == shaft);
         }
         // The trip: the findings just before it are confirmed.
-        let out = tracker.step(restart + 3 * minute, &[(shaft, 0.9)], &[shaft], false, &th);
+        let out = tracker.step(restart + 3 * minute, &[(shaft, 0.95)], &[shaft], false, &th);
         shaft_opened |= out.opened.iter().any(|e| e.diagnosis == shaft);
     }
     assert!(shaft_opened, "open: {:?}", tracker.open());
