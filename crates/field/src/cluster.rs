@@ -58,6 +58,8 @@ const QUEUE: usize = 4096;
 const PIPELINE: usize = 256;
 /// A connection attempt that has not succeeded within this failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A published pipeline not answered within this: its connection is taken as dead.
+const UNANSWERED: Duration = Duration::from_secs(60);
 
 #[derive(Serialize, Deserialize)]
 struct WireReading {
@@ -86,6 +88,12 @@ enum WireEvent {
         well_id: String,
         online: bool,
         at: i64,
+    },
+    /// Sent by a node that rejoined as a new member after its hold on its wells lapsed, to
+    /// itself: what its subscriber received before this was sent before the lapse was
+    /// noticed (see [`Lease`]).
+    Rejoined {
+        generation: u64,
     },
 }
 
@@ -144,14 +152,26 @@ fn encode(node: &str, event: &LiveEvent) -> String {
     .unwrap_or_default()
 }
 
-/// The event of a message from another node (`None`: from this node, or not understood).
-fn decode(node: &str, text: &str) -> Result<Option<LiveEvent>, String> {
+/// A message on `<prefix>:live` this node acts on.
+enum Incoming {
+    /// An event of another node.
+    Event(LiveEvent),
+    /// This node's own [`WireEvent::Rejoined`].
+    Rejoined(u64),
+}
+
+/// The event of a message from another node, or this node's own rejoin marker (`None`: any
+/// other message of this node, or another node's marker).
+fn decode(node: &str, text: &str) -> Result<Option<Incoming>, String> {
     let envelope: Envelope = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if let WireEvent::Rejoined { generation } = envelope.event {
+        return Ok((envelope.node == node).then_some(Incoming::Rejoined(generation)));
+    }
     if envelope.node == node {
         return Ok(None);
     }
     let well = |id: &str| WellId::parse(id).map_err(|e| format!("well {id:?}: {e}"));
-    Ok(Some(match envelope.event {
+    Ok(Some(Incoming::Event(match envelope.event {
         WireEvent::Readings { readings } => {
             let mut out = Vec::with_capacity(readings.len());
             for r in readings {
@@ -194,7 +214,69 @@ fn decode(node: &str, text: &str) -> Result<Option<LiveEvent>, String> {
             online,
             at: Timestamp(at),
         },
-    }))
+        WireEvent::Rejoined { .. } => unreachable!("returned above"),
+    })))
+}
+
+/// The rejoin marker of `node`'s `generation` (see [`Lease`]).
+fn rejoined(node: &str, generation: u64) -> String {
+    serde_json::to_string(&Envelope {
+        node: node.to_owned(),
+        event: WireEvent::Rejoined { generation },
+    })
+    .unwrap_or_default()
+}
+
+/// This node's hold on its share of the wells. The others count a node among them until
+/// `cluster_node_timeout_ms` after the heartbeat they last saw, so this node may diagnose its
+/// wells only while the last heartbeat Redis answered was *sent* less than that ago (an answer
+/// read late, after the process was stopped or starved, renews nothing). Once that has
+/// lapsed the others have taken its wells (and diagnosed their readings): the node drops
+/// every well's state and queued readings, rejoins under a new member name (`<node>~<n>`,
+/// the generation), diagnoses nothing that reached its subscriber before it noticed (the
+/// readings it buffered while stopped: up to its own marker on `<prefix>:live`), and takes
+/// the wells it is then given only after the others have had two heartbeats to see it.
+struct Lease {
+    base: std::time::Instant,
+    /// When the last answered heartbeat was sent, ms after `base` plus 1 (0: none yet).
+    answered: AtomicU64,
+    timeout_ms: u64,
+    /// Times the hold lapsed: 0 until the first.
+    generation: AtomicU64,
+}
+
+impl Lease {
+    fn new(timeout: Duration) -> Lease {
+        Lease {
+            base: std::time::Instant::now(),
+            answered: AtomicU64::new(0),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn ms(&self, at: std::time::Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Redis answered a heartbeat sent at `sent`.
+    fn renew(&self, sent: std::time::Instant) {
+        self.answered.fetch_max(self.ms(sent) + 1, Ordering::SeqCst);
+    }
+
+    /// Whether the others still count this node (a heartbeat sent within the timeout was
+    /// answered).
+    fn held(&self) -> bool {
+        match self.answered.load(Ordering::SeqCst) {
+            0 => false,
+            at => self.ms(std::time::Instant::now()) < at - 1 + self.timeout_ms,
+        }
+    }
+
+    /// Whether a hold there was has lapsed.
+    fn lapsed(&self) -> bool {
+        self.answered.load(Ordering::SeqCst) != 0 && !self.held()
+    }
 }
 
 enum Outgoing {
@@ -234,6 +316,16 @@ struct Stats {
     /// Times the nodes sharing the wells changed as this node saw them (a node joined, left
     /// or was not heard of within `cluster_node_timeout_ms`): each moves wells between nodes.
     membership_changes: AtomicU64,
+    /// Times this node's hold on its wells lapsed (see [`Lease`]), and its member name now.
+    lapses: AtomicU64,
+    member: Mutex<String>,
+    /// Whether it is waiting for the others to see it before taking its wells (a rejoin).
+    joining: AtomicBool,
+    /// Readings other nodes sent before this node noticed its hold had lapsed: shown on its
+    /// streams, not diagnosed here.
+    backlog_readings_not_diagnosed: AtomicU64,
+    /// Events sent again on a new connection because Redis had not answered their pipeline.
+    events_resent: AtomicU64,
     /// `cluster_heartbeat_ms` and `cluster_node_timeout_ms`, shown beside the changes.
     heartbeat_ms: AtomicU64,
     node_timeout_ms: AtomicU64,
@@ -266,6 +358,11 @@ impl Stats {
             "messages_malformed": n(&self.messages_malformed),
             "nodes": n(&self.nodes),
             "membership_changes": n(&self.membership_changes),
+            "lapses": n(&self.lapses),
+            "member": self.member.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            "joining": self.joining.load(Ordering::Relaxed),
+            "backlog_readings_not_diagnosed": n(&self.backlog_readings_not_diagnosed),
+            "events_resent": n(&self.events_resent),
             "heartbeat_ms": n(&self.heartbeat_ms),
             "node_timeout_ms": n(&self.node_timeout_ms),
             "reconnect_max_ms": n(&self.reconnect_max_ms),
@@ -341,6 +438,10 @@ impl Cluster {
         stats
             .node_timeout_ms
             .store(state.config.cluster_node_timeout_ms, Ordering::Relaxed);
+        *stats.member.lock().unwrap_or_else(|e| e.into_inner()) = node.clone();
+        let lease = Arc::new(Lease::new(Duration::from_millis(
+            state.config.cluster_node_timeout_ms,
+        )));
         let (stop, stopping) = watch::channel(false);
         let (tx, rx) = mpsc::channel::<Outgoing>(QUEUE);
 
@@ -390,14 +491,16 @@ impl Cluster {
             client.clone(),
             state.clone(),
             stats.clone(),
+            lease.clone(),
             node.clone(),
-            format!("{prefix}:nodes"),
+            (format!("{prefix}:nodes"), channels.live.clone()),
             stopping.clone(),
         ));
         let subscriber = tokio::spawn(subscribe(
             client,
             state.clone(),
             stats.clone(),
+            lease,
             node.clone(),
             channels,
             stopping,
@@ -467,11 +570,16 @@ async fn publish(
 ) {
     let mut backoff = stats.backoff();
     let mut logged = false;
-    // The client's default gives up on an answer after 500 ms, dropping the pipeline's events
-    // (readings other nodes' diagnostics and streams then never get) on a loaded machine.
+    // No response timeout: a pipeline's answer is waited for however late it comes (a loaded
+    // machine, Redis busy, this process stopped), up to `UNANSWERED` (see below). Giving up
+    // after 500 ms (the client's default), and later after 5 s, dropped the pipeline's events:
+    // readings other nodes' diagnostics and streams then never got.
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(CONNECT_TIMEOUT));
+        .set_response_timeout(None);
+    // A pipeline sent whose answer has not come: sent again, first, on the next connection
+    // (at most `PIPELINE` messages; new events wait in the bounded queue meanwhile).
+    let mut unconfirmed: Vec<Outgoing> = Vec::new();
     loop {
         let connected = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -503,17 +611,23 @@ async fn publish(
         stats.connections.fetch_add(1, Ordering::Relaxed);
         backoff.reset();
         loop {
-            let first = tokio::select! {
-                m = rx.recv() => m,
-                _ = stopping.wait_for(|s| *s) => None,
+            let resent = !unconfirmed.is_empty();
+            let batch = if resent {
+                std::mem::take(&mut unconfirmed)
+            } else {
+                let first = tokio::select! {
+                    m = rx.recv() => m,
+                    _ = stopping.wait_for(|s| *s) => None,
+                };
+                let Some(first) = first else { return };
+                let mut batch = vec![first];
+                while batch.len() < PIPELINE
+                    && let Ok(m) = rx.try_recv()
+                {
+                    batch.push(m);
+                }
+                batch
             };
-            let Some(first) = first else { return };
-            let mut batch = vec![first];
-            while batch.len() < PIPELINE
-                && let Ok(m) = rx.try_recv()
-            {
-                batch.push(m);
-            }
             let mut pipe = redis::pipe();
             let (mut events, mut revocations, mut directives) = (0, 0, 0);
             for message in &batch {
@@ -546,7 +660,30 @@ async fn publish(
                     }
                 }
             }
-            match pipe.query_async::<()>(&mut connection).await {
+            if resent {
+                stats.events_resent.fetch_add(events, Ordering::Relaxed);
+            }
+            // The answer, however late, while the connection lives (a closed connection fails
+            // the query at once); none for `UNANSWERED`: the connection is taken as dead and
+            // the pipeline sent again on a new one (its events may then arrive twice).
+            let query = pipe.query_async::<()>(&mut connection);
+            tokio::pin!(query);
+            let answer = tokio::select! {
+                biased;
+                a = &mut query => Some(a),
+                _ = tokio::time::sleep(UNANSWERED) => None,
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            let answer = match answer {
+                Some(a) => a.map_err(|e| e.to_string()),
+                // Resumed after being stopped that long, the answer may be here but not read
+                // yet: a last moment for it.
+                None => match tokio::time::timeout(Duration::from_secs(1), &mut query).await {
+                    Ok(a) => a.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer for {} s", UNANSWERED.as_secs())),
+                },
+            };
+            match answer {
                 Ok(()) => {
                     stats.events_published.fetch_add(events, Ordering::Relaxed);
                     stats
@@ -562,8 +699,8 @@ async fn publish(
                 }
                 Err(e) => {
                     stats.publisher_connected.store(false, Ordering::Relaxed);
-                    stats.events_dropped.fetch_add(events, Ordering::Relaxed);
                     stats.failed("publish", e, &mut logged);
+                    unconfirmed = batch;
                     break;
                 }
             }
@@ -578,6 +715,7 @@ async fn subscribe(
     client: redis::Client,
     state: AppState,
     stats: Arc<Stats>,
+    lease: Arc<Lease>,
     node: String,
     channels: Channels,
     mut stopping: watch::Receiver<bool>,
@@ -602,6 +740,8 @@ async fn subscribe(
         match connected {
             Ok(Ok(pubsub)) => {
                 stats.subscriber_connected.store(true, Ordering::Relaxed);
+                // A new subscription holds nothing from before: no backlog to skip.
+                let mut accepted = lease.generation.load(Ordering::SeqCst);
                 backoff.reset();
                 // A revocation may have been published while this node was not listening.
                 state.security.forget_cached_credentials_here();
@@ -654,13 +794,24 @@ async fn subscribe(
                         continue;
                     }
                     match decode(&node, &payload) {
-                        Ok(Some(event)) => {
+                        Ok(Some(Incoming::Rejoined(generation))) => {
+                            accepted = accepted.max(generation);
+                        }
+                        Ok(Some(Incoming::Event(event))) => {
                             stats.events_received.fetch_add(1, Ordering::Relaxed);
-                            // Readings of wells this node diagnoses, ingested elsewhere.
+                            // Readings of wells this node diagnoses, ingested elsewhere; not
+                            // those sent before this node noticed its hold had lapsed (their
+                            // wells' new owners diagnosed them).
                             if let LiveEvent::Readings(batch) = &event
                                 && state.diagnostics.ownership().is_some()
                             {
-                                state.diagnostics.submit(batch.readings.clone());
+                                if lease.generation.load(Ordering::SeqCst) > accepted {
+                                    stats
+                                        .backlog_readings_not_diagnosed
+                                        .fetch_add(batch.readings.len() as u64, Ordering::Relaxed);
+                                } else {
+                                    state.diagnostics.submit(batch.readings.clone());
+                                }
                             }
                             state.live.publish_here(event);
                         }
@@ -720,8 +871,9 @@ async fn membership(
     client: redis::Client,
     state: AppState,
     stats: Arc<Stats>,
+    lease: Arc<Lease>,
     node: String,
-    key: String,
+    (key, live_channel): (String, String),
     mut stopping: watch::Receiver<bool>,
 ) {
     let mut members: Vec<String> = Vec::new();
@@ -730,15 +882,41 @@ async fn membership(
     let heartbeat = state.config.cluster_heartbeat();
     let node_timeout = Duration::from_millis(state.config.cluster_node_timeout_ms);
     let node_timeout_ms = i64::try_from(state.config.cluster_node_timeout_ms).unwrap_or(i64::MAX);
-    // When Redis last answered a heartbeat: the others count this node among them until
-    // `node_timeout` after it, so this node keeps its share of the wells that long too.
-    let mut last_answer: Option<tokio::time::Instant> = None;
+    // This node's name in `<prefix>:nodes`: a new one each time its hold lapsed.
+    let mut member = node.clone();
+    // Names of this node to remove from the set, and its rejoin marker still to send.
+    let mut retired: Vec<String> = Vec::new();
+    let mut marker: Option<u64> = None;
+    // After a rejoin, when it takes the wells it is given: once the others have seen it.
+    let mut owning_from: Option<std::time::Instant> = None;
+    // Whether it diagnoses what it ingests (no ownership rule: membership unknown).
+    let mut local = true;
     // A slow answer is not a lost one: the client's default 500 ms (a loaded machine, a node
     // resumed after a stall) is no reason to give up the connection.
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(node_timeout / 2));
     loop {
+        // The others no longer count this node (it was stopped, starved or cut off longer
+        // than they wait): they have its wells. Whatever it holds for them is stale.
+        if !local && !members.is_empty() && lease.lapsed() {
+            let generation = lease.generation.load(Ordering::SeqCst) + 1;
+            retired.push(std::mem::replace(
+                &mut member,
+                format!("{node}~{generation}"),
+            ));
+            // First: from now on the subscriber diagnoses nothing it receives until it
+            // reads this generation's marker (everything before it is backlog).
+            lease.generation.store(generation, Ordering::SeqCst);
+            marker = Some(generation);
+            tracing::warn!(target: "espwatch::cluster", "no heartbeat of this node answered for cluster_node_timeout_ms: the other nodes took its wells; their state and queued readings dropped, rejoining as a new member");
+            state.diagnostics.lose_ownership();
+            members.clear();
+            stats.lapses.fetch_add(1, Ordering::Relaxed);
+            stats.nodes.store(0, Ordering::Relaxed);
+            stats.membership_changes.fetch_add(1, Ordering::Relaxed);
+            *stats.member.lock().unwrap_or_else(|e| e.into_inner()) = member.clone();
+        }
         if connection.is_none() {
             match tokio::time::timeout(
                 CONNECT_TIMEOUT,
@@ -752,19 +930,26 @@ async fn membership(
             }
         }
         let mut alive = None;
+        let sent = std::time::Instant::now();
         if let Some(c) = connection.as_mut() {
             let now = chrono::Utc::now().timestamp_millis();
-            let answer = redis::pipe()
-                .cmd("ZADD")
-                .arg(&key)
-                .arg(now)
-                .arg(&node)
-                .ignore()
-                .cmd("ZREMRANGEBYSCORE")
+            let mut pipe = redis::pipe();
+            pipe.cmd("ZADD").arg(&key).arg(now).arg(&member).ignore();
+            for old in &retired {
+                pipe.cmd("ZREM").arg(&key).arg(old).ignore();
+            }
+            pipe.cmd("ZREMRANGEBYSCORE")
                 .arg(&key)
                 .arg("-inf")
                 .arg(now - node_timeout_ms)
-                .ignore()
+                .ignore();
+            if let Some(generation) = marker {
+                pipe.cmd("PUBLISH")
+                    .arg(&live_channel)
+                    .arg(rejoined(&node, generation))
+                    .ignore();
+            }
+            let answer = pipe
                 .cmd("ZRANGE")
                 .arg(&key)
                 .arg(0)
@@ -775,6 +960,8 @@ async fn membership(
                 Ok((mut nodes,)) => {
                     nodes.sort();
                     alive = Some(nodes);
+                    retired.clear();
+                    marker = None;
                 }
                 Err(e) => {
                     connection = None;
@@ -783,19 +970,27 @@ async fn membership(
             }
         }
         if alive.is_some() {
-            last_answer = Some(tokio::time::Instant::now());
+            lease.renew(sent);
         }
         match alive {
             Some(nodes) if nodes != members => {
                 tracing::info!(target: "espwatch::cluster", nodes = nodes.len(), "nodes sharing the wells changed; diagnostics rebuilt from the database as readings come");
+                if members.is_empty() && lease.generation.load(Ordering::SeqCst) > 0 {
+                    // Rejoined: the others keep the wells now given to this node until their
+                    // next heartbeat shows it; taken earlier, both would diagnose them.
+                    owning_from = Some(sent + 2 * heartbeat);
+                }
                 stats.nodes.store(nodes.len() as u64, Ordering::Relaxed);
                 stats.membership_changes.fetch_add(1, Ordering::Relaxed);
                 members = nodes;
-                let (me, shared) = (node.clone(), members.clone());
+                local = false;
+                let (me, shared, lease) = (member.clone(), members.clone(), lease.clone());
                 state
                     .diagnostics
                     .set_ownership(Some(Arc::new(move |well: &WellId| {
                         owner_of(&shared, well.as_str()) == Some(me.as_str())
+                            && lease.held()
+                            && owning_from.is_none_or(|at| std::time::Instant::now() >= at)
                     })));
             }
             Some(_) => {}
@@ -803,17 +998,22 @@ async fn membership(
             // starved or stopped): the others still count this node until the node timeout,
             // so it keeps its wells (each well still has one owner); dropping them at once
             // dropped every well's state here, and diagnosed the wells of others meanwhile.
-            None if !members.is_empty()
-                && last_answer.is_some_and(|at| at.elapsed() < node_timeout) => {}
-            None if !members.is_empty() => {
+            None if local || lease.held() => {}
+            None => {
                 tracing::warn!(target: "espwatch::cluster", "membership unknown without Redis: this node diagnoses the readings it ingests");
+                if !members.is_empty() {
+                    stats.membership_changes.fetch_add(1, Ordering::Relaxed);
+                }
                 stats.nodes.store(0, Ordering::Relaxed);
-                stats.membership_changes.fetch_add(1, Ordering::Relaxed);
                 members.clear();
+                local = true;
                 state.diagnostics.set_ownership(None);
             }
-            None => {}
         }
+        stats.joining.store(
+            owning_from.is_some_and(|at| std::time::Instant::now() < at),
+            Ordering::Relaxed,
+        );
         let slept = tokio::select! {
             _ = tokio::time::sleep(heartbeat) => true,
             _ = stopping.wait_for(|s| *s) => false,
@@ -825,7 +1025,7 @@ async fn membership(
                     Duration::from_secs(1),
                     redis::cmd("ZREM")
                         .arg(&key)
-                        .arg(&node)
+                        .arg(&member)
                         .query_async::<i64>(c),
                 )
                 .await;
@@ -855,7 +1055,7 @@ mod tests {
             decode("a", &text).unwrap().is_none(),
             "own messages are skipped"
         );
-        let Some(LiveEvent::Readings(batch)) = decode("b", &text).unwrap() else {
+        let Some(Incoming::Event(LiveEvent::Readings(batch))) = decode("b", &text).unwrap() else {
             panic!("readings expected");
         };
         assert_eq!(batch.readings, vec![reading]);
@@ -865,11 +1065,11 @@ mod tests {
             running: false,
             at: Timestamp(7),
         };
-        let Some(LiveEvent::WellState {
+        let Some(Incoming::Event(LiveEvent::WellState {
             well_id,
             running,
             at,
-        }) = decode("b", &encode("a", &event)).unwrap()
+        })) = decode("b", &encode("a", &event)).unwrap()
         else {
             panic!("well state expected");
         };
@@ -883,16 +1083,23 @@ mod tests {
             online: true,
             at: Timestamp(9),
         };
-        let Some(LiveEvent::Connectivity {
+        let Some(Incoming::Event(LiveEvent::Connectivity {
             well_id,
             online,
             at,
-        }) = decode("b", &encode("a", &event)).unwrap()
+        })) = decode("b", &encode("a", &event)).unwrap()
         else {
             panic!("connectivity expected");
         };
         assert_eq!((well_id.as_str(), online, at), ("W-3", true, Timestamp(9)));
         assert!(decode("b", "{\"node\":\"a\",\"type\":\"nope\"}").is_err());
+
+        // A rejoin marker is for its own node only.
+        assert!(matches!(
+            decode("a", &rejoined("a", 3)).unwrap(),
+            Some(Incoming::Rejoined(3))
+        ));
+        assert!(decode("b", &rejoined("a", 3)).unwrap().is_none());
     }
 
     #[test]

@@ -85,8 +85,12 @@ pub struct DiagnosticsStatus {
     pub queue_capacity_readings: u64,
     /// How long the batch being processed (or last processed) waited in the queue, ms.
     pub lag_ms: u64,
-    /// Readings diagnosed since start.
+    /// Readings diagnosed since start (pushed into their well's engine here; a reading of a
+    /// well that moved to another node before its turn is not).
     pub diagnosed_readings: u64,
+    /// Queued readings dropped, not diagnosed, because this node lost its wells (its hold on
+    /// them lapsed: see [`DiagnosticsHub::lose_ownership`]).
+    pub dropped_readings: u64,
     /// Readings not queued because the queue was full (their wells are rebuilt from storage).
     pub skipped_readings: u64,
     /// Wells with live engine state.
@@ -125,6 +129,10 @@ pub struct DiagnosticsHub {
     diagnosed: AtomicU64,
     skipped: AtomicU64,
     rebuilds: AtomicU64,
+    /// Batches submitted before this sequence number are dropped, not diagnosed (see
+    /// [`DiagnosticsHub::lose_ownership`]).
+    drop_before: AtomicU64,
+    dropped: AtomicU64,
     /// Which wells this node diagnoses when several nodes share the database (`None`: every
     /// well whose readings it is given); see [`DiagnosticsHub::set_ownership`].
     owner: std::sync::RwLock<Option<Ownership>>,
@@ -204,6 +212,8 @@ impl DiagnosticsHub {
             diagnosed: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             rebuilds: AtomicU64::new(0),
+            drop_before: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             owner: std::sync::RwLock::new(None),
             announcer: std::sync::OnceLock::new(),
             directives_seen: AtomicI64::new(0),
@@ -215,9 +225,13 @@ impl DiagnosticsHub {
                 let n = batch.readings.len() as u64;
                 hub.lag_ms
                     .store(batch.at.elapsed().as_millis() as u64, Ordering::Relaxed);
-                hub.advance(batch.readings, batch.seq).await;
+                if batch.seq < hub.drop_before.load(Ordering::SeqCst) {
+                    hub.dropped.fetch_add(n, Ordering::Relaxed);
+                } else {
+                    let pushed = hub.advance(batch.readings, batch.seq).await;
+                    hub.diagnosed.fetch_add(pushed, Ordering::Relaxed);
+                }
                 hub.queued.fetch_sub(n, Ordering::Relaxed);
-                hub.diagnosed.fetch_add(n, Ordering::Relaxed);
             }
         });
         hub
@@ -286,6 +300,18 @@ impl DiagnosticsHub {
         }
     }
 
+    /// This node no longer diagnoses any well until [`DiagnosticsHub::set_ownership`] says
+    /// otherwise: every well's state is dropped, and so are the readings queued so far (not
+    /// diagnosed here: their wells' owners have them, live or from the database when they
+    /// rebuild). For a node whose hold on its wells lapsed (stopped, starved or cut off from
+    /// the other nodes for longer than they wait): the others took its wells meanwhile.
+    pub fn lose_ownership(&self) {
+        self.set_ownership(Some(Arc::new(|_: &WellId| false)));
+        self.drop_before
+            .store(self.seq.load(Ordering::SeqCst), Ordering::SeqCst);
+        self.stale.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// The current ownership rule, if several nodes share the wells.
     pub fn ownership(&self) -> Option<Ownership> {
         self.owner.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -311,6 +337,7 @@ impl DiagnosticsHub {
             queue_capacity_readings: self.capacity,
             lag_ms,
             diagnosed_readings: self.diagnosed.load(Ordering::Relaxed),
+            dropped_readings: self.dropped.load(Ordering::Relaxed),
             skipped_readings: skipped,
             wells: self
                 .shards
@@ -379,7 +406,8 @@ impl DiagnosticsHub {
         self.build(&mut guard, well, before).await
     }
 
-    async fn advance(&self, batch: Vec<Reading>, seq: u64) {
+    /// Diagnoses a batch: the readings pushed into engines here.
+    async fn advance(&self, batch: Vec<Reading>, seq: u64) -> u64 {
         // Each engine needs its well's readings in time order. Grouping positions by well
         // (hashing each id once) and sorting only a group that arrived out of order is far
         // cheaper than sorting the whole batch by (well id, ts).
@@ -401,6 +429,7 @@ impl DiagnosticsHub {
         let mut opened = Vec::new();
         let mut closed = Vec::new();
         let mut replays = Vec::new();
+        let mut pushed_readings = 0;
         // A chunk of wells at a time: build those that need it from stored data, up to
         // REBUILDS_IN_FLIGHT at once, each holding its own lock only (a slow rebuild keeps
         // none of the chunk's other wells locked), then lock them all and push their readings
@@ -437,6 +466,7 @@ impl DiagnosticsHub {
             // it and back) cost more than the push itself and was the largest single part of
             // a single-reading request's CPU. Larger chunks go to the blocking pool as before.
             let readings: usize = chunk.iter().map(|(_, p)| p.len()).sum();
+            pushed_readings += readings as u64;
             let pushed = if readings <= INLINE_PUSH_READINGS {
                 Ok(push_chunk(&chunk, &mut guards, &batch))
             } else {
@@ -459,6 +489,7 @@ impl DiagnosticsHub {
             self.apply_replayed(&well, o, c).await;
         }
         self.apply(opened, closed).await;
+        pushed_readings
     }
 
     /// Builds a well's engine from the stored history before `before` unless it has one: the

@@ -117,9 +117,14 @@ pub struct ClusterArgs {
     /// returns.
     #[arg(long, default_value = "0s")]
     pub stall: String,
-    /// When the stall starts, from the start of the live phase (real time).
+    /// When the stall (or the kill) starts, from the start of the live phase (real time).
     #[arg(long, default_value = "30s")]
     pub stall_at: String,
+    /// Kill the last node with SIGKILL at `--stall-at` instead (no resume): its gateways then
+    /// send to the next node; the others take its wells after the node timeout (the failover
+    /// time printed).
+    #[arg(long)]
+    pub kill: bool,
     /// The nodes' `cluster_node_timeout_ms` (a node not heard of this long has left); default:
     /// the server's default.
     #[arg(long)]
@@ -439,9 +444,21 @@ async fn open_stream(
 /// Posts `body` until a node acknowledges it (200), at most 5 minutes; the readings it
 /// carried count as acknowledged. Returns the number of refusals before.
 async fn post_until_acked(http: &reqwest::Client, url: &str, body: String) -> anyhow::Result<u64> {
+    post_until_acked_at(http, &[url.to_owned()], body).await
+}
+
+/// [`post_until_acked`] to `urls[0]`, to the next one after a failed connection (a node
+/// killed).
+async fn post_until_acked_at(
+    http: &reqwest::Client,
+    urls: &[String],
+    body: String,
+) -> anyhow::Result<u64> {
     let started = Instant::now();
     let mut refused = 0;
+    let mut at = 0;
     loop {
+        let url = &urls[at % urls.len()];
         match http
             .post(url)
             .header("content-type", "application/json")
@@ -463,7 +480,7 @@ async fn post_until_acked(http: &reqwest::Client, url: &str, body: String) -> an
             Err(e) if started.elapsed() > Duration::from_secs(300) => {
                 return Err(e).context("no node acknowledged a batch within 5 minutes");
             }
-            Err(_) => {}
+            Err(_) => at += 1,
         }
         refused += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -931,7 +948,10 @@ async fn drive(
     let mut gateways = Vec::new();
     for (g, wells) in by_gateway.into_iter().enumerate() {
         let node = plan.node_of_gateway(g);
-        let url = nodes[node].url("/api/v1/telemetry");
+        let url = vec![
+            nodes[node].url("/api/v1/telemetry"),
+            nodes[(node + 1) % nodes.len()].url("/api/v1/telemetry"),
+        ];
         let (http, sends, live_acked, node_acked, refused, lateness, post_latency) = (
             http.clone(),
             sends.clone(),
@@ -962,7 +982,7 @@ async fn drive(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert((g, step), (sent, None));
-                let r = post_until_acked(&http, &url, body).await?;
+                let r = post_until_acked_at(&http, &url, body).await?;
                 let acked_at = Instant::now();
                 if let Some(e) = sends
                     .lock()
@@ -990,7 +1010,8 @@ async fn drive(
     // When the stalled node was stopped and resumed.
     let stall_times: Arc<Mutex<(Option<Instant>, Option<Instant>)>> =
         Arc::new(Mutex::new((None, None)));
-    if !stall.is_zero() {
+    if !stall.is_zero() || args.kill {
+        let kill = args.kill;
         let at = Duration::from_micros(micros_of(&args.stall_at)?.max(0) as u64);
         let (index, pid) = (nodes.len(), nodes[nodes.len() - 1].pid);
         let times = stall_times.clone();
@@ -1001,6 +1022,12 @@ async fn drive(
                     .args([s, &pid.to_string()])
                     .status()
             };
+            if kill {
+                let _ = signal("-KILL").await;
+                times.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(Instant::now());
+                println!("  node {index} killed (SIGKILL)");
+                return;
+            }
             let _ = signal("-STOP").await;
             times.lock().unwrap_or_else(|p| p.into_inner()).0 = Some(Instant::now());
             println!("  node {index} stalled (SIGSTOP) for {stall:?}");
@@ -1083,7 +1110,7 @@ async fn drive(
     let node_cpu: Vec<f64> = nodes
         .iter()
         .zip(&node_cpu_before)
-        .map(|(n, before)| process_seconds(n.pid).unwrap_or(0.0) - before)
+        .map(|(n, before)| process_seconds(n.pid).unwrap_or(*before) - before)
         .collect();
     let redis_cpu = redis_pid
         .and_then(process_seconds)
@@ -1221,18 +1248,33 @@ async fn drive(
             }
         );
     }
+    let mut diagnosed_sum = 0;
     for (i, node) in nodes.iter().enumerate() {
         let r = &rss[i];
         let mean = r.iter().sum::<f64>() / r.len().max(1) as f64;
         let max = r.iter().cloned().fold(0.0, f64::max);
         let change = |check: &str, counter: &str| {
-            checks_after[i][check][counter].as_u64().unwrap_or(0)
-                - checks_before[i][check][counter].as_u64().unwrap_or(0)
+            checks_after[i][check][counter]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(checks_before[i][check][counter].as_u64().unwrap_or(0))
         };
         let diagnosed = change("diagnostics", "diagnosed_readings");
         let skipped = change("diagnostics", "skipped_readings");
         let rebuilds = change("diagnostics", "rebuilds");
         let membership = change("redis", "membership_changes");
+        diagnosed_sum += diagnosed;
+        let (lapses, backlog, dropped) = (
+            change("redis", "lapses"),
+            change("redis", "backlog_readings_not_diagnosed"),
+            change("diagnostics", "dropped_readings"),
+        );
+        if lapses + backlog + dropped > 0 {
+            println!(
+                "  node {}: its hold on its wells lapsed {lapses} times (rejoined as a new member): {backlog} readings received meanwhile and {dropped} queued not diagnosed here",
+                i + 1
+            );
+        }
         println!(
             "  node {} (pid {}): CPU {:.1} % of a core, RSS mean {mean:.0} MiB max {max:.0} MiB; ingested {} readings ({:.0}/s); diagnosed {diagnosed} ({} wells), skipped {skipped}, diagnostics lag max {} ms, queue max {}, {rebuilds} rebuilds from the database; membership changed {membership} times",
             i + 1,
@@ -1247,8 +1289,24 @@ async fn drive(
             queued_max[i],
         );
     }
+    println!(
+        "  live readings diagnosed on the nodes: {diagnosed_sum} of {} acknowledged ({})",
+        live_acked.load(Ordering::Relaxed),
+        match diagnosed_sum.cmp(&live_acked.load(Ordering::Relaxed)) {
+            std::cmp::Ordering::Equal => "each once".to_owned(),
+            std::cmp::Ordering::Less => format!(
+                "{} not pushed live: covered by a rebuild from the database, or lost",
+                live_acked.load(Ordering::Relaxed) - diagnosed_sum
+            ),
+            std::cmp::Ordering::Greater => format!(
+                "at least {} diagnosed twice",
+                diagnosed_sum - live_acked.load(Ordering::Relaxed)
+            ),
+        }
+    );
     let (stalled_at, resumed_at) = *stall_times.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(stopped) = stalled_at {
+        let how = if args.kill { "SIGKILL" } else { "SIGSTOP" };
         let stalled = nodes.len();
         let timeout = checks_after[0]["redis"]["node_timeout_ms"]
             .as_u64()
@@ -1258,7 +1316,7 @@ async fn drive(
             report.stall_left_after.push(left);
             match left {
                 Some(after) => println!(
-                    "  node {}: node {stalled} left its view {} after SIGSTOP (node timeout {timeout}: its wells moved here){}",
+                    "  node {}: node {stalled} left its view {} after {how} (node timeout {timeout}: its wells moved here){}",
                     i + 1,
                     ms(after),
                     match (back_in_view[i], resumed_at) {
@@ -1486,6 +1544,7 @@ mod tests {
             keep_database: false,
             stall: "0s".into(),
             stall_at: "0s".into(),
+            kill: false,
             node_timeout: None,
         };
         let report = run_cluster(&args).await.expect("the run");

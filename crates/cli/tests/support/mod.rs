@@ -522,6 +522,15 @@ impl ChildServer {
         format!("http://{}{path}", self.address)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the server's process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     pub fn kill_9(&mut self) {
         self.child.kill().expect("kill");
         let _ = self.child.wait();
