@@ -14,7 +14,7 @@
 #                                        RSS high-water, recovery time, every reading the broker
 #                                        acknowledged read back)
 #
-# Environment: PROFILE=debug|release (debug), CARGO_TARGET_DIR (target), TIMES, KEYS (simulated gateways, 8), PORT (18080),
+# Environment: PROFILE=debug|release (debug), CARGO_TARGET_DIR (target), BUILD=0 (no cargo build), TIMES, KEYS (simulated gateways, 8), PORT (18080),
 # KEEP=1 keeps the work directory (server log, data). Extra arguments after the mode's own go to
 # `espwatch-bench load` (e.g. --batch 500 --max-outstanding 2048) or `broker-load`.
 # Brokers: mqtt-overload starts a Mosquitto of its own on a free port with MOSQUITTO_SETTINGS
@@ -39,7 +39,9 @@ case "$mode" in
 esac
 
 profile=${PROFILE:-debug}
-if [ "$profile" = release ]; then
+if [ "${BUILD:-1}" = 0 ]; then
+  : # BUILD=0: use the binaries already in ${CARGO_TARGET_DIR:-target}/$profile
+elif [ "$profile" = release ]; then
   nice cargo build --release -p espwatch -p espwatch-bench
 else
   nice cargo build -p espwatch -p espwatch-bench

@@ -39,6 +39,17 @@ pub fn target(name: &str) -> Option<Target> {
     TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
 }
 
+/// Work a target does the same way for every input (the `jwt` target's keys, whose secret
+/// is judged for strength when they are made), done before AFL++'s fork server starts (it is
+/// deferred to after this call in `main.rs`), so that each execution pays for its input only.
+pub fn prepare(name: &str) {
+    #[cfg(feature = "server")]
+    if name == "jwt" {
+        let _ = jwt_keys();
+    }
+    let _ = name;
+}
+
 /// The receive time of every decode: fixed, so that a finding replays the same way.
 const NOW: Timestamp = Timestamp(1_790_000_000_000_000);
 
@@ -112,6 +123,14 @@ pub fn telemetry_query(data: &[u8]) {
 /// The access-token secret of the `jwt` target (passes the server's strength check).
 #[cfg(feature = "server")]
 const SECRET: &[u8] = b"fz7Qk2pLx9Wm4Rt8Vb3Nc6Hy1Jd5Gs0Ae";
+/// The `jwt` target's keys, made once per process.
+#[cfg(feature = "server")]
+fn jwt_keys() -> &'static TokenKeys {
+    static KEYS: std::sync::OnceLock<TokenKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        TokenKeys::new(SECRET, "espwatch", "espwatch-api").expect("a strong secret")
+    })
+}
 /// The time tokens are verified at, seconds.
 #[cfg(feature = "server")]
 const JWT_NOW: i64 = 1_790_000_000;
@@ -125,7 +144,7 @@ pub fn jwt(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let keys = TokenKeys::new(SECRET, "espwatch", "espwatch-api").expect("a strong secret");
+    let keys = jwt_keys();
     let token = if mode & 1 == 0 {
         let Ok(text) = std::str::from_utf8(rest) else {
             return;

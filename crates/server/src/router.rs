@@ -174,14 +174,19 @@ pub async fn serve(
     let mut start = lifecycle_event("server_start");
     start.detail["config"] = state.config.audit_view();
     audit.record(start);
-    if let Ok(users) = state.security.store.list_users().await
-        && !users
-            .iter()
-            .any(|u| u.role == espwatch_core::access::Role::Admin && !u.disabled)
-    {
-        tracing::warn!(
-            "no enabled admin exists: create one with `ESPWATCH_PASSWORD=... espwatch users add NAME --role admin` (or read the password from stdin)"
-        );
+    match state.security.store.list_users().await {
+        Ok(users)
+            if !users
+                .iter()
+                .any(|u| u.role == espwatch_core::access::Role::Admin && !u.disabled) =>
+        {
+            tracing::warn!(
+                "no enabled admin exists: create one with `ESPWATCH_PASSWORD=... espwatch users add NAME --role admin` (or read the password from stdin)"
+            );
+        }
+        Ok(_) => {}
+        // The store does not log its errors (its callers do, once).
+        Err(e) => tracing::error!(error = %e, "the identity store cannot list users"),
     }
     let limits = crate::connections::ConnectionLimits {
         header_timeout: Duration::from_secs(state.config.http_header_timeout_secs),

@@ -1141,47 +1141,101 @@ async fn identity_store_failure_is_503_and_not_ready_not_bad_credentials() {
     assert_eq!(ready["checks"]["identity_store"]["status"], "healthy");
 }
 
+/// A real `espwatch serve` on `dir` logging JSON at INFO, every line of its log kept.
+struct LoggedServer {
+    child: std::process::Child,
+    address: String,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LoggedServer {
+    fn start(dir: &std::path::Path) -> LoggedServer {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .env("ESPWATCH_LOG_FORMAT", "json")
+            .env("ESPWATCH_AUTH_CACHE_MS", "0")
+            .env("ESPWATCH_JWT_SECRET", test_jwt_secret())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let address = loop {
+            let line = stdout.next().expect("listening line").unwrap();
+            if let Some(rest) = line.strip_prefix("espwatch listening on http://") {
+                break rest.trim().to_owned();
+            }
+        };
+        let stderr = child.stderr.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        LoggedServer {
+            child,
+            address,
+            lines,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Stops the server (after a moment for the last lines) and returns its whole log.
+    async fn stop(mut self) -> Vec<String> {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// The one line of `lines` that mentions `error_id`, checked to be the request's own line.
+fn the_request_line(
+    lines: &[String],
+    error_id: &str,
+    request_id: &str,
+    route: &str,
+    status: u16,
+    level: &str,
+) -> Value {
+    let mentioning: Vec<&String> = lines.iter().filter(|l| l.contains(error_id)).collect();
+    assert_eq!(
+        mentioning.len(),
+        1,
+        "error {error_id} logged exactly once: {lines:#?}"
+    );
+    let line: Value = serde_json::from_str(mentioning[0]).unwrap();
+    assert_eq!(line["level"], level, "{line}");
+    assert_eq!(line["request_id"], request_id, "{line}");
+    assert_eq!(line["route"], route, "{line}");
+    assert_eq!(line["status"], status, "{line}");
+    line
+}
+
 /// Issue 17, error policy: an internal error is logged once, in the request's own log line
 /// (request id, route, status, error id, cause), never again by another layer.
 #[tokio::test]
 async fn an_error_is_logged_once_in_its_request_line() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     init();
     let dir = tempfile::tempdir().unwrap();
     let dir_s = dir.path().to_str().unwrap();
     let key = cli_api_key(&["--data-dir", dir_s], "admin");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", dir_s])
-        .env("RUST_LOG", "info")
-        .env("ESPWATCH_LOG_FORMAT", "json")
-        .env("ESPWATCH_AUTH_CACHE_MS", "0")
-        .env("ESPWATCH_JWT_SECRET", test_jwt_secret())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = loop {
-        let line = stdout.next().expect("listening line").unwrap();
-        if let Some(rest) = line.strip_prefix("espwatch listening on http://") {
-            break rest.trim().to_owned();
-        }
-    };
-    let stderr = child.stderr.take().unwrap();
-    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
+    let server = LoggedServer::start(dir.path());
     let db = rusqlite::Connection::open(dir.path().join("security.sqlite")).unwrap();
     db.execute_batch("ALTER TABLE api_keys RENAME TO api_keys_away")
         .unwrap();
     let response = bearer_client(&key)
-        .get(format!("http://{address}/api/v1/wells"))
+        .get(server.url("/api/v1/wells"))
         .header("x-request-id", "req-once-1")
         .send()
         .await
@@ -1189,27 +1243,142 @@ async fn an_error_is_logged_once_in_its_request_line() {
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     let error_id = body["error"]["id"].as_str().unwrap().to_owned();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let _ = child.kill();
-    let _ = child.wait();
-    let lines = lines.lock().unwrap().clone();
-    let mentioning: Vec<&String> = lines.iter().filter(|l| l.contains(&error_id)).collect();
-    assert_eq!(mentioning.len(), 1, "logged exactly once: {lines:#?}");
-    let line: Value = serde_json::from_str(mentioning[0]).unwrap();
-    assert_eq!(line["level"], "ERROR", "{line}");
-    assert_eq!(line["request_id"], "req-once-1", "{line}");
-    assert_eq!(line["route"], "/api/v1/wells", "{line}");
-    assert_eq!(line["status"], 503, "{line}");
+    // The readiness probe meets the same failure: its own line says why.
+    let response = reqwest::Client::new()
+        .get(server.url("/health/ready"))
+        .header("x-request-id", "req-probe-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let lines = server.stop().await;
+    let line = the_request_line(
+        &lines,
+        &error_id,
+        "req-once-1",
+        "/api/v1/wells",
+        503,
+        "ERROR",
+    );
     assert!(
         line["cause"]
             .as_str()
             .is_some_and(|c| c.contains("identity store")),
         "{line}"
     );
-    // And the cause appears nowhere else either.
+    // And the cause appears nowhere else either: not from the auth layer, nor from the
+    // security store that met it ("no such table: api_keys"), which logged it once more
+    // (without a request id) for the request and for the probe before.
     let cause_lines = lines
         .iter()
         .filter(|l| l.contains("identity store lookup failed"))
         .count();
     assert_eq!(cause_lines, 1, "{lines:#?}");
+    let table_lines: Vec<Value> = lines
+        .iter()
+        .filter(|l| l.contains("no such table"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(table_lines.len(), 2, "{table_lines:#?}");
+    assert_eq!(
+        table_lines[0]["request_id"], "req-once-1",
+        "{table_lines:#?}"
+    );
+    assert_eq!(
+        table_lines[1]["request_id"], "req-probe-1",
+        "{table_lines:#?}"
+    );
+    assert_eq!(table_lines[1]["route"], "/health/ready", "{table_lines:#?}");
+    assert_eq!(table_lines[1]["status"], 503, "{table_lines:#?}");
+    // The same kind of 503 again within the burst: its line, at INFO, counted as a repeat.
+    assert_eq!(table_lines[1]["level"], "INFO", "{table_lines:#?}");
+    assert_eq!(table_lines[1]["repeated"], true, "{table_lines:#?}");
+}
+
+/// Issue 17, error policy, through the public surface: a body that is no JSON, a credential
+/// that is refused and a commit the store cannot make (its database locked, as a stuck disk
+/// would) are each logged once, in the request's own line; the store's writer does not log the
+/// failed commit again.
+#[tokio::test]
+async fn bad_bodies_refused_credentials_and_failed_commits_are_each_logged_once() {
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_s = dir.path().to_str().unwrap();
+    let key = cli_api_key(&["--data-dir", dir_s], "admin");
+    let server = LoggedServer::start(dir.path());
+    let client = bearer_client(&key);
+    let telemetry = server.url("/api/v1/telemetry");
+    let error_id = |body: &Value| body["error"]["id"].as_str().unwrap().to_owned();
+
+    let response = client
+        .post(&telemetry)
+        .header("content-type", "application/json")
+        .header("x-request-id", "req-bad-json")
+        .body("{\"well_id\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let bad_json = error_id(&response.json().await.unwrap());
+
+    let response = reqwest::Client::new()
+        .get(server.url("/api/v1/wells"))
+        .bearer_auth("espw_nonsense")
+        .header("x-request-id", "req-bad-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let bad_key = error_id(&response.json().await.unwrap());
+
+    // Hold the database's write lock: the writer's commit fails after its busy timeout.
+    let lock = rusqlite::Connection::open(dir.path().join("espwatch.db")).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let response = client
+        .post(&telemetry)
+        .header("x-request-id", "req-commit")
+        .json(&json!([reading("W-1", &ts(10), 40.0)]))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert!(status >= 500, "{status}");
+    let failed_commit = error_id(&response.json().await.unwrap());
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    let lines = server.stop().await;
+
+    the_request_line(
+        &lines,
+        &bad_json,
+        "req-bad-json",
+        "/api/v1/telemetry",
+        400,
+        "INFO",
+    );
+    the_request_line(
+        &lines,
+        &bad_key,
+        "req-bad-key",
+        "/api/v1/wells",
+        401,
+        "INFO",
+    );
+    let line = the_request_line(
+        &lines,
+        &failed_commit,
+        "req-commit",
+        "/api/v1/telemetry",
+        status,
+        "ERROR",
+    );
+    let cause = line["cause"].as_str().unwrap();
+    assert!(cause.contains("database is locked"), "{line}");
+    // The commit's failure is in that line and in no other (the store's writer logged it
+    // once more, without a request id).
+    let locked: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("database is locked"))
+        .collect();
+    assert_eq!(locked.len(), 1, "{locked:#?}");
 }

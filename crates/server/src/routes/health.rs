@@ -14,11 +14,13 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use espwatch_store::StoreHealth;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::error::ErrorLog;
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -78,7 +80,7 @@ pub struct Readiness {
         (status = 200, description = "Ready to take traffic", body = Readiness),
         (status = 503, description = "Not ready; `checks` says which dependency failed", body = Readiness)
     ))]
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+pub async fn ready(State(state): State<AppState>) -> Response {
     let shutting_down = state.shutting_down.load(Ordering::SeqCst);
     let health: StoreHealth = state.store.health().await;
     let store_ok = health.read.ok && health.write.ok;
@@ -88,6 +90,13 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     let identity = state.security.store.get_api_key("readiness-probe").await;
     let identity_latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let identity_ok = identity.is_ok();
+    // Why the identity store failed goes into this request's own log line (the store does
+    // not log it): at ERROR when the probe answers 503, once per burst (`repeats.rs`).
+    let identity_error = identity.err().map(|e| ErrorLog {
+        id: uuid::Uuid::now_v7().to_string(),
+        kind: "identity_store_unavailable",
+        cause: Some(format!("identity store probe failed: {e}")),
+    });
     // The outage spool (PostgreSQL): while it takes the telemetry the database cannot, the
     // server stays in rotation (`degraded`): taking it out would lose what the spool is for.
     let spool = state.store.spool_status();
@@ -168,7 +177,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
+    let mut response = (
         status,
         Json(Readiness {
             status: if degraded {
@@ -182,4 +191,9 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             checks,
         }),
     )
+        .into_response();
+    if let Some(error) = identity_error {
+        response.extensions_mut().insert(error);
+    }
+    response
 }

@@ -792,7 +792,14 @@ fn build_query(
                     fields.push(f);
                 }
             }
-            fields
+            // A list naming nothing (`fields=,`) means every field, as `fields=` does; the
+            // store is never asked for no field at all (found by the `telemetry_query` fuzz
+            // target, reproducer in `fuzz/artifacts/telemetry_query/`).
+            if fields.is_empty() {
+                Field::ALL.to_vec()
+            } else {
+                fields
+            }
         }
     };
     let step_micros = match p.step.as_deref() {
@@ -1023,5 +1030,31 @@ pub async fn quality(
         Err(e @ QualityError::TooManyWindows) => Err(invalid("window", e.to_string())),
         Err(QualityError::Store(e)) => Err(e.into()),
         Err(e @ QualityError::Join(_)) => Err(ApiError::internal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 17, found by the `telemetry_query` fuzz target: `fields=,` named no field and
+    /// the route handed the store a query for no field at all; a list naming nothing means
+    /// every field, as an empty one always did.
+    #[test]
+    fn a_fields_list_naming_nothing_means_every_field() {
+        for query in [
+            "fields=",
+            "fields=,",
+            "fields=,,",
+            "fields=%20,%20",
+            "fields=,##,",
+        ] {
+            let uri: axum::http::Uri = format!("/q?{query}").parse().unwrap();
+            let parsed = telemetry_query_of(&uri, WellId::parse("W-1").unwrap(), 10_000).unwrap();
+            assert_eq!(parsed.fields, Field::ALL.to_vec(), "{query}");
+        }
+        let uri: axum::http::Uri = "/q?fields=,motor_current_a,".parse().unwrap();
+        let parsed = telemetry_query_of(&uri, WellId::parse("W-1").unwrap(), 10_000).unwrap();
+        assert_eq!(parsed.fields, vec![Field::MotorCurrentA]);
     }
 }

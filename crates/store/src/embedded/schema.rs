@@ -96,6 +96,13 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 pub fn sql_err(context: &str, e: rusqlite::Error) -> StoreError {
     tracing::error!(error = %e, "embedded store: {context}");
+    sql_fail(context, e)
+}
+
+/// [`sql_err`] without the log line: for an error handed back to a caller that reports it
+/// once itself (an append's requests, each in its own request log line; the field ingest's
+/// retry warning), so that it is not logged once more here (the error policy of issue 17).
+pub fn sql_fail(context: &str, e: rusqlite::Error) -> StoreError {
     StoreError::Internal(format!("{context}: {e}"))
 }
 

@@ -242,14 +242,17 @@ struct Inner {
 
 /// SQLite errors: "busy/locked" after the busy timeout means another process holds the
 /// database; callers may retry (`Unavailable`). Everything else is `Internal`.
+/// Not logged here: every caller reports the error once (a request in its own log line, the
+/// readiness probe likewise, the audit writer in its own lines, the CLI on exit), so a log
+/// line here would say it twice (issue 17's error policy).
 fn db_err(context: &str, e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, _) = &e
         && matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
     {
-        tracing::warn!(error = %e, "security store: {context}: database busy");
+        tracing::debug!(error = %e, "security store: {context}: database busy");
         return StoreError::Unavailable(format!("{context}: security database busy"));
     }
-    tracing::error!(error = %e, "security store: {context}");
+    tracing::debug!(error = %e, "security store: {context}");
     StoreError::Internal(format!("{context}: {e}"))
 }
 

@@ -33,7 +33,7 @@ use super::codec::{self, Packing};
 use super::fleet_rollup::{self, FleetRow};
 use super::index::{Head, Index, SegMeta, WellState, merge_dedup, window_start};
 use super::rollup;
-use super::schema::{self, sql_err};
+use super::schema::{self, sql_err, sql_fail};
 use crate::{AppendOptions, AppendOutcome, ReadingOutcome, StoreError, StoreResult, WellRecord};
 
 /// What `espwatch store compact` did.
@@ -1175,19 +1175,19 @@ impl Writer {
         let mut tx = self
             .conn
             .transaction()
-            .map_err(|e| sql_err("starting append transaction", e))?;
+            .map_err(|e| sql_fail("starting append transaction", e))?;
         {
             let mut ins = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO wells(well_id, meta, created_at, updated_at, auto_registered)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .map_err(|e| sql_err("registering wells", e))?;
+                .map_err(|e| sql_fail("registering wells", e))?;
             for (id, rec) in &staged.new_wells {
                 let json = serde_json::to_string(&rec.meta)
-                    .map_err(|e| internal(format!("encoding well metadata: {e}")))?;
+                    .map_err(|e| StoreError::Internal(format!("encoding well metadata: {e}")))?;
                 ins.execute(params![id.as_str(), json, now, now, 1])
-                    .map_err(|e| sql_err("registering wells", e))?;
+                    .map_err(|e| sql_fail("registering wells", e))?;
             }
         }
         let mut log_id = None;
@@ -1200,7 +1200,7 @@ impl Writer {
                 "INSERT INTO log_batches(id, data, committed_at) VALUES (?1, ?2, ?3)",
             )
             .and_then(|mut s| s.execute(params![id, &self.log_buf[..], committed_at]))
-            .map_err(|e| sql_err("writing log batch", e))?;
+            .map_err(|e| sql_fail("writing log batch", e))?;
             log_id = Some((id, committed_at));
         }
         // A step of the checkpoint being installed rides along (no fsync of its own), in a
@@ -1212,11 +1212,11 @@ impl Writer {
             let seq = log_id.map_or(self.last_log_id, |(id, _)| id);
             let sp = tx
                 .savepoint()
-                .map_err(|e| sql_err("starting a checkpoint install step", e))?;
+                .map_err(|e| sql_fail("starting a checkpoint install step", e))?;
             match install_step(&sp, inst, flight.up_to_log_id, seq) {
                 Ok(step) => {
                     sp.commit()
-                        .map_err(|e| sql_err("ending a checkpoint install step", e))?;
+                        .map_err(|e| sql_fail("ending a checkpoint install step", e))?;
                     staged.install = Some(Ok(step));
                 }
                 // Dropping the savepoint rolls the step back.
@@ -1230,11 +1230,11 @@ impl Writer {
         if let Some(from) = trim_from {
             let sp = tx
                 .savepoint()
-                .map_err(|e| sql_err("starting a log deletion step", e))?;
+                .map_err(|e| sql_fail("starting a log deletion step", e))?;
             match trim_step(&sp, from) {
                 Ok(t) => {
                     sp.commit()
-                        .map_err(|e| sql_err("ending a log deletion step", e))?;
+                        .map_err(|e| sql_fail("ending a log deletion step", e))?;
                     trimmed = Some(t);
                 }
                 // Logged by `sql_err`; dropping the savepoint rolls the step back.
@@ -1242,7 +1242,7 @@ impl Writer {
             }
         }
         let written = Instant::now();
-        tx.commit().map_err(|e| sql_err("committing appends", e))?;
+        tx.commit().map_err(|e| sql_fail("committing appends", e))?;
         let done = Instant::now();
         if done.duration_since(started) >= SLOW_COMMIT {
             tracing::debug!(
