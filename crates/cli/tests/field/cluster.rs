@@ -632,14 +632,12 @@ async fn a_membership_change_rebuilds_only_the_wells_that_moved() {
     let mut node = start_node(dir.path(), &db.url, &redis, &prefix);
     wait_nodes(&http, &node, 1).await;
 
-    // Readings of the last hour (a diagnosis rebuilt from the database replays the last 48 h).
-    let now = espwatch_core::Timestamp::from_datetime(chrono::Utc::now()).0;
-    let t0 = now - 3_600_000_000 - now.rem_euclid(1_000_000);
-    let at = |round: i64| espwatch_core::Timestamp(t0 + round * 10_000_000).to_rfc3339();
-    let wells: Vec<String> = (0..30).map(|i| format!("MOVE-{i:02}")).collect();
+    let rounds = Rounds::new("MOVE");
+    let wells = rounds.wells.clone();
+    let at = |round: i64| rounds.at(round);
     let n = wells.len() as u64;
     let send = |round: i64| {
-        let body: Vec<Value> = wells.iter().map(|w| reading(w, &at(round), 40.0)).collect();
+        let body = rounds.body(round);
         let request = http.post(node.url("/api/v1/telemetry")).json(&body);
         async move {
             let r = request.send().await.unwrap();
@@ -1197,13 +1195,12 @@ async fn a_node_whose_redis_answers_come_late_for_a_few_seconds_keeps_its_wells(
     add_member(&redis, &prefix, "zz-absent-node", tomorrow).await;
     wait_nodes(&http, &node, 2).await;
 
-    let now = espwatch_core::Timestamp::from_datetime(chrono::Utc::now()).0;
-    let t0 = now - 3_600_000_000 - now.rem_euclid(1_000_000);
-    let at = |round: i64| espwatch_core::Timestamp(t0 + round * 10_000_000).to_rfc3339();
-    let wells: Vec<String> = (0..30).map(|i| format!("LATE-{i:02}")).collect();
+    let rounds = Rounds::new("LATE");
+    let wells = rounds.wells.clone();
+    let at = |round: i64| rounds.at(round);
     let n = wells.len() as u64;
     let send = |round: i64| {
-        let body: Vec<Value> = wells.iter().map(|w| reading(w, &at(round), 40.0)).collect();
+        let body = rounds.body(round);
         let request = http.post(node.url("/api/v1/telemetry")).json(&body);
         async move {
             let r = request.send().await.unwrap();
@@ -1388,13 +1385,12 @@ async fn a_node_stopped_longer_than_the_node_timeout_diagnoses_none_of_its_backl
     wait_nodes(&http, &a, 2).await;
     wait_nodes(&http, &b, 2).await;
 
-    let now = espwatch_core::Timestamp::from_datetime(chrono::Utc::now()).0;
-    let t0 = now - 3_600_000_000 - now.rem_euclid(1_000_000);
-    let at = |round: i64| espwatch_core::Timestamp(t0 + round * 10_000_000).to_rfc3339();
-    let wells: Vec<String> = (0..30).map(|i| format!("STALL-{i:02}")).collect();
+    let rounds = Rounds::new("STALL");
+    let wells = rounds.wells.clone();
+    let at = |round: i64| rounds.at(round);
     let n = wells.len() as u64;
     let send = |round: i64| {
-        let body: Vec<Value> = wells.iter().map(|w| reading(w, &at(round), 40.0)).collect();
+        let body = rounds.body(round);
         let request = http.post(b.url("/api/v1/telemetry")).json(&body);
         async move {
             let r = request.send().await.unwrap();
@@ -1921,4 +1917,31 @@ async fn add_member(
         .await
         .unwrap();
     (connection, key)
+}
+
+/// Thirty wells named `NAME-NN` and their readings of the last hour, one round every ten
+/// seconds (a diagnosis rebuilt from the database replays the last 48 h).
+struct Rounds {
+    t0: i64,
+    wells: Vec<String>,
+}
+
+impl Rounds {
+    fn new(name: &str) -> Self {
+        let now = espwatch_core::Timestamp::from_datetime(chrono::Utc::now()).0;
+        Rounds {
+            t0: now - 3_600_000_000 - now.rem_euclid(1_000_000),
+            wells: (0..30).map(|i| format!("{name}-{i:02}")).collect(),
+        }
+    }
+
+    fn at(&self, round: i64) -> String {
+        espwatch_core::Timestamp(self.t0 + round * 10_000_000).to_rfc3339()
+    }
+
+    /// One reading of every well at `round`.
+    fn body(&self, round: i64) -> Vec<Value> {
+        let at = self.at(round);
+        self.wells.iter().map(|w| reading(w, &at, 40.0)).collect()
+    }
 }
