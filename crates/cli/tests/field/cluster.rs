@@ -1197,7 +1197,6 @@ async fn a_node_whose_redis_answers_come_late_for_a_few_seconds_keeps_its_wells(
 
     let rounds = Rounds::new("LATE");
     let wells = rounds.wells.clone();
-    let at = |round: i64| rounds.at(round);
     let n = wells.len() as u64;
     let send = |round: i64| {
         let body = rounds.body(round);
@@ -1387,7 +1386,6 @@ async fn a_node_stopped_longer_than_the_node_timeout_diagnoses_none_of_its_backl
 
     let rounds = Rounds::new("STALL");
     let wells = rounds.wells.clone();
-    let at = |round: i64| rounds.at(round);
     let n = wells.len() as u64;
     let send = |round: i64| {
         let body = rounds.body(round);
