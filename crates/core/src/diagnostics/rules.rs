@@ -335,6 +335,32 @@ impl MotorLevels {
     /// hotter than any flow a worn pump loses could make it. A worn pump warms only by the
     /// cooling the lost flow takes. (The current tells them apart only in some pumps: scale's
     /// drag may load the motor or the lost flow unload it.)
+    /// The changes from `self` to `now` that made [`Self::scale_since`] true, as evidence.
+    fn scale_evidence(&self, now: &MotorLevels, th: &Thresholds) -> Vec<Evidence> {
+        let mut ev = Vec::new();
+        if let (Some(now), Some(then)) = (now.unexplained_rise, self.unexplained_rise)
+            && now - then >= th.scale_unexplained_rise
+        {
+            ev.push(Evidence::new(
+                "unexplained_winding_rise_change",
+                now - then,
+                th.scale_unexplained_rise,
+                ">=",
+            ));
+        }
+        if let (Some(now), Some(then)) = (now.rise, self.rise)
+            && now - then >= th.scale_rise_change
+        {
+            ev.push(Evidence::new(
+                "winding_rise_ratio_change",
+                now - then,
+                th.scale_rise_change,
+                ">=",
+            ));
+        }
+        ev
+    }
+
     fn scale_since(&self, now: &MotorLevels, th: &Thresholds) -> bool {
         let grew = |now: Option<f64>, then: Option<f64>, by: f64| match (now, then) {
             (Some(now), Some(then)) => now - then >= by,
@@ -1771,31 +1797,10 @@ fn scale_since_departure(i: &Input, state: &HeadLoss) -> bool {
 
 /// The changes since the head began to depart that make it scale (see [`MotorLevels`]).
 pub(crate) fn scale_evidence(i: &Input, state: &HeadLoss) -> Vec<Evidence> {
-    let th = i.th;
-    let now = MotorLevels::now(i);
-    let then = state.at_departure.unwrap_or_default();
-    let mut ev = Vec::new();
-    if let (Some(now), Some(then)) = (now.unexplained_rise, then.unexplained_rise)
-        && now - then >= th.scale_unexplained_rise
-    {
-        ev.push(Evidence::new(
-            "unexplained_winding_rise_change",
-            now - then,
-            th.scale_unexplained_rise,
-            ">=",
-        ));
-    }
-    if let (Some(now), Some(then)) = (now.rise, then.rise)
-        && now - then >= th.scale_rise_change
-    {
-        ev.push(Evidence::new(
-            "winding_rise_ratio_change",
-            now - then,
-            th.scale_rise_change,
-            ">=",
-        ));
-    }
-    ev
+    state
+        .at_departure
+        .unwrap_or_default()
+        .scale_evidence(&MotorLevels::now(i), i.th)
 }
 
 /// Whether an open leak episode has turned out to be a gradual loss, and which: a hole in the
@@ -2451,15 +2456,9 @@ pub(crate) fn head_trend(i: &Input, trend: &HeadTrend) -> Option<Finding> {
         ),
     ];
     if d.scale {
-        let now = MotorLevels::now(i);
-        if let (Some(now), Some(then)) = (now.rise, d.levels_then.rise) {
-            ev.push(Evidence::new(
-                "winding_rise_ratio_change",
-                now - then,
-                th.scale_rise_change,
-                ">=",
-            ));
-        }
+        // What made it scale (a scale seen earlier in the decline keeps it scale: then the
+        // motor's levels now may say nothing more).
+        ev.extend(d.levels_then.scale_evidence(&MotorLevels::now(i), th));
     }
     // Twice the bar is as sure as a slow loss gets.
     let depth = ((d.drop - th.trend_min_drop) / th.trend_min_drop).clamp(0.0, 1.0);
