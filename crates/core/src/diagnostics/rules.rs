@@ -330,12 +330,8 @@ impl MotorLevels {
         }
     }
 
-    /// Scale or wear, from how the motor changed since the head began to depart. Deposits
-    /// insulate the motor housing: the winding runs hotter than the lost flow explains, or
-    /// hotter than any flow a worn pump loses could make it. A worn pump warms only by the
-    /// cooling the lost flow takes. (The current tells them apart only in some pumps: scale's
-    /// drag may load the motor or the lost flow unload it.)
-    /// The changes from `self` to `now` that made [`Self::scale_since`] true, as evidence.
+    /// The changes from `self` to `now` that make it scale (see [`Self::scale_since`]), as
+    /// evidence.
     fn scale_evidence(&self, now: &MotorLevels, th: &Thresholds) -> Vec<Evidence> {
         let mut ev = Vec::new();
         if let (Some(now), Some(then)) = (now.unexplained_rise, self.unexplained_rise)
@@ -361,16 +357,14 @@ impl MotorLevels {
         ev
     }
 
+    /// Scale or wear, from how the motor changed since the head began to depart. Deposits
+    /// insulate the motor housing: the winding runs hotter than the lost flow explains, or
+    /// hotter than any flow a worn pump loses could make it. A worn pump warms only by the
+    /// cooling the lost flow takes. (The current tells them apart only in some pumps: scale's
+    /// drag may load the motor or the lost flow unload it.) One test, so the decision and its
+    /// evidence cannot drift apart.
     fn scale_since(&self, now: &MotorLevels, th: &Thresholds) -> bool {
-        let grew = |now: Option<f64>, then: Option<f64>, by: f64| match (now, then) {
-            (Some(now), Some(then)) => now - then >= by,
-            _ => false,
-        };
-        grew(
-            now.unexplained_rise,
-            self.unexplained_rise,
-            th.scale_unexplained_rise,
-        ) || grew(now.rise, self.rise, th.scale_rise_change)
+        !self.scale_evidence(now, th).is_empty()
     }
 }
 
