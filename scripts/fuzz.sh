@@ -11,6 +11,13 @@
 # OUT (default target/afl-out) is where afl-fuzz writes; each target's run starts afresh
 # from its corpus (the previous run's directory is kept as <target>.prev).
 #
+# The fuzz targets run at SCHED_IDLE (`chrt --idle 0`): they get a CPU only when nothing else
+# wants it, so fuzzing never slows the machine's other work (builds, tests, soaks). Where
+# `chrt` is missing or SCHED_IDLE is refused they run at nice 19 instead; FUZZ_IDLE=0 runs them
+# at the ordinary nice. A starved target can exceed afl-fuzz's 1 s timeout: on a busy machine
+# `saved_hangs` may be starvation, so replay a hang (`$OUT/espwatch-fuzz TARGET < FILE`) before
+# believing it.
+#
 # Needs Debian's `afl++` (afl-fuzz, /usr/lib/afl/afl-compiler-rt.o). The instrumentation is
 # LLVM's SanitizerCoverage (trace-pc-guard), which AFL++'s runtime reads, as cargo-afl does;
 # with an explicit --target the flags reach the fuzzed code only, never build scripts or proc
@@ -47,6 +54,14 @@ fi
 # No core-dump handler, CPU-frequency tuning or core of its own on a shared machine: tell
 # AFL++ to go on.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1
+# How the targets are scheduled (see above).
+idle=(nice -n 19)
+if [ "${FUZZ_IDLE:-1}" = 0 ]; then
+  idle=(nice)
+elif command -v chrt >/dev/null && chrt --idle 0 true 2>/dev/null; then
+  idle=(chrt --idle 0)
+fi
+echo "fuzz targets run under: ${idle[*]}"
 status=0
 for target in "${targets[@]}"; do
   out=$outdir/$target
@@ -55,7 +70,7 @@ for target in "${targets[@]}"; do
   if [ -d "$out" ]; then rm -rf "$out.prev" && mv "$out" "$out.prev"; fi
   mkdir -p "$out"
   echo "== $target: ${seconds}s"
-  nice afl-fuzz -V "$seconds" -m none -t 1000 -i "fuzz/corpus/$target" -o "$out" \
+  "${idle[@]}" afl-fuzz -V "$seconds" -m none -t 1000 -i "fuzz/corpus/$target" -o "$out" \
     -- "$bin" "$target" >"$out/log" 2>&1 || { tail -20 "$out/log" >&2; status=1; }
   stats=$out/default/fuzzer_stats
   if [ -f "$stats" ]; then

@@ -1841,18 +1841,52 @@ pub(crate) fn drive_supply_ratio(volts: f64, hz: f64, b: &Baseline) -> Option<f6
     (expected > 1.0).then(|| volts / expected)
 }
 
-/// Training readings kept per well for the anomaly model and the V/Hz excursion rate, evenly
-/// thinned (every other one dropped when full, the stride doubled).
-const TRAINING_SAMPLES: usize = 4000;
+/// Training readings kept per well for the anomaly model, the baseline's robust levels and the
+/// V/Hz excursion rate, evenly thinned (every other one dropped when full, the stride doubled),
+/// so a well keeps between 1 024 and 2 048 of its training readings whatever its rate.
+///
+/// Why 2 048 (it was 4 000): this sample is what a well's diagnostics hold most of while it
+/// trains, and every well of a fleet trains at once after a start: measured with a counting
+/// allocator (`cargo run --release -p espwatch-core --example mem_probe 100 75 1`, wells at
+/// 1 Hz), 183 KB a well at the old bound, 160 KB of it the sample, so 183 MB for 1 000 wells
+/// for the whole 8 training hours. What the sample feeds needs far fewer readings: a median
+/// and MAD a level (`RobustLevels`), a share (the V/Hz excursion rate), the means and
+/// covariance of 7 features and a 0.995 quantile of their scores (`AnomalyModel::fit`): with
+/// at least 1 024 settled readings at least 5 lie beyond that quantile (3 in the probe's last
+/// third, which widens it; the alarm limits are twice it, with χ² floors). The readings are
+/// spread evenly over the 8 hours either way (every 14–28 s at 1 Hz instead of every 7–14 s),
+/// and a process with minutes-long dynamics gives little more independent information when
+/// sampled more densely. Wells at 15 s or slower (1 920 training readings or fewer) keep all
+/// of theirs, as before.
+const TRAINING_SAMPLES: usize = 2048;
 
-/// A training reading kept for the anomaly model: each channel as an `f32` rounded to 15
-/// mantissa bits and stored in 3 bytes (relative error at most 2^-16 ≈ 1.5e-5, finer than any
-/// gauge's resolution: 0.02 psi at 1 234.5 psi), missing as a NaN pattern. 40 bytes, so
-/// up to 4 000 of them per well in training, 1 000 wells training at once, hold 160 MB
-/// (56-byte `f32` readings in a 4 096-place `Vec`: 229 MB; `f64`: ~440 MB).
+/// The channels a training reading keeps: every one the baseline, its robust levels, the V/Hz
+/// excursion rate and the model's features read (`normalise`, `features_of`,
+/// `robust_levels`, `volts_per_hz_excursion_rate`). The water cut is read by none of them.
+const SAMPLED: [Field; FIELD_COUNT - 1] = [
+    Field::FrequencyHz,
+    Field::MotorCurrentA,
+    Field::MotorVoltageV,
+    Field::IntakePressurePsi,
+    Field::DischargePressurePsi,
+    Field::TubingPressurePsi,
+    Field::IntakeTempC,
+    Field::MotorTempC,
+    Field::VibrationXG,
+    Field::VibrationYG,
+    Field::FlowRateBpd,
+    Field::GorScfBbl,
+];
+
+/// A training reading kept for the anomaly model: each sampled channel as an `f32` rounded to
+/// 15 mantissa bits and stored in 3 bytes (relative error at most 2^-16 ≈ 1.5e-5, finer than
+/// any gauge's resolution: 0.02 psi at 1 234.5 psi), missing as a NaN pattern. 37 bytes, so a
+/// well's sample at its bound holds 2 048 × 37 = 75 776 bytes, 1 000 wells training at once
+/// 76 MB (4 000 readings of 40 bytes: 160 MB; of 56-byte `f32` readings in a 4 096-place
+/// `Vec`: 229 MB; `f64`: ~440 MB).
 #[derive(Clone, Copy, Debug)]
 struct TrainingReading {
-    values: [[u8; 3]; FIELD_COUNT],
+    values: [[u8; 3]; SAMPLED.len()],
     settled: bool,
 }
 
@@ -1878,17 +1912,17 @@ fn unpack24([a, b, c]: [u8; 3]) -> Option<f64> {
 
 impl TrainingReading {
     fn new(m: &Measurements, settled: bool) -> TrainingReading {
-        let mut values = [MISSING24; FIELD_COUNT];
-        for (f, v) in m.iter() {
-            values[f.index()] = pack24(v);
+        TrainingReading {
+            values: SAMPLED.map(|f| m.get(f).map_or(MISSING24, pack24)),
+            settled,
         }
-        TrainingReading { values, settled }
     }
 
+    /// The reading back, its unsampled channels missing.
     fn measurements(&self) -> Measurements {
         let mut m = Measurements::empty();
-        for f in Field::ALL {
-            m.set(f, unpack24(self.values[f.index()]));
+        for (f, v) in SAMPLED.iter().zip(self.values) {
+            m.set(*f, unpack24(v));
         }
         m
     }
@@ -1899,8 +1933,8 @@ mod training_sample_tests {
     use super::*;
 
     #[test]
-    fn a_training_reading_is_40_bytes_and_keeps_gauge_precision() {
-        assert_eq!(std::mem::size_of::<TrainingReading>(), 40);
+    fn a_training_reading_is_37_bytes_and_keeps_gauge_precision() {
+        assert_eq!(std::mem::size_of::<TrainingReading>(), 37);
         let mut m = Measurements::empty();
         let values = [
             (Field::FrequencyHz, 58.37),
@@ -1942,6 +1976,29 @@ mod training_sample_tests {
             assert!(e.train_samples.capacity() <= TRAINING_SAMPLES);
         }
         assert!(e.train_samples.len() >= TRAINING_SAMPLES / 2);
+    }
+
+    /// Issue 17 (soak memory): what a training well holds for its sample at the bound, with
+    /// every channel reported at 1 Hz. 1 000 wells training at once hold 1 000 times this: it
+    /// was 160 000 bytes (4 000 readings of 40 bytes), 160 MB of a 300 MB budget.
+    #[test]
+    fn a_well_s_training_sample_at_its_bound_holds_at_most_76_kb() {
+        let th = Thresholds::default();
+        let mut e = WellEngine::new(None, th, TrainingWindow::Default);
+        let mut m = Measurements::empty();
+        for (k, f) in Field::ALL.into_iter().enumerate() {
+            m.set(f, Some(10.0 + k as f64));
+        }
+        m.set(Field::FrequencyHz, Some(60.0));
+        let mut peak = 0;
+        for i in 0..4 * 3600i64 {
+            e.push(Timestamp(1_000_000 * i), &m);
+            peak = peak.max(e.train_samples.capacity() * std::mem::size_of::<TrainingReading>());
+        }
+        assert!(!e.is_trained(), "still training: the sample is kept");
+        assert!(e.train_samples.len() > TRAINING_SAMPLES / 2);
+        assert!(peak <= 76 * 1000, "{peak} bytes a well");
+        assert_eq!(peak, 2048 * 37);
     }
 }
 
