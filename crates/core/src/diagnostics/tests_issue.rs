@@ -3321,3 +3321,77 @@ fn a_speed_change_without_a_frequency_channel_is_no_anomaly() {
         "{episodes:?}"
     );
 }
+
+/// Scale does not heal when the pump stops. A scaling pump whose winding trips it (k19 K2-A-22:
+/// 160 °C, a trip every three hours, each restart on a full annulus that never came to rest
+/// before the next trip) lost its scale alarm at the first trip and had it judged afresh after
+/// each restart, which waited for the intake to come to rest, which it never did: the well
+/// was then reported as overheating only. A gradual loss already told that is still below the
+/// bar once the pump is back up to speed is the same loss; a stop long enough to have been a
+/// workover still starts afresh.
+#[test]
+fn a_scaling_pump_restarted_after_a_short_trip_is_still_scaling() {
+    let plan = pinned(
+        Family::Classic,
+        Some((Condition::ScalePlugging, "12h", "96h")),
+        96,
+        "60s",
+    );
+    let meta = &plan.wells[0].meta;
+    let stop_at = start().0 + 84 * HOUR;
+    let restart_at = stop_at + HOUR;
+    let limit = meta
+        .motor
+        .as_ref()
+        .and_then(|m| m.max_winding_temp_c)
+        .unwrap_or(150.0);
+    let readings = scaled_from(samples(&plan, 0), stop_at, move |since, m| {
+        let at = stop_at + since;
+        if at < restart_at {
+            for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                m.set(f, Some(0.0));
+            }
+            let pip = m.get(Field::IntakePressurePsi);
+            m.set(Field::DischargePressurePsi, pip);
+            scale(m, Field::IntakePressurePsi, 1.2);
+        } else {
+            // Restarted on the annulus the stop filled: it draws down for hours. The
+            // winding the scale no longer lets the fluid cool heats up to its limit.
+            let hours = (at - restart_at) as f64 / HOUR as f64;
+            scale(
+                m,
+                Field::IntakePressurePsi,
+                1.0 + 0.04 * (6.0 - hours).max(0.0),
+            );
+            if let Some(t) = m.get(Field::MotorTempC) {
+                let heated = (hours / 2.0).min(1.0);
+                // (a gauge that moves: a winding held to the tenth of a degree is a stuck one)
+                let jitter = 0.3 * ((at / 60_000_000) % 3) as f64;
+                m.set(
+                    Field::MotorTempC,
+                    Some(t + (limit - 3.0 - t) * heated + jitter),
+                );
+            }
+        }
+    });
+    // Reported reading by reading once the pump is back up to speed, hours before the intake
+    // comes to rest.
+    let mut engine = WellEngine::new(Some(meta), Thresholds::default(), TrainingWindow::Default);
+    let mut after = Vec::new();
+    for (ts, m) in &readings {
+        let out = engine.push(*ts, m);
+        if (restart_at + HOUR..restart_at + 5 * HOUR).contains(&ts.0) {
+            after.extend(out.findings.into_iter().map(|f| f.diagnosis));
+        }
+    }
+    let scaling = after
+        .iter()
+        .filter(|d| **d == Diagnosis::Condition(Condition::ScalePlugging))
+        .count();
+    assert!(scaling >= 200, "{scaling} of 240 readings: {after:?}");
+    // The hot winding is the scale's: it is in that alarm's evidence, not a second story.
+    assert!(
+        !after.contains(&Diagnosis::Condition(Condition::MotorOverheat)),
+        "{after:?}"
+    );
+}
