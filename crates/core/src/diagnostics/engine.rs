@@ -869,11 +869,17 @@ impl WellEngine {
         // copper (∝ I²). The fluid passing the motor carries the heat away (film coefficient
         // ∝ velocity^0.8): `cooling_ratio` says how much less flow explains a hotter motor.
         let flow_ratio = ratio(n.flow, b.flow_bpd);
-        let cooling_ratio = flow_ratio.map(|q| {
-            (q * n.r)
-                .clamp(0.3, 2.0)
-                .powf(self.th.cooling_flow_exponent)
-        });
+        let tubing_pressure_ratio = ratio(m.get(Field::TubingPressurePsi), b.tubing_pressure_psi);
+        // Without a flow meter the wellhead tells the delivery: the flow through the choke and
+        // flowline goes with the square root of the pressure they drop, of which the wellhead
+        // pressure is the upper bound (the back-pressure beyond is unknown). So √ of its ratio
+        // understates a loss of flow, and the heat that loss explains is a lower bound: a worn
+        // pump delivering less warms its motor by the cooling it no longer gets, not by scale.
+        let delivery_ratio = flow_ratio
+            .map(|q| q * n.r)
+            .or_else(|| tubing_pressure_ratio.map(f64::sqrt));
+        let cooling_ratio =
+            delivery_ratio.map(|q| q.clamp(0.3, 2.0).powf(self.th.cooling_flow_exponent));
         // Both in absolute terms: a faster pump draws more amps and moves more fluid.
         let baseline_amps = b.no_load_current_a.hypot(b.active_current_a);
         let amps_ratio = n
@@ -912,7 +918,7 @@ impl WellEngine {
                 m.get(Field::DischargePressurePsi),
                 b.discharge_pressure_psi,
             ),
-            tubing_pressure_ratio: ratio(m.get(Field::TubingPressurePsi), b.tubing_pressure_psi),
+            tubing_pressure_ratio,
             flow_ratio,
             head_ratio,
             pressure_rise_ratio: ratio(n.tdh, b.tdh_ft),

@@ -3395,3 +3395,70 @@ fn a_scaling_pump_restarted_after_a_short_trip_is_still_scaling() {
         "{after:?}"
     );
 }
+
+/// Without a flow meter the wellhead pressure tells the delivery (through the choke and the
+/// flowline, flow goes with the square root of the pressure drop). A worn pump delivers less,
+/// and the motor it cools less runs warmer by exactly that: wear, not scale (k18 K2-A-22: no
+/// flow meter, the winding 9 % warmer as the wellhead fell 11 %, reported as scale). A winding
+/// warmer than the lost delivery explains is still scale.
+#[test]
+fn a_worn_pump_without_a_flow_meter_warms_its_motor_by_the_delivery_the_wellhead_shows_lost() {
+    let plan = pinned(
+        Family::Classic,
+        Some((Condition::PumpWear, "30h", "96h")),
+        96,
+        "60s",
+    );
+    let meta = &plan.wells[0].meta;
+    let healthy = samples(&plan, 0);
+    let median_before = |field: Field| {
+        let mut v: Vec<f64> = healthy
+            .iter()
+            .filter(|(ts, _)| ts.0 < start().0 + 24 * HOUR)
+            .filter_map(|(_, m)| m.get(field))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (flow_before, thp_before) = (
+        median_before(Field::FlowRateBpd),
+        median_before(Field::TubingPressurePsi),
+    );
+    // Up to a loss of a sixth of the flow: beyond a fifth more rise, any rise is scale.
+    let until = start().0 + 66 * HOUR;
+    let run = |extra_heat: f64| {
+        let readings: Vec<_> = healthy
+            .iter()
+            .filter(|(ts, _)| ts.0 < until)
+            .cloned()
+            .map(|(ts, mut m)| {
+                // The wellhead pressure the choke makes of the delivery (∝ q²), and the
+                // winding the delivery cools (∝ q^0.8); then the meter is taken away.
+                if let Some(q) = m.get(Field::FlowRateBpd).filter(|q| *q > 0.0) {
+                    let delivered = q / flow_before;
+                    m.set(
+                        Field::TubingPressurePsi,
+                        Some(thp_before * delivered * delivered),
+                    );
+                    // Deposits insulating the motor build up with the loss.
+                    let built = ((ts.0 - start().0 - 30 * HOUR) as f64 / (36 * HOUR) as f64)
+                        .clamp(0.0, 1.0);
+                    let warmer = delivered.powf(-0.8) * (1.0 + (extra_heat - 1.0) * built);
+                    if let (Some(t), Some(fluid)) =
+                        (m.get(Field::MotorTempC), m.get(Field::IntakeTempC))
+                    {
+                        m.set(Field::MotorTempC, Some(fluid + (t - fluid) * warmer));
+                    }
+                }
+                m.set(Field::FlowRateBpd, None);
+                (ts, m)
+            })
+            .collect();
+        episodes_of(meta, &readings)
+    };
+    let worn = run(1.0);
+    assert!(has(&worn, Condition::PumpWear), "{worn:?}");
+    assert!(!has(&worn, Condition::ScalePlugging), "{worn:?}");
+    let scaled = run(1.25);
+    assert!(has(&scaled, Condition::ScalePlugging), "{scaled:?}");
+}
