@@ -1502,8 +1502,9 @@ impl WellEngine {
         (score, pointwise)
     }
 
-    /// Episodes. A stop right after loss-of-lift, overload or overheat evidence is the
-    /// protection relay (or the winding's thermal trip) confirming it: the evidence may have
+    /// Episodes. A stop right after loss-of-lift, overload or overheat evidence (or gas
+    /// unloading the motor down to the underload setting) is the protection relay (or the
+    /// winding's thermal trip) confirming it: the evidence may have
     /// had only a reading or two to show. A reading
     /// caught while the drive decelerates (running, no longer at speed, so not `judged` by
     /// the process rules) stands between the evidence found at speed and the stop without
@@ -1531,6 +1532,7 @@ impl WellEngine {
                         d,
                         Diagnosis::Condition(
                             Condition::ClosedValve
+                                | Condition::GasInterference
                                 | Condition::GasLock
                                 | Condition::BrokenShaft
                                 | Condition::Overload
@@ -1545,6 +1547,13 @@ impl WellEngine {
                             .tracker
                             .pending(d)
                             .is_some_and(|(_, n)| n >= th.raise_readings))
+                    // Gas tripping the pump on underload after unloading it for a while is
+                    // the interference the relay confirms; a trip moments after the first
+                    // sign of gas is a lock (its onset caught between two readings).
+                    && (d != Diagnosis::Condition(Condition::GasInterference)
+                        || self.tracker.pending(d).is_some_and(|(first, _)| {
+                            ts - first >= (th.unload_confirm_secs * MICROS) as i64
+                        }))
                 {
                     list.push((d, c));
                     confirmed.push(d);

@@ -3462,3 +3462,47 @@ fn a_worn_pump_without_a_flow_meter_warms_its_motor_by_the_delivery_the_wellhead
     let scaled = run(1.25);
     assert!(has(&scaled, Condition::ScalePlugging), "{scaled:?}");
 }
+
+/// Gas that unloads the motor at a steady speed until the underload relay trips it is gas
+/// interference the relay has confirmed (k19 K2-A-16: the current sank from 0.97 to 0.76 of
+/// its level in half an hour with the intake steady, the relay tripped the pump, restarts
+/// tripped again; nothing was raised because the evidence before the trip fell short of the
+/// half hour gas interference must persist). Without the trip the same half hour of
+/// unloading, recovered, is still no alarm; a trip moments after the first sign of gas is a
+/// lock's onset (see `gas_lock_onset_is_one_gas_lock_episode`).
+#[test]
+fn gas_unloading_the_motor_until_the_underload_relay_trips_is_gas_interference() {
+    let plan = pinned(Family::Classic, None, 22, "20s");
+    let meta = &plan.wells[0].meta;
+    let at = start().0 + 14 * HOUR;
+    let trip_at = at + HOUR / 2;
+    let run = |tripped: bool| {
+        let readings = scaled_from(samples(&plan, 0), at, move |since, m| {
+            let now = at + since;
+            if tripped && (trip_at..trip_at + HOUR).contains(&now) {
+                for f in [Field::FrequencyHz, Field::MotorCurrentA, Field::FlowRateBpd] {
+                    m.set(f, Some(0.0));
+                }
+                let pip = m.get(Field::IntakePressurePsi);
+                m.set(Field::DischargePressurePsi, pip);
+                return;
+            }
+            if now >= trip_at {
+                return;
+            }
+            let r = (since as f64 / (HOUR / 3) as f64).min(1.0);
+            scale(m, Field::MotorCurrentA, 1.0 - 0.20 * r);
+            scale(m, Field::FlowRateBpd, 1.0 - 0.06 * r);
+            scale(m, Field::IntakePressurePsi, 1.0 + 0.01 * r);
+            scale(m, Field::DischargePressurePsi, 1.0 - 0.02 * r);
+        });
+        episodes_of(meta, &readings)
+    };
+    let tripped = run(true);
+    assert!(has(&tripped, Condition::GasInterference), "{tripped:?}");
+    let recovered = run(false);
+    assert!(
+        !has(&recovered, Condition::GasInterference),
+        "{recovered:?}"
+    );
+}
