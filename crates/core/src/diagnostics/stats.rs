@@ -284,6 +284,66 @@ mod tests {
         }
     }
 
+    /// Pushes random sequences (values drawn from a small set, so duplicates and ties are
+    /// common, with ±0, negatives and infinities; no NaN) and checks the median bit for bit
+    /// against sorting the last `N` values and picking the middle one, with a `clear` now and
+    /// then.
+    fn matches_sort_and_pick<const N: usize>(seed: u64) {
+        let mut rng = crate::rng::SimRng::new(seed);
+        let palette: Vec<f64> = (0..rng.int(1, 40))
+            .map(|_| match rng.int(0, 9) {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f64::INFINITY,
+                3 => f64::NEG_INFINITY,
+                4 => rng.int(-5, 5) as f64,
+                5 => f64::MIN_POSITIVE / 2.0,
+                _ => (rng.unit() - 0.3) * 100.0,
+            })
+            .collect();
+        let mut sliding = super::SlidingMedian::<N>::default();
+        let mut window: Vec<f64> = Vec::new();
+        for k in 0..3_000 {
+            if rng.chance(0.002) {
+                sliding.clear();
+                window.clear();
+            }
+            let v = if rng.chance(0.5) {
+                *rng.pick(&palette)
+            } else {
+                // A gauge-like walk: repeats, one-quantum steps.
+                window.last().copied().unwrap_or(0.0) + rng.int(-1, 1) as f64 * 0.25
+            };
+            sliding.push(v);
+            window.push(v);
+            if window.len() > N {
+                window.remove(0);
+            }
+            let want = (window.len() == N).then(|| {
+                let mut sorted = window.clone();
+                sorted.sort_by(f64::total_cmp);
+                sorted[N / 2]
+            });
+            assert_eq!(
+                sliding.median().map(f64::to_bits),
+                want.map(f64::to_bits),
+                "N = {N}, seed {seed}, push {k}: {window:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sliding_medians_of_every_window_size_match_sort_and_pick() {
+        macro_rules! sizes {
+            ($($n:literal)*) => {
+                $(for seed in 0..8 {
+                    matches_sort_and_pick::<$n>(seed);
+                })*
+            };
+        }
+        sizes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
+    }
+
     use super::*;
 
     #[test]
