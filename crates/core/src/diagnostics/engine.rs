@@ -276,6 +276,9 @@ impl WellEngine {
                 }
                 channels[Field::IntakePressurePsi.index()] =
                     ChannelMonitor::with_slew_limit(pip_slew.0, pip_slew.1);
+                for f in Field::ALL.into_iter().filter(|f| !WATCHED.contains(f)) {
+                    channels[f.index()].scatter_unread = true;
+                }
                 channels
             },
             running: true,
@@ -1943,6 +1946,30 @@ mod training_sample_tests {
                 None => assert_eq!(back.get(f), None, "{f:?} stays missing"),
             }
         }
+    }
+
+    /// Training keeps the steps between readings (the scatter measures) only for the channels
+    /// whose scatter is ever read (`WATCHED`): the drive frequency and the lab channels are
+    /// never observed after training, so their step windows would be kept for nothing.
+    #[test]
+    fn training_keeps_step_windows_only_for_watched_channels() {
+        let th = Thresholds::default();
+        let mut e = WellEngine::new(None, th, TrainingWindow::Readings(100));
+        let mut m = Measurements::empty();
+        for i in 0..50i64 {
+            let wiggle = (i % 3) as f64 * 0.1;
+            m.set(Field::FrequencyHz, Some(60.0 + wiggle));
+            m.set(Field::MotorCurrentA, Some(40.0 + wiggle));
+            m.set(Field::WaterCutPct, Some(30.0 + wiggle));
+            e.push(Timestamp(10_000_000 * i), &m);
+        }
+        assert!(
+            e.channels[Field::MotorCurrentA.index()]
+                .resolution()
+                .is_some()
+        );
+        assert_eq!(e.channels[Field::FrequencyHz.index()].resolution(), None);
+        assert_eq!(e.channels[Field::WaterCutPct.index()].resolution(), None);
     }
 
     #[test]
