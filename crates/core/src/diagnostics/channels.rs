@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use crate::telemetry::Field;
 
-use super::stats::{Ewma, SlidingMedian, Welford};
+use super::stats::{Ewma, RecentWindow, SlidingMedian, Welford};
 use super::thresholds::Thresholds;
 
 /// What is wrong with one channel right now.
@@ -104,8 +104,9 @@ pub struct ChannelMonitor {
     median_step: Option<f64>,
     /// The values of those steps, and the level averaged slowly while the channel is not
     /// judged noisy: a scattering gauge reads around the true value, so the median of its
-    /// recent values holds where the quantity stood.
-    recent_values: SlidingMedian<NOISE_WINDOW>,
+    /// recent values holds where the quantity stood. Only the ammeter's is read, and only
+    /// while it scatters: selected when asked, not kept sorted.
+    recent_values: RecentWindow<NOISE_WINDOW>,
     usual_level: Ewma,
     level_updates: u8,
     /// The smallest non-zero step ever seen: the gauge's resolution as far as known.
@@ -114,6 +115,9 @@ pub struct ChannelMonitor {
     pub noisy_run: u32,
     /// Judged noisy (by the engine, which alone sees whether the other channels are calm).
     pub noisy: bool,
+    /// Nothing reads this channel's scatter (it is not [`WATCHED`]: the engine never observes
+    /// it after training), so training keeps no step windows for it.
+    pub scatter_unread: bool,
 }
 
 /// Steps whose median measures a channel's scatter: a median of 15 ignores up to seven large
@@ -206,7 +210,9 @@ impl ChannelMonitor {
     }
 
     pub fn train(&mut self, ts: i64, value: Option<f64>, th: &Thresholds) {
-        self.track_steps(ts, value, false, th);
+        if !self.scatter_unread {
+            self.track_steps(ts, value, false, th);
+        }
         self.train_seen += 1;
         if let Some(v) = value {
             self.train_present += 1;

@@ -184,14 +184,31 @@ pub fn symmetric_eigen(matrix: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
     (values, vectors)
 }
 
+/// The key of `v` whose integer order is `f64::total_cmp`'s order (the transform
+/// `total_cmp` itself applies to both sides of every comparison). It is its own inverse.
+#[inline(always)]
+fn order_key(v: f64) -> i64 {
+    let bits = v.to_bits() as i64;
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
+}
+
+/// The value whose [`order_key`] is `k`.
+#[inline(always)]
+fn from_order_key(k: i64) -> f64 {
+    f64::from_bits((k ^ (((k >> 63) as u64) >> 1) as i64) as u64)
+}
+
 /// The median of the last `N` values, kept as a sorted copy beside the arrival order: a push
 /// moves at most `N` numbers instead of selecting anew (the noise gauges of every channel ask
-/// for it on every reading, and a fresh select of 15 was a fifth of the engine's time).
-#[derive(Clone, Debug)]
+/// for it on every reading, and a fresh select of 15 was a fifth of the engine's time). Both
+/// hold [`order_key`]s, so the sorting compares integers (`f64::total_cmp`'s order, hence
+/// the same median bit for bit), and a value equal to the one it replaces (a quantised gauge
+/// repeating itself, a step of exactly one resolution again) changes nothing.
+#[derive(Clone, Copy, Debug)]
 pub struct SlidingMedian<const N: usize> {
     /// Arrival order, oldest at `head` once full.
-    ring: [f64; N],
-    sorted: [f64; N],
+    ring: [i64; N],
+    sorted: [i64; N],
     len: usize,
     head: usize,
 }
@@ -199,8 +216,8 @@ pub struct SlidingMedian<const N: usize> {
 impl<const N: usize> Default for SlidingMedian<N> {
     fn default() -> Self {
         SlidingMedian {
-            ring: [0.0; N],
-            sorted: [0.0; N],
+            ring: [0; N],
+            sorted: [0; N],
             len: 0,
             head: 0,
         }
@@ -209,35 +226,112 @@ impl<const N: usize> Default for SlidingMedian<N> {
 
 impl<const N: usize> SlidingMedian<N> {
     /// Takes in a value, dropping the oldest once `N` are held.
+    #[inline]
     pub fn push(&mut self, v: f64) {
+        let k = order_key(v);
         if self.len < N {
-            self.ring[(self.head + self.len) % N] = v;
+            let mut slot = self.head + self.len;
+            if slot >= N {
+                slot -= N;
+            }
+            self.ring[slot] = k;
             let mut at = self.len;
-            while at > 0 && self.sorted[at - 1].total_cmp(&v).is_gt() {
+            while at > 0 && self.sorted[at - 1] > k {
                 self.sorted[at] = self.sorted[at - 1];
                 at -= 1;
             }
-            self.sorted[at] = v;
+            self.sorted[at] = k;
             self.len += 1;
             return;
         }
-        let old = std::mem::replace(&mut self.ring[self.head], v);
-        self.head = (self.head + 1) % N;
+        let old = std::mem::replace(&mut self.ring[self.head], k);
+        self.head += 1;
+        if self.head == N {
+            self.head = 0;
+        }
+        if k == old {
+            return;
+        }
         // The new value takes the oldest one's place, then moves to where it sorts: one pass
         // over the values between the two (successive readings are mostly close).
-        let mut at = self.sorted.partition_point(|x| x.total_cmp(&old).is_lt());
-        if v.total_cmp(&old).is_gt() {
-            while at + 1 < N && self.sorted[at + 1].total_cmp(&v).is_lt() {
+        let mut at = self.sorted.partition_point(|x| *x < old);
+        if k > old {
+            while at + 1 < N && self.sorted[at + 1] < k {
                 self.sorted[at] = self.sorted[at + 1];
                 at += 1;
             }
         } else {
-            while at > 0 && self.sorted[at - 1].total_cmp(&v).is_gt() {
+            while at > 0 && self.sorted[at - 1] > k {
                 self.sorted[at] = self.sorted[at - 1];
                 at -= 1;
             }
         }
-        self.sorted[at] = v;
+        self.sorted[at] = k;
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.head = 0;
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.len == N
+    }
+
+    /// The median (the upper one for an even count), once the window is full.
+    #[inline]
+    pub fn median(&self) -> Option<f64> {
+        self.is_full().then(|| from_order_key(self.sorted[N / 2]))
+    }
+
+    /// The median of the values held so far (the upper one for an even count), once any is.
+    #[inline]
+    pub fn median_so_far(&self) -> Option<f64> {
+        (self.len > 0).then(|| from_order_key(self.sorted[self.len / 2]))
+    }
+}
+
+/// The last `N` values in arrival order, for a median asked for now and then: a push stores
+/// one number, and [`RecentWindow::median`] selects from a copy (the same value as
+/// [`SlidingMedian::median`] of the same pushes, bit for bit: both order by `total_cmp`).
+/// Keeping a sorted copy up to date on every push only pays when the median is read on
+/// every push.
+#[derive(Clone, Debug)]
+pub struct RecentWindow<const N: usize> {
+    /// Arrival order, oldest at `head` once full.
+    ring: [f64; N],
+    len: usize,
+    head: usize,
+}
+
+impl<const N: usize> Default for RecentWindow<N> {
+    fn default() -> Self {
+        RecentWindow {
+            ring: [0.0; N],
+            len: 0,
+            head: 0,
+        }
+    }
+}
+
+impl<const N: usize> RecentWindow<N> {
+    /// Takes in a value, dropping the oldest once `N` are held.
+    #[inline]
+    pub fn push(&mut self, v: f64) {
+        if self.len < N {
+            let mut slot = self.head + self.len;
+            if slot >= N {
+                slot -= N;
+            }
+            self.ring[slot] = v;
+            self.len += 1;
+            return;
+        }
+        self.ring[self.head] = v;
+        self.head += 1;
+        if self.head == N {
+            self.head = 0;
+        }
     }
 
     pub fn clear(&mut self) {
@@ -251,7 +345,12 @@ impl<const N: usize> SlidingMedian<N> {
 
     /// The median (the upper one for an even count), once the window is full.
     pub fn median(&self) -> Option<f64> {
-        self.is_full().then(|| self.sorted[N / 2])
+        if !self.is_full() {
+            return None;
+        }
+        let mut keys = self.ring.map(order_key);
+        let (_, m, _) = keys.select_nth_unstable(N / 2);
+        Some(from_order_key(*m))
     }
 }
 
@@ -282,6 +381,74 @@ mod tests {
                 all.clear();
             }
         }
+    }
+
+    /// Pushes random sequences into a `SlidingMedian` and a `RecentWindow` (values drawn from a small set, so duplicates and ties are
+    /// common, with ±0, negatives and infinities; no NaN) and checks the median bit for bit
+    /// against sorting the last `N` values and picking the middle one, with a `clear` now and
+    /// then.
+    fn matches_sort_and_pick<const N: usize>(seed: u64) {
+        let mut rng = crate::rng::SimRng::new(seed);
+        let palette: Vec<f64> = (0..rng.int(1, 40))
+            .map(|_| match rng.int(0, 9) {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f64::INFINITY,
+                3 => f64::NEG_INFINITY,
+                4 => rng.int(-5, 5) as f64,
+                5 => f64::MIN_POSITIVE / 2.0,
+                _ => (rng.unit() - 0.3) * 100.0,
+            })
+            .collect();
+        let mut sliding = super::SlidingMedian::<N>::default();
+        let mut recent = super::RecentWindow::<N>::default();
+        let mut window: Vec<f64> = Vec::new();
+        for k in 0..3_000 {
+            if rng.chance(0.002) {
+                sliding.clear();
+                recent.clear();
+                window.clear();
+            }
+            let v = if rng.chance(0.5) {
+                *rng.pick(&palette)
+            } else {
+                // A gauge-like walk: repeats, one-quantum steps.
+                window.last().copied().unwrap_or(0.0) + rng.int(-1, 1) as f64 * 0.25
+            };
+            sliding.push(v);
+            recent.push(v);
+            window.push(v);
+            if window.len() > N {
+                window.remove(0);
+            }
+            let want = (window.len() == N).then(|| {
+                let mut sorted = window.clone();
+                sorted.sort_by(f64::total_cmp);
+                sorted[N / 2]
+            });
+            assert_eq!(
+                sliding.median().map(f64::to_bits),
+                want.map(f64::to_bits),
+                "N = {N}, seed {seed}, push {k}: {window:?}"
+            );
+            assert_eq!(
+                recent.median().map(f64::to_bits),
+                want.map(f64::to_bits),
+                "RecentWindow, N = {N}, seed {seed}, push {k}: {window:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sliding_medians_of_every_window_size_match_sort_and_pick() {
+        macro_rules! sizes {
+            ($($n:literal)*) => {
+                $(for seed in 0..8 {
+                    matches_sort_and_pick::<$n>(seed);
+                })*
+            };
+        }
+        sizes!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31);
     }
 
     use super::*;
@@ -333,9 +500,9 @@ mod tests {
 /// time-weighted mean would jump (its weight grows with the gap).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RecentIntervals {
-    secs: [f32; 15],
-    len: u8,
-    next: u8,
+    /// The last 15 intervals, each rounded to `f32` (as they were once stored: the median is
+    /// the same bit for bit), kept sorted as they slide rather than sorted anew per reading.
+    secs: SlidingMedian<15>,
     /// The median, kept up to date on each push (read several times per reading).
     median: Option<f64>,
 }
@@ -345,17 +512,68 @@ impl RecentIntervals {
         if !secs.is_finite() || secs <= 0.0 {
             return;
         }
-        self.secs[self.next as usize] = secs as f32;
-        self.next = (self.next + 1) % self.secs.len() as u8;
-        self.len = (self.len + 1).min(self.secs.len() as u8);
-        let mut v = self.secs;
-        let seen = &mut v[..self.len as usize];
-        seen.sort_unstable_by(f32::total_cmp);
-        self.median = Some(seen[seen.len() / 2] as f64);
+        self.secs.push(secs as f32 as f64);
+        self.median = self.secs.median_so_far();
     }
 
     /// The median interval (s), once any was seen.
     pub fn typical(&self) -> Option<f64> {
         self.median
+    }
+}
+
+#[cfg(test)]
+mod intervals_tests {
+    /// The former `RecentIntervals`: the last 15 as `f32`, sorted anew on every push.
+    #[derive(Default)]
+    struct SortedAnew {
+        secs: [f32; 15],
+        len: u8,
+        next: u8,
+        median: Option<f64>,
+    }
+
+    impl SortedAnew {
+        fn push(&mut self, secs: f64) {
+            if !secs.is_finite() || secs <= 0.0 {
+                return;
+            }
+            self.secs[self.next as usize] = secs as f32;
+            self.next = (self.next + 1) % self.secs.len() as u8;
+            self.len = (self.len + 1).min(self.secs.len() as u8);
+            let mut v = self.secs;
+            let seen = &mut v[..self.len as usize];
+            seen.sort_unstable_by(f32::total_cmp);
+            self.median = Some(seen[seen.len() / 2] as f64);
+        }
+    }
+
+    #[test]
+    fn recent_intervals_match_sorting_anew() {
+        let mut rng = crate::rng::SimRng::new(23);
+        for round in 0..50 {
+            let mut kept = super::RecentIntervals::default();
+            let mut anew = SortedAnew::default();
+            assert_eq!(kept.typical(), None);
+            for k in 0..400 {
+                let secs = match rng.int(0, 9) {
+                    0 => 0.0,
+                    1 => -1.0,
+                    2 => f64::NAN,
+                    3 => f64::INFINITY,
+                    4 => 1e300,
+                    5 => 1e-60,
+                    6 => rng.int(1, 4) as f64 * 10.0,
+                    _ => rng.unit() * 60.0 + 1.0 / 3.0,
+                };
+                kept.push(secs);
+                anew.push(secs);
+                assert_eq!(
+                    kept.typical().map(f64::to_bits),
+                    anew.median.map(f64::to_bits),
+                    "round {round}, push {k}"
+                );
+            }
+        }
     }
 }
