@@ -872,11 +872,17 @@ impl WellEngine {
         // copper (∝ I²). The fluid passing the motor carries the heat away (film coefficient
         // ∝ velocity^0.8): `cooling_ratio` says how much less flow explains a hotter motor.
         let flow_ratio = ratio(n.flow, b.flow_bpd);
-        let cooling_ratio = flow_ratio.map(|q| {
-            (q * n.r)
-                .clamp(0.3, 2.0)
-                .powf(self.th.cooling_flow_exponent)
-        });
+        let tubing_pressure_ratio = ratio(m.get(Field::TubingPressurePsi), b.tubing_pressure_psi);
+        // Without a flow meter the wellhead tells the delivery: the flow through the choke and
+        // flowline goes with the square root of the pressure they drop, of which the wellhead
+        // pressure is the upper bound (the back-pressure beyond is unknown). So √ of its ratio
+        // understates a loss of flow, and the heat that loss explains is a lower bound: a worn
+        // pump delivering less warms its motor by the cooling it no longer gets, not by scale.
+        let delivery_ratio = flow_ratio
+            .map(|q| q * n.r)
+            .or_else(|| tubing_pressure_ratio.map(f64::sqrt));
+        let cooling_ratio =
+            delivery_ratio.map(|q| q.clamp(0.3, 2.0).powf(self.th.cooling_flow_exponent));
         // Both in absolute terms: a faster pump draws more amps and moves more fluid.
         let baseline_amps = b.no_load_current_a.hypot(b.active_current_a);
         let amps_ratio = n
@@ -915,7 +921,7 @@ impl WellEngine {
                 m.get(Field::DischargePressurePsi),
                 b.discharge_pressure_psi,
             ),
-            tubing_pressure_ratio: ratio(m.get(Field::TubingPressurePsi), b.tubing_pressure_psi),
+            tubing_pressure_ratio,
             flow_ratio,
             head_ratio,
             pressure_rise_ratio: ratio(n.tdh, b.tdh_ft),
@@ -1499,8 +1505,9 @@ impl WellEngine {
         (score, pointwise)
     }
 
-    /// Episodes. A stop right after loss-of-lift, overload or overheat evidence is the
-    /// protection relay (or the winding's thermal trip) confirming it: the evidence may have
+    /// Episodes. A stop right after loss-of-lift, overload or overheat evidence (or gas
+    /// unloading the motor down to the underload setting) is the protection relay (or the
+    /// winding's thermal trip) confirming it: the evidence may have
     /// had only a reading or two to show. A reading
     /// caught while the drive decelerates (running, no longer at speed, so not `judged` by
     /// the process rules) stands between the evidence found at speed and the stop without
@@ -1528,6 +1535,7 @@ impl WellEngine {
                         d,
                         Diagnosis::Condition(
                             Condition::ClosedValve
+                                | Condition::GasInterference
                                 | Condition::GasLock
                                 | Condition::BrokenShaft
                                 | Condition::Overload
@@ -1542,6 +1550,13 @@ impl WellEngine {
                             .tracker
                             .pending(d)
                             .is_some_and(|(_, n)| n >= th.raise_readings))
+                    // Gas tripping the pump on underload after unloading it for a while is
+                    // the interference the relay confirms; a trip moments after the first
+                    // sign of gas is a lock (its onset caught between two readings).
+                    && (d != Diagnosis::Condition(Condition::GasInterference)
+                        || self.tracker.pending(d).is_some_and(|(first, _)| {
+                            ts - first >= (th.unload_confirm_secs * MICROS) as i64
+                        }))
                 {
                     list.push((d, c));
                     confirmed.push(d);

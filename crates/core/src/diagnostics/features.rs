@@ -97,7 +97,8 @@ pub struct Features {
     pub pressure_rise_ratio: Option<f64>,
     pub vibration_ratio: Option<f64>,
     pub winding_rise_ratio: Option<f64>,
-    /// Cooling by the flow past the motor against the baseline (flow^0.8).
+    /// Cooling by the flow past the motor against the baseline (flow^0.8; without a flow meter,
+    /// the flow the wellhead pressure tells).
     pub cooling_ratio: Option<f64>,
     pub volts_per_hz_ratio: Option<f64>,
     pub efficiency_ratio: Option<f64>,

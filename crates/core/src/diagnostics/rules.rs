@@ -1396,7 +1396,15 @@ pub(crate) fn head_loss(i: &Input, gas: &GasEvidence, state: &mut HeadLoss) -> O
         state.low = Some(th.leak_step_head_ratio);
     }
     let low = state.low.unwrap_or(th.head_ratio_low);
-    if h >= low || !i.at_rest {
+    // Wear and scale do not heal when the pump stops: a gradual loss already told, still below
+    // the bar once the pump is back up to speed after a short stop (a trip on a winding the
+    // scale runs hot), is the same loss. It is not judged afresh, so it need not wait for the
+    // intake to come to rest, which a pump tripping every few hours never lets it do.
+    let gradual_known = matches!(
+        state.kind,
+        Some(Condition::PumpWear | Condition::ScalePlugging)
+    );
+    if h >= low || !(i.at_rest || (gradual_known && i.settled)) {
         return None;
     }
     // A leak returns part of the delivery to the annulus: less reaches the surface, and the
