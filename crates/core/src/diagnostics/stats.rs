@@ -104,9 +104,9 @@ thread_local! {
     /// The weights `1 − exp(−dt/τ)` last worked out on this thread, by the bits of (dt, τ),
     /// direct-mapped. An [`Ewma`]'s own memo misses on every reading when readings come at
     /// irregular intervals (a gateway's clock jitter), but the EWMAs of one reading (some 50
-    /// updates of an engine) share its interval and a handful of time constants: the first works the
-    /// weight out, the others find it here. The same inputs give the same bits, so nothing
-    /// else changes.
+    /// updates in an engine) share its interval and a handful of time constants: the first
+    /// works the weight out, the others find it here. The same inputs give the same bits, so
+    /// nothing else changes.
     static WEIGHTS: [std::cell::Cell<(u64, u64, f64)>; WEIGHT_SLOTS] =
         const { [const { std::cell::Cell::new((u64::MAX, u64::MAX, 0.0)) }; WEIGHT_SLOTS] };
 }
