@@ -35,7 +35,7 @@ impl Ewma {
         let a = match self.memo {
             Some((m_dt, m_tau, a)) if m_dt == dt && m_tau == tau_s => a,
             _ => {
-                let a = 1.0 - (-dt / tau_s).exp();
+                let a = shared_weight(dt, tau_s);
                 self.memo = Some((dt, tau_s, a));
                 a
             }
@@ -95,6 +95,39 @@ impl Ewma {
     pub fn last_ts(&self) -> i64 {
         self.last_ts
     }
+}
+
+/// Slots of [`WEIGHTS`].
+const WEIGHT_SLOTS: usize = 16;
+
+thread_local! {
+    /// The weights `1 − exp(−dt/τ)` last worked out on this thread, by the bits of (dt, τ),
+    /// direct-mapped. An [`Ewma`]'s own memo misses on every reading when readings come at
+    /// irregular intervals (a gateway's clock jitter), but the EWMAs of one reading (some 50
+    /// updates in an engine) share its interval and a handful of time constants: the first
+    /// works the weight out, the others find it here. The same inputs give the same bits, so
+    /// nothing else changes.
+    static WEIGHTS: [std::cell::Cell<(u64, u64, f64)>; WEIGHT_SLOTS] =
+        const { [const { std::cell::Cell::new((u64::MAX, u64::MAX, 0.0)) }; WEIGHT_SLOTS] };
+}
+
+/// `1 − exp(−dt/τ)`, from [`WEIGHTS`] when this thread worked it out lately. (No dt is NaN,
+/// so no key matches an empty slot.) Out of line, as `exp` was: inlined, it made
+/// [`Ewma::update`] too large to inline, which cost more on regular sampling than it saved.
+#[inline(never)]
+fn shared_weight(dt: f64, tau_s: f64) -> f64 {
+    let key = (dt.to_bits(), tau_s.to_bits());
+    let slot = ((key.0 ^ key.1.rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize
+        % WEIGHT_SLOTS;
+    WEIGHTS.with(|w| {
+        let (d, t, a) = w[slot].get();
+        if (d, t) == key {
+            return a;
+        }
+        let a = 1.0 - (-dt / tau_s).exp();
+        w[slot].set((key.0, key.1, a));
+        a
+    })
 }
 
 /// Running mean and variance (Welford), for baselines.
@@ -475,6 +508,49 @@ mod tests {
             fast.mean,
             slow.mean
         );
+    }
+
+    /// EWMAs updated in turn at jittered intervals with a few time constants (the weights then
+    /// come from the thread's shared table, not their own memo) give the same bits as working
+    /// `1 − exp(−dt/τ)` out for every update.
+    #[test]
+    fn ewmas_sharing_weights_match_working_each_out() {
+        fn reference(e: &mut (f64, f64, i64, bool), ts: i64, x: f64, tau: f64) {
+            if !e.3 {
+                *e = (x, 0.0, ts, true);
+                return;
+            }
+            let dt = ((ts - e.2) as f64 / 1e6).max(0.0);
+            e.2 = ts;
+            let a = 1.0 - (-dt / tau).exp();
+            let d = x - e.0;
+            e.0 += a * d;
+            e.1 = (1.0 - a) * (e.1 + a * d * d);
+        }
+        let mut rng = crate::rng::SimRng::new(23);
+        let taus = [300.0, 900.0, 3_600.0, 30.0, 300.0, 7_200.0];
+        let mut kept = [Ewma::default(); 40];
+        let mut anew = [(0.0, 0.0, 0, false); 40];
+        let mut ts = 0i64;
+        for _ in 0..2_000 {
+            // Mostly jittered, sometimes regular, sometimes the same timestamp again.
+            ts += match rng.int(0, 9) {
+                0 => 0,
+                1..=3 => 10_000_000,
+                _ => rng.int(1_000_000, 20_000_000),
+            };
+            for (k, (e, r)) in kept.iter_mut().zip(anew.iter_mut()).enumerate() {
+                if rng.chance(0.1) {
+                    continue;
+                }
+                let x = rng.normal() * 5.0 + 40.0;
+                let tau = taus[k % taus.len()];
+                e.update(ts, x, tau);
+                reference(r, ts, x, tau);
+                assert_eq!(e.mean.to_bits(), r.0.to_bits());
+                assert_eq!(e.var.to_bits(), r.1.to_bits());
+            }
+        }
     }
 
     #[test]
