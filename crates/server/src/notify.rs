@@ -803,6 +803,10 @@ impl Notifier {
         } else {
             channel_disabled(self.store.as_ref(), delivery.channel_id)
                 .await
+                .inspect_err(|err| {
+                    // The store hands read errors back unlogged: logged here, once.
+                    tracing::warn!(delivery = delivery.id, error = %err, "reading whether the channel is disabled failed");
+                })
                 .ok()
                 .map(|d| d.is_some())
         };

@@ -1295,6 +1295,89 @@ async fn an_error_is_logged_once_in_its_request_line() {
     assert_eq!(table_lines[1]["repeated"], true, "{table_lines:#?}");
 }
 
+/// Issue 17, error policy: a read the embedded store cannot make (an older segment damaged on
+/// disk, which the open does not look at) is logged once, in the request's own line (500, its
+/// error id, the cause); the store's read path does not log it again without a request id.
+#[tokio::test]
+async fn a_failed_store_read_is_logged_once_in_its_request_line() {
+    use espwatch_core::{Field, Measurements, Reading, Timestamp, WellId};
+    use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_s = dir.path().to_str().unwrap();
+    let well = WellId::parse("S-1").unwrap();
+    let t0 = 1_767_225_600_000_000i64; // 2026-01-01T00:00:00Z, a window boundary
+    let readings: Vec<Reading> = [0i64, 10, 5 * 3600]
+        .iter()
+        .map(|s| {
+            let mut values = Measurements::empty();
+            values.set(Field::FrequencyHz, Some(50.0));
+            Reading {
+                well_id: well.clone(),
+                ts: Timestamp(t0 + s * 1_000_000),
+                values,
+            }
+        })
+        .collect();
+    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
+    store
+        .append(
+            readings,
+            AppendOptions {
+                auto_register_wells: true,
+            },
+        )
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    {
+        let db = rusqlite::Connection::open(dir.path().join("espwatch.db")).unwrap();
+        let n = db
+            .execute(
+                "UPDATE segments SET data = x'01ff' WHERE window_start = ?1",
+                [t0],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let key = cli_api_key(&["--data-dir", dir_s], "admin");
+    let server = LoggedServer::start(dir.path());
+    let response =
+        bearer_client(&key)
+            .get(server.url(
+                "/api/v1/wells/S-1/telemetry?from=2026-01-01T00:00:00Z&to=2026-01-02T00:00:00Z",
+            ))
+            .header("x-request-id", "req-read-1")
+            .send()
+            .await
+            .unwrap();
+    let status = response.status().as_u16();
+    assert!(status >= 500, "{status}");
+    let body: Value = response.json().await.unwrap();
+    let error_id = body["error"]["id"].as_str().unwrap().to_owned();
+    let lines = server.stop().await;
+    let line = the_request_line(
+        &lines,
+        &error_id,
+        "req-read-1",
+        "/api/v1/wells/{id}/telemetry",
+        status,
+        "ERROR",
+    );
+    assert!(
+        line["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("corrupt")),
+        "{line}"
+    );
+    // Before: the store's read path logged "corrupt segment" once more, at ERROR, without a
+    // request id.
+    let corrupt: Vec<&String> = lines.iter().filter(|l| l.contains("corrupt")).collect();
+    assert_eq!(corrupt.len(), 1, "{corrupt:#?}");
+}
+
 /// Issue 17, error policy, through the public surface: a body that is no JSON, a credential
 /// that is refused and a commit the store cannot make (its database locked, as a stuck disk
 /// would) are each logged once, in the request's own line; the store's writer does not log the

@@ -192,7 +192,33 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         }),
     )
         .into_response();
-    if let Some(error) = identity_error {
+    // A store that fails its probes while the server leaves rotation: why goes into this
+    // request's own line too (the store's probes hand their errors back unlogged).
+    let store_error = (!store_ok && !ok).then(|| {
+        let why = [("read", &health.read), ("write", &health.write)]
+            .iter()
+            .filter(|(_, p)| !p.ok)
+            .map(|(what, p)| format!("{what}: {}", p.detail.as_deref().unwrap_or("failed")))
+            .collect::<Vec<_>>()
+            .join("; ");
+        ErrorLog {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: "store_unavailable",
+            cause: Some(format!("store probe failed: {why}")),
+        }
+    });
+    let error = match (store_error, identity_error) {
+        (Some(mut store), Some(identity)) => {
+            store.cause = Some(format!(
+                "{}; {}",
+                store.cause.unwrap_or_default(),
+                identity.cause.unwrap_or_default()
+            ));
+            Some(store)
+        }
+        (store, identity) => store.or(identity),
+    };
+    if let Some(error) = error {
         response.extensions_mut().insert(error);
     }
     response

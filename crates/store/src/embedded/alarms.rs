@@ -6,7 +6,7 @@ use espwatch_core::diagnostics::Diagnosis;
 use espwatch_core::{Timestamp, WellId};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::schema::sql_err;
+use super::schema::{sql_err, sql_fail};
 use super::{EmbeddedStore, Inner, lock};
 use crate::StoreResult;
 use crate::alarms::{
@@ -112,7 +112,7 @@ fn get(conn: &Connection, id: i64) -> StoreResult<Option<Alarm>> {
         row_to_alarm,
     )
     .optional()
-    .map_err(|e| sql_err("reading alarm", e))
+    .map_err(|e| sql_fail("reading alarm", e))
 }
 
 fn open_alarm(
@@ -128,7 +128,7 @@ fn open_alarm(
         row_to_alarm,
     )
     .optional()
-    .map_err(|e| sql_err("reading open alarm", e))
+    .map_err(|e| sql_fail("reading open alarm", e))
 }
 
 const DIRECTIVE_COLUMNS: &str =
@@ -152,7 +152,7 @@ fn directives_of(conn: &Connection, well: &WellId) -> StoreResult<Option<WellDir
         row_to_directives,
     )
     .optional()
-    .map_err(|e| sql_err("reading well directives", e))
+    .map_err(|e| sql_fail("reading well directives", e))
 }
 
 /// Writes `change` over the well's directives (one writer: the connection is behind a lock)
@@ -246,12 +246,12 @@ impl AlarmStore for EmbeddedStore {
                         "SELECT {DIRECTIVE_COLUMNS} FROM well_directives WHERE revision > ?1
                          ORDER BY revision LIMIT ?2"
                     ))
-                    .map_err(|e| sql_err("listing well directives", e))?;
+                    .map_err(|e| sql_fail("listing well directives", e))?;
                 let rows = stmt
                     .query_map(params![revision, limit], row_to_directives)
-                    .map_err(|e| sql_err("listing well directives", e))?;
+                    .map_err(|e| sql_fail("listing well directives", e))?;
                 rows.collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| sql_err("listing well directives", e))
+                    .map_err(|e| sql_fail("listing well directives", e))
             })
         })
         .await
@@ -366,7 +366,7 @@ impl AlarmStore for EmbeddedStore {
                            AND (?8 IS NULL OR started_at <= ?8)
                          ORDER BY started_at DESC, id DESC LIMIT ?6"
                     ))
-                    .map_err(|e| sql_err("listing alarms", e))?;
+                    .map_err(|e| sql_fail("listing alarms", e))?;
                 let rows = stmt
                     .query_map(
                         params![
@@ -381,9 +381,9 @@ impl AlarmStore for EmbeddedStore {
                         ],
                         row_to_alarm,
                     )
-                    .map_err(|e| sql_err("listing alarms", e))?;
+                    .map_err(|e| sql_fail("listing alarms", e))?;
                 rows.collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| sql_err("listing alarms", e))
+                    .map_err(|e| sql_fail("listing alarms", e))
             })
         })
         .await

@@ -25,7 +25,7 @@ use rusqlite::Connection;
 
 use super::fleet_rollup::{self, WindowSum};
 use super::index::{merge_dedup, window_start};
-use super::schema::sql_err;
+use super::schema::sql_fail;
 use super::{EmbeddedStore, Inner, codec, rollup};
 use crate::fleet::{FleetQuery, FleetTotalsQuery, Totals, WellSeries, WellTotals};
 use crate::{StoreError, StoreResult};
@@ -485,11 +485,11 @@ impl Inner {
 /// fails, so the connection never goes back to the pool inside a transaction).
 fn in_read_transaction<T>(conn: &Connection, f: impl FnOnce() -> StoreResult<T>) -> StoreResult<T> {
     conn.execute_batch("BEGIN")
-        .map_err(|e| sql_err("starting a fleet read", e))?;
+        .map_err(|e| sql_fail("starting a fleet read", e))?;
     match f() {
         Ok(v) => {
             conn.execute_batch("COMMIT")
-                .map_err(|e| sql_err("ending a fleet read", e))?;
+                .map_err(|e| sql_fail("ending a fleet read", e))?;
             Ok(v)
         }
         Err(e) => {

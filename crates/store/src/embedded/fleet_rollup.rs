@@ -32,7 +32,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::codec::{CodecError, Reader, put_ivarint, put_varint};
 use super::index::Index;
 use super::rollup::{self, HOUR, Partial, Piece};
-use super::schema::sql_err;
+use super::schema::{sql_err, sql_fail};
 use crate::StoreResult;
 
 const VERSION: u8 = 1;
@@ -201,7 +201,7 @@ pub fn read_valid(
     else {
         return Ok(out);
     };
-    let err = |e| sql_err("reading fleet rollups", e);
+    let err = |e| sql_fail("reading fleet rollups", e);
     let mut stmt = conn
         .prepare_cached(
             "SELECT window_start, readings, fingerprint, data FROM fleet_rollups

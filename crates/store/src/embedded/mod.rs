@@ -50,7 +50,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 use self::index::{merge_dedup, window_start};
-use self::schema::sql_err;
+use self::schema::sql_fail;
 pub use self::security::{
     EmbeddedSecurityStore, SECURITY_FILE, read_user_accounts, rename_user_accounts,
 };
@@ -670,6 +670,13 @@ fn lock_dir(dir: &Path) -> StoreResult<File> {
     }
 }
 
+/// A segment a read cannot decode. Not logged here: the read paths of this store hand their
+/// errors back unlogged (`sql_fail`), and whoever asked logs them once: a request in its own
+/// log line, the diagnostics' rebuild in its warning (the error policy of issue 17).
+fn corrupt_segment(well: &WellId, ws: i64, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("segment ({well}, {ws}) is corrupt: {e}"))
+}
+
 impl Inner {
     /// Sealed points of `well` in `[from, to)`, read from the segments of the windows that
     /// overlap the range, ascending.
@@ -699,21 +706,19 @@ impl Inner {
                      WHERE well_id = ?1 AND window_start >= ?2 AND window_start < ?3
                      ORDER BY window_start",
                 )
-                .map_err(|e| sql_err("reading segments", e))?;
+                .map_err(|e| sql_fail("reading segments", e))?;
             let mut rows = stmt
                 .query(params![well.as_str(), first_window, to])
-                .map_err(|e| sql_err("reading segments", e))?;
+                .map_err(|e| sql_fail("reading segments", e))?;
             let mut out = Vec::new();
-            while let Some(row) = rows.next().map_err(|e| sql_err("reading segments", e))? {
-                let ws: i64 = row.get(0).map_err(|e| sql_err("reading segments", e))?;
+            while let Some(row) = rows.next().map_err(|e| sql_fail("reading segments", e))? {
+                let ws: i64 = row.get(0).map_err(|e| sql_fail("reading segments", e))?;
                 let data = row
                     .get_ref(1)
                     .and_then(|v| v.as_blob().map_err(Into::into))
-                    .map_err(|e| sql_err("reading segments", e))?;
-                codec::decode_segment_channels(data, (from, to), mask, &mut out).map_err(|e| {
-                    tracing::error!(well = %well, window_start = ws, error = %e, "corrupt segment");
-                    StoreError::Internal(format!("segment ({well}, {ws}) is corrupt: {e}"))
-                })?;
+                    .map_err(|e| sql_fail("reading segments", e))?;
+                codec::decode_segment_channels(data, (from, to), mask, &mut out)
+                    .map_err(|e| corrupt_segment(well, ws, e))?;
             }
             Ok(out)
         }
@@ -767,7 +772,7 @@ impl Inner {
                 raw: Vec::new(),
             });
         };
-        let err = |e| sql_err("reading rollups", e);
+        let err = |e| sql_fail("reading rollups", e);
         let window = self.shared.window;
         let mut out = RollupRead {
             pieces: Vec::new(),
@@ -812,19 +817,17 @@ impl Inner {
                 .prepare_cached(
                     "SELECT data FROM segments WHERE well_id = ?1 AND window_start = ?2",
                 )
-                .map_err(|e| sql_err("reading segments", e))?;
+                .map_err(|e| sql_fail("reading segments", e))?;
             let mut rows = stmt
                 .query(params![well.as_str(), ws])
-                .map_err(|e| sql_err("reading segments", e))?;
-            if let Some(row) = rows.next().map_err(|e| sql_err("reading segments", e))? {
+                .map_err(|e| sql_fail("reading segments", e))?;
+            if let Some(row) = rows.next().map_err(|e| sql_fail("reading segments", e))? {
                 let data = row
                     .get_ref(0)
                     .and_then(|v| v.as_blob().map_err(Into::into))
-                    .map_err(|e| sql_err("reading segments", e))?;
-                codec::decode_segment_channels(data, (lo, hi), mask, &mut out.raw).map_err(|e| {
-                    tracing::error!(well = %well, window_start = ws, error = %e, "corrupt segment");
-                    StoreError::Internal(format!("segment ({well}, {ws}) is corrupt: {e}"))
-                })?;
+                    .map_err(|e| sql_fail("reading segments", e))?;
+                codec::decode_segment_channels(data, (lo, hi), mask, &mut out.raw)
+                    .map_err(|e| corrupt_segment(well, ws, e))?;
             }
         }
         Ok(out)
@@ -1062,27 +1065,41 @@ impl Store for EmbeddedStore {
     }
 
     async fn health(&self) -> StoreHealth {
-        const TIMEOUT: Duration = Duration::from_secs(2);
-        let started = Instant::now();
-        let read = probe(
-            started,
-            tokio::time::timeout(TIMEOUT, async {
-                self.check_open()?;
-                self.blocking(|inner| {
-                    inner.readers.with(|conn| {
-                        conn.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))
-                            .map_err(|e| sql_err("read probe", e))
+        // Both probes at once: a readiness answer takes the slower one, not their sum.
+        let read_probe = async {
+            let started = Instant::now();
+            probe(
+                started,
+                tokio::time::timeout(PROBE_TIMEOUT, async {
+                    self.check_open()?;
+                    self.blocking(|inner| {
+                        inner.readers.with(|conn| {
+                            conn.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))
+                                .map_err(|e| sql_fail("read probe", e))
+                        })
                     })
+                    .await
                 })
-                .await
-            })
-            .await,
-        );
-        let started = Instant::now();
-        let write = probe(
-            started,
-            tokio::time::timeout(TIMEOUT, self.call(|reply| Command::Probe { reply })).await,
-        );
+                .await,
+            )
+        };
+        // The write probe waits its turn behind the appends queued before it. Under load on a
+        // starved machine (a debug soak beside builds: appends acknowledged after 2.5 s) that
+        // turn can come after the timeout while every append is committed: the writer is
+        // busy, not stuck, and answering 503 then would take a working node out of rotation.
+        // So a probe that timed out while the writer went on committing is healthy (said in
+        // its detail); one that timed out with no commit meanwhile is not.
+        let write_probe = async {
+            let started = Instant::now();
+            let commits = &self.inner.shared.commits;
+            let before = commits.load(Ordering::Relaxed);
+            let outcome =
+                tokio::time::timeout(PROBE_TIMEOUT, self.call(|reply| Command::Probe { reply }))
+                    .await;
+            let during = commits.load(Ordering::Relaxed).saturating_sub(before);
+            write_probe(started, outcome, during)
+        };
+        let (read, write) = tokio::join!(read_probe, write_probe);
         let mut read = read;
         let quarantined = self.inner.shared.read().quarantined.clone();
         if !quarantined.is_empty() {
@@ -1150,6 +1167,28 @@ impl Store for EmbeddedStore {
     }
 }
 
+/// How long a readiness probe of the embedded store waits.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The write probe's result: as [`probe`], except that a probe that timed out while the writer
+/// made `commits` commits (of appends queued before it) is healthy: busy, not stuck.
+fn write_probe<T>(
+    started: Instant,
+    outcome: Result<StoreResult<T>, tokio::time::error::Elapsed>,
+    commits: u64,
+) -> ProbeResult {
+    match outcome {
+        Err(_) if commits > 0 => ProbeResult {
+            ok: true,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            detail: Some(format!(
+                "busy: still queued behind earlier appends after 2 s, {commits} commit(s) made meanwhile"
+            )),
+        },
+        outcome => probe(started, outcome),
+    }
+}
+
 fn probe<T>(
     started: Instant,
     outcome: Result<StoreResult<T>, tokio::time::error::Elapsed>,
@@ -1164,6 +1203,39 @@ fn probe<T>(
         ok: detail.is_none(),
         latency_ms,
         detail,
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    async fn timed_out() -> Result<StoreResult<()>, tokio::time::error::Elapsed> {
+        tokio::time::timeout(Duration::ZERO, std::future::pending()).await
+    }
+
+    /// Issue 17 (a `/health/ready` answering 503 under load in a soak): a write probe that
+    /// waited out its timeout behind appends the writer kept committing is healthy; one that
+    /// timed out with no commit meanwhile, or failed, is not.
+    #[tokio::test]
+    async fn a_write_probe_timed_out_behind_commits_is_busy_not_unhealthy() {
+        let started = Instant::now();
+        let busy = write_probe(started, timed_out().await, 3);
+        assert!(busy.ok, "{busy:?}");
+        assert!(
+            busy.detail.as_deref().is_some_and(|d| d.contains("busy")),
+            "{busy:?}"
+        );
+        let stuck = write_probe(started, timed_out().await, 0);
+        assert!(!stuck.ok, "{stuck:?}");
+        assert_eq!(stuck.detail.as_deref(), Some("timed out after 2 s"));
+        let failed = write_probe::<()>(
+            started,
+            Ok(Err(StoreError::Internal("disk I/O error".into()))),
+            5,
+        );
+        assert!(!failed.ok, "{failed:?}");
+        assert!(write_probe(started, Ok(Ok(())), 0).ok);
     }
 }
 

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::EmbeddedStore;
 use super::alarms::with_conn;
-use super::schema::sql_err;
+use super::schema::{sql_err, sql_fail};
 use crate::notify::{
     AttemptResult, ChannelKind, Delivery, DeliveryFilter, DeliveryState, NewChannel, NewDelivery,
     NewRule, NotifyChannel, NotifyRule, NotifyStore,
@@ -131,7 +131,7 @@ fn get_channel(conn: &Connection, id: i64) -> StoreResult<Option<NotifyChannel>>
         row_to_channel,
     )
     .optional()
-    .map_err(|e| sql_err("reading a notification channel", e))
+    .map_err(|e| sql_fail("reading a notification channel", e))
 }
 
 #[async_trait]
@@ -164,10 +164,10 @@ impl NotifyStore for EmbeddedStore {
                     .prepare(&format!(
                         "SELECT {CHANNEL_COLUMNS} FROM notify_channels ORDER BY id"
                     ))
-                    .map_err(|e| sql_err("listing notification channels", e))?;
+                    .map_err(|e| sql_fail("listing notification channels", e))?;
                 stmt.query_map([], row_to_channel)
                     .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| sql_err("listing notification channels", e))
+                    .map_err(|e| sql_fail("listing notification channels", e))
             })
         })
         .await
@@ -238,7 +238,7 @@ impl NotifyStore for EmbeddedStore {
                     params![id],
                     row_to_rule,
                 )
-                .map_err(|e| sql_err("reading a notification rule", e))
+                .map_err(|e| sql_fail("reading a notification rule", e))
             })
         })
         .await
@@ -251,10 +251,10 @@ impl NotifyStore for EmbeddedStore {
                     .prepare(&format!(
                         "SELECT {RULE_COLUMNS} FROM notify_rules ORDER BY id"
                     ))
-                    .map_err(|e| sql_err("listing notification rules", e))?;
+                    .map_err(|e| sql_fail("listing notification rules", e))?;
                 stmt.query_map([], row_to_rule)
                     .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| sql_err("listing notification rules", e))
+                    .map_err(|e| sql_fail("listing notification rules", e))
             })
         })
         .await
@@ -387,7 +387,7 @@ impl NotifyStore for EmbeddedStore {
                            AND (?4 IS NULL OR substr(key, 1, length(?4)) = ?4)
                          ORDER BY id DESC LIMIT ?3"
                     ))
-                    .map_err(|e| sql_err("listing notifications", e))?;
+                    .map_err(|e| sql_fail("listing notifications", e))?;
                 stmt.query_map(
                     params![
                         filter.channel_id,
@@ -398,7 +398,7 @@ impl NotifyStore for EmbeddedStore {
                     row_to_delivery,
                 )
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| sql_err("listing notifications", e))
+                .map_err(|e| sql_fail("listing notifications", e))
             })
         })
         .await

@@ -101,7 +101,10 @@ pub fn sql_err(context: &str, e: rusqlite::Error) -> StoreError {
 
 /// [`sql_err`] without the log line: for an error handed back to a caller that reports it
 /// once itself (an append's requests, each in its own request log line; the field ingest's
-/// retry warning), so that it is not logged once more here (the error policy of issue 17).
+/// retry warning; the read paths of queries, alarms, notifications and the readiness probes,
+/// whose requests log the error in their own line and whose background callers, the
+/// diagnostics' rebuilds and the notifier, log it in their warning), so that it is not logged
+/// once more here (the error policy of issue 17).
 pub fn sql_fail(context: &str, e: rusqlite::Error) -> StoreError {
     StoreError::Internal(format!("{context}: {e}"))
 }
@@ -303,12 +306,19 @@ pub fn get_meta(conn: &Connection, key: &str) -> StoreResult<Option<String>> {
 }
 
 pub fn set_meta(conn: &Connection, key: &str, value: &str) -> StoreResult<()> {
+    set_meta_unlogged(conn, key, value).inspect_err(|e| {
+        tracing::error!(error = %e, "embedded store: writing meta");
+    })
+}
+
+/// [`set_meta`] without the log line (see [`sql_fail`]).
+pub fn set_meta_unlogged(conn: &Connection, key: &str, value: &str) -> StoreResult<()> {
     conn.execute(
         "INSERT INTO meta(key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         [key, value],
     )
-    .map_err(|e| sql_err("writing meta", e))?;
+    .map_err(|e| sql_fail("writing meta", e))?;
     Ok(())
 }
 

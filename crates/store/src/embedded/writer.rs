@@ -1032,7 +1032,9 @@ impl Writer {
                 let _ = reply.send(r);
             }
             Command::Probe { reply } => {
-                let r = schema::set_meta(&self.conn, "last_probe", &now_micros().to_string());
+                // Unlogged: the readiness probe reports it in its own request line.
+                let r =
+                    schema::set_meta_unlogged(&self.conn, "last_probe", &now_micros().to_string());
                 let _ = reply.send(r);
             }
             Command::Close { reply } => return Flow::Stop(Some(reply)),
