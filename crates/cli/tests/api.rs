@@ -1746,47 +1746,14 @@ async fn ingest_over_capacity_is_503_with_retry_after_at_once() {
 /// clean and every read works again.
 #[tokio::test]
 async fn store_check_names_damage_and_repair_quarantines_it() {
-    use espwatch_core::{Field, Measurements, Reading, TimeRange, Timestamp, WellId};
-    use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
+    use espwatch_core::{TimeRange, Timestamp, WellId};
+    use espwatch_store::{EmbeddedOptions, EmbeddedStore, Store};
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let well = WellId::parse("S-1").unwrap();
-    let t0 = 1_767_225_600_000_000i64; // 2026-01-01, a window boundary
-    let readings: Vec<Reading> = [0i64, 10, 5 * 3600]
-        .iter()
-        .map(|s| {
-            let mut values = Measurements::empty();
-            values.set(Field::FrequencyHz, Some(50.0));
-            Reading {
-                well_id: well.clone(),
-                ts: Timestamp(t0 + s * 1_000_000),
-                values,
-            }
-        })
-        .collect();
-    let store = EmbeddedStore::open(&data, EmbeddedOptions::default()).unwrap();
-    store
-        .append(
-            readings,
-            AppendOptions {
-                auto_register_wells: true,
-            },
-        )
-        .await
-        .unwrap();
-    store.checkpoint().await.unwrap();
-    store.close().await.unwrap();
-    {
-        let db = rusqlite::Connection::open(data.join("espwatch.db")).unwrap();
-        let n = db
-            .execute(
-                "UPDATE segments SET data = x'01ff' WHERE window_start = ?1",
-                [t0],
-            )
-            .unwrap();
-        assert_eq!(n, 1);
-    }
+    let t0 = DAMAGED_WINDOW_START;
+    store_with_a_damaged_older_segment(&data, "S-1").await;
     let work = tempfile::tempdir().unwrap();
     let dir_s = data.to_str().unwrap();
     let (ok, stdout, stderr) = run_cli(&["store", "check", "--data-dir", dir_s], &[], work.path());

@@ -1300,48 +1300,10 @@ async fn an_error_is_logged_once_in_its_request_line() {
 /// error id, the cause); the store's read path does not log it again without a request id.
 #[tokio::test]
 async fn a_failed_store_read_is_logged_once_in_its_request_line() {
-    use espwatch_core::{Field, Measurements, Reading, Timestamp, WellId};
-    use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
     init();
     let dir = tempfile::tempdir().unwrap();
     let dir_s = dir.path().to_str().unwrap();
-    let well = WellId::parse("S-1").unwrap();
-    let t0 = 1_767_225_600_000_000i64; // 2026-01-01T00:00:00Z, a window boundary
-    let readings: Vec<Reading> = [0i64, 10, 5 * 3600]
-        .iter()
-        .map(|s| {
-            let mut values = Measurements::empty();
-            values.set(Field::FrequencyHz, Some(50.0));
-            Reading {
-                well_id: well.clone(),
-                ts: Timestamp(t0 + s * 1_000_000),
-                values,
-            }
-        })
-        .collect();
-    let store = EmbeddedStore::open(dir.path(), EmbeddedOptions::default()).unwrap();
-    store
-        .append(
-            readings,
-            AppendOptions {
-                auto_register_wells: true,
-            },
-        )
-        .await
-        .unwrap();
-    store.checkpoint().await.unwrap();
-    store.close().await.unwrap();
-    drop(store);
-    {
-        let db = rusqlite::Connection::open(dir.path().join("espwatch.db")).unwrap();
-        let n = db
-            .execute(
-                "UPDATE segments SET data = x'01ff' WHERE window_start = ?1",
-                [t0],
-            )
-            .unwrap();
-        assert_eq!(n, 1);
-    }
+    store_with_a_damaged_older_segment(dir.path(), "S-1").await;
     let key = cli_api_key(&["--data-dir", dir_s], "admin");
     let server = LoggedServer::start(dir.path());
     let response =

@@ -767,3 +767,50 @@ pub fn start_moto(bucket: &str) -> Option<Moto> {
     assert!(created.success(), "creating the bucket");
     Some(moto)
 }
+
+/// 2026-01-01T00:00:00Z, a segment window boundary: the start of the older of the two windows
+/// [`store_with_a_damaged_older_segment`] writes.
+pub const DAMAGED_WINDOW_START: i64 = 1_767_225_600_000_000;
+
+/// An embedded store in `data` holding three readings of `well` in two sealed windows, the
+/// older one's segment then damaged on disk (which the open does not look at, so the store
+/// still opens). For the corruption paths: `store check`/`repair`, a failed read.
+pub async fn store_with_a_damaged_older_segment(data: &Path, well: &str) {
+    use espwatch_core::{Field, Measurements, Reading, Timestamp, WellId};
+    use espwatch_store::{AppendOptions, EmbeddedOptions, EmbeddedStore, Store};
+    let well = WellId::parse(well).unwrap();
+    let t0 = DAMAGED_WINDOW_START;
+    let readings: Vec<Reading> = [0i64, 10, 5 * 3600]
+        .iter()
+        .map(|s| {
+            let mut values = Measurements::empty();
+            values.set(Field::FrequencyHz, Some(50.0));
+            Reading {
+                well_id: well.clone(),
+                ts: Timestamp(t0 + s * 1_000_000),
+                values,
+            }
+        })
+        .collect();
+    let store = EmbeddedStore::open(data, EmbeddedOptions::default()).unwrap();
+    store
+        .append(
+            readings,
+            AppendOptions {
+                auto_register_wells: true,
+            },
+        )
+        .await
+        .unwrap();
+    store.checkpoint().await.unwrap();
+    store.close().await.unwrap();
+    drop(store);
+    let db = rusqlite::Connection::open(data.join("espwatch.db")).unwrap();
+    let n = db
+        .execute(
+            "UPDATE segments SET data = x'01ff' WHERE window_start = ?1",
+            [t0],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
